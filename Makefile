@@ -1,0 +1,16 @@
+# The two commands of the README: `make dev` runs the system locally, `make test` runs every test.
+.PHONY: dev test setup fmt
+
+dev:
+	scripts/dev.sh
+
+test:
+	scripts/test.sh
+
+# Installs whatever is missing (wasm32 target, worker-build, wasm-bindgen-cli, npm packages,
+# PostgreSQL running). Both commands above call it; it is idempotent.
+setup:
+	scripts/setup.sh
+
+fmt:
+	cargo fmt --all

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The one test command (`make test`, and CI through .ci/run): formatting, clippy for native and
+# wasm32, and every test suite. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "clippy, native (all targets, all features)"
+cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
+
+step "clippy, wasm32 (shared core as the edge uses it, and the edge)"
+cargo clippy --locked --target wasm32-unknown-unknown -p gatehouse-shared -p gatehouse-edge -- -D warnings
+
+step "tests (unit, integration, jose interop in Node)"
+cargo test --locked --workspace --all-features
+
+step "all checks passed"

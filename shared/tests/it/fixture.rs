@@ -1,0 +1,64 @@
+use gatehouse_shared::{
+    AccessClaims, Algorithm, Audience, KeySet, SigningKey, Verifier, VerifierOptions,
+    sign_access_token,
+};
+
+pub const ISSUER: &str = "https://issuer.test";
+pub const AUDIENCE: &str = "https://api.test";
+pub const NOW: i64 = 1_800_000_000;
+
+/// A signing key and a verifier that trusts it.
+pub struct Fixture {
+    pub key: SigningKey,
+    pub verifier: Verifier,
+}
+
+impl Fixture {
+    pub fn new(alg: Algorithm) -> Self {
+        Self::with_options(alg, VerifierOptions::new(ISSUER, AUDIENCE))
+    }
+
+    pub fn with_options(alg: Algorithm, options: VerifierOptions) -> Self {
+        let key = SigningKey::generate(alg).unwrap();
+        let verifier = Verifier::new(KeySet::new([key.verifying_jwk()]), options);
+        Self { key, verifier }
+    }
+
+    pub fn sign(&self, claims: &AccessClaims) -> String {
+        sign_access_token(&self.key, claims).unwrap()
+    }
+
+    /// A JWS with this key's kid, any header and payload JSON.
+    pub fn sign_raw(&self, header: &serde_json::Value, payload: &[u8]) -> String {
+        let input = format!("{}.{}", b64(header.to_string()), b64(payload));
+        format!("{input}.{}", b64(self.key.sign_message(input.as_bytes())))
+    }
+}
+
+pub fn claims() -> AccessClaims {
+    AccessClaims {
+        iss: ISSUER.into(),
+        sub: "user-1".into(),
+        aud: Audience::single(AUDIENCE),
+        exp: NOW + 900,
+        iat: NOW,
+        nbf: Some(NOW),
+        jti: "jti-1".into(),
+        sid: "sid-1".into(),
+        scope: "read write".into(),
+    }
+}
+
+pub fn b64(bytes: impl AsRef<[u8]>) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn unb64(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .unwrap()
+}
+
+pub const ALGORITHMS: [Algorithm; 2] = [Algorithm::EdDsa, Algorithm::Es256];

@@ -1,0 +1,13 @@
+//! Integration tests of the public API of `gatehouse-shared`, in one binary.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod fixture;
+mod rfc8037;
+mod snapshot;
+mod tamper;
+mod validation;

@@ -1,0 +1,125 @@
+//! Signed revocation snapshots: round trip, tamper, type confusion, order and size.
+
+use gatehouse_shared::{
+    Algorithm, ErrorCode, KeySet, RevocationList, SigningKey, SnapshotError, SnapshotOptions,
+    sign_access_token,
+};
+
+use crate::fixture::{Fixture, ISSUER, NOW, b64, claims, unb64};
+
+fn setup() -> (SigningKey, KeySet, SnapshotOptions) {
+    let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    let keys = KeySet::new([key.verifying_jwk()]);
+    (key, keys, SnapshotOptions::new(ISSUER))
+}
+
+fn list(seq: u64, n: usize) -> RevocationList {
+    let mut b = RevocationList::builder(ISSUER, seq, NOW);
+    for i in 0..n {
+        b = b.token(&format!("jti-{i}"), NOW + 900);
+    }
+    b.session("sid-1", NOW + 900)
+        .user("user-9", NOW, NOW + 900)
+        .build()
+}
+
+#[test]
+fn round_trip() {
+    let (key, keys, opts) = setup();
+    let original = list(7, 100);
+    let jws = original.sign_snapshot(&key).unwrap();
+    let parsed = RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap();
+    assert_eq!(parsed, original);
+    assert_eq!(
+        (parsed.seq(), parsed.issued_at(), parsed.len()),
+        (7, NOW, 102)
+    );
+    assert!(parsed.check(&claims()).is_some(), "sid-1 is revoked");
+}
+
+#[test]
+fn tampered_snapshots_fail() {
+    let (key, keys, opts) = setup();
+    let jws = list(7, 10).sign_snapshot(&key).unwrap();
+    let (header, rest) = jws.split_once('.').unwrap();
+    let (payload, sig) = rest.split_once('.').unwrap();
+    let mut bytes = unb64(payload);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let tampered = format!("{header}.{}.{sig}", b64(&bytes));
+    let err = RevocationList::verify_snapshot(&tampered, &keys, &opts, NOW).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BadSignature);
+    // A newer list's payload under an older signature.
+    let newer = list(8, 10).sign_snapshot(&key).unwrap();
+    let newer_payload = newer.split('.').nth(1).unwrap();
+    let spliced = format!("{header}.{newer_payload}.{sig}");
+    let err = RevocationList::verify_snapshot(&spliced, &keys, &opts, NOW).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BadSignature);
+}
+
+#[test]
+fn snapshots_and_access_tokens_cannot_stand_in_for_each_other() {
+    let f = Fixture::new(Algorithm::EdDsa);
+    let keys = f.verifier.keys().clone();
+    let opts = SnapshotOptions::new(ISSUER);
+    let snapshot = list(1, 1).sign_snapshot(&f.key).unwrap();
+    assert_eq!(
+        f.verifier.verify(&snapshot, NOW).unwrap_err().code(),
+        ErrorCode::WrongType
+    );
+    let token = sign_access_token(&f.key, &claims()).unwrap();
+    let err = RevocationList::verify_snapshot(&token, &keys, &opts, NOW).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::WrongType);
+    // Correct typ, but claims JSON as the payload: not a list.
+    let fake = f
+        .key
+        .sign_jws(gatehouse_shared::SNAPSHOT_TYPE, br#"{"seq":99}"#)
+        .unwrap();
+    let err = RevocationList::verify_snapshot(&fake, &keys, &opts, NOW).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Malformed);
+}
+
+#[test]
+fn issuer_time_and_sequence_are_checked() {
+    let (key, keys, opts) = setup();
+    let foreign = RevocationList::builder("https://other.test", 5, NOW).build();
+    let err =
+        RevocationList::verify_snapshot(&foreign.sign_snapshot(&key).unwrap(), &keys, &opts, NOW);
+    assert_eq!(err.unwrap_err().code(), ErrorCode::WrongIssuer);
+    let future = RevocationList::builder(ISSUER, 5, NOW + 31).build();
+    let err =
+        RevocationList::verify_snapshot(&future.sign_snapshot(&key).unwrap(), &keys, &opts, NOW);
+    assert_eq!(err.unwrap_err().code(), ErrorCode::NotYetValid);
+    let held = list(5, 0);
+    assert_eq!(
+        list(5, 0).ensure_newer_than(held.seq()),
+        Err(SnapshotError::Stale { seq: 5, held: 5 })
+    );
+    assert_eq!(
+        list(4, 0).ensure_newer_than(5).unwrap_err().code(),
+        ErrorCode::StaleSnapshot
+    );
+    assert!(list(6, 0).ensure_newer_than(5).is_ok());
+}
+
+#[test]
+fn a_hundred_thousand_entries_fit_in_two_mebibytes() {
+    let (key, keys, opts) = setup();
+    let mut b = RevocationList::builder(ISSUER, 1, NOW);
+    for i in 0..50_000 {
+        b = b
+            .token(&format!("jti-{i}"), NOW + 900)
+            .session(&format!("sid-{i}"), NOW + 900);
+    }
+    let big = b.build();
+    assert_eq!(big.len(), 100_000);
+    let jws = big.sign_snapshot(&key).unwrap();
+    assert!(jws.len() <= 2 * 1024 * 1024, "{} bytes", jws.len());
+    let parsed = RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap();
+    let mut c = claims();
+    c.jti = "jti-49999".into();
+    assert!(parsed.check(&c).is_some());
+    c.jti = "jti-50000".into();
+    c.sid = "sid-50000".into();
+    assert!(parsed.check(&c).is_none());
+}
