@@ -325,4 +325,15 @@ mod tests {
             assert_eq!(serde_json::to_string(code).unwrap(), format!("\"{s}\""));
         }
     }
+
+    #[test]
+    fn the_documented_table_matches() {
+        let doc = include_str!("../../docs/error-codes.md");
+        let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `")).collect();
+        let expected: Vec<String> = ErrorCode::ALL
+            .iter()
+            .map(|c| format!("| `{}` | {} |", c.as_str(), c.description()))
+            .collect();
+        assert_eq!(rows, expected, "docs/error-codes.md is out of step with ErrorCode");
+    }
 }
