@@ -334,6 +334,9 @@ mod tests {
             .iter()
             .map(|c| format!("| `{}` | {} |", c.as_str(), c.description()))
             .collect();
-        assert_eq!(rows, expected, "docs/error-codes.md is out of step with ErrorCode");
+        assert_eq!(
+            rows, expected,
+            "docs/error-codes.md is out of step with ErrorCode"
+        );
     }
 }

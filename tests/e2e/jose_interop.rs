@@ -111,12 +111,12 @@ fn revocation_snapshots_are_standard_jws_to_jose() {
         .session("sid-1", now + 900)
         .user("user-1", now, now + 900)
         .build();
-    let jws = list.sign_snapshot(&key).unwrap();
+    let snapshot = list.sign_snapshot(&key).unwrap();
     let out = node_json(
         SCRIPT,
-        &json!({"op": "verify_snapshot", "jwks": jwks, "jws": jws, "typ": SNAPSHOT_TYPE}),
+        &json!({"op": "verify_snapshot", "jwks": jwks, "jws": snapshot, "typ": SNAPSHOT_TYPE}),
     );
     assert_eq!(out["ok"], true, "{out}");
     let payload = out["payload_b64"].as_str().unwrap();
-    assert_eq!(Some(payload), jws.split('.').nth(1));
+    assert_eq!(Some(payload), snapshot.split('.').nth(1));
 }

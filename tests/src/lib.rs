@@ -1,7 +1,7 @@
 //! Testkit for the end-to-end suite: locating the repository and driving real external pieces
 //! (Node with the npm packages from the committed lock file). Anything missing fails loudly with
 //! the command that installs it; nothing here skips.
-#![allow(clippy::panic, clippy::expect_used)] // failing loudly is the testkit's job
+#![allow(clippy::panic, clippy::expect_used, clippy::missing_panics_doc)] // failing loudly is its job
 
 use std::io::Write as _;
 use std::path::PathBuf;
