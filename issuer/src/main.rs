@@ -1,9 +1,11 @@
-//! The Gatehouse issuer. The service itself arrives with its own issue; until then this binary
-//! says so instead of pretending to serve.
+//! `gatehouse-issuer`: the token authority. `serve` is the default command.
 
-use std::process::ExitCode;
+use mimalloc::MiMalloc;
 
-fn main() -> ExitCode {
-    eprintln!("gatehouse-issuer: the issuer service is not built yet (see the issuer issue).");
-    ExitCode::FAILURE
+// glibc's per-thread arenas let RSS balloon under parallel argon2; mimalloc keeps it flat.
+#[global_allocator]
+static GLOBAL: MiMalloc = MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    gatehouse_issuer::cli::main()
 }

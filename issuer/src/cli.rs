@@ -1,0 +1,213 @@
+//! The command line: `serve` (default), `migrate`, `keys rotate|list`, `users create`,
+//! `revocations push`, `cleanup`.
+
+use std::io::BufRead as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::clock::Clock;
+use crate::config::{self, Config};
+use crate::db::{self, Db};
+use crate::error::ApiError;
+use crate::keys::{self, KeyRing};
+use crate::metrics::Metrics;
+use crate::password::{HashPolicy, check_password_policy, normalize_username};
+use crate::store::{audit, users};
+use crate::sync::Snapshots;
+
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse-issuer", version, about = "Gatehouse token authority")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP service (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Manage users.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Revocation snapshots.
+    Revocations {
+        #[command(subcommand)]
+        command: RevocationsCommand,
+    },
+    /// Delete expired sessions, revocation entries and lockout state, then exit.
+    Cleanup,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Generate a new signing key; the current one stays published until its tokens expire.
+    Rotate,
+    /// List keys with their status.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Create a user; the password is read from the first line of standard input.
+    Create {
+        username: String,
+        /// Allow the user to request the `admin` scope.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RevocationsCommand {
+    /// Push the current signed snapshot to every GATEHOUSE_EDGE_SYNC_URLS entry once.
+    Push,
+}
+
+pub fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(),
+        other => run_command(other),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("gatehouse-issuer: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rocket=warn,_=warn"));
+    let json = std::env::var("GATEHOUSE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn serve() -> Result<(), String> {
+    runtime()?.block_on(async {
+        let rocket = crate::rocket().ignite().await.map_err(|e| e.to_string())?;
+        if let Some(config) = rocket.state::<Config>() {
+            let rc = rocket.config();
+            tracing::info!(
+                address = %format!("http://{}:{}", rc.address, rc.port),
+                issuer = %config.issuer,
+                audience = %config.audience,
+                jwks = %format!("{}/.well-known/jwks.json", config.issuer.trim_end_matches('/')),
+                edge_sync_urls = ?config.edge_sync_urls,
+                "gatehouse issuer starting"
+            );
+        }
+        rocket.launch().await.map(|_| ()).map_err(|e| e.to_string())
+    })
+}
+
+fn load() -> Result<(Config, Db), String> {
+    let config: Config = config::figment()
+        .extract()
+        .map_err(|e| format!("configuration: {e}"))?;
+    let db = db::open(&config)?;
+    Ok((config, db))
+}
+
+fn run_command(command: Command) -> Result<(), String> {
+    let (config, db) = load()?;
+    let now = Clock::default().now();
+    let fail = |e: ApiError| e.to_string();
+    match command {
+        Command::Serve => unreachable_serve(),
+        Command::Migrate => {
+            println!("migrations applied on {}", db.url().describe());
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Rotate } => {
+            let key = db.run_sync(|c| keys::rotate(c, &config, now)).map_err(fail)?;
+            println!("new signing key {} is active; the previous key stays published until its tokens expire", key.kid());
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::List } => {
+            for k in db.run_sync(keys::list).map_err(fail)? {
+                println!("{}\t{}\t{}\tcreated {}\tretired {}", k.kid, k.alg, k.status, k.created_at,
+                    k.retired_at.map_or_else(|| "-".into(), |t| t.to_string()));
+            }
+            Ok(())
+        }
+        Command::Users { command: UsersCommand::Create { username, admin } } => {
+            let username = normalize_username(&username).map_err(fail)?;
+            let mut password = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut password)
+                .map_err(|e| format!("reading the password from stdin: {e}"))?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            check_password_policy(password, &username).map_err(fail)?;
+            let hash = HashPolicy::from_config(&config.password).hash(password).map_err(fail)?;
+            let id = crate::ids::new_id().map_err(fail)?;
+            db.run_sync(|c| {
+                users::create(c, &id, &username, &hash, admin, now)?;
+                audit::record(c, now, "user_created", Some(&id), &serde_json::json!({"via": "cli", "admin": admin}))
+            })
+            .map_err(fail)?;
+            println!("{id}\t{username}{}", if admin { "\tadmin" } else { "" });
+            Ok(())
+        }
+        Command::Revocations { command: RevocationsCommand::Push } => {
+            if config.edge_sync_urls.is_empty() {
+                return Err("no GATEHOUSE_EDGE_SYNC_URLS configured".into());
+            }
+            let ring = Arc::new(db.run_sync(|c| KeyRing::load(c, &config, now)).map_err(fail)?);
+            let snapshots = Snapshots::new().map_err(fail)?;
+            let metrics = Metrics::default();
+            runtime()?.block_on(async {
+                let jws = snapshots.current(&db, &ring, &config, now).await.map_err(fail)?;
+                let mut failed = 0;
+                for url in &config.edge_sync_urls {
+                    if snapshots.push(url, &jws, &metrics).await {
+                        println!("pushed to {url}");
+                    } else {
+                        failed += 1;
+                        eprintln!("push to {url} failed");
+                    }
+                }
+                if failed == 0 { Ok(()) } else { Err(format!("{failed} push(es) failed")) }
+            })
+        }
+        Command::Cleanup => runtime()?.block_on(async {
+            let report = crate::maintenance::cleanup(&db, &config, now).await.map_err(fail)?;
+            println!(
+                "deleted {} sessions, {} revocation entries, {} lockout rows",
+                report.sessions, report.revocations, report.lockouts
+            );
+            Ok(())
+        }),
+    }
+}
+
+fn unreachable_serve() -> Result<(), String> {
+    Err("serve is handled before loading".into())
+}

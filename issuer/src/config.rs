@@ -1,0 +1,169 @@
+//! Typed configuration: defaults < optional `gatehouse.toml` < `GATEHOUSE_*` environment.
+
+use std::path::PathBuf;
+
+use rocket::fairing::AdHoc;
+use rocket::figment::Figment;
+use rocket::figment::providers::{Env, Format as _, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Every setting of the issuer. Field names are the config keys (`GATEHOUSE_<UPPER_NAME>`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Config {
+    /// `postgres://…` or `sqlite://path`.
+    pub database_url: String,
+    pub db_pool_size: u32,
+    /// `iss` of every token, and the base of the URLs in the metadata document.
+    pub issuer: String,
+    /// `aud` of every access token.
+    pub audience: String,
+    pub access_token_ttl_secs: u32,
+    /// Absolute session lifetime; refresh rotation never extends it.
+    pub session_ttl_secs: u32,
+    /// How long a rotated refresh token may be retried for the same successor.
+    pub refresh_grace_secs: u32,
+    pub leeway_secs: u32,
+    pub open_registration: bool,
+    /// Scopes every user may request; admins may also request `admin`.
+    pub user_scopes: String,
+    /// Where the dev key store lives (keys/<kid>.jwk).
+    pub data_dir: PathBuf,
+    /// Production: the private signing key (a private JWK). Without it a dev key is generated.
+    pub signing_key_file: Option<PathBuf>,
+    /// Worker sync endpoints that receive each new revocation snapshot.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub edge_sync_urls: Vec<String>,
+    pub password: PasswordConfig,
+    pub lockout: LockoutConfig,
+    /// Token-endpoint requests per minute per client IP (burst of the same size).
+    pub token_rate_per_minute: u32,
+    pub cleanup_interval_secs: u32,
+    pub cleanup_batch: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub struct PasswordConfig {
+    /// argon2id memory in KiB (OWASP: 19456).
+    pub m_cost: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+    /// Hashing threads; 0 means one per core.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub struct LockoutConfig {
+    /// Failed logins within `window_secs` that lock the account.
+    pub threshold: u32,
+    pub window_secs: u32,
+    /// First lock duration; doubles with each further lock, up to `max_backoff_secs`.
+    pub base_backoff_secs: u32,
+    pub max_backoff_secs: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://gatehouse.db".into(),
+            db_pool_size: 8,
+            issuer: "http://127.0.0.1:8000".into(),
+            audience: "gatehouse".into(),
+            access_token_ttl_secs: 900,
+            session_ttl_secs: 7 * 24 * 3600,
+            refresh_grace_secs: 5,
+            leeway_secs: 30,
+            open_registration: true,
+            user_scopes: "read write".into(),
+            data_dir: PathBuf::from(".gatehouse"),
+            signing_key_file: None,
+            edge_sync_urls: Vec::new(),
+            password: PasswordConfig {
+                m_cost: 19_456,
+                t_cost: 2,
+                p_cost: 1,
+                workers: 0,
+            },
+            lockout: LockoutConfig {
+                threshold: 5,
+                window_secs: 900,
+                base_backoff_secs: 60,
+                max_backoff_secs: 3600,
+            },
+            token_rate_per_minute: 120,
+            cleanup_interval_secs: 60,
+            cleanup_batch: 1000,
+        }
+    }
+}
+
+impl Config {
+    /// How long after `now` a revocation entry still matters: the longest an access token issued
+    /// before now can remain valid at a verifier.
+    pub fn revocation_horizon(&self, now: i64) -> i64 {
+        now + i64::from(self.access_token_ttl_secs) + i64::from(self.leeway_secs) + 1
+    }
+}
+
+/// Accepts `["a","b"]` from TOML and `a,b` from the environment.
+fn list_or_csv<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(deserializer)? {
+        ListOrCsv::List(v) => v,
+        ListOrCsv::Csv(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+/// The figment Rocket and the issuer read: Rocket's own settings (`port`, `address`, …) come
+/// from the same `GATEHOUSE_*` variables, so `GATEHOUSE_PORT=9000` just works.
+pub fn figment() -> Figment {
+    Figment::from(rocket::Config::default())
+        .merge(Serialized::defaults(Config::default()))
+        .merge(("port", 8000))
+        .merge(("address", "127.0.0.1"))
+        // Behind a proxy set `ip_header`; by default no client-supplied header picks the IP.
+        .merge(("ip_header", false))
+        .merge(("cli_colors", false))
+        .merge(Toml::file(
+            Env::var("GATEHOUSE_CONFIG").unwrap_or_else(|| "gatehouse.toml".into()),
+        ))
+        .merge(Env::prefixed("GATEHOUSE_").split("__"))
+}
+
+/// Extracts and manages [`Config`].
+pub fn stage() -> AdHoc {
+    AdHoc::config::<Config>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_defaults() {
+        rocket::figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEHOUSE_PORT", "9123");
+            jail.set_env("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", "60");
+            jail.set_env("GATEHOUSE_EDGE_SYNC_URLS", "http://a/sync, http://b/sync");
+            jail.set_env("GATEHOUSE_LOCKOUT__THRESHOLD", "3");
+            let figment = figment();
+            let config: Config = figment.extract()?;
+            let rocket_config: rocket::Config = figment.extract()?;
+            assert_eq!(rocket_config.port, 9123);
+            assert_eq!(config.access_token_ttl_secs, 60);
+            assert_eq!(config.edge_sync_urls, ["http://a/sync", "http://b/sync"]);
+            assert_eq!(config.lockout.threshold, 3);
+            assert_eq!(config.database_url, "sqlite://gatehouse.db");
+            Ok(())
+        });
+    }
+}

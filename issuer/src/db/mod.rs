@@ -1,0 +1,224 @@
+//! Storage: one Diesel query path over PostgreSQL (production) and SQLite (embedded default),
+//! an r2d2 pool, migrations embedded per backend and run at ignite, and a semaphore sized to the
+//! pool so blocking calls never pile up on the async runtime.
+
+pub mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection as _;
+use diesel::r2d2::{self, ManageConnection, R2D2Connection as _};
+use diesel::{Connection as _, PgConnection, SqliteConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness as _, embed_migrations};
+use rocket::fairing::AdHoc;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::error::ApiError;
+
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    Postgres(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// A database URL, dispatched on its scheme (the derived `establish` hides the real error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbUrl {
+    Postgres(String),
+    Sqlite(String),
+}
+
+impl DbUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(url.to_owned()))
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a file path, e.g. sqlite://gatehouse.db".into());
+            }
+            Ok(Self::Sqlite(path.to_owned()))
+        } else {
+            Err(format!(
+                "unsupported database URL scheme in {:?}: use postgres://… or sqlite://path",
+                redact(url)
+            ))
+        }
+    }
+
+    /// For logs: the backend and location, without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Postgres(url) => format!("PostgreSQL at {}", redact(url)),
+            Self::Sqlite(path) => format!("SQLite at {path}"),
+        }
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***{}", url.get(..scheme_end).unwrap_or(""), url.get(at..).unwrap_or(""))
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub struct Manager(DbUrl);
+
+impl ManageConnection for Manager {
+    type Connection = DbConn;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConn, r2d2::Error> {
+        match &self.0 {
+            DbUrl::Postgres(url) => PgConnection::establish(url)
+                .map(DbConn::Postgres)
+                .map_err(r2d2::Error::ConnectionError),
+            DbUrl::Sqlite(path) => {
+                let mut conn =
+                    SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
+                // WAL + busy timeout for concurrent writers; FULL sync so a commit (a revocation
+                // above all) is on disk before the response goes out.
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                )
+                .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConn::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
+        conn.ping().map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, conn: &mut DbConn) -> bool {
+        conn.is_broken()
+    }
+}
+
+pub type Pool = r2d2::Pool<Manager>;
+
+/// The pool plus a semaphore with one permit per connection.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    permits: Arc<Semaphore>,
+    url: DbUrl,
+}
+
+impl Db {
+    pub fn connect(url: &DbUrl, pool_size: u32) -> Result<Self, String> {
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(5))
+            .build(Manager(url.clone()))
+            .map_err(|e| format!("cannot connect to {}: {e}", url.describe()))?;
+        let permits = Arc::new(Semaphore::new(usize::try_from(pool_size).unwrap_or(8)));
+        Ok(Self {
+            pool,
+            permits,
+            url: url.clone(),
+        })
+    }
+
+    pub fn url(&self) -> &DbUrl {
+        &self.url
+    }
+
+    /// Runs the embedded migrations for this backend.
+    pub fn migrate(&self) -> Result<usize, String> {
+        let mut conn = self.pool.get().map_err(|e| e.to_string())?;
+        let applied = match &mut *conn {
+            DbConn::Postgres(c) => c.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len()),
+            DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+        };
+        applied.map_err(|e| format!("migrations failed: {e}"))
+    }
+
+    /// Runs `f` with a pooled connection on the blocking pool, after taking a permit, so at
+    /// most pool-size blocking threads ever wait on the database.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&mut DbConn) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ApiError::unavailable("database pool closed"))?;
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool
+                .get()
+                .map_err(|_| ApiError::unavailable("database unavailable"))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("database task failed: {e}")))?
+    }
+
+    /// Runs `f` synchronously (CLI commands and tests).
+    pub fn run_sync<T>(&self, f: impl FnOnce(&mut DbConn) -> Result<T, ApiError>) -> Result<T, ApiError> {
+        let mut conn = self
+            .pool
+            .get()
+            .map_err(|_| ApiError::unavailable("database unavailable"))?;
+        f(&mut conn)
+    }
+
+    /// Readiness: a round trip to the database.
+    pub async fn ping(&self) -> bool {
+        self.run(|conn| conn.ping().map_err(ApiError::from)).await.is_ok()
+    }
+}
+
+/// Opens the database named by the configuration and runs migrations.
+pub fn open(config: &Config) -> Result<Db, String> {
+    let url = DbUrl::parse(&config.database_url)?;
+    let db = Db::connect(&url, config.db_pool_size)?;
+    db.migrate()?;
+    Ok(db)
+}
+
+/// Pool and migrations, at ignite.
+pub fn stage() -> AdHoc {
+    AdHoc::try_on_ignite("Database", |rocket| async {
+        let Some(config) = rocket.state::<Config>() else {
+            tracing::error!("database stage needs the config stage first");
+            return Err(rocket);
+        };
+        match open(config) {
+            Ok(db) => {
+                tracing::info!(database = %db.url().describe(), "database ready, migrations applied");
+                Ok(rocket.manage(db))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "database setup failed");
+                Err(rocket)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_dispatch_on_scheme_and_never_log_passwords() {
+        assert_eq!(DbUrl::parse("sqlite://x.db"), Ok(DbUrl::Sqlite("x.db".into())));
+        let pg = DbUrl::parse("postgres://u:secret@h/db").unwrap();
+        assert!(!pg.describe().contains("secret"));
+        assert!(DbUrl::parse("mysql://x").unwrap_err().contains("unsupported"));
+        assert!(DbUrl::parse("sqlite://").is_err());
+    }
+}

@@ -1,0 +1,221 @@
+//! The issuer's one error type, and the one place it becomes HTTP. Every answer is JSON with a
+//! stable `error` code; bearer failures add `WWW-Authenticate` (RFC 6750) and the shared
+//! verification `code`.
+
+use std::borrow::Cow;
+use std::io::Cursor;
+
+use gatehouse_shared::ErrorCode;
+use rocket::http::{ContentType, Header, Status};
+use rocket::response::{self, Responder};
+use rocket::{Request, Response, catch, catchers};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    // OAuth 2.0 token endpoint (RFC 6749 §5.2).
+    #[error("{0}")]
+    InvalidRequest(Cow<'static, str>),
+    #[error("{0}")]
+    InvalidGrant(&'static str),
+    #[error("the grant type is not supported")]
+    UnsupportedGrantType,
+    #[error("{0}")]
+    InvalidScope(&'static str),
+    #[error("too many failed attempts; try again later")]
+    LockedOut { retry_after: u64 },
+
+    // Bearer-protected resources (RFC 6750 §3.1).
+    #[error("no bearer token")]
+    MissingToken,
+    #[error("{}", .0.description())]
+    InvalidToken(ErrorCode),
+    #[error("the token lacks the `{0}` scope")]
+    InsufficientScope(&'static str),
+
+    // Accounts.
+    #[error("{0}")]
+    InvalidUsername(&'static str),
+    #[error("{0}")]
+    InvalidPassword(&'static str),
+    #[error("that username is taken")]
+    UsernameTaken,
+    #[error("registration is closed")]
+    RegistrationClosed,
+
+    // Generic.
+    #[error("not found")]
+    NotFound,
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    #[error("send application/x-www-form-urlencoded or application/json")]
+    UnsupportedMediaType,
+    #[error("too many requests")]
+    RateLimited { retry_after: u64 },
+    #[error("{message}")]
+    Unavailable {
+        message: &'static str,
+        retry_after: u64,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub const fn unavailable(message: &'static str) -> Self {
+        Self::Unavailable {
+            message,
+            retry_after: 2,
+        }
+    }
+
+    pub fn invalid_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::InvalidRequest(message.into())
+    }
+
+    pub const fn status(&self) -> Status {
+        match self {
+            Self::InvalidRequest(_)
+            | Self::InvalidGrant(_)
+            | Self::UnsupportedGrantType
+            | Self::InvalidScope(_)
+            | Self::LockedOut { .. }
+            | Self::InvalidUsername(_)
+            | Self::InvalidPassword(_) => Status::BadRequest,
+            Self::MissingToken | Self::InvalidToken(_) => Status::Unauthorized,
+            Self::InsufficientScope(_) | Self::RegistrationClosed => Status::Forbidden,
+            Self::UsernameTaken => Status::Conflict,
+            Self::NotFound => Status::NotFound,
+            Self::PayloadTooLarge => Status::PayloadTooLarge,
+            Self::UnsupportedMediaType => Status::UnsupportedMediaType,
+            Self::RateLimited { .. } => Status::TooManyRequests,
+            Self::Unavailable { .. } => Status::ServiceUnavailable,
+            Self::Internal(_) => Status::InternalServerError,
+        }
+    }
+
+    /// The stable `error` code.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidGrant(_) | Self::LockedOut { .. } => "invalid_grant",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope(_) => "invalid_scope",
+            Self::MissingToken | Self::InvalidToken(_) => "invalid_token",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::InvalidUsername(_) => "invalid_username",
+            Self::InvalidPassword(_) => "invalid_password",
+            Self::UsernameTaken => "username_taken",
+            Self::RegistrationClosed => "registration_closed",
+            Self::NotFound => "not_found",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable { .. } => "temporarily_unavailable",
+            Self::Internal(_) => "server_error",
+        }
+    }
+
+    fn description(&self) -> String {
+        match self {
+            // Details stay in the log; clients learn only that it was our fault.
+            Self::Internal(_) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
+            | Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+                Self::unavailable("database unavailable")
+            }
+            Error::NotFound => Self::NotFound,
+            // A dropped server shows up as an unknown error with a connection message.
+            Error::DatabaseError(_, info)
+                if info.message().contains("connection")
+                    || info.message().contains("database is locked") =>
+            {
+                Self::unavailable("database unavailable")
+            }
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+const REALM: &str = "gatehouse";
+
+impl<'r> Responder<'r, 'static> for ApiError {
+    fn respond_to(self, request: &'r Request<'_>) -> response::Result<'static> {
+        let status = self.status();
+        if let Self::Internal(detail) = &self {
+            tracing::error!(%detail, path = %request.uri(), "internal error");
+        }
+        let mut body = json!({"error": self.code(), "error_description": self.description()});
+        if let Self::InvalidToken(code) = &self {
+            body["code"] = json!(code.as_str());
+        }
+        let body = body.to_string();
+        let mut response = Response::build();
+        response
+            .status(status)
+            .header(ContentType::JSON)
+            .header(Header::new("Cache-Control", "no-store"))
+            .sized_body(body.len(), Cursor::new(body));
+        match &self {
+            Self::MissingToken => {
+                response.header(Header::new(
+                    "WWW-Authenticate",
+                    format!("Bearer realm=\"{REALM}\""),
+                ));
+            }
+            Self::InvalidToken(code) => {
+                response.header(Header::new(
+                    "WWW-Authenticate",
+                    format!(
+                        "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
+                        code.description()
+                    ),
+                ));
+            }
+            Self::InsufficientScope(scope) => {
+                response.header(Header::new(
+                    "WWW-Authenticate",
+                    format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\""),
+                ));
+            }
+            Self::LockedOut { retry_after }
+            | Self::RateLimited { retry_after }
+            | Self::Unavailable { retry_after, .. } => {
+                response.header(Header::new("Retry-After", retry_after.to_string()));
+            }
+            _ => {}
+        }
+        response.ok()
+    }
+}
+
+#[catch(404)]
+fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+#[catch(default)]
+fn default_catcher(status: Status, _request: &Request<'_>) -> ApiError {
+    match status.code {
+        404 => ApiError::NotFound,
+        413 => ApiError::PayloadTooLarge,
+        415 => ApiError::UnsupportedMediaType,
+        401 => ApiError::MissingToken,
+        500..=599 => ApiError::Internal(format!("unhandled status {status}")),
+        _ => ApiError::invalid_request(format!("the request could not be processed ({status})")),
+    }
+}
+
+pub fn catchers() -> Vec<rocket::Catcher> {
+    catchers![not_found, default_catcher]
+}

@@ -1,0 +1,230 @@
+//! Signing keys: the active key signs; retired keys stay published until every token they
+//! signed has expired. Private keys live in files (never in the database, never in logs); the
+//! database records each key's public JWK and status so every replica publishes the same set.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use diesel::prelude::*;
+use gatehouse_shared::{Algorithm, KeySet, SigningKey, Verifier, VerifierOptions, VerifyingJwk};
+use rocket::fairing::AdHoc;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::db::schema::signing_keys;
+use crate::db::{Db, DbConn};
+use crate::error::ApiError;
+use crate::store::{audit, write_tx};
+
+const ACTIVE: &str = "active";
+const RETIRED: &str = "retired";
+
+/// The signing key and the verifier over every published key, swapped as one on rotation.
+pub struct KeyState {
+    pub signer: SigningKey,
+    pub published: KeySet,
+    pub verifier: Verifier,
+}
+
+pub struct KeyRing {
+    state: RwLock<Arc<KeyState>>,
+}
+
+#[derive(Debug, Clone, Queryable)]
+pub struct KeyRecord {
+    pub kid: String,
+    pub alg: String,
+    pub public_jwk: String,
+    pub status: String,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+impl KeyRing {
+    pub fn current(&self) -> Arc<KeyState> {
+        self.state
+            .read()
+            .map_or_else(|poisoned| Arc::clone(&poisoned.into_inner()), |s| Arc::clone(&s))
+    }
+
+    /// Loads the active key (from `signing_key_file`, or the dev key store, generating a key
+    /// on a first dev start) and the published set.
+    pub fn load(conn: &mut DbConn, config: &Config, now: i64) -> Result<Self, ApiError> {
+        let state = build_state(conn, config, now)?;
+        Ok(Self {
+            state: RwLock::new(Arc::new(state)),
+        })
+    }
+
+    /// Re-reads the database: picks up a rotation done by the CLI or another replica, and drops
+    /// retired keys whose grace has ended.
+    pub fn refresh(&self, conn: &mut DbConn, config: &Config, now: i64) -> Result<(), ApiError> {
+        let state = build_state(conn, config, now)?;
+        if let Ok(mut slot) = self.state.write() {
+            *slot = Arc::new(state);
+        }
+        Ok(())
+    }
+}
+
+fn key_path(config: &Config, kid: &str) -> PathBuf {
+    config.data_dir.join("keys").join(format!("{kid}.jwk"))
+}
+
+fn read_key(path: &Path) -> Result<SigningKey, ApiError> {
+    let json = std::fs::read_to_string(path)
+        .map_err(|e| ApiError::Internal(format!("cannot read signing key {}: {e}", path.display())))?;
+    SigningKey::from_jwk_json(&json)
+        .map_err(|e| ApiError::Internal(format!("bad signing key {}: {e}", path.display())))
+}
+
+fn write_key(path: &Path, key: &SigningKey) -> Result<(), ApiError> {
+    use std::io::Write as _;
+    let fail = |e: std::io::Error| ApiError::Internal(format!("cannot write {}: {e}", path.display()));
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let json = serde_json::to_string(&key.to_private_jwk())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).and_then(|mut f| f.write_all(json.as_bytes())).map_err(fail)
+}
+
+fn records(conn: &mut DbConn) -> Result<Vec<KeyRecord>, ApiError> {
+    Ok(signing_keys::table
+        .order(signing_keys::created_at.desc())
+        .load(conn)?)
+}
+
+/// Makes `key` the active key: inserts it if new and retires every other active key.
+fn activate(conn: &mut DbConn, key: &SigningKey, now: i64) -> Result<bool, ApiError> {
+    write_tx(conn, |conn| {
+        let known: Option<String> = signing_keys::table
+            .find(key.kid())
+            .select(signing_keys::status)
+            .first(conn)
+            .optional()?;
+        if known.is_none() {
+            let public = serde_json::to_string(&key.verifying_jwk().to_jwk())
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            diesel::insert_into(signing_keys::table)
+                .values((
+                    signing_keys::kid.eq(key.kid()),
+                    signing_keys::alg.eq(key.algorithm().as_str()),
+                    signing_keys::public_jwk.eq(public),
+                    signing_keys::status.eq(ACTIVE),
+                    signing_keys::created_at.eq(now),
+                ))
+                .execute(conn)?;
+        } else if known.as_deref() != Some(ACTIVE) {
+            diesel::update(signing_keys::table.find(key.kid()))
+                .set((signing_keys::status.eq(ACTIVE), signing_keys::retired_at.eq(None::<i64>)))
+                .execute(conn)?;
+        }
+        let retired = diesel::update(
+            signing_keys::table
+                .filter(signing_keys::status.eq(ACTIVE))
+                .filter(signing_keys::kid.ne(key.kid())),
+        )
+        .set((signing_keys::status.eq(RETIRED), signing_keys::retired_at.eq(now)))
+        .execute(conn)?;
+        if known.is_none() || retired > 0 {
+            let detail = serde_json::json!({"kid": key.kid(), "retired": retired});
+            audit::record(conn, now, "key_activated", None, &detail)?;
+        }
+        Ok(known.is_none())
+    })
+}
+
+fn build_state(conn: &mut DbConn, config: &Config, now: i64) -> Result<KeyState, ApiError> {
+    let signer = if let Some(path) = &config.signing_key_file {
+        let key = read_key(path)?;
+        activate(conn, &key, now)?;
+        key
+    } else {
+        let active = records(conn)?.into_iter().find(|r| r.status == ACTIVE);
+        match active {
+            Some(record) => read_key(&key_path(config, &record.kid))?,
+            None => {
+                let key = SigningKey::generate(Algorithm::EdDsa)
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                write_key(&key_path(config, key.kid()), &key)?;
+                activate(conn, &key, now)?;
+                tracing::warn!(
+                    kid = key.kid(),
+                    dir = %config.data_dir.display(),
+                    "DEV MODE: no GATEHOUSE_SIGNING_KEY_FILE; generated a signing key in the data \
+                     directory. Do not run production like this."
+                );
+                key
+            }
+        }
+    };
+    // A retired key stays published while a token it signed can still be valid anywhere.
+    let grace = i64::from(config.access_token_ttl_secs) + i64::from(config.leeway_secs);
+    let published = KeySet::new(
+        records(conn)?
+            .into_iter()
+            .filter(|r| r.status == ACTIVE || r.retired_at.is_some_and(|t| t + grace > now))
+            .filter_map(|r| {
+                let jwk = serde_json::from_str(&r.public_jwk).ok()?;
+                VerifyingJwk::from_jwk(&jwk).ok()
+            }),
+    );
+    let options = VerifierOptions::new(&config.issuer, &config.audience)
+        .with_leeway_secs(config.leeway_secs);
+    Ok(KeyState {
+        verifier: Verifier::new(published.clone(), options),
+        published,
+        signer,
+    })
+}
+
+/// `keys rotate`: a new key signs from now on; the old one stays published for its grace.
+pub fn rotate(conn: &mut DbConn, config: &Config, now: i64) -> Result<SigningKey, ApiError> {
+    if config.signing_key_file.is_some() {
+        return Err(ApiError::invalid_request(
+            "the signing key comes from GATEHOUSE_SIGNING_KEY_FILE: put the new key in that file \
+             and restart; the previous key is retired automatically",
+        ));
+    }
+    let key = SigningKey::generate(Algorithm::EdDsa).map_err(|e| ApiError::Internal(e.to_string()))?;
+    write_key(&key_path(config, key.kid()), &key)?;
+    activate(conn, &key, now)?;
+    Ok(key)
+}
+
+pub fn list(conn: &mut DbConn) -> Result<Vec<KeyRecord>, ApiError> {
+    records(conn)
+}
+
+/// The key ring, at ignite.
+pub fn stage() -> AdHoc {
+    AdHoc::try_on_ignite("Signing keys", |rocket| async {
+        let (Some(config), Some(db), Some(clock)) =
+            (rocket.state::<Config>(), rocket.state::<Db>(), rocket.state::<Arc<Clock>>())
+        else {
+            tracing::error!("keys stage needs config, database and clock");
+            return Err(rocket);
+        };
+        let (config, db, now) = (config.clone(), db.clone(), clock.now());
+        match db.run(move |conn| KeyRing::load(conn, &config, now)).await {
+            Ok(ring) => {
+                let state = ring.current();
+                tracing::info!(
+                    signing_kid = state.signer.kid(),
+                    published = ?state.published.kids().collect::<Vec<_>>(),
+                    "signing keys loaded"
+                );
+                Ok(rocket.manage(Arc::new(ring)))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load signing keys");
+                Err(rocket)
+            }
+        }
+    })
+}

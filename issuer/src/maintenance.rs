@@ -1,0 +1,121 @@
+//! Periodic upkeep: cleanup in bounded batches, key-ring refresh (rotations by the CLI or other
+//! replicas, retired keys leaving JWKS), and rate-limiter pruning.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use rocket::fairing::AdHoc;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::db::schema::lockouts;
+use crate::db::{Db, DbConn};
+use crate::error::ApiError;
+use crate::keys::KeyRing;
+use crate::ratelimit::RateLimit;
+use crate::store::{revocations, sessions};
+
+/// Ended sessions are kept this long (for the audit trail of late reuse) before deletion.
+const SESSION_RETENTION_SECS: i64 = 24 * 3600;
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupReport {
+    pub sessions: usize,
+    pub revocations: usize,
+    pub lockouts: usize,
+}
+
+impl CleanupReport {
+    pub const fn total(&self) -> usize {
+        self.sessions + self.revocations + self.lockouts
+    }
+}
+
+/// One batch of each kind. Call again while it returns a full batch.
+pub fn cleanup_batch(conn: &mut DbConn, config: &Config, now: i64) -> Result<CleanupReport, ApiError> {
+    let batch = i64::from(config.cleanup_batch.max(1));
+    let sessions = sessions::delete_ended(conn, now - SESSION_RETENTION_SECS, batch)?;
+    let revocations = revocations::delete_expired(conn, now, batch)?;
+    // Lockout rows that neither lock nor count anything any more.
+    let stale: Vec<String> = lockouts::table
+        .filter(lockouts::locked_until.le(now))
+        .filter(lockouts::window_start.lt(now - i64::from(config.lockout.window_secs)))
+        .select(lockouts::user_id)
+        .limit(batch)
+        .load(conn)?;
+    let lockouts = if stale.is_empty() {
+        0
+    } else {
+        diesel::delete(lockouts::table.filter(lockouts::user_id.eq_any(&stale))).execute(conn)?
+    };
+    Ok(CleanupReport {
+        sessions,
+        revocations,
+        lockouts,
+    })
+}
+
+/// Runs batches until everything due is gone, yielding between batches so the service never
+/// stalls behind cleanup.
+pub async fn cleanup(db: &Db, config: &Config, now: i64) -> Result<CleanupReport, ApiError> {
+    let mut total = CleanupReport::default();
+    let full = usize::try_from(config.cleanup_batch.max(1)).unwrap_or(usize::MAX);
+    loop {
+        let cfg = config.clone();
+        let report = db.run(move |conn| cleanup_batch(conn, &cfg, now)).await?;
+        total.sessions += report.sessions;
+        total.revocations += report.revocations;
+        total.lockouts += report.lockouts;
+        if report.sessions < full && report.revocations < full && report.lockouts < full {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn tick(db: &Db, config: &Config, clock: &Clock, keys: &Arc<KeyRing>, rate_limit: &RateLimit) {
+    let now = clock.now();
+    match cleanup(db, config, now).await {
+        Ok(report) if report.total() > 0 => tracing::info!(?report, "cleanup"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cleanup failed"),
+    }
+    let (cfg, ring) = (config.clone(), Arc::clone(keys));
+    if let Err(e) = db.run(move |conn| ring.refresh(conn, &cfg, now)).await {
+        tracing::warn!(error = %e, "key refresh failed");
+    }
+    rate_limit.prune();
+}
+
+pub fn stage() -> AdHoc {
+    AdHoc::on_liftoff("Maintenance", |rocket| {
+        Box::pin(async move {
+            let (Some(config), Some(db), Some(clock), Some(keys), Some(limiter)) = (
+                rocket.state::<Config>(),
+                rocket.state::<Db>(),
+                rocket.state::<Arc<Clock>>(),
+                rocket.state::<Arc<KeyRing>>(),
+                rocket.state::<Arc<RateLimit>>(),
+            ) else {
+                tracing::error!("maintenance is missing its state; cleanup is off");
+                return;
+            };
+            let (config, db, clock, keys, limiter) = (
+                config.clone(),
+                db.clone(),
+                Arc::clone(clock),
+                Arc::clone(keys),
+                Arc::clone(limiter),
+            );
+            let period = Duration::from_secs(u64::from(config.cleanup_interval_secs.max(1)));
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(period);
+                loop {
+                    interval.tick().await;
+                    tick(&db, &config, &clock, &keys, &limiter).await;
+                }
+            });
+        })
+    })
+}

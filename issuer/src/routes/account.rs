@@ -1,0 +1,154 @@
+//! A user's own account: registration, `/v1/me`, revocation (RFC 7009) and logout.
+
+use rocket::response::status::Created;
+use rocket::serde::json::{Json, Value, json};
+use rocket::{Route, get, post, routes};
+use serde::Deserialize;
+
+use crate::context::{Authenticated, Ctx, FormOrJson};
+use crate::error::ApiError;
+use crate::ids;
+use crate::password::{check_password_policy, normalize_username};
+use crate::store::revocations::{self, Kind};
+use crate::store::{audit, sessions, users};
+
+#[derive(Debug, Deserialize)]
+pub struct Registration {
+    username: String,
+    password: String,
+}
+
+#[post("/v1/users", data = "<body>")]
+async fn register(
+    ctx: Result<Ctx<'_>, ApiError>,
+    body: Result<FormOrJson<Registration>, ApiError>,
+) -> Result<Created<Json<Value>>, ApiError> {
+    let ctx = ctx?;
+    ctx.rate_limit.check(ctx.client_ip)?;
+    if !ctx.config.open_registration {
+        return Err(ApiError::RegistrationClosed);
+    }
+    let Registration { username, password } = body?.0;
+    let username = normalize_username(&username)?;
+    check_password_policy(&password, &username)?;
+    let hash = ctx.hasher.hash(password).await?;
+    let id = ids::new_id()?;
+    let now = ctx.now;
+    let (uid, name) = (id.clone(), username.clone());
+    ctx.db
+        .run(move |c| {
+            users::create(c, &uid, &name, &hash, false, now)?;
+            audit::record(c, now, "user_created", Some(&uid), &json!({"via": "api"}))
+        })
+        .await?;
+    Ok(Created::new(format!("/v1/users/{id}")).body(Json(json!({"id": id, "username": username}))))
+}
+
+/// The protected example resource (the tutorial's `/items/me`).
+#[get("/v1/me")]
+fn me(auth: Result<Authenticated, ApiError>) -> Result<Json<Value>, ApiError> {
+    let auth = auth?;
+    Ok(Json(json!({
+        "sub": auth.claims.sub,
+        "username": auth.username,
+        "scope": auth.claims.scope,
+        "sid": auth.claims.sid,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RevocationRequest {
+    token: Option<String>,
+    #[serde(default)]
+    token_type_hint: Option<String>,
+}
+
+/// RFC 7009. Answers 200 whether or not there was anything to revoke, so it cannot be used to
+/// probe tokens; only the caller's own tokens (or any, for admins) are revoked.
+#[post("/v1/revoke", data = "<body>")]
+async fn revoke(
+    ctx: Result<Ctx<'_>, ApiError>,
+    auth: Result<Authenticated, ApiError>,
+    body: Result<FormOrJson<RevocationRequest>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let (ctx, auth) = (ctx?, auth?);
+    let request = body?.0;
+    let token = request
+        .token
+        .ok_or_else(|| ApiError::invalid_request("token is required"))?;
+    let hint = request.token_type_hint.unwrap_or_default();
+    let looks_like_jwt = token.bytes().filter(|&b| b == b'.').count() == 2;
+    let may_revoke = |owner: &str| owner == auth.claims.sub || auth.is_admin;
+    let (now, horizon) = (ctx.now, ctx.revocation_horizon());
+    let revoked = if looks_like_jwt && hint != "refresh_token" {
+        // Only our own valid access tokens; an expired one needs no entry.
+        match ctx.keys.current().verifier.verify(&token, now) {
+            Ok(claims) if may_revoke(&claims.sub) => {
+                let expires_at = claims.exp + i64::from(ctx.config.leeway_secs) + 1;
+                ctx.db
+                    .run(move |c| {
+                        revocations::insert(c, Kind::Token, &claims.jti, 0, expires_at, now)?;
+                        let detail = json!({"jti": claims.jti});
+                        audit::record(c, now, "token_revoked", Some(&claims.sub), &detail)
+                    })
+                    .await?;
+                true
+            }
+            _ => false,
+        }
+    } else {
+        let owner = auth.claims.sub.clone();
+        let is_admin = auth.is_admin;
+        ctx.db
+            .run(move |c| {
+                match sessions::session_of_refresh_token(c, &token, now)? {
+                    Some(s) if s.user_id == owner || is_admin => {
+                        revocations::revoke_session(c, &s.id, horizon, now, "revoked_by_owner")
+                    }
+                    _ => Ok(false),
+                }
+            })
+            .await?
+    };
+    if revoked {
+        ctx.metrics.revocations.inc();
+        ctx.snapshots.changed();
+    }
+    Ok(Json(json!({})))
+}
+
+/// Ends the caller's session: no more refreshes, and its access tokens stop at the edge.
+#[post("/v1/logout")]
+async fn logout(
+    ctx: Result<Ctx<'_>, ApiError>,
+    auth: Result<Authenticated, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let (ctx, auth) = (ctx?, auth?);
+    let (now, horizon, sid) = (ctx.now, ctx.revocation_horizon(), auth.claims.sid.clone());
+    ctx.db
+        .run(move |c| revocations::revoke_session(c, &sid, horizon, now, "logout"))
+        .await?;
+    ctx.metrics.revocations.inc();
+    ctx.snapshots.changed();
+    Ok(Json(json!({"revoked": "session", "sid": auth.claims.sid})))
+}
+
+/// Ends every session of the caller and cuts off every access token issued until now.
+#[post("/v1/logout/all")]
+async fn logout_all(
+    ctx: Result<Ctx<'_>, ApiError>,
+    auth: Result<Authenticated, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let (ctx, auth) = (ctx?, auth?);
+    let (now, horizon, sub) = (ctx.now, ctx.revocation_horizon(), auth.claims.sub.clone());
+    ctx.db
+        .run(move |c| revocations::revoke_user(c, &sub, horizon, now, "logout_all"))
+        .await?;
+    ctx.metrics.revocations.inc();
+    ctx.snapshots.changed();
+    Ok(Json(json!({"revoked": "user", "sub": auth.claims.sub})))
+}
+
+pub fn routes() -> Vec<Route> {
+    routes![register, me, revoke, logout, logout_all]
+}

@@ -1,0 +1,149 @@
+//! Admin endpoints (bearer with the `admin` scope, held by an admin user): revoke any user or
+//! session, disable or enable users, and RFC 7662 introspection for origins that want a hard
+//! online check.
+
+use rocket::serde::json::{Json, Value, json};
+use rocket::{Route, post, routes};
+use serde::Deserialize;
+
+use crate::context::{Authenticated, Ctx, FormOrJson, authenticate};
+use crate::error::ApiError;
+use crate::store::{audit, revocations, sessions, users};
+
+fn admin(auth: Result<Authenticated, ApiError>) -> Result<Authenticated, ApiError> {
+    let auth = auth?;
+    auth.require_scope("admin")?;
+    Ok(auth)
+}
+
+#[post("/v1/admin/users/<user_id>/revoke")]
+async fn revoke_user(
+    ctx: Result<Ctx<'_>, ApiError>,
+    auth: Result<Authenticated, ApiError>,
+    user_id: &str,
+) -> Result<Json<Value>, ApiError> {
+    let (ctx, _admin) = (ctx?, admin(auth)?);
+    let (now, horizon, uid) = (ctx.now, ctx.revocation_horizon(), user_id.to_owned());
+    ctx.db
+        .run(move |c| {
+            users::by_id(c, &uid)?.ok_or(ApiError::NotFound)?;
+            revocations::revoke_user(c, &uid, horizon, now, "admin")
+        })
+        .await?;
+    ctx.metrics.revocations.inc();
+    ctx.snapshots.changed();
+    Ok(Json(json!({"revoked": "user", "sub": user_id})))
+}
+
+#[post("/v1/admin/sessions/<sid>/revoke")]
+async fn revoke_session(
+    ctx: Result<Ctx<'_>, ApiError>,
+    auth: Result<Authenticated, ApiError>,
+    sid: &str,
+) -> Result<Json<Value>, ApiError> {
+    let (ctx, _admin) = (ctx?, admin(auth)?);
+    let (now, horizon, id) = (ctx.now, ctx.revocation_horizon(), sid.to_owned());
+    let found = ctx
+        .db
+        .run(move |c| {
+            if sessions::by_id(c, &id)?.is_none() {
+                return Ok(false);
+            }
+            revocations::revoke_session(c, &id, horizon, now, "admin")?;
+            Ok(true)
+        })
+        .await?;
+    if !found {
+        return Err(ApiError::NotFound);
+    }
+    ctx.metrics.revocations.inc();
+    ctx.snapshots.changed();
+    Ok(Json(json!({"revoked": "session", "sid": sid})))
+}
+
+async fn set_disabled(ctx: &Ctx<'_>, user_id: &str, disabled: bool) -> Result<(), ApiError> {
+    let (now, horizon, uid) = (ctx.now, ctx.revocation_horizon(), user_id.to_owned());
+    ctx.db
+        .run(move |c| {
+            if !users::set_disabled(c, &uid, disabled)? {
+                return Err(ApiError::NotFound);
+            }
+            let kind = if disabled { "user_disabled" } else { "user_enabled" };
+            audit::record(c, now, kind, Some(&uid), &json!({}))?;
+            if disabled {
+                revocations::revoke_user(c, &uid, horizon, now, "disabled")?;
+            }
+            Ok(())
+        })
+        .await?;
+    if disabled {
+        ctx.metrics.revocations.inc();
+        ctx.snapshots.changed();
+    }
+    Ok(())
+}
+
+#[post("/v1/admin/users/<user_id>/disable")]
+async fn disable(
+    ctx: Result<Ctx<'_>, ApiError>,
+    auth: Result<Authenticated, ApiError>,
+    user_id: &str,
+) -> Result<Json<Value>, ApiError> {
+    let (ctx, _admin) = (ctx?, admin(auth)?);
+    set_disabled(&ctx, user_id, true).await?;
+    Ok(Json(json!({"sub": user_id, "disabled": true})))
+}
+
+#[post("/v1/admin/users/<user_id>/enable")]
+async fn enable(
+    ctx: Result<Ctx<'_>, ApiError>,
+    auth: Result<Authenticated, ApiError>,
+    user_id: &str,
+) -> Result<Json<Value>, ApiError> {
+    let (ctx, _admin) = (ctx?, admin(auth)?);
+    set_disabled(&ctx, user_id, false).await?;
+    Ok(Json(json!({"sub": user_id, "disabled": false})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct IntrospectionRequest {
+    token: Option<String>,
+}
+
+/// RFC 7662: `{"active": false}` for anything not currently valid.
+#[post("/v1/introspect", data = "<body>")]
+async fn introspect(
+    ctx: Result<Ctx<'_>, ApiError>,
+    auth: Result<Authenticated, ApiError>,
+    body: Result<FormOrJson<IntrospectionRequest>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let (ctx, _admin) = (ctx?, admin(auth)?);
+    let token = body?
+        .0
+        .token
+        .ok_or_else(|| ApiError::invalid_request("token is required"))?;
+    if let Ok(found) = authenticate(&ctx, &token).await {
+        let c = found.claims;
+        return Ok(Json(json!({
+            "active": true, "token_type": "access_token", "sub": c.sub, "username": found.username,
+            "scope": c.scope, "exp": c.exp, "iat": c.iat, "iss": c.iss, "aud": c.aud.0,
+            "jti": c.jti, "sid": c.sid,
+        })));
+    }
+    let now = ctx.now;
+    let session = ctx
+        .db
+        .run(move |c| sessions::session_of_refresh_token(c, &token, now))
+        .await?;
+    Ok(Json(match session {
+        Some(s) => json!({
+            "active": true, "token_type": "refresh_token", "sub": s.user_id, "sid": s.id,
+            "scope": s.scope, "exp": s.expires_at, "iat": s.created_at,
+        }),
+        None => json!({"active": false}),
+    }))
+}
+
+pub fn routes() -> Vec<Route> {
+    routes![revoke_user, revoke_session, disable, enable, introspect]
+}

@@ -1,0 +1,119 @@
+//! Per-account lockout that holds across replicas and under concurrency.
+//!
+//! Every password attempt first *reserves* one of the `threshold` attempts of the current window
+//! with a conditional increment; only a granted reservation gets its password checked. So N
+//! parallel wrong passwords can never verify more than `threshold` times, whatever the timing.
+//! A success gives the budget back.
+
+use diesel::prelude::*;
+
+use super::is_unique_violation;
+use crate::config::LockoutConfig;
+use crate::db::DbConn;
+use crate::db::schema::lockouts;
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    Granted,
+    Refused { retry_after: u64 },
+}
+
+pub fn reserve(
+    conn: &mut DbConn,
+    user_id: &str,
+    now: i64,
+    cfg: &LockoutConfig,
+) -> Result<Reservation, ApiError> {
+    let inserted = diesel::insert_into(lockouts::table)
+        .values((
+            lockouts::user_id.eq(user_id),
+            lockouts::failures.eq(0),
+            lockouts::window_start.eq(now),
+            lockouts::locked_until.eq(0),
+            lockouts::lock_count.eq(0),
+        ))
+        .execute(conn);
+    match inserted {
+        Err(e) if !is_unique_violation(&e) => return Err(e.into()),
+        _ => {}
+    }
+    let window = i64::from(cfg.window_secs);
+    // A window that has passed starts over.
+    diesel::update(
+        lockouts::table
+            .find(user_id)
+            .filter(lockouts::window_start.lt(now - window))
+            .filter(lockouts::locked_until.le(now)),
+    )
+    .set((lockouts::failures.eq(0), lockouts::window_start.eq(now)))
+    .execute(conn)?;
+    let threshold = i32::try_from(cfg.threshold).unwrap_or(i32::MAX);
+    let granted = diesel::update(
+        lockouts::table
+            .find(user_id)
+            .filter(lockouts::failures.lt(threshold))
+            .filter(lockouts::locked_until.le(now)),
+    )
+    .set(lockouts::failures.eq(lockouts::failures + 1))
+    .execute(conn)?;
+    if granted == 1 {
+        return Ok(Reservation::Granted);
+    }
+    let (window_start, locked_until): (i64, i64) = lockouts::table
+        .find(user_id)
+        .select((lockouts::window_start, lockouts::locked_until))
+        .first(conn)?;
+    let until = if locked_until > now { locked_until } else { window_start + window };
+    Ok(Reservation::Refused {
+        retry_after: u64::try_from(until - now).unwrap_or(1).max(1),
+    })
+}
+
+/// After a wrong password: once the window's budget is spent, lock with exponential backoff.
+/// Returns whether this failure locked the account.
+pub fn record_failure(
+    conn: &mut DbConn,
+    user_id: &str,
+    now: i64,
+    cfg: &LockoutConfig,
+) -> Result<bool, ApiError> {
+    let threshold = i32::try_from(cfg.threshold).unwrap_or(i32::MAX);
+    let previous: Option<i32> = lockouts::table
+        .find(user_id)
+        .filter(lockouts::failures.ge(threshold))
+        .filter(lockouts::locked_until.le(now))
+        .select(lockouts::lock_count)
+        .first(conn)
+        .optional()?;
+    let Some(previous) = previous else {
+        return Ok(false);
+    };
+    let exponent = u32::try_from(previous).unwrap_or(0).min(20);
+    let backoff = u64::from(cfg.base_backoff_secs)
+        .saturating_mul(1 << exponent)
+        .min(u64::from(cfg.max_backoff_secs));
+    // Conditional on the state read above, so concurrent failures lock once.
+    let locked = diesel::update(
+        lockouts::table
+            .find(user_id)
+            .filter(lockouts::failures.ge(threshold))
+            .filter(lockouts::locked_until.le(now))
+            .filter(lockouts::lock_count.eq(previous)),
+    )
+    .set((
+        lockouts::locked_until.eq(now + i64::try_from(backoff).unwrap_or(i64::MAX / 2)),
+        lockouts::lock_count.eq(previous + 1),
+        lockouts::failures.eq(0),
+        lockouts::window_start.eq(now),
+    ))
+    .execute(conn)?;
+    Ok(locked == 1)
+}
+
+pub fn record_success(conn: &mut DbConn, user_id: &str) -> Result<(), ApiError> {
+    diesel::update(lockouts::table.find(user_id))
+        .set((lockouts::failures.eq(0), lockouts::lock_count.eq(0)))
+        .execute(conn)?;
+    Ok(())
+}

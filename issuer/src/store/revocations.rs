@@ -1,0 +1,152 @@
+//! Revocation entries. `seq` comes from the database (BIGSERIAL / AUTOINCREMENT), so it grows
+//! across replicas; an entry is kept until the last access token it can affect has expired.
+
+use diesel::dsl::max;
+use diesel::prelude::*;
+use gatehouse_shared::{AccessClaims, RevocationList};
+
+use super::audit;
+use crate::db::DbConn;
+use crate::db::schema::{revocations, sessions};
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i16)]
+pub enum Kind {
+    Token = 1,
+    Session = 2,
+    User = 3,
+}
+
+/// Writes one entry and returns its `seq`.
+pub fn insert(
+    conn: &mut DbConn,
+    kind: Kind,
+    subject: &str,
+    issued_before: i64,
+    expires_at: i64,
+    now: i64,
+) -> Result<i64, ApiError> {
+    Ok(diesel::insert_into(revocations::table)
+        .values((
+            revocations::kind.eq(kind as i16),
+            revocations::subject.eq(subject),
+            revocations::issued_before.eq(issued_before),
+            revocations::expires_at.eq(expires_at),
+            revocations::created_at.eq(now),
+        ))
+        .returning(revocations::seq)
+        .get_result(conn)?)
+}
+
+/// Whether the claims are revoked: the same rules as `RevocationList::check`, asked of the
+/// database so every replica sees every revocation at once.
+pub fn is_revoked(conn: &mut DbConn, claims: &AccessClaims, now: i64) -> Result<bool, ApiError> {
+    let hits: i64 = revocations::table
+        .filter(revocations::expires_at.gt(now))
+        .filter(
+            revocations::kind
+                .eq(Kind::Token as i16)
+                .and(revocations::subject.eq(&claims.jti))
+                .or(revocations::kind
+                    .eq(Kind::Session as i16)
+                    .and(revocations::subject.eq(&claims.sid)))
+                .or(revocations::kind
+                    .eq(Kind::User as i16)
+                    .and(revocations::subject.eq(&claims.sub))
+                    .and(revocations::issued_before.gt(claims.iat))),
+        )
+        .count()
+        .get_result(conn)?;
+    Ok(hits > 0)
+}
+
+/// Revokes one session: no more refreshes, and its access tokens are refused at the edge.
+/// Returns whether it was live.
+pub fn revoke_session(
+    conn: &mut DbConn,
+    sid: &str,
+    horizon: i64,
+    now: i64,
+    reason: &str,
+) -> Result<bool, ApiError> {
+    let user_id: Option<String> = sessions::table
+        .find(sid)
+        .select(sessions::user_id)
+        .first(conn)
+        .optional()?;
+    let changed = diesel::update(sessions::table.find(sid).filter(sessions::revoked_at.is_null()))
+        .set(sessions::revoked_at.eq(now))
+        .execute(conn)?;
+    if changed == 1 {
+        insert(conn, Kind::Session, sid, 0, horizon, now)?;
+        let detail = serde_json::json!({"sid": sid, "reason": reason});
+        audit::record(conn, now, "session_revoked", user_id.as_deref(), &detail)?;
+    }
+    Ok(changed == 1)
+}
+
+/// Revokes everything of a user: every session, and a cut-off for every access token issued
+/// up to now (`issued_before` is exclusive, hence `now + 1`).
+pub fn revoke_user(
+    conn: &mut DbConn,
+    user_id: &str,
+    horizon: i64,
+    now: i64,
+    reason: &str,
+) -> Result<(), ApiError> {
+    diesel::update(
+        sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .filter(sessions::revoked_at.is_null()),
+    )
+    .set(sessions::revoked_at.eq(now))
+    .execute(conn)?;
+    insert(conn, Kind::User, user_id, now + 1, horizon, now)?;
+    let detail = serde_json::json!({"reason": reason});
+    audit::record(conn, now, "user_revoked", Some(user_id), &detail)
+}
+
+/// The high-water mark of `seq`: never goes down, because cleanup keeps the newest row.
+pub fn high_water(conn: &mut DbConn) -> Result<i64, ApiError> {
+    let seq: Option<i64> = revocations::table.select(max(revocations::seq)).first(conn)?;
+    Ok(seq.unwrap_or(0))
+}
+
+/// The live list, as the shared format, stamped with `seq` and `now`.
+pub fn live_list(conn: &mut DbConn, issuer: &str, now: i64) -> Result<RevocationList, ApiError> {
+    let seq = high_water(conn)?;
+    let rows: Vec<(i16, String, i64, i64)> = revocations::table
+        .filter(revocations::expires_at.gt(now))
+        .select((
+            revocations::kind,
+            revocations::subject,
+            revocations::issued_before,
+            revocations::expires_at,
+        ))
+        .load(conn)?;
+    let mut builder = RevocationList::builder(issuer, u64::try_from(seq).unwrap_or(0), now);
+    for (kind, subject, issued_before, expires_at) in rows {
+        builder = match kind {
+            1 => builder.token(&subject, expires_at),
+            2 => builder.session(&subject, expires_at),
+            _ => builder.user(&subject, issued_before, expires_at),
+        };
+    }
+    Ok(builder.build())
+}
+
+/// Deletes up to `batch` expired entries, always keeping the newest row so `seq` never drops.
+pub fn delete_expired(conn: &mut DbConn, now: i64, batch: i64) -> Result<usize, ApiError> {
+    let newest = high_water(conn)?;
+    let doomed: Vec<i64> = revocations::table
+        .filter(revocations::expires_at.le(now))
+        .filter(revocations::seq.lt(newest))
+        .select(revocations::seq)
+        .limit(batch)
+        .load(conn)?;
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    Ok(diesel::delete(revocations::table.filter(revocations::seq.eq_any(&doomed))).execute(conn)?)
+}

@@ -1,0 +1,230 @@
+//! Login sessions and their rotating refresh tokens (the session is the token family).
+
+use diesel::prelude::*;
+
+use super::{audit, revocations, write_tx};
+use crate::db::DbConn;
+use crate::db::schema::{refresh_tokens, sessions, users};
+use crate::error::ApiError;
+use crate::ids;
+
+#[derive(Debug, Clone, Queryable)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub scope: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Queryable)]
+struct RefreshRow {
+    token_hash: String,
+    session_id: String,
+    created_at: i64,
+    rotated_at: Option<i64>,
+    rotation_nonce: Option<String>,
+}
+
+/// The columns of [`RefreshRow`].
+type RefreshColumns = (
+    refresh_tokens::token_hash,
+    refresh_tokens::session_id,
+    refresh_tokens::created_at,
+    refresh_tokens::rotated_at,
+    refresh_tokens::rotation_nonce,
+);
+const REFRESH_COLUMNS: RefreshColumns = (
+    refresh_tokens::token_hash,
+    refresh_tokens::session_id,
+    refresh_tokens::created_at,
+    refresh_tokens::rotated_at,
+    refresh_tokens::rotation_nonce,
+);
+
+/// What a successful login or refresh hands out (the refresh token in plain text, once).
+#[derive(Debug, Clone)]
+pub struct Grant {
+    pub session: Session,
+    pub refresh_token: String,
+}
+
+#[derive(Debug)]
+pub enum Rotation {
+    Rotated(Grant),
+    /// An already-rotated token outside the grace window: the family is now revoked.
+    ReuseDetected { user_id: String },
+    Invalid,
+}
+
+/// Starts a session with its first refresh token.
+pub fn start(
+    conn: &mut DbConn,
+    user_id: &str,
+    scope: &str,
+    now: i64,
+    ttl_secs: u32,
+) -> Result<Grant, ApiError> {
+    let session = Session {
+        id: ids::new_id()?,
+        user_id: user_id.to_owned(),
+        scope: scope.to_owned(),
+        created_at: now,
+        expires_at: now + i64::from(ttl_secs),
+        revoked_at: None,
+    };
+    let refresh_token = ids::new_secret()?;
+    write_tx(conn, |conn| {
+        diesel::insert_into(sessions::table)
+            .values((
+                sessions::id.eq(&session.id),
+                sessions::user_id.eq(&session.user_id),
+                sessions::scope.eq(&session.scope),
+                sessions::created_at.eq(now),
+                sessions::expires_at.eq(session.expires_at),
+            ))
+            .execute(conn)?;
+        insert_token(conn, &ids::hash_secret(&refresh_token), &session.id, None, now)
+    })?;
+    Ok(Grant {
+        session,
+        refresh_token,
+    })
+}
+
+fn insert_token(
+    conn: &mut DbConn,
+    hash: &str,
+    session_id: &str,
+    parent: Option<&str>,
+    now: i64,
+) -> Result<(), ApiError> {
+    diesel::insert_into(refresh_tokens::table)
+        .values((
+            refresh_tokens::token_hash.eq(hash),
+            refresh_tokens::session_id.eq(session_id),
+            refresh_tokens::parent_hash.eq(parent),
+            refresh_tokens::created_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Rotates a refresh token. The conditional update (`rotated_at IS NULL`) is the arbiter: of
+/// any number of concurrent presentations, across any number of issuers, exactly one rotates;
+/// the others see the rotation and, within `grace_secs`, re-derive the same successor.
+pub fn rotate(
+    conn: &mut DbConn,
+    presented: &str,
+    now: i64,
+    grace_secs: u32,
+    horizon: i64,
+) -> Result<Rotation, ApiError> {
+    let hash = ids::hash_secret(presented);
+    let nonce = ids::random(16)?;
+    write_tx(conn, |conn| {
+        let won = diesel::update(
+            refresh_tokens::table
+                .find(&hash)
+                .filter(refresh_tokens::rotated_at.is_null()),
+        )
+        .set((
+            refresh_tokens::rotated_at.eq(now),
+            refresh_tokens::rotation_nonce.eq(&nonce),
+        ))
+        .execute(conn)?
+            == 1;
+        let Some(row) = refresh_tokens::table
+            .find(&hash)
+            .select(REFRESH_COLUMNS)
+            .first::<RefreshRow>(conn)
+            .optional()?
+        else {
+            return Ok(Rotation::Invalid);
+        };
+        let session: Session = sessions::table.find(&row.session_id).first(conn)?;
+        let disabled: bool = users::table
+            .find(&session.user_id)
+            .select(users::disabled)
+            .first(conn)?;
+        if session.revoked_at.is_some() || session.expires_at <= now || disabled {
+            return Ok(Rotation::Invalid);
+        }
+        let within_grace = row
+            .rotated_at
+            .is_some_and(|at| now - at <= i64::from(grace_secs));
+        if won || within_grace {
+            let nonce = row.rotation_nonce.as_deref().unwrap_or(&nonce);
+            let successor = ids::successor_secret(presented, nonce);
+            let successor_hash = ids::hash_secret(&successor);
+            if won {
+                insert_token(conn, &successor_hash, &session.id, Some(&row.token_hash), now)?;
+                return Ok(Rotation::Rotated(Grant {
+                    session,
+                    refresh_token: successor,
+                }));
+            }
+            // A retry: only while the successor itself is still the current token.
+            let successor_current = refresh_tokens::table
+                .find(&successor_hash)
+                .select(refresh_tokens::rotated_at)
+                .first::<Option<i64>>(conn)
+                .optional()?
+                .is_some_and(|rotated| rotated.is_none());
+            if successor_current {
+                return Ok(Rotation::Rotated(Grant {
+                    session,
+                    refresh_token: successor,
+                }));
+            }
+        }
+        revocations::revoke_session(conn, &session.id, horizon, now, "refresh_token_reuse")?;
+        let detail = serde_json::json!({"sid": session.id, "created_at": row.created_at});
+        audit::record(conn, now, "refresh_reuse", Some(&session.user_id), &detail)?;
+        Ok(Rotation::ReuseDetected {
+            user_id: session.user_id,
+        })
+    })
+}
+
+/// The session a refresh token belongs to, if the token is current and the session live.
+pub fn session_of_refresh_token(
+    conn: &mut DbConn,
+    presented: &str,
+    now: i64,
+) -> Result<Option<Session>, ApiError> {
+    let row: Option<RefreshRow> = refresh_tokens::table
+        .find(ids::hash_secret(presented))
+        .select(REFRESH_COLUMNS)
+        .first(conn)
+        .optional()?;
+    let Some(row) = row.filter(|r| r.rotated_at.is_none()) else {
+        return Ok(None);
+    };
+    let session: Option<Session> = sessions::table.find(&row.session_id).first(conn).optional()?;
+    Ok(session.filter(|s| s.revoked_at.is_none() && s.expires_at > now))
+}
+
+pub fn by_id(conn: &mut DbConn, sid: &str) -> Result<Option<Session>, ApiError> {
+    Ok(sessions::table.find(sid).first(conn).optional()?)
+}
+
+/// Deletes up to `batch` sessions (with their tokens, by cascade) that ended before `cutoff`.
+pub fn delete_ended(conn: &mut DbConn, cutoff: i64, batch: i64) -> Result<usize, ApiError> {
+    let doomed: Vec<String> = sessions::table
+        .filter(
+            sessions::expires_at
+                .le(cutoff)
+                .or(sessions::revoked_at.le(cutoff)),
+        )
+        .select(sessions::id)
+        .limit(batch)
+        .load(conn)?;
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    diesel::delete(refresh_tokens::table.filter(refresh_tokens::session_id.eq_any(&doomed)))
+        .execute(conn)?;
+    Ok(diesel::delete(sessions::table.filter(sessions::id.eq_any(&doomed))).execute(conn)?)
+}

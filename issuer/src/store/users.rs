@@ -1,0 +1,74 @@
+use diesel::prelude::*;
+
+use super::is_unique_violation;
+use crate::db::DbConn;
+use crate::db::schema::users;
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Queryable)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+pub fn create(
+    conn: &mut DbConn,
+    id: &str,
+    username: &str,
+    password_hash: &str,
+    is_admin: bool,
+    now: i64,
+) -> Result<(), ApiError> {
+    diesel::insert_into(users::table)
+        .values((
+            users::id.eq(id),
+            users::username.eq(username),
+            users::password_hash.eq(password_hash),
+            users::is_admin.eq(is_admin),
+            users::disabled.eq(false),
+            users::created_at.eq(now),
+        ))
+        .execute(conn)
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                ApiError::UsernameTaken
+            } else {
+                e.into()
+            }
+        })?;
+    Ok(())
+}
+
+pub fn by_username(conn: &mut DbConn, username: &str) -> Result<Option<User>, ApiError> {
+    Ok(users::table
+        .filter(users::username.eq(username))
+        .first::<User>(conn)
+        .optional()?)
+}
+
+pub fn by_id(conn: &mut DbConn, id: &str) -> Result<Option<User>, ApiError> {
+    Ok(users::table.find(id).first::<User>(conn).optional()?)
+}
+
+pub fn set_password_hash(conn: &mut DbConn, id: &str, hash: &str) -> Result<(), ApiError> {
+    diesel::update(users::table.find(id))
+        .set(users::password_hash.eq(hash))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Returns whether the user exists.
+pub fn set_disabled(conn: &mut DbConn, id: &str, disabled: bool) -> Result<bool, ApiError> {
+    let n = diesel::update(users::table.find(id))
+        .set(users::disabled.eq(disabled))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+pub fn count(conn: &mut DbConn) -> Result<i64, ApiError> {
+    Ok(users::table.count().get_result(conn)?)
+}

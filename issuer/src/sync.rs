@@ -1,0 +1,173 @@
+//! The signed revocation snapshot: built from the database, cached while nothing changes, served
+//! at `GET /v1/revocations` and pushed, coalesced, to every edge sync URL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rocket::fairing::AdHoc;
+use tokio::sync::{Mutex, Notify};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::keys::KeyRing;
+use crate::metrics::Metrics;
+use crate::store::revocations;
+
+/// A cached snapshot is re-signed after this long even when nothing changed, so its issue time
+/// (which the edge uses to judge staleness) stays fresh.
+const MAX_CACHE_AGE_SECS: i64 = 15;
+/// A burst of revocations within this window becomes one push.
+const COALESCE: Duration = Duration::from_millis(25);
+const PUSH_ATTEMPTS: u32 = 5;
+const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Cached {
+    seq: i64,
+    built_at: i64,
+    kid: String,
+    jws: Arc<str>,
+}
+
+pub struct Snapshots {
+    cache: Mutex<Option<Cached>>,
+    changed: Notify,
+    client: reqwest::Client,
+}
+
+impl Snapshots {
+    pub fn new() -> Result<Self, ApiError> {
+        let client = reqwest::Client::builder()
+            .timeout(PUSH_TIMEOUT)
+            .build()
+            .map_err(|e| ApiError::Internal(format!("http client: {e}")))?;
+        Ok(Self {
+            cache: Mutex::new(None),
+            changed: Notify::new(),
+            client,
+        })
+    }
+
+    /// Signals that a revocation was committed; the pusher wakes (once per burst).
+    pub fn changed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// The current signed snapshot.
+    pub async fn current(&self, db: &Db, keys: &KeyRing, config: &Config, now: i64) -> Result<Arc<str>, ApiError> {
+        let seq = db.run(revocations::high_water).await?;
+        let signer = keys.current();
+        let mut cache = self.cache.lock().await;
+        if let Some(c) = cache.as_ref() {
+            if c.seq == seq && now - c.built_at < MAX_CACHE_AGE_SECS && c.kid == signer.signer.kid() {
+                return Ok(Arc::clone(&c.jws));
+            }
+        }
+        let issuer = config.issuer.clone();
+        let list = db
+            .run(move |conn| revocations::live_list(conn, &issuer, now))
+            .await?;
+        let jws: Arc<str> = list
+            .sign_snapshot(&signer.signer)
+            .map_err(|e| ApiError::Internal(format!("signing the snapshot: {e}")))?
+            .into();
+        *cache = Some(Cached {
+            seq: i64::try_from(list.seq()).unwrap_or(seq),
+            built_at: now,
+            kid: signer.signer.kid().to_owned(),
+            jws: Arc::clone(&jws),
+        });
+        Ok(jws)
+    }
+
+    /// Pushes `jws` to `url`, retrying with exponential backoff. Returns whether it landed.
+    pub async fn push(&self, url: &str, jws: &str, metrics: &Metrics) -> bool {
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1..=PUSH_ATTEMPTS {
+            let sent = self
+                .client
+                .post(url)
+                .header("Content-Type", "application/jwt")
+                .body(jws.to_owned())
+                .send()
+                .await;
+            match sent {
+                Ok(resp) if resp.status().is_success() => {
+                    metrics.pushes_ok.inc();
+                    return true;
+                }
+                // The edge already holds something newer: nothing to retry.
+                Ok(resp) if resp.status().as_u16() == 409 => return true,
+                Ok(resp) => tracing::warn!(%url, status = %resp.status(), attempt, "snapshot push refused"),
+                Err(e) => tracing::warn!(%url, error = %e, attempt, "snapshot push failed"),
+            }
+            metrics.pushes_failed.inc();
+            if attempt < PUSH_ATTEMPTS {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+        false
+    }
+
+    /// Builds the current snapshot and pushes it to every URL. Failures are logged: the edge's
+    /// cron pull repairs whatever a push misses.
+    pub async fn push_all(&self, db: &Db, keys: &KeyRing, config: &Config, clock: &Clock, metrics: &Metrics) {
+        match self.current(db, keys, config, clock.now()).await {
+            Ok(jws) => {
+                for url in &config.edge_sync_urls {
+                    self.push(url, &jws, metrics).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot build the snapshot to push"),
+        }
+    }
+
+    async fn run_pusher(self: Arc<Self>, db: Db, keys: Arc<KeyRing>, config: Config, clock: Arc<Clock>, metrics: Arc<Metrics>) {
+        loop {
+            self.changed.notified().await;
+            tokio::time::sleep(COALESCE).await;
+            self.push_all(&db, &keys, &config, &clock, &metrics).await;
+        }
+    }
+}
+
+/// The snapshot cache at ignite; the pusher at liftoff (only with edge sync URLs).
+pub fn stage() -> AdHoc {
+    AdHoc::on_ignite("Revocation sync", |rocket| async {
+        match Snapshots::new() {
+            Ok(s) => rocket.manage(Arc::new(s)).attach(AdHoc::on_liftoff("Snapshot pusher", |rocket| {
+                Box::pin(async move {
+                    let (Some(config), Some(snapshots), Some(db), Some(keys), Some(clock), Some(metrics)) = (
+                        rocket.state::<Config>(),
+                        rocket.state::<Arc<Snapshots>>(),
+                        rocket.state::<Db>(),
+                        rocket.state::<Arc<KeyRing>>(),
+                        rocket.state::<Arc<Clock>>(),
+                        rocket.state::<Arc<Metrics>>(),
+                    ) else {
+                        tracing::error!("snapshot pusher is missing its state; pushes are off");
+                        return;
+                    };
+                    if config.edge_sync_urls.is_empty() {
+                        tracing::info!("no GATEHOUSE_EDGE_SYNC_URLS: snapshots are served, not pushed");
+                        return;
+                    }
+                    tracing::info!(urls = ?config.edge_sync_urls, "pushing revocation snapshots");
+                    tokio::spawn(Arc::clone(snapshots).run_pusher(
+                        db.clone(),
+                        Arc::clone(keys),
+                        config.clone(),
+                        Arc::clone(clock),
+                        Arc::clone(metrics),
+                    ));
+                })
+            })),
+            Err(e) => {
+                tracing::error!(error = %e, "revocation sync disabled");
+                rocket
+            }
+        }
+    })
+}
