@@ -18,7 +18,11 @@ use crate::store::{audit, users};
 use crate::sync::Snapshots;
 
 #[derive(Debug, Parser)]
-#[command(name = "gatehouse-issuer", version, about = "Gatehouse token authority")]
+#[command(
+    name = "gatehouse-issuer",
+    version,
+    about = "Gatehouse token authority"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -76,10 +80,24 @@ enum RevocationsCommand {
 
 pub fn main() -> ExitCode {
     init_logging();
-    let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let result = match Cli::parse().command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
-        other => run_command(other),
+        Command::Migrate => load().map(|(_, db)| {
+            println!("migrations applied on {}", db.url().describe());
+        }),
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => keys_rotate(),
+        Command::Keys {
+            command: KeysCommand::List,
+        } => keys_list(),
+        Command::Users {
+            command: UsersCommand::Create { username, admin },
+        } => users_create(&username, admin),
+        Command::Revocations {
+            command: RevocationsCommand::Push,
+        } => revocations_push(),
+        Command::Cleanup => cleanup(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -94,7 +112,9 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rocket=warn,_=warn"));
     let json = std::env::var("GATEHOUSE_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -135,79 +155,108 @@ fn load() -> Result<(Config, Db), String> {
     Ok((config, db))
 }
 
-fn run_command(command: Command) -> Result<(), String> {
-    let (config, db) = load()?;
-    let now = Clock::default().now();
-    let fail = |e: ApiError| e.to_string();
-    match command {
-        Command::Serve => unreachable_serve(),
-        Command::Migrate => {
-            println!("migrations applied on {}", db.url().describe());
-            Ok(())
-        }
-        Command::Keys { command: KeysCommand::Rotate } => {
-            let key = db.run_sync(|c| keys::rotate(c, &config, now)).map_err(fail)?;
-            println!("new signing key {} is active; the previous key stays published until its tokens expire", key.kid());
-            Ok(())
-        }
-        Command::Keys { command: KeysCommand::List } => {
-            for k in db.run_sync(keys::list).map_err(fail)? {
-                println!("{}\t{}\t{}\tcreated {}\tretired {}", k.kid, k.alg, k.status, k.created_at,
-                    k.retired_at.map_or_else(|| "-".into(), |t| t.to_string()));
-            }
-            Ok(())
-        }
-        Command::Users { command: UsersCommand::Create { username, admin } } => {
-            let username = normalize_username(&username).map_err(fail)?;
-            let mut password = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut password)
-                .map_err(|e| format!("reading the password from stdin: {e}"))?;
-            let password = password.trim_end_matches(['\n', '\r']);
-            check_password_policy(password, &username).map_err(fail)?;
-            let hash = HashPolicy::from_config(&config.password).hash(password).map_err(fail)?;
-            let id = crate::ids::new_id().map_err(fail)?;
-            db.run_sync(|c| {
-                users::create(c, &id, &username, &hash, admin, now)?;
-                audit::record(c, now, "user_created", Some(&id), &serde_json::json!({"via": "cli", "admin": admin}))
-            })
-            .map_err(fail)?;
-            println!("{id}\t{username}{}", if admin { "\tadmin" } else { "" });
-            Ok(())
-        }
-        Command::Revocations { command: RevocationsCommand::Push } => {
-            if config.edge_sync_urls.is_empty() {
-                return Err("no GATEHOUSE_EDGE_SYNC_URLS configured".into());
-            }
-            let ring = Arc::new(db.run_sync(|c| KeyRing::load(c, &config, now)).map_err(fail)?);
-            let snapshots = Snapshots::new().map_err(fail)?;
-            let metrics = Metrics::default();
-            runtime()?.block_on(async {
-                let jws = snapshots.current(&db, &ring, &config, now).await.map_err(fail)?;
-                let mut failed = 0;
-                for url in &config.edge_sync_urls {
-                    if snapshots.push(url, &jws, &metrics).await {
-                        println!("pushed to {url}");
-                    } else {
-                        failed += 1;
-                        eprintln!("push to {url} failed");
-                    }
-                }
-                if failed == 0 { Ok(()) } else { Err(format!("{failed} push(es) failed")) }
-            })
-        }
-        Command::Cleanup => runtime()?.block_on(async {
-            let report = crate::maintenance::cleanup(&db, &config, now).await.map_err(fail)?;
-            println!(
-                "deleted {} sessions, {} revocation entries, {} lockout rows",
-                report.sessions, report.revocations, report.lockouts
-            );
-            Ok(())
-        }),
-    }
+#[allow(clippy::needless_pass_by_value)] // used as a map_err adapter
+fn fail(e: ApiError) -> String {
+    e.to_string()
 }
 
-fn unreachable_serve() -> Result<(), String> {
-    Err("serve is handled before loading".into())
+fn now() -> i64 {
+    Clock::default().now()
+}
+
+fn keys_rotate() -> Result<(), String> {
+    let (config, db) = load()?;
+    let key = db
+        .run_sync(|c| keys::rotate(c, &config, now()))
+        .map_err(fail)?;
+    println!(
+        "new signing key {} is active; the previous key stays published until its tokens expire",
+        key.kid()
+    );
+    Ok(())
+}
+
+fn keys_list() -> Result<(), String> {
+    let (_, db) = load()?;
+    for k in db.run_sync(keys::list).map_err(fail)? {
+        let retired = k.retired_at.map_or_else(|| "-".into(), |t| t.to_string());
+        println!(
+            "{}\t{}\t{}\tcreated {}\tretired {retired}",
+            k.kid, k.alg, k.status, k.created_at
+        );
+    }
+    Ok(())
+}
+
+fn users_create(username: &str, admin: bool) -> Result<(), String> {
+    let (config, db) = load()?;
+    let username = normalize_username(username).map_err(fail)?;
+    let mut password = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut password)
+        .map_err(|e| format!("reading the password from stdin: {e}"))?;
+    let password = password.trim_end_matches(['\n', '\r']);
+    check_password_policy(password, &username).map_err(fail)?;
+    let hash = HashPolicy::from_config(&config.password)
+        .hash(password)
+        .map_err(fail)?;
+    let id = crate::ids::new_id().map_err(fail)?;
+    let now = now();
+    db.run_sync(|c| {
+        users::create(c, &id, &username, &hash, admin, now)?;
+        let detail = serde_json::json!({"via": "cli", "admin": admin});
+        audit::record(c, now, "user_created", Some(&id), &detail)
+    })
+    .map_err(fail)?;
+    println!("{id}\t{username}{}", if admin { "\tadmin" } else { "" });
+    Ok(())
+}
+
+fn revocations_push() -> Result<(), String> {
+    let (config, db) = load()?;
+    if config.edge_sync_urls.is_empty() {
+        return Err("no GATEHOUSE_EDGE_SYNC_URLS configured".into());
+    }
+    let now = now();
+    let ring = Arc::new(
+        db.run_sync(|c| KeyRing::load(c, &config, now))
+            .map_err(fail)?,
+    );
+    let snapshots = Snapshots::new().map_err(fail)?;
+    let metrics = Metrics::default();
+    runtime()?.block_on(async {
+        let jws = snapshots
+            .current(&db, &ring, &config, now)
+            .await
+            .map_err(fail)?;
+        let mut failed = 0;
+        for url in &config.edge_sync_urls {
+            if snapshots.push(url, &jws, &metrics).await {
+                println!("pushed to {url}");
+            } else {
+                failed += 1;
+                eprintln!("push to {url} failed");
+            }
+        }
+        if failed == 0 {
+            Ok(())
+        } else {
+            Err(format!("{failed} push(es) failed"))
+        }
+    })
+}
+
+fn cleanup() -> Result<(), String> {
+    let (config, db) = load()?;
+    runtime()?.block_on(async {
+        let report = crate::maintenance::cleanup(&db, &config, now())
+            .await
+            .map_err(fail)?;
+        println!(
+            "deleted {} sessions, {} revocation entries, {} lockout rows",
+            report.sessions, report.revocations, report.lockouts
+        );
+        Ok(())
+    })
 }

@@ -149,8 +149,9 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's test jail returns its own error type
     fn environment_overrides_defaults() {
-        rocket::figment::Jail::expect_with(|jail| {
+        figment::Jail::expect_with(|jail| {
             jail.set_env("GATEHOUSE_PORT", "9123");
             jail.set_env("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", "60");
             jail.set_env("GATEHOUSE_EDGE_SYNC_URLS", "http://a/sync, http://b/sync");

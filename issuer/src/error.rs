@@ -130,10 +130,10 @@ impl From<diesel::result::Error> for ApiError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
         match e {
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
-            | Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
-                Self::unavailable("database unavailable")
-            }
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::SerializationFailure,
+                _,
+            ) => Self::unavailable("database unavailable"),
             Error::NotFound => Self::NotFound,
             // A dropped server shows up as an unknown error with a connection message.
             Error::DatabaseError(_, info)
@@ -155,11 +155,13 @@ impl<'r> Responder<'r, 'static> for ApiError {
         if let Self::Internal(detail) = &self {
             tracing::error!(%detail, path = %request.uri(), "internal error");
         }
-        let mut body = json!({"error": self.code(), "error_description": self.description()});
-        if let Self::InvalidToken(code) = &self {
-            body["code"] = json!(code.as_str());
+        let body = match &self {
+            Self::InvalidToken(code) => json!({
+                "error": self.code(), "error_description": self.description(), "code": code.as_str(),
+            }),
+            _ => json!({"error": self.code(), "error_description": self.description()}),
         }
-        let body = body.to_string();
+        .to_string();
         let mut response = Response::build();
         response
             .status(status)
@@ -185,7 +187,9 @@ impl<'r> Responder<'r, 'static> for ApiError {
             Self::InsufficientScope(scope) => {
                 response.header(Header::new(
                     "WWW-Authenticate",
-                    format!("Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\""),
+                    format!(
+                        "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\""
+                    ),
                 ));
             }
             Self::LockedOut { retry_after }

@@ -42,9 +42,10 @@ pub struct KeyRecord {
 
 impl KeyRing {
     pub fn current(&self) -> Arc<KeyState> {
-        self.state
-            .read()
-            .map_or_else(|poisoned| Arc::clone(&poisoned.into_inner()), |s| Arc::clone(&s))
+        self.state.read().map_or_else(
+            |poisoned| Arc::clone(&poisoned.into_inner()),
+            |s| Arc::clone(&s),
+        )
     }
 
     /// Loads the active key (from `signing_key_file`, or the dev key store, generating a key
@@ -72,15 +73,17 @@ fn key_path(config: &Config, kid: &str) -> PathBuf {
 }
 
 fn read_key(path: &Path) -> Result<SigningKey, ApiError> {
-    let json = std::fs::read_to_string(path)
-        .map_err(|e| ApiError::Internal(format!("cannot read signing key {}: {e}", path.display())))?;
+    let json = std::fs::read_to_string(path).map_err(|e| {
+        ApiError::Internal(format!("cannot read signing key {}: {e}", path.display()))
+    })?;
     SigningKey::from_jwk_json(&json)
         .map_err(|e| ApiError::Internal(format!("bad signing key {}: {e}", path.display())))
 }
 
 fn write_key(path: &Path, key: &SigningKey) -> Result<(), ApiError> {
     use std::io::Write as _;
-    let fail = |e: std::io::Error| ApiError::Internal(format!("cannot write {}: {e}", path.display()));
+    let fail =
+        |e: std::io::Error| ApiError::Internal(format!("cannot write {}: {e}", path.display()));
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(fail)?;
     }
@@ -90,7 +93,10 @@ fn write_key(path: &Path, key: &SigningKey) -> Result<(), ApiError> {
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path).and_then(|mut f| f.write_all(json.as_bytes())).map_err(fail)
+    options
+        .open(path)
+        .and_then(|mut f| f.write_all(json.as_bytes()))
+        .map_err(fail)
 }
 
 fn records(conn: &mut DbConn) -> Result<Vec<KeyRecord>, ApiError> {
@@ -121,7 +127,10 @@ fn activate(conn: &mut DbConn, key: &SigningKey, now: i64) -> Result<bool, ApiEr
                 .execute(conn)?;
         } else if known.as_deref() != Some(ACTIVE) {
             diesel::update(signing_keys::table.find(key.kid()))
-                .set((signing_keys::status.eq(ACTIVE), signing_keys::retired_at.eq(None::<i64>)))
+                .set((
+                    signing_keys::status.eq(ACTIVE),
+                    signing_keys::retired_at.eq(None::<i64>),
+                ))
                 .execute(conn)?;
         }
         let retired = diesel::update(
@@ -129,7 +138,10 @@ fn activate(conn: &mut DbConn, key: &SigningKey, now: i64) -> Result<bool, ApiEr
                 .filter(signing_keys::status.eq(ACTIVE))
                 .filter(signing_keys::kid.ne(key.kid())),
         )
-        .set((signing_keys::status.eq(RETIRED), signing_keys::retired_at.eq(now)))
+        .set((
+            signing_keys::status.eq(RETIRED),
+            signing_keys::retired_at.eq(now),
+        ))
         .execute(conn)?;
         if known.is_none() || retired > 0 {
             let detail = serde_json::json!({"kid": key.kid(), "retired": retired});
@@ -146,21 +158,20 @@ fn build_state(conn: &mut DbConn, config: &Config, now: i64) -> Result<KeyState,
         key
     } else {
         let active = records(conn)?.into_iter().find(|r| r.status == ACTIVE);
-        match active {
-            Some(record) => read_key(&key_path(config, &record.kid))?,
-            None => {
-                let key = SigningKey::generate(Algorithm::EdDsa)
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
-                write_key(&key_path(config, key.kid()), &key)?;
-                activate(conn, &key, now)?;
-                tracing::warn!(
-                    kid = key.kid(),
-                    dir = %config.data_dir.display(),
-                    "DEV MODE: no GATEHOUSE_SIGNING_KEY_FILE; generated a signing key in the data \
-                     directory. Do not run production like this."
-                );
-                key
-            }
+        if let Some(record) = active {
+            read_key(&key_path(config, &record.kid))?
+        } else {
+            let key = SigningKey::generate(Algorithm::EdDsa)
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            write_key(&key_path(config, key.kid()), &key)?;
+            activate(conn, &key, now)?;
+            tracing::warn!(
+                kid = key.kid(),
+                dir = %config.data_dir.display(),
+                "DEV MODE: no GATEHOUSE_SIGNING_KEY_FILE; generated a signing key in the data \
+                 directory. Do not run production like this."
+            );
+            key
         }
     };
     // A retired key stays published while a token it signed can still be valid anywhere.
@@ -174,8 +185,8 @@ fn build_state(conn: &mut DbConn, config: &Config, now: i64) -> Result<KeyState,
                 VerifyingJwk::from_jwk(&jwk).ok()
             }),
     );
-    let options = VerifierOptions::new(&config.issuer, &config.audience)
-        .with_leeway_secs(config.leeway_secs);
+    let options =
+        VerifierOptions::new(&config.issuer, &config.audience).with_leeway_secs(config.leeway_secs);
     Ok(KeyState {
         verifier: Verifier::new(published.clone(), options),
         published,
@@ -191,7 +202,8 @@ pub fn rotate(conn: &mut DbConn, config: &Config, now: i64) -> Result<SigningKey
              and restart; the previous key is retired automatically",
         ));
     }
-    let key = SigningKey::generate(Algorithm::EdDsa).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let key =
+        SigningKey::generate(Algorithm::EdDsa).map_err(|e| ApiError::Internal(e.to_string()))?;
     write_key(&key_path(config, key.kid()), &key)?;
     activate(conn, &key, now)?;
     Ok(key)
@@ -204,9 +216,11 @@ pub fn list(conn: &mut DbConn) -> Result<Vec<KeyRecord>, ApiError> {
 /// The key ring, at ignite.
 pub fn stage() -> AdHoc {
     AdHoc::try_on_ignite("Signing keys", |rocket| async {
-        let (Some(config), Some(db), Some(clock)) =
-            (rocket.state::<Config>(), rocket.state::<Db>(), rocket.state::<Arc<Clock>>())
-        else {
+        let (Some(config), Some(db), Some(clock)) = (
+            rocket.state::<Config>(),
+            rocket.state::<Db>(),
+            rocket.state::<Arc<Clock>>(),
+        ) else {
             tracing::error!("keys stage needs config, database and clock");
             return Err(rocket);
         };

@@ -33,7 +33,11 @@ impl CleanupReport {
 }
 
 /// One batch of each kind. Call again while it returns a full batch.
-pub fn cleanup_batch(conn: &mut DbConn, config: &Config, now: i64) -> Result<CleanupReport, ApiError> {
+pub fn cleanup_batch(
+    conn: &mut DbConn,
+    config: &Config,
+    now: i64,
+) -> Result<CleanupReport, ApiError> {
     let batch = i64::from(config.cleanup_batch.max(1));
     let sessions = sessions::delete_ended(conn, now - SESSION_RETENTION_SECS, batch)?;
     let revocations = revocations::delete_expired(conn, now, batch)?;
@@ -74,7 +78,13 @@ pub async fn cleanup(db: &Db, config: &Config, now: i64) -> Result<CleanupReport
     }
 }
 
-async fn tick(db: &Db, config: &Config, clock: &Clock, keys: &Arc<KeyRing>, rate_limit: &RateLimit) {
+async fn tick(
+    db: &Db,
+    config: &Config,
+    clock: &Clock,
+    keys: &Arc<KeyRing>,
+    rate_limit: &RateLimit,
+) {
     let now = clock.now();
     match cleanup(db, config, now).await {
         Ok(report) if report.total() > 0 => tracing::info!(?report, "cleanup"),

@@ -34,8 +34,10 @@ impl Default for Metrics {
         let logins_failed = counter("logins_failed", "Failed password logins");
         let lockouts = counter("lockouts", "Accounts locked after repeated failures");
         let refreshes = counter("refreshes", "Refresh-token rotations");
-        let refresh_reuse_detected =
-            counter("refresh_reuse_detected", "Rotated refresh tokens presented again");
+        let refresh_reuse_detected = counter(
+            "refresh_reuse_detected",
+            "Rotated refresh tokens presented again",
+        );
         let revocations = counter("revocations", "Revocation entries written");
         let pushes_ok = counter("snapshot_pushes_ok", "Snapshots pushed to an edge");
         let pushes_failed = counter("snapshot_pushes_failed", "Snapshot pushes that failed");

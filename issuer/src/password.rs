@@ -98,10 +98,14 @@ impl HashPolicy {
 pub fn check_password_policy(password: &str, username: &str) -> Result<(), ApiError> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
-        return Err(ApiError::InvalidPassword("the password must have at least 8 characters"));
+        return Err(ApiError::InvalidPassword(
+            "the password must have at least 8 characters",
+        ));
     }
     if chars > MAX_PASSWORD_CHARS {
-        return Err(ApiError::InvalidPassword("the password must have at most 1024 characters"));
+        return Err(ApiError::InvalidPassword(
+            "the password must have at most 1024 characters",
+        ));
     }
     let lowered = password.to_lowercase();
     if lowered == username || COMMON_PASSWORDS.lines().any(|p| p == lowered) {
@@ -117,7 +121,9 @@ pub fn normalize_username(raw: &str) -> Result<String, ApiError> {
     let name = raw.trim().to_lowercase();
     let len = name.chars().count();
     if !(3..=64).contains(&len) {
-        return Err(ApiError::InvalidUsername("usernames have 3 to 64 characters"));
+        return Err(ApiError::InvalidUsername(
+            "usernames have 3 to 64 characters",
+        ));
     }
     if !name
         .chars()
@@ -142,7 +148,11 @@ pub struct Hasher {
 }
 
 impl Hasher {
-    pub fn new(policy: HashPolicy, workers: usize, metrics: Arc<Metrics>) -> Result<Self, ApiError> {
+    pub fn new(
+        policy: HashPolicy,
+        workers: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ApiError> {
         let workers = if workers == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
         } else {
@@ -167,7 +177,10 @@ impl Hasher {
         self.policy
     }
 
-    async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
         let _slot = self
             .queue
             .try_acquire()
@@ -204,7 +217,8 @@ impl Hasher {
 /// The hasher, at ignite.
 pub fn stage() -> AdHoc {
     AdHoc::try_on_ignite("Password hashing", |rocket| async {
-        let (Some(config), Some(metrics)) = (rocket.state::<Config>(), rocket.state::<Arc<Metrics>>())
+        let (Some(config), Some(metrics)) =
+            (rocket.state::<Config>(), rocket.state::<Arc<Metrics>>())
         else {
             tracing::error!("password stage needs config and metrics");
             return Err(rocket);

@@ -45,7 +45,9 @@ pub fn stage() -> AdHoc {
     AdHoc::on_ignite("Rate limit", |rocket| async {
         let per_minute = rocket
             .state::<Config>()
-            .map_or(Config::default().token_rate_per_minute, |c| c.token_rate_per_minute);
+            .map_or(Config::default().token_rate_per_minute, |c| {
+                c.token_rate_per_minute
+            });
         rocket.manage(std::sync::Arc::new(RateLimit::per_minute(per_minute)))
     })
 }

@@ -55,14 +55,22 @@ impl Snapshots {
     }
 
     /// The current signed snapshot.
-    pub async fn current(&self, db: &Db, keys: &KeyRing, config: &Config, now: i64) -> Result<Arc<str>, ApiError> {
+    pub async fn current(
+        &self,
+        db: &Db,
+        keys: &KeyRing,
+        config: &Config,
+        now: i64,
+    ) -> Result<Arc<str>, ApiError> {
         let seq = db.run(revocations::high_water).await?;
         let signer = keys.current();
         let mut cache = self.cache.lock().await;
-        if let Some(c) = cache.as_ref() {
-            if c.seq == seq && now - c.built_at < MAX_CACHE_AGE_SECS && c.kid == signer.signer.kid() {
-                return Ok(Arc::clone(&c.jws));
-            }
+        if let Some(c) = cache.as_ref()
+            && c.seq == seq
+            && now - c.built_at < MAX_CACHE_AGE_SECS
+            && c.kid == signer.signer.kid()
+        {
+            return Ok(Arc::clone(&c.jws));
         }
         let issuer = config.issuer.clone();
         let list = db
@@ -99,8 +107,12 @@ impl Snapshots {
                 }
                 // The edge already holds something newer: nothing to retry.
                 Ok(resp) if resp.status().as_u16() == 409 => return true,
-                Ok(resp) => tracing::warn!(%url, status = %resp.status(), attempt, "snapshot push refused"),
-                Err(e) => tracing::warn!(%url, error = %e, attempt, "snapshot push failed"),
+                Ok(resp) => {
+                    tracing::warn!(%url, status = %resp.status(), attempt, "snapshot push refused");
+                }
+                Err(e) => {
+                    tracing::warn!(%url, error = %e, attempt, "snapshot push failed");
+                }
             }
             metrics.pushes_failed.inc();
             if attempt < PUSH_ATTEMPTS {
@@ -113,7 +125,14 @@ impl Snapshots {
 
     /// Builds the current snapshot and pushes it to every URL. Failures are logged: the edge's
     /// cron pull repairs whatever a push misses.
-    pub async fn push_all(&self, db: &Db, keys: &KeyRing, config: &Config, clock: &Clock, metrics: &Metrics) {
+    pub async fn push_all(
+        &self,
+        db: &Db,
+        keys: &KeyRing,
+        config: &Config,
+        clock: &Clock,
+        metrics: &Metrics,
+    ) {
         match self.current(db, keys, config, clock.now()).await {
             Ok(jws) => {
                 for url in &config.edge_sync_urls {
@@ -124,7 +143,14 @@ impl Snapshots {
         }
     }
 
-    async fn run_pusher(self: Arc<Self>, db: Db, keys: Arc<KeyRing>, config: Config, clock: Arc<Clock>, metrics: Arc<Metrics>) {
+    async fn run_pusher(
+        self: Arc<Self>,
+        db: Db,
+        keys: Arc<KeyRing>,
+        config: Config,
+        clock: Arc<Clock>,
+        metrics: Arc<Metrics>,
+    ) {
         loop {
             self.changed.notified().await;
             tokio::time::sleep(COALESCE).await;

@@ -62,7 +62,11 @@ impl DbUrl {
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***{}", url.get(..scheme_end).unwrap_or(""), url.get(at..).unwrap_or(""))
+            format!(
+                "{}://***{}",
+                url.get(..scheme_end).unwrap_or(""),
+                url.get(at..).unwrap_or("")
+            )
         }
         _ => url.to_owned(),
     }
@@ -167,7 +171,10 @@ impl Db {
     }
 
     /// Runs `f` synchronously (CLI commands and tests).
-    pub fn run_sync<T>(&self, f: impl FnOnce(&mut DbConn) -> Result<T, ApiError>) -> Result<T, ApiError> {
+    pub fn run_sync<T>(
+        &self,
+        f: impl FnOnce(&mut DbConn) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         let mut conn = self
             .pool
             .get()
@@ -177,7 +184,9 @@ impl Db {
 
     /// Readiness: a round trip to the database.
     pub async fn ping(&self) -> bool {
-        self.run(|conn| conn.ping().map_err(ApiError::from)).await.is_ok()
+        self.run(|conn| conn.ping().map_err(ApiError::from))
+            .await
+            .is_ok()
     }
 }
 
@@ -215,10 +224,17 @@ mod tests {
 
     #[test]
     fn urls_dispatch_on_scheme_and_never_log_passwords() {
-        assert_eq!(DbUrl::parse("sqlite://x.db"), Ok(DbUrl::Sqlite("x.db".into())));
+        assert_eq!(
+            DbUrl::parse("sqlite://x.db"),
+            Ok(DbUrl::Sqlite("x.db".into()))
+        );
         let pg = DbUrl::parse("postgres://u:secret@h/db").unwrap();
         assert!(!pg.describe().contains("secret"));
-        assert!(DbUrl::parse("mysql://x").unwrap_err().contains("unsupported"));
+        assert!(
+            DbUrl::parse("mysql://x")
+                .unwrap_err()
+                .contains("unsupported")
+        );
         assert!(DbUrl::parse("sqlite://").is_err());
     }
 }

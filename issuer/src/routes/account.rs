@@ -100,14 +100,14 @@ async fn revoke(
         let owner = auth.claims.sub.clone();
         let is_admin = auth.is_admin;
         ctx.db
-            .run(move |c| {
-                match sessions::session_of_refresh_token(c, &token, now)? {
+            .run(
+                move |c| match sessions::session_of_refresh_token(c, &token, now)? {
                     Some(s) if s.user_id == owner || is_admin => {
                         revocations::revoke_session(c, &s.id, horizon, now, "revoked_by_owner")
                     }
                     _ => Ok(false),
-                }
-            })
+                },
+            )
             .await?
     };
     if revoked {

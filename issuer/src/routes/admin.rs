@@ -68,7 +68,11 @@ async fn set_disabled(ctx: &Ctx<'_>, user_id: &str, disabled: bool) -> Result<()
             if !users::set_disabled(c, &uid, disabled)? {
                 return Err(ApiError::NotFound);
             }
-            let kind = if disabled { "user_disabled" } else { "user_enabled" };
+            let kind = if disabled {
+                "user_disabled"
+            } else {
+                "user_enabled"
+            };
             audit::record(c, now, kind, Some(&uid), &json!({}))?;
             if disabled {
                 revocations::revoke_user(c, &uid, horizon, now, "disabled")?;

@@ -20,10 +20,16 @@ fn live() -> Json<Value> {
 async fn ready(db: &State<Db>, keys: &State<Arc<KeyRing>>) -> (Status, Json<Value>) {
     let database = db.ping().await;
     let kid = keys.current().signer.kid().to_owned();
-    let status = if database { Status::Ok } else { Status::ServiceUnavailable };
+    let status = if database {
+        Status::Ok
+    } else {
+        Status::ServiceUnavailable
+    };
     (
         status,
-        Json(json!({"status": if database { "ready" } else { "not_ready" }, "database": database, "signing_kid": kid})),
+        Json(
+            json!({"status": if database { "ready" } else { "not_ready" }, "database": database, "signing_kid": kid}),
+        ),
     )
 }
 

@@ -11,10 +11,10 @@ use crate::context::{Ctx, FormOrJson};
 use crate::error::ApiError;
 use crate::ids;
 use crate::password::{MAX_PASSWORD_CHARS, normalize_username};
+use crate::store::audit;
 use crate::store::lockout::{self, Reservation};
 use crate::store::sessions::{self, Grant, Rotation};
 use crate::store::users::{self, User};
-use crate::store::audit;
 
 /// One message for an unknown user and a wrong password alike.
 const BAD_CREDENTIALS: &str = "invalid username or password";
@@ -123,7 +123,13 @@ async fn password_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, A
             let scope = scope?;
             if let Some(hash) = new_hash {
                 users::set_password_hash(c, &user.id, &hash)?;
-                audit::record(c, now, "password_rehashed", Some(&user.id), &serde_json::json!({}))?;
+                audit::record(
+                    c,
+                    now,
+                    "password_rehashed",
+                    Some(&user.id),
+                    &serde_json::json!({}),
+                )?;
             }
             let grant = sessions::start(c, &user.id, &scope, now, ttl)?;
             let detail = serde_json::json!({"sid": grant.session.id});
@@ -145,7 +151,9 @@ fn granted_scope(ctx: &Ctx<'_>, requested: Option<&str>, user: &User) -> Result<
     for scope in requested.split_whitespace() {
         let allowed = base.contains(&scope) || (scope == "admin" && user.is_admin);
         if !allowed {
-            return Err(ApiError::InvalidScope("a requested scope is not available to this user"));
+            return Err(ApiError::InvalidScope(
+                "a requested scope is not available to this user",
+            ));
         }
         if !granted.contains(&scope) {
             granted.push(scope);
@@ -159,9 +167,15 @@ async fn refresh_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, Ap
         .refresh_token
         .ok_or_else(|| ApiError::invalid_request("refresh_token is required"))?;
     if presented.len() > MAX_REFRESH_TOKEN_LEN {
-        return Err(ApiError::InvalidGrant("the refresh token is invalid or expired"));
+        return Err(ApiError::InvalidGrant(
+            "the refresh token is invalid or expired",
+        ));
     }
-    let (now, grace, horizon) = (ctx.now, ctx.config.refresh_grace_secs, ctx.revocation_horizon());
+    let (now, grace, horizon) = (
+        ctx.now,
+        ctx.config.refresh_grace_secs,
+        ctx.revocation_horizon(),
+    );
     match ctx
         .db
         .run(move |c| sessions::rotate(c, &presented, now, grace, horizon))
@@ -179,7 +193,9 @@ async fn refresh_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, Ap
                 "the refresh token was already used; the session has been revoked",
             ))
         }
-        Rotation::Invalid => Err(ApiError::InvalidGrant("the refresh token is invalid or expired")),
+        Rotation::Invalid => Err(ApiError::InvalidGrant(
+            "the refresh token is invalid or expired",
+        )),
     }
 }
 

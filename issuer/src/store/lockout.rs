@@ -64,7 +64,11 @@ pub fn reserve(
         .find(user_id)
         .select((lockouts::window_start, lockouts::locked_until))
         .first(conn)?;
-    let until = if locked_until > now { locked_until } else { window_start + window };
+    let until = if locked_until > now {
+        locked_until
+    } else {
+        window_start + window
+    };
     Ok(Reservation::Refused {
         retry_after: u64::try_from(until - now).unwrap_or(1).max(1),
     })

@@ -75,9 +75,13 @@ pub fn revoke_session(
         .select(sessions::user_id)
         .first(conn)
         .optional()?;
-    let changed = diesel::update(sessions::table.find(sid).filter(sessions::revoked_at.is_null()))
-        .set(sessions::revoked_at.eq(now))
-        .execute(conn)?;
+    let changed = diesel::update(
+        sessions::table
+            .find(sid)
+            .filter(sessions::revoked_at.is_null()),
+    )
+    .set(sessions::revoked_at.eq(now))
+    .execute(conn)?;
     if changed == 1 {
         insert(conn, Kind::Session, sid, 0, horizon, now)?;
         let detail = serde_json::json!({"sid": sid, "reason": reason});
@@ -109,7 +113,9 @@ pub fn revoke_user(
 
 /// The high-water mark of `seq`: never goes down, because cleanup keeps the newest row.
 pub fn high_water(conn: &mut DbConn) -> Result<i64, ApiError> {
-    let seq: Option<i64> = revocations::table.select(max(revocations::seq)).first(conn)?;
+    let seq: Option<i64> = revocations::table
+        .select(max(revocations::seq))
+        .first(conn)?;
     Ok(seq.unwrap_or(0))
 }
 
@@ -148,5 +154,8 @@ pub fn delete_expired(conn: &mut DbConn, now: i64, batch: i64) -> Result<usize, 
     if doomed.is_empty() {
         return Ok(0);
     }
-    Ok(diesel::delete(revocations::table.filter(revocations::seq.eq_any(&doomed))).execute(conn)?)
+    Ok(
+        diesel::delete(revocations::table.filter(revocations::seq.eq_any(&doomed)))
+            .execute(conn)?,
+    )
 }

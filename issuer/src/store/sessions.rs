@@ -54,7 +54,9 @@ pub struct Grant {
 pub enum Rotation {
     Rotated(Grant),
     /// An already-rotated token outside the grace window: the family is now revoked.
-    ReuseDetected { user_id: String },
+    ReuseDetected {
+        user_id: String,
+    },
     Invalid,
 }
 
@@ -85,7 +87,13 @@ pub fn start(
                 sessions::expires_at.eq(session.expires_at),
             ))
             .execute(conn)?;
-        insert_token(conn, &ids::hash_secret(&refresh_token), &session.id, None, now)
+        insert_token(
+            conn,
+            &ids::hash_secret(&refresh_token),
+            &session.id,
+            None,
+            now,
+        )
     })?;
     Ok(Grant {
         session,
@@ -159,7 +167,13 @@ pub fn rotate(
             let successor = ids::successor_secret(presented, nonce);
             let successor_hash = ids::hash_secret(&successor);
             if won {
-                insert_token(conn, &successor_hash, &session.id, Some(&row.token_hash), now)?;
+                insert_token(
+                    conn,
+                    &successor_hash,
+                    &session.id,
+                    Some(&row.token_hash),
+                    now,
+                )?;
                 return Ok(Rotation::Rotated(Grant {
                     session,
                     refresh_token: successor,
@@ -202,7 +216,10 @@ pub fn session_of_refresh_token(
     let Some(row) = row.filter(|r| r.rotated_at.is_none()) else {
         return Ok(None);
     };
-    let session: Option<Session> = sessions::table.find(&row.session_id).first(conn).optional()?;
+    let session: Option<Session> = sessions::table
+        .find(&row.session_id)
+        .first(conn)
+        .optional()?;
     Ok(session.filter(|s| s.revoked_at.is_none() && s.expires_at > now))
 }
 
