@@ -126,13 +126,15 @@ fn list_or_csv<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
 /// The figment Rocket and the issuer read: Rocket's own settings (`port`, `address`, …) come
 /// from the same `GATEHOUSE_*` variables, so `GATEHOUSE_PORT=9000` just works.
 pub fn figment() -> Figment {
-    Figment::from(rocket::Config::default())
+    // Everything in the default profile, so the environment overrides it all.
+    Figment::new()
+        .merge(Serialized::defaults(rocket::Config::default()))
         .merge(Serialized::defaults(Config::default()))
-        .merge(("port", 8000))
-        .merge(("address", "127.0.0.1"))
+        .merge(Serialized::default("port", 8000))
+        .merge(Serialized::default("address", "127.0.0.1"))
         // Behind a proxy set `ip_header`; by default no client-supplied header picks the IP.
-        .merge(("ip_header", false))
-        .merge(("cli_colors", false))
+        .merge(Serialized::default("ip_header", false))
+        .merge(Serialized::default("cli_colors", false))
         .merge(Toml::file(
             Env::var("GATEHOUSE_CONFIG").unwrap_or_else(|| "gatehouse.toml".into()),
         ))

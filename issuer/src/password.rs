@@ -59,8 +59,10 @@ impl HashPolicy {
     }
 
     pub fn hash(self, password: &str) -> Result<String, ApiError> {
-        let salt = SaltString::from_b64(&crate::ids::random(16)?)
-            .map_err(|e| ApiError::Internal(format!("salt: {e}")))?;
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| ApiError::Internal(format!("random source: {e}")))?;
+        let salt =
+            SaltString::encode_b64(&bytes).map_err(|e| ApiError::Internal(format!("salt: {e}")))?;
         self.argon2()?
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
