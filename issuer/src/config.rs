@@ -126,6 +126,15 @@ fn list_or_csv<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
 /// The figment Rocket and the issuer read: Rocket's own settings (`port`, `address`, …) come
 /// from the same `GATEHOUSE_*` variables, so `GATEHOUSE_PORT=9000` just works.
 pub fn figment() -> Figment {
+    defaults()
+        .merge(Toml::file(
+            Env::var("GATEHOUSE_CONFIG").unwrap_or_else(|| "gatehouse.toml".into()),
+        ))
+        .merge(Env::prefixed("GATEHOUSE_").split("__"))
+}
+
+/// Built-in defaults only (no file, no environment): the base of [`figment`] and of tests.
+pub fn defaults() -> Figment {
     // Everything in the default profile, so the environment overrides it all.
     Figment::new()
         .merge(Serialized::defaults(rocket::Config::default()))
@@ -135,10 +144,6 @@ pub fn figment() -> Figment {
         // Behind a proxy set `ip_header`; by default no client-supplied header picks the IP.
         .merge(Serialized::default("ip_header", false))
         .merge(Serialized::default("cli_colors", false))
-        .merge(Toml::file(
-            Env::var("GATEHOUSE_CONFIG").unwrap_or_else(|| "gatehouse.toml".into()),
-        ))
-        .merge(Env::prefixed("GATEHOUSE_").split("__"))
 }
 
 /// Extracts and manages [`Config`].

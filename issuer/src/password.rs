@@ -60,7 +60,8 @@ impl HashPolicy {
 
     pub fn hash(self, password: &str) -> Result<String, ApiError> {
         let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).map_err(|e| ApiError::Internal(format!("random source: {e}")))?;
+        getrandom::fill(&mut bytes)
+            .map_err(|e| ApiError::Internal(format!("random source: {e}")))?;
         let salt =
             SaltString::encode_b64(&bytes).map_err(|e| ApiError::Internal(format!("salt: {e}")))?;
         self.argon2()?

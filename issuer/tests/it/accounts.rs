@@ -1,0 +1,245 @@
+//! Registration, password login, `/v1/me`, metadata and health.
+
+use gatehouse_shared::{KeySet, Verifier, VerifierOptions};
+use rocket::http::Status;
+
+use crate::common::{Backend, PASSWORD, TestApp, header, str_of};
+
+async fn registration_rules(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let id = app.register("Alice.Example").await;
+    assert!(!id.is_empty());
+    let dup = format!(r#"{{"username":"  alice.EXAMPLE ","password":"{PASSWORD}"}}"#);
+    let (status, json) = app.send("POST", "/v1/users", Some(&dup), None).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::Conflict, "username_taken")
+    );
+    for (body, code) in [
+        (
+            r#"{"username":"bob","password":"short"}"#,
+            "invalid_password",
+        ),
+        (
+            r#"{"username":"bob","password":"password123"}"#,
+            "invalid_password",
+        ),
+        (
+            r#"{"username":"bob","password":"bob-the-builder-bob"}"#,
+            "invalid_username_ok",
+        ),
+        (
+            r#"{"username":"b","password":"plover-quartz-7"}"#,
+            "invalid_username",
+        ),
+        (
+            r#"{"username":"bob smith","password":"plover-quartz-7"}"#,
+            "invalid_username",
+        ),
+    ] {
+        let (status, json) = app.send("POST", "/v1/users", Some(body), None).await;
+        if code == "invalid_username_ok" {
+            assert_eq!(status, Status::Created, "{json}");
+            continue;
+        }
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::BadRequest, code),
+            "{body}"
+        );
+        assert!(!str_of(&json, "error_description").is_empty());
+    }
+    let long = format!(
+        r#"{{"username":"carol","password":"{}"}}"#,
+        "x".repeat(1025)
+    );
+    let (status, json) = app.send("POST", "/v1/users", Some(&long), None).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_password")
+    );
+    // Form bodies work as well as JSON.
+    let (status, _) = app
+        .send(
+            "POST",
+            "/v1/users",
+            Some("username=dave&password=plover-quartz-7"),
+            None,
+        )
+        .await;
+    assert_eq!(status, Status::Created);
+
+    let closed = TestApp::start_with(backend, |c| c.open_registration = false).await;
+    let body = format!(r#"{{"username":"erin","password":"{PASSWORD}"}}"#);
+    let (status, json) = closed.send("POST", "/v1/users", Some(&body), None).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::Forbidden, "registration_closed")
+    );
+}
+
+async fn login_issues_verifiable_tokens(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let id = app.register("alice").await;
+    let body = format!("grant_type=password&username=ALICE&password={PASSWORD}");
+    let (status, json, headers) = app.send_full("POST", "/v1/token", Some(&body), None).await;
+    assert_eq!(status, Status::Ok, "{json}");
+    assert_eq!(header(&headers, "cache-control"), Some("no-store"));
+    assert_eq!(str_of(&json, "token_type"), "Bearer");
+    assert_eq!(json["expires_in"], 900);
+    assert_eq!(str_of(&json, "scope"), "read write");
+    assert!(str_of(&json, "refresh_token").len() >= 43);
+
+    // The access token verifies with the published JWKS and the shared verifier.
+    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+    let verifier = Verifier::new(
+        KeySet::from_json(&jwks.to_string()).unwrap(),
+        VerifierOptions::new("https://issuer.test", "https://api.test"),
+    );
+    let now = app.clock().now();
+    let claims = verifier.verify(str_of(&json, "access_token"), now).unwrap();
+    assert_eq!(claims.sub, id);
+    assert_eq!(claims.exp - claims.iat, 900);
+
+    let (status, me) = app.me(str_of(&json, "access_token")).await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(me["sub"], id.as_str());
+    assert_eq!(me["username"], "alice");
+    assert_eq!(me["sid"], claims.sid.as_str());
+    assert_eq!(me["scope"], "read write");
+
+    // JSON bodies work too, and a narrower scope may be asked for.
+    let body = format!(
+        r#"{{"grant_type":"password","username":"alice","password":"{PASSWORD}","scope":"read"}}"#
+    );
+    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
+    assert_eq!((status, str_of(&json, "scope")), (Status::Ok, "read"));
+}
+
+async fn login_failures_look_alike(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let wrong = app
+        .send(
+            "POST",
+            "/v1/token",
+            Some("grant_type=password&username=alice&password=wrong-password"),
+            None,
+        )
+        .await;
+    let unknown = app
+        .send(
+            "POST",
+            "/v1/token",
+            Some("grant_type=password&username=nobody&password=wrong-password"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        wrong, unknown,
+        "unknown users and wrong passwords answer the same"
+    );
+    assert_eq!(
+        (wrong.0, str_of(&wrong.1, "error")),
+        (Status::BadRequest, "invalid_grant")
+    );
+
+    for (body, code) in [
+        ("username=alice&password=x", "invalid_request"),
+        ("grant_type=client_credentials", "unsupported_grant_type"),
+        ("grant_type=password&password=x", "invalid_request"),
+        ("grant_type=refresh_token", "invalid_request"),
+    ] {
+        let (status, json) = app.send("POST", "/v1/token", Some(body), None).await;
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::BadRequest, code),
+            "{body}"
+        );
+    }
+    let body = format!("grant_type=password&username=alice&password={PASSWORD}&scope=admin");
+    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_scope")
+    );
+}
+
+async fn bearer_errors(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let token = app.login("alice").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (status, json, headers) = app.send_full("GET", "/v1/me", None, None).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::Unauthorized, "invalid_token")
+    );
+    assert_eq!(
+        header(&headers, "www-authenticate"),
+        Some(r#"Bearer realm="gatehouse""#)
+    );
+
+    for (bad, code) in [("garbage", "malformed"), ("a.b.c", "malformed")] {
+        let (status, json, headers) = app.send_full("GET", "/v1/me", None, Some(bad)).await;
+        assert_eq!(status, Status::Unauthorized);
+        assert_eq!(str_of(&json, "code"), code);
+        let www = header(&headers, "www-authenticate").unwrap();
+        assert!(
+            www.starts_with(r#"Bearer realm="gatehouse", error="invalid_token""#),
+            "{www}"
+        );
+    }
+    // Expired: move the issuer's clock past exp + leeway.
+    app.clock().advance(900 + 31);
+    let (status, json) = app.me(&token).await;
+    assert_eq!(
+        (status, str_of(&json, "code")),
+        (Status::Unauthorized, "expired")
+    );
+}
+
+async fn discovery_and_health(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (status, meta) = app
+        .send("GET", "/.well-known/oauth-authorization-server", None, None)
+        .await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(meta["issuer"], "https://issuer.test");
+    assert_eq!(meta["token_endpoint"], "https://issuer.test/v1/token");
+    assert_eq!(
+        meta["jwks_uri"],
+        "https://issuer.test/.well-known/jwks.json"
+    );
+    assert_eq!(
+        app.send("GET", "/health/live", None, None).await.0,
+        Status::Ok
+    );
+    let (status, ready) = app.send("GET", "/health/ready", None, None).await;
+    assert_eq!(
+        (status, ready["database"].as_bool()),
+        (Status::Ok, Some(true))
+    );
+
+    app.register("alice").await;
+    app.login("alice").await;
+    let (status, metrics) = app.send("GET", "/metrics", None, None).await;
+    assert_eq!(status, Status::Ok);
+    let text = metrics.as_str().unwrap();
+    assert!(text.contains("gatehouse_logins_ok_total 1"), "{text}");
+    assert!(
+        text.contains("gatehouse_password_hash_seconds_count"),
+        "{text}"
+    );
+}
+
+crate::on_both_backends!(
+    registration_rules,
+    login_issues_verifiable_tokens,
+    login_failures_look_alike,
+    bearer_errors,
+    discovery_and_health,
+);

@@ -1,0 +1,139 @@
+//! Admin endpoints and introspection.
+
+use rocket::http::Status;
+
+use crate::common::{Backend, TestApp, str_of};
+
+async fn admin_scope_is_required(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let alice = app.register("alice").await;
+    let token = app.login("alice").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for path in [
+        format!("/v1/admin/users/{alice}/revoke"),
+        format!("/v1/admin/users/{alice}/disable"),
+        "/v1/admin/sessions/x/revoke".to_owned(),
+    ] {
+        let (status, json, headers) = app.send_full("POST", &path, None, Some(&token)).await;
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::Forbidden, "insufficient_scope")
+        );
+        let www = crate::common::header(&headers, "www-authenticate").unwrap();
+        assert!(www.contains(r#"error="insufficient_scope""#), "{www}");
+    }
+    let (status, _) = app
+        .send("POST", "/v1/introspect", Some("token=x"), Some(&token))
+        .await;
+    assert_eq!(status, Status::Forbidden);
+}
+
+async fn admins_revoke_disable_and_introspect(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_token().await;
+    let alice = app.register("alice").await;
+    let s = app.login("alice").await;
+    let access = str_of(&s, "access_token").to_owned();
+
+    let (status, json) = app
+        .send(
+            "POST",
+            "/v1/introspect",
+            Some(&format!("token={access}")),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(
+        (json["active"].as_bool(), str_of(&json, "sub")),
+        (Some(true), alice.as_str())
+    );
+    let body = format!("token={}", str_of(&s, "refresh_token"));
+    let (_, json) = app
+        .send("POST", "/v1/introspect", Some(&body), Some(&admin))
+        .await;
+    assert_eq!(
+        (json["active"].as_bool(), str_of(&json, "token_type")),
+        (Some(true), "refresh_token")
+    );
+    let (_, json) = app
+        .send(
+            "POST",
+            "/v1/introspect",
+            Some("token=nothing"),
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(json, serde_json::json!({"active": false}));
+
+    let sid = app.me(&access).await.1["sid"].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .send(
+            "POST",
+            &format!("/v1/admin/sessions/{sid}/revoke"),
+            None,
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(app.me(&access).await.0, Status::Unauthorized);
+    let (status, json) = app
+        .send("POST", "/v1/admin/sessions/nope/revoke", None, Some(&admin))
+        .await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::NotFound, "not_found")
+    );
+
+    // Disabling revokes everything and blocks logins, with the usual generic answer.
+    let s = app.login("alice").await;
+    let (status, _) = app
+        .send(
+            "POST",
+            &format!("/v1/admin/users/{alice}/disable"),
+            None,
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, Status::Ok);
+    let (status, json) = app.me(str_of(&s, "access_token")).await;
+    assert_eq!(
+        (status, str_of(&json, "code")),
+        (Status::Unauthorized, "revoked")
+    );
+    assert_eq!(
+        app.refresh(str_of(&s, "refresh_token")).await.0,
+        Status::BadRequest
+    );
+    let body = format!(
+        "grant_type=password&username=alice&password={}",
+        crate::common::PASSWORD
+    );
+    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
+    assert_eq!(
+        (status, str_of(&json, "error_description")),
+        (Status::BadRequest, "invalid username or password")
+    );
+    let (status, _) = app
+        .send(
+            "POST",
+            &format!("/v1/admin/users/{alice}/enable"),
+            None,
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(status, Status::Ok);
+    app.clock().advance(1);
+    app.login("alice").await;
+    let (status, _) = app
+        .send("POST", "/v1/admin/users/nobody/revoke", None, Some(&admin))
+        .await;
+    assert_eq!(status, Status::NotFound);
+}
+
+crate::on_both_backends!(
+    admin_scope_is_required,
+    admins_revoke_disable_and_introspect
+);

@@ -1,0 +1,265 @@
+//! Testkit: an issuer on a fresh database of either backend, plus request helpers.
+
+use std::sync::Arc;
+
+use diesel::connection::SimpleConnection as _;
+use diesel::{Connection as _, PgConnection};
+use gatehouse_issuer::clock::Clock;
+use gatehouse_issuer::config::Config;
+use gatehouse_issuer::db::Db;
+use rocket::figment::providers::Serialized;
+use rocket::http::{ContentType, Header, Status};
+use rocket::local::asynchronous::{Client, LocalResponse};
+use serde_json::Value;
+
+pub const PASSWORD: &str = "plover-quartz-7";
+const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Runs each listed `async fn(Backend)` as two tests, one per backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+    };
+}
+
+/// A database of its own: a PostgreSQL schema, or an SQLite file in a temp dir. Dropped after.
+pub struct TestDb {
+    pub url: String,
+    schema: Option<String>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::Sqlite => Self {
+                url: format!("sqlite://{}", dir.path().join("issuer.db").display()),
+                schema: None,
+                dir,
+            },
+            Backend::Postgres => {
+                let schema = format!(
+                    "t_{}",
+                    gatehouse_issuer::ids::new_id()
+                        .unwrap()
+                        .to_lowercase()
+                        .replace('-', "_")
+                );
+                let mut admin = PgConnection::establish(PG_ADMIN_URL)
+                    .expect("PostgreSQL must run on 127.0.0.1:5432 (make test starts it)");
+                admin
+                    .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+                    .unwrap();
+                Self {
+                    url: format!("{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"),
+                    schema: Some(schema),
+                    dir,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(schema) = &self.schema
+            && let Ok(mut admin) = PgConnection::establish(PG_ADMIN_URL)
+        {
+            let _ = admin.batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"));
+        }
+    }
+}
+
+/// Test defaults: fast argon2, small lockout numbers, no rate limit to speak of.
+pub fn test_config(db: &TestDb) -> Config {
+    let mut config = Config {
+        database_url: db.url.clone(),
+        data_dir: db.dir.path().join("data"),
+        issuer: "https://issuer.test".into(),
+        audience: "https://api.test".into(),
+        token_rate_per_minute: 100_000,
+        db_pool_size: 4,
+        ..Config::default()
+    };
+    config.password.m_cost = 64;
+    config.password.t_cost = 1;
+    config.password.workers = 2;
+    config.lockout.threshold = 3;
+    config
+}
+
+pub struct TestApp {
+    pub client: Client,
+    pub config: Config,
+    pub db: TestDb,
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDb::new(backend);
+        let mut config = test_config(&db);
+        tweak(&mut config);
+        Self::boot(db, config).await
+    }
+
+    async fn boot(db: TestDb, config: Config) -> Self {
+        let figment = gatehouse_issuer::config::defaults()
+            .merge(Serialized::defaults(&config))
+            .merge(Serialized::default("log_level", "off"));
+        let client = Client::tracked(gatehouse_issuer::rocket_with(figment))
+            .await
+            .expect("the issuer ignites");
+        Self { client, config, db }
+    }
+
+    /// A fresh issuer process on the same database and data directory.
+    pub async fn restart(self, tweak: impl FnOnce(&mut Config)) -> Self {
+        let Self {
+            client,
+            mut config,
+            db,
+        } = self;
+        drop(client);
+        tweak(&mut config);
+        Self::boot(db, config).await
+    }
+
+    pub fn clock(&self) -> &Clock {
+        self.client.rocket().state::<Arc<Clock>>().unwrap()
+    }
+
+    pub fn store(&self) -> &Db {
+        self.client.rocket().state::<Db>().unwrap()
+    }
+
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        bearer: Option<&str>,
+    ) -> (Status, Value) {
+        let (status, value, _) = self.send_full(method, path, body, bearer).await;
+        (status, value)
+    }
+
+    /// Sends a request; a body starting with `{` goes as JSON, anything else as a form.
+    pub async fn send_full(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        bearer: Option<&str>,
+    ) -> (Status, Value, Vec<(String, String)>) {
+        let mut request = match method {
+            "GET" => self.client.get(path),
+            _ => self.client.post(path),
+        };
+        if let Some(body) = body {
+            let ct = if body.starts_with('{') {
+                ContentType::JSON
+            } else {
+                ContentType::Form
+            };
+            request = request.header(ct).body(body);
+        }
+        if let Some(token) = bearer {
+            request = request.header(Header::new("Authorization", format!("Bearer {token}")));
+        }
+        decode(request.dispatch().await).await
+    }
+
+    pub async fn register(&self, username: &str) -> String {
+        let body = format!(r#"{{"username":"{username}","password":"{PASSWORD}"}}"#);
+        let (status, json) = self.send("POST", "/v1/users", Some(&body), None).await;
+        assert_eq!(status, Status::Created, "{json}");
+        json["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn login(&self, username: &str) -> Value {
+        self.login_with(username, "").await
+    }
+
+    pub async fn login_with(&self, username: &str, extra: &str) -> Value {
+        let body = format!("grant_type=password&username={username}&password={PASSWORD}{extra}");
+        let (status, json) = self.send("POST", "/v1/token", Some(&body), None).await;
+        assert_eq!(status, Status::Ok, "{json}");
+        json
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> (Status, Value) {
+        let body = format!("grant_type=refresh_token&refresh_token={refresh_token}");
+        self.send("POST", "/v1/token", Some(&body), None).await
+    }
+
+    pub async fn me(&self, access_token: &str) -> (Status, Value) {
+        self.send("GET", "/v1/me", None, Some(access_token)).await
+    }
+
+    /// Creates an admin through the store (as `users create --admin` does) and logs in with
+    /// the admin scope.
+    pub async fn admin_token(&self) -> String {
+        let hash = gatehouse_issuer::password::HashPolicy::fast_for_tests()
+            .hash(PASSWORD)
+            .unwrap();
+        self.store()
+            .run_sync(|c| {
+                gatehouse_issuer::store::users::create(c, "admin-id", "root-admin", &hash, true, 0)
+            })
+            .unwrap();
+        let json = self.login_with("root-admin", "&scope=read%20admin").await;
+        json["access_token"].as_str().unwrap().to_owned()
+    }
+}
+
+pub async fn decode(response: LocalResponse<'_>) -> (Status, Value, Vec<(String, String)>) {
+    let status = response.status();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|h| (h.name().as_str().to_ascii_lowercase(), h.value().to_owned()))
+        .collect();
+    let text = response.into_string().await.unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, json, headers)
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+pub fn str_of<'a>(json: &'a Value, key: &str) -> &'a str {
+    json[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string {key} in {json}"))
+}

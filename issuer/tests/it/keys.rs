@@ -1,0 +1,146 @@
+//! Key rotation, production key files, and password rehash on parameter change.
+
+use std::sync::Arc;
+
+use gatehouse_issuer::keys::{self, KeyRing};
+use gatehouse_shared::{Algorithm, KeySet, SigningKey, UntrustedToken};
+use rocket::http::Status;
+
+use crate::common::{Backend, PASSWORD, TestApp, str_of};
+
+fn kid_of(token: &str) -> String {
+    UntrustedToken::parse(token, 8192)
+        .unwrap()
+        .header()
+        .kid
+        .clone()
+        .unwrap()
+}
+
+async fn published_kids(app: &TestApp) -> Vec<String> {
+    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+    let set = KeySet::from_json(&jwks.to_string()).unwrap();
+    set.kids().map(str::to_owned).collect()
+}
+
+fn refresh_ring(app: &TestApp) {
+    let ring = app.client.rocket().state::<Arc<KeyRing>>().unwrap();
+    let now = app.clock().now();
+    app.store()
+        .run_sync(|c| ring.refresh(c, &app.config, now))
+        .unwrap();
+}
+
+async fn rotation_keeps_old_tokens_valid_until_they_expire(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let old = str_of(&app.login("alice").await, "access_token").to_owned();
+    let now = app.clock().now();
+    let new_key = app
+        .store()
+        .run_sync(|c| keys::rotate(c, &app.config, now))
+        .unwrap();
+    refresh_ring(&app);
+
+    let new = str_of(&app.login("alice").await, "access_token").to_owned();
+    assert_eq!(kid_of(&new), new_key.kid());
+    assert_ne!(kid_of(&old), kid_of(&new));
+    assert_eq!(
+        app.me(&old).await.0,
+        Status::Ok,
+        "the retired key still verifies"
+    );
+    assert_eq!(app.me(&new).await.0, Status::Ok);
+    let kids = published_kids(&app).await;
+    assert!(
+        kids.contains(&kid_of(&old)) && kids.contains(&kid_of(&new)),
+        "{kids:?}"
+    );
+
+    // Past the last token's expiry (plus leeway) the retired key leaves the JWKS.
+    app.clock().advance(900 + 31);
+    refresh_ring(&app);
+    assert_eq!(published_kids(&app).await, [new_key.kid()]);
+    let listed = app.store().run_sync(keys::list).unwrap();
+    assert_eq!(listed.iter().filter(|k| k.status == "active").count(), 1);
+
+    // A restart keeps signing with the rotated key.
+    let app = app.restart(|_| {}).await;
+    let again = str_of(&app.login("alice").await, "access_token").to_owned();
+    assert_eq!(kid_of(&again), new_key.kid());
+}
+
+async fn production_key_file(backend: Backend) {
+    let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signing.jwk");
+    std::fs::write(&path, serde_json::to_string(&key.to_private_jwk()).unwrap()).unwrap();
+    let app = TestApp::start_with(backend, |c| c.signing_key_file = Some(path.clone())).await;
+    app.register("alice").await;
+    let token = str_of(&app.login("alice").await, "access_token").to_owned();
+    assert_eq!(kid_of(&token), key.kid());
+    assert_eq!(published_kids(&app).await, [key.kid()]);
+    let now = app.clock().now();
+    let err = app
+        .store()
+        .run_sync(|c| keys::rotate(c, &app.config, now))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("GATEHOUSE_SIGNING_KEY_FILE"),
+        "{err}"
+    );
+
+    // Replacing the file and restarting retires the old key but keeps it published.
+    let next = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    std::fs::write(
+        &path,
+        serde_json::to_string(&next.to_private_jwk()).unwrap(),
+    )
+    .unwrap();
+    let app = app.restart(|_| {}).await;
+    let token2 = str_of(&app.login("alice").await, "access_token").to_owned();
+    assert_eq!(kid_of(&token2), next.kid());
+    assert_eq!(app.me(&token).await.0, Status::Ok);
+    let mut kids = published_kids(&app).await;
+    kids.sort();
+    let mut want = vec![key.kid().to_owned(), next.kid().to_owned()];
+    want.sort();
+    assert_eq!(kids, want);
+}
+
+async fn login_rehashes_outdated_parameters(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let stored = || {
+        app.store()
+            .run_sync(|c| gatehouse_issuer::store::users::by_username(c, "alice"))
+            .unwrap()
+            .unwrap()
+            .password_hash
+    };
+    let before = stored();
+    assert!(before.contains("t=1"), "{before}");
+    let app = app.restart(|c| c.password.t_cost = 2).await;
+    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
+    assert_eq!(
+        app.send("POST", "/v1/token", Some(&body), None).await.0,
+        Status::Ok
+    );
+    let after = app
+        .store()
+        .run_sync(|c| gatehouse_issuer::store::users::by_username(c, "alice"))
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    assert!(after.contains("t=2"), "{after}");
+    assert_eq!(
+        app.send("POST", "/v1/token", Some(&body), None).await.0,
+        Status::Ok
+    );
+}
+
+crate::on_both_backends!(
+    rotation_keeps_old_tokens_valid_until_they_expire,
+    production_key_file,
+    login_rehashes_outdated_parameters,
+);

@@ -1,0 +1,100 @@
+//! Account lockout under parallel attempts, and the per-IP rate limit.
+
+use rocket::http::{Header, Status};
+
+use crate::common::{Backend, PASSWORD, TestApp, decode, header, str_of};
+
+const WRONG: &str = "grant_type=password&username=alice&password=wrong-password";
+
+async fn lockout_holds_under_parallel_attempts(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let attempts = (0..20).map(|_| app.send("POST", "/v1/token", Some(WRONG), None));
+    let results = rocket::futures::future::join_all(attempts).await;
+    let checked = results
+        .iter()
+        .filter(|(_, json)| str_of(json, "error_description") == "invalid username or password")
+        .count();
+    assert_eq!(
+        checked, 3,
+        "exactly the threshold of passwords were checked: {results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|(status, _)| *status == Status::BadRequest)
+    );
+
+    // Locked now, even with the right password, and the answer says when to come back.
+    let good = format!("grant_type=password&username=alice&password={PASSWORD}");
+    let (status, json, headers) = app.send_full("POST", "/v1/token", Some(&good), None).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_grant")
+    );
+    let retry: u64 = header(&headers, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+
+    // After the backoff the right password works and resets the count.
+    app.clock().advance(61);
+    let (status, _) = app.send("POST", "/v1/token", Some(&good), None).await;
+    assert_eq!(status, Status::Ok);
+}
+
+async fn backoff_grows_with_each_lock(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let mut waits = Vec::new();
+    for _ in 0..2 {
+        for _ in 0..3 {
+            app.send("POST", "/v1/token", Some(WRONG), None).await;
+        }
+        let (_, _, headers) = app.send_full("POST", "/v1/token", Some(WRONG), None).await;
+        let wait: i64 = header(&headers, "retry-after").unwrap().parse().unwrap();
+        waits.push(wait);
+        app.clock().advance(wait);
+    }
+    assert_eq!(waits, [60, 120]);
+}
+
+async fn rate_limit_per_client_ip(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.token_rate_per_minute = 2).await;
+    let send = |ip: &'static str| {
+        app.client
+            .post("/v1/token")
+            .header(rocket::http::ContentType::Form)
+            .header(Header::new("X-Real-IP", "9.9.9.9"))
+            .remote(ip.parse().unwrap())
+            .body(WRONG)
+            .dispatch()
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            decode(send("10.0.0.1:1000").await).await.0,
+            Status::BadRequest
+        );
+    }
+    let (status, json, headers) = decode(send("10.0.0.1:1000").await).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::TooManyRequests, "rate_limited")
+    );
+    assert!(
+        header(&headers, "retry-after")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    // Another client is unaffected; a spoofed X-Real-IP header is not trusted by default.
+    assert_eq!(
+        decode(send("10.0.0.2:1000").await).await.0,
+        Status::BadRequest
+    );
+}
+
+crate::on_both_backends!(
+    lockout_holds_under_parallel_attempts,
+    backoff_grows_with_each_lock,
+    rate_limit_per_client_ip,
+);

@@ -1,0 +1,25 @@
+//! The issuer's integration suite: the real `rocket()` through Rocket's local client, every test
+//! on both PostgreSQL and SQLite, each in its own schema or file.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+// Scenario tests read top to bottom; splitting them or renaming bindings would not help.
+#![allow(
+    clippy::too_many_lines,
+    clippy::similar_names,
+    clippy::items_after_statements
+)]
+
+mod common;
+
+mod accounts;
+mod admin;
+mod bad_input;
+mod keys;
+mod lockout;
+mod refresh;
+mod revocation;
+mod sync;

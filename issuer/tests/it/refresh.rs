@@ -1,0 +1,124 @@
+//! Refresh rotation: every use rotates, retries within the grace window get the same successor,
+//! reuse after it revokes the family, and sessions end at their absolute lifetime.
+
+use rocket::http::Status;
+
+use crate::common::{Backend, TestApp, str_of};
+
+async fn rotation_grace_and_reuse(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let first = app.login("alice").await;
+    let r0 = str_of(&first, "refresh_token").to_owned();
+
+    let (status, second) = app.refresh(&r0).await;
+    assert_eq!(status, Status::Ok, "{second}");
+    let r1 = str_of(&second, "refresh_token").to_owned();
+    assert_ne!(r0, r1);
+    assert_ne!(
+        str_of(&first, "access_token"),
+        str_of(&second, "access_token")
+    );
+
+    // A retry of r0 within the grace window: the same successor, not a revocation.
+    app.clock().advance(2);
+    let (status, retry) = app.refresh(&r0).await;
+    assert_eq!(status, Status::Ok, "{retry}");
+    assert_eq!(str_of(&retry, "refresh_token"), r1);
+
+    // r1 moves on; now r0 is stale even within the window, and past it certainly.
+    let (status, third) = app.refresh(&r1).await;
+    assert_eq!(status, Status::Ok);
+    let r2 = str_of(&third, "refresh_token").to_owned();
+    app.clock().advance(10);
+    let (status, json) = app.refresh(&r0).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_grant")
+    );
+    assert!(str_of(&json, "error_description").contains("already used"));
+
+    // The whole family is dead: the current refresh token and the session's access tokens.
+    let (status, _) = app.refresh(&r2).await;
+    assert_eq!(status, Status::BadRequest);
+    let (status, json) = app.me(str_of(&third, "access_token")).await;
+    assert_eq!(
+        (status, str_of(&json, "code")),
+        (Status::Unauthorized, "revoked")
+    );
+    let kinds = app
+        .store()
+        .run_sync(|c| {
+            let uid = gatehouse_issuer::store::users::by_username(c, "alice")?
+                .unwrap()
+                .id;
+            gatehouse_issuer::store::audit::recent_kinds(c, &uid, 5)
+        })
+        .unwrap();
+    assert!(kinds.contains(&"refresh_reuse".to_owned()), "{kinds:?}");
+}
+
+async fn concurrent_retries_share_one_successor(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let r0 = str_of(&app.login("alice").await, "refresh_token").to_owned();
+    let attempts = (0..16).map(|_| app.refresh(&r0));
+    // Polled together, so the requests run concurrently on the issuer's blocking pool.
+    let results = rocket::futures::future::join_all(attempts).await;
+    let mut successors: Vec<String> = Vec::new();
+    for (status, json) in &results {
+        assert_eq!(*status, Status::Ok, "{json}");
+        successors.push(str_of(json, "refresh_token").to_owned());
+    }
+    successors.dedup();
+    assert_eq!(
+        successors.len(),
+        1,
+        "every concurrent retry gets the same successor"
+    );
+    let (status, _) = app.refresh(&successors[0]).await;
+    assert_eq!(status, Status::Ok, "the shared successor is the live token");
+}
+
+async fn sessions_have_an_absolute_lifetime(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.session_ttl_secs = 1000).await;
+    app.register("alice").await;
+    let mut token = str_of(&app.login("alice").await, "refresh_token").to_owned();
+    // Rotation every 300 s does not extend the session.
+    for elapsed in [300, 600, 900] {
+        app.clock().advance(300);
+        let (status, json) = app.refresh(&token).await;
+        assert_eq!(status, Status::Ok);
+        // The access token never outlives the session.
+        assert_eq!(
+            json["expires_in"].as_i64().unwrap(),
+            (1000 - elapsed).min(900)
+        );
+        str_of(&json, "refresh_token").clone_into(&mut token);
+    }
+    app.clock().advance(101);
+    let (status, json) = app.refresh(&token).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_grant")
+    );
+}
+
+async fn garbage_refresh_tokens(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    for token in ["", "nope", &"x".repeat(5000), "a.b.c"] {
+        let (status, json) = app.refresh(token).await;
+        assert_eq!(status, Status::BadRequest, "{token}");
+        assert!(matches!(
+            str_of(&json, "error"),
+            "invalid_grant" | "invalid_request"
+        ));
+    }
+}
+
+crate::on_both_backends!(
+    rotation_grace_and_reuse,
+    concurrent_retries_share_one_successor,
+    sessions_have_an_absolute_lifetime,
+    garbage_refresh_tokens,
+);

@@ -1,0 +1,201 @@
+//! Revocation (RFC 7009), logout, logout everywhere, durability and the signed snapshot.
+
+use gatehouse_shared::{KeySet, RevocationList, SnapshotOptions, Verifier, VerifierOptions};
+use rocket::http::Status;
+
+use crate::common::{Backend, TestApp, str_of};
+
+async fn revoke_endpoint(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    app.register("mallory").await;
+    let a = app.login("alice").await;
+    let a_access = str_of(&a, "access_token");
+    let a2 = app.login("alice").await;
+    let m = app.login("mallory").await;
+    let m_access = str_of(&m, "access_token");
+
+    // Someone else's token: 200 (RFC 7009 does not reveal anything), nothing revoked.
+    let body = format!("token={a_access}");
+    let (status, _) = app
+        .send("POST", "/v1/revoke", Some(&body), Some(m_access))
+        .await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(app.me(a_access).await.0, Status::Ok);
+
+    // The owner revokes an access token: that token dies, the session does not.
+    let (status, _) = app
+        .send(
+            "POST",
+            "/v1/revoke",
+            Some(&body),
+            Some(str_of(&a2, "access_token")),
+        )
+        .await;
+    assert_eq!(status, Status::Ok);
+    let (status, json) = app.me(a_access).await;
+    assert_eq!(
+        (status, str_of(&json, "code")),
+        (Status::Unauthorized, "revoked")
+    );
+    assert_eq!(app.me(str_of(&a2, "access_token")).await.0, Status::Ok);
+    assert_eq!(app.refresh(str_of(&a, "refresh_token")).await.0, Status::Ok);
+
+    // Revoking a refresh token ends its session.
+    let body = format!(
+        r#"{{"token":"{}","token_type_hint":"refresh_token"}}"#,
+        str_of(&a2, "refresh_token")
+    );
+    let (status, _) = app
+        .send(
+            "POST",
+            "/v1/revoke",
+            Some(&body),
+            Some(str_of(&a2, "access_token")),
+        )
+        .await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(
+        app.refresh(str_of(&a2, "refresh_token")).await.0,
+        Status::BadRequest
+    );
+    assert_eq!(
+        app.me(str_of(&a2, "access_token")).await.0,
+        Status::Unauthorized
+    );
+
+    // Garbage is fine; a missing token is not; no bearer is 401.
+    let (status, _) = app
+        .send("POST", "/v1/revoke", Some("token=garbage"), Some(m_access))
+        .await;
+    assert_eq!(status, Status::Ok);
+    let (status, json) = app
+        .send("POST", "/v1/revoke", Some("x=1"), Some(m_access))
+        .await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_request")
+    );
+    assert_eq!(
+        app.send("POST", "/v1/revoke", Some("token=x"), None)
+            .await
+            .0,
+        Status::Unauthorized
+    );
+}
+
+async fn logout_and_logout_everywhere(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let s1 = app.login("alice").await;
+    let s2 = app.login("alice").await;
+    let s3 = app.login("alice").await;
+
+    let (status, json) = app
+        .send(
+            "POST",
+            "/v1/logout",
+            None,
+            Some(str_of(&s1, "access_token")),
+        )
+        .await;
+    assert_eq!((status, str_of(&json, "revoked")), (Status::Ok, "session"));
+    assert_eq!(
+        app.me(str_of(&s1, "access_token")).await.0,
+        Status::Unauthorized
+    );
+    assert_eq!(
+        app.refresh(str_of(&s1, "refresh_token")).await.0,
+        Status::BadRequest
+    );
+    assert_eq!(
+        app.me(str_of(&s2, "access_token")).await.0,
+        Status::Ok,
+        "other sessions live"
+    );
+
+    let (status, _) = app
+        .send(
+            "POST",
+            "/v1/logout/all",
+            None,
+            Some(str_of(&s2, "access_token")),
+        )
+        .await;
+    assert_eq!(status, Status::Ok);
+    for s in [&s2, &s3] {
+        assert_eq!(
+            app.me(str_of(s, "access_token")).await.0,
+            Status::Unauthorized
+        );
+        assert_eq!(
+            app.refresh(str_of(s, "refresh_token")).await.0,
+            Status::BadRequest
+        );
+    }
+    // A login after the cut-off works.
+    app.clock().advance(1);
+    let fresh = app.login("alice").await;
+    assert_eq!(app.me(str_of(&fresh, "access_token")).await.0, Status::Ok);
+}
+
+async fn revocations_survive_a_restart(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let s = app.login("alice").await;
+    let access = str_of(&s, "access_token").to_owned();
+    let (status, _) = app.send("POST", "/v1/logout", None, Some(&access)).await;
+    assert_eq!(status, Status::Ok);
+    let app = app.restart(|_| {}).await;
+    let (status, json) = app.me(&access).await;
+    assert_eq!(
+        (status, str_of(&json, "code")),
+        (Status::Unauthorized, "revoked")
+    );
+}
+
+async fn the_snapshot_carries_live_revocations(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let s = app.login("alice").await;
+    let access = str_of(&s, "access_token").to_owned();
+    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+    let opts = SnapshotOptions::new("https://issuer.test");
+    let verifier = Verifier::new(
+        keys.clone(),
+        VerifierOptions::new("https://issuer.test", "https://api.test"),
+    );
+    let now = app.clock().now();
+    let claims = verifier.verify(&access, now).unwrap();
+
+    let fetch = || async {
+        let (status, body) = app.send("GET", "/v1/revocations", None, None).await;
+        assert_eq!(status, Status::Ok);
+        RevocationList::verify_snapshot(body.as_str().unwrap(), &keys, &opts, app.clock().now())
+            .unwrap()
+    };
+    let before = fetch().await;
+    assert!(before.check(&claims).is_none());
+    app.send("POST", "/v1/logout", None, Some(&access)).await;
+    let after = fetch().await;
+    assert!(after.seq() > before.seq());
+    assert_eq!(
+        after.check(&claims),
+        Some(gatehouse_shared::RevocationReason::Session)
+    );
+
+    // Once every token it could affect has expired, the entry leaves the snapshot, but the
+    // sequence never goes back.
+    app.clock().advance(900 + 31 + 2);
+    let later = fetch().await;
+    assert!(later.is_empty());
+    assert_eq!(later.seq(), after.seq());
+}
+
+crate::on_both_backends!(
+    revoke_endpoint,
+    logout_and_logout_everywhere,
+    revocations_survive_a_restart,
+    the_snapshot_carries_live_revocations,
+);

@@ -1,0 +1,131 @@
+//! Snapshot push (coalesced, to a local receiver) and cleanup.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gatehouse_issuer::maintenance;
+use gatehouse_issuer::store::revocations;
+use gatehouse_shared::{KeySet, RevocationList, SnapshotOptions};
+use rocket::http::Status;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::common::{Backend, TestApp, str_of};
+
+/// A minimal HTTP/1.1 endpoint that records every request body (stands in for the worker's
+/// sync endpoint, which has its own tests in the end-to-end suite).
+struct Receiver {
+    url: String,
+    bodies: Arc<Mutex<Vec<String>>>,
+}
+
+async fn receiver() -> Receiver {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/_gatehouse/sync", listener.local_addr().unwrap());
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&bodies);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let sink = Arc::clone(&sink);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let body = loop {
+                    let n = socket.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= end + 4 + len {
+                            break text[end + 4..end + 4 + len].to_owned();
+                        }
+                    }
+                };
+                sink.lock().unwrap().push(body);
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    Receiver { url, bodies }
+}
+
+async fn revocations_are_pushed_coalesced(backend: Backend) {
+    let rx = receiver().await;
+    let url = rx.url.clone();
+    let app = TestApp::start_with(backend, move |c| c.edge_sync_urls = vec![url]).await;
+    app.register("alice").await;
+    let mut tokens = Vec::new();
+    for _ in 0..20 {
+        tokens.push(str_of(&app.login("alice").await, "access_token").to_owned());
+    }
+    let logouts = tokens
+        .iter()
+        .map(|t| app.send("POST", "/v1/logout", None, Some(t)));
+    for (status, _) in rocket::futures::future::join_all(logouts).await {
+        assert_eq!(status, Status::Ok);
+    }
+    let high_water = app.store().run_sync(revocations::high_water).unwrap();
+    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+    let opts = SnapshotOptions::new("https://issuer.test");
+    let mut last = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let bodies = rx.bodies.lock().unwrap().clone();
+        if let Some(body) = bodies.last() {
+            let list =
+                RevocationList::verify_snapshot(body, &keys, &opts, app.clock().now()).unwrap();
+            if i64::try_from(list.seq()).unwrap() == high_water {
+                last = Some((bodies.len(), list));
+                break;
+            }
+        }
+    }
+    let (pushes, list) = last.expect("the final snapshot reaches the receiver");
+    assert!(
+        pushes < 20,
+        "20 revocations in a burst coalesce into fewer pushes ({pushes})"
+    );
+    assert_eq!(list.len(), 20);
+}
+
+async fn cleanup_removes_only_what_expired(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    for _ in 0..3 {
+        let t = str_of(&app.login("alice").await, "access_token").to_owned();
+        app.send("POST", "/v1/logout", None, Some(&t)).await;
+    }
+    let now = app.clock().now();
+    let nothing = maintenance::cleanup(app.store(), &app.config, now)
+        .await
+        .unwrap();
+    assert_eq!(nothing.revocations, 0, "live entries stay");
+    let seq = app.store().run_sync(revocations::high_water).unwrap();
+    let later = now + 2 * 24 * 3600;
+    let report = maintenance::cleanup(app.store(), &app.config, later)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.revocations, 2,
+        "the newest row stays to hold the sequence"
+    );
+    assert_eq!(report.sessions, 3);
+    assert_eq!(app.store().run_sync(revocations::high_water).unwrap(), seq);
+}
+
+crate::on_both_backends!(
+    revocations_are_pushed_coalesced,
+    cleanup_removes_only_what_expired
+);
