@@ -130,13 +130,14 @@ impl TestApp {
     }
 
     async fn boot(db: TestDb, config: Config) -> Self {
-        let figment = gatehouse_issuer::config::defaults()
-            .merge(Serialized::defaults(&config))
-            .merge(Serialized::default("log_level", "off"));
-        let client = Client::tracked(gatehouse_issuer::rocket_with(figment))
-            .await
-            .expect("the issuer ignites");
+        let client = client_for(&config).await;
         Self { client, config, db }
+    }
+
+    /// A second issuer on the same database: separate pool, memory and clock, like another
+    /// process behind the same load balancer.
+    pub async fn replica(&self) -> Client {
+        client_for(&self.config).await
     }
 
     /// A fresh issuer process on the same database and data directory.
@@ -215,8 +216,7 @@ impl TestApp {
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> (Status, Value) {
-        let body = format!("grant_type=refresh_token&refresh_token={refresh_token}");
-        self.send("POST", "/v1/token", Some(&body), None).await
+        refresh_on(&self.client, refresh_token).await
     }
 
     pub async fn me(&self, access_token: &str) -> (Status, Value) {
@@ -237,6 +237,28 @@ impl TestApp {
         let json = self.login_with("root-admin", "&scope=read%20admin").await;
         json["access_token"].as_str().unwrap().to_owned()
     }
+}
+
+async fn client_for(config: &Config) -> Client {
+    let figment = gatehouse_issuer::config::defaults()
+        .merge(Serialized::defaults(config))
+        .merge(Serialized::default("log_level", "off"));
+    Client::tracked(gatehouse_issuer::rocket_with(figment))
+        .await
+        .expect("the issuer ignites")
+}
+
+pub async fn refresh_on(client: &Client, refresh_token: &str) -> (Status, Value) {
+    let response = client
+        .post("/v1/token")
+        .header(ContentType::Form)
+        .body(format!(
+            "grant_type=refresh_token&refresh_token={refresh_token}"
+        ))
+        .dispatch()
+        .await;
+    let (status, json, _) = decode(response).await;
+    (status, json)
 }
 
 pub async fn decode(response: LocalResponse<'_>) -> (Status, Value, Vec<(String, String)>) {
