@@ -18,6 +18,7 @@ mod common;
 mod accounts;
 mod admin;
 mod bad_input;
+mod binary;
 mod keys;
 mod lockout;
 mod refresh;

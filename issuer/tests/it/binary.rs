@@ -1,0 +1,209 @@
+//! The real binary: `serve` with no configuration starts on SQLite in the working directory and
+//! runs the whole register → login → me → refresh → logout flow; the CLI commands work.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::PASSWORD;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatehouse-issuer");
+
+fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    // No configuration at all: only what a shell always has.
+    cmd.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd
+}
+
+fn run(dir: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = command(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = req.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_no_configuration_runs_the_whole_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // The port is the one setting: 8000 may be taken on a shared machine.
+    let child = command(dir.path())
+        .arg("serve")
+        .env("GATEHOUSE_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Server(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(r) = http.get(format!("{base}/health/ready")).send().await
+            && r.status().is_success()
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the issuer became ready");
+    assert!(
+        dir.path().join("gatehouse.db").is_file(),
+        "SQLite in the working directory"
+    );
+    let keys = std::fs::read_dir(dir.path().join(".gatehouse/keys"))
+        .unwrap()
+        .count();
+    assert_eq!(keys, 1, "a dev signing key was generated");
+
+    let body = serde_json::json!({"username": "alice", "password": PASSWORD});
+    let (status, _) = call(http.post(format!("{base}/v1/users")).json(&body)).await;
+    assert_eq!(status, 201);
+    let form = [
+        ("grant_type", "password"),
+        ("username", "alice"),
+        ("password", PASSWORD),
+    ];
+    let (status, tokens) = call(http.post(format!("{base}/v1/token")).form(&form)).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let (status, me) = call(
+        &http,
+        http.get(format!("{base}/v1/me")).bearer_auth(&access),
+    )
+    .await;
+    assert_eq!((status, me["username"].as_str()), (200, Some("alice")));
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+    ];
+    let (status, refreshed) = call(http.post(format!("{base}/v1/token")).form(&form)).await;
+    assert_eq!(status, 200, "{refreshed}");
+    let access = refreshed["access_token"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        &http,
+        http.post(format!("{base}/v1/logout")).bearer_auth(&access),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, me) = call(
+        &http,
+        http.get(format!("{base}/v1/me")).bearer_auth(&access),
+    )
+    .await;
+    assert_eq!((status, me["code"].as_str()), (401, Some("revoked")));
+}
+
+#[test]
+fn cli_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    for args in [
+        &["--help"][..],
+        &["keys", "--help"],
+        &["users", "create", "--help"],
+        &["revocations", "push", "--help"],
+    ] {
+        let out = run(path, args, "");
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+    let out = run(path, &["migrate"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SQLite at gatehouse.db"));
+
+    let out = run(
+        path,
+        &["users", "create", "--admin", "Root"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("root\tadmin"));
+    let out = run(path, &["users", "create", "weak"], "password\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too common"));
+
+    let out = run(path, &["keys", "rotate"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(path, &["keys", "rotate"], "");
+    assert!(out.status.success());
+    let listing = String::from_utf8_lossy(&run(path, &["keys", "list"], "").stdout).to_string();
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+    assert_eq!(listing.matches("\tactive\t").count(), 1, "{listing}");
+
+    let out = run(path, &["cleanup"], "");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("deleted 0 sessions"));
+    let out = run(path, &["revocations", "push"], "");
+    assert!(
+        !out.status.success(),
+        "no sync URLs is an error, not a silent success"
+    );
+
+    let out = command(path)
+        .arg("migrate")
+        .env("GATEHOUSE_DATABASE_URL", "mysql://x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
+}
