@@ -111,11 +111,7 @@ async fn serve_with_no_configuration_runs_the_whole_flow() {
     let (status, tokens) = call(http.post(format!("{base}/v1/token")).form(&form)).await;
     assert_eq!(status, 200, "{tokens}");
     let access = tokens["access_token"].as_str().unwrap().to_owned();
-    let (status, me) = call(
-        &http,
-        http.get(format!("{base}/v1/me")).bearer_auth(&access),
-    )
-    .await;
+    let (status, me) = call(http.get(format!("{base}/v1/me")).bearer_auth(&access)).await;
     assert_eq!((status, me["username"].as_str()), (200, Some("alice")));
     let form = [
         ("grant_type", "refresh_token"),
@@ -124,17 +120,9 @@ async fn serve_with_no_configuration_runs_the_whole_flow() {
     let (status, refreshed) = call(http.post(format!("{base}/v1/token")).form(&form)).await;
     assert_eq!(status, 200, "{refreshed}");
     let access = refreshed["access_token"].as_str().unwrap().to_owned();
-    let (status, _) = call(
-        &http,
-        http.post(format!("{base}/v1/logout")).bearer_auth(&access),
-    )
-    .await;
+    let (status, _) = call(http.post(format!("{base}/v1/logout")).bearer_auth(&access)).await;
     assert_eq!(status, 200);
-    let (status, me) = call(
-        &http,
-        http.get(format!("{base}/v1/me")).bearer_auth(&access),
-    )
-    .await;
+    let (status, me) = call(http.get(format!("{base}/v1/me")).bearer_auth(&access)).await;
     assert_eq!((status, me["code"].as_str()), (401, Some("revoked")));
 }
 
