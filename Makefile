@@ -1,5 +1,5 @@
 # The two commands of the README: `make dev` runs the system locally, `make test` runs every test.
-.PHONY: dev test setup fmt
+.PHONY: dev test setup fmt bench-issuer
 
 dev:
 	scripts/dev.sh
@@ -14,3 +14,7 @@ setup:
 
 fmt:
 	cargo fmt --all
+
+# Quick issuer load run on PostgreSQL (not part of `make test`): `make bench-issuer`.
+bench-issuer:
+	scripts/bench-issuer.sh
