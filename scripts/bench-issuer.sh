@@ -14,7 +14,7 @@ scripts/setup.sh
 command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
 cargo build --release --locked -p gatehouse-issuer
 
-psql -q -h 127.0.0.1 -U postgres -d postgres \
+PGOPTIONS="-c client_min_messages=warning" psql -q -h 127.0.0.1 -U postgres -d postgres \
   -c "DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE" -c "CREATE SCHEMA ${SCHEMA}"
 work=$(mktemp -d)
 GATEHOUSE_DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres?options=-csearch_path%3D${SCHEMA}" \
