@@ -46,6 +46,10 @@ pub enum ErrorCode {
     InvalidKey,
     /// Signing failed (issuer side only; never caused by client input).
     SigningFailed,
+    /// No token in the request (no `Authorization: Bearer`, no token cookie).
+    MissingToken,
+    /// The token is valid but lacks the scope the route requires.
+    InsufficientScope,
 }
 
 impl ErrorCode {
@@ -67,6 +71,8 @@ impl ErrorCode {
         Self::StaleSnapshot,
         Self::InvalidKey,
         Self::SigningFailed,
+        Self::MissingToken,
+        Self::InsufficientScope,
     ];
 
     /// The `snake_case` code as it appears on the wire.
@@ -88,6 +94,8 @@ impl ErrorCode {
             Self::StaleSnapshot => "stale_snapshot",
             Self::InvalidKey => "invalid_key",
             Self::SigningFailed => "signing_failed",
+            Self::MissingToken => "missing_token",
+            Self::InsufficientScope => "insufficient_scope",
         }
     }
 
@@ -110,6 +118,8 @@ impl ErrorCode {
             Self::StaleSnapshot => "the revocation snapshot is older than the one in use",
             Self::InvalidKey => "the key cannot be used",
             Self::SigningFailed => "signing failed",
+            Self::MissingToken => "no bearer token was sent",
+            Self::InsufficientScope => "the token lacks a scope this route requires",
         }
     }
 }

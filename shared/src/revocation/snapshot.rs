@@ -51,9 +51,14 @@ impl RevocationList {
         Ok(list)
     }
 
-    /// Accepts `self` only if it is newer than the list currently held (`seq` strictly grows).
-    pub fn ensure_newer_than(&self, held_seq: u64) -> Result<(), SnapshotError> {
-        if self.seq > held_seq {
+    /// Accepts `self` only if it is newer than the list currently held: a higher `seq`, or the
+    /// same `seq` re-signed later (the issuer re-signs an unchanged list so its age stays fresh).
+    pub fn ensure_newer_than(
+        &self,
+        held_seq: u64,
+        held_issued_at: i64,
+    ) -> Result<(), SnapshotError> {
+        if (self.seq, self.issued_at) > (held_seq, held_issued_at) {
             Ok(())
         } else {
             Err(SnapshotError::Stale {

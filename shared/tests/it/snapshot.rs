@@ -92,14 +92,17 @@ fn issuer_time_and_sequence_are_checked() {
     assert_eq!(err.unwrap_err().code(), ErrorCode::NotYetValid);
     let held = list(5, 0);
     assert_eq!(
-        list(5, 0).ensure_newer_than(held.seq()),
+        list(5, 0).ensure_newer_than(held.seq(), held.issued_at()),
         Err(SnapshotError::Stale { seq: 5, held: 5 })
     );
     assert_eq!(
-        list(4, 0).ensure_newer_than(5).unwrap_err().code(),
+        list(4, 0).ensure_newer_than(5, NOW).unwrap_err().code(),
         ErrorCode::StaleSnapshot
     );
-    assert!(list(6, 0).ensure_newer_than(5).is_ok());
+    assert!(list(6, 0).ensure_newer_than(5, NOW).is_ok());
+    // The same seq, re-signed later, refreshes the age; an older seq never does.
+    assert!(list(5, 0).ensure_newer_than(5, NOW - 60).is_ok());
+    assert!(list(4, 0).ensure_newer_than(5, NOW - 60).is_err());
 }
 
 #[test]

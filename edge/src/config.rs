@@ -1,0 +1,143 @@
+//! The worker's configuration, read once per isolate from `[vars]`. Every problem found is kept
+//! and reported by `/_gatehouse/health`, so a misconfigured worker says what is wrong.
+
+use gatehouse_shared::{KeySet, VerifierOptions};
+use worker::Env;
+
+/// What happens to protected requests when the revocation list is missing or too old.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StalePolicy {
+    /// Refuse with 503 (the default: a revoked token must never pass).
+    FailClosed,
+    /// Verify tokens without the list (availability over revocation freshness).
+    FailOpen,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub origin_url: String,
+    pub issuer_url: String,
+    pub verifier: VerifierOptions,
+    /// Pinned keys (`JWKS` var); `None` means fetch them from the issuer.
+    pub pinned_keys: Option<KeySet>,
+    /// Exact paths, or prefixes when they end in `*`.
+    pub public_paths: Vec<String>,
+    /// `(prefix, scope)`, longest prefix first.
+    pub route_scopes: Vec<(String, String)>,
+    pub token_cookie: Option<String>,
+    pub realm: String,
+    pub kv_refresh_ms: f64,
+    pub max_list_age_secs: i64,
+    pub stale_policy: StalePolicy,
+    pub jwks_refetch_cooldown_ms: f64,
+    pub problems: Vec<String>,
+}
+
+fn var(env: &Env, name: &str) -> Option<String> {
+    env.var(name)
+        .ok()
+        .map(|v| v.to_string())
+        .filter(|v| !v.trim().is_empty())
+}
+
+fn number(env: &Env, name: &str, default: u32, problems: &mut Vec<String>) -> u32 {
+    match var(env, name) {
+        None => default,
+        Some(raw) => raw.trim().parse().unwrap_or_else(|_| {
+            problems.push(format!("{name}={raw:?} is not a whole number; using {default}"));
+            default
+        }),
+    }
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Self {
+        let mut problems = Vec::new();
+        let mut required = |name: &str| {
+            var(env, name).unwrap_or_else(|| {
+                problems.push(format!("{name} is not set"));
+                String::new()
+            })
+        };
+        let origin_url = required("ORIGIN_URL").trim_end_matches('/').to_owned();
+        let issuer_url = required("ISSUER_URL").trim_end_matches('/').to_owned();
+        let issuer = required("EXPECTED_ISSUER");
+        let audience = required("EXPECTED_AUDIENCE");
+        let leeway = number(env, "LEEWAY_SECS", 30, &mut problems);
+        let max_token = number(env, "MAX_TOKEN_BYTES", 8192, &mut problems);
+        let verifier = VerifierOptions::new(issuer, audience)
+            .with_leeway_secs(leeway)
+            .with_max_token_bytes(usize::try_from(max_token).unwrap_or(8192));
+
+        let pinned_keys = var(env, "JWKS").and_then(|json| match KeySet::from_json(&json) {
+            Ok(set) if !set.is_empty() => Some(set),
+            Ok(_) => {
+                problems.push("JWKS is set but holds no usable key".into());
+                None
+            }
+            Err(e) => {
+                problems.push(format!("JWKS is not a JWK set: {e}"));
+                None
+            }
+        });
+        let public_paths = var(env, "PUBLIC_PATHS")
+            .map(|v| v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let mut route_scopes: Vec<(String, String)> = Vec::new();
+        for rule in var(env, "ROUTE_SCOPES").unwrap_or_default().split(',').map(str::trim) {
+            if rule.is_empty() {
+                continue;
+            }
+            match rule.split_once('=') {
+                Some((prefix, scope)) if prefix.starts_with('/') && !scope.trim().is_empty() => {
+                    route_scopes.push((prefix.trim_end_matches('*').to_owned(), scope.trim().to_owned()));
+                }
+                _ => problems.push(format!("ROUTE_SCOPES rule {rule:?} is not /prefix=scope")),
+            }
+        }
+        route_scopes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        let stale_policy = match var(env, "STALE_POLICY").as_deref() {
+            None | Some("fail_closed") => StalePolicy::FailClosed,
+            Some("fail_open") => StalePolicy::FailOpen,
+            Some(other) => {
+                problems.push(format!("STALE_POLICY={other:?} is neither fail_closed nor fail_open; failing closed"));
+                StalePolicy::FailClosed
+            }
+        };
+        Self {
+            origin_url,
+            issuer_url,
+            verifier,
+            pinned_keys,
+            public_paths,
+            route_scopes,
+            token_cookie: var(env, "TOKEN_COOKIE"),
+            realm: var(env, "REALM").unwrap_or_else(|| "gatehouse".into()),
+            kv_refresh_ms: f64::from(number(env, "KV_REFRESH_SECS", 5, &mut problems)) * 1000.0,
+            max_list_age_secs: i64::from(number(env, "MAX_LIST_AGE_SECS", 300, &mut problems)),
+            stale_policy,
+            jwks_refetch_cooldown_ms: f64::from(number(env, "JWKS_REFETCH_COOLDOWN_SECS", 30, &mut problems)) * 1000.0,
+            problems,
+        }
+    }
+
+    pub fn is_public(&self, path: &str) -> bool {
+        self.public_paths.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => path == p,
+        })
+    }
+
+    /// The scope a path requires, if any (longest matching prefix).
+    pub fn required_scope(&self, path: &str) -> Option<&str> {
+        self.route_scopes
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .map(|(_, scope)| scope.as_str())
+    }
+
+    /// Whether the worker can do its job at all.
+    pub fn is_usable(&self) -> bool {
+        !self.origin_url.is_empty() && !self.verifier.issuer.is_empty() && !self.verifier.audience.is_empty()
+    }
+}
