@@ -44,7 +44,9 @@ fn number(env: &Env, name: &str, default: u32, problems: &mut Vec<String>) -> u3
     match var(env, name) {
         None => default,
         Some(raw) => raw.trim().parse().unwrap_or_else(|_| {
-            problems.push(format!("{name}={raw:?} is not a whole number; using {default}"));
+            problems.push(format!(
+                "{name}={raw:?} is not a whole number; using {default}"
+            ));
             default
         }),
     }
@@ -81,26 +83,41 @@ impl Config {
             }
         });
         let public_paths = var(env, "PUBLIC_PATHS")
-            .map(|v| v.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         let mut route_scopes: Vec<(String, String)> = Vec::new();
-        for rule in var(env, "ROUTE_SCOPES").unwrap_or_default().split(',').map(str::trim) {
+        for rule in var(env, "ROUTE_SCOPES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+        {
             if rule.is_empty() {
                 continue;
             }
             match rule.split_once('=') {
                 Some((prefix, scope)) if prefix.starts_with('/') && !scope.trim().is_empty() => {
-                    route_scopes.push((prefix.trim_end_matches('*').to_owned(), scope.trim().to_owned()));
+                    route_scopes.push((
+                        prefix.trim_end_matches('*').to_owned(),
+                        scope.trim().to_owned(),
+                    ));
                 }
                 _ => problems.push(format!("ROUTE_SCOPES rule {rule:?} is not /prefix=scope")),
             }
         }
-        route_scopes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        route_scopes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         let stale_policy = match var(env, "STALE_POLICY").as_deref() {
             None | Some("fail_closed") => StalePolicy::FailClosed,
             Some("fail_open") => StalePolicy::FailOpen,
             Some(other) => {
-                problems.push(format!("STALE_POLICY={other:?} is neither fail_closed nor fail_open; failing closed"));
+                problems.push(format!(
+                    "STALE_POLICY={other:?} is neither fail_closed nor fail_open; failing closed"
+                ));
                 StalePolicy::FailClosed
             }
         };
@@ -116,7 +133,12 @@ impl Config {
             kv_refresh_ms: f64::from(number(env, "KV_REFRESH_SECS", 5, &mut problems)) * 1000.0,
             max_list_age_secs: i64::from(number(env, "MAX_LIST_AGE_SECS", 300, &mut problems)),
             stale_policy,
-            jwks_refetch_cooldown_ms: f64::from(number(env, "JWKS_REFETCH_COOLDOWN_SECS", 30, &mut problems)) * 1000.0,
+            jwks_refetch_cooldown_ms: f64::from(number(
+                env,
+                "JWKS_REFETCH_COOLDOWN_SECS",
+                30,
+                &mut problems,
+            )) * 1000.0,
             problems,
         }
     }
@@ -138,6 +160,8 @@ impl Config {
 
     /// Whether the worker can do its job at all.
     pub fn is_usable(&self) -> bool {
-        !self.origin_url.is_empty() && !self.verifier.issuer.is_empty() && !self.verifier.audience.is_empty()
+        !self.origin_url.is_empty()
+            && !self.verifier.issuer.is_empty()
+            && !self.verifier.audience.is_empty()
     }
 }

@@ -1,0 +1,171 @@
+//! The per-request path: strip identity headers, let public paths through, verify the token,
+//! check revocation (a memory lookup) and the route's scope, then forward to the origin.
+
+use gatehouse_shared::{AccessClaims, ErrorCode};
+use worker::wasm_bindgen::JsValue;
+use worker::{Env, Fetch, Headers, Method, Request, RequestInit, Response};
+
+use crate::config::{Config, StalePolicy};
+use crate::{keys, reply, state, sync};
+
+const IDENTITY_PREFIX: &str = "x-gatehouse-";
+
+pub async fn handle(req: Request, env: &Env) -> Response {
+    let config = state::config(env);
+    if !config.is_usable() {
+        return reply::unavailable(
+            "misconfigured",
+            "the edge is misconfigured; see /_gatehouse/health",
+        );
+    }
+    let path = req.path();
+    if config.is_public(&path) {
+        return forward(&req, &config, None, None).await;
+    }
+    let started = state::now_ms();
+    let claims = match authorize(&req, env, &config, &path).await {
+        Ok(claims) => claims,
+        Err(response) => return response,
+    };
+    let timing = format!(
+        "gatehouse;desc=\"verify\";dur={:.1}",
+        state::now_ms() - started
+    );
+    forward(&req, &config, Some(&claims), Some(timing)).await
+}
+
+async fn authorize(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    path: &str,
+) -> Result<AccessClaims, Response> {
+    let realm = &config.realm;
+    let list = sync::current(env, config).await;
+    let now = state::now_secs();
+    let list_ok = list
+        .as_ref()
+        .is_some_and(|l| l.age_secs(now) <= config.max_list_age_secs);
+    if !list_ok && config.stale_policy == StalePolicy::FailClosed {
+        let (code, text) = if list.is_none() {
+            (
+                "revocation_list_missing",
+                "no revocation list has reached the edge yet",
+            )
+        } else {
+            (
+                "revocation_list_stale",
+                "the revocation list is older than allowed",
+            )
+        };
+        return Err(reply::unavailable(code, text));
+    }
+    let Some(token) = token(req, config) else {
+        return Err(reply::unauthorized(realm, ErrorCode::MissingToken));
+    };
+    let Some(mut verifier) = keys::verifier(env, config).await else {
+        return Err(reply::unavailable(
+            "keys_unavailable",
+            "the issuer's keys could not be loaded",
+        ));
+    };
+    let mut result = verifier.verify(&token, now);
+    if matches!(&result, Err(e) if e.code() == ErrorCode::UnknownKid)
+        && let Some(fresh) = keys::refetch(env, config).await
+    {
+        verifier = fresh;
+        result = verifier.verify(&token, now);
+    }
+    let claims = result.map_err(|e| reply::unauthorized(realm, e.code()))?;
+    if let Some(list) = list.as_ref().filter(|_| list_ok)
+        && list.check(&claims).is_some()
+    {
+        return Err(reply::unauthorized(realm, ErrorCode::Revoked));
+    }
+    if let Some(scope) = config.required_scope(path)
+        && !claims.has_scope(scope)
+    {
+        return Err(reply::insufficient_scope(realm, scope));
+    }
+    Ok(claims)
+}
+
+fn token(req: &Request, config: &Config) -> Option<String> {
+    let headers = req.headers();
+    if let Ok(Some(auth)) = headers.get("Authorization")
+        && let Some((scheme, token)) = auth.split_once(' ')
+        && scheme.eq_ignore_ascii_case("bearer")
+    {
+        return Some(token.trim().to_owned()).filter(|t| !t.is_empty());
+    }
+    let name = config.token_cookie.as_deref()?;
+    let cookies = headers.get("Cookie").ok()??;
+    cookies.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name && !v.is_empty()).then(|| v.to_owned())
+    })
+}
+
+/// Sends the request on to the origin with the same method, path, query and body; client-sent
+/// identity headers are dropped and, for a verified token, ours added.
+async fn forward(
+    req: &Request,
+    config: &Config,
+    claims: Option<&AccessClaims>,
+    timing: Option<String>,
+) -> Response {
+    let Ok(url) = req.url() else {
+        return reply::json(
+            400,
+            &serde_json::json!({"error": "invalid_request", "code": "malformed"}),
+        );
+    };
+    let mut target = format!("{}{}", config.origin_url, url.path());
+    if let Some(query) = url.query() {
+        target.push('?');
+        target.push_str(query);
+    }
+    let headers = Headers::new();
+    for (name, value) in req.headers().entries() {
+        let lower = name.to_ascii_lowercase();
+        if !lower.starts_with(IDENTITY_PREFIX) && lower != "host" {
+            let _ = headers.append(&name, &value);
+        }
+    }
+    if let Some(c) = claims {
+        let _ = headers.set("X-Gatehouse-Sub", &c.sub);
+        let _ = headers.set("X-Gatehouse-Scope", &c.scope);
+        let _ = headers.set("X-Gatehouse-Sid", &c.sid);
+        let _ = headers.set("X-Gatehouse-Jti", &c.jti);
+    }
+    let method = req.method();
+    let mut init = RequestInit::new();
+    init.with_method(method.clone()).with_headers(headers);
+    if !matches!(method, Method::Get | Method::Head) {
+        init.with_body(req.inner().body().map(JsValue::from));
+    }
+    let sent = match Request::new_with_init(&target, &init) {
+        Ok(out) => Fetch::Request(out).send().await,
+        Err(e) => Err(e),
+    };
+    match sent {
+        Ok(response) => with_timing(response, timing),
+        Err(_) => reply::json(
+            502,
+            &serde_json::json!({"error": "bad_gateway", "code": "origin_unreachable"}),
+        ),
+    }
+}
+
+fn with_timing(response: Response, timing: Option<String>) -> Response {
+    let Some(timing) = timing else {
+        return response;
+    };
+    // Fetched responses have immutable headers: copy them.
+    let headers = Headers::new();
+    for (name, value) in response.headers().entries() {
+        let _ = headers.append(&name, &value);
+    }
+    let _ = headers.append("Server-Timing", &timing);
+    response.with_headers(headers)
+}

@@ -1,0 +1,58 @@
+//! Verification keys: pinned from the `JWKS` var, or fetched from the issuer and cached in
+//! isolate memory and KV. An unknown `kid` triggers one refetch per cooldown, so a flood of
+//! garbage kids cannot hammer the issuer.
+
+use std::rc::Rc;
+
+use gatehouse_shared::{KeySet, Verifier};
+use worker::{Env, Fetch, Url};
+
+use crate::config::Config;
+use crate::state;
+
+pub const KV_BINDING: &str = "GATEHOUSE_KV";
+const KV_JWKS: &str = "jwks";
+
+fn install(config: &Config, keys: KeySet) -> Rc<Verifier> {
+    state::set_verifier(Verifier::new(keys, config.verifier.clone()))
+}
+
+/// The current verifier: memory, else pinned keys, else KV, else the issuer.
+pub async fn verifier(env: &Env, config: &Config) -> Option<Rc<Verifier>> {
+    if let Some(v) = state::verifier() {
+        return Some(v);
+    }
+    if let Some(pinned) = &config.pinned_keys {
+        return Some(install(config, pinned.clone()));
+    }
+    if let Ok(kv) = env.kv(KV_BINDING)
+        && let Ok(Some(json)) = kv.get(KV_JWKS).text().await
+        && let Ok(keys) = KeySet::from_json(&json)
+        && !keys.is_empty()
+    {
+        return Some(install(config, keys));
+    }
+    refetch(env, config).await
+}
+
+/// Fetches the issuer's JWKS if the cooldown allows; keeps the old keys on any failure.
+pub async fn refetch(env: &Env, config: &Config) -> Option<Rc<Verifier>> {
+    if config.pinned_keys.is_some()
+        || !state::claim_key_fetch(state::now_ms(), config.jwks_refetch_cooldown_ms)
+    {
+        return None;
+    }
+    let url = Url::parse(&format!("{}/.well-known/jwks.json", config.issuer_url)).ok()?;
+    let mut response = Fetch::Url(url).send().await.ok()?;
+    if response.status_code() != 200 {
+        return None;
+    }
+    let json = response.text().await.ok()?;
+    let keys = KeySet::from_json(&json).ok().filter(|k| !k.is_empty())?;
+    if let Ok(kv) = env.kv(KV_BINDING)
+        && let Ok(put) = kv.put(KV_JWKS, json)
+    {
+        let _ = put.execute().await;
+    }
+    Some(install(config, keys))
+}
