@@ -1,35 +1,62 @@
 #!/usr/bin/env bash
-# The one run command (`make dev`): the issuer on SQLite, the worker under `wrangler dev`, and a
-# demo origin. The worker and the demo origin land with the edge issue; until then this runs the
-# issuer alone and says so. Ctrl-C stops everything it started.
+# The one run command (`make dev`): the issuer on SQLite (:8000), the edge worker under
+# `wrangler dev` (:8787) in front of the demo origin (:8788), and the issuer pushing revocation
+# snapshots to the worker. Ctrl-C stops everything, workerd included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 
 scripts/setup.sh
-
 cargo build --locked -p gatehouse-issuer
+scripts/build-edge.sh
 mkdir -p .dev
+
+ISSUER_PORT=8000 EDGE_PORT=8787 ORIGIN_PORT=8788
 export GATEHOUSE_DATABASE_URL="${GATEHOUSE_DATABASE_URL:-sqlite://.dev/gatehouse.db}"
 export GATEHOUSE_DATA_DIR="${GATEHOUSE_DATA_DIR:-.dev/data}"
-export GATEHOUSE_PORT="${GATEHOUSE_PORT:-8000}"
-export GATEHOUSE_ISSUER="${GATEHOUSE_ISSUER:-http://127.0.0.1:${GATEHOUSE_PORT}}"
+export GATEHOUSE_PORT=$ISSUER_PORT
+export GATEHOUSE_ISSUER="http://127.0.0.1:${ISSUER_PORT}"
+export GATEHOUSE_EDGE_SYNC_URLS="http://127.0.0.1:${EDGE_PORT}/_gatehouse/sync"
+export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
+
+# The worker is built once above; wrangler runs it without its own [build] step (a [build]
+# section makes wrangler dev build twice at start).
+sed -e '/^\[build\]/,/^watch_dir/d' -e 's|^main = "|main = "../|' wrangler.toml > .dev/wrangler.toml
 
 pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
+stop() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
 }
-trap cleanup EXIT INT TERM
+trap stop EXIT INT TERM
 
+setsid node dev/origin.mjs "$ORIGIN_PORT" &
+pids+=($!)
 setsid target/debug/gatehouse-issuer serve &
 pids+=($!)
+setsid "$root/node_modules/.bin/wrangler" dev --config .dev/wrangler.toml --ip 127.0.0.1 \
+  --port "$EDGE_PORT" --persist-to .dev/wrangler-state --test-scheduled --log-level warn &
+pids+=($!)
+
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:${EDGE_PORT}/_gatehouse/health" >/dev/null 2>&1 && break
+  sleep 0.3
+done
+# Seed the edge with the current snapshot (the cron would, within a minute).
+curl -sf "http://127.0.0.1:${EDGE_PORT}/__scheduled?cron=*+*+*+*+*" >/dev/null || true
 
 cat <<MSG
 
-  issuer   ${GATEHOUSE_ISSUER}  (SQLite: ${GATEHOUSE_DATABASE_URL#sqlite://}, keys: ${GATEHOUSE_DATA_DIR}/keys)
-           try: curl -X POST ${GATEHOUSE_ISSUER}/v1/users -H 'content-type: application/json' \\
-                  -d '{"username":"alice","password":"plover-quartz-7"}'
-  edge     not built yet (the edge issue adds the worker under wrangler dev on :8787)
-  origin   not built yet (arrives with the edge)
+  issuer   http://127.0.0.1:${ISSUER_PORT}   SQLite ${GATEHOUSE_DATABASE_URL#sqlite://}, keys in ${GATEHOUSE_DATA_DIR}/keys
+  edge     http://127.0.0.1:${EDGE_PORT}   wrangler dev (workerd), health: /_gatehouse/health
+  origin   http://127.0.0.1:${ORIGIN_PORT}   demo origin; through the edge: / is public, /api/* needs a token
+
+  Try:
+    curl -X POST localhost:${ISSUER_PORT}/v1/users -H 'content-type: application/json' \\
+         -d '{"username":"alice","password":"plover-quartz-7"}'
+    curl -X POST localhost:${ISSUER_PORT}/v1/token -d 'grant_type=password&username=alice&password=plover-quartz-7'
+    curl localhost:${EDGE_PORT}/api/whoami -H "Authorization: Bearer \$ACCESS_TOKEN"
 
   Ctrl-C stops everything.
 MSG
