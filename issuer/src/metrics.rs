@@ -19,6 +19,7 @@ pub struct Metrics {
     pub revocations: Counter,
     pub pushes_ok: Counter,
     pub pushes_failed: Counter,
+    pub jwks_served: Counter,
     hash_seconds: Histogram,
 }
 
@@ -41,6 +42,10 @@ impl Default for Metrics {
         let revocations = counter("revocations", "Revocation entries written");
         let pushes_ok = counter("snapshot_pushes_ok", "Snapshots pushed to an edge");
         let pushes_failed = counter("snapshot_pushes_failed", "Snapshot pushes that failed");
+        let jwks_served = counter(
+            "jwks_served",
+            "JWKS documents served (edges fetch on unknown kids)",
+        );
         let hash_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
             "password_hash_seconds",
@@ -57,6 +62,7 @@ impl Default for Metrics {
             revocations,
             pushes_ok,
             pushes_failed,
+            jwks_served,
             hash_seconds,
         }
     }

@@ -1,9 +1,15 @@
-//! End-to-end tests that drive the real pieces together, in one binary.
+//! End-to-end tests that drive the real pieces together, in one binary: the issuer binary on
+//! PostgreSQL, the built worker in workerd (`wrangler dev`), the demo origin, and Node + jose.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
 )]
+#![allow(clippy::too_many_lines, clippy::similar_names)]
 
+mod edge_gate;
+mod edge_keys;
+mod edge_revocation;
 mod jose_interop;
+mod system;

@@ -1,11 +1,20 @@
-//! Testkit for the end-to-end suite: locating the repository and driving real external pieces
-//! (Node with the npm packages from the committed lock file). Anything missing fails loudly with
-//! the command that installs it; nothing here skips.
+//! Testkit for the end-to-end suite: the real issuer binary on its own PostgreSQL schema, the
+//! built worker under `wrangler dev` (workerd) with its own KV state, and the demo origin, each
+//! on a free port and each killed with its whole process group when dropped. Anything missing
+//! fails loudly with the command that provides it; nothing here skips.
 #![allow(clippy::panic, clippy::expect_used, clippy::missing_panics_doc)] // failing loudly is its job
 
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+mod node;
+mod procs;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gatehouse_shared::{Algorithm, SigningKey};
+pub use node::node_json;
+use procs::Proc;
+use serde_json::Value;
 
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
@@ -15,47 +24,426 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs `node <script>` from the repository root with `input` as JSON on stdin and parses the
-/// JSON it prints. Panics, with the fix, when Node or the npm packages are missing.
-pub fn node_json(script: &str, input: &serde_json::Value) -> serde_json::Value {
-    let root = repo_root();
-    assert!(
-        root.join("node_modules/jose").is_dir(),
-        "node_modules/jose is missing: run scripts/setup.sh (make test does)"
-    );
-    let mut child = Command::new("node")
-        .arg(root.join(script))
-        .current_dir(&root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run node ({e}): Node.js 20+ must be on PATH"));
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(input.to_string().as_bytes())
-        .expect("write to node");
-    let out = child.wait_with_output().expect("wait for node");
-    assert!(
-        out.status.success(),
-        "node {script} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "node {script} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from)
 }
 
-/// The current Unix time in seconds, for tests that meet real clocks (jose reads one).
+/// The current Unix time in seconds.
 pub fn unix_now() -> i64 {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs();
     i64::try_from(secs).expect("time fits i64")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("http client")
+}
+
+/// Status and JSON (or the text as a JSON string) of a response.
+pub async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A PostgreSQL schema of its own, dropped afterwards.
+pub struct PgSchema {
+    pub name: String,
+}
+
+const PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn psql(sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ])
+        .env("PGOPTIONS", "-c client_min_messages=warning")
+        .output()
+        .expect("psql runs (PostgreSQL client)");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {} (is PostgreSQL up on 127.0.0.1:5432? make test starts it)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PgSchema {
+    pub fn new() -> Self {
+        let name = format!("e2e_{}_{}", std::process::id(), free_port());
+        psql(&format!("CREATE SCHEMA {name}"));
+        Self { name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{PG}?options=-csearch_path%3D{}", self.name)
+    }
+}
+
+impl Default for PgSchema {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        psql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+    }
+}
+
+/// The real issuer binary on PostgreSQL, signing with a key this test holds too.
+pub struct Issuer {
+    proc: Option<Proc>,
+    pub url: String,
+    pub key: SigningKey,
+    pub dir: tempfile::TempDir,
+    pub schema: PgSchema,
+    env: Vec<(String, String)>,
+}
+
+impl Issuer {
+    /// `env`: extra `GATEHOUSE_*` settings, e.g. the edge sync URL or token lifetimes.
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = SigningKey::generate(Algorithm::EdDsa).expect("key");
+        let key_file = dir.path().join("signing.jwk");
+        std::fs::write(
+            &key_file,
+            serde_json::to_string(&key.to_private_jwk()).expect("jwk"),
+        )
+        .expect("write key");
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let schema = PgSchema::new();
+        let mut all: Vec<(String, String)> = vec![
+            ("GATEHOUSE_DATABASE_URL".into(), schema.url()),
+            ("GATEHOUSE_PORT".into(), port.to_string()),
+            ("GATEHOUSE_ISSUER".into(), url.clone()),
+            ("GATEHOUSE_AUDIENCE".into(), "gatehouse-e2e".into()),
+            (
+                "GATEHOUSE_SIGNING_KEY_FILE".into(),
+                key_file.display().to_string(),
+            ),
+            (
+                "GATEHOUSE_DATA_DIR".into(),
+                dir.path().join("data").display().to_string(),
+            ),
+            ("GATEHOUSE_PASSWORD__M_COST".into(), "256".into()),
+            ("GATEHOUSE_PASSWORD__T_COST".into(), "1".into()),
+            ("GATEHOUSE_CLEANUP_INTERVAL_SECS".into(), "1".into()),
+        ];
+        all.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let mut issuer = Self {
+            proc: None,
+            url,
+            key,
+            dir,
+            schema,
+            env: all,
+        };
+        issuer.spawn().await;
+        issuer
+    }
+
+    async fn spawn(&mut self) {
+        let bin = target_dir().join("debug/gatehouse-issuer");
+        assert!(
+            bin.is_file(),
+            "{} is missing: run `cargo build -p gatehouse-issuer` (make test does)",
+            bin.display()
+        );
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.arg("serve")
+            .current_dir(self.dir.path())
+            .envs(self.env.iter().cloned());
+        self.proc = Some(Proc::spawn(cmd, &self.dir.path().join("issuer.log")));
+        let ready = format!("{}/health/ready", self.url);
+        let client = http();
+        eventually("the issuer to be ready", Duration::from_secs(20), || {
+            let req = client.get(&ready).send();
+            async move {
+                req.await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
+        })
+        .await;
+    }
+
+    pub fn stop(&mut self) {
+        self.proc = None;
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    /// Runs the issuer CLI against the same database and settings.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(target_dir().join("debug/gatehouse-issuer"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .envs(self.env.iter().cloned())
+            .output()
+            .expect("run the issuer CLI")
+    }
+
+    pub async fn register(&self, username: &str, password: &str) {
+        let body = serde_json::json!({"username": username, "password": password});
+        let (status, json) = json_of(
+            http()
+                .post(format!("{}/v1/users", self.url))
+                .json(&body)
+                .send()
+                .await
+                .expect("register"),
+        )
+        .await;
+        assert_eq!(status, 201, "{json}");
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Value {
+        let form = [
+            ("grant_type", "password"),
+            ("username", username),
+            ("password", password),
+        ];
+        let (status, json) = json_of(
+            http()
+                .post(format!("{}/v1/token", self.url))
+                .form(&form)
+                .send()
+                .await
+                .expect("login"),
+        )
+        .await;
+        assert_eq!(status, 200, "{json}");
+        json
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = http()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+}
+
+/// The demo origin (`dev/origin.mjs`), which records what reaches it.
+pub struct Origin {
+    _proc: Proc,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Origin {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut cmd = tokio::process::Command::new("node");
+        cmd.arg(repo_root().join("dev/origin.mjs"))
+            .arg(port.to_string());
+        let proc = Proc::spawn(cmd, &dir.path().join("origin.log"));
+        let url = format!("http://127.0.0.1:{port}");
+        let probe = format!("{url}/__origin/requests");
+        let client = http();
+        eventually("the origin to listen", Duration::from_secs(10), || {
+            let req = client.get(&probe).send();
+            async move { req.await.ok().map(|_| ()) }
+        })
+        .await;
+        Self {
+            _proc: proc,
+            url,
+            _dir: dir,
+        }
+    }
+
+    /// What reached the origin since the last call.
+    pub async fn requests(&self) -> Vec<Value> {
+        let (_, json) = json_of(
+            http()
+                .get(format!("{}/__origin/requests", self.url))
+                .send()
+                .await
+                .expect("origin"),
+        )
+        .await;
+        json.as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// The built worker under `wrangler dev`, with KV state of its own.
+pub struct Edge {
+    proc: Option<Proc>,
+    pub url: String,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn built_worker() -> PathBuf {
+    let main = repo_root().join("edge/build/index.js");
+    assert!(
+        main.is_file(),
+        "{} is missing: run scripts/build-edge.sh (make test does)",
+        main.display()
+    );
+    main
+}
+
+impl Edge {
+    /// `vars` are the worker's `[vars]`; `port` from [`free_port`], chosen before the issuer
+    /// starts so it can push here.
+    pub async fn start(port: u16, vars: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = format!(
+            "name = \"gatehouse-edge-e2e\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-01\"\nsend_metrics = false\n\n[vars]\n",
+            built_worker().display()
+        );
+        for (k, v) in vars {
+            let _ = writeln!(
+                config,
+                "{k} = {}",
+                serde_json::to_string(v).expect("toml string")
+            );
+        }
+        config.push_str("\n[[kv_namespaces]]\nbinding = \"GATEHOUSE_KV\"\nid = \"e2e\"\n\n[triggers]\ncrons = [\"* * * * *\"]\n");
+        std::fs::write(dir.path().join("wrangler.toml"), config).expect("write wrangler.toml");
+        let mut edge = Self {
+            proc: None,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            dir,
+        };
+        edge.spawn().await;
+        edge
+    }
+
+    async fn spawn(&mut self) {
+        let wrangler = repo_root().join("node_modules/.bin/wrangler");
+        assert!(
+            wrangler.is_file(),
+            "wrangler is missing: run scripts/setup.sh (make test does)"
+        );
+        let mut cmd = tokio::process::Command::new(wrangler);
+        cmd.current_dir(self.dir.path())
+            .args([
+                "dev",
+                "--config",
+                "wrangler.toml",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+            ])
+            .arg(self.port.to_string())
+            .args([
+                "--persist-to",
+                "state",
+                "--test-scheduled",
+                "--log-level",
+                "warn",
+            ])
+            // Parallel instances would fight over the default inspector port.
+            .arg("--inspector-port")
+            .arg(free_port().to_string())
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("NO_COLOR", "1");
+        self.proc = Some(Proc::spawn(cmd, &self.dir.path().join("wrangler.log")));
+        let health = format!("{}/_gatehouse/health", self.url);
+        let client = http();
+        let start = Instant::now();
+        while client.get(&health).send().await.is_err() {
+            if start.elapsed() > Duration::from_mins(1) {
+                let log = std::fs::read_to_string(self.dir.path().join("wrangler.log"))
+                    .unwrap_or_default();
+                panic!("wrangler dev did not serve within a minute; its log:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops workerd and starts it again on the same port and KV state.
+    pub async fn restart(&mut self) {
+        self.proc = None;
+        self.spawn().await;
+    }
+
+    pub async fn health(&self) -> Value {
+        json_of(
+            http()
+                .get(format!("{}/_gatehouse/health", self.url))
+                .send()
+                .await
+                .expect("health"),
+        )
+        .await
+        .1
+    }
+
+    /// Fires the cron trigger (the pull path).
+    pub async fn run_cron(&self) {
+        let response = http()
+            .get(format!("{}/__scheduled?cron=*+*+*+*+*", self.url))
+            .send()
+            .await
+            .expect("scheduled");
+        assert!(response.status().is_success());
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
 }

@@ -17,8 +17,10 @@ struct Jwks {
 
 #[get("/.well-known/jwks.json")]
 fn jwks(ctx: Result<Ctx<'_>, ApiError>) -> Result<Jwks, ApiError> {
+    let ctx = ctx?;
+    ctx.metrics.jwks_served.inc();
     Ok(Jwks {
-        body: ctx?.keys.current().published.to_json(),
+        body: ctx.keys.current().published.to_json(),
         // Short, so a rotation reaches verifiers quickly; unknown kids trigger a refetch anyway.
         cache: Header::new("Cache-Control", "public, max-age=60"),
     })

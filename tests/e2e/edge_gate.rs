@@ -1,0 +1,172 @@
+//! The per-request gate: identity headers, stripping, public paths, 401/403 with the right codes.
+
+use gatehouse_shared::SNAPSHOT_TYPE;
+use gatehouse_tests::{http, json_of};
+
+use crate::system::{Options, System, access};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_reaches_the_origin_and_spoofs_do_not() {
+    let sys = System::start(Options::default()).await;
+    let tokens = sys.user("alice").await;
+    let response = http()
+        .post(format!("{}/api/echo?x=1&y=two", sys.edge.url))
+        .bearer_auth(access(&tokens))
+        .header("X-Gatehouse-Sub", "admin-impostor")
+        .header("x-gatehouse-extra", "1")
+        .body("hello origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let timing = response
+        .headers()
+        .get("server-timing")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(timing.starts_with("gatehouse;"), "{timing}");
+    let seen = sys.origin.requests().await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let req = &seen[0];
+    assert_eq!(
+        (
+            req["method"].as_str(),
+            req["path"].as_str(),
+            req["query"].as_str()
+        ),
+        (Some("POST"), Some("/api/echo"), Some("?x=1&y=two"))
+    );
+    assert_eq!(req["body"], "hello origin");
+    let (_, me) = json_of(
+        http()
+            .get(format!("{}/v1/me", sys.issuer.url))
+            .bearer_auth(access(&tokens))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let headers = &req["headers"];
+    assert_eq!(headers["x-gatehouse-sub"], me["sub"]);
+    assert_eq!(headers["x-gatehouse-sid"], me["sid"]);
+    assert_eq!(headers["x-gatehouse-scope"], "read write");
+    assert!(
+        headers["x-gatehouse-jti"]
+            .as_str()
+            .is_some_and(|j| !j.is_empty())
+    );
+    assert!(
+        headers.get("x-gatehouse-extra").is_none(),
+        "client identity headers are stripped"
+    );
+
+    // Public paths pass without a token, and still lose spoofed identity headers.
+    let response = http()
+        .get(format!("{}/", sys.edge.url))
+        .header("X-Gatehouse-Sub", "x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = sys.origin.requests().await;
+    assert_eq!(seen[0]["path"], "/");
+    assert!(seen[0]["headers"].get("x-gatehouse-sub").is_none());
+    let (status, _) = sys.get("/public/logo.svg", None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_refused_with_the_right_code() {
+    let sys = System::start(Options::default()).await;
+    let tokens = sys.user("alice").await;
+    sys.origin.requests().await;
+
+    let response = http()
+        .get(format!("{}/api/x", sys.edge.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let www = response
+        .headers()
+        .get("www-authenticate")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(www, "Bearer realm=\"gatehouse\"");
+    assert_eq!(json_of(response).await.1["code"], "missing_token");
+
+    let good = access(&tokens).to_owned();
+    let mut tampered = good.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'Q' } else { 'A' });
+    let mut expired = sys.claims();
+    expired.exp = expired.iat - 120;
+    let mut wrong_aud = sys.claims();
+    wrong_aud.aud = gatehouse_shared::Audience::single("someone-else");
+    let mut wrong_iss = sys.claims();
+    wrong_iss.iss = "https://evil.test".into();
+    let snapshot_typed = sys
+        .issuer
+        .key
+        .sign_jws(SNAPSHOT_TYPE, &serde_json::to_vec(&sys.claims()).unwrap())
+        .unwrap();
+    let cases = [
+        (tampered, "bad_signature"),
+        (sys.mint(&expired), "expired"),
+        (sys.mint(&wrong_aud), "wrong_audience"),
+        (sys.mint(&wrong_iss), "wrong_issuer"),
+        (snapshot_typed, "wrong_type"),
+        (
+            tokens["refresh_token"].as_str().unwrap().to_owned(),
+            "malformed",
+        ),
+        ("x".repeat(10_000), "too_large"),
+        ("eyJhbGciOiJub25lIn0.e30.".to_owned(), "malformed"),
+    ];
+    for (token, code) in &cases {
+        let response = http()
+            .get(format!("{}/api/x", sys.edge.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let www = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let (status, json) = json_of(response).await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (401, Some(*code)),
+            "{json}"
+        );
+        assert_eq!(json["error"], "invalid_token");
+        assert!(www.unwrap().contains("error=\"invalid_token\""));
+    }
+
+    // Valid but without the route's scope: 403.
+    let mut write_only = sys.claims();
+    write_only.scope = "write".into();
+    let (status, json) = sys.get("/api/x", Some(&sys.mint(&write_only))).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (403, Some("insufficient_scope"))
+    );
+    let (status, json) = sys.get("/api/admin/users", Some(&good)).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (403, Some("insufficient_scope"))
+    );
+    assert!(
+        sys.origin.requests().await.is_empty(),
+        "nothing refused reached the origin"
+    );
+
+    // A token the edge accepts, minted with the issuer's key, does reach it.
+    let (status, _) = sys.get("/api/x", Some(&sys.mint(&sys.claims()))).await;
+    assert_eq!(status, 200);
+}

@@ -1,0 +1,77 @@
+//! Keys at the edge: rotation, and a flood of garbage that cannot hammer the issuer.
+
+use std::time::Duration;
+
+use gatehouse_shared::{Algorithm, SigningKey};
+use gatehouse_tests::{http, json_of};
+
+use crate::system::{Options, PASSWORD, System, access};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_accepts_new_tokens_and_keeps_old_ones_valid() {
+    let mut sys = System::start(Options {
+        edge_vars: &[("JWKS_REFETCH_COOLDOWN_SECS", "1")],
+        ..Options::default()
+    })
+    .await;
+    let old = sys.user("alice").await;
+    assert_eq!(sys.get("/api/whoami", Some(access(&old))).await.0, 200);
+
+    // Production rotation: a new key file, then a restart; the old key is retired but published.
+    let next = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    let file = sys.issuer.dir.path().join("signing.jwk");
+    std::fs::write(
+        &file,
+        serde_json::to_string(&next.to_private_jwk()).unwrap(),
+    )
+    .unwrap();
+    sys.issuer.key = next;
+    sys.issuer.restart().await;
+    let new = sys.issuer.login("alice", PASSWORD).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, json) = sys.get("/api/whoami", Some(access(&new))).await;
+    assert_eq!(
+        status, 200,
+        "the unknown kid made the edge refetch the JWKS: {json}"
+    );
+    assert_eq!(
+        sys.get("/api/whoami", Some(access(&old))).await.0,
+        200,
+        "old tokens stay valid"
+    );
+    let kids = sys.edge.health().await["kids"].as_array().unwrap().len();
+    assert_eq!(kids, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_floods_get_401s_and_at_most_one_refetch_per_cooldown() {
+    let sys = System::start(Options::default()).await;
+    let tokens = sys.user("alice").await;
+    assert_eq!(sys.get("/api/whoami", Some(access(&tokens))).await.0, 200);
+    let before = sys.issuer.metric("gatehouse_jwks_served_total").await;
+    let client = http();
+    let mut statuses = Vec::new();
+    for i in 0..60 {
+        let garbage_kid = SigningKey::generate(Algorithm::EdDsa).unwrap();
+        let mut claims = sys.claims();
+        claims.jti = format!("garbage-{i}");
+        let token = gatehouse_shared::sign_access_token(&garbage_kid, &claims).unwrap();
+        let junk = ["", "a.b.c", "....", "%%%", "eyJ.eyJ.eyJ"][i % 5];
+        for t in [token.as_str(), junk] {
+            let response = client
+                .get(format!("{}/api/x", sys.edge.url))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap();
+            statuses.push(json_of(response).await.0);
+        }
+    }
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    let after = sys.issuer.metric("gatehouse_jwks_served_total").await;
+    assert!(
+        after - before <= 1.0,
+        "JWKS fetched {} times during the flood",
+        after - before
+    );
+}

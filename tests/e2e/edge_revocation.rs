@@ -1,0 +1,164 @@
+//! Revocations reaching the edge: push (with the measured delay), cron pull, refresh reuse,
+//! the staleness policy with the issuer down, and a worker restart reloading from KV.
+
+use std::time::{Duration, Instant};
+
+use gatehouse_tests::{eventually, http, json_of};
+
+use crate::system::{Options, System, access};
+
+async fn logout(sys: &System, token: &str) {
+    let response = http()
+        .post(format!("{}/v1/logout", sys.issuer.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_reaches_the_edge_by_push_within_a_second() {
+    let sys = System::start(Options::default()).await;
+    sys.issuer.register("alice", crate::system::PASSWORD).await;
+    let mut delays = Vec::new();
+    for _ in 0..5 {
+        let tokens = sys.issuer.login("alice", crate::system::PASSWORD).await;
+        let token = access(&tokens).to_owned();
+        assert_eq!(sys.get("/api/whoami", Some(&token)).await.0, 200);
+        logout(&sys, &token).await;
+        let revoked_at = Instant::now();
+        eventually(
+            "the edge to refuse the logged-out token",
+            Duration::from_secs(5),
+            || {
+                let sys = &sys;
+                let token = token.clone();
+                async move {
+                    (sys.get("/api/whoami", Some(&token)).await.1["code"] == "revoked")
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+        delays.push(revoked_at.elapsed());
+    }
+    delays.sort();
+    eprintln!("revocation delay, issuer 200 -> edge 401 (push), 5 trials: {delays:?}");
+    assert!(delays[4] < Duration::from_secs(1), "{delays:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_push_the_cron_pull_brings_revocations() {
+    let sys = System::start(Options {
+        push: false,
+        ..Options::default()
+    })
+    .await;
+    let tokens = sys.user("alice").await;
+    let token = access(&tokens);
+    logout(&sys, token).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        sys.get("/api/whoami", Some(token)).await.0,
+        200,
+        "no push: the edge has not heard yet"
+    );
+    sys.edge.run_cron().await;
+    let (status, json) = sys.get("/api/whoami", Some(token)).await;
+    assert_eq!((status, json["code"].as_str()), (401, Some("revoked")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_reuse_revokes_the_whole_family_at_the_edge() {
+    let sys = System::start(Options {
+        issuer_env: &[("GATEHOUSE_REFRESH_GRACE_SECS", "0")],
+        ..Options::default()
+    })
+    .await;
+    let first = sys.user("alice").await;
+    let refresh = |token: String| {
+        let url = format!("{}/v1/token", sys.issuer.url);
+        async move {
+            let form = [
+                ("grant_type", "refresh_token".to_owned()),
+                ("refresh_token", token),
+            ];
+            json_of(http().post(url).form(&form).send().await.unwrap()).await
+        }
+    };
+    let (status, second) = refresh(first["refresh_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, _) = refresh(first["refresh_token"].as_str().unwrap().to_owned()).await;
+    assert_eq!(status, 400, "reuse is refused");
+    for token in [access(&first), access(&second)] {
+        eventually(
+            "the family to be refused at the edge",
+            Duration::from_secs(5),
+            || async {
+                (sys.get("/api/whoami", Some(token)).await.1["code"] == "revoked").then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_down_keeps_the_last_list_until_it_is_too_old() {
+    let mut sys = System::start(Options {
+        edge_vars: &[("MAX_LIST_AGE_SECS", "4")],
+        ..Options::default()
+    })
+    .await;
+    let tokens = sys.user("alice").await;
+    sys.edge.run_cron().await;
+    sys.issuer.stop();
+    let token = access(&tokens).to_owned();
+    assert_eq!(
+        sys.get("/api/whoami", Some(&token)).await.0,
+        200,
+        "verifies with the last list"
+    );
+    let (status, json) = eventually(
+        "the staleness policy to apply",
+        Duration::from_secs(10),
+        || async {
+            let got = sys.get("/api/whoami", Some(&token)).await;
+            (got.0 != 200).then_some(got)
+        },
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("revocation_list_stale"))
+    );
+    let health = sys.edge.health().await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    // Public paths do not depend on the list.
+    assert_eq!(sys.get("/", None).await.0, 200);
+    // The issuer comes back: the cron pull restores service.
+    sys.issuer.restart().await;
+    sys.edge.run_cron().await;
+    assert_eq!(sys.get("/api/whoami", Some(&token)).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_worker_reloads_the_list_from_kv() {
+    let mut sys = System::start(Options::default()).await;
+    let tokens = sys.user("alice").await;
+    let token = access(&tokens).to_owned();
+    logout(&sys, &token).await;
+    eventually("the push to land", Duration::from_secs(5), || async {
+        (sys.get("/api/whoami", Some(&token)).await.0 == 401).then_some(())
+    })
+    .await;
+    sys.issuer.stop();
+    sys.edge.restart().await;
+    let (status, json) = sys.get("/api/whoami", Some(&token)).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (401, Some("revoked")),
+        "the first request already sees the list"
+    );
+}
