@@ -17,7 +17,10 @@ cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 step "clippy, wasm32 (shared core as the edge uses it, and the edge)"
 cargo clippy --locked --target wasm32-unknown-unknown -p gatehouse-shared -p gatehouse-edge -- -D warnings
 
-step "tests (unit, integration, jose interop in Node)"
+step "build the edge worker once (wasm32, size profile) for the end-to-end suite"
+scripts/build-edge.sh
+
+step "tests (unit, integration on PostgreSQL + SQLite, end-to-end with workerd, jose interop)"
 cargo test --locked --workspace --all-features
 
 step "all checks passed"
