@@ -1,0 +1,141 @@
+//! The sync endpoint's refusals, token cookies, pinned keys, the fail-open policy, and a
+//! misconfigured worker that says what is wrong.
+
+use gatehouse_shared::{KeySet, RevocationList};
+use gatehouse_tests::{Edge, free_port, http, json_of, unix_now};
+
+use crate::system::{Options, System, access};
+
+async fn push(edge: &Edge, body: String) -> (u16, serde_json::Value) {
+    let url = format!("{}/_gatehouse/sync", edge.url);
+    json_of(http().post(url).body(body).send().await.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_endpoint_refuses_forgeries_and_old_snapshots() {
+    let sys = System::start(Options::default()).await;
+    let tokens = sys.user("alice").await;
+    let held = sys.edge.health().await["revocations"]["seq"]
+        .as_u64()
+        .unwrap();
+    let key = &sys.issuer.key;
+
+    let (status, json) = push(&sys.edge, "not a jws".into()).await;
+    assert_eq!((status, json["code"].as_str()), (400, Some("malformed")));
+    let (status, json) = push(&sys.edge, access(&tokens).to_owned()).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (400, Some("wrong_type")),
+        "an access token is not a snapshot"
+    );
+    let forger =
+        gatehouse_shared::SigningKey::generate(gatehouse_shared::Algorithm::EdDsa).unwrap();
+    let forged = RevocationList::builder(&sys.issuer.url, held + 100, unix_now()).build();
+    let (status, json) = push(&sys.edge, forged.sign_snapshot(&forger).unwrap()).await;
+    assert_eq!((status, json["code"].as_str()), (400, Some("unknown_kid")));
+    let older = RevocationList::builder(&sys.issuer.url, held, unix_now() - 100).build();
+    let (status, json) = push(&sys.edge, older.sign_snapshot(key).unwrap()).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (409, Some("stale_snapshot"))
+    );
+    let foreign = RevocationList::builder("https://other.test", held + 1, unix_now()).build();
+    let (status, json) = push(&sys.edge, foreign.sign_snapshot(key).unwrap()).await;
+    assert_eq!((status, json["code"].as_str()), (400, Some("wrong_issuer")));
+
+    // A genuine newer snapshot is taken, and takes effect.
+    let claims = sys.claims();
+    let newer = RevocationList::builder(&sys.issuer.url, held + 1, unix_now())
+        .token(&claims.jti, claims.exp + 60)
+        .build();
+    let (status, json) = push(&sys.edge, newer.sign_snapshot(key).unwrap()).await;
+    assert_eq!(
+        (status, json["seq"].as_u64()),
+        (200, Some(held + 1)),
+        "{json}"
+    );
+    let (status, json) = sys.get("/api/x", Some(&sys.mint(&claims))).await;
+    assert_eq!((status, json["code"].as_str()), (401, Some("revoked")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_pinned_keys_and_fail_open() {
+    let issuer_probe = System::start(Options::default()).await;
+    let jwks = http()
+        .get(format!("{}/.well-known/jwks.json", issuer_probe.issuer.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!KeySet::from_json(&jwks).unwrap().is_empty());
+    // Keys pinned, the issuer unreachable for keys and lists, and the fail-open policy.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let vars = [
+        ("ORIGIN_URL", issuer_probe.origin.url.as_str()),
+        ("ISSUER_URL", dead.as_str()),
+        ("EXPECTED_ISSUER", issuer_probe.issuer.url.as_str()),
+        ("EXPECTED_AUDIENCE", crate::system::AUDIENCE),
+        ("JWKS", jwks.as_str()),
+        ("TOKEN_COOKIE", "gh_at"),
+        ("STALE_POLICY", "fail_open"),
+    ];
+    let edge = Edge::start(free_port(), &vars).await;
+    let token = issuer_probe.mint(&issuer_probe.claims());
+    let response = http()
+        .get(format!("{}/api/x", edge.url))
+        .header("Cookie", format!("theme=dark; gh_at={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "cookie token, pinned keys, no list but fail-open"
+    );
+    let health = edge.health().await;
+    assert_eq!(health["kids"].as_array().unwrap().len(), 1);
+    assert_eq!(health["stale_policy"], "FailOpen");
+    let (status, _) = json_of(
+        http()
+            .get(format!("{}/api/x", edge.url))
+            .header("Cookie", "gh_at=")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misconfigured_worker_says_what_is_wrong() {
+    let edge = Edge::start(
+        free_port(),
+        &[("ROUTE_SCOPES", "api=read"), ("STALE_POLICY", "sometimes")],
+    )
+    .await;
+    let health = edge.health().await;
+    let problems = health["problems"].to_string();
+    for expected in [
+        "ORIGIN_URL is not set",
+        "EXPECTED_ISSUER is not set",
+        "ROUTE_SCOPES rule",
+        "STALE_POLICY",
+    ] {
+        assert!(problems.contains(expected), "{expected} in {problems}");
+    }
+    let (status, json) = json_of(
+        http()
+            .get(format!("{}/api/x", edge.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("misconfigured"))
+    );
+}
