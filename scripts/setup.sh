@@ -42,7 +42,13 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want_lock" ]; then
   echo "$want_lock" > "$stamp"
 fi
 
-# 4. PostgreSQL for the issuer's tests: start it if it is not accepting connections.
+# 4. Debian's Chromium for the browser test (playwright-core drives it; it never downloads one).
+if [ ! -x /usr/bin/chromium ]; then
+  log "installing chromium (Debian package)"
+  apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }
+fi
+
+# 5. PostgreSQL for the issuer's tests: start it if it is not accepting connections.
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   log "starting PostgreSQL"
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start

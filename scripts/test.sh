@@ -17,10 +17,17 @@ cargo clippy --locked --workspace --all-targets --all-features -- -D warnings
 step "clippy, wasm32 (shared core as the edge uses it, and the edge)"
 cargo clippy --locked --target wasm32-unknown-unknown -p gatehouse-shared -p gatehouse-edge -- -D warnings
 
-step "build the edge worker once (wasm32, size profile) for the end-to-end suite"
+step "build the edge worker and the JS package once (wasm32, size profile)"
 scripts/build-edge.sh
+scripts/build-js.sh
 
 step "tests (unit, integration on PostgreSQL + SQLite, end-to-end with workerd, jose interop)"
 cargo test --locked --workspace --all-features
+
+step "JS package: wasm-bindgen tests under Node, type-check, node --test (package + browser demo)"
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+  cargo test --locked -p gatehouse-verify --target wasm32-unknown-unknown
+node_modules/.bin/tsc -p tests/js/types/tsconfig.json
+node --test tests/js/*.test.mjs
 
 step "all checks passed"

@@ -1,0 +1,223 @@
+//! `@gatehouse/verify`: the same verification code as the edge and the issuer, for JavaScript.
+//! Verifying in a browser is for UX (show who is logged in, schedule a refresh), never for
+//! authorisation: the edge and the origin decide.
+
+use gatehouse_shared::{ErrorCode, KeySet, SnapshotOptions, UntrustedToken, VerifierOptions};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(module = "/npm/errors.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = GatehouseError)]
+    type JsGatehouseError;
+
+    #[wasm_bindgen(constructor, js_class = "GatehouseError")]
+    fn new(code: &str, message: &str) -> JsGatehouseError;
+}
+
+fn error(code: ErrorCode, message: &str) -> JsValue {
+    JsGatehouseError::new(code.as_str(), message).into()
+}
+
+fn error_from(code: ErrorCode, err: &impl std::fmt::Display) -> JsValue {
+    error(code, &err.to_string())
+}
+
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| error(ErrorCode::Malformed, &e.to_string()))
+}
+
+/// Unix seconds, from `now` or the JS clock.
+fn now_secs(now: Option<f64>) -> i64 {
+    #[allow(clippy::cast_possible_truncation)] // seconds since 1970 fit i64
+    let secs = now.unwrap_or_else(|| js_sys::Date::now() / 1000.0).floor() as i64;
+    secs
+}
+
+fn key_set(jwks: &JsValue) -> Result<KeySet, JsValue> {
+    let json = match jwks.as_string() {
+        Some(text) => text,
+        None => js_sys::JSON::stringify(jwks)
+            .map(String::from)
+            .map_err(|_| {
+                error(
+                    ErrorCode::InvalidKey,
+                    "jwks must be a JWK set object or its JSON text",
+                )
+            })?,
+    };
+    KeySet::from_json(&json).map_err(|e| error_from(e.code(), &e))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Options {
+    issuer: String,
+    audience: String,
+    leeway: Option<u32>,
+    typ: Option<String>,
+    max_token_bytes: Option<usize>,
+}
+
+/// Verifies access tokens against a JWK set.
+#[wasm_bindgen]
+pub struct Verifier {
+    inner: gatehouse_shared::Verifier,
+}
+
+#[wasm_bindgen]
+impl Verifier {
+    /// `jwks`: a JWK set (object or JSON text). `options`: `{issuer, audience, leeway?, typ?,
+    /// maxTokenBytes?}`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(jwks: &JsValue, options: JsValue) -> Result<Verifier, JsValue> {
+        let keys = key_set(jwks)?;
+        let o: Options = serde_wasm_bindgen::from_value(options)
+            .map_err(|e| error(ErrorCode::InvalidKey, &format!("invalid options: {e}")))?;
+        let mut options = VerifierOptions::new(o.issuer, o.audience);
+        if let Some(leeway) = o.leeway {
+            options = options.with_leeway_secs(leeway);
+        }
+        if let Some(typ) = o.typ {
+            options = options.with_token_type(typ);
+        }
+        if let Some(max) = o.max_token_bytes {
+            options = options.with_max_token_bytes(max);
+        }
+        Ok(Self {
+            inner: gatehouse_shared::Verifier::new(keys, options),
+        })
+    }
+
+    /// The verified claims as a plain object; throws a `GatehouseError` with a stable `code`.
+    /// `now` (Unix seconds) defaults to the clock.
+    pub fn verify(&self, token: &str, now: Option<f64>) -> Result<JsValue, JsValue> {
+        let claims = self
+            .inner
+            .verify(token, now_secs(now))
+            .map_err(|e| error_from(e.code(), &e))?;
+        to_js(&claims)
+    }
+
+    /// The `kid`s this verifier knows.
+    #[wasm_bindgen(getter)]
+    pub fn kids(&self) -> Vec<String> {
+        self.inner.keys().kids().map(str::to_owned).collect()
+    }
+}
+
+#[derive(Serialize)]
+struct Decoded {
+    header: serde_json::Value,
+    claims: serde_json::Value,
+}
+
+fn decode_parts(token: &str) -> Result<(gatehouse_shared::Header, serde_json::Value), JsValue> {
+    let untrusted =
+        UntrustedToken::parse(token, 64 * 1024).map_err(|e| error_from(e.code(), &e))?;
+    let claims = serde_json::from_slice(untrusted.payload_unverified())
+        .map_err(|_| error(ErrorCode::Malformed, "the claims are not JSON"))?;
+    Ok((untrusted.header().clone(), claims))
+}
+
+/// The header and claims WITHOUT verifying anything: for display only.
+#[wasm_bindgen(js_name = decodeUnverified)]
+pub fn decode_unverified(token: &str) -> Result<JsValue, JsValue> {
+    let (header, claims) = decode_parts(token)?;
+    let header = serde_json::json!({"alg": header.alg, "kid": header.kid, "typ": header.typ});
+    to_js(&Decoded { header, claims })
+}
+
+fn exp_of(token: &str) -> Result<i64, JsValue> {
+    let (_, claims) = decode_parts(token)?;
+    claims
+        .get("exp")
+        .and_then(serde_json::Value::as_i64)
+        .ok_or_else(|| error(ErrorCode::MissingClaim, "the token has no integer exp"))
+}
+
+/// Seconds until `exp` (negative once expired), from the unverified claims. `now` defaults to
+/// the clock.
+#[wasm_bindgen(js_name = expiresIn)]
+pub fn expires_in(token: &str, now: Option<f64>) -> Result<f64, JsValue> {
+    #[allow(clippy::cast_precision_loss)] // a difference of Unix seconds
+    let secs = (exp_of(token)? - now_secs(now)) as f64;
+    Ok(secs)
+}
+
+/// Whether `exp` has passed, allowing `leeway` seconds (default 0).
+#[wasm_bindgen(js_name = isExpired)]
+pub fn is_expired(token: &str, leeway: Option<f64>) -> Result<bool, JsValue> {
+    #[allow(clippy::cast_possible_truncation)] // a small number of seconds
+    let leeway = leeway.unwrap_or(0.0).max(0.0) as i64;
+    Ok(now_secs(None) >= exp_of(token)?.saturating_add(leeway))
+}
+
+/// A verified revocation snapshot, for apps that want to check tokens against it.
+#[wasm_bindgen]
+pub struct RevocationList {
+    inner: gatehouse_shared::RevocationList,
+}
+
+#[wasm_bindgen]
+impl RevocationList {
+    /// Verifies a signed snapshot (`GET /v1/revocations`) against the issuer's JWK set.
+    #[wasm_bindgen(js_name = fromSnapshot)]
+    pub fn from_snapshot(
+        snapshot: &str,
+        jwks: &JsValue,
+        issuer: &str,
+        now: Option<f64>,
+    ) -> Result<RevocationList, JsValue> {
+        let keys = key_set(jwks)?;
+        let inner = gatehouse_shared::RevocationList::verify_snapshot(
+            snapshot,
+            &keys,
+            &SnapshotOptions::new(issuer),
+            now_secs(now),
+        )
+        .map_err(|e| error_from(e.code(), &e))?;
+        Ok(Self { inner })
+    }
+
+    /// `undefined` when not revoked, else why: `"token"`, `"session"` or `"user"`. `claims` are
+    /// verified claims (from `Verifier.verify`).
+    pub fn check(&self, claims: &JsValue) -> Result<Option<String>, JsValue> {
+        let json = js_sys::JSON::stringify(claims)
+            .map(String::from)
+            .map_err(|_| error(ErrorCode::Malformed, "claims must be an object"))?;
+        let claims = gatehouse_shared::AccessClaims::from_json(json.as_bytes())
+            .map_err(|e| error_from(e.code(), &e))?;
+        Ok(self.inner.check(&claims).map(|r| r.as_str().to_owned()))
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn seq(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)] // sequence numbers stay far below 2^53
+        let seq = self.inner.seq() as f64;
+        seq
+    }
+
+    #[wasm_bindgen(getter, js_name = issuedAt)]
+    pub fn issued_at(&self) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let at = self.inner.issued_at() as f64;
+        at
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn size(&self) -> usize {
+        self.inner.len()
+    }
+}
+
+/// The stable error codes, in table order (the same for the edge and the issuer).
+#[wasm_bindgen(js_name = errorCodes)]
+pub fn error_codes() -> Vec<String> {
+    ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str().to_owned())
+        .collect()
+}

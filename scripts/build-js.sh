@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds the npm package @gatehouse/verify into edge/js/pkg: the verification core compiled to
+# wasm32 (size profile), bound with wasm-bindgen (web target: ESM, async init and initSync),
+# shrunk with binaryen's wasm-opt, plus the Node entry, types and README from edge/js/npm/.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+out=edge/js/pkg
+cargo build --locked -p gatehouse-verify --target wasm32-unknown-unknown --profile wasm-release
+rm -rf "$out"
+"${WASM_BINDGEN_BIN:-wasm-bindgen}" target/wasm32-unknown-unknown/wasm-release/gatehouse_verify.wasm \
+  --target web --out-dir "$out" --out-name gatehouse_verify
+node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+  --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
+  "$out/gatehouse_verify_bg.wasm" -o "$out/gatehouse_verify_bg.wasm"
+cp edge/js/npm/package.json edge/js/npm/README.md edge/js/npm/node.js edge/js/npm/index.d.ts "$out/"
+errors=$(cd "$out" && ls snippets/*/npm/errors.js)
+cat > "$out/index.js" <<JS
+export * from './gatehouse_verify.js';
+export { default } from './gatehouse_verify.js';
+export { GatehouseError } from './${errors}';
+JS
+printf 'built %s: wasm %s bytes, %s gzipped\n' "$out" \
+  "$(wc -c < "$out/gatehouse_verify_bg.wasm")" "$(gzip -9 -c "$out/gatehouse_verify_bg.wasm" | wc -c)"

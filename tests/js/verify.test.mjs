@@ -1,0 +1,107 @@
+// The built @gatehouse/verify package under Node: tokens from the real issuer and from jose,
+// and every failure code the package can produce.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as jose from 'jose';
+
+import { root, startIssuer } from './harness.mjs';
+
+const pkg = await import(`${root}/edge/js/pkg/node.js`);
+const { Verifier, RevocationList, GatehouseError, decodeUnverified, expiresIn, isExpired, errorCodes } = pkg;
+
+let issuer;
+let jwks;
+before(async () => {
+  issuer = await startIssuer();
+  jwks = await (await fetch(`${issuer.url}/.well-known/jwks.json`)).json();
+});
+after(() => issuer?.stop());
+
+const codeOf = (fn) => {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof GatehouseError, `a GatehouseError, got ${e}`);
+    assert.ok(e instanceof Error);
+    assert.equal(e.name, 'GatehouseError');
+    return e.code;
+  }
+  assert.fail('expected a GatehouseError');
+};
+
+test('tokens from the real issuer verify, and its snapshot revokes them', async () => {
+  const tokens = await issuer.user('alice');
+  const verifier = new Verifier(jwks, { issuer: issuer.url, audience: 'gatehouse-js' });
+  assert.deepEqual(verifier.kids, jwks.keys.map((k) => k.kid));
+  const claims = verifier.verify(tokens.access_token);
+  assert.equal(claims.iss, issuer.url);
+  assert.equal(claims.scope, 'read write');
+  assert.equal(typeof claims.exp, 'number');
+  assert.equal(Object.getPrototypeOf(claims), Object.prototype, 'a plain object');
+
+  const { header, claims: raw } = decodeUnverified(tokens.access_token);
+  assert.equal(header.typ, 'at+jwt');
+  assert.equal(raw.sid, claims.sid);
+  const left = expiresIn(tokens.access_token);
+  assert.ok(left > 890 && left <= 900, `${left}`);
+  assert.equal(expiresIn(tokens.access_token, claims.exp - 10), 10);
+  assert.equal(isExpired(tokens.access_token), false);
+
+  await fetch(`${issuer.url}/v1/logout`, { method: 'POST', headers: { authorization: `Bearer ${tokens.access_token}` } });
+  const snapshot = await (await fetch(`${issuer.url}/v1/revocations`)).text();
+  const list = RevocationList.fromSnapshot(snapshot, JSON.stringify(jwks), issuer.url);
+  assert.ok(list.seq >= 1);
+  assert.equal(list.size, 1);
+  assert.equal(list.check(claims), 'session');
+  assert.equal(codeOf(() => RevocationList.fromSnapshot(tokens.access_token, jwks, issuer.url)), 'wrong_type');
+});
+
+test('tokens signed by jose verify, and every failure has its code', async () => {
+  const { publicKey, privateKey } = await jose.generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
+  const kid = 'jose-key';
+  const set = { keys: [{ ...(await jose.exportJWK(publicKey)), kid, alg: 'EdDSA', use: 'sig' }] };
+  const now = Math.floor(Date.now() / 1000);
+  const base = { iss: 'https://iss.test', sub: 'u1', aud: 'app', exp: now + 300, iat: now, jti: 'j1', sid: 's1', scope: 'read' };
+  const sign = (claims, header = {}) => new jose.SignJWT(claims)
+    .setProtectedHeader({ alg: 'EdDSA', typ: 'at+jwt', kid, ...header }).sign(privateKey);
+  const verifier = new Verifier(set, { issuer: 'https://iss.test', audience: 'app', leeway: 5 });
+  const good = await sign(base);
+  assert.equal(verifier.verify(good).sub, 'u1');
+
+  const { sid, ...noSid } = base;
+  const [h, p, s] = good.split('.');
+  const tampered = `${h}.${p}.${s.slice(0, -1)}${s.endsWith('A') ? 'Q' : 'A'}`;
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const cases = {
+    malformed: 'not.a.token',
+    too_large: 'a'.repeat(9000),
+    unsupported_header: `${b64({ alg: 'EdDSA', typ: 'at+jwt', kid, crit: ['x'] })}.${p}.${s}`,
+    unknown_kid: await sign(base, { kid: 'other' }),
+    alg_mismatch: `${b64({ alg: 'HS256', typ: 'at+jwt', kid })}.${p}.${s}`,
+    bad_signature: tampered,
+    wrong_type: await sign(base, { typ: 'JWT' }),
+    expired: await sign({ ...base, exp: now - 60 }),
+    not_yet_valid: await sign({ ...base, nbf: now + 60 }),
+    wrong_issuer: await sign({ ...base, iss: 'https://evil.test' }),
+    wrong_audience: await sign({ ...base, aud: ['other'] }),
+    missing_claim: await sign(noSid),
+  };
+  const seen = new Set();
+  for (const [code, token] of Object.entries(cases)) {
+    assert.equal(codeOf(() => verifier.verify(token)), code, code);
+    seen.add(code);
+  }
+  assert.equal(codeOf(() => new Verifier('{"nope":1}', { issuer: 'i', audience: 'a' })), 'invalid_key');
+  seen.add('invalid_key');
+  assert.equal(codeOf(() => expiresIn('eyJhbGciOiJub25lIn0.e30')), 'malformed');
+  assert.equal(codeOf(() => isExpired(cases.expired.replace(/\.[^.]*\./, `.${b64({ sub: 'x' })}.`))), 'missing_claim');
+  assert.equal(isExpired(cases.expired), true);
+  assert.equal(isExpired(cases.expired, 3600), false);
+
+  // Every code the package itself can raise was raised above; the rest belong to the edge and
+  // the issuer (and `revoked` is what RevocationList.check reports).
+  const serverOnly = new Set(['revoked', 'stale_snapshot', 'signing_failed', 'missing_token', 'insufficient_scope']);
+  for (const code of errorCodes()) {
+    assert.ok(seen.has(code) || serverOnly.has(code), `code ${code} is covered`);
+  }
+});
