@@ -1,42 +1,74 @@
-// The demo origin behind the edge. `/api/whoami` echoes the identity headers the edge added;
-// every request is recorded, and `GET /__origin/requests` returns (and clears) the record, so
-// the end-to-end tests can assert exactly what reached the origin.
+// The demo origin behind the edge.
+// - `/`, `/demo.js`: the demo page; `/pkg/*`: the built @gatehouse/verify package (edge/js/pkg);
+// - `/issuer/*`: proxied to the issuer (ORIGIN_ISSUER_URL), so the page logs in through the edge
+//   on its own origin, with no CORS;
+// - `/api/whoami`: echoes the identity headers the edge added; other paths answer with a stub;
+// - every request is recorded, and `GET /__origin/requests` returns (and clears) the record, so
+//   the end-to-end tests can assert exactly what reached the origin.
 // Usage: node dev/origin.mjs [port]   (default 8788)
 import http from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { extname, join, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const port = Number(process.argv[2] ?? process.env.ORIGIN_PORT ?? 8788);
+const issuer = process.env.ORIGIN_ISSUER_URL ?? 'http://127.0.0.1:8000';
+const root = fileURLToPath(new URL('..', import.meta.url));
+const types = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.ts': 'text/plain' };
 let seen = [];
+
+async function file(res, path) {
+  try {
+    const body = await readFile(path);
+    res.writeHead(200, { 'content-type': types[extname(path)] ?? 'application/octet-stream' });
+    res.end(body);
+  } catch {
+    res.writeHead(404, { 'content-type': 'application/json' });
+    res.end('{"error":"not_found"}');
+  }
+}
+
+async function proxy(req, res, path, body) {
+  const headers = { ...req.headers };
+  delete headers.host;
+  delete headers['content-length'];
+  try {
+    const upstream = await fetch(`${issuer}${path}`, {
+      method: req.method, headers, body: ['GET', 'HEAD'].includes(req.method) ? undefined : body,
+    });
+    res.writeHead(upstream.status, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' });
+    res.end(Buffer.from(await upstream.arrayBuffer()));
+  } catch (e) {
+    res.writeHead(502, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: 'bad_gateway', error_description: String(e) }));
+  }
+}
 
 const server = http.createServer((req, res) => {
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
-  req.on('end', () => {
+  req.on('end', async () => {
     const url = new URL(req.url, 'http://origin');
+    const body = Buffer.concat(chunks);
     if (url.pathname === '/__origin/requests') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(seen));
       seen = [];
       return;
     }
-    const record = {
-      method: req.method,
-      path: url.pathname,
-      query: url.search,
-      headers: req.headers,
-      body: Buffer.concat(chunks).toString('utf8'),
-    };
-    seen.push(record);
+    seen.push({ method: req.method, path: url.pathname, query: url.search, headers: req.headers, body: body.toString('utf8') });
+    if (url.pathname.startsWith('/issuer/')) return proxy(req, res, url.pathname.slice('/issuer'.length) + url.search, body);
+    if (url.pathname === '/' || url.pathname === '/index.html') return file(res, join(root, 'dev/demo/index.html'));
+    if (url.pathname === '/demo.js') return file(res, join(root, 'dev/demo/demo.js'));
+    if (url.pathname.startsWith('/pkg/')) {
+      const rel = normalize(url.pathname.slice('/pkg/'.length));
+      if (rel.startsWith('..')) { res.writeHead(400); res.end(); return; }
+      return file(res, join(root, 'edge/js/pkg', rel));
+    }
     if (url.pathname === '/api/whoami') {
-      const identity = Object.fromEntries(
-        Object.entries(req.headers).filter(([k]) => k.startsWith('x-gatehouse-')));
+      const identity = Object.fromEntries(Object.entries(req.headers).filter(([k]) => k.startsWith('x-gatehouse-')));
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ identity, method: req.method, path: url.pathname, query: url.search }));
-      return;
-    }
-    if (url.pathname === '/' || url.pathname === '/index.html') {
-      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-      res.end('<!doctype html><title>Gatehouse demo origin</title><h1>Gatehouse demo origin</h1>'
-        + '<p>This page is public. <code>/api/*</code> needs a token.</p>');
       return;
     }
     res.writeHead(200, { 'content-type': 'application/json' });

@@ -9,11 +9,14 @@ root=$(pwd)
 scripts/setup.sh
 cargo build --locked -p gatehouse-issuer
 scripts/build-edge.sh
-mkdir -p .dev
+scripts/build-js.sh
 
-ISSUER_PORT=8000 EDGE_PORT=8787 ORIGIN_PORT=8788
-export GATEHOUSE_DATABASE_URL="${GATEHOUSE_DATABASE_URL:-sqlite://.dev/gatehouse.db}"
-export GATEHOUSE_DATA_DIR="${GATEHOUSE_DATA_DIR:-.dev/data}"
+# Ports and the state directory can be moved (the browser test runs a second system this way).
+ISSUER_PORT="${ISSUER_PORT:-8000}" EDGE_PORT="${EDGE_PORT:-8787}" ORIGIN_PORT="${ORIGIN_PORT:-8788}"
+DEV_DIR="${DEV_DIR:-.dev}"
+mkdir -p "$DEV_DIR"
+export GATEHOUSE_DATABASE_URL="${GATEHOUSE_DATABASE_URL:-sqlite://$DEV_DIR/gatehouse.db}"
+export GATEHOUSE_DATA_DIR="${GATEHOUSE_DATA_DIR:-$DEV_DIR/data}"
 export GATEHOUSE_PORT=$ISSUER_PORT
 export GATEHOUSE_ISSUER="http://127.0.0.1:${ISSUER_PORT}"
 export GATEHOUSE_EDGE_SYNC_URLS="http://127.0.0.1:${EDGE_PORT}/_gatehouse/sync"
@@ -21,7 +24,9 @@ export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 
 # The worker is built once above; wrangler runs it without its own [build] step (a [build]
 # section makes wrangler dev build twice at start).
-sed -e '/^\[build\]/,/^watch_dir/d' -e 's|^main = "|main = "../|' wrangler.toml > .dev/wrangler.toml
+sed -e '/^\[build\]/,/^watch_dir/d' -e "s|^main = \"|main = \"$root/|" \
+  -e "s|127.0.0.1:8788|127.0.0.1:${ORIGIN_PORT}|" -e "s|127.0.0.1:8000|127.0.0.1:${ISSUER_PORT}|g" \
+  wrangler.toml > "$DEV_DIR/wrangler.toml"
 
 pids=()
 stop() {
@@ -31,12 +36,13 @@ stop() {
 }
 trap stop EXIT INT TERM
 
-setsid node dev/origin.mjs "$ORIGIN_PORT" &
+ORIGIN_ISSUER_URL="$GATEHOUSE_ISSUER" setsid node dev/origin.mjs "$ORIGIN_PORT" &
 pids+=($!)
 setsid target/debug/gatehouse-issuer serve &
 pids+=($!)
-setsid "$root/node_modules/.bin/wrangler" dev --config .dev/wrangler.toml --ip 127.0.0.1 \
-  --port "$EDGE_PORT" --persist-to .dev/wrangler-state --test-scheduled --log-level warn &
+setsid "$root/node_modules/.bin/wrangler" dev --config "$DEV_DIR/wrangler.toml" --ip 127.0.0.1 \
+  --port "$EDGE_PORT" --persist-to "$DEV_DIR/wrangler-state" --test-scheduled --log-level warn \
+  --inspector-port "${INSPECTOR_PORT:-9229}" &
 pids+=($!)
 
 for _ in $(seq 1 100); do
@@ -51,6 +57,7 @@ cat <<MSG
   issuer   http://127.0.0.1:${ISSUER_PORT}   SQLite ${GATEHOUSE_DATABASE_URL#sqlite://}, keys in ${GATEHOUSE_DATA_DIR}/keys
   edge     http://127.0.0.1:${EDGE_PORT}   wrangler dev (workerd), health: /_gatehouse/health
   origin   http://127.0.0.1:${ORIGIN_PORT}   demo origin; through the edge: / is public, /api/* needs a token
+  demo     http://127.0.0.1:${EDGE_PORT}/   log in, see the claims and countdown, call the API, refresh, log out
 
   Try:
     curl -X POST localhost:${ISSUER_PORT}/v1/users -H 'content-type: application/json' \\

@@ -1,0 +1,90 @@
+// The demo page in real headless Chromium (Debian's, driven by playwright-core), against the
+// system started the way the README starts it (scripts/dev.sh, on ports of its own).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+import { freePort, root, waitFor } from './harness.mjs';
+
+let system;
+let browser;
+let edge;
+
+before(async () => {
+  const ports = { ISSUER_PORT: await freePort(), EDGE_PORT: await freePort(), ORIGIN_PORT: await freePort(), INSPECTOR_PORT: await freePort() };
+  edge = `http://127.0.0.1:${ports.EDGE_PORT}`;
+  const devDir = mkdtempSync(join(tmpdir(), 'gh-dev-'));
+  system = spawn('scripts/dev.sh', [], {
+    cwd: root,
+    detached: true,
+    stdio: 'ignore',
+    env: { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), DEV_DIR: devDir },
+  });
+  await waitFor(`${edge}/_gatehouse/health`, 300000);
+  await waitFor(`http://127.0.0.1:${ports.ISSUER_PORT}/health/ready`, 60000);
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (system) {
+    try { process.kill(-system.pid, 'SIGTERM'); } catch { /* already gone */ }
+  }
+});
+
+test('log in, see claims and countdown, call the API, refresh, log out, get the edge 401', { timeout: 120000 }, async () => {
+  const page = await browser.newPage();
+  await page.goto(`${edge}/`);
+  await page.waitForSelector('body[data-ready="true"]');
+  const text = (id) => page.textContent(`#${id}`);
+
+  await page.fill('#username', 'demo-user');
+  await page.fill('#password', 'plover-quartz-7');
+  await page.click('#register');
+  await page.waitForFunction(() => document.querySelector('#status').textContent.startsWith('Registered'));
+  await page.click('#login');
+  await page.waitForFunction(() => document.querySelector('#status').textContent.startsWith('Logged in'));
+  const first = JSON.parse(await text('claims'));
+  assert.equal(first.header.typ, 'at+jwt');
+  assert.equal(first.claims.scope, 'read write');
+  assert.equal(await text('verified'), 'verified');
+  const countdown = await text('countdown');
+  const seconds = Number(/\((\d+) s\)/.exec(countdown)?.[1]);
+  assert.ok(seconds > 880 && seconds <= 900, countdown);
+  await page.waitForFunction((before) => document.querySelector('#countdown').textContent !== before, countdown);
+
+  await page.click('#call');
+  await page.waitForFunction(() => document.querySelector('#api-status').textContent !== '–');
+  assert.equal(await text('api-status'), '200');
+  const api = JSON.parse(await text('api-body'));
+  assert.equal(api.identity['x-gatehouse-sub'], first.claims.sub);
+  assert.equal(api.identity['x-gatehouse-sid'], first.claims.sid);
+
+  await page.click('#refresh');
+  await page.waitForFunction(() => document.querySelector('#status').textContent.startsWith('Refreshed'));
+  const second = JSON.parse(await text('claims'));
+  assert.notEqual(second.claims.jti, first.claims.jti);
+  assert.equal(second.claims.sid, first.claims.sid);
+
+  await page.click('#logout');
+  await page.waitForFunction(() => document.querySelector('#status').textContent.startsWith('Logged out'));
+  // The push reaches the edge within milliseconds; poll the button until the edge refuses.
+  for (let i = 0; i < 50; i++) {
+    await page.click('#call');
+    await page.waitForTimeout(100);
+    if ((await text('api-status')) === '401') break;
+  }
+  assert.equal(await text('api-status'), '401');
+  assert.equal(JSON.parse(await text('api-body')).code, 'revoked');
+
+  mkdirSync(join(root, 'test-artifacts'), { recursive: true });
+  await page.screenshot({ path: join(root, 'test-artifacts', 'demo.png'), fullPage: true });
+});
