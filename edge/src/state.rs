@@ -52,17 +52,18 @@ pub fn set_verifier(verifier: Verifier) -> Rc<Verifier> {
     verifier
 }
 
+/// Whether `interval_ms` has passed since the time in `slot`; if so, stamps `now_ms` in it.
+fn claim(slot: &mut Option<f64>, now_ms: f64, interval_ms: f64) -> bool {
+    let due = slot.is_none_or(|last| now_ms - last >= interval_ms);
+    if due {
+        *slot = Some(now_ms);
+    }
+    due
+}
+
 /// Records a key fetch attempt if the cooldown allows one; returns whether it does.
 pub fn claim_key_fetch(now_ms: f64, cooldown_ms: f64) -> bool {
-    ISOLATE.with_borrow_mut(|s| {
-        let allowed = s
-            .last_key_fetch_ms
-            .is_none_or(|last| now_ms - last >= cooldown_ms);
-        if allowed {
-            s.last_key_fetch_ms = Some(now_ms);
-        }
-        allowed
-    })
+    ISOLATE.with_borrow_mut(|s| claim(&mut s.last_key_fetch_ms, now_ms, cooldown_ms))
 }
 
 pub fn list() -> Option<Rc<RevocationList>> {
@@ -82,13 +83,5 @@ pub fn set_list(list: RevocationList) -> Rc<RevocationList> {
 
 /// Whether the KV copy is due for a re-read; marks it read if so.
 pub fn claim_list_check(now_ms: f64, interval_ms: f64) -> bool {
-    ISOLATE.with_borrow_mut(|s| {
-        let due = s
-            .list_checked_ms
-            .is_none_or(|last| now_ms - last >= interval_ms);
-        if due {
-            s.list_checked_ms = Some(now_ms);
-        }
-        due
-    })
+    ISOLATE.with_borrow_mut(|s| claim(&mut s.list_checked_ms, now_ms, interval_ms))
 }
