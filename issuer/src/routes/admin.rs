@@ -10,6 +10,20 @@ use crate::context::{Authenticated, Ctx, FormOrJson, authenticate};
 use crate::error::ApiError;
 use crate::store::{audit, revocations, sessions, users};
 
+/// Ids are base64url; anything else (a NUL byte, say, which PostgreSQL would refuse) cannot
+/// name a user or session, so it is simply not found.
+fn checked_id(raw: &str) -> Result<String, ApiError> {
+    let plausible = (1..=64).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plausible {
+        Ok(raw.to_owned())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
 fn admin(auth: Result<Authenticated, ApiError>) -> Result<Authenticated, ApiError> {
     let auth = auth?;
     auth.require_scope("admin")?;
@@ -23,7 +37,7 @@ async fn revoke_user(
     user_id: &str,
 ) -> Result<Json<Value>, ApiError> {
     let (ctx, _admin) = (ctx?, admin(auth)?);
-    let (now, horizon, uid) = (ctx.now, ctx.revocation_horizon(), user_id.to_owned());
+    let (now, horizon, uid) = (ctx.now, ctx.revocation_horizon(), checked_id(user_id)?);
     ctx.db
         .run(move |c| {
             users::by_id(c, &uid)?.ok_or(ApiError::NotFound)?;
@@ -42,7 +56,7 @@ async fn revoke_session(
     sid: &str,
 ) -> Result<Json<Value>, ApiError> {
     let (ctx, _admin) = (ctx?, admin(auth)?);
-    let (now, horizon, id) = (ctx.now, ctx.revocation_horizon(), sid.to_owned());
+    let (now, horizon, id) = (ctx.now, ctx.revocation_horizon(), checked_id(sid)?);
     let found = ctx
         .db
         .run(move |c| {
@@ -62,7 +76,7 @@ async fn revoke_session(
 }
 
 async fn set_disabled(ctx: &Ctx<'_>, user_id: &str, disabled: bool) -> Result<(), ApiError> {
-    let (now, horizon, uid) = (ctx.now, ctx.revocation_horizon(), user_id.to_owned());
+    let (now, horizon, uid) = (ctx.now, ctx.revocation_horizon(), checked_id(user_id)?);
     ctx.db
         .run(move |c| {
             if !users::set_disabled(c, &uid, disabled)? {
