@@ -1,5 +1,5 @@
 # The two commands of the README: `make dev` runs the system locally, `make test` runs every test.
-.PHONY: dev test setup fmt bench-issuer
+.PHONY: dev test setup fmt bench-issuer fuzz
 
 dev:
 	scripts/dev.sh
@@ -18,3 +18,8 @@ fmt:
 # Quick issuer load run on PostgreSQL (not part of `make test`): `make bench-issuer`.
 bench-issuer:
 	scripts/bench-issuer.sh
+
+# Fuzz the shared core (not part of `make test`): `make fuzz FUZZ_SECS=600`.
+FUZZ_SECS ?= 600
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECS)

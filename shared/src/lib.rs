@@ -10,6 +10,8 @@
 mod b64;
 pub mod claims;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod jwk;
 pub mod jws;
 pub mod revocation;

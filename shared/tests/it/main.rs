@@ -7,6 +7,7 @@
 )]
 
 mod fixture;
+mod fuzz_regressions;
 mod rfc8037;
 mod snapshot;
 mod tamper;
