@@ -8,6 +8,7 @@
 )]
 #![allow(clippy::too_many_lines, clippy::similar_names)]
 
+mod attacks;
 mod edge_config;
 mod edge_gate;
 mod edge_keys;

@@ -233,6 +233,27 @@ impl Issuer {
             .expect("run the issuer CLI")
     }
 
+    /// Runs the issuer CLI with `input` on standard input (`users create` reads the password).
+    pub fn cli_with_input(&self, args: &[&str], input: &str) -> std::process::Output {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(target_dir().join("debug/gatehouse-issuer"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .envs(self.env.iter().cloned())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run the issuer CLI");
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("wait for the CLI")
+    }
+
     pub async fn register(&self, username: &str, password: &str) {
         let body = serde_json::json!({"username": username, "password": password});
         let (status, json) = json_of(

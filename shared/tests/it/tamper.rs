@@ -64,13 +64,11 @@ fn alg_none_is_refused() {
         let header = json!({"alg": alg, "typ": "at+jwt", "kid": f.key.kid()});
         for sig in [String::new(), b64([0u8; 64])] {
             let token = format!("{}.{payload}.{sig}", b64(header.to_string()));
-            let got = code(&f, &token);
-            let want = if sig.is_empty() {
-                ErrorCode::Malformed
-            } else {
-                ErrorCode::AlgMismatch
-            };
-            assert_eq!(got, want, "alg {alg:?} sig {sig:?}");
+            assert_eq!(
+                code(&f, &token),
+                ErrorCode::AlgMismatch,
+                "alg {alg:?} sig {sig:?}"
+            );
         }
     }
 }
@@ -92,8 +90,7 @@ fn hmac_with_the_public_key_is_refused() {
             let input = format!("{}.{payload}", b64(header.to_string()));
             let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
             mac.update(input.as_bytes());
-            let mut tag = mac.finalize().into_bytes().to_vec();
-            tag.resize(64, 0);
+            let tag = mac.finalize().into_bytes().to_vec();
             assert_eq!(
                 code(&f, &format!("{input}.{}", b64(&tag))),
                 ErrorCode::AlgMismatch
