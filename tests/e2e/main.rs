@@ -13,5 +13,6 @@ mod edge_config;
 mod edge_gate;
 mod edge_keys;
 mod edge_revocation;
+mod faults;
 mod jose_interop;
 mod system;

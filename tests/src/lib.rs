@@ -6,6 +6,7 @@
 
 mod node;
 mod procs;
+pub mod proxy;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -83,6 +84,7 @@ pub async fn eventually<T, F: Future<Output = Option<T>>>(
 /// A PostgreSQL schema of its own, dropped afterwards.
 pub struct PgSchema {
     pub name: String,
+    owned: bool,
 }
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -114,7 +116,16 @@ impl PgSchema {
     pub fn new() -> Self {
         let name = format!("e2e_{}_{}", std::process::id(), free_port());
         psql(&format!("CREATE SCHEMA {name}"));
-        Self { name }
+        Self { name, owned: true }
+    }
+
+    /// The same schema, without dropping it at the end (for a second process on it).
+    #[must_use]
+    pub fn share(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            owned: false,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -130,7 +141,9 @@ impl Default for PgSchema {
 
 impl Drop for PgSchema {
     fn drop(&mut self) {
-        psql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        if self.owned {
+            psql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        }
     }
 }
 
@@ -147,6 +160,11 @@ pub struct Issuer {
 impl Issuer {
     /// `env`: extra `GATEHOUSE_*` settings, e.g. the edge sync URL or token lifetimes.
     pub async fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_on(PgSchema::new(), None, env).await
+    }
+
+    /// On a given schema, optionally through another address (a [`proxy::Proxy`] port).
+    pub async fn start_on(schema: PgSchema, via_port: Option<u16>, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = SigningKey::generate(Algorithm::EdDsa).expect("key");
         let key_file = dir.path().join("signing.jwk");
@@ -157,9 +175,14 @@ impl Issuer {
         .expect("write key");
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
-        let schema = PgSchema::new();
+        let database_url = match via_port {
+            Some(port) => schema
+                .url()
+                .replace("127.0.0.1:5432", &format!("127.0.0.1:{port}")),
+            None => schema.url(),
+        };
         let mut all: Vec<(String, String)> = vec![
-            ("GATEHOUSE_DATABASE_URL".into(), schema.url()),
+            ("GATEHOUSE_DATABASE_URL".into(), database_url),
             ("GATEHOUSE_PORT".into(), port.to_string()),
             ("GATEHOUSE_ISSUER".into(), url.clone()),
             ("GATEHOUSE_AUDIENCE".into(), "gatehouse-e2e".into()),
@@ -216,6 +239,33 @@ impl Issuer {
 
     pub fn stop(&mut self) {
         self.proc = None;
+    }
+
+    /// A second issuer process on the same database with the same signing key, as another
+    /// replica behind a load balancer would be.
+    pub async fn replica(&self) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut env = self.env.clone();
+        for (k, v) in &mut env {
+            match k.as_str() {
+                "GATEHOUSE_PORT" => *v = port.to_string(),
+                "GATEHOUSE_DATA_DIR" => *v = dir.path().join("data").display().to_string(),
+                _ => {}
+            }
+        }
+        let key = SigningKey::from_jwk(&self.key.to_private_jwk()).expect("same key");
+        let mut replica = Self {
+            proc: None,
+            url,
+            key,
+            dir,
+            schema: self.schema.share(),
+            env,
+        };
+        replica.spawn().await;
+        replica
     }
 
     pub async fn restart(&mut self) {

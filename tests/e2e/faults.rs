@@ -1,0 +1,312 @@
+//! Faults and races with real processes: the database going away under load, two issuer
+//! processes racing on one PostgreSQL, and clock skew between issuer and edge.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use gatehouse_tests::proxy::Proxy;
+use gatehouse_tests::{Issuer, PgSchema, eventually, http, json_of};
+use sha2::Digest as _;
+
+use crate::system::{Options, PASSWORD, System, access};
+
+async fn refresh(base: &str, token: &str) -> (u16, serde_json::Value) {
+    let form = [("grant_type", "refresh_token"), ("refresh_token", token)];
+    json_of(
+        http()
+            .post(format!("{base}/v1/token"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn me(base: &str, token: &str) -> reqwest::Response {
+    http()
+        .get(format!("{base}/v1/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_gives_503s_and_recovers_by_itself() {
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let issuer = Issuer::start_on(
+        PgSchema::new(),
+        Some(proxy.port),
+        &[("GATEHOUSE_DB_POOL_SIZE", "4")],
+    )
+    .await;
+    issuer.register("alice", PASSWORD).await;
+    let tokens = issuer.login("alice", PASSWORD).await;
+    let token = access(&tokens).to_owned();
+    assert_eq!(me(&issuer.url, &token).await.status(), 200);
+
+    proxy.cut();
+    let base = issuer.url.clone();
+    let load: Vec<_> = (0..12)
+        .map(|i| {
+            let (base, token) = (base.clone(), token.clone());
+            tokio::spawn(async move {
+                let response = if i % 3 == 0 {
+                    let form = [
+                        ("grant_type", "password"),
+                        ("username", "alice"),
+                        ("password", PASSWORD),
+                    ];
+                    http()
+                        .post(format!("{base}/v1/token"))
+                        .form(&form)
+                        .send()
+                        .await
+                        .unwrap()
+                } else {
+                    me(&base, &token).await
+                };
+                let retry = response.headers().get("retry-after").is_some();
+                let (status, json) = json_of(response).await;
+                (
+                    status,
+                    json["error"].as_str().unwrap_or_default().to_owned(),
+                    retry,
+                )
+            })
+        })
+        .collect();
+    for task in load {
+        let (status, error, retry) = task.await.unwrap();
+        assert_eq!(
+            (status, error.as_str(), retry),
+            (503, "temporarily_unavailable", true)
+        );
+    }
+    let ready = http()
+        .get(format!("{}/health/ready", issuer.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "readiness fails while the database is away"
+    );
+    assert_eq!(
+        http()
+            .get(format!("{}/health/live", issuer.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // A logout during the outage is refused, not pretended.
+    let logout = http()
+        .post(format!("{}/v1/logout", issuer.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 503);
+
+    proxy.restore();
+    eventually(
+        "the issuer to recover by itself",
+        Duration::from_secs(20),
+        || async { (me(&issuer.url, &token).await.status() == 200).then_some(()) },
+    )
+    .await;
+    let logout = http()
+        .post(format!("{}/v1/logout", issuer.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 200);
+    let (status, json) = json_of(me(&issuer.url, &token).await).await;
+    assert_eq!((status, json["code"].as_str()), (401, Some("revoked")));
+}
+
+fn hash(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+fn psql_count(schema: &str, sql: &str) -> i64 {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-tA",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+        ])
+        .arg(format!("SET search_path TO {schema}; {sql}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .next_back()
+        .unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_issuer_processes_race_on_one_database() {
+    let a = Issuer::start(&[("GATEHOUSE_REFRESH_GRACE_SECS", "2")]).await;
+    let b = a.replica().await;
+    a.register("alice", PASSWORD).await;
+    let r0 = a.login("alice", PASSWORD).await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // 50 concurrent refreshes of one token over both processes: one rotation, one successor.
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let base = if i % 2 == 0 {
+                a.url.clone()
+            } else {
+                b.url.clone()
+            };
+            let r0 = r0.clone();
+            tokio::spawn(async move { refresh(&base, &r0).await })
+        })
+        .collect();
+    let mut successors = Vec::new();
+    for task in tasks {
+        let (status, json) = task.await.unwrap();
+        assert_eq!(status, 200, "{json}");
+        successors.push(json["refresh_token"].as_str().unwrap().to_owned());
+    }
+    successors.sort();
+    successors.dedup();
+    assert_eq!(
+        successors.len(),
+        1,
+        "one successor for every concurrent retry"
+    );
+    let schema = &a.schema.name;
+    let sql = format!(
+        "SELECT count(*) FROM refresh_tokens WHERE parent_hash = '{}'",
+        hash(&r0)
+    );
+    assert_eq!(psql_count(schema, &sql), 1, "exactly one successor row");
+
+    // Reuse after the grace window, on the other process: the family dies on both.
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(refresh(&b.url, &r0).await.0, 400);
+    assert_eq!(refresh(&a.url, &successors[0]).await.0, 400);
+    assert_eq!(
+        psql_count(
+            schema,
+            "SELECT count(*) FROM sessions WHERE revoked_at IS NULL"
+        ),
+        0
+    );
+
+    // Parallel wrong passwords over both processes: exactly the threshold (5) are checked.
+    a.register("bob", PASSWORD).await;
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let base = if i % 2 == 0 {
+                a.url.clone()
+            } else {
+                b.url.clone()
+            };
+            tokio::spawn(async move {
+                let form = [
+                    ("grant_type", "password"),
+                    ("username", "bob"),
+                    ("password", "wrong-password"),
+                ];
+                json_of(
+                    http()
+                        .post(format!("{base}/v1/token"))
+                        .form(&form)
+                        .send()
+                        .await
+                        .unwrap(),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for task in tasks {
+        let (status, json) = task.await.unwrap();
+        assert_eq!(status, 400);
+        if json["error_description"] == "invalid username or password" {
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 5);
+
+    // A refresh racing a logout of the same session: no successor survives.
+    let s = a.login("alice", PASSWORD).await;
+    let (refresh_task, logout_task) = tokio::join!(
+        refresh(&b.url, s["refresh_token"].as_str().unwrap()),
+        http()
+            .post(format!("{}/v1/logout", a.url))
+            .bearer_auth(access(&s))
+            .send()
+    );
+    assert_eq!(logout_task.unwrap().status(), 200);
+    if refresh_task.0 == 200 {
+        let successor = refresh_task.1;
+        assert_eq!(
+            refresh(&a.url, successor["refresh_token"].as_str().unwrap())
+                .await
+                .0,
+            400
+        );
+        assert_eq!(me(&b.url, access(&successor)).await.status(), 401);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_skew_within_the_leeway_is_harmless() {
+    let sys = System::start(Options {
+        edge_vars: &[("LEEWAY_SECS", "30")],
+        ..Options::default()
+    })
+    .await;
+    let skewed = |ahead: i64| {
+        let mut c = sys.claims();
+        c.iat += ahead;
+        c.nbf = Some(c.iat);
+        c.exp += ahead;
+        sys.mint(&c)
+    };
+    let expired_by = |secs: i64| {
+        let mut c = sys.claims();
+        c.iat -= 600;
+        c.nbf = Some(c.iat);
+        c.exp = c.iat + 600 - secs;
+        sys.mint(&c)
+    };
+    assert_eq!(
+        sys.get("/api/x", Some(&skewed(20))).await.0,
+        200,
+        "issuer 20 s ahead"
+    );
+    let (status, json) = sys.get("/api/x", Some(&skewed(90))).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (401, Some("not_yet_valid")),
+        "issuer 90 s ahead"
+    );
+    assert_eq!(
+        sys.get("/api/x", Some(&expired_by(20))).await.0,
+        200,
+        "expired 20 s ago by the edge's clock"
+    );
+    let (status, json) = sys.get("/api/x", Some(&expired_by(90))).await;
+    assert_eq!((status, json["code"].as_str()), (401, Some("expired")));
+}
