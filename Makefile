@@ -1,5 +1,5 @@
 # The two commands of the README: `make dev` runs the system locally, `make test` runs every test.
-.PHONY: dev test setup fmt bench-issuer fuzz
+.PHONY: dev test setup fmt bench-issuer fuzz soak
 
 dev:
 	scripts/dev.sh
@@ -23,3 +23,11 @@ bench-issuer:
 FUZZ_SECS ?= 600
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECS)
+
+# Bounded soak of the whole system (not part of `make test`): `make soak SOAK_MINUTES=10`.
+SOAK_MINUTES ?= 10
+soak:
+	scripts/setup.sh
+	cargo build --locked -p gatehouse-issuer
+	scripts/build-edge.sh
+	cargo run --locked --release -p gatehouse-tests --bin soak -- $(SOAK_MINUTES)

@@ -48,6 +48,8 @@ pub fn free_port() -> u16 {
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
+        // Below the servers' keep-alive, so a pooled connection is never reused as it closes.
+        .pool_idle_timeout(Duration::from_secs(2))
         .build()
         .expect("http client")
 }
