@@ -75,3 +75,77 @@ async fn garbage_floods_get_401s_and_at_most_one_refetch_per_cooldown() {
         after - before
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_key_is_refused_once_its_grace_is_over() {
+    let mut sys = System::start(Options {
+        issuer_env: &[
+            ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", "2"),
+            ("GATEHOUSE_LEEWAY_SECS", "0"),
+        ],
+        edge_vars: &[("JWKS_REFETCH_COOLDOWN_SECS", "1"), ("LEEWAY_SECS", "0")],
+        ..Options::default()
+    })
+    .await;
+    sys.user("alice").await;
+    let retired = SigningKey::from_jwk(&sys.issuer.key.to_private_jwk()).unwrap();
+    let next = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    let file = sys.issuer.dir.path().join("signing.jwk");
+    std::fs::write(
+        &file,
+        serde_json::to_string(&next.to_private_jwk()).unwrap(),
+    )
+    .unwrap();
+    sys.issuer.key = next;
+    sys.issuer.restart().await;
+    // Past the retired key's grace (token lifetime + leeway), the issuer stops publishing it
+    // (its maintenance tick runs every second here) and the edge's cron refreshes its keys.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let jwks = http()
+        .get(format!("{}/.well-known/jwks.json", sys.issuer.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !jwks.contains(retired.kid()),
+        "the retired key left the JWKS"
+    );
+    sys.edge.run_cron().await;
+    // A token the retired key signs now, fresh claims and all, is refused everywhere.
+    let (_, me) = json_of(
+        http()
+            .get(format!("{}/v1/me", sys.issuer.url))
+            .bearer_auth(access(&sys.issuer.login("alice", PASSWORD).await))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let mut claims = sys.claims();
+    claims.sub = me["sub"].as_str().unwrap().to_owned();
+    claims.sid = me["sid"].as_str().unwrap().to_owned();
+    let forged = gatehouse_shared::sign_access_token(&retired, &claims).unwrap();
+    let (status, json) = sys.get("/api/x", Some(&forged)).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (401, Some("unknown_kid")),
+        "edge"
+    );
+    let (status, json) = json_of(
+        http()
+            .get(format!("{}/v1/me", sys.issuer.url))
+            .bearer_auth(&forged)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (401, Some("unknown_kid")),
+        "issuer"
+    );
+}
