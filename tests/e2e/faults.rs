@@ -310,3 +310,80 @@ async fn clock_skew_within_the_leeway_is_harmless() {
     let (status, json) = sys.get("/api/x", Some(&expired_by(90))).await;
     assert_eq!((status, json["code"].as_str()), (401, Some("expired")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_killed_mid_push_is_repaired_by_the_cron_pull() {
+    // A sync endpoint that accepts connections and never answers: the push hangs in flight.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink = format!(
+        "http://{}/_gatehouse/sync",
+        black_hole.local_addr().unwrap()
+    );
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = black_hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut sys = System::start(Options {
+        push: false,
+        issuer_env: &[("GATEHOUSE_EDGE_SYNC_URLS", &sink)],
+        ..Options::default()
+    })
+    .await;
+    let tokens = sys.user("alice").await;
+    let token = access(&tokens).to_owned();
+    let logout = http()
+        .post(format!("{}/v1/logout", sys.issuer.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sys.issuer.stop(); // killed while its push hangs
+    assert_eq!(
+        sys.get("/api/whoami", Some(&token)).await.0,
+        200,
+        "the edge has not heard"
+    );
+    sys.issuer.restart().await;
+    sys.edge.run_cron().await;
+    let (status, json) = sys.get("/api/whoami", Some(&token)).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (401, Some("revoked")),
+        "the pull converged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn megabyte_headers_are_refused_without_harm() {
+    let sys = System::start(Options::default()).await;
+    let tokens = sys.user("alice").await;
+    let huge = "A".repeat(1 << 20);
+    for url in [
+        format!("{}/v1/me", sys.issuer.url),
+        format!("{}/api/x", sys.edge.url),
+    ] {
+        for (name, value) in [
+            ("authorization", format!("Bearer {huge}")),
+            ("x-padding", huge.clone()),
+        ] {
+            let status = match http().get(&url).header(name, &value).send().await {
+                Ok(response) => response.status().as_u16(),
+                Err(e) => panic!("{url} {name}: the server dropped the connection: {e}"),
+            };
+            // The HTTP layer refuses such headers before any handler runs (431); never a 5xx.
+            assert!((400..500).contains(&status), "{url} {name}: {status}");
+        }
+        // And the server is unharmed.
+        let ok = http()
+            .get(&url)
+            .bearer_auth(access(&tokens))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200, "{url}");
+    }
+}
