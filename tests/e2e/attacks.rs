@@ -29,6 +29,7 @@ impl Context<'_> {
             .replace("$SUB", &self.sub)
             .replace("$SID", &self.sid)
             .replace("$NOW", &self.now.to_string())
+            .replace("$LONG", &"k".repeat(3000))
     }
 
     fn honest_claims(&self) -> Value {
@@ -65,6 +66,16 @@ impl Context<'_> {
         let signature = match signature {
             "sign" => self.sys.issuer.key.sign_message(input.as_bytes()),
             "attacker" => self.attacker.sign_message(input.as_bytes()),
+            "sign-noncanonical" => {
+                let sig =
+                    URL_SAFE_NO_PAD.encode(self.sys.issuer.key.sign_message(input.as_bytes()));
+                // 64 bytes leave 4 unused bits in the last character; set one of them.
+                let (head, last) = sig.split_at(sig.len() - 1);
+                let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+                let index = alphabet.find(last).unwrap();
+                let flipped = alphabet.chars().nth(index ^ 1).unwrap();
+                return format!("{input}.{head}{flipped}");
+            }
             "none" => Vec::new(),
             "zero" => vec![0; 64],
             "hs256-pubkey" => {
