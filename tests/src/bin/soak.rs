@@ -253,7 +253,7 @@ async fn main() {
         // The platform fires the cron every minute; under `wrangler dev` the soak does.
         if Instant::now() >= next_cron {
             edge.run_cron().await;
-            next_cron += Duration::from_secs(60);
+            next_cron += Duration::from_mins(1);
         }
         println!(
             "| {:.1} | {:.0} | {:.0} | {:.0} |",
