@@ -420,10 +420,16 @@ impl Edge {
     /// `vars` are the worker's `[vars]`; `port` from [`free_port`], chosen before the issuer
     /// starts so it can push here.
     pub async fn start(port: u16, vars: &[(&str, &str)]) -> Self {
+        Self::start_script(port, &built_worker(), vars).await
+    }
+
+    /// Any worker module under the same `wrangler dev` setup (the soak's baseline uses a
+    /// trivial JavaScript worker).
+    pub async fn start_script(port: u16, main: &Path, vars: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = format!(
             "name = \"gatehouse-edge-e2e\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-01\"\nsend_metrics = false\n\n[vars]\n",
-            built_worker().display()
+            main.display()
         );
         for (k, v) in vars {
             let _ = writeln!(
@@ -518,5 +524,21 @@ impl Edge {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// RSS in MB of wrangler and its workerd processes (one process group).
+    pub fn rss_mb(&self) -> f64 {
+        let Some(pgid) = self.proc.as_ref().and_then(Proc::pid) else {
+            return 0.0;
+        };
+        let out = std::process::Command::new("ps")
+            .args(["-o", "rss=", "-g", &pgid.to_string()])
+            .output()
+            .expect("ps");
+        let kb: f64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<f64>().ok())
+            .sum();
+        kb / 1024.0
     }
 }

@@ -23,6 +23,13 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// The process id, which is also the id of its process group.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Some(pid) = self.child.id() {

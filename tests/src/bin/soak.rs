@@ -34,11 +34,14 @@ enum Kind {
     Login,
     Refresh,
     Edge,
+    /// The trivial worker, at the edge's rate.
+    Baseline,
 }
 
 struct Target {
     issuer: String,
     edge: String,
+    baseline: String,
     access: String,
 }
 
@@ -66,6 +69,12 @@ async fn request(client: &reqwest::Client, t: &Target, kind: Kind, chain: &mut S
             client
                 .post(format!("{}/v1/token", t.issuer))
                 .form(&form)
+                .send()
+                .await
+        }
+        Kind::Baseline => {
+            client
+                .get(format!("{}/api/whoami", t.baseline))
                 .send()
                 .await
         }
@@ -220,6 +229,8 @@ async fn main() {
         ("KV_REFRESH_SECS", "1"),
     ];
     let edge = Edge::start(edge_port, &vars).await;
+    let baseline_script = gatehouse_tests::repo_root().join("tests/soak/trivial-worker.mjs");
+    let baseline = Edge::start_script(free_port(), &baseline_script, &[]).await;
     edge.run_cron().await;
     for i in 0..USERS {
         issuer.register(&format!("soak-{i}"), PASSWORD).await;
@@ -228,6 +239,7 @@ async fn main() {
     let target = Arc::new(Target {
         issuer: issuer.url.clone(),
         edge: edge.url.clone(),
+        baseline: baseline.url.clone(),
         access: tokens["access_token"].as_str().unwrap().to_owned(),
     });
 
@@ -242,10 +254,20 @@ async fn main() {
     let end = Instant::now() + Duration::from_secs_f64(minutes * 60.0);
     let streams: Vec<_> = rates
         .iter()
-        .map(|&(kind, cap)| tokio::spawn(paced(Arc::clone(&target), kind, cap * 0.7 / 3.0, end)))
+        .map(|&(kind, cap)| (kind, cap))
+        // The baseline gets exactly the edge's rate.
+        .chain(
+            rates
+                .iter()
+                .filter(|(k, _)| matches!(k, Kind::Edge))
+                .map(|&(_, cap)| (Kind::Baseline, cap)),
+        )
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|(kind, cap)| tokio::spawn(paced(Arc::clone(&target), kind, cap * 0.7 / 3.0, end)))
         .collect();
     println!(
-        "\n| minute | issuer RSS MB | workerd RSS MB | origin RSS MB |\n| --- | --- | --- | --- |"
+        "\n| minute | issuer RSS MB | edge: wrangler + workerd RSS MB | baseline trivial worker, same rate, RSS MB | origin RSS MB |\n| --- | --- | --- | --- | --- |"
     );
     let started = Instant::now();
     let mut next_cron = Instant::now();
@@ -256,10 +278,11 @@ async fn main() {
             next_cron += Duration::from_mins(1);
         }
         println!(
-            "| {:.1} | {:.0} | {:.0} | {:.0} |",
+            "| {:.1} | {:.0} | {:.0} | {:.0} | {:.0} |",
             started.elapsed().as_secs_f64() / 60.0,
             rss_mb("gatehouse-issuer serve"),
-            rss_mb("workerd serve"),
+            edge.rss_mb(),
+            baseline.rss_mb(),
             rss_mb("dev/origin.mjs")
         );
         tokio::time::sleep(
@@ -270,12 +293,14 @@ async fn main() {
     }
     let mut total_failed = 0;
     println!("\n| stream | sent | failed |\n| --- | --- | --- |");
-    for (stream, (kind, _)) in streams.into_iter().zip(rates) {
+    let kinds = [Kind::Login, Kind::Refresh, Kind::Edge, Kind::Baseline];
+    for (stream, kind) in streams.into_iter().zip(kinds) {
         let (sent, failed) = stream.await.unwrap();
         total_failed += failed;
         println!("| {kind:?} | {sent} | {failed} |");
     }
     println!("\nerrors: {total_failed} (goal 0)");
+    drop(baseline);
     drop(edge);
     drop(issuer);
     drop(origin);
