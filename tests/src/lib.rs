@@ -531,14 +531,24 @@ impl Edge {
         let Some(pgid) = self.proc.as_ref().and_then(Proc::pid) else {
             return 0.0;
         };
-        let out = std::process::Command::new("ps")
-            .args(["-o", "rss=", "-g", &pgid.to_string()])
-            .output()
-            .expect("ps");
-        let kb: f64 = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.trim().parse::<f64>().ok())
-            .sum();
+        let mut kb = 0.0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // Fields after the parenthesised command: state, ppid, pgrp, …
+            let pgrp = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(2));
+            if pgrp.and_then(|g| g.parse::<u32>().ok()) == Some(pgid) {
+                let status =
+                    std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+                kb += status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+            }
+        }
         kb / 1024.0
     }
 }
