@@ -98,6 +98,8 @@ async fn health(_req: Request, ctx: RouteContext<()>) -> Result<Response> {
     }
     let body = json!({
         "status": if problems.is_empty() { "ok" } else { "degraded" },
+        // The isolate's wasm heap: flat under load means the worker does not leak.
+        "wasm_memory_bytes": wasm_memory_bytes(),
         "revocations": list.map(|l| json!({"seq": l.seq(), "age_secs": l.age_secs(now), "entries": l.len()})),
         "kids": kids,
         "stale_policy": format!("{:?}", config.stale_policy),
@@ -107,6 +109,17 @@ async fn health(_req: Request, ctx: RouteContext<()>) -> Result<Response> {
         if config.is_usable() { 200 } else { 503 },
         &body,
     ))
+}
+
+fn wasm_memory_bytes() -> f64 {
+    use worker::wasm_bindgen::JsCast as _;
+    wasm_bindgen::memory()
+        .dyn_into::<worker::js_sys::WebAssembly::Memory>()
+        .map_or(0.0, |m| {
+            m.buffer()
+                .dyn_into::<worker::js_sys::ArrayBuffer>()
+                .map_or(0.0, |b| f64::from(b.byte_length()))
+        })
 }
 
 /// Cron: pull the snapshot from the issuer (repairs any push that was missed) and refresh keys.

@@ -267,7 +267,7 @@ async fn main() {
         .map(|(kind, cap)| tokio::spawn(paced(Arc::clone(&target), kind, cap * 0.7 / 3.0, end)))
         .collect();
     println!(
-        "\n| minute | issuer RSS MB | edge: wrangler + workerd RSS MB | baseline trivial worker, same rate, RSS MB | origin RSS MB |\n| --- | --- | --- | --- | --- |"
+        "\n| minute | issuer RSS MB | edge: wrangler + workerd RSS MB | edge wasm heap MB | baseline trivial worker, same rate, RSS MB | origin RSS MB |\n| --- | --- | --- | --- | --- | --- |"
     );
     let started = Instant::now();
     let mut next_cron = Instant::now();
@@ -277,11 +277,15 @@ async fn main() {
             edge.run_cron().await;
             next_cron += Duration::from_mins(1);
         }
+        let wasm = edge.health().await["wasm_memory_bytes"]
+            .as_f64()
+            .unwrap_or(0.0);
         println!(
-            "| {:.1} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {:.1} | {:.0} | {:.0} | {:.1} | {:.0} | {:.0} |",
             started.elapsed().as_secs_f64() / 60.0,
             rss_mb("gatehouse-issuer serve"),
             edge.rss_mb(),
+            wasm / 1_048_576.0,
             baseline.rss_mb(),
             rss_mb("dev/origin.mjs")
         );
