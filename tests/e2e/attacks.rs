@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse_shared::{Algorithm, SigningKey};
 use std::time::Duration;
 
-use gatehouse_tests::{eventually, http, json_of, repo_root, unix_now};
+use gatehouse_tests::{eventually, get_json, http, json_of, post_form, repo_root, unix_now};
 use hmac::{Hmac, Mac as _};
 use serde_json::{Value, json};
 
@@ -131,15 +131,7 @@ async fn refused(url: &str, token: &str) -> (u16, String) {
 async fn the_corpus_is_refused_by_the_issuer_and_the_edge() {
     let sys = System::start(Options::default()).await;
     let tokens = sys.user("alice").await;
-    let (_, me) = json_of(
-        http()
-            .get(format!("{}/v1/me", sys.issuer.url))
-            .bearer_auth(access(&tokens))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, me) = get_json(&format!("{}/v1/me", sys.issuer.url), Some(access(&tokens))).await;
     let ctx = Context {
         sys: &sys,
         kid: sys.issuer.key.kid().to_owned(),
@@ -221,26 +213,10 @@ async fn wrong_kinds_of_credentials_are_refused() {
         ("password", PASSWORD),
         ("scope", "read admin"),
     ];
-    let (status, admin) = json_of(
-        http()
-            .post(format!("{}/v1/token", sys.issuer.url))
-            .form(&form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, admin) = post_form(&format!("{}/v1/token", sys.issuer.url), &form).await;
     assert_eq!(status, 200, "{admin}");
     let token = access(&tokens).to_owned();
-    let (_, me) = json_of(
-        http()
-            .get(&issuer_me)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, me) = get_json(&issuer_me, Some(&token)).await;
     let disable = format!(
         "{}/v1/admin/users/{}/disable",
         sys.issuer.url,

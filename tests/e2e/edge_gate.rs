@@ -1,7 +1,7 @@
 //! The per-request gate: identity headers, stripping, public paths, 401/403 with the right codes.
 
 use gatehouse_shared::SNAPSHOT_TYPE;
-use gatehouse_tests::{http, json_of};
+use gatehouse_tests::{get_json, http, json_of};
 
 use crate::system::{Options, System, access};
 
@@ -39,15 +39,7 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
         (Some("POST"), Some("/api/echo"), Some("?x=1&y=two"))
     );
     assert_eq!(req["body"], "hello origin");
-    let (_, me) = json_of(
-        http()
-            .get(format!("{}/v1/me", sys.issuer.url))
-            .bearer_auth(access(&tokens))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, me) = get_json(&format!("{}/v1/me", sys.issuer.url), Some(access(&tokens))).await;
     let headers = &req["headers"];
     assert_eq!(headers["x-gatehouse-sub"], me["sub"]);
     assert_eq!(headers["x-gatehouse-sid"], me["sid"]);

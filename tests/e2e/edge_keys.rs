@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use gatehouse_shared::{Algorithm, SigningKey};
-use gatehouse_tests::{http, json_of};
+use gatehouse_tests::{get_json, http, json_of};
 
 use crate::system::{Options, PASSWORD, System, access};
 
@@ -115,13 +115,9 @@ async fn a_retired_key_is_refused_once_its_grace_is_over() {
     );
     sys.edge.run_cron().await;
     // A token the retired key signs now, fresh claims and all, is refused everywhere.
-    let (_, me) = json_of(
-        http()
-            .get(format!("{}/v1/me", sys.issuer.url))
-            .bearer_auth(access(&sys.issuer.login("alice", PASSWORD).await))
-            .send()
-            .await
-            .unwrap(),
+    let (_, me) = get_json(
+        &format!("{}/v1/me", sys.issuer.url),
+        Some(access(&sys.issuer.login("alice", PASSWORD).await)),
     )
     .await;
     let mut claims = sys.claims();
@@ -134,15 +130,7 @@ async fn a_retired_key_is_refused_once_its_grace_is_over() {
         (401, Some("unknown_kid")),
         "edge"
     );
-    let (status, json) = json_of(
-        http()
-            .get(format!("{}/v1/me", sys.issuer.url))
-            .bearer_auth(&forged)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, json) = get_json(&format!("{}/v1/me", sys.issuer.url), Some(&forged)).await;
     assert_eq!(
         (status, json["code"].as_str()),
         (401, Some("unknown_kid")),

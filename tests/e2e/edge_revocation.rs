@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use gatehouse_tests::{eventually, http, json_of};
+use gatehouse_tests::{eventually, http, post_form};
 
 use crate::system::{Options, System, access};
 
@@ -81,10 +81,10 @@ async fn refresh_reuse_revokes_the_whole_family_at_the_edge() {
         let url = format!("{}/v1/token", sys.issuer.url);
         async move {
             let form = [
-                ("grant_type", "refresh_token".to_owned()),
-                ("refresh_token", token),
+                ("grant_type", "refresh_token"),
+                ("refresh_token", token.as_str()),
             ];
-            json_of(http().post(url).form(&form).send().await.unwrap()).await
+            post_form(&url, &form).await
         }
     };
     let (status, second) = refresh(first["refresh_token"].as_str().unwrap().to_owned()).await;

@@ -6,22 +6,14 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse_tests::proxy::Proxy;
-use gatehouse_tests::{Issuer, PgSchema, eventually, http, json_of};
+use gatehouse_tests::{Issuer, PgSchema, eventually, http, json_of, post_form};
 use sha2::Digest as _;
 
 use crate::system::{Options, PASSWORD, System, access};
 
 async fn refresh(base: &str, token: &str) -> (u16, serde_json::Value) {
     let form = [("grant_type", "refresh_token"), ("refresh_token", token)];
-    json_of(
-        http()
-            .post(format!("{base}/v1/token"))
-            .form(&form)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    post_form(&format!("{base}/v1/token"), &form).await
 }
 
 async fn me(base: &str, token: &str) -> reqwest::Response {
@@ -284,15 +276,7 @@ async fn two_issuer_processes_race_on_one_database() {
                     ("username", "bob"),
                     ("password", "wrong-password"),
                 ];
-                json_of(
-                    http()
-                        .post(format!("{base}/v1/token"))
-                        .form(&form)
-                        .send()
-                        .await
-                        .unwrap(),
-                )
-                .await
+                post_form(&format!("{base}/v1/token"), &form).await
             })
         })
         .collect();

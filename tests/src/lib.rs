@@ -64,6 +64,20 @@ pub async fn json_of(response: reqwest::Response) -> (u16, Value) {
     )
 }
 
+/// `GET url` (with a bearer token, if any): status and JSON.
+pub async fn get_json(url: &str, bearer: Option<&str>) -> (u16, Value) {
+    let mut request = http().get(url);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    json_of(request.send().await.expect("GET")).await
+}
+
+/// `POST url` with a form body: status and JSON.
+pub async fn post_form(url: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    json_of(http().post(url).form(form).send().await.expect("POST")).await
+}
+
 /// Polls `check` until it returns `Some`, or panics after `timeout`.
 pub async fn eventually<T, F: Future<Output = Option<T>>>(
     what: &str,
