@@ -197,6 +197,13 @@ async fn wrong_kinds_of_credentials_are_refused() {
             assert_eq!(refused(url, token).await, (401, code.to_owned()), "{url}");
         }
     }
+    // A user the issuer does not know (deleted, or never existed) has no valid tokens there.
+    let ghost = sys.mint(&sys.claims());
+    assert_eq!(
+        refused(&issuer_me, &ghost).await,
+        (401, "revoked".to_owned())
+    );
+
     // A disabled user's tokens die everywhere (the edge hears through the push).
     let out = sys.issuer.cli_with_input(
         &["users", "create", "--admin", "root"],
