@@ -205,7 +205,7 @@ async fn wrong_kinds_of_credentials_are_refused() {
     );
 
     // A disabled user's tokens die everywhere (the edge hears through the push).
-    let out = sys.issuer.cli_with_input(
+    let out = sys.issuer.cli(
         &["users", "create", "--admin", "root"],
         &format!("{PASSWORD}\n"),
     );

@@ -289,18 +289,8 @@ impl Issuer {
         self.spawn().await;
     }
 
-    /// Runs the issuer CLI against the same database and settings.
-    pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(target_dir().join("debug/gatehouse-issuer"))
-            .args(args)
-            .current_dir(self.dir.path())
-            .envs(self.env.iter().cloned())
-            .output()
-            .expect("run the issuer CLI")
-    }
-
     /// Runs the issuer CLI with `input` on standard input (`users create` reads the password).
-    pub fn cli_with_input(&self, args: &[&str], input: &str) -> std::process::Output {
+    pub fn cli(&self, args: &[&str], input: &str) -> std::process::Output {
         use std::io::Write as _;
         let mut child = std::process::Command::new(target_dir().join("debug/gatehouse-issuer"))
             .args(args)
@@ -534,10 +524,6 @@ impl Edge {
             .await
             .expect("scheduled");
         assert!(response.status().is_success());
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// RSS in MB of wrangler and its workerd processes (one process group).

@@ -68,7 +68,3 @@ pub fn set_disabled(conn: &mut DbConn, id: &str, disabled: bool) -> Result<bool,
         .execute(conn)?;
     Ok(n == 1)
 }
-
-pub fn count(conn: &mut DbConn) -> Result<i64, ApiError> {
-    Ok(users::table.count().get_result(conn)?)
-}
