@@ -59,8 +59,10 @@ fn me(auth: Result<Authenticated, ApiError>) -> Result<Json<Value>, ApiError> {
 #[derive(Debug, Deserialize)]
 pub struct RevocationRequest {
     token: Option<String>,
-    #[serde(default)]
-    token_type_hint: Option<String>,
+    /// Accepted and ignored (RFC 7009 §2.1 allows it): the token's shape says what it is, and
+    /// trusting a wrong hint would leave the token alive.
+    #[serde(default, rename = "token_type_hint")]
+    _token_type_hint: Option<String>,
 }
 
 /// RFC 7009. Answers 200 whether or not there was anything to revoke, so it cannot be used to
@@ -76,11 +78,10 @@ async fn revoke(
     let token = request
         .token
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;
-    let hint = request.token_type_hint.unwrap_or_default();
     let looks_like_jwt = token.bytes().filter(|&b| b == b'.').count() == 2;
     let may_revoke = |owner: &str| owner == auth.claims.sub || auth.is_admin;
     let (now, horizon) = (ctx.now, ctx.revocation_horizon());
-    let revoked = if looks_like_jwt && hint != "refresh_token" {
+    let revoked = if looks_like_jwt {
         // Only our own valid access tokens; an expired one needs no entry.
         match ctx.keys.current().verifier.verify(&token, now) {
             Ok(claims) if may_revoke(&claims.sub) => {

@@ -23,12 +23,14 @@ async fn revoke_endpoint(backend: Backend) {
     assert_eq!(status, Status::Ok);
     assert_eq!(app.me(a_access).await.0, Status::Ok);
 
-    // The owner revokes an access token: that token dies, the session does not.
+    // The owner revokes an access token (a wrong hint changes nothing): that token dies, the
+    // session does not.
+    let hinted = format!("token={a_access}&token_type_hint=refresh_token");
     let (status, _) = app
         .send(
             "POST",
             "/v1/revoke",
-            Some(&body),
+            Some(&hinted),
             Some(str_of(&a2, "access_token")),
         )
         .await;
