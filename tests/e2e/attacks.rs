@@ -6,7 +6,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse_shared::{Algorithm, SigningKey};
 use std::time::Duration;
 
-use gatehouse_tests::{eventually, get_json, http, json_of, post_form, repo_root, unix_now};
+use gatehouse_tests::{
+    eventually, get_json, get_text, http, json_of, post_form, repo_root, unix_now,
+};
 use hmac::{Hmac, Mac as _};
 use serde_json::{Value, json};
 
@@ -181,14 +183,7 @@ async fn wrong_kinds_of_credentials_are_refused() {
     let tokens = sys.user("alice").await;
     let issuer_me = format!("{}/v1/me", sys.issuer.url);
     let edge_api = format!("{}/api/x", sys.edge.url);
-    let snapshot = http()
-        .get(format!("{}/v1/revocations", sys.issuer.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let snapshot = get_text(&format!("{}/v1/revocations", sys.issuer.url)).await;
     for (token, code) in [
         (tokens["refresh_token"].as_str().unwrap(), "malformed"),
         (snapshot.as_str(), "wrong_type"),

@@ -2,7 +2,7 @@
 //! misconfigured worker that says what is wrong.
 
 use gatehouse_shared::{KeySet, RevocationList};
-use gatehouse_tests::{Edge, free_port, http, json_of, unix_now};
+use gatehouse_tests::{Edge, free_port, get_text, http, json_of, unix_now};
 
 use crate::system::{Options, System, access};
 
@@ -61,14 +61,11 @@ async fn the_sync_endpoint_refuses_forgeries_and_old_snapshots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookies_pinned_keys_and_fail_open() {
     let issuer_probe = System::start(Options::default()).await;
-    let jwks = http()
-        .get(format!("{}/.well-known/jwks.json", issuer_probe.issuer.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let jwks = get_text(&format!(
+        "{}/.well-known/jwks.json",
+        issuer_probe.issuer.url
+    ))
+    .await;
     assert!(!KeySet::from_json(&jwks).unwrap().is_empty());
     // Keys pinned, the issuer unreachable for keys and lists, and the fail-open policy.
     let dead = format!("http://127.0.0.1:{}", free_port());

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use gatehouse_shared::{Algorithm, SigningKey};
-use gatehouse_tests::{get_json, http, json_of};
+use gatehouse_tests::{get_json, get_text, http, json_of};
 
 use crate::system::{Options, PASSWORD, System, access};
 
@@ -18,15 +18,7 @@ async fn rotation_accepts_new_tokens_and_keeps_old_ones_valid() {
     assert_eq!(sys.get("/api/whoami", Some(access(&old))).await.0, 200);
 
     // Production rotation: a new key file, then a restart; the old key is retired but published.
-    let next = SigningKey::generate(Algorithm::EdDsa).unwrap();
-    let file = sys.issuer.dir.path().join("signing.jwk");
-    std::fs::write(
-        &file,
-        serde_json::to_string(&next.to_private_jwk()).unwrap(),
-    )
-    .unwrap();
-    sys.issuer.key = next;
-    sys.issuer.restart().await;
+    let _retired = sys.issuer.rotate_key_file().await;
     let new = sys.issuer.login("alice", PASSWORD).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (status, json) = sys.get("/api/whoami", Some(access(&new))).await;
@@ -88,27 +80,11 @@ async fn a_retired_key_is_refused_once_its_grace_is_over() {
     })
     .await;
     sys.user("alice").await;
-    let retired = SigningKey::from_jwk(&sys.issuer.key.to_private_jwk()).unwrap();
-    let next = SigningKey::generate(Algorithm::EdDsa).unwrap();
-    let file = sys.issuer.dir.path().join("signing.jwk");
-    std::fs::write(
-        &file,
-        serde_json::to_string(&next.to_private_jwk()).unwrap(),
-    )
-    .unwrap();
-    sys.issuer.key = next;
-    sys.issuer.restart().await;
+    let retired = sys.issuer.rotate_key_file().await;
     // Past the retired key's grace (token lifetime + leeway), the issuer stops publishing it
     // (its maintenance tick runs every second here) and the edge's cron refreshes its keys.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let jwks = http()
-        .get(format!("{}/.well-known/jwks.json", sys.issuer.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let jwks = get_text(&format!("{}/.well-known/jwks.json", sys.issuer.url)).await;
     assert!(
         !jwks.contains(retired.kid()),
         "the retired key left the JWKS"

@@ -3,19 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use gatehouse_tests::{eventually, http, post_form};
+use gatehouse_tests::{eventually, post_form};
 
 use crate::system::{Options, System, access};
-
-async fn logout(sys: &System, token: &str) {
-    let response = http()
-        .post(format!("{}/v1/logout", sys.issuer.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_reaches_the_edge_by_push_within_a_second() {
@@ -26,7 +16,7 @@ async fn logout_reaches_the_edge_by_push_within_a_second() {
         let tokens = sys.issuer.login("alice", crate::system::PASSWORD).await;
         let token = access(&tokens).to_owned();
         assert_eq!(sys.get("/api/whoami", Some(&token)).await.0, 200);
-        logout(&sys, &token).await;
+        assert_eq!(sys.issuer.logout(&token).await, 200);
         let revoked_at = Instant::now();
         eventually(
             "the edge to refuse the logged-out token",
@@ -57,7 +47,7 @@ async fn without_push_the_cron_pull_brings_revocations() {
     .await;
     let tokens = sys.user("alice").await;
     let token = access(&tokens);
-    logout(&sys, token).await;
+    assert_eq!(sys.issuer.logout(token).await, 200);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         sys.get("/api/whoami", Some(token)).await.0,
@@ -148,7 +138,7 @@ async fn a_restarted_worker_reloads_the_list_from_kv() {
     let mut sys = System::start(Options::default()).await;
     let tokens = sys.user("alice").await;
     let token = access(&tokens).to_owned();
-    logout(&sys, &token).await;
+    assert_eq!(sys.issuer.logout(&token).await, 200);
     eventually("the push to land", Duration::from_secs(5), || async {
         (sys.get("/api/whoami", Some(&token)).await.0 == 401).then_some(())
     })

@@ -97,13 +97,7 @@ async fn a_database_outage_gives_503s_and_recovers_by_itself() {
         200
     );
     // A logout during the outage is refused, not pretended.
-    let logout = http()
-        .post(format!("{}/v1/logout", issuer.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logout.status(), 503);
+    assert_eq!(issuer.logout(&token).await, 503);
 
     proxy.restore();
     let restored = std::time::Instant::now();
@@ -117,13 +111,7 @@ async fn a_database_outage_gives_503s_and_recovers_by_itself() {
         "issuer recovered {:?} after the database came back",
         restored.elapsed()
     );
-    let logout = http()
-        .post(format!("{}/v1/logout", issuer.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logout.status(), 200);
+    assert_eq!(issuer.logout(&token).await, 200);
     let (status, json) = json_of(me(&issuer.url, &token).await).await;
     assert_eq!((status, json["code"].as_str()), (401, Some("revoked")));
 
@@ -375,13 +363,7 @@ async fn an_issuer_killed_mid_push_is_repaired_by_the_cron_pull() {
     .await;
     let tokens = sys.user("alice").await;
     let token = access(&tokens).to_owned();
-    let logout = http()
-        .post(format!("{}/v1/logout", sys.issuer.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logout.status(), 200);
+    assert_eq!(sys.issuer.logout(&token).await, 200);
     tokio::time::sleep(Duration::from_millis(200)).await;
     sys.issuer.stop(); // killed while its push hangs
     assert_eq!(

@@ -73,6 +73,18 @@ pub async fn get_json(url: &str, bearer: Option<&str>) -> (u16, Value) {
     json_of(request.send().await.expect("GET")).await
 }
 
+/// `GET url` as text (JWKS documents and snapshots are compared or parsed as they are).
+pub async fn get_text(url: &str) -> String {
+    http()
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
+}
+
 /// `POST url` with a form body: status and JSON.
 pub async fn post_form(url: &str, form: &[(&str, &str)]) -> (u16, Value) {
     json_of(http().post(url).form(form).send().await.expect("POST")).await
@@ -287,6 +299,30 @@ impl Issuer {
     pub async fn restart(&mut self) {
         self.stop();
         self.spawn().await;
+    }
+
+    /// Production key rotation: a new key in the key file, then a restart. Returns the key
+    /// that was replaced (now retired, still published for its grace).
+    pub async fn rotate_key_file(&mut self) -> SigningKey {
+        let next = SigningKey::generate(Algorithm::EdDsa).expect("key");
+        let jwk = serde_json::to_string(&next.to_private_jwk()).expect("jwk");
+        std::fs::write(self.dir.path().join("signing.jwk"), jwk).expect("write key");
+        let retired = std::mem::replace(&mut self.key, next);
+        self.restart().await;
+        retired
+    }
+
+    /// `POST /v1/logout` with `token`; the status.
+    pub async fn logout(&self, token: &str) -> u16 {
+        let url = format!("{}/v1/logout", self.url);
+        http()
+            .post(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("logout")
+            .status()
+            .as_u16()
     }
 
     /// Runs the issuer CLI with `input` on standard input (`users create` reads the password).
