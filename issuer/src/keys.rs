@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::db::schema::signing_keys;
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
-use crate::store::{audit, write_tx};
+use crate::store::{audit, is_unique_violation, write_tx};
 
 const ACTIVE: &str = "active";
 const RETIRED: &str = "retired";
@@ -105,34 +105,38 @@ fn records(conn: &mut DbConn) -> Result<Vec<KeyRecord>, ApiError> {
         .load(conn)?)
 }
 
-/// Makes `key` the active key: inserts it if new and retires every other active key.
+/// Makes `key` the active key: records it if new and retires every other active key. Safe when
+/// several issuers activate the same key at once (replicas starting with one new key file).
 fn activate(conn: &mut DbConn, key: &SigningKey, now: i64) -> Result<bool, ApiError> {
+    let public = serde_json::to_string(&key.verifying_jwk().to_jwk())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Outside the transaction, so that losing the insert race to another issuer (a unique
+    // violation) does not abort anything: the row is there either way.
+    let inserted = diesel::insert_into(signing_keys::table)
+        .values((
+            signing_keys::kid.eq(key.kid()),
+            signing_keys::alg.eq(key.algorithm().as_str()),
+            signing_keys::public_jwk.eq(public),
+            signing_keys::status.eq(ACTIVE),
+            signing_keys::created_at.eq(now),
+        ))
+        .execute(conn);
+    let new = match inserted {
+        Ok(_) => true,
+        Err(e) if is_unique_violation(&e) => false,
+        Err(e) => return Err(e.into()),
+    };
     write_tx(conn, |conn| {
-        let known: Option<String> = signing_keys::table
-            .find(key.kid())
-            .select(signing_keys::status)
-            .first(conn)
-            .optional()?;
-        if known.is_none() {
-            let public = serde_json::to_string(&key.verifying_jwk().to_jwk())
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            diesel::insert_into(signing_keys::table)
-                .values((
-                    signing_keys::kid.eq(key.kid()),
-                    signing_keys::alg.eq(key.algorithm().as_str()),
-                    signing_keys::public_jwk.eq(public),
-                    signing_keys::status.eq(ACTIVE),
-                    signing_keys::created_at.eq(now),
-                ))
-                .execute(conn)?;
-        } else if known.as_deref() != Some(ACTIVE) {
-            diesel::update(signing_keys::table.find(key.kid()))
-                .set((
-                    signing_keys::status.eq(ACTIVE),
-                    signing_keys::retired_at.eq(None::<i64>),
-                ))
-                .execute(conn)?;
-        }
+        diesel::update(
+            signing_keys::table
+                .find(key.kid())
+                .filter(signing_keys::status.ne(ACTIVE)),
+        )
+        .set((
+            signing_keys::status.eq(ACTIVE),
+            signing_keys::retired_at.eq(None::<i64>),
+        ))
+        .execute(conn)?;
         let retired = diesel::update(
             signing_keys::table
                 .filter(signing_keys::status.eq(ACTIVE))
@@ -143,11 +147,11 @@ fn activate(conn: &mut DbConn, key: &SigningKey, now: i64) -> Result<bool, ApiEr
             signing_keys::retired_at.eq(now),
         ))
         .execute(conn)?;
-        if known.is_none() || retired > 0 {
+        if new || retired > 0 {
             let detail = serde_json::json!({"kid": key.kid(), "retired": retired});
             audit::record(conn, now, "key_activated", None, &detail)?;
         }
-        Ok(known.is_none())
+        Ok(new)
     })
 }
 

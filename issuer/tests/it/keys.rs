@@ -108,6 +108,32 @@ async fn production_key_file(backend: Backend) {
     assert_eq!(kids, want);
 }
 
+async fn replicas_starting_with_one_new_key_file_agree(backend: Backend) {
+    let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signing.jwk");
+    std::fs::write(&path, serde_json::to_string(&key.to_private_jwk()).unwrap()).unwrap();
+    let app = TestApp::start_with(backend, |c| c.signing_key_file = Some(path.clone())).await;
+    // A new key file, and several issuers igniting on it at once: every one starts, and the
+    // database ends with exactly that key active.
+    let next = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    std::fs::write(
+        &path,
+        serde_json::to_string(&next.to_private_jwk()).unwrap(),
+    )
+    .unwrap();
+    let replicas = rocket::futures::future::join_all((0..4).map(|_| app.replica())).await;
+    assert_eq!(replicas.len(), 4);
+    let listed = app.store().run_sync(keys::list).unwrap();
+    let active: Vec<_> = listed
+        .iter()
+        .filter(|k| k.status == "active")
+        .map(|k| k.kid.as_str())
+        .collect();
+    assert_eq!(active, [next.kid()]);
+    assert_eq!(listed.len(), 2);
+}
+
 async fn login_rehashes_outdated_parameters(backend: Backend) {
     let app = TestApp::start(backend).await;
     app.register("alice").await;
@@ -142,5 +168,6 @@ async fn login_rehashes_outdated_parameters(backend: Backend) {
 crate::on_both_backends!(
     rotation_keeps_old_tokens_valid_until_they_expire,
     production_key_file,
+    replicas_starting_with_one_new_key_file_agree,
     login_rehashes_outdated_parameters,
 );
