@@ -1,5 +1,5 @@
 # The two commands of the README: `make dev` runs the system locally, `make test` runs every test.
-.PHONY: dev test setup fmt bench-issuer fuzz soak
+.PHONY: dev test setup fmt bench bench-smoke bench-issuer fuzz soak
 
 dev:
 	scripts/dev.sh
@@ -14,6 +14,14 @@ setup:
 
 fmt:
 	cargo fmt --all
+
+# The benchmark suite against jose, jsonwebtoken and raw argon2 (not part of `make test`, which
+# runs its smoke mode): writes docs/benchmarks.md and docs/benchmarks.svg. About 10 minutes.
+bench:
+	scripts/bench.sh
+
+bench-smoke:
+	scripts/bench.sh --smoke
 
 # Quick issuer load run on PostgreSQL (not part of `make test`): `make bench-issuer`.
 bench-issuer:

@@ -48,7 +48,13 @@ if [ ! -x /usr/bin/chromium ]; then
   apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }
 fi
 
-# 5. PostgreSQL for the issuer's tests: start it if it is not accepting connections.
+# 5. wrk, the load generator of the benchmark suite (its smoke mode runs in `make test`).
+if ! command -v wrk >/dev/null; then
+  log "installing wrk (Debian package)"
+  apt-get install -y wrk >/dev/null || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+fi
+
+# 6. PostgreSQL for the issuer's tests: start it if it is not accepting connections.
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   log "starting PostgreSQL"
   pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start

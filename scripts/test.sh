@@ -31,4 +31,7 @@ CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 node_modules/.bin/tsc -p tests/js/types/tsconfig.json
 node --test tests/js/*.test.mjs
 
+step "benchmark suite, smoke mode (every row runs, seconds each; the full run is make bench)"
+scripts/bench.sh --smoke
+
 step "all checks passed"

@@ -10,20 +10,24 @@ use crate::{keys, reply, state, sync};
 
 const IDENTITY_PREFIX: &str = "x-gatehouse-";
 
+fn misconfigured() -> Response {
+    reply::unavailable(
+        "misconfigured",
+        "the edge is misconfigured; see /_gatehouse/health",
+    )
+}
+
 pub async fn handle(req: Request, env: &Env) -> Response {
     let config = state::config(env);
     if !config.is_usable() {
-        return reply::unavailable(
-            "misconfigured",
-            "the edge is misconfigured; see /_gatehouse/health",
-        );
+        return misconfigured();
     }
     let path = req.path();
     if config.is_public(&path) {
         return forward(&req, &config, None, None).await;
     }
     let started = state::now_ms();
-    let claims = match authorize(&req, env, &config, &path).await {
+    let claims = match authorize(&req, env, &config, Some(&path)).await {
         Ok(claims) => claims,
         Err(response) => return response,
     };
@@ -34,11 +38,29 @@ pub async fn handle(req: Request, env: &Env) -> Response {
     forward(&req, &config, Some(&claims), Some(timing)).await
 }
 
+/// `/_gatehouse/check`: the gate's verdict without the origin. The same verification and
+/// revocation check, answered by the worker itself: forward-auth for other proxies, and the
+/// benchmark's verify-only probe. No route scope applies; the caller reads `scope` itself.
+pub async fn check(req: &Request, env: &Env) -> Response {
+    let config = state::config(env);
+    if !config.is_usable() {
+        return misconfigured();
+    }
+    match authorize(req, env, &config, None).await {
+        Ok(claims) => reply::json(
+            200,
+            &serde_json::json!({"sub": claims.sub, "scope": claims.scope, "sid": claims.sid, "exp": claims.exp}),
+        ),
+        Err(response) => response,
+    }
+}
+
+/// Verifies the request's token, checks revocation, and, for a `path`, that route's scope.
 async fn authorize(
     req: &Request,
     env: &Env,
     config: &Config,
-    path: &str,
+    path: Option<&str>,
 ) -> Result<AccessClaims, Response> {
     let realm = &config.realm;
     let list = sync::current(env, config).await;
@@ -82,7 +104,7 @@ async fn authorize(
     {
         return Err(reply::unauthorized(realm, ErrorCode::Revoked));
     }
-    if let Some(scope) = config.required_scope(path)
+    if let Some(scope) = path.and_then(|p| config.required_scope(p))
         && !claims.has_scope(scope)
     {
         return Err(reply::insufficient_scope(realm, scope));

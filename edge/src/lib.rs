@@ -24,6 +24,7 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     let response = Router::new()
         .get_async("/_gatehouse/health", health)
         .post_async("/_gatehouse/sync", push)
+        .get_async("/_gatehouse/check", check_route)
         .or_else_any_method_async("/", gate_route)
         .or_else_any_method_async("/*path", gate_route)
         .run(req, env)
@@ -31,6 +32,10 @@ pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     Ok(response.unwrap_or_else(|_| {
         reply::unavailable("edge_error", "the edge could not handle the request")
     }))
+}
+
+async fn check_route(req: Request, ctx: RouteContext<()>) -> Result<Response> {
+    Ok(gate::check(&req, &ctx.env).await)
 }
 
 async fn gate_route(req: Request, ctx: RouteContext<()>) -> Result<Response> {

@@ -53,6 +53,9 @@ test('tokens from the real issuer verify, and its snapshot revokes them', async 
   assert.ok(list.seq >= 1);
   assert.equal(list.size, 1);
   assert.equal(list.check(claims), 'session');
+  assert.equal(codeOf(() => verifier.verifyNotRevoked(tokens.access_token, list)), 'revoked');
+  const other = await issuer.user('alice-2');
+  assert.equal(verifier.verifyNotRevoked(other.access_token, list).sid, verifier.verify(other.access_token).sid);
   assert.equal(codeOf(() => RevocationList.fromSnapshot(tokens.access_token, jwks, issuer.url)), 'wrong_type');
 });
 

@@ -240,7 +240,11 @@ impl Issuer {
     }
 
     async fn spawn(&mut self) {
-        let bin = target_dir().join("debug/gatehouse-issuer");
+        // The benchmark suite points this at a release build.
+        let bin = std::env::var_os("GATEHOUSE_ISSUER_BIN").map_or_else(
+            || target_dir().join("debug/gatehouse-issuer"),
+            PathBuf::from,
+        );
         assert!(
             bin.is_file(),
             "{} is missing: run `cargo build -p gatehouse-issuer` (make test does)",
@@ -267,6 +271,25 @@ impl Issuer {
 
     pub fn stop(&mut self) {
         self.proc = None;
+    }
+
+    /// The issuer process's resident memory now and at its peak, in MB.
+    pub fn rss_mb(&self) -> (f64, f64) {
+        let status = self
+            .proc
+            .as_ref()
+            .and_then(Proc::pid)
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+            .unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .map_or(0.0, |kb| kb / 1024.0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// A second issuer process on the same database with the same signing key, as another

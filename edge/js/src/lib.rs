@@ -101,6 +101,28 @@ impl Verifier {
         to_js(&claims)
     }
 
+    /// [`verify`](Self::verify), then the revocation check against `revocations`, in one call
+    /// without a round trip of the claims through JavaScript. A revoked token throws `revoked`.
+    #[wasm_bindgen(js_name = verifyNotRevoked)]
+    pub fn verify_not_revoked(
+        &self,
+        token: &str,
+        revocations: &RevocationList,
+        now: Option<f64>,
+    ) -> Result<JsValue, JsValue> {
+        let claims = self
+            .inner
+            .verify(token, now_secs(now))
+            .map_err(|e| error_from(e.code(), &e))?;
+        if let Some(reason) = revocations.inner.check(&claims) {
+            return Err(error(
+                ErrorCode::Revoked,
+                &format!("the token was revoked ({reason})"),
+            ));
+        }
+        to_js(&claims)
+    }
+
     /// The `kid`s this verifier knows.
     #[wasm_bindgen(getter)]
     pub fn kids(&self) -> Vec<String> {

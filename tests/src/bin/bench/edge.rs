@@ -1,0 +1,267 @@
+//! The edge in workerd under `wrangler dev`: our worker against the jose worker (rows 1a, 1b),
+//! artifact sizes (row 4) and revocation propagation over the push path (row 5).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use gatehouse_tests::{Edge, Issuer, Origin, free_port, http, repo_root};
+
+use crate::Settings;
+use crate::fixture::{AUDIENCE, Fixture, ISSUER};
+use crate::stats::{Goal, Row, Sample};
+use crate::wrk::Load;
+
+async fn post(url: &str, body: String) -> u16 {
+    http()
+        .post(url)
+        .body(body)
+        .send()
+        .await
+        .expect("post")
+        .status()
+        .as_u16()
+}
+
+async fn status(url: &str, token: &str) -> u16 {
+    http()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("get")
+        .status()
+        .as_u16()
+}
+
+/// Rows 1a and 1b: the same requests through our worker and through the jose worker, each in
+/// its own `wrangler dev` (one workerd each), alternating so drift hits both alike.
+pub async fn gatekeeping(s: &Settings, fix: &Fixture) -> Vec<Row> {
+    let origin = Origin::start().await;
+    let revocations = fix.revocations(s.edge_list_entries, 1);
+    let vars = [
+        ("ORIGIN_URL", origin.url.as_str()),
+        ("ISSUER_URL", "http://127.0.0.1:9"),
+        ("EXPECTED_ISSUER", ISSUER),
+        ("EXPECTED_AUDIENCE", AUDIENCE),
+        ("JWKS", fix.jwks.as_str()),
+        ("PUBLIC_PATHS", "/public/*"),
+        ("KV_REFRESH_SECS", "5"),
+    ];
+    let ours = Edge::start(free_port(), &vars).await;
+    let jose_main = repo_root().join("bench/edge/jose-worker.mjs");
+    let jose = Edge::start_script(free_port(), &jose_main, &vars).await;
+    assert_eq!(
+        post(
+            &format!("{}/_gatehouse/sync", ours.url),
+            revocations.snapshot.clone()
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        post(
+            &format!("{}/_bench/revocations", jose.url),
+            revocations.jose_json.to_string()
+        )
+        .await,
+        200
+    );
+    // Both do the job before either is timed: the valid token passes, the revoked one does not.
+    for edge in [&ours, &jose] {
+        for path in ["/_gatehouse/check", "/api/bench"] {
+            let url = format!("{}{path}", edge.url);
+            assert_eq!(status(&url, &fix.token).await, 200, "{url}");
+            assert_eq!(status(&url, &fix.revoked_token).await, 401, "{url}");
+        }
+    }
+    let auth = format!("Authorization: Bearer {}", fix.token);
+    let mut samples: [[Sample; 2]; 4] = Default::default(); // [check rps, check p99, fwd rps, fwd p99] x [ours, jose]
+    for _ in 0..s.repeats {
+        for (side, edge) in [&ours, &jose].into_iter().enumerate() {
+            for (i, path) in ["/_gatehouse/check", "/api/bench"].into_iter().enumerate() {
+                let url = format!("{}{path}", edge.url);
+                let run = Load::new(&url, s.load_secs, 1, s.edge_connections)
+                    .header(auth.clone())
+                    .run();
+                assert!(
+                    run.requests > 0 && run.non_2xx == 0 && run.socket_errors == 0,
+                    "{url}: {run:?}"
+                );
+                samples[i * 2][side].push(run.rps);
+                samples[i * 2 + 1][side].push(run.p99_ms);
+            }
+        }
+    }
+    let [
+        [check_rps, jose_check_rps],
+        [check_p99, jose_check_p99],
+        [fwd_rps, jose_fwd_rps],
+        [fwd_p99, jose_fwd_p99],
+    ] = samples;
+    let list_note = format!(
+        "`wrk -t1 -c{}`, {} s per run, same token; a {}-entry revocation list in both",
+        s.edge_connections, s.load_secs, s.edge_list_entries
+    );
+    vec![
+        Row::new(
+            "1a",
+            "edge verify-only probe (`/_gatehouse/check`)",
+            " req/s",
+            check_rps,
+        )
+        .against("jose worker", jose_check_rps)
+        .goal(Goal::RatioAtLeast(1.5))
+        .note(list_note.clone()),
+        Row::new("1a", "edge verify-only probe, p99", " ms", check_p99)
+            .against("jose worker", jose_check_p99)
+            .goal(Goal::RatioAtMost(1.0)),
+        Row::new(
+            "1b",
+            "edge verified + forwarded to the origin",
+            " req/s",
+            fwd_rps,
+        )
+        .against("jose worker", jose_fwd_rps)
+        .goal(Goal::RatioAtLeast(1.0))
+        .note("both bounded by workerd's outbound fetch to the Node origin"),
+        Row::new("1b", "edge verified + forwarded, p99", " ms", fwd_p99)
+            .against("jose worker", jose_fwd_p99)
+            .goal(Goal::RatioAtMost(1.0)),
+    ]
+}
+
+fn gzipped_kib(path: &Path) -> f64 {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -9 -c '{}' | wc -c", path.display()))
+        .output()
+        .expect("gzip");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<f64>()
+        .expect("byte count")
+        / 1024.0
+}
+
+fn find_wasm(dir: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} ({e}): run scripts/build-edge.sh and scripts/build-js.sh",
+                dir.display()
+            )
+        })
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .unwrap_or_else(|| panic!("no .wasm in {}", dir.display()))
+}
+
+/// Row 4: the built artifacts' `.wasm`, gzip -9.
+pub fn sizes() -> Vec<Row> {
+    let root = repo_root();
+    let worker = find_wasm(&root.join("edge/build"));
+    let package = find_wasm(&root.join("edge/js/pkg"));
+    vec![
+        Row::new(
+            "4",
+            "worker `.wasm`, gzipped",
+            " KiB",
+            Sample::one(gzipped_kib(&worker)),
+        )
+        .goal(Goal::AtMost(250.0))
+        .note(format!(
+            "raw {:.0} KiB",
+            std::fs::metadata(&worker).map_or(0, |m| m.len()) as f64 / 1024.0
+        )),
+        Row::new(
+            "4",
+            "`@gatehouse/verify` `.wasm`, gzipped",
+            " KiB",
+            Sample::one(gzipped_kib(&package)),
+        )
+        .goal(Goal::AtMost(150.0))
+        .note(format!(
+            "raw {:.0} KiB",
+            std::fs::metadata(&package).map_or(0, |m| m.len()) as f64 / 1024.0
+        )),
+    ]
+}
+
+/// Row 5: issuer's 200 for a logout → the edge's first 401 for that token, over the push path.
+pub async fn propagation(s: &Settings) -> Vec<Row> {
+    let origin = Origin::start().await;
+    let edge_port = free_port();
+    let sync = format!("http://127.0.0.1:{edge_port}/_gatehouse/sync");
+    let issuer = Issuer::start(&[
+        ("GATEHOUSE_EDGE_SYNC_URLS", &sync),
+        ("GATEHOUSE_LOG", "warn"),
+    ])
+    .await;
+    let edge = Edge::start(
+        edge_port,
+        &[
+            ("ORIGIN_URL", &origin.url),
+            ("ISSUER_URL", &issuer.url),
+            ("EXPECTED_ISSUER", &issuer.url),
+            ("EXPECTED_AUDIENCE", "gatehouse-e2e"),
+        ],
+    )
+    .await;
+    edge.run_cron().await;
+    issuer.register("bench", "plover-quartz-7").await;
+    let check = format!("{}/_gatehouse/check", edge.url);
+    let client = http();
+    let mut delays = Sample::default();
+    for _ in 0..s.propagation_trials {
+        let tokens = issuer.login("bench", "plover-quartz-7").await;
+        let token = tokens["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_owned();
+        let start = Instant::now();
+        while status(&check, &token).await != 200 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the edge never accepted a fresh token"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(issuer.logout(&token).await, 200);
+        let revoked_at = Instant::now();
+        loop {
+            let code = client
+                .get(&check)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("edge")
+                .status();
+            if code == 401 {
+                break;
+            }
+            assert!(
+                revoked_at.elapsed() < Duration::from_secs(30),
+                "the logout never reached the edge"
+            );
+        }
+        delays.push(revoked_at.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mut sorted = delays.0.clone();
+    sorted.sort_by(f64::total_cmp);
+    let p99 = sorted[((sorted.len() as f64 * 0.99).ceil() as usize).saturating_sub(1)];
+    let max = sorted[sorted.len() - 1];
+    vec![
+        Row::new(
+            "5",
+            format!("revocation propagation p99, {} trials", sorted.len()),
+            " ms",
+            Sample::one(p99),
+        )
+        .goal(Goal::AtMost(1000.0))
+        .note(format!(
+            "median {:.0} ms, max {max:.0} ms; includes the issuer's 25 ms push coalescing",
+            delays.median()
+        )),
+    ]
+}

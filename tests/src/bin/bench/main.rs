@@ -1,0 +1,136 @@
+//! The benchmark suite: Gatehouse against what a user would pick instead, side by side in one
+//! run on one machine, written up as a report (markdown + SVG chart).
+//!
+//! `make bench` (full, writes docs/benchmarks.md) or `make bench-smoke` (seconds, tiny N, part of
+//! `make test`, so the suite cannot rot). Needs the built worker and JS package and, for the
+//! full run, a release build of the issuer (the make targets build them).
+#![allow(
+    clippy::indexing_slicing,
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
+
+mod edge;
+mod fixture;
+mod issuer;
+mod micro;
+mod report;
+mod stats;
+mod wrk;
+
+use std::path::PathBuf;
+
+use fixture::Fixture;
+use stats::{Goal, Row, Sample};
+
+pub struct Settings {
+    smoke: bool,
+    repeats: usize,
+    load_secs: f64,
+    micro_secs: f64,
+    edge_connections: u32,
+    edge_list_entries: usize,
+    big_list_entries: usize,
+    propagation_trials: usize,
+    out: PathBuf,
+}
+
+impl Settings {
+    fn from_args() -> Self {
+        let smoke = std::env::args().any(|a| a == "--smoke");
+        let root = gatehouse_tests::repo_root();
+        if smoke {
+            Self {
+                smoke,
+                repeats: 1,
+                load_secs: 1.0,
+                micro_secs: 0.2,
+                edge_connections: 8,
+                edge_list_entries: 100,
+                big_list_entries: 100_000,
+                propagation_trials: 3,
+                out: root.join("target/bench-smoke"),
+            }
+        } else {
+            Self {
+                smoke,
+                repeats: 3,
+                load_secs: 10.0,
+                micro_secs: 2.0,
+                edge_connections: 16,
+                edge_list_entries: 10_000,
+                big_list_entries: 100_000,
+                propagation_trials: 100,
+                out: root.join("docs"),
+            }
+        }
+    }
+}
+
+/// Rows 2, 3, 6 and 10: in-process figures, native and wasm.
+fn micro_rows(s: &Settings, fix: &Fixture) -> Vec<Row> {
+    let small = fix.revocations(s.edge_list_entries, 1);
+    let big = fix.revocations(s.big_list_entries, 2);
+    let (mut ours, mut jwt, mut native_checked_us) =
+        (Sample::default(), Sample::default(), Sample::default());
+    for _ in 0..s.repeats {
+        ours.push(micro::gatehouse_verify(fix, &small.list, s.micro_secs));
+        jwt.push(micro::jsonwebtoken_verify(fix, s.micro_secs));
+        native_checked_us.push(1e6 / micro::gatehouse_verify(fix, &big.list, s.micro_secs));
+    }
+    let node = micro::node(fix, &small.snapshot, &big.snapshot, s.repeats, s.micro_secs);
+    let list = micro::list_figures(fix, &big.snapshot, s.repeats.max(5), s.micro_secs);
+    let entries = s.big_list_entries;
+    vec![
+        Row::new("2", "CPU per verified request in the wasm (verify + revocation lookup)", " µs", Sample(node.wasm_checked_us))
+            .against("native gatehouse-shared", native_checked_us)
+            .goal(Goal::RatioAtMost(1.5))
+            .note("the built `@gatehouse/verify` wasm under Node (the same core and size profile as the worker)"),
+        Row::new("3", "JS package: EdDSA verifications/s, one Node process", " /s", Sample(node.wasm_verify_per_sec))
+            .against("jose jwtVerify, imported key", Sample(node.jose_verify_per_sec))
+            .goal(Goal::RatioAtLeast(1.5)),
+        Row::new("6", format!("revocation snapshot, {entries} live entries"), " KiB", Sample::one(list.snapshot_bytes / 1024.0))
+            .goal(Goal::AtMost(2048.0)),
+        Row::new("6", "edge refresh CPU: verify + load the snapshot (wasm, Node)", " ms", Sample(node.wasm_refresh_ms))
+            .goal(Goal::AtMost(5.0)),
+        Row::new("6", "refresh natively", " ms", Sample(list.refresh_ms)).goal(Goal::AtMost(5.0)),
+        Row::new("6", "lookup of a live token (3 ids hashed + 3 binary searches), native", " ns", Sample::one(list.lookup_ns))
+            .goal(Goal::AtMost(1000.0)),
+        Row::new("10", "native verify/s, one core", " /s", ours)
+            .against("jsonwebtoken 10 (rust_crypto)", jwt)
+            .goal(Goal::RatioAtLeast(1.0)),
+    ]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let s = Settings::from_args();
+    let fix = Fixture::new();
+    let mut rows = micro_rows(&s, &fix);
+    rows.extend(edge::sizes());
+    rows.extend(edge::gatekeeping(&s, &fix).await);
+    rows.extend(edge::propagation(&s).await);
+    rows.extend(issuer::rows(&s, &fix).await);
+    let order = ["1a", "1b", "2", "3", "4", "5", "6", "7", "8", "9", "10"];
+    rows.sort_by_key(|r| order.iter().position(|id| *id == r.id));
+    report::write(&s, &rows);
+    let unmeasured: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r.is_measured())
+        .map(|r| r.id)
+        .collect();
+    assert!(
+        unmeasured.is_empty(),
+        "rows without a valid figure: {unmeasured:?}"
+    );
+    for id in order {
+        assert!(
+            rows.iter().any(|r| r.id == id),
+            "row {id} is missing from the report"
+        );
+    }
+}

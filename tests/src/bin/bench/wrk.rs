@@ -1,0 +1,131 @@
+//! `wrk` on loopback, parsed. It shares the machine's cores with the servers it loads.
+
+use std::path::Path;
+use std::process::Command;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WrkRun {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub requests: u64,
+    pub non_2xx: u64,
+    pub socket_errors: u64,
+}
+
+pub struct Load<'a> {
+    pub url: &'a str,
+    pub secs: f64,
+    pub threads: u32,
+    pub connections: u32,
+    pub headers: Vec<String>,
+    pub script: Option<&'a Path>,
+    pub env: Vec<(String, String)>,
+}
+
+impl<'a> Load<'a> {
+    pub fn new(url: &'a str, secs: f64, threads: u32, connections: u32) -> Self {
+        Self {
+            url,
+            secs,
+            threads,
+            connections,
+            headers: Vec::new(),
+            script: None,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, header: String) -> Self {
+        self.headers.push(header);
+        self
+    }
+
+    pub fn script(mut self, script: &'a Path, env: Vec<(String, String)>) -> Self {
+        self.script = Some(script);
+        self.env = env;
+        self
+    }
+
+    pub fn run(&self) -> WrkRun {
+        let mut cmd = Command::new("wrk");
+        cmd.arg("--latency")
+            .arg(format!("-d{}s", self.secs.max(1.0).round()))
+            .arg(format!("-t{}", self.threads))
+            .arg(format!("-c{}", self.connections))
+            .arg("--timeout")
+            .arg("10s");
+        for h in &self.headers {
+            cmd.arg("-H").arg(h);
+        }
+        if let Some(script) = self.script {
+            cmd.arg("-s").arg(script);
+        }
+        cmd.arg(self.url).envs(self.env.iter().cloned());
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run wrk ({e}): scripts/setup.sh installs it"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "wrk failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        parse(&text)
+    }
+}
+
+fn millis(value: &str) -> f64 {
+    let split = value
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let n: f64 = number.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn parse(text: &str) -> WrkRun {
+    let mut run = WrkRun {
+        rps: f64::NAN,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        ..WrkRun::default()
+    };
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", v] => run.rps = v.parse().unwrap_or(f64::NAN),
+            ["50%", v] => run.p50_ms = millis(v),
+            ["99%", v] => run.p99_ms = millis(v),
+            [n, "requests", "in", ..] => run.requests = n.parse().unwrap_or(0),
+            ["Non-2xx", "or", "3xx", "responses:", n] => run.non_2xx = n.parse().unwrap_or(0),
+            ["Socket", "errors:", rest @ ..] => {
+                run.socket_errors = rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum();
+            }
+            _ => {}
+        }
+    }
+    run
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_wrk_output() {
+        let out = "Running 1s test @ http://127.0.0.1:1/\n  Latency Distribution\n     50%  512.00us\n     75%    1.00ms\n     90%    2.00ms\n     99%    1.20s\n  1500 requests in 1.00s, 1.00MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 3\nRequests/sec:   1499.50\n";
+        let run = super::parse(out);
+        assert!((run.rps - 1499.5).abs() < 1e-9);
+        assert!((run.p50_ms - 0.512).abs() < 1e-9);
+        assert!((run.p99_ms - 1200.0).abs() < 1e-9);
+        assert_eq!((run.requests, run.non_2xx, run.socket_errors), (1500, 3, 3));
+    }
+}
