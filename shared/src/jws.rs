@@ -107,10 +107,7 @@ impl<'a> UntrustedToken<'a> {
         if !key.algorithm().matches_header(&self.header.alg) {
             return Err(ValidationError::AlgMismatch);
         }
-        if !key
-            .key()
-            .verify(self.signing_input.as_bytes(), &self.signature)
-        {
+        if !key.verify(self.signing_input.as_bytes(), &self.signature) {
             return Err(ValidationError::BadSignature);
         }
         Ok(self.payload)

@@ -9,6 +9,7 @@
 
 mod b64;
 pub mod claims;
+mod ed25519;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -32,4 +33,4 @@ pub use revocation::{
 };
 #[cfg(feature = "sign")]
 pub use sign::{SigningKey, sign_access_token};
-pub use verifier::{Verifier, VerifierOptions};
+pub use verifier::{VerifiedCache, Verifier, VerifierOptions};

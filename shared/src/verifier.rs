@@ -1,5 +1,7 @@
 //! The access-token verifier: the only way an untrusted token becomes [`AccessClaims`].
 
+use std::collections::HashMap;
+
 use crate::claims::{ACCESS_TOKEN_TYPE, AccessClaims};
 use crate::error::{ValidationError, VerifyError};
 use crate::jwk::KeySet;
@@ -84,6 +86,30 @@ impl Verifier {
         Ok(claims)
     }
 
+    /// [`Self::verify`], remembering success in `cache`: a token seen before costs a hash
+    /// lookup instead of an Ed25519 verification, while its time claims are checked against
+    /// `now` on every call. The cache must be cleared whenever this verifier's keys change.
+    pub fn verify_cached(
+        &self,
+        cache: &mut VerifiedCache,
+        token: &str,
+        now: i64,
+    ) -> Result<AccessClaims, VerifyError> {
+        if let Some(claims) = cache.entries.get(token) {
+            self.validate_claims(claims, now)?;
+            return Ok(claims.clone());
+        }
+        let claims = self.verify(token, now)?;
+        if cache.capacity > 0 {
+            if cache.entries.len() >= cache.capacity {
+                // Tokens are short-lived: starting over beats LRU bookkeeping.
+                cache.entries.clear();
+            }
+            cache.entries.insert(token.to_owned(), claims.clone());
+        }
+        Ok(claims)
+    }
+
     /// [`Self::verify`], then the revocation list.
     pub fn verify_not_revoked(
         &self,
@@ -115,5 +141,38 @@ impl Verifier {
             return Err(ValidationError::NotYetValid);
         }
         Ok(())
+    }
+}
+
+/// Tokens that passed [`Verifier::verify`], by their exact text (as Envoy's `jwt_authn` caches
+/// them): clients send one token many times. Only successes are kept, so only holders of valid
+/// tokens can fill it; a full cache starts over.
+#[derive(Debug, Clone, Default)]
+pub struct VerifiedCache {
+    entries: HashMap<String, AccessClaims>,
+    capacity: usize,
+}
+
+impl VerifiedCache {
+    /// At most `capacity` tokens; 0 keeps nothing.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            capacity,
+        }
+    }
+
+    /// Forget everything: required when the key set changes, so a removed key stops admitting
+    /// its tokens at once.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }

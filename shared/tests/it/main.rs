@@ -6,6 +6,7 @@
     clippy::indexing_slicing
 )]
 
+mod cache;
 mod fixture;
 mod fuzz_regressions;
 mod rfc8037;
