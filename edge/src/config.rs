@@ -27,6 +27,8 @@ pub struct Config {
     pub token_cookie: Option<String>,
     pub realm: String,
     pub kv_refresh_ms: f64,
+    /// Verified tokens remembered per isolate (0: verify every request's signature).
+    pub verified_cache_size: usize,
     pub max_list_age_secs: i64,
     pub stale_policy: StalePolicy,
     pub jwks_refetch_cooldown_ms: f64,
@@ -131,6 +133,13 @@ impl Config {
             token_cookie: var(env, "TOKEN_COOKIE"),
             realm: var(env, "REALM").unwrap_or_else(|| "gatehouse".into()),
             kv_refresh_ms: f64::from(number(env, "KV_REFRESH_SECS", 5, &mut problems)) * 1000.0,
+            verified_cache_size: usize::try_from(number(
+                env,
+                "VERIFIED_CACHE_SIZE",
+                1000,
+                &mut problems,
+            ))
+            .unwrap_or(1000),
             max_list_age_secs: i64::from(number(env, "MAX_LIST_AGE_SECS", 300, &mut problems)),
             stale_policy,
             jwks_refetch_cooldown_ms: f64::from(number(

@@ -91,12 +91,12 @@ async fn authorize(
             "the issuer's keys could not be loaded",
         ));
     };
-    let mut result = verifier.verify(&token, now);
+    let mut result = state::verify(&verifier, config, &token, now);
     if matches!(&result, Err(e) if e.code() == ErrorCode::UnknownKid)
         && let Some(fresh) = keys::refetch(env, config).await
     {
         verifier = fresh;
-        result = verifier.verify(&token, now);
+        result = state::verify(&verifier, config, &token, now);
     }
     let claims = result.map_err(|e| reply::unauthorized(realm, e.code()))?;
     if let Some(list) = list.as_ref().filter(|_| list_ok)
@@ -136,17 +136,11 @@ async fn forward(
     claims: Option<&AccessClaims>,
     timing: Option<String>,
 ) -> Response {
-    let Ok(url) = req.url() else {
-        return reply::json(
-            400,
-            &serde_json::json!({"error": "invalid_request", "code": "malformed"}),
-        );
-    };
-    let mut target = format!("{}{}", config.origin_url, url.path());
-    if let Some(query) = url.query() {
-        target.push('?');
-        target.push_str(query);
-    }
+    let target = format!(
+        "{}{}",
+        config.origin_url,
+        path_and_query(&req.inner().url())
+    );
     let headers = Headers::new();
     for (name, value) in req.headers().entries() {
         let lower = name.to_ascii_lowercase();
@@ -179,6 +173,15 @@ async fn forward(
     }
 }
 
+/// `/path?query` of the absolute URL the runtime hands over (already normalised by it), without
+/// a fragment. Plain string work: the url crate's parser would cost ~40 KB of worker size.
+fn path_and_query(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = url.get(after_scheme..).unwrap_or_default();
+    let from_path = rest.find('/').map_or("/", |i| rest.get(i..).unwrap_or("/"));
+    from_path.split('#').next().unwrap_or("/")
+}
+
 fn with_timing(response: Response, timing: Option<String>) -> Response {
     let Some(timing) = timing else {
         return response;
@@ -190,4 +193,28 @@ fn with_timing(response: Response, timing: Option<String>) -> Response {
     }
     let _ = headers.append("Server-Timing", &timing);
     response.with_headers(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_and_query;
+
+    #[test]
+    fn path_and_query_keeps_the_query_and_drops_the_fragment() {
+        for (url, expected) in [
+            ("https://edge.example/", "/"),
+            ("https://edge.example", "/"),
+            (
+                "http://127.0.0.1:8787/api/echo?x=1&y=two",
+                "/api/echo?x=1&y=two",
+            ),
+            (
+                "https://edge.example/a/b?next=https://x/y#frag",
+                "/a/b?next=https://x/y",
+            ),
+            ("https://edge.example/p#/not?query", "/p"),
+        ] {
+            assert_eq!(path_and_query(url), expected, "{url}");
+        }
+    }
 }

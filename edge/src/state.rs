@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use gatehouse_shared::{RevocationList, Verifier};
+use gatehouse_shared::{AccessClaims, RevocationList, VerifiedCache, Verifier, VerifyError};
 use worker::Env;
 
 use crate::config::Config;
@@ -14,6 +14,8 @@ use crate::config::Config;
 struct Isolate {
     config: Option<Rc<Config>>,
     verifier: Option<Rc<Verifier>>,
+    /// Tokens the current verifier accepted; emptied whenever the verifier is replaced.
+    verified: Option<VerifiedCache>,
     last_key_fetch_ms: Option<f64>,
     list: Option<Rc<RevocationList>>,
     list_checked_ms: Option<f64>,
@@ -48,8 +50,36 @@ pub fn verifier() -> Option<Rc<Verifier>> {
 
 pub fn set_verifier(verifier: Verifier) -> Rc<Verifier> {
     let verifier = Rc::new(verifier);
-    ISOLATE.with_borrow_mut(|s| s.verifier = Some(Rc::clone(&verifier)));
+    ISOLATE.with_borrow_mut(|s| {
+        s.verifier = Some(Rc::clone(&verifier));
+        if let Some(cache) = s.verified.as_mut() {
+            cache.clear();
+        }
+    });
     verifier
+}
+
+/// Verifies `token`, through this isolate's cache of tokens already verified by `verifier`.
+pub fn verify(
+    verifier: &Verifier,
+    config: &Config,
+    token: &str,
+    now: i64,
+) -> Result<AccessClaims, VerifyError> {
+    ISOLATE.with_borrow_mut(|s| {
+        // A cache filled under another verifier (a refetch raced this request) is not used.
+        let current = s
+            .verifier
+            .as_deref()
+            .is_some_and(|v| std::ptr::eq(v, verifier));
+        if !current {
+            return verifier.verify(token, now);
+        }
+        let cache = s
+            .verified
+            .get_or_insert_with(|| VerifiedCache::new(config.verified_cache_size));
+        verifier.verify_cached(cache, token, now)
+    })
 }
 
 /// Whether `interval_ms` has passed since the time in `slot`; if so, stamps `now_ms` in it.

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use gatehouse_shared::{ErrorCode, RevocationList, SnapshotError, SnapshotOptions};
 use serde::{Deserialize, Serialize};
-use worker::{Env, Fetch, Url};
+use worker::{Env, Fetch, Method, Request};
 
 use crate::config::Config;
 use crate::keys::{self, KV_BINDING};
@@ -95,9 +95,15 @@ pub async fn current(env: &Env, config: &Config) -> Option<Rc<RevocationList>> {
 
 /// The cron path: fetch the issuer's current snapshot and accept it.
 pub async fn pull(env: &Env, config: &Config) -> Result<Rc<RevocationList>, String> {
-    let url =
-        Url::parse(&format!("{}/v1/revocations", config.issuer_url)).map_err(|e| e.to_string())?;
-    let mut response = Fetch::Url(url).send().await.map_err(|e| e.to_string())?;
+    let request = Request::new(
+        &format!("{}/v1/revocations", config.issuer_url),
+        Method::Get,
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = Fetch::Request(request)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
     if response.status_code() != 200 {
         return Err(format!("issuer answered {}", response.status_code()));
     }

@@ -162,3 +162,42 @@ async fn bad_tokens_are_refused_with_the_right_code() {
     let (status, _) = sys.get("/api/x", Some(&sys.mint(&sys.claims()))).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_route_answers_the_verdict_without_the_origin() {
+    let sys = System::start(Options::default()).await;
+    let tokens = sys.user("alice").await;
+    let check = format!("{}/_gatehouse/check", sys.edge.url);
+    // Twice: the second answer comes through the isolate's cache of verified tokens.
+    for _ in 0..2 {
+        let (status, json) = get_json(&check, Some(access(&tokens))).await;
+        assert_eq!(status, 200, "{json}");
+        assert_eq!(json["scope"], "read write");
+        assert!(json["sub"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(json["exp"].as_i64().is_some());
+    }
+    let (status, json) = get_json(&check, None).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (401, Some("missing_token"))
+    );
+    assert!(
+        sys.origin.requests().await.is_empty(),
+        "nothing was forwarded"
+    );
+    // A cached token is still refused once revoked.
+    assert_eq!(sys.issuer.logout(access(&tokens)).await, 200);
+    gatehouse_tests::eventually(
+        "the check route to refuse the logged-out token",
+        std::time::Duration::from_secs(5),
+        || {
+            let check = check.clone();
+            let token = access(&tokens).to_owned();
+            async move {
+                let (status, json) = get_json(&check, Some(&token)).await;
+                (status == 401 && json["code"] == "revoked").then_some(())
+            }
+        },
+    )
+    .await;
+}

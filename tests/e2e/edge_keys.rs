@@ -80,6 +80,9 @@ async fn a_retired_key_is_refused_once_its_grace_is_over() {
     })
     .await;
     sys.user("alice").await;
+    // A long-lived token of the key about to be retired, accepted (and so cached) by the edge.
+    let cached = sys.mint(&sys.claims());
+    assert_eq!(sys.get("/api/x", Some(&cached)).await.0, 200);
     let retired = sys.issuer.rotate_key_file().await;
     // Past the retired key's grace (token lifetime + leeway), the issuer stops publishing it
     // (its maintenance tick runs every second here) and the edge's cron refreshes its keys.
@@ -90,6 +93,13 @@ async fn a_retired_key_is_refused_once_its_grace_is_over() {
         "the retired key left the JWKS"
     );
     sys.edge.run_cron().await;
+    // The edge's cache of verified tokens went with the old key set.
+    let (status, json) = sys.get("/api/x", Some(&cached)).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (401, Some("unknown_kid")),
+        "a cached token of a removed key"
+    );
     // A token the retired key signs now, fresh claims and all, is refused everywhere.
     let (_, me) = get_json(
         &format!("{}/v1/me", sys.issuer.url),
