@@ -39,6 +39,10 @@ pub struct Config {
     pub token_rate_per_minute: u32,
     pub cleanup_interval_secs: u32,
     pub cleanup_batch: u32,
+    /// How stale the bearer check's in-memory view of revocations and users may get, in ms:
+    /// the bound on another replica's revocation reaching this one (this replica's own apply at
+    /// once). 0 asks the database on every request.
+    pub auth_cache_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -92,6 +96,7 @@ impl Default for Config {
             token_rate_per_minute: 120,
             cleanup_interval_secs: 60,
             cleanup_batch: 1000,
+            auth_cache_ms: 250,
         }
     }
 }

@@ -10,6 +10,7 @@ use rocket::outcome::Outcome;
 use rocket::request::{self, FromRequest, Request};
 use serde::de::DeserializeOwned;
 
+use crate::auth_cache::{AuthCache, Standing};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::Db;
@@ -18,7 +19,6 @@ use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::password::Hasher;
 use crate::ratelimit::RateLimit;
-use crate::store::{revocations, users};
 use crate::sync::Snapshots;
 
 /// Everything a handler needs, with the clock read once for the whole request.
@@ -29,6 +29,7 @@ pub struct Ctx<'r> {
     pub hasher: &'r Hasher,
     pub metrics: &'r Metrics,
     pub snapshots: &'r Snapshots,
+    pub auth_cache: &'r AuthCache,
     pub rate_limit: &'r RateLimit,
     pub now: i64,
     pub client_ip: Option<IpAddr>,
@@ -49,10 +50,18 @@ impl<'r> Ctx<'r> {
             hasher: state(req)?,
             metrics: state::<std::sync::Arc<Metrics>>(req)?,
             snapshots: state::<std::sync::Arc<Snapshots>>(req)?,
+            auth_cache: state::<std::sync::Arc<AuthCache>>(req)?,
             rate_limit: state::<std::sync::Arc<RateLimit>>(req)?,
             now: state::<std::sync::Arc<Clock>>(req)?.now(),
             client_ip: req.client_ip(),
         })
+    }
+
+    /// After committing a revocation: the bearer check sees it on the next request, and the
+    /// edges get a fresh snapshot.
+    pub fn revocations_changed(&self) {
+        self.auth_cache.invalidate();
+        self.snapshots.changed();
     }
 
     /// When a revocation written now stops mattering.
@@ -141,23 +150,15 @@ pub async fn authenticate(ctx: &Ctx<'_>, token: &str) -> Result<Authenticated, A
         .verifier
         .verify(token, ctx.now)
         .map_err(|e| ApiError::InvalidToken(e.code()))?;
-    let now = ctx.now;
-    ctx.db
-        .run(move |conn| {
-            if revocations::is_revoked(conn, &claims, now)? {
-                return Err(ApiError::InvalidToken(ErrorCode::Revoked));
-            }
-            match users::by_id(conn, &claims.sub)? {
-                Some(user) if !user.disabled => Ok(Authenticated {
-                    claims,
-                    username: user.username,
-                    is_admin: user.is_admin,
-                }),
-                // A deleted or disabled user's tokens are as good as revoked.
-                _ => Err(ApiError::InvalidToken(ErrorCode::Revoked)),
-            }
-        })
-        .await
+    match ctx.auth_cache.standing(ctx.db, &claims, ctx.now).await? {
+        Standing::Active(user) => Ok(Authenticated {
+            claims,
+            username: user.username,
+            is_admin: user.is_admin,
+        }),
+        // A deleted or disabled user's tokens are as good as revoked.
+        Standing::Revoked | Standing::NoUser => Err(ApiError::InvalidToken(ErrorCode::Revoked)),
+    }
 }
 
 #[rocket::async_trait]

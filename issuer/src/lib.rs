@@ -4,6 +4,7 @@
 //!
 //! Each area exposes a `stage()`; [`rocket`] only assembles them.
 
+pub mod auth_cache;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -36,6 +37,7 @@ pub fn rocket_with(figment: Figment) -> Rocket<Build> {
         .attach(password::stage())
         .attach(ratelimit::stage())
         .attach(sync::stage())
+        .attach(auth_cache::stage())
         .attach(routes::stage())
         .attach(maintenance::stage())
 }

@@ -113,7 +113,7 @@ async fn revoke(
     };
     if revoked {
         ctx.metrics.revocations.inc();
-        ctx.snapshots.changed();
+        ctx.revocations_changed();
     }
     Ok(Json(json!({})))
 }
@@ -130,7 +130,7 @@ async fn logout(
         .run(move |c| revocations::revoke_session(c, &sid, horizon, now, "logout"))
         .await?;
     ctx.metrics.revocations.inc();
-    ctx.snapshots.changed();
+    ctx.revocations_changed();
     Ok(Json(json!({"revoked": "session", "sid": auth.claims.sid})))
 }
 
@@ -146,7 +146,7 @@ async fn logout_all(
         .run(move |c| revocations::revoke_user(c, &sub, horizon, now, "logout_all"))
         .await?;
     ctx.metrics.revocations.inc();
-    ctx.snapshots.changed();
+    ctx.revocations_changed();
     Ok(Json(json!({"revoked": "user", "sub": auth.claims.sub})))
 }
 

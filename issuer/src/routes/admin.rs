@@ -45,7 +45,7 @@ async fn revoke_user(
         })
         .await?;
     ctx.metrics.revocations.inc();
-    ctx.snapshots.changed();
+    ctx.revocations_changed();
     Ok(Json(json!({"revoked": "user", "sub": user_id})))
 }
 
@@ -71,7 +71,7 @@ async fn revoke_session(
         return Err(ApiError::NotFound);
     }
     ctx.metrics.revocations.inc();
-    ctx.snapshots.changed();
+    ctx.revocations_changed();
     Ok(Json(json!({"revoked": "session", "sid": sid})))
 }
 
@@ -96,7 +96,9 @@ async fn set_disabled(ctx: &Ctx<'_>, user_id: &str, disabled: bool) -> Result<()
         .await?;
     if disabled {
         ctx.metrics.revocations.inc();
-        ctx.snapshots.changed();
+        ctx.revocations_changed();
+    } else {
+        ctx.auth_cache.invalidate();
     }
     Ok(())
 }

@@ -11,10 +11,10 @@ use crate::context::{Ctx, FormOrJson};
 use crate::error::ApiError;
 use crate::ids;
 use crate::password::{MAX_PASSWORD_CHARS, normalize_username};
-use crate::store::audit;
 use crate::store::lockout::{self, Reservation};
 use crate::store::sessions::{self, Grant, Rotation};
 use crate::store::users::{self, User};
+use crate::store::{audit, write_tx};
 
 /// One message for an unknown user and a wrong password alike.
 const BAD_CREDENTIALS: &str = "invalid username or password";
@@ -119,22 +119,24 @@ async fn password_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, A
     let grant = ctx
         .db
         .run(move |c| {
-            lockout::record_success(c, &user.id)?;
-            let scope = scope?;
-            if let Some(hash) = new_hash {
-                users::set_password_hash(c, &user.id, &hash)?;
-                audit::record(
-                    c,
-                    now,
-                    "password_rehashed",
-                    Some(&user.id),
-                    &serde_json::json!({}),
-                )?;
-            }
-            let grant = sessions::start(c, &user.id, &scope, now, ttl)?;
-            let detail = serde_json::json!({"sid": grant.session.id});
-            audit::record(c, now, "login_ok", Some(&user.id), &detail)?;
-            Ok(grant)
+            write_tx(c, |c| {
+                lockout::record_success(c, &user.id)?;
+                let scope = scope?;
+                if let Some(hash) = new_hash {
+                    users::set_password_hash(c, &user.id, &hash)?;
+                    audit::record(
+                        c,
+                        now,
+                        "password_rehashed",
+                        Some(&user.id),
+                        &serde_json::json!({}),
+                    )?;
+                }
+                let grant = sessions::start(c, &user.id, &scope, now, ttl)?;
+                let detail = serde_json::json!({"sid": grant.session.id});
+                audit::record(c, now, "login_ok", Some(&user.id), &detail)?;
+                Ok(grant)
+            })
         })
         .await?;
     ctx.metrics.logins_ok.inc();
@@ -188,7 +190,7 @@ async fn refresh_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, Ap
         Rotation::ReuseDetected { .. } => {
             ctx.metrics.refresh_reuse_detected.inc();
             ctx.metrics.revocations.inc();
-            ctx.snapshots.changed();
+            ctx.revocations_changed();
             Err(ApiError::InvalidGrant(
                 "the refresh token was already used; the session has been revoked",
             ))

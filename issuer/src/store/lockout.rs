@@ -7,7 +7,7 @@
 
 use diesel::prelude::*;
 
-use super::is_unique_violation;
+use super::{is_unique_violation, write_tx};
 use crate::config::LockoutConfig;
 use crate::db::DbConn;
 use crate::db::schema::lockouts;
@@ -25,6 +25,11 @@ pub fn reserve(
     now: i64,
     cfg: &LockoutConfig,
 ) -> Result<Reservation, ApiError> {
+    if let Some(reservation) = write_tx(conn, |c| try_reserve(c, user_id, now, cfg))? {
+        return Ok(reservation);
+    }
+    // This user's first attempt: create the row (a concurrent creator wins just as well), then
+    // reserve again. Outside the transaction, where a unique violation cannot abort it.
     let inserted = diesel::insert_into(lockouts::table)
         .values((
             lockouts::user_id.eq(user_id),
@@ -38,8 +43,18 @@ pub fn reserve(
         Err(e) if !is_unique_violation(&e) => return Err(e.into()),
         _ => {}
     }
+    write_tx(conn, |c| try_reserve(c, user_id, now, cfg))?
+        .ok_or_else(|| ApiError::Internal("the lockout row vanished".into()))
+}
+
+/// One transaction (one commit) per attempt; `None` when the user has no lockout row yet.
+fn try_reserve(
+    conn: &mut DbConn,
+    user_id: &str,
+    now: i64,
+    cfg: &LockoutConfig,
+) -> Result<Option<Reservation>, ApiError> {
     let window = i64::from(cfg.window_secs);
-    // A window that has passed starts over.
     diesel::update(
         lockouts::table
             .find(user_id)
@@ -58,24 +73,26 @@ pub fn reserve(
     .set(lockouts::failures.eq(lockouts::failures + 1))
     .execute(conn)?;
     if granted == 1 {
-        return Ok(Reservation::Granted);
+        return Ok(Some(Reservation::Granted));
     }
-    let (window_start, locked_until): (i64, i64) = lockouts::table
+    let Some((window_start, locked_until)) = lockouts::table
         .find(user_id)
         .select((lockouts::window_start, lockouts::locked_until))
-        .first(conn)?;
+        .first::<(i64, i64)>(conn)
+        .optional()?
+    else {
+        return Ok(None);
+    };
     let until = if locked_until > now {
         locked_until
     } else {
         window_start + window
     };
-    Ok(Reservation::Refused {
+    Ok(Some(Reservation::Refused {
         retry_after: u64::try_from(until - now).unwrap_or(1).max(1),
-    })
+    }))
 }
 
-/// After a wrong password: once the window's budget is spent, lock with exponential backoff.
-/// Returns whether this failure locked the account.
 pub fn record_failure(
     conn: &mut DbConn,
     user_id: &str,

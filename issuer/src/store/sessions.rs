@@ -60,7 +60,8 @@ pub enum Rotation {
     Invalid,
 }
 
-/// Starts a session with its first refresh token.
+/// Starts a session with its first refresh token. Call it inside a write transaction, with the
+/// rest of the login's writes (one commit per login).
 pub fn start(
     conn: &mut DbConn,
     user_id: &str,
@@ -77,24 +78,22 @@ pub fn start(
         revoked_at: None,
     };
     let refresh_token = ids::new_secret()?;
-    write_tx(conn, |conn| {
-        diesel::insert_into(sessions::table)
-            .values((
-                sessions::id.eq(&session.id),
-                sessions::user_id.eq(&session.user_id),
-                sessions::scope.eq(&session.scope),
-                sessions::created_at.eq(now),
-                sessions::expires_at.eq(session.expires_at),
-            ))
-            .execute(conn)?;
-        insert_token(
-            conn,
-            &ids::hash_secret(&refresh_token),
-            &session.id,
-            None,
-            now,
-        )
-    })?;
+    diesel::insert_into(sessions::table)
+        .values((
+            sessions::id.eq(&session.id),
+            sessions::user_id.eq(&session.user_id),
+            sessions::scope.eq(&session.scope),
+            sessions::created_at.eq(now),
+            sessions::expires_at.eq(session.expires_at),
+        ))
+        .execute(conn)?;
+    insert_token(
+        conn,
+        &ids::hash_secret(&refresh_token),
+        &session.id,
+        None,
+        now,
+    )?;
     Ok(Grant {
         session,
         refresh_token,
@@ -143,19 +142,16 @@ pub fn rotate(
         ))
         .execute(conn)?
             == 1;
-        let Some(row) = refresh_tokens::table
-            .find(&hash)
-            .select(REFRESH_COLUMNS)
-            .first::<RefreshRow>(conn)
+        // The token, its session and its user's state in one round trip.
+        let Some((row, session, disabled)) = refresh_tokens::table
+            .inner_join(sessions::table.inner_join(users::table))
+            .filter(refresh_tokens::token_hash.eq(&hash))
+            .select((REFRESH_COLUMNS, sessions::all_columns, users::disabled))
+            .first::<(RefreshRow, Session, bool)>(conn)
             .optional()?
         else {
             return Ok(Rotation::Invalid);
         };
-        let session: Session = sessions::table.find(&row.session_id).first(conn)?;
-        let disabled: bool = users::table
-            .find(&session.user_id)
-            .select(users::disabled)
-            .first(conn)?;
         if session.revoked_at.is_some() || session.expires_at <= now || disabled {
             return Ok(Rotation::Invalid);
         }

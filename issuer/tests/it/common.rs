@@ -248,6 +248,19 @@ async fn client_for(config: &Config) -> Client {
         .expect("the issuer ignites")
 }
 
+/// `GET /v1/me` on another issuer (a replica); the status only.
+pub async fn me_on(client: &Client, access_token: &str) -> Status {
+    client
+        .get("/v1/me")
+        .header(Header::new(
+            "Authorization",
+            format!("Bearer {access_token}"),
+        ))
+        .dispatch()
+        .await
+        .status()
+}
+
 pub async fn refresh_on(client: &Client, refresh_token: &str) -> (Status, Value) {
     let response = client
         .post("/v1/token")

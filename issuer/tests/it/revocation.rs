@@ -195,7 +195,56 @@ async fn the_snapshot_carries_live_revocations(backend: Backend) {
     assert_eq!(later.seq(), after.seq());
 }
 
+/// The bearer check's in-memory view: this replica's own revocations apply to the next request;
+/// another replica's within `auth_cache_ms`; with 0, at once.
+async fn another_replicas_revocation_applies_within_the_cache_bound(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.auth_cache_ms = 300).await;
+    let replica = app.replica().await;
+    app.register("alice").await;
+    let tokens = app.login("alice").await;
+    let access = str_of(&tokens, "access_token").to_owned();
+    assert_eq!(
+        crate::common::me_on(&replica, &access).await,
+        Status::Ok,
+        "the replica's view now holds alice"
+    );
+    let (status, _) = app.send("POST", "/v1/logout", None, Some(&access)).await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(
+        app.me(&access).await.0,
+        Status::Unauthorized,
+        "at once where it was revoked"
+    );
+    let revoked_at = std::time::Instant::now();
+    while crate::common::me_on(&replica, &access).await == Status::Ok {
+        assert!(
+            revoked_at.elapsed() < std::time::Duration::from_secs(2),
+            "the replica never saw the logout"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    let strict = TestApp::start_with(backend, |c| c.auth_cache_ms = 0).await;
+    let strict_replica = strict.replica().await;
+    strict.register("bob").await;
+    let bob = strict.login("bob").await;
+    let bob_access = str_of(&bob, "access_token");
+    assert_eq!(
+        crate::common::me_on(&strict_replica, bob_access).await,
+        Status::Ok
+    );
+    strict
+        .send("POST", "/v1/logout", None, Some(bob_access))
+        .await;
+    assert_eq!(
+        crate::common::me_on(&strict_replica, bob_access).await,
+        Status::Unauthorized,
+        "auth_cache_ms = 0 asks the database every time"
+    );
+}
+
 crate::on_both_backends!(
+    another_replicas_revocation_applies_within_the_cache_bound,
     revoke_endpoint,
     logout_and_logout_everywhere,
     revocations_survive_a_restart,
