@@ -50,6 +50,9 @@ pub async fn gatekeeping(s: &Settings, fix: &Fixture) -> Vec<Row> {
     let ours = Edge::start(free_port(), &vars).await;
     let jose_main = repo_root().join("bench/edge/jose-worker.mjs");
     let jose = Edge::start_script(free_port(), &jose_main, &vars).await;
+    // What workerd itself allows: a worker that answers without doing anything.
+    let trivial_main = repo_root().join("tests/soak/trivial-worker.mjs");
+    let trivial = Edge::start_script(free_port(), &trivial_main, &vars).await;
     assert_eq!(
         post(
             &format!("{}/_gatehouse/sync", ours.url),
@@ -76,7 +79,12 @@ pub async fn gatekeeping(s: &Settings, fix: &Fixture) -> Vec<Row> {
     }
     let auth = format!("Authorization: Bearer {}", fix.token);
     let mut samples: [[Sample; 2]; 4] = Default::default(); // [check rps, check p99, fwd rps, fwd p99] x [ours, jose]
+    let mut ceiling = Sample::default();
     for _ in 0..s.repeats {
+        let url = format!("{}/_gatehouse/check", trivial.url);
+        let run = Load::new(&url, s.load_secs, 1, s.edge_connections).run();
+        assert!(run.requests > 0 && run.non_2xx == 0, "{url}: {run:?}");
+        ceiling.push(run.rps);
         for (side, edge) in [&ours, &jose].into_iter().enumerate() {
             for (i, path) in ["/_gatehouse/check", "/api/bench"].into_iter().enumerate() {
                 let url = format!("{}{path}", edge.url);
@@ -112,6 +120,13 @@ pub async fn gatekeeping(s: &Settings, fix: &Fixture) -> Vec<Row> {
         .against("jose worker", jose_check_rps)
         .goal(Goal::RatioAtLeast(1.5))
         .note(list_note.clone()),
+        Row::new(
+            "1a",
+            "ceiling: a worker that answers without any work",
+            " req/s",
+            ceiling,
+        )
+        .note("what workerd under `wrangler dev` serves here at all; bounds both workers"),
         Row::new("1a", "edge verify-only probe, p99", " ms", check_p99)
             .against("jose worker", jose_check_p99)
             .goal(Goal::RatioAtMost(1.0)),
