@@ -25,8 +25,10 @@ pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do curl -sf "$BASE/health/ready" >/dev/null && break; sleep 0.1; done
 
-curl -sf -X POST "$BASE/v1/users" -H 'content-type: application/json' \
-  -d "{\"username\":\"bench\",\"password\":\"$BENCH_PASSWORD\"}" >/dev/null
+for user in bench bench1 bench2; do
+  curl -sf -X POST "$BASE/v1/users" -H 'content-type: application/json' \
+    -d "{\"username\":\"$user\",\"password\":\"$BENCH_PASSWORD\"}" >/dev/null
+done
 login() { curl -sf -X POST "$BASE/v1/token" -d "grant_type=password&username=bench&password=$BENCH_PASSWORD"; }
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
 rss_mb() { awk '/^VmRSS/{printf "%.0f", $2/1024}' "/proc/$pid/status"; }

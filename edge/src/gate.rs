@@ -3,7 +3,7 @@
 
 use gatehouse_shared::{AccessClaims, ErrorCode};
 use worker::wasm_bindgen::JsValue;
-use worker::{Env, Fetch, Headers, Method, Request, RequestInit, Response};
+use worker::{Env, Fetch, Headers, Method, Request, RequestInit, Response, web_sys};
 
 use crate::config::{Config, StalePolicy};
 use crate::{keys, reply, state, sync};
@@ -141,11 +141,11 @@ async fn forward(
         config.origin_url,
         path_and_query(&req.inner().url())
     );
-    let headers = Headers::new();
-    for (name, value) in req.headers().entries() {
-        let lower = name.to_ascii_lowercase();
-        if !lower.starts_with(IDENTITY_PREFIX) && lower != "host" {
-            let _ = headers.append(&name, &value);
+    // Copied by the runtime in one call; only the names cross into wasm (they come lower-cased).
+    let headers = copy_headers(req.headers());
+    for name in req.headers().keys() {
+        if name.starts_with(IDENTITY_PREFIX) || name == "host" {
+            let _ = headers.delete(&name);
         }
     }
     if let Some(c) = claims {
@@ -173,6 +173,10 @@ async fn forward(
     }
 }
 
+fn copy_headers(headers: &Headers) -> Headers {
+    web_sys::Headers::new_with_headers(&headers.0).map_or_else(|_| Headers::new(), Headers)
+}
+
 /// `/path?query` of the absolute URL the runtime hands over (already normalised by it), without
 /// a fragment. Plain string work: the url crate's parser would cost ~40 KB of worker size.
 fn path_and_query(url: &str) -> &str {
@@ -186,11 +190,8 @@ fn with_timing(response: Response, timing: Option<String>) -> Response {
     let Some(timing) = timing else {
         return response;
     };
-    // Fetched responses have immutable headers: copy them.
-    let headers = Headers::new();
-    for (name, value) in response.headers().entries() {
-        let _ = headers.append(&name, &value);
-    }
+    // Fetched responses have immutable headers: a copy takes the entry.
+    let headers = copy_headers(response.headers());
     let _ = headers.append("Server-Timing", &timing);
     response.with_headers(headers)
 }

@@ -12,8 +12,8 @@ mod sync;
 
 use serde_json::json;
 use worker::{
-    Context, Env, Request, Response, Result, RouteContext, Router, ScheduleContext, ScheduledEvent,
-    event,
+    Context, Env, Method, Request, Response, Result, RouteContext, Router, ScheduleContext,
+    ScheduledEvent, event,
 };
 
 /// Snapshots larger than this are refused before reading further.
@@ -21,21 +21,24 @@ const MAX_SNAPSHOT_BYTES: usize = 8 * 1024 * 1024;
 
 #[event(fetch)]
 pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    // Proxied traffic and the check route skip the Router: it is rebuilt per request (it
+    // borrows its handlers), a cost every request would pay for the two control routes' sake.
+    let path = req.path();
+    if !path.starts_with("/_gatehouse/") {
+        return Ok(gate::handle(req, &env).await);
+    }
+    if path == "/_gatehouse/check" && req.method() == Method::Get {
+        return Ok(gate::check(&req, &env).await);
+    }
     let response = Router::new()
         .get_async("/_gatehouse/health", health)
         .post_async("/_gatehouse/sync", push)
-        .get_async("/_gatehouse/check", check_route)
-        .or_else_any_method_async("/", gate_route)
         .or_else_any_method_async("/*path", gate_route)
         .run(req, env)
         .await;
     Ok(response.unwrap_or_else(|_| {
         reply::unavailable("edge_error", "the edge could not handle the request")
     }))
-}
-
-async fn check_route(req: Request, ctx: RouteContext<()>) -> Result<Response> {
-    Ok(gate::check(&req, &ctx.env).await)
 }
 
 async fn gate_route(req: Request, ctx: RouteContext<()>) -> Result<Response> {

@@ -7,6 +7,7 @@
 mod node;
 mod procs;
 pub mod proxy;
+mod workerd;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use gatehouse_shared::{Algorithm, SigningKey};
 pub use node::node_json;
 use procs::Proc;
 use serde_json::Value;
+pub use workerd::Workerd;
 
 /// The workspace root.
 pub fn repo_root() -> PathBuf {

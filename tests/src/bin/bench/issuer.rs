@@ -10,6 +10,8 @@ use crate::stats::{Goal, Row, Sample};
 use crate::wrk::Load;
 
 const PASSWORD: &str = "plover-quartz-7";
+/// wrk threads for the login row, each logging in as its own user, two connections each.
+const LOGIN_THREADS: u32 = 4;
 
 pub async fn rows(s: &Settings, fix: &Fixture) -> Vec<Row> {
     let (m, t, p) = (
@@ -26,6 +28,9 @@ pub async fn rows(s: &Settings, fix: &Fixture) -> Vec<Row> {
     ])
     .await;
     issuer.register("bench", PASSWORD).await;
+    for i in 1..=LOGIN_THREADS {
+        issuer.register(&format!("bench{i}"), PASSWORD).await;
+    }
     let token_url = format!("{}/v1/token", issuer.url);
     let me_url = format!("{}/v1/me", issuer.url);
     let scripts = repo_root().join("bench/issuer");
@@ -43,8 +48,8 @@ pub async fn rows(s: &Settings, fix: &Fixture) -> Vec<Row> {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
     for _ in 0..s.repeats {
         raw.push(micro::argon2_raw(s.load_secs));
-        // Two in flight per core keep the hashing pool busy; the lockout budget is five.
-        let run = Load::new(&token_url, s.load_secs, 2, 4)
+        // Four in flight per core keep the hashing pool busy while others wait on the database.
+        let run = Load::new(&token_url, s.load_secs, LOGIN_THREADS, LOGIN_THREADS * 2)
             .script(&login_lua, vec![("BENCH_PASSWORD".into(), PASSWORD.into())])
             .run();
         ok("logins", &run);
