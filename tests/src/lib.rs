@@ -275,6 +275,11 @@ impl Issuer {
         self.proc = None;
     }
 
+    /// The issuer's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(Proc::pid)
+    }
+
     /// The issuer process's resident memory now and at its peak, in MB.
     pub fn rss_mb(&self) -> (f64, f64) {
         let status = self

@@ -65,23 +65,28 @@ async fn password_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, A
     let password = request
         .password
         .ok_or_else(|| ApiError::invalid_request("password is required"))?;
-    let user = match normalize_username(&username) {
+    let (now, cfg) = (ctx.now, ctx.config.lockout);
+    // The user and, for an enabled one, a lockout reservation: one trip to the pool.
+    let found = match normalize_username(&username) {
         Ok(name) if password.chars().count() <= MAX_PASSWORD_CHARS => {
-            ctx.db.run(move |c| users::by_username(c, &name)).await?
+            ctx.db
+                .run(move |c| {
+                    let Some(user) = users::by_username(c, &name)?.filter(|u| !u.disabled) else {
+                        return Ok(None);
+                    };
+                    let reservation = lockout::reserve(c, &user.id, now, &cfg)?;
+                    Ok(Some((user, reservation)))
+                })
+                .await?
         }
         _ => None,
     };
-    let Some(user) = user.filter(|u| !u.disabled) else {
+    let Some((user, reservation)) = found else {
         // Same work as a real check, so timing does not tell which usernames exist.
         ctx.hasher.verify(password, None).await?;
         ctx.metrics.logins_failed.inc();
         return Err(ApiError::InvalidGrant(BAD_CREDENTIALS));
     };
-    let (now, cfg, uid) = (ctx.now, ctx.config.lockout, user.id.clone());
-    let reservation = ctx
-        .db
-        .run(move |c| lockout::reserve(c, &uid, now, &cfg))
-        .await?;
     if let Reservation::Refused { retry_after } = reservation {
         ctx.metrics.logins_failed.inc();
         return Err(ApiError::LockedOut { retry_after });
