@@ -19,32 +19,39 @@ pub enum Reservation {
     Refused { retry_after: u64 },
 }
 
+/// Reserves one password check for `user_id` before the password is hashed, so parallel
+/// guesses cannot overshoot the threshold: granted while fewer than `threshold` attempts are
+/// counted in the window and the account is not locked.
 pub fn reserve(
     conn: &mut DbConn,
     user_id: &str,
     now: i64,
     cfg: &LockoutConfig,
 ) -> Result<Reservation, ApiError> {
-    if let Some(reservation) = write_tx(conn, |c| try_reserve(c, user_id, now, cfg))? {
-        return Ok(reservation);
+    for _ in 0..3 {
+        if let Some(reservation) = write_tx(conn, |c| try_reserve(c, user_id, now, cfg))? {
+            return Ok(reservation);
+        }
+        // This user's first attempt (or cleanup just removed a stale row): create the row (a
+        // concurrent creator wins just as well), then reserve again. Outside the transaction,
+        // where a unique violation cannot abort it.
+        let inserted = diesel::insert_into(lockouts::table)
+            .values((
+                lockouts::user_id.eq(user_id),
+                lockouts::failures.eq(0),
+                lockouts::window_start.eq(now),
+                lockouts::locked_until.eq(0),
+                lockouts::lock_count.eq(0),
+            ))
+            .execute(conn);
+        match inserted {
+            Err(e) if !is_unique_violation(&e) => return Err(e.into()),
+            _ => {}
+        }
     }
-    // This user's first attempt: create the row (a concurrent creator wins just as well), then
-    // reserve again. Outside the transaction, where a unique violation cannot abort it.
-    let inserted = diesel::insert_into(lockouts::table)
-        .values((
-            lockouts::user_id.eq(user_id),
-            lockouts::failures.eq(0),
-            lockouts::window_start.eq(now),
-            lockouts::locked_until.eq(0),
-            lockouts::lock_count.eq(0),
-        ))
-        .execute(conn);
-    match inserted {
-        Err(e) if !is_unique_violation(&e) => return Err(e.into()),
-        _ => {}
-    }
-    write_tx(conn, |c| try_reserve(c, user_id, now, cfg))?
-        .ok_or_else(|| ApiError::Internal("the lockout row vanished".into()))
+    Err(ApiError::unavailable(
+        "the account's login state kept changing",
+    ))
 }
 
 /// One transaction (one commit) per attempt; `None` when the user has no lockout row yet.
@@ -75,11 +82,19 @@ fn try_reserve(
     if granted == 1 {
         return Ok(Some(Reservation::Granted));
     }
-    let Some((window_start, locked_until)) = lockouts::table
+    let row = lockouts::table
         .find(user_id)
-        .select((lockouts::window_start, lockouts::locked_until))
-        .first::<(i64, i64)>(conn)
-        .optional()?
+        .select((
+            lockouts::failures,
+            lockouts::window_start,
+            lockouts::locked_until,
+        ))
+        .first::<(i32, i64, i64)>(conn)
+        .optional()?;
+    // No row, or one a concurrent first attempt created after the updates above looked: not a
+    // refusal, try again with the row in place.
+    let Some((_, window_start, locked_until)) =
+        row.filter(|(failures, _, locked_until)| *failures >= threshold || *locked_until > now)
     else {
         return Ok(None);
     };

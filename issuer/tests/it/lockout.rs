@@ -97,7 +97,23 @@ async fn rate_limit_per_client_ip(backend: Backend) {
     );
 }
 
+/// A user's first logins racing each other (no lockout row yet) are all granted: one creates the
+/// row, the others must not read it as a refusal. Seen as a stray "try again" under load.
+async fn parallel_first_logins_are_not_refused(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    for i in 0..8 {
+        let name = format!("fresh{i}");
+        app.register(&name).await;
+        let good = format!("grant_type=password&username={name}&password={PASSWORD}");
+        let logins = (0..3).map(|_| app.send("POST", "/v1/token", Some(&good), None));
+        for (status, json) in rocket::futures::future::join_all(logins).await {
+            assert_eq!(status, Status::Ok, "{json}");
+        }
+    }
+}
+
 crate::on_both_backends!(
+    parallel_first_logins_are_not_refused,
     lockout_holds_under_parallel_attempts,
     backoff_grows_with_each_lock,
     rate_limit_per_client_ip,
