@@ -77,7 +77,11 @@ pub async fn current(env: &Env, config: &Config) -> Option<Rc<RevocationList>> {
     let Ok(kv) = env.kv(KV_BINDING) else {
         return held;
     };
-    let Ok((Some(jws), meta)) = kv.get(KV_SNAPSHOT).text_with_metadata::<Meta>().await else {
+    // Bytes for the same reason as the push route: a large string is slow to bring into wasm.
+    let Ok((Some(bytes), meta)) = kv.get(KV_SNAPSHOT).bytes_with_metadata::<Meta>().await else {
+        return held;
+    };
+    let Ok(jws) = String::from_utf8(bytes) else {
         return held;
     };
     let newer = match (&held, meta) {
@@ -107,7 +111,8 @@ pub async fn pull(env: &Env, config: &Config) -> Result<Rc<RevocationList>, Stri
     if response.status_code() != 200 {
         return Err(format!("issuer answered {}", response.status_code()));
     }
-    let jws = response.text().await.map_err(|e| e.to_string())?;
+    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+    let jws = String::from_utf8(bytes).map_err(|_| "the snapshot is not UTF-8".to_owned())?;
     match accept(env, config, &jws).await {
         Ok(list) => Ok(list),
         // Nothing new is not a failure of the pull.

@@ -53,6 +53,11 @@ test('tokens from the real issuer verify, and its snapshot revokes them', async 
   assert.ok(list.seq >= 1);
   assert.equal(list.size, 1);
   assert.equal(list.check(claims), 'session');
+  const fromBytes = RevocationList.fromSnapshot(new TextEncoder().encode(snapshot), jwks, issuer.url);
+  assert.equal(fromBytes.check(claims), 'session', 'bytes load the same list');
+  assert.equal(fromBytes.seq, list.seq);
+  assert.equal(codeOf(() => RevocationList.fromSnapshot(42, jwks, issuer.url)), 'malformed');
+  assert.equal(codeOf(() => RevocationList.fromSnapshot(new Uint8Array([0xff, 0xfe]), jwks, issuer.url)), 'malformed');
   assert.equal(codeOf(() => verifier.verifyNotRevoked(tokens.access_token, list)), 'revoked');
   const other = await issuer.user('alice-2');
   assert.equal(verifier.verifyNotRevoked(other.access_token, list).sid, verifier.verify(other.access_token).sid);
