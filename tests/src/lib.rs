@@ -424,25 +424,34 @@ impl Issuer {
     }
 }
 
-/// The demo origin (`dev/origin.mjs`), which records what reaches it.
-pub struct Origin {
+/// A Node.js server of the repository on a free port, with its log in a directory of its own,
+/// killed when dropped.
+pub(crate) struct NodeServer {
     _proc: Proc,
     pub url: String,
     _dir: tempfile::TempDir,
 }
 
-impl Origin {
-    pub async fn start() -> Self {
+impl NodeServer {
+    /// Runs `node <script> <args(port)>` from the repository root and waits until `probe` (a
+    /// path) answers at all.
+    pub(crate) async fn start(
+        script: &str,
+        args: impl FnOnce(u16) -> Vec<String>,
+        probe: &str,
+        wait: Duration,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let mut cmd = tokio::process::Command::new("node");
-        cmd.arg(repo_root().join("dev/origin.mjs"))
-            .arg(port.to_string());
-        let proc = Proc::spawn(cmd, &dir.path().join("origin.log"));
+        cmd.arg(repo_root().join(script))
+            .args(args(port))
+            .current_dir(repo_root());
+        let proc = Proc::spawn(cmd, &dir.path().join("node.log"));
         let url = format!("http://127.0.0.1:{port}");
-        let probe = format!("{url}/__origin/requests");
+        let probe = format!("{url}{probe}");
         let client = http();
-        eventually("the origin to listen", Duration::from_secs(10), || {
+        eventually(&format!("{script} to serve"), wait, || {
             let req = client.get(&probe).send();
             async move { req.await.ok().map(|_| ()) }
         })
@@ -451,6 +460,28 @@ impl Origin {
             _proc: proc,
             url,
             _dir: dir,
+        }
+    }
+}
+
+/// The demo origin (`dev/origin.mjs`), which records what reaches it.
+pub struct Origin {
+    _server: NodeServer,
+    pub url: String,
+}
+
+impl Origin {
+    pub async fn start() -> Self {
+        let server = NodeServer::start(
+            "dev/origin.mjs",
+            |port| vec![port.to_string()],
+            "/__origin/requests",
+            Duration::from_secs(10),
+        )
+        .await;
+        Self {
+            url: server.url.clone(),
+            _server: server,
         }
     }
 

@@ -1,7 +1,6 @@
 //! The report: a markdown table of every row and an SVG chart of each goal's margin.
 
 use std::fmt::Write as _;
-use std::path::Path;
 use std::process::Command;
 
 use crate::Settings;
@@ -150,9 +149,5 @@ pub fn write(s: &Settings, rows: &[Row]) {
     std::fs::write(&md, markdown(s, rows)).expect("write report");
     std::fs::write(s.out.join("benchmarks.svg"), svg(rows)).expect("write chart");
     println!("{}", markdown(s, rows));
-    println!("report: {}", display(&md));
-}
-
-fn display(p: &Path) -> String {
-    p.display().to_string()
+    println!("report: {}", md.display());
 }
