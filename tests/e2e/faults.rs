@@ -176,28 +176,6 @@ fn hash(token: &str) -> String {
     URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
-fn psql_count(schema: &str, sql: &str) -> i64 {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-tA",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-        ])
-        .arg(format!("SET search_path TO {schema}; {sql}"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .next_back()
-        .unwrap_or(-1)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_issuer_processes_race_on_one_database() {
     let a = Issuer::start(&[("GATEHOUSE_REFRESH_GRACE_SECS", "2")]).await;
@@ -233,22 +211,19 @@ async fn two_issuer_processes_race_on_one_database() {
         1,
         "one successor for every concurrent retry"
     );
-    let schema = &a.schema.name;
     let sql = format!(
         "SELECT count(*) FROM refresh_tokens WHERE parent_hash = '{}'",
         hash(&r0)
     );
-    assert_eq!(psql_count(schema, &sql), 1, "exactly one successor row");
+    assert_eq!(a.schema.count(&sql), 1, "exactly one successor row");
 
     // Reuse after the grace window, on the other process: the family dies on both.
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(refresh(&b.url, &r0).await.0, 400);
     assert_eq!(refresh(&a.url, &successors[0]).await.0, 400);
     assert_eq!(
-        psql_count(
-            schema,
-            "SELECT count(*) FROM sessions WHERE revoked_at IS NULL"
-        ),
+        a.schema
+            .count("SELECT count(*) FROM sessions WHERE revoked_at IS NULL"),
         0
     );
 

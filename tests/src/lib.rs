@@ -119,10 +119,12 @@ pub struct PgSchema {
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-fn psql(sql: &str) {
+/// Runs `sql` with psql as `postgres` (unaligned, tuples only) and returns what it printed.
+fn psql(sql: &str) -> String {
     let out = std::process::Command::new("psql")
         .args([
             "-q",
+            "-tA",
             "-h",
             "127.0.0.1",
             "-U",
@@ -140,12 +142,13 @@ fn psql(sql: &str) {
         "psql {sql}: {} (is PostgreSQL up on 127.0.0.1:5432? make test starts it)",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl PgSchema {
     pub fn new() -> Self {
         let name = format!("e2e_{}_{}", std::process::id(), free_port());
-        psql(&format!("CREATE SCHEMA {name}"));
+        let _ = psql(&format!("CREATE SCHEMA {name}"));
         Self { name, owned: true }
     }
 
@@ -161,6 +164,15 @@ impl PgSchema {
     pub fn url(&self) -> String {
         format!("{PG}?options=-csearch_path%3D{}", self.name)
     }
+
+    /// The number a `SELECT count(*) …` over this schema's tables returns.
+    pub fn count(&self, sql: &str) -> i64 {
+        let out = psql(&format!("SET search_path TO {}; {sql}", self.name));
+        out.lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .next_back()
+            .unwrap_or_else(|| panic!("{sql} printed no count: {out}"))
+    }
 }
 
 impl Default for PgSchema {
@@ -172,7 +184,7 @@ impl Default for PgSchema {
 impl Drop for PgSchema {
     fn drop(&mut self) {
         if self.owned {
-            psql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+            let _ = psql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
         }
     }
 }
