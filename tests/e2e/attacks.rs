@@ -206,7 +206,8 @@ async fn wrong_kinds_of_credentials_are_refused() {
     );
     assert!(
         out.status.success(),
-        "{}",
+        "{:?} (a signal shows here): {}",
+        out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     let form = [
