@@ -151,7 +151,7 @@ fn load() -> Result<(Config, Db), String> {
     let config: Config = config::figment()
         .extract()
         .map_err(|e| format!("configuration: {e}"))?;
-    let db = db::open(&config)?;
+    let db = db::open_for_command(&config)?;
     Ok((config, db))
 }
 

@@ -118,10 +118,11 @@ pub struct Db {
 }
 
 impl Db {
-    pub fn connect(url: &DbUrl, pool_size: u32) -> Result<Self, String> {
+    /// `min_idle` connections are kept open in the background (the server keeps one warm).
+    pub fn connect(url: &DbUrl, pool_size: u32, min_idle: u32) -> Result<Self, String> {
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
-            .min_idle(Some(1))
+            .min_idle(Some(min_idle))
             .connection_timeout(Duration::from_secs(5))
             .build(Manager(url.clone()))
             .map_err(|e| format!("cannot connect to {}: {e}", url.describe()))?;
@@ -192,8 +193,19 @@ impl Db {
 
 /// Opens the database named by the configuration and runs migrations.
 pub fn open(config: &Config) -> Result<Db, String> {
+    open_with(config, config.db_pool_size, 1)
+}
+
+/// For a short-lived command: one connection, none opened in the background. A pool thread
+/// still connecting when the process exits crashed it (libpq's TLS setup inside OpenSSL racing
+/// its exit-time cleanup: a segfault in about one `users create` in seven).
+pub fn open_for_command(config: &Config) -> Result<Db, String> {
+    open_with(config, 1, 0)
+}
+
+fn open_with(config: &Config, pool_size: u32, min_idle: u32) -> Result<Db, String> {
     let url = DbUrl::parse(&config.database_url)?;
-    let db = Db::connect(&url, config.db_pool_size)?;
+    let db = Db::connect(&url, pool_size, min_idle)?;
     db.migrate()?;
     Ok(db)
 }
