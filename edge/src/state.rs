@@ -14,7 +14,7 @@ use crate::config::Config;
 struct Isolate {
     config: Option<Rc<Config>>,
     verifier: Option<Rc<Verifier>>,
-    /// Tokens the current verifier accepted; emptied whenever the verifier is replaced.
+    /// Tokens a verifier accepted; the cache empties itself when another verifier uses it.
     verified: Option<VerifiedCache>,
     last_key_fetch_ms: Option<f64>,
     list: Option<Rc<RevocationList>>,
@@ -50,12 +50,7 @@ pub fn verifier() -> Option<Rc<Verifier>> {
 
 pub fn set_verifier(verifier: Verifier) -> Rc<Verifier> {
     let verifier = Rc::new(verifier);
-    ISOLATE.with_borrow_mut(|s| {
-        s.verifier = Some(Rc::clone(&verifier));
-        if let Some(cache) = s.verified.as_mut() {
-            cache.clear();
-        }
-    });
+    ISOLATE.with_borrow_mut(|s| s.verifier = Some(Rc::clone(&verifier)));
     verifier
 }
 
@@ -67,14 +62,6 @@ pub fn verify(
     now: i64,
 ) -> Result<AccessClaims, VerifyError> {
     ISOLATE.with_borrow_mut(|s| {
-        // A cache filled under another verifier (a refetch raced this request) is not used.
-        let current = s
-            .verifier
-            .as_deref()
-            .is_some_and(|v| std::ptr::eq(v, verifier));
-        if !current {
-            return verifier.verify(token, now);
-        }
         let cache = s
             .verified
             .get_or_insert_with(|| VerifiedCache::new(config.verified_cache_size));

@@ -87,8 +87,7 @@ fn write_key(path: &Path, key: &SigningKey) -> Result<(), ApiError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(fail)?;
     }
-    let json = serde_json::to_string(&key.to_private_jwk())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let json = key.to_private_jwk_json();
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -108,8 +107,7 @@ fn records(conn: &mut DbConn) -> Result<Vec<KeyRecord>, ApiError> {
 /// Makes `key` the active key: records it if new and retires every other active key. Safe when
 /// several issuers activate the same key at once (replicas starting with one new key file).
 fn activate(conn: &mut DbConn, key: &SigningKey, now: i64) -> Result<bool, ApiError> {
-    let public = serde_json::to_string(&key.verifying_jwk().to_jwk())
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let public = key.verifying_jwk().to_json();
     // Outside the transaction, so that losing the insert race to another issuer (a unique
     // violation) does not abort anything: the row is there either way.
     let inserted = diesel::insert_into(signing_keys::table)
@@ -184,10 +182,7 @@ fn build_state(conn: &mut DbConn, config: &Config, now: i64) -> Result<KeyState,
         records(conn)?
             .into_iter()
             .filter(|r| r.status == ACTIVE || r.retired_at.is_some_and(|t| t + grace > now))
-            .filter_map(|r| {
-                let jwk = serde_json::from_str(&r.public_jwk).ok()?;
-                VerifyingJwk::from_jwk(&jwk).ok()
-            }),
+            .filter_map(|r| VerifyingJwk::from_json(&r.public_jwk).ok()),
     );
     let options =
         VerifierOptions::new(&config.issuer, &config.audience).with_leeway_secs(config.leeway_secs);

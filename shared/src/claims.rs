@@ -1,70 +1,50 @@
-//! The claims of a Gatehouse access token (RFC 9068 profile).
+//! The claims of a Gatehouse access token (RFC 9068 profile): [`TokenClaims`] is what the issuer
+//! writes, [`AccessClaims`] what a verifier hands out, and only a verifier can make one.
+//!
+//! On the wire they are a jwt-compact `Claims<T>`: `exp`, `nbf` and `iat` are jwt-compact's, as
+//! `NumericDate`s (RFC 7519 §2): a fractional value is accepted and truncated toward the earlier
+//! second, which can only make `exp` earlier; a value outside ±262,000 years is malformed.
 
 use core::fmt;
+use core::ops::Deref;
 
-use serde::de::{self, SeqAccess, Visitor};
-use serde::ser::SerializeSeq;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+#[cfg(feature = "sign")]
+use chrono::{DateTime, Utc};
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::ValidationError;
+use crate::token::UniqueNames;
 
 /// `typ` header of every access token (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 
-/// The `aud` claim: a single string or an array of strings on input; written as a string when
-/// there is exactly one audience.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Audience(pub Vec<String>);
+/// The `aud` claim: one string or an array of strings (RFC 7519 §4.1.3), written as a string
+/// when there is exactly one audience.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
 
 impl Audience {
     pub fn single(aud: impl Into<String>) -> Self {
-        Self(vec![aud.into()])
+        Self::One(aud.into())
     }
 
     pub fn contains(&self, aud: &str) -> bool {
-        self.0.iter().any(|a| a == aud)
+        match self {
+            Self::One(one) => one == aud,
+            Self::Many(many) => many.iter().any(|a| a == aud),
+        }
     }
 }
 
-impl Serialize for Audience {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if let [single] = self.0.as_slice() {
-            return serializer.serialize_str(single);
-        }
-        let mut seq = serializer.serialize_seq(Some(self.0.len()))?;
-        for aud in &self.0 {
-            seq.serialize_element(aud)?;
-        }
-        seq.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for Audience {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct AudienceVisitor;
-        impl<'de> Visitor<'de> for AudienceVisitor {
-            type Value = Audience;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string or an array of strings")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Audience, E> {
-                Ok(Audience::single(v))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Audience, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
-                while let Some(aud) = seq.next_element::<String>()? {
-                    out.push(aud);
-                }
-                Ok(Audience(out))
-            }
-        }
-        deserializer.deserialize_any(AudienceVisitor)
-    }
-}
-
-/// The verified claims of an access token. Times are Unix seconds.
+/// The claims of an access token as the issuer writes them. Times are Unix seconds. Making one
+/// trusts nothing: a verifier never accepts this type, only produces [`AccessClaims`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AccessClaims {
+pub struct TokenClaims {
     pub iss: String,
     pub sub: String,
     pub aud: Audience,
@@ -80,16 +60,7 @@ pub struct AccessClaims {
     pub scope: String,
 }
 
-impl AccessClaims {
-    /// Parses a claims JSON object, requiring `iss`, `sub`, `aud`, `exp`, `iat`, `jti` and `sid`.
-    /// Unknown claims are ignored; a repeated claim or a claim of the wrong JSON type (a string or
-    /// fractional `exp`, say) is malformed.
-    pub fn from_json(json: &[u8]) -> Result<Self, ValidationError> {
-        let raw: RawClaims = serde_json::from_slice(json)
-            .map_err(|_| ValidationError::MalformedClaims("claims are not a valid JSON object"))?;
-        raw.into_claims()
-    }
-
+impl TokenClaims {
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
         self.scope.split_ascii_whitespace()
     }
@@ -99,35 +70,137 @@ impl AccessClaims {
     }
 }
 
-/// Claims as they arrive, before required ones are enforced.
-#[derive(Deserialize)]
-struct RawClaims {
+/// Claims that passed a [`crate::Verifier`]: signature, type, key, issuer, audience and time.
+/// Read them through `Deref` (`claims.sub`); there is no public constructor, so code outside
+/// this crate cannot make one:
+///
+/// ```compile_fail
+/// # use gatehouse_shared::{AccessClaims, TokenClaims};
+/// fn forge(claims: TokenClaims) -> AccessClaims {
+///     AccessClaims(claims)
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct AccessClaims(TokenClaims);
+
+impl Deref for AccessClaims {
+    type Target = TokenClaims;
+    fn deref(&self) -> &TokenClaims {
+        &self.0
+    }
+}
+
+impl AccessClaims {
+    /// Only the verifier calls this, after every check passed.
+    pub(crate) fn verified(claims: TokenClaims) -> Self {
+        Self(claims)
+    }
+
+    /// Claims that never went through a verifier, for tests of code that consumes them
+    /// (feature `testing`, which only dev-dependencies enable).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn unverified_for_tests(claims: TokenClaims) -> Self {
+        Self(claims)
+    }
+
+    pub fn into_inner(self) -> TokenClaims {
+        self.0
+    }
+}
+
+/// The members jwt-compact leaves to us (all but `exp`, `nbf`, `iat`), as they arrive. Any
+/// repeated member is malformed; unknown members are ignored.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct CustomClaims {
+    #[serde(skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<Audience>,
-    exp: Option<i64>,
-    iat: Option<i64>,
-    nbf: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     sid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
 }
 
-impl RawClaims {
-    fn into_claims(self) -> Result<AccessClaims, ValidationError> {
+impl<'de> Deserialize<'de> for CustomClaims {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ClaimsVisitor;
+        impl<'de> Visitor<'de> for ClaimsVisitor {
+            type Value = CustomClaims;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JWT claims object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut seen = UniqueNames::default();
+                let mut out = CustomClaims::default();
+                while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match name.as_ref() {
+                        "iss" => out.iss = Some(map.next_value()?),
+                        "sub" => out.sub = Some(map.next_value()?),
+                        "aud" => out.aud = Some(map.next_value()?),
+                        "jti" => out.jti = Some(map.next_value()?),
+                        "sid" => out.sid = Some(map.next_value()?),
+                        "scope" => out.scope = Some(map.next_value()?),
+                        _ => drop(map.next_value::<IgnoredAny>()?),
+                    }
+                    seen.insert(name)?;
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(ClaimsVisitor)
+    }
+}
+
+pub(crate) type WireClaims = jwt_compact::Claims<CustomClaims>;
+
+#[cfg(feature = "sign")]
+fn to_time(secs: i64, name: &'static str) -> Result<DateTime<Utc>, &'static str> {
+    DateTime::from_timestamp(secs, 0).ok_or(name)
+}
+
+impl TokenClaims {
+    #[cfg(feature = "sign")]
+    /// The jwt-compact form, for signing. Fails only for a time beyond chrono's range.
+    pub(crate) fn to_wire(&self) -> Result<WireClaims, &'static str> {
+        let mut wire = jwt_compact::Claims::new(CustomClaims {
+            iss: Some(self.iss.clone()),
+            sub: Some(self.sub.clone()),
+            aud: Some(self.aud.clone()),
+            jti: Some(self.jti.clone()),
+            sid: Some(self.sid.clone()),
+            scope: (!self.scope.is_empty()).then(|| self.scope.clone()),
+        });
+        wire.expiration = Some(to_time(self.exp, "exp is out of range")?);
+        wire.issued_at = Some(to_time(self.iat, "iat is out of range")?);
+        wire.not_before = self
+            .nbf
+            .map(|nbf| to_time(nbf, "nbf is out of range"))
+            .transpose()?;
+        Ok(wire)
+    }
+
+    /// Required members enforced: `iss`, `sub`, `aud`, `exp`, `iat`, `jti` and `sid`.
+    pub(crate) fn from_wire(wire: WireClaims) -> Result<Self, ValidationError> {
         fn required<T>(value: Option<T>, name: &'static str) -> Result<T, ValidationError> {
             value.ok_or(ValidationError::MissingClaim(name))
         }
-        Ok(AccessClaims {
-            iss: required(self.iss, "iss")?,
-            sub: required(self.sub, "sub")?,
-            aud: required(self.aud, "aud")?,
-            exp: required(self.exp, "exp")?,
-            iat: required(self.iat, "iat")?,
-            nbf: self.nbf,
-            jti: required(self.jti, "jti")?,
-            sid: required(self.sid, "sid")?,
-            scope: self.scope.unwrap_or_default(),
+        let custom = wire.custom;
+        Ok(Self {
+            iss: required(custom.iss, "iss")?,
+            sub: required(custom.sub, "sub")?,
+            aud: required(custom.aud, "aud")?,
+            exp: required(wire.expiration, "exp")?.timestamp(),
+            iat: required(wire.issued_at, "iat")?.timestamp(),
+            nbf: wire.not_before.map(|t| t.timestamp()),
+            jti: required(custom.jti, "jti")?,
+            sid: required(custom.sid, "sid")?,
+            scope: custom.scope.unwrap_or_default(),
         })
     }
 }
@@ -136,23 +209,26 @@ impl RawClaims {
 mod tests {
     use super::*;
 
+    fn parse(json: &str) -> Result<TokenClaims, ValidationError> {
+        let wire: WireClaims =
+            serde_json::from_str(json).map_err(|_| ValidationError::MalformedClaims("test"))?;
+        TokenClaims::from_wire(wire)
+    }
+
     const FULL: &str = r#"{"iss":"i","sub":"s","aud":"a","exp":2,"iat":1,"jti":"j","sid":"d"}"#;
 
     #[test]
     fn audience_is_a_string_or_an_array() {
-        let c = AccessClaims::from_json(FULL.as_bytes()).unwrap();
+        let c = parse(FULL).unwrap();
         assert_eq!(c.aud, Audience::single("a"));
         let many = FULL.replace(r#""aud":"a""#, r#""aud":["x","a"]"#);
-        let c = AccessClaims::from_json(many.as_bytes()).unwrap();
+        let c = parse(&many).unwrap();
         assert!(c.aud.contains("a") && c.aud.contains("x") && !c.aud.contains("y"));
         let json = serde_json::to_string(&c).unwrap();
         assert!(json.contains(r#""aud":["x","a"]"#), "{json}");
-        for bad in [r#""aud":5"#, r#""aud":[5]"#, r#""aud":{}"#] {
+        for bad in [r#""aud":5"#, r#""aud":[5]"#, r#""aud":{}"#, r#""aud":null"#] {
             let s = FULL.replace(r#""aud":"a""#, bad);
-            assert!(matches!(
-                AccessClaims::from_json(s.as_bytes()),
-                Err(ValidationError::MalformedClaims(_))
-            ));
+            assert!(parse(&s).is_err(), "{bad}");
         }
     }
 
@@ -161,36 +237,41 @@ mod tests {
         for name in ["iss", "sub", "aud", "exp", "iat", "jti", "sid"] {
             let mut v: serde_json::Value = serde_json::from_str(FULL).unwrap();
             v.as_object_mut().unwrap().remove(name);
-            let err = AccessClaims::from_json(v.to_string().as_bytes()).unwrap_err();
+            let err = parse(&v.to_string()).unwrap_err();
             assert_eq!(err, ValidationError::MissingClaim(name));
         }
     }
 
     #[test]
-    fn times_must_be_integers_and_claims_unique() {
-        for bad in [
-            r#""exp":"2""#,
-            r#""exp":2.5"#,
-            r#""exp":1e3"#,
-            r#""exp":99999999999999999999999"#,
+    fn repeated_members_are_malformed_known_or_not() {
+        for dup in [
             r#""exp":2,"exp":3"#,
-            r#""exp":true"#,
+            r#""exp":2,"sub":"t""#,
+            r#""exp":2,"x":1,"x":2"#,
+            r#""exp":2,"s\u0075b":"t""#,
         ] {
-            let s = FULL.replace(r#""exp":2"#, bad);
-            assert!(
-                matches!(
-                    AccessClaims::from_json(s.as_bytes()),
-                    Err(ValidationError::MalformedClaims(_))
-                ),
-                "{bad}"
-            );
+            let s = FULL.replace(r#""exp":2"#, dup);
+            assert!(parse(&s).is_err(), "{dup}");
+        }
+    }
+
+    #[test]
+    fn numeric_dates_per_rfc_7519() {
+        // Fractional NumericDates are valid JSON numbers (RFC 7519 §2): truncated.
+        for (exp, want) in [("2.9", 2), ("1e3", 1000), ("2", 2)] {
+            let s = FULL.replace(r#""exp":2"#, &format!(r#""exp":{exp}"#));
+            assert_eq!(parse(&s).unwrap().exp, want, "{exp}");
+        }
+        for bad in [r#""2""#, "1e20", "99999999999999999999999", "true", "null"] {
+            let s = FULL.replace(r#""exp":2"#, &format!(r#""exp":{bad}"#));
+            assert!(parse(&s).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn scopes_split_on_spaces() {
         let s = FULL.replace(r#""sid":"d""#, r#""sid":"d","scope":"read  write""#);
-        let c = AccessClaims::from_json(s.as_bytes()).unwrap();
+        let c = parse(&s).unwrap();
         assert_eq!(c.scopes().collect::<Vec<_>>(), ["read", "write"]);
         assert!(c.has_scope("write") && !c.has_scope("admin") && !c.has_scope(""));
     }

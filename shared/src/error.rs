@@ -18,7 +18,7 @@ pub enum ErrorCode {
     Malformed,
     /// Larger than the configured limit; rejected before any decoding.
     TooLarge,
-    /// The header lists `crit` extensions, none of which are supported.
+    /// The header lists `crit` extensions (none are supported), or a `cty` that is not claims.
     UnsupportedHeader,
     /// No `kid`, or a `kid` that is not in the key set.
     UnknownKid,
@@ -146,6 +146,8 @@ pub enum ParseError {
     Malformed(&'static str),
     #[error("the header lists critical extensions, which are not supported")]
     UnsupportedCritical,
+    #[error("the header names a content type (cty) other than JSON or CBOR claims")]
+    UnsupportedContentType,
 }
 
 impl ParseError {
@@ -153,7 +155,9 @@ impl ParseError {
         match self {
             Self::TooLarge { .. } => ErrorCode::TooLarge,
             Self::Malformed(_) => ErrorCode::Malformed,
-            Self::UnsupportedCritical => ErrorCode::UnsupportedHeader,
+            Self::UnsupportedCritical | Self::UnsupportedContentType => {
+                ErrorCode::UnsupportedHeader
+            }
         }
     }
 }
@@ -300,10 +304,10 @@ impl From<ValidationError> for SnapshotError {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum CreationError {
-    #[error("could not serialize the payload: {0}")]
-    Serialize(#[from] serde_json::Error),
-    #[error("the system random source failed")]
-    Random,
+    #[error("could not encode the token: {0}")]
+    Encode(jwt_compact::CreationError),
+    #[error("invalid claims: {0}")]
+    Claims(&'static str),
     #[error(transparent)]
     Key(#[from] JwkError),
 }
@@ -313,7 +317,7 @@ impl CreationError {
     pub const fn code(&self) -> ErrorCode {
         match self {
             Self::Key(e) => e.code(),
-            Self::Serialize(_) | Self::Random => ErrorCode::SigningFailed,
+            Self::Encode(_) | Self::Claims(_) => ErrorCode::SigningFailed,
         }
     }
 }

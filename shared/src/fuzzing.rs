@@ -53,3 +53,54 @@ pub fn snapshot(data: &[u8]) {
         }
     }
 }
+
+/// Ed25519 differential: the verifier tokens go through ([`crate::PublicKey::verify`], that is
+/// [`crate::StrictEd25519`] with an [`crate::Ed25519Key`]) against ed25519-dalek used directly.
+/// `data`: a mode byte, 32 key bytes, 64 signature bytes, then the message. Even modes sign the
+/// message with the key bytes as a secret and XOR the signature bytes in as a mask (all zero: a
+/// valid signature), so the fuzzer explores around valid signatures; odd modes take the key and
+/// signature bytes as they are (small-order and non-canonical keys included).
+pub fn ed25519(data: &[u8]) {
+    use ed25519_dalek::{Signer as _, Verifier as _};
+    let (Some(&mode), Some(key), Some(sig), Some(message)) = (
+        data.first(),
+        data.get(1..33).and_then(|k| <[u8; 32]>::try_from(k).ok()),
+        data.get(33..97).and_then(|s| <[u8; 64]>::try_from(s).ok()),
+        data.get(97..),
+    ) else {
+        return;
+    };
+    let (public, signature) = if mode % 2 == 0 {
+        let secret = ed25519_dalek::SigningKey::from_bytes(&key);
+        let mut signature = secret.sign(message).to_bytes();
+        for (byte, mask) in signature.iter_mut().zip(sig) {
+            *byte ^= mask;
+        }
+        (secret.verifying_key().to_bytes(), signature)
+    } else {
+        (key, sig)
+    };
+    let ours = crate::Ed25519Key::from_bytes(&public)
+        .is_ok_and(|k| crate::PublicKey::Ed25519(k).verify(message, &signature));
+    let reference = ed25519_dalek::VerifyingKey::from_bytes(&public).ok();
+    let dalek_sig = ed25519_dalek::Signature::from_bytes(&signature);
+    let strict = reference
+        .as_ref()
+        .is_some_and(|k| k.verify_strict(message, &dalek_sig).is_ok());
+    let plain = reference
+        .as_ref()
+        .is_some_and(|k| k.verify(message, &dalek_sig).is_ok());
+    if ours {
+        assert!(strict && plain, "accepted what ed25519-dalek refuses");
+    }
+    let usable_key = reference.is_some_and(|k| {
+        let point = k.to_edwards();
+        !k.is_weak() && point.is_torsion_free() && point.compress().to_bytes() == public
+    });
+    if strict && usable_key {
+        assert!(ours, "refused what verify_strict accepts with a sound key");
+    }
+    if mode % 2 == 0 && sig.iter().all(|&b| b == 0) {
+        assert!(ours, "a fresh signature must verify");
+    }
+}

@@ -2,35 +2,36 @@
 //! JS package (wasm32): access-token claims, JWK/JWKS, the verifier, the revocation list and its
 //! signed snapshot.
 //!
-//! An untrusted token becomes [`AccessClaims`] only through [`Verifier::verify`], which takes
-//! the algorithm from the key its `kid` names, never from the header. The caller passes the
-//! current time in; this crate never reads a clock. Signing lives behind the `sign` feature so
-//! the edge build stays small.
+//! Tokens are made and checked by jwt-compact; this crate is the thin layer it cannot express
+//! (size limit, `crit`, strict `typ`, the key choosing the algorithm, exact time boundaries,
+//! stable error codes; see `token`). An untrusted token becomes [`AccessClaims`] only through
+//! [`Verifier::verify`]. The caller passes the current time in; this crate never reads a clock.
+//! Signing lives behind the `sign` feature so the edge build stays small.
 
-mod b64;
+pub mod alg;
 pub mod claims;
-mod ed25519;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod jwk;
-pub mod jws;
 pub mod revocation;
 #[cfg(feature = "sign")]
 pub mod sign;
+pub mod token;
 pub mod verifier;
 
-pub use claims::{ACCESS_TOKEN_TYPE, AccessClaims, Audience};
+pub use alg::{Algorithm, Ed25519Key, StrictEd25519};
+pub use claims::{ACCESS_TOKEN_TYPE, AccessClaims, Audience, TokenClaims};
 #[cfg(feature = "sign")]
 pub use error::CreationError;
 pub use error::{
     EncodingError, ErrorCode, JwkError, ParseError, SnapshotError, ValidationError, VerifyError,
 };
-pub use jwk::{Algorithm, Jwk, KeySet, PublicKey, SkippedKey, VerifyingJwk};
-pub use jws::{Header, UntrustedToken};
+pub use jwk::{KeySet, PublicKey, SkippedKey, VerifyingJwk};
 pub use revocation::{
     RevocationList, RevocationListBuilder, RevocationReason, SNAPSHOT_TYPE, SnapshotOptions,
 };
 #[cfg(feature = "sign")]
 pub use sign::{SigningKey, sign_access_token};
+pub use token::{Header, UntrustedToken};
 pub use verifier::{VerifiedCache, Verifier, VerifierOptions};

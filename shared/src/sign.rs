@@ -1,13 +1,16 @@
-//! Key generation and signing (feature `sign`): the issuer's side.
+//! Key generation and signing (feature `sign`): the issuer's side, through jwt-compact's
+//! `AlgorithmExt::token` (JSON claims) and `compact_token` (CBOR claims, for the snapshot).
 
 use core::fmt;
 
+use jwt_compact::{AlgorithmExt as _, Claims, Header};
+use rand_core::OsRng;
 use serde::Serialize;
 
-use crate::b64;
-use crate::claims::{ACCESS_TOKEN_TYPE, AccessClaims};
+use crate::alg::{Algorithm, Ed25519Key, StrictEd25519};
+use crate::claims::{ACCESS_TOKEN_TYPE, TokenClaims};
 use crate::error::{CreationError, JwkError};
-use crate::jwk::{Algorithm, Jwk, PublicKey, VerifyingJwk};
+use crate::jwk::{JwkEntry, PublicKey, VerifyingJwk};
 
 enum Secret {
     Ed25519(ed25519_dalek::SigningKey),
@@ -20,6 +23,7 @@ enum Secret {
 pub struct SigningKey {
     kid: String,
     secret: Secret,
+    public: PublicKey,
 }
 
 impl fmt::Debug for SigningKey {
@@ -31,86 +35,71 @@ impl fmt::Debug for SigningKey {
     }
 }
 
-fn random_32() -> Result<[u8; 32], CreationError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|_| CreationError::Random)?;
-    Ok(bytes)
-}
-
 impl SigningKey {
-    /// A fresh key from the system random source.
+    /// A fresh key from the operating system's random source.
     pub fn generate(alg: Algorithm) -> Result<Self, CreationError> {
         let secret = match alg {
-            Algorithm::EdDsa => {
-                Secret::Ed25519(ed25519_dalek::SigningKey::from_bytes(&random_32()?))
+            Algorithm::EdDsa => Secret::Ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng)),
+            #[cfg(feature = "es256")]
+            Algorithm::Es256 => Secret::P256(p256::ecdsa::SigningKey::random(&mut OsRng)),
+        };
+        Ok(Self::new(None, secret)?)
+    }
+
+    fn new(kid: Option<String>, secret: Secret) -> Result<Self, JwkError> {
+        let public = match &secret {
+            Secret::Ed25519(k) => {
+                PublicKey::Ed25519(Ed25519Key::from_bytes(k.verifying_key().as_bytes())?)
             }
             #[cfg(feature = "es256")]
-            Algorithm::Es256 => loop {
-                // Fewer than 1 in 2^32 draws fall outside the scalar range; draw again.
-                if let Ok(key) = p256::ecdsa::SigningKey::from_slice(&random_32()?) {
-                    break Secret::P256(key);
-                }
-            },
+            Secret::P256(k) => PublicKey::P256(*k.verifying_key()),
         };
-        Ok(Self::with_thumbprint_kid(secret))
-    }
-
-    fn with_thumbprint_kid(secret: Secret) -> Self {
-        let mut key = Self {
-            kid: String::new(),
+        let kid = kid.unwrap_or_else(|| public.thumbprint());
+        Ok(Self {
+            kid,
             secret,
-        };
-        key.kid = key.public_key().thumbprint();
-        key
-    }
-
-    /// Reads a private JWK (with `d`). Without a `kid`, the thumbprint is used.
-    pub fn from_jwk(jwk: &Jwk) -> Result<Self, JwkError> {
-        let d = jwk
-            .d
-            .as_deref()
-            .ok_or(JwkError::Invalid("missing private member d"))?;
-        let d = b64::decode_array::<32>(d).ok_or(JwkError::Invalid("bad private member d"))?;
-        let secret = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
-            ("OKP", Some("Ed25519")) => Secret::Ed25519(ed25519_dalek::SigningKey::from_bytes(&d)),
-            #[cfg(feature = "es256")]
-            ("EC", Some("P-256")) => Secret::P256(
-                p256::ecdsa::SigningKey::from_slice(&d)
-                    .map_err(|_| JwkError::Invalid("P-256 d is out of range"))?,
-            ),
-            _ => return Err(JwkError::Unsupported("key type or curve")),
-        };
-        let key = Self::with_thumbprint_kid(secret);
-        // The public members, when given, must belong to this private key.
-        if jwk.x.is_some() && key.public_key().to_jwk().x != jwk.x {
-            return Err(JwkError::Invalid("x does not match d"));
-        }
-        Ok(match &jwk.kid {
-            Some(kid) => Self {
-                kid: kid.clone(),
-                ..key
-            },
-            None => key,
+            public,
         })
     }
 
+    /// Reads a private JWK (with `d`, and the public members it must match). Without a `kid`,
+    /// the thumbprint is used.
     pub fn from_jwk_json(json: &str) -> Result<Self, JwkError> {
-        let jwk: Jwk =
-            serde_json::from_str(json).map_err(|_| JwkError::Invalid("not a JWK object"))?;
-        Self::from_jwk(&jwk)
+        use jwt_compact::jwk::JsonWebKey;
+        let entry: JwkEntry<'_> =
+            serde_json::from_str(json).map_err(|_| JwkError::Invalid("not a private JWK"))?;
+        let secret = match &entry.key {
+            JsonWebKey::KeyPair { curve, .. } if curve == "Ed25519" => Secret::Ed25519(
+                ed25519_dalek::SigningKey::try_from(&entry.key).map_err(|_| {
+                    JwkError::Invalid("d is missing, malformed or does not match x")
+                })?,
+            ),
+            #[cfg(feature = "es256")]
+            JsonWebKey::EllipticCurve { curve, .. } if curve == "P-256" => {
+                Secret::P256(p256::ecdsa::SigningKey::try_from(&entry.key).map_err(|_| {
+                    JwkError::Invalid("d is missing, malformed or does not match x and y")
+                })?)
+            }
+            _ => return Err(JwkError::Unsupported("key type or curve")),
+        };
+        Self::new(entry.kid, secret)
     }
 
-    /// The private JWK, for storing the key. Treat the result as a secret.
-    pub fn to_private_jwk(&self) -> Jwk {
-        let d = match &self.secret {
-            Secret::Ed25519(k) => b64::encode(k.to_bytes()),
+    /// The private JWK as JSON, for storing the key. Treat the result as a secret.
+    pub fn to_private_jwk_json(&self) -> String {
+        use jwt_compact::jwk::JsonWebKey;
+        let key = match &self.secret {
+            Secret::Ed25519(k) => JsonWebKey::from(k),
             #[cfg(feature = "es256")]
-            Secret::P256(k) => b64::encode(k.to_bytes()),
+            Secret::P256(k) => JsonWebKey::from(k),
         };
-        Jwk {
-            d: Some(d),
-            ..self.verifying_jwk().to_jwk()
-        }
+        let entry = JwkEntry {
+            kid: Some(self.kid.clone()),
+            alg: Some(self.algorithm().as_str().into()),
+            key_use: Some("sig".into()),
+            key,
+        };
+        serde_json::to_string(&entry).unwrap_or_default()
     }
 
     pub fn kid(&self) -> &str {
@@ -118,62 +107,67 @@ impl SigningKey {
     }
 
     pub fn algorithm(&self) -> Algorithm {
-        self.public_key().algorithm()
+        self.public.algorithm()
     }
 
     pub fn public_key(&self) -> PublicKey {
-        match &self.secret {
-            Secret::Ed25519(k) => PublicKey::Ed25519(k.verifying_key()),
-            #[cfg(feature = "es256")]
-            Secret::P256(k) => PublicKey::P256(*k.verifying_key()),
-        }
+        self.public.clone()
     }
 
     /// The public half, ready for a JWKS.
     pub fn verifying_jwk(&self) -> VerifyingJwk {
-        VerifyingJwk::new(self.kid.clone(), self.public_key())
+        VerifyingJwk::new(self.kid.clone(), self.public.clone())
     }
 
-    /// The raw JWS signature of `message` (64 bytes for both algorithms).
+    /// The raw JWS signature of `message` (64 bytes for both algorithms): for tests that build
+    /// tokens by hand.
     pub fn sign_message(&self, message: &[u8]) -> Vec<u8> {
+        use jwt_compact::{Algorithm as _, AlgorithmSignature as _};
         match &self.secret {
-            Secret::Ed25519(k) => {
-                use ed25519_dalek::Signer as _;
-                k.sign(message).to_bytes().to_vec()
-            }
+            Secret::Ed25519(k) => StrictEd25519.sign(k, message).as_bytes().into_owned(),
             #[cfg(feature = "es256")]
-            Secret::P256(k) => {
-                use p256::ecdsa::signature::Signer as _;
-                let sig: p256::ecdsa::Signature = k.sign(message);
-                sig.to_bytes().to_vec()
-            }
+            Secret::P256(k) => jwt_compact::alg::Es256
+                .sign(k, message)
+                .as_bytes()
+                .into_owned(),
         }
     }
 
-    /// A compact JWS over `payload` with header `{alg, typ, kid}`.
-    pub fn sign_jws(&self, typ: &str, payload: &[u8]) -> Result<String, CreationError> {
-        #[derive(Serialize)]
-        struct Header<'a> {
-            alg: &'static str,
-            typ: &'a str,
-            kid: &'a str,
-        }
-        let header = serde_json::to_vec(&Header {
-            alg: self.algorithm().as_str(),
-            typ,
-            kid: &self.kid,
-        })?;
-        let mut token = b64::encode(header);
-        token.push('.');
-        token.push_str(&b64::encode(payload));
-        let signature = self.sign_message(token.as_bytes());
-        token.push('.');
-        token.push_str(&b64::encode(signature));
-        Ok(token)
+    /// A compact JWS with any header and payload, signed by this key: for tests that need
+    /// tokens the issuer would never make (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub fn sign_raw_jws(&self, header_json: &str, payload: &[u8]) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let input = format!("{}.{}", b64.encode(header_json), b64.encode(payload));
+        let signature = b64.encode(self.sign_message(input.as_bytes()));
+        format!("{input}.{signature}")
+    }
+
+    /// A compact JWS with header `{alg, kid, typ}` over `claims`: JSON, or CBOR with `cty`.
+    pub(crate) fn sign_claims<T: Serialize>(
+        &self,
+        typ: &str,
+        claims: &Claims<T>,
+        cbor: bool,
+    ) -> Result<String, CreationError> {
+        let header = Header::empty()
+            .with_key_id(self.kid.clone())
+            .with_token_type(typ);
+        let token = match (&self.secret, cbor) {
+            (Secret::Ed25519(k), false) => StrictEd25519.token(&header, claims, k),
+            (Secret::Ed25519(k), true) => StrictEd25519.compact_token(&header, claims, k),
+            #[cfg(feature = "es256")]
+            (Secret::P256(k), false) => jwt_compact::alg::Es256.token(&header, claims, k),
+            #[cfg(feature = "es256")]
+            (Secret::P256(k), true) => jwt_compact::alg::Es256.compact_token(&header, claims, k),
+        };
+        token.map_err(CreationError::Encode)
     }
 }
 
 /// Signs an access token: header `typ: at+jwt` and this key's `kid`.
-pub fn sign_access_token(key: &SigningKey, claims: &AccessClaims) -> Result<String, CreationError> {
-    key.sign_jws(ACCESS_TOKEN_TYPE, &serde_json::to_vec(claims)?)
+pub fn sign_access_token(key: &SigningKey, claims: &TokenClaims) -> Result<String, CreationError> {
+    let wire = claims.to_wire().map_err(CreationError::Claims)?;
+    key.sign_claims(ACCESS_TOKEN_TYPE, &wire, false)
 }

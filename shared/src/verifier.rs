@@ -2,11 +2,15 @@
 
 use std::collections::HashMap;
 
-use crate::claims::{ACCESS_TOKEN_TYPE, AccessClaims};
+use chrono::{DateTime, Duration, Utc};
+use jwt_compact::TimeOptions;
+use sha2::{Digest, Sha256};
+
+use crate::claims::{ACCESS_TOKEN_TYPE, AccessClaims, CustomClaims, TokenClaims};
 use crate::error::{ValidationError, VerifyError};
 use crate::jwk::KeySet;
-use crate::jws::UntrustedToken;
 use crate::revocation::RevocationList;
+use crate::token::UntrustedToken;
 
 /// What a token must satisfy besides its signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,11 +65,23 @@ impl VerifierOptions {
 pub struct Verifier {
     keys: KeySet,
     options: VerifierOptions,
+    /// What a [`VerifiedCache`] entry was verified under: keys, type and size limit.
+    fingerprint: [u8; 32],
 }
 
 impl Verifier {
     pub fn new(keys: KeySet, options: VerifierOptions) -> Self {
-        Self { keys, options }
+        let fingerprint = Sha256::new()
+            .chain_update(keys.fingerprint())
+            .chain_update((options.max_token_bytes as u64).to_be_bytes())
+            .chain_update(options.token_type.as_bytes())
+            .finalize()
+            .into();
+        Self {
+            keys,
+            options,
+            fingerprint,
+        }
     }
 
     pub fn keys(&self) -> &KeySet {
@@ -79,22 +95,29 @@ impl Verifier {
     /// Size, structure, `typ`, key (`kid` → key → algorithm), signature, then claims: required
     /// members, `iss`, `aud`, `exp`, `nbf` and `iat` against `now` (Unix seconds) with leeway.
     pub fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, VerifyError> {
-        let payload = UntrustedToken::parse(token, self.options.max_token_bytes)?
-            .verify(&self.keys, &self.options.token_type)?;
-        let claims = AccessClaims::from_json(&payload)?;
+        let untrusted = UntrustedToken::parse(token, self.options.max_token_bytes)?;
+        let (_, wire) = untrusted
+            .validate::<CustomClaims>(&self.keys, &self.options.token_type)?
+            .into_parts();
+        let claims = TokenClaims::from_wire(wire)?;
         self.validate_claims(&claims, now)?;
-        Ok(claims)
+        Ok(AccessClaims::verified(claims))
     }
 
     /// [`Self::verify`], remembering success in `cache`: a token seen before costs a hash
-    /// lookup instead of an Ed25519 verification, while its time claims are checked against
-    /// `now` on every call. The cache must be cleared whenever this verifier's keys change.
+    /// lookup instead of a signature verification, while its issuer, audience and time claims
+    /// are checked against `now` on every call. A cache filled by another verifier (other keys,
+    /// type or size limit) is emptied first, so it can only serve what this one would accept.
     pub fn verify_cached(
         &self,
         cache: &mut VerifiedCache,
         token: &str,
         now: i64,
     ) -> Result<AccessClaims, VerifyError> {
+        if cache.fingerprint != Some(self.fingerprint) {
+            cache.entries.clear();
+            cache.fingerprint = Some(self.fingerprint);
+        }
         if let Some(claims) = cache.entries.get(token) {
             self.validate_claims(claims, now)?;
             return Ok(claims.clone());
@@ -124,7 +147,12 @@ impl Verifier {
         }
     }
 
-    fn validate_claims(&self, claims: &AccessClaims, now: i64) -> Result<(), ValidationError> {
+    /// Valid while `now < exp` (RFC 7519 §4.1.4: the current time MUST be before `exp`),
+    /// stretched by the leeway. jwt-compact's `validate_expiration` still accepts `now == exp +
+    /// leeway`, one second more than the RFC allows, so this check is ours; `nbf` goes through
+    /// jwt-compact's `validate_maturity`, whose boundary is the RFC's. A token issued in the
+    /// future (`iat` beyond the leeway) is not valid yet either, `nbf` or not.
+    fn validate_claims(&self, claims: &TokenClaims, now: i64) -> Result<(), ValidationError> {
         if claims.iss != self.options.issuer {
             return Err(ValidationError::WrongIssuer);
         }
@@ -132,12 +160,22 @@ impl Verifier {
             return Err(ValidationError::WrongAudience);
         }
         let leeway = i64::from(self.options.leeway_secs);
-        // Valid while now < exp (RFC 7519 §4.1.4), stretched by the leeway.
         if now >= claims.exp.saturating_add(leeway) {
             return Err(ValidationError::Expired);
         }
-        let not_before = claims.nbf.unwrap_or(claims.iat).max(claims.iat);
-        if now < not_before.saturating_sub(leeway) {
+        if let Some(not_before) = claims.nbf.and_then(|nbf| DateTime::from_timestamp(nbf, 0)) {
+            let leeway = Duration::seconds(leeway);
+            // chrono panics on `nbf - leeway` below its range; such an nbf is long past anyway.
+            if not_before.checked_sub_signed(leeway).is_some() {
+                let clock = DateTime::from_timestamp(now, 0).unwrap_or(DateTime::<Utc>::MAX_UTC);
+                let mut maturity = jwt_compact::Claims::empty();
+                maturity.not_before = Some(not_before);
+                maturity
+                    .validate_maturity(&TimeOptions::new(leeway, move || clock))
+                    .map_err(|_| ValidationError::NotYetValid)?;
+            }
+        }
+        if now < claims.iat.saturating_sub(leeway) {
             return Err(ValidationError::NotYetValid);
         }
         Ok(())
@@ -146,11 +184,12 @@ impl Verifier {
 
 /// Tokens that passed [`Verifier::verify`], by their exact text (as Envoy's `jwt_authn` caches
 /// them): clients send one token many times. Only successes are kept, so only holders of valid
-/// tokens can fill it; a full cache starts over.
+/// tokens can fill it; a full cache starts over. It remembers which verifier filled it.
 #[derive(Debug, Clone, Default)]
 pub struct VerifiedCache {
     entries: HashMap<String, AccessClaims>,
     capacity: usize,
+    fingerprint: Option<[u8; 32]>,
 }
 
 impl VerifiedCache {
@@ -159,13 +198,8 @@ impl VerifiedCache {
         Self {
             entries: HashMap::new(),
             capacity,
+            fingerprint: None,
         }
-    }
-
-    /// Forget everything: required when the key set changes, so a removed key stops admitting
-    /// its tokens at once.
-    pub fn clear(&mut self) {
-        self.entries.clear();
     }
 
     pub fn len(&self) -> usize {

@@ -81,7 +81,8 @@ impl Context<'_> {
             "none" => Vec::new(),
             "zero" => vec![0; 64],
             "hs256-pubkey" => {
-                let public = self.sys.issuer.key.public_key().to_jwk().x.unwrap();
+                let jwk = serde_json::to_value(self.sys.issuer.key.public_key().to_jwk()).unwrap();
+                let public = jwk["x"].as_str().unwrap().to_owned();
                 let mut mac =
                     Hmac::<sha2::Sha256>::new_from_slice(&URL_SAFE_NO_PAD.decode(public).unwrap())
                         .unwrap();

@@ -101,11 +101,11 @@ async fn bad_tokens_are_refused_with_the_right_code() {
     wrong_aud.aud = gatehouse_shared::Audience::single("someone-else");
     let mut wrong_iss = sys.claims();
     wrong_iss.iss = "https://evil.test".into();
-    let snapshot_typed = sys
-        .issuer
-        .key
-        .sign_jws(SNAPSHOT_TYPE, &serde_json::to_vec(&sys.claims()).unwrap())
-        .unwrap();
+    let snapshot_typed = sys.issuer.key.sign_raw_jws(
+        &serde_json::json!({"alg": "EdDSA", "typ": SNAPSHOT_TYPE, "kid": sys.issuer.key.kid()})
+            .to_string(),
+        &serde_json::to_vec(&sys.claims()).unwrap(),
+    );
     let cases = [
         (tampered, "bad_signature"),
         (sys.mint(&expired), "expired"),

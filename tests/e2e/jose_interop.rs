@@ -2,8 +2,8 @@
 //! signed here verify in jose. Also the revocation snapshot, which is a plain JWS to jose.
 
 use gatehouse_shared::{
-    AccessClaims, Algorithm, Audience, ErrorCode, KeySet, RevocationList, SNAPSHOT_TYPE,
-    SigningKey, Verifier, VerifierOptions, sign_access_token,
+    Algorithm, Audience, ErrorCode, KeySet, RevocationList, SNAPSHOT_TYPE, SigningKey, TokenClaims,
+    Verifier, VerifierOptions, sign_access_token,
 };
 use gatehouse_tests::{node_json, unix_now};
 use serde_json::json;
@@ -12,11 +12,11 @@ const SCRIPT: &str = "tests/js/jose-interop.mjs";
 const ISSUER: &str = "https://issuer.interop.test";
 const AUDIENCE: &str = "https://api.interop.test";
 
-fn claims(now: i64) -> AccessClaims {
-    AccessClaims {
+fn claims(now: i64) -> TokenClaims {
+    TokenClaims {
         iss: ISSUER.into(),
         sub: "user-42".into(),
-        aud: Audience(vec!["https://other.test".into(), AUDIENCE.into()]),
+        aud: Audience::Many(vec!["https://other.test".into(), AUDIENCE.into()]),
         exp: now + 300,
         iat: now,
         nbf: Some(now),
@@ -50,7 +50,11 @@ fn tokens_signed_by_jose_verify_here() {
     let verifier = Verifier::new(keys, VerifierOptions::new(ISSUER, AUDIENCE));
     for alg in ["EdDSA", "ES256"] {
         let token = out["tokens"][alg].as_str().unwrap();
-        assert_eq!(verifier.verify(token, now).unwrap(), expected, "{alg}");
+        assert_eq!(
+            verifier.verify(token, now).unwrap().into_inner(),
+            expected,
+            "{alg}"
+        );
         let tampered = flip_last_signature_char(token);
         assert_eq!(
             verifier.verify(&tampered, now).unwrap_err().code(),

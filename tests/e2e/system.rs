@@ -1,7 +1,7 @@
 //! One whole system per scenario: origin, issuer (pushing to the edge unless told not to) and
 //! edge, plus helpers to mint tokens with the issuer's own key.
 
-use gatehouse_shared::{AccessClaims, Audience, sign_access_token};
+use gatehouse_shared::{Audience, TokenClaims, sign_access_token};
 use gatehouse_tests::{Edge, Issuer, Origin, eventually, free_port, http, json_of, unix_now};
 use serde_json::Value;
 use std::time::Duration;
@@ -91,9 +91,9 @@ impl System {
     }
 
     /// Claims as the issuer would sign them, to be changed by the scenario.
-    pub fn claims(&self) -> AccessClaims {
+    pub fn claims(&self) -> TokenClaims {
         let now = unix_now();
-        AccessClaims {
+        TokenClaims {
             iss: self.issuer.url.clone(),
             sub: "minted-user".into(),
             aud: Audience::single(AUDIENCE),
@@ -107,7 +107,7 @@ impl System {
     }
 
     /// A token signed with the issuer's real key.
-    pub fn mint(&self, claims: &AccessClaims) -> String {
+    pub fn mint(&self, claims: &TokenClaims) -> String {
         sign_access_token(&self.issuer.key, claims).unwrap()
     }
 }

@@ -137,28 +137,36 @@ struct Decoded {
     claims: serde_json::Value,
 }
 
-fn decode_parts(token: &str) -> Result<(gatehouse_shared::Header, serde_json::Value), JsValue> {
+type UnverifiedClaims = jwt_compact::Claims<serde_json::Map<String, serde_json::Value>>;
+
+fn decode_parts(token: &str) -> Result<(serde_json::Value, UnverifiedClaims), JsValue> {
     let untrusted =
         UntrustedToken::parse(token, 64 * 1024).map_err(|e| error_from(e.code(), &e))?;
-    let claims = serde_json::from_slice(untrusted.payload_unverified())
-        .map_err(|_| error(ErrorCode::Malformed, "the claims are not JSON"))?;
-    Ok((untrusted.header().clone(), claims))
+    let claims = untrusted
+        .claims_unverified()
+        .map_err(|_| error(ErrorCode::Malformed, "the claims are not a JSON object"))?;
+    let header = untrusted.header();
+    let header = serde_json::json!({
+        "alg": untrusted.algorithm(), "kid": header.key_id, "typ": header.token_type,
+    });
+    Ok((header, claims))
 }
 
 /// The header and claims WITHOUT verifying anything: for display only.
 #[wasm_bindgen(js_name = decodeUnverified)]
 pub fn decode_unverified(token: &str) -> Result<JsValue, JsValue> {
     let (header, claims) = decode_parts(token)?;
-    let header = serde_json::json!({"alg": header.alg, "kid": header.kid, "typ": header.typ});
+    let claims = serde_json::to_value(&claims)
+        .map_err(|_| error(ErrorCode::Malformed, "the claims are not a JSON object"))?;
     to_js(&Decoded { header, claims })
 }
 
 fn exp_of(token: &str) -> Result<i64, JsValue> {
     let (_, claims) = decode_parts(token)?;
     claims
-        .get("exp")
-        .and_then(serde_json::Value::as_i64)
-        .ok_or_else(|| error(ErrorCode::MissingClaim, "the token has no integer exp"))
+        .expiration
+        .map(|exp| exp.timestamp())
+        .ok_or_else(|| error(ErrorCode::MissingClaim, "the token has no exp"))
 }
 
 /// Seconds until `exp` (negative once expired), from the unverified claims. `now` defaults to
@@ -218,13 +226,18 @@ impl RevocationList {
         Ok(Self { inner })
     }
 
-    /// `undefined` when not revoked, else why: `"token"`, `"session"` or `"user"`. `claims` are
-    /// verified claims (from `Verifier.verify`).
-    pub fn check(&self, claims: &JsValue) -> Result<Option<String>, JsValue> {
-        let json = js_sys::JSON::stringify(claims)
-            .map(String::from)
-            .map_err(|_| error(ErrorCode::Malformed, "claims must be an object"))?;
-        let claims = gatehouse_shared::AccessClaims::from_json(json.as_bytes())
+    /// `undefined` when `token` is not revoked, else why: `"token"`, `"session"` or `"user"`.
+    /// The token is verified by `verifier` first (throwing as `verify` does): only verified
+    /// claims reach the list, never an object from JavaScript.
+    pub fn check(
+        &self,
+        token: &str,
+        verifier: &Verifier,
+        now: Option<f64>,
+    ) -> Result<Option<String>, JsValue> {
+        let claims = verifier
+            .inner
+            .verify(token, now_secs(now))
             .map_err(|e| error_from(e.code(), &e))?;
         Ok(self.inner.check(&claims).map(|r| r.as_str().to_owned()))
     }

@@ -146,7 +146,7 @@ async fn introspect(
         let c = found.claims;
         return Ok(Json(json!({
             "active": true, "token_type": "access_token", "sub": c.sub, "username": found.username,
-            "scope": c.scope, "exp": c.exp, "iat": c.iat, "iss": c.iss, "aud": c.aud.0,
+            "scope": c.scope, "exp": c.exp, "iat": c.iat, "iss": c.iss, "aud": c.aud,
             "jti": c.jti, "sid": c.sid,
         })));
     }

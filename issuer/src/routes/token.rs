@@ -1,7 +1,7 @@
 //! `POST /v1/token`: the OAuth 2.0 token endpoint (RFC 6749) for the password and refresh-token
 //! grants.
 
-use gatehouse_shared::{AccessClaims, Audience, sign_access_token};
+use gatehouse_shared::{Audience, TokenClaims, sign_access_token};
 use rocket::serde::json::Json;
 use rocket::{Route, post, routes};
 use serde::{Deserialize, Serialize};
@@ -210,7 +210,7 @@ async fn refresh_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, Ap
 fn respond(ctx: &Ctx<'_>, grant: Grant) -> Result<TokenResponse, ApiError> {
     let now = ctx.now;
     let exp = (now + i64::from(ctx.config.access_token_ttl_secs)).min(grant.session.expires_at);
-    let claims = AccessClaims {
+    let claims = TokenClaims {
         iss: ctx.config.issuer.clone(),
         sub: grant.session.user_id.clone(),
         aud: Audience::single(&ctx.config.audience),

@@ -223,10 +223,10 @@ impl RevocationListBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claims::Audience;
+    use crate::claims::{Audience, TokenClaims};
 
     fn claims(jti: &str, sid: &str, sub: &str, iat: i64) -> AccessClaims {
-        AccessClaims {
+        AccessClaims::unverified_for_tests(TokenClaims {
             iss: "i".into(),
             sub: sub.into(),
             aud: Audience::single("a"),
@@ -236,7 +236,7 @@ mod tests {
             jti: jti.into(),
             sid: sid.into(),
             scope: String::new(),
-        }
+        })
     }
 
     #[test]

@@ -1,5 +1,5 @@
 use gatehouse_shared::{
-    AccessClaims, Algorithm, Audience, KeySet, SigningKey, Verifier, VerifierOptions,
+    AccessClaims, Algorithm, Audience, KeySet, SigningKey, TokenClaims, Verifier, VerifierOptions,
     sign_access_token,
 };
 
@@ -24,19 +24,18 @@ impl Fixture {
         Self { key, verifier }
     }
 
-    pub fn sign(&self, claims: &AccessClaims) -> String {
+    pub fn sign(&self, claims: &TokenClaims) -> String {
         sign_access_token(&self.key, claims).unwrap()
     }
 
     /// A JWS with this key's kid, any header and payload JSON.
     pub fn sign_raw(&self, header: &serde_json::Value, payload: &[u8]) -> String {
-        let input = format!("{}.{}", b64(header.to_string()), b64(payload));
-        format!("{input}.{}", b64(self.key.sign_message(input.as_bytes())))
+        self.key.sign_raw_jws(&header.to_string(), payload)
     }
 }
 
-pub fn claims() -> AccessClaims {
-    AccessClaims {
+pub fn claims() -> TokenClaims {
+    TokenClaims {
         iss: ISSUER.into(),
         sub: "user-1".into(),
         aud: Audience::single(AUDIENCE),
@@ -62,3 +61,8 @@ pub fn unb64(text: &str) -> Vec<u8> {
 }
 
 pub const ALGORITHMS: [Algorithm; 2] = [Algorithm::EdDsa, Algorithm::Es256];
+
+/// Claims as a verifier would hand them out, for code that consumes verified claims.
+pub fn trusted(claims: &TokenClaims) -> AccessClaims {
+    AccessClaims::unverified_for_tests(claims.clone())
+}

@@ -34,6 +34,11 @@ fn jwks_inputs() {
 }
 
 #[test]
+fn ed25519_inputs() {
+    assert!(replay("ed25519", fuzzing::ed25519) >= 3);
+}
+
+#[test]
 fn snapshot_inputs() {
     assert!(replay("snapshot", fuzzing::snapshot) >= 2);
 }

@@ -7,9 +7,11 @@
 )]
 
 mod cache;
+mod ed25519_vectors;
 mod fixture;
 mod fuzz_regressions;
 mod rfc8037;
 mod snapshot;
+mod strictness;
 mod tamper;
 mod validation;

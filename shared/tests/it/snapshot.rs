@@ -5,7 +5,7 @@ use gatehouse_shared::{
     sign_access_token,
 };
 
-use crate::fixture::{Fixture, ISSUER, NOW, b64, claims, unb64};
+use crate::fixture::{Fixture, ISSUER, NOW, b64, claims, trusted, unb64};
 
 fn setup() -> (SigningKey, KeySet, SnapshotOptions) {
     let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
@@ -34,7 +34,10 @@ fn round_trip() {
         (parsed.seq(), parsed.issued_at(), parsed.len()),
         (7, NOW, 102)
     );
-    assert!(parsed.check(&claims()).is_some(), "sid-1 is revoked");
+    assert!(
+        parsed.check(&trusted(&claims())).is_some(),
+        "sid-1 is revoked"
+    );
 }
 
 #[test]
@@ -44,7 +47,8 @@ fn tampered_snapshots_fail() {
     let (header, rest) = jws.split_once('.').unwrap();
     let (payload, sig) = rest.split_once('.').unwrap();
     let mut bytes = unb64(payload);
-    let last = bytes.len() - 1;
+    // The last byte of the list (the claims end with CBOR's break byte after it).
+    let last = bytes.len() - 2;
     bytes[last] ^= 1;
     let tampered = format!("{header}.{}.{sig}", b64(&bytes));
     let err = RevocationList::verify_snapshot(&tampered, &keys, &opts, NOW).unwrap_err();
@@ -71,10 +75,8 @@ fn snapshots_and_access_tokens_cannot_stand_in_for_each_other() {
     let err = RevocationList::verify_snapshot(&token, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::WrongType);
     // Correct typ, but claims JSON as the payload: not a list.
-    let fake = f
-        .key
-        .sign_jws(gatehouse_shared::SNAPSHOT_TYPE, br#"{"seq":99}"#)
-        .unwrap();
+    let header = serde_json::json!({"alg": "EdDSA", "typ": gatehouse_shared::SNAPSHOT_TYPE, "kid": f.key.kid()});
+    let fake = f.sign_raw(&header, br#"{"seq":99}"#);
     let err = RevocationList::verify_snapshot(&fake, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Malformed);
 }
@@ -121,8 +123,8 @@ fn a_hundred_thousand_entries_fit_in_two_mebibytes() {
     let parsed = RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap();
     let mut c = claims();
     c.jti = "jti-49999".into();
-    assert!(parsed.check(&c).is_some());
+    assert!(parsed.check(&trusted(&c)).is_some());
     c.jti = "jti-50000".into();
     c.sid = "sid-50000".into();
-    assert!(parsed.check(&c).is_none());
+    assert!(parsed.check(&trusted(&c)).is_none());
 }

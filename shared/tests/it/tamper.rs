@@ -77,10 +77,11 @@ fn alg_none_is_refused() {
 fn hmac_with_the_public_key_is_refused() {
     use hmac::{Hmac, Mac};
     let f = Fixture::new(gatehouse_shared::Algorithm::EdDsa);
-    let public = f.key.public_key();
+    let jwk = serde_json::to_value(f.key.public_key().to_jwk()).unwrap();
+    let x = jwk["x"].as_str().unwrap().to_owned();
     let secrets = [
-        public.to_jwk().x.unwrap().into_bytes(),
-        unb64(&public.to_jwk().x.unwrap()),
+        x.clone().into_bytes(),
+        unb64(&x),
         f.verifier.keys().to_json().into_bytes(),
     ];
     let payload = b64(serde_json::to_vec(&claims()).unwrap());
@@ -131,7 +132,7 @@ fn unknown_and_missing_kid() {
     let attacker = SigningKey::generate(gatehouse_shared::Algorithm::EdDsa).unwrap();
     let header = json!({
         "alg": "EdDSA", "typ": "at+jwt", "kid": attacker.kid(),
-        "jwk": attacker.verifying_jwk().to_jwk(), "jku": "https://evil.test/jwks",
+        "jwk": serde_json::from_str::<serde_json::Value>(&attacker.verifying_jwk().to_json()).unwrap(), "jku": "https://evil.test/jwks",
     });
     let input = format!("{}.{}", b64(header.to_string()), b64(&payload));
     let token = format!("{input}.{}", b64(attacker.sign_message(input.as_bytes())));
@@ -148,6 +149,6 @@ fn key_rotation_accepts_tokens_of_every_key_in_the_set() {
     );
     for key in [&old, &new] {
         let token = gatehouse_shared::sign_access_token(key, &claims()).unwrap();
-        assert_eq!(verifier.verify(&token, NOW).unwrap(), claims());
+        assert_eq!(verifier.verify(&token, NOW).unwrap().into_inner(), claims());
     }
 }

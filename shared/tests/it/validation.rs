@@ -1,7 +1,7 @@
 //! Claim validation: time boundaries with leeway, issuer, audience, type, size, revocation.
 
 use gatehouse_shared::{
-    AccessClaims, Algorithm, Audience, ErrorCode, RevocationList, RevocationReason, SNAPSHOT_TYPE,
+    Algorithm, Audience, ErrorCode, RevocationList, RevocationReason, SNAPSHOT_TYPE, TokenClaims,
     ValidationError, VerifierOptions, VerifyError,
 };
 use serde_json::json;
@@ -17,8 +17,11 @@ fn fixture() -> Fixture {
     )
 }
 
-fn verify_at(f: &Fixture, c: &AccessClaims, now: i64) -> Result<AccessClaims, ErrorCode> {
-    f.verifier.verify(&f.sign(c), now).map_err(|e| e.code())
+fn verify_at(f: &Fixture, c: &TokenClaims, now: i64) -> Result<TokenClaims, ErrorCode> {
+    f.verifier
+        .verify(&f.sign(c), now)
+        .map(gatehouse_shared::AccessClaims::into_inner)
+        .map_err(|e| e.code())
 }
 
 #[test]
@@ -53,18 +56,36 @@ fn nbf_and_iat_boundaries_with_leeway() {
     assert!(verify_at(&f, &c, NOW + 70).is_ok());
 }
 
+/// chrono's range ends at year ±262,143: times inside it verify without overflow (the `nbf`
+/// guard keeps chrono's panicking subtraction away from its lower end); times outside it are
+/// malformed, and the issuer cannot sign them.
 #[test]
 fn extreme_times_do_not_overflow() {
+    const CHRONO_MAX: i64 = 8_210_266_876_799;
+    const CHRONO_MIN: i64 = -8_334_601_228_800;
     let f = fixture();
     let mut c = claims();
-    c.exp = i64::MAX;
-    c.iat = i64::MIN;
-    c.nbf = Some(i64::MIN);
+    c.exp = CHRONO_MAX;
+    c.iat = CHRONO_MIN;
+    c.nbf = Some(CHRONO_MIN);
     assert!(verify_at(&f, &c, NOW).is_ok());
-    c.exp = i64::MIN;
+    c.exp = CHRONO_MIN;
     assert_eq!(verify_at(&f, &c, NOW), Err(ErrorCode::Expired));
     c.exp = -1;
     assert_eq!(verify_at(&f, &c, NOW), Err(ErrorCode::Expired));
+    c.exp = i64::MAX;
+    assert!(gatehouse_shared::sign_access_token(&f.key, &c).is_err());
+    let header = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": f.key.kid()});
+    for exp in ["9223372036854775807", "1e300", "-9223372036854775808"] {
+        let mut raw = serde_json::to_value(claims()).unwrap();
+        raw["exp"] = serde_json::from_str(exp).unwrap();
+        let token = f.sign_raw(&header, raw.to_string().as_bytes());
+        assert_eq!(
+            f.verifier.verify(&token, NOW).unwrap_err().code(),
+            ErrorCode::Malformed,
+            "{exp}"
+        );
+    }
 }
 
 #[test]
@@ -74,11 +95,11 @@ fn issuer_audience_and_missing_claims() {
     c.iss = "https://other.test".into();
     assert_eq!(verify_at(&f, &c, NOW), Err(ErrorCode::WrongIssuer));
     let mut c = claims();
-    c.aud = Audience(vec!["https://other.test".into()]);
+    c.aud = Audience::Many(vec!["https://other.test".into()]);
     assert_eq!(verify_at(&f, &c, NOW), Err(ErrorCode::WrongAudience));
-    c.aud = Audience(vec![]);
+    c.aud = Audience::Many(vec![]);
     assert_eq!(verify_at(&f, &c, NOW), Err(ErrorCode::WrongAudience));
-    c.aud = Audience(vec!["https://other.test".into(), AUDIENCE.into()]);
+    c.aud = Audience::Many(vec!["https://other.test".into(), AUDIENCE.into()]);
     assert_eq!(verify_at(&f, &c, NOW).unwrap().aud, c.aud);
 
     let header = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": f.key.kid()});
@@ -175,7 +196,8 @@ fn revoked_tokens_fail_with_the_reason() {
     assert_eq!(
         f.verifier
             .verify_not_revoked(&token, NOW, &unrelated)
-            .unwrap(),
+            .unwrap()
+            .into_inner(),
         c
     );
 }

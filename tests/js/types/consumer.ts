@@ -22,7 +22,7 @@ export async function check(jwks: object, token: string, snapshot: string): Prom
     const left: number = expiresIn(token);
     const expired: boolean = isExpired(token, 5);
     const list = RevocationList.fromSnapshot(snapshot, jwks, options.issuer);
-    const reason: string | undefined = list.check(claims);
+    const reason: string | undefined = list.check(token, verifier);
     const seq: number = list.seq;
     const decoded = decodeUnverified(token);
     return `${claims.sub} ${left} ${expired} ${reason ?? 'live'} ${seq} ${kids.length} ${typeof decoded}`;

@@ -2,7 +2,7 @@
 //! that do not contain it (the common, valid-request path), as the edge and jose see them.
 
 use gatehouse_shared::{
-    AccessClaims, Algorithm, Audience, RevocationList, SigningKey, Verifier, VerifierOptions,
+    Algorithm, Audience, RevocationList, SigningKey, TokenClaims, Verifier, VerifierOptions,
     sign_access_token,
 };
 use serde_json::json;
@@ -13,7 +13,7 @@ pub const AUDIENCE: &str = "gatehouse-bench";
 pub struct Fixture {
     pub key: SigningKey,
     pub jwks: String,
-    pub claims: AccessClaims,
+    pub claims: TokenClaims,
     pub token: String,
     /// A token whose `jti` is in every list: the revoked path.
     pub revoked_token: String,
@@ -31,12 +31,9 @@ pub struct Revocations {
 impl Fixture {
     pub fn new() -> Self {
         let key = SigningKey::generate(Algorithm::EdDsa).expect("key");
-        let jwks = format!(
-            "{{\"keys\":[{}]}}",
-            serde_json::to_string(&key.verifying_jwk().to_jwk()).expect("jwk")
-        );
+        let jwks = format!("{{\"keys\":[{}]}}", key.verifying_jwk().to_json());
         let now = gatehouse_tests::unix_now();
-        let claims = AccessClaims {
+        let claims = TokenClaims {
             iss: ISSUER.into(),
             sub: "user-4f1c2a9e".into(),
             aud: Audience::single(AUDIENCE),
@@ -48,7 +45,7 @@ impl Fixture {
             scope: "read write".into(),
         };
         let token = sign_access_token(&key, &claims).expect("sign");
-        let revoked = AccessClaims {
+        let revoked = TokenClaims {
             jti: "revoked-jti-0".into(),
             ..claims.clone()
         };

@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gatehouse_shared::{AccessClaims, RevocationList, SnapshotOptions};
+use gatehouse_shared::{AccessClaims, RevocationList, SnapshotOptions, TokenClaims};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -130,11 +130,13 @@ pub fn list_figures(fix: &Fixture, snapshot: &str, repeats: usize, secs: f64) ->
     let list =
         RevocationList::verify_snapshot(snapshot, &keys, &options, fix.now).expect("snapshot");
     let probes: Vec<AccessClaims> = (0..1024)
-        .map(|i| AccessClaims {
-            jti: format!("at-live-{i}"),
-            sid: format!("sid-live-{i}"),
-            sub: format!("user-live-{i}"),
-            ..fix.claims.clone()
+        .map(|i| {
+            AccessClaims::unverified_for_tests(TokenClaims {
+                jti: format!("at-live-{i}"),
+                sid: format!("sid-live-{i}"),
+                sub: format!("user-live-{i}"),
+                ..fix.claims.clone()
+            })
         })
         .collect();
     let mut i = 0;

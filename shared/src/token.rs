@@ -1,0 +1,185 @@
+//! The thin layer around jwt-compact's `UntrustedToken` and validators: what jwt-compact does not
+//! check, and nothing it does.
+//!
+//! jwt-compact splits the compact JWS, decodes base64url strictly, parses the header, checks the
+//! header `alg` against the algorithm, the signature length and the signature, and deserializes
+//! the claims. Around it, this module adds, in this order:
+//! 1. the size limit, before anything is decoded;
+//! 2. `crit` refused whenever present (`null` included; RFC 7515 §4.1.11: we support no
+//!    extension), and any repeated header member refused (RFC 7515 §4; serde's derive only
+//!    catches repeats of the members it declares);
+//! 3. `typ` compared as a media type (RFC 7515 §4.1.9, RFC 8725 §3.11);
+//! 4. the key chosen by `kid`, and the algorithm by the key: the header `alg` only has to name it.
+//!
+//! `cty` is left to jwt-compact: absent or `JSON` means JSON claims, `CBOR` CBOR claims (only the
+//! revocation snapshot uses it; an access token's `typ` check keeps the two apart), anything else
+//! (`JWT`, a nested token) is refused as `unsupported_header`.
+
+use core::fmt;
+
+use jwt_compact::{AlgorithmExt as _, Token};
+use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use crate::alg::{ED25519_NAME, StrictEd25519};
+use crate::error::{ParseError, ValidationError};
+use crate::jwk::{KeySet, PublicKey};
+
+/// The header members jwt-compact does not model, as far as Gatehouse cares: whether `crit` is
+/// there. Deserializing it refuses repeated members.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeaderExtensions {
+    critical: bool,
+}
+
+impl<'de> Deserialize<'de> for HeaderExtensions {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ExtensionsVisitor;
+        impl<'de> Visitor<'de> for ExtensionsVisitor {
+            type Value = HeaderExtensions;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JOSE header object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut seen = UniqueNames::default();
+                let mut critical = false;
+                while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    critical |= name == "crit";
+                    seen.insert(name)?;
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Ok(HeaderExtensions { critical })
+            }
+        }
+        deserializer.deserialize_map(ExtensionsVisitor)
+    }
+}
+
+/// Member names of one JSON object, refusing a repeat. Objects here have a handful of members.
+#[derive(Default)]
+pub(crate) struct UniqueNames<'de>(Vec<std::borrow::Cow<'de, str>>);
+
+impl<'de> UniqueNames<'de> {
+    pub(crate) fn insert<E: de::Error>(
+        &mut self,
+        name: std::borrow::Cow<'de, str>,
+    ) -> Result<(), E> {
+        if self.0.contains(&name) {
+            return Err(E::custom(format_args!("repeated member `{name}`")));
+        }
+        self.0.push(name);
+        Ok(())
+    }
+}
+
+pub type Header = jwt_compact::Header<HeaderExtensions>;
+
+/// A token split and decoded, but not trusted: nothing in it has been checked but its form.
+#[derive(Debug, Clone)]
+pub struct UntrustedToken<'a> {
+    inner: jwt_compact::UntrustedToken<'a, HeaderExtensions>,
+}
+
+impl<'a> UntrustedToken<'a> {
+    /// Splits a compact JWS. The size limit is checked before anything is decoded.
+    pub fn parse(token: &'a str, max_bytes: usize) -> Result<Self, ParseError> {
+        if token.len() > max_bytes {
+            return Err(ParseError::TooLarge {
+                len: token.len(),
+                max: max_bytes,
+            });
+        }
+        let inner = jwt_compact::UntrustedToken::<HeaderExtensions>::try_from(token)
+            .map_err(|e| parse_error(&e))?;
+        if inner.header().other_fields.critical {
+            return Err(ParseError::UnsupportedCritical);
+        }
+        Ok(Self { inner })
+    }
+
+    pub fn header(&self) -> &Header {
+        self.inner.header()
+    }
+
+    /// The header `alg`, as sent.
+    pub fn algorithm(&self) -> &str {
+        self.inner.algorithm()
+    }
+
+    /// The claims WITHOUT any check of the signature: for display only.
+    pub fn claims_unverified<T: DeserializeOwned>(
+        &self,
+    ) -> Result<jwt_compact::Claims<T>, ValidationError> {
+        self.inner
+            .deserialize_claims_unchecked()
+            .map_err(|e| validation_error(&e))
+    }
+
+    /// Whether `typ` names `expected`, compared as a media type: case-insensitive, with an
+    /// optional `application/` prefix (RFC 7515 §4.1.9).
+    pub fn has_type(&self, expected: &str) -> bool {
+        self.header().token_type.as_deref().is_some_and(|typ| {
+            let typ = match (typ.get(..12), typ.get(12..)) {
+                (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case("application/") => rest,
+                _ => typ,
+            };
+            typ.eq_ignore_ascii_case(expected)
+        })
+    }
+
+    /// Checks `typ`, finds the key by `kid`, lets that key's algorithm validate the token
+    /// (header `alg`, then signature), and only then hands out the claims.
+    pub(crate) fn validate<T: DeserializeOwned>(
+        &self,
+        keys: &KeySet,
+        expected_typ: &str,
+    ) -> Result<Token<T, HeaderExtensions>, ValidationError> {
+        if !self.has_type(expected_typ) {
+            return Err(ValidationError::WrongType);
+        }
+        let key = self
+            .header()
+            .key_id
+            .as_deref()
+            .and_then(|kid| keys.get(kid))
+            .ok_or(ValidationError::UnknownKid)?;
+        let alg = self.algorithm();
+        let validated = match key.key() {
+            PublicKey::Ed25519(key) if alg == "EdDSA" => {
+                StrictEd25519.validator(key).validate(&self.inner)
+            }
+            PublicKey::Ed25519(key) if alg == ED25519_NAME => StrictEd25519::fully_specified()
+                .validator(key)
+                .validate(&self.inner),
+            #[cfg(feature = "es256")]
+            PublicKey::P256(key) if alg == "ES256" => {
+                jwt_compact::alg::Es256.validator(key).validate(&self.inner)
+            }
+            _ => return Err(ValidationError::AlgMismatch),
+        };
+        validated.map_err(|e| validation_error(&e))
+    }
+}
+
+fn parse_error(e: &jwt_compact::ParseError) -> ParseError {
+    use jwt_compact::ParseError as E;
+    match e {
+        E::InvalidTokenStructure => ParseError::Malformed("expected three dot-separated parts"),
+        E::InvalidBase64Encoding => ParseError::Malformed("a part is not base64url"),
+        E::UnsupportedContentType(_) => ParseError::UnsupportedContentType,
+        _ => ParseError::Malformed("header is not a valid JOSE header"),
+    }
+}
+
+fn validation_error(e: &jwt_compact::ValidationError) -> ValidationError {
+    use jwt_compact::ValidationError as E;
+    match e {
+        E::AlgorithmMismatch { .. } => ValidationError::AlgMismatch,
+        E::InvalidSignatureLen { .. } | E::MalformedSignature(_) | E::InvalidSignature => {
+            ValidationError::BadSignature
+        }
+        E::Expired => ValidationError::Expired,
+        E::NotMature => ValidationError::NotYetValid,
+        _ => ValidationError::MalformedClaims("claims are not a valid object of the right types"),
+    }
+}

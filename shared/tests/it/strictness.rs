@@ -1,0 +1,135 @@
+//! The strictness the thin layer around jwt-compact adds: `crit` in any form, repeated members
+//! anywhere, `cty`, and a verified-token cache that only serves its own verifier.
+
+use gatehouse_shared::{Algorithm, ErrorCode, VerifiedCache, VerifierOptions};
+use serde_json::json;
+
+use crate::fixture::{AUDIENCE, Fixture, ISSUER, NOW, claims};
+
+fn header_code(f: &Fixture, header: &str) -> ErrorCode {
+    let token = f
+        .key
+        .sign_raw_jws(header, &serde_json::to_vec(&claims()).unwrap());
+    f.verifier.verify(&token, NOW).unwrap_err().code()
+}
+
+#[test]
+fn crit_is_refused_whatever_its_value() {
+    let f = Fixture::new(Algorithm::EdDsa);
+    let kid = f.key.kid();
+    for crit in ["null", "[]", r#"["exp"]"#, "5", r#""b64""#] {
+        let header = format!(r#"{{"alg":"EdDSA","typ":"at+jwt","kid":"{kid}","crit":{crit}}}"#);
+        assert_eq!(
+            header_code(&f, &header),
+            ErrorCode::UnsupportedHeader,
+            "{crit}"
+        );
+    }
+}
+
+#[test]
+fn repeated_header_members_are_malformed_declared_or_not() {
+    let f = Fixture::new(Algorithm::EdDsa);
+    let kid = f.key.kid();
+    for repeat in [
+        r#""alg":"EdDSA""#,
+        r#""kid":"other""#,
+        r#""typ":"at+jwt""#,
+        r#""x":1,"x":2"#,
+        r#""crv":1,"c\u0072v":2"#,
+    ] {
+        let header = format!(r#"{{"alg":"EdDSA","typ":"at+jwt","kid":"{kid}",{repeat}}}"#);
+        assert_eq!(header_code(&f, &header), ErrorCode::Malformed, "{repeat}");
+    }
+}
+
+#[test]
+fn repeated_claims_are_malformed_even_unknown_ones() {
+    let f = Fixture::new(Algorithm::EdDsa);
+    let header = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": f.key.kid()}).to_string();
+    let json = serde_json::to_string(&claims()).unwrap();
+    for extra in [r#","sub":"admin""#, r#","note":1,"note":2"#] {
+        let payload = format!("{}{extra}}}", json.trim_end_matches('}'));
+        let token = f.key.sign_raw_jws(&header, payload.as_bytes());
+        assert_eq!(
+            f.verifier.verify(&token, NOW).unwrap_err().code(),
+            ErrorCode::Malformed,
+            "{extra}"
+        );
+    }
+}
+
+#[test]
+fn content_types_other_than_claims_are_refused() {
+    let f = Fixture::new(Algorithm::EdDsa);
+    let kid = f.key.kid();
+    for cty in ["JWT", "text/plain"] {
+        let header = format!(r#"{{"alg":"EdDSA","typ":"at+jwt","kid":"{kid}","cty":"{cty}"}}"#);
+        assert_eq!(
+            header_code(&f, &header),
+            ErrorCode::UnsupportedHeader,
+            "{cty}"
+        );
+    }
+    // `cty: JSON` is what jwt-compact reads by default: the token verifies.
+    let header = format!(r#"{{"alg":"EdDSA","typ":"at+jwt","kid":"{kid}","cty":"JSON"}}"#);
+    let token = f
+        .key
+        .sign_raw_jws(&header, &serde_json::to_vec(&claims()).unwrap());
+    assert!(f.verifier.verify(&token, NOW).is_ok());
+}
+
+#[test]
+fn a_cache_filled_by_one_verifier_serves_no_other() {
+    let a = Fixture::new(Algorithm::EdDsa);
+    let token = a.sign(&claims());
+    let mut cache = VerifiedCache::new(8);
+    a.verifier.verify_cached(&mut cache, &token, NOW).unwrap();
+    // Another key set: the hit that would skip kid, key and signature is not served.
+    let b = Fixture::new(Algorithm::EdDsa);
+    assert_eq!(
+        b.verifier
+            .verify_cached(&mut cache, &token, NOW)
+            .unwrap_err()
+            .code(),
+        ErrorCode::UnknownKid
+    );
+    // The same keys but another required typ: not served either.
+    a.verifier.verify_cached(&mut cache, &token, NOW).unwrap();
+    let other_typ = gatehouse_shared::Verifier::new(
+        a.verifier.keys().clone(),
+        VerifierOptions::new(ISSUER, AUDIENCE).with_token_type("other+jwt"),
+    );
+    assert_eq!(
+        other_typ
+            .verify_cached(&mut cache, &token, NOW)
+            .unwrap_err()
+            .code(),
+        ErrorCode::WrongType
+    );
+    // An equal verifier (same keys and options) shares the cache.
+    a.verifier.verify_cached(&mut cache, &token, NOW).unwrap();
+    let twin =
+        gatehouse_shared::Verifier::new(a.verifier.keys().clone(), a.verifier.options().clone());
+    twin.verify_cached(&mut cache, &token, NOW).unwrap();
+    assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn fully_specified_ed25519_alg_is_accepted_and_names_the_same_key_type() {
+    let f = Fixture::new(Algorithm::EdDsa);
+    let header = json!({"alg": "Ed25519", "typ": "at+jwt", "kid": f.key.kid()}).to_string();
+    let token = f
+        .key
+        .sign_raw_jws(&header, &serde_json::to_vec(&claims()).unwrap());
+    assert!(f.verifier.verify(&token, NOW).is_ok());
+    let es = Fixture::new(Algorithm::Es256);
+    let header = json!({"alg": "Ed25519", "typ": "at+jwt", "kid": es.key.kid()}).to_string();
+    let token = es
+        .key
+        .sign_raw_jws(&header, &serde_json::to_vec(&claims()).unwrap());
+    assert_eq!(
+        es.verifier.verify(&token, NOW).unwrap_err().code(),
+        ErrorCode::AlgMismatch
+    );
+}
