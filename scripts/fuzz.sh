@@ -1,18 +1,36 @@
 #!/usr/bin/env bash
-# Fuzzes the shared core with cargo fuzz (libFuzzer, nightly): token parsing/verification, JWKS
-# parsing and snapshot decoding. Usage: scripts/fuzz.sh [seconds per target, default 600] [target...]
-# A crash leaves its input in shared/fuzz/artifacts/<target>/; copy it to
-# shared/fuzz/regressions/<target>/ when fixing, so `make test` replays it forever.
+# Fuzzes the shared core with cargo fuzz (libFuzzer): token parsing/verification, JWKS parsing,
+# snapshot decoding, and Ed25519 against ed25519-dalek (differential).
+# Usage: scripts/fuzz.sh [seconds per target, default 600] [target...]
+# Exits non-zero if any target finds a crash. A crash leaves its input in
+# shared/fuzz/artifacts/<target>/; copy it to shared/fuzz/regressions/<target>/ when fixing, so
+# `make test` replays it forever. The machine has one stable toolchain; cargo fuzz needs
+# nightly flags (sanitizers), which RUSTC_BOOTSTRAP=1 allows on it.
 set -euo pipefail
 cd "$(dirname "$0")/../shared/fuzz"
 secs="${1:-600}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(token jwks snapshot)
-command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2
+[ ${#targets[@]} -gt 0 ] || targets=(token jwks snapshot ed25519)
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
+export RUSTC_BOOTSTRAP=1
+failed=()
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
+  log="artifacts/$t.log"
+  mkdir -p artifacts
   echo "== fuzzing $t for ${secs}s"
-  cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$secs" -print_final_stats=1 2>&1 \
-    | grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units|stat::peak_rss_mb|==|SUMMARY|Done)" || true
+  if cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$secs" -print_final_stats=1 \
+      >"$log" 2>&1; then
+    grep -E "^stat::number_of_executed_units|^Done [0-9]+ runs" "$log" || true
+  else
+    echo "!! $t failed: see shared/fuzz/$log"
+    grep -E "panicked|SUMMARY|Test unit written" "$log" || tail -20 "$log"
+    failed+=("$t")
+  fi
 done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzzing found crashes in: ${failed[*]}"
+  exit 1
+fi
+echo "fuzzing: no crashes in ${targets[*]}"
