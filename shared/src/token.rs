@@ -77,6 +77,7 @@ pub type Header = jwt_compact::Header<HeaderExtensions>;
 /// A token split and decoded, but not trusted: nothing in it has been checked but its form.
 #[derive(Debug, Clone)]
 pub struct UntrustedToken<'a> {
+    text: &'a str,
     inner: jwt_compact::UntrustedToken<'a, HeaderExtensions>,
 }
 
@@ -94,7 +95,7 @@ impl<'a> UntrustedToken<'a> {
         if inner.header().other_fields.critical {
             return Err(ParseError::UnsupportedCritical);
         }
-        Ok(Self { inner })
+        Ok(Self { text: token, inner })
     }
 
     pub fn header(&self) -> &Header {
@@ -104,6 +105,16 @@ impl<'a> UntrustedToken<'a> {
     /// The header `alg`, as sent.
     pub fn algorithm(&self) -> &str {
         self.inner.algorithm()
+    }
+
+    /// The payload bytes as sent, WITHOUT any check of the signature: for display only.
+    /// (jwt-compact keeps its decoded copy private; the part was already checked as base64url.)
+    pub fn payload_unverified(&self) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let payload = self.text.split('.').nth(1)?;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
     }
 
     /// The claims WITHOUT any check of the signature: for display only.

@@ -132,38 +132,41 @@ impl Verifier {
 }
 
 #[derive(Serialize)]
-struct Decoded {
-    header: serde_json::Value,
-    claims: serde_json::Value,
+struct DecodedHeader<'a> {
+    alg: &'a str,
+    kid: Option<&'a str>,
+    typ: Option<&'a str>,
 }
 
-type UnverifiedClaims = jwt_compact::Claims<serde_json::Map<String, serde_json::Value>>;
-
-fn decode_parts(token: &str) -> Result<(serde_json::Value, UnverifiedClaims), JsValue> {
-    let untrusted =
-        UntrustedToken::parse(token, 64 * 1024).map_err(|e| error_from(e.code(), &e))?;
-    let claims = untrusted
-        .claims_unverified()
-        .map_err(|_| error(ErrorCode::Malformed, "the claims are not a JSON object"))?;
-    let header = untrusted.header();
-    let header = serde_json::json!({
-        "alg": untrusted.algorithm(), "kid": header.key_id, "typ": header.token_type,
-    });
-    Ok((header, claims))
+fn parse(token: &str) -> Result<UntrustedToken<'_>, JsValue> {
+    UntrustedToken::parse(token, 64 * 1024).map_err(|e| error_from(e.code(), &e))
 }
 
-/// The header and claims WITHOUT verifying anything: for display only.
+/// The header and claims WITHOUT verifying anything: for display only. The claims object is
+/// `JSON.parse` of the payload, so it shows exactly what the token says.
 #[wasm_bindgen(js_name = decodeUnverified)]
 pub fn decode_unverified(token: &str) -> Result<JsValue, JsValue> {
-    let (header, claims) = decode_parts(token)?;
-    let claims = serde_json::to_value(&claims)
-        .map_err(|_| error(ErrorCode::Malformed, "the claims are not a JSON object"))?;
-    to_js(&Decoded { header, claims })
+    let untrusted = parse(token)?;
+    let header = untrusted.header();
+    let header = to_js(&DecodedHeader {
+        alg: untrusted.algorithm(),
+        kid: header.key_id.as_deref(),
+        typ: header.token_type.as_deref(),
+    })?;
+    let not_json = || error(ErrorCode::Malformed, "the claims are not a JSON object");
+    let payload = untrusted.payload_unverified().ok_or_else(not_json)?;
+    let text = core::str::from_utf8(&payload).map_err(|_| not_json())?;
+    let claims = js_sys::JSON::parse(text).map_err(|_| not_json())?;
+    let decoded = js_sys::Object::new();
+    js_sys::Reflect::set(&decoded, &"header".into(), &header)?;
+    js_sys::Reflect::set(&decoded, &"claims".into(), &claims)?;
+    Ok(decoded.into())
 }
 
 fn exp_of(token: &str) -> Result<i64, JsValue> {
-    let (_, claims) = decode_parts(token)?;
-    claims
+    parse(token)?
+        .claims_unverified::<jwt_compact::Empty>()
+        .map_err(|_| error(ErrorCode::Malformed, "the claims are not a JSON object"))?
         .expiration
         .map(|exp| exp.timestamp())
         .ok_or_else(|| error(ErrorCode::MissingClaim, "the token has no exp"))
