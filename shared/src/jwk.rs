@@ -56,26 +56,15 @@ impl PublicKey {
     }
 
     /// The key as jwt-compact's JWK (public members only).
-    pub fn to_jwk(&self) -> JsonWebKey<'static> {
+    pub fn to_jwk(&self) -> JsonWebKey<'_> {
         match self {
             Self::Ed25519(key) => JsonWebKey::KeyPair {
                 curve: Cow::Borrowed(ED25519_NAME),
-                x: Cow::Owned(key.as_bytes().to_vec()),
+                x: Cow::Borrowed(key.as_bytes()),
                 secret: None,
             },
             #[cfg(feature = "es256")]
-            Self::P256(key) => {
-                let point = key.to_encoded_point(false);
-                let coordinate = |c: Option<&p256::FieldBytes>| {
-                    Cow::Owned(c.map_or_else(Vec::new, |c| c.to_vec()))
-                };
-                JsonWebKey::EllipticCurve {
-                    curve: Cow::Borrowed("P-256"),
-                    x: coordinate(point.x()),
-                    y: coordinate(point.y()),
-                    secret: None,
-                }
-            }
+            Self::P256(key) => JsonWebKey::from(key),
         }
     }
 
@@ -170,7 +159,7 @@ impl VerifyingJwk {
         &self.key
     }
 
-    fn to_entry(&self) -> JwkEntry<'static> {
+    fn to_entry(&self) -> JwkEntry<'_> {
         JwkEntry {
             kid: Some(self.kid.clone()),
             alg: Some(self.algorithm().as_str().into()),
@@ -248,8 +237,8 @@ impl KeySet {
     /// The public JWKS document.
     pub fn to_json(&self) -> String {
         #[derive(Serialize)]
-        struct JwksOut {
-            keys: Vec<JwkEntry<'static>>,
+        struct JwksOut<'a> {
+            keys: Vec<JwkEntry<'a>>,
         }
         let doc = JwksOut {
             keys: self.keys.iter().map(VerifyingJwk::to_entry).collect(),
