@@ -87,7 +87,9 @@ fn write_key(path: &Path, key: &SigningKey) -> Result<(), ApiError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(fail)?;
     }
-    let json = key.to_private_jwk_json();
+    let json = key
+        .to_private_jwk_json()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -107,7 +109,10 @@ fn records(conn: &mut DbConn) -> Result<Vec<KeyRecord>, ApiError> {
 /// Makes `key` the active key: records it if new and retires every other active key. Safe when
 /// several issuers activate the same key at once (replicas starting with one new key file).
 fn activate(conn: &mut DbConn, key: &SigningKey, now: i64) -> Result<bool, ApiError> {
-    let public = key.verifying_jwk().to_json();
+    let public = key
+        .verifying_jwk()
+        .to_json()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     // Outside the transaction, so that losing the insert race to another issuer (a unique
     // violation) does not abort anything: the row is there either way.
     let inserted = diesel::insert_into(signing_keys::table)

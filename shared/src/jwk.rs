@@ -169,8 +169,9 @@ impl VerifyingJwk {
     }
 
     /// The public JWK with `kid`, `alg` and `use: sig`, as JSON.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.to_entry()).unwrap_or_default()
+    pub fn to_json(&self) -> Result<String, JwkError> {
+        serde_json::to_string(&self.to_entry())
+            .map_err(|_| JwkError::Invalid("cannot be written as JSON"))
     }
 }
 

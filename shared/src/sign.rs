@@ -86,7 +86,7 @@ impl SigningKey {
     }
 
     /// The private JWK as JSON, for storing the key. Treat the result as a secret.
-    pub fn to_private_jwk_json(&self) -> String {
+    pub fn to_private_jwk_json(&self) -> Result<String, JwkError> {
         use jwt_compact::jwk::JsonWebKey;
         let key = match &self.secret {
             Secret::Ed25519(k) => JsonWebKey::from(k),
@@ -99,7 +99,7 @@ impl SigningKey {
             key_use: Some("sig".into()),
             key,
         };
-        serde_json::to_string(&entry).unwrap_or_default()
+        serde_json::to_string(&entry).map_err(|_| JwkError::Invalid("cannot be written as JSON"))
     }
 
     pub fn kid(&self) -> &str {

@@ -210,7 +210,7 @@ impl Issuer {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = SigningKey::generate(Algorithm::EdDsa).expect("key");
         let key_file = dir.path().join("signing.jwk");
-        std::fs::write(&key_file, key.to_private_jwk_json()).expect("write key");
+        std::fs::write(&key_file, key.to_private_jwk_json().expect("jwk")).expect("write key");
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let database_url = match via_port {
@@ -321,7 +321,8 @@ impl Issuer {
                 _ => {}
             }
         }
-        let key = SigningKey::from_jwk_json(&self.key.to_private_jwk_json()).expect("same key");
+        let key = SigningKey::from_jwk_json(&self.key.to_private_jwk_json().expect("jwk"))
+            .expect("same key");
         let mut replica = Self {
             proc: None,
             url,
@@ -343,7 +344,7 @@ impl Issuer {
     /// that was replaced (now retired, still published for its grace).
     pub async fn rotate_key_file(&mut self) -> SigningKey {
         let next = SigningKey::generate(Algorithm::EdDsa).expect("key");
-        let jwk = next.to_private_jwk_json();
+        let jwk = next.to_private_jwk_json().expect("jwk");
         std::fs::write(self.dir.path().join("signing.jwk"), jwk).expect("write key");
         let retired = std::mem::replace(&mut self.key, next);
         self.restart().await;

@@ -74,7 +74,7 @@ async fn production_key_file(backend: Backend) {
     let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("signing.jwk");
-    std::fs::write(&path, key.to_private_jwk_json()).unwrap();
+    std::fs::write(&path, key.to_private_jwk_json().unwrap()).unwrap();
     let app = TestApp::start_with(backend, |c| c.signing_key_file = Some(path.clone())).await;
     app.register("alice").await;
     let token = str_of(&app.login("alice").await, "access_token").to_owned();
@@ -92,7 +92,7 @@ async fn production_key_file(backend: Backend) {
 
     // Replacing the file and restarting retires the old key but keeps it published.
     let next = SigningKey::generate(Algorithm::EdDsa).unwrap();
-    std::fs::write(&path, next.to_private_jwk_json()).unwrap();
+    std::fs::write(&path, next.to_private_jwk_json().unwrap()).unwrap();
     let app = app.restart(|_| {}).await;
     let token2 = str_of(&app.login("alice").await, "access_token").to_owned();
     assert_eq!(kid_of(&token2), next.kid());
@@ -108,12 +108,12 @@ async fn replicas_starting_with_one_new_key_file_agree(backend: Backend) {
     let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("signing.jwk");
-    std::fs::write(&path, key.to_private_jwk_json()).unwrap();
+    std::fs::write(&path, key.to_private_jwk_json().unwrap()).unwrap();
     let app = TestApp::start_with(backend, |c| c.signing_key_file = Some(path.clone())).await;
     // A new key file, and several issuers igniting on it at once: every one starts, and the
     // database ends with exactly that key active.
     let next = SigningKey::generate(Algorithm::EdDsa).unwrap();
-    std::fs::write(&path, next.to_private_jwk_json()).unwrap();
+    std::fs::write(&path, next.to_private_jwk_json().unwrap()).unwrap();
     let replicas = rocket::futures::future::join_all((0..4).map(|_| app.replica())).await;
     assert_eq!(replicas.len(), 4);
     let listed = app.store().run_sync(keys::list).unwrap();

@@ -52,7 +52,7 @@ fn a5_verification() {
 #[test]
 fn private_jwk_round_trips_and_mismatched_x_is_refused() {
     let key = rfc_key();
-    let json = key.to_private_jwk_json();
+    let json = key.to_private_jwk_json().unwrap();
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(value["d"], D);
     assert_eq!(value["kid"], THUMBPRINT);

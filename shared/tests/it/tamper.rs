@@ -132,7 +132,7 @@ fn unknown_and_missing_kid() {
     let attacker = SigningKey::generate(gatehouse_shared::Algorithm::EdDsa).unwrap();
     let header = json!({
         "alg": "EdDSA", "typ": "at+jwt", "kid": attacker.kid(),
-        "jwk": serde_json::from_str::<serde_json::Value>(&attacker.verifying_jwk().to_json()).unwrap(), "jku": "https://evil.test/jwks",
+        "jwk": serde_json::from_str::<serde_json::Value>(&attacker.verifying_jwk().to_json().unwrap()).unwrap(), "jku": "https://evil.test/jwks",
     });
     let input = format!("{}.{}", b64(header.to_string()), b64(&payload));
     let token = format!("{input}.{}", b64(attacker.sign_message(input.as_bytes())));

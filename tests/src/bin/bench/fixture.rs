@@ -31,7 +31,10 @@ pub struct Revocations {
 impl Fixture {
     pub fn new() -> Self {
         let key = SigningKey::generate(Algorithm::EdDsa).expect("key");
-        let jwks = format!("{{\"keys\":[{}]}}", key.verifying_jwk().to_json());
+        let jwks = format!(
+            "{{\"keys\":[{}]}}",
+            key.verifying_jwk().to_json().expect("jwk")
+        );
         let now = gatehouse_tests::unix_now();
         let claims = TokenClaims {
             iss: ISSUER.into(),
