@@ -27,6 +27,13 @@ pub struct Config {
     pub token_cookie: Option<String>,
     pub realm: String,
     pub kv_refresh_ms: f64,
+    /// KV's copy is rewritten when unchanged only after this long (KV writes are metered).
+    pub kv_heartbeat_secs: i64,
+    /// The signed delta feed (the fast path); polled every `delta_poll_ms`, 0 turns it off.
+    pub delta_url: String,
+    pub delta_poll_ms: f64,
+    /// How long a fetched key set is held before it is refreshed.
+    pub keys_ttl_ms: f64,
     /// Verified tokens remembered per isolate (0: verify every request's signature).
     pub verified_cache_size: usize,
     pub max_list_age_secs: i64,
@@ -123,6 +130,13 @@ impl Config {
                 StalePolicy::FailClosed
             }
         };
+        let delta_url = var(env, "DELTA_URL").unwrap_or_else(|| {
+            if issuer_url.is_empty() {
+                String::new()
+            } else {
+                format!("{issuer_url}/v1/revocations/delta")
+            }
+        });
         Self {
             origin_url,
             issuer_url,
@@ -132,7 +146,11 @@ impl Config {
             route_scopes,
             token_cookie: var(env, "TOKEN_COOKIE"),
             realm: var(env, "REALM").unwrap_or_else(|| "gatehouse".into()),
-            kv_refresh_ms: f64::from(number(env, "KV_REFRESH_SECS", 5, &mut problems)) * 1000.0,
+            kv_refresh_ms: f64::from(number(env, "KV_REFRESH_SECS", 10, &mut problems)) * 1000.0,
+            kv_heartbeat_secs: i64::from(number(env, "KV_HEARTBEAT_SECS", 3600, &mut problems)),
+            delta_url,
+            delta_poll_ms: f64::from(number(env, "DELTA_POLL_MS", 500, &mut problems)),
+            keys_ttl_ms: f64::from(number(env, "KEYS_TTL_SECS", 300, &mut problems)) * 1000.0,
             verified_cache_size: usize::try_from(number(
                 env,
                 "VERIFIED_CACHE_SIZE",
@@ -140,7 +158,7 @@ impl Config {
                 &mut problems,
             ))
             .unwrap_or(1000),
-            max_list_age_secs: i64::from(number(env, "MAX_LIST_AGE_SECS", 300, &mut problems)),
+            max_list_age_secs: i64::from(number(env, "MAX_LIST_AGE_SECS", 5400, &mut problems)),
             stale_policy,
             jwks_refetch_cooldown_ms: f64::from(number(
                 env,
@@ -165,6 +183,10 @@ impl Config {
             .iter()
             .find(|(prefix, _)| path.starts_with(prefix.as_str()))
             .map(|(_, scope)| scope.as_str())
+    }
+
+    pub fn fast_path_enabled(&self) -> bool {
+        self.delta_poll_ms > 0.0 && !self.delta_url.is_empty()
     }
 
     /// Whether the worker can do its job at all.

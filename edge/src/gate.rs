@@ -1,11 +1,17 @@
-//! The per-request path: strip identity headers, let public paths through, verify the token,
-//! check revocation (a memory lookup) and the route's scope, then forward to the origin.
+//! The per-request path: strip identity headers, let public paths and CORS preflights through,
+//! verify the token, check revocation (a memory lookup) and the route's scope, then forward to
+//! the origin as a proxy would: redirects reach the client untouched.
+
+use std::rc::Rc;
 
 use gatehouse_shared::{AccessClaims, ErrorCode};
 use worker::wasm_bindgen::JsValue;
-use worker::{Env, Fetch, Headers, Method, Request, RequestInit, Response, web_sys};
+use worker::{
+    Context, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, web_sys,
+};
 
 use crate::config::{Config, StalePolicy};
+use crate::fastpath::{self, Due};
 use crate::{keys, reply, state, sync};
 
 const IDENTITY_PREFIX: &str = "x-gatehouse-";
@@ -17,17 +23,26 @@ fn misconfigured() -> Response {
     )
 }
 
-pub async fn handle(req: Request, env: &Env) -> Response {
+/// A CORS preflight carries no credentials by design (Fetch spec): the origin answers it.
+fn is_preflight(req: &Request) -> bool {
+    req.method() == Method::Options
+        && req
+            .headers()
+            .has("Access-Control-Request-Method")
+            .unwrap_or(false)
+}
+
+pub async fn handle(req: Request, env: &Env, ctx: &Context) -> Response {
     let config = state::config(env);
     if !config.is_usable() {
         return misconfigured();
     }
     let path = req.path();
-    if config.is_public(&path) {
+    if config.is_public(&path) || is_preflight(&req) {
         return forward(&req, &config, None, None).await;
     }
     let started = state::now_ms();
-    let claims = match authorize(&req, env, &config, Some(&path)).await {
+    let claims = match authorize(&req, env, ctx, &config, Some(&path)).await {
         Ok(claims) => claims,
         Err(response) => return response,
     };
@@ -41,12 +56,12 @@ pub async fn handle(req: Request, env: &Env) -> Response {
 /// `/_gatehouse/check`: the gate's verdict without the origin. The same verification and
 /// revocation check, answered by the worker itself: forward-auth for other proxies, and the
 /// benchmark's verify-only probe. No route scope applies; the caller reads `scope` itself.
-pub async fn check(req: &Request, env: &Env) -> Response {
+pub async fn check(req: &Request, env: &Env, ctx: &Context) -> Response {
     let config = state::config(env);
     if !config.is_usable() {
         return misconfigured();
     }
-    match authorize(req, env, &config, None).await {
+    match authorize(req, env, ctx, &config, None).await {
         Ok(claims) => reply::json(
             200,
             &serde_json::json!({"sub": claims.sub, "scope": claims.scope, "sid": claims.sid, "exp": claims.exp}),
@@ -55,21 +70,44 @@ pub async fn check(req: &Request, env: &Env) -> Response {
     }
 }
 
+/// Keeps the fast path and the key set fresh: in the background while they are young enough,
+/// before answering when this isolate has been idle for several poll intervals.
+async fn refresh(env: &Env, ctx: &Context, config: &Rc<Config>) {
+    let due = fastpath::due(config, state::now_ms());
+    if due == Due::Now {
+        fastpath::poll(env, config).await;
+    }
+    let keys_due = keys::expired(config);
+    if due == Due::InBackground || keys_due {
+        let (env, config) = (env.clone(), Rc::clone(config));
+        ctx.wait_until(async move {
+            if due == Due::InBackground {
+                fastpath::poll(&env, &config).await;
+            }
+            if keys_due {
+                let _ = keys::refetch(&env, &config).await;
+            }
+        });
+    }
+}
+
 /// Verifies the request's token, checks revocation, and, for a `path`, that route's scope.
 async fn authorize(
     req: &Request,
     env: &Env,
-    config: &Config,
+    ctx: &Context,
+    config: &Rc<Config>,
     path: Option<&str>,
 ) -> Result<AccessClaims, Response> {
     let realm = &config.realm;
+    refresh(env, ctx, config).await;
     let list = sync::current(env, config).await;
     let now = state::now_secs();
     let list_ok = list
-        .as_ref()
-        .is_some_and(|l| l.age_secs(now) <= config.max_list_age_secs);
+        .age_secs(now)
+        .is_some_and(|age| list.is_present() && age <= config.max_list_age_secs);
     if !list_ok && config.stale_policy == StalePolicy::FailClosed {
-        let (code, text) = if list.is_none() {
+        let (code, text) = if !list.is_present() {
             (
                 "revocation_list_missing",
                 "no revocation list has reached the edge yet",
@@ -99,9 +137,8 @@ async fn authorize(
         result = state::verify(&verifier, config, &token, now);
     }
     let claims = result.map_err(|e| reply::unauthorized(realm, e.code()))?;
-    if let Some(list) = list.as_ref().filter(|_| list_ok)
-        && list.check(&claims).is_some()
-    {
+    // Entries are honoured even from a list too old to rely on: refusing is always safe.
+    if list.check(&claims).is_some() {
         return Err(reply::unauthorized(realm, ErrorCode::Revoked));
     }
     if let Some(scope) = path.and_then(|p| config.required_scope(p))
@@ -156,7 +193,11 @@ async fn forward(
     }
     let method = req.method();
     let mut init = RequestInit::new();
-    init.with_method(method.clone()).with_headers(headers);
+    // A proxy passes redirects on: following them here would hide a 302 from the browser and
+    // could carry the identity headers to another host.
+    init.with_method(method.clone())
+        .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual);
     if !matches!(method, Method::Get | Method::Head) {
         init.with_body(req.inner().body().map(JsValue::from));
     }

@@ -1,6 +1,8 @@
 //! Verification keys: pinned from the `JWKS` var, or fetched from the issuer and cached in
-//! isolate memory and KV. An unknown `kid` triggers one refetch per cooldown, so a flood of
-//! garbage kids cannot hammer the issuer.
+//! isolate memory and KV. A fetched key set is held for `KEYS_TTL_SECS`, then refreshed off the
+//! request path, so a key the issuer dropped stops verifying everywhere within that bound. An
+//! unknown `kid` triggers one refetch per cooldown, so a flood of garbage kids cannot hammer
+//! the issuer.
 
 use std::rc::Rc;
 
@@ -19,7 +21,7 @@ fn install(config: &Config, keys: KeySet) -> Rc<Verifier> {
 
 /// The current verifier: memory, else pinned keys, else KV, else the issuer.
 pub async fn verifier(env: &Env, config: &Config) -> Option<Rc<Verifier>> {
-    if let Some(v) = state::verifier() {
+    if let Some((v, _)) = state::verifier() {
         return Some(v);
     }
     if let Some(pinned) = &config.pinned_keys {
@@ -33,6 +35,12 @@ pub async fn verifier(env: &Env, config: &Config) -> Option<Rc<Verifier>> {
         return Some(install(config, keys));
     }
     refetch(env, config).await
+}
+
+/// Whether the held key set has outlived `KEYS_TTL_SECS` (pinned keys never expire).
+pub fn expired(config: &Config) -> bool {
+    config.pinned_keys.is_none()
+        && state::verifier().is_some_and(|(_, age_ms)| age_ms >= config.keys_ttl_ms)
 }
 
 /// Fetches the issuer's JWKS if the cooldown allows; keeps the old keys on any failure.
@@ -55,10 +63,16 @@ pub async fn refetch(env: &Env, config: &Config) -> Option<Rc<Verifier>> {
     }
     let json = response.text().await.ok()?;
     let keys = KeySet::from_json(&json).ok().filter(|k| !k.is_empty())?;
+    // KV takes about a thousand writes a day on the Free plan: write only what changed.
     if let Ok(kv) = env.kv(KV_BINDING)
-        && let Ok(put) = kv.put(KV_JWKS, json)
+        && kv.get(KV_JWKS).text().await.ok().flatten().as_deref() != Some(json.as_str())
+        && let Ok(put) = kv.put(KV_JWKS, json.as_str())
     {
-        let _ = put.execute().await;
+        let written = put
+            .execute()
+            .await
+            .map_err(|e| format!("KV write failed: {e}"));
+        state::record_kv_write(written);
     }
     Some(install(config, keys))
 }

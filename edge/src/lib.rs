@@ -4,6 +4,7 @@
 //! runtime, which would turn it into a bare 500.
 
 mod config;
+mod fastpath;
 mod gate;
 mod keys;
 mod reply;
@@ -11,44 +12,38 @@ mod state;
 mod sync;
 
 use serde_json::json;
+use sync::SyncError;
 use worker::{
-    Context, Env, Method, Request, Response, Result, RouteContext, Router, ScheduleContext,
-    ScheduledEvent, event,
+    Context, Env, Method, Request, Response, Result, ScheduleContext, ScheduledEvent, event,
 };
 
 /// Snapshots larger than this are refused before reading further.
 const MAX_SNAPSHOT_BYTES: usize = 8 * 1024 * 1024;
 
 #[event(fetch)]
-pub async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    // Proxied traffic and the check route skip the Router: it is rebuilt per request (it
-    // borrows its handlers), a cost every request would pay for the two control routes' sake.
+pub async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    // No Router: it is rebuilt per request (it borrows its handlers), a cost every proxied
+    // request would pay for the sake of four control routes.
     let path = req.path();
     if !path.starts_with("/_gatehouse/") {
-        return Ok(gate::handle(req, &env).await);
+        return Ok(gate::handle(req, &env, &ctx).await);
     }
     if path == "/_gatehouse/check" && req.method() == Method::Get {
-        return Ok(gate::check(&req, &env).await);
+        return Ok(gate::check(&req, &env, &ctx).await);
     }
-    let response = Router::new()
-        .get_async("/_gatehouse/health", health)
-        .post_async("/_gatehouse/sync", push)
-        .or_else_any_method_async("/*path", gate_route)
-        .run(req, env)
-        .await;
-    Ok(response.unwrap_or_else(|_| {
-        reply::unavailable("edge_error", "the edge could not handle the request")
-    }))
-}
-
-async fn gate_route(req: Request, ctx: RouteContext<()>) -> Result<Response> {
-    Ok(gate::handle(req, &ctx.env).await)
+    if path == "/_gatehouse/health" && req.method() == Method::Get {
+        return Ok(health(&env).await);
+    }
+    if path == "/_gatehouse/sync" && req.method() == Method::Post {
+        return Ok(push(req, &env).await);
+    }
+    Ok(gate::handle(req, &env, &ctx).await)
 }
 
 /// `POST /_gatehouse/sync`: the issuer pushes its signed snapshot here. Signed, so no secret is
 /// needed: anyone may deliver it, nobody can forge or replay an older one.
-async fn push(mut req: Request, ctx: RouteContext<()>) -> Result<Response> {
-    let config = state::config(&ctx.env);
+async fn push(mut req: Request, env: &Env) -> Response {
+    let config = state::config(env);
     let too_large = req
         .headers()
         .get("Content-Length")
@@ -57,10 +52,10 @@ async fn push(mut req: Request, ctx: RouteContext<()>) -> Result<Response> {
         .and_then(|l| l.parse::<usize>().ok())
         .is_some_and(|l| l > MAX_SNAPSHOT_BYTES);
     if too_large {
-        return Ok(reply::json(
+        return reply::json(
             413,
             &json!({"error": "payload_too_large", "code": "too_large"}),
-        ));
+        );
     }
     // Bytes, not text: the runtime copies them into wasm in one go, where a 2 MB string would
     // cross character by character (3 ms of a 100k-entry snapshot's 8 ms load).
@@ -70,14 +65,16 @@ async fn push(mut req: Request, ctx: RouteContext<()>) -> Result<Response> {
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
     else {
-        return Ok(reply::json(
+        return reply::json(
             400,
             &json!({"error": "invalid_request", "code": "malformed"}),
-        ));
+        );
     };
-    Ok(match sync::accept(&ctx.env, &config, jws.trim()).await {
-        Ok(list) => reply::json(200, &json!({"seq": list.seq(), "entries": list.len()})),
-        Err(e) => {
+    match sync::accept(env, &config, jws.trim()).await {
+        Ok(view) => reply::json(200, &json!({"seq": view.seq(), "entries": view.len()})),
+        // Not durable at the edge: the issuer must retry rather than believe it delivered.
+        Err(SyncError::KvWrite(e)) => reply::unavailable("kv_write_failed", &e),
+        Err(SyncError::Snapshot(e)) => {
             let status = if e.code() == gatehouse_shared::ErrorCode::StaleSnapshot {
                 409
             } else {
@@ -88,23 +85,32 @@ async fn push(mut req: Request, ctx: RouteContext<()>) -> Result<Response> {
                 &json!({"error": "rejected", "code": e.code().as_str(), "error_description": e.to_string()}),
             )
         }
-    })
+    }
 }
 
-/// `GET /_gatehouse/health`: the list's seq and age, known kids, and configuration problems.
-async fn health(_req: Request, ctx: RouteContext<()>) -> Result<Response> {
-    let config = state::config(&ctx.env);
-    let list = sync::current(&ctx.env, &config).await;
-    let verifier = keys::verifier(&ctx.env, &config).await;
+/// `GET /_gatehouse/health`: the list's seq and age, the fast path, known kids, the last KV
+/// write error, and configuration problems.
+async fn health(env: &Env) -> Response {
+    let config = state::config(env);
+    if fastpath::due(&config, state::now_ms()) != fastpath::Due::No {
+        fastpath::poll(env, &config).await;
+    }
+    let list = sync::current(env, &config).await;
+    let verifier = keys::verifier(env, &config).await;
     let now = state::now_secs();
     let kids: Vec<String> = verifier
         .as_ref()
         .map(|v| v.keys().kids().map(str::to_owned).collect())
         .unwrap_or_default();
-    let fresh = list
-        .as_ref()
-        .is_some_and(|l| l.age_secs(now) <= config.max_list_age_secs);
+    let fresh = list.is_present()
+        && list
+            .age_secs(now)
+            .is_some_and(|age| age <= config.max_list_age_secs);
     let mut problems = config.problems.clone();
+    let kv_write_error = state::kv_write_error();
+    if let Some(e) = &kv_write_error {
+        problems.push(e.clone());
+    }
     if kids.is_empty() {
         problems.push("no verification keys (JWKS unset and the issuer's JWKS unreachable)".into());
     }
@@ -115,15 +121,23 @@ async fn health(_req: Request, ctx: RouteContext<()>) -> Result<Response> {
         "status": if problems.is_empty() { "ok" } else { "degraded" },
         // The isolate's wasm heap: flat under load means the worker does not leak.
         "wasm_memory_bytes": wasm_memory_bytes(),
-        "revocations": list.map(|l| json!({"seq": l.seq(), "age_secs": l.age_secs(now), "entries": l.len()})),
+        "revocations": list.is_present().then(|| json!({
+            "seq": list.seq(),
+            "age_secs": list.age_secs(now),
+            "entries": list.len(),
+            "base_seq": list.base().map(|b| b.seq()),
+            "delta": list.delta().map(|d| json!({"from": d.from_seq(), "seq": d.list().seq(), "entries": d.list().len()})),
+        })),
+        "fast_path": config.fast_path_enabled().then(|| json!({
+            "poll_ms": config.delta_poll_ms,
+            "last_poll_ms_ago": state::delta_poll_age_ms(state::now_ms()),
+        })),
+        "kv_write_error": kv_write_error,
         "kids": kids,
         "stale_policy": format!("{:?}", config.stale_policy),
         "problems": problems,
     });
-    Ok(reply::json(
-        if config.is_usable() { 200 } else { 503 },
-        &body,
-    ))
+    reply::json(if config.is_usable() { 200 } else { 503 }, &body)
 }
 
 fn wasm_memory_bytes() -> f64 {

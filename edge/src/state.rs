@@ -1,11 +1,11 @@
-//! Isolate memory: the parsed config, keys and revocation list, shared by every request this
+//! Isolate memory: the parsed config, keys and revocation view, shared by every request this
 //! isolate serves. Borrows never live across an `.await` (requests interleave in one isolate):
-//! callers take an `Rc` out and let go.
+//! callers take a clone out and let go.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use gatehouse_shared::{AccessClaims, RevocationList, VerifiedCache, Verifier, VerifyError};
+use gatehouse_shared::{AccessClaims, RevocationView, VerifiedCache, Verifier, VerifyError};
 use worker::Env;
 
 use crate::config::Config;
@@ -14,11 +14,18 @@ use crate::config::Config;
 struct Isolate {
     config: Option<Rc<Config>>,
     verifier: Option<Rc<Verifier>>,
+    /// When the held key set was loaded: after `KEYS_TTL_SECS` it is refreshed.
+    keys_loaded_ms: Option<f64>,
     /// Tokens a verifier accepted; the cache empties itself when another verifier uses it.
     verified: Option<VerifiedCache>,
     last_key_fetch_ms: Option<f64>,
-    list: Option<Rc<RevocationList>>,
+    revocations: RevocationView,
     list_checked_ms: Option<f64>,
+    /// The last attempt to poll the delta feed, and whether one is under way.
+    delta_polled_ms: Option<f64>,
+    delta_in_flight: bool,
+    /// Why the last KV write failed, until one succeeds (reported by the health route).
+    kv_write_error: Option<String>,
 }
 
 thread_local! {
@@ -44,13 +51,20 @@ pub fn config(env: &Env) -> Rc<Config> {
     })
 }
 
-pub fn verifier() -> Option<Rc<Verifier>> {
-    ISOLATE.with_borrow(|s| s.verifier.clone())
+/// The held verifier and how many ms ago its keys were loaded.
+pub fn verifier() -> Option<(Rc<Verifier>, f64)> {
+    ISOLATE.with_borrow(|s| {
+        let age = s.keys_loaded_ms.map_or(f64::INFINITY, |t| now_ms() - t);
+        s.verifier.clone().map(|v| (v, age))
+    })
 }
 
 pub fn set_verifier(verifier: Verifier) -> Rc<Verifier> {
     let verifier = Rc::new(verifier);
-    ISOLATE.with_borrow_mut(|s| s.verifier = Some(Rc::clone(&verifier)));
+    ISOLATE.with_borrow_mut(|s| {
+        s.verifier = Some(Rc::clone(&verifier));
+        s.keys_loaded_ms = Some(now_ms());
+    });
     verifier
 }
 
@@ -83,22 +97,52 @@ pub fn claim_key_fetch(now_ms: f64, cooldown_ms: f64) -> bool {
     ISOLATE.with_borrow_mut(|s| claim(&mut s.last_key_fetch_ms, now_ms, cooldown_ms))
 }
 
-pub fn list() -> Option<Rc<RevocationList>> {
-    ISOLATE.with_borrow(|s| s.list.clone())
+pub fn revocations() -> RevocationView {
+    ISOLATE.with_borrow(|s| s.revocations.clone())
 }
 
-/// Installs `list` unless the isolate already holds a newer one.
-pub fn set_list(list: RevocationList) -> Rc<RevocationList> {
+/// Applies `update` to the held view and keeps its result; the view is read and replaced in one
+/// borrow, so a concurrent request's update cannot be lost in between.
+pub fn update_revocations<E>(
+    update: impl FnOnce(&RevocationView) -> Result<RevocationView, E>,
+) -> Result<RevocationView, E> {
     ISOLATE.with_borrow_mut(|s| {
-        let held = s.list.as_ref().map(|l| (l.seq(), l.issued_at()));
-        if held.is_none_or(|held| (list.seq(), list.issued_at()) > held) {
-            s.list = Some(Rc::new(list));
-        }
-        s.list.clone().unwrap_or_default()
+        let next = update(&s.revocations)?;
+        s.revocations = next.clone();
+        Ok(next)
     })
 }
 
 /// Whether the KV copy is due for a re-read; marks it read if so.
 pub fn claim_list_check(now_ms: f64, interval_ms: f64) -> bool {
     ISOLATE.with_borrow_mut(|s| claim(&mut s.list_checked_ms, now_ms, interval_ms))
+}
+
+/// How many ms ago the delta feed was last polled (infinite if never).
+pub fn delta_poll_age_ms(now_ms: f64) -> f64 {
+    ISOLATE.with_borrow(|s| s.delta_polled_ms.map_or(f64::INFINITY, |t| now_ms - t))
+}
+
+/// Starts a delta poll unless one is under way; returns whether this caller owns it.
+pub fn begin_delta_poll(now_ms: f64) -> bool {
+    ISOLATE.with_borrow_mut(|s| {
+        if s.delta_in_flight {
+            return false;
+        }
+        s.delta_in_flight = true;
+        s.delta_polled_ms = Some(now_ms);
+        true
+    })
+}
+
+pub fn end_delta_poll() {
+    ISOLATE.with_borrow_mut(|s| s.delta_in_flight = false);
+}
+
+pub fn record_kv_write(result: Result<(), String>) {
+    ISOLATE.with_borrow_mut(|s| s.kv_write_error = result.err());
+}
+
+pub fn kv_write_error() -> Option<String> {
+    ISOLATE.with_borrow(|s| s.kv_write_error.clone())
 }

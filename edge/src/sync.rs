@@ -1,11 +1,10 @@
-//! Revocation sync. Push (`POST /_gatehouse/sync`) and pull (cron) both end in [`accept`]:
-//! verify the signed snapshot against the issuer's keys, refuse anything not newer than what is
-//! held, store it in KV, install it in memory. Requests only ever read memory; KV is re-read at
-//! most every `KV_REFRESH_SECS` so a push to one isolate reaches the others.
+//! Revocation sync through KV, the bulk store. Push (`POST /_gatehouse/sync`) and pull (cron)
+//! both end in [`accept`]: verify the signed snapshot against the issuer's keys, refuse anything
+//! not newer than what is held, store it in KV when it changed, install it as the base list.
+//! Requests only read memory; KV's small head record is re-read at most every
+//! `KV_REFRESH_SECS`, and the snapshot itself only when the head says it is newer.
 
-use std::rc::Rc;
-
-use gatehouse_shared::{ErrorCode, RevocationList, SnapshotError, SnapshotOptions};
+use gatehouse_shared::{ErrorCode, RevocationList, RevocationView, SnapshotError, SnapshotOptions};
 use serde::{Deserialize, Serialize};
 use worker::{Env, Fetch, Method, Request};
 
@@ -14,24 +13,52 @@ use crate::keys::{self, KV_BINDING};
 use crate::state;
 
 const KV_SNAPSHOT: &str = "revocations";
+/// `{seq, issued_at}` of the stored snapshot: a few bytes to read where the snapshot is MBs.
+const KV_HEAD: &str = "revocations-head";
 
-/// Stored beside the snapshot in KV, so a re-read can skip verifying what it already holds.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Meta {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Head {
     seq: u64,
     issued_at: i64,
 }
 
-fn options(config: &Config) -> SnapshotOptions {
+impl Head {
+    fn of(list: &RevocationList) -> Self {
+        Self {
+            seq: list.seq(),
+            issued_at: list.issued_at(),
+        }
+    }
+}
+
+/// Why a snapshot was not taken.
+#[derive(Debug)]
+pub enum SyncError {
+    Snapshot(SnapshotError),
+    /// Verified and installed here, but not stored in KV: other isolates would not see it.
+    KvWrite(String),
+}
+
+impl From<SnapshotError> for SyncError {
+    fn from(e: SnapshotError) -> Self {
+        Self::Snapshot(e)
+    }
+}
+
+pub fn options(config: &Config) -> SnapshotOptions {
     SnapshotOptions::new(config.verifier.issuer.clone())
 }
 
-async fn verify(env: &Env, config: &Config, jws: &str) -> Result<RevocationList, SnapshotError> {
-    let now = state::now_secs();
+/// Runs `check` against the issuer's keys, refetching them once on an unknown kid.
+pub async fn with_keys<T>(
+    env: &Env,
+    config: &Config,
+    check: impl Fn(&gatehouse_shared::KeySet) -> Result<T, SnapshotError>,
+) -> Result<T, SnapshotError> {
     let mut verifier = keys::verifier(env, config).await;
     for attempt in 0..2 {
         let Some(v) = verifier.as_ref() else { break };
-        match RevocationList::verify_snapshot(jws, v.keys(), &options(config), now) {
+        match check(v.keys()) {
             Err(e) if e.code() == ErrorCode::UnknownKid && attempt == 0 => {
                 verifier = keys::refetch(env, config).await.or(verifier);
             }
@@ -41,64 +68,87 @@ async fn verify(env: &Env, config: &Config, jws: &str) -> Result<RevocationList,
     Err(gatehouse_shared::ValidationError::UnknownKid.into())
 }
 
-/// Verifies, checks order, stores in KV and installs a snapshot.
-pub async fn accept(
-    env: &Env,
-    config: &Config,
-    jws: &str,
-) -> Result<Rc<RevocationList>, SnapshotError> {
-    let list = verify(env, config, jws).await?;
-    if let Some(held) = state::list() {
-        list.ensure_newer_than(held.seq(), held.issued_at())?;
-    }
-    if let Ok(kv) = env.kv(KV_BINDING) {
-        if let Ok((_, Some(meta))) = kv.get(KV_SNAPSHOT).text_with_metadata::<Meta>().await {
-            list.ensure_newer_than(meta.seq, meta.issued_at)?;
-        }
-        let meta = Meta {
-            seq: list.seq(),
-            issued_at: list.issued_at(),
-        };
-        if let Ok(put) = kv.put(KV_SNAPSHOT, jws)
-            && let Ok(put) = put.metadata(meta)
-        {
-            let _ = put.execute().await;
-        }
-    }
-    Ok(state::set_list(list))
+async fn verify(env: &Env, config: &Config, jws: &str) -> Result<RevocationList, SnapshotError> {
+    let now = state::now_secs();
+    with_keys(env, config, |keys| {
+        RevocationList::verify_snapshot(jws, keys, &options(config), now)
+    })
+    .await
 }
 
-/// The list for this request: memory, refreshed from KV when the interval has passed.
-pub async fn current(env: &Env, config: &Config) -> Option<Rc<RevocationList>> {
-    let held = state::list();
+/// Verifies a snapshot, installs it as the base list and stores it in KV if KV's copy is older
+/// (another seq, or the same list signed more than `KV_HEARTBEAT_SECS` earlier).
+pub async fn accept(env: &Env, config: &Config, jws: &str) -> Result<RevocationView, SyncError> {
+    let list = verify(env, config, jws).await?;
+    let head = Head::of(&list);
+    let kv = env.kv(KV_BINDING).map_err(|e| fail_kv(&e.to_string()))?;
+    let stored = kv.get(KV_HEAD).json::<Head>().await.ok().flatten();
+    if let Some(stored) = stored {
+        list.ensure_newer_than(stored.seq, stored.issued_at)?;
+    }
+    let held = state::revocations();
+    let view = state::update_revocations(|view| view.with_base(list))?;
+    let changed = stored.is_none_or(|s| {
+        s.seq != head.seq || head.issued_at - s.issued_at >= config.kv_heartbeat_secs
+    });
+    if changed {
+        // The snapshot first, then the head that points at it.
+        let written = async {
+            kv.put(KV_SNAPSHOT, jws)?.metadata(head)?.execute().await?;
+            kv.put(KV_HEAD, head)?.execute().await
+        }
+        .await;
+        if let Err(e) = written {
+            // Keep the isolate as it was: answering with a list KV never got would hide the loss.
+            let _ = state::update_revocations(|_| Ok::<_, ()>(held));
+            return Err(fail_kv(&e.to_string()));
+        }
+        state::record_kv_write(Ok(()));
+    }
+    Ok(view)
+}
+
+fn fail_kv(error: &str) -> SyncError {
+    let error = format!("KV write failed: {error}");
+    worker::console_error!("gatehouse: {error}");
+    state::record_kv_write(Err(error.clone()));
+    SyncError::KvWrite(error)
+}
+
+/// The view for this request: memory, with the base list refreshed from KV when the interval
+/// has passed and KV's head says it holds a newer snapshot.
+pub async fn current(env: &Env, config: &Config) -> RevocationView {
+    let held = state::revocations();
     if !state::claim_list_check(state::now_ms(), config.kv_refresh_ms) {
         return held;
     }
     let Ok(kv) = env.kv(KV_BINDING) else {
         return held;
     };
-    // Bytes for the same reason as the push route: a large string is slow to bring into wasm.
-    let Ok((Some(bytes), meta)) = kv.get(KV_SNAPSHOT).bytes_with_metadata::<Meta>().await else {
+    let Ok(Some(head)) = kv.get(KV_HEAD).json::<Head>().await else {
+        return held;
+    };
+    if held
+        .base()
+        .is_some_and(|b| (head.seq, head.issued_at) <= (b.seq(), b.issued_at()))
+    {
+        return held;
+    }
+    // Bytes, not text: a large string is slow to bring into wasm.
+    let Ok(Some(bytes)) = kv.get(KV_SNAPSHOT).bytes().await else {
         return held;
     };
     let Ok(jws) = String::from_utf8(bytes) else {
         return held;
     };
-    let newer = match (&held, meta) {
-        (Some(h), Some(m)) => (m.seq, m.issued_at) > (h.seq(), h.issued_at()),
-        _ => true,
-    };
-    if !newer {
-        return held;
-    }
     match verify(env, config, &jws).await {
-        Ok(list) => Some(state::set_list(list)),
+        Ok(list) => state::update_revocations(|v| v.with_base(list)).unwrap_or(held),
         Err(_) => held,
     }
 }
 
 /// The cron path: fetch the issuer's current snapshot and accept it.
-pub async fn pull(env: &Env, config: &Config) -> Result<Rc<RevocationList>, String> {
+pub async fn pull(env: &Env, config: &Config) -> Result<RevocationView, String> {
     let request = Request::new(
         &format!("{}/v1/revocations", config.issuer_url),
         Method::Get,
@@ -114,9 +164,10 @@ pub async fn pull(env: &Env, config: &Config) -> Result<Rc<RevocationList>, Stri
     let bytes = response.bytes().await.map_err(|e| e.to_string())?;
     let jws = String::from_utf8(bytes).map_err(|_| "the snapshot is not UTF-8".to_owned())?;
     match accept(env, config, &jws).await {
-        Ok(list) => Ok(list),
+        Ok(view) => Ok(view),
         // Nothing new is not a failure of the pull.
-        Err(SnapshotError::Stale { .. }) => state::list().ok_or_else(|| "no list".to_owned()),
-        Err(e) => Err(e.to_string()),
+        Err(SyncError::Snapshot(SnapshotError::Stale { .. })) => Ok(state::revocations()),
+        Err(SyncError::Snapshot(e)) => Err(e.to_string()),
+        Err(SyncError::KvWrite(e)) => Err(e),
     }
 }

@@ -43,6 +43,10 @@ pub struct Config {
     /// the bound on another replica's revocation reaching this one (this replica's own apply at
     /// once). 0 asks the database on every request.
     pub auth_cache_ms: u64,
+    /// How far back the signed delta feed (`GET /v1/revocations/delta`, the edge's fast path)
+    /// reaches. It must exceed how long the edge's base list can lag: KV's propagation delay
+    /// (about 60 s) plus the edge's KV refresh interval.
+    pub delta_window_secs: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -97,6 +101,7 @@ impl Default for Config {
             cleanup_interval_secs: 60,
             cleanup_batch: 1000,
             auth_cache_ms: 250,
+            delta_window_secs: 900,
         }
     }
 }

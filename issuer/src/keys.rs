@@ -76,8 +76,19 @@ fn read_key(path: &Path) -> Result<SigningKey, ApiError> {
     let json = std::fs::read_to_string(path).map_err(|e| {
         ApiError::Internal(format!("cannot read signing key {}: {e}", path.display()))
     })?;
-    SigningKey::from_jwk_json(&json)
-        .map_err(|e| ApiError::Internal(format!("bad signing key {}: {e}", path.display())))
+    let key = SigningKey::from_jwk_json(&json)
+        .map_err(|e| ApiError::Internal(format!("bad signing key {}: {e}", path.display())))?;
+    // The edge and the JS package verify Ed25519 only (the worker and the package stay small);
+    // a token signed with anything else would fail at every verifier.
+    if key.algorithm() != Algorithm::EdDsa {
+        return Err(ApiError::Internal(format!(
+            "signing key {} is {}; Gatehouse signs with Ed25519 (EdDSA) only, the algorithm \
+             the edge and @gatehouse/verify verify",
+            path.display(),
+            key.algorithm().as_str()
+        )));
+    }
+    Ok(key)
 }
 
 fn write_key(path: &Path, key: &SigningKey) -> Result<(), ApiError> {

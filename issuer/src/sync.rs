@@ -1,5 +1,7 @@
 //! The signed revocation snapshot: built from the database, cached while nothing changes, served
-//! at `GET /v1/revocations` and pushed, coalesced, to every edge sync URL.
+//! at `GET /v1/revocations` and pushed, coalesced, to every edge sync URL at once. Beside it, the
+//! signed delta (`GET /v1/revocations/delta`), the edge's fast path: re-signed at most once a
+//! second, so every location that polls it learns a revocation within about a second.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +34,7 @@ struct Cached {
 
 pub struct Snapshots {
     cache: Mutex<Option<Cached>>,
+    delta: Mutex<Option<Cached>>,
     changed: Notify,
     client: reqwest::Client,
 }
@@ -44,6 +47,7 @@ impl Snapshots {
             .map_err(|e| ApiError::Internal(format!("http client: {e}")))?;
         Ok(Self {
             cache: Mutex::new(None),
+            delta: Mutex::new(None),
             changed: Notify::new(),
             client,
         })
@@ -89,6 +93,42 @@ impl Snapshots {
         Ok(jws)
     }
 
+    /// The current signed delta: rebuilt when a revocation landed or the second changed.
+    pub async fn current_delta(
+        &self,
+        db: &Db,
+        keys: &KeyRing,
+        config: &Config,
+        now: i64,
+    ) -> Result<Arc<str>, ApiError> {
+        let seq = db.run(revocations::high_water).await?;
+        let signer = keys.current();
+        let mut cache = self.delta.lock().await;
+        if let Some(c) = cache.as_ref()
+            && c.seq == seq
+            && c.built_at == now
+            && c.kid == signer.signer.kid()
+        {
+            return Ok(Arc::clone(&c.jws));
+        }
+        let issuer = config.issuer.clone();
+        let window = i64::from(config.delta_window_secs);
+        let delta = db
+            .run(move |conn| revocations::delta(conn, &issuer, now, window))
+            .await?;
+        let jws: Arc<str> = delta
+            .sign(&signer.signer)
+            .map_err(|e| ApiError::Internal(format!("signing the delta: {e}")))?
+            .into();
+        *cache = Some(Cached {
+            seq: i64::try_from(delta.list().seq()).unwrap_or(seq),
+            built_at: now,
+            kid: signer.signer.kid().to_owned(),
+            jws: Arc::clone(&jws),
+        });
+        Ok(jws)
+    }
+
     /// Pushes `jws` to `url`, retrying with exponential backoff. Returns whether it landed.
     pub async fn push(&self, url: &str, jws: &str, metrics: &Metrics) -> bool {
         let mut delay = Duration::from_millis(200);
@@ -123,8 +163,9 @@ impl Snapshots {
         false
     }
 
-    /// Builds the current snapshot and pushes it to every URL. Failures are logged: the edge's
-    /// cron pull repairs whatever a push misses.
+    /// Builds the current snapshot and pushes it to every URL concurrently, so one dead edge
+    /// does not delay the others. Failures are logged: the edge's cron pull repairs whatever a
+    /// push misses.
     pub async fn push_all(
         &self,
         db: &Db,
@@ -135,9 +176,11 @@ impl Snapshots {
     ) {
         match self.current(db, keys, config, clock.now()).await {
             Ok(jws) => {
-                for url in &config.edge_sync_urls {
-                    self.push(url, &jws, metrics).await;
-                }
+                let pushes = config
+                    .edge_sync_urls
+                    .iter()
+                    .map(|url| self.push(url, &jws, metrics));
+                futures_util::future::join_all(pushes).await;
             }
             Err(e) => tracing::warn!(error = %e, "cannot build the snapshot to push"),
         }

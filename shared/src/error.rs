@@ -263,6 +263,8 @@ pub enum EncodingError {
     NotSorted,
     #[error("revocation list issuer is not UTF-8")]
     BadIssuer,
+    #[error("revocation delta starts after its own end")]
+    BadRange,
 }
 
 /// A signed revocation snapshot was rejected.

@@ -29,7 +29,8 @@ pub use error::{
 };
 pub use jwk::{KeySet, PublicKey, SkippedKey, VerifyingJwk};
 pub use revocation::{
-    RevocationList, RevocationListBuilder, RevocationReason, SNAPSHOT_TYPE, SnapshotOptions,
+    DELTA_TYPE, RevocationDelta, RevocationList, RevocationListBuilder, RevocationReason,
+    RevocationView, SNAPSHOT_TYPE, SnapshotOptions,
 };
 #[cfg(feature = "sign")]
 pub use sign::{SigningKey, sign_access_token};

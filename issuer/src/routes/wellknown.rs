@@ -68,6 +68,23 @@ async fn snapshot(ctx: Result<Ctx<'_>, ApiError>) -> Result<Snapshot, ApiError> 
     })
 }
 
+/// The edge's fast path: the entries of the last `delta_window_secs`, signed, at most a second
+/// old. Small (bytes in proportion to recent revocations) and the same for every caller, so a
+/// location's cache can share one copy between its isolates.
+#[get("/v1/revocations/delta")]
+async fn delta(ctx: Result<Ctx<'_>, ApiError>) -> Result<Snapshot, ApiError> {
+    let ctx = ctx?;
+    let jws = ctx
+        .snapshots
+        .current_delta(ctx.db, ctx.keys, ctx.config, ctx.now)
+        .await?;
+    Ok(Snapshot {
+        body: jws.to_string(),
+        content_type: ContentType::new("application", "jwt"),
+        cache: Header::new("Cache-Control", "public, max-age=1"),
+    })
+}
+
 pub fn routes() -> Vec<Route> {
-    routes![jwks, metadata, snapshot]
+    routes![jwks, metadata, snapshot, delta]
 }

@@ -3,7 +3,7 @@
 
 use diesel::dsl::max;
 use diesel::prelude::*;
-use gatehouse_shared::{AccessClaims, RevocationList};
+use gatehouse_shared::{AccessClaims, RevocationDelta, RevocationList};
 
 use super::audit;
 use crate::db::DbConn;
@@ -131,6 +131,43 @@ pub fn live_list(conn: &mut DbConn, issuer: &str, now: i64) -> Result<Revocation
             revocations::expires_at,
         ))
         .load(conn)?;
+    Ok(build(issuer, seq, now, rows))
+}
+
+/// The signed delta feed's content: every live entry committed within the last `window_secs`,
+/// after the newest entry older than that. Entries are found by their place in the `seq` order
+/// (the primary key), so the query reads the window, not the table.
+pub fn delta(
+    conn: &mut DbConn,
+    issuer: &str,
+    now: i64,
+    window_secs: i64,
+) -> Result<RevocationDelta, ApiError> {
+    let seq = high_water(conn)?;
+    // Rows older than the window may have been cleaned up; if none is left, the delta reaches
+    // back to seq 0 and is the whole live list, which is then small by definition.
+    let from: i64 = revocations::table
+        .filter(revocations::created_at.le(now - window_secs))
+        .order(revocations::seq.desc())
+        .select(revocations::seq)
+        .first(conn)
+        .optional()?
+        .unwrap_or(0);
+    let rows: Vec<(i16, String, i64, i64)> = revocations::table
+        .filter(revocations::seq.gt(from))
+        .filter(revocations::expires_at.gt(now))
+        .select((
+            revocations::kind,
+            revocations::subject,
+            revocations::issued_before,
+            revocations::expires_at,
+        ))
+        .load(conn)?;
+    let list = build(issuer, seq, now, rows);
+    Ok(RevocationDelta::new(u64::try_from(from).unwrap_or(0), list))
+}
+
+fn build(issuer: &str, seq: i64, now: i64, rows: Vec<(i16, String, i64, i64)>) -> RevocationList {
     let mut builder = RevocationList::builder(issuer, u64::try_from(seq).unwrap_or(0), now);
     for (kind, subject, issued_before, expires_at) in rows {
         builder = match kind {
@@ -139,7 +176,7 @@ pub fn live_list(conn: &mut DbConn, issuer: &str, now: i64) -> Result<Revocation
             _ => builder.user(&subject, issued_before, expires_at),
         };
     }
-    Ok(builder.build())
+    builder.build()
 }
 
 /// Deletes up to `batch` expired entries, always keeping the newest row so `seq` never drops.

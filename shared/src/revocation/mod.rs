@@ -5,8 +5,10 @@
 //! 2 MiB. A key collision can only make an unrevoked token look revoked (a refusal, never an
 //! acceptance), and ids are chosen by the issuer, so nobody can aim for one.
 
+mod delta;
 mod encoding;
 mod snapshot;
+mod view;
 
 use core::fmt;
 use std::collections::BTreeMap;
@@ -15,7 +17,9 @@ use sha2::{Digest, Sha256};
 
 use crate::claims::AccessClaims;
 
+pub use delta::{DELTA_TYPE, RevocationDelta};
 pub use snapshot::{SNAPSHOT_TYPE, SnapshotOptions};
+pub use view::RevocationView;
 
 /// Why a token is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -154,6 +158,59 @@ impl RevocationList {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every entry of `self` and `other` (a repeated id keeps the later expiry and cut-off),
+    /// stamped with `self`'s issuer, seq and time.
+    #[must_use]
+    pub fn union(&self, other: &Self) -> Self {
+        fn merge<E: Copy>(
+            a: &[E],
+            b: &[E],
+            key: impl Fn(&E) -> u64,
+            pick: impl Fn(E, E) -> E,
+        ) -> Vec<E> {
+            let mut out = Vec::with_capacity(a.len() + b.len());
+            let (mut i, mut j) = (0, 0);
+            while let (Some(&x), Some(&y)) = (a.get(i), b.get(j)) {
+                match key(&x).cmp(&key(&y)) {
+                    core::cmp::Ordering::Less => {
+                        out.push(x);
+                        i += 1;
+                    }
+                    core::cmp::Ordering::Greater => {
+                        out.push(y);
+                        j += 1;
+                    }
+                    core::cmp::Ordering::Equal => {
+                        out.push(pick(x, y));
+                        i += 1;
+                        j += 1;
+                    }
+                }
+            }
+            out.extend_from_slice(a.get(i..).unwrap_or_default());
+            out.extend_from_slice(b.get(j..).unwrap_or_default());
+            out
+        }
+        let later = |x: Entry, y: Entry| if y.expires_at > x.expires_at { y } else { x };
+        Self {
+            issuer: self.issuer.clone(),
+            seq: self.seq,
+            issued_at: self.issued_at,
+            tokens: merge(&self.tokens, &other.tokens, |e| e.key, later),
+            sessions: merge(&self.sessions, &other.sessions, |e| e.key, later),
+            users: merge(
+                &self.users,
+                &other.users,
+                |e| e.key,
+                |x, y| UserEntry {
+                    key: x.key,
+                    issued_before: x.issued_before.max(y.issued_before),
+                    expires_at: x.expires_at.max(y.expires_at),
+                },
+            ),
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! (JSON claims would base64 it twice). It has a `typ` of its own, so it can never pass as an
 //! access token, nor an access token as it.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::RevocationList;
@@ -43,6 +44,38 @@ impl SnapshotOptions {
     }
 }
 
+/// Checks a signed list of type `typ` (a snapshot or a delta) and decodes its claims and list:
+/// signature first, then the list's issuer and issue time.
+pub(super) fn verify_signed<C: DeserializeOwned + ListClaims>(
+    jws: &str,
+    typ: &str,
+    keys: &KeySet,
+    options: &SnapshotOptions,
+    now: i64,
+) -> Result<(C, RevocationList), SnapshotError> {
+    let untrusted = UntrustedToken::parse(jws, options.max_bytes)?;
+    let claims = untrusted.validate::<C>(keys, typ)?.into_parts().1.custom;
+    let list = RevocationList::from_bytes(claims.encoded_list())?;
+    if list.issuer != options.issuer {
+        return Err(ValidationError::WrongIssuer.into());
+    }
+    if list.issued_at > now.saturating_add(i64::from(options.leeway_secs)) {
+        return Err(ValidationError::NotYetValid.into());
+    }
+    Ok((claims, list))
+}
+
+/// Claims that carry an encoded [`RevocationList`].
+pub(super) trait ListClaims {
+    fn encoded_list(&self) -> &[u8];
+}
+
+impl ListClaims for SnapshotClaims {
+    fn encoded_list(&self) -> &[u8] {
+        &self.rev
+    }
+}
+
 impl RevocationList {
     /// Verifies a signed snapshot against the issuer's keys and decodes it.
     pub fn verify_snapshot(
@@ -51,16 +84,8 @@ impl RevocationList {
         options: &SnapshotOptions,
         now: i64,
     ) -> Result<Self, SnapshotError> {
-        let untrusted = UntrustedToken::parse(jws, options.max_bytes)?;
-        let token = untrusted.validate::<SnapshotClaims>(keys, SNAPSHOT_TYPE)?;
-        let list = Self::from_bytes(&token.claims().custom.rev)?;
-        if list.issuer != options.issuer {
-            return Err(ValidationError::WrongIssuer.into());
-        }
-        if list.issued_at > now.saturating_add(i64::from(options.leeway_secs)) {
-            return Err(ValidationError::NotYetValid.into());
-        }
-        Ok(list)
+        verify_signed::<SnapshotClaims>(jws, SNAPSHOT_TYPE, keys, options, now)
+            .map(|(_, list)| list)
     }
 
     /// Accepts `self` only if it is newer than the list currently held: a higher `seq`, or the

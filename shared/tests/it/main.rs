@@ -7,6 +7,7 @@
 )]
 
 mod cache;
+mod delta;
 mod ed25519_vectors;
 mod fixture;
 mod fuzz_regressions;

@@ -1,0 +1,108 @@
+//! The fast path: the issuer's signed delta feed (`/v1/revocations/delta`, the entries of the
+//! last few minutes), polled by every isolate at `DELTA_POLL_MS`, off the request path. All the
+//! isolates of a location share one upstream fetch per interval through the Cache API (which is
+//! per data center). Each delta is verified with the issuer's keys before it is applied, so the
+//! cache and the network are not trusted.
+
+use gatehouse_shared::{RevocationDelta, SnapshotError};
+use worker::{Cache, Env, Fetch, Headers, Method, Request, Response};
+
+use crate::config::Config;
+use crate::{state, sync};
+
+/// When this location's cached copy was fetched (ms since 1970): our own freshness, finer than
+/// the Cache API's whole seconds.
+const FETCHED_AT: &str = "x-gatehouse-fetched-ms";
+
+/// What a request should do about the fast path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    No,
+    /// Poll after the response, through `waitUntil`.
+    InBackground,
+    /// The isolate has not polled for several intervals (it was idle): poll before answering,
+    /// so no request is judged by an old list.
+    Now,
+}
+
+pub fn due(config: &Config, now_ms: f64) -> Due {
+    if !config.fast_path_enabled() {
+        return Due::No;
+    }
+    let age = state::delta_poll_age_ms(now_ms);
+    if age >= 4.0 * config.delta_poll_ms {
+        Due::Now
+    } else if age >= config.delta_poll_ms {
+        Due::InBackground
+    } else {
+        Due::No
+    }
+}
+
+/// One poll: this location's cached delta if fresh, else the issuer's; verified and applied.
+/// Concurrent callers in one isolate share the poll that is under way.
+pub async fn poll(env: &Env, config: &Config) {
+    if !state::begin_delta_poll(state::now_ms()) {
+        return;
+    }
+    let outcome = poll_once(env, config).await;
+    state::end_delta_poll();
+    if let Err(e) = outcome {
+        worker::console_warn!("gatehouse: delta poll failed: {e}");
+    }
+}
+
+async fn poll_once(env: &Env, config: &Config) -> Result<(), String> {
+    let jws = fetch(config).await?;
+    let now = state::now_secs();
+    let options = sync::options(config);
+    let delta = sync::with_keys(env, config, |keys| {
+        RevocationDelta::verify(&jws, keys, &options, now)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    match state::update_revocations(|view| view.with_delta(delta)) {
+        Ok(_) | Err(SnapshotError::Stale { .. }) => Ok(()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn fetch(config: &Config) -> Result<String, String> {
+    let cache = Cache::default();
+    let url = config.delta_url.as_str();
+    let now = state::now_ms();
+    if let Ok(Some(mut cached)) = cache.get(url, false).await {
+        let fetched = cached
+            .headers()
+            .get(FETCHED_AT)
+            .ok()
+            .flatten()
+            .and_then(|t| t.parse::<f64>().ok());
+        if fetched.is_some_and(|t| now - t < config.delta_poll_ms)
+            && let Ok(text) = cached.text().await
+        {
+            return Ok(text);
+        }
+    }
+    let request = Request::new(url, Method::Get).map_err(|e| e.to_string())?;
+    let mut response = Fetch::Request(request)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status_code() != 200 {
+        return Err(format!(
+            "the delta feed answered {}",
+            response.status_code()
+        ));
+    }
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    // The copy outlives our freshness window on purpose: it is only ever used while fresh, and
+    // `max-age` must be whole seconds.
+    let headers = Headers::new();
+    let _ = headers.set("Cache-Control", "public, max-age=60");
+    let _ = headers.set(FETCHED_AT, &now.to_string());
+    if let Ok(copy) = Response::ok(text.clone()) {
+        let _ = cache.put(url, copy.with_headers(headers)).await;
+    }
+    Ok(text)
+}

@@ -1,0 +1,122 @@
+//! What a verifier holds: a base list (the last full snapshot, from KV, push or pull) and the
+//! newest delta over it (the fast path). Revocations only ever add entries, so applying any
+//! verified delta is safe; what a gap changes is only how fresh the view may call itself.
+
+use std::sync::Arc;
+
+use super::{RevocationDelta, RevocationList, RevocationReason};
+use crate::claims::AccessClaims;
+use crate::error::SnapshotError;
+
+#[derive(Debug, Clone, Default)]
+pub struct RevocationView {
+    base: Option<Arc<RevocationList>>,
+    /// The delta over `base`: the newest received when it extends the base, else the union of
+    /// every delta since the base (so entries in a gap that later deltas still carry stay).
+    delta: Option<Arc<RevocationDelta>>,
+}
+
+impl RevocationView {
+    pub fn base(&self) -> Option<&RevocationList> {
+        self.base.as_deref()
+    }
+
+    pub fn delta(&self) -> Option<&RevocationDelta> {
+        self.delta.as_deref()
+    }
+
+    /// Whether the delta continues the base with no gap (a delta from seq 0 is a whole list).
+    fn delta_is_contiguous(&self) -> bool {
+        self.delta
+            .as_ref()
+            .is_some_and(|d| d.extends(self.base.as_ref().map_or(0, |b| b.seq())))
+    }
+
+    /// Whether any list is held (a base, or a delta that is a whole list by itself).
+    pub fn is_present(&self) -> bool {
+        self.base.is_some() || self.delta_is_contiguous()
+    }
+
+    /// The newest seq the view is complete up to.
+    pub fn seq(&self) -> u64 {
+        let base = self.base.as_ref().map_or(0, |b| b.seq());
+        match &self.delta {
+            Some(d) if self.delta_is_contiguous() => base.max(d.list().seq()),
+            _ => base,
+        }
+    }
+
+    /// When the freshest document the view is complete with was signed (Unix seconds).
+    pub fn issued_at(&self) -> Option<i64> {
+        let base = self.base.as_ref().map(|b| b.issued_at());
+        let delta = self
+            .delta
+            .as_ref()
+            .filter(|_| self.delta_is_contiguous())
+            .map(|d| d.list().issued_at());
+        base.max(delta)
+    }
+
+    /// Seconds since [`Self::issued_at`]; `None` when nothing is held.
+    pub fn age_secs(&self, now: i64) -> Option<i64> {
+        self.issued_at().map(|t| now.saturating_sub(t))
+    }
+
+    /// Entries in the base and the delta (an id in both counts twice).
+    pub fn len(&self) -> usize {
+        self.base.as_ref().map_or(0, |b| b.len())
+            + self.delta.as_ref().map_or(0, |d| d.list().len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Why `claims` is revoked, if it is: the base, then the delta.
+    pub fn check(&self, claims: &AccessClaims) -> Option<RevocationReason> {
+        self.base
+            .as_ref()
+            .and_then(|b| b.check(claims))
+            .or_else(|| self.delta.as_ref().and_then(|d| d.list().check(claims)))
+    }
+
+    /// The view with `list` as its base, if `list` is newer than the base held. The delta stays
+    /// while it reaches beyond the new base.
+    pub fn with_base(&self, list: RevocationList) -> Result<Self, SnapshotError> {
+        if let Some(held) = &self.base {
+            list.ensure_newer_than(held.seq(), held.issued_at())?;
+        }
+        let delta = self.delta.clone().filter(|d| d.list().seq() > list.seq());
+        Ok(Self {
+            base: Some(Arc::new(list)),
+            delta,
+        })
+    }
+
+    /// The view with `delta` applied, if it is newer than the delta held.
+    pub fn with_delta(&self, delta: RevocationDelta) -> Result<Self, SnapshotError> {
+        if let Some(held) = &self.delta {
+            delta
+                .list()
+                .ensure_newer_than(held.list().seq(), held.list().issued_at())?;
+        }
+        let base_seq = self.base.as_ref().map_or(0, |b| b.seq());
+        let delta = match &self.delta {
+            // A gap: keep what earlier deltas carried, since the new one may no longer reach back.
+            Some(held) if !delta.extends(base_seq) => {
+                let overlap = delta.from_seq() <= held.list().seq();
+                let from = if overlap {
+                    held.from_seq().min(delta.from_seq())
+                } else {
+                    delta.from_seq()
+                };
+                RevocationDelta::new(from, delta.list().union(held.list()))
+            }
+            _ => delta,
+        };
+        Ok(Self {
+            base: self.base.clone(),
+            delta: Some(Arc::new(delta)),
+        })
+    }
+}

@@ -1,0 +1,186 @@
+//! Signed deltas (the fast path) and the view that applies them over a base list.
+
+use gatehouse_shared::{
+    Algorithm, ErrorCode, KeySet, RevocationDelta, RevocationList, RevocationReason,
+    RevocationView, SigningKey, SnapshotError, SnapshotOptions, TokenClaims,
+};
+
+use crate::fixture::{ISSUER, NOW, claims, trusted};
+
+fn setup() -> (SigningKey, KeySet, SnapshotOptions) {
+    let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    let keys = KeySet::new([key.verifying_jwk()]);
+    (key, keys, SnapshotOptions::new(ISSUER))
+}
+
+fn with_jti(jti: &str) -> TokenClaims {
+    TokenClaims {
+        jti: jti.into(),
+        sid: "live-session".into(),
+        ..claims()
+    }
+}
+
+/// A delta over `(from, seq]` revoking the given jtis, signed at `at`.
+fn delta(from: u64, seq: u64, at: i64, jtis: &[&str]) -> RevocationDelta {
+    let mut b = RevocationList::builder(ISSUER, seq, at);
+    for jti in jtis {
+        b = b.token(jti, NOW + 900);
+    }
+    RevocationDelta::new(from, b.build())
+}
+
+fn base(seq: u64, at: i64, jtis: &[&str]) -> RevocationList {
+    delta(0, seq, at, jtis).list().clone()
+}
+
+fn revoked(view: &RevocationView, jti: &str) -> bool {
+    view.check(&trusted(&with_jti(jti))) == Some(RevocationReason::Token)
+}
+
+#[test]
+fn a_delta_round_trips_and_cannot_pass_as_a_snapshot_or_the_reverse() {
+    let (key, keys, opts) = setup();
+    let original = delta(5, 9, NOW, &["a", "b"]);
+    let jws = original.sign(&key).unwrap();
+    let parsed = RevocationDelta::verify(&jws, &keys, &opts, NOW).unwrap();
+    assert_eq!(parsed, original);
+    assert_eq!((parsed.from_seq(), parsed.list().seq()), (5, 9));
+    // A delta taken for a snapshot would replace the base list and drop its entries.
+    let err = RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::WrongType);
+    let snapshot = base(9, NOW, &["a"]).sign_snapshot(&key).unwrap();
+    let err = RevocationDelta::verify(&snapshot, &keys, &opts, NOW).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::WrongType);
+}
+
+#[test]
+fn a_delta_from_another_key_issuer_or_the_future_is_refused() {
+    let (key, keys, opts) = setup();
+    let (other, _, _) = setup();
+    let jws = delta(0, 1, NOW, &["a"]).sign(&other).unwrap();
+    assert_eq!(
+        RevocationDelta::verify(&jws, &keys, &opts, NOW)
+            .unwrap_err()
+            .code(),
+        ErrorCode::UnknownKid
+    );
+    let foreign = RevocationDelta::new(
+        0,
+        RevocationList::builder("https://elsewhere.test", 1, NOW).build(),
+    );
+    let jws = foreign.sign(&key).unwrap();
+    assert_eq!(
+        RevocationDelta::verify(&jws, &keys, &opts, NOW)
+            .unwrap_err()
+            .code(),
+        ErrorCode::WrongIssuer
+    );
+    let jws = delta(0, 1, NOW + 3600, &["a"]).sign(&key).unwrap();
+    assert_eq!(
+        RevocationDelta::verify(&jws, &keys, &opts, NOW)
+            .unwrap_err()
+            .code(),
+        ErrorCode::NotYetValid
+    );
+}
+
+#[test]
+fn a_delta_that_starts_after_its_end_is_malformed() {
+    let (key, keys, opts) = setup();
+    let jws = delta(10, 5, NOW, &[]).sign(&key).unwrap();
+    let err = RevocationDelta::verify(&jws, &keys, &opts, NOW).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Malformed);
+}
+
+#[test]
+fn a_contiguous_delta_adds_its_entries_and_its_freshness() {
+    let view = RevocationView::default()
+        .with_base(base(10, NOW - 600, &["old"]))
+        .unwrap();
+    assert_eq!((view.seq(), view.age_secs(NOW)), (10, Some(600)));
+    let view = view.with_delta(delta(8, 12, NOW - 1, &["new"])).unwrap();
+    assert!(revoked(&view, "old") && revoked(&view, "new"));
+    assert!(!revoked(&view, "other"));
+    assert_eq!((view.seq(), view.age_secs(NOW)), (12, Some(1)));
+}
+
+#[test]
+fn a_delta_past_a_gap_still_revokes_but_does_not_freshen() {
+    let view = RevocationView::default()
+        .with_base(base(10, NOW - 600, &[]))
+        .unwrap()
+        .with_delta(delta(20, 25, NOW - 1, &["new"]))
+        .unwrap();
+    assert!(
+        revoked(&view, "new"),
+        "revocations only add: applying is safe"
+    );
+    assert_eq!((view.seq(), view.age_secs(NOW)), (10, Some(600)));
+    // A later base that covers the gap makes the view whole, and the delta fresh again.
+    let view = view.with_base(base(21, NOW - 60, &[])).unwrap();
+    assert_eq!((view.seq(), view.age_secs(NOW)), (25, Some(1)));
+    assert!(revoked(&view, "new"));
+}
+
+#[test]
+fn deltas_past_a_gap_accumulate_what_later_ones_no_longer_carry() {
+    let view = RevocationView::default()
+        .with_base(base(10, NOW - 600, &[]))
+        .unwrap()
+        .with_delta(delta(20, 25, NOW - 2, &["first"]))
+        .unwrap()
+        .with_delta(delta(24, 30, NOW - 1, &["second"]))
+        .unwrap();
+    assert!(revoked(&view, "first") && revoked(&view, "second"));
+    assert_eq!(view.delta().unwrap().from_seq(), 20);
+    // Once a delta reaches back to the base, it alone is the truth since the base.
+    let view = view.with_delta(delta(9, 31, NOW, &["third"])).unwrap();
+    assert!(revoked(&view, "third") && !revoked(&view, "first"));
+    assert_eq!((view.seq(), view.age_secs(NOW)), (31, Some(0)));
+}
+
+#[test]
+fn older_deltas_and_bases_are_refused() {
+    let view = RevocationView::default()
+        .with_base(base(10, NOW - 10, &[]))
+        .unwrap()
+        .with_delta(delta(5, 12, NOW - 1, &["x"]))
+        .unwrap();
+    let err = view.with_delta(delta(5, 12, NOW - 2, &[])).unwrap_err();
+    assert!(matches!(err, SnapshotError::Stale { .. }), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::StaleSnapshot);
+    let err = view.with_base(base(9, NOW, &[])).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::StaleSnapshot);
+    // The same seq re-signed later is newer: it keeps the list's age honest.
+    let resigned = view.with_delta(delta(5, 12, NOW, &["x"])).unwrap();
+    assert_eq!(resigned.age_secs(NOW), Some(0));
+}
+
+#[test]
+fn a_base_that_overtakes_the_delta_drops_it() {
+    let view = RevocationView::default()
+        .with_base(base(10, NOW - 10, &[]))
+        .unwrap()
+        .with_delta(delta(5, 12, NOW - 5, &["x"]))
+        .unwrap()
+        .with_base(base(12, NOW - 1, &["x"]))
+        .unwrap();
+    assert!(view.delta().is_none());
+    assert!(revoked(&view, "x"));
+    assert_eq!((view.seq(), view.age_secs(NOW)), (12, Some(1)));
+}
+
+#[test]
+fn without_a_base_only_a_delta_from_zero_is_a_list() {
+    let gap = RevocationView::default()
+        .with_delta(delta(3, 5, NOW, &["x"]))
+        .unwrap();
+    assert!(!gap.is_present() && gap.age_secs(NOW).is_none());
+    assert!(revoked(&gap, "x"));
+    let whole = RevocationView::default()
+        .with_delta(delta(0, 5, NOW, &["x"]))
+        .unwrap();
+    assert!(whole.is_present());
+    assert_eq!((whole.seq(), whole.age_secs(NOW)), (5, Some(0)));
+}
