@@ -2,7 +2,9 @@
 // - `/`, `/demo.js`: the demo page; `/pkg/*`: the built @gatehouse/verify package (edge/js/pkg);
 // - `/issuer/*`: proxied to the issuer (ORIGIN_ISSUER_URL), so the page logs in through the edge
 //   on its own origin, with no CORS;
-// - `/api/whoami`: echoes the identity headers the edge added; other paths answer with a stub;
+// - `/api/whoami`: echoes the identity headers the edge added; `/api/redirect`: a 302 to another
+//   host (a proxy must pass it on, not follow it); CORS preflights (OPTIONS) get 204 and the
+//   CORS headers; other paths answer with a stub;
 // - every request is recorded, and `GET /__origin/requests` returns (and clears) the record, so
 //   the end-to-end tests can assert exactly what reached the origin.
 // Usage: node dev/origin.mjs [port]   (default 8788)
@@ -66,6 +68,21 @@ const server = http.createServer((req, res) => {
       const rel = normalize(url.pathname.slice('/pkg/'.length));
       if (rel.startsWith('..')) { res.writeHead(400); res.end(); return; }
       return file(res, join(root, 'edge/js/pkg', rel));
+    }
+    if (req.method === 'OPTIONS' && req.headers['access-control-request-method']) {
+      res.writeHead(204, {
+        'access-control-allow-origin': req.headers.origin ?? '*',
+        'access-control-allow-methods': 'GET, POST, PUT, DELETE',
+        'access-control-allow-headers': 'authorization, content-type',
+        'access-control-max-age': '600',
+      });
+      res.end();
+      return;
+    }
+    if (url.pathname === '/api/redirect') {
+      res.writeHead(302, { location: 'https://elsewhere.example/landing', 'content-type': 'text/plain' });
+      res.end('moved');
+      return;
     }
     if (url.pathname === '/api/whoami') {
       const identity = Object.fromEntries(Object.entries(req.headers).filter(([k]) => k.startsWith('x-gatehouse-')));

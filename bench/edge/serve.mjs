@@ -2,6 +2,7 @@
 // runs every worker this way, so each is measured on the same runtime without `wrangler dev`'s
 // proxy in front (which capped even a do-nothing worker at about 3k req/s on the 2-core box).
 // Usage: node bench/edge/serve.mjs '{"script": "...", "port": 8931, "vars": {...}, "bundle": false}'
+// `"kv": false` leaves the GATEHOUSE_KV binding out (a deploy that forgot it).
 // `bundle` runs esbuild first, for workers that import npm packages (the jose baseline).
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -34,7 +35,7 @@ const mf = new Miniflare({
   ],
   compatibilityDate: '2026-04-01',
   bindings: config.vars,
-  kvNamespaces: ['GATEHOUSE_KV'],
+  kvNamespaces: config.kv === false ? [] : ['GATEHOUSE_KV'],
   host: '127.0.0.1',
   port: config.port,
 });

@@ -4,8 +4,12 @@
 //! per data center). Each delta is verified with the issuer's keys before it is applied, so the
 //! cache and the network are not trusted.
 
+use std::pin::pin;
+use std::time::Duration;
+
+use futures_util::future::{Either, select};
 use gatehouse_shared::{RevocationDelta, SnapshotError};
-use worker::{Cache, Env, Fetch, Headers, Method, Request, Response};
+use worker::{AbortController, Cache, Delay, Env, Fetch, Headers, Method, Request, Response};
 
 use crate::config::Config;
 use crate::{state, sync};
@@ -85,10 +89,22 @@ async fn fetch(config: &Config) -> Result<String, String> {
         }
     }
     let request = Request::new(url, Method::Get).map_err(|e| e.to_string())?;
-    let mut response = Fetch::Request(request)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    // Bounded: a request that waits for this poll must not hang on a hung issuer.
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let fetch = Fetch::Request(request);
+    let fetched = fetch.send_with_signal(&signal);
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a few seconds
+    let limit = Delay::from(Duration::from_millis(
+        (4.0 * config.delta_poll_ms).max(1000.0) as u64,
+    ));
+    let mut response = match select(pin!(fetched), pin!(limit)).await {
+        Either::Left((response, _)) => response.map_err(|e| e.to_string())?,
+        Either::Right(((), _)) => {
+            controller.abort();
+            return Err("the delta feed did not answer in time".into());
+        }
+    };
     if response.status_code() != 200 {
         return Err(format!(
             "the delta feed answered {}",

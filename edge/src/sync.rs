@@ -15,6 +15,11 @@ use crate::state;
 const KV_SNAPSHOT: &str = "revocations";
 /// `{seq, issued_at}` of the stored snapshot: a few bytes to read where the snapshot is MBs.
 const KV_HEAD: &str = "revocations-head";
+/// While the fast path keeps the view whole, a newer base in KV is loaded only once the held one
+/// is this old: well inside the issuer's delta window (900 s), so the delta never loses touch
+/// with the base, and a location reads the MB-sized snapshot every few minutes, not at every
+/// revocation.
+const BASE_MAX_AGE_SECS: i64 = 300;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Head {
@@ -128,10 +133,14 @@ pub async fn current(env: &Env, config: &Config) -> RevocationView {
     let Ok(Some(head)) = kv.get(KV_HEAD).json::<Head>().await else {
         return held;
     };
-    if held
-        .base()
-        .is_some_and(|b| (head.seq, head.issued_at) <= (b.seq(), b.issued_at()))
-    {
+    let wanted = held.base().is_none_or(|base| {
+        let newer = (head.seq, head.issued_at) > (base.seq(), base.issued_at());
+        let whole_without_it = held.delta_is_contiguous()
+            && held.seq() >= head.seq
+            && base.age_secs(state::now_secs()) < BASE_MAX_AGE_SECS;
+        newer && !whole_without_it
+    });
+    if !wanted {
         return held;
     }
     // Bytes, not text: a large string is slow to bring into wasm.

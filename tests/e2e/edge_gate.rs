@@ -201,3 +201,87 @@ async fn the_check_route_answers_the_verdict_without_the_origin() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_behaves_like_a_proxy_for_redirects_preflights_and_head() {
+    let sys = System::start(Options::default()).await;
+    let tokens = sys.user("alice").await;
+    let token = access(&tokens);
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // The origin's redirect reaches the client as it was sent: the edge never follows it, so
+    // the identity headers never travel to the other host.
+    let response = no_follow
+        .get(format!("{}/api/redirect", sys.edge.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302);
+    assert_eq!(
+        response.headers()["location"],
+        "https://elsewhere.example/landing"
+    );
+    assert_eq!(
+        sys.origin.requests().await.len(),
+        1,
+        "fetched once, not followed"
+    );
+
+    // A CORS preflight carries no credentials by design: the origin answers it, and it gets no
+    // identity.
+    let response = http()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/whoami", sys.edge.url),
+        )
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "authorization")
+        .header("X-Gatehouse-Sub", "impostor")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let seen = sys.origin.requests().await;
+    assert_eq!(seen[0]["method"], "OPTIONS");
+    assert!(
+        seen[0]["headers"].get("x-gatehouse-sub").is_none(),
+        "{seen:?}"
+    );
+    // An OPTIONS that is not a preflight is an ordinary request: it needs a token.
+    let response = http()
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/api/whoami", sys.edge.url),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    // HEAD is verified like GET and forwarded as HEAD.
+    let head = |bearer: Option<&str>| {
+        let mut request = http().head(format!("{}/api/whoami", sys.edge.url));
+        if let Some(t) = bearer {
+            request = request.bearer_auth(t);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(head(None).await, 401);
+    assert_eq!(head(Some(token)).await, 200);
+    let seen = sys.origin.requests().await;
+    assert_eq!(
+        seen.iter()
+            .map(|r| r["method"].as_str())
+            .collect::<Vec<_>>(),
+        [Some("HEAD")]
+    );
+}

@@ -9,10 +9,12 @@
 #![allow(clippy::too_many_lines, clippy::similar_names)]
 
 mod attacks;
+mod deploy_config;
 mod edge_config;
 mod edge_gate;
 mod edge_keys;
 mod edge_revocation;
 mod faults;
 mod jose_interop;
+mod locations;
 mod system;

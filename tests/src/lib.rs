@@ -4,6 +4,7 @@
 //! fails loudly with the command that provides it; nothing here skips.
 #![allow(clippy::panic, clippy::expect_used, clippy::missing_panics_doc)] // failing loudly is its job
 
+pub mod locations;
 mod node;
 mod procs;
 pub mod proxy;
@@ -211,7 +212,13 @@ impl Issuer {
         let key = SigningKey::generate(Algorithm::EdDsa).expect("key");
         let key_file = dir.path().join("signing.jwk");
         std::fs::write(&key_file, key.to_private_jwk_json().expect("jwk")).expect("write key");
-        let port = free_port();
+        // A scenario may fix the port (peers configured before the issuer starts need its URL).
+        let port = env
+            .iter()
+            .find(|(k, _)| *k == "GATEHOUSE_PORT")
+            .map_or_else(free_port, |(_, v)| {
+                v.parse().expect("GATEHOUSE_PORT is a port")
+            });
         let url = format!("http://127.0.0.1:{port}");
         let database_url = match via_port {
             Some(port) => schema
@@ -516,7 +523,7 @@ pub struct Edge {
     dir: tempfile::TempDir,
 }
 
-fn built_worker() -> PathBuf {
+pub fn built_worker() -> PathBuf {
     let main = repo_root().join("edge/build/index.js");
     assert!(
         main.is_file(),

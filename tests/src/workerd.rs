@@ -14,6 +14,15 @@ pub struct Workerd {
 impl Workerd {
     /// `bundle` runs esbuild over `script` first (for workers importing npm packages).
     pub async fn start(script: &Path, vars: &[(&str, &str)], bundle: bool) -> Self {
+        Self::start_with(script, vars, bundle, true).await
+    }
+
+    /// The worker without its KV binding, as a deploy that forgot it would run.
+    pub async fn start_without_kv(script: &Path, vars: &[(&str, &str)]) -> Self {
+        Self::start_with(script, vars, false, false).await
+    }
+
+    async fn start_with(script: &Path, vars: &[(&str, &str)], bundle: bool, kv: bool) -> Self {
         let vars: serde_json::Map<String, serde_json::Value> = vars
             .iter()
             .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
@@ -22,7 +31,7 @@ impl Workerd {
             "bench/edge/serve.mjs",
             |port| {
                 let config = serde_json::json!({
-                    "script": script, "port": port, "vars": vars, "bundle": bundle,
+                    "script": script, "port": port, "vars": vars, "bundle": bundle, "kv": kv,
                 });
                 vec![config.to_string()]
             },

@@ -157,8 +157,28 @@ async fn login_rehashes_outdated_parameters(backend: Backend) {
     );
 }
 
+/// The edge and `@gatehouse/verify` verify Ed25519 only: a P-256 key would sign tokens that every
+/// verifier refuses, so the issuer refuses to start with one.
+async fn a_key_the_edge_cannot_verify_is_refused(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p256.jwk");
+    let key = SigningKey::generate(Algorithm::Es256).unwrap();
+    std::fs::write(&path, key.to_private_jwk_json().unwrap()).unwrap();
+    let mut config = app.config.clone();
+    config.signing_key_file = Some(path);
+    let now = app.clock().now();
+    let err = app
+        .store()
+        .run_sync(move |c| KeyRing::load(c, &config, now))
+        .err()
+        .expect("an ES256 signing key is refused");
+    assert!(err.to_string().contains("Ed25519"), "{err}");
+}
+
 crate::on_both_backends!(
     rotation_keeps_old_tokens_valid_until_they_expire,
+    a_key_the_edge_cannot_verify_is_refused,
     production_key_file,
     replicas_starting_with_one_new_key_file_agree,
     login_rehashes_outdated_parameters,

@@ -26,7 +26,7 @@ impl RevocationView {
     }
 
     /// Whether the delta continues the base with no gap (a delta from seq 0 is a whole list).
-    fn delta_is_contiguous(&self) -> bool {
+    pub fn delta_is_contiguous(&self) -> bool {
         self.delta
             .as_ref()
             .is_some_and(|d| d.extends(self.base.as_ref().map_or(0, |b| b.seq())))

@@ -1,10 +1,9 @@
 //! The edge in workerd under `wrangler dev`: our worker against the jose worker (rows 1a, 1b),
-//! artifact sizes (row 4) and revocation propagation over the push path (row 5).
+//! and artifact sizes (row 4). Row 5 (propagation across locations) is in propagation.rs.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use gatehouse_tests::{Edge, Issuer, Origin, Workerd, free_port, http, repo_root};
+use gatehouse_tests::{Origin, Workerd, http, repo_root};
 
 use crate::Settings;
 use crate::fixture::{AUDIENCE, Fixture, ISSUER};
@@ -218,84 +217,6 @@ pub fn sizes() -> Vec<Row> {
         .note(format!(
             "raw {:.0} KiB",
             std::fs::metadata(&package).map_or(0, |m| m.len()) as f64 / 1024.0
-        )),
-    ]
-}
-
-/// Row 5: issuer's 200 for a logout → the edge's first 401 for that token, over the push path.
-pub async fn propagation(s: &Settings) -> Vec<Row> {
-    let origin = Origin::start().await;
-    let edge_port = free_port();
-    let sync = format!("http://127.0.0.1:{edge_port}/_gatehouse/sync");
-    let issuer = Issuer::start(&[
-        ("GATEHOUSE_EDGE_SYNC_URLS", &sync),
-        ("GATEHOUSE_LOG", "warn"),
-    ])
-    .await;
-    let edge = Edge::start(
-        edge_port,
-        &[
-            ("ORIGIN_URL", &origin.url),
-            ("ISSUER_URL", &issuer.url),
-            ("EXPECTED_ISSUER", &issuer.url),
-            ("EXPECTED_AUDIENCE", "gatehouse-e2e"),
-        ],
-    )
-    .await;
-    edge.run_cron().await;
-    issuer.register("bench", "plover-quartz-7").await;
-    let check = format!("{}/_gatehouse/check", edge.url);
-    let client = http();
-    let mut delays = Sample::default();
-    for _ in 0..s.propagation_trials {
-        let tokens = issuer.login("bench", "plover-quartz-7").await;
-        let token = tokens["access_token"]
-            .as_str()
-            .expect("access token")
-            .to_owned();
-        let start = Instant::now();
-        while status(&check, &token).await != 200 {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "the edge never accepted a fresh token"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(issuer.logout(&token).await, 200);
-        let revoked_at = Instant::now();
-        loop {
-            let code = client
-                .get(&check)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .expect("edge")
-                .status();
-            if code == 401 {
-                break;
-            }
-            assert!(
-                revoked_at.elapsed() < Duration::from_secs(30),
-                "the logout never reached the edge"
-            );
-        }
-        delays.push(revoked_at.elapsed().as_secs_f64() * 1000.0);
-    }
-    let mut sorted = delays.0.clone();
-    sorted.sort_by(f64::total_cmp);
-    let p99 = sorted[((sorted.len() as f64 * 0.99).ceil() as usize).saturating_sub(1)];
-    let max = sorted[sorted.len() - 1];
-    vec![
-        Row::new(
-            "5",
-            format!("revocation propagation p99, {} trials", sorted.len()),
-            " ms",
-            Sample::one(p99),
-        )
-        .goal(Goal::AtMost(1000.0))
-        .note(format!(
-            "median {:.0} ms, max {max:.0} ms; includes the issuer's 25 ms push coalescing",
-            delays.median()
         )),
     ]
 }

@@ -18,6 +18,7 @@ mod edge;
 mod fixture;
 mod issuer;
 mod micro;
+mod propagation;
 mod report;
 mod stats;
 mod wrk;
@@ -70,7 +71,7 @@ impl Settings {
                 edge_connections: 16,
                 edge_list_entries: 10_000,
                 big_list_entries: 100_000,
-                propagation_trials: 100,
+                propagation_trials: 50,
                 out: out_dir(root.join("docs")),
             }
         }
@@ -131,7 +132,7 @@ async fn main() {
         rows.extend(edge::gatekeeping(&s, &fix).await);
     }
     if wanted("propagation") {
-        rows.extend(edge::propagation(&s).await);
+        rows.extend(propagation::rows(&s).await);
     }
     if wanted("issuer") {
         rows.extend(issuer::rows(&s, &fix).await);

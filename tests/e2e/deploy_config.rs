@@ -1,0 +1,289 @@
+//! The production deploy config, `[env.production]` of wrangler.toml: nothing of local
+//! development leaks into it (loopback addresses, the demo's public paths), it has what the
+//! platform needs (routes, the KV namespace, the cron), and wrangler accepts it offline
+//! (`deploy --dry-run`). A real deploy, real KV and real routes are beyond an offline test.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use gatehouse_tests::repo_root;
+use toml::{Table, Value};
+
+/// Addresses that only mean something on the machine that runs the worker locally.
+const LOOPBACK: [&str; 4] = ["127.0.0.1", "localhost", "[::1]", "0.0.0.0"];
+const KV_BINDING: &str = "GATEHOUSE_KV";
+const EVERY_MINUTE: &str = "* * * * *";
+/// Vars the edge fetches from or forwards to: plain http would let the path swap the keys.
+const HTTPS_VARS: [&str; 3] = ["ORIGIN_URL", "ISSUER_URL", "DELTA_URL"];
+
+/// The demo page's assets and its issuer proxy: public under `make dev`, never in production.
+fn is_demo_path(entry: &str) -> bool {
+    entry.starts_with("/pkg/") || entry.starts_with("/issuer/") || entry == "/demo.js"
+}
+
+/// Calls `visit` with the dotted path and the text of every string under `value`.
+fn each_string(path: &str, value: &Value, visit: &mut impl FnMut(&str, &str)) {
+    match value {
+        Value::String(text) => visit(path, text),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                each_string(&format!("{path}[{i}]"), item, visit);
+            }
+        }
+        Value::Table(table) => {
+            for (key, item) in table {
+                each_string(&format!("{path}.{key}"), item, visit);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Everything wrong with a wrangler config's `[env.production]`; empty when it is deployable.
+fn production_problems(config: &Table) -> Vec<String> {
+    let Some(production) = config
+        .get("env")
+        .and_then(|env| env.get("production"))
+        .and_then(Value::as_table)
+    else {
+        return vec!["there is no [env.production]".to_owned()];
+    };
+    let mut problems = Vec::new();
+    let mut loopback = |path: &str, text: &str| {
+        let lower = text.to_ascii_lowercase();
+        for host in LOOPBACK.iter().filter(|host| lower.contains(**host)) {
+            problems.push(format!(
+                "{path} = {text:?} names the loopback address {host}"
+            ));
+        }
+    };
+    for (key, value) in production {
+        each_string(&format!("env.production.{key}"), value, &mut loopback);
+    }
+
+    let vars = production.get("vars").and_then(Value::as_table);
+    let var = |name: &str| vars.and_then(|v| v.get(name)).and_then(Value::as_str);
+    for entry in var("PUBLIC_PATHS").unwrap_or_default().split(',') {
+        if is_demo_path(entry.trim()) {
+            problems.push(format!(
+                "env.production.vars.PUBLIC_PATHS lets the demo path {:?} through",
+                entry.trim()
+            ));
+        }
+    }
+    for name in HTTPS_VARS {
+        if let Some(url) = var(name).filter(|url| !url.starts_with("https://")) {
+            problems.push(format!("env.production.vars.{name} = {url:?} is not https"));
+        }
+    }
+    // An environment does not inherit [vars]: one missing here is unset in production.
+    let top_vars = config.get("vars").and_then(Value::as_table);
+    for name in top_vars.into_iter().flat_map(Table::keys) {
+        if var(name.as_str()).is_none() {
+            problems.push(format!(
+                "[vars] sets {name} but [env.production.vars] does not (vars are not inherited)"
+            ));
+        }
+    }
+
+    let routes = production
+        .get("routes")
+        .and_then(Value::as_array)
+        .is_some_and(|routes| !routes.is_empty());
+    if !routes && !production.contains_key("route") {
+        problems.push("env.production has no routes in front of the origin".to_owned());
+    }
+    let kv = production
+        .get("kv_namespaces")
+        .and_then(Value::as_array)
+        .is_some_and(|namespaces| {
+            namespaces.iter().any(|ns| {
+                ns.get("binding").and_then(Value::as_str) == Some(KV_BINDING)
+                    && ns
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .is_some_and(|id| !id.trim().is_empty())
+            })
+        });
+    if !kv {
+        problems.push(format!(
+            "env.production has no kv_namespaces entry with binding {KV_BINDING} and an id"
+        ));
+    }
+    let cron = production
+        .get("triggers")
+        .and_then(|triggers| triggers.get("crons"))
+        .and_then(Value::as_array)
+        .is_some_and(|crons| crons.iter().any(|c| c.as_str() == Some(EVERY_MINUTE)));
+    if !cron {
+        problems.push(format!(
+            "env.production.triggers has no {EVERY_MINUTE:?} cron (the pull)"
+        ));
+    }
+    if production.get("workers_dev").and_then(Value::as_bool) != Some(false) {
+        problems.push(
+            "env.production does not set workers_dev = false (the Cache API does nothing there)"
+                .to_owned(),
+        );
+    }
+    problems
+}
+
+fn repo_config() -> Table {
+    let path = repo_root().join("wrangler.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    text.parse()
+        .unwrap_or_else(|e| panic!("{} is not TOML: {e}", path.display()))
+}
+
+fn production_mut(config: &mut Table) -> &mut Table {
+    config
+        .get_mut("env")
+        .and_then(|env| env.get_mut("production"))
+        .and_then(Value::as_table_mut)
+        .expect("[env.production]")
+}
+
+fn production_vars_mut(config: &mut Table) -> &mut Table {
+    production_mut(config)
+        .get_mut("vars")
+        .and_then(Value::as_table_mut)
+        .expect("[env.production.vars]")
+}
+
+#[test]
+fn the_production_config_has_no_local_leftovers_and_all_it_needs() {
+    let problems = production_problems(&repo_config());
+    assert!(
+        problems.is_empty(),
+        "wrangler.toml [env.production]:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// What a plant must make the check report, and the change to a copy of the config.
+type Plant = (&'static str, fn(&mut Table));
+
+#[test]
+fn the_config_check_catches_what_is_planted_in_a_copy() {
+    // Non-capturing closures, so one list holds them all.
+    let plants: [Plant; 8] = [
+        ("127.0.0.1", |c| {
+            production_vars_mut(c).insert("ORIGIN_URL".into(), "http://127.0.0.1:8788".into());
+        }),
+        ("localhost", |c| {
+            production_vars_mut(c).insert("ISSUER_URL".into(), "https://LocalHost:8000".into());
+        }),
+        ("0.0.0.0", |c| {
+            let url = "https://0.0.0.0:8000/v1/revocations/delta";
+            production_vars_mut(c).insert("DELTA_URL".into(), url.into());
+        }),
+        ("[::1]", |c| {
+            let mut route = Table::new();
+            route.insert("pattern".into(), "[::1]/*".into());
+            production_mut(c).insert("routes".into(), vec![route].into());
+        }),
+        ("\"/pkg/*\"", |c| {
+            production_vars_mut(c).insert("PUBLIC_PATHS".into(), "/, /pkg/*".into());
+        }),
+        ("no routes", |c| {
+            production_mut(c).remove("routes");
+        }),
+        ("GATEHOUSE_KV", |c| {
+            production_mut(c).remove("kv_namespaces");
+        }),
+        ("cron", |c| {
+            production_mut(c).remove("triggers");
+        }),
+    ];
+    let config = repo_config();
+    assert!(
+        production_problems(&config).is_empty(),
+        "the unplanted copy"
+    );
+    for (expected, plant) in plants {
+        let mut copy = config.clone();
+        plant(&mut copy);
+        let problems = production_problems(&copy);
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "planting {expected:?} went unnoticed: {problems:?}"
+        );
+    }
+}
+
+/// A file removed when dropped, even when the test fails.
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn wrangler_accepts_the_production_config_offline() {
+    let root = repo_root();
+    let wrangler = root.join("node_modules/.bin/wrangler");
+    assert!(
+        wrangler.is_file(),
+        "wrangler is missing: run scripts/setup.sh (make test does)"
+    );
+    assert!(
+        root.join("edge/build/index.js").is_file(),
+        "edge/build/index.js is missing: run scripts/build-edge.sh (make test does)"
+    );
+    let mut config = repo_config();
+    // The worker is built already; [build] is inherited by the environment and would rebuild it.
+    config.remove("build");
+    config.insert("main".into(), "edge/build/index.js".into());
+    // In the repository root, so the config's relative paths resolve as in the real one.
+    let copy = Removed(root.join(format!(".wrangler-dry-{}.toml", std::process::id())));
+    let text = toml::to_string(&config).expect("the config as TOML");
+    std::fs::write(&copy.0, text).expect("write the config copy");
+    let out_dir = tempfile::tempdir().expect("tempdir");
+
+    let output = Command::new(&wrangler)
+        .current_dir(&root)
+        .args(["deploy", "--dry-run", "--env", "production", "--config"])
+        .arg(&copy.0)
+        .arg("--outdir")
+        .arg(out_dir.path())
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run wrangler");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "wrangler deploy --dry-run --env production failed:\n{printed}"
+    );
+    assert!(
+        printed.contains(&format!("env.{KV_BINDING} (")) && printed.contains("KV Namespace"),
+        "the dry run lists no {KV_BINDING} binding:\n{printed}"
+    );
+    let vars: &Table = production_vars_mut(&mut config);
+    for (name, value) in vars {
+        assert!(
+            printed.contains(&format!("env.{name}")),
+            "the dry run lists no var {name}:\n{printed}"
+        );
+        let value = value.as_str().expect("vars are strings");
+        // wrangler shows a value of 40 characters or more as its first 37 and "...".
+        let shown: String = if value.chars().count() < 40 {
+            format!("(\"{value}\")")
+        } else {
+            value.chars().take(37).collect()
+        };
+        assert!(
+            printed.contains(&shown),
+            "the dry run does not show {name} = {value:?}:\n{printed}"
+        );
+    }
+}

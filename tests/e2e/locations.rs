@@ -1,0 +1,215 @@
+//! Several locations (the SIMULATION in tests/sim/locations.mjs: separate workerd instances,
+//! each with its own KV and cache, KV writes reaching the others after a delay). The short
+//! version of `make bench`'s propagation table: the fast path brings a revocation to every
+//! location while KV still lags, KV alone brings it after its delay, and a quiet edge does not
+//! write to KV.
+
+use std::time::{Duration, Instant};
+
+use gatehouse_tests::locations::Locations;
+use gatehouse_tests::{Issuer, Workerd, built_worker, eventually, free_port, get_json};
+
+use crate::system::{AUDIENCE, PASSWORD, access};
+
+struct World {
+    issuer: Issuer,
+    locations: Locations,
+}
+
+/// An issuer pushing to location 0 only (a push lands in one location on Cloudflare) and
+/// `count` locations with `vars` on top of the defaults.
+async fn world(count: usize, kv_delay: Duration, vars: &[(&str, &str)]) -> World {
+    // The locations must exist before the issuer can push to one; start them against the
+    // issuer's future address.
+    let issuer_port = free_port().to_string();
+    let issuer_url = format!("http://127.0.0.1:{issuer_port}");
+    let mut all: Vec<(&str, &str)> = vec![
+        // Nothing is forwarded in these scenarios: /_gatehouse/check answers the verdict.
+        ("ORIGIN_URL", "http://127.0.0.1:9"),
+        ("ISSUER_URL", &issuer_url),
+        ("EXPECTED_ISSUER", &issuer_url),
+        ("EXPECTED_AUDIENCE", AUDIENCE),
+        ("KV_REFRESH_SECS", "1"),
+    ];
+    all.extend_from_slice(vars);
+    let locations = Locations::start(count, &all, kv_delay).await;
+    let sync = locations.sync_url(0);
+    let issuer = Issuer::start(&[
+        ("GATEHOUSE_PORT", issuer_port.as_str()),
+        ("GATEHOUSE_EDGE_SYNC_URLS", sync.as_str()),
+    ])
+    .await;
+    issuer.register("alice", PASSWORD).await;
+    World { issuer, locations }
+}
+
+impl World {
+    /// A fresh access token, once every location accepts it.
+    async fn accepted_token(&self) -> String {
+        let token = access(&self.issuer.login("alice", PASSWORD).await).to_owned();
+        for location in 0..self.locations.urls.len() {
+            let locations = &self.locations;
+            let token = token.as_str();
+            eventually(
+                &format!("location {location} to accept a fresh token"),
+                Duration::from_secs(30),
+                || async move { (locations.check(location, token).await.0 == 200).then_some(()) },
+            )
+            .await;
+        }
+        token
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_path_reaches_every_location_while_kv_lags_a_minute() {
+    let w = world(3, Duration::from_mins(1), &[]).await;
+    let mut worst = Duration::ZERO;
+    for _ in 0..5 {
+        let token = w.accepted_token().await;
+        assert_eq!(w.issuer.logout(&token).await, 200);
+        let times = w
+            .locations
+            .time_to_refusal(&token, Instant::now(), Duration::from_secs(20))
+            .await;
+        eprintln!("issuer 200 -> 401 per location (fast path, KV delay 60 s): {times:?}");
+        for (location, time) in times.into_iter().enumerate() {
+            let time = time.unwrap_or_else(|| panic!("location {location} never refused"));
+            worst = worst.max(time);
+        }
+    }
+    // KV could not have carried it: its copies arrive a minute after the write.
+    assert!(worst < Duration::from_secs(20), "{worst:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_fast_path_kv_brings_revocations_after_its_delay() {
+    let kv_delay = Duration::from_secs(3);
+    let w = world(3, kv_delay, &[("DELTA_POLL_MS", "0")]).await;
+    // No fast path: the first base list reaches location 0 by its cron, the others through KV.
+    w.locations.run_cron(0).await;
+    let token = w.accepted_token().await;
+    assert_eq!(w.issuer.logout(&token).await, 200);
+    let times = w
+        .locations
+        .time_to_refusal(&token, Instant::now(), Duration::from_secs(30))
+        .await;
+    eprintln!("issuer 200 -> 401 per location (KV only, KV delay 3 s): {times:?}");
+    let times: Vec<Duration> = times
+        .into_iter()
+        .map(|t| t.expect("every location refuses in the end"))
+        .collect();
+    assert!(
+        times[0] < kv_delay,
+        "the pushed location learns at once: {times:?}"
+    );
+    for time in &times[1..] {
+        assert!(
+            *time >= kv_delay,
+            "sooner than KV could carry it: {times:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_edge_writes_nothing_to_kv_and_a_change_writes_once() {
+    let w = world(2, Duration::from_secs(1), &[]).await;
+    w.locations.run_cron(0).await;
+    let token = w.accepted_token().await;
+    // Let the first writes reach the other location (KV delay 1 s), then stay quiet: pulls of
+    // an unchanged list and key set, re-signed by the issuer meanwhile, write nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = w.locations.kv_writes().await;
+    assert!(before[0] >= 2, "the first list was stored: {before:?}");
+    for _ in 0..3 {
+        w.locations.run_cron(0).await;
+        w.locations.run_cron(1).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        w.locations.kv_writes().await,
+        before,
+        "a quiet edge wrote to KV"
+    );
+    // One revocation: the pushed location stores the new list and its head, once.
+    assert_eq!(w.issuer.logout(&token).await, 200);
+    let locations = &w.locations;
+    let expected = before[0] + 2;
+    eventually(
+        "the new list in KV",
+        Duration::from_secs(10),
+        || async move { (locations.kv_writes().await[0] == expected).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = w.locations.kv_writes().await;
+    assert_eq!(after, [expected, before[1]], "{before:?} -> {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_kv_write_is_not_answered_as_delivered() {
+    // A production environment without its KV binding: the worker can verify and hold the
+    // list, but not store it for the other isolates, so the push must not look delivered.
+    let issuer_port = free_port().to_string();
+    let issuer_url = format!("http://127.0.0.1:{issuer_port}");
+    let edge = Workerd::start_without_kv(
+        &built_worker(),
+        &[
+            ("ORIGIN_URL", "http://127.0.0.1:9"),
+            ("ISSUER_URL", &issuer_url),
+            ("EXPECTED_ISSUER", &issuer_url),
+            ("EXPECTED_AUDIENCE", AUDIENCE),
+            ("DELTA_POLL_MS", "0"),
+            // The readiness probe ran before the issuer was up; let the first push fetch keys.
+            ("JWKS_REFETCH_COOLDOWN_SECS", "0"),
+        ],
+    )
+    .await;
+    let sync = format!("{}/_gatehouse/sync", edge.url);
+    let issuer = Issuer::start(&[
+        ("GATEHOUSE_PORT", issuer_port.as_str()),
+        ("GATEHOUSE_EDGE_SYNC_URLS", sync.as_str()),
+    ])
+    .await;
+    let snapshot = gatehouse_tests::get_text(&format!("{issuer_url}/v1/revocations")).await;
+    let response = gatehouse_tests::http()
+        .post(&sync)
+        .body(snapshot)
+        .send()
+        .await
+        .unwrap();
+    let (status, json) = gatehouse_tests::json_of(response).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("kv_write_failed")),
+        "{json}"
+    );
+    let (_, health) = get_json(&format!("{}/_gatehouse/health", edge.url), None).await;
+    assert!(
+        health["kv_write_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("KV")),
+        "{health}"
+    );
+    // The issuer's own push meets the same answer and retries instead of counting it done.
+    issuer.register("alice", PASSWORD).await;
+    let token = access(&issuer.login("alice", PASSWORD).await).to_owned();
+    assert_eq!(issuer.logout(&token).await, 200);
+    let issuer = &issuer;
+    eventually(
+        "the issuer to retry the refused push",
+        Duration::from_secs(10),
+        || async move {
+            (issuer
+                .metric("gatehouse_snapshot_pushes_failed_total")
+                .await
+                >= 2.0)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        issuer.metric("gatehouse_snapshot_pushes_ok_total").await,
+        0.0
+    );
+}

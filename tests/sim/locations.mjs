@@ -1,0 +1,131 @@
+// A SIMULATION of Cloudflare's locations on one machine (nothing here reaches Cloudflare):
+// N separate workerd instances (one Miniflare each) of the built worker, each with its own KV
+// namespace and its own Cache API storage, as data centers have. A KV replicator copies every
+// write made at one location to the others after `kvDelayMs` (default 60 s, the delay Cloudflare
+// documents for KV writes to be visible elsewhere), last writer wins.
+//
+// What it does not model: KV's real latency distribution and its cached negative lookups, the
+// many machines (and isolates) of one data center, isolate eviction, cron triggers (fired here
+// on request), network distance between locations and the issuer.
+//
+// Usage: node tests/sim/locations.mjs '{"script": ".../index.js", "port": 9000,
+//   "locations": 3, "vars": {...}, "kvDelayMs": 60000}'
+// Serves on `port`: GET /locations -> [{name, url}], GET /writes -> local KV writes per
+// location, POST /cron/<i> -> fires location i's cron.
+import { createHash } from 'node:crypto';
+import http from 'node:http';
+import { dirname } from 'node:path';
+import { Miniflare } from 'miniflare';
+
+const config = JSON.parse(process.argv[2]);
+const kvDelayMs = config.kvDelayMs ?? 60_000;
+const TICK_MS = 100;
+
+const locations = [];
+for (let i = 0; i < (config.locations ?? 3); i++) {
+  const mf = new Miniflare({
+    name: `location-${i}`,
+    modules: true,
+    scriptPath: config.script,
+    modulesRoot: dirname(config.script),
+    modulesRules: [
+      { type: 'ESModule', include: ['**/*.js', '**/*.mjs'] },
+      { type: 'CompiledWasm', include: ['**/*.wasm'] },
+    ],
+    compatibilityDate: '2026-04-01',
+    bindings: config.vars ?? {},
+    kvNamespaces: ['GATEHOUSE_KV'],
+    host: '127.0.0.1',
+    port: 0,
+  });
+  const url = await mf.ready;
+  locations.push({
+    name: `location-${i}`,
+    url: url.href.replace(/\/$/, ''),
+    mf,
+    kv: await mf.getKVNamespace('GATEHOUSE_KV'),
+    seen: new Map(), // key -> hash last observed here
+    writtenAt: new Map(), // key -> time of the version held here (for last-writer-wins)
+    localWrites: 0,
+  });
+}
+
+const hashOf = (bytes, metadata) =>
+  createHash('sha256').update(Buffer.from(bytes)).update(JSON.stringify(metadata ?? null)).digest('hex');
+
+// Finds writes the worker made at each location and schedules them at the others.
+async function tick() {
+  for (const [i, loc] of locations.entries()) {
+    const { keys } = await loc.kv.list();
+    for (const { name } of keys) {
+      const { value, metadata } = await loc.kv.getWithMetadata(name, { type: 'arrayBuffer' });
+      if (value === null) continue;
+      const hash = hashOf(value, metadata);
+      if (loc.seen.get(name) === hash) continue;
+      loc.seen.set(name, hash);
+      const time = Date.now();
+      loc.writtenAt.set(name, time);
+      loc.localWrites += 1;
+      for (const [j, other] of locations.entries()) {
+        if (j === i) continue;
+        setTimeout(() => deliver(other, name, value, metadata, hash, time), kvDelayMs);
+      }
+    }
+  }
+}
+
+async function deliver(loc, name, value, metadata, hash, time) {
+  if ((loc.writtenAt.get(name) ?? 0) > time) return; // a later write there wins
+  loc.seen.set(name, hash); // so the replicator does not take it for a local write
+  loc.writtenAt.set(name, time);
+  await loc.kv.put(name, value, metadata === null ? {} : { metadata });
+}
+
+let running = true;
+(async () => {
+  while (running) {
+    try {
+      await tick();
+    } catch (e) {
+      console.error(`replicator: ${e}`);
+    }
+    await new Promise((r) => setTimeout(r, TICK_MS));
+  }
+})();
+
+const server = http.createServer(async (req, res) => {
+  const send = (status, body) => {
+    res.writeHead(status, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(body));
+  };
+  try {
+    if (req.method === 'GET' && req.url === '/locations') {
+      return send(200, locations.map(({ name, url }) => ({ name, url })));
+    }
+    if (req.method === 'GET' && req.url === '/writes') {
+      return send(200, locations.map(({ name, localWrites }) => ({ name, writes: localWrites })));
+    }
+    const cron = req.url.match(/^\/cron\/(\d+)$/);
+    if (req.method === 'POST' && cron && locations[Number(cron[1])]) {
+      const worker = await locations[Number(cron[1])].mf.getWorker();
+      const result = await worker.scheduled({ cron: '* * * * *' });
+      return send(200, result);
+    }
+    send(404, { error: 'not_found' });
+  } catch (e) {
+    send(500, { error: String(e) });
+  }
+});
+// Listens only once every location serves, so a probe that gets an answer may use them all.
+server.listen(config.port, '127.0.0.1', () =>
+  console.log(`simulating ${locations.length} locations, KV delay ${kvDelayMs} ms, control on ${config.port}`),
+);
+
+const stop = async () => {
+  running = false;
+  server.close();
+  await Promise.allSettled(locations.map((l) => l.mf.dispose()));
+  process.exit(0);
+};
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);

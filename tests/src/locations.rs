@@ -1,0 +1,130 @@
+//! The multi-location SIMULATION (`tests/sim/locations.mjs`): several workerd instances of the
+//! built worker, each with its own KV and cache, and a KV replicator with Cloudflare's
+//! documented delay between them. It stands in for Cloudflare's network, which no machine here
+//! reaches; the script says what it does not model.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::{NodeServer, built_worker, http, json_of};
+
+pub struct Locations {
+    server: NodeServer,
+    /// Each location's base URL.
+    pub urls: Vec<String>,
+}
+
+impl Locations {
+    /// `count` locations of the built worker with `vars`, KV writes reaching the others after
+    /// `kv_delay`.
+    pub async fn start(count: usize, vars: &[(&str, &str)], kv_delay: Duration) -> Self {
+        let vars: serde_json::Map<String, Value> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+            .collect();
+        let script = built_worker();
+        let delay_ms = u64::try_from(kv_delay.as_millis()).expect("delay fits u64");
+        let server = NodeServer::start(
+            "tests/sim/locations.mjs",
+            |port| {
+                let config = serde_json::json!({
+                    "script": script, "port": port, "locations": count, "vars": vars,
+                    "kvDelayMs": delay_ms,
+                });
+                vec![config.to_string()]
+            },
+            "/locations",
+            Duration::from_mins(1),
+        )
+        .await;
+        let (status, list) = json_of(
+            http()
+                .get(format!("{}/locations", server.url))
+                .send()
+                .await
+                .expect("locations"),
+        )
+        .await;
+        assert_eq!(status, 200, "{list}");
+        let urls: Vec<String> = list
+            .as_array()
+            .expect("a list of locations")
+            .iter()
+            .map(|l| l["url"].as_str().expect("url").to_owned())
+            .collect();
+        assert_eq!(urls.len(), count, "{list}");
+        Self { server, urls }
+    }
+
+    /// Each location's sync endpoint (a push lands at one of them, as on Cloudflare).
+    pub fn sync_url(&self, location: usize) -> String {
+        format!("{}/_gatehouse/sync", self.urls[location])
+    }
+
+    /// KV writes the worker made at each location so far (replicated copies not counted).
+    pub async fn kv_writes(&self) -> Vec<u64> {
+        let (_, json) = json_of(
+            http()
+                .get(format!("{}/writes", self.server.url))
+                .send()
+                .await
+                .expect("writes"),
+        )
+        .await;
+        json.as_array()
+            .expect("a list")
+            .iter()
+            .map(|l| l["writes"].as_u64().expect("a count"))
+            .collect()
+    }
+
+    /// Fires one location's cron trigger (the pull path).
+    pub async fn run_cron(&self, location: usize) {
+        let response = http()
+            .post(format!("{}/cron/{location}", self.server.url))
+            .send()
+            .await
+            .expect("cron");
+        assert!(response.status().is_success(), "cron at {location}");
+    }
+
+    /// The verdict of `/_gatehouse/check` at one location for `token`: status and code.
+    pub async fn check(&self, location: usize, token: &str) -> (u16, String) {
+        let response = http()
+            .get(format!("{}/_gatehouse/check", self.urls[location]))
+            .bearer_auth(token)
+            .send()
+            .await;
+        match response {
+            Ok(r) => {
+                let (status, json) = json_of(r).await;
+                (status, json["code"].as_str().unwrap_or_default().to_owned())
+            }
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
+    /// Polls every location (every 20 ms) until each refuses `token` as revoked; each
+    /// location's time from `since`, or `None` if it still accepted it after `timeout`.
+    pub async fn time_to_refusal(
+        &self,
+        token: &str,
+        since: Instant,
+        timeout: Duration,
+    ) -> Vec<Option<Duration>> {
+        let waits = (0..self.urls.len()).map(|location| async move {
+            loop {
+                let (status, code) = self.check(location, token).await;
+                if status == 401 && code == "revoked" {
+                    return Some(since.elapsed());
+                }
+                if since.elapsed() > timeout {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        futures_util::future::join_all(waits).await
+    }
+}
