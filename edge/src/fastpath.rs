@@ -24,8 +24,8 @@ pub enum Due {
     No,
     /// Poll after the response, through `waitUntil`.
     InBackground,
-    /// The isolate has not polled for several intervals (it was idle): poll before answering,
-    /// so no request is judged by an old list.
+    /// The isolate has not polled for two intervals (it was idle): poll before answering, so
+    /// no request is judged by a list older than that.
     Now,
 }
 
@@ -34,7 +34,7 @@ pub fn due(config: &Config, now_ms: f64) -> Due {
         return Due::No;
     }
     let age = state::delta_poll_age_ms(now_ms);
-    if age >= 4.0 * config.delta_poll_ms {
+    if age >= 2.0 * config.delta_poll_ms {
         Due::Now
     } else if age >= config.delta_poll_ms {
         Due::InBackground

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use gatehouse_shared::{Algorithm, SigningKey};
-use gatehouse_tests::{get_json, get_text, http, json_of};
+use gatehouse_tests::{eventually, get_json, get_text, http, json_of};
 
 use crate::system::{Options, PASSWORD, System, access};
 
@@ -122,4 +122,49 @@ async fn a_retired_key_is_refused_once_its_grace_is_over() {
         (401, Some("unknown_kid")),
         "issuer"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_key_stops_verifying_within_the_key_ttl_without_any_cron() {
+    let mut sys = System::start(Options {
+        issuer_env: &[
+            ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", "2"),
+            ("GATEHOUSE_LEEWAY_SECS", "0"),
+        ],
+        edge_vars: &[
+            ("JWKS_REFETCH_COOLDOWN_SECS", "1"),
+            ("LEEWAY_SECS", "0"),
+            ("KEYS_TTL_SECS", "2"),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let cached = sys.mint(&sys.claims());
+    assert_eq!(sys.get("/api/x", Some(&cached)).await.0, 200);
+    let retired = sys.issuer.rotate_key_file().await;
+    let (issuer, retired) = (&sys.issuer, retired.kid());
+    eventually(
+        "the issuer to stop publishing the retired key",
+        Duration::from_secs(10),
+        || async move {
+            let jwks = get_text(&format!("{}/.well-known/jwks.json", issuer.url)).await;
+            (!jwks.contains(retired)).then_some(())
+        },
+    )
+    .await;
+    let removed_at = std::time::Instant::now();
+    // No cron and no unknown kid: only the key set's TTL makes this isolate look again.
+    let sys = &sys;
+    let cached = cached.as_str();
+    eventually(
+        "the edge to drop the removed key",
+        Duration::from_secs(10),
+        || async move {
+            let (status, json) = sys.get("/api/x", Some(cached)).await;
+            (status == 401 && json["code"] == "unknown_kid").then_some(())
+        },
+    )
+    .await;
+    let took = removed_at.elapsed();
+    eprintln!("removed key refused at the edge {took:?} after it left the JWKS (TTL 2 s)");
 }

@@ -9,7 +9,12 @@ use crate::system::{Options, System, access};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_reaches_the_edge_by_push_within_a_second() {
-    let sys = System::start(Options::default()).await;
+    // The push alone (the fast path would bring it too).
+    let sys = System::start(Options {
+        edge_vars: &[("DELTA_POLL_MS", "0")],
+        ..Options::default()
+    })
+    .await;
     sys.issuer.register("alice", crate::system::PASSWORD).await;
     let mut delays = Vec::new();
     for _ in 0..5 {
@@ -40,8 +45,10 @@ async fn logout_reaches_the_edge_by_push_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_push_the_cron_pull_brings_revocations() {
+    // Neither push nor the fast path: only the cron pull.
     let sys = System::start(Options {
         push: false,
+        edge_vars: &[("DELTA_POLL_MS", "0")],
         ..Options::default()
     })
     .await;
