@@ -49,6 +49,31 @@ fn var(env: &Env, name: &str) -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
+/// `ROUTE_SCOPES`: `/prefix*=scope` rules, longest prefix first.
+fn route_scopes(env: &Env, problems: &mut Vec<String>) -> Vec<(String, String)> {
+    let mut rules: Vec<(String, String)> = Vec::new();
+    for rule in var(env, "ROUTE_SCOPES")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+    {
+        if rule.is_empty() {
+            continue;
+        }
+        match rule.split_once('=') {
+            Some((prefix, scope)) if prefix.starts_with('/') && !scope.trim().is_empty() => {
+                rules.push((
+                    prefix.trim_end_matches('*').to_owned(),
+                    scope.trim().to_owned(),
+                ));
+            }
+            _ => problems.push(format!("ROUTE_SCOPES rule {rule:?} is not /prefix=scope")),
+        }
+    }
+    rules.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+    rules
+}
+
 fn number(env: &Env, name: &str, default: u32, problems: &mut Vec<String>) -> u32 {
     match var(env, name) {
         None => default,
@@ -100,26 +125,7 @@ impl Config {
                     .collect()
             })
             .unwrap_or_default();
-        let mut route_scopes: Vec<(String, String)> = Vec::new();
-        for rule in var(env, "ROUTE_SCOPES")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-        {
-            if rule.is_empty() {
-                continue;
-            }
-            match rule.split_once('=') {
-                Some((prefix, scope)) if prefix.starts_with('/') && !scope.trim().is_empty() => {
-                    route_scopes.push((
-                        prefix.trim_end_matches('*').to_owned(),
-                        scope.trim().to_owned(),
-                    ));
-                }
-                _ => problems.push(format!("ROUTE_SCOPES rule {rule:?} is not /prefix=scope")),
-            }
-        }
-        route_scopes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        let route_scopes = route_scopes(env, &mut problems);
         let stale_policy = match var(env, "STALE_POLICY").as_deref() {
             None | Some("fail_closed") => StalePolicy::FailClosed,
             Some("fail_open") => StalePolicy::FailOpen,

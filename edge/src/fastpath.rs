@@ -58,6 +58,10 @@ pub async fn poll(env: &Env, config: &Config) {
 
 async fn poll_once(env: &Env, config: &Config) -> Result<(), String> {
     let jws = fetch(config).await?;
+    // The location's copy changes at most once per interval; most polls bring what is held.
+    if state::is_last_delta(&jws) {
+        return Ok(());
+    }
     let now = state::now_secs();
     let options = sync::options(config);
     let delta = sync::with_keys(env, config, |keys| {
@@ -66,7 +70,10 @@ async fn poll_once(env: &Env, config: &Config) -> Result<(), String> {
     .await
     .map_err(|e| e.to_string())?;
     match state::update_revocations(|view| view.with_delta(delta)) {
-        Ok(_) | Err(SnapshotError::Stale { .. }) => Ok(()),
+        Ok(_) | Err(SnapshotError::Stale { .. }) => {
+            state::set_last_delta(jws);
+            Ok(())
+        }
         Err(e) => Err(e.to_string()),
     }
 }

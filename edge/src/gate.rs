@@ -85,7 +85,7 @@ async fn refresh(env: &Env, ctx: &Context, config: &Rc<Config>) {
                 fastpath::poll(&env, &config).await;
             }
             if keys_due {
-                let _ = keys::refetch(&env, &config).await;
+                let _ = keys::refetch(&env, &config, keys::Asker::Client).await;
             }
         });
     }
@@ -107,15 +107,15 @@ async fn authorize(
         .age_secs(now)
         .is_some_and(|age| list.is_present() && age <= config.max_list_age_secs);
     if !list_ok && config.stale_policy == StalePolicy::FailClosed {
-        let (code, text) = if !list.is_present() {
-            (
-                "revocation_list_missing",
-                "no revocation list has reached the edge yet",
-            )
-        } else {
+        let (code, text) = if list.is_present() {
             (
                 "revocation_list_stale",
                 "the revocation list is older than allowed",
+            )
+        } else {
+            (
+                "revocation_list_missing",
+                "no revocation list has reached the edge yet",
             )
         };
         return Err(reply::unavailable(code, text));
@@ -131,7 +131,7 @@ async fn authorize(
     };
     let mut result = state::verify(&verifier, config, &token, now);
     if matches!(&result, Err(e) if e.code() == ErrorCode::UnknownKid)
-        && let Some(fresh) = keys::refetch(env, config).await
+        && let Some(fresh) = keys::refetch(env, config, keys::Asker::Client).await
     {
         verifier = fresh;
         result = state::verify(&verifier, config, &token, now);

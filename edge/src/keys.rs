@@ -1,8 +1,9 @@
 //! Verification keys: pinned from the `JWKS` var, or fetched from the issuer and cached in
 //! isolate memory and KV. A fetched key set is held for `KEYS_TTL_SECS`, then refreshed off the
-//! request path, so a key the issuer dropped stops verifying everywhere within that bound. An
-//! unknown `kid` triggers one refetch per cooldown, so a flood of garbage kids cannot hammer
-//! the issuer.
+//! request path, so a key the issuer dropped stops verifying everywhere within that bound. A key
+//! the revocation list names (an emergency `keys revoke KID` at the issuer, carried by the fast
+//! path) is dropped at once, whatever the key set says. An unknown `kid` triggers one refetch
+//! per cooldown, so a flood of garbage kids cannot hammer the issuer.
 
 use std::rc::Rc;
 
@@ -15,26 +16,37 @@ use crate::state;
 pub const KV_BINDING: &str = "GATEHOUSE_KV";
 const KV_JWKS: &str = "jwks";
 
-fn install(config: &Config, keys: KeySet) -> Rc<Verifier> {
-    state::set_verifier(Verifier::new(keys, config.verifier.clone()))
+/// Installs `keys` without the ones the revocation list revokes.
+fn install(config: &Config, keys: &KeySet) -> Rc<Verifier> {
+    let revocations = state::revocations();
+    let kept = keys
+        .keys()
+        .iter()
+        .filter(|k| !revocations.revokes_key(k.kid()))
+        .cloned();
+    state::set_verifier(Verifier::new(KeySet::new(kept), config.verifier.clone()))
 }
 
 /// The current verifier: memory, else pinned keys, else KV, else the issuer.
 pub async fn verifier(env: &Env, config: &Config) -> Option<Rc<Verifier>> {
     if let Some((v, _)) = state::verifier() {
+        let revocations = state::revocations();
+        if v.keys().kids().any(|kid| revocations.revokes_key(kid)) {
+            return Some(install(config, v.keys()));
+        }
         return Some(v);
     }
     if let Some(pinned) = &config.pinned_keys {
-        return Some(install(config, pinned.clone()));
+        return Some(install(config, pinned));
     }
     if let Ok(kv) = env.kv(KV_BINDING)
         && let Ok(Some(json)) = kv.get(KV_JWKS).text().await
         && let Ok(keys) = KeySet::from_json(&json)
         && !keys.is_empty()
     {
-        return Some(install(config, keys));
+        return Some(install(config, &keys));
     }
-    refetch(env, config).await
+    refetch(env, config, Asker::Client).await
 }
 
 /// Whether the held key set has outlived `KEYS_TTL_SECS` (pinned keys never expire).
@@ -43,11 +55,29 @@ pub fn expired(config: &Config) -> bool {
         && state::verifier().is_some_and(|(_, age_ms)| age_ms >= config.keys_ttl_ms)
 }
 
-/// Fetches the issuer's JWKS if the cooldown allows; keeps the old keys on any failure.
-pub async fn refetch(env: &Env, config: &Config) -> Option<Rc<Verifier>> {
-    if config.pinned_keys.is_some()
-        || !state::claim_key_fetch(state::now_ms(), config.jwks_refetch_cooldown_ms)
-    {
+/// Who asks for a refetch, which decides the cooldown that applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asker {
+    /// A client's token, or the key set's TTL: `JWKS_REFETCH_COOLDOWN_SECS`, so a flood of
+    /// garbage kids cannot hammer the issuer.
+    Client,
+    /// A signed list from the issuer's own feed or push, after a rotation: at most one fetch per
+    /// `SIGNED_LIST_COOLDOWN_MS`, so the fast path does not stall behind the client cooldown.
+    SignedList,
+}
+
+const SIGNED_LIST_COOLDOWN_MS: f64 = 2000.0;
+
+/// Fetches the issuer's JWKS if the asker's cooldown allows; keeps the old keys on any failure.
+pub async fn refetch(env: &Env, config: &Config, asker: Asker) -> Option<Rc<Verifier>> {
+    let allowed = match asker {
+        Asker::Client => state::claim_key_fetch(state::now_ms(), config.jwks_refetch_cooldown_ms),
+        Asker::SignedList => state::claim_signed_list_key_fetch(
+            state::now_ms(),
+            SIGNED_LIST_COOLDOWN_MS.min(config.jwks_refetch_cooldown_ms),
+        ),
+    };
+    if config.pinned_keys.is_some() || !allowed {
         return None;
     }
     // A plain Request, not `Url::parse`: the url crate's parser and IDNA tables would cost the
@@ -67,12 +97,10 @@ pub async fn refetch(env: &Env, config: &Config) -> Option<Rc<Verifier>> {
     if let Ok(kv) = env.kv(KV_BINDING)
         && kv.get(KV_JWKS).text().await.ok().flatten().as_deref() != Some(json.as_str())
         && let Ok(put) = kv.put(KV_JWKS, json.as_str())
+        && let Err(e) = put.execute().await
     {
-        let written = put
-            .execute()
-            .await
-            .map_err(|e| format!("KV write failed: {e}"));
-        state::record_kv_write(written);
+        // Logged, not reported as a sync failure: the copy only spares cold isolates a fetch.
+        worker::console_warn!("gatehouse: storing the key set in KV failed: {e}");
     }
-    Some(install(config, keys))
+    Some(install(config, &keys))
 }

@@ -125,7 +125,7 @@ async fn health(env: &Env) -> Response {
             "seq": list.seq(),
             "age_secs": list.age_secs(now),
             "entries": list.len(),
-            "base_seq": list.base().map(|b| b.seq()),
+            "base_seq": list.base().map(gatehouse_shared::RevocationList::seq),
             "delta": list.delta().map(|d| json!({"from": d.from_seq(), "seq": d.list().seq(), "entries": d.list().len()})),
         })),
         "fast_path": config.fast_path_enabled().then(|| json!({
@@ -155,7 +155,7 @@ fn wasm_memory_bytes() -> f64 {
 #[event(scheduled)]
 pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let config = state::config(&env);
-    let _ = keys::refetch(&env, &config).await;
+    let _ = keys::refetch(&env, &config, keys::Asker::Client).await;
     if let Err(e) = sync::pull(&env, &config).await {
         worker::console_warn!("gatehouse: revocation pull failed: {e}");
     }

@@ -19,11 +19,14 @@ struct Isolate {
     /// Tokens a verifier accepted; the cache empties itself when another verifier uses it.
     verified: Option<VerifiedCache>,
     last_key_fetch_ms: Option<f64>,
+    last_signed_list_key_fetch_ms: Option<f64>,
     revocations: RevocationView,
     list_checked_ms: Option<f64>,
     /// The last attempt to poll the delta feed, and whether one is under way.
     delta_polled_ms: Option<f64>,
     delta_in_flight: bool,
+    /// The text of the last delta applied, so an unchanged one is not verified again.
+    last_delta: Option<String>,
     /// Why the last KV write failed, until one succeeds (reported by the health route).
     kv_write_error: Option<String>,
 }
@@ -97,6 +100,11 @@ pub fn claim_key_fetch(now_ms: f64, cooldown_ms: f64) -> bool {
     ISOLATE.with_borrow_mut(|s| claim(&mut s.last_key_fetch_ms, now_ms, cooldown_ms))
 }
 
+/// The same for a refetch asked by a signed list that names an unknown kid.
+pub fn claim_signed_list_key_fetch(now_ms: f64, cooldown_ms: f64) -> bool {
+    ISOLATE.with_borrow_mut(|s| claim(&mut s.last_signed_list_key_fetch_ms, now_ms, cooldown_ms))
+}
+
 pub fn revocations() -> RevocationView {
     ISOLATE.with_borrow(|s| s.revocations.clone())
 }
@@ -137,6 +145,14 @@ pub fn begin_delta_poll(now_ms: f64) -> bool {
 
 pub fn end_delta_poll() {
     ISOLATE.with_borrow_mut(|s| s.delta_in_flight = false);
+}
+
+pub fn is_last_delta(jws: &str) -> bool {
+    ISOLATE.with_borrow(|s| s.last_delta.as_deref() == Some(jws))
+}
+
+pub fn set_last_delta(jws: String) {
+    ISOLATE.with_borrow_mut(|s| s.last_delta = Some(jws));
 }
 
 pub fn record_kv_write(result: Result<(), String>) {

@@ -65,7 +65,9 @@ pub async fn with_keys<T>(
         let Some(v) = verifier.as_ref() else { break };
         match check(v.keys()) {
             Err(e) if e.code() == ErrorCode::UnknownKid && attempt == 0 => {
-                verifier = keys::refetch(env, config).await.or(verifier);
+                verifier = keys::refetch(env, config, keys::Asker::SignedList)
+                    .await
+                    .or(verifier);
             }
             other => return other,
         }
@@ -91,7 +93,6 @@ pub async fn accept(env: &Env, config: &Config, jws: &str) -> Result<RevocationV
     if let Some(stored) = stored {
         list.ensure_newer_than(stored.seq, stored.issued_at)?;
     }
-    let held = state::revocations();
     let view = state::update_revocations(|view| view.with_base(list))?;
     let changed = stored.is_none_or(|s| {
         s.seq != head.seq || head.issued_at - s.issued_at >= config.kv_heartbeat_secs
@@ -104,8 +105,8 @@ pub async fn accept(env: &Env, config: &Config, jws: &str) -> Result<RevocationV
         }
         .await;
         if let Err(e) = written {
-            // Keep the isolate as it was: answering with a list KV never got would hide the loss.
-            let _ = state::update_revocations(|_| Ok::<_, ()>(held));
+            // This isolate keeps the verified list (refusing more is always safe); the 503 tells
+            // the issuer that the others did not get it.
             return Err(fail_kv(&e.to_string()));
         }
         state::record_kv_write(Ok(()));
@@ -124,23 +125,24 @@ fn fail_kv(error: &str) -> SyncError {
 /// has passed and KV's head says it holds a newer snapshot.
 pub async fn current(env: &Env, config: &Config) -> RevocationView {
     let held = state::revocations();
-    if !state::claim_list_check(state::now_ms(), config.kv_refresh_ms) {
+    // While the fast path keeps the view whole over a young base, KV has nothing it needs.
+    let whole = held.delta_is_contiguous()
+        && held
+            .base()
+            .is_some_and(|b| b.age_secs(state::now_secs()) < BASE_MAX_AGE_SECS);
+    if whole || !state::claim_list_check(state::now_ms(), config.kv_refresh_ms) {
         return held;
     }
     let Ok(kv) = env.kv(KV_BINDING) else {
         return held;
     };
-    let Ok(Some(head)) = kv.get(KV_HEAD).json::<Head>().await else {
+    let Ok(Some(kv_head)) = kv.get(KV_HEAD).json::<Head>().await else {
         return held;
     };
-    let wanted = held.base().is_none_or(|base| {
-        let newer = (head.seq, head.issued_at) > (base.seq(), base.issued_at());
-        let whole_without_it = held.delta_is_contiguous()
-            && held.seq() >= head.seq
-            && base.age_secs(state::now_secs()) < BASE_MAX_AGE_SECS;
-        newer && !whole_without_it
-    });
-    if !wanted {
+    if held
+        .base()
+        .is_some_and(|b| (kv_head.seq, kv_head.issued_at) <= (b.seq(), b.issued_at()))
+    {
         return held;
     }
     // Bytes, not text: a large string is slow to bring into wasm.

@@ -163,10 +163,12 @@ impl AuthCache {
                 k if k == Kind::Session as i16 => {
                     view.sessions.insert(subject, expires_at);
                 }
-                _ => {
+                k if k == Kind::User as i16 => {
                     let entry = view.users_before.entry(subject).or_insert((i64::MIN, 0));
                     *entry = (entry.0.max(issued_before), entry.1.max(expires_at));
                 }
+                // Revoked keys leave this replica's verifier through the key ring instead.
+                _ => {}
             }
         }
         if prune {

@@ -1,4 +1,4 @@
-//! The command line: `serve` (default), `migrate`, `keys rotate|list`, `users create`,
+//! The command line: `serve` (default), `migrate`, `keys rotate|list|revoke KID`, `users create`,
 //! `revocations push`, `cleanup`.
 
 use std::io::BufRead as _;
@@ -59,6 +59,9 @@ enum KeysCommand {
     Rotate,
     /// List keys with their status.
     List,
+    /// Emergency: revoke a (non-active) key. It leaves the JWKS and every edge drops it through
+    /// the revocation fast path.
+    Revoke { kid: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +94,9 @@ pub fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::List,
         } => keys_list(),
+        Command::Keys {
+            command: KeysCommand::Revoke { kid },
+        } => keys_revoke(&kid),
         Command::Users {
             command: UsersCommand::Create { username, admin },
         } => users_create(&username, admin),
@@ -172,6 +178,17 @@ fn keys_rotate() -> Result<(), String> {
     println!(
         "new signing key {} is active; the previous key stays published until its tokens expire",
         key.kid()
+    );
+    Ok(())
+}
+
+fn keys_revoke(kid: &str) -> Result<(), String> {
+    let (config, db) = load()?;
+    db.run_sync(|c| keys::revoke(c, &config, kid, now()))
+        .map_err(fail)?;
+    println!(
+        "key {kid} is revoked: out of the JWKS at each replica's next key refresh, and refused \
+         at the edge as soon as its revocation list has it (seconds, through the delta feed)"
     );
     Ok(())
 }

@@ -14,10 +14,16 @@ use crate::config::Config;
 use crate::db::schema::signing_keys;
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
-use crate::store::{audit, is_unique_violation, write_tx};
+use crate::store::{audit, is_unique_violation, revocations, write_tx};
 
 const ACTIVE: &str = "active";
 const RETIRED: &str = "retired";
+/// Revoked in an emergency: never published again, and named in the revocation list so every
+/// edge drops it at once.
+const REVOKED: &str = "revoked";
+/// How long a key revocation stays in the list: past every token the key signed and every key
+/// set an edge holds (its TTL, plus KV's copy and the cron), with a wide margin.
+const KEY_REVOCATION_SECS: i64 = 24 * 3600;
 
 /// The signing key and the verifier over every published key, swapped as one on rotation.
 pub struct KeyState {
@@ -197,7 +203,10 @@ fn build_state(conn: &mut DbConn, config: &Config, now: i64) -> Result<KeyState,
     let published = KeySet::new(
         records(conn)?
             .into_iter()
-            .filter(|r| r.status == ACTIVE || r.retired_at.is_some_and(|t| t + grace > now))
+            .filter(|r| {
+                r.status == ACTIVE
+                    || (r.status == RETIRED && r.retired_at.is_some_and(|t| t + grace > now))
+            })
             .filter_map(|r| VerifyingJwk::from_json(&r.public_jwk).ok()),
     );
     let options =
@@ -222,6 +231,33 @@ pub fn rotate(conn: &mut DbConn, config: &Config, now: i64) -> Result<SigningKey
     write_key(&key_path(config, key.kid()), &key)?;
     activate(conn, &key, now)?;
     Ok(key)
+}
+
+/// `keys revoke KID`: an emergency. The key leaves the JWKS (at each replica's next key-ring
+/// refresh) and enters the revocation list at once, so the edge's fast path drops it from every
+/// location within about a second. The active key cannot be revoked: rotate first.
+pub fn revoke(conn: &mut DbConn, config: &Config, kid: &str, now: i64) -> Result<(), ApiError> {
+    let record = records(conn)?
+        .into_iter()
+        .find(|r| r.kid == kid)
+        .ok_or_else(|| ApiError::invalid_request(format!("no signing key with kid {kid}")))?;
+    if record.status == ACTIVE {
+        return Err(ApiError::invalid_request(format!(
+            "{kid} is the active signing key: rotate first (`keys rotate`, or a new \
+             GATEHOUSE_SIGNING_KEY_FILE and a restart), then revoke it"
+        )));
+    }
+    let expires_at = config
+        .revocation_horizon(now)
+        .max(now + KEY_REVOCATION_SECS);
+    write_tx(conn, |conn| {
+        diesel::update(signing_keys::table.find(kid))
+            .set(signing_keys::status.eq(REVOKED))
+            .execute(conn)?;
+        revocations::insert(conn, revocations::Kind::Key, kid, 0, expires_at, now)?;
+        let detail = serde_json::json!({"kid": kid, "was": record.status});
+        audit::record(conn, now, "key_revoked", None, &detail)
+    })
 }
 
 pub fn list(conn: &mut DbConn) -> Result<Vec<KeyRecord>, ApiError> {

@@ -1,7 +1,8 @@
 //! The signed revocation snapshot: built from the database, cached while nothing changes, served
 //! at `GET /v1/revocations` and pushed, coalesced, to every edge sync URL at once. Beside it, the
-//! signed delta (`GET /v1/revocations/delta`), the edge's fast path: re-signed at most once a
-//! second, so every location that polls it learns a revocation within about a second.
+//! signed delta (`GET /v1/revocations/delta`), the edge's fast path: rebuilt when a revocation
+//! lands and re-signed at most once a second otherwise, so every location that polls it learns a
+//! revocation within about a second.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -168,3 +168,55 @@ async fn a_removed_key_stops_verifying_within_the_key_ttl_without_any_cron() {
     let took = removed_at.elapsed();
     eprintln!("removed key refused at the edge {took:?} after it left the JWKS (TTL 2 s)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_key_revocation_reaches_the_edge_through_the_fast_path() {
+    let mut sys = System::start(Options::default()).await;
+    sys.user("alice").await;
+    // The key is retired but still published (its grace runs for the token lifetime).
+    let old = sys.issuer.rotate_key_file().await;
+    let stolen = gatehouse_shared::sign_access_token(&old, &sys.claims()).unwrap();
+    assert_eq!(sys.get("/api/x", Some(&stolen)).await.0, 200);
+
+    // The active key cannot be revoked: the operator must rotate first.
+    let active = sys.issuer.key.kid().to_owned();
+    let out = sys.issuer.cli(&["keys", "revoke", &active], "");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rotate first"),
+        "{out:?}"
+    );
+
+    // Revoked right after the rotation, as in an emergency: the deltas are signed by a key the
+    // edge has not fetched yet, and must not wait for the client refetch cooldown (30 s).
+    let out = sys.issuer.cli(&["keys", "revoke", old.kid()], "");
+    assert!(out.status.success(), "{out:?}");
+    let revoked_at = std::time::Instant::now();
+    let (sys, stolen) = (&sys, stolen.as_str());
+    eventually(
+        "the edge to drop the revoked key",
+        Duration::from_secs(5),
+        || async move {
+            let (status, json) = sys.get("/api/x", Some(stolen)).await;
+            (status == 401 && json["code"] == "unknown_kid").then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "revoked key refused at the edge after {:?}",
+        revoked_at.elapsed()
+    );
+    // Tokens of the active key are untouched, and the issuer stops publishing the revoked one.
+    let fresh = sys.mint(&sys.claims());
+    assert_eq!(sys.get("/api/x", Some(&fresh)).await.0, 200);
+    let (issuer, kid) = (&sys.issuer, old.kid());
+    eventually(
+        "the JWKS to drop the revoked key",
+        Duration::from_secs(10),
+        || async move {
+            let jwks = get_text(&format!("{}/.well-known/jwks.json", issuer.url)).await;
+            (!jwks.contains(kid)).then_some(())
+        },
+    )
+    .await;
+}

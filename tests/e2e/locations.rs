@@ -208,8 +208,9 @@ async fn a_failed_kv_write_is_not_answered_as_delivered() {
         },
     )
     .await;
-    assert_eq!(
-        issuer.metric("gatehouse_snapshot_pushes_ok_total").await,
-        0.0
+    let delivered = issuer.metric("gatehouse_snapshot_pushes_ok_total").await;
+    assert!(
+        delivered < 0.5,
+        "a refused push counted as delivered: {delivered}"
     );
 }

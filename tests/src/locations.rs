@@ -3,6 +3,8 @@
 //! documented delay between them. It stands in for Cloudflare's network, which no machine here
 //! reaches; the script says what it does not model.
 
+#![allow(clippy::indexing_slicing)] // a testkit: a wrong location index fails loudly
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;

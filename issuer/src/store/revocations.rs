@@ -16,6 +16,8 @@ pub enum Kind {
     Token = 1,
     Session = 2,
     User = 3,
+    /// A signing key (`subject` is its kid): an emergency revocation of a compromised key.
+    Key = 4,
 }
 
 /// Writes one entry and returns its `seq`.
@@ -173,7 +175,10 @@ fn build(issuer: &str, seq: i64, now: i64, rows: Vec<(i16, String, i64, i64)>) -
         builder = match kind {
             1 => builder.token(&subject, expires_at),
             2 => builder.session(&subject, expires_at),
-            _ => builder.user(&subject, issued_before, expires_at),
+            3 => builder.user(&subject, issued_before, expires_at),
+            4 => builder.key(&subject, expires_at),
+            // Written by a newer version: skipped rather than guessed at.
+            _ => builder,
         };
     }
     builder.build()

@@ -1,11 +1,15 @@
 //! The compact binary form of a [`RevocationList`] (little-endian):
 //!
 //! ```text
-//! "GHRL" version:u8=1 seq:u64 issued_at:i64 issuer_len:u16 issuer:[u8]
-//! n_tokens:u32 n_sessions:u32 n_users:u32
+//! "GHRL" version:u8=2 seq:u64 issued_at:i64 issuer_len:u16 issuer:[u8]
+//! n_tokens:u32 n_sessions:u32 n_users:u32 n_keys:u32
 //! tokens, sessions: (key:u64 expires_at:u32)*     12 bytes each
 //! users:            (key:u64 issued_before:u32 expires_at:u32)*   16 bytes each
+//! keys:             (key:u64 expires_at:u32)*     12 bytes each
 //! ```
+//!
+//! Version 1 (no key section, no `n_keys`) is still read: lists stored before version 2 stay
+//! usable until the next snapshot replaces them.
 //!
 //! Each section is strictly ascending by key, so decoding is one linear pass with no sorting,
 //! and duplicates cannot sneak in.
@@ -14,7 +18,7 @@ use super::{Entry, RevocationList, UserEntry};
 use crate::error::EncodingError;
 
 const MAGIC: &[u8; 4] = b"GHRL";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const ENTRY_LEN: usize = 12;
 const USER_ENTRY_LEN: usize = 16;
 
@@ -30,8 +34,8 @@ impl RevocationList {
             issuer = issuer.get(..end).unwrap_or_default();
         }
         let mut out = Vec::with_capacity(
-            35 + issuer.len()
-                + ENTRY_LEN * (self.tokens.len() + self.sessions.len())
+            39 + issuer.len()
+                + ENTRY_LEN * (self.tokens.len() + self.sessions.len() + self.keys.len())
                 + USER_ENTRY_LEN * self.users.len(),
         );
         out.extend_from_slice(MAGIC);
@@ -44,7 +48,12 @@ impl RevocationList {
                 .to_le_bytes(),
         );
         out.extend_from_slice(issuer.as_bytes());
-        for n in [self.tokens.len(), self.sessions.len(), self.users.len()] {
+        for n in [
+            self.tokens.len(),
+            self.sessions.len(),
+            self.users.len(),
+            self.keys.len(),
+        ] {
             out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
         }
         for e in self.tokens.iter().chain(&self.sessions) {
@@ -54,6 +63,10 @@ impl RevocationList {
         for e in &self.users {
             out.extend_from_slice(&e.key.to_le_bytes());
             out.extend_from_slice(&e.issued_before.to_le_bytes());
+            out.extend_from_slice(&e.expires_at.to_le_bytes());
+        }
+        for e in &self.keys {
+            out.extend_from_slice(&e.key.to_le_bytes());
             out.extend_from_slice(&e.expires_at.to_le_bytes());
         }
         out
@@ -66,7 +79,7 @@ impl RevocationList {
             return Err(EncodingError::BadMagic);
         }
         let version = r.u8()?;
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(EncodingError::UnsupportedVersion(version));
         }
         let seq = r.u64()?;
@@ -78,9 +91,11 @@ impl RevocationList {
         let n_tokens = r.count()?;
         let n_sessions = r.count()?;
         let n_users = r.count()?;
+        let n_keys = if version == 1 { 0 } else { r.count()? };
         // The exact length is known up front: check it before allocating anything.
         let body = n_tokens
             .checked_add(n_sessions)
+            .and_then(|n| n.checked_add(n_keys))
             .and_then(|n| n.checked_mul(ENTRY_LEN))
             .and_then(|n| n.checked_add(n_users.checked_mul(USER_ENTRY_LEN)?))
             .ok_or(EncodingError::Truncated)?;
@@ -106,6 +121,7 @@ impl RevocationList {
             }
             users.push(entry);
         }
+        let keys = r.entries(n_keys)?;
         Ok(Self {
             issuer,
             seq,
@@ -113,6 +129,7 @@ impl RevocationList {
             tokens,
             sessions,
             users,
+            keys,
         })
     }
 }
@@ -182,14 +199,14 @@ mod tests {
                 .token(&format!("j{i}"), 2_000)
                 .session(&format!("s{i}"), 2_000);
         }
-        b.user("u", 1_500, 3_000).build()
+        b.user("u", 1_500, 3_000).key("kid-1", 3_000).build()
     }
 
     #[test]
     fn round_trip() {
         let list = sample();
         let bytes = list.to_bytes();
-        assert_eq!(bytes.len(), 35 + 22 + 100 * ENTRY_LEN + USER_ENTRY_LEN);
+        assert_eq!(bytes.len(), 39 + 22 + 101 * ENTRY_LEN + USER_ENTRY_LEN);
         assert_eq!(RevocationList::from_bytes(&bytes).unwrap(), list);
     }
 
@@ -226,7 +243,7 @@ mod tests {
             Err(EncodingError::UnsupportedVersion(9))
         );
         // Swap the first two token entries.
-        let start = 35 + 22;
+        let start = 39 + 22;
         let mut bad = bytes.clone();
         bad[start..start + 2 * ENTRY_LEN].rotate_left(ENTRY_LEN);
         assert_eq!(
@@ -235,7 +252,22 @@ mod tests {
         );
         // Counts that overflow when multiplied must not allocate or panic.
         let mut bad = bytes;
-        bad[start - 12..start].fill(0xff);
+        bad[start - 16..start].fill(0xff);
         assert!(RevocationList::from_bytes(&bad).is_err());
+    }
+
+    #[test]
+    fn version_1_lists_without_keys_still_decode() {
+        let list = RevocationList::builder("https://issuer.example", 7, 1_000)
+            .token("j", 2_000)
+            .user("u", 1_500, 3_000)
+            .build();
+        let v2 = list.to_bytes();
+        // Version 1: the same bytes without `n_keys` (the key section is empty).
+        let counts = 4 + 1 + 8 + 8 + 2 + "https://issuer.example".len();
+        let mut v1 = v2.clone();
+        v1[4] = 1;
+        v1.drain(counts + 12..counts + 16);
+        assert_eq!(RevocationList::from_bytes(&v1).unwrap(), list);
     }
 }

@@ -1,5 +1,6 @@
-//! The revocation list: revoked tokens (`jti`), sessions (`sid`) and per-user cut-offs ("every
-//! token of `sub` issued before T"), each kept until the last token it can affect has expired.
+//! The revocation list: revoked tokens (`jti`), sessions (`sid`), per-user cut-offs ("every
+//! token of `sub` issued before T") and signing keys (`kid`, an emergency revocation), each kept
+//! until the last token it can affect has expired.
 //!
 //! Ids are stored as 64-bit keys derived with SHA-256, which keeps 100k entries well under
 //! 2 MiB. A key collision can only make an unrevoked token look revoked (a refusal, never an
@@ -31,6 +32,8 @@ pub enum RevocationReason {
     Session,
     /// Every token of its user issued before a cut-off was revoked.
     User,
+    /// The key that signed it was revoked.
+    Key,
 }
 
 impl RevocationReason {
@@ -39,6 +42,7 @@ impl RevocationReason {
             Self::Token => "token",
             Self::Session => "session",
             Self::User => "user",
+            Self::Key => "key",
         }
     }
 }
@@ -55,6 +59,7 @@ enum Kind {
     Token = 1,
     Session = 2,
     User = 3,
+    Key = 4,
 }
 
 fn id_key(kind: Kind, id: &str) -> u64 {
@@ -96,6 +101,7 @@ pub struct RevocationList {
     tokens: Vec<Entry>,
     sessions: Vec<Entry>,
     users: Vec<UserEntry>,
+    keys: Vec<Entry>,
 }
 
 impl RevocationList {
@@ -110,6 +116,7 @@ impl RevocationList {
             tokens: BTreeMap::new(),
             sessions: BTreeMap::new(),
             users: BTreeMap::new(),
+            keys: BTreeMap::new(),
         }
     }
 
@@ -130,6 +137,13 @@ impl RevocationList {
             .ok()
             .and_then(|i| self.users.get(i))?;
         (claims.iat < i64::from(cut_off.issued_before)).then_some(RevocationReason::User)
+    }
+
+    /// Whether the signing key `kid` was revoked: verifiers drop it from their key sets.
+    pub fn revokes_key(&self, kid: &str) -> bool {
+        self.keys
+            .binary_search_by_key(&id_key(Kind::Key, kid), |e| e.key)
+            .is_ok()
     }
 
     pub fn issuer(&self) -> &str {
@@ -153,7 +167,7 @@ impl RevocationList {
 
     /// Number of entries of all kinds.
     pub fn len(&self) -> usize {
-        self.tokens.len() + self.sessions.len() + self.users.len()
+        self.tokens.len() + self.sessions.len() + self.users.len() + self.keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -210,6 +224,7 @@ impl RevocationList {
                     expires_at: x.expires_at.max(y.expires_at),
                 },
             ),
+            keys: merge(&self.keys, &other.keys, |e| e.key, later),
         }
     }
 }
@@ -221,6 +236,7 @@ pub struct RevocationListBuilder {
     tokens: BTreeMap<u64, u32>,
     sessions: BTreeMap<u64, u32>,
     users: BTreeMap<u64, (u32, u32)>,
+    keys: BTreeMap<u64, u32>,
 }
 
 impl RevocationListBuilder {
@@ -249,11 +265,20 @@ impl RevocationListBuilder {
         self
     }
 
+    /// Revokes the signing key `kid` until `expires_at` (after every token it signed expired and
+    /// every verifier refreshed its key set).
+    #[must_use]
+    pub fn key(mut self, kid: &str, expires_at: i64) -> Self {
+        let slot = self.keys.entry(id_key(Kind::Key, kid)).or_default();
+        *slot = (*slot).max(to_u32_secs(expires_at));
+        self
+    }
+
     /// The list, without entries that expired by its `issued_at`.
     pub fn build(self) -> RevocationList {
         let now = self.list.issued_at;
         let live = |expires_at: u32| i64::from(expires_at) > now;
-        let entries = |map: BTreeMap<u64, u32>| {
+        let entries = |map: BTreeMap<u64, u32>| -> Vec<Entry> {
             map.into_iter()
                 .filter(|&(_, expires_at)| live(expires_at))
                 .map(|(key, expires_at)| Entry { key, expires_at })
@@ -272,6 +297,7 @@ impl RevocationListBuilder {
                     expires_at,
                 })
                 .collect(),
+            keys: entries(self.keys),
             ..self.list
         }
     }

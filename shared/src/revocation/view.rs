@@ -80,6 +80,15 @@ impl RevocationView {
             .or_else(|| self.delta.as_ref().and_then(|d| d.list().check(claims)))
     }
 
+    /// Whether the signing key `kid` was revoked (by the base or the delta).
+    pub fn revokes_key(&self, kid: &str) -> bool {
+        self.base.as_ref().is_some_and(|b| b.revokes_key(kid))
+            || self
+                .delta
+                .as_ref()
+                .is_some_and(|d| d.list().revokes_key(kid))
+    }
+
     /// The view with `list` as its base, if `list` is newer than the base held. The delta stays
     /// while it reaches beyond the new base.
     pub fn with_base(&self, list: RevocationList) -> Result<Self, SnapshotError> {
