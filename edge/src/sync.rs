@@ -20,6 +20,9 @@ const KV_HEAD: &str = "revocations-head";
 /// with the base, and a location reads the MB-sized snapshot every few minutes, not at every
 /// revocation.
 const BASE_MAX_AGE_SECS: i64 = 300;
+/// The issuer re-signs the delta every second: one older than this means the feed has stopped,
+/// and KV is read again at once instead of after `BASE_MAX_AGE_SECS`.
+const DELTA_MAX_AGE_SECS: i64 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Head {
@@ -93,7 +96,13 @@ pub async fn accept(env: &Env, config: &Config, jws: &str) -> Result<RevocationV
     if let Some(stored) = stored {
         list.ensure_newer_than(stored.seq, stored.issued_at)?;
     }
-    let view = state::update_revocations(|view| view.with_base(list))?;
+    // KV decides what is delivered: this isolate may already hold the list from an attempt
+    // whose KV write failed, and the retry must still reach KV rather than end in a 409.
+    let view = match state::update_revocations(|view| view.with_base(list)) {
+        Ok(view) => view,
+        Err(SnapshotError::Stale { .. }) => state::revocations(),
+        Err(e) => return Err(e.into()),
+    };
     let changed = stored.is_none_or(|s| {
         s.seq != head.seq || head.issued_at - s.issued_at >= config.kv_heartbeat_secs
     });
@@ -126,10 +135,14 @@ fn fail_kv(error: &str) -> SyncError {
 pub async fn current(env: &Env, config: &Config) -> RevocationView {
     let held = state::revocations();
     // While the fast path keeps the view whole over a young base, KV has nothing it needs.
+    let now = state::now_secs();
     let whole = held.delta_is_contiguous()
         && held
+            .delta()
+            .is_some_and(|d| d.list().age_secs(now) <= DELTA_MAX_AGE_SECS)
+        && held
             .base()
-            .is_some_and(|b| b.age_secs(state::now_secs()) < BASE_MAX_AGE_SECS);
+            .is_some_and(|b| b.age_secs(now) < BASE_MAX_AGE_SECS);
     if whole || !state::claim_list_check(state::now_ms(), config.kv_refresh_ms) {
         return held;
     }

@@ -1,6 +1,8 @@
 //! Revocation (RFC 7009), logout, logout everywhere, durability and the signed snapshot.
 
-use gatehouse_shared::{KeySet, RevocationList, SnapshotOptions, Verifier, VerifierOptions};
+use gatehouse_shared::{
+    KeySet, RevocationDelta, RevocationList, SnapshotOptions, Verifier, VerifierOptions,
+};
 use rocket::http::Status;
 
 use crate::common::{Backend, TestApp, str_of};
@@ -243,7 +245,55 @@ async fn another_replicas_revocation_applies_within_the_cache_bound(backend: Bac
     );
 }
 
+/// The fast path's feed: signed, its own type, the entries of the window only, and `from`
+/// reaching back to the newest entry older than the window.
+async fn the_delta_feed_carries_the_window_signed(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.delta_window_secs = 60).await;
+    app.register("alice").await;
+    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+    let opts = SnapshotOptions::new("https://issuer.test");
+    let verifier = Verifier::new(
+        keys.clone(),
+        VerifierOptions::new("https://issuer.test", "https://api.test"),
+    );
+    let delta = || async {
+        let (status, body) = app.send("GET", "/v1/revocations/delta", None, None).await;
+        assert_eq!(status, Status::Ok);
+        let jws = body.as_str().unwrap().to_owned();
+        let now = app.clock().now();
+        assert!(
+            RevocationList::verify_snapshot(&jws, &keys, &opts, now).is_err(),
+            "a delta never passes as a snapshot"
+        );
+        RevocationDelta::verify(&jws, &keys, &opts, now).unwrap()
+    };
+    let old = str_of(&app.login("alice").await, "access_token").to_owned();
+    let old_claims = verifier.verify(&old, app.clock().now()).unwrap();
+    app.send("POST", "/v1/logout", None, Some(&old)).await;
+    let first = delta().await;
+    assert_eq!(first.from_seq(), 0, "nothing older than the window yet");
+    assert!(first.list().check(&old_claims).is_some());
+    let old_seq = first.list().seq();
+
+    // Past the window, a new revocation: the delta carries only it, from the old entry's seq.
+    app.clock().advance(61);
+    let new = str_of(&app.login("alice").await, "access_token").to_owned();
+    let new_claims = verifier.verify(&new, app.clock().now()).unwrap();
+    app.send("POST", "/v1/logout", None, Some(&new)).await;
+    let second = delta().await;
+    assert_eq!(second.from_seq(), old_seq);
+    assert!(second.list().seq() > old_seq);
+    assert!(second.list().check(&new_claims).is_some());
+    assert!(
+        second.list().check(&old_claims).is_none(),
+        "outside the window"
+    );
+    assert_eq!(second.list().len(), 1);
+}
+
 crate::on_both_backends!(
+    the_delta_feed_carries_the_window_signed,
     another_replicas_revocation_applies_within_the_cache_bound,
     revoke_endpoint,
     logout_and_logout_everywhere,

@@ -100,6 +100,36 @@ async fn revocations_are_pushed_coalesced(backend: Backend) {
     assert_eq!(list.len(), 20);
 }
 
+/// Pushes go to every edge at once: one that accepts the connection and never answers (up to
+/// five attempts of five seconds each) does not hold back the others.
+async fn a_hung_edge_does_not_delay_the_others(backend: Backend) {
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_url = format!("http://{}/_gatehouse/sync", hung.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hung.accept().await {
+            held.push(socket);
+        }
+    });
+    let rx = receiver().await;
+    let urls = vec![hung_url, rx.url.clone()];
+    let app = TestApp::start_with(backend, move |c| c.edge_sync_urls = urls).await;
+    app.register("alice").await;
+    let token = str_of(&app.login("alice").await, "access_token").to_owned();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        app.send("POST", "/v1/logout", None, Some(&token)).await.0,
+        Status::Ok
+    );
+    while rx.bodies.lock().unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "the push waited behind the hung edge"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn cleanup_removes_only_what_expired(backend: Backend) {
     let app = TestApp::start(backend).await;
     app.register("alice").await;
@@ -127,5 +157,6 @@ async fn cleanup_removes_only_what_expired(backend: Backend) {
 
 crate::on_both_backends!(
     revocations_are_pushed_coalesced,
+    a_hung_edge_does_not_delay_the_others,
     cleanup_removes_only_what_expired
 );

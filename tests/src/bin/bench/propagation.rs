@@ -79,7 +79,14 @@ impl PerLocation {
         }
     }
 
-    fn rows(&self, scenario: &str, goal_ms: f64, unit: &'static str, scale: f64) -> Vec<Row> {
+    fn rows(
+        &self,
+        scenario: &str,
+        trial: &str,
+        goal_ms: f64,
+        unit: &'static str,
+        scale: f64,
+    ) -> Vec<Row> {
         let worst = self
             .ms
             .iter()
@@ -104,9 +111,7 @@ impl PerLocation {
         vec![
             Row::new(
                 "5",
-                format!(
-                    "{scenario}: p99 at the worst of {LOCATIONS} locations, {trials} revocations"
-                ),
+                format!("{scenario}: p99 at the worst of {LOCATIONS} locations, {trials} {trial}"),
                 unit,
                 Sample::one(worst / scale),
             )
@@ -161,6 +166,7 @@ async fn fast_path(s: &Settings, kv_delay: Duration) -> Vec<Row> {
             "revocation → 401, fast path up (DELTA_POLL_MS 500), simulated KV delay {} s",
             kv_delay.as_secs()
         ),
+        "revocations",
         1500.0,
         " ms",
         1.0,
@@ -207,6 +213,7 @@ async fn kv_only(s: &Settings, kv_delay: Duration) -> Vec<Row> {
             "revocation → 401, fast path off, KV only (delay {} s, KV_REFRESH_SECS {refresh_secs})",
             kv_delay.as_secs()
         ),
+        "revocations",
         bound_ms,
         " s",
         1000.0,
@@ -229,7 +236,7 @@ async fn issuer_down(s: &Settings) -> Vec<Row> {
             ms: vec![Sample::one(f64::NAN); LOCATIONS],
             missed: (0..LOCATIONS).collect(),
         }
-        .rows("issuer down → 503", 0.0, " s", 1000.0);
+        .rows("issuer down → 503", "issuer stops", 0.0, " s", 1000.0);
     };
     w.issuer.stop();
     let stopped = Instant::now();
@@ -254,6 +261,7 @@ async fn issuer_down(s: &Settings) -> Vec<Row> {
     // The last signed document was at most a second old when the issuer stopped.
     per.rows(
         &format!("issuer down → 503 revocation_list_stale, MAX_LIST_AGE_SECS {max_age}"),
+        "issuer stop",
         (max_age as f64 + 2.0) * 1000.0,
         " s",
         1000.0,
