@@ -443,12 +443,17 @@ impl Issuer {
 /// A Node.js server of the repository on a free port, with its log in a directory of its own,
 /// killed when dropped.
 pub(crate) struct NodeServer {
-    _proc: Proc,
+    proc: Proc,
     pub url: String,
     _dir: tempfile::TempDir,
 }
 
 impl NodeServer {
+    /// The process group of the server and everything it started (workerd, for Miniflare).
+    pub(crate) fn process_group(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+
     /// Runs `node <script> <args(port)>` from the repository root and waits until `probe` (a
     /// path) answers at all.
     pub(crate) async fn start(
@@ -473,7 +478,7 @@ impl NodeServer {
         })
         .await;
         Self {
-            _proc: proc,
+            proc,
             url,
             _dir: dir,
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::NodeServer;
 
 pub struct Workerd {
-    _server: NodeServer,
+    server: NodeServer,
     pub url: String,
 }
 
@@ -41,7 +41,50 @@ impl Workerd {
         .await;
         Self {
             url: server.url.clone(),
-            _server: server,
+            server,
         }
     }
+
+    /// CPU time (user + system) used so far by this worker's workerd processes, in seconds:
+    /// every `workerd` in the server's process group, read from `/proc`. Node (Miniflare) is not
+    /// on the request path and is left out.
+    pub fn workerd_cpu_secs(&self) -> f64 {
+        let Some(group) = self.server.process_group() else {
+            return f64::NAN;
+        };
+        let ticks_per_sec = clock_ticks_per_sec();
+        let mut ticks = 0u64;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid pgrp ... utime stime`: fields after the comm, 1-based 3..
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let in_group = fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(group);
+            if in_group && head.ends_with("(workerd") {
+                let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+                ticks += field(11).unwrap_or(0) + field(12).unwrap_or(0);
+            }
+        }
+        #[allow(clippy::cast_precision_loss)] // CPU ticks of one run fit f64 exactly
+        let secs = ticks as f64 / ticks_per_sec;
+        secs
+    }
+}
+
+/// `getconf CLK_TCK`: the unit of `/proc/<pid>/stat`'s CPU times (100 on Linux, read once).
+fn clock_ticks_per_sec() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }

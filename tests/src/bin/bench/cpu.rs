@@ -1,0 +1,222 @@
+//! Row 1c: CPU time per request of each worker's workerd processes, read from `/proc` (user +
+//! system time of every `workerd` the worker's Miniflare started), over a fixed number of
+//! requests at a fixed, moderate concurrency. Requests per second on two shared cores mostly
+//! measure the scheduler; CPU time per request does not depend on who else runs. Our worker,
+//! the jose worker and a do-nothing worker run interleaved (ours, jose, nothing, ours, ...), and
+//! each pair gives one ratio, so drift hits both alike. The do-nothing worker's CPU, measured
+//! the same way, is what workerd costs with no worker code: subtracting it shows what each
+//! worker adds.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use gatehouse_shared::sign_access_token;
+use gatehouse_tests::Workerd;
+
+use crate::Settings;
+use crate::fixture::Fixture;
+use crate::stats::{Goal, Row, Sample};
+
+/// What each request of a scenario sends, and the status it must get from a real gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// A token never seen before, each request: no verified-token cache can help.
+    FreshToken,
+    /// The same valid token every request: the verified-token cache hit.
+    RepeatedToken,
+    /// A valid token with one signature bit flipped: 401.
+    TamperedToken,
+    /// No `Authorization` header: 401.
+    NoToken,
+    /// A fresh token each request, forwarded to the origin.
+    Forwarded,
+}
+
+impl Scenario {
+    const ALL: [Self; 5] = [
+        Self::FreshToken,
+        Self::RepeatedToken,
+        Self::TamperedToken,
+        Self::NoToken,
+        Self::Forwarded,
+    ];
+
+    const fn label(self) -> &'static str {
+        match self {
+            Self::FreshToken => "fresh token each request (no cache), verify-only",
+            Self::RepeatedToken => "repeated token (cache hit), verify-only",
+            Self::TamperedToken => "tampered token (401)",
+            Self::NoToken => "no token (401)",
+            Self::Forwarded => "fresh token each request, forwarded to the origin",
+        }
+    }
+
+    const fn path(self) -> &'static str {
+        match self {
+            Self::Forwarded => "/api/bench",
+            _ => "/_gatehouse/check",
+        }
+    }
+
+    const fn status(self) -> u16 {
+        match self {
+            Self::TamperedToken | Self::NoToken => 401,
+            _ => 200,
+        }
+    }
+
+    /// The issue's goals: fresh forwarded ≤ 0.67× jose, cache hit ≤ 0.5×.
+    const fn goal(self) -> Goal {
+        match self {
+            Self::Forwarded => Goal::AtMost(0.67),
+            Self::RepeatedToken => Goal::AtMost(0.5),
+            _ => Goal::None,
+        }
+    }
+}
+
+/// One fixed-size run against one worker.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuRun {
+    us_per_request: f64,
+    /// Requests answered with another status than the scenario's, or not answered at all.
+    failures: u64,
+}
+
+fn tokens(fix: &Fixture, scenario: Scenario, n: usize, round: usize) -> Vec<String> {
+    let fresh = |i: usize| {
+        let mut claims = fix.claims.clone();
+        claims.jti = format!("cpu-{round}-{i}");
+        sign_access_token(&fix.key, &claims).expect("sign")
+    };
+    match scenario {
+        Scenario::FreshToken | Scenario::Forwarded => (0..n).map(fresh).collect(),
+        Scenario::RepeatedToken => vec![fix.token.clone()],
+        Scenario::TamperedToken => {
+            // Flip a bit in the middle of the signature: still base64url, still 64 bytes.
+            let mut token = fix.token.clone().into_bytes();
+            let at = token.len() - 20;
+            token[at] = if token[at] == b'A' { b'B' } else { b'A' };
+            vec![String::from_utf8(token).expect("ascii")]
+        }
+        Scenario::NoToken => Vec::new(),
+    }
+}
+
+/// Sends `n` requests (`concurrency` at a time) and measures the worker's CPU over them.
+async fn run(
+    worker: &Workerd,
+    scenario: Scenario,
+    expected: u16,
+    tokens: &[String],
+    n: usize,
+    concurrency: usize,
+) -> CpuRun {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let url = format!("{}{}", worker.url, scenario.path());
+    let next = AtomicU64::new(0);
+    let failures = AtomicU64::new(0);
+    let before = worker.workerd_cpu_secs();
+    let lanes = (0..concurrency).map(|_| async {
+        loop {
+            let i = usize::try_from(next.fetch_add(1, Ordering::Relaxed)).unwrap_or(usize::MAX);
+            if i >= n {
+                return;
+            }
+            let mut request = client.get(&url);
+            if let Some(token) = tokens.get(i % tokens.len().max(1)) {
+                request = request.bearer_auth(token);
+            }
+            let ok = match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let _ = response.bytes().await;
+                    status == expected
+                }
+                Err(_) => false,
+            };
+            if !ok {
+                failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    futures_util::future::join_all(lanes).await;
+    let used = worker.workerd_cpu_secs() - before;
+    CpuRun {
+        us_per_request: used * 1e6 / n as f64,
+        failures: failures.load(Ordering::Relaxed),
+    }
+}
+
+/// Row 1c for every scenario. `ours`, `jose` and `nothing` already serve and hold the list.
+pub async fn rows(
+    s: &Settings,
+    fix: &Fixture,
+    ours: &Workerd,
+    jose: &Workerd,
+    nothing: &Workerd,
+) -> Vec<Row> {
+    let (n, rounds, concurrency) = if s.smoke { (200, 2, 4) } else { (3000, 5, 8) };
+    let mut rows = Vec::new();
+    for scenario in Scenario::ALL {
+        let (mut ratio, mut ours_us, mut jose_us, mut nothing_us) = (
+            Sample::default(),
+            Sample::default(),
+            Sample::default(),
+            Sample::default(),
+        );
+        let mut failures = 0;
+        // Warm-up, not recorded: V8 tiers the wasm and JS up over the first requests.
+        let warm = tokens(fix, scenario, n, usize::MAX);
+        for worker in [ours, jose, nothing] {
+            let _ = run(worker, scenario, 0, &warm, n, concurrency).await;
+        }
+        for round in 0..rounds {
+            let tokens = tokens(fix, scenario, n, round);
+            let mine = run(ours, scenario, scenario.status(), &tokens, n, concurrency).await;
+            let theirs = run(jose, scenario, scenario.status(), &tokens, n, concurrency).await;
+            let idle = run(nothing, scenario, 200, &tokens, n, concurrency).await;
+            failures += mine.failures + theirs.failures + idle.failures;
+            ratio.push(mine.us_per_request / theirs.us_per_request);
+            ours_us.push(mine.us_per_request);
+            jose_us.push(theirs.us_per_request);
+            nothing_us.push(idle.us_per_request);
+        }
+        let adds = |x: &Sample| x.median() - nothing_us.median();
+        let mut note = format!(
+            "workerd CPU per request: ours {}, jose {}, do-nothing worker {}; above the \
+             do-nothing worker: ours {:.0} µs, jose {:.0} µs; {n} requests × {rounds} rounds \
+             each, {concurrency} at a time",
+            ours_us.show(" µs"),
+            jose_us.show(" µs"),
+            nothing_us.show(" µs"),
+            adds(&ours_us),
+            adds(&jose_us),
+        );
+        if failures > 0 {
+            let _ = write!(
+                note,
+                "; MARKED: {failures} requests got another status or no answer"
+            );
+        }
+        rows.push(
+            Row::new(
+                "1c",
+                format!(
+                    "CPU per request, ours / jose worker (median of pairs): {}",
+                    scenario.label()
+                ),
+                "×",
+                ratio,
+            )
+            .goal(scenario.goal())
+            .note(note),
+        );
+    }
+    rows
+}
