@@ -86,6 +86,23 @@ impl Ed25519Key {
     }
 }
 
+/// What `verify_strict` refuses beyond the verification equation, for a signature that an
+/// external verifier (the runtime's WebCrypto, which checks the cofactorless equation) will
+/// check against an [`Ed25519Key`]: an `s` that is not reduced (RFC 8032 §5.1.7; it would make
+/// signatures malleable), and `R` the identity. With a key of prime order, `[s]B = R + [k]A` puts
+/// `R` in the prime-order subgroup, so the identity, whose encoding is unique once `R` must
+/// match the recomputed point byte for byte, is the only small-order `R` that could pass.
+pub fn strict_signature_form(signature: &[u8; 64]) -> bool {
+    let (r, s) = signature.split_at(32);
+    let mut s_bytes = [0u8; 32];
+    s_bytes.copy_from_slice(s);
+    let canonical_s: bool = curve25519_dalek::Scalar::from_canonical_bytes(s_bytes)
+        .is_some()
+        .into();
+    let identity = r.first() == Some(&1) && r.iter().skip(1).all(|b| *b == 0);
+    canonical_s && !identity
+}
+
 /// Ed25519 verified strictly (see the module docs). Named `EdDSA`; [`Self::fully_specified`] is
 /// the same verifier named `Ed25519`.
 #[derive(Debug, Clone, Copy, Default)]

@@ -34,5 +34,5 @@ pub use revocation::{
 };
 #[cfg(feature = "sign")]
 pub use sign::{SigningKey, sign_access_token};
-pub use token::{Header, UntrustedToken};
-pub use verifier::{VerifiedCache, Verifier, VerifierOptions};
+pub use token::{Ed25519Input, Header, UntrustedToken};
+pub use verifier::{Ed25519Oracle, VerifiedCache, Verifier, VerifierOptions};

@@ -74,6 +74,16 @@ impl<'de> UniqueNames<'de> {
 
 pub type Header = jwt_compact::Header<HeaderExtensions>;
 
+/// What an Ed25519 signature check done elsewhere needs: the key the verifier chose, the JWS
+/// signing input and the 64-byte signature, already checked for form.
+#[derive(Debug, Clone, Copy)]
+pub struct Ed25519Input<'a> {
+    pub kid: &'a str,
+    pub key: &'a crate::alg::Ed25519Key,
+    pub signed: &'a [u8],
+    pub signature: [u8; 64],
+}
+
 /// A token split and decoded, but not trusted: nothing in it has been checked but its form.
 #[derive(Debug, Clone)]
 pub struct UntrustedToken<'a> {
@@ -136,6 +146,60 @@ impl<'a> UntrustedToken<'a> {
             };
             typ.eq_ignore_ascii_case(expected)
         })
+    }
+
+    /// Stage 3 for a signature checked elsewhere: `typ`, the key by `kid`, the header `alg`
+    /// against that key's algorithm (Ed25519 only) and the signature's length, in jwt-compact's
+    /// order. Returns the key, the signing input and the signature for an
+    /// [`crate::Ed25519Oracle`].
+    pub(crate) fn ed25519_input(
+        &self,
+        keys: &'a KeySet,
+        expected_typ: &str,
+    ) -> Result<Ed25519Input<'a>, ValidationError>
+    where
+        Self: 'a,
+    {
+        if !self.has_type(expected_typ) {
+            return Err(ValidationError::WrongType);
+        }
+        let jwk = self
+            .header()
+            .key_id
+            .as_deref()
+            .and_then(|kid| keys.get(kid))
+            .ok_or(ValidationError::UnknownKid)?;
+        let alg = self.algorithm();
+        let PublicKey::Ed25519(key) = jwk.key() else {
+            return Err(ValidationError::AlgMismatch);
+        };
+        if alg != "EdDSA" && alg != ED25519_NAME {
+            return Err(ValidationError::AlgMismatch);
+        }
+        let signature: &[u8; 64] = self
+            .inner
+            .signature_bytes()
+            .try_into()
+            .map_err(|_| ValidationError::BadSignature)?;
+        let signed = self
+            .text
+            .rsplit_once('.')
+            .map_or(&[][..], |(signed, _)| signed.as_bytes());
+        Ok(Ed25519Input {
+            kid: jwk.kid(),
+            key,
+            signed,
+            signature: *signature,
+        })
+    }
+
+    /// The claims, once an oracle has accepted the signature of [`Self::ed25519_input`].
+    pub(crate) fn claims_after_signature<T: DeserializeOwned>(
+        &self,
+    ) -> Result<jwt_compact::Claims<T>, ValidationError> {
+        self.inner
+            .deserialize_claims_unchecked()
+            .map_err(|e| validation_error(&e))
     }
 
     /// Checks `typ`, finds the key by `kid`, lets that key's algorithm validate the token

@@ -10,7 +10,7 @@ use crate::claims::{ACCESS_TOKEN_TYPE, AccessClaims, CustomClaims, TokenClaims};
 use crate::error::{ValidationError, VerifyError};
 use crate::jwk::KeySet;
 use crate::revocation::RevocationList;
-use crate::token::UntrustedToken;
+use crate::token::{Ed25519Input, UntrustedToken};
 
 /// What a token must satisfy besides its signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,14 @@ impl VerifierOptions {
     }
 }
 
+/// Checks an Ed25519 signature outside this crate: the worker hands it to the runtime's native
+/// WebCrypto. It sees only what [`Verifier::verify_with`] chose: the key by `kid`, the signing
+/// input and a signature already checked for form; it answers whether the equation holds.
+#[allow(async_fn_in_trait)] // used single-threaded (wasm), never boxed
+pub trait Ed25519Oracle {
+    async fn verify(&self, input: &Ed25519Input<'_>) -> bool;
+}
+
 /// Verifies access tokens against a key set. Time is passed in; nothing here reads a clock.
 #[derive(Debug, Clone)]
 pub struct Verifier {
@@ -104,6 +112,63 @@ impl Verifier {
         Ok(AccessClaims::verified(claims))
     }
 
+    /// [`Self::verify`] with the signature checked by `oracle` (the worker: the runtime's native
+    /// WebCrypto) instead of this crate's Ed25519. Every stage stays here and in the same order
+    /// as jwt-compact's validator, so each input gets the same error code either way: size and
+    /// structure, `typ`, the key by `kid`, the header `alg` against the key, the signature's
+    /// length, the claims' form, what `verify_strict` refuses beyond the equation, the equation
+    /// (the oracle), and only then the claims' values. Keys other than Ed25519 are refused
+    /// (`alg_mismatch`).
+    pub async fn verify_with<O: Ed25519Oracle>(
+        &self,
+        oracle: &O,
+        token: &str,
+        now: i64,
+    ) -> Result<AccessClaims, VerifyError> {
+        let untrusted = UntrustedToken::parse(token, self.options.max_token_bytes)?;
+        let input = untrusted.ed25519_input(&self.keys, &self.options.token_type)?;
+        let wire = untrusted.claims_after_signature::<CustomClaims>()?;
+        if !crate::alg::strict_signature_form(&input.signature) || !oracle.verify(&input).await {
+            return Err(ValidationError::BadSignature.into());
+        }
+        let claims = TokenClaims::from_wire(wire)?;
+        self.validate_claims(&claims, now)?;
+        Ok(AccessClaims::verified(claims))
+    }
+
+    /// A token this verifier accepted before, from `cache`, with its claims checked against
+    /// `now` again; `None` if the cache does not hold it. A cache filled by another verifier is
+    /// emptied first.
+    pub fn cached(
+        &self,
+        cache: &mut VerifiedCache,
+        token: &str,
+        now: i64,
+    ) -> Option<Result<AccessClaims, VerifyError>> {
+        if cache.fingerprint != Some(self.fingerprint) {
+            cache.entries.clear();
+            cache.fingerprint = Some(self.fingerprint);
+        }
+        let claims = cache.entries.get(token)?;
+        Some(
+            self.validate_claims(claims, now)
+                .map(|()| claims.clone())
+                .map_err(VerifyError::from),
+        )
+    }
+
+    /// Remembers claims this verifier just produced for `token`.
+    pub fn remember(&self, cache: &mut VerifiedCache, token: &str, claims: &AccessClaims) {
+        if cache.fingerprint != Some(self.fingerprint) || cache.capacity == 0 {
+            return;
+        }
+        if cache.entries.len() >= cache.capacity {
+            // Tokens are short-lived: starting over beats LRU bookkeeping.
+            cache.entries.clear();
+        }
+        cache.entries.insert(token.to_owned(), claims.clone());
+    }
+
     /// [`Self::verify`], remembering success in `cache`: a token seen before costs a hash
     /// lookup instead of a signature verification, while its issuer, audience and time claims
     /// are checked against `now` on every call. A cache filled by another verifier (other keys,
@@ -114,22 +179,11 @@ impl Verifier {
         token: &str,
         now: i64,
     ) -> Result<AccessClaims, VerifyError> {
-        if cache.fingerprint != Some(self.fingerprint) {
-            cache.entries.clear();
-            cache.fingerprint = Some(self.fingerprint);
-        }
-        if let Some(claims) = cache.entries.get(token) {
-            self.validate_claims(claims, now)?;
-            return Ok(claims.clone());
+        if let Some(hit) = self.cached(cache, token, now) {
+            return hit;
         }
         let claims = self.verify(token, now)?;
-        if cache.capacity > 0 {
-            if cache.entries.len() >= cache.capacity {
-                // Tokens are short-lived: starting over beats LRU bookkeeping.
-                cache.entries.clear();
-            }
-            cache.entries.insert(token.to_owned(), claims.clone());
-        }
+        self.remember(cache, token, &claims);
         Ok(claims)
     }
 

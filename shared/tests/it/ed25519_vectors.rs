@@ -1,5 +1,8 @@
 //! Ed25519 test vectors through the verifier tokens use (`PublicKey::verify`: an `Ed25519Key`
-//! checked at import, then `StrictEd25519`). Sources: shared/tests/vectors/README.md.
+//! checked at import, then `StrictEd25519`), and through the worker's path (the same key, then
+//! `strict_signature_form` and a cofactorless equation computed elsewhere, as the runtime's
+//! WebCrypto does; modelled here by ed25519-dalek's plain `verify`): both must agree on every
+//! case. Sources: shared/tests/vectors/README.md.
 
 use gatehouse_shared::{Ed25519Key, PublicKey, SigningKey};
 use serde_json::Value;
@@ -19,10 +22,18 @@ fn vectors(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// Our verdict: the key must import, then the signature must verify.
+/// Our verdict: the key must import, then the signature must verify; the oracle path agrees.
 fn accepts(public: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    Ed25519Key::from_bytes(public)
-        .is_ok_and(|key| PublicKey::Ed25519(key).verify(message, signature))
+    let Ok(key) = Ed25519Key::from_bytes(public) else {
+        return false;
+    };
+    let strict = PublicKey::Ed25519(key).verify(message, signature);
+    let external = <[u8; 64]>::try_from(signature).is_ok_and(|sig| {
+        gatehouse_shared::alg::strict_signature_form(&sig)
+            && bare_equation(key.as_bytes(), message, &sig)
+    });
+    assert_eq!(strict, external, "strict and oracle paths disagree");
+    strict
 }
 
 #[test]
@@ -54,6 +65,31 @@ fn rfc8032_section_7_1() {
             "{name}, altered message"
         );
     }
+}
+
+/// The equation alone, with nothing else checked: `s` taken modulo L, `R' = [s]B - [k]A`
+/// compared with `R` byte for byte. The weakest verifier an oracle could be (BoringSSL, behind
+/// WebCrypto, checks at least this much), so whatever strictness the two paths share comes from
+/// the key import and `strict_signature_form`.
+fn bare_equation(public: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {
+    use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
+    let Some(a) = CompressedEdwardsY(*public).decompress() else {
+        return false;
+    };
+    let mut s_bytes = [0u8; 32];
+    s_bytes.copy_from_slice(&signature[32..]);
+    let s = Scalar::from_bytes_mod_order(s_bytes);
+    let hash: [u8; 64] = Sha512::new()
+        .chain_update(&signature[..32])
+        .chain_update(public)
+        .chain_update(message)
+        .finalize()
+        .into();
+    let k = Scalar::from_bytes_mod_order_wide(&hash);
+    let r = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &-a, &s);
+    r.compress().as_bytes() == &signature[..32]
 }
 
 fn base64_url(bytes: &[u8]) -> String {
@@ -169,4 +205,33 @@ fn a_small_order_key_cannot_be_made_so_no_universal_forgery() {
         "the permissive check is fooled"
     );
     assert!(weak.verify_strict(b"any message", &forged).is_err());
+}
+
+#[test]
+fn an_identity_r_made_by_the_key_holder_is_refused_on_both_paths() {
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
+    // With R the identity, s = k·a satisfies the cofactorless equation: only the key holder
+    // can make it, but verify_strict refuses it (R has small order), so the oracle path must
+    // too, although the bare equation accepts it.
+    let secret = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let public = secret.verifying_key().to_bytes();
+    let message = b"identity R";
+    let mut r = [0u8; 32];
+    r[0] = 1;
+    let hash: [u8; 64] = Sha512::new()
+        .chain_update(r)
+        .chain_update(public)
+        .chain_update(message)
+        .finalize()
+        .into();
+    let s = Scalar::from_bytes_mod_order_wide(&hash) * secret.to_scalar();
+    let mut signature = [0u8; 64];
+    signature[..32].copy_from_slice(&r);
+    signature[32..].copy_from_slice(s.as_bytes());
+    assert!(
+        bare_equation(&public, message, &signature),
+        "the equation holds"
+    );
+    assert!(!accepts(&public, message, &signature));
 }

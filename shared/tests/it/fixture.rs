@@ -66,3 +66,33 @@ pub const ALGORITHMS: [Algorithm; 2] = [Algorithm::EdDsa, Algorithm::Es256];
 pub fn trusted(claims: &TokenClaims) -> AccessClaims {
     AccessClaims::unverified_for_tests(claims.clone())
 }
+
+/// A stand-in for the worker's WebCrypto: ed25519-dalek's plain (non-strict) equation.
+pub struct DalekOracle;
+
+impl gatehouse_shared::Ed25519Oracle for DalekOracle {
+    async fn verify(&self, input: &gatehouse_shared::Ed25519Input<'_>) -> bool {
+        use ed25519_dalek::Verifier as _;
+        ed25519_dalek::VerifyingKey::from_bytes(input.key.as_bytes()).is_ok_and(|key| {
+            key.verify(
+                input.signed,
+                &ed25519_dalek::Signature::from_bytes(&input.signature),
+            )
+            .is_ok()
+        })
+    }
+}
+
+/// `Verifier::verify_with` the stand-in oracle; its future is ready at once.
+pub fn oracle_verify(
+    verifier: &Verifier,
+    token: &str,
+    now: i64,
+) -> Result<AccessClaims, gatehouse_shared::VerifyError> {
+    let future = std::pin::pin!(verifier.verify_with(&DalekOracle, token, now));
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.poll(&mut context) {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => panic!("the stand-in oracle never waits"),
+    }
+}

@@ -5,8 +5,15 @@ use serde_json::json;
 
 use crate::fixture::{ALGORITHMS, AUDIENCE, Fixture, ISSUER, NOW, b64, claims, unb64};
 
+/// The code of the refusal; for Ed25519 keys the oracle path (the worker's) must refuse with
+/// the same code.
 fn code(f: &Fixture, token: &str) -> ErrorCode {
-    f.verifier.verify(token, NOW).unwrap_err().code()
+    let code = f.verifier.verify(token, NOW).unwrap_err().code();
+    if f.key.algorithm() == gatehouse_shared::Algorithm::EdDsa {
+        let oracle = crate::fixture::oracle_verify(&f.verifier, token, NOW);
+        assert_eq!(oracle.unwrap_err().code(), code, "oracle path, {token}");
+    }
+    code
 }
 
 #[test]
@@ -15,6 +22,13 @@ fn every_signature_bit_flip_fails() {
         let f = Fixture::new(alg);
         let token = f.sign(&claims());
         assert!(f.verifier.verify(&token, NOW).is_ok());
+        if alg == gatehouse_shared::Algorithm::EdDsa {
+            let claims = crate::fixture::oracle_verify(&f.verifier, &token, NOW).unwrap();
+            assert_eq!(
+                claims.jti, "jti-1",
+                "the oracle path hands out the same claims"
+            );
+        }
         let (input, sig) = token.rsplit_once('.').unwrap();
         let sig = unb64(sig);
         for bit in 0..sig.len() * 8 {
