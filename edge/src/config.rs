@@ -34,6 +34,8 @@ pub struct Config {
     pub delta_poll_ms: f64,
     /// How long a fetched key set is held before it is refreshed.
     pub keys_ttl_ms: f64,
+    /// Ed25519 in the wasm (`ED25519_VERIFY = "wasm"`) instead of the runtime's WebCrypto.
+    pub ed25519_in_wasm: bool,
     /// Verified tokens remembered per isolate (0: verify every request's signature).
     pub verified_cache_size: usize,
     pub max_list_age_secs: i64,
@@ -136,6 +138,16 @@ impl Config {
                 StalePolicy::FailClosed
             }
         };
+        let ed25519_in_wasm = match var(env, "ED25519_VERIFY").as_deref() {
+            None | Some("webcrypto") => false,
+            Some("wasm") => true,
+            Some(other) => {
+                problems.push(format!(
+                    "ED25519_VERIFY={other:?} is neither webcrypto nor wasm; using webcrypto"
+                ));
+                false
+            }
+        };
         let delta_url = var(env, "DELTA_URL").unwrap_or_else(|| {
             if issuer_url.is_empty() {
                 String::new()
@@ -151,6 +163,7 @@ impl Config {
             public_paths,
             route_scopes,
             token_cookie: var(env, "TOKEN_COOKIE"),
+            ed25519_in_wasm,
             realm: var(env, "REALM").unwrap_or_else(|| "gatehouse".into()),
             kv_refresh_ms: f64::from(number(env, "KV_REFRESH_SECS", 10, &mut problems)) * 1000.0,
             kv_heartbeat_secs: i64::from(number(env, "KV_HEARTBEAT_SECS", 3600, &mut problems)),

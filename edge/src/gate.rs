@@ -129,12 +129,12 @@ async fn authorize(
             "the issuer's keys could not be loaded",
         ));
     };
-    let mut result = state::verify(&verifier, config, &token, now);
+    let mut result = state::verify(&verifier, config, &token, now).await;
     if matches!(&result, Err(e) if e.code() == ErrorCode::UnknownKid)
         && let Some(fresh) = keys::refetch(env, config, keys::Asker::Client).await
     {
         verifier = fresh;
-        result = state::verify(&verifier, config, &token, now);
+        result = state::verify(&verifier, config, &token, now).await;
     }
     let claims = result.map_err(|e| reply::unauthorized(realm, e.code()))?;
     // Entries are honoured even from a list too old to rely on: refusing is always safe.

@@ -10,6 +10,7 @@ mod keys;
 mod reply;
 mod state;
 mod sync;
+mod webcrypto;
 
 use serde_json::json;
 use sync::SyncError;

@@ -72,18 +72,36 @@ pub fn set_verifier(verifier: Verifier) -> Rc<Verifier> {
 }
 
 /// Verifies `token`, through this isolate's cache of tokens already verified by `verifier`.
-pub fn verify(
+/// The signature goes to the runtime's WebCrypto unless `ED25519_VERIFY = "wasm"`; the cache is
+/// not borrowed across that wait (requests interleave in one isolate).
+pub async fn verify(
     verifier: &Verifier,
     config: &Config,
     token: &str,
     now: i64,
 ) -> Result<AccessClaims, VerifyError> {
-    ISOLATE.with_borrow_mut(|s| {
+    let hit = ISOLATE.with_borrow_mut(|s| {
         let cache = s
             .verified
             .get_or_insert_with(|| VerifiedCache::new(config.verified_cache_size));
-        verifier.verify_cached(cache, token, now)
-    })
+        verifier.cached(cache, token, now)
+    });
+    if let Some(hit) = hit {
+        return hit;
+    }
+    let claims = if config.ed25519_in_wasm {
+        verifier.verify(token, now)?
+    } else {
+        verifier
+            .verify_with(&crate::webcrypto::WebCrypto, token, now)
+            .await?
+    };
+    ISOLATE.with_borrow_mut(|s| {
+        if let Some(cache) = s.verified.as_mut() {
+            verifier.remember(cache, token, &claims);
+        }
+    });
+    Ok(claims)
 }
 
 /// Whether `interval_ms` has passed since the time in `slot`; if so, stamps `now_ms` in it.

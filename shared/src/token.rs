@@ -170,8 +170,11 @@ impl<'a> UntrustedToken<'a> {
             .and_then(|kid| keys.get(kid))
             .ok_or(ValidationError::UnknownKid)?;
         let alg = self.algorithm();
-        let PublicKey::Ed25519(key) = jwk.key() else {
-            return Err(ValidationError::AlgMismatch);
+        #[allow(clippy::infallible_destructuring_match)] // one key type without `es256`
+        let key = match jwk.key() {
+            PublicKey::Ed25519(key) => key,
+            #[cfg(feature = "es256")]
+            PublicKey::P256(_) => return Err(ValidationError::AlgMismatch),
         };
         if alg != "EdDSA" && alg != ED25519_NAME {
             return Err(ValidationError::AlgMismatch);

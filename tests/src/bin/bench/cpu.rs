@@ -154,13 +154,22 @@ async fn run(
 }
 
 /// Row 1c for every scenario. `ours`, `jose` and `nothing` already serve and hold the list.
-pub async fn rows(
-    s: &Settings,
-    fix: &Fixture,
-    ours: &Workerd,
-    jose: &Workerd,
-    nothing: &Workerd,
-) -> Vec<Row> {
+/// The workers row 1c compares: ours (WebCrypto Ed25519, the default), ours with Ed25519 in
+/// the wasm, the jose worker and a worker that does nothing.
+pub struct Workers<'a> {
+    pub ours: &'a Workerd,
+    pub ours_wasm: &'a Workerd,
+    pub jose: &'a Workerd,
+    pub nothing: &'a Workerd,
+}
+
+pub async fn rows(s: &Settings, fix: &Fixture, w: &Workers<'_>) -> Vec<Row> {
+    let Workers {
+        ours,
+        ours_wasm,
+        jose,
+        nothing,
+    } = *w;
     let (n, rounds, concurrency) = if s.smoke { (200, 2, 4) } else { (3000, 5, 8) };
     let mut rows = Vec::new();
     for scenario in Scenario::ALL {
@@ -171,16 +180,32 @@ pub async fn rows(
             Sample::default(),
         );
         let mut failures = 0;
+        // Ed25519 in the wasm against the runtime's WebCrypto: measured where it matters.
+        let compare_wasm = scenario == Scenario::FreshToken;
+        let mut wasm_ratio = Sample::default();
         // Warm-up, not recorded: V8 tiers the wasm and JS up over the first requests.
-        let warm = tokens(fix, scenario, n, usize::MAX);
-        for worker in [ours, jose, nothing] {
-            let _ = run(worker, scenario, 0, &warm, n, concurrency).await;
+        let warm_up = tokens(fix, scenario, n, usize::MAX);
+        for worker in [ours, ours_wasm, jose, nothing] {
+            let _ = run(worker, scenario, 0, &warm_up, n, concurrency).await;
         }
         for round in 0..rounds {
             let tokens = tokens(fix, scenario, n, round);
             let mine = run(ours, scenario, scenario.status(), &tokens, n, concurrency).await;
             let theirs = run(jose, scenario, scenario.status(), &tokens, n, concurrency).await;
             let idle = run(nothing, scenario, 200, &tokens, n, concurrency).await;
+            if compare_wasm {
+                let wasm = run(
+                    ours_wasm,
+                    scenario,
+                    scenario.status(),
+                    &tokens,
+                    n,
+                    concurrency,
+                )
+                .await;
+                failures += wasm.failures;
+                wasm_ratio.push(mine.us_per_request / wasm.us_per_request);
+            }
             failures += mine.failures + theirs.failures + idle.failures;
             ratio.push(mine.us_per_request / theirs.us_per_request);
             ours_us.push(mine.us_per_request);
@@ -202,6 +227,20 @@ pub async fn rows(
             let _ = write!(
                 note,
                 "; MARKED: {failures} requests got another status or no answer"
+            );
+        }
+        if compare_wasm {
+            rows.push(
+                Row::new(
+                    "1c",
+                    format!(
+                        "CPU per request, Ed25519 by WebCrypto / in the wasm (ours both): {}",
+                        scenario.label()
+                    ),
+                    "×",
+                    wasm_ratio,
+                )
+                .note("below 1: the runtime's native Ed25519 is cheaper, and is the default"),
             );
         }
         rows.push(

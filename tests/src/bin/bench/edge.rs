@@ -50,6 +50,9 @@ pub async fn gatekeeping(s: &Settings, fix: &Fixture) -> Vec<Row> {
     ];
     let root = repo_root();
     let ours = Workerd::start(&root.join("edge/build/index.js"), &vars, false).await;
+    let mut wasm_vars = vars.to_vec();
+    wasm_vars.push(("ED25519_VERIFY", "wasm"));
+    let ours_wasm = Workerd::start(&root.join("edge/build/index.js"), &wasm_vars, false).await;
     let jose = Workerd::start(&root.join("bench/edge/jose-worker.mjs"), &vars, true).await;
     // What workerd itself allows: a worker that answers without doing anything.
     let trivial = Workerd::start(&root.join("tests/soak/trivial-worker.mjs"), &vars, false).await;
@@ -78,7 +81,14 @@ pub async fn gatekeeping(s: &Settings, fix: &Fixture) -> Vec<Row> {
         }
     }
     // Row 1c, the primary measure: CPU per request, interleaved.
-    let mut rows = crate::cpu::rows(s, fix, &ours, &jose, &trivial).await;
+    let workers = crate::cpu::Workers {
+        ours: &ours,
+        ours_wasm: &ours_wasm,
+        jose: &jose,
+        nothing: &trivial,
+    };
+    let mut rows = crate::cpu::rows(s, fix, &workers).await;
+    drop(ours_wasm);
     let auth = format!("Authorization: Bearer {}", fix.token);
     let mut samples: [[Sample; 2]; 4] = Default::default(); // [check rps, check p99, fwd rps, fwd p99] x [ours, jose]
     let mut ceiling = Sample::default();
