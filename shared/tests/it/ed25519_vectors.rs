@@ -68,7 +68,7 @@ fn rfc8032_section_7_1() {
 }
 
 /// The equation alone, with nothing else checked: `s` taken modulo L, `R' = [s]B - [k]A`
-/// compared with `R` byte for byte. The weakest verifier an oracle could be (BoringSSL, behind
+/// compared with `R` byte for byte. The weakest verifier an oracle could be (`BoringSSL`, behind
 /// WebCrypto, checks at least this much), so whatever strictness the two paths share comes from
 /// the key import and `strict_signature_form`.
 fn bare_equation(public: &[u8; 32], message: &[u8], signature: &[u8; 64]) -> bool {

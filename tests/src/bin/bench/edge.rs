@@ -56,14 +56,16 @@ pub async fn gatekeeping(s: &Settings, fix: &Fixture) -> Vec<Row> {
     let jose = Workerd::start(&root.join("bench/edge/jose-worker.mjs"), &vars, true).await;
     // What workerd itself allows: a worker that answers without doing anything.
     let trivial = Workerd::start(&root.join("tests/soak/trivial-worker.mjs"), &vars, false).await;
-    assert_eq!(
-        post(
-            &format!("{}/_gatehouse/sync", ours.url),
-            revocations.snapshot.clone()
-        )
-        .await,
-        200
-    );
+    for edge in [&ours, &ours_wasm] {
+        assert_eq!(
+            post(
+                &format!("{}/_gatehouse/sync", edge.url),
+                revocations.snapshot.clone()
+            )
+            .await,
+            200
+        );
+    }
     assert_eq!(
         post(
             &format!("{}/_bench/revocations", jose.url),
@@ -72,8 +74,8 @@ pub async fn gatekeeping(s: &Settings, fix: &Fixture) -> Vec<Row> {
         .await,
         200
     );
-    // Both do the job before either is timed: the valid token passes, the revoked one does not.
-    for edge in [&ours, &jose] {
+    // Each does the job before any is timed: the valid token passes, the revoked one does not.
+    for edge in [&ours, &ours_wasm, &jose] {
         for path in ["/_gatehouse/check", "/api/bench"] {
             let url = format!("{}{path}", edge.url);
             assert_eq!(status(&url, &fix.token).await, 200, "{url}");
