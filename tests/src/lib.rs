@@ -434,9 +434,14 @@ impl Issuer {
             .text()
             .await
             .expect("text");
+        // A renamed or missing metric fails loudly: reading it as 0 would let a test pass.
         text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0.0)
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .filter(|rest| rest.starts_with(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("the issuer's /metrics has no {name}:\n{text}"))
     }
 }
 
@@ -472,9 +477,15 @@ impl NodeServer {
         let url = format!("http://127.0.0.1:{port}");
         let probe = format!("{url}{probe}");
         let client = http();
+        // Ready means a success status, not just any answer (a 500 is not ready).
         eventually(&format!("{script} to serve"), wait, || {
             let req = client.get(&probe).send();
-            async move { req.await.ok().map(|_| ()) }
+            async move {
+                req.await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ())
+            }
         })
         .await;
         Self {
