@@ -7,12 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_shared::SigningKey;
 use rocket::fairing::AdHoc;
 use tokio::sync::{Mutex, Notify};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::db::Db;
+use crate::db::{Db, DbConn};
 use crate::error::ApiError;
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
@@ -59,7 +60,8 @@ impl Snapshots {
         self.changed.notify_one();
     }
 
-    /// The current signed snapshot.
+    /// The current signed snapshot: rebuilt when a revocation landed, the key changed or it is
+    /// `MAX_CACHE_AGE_SECS` old.
     pub async fn current(
         &self,
         db: &Db,
@@ -67,34 +69,20 @@ impl Snapshots {
         config: &Config,
         now: i64,
     ) -> Result<Arc<str>, ApiError> {
-        let seq = db.run(revocations::high_water).await?;
-        let signer = keys.current();
-        let mut cache = self.cache.lock().await;
-        if let Some(c) = cache.as_ref()
-            && c.seq == seq
-            && now - c.built_at < MAX_CACHE_AGE_SECS
-            && c.kid == signer.signer.kid()
-        {
-            return Ok(Arc::clone(&c.jws));
-        }
         let issuer = config.issuer.clone();
-        let list = db
-            .run(move |conn| revocations::live_list(conn, &issuer, now))
-            .await?;
-        let jws: Arc<str> = list
-            .sign_snapshot(&signer.signer)
-            .map_err(|e| ApiError::Internal(format!("signing the snapshot: {e}")))?
-            .into();
-        *cache = Some(Cached {
-            seq: i64::try_from(list.seq()).unwrap_or(seq),
-            built_at: now,
-            kid: signer.signer.kid().to_owned(),
-            jws: Arc::clone(&jws),
-        });
-        Ok(jws)
+        let fresh = |c: &Cached| now - c.built_at < MAX_CACHE_AGE_SECS;
+        Self::signed(&self.cache, db, keys, now, fresh, move |conn, key| {
+            let list = revocations::live_list(conn, &issuer, now)?;
+            let jws = list
+                .sign_snapshot(key)
+                .map_err(|e| ApiError::Internal(format!("signing the snapshot: {e}")))?;
+            Ok((list.seq(), jws))
+        })
+        .await
     }
 
-    /// The current signed delta: rebuilt when a revocation landed or the second changed.
+    /// The current signed delta: rebuilt when a revocation landed, the key changed or the
+    /// second did.
     pub async fn current_delta(
         &self,
         db: &Db,
@@ -102,27 +90,44 @@ impl Snapshots {
         config: &Config,
         now: i64,
     ) -> Result<Arc<str>, ApiError> {
+        let issuer = config.issuer.clone();
+        let window = i64::from(config.delta_window_secs);
+        let fresh = |c: &Cached| c.built_at == now;
+        Self::signed(&self.delta, db, keys, now, fresh, move |conn, key| {
+            let delta = revocations::delta(conn, &issuer, now, window)?;
+            let jws = delta
+                .sign(key)
+                .map_err(|e| ApiError::Internal(format!("signing the delta: {e}")))?;
+            Ok((delta.list().seq(), jws))
+        })
+        .await
+    }
+
+    /// The document in `slot` while the high-water seq and the signing key are unchanged and
+    /// `fresh` holds; else `build` (list and signature, on a database connection) replaces it.
+    async fn signed(
+        slot: &Mutex<Option<Cached>>,
+        db: &Db,
+        keys: &KeyRing,
+        now: i64,
+        fresh: impl Fn(&Cached) -> bool,
+        build: impl FnOnce(&mut DbConn, &SigningKey) -> Result<(u64, String), ApiError> + Send + 'static,
+    ) -> Result<Arc<str>, ApiError> {
         let seq = db.run(revocations::high_water).await?;
         let signer = keys.current();
-        let mut cache = self.delta.lock().await;
+        let mut cache = slot.lock().await;
         if let Some(c) = cache.as_ref()
             && c.seq == seq
-            && c.built_at == now
             && c.kid == signer.signer.kid()
+            && fresh(c)
         {
             return Ok(Arc::clone(&c.jws));
         }
-        let issuer = config.issuer.clone();
-        let window = i64::from(config.delta_window_secs);
-        let delta = db
-            .run(move |conn| revocations::delta(conn, &issuer, now, window))
-            .await?;
-        let jws: Arc<str> = delta
-            .sign(&signer.signer)
-            .map_err(|e| ApiError::Internal(format!("signing the delta: {e}")))?
-            .into();
+        let key = Arc::clone(&signer);
+        let (built_seq, jws) = db.run(move |conn| build(conn, &key.signer)).await?;
+        let jws: Arc<str> = jws.into();
         *cache = Some(Cached {
-            seq: i64::try_from(delta.list().seq()).unwrap_or(seq),
+            seq: i64::try_from(built_seq).unwrap_or(seq),
             built_at: now,
             kid: signer.signer.kid().to_owned(),
             jws: Arc::clone(&jws),

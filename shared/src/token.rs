@@ -127,7 +127,8 @@ impl<'a> UntrustedToken<'a> {
             .ok()
     }
 
-    /// The claims WITHOUT any check of the signature: for display only.
+    /// The claims WITHOUT any check of the signature: for display, or for a verifier that
+    /// checks the signature itself before it trusts them (`Verifier::verify_with`).
     pub fn claims_unverified<T: DeserializeOwned>(
         &self,
     ) -> Result<jwt_compact::Claims<T>, ValidationError> {
@@ -160,15 +161,7 @@ impl<'a> UntrustedToken<'a> {
     where
         Self: 'a,
     {
-        if !self.has_type(expected_typ) {
-            return Err(ValidationError::WrongType);
-        }
-        let jwk = self
-            .header()
-            .key_id
-            .as_deref()
-            .and_then(|kid| keys.get(kid))
-            .ok_or(ValidationError::UnknownKid)?;
+        let jwk = self.key_for(keys, expected_typ)?;
         let alg = self.algorithm();
         #[allow(clippy::infallible_destructuring_match)] // one key type without `es256`
         let key = match jwk.key() {
@@ -196,13 +189,20 @@ impl<'a> UntrustedToken<'a> {
         })
     }
 
-    /// The claims, once an oracle has accepted the signature of [`Self::ed25519_input`].
-    pub(crate) fn claims_after_signature<T: DeserializeOwned>(
+    /// `typ` first, then the key the header's `kid` names.
+    fn key_for<'k>(
         &self,
-    ) -> Result<jwt_compact::Claims<T>, ValidationError> {
-        self.inner
-            .deserialize_claims_unchecked()
-            .map_err(|e| validation_error(&e))
+        keys: &'k KeySet,
+        expected_typ: &str,
+    ) -> Result<&'k crate::jwk::VerifyingJwk, ValidationError> {
+        if !self.has_type(expected_typ) {
+            return Err(ValidationError::WrongType);
+        }
+        self.header()
+            .key_id
+            .as_deref()
+            .and_then(|kid| keys.get(kid))
+            .ok_or(ValidationError::UnknownKid)
     }
 
     /// Checks `typ`, finds the key by `kid`, lets that key's algorithm validate the token
@@ -212,15 +212,7 @@ impl<'a> UntrustedToken<'a> {
         keys: &KeySet,
         expected_typ: &str,
     ) -> Result<Token<T, HeaderExtensions>, ValidationError> {
-        if !self.has_type(expected_typ) {
-            return Err(ValidationError::WrongType);
-        }
-        let key = self
-            .header()
-            .key_id
-            .as_deref()
-            .and_then(|kid| keys.get(kid))
-            .ok_or(ValidationError::UnknownKid)?;
+        let key = self.key_for(keys, expected_typ)?;
         let alg = self.algorithm();
         let validated = match key.key() {
             PublicKey::Ed25519(key) if alg == "EdDSA" => {

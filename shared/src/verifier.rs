@@ -127,7 +127,9 @@ impl Verifier {
     ) -> Result<AccessClaims, VerifyError> {
         let untrusted = UntrustedToken::parse(token, self.options.max_token_bytes)?;
         let input = untrusted.ed25519_input(&self.keys, &self.options.token_type)?;
-        let wire = untrusted.claims_after_signature::<CustomClaims>()?;
+        // Decoded before the signature is checked, as jwt-compact does, so that both paths
+        // give the same code; nothing in it is trusted until the oracle said yes.
+        let wire = untrusted.claims_unverified::<CustomClaims>()?;
         if !crate::alg::strict_signature_form(&input.signature) || !oracle.verify(&input).await {
             return Err(ValidationError::BadSignature.into());
         }

@@ -124,16 +124,7 @@ pub fn high_water(conn: &mut DbConn) -> Result<i64, ApiError> {
 /// The live list, as the shared format, stamped with `seq` and `now`.
 pub fn live_list(conn: &mut DbConn, issuer: &str, now: i64) -> Result<RevocationList, ApiError> {
     let seq = high_water(conn)?;
-    let rows: Vec<(i16, String, i64, i64)> = revocations::table
-        .filter(revocations::expires_at.gt(now))
-        .select((
-            revocations::kind,
-            revocations::subject,
-            revocations::issued_before,
-            revocations::expires_at,
-        ))
-        .load(conn)?;
-    Ok(build(issuer, seq, now, rows))
+    live_list_after(conn, issuer, seq, 0, now)
 }
 
 /// The signed delta feed's content: every live entry committed within the last `window_secs`,
@@ -155,8 +146,20 @@ pub fn delta(
         .first(conn)
         .optional()?
         .unwrap_or(0);
+    let list = live_list_after(conn, issuer, seq, from, now)?;
+    Ok(RevocationDelta::new(u64::try_from(from).unwrap_or(0), list))
+}
+
+/// The live entries with a `seq` above `after` (seqs start at 1), stamped with `seq` and `now`.
+fn live_list_after(
+    conn: &mut DbConn,
+    issuer: &str,
+    seq: i64,
+    after: i64,
+    now: i64,
+) -> Result<RevocationList, ApiError> {
     let rows: Vec<(i16, String, i64, i64)> = revocations::table
-        .filter(revocations::seq.gt(from))
+        .filter(revocations::seq.gt(after))
         .filter(revocations::expires_at.gt(now))
         .select((
             revocations::kind,
@@ -165,11 +168,6 @@ pub fn delta(
             revocations::expires_at,
         ))
         .load(conn)?;
-    let list = build(issuer, seq, now, rows);
-    Ok(RevocationDelta::new(u64::try_from(from).unwrap_or(0), list))
-}
-
-fn build(issuer: &str, seq: i64, now: i64, rows: Vec<(i16, String, i64, i64)>) -> RevocationList {
     let mut builder = RevocationList::builder(issuer, u64::try_from(seq).unwrap_or(0), now);
     for (kind, subject, issued_before, expires_at) in rows {
         builder = match kind {
@@ -181,7 +179,7 @@ fn build(issuer: &str, seq: i64, now: i64, rows: Vec<(i16, String, i64, i64)>) -
             _ => builder,
         };
     }
-    builder.build()
+    Ok(builder.build())
 }
 
 /// Deletes up to `batch` expired entries, always keeping the newest row so `seq` never drops.
