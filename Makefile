@@ -16,7 +16,7 @@ fmt:
 	cargo fmt --all
 
 # The benchmark suite against jose, jsonwebtoken and raw argon2 (not part of `make test`, which
-# runs its smoke mode): writes docs/benchmarks.md and docs/benchmarks.svg. About 13 minutes.
+# runs its smoke mode): writes docs/benchmarks.md and docs/benchmarks.svg. About 20 minutes.
 bench:
 	scripts/bench.sh
 

@@ -49,10 +49,13 @@ pub async fn verifier(env: &Env, config: &Config) -> Option<Rc<Verifier>> {
     refetch(env, config, Asker::Client).await
 }
 
-/// Whether the held key set has outlived `KEYS_TTL_SECS` (pinned keys never expire).
+/// Whether the held key set has outlived `KEYS_TTL_SECS` (pinned keys never expire) and a
+/// refetch may run now: while the issuer cannot be reached, requests do not each schedule a
+/// refetch the cooldown would refuse.
 pub fn expired(config: &Config) -> bool {
     config.pinned_keys.is_none()
         && state::verifier().is_some_and(|(_, age_ms)| age_ms >= config.keys_ttl_ms)
+        && state::key_fetch_allowed(state::now_ms(), config.jwks_refetch_cooldown_ms)
 }
 
 /// Who asks for a refetch, which decides the cooldown that applies.

@@ -106,11 +106,20 @@ pub async fn verify(
 
 /// Whether `interval_ms` has passed since the time in `slot`; if so, stamps `now_ms` in it.
 fn claim(slot: &mut Option<f64>, now_ms: f64, interval_ms: f64) -> bool {
-    let due = slot.is_none_or(|last| now_ms - last >= interval_ms);
+    let due = is_due(*slot, now_ms, interval_ms);
     if due {
         *slot = Some(now_ms);
     }
     due
+}
+
+/// Whether the cooldown would allow a key fetch now (records nothing).
+pub fn key_fetch_allowed(now_ms: f64, cooldown_ms: f64) -> bool {
+    ISOLATE.with_borrow(|s| is_due(s.last_key_fetch_ms, now_ms, cooldown_ms))
+}
+
+fn is_due(last_ms: Option<f64>, now_ms: f64, interval_ms: f64) -> bool {
+    last_ms.is_none_or(|last| now_ms - last >= interval_ms)
 }
 
 /// Records a key fetch attempt if the cooldown allows one; returns whether it does.
