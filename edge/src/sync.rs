@@ -96,11 +96,21 @@ pub async fn accept(env: &Env, config: &Config, jws: &str) -> Result<RevocationV
     if let Some(stored) = stored {
         list.ensure_newer_than(stored.seq, stored.issued_at)?;
     }
-    // KV decides what is delivered: this isolate may already hold the list from an attempt
-    // whose KV write failed, and the retry must still reach KV rather than end in a 409.
+    // This isolate may already hold this very list from an attempt whose KV write failed: the
+    // retry must still reach KV rather than end in a 409. Any other list older than the one held
+    // is refused, so a replayed old snapshot can never roll KV back.
     let view = match state::update_revocations(|view| view.with_base(list)) {
         Ok(view) => view,
-        Err(SnapshotError::Stale { .. }) => state::revocations(),
+        Err(SnapshotError::Stale { seq, held }) => {
+            let view = state::revocations();
+            let retry = view
+                .base()
+                .is_some_and(|b| (b.seq(), b.issued_at()) == (head.seq, head.issued_at));
+            if !retry {
+                return Err(SnapshotError::Stale { seq, held }.into());
+            }
+            view
+        }
         Err(e) => return Err(e.into()),
     };
     let changed = stored.is_none_or(|s| {
