@@ -61,7 +61,11 @@ enum KeysCommand {
     List,
     /// Emergency: revoke a (non-active) key. It leaves the JWKS and every edge drops it through
     /// the revocation fast path.
-    Revoke { kid: String },
+    Revoke {
+        /// A kid is a base64url thumbprint and may begin with `-`.
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,4 +280,20 @@ fn cleanup() -> Result<(), String> {
         );
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kid_that_begins_with_a_hyphen_is_a_value_not_a_flag() {
+        let cli = Cli::try_parse_from(["gatehouse-issuer", "keys", "revoke", "-Iq3w"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Keys {
+                command: KeysCommand::Revoke { kid }
+            }) if kid == "-Iq3w"
+        ));
+    }
 }
