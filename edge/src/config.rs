@@ -36,6 +36,10 @@ pub struct Config {
     pub keys_ttl_ms: f64,
     /// Ed25519 in the wasm (`ED25519_VERIFY = "wasm"`) instead of the runtime's WebCrypto.
     pub ed25519_in_wasm: bool,
+    /// `SERVER_TIMING = "on"`: forwarded responses carry the verification time. Off by default:
+    /// it tells clients how long the gate took, and adding a header to a fetched response means
+    /// rebuilding it, which costs every forwarded request.
+    pub server_timing: bool,
     /// Verified tokens remembered per isolate (0: verify every request's signature).
     pub verified_cache_size: usize,
     pub max_list_age_secs: i64,
@@ -74,6 +78,21 @@ fn route_scopes(env: &Env, problems: &mut Vec<String>) -> Vec<(String, String)> 
     }
     rules.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
     rules
+}
+
+/// A two-valued setting: `false` for the first (the default), `true` for the second.
+fn switch(env: &Env, name: &str, (off, on): (&str, &str), problems: &mut Vec<String>) -> bool {
+    match var(env, name) {
+        None => false,
+        Some(v) if v == off => false,
+        Some(v) if v == on => true,
+        Some(other) => {
+            problems.push(format!(
+                "{name}={other:?} is neither {off} nor {on}; using {off}"
+            ));
+            false
+        }
+    }
 }
 
 fn number(env: &Env, name: &str, default: u32, problems: &mut Vec<String>) -> u32 {
@@ -138,16 +157,8 @@ impl Config {
                 StalePolicy::FailClosed
             }
         };
-        let ed25519_in_wasm = match var(env, "ED25519_VERIFY").as_deref() {
-            None | Some("webcrypto") => false,
-            Some("wasm") => true,
-            Some(other) => {
-                problems.push(format!(
-                    "ED25519_VERIFY={other:?} is neither webcrypto nor wasm; using webcrypto"
-                ));
-                false
-            }
-        };
+        let ed25519_in_wasm = switch(env, "ED25519_VERIFY", ("webcrypto", "wasm"), &mut problems);
+        let server_timing = switch(env, "SERVER_TIMING", ("off", "on"), &mut problems);
         let delta_url = var(env, "DELTA_URL").unwrap_or_else(|| {
             if issuer_url.is_empty() {
                 String::new()
@@ -164,6 +175,7 @@ impl Config {
             route_scopes,
             token_cookie: var(env, "TOKEN_COOKIE"),
             ed25519_in_wasm,
+            server_timing,
             realm: var(env, "REALM").unwrap_or_else(|| "gatehouse".into()),
             kv_refresh_ms: f64::from(number(env, "KV_REFRESH_SECS", 10, &mut problems)) * 1000.0,
             kv_heartbeat_secs: i64::from(number(env, "KV_HEARTBEAT_SECS", 3600, &mut problems)),

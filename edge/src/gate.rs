@@ -5,16 +5,53 @@
 use std::rc::Rc;
 
 use gatehouse_shared::{AccessClaims, ErrorCode};
-use worker::wasm_bindgen::JsValue;
-use worker::{
-    Context, Env, Fetch, Headers, Method, Request, RequestInit, RequestRedirect, Response, web_sys,
+use worker::js_sys::{Array, global};
+use worker::wasm_bindgen::JsCast;
+use worker::web_sys::{
+    Headers, Request, RequestInit, RequestRedirect, Response, ResponseInit, WorkerGlobalScope,
 };
+use worker::{Context, Env, wasm_bindgen_futures::JsFuture};
 
 use crate::config::{Config, StalePolicy};
 use crate::fastpath::{self, Due};
 use crate::{keys, reply, state, sync};
 
 const IDENTITY_PREFIX: &str = "x-gatehouse-";
+
+/// The request as the runtime hands it over, with its URL and headers read once. The hot path
+/// stays on the runtime's own types: `worker::Request` would also read the method, the `cf`
+/// object and the path into wasm for every request, whether or not anything looks at them.
+pub struct Incoming {
+    raw: Request,
+    url: String,
+    headers: Headers,
+}
+
+impl Incoming {
+    pub fn new(raw: Request) -> Self {
+        let url = raw.url();
+        let headers = raw.headers();
+        Self { raw, url, headers }
+    }
+
+    /// The path, without query or fragment (the runtime has normalised the URL).
+    pub fn path(&self) -> &str {
+        path_and_query(&self.url).split('?').next().unwrap_or("/")
+    }
+
+    pub fn method(&self) -> String {
+        self.raw.method()
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).ok().flatten()
+    }
+
+    /// The `worker` crate's request, for the control routes that read a body.
+    pub fn into_worker(self) -> worker::Request {
+        worker::Request::from(self.raw)
+    }
+}
 
 fn misconfigured() -> Response {
     reply::unavailable(
@@ -24,39 +61,41 @@ fn misconfigured() -> Response {
 }
 
 /// A CORS preflight carries no credentials by design (Fetch spec): the origin answers it.
-fn is_preflight(req: &Request) -> bool {
-    req.method() == Method::Options
+fn is_preflight(req: &Incoming) -> bool {
+    req.method() == "OPTIONS"
         && req
-            .headers()
-            .has("Access-Control-Request-Method")
+            .headers
+            .has("access-control-request-method")
             .unwrap_or(false)
 }
 
-pub async fn handle(req: Request, env: &Env, ctx: &Context) -> Response {
+pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Response {
     let config = state::config(env);
     if !config.is_usable() {
         return misconfigured();
     }
     let path = req.path();
-    if config.is_public(&path) || is_preflight(&req) {
-        return forward(&req, &config, None, None).await;
+    if config.is_public(path) || is_preflight(req) {
+        return forward(req, &config, None, None).await;
     }
     let started = state::now_ms();
-    let claims = match authorize(&req, env, ctx, &config, Some(&path)).await {
+    let claims = match authorize(req, env, ctx, &config, Some(path)).await {
         Ok(claims) => claims,
         Err(response) => return response,
     };
-    let timing = format!(
-        "gatehouse;desc=\"verify\";dur={:.1}",
-        state::now_ms() - started
-    );
-    forward(&req, &config, Some(&claims), Some(timing)).await
+    let timing = config.server_timing.then(|| {
+        format!(
+            "gatehouse;desc=\"verify\";dur={:.1}",
+            state::now_ms() - started
+        )
+    });
+    forward(req, &config, Some(&claims), timing.as_deref()).await
 }
 
 /// `/_gatehouse/check`: the gate's verdict without the origin. The same verification and
 /// revocation check, answered by the worker itself: forward-auth for other proxies, and the
 /// benchmark's verify-only probe. No route scope applies; the caller reads `scope` itself.
-pub async fn check(req: &Request, env: &Env, ctx: &Context) -> Response {
+pub async fn check(req: &Incoming, env: &Env, ctx: &Context) -> Response {
     let config = state::config(env);
     if !config.is_usable() {
         return misconfigured();
@@ -93,7 +132,7 @@ async fn refresh(env: &Env, ctx: &Context, config: &Rc<Config>) {
 
 /// Verifies the request's token, checks revocation, and, for a `path`, that route's scope.
 async fn authorize(
-    req: &Request,
+    req: &Incoming,
     env: &Env,
     ctx: &Context,
     config: &Rc<Config>,
@@ -149,73 +188,86 @@ async fn authorize(
     Ok(claims)
 }
 
-fn token(req: &Request, config: &Config) -> Option<String> {
-    let headers = req.headers();
-    if let Ok(Some(auth)) = headers.get("Authorization")
+fn token(req: &Incoming, config: &Config) -> Option<String> {
+    if let Some(auth) = req.header("authorization")
         && let Some((scheme, token)) = auth.split_once(' ')
         && scheme.eq_ignore_ascii_case("bearer")
     {
         return Some(token.trim().to_owned()).filter(|t| !t.is_empty());
     }
     let name = config.token_cookie.as_deref()?;
-    let cookies = headers.get("Cookie").ok()??;
+    let cookies = req.header("cookie")?;
     cookies.split(';').find_map(|pair| {
         let (k, v) = pair.trim().split_once('=')?;
         (k == name && !v.is_empty()).then(|| v.to_owned())
     })
 }
 
+/// The names of `headers`, lower-cased by the runtime, in one string: one crossing into wasm
+/// instead of one per header. Header names are tokens and cannot contain a comma.
+fn header_names(headers: &Headers) -> String {
+    Array::from(&headers.keys()).join(",").into()
+}
+
 /// Sends the request on to the origin with the same method, path, query and body; client-sent
 /// identity headers are dropped and, for a verified token, ours added.
 async fn forward(
-    req: &Request,
+    req: &Incoming,
     config: &Config,
     claims: Option<&AccessClaims>,
-    timing: Option<String>,
+    timing: Option<&str>,
 ) -> Response {
-    let target = format!(
-        "{}{}",
-        config.origin_url,
-        path_and_query(&req.inner().url())
-    );
-    // Copied by the runtime in one call; only the names cross into wasm (they come lower-cased).
-    let headers = copy_headers(req.headers());
-    for name in req.headers().keys() {
+    let target = format!("{}{}", config.origin_url, path_and_query(&req.url));
+    // Copied by the runtime in one call.
+    let Ok(headers) = Headers::new_with_headers(&req.headers) else {
+        return bad_gateway();
+    };
+    for name in header_names(&req.headers).split(',') {
         if name.starts_with(IDENTITY_PREFIX) || name == "host" {
-            let _ = headers.delete(&name);
+            let _ = headers.delete(name);
         }
     }
     if let Some(c) = claims {
-        let _ = headers.set("X-Gatehouse-Sub", &c.sub);
-        let _ = headers.set("X-Gatehouse-Scope", &c.scope);
-        let _ = headers.set("X-Gatehouse-Sid", &c.sid);
-        let _ = headers.set("X-Gatehouse-Jti", &c.jti);
+        let _ = headers.set("x-gatehouse-sub", &c.sub);
+        let _ = headers.set("x-gatehouse-scope", &c.scope);
+        let _ = headers.set("x-gatehouse-sid", &c.sid);
+        let _ = headers.set("x-gatehouse-jti", &c.jti);
     }
     let method = req.method();
-    let mut init = RequestInit::new();
+    let init = RequestInit::new();
+    init.set_method(&method);
+    init.set_headers(&headers);
     // A proxy passes redirects on: following them here would hide a 302 from the browser and
     // could carry the identity headers to another host.
-    init.with_method(method.clone())
-        .with_headers(headers)
-        .with_redirect(RequestRedirect::Manual);
-    if !matches!(method, Method::Get | Method::Head) {
-        init.with_body(req.inner().body().map(JsValue::from));
+    init.set_redirect(RequestRedirect::Manual);
+    if method != "GET" && method != "HEAD" {
+        init.set_body(
+            &req.raw
+                .body()
+                .map_or(wasm_bindgen::JsValue::NULL, Into::into),
+        );
     }
-    let sent = match Request::new_with_init(&target, &init) {
-        Ok(out) => Fetch::Request(out).send().await,
-        Err(e) => Err(e),
+    let Ok(outgoing) = Request::new_with_str_and_init(&target, &init) else {
+        return bad_gateway();
     };
-    match sent {
-        Ok(response) => with_timing(response, timing),
-        Err(_) => reply::json(
-            502,
-            &serde_json::json!({"error": "bad_gateway", "code": "origin_unreachable"}),
-        ),
+    let scope: WorkerGlobalScope = global().unchecked_into();
+    let Ok(response) = JsFuture::from(scope.fetch_with_request(&outgoing)).await else {
+        return bad_gateway();
+    };
+    let Ok(response) = response.dyn_into::<Response>() else {
+        return bad_gateway();
+    };
+    match timing {
+        Some(timing) => with_timing(response, timing),
+        None => response,
     }
 }
 
-fn copy_headers(headers: &Headers) -> Headers {
-    web_sys::Headers::new_with_headers(&headers.0).map_or_else(|_| Headers::new(), Headers)
+fn bad_gateway() -> Response {
+    reply::json(
+        502,
+        &serde_json::json!({"error": "bad_gateway", "code": "origin_unreachable"}),
+    )
 }
 
 /// `/path?query` of the absolute URL the runtime hands over (already normalised by it), without
@@ -227,14 +279,17 @@ fn path_and_query(url: &str) -> &str {
     from_path.split('#').next().unwrap_or("/")
 }
 
-fn with_timing(response: Response, timing: Option<String>) -> Response {
-    let Some(timing) = timing else {
+/// The origin's response with our `Server-Timing` entry. Fetched responses have immutable
+/// headers, so this is `new Response(body, response)`: the runtime copies status, status text
+/// and headers, and the body stream passes through untouched.
+fn with_timing(response: Response, timing: &str) -> Response {
+    let init: &ResponseInit = response.unchecked_ref();
+    let Ok(copy) = Response::new_with_opt_readable_stream_and_init(response.body().as_ref(), init)
+    else {
         return response;
     };
-    // Fetched responses have immutable headers: a copy takes the entry.
-    let headers = copy_headers(response.headers());
-    let _ = headers.append("Server-Timing", &timing);
-    response.with_headers(headers)
+    let _ = copy.headers().append("server-timing", timing);
+    copy
 }
 
 #[cfg(test)]

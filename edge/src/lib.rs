@@ -12,33 +12,31 @@ mod state;
 mod sync;
 mod webcrypto;
 
+use gate::Incoming;
 use serde_json::json;
 use sync::SyncError;
-use worker::{
-    Context, Env, Method, Request, Response, Result, ScheduleContext, ScheduledEvent, event,
-};
+use worker::web_sys::Response;
+use worker::{Context, Env, Request, Result, ScheduleContext, ScheduledEvent, event};
 
 /// Snapshots larger than this are refused before reading further.
 const MAX_SNAPSHOT_BYTES: usize = 8 * 1024 * 1024;
 
 #[event(fetch)]
-pub async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
-    // No Router: it is rebuilt per request (it borrows its handlers), a cost every proxied
-    // request would pay for the sake of four control routes.
+pub async fn fetch(req: worker::web_sys::Request, env: Env, ctx: Context) -> Result<Response> {
+    // The runtime's own request and response types, and no Router (rebuilt per request, it
+    // borrows its handlers): every proxied request would pay for four control routes.
+    let req = Incoming::new(req);
     let path = req.path();
     if !path.starts_with("/_gatehouse/") {
-        return Ok(gate::handle(req, &env, &ctx).await);
+        return Ok(gate::handle(&req, &env, &ctx).await);
     }
-    if path == "/_gatehouse/check" && req.method() == Method::Get {
-        return Ok(gate::check(&req, &env, &ctx).await);
-    }
-    if path == "/_gatehouse/health" && req.method() == Method::Get {
-        return Ok(health(&env).await);
-    }
-    if path == "/_gatehouse/sync" && req.method() == Method::Post {
-        return Ok(push(req, &env).await);
-    }
-    Ok(gate::handle(req, &env, &ctx).await)
+    let response = match (path, req.method().as_str()) {
+        ("/_gatehouse/check", "GET") => gate::check(&req, &env, &ctx).await,
+        ("/_gatehouse/health", "GET") => health(&env).await,
+        ("/_gatehouse/sync", "POST") => push(req.into_worker(), &env).await,
+        _ => gate::handle(&req, &env, &ctx).await,
+    };
+    Ok(response)
 }
 
 /// `POST /_gatehouse/sync`: the issuer pushes its signed snapshot here. Signed, so no secret is

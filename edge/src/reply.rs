@@ -1,21 +1,38 @@
 //! The worker's own answers: RFC 6750 401/403, 503 by policy, and JSON bodies with the shared
 //! stable codes. Built here, never as an `Err` out of the fetch event (that would be a bare 500).
+//!
+//! Built as the runtime's `Response` directly: `worker::Response` would hold the body in wasm
+//! and copy it out again, and rebuild its headers and init, on every refusal.
 
 use gatehouse_shared::ErrorCode;
 use serde_json::json;
-use worker::{Headers, Response};
+use worker::web_sys::{Headers, Response, ResponseInit};
 
-fn json_response(status: u16, body: &serde_json::Value, headers: &[(&str, String)]) -> Response {
-    let out = Headers::new();
-    let _ = out.set("Content-Type", "application/json");
-    let _ = out.set("Cache-Control", "no-store");
-    for (name, value) in headers {
-        let _ = out.set(name, value);
+/// A response whose body and headers the worker wrote. Only a broken runtime fails to build
+/// one; the fallback is then a bare response with the same status.
+pub fn text(status: u16, content_type: &str, body: &str, headers: &[(&str, &str)]) -> Response {
+    let init = ResponseInit::new();
+    init.set_status(status);
+    if let Ok(out) = Headers::new() {
+        let _ = out.set("content-type", content_type);
+        let _ = out.set("cache-control", "no-store");
+        for (name, value) in headers {
+            let _ = out.set(name, value);
+        }
+        init.set_headers(&out);
     }
-    Response::builder()
-        .with_status(status)
-        .with_headers(out)
-        .fixed(body.to_string().into_bytes())
+    Response::new_with_opt_str_and_init(Some(body), &init)
+        .or_else(|_| Response::new_with_opt_str_and_init(None, &init))
+        .unwrap_or_else(|_| bare())
+}
+
+#[allow(clippy::expect_used)] // `new Response()` with no arguments cannot throw
+fn bare() -> Response {
+    Response::new().expect("new Response()")
+}
+
+fn json_response(status: u16, body: &serde_json::Value, headers: &[(&str, &str)]) -> Response {
+    text(status, "application/json", &body.to_string(), headers)
 }
 
 /// 401 with `WWW-Authenticate`, the OAuth error and the shared code.
@@ -31,7 +48,7 @@ pub fn unauthorized(realm: &str, code: ErrorCode) -> Response {
     json_response(
         401,
         &json!({"error": "invalid_token", "code": code.as_str(), "error_description": code.description()}),
-        &[("WWW-Authenticate", www)],
+        &[("www-authenticate", &www)],
     )
 }
 
@@ -41,8 +58,8 @@ pub fn insufficient_scope(realm: &str, scope: &str) -> Response {
         403,
         &json!({"error": "insufficient_scope", "code": code.as_str(), "error_description": code.description(), "scope": scope}),
         &[(
-            "WWW-Authenticate",
-            format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{scope}\""),
+            "www-authenticate",
+            &format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{scope}\""),
         )],
     )
 }
@@ -52,7 +69,7 @@ pub fn unavailable(code: &str, description: &str) -> Response {
     json_response(
         503,
         &json!({"error": "temporarily_unavailable", "code": code, "error_description": description}),
-        &[("Retry-After", "5".into())],
+        &[("retry-after", "5")],
     )
 }
 

@@ -35,14 +35,16 @@ thread_local! {
     static ISOLATE: RefCell<Isolate> = RefCell::new(Isolate::default());
 }
 
+/// `Date.now()`: one call into the runtime (`worker::Date::now()` makes a `Date` object and
+/// asks it, two). Workers freeze the clock while a request runs, so callers may read it often.
 pub fn now_ms() -> f64 {
-    #[allow(clippy::cast_precision_loss)] // milliseconds since 1970 fit f64 exactly
-    let ms = worker::Date::now().as_millis() as f64;
-    ms
+    worker::js_sys::Date::now()
 }
 
 pub fn now_secs() -> i64 {
-    i64::try_from(worker::Date::now().as_millis() / 1000).unwrap_or(i64::MAX)
+    #[allow(clippy::cast_possible_truncation)] // whole seconds since 1970 fit i64
+    let secs = (now_ms() / 1000.0).floor() as i64;
+    secs
 }
 
 pub fn config(env: &Env) -> Rc<Config> {

@@ -19,14 +19,10 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let timing = response
-        .headers()
-        .get("server-timing")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(timing.starts_with("gatehouse;"), "{timing}");
+    assert!(
+        response.headers().get("server-timing").is_none(),
+        "Server-Timing is opt-in"
+    );
     let seen = sys.origin.requests().await;
     assert_eq!(seen.len(), 1, "{seen:?}");
     let req = &seen[0];
@@ -200,6 +196,55 @@ async fn the_check_route_answers_the_verdict_without_the_origin() {
         },
     )
     .await;
+}
+
+/// With `SERVER_TIMING = "on"` the origin's response is rebuilt to carry the entry: status,
+/// headers and body must come through as the origin sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_timing_is_opt_in_and_keeps_the_origin_response() {
+    let sys = System::start(Options {
+        edge_vars: &[("SERVER_TIMING", "on")],
+        ..Options::default()
+    })
+    .await;
+    let tokens = sys.user("alice").await;
+    let response = http()
+        .post(format!("{}/api/echo", sys.edge.url))
+        .bearer_auth(access(&tokens))
+        .body("timed")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let timing = response.headers()["server-timing"].to_str().unwrap();
+    assert!(
+        timing.starts_with("gatehouse;desc=\"verify\";dur="),
+        "{timing}"
+    );
+    let (_, answer) = json_of(response).await;
+    assert_eq!(
+        (answer["method"].as_str(), answer["path"].as_str()),
+        (Some("POST"), Some("/api/echo"))
+    );
+    assert_eq!(sys.origin.requests().await[0]["body"], "timed");
+
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = no_follow
+        .get(format!("{}/api/redirect", sys.edge.url))
+        .bearer_auth(access(&tokens))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302);
+    assert_eq!(
+        response.headers()["location"],
+        "https://elsewhere.example/landing"
+    );
+    assert!(response.headers().contains_key("server-timing"));
+    assert_eq!(response.text().await.unwrap(), "moved");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

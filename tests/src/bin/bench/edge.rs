@@ -32,65 +32,105 @@ async fn status(url: &str, token: &str) -> u16 {
         .as_u16()
 }
 
-/// Rows 1a and 1b: the same requests through our worker and through the jose worker, each in
-/// its own workerd (Miniflare, no `wrangler dev` proxy), alternating so drift hits both alike.
-pub async fn gatekeeping(s: &Settings, fix: &Fixture) -> Vec<Row> {
-    let origin = Origin::start().await;
-    let revocations = fix.revocations(s.edge_list_entries, 1);
-    let vars = [
-        ("ORIGIN_URL", origin.url.as_str()),
-        ("ISSUER_URL", "http://127.0.0.1:9"),
-        ("EXPECTED_ISSUER", ISSUER),
-        ("EXPECTED_AUDIENCE", AUDIENCE),
-        ("JWKS", fix.jwks.as_str()),
-        ("PUBLIC_PATHS", "/public/*"),
-        ("KV_REFRESH_SECS", "5"),
-        // The list is pushed here; the hot path is measured without the fast path's polls.
-        ("DELTA_POLL_MS", "0"),
-    ];
-    let root = repo_root();
-    let ours = Workerd::start(&root.join("edge/build/index.js"), &vars, false).await;
-    let mut wasm_vars = vars.to_vec();
-    wasm_vars.push(("ED25519_VERIFY", "wasm"));
-    let ours_wasm = Workerd::start(&root.join("edge/build/index.js"), &wasm_vars, false).await;
-    let jose = Workerd::start(&root.join("bench/edge/jose-worker.mjs"), &vars, true).await;
-    // What workerd itself allows: a worker that answers without doing anything.
-    let trivial = Workerd::start(&root.join("tests/soak/trivial-worker.mjs"), &vars, false).await;
-    for edge in [&ours, &ours_wasm] {
+/// The workers rows 1a–1c compare, serving and holding the same list, each checked to pass the
+/// valid token and refuse the revoked one before anything is timed.
+struct Lineup {
+    _origin: Origin,
+    ours: Workerd,
+    ours_wasm: Workerd,
+    jose: Workerd,
+    trivial: Workerd,
+}
+
+impl Lineup {
+    async fn start(s: &Settings, fix: &Fixture) -> Self {
+        let origin = Origin::start().await;
+        let revocations = fix.revocations(s.edge_list_entries, 1);
+        let vars = [
+            ("ORIGIN_URL", origin.url.as_str()),
+            ("ISSUER_URL", "http://127.0.0.1:9"),
+            ("EXPECTED_ISSUER", ISSUER),
+            ("EXPECTED_AUDIENCE", AUDIENCE),
+            ("JWKS", fix.jwks.as_str()),
+            ("PUBLIC_PATHS", "/public/*"),
+            ("KV_REFRESH_SECS", "5"),
+            // The list is pushed here; the hot path is measured without the fast path's polls.
+            ("DELTA_POLL_MS", "0"),
+        ];
+        let root = repo_root();
+        let ours = Workerd::start(&root.join("edge/build/index.js"), &vars, false).await;
+        let mut wasm_vars = vars.to_vec();
+        wasm_vars.push(("ED25519_VERIFY", "wasm"));
+        let ours_wasm = Workerd::start(&root.join("edge/build/index.js"), &wasm_vars, false).await;
+        let jose = Workerd::start(&root.join("bench/edge/jose-worker.mjs"), &vars, true).await;
+        // What workerd itself allows: a worker that answers without doing anything.
+        let trivial =
+            Workerd::start(&root.join("tests/soak/trivial-worker.mjs"), &vars, false).await;
+        for edge in [&ours, &ours_wasm] {
+            assert_eq!(
+                post(
+                    &format!("{}/_gatehouse/sync", edge.url),
+                    revocations.snapshot.clone()
+                )
+                .await,
+                200
+            );
+        }
         assert_eq!(
             post(
-                &format!("{}/_gatehouse/sync", edge.url),
-                revocations.snapshot.clone()
+                &format!("{}/_bench/revocations", jose.url),
+                revocations.jose_json.to_string()
             )
             .await,
             200
         );
-    }
-    assert_eq!(
-        post(
-            &format!("{}/_bench/revocations", jose.url),
-            revocations.jose_json.to_string()
-        )
-        .await,
-        200
-    );
-    // Each does the job before any is timed: the valid token passes, the revoked one does not.
-    for edge in [&ours, &ours_wasm, &jose] {
-        for path in ["/_gatehouse/check", "/api/bench"] {
-            let url = format!("{}{path}", edge.url);
-            assert_eq!(status(&url, &fix.token).await, 200, "{url}");
-            assert_eq!(status(&url, &fix.revoked_token).await, 401, "{url}");
+        for edge in [&ours, &ours_wasm, &jose] {
+            for path in ["/_gatehouse/check", "/api/bench"] {
+                let url = format!("{}{path}", edge.url);
+                assert_eq!(status(&url, &fix.token).await, 200, "{url}");
+                assert_eq!(status(&url, &fix.revoked_token).await, 401, "{url}");
+            }
+        }
+        Self {
+            _origin: origin,
+            ours,
+            ours_wasm,
+            jose,
+            trivial,
         }
     }
+
+    fn cpu_workers(&self) -> crate::cpu::Workers<'_> {
+        crate::cpu::Workers {
+            ours: &self.ours,
+            ours_wasm: &self.ours_wasm,
+            jose: &self.jose,
+            nothing: &self.trivial,
+        }
+    }
+}
+
+/// Row 1c alone (`--only cpu`), for iterating on the worker's per-request cost.
+pub async fn cpu_only(s: &Settings, fix: &Fixture) -> Vec<Row> {
+    let lineup = Lineup::start(s, fix).await;
+    crate::cpu::rows(s, fix, &lineup.cpu_workers()).await
+}
+
+fn marked(marks: &[String]) -> String {
+    if marks.is_empty() {
+        String::new()
+    } else {
+        format!("; MARKED: {}", marks.join("; "))
+    }
+}
+
+/// Rows 1a and 1b: the same requests through our worker and through the jose worker, each in
+/// its own workerd (Miniflare, no `wrangler dev` proxy), alternating so drift hits both alike.
+pub async fn gatekeeping(s: &Settings, fix: &Fixture) -> Vec<Row> {
+    let lineup = Lineup::start(s, fix).await;
     // Row 1c, the primary measure: CPU per request, interleaved.
-    let workers = crate::cpu::Workers {
-        ours: &ours,
-        ours_wasm: &ours_wasm,
-        jose: &jose,
-        nothing: &trivial,
-    };
-    let mut rows = crate::cpu::rows(s, fix, &workers).await;
-    drop(ours_wasm);
+    let mut rows = crate::cpu::rows(s, fix, &lineup.cpu_workers()).await;
+    let (ours, jose, trivial) = (&lineup.ours, &lineup.jose, &lineup.trivial);
     let auth = format!("Authorization: Bearer {}", fix.token);
     let mut samples: [[Sample; 2]; 4] = Default::default(); // [check rps, check p99, fwd rps, fwd p99] x [ours, jose]
     let mut ceiling = Sample::default();
@@ -110,7 +150,7 @@ pub async fn gatekeeping(s: &Settings, fix: &Fixture) -> Vec<Row> {
         let (run, reruns) = Load::new(&url, s.load_secs, 1, s.edge_connections).run_clean(2, true);
         note_errors("do-nothing worker", &run, reruns);
         ceiling.push(run.rps);
-        for (side, edge) in [&ours, &jose].into_iter().enumerate() {
+        for (side, edge) in [ours, jose].into_iter().enumerate() {
             for (i, path) in ["/_gatehouse/check", "/api/bench"].into_iter().enumerate() {
                 let url = format!("{}{path}", edge.url);
                 let (run, reruns) = Load::new(&url, s.load_secs, 1, s.edge_connections)
@@ -122,11 +162,7 @@ pub async fn gatekeeping(s: &Settings, fix: &Fixture) -> Vec<Row> {
             }
         }
     }
-    let marked = if marks.is_empty() {
-        String::new()
-    } else {
-        format!("; MARKED: {}", marks.join("; "))
-    };
+    let marked = marked(&marks);
     let [
         [check_rps, jose_check_rps],
         [check_p99, jose_check_p99],

@@ -63,6 +63,15 @@ impl Fixture {
         }
     }
 
+    /// A valid token that differs from the fixture's only in its `jti`.
+    pub fn token_with_jti(&self, jti: &str) -> String {
+        let claims = TokenClaims {
+            jti: jti.into(),
+            ..self.claims.clone()
+        };
+        sign_access_token(&self.key, &claims).expect("sign")
+    }
+
     pub fn verifier(&self) -> Verifier {
         let keys = gatehouse_shared::KeySet::from_json(&self.jwks).expect("jwks");
         Verifier::new(keys, VerifierOptions::new(ISSUER, AUDIENCE))

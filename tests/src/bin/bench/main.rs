@@ -145,7 +145,22 @@ async fn group<F: Future<Output = Vec<Row>>>(name: &str, id: &'static str, rows:
 async fn main() -> std::process::ExitCode {
     let s = Settings::from_args();
     let fix = Fixture::new();
-    // `--only micro|sizes|edge|propagation|issuer` runs one group (for iterating on it); the
+    // `--fixture` prints the key set, tokens and a signed list for bench/edge/profile.mjs.
+    if std::env::args().any(|a| a == "--fixture") {
+        let list = fix.revocations(s.edge_list_entries, 1);
+        let fresh: Vec<String> = (0..12_000)
+            .map(|i| fix.token_with_jti(&format!("loop-{i}")))
+            .collect();
+        let out = serde_json::json!({
+            "fresh_tokens": fresh, "tampered_tokens": [cpu::tampered(&fix.token)],
+            "jwks": fix.jwks, "token": fix.token, "revoked_token": fix.revoked_token,
+            "snapshot": list.snapshot, "jose_revocations": list.jose_json,
+            "issuer": fixture::ISSUER, "audience": fixture::AUDIENCE,
+        });
+        println!("{out}");
+        return std::process::ExitCode::SUCCESS;
+    }
+    // `--only micro|sizes|edge|cpu|propagation|issuer` runs one group (for iterating on it); the
     // report then holds only that group and the completeness check is skipped.
     let only = std::env::args().skip_while(|a| a != "--only").nth(1);
     let wanted = |group: &str| only.as_deref().is_none_or(|o| o == group);
@@ -158,6 +173,10 @@ async fn main() -> std::process::ExitCode {
     }
     if wanted("edge") {
         rows.extend(group("edge", "1a", edge::gatekeeping(&s, &fix)).await);
+    }
+    // Row 1c alone; the full suite runs it inside the edge group.
+    if only.as_deref() == Some("cpu") {
+        rows.extend(group("cpu", "1c", edge::cpu_only(&s, &fix)).await);
     }
     if wanted("propagation") {
         rows.extend(group("propagation", "5", propagation::rows(&s)).await);
