@@ -57,6 +57,9 @@ enum Command {
 enum KeysCommand {
     /// Generate a new signing key; the current one stays published until its tokens expire.
     Rotate,
+    /// Import an existing private JWK (Ed25519): stored sealed, and the signing key from now on
+    /// if its kid is new.
+    Import { file: std::path::PathBuf },
     /// List keys with their status.
     List,
     /// Emergency: revoke a (non-active) key. It leaves the JWKS and every edge drops it through
@@ -98,6 +101,9 @@ pub fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::List,
         } => keys_list(),
+        Command::Keys {
+            command: KeysCommand::Import { file },
+        } => keys_import(&file),
         Command::Keys {
             command: KeysCommand::Revoke { kid },
         } => keys_revoke(&kid),
@@ -183,6 +189,19 @@ fn keys_rotate() -> Result<(), String> {
         "new signing key {} is active; the previous key stays published until its tokens expire",
         key.kid()
     );
+    Ok(())
+}
+
+fn keys_import(file: &std::path::Path) -> Result<(), String> {
+    let (config, db) = load()?;
+    let (key, new) = db
+        .run_sync(|c| keys::import_file(c, &config, file, now()))
+        .map_err(fail)?;
+    if new {
+        println!("imported {}: it is the signing key now", key.kid());
+    } else {
+        println!("{} was imported before; nothing changed", key.kid());
+    }
     Ok(())
 }
 

@@ -26,10 +26,19 @@ pub struct Config {
     pub open_registration: bool,
     /// Scopes every user may request; admins may also request `admin`.
     pub user_scopes: String,
-    /// Where the dev key store lives (keys/<kid>.jwk).
+    /// Where a development run keeps what it generates (the key-encryption key).
     pub data_dir: PathBuf,
-    /// Production: the private signing key (a private JWK). Without it a dev key is generated.
+    /// Seals the private signing keys stored in the database: 32 random bytes, base64. Every
+    /// replica sets the same one. Without it a development run generates one in `data_dir`.
+    pub key_encryption_key: Option<Secret>,
+    /// An existing private JWK to import at start: stored sealed and made active the first time
+    /// its kid is seen, never again (replicas and restarts with the same file change nothing).
     pub signing_key_file: Option<PathBuf>,
+    /// Scheduled rotation: a new key every this many days (0: only `keys rotate`).
+    pub key_rotation_days: u32,
+    /// How long the next key is published before it signs, so that every verifier has fetched
+    /// it first (the edge holds a key set for `KEYS_TTL_SECS`, 300 by default).
+    pub key_publish_ahead_secs: u32,
     /// Worker sync endpoints that receive each new revocation snapshot.
     #[serde(deserialize_with = "list_or_csv")]
     pub edge_sync_urls: Vec<String>,
@@ -47,6 +56,27 @@ pub struct Config {
     /// reaches. It must exceed how long the edge's base list can lag: KV's propagation delay
     /// (about 60 s) plus the edge's KV refresh interval.
     pub delta_window_secs: u32,
+}
+
+/// A setting that must never reach a log: `Debug` prints a placeholder.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -83,7 +113,10 @@ impl Default for Config {
             open_registration: true,
             user_scopes: "read write".into(),
             data_dir: PathBuf::from(".gatehouse"),
+            key_encryption_key: None,
             signing_key_file: None,
+            key_rotation_days: 90,
+            key_publish_ahead_secs: 3600,
             edge_sync_urls: Vec::new(),
             password: PasswordConfig {
                 m_cost: 19_456,

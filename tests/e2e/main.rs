@@ -16,5 +16,6 @@ mod edge_keys;
 mod edge_revocation;
 mod faults;
 mod jose_interop;
+mod key_ring;
 mod locations;
 mod system;

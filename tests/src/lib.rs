@@ -190,6 +190,14 @@ impl Drop for PgSchema {
     }
 }
 
+/// A key-encryption key for one test system: 32 random bytes, base64url.
+fn gatehouse_issuer_secret() -> String {
+    use base64::Engine as _;
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).expect("randomness");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
 /// The real issuer binary on PostgreSQL, signing with a key this test holds too.
 pub struct Issuer {
     proc: Option<Proc>,
@@ -238,6 +246,11 @@ impl Issuer {
             (
                 "GATEHOUSE_DATA_DIR".into(),
                 dir.path().join("data").display().to_string(),
+            ),
+            // What production sets on every replica: the secret the key ring is sealed with.
+            (
+                "GATEHOUSE_KEY_ENCRYPTION_KEY".into(),
+                gatehouse_issuer_secret(),
             ),
             ("GATEHOUSE_PASSWORD__M_COST".into(), "256".into()),
             ("GATEHOUSE_PASSWORD__T_COST".into(), "1".into()),
@@ -314,13 +327,15 @@ impl Issuer {
         (field("VmRSS:"), field("VmHWM:"))
     }
 
-    /// A second issuer process on the same database with the same signing key, as another
-    /// replica behind a load balancer would be.
+    /// A second issuer process on the same database, as another replica behind a load balancer
+    /// would be: the same configuration, its own port and data directory, and no key file (the
+    /// key ring comes from the database, sealed under the shared secret).
     pub async fn replica(&self) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
         let mut env = self.env.clone();
+        env.retain(|(k, _)| k != "GATEHOUSE_SIGNING_KEY_FILE");
         for (k, v) in &mut env {
             match k.as_str() {
                 "GATEHOUSE_PORT" => *v = port.to_string(),
@@ -371,10 +386,9 @@ impl Issuer {
             .as_u16()
     }
 
-    /// Runs the issuer CLI with `input` on standard input (`users create` reads the password).
-    pub fn cli(&self, args: &[&str], input: &str) -> std::process::Output {
-        use std::io::Write as _;
-        let mut child = std::process::Command::new(target_dir().join("debug/gatehouse-issuer"))
+    /// Starts the issuer CLI with this issuer's configuration, its standard streams piped.
+    pub fn cli_child(&self, args: &[&str]) -> std::process::Child {
+        std::process::Command::new(target_dir().join("debug/gatehouse-issuer"))
             .args(args)
             .current_dir(self.dir.path())
             .envs(self.env.iter().cloned())
@@ -382,7 +396,13 @@ impl Issuer {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("run the issuer CLI");
+            .expect("run the issuer CLI")
+    }
+
+    /// Runs the issuer CLI with `input` on standard input (`users create` reads the password).
+    pub fn cli(&self, args: &[&str], input: &str) -> std::process::Output {
+        use std::io::Write as _;
+        let mut child = self.cli_child(args);
         child
             .stdin
             .take()

@@ -52,6 +52,7 @@ diesel::table! {
         status -> Text,
         created_at -> BigInt,
         retired_at -> Nullable<BigInt>,
+        sealed_private_jwk -> Nullable<Text>,
     }
 }
 

@@ -140,6 +140,13 @@ impl TestApp {
         client_for(&self.config).await
     }
 
+    /// A replica with some settings of its own (another data directory, say).
+    pub async fn replica_with(&self, tweak: impl FnOnce(&mut Config)) -> Client {
+        let mut config = self.config.clone();
+        tweak(&mut config);
+        client_for(&config).await
+    }
+
     /// A fresh issuer process on the same database and data directory.
     pub async fn restart(self, tweak: impl FnOnce(&mut Config)) -> Self {
         let Self {

@@ -1,12 +1,14 @@
-//! Key rotation, production key files, and password rehash on parameter change.
+//! Key rotation, the sealed key ring replicas share, imported key files, scheduled rotation,
+//! and password rehash on parameter change.
 
 use std::sync::Arc;
 
-use gatehouse_issuer::keys::{self, KeyRing};
+use gatehouse_issuer::config::Secret;
+use gatehouse_issuer::keys::{self, KeyRing, Sealer};
 use gatehouse_shared::{Algorithm, KeySet, SigningKey, UntrustedToken};
 use rocket::http::Status;
 
-use crate::common::{Backend, PASSWORD, TestApp, str_of};
+use crate::common::{Backend, PASSWORD, TestApp, me_on, str_of};
 
 fn kid_of(token: &str) -> String {
     UntrustedToken::parse(token, 8192)
@@ -80,15 +82,16 @@ async fn production_key_file(backend: Backend) {
     let token = str_of(&app.login("alice").await, "access_token").to_owned();
     assert_eq!(kid_of(&token), key.kid());
     assert_eq!(published_kids(&app).await, [key.kid()]);
+    // `keys rotate` works with a key file too, and a restart that still reads the old file
+    // does not take the active key back (the file is imported once, by kid).
     let now = app.clock().now();
-    let err = app
+    let rotated = app
         .store()
         .run_sync(|c| keys::rotate(c, &app.config, now))
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("GATEHOUSE_SIGNING_KEY_FILE"),
-        "{err}"
-    );
+        .unwrap();
+    let app = app.restart(|_| {}).await;
+    let after_restart = str_of(&app.login("alice").await, "access_token").to_owned();
+    assert_eq!(kid_of(&after_restart), rotated.kid());
 
     // Replacing the file and restarting retires the old key but keeps it published.
     let next = SigningKey::generate(Algorithm::EdDsa).unwrap();
@@ -99,9 +102,159 @@ async fn production_key_file(backend: Backend) {
     assert_eq!(app.me(&token).await.0, Status::Ok);
     let mut kids = published_kids(&app).await;
     kids.sort();
-    let mut want = vec![key.kid().to_owned(), next.kid().to_owned()];
+    let mut want = vec![
+        key.kid().to_owned(),
+        rotated.kid().to_owned(),
+        next.kid().to_owned(),
+    ];
     want.sort();
     assert_eq!(kids, want);
+}
+
+fn secret() -> Secret {
+    Secret::new(Sealer::generate_secret().unwrap())
+}
+
+/// Replicas share nothing but the database and the configuration: no key files, another data
+/// directory each. The private key is sealed in its row, and a wrong secret is named.
+async fn replicas_share_the_sealed_key_ring(backend: Backend) {
+    let kek = secret();
+    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(kek.clone())).await;
+    app.register("alice").await;
+    let token = str_of(&app.login("alice").await, "access_token").to_owned();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let replica = app
+        .replica_with(|c| c.data_dir = elsewhere.path().to_path_buf())
+        .await;
+    assert_eq!(me_on(&replica, &token).await, Status::Ok);
+    let (_, from_replica, _) =
+        crate::common::decode(replica.get("/.well-known/jwks.json").dispatch().await).await;
+    assert_eq!(
+        KeySet::from_json(&from_replica.to_string())
+            .unwrap()
+            .kids()
+            .collect::<Vec<_>>(),
+        [kid_of(&token)]
+    );
+
+    let rows = app.store().run_sync(keys::list).unwrap();
+    let sealed = rows[0].sealed_private_jwk.clone().unwrap();
+    assert!(sealed.starts_with("xchacha20poly1305.v1."), "{sealed}");
+    assert!(!sealed.contains("\"d\""), "no private JWK in the clear");
+
+    let mut wrong = app.config.clone();
+    wrong.key_encryption_key = Some(secret());
+    let now = app.clock().now();
+    let err = app
+        .store()
+        .run_sync(move |c| KeyRing::load(c, &wrong, now))
+        .err()
+        .expect("another secret cannot open the key");
+    assert!(
+        err.to_string().contains("GATEHOUSE_KEY_ENCRYPTION_KEY"),
+        "{err}"
+    );
+}
+
+/// Two rotations at once (two operators, or two replicas' CLIs): every replica settles on the
+/// same signing key and exactly one stays active.
+async fn concurrent_rotations_settle_on_one_key(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(secret())).await;
+    app.register("alice").await;
+    let replica = app.replica().await;
+    let now = app.clock().now();
+    let (a, b) = (app.config.clone(), app.config.clone());
+    let (db_a, db_b) = (
+        app.store().clone(),
+        replica
+            .rocket()
+            .state::<gatehouse_issuer::db::Db>()
+            .unwrap()
+            .clone(),
+    );
+    let (ka, kb) = tokio::join!(
+        db_a.run(move |c| keys::rotate(c, &a, now)),
+        db_b.run(move |c| keys::rotate(c, &b, now))
+    );
+    // Serialised: either both ran (the later one signs) or the loser says who won.
+    let winners: Vec<String> = [ka, kb]
+        .into_iter()
+        .filter_map(|k| match k {
+            Ok(key) => Some(key.kid().to_owned()),
+            Err(e) => {
+                assert!(e.to_string().contains("won"), "{e}");
+                None
+            }
+        })
+        .collect();
+    assert!(!winners.is_empty());
+    refresh_ring(&app);
+    let ring = replica.rocket().state::<Arc<KeyRing>>().unwrap();
+    db_b.run_sync(|c| ring.refresh(c, &app.config, now))
+        .unwrap();
+    let listed = app.store().run_sync(keys::list).unwrap();
+    let active: Vec<_> = listed
+        .iter()
+        .filter(|k| k.status == "active")
+        .map(|k| k.kid.clone())
+        .collect();
+    assert_eq!(active.len(), 1, "{listed:?}");
+    assert!(winners.contains(&active[0]), "{winners:?} {active:?}");
+    assert_eq!(
+        app.client
+            .rocket()
+            .state::<Arc<KeyRing>>()
+            .unwrap()
+            .current()
+            .signer
+            .kid(),
+        active[0]
+    );
+    assert_eq!(ring.current().signer.kid(), active[0]);
+    let token = str_of(&app.login("alice").await, "access_token").to_owned();
+    assert_eq!(kid_of(&token), active[0]);
+    assert_eq!(me_on(&replica, &token).await, Status::Ok);
+}
+
+/// Scheduled rotation: the next key is published ahead of use, signs once its time comes, and
+/// the previous one stays published for its tokens' lifetime.
+async fn scheduled_rotation_publishes_the_next_key_first(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.key_rotation_days = 1;
+        c.key_publish_ahead_secs = 3600;
+    })
+    .await;
+    app.register("alice").await;
+    let first = kid_of(str_of(&app.login("alice").await, "access_token"));
+    app.clock().advance(86_400 - 3600 - 10);
+    refresh_ring(&app);
+    assert_eq!(
+        published_kids(&app).await,
+        std::slice::from_ref(&first),
+        "not due yet"
+    );
+
+    app.clock().advance(20);
+    refresh_ring(&app);
+    let kids = published_kids(&app).await;
+    assert_eq!(kids.len(), 2, "the next key is published: {kids:?}");
+    let next = kids.iter().find(|k| **k != first).unwrap().clone();
+    app.clock().advance(3600 - 30);
+    refresh_ring(&app);
+    let old = str_of(&app.login("alice").await, "access_token").to_owned();
+    assert_eq!(kid_of(&old), first, "but does not sign yet");
+
+    app.clock().advance(30);
+    refresh_ring(&app);
+    let new = str_of(&app.login("alice").await, "access_token").to_owned();
+    assert_eq!(kid_of(&new), next);
+    assert_eq!(
+        app.me(&old).await.0,
+        Status::Ok,
+        "the previous key stays published"
+    );
+    let listed = app.store().run_sync(keys::list).unwrap();
+    assert_eq!(listed.iter().filter(|k| k.status == "active").count(), 1);
 }
 
 async fn replicas_starting_with_one_new_key_file_agree(backend: Backend) {
@@ -181,5 +334,8 @@ crate::on_both_backends!(
     a_key_the_edge_cannot_verify_is_refused,
     production_key_file,
     replicas_starting_with_one_new_key_file_agree,
+    replicas_share_the_sealed_key_ring,
+    concurrent_rotations_settle_on_one_key,
+    scheduled_rotation_publishes_the_next_key_first,
     login_rehashes_outdated_parameters,
 );

@@ -1,0 +1,268 @@
+//! Signing keys: the active key signs; retired keys stay published until every token they
+//! signed has expired. Every key lives in the database, its private part sealed under the
+//! key-encryption key from configuration (seal.rs), so N replicas start with the same
+//! configuration and nothing else. The rules replicas agree by are in store.rs.
+
+mod seal;
+mod store;
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use diesel::prelude::*;
+use gatehouse_shared::{Algorithm, KeySet, SigningKey, Verifier, VerifierOptions, VerifyingJwk};
+use rocket::fairing::AdHoc;
+
+pub use seal::Sealer;
+pub use store::KeyRecord;
+use store::{ACTIVE, NEXT, RETIRED, REVOKED};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::db::schema::signing_keys;
+use crate::db::{Db, DbConn};
+use crate::error::ApiError;
+use crate::store::{audit, revocations, write_tx};
+
+/// How long a key revocation stays in the list: past every token the key signed and every key
+/// set an edge holds (its TTL, plus KV's copy and the cron), with a wide margin.
+const KEY_REVOCATION_SECS: i64 = 24 * 3600;
+
+/// The signing key and the verifier over every published key, swapped as one on rotation.
+pub struct KeyState {
+    pub signer: SigningKey,
+    pub published: KeySet,
+    pub verifier: Verifier,
+}
+
+pub struct KeyRing {
+    sealer: Sealer,
+    state: RwLock<Arc<KeyState>>,
+}
+
+impl KeyRing {
+    pub fn current(&self) -> Arc<KeyState> {
+        self.state.read().map_or_else(
+            |poisoned| Arc::clone(&poisoned.into_inner()),
+            |s| Arc::clone(&s),
+        )
+    }
+
+    /// Loads the ring from the database: imports `signing_key_file` if its kid is new, makes a
+    /// first key on an empty ring, and runs scheduled rotation.
+    pub fn load(conn: &mut DbConn, config: &Config, now: i64) -> Result<Self, ApiError> {
+        let sealer = seal::from_config(config)?;
+        let state = build_state(conn, config, &sealer, now)?;
+        Ok(Self {
+            sealer,
+            state: RwLock::new(Arc::new(state)),
+        })
+    }
+
+    /// Re-reads the database: picks up a rotation done by the CLI or another replica, promotes
+    /// a scheduled key when its time comes, and drops retired keys whose grace has ended.
+    pub fn refresh(&self, conn: &mut DbConn, config: &Config, now: i64) -> Result<(), ApiError> {
+        let state = build_state(conn, config, &self.sealer, now)?;
+        if let Ok(mut slot) = self.state.write() {
+            *slot = Arc::new(state);
+        }
+        Ok(())
+    }
+}
+
+/// A private JWK from a file (`GATEHOUSE_SIGNING_KEY_FILE`, `keys import`). Ed25519 only: the
+/// edge and the JS package verify nothing else, so a token signed otherwise would fail at every
+/// verifier.
+pub fn read_key_file(path: &Path) -> Result<SigningKey, ApiError> {
+    let json = std::fs::read_to_string(path).map_err(|e| {
+        ApiError::Internal(format!("cannot read signing key {}: {e}", path.display()))
+    })?;
+    let key = SigningKey::from_jwk_json(&json)
+        .map_err(|e| ApiError::Internal(format!("bad signing key {}: {e}", path.display())))?;
+    if key.algorithm() != Algorithm::EdDsa {
+        return Err(ApiError::Internal(format!(
+            "signing key {} is {}; Gatehouse signs with Ed25519 (EdDSA) only, the algorithm \
+             the edge and @gatehouse/verify verify",
+            path.display(),
+            key.algorithm().as_str()
+        )));
+    }
+    Ok(key)
+}
+
+/// Imports `key` sealed. The first time its kid is seen it becomes the signing key; after
+/// that, importing it again changes nothing, so replicas and restarts that still hold an older
+/// file never take the active key back. Returns whether it was new.
+fn import(
+    conn: &mut DbConn,
+    sealer: &Sealer,
+    key: &SigningKey,
+    now: i64,
+) -> Result<bool, ApiError> {
+    if store::insert(conn, sealer, key, NEXT, now)? {
+        store::activate(conn, key.kid(), now, "imported")?;
+        return Ok(true);
+    }
+    // Recorded before keys lived in the database: keep the private part now.
+    store::store_sealed(conn, sealer, key)?;
+    Ok(false)
+}
+
+/// The private part of the signing key: sealed in its row, or, for a key recorded before keys
+/// lived in the database, the data directory's file of that time (then sealed into the row).
+fn open_signer(
+    conn: &mut DbConn,
+    config: &Config,
+    sealer: &Sealer,
+    record: &KeyRecord,
+) -> Result<SigningKey, ApiError> {
+    if let Some(sealed) = &record.sealed_private_jwk {
+        return sealer.open(&record.kid, sealed).map_err(ApiError::Internal);
+    }
+    let legacy = config
+        .data_dir
+        .join("keys")
+        .join(format!("{}.jwk", record.kid));
+    if legacy.is_file() {
+        let key = read_key_file(&legacy)?;
+        store::store_sealed(conn, sealer, &key)?;
+        return Ok(key);
+    }
+    Err(ApiError::Internal(format!(
+        "the signing key {} has no private part in the database: import it (`keys import FILE`) \
+         or rotate (`keys rotate`)",
+        record.kid
+    )))
+}
+
+fn build_state(
+    conn: &mut DbConn,
+    config: &Config,
+    sealer: &Sealer,
+    now: i64,
+) -> Result<KeyState, ApiError> {
+    if let Some(path) = &config.signing_key_file {
+        import(conn, sealer, &read_key_file(path)?, now)?;
+    }
+    store::schedule(
+        conn,
+        sealer,
+        i64::from(config.key_rotation_days) * 86_400,
+        i64::from(config.key_publish_ahead_secs),
+        now,
+    )?;
+    let mut rows = store::records(conn)?;
+    if store::signing(&rows).is_none() {
+        let key = store::rotate_now(conn, sealer, now, "first key")?;
+        tracing::info!(
+            kid = key.kid(),
+            "generated the first signing key (sealed in the database)"
+        );
+        rows = store::records(conn)?;
+    }
+    if store::settle(conn, &rows, now)? {
+        rows = store::records(conn)?;
+    }
+    let record =
+        store::signing(&rows).ok_or_else(|| ApiError::Internal("no active signing key".into()))?;
+    let signer = open_signer(conn, config, sealer, record)?;
+    // A retired key stays published while a token it signed can still be valid anywhere; the
+    // next key is published before it signs, so every verifier holds it first.
+    let grace = i64::from(config.access_token_ttl_secs) + i64::from(config.leeway_secs);
+    let published = KeySet::new(
+        rows.iter()
+            .filter(|r| {
+                r.status == ACTIVE
+                    || r.status == NEXT
+                    || (r.status == RETIRED && r.retired_at.is_some_and(|t| t + grace > now))
+            })
+            .filter_map(|r| VerifyingJwk::from_json(&r.public_jwk).ok()),
+    );
+    let options =
+        VerifierOptions::new(&config.issuer, &config.audience).with_leeway_secs(config.leeway_secs);
+    Ok(KeyState {
+        verifier: Verifier::new(published.clone(), options),
+        published,
+        signer,
+    })
+}
+
+/// `keys rotate`: a new key signs from now on; the old one stays published for its grace.
+/// Verifiers learn the new kid from the JWKS (the edge refetches it on an unknown kid).
+pub fn rotate(conn: &mut DbConn, config: &Config, now: i64) -> Result<SigningKey, ApiError> {
+    let sealer = seal::from_config(config)?;
+    store::rotate_now(conn, &sealer, now, "keys rotate")
+}
+
+/// `keys import FILE`: an existing private JWK becomes the signing key (if its kid is new).
+pub fn import_file(
+    conn: &mut DbConn,
+    config: &Config,
+    path: &Path,
+    now: i64,
+) -> Result<(SigningKey, bool), ApiError> {
+    let sealer = seal::from_config(config)?;
+    let key = read_key_file(path)?;
+    let new = import(conn, &sealer, &key, now)?;
+    Ok((key, new))
+}
+
+/// `keys revoke KID`: an emergency. The key leaves the JWKS (at each replica's next key-ring
+/// refresh) and enters the revocation list at once, so the edge's fast path drops it from every
+/// location within about a second. The active key cannot be revoked: rotate first.
+pub fn revoke(conn: &mut DbConn, config: &Config, kid: &str, now: i64) -> Result<(), ApiError> {
+    let record = store::records(conn)?
+        .into_iter()
+        .find(|r| r.kid == kid)
+        .ok_or_else(|| ApiError::invalid_request(format!("no signing key with kid {kid}")))?;
+    if record.status == ACTIVE {
+        return Err(ApiError::invalid_request(format!(
+            "{kid} is the active signing key: rotate first (`keys rotate`), then revoke it"
+        )));
+    }
+    let expires_at = config
+        .revocation_horizon(now)
+        .max(now + KEY_REVOCATION_SECS);
+    write_tx(conn, |conn| {
+        diesel::update(signing_keys::table.find(kid))
+            .set(signing_keys::status.eq(REVOKED))
+            .execute(conn)?;
+        revocations::insert(conn, revocations::Kind::Key, kid, 0, expires_at, now)?;
+        let detail = serde_json::json!({"kid": kid, "was": record.status});
+        audit::record(conn, now, "key_revoked", None, &detail)
+    })
+}
+
+pub fn list(conn: &mut DbConn) -> Result<Vec<KeyRecord>, ApiError> {
+    store::records(conn)
+}
+
+/// The key ring, at ignite.
+pub fn stage() -> AdHoc {
+    AdHoc::try_on_ignite("Signing keys", |rocket| async {
+        let (Some(config), Some(db), Some(clock)) = (
+            rocket.state::<Config>(),
+            rocket.state::<Db>(),
+            rocket.state::<Arc<Clock>>(),
+        ) else {
+            tracing::error!("keys stage needs config, database and clock");
+            return Err(rocket);
+        };
+        let (config, db, now) = (config.clone(), db.clone(), clock.now());
+        match db.run(move |conn| KeyRing::load(conn, &config, now)).await {
+            Ok(ring) => {
+                let state = ring.current();
+                tracing::info!(
+                    signing_kid = state.signer.kid(),
+                    published = ?state.published.kids().collect::<Vec<_>>(),
+                    "signing keys loaded"
+                );
+                Ok(rocket.manage(Arc::new(ring)))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load signing keys");
+                Err(rocket)
+            }
+        }
+    })
+}

@@ -1,0 +1,229 @@
+//! The key ring's rows: every key's public JWK, status and sealed private part. Replicas agree
+//! without coordination because every decision is a rule over the rows: the signing key is the
+//! newest active one, the next key is the oldest scheduled one, and a replica that sees two
+//! active keys (two rotations at once) retires all but the newest.
+
+use diesel::connection::SimpleConnection as _;
+use diesel::prelude::*;
+use gatehouse_shared::{Algorithm, SigningKey};
+
+use super::seal::Sealer;
+use crate::db::DbConn;
+use crate::db::schema::signing_keys;
+use crate::error::ApiError;
+use crate::store::{audit, is_unique_violation, write_tx};
+
+pub const ACTIVE: &str = "active";
+pub const RETIRED: &str = "retired";
+/// Published ahead of use by scheduled rotation; becomes active after the publish-ahead time.
+pub const NEXT: &str = "next";
+/// Revoked in an emergency: never published again, and named in the revocation list so every
+/// edge drops it at once.
+pub const REVOKED: &str = "revoked";
+
+#[derive(Clone, Queryable)]
+pub struct KeyRecord {
+    pub kid: String,
+    pub alg: String,
+    pub public_jwk: String,
+    pub status: String,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+    pub sealed_private_jwk: Option<String>,
+}
+
+impl std::fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("kid", &self.kid)
+            .field("status", &self.status)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Newest first.
+pub fn records(conn: &mut DbConn) -> Result<Vec<KeyRecord>, ApiError> {
+    Ok(signing_keys::table
+        .order((signing_keys::created_at.desc(), signing_keys::kid.desc()))
+        .load(conn)?)
+}
+
+/// The one signing key every replica picks: the newest active row.
+pub fn signing(records: &[KeyRecord]) -> Option<&KeyRecord> {
+    records
+        .iter()
+        .filter(|r| r.status == ACTIVE)
+        .max_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
+}
+
+/// The key scheduled rotation promotes next: the oldest scheduled row.
+pub fn next(records: &[KeyRecord]) -> Option<&KeyRecord> {
+    records
+        .iter()
+        .filter(|r| r.status == NEXT)
+        .min_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
+}
+
+pub fn generate() -> Result<SigningKey, ApiError> {
+    SigningKey::generate(Algorithm::EdDsa).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Stores `key` sealed with `status`; `false` if its kid was already there (another replica won
+/// the race, or the file was imported before): the row is there either way.
+pub fn insert(
+    conn: &mut DbConn,
+    sealer: &Sealer,
+    key: &SigningKey,
+    status: &str,
+    now: i64,
+) -> Result<bool, ApiError> {
+    let public = key
+        .verifying_jwk()
+        .to_json()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let private = sealer.seal(key).map_err(ApiError::Internal)?;
+    // Outside any transaction, so that losing the race (a unique violation) aborts nothing.
+    let inserted = diesel::insert_into(signing_keys::table)
+        .values((
+            signing_keys::kid.eq(key.kid()),
+            signing_keys::alg.eq(key.algorithm().as_str()),
+            signing_keys::public_jwk.eq(public),
+            signing_keys::status.eq(status),
+            signing_keys::created_at.eq(now),
+            signing_keys::sealed_private_jwk.eq(private),
+        ))
+        .execute(conn);
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(e) if is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Stores the sealed private part of a key recorded before keys lived in the database.
+pub fn store_sealed(conn: &mut DbConn, sealer: &Sealer, key: &SigningKey) -> Result<(), ApiError> {
+    let private = sealer.seal(key).map_err(ApiError::Internal)?;
+    diesel::update(
+        signing_keys::table
+            .find(key.kid())
+            .filter(signing_keys::sealed_private_jwk.is_null()),
+    )
+    .set(signing_keys::sealed_private_jwk.eq(private))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Makes `kid` the signing key: every other active key is retired (and stays published for its
+/// grace), every other scheduled key is dropped (it never signed). Only a scheduled (or already
+/// active) key qualifies: a retired or revoked key never signs again, and a key dropped by a
+/// concurrent activation lost. Activations are serialised (a table lock on PostgreSQL, the write
+/// lock on SQLite), so two at once end with one active key. Returns whether `kid` signs now.
+pub fn activate(conn: &mut DbConn, kid: &str, now: i64, why: &str) -> Result<bool, ApiError> {
+    write_tx(conn, |conn| {
+        if !matches!(conn, DbConn::Sqlite(_)) {
+            // Self-conflicting, so activations queue; plain reads are not blocked.
+            conn.batch_execute("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")?;
+        }
+        let status: Option<String> = signing_keys::table
+            .find(kid)
+            .select(signing_keys::status)
+            .first(conn)
+            .optional()?;
+        if !matches!(status.as_deref(), Some(NEXT | ACTIVE)) {
+            return Ok(false);
+        }
+        diesel::update(signing_keys::table.find(kid))
+            .set((
+                signing_keys::status.eq(ACTIVE),
+                signing_keys::retired_at.eq(None::<i64>),
+            ))
+            .execute(conn)?;
+        let retired = diesel::update(
+            signing_keys::table
+                .filter(signing_keys::status.eq(ACTIVE))
+                .filter(signing_keys::kid.ne(kid)),
+        )
+        .set((
+            signing_keys::status.eq(RETIRED),
+            signing_keys::retired_at.eq(now),
+        ))
+        .execute(conn)?;
+        diesel::delete(
+            signing_keys::table
+                .filter(signing_keys::status.eq(NEXT))
+                .filter(signing_keys::kid.ne(kid)),
+        )
+        .execute(conn)?;
+        if status.as_deref() == Some(NEXT) || retired > 0 {
+            let detail = serde_json::json!({"kid": kid, "retired": retired, "why": why});
+            audit::record(conn, now, "key_activated", None, &detail)?;
+        }
+        Ok(true)
+    })
+}
+
+/// A new key that signs from now on (`keys rotate`, or the first start on an empty ring). When
+/// another rotation wins the race, says which key signs instead.
+pub fn rotate_now(
+    conn: &mut DbConn,
+    sealer: &Sealer,
+    now: i64,
+    why: &str,
+) -> Result<SigningKey, ApiError> {
+    let key = generate()?;
+    insert(conn, sealer, &key, NEXT, now)?;
+    if activate(conn, key.kid(), now, why)? {
+        return Ok(key);
+    }
+    let rows = records(conn)?;
+    let winner = signing(&rows).map_or("none", |r| r.kid.as_str());
+    Err(ApiError::invalid_request(format!(
+        "another rotation ran at the same time and won: the signing key is {winner}"
+    )))
+}
+
+/// Scheduled rotation, run by every replica at each key-ring refresh. Idempotent, and safe when
+/// replicas run it at once: two scheduled keys resolve to the oldest, which alone is promoted.
+pub fn schedule(
+    conn: &mut DbConn,
+    sealer: &Sealer,
+    rotation_secs: i64,
+    publish_ahead_secs: i64,
+    now: i64,
+) -> Result<(), ApiError> {
+    if rotation_secs <= 0 {
+        return Ok(());
+    }
+    let rows = records(conn)?;
+    let Some(active) = signing(&rows) else {
+        return Ok(());
+    };
+    match next(&rows) {
+        Some(next) if next.created_at + publish_ahead_secs <= now => {
+            activate(conn, &next.kid, now, "scheduled rotation").map(drop)
+        }
+        None if now >= active.created_at + rotation_secs - publish_ahead_secs => {
+            let key = generate()?;
+            if insert(conn, sealer, &key, NEXT, now)? {
+                let detail =
+                    serde_json::json!({"kid": key.kid(), "signs_from": now + publish_ahead_secs});
+                write_tx(conn, |conn| {
+                    audit::record(conn, now, "key_scheduled", None, &detail)
+                })?;
+            }
+            Ok(())
+        }
+        Some(_) | None => Ok(()),
+    }
+}
+
+/// Retires every active key but the one all replicas sign with (after concurrent rotations).
+pub fn settle(conn: &mut DbConn, rows: &[KeyRecord], now: i64) -> Result<bool, ApiError> {
+    let actives = rows.iter().filter(|r| r.status == ACTIVE).count();
+    match signing(rows) {
+        Some(chosen) if actives > 1 => activate(conn, &chosen.kid, now, "rotations settled"),
+        _ => Ok(false),
+    }
+}
