@@ -19,6 +19,8 @@ export GATEHOUSE_DATABASE_URL="${GATEHOUSE_DATABASE_URL:-sqlite://$DEV_DIR/gateh
 export GATEHOUSE_DATA_DIR="${GATEHOUSE_DATA_DIR:-$DEV_DIR/data}"
 export GATEHOUSE_PORT=$ISSUER_PORT
 export GATEHOUSE_ISSUER="http://127.0.0.1:${ISSUER_PORT}"
+# Development conveniences: anyone may register (production refuses this unless told it is meant).
+export GATEHOUSE_OPEN_REGISTRATION="${GATEHOUSE_OPEN_REGISTRATION:-true}"
 export GATEHOUSE_EDGE_SYNC_URLS="http://127.0.0.1:${EDGE_PORT}/_gatehouse/sync"
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 
@@ -54,7 +56,7 @@ curl -sf "http://127.0.0.1:${EDGE_PORT}/__scheduled?cron=*+*+*+*+*" >/dev/null |
 
 cat <<MSG
 
-  issuer   http://127.0.0.1:${ISSUER_PORT}   SQLite ${GATEHOUSE_DATABASE_URL#sqlite://}, keys in ${GATEHOUSE_DATA_DIR}/keys
+  issuer   http://127.0.0.1:${ISSUER_PORT}   SQLite ${GATEHOUSE_DATABASE_URL#sqlite://}, keys sealed in it (secret in ${GATEHOUSE_DATA_DIR})
   edge     http://127.0.0.1:${EDGE_PORT}   wrangler dev (workerd), health: /_gatehouse/health
   origin   http://127.0.0.1:${ORIGIN_PORT}   demo origin; through the edge: / is public, /api/* needs a token
   demo     http://127.0.0.1:${EDGE_PORT}/   log in, see the claims and countdown, call the API, refresh, log out

@@ -7,9 +7,21 @@ use rocket::figment::Figment;
 use rocket::figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// `development` (the default: zero configuration works, and says so) or `production` (the
+/// issuer refuses to start with a development convenience, naming the setting to change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    #[default]
+    Development,
+    Production,
+}
+
 /// Every setting of the issuer. Field names are the config keys (`GATEHOUSE_<UPPER_NAME>`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Config {
+    /// `GATEHOUSE_PROFILE`.
+    pub profile: Profile,
     /// `postgres://…` or `sqlite://path`.
     pub database_url: String,
     pub db_pool_size: u32,
@@ -23,7 +35,11 @@ pub struct Config {
     /// How long a rotated refresh token may be retried for the same successor.
     pub refresh_grace_secs: u32,
     pub leeway_secs: u32,
+    /// Self-service `POST /v1/users`. Closed by default; the dev run command opens it.
     pub open_registration: bool,
+    /// Production refuses open registration unless this says it is meant: anyone on the
+    /// internet could then make an account with `user_scopes`, which the edge lets through.
+    pub open_registration_in_production: bool,
     /// Scopes every user may request; admins may also request `admin`.
     pub user_scopes: String,
     /// Where a development run keeps what it generates (the key-encryption key).
@@ -102,6 +118,7 @@ pub struct LockoutConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            profile: Profile::Development,
             database_url: "sqlite://gatehouse.db".into(),
             db_pool_size: 8,
             issuer: "http://127.0.0.1:8000".into(),
@@ -110,7 +127,8 @@ impl Default for Config {
             session_ttl_secs: 7 * 24 * 3600,
             refresh_grace_secs: 5,
             leeway_secs: 30,
-            open_registration: true,
+            open_registration: false,
+            open_registration_in_production: false,
             user_scopes: "read write".into(),
             data_dir: PathBuf::from(".gatehouse"),
             key_encryption_key: None,
@@ -140,11 +158,86 @@ impl Default for Config {
 }
 
 impl Config {
+    /// What production refuses, each naming the setting that fixes it. Empty in development.
+    pub fn production_problems(&self) -> Vec<String> {
+        if self.profile != Profile::Production {
+            return Vec::new();
+        }
+        let mut problems = Vec::new();
+        if self.key_encryption_key.is_none() {
+            problems.push(
+                "GATEHOUSE_KEY_ENCRYPTION_KEY is unset: signing keys would be sealed under a \
+                 development secret generated on this machine (set 32 random bytes, base64, the \
+                 same on every replica)"
+                    .to_owned(),
+            );
+        }
+        if self
+            .signing_key_file
+            .as_ref()
+            .is_some_and(|p| p.starts_with(&self.data_dir))
+        {
+            problems.push(
+                "GATEHOUSE_SIGNING_KEY_FILE points into the data directory, where development \
+                 keys live: import the production key (`keys import FILE`) instead"
+                    .to_owned(),
+            );
+        }
+        if is_loopback_or_plain_http(&self.issuer) {
+            problems.push(format!(
+                "GATEHOUSE_ISSUER is {:?}: tokens would carry a local or plain-http issuer; set \
+                 the public https URL clients and the edge use",
+                self.issuer
+            ));
+        }
+        if self.open_registration && !self.open_registration_in_production {
+            problems.push(
+                "GATEHOUSE_OPEN_REGISTRATION is on: anyone could make an account that passes the \
+                 edge; turn it off, or set GATEHOUSE_OPEN_REGISTRATION_IN_PRODUCTION=true if \
+                 that is meant"
+                    .to_owned(),
+            );
+        }
+        if self.database_url.starts_with("sqlite:") {
+            problems.push(format!(
+                "GATEHOUSE_DATABASE_URL is {:?}: SQLite is the single-process development \
+                 store; production runs on PostgreSQL (replicas share it)",
+                self.database_url
+            ));
+        }
+        problems
+    }
+
     /// How long after `now` a revocation entry still matters: the longest an access token issued
     /// before now can remain valid at a verifier.
     pub fn revocation_horizon(&self, now: i64) -> i64 {
         now + i64::from(self.access_token_ttl_secs) + i64::from(self.leeway_secs) + 1
     }
+}
+
+/// An issuer URL that only this machine, or nobody over TLS, can use.
+fn is_loopback_or_plain_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return true;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    host.is_empty()
+        || host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
 /// Accepts `["a","b"]` from TOML and `a,b` from the environment.
@@ -189,9 +282,32 @@ pub fn defaults() -> Figment {
         .merge(Serialized::default("cli_colors", false))
 }
 
-/// Extracts and manages [`Config`].
+/// Extracts and manages [`Config`]; in production, refuses to ignite on an unsafe setting and
+/// names each one.
 pub fn stage() -> AdHoc {
-    AdHoc::config::<Config>()
+    AdHoc::try_on_ignite("Configuration", |rocket| async {
+        let config: Config = match rocket.figment().extract() {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!("configuration: {e}");
+                return Err(rocket);
+            }
+        };
+        if config.profile == Profile::Development {
+            tracing::warn!(
+                "DEVELOPMENT profile: development conveniences are allowed; set \
+                 GATEHOUSE_PROFILE=production to refuse them"
+            );
+        }
+        let problems = config.production_problems();
+        if problems.is_empty() {
+            return Ok(rocket.manage(config));
+        }
+        for problem in &problems {
+            tracing::error!("production profile: {problem}");
+        }
+        Err(rocket)
+    })
 }
 
 #[cfg(test)]
@@ -214,7 +330,70 @@ mod tests {
             assert_eq!(config.edge_sync_urls, ["http://a/sync", "http://b/sync"]);
             assert_eq!(config.lockout.threshold, 3);
             assert_eq!(config.database_url, "sqlite://gatehouse.db");
+            assert_eq!(config.profile, Profile::Development);
+            assert!(
+                !config.open_registration,
+                "registration is closed by default"
+            );
             Ok(())
         });
+    }
+
+    fn production() -> Config {
+        Config {
+            profile: Profile::Production,
+            database_url: "postgres://gatehouse@db.internal/gatehouse".into(),
+            issuer: "https://auth.example.com".into(),
+            key_encryption_key: Some(Secret::new("k".repeat(43))),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn production_accepts_a_safe_configuration_and_development_anything() {
+        assert_eq!(production().production_problems(), Vec::<String>::new());
+        assert!(Config::default().production_problems().is_empty());
+    }
+
+    #[test]
+    fn production_refuses_each_unsafe_setting_by_name() {
+        type Change = fn(&mut Config);
+        let cases: [(&str, Change); 8] = [
+            ("GATEHOUSE_KEY_ENCRYPTION_KEY", |c| {
+                c.key_encryption_key = None;
+            }),
+            ("GATEHOUSE_ISSUER", |c| {
+                c.issuer = "http://127.0.0.1:8000".into();
+            }),
+            ("GATEHOUSE_ISSUER", |c| {
+                c.issuer = "https://localhost:8443/".into();
+            }),
+            ("GATEHOUSE_ISSUER", |c| {
+                c.issuer = "https://[::1]/".into();
+            }),
+            ("GATEHOUSE_ISSUER", |c| {
+                c.issuer = "http://auth.example.com".into();
+            }),
+            ("GATEHOUSE_OPEN_REGISTRATION", |c| {
+                c.open_registration = true;
+            }),
+            ("GATEHOUSE_DATABASE_URL", |c| {
+                c.database_url = "sqlite://gatehouse.db".into();
+            }),
+            ("GATEHOUSE_SIGNING_KEY_FILE", |c| {
+                c.signing_key_file = Some(c.data_dir.join("keys/dev.jwk"));
+            }),
+        ];
+        for (setting, unsafe_change) in cases {
+            let mut config = production();
+            unsafe_change(&mut config);
+            let problems = config.production_problems();
+            assert_eq!(problems.len(), 1, "{setting}: {problems:?}");
+            assert!(problems[0].starts_with(setting), "{setting}: {problems:?}");
+        }
+        let mut opted_in = production();
+        opted_in.open_registration = true;
+        opted_in.open_registration_in_production = true;
+        assert!(opted_in.production_problems().is_empty());
     }
 }

@@ -45,6 +45,7 @@ export async function startIssuer(env = {}) {
       GATEHOUSE_PORT: String(port),
       GATEHOUSE_ISSUER: url,
       GATEHOUSE_AUDIENCE: 'gatehouse-js',
+      GATEHOUSE_OPEN_REGISTRATION: 'true',
       GATEHOUSE_PASSWORD__M_COST: '256',
       GATEHOUSE_PASSWORD__T_COST: '1',
       ...env,

@@ -252,6 +252,8 @@ impl Issuer {
                 "GATEHOUSE_KEY_ENCRYPTION_KEY".into(),
                 gatehouse_issuer_secret(),
             ),
+            // The tests register their users through the API.
+            ("GATEHOUSE_OPEN_REGISTRATION".into(), "true".into()),
             ("GATEHOUSE_PASSWORD__M_COST".into(), "256".into()),
             ("GATEHOUSE_PASSWORD__T_COST".into(), "1".into()),
             ("GATEHOUSE_CLEANUP_INTERVAL_SECS".into(), "1".into()),

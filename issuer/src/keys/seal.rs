@@ -119,6 +119,11 @@ pub fn from_config(config: &Config) -> Result<Sealer, ApiError> {
     if let Some(secret) = &config.key_encryption_key {
         return Sealer::from_secret(secret.expose()).map_err(ApiError::Internal);
     }
+    if config.profile == crate::config::Profile::Production {
+        return Err(ApiError::Internal(
+            "GATEHOUSE_KEY_ENCRYPTION_KEY is unset; production never generates it".into(),
+        ));
+    }
     let path = config.data_dir.join(DEV_SECRET_FILE);
     let secret = match std::fs::read_to_string(&path) {
         Ok(secret) => secret,

@@ -65,6 +65,34 @@ async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
     )
 }
 
+/// `GATEHOUSE_PROFILE=production` with the development defaults: the issuer does not start,
+/// and says which settings to change.
+#[test]
+fn production_refuses_development_defaults_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .arg("serve")
+        .env("GATEHOUSE_PROFILE", "production")
+        .env("GATEHOUSE_OPEN_REGISTRATION", "true")
+        .env("GATEHOUSE_PORT", free_port().to_string())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for setting in [
+        "GATEHOUSE_KEY_ENCRYPTION_KEY",
+        "GATEHOUSE_ISSUER",
+        "GATEHOUSE_OPEN_REGISTRATION",
+        "GATEHOUSE_DATABASE_URL",
+    ] {
+        assert!(stderr.contains(setting), "{setting} not named: {stderr}");
+    }
+    assert!(
+        !dir.path().join(".gatehouse/key-encryption-key").exists(),
+        "production generates no secret"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_no_configuration_runs_the_whole_flow() {
     let dir = tempfile::tempdir().unwrap();
@@ -100,9 +128,23 @@ async fn serve_with_no_configuration_runs_the_whole_flow() {
     assert!(dir.path().join(".gatehouse/key-encryption-key").is_file());
     assert!(!dir.path().join(".gatehouse/keys").exists());
 
+    // Registration is closed unless configured open; the CLI makes users either way.
     let body = serde_json::json!({"username": "alice", "password": PASSWORD});
-    let (status, _) = call(http.post(format!("{base}/v1/users")).json(&body)).await;
-    assert_eq!(status, 201);
+    let (status, json) = call(http.post(format!("{base}/v1/users")).json(&body)).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (403, Some("registration_closed"))
+    );
+    let out = run(
+        dir.path(),
+        &["users", "create", "alice"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let form = [
         ("grant_type", "password"),
         ("username", "alice"),

@@ -101,6 +101,7 @@ pub fn test_config(db: &TestDb) -> Config {
         issuer: "https://issuer.test".into(),
         audience: "https://api.test".into(),
         token_rate_per_minute: 100_000,
+        open_registration: true,
         db_pool_size: 4,
         ..Config::default()
     };
