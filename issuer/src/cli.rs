@@ -14,6 +14,7 @@ use crate::error::ApiError;
 use crate::keys::{self, KeyRing};
 use crate::metrics::Metrics;
 use crate::password::{HashPolicy, check_password_policy, normalize_username};
+use crate::revoker::Revoker;
 use crate::store::{audit, users};
 use crate::sync::Snapshots;
 
@@ -207,7 +208,9 @@ fn keys_import(file: &std::path::Path) -> Result<(), String> {
 
 fn keys_revoke(kid: &str) -> Result<(), String> {
     let (config, db) = load()?;
-    db.run_sync(|c| keys::revoke(c, &config, kid, now()))
+    let revoker = Revoker::for_command(db, config.clone());
+    revoker
+        .run_sync(now(), |r| keys::revoke(r, &config, kid))
         .map_err(fail)?;
     println!(
         "key {kid} is revoked: out of the JWKS at each replica's next key refresh, and refused \

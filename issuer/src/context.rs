@@ -19,6 +19,7 @@ use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::password::Hasher;
 use crate::ratelimit::RateLimit;
+use crate::revoker::Revoker;
 use crate::sync::Snapshots;
 
 /// Everything a handler needs, with the clock read once for the whole request.
@@ -31,6 +32,8 @@ pub struct Ctx<'r> {
     pub snapshots: &'r Snapshots,
     pub auth_cache: &'r AuthCache,
     pub rate_limit: &'r RateLimit,
+    /// Every revocation goes through it (see `crate::revoker`).
+    pub revoker: &'r Revoker,
     pub now: i64,
     pub client_ip: Option<IpAddr>,
 }
@@ -52,16 +55,10 @@ impl<'r> Ctx<'r> {
             snapshots: state::<std::sync::Arc<Snapshots>>(req)?,
             auth_cache: state::<std::sync::Arc<AuthCache>>(req)?,
             rate_limit: state::<std::sync::Arc<RateLimit>>(req)?,
+            revoker: state(req)?,
             now: state::<std::sync::Arc<Clock>>(req)?.now(),
             client_ip: req.client_ip(),
         })
-    }
-
-    /// After committing a revocation: the bearer check sees it on the next request, and the
-    /// edges get a fresh snapshot.
-    pub fn revocations_changed(&self) {
-        self.auth_cache.invalidate();
-        self.snapshots.changed();
     }
 
     /// When a revocation written now stops mattering.

@@ -17,6 +17,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod password;
 pub mod ratelimit;
+pub mod revoker;
 mod routes;
 pub mod store;
 pub mod sync;
@@ -38,6 +39,7 @@ pub fn rocket_with(figment: Figment) -> Rocket<Build> {
         .attach(ratelimit::stage())
         .attach(sync::stage())
         .attach(auth_cache::stage())
+        .attach(revoker::stage())
         .attach(routes::stage())
         .attach(maintenance::stage())
 }

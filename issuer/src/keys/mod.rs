@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::db::schema::signing_keys;
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
-use crate::store::{audit, revocations, write_tx};
+use crate::revoker::Revocations;
 
 /// How long a key revocation stays in the list: past every token the key signed and every key
 /// set an edge holds (its TTL, plus KV's copy and the cron), with a wide margin.
@@ -207,10 +207,17 @@ pub fn import_file(
     Ok((key, new))
 }
 
-/// `keys revoke KID`: an emergency. The key leaves the JWKS (at each replica's next key-ring
-/// refresh) and enters the revocation list at once, so the edge's fast path drops it from every
-/// location within about a second. The active key cannot be revoked: rotate first.
-pub fn revoke(conn: &mut DbConn, config: &Config, kid: &str, now: i64) -> Result<(), ApiError> {
+/// `keys revoke KID`: an emergency, inside the revocation service's transaction. The key
+/// leaves the JWKS (at each replica's next key-ring refresh) and enters the revocation list at
+/// once, so the edge's fast path drops it from every location within about a second. The active
+/// key cannot be revoked: rotate first.
+pub fn revoke(
+    revocations: &mut Revocations<'_>,
+    config: &Config,
+    kid: &str,
+) -> Result<(), ApiError> {
+    let now = revocations.now();
+    let conn = revocations.conn();
     let record = store::records(conn)?
         .into_iter()
         .find(|r| r.kid == kid)
@@ -220,17 +227,13 @@ pub fn revoke(conn: &mut DbConn, config: &Config, kid: &str, now: i64) -> Result
             "{kid} is the active signing key: rotate first (`keys rotate`), then revoke it"
         )));
     }
+    diesel::update(signing_keys::table.find(kid))
+        .set(signing_keys::status.eq(REVOKED))
+        .execute(conn)?;
     let expires_at = config
         .revocation_horizon(now)
         .max(now + KEY_REVOCATION_SECS);
-    write_tx(conn, |conn| {
-        diesel::update(signing_keys::table.find(kid))
-            .set(signing_keys::status.eq(REVOKED))
-            .execute(conn)?;
-        revocations::insert(conn, revocations::Kind::Key, kid, 0, expires_at, now)?;
-        let detail = serde_json::json!({"kid": kid, "was": record.status});
-        audit::record(conn, now, "key_revoked", None, &detail)
-    })
+    revocations.key(kid, expires_at, &record.status)
 }
 
 pub fn list(conn: &mut DbConn) -> Result<Vec<KeyRecord>, ApiError> {

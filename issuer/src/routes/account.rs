@@ -9,7 +9,6 @@ use crate::context::{Authenticated, Ctx, FormOrJson};
 use crate::error::ApiError;
 use crate::ids;
 use crate::password::{check_password_policy, normalize_username};
-use crate::store::revocations::{self, Kind};
 use crate::store::{audit, sessions, users};
 
 #[derive(Debug, Deserialize)]
@@ -80,40 +79,30 @@ async fn revoke(
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;
     let looks_like_jwt = token.bytes().filter(|&b| b == b'.').count() == 2;
     let may_revoke = |owner: &str| owner == auth.claims.sub || auth.is_admin;
-    let (now, horizon) = (ctx.now, ctx.revocation_horizon());
-    let revoked = if looks_like_jwt {
+    let now = ctx.now;
+    if looks_like_jwt {
         // Only our own valid access tokens; an expired one needs no entry.
-        match ctx.keys.current().verifier.verify(&token, now) {
-            Ok(claims) if may_revoke(&claims.sub) => {
-                let expires_at = claims.exp + i64::from(ctx.config.leeway_secs) + 1;
-                ctx.db
-                    .run(move |c| {
-                        revocations::insert(c, Kind::Token, &claims.jti, 0, expires_at, now)?;
-                        let detail = json!({"jti": claims.jti});
-                        audit::record(c, now, "token_revoked", Some(&claims.sub), &detail)
-                    })
-                    .await?;
-                true
-            }
-            _ => false,
+        if let Ok(claims) = ctx.keys.current().verifier.verify(&token, now)
+            && may_revoke(&claims.sub)
+        {
+            let expires_at = claims.exp + i64::from(ctx.config.leeway_secs) + 1;
+            ctx.revoker
+                .run(now, move |r| r.token(&claims.jti, &claims.sub, expires_at))
+                .await?;
         }
     } else {
         let owner = auth.claims.sub.clone();
         let is_admin = auth.is_admin;
-        ctx.db
-            .run(
-                move |c| match sessions::session_of_refresh_token(c, &token, now)? {
+        ctx.revoker
+            .run(now, move |r| {
+                match sessions::session_of_refresh_token(r.conn(), &token, now)? {
                     Some(s) if s.user_id == owner || is_admin => {
-                        revocations::revoke_session(c, &s.id, horizon, now, "revoked_by_owner")
+                        r.session(&s.id, "revoked_by_owner")
                     }
                     _ => Ok(false),
-                },
-            )
-            .await?
-    };
-    if revoked {
-        ctx.metrics.revocations.inc();
-        ctx.revocations_changed();
+                }
+            })
+            .await?;
     }
     Ok(Json(json!({})))
 }
@@ -125,12 +114,10 @@ async fn logout(
     auth: Result<Authenticated, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     let (ctx, auth) = (ctx?, auth?);
-    let (now, horizon, sid) = (ctx.now, ctx.revocation_horizon(), auth.claims.sid.clone());
-    ctx.db
-        .run(move |c| revocations::revoke_session(c, &sid, horizon, now, "logout"))
+    let sid = auth.claims.sid.clone();
+    ctx.revoker
+        .run(ctx.now, move |r| r.session(&sid, "logout"))
         .await?;
-    ctx.metrics.revocations.inc();
-    ctx.revocations_changed();
     Ok(Json(json!({"revoked": "session", "sid": auth.claims.sid})))
 }
 
@@ -141,12 +128,10 @@ async fn logout_all(
     auth: Result<Authenticated, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     let (ctx, auth) = (ctx?, auth?);
-    let (now, horizon, sub) = (ctx.now, ctx.revocation_horizon(), auth.claims.sub.clone());
-    ctx.db
-        .run(move |c| revocations::revoke_user(c, &sub, horizon, now, "logout_all"))
+    let sub = auth.claims.sub.clone();
+    ctx.revoker
+        .run(ctx.now, move |r| r.user(&sub, "logout_all"))
         .await?;
-    ctx.metrics.revocations.inc();
-    ctx.revocations_changed();
     Ok(Json(json!({"revoked": "user", "sub": auth.claims.sub})))
 }
 

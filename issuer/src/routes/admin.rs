@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::context::{Authenticated, Ctx, FormOrJson, authenticate};
 use crate::error::ApiError;
-use crate::store::{audit, revocations, sessions, users};
+use crate::store::{audit, sessions, users};
 
 /// Ids are base64url; anything else (a NUL byte, say, which PostgreSQL would refuse) cannot
 /// name a user or session, so it is simply not found.
@@ -37,15 +37,13 @@ async fn revoke_user(
     user_id: &str,
 ) -> Result<Json<Value>, ApiError> {
     let (ctx, _admin) = (ctx?, admin(auth)?);
-    let (now, horizon, uid) = (ctx.now, ctx.revocation_horizon(), checked_id(user_id)?);
-    ctx.db
-        .run(move |c| {
-            users::by_id(c, &uid)?.ok_or(ApiError::NotFound)?;
-            revocations::revoke_user(c, &uid, horizon, now, "admin")
+    let uid = checked_id(user_id)?;
+    ctx.revoker
+        .run(ctx.now, move |r| {
+            users::by_id(r.conn(), &uid)?.ok_or(ApiError::NotFound)?;
+            r.user(&uid, "admin")
         })
         .await?;
-    ctx.metrics.revocations.inc();
-    ctx.revocations_changed();
     Ok(Json(json!({"revoked": "user", "sub": user_id})))
 }
 
@@ -56,30 +54,23 @@ async fn revoke_session(
     sid: &str,
 ) -> Result<Json<Value>, ApiError> {
     let (ctx, _admin) = (ctx?, admin(auth)?);
-    let (now, horizon, id) = (ctx.now, ctx.revocation_horizon(), checked_id(sid)?);
-    let found = ctx
-        .db
-        .run(move |c| {
-            if sessions::by_id(c, &id)?.is_none() {
-                return Ok(false);
-            }
-            revocations::revoke_session(c, &id, horizon, now, "admin")?;
-            Ok(true)
+    let id = checked_id(sid)?;
+    ctx.revoker
+        .run(ctx.now, move |r| {
+            sessions::by_id(r.conn(), &id)?.ok_or(ApiError::NotFound)?;
+            r.session(&id, "admin")
         })
         .await?;
-    if !found {
-        return Err(ApiError::NotFound);
-    }
-    ctx.metrics.revocations.inc();
-    ctx.revocations_changed();
     Ok(Json(json!({"revoked": "session", "sid": sid})))
 }
 
 async fn set_disabled(ctx: &Ctx<'_>, user_id: &str, disabled: bool) -> Result<(), ApiError> {
-    let (now, horizon, uid) = (ctx.now, ctx.revocation_horizon(), checked_id(user_id)?);
-    ctx.db
-        .run(move |c| {
-            if !users::set_disabled(c, &uid, disabled)? {
+    let (now, uid) = (ctx.now, checked_id(user_id)?);
+    // Through the revocation service both ways: disabling revokes in the same transaction, and
+    // either way the bearer check must not keep the old standing.
+    ctx.revoker
+        .run(now, move |r| {
+            if !users::set_disabled(r.conn(), &uid, disabled)? {
                 return Err(ApiError::NotFound);
             }
             let kind = if disabled {
@@ -87,17 +78,14 @@ async fn set_disabled(ctx: &Ctx<'_>, user_id: &str, disabled: bool) -> Result<()
             } else {
                 "user_enabled"
             };
-            audit::record(c, now, kind, Some(&uid), &json!({}))?;
+            audit::record(r.conn(), now, kind, Some(&uid), &json!({}))?;
             if disabled {
-                revocations::revoke_user(c, &uid, horizon, now, "disabled")?;
+                r.user(&uid, "disabled")?;
             }
             Ok(())
         })
         .await?;
-    if disabled {
-        ctx.metrics.revocations.inc();
-        ctx.revocations_changed();
-    } else {
+    if !disabled {
         ctx.auth_cache.invalidate();
     }
     Ok(())

@@ -178,14 +178,10 @@ async fn refresh_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, Ap
             "the refresh token is invalid or expired",
         ));
     }
-    let (now, grace, horizon) = (
-        ctx.now,
-        ctx.config.refresh_grace_secs,
-        ctx.revocation_horizon(),
-    );
+    let grace = ctx.config.refresh_grace_secs;
     match ctx
-        .db
-        .run(move |c| sessions::rotate(c, &presented, now, grace, horizon))
+        .revoker
+        .run(ctx.now, move |r| sessions::rotate(r, &presented, grace))
         .await?
     {
         Rotation::Rotated(grant) => {
@@ -194,8 +190,6 @@ async fn refresh_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, Ap
         }
         Rotation::ReuseDetected { .. } => {
             ctx.metrics.refresh_reuse_detected.inc();
-            ctx.metrics.revocations.inc();
-            ctx.revocations_changed();
             Err(ApiError::InvalidGrant(
                 "the refresh token was already used; the session has been revoked",
             ))

@@ -5,7 +5,6 @@ use diesel::dsl::max;
 use diesel::prelude::*;
 use gatehouse_shared::{AccessClaims, RevocationDelta, RevocationList};
 
-use super::audit;
 use crate::db::DbConn;
 use crate::db::schema::{revocations, sessions};
 use crate::error::ApiError;
@@ -20,8 +19,9 @@ pub enum Kind {
     Key = 4,
 }
 
-/// Writes one entry and returns its `seq`.
-pub fn insert(
+/// Writes one entry and returns its `seq`. Only the revocation service (`crate::revoker`)
+/// writes entries, so each comes with its audit row and what must follow it.
+pub(crate) fn insert(
     conn: &mut DbConn,
     kind: Kind,
     subject: &str,
@@ -63,44 +63,26 @@ pub fn is_revoked(conn: &mut DbConn, claims: &AccessClaims, now: i64) -> Result<
     Ok(hits > 0)
 }
 
-/// Revokes one session: no more refreshes, and its access tokens are refused at the edge.
-/// Returns whether it was live.
-pub fn revoke_session(
+/// Marks a live session revoked; returns its user if it was live. Only the revocation service
+/// calls this, together with the entry and the audit row.
+pub(crate) fn end_session(
     conn: &mut DbConn,
     sid: &str,
-    horizon: i64,
     now: i64,
-    reason: &str,
-) -> Result<bool, ApiError> {
-    let user_id: Option<String> = sessions::table
-        .find(sid)
-        .select(sessions::user_id)
-        .first(conn)
-        .optional()?;
-    let changed = diesel::update(
+) -> Result<Option<String>, ApiError> {
+    Ok(diesel::update(
         sessions::table
             .find(sid)
             .filter(sessions::revoked_at.is_null()),
     )
     .set(sessions::revoked_at.eq(now))
-    .execute(conn)?;
-    if changed == 1 {
-        insert(conn, Kind::Session, sid, 0, horizon, now)?;
-        let detail = serde_json::json!({"sid": sid, "reason": reason});
-        audit::record(conn, now, "session_revoked", user_id.as_deref(), &detail)?;
-    }
-    Ok(changed == 1)
+    .returning(sessions::user_id)
+    .get_result(conn)
+    .optional()?)
 }
 
-/// Revokes everything of a user: every session, and a cut-off for every access token issued
-/// up to now (`issued_before` is exclusive, hence `now + 1`).
-pub fn revoke_user(
-    conn: &mut DbConn,
-    user_id: &str,
-    horizon: i64,
-    now: i64,
-    reason: &str,
-) -> Result<(), ApiError> {
+/// Marks every live session of a user revoked (the revocation service's part of a user cut-off).
+pub(crate) fn end_sessions_of(conn: &mut DbConn, user_id: &str, now: i64) -> Result<(), ApiError> {
     diesel::update(
         sessions::table
             .filter(sessions::user_id.eq(user_id))
@@ -108,9 +90,7 @@ pub fn revoke_user(
     )
     .set(sessions::revoked_at.eq(now))
     .execute(conn)?;
-    insert(conn, Kind::User, user_id, now + 1, horizon, now)?;
-    let detail = serde_json::json!({"reason": reason});
-    audit::record(conn, now, "user_revoked", Some(user_id), &detail)
+    Ok(())
 }
 
 /// The high-water mark of `seq`: never goes down, because cleanup keeps the newest row.

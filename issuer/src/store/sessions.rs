@@ -2,11 +2,12 @@
 
 use diesel::prelude::*;
 
-use super::{audit, revocations, write_tx};
+use super::audit;
 use crate::db::DbConn;
 use crate::db::schema::{refresh_tokens, sessions, users};
 use crate::error::ApiError;
 use crate::ids;
+use crate::revoker::Revocations;
 
 #[derive(Debug, Clone, Queryable)]
 pub struct Session {
@@ -118,19 +119,20 @@ fn insert_token(
     Ok(())
 }
 
-/// Rotates a refresh token. The conditional update (`rotated_at IS NULL`) is the arbiter: of
-/// any number of concurrent presentations, across any number of issuers, exactly one rotates;
-/// the others see the rotation and, within `grace_secs`, re-derive the same successor.
+/// Rotates a refresh token, inside the revocation service's transaction (a reuse revokes the
+/// session). The conditional update (`rotated_at IS NULL`) is the arbiter: of any number of
+/// concurrent presentations, across any number of issuers, exactly one rotates; the others see
+/// the rotation and, within `grace_secs`, re-derive the same successor.
 pub fn rotate(
-    conn: &mut DbConn,
+    revocations: &mut Revocations<'_>,
     presented: &str,
-    now: i64,
     grace_secs: u32,
-    horizon: i64,
 ) -> Result<Rotation, ApiError> {
     let hash = ids::hash_secret(presented);
     let nonce = ids::random(16)?;
-    write_tx(conn, |conn| {
+    let now = revocations.now();
+    {
+        let conn = revocations.conn();
         let won = diesel::update(
             refresh_tokens::table
                 .find(&hash)
@@ -189,13 +191,13 @@ pub fn rotate(
                 }));
             }
         }
-        revocations::revoke_session(conn, &session.id, horizon, now, "refresh_token_reuse")?;
         let detail = serde_json::json!({"sid": session.id, "created_at": row.created_at});
         audit::record(conn, now, "refresh_reuse", Some(&session.user_id), &detail)?;
+        revocations.session(&session.id, "refresh_token_reuse")?;
         Ok(Rotation::ReuseDetected {
             user_id: session.user_id,
         })
-    })
+    }
 }
 
 /// The session a refresh token belongs to, if the token is current and the session live.

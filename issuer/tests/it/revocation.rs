@@ -292,7 +292,132 @@ async fn the_delta_feed_carries_the_window_signed(backend: Backend) {
     assert_eq!(second.list().len(), 1);
 }
 
+/// Entries, audit rows and the revocations metric, as the revocation service leaves them.
+fn tally(app: &TestApp) -> (i64, i64, u64) {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::{audit_events, revocations};
+    let (entries, audits) = app
+        .store()
+        .run_sync(|c| {
+            let entries = revocations::table.count().get_result::<i64>(c)?;
+            let audits = audit_events::table
+                .filter(audit_events::kind.like("%_revoked"))
+                .count()
+                .get_result::<i64>(c)?;
+            Ok((entries, audits))
+        })
+        .unwrap();
+    let metrics = app
+        .client
+        .rocket()
+        .state::<std::sync::Arc<gatehouse_issuer::metrics::Metrics>>()
+        .unwrap();
+    (entries, audits, metrics.revocations.get())
+}
+
+/// Every way a revocation happens goes through the one revocation service: each writes one
+/// entry and its audit row in one transaction and counts once on the metric; one that fails
+/// writes and counts nothing.
+async fn every_revocation_path_goes_through_the_service(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let alice = app.register("alice").await;
+    let admin = app.admin_token().await;
+    let mut expected = tally(&app);
+    let mut step = |what: &str, app: &TestApp, revoked: bool| {
+        if revoked {
+            expected = (expected.0 + 1, expected.1 + 1, expected.2 + 1);
+        }
+        assert_eq!(tally(app), expected, "{what}");
+    };
+    let session = |json: &serde_json::Value| {
+        (
+            str_of(json, "access_token").to_owned(),
+            str_of(json, "refresh_token").to_owned(),
+        )
+    };
+
+    let (access, _) = session(&app.login("alice").await);
+    assert_eq!(
+        app.send("POST", "/v1/logout", None, Some(&access)).await.0,
+        Status::Ok
+    );
+    step("logout", &app, true);
+
+    let (access, _) = session(&app.login("alice").await);
+    let body = format!("token={access}");
+    assert_eq!(
+        app.send("POST", "/v1/revoke", Some(&body), Some(&access))
+            .await
+            .0,
+        Status::Ok
+    );
+    step("RFC 7009, access token", &app, true);
+
+    let (access, refresh) = session(&app.login("alice").await);
+    let body = format!("token={refresh}");
+    assert_eq!(
+        app.send("POST", "/v1/revoke", Some(&body), Some(&access))
+            .await
+            .0,
+        Status::Ok
+    );
+    step("RFC 7009, refresh token", &app, true);
+
+    let (_, refresh) = session(&app.login("alice").await);
+    assert_eq!(app.refresh(&refresh).await.0, Status::Ok);
+    app.clock().advance(10);
+    assert_eq!(app.refresh(&refresh).await.0, Status::BadRequest);
+    step("refresh token reuse", &app, true);
+
+    let (access, _) = session(&app.login("alice").await);
+    let sid = app.me(&access).await.1["sid"].as_str().unwrap().to_owned();
+    let path = format!("/v1/admin/sessions/{sid}/revoke");
+    assert_eq!(
+        app.send("POST", &path, None, Some(&admin)).await.0,
+        Status::Ok
+    );
+    step("admin: a session", &app, true);
+
+    let path = format!("/v1/admin/users/{alice}/revoke");
+    assert_eq!(
+        app.send("POST", &path, None, Some(&admin)).await.0,
+        Status::Ok
+    );
+    step("admin: a user", &app, true);
+
+    let path = "/v1/admin/users/no-such-user/revoke";
+    assert_eq!(
+        app.send("POST", path, None, Some(&admin)).await.0,
+        Status::NotFound
+    );
+    step("admin: an unknown user writes nothing", &app, false);
+
+    let path = format!("/v1/admin/users/{alice}/disable");
+    assert_eq!(
+        app.send("POST", &path, None, Some(&admin)).await.0,
+        Status::Ok
+    );
+    step("admin: disable", &app, true);
+
+    let path = format!("/v1/admin/users/{alice}/enable");
+    assert_eq!(
+        app.send("POST", &path, None, Some(&admin)).await.0,
+        Status::Ok
+    );
+    // Past the second of the cut-off, which covers every token issued in it.
+    app.clock().advance(2);
+    let (access, _) = session(&app.login("alice").await);
+    assert_eq!(
+        app.send("POST", "/v1/logout/all", None, Some(&access))
+            .await
+            .0,
+        Status::Ok
+    );
+    step("logout everywhere", &app, true);
+}
+
 crate::on_both_backends!(
+    every_revocation_path_goes_through_the_service,
     the_delta_feed_carries_the_window_signed,
     another_replicas_revocation_applies_within_the_cache_bound,
     revoke_endpoint,
