@@ -4,7 +4,9 @@
 //! Requests only read memory; KV's small head record is re-read at most every
 //! `KV_REFRESH_SECS`, and the snapshot itself only when the head says it is newer.
 
-use gatehouse_shared::{ErrorCode, RevocationList, RevocationView, SnapshotError, SnapshotOptions};
+use gatehouse_shared::{
+    ErrorCode, RevocationList, RevocationView, SnapshotError, SnapshotOptions, is_newer,
+};
 use serde::{Deserialize, Serialize};
 use worker::{Env, Fetch, Method, Request};
 
@@ -164,7 +166,7 @@ pub async fn current(env: &Env, config: &Config) -> RevocationView {
     };
     if held
         .base()
-        .is_some_and(|b| (kv_head.seq, kv_head.issued_at) <= (b.seq(), b.issued_at()))
+        .is_some_and(|b| !is_newer((kv_head.seq, kv_head.issued_at), (b.seq(), b.issued_at())))
     {
         return held;
     }

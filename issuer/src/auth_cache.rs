@@ -18,8 +18,8 @@ use crate::config::Config;
 use crate::db::schema::revocations;
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
-use crate::store::revocations::Kind;
 use crate::store::users::{self, User};
+use gatehouse_shared::{RevocationKind, entry_revokes};
 
 /// Rows re-read below the highest `seq` seen: a transaction that took its `seq` before another
 /// but committed after it is still picked up.
@@ -29,11 +29,9 @@ const PRUNE_EVERY: Duration = Duration::from_mins(1);
 
 #[derive(Default)]
 struct View {
-    /// Revoked `jti`s and `sid`s, with their expiry.
-    tokens: HashMap<String, i64>,
-    sessions: HashMap<String, i64>,
-    /// Per-user cut-offs: tokens with `iat` before the first value are revoked.
-    users_before: HashMap<String, (i64, i64)>,
+    /// Live entries by kind and subject: (`issued_before`, `expires_at`), merged as the shared
+    /// list merges them (see `gatehouse_shared::entry_revokes`).
+    entries: HashMap<(RevocationKind, String), (i64, i64)>,
     max_seq: i64,
     users: HashMap<String, (User, Instant)>,
     /// The invalidation generation this view was read at.
@@ -156,26 +154,17 @@ impl AuthCache {
         let mut view = self.view.write().map_err(poisoned)?;
         for (seq, kind, subject, issued_before, expires_at) in rows {
             view.max_seq = view.max_seq.max(seq);
-            match kind {
-                k if k == Kind::Token as i16 => {
-                    view.tokens.insert(subject, expires_at);
-                }
-                k if k == Kind::Session as i16 => {
-                    view.sessions.insert(subject, expires_at);
-                }
-                k if k == Kind::User as i16 => {
-                    let entry = view.users_before.entry(subject).or_insert((i64::MIN, 0));
-                    *entry = (entry.0.max(issued_before), entry.1.max(expires_at));
-                }
-                // Revoked keys leave this replica's verifier through the key ring instead.
-                _ => {}
+            // An unknown kind (written by a newer version) is skipped, as the shared list does;
+            // revoked keys leave this replica's verifier through the key ring instead.
+            if let Some(kind) = RevocationKind::from_code(kind)
+                && kind != RevocationKind::Key
+            {
+                let entry = view.entries.entry((kind, subject)).or_insert((i64::MIN, 0));
+                *entry = (entry.0.max(issued_before), entry.1.max(expires_at));
             }
         }
         if prune {
-            view.tokens.retain(|_, expires_at| *expires_at > now);
-            view.sessions.retain(|_, expires_at| *expires_at > now);
-            view.users_before
-                .retain(|_, (_, expires_at)| *expires_at > now);
+            view.entries.retain(|_, (_, expires_at)| *expires_at > now);
             view.pruned_at = Some(read_at);
         }
         // Users changed by this process since the last read are re-read too.
@@ -191,13 +180,16 @@ impl AuthCache {
 
 impl View {
     fn is_revoked(&self, claims: &AccessClaims, now: i64) -> bool {
-        let live = |map: &HashMap<String, i64>, id: &str| map.get(id).is_some_and(|e| *e > now);
-        live(&self.tokens, &claims.jti)
-            || live(&self.sessions, &claims.sid)
-            || self
-                .users_before
-                .get(&claims.sub)
-                .is_some_and(|(before, expires_at)| *expires_at > now && claims.iat < *before)
+        RevocationKind::ALL.into_iter().any(|kind| {
+            let Some(subject) = kind.subject_of(claims) else {
+                return false;
+            };
+            self.entries.get(&(kind, subject.to_owned())).is_some_and(
+                |&(issued_before, expires_at)| {
+                    entry_revokes(kind, subject, issued_before, expires_at, claims, now)
+                },
+            )
+        })
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use gatehouse_shared::RevocationKind as Kind;
 use rocket::fairing::AdHoc;
 
 use crate::auth_cache::AuthCache;
@@ -13,7 +14,7 @@ use crate::config::Config;
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::store::revocations::{self, Kind};
+use crate::store::revocations;
 use crate::store::{audit, write_tx};
 use crate::sync::Snapshots;
 

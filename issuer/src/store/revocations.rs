@@ -3,27 +3,17 @@
 
 use diesel::dsl::max;
 use diesel::prelude::*;
-use gatehouse_shared::{AccessClaims, RevocationDelta, RevocationList};
+use gatehouse_shared::{AccessClaims, RevocationDelta, RevocationKind, RevocationList};
 
 use crate::db::DbConn;
 use crate::db::schema::{revocations, sessions};
 use crate::error::ApiError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(i16)]
-pub enum Kind {
-    Token = 1,
-    Session = 2,
-    User = 3,
-    /// A signing key (`subject` is its kid): an emergency revocation of a compromised key.
-    Key = 4,
-}
-
 /// Writes one entry and returns its `seq`. Only the revocation service (`crate::revoker`)
 /// writes entries, so each comes with its audit row and what must follow it.
 pub(crate) fn insert(
     conn: &mut DbConn,
-    kind: Kind,
+    kind: RevocationKind,
     subject: &str,
     issued_before: i64,
     expires_at: i64,
@@ -31,7 +21,7 @@ pub(crate) fn insert(
 ) -> Result<i64, ApiError> {
     Ok(diesel::insert_into(revocations::table)
         .values((
-            revocations::kind.eq(kind as i16),
+            revocations::kind.eq(kind.code()),
             revocations::subject.eq(subject),
             revocations::issued_before.eq(issued_before),
             revocations::expires_at.eq(expires_at),
@@ -41,20 +31,21 @@ pub(crate) fn insert(
         .get_result(conn)?)
 }
 
-/// Whether the claims are revoked: the same rules as `RevocationList::check`, asked of the
-/// database so every replica sees every revocation at once.
+/// Whether the claims are revoked: `gatehouse_shared::entry_revokes` as SQL, asked of the
+/// database so every replica sees every revocation at once (tested against the shared rule on
+/// random sets).
 pub fn is_revoked(conn: &mut DbConn, claims: &AccessClaims, now: i64) -> Result<bool, ApiError> {
     let hits: i64 = revocations::table
         .filter(revocations::expires_at.gt(now))
         .filter(
             revocations::kind
-                .eq(Kind::Token as i16)
+                .eq(RevocationKind::Token.code())
                 .and(revocations::subject.eq(&claims.jti))
                 .or(revocations::kind
-                    .eq(Kind::Session as i16)
+                    .eq(RevocationKind::Session.code())
                     .and(revocations::subject.eq(&claims.sid)))
                 .or(revocations::kind
-                    .eq(Kind::User as i16)
+                    .eq(RevocationKind::User.code())
                     .and(revocations::subject.eq(&claims.sub))
                     .and(revocations::issued_before.gt(claims.iat))),
         )
@@ -150,14 +141,10 @@ fn live_list_after(
         .load(conn)?;
     let mut builder = RevocationList::builder(issuer, u64::try_from(seq).unwrap_or(0), now);
     for (kind, subject, issued_before, expires_at) in rows {
-        builder = match kind {
-            1 => builder.token(&subject, expires_at),
-            2 => builder.session(&subject, expires_at),
-            3 => builder.user(&subject, issued_before, expires_at),
-            4 => builder.key(&subject, expires_at),
-            // Written by a newer version: skipped rather than guessed at.
-            _ => builder,
-        };
+        // An unknown kind (written by a newer version) is skipped rather than guessed at.
+        if let Some(kind) = RevocationKind::from_code(kind) {
+            builder = builder.entry(kind, &subject, issued_before, expires_at);
+        }
     }
     Ok(builder.build())
 }

@@ -416,7 +416,64 @@ async fn every_revocation_path_goes_through_the_service(backend: Backend) {
     step("logout everywhere", &app, true);
 }
 
+/// The issuer's SQL and its bearer check's in-memory view hold to the shared revocation rule:
+/// the same random sets, written as rows, answer random claims as `entry_revokes` does.
+async fn sql_and_the_bearer_view_follow_the_shared_rule(backend: Backend) {
+    use diesel::prelude::*;
+    use gatehouse_issuer::auth_cache::{AuthCache, Standing};
+    use gatehouse_issuer::db::schema::revocations;
+    use gatehouse_shared::entry_revokes;
+    use gatehouse_shared::revocation::testing::{Rng, random_claims, random_entries};
+
+    let app = TestApp::start(backend).await;
+    let now = app.clock().now();
+    let mut rng = Rng::new(0x0073_716c);
+    for round in 0..200 {
+        let entries = random_entries(&mut rng, now);
+        let rows = entries.clone();
+        app.store()
+            .run_sync(move |c| {
+                diesel::delete(revocations::table).execute(c)?;
+                for (kind, subject, issued_before, expires_at) in &rows {
+                    diesel::insert_into(revocations::table)
+                        .values((
+                            revocations::kind.eq(kind.code()),
+                            revocations::subject.eq(subject.as_str()),
+                            revocations::issued_before.eq(issued_before),
+                            revocations::expires_at.eq(expires_at),
+                            revocations::created_at.eq(now),
+                        ))
+                        .execute(c)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let view = AuthCache::new(60_000);
+        for _ in 0..8 {
+            let claims = random_claims(&mut rng, now);
+            let by_rule = entries
+                .iter()
+                .any(|e| entry_revokes(e.0, &e.1, e.2, e.3, &claims, now));
+            let asked = claims.clone();
+            let by_sql = app
+                .store()
+                .run_sync(|c| gatehouse_issuer::store::revocations::is_revoked(c, &asked, now))
+                .unwrap();
+            let by_view = matches!(
+                view.standing(app.store(), &claims, now).await.unwrap(),
+                Standing::Revoked
+            );
+            assert_eq!(
+                (by_sql, by_view),
+                (by_rule, by_rule),
+                "round {round}: {entries:?} {claims:?}"
+            );
+        }
+    }
+}
+
 crate::on_both_backends!(
+    sql_and_the_bearer_view_follow_the_shared_rule,
     every_revocation_path_goes_through_the_service,
     the_delta_feed_carries_the_window_signed,
     another_replicas_revocation_applies_within_the_cache_bound,

@@ -8,6 +8,7 @@
 
 mod delta;
 mod encoding;
+mod rule;
 mod snapshot;
 mod view;
 
@@ -19,6 +20,9 @@ use sha2::{Digest, Sha256};
 use crate::claims::AccessClaims;
 
 pub use delta::{DELTA_TYPE, RevocationDelta};
+#[cfg(any(test, feature = "testing"))]
+pub use rule::testing;
+pub use rule::{RevocationKind, entry_revokes, is_newer};
 pub use snapshot::{SNAPSHOT_TYPE, SnapshotOptions};
 pub use view::RevocationView;
 
@@ -53,19 +57,14 @@ impl fmt::Display for RevocationReason {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Kind {
-    Token = 1,
-    Session = 2,
-    User = 3,
-    Key = 4,
-}
+use RevocationKind as Kind;
 
 fn id_key(kind: Kind, id: &str) -> u64 {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // codes are 1..=4
+    let tag = kind.code() as u8;
     let digest = Sha256::new()
         .chain_update(b"gatehouse-revocation\0")
-        .chain_update([kind as u8])
+        .chain_update([tag])
         .chain_update(id.as_bytes())
         .finalize();
     let mut key = [0u8; 8];
@@ -275,6 +274,23 @@ impl RevocationListBuilder {
         let slot = self.keys.entry(id_key(Kind::Key, kid)).or_default();
         *slot = (*slot).max(to_u32_secs(expires_at));
         self
+    }
+
+    /// One entry of any kind, as the issuer stores it (`issued_before` matters for users only).
+    #[must_use]
+    pub fn entry(
+        self,
+        kind: RevocationKind,
+        subject: &str,
+        issued_before: i64,
+        expires_at: i64,
+    ) -> Self {
+        match kind {
+            Kind::Token => self.token(subject, expires_at),
+            Kind::Session => self.session(subject, expires_at),
+            Kind::User => self.user(subject, issued_before, expires_at),
+            Kind::Key => self.key(subject, expires_at),
+        }
     }
 
     /// The list, without entries that expired by its `issued_at`.

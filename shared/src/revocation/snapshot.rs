@@ -95,7 +95,7 @@ impl RevocationList {
         held_seq: u64,
         held_issued_at: i64,
     ) -> Result<(), SnapshotError> {
-        if (self.seq, self.issued_at) > (held_seq, held_issued_at) {
+        if super::is_newer((self.seq, self.issued_at), (held_seq, held_issued_at)) {
             Ok(())
         } else {
             Err(SnapshotError::Stale {

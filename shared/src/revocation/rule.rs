@@ -1,0 +1,189 @@
+//! The revocation rules, written once: the kinds of entry and their stored codes, what an
+//! entry refuses, and which of two lists is newer. The compact list (`RevocationList::check`),
+//! the issuer's SQL and its in-memory view, and the edge all follow these; the tests feed the
+//! same random sets to each.
+
+use crate::claims::AccessClaims;
+
+/// What an entry names. The code is what the issuer stores and what the list's 64-bit keys are
+/// derived with; it never changes meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum RevocationKind {
+    /// One access token, by `jti`.
+    Token,
+    /// One session, by `sid`: every token of it.
+    Session,
+    /// A user cut-off, by `sub`: every token issued before `issued_before`.
+    User,
+    /// A signing key, by `kid`: verifiers drop it from their key sets (it refuses no claims).
+    Key,
+}
+
+impl RevocationKind {
+    pub const ALL: [Self; 4] = [Self::Token, Self::Session, Self::User, Self::Key];
+
+    pub const fn code(self) -> i16 {
+        match self {
+            Self::Token => 1,
+            Self::Session => 2,
+            Self::User => 3,
+            Self::Key => 4,
+        }
+    }
+
+    /// `None` for a code written by a newer version: such an entry is skipped, never guessed at.
+    pub const fn from_code(code: i16) -> Option<Self> {
+        match code {
+            1 => Some(Self::Token),
+            2 => Some(Self::Session),
+            3 => Some(Self::User),
+            4 => Some(Self::Key),
+            _ => None,
+        }
+    }
+
+    /// The claim an entry of this kind names, if it names one.
+    pub fn subject_of(self, claims: &AccessClaims) -> Option<&str> {
+        match self {
+            Self::Token => Some(&claims.jti),
+            Self::Session => Some(&claims.sid),
+            Self::User => Some(&claims.sub),
+            Self::Key => None,
+        }
+    }
+}
+
+/// Whether one entry refuses `claims` at `now`: it is live (`expires_at > now`), names the
+/// claims' `jti`, `sid` or `sub` by its kind, and, for a user cut-off, the token was issued
+/// before it (`iat < issued_before`).
+///
+/// Lists and views merge one user's cut-offs into (latest `issued_before`, latest expiry). That
+/// is exact because a later cut-off is issued later: the issuer writes `issued_before = now + 1`
+/// and an expiry a fixed horizon after `now`, so the newest cut-off covers every older one.
+pub fn entry_revokes(
+    kind: RevocationKind,
+    subject: &str,
+    issued_before: i64,
+    expires_at: i64,
+    claims: &AccessClaims,
+    now: i64,
+) -> bool {
+    expires_at > now
+        && kind.subject_of(claims) == Some(subject)
+        && (kind != RevocationKind::User || claims.iat < issued_before)
+}
+
+/// Which of two signed lists is newer: a higher `seq`, or the same `seq` re-signed later (the
+/// issuer re-signs an unchanged list so its age stays fresh). `(seq, issued_at)` of each.
+pub fn is_newer(candidate: (u64, i64), held: (u64, i64)) -> bool {
+    candidate > held
+}
+
+/// Random revocation sets and claims, the same on every run, for tests that hold an
+/// implementation of the rules against [`entry_revokes`] (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    use super::{AccessClaims, RevocationKind};
+    use crate::claims::{Audience, TokenClaims};
+
+    /// A small deterministic generator (xorshift64*): the same sets on every run.
+    pub struct Rng(u64);
+
+    impl Rng {
+        pub const fn new(seed: u64) -> Self {
+            Self(seed | 1)
+        }
+
+        pub fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+        }
+    }
+
+    /// One stored entry: kind, subject, `issued_before`, `expires_at`.
+    pub type Entry = (RevocationKind, String, i64, i64);
+
+    fn pick(rng: &mut Rng, n: u64) -> i64 {
+        i64::try_from(rng.below(n)).unwrap_or(0)
+    }
+
+    /// Entries as the issuer writes them, over few ids so that claims often match. Times sit on
+    /// a 50 s grid around `now`, so the boundaries (`iat` at a cut-off, expiry at `now`) come up.
+    pub fn random_entries(rng: &mut Rng, now: i64) -> Vec<Entry> {
+        let horizon = 950;
+        (0..rng.below(12))
+            .map(|_| {
+                let kind = RevocationKind::from_code(i16::try_from(1 + rng.below(4)).unwrap_or(1))
+                    .unwrap_or(RevocationKind::Token);
+                let subject = format!("id-{}", rng.below(4));
+                let at = now - 1200 + 50 * pick(rng, 28);
+                match kind {
+                    RevocationKind::User => (kind, subject, at + 1, at + horizon),
+                    _ => (kind, subject, 0, at + 50 * pick(rng, 18) + pick(rng, 2)),
+                }
+            })
+            .collect()
+    }
+
+    pub fn random_claims(rng: &mut Rng, now: i64) -> AccessClaims {
+        let id = |rng: &mut Rng| format!("id-{}", rng.below(4));
+        AccessClaims::unverified_for_tests(TokenClaims {
+            iss: "https://issuer.test".into(),
+            sub: id(rng),
+            aud: Audience::single("api"),
+            exp: now + 600,
+            iat: now - 1250 + 50 * pick(rng, 29) + pick(rng, 3),
+            nbf: None,
+            jti: id(rng),
+            sid: id(rng),
+            scope: String::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{Rng, random_claims, random_entries};
+    use super::*;
+    use crate::revocation::RevocationList;
+
+    #[test]
+    fn the_compact_list_follows_the_rule_on_random_sets() {
+        let mut rng = Rng::new(0x6761_7465);
+        let now = 1_800_000_000;
+        for _ in 0..2000 {
+            let entries = random_entries(&mut rng, now);
+            let list = entries
+                .iter()
+                .fold(
+                    RevocationList::builder("https://issuer.test", 1, now),
+                    |b, e| b.entry(e.0, &e.1, e.2, e.3),
+                )
+                .build();
+            for _ in 0..8 {
+                let claims = random_claims(&mut rng, now);
+                let by_rule = entries
+                    .iter()
+                    .any(|e| entry_revokes(e.0, &e.1, e.2, e.3, &claims, now));
+                assert_eq!(
+                    list.check(&claims).is_some(),
+                    by_rule,
+                    "{entries:?} {claims:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn codes_round_trip_and_unknown_codes_are_none() {
+        for kind in RevocationKind::ALL {
+            assert_eq!(RevocationKind::from_code(kind.code()), Some(kind));
+        }
+        assert_eq!(RevocationKind::from_code(0), None);
+        assert_eq!(RevocationKind::from_code(5), None);
+        assert!(is_newer((2, 0), (1, 9)) && is_newer((1, 10), (1, 9)) && !is_newer((1, 9), (1, 9)));
+    }
+}
