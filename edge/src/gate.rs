@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use gatehouse_shared::{AccessClaims, ErrorCode};
+use gatehouse_shared::{AccessClaims, ErrorCode, bearer_token};
 use worker::js_sys::{Array, global};
 use worker::wasm_bindgen::JsCast;
 use worker::web_sys::{
@@ -189,11 +189,9 @@ async fn authorize(
 }
 
 fn token(req: &Incoming, config: &Config) -> Option<String> {
-    if let Some(auth) = req.header("authorization")
-        && let Some((scheme, token)) = auth.split_once(' ')
-        && scheme.eq_ignore_ascii_case("bearer")
-    {
-        return Some(token.trim().to_owned()).filter(|t| !t.is_empty());
+    let authorization = req.header("authorization");
+    if let Some(token) = bearer_token(authorization.as_deref()) {
+        return Some(token.to_owned());
     }
     let name = config.token_cookie.as_deref()?;
     let cookies = req.header("cookie")?;

@@ -4,7 +4,7 @@
 //! Built as the runtime's `Response` directly: `worker::Response` would hold the body in wasm
 //! and copy it out again, and rebuild its headers and init, on every refusal.
 
-use gatehouse_shared::ErrorCode;
+use gatehouse_shared::{ErrorCode, Refusal};
 use serde_json::json;
 use worker::web_sys::{Headers, Response, ResponseInit};
 
@@ -35,33 +35,22 @@ fn json_response(status: u16, body: &serde_json::Value, headers: &[(&str, &str)]
     text(status, "application/json", &body.to_string(), headers)
 }
 
-/// 401 with `WWW-Authenticate`, the OAuth error and the shared code.
-pub fn unauthorized(realm: &str, code: ErrorCode) -> Response {
-    let www = if code == ErrorCode::MissingToken {
-        format!("Bearer realm=\"{realm}\"")
-    } else {
-        format!(
-            "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
-            code.description()
-        )
-    };
-    json_response(
-        401,
-        &json!({"error": "invalid_token", "code": code.as_str(), "error_description": code.description()}),
-        &[("www-authenticate", &www)],
+fn refusal(refusal: &Refusal) -> Response {
+    text(
+        refusal.status,
+        "application/json",
+        &refusal.body,
+        &[("www-authenticate", &refusal.www_authenticate)],
     )
 }
 
+/// 401 with `WWW-Authenticate`, the OAuth error and the shared code (the shared contract).
+pub fn unauthorized(realm: &str, code: ErrorCode) -> Response {
+    refusal(&Refusal::unauthorized(realm, code))
+}
+
 pub fn insufficient_scope(realm: &str, scope: &str) -> Response {
-    let code = ErrorCode::InsufficientScope;
-    json_response(
-        403,
-        &json!({"error": "insufficient_scope", "code": code.as_str(), "error_description": code.description(), "scope": scope}),
-        &[(
-            "www-authenticate",
-            &format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{scope}\""),
-        )],
-    )
+    refusal(&Refusal::insufficient_scope(realm, scope))
 }
 
 /// 503 for operational reasons (no keys, no fresh revocation list, misconfiguration).

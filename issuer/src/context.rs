@@ -131,11 +131,9 @@ impl Authenticated {
     }
 }
 
-/// The token of an `Authorization: Bearer …` header, if there is one.
+/// The token of an `Authorization: Bearer …` header, if there is one (the shared rule).
 pub fn bearer_token<'a>(req: &'a Request<'_>) -> Option<&'a str> {
-    let value = req.headers().get_one("Authorization")?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    gatehouse_shared::bearer_token(req.headers().get_one("Authorization"))
 }
 
 /// Verifies an access token the way every protected route does: signature and claims with the

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::io::Cursor;
 
-use gatehouse_shared::ErrorCode;
+use gatehouse_shared::{ErrorCode, Refusal};
 use rocket::http::{ContentType, Header, Status};
 use rocket::response::{self, Responder};
 use rocket::{Request, Response, catch, catchers};
@@ -155,49 +155,31 @@ impl<'r> Responder<'r, 'static> for ApiError {
         if let Self::Internal(detail) = &self {
             tracing::error!(%detail, path = %request.uri(), "internal error");
         }
-        let body = match &self {
-            Self::InvalidToken(code) => json!({
-                "error": self.code(), "error_description": self.description(), "code": code.as_str(),
-            }),
-            _ => json!({"error": self.code(), "error_description": self.description()}),
-        }
-        .to_string();
+        // Bearer refusals follow the contract the edge answers with too (shared::challenge).
+        let refusal = match &self {
+            Self::MissingToken => Some(Refusal::unauthorized(REALM, ErrorCode::MissingToken)),
+            Self::InvalidToken(code) => Some(Refusal::unauthorized(REALM, *code)),
+            Self::InsufficientScope(scope) => Some(Refusal::insufficient_scope(REALM, scope)),
+            _ => None,
+        };
+        let body = refusal.as_ref().map_or_else(
+            || json!({"error": self.code(), "error_description": self.description()}).to_string(),
+            |r| r.body.clone(),
+        );
         let mut response = Response::build();
         response
             .status(status)
             .header(ContentType::JSON)
             .header(Header::new("Cache-Control", "no-store"))
             .sized_body(body.len(), Cursor::new(body));
-        match &self {
-            Self::MissingToken => {
-                response.header(Header::new(
-                    "WWW-Authenticate",
-                    format!("Bearer realm=\"{REALM}\""),
-                ));
-            }
-            Self::InvalidToken(code) => {
-                response.header(Header::new(
-                    "WWW-Authenticate",
-                    format!(
-                        "Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{}\"",
-                        code.description()
-                    ),
-                ));
-            }
-            Self::InsufficientScope(scope) => {
-                response.header(Header::new(
-                    "WWW-Authenticate",
-                    format!(
-                        "Bearer realm=\"{REALM}\", error=\"insufficient_scope\", scope=\"{scope}\""
-                    ),
-                ));
-            }
-            Self::LockedOut { retry_after }
-            | Self::RateLimited { retry_after }
-            | Self::Unavailable { retry_after, .. } => {
-                response.header(Header::new("Retry-After", retry_after.to_string()));
-            }
-            _ => {}
+        if let Some(refusal) = refusal {
+            response.header(Header::new("WWW-Authenticate", refusal.www_authenticate));
+        }
+        if let Self::LockedOut { retry_after }
+        | Self::RateLimited { retry_after }
+        | Self::Unavailable { retry_after, .. } = &self
+        {
+            response.header(Header::new("Retry-After", retry_after.to_string()));
         }
         response.ok()
     }

@@ -9,6 +9,7 @@
 //! Signing lives behind the `sign` feature so the edge build stays small.
 
 pub mod alg;
+pub mod challenge;
 pub mod claims;
 pub mod error;
 #[doc(hidden)]
@@ -21,6 +22,7 @@ pub mod token;
 pub mod verifier;
 
 pub use alg::{Algorithm, Ed25519Key, StrictEd25519};
+pub use challenge::{Refusal, bearer_token};
 pub use claims::{ACCESS_TOKEN_TYPE, AccessClaims, Audience, TokenClaims};
 #[cfg(feature = "sign")]
 pub use error::CreationError;

@@ -112,12 +112,15 @@ async fn hostile_requests_get_clear_4xx(backend: Backend) {
             "{path} {body_dbg}: {json}"
         );
     }
-    for auth in [
-        "Bearer",
-        "Bearer ",
-        "Basic abc",
-        "bearer a.b",
-        &format!("Bearer {}", "A".repeat(100_000)),
+    // The shared bearer contract, as the edge answers it: no bearer token at all (another
+    // scheme, or an empty one) is `missing_token` with a bare challenge; a bad one is named.
+    let long = format!("Bearer {}", "A".repeat(100_000));
+    for (auth, code) in [
+        ("Bearer", "missing_token"),
+        ("Bearer ", "missing_token"),
+        ("Basic abc", "missing_token"),
+        ("bearer a.b", "malformed"),
+        (long.as_str(), "too_large"),
     ] {
         let response = app
             .client
@@ -125,11 +128,17 @@ async fn hostile_requests_get_clear_4xx(backend: Backend) {
             .header(Header::new("Authorization", auth.to_owned()))
             .dispatch()
             .await;
-        let (status, json, _) = decode(response).await;
+        let (status, json, headers) = decode(response).await;
         assert_eq!(
-            (status, str_of(&json, "error")),
-            (Status::Unauthorized, "invalid_token"),
+            (status, str_of(&json, "error"), str_of(&json, "code")),
+            (Status::Unauthorized, "invalid_token", code),
             "{auth:.20}"
+        );
+        let challenge = crate::common::header(&headers, "www-authenticate").unwrap();
+        assert_eq!(
+            challenge == "Bearer realm=\"gatehouse\"",
+            code == "missing_token",
+            "{challenge}"
         );
     }
     let (status, json, _) = decode(app.client.get("/v1/token").dispatch().await).await;

@@ -1,0 +1,117 @@
+//! The bearer contract every Gatehouse component answers with (RFC 6750), written once: how an
+//! `Authorization` header yields a token, and what a refusal is (status, a JSON body with the
+//! stable code, `WWW-Authenticate`). The issuer and the edge both build their 401 and 403 here.
+
+use crate::error::ErrorCode;
+
+/// The token of an `Authorization: Bearer <token>` header. Another scheme, or an empty token,
+/// is no token (`missing_token`): there is nothing there to find invalid.
+pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
+    let (scheme, token) = authorization?.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// A refusal of a bearer-protected request, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    /// `{"error", "code", "error_description"}`, plus `scope` for a 403.
+    pub body: String,
+    pub www_authenticate: String,
+}
+
+impl Refusal {
+    /// Unauthorized (401). No token gets a bare challenge: RFC 6750 section 3.1 sends no error
+    /// code when the request had no credentials. A token that failed gets `invalid_token` and
+    /// the shared code.
+    pub fn unauthorized(realm: &str, code: ErrorCode) -> Self {
+        let www_authenticate = if code == ErrorCode::MissingToken {
+            format!("Bearer realm=\"{realm}\"")
+        } else {
+            format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
+                code.description()
+            )
+        };
+        let body = serde_json::json!({
+            "error": "invalid_token",
+            "code": code.as_str(),
+            "error_description": code.description(),
+        });
+        Self {
+            status: 401,
+            body: body.to_string(),
+            www_authenticate,
+        }
+    }
+
+    /// Forbidden (403): a valid token without the `scope` the route requires.
+    pub fn insufficient_scope(realm: &str, scope: &str) -> Self {
+        let code = ErrorCode::InsufficientScope;
+        let body = serde_json::json!({
+            "error": "insufficient_scope",
+            "code": code.as_str(),
+            "error_description": code.description(),
+            "scope": scope,
+        });
+        Self {
+            status: 403,
+            body: body.to_string(),
+            www_authenticate: format!(
+                "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{scope}\""
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bearer_header_yields_a_token_and_nothing_else_does() {
+        assert_eq!(
+            bearer_token(Some("Bearer abc.def.ghi")),
+            Some("abc.def.ghi")
+        );
+        assert_eq!(bearer_token(Some("bearer  abc ")), Some("abc"));
+        for none in [
+            None,
+            Some(""),
+            Some("Bearer"),
+            Some("Bearer "),
+            Some("Basic abc"),
+        ] {
+            assert_eq!(bearer_token(none), None, "{none:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_carry_the_code_and_the_challenge() {
+        let missing = Refusal::unauthorized("gatehouse", ErrorCode::MissingToken);
+        assert_eq!(
+            (missing.status, missing.www_authenticate.as_str()),
+            (401, "Bearer realm=\"gatehouse\"")
+        );
+        let body: serde_json::Value = serde_json::from_str(&missing.body).unwrap();
+        assert_eq!(
+            (body["error"].as_str(), body["code"].as_str()),
+            (Some("invalid_token"), Some("missing_token"))
+        );
+
+        let expired = Refusal::unauthorized("gatehouse", ErrorCode::Expired);
+        assert!(expired.www_authenticate.contains("error=\"invalid_token\""));
+        let body: serde_json::Value = serde_json::from_str(&expired.body).unwrap();
+        assert_eq!(body["code"], "expired");
+
+        let scope = Refusal::insufficient_scope("gatehouse", "admin");
+        assert_eq!(scope.status, 403);
+        assert!(scope.www_authenticate.ends_with("scope=\"admin\""));
+        let body: serde_json::Value = serde_json::from_str(&scope.body).unwrap();
+        assert_eq!(
+            (body["code"].as_str(), body["scope"].as_str()),
+            (Some("insufficient_scope"), Some("admin"))
+        );
+    }
+}
