@@ -74,6 +74,10 @@ enum KeysCommand {
 
 #[derive(Debug, Subcommand)]
 enum UsersCommand {
+    /// List every user: id, name, role, state, creation time.
+    List,
+    /// Show one user by name.
+    Show { username: String },
     /// Create a user; the password is read from the first line of standard input.
     Create {
         username: String,
@@ -111,6 +115,12 @@ pub fn main() -> ExitCode {
         Command::Users {
             command: UsersCommand::Create { username, admin },
         } => users_create(&username, admin),
+        Command::Users {
+            command: UsersCommand::List,
+        } => users_list(None),
+        Command::Users {
+            command: UsersCommand::Show { username },
+        } => users_list(Some(&username)),
         Command::Revocations {
             command: RevocationsCommand::Push,
         } => revocations_push(),
@@ -226,6 +236,33 @@ fn keys_list() -> Result<(), String> {
         println!(
             "{}\t{}\t{}\tcreated {}\tretired {retired}",
             k.kid, k.alg, k.status, k.created_at
+        );
+    }
+    Ok(())
+}
+
+/// `users list`, or `users show NAME` (an unknown name is an error).
+fn users_list(only: Option<&str>) -> Result<(), String> {
+    let (_, db) = load()?;
+    let users = match only {
+        Some(name) => {
+            let name = normalize_username(name).map_err(fail)?;
+            let found = db
+                .run_sync(|c| users::by_username(c, &name))
+                .map_err(fail)?
+                .ok_or_else(|| format!("no user named {name}"))?;
+            vec![found]
+        }
+        None => db.run_sync(users::list).map_err(fail)?,
+    };
+    for u in users {
+        println!(
+            "{}\t{}\t{}\t{}\tcreated {}",
+            u.id,
+            u.username,
+            if u.is_admin { "admin" } else { "user" },
+            if u.disabled { "disabled" } else { "enabled" },
+            u.created_at
         );
     }
     Ok(())

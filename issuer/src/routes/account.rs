@@ -43,6 +43,82 @@ async fn register(
     Ok(Created::new(format!("/v1/users/{id}")).body(Json(json!({"id": id, "username": username}))))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes the caller's password. Every other session of the user is revoked with it, in one
+/// transaction; the session that asked stays signed in.
+#[post("/v1/password", data = "<body>")]
+async fn change_password(
+    ctx: Result<Ctx<'_>, ApiError>,
+    auth: Result<Authenticated, ApiError>,
+    body: Result<FormOrJson<PasswordChange>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let (ctx, auth) = (ctx?, auth?);
+    let PasswordChange {
+        current_password,
+        new_password,
+    } = body?.0;
+    ctx.rate_limit.check(ctx.client_ip)?;
+    let sub = auth.claims.sub.clone();
+    let stored = ctx
+        .db
+        .run(move |c| users::by_id(c, &sub))
+        .await?
+        .ok_or(ApiError::InvalidToken(gatehouse_shared::ErrorCode::Revoked))?
+        .password_hash;
+    if !ctx.hasher.verify(current_password, Some(stored)).await? {
+        return Err(ApiError::InvalidPassword("the current password is wrong"));
+    }
+    check_password_policy(&new_password, &auth.username)?;
+    let hash = ctx.hasher.hash(new_password).await?;
+    let (sub, sid) = (auth.claims.sub.clone(), auth.claims.sid.clone());
+    let revoked = ctx
+        .revoker
+        .run(ctx.now, move |r| {
+            users::set_password_hash(r.conn(), &sub, &hash)?;
+            let now = r.now();
+            audit::record(r.conn(), now, "password_changed", Some(&sub), &json!({}))?;
+            let others = sessions::live_ids_of(r.conn(), &sub, &sid)?;
+            for id in &others {
+                r.session(id, "password_changed")?;
+            }
+            Ok(others.len())
+        })
+        .await?;
+    Ok(Json(json!({"changed": true, "sessions_revoked": revoked})))
+}
+
+/// A user, by id: what `POST /v1/users` points its `Location` at. The user themself or an
+/// admin may read it; anyone else gets 404, as for an id that does not exist.
+#[get("/v1/users/<id>")]
+async fn user(
+    ctx: Result<Ctx<'_>, ApiError>,
+    auth: Result<Authenticated, ApiError>,
+    id: &str,
+) -> Result<Json<Value>, ApiError> {
+    let (ctx, auth) = (ctx?, auth?);
+    if auth.claims.sub != id && !auth.is_admin {
+        return Err(ApiError::NotFound);
+    }
+    let id = id.to_owned();
+    let found = ctx
+        .db
+        .run(move |c| users::by_id(c, &id))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(json!({
+        "id": found.id,
+        "username": found.username,
+        "is_admin": found.is_admin,
+        "disabled": found.disabled,
+        "created_at": found.created_at,
+    })))
+}
+
 /// The protected example resource (the tutorial's `/items/me`).
 #[get("/v1/me")]
 fn me(auth: Result<Authenticated, ApiError>) -> Result<Json<Value>, ApiError> {
@@ -136,5 +212,13 @@ async fn logout_all(
 }
 
 pub fn routes() -> Vec<Route> {
-    routes![register, me, revoke, logout, logout_all]
+    routes![
+        register,
+        me,
+        user,
+        change_password,
+        revoke,
+        logout,
+        logout_all
+    ]
 }

@@ -50,6 +50,13 @@ pub fn by_username(conn: &mut DbConn, username: &str) -> Result<Option<User>, Ap
         .optional()?)
 }
 
+/// Every user, by name (the operator's `users list`).
+pub fn list(conn: &mut DbConn) -> Result<Vec<User>, ApiError> {
+    Ok(users::table
+        .order(users::username.asc())
+        .load::<User>(conn)?)
+}
+
 pub fn by_id(conn: &mut DbConn, id: &str) -> Result<Option<User>, ApiError> {
     Ok(users::table.find(id).first::<User>(conn).optional()?)
 }

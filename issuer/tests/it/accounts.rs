@@ -236,7 +236,94 @@ async fn discovery_and_health(backend: Backend) {
     );
 }
 
+/// Changing a password keeps the session that asked and revokes every other one, with their
+/// access tokens; the old password stops working.
+async fn password_change_revokes_the_other_sessions(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let (here, there) = (app.login("alice").await, app.login("alice").await);
+    let access = str_of(&here, "access_token").to_owned();
+    let new_password = "quiet-lantern-harbor-9";
+    let wrong =
+        format!(r#"{{"current_password":"nope-nope-nope","new_password":"{new_password}"}}"#);
+    let (status, json) = app
+        .send("POST", "/v1/password", Some(&wrong), Some(&access))
+        .await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_password")
+    );
+    let weak = format!(r#"{{"current_password":"{PASSWORD}","new_password":"password"}}"#);
+    let (status, _) = app
+        .send("POST", "/v1/password", Some(&weak), Some(&access))
+        .await;
+    assert_eq!(status, Status::BadRequest);
+
+    let body = format!(r#"{{"current_password":"{PASSWORD}","new_password":"{new_password}"}}"#);
+    let (status, json) = app
+        .send("POST", "/v1/password", Some(&body), Some(&access))
+        .await;
+    assert_eq!(
+        (status, json["sessions_revoked"].as_u64()),
+        (Status::Ok, Some(1)),
+        "{json}"
+    );
+    assert_eq!(
+        app.me(&access).await.0,
+        Status::Ok,
+        "the asking session stays"
+    );
+    let (status, json) = app.me(str_of(&there, "access_token")).await;
+    assert_eq!(
+        (status, str_of(&json, "code")),
+        (Status::Unauthorized, "revoked")
+    );
+    assert_eq!(
+        app.refresh(str_of(&there, "refresh_token")).await.0,
+        Status::BadRequest
+    );
+    let old = format!("grant_type=password&username=alice&password={PASSWORD}");
+    assert_eq!(
+        app.send("POST", "/v1/token", Some(&old), None).await.0,
+        Status::BadRequest
+    );
+    let new = format!("grant_type=password&username=alice&password={new_password}");
+    assert_eq!(
+        app.send("POST", "/v1/token", Some(&new), None).await.0,
+        Status::Ok
+    );
+}
+
+/// `POST /v1/users` answers with a `Location` that resolves, for the user and for admins only.
+async fn the_location_of_a_new_user_resolves(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let body = format!(r#"{{"username":"alice","password":"{PASSWORD}"}}"#);
+    let (status, _, headers) = app.send_full("POST", "/v1/users", Some(&body), None).await;
+    assert_eq!(status, Status::Created);
+    let location = header(&headers, "location").unwrap().to_owned();
+    let alice = str_of(&app.login("alice").await, "access_token").to_owned();
+    let (status, json) = app.send("GET", &location, None, Some(&alice)).await;
+    assert_eq!((status, str_of(&json, "username")), (Status::Ok, "alice"));
+    app.register("bob").await;
+    let bob = str_of(&app.login("bob").await, "access_token").to_owned();
+    assert_eq!(
+        app.send("GET", &location, None, Some(&bob)).await.0,
+        Status::NotFound
+    );
+    let admin = app.admin_token().await;
+    assert_eq!(
+        app.send("GET", &location, None, Some(&admin)).await.0,
+        Status::Ok
+    );
+    assert_eq!(
+        app.send("GET", &location, None, None).await.0,
+        Status::Unauthorized
+    );
+}
+
 crate::on_both_backends!(
+    password_change_revokes_the_other_sessions,
+    the_location_of_a_new_user_resolves,
     registration_rules,
     login_issues_verifiable_tokens,
     login_failures_look_alike,

@@ -204,6 +204,14 @@ fn cli_commands() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("root\tadmin"));
+    let listing = String::from_utf8_lossy(&run(path, &["users", "list"], "").stdout).to_string();
+    assert!(listing.contains("\troot\tadmin\tenabled\t"), "{listing}");
+    let out = run(path, &["users", "show", "ROOT"], "");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\troot\tadmin"));
+    let out = run(path, &["users", "show", "nobody"], "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user named nobody"));
     let out = run(path, &["users", "create", "weak"], "password\n");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("too common"));
