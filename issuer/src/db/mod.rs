@@ -19,6 +19,8 @@ use crate::error::ApiError;
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+/// The advisory lock key replicas migrate under ("gatehous" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6761_7465_686f_7573;
 
 #[derive(diesel::MultiConnection)]
 pub enum DbConn {
@@ -138,11 +140,24 @@ impl Db {
         &self.url
     }
 
-    /// Runs the embedded migrations for this backend.
+    /// Runs the embedded migrations for this backend. On PostgreSQL, replicas starting at once
+    /// take turns under a session advisory lock, so each sees the others' work instead of racing
+    /// it to the same `CREATE TABLE`; SQLite's own write lock does the same there.
     pub fn migrate(&self) -> Result<usize, String> {
+        use diesel::connection::SimpleConnection as _;
         let mut conn = self.pool.get().map_err(|e| e.to_string())?;
         let applied = match &mut *conn {
-            DbConn::Postgres(c) => c.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len()),
+            DbConn::Postgres(c) => {
+                c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                    .map_err(|e| format!("migration lock: {e}"))?;
+                let applied = c.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len());
+                let unlocked =
+                    c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
+                if let Err(e) = unlocked {
+                    tracing::warn!(error = %e, "releasing the migration lock failed");
+                }
+                applied
+            }
             DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
         };
         applied.map_err(|e| format!("migrations failed: {e}"))

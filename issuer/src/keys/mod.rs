@@ -153,11 +153,13 @@ fn build_state(
     )?;
     let mut rows = store::records(conn)?;
     if store::signing(&rows).is_none() {
-        let key = store::rotate_now(conn, sealer, now, "first key")?;
-        tracing::info!(
-            kid = key.kid(),
-            "generated the first signing key (sealed in the database)"
-        );
+        // Replicas igniting on an empty ring race here; the first to activate wins.
+        if let Some(key) = store::first_key(conn, sealer, now)? {
+            tracing::info!(
+                kid = key.kid(),
+                "generated the first signing key (sealed in the database)"
+            );
+        }
         rows = store::records(conn)?;
     }
     if store::settle(conn, &rows, now)? {

@@ -121,6 +121,18 @@ pub fn store_sealed(conn: &mut DbConn, sealer: &Sealer, key: &SigningKey) -> Res
 /// concurrent activation lost. Activations are serialised (a table lock on PostgreSQL, the write
 /// lock on SQLite), so two at once end with one active key. Returns whether `kid` signs now.
 pub fn activate(conn: &mut DbConn, kid: &str, now: i64, why: &str) -> Result<bool, ApiError> {
+    activate_where(conn, kid, now, why, false)
+}
+
+/// With `only_if_none`, `kid` becomes the signing key only if there is none yet (the first
+/// start on an empty ring, where the first replica must win, not the last).
+fn activate_where(
+    conn: &mut DbConn,
+    kid: &str,
+    now: i64,
+    why: &str,
+    only_if_none: bool,
+) -> Result<bool, ApiError> {
     write_tx(conn, |conn| {
         if !matches!(conn, DbConn::Sqlite(_)) {
             // Self-conflicting, so activations queue; plain reads are not blocked.
@@ -133,6 +145,16 @@ pub fn activate(conn: &mut DbConn, kid: &str, now: i64, why: &str) -> Result<boo
             .optional()?;
         if !matches!(status.as_deref(), Some(NEXT | ACTIVE)) {
             return Ok(false);
+        }
+        if only_if_none {
+            let active: i64 = signing_keys::table
+                .filter(signing_keys::status.eq(ACTIVE))
+                .count()
+                .get_result(conn)?;
+            if active > 0 {
+                diesel::delete(signing_keys::table.find(kid)).execute(conn)?;
+                return Ok(false);
+            }
         }
         diesel::update(signing_keys::table.find(kid))
             .set((
@@ -182,6 +204,18 @@ pub fn rotate_now(
     Err(ApiError::invalid_request(format!(
         "another rotation ran at the same time and won: the signing key is {winner}"
     )))
+}
+
+/// The first key of an empty ring. Replicas igniting at once each make one; the first to
+/// activate wins and the others drop theirs, so every replica loads the same key.
+pub fn first_key(
+    conn: &mut DbConn,
+    sealer: &Sealer,
+    now: i64,
+) -> Result<Option<SigningKey>, ApiError> {
+    let key = generate()?;
+    insert(conn, sealer, &key, NEXT, now)?;
+    Ok(activate_where(conn, key.kid(), now, "first key", true)?.then_some(key))
 }
 
 /// Scheduled rotation, run by every replica at each key-ring refresh. Idempotent, and safe when

@@ -135,6 +135,35 @@ impl TestApp {
         Self { client, config, db }
     }
 
+    /// `n` issuers igniting at once on a fresh, empty database (replicas of a first deploy);
+    /// `inspect` runs on each once it has ignited. Each ignites on its own thread and runtime,
+    /// released together: on one runtime their (blocking) migrations would run one after
+    /// another, and nothing would race.
+    pub fn start_many<T: Send + 'static>(
+        backend: Backend,
+        n: usize,
+        inspect: fn(&Client) -> T,
+    ) -> Vec<T> {
+        let db = TestDb::new(backend);
+        let mut config = test_config(&db);
+        config.key_encryption_key = Some(gatehouse_issuer::config::Secret::new(
+            gatehouse_issuer::keys::Sealer::generate_secret().unwrap(),
+        ));
+        let start = Arc::new(std::sync::Barrier::new(n));
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let (config, start) = (config.clone(), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Runtime::new().unwrap();
+                    start.wait();
+                    let client = runtime.block_on(client_for(&config));
+                    inspect(&client)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
     /// A second issuer on the same database: separate pool, memory and clock, like another
     /// process behind the same load balancer.
     pub async fn replica(&self) -> Client {

@@ -257,6 +257,33 @@ async fn scheduled_rotation_publishes_the_next_key_first(backend: Backend) {
     assert_eq!(listed.iter().filter(|k| k.status == "active").count(), 1);
 }
 
+/// A first deploy: several replicas ignite at once on an empty database. Migrations take turns
+/// instead of racing, the first key is made once, and every replica signs with it.
+async fn replicas_igniting_at_once_on_an_empty_database_agree(backend: Backend) {
+    let seen = tokio::task::block_in_place(|| {
+        TestApp::start_many(backend, 4, |replica| {
+            let signing = replica
+                .rocket()
+                .state::<Arc<KeyRing>>()
+                .unwrap()
+                .current()
+                .signer
+                .kid()
+                .to_owned();
+            let listed = replica
+                .rocket()
+                .state::<gatehouse_issuer::db::Db>()
+                .unwrap()
+                .run_sync(keys::list)
+                .unwrap();
+            let active = listed.iter().filter(|k| k.status == "active").count();
+            (signing, active)
+        })
+    });
+    assert!(seen.iter().all(|s| s.0 == seen[0].0), "{seen:?}");
+    assert!(seen.iter().any(|s| s.1 == 1), "{seen:?}");
+}
+
 async fn replicas_starting_with_one_new_key_file_agree(backend: Backend) {
     let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -334,6 +361,7 @@ crate::on_both_backends!(
     a_key_the_edge_cannot_verify_is_refused,
     production_key_file,
     replicas_starting_with_one_new_key_file_agree,
+    replicas_igniting_at_once_on_an_empty_database_agree,
     replicas_share_the_sealed_key_ring,
     concurrent_rotations_settle_on_one_key,
     scheduled_rotation_publishes_the_next_key_first,
