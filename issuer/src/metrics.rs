@@ -3,11 +3,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use rocket::fairing::AdHoc;
+use rocket::fairing::{AdHoc, Fairing, Info, Kind};
+use rocket::{Data, Request, Response};
+
+/// A request's labels: its route template (a bounded set; `unmatched` otherwise), its method
+/// and its status class, so that no client input becomes a label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    route: String,
+    method: String,
+    status: String,
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -21,6 +35,8 @@ pub struct Metrics {
     pub pushes_failed: Counter,
     pub jwks_served: Counter,
     hash_seconds: Histogram,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Family<RequestLabels, Histogram>,
 }
 
 impl Default for Metrics {
@@ -52,6 +68,16 @@ impl Default for Metrics {
             "Time spent in one argon2 hash or verification",
             hash_seconds.clone(),
         );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        let request_seconds = Family::<RequestLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.0005, 2.0, 14))) as fn() -> Histogram,
+        );
+        registry.register(
+            "http_request_seconds",
+            "Time from a request's arrival to its response",
+            request_seconds.clone(),
+        );
         Self {
             registry,
             logins_ok,
@@ -64,6 +90,8 @@ impl Default for Metrics {
             pushes_failed,
             jwks_served,
             hash_seconds,
+            requests,
+            request_seconds,
         }
     }
 }
@@ -83,8 +111,44 @@ impl Metrics {
     }
 }
 
+/// Counts every response and its latency, by route template, method and status class.
+struct RequestMetrics(Arc<Metrics>);
+
+#[rocket::async_trait]
+impl Fairing for RequestMetrics {
+    fn info(&self) -> Info {
+        Info {
+            name: "Request metrics",
+            kind: Kind::Request | Kind::Response,
+        }
+    }
+
+    async fn on_request(&self, req: &mut Request<'_>, _: &mut Data<'_>) {
+        req.local_cache(Instant::now);
+    }
+
+    async fn on_response<'r>(&self, req: &'r Request<'_>, res: &mut Response<'r>) {
+        let started = *req.local_cache(Instant::now);
+        let labels = RequestLabels {
+            route: req
+                .route()
+                .map_or_else(|| "unmatched".to_owned(), |r| r.uri.to_string()),
+            method: req.method().as_str().to_owned(),
+            status: format!("{}xx", res.status().code / 100),
+        };
+        self.0.requests.get_or_create(&labels).inc();
+        self.0
+            .request_seconds
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
 pub fn stage() -> AdHoc {
     AdHoc::on_ignite("Metrics", |rocket| async {
-        rocket.manage(Arc::new(Metrics::default()))
+        let metrics = Arc::new(Metrics::default());
+        rocket
+            .manage(Arc::clone(&metrics))
+            .attach(RequestMetrics(metrics))
     })
 }

@@ -321,7 +321,34 @@ async fn the_location_of_a_new_user_resolves(backend: Backend) {
     );
 }
 
+/// `/metrics` counts requests by route template, method and status class, with latencies;
+/// a client's path never becomes a label.
+async fn requests_are_counted_by_route_and_status(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    assert_eq!(
+        app.send("GET", "/v1/me", None, None).await.0,
+        Status::Unauthorized
+    );
+    assert_eq!(
+        app.send("GET", "/no/such/path-7f3a", None, None).await.0,
+        Status::NotFound
+    );
+    let response = app.client.get("/metrics").dispatch().await;
+    let text = response.into_string().await.unwrap();
+    for line in [
+        r#"gatehouse_http_requests_total{route="/v1/users",method="POST",status="2xx"} 1"#,
+        r#"gatehouse_http_requests_total{route="/v1/me",method="GET",status="4xx"} 1"#,
+        r#"gatehouse_http_requests_total{route="unmatched",method="GET",status="4xx"} 1"#,
+        r#"gatehouse_http_request_seconds_count{route="/v1/me",method="GET",status="4xx"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    assert!(!text.contains("path-7f3a"));
+}
+
 crate::on_both_backends!(
+    requests_are_counted_by_route_and_status,
     password_change_revokes_the_other_sessions,
     the_location_of_a_new_user_resolves,
     registration_rules,
