@@ -142,7 +142,8 @@ impl Db {
 
     /// Runs the embedded migrations for this backend. On PostgreSQL, replicas starting at once
     /// take turns under a session advisory lock, so each sees the others' work instead of racing
-    /// it to the same `CREATE TABLE`; SQLite's own write lock does the same there.
+    /// it to the same `CREATE TABLE`. SQLite is the single-process development store: several
+    /// processes starting at once on one SQLite file are not supported.
     pub fn migrate(&self) -> Result<usize, String> {
         use diesel::connection::SimpleConnection as _;
         let mut conn = self.pool.get().map_err(|e| e.to_string())?;

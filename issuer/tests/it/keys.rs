@@ -258,10 +258,13 @@ async fn scheduled_rotation_publishes_the_next_key_first(backend: Backend) {
 }
 
 /// A first deploy: several replicas ignite at once on an empty database. Migrations take turns
-/// instead of racing, the first key is made once, and every replica signs with it.
-async fn replicas_igniting_at_once_on_an_empty_database_agree(backend: Backend) {
+/// instead of racing, the first key is made once, and every replica signs with it. PostgreSQL
+/// only: replicas share PostgreSQL; SQLite is the single-process development store (production
+/// refuses it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_igniting_at_once_on_an_empty_postgres_agree() {
     let seen = tokio::task::block_in_place(|| {
-        TestApp::start_many(backend, 4, |replica| {
+        TestApp::start_many(Backend::Postgres, 4, |replica| {
             let signing = replica
                 .rocket()
                 .state::<Arc<KeyRing>>()
@@ -361,7 +364,6 @@ crate::on_both_backends!(
     a_key_the_edge_cannot_verify_is_refused,
     production_key_file,
     replicas_starting_with_one_new_key_file_agree,
-    replicas_igniting_at_once_on_an_empty_database_agree,
     replicas_share_the_sealed_key_ring,
     concurrent_rotations_settle_on_one_key,
     scheduled_rotation_publishes_the_next_key_first,
