@@ -275,6 +275,7 @@ pub async fn rows(s: &Settings, fix: &Fixture, w: &Workers<'_>) -> Vec<Row> {
                     "×",
                     m.added_ratio,
                 )
+                .signed()
                 .goal(scenario.goal())
                 .note("the goal's measure: workerd's own share, the same for every worker, left out"),
             );

@@ -98,6 +98,9 @@ pub struct Row {
     pub baseline: Option<(String, Sample)>,
     pub goal: Goal,
     pub note: String,
+    /// A difference of two measurements (work above a do-nothing worker): below the noise it
+    /// comes out negative, which is still a figure.
+    pub signed: bool,
 }
 
 impl Row {
@@ -115,7 +118,14 @@ impl Row {
             baseline: None,
             goal: Goal::None,
             note: String::new(),
+            signed: false,
         }
+    }
+
+    /// Marks a row whose figures are differences and may be negative (see [`Row::signed`]).
+    pub const fn signed(mut self) -> Self {
+        self.signed = true;
+        self
     }
 
     pub fn against(mut self, name: impl Into<String>, baseline: Sample) -> Self {
@@ -161,7 +171,12 @@ impl Row {
 
     /// Every figure is a finite, positive measurement (what the smoke mode insists on).
     pub fn is_measured(&self) -> bool {
-        let ok = |s: &Sample| !s.0.is_empty() && s.0.iter().all(|v| v.is_finite() && *v >= 0.0);
+        let ok = |s: &Sample| {
+            !s.0.is_empty()
+                && s.0
+                    .iter()
+                    .all(|v| v.is_finite() && (self.signed || *v >= 0.0))
+        };
         ok(&self.ours) && self.baseline.as_ref().is_none_or(|(_, b)| ok(b))
     }
 }
