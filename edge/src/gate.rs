@@ -24,14 +24,22 @@ const IDENTITY_PREFIX: &str = "x-gatehouse-";
 pub struct Incoming {
     raw: Request,
     url: String,
+    method: String,
     headers: Headers,
 }
 
 impl Incoming {
     pub fn new(raw: Request) -> Self {
         let url = raw.url();
+        // Every protected request reads it (the preflight check), and a forward again.
+        let method = raw.method();
         let headers = raw.headers();
-        Self { raw, url, headers }
+        Self {
+            raw,
+            url,
+            method,
+            headers,
+        }
     }
 
     /// The path, without query or fragment (the runtime has normalised the URL).
@@ -39,8 +47,8 @@ impl Incoming {
         path_and_query(&self.url).split('?').next().unwrap_or("/")
     }
 
-    pub fn method(&self) -> String {
-        self.raw.method()
+    pub fn method(&self) -> &str {
+        &self.method
     }
 
     fn header(&self, name: &str) -> Option<String> {
@@ -233,7 +241,7 @@ async fn forward(
     }
     let method = req.method();
     let init = RequestInit::new();
-    init.set_method(&method);
+    init.set_method(method);
     init.set_headers(&headers);
     // A proxy passes redirects on: following them here would hide a 302 from the browser and
     // could carry the identity headers to another host.

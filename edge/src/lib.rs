@@ -30,7 +30,7 @@ pub async fn fetch(req: worker::web_sys::Request, env: Env, ctx: Context) -> Res
     if !path.starts_with("/_gatehouse/") {
         return Ok(gate::handle(&req, &env, &ctx).await);
     }
-    let response = match (path, req.method().as_str()) {
+    let response = match (path, req.method()) {
         ("/_gatehouse/check", "GET") => gate::check(&req, &env, &ctx).await,
         ("/_gatehouse/health", "GET") => health(&env).await,
         ("/_gatehouse/sync", "POST") => push(req.into_worker(), &env).await,
