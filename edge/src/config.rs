@@ -122,9 +122,11 @@ impl Config {
         let audience = required("EXPECTED_AUDIENCE");
         let leeway = number(env, "LEEWAY_SECS", 30, &mut problems);
         let max_token = number(env, "MAX_TOKEN_BYTES", 8192, &mut problems);
-        let verifier = VerifierOptions::new(issuer, audience)
-            .with_leeway_secs(leeway)
-            .with_max_token_bytes(usize::try_from(max_token).unwrap_or(8192));
+        let verifier = VerifierOptions {
+            leeway_secs: leeway,
+            max_token_bytes: usize::try_from(max_token).unwrap_or(8192),
+            ..VerifierOptions::new(issuer, audience)
+        };
 
         let pinned_keys = var(env, "JWKS").and_then(|json| match KeySet::from_json(&json) {
             Ok(set) if !set.is_empty() => Some(set),

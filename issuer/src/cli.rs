@@ -78,7 +78,8 @@ enum UsersCommand {
     List,
     /// Show one user by name.
     Show { username: String },
-    /// Create a user; the password is read from the first line of standard input.
+    /// Create a user. On a terminal the password is asked twice without echo; otherwise it is
+    /// the first line of standard input.
     Create {
         username: String,
         /// Allow the user to request the `admin` scope.
@@ -268,18 +269,35 @@ fn users_list(only: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
-fn users_create(username: &str, admin: bool) -> Result<(), String> {
-    let (config, db) = load()?;
-    let username = normalize_username(username).map_err(fail)?;
+/// On a terminal: asked twice, without echo (rpassword turns the terminal's echo off). From a
+/// pipe or file: the first line, so scripts and provisioning keep working.
+fn read_new_password() -> Result<String, String> {
+    use std::io::IsTerminal as _;
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")
+            .map_err(|e| format!("reading the password: {e}"))?;
+        let again = rpassword::prompt_password("Password (again): ")
+            .map_err(|e| format!("reading the password: {e}"))?;
+        if first != again {
+            return Err("the two passwords differ; nothing was created".into());
+        }
+        return Ok(first);
+    }
     let mut password = String::new();
     std::io::stdin()
         .lock()
         .read_line(&mut password)
         .map_err(|e| format!("reading the password from stdin: {e}"))?;
-    let password = password.trim_end_matches(['\n', '\r']);
-    check_password_policy(password, &username).map_err(fail)?;
+    Ok(password.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+fn users_create(username: &str, admin: bool) -> Result<(), String> {
+    let (config, db) = load()?;
+    let username = normalize_username(username).map_err(fail)?;
+    let password = read_new_password()?;
+    check_password_policy(&password, &username).map_err(fail)?;
     let hash = HashPolicy::from_config(&config.password)
-        .hash(password)
+        .hash(&password)
         .map_err(fail)?;
     let id = crate::ids::new_id().map_err(fail)?;
     let now = now();

@@ -1,79 +1,57 @@
-//! Request guards shared by the routes: the application context (every managed piece plus the
-//! request's `now` and client IP), form-or-JSON bodies, and the bearer check.
+//! Request guards shared by the routes: the request's `now`, form-or-JSON bodies, and the
+//! bearer check. Handlers take the managed state they use as typed `&State<T>` guards; Rocket
+//! refuses to launch when any of it is not managed (its sentinels, ours below for the guards
+//! that read state themselves), so a missing stage is a launch error, never a 500.
 
-use std::net::IpAddr;
+use std::sync::Arc;
 
 use gatehouse_shared::{AccessClaims, ErrorCode};
 use rocket::data::{self, Data, FromData, ToByteUnit as _};
 use rocket::http::Status;
 use rocket::outcome::Outcome;
 use rocket::request::{self, FromRequest, Request};
+use rocket::{Ignite, Rocket, Sentinel};
 use serde::de::DeserializeOwned;
 
 use crate::auth_cache::{AuthCache, Standing};
 use crate::clock::Clock;
-use crate::config::Config;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::keys::KeyRing;
-use crate::metrics::Metrics;
-use crate::password::Hasher;
-use crate::ratelimit::RateLimit;
-use crate::revoker::Revoker;
-use crate::sync::Snapshots;
 
-/// Everything a handler needs, with the clock read once for the whole request.
-pub struct Ctx<'r> {
-    pub config: &'r Config,
-    pub db: &'r Db,
-    pub keys: &'r KeyRing,
-    pub hasher: &'r Hasher,
-    pub metrics: &'r Metrics,
-    pub snapshots: &'r Snapshots,
-    pub auth_cache: &'r AuthCache,
-    pub rate_limit: &'r RateLimit,
-    /// Every revocation goes through it (see `crate::revoker`).
-    pub revoker: &'r Revoker,
-    pub now: i64,
-    pub client_ip: Option<IpAddr>,
-}
-
-fn state<'r, T: Send + Sync + 'static>(req: &'r Request<'_>) -> Result<&'r T, ApiError> {
+/// State a guard reads itself. Its `Sentinel` has made sure at launch that it is managed; the
+/// error is for a guard whose sentinel forgot it.
+fn managed<'r, T: Send + Sync + 'static>(req: &'r Request<'_>) -> Result<&'r T, ApiError> {
     req.rocket()
         .state::<T>()
         .ok_or_else(|| ApiError::Internal(format!("{} is not managed", std::any::type_name::<T>())))
 }
 
-impl<'r> Ctx<'r> {
-    fn from(req: &'r Request<'_>) -> Result<Self, ApiError> {
-        Ok(Self {
-            config: state(req)?,
-            db: state(req)?,
-            keys: state::<std::sync::Arc<KeyRing>>(req)?,
-            hasher: state(req)?,
-            metrics: state::<std::sync::Arc<Metrics>>(req)?,
-            snapshots: state::<std::sync::Arc<Snapshots>>(req)?,
-            auth_cache: state::<std::sync::Arc<AuthCache>>(req)?,
-            rate_limit: state::<std::sync::Arc<RateLimit>>(req)?,
-            revoker: state(req)?,
-            now: state::<std::sync::Arc<Clock>>(req)?.now(),
-            client_ip: req.client_ip(),
-        })
-    }
+/// The request's time (Unix seconds): the clock is read once per request, and every guard and
+/// handler of that request sees the same value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now(pub i64);
 
-    /// When a revocation written now stops mattering.
-    pub fn revocation_horizon(&self) -> i64 {
-        self.config.revocation_horizon(self.now)
+impl Now {
+    fn of(req: &Request<'_>) -> Result<Self, ApiError> {
+        let clock = managed::<Arc<Clock>>(req)?;
+        Ok(*req.local_cache(|| Self(clock.now())))
+    }
+}
+
+impl Sentinel for Now {
+    fn abort(rocket: &Rocket<Ignite>) -> bool {
+        rocket.state::<Arc<Clock>>().is_none()
     }
 }
 
 #[rocket::async_trait]
-impl<'r> FromRequest<'r> for Ctx<'r> {
+impl<'r> FromRequest<'r> for Now {
     type Error = ApiError;
 
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, ApiError> {
-        match Ctx::from(req) {
-            Ok(ctx) => Outcome::Success(ctx),
+        match Self::of(req) {
+            Ok(now) => Outcome::Success(now),
             Err(e) => Outcome::Error((Status::InternalServerError, e)),
         }
     }
@@ -138,14 +116,19 @@ pub fn bearer_token<'a>(req: &'a Request<'_>) -> Option<&'a str> {
 
 /// Verifies an access token the way every protected route does: signature and claims with the
 /// shared verifier, then revocations and the user's state in the database.
-pub async fn authenticate(ctx: &Ctx<'_>, token: &str) -> Result<Authenticated, ApiError> {
-    let claims = ctx
-        .keys
+pub async fn authenticate(
+    keys: &KeyRing,
+    auth_cache: &AuthCache,
+    db: &Db,
+    now: i64,
+    token: &str,
+) -> Result<Authenticated, ApiError> {
+    let claims = keys
         .current()
         .verifier
-        .verify(token, ctx.now)
+        .verify(token, now)
         .map_err(|e| ApiError::InvalidToken(e.code()))?;
-    match ctx.auth_cache.standing(ctx.db, &claims, ctx.now).await? {
+    match auth_cache.standing(db, &claims, now).await? {
         Standing::Active(user) => Ok(Authenticated {
             claims,
             username: user.username,
@@ -156,20 +139,68 @@ pub async fn authenticate(ctx: &Ctx<'_>, token: &str) -> Result<Authenticated, A
     }
 }
 
+impl Sentinel for Authenticated {
+    fn abort(rocket: &Rocket<Ignite>) -> bool {
+        rocket.state::<Arc<KeyRing>>().is_none()
+            || rocket.state::<Arc<AuthCache>>().is_none()
+            || rocket.state::<Db>().is_none()
+            || Now::abort(rocket)
+    }
+}
+
 #[rocket::async_trait]
 impl<'r> FromRequest<'r> for Authenticated {
     type Error = ApiError;
 
     async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, ApiError> {
         let result = async {
-            let ctx = Ctx::from(req)?;
             let token = bearer_token(req).ok_or(ApiError::MissingToken)?;
-            authenticate(&ctx, token).await
+            let (keys, cache) = (
+                managed::<Arc<KeyRing>>(req)?,
+                managed::<Arc<AuthCache>>(req)?,
+            );
+            authenticate(keys, cache, managed(req)?, Now::of(req)?.0, token).await
         }
         .await;
         match result {
             Ok(auth) => Outcome::Success(auth),
             Err(e) => Outcome::Error((e.status(), e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The routes on a Rocket that manages nothing: the sentinels of their `&State<T>` and
+    /// guards must stop the launch (before this change it launched and answered 500s).
+    #[rocket::async_test]
+    async fn routes_without_their_state_do_not_launch() {
+        let bare = rocket::custom(rocket::Config::debug_default()).attach(crate::routes::stage());
+        let err = bare.ignite().await.err().map(|e| format!("{:?}", e.kind()));
+        assert!(
+            err.as_deref()
+                .is_some_and(|k| k.starts_with("SentinelAborts")),
+            "{err:?}"
+        );
+    }
+
+    /// The guards that read state themselves carry sentinels for exactly that state.
+    #[rocket::async_test]
+    async fn guard_sentinels_ask_for_their_state() {
+        use rocket::Sentinel as _;
+        let with_clock = rocket::custom(rocket::Config::debug_default())
+            .manage(std::sync::Arc::new(crate::clock::Clock::default()))
+            .ignite()
+            .await
+            .expect("ignites");
+        assert!(!super::Now::abort(&with_clock));
+        assert!(
+            super::Authenticated::abort(&with_clock),
+            "no key ring, cache or pool"
+        );
+        let empty = rocket::custom(rocket::Config::debug_default())
+            .ignite()
+            .await;
+        assert!(super::Now::abort(&empty.expect("ignites")));
     }
 }

@@ -10,118 +10,74 @@ use thiserror::Error;
 
 use crate::revocation::RevocationReason;
 
-/// The stable, machine-readable code of a failure. Never renamed; new codes may be added.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// Not a compact JWS, bad base64url, bad JSON, or a claim of the wrong JSON type.
-    Malformed,
-    /// Larger than the configured limit; rejected before any decoding.
-    TooLarge,
-    /// The header lists `crit` extensions (none are supported), or a `cty` that is not claims.
-    UnsupportedHeader,
-    /// No `kid`, or a `kid` that is not in the key set.
-    UnknownKid,
-    /// The header `alg` is not the algorithm of the key the `kid` names (covers `none` and HS*).
-    AlgMismatch,
-    /// The signature does not verify.
-    BadSignature,
-    /// The header `typ` is not the expected one (an access token is `at+jwt`).
-    WrongType,
-    /// `exp` is in the past, beyond the leeway.
-    Expired,
-    /// `nbf` or `iat` is in the future, beyond the leeway.
-    NotYetValid,
-    /// `iss` is not the expected issuer.
-    WrongIssuer,
-    /// `aud` does not contain the expected audience.
-    WrongAudience,
-    /// A required claim is absent.
-    MissingClaim,
-    /// The token, its session or its user has been revoked.
-    Revoked,
-    /// A revocation snapshot is not newer than the one already held.
-    StaleSnapshot,
-    /// A JWK that cannot be used (unsupported type or curve, bad encoding).
-    InvalidKey,
-    /// Signing failed (issuer side only; never caused by client input).
-    SigningFailed,
-    /// No token in the request (no `Authorization: Bearer`, no token cookie).
-    MissingToken,
-    /// The token is valid but lacks the scope the route requires.
-    InsufficientScope,
+/// One table, three views: the enum, its wire code and its client-safe description.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = $code:literal, $description:literal;)*) => {
+        /// The stable, machine-readable code of a failure. Never renamed; new codes may be added.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in table order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),*];
+
+            /// The `snake_case` code as it appears on the wire.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $code,)*
+                }
+            }
+
+            /// A short human description, safe to send to clients (it never echoes input).
+            pub const fn description(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $description,)*
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// Every code, in table order.
-    pub const ALL: &'static [Self] = &[
-        Self::Malformed,
-        Self::TooLarge,
-        Self::UnsupportedHeader,
-        Self::UnknownKid,
-        Self::AlgMismatch,
-        Self::BadSignature,
-        Self::WrongType,
-        Self::Expired,
-        Self::NotYetValid,
-        Self::WrongIssuer,
-        Self::WrongAudience,
-        Self::MissingClaim,
-        Self::Revoked,
-        Self::StaleSnapshot,
-        Self::InvalidKey,
-        Self::SigningFailed,
-        Self::MissingToken,
-        Self::InsufficientScope,
-    ];
-
-    /// The `snake_case` code as it appears on the wire.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Malformed => "malformed",
-            Self::TooLarge => "too_large",
-            Self::UnsupportedHeader => "unsupported_header",
-            Self::UnknownKid => "unknown_kid",
-            Self::AlgMismatch => "alg_mismatch",
-            Self::BadSignature => "bad_signature",
-            Self::WrongType => "wrong_type",
-            Self::Expired => "expired",
-            Self::NotYetValid => "not_yet_valid",
-            Self::WrongIssuer => "wrong_issuer",
-            Self::WrongAudience => "wrong_audience",
-            Self::MissingClaim => "missing_claim",
-            Self::Revoked => "revoked",
-            Self::StaleSnapshot => "stale_snapshot",
-            Self::InvalidKey => "invalid_key",
-            Self::SigningFailed => "signing_failed",
-            Self::MissingToken => "missing_token",
-            Self::InsufficientScope => "insufficient_scope",
-        }
-    }
-
-    /// A short human description, safe to send to clients (it never echoes input).
-    pub const fn description(self) -> &'static str {
-        match self {
-            Self::Malformed => "the token is not a well-formed JWS/JWT",
-            Self::TooLarge => "the token is larger than allowed",
-            Self::UnsupportedHeader => "the token header requires unsupported extensions",
-            Self::UnknownKid => "the token is signed with an unknown key",
-            Self::AlgMismatch => "the token algorithm does not match its key",
-            Self::BadSignature => "the token signature is invalid",
-            Self::WrongType => "the token is not of the expected type",
-            Self::Expired => "the token has expired",
-            Self::NotYetValid => "the token is not valid yet",
-            Self::WrongIssuer => "the token was issued by an unexpected issuer",
-            Self::WrongAudience => "the token is not meant for this audience",
-            Self::MissingClaim => "the token lacks a required claim",
-            Self::Revoked => "the token has been revoked",
-            Self::StaleSnapshot => "the revocation snapshot is older than the one in use",
-            Self::InvalidKey => "the key cannot be used",
-            Self::SigningFailed => "signing failed",
-            Self::MissingToken => "no bearer token was sent",
-            Self::InsufficientScope => "the token lacks a scope this route requires",
-        }
-    }
+error_codes! {
+    /// Not a compact JWS, bad base64url, bad JSON, or a claim of the wrong JSON type.
+    Malformed = "malformed", "the token is not a well-formed JWS/JWT";
+    /// Larger than the configured limit; rejected before any decoding.
+    TooLarge = "too_large", "the token is larger than allowed";
+    /// The header lists `crit` extensions (none are supported), or a `cty` that is not claims.
+    UnsupportedHeader = "unsupported_header", "the token header requires unsupported extensions";
+    /// No `kid`, or a `kid` that is not in the key set.
+    UnknownKid = "unknown_kid", "the token is signed with an unknown key";
+    /// The header `alg` is not the algorithm of the key the `kid` names (covers `none` and HS*).
+    AlgMismatch = "alg_mismatch", "the token algorithm does not match its key";
+    /// The signature does not verify.
+    BadSignature = "bad_signature", "the token signature is invalid";
+    /// The header `typ` is not the expected one (an access token is `at+jwt`).
+    WrongType = "wrong_type", "the token is not of the expected type";
+    /// `exp` is in the past, beyond the leeway.
+    Expired = "expired", "the token has expired";
+    /// `nbf` or `iat` is in the future, beyond the leeway.
+    NotYetValid = "not_yet_valid", "the token is not valid yet";
+    /// `iss` is not the expected issuer.
+    WrongIssuer = "wrong_issuer", "the token was issued by an unexpected issuer";
+    /// `aud` does not contain the expected audience.
+    WrongAudience = "wrong_audience", "the token is not meant for this audience";
+    /// A required claim is absent.
+    MissingClaim = "missing_claim", "the token lacks a required claim";
+    /// The token, its session or its user has been revoked.
+    Revoked = "revoked", "the token has been revoked";
+    /// A revocation snapshot is not newer than the one already held.
+    StaleSnapshot = "stale_snapshot", "the revocation snapshot is older than the one in use";
+    /// A JWK that cannot be used (unsupported type or curve, bad encoding).
+    InvalidKey = "invalid_key", "the key cannot be used";
+    /// Signing failed (issuer side only; never caused by client input).
+    SigningFailed = "signing_failed", "signing failed";
+    /// No token in the request (no `Authorization: Bearer`, no token cookie).
+    MissingToken = "missing_token", "no bearer token was sent";
+    /// The token is valid but lacks the scope the route requires.
+    InsufficientScope = "insufficient_scope", "the token lacks a scope this route requires";
 }
 
 impl fmt::Display for ErrorCode {

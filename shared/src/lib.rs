@@ -12,8 +12,6 @@ pub mod alg;
 pub mod challenge;
 pub mod claims;
 pub mod error;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod jwk;
 pub mod revocation;
 #[cfg(feature = "sign")]

@@ -12,7 +12,8 @@ use crate::jwk::KeySet;
 use crate::revocation::RevocationList;
 use crate::token::{Ed25519Input, UntrustedToken};
 
-/// What a token must satisfy besides its signature.
+/// What a token must satisfy besides its signature. Start from [`Self::new`] and set fields
+/// with struct update syntax.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifierOptions {
     /// Required `iss`.
@@ -39,24 +40,6 @@ impl VerifierOptions {
             max_token_bytes: Self::DEFAULT_MAX_TOKEN_BYTES,
             token_type: ACCESS_TOKEN_TYPE.into(),
         }
-    }
-
-    #[must_use]
-    pub fn with_leeway_secs(mut self, leeway_secs: u32) -> Self {
-        self.leeway_secs = leeway_secs;
-        self
-    }
-
-    #[must_use]
-    pub fn with_max_token_bytes(mut self, max_token_bytes: usize) -> Self {
-        self.max_token_bytes = max_token_bytes;
-        self
-    }
-
-    #[must_use]
-    pub fn with_token_type(mut self, token_type: impl Into<String>) -> Self {
-        self.token_type = token_type.into();
-        self
     }
 }
 

@@ -79,13 +79,13 @@ impl Verifier {
             .map_err(|e| error(ErrorCode::InvalidKey, &format!("invalid options: {e}")))?;
         let mut options = VerifierOptions::new(o.issuer, o.audience);
         if let Some(leeway) = o.leeway {
-            options = options.with_leeway_secs(leeway);
+            options.leeway_secs = leeway;
         }
         if let Some(typ) = o.typ {
-            options = options.with_token_type(typ);
+            options.token_type = typ;
         }
         if let Some(max) = o.max_token_bytes {
-            options = options.with_max_token_bytes(max);
+            options.max_token_bytes = max;
         }
         Ok(Self {
             inner: gatehouse_shared::Verifier::new(keys, options),

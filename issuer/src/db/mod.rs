@@ -112,6 +112,23 @@ impl ManageConnection for Manager {
 pub type Pool = r2d2::Pool<Manager>;
 
 /// The pool plus a semaphore with one permit per connection.
+/// A failure on a connection that no longer answers is the server gone (503, retry), not a bug
+/// (500): decided by the connection's state, as diesel reports some drops with kind `Unknown`.
+/// A dead socket fails the ping at once. On SQLite a lock held past `busy_timeout` stays a 500:
+/// diesel gives it no kind, and SQLite is the single-process development store.
+fn lost_server_is_unavailable<T>(
+    conn: &mut DbConn,
+    result: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    match result {
+        Err(ApiError::Internal(detail)) if conn.is_broken() || conn.ping().is_err() => {
+            tracing::warn!(error = %detail, "database connection lost");
+            Err(ApiError::unavailable("database unavailable"))
+        }
+        other => other,
+    }
+}
+
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
@@ -181,7 +198,8 @@ impl Db {
             let mut conn = pool
                 .get()
                 .map_err(|_| ApiError::unavailable("database unavailable"))?;
-            f(&mut conn)
+            let result = f(&mut conn);
+            lost_server_is_unavailable(&mut conn, result)
         })
         .await
         .map_err(|e| ApiError::Internal(format!("database task failed: {e}")))?
@@ -196,7 +214,8 @@ impl Db {
             .pool
             .get()
             .map_err(|_| ApiError::unavailable("database unavailable"))?;
-        f(&mut conn)
+        let result = f(&mut conn);
+        lost_server_is_unavailable(&mut conn, result)
     }
 
     /// Readiness: a round trip to the database.

@@ -180,8 +180,10 @@ fn build_state(
             })
             .filter_map(|r| VerifyingJwk::from_json(&r.public_jwk).ok()),
     );
-    let options =
-        VerifierOptions::new(&config.issuer, &config.audience).with_leeway_secs(config.leeway_secs);
+    let options = VerifierOptions {
+        leeway_secs: config.leeway_secs,
+        ..VerifierOptions::new(&config.issuer, &config.audience)
+    };
     Ok(KeyState {
         verifier: Verifier::new(published.clone(), options),
         published,

@@ -1,14 +1,22 @@
 //! A user's own account: registration, `/v1/me`, revocation (RFC 7009) and logout.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use rocket::response::status::Created;
 use rocket::serde::json::{Json, Value, json};
-use rocket::{Route, get, post, routes};
+use rocket::{Route, State, get, post, routes};
 use serde::Deserialize;
 
-use crate::context::{Authenticated, Ctx, FormOrJson};
+use crate::config::Config;
+use crate::context::{Authenticated, FormOrJson, Now};
+use crate::db::Db;
 use crate::error::ApiError;
 use crate::ids;
-use crate::password::{check_password_policy, normalize_username};
+use crate::keys::KeyRing;
+use crate::password::{Hasher, check_password_policy, normalize_username};
+use crate::ratelimit::RateLimit;
+use crate::revoker::Revoker;
 use crate::store::{audit, sessions, users};
 
 #[derive(Debug, Deserialize)]
@@ -19,27 +27,30 @@ pub struct Registration {
 
 #[post("/v1/users", data = "<body>")]
 async fn register(
-    ctx: Result<Ctx<'_>, ApiError>,
+    config: &State<Config>,
+    db: &State<Db>,
+    hasher: &State<Hasher>,
+    limit: &State<Arc<RateLimit>>,
+    client_ip: Option<IpAddr>,
+    now: Now,
     body: Result<FormOrJson<Registration>, ApiError>,
 ) -> Result<Created<Json<Value>>, ApiError> {
-    let ctx = ctx?;
-    ctx.rate_limit.check(ctx.client_ip)?;
-    if !ctx.config.open_registration {
+    let Now(now) = now;
+    limit.check(client_ip)?;
+    if !config.open_registration {
         return Err(ApiError::RegistrationClosed);
     }
     let Registration { username, password } = body?.0;
     let username = normalize_username(&username)?;
     check_password_policy(&password, &username)?;
-    let hash = ctx.hasher.hash(password).await?;
+    let hash = hasher.hash(password).await?;
     let id = ids::new_id()?;
-    let now = ctx.now;
     let (uid, name) = (id.clone(), username.clone());
-    ctx.db
-        .run(move |c| {
-            users::create(c, &uid, &name, &hash, false, now)?;
-            audit::record(c, now, "user_created", Some(&uid), &json!({"via": "api"}))
-        })
-        .await?;
+    db.run(move |c| {
+        users::create(c, &uid, &name, &hash, false, now)?;
+        audit::record(c, now, "user_created", Some(&uid), &json!({"via": "api"}))
+    })
+    .await?;
     Ok(Created::new(format!("/v1/users/{id}")).body(Json(json!({"id": id, "username": username}))))
 }
 
@@ -52,33 +63,38 @@ pub struct PasswordChange {
 /// Changes the caller's password. Every other session of the user is revoked with it, in one
 /// transaction; the session that asked stays signed in.
 #[post("/v1/password", data = "<body>")]
+#[allow(clippy::too_many_arguments)] // one typed guard per managed piece (Rocket's idiom)
 async fn change_password(
-    ctx: Result<Ctx<'_>, ApiError>,
+    db: &State<Db>,
+    hasher: &State<Hasher>,
+    revoker: &State<Revoker>,
+    limit: &State<Arc<RateLimit>>,
+    client_ip: Option<IpAddr>,
+    now: Now,
     auth: Result<Authenticated, ApiError>,
     body: Result<FormOrJson<PasswordChange>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, auth) = (ctx?, auth?);
+    let Now(now) = now;
+    let auth = auth?;
     let PasswordChange {
         current_password,
         new_password,
     } = body?.0;
-    ctx.rate_limit.check(ctx.client_ip)?;
+    limit.check(client_ip)?;
     let sub = auth.claims.sub.clone();
-    let stored = ctx
-        .db
+    let stored = db
         .run(move |c| users::by_id(c, &sub))
         .await?
         .ok_or(ApiError::InvalidToken(gatehouse_shared::ErrorCode::Revoked))?
         .password_hash;
-    if !ctx.hasher.verify(current_password, Some(stored)).await? {
+    if !hasher.verify(current_password, Some(stored)).await? {
         return Err(ApiError::InvalidPassword("the current password is wrong"));
     }
     check_password_policy(&new_password, &auth.username)?;
-    let hash = ctx.hasher.hash(new_password).await?;
+    let hash = hasher.hash(new_password).await?;
     let (sub, sid) = (auth.claims.sub.clone(), auth.claims.sid.clone());
-    let revoked = ctx
-        .revoker
-        .run(ctx.now, move |r| {
+    let others_revoked = revoker
+        .run(now, move |r| {
             users::set_password_hash(r.conn(), &sub, &hash)?;
             let now = r.now();
             audit::record(r.conn(), now, "password_changed", Some(&sub), &json!({}))?;
@@ -89,24 +105,25 @@ async fn change_password(
             Ok(others.len())
         })
         .await?;
-    Ok(Json(json!({"changed": true, "sessions_revoked": revoked})))
+    Ok(Json(
+        json!({"changed": true, "sessions_revoked": others_revoked}),
+    ))
 }
 
 /// A user, by id: what `POST /v1/users` points its `Location` at. The user themself or an
 /// admin may read it; anyone else gets 404, as for an id that does not exist.
 #[get("/v1/users/<id>")]
 async fn user(
-    ctx: Result<Ctx<'_>, ApiError>,
+    db: &State<Db>,
     auth: Result<Authenticated, ApiError>,
     id: &str,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, auth) = (ctx?, auth?);
+    let auth = auth?;
     if auth.claims.sub != id && !auth.is_admin {
         return Err(ApiError::NotFound);
     }
     let id = id.to_owned();
-    let found = ctx
-        .db
+    let found = db
         .run(move |c| users::by_id(c, &id))
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -144,32 +161,35 @@ pub struct RevocationRequest {
 /// probe tokens; only the caller's own tokens (or any, for admins) are revoked.
 #[post("/v1/revoke", data = "<body>")]
 async fn revoke(
-    ctx: Result<Ctx<'_>, ApiError>,
+    config: &State<Config>,
+    keys: &State<Arc<KeyRing>>,
+    revoker: &State<Revoker>,
+    now: Now,
     auth: Result<Authenticated, ApiError>,
     body: Result<FormOrJson<RevocationRequest>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, auth) = (ctx?, auth?);
+    let Now(now) = now;
+    let auth = auth?;
     let request = body?.0;
     let token = request
         .token
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;
     let looks_like_jwt = token.bytes().filter(|&b| b == b'.').count() == 2;
     let may_revoke = |owner: &str| owner == auth.claims.sub || auth.is_admin;
-    let now = ctx.now;
     if looks_like_jwt {
         // Only our own valid access tokens; an expired one needs no entry.
-        if let Ok(claims) = ctx.keys.current().verifier.verify(&token, now)
+        if let Ok(claims) = keys.current().verifier.verify(&token, now)
             && may_revoke(&claims.sub)
         {
-            let expires_at = claims.exp + i64::from(ctx.config.leeway_secs) + 1;
-            ctx.revoker
+            let expires_at = claims.exp + i64::from(config.leeway_secs) + 1;
+            revoker
                 .run(now, move |r| r.token(&claims.jti, &claims.sub, expires_at))
                 .await?;
         }
     } else {
         let owner = auth.claims.sub.clone();
         let is_admin = auth.is_admin;
-        ctx.revoker
+        revoker
             .run(now, move |r| {
                 match sessions::session_of_refresh_token(r.conn(), &token, now)? {
                     Some(s) if s.user_id == owner || is_admin => {
@@ -186,27 +206,29 @@ async fn revoke(
 /// Ends the caller's session: no more refreshes, and its access tokens stop at the edge.
 #[post("/v1/logout")]
 async fn logout(
-    ctx: Result<Ctx<'_>, ApiError>,
+    revoker: &State<Revoker>,
+    now: Now,
     auth: Result<Authenticated, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, auth) = (ctx?, auth?);
+    let Now(now) = now;
+    let auth = auth?;
     let sid = auth.claims.sid.clone();
-    ctx.revoker
-        .run(ctx.now, move |r| r.session(&sid, "logout"))
-        .await?;
+    revoker.run(now, move |r| r.session(&sid, "logout")).await?;
     Ok(Json(json!({"revoked": "session", "sid": auth.claims.sid})))
 }
 
 /// Ends every session of the caller and cuts off every access token issued until now.
 #[post("/v1/logout/all")]
 async fn logout_all(
-    ctx: Result<Ctx<'_>, ApiError>,
+    revoker: &State<Revoker>,
+    now: Now,
     auth: Result<Authenticated, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, auth) = (ctx?, auth?);
+    let Now(now) = now;
+    let auth = auth?;
     let sub = auth.claims.sub.clone();
-    ctx.revoker
-        .run(ctx.now, move |r| r.user(&sub, "logout_all"))
+    revoker
+        .run(now, move |r| r.user(&sub, "logout_all"))
         .await?;
     Ok(Json(json!({"revoked": "user", "sub": auth.claims.sub})))
 }

@@ -2,12 +2,18 @@
 //! session, disable or enable users, and RFC 7662 introspection for origins that want a hard
 //! online check.
 
+use std::sync::Arc;
+
 use rocket::serde::json::{Json, Value, json};
-use rocket::{Route, post, routes};
+use rocket::{Route, State, post, routes};
 use serde::Deserialize;
 
-use crate::context::{Authenticated, Ctx, FormOrJson, authenticate};
+use crate::auth_cache::AuthCache;
+use crate::context::{Authenticated, FormOrJson, Now, authenticate};
+use crate::db::Db;
 use crate::error::ApiError;
+use crate::keys::KeyRing;
+use crate::revoker::Revoker;
 use crate::store::{audit, sessions, users};
 
 /// Ids are base64url; anything else (a NUL byte, say, which PostgreSQL would refuse) cannot
@@ -32,14 +38,16 @@ fn admin(auth: Result<Authenticated, ApiError>) -> Result<Authenticated, ApiErro
 
 #[post("/v1/admin/users/<user_id>/revoke")]
 async fn revoke_user(
-    ctx: Result<Ctx<'_>, ApiError>,
+    revoker: &State<Revoker>,
+    now: Now,
     auth: Result<Authenticated, ApiError>,
     user_id: &str,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, _admin) = (ctx?, admin(auth)?);
+    let Now(now) = now;
+    admin(auth)?;
     let uid = checked_id(user_id)?;
-    ctx.revoker
-        .run(ctx.now, move |r| {
+    revoker
+        .run(now, move |r| {
             users::by_id(r.conn(), &uid)?.ok_or(ApiError::NotFound)?;
             r.user(&uid, "admin")
         })
@@ -49,14 +57,16 @@ async fn revoke_user(
 
 #[post("/v1/admin/sessions/<sid>/revoke")]
 async fn revoke_session(
-    ctx: Result<Ctx<'_>, ApiError>,
+    revoker: &State<Revoker>,
+    now: Now,
     auth: Result<Authenticated, ApiError>,
     sid: &str,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, _admin) = (ctx?, admin(auth)?);
+    let Now(now) = now;
+    admin(auth)?;
     let id = checked_id(sid)?;
-    ctx.revoker
-        .run(ctx.now, move |r| {
+    revoker
+        .run(now, move |r| {
             sessions::by_id(r.conn(), &id)?.ok_or(ApiError::NotFound)?;
             r.session(&id, "admin")
         })
@@ -64,11 +74,17 @@ async fn revoke_session(
     Ok(Json(json!({"revoked": "session", "sid": sid})))
 }
 
-async fn set_disabled(ctx: &Ctx<'_>, user_id: &str, disabled: bool) -> Result<(), ApiError> {
-    let (now, uid) = (ctx.now, checked_id(user_id)?);
+async fn set_disabled(
+    revoker: &Revoker,
+    auth_cache: &AuthCache,
+    now: i64,
+    user_id: &str,
+    disabled: bool,
+) -> Result<(), ApiError> {
+    let uid = checked_id(user_id)?;
     // Through the revocation service both ways: disabling revokes in the same transaction, and
     // either way the bearer check must not keep the old standing.
-    ctx.revoker
+    revoker
         .run(now, move |r| {
             if !users::set_disabled(r.conn(), &uid, disabled)? {
                 return Err(ApiError::NotFound);
@@ -86,30 +102,36 @@ async fn set_disabled(ctx: &Ctx<'_>, user_id: &str, disabled: bool) -> Result<()
         })
         .await?;
     if !disabled {
-        ctx.auth_cache.invalidate();
+        auth_cache.invalidate();
     }
     Ok(())
 }
 
 #[post("/v1/admin/users/<user_id>/disable")]
 async fn disable(
-    ctx: Result<Ctx<'_>, ApiError>,
+    revoker: &State<Revoker>,
+    auth_cache: &State<Arc<AuthCache>>,
+    now: Now,
     auth: Result<Authenticated, ApiError>,
     user_id: &str,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, _admin) = (ctx?, admin(auth)?);
-    set_disabled(&ctx, user_id, true).await?;
+    let Now(now) = now;
+    admin(auth)?;
+    set_disabled(revoker, auth_cache, now, user_id, true).await?;
     Ok(Json(json!({"sub": user_id, "disabled": true})))
 }
 
 #[post("/v1/admin/users/<user_id>/enable")]
 async fn enable(
-    ctx: Result<Ctx<'_>, ApiError>,
+    revoker: &State<Revoker>,
+    auth_cache: &State<Arc<AuthCache>>,
+    now: Now,
     auth: Result<Authenticated, ApiError>,
     user_id: &str,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, _admin) = (ctx?, admin(auth)?);
-    set_disabled(&ctx, user_id, false).await?;
+    let Now(now) = now;
+    admin(auth)?;
+    set_disabled(revoker, auth_cache, now, user_id, false).await?;
     Ok(Json(json!({"sub": user_id, "disabled": false})))
 }
 
@@ -121,16 +143,20 @@ pub struct IntrospectionRequest {
 /// RFC 7662: `{"active": false}` for anything not currently valid.
 #[post("/v1/introspect", data = "<body>")]
 async fn introspect(
-    ctx: Result<Ctx<'_>, ApiError>,
+    keys: &State<Arc<KeyRing>>,
+    auth_cache: &State<Arc<AuthCache>>,
+    db: &State<Db>,
+    now: Now,
     auth: Result<Authenticated, ApiError>,
     body: Result<FormOrJson<IntrospectionRequest>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    let (ctx, _admin) = (ctx?, admin(auth)?);
+    let Now(now) = now;
+    admin(auth)?;
     let token = body?
         .0
         .token
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;
-    if let Ok(found) = authenticate(&ctx, &token).await {
+    if let Ok(found) = authenticate(keys, auth_cache, db, now, &token).await {
         let c = found.claims;
         return Ok(Json(json!({
             "active": true, "token_type": "access_token", "sub": c.sub, "username": found.username,
@@ -138,9 +164,7 @@ async fn introspect(
             "jti": c.jti, "sid": c.sid,
         })));
     }
-    let now = ctx.now;
-    let session = ctx
-        .db
+    let session = db
         .run(move |c| sessions::session_of_refresh_token(c, &token, now))
         .await?;
     Ok(Json(match session {

@@ -1,16 +1,26 @@
 //! `POST /v1/token`: the OAuth 2.0 token endpoint (RFC 6749) for the password and refresh-token
 //! grants.
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use gatehouse_shared::{Audience, TokenClaims, sign_access_token};
 use rocket::serde::json::Json;
-use rocket::{Route, post, routes};
+use rocket::{Route, State, post, routes};
 use serde::{Deserialize, Serialize};
 
 use super::NoStore;
-use crate::context::{Ctx, FormOrJson};
+use crate::config::Config;
+use crate::context::{FormOrJson, Now};
+use crate::db::Db;
 use crate::error::ApiError;
 use crate::ids;
+use crate::keys::KeyRing;
+use crate::metrics::Metrics;
+use crate::password::Hasher;
 use crate::password::{MAX_PASSWORD_CHARS, normalize_username};
+use crate::ratelimit::RateLimit;
+use crate::revoker::Revoker;
 use crate::store::lockout::{self, Reservation};
 use crate::store::sessions::{self, Grant, Rotation};
 use crate::store::users::{self, User};
@@ -41,35 +51,63 @@ pub struct TokenResponse {
     scope: String,
 }
 
+/// What the grants work with, taken from the handler's typed guards.
+struct Grants<'r> {
+    config: &'r Config,
+    db: &'r Db,
+    hasher: &'r Hasher,
+    metrics: &'r Metrics,
+    revoker: &'r Revoker,
+    now: i64,
+}
+
+#[allow(clippy::too_many_arguments)] // one typed guard per managed piece (Rocket's idiom)
 #[post("/v1/token", data = "<body>")]
 async fn token(
-    ctx: Result<Ctx<'_>, ApiError>,
+    config: &State<Config>,
+    db: &State<Db>,
+    hasher: &State<Hasher>,
+    metrics: &State<Arc<Metrics>>,
+    revoker: &State<Revoker>,
+    keys: &State<Arc<KeyRing>>,
+    limit: &State<Arc<RateLimit>>,
+    client_ip: Option<IpAddr>,
+    now: Now,
     body: Result<FormOrJson<TokenRequest>, ApiError>,
 ) -> Result<NoStore<Json<TokenResponse>>, ApiError> {
-    let ctx = ctx?;
-    ctx.rate_limit.check(ctx.client_ip)?;
+    let Now(now) = now;
+    limit.check(client_ip)?;
     let request = body?.0;
+    let grants = Grants {
+        config,
+        db,
+        hasher,
+        metrics,
+        revoker,
+        now,
+    };
     let grant = match request.grant_type.as_deref() {
-        Some("password") => password_grant(&ctx, request).await?,
-        Some("refresh_token") => refresh_grant(&ctx, request).await?,
+        Some("password") => password_grant(&grants, request).await?,
+        Some("refresh_token") => refresh_grant(&grants, request).await?,
         Some(_) => return Err(ApiError::UnsupportedGrantType),
         None => return Err(ApiError::invalid_request("grant_type is required")),
     };
-    Ok(NoStore::new(Json(respond(&ctx, grant)?)))
+    Ok(NoStore::new(Json(respond(config, keys, now, grant)?)))
 }
 
-async fn password_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, ApiError> {
+async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Grant, ApiError> {
     let username = request
         .username
         .ok_or_else(|| ApiError::invalid_request("username is required"))?;
     let password = request
         .password
         .ok_or_else(|| ApiError::invalid_request("password is required"))?;
-    let (now, cfg) = (ctx.now, ctx.config.lockout);
+    let (now, cfg) = (grants.now, grants.config.lockout);
     // The user and, for an enabled one, a lockout reservation: one trip to the pool.
     let found = match normalize_username(&username) {
         Ok(name) if password.chars().count() <= MAX_PASSWORD_CHARS => {
-            ctx.db
+            grants
+                .db
                 .run(move |c| {
                     let Some(user) = users::by_username(c, &name)?.filter(|u| !u.disabled) else {
                         return Ok(None);
@@ -83,21 +121,21 @@ async fn password_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, A
     };
     let Some((user, reservation)) = found else {
         // Same work as a real check, so timing does not tell which usernames exist.
-        ctx.hasher.verify(password, None).await?;
-        ctx.metrics.logins_failed.inc();
+        grants.hasher.verify(password, None).await?;
+        grants.metrics.logins_failed.inc();
         return Err(ApiError::InvalidGrant(BAD_CREDENTIALS));
     };
     if let Reservation::Refused { retry_after } = reservation {
-        ctx.metrics.logins_failed.inc();
+        grants.metrics.logins_failed.inc();
         return Err(ApiError::LockedOut { retry_after });
     }
-    let ok = ctx
+    let ok = grants
         .hasher
         .verify(password.clone(), Some(user.password_hash.clone()))
         .await?;
     if !ok {
         let uid = user.id.clone();
-        let locked = ctx
+        let locked = grants
             .db
             .run(move |c| {
                 let locked = lockout::record_failure(c, &uid, now, &cfg)?;
@@ -108,20 +146,20 @@ async fn password_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, A
                 Ok(locked)
             })
             .await?;
-        ctx.metrics.logins_failed.inc();
+        grants.metrics.logins_failed.inc();
         if locked {
-            ctx.metrics.lockouts.inc();
+            grants.metrics.lockouts.inc();
         }
         return Err(ApiError::InvalidGrant(BAD_CREDENTIALS));
     }
-    let scope = granted_scope(ctx, request.scope.as_deref(), &user);
-    let new_hash = if ctx.hasher.policy().requires_upgrade(&user.password_hash) {
-        Some(ctx.hasher.hash(password).await?)
+    let scope = granted_scope(grants.config, request.scope.as_deref(), &user);
+    let new_hash = if grants.hasher.policy().requires_upgrade(&user.password_hash) {
+        Some(grants.hasher.hash(password).await?)
     } else {
         None
     };
-    let ttl = ctx.config.session_ttl_secs;
-    let grant = ctx
+    let ttl = grants.config.session_ttl_secs;
+    let grant = grants
         .db
         .run(move |c| {
             write_tx(c, |c| {
@@ -144,13 +182,17 @@ async fn password_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, A
             })
         })
         .await?;
-    ctx.metrics.logins_ok.inc();
+    grants.metrics.logins_ok.inc();
     Ok(grant)
 }
 
 /// The requested scopes if the user may have them all, else the default scopes.
-fn granted_scope(ctx: &Ctx<'_>, requested: Option<&str>, user: &User) -> Result<String, ApiError> {
-    let base: Vec<&str> = ctx.config.user_scopes.split_whitespace().collect();
+fn granted_scope(
+    config: &Config,
+    requested: Option<&str>,
+    user: &User,
+) -> Result<String, ApiError> {
+    let base: Vec<&str> = config.user_scopes.split_whitespace().collect();
     let Some(requested) = requested.filter(|s| !s.trim().is_empty()) else {
         return Ok(base.join(" "));
     };
@@ -169,7 +211,7 @@ fn granted_scope(ctx: &Ctx<'_>, requested: Option<&str>, user: &User) -> Result<
     Ok(granted.join(" "))
 }
 
-async fn refresh_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, ApiError> {
+async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Grant, ApiError> {
     let presented = request
         .refresh_token
         .ok_or_else(|| ApiError::invalid_request("refresh_token is required"))?;
@@ -178,18 +220,18 @@ async fn refresh_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, Ap
             "the refresh token is invalid or expired",
         ));
     }
-    let grace = ctx.config.refresh_grace_secs;
-    match ctx
+    let grace = grants.config.refresh_grace_secs;
+    match grants
         .revoker
-        .run(ctx.now, move |r| sessions::rotate(r, &presented, grace))
+        .run(grants.now, move |r| sessions::rotate(r, &presented, grace))
         .await?
     {
         Rotation::Rotated(grant) => {
-            ctx.metrics.refreshes.inc();
+            grants.metrics.refreshes.inc();
             Ok(grant)
         }
         Rotation::ReuseDetected { .. } => {
-            ctx.metrics.refresh_reuse_detected.inc();
+            grants.metrics.refresh_reuse_detected.inc();
             Err(ApiError::InvalidGrant(
                 "the refresh token was already used; the session has been revoked",
             ))
@@ -201,13 +243,17 @@ async fn refresh_grant(ctx: &Ctx<'_>, request: TokenRequest) -> Result<Grant, Ap
 }
 
 /// Signs the access token for a grant. It never outlives its session.
-fn respond(ctx: &Ctx<'_>, grant: Grant) -> Result<TokenResponse, ApiError> {
-    let now = ctx.now;
-    let exp = (now + i64::from(ctx.config.access_token_ttl_secs)).min(grant.session.expires_at);
+fn respond(
+    config: &Config,
+    keys: &KeyRing,
+    now: i64,
+    grant: Grant,
+) -> Result<TokenResponse, ApiError> {
+    let exp = (now + i64::from(config.access_token_ttl_secs)).min(grant.session.expires_at);
     let claims = TokenClaims {
-        iss: ctx.config.issuer.clone(),
+        iss: config.issuer.clone(),
         sub: grant.session.user_id.clone(),
-        aud: Audience::single(&ctx.config.audience),
+        aud: Audience::single(&config.audience),
         exp,
         iat: now,
         nbf: Some(now),
@@ -215,7 +261,7 @@ fn respond(ctx: &Ctx<'_>, grant: Grant) -> Result<TokenResponse, ApiError> {
         sid: grant.session.id.clone(),
         scope: grant.session.scope.clone(),
     };
-    let access_token = sign_access_token(&ctx.keys.current().signer, &claims)
+    let access_token = sign_access_token(&keys.current().signer, &claims)
         .map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
     Ok(TokenResponse {
         access_token,

@@ -1,12 +1,19 @@
 //! Public documents: JWKS, authorization-server metadata (RFC 8414) and the signed revocation
 //! snapshot.
 
+use std::sync::Arc;
+
 use rocket::http::{ContentType, Header};
 use rocket::serde::json::{Json, Value, json};
-use rocket::{Responder, Route, get, routes};
+use rocket::{Responder, Route, State, get, routes};
 
-use crate::context::Ctx;
+use crate::config::Config;
+use crate::context::Now;
+use crate::db::Db;
 use crate::error::ApiError;
+use crate::keys::KeyRing;
+use crate::metrics::Metrics;
+use crate::sync::Snapshots;
 
 #[derive(Responder)]
 #[response(content_type = "json")]
@@ -16,23 +23,21 @@ struct Jwks {
 }
 
 #[get("/.well-known/jwks.json")]
-fn jwks(ctx: Result<Ctx<'_>, ApiError>) -> Result<Jwks, ApiError> {
-    let ctx = ctx?;
-    ctx.metrics.jwks_served.inc();
-    Ok(Jwks {
-        body: ctx.keys.current().published.to_json(),
+fn jwks(keys: &State<Arc<KeyRing>>, metrics: &State<Arc<Metrics>>) -> Jwks {
+    metrics.jwks_served.inc();
+    Jwks {
+        body: keys.current().published.to_json(),
         // Short, so a rotation reaches verifiers quickly; unknown kids trigger a refetch anyway.
         cache: Header::new("Cache-Control", "public, max-age=60"),
-    })
+    }
 }
 
 #[get("/.well-known/oauth-authorization-server")]
-fn metadata(ctx: Result<Ctx<'_>, ApiError>) -> Result<Json<Value>, ApiError> {
-    let config = ctx?.config;
+fn metadata(config: &State<Config>) -> Json<Value> {
     let base = config.issuer.trim_end_matches('/');
     let mut scopes: Vec<&str> = config.user_scopes.split_whitespace().collect();
     scopes.push("admin");
-    Ok(Json(json!({
+    Json(json!({
         "issuer": config.issuer,
         "token_endpoint": format!("{base}/v1/token"),
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
@@ -44,7 +49,7 @@ fn metadata(ctx: Result<Ctx<'_>, ApiError>) -> Result<Json<Value>, ApiError> {
         "revocation_endpoint_auth_methods_supported": ["bearer"],
         "introspection_endpoint_auth_methods_supported": ["bearer"],
         "scopes_supported": scopes,
-    })))
+    }))
 }
 
 #[derive(Responder)]
@@ -55,12 +60,15 @@ struct Snapshot {
 }
 
 #[get("/v1/revocations")]
-async fn snapshot(ctx: Result<Ctx<'_>, ApiError>) -> Result<Snapshot, ApiError> {
-    let ctx = ctx?;
-    let jws = ctx
-        .snapshots
-        .current(ctx.db, ctx.keys, ctx.config, ctx.now)
-        .await?;
+async fn snapshot(
+    snapshots: &State<Arc<Snapshots>>,
+    db: &State<Db>,
+    keys: &State<Arc<KeyRing>>,
+    config: &State<Config>,
+    now: Now,
+) -> Result<Snapshot, ApiError> {
+    let Now(now) = now;
+    let jws = snapshots.current(db, keys, config, now).await?;
     Ok(Snapshot {
         body: jws.to_string(),
         content_type: ContentType::new("application", "jwt"),
@@ -72,12 +80,15 @@ async fn snapshot(ctx: Result<Ctx<'_>, ApiError>) -> Result<Snapshot, ApiError> 
 /// old. Small (bytes in proportion to recent revocations) and the same for every caller, so a
 /// location's cache can share one copy between its isolates.
 #[get("/v1/revocations/delta")]
-async fn delta(ctx: Result<Ctx<'_>, ApiError>) -> Result<Snapshot, ApiError> {
-    let ctx = ctx?;
-    let jws = ctx
-        .snapshots
-        .current_delta(ctx.db, ctx.keys, ctx.config, ctx.now)
-        .await?;
+async fn delta(
+    snapshots: &State<Arc<Snapshots>>,
+    db: &State<Db>,
+    keys: &State<Arc<KeyRing>>,
+    config: &State<Config>,
+    now: Now,
+) -> Result<Snapshot, ApiError> {
+    let Now(now) = now;
+    let jws = snapshots.current_delta(db, keys, config, now).await?;
     Ok(Snapshot {
         body: jws.to_string(),
         content_type: ContentType::new("application", "jwt"),

@@ -245,3 +245,70 @@ fn cli_commands() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
 }
+
+/// Reads a child's output on a thread, so a test can wait for a prompt.
+fn collect(
+    mut from: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    seen
+}
+
+fn wait_for(seen: &std::sync::Mutex<Vec<u8>>, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let so_far = String::from_utf8_lossy(&seen.lock().unwrap()).to_string();
+        if so_far.contains(text) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {text:?} in {so_far:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// On a terminal, `users create` asks for the password twice and never echoes it. The terminal
+/// is a real pseudo-terminal (util-linux `script`): with echo on, the line discipline would copy
+/// what we type into the output we read.
+#[test]
+fn users_create_prompts_without_echo_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(run(dir.path(), &["migrate"], "").status.success());
+    let typed = "quiet-heron-41-lantern";
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("'{BIN}' users create carol"), "/dev/null"])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut keyboard = child.stdin.take().unwrap();
+    let screen = collect(child.stdout.take().unwrap());
+    for prompt in ["Password: ", "Password (again): "] {
+        wait_for(&screen, prompt);
+        // rpassword prints the prompt, then turns echo off: give it that moment.
+        std::thread::sleep(Duration::from_millis(300));
+        keyboard.write_all(format!("{typed}\n").as_bytes()).unwrap();
+        keyboard.flush().unwrap();
+    }
+    let status = child.wait().unwrap();
+    drop(keyboard);
+    let shown = String::from_utf8_lossy(&screen.lock().unwrap()).to_string();
+    assert!(status.success(), "{shown}");
+    assert!(shown.contains("\tcarol"), "{shown}");
+    assert!(!shown.contains(typed), "the password was echoed: {shown}");
+    let out = run(dir.path(), &["users", "show", "carol"], "");
+    assert!(out.status.success());
+}

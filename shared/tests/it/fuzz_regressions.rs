@@ -1,9 +1,10 @@
 //! Replays the fuzzing seeds and every input a fuzzer once crashed on (shared/fuzz/), so fixed
-//! crashes stay fixed. The harnesses are the fuzz targets themselves.
+//! crashes stay fixed. The harnesses are the fuzz targets' own (`shared/fuzz/harness.rs`).
 
 use std::path::Path;
 
-use gatehouse_shared::fuzzing;
+#[path = "../../fuzz/harness.rs"]
+mod fuzzing;
 
 fn replay(target: &str, harness: fn(&[u8])) -> usize {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");

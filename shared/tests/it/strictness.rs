@@ -98,7 +98,10 @@ fn a_cache_filled_by_one_verifier_serves_no_other() {
     a.verifier.verify_cached(&mut cache, &token, NOW).unwrap();
     let other_typ = gatehouse_shared::Verifier::new(
         a.verifier.keys().clone(),
-        VerifierOptions::new(ISSUER, AUDIENCE).with_token_type("other+jwt"),
+        VerifierOptions {
+            token_type: "other+jwt".into(),
+            ..VerifierOptions::new(ISSUER, AUDIENCE)
+        },
     );
     assert_eq!(
         other_typ

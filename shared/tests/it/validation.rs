@@ -13,7 +13,10 @@ const LEEWAY: u32 = 30;
 fn fixture() -> Fixture {
     Fixture::with_options(
         Algorithm::EdDsa,
-        VerifierOptions::new(crate::fixture::ISSUER, AUDIENCE).with_leeway_secs(LEEWAY),
+        VerifierOptions {
+            leeway_secs: LEEWAY,
+            ..VerifierOptions::new(crate::fixture::ISSUER, AUDIENCE)
+        },
     )
 }
 
@@ -33,7 +36,10 @@ fn exp_boundary_with_leeway() {
     assert_eq!(verify_at(&f, &c, last_valid + 1), Err(ErrorCode::Expired));
     let no_leeway = Fixture::with_options(
         Algorithm::EdDsa,
-        VerifierOptions::new(crate::fixture::ISSUER, AUDIENCE).with_leeway_secs(0),
+        VerifierOptions {
+            leeway_secs: 0,
+            ..VerifierOptions::new(crate::fixture::ISSUER, AUDIENCE)
+        },
     );
     assert!(verify_at(&no_leeway, &c, c.exp - 1).is_ok());
     assert_eq!(verify_at(&no_leeway, &c, c.exp), Err(ErrorCode::Expired));
@@ -148,7 +154,10 @@ fn type_must_be_at_jwt() {
 fn size_limit_is_enforced() {
     let f = Fixture::with_options(
         Algorithm::EdDsa,
-        VerifierOptions::new(crate::fixture::ISSUER, AUDIENCE).with_max_token_bytes(600),
+        VerifierOptions {
+            max_token_bytes: 600,
+            ..VerifierOptions::new(crate::fixture::ISSUER, AUDIENCE)
+        },
     );
     let mut c = claims();
     assert!(verify_at(&f, &c, NOW).is_ok());

@@ -1,8 +1,12 @@
-//! Harnesses shared by the `cargo fuzz` targets (`shared/fuzz/`) and the regression tests that
-//! replay every input the fuzzers ever found interesting. Each asserts invariants; a panic is a
-//! bug.
+//! Harnesses shared by the `cargo fuzz` targets (`fuzz_targets/`) and the regression tests that
+//! replay every input the fuzzers ever found interesting (`shared/tests/it/fuzz_regressions.rs`).
+//! Each asserts invariants; a panic is a bug. Both include this file by path, so it is test
+//! code and never part of the `gatehouse-shared` library.
 
-use crate::{ErrorCode, KeySet, RevocationList, SnapshotOptions, Verifier, VerifierOptions};
+use gatehouse_shared::{
+    Ed25519Key, ErrorCode, KeySet, PublicKey, RevocationList, SnapshotOptions, UntrustedToken,
+    Verifier, VerifierOptions,
+};
 
 /// The fixed key the harnesses trust (RFC 8037's example public key, `kid` "fuzz").
 pub fn keys() -> KeySet {
@@ -21,7 +25,7 @@ pub fn token(data: &[u8]) {
     if let Err(e) = verifier.verify(text, 1_800_000_000) {
         assert!(!e.code().as_str().is_empty());
     }
-    if let Ok(untrusted) = crate::UntrustedToken::parse(text, usize::MAX) {
+    if let Ok(untrusted) = UntrustedToken::parse(text, usize::MAX) {
         let _ = untrusted.has_type("at+jwt");
     }
 }
@@ -60,8 +64,8 @@ pub fn snapshot(data: &[u8]) {
     }
 }
 
-/// Ed25519 differential: the verifier tokens go through ([`crate::PublicKey::verify`], that is
-/// [`crate::StrictEd25519`] with an [`crate::Ed25519Key`]) against ed25519-dalek used directly.
+/// Ed25519 differential: the verifier tokens go through ([`PublicKey::verify`], that is
+/// `StrictEd25519` with an [`Ed25519Key`]) against ed25519-dalek used directly.
 /// `data`: a mode byte, 32 key bytes, 64 signature bytes, then the message. Even modes sign the
 /// message with the key bytes as a secret and XOR the signature bytes in as a mask (all zero: a
 /// valid signature), so the fuzzer explores around valid signatures; odd modes take the key and
@@ -86,8 +90,8 @@ pub fn ed25519(data: &[u8]) {
     } else {
         (key, sig)
     };
-    let ours = crate::Ed25519Key::from_bytes(&public)
-        .is_ok_and(|k| crate::PublicKey::Ed25519(k).verify(message, &signature));
+    let ours = Ed25519Key::from_bytes(&public)
+        .is_ok_and(|k| PublicKey::Ed25519(k).verify(message, &signature));
     let reference = ed25519_dalek::VerifyingKey::from_bytes(&public).ok();
     let dalek_sig = ed25519_dalek::Signature::from_bytes(&signature);
     let strict = reference
