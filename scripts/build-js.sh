@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the npm package @gatehouse/verify into edge/js/pkg: the verification core compiled to
 # wasm32 (size profile), bound with wasm-bindgen (web target: ESM, async init and initSync),
-# shrunk with binaryen's wasm-opt, plus the Node entry, types and README from edge/js/npm/.
+# shrunk with binaryen's wasm-opt, plus the entries (browser/default, Node ESM and CommonJS,
+# workerd), types, README and LICENSE from edge/js/npm/. `npm pack edge/js/pkg` makes the
+# tarball that would be published.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -13,12 +15,25 @@ rm -rf "$out"
 node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
   --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
   "$out/gatehouse_verify_bg.wasm" -o "$out/gatehouse_verify_bg.wasm"
-cp edge/js/npm/package.json edge/js/npm/README.md edge/js/npm/node.js edge/js/npm/index.d.ts "$out/"
+cp edge/js/npm/package.json edge/js/npm/README.md edge/js/npm/node.js edge/js/npm/workerd.js edge/js/npm/remote.js \
+  edge/js/npm/client.js \
+  edge/js/npm/index.d.ts edge/js/npm/wasm.d.ts LICENSE "$out/"
 errors=$(cd "$out" && ls snippets/*/npm/errors.js)
 cat > "$out/index.js" <<JS
 export * from './gatehouse_verify.js';
 export { default } from './gatehouse_verify.js';
 export { GatehouseError } from './${errors}';
+export { createRemoteVerifier } from './remote.js';
+export { GatehouseClient, GatehouseClientError } from './client.js';
 JS
+# CommonJS for `require`: the same glue bundled by esbuild. Its default async init would need
+# `import.meta.url`, which CommonJS lacks; the entry initialises synchronously instead.
+cp edge/js/npm/node-cjs.js "$out/"
+node_modules/.bin/esbuild "$out/node-cjs.js" --bundle --format=cjs --platform=node \
+  --log-override:empty-import-meta=silent --log-level=warning --outfile="$out/node.cjs"
+rm "$out/node-cjs.js"
+# Its types: CommonJS declarations cannot re-export the ESM ones, so they are a copy.
+{ cat "$out/gatehouse_verify.d.ts"; grep -v "^export \* from\|^export { default }\|^import type" edge/js/npm/index.d.ts; } \
+  >"$out/index.d.cts"
 printf 'built %s: wasm %s bytes, %s gzipped\n' "$out" \
   "$(wc -c < "$out/gatehouse_verify_bg.wasm")" "$(gzip -9 -c "$out/gatehouse_verify_bg.wasm" | wc -c)"

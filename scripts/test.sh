@@ -25,10 +25,9 @@ scripts/build-js.sh
 step "tests (unit, integration on PostgreSQL + SQLite, end-to-end with workerd, jose interop)"
 cargo test --locked --workspace --all-features
 
-step "JS package: wasm-bindgen tests under Node, type-check, node --test (package + browser demo)"
+step "JS package: wasm-bindgen tests under Node; node --test (the packed tarball in Node ESM/CJS, TypeScript and a wrangler-bundled Worker; the browser demo)"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   cargo test --locked -p gatehouse-verify --target wasm32-unknown-unknown
-node_modules/.bin/tsc -p tests/js/types/tsconfig.json
 node --test tests/js/*.test.mjs
 
 step "benchmark suite, smoke mode (every row runs, seconds each; the full run is make bench)"

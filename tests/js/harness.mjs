@@ -1,6 +1,6 @@
 // Shared by the Node tests: start the real issuer binary on SQLite in a temp dir.
-import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -57,12 +57,15 @@ export async function startIssuer(env = {}) {
   return {
     url,
     stop: () => child.kill('SIGKILL'),
-    async user(name) {
-      const reg = await fetch(`${url}/v1/users`, {
-        method: 'POST', headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ username: name, password: PASSWORD }),
-      });
-      if (reg.status !== 201) throw new Error(`register: ${reg.status}`);
+    /** Registers `name` (unless `register` is false) and logs in: the token response. */
+    async user(name, { register = true } = {}) {
+      if (register) {
+        const reg = await fetch(`${url}/v1/users`, {
+          method: 'POST', headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ username: name, password: PASSWORD }),
+        });
+        if (reg.status !== 201) throw new Error(`register: ${reg.status}`);
+      }
       const res = await fetch(`${url}/v1/token`, {
         method: 'POST',
         body: new URLSearchParams({ grant_type: 'password', username: name, password: PASSWORD }),
@@ -70,4 +73,25 @@ export async function startIssuer(env = {}) {
       return res.json();
     },
   };
+}
+
+/** `npm pack` of the built package (edge/js/pkg), installed from that tarball into a fresh app
+ * directory, as a user's `npm install` would. Returns the app directory and the packed files. */
+export function installPacked() {
+  const run = (args, cwd) => execFileSync('npm', args, { cwd, encoding: 'utf8', stdio: 'pipe' });
+  const packDir = mkdtempSync(join(tmpdir(), 'gh-pack-'));
+  const [info] = JSON.parse(run(['pack', join(root, 'edge/js/pkg'), '--pack-destination', packDir, '--json'], root));
+  const app = mkdtempSync(join(tmpdir(), 'gh-app-'));
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'gh-app', version: '0.0.0', private: true, type: 'module' }));
+  run(['install', '--no-audit', '--no-fund', '--loglevel=error', join(packDir, info.filename)], app);
+  return { app, packed: info.files.map((f) => f.path) };
+}
+
+/** An issuer token, the same token with its signature changed, and what verifying needs. */
+export async function tokenInput(issuer, username) {
+  const jwks = await (await fetch(`${issuer.url}/.well-known/jwks.json`)).json();
+  const { access_token: token } = await issuer.user(username);
+  const last = token.at(-2) === 'A' ? 'Q' : 'A';
+  const tampered = `${token.slice(0, -2)}${last}${token.at(-1)}`;
+  return { jwks, token, tampered, issuer: issuer.url, audience: 'gatehouse-js' };
 }

@@ -8,26 +8,84 @@ export declare class GatehouseError extends Error {
   constructor(code: string, message: string);
 }
 
-/** Claims of a verified Gatehouse access token (times in Unix seconds). */
-export interface AccessClaims {
-  iss: string;
-  sub: string;
-  aud: string | string[];
-  exp: number;
-  iat: number;
-  nbf?: number;
-  jti: string;
-  sid: string;
-  scope?: string;
+import type { AccessClaims, VerifierOptions } from './gatehouse_verify.js';
+
+export interface RemoteVerifierOptions extends VerifierOptions {
+  /** How long a fetched JWK set is used before it is fetched again (default 300 s). */
+  ttlSeconds?: number;
+  /** At most one refetch per this many seconds for unknown kids and expiry (default 30 s). */
+  refetchCooldownSeconds?: number;
+  /** The `fetch` to use (default `globalThis.fetch`). */
+  fetch?: (url: string, init: { headers: Record<string, string> }) => Promise<Response>;
 }
 
-export interface VerifierOptions {
-  issuer: string;
-  audience: string;
-  /** Allowed clock difference in seconds (default 30). */
-  leeway?: number;
-  /** Required header `typ` (default `at+jwt`). */
-  typ?: string;
-  /** Longer tokens are refused before decoding (default 8192). */
-  maxTokenBytes?: number;
+/** A verifier over the issuer's JWK set, refetched by the edge's rules. */
+export interface RemoteVerifier {
+  /** The `kid`s of the JWK set held now. */
+  readonly kids: string[];
+  /** `Verifier.verify`, refetching the keys first if they expired or the `kid` is new. */
+  verify(token: string, now?: number): Promise<AccessClaims>;
+}
+
+/**
+ * Fetches the JWK set at `jwksUrl` (throws `keys_unavailable` if it cannot) and returns a
+ * verifier that keeps it for `ttlSeconds` and refetches on an unknown kid, at most once per
+ * `refetchCooldownSeconds`. Verification never fetches otherwise.
+ */
+export declare function createRemoteVerifier(jwksUrl: string | URL, options: RemoteVerifierOptions): Promise<RemoteVerifier>;
+
+/** Where the client keeps tokens when asked to persist them (sessionStorage, localStorage, …). */
+export interface TokenStorage {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+export interface GatehouseClientOptions {
+  /** Base URL of the issuer (default: this origin). */
+  issuer?: string;
+  /** Refresh this many seconds before the access token expires (default 60). */
+  refreshAheadSeconds?: number;
+  /** Refresh on a timer ahead of expiry (default true); otherwise only when a token is needed. */
+  autoRefresh?: boolean;
+  /** Default: memory only, shared with the other tabs of this origin. */
+  storage?: TokenStorage;
+  /** The BroadcastChannel that tabs share tokens over (default `gatehouse`). */
+  channelName?: string;
+  /** The `fetch` to use (default `globalThis.fetch`). */
+  fetch?: typeof globalThis.fetch;
+}
+
+export type GatehouseClientEvent = 'signedIn' | 'refreshed' | 'signedOut' | 'sessionRevoked';
+
+/** The tokens a client holds (`expiresAt` in milliseconds since the epoch). */
+export interface SessionTokens {
+  accessToken: string;
+  refreshToken: string;
+  expiresAt: number;
+  scope: string;
+}
+
+/** Log in, keep and refresh tokens across calls and tabs, and call APIs with them. */
+export declare class GatehouseClient {
+  constructor(options?: GatehouseClientOptions);
+  /** Resolves once other tabs had a moment to hand over a session they hold. */
+  readonly ready: Promise<void>;
+  readonly accessToken: string | undefined;
+  readonly signedIn: boolean;
+  readonly storageKey: string;
+  on(event: GatehouseClientEvent, handler: (tokens?: SessionTokens) => void): () => void;
+  login(username: string, password: string, scope?: string): Promise<void>;
+  getAccessToken(): Promise<string | undefined>;
+  refresh(): Promise<void>;
+  fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
+  logout(): Promise<void>;
+  close(): void;
+}
+
+/** A failure of the client itself, with an OAuth2-style `code` (`invalid_grant`, `session_revoked`, …). */
+export declare class GatehouseClientError extends Error {
+  readonly name: 'GatehouseClientError';
+  readonly code: string;
+  constructor(code: string, message: string);
 }

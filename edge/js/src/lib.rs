@@ -16,6 +16,61 @@ extern "C" {
     fn new(code: &str, message: &str) -> JsGatehouseError;
 }
 
+// The shapes the bindings below name in their TypeScript signatures, so no public function of
+// the package takes or returns `any` (tests/js/package.test.mjs checks it on the packed tarball).
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &str = r#"
+/** Claims of a verified Gatehouse access token (times in Unix seconds). */
+export interface AccessClaims {
+  iss: string;
+  sub: string;
+  aud: string | string[];
+  exp: number;
+  iat: number;
+  nbf?: number;
+  jti: string;
+  sid: string;
+  scope?: string;
+}
+
+export interface VerifierOptions {
+  issuer: string;
+  audience: string;
+  /** Allowed clock difference in seconds (default 30). */
+  leeway?: number;
+  /** Required header `typ` (default `at+jwt`). */
+  typ?: string;
+  /** Longer tokens are refused before decoding (default 8192). */
+  maxTokenBytes?: number;
+}
+
+/** One public JWK (RFC 7517); members other than these are kept and ignored. */
+export interface Jwk {
+  kty: string;
+  kid?: string;
+  alg?: string;
+  use?: string;
+  crv?: string;
+  x?: string;
+  y?: string;
+  [member: string]: unknown;
+}
+
+/** A JWK set (`GET /.well-known/jwks.json`). */
+export interface JwkSet {
+  keys: Jwk[];
+}
+
+/** What `decodeUnverified` shows: nothing in it has been checked. */
+export interface DecodedToken {
+  header: { alg: string; kid?: string; typ?: string };
+  claims: Record<string, unknown>;
+}
+
+/** Why a token is revoked. */
+export type RevocationReason = "token" | "session" | "user" | "key";
+"#;
+
 fn error(code: ErrorCode, message: &str) -> JsValue {
     JsGatehouseError::new(code.as_str(), message).into()
 }
@@ -73,7 +128,10 @@ impl Verifier {
     /// `jwks`: a JWK set (object or JSON text). `options`: `{issuer, audience, leeway?, typ?,
     /// maxTokenBytes?}`.
     #[wasm_bindgen(constructor)]
-    pub fn new(jwks: &JsValue, options: JsValue) -> Result<Verifier, JsValue> {
+    pub fn new(
+        #[wasm_bindgen(unchecked_param_type = "JwkSet | string")] jwks: &JsValue,
+        #[wasm_bindgen(unchecked_param_type = "VerifierOptions")] options: JsValue,
+    ) -> Result<Verifier, JsValue> {
         let keys = key_set(jwks)?;
         let o: Options = serde_wasm_bindgen::from_value(options)
             .map_err(|e| error(ErrorCode::InvalidKey, &format!("invalid options: {e}")))?;
@@ -94,6 +152,7 @@ impl Verifier {
 
     /// The verified claims as a plain object; throws a `GatehouseError` with a stable `code`.
     /// `now` (Unix seconds) defaults to the clock.
+    #[wasm_bindgen(unchecked_return_type = "AccessClaims")]
     pub fn verify(&self, token: &str, now: Option<f64>) -> Result<JsValue, JsValue> {
         let claims = self
             .inner
@@ -104,7 +163,7 @@ impl Verifier {
 
     /// [`verify`](Self::verify), then the revocation check against `revocations`, in one call
     /// without a round trip of the claims through JavaScript. A revoked token throws `revoked`.
-    #[wasm_bindgen(js_name = verifyNotRevoked)]
+    #[wasm_bindgen(js_name = verifyNotRevoked, unchecked_return_type = "AccessClaims")]
     pub fn verify_not_revoked(
         &self,
         token: &str,
@@ -144,7 +203,7 @@ fn parse(token: &str) -> Result<UntrustedToken<'_>, JsValue> {
 
 /// The header and claims WITHOUT verifying anything: for display only. The claims object is
 /// `JSON.parse` of the payload, so it shows exactly what the token says.
-#[wasm_bindgen(js_name = decodeUnverified)]
+#[wasm_bindgen(js_name = decodeUnverified, unchecked_return_type = "DecodedToken")]
 pub fn decode_unverified(token: &str) -> Result<JsValue, JsValue> {
     let untrusted = parse(token)?;
     let header = untrusted.header();
@@ -202,8 +261,8 @@ impl RevocationList {
     /// string crosses into wasm character by character.
     #[wasm_bindgen(js_name = fromSnapshot)]
     pub fn from_snapshot(
-        snapshot: &JsValue,
-        jwks: &JsValue,
+        #[wasm_bindgen(unchecked_param_type = "string | Uint8Array")] snapshot: &JsValue,
+        #[wasm_bindgen(unchecked_param_type = "JwkSet | string")] jwks: &JsValue,
         issuer: &str,
         now: Option<f64>,
     ) -> Result<RevocationList, JsValue> {
@@ -229,9 +288,11 @@ impl RevocationList {
         Ok(Self { inner })
     }
 
-    /// `undefined` when `token` is not revoked, else why: `"token"`, `"session"` or `"user"`.
+    /// `undefined` when `token` is not revoked, else why: `"token"`, `"session"`, `"user"` or
+    /// `"key"`.
     /// The token is verified by `verifier` first (throwing as `verify` does): only verified
     /// claims reach the list, never an object from JavaScript.
+    #[wasm_bindgen(unchecked_return_type = "RevocationReason | undefined")]
     pub fn check(
         &self,
         token: &str,

@@ -1,0 +1,60 @@
+// Remote keys: a Verifier over the issuer's JWK set, fetched and cached by the edge's rules.
+// - The set is fetched once, then reused for `ttlSeconds` (300, the edge's KEYS_TTL_SECS).
+// - A token naming an unknown `kid` triggers one refetch, at most once per
+//   `refetchCooldownSeconds` (30, the edge's JWKS_REFETCH_COOLDOWN_SECS), so a flood of made-up
+//   kids cannot hammer the issuer; concurrent callers share one fetch.
+// - A failed refetch keeps the keys already held. Verification itself never fetches.
+// `index.js` re-exports this module; the cycle is safe because nothing here runs at import.
+import { GatehouseError, Verifier } from './index.js';
+
+export async function createRemoteVerifier(jwksUrl, options) {
+  const {
+    ttlSeconds = 300,
+    refetchCooldownSeconds = 30,
+    fetch: fetchKeys = globalThis.fetch,
+    ...verifierOptions
+  } = options;
+  let verifier;
+  let fetchedAt = 0;
+  let attemptedAt = -Infinity;
+  let inflight = null;
+  const load = () => {
+    inflight ??= (async () => {
+      attemptedAt = Date.now();
+      try {
+        const response = await fetchKeys(String(jwksUrl), { headers: { accept: 'application/json' } });
+        if (!response.ok) {
+          throw new GatehouseError('keys_unavailable', `the JWK set answered HTTP ${response.status}`);
+        }
+        verifier = new Verifier(await response.text(), verifierOptions);
+        fetchedAt = Date.now();
+      } catch (e) {
+        throw e instanceof GatehouseError ? e : new GatehouseError('keys_unavailable', `fetching the JWK set: ${e}`);
+      } finally {
+        inflight = null;
+      }
+    })();
+    return inflight;
+  };
+  const cooledDown = () => Date.now() - attemptedAt >= refetchCooldownSeconds * 1000;
+  // A refetch in flight is joined; a new one starts only once the cooldown has passed.
+  const refetch = () => (inflight ?? load()).catch(() => {});
+  // The first fetch fails loudly: without keys there is nothing to verify with.
+  await load();
+  return {
+    get kids() {
+      return verifier.kids;
+    },
+    async verify(token, now) {
+      if (Date.now() - fetchedAt >= ttlSeconds * 1000 && (inflight || cooledDown())) await refetch();
+      try {
+        return verifier.verify(token, now);
+      } catch (e) {
+        const newKid = e instanceof GatehouseError && e.code === 'unknown_kid';
+        if (!newKid || !(inflight || cooledDown())) throw e;
+        await refetch();
+        return verifier.verify(token, now);
+      }
+    },
+  };
+}

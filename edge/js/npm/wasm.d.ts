@@ -1,0 +1,3 @@
+/** The package's WebAssembly module, for runtimes that import `.wasm` files as modules. */
+declare const wasm: WebAssembly.Module;
+export default wasm;

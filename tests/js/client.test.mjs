@@ -1,0 +1,136 @@
+// GatehouseClient in headless Chromium, from the packed tarball: two tabs of one app against the
+// real issuer, behind a same-origin proxy that counts refresh-token rotations. The issuer has no
+// grace window here, so a second rotation of one refresh token would end the session.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { extname, join, normalize } from 'node:path';
+import { chromium } from 'playwright-core';
+
+import { PASSWORD, freePort, installPacked, root, startIssuer } from './harness.mjs';
+
+const ACCESS_TTL_SECS = 4;
+let issuer;
+let browser;
+let server;
+let base;
+const seen = { refreshGrants: 0 };
+
+before(async () => {
+  const { app } = installPacked();
+  const pkgDir = join(app, 'node_modules/@gatehouse/verify');
+  issuer = await startIssuer({
+    GATEHOUSE_ACCESS_TOKEN_TTL_SECS: String(ACCESS_TTL_SECS),
+    GATEHOUSE_LEEWAY_SECS: '0',
+    GATEHOUSE_REFRESH_GRACE_SECS: '0',
+  });
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  server = createServer(async (req, res) => {
+    const path = normalize(new URL(req.url, base).pathname).replace(/^(\.\.[/\\])+/, '');
+    if (path.startsWith('/v1/')) {
+      const chunks = [];
+      for await (const c of req) chunks.push(c);
+      const body = Buffer.concat(chunks);
+      if (body.includes('grant_type=refresh_token')) seen.refreshGrants += 1;
+      const upstream = await fetch(`${issuer.url}${req.url}`, {
+        method: req.method,
+        headers: Object.fromEntries(Object.entries(req.headers).filter(([k]) => k !== 'host')),
+        body: req.method === 'GET' ? undefined : body,
+      });
+      let text = await upstream.text();
+      // The app's clock runs ten minutes behind: it believes tokens live longer than they do,
+      // so the edge's `expired` (here the issuer's, same contract) is what tells it.
+      if (path === '/v1/token' && upstream.ok) {
+        const json = JSON.parse(text);
+        json.expires_in += 600;
+        text = JSON.stringify(json);
+      }
+      res.writeHead(upstream.status, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' }).end(text);
+      return;
+    }
+    const file = path === '/client.html' ? join(root, 'tests/js/bundlers/client.html') : join(pkgDir, path.replace(/^\/pkg\//, ''));
+    let content;
+    try {
+      content = readFileSync(file);
+    } catch {
+      res.writeHead(404).end();
+      return;
+    }
+    const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
+    res.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream' }).end(content);
+  });
+  await new Promise((ok) => server.listen(port, '127.0.0.1', ok));
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+  issuer?.stop();
+});
+
+async function tab(context) {
+  const page = await context.newPage();
+  await page.goto(`${base}/client.html`);
+  await page.waitForSelector('body[data-ready="true"]', { state: 'attached' });
+  return page;
+}
+
+const me = (page) => page.evaluate(async () => {
+  const r = await window.client.fetch('/v1/me');
+  return { status: r.status, body: await r.json() };
+});
+
+test('two tabs: one login, one rotation for two simultaneous refreshes, a retry on expired, a revoked session signs both out', { timeout: 120000 }, async () => {
+  // Registered through the issuer itself; the tabs only log in.
+  await issuer.user('two-tabs');
+  const context = await browser.newContext();
+  const [a, b] = [await tab(context), await tab(context)];
+
+  await a.evaluate(([u, p]) => window.client.login(u, p), ['two-tabs', PASSWORD]);
+  await b.waitForFunction(() => window.client.signedIn);
+  const first = await a.evaluate(() => window.client.accessToken);
+  assert.equal(await b.evaluate(() => window.client.accessToken), first, 'the second tab got the session');
+
+  // Both tabs refresh at the same moment.
+  const at = Date.now() + 500;
+  await Promise.all([a, b].map((page) => page.evaluate(async (when) => {
+    await new Promise((r) => setTimeout(r, when - Date.now()));
+    await window.client.refresh();
+  }, at)));
+  assert.equal(seen.refreshGrants, 1, 'exactly one rotation at the issuer');
+  const second = await a.evaluate(() => window.client.accessToken);
+  assert.notEqual(second, first);
+  assert.equal(await b.evaluate(() => window.client.accessToken), second);
+  for (const page of [a, b]) assert.equal((await me(page)).status, 200, 'both tabs stay signed in');
+
+  // The app thinks its token is good for ten more minutes; the issuer says expired.
+  await new Promise((r) => setTimeout(r, (ACCESS_TTL_SECS + 1) * 1000));
+  const retried = await b.evaluate(async () => {
+    const r = await window.client.fetch('/v1/me');
+    return { status: r.status, body: await r.json() };
+  });
+  assert.equal(retried.status, 200, JSON.stringify(retried.body));
+  assert.equal(seen.refreshGrants, 2, 'one refresh for the expired answer, then one retry');
+  assert.equal(await a.evaluate(() => window.client.accessToken), await b.evaluate(() => window.client.accessToken));
+
+  // The user signs out everywhere from another device: both tabs learn it.
+  const other = await issuer.user('two-tabs', { register: false });
+  const cut = await fetch(`${issuer.url}/v1/logout/all`, { method: 'POST', headers: { authorization: `Bearer ${other.access_token}` } });
+  assert.equal(cut.status, 200);
+  const after = await a.evaluate(async () => (await window.client.fetch('/v1/me')).status);
+  assert.equal(after, 401);
+  await b.waitForFunction(() => !window.client.signedIn);
+  for (const page of [a, b]) {
+    assert.equal(await page.evaluate(() => window.client.accessToken), undefined);
+    const events = await page.evaluate(() => window.events);
+    assert.deepEqual(events, ['signedIn', 'refreshed', 'refreshed', 'sessionRevoked'], 'events in each tab');
+  }
+  await context.close();
+});

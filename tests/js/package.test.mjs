@@ -1,0 +1,185 @@
+// @gatehouse/verify as its users get it: `npm pack` of the built package, installed from that
+// tarball (never a path) into a fresh app, then used from Node ESM (`import`), Node CommonJS
+// (`require`), TypeScript in strict mode (the exports map's types, no path mapping), and a
+// Worker bundled by wrangler (esbuild) and run in workerd. Browser bundlers: bundlers.test.mjs.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Miniflare } from 'miniflare';
+
+import { installPacked, root, startIssuer, tokenInput } from './harness.mjs';
+
+const bin = (name) => join(root, 'node_modules/.bin', name);
+const run = (cmd, args, cwd, env = {}) =>
+  execFileSync(cmd, args, { cwd, encoding: 'utf8', env: { ...process.env, ...env }, stdio: 'pipe' });
+
+let issuer;
+let app;
+let packed;
+let input;
+before(async () => {
+  ({ app, packed } = installPacked());
+  issuer = await startIssuer();
+  input = await tokenInput(issuer, 'packed');
+});
+after(() => issuer?.stop());
+
+test('the tarball holds every file its exports map names, the license and nothing else', () => {
+  const manifest = JSON.parse(readFileSync(join(app, 'node_modules/@gatehouse/verify/package.json'), 'utf8'));
+  const targets = new Set();
+  const walk = (v) => (typeof v === 'string' ? targets.add(v.replace(/^\.\//, '')) : Object.values(v).forEach(walk));
+  walk(manifest.exports);
+  for (const t of targets) assert.ok(packed.includes(t), `exports names ${t}, the tarball lacks it`);
+  for (const f of ['LICENSE', 'README.md', 'index.d.cts', 'node.cjs', 'workerd.js']) assert.ok(packed.includes(f), f);
+  assert.ok(!packed.some((f) => /\.(rs|toml|map)$|node-cjs\.js$/.test(f)), packed.join(' '));
+  assert.equal(manifest.publishConfig.access, 'public');
+  assert.deepEqual(manifest.sideEffects, ['./node.js', './node.cjs', './workerd.js']);
+  assert.equal(manifest.engines.node, '>=20', 'engines names the Node that CI tests');
+});
+
+const script = (name, text) => {
+  writeFileSync(join(app, name), text);
+  return JSON.parse(run(process.execPath, [name], app, { GH_INPUT: JSON.stringify(input) }));
+};
+
+const body = `
+const { jwks, token, tampered, issuer, audience } = JSON.parse(process.env.GH_INPUT);
+const verifier = new Verifier(jwks, { issuer, audience });
+let code;
+try { verifier.verify(tampered); } catch (e) { code = e instanceof GatehouseError ? e.code : String(e); }
+console.log(JSON.stringify({ sub: verifier.verify(token).sub, code, resolved }));
+`;
+
+test('Node ESM: import works with no init call', () => {
+  const out = script('esm.mjs', `import { Verifier, GatehouseError } from '@gatehouse/verify';
+const resolved = import.meta.resolve('@gatehouse/verify');${body}`);
+  assert.equal(out.code, 'bad_signature');
+  assert.match(out.sub, /^[A-Za-z0-9_-]+$/);
+  assert.match(out.resolved, /\/node\.js$/, 'the node/import condition');
+});
+
+test('Node CommonJS: require works with no init call', () => {
+  const out = script('cjs.cjs', `const { Verifier, GatehouseError } = require('@gatehouse/verify');
+const resolved = require.resolve('@gatehouse/verify');${body}`);
+  assert.equal(out.code, 'bad_signature');
+  assert.match(out.sub, /^[A-Za-z0-9_-]+$/);
+  assert.match(out.resolved, /\/node\.cjs$/, 'the node/require condition');
+});
+
+test('TypeScript strict, from the tarball: the types check, misuse fails, nothing public is any', () => {
+  copyFileSync(join(root, 'tests/js/types/consumer.ts'), join(app, 'consumer.ts'));
+  copyFileSync(join(root, 'tests/js/pack/consumer.cts'), join(app, 'consumer.cts'));
+  const tsconfig = (module, moduleResolution, files) => JSON.stringify({
+    compilerOptions: {
+      target: 'ES2022', module, moduleResolution, strict: true, noEmit: true, skipLibCheck: false,
+      lib: ['ES2022', 'ESNext.Disposable', 'DOM'], types: [],
+    },
+    files,
+  });
+  writeFileSync(join(app, 'tsconfig.json'), tsconfig('ES2022', 'bundler', ['consumer.ts']));
+  writeFileSync(join(app, 'tsconfig.node.json'), tsconfig('Node16', 'Node16', ['consumer.cts']));
+  for (const project of ['tsconfig.json', 'tsconfig.node.json']) {
+    try {
+      run(bin('tsc'), ['-p', project], app);
+    } catch (e) {
+      assert.fail(`tsc -p ${project}:\n${e.stdout}${e.stderr}`);
+    }
+  }
+  for (const entry of ['consumer.ts', 'consumer.cts']) {
+    const { seen, offenders } = JSON.parse(run(process.execPath, [join(root, 'tests/js/pack/no-any.mjs'), app, entry], root));
+    assert.ok(seen >= 8, `only ${seen} exports seen through ${entry}`);
+    assert.deepEqual(offenders, [], `${entry}: public API typed any`);
+  }
+});
+
+test('a Worker that imports the package, bundled by wrangler, verifies in workerd', async () => {
+  writeFileSync(join(app, 'worker.mjs'), `import { Verifier, GatehouseError } from '@gatehouse/verify';
+export default {
+  async fetch(request) {
+    const { jwks, token, issuer, audience } = await request.json();
+    try {
+      return Response.json({ sub: new Verifier(jwks, { issuer, audience }).verify(token).sub });
+    } catch (e) {
+      return Response.json({ code: e instanceof GatehouseError ? e.code : String(e) });
+    }
+  },
+};
+`);
+  writeFileSync(join(app, 'wrangler.toml'), 'name = "gh-app"\nmain = "worker.mjs"\ncompatibility_date = "2026-04-01"\n');
+  const dist = join(app, 'dist');
+  run(bin('wrangler'), ['deploy', '--dry-run', '--outdir', dist], app,
+    { WRANGLER_SEND_METRICS: 'false', CLOUDFLARE_CF_FETCH_ENABLED: 'false', NO_COLOR: '1' });
+  const bundle = readdirSync(dist);
+  assert.ok(bundle.some((f) => f.endsWith('.wasm')), `wrangler emitted the wasm module: ${bundle}`);
+  const main = bundle.find((f) => f.endsWith('.js'));
+  const mf = new Miniflare({
+    modules: true,
+    scriptPath: join(dist, main),
+    modulesRoot: dist,
+    modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'] }],
+    compatibilityDate: '2026-04-01',
+  });
+  try {
+    const call = async (token) => (await mf.dispatchFetch('http://app/', { method: 'POST', body: JSON.stringify({ ...input, token }) })).json();
+    assert.match((await call(input.token)).sub ?? '', /^[A-Za-z0-9_-]+$/);
+    assert.equal((await call(input.tampered)).code, 'bad_signature');
+  } finally {
+    await mf.dispose();
+  }
+});
+
+test('createRemoteVerifier: cached keys, one refetch for a new kid, a cooldown against floods', async () => {
+  // Against the package as installed; the JWK set is served by a fetch the test controls.
+  const { createRemoteVerifier, GatehouseError } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const jose = await import('jose');
+  const key = async (kid) => {
+    const { publicKey, privateKey } = await jose.generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
+    return { kid, privateKey, jwk: { ...(await jose.exportJWK(publicKey)), kid, alg: 'EdDSA' } };
+  };
+  const [a, b] = [await key('a'), await key('b')];
+  const sign = (k) => {
+    const now = Math.floor(Date.now() / 1000);
+    return new jose.SignJWT({ iss: 'https://i.test', sub: `user-${k.kid}`, aud: 'app', exp: now + 60, iat: now, jti: k.kid, sid: 's' })
+      .setProtectedHeader({ alg: 'EdDSA', typ: 'at+jwt', kid: k.kid }).sign(k.privateKey);
+  };
+  let published = [a.jwk];
+  let up = true;
+  const fetched = [];
+  const fetchKeys = async (url) => {
+    fetched.push(url);
+    return up ? new Response(JSON.stringify({ keys: published })) : new Response('down', { status: 503 });
+  };
+  const remote = await createRemoteVerifier('https://i.test/.well-known/jwks.json',
+    { issuer: 'https://i.test', audience: 'app', fetch: fetchKeys, refetchCooldownSeconds: 0.3 });
+  for (let i = 0; i < 5; i++) assert.equal((await remote.verify(await sign(a))).sub, 'user-a');
+  assert.equal(fetched.length, 1, 'verification never fetches while the keys are fresh');
+
+  published = [a.jwk, b.jwk];
+  await new Promise((r) => setTimeout(r, 350));
+  const tokenB = await sign(b);
+  const [first, second] = await Promise.all([remote.verify(tokenB), remote.verify(tokenB)]);
+  assert.equal(first.sub, 'user-b');
+  assert.equal(second.sub, 'user-b');
+  assert.equal(fetched.length, 2, 'a new kid: one refetch, shared by concurrent callers');
+
+  const made = await key('made-up');
+  const flood = await Promise.all(Array.from({ length: 20 }, async () => {
+    try {
+      await remote.verify(await sign(made));
+      return 'accepted';
+    } catch (e) {
+      return e instanceof GatehouseError ? e.code : String(e);
+    }
+  }));
+  assert.deepEqual(new Set(flood), new Set(['unknown_kid']));
+  assert.ok(fetched.length <= 3, `a flood of unknown kids within the cooldown: ${fetched.length} fetches`);
+
+  up = false;
+  await new Promise((r) => setTimeout(r, 350));
+  await assert.rejects(remote.verify(await sign(made)), (e) => e.code === 'unknown_kid');
+  assert.equal((await remote.verify(await sign(a))).sub, 'user-a', 'an unreachable issuer keeps the keys held');
+  await assert.rejects(createRemoteVerifier('https://i.test/jwks', { issuer: 'i', audience: 'a', fetch: fetchKeys }),
+    (e) => e instanceof GatehouseError && e.code === 'keys_unavailable');
+});
