@@ -75,9 +75,9 @@ after(async () => {
   issuer?.stop();
 });
 
-async function tab(context) {
+async function tab(context, query = '') {
   const page = await context.newPage();
-  await page.goto(`${base}/client.html`);
+  await page.goto(`${base}/client.html${query}`);
   await page.waitForSelector('body[data-ready="true"]', { state: 'attached' });
   return page;
 }
@@ -132,5 +132,38 @@ test('two tabs: one login, one rotation for two simultaneous refreshes, a retry 
     const events = await page.evaluate(() => window.events);
     assert.deepEqual(events, ['signedIn', 'refreshed', 'refreshed', 'sessionRevoked'], 'events in each tab');
   }
+  await context.close();
+});
+
+test('two tabs with the refresh timer: it fires in both, one rotation; logout signs both out', { timeout: 120000 }, async () => {
+  await issuer.user('timers');
+  const context = await browser.newContext();
+  // Tokens "live" 604 s as the app sees them (the proxy's skew): 601 s ahead means the timer
+  // fires about 3 s after login, in both tabs at once.
+  const [a, b] = [await tab(context, '?ahead=601'), await tab(context, '?ahead=601')];
+  await a.evaluate(([u, p]) => window.client.login(u, p), ['timers', PASSWORD]);
+  await b.waitForFunction(() => window.client.signedIn);
+  const before = seen.refreshGrants;
+  const first = await a.evaluate(() => window.client.accessToken);
+  await a.waitForFunction((t) => window.client.accessToken !== t, first, { timeout: 15000 });
+  await b.waitForFunction((t) => window.client.accessToken !== t, first, { timeout: 15000 });
+  assert.equal(seen.refreshGrants, before + 1, 'both timers fired, one rotation');
+  assert.equal(await a.evaluate(() => window.client.accessToken), await b.evaluate(() => window.client.accessToken));
+
+  const refreshToken = await b.evaluate(() => JSON.parse(JSON.stringify(window.client)).refreshToken ?? null);
+  assert.equal(refreshToken, null, 'the refresh token is not exposed on the client object');
+  const lastToken = await b.evaluate(() => window.client.accessToken);
+  await b.evaluate(() => window.client.logout());
+  await a.waitForFunction(() => !window.client.signedIn);
+  const revoked = await fetch(`${issuer.url}/v1/me`, { headers: { authorization: `Bearer ${lastToken}` } });
+  assert.equal(revoked.status, 401, 'the issuer ended the session');
+  for (const page of [a, b]) {
+    const events = await page.evaluate(() => window.events);
+    assert.equal(events.at(-1), 'signedOut', events.join(' '));
+    assert.ok(events.includes('refreshed'), events.join(' '));
+  }
+  const grantsAfterLogout = seen.refreshGrants;
+  await new Promise((r) => setTimeout(r, 4000));
+  assert.equal(seen.refreshGrants, grantsAfterLogout, 'no timer outlives the logout');
   await context.close();
 });
