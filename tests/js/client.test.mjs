@@ -120,6 +120,10 @@ test('two tabs: one login, one rotation for two simultaneous refreshes, a retry 
   assert.equal(seen.refreshGrants, 2, 'one refresh for the expired answer, then one retry');
   assert.equal(await a.evaluate(() => window.client.accessToken), await b.evaluate(() => window.client.accessToken));
 
+  // Concurrent callers in one tab share one refresh.
+  await a.evaluate(() => Promise.all([window.client.refresh(), window.client.refresh(), window.client.refresh()]));
+  assert.equal(seen.refreshGrants, 3, 'three concurrent refresh() calls, one rotation');
+
   // The user signs out everywhere from another device: both tabs learn it.
   const other = await issuer.user('two-tabs', { register: false });
   const cut = await fetch(`${issuer.url}/v1/logout/all`, { method: 'POST', headers: { authorization: `Bearer ${other.access_token}` } });
@@ -130,7 +134,7 @@ test('two tabs: one login, one rotation for two simultaneous refreshes, a retry 
   for (const page of [a, b]) {
     assert.equal(await page.evaluate(() => window.client.accessToken), undefined);
     const events = await page.evaluate(() => window.events);
-    assert.deepEqual(events, ['signedIn', 'refreshed', 'refreshed', 'sessionRevoked'], 'events in each tab');
+    assert.deepEqual(events, ['signedIn', 'refreshed', 'refreshed', 'refreshed', 'sessionRevoked'], 'events in each tab');
   }
   await context.close();
 });
