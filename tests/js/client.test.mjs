@@ -11,23 +11,22 @@ import { chromium } from 'playwright-core';
 import { PASSWORD, freePort, installPacked, root, startIssuer } from './harness.mjs';
 
 const ACCESS_TTL_SECS = 4;
-let issuer;
+let pkgDir;
 let browser;
-let server;
-let base;
-const seen = { refreshGrants: 0 };
+let site;
+const sites = [];
 
-before(async () => {
-  const { app } = installPacked();
-  const pkgDir = join(app, 'node_modules/@gatehouse/verify');
-  issuer = await startIssuer({
+/** The real issuer behind a same-origin proxy that also serves the app page and the package. */
+async function startSite(issuerEnv) {
+  const issuer = await startIssuer({
     GATEHOUSE_ACCESS_TOKEN_TTL_SECS: String(ACCESS_TTL_SECS),
     GATEHOUSE_LEEWAY_SECS: '0',
-    GATEHOUSE_REFRESH_GRACE_SECS: '0',
+    ...issuerEnv,
   });
   const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  server = createServer(async (req, res) => {
+  const base = `http://127.0.0.1:${port}`;
+  const seen = { refreshGrants: 0 };
+  const server = createServer(async (req, res) => {
     const path = normalize(new URL(req.url, base).pathname).replace(/^(\.\.[/\\])+/, '');
     if (path.startsWith('/v1/')) {
       const chunks = [];
@@ -62,6 +61,15 @@ before(async () => {
     res.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream' }).end(content);
   });
   await new Promise((ok) => server.listen(port, '127.0.0.1', ok));
+  const started = { issuer, base, seen, close: () => { server.close(); issuer.stop(); } };
+  sites.push(started);
+  return started;
+}
+
+before(async () => {
+  pkgDir = join(installPacked().app, 'node_modules/@gatehouse/verify');
+  // No grace window: a second rotation of one refresh token ends the session.
+  site = await startSite({ GATEHOUSE_REFRESH_GRACE_SECS: '0' });
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
@@ -71,13 +79,12 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  server?.close();
-  issuer?.stop();
+  for (const s of sites) s.close();
 });
 
-async function tab(context, query = '') {
+async function tab(context, query = '', at = site) {
   const page = await context.newPage();
-  await page.goto(`${base}/client.html${query}`);
+  await page.goto(`${at.base}/client.html${query}`);
   await page.waitForSelector('body[data-ready="true"]', { state: 'attached' });
   return page;
 }
@@ -89,7 +96,7 @@ const me = (page) => page.evaluate(async () => {
 
 test('two tabs: one login, one rotation for two simultaneous refreshes, a retry on expired, a revoked session signs both out', { timeout: 120000 }, async () => {
   // Registered through the issuer itself; the tabs only log in.
-  await issuer.user('two-tabs');
+  await site.issuer.user('two-tabs');
   const context = await browser.newContext();
   const [a, b] = [await tab(context), await tab(context)];
 
@@ -104,7 +111,7 @@ test('two tabs: one login, one rotation for two simultaneous refreshes, a retry 
     await new Promise((r) => setTimeout(r, when - Date.now()));
     await window.client.refresh();
   }, at)));
-  assert.equal(seen.refreshGrants, 1, 'exactly one rotation at the issuer');
+  assert.equal(site.seen.refreshGrants, 1, 'exactly one rotation at the issuer');
   const second = await a.evaluate(() => window.client.accessToken);
   assert.notEqual(second, first);
   assert.equal(await b.evaluate(() => window.client.accessToken), second);
@@ -117,16 +124,16 @@ test('two tabs: one login, one rotation for two simultaneous refreshes, a retry 
     return { status: r.status, body: await r.json() };
   });
   assert.equal(retried.status, 200, JSON.stringify(retried.body));
-  assert.equal(seen.refreshGrants, 2, 'one refresh for the expired answer, then one retry');
+  assert.equal(site.seen.refreshGrants, 2, 'one refresh for the expired answer, then one retry');
   assert.equal(await a.evaluate(() => window.client.accessToken), await b.evaluate(() => window.client.accessToken));
 
   // Concurrent callers in one tab share one refresh.
   await a.evaluate(() => Promise.all([window.client.refresh(), window.client.refresh(), window.client.refresh()]));
-  assert.equal(seen.refreshGrants, 3, 'three concurrent refresh() calls, one rotation');
+  assert.equal(site.seen.refreshGrants, 3, 'three concurrent refresh() calls, one rotation');
 
   // The user signs out everywhere from another device: both tabs learn it.
-  const other = await issuer.user('two-tabs', { register: false });
-  const cut = await fetch(`${issuer.url}/v1/logout/all`, { method: 'POST', headers: { authorization: `Bearer ${other.access_token}` } });
+  const other = await site.issuer.user('two-tabs', { register: false });
+  const cut = await fetch(`${site.issuer.url}/v1/logout/all`, { method: 'POST', headers: { authorization: `Bearer ${other.access_token}` } });
   assert.equal(cut.status, 200);
   const after = await a.evaluate(async () => (await window.client.fetch('/v1/me')).status);
   assert.equal(after, 401);
@@ -140,18 +147,18 @@ test('two tabs: one login, one rotation for two simultaneous refreshes, a retry 
 });
 
 test('two tabs with the refresh timer: it fires in both, one rotation; logout signs both out', { timeout: 120000 }, async () => {
-  await issuer.user('timers');
+  await site.issuer.user('timers');
   const context = await browser.newContext();
   // Tokens "live" 604 s as the app sees them (the proxy's skew): 601 s ahead means the timer
   // fires about 3 s after login, in both tabs at once.
   const [a, b] = [await tab(context, '?ahead=601'), await tab(context, '?ahead=601')];
   await a.evaluate(([u, p]) => window.client.login(u, p), ['timers', PASSWORD]);
   await b.waitForFunction(() => window.client.signedIn);
-  const before = seen.refreshGrants;
+  const before = site.seen.refreshGrants;
   const first = await a.evaluate(() => window.client.accessToken);
   await a.waitForFunction((t) => window.client.accessToken !== t, first, { timeout: 15000 });
   await b.waitForFunction((t) => window.client.accessToken !== t, first, { timeout: 15000 });
-  assert.equal(seen.refreshGrants, before + 1, 'both timers fired, one rotation');
+  assert.equal(site.seen.refreshGrants, before + 1, 'both timers fired, one rotation');
   assert.equal(await a.evaluate(() => window.client.accessToken), await b.evaluate(() => window.client.accessToken));
 
   const refreshToken = await b.evaluate(() => JSON.parse(JSON.stringify(window.client)).refreshToken ?? null);
@@ -159,15 +166,41 @@ test('two tabs with the refresh timer: it fires in both, one rotation; logout si
   const lastToken = await b.evaluate(() => window.client.accessToken);
   await b.evaluate(() => window.client.logout());
   await a.waitForFunction(() => !window.client.signedIn);
-  const revoked = await fetch(`${issuer.url}/v1/me`, { headers: { authorization: `Bearer ${lastToken}` } });
+  const revoked = await fetch(`${site.issuer.url}/v1/me`, { headers: { authorization: `Bearer ${lastToken}` } });
   assert.equal(revoked.status, 401, 'the issuer ended the session');
   for (const page of [a, b]) {
     const events = await page.evaluate(() => window.events);
     assert.equal(events.at(-1), 'signedOut', events.join(' '));
     assert.ok(events.includes('refreshed'), events.join(' '));
   }
-  const grantsAfterLogout = seen.refreshGrants;
+  const grantsAfterLogout = site.seen.refreshGrants;
   await new Promise((r) => setTimeout(r, 4000));
-  assert.equal(seen.refreshGrants, grantsAfterLogout, 'no timer outlives the logout');
+  assert.equal(site.seen.refreshGrants, grantsAfterLogout, 'no timer outlives the logout');
+  await context.close();
+});
+
+test('without Web Locks: two tabs refreshing at once both stay signed in, inside the issuer grace window', { timeout: 120000 }, async () => {
+  // The issuer's default: a repeated rotation within 5 s gets the same successor.
+  const graceful = await startSite({});
+  await graceful.issuer.user('no-locks');
+  const context = await browser.newContext();
+  const [a, b] = [await tab(context, '?nolocks', graceful), await tab(context, '?nolocks', graceful)];
+  assert.equal(await a.evaluate(() => navigator.locks), undefined);
+  await a.evaluate(([u, p]) => window.client.login(u, p), ['no-locks', PASSWORD]);
+  await b.waitForFunction(() => window.client.signedIn);
+  const at = Date.now() + 500;
+  await Promise.all([a, b].map((page) => page.evaluate(async (when) => {
+    await new Promise((r) => setTimeout(r, when - Date.now()));
+    await window.client.refresh();
+  }, at)));
+  // Both tabs call the issuer, unless one saw the other's new tokens during its short settle.
+  assert.ok([1, 2].includes(graceful.seen.refreshGrants), `${graceful.seen.refreshGrants} rotations`);
+  for (const page of [a, b]) {
+    assert.equal(await page.evaluate(() => window.client.signedIn), true);
+    assert.equal((await me(page)).status, 200, 'both tabs stay signed in');
+  }
+  // The session survived: its next rotation works.
+  await a.evaluate(() => window.client.refresh());
+  assert.equal((await me(b)).status, 200);
   await context.close();
 });

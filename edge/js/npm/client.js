@@ -10,15 +10,16 @@
 //
 // Refreshes: the issuer rotates the refresh token on every use and treats a second rotation
 // of one token after its grace window as theft, ending the session. So a refresh runs under a
-// Web Lock (`navigator.locks`) shared by every tab; the tab that gets the lock second sees the
-// tokens the first one broadcast and does not call the issuer. Without Web Locks, refreshes are
+// Web Lock (`navigator.locks`) shared by every tab; a tab that finds the lock held waits for the
+// holder's broadcast tokens and does not call the issuer. Without Web Locks, refreshes are
 // single-flight within a tab, and two tabs racing fall inside the issuer's grace window, which
 // hands both the same successor.
 
 const LOCK = 'gatehouse-refresh';
-// How long a tab that got the refresh lock lets pending messages from other tabs arrive
-// before it decides the refresh is still needed.
-const SETTLE_MS = 50;
+// A tab that got the refresh lock at once still lets messages already on their way arrive.
+const SETTLE_MS = 20;
+// A tab that had to wait for the lock waits this long for the holder's new tokens.
+const HANDOVER_MS = 2000;
 
 export class GatehouseClient {
   #issuer;
@@ -31,6 +32,7 @@ export class GatehouseClient {
   #refreshing = null;
   #timer = null;
   #listeners = new Map();
+  #waiters = new Set();
 
   constructor(options = {}) {
     this.#issuer = (options.issuer ?? '').replace(/\/$/, '');
@@ -85,8 +87,9 @@ export class GatehouseClient {
   refresh() {
     const stale = this.#tokens?.refreshToken;
     if (!stale) return Promise.reject(new GatehouseClientError('signed_out', 'no session to refresh'));
-    this.#refreshing ??= this.#exclusive(async () => {
-      await new Promise((r) => setTimeout(r, SETTLE_MS));
+    this.#refreshing ??= this.#exclusive(async (contended) => {
+      // Another tab held the lock: it was refreshing this very token, so wait for its tokens.
+      await this.#changed(stale, contended ? HANDOVER_MS : SETTLE_MS);
       if (this.#tokens?.refreshToken !== stale) return; // another tab refreshed (or signed out)
       const response = await this.#token({ grant_type: 'refresh_token', refresh_token: stale });
       const body = await response.json().catch(() => ({}));
@@ -149,13 +152,32 @@ export class GatehouseClient {
     });
   }
 
-  #exclusive(task) {
+  /** Runs `task(contended)` under the tabs' lock; `contended` if another tab held it first. */
+  async #exclusive(task) {
     const locks = globalThis.navigator?.locks;
-    return locks ? locks.request(LOCK, task) : task();
+    if (!locks) return task(false);
+    const done = await locks.request(LOCK, { ifAvailable: true }, async (lock) => (lock ? { value: await task(false) } : null));
+    return done ? done.value : locks.request(LOCK, () => task(true));
+  }
+
+  /** Resolves when the refresh token is no longer `stale`, or after `ms`. */
+  #changed(stale, ms) {
+    return new Promise((resolve) => {
+      const finish = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(check);
+        resolve();
+      };
+      const check = () => this.#tokens?.refreshToken !== stale && finish();
+      const timer = setTimeout(finish, ms);
+      this.#waiters.add(check);
+      check();
+    });
   }
 
   #set(tokens, event, broadcast = true) {
     this.#tokens = tokens;
+    for (const check of [...this.#waiters]) check();
     this.#storage?.setItem(this.storageKey, JSON.stringify(tokens));
     this.#schedule();
     if (broadcast) this.#channel?.postMessage({ type: 'tokens', tokens, event });
@@ -165,6 +187,7 @@ export class GatehouseClient {
   #end(event, broadcast = true) {
     if (!this.#tokens) return;
     this.#tokens = null;
+    for (const check of [...this.#waiters]) check();
     clearTimeout(this.#timer);
     this.#storage?.removeItem(this.storageKey);
     if (broadcast) this.#channel?.postMessage({ type: 'end', event });
