@@ -1,20 +1,18 @@
-// The demo page's logic: plain DOM, the wasm package for decoding, verifying and the countdown.
-import init, { Verifier, decodeUnverified, expiresIn, GatehouseError } from '/pkg/index.js';
+// The demo page's logic: plain DOM; the package's GatehouseClient holds and refreshes the tokens
+// (in memory, shared with other tabs), its wasm core decodes, verifies and counts down.
+import init, { GatehouseClient, Verifier, decodeUnverified, expiresIn, GatehouseError } from '/pkg/index.js';
 
 const $ = (id) => document.getElementById(id);
 const audience = document.querySelector('meta[name="gatehouse-audience"]').content;
-let tokens = null;
+// The issuer is reached through the origin's `/issuer/*` proxy: same origin, no CORS.
+const client = new GatehouseClient({ issuer: '/issuer' });
 let verifier = null;
+// After logout the demo keeps the last access token, to show the edge refusing it.
+let loggedOutToken = null;
 
 function say(text, good = true) {
   $('status').textContent = text;
   $('status').className = good ? 'ok' : 'bad';
-}
-
-async function form(path, fields, bearer) {
-  const headers = bearer ? { authorization: `Bearer ${bearer}` } : {};
-  const res = await fetch(`/issuer${path}`, { method: 'POST', headers, body: fields ? new URLSearchParams(fields) : undefined });
-  return { status: res.status, body: await res.json().catch(() => ({})) };
 }
 
 async function loadVerifier() {
@@ -24,10 +22,12 @@ async function loadVerifier() {
 }
 
 function show() {
-  const { header, claims } = decodeUnverified(tokens.access_token);
+  const token = client.accessToken;
+  if (!token) return;
+  const { header, claims } = decodeUnverified(token);
   $('claims').textContent = JSON.stringify({ header, claims }, null, 2);
   try {
-    verifier.verify(tokens.access_token);
+    verifier.verify(token);
     $('verified').textContent = 'verified';
     $('verified').className = 'ok';
   } catch (e) {
@@ -38,8 +38,8 @@ function show() {
 }
 
 function tick() {
-  if (!tokens) return;
-  const left = Math.max(0, expiresIn(tokens.access_token));
+  if (!client.accessToken) return;
+  const left = Math.max(0, expiresIn(client.accessToken));
   $('countdown').textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, '0')} (${left} s)`;
 }
 
@@ -52,38 +52,50 @@ $('register').onclick = async () => {
 };
 
 $('login').onclick = async () => {
-  const { status, body } = await form('/v1/token', { grant_type: 'password', username: $('username').value, password: $('password').value });
-  if (status !== 200) return say(`Login failed: ${body.error_description}`, false);
-  tokens = body;
+  try {
+    await client.login($('username').value, $('password').value);
+  } catch (e) {
+    return say(`Login failed: ${e.message}`, false);
+  }
+  loggedOutToken = null;
   say(`Logged in as ${$('username').value}.`);
   show();
   tick();
 };
 
 $('refresh').onclick = async () => {
-  const { status, body } = await form('/v1/token', { grant_type: 'refresh_token', refresh_token: tokens.refresh_token });
-  if (status !== 200) return say(`Refresh failed: ${body.error_description}`, false);
-  tokens = body;
+  try {
+    await client.refresh();
+  } catch (e) {
+    return say(`Refresh failed: ${e.message}`, false);
+  }
   say('Refreshed: new access and refresh tokens.');
-  show();
-  tick();
 };
 
 $('logout').onclick = async () => {
-  const { status } = await form('/v1/logout', null, tokens.access_token);
-  say(status === 200 ? 'Logged out. The old access token is kept to show the edge refusing it.' : `Logout failed (${status})`, status === 200);
+  loggedOutToken = client.accessToken;
+  await client.logout();
+  say('Logged out. The old access token is kept to show the edge refusing it.');
   $('refresh').disabled = true;
   $('logout').disabled = true;
 };
 
 $('call').onclick = async () => {
-  const res = await fetch('/api/whoami', { headers: { authorization: `Bearer ${tokens.access_token}` } });
+  const res = client.signedIn
+    ? await client.fetch('/api/whoami')
+    : await fetch('/api/whoami', { headers: { authorization: `Bearer ${loggedOutToken}` } });
   $('api-status').textContent = String(res.status);
   $('api-status').className = res.ok ? 'ok' : 'bad';
   $('api-body').textContent = JSON.stringify(await res.json(), null, 2);
 };
 
+// Refreshes by the client's timer, or by another tab, show up here too.
+client.on('refreshed', () => { show(); tick(); });
+client.on('sessionRevoked', () => say('The session was revoked.', false));
+
 await init();
 await loadVerifier();
+await client.ready;
+if (client.signedIn) show();
 setInterval(tick, 1000);
 document.body.dataset.ready = 'true';
