@@ -17,7 +17,7 @@ let site;
 const sites = [];
 
 /** The real issuer behind a same-origin proxy that also serves the app page and the package. */
-async function startSite(issuerEnv) {
+async function startSite(issuerEnv, { skewSeconds = 600 } = {}) {
   const issuer = await startIssuer({
     GATEHOUSE_ACCESS_TOKEN_TTL_SECS: String(ACCESS_TTL_SECS),
     GATEHOUSE_LEEWAY_SECS: '0',
@@ -43,7 +43,7 @@ async function startSite(issuerEnv) {
       // so the edge's `expired` (here the issuer's, same contract) is what tells it.
       if (path === '/v1/token' && upstream.ok) {
         const json = JSON.parse(text);
-        json.expires_in += 600;
+        json.expires_in += skewSeconds;
         text = JSON.stringify(json);
       }
       res.writeHead(upstream.status, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' }).end(text);
@@ -116,6 +116,8 @@ test('two tabs: one login, one rotation for two simultaneous refreshes, a retry 
   assert.notEqual(second, first);
   assert.equal(await b.evaluate(() => window.client.accessToken), second);
   for (const page of [a, b]) assert.equal((await me(page)).status, 200, 'both tabs stay signed in');
+  const withRequest = await a.evaluate(async () => (await window.client.fetch(new Request('/v1/me', { headers: { accept: 'application/json' } }))).status);
+  assert.equal(withRequest, 200, 'a Request object keeps its headers and gets the token');
 
   // The app thinks its token is good for ten more minutes; the issuer says expired.
   await new Promise((r) => setTimeout(r, (ACCESS_TTL_SECS + 1) * 1000));
@@ -147,18 +149,19 @@ test('two tabs: one login, one rotation for two simultaneous refreshes, a retry 
 });
 
 test('two tabs with the refresh timer: it fires in both, one rotation; logout signs both out', { timeout: 120000 }, async () => {
-  await site.issuer.user('timers');
+  // The app's clock right and tokens of 4 s: the timer is due halfway, 2 s after login, in
+  // both tabs at once. No grace window: a second rotation would end the session.
+  const timed = await startSite({ GATEHOUSE_REFRESH_GRACE_SECS: '0' }, { skewSeconds: 0 });
+  await timed.issuer.user('timers');
   const context = await browser.newContext();
-  // Tokens "live" 604 s as the app sees them (the proxy's skew): 601 s ahead means the timer
-  // fires about 3 s after login, in both tabs at once.
-  const [a, b] = [await tab(context, '?ahead=601'), await tab(context, '?ahead=601')];
+  const [a, b] = [await tab(context, '?ahead=60', timed), await tab(context, '?ahead=60', timed)];
   await a.evaluate(([u, p]) => window.client.login(u, p), ['timers', PASSWORD]);
   await b.waitForFunction(() => window.client.signedIn);
-  const before = site.seen.refreshGrants;
+  const before = timed.seen.refreshGrants;
   const first = await a.evaluate(() => window.client.accessToken);
   await a.waitForFunction((t) => window.client.accessToken !== t, first, { timeout: 15000 });
   await b.waitForFunction((t) => window.client.accessToken !== t, first, { timeout: 15000 });
-  assert.equal(site.seen.refreshGrants, before + 1, 'both timers fired, one rotation');
+  assert.equal(timed.seen.refreshGrants, before + 1, 'both timers fired, one rotation');
   assert.equal(await a.evaluate(() => window.client.accessToken), await b.evaluate(() => window.client.accessToken));
 
   const refreshToken = await b.evaluate(() => JSON.parse(JSON.stringify(window.client)).refreshToken ?? null);
@@ -166,16 +169,16 @@ test('two tabs with the refresh timer: it fires in both, one rotation; logout si
   const lastToken = await b.evaluate(() => window.client.accessToken);
   await b.evaluate(() => window.client.logout());
   await a.waitForFunction(() => !window.client.signedIn);
-  const revoked = await fetch(`${site.issuer.url}/v1/me`, { headers: { authorization: `Bearer ${lastToken}` } });
+  const revoked = await fetch(`${timed.issuer.url}/v1/me`, { headers: { authorization: `Bearer ${lastToken}` } });
   assert.equal(revoked.status, 401, 'the issuer ended the session');
   for (const page of [a, b]) {
     const events = await page.evaluate(() => window.events);
     assert.equal(events.at(-1), 'signedOut', events.join(' '));
     assert.ok(events.includes('refreshed'), events.join(' '));
   }
-  const grantsAfterLogout = site.seen.refreshGrants;
+  const grantsAfterLogout = timed.seen.refreshGrants;
   await new Promise((r) => setTimeout(r, 4000));
-  assert.equal(site.seen.refreshGrants, grantsAfterLogout, 'no timer outlives the logout');
+  assert.equal(timed.seen.refreshGrants, grantsAfterLogout, 'no timer outlives the logout');
   await context.close();
 });
 
@@ -202,5 +205,19 @@ test('without Web Locks: two tabs refreshing at once both stay signed in, inside
   // The session survived: its next rotation works.
   await a.evaluate(() => window.client.refresh());
   assert.equal((await me(b)).status, 200);
+  await context.close();
+});
+
+test('near the end of its session the refresh timer stops instead of looping', { timeout: 120000 }, async () => {
+  // Sessions of 8 s, access tokens of 4 s, the app's clock right: each refresh is due halfway
+  // through a token's life, and the issuer caps the last token at the session's end.
+  const short = await startSite({ GATEHOUSE_SESSION_TTL_SECS: '8' }, { skewSeconds: 0 });
+  await short.issuer.user('short-session');
+  const context = await browser.newContext();
+  const page = await tab(context, '?ahead=60', short);
+  await page.evaluate(([u, p]) => window.client.login(u, p), ['short-session', PASSWORD]);
+  await new Promise((r) => setTimeout(r, 9000));
+  assert.ok(short.seen.refreshGrants >= 1 && short.seen.refreshGrants <= 3,
+    `${short.seen.refreshGrants} refreshes in a session of 8 s`);
   await context.close();
 });

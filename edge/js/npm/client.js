@@ -14,12 +14,25 @@
 // holder's broadcast tokens and does not call the issuer. Without Web Locks, refreshes are
 // single-flight within a tab, and two tabs racing fall inside the issuer's grace window, which
 // hands both the same successor.
+//
+// Which tokens win: every token set carries its session (`sid`, from the access token) and when
+// it was received. A tab keeps the newest set of a session, never takes back a session it saw
+// end, and acts on an answer (new tokens, a refusal) only if it still holds the tokens it asked
+// with, so a late reply can neither undo a logout nor end a newer session.
 
-const LOCK = 'gatehouse-refresh';
 // A tab that got the refresh lock at once still lets messages already on their way arrive.
 const SETTLE_MS = 20;
 // A tab that had to wait for the lock waits this long for the holder's new tokens.
 const HANDOVER_MS = 2000;
+// The JWKS-free decoding of the access token's payload, for `sid` only (nothing is trusted).
+const payloadOf = (jwt) => {
+  try {
+    const part = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), '=')));
+  } catch {
+    return {};
+  }
+};
 
 export class GatehouseClient {
   #issuer;
@@ -28,9 +41,12 @@ export class GatehouseClient {
   #refreshAhead;
   #autoRefresh;
   #channel;
+  #lock;
   #tokens = null;
+  #ended = new Set();
   #refreshing = null;
   #timer = null;
+  #closed = false;
   #listeners = new Map();
   #waiters = new Set();
 
@@ -41,13 +57,15 @@ export class GatehouseClient {
     this.#refreshAhead = options.refreshAheadSeconds ?? 60;
     this.#autoRefresh = options.autoRefresh ?? true;
     const name = options.channelName ?? 'gatehouse';
+    this.#lock = `${name}:refresh`;
+    this.storageKey = `${name}:tokens`;
     this.#channel = typeof BroadcastChannel === 'function' ? new BroadcastChannel(name) : null;
     this.#channel?.addEventListener('message', (e) => this.#onMessage(e.data));
-    const stored = this.#storage?.getItem(`${name}:tokens`);
-    this.storageKey = `${name}:tokens`;
-    if (stored) this.#set(JSON.parse(stored), null);
+    const stored = this.#storage?.getItem(this.storageKey);
+    // Stored tokens may be older than another tab's: kept quietly, and the tabs are asked.
+    if (stored) this.#set(JSON.parse(stored), null, false);
     /** Resolves once other tabs had a moment to hand over a session they hold. */
-    this.ready = this.#tokens ? Promise.resolve() : this.#askOtherTabs();
+    this.ready = this.#askOtherTabs();
   }
 
   /** The current access token, or `undefined` when signed out. */
@@ -75,24 +93,35 @@ export class GatehouseClient {
     this.#set(tokensOf(body), 'signedIn');
   }
 
-  /** A fresh access token: refreshed first when it expires within `refreshAheadSeconds`. */
+  /**
+   * A usable access token: refreshed first when it is due. If that refresh fails for a reason
+   * other than the session ending, the current token is returned while it is still valid.
+   */
   async getAccessToken() {
+    await this.ready;
     const tokens = this.#tokens;
-    if (!tokens) return undefined;
-    if (Date.now() >= tokens.expiresAt - this.#refreshAhead * 1000) await this.refresh();
+    if (!tokens || !this.#due(tokens)) return tokens?.accessToken;
+    try {
+      await this.refresh();
+    } catch (e) {
+      if (e.code === 'session_revoked' || Date.now() >= tokens.expiresAt) throw e;
+    }
     return this.#tokens?.accessToken;
   }
 
   /** Rotates the refresh token once, however many callers and tabs ask at the same moment. */
-  refresh() {
+  async refresh() {
+    await this.ready;
     const stale = this.#tokens?.refreshToken;
-    if (!stale) return Promise.reject(new GatehouseClientError('signed_out', 'no session to refresh'));
+    if (!stale) throw new GatehouseClientError('signed_out', 'no session to refresh');
     this.#refreshing ??= this.#exclusive(async (contended) => {
       // Another tab held the lock: it was refreshing this very token, so wait for its tokens.
       await this.#changed(stale, contended ? HANDOVER_MS : SETTLE_MS);
       if (this.#tokens?.refreshToken !== stale) return; // another tab refreshed (or signed out)
       const response = await this.#token({ grant_type: 'refresh_token', refresh_token: stale });
       const body = await response.json().catch(() => ({}));
+      // A logout (here or in another tab) while the request was out: the answer is moot.
+      if (this.#tokens?.refreshToken !== stale) return;
       if (response.ok) {
         this.#set(tokensOf(body), 'refreshed');
       } else if (body.error === 'invalid_grant') {
@@ -109,22 +138,24 @@ export class GatehouseClient {
 
   /**
    * `fetch` with `Authorization: Bearer`. On the edge's `expired` answer it refreshes and sends
-   * the request once more (so its body must be replayable: a string, FormData, a Blob); on
-   * `revoked` the session ends in every tab.
+   * the request once more (a `Request` is cloned, so its body is sent again); on `revoked` the
+   * session ends in every tab.
    */
-  async fetch(input, init = {}) {
+  async fetch(input, init) {
+    const request = new Request(input, init);
     const send = (token) => {
-      const headers = new Headers(init.headers);
-      if (token) headers.set('authorization', `Bearer ${token}`);
-      return this.#fetch(input, { ...init, headers });
+      const attempt = request.clone();
+      if (token) attempt.headers.set('authorization', `Bearer ${token}`);
+      return this.#fetch(attempt);
     };
     const token = await this.getAccessToken();
     const response = await send(token);
     if (response.status !== 401 || !token) return response;
     const code = await response.clone().json().then((b) => b.code, () => undefined);
-    if (code === 'revoked') this.#end('sessionRevoked');
+    const current = this.#tokens?.accessToken === token;
+    if (code === 'revoked' && current) this.#end('sessionRevoked');
     if (code !== 'expired') return response;
-    if (this.#tokens?.accessToken === token) await this.refresh();
+    if (current) await this.refresh();
     return send(this.#tokens?.accessToken);
   }
 
@@ -140,8 +171,10 @@ export class GatehouseClient {
 
   /** Stops timers and leaves the tab channel (the tokens stay where they are). */
   close() {
+    this.#closed = true;
     clearTimeout(this.#timer);
     this.#channel?.close();
+    this.#channel = null;
   }
 
   #token(form) {
@@ -152,12 +185,22 @@ export class GatehouseClient {
     });
   }
 
+  /**
+   * When a refresh is due: `refreshAheadSeconds` before expiry, or halfway through a short
+   * token's life. Never for a token the session's end capped: a refresh cannot outlive it.
+   */
+  #due(tokens) {
+    if (tokens.capped) return false;
+    const lifetime = tokens.expiresAt - tokens.receivedAt;
+    return Date.now() >= tokens.expiresAt - Math.min(this.#refreshAhead * 1000, lifetime / 2);
+  }
+
   /** Runs `task(contended)` under the tabs' lock; `contended` if another tab held it first. */
   async #exclusive(task) {
     const locks = globalThis.navigator?.locks;
     if (!locks) return task(false);
-    const done = await locks.request(LOCK, { ifAvailable: true }, async (lock) => (lock ? { value: await task(false) } : null));
-    return done ? done.value : locks.request(LOCK, () => task(true));
+    const done = await locks.request(this.#lock, { ifAvailable: true }, async (lock) => (lock ? { value: await task(false) } : null));
+    return done ? done.value : locks.request(this.#lock, () => task(true));
   }
 
   /** Resolves when the refresh token is no longer `stale`, or after `ms`. */
@@ -175,30 +218,42 @@ export class GatehouseClient {
     });
   }
 
+  #post(message) {
+    if (!this.#closed) this.#channel?.postMessage(message);
+  }
+
   #set(tokens, event, broadcast = true) {
+    const previous = this.#tokens;
+    // A refresh that could not move the expiry has reached the session's end.
+    if (previous && previous.sid === tokens.sid && tokens.expiresAt <= previous.expiresAt + 1000) {
+      tokens = { ...tokens, capped: true };
+    }
     this.#tokens = tokens;
     for (const check of [...this.#waiters]) check();
     this.#storage?.setItem(this.storageKey, JSON.stringify(tokens));
     this.#schedule();
-    if (broadcast) this.#channel?.postMessage({ type: 'tokens', tokens, event });
+    if (broadcast) this.#post({ type: 'tokens', tokens, event });
     if (event) this.#emit(event, tokens);
   }
 
   #end(event, broadcast = true) {
     if (!this.#tokens) return;
+    const { sid } = this.#tokens;
+    this.#ended.add(sid);
     this.#tokens = null;
     for (const check of [...this.#waiters]) check();
     clearTimeout(this.#timer);
     this.#storage?.removeItem(this.storageKey);
-    if (broadcast) this.#channel?.postMessage({ type: 'end', event });
+    if (broadcast) this.#post({ type: 'end', event, sid });
     this.#emit(event);
   }
 
   #schedule() {
     clearTimeout(this.#timer);
-    if (!this.#autoRefresh || !this.#tokens) return;
-    const due = this.#tokens.expiresAt - this.#refreshAhead * 1000 - Date.now();
-    this.#timer = setTimeout(() => this.refresh().catch(() => {}), Math.max(0, due));
+    if (!this.#autoRefresh || !this.#tokens || this.#tokens.capped || this.#closed) return;
+    const { expiresAt, receivedAt } = this.#tokens;
+    const ahead = Math.min(this.#refreshAhead * 1000, (expiresAt - receivedAt) / 2);
+    this.#timer = setTimeout(() => this.refresh().catch(() => {}), Math.max(0, expiresAt - ahead - Date.now()));
   }
 
   #emit(event, detail) {
@@ -207,19 +262,24 @@ export class GatehouseClient {
 
   #onMessage(message) {
     if (message?.type === 'tokens') {
-      // Every tab answers a new tab's hello; the same tokens twice are one event.
-      if (message.tokens.refreshToken === this.#tokens?.refreshToken) return;
-      this.#set(message.tokens, this.#tokens ? message.event : 'signedIn', false);
+      const incoming = message.tokens;
+      const held = this.#tokens;
+      // Never a session seen ending, never an older set of the session held.
+      if (this.#ended.has(incoming.sid)) return;
+      if (held && held.sid === incoming.sid && incoming.receivedAt <= held.receivedAt) return;
+      this.#set(incoming, held ? message.event : 'signedIn', false);
     } else if (message?.type === 'end') {
-      this.#end(message.event, false);
+      // Only the session that ended: a tab may have signed in again since.
+      if (this.#tokens?.sid === message.sid) this.#end(message.event, false);
+      else this.#ended.add(message.sid);
     } else if (message?.type === 'hello' && this.#tokens) {
-      this.#channel.postMessage({ type: 'tokens', tokens: this.#tokens, event: 'signedIn' });
+      this.#post({ type: 'tokens', tokens: this.#tokens, event: 'signedIn' });
     }
   }
 
   #askOtherTabs() {
     if (!this.#channel) return Promise.resolve();
-    this.#channel.postMessage({ type: 'hello' });
+    this.#post({ type: 'hello' });
     return new Promise((r) => setTimeout(r, 200));
   }
 }
@@ -234,10 +294,13 @@ export class GatehouseClientError extends Error {
 }
 
 function tokensOf(body) {
+  const receivedAt = Date.now();
   return {
     accessToken: body.access_token,
     refreshToken: body.refresh_token,
-    expiresAt: Date.now() + Number(body.expires_in) * 1000,
+    expiresAt: receivedAt + Number(body.expires_in) * 1000,
+    receivedAt,
+    sid: payloadOf(body.access_token).sid,
     scope: body.scope,
   };
 }

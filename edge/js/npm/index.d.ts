@@ -15,8 +15,10 @@ export interface RemoteVerifierOptions extends VerifierOptions {
   ttlSeconds?: number;
   /** At most one refetch per this many seconds for unknown kids and expiry (default 30 s). */
   refetchCooldownSeconds?: number;
+  /** A JWK set fetch gives up after this many seconds (default 5). */
+  fetchTimeoutSeconds?: number;
   /** The `fetch` to use (default `globalThis.fetch`). */
-  fetch?: (url: string, init: { headers: Record<string, string> }) => Promise<Response>;
+  fetch?: (url: string, init: { headers: Record<string, string>; signal: AbortSignal }) => Promise<Response>;
 }
 
 /** A verifier over the issuer's JWK set, refetched by the edge's rules. */
@@ -29,8 +31,8 @@ export interface RemoteVerifier {
 
 /**
  * Fetches the JWK set at `jwksUrl` (throws `keys_unavailable` if it cannot) and returns a
- * verifier that keeps it for `ttlSeconds` and refetches on an unknown kid, at most once per
- * `refetchCooldownSeconds`. Verification never fetches otherwise.
+ * verifier that refetches it in the background after `ttlSeconds`, and waits for a refetch only
+ * for an unknown kid, at most once per `refetchCooldownSeconds`.
  */
 export declare function createRemoteVerifier(jwksUrl: string | URL, options: RemoteVerifierOptions): Promise<RemoteVerifier>;
 
@@ -58,12 +60,17 @@ export interface GatehouseClientOptions {
 
 export type GatehouseClientEvent = 'signedIn' | 'refreshed' | 'signedOut' | 'sessionRevoked';
 
-/** The tokens a client holds (`expiresAt` in milliseconds since the epoch). */
+/** The tokens a client holds (times in milliseconds since the epoch). */
 export interface SessionTokens {
   accessToken: string;
   refreshToken: string;
   expiresAt: number;
+  receivedAt: number;
+  /** The session (`sid` claim) the tokens belong to. */
+  sid: string;
   scope: string;
+  /** Set once a refresh could not move the expiry: the session ends at `expiresAt`. */
+  capped?: boolean;
 }
 
 /** Log in, keep and refresh tokens across calls and tabs, and call APIs with them. */

@@ -1,9 +1,10 @@
 // Remote keys: a Verifier over the issuer's JWK set, fetched and cached by the edge's rules.
-// - The set is fetched once, then reused for `ttlSeconds` (300, the edge's KEYS_TTL_SECS).
-// - A token naming an unknown `kid` triggers one refetch, at most once per
+// - The set is fetched once, then used for `ttlSeconds` (300, the edge's KEYS_TTL_SECS); after
+//   that it is refetched in the background while verification goes on with the keys held.
+// - A token naming an unknown `kid` waits for one refetch, at most once per
 //   `refetchCooldownSeconds` (30, the edge's JWKS_REFETCH_COOLDOWN_SECS), so a flood of made-up
 //   kids cannot hammer the issuer; concurrent callers share one fetch.
-// - A failed refetch keeps the keys already held. Verification itself never fetches.
+// - A fetch gives up after `fetchTimeoutSeconds` (5); a failed refetch keeps the keys held.
 // `index.js` re-exports this module; the cycle is safe because nothing here runs at import.
 import { GatehouseError, Verifier } from './index.js';
 
@@ -11,6 +12,7 @@ export async function createRemoteVerifier(jwksUrl, options) {
   const {
     ttlSeconds = 300,
     refetchCooldownSeconds = 30,
+    fetchTimeoutSeconds = 5,
     fetch: fetchKeys = globalThis.fetch,
     ...verifierOptions
   } = options;
@@ -22,7 +24,10 @@ export async function createRemoteVerifier(jwksUrl, options) {
     inflight ??= (async () => {
       attemptedAt = Date.now();
       try {
-        const response = await fetchKeys(String(jwksUrl), { headers: { accept: 'application/json' } });
+        const response = await fetchKeys(String(jwksUrl), {
+          headers: { accept: 'application/json' },
+          signal: AbortSignal.timeout(fetchTimeoutSeconds * 1000),
+        });
         if (!response.ok) {
           throw new GatehouseError('keys_unavailable', `the JWK set answered HTTP ${response.status}`);
         }
@@ -46,7 +51,7 @@ export async function createRemoteVerifier(jwksUrl, options) {
       return verifier.kids;
     },
     async verify(token, now) {
-      if (Date.now() - fetchedAt >= ttlSeconds * 1000 && (inflight || cooledDown())) await refetch();
+      if (Date.now() - fetchedAt >= ttlSeconds * 1000 && !inflight && cooledDown()) refetch();
       try {
         return verifier.verify(token, now);
       } catch (e) {
