@@ -4,13 +4,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { extname, join, normalize } from 'node:path';
-import { chromium } from 'playwright-core';
+import { join, normalize } from 'node:path';
 import webpack from 'webpack';
 
-import { freePort, installPacked, root, startIssuer, tokenInput, waitFor } from './harness.mjs';
+import { freePort, installPacked, launchChromium, root, sendFile, startIssuer, tokenInput, waitFor } from './harness.mjs';
 
 let issuer;
 let app;
@@ -25,11 +24,7 @@ before(async () => {
   }
   issuer = await startIssuer();
   input = await tokenInput(issuer, 'bundled');
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
@@ -38,19 +33,12 @@ after(async () => {
   issuer?.stop();
 });
 
-const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
-
-/** A static server for a build's output directory, with the `.wasm` media type. */
-async function serve(dir) {
+/** A static server for a build's output directory; `headers` go on every answer (a CSP, say). */
+async function serve(dir, headers = {}) {
   const port = await freePort();
   const server = createServer((req, res) => {
     const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
-    try {
-      const body = readFileSync(join(dir, path === '/' ? 'index.html' : path));
-      res.writeHead(200, { 'content-type': TYPES[extname(path) || '.html'] ?? 'application/octet-stream' }).end(body);
-    } catch {
-      res.writeHead(404).end();
-    }
+    sendFile(res, join(dir, path === '/' ? 'index.html' : path), headers);
   });
   await new Promise((ok) => server.listen(port, '127.0.0.1', ok));
   cleanups.push(() => server.close());
@@ -108,4 +96,13 @@ test('a webpack 5 build verifies in Chromium', { timeout: 180000 }, async () => 
   const dist = join(app, 'dist-webpack');
   writeFileSync(join(dist, 'index.html'), '<!doctype html><meta charset="utf-8"><script src="main.js"></script>');
   assertVerified(await resultAt(await serve(dist)));
+});
+
+test('a strict CSP: the README\'s \'wasm-unsafe-eval\' is what it takes, and enough', { timeout: 180000 }, async () => {
+  // The Vite build from the first test, served with the policy the package README gives.
+  const dist = join(app, 'dist-vite');
+  const policy = (wasm) => ({ 'content-security-policy': `default-src 'none'; script-src 'self'${wasm}; connect-src 'self'` });
+  assertVerified(await resultAt(await serve(dist, policy(" 'wasm-unsafe-eval'"))));
+  const refused = await resultAt(await serve(dist, policy('')));
+  assert.match(refused.result.error ?? '', /CompileError|WebAssembly|Content Security Policy|unsafe-eval/i, JSON.stringify(refused.result));
 });

@@ -3,12 +3,10 @@
 // grace window here, so a second rotation of one refresh token would end the session.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { extname, join, normalize } from 'node:path';
-import { chromium } from 'playwright-core';
+import { join, normalize } from 'node:path';
 
-import { PASSWORD, freePort, installPacked, root, startIssuer } from './harness.mjs';
+import { PASSWORD, freePort, installPacked, launchChromium, root, sendFile, startIssuer } from './harness.mjs';
 
 const ACCESS_TTL_SECS = 4;
 let pkgDir;
@@ -50,15 +48,7 @@ async function startSite(issuerEnv, { skewSeconds = 600 } = {}) {
       return;
     }
     const file = path === '/client.html' ? join(root, 'tests/js/bundlers/client.html') : join(pkgDir, path.replace(/^\/pkg\//, ''));
-    let content;
-    try {
-      content = readFileSync(file);
-    } catch {
-      res.writeHead(404).end();
-      return;
-    }
-    const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
-    res.writeHead(200, { 'content-type': types[extname(file)] ?? 'application/octet-stream' }).end(content);
+    sendFile(res, file);
   });
   await new Promise((ok) => server.listen(port, '127.0.0.1', ok));
   const started = { issuer, base, seen, close: () => { server.close(); issuer.stop(); } };
@@ -70,11 +60,7 @@ before(async () => {
   pkgDir = join(installPacked().app, 'node_modules/@gatehouse/verify');
   // No grace window: a second rotation of one refresh token ends the session.
   site = await startSite({ GATEHOUSE_REFRESH_GRACE_SECS: '0' });
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

@@ -6,9 +6,8 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 
-import { freePort, root, waitFor } from './harness.mjs';
+import { freePort, launchChromium, root, waitFor } from './harness.mjs';
 
 let system;
 let browser;
@@ -26,11 +25,7 @@ before(async () => {
   });
   await waitFor(`${edge}/_gatehouse/health`, 300000);
   await waitFor(`http://127.0.0.1:${ports.ISSUER_PORT}/health/ready`, 60000);
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {

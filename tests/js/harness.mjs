@@ -1,9 +1,9 @@
 // Shared by the Node tests: start the real issuer binary on SQLite in a temp dir.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const root = resolve(fileURLToPath(new URL('../..', import.meta.url)));
@@ -94,4 +94,28 @@ export async function tokenInput(issuer, username) {
   const last = token.at(-2) === 'A' ? 'Q' : 'A';
   const tampered = `${token.slice(0, -2)}${last}${token.at(-1)}`;
   return { jwks, token, tampered, issuer: issuer.url, audience: 'gatehouse-js' };
+}
+
+/** Debian's Chromium, headless, driven by playwright-core (it never downloads a browser). */
+export async function launchChromium() {
+  const { chromium } = await import('playwright-core');
+  return chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+const MEDIA_TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
+
+/** Answers with `file` and its media type (`.wasm` as `application/wasm`), or a 404. */
+export function sendFile(res, file, headers = {}) {
+  let content;
+  try {
+    content = readFileSync(file);
+  } catch {
+    res.writeHead(404).end();
+    return;
+  }
+  res.writeHead(200, { 'content-type': MEDIA_TYPES[extname(file)] ?? 'application/octet-stream', ...headers }).end(content);
 }

@@ -59,6 +59,17 @@ struct Snapshot {
     cache: Header<'static>,
 }
 
+impl Snapshot {
+    /// A signed list as `application/jwt`, cached as `cache_control` says.
+    fn signed(jws: &str, cache_control: &'static str) -> Self {
+        Self {
+            body: jws.to_owned(),
+            content_type: ContentType::new("application", "jwt"),
+            cache: Header::new("Cache-Control", cache_control),
+        }
+    }
+}
+
 #[get("/v1/revocations")]
 async fn snapshot(
     snapshots: &State<Arc<Snapshots>>,
@@ -69,11 +80,7 @@ async fn snapshot(
 ) -> Result<Snapshot, ApiError> {
     let Now(now) = now;
     let jws = snapshots.current(db, keys, config, now).await?;
-    Ok(Snapshot {
-        body: jws.to_string(),
-        content_type: ContentType::new("application", "jwt"),
-        cache: Header::new("Cache-Control", "no-cache"),
-    })
+    Ok(Snapshot::signed(&jws, "no-cache"))
 }
 
 /// The edge's fast path: the entries of the last `delta_window_secs`, signed, at most a second
@@ -89,11 +96,7 @@ async fn delta(
 ) -> Result<Snapshot, ApiError> {
     let Now(now) = now;
     let jws = snapshots.current_delta(db, keys, config, now).await?;
-    Ok(Snapshot {
-        body: jws.to_string(),
-        content_type: ContentType::new("application", "jwt"),
-        cache: Header::new("Cache-Control", "public, max-age=1"),
-    })
+    Ok(Snapshot::signed(&jws, "public, max-age=1"))
 }
 
 pub fn routes() -> Vec<Route> {
