@@ -495,21 +495,25 @@ impl NodeServer {
         cmd.arg(repo_root().join(script))
             .args(args(port))
             .current_dir(repo_root());
-        let proc = Proc::spawn(cmd, &dir.path().join("node.log"));
+        let log = dir.path().join("node.log");
+        let proc = Proc::spawn(cmd, &log);
         let url = format!("http://127.0.0.1:{port}");
         let probe = format!("{url}{probe}");
         let client = http();
+        let start = Instant::now();
         // Ready means a success status, not just any answer (a 500 is not ready).
-        eventually(&format!("{script} to serve"), wait, || {
-            let req = client.get(&probe).send();
-            async move {
-                req.await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
+        while !client
+            .get(&probe)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if start.elapsed() > wait {
+                let printed = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("{script} did not serve within {wait:?}; its log:\n{printed}");
             }
-        })
-        .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Self {
             proc,
             url,
