@@ -154,11 +154,10 @@ impl AuthCache {
         let mut view = self.view.write().map_err(poisoned)?;
         for (seq, kind, subject, issued_before, expires_at) in rows {
             view.max_seq = view.max_seq.max(seq);
-            // An unknown kind (written by a newer version) is skipped, as the shared list does;
-            // revoked keys leave this replica's verifier through the key ring instead.
-            if let Some(kind) = RevocationKind::from_code(kind)
-                && kind != RevocationKind::Key
-            {
+            // An unknown kind (written by a newer version) is skipped, as the shared list does.
+            // A revoked key's tokens are refused here at once, not only when the key ring's next
+            // refresh drops the key from this replica's verifier.
+            if let Some(kind) = RevocationKind::from_code(kind) {
                 let entry = view.entries.entry((kind, subject)).or_insert((i64::MIN, 0));
                 *entry = (entry.0.max(issued_before), entry.1.max(expires_at));
             }

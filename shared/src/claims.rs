@@ -66,42 +66,55 @@ impl TokenClaims {
     }
 }
 
-/// Claims that passed a [`crate::Verifier`]: signature, type, key, issuer, audience and time.
+/// Claims that passed a [`crate::Verifier`]: signature, type, key, issuer, audience and time,
+/// with the `kid` of the key whose signature they carry (a revoked key refuses its tokens).
 /// Read them through `Deref` (`claims.sub`); there is no public constructor, so code outside
 /// this crate cannot make one:
 ///
 /// ```compile_fail
 /// # use gatehouse_shared::{AccessClaims, TokenClaims};
 /// fn forge(claims: TokenClaims) -> AccessClaims {
-///     AccessClaims(claims)
+///     AccessClaims { claims, kid: String::new() }
 /// }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
-pub struct AccessClaims(TokenClaims);
+pub struct AccessClaims {
+    claims: TokenClaims,
+    #[serde(skip)]
+    kid: String,
+}
 
 impl Deref for AccessClaims {
     type Target = TokenClaims;
     fn deref(&self) -> &TokenClaims {
-        &self.0
+        &self.claims
     }
 }
 
 impl AccessClaims {
-    /// Only the verifier calls this, after every check passed.
-    pub(crate) fn verified(claims: TokenClaims) -> Self {
-        Self(claims)
+    /// Only the verifier calls this, after every check passed, with the key it checked against.
+    pub(crate) fn verified(claims: TokenClaims, kid: &str) -> Self {
+        Self {
+            claims,
+            kid: kid.to_owned(),
+        }
     }
 
     /// Claims that never went through a verifier, for tests of code that consumes them
     /// (feature `testing`, which only dev-dependencies enable).
     #[cfg(any(test, feature = "testing"))]
-    pub fn unverified_for_tests(claims: TokenClaims) -> Self {
-        Self(claims)
+    pub fn unverified_for_tests(claims: TokenClaims, kid: &str) -> Self {
+        Self::verified(claims, kid)
+    }
+
+    /// The `kid` of the key that verified the signature.
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
     pub fn into_inner(self) -> TokenClaims {
-        self.0
+        self.claims
     }
 }
 

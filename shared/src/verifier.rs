@@ -87,12 +87,16 @@ impl Verifier {
     /// members, `iss`, `aud`, `exp`, `nbf` and `iat` against `now` (Unix seconds) with leeway.
     pub fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, VerifyError> {
         let untrusted = UntrustedToken::parse(token, self.options.max_token_bytes)?;
-        let (_, wire) = untrusted
+        let (header, wire) = untrusted
             .validate::<CustomClaims>(&self.keys, &self.options.token_type)?
             .into_parts();
         let claims = TokenClaims::from_wire(wire)?;
         self.validate_claims(&claims, now)?;
-        Ok(AccessClaims::verified(claims))
+        // The validator found the key by this kid, so it names the key that signed.
+        Ok(AccessClaims::verified(
+            claims,
+            header.key_id.as_deref().unwrap_or_default(),
+        ))
     }
 
     /// [`Self::verify`] with the signature checked by `oracle` (the worker: the runtime's native
@@ -118,7 +122,7 @@ impl Verifier {
         }
         let claims = TokenClaims::from_wire(wire)?;
         self.validate_claims(&claims, now)?;
-        Ok(AccessClaims::verified(claims))
+        Ok(AccessClaims::verified(claims, input.kid))
     }
 
     /// A token this verifier accepted before, from `cache`, with its claims checked against

@@ -47,7 +47,10 @@ pub fn is_revoked(conn: &mut DbConn, claims: &AccessClaims, now: i64) -> Result<
                 .or(revocations::kind
                     .eq(RevocationKind::User.code())
                     .and(revocations::subject.eq(&claims.sub))
-                    .and(revocations::issued_before.gt(claims.iat))),
+                    .and(revocations::issued_before.gt(claims.iat)))
+                .or(revocations::kind
+                    .eq(RevocationKind::Key.code())
+                    .and(revocations::subject.eq(claims.kid()))),
         )
         .count()
         .get_result(conn)?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use gatehouse_issuer::config::Secret;
 use gatehouse_issuer::keys::{self, KeyRing, Sealer};
+use gatehouse_issuer::revoker::Revoker;
 use gatehouse_shared::{Algorithm, KeySet, SigningKey, UntrustedToken};
 use rocket::http::Status;
 
@@ -359,7 +360,51 @@ async fn a_key_the_edge_cannot_verify_is_refused(backend: Backend) {
     assert!(err.to_string().contains("Ed25519"), "{err}");
 }
 
+/// `keys revoke` from another process: the bearer check refuses the key's tokens within
+/// `auth_cache_ms` (at once with 0), while the key is still in this replica's key ring and
+/// JWKS, which only its next refresh (up to `cleanup_interval_secs`) would change. Before this,
+/// a stolen and revoked key's tokens were accepted here until that refresh.
+async fn a_revoked_keys_tokens_are_refused_before_the_ring_refresh(backend: Backend) {
+    for cache_ms in [300, 0] {
+        let app = TestApp::start_with(backend, |c| c.auth_cache_ms = cache_ms).await;
+        app.register("alice").await;
+        let token = str_of(&app.login("alice").await, "access_token").to_owned();
+        let kid = kid_of(&token);
+        assert_eq!(
+            app.me(&token).await.0,
+            Status::Ok,
+            "the view now holds alice"
+        );
+        let now = app.clock().now();
+        app.store()
+            .run_sync(|c| keys::rotate(c, &app.config, now))
+            .unwrap();
+        Revoker::for_command(app.store().clone(), app.config.clone())
+            .run_sync(now, |r| keys::revoke(r, &app.config, &kid))
+            .unwrap();
+        let revoked_at = std::time::Instant::now();
+        let refused = loop {
+            let (status, body) = app.me(&token).await;
+            if status != Status::Ok {
+                break (status, body);
+            }
+            assert!(
+                cache_ms > 0 && revoked_at.elapsed() < std::time::Duration::from_secs(2),
+                "cache {cache_ms} ms: the revoked key's token is still accepted"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        assert_eq!(refused.0, Status::Unauthorized);
+        assert_eq!(refused.1["code"], "revoked", "{}", refused.1);
+        assert!(
+            published_kids(&app).await.contains(&kid),
+            "the ring has not refreshed: the bearer check refused it"
+        );
+    }
+}
+
 crate::on_both_backends!(
+    a_revoked_keys_tokens_are_refused_before_the_ring_refresh,
     rotation_keeps_old_tokens_valid_until_they_expire,
     a_key_the_edge_cannot_verify_is_refused,
     production_key_file,

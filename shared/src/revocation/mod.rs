@@ -119,7 +119,7 @@ impl RevocationList {
         }
     }
 
-    /// Why `claims` is revoked, if it is. A memory lookup: three binary searches.
+    /// Why `claims` is revoked, if it is. A memory lookup: a few binary searches.
     pub fn check(&self, claims: &AccessClaims) -> Option<RevocationReason> {
         let find =
             |entries: &[Entry], key: u64| entries.binary_search_by_key(&key, |e| e.key).is_ok();
@@ -128,6 +128,9 @@ impl RevocationList {
         }
         if find(&self.sessions, id_key(Kind::Session, &claims.sid)) {
             return Some(RevocationReason::Session);
+        }
+        if self.revokes_key(claims.kid()) {
+            return Some(RevocationReason::Key);
         }
         let user = id_key(Kind::User, &claims.sub);
         let cut_off = self
@@ -138,7 +141,8 @@ impl RevocationList {
         (claims.iat < i64::from(cut_off.issued_before)).then_some(RevocationReason::User)
     }
 
-    /// Whether the signing key `kid` was revoked: verifiers drop it from their key sets.
+    /// Whether the signing key `kid` was revoked: verifiers drop it from their key sets, and
+    /// [`Self::check`] refuses the tokens it signed meanwhile.
     pub fn revokes_key(&self, kid: &str) -> bool {
         // Asked on every request at the edge; almost always there is nothing to hash for.
         !self.keys.is_empty()
@@ -328,17 +332,20 @@ mod tests {
     use crate::claims::{Audience, TokenClaims};
 
     fn claims(jti: &str, sid: &str, sub: &str, iat: i64) -> AccessClaims {
-        AccessClaims::unverified_for_tests(TokenClaims {
-            iss: "i".into(),
-            sub: sub.into(),
-            aud: Audience::single("a"),
-            exp: iat + 900,
-            iat,
-            nbf: None,
-            jti: jti.into(),
-            sid: sid.into(),
-            scope: String::new(),
-        })
+        AccessClaims::unverified_for_tests(
+            TokenClaims {
+                iss: "i".into(),
+                sub: sub.into(),
+                aud: Audience::single("a"),
+                exp: iat + 900,
+                iat,
+                nbf: None,
+                jti: jti.into(),
+                sid: sid.into(),
+                scope: String::new(),
+            },
+            "kid-1",
+        )
     }
 
     #[test]
@@ -347,8 +354,9 @@ mod tests {
             .token("j1", 2000)
             .session("s1", 2000)
             .user("u1", 1500, 2500)
+            .key("k1", 2000)
             .build();
-        assert_eq!(list.len(), 3);
+        assert_eq!(list.len(), 4);
         assert_eq!(
             list.check(&claims("j1", "s", "u", 1000)),
             Some(RevocationReason::Token)
@@ -367,6 +375,10 @@ mod tests {
             "issued at the cut-off"
         );
         assert_eq!(list.check(&claims("j", "s", "u", 1000)), None);
+        // A revoked key refuses every token it signed, whatever its claims.
+        let signed_by_k1 =
+            AccessClaims::unverified_for_tests(claims("j", "s", "u", 1000).into_inner(), "k1");
+        assert_eq!(list.check(&signed_by_k1), Some(RevocationReason::Key));
         // Ids are namespaced by kind: a session id used as a jti is not revoked.
         assert_eq!(list.check(&claims("s1", "j1", "j1", 1000)), None);
     }

@@ -16,7 +16,8 @@ pub enum RevocationKind {
     Session,
     /// A user cut-off, by `sub`: every token issued before `issued_before`.
     User,
-    /// A signing key, by `kid`: verifiers drop it from their key sets (it refuses no claims).
+    /// A signing key, by `kid`: every token it signed. Verifiers also drop it from their key
+    /// sets, so its tokens fail as `unknown_kid` once they have refetched them.
     Key,
 }
 
@@ -43,19 +44,19 @@ impl RevocationKind {
         }
     }
 
-    /// The claim an entry of this kind names, if it names one.
+    /// The claim (or, for a key, the verified `kid`) an entry of this kind names.
     pub fn subject_of(self, claims: &AccessClaims) -> Option<&str> {
         match self {
             Self::Token => Some(&claims.jti),
             Self::Session => Some(&claims.sid),
             Self::User => Some(&claims.sub),
-            Self::Key => None,
+            Self::Key => Some(claims.kid()),
         }
     }
 }
 
 /// Whether one entry refuses `claims` at `now`: it is live (`expires_at > now`), names the
-/// claims' `jti`, `sid` or `sub` by its kind, and, for a user cut-off, the token was issued
+/// claims' `jti`, `sid`, `sub` or signing `kid` by its kind, and, for a user cut-off, the token was issued
 /// before it (`iat < issued_before`).
 ///
 /// Lists and views merge one user's cut-offs into (latest `issued_before`, latest expiry). That
@@ -130,17 +131,21 @@ pub mod testing {
 
     pub fn random_claims(rng: &mut Rng, now: i64) -> AccessClaims {
         let id = |rng: &mut Rng| format!("id-{}", rng.below(4));
-        AccessClaims::unverified_for_tests(TokenClaims {
-            iss: "https://issuer.test".into(),
-            sub: id(rng),
-            aud: Audience::single("api"),
-            exp: now + 600,
-            iat: now - 1250 + 50 * pick(rng, 29) + pick(rng, 3),
-            nbf: None,
-            jti: id(rng),
-            sid: id(rng),
-            scope: String::new(),
-        })
+        let kid = id(rng);
+        AccessClaims::unverified_for_tests(
+            TokenClaims {
+                iss: "https://issuer.test".into(),
+                sub: id(rng),
+                aud: Audience::single("api"),
+                exp: now + 600,
+                iat: now - 1250 + 50 * pick(rng, 29) + pick(rng, 3),
+                nbf: None,
+                jti: id(rng),
+                sid: id(rng),
+                scope: String::new(),
+            },
+            &kid,
+        )
     }
 }
 

@@ -64,7 +64,7 @@ pub const ALGORITHMS: [Algorithm; 2] = [Algorithm::EdDsa, Algorithm::Es256];
 
 /// Claims as a verifier would hand them out, for code that consumes verified claims.
 pub fn trusted(claims: &TokenClaims) -> AccessClaims {
-    AccessClaims::unverified_for_tests(claims.clone())
+    AccessClaims::unverified_for_tests(claims.clone(), "test-kid")
 }
 
 /// A stand-in for the worker's WebCrypto: ed25519-dalek's plain (non-strict) equation.

@@ -131,12 +131,15 @@ pub fn list_figures(fix: &Fixture, snapshot: &str, repeats: usize, secs: f64) ->
         RevocationList::verify_snapshot(snapshot, &keys, &options, fix.now).expect("snapshot");
     let probes: Vec<AccessClaims> = (0..1024)
         .map(|i| {
-            AccessClaims::unverified_for_tests(TokenClaims {
-                jti: format!("at-live-{i}"),
-                sid: format!("sid-live-{i}"),
-                sub: format!("user-live-{i}"),
-                ..fix.claims.clone()
-            })
+            AccessClaims::unverified_for_tests(
+                TokenClaims {
+                    jti: format!("at-live-{i}"),
+                    sid: format!("sid-live-{i}"),
+                    sub: format!("user-live-{i}"),
+                    ..fix.claims.clone()
+                },
+                &format!("kid-live-{i}"),
+            )
         })
         .collect();
     let mut i = 0;
