@@ -128,3 +128,79 @@ fn a_hundred_thousand_entries_fit_in_two_mebibytes() {
     c.sid = "sid-50000".into();
     assert!(parsed.check(&trusted(&c)).is_none());
 }
+
+/// The worker checks signed lists with WebCrypto through an oracle: every input gets the
+/// validator's verdict, the same list or the same error code.
+#[test]
+fn the_oracle_path_gives_signed_lists_the_validators_verdict() {
+    use gatehouse_shared::RevocationDelta;
+
+    use crate::fixture::{DalekOracle, ready};
+
+    let f = Fixture::new(Algorithm::EdDsa);
+    let keys = f.verifier.keys().clone();
+    let opts = SnapshotOptions::new(ISSUER);
+    let snapshot = list(7, 10).sign_snapshot(&f.key).unwrap();
+    let (header, rest) = snapshot.split_once('.').unwrap();
+    let (payload, sig) = rest.split_once('.').unwrap();
+    let mut flipped = unb64(payload);
+    let last = flipped.len() - 2;
+    flipped[last] ^= 1;
+    let mut bad_sig = unb64(sig);
+    bad_sig[0] ^= 1;
+    let stranger = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    let delta = |from, seq| {
+        RevocationDelta::new(from, list(seq, 3))
+            .sign(&f.key)
+            .unwrap()
+    };
+    let inputs = [
+        snapshot.clone(),
+        format!("{header}.{}.{sig}", b64(&flipped)),
+        format!("{header}.{payload}.{}", b64(&bad_sig)),
+        format!("{header}.{payload}.{}", b64(&bad_sig[..63])),
+        list(7, 1).sign_snapshot(&stranger).unwrap(),
+        RevocationList::builder("https://other.test", 5, NOW)
+            .build()
+            .sign_snapshot(&f.key)
+            .unwrap(),
+        RevocationList::builder(ISSUER, 5, NOW + 31)
+            .build()
+            .sign_snapshot(&f.key)
+            .unwrap(),
+        sign_access_token(&f.key, &claims()).unwrap(),
+        delta(3, 7),
+        delta(9, 7),
+        "not.a.jws".into(),
+    ];
+    for jws in &inputs {
+        let by_validator = RevocationList::verify_snapshot(jws, &keys, &opts, NOW);
+        let by_oracle = ready(RevocationList::verify_snapshot_with(
+            &DalekOracle,
+            jws,
+            &keys,
+            &opts,
+            NOW,
+        ));
+        assert_eq!(
+            by_oracle.as_ref().map_err(SnapshotError::code),
+            by_validator.as_ref().map_err(SnapshotError::code),
+            "snapshot {jws}"
+        );
+        let by_validator = RevocationDelta::verify(jws, &keys, &opts, NOW);
+        let by_oracle = ready(RevocationDelta::verify_with(
+            &DalekOracle,
+            jws,
+            &keys,
+            &opts,
+            NOW,
+        ));
+        assert_eq!(
+            by_oracle.as_ref().map_err(SnapshotError::code),
+            by_validator.as_ref().map_err(SnapshotError::code),
+            "delta {jws}"
+        );
+    }
+    assert!(RevocationList::verify_snapshot(&inputs[0], &keys, &opts, NOW).is_ok());
+    assert!(RevocationDelta::verify(&inputs[8], &keys, &opts, NOW).is_ok());
+}
