@@ -34,6 +34,8 @@ pub struct Config {
     pub delta_poll_ms: f64,
     /// How long a fetched key set is held before it is refreshed.
     pub keys_ttl_ms: f64,
+    /// Ed25519 in the wasm (`ED25519_VERIFY = "wasm"`) instead of the runtime's WebCrypto.
+    pub ed25519_in_wasm: bool,
     /// `SERVER_TIMING = "on"`: forwarded responses carry the verification time. Off by default:
     /// it tells clients how long the gate took, and adding a header to a fetched response means
     /// rebuilding it, which costs every forwarded request.
@@ -157,6 +159,7 @@ impl Config {
                 StalePolicy::FailClosed
             }
         };
+        let ed25519_in_wasm = switch(env, "ED25519_VERIFY", ("webcrypto", "wasm"), &mut problems);
         let server_timing = switch(env, "SERVER_TIMING", ("off", "on"), &mut problems);
         let delta_url = var(env, "DELTA_URL").unwrap_or_else(|| {
             if issuer_url.is_empty() {
@@ -173,6 +176,7 @@ impl Config {
             public_paths,
             route_scopes,
             token_cookie: var(env, "TOKEN_COOKIE"),
+            ed25519_in_wasm,
             server_timing,
             realm: var(env, "REALM").unwrap_or_else(|| "gatehouse".into()),
             kv_refresh_ms: f64::from(number(env, "KV_REFRESH_SECS", 10, &mut problems)) * 1000.0,

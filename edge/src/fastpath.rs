@@ -12,7 +12,6 @@ use gatehouse_shared::{RevocationDelta, SnapshotError};
 use worker::{AbortController, Cache, Delay, Env, Fetch, Headers, Method, Request, Response};
 
 use crate::config::Config;
-use crate::webcrypto::WebCrypto;
 use crate::{state, sync};
 
 /// When this location's cached copy was fetched (ms since 1970): our own freshness, finer than
@@ -65,8 +64,8 @@ async fn poll_once(env: &Env, config: &Config) -> Result<(), String> {
     }
     let now = state::now_secs();
     let options = sync::options(config);
-    let delta = sync::with_keys(env, config, async |keys| {
-        RevocationDelta::verify_with(&WebCrypto, &jws, keys, &options, now).await
+    let delta = sync::with_keys(env, config, |keys| {
+        RevocationDelta::verify(&jws, keys, &options, now)
     })
     .await
     .map_err(|e| e.to_string())?;

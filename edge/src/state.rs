@@ -74,8 +74,8 @@ pub fn set_verifier(verifier: Verifier) -> Rc<Verifier> {
 }
 
 /// Verifies `token`, through this isolate's cache of tokens already verified by `verifier`.
-/// The signature goes to the runtime's WebCrypto; the cache is not borrowed across that wait
-/// (requests interleave in one isolate).
+/// The signature goes to the runtime's WebCrypto unless `ED25519_VERIFY = "wasm"`; the cache is
+/// not borrowed across that wait (requests interleave in one isolate).
 pub async fn verify(
     verifier: &Verifier,
     config: &Config,
@@ -91,9 +91,13 @@ pub async fn verify(
     if let Some(hit) = hit {
         return hit;
     }
-    let claims = verifier
-        .verify_with(&crate::webcrypto::WebCrypto, token, now)
-        .await?;
+    let claims = if config.ed25519_in_wasm {
+        verifier.verify(token, now)?
+    } else {
+        verifier
+            .verify_with(&crate::webcrypto::WebCrypto, token, now)
+            .await?
+    };
     ISOLATE.with_borrow_mut(|s| {
         if let Some(cache) = s.verified.as_mut() {
             verifier.remember(cache, token, &claims);

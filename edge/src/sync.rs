@@ -13,7 +13,6 @@ use worker::{Env, Fetch, Method, Request};
 use crate::config::Config;
 use crate::keys::{self, KV_BINDING};
 use crate::state;
-use crate::webcrypto::WebCrypto;
 
 const KV_SNAPSHOT: &str = "revocations";
 /// `{seq, issued_at}` of the stored snapshot: a few bytes to read where the snapshot is MBs.
@@ -64,12 +63,12 @@ pub fn options(config: &Config) -> SnapshotOptions {
 pub async fn with_keys<T>(
     env: &Env,
     config: &Config,
-    check: impl AsyncFn(&gatehouse_shared::KeySet) -> Result<T, SnapshotError>,
+    check: impl Fn(&gatehouse_shared::KeySet) -> Result<T, SnapshotError>,
 ) -> Result<T, SnapshotError> {
     let mut verifier = keys::verifier(env, config).await;
     for attempt in 0..2 {
         let Some(v) = verifier.as_ref() else { break };
-        match check(v.keys()).await {
+        match check(v.keys()) {
             Err(e) if e.code() == ErrorCode::UnknownKid && attempt == 0 => {
                 verifier = keys::refetch(env, config, keys::Asker::SignedList)
                     .await
@@ -83,9 +82,8 @@ pub async fn with_keys<T>(
 
 async fn verify(env: &Env, config: &Config, jws: &str) -> Result<RevocationList, SnapshotError> {
     let now = state::now_secs();
-    // The signature through WebCrypto, as request tokens: no Ed25519 or SHA-512 in the wasm.
-    with_keys(env, config, async |keys| {
-        RevocationList::verify_snapshot_with(&WebCrypto, jws, keys, &options(config), now).await
+    with_keys(env, config, |keys| {
+        RevocationList::verify_snapshot(jws, keys, &options(config), now)
     })
     .await
 }

@@ -21,10 +21,9 @@ use jwt_compact::{AlgorithmExt as _, Token};
 use serde::de::{self, DeserializeOwned, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use crate::alg::{ED25519_NAME, StrictEd25519, strict_signature_form};
+use crate::alg::{ED25519_NAME, StrictEd25519};
 use crate::error::{ParseError, ValidationError};
 use crate::jwk::{KeySet, PublicKey};
-use crate::verifier::Ed25519Oracle;
 
 /// The header members jwt-compact does not model, as far as Gatehouse cares: whether `crit` is
 /// there. Deserializing it refuses repeated members.
@@ -154,7 +153,7 @@ impl<'a> UntrustedToken<'a> {
     /// against that key's algorithm (Ed25519 only) and the signature's length, in jwt-compact's
     /// order. Returns the key, the signing input and the signature for an
     /// [`crate::Ed25519Oracle`].
-    fn ed25519_input(
+    pub(crate) fn ed25519_input(
         &self,
         keys: &'a KeySet,
         expected_typ: &str,
@@ -188,28 +187,6 @@ impl<'a> UntrustedToken<'a> {
             signed,
             signature: *signature,
         })
-    }
-
-    /// Stage 3 with the Ed25519 equation checked by `oracle` (the worker: the runtime's native
-    /// WebCrypto) instead of jwt-compact's validator, every other check kept and in its order,
-    /// so each input gets the same error code either way: `typ`, the key by `kid`, the header
-    /// `alg` against the key, the signature's length, the claims' form, what `verify_strict`
-    /// refuses beyond the equation, then the equation. Keys other than Ed25519 are refused
-    /// (`alg_mismatch`). Returns the claims and the `kid` of the key that verified them.
-    pub(crate) async fn validate_with<T: DeserializeOwned, O: Ed25519Oracle>(
-        &self,
-        oracle: &O,
-        keys: &'a KeySet,
-        expected_typ: &str,
-    ) -> Result<(jwt_compact::Claims<T>, &'a str), ValidationError> {
-        let input = self.ed25519_input(keys, expected_typ)?;
-        // Decoded before the signature is checked, as jwt-compact does, so that both paths
-        // give the same code; nothing in it is trusted until the oracle said yes.
-        let claims = self.claims_unverified::<T>()?;
-        if !strict_signature_form(&input.signature) || !oracle.verify(&input).await {
-            return Err(ValidationError::BadSignature);
-        }
-        Ok((claims, input.kid))
     }
 
     /// `typ` first, then the key the header's `kid` names.

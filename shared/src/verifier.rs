@@ -100,9 +100,12 @@ impl Verifier {
     }
 
     /// [`Self::verify`] with the signature checked by `oracle` (the worker: the runtime's native
-    /// WebCrypto) instead of this crate's Ed25519: every other stage stays here, in the same
-    /// order and with the same error codes (`UntrustedToken::validate_with`). Keys other than
-    /// Ed25519 are refused (`alg_mismatch`).
+    /// WebCrypto) instead of this crate's Ed25519. Every stage stays here and in the same order
+    /// as jwt-compact's validator, so each input gets the same error code either way: size and
+    /// structure, `typ`, the key by `kid`, the header `alg` against the key, the signature's
+    /// length, the claims' form, what `verify_strict` refuses beyond the equation, the equation
+    /// (the oracle), and only then the claims' values. Keys other than Ed25519 are refused
+    /// (`alg_mismatch`).
     pub async fn verify_with<O: Ed25519Oracle>(
         &self,
         oracle: &O,
@@ -110,12 +113,16 @@ impl Verifier {
         now: i64,
     ) -> Result<AccessClaims, VerifyError> {
         let untrusted = UntrustedToken::parse(token, self.options.max_token_bytes)?;
-        let (wire, kid) = untrusted
-            .validate_with::<CustomClaims, O>(oracle, &self.keys, &self.options.token_type)
-            .await?;
+        let input = untrusted.ed25519_input(&self.keys, &self.options.token_type)?;
+        // Decoded before the signature is checked, as jwt-compact does, so that both paths
+        // give the same code; nothing in it is trusted until the oracle said yes.
+        let wire = untrusted.claims_unverified::<CustomClaims>()?;
+        if !crate::alg::strict_signature_form(&input.signature) || !oracle.verify(&input).await {
+            return Err(ValidationError::BadSignature.into());
+        }
         let claims = TokenClaims::from_wire(wire)?;
         self.validate_claims(&claims, now)?;
-        Ok(AccessClaims::verified(claims, kid))
+        Ok(AccessClaims::verified(claims, input.kid))
     }
 
     /// A token this verifier accepted before, from `cache`, with its claims checked against

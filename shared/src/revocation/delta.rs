@@ -3,14 +3,29 @@
 //! proportion to what changed, not to the whole list. It has its own `typ`: a delta can never be
 //! taken for a full snapshot (which would drop the base list) nor a snapshot for a delta.
 
+use serde::{Deserialize, Serialize};
+
 use super::RevocationList;
-use super::snapshot::{ListClaims, SnapshotOptions, verify_signed, verify_signed_with};
-use crate::error::{EncodingError, SnapshotError, ValidationError};
+use super::snapshot::{ListClaims, SnapshotOptions, verify_signed};
+use crate::error::{EncodingError, SnapshotError};
 use crate::jwk::KeySet;
-use crate::verifier::Ed25519Oracle;
 
 /// `typ` header of a revocation delta.
 pub const DELTA_TYPE: &str = "gatehouse-revocation-delta+jws";
+
+#[derive(Serialize, Deserialize)]
+struct DeltaClaims {
+    #[serde(with = "serde_bytes")]
+    rev: Vec<u8>,
+    /// The seq the entries start after (exclusive).
+    from: u64,
+}
+
+impl ListClaims for DeltaClaims {
+    fn encoded_list(&self) -> &[u8] {
+        &self.rev
+    }
+}
 
 /// Every live entry with a seq in `(from, list.seq()]`, as of `list.issued_at()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,28 +47,14 @@ impl RevocationDelta {
         options: &SnapshotOptions,
         now: i64,
     ) -> Result<Self, SnapshotError> {
-        Self::checked(verify_signed(jws, DELTA_TYPE, keys, options, now)?)
-    }
-
-    /// [`Self::verify`] with the Ed25519 equation checked by `oracle`.
-    pub async fn verify_with<O: Ed25519Oracle>(
-        oracle: &O,
-        jws: &str,
-        keys: &KeySet,
-        options: &SnapshotOptions,
-        now: i64,
-    ) -> Result<Self, SnapshotError> {
-        Self::checked(verify_signed_with(oracle, jws, DELTA_TYPE, keys, options, now).await?)
-    }
-
-    fn checked((claims, list): (ListClaims, RevocationList)) -> Result<Self, SnapshotError> {
-        let from = claims.from.ok_or(ValidationError::MalformedClaims(
-            "a delta names the seq it starts after",
-        ))?;
-        if from > list.seq {
+        let (claims, list) = verify_signed::<DeltaClaims>(jws, DELTA_TYPE, keys, options, now)?;
+        if claims.from > list.seq {
             return Err(EncodingError::BadRange.into());
         }
-        Ok(Self { from, list })
+        Ok(Self {
+            from: claims.from,
+            list,
+        })
     }
 
     /// The seq the delta starts after: it completes any list whose seq is at least this.
@@ -77,10 +78,10 @@ impl RevocationDelta {
         &self,
         key: &crate::sign::SigningKey,
     ) -> Result<String, crate::error::CreationError> {
-        let claims = ListClaims {
+        let claims = jwt_compact::Claims::new(DeltaClaims {
             rev: self.list.to_bytes(),
-            from: Some(self.from),
-        };
-        claims.sign(DELTA_TYPE, key)
+            from: self.from,
+        });
+        key.sign_claims(DELTA_TYPE, &claims, true)
     }
 }

@@ -3,35 +3,19 @@
 //! (JSON claims would base64 it twice). It has a `typ` of its own, so it can never pass as an
 //! access token, nor an access token as it.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::RevocationList;
 use crate::error::{SnapshotError, ValidationError};
 use crate::jwk::KeySet;
 use crate::token::UntrustedToken;
-use crate::verifier::Ed25519Oracle;
 
-/// The claims of a signed list besides jwt-compact's: `rev`, the encoded list, and for a delta
-/// `from`, the seq its entries start after. One type for both, so the worker carries one CBOR
-/// claims decoder; the `typ` keeps a snapshot and a delta apart.
+/// The snapshot's claims besides jwt-compact's: `rev`, the encoded list.
 #[derive(Serialize, Deserialize)]
-pub(super) struct ListClaims {
+struct SnapshotClaims {
     #[serde(with = "serde_bytes")]
-    pub rev: Vec<u8>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<u64>,
-}
-
-impl ListClaims {
-    /// Signs `rev` (and `from`) as a list of type `typ`.
-    #[cfg(feature = "sign")]
-    pub fn sign(
-        self,
-        typ: &str,
-        key: &crate::sign::SigningKey,
-    ) -> Result<String, crate::error::CreationError> {
-        key.sign_claims(typ, &jwt_compact::Claims::new(self), true)
-    }
+    rev: Vec<u8>,
 }
 
 /// `typ` header of a revocation snapshot.
@@ -62,40 +46,16 @@ impl SnapshotOptions {
 
 /// Checks a signed list of type `typ` (a snapshot or a delta) and decodes its claims and list:
 /// signature first, then the list's issuer and issue time.
-pub(super) fn verify_signed(
+pub(super) fn verify_signed<C: DeserializeOwned + ListClaims>(
     jws: &str,
     typ: &str,
     keys: &KeySet,
     options: &SnapshotOptions,
     now: i64,
-) -> Result<(ListClaims, RevocationList), SnapshotError> {
+) -> Result<(C, RevocationList), SnapshotError> {
     let untrusted = UntrustedToken::parse(jws, options.max_bytes)?;
-    let claims = untrusted.validate(keys, typ)?.into_parts().1.custom;
-    decode_list(claims, options, now)
-}
-
-/// [`verify_signed`] with the Ed25519 equation checked by `oracle` (the worker: WebCrypto, which
-/// also hashes the signing input natively), every other check kept.
-pub(super) async fn verify_signed_with<O: Ed25519Oracle>(
-    oracle: &O,
-    jws: &str,
-    typ: &str,
-    keys: &KeySet,
-    options: &SnapshotOptions,
-    now: i64,
-) -> Result<(ListClaims, RevocationList), SnapshotError> {
-    let untrusted = UntrustedToken::parse(jws, options.max_bytes)?;
-    let (claims, _) = untrusted.validate_with(oracle, keys, typ).await?;
-    decode_list(claims.custom, options, now)
-}
-
-/// The list a verified signed list carries, held to the options: its issuer and issue time.
-fn decode_list(
-    claims: ListClaims,
-    options: &SnapshotOptions,
-    now: i64,
-) -> Result<(ListClaims, RevocationList), SnapshotError> {
-    let list = RevocationList::from_bytes(&claims.rev)?;
+    let claims = untrusted.validate::<C>(keys, typ)?.into_parts().1.custom;
+    let list = RevocationList::from_bytes(claims.encoded_list())?;
     if list.issuer != options.issuer {
         return Err(ValidationError::WrongIssuer.into());
     }
@@ -103,6 +63,17 @@ fn decode_list(
         return Err(ValidationError::NotYetValid.into());
     }
     Ok((claims, list))
+}
+
+/// Claims that carry an encoded [`RevocationList`].
+pub(super) trait ListClaims {
+    fn encoded_list(&self) -> &[u8];
+}
+
+impl ListClaims for SnapshotClaims {
+    fn encoded_list(&self) -> &[u8] {
+        &self.rev
+    }
 }
 
 impl RevocationList {
@@ -113,19 +84,7 @@ impl RevocationList {
         options: &SnapshotOptions,
         now: i64,
     ) -> Result<Self, SnapshotError> {
-        verify_signed(jws, SNAPSHOT_TYPE, keys, options, now).map(|(_, list)| list)
-    }
-
-    /// [`Self::verify_snapshot`] with the Ed25519 equation checked by `oracle`.
-    pub async fn verify_snapshot_with<O: Ed25519Oracle>(
-        oracle: &O,
-        jws: &str,
-        keys: &KeySet,
-        options: &SnapshotOptions,
-        now: i64,
-    ) -> Result<Self, SnapshotError> {
-        verify_signed_with(oracle, jws, SNAPSHOT_TYPE, keys, options, now)
-            .await
+        verify_signed::<SnapshotClaims>(jws, SNAPSHOT_TYPE, keys, options, now)
             .map(|(_, list)| list)
     }
 
@@ -152,10 +111,9 @@ impl RevocationList {
         &self,
         key: &crate::sign::SigningKey,
     ) -> Result<String, crate::error::CreationError> {
-        let claims = ListClaims {
+        let claims = jwt_compact::Claims::new(SnapshotClaims {
             rev: self.to_bytes(),
-            from: None,
-        };
-        claims.sign(SNAPSHOT_TYPE, key)
+        });
+        key.sign_claims(SNAPSHOT_TYPE, &claims, true)
     }
 }

@@ -151,11 +151,11 @@ async fn run(
 }
 
 /// Row 1c for every scenario. `ours`, `jose` and `nothing` already serve and hold the list.
-/// The workers row 1c compares: ours, the jose worker and a worker that does nothing. (Ours
-/// checked Ed25519 in the wasm as an option until 2026-12-03; WebCrypto cost 0.79–0.95× of it,
-/// and the wasm Ed25519 left the worker for its size, see docs/performance.md.)
+/// The workers row 1c compares: ours (WebCrypto Ed25519, the default), ours with Ed25519 in
+/// the wasm, the jose worker and a worker that does nothing.
 pub struct Workers<'a> {
     pub ours: &'a Workerd,
+    pub ours_wasm: &'a Workerd,
     pub jose: &'a Workerd,
     pub nothing: &'a Workerd,
 }
@@ -167,6 +167,7 @@ struct Measured {
     /// What each worker adds above the do-nothing worker, round by round: the totals include
     /// workerd's own per-request cost (about 250 µs here), which no worker can cut.
     added_ratio: Sample,
+    wasm_ratio: Sample,
     ours_us: Sample,
     jose_us: Sample,
     nothing_us: Sample,
@@ -181,14 +182,17 @@ async fn measure(
 ) -> Measured {
     let Workers {
         ours,
+        ours_wasm,
         jose,
         nothing,
     } = *w;
     let (n, rounds, concurrency) = shape;
     let mut m = Measured::default();
+    // Ed25519 in the wasm against the runtime's WebCrypto: measured where it matters.
+    let compare_wasm = scenario == Scenario::FreshToken;
     // Warm-up, not recorded: V8 tiers the wasm and JS up over the first requests.
     let warm_up = tokens(fix, scenario, n, usize::MAX);
-    for worker in [ours, jose, nothing] {
+    for worker in [ours, ours_wasm, jose, nothing] {
         let _ = run(worker, scenario, 0, &warm_up, n, concurrency).await;
     }
     let status = scenario.status();
@@ -197,6 +201,11 @@ async fn measure(
         let mine = run(ours, scenario, status, &tokens, n, concurrency).await;
         let theirs = run(jose, scenario, status, &tokens, n, concurrency).await;
         let idle = run(nothing, scenario, 200, &tokens, n, concurrency).await;
+        if compare_wasm {
+            let wasm = run(ours_wasm, scenario, status, &tokens, n, concurrency).await;
+            m.failures += wasm.failures;
+            m.wasm_ratio.push(mine.us_per_request / wasm.us_per_request);
+        }
         m.failures += mine.failures + theirs.failures + idle.failures;
         m.ratio.push(mine.us_per_request / theirs.us_per_request);
         let jose_adds = theirs.us_per_request - idle.us_per_request;
@@ -236,6 +245,19 @@ pub async fn rows(s: &Settings, fix: &Fixture, w: &Workers<'_>) -> Vec<Row> {
             );
         }
         let label = scenario.label();
+        if !m.wasm_ratio.0.is_empty() {
+            rows.push(
+                Row::new(
+                    "1c",
+                    format!(
+                        "CPU per request, Ed25519 by WebCrypto / in the wasm (ours both): {label}"
+                    ),
+                    "×",
+                    m.wasm_ratio,
+                )
+                .note("below 1: the runtime's native Ed25519 is cheaper, and is the default"),
+            );
+        }
         rows.push(
             Row::new(
                 "1c",
