@@ -124,6 +124,10 @@ struct PublicJwkIn<'a> {
     x: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     y: Option<Cow<'a, str>>,
+    /// A private part has no business in a key set; it is ignored, but held to the same form
+    /// as jwt-compact held it (strict base64url, once).
+    #[serde(borrow, default)]
+    d: Option<Cow<'a, str>>,
     #[serde(default)]
     kid: Option<String>,
     #[serde(default)]
@@ -138,12 +142,15 @@ impl PublicJwkIn<'_> {
         let coordinate = |value: &Option<Cow<'_, str>>| {
             let text = value
                 .as_deref()
-                .ok_or(JwkError::Invalid("missing coordinate"))?;
+                .ok_or(JwkError::Invalid("a key member is missing"))?;
             base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(text)
                 .map(Cow::Owned)
-                .map_err(|_| JwkError::Invalid("coordinate is not base64url"))
+                .map_err(|_| JwkError::Invalid("a key member is not base64url"))
         };
+        if self.d.is_some() {
+            coordinate(&self.d)?;
+        }
         let curve = Cow::Owned(self.crv.as_deref().unwrap_or_default().to_owned());
         match self.kty.as_ref() {
             "OKP" => Ok(JsonWebKey::KeyPair {
@@ -374,7 +381,9 @@ mod tests {
                 {{"kty":"EC","crv":"P-256","x":"{RFC8037_X}","kid":"no-y"}},
                 {{"kty":"OKP","x":"{RFC8037_X}","kid":"no-crv"}},
                 {{"crv":"Ed25519","x":"{RFC8037_X}","kid":"no-kty"}},
-                {{"kty":"OKP","crv":"Ed25519","x":"{RFC8037_X}","kid":"k","kid":"twice"}}
+                {{"kty":"OKP","crv":"Ed25519","x":"{RFC8037_X}","kid":"k","kid":"twice"}},
+                {{"kty":"OKP","crv":"Ed25519","x":"{RFC8037_X}","d":"{RFC8037_X}=","kid":"bad-d"}},
+                {{"kty":"OKP","crv":"Ed25519","x":"{RFC8037_X}","d":"A","d":"A","kid":"two-d"}}
             ]}}"#,
             // The same key with the unused low bits of its last character set: not canonical.
             loose_bits = RFC8037_X.replace("URo", "URp"),
@@ -384,7 +393,7 @@ mod tests {
         let set = KeySet::from_json(&json).unwrap();
         assert_eq!(set.kids().collect::<Vec<_>>(), ["good"]);
         let skipped: Vec<_> = set.skipped().iter().map(|s| s.index).collect();
-        assert_eq!(skipped, (0..=16).filter(|i| *i != 2).collect::<Vec<_>>());
+        assert_eq!(skipped, (0..=18).filter(|i| *i != 2).collect::<Vec<_>>());
         assert_eq!(set.get("good").unwrap().algorithm(), Algorithm::EdDsa);
         assert_eq!(set.skipped()[0].kid.as_deref(), Some("rsa"));
     }

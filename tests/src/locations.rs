@@ -122,6 +122,7 @@ impl Locations {
                     return Some(since.elapsed());
                 }
                 if since.elapsed() > timeout {
+                    eprintln!("location {location}: not refused in {timeout:?}; last answer {status} {code:?}");
                     return None;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
