@@ -17,7 +17,8 @@ pub enum RevocationKind {
     /// A user cut-off, by `sub`: every token issued before `issued_before`.
     User,
     /// A signing key, by `kid`: every token it signed. Verifiers also drop it from their key
-    /// sets, so its tokens fail as `unknown_kid` once they have refetched them.
+    /// sets (the edge as soon as its list names it, the issuer at its key-ring refresh), after
+    /// which its tokens fail as `unknown_kid`.
     Key,
 }
 
