@@ -31,7 +31,8 @@ const PRUNE_EVERY: Duration = Duration::from_mins(1);
 struct View {
     /// Live entries by kind and subject: (`issued_before`, `expires_at`), merged as the shared
     /// list merges them (see `gatehouse_shared::entry_revokes`).
-    entries: HashMap<(RevocationKind, String), (i64, i64)>,
+    /// Keyed by kind first, so a lookup borrows the claim instead of copying it.
+    entries: HashMap<RevocationKind, HashMap<String, (i64, i64)>>,
     max_seq: i64,
     users: HashMap<String, (User, Instant)>,
     /// The invalidation generation this view was read at.
@@ -158,12 +159,19 @@ impl AuthCache {
             // A revoked key's tokens are refused here at once, not only when the key ring's next
             // refresh drops the key from this replica's verifier.
             if let Some(kind) = RevocationKind::from_code(kind) {
-                let entry = view.entries.entry((kind, subject)).or_insert((i64::MIN, 0));
+                let entry = view
+                    .entries
+                    .entry(kind)
+                    .or_default()
+                    .entry(subject)
+                    .or_insert((i64::MIN, 0));
                 *entry = (entry.0.max(issued_before), entry.1.max(expires_at));
             }
         }
         if prune {
-            view.entries.retain(|_, (_, expires_at)| *expires_at > now);
+            for by_subject in view.entries.values_mut() {
+                by_subject.retain(|_, (_, expires_at)| *expires_at > now);
+            }
             view.pruned_at = Some(read_at);
         }
         // Users changed by this process since the last read are re-read too.
@@ -183,11 +191,12 @@ impl View {
             let Some(subject) = kind.subject_of(claims) else {
                 return false;
             };
-            self.entries.get(&(kind, subject.to_owned())).is_some_and(
-                |&(issued_before, expires_at)| {
+            self.entries
+                .get(&kind)
+                .and_then(|by_subject| by_subject.get(subject))
+                .is_some_and(|&(issued_before, expires_at)| {
                     entry_revokes(kind, subject, issued_before, expires_at, claims, now)
-                },
-            )
+                })
         })
     }
 }
