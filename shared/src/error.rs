@@ -102,7 +102,7 @@ pub enum ParseError {
     Malformed(&'static str),
     #[error("the header lists critical extensions, which are not supported")]
     UnsupportedCritical,
-    #[error("the header names a content type (cty) other than JSON or CBOR claims")]
+    #[error("the header names a content type (cty) other than JSON claims")]
     UnsupportedContentType,
 }
 

@@ -1,5 +1,6 @@
-//! Key generation and signing (feature `sign`): the issuer's side, through jwt-compact's
-//! `AlgorithmExt::token` (JSON claims) and `compact_token` (CBOR claims, for the snapshot).
+//! Key generation and signing (feature `sign`): the issuer's side. Access tokens through
+//! jwt-compact's `AlgorithmExt::token`; the revocation lists' binary payloads by this key's
+//! jwt-compact algorithm over the same header.
 
 use core::fmt;
 
@@ -137,37 +138,57 @@ impl SigningKey {
     /// tokens the issuer would never make (feature `testing`).
     #[cfg(feature = "testing")]
     pub fn sign_raw_jws(&self, header_json: &str, payload: &[u8]) -> String {
+        self.jws(header_json.as_bytes(), payload)
+    }
+
+    /// The compact JWS of `header` and `payload` (the lists' binary payloads; jwt-compact signs
+    /// only serialized claims).
+    fn jws(&self, header: &[u8], payload: &[u8]) -> String {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let input = format!("{}.{}", b64.encode(header_json), b64.encode(payload));
+        let input = format!("{}.{}", b64.encode(header), b64.encode(payload));
         let signature = b64.encode(self.sign_message(input.as_bytes()));
         format!("{input}.{signature}")
     }
 
-    /// A compact JWS with header `{alg, kid, typ}` over `claims`: JSON, or CBOR with `cty`.
+    /// A compact JWS with header `{alg, kid, typ}` over JSON `claims`.
     pub(crate) fn sign_claims<T: Serialize>(
         &self,
         typ: &str,
         claims: &Claims<T>,
-        cbor: bool,
     ) -> Result<String, CreationError> {
         let header = Header::empty()
             .with_key_id(self.kid.clone())
             .with_token_type(typ);
-        let token = match (&self.secret, cbor) {
-            (Secret::Ed25519(k), false) => StrictEd25519.token(&header, claims, k),
-            (Secret::Ed25519(k), true) => StrictEd25519.compact_token(&header, claims, k),
+        let token = match &self.secret {
+            Secret::Ed25519(k) => StrictEd25519.token(&header, claims, k),
             #[cfg(feature = "es256")]
-            (Secret::P256(k), false) => jwt_compact::alg::Es256.token(&header, claims, k),
-            #[cfg(feature = "es256")]
-            (Secret::P256(k), true) => jwt_compact::alg::Es256.compact_token(&header, claims, k),
+            Secret::P256(k) => jwt_compact::alg::Es256.token(&header, claims, k),
         };
         token.map_err(CreationError::Encode)
+    }
+
+    /// A compact JWS with the header `{alg, kid, typ}` that [`Self::sign_claims`] writes, over
+    /// a binary `payload` (no `cty`: the `typ` says what the payload is).
+    pub(crate) fn sign_payload(&self, typ: &str, payload: &[u8]) -> Result<String, CreationError> {
+        #[derive(Serialize)]
+        struct PayloadHeader<'a> {
+            alg: &'a str,
+            kid: &'a str,
+            typ: &'a str,
+        }
+        let header = serde_json::to_vec(&PayloadHeader {
+            alg: self.algorithm().as_str(),
+            kid: &self.kid,
+            typ,
+        })
+        .map_err(|_| CreationError::Claims("the header cannot be written as JSON"))?;
+        Ok(self.jws(&header, payload))
     }
 }
 
 /// Signs an access token: header `typ: at+jwt` and this key's `kid`.
 pub fn sign_access_token(key: &SigningKey, claims: &TokenClaims) -> Result<String, CreationError> {
     let wire = claims.to_wire().map_err(CreationError::Claims)?;
-    key.sign_claims(ACCESS_TOKEN_TYPE, &wire, false)
+    key.sign_claims(ACCESS_TOKEN_TYPE, &wire)
 }

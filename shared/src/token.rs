@@ -11,9 +11,10 @@
 //! 3. `typ` compared as a media type (RFC 7515 §4.1.9, RFC 8725 §3.11);
 //! 4. the key chosen by `kid`, and the algorithm by the key: the header `alg` only has to name it.
 //!
-//! `cty` is left to jwt-compact: absent or `JSON` means JSON claims, `CBOR` CBOR claims (only the
-//! revocation snapshot uses it; an access token's `typ` check keeps the two apart), anything else
-//! (`JWT`, a nested token) is refused as `unsupported_header`.
+//! `cty` is left to jwt-compact: absent or `JSON` means JSON claims; anything else (`CBOR`, which
+//! jwt-compact reads only with its `std` feature, or `JWT`, a nested token) is refused as
+//! `unsupported_header`. The revocation lists are signed binary payloads with no `cty`, read
+//! through [`UntrustedToken::verified_payload`]; their `typ` keeps them apart from tokens.
 
 use core::fmt;
 
@@ -229,6 +230,54 @@ impl<'a> UntrustedToken<'a> {
         };
         validated.map_err(|e| validation_error(&e))
     }
+
+    /// Stage 3 for a payload that is not JSON claims (the revocation lists' binary form, which
+    /// jwt-compact can only carry as CBOR claims, and its CBOR needs its `std` feature: see
+    /// `revocation::snapshot`). The same `typ`, key and header `alg` checks as [`Self::validate`],
+    /// the signature by the key's jwt-compact algorithm, and only then the payload's bytes.
+    pub(crate) fn verified_payload(
+        &self,
+        keys: &KeySet,
+        expected_typ: &str,
+    ) -> Result<Vec<u8>, ValidationError> {
+        let key = self.key_for(keys, expected_typ)?;
+        let alg = self.algorithm();
+        let (signed, _) = self
+            .text
+            .rsplit_once('.')
+            .ok_or(ValidationError::BadSignature)?;
+        let signed = signed.as_bytes();
+        let signature = self.inner.signature_bytes();
+        let verified = match key.key() {
+            PublicKey::Ed25519(key) if alg == "EdDSA" || alg == ED25519_NAME => {
+                signature_verifies(&StrictEd25519, key, signature, signed)
+            }
+            #[cfg(feature = "es256")]
+            PublicKey::P256(key) if alg == "ES256" => {
+                signature_verifies(&jwt_compact::alg::Es256, key, signature, signed)
+            }
+            _ => return Err(ValidationError::AlgMismatch),
+        };
+        if !verified {
+            return Err(ValidationError::BadSignature);
+        }
+        self.payload_unverified()
+            .ok_or(ValidationError::MalformedClaims(
+                "the payload is not base64url",
+            ))
+    }
+}
+
+/// What jwt-compact's validator does with the signature: its length and form, then the equation.
+fn signature_verifies<A: jwt_compact::Algorithm>(
+    alg: &A,
+    key: &A::VerifyingKey,
+    signature: &[u8],
+    signed: &[u8],
+) -> bool {
+    use jwt_compact::AlgorithmSignature as _;
+    A::Signature::try_from_slice(signature)
+        .is_ok_and(|signature| alg.verify_signature(&signature, key, signed))
 }
 
 fn parse_error(e: &jwt_compact::ParseError) -> ParseError {

@@ -2,30 +2,17 @@
 //! `from` up to its list's `seq`, in the snapshot's binary form, so a poll costs bytes in
 //! proportion to what changed, not to the whole list. It has its own `typ`: a delta can never be
 //! taken for a full snapshot (which would drop the base list) nor a snapshot for a delta.
-
-use serde::{Deserialize, Serialize};
+//!
+//! Its payload, signed as the snapshot's is (see `snapshot`): `from:u64` (little-endian, the seq
+//! the entries start after, exclusive), then the list's binary form.
 
 use super::RevocationList;
-use super::snapshot::{ListClaims, SnapshotOptions, verify_signed};
+use super::snapshot::{SnapshotOptions, verify_signed};
 use crate::error::{EncodingError, SnapshotError};
 use crate::jwk::KeySet;
 
 /// `typ` header of a revocation delta.
 pub const DELTA_TYPE: &str = "gatehouse-revocation-delta+jws";
-
-#[derive(Serialize, Deserialize)]
-struct DeltaClaims {
-    #[serde(with = "serde_bytes")]
-    rev: Vec<u8>,
-    /// The seq the entries start after (exclusive).
-    from: u64,
-}
-
-impl ListClaims for DeltaClaims {
-    fn encoded_list(&self) -> &[u8] {
-        &self.rev
-    }
-}
 
 /// Every live entry with a seq in `(from, list.seq()]`, as of `list.issued_at()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,14 +34,16 @@ impl RevocationDelta {
         options: &SnapshotOptions,
         now: i64,
     ) -> Result<Self, SnapshotError> {
-        let (claims, list) = verify_signed::<DeltaClaims>(jws, DELTA_TYPE, keys, options, now)?;
-        if claims.from > list.seq {
+        let (from, list) = verify_signed(jws, DELTA_TYPE, keys, options, now, |payload| {
+            let (from, list) = payload
+                .split_first_chunk::<8>()
+                .ok_or(EncodingError::Truncated)?;
+            Ok((u64::from_le_bytes(*from), RevocationList::from_bytes(list)?))
+        })?;
+        if from > list.seq {
             return Err(EncodingError::BadRange.into());
         }
-        Ok(Self {
-            from: claims.from,
-            list,
-        })
+        Ok(Self { from, list })
     }
 
     /// The seq the delta starts after: it completes any list whose seq is at least this.
@@ -78,10 +67,10 @@ impl RevocationDelta {
         &self,
         key: &crate::sign::SigningKey,
     ) -> Result<String, crate::error::CreationError> {
-        let claims = jwt_compact::Claims::new(DeltaClaims {
-            rev: self.list.to_bytes(),
-            from: self.from,
-        });
-        key.sign_claims(DELTA_TYPE, &claims, true)
+        let list = self.list.to_bytes();
+        let mut payload = Vec::with_capacity(8 + list.len());
+        payload.extend_from_slice(&self.from.to_le_bytes());
+        payload.extend_from_slice(&list);
+        key.sign_payload(DELTA_TYPE, &payload)
     }
 }

@@ -1,8 +1,8 @@
 //! Signed revocation snapshots: round trip, tamper, type confusion, order and size.
 
 use gatehouse_shared::{
-    Algorithm, ErrorCode, KeySet, RevocationList, SigningKey, SnapshotError, SnapshotOptions,
-    sign_access_token,
+    Algorithm, ErrorCode, KeySet, RevocationDelta, RevocationList, SNAPSHOT_TYPE, SigningKey,
+    SnapshotError, SnapshotOptions, sign_access_token,
 };
 
 use crate::fixture::{Fixture, ISSUER, NOW, b64, claims, trusted, unb64};
@@ -47,8 +47,8 @@ fn tampered_snapshots_fail() {
     let (header, rest) = jws.split_once('.').unwrap();
     let (payload, sig) = rest.split_once('.').unwrap();
     let mut bytes = unb64(payload);
-    // The last byte of the list (the claims end with CBOR's break byte after it).
-    let last = bytes.len() - 2;
+    // The last byte of the list, which is the whole payload.
+    let last = bytes.len() - 1;
     bytes[last] ^= 1;
     let tampered = format!("{header}.{}.{sig}", b64(&bytes));
     let err = RevocationList::verify_snapshot(&tampered, &keys, &opts, NOW).unwrap_err();
@@ -75,7 +75,7 @@ fn snapshots_and_access_tokens_cannot_stand_in_for_each_other() {
     let err = RevocationList::verify_snapshot(&token, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::WrongType);
     // Correct typ, but claims JSON as the payload: not a list.
-    let header = serde_json::json!({"alg": "EdDSA", "typ": gatehouse_shared::SNAPSHOT_TYPE, "kid": f.key.kid()});
+    let header = serde_json::json!({"alg": "EdDSA", "typ": SNAPSHOT_TYPE, "kid": f.key.kid()});
     let fake = f.sign_raw(&header, br#"{"seq":99}"#);
     let err = RevocationList::verify_snapshot(&fake, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Malformed);
@@ -127,4 +127,64 @@ fn a_hundred_thousand_entries_fit_in_two_mebibytes() {
     c.jti = "jti-50000".into();
     c.sid = "sid-50000".into();
     assert!(parsed.check(&trusted(&c)).is_none());
+}
+
+#[test]
+fn lists_are_signed_and_checked_by_the_keys_algorithm() {
+    // A P-256 key signs and verifies lists as an Ed25519 key does; the header alg must name the
+    // key's algorithm.
+    let f = Fixture::new(Algorithm::Es256);
+    let keys = f.verifier.keys().clone();
+    let opts = SnapshotOptions::new(ISSUER);
+    let jws = list(3, 5).sign_snapshot(&f.key).unwrap();
+    assert_eq!(
+        RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap(),
+        list(3, 5)
+    );
+    let delta = RevocationDelta::new(2, list(3, 5));
+    let signed = delta.sign(&f.key).unwrap();
+    assert_eq!(
+        RevocationDelta::verify(&signed, &keys, &opts, NOW),
+        Ok(delta)
+    );
+    let payload = list(3, 5).to_bytes();
+    let header = serde_json::json!({"alg": "EdDSA", "typ": SNAPSHOT_TYPE, "kid": f.key.kid()});
+    let err = RevocationList::verify_snapshot(&f.sign_raw(&header, &payload), &keys, &opts, NOW);
+    assert_eq!(err.unwrap_err().code(), ErrorCode::AlgMismatch);
+    let header = serde_json::json!({"alg": "ES256", "typ": SNAPSHOT_TYPE, "kid": f.key.kid()});
+    let good = f.sign_raw(&header, &payload);
+    assert!(RevocationList::verify_snapshot(&good, &keys, &opts, NOW).is_ok());
+    // A signature of the wrong length never reaches the equation.
+    let (input, _) = good.rsplit_once('.').unwrap();
+    let short = format!("{input}.{}", b64([7u8; 63]));
+    let err = RevocationList::verify_snapshot(&short, &keys, &opts, NOW).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BadSignature);
+}
+
+#[test]
+fn a_list_in_cbor_claims_is_refused_as_an_unsupported_header() {
+    // The format before the list became the payload: `cty: CBOR`, which this build cannot read.
+    // An edge or package of this version keeps its held list instead of misreading one.
+    let f = Fixture::new(Algorithm::EdDsa);
+    let keys = f.verifier.keys().clone();
+    let header = serde_json::json!({
+        "alg": "EdDSA", "cty": "CBOR", "typ": SNAPSHOT_TYPE, "kid": f.key.kid()
+    });
+    let old = f.sign_raw(&header, &list(3, 1).to_bytes());
+    let err = RevocationList::verify_snapshot(&old, &keys, &SnapshotOptions::new(ISSUER), NOW);
+    assert_eq!(err.unwrap_err().code(), ErrorCode::UnsupportedHeader);
+}
+
+#[test]
+fn a_delta_too_short_to_name_its_start_is_malformed() {
+    let f = Fixture::new(Algorithm::EdDsa);
+    let keys = f.verifier.keys().clone();
+    let header = serde_json::json!({
+        "alg": "EdDSA", "typ": gatehouse_shared::DELTA_TYPE, "kid": f.key.kid()
+    });
+    for payload in [&b""[..], &[0u8; 7][..], &list(3, 1).to_bytes()[..]] {
+        let signed = f.sign_raw(&header, payload);
+        let err = RevocationDelta::verify(&signed, &keys, &SnapshotOptions::new(ISSUER), NOW);
+        assert_eq!(err.unwrap_err().code(), ErrorCode::Malformed, "{payload:?}");
+    }
 }
