@@ -6,13 +6,13 @@
 //! backtraces and a symbol demangler into the worker (31 KB of its 200 KB gzipped budget). So
 //! the list is the payload; jwt-compact still parses the JWS, and the key's jwt-compact
 //! algorithm checks the signature before a byte of the payload is read
-//! (`UntrustedToken::verified_payload`). Its own `typ` keeps a snapshot from ever passing as an
+//! (`UntrustedList`). Its own `typ` keeps a snapshot from ever passing as an
 //! access token, or an access token as a snapshot.
 
 use super::RevocationList;
 use crate::error::{SnapshotError, ValidationError};
 use crate::jwk::KeySet;
-use crate::token::UntrustedToken;
+use crate::token::UntrustedList;
 
 /// `typ` header of a revocation snapshot.
 pub const SNAPSHOT_TYPE: &str = "gatehouse-revocations+jws";
@@ -50,8 +50,7 @@ pub(super) fn verify_signed<T>(
     now: i64,
     decode: impl FnOnce(&[u8]) -> Result<(T, RevocationList), SnapshotError>,
 ) -> Result<(T, RevocationList), SnapshotError> {
-    let untrusted = UntrustedToken::parse(jws, options.max_bytes)?;
-    let payload = untrusted.verified_payload(keys, typ)?;
+    let payload = UntrustedList::parse(jws, options.max_bytes)?.verified_payload(keys, typ)?;
     let (extra, list) = decode(&payload)?;
     if list.issuer != options.issuer {
         return Err(ValidationError::WrongIssuer.into());

@@ -188,3 +188,53 @@ fn a_delta_too_short_to_name_its_start_is_malformed() {
         assert_eq!(err.unwrap_err().code(), ErrorCode::Malformed, "{payload:?}");
     }
 }
+
+#[test]
+fn a_list_is_held_to_the_form_checks_of_a_token() {
+    // jwt-compact parses a list's header and signature, the layer its payload: each malformed
+    // part keeps the code a token would get, and the size limit comes before any decoding.
+    let f = Fixture::new(Algorithm::EdDsa);
+    let keys = f.verifier.keys().clone();
+    let opts = SnapshotOptions::new(ISSUER);
+    let header = serde_json::json!({"alg": "EdDSA", "typ": SNAPSHOT_TYPE, "kid": f.key.kid()});
+    let good = f.sign_raw(&header, &list(3, 1).to_bytes());
+    let (head, rest) = good.split_once('.').unwrap();
+    let (payload, sig) = rest.split_once('.').unwrap();
+    let crit =
+        serde_json::json!({"alg": "EdDSA", "typ": SNAPSHOT_TYPE, "kid": f.key.kid(), "crit": null});
+    let repeated = format!(
+        r#"{{"alg":"EdDSA","typ":"{SNAPSHOT_TYPE}","kid":"{}","kid":"x"}}"#,
+        f.key.kid()
+    );
+    let cases = [
+        (format!("{head}.{payload}="), ErrorCode::Malformed),
+        (format!("{head}.A.{sig}"), ErrorCode::Malformed),
+        (format!("{head}.{payload}*.{sig}"), ErrorCode::Malformed),
+        (
+            format!("{head}.{payload}.{sig}.{sig}"),
+            ErrorCode::Malformed,
+        ),
+        (format!("{head}.{payload}"), ErrorCode::Malformed),
+        (format!("{head}.{payload}.{sig}x"), ErrorCode::Malformed),
+        (format!("x{head}.{payload}.{sig}"), ErrorCode::Malformed),
+        (
+            f.sign_raw(&crit, &list(3, 1).to_bytes()),
+            ErrorCode::UnsupportedHeader,
+        ),
+        (
+            f.key.sign_raw_jws(&repeated, &list(3, 1).to_bytes()),
+            ErrorCode::Malformed,
+        ),
+    ];
+    for (jws, code) in cases {
+        let err = RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
+        assert_eq!(err.code(), code, "{jws}");
+    }
+    let small = SnapshotOptions {
+        max_bytes: good.len() - 1,
+        ..opts.clone()
+    };
+    let err = RevocationList::verify_snapshot(&good, &keys, &small, NOW).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::TooLarge);
+    assert!(RevocationList::verify_snapshot(&good, &keys, &opts, NOW).is_ok());
+}
