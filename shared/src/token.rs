@@ -164,17 +164,13 @@ impl<'a> UntrustedToken<'a> {
     where
         Self: 'a,
     {
-        let jwk = self.key_for(keys, expected_typ)?;
-        let alg = self.algorithm();
+        let (jwk, algorithm) = self.key_and_algorithm(keys, expected_typ)?;
         #[allow(clippy::infallible_destructuring_match)] // one key type without `es256`
-        let key = match jwk.key() {
-            PublicKey::Ed25519(key) => key,
+        let key = match algorithm {
+            KeyAlgorithm::EdDsa(key) | KeyAlgorithm::Ed25519(key) => key,
             #[cfg(feature = "es256")]
-            PublicKey::P256(_) => return Err(ValidationError::AlgMismatch),
+            KeyAlgorithm::Es256(_) => return Err(ValidationError::AlgMismatch),
         };
-        if alg != "EdDSA" && alg != ED25519_NAME {
-            return Err(ValidationError::AlgMismatch);
-        }
         let signature: &[u8; 64] = self
             .inner
             .signature_bytes()
@@ -208,6 +204,24 @@ impl<'a> UntrustedToken<'a> {
             .ok_or(ValidationError::UnknownKid)
     }
 
+    /// The key `kid` names (after `typ`), and its algorithm, which the header `alg` must name:
+    /// the one place where the algorithm is chosen, by the key.
+    fn key_and_algorithm<'k>(
+        &self,
+        keys: &'k KeySet,
+        expected_typ: &str,
+    ) -> Result<(&'k crate::jwk::VerifyingJwk, KeyAlgorithm<'k>), ValidationError> {
+        let jwk = self.key_for(keys, expected_typ)?;
+        let algorithm = match (jwk.key(), self.algorithm()) {
+            (PublicKey::Ed25519(key), "EdDSA") => KeyAlgorithm::EdDsa(key),
+            (PublicKey::Ed25519(key), ED25519_NAME) => KeyAlgorithm::Ed25519(key),
+            #[cfg(feature = "es256")]
+            (PublicKey::P256(key), "ES256") => KeyAlgorithm::Es256(key),
+            _ => return Err(ValidationError::AlgMismatch),
+        };
+        Ok((jwk, algorithm))
+    }
+
     /// Checks `typ`, finds the key by `kid`, lets that key's algorithm validate the token
     /// (header `alg`, then signature), and only then hands out the claims.
     pub(crate) fn validate<T: DeserializeOwned>(
@@ -215,23 +229,28 @@ impl<'a> UntrustedToken<'a> {
         keys: &KeySet,
         expected_typ: &str,
     ) -> Result<Token<T, HeaderExtensions>, ValidationError> {
-        let key = self.key_for(keys, expected_typ)?;
-        let alg = self.algorithm();
-        let validated = match key.key() {
-            PublicKey::Ed25519(key) if alg == "EdDSA" => {
-                StrictEd25519.validator(key).validate(&self.inner)
-            }
-            PublicKey::Ed25519(key) if alg == ED25519_NAME => StrictEd25519::fully_specified()
+        let validated = match self.key_and_algorithm(keys, expected_typ)?.1 {
+            KeyAlgorithm::EdDsa(key) => StrictEd25519.validator(key).validate(&self.inner),
+            KeyAlgorithm::Ed25519(key) => StrictEd25519::fully_specified()
                 .validator(key)
                 .validate(&self.inner),
             #[cfg(feature = "es256")]
-            PublicKey::P256(key) if alg == "ES256" => {
+            KeyAlgorithm::Es256(key) => {
                 jwt_compact::alg::Es256.validator(key).validate(&self.inner)
             }
-            _ => return Err(ValidationError::AlgMismatch),
         };
         validated.map_err(|e| validation_error(&e))
     }
+}
+
+/// A key with the algorithm the header named for it.
+enum KeyAlgorithm<'k> {
+    /// Ed25519 under the name `EdDSA`.
+    EdDsa(&'k crate::alg::Ed25519Key),
+    /// Ed25519 under RFC 9864's fully specified name `Ed25519`.
+    Ed25519(&'k crate::alg::Ed25519Key),
+    #[cfg(feature = "es256")]
+    Es256(&'k p256::ecdsa::VerifyingKey),
 }
 
 /// A signed revocation list (a snapshot or a delta, up to MBs), split and decoded but not
@@ -273,22 +292,20 @@ impl<'a> UntrustedList<'a> {
         expected_typ: &str,
     ) -> Result<Vec<u8>, ValidationError> {
         let token = &self.token;
-        let key = token.key_for(keys, expected_typ)?;
-        let alg = token.algorithm();
+        let (_, algorithm) = token.key_and_algorithm(keys, expected_typ)?;
         let signed = token
             .text
             .rsplit_once('.')
             .map_or(&[][..], |(signed, _)| signed.as_bytes());
         let signature = token.inner.signature_bytes();
-        let verified = match key.key() {
-            PublicKey::Ed25519(key) if alg == "EdDSA" || alg == ED25519_NAME => {
+        let verified = match algorithm {
+            KeyAlgorithm::EdDsa(key) | KeyAlgorithm::Ed25519(key) => {
                 signature_verifies(&StrictEd25519, key, signature, signed)
             }
             #[cfg(feature = "es256")]
-            PublicKey::P256(key) if alg == "ES256" => {
+            KeyAlgorithm::Es256(key) => {
                 signature_verifies(&jwt_compact::alg::Es256, key, signature, signed)
             }
-            _ => return Err(ValidationError::AlgMismatch),
         };
         if !verified {
             return Err(ValidationError::BadSignature);
