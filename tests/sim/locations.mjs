@@ -53,8 +53,19 @@ for (let i = 0; i < (config.locations ?? 3); i++) {
 const hashOf = (bytes, metadata) =>
   createHash('sha256').update(Buffer.from(bytes)).update(JSON.stringify(metadata ?? null)).digest('hex');
 
-// Finds writes the worker made at each location and schedules them at the others.
+// Deliveries due at the other locations, applied by the replicator's own loop.
+const pending = [];
+
+// Finds writes the worker made at each location and schedules them at the others. Deliveries are
+// applied here, between scans, never while one runs: a scan that read a key while a delivery's
+// put was still landing would see the old value, take it for a local write and replicate it
+// back with a newer time, rolling the other locations' KV back (a bug this loop once had).
 async function tick() {
+  const now = Date.now();
+  while (pending.length > 0 && pending[0].due <= now) {
+    const { loc, name, value, metadata, hash, time } = pending.shift();
+    await deliver(loc, name, value, metadata, hash, time);
+  }
   for (const [i, loc] of locations.entries()) {
     const { keys } = await loc.kv.list();
     for (const { name } of keys) {
@@ -68,7 +79,8 @@ async function tick() {
       loc.localWrites += 1;
       for (const [j, other] of locations.entries()) {
         if (j === i) continue;
-        setTimeout(() => deliver(other, name, value, metadata, hash, time), kvDelayMs);
+        // Scheduled in detection order with one delay, so `pending` stays sorted by `due`.
+        pending.push({ due: time + kvDelayMs, loc: other, name, value, metadata, hash, time });
       }
     }
   }
@@ -76,9 +88,9 @@ async function tick() {
 
 async function deliver(loc, name, value, metadata, hash, time) {
   if ((loc.writtenAt.get(name) ?? 0) > time) return; // a later write there wins
+  await loc.kv.put(name, value, metadata === null ? {} : { metadata });
   loc.seen.set(name, hash); // so the replicator does not take it for a local write
   loc.writtenAt.set(name, time);
-  await loc.kv.put(name, value, metadata === null ? {} : { metadata });
 }
 
 let running = true;

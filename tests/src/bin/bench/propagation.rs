@@ -208,7 +208,10 @@ async fn kv_only(s: &Settings, kv_delay: Duration) -> Vec<Row> {
         per.record(&[None; LOCATIONS], limit);
     }
     let bound_ms = (kv_delay.as_secs_f64() + refresh_secs as f64 + 1.0) * 1000.0;
-    per.rows(
+    // Only location 0 is pushed to or pulls: a KV write of its own at another location means
+    // the simulation replicated a value back (its replicator once raced its own deliveries).
+    let foreign_writes: u64 = w.locations.kv_writes().await.iter().skip(1).sum();
+    let mut rows = per.rows(
         &format!(
             "revocation → 401, fast path off, KV only (delay {} s, KV_REFRESH_SECS {refresh_secs})",
             kv_delay.as_secs()
@@ -217,7 +220,17 @@ async fn kv_only(s: &Settings, kv_delay: Duration) -> Vec<Row> {
         bound_ms,
         " s",
         1000.0,
-    )
+    );
+    rows.push(
+        Row::new(
+            "5",
+            "simulation check, KV only: KV writes made at the locations nobody pushes to",
+            "",
+            Sample::one(foreign_writes as f64),
+        )
+        .note("0 expected: they only read KV; any other count means the replicator echoed a value back"),
+    );
+    rows
 }
 
 /// The issuer stops: no revocation can be made, and each location keeps serving until its list
