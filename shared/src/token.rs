@@ -176,16 +176,20 @@ impl<'a> UntrustedToken<'a> {
             .signature_bytes()
             .try_into()
             .map_err(|_| ValidationError::BadSignature)?;
-        let signed = self
-            .text
-            .rsplit_once('.')
-            .map_or(&[][..], |(signed, _)| signed.as_bytes());
+        let signed = self.signing_input();
         Ok(Ed25519Input {
             kid: jwk.kid(),
             key,
             signed,
             signature: *signature,
         })
+    }
+
+    /// The JWS signing input, `header.payload`, as sent (parsing checked it has three parts).
+    fn signing_input(&self) -> &'a [u8] {
+        self.text
+            .rsplit_once('.')
+            .map_or(&[][..], |(signed, _)| signed.as_bytes())
     }
 
     /// `typ` first, then the key the header's `kid` names.
@@ -293,10 +297,7 @@ impl<'a> UntrustedList<'a> {
     ) -> Result<Vec<u8>, ValidationError> {
         let token = &self.token;
         let (_, algorithm) = token.key_and_algorithm(keys, expected_typ)?;
-        let signed = token
-            .text
-            .rsplit_once('.')
-            .map_or(&[][..], |(signed, _)| signed.as_bytes());
+        let signed = token.signing_input();
         let signature = token.inner.signature_bytes();
         let verified = match algorithm {
             KeyAlgorithm::EdDsa(key) | KeyAlgorithm::Ed25519(key) => {
