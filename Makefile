@@ -7,7 +7,7 @@ dev:
 test:
 	scripts/test.sh
 
-# Installs whatever is missing (wasm32 target, worker-build, wasm-bindgen-cli, npm packages,
+# Installs whatever is missing (wasm32 target, wasm-bindgen-cli, npm packages,
 # PostgreSQL running). Both commands above call it; it is idempotent.
 setup:
 	scripts/setup.sh

@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
 # Builds the edge worker once into edge/build/ (index.js + index_bg.wasm), with the size
-# profile and the offline overrides: worker-build must not download wasm-bindgen or esbuild from
-# GitHub, so it gets the installed ones.
+# profile, offline: every tool comes from the package registries (scripts/setup.sh).
 #
-# wasm-opt runs here, not in worker-build (edge/Cargo.toml turns its run off): worker-build
-# always keeps the function-names section, 115 KB raw and 31 KB gzipped of the worker, for
-# readable stack traces. The worker's handlers answer errors themselves and never panic on
-# client input, so the deployed build goes without names; `GATEHOUSE_WASM_NAMES=1` keeps them
-# (for twiggy, or for reading a trap in `wrangler tail`).
+# The same steps as worker-build's module build (cargo, wasm-bindgen with its state-reset
+# function and abort handler, esbuild), with two differences:
+# - the entry module is edge/shim.mjs, not worker-build's: that one builds Proxies and an
+#   async wrapper for every request, about 15 µs of CPU per request (docs/performance.md);
+# - wasm-opt runs without `--debuginfo`: worker-build always keeps the function-names section,
+#   115 KB raw and 31 KB gzipped of the worker. The handlers answer errors themselves and never
+#   panic on client input, so the deployed build goes without names; `GATEHOUSE_WASM_NAMES=1`
+#   keeps them (for twiggy, or for reading a trap in `wrangler tail`).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-export WASM_BINDGEN_BIN="${WASM_BINDGEN_BIN:-$HOME/.cargo/bin/wasm-bindgen}"
-export ESBUILD_BIN="${ESBUILD_BIN:-$root/node_modules/.bin/esbuild}"
-cd "$root/edge"
-worker-build --profile wasm-release
+out="$root/edge/build"
+wasm="$root/target/wasm32-unknown-unknown/wasm-release/gatehouse_edge.wasm"
+
+# worker-build sets this for the `worker` crate's macros: futures through `js_sys::futures`.
+(cd "$root/edge" && WASM_BINDGEN_USE_JS_SYS=1 cargo build --locked --lib \
+  --profile wasm-release --target wasm32-unknown-unknown)
+
+rm -rf "$out" && mkdir -p "$out"
+"${WASM_BINDGEN_BIN:-$HOME/.cargo/bin/wasm-bindgen}" "$wasm" --out-dir "$out" --out-name index \
+  --target module --no-typescript --experimental-reset-state-function --force-enable-abort-handler
 
 # The features worker-build enables for workerd: rustc's wasm32 defaults plus the exception
 # handling of wasm-bindgen's catch wrappers; nothing newer than workerd runs.
@@ -22,5 +30,15 @@ features=(mutable-globals sign-ext nontrapping-float-to-int bulk-memory multival
 args=(-O --strip-producers)
 for feature in "${features[@]}"; do args+=("--enable-$feature"); done
 if [ "${GATEHOUSE_WASM_NAMES:-0}" = 1 ]; then args+=(--debuginfo); fi
-"${WASM_OPT_BIN:-$root/node_modules/.bin/wasm-opt}" build/index_bg.wasm "${args[@]}" \
-  -o build/index_bg.wasm
+"${WASM_OPT_BIN:-$root/node_modules/.bin/wasm-opt}" "$out/index_bg.wasm" "${args[@]}" \
+  -o "$out/index_bg.wasm"
+
+# Workers import a wasm module with a plain `import` (wasm-bindgen writes the source-phase
+# `import source`); the bundle inlines wasm-bindgen's JS and its snippets into index.js.
+sed -i 's/^import source /import /' "$out/index.js"
+cp "$root/edge/shim.mjs" "$out/shim.mjs"
+(cd "$out" && "${ESBUILD_BIN:-$root/node_modules/.bin/esbuild}" ./shim.mjs --bundle --format=esm \
+  --external:./index_bg.wasm '--external:cloudflare:*' --minify --log-level=warning \
+  --outfile=index.js --allow-overwrite)
+rm -rf "$out/shim.mjs" "$out/snippets"
+echo '*' > "$out/.gitignore"

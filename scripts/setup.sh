@@ -17,19 +17,13 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
 fi
 
 # 2. wasm-bindgen-cli at exactly the wasm-bindgen version Cargo.lock pins (a mismatch fails the
-#    build), and worker-build at the worker crate's version. `--locked` does not resolve for
-#    wasm-bindgen-cli, so it is left out on purpose.
+#    build). `--locked` does not resolve for wasm-bindgen-cli, so it is left out on purpose.
+#    (worker-build is not needed: scripts/build-edge.sh runs its steps with our entry module.)
 want_bindgen=$(locked_version wasm-bindgen)
 have_bindgen=$(wasm-bindgen --version 2>/dev/null | awk '{print $NF}' || true)
 if [ "$have_bindgen" != "$want_bindgen" ]; then
   log "installing wasm-bindgen-cli $want_bindgen (have: ${have_bindgen:-none}); takes minutes cold"
   cargo install wasm-bindgen-cli --version "$want_bindgen" --force
-fi
-want_wb=$(locked_version worker)
-have_wb=$(worker-build --version 2>/dev/null | awk '{print $NF}' || true)
-if [ "$have_wb" != "$want_wb" ]; then
-  log "installing worker-build $want_wb (have: ${have_wb:-none}); takes minutes cold"
-  cargo install worker-build --version "$want_wb" --force
 fi
 
 # 3. npm packages from the committed lock file (wrangler, binaryen's wasm-opt, jose, ...).

@@ -40,6 +40,10 @@ pub struct Config {
     /// it tells clients how long the gate took, and adding a header to a fetched response means
     /// rebuilding it, which costs every forwarded request.
     pub server_timing: bool,
+    /// `TEST_CRASH_ROUTE = "on"`: `POST /_gatehouse/crash` panics, so tests can show that the
+    /// entry module (edge/shim.mjs) resets the wasm module after a trap. Never set in production
+    /// (`tests/e2e/deploy_config.rs` checks).
+    pub crash_route: bool,
     /// Verified tokens remembered per isolate (0: verify every request's signature).
     pub verified_cache_size: usize,
     pub max_list_age_secs: i64,
@@ -161,6 +165,7 @@ impl Config {
         };
         let ed25519_in_wasm = switch(env, "ED25519_VERIFY", ("webcrypto", "wasm"), &mut problems);
         let server_timing = switch(env, "SERVER_TIMING", ("off", "on"), &mut problems);
+        let crash_route = switch(env, "TEST_CRASH_ROUTE", ("off", "on"), &mut problems);
         let delta_url = var(env, "DELTA_URL").unwrap_or_else(|| {
             if issuer_url.is_empty() {
                 String::new()
@@ -178,6 +183,7 @@ impl Config {
             token_cookie: var(env, "TOKEN_COOKIE"),
             ed25519_in_wasm,
             server_timing,
+            crash_route,
             realm: var(env, "REALM").unwrap_or_else(|| "gatehouse".into()),
             kv_refresh_ms: f64::from(number(env, "KV_REFRESH_SECS", 10, &mut problems)) * 1000.0,
             kv_heartbeat_secs: i64::from(number(env, "KV_HEARTBEAT_SECS", 3600, &mut problems)),

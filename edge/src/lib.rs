@@ -34,6 +34,7 @@ pub async fn fetch(req: worker::web_sys::Request, env: Env, ctx: Context) -> Res
         ("/_gatehouse/check", "GET") => gate::check(&req, &env, &ctx).await,
         ("/_gatehouse/health", "GET") => health(&env).await,
         ("/_gatehouse/sync", "POST") => push(req.into_worker(), &env).await,
+        ("/_gatehouse/crash", "POST") if state::config(&env).crash_route => state::crash(),
         _ => gate::handle(&req, &env, &ctx).await,
     };
     Ok(response)

@@ -6,24 +6,25 @@
 
 use gatehouse_shared::{ErrorCode, Refusal};
 use serde_json::json;
-use worker::web_sys::{Headers, Response, ResponseInit};
+use worker::wasm_bindgen::{JsValue, prelude::wasm_bindgen};
+use worker::web_sys::Response;
 
-/// A response whose body and headers the worker wrote. Only a broken runtime fails to build
-/// one; the fallback is then a bare response with the same status.
-pub fn text(status: u16, content_type: &str, body: &str, headers: &[(&str, &str)]) -> Response {
-    let init = ResponseInit::new();
-    init.set_status(status);
-    if let Ok(out) = Headers::new() {
-        let _ = out.set("content-type", content_type);
-        let _ = out.set("cache-control", "no-store");
-        for (name, value) in headers {
-            let _ = out.set(name, value);
-        }
-        init.set_headers(&out);
-    }
-    Response::new_with_opt_str_and_init(Some(body), &init)
-        .or_else(|_| Response::new_with_opt_str_and_init(None, &init))
-        .unwrap_or_else(|_| bare())
+#[wasm_bindgen(inline_js = "export function respond(status, body, name, value) {
+  const headers = { 'content-type': 'application/json', 'cache-control': 'no-store' };
+  if (name) headers[name] = value;
+  return new Response(body, { status, headers });
+}")]
+extern "C" {
+    /// The whole response in one call into the runtime: building `ResponseInit` and `Headers`
+    /// from wasm costs a crossing, and a string copy, per member.
+    #[wasm_bindgen(catch)]
+    fn respond(status: u16, body: &str, name: &str, value: &str) -> Result<Response, JsValue>;
+}
+
+/// A JSON response the worker wrote, with at most one more header (`name` empty: none). Only a
+/// broken runtime fails to build one; the fallback is then a bare response.
+pub fn json_text(status: u16, body: &str, (name, value): (&str, &str)) -> Response {
+    respond(status, body, name, value).unwrap_or_else(|_| bare())
 }
 
 #[allow(clippy::expect_used)] // `new Response()` with no arguments cannot throw
@@ -31,16 +32,15 @@ fn bare() -> Response {
     Response::new().expect("new Response()")
 }
 
-fn json_response(status: u16, body: &serde_json::Value, headers: &[(&str, &str)]) -> Response {
-    text(status, "application/json", &body.to_string(), headers)
+fn json_response(status: u16, body: &serde_json::Value, header: (&str, &str)) -> Response {
+    json_text(status, &body.to_string(), header)
 }
 
 fn refusal(refusal: &Refusal) -> Response {
-    text(
+    json_text(
         refusal.status,
-        "application/json",
         &refusal.body,
-        &[("www-authenticate", &refusal.www_authenticate)],
+        ("www-authenticate", &refusal.www_authenticate),
     )
 }
 
@@ -58,10 +58,10 @@ pub fn unavailable(code: &str, description: &str) -> Response {
     json_response(
         503,
         &json!({"error": "temporarily_unavailable", "code": code, "error_description": description}),
-        &[("retry-after", "5")],
+        ("retry-after", "5"),
     )
 }
 
 pub fn json(status: u16, body: &serde_json::Value) -> Response {
-    json_response(status, body, &[])
+    json_response(status, body, ("", ""))
 }

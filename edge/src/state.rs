@@ -106,6 +106,13 @@ pub async fn verify(
     Ok(claims)
 }
 
+/// Panics while holding the isolate's state, as the worst real bug would: without the module
+/// reset after a trap, every later request would find the state borrowed and fail too.
+#[allow(clippy::panic)] // the point of `TEST_CRASH_ROUTE`
+pub fn crash() -> ! {
+    ISOLATE.with_borrow_mut(|_| panic!("TEST_CRASH_ROUTE: a deliberate panic"))
+}
+
 /// Whether `interval_ms` has passed since the time in `slot`; if so, stamps `now_ms` in it.
 fn claim(slot: &mut Option<f64>, now_ms: f64, interval_ms: f64) -> bool {
     let due = is_due(*slot, now_ms, interval_ms);

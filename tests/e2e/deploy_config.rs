@@ -71,6 +71,10 @@ fn production_problems(config: &Table) -> Vec<String> {
             ));
         }
     }
+    if var("TEST_CRASH_ROUTE").is_some_and(|v| v != "off") {
+        problems
+            .push("env.production.vars.TEST_CRASH_ROUTE lets anyone crash the worker".to_owned());
+    }
     for name in HTTPS_VARS {
         if let Some(url) = var(name).filter(|url| !url.starts_with("https://")) {
             problems.push(format!("env.production.vars.{name} = {url:?} is not https"));
@@ -168,7 +172,7 @@ type Plant = (&'static str, fn(&mut Table));
 #[test]
 fn the_config_check_catches_what_is_planted_in_a_copy() {
     // Non-capturing closures, so one list holds them all.
-    let plants: [Plant; 8] = [
+    let plants: [Plant; 9] = [
         ("127.0.0.1", |c| {
             production_vars_mut(c).insert("ORIGIN_URL".into(), "http://127.0.0.1:8788".into());
         }),
@@ -195,6 +199,9 @@ fn the_config_check_catches_what_is_planted_in_a_copy() {
         }),
         ("cron", |c| {
             production_mut(c).remove("triggers");
+        }),
+        ("TEST_CRASH_ROUTE", |c| {
+            production_vars_mut(c).insert("TEST_CRASH_ROUTE".into(), "on".into());
         }),
     ];
     let config = repo_config();

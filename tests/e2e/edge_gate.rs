@@ -77,6 +77,13 @@ async fn bad_tokens_are_refused_with_the_right_code() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+    // The worker's own answers are JSON that no cache keeps.
+    for (name, value) in [
+        ("content-type", "application/json"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(response.headers()[name], value, "{name}");
+    }
     let www = response
         .headers()
         .get("www-authenticate")
@@ -329,4 +336,32 @@ async fn the_edge_behaves_like_a_proxy_for_redirects_preflights_and_head() {
             .collect::<Vec<_>>(),
         [Some("HEAD")]
     );
+}
+
+/// A panic in the worker aborts its wasm module. The entry module (edge/shim.mjs) must reset
+/// the module before the next request: the crash route panics while holding the isolate's
+/// state, so without the reset every later request would find it borrowed and fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_recovers_from_a_wasm_trap() {
+    let sys = System::start(Options {
+        edge_vars: &[("TEST_CRASH_ROUTE", "on")],
+        ..Options::default()
+    })
+    .await;
+    let tokens = sys.user("alice").await;
+    let (status, _) = sys.get("/api/x", Some(access(&tokens))).await;
+    assert_eq!(status, 200);
+
+    let crashed = http()
+        .post(format!("{}/_gatehouse/crash", sys.edge.url))
+        .send()
+        .await
+        .expect("the runtime answers for a crashed worker");
+    assert_eq!(crashed.status(), 500);
+
+    for _ in 0..3 {
+        let (status, json) = sys.get("/api/x", Some(access(&tokens))).await;
+        assert_eq!(status, 200, "after the trap: {json}");
+    }
+    assert_eq!(sys.edge.health().await["status"], "ok");
 }
