@@ -41,7 +41,8 @@ pub struct Config {
     /// rebuilding it, which costs every forwarded request.
     pub server_timing: bool,
     /// `TEST_CRASH_ROUTE = "on"`: `POST /_gatehouse/crash` panics, so tests can show that the
-    /// entry module (edge/shim.mjs) resets the wasm module after a trap. Never set in production
+    /// wasm module is reset after a trap (the `worker` crate's abort hook and wasm-bindgen's
+    /// reset function, not the entry module). Never set in production
     /// (`tests/e2e/deploy_config.rs` checks).
     pub crash_route: bool,
     /// Verified tokens remembered per isolate (0: verify every request's signature).

@@ -119,7 +119,7 @@ pub async fn check(req: &Incoming, env: &Env, ctx: &Context) -> Response {
             };
             // Serialising four borrowed members cannot fail.
             let body = serde_json::to_string(&verdict).unwrap_or_default();
-            reply::json_text(200, &body, ("", ""))
+            reply::json_text(200, &body, None)
         }
         Err(response) => response,
     }

@@ -21,9 +21,10 @@ extern "C" {
     fn respond(status: u16, body: &str, name: &str, value: &str) -> Result<Response, JsValue>;
 }
 
-/// A JSON response the worker wrote, with at most one more header (`name` empty: none). Only a
-/// broken runtime fails to build one; the fallback is then a bare response.
-pub fn json_text(status: u16, body: &str, (name, value): (&str, &str)) -> Response {
+/// A JSON response the worker wrote, with at most one more header. Only a broken runtime fails
+/// to build one; the fallback is then a bare response.
+pub fn json_text(status: u16, body: &str, header: Option<(&str, &str)>) -> Response {
+    let (name, value) = header.unwrap_or_default();
     respond(status, body, name, value).unwrap_or_else(|_| bare())
 }
 
@@ -32,7 +33,7 @@ fn bare() -> Response {
     Response::new().expect("new Response()")
 }
 
-fn json_response(status: u16, body: &serde_json::Value, header: (&str, &str)) -> Response {
+fn json_response(status: u16, body: &serde_json::Value, header: Option<(&str, &str)>) -> Response {
     json_text(status, &body.to_string(), header)
 }
 
@@ -40,7 +41,7 @@ fn refusal(refusal: &Refusal) -> Response {
     json_text(
         refusal.status,
         &refusal.body,
-        ("www-authenticate", &refusal.www_authenticate),
+        Some(("www-authenticate", &refusal.www_authenticate)),
     )
 }
 
@@ -58,10 +59,10 @@ pub fn unavailable(code: &str, description: &str) -> Response {
     json_response(
         503,
         &json!({"error": "temporarily_unavailable", "code": code, "error_description": description}),
-        ("retry-after", "5"),
+        Some(("retry-after", "5")),
     )
 }
 
 pub fn json(status: u16, body: &serde_json::Value) -> Response {
-    json_response(status, body, ("", ""))
+    json_response(status, body, None)
 }

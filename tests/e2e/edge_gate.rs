@@ -338,9 +338,10 @@ async fn the_edge_behaves_like_a_proxy_for_redirects_preflights_and_head() {
     );
 }
 
-/// A panic in the worker aborts its wasm module. The entry module (edge/shim.mjs) must reset
-/// the module before the next request: the crash route panics while holding the isolate's
-/// state, so without the reset every later request would find it borrowed and fail.
+/// A panic in the worker aborts its wasm module, which must be reset before the next request
+/// (the `worker` crate's abort hook and wasm-bindgen's reset function, which
+/// scripts/build-edge.sh builds in; edge/shim.mjs does not do it). The crash route panics while
+/// holding the isolate's state, so without the reset every later request would fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_recovers_from_a_wasm_trap() {
     let sys = System::start(Options {
