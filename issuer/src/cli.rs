@@ -1,5 +1,5 @@
-//! The command line: `serve` (default), `migrate`, `keys rotate|list|revoke KID`, `users create`,
-//! `revocations push`, `cleanup`.
+//! The command line: `serve` (default), `migrate`, `keys rotate|import|list|reseal|revoke`,
+//! `users create|list|show`, `revocations push`, `cleanup`.
 
 use std::io::BufRead as _;
 use std::process::ExitCode;
@@ -63,6 +63,10 @@ enum KeysCommand {
     Import { file: std::path::PathBuf },
     /// List keys with their status.
     List,
+    /// After rotating `GATEHOUSE_KEY_ENCRYPTION_KEY` (the old secret in
+    /// `GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS`): seal every stored private key again under the
+    /// current secret.
+    Reseal,
     /// Emergency: revoke a (non-active) key. It leaves the JWKS and every edge drops it through
     /// the revocation fast path.
     Revoke {
@@ -107,6 +111,9 @@ pub fn main() -> ExitCode {
         Command::Keys {
             command: KeysCommand::List,
         } => keys_list(),
+        Command::Keys {
+            command: KeysCommand::Reseal,
+        } => keys_reseal(),
         Command::Keys {
             command: KeysCommand::Import { file },
         } => keys_import(&file),
@@ -227,6 +234,30 @@ fn keys_revoke(kid: &str) -> Result<(), String> {
         "key {kid} is revoked: out of the JWKS at each replica's next key refresh, and refused \
          at the edge as soon as its revocation list has it (seconds, through the delta feed)"
     );
+    Ok(())
+}
+
+fn keys_reseal() -> Result<(), String> {
+    let (config, db) = load()?;
+    let report = db
+        .run_sync(|c| keys::reseal(c, &config, now()))
+        .map_err(fail)?;
+    for kid in &report.resealed {
+        println!("{kid}: sealed again under GATEHOUSE_KEY_ENCRYPTION_KEY");
+    }
+    println!(
+        "{} key(s) resealed, {} already under the current secret",
+        report.resealed.len(),
+        report.current
+    );
+    if !report.unopened.is_empty() {
+        return Err(format!(
+            "{} key(s) open with no configured secret, left as they are: {}",
+            report.unopened.len(),
+            report.unopened.join("; ")
+        ));
+    }
+    println!("no key needs GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS any more");
     Ok(())
 }
 

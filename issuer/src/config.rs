@@ -47,6 +47,9 @@ pub struct Config {
     /// Seals the private signing keys stored in the database: 32 random bytes, base64. Every
     /// replica sets the same one. Without it a development run generates one in `data_dir`.
     pub key_encryption_key: Option<Secret>,
+    /// Earlier key-encryption keys, comma-separated: they open signing keys sealed before the
+    /// secret was rotated, and never seal one (`keys reseal` moves every key to the current one).
+    pub key_encryption_key_fallbacks: Option<Secret>,
     /// An existing private JWK to import at start: stored sealed and made active the first time
     /// its kid is seen, never again (replicas and restarts with the same file change nothing).
     pub signing_key_file: Option<PathBuf>,
@@ -132,6 +135,7 @@ impl Default for Config {
             user_scopes: "read write".into(),
             data_dir: PathBuf::from(".gatehouse"),
             key_encryption_key: None,
+            key_encryption_key_fallbacks: None,
             signing_key_file: None,
             key_rotation_days: 90,
             key_publish_ahead_secs: 3600,

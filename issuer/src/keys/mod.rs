@@ -13,9 +13,9 @@ use diesel::prelude::*;
 use gatehouse_shared::{Algorithm, KeySet, SigningKey, Verifier, VerifierOptions, VerifyingJwk};
 use rocket::fairing::AdHoc;
 
-pub use seal::Sealer;
-pub use store::KeyRecord;
+pub use seal::{SealedUnder, Sealer};
 use store::{ACTIVE, NEXT, RETIRED, REVOKED};
+pub use store::{KeyRecord, Resealed};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -117,7 +117,17 @@ fn open_signer(
     record: &KeyRecord,
 ) -> Result<SigningKey, ApiError> {
     if let Some(sealed) = &record.sealed_private_jwk {
-        return sealer.open(&record.kid, sealed).map_err(ApiError::Internal);
+        let (key, under) = sealer
+            .open_any(&record.kid, sealed)
+            .map_err(ApiError::Internal)?;
+        if under == SealedUnder::Fallback {
+            tracing::warn!(
+                kid = %record.kid,
+                "the signing key opened only with GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS: run \
+                 `keys reseal` before removing the fallback"
+            );
+        }
+        return Ok(key);
     }
     let legacy = config
         .data_dir
@@ -238,6 +248,12 @@ pub fn revoke(
         .revocation_horizon(now)
         .max(now + KEY_REVOCATION_SECS);
     revocations.key(kid, expires_at, &record.status)
+}
+
+/// `keys reseal`: every stored private key under the current key-encryption key, after that
+/// secret was rotated (the earlier one in `GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS`).
+pub fn reseal(conn: &mut DbConn, config: &Config, now: i64) -> Result<Resealed, ApiError> {
+    store::reseal(conn, &seal::from_config(config)?, now)
 }
 
 pub fn list(conn: &mut DbConn) -> Result<Vec<KeyRecord>, ApiError> {

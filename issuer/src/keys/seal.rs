@@ -2,6 +2,10 @@
 //! `chacha20poly1305`) under the key-encryption key from configuration
 //! (`GATEHOUSE_KEY_ENCRYPTION_KEY`). The kid is the associated data, so a sealed key copied into
 //! another row does not open. Every replica holding the same secret reads the same key ring.
+//!
+//! Rotating that secret: earlier secrets go in `GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS`, which
+//! open keys but never seal one, and `keys reseal` seals every key again under the current
+//! secret (docs/deploy.md gives the order for replicas).
 
 use std::path::Path;
 
@@ -20,9 +24,21 @@ const NONCE_LEN: usize = 24;
 /// Where a development run keeps the key-encryption key it generated.
 const DEV_SECRET_FILE: &str = "key-encryption-key";
 
+const SETTING: &str = "GATEHOUSE_KEY_ENCRYPTION_KEY";
+const FALLBACKS_SETTING: &str = "GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS";
+
 #[derive(Clone)]
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    /// Earlier secrets: they open keys sealed before a rotation of the secret, never seal.
+    fallbacks: Vec<XChaCha20Poly1305>,
+}
+
+/// Which secret opened a sealed key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedUnder {
+    Current,
+    Fallback,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -38,19 +54,18 @@ fn aad(kid: &str) -> Vec<u8> {
 impl Sealer {
     /// From the configured secret: 32 random bytes in base64 or base64url, padding optional.
     pub fn from_secret(secret: &str) -> Result<Self, String> {
-        let trimmed = secret.trim().trim_end_matches('=');
-        let bytes = URL_SAFE_NO_PAD
-            .decode(trimmed)
-            .or_else(|_| STANDARD_NO_PAD.decode(trimmed))
-            .map_err(|_| "GATEHOUSE_KEY_ENCRYPTION_KEY is not base64".to_owned())?;
-        let key: [u8; 32] = bytes.try_into().map_err(|_| {
-            "GATEHOUSE_KEY_ENCRYPTION_KEY must be 32 random bytes in base64 (43 or 44 characters; \
-             `openssl rand -base64 32` makes one)"
-                .to_owned()
-        })?;
         Ok(Self {
-            cipher: XChaCha20Poly1305::new(&key.into()),
+            cipher: cipher(secret, SETTING)?,
+            fallbacks: Vec::new(),
         })
+    }
+
+    /// Adds earlier secrets, comma-separated, each in the form of [`Self::from_secret`].
+    pub fn with_fallbacks(mut self, secrets: &str) -> Result<Self, String> {
+        for secret in secrets.split(',').filter(|s| !s.trim().is_empty()) {
+            self.fallbacks.push(cipher(secret, FALLBACKS_SETTING)?);
+        }
+        Ok(self)
     }
 
     /// A new random secret, base64url.
@@ -80,6 +95,11 @@ impl Sealer {
     }
 
     pub fn open(&self, kid: &str, sealed: &str) -> Result<SigningKey, String> {
+        self.open_any(kid, sealed).map(|(key, _)| key)
+    }
+
+    /// Opens with the current secret, else with a fallback, and says which.
+    pub fn open_any(&self, kid: &str, sealed: &str) -> Result<(SigningKey, SealedUnder), String> {
         let bytes = sealed
             .strip_prefix(FORMAT)
             .and_then(|b| URL_SAFE_NO_PAD.decode(b).ok())
@@ -89,33 +109,63 @@ impl Sealer {
         let nonce: [u8; NONCE_LEN] = nonce
             .try_into()
             .map_err(|_| format!("signing key {kid}: the sealed key is too short"))?;
-        let jwk = self
-            .cipher
-            .decrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: body,
-                    aad: &aad(kid),
-                },
-            )
-            .map_err(|_| {
-                format!(
-                    "signing key {kid} does not open with this GATEHOUSE_KEY_ENCRYPTION_KEY: every \
-                     replica needs the secret the key was sealed with"
-                )
-            })?;
+        let (nonce, aad) = (XNonce::from(nonce), aad(kid));
+        let payload = || Payload {
+            msg: body,
+            aad: &aad,
+        };
+        let (jwk, under) = match self.cipher.decrypt(&nonce, payload()) {
+            Ok(jwk) => (jwk, SealedUnder::Current),
+            Err(_) => self
+                .fallbacks
+                .iter()
+                .find_map(|fallback| fallback.decrypt(&nonce, payload()).ok())
+                .map(|jwk| (jwk, SealedUnder::Fallback))
+                .ok_or_else(|| {
+                    format!(
+                        "signing key {kid} does not open with this {SETTING} (nor with \
+                         {FALLBACKS_SETTING}): every replica needs the secret the key was \
+                         sealed with"
+                    )
+                })?,
+        };
         let key = std::str::from_utf8(&jwk)
             .ok()
             .and_then(|json| SigningKey::from_jwk_json(json).ok())
             .filter(|key| key.kid() == kid)
             .ok_or_else(|| format!("signing key {kid}: the sealed key is damaged"))?;
-        Ok(key)
+        Ok((key, under))
     }
+}
+
+fn cipher(secret: &str, setting: &str) -> Result<XChaCha20Poly1305, String> {
+    let trimmed = secret.trim().trim_end_matches('=');
+    let bytes = URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| STANDARD_NO_PAD.decode(trimmed))
+        .map_err(|_| format!("{setting} is not base64"))?;
+    let key: [u8; 32] = bytes.try_into().map_err(|_| {
+        format!(
+            "{setting} must be 32 random bytes in base64 (43 or 44 characters; `openssl rand \
+             -base64 32` makes one)"
+        )
+    })?;
+    Ok(XChaCha20Poly1305::new(&key.into()))
 }
 
 /// The sealer from configuration. Without `GATEHOUSE_KEY_ENCRYPTION_KEY`, a development run
 /// generates one in the data directory, loudly; replicas then share nothing but that file.
 pub fn from_config(config: &Config) -> Result<Sealer, ApiError> {
+    let fallbacks = config
+        .key_encryption_key_fallbacks
+        .as_ref()
+        .map_or("", |s| s.expose());
+    current_from_config(config)?
+        .with_fallbacks(fallbacks)
+        .map_err(ApiError::Internal)
+}
+
+fn current_from_config(config: &Config) -> Result<Sealer, ApiError> {
     if let Some(secret) = &config.key_encryption_key {
         return Sealer::from_secret(secret.expose()).map_err(ApiError::Internal);
     }
@@ -187,5 +237,49 @@ mod tests {
         assert!(ours.open("another-kid", &sealed).is_err());
         assert!(ours.open(key.kid(), "plain text").is_err());
         assert!(Sealer::from_secret("c2hvcnQ").is_err());
+    }
+
+    #[test]
+    fn fallbacks_open_but_never_seal() {
+        let (old, new) = (
+            Sealer::generate_secret().unwrap(),
+            Sealer::generate_secret().unwrap(),
+        );
+        let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
+        let under_old = Sealer::from_secret(&old).unwrap().seal(&key).unwrap();
+        let rotated = Sealer::from_secret(&new)
+            .unwrap()
+            .with_fallbacks(&format!(" {old} ,"))
+            .unwrap();
+        let (opened, under) = rotated.open_any(key.kid(), &under_old).unwrap();
+        assert_eq!((opened.kid(), under), (key.kid(), SealedUnder::Fallback));
+
+        let under_new = rotated.seal(&key).unwrap();
+        assert_eq!(
+            rotated.open_any(key.kid(), &under_new).unwrap().1,
+            SealedUnder::Current
+        );
+        assert!(
+            Sealer::from_secret(&old)
+                .unwrap()
+                .open(key.kid(), &under_new)
+                .is_err()
+        );
+        assert!(
+            Sealer::from_secret(&new)
+                .unwrap()
+                .open(key.kid(), &under_new)
+                .is_ok()
+        );
+
+        let err = Sealer::from_secret(&new)
+            .unwrap()
+            .with_fallbacks(&format!("{old},c2hvcnQ"))
+            .err()
+            .unwrap();
+        assert!(
+            err.starts_with("GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS"),
+            "{err}"
+        );
     }
 }

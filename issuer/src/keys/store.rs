@@ -7,7 +7,7 @@ use diesel::connection::SimpleConnection as _;
 use diesel::prelude::*;
 use gatehouse_shared::{Algorithm, SigningKey};
 
-use super::seal::Sealer;
+use super::seal::{SealedUnder, Sealer};
 use crate::db::DbConn;
 use crate::db::schema::signing_keys;
 use crate::error::ApiError;
@@ -116,7 +116,9 @@ pub fn store_sealed(conn: &mut DbConn, sealer: &Sealer, key: &SigningKey) -> Res
 }
 
 /// Makes `kid` the signing key: every other active key is retired (and stays published for its
-/// grace), every other scheduled key is dropped (it never signed). Only a scheduled (or already
+/// grace). Promoting a scheduled key also drops every other scheduled key (duplicates from
+/// replicas that scheduled at once; none ever signed); settling on a key that is already active
+/// keeps them, since the next rotation's key is published ahead. Only a scheduled (or already
 /// active) key qualifies: a retired or revoked key never signs again, and a key dropped by a
 /// concurrent activation lost. Activations are serialised (a table lock on PostgreSQL, the write
 /// lock on SQLite), so two at once end with one active key. Returns whether `kid` signs now.
@@ -172,12 +174,14 @@ fn activate_where(
             signing_keys::retired_at.eq(now),
         ))
         .execute(conn)?;
-        diesel::delete(
-            signing_keys::table
-                .filter(signing_keys::status.eq(NEXT))
-                .filter(signing_keys::kid.ne(kid)),
-        )
-        .execute(conn)?;
+        if status.as_deref() == Some(NEXT) {
+            diesel::delete(
+                signing_keys::table
+                    .filter(signing_keys::status.eq(NEXT))
+                    .filter(signing_keys::kid.ne(kid)),
+            )
+            .execute(conn)?;
+        }
         if status.as_deref() == Some(NEXT) || retired > 0 {
             let detail = serde_json::json!({"kid": kid, "retired": retired, "why": why});
             audit::record(conn, now, "key_activated", None, &detail)?;
@@ -251,6 +255,57 @@ pub fn schedule(
         }
         Some(_) | None => Ok(()),
     }
+}
+
+/// What `keys reseal` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resealed {
+    /// Sealed again under the current secret: they opened only with a fallback.
+    pub resealed: Vec<String>,
+    /// Already under the current secret.
+    pub current: usize,
+    /// Keys no configured secret opens, each with why (naming its kid): left as they are.
+    pub unopened: Vec<String>,
+}
+
+/// Seals every stored private key that opens only with a fallback secret again under the
+/// current one. Idempotent; a row another process changed meanwhile is left to it.
+pub fn reseal(conn: &mut DbConn, sealer: &Sealer, now: i64) -> Result<Resealed, ApiError> {
+    let mut report = Resealed::default();
+    for record in records(conn)? {
+        let Some(stored) = record.sealed_private_jwk else {
+            continue;
+        };
+        let key = match sealer.open_any(&record.kid, &stored) {
+            Ok((_, SealedUnder::Current)) => {
+                report.current += 1;
+                continue;
+            }
+            Ok((key, SealedUnder::Fallback)) => key,
+            Err(why) => {
+                report.unopened.push(why);
+                continue;
+            }
+        };
+        let again = sealer.seal(&key).map_err(ApiError::Internal)?;
+        let changed = diesel::update(
+            signing_keys::table
+                .find(&record.kid)
+                .filter(signing_keys::sealed_private_jwk.eq(&stored)),
+        )
+        .set(signing_keys::sealed_private_jwk.eq(again))
+        .execute(conn)?;
+        if changed > 0 {
+            report.resealed.push(record.kid);
+        }
+    }
+    if !report.resealed.is_empty() {
+        let detail = serde_json::json!({"kids": report.resealed});
+        write_tx(conn, |conn| {
+            audit::record(conn, now, "keys_resealed", None, &detail)
+        })?;
+    }
+    Ok(report)
 }
 
 /// Retires every active key but the one all replicas sign with (after concurrent rotations).

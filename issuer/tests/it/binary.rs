@@ -228,6 +228,32 @@ fn cli_commands() {
     assert_eq!(listing.lines().count(), 2, "{listing}");
     assert_eq!(listing.matches("\tactive\t").count(), 1, "{listing}");
 
+    // Rotating the key-encryption key: the development secret becomes the fallback.
+    let dev_secret = std::fs::read_to_string(path.join(".gatehouse/key-encryption-key")).unwrap();
+    let new_secret = gatehouse_issuer::keys::Sealer::generate_secret().unwrap();
+    let reseal = |env: &[(&str, &str)]| {
+        let mut cmd = command(path);
+        cmd.args(["keys", "reseal"]).envs(env.iter().copied());
+        let out = cmd.output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, stdout, stderr) = reseal(&[
+        ("GATEHOUSE_KEY_ENCRYPTION_KEY", &new_secret),
+        ("GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS", dev_secret.trim()),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("2 key(s) resealed, 0 already"), "{stdout}");
+    let (ok, stdout, stderr) = reseal(&[("GATEHOUSE_KEY_ENCRYPTION_KEY", &new_secret)]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("0 key(s) resealed, 2 already"), "{stdout}");
+    let (ok, _, stderr) = reseal(&[]);
+    assert!(!ok, "the development secret no longer opens the ring");
+    assert!(
+        stderr.contains("2 key(s) open with no configured secret"),
+        "{stderr}"
+    );
+
     let out = run(path, &["cleanup"], "");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("deleted 0 sessions"));

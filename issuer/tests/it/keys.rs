@@ -403,7 +403,131 @@ async fn a_revoked_keys_tokens_are_refused_before_the_ring_refresh(backend: Back
     }
 }
 
+/// Two active keys (what two rotations at once leave) settle on the newest. A key scheduled by
+/// then stays scheduled and published: settling promotes nothing, so it must not drop the key
+/// every verifier is fetching ahead of its use.
+async fn settling_two_active_keys_keeps_the_scheduled_key(backend: Backend) {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::signing_keys;
+    let app = TestApp::start_with(backend, |c| {
+        c.key_rotation_days = 1;
+        c.key_publish_ahead_secs = 3600;
+    })
+    .await;
+    let first = app.store().run_sync(keys::list).unwrap()[0].kid.clone();
+    app.clock().advance(10);
+    let now = app.clock().now();
+    let second = app
+        .store()
+        .run_sync(|c| keys::rotate(c, &app.config, now))
+        .unwrap()
+        .kid()
+        .to_owned();
+    app.store()
+        .run_sync(|c| {
+            Ok(diesel::update(signing_keys::table.find(&first))
+                .set((
+                    signing_keys::status.eq("active"),
+                    signing_keys::retired_at.eq(None::<i64>),
+                ))
+                .execute(c)?)
+        })
+        .unwrap();
+    // The second key is due for scheduled rotation: this refresh schedules the next key, then
+    // settles the two active ones.
+    app.clock().advance(86_400 - 3600 + 10);
+    refresh_ring(&app);
+    let listed = app.store().run_sync(keys::list).unwrap();
+    let status = |kid: &str| &listed.iter().find(|k| k.kid == kid).unwrap().status;
+    assert_eq!(
+        (status(&first).as_str(), status(&second).as_str()),
+        ("retired", "active")
+    );
+    let next: Vec<&str> = listed
+        .iter()
+        .filter(|k| k.status == "next")
+        .map(|k| k.kid.as_str())
+        .collect();
+    assert_eq!(
+        next.len(),
+        1,
+        "the scheduled key survives settling: {listed:?}"
+    );
+    assert!(published_kids(&app).await.iter().any(|k| k == next[0]));
+}
+
+/// Rotating the key-encryption key on a live ring: replicas given the new secret with the old
+/// one as a fallback open every key and seal new ones under the new secret; `keys reseal` moves
+/// the rest, after which the new secret alone opens the ring.
+async fn the_key_encryption_key_rotates_through_fallbacks_and_reseal(backend: Backend) {
+    let (old, new) = (secret(), secret());
+    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(old.clone())).await;
+    app.register("alice").await;
+    let token = str_of(&app.login("alice").await, "access_token").to_owned();
+    let first = kid_of(&token);
+
+    let mut rotated = app.config.clone();
+    rotated.key_encryption_key = Some(new.clone());
+    rotated.key_encryption_key_fallbacks = Some(Secret::new(format!("{},", old.expose())));
+    let replica = app.replica_with(|c| *c = rotated.clone()).await;
+    assert_eq!(me_on(&replica, &token).await, Status::Ok);
+    let now = app.clock().now();
+    let second = app
+        .store()
+        .run_sync(|c| keys::rotate(c, &rotated, now))
+        .unwrap()
+        .kid()
+        .to_owned();
+    let mut only_new = rotated.clone();
+    only_new.key_encryption_key_fallbacks = None;
+    let load = |config: &gatehouse_issuer::config::Config| {
+        let config = config.clone();
+        app.store()
+            .run_sync(move |c| KeyRing::load(c, &config, now))
+            .map(|ring| ring.current().signer.kid().to_owned())
+    };
+    // The new key is sealed under the new secret: the old one alone no longer opens the ring.
+    let err = load(&app.config).expect_err("the old secret cannot open the new key");
+    assert!(err.to_string().contains(&second), "{err}");
+
+    let report = app
+        .store()
+        .run_sync(|c| keys::reseal(c, &rotated, now))
+        .unwrap();
+    assert_eq!(report.resealed, std::slice::from_ref(&first));
+    assert_eq!((report.current, report.unopened.len()), (1, 0));
+    let again = app
+        .store()
+        .run_sync(|c| keys::reseal(c, &rotated, now))
+        .unwrap();
+    assert_eq!((again.resealed.len(), again.current), (0, 2), "idempotent");
+
+    assert_eq!(load(&only_new).unwrap(), second);
+    let sealer = Sealer::from_secret(new.expose()).unwrap();
+    for row in app.store().run_sync(keys::list).unwrap() {
+        let sealed = row.sealed_private_jwk.unwrap();
+        assert!(sealer.open(&row.kid, &sealed).is_ok(), "{}", row.kid);
+    }
+
+    // A key no configured secret opens is reported by its kid, never resealed or dropped.
+    let mut stranger = only_new.clone();
+    stranger.key_encryption_key = Some(secret());
+    let report = app
+        .store()
+        .run_sync(|c| keys::reseal(c, &stranger, now))
+        .unwrap();
+    assert_eq!((report.resealed.len(), report.current), (0, 0));
+    assert_eq!(report.unopened.len(), 2);
+    assert!(
+        report.unopened.iter().any(|why| why.contains(&first)),
+        "{report:?}"
+    );
+    assert_eq!(load(&only_new).unwrap(), second, "nothing was lost");
+}
+
 crate::on_both_backends!(
+    settling_two_active_keys_keeps_the_scheduled_key,
+    the_key_encryption_key_rotates_through_fallbacks_and_reseal,
     a_revoked_keys_tokens_are_refused_before_the_ring_refresh,
     rotation_keeps_old_tokens_valid_until_they_expire,
     a_key_the_edge_cannot_verify_is_refused,
