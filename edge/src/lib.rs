@@ -12,32 +12,54 @@ mod state;
 mod sync;
 mod webcrypto;
 
+use std::future::Future as _;
+use std::task::{Poll, Waker};
+
 use gate::Incoming;
 use serde_json::json;
 use sync::SyncError;
+use worker::wasm_bindgen::{JsValue, prelude::wasm_bindgen};
 use worker::web_sys::Response;
-use worker::{Context, Env, Request, Result, ScheduleContext, ScheduledEvent, event};
+use worker::{Context, Env, Request, ScheduleContext, ScheduledEvent, event};
 
 /// Snapshots larger than this are refused before reading further.
 const MAX_SNAPSHOT_BYTES: usize = 8 * 1024 * 1024;
 
-#[event(fetch)]
-pub async fn fetch(req: worker::web_sys::Request, env: Env, ctx: Context) -> Result<Response> {
+/// The fetch handler, exported as `#[event(fetch)]` would export it, with one difference: a
+/// request the gate settles without waiting for anything (a cached token's verdict, any
+/// refusal before the signature) is answered in this call, as a `Response`, where the macro's
+/// export always returns a promise driven by an executor task in a microtask. A request that
+/// waits (the origin, WebCrypto, KV) goes on as a promise from where it stopped: its futures
+/// take the executor's waker when it polls them again.
+#[wasm_bindgen]
+pub fn fetch(req: worker::web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> JsValue {
+    let mut handling = Box::pin(route(Incoming::new(req), env, Context::new(ctx)));
+    match handling
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(response) => response.into(),
+        Poll::Pending => worker::wasm_bindgen_futures::future_to_promise(async move {
+            Ok(JsValue::from(handling.await))
+        })
+        .into(),
+    }
+}
+
+async fn route(req: Incoming, env: Env, ctx: Context) -> Response {
     // The runtime's own request and response types, and no Router (rebuilt per request, it
     // borrows its handlers): every proxied request would pay for four control routes.
-    let req = Incoming::new(req);
     let path = req.path();
     if !path.starts_with("/_gatehouse/") {
-        return Ok(gate::handle(&req, &env, &ctx).await);
+        return gate::handle(&req, &env, &ctx).await;
     }
-    let response = match (path, req.method()) {
+    match (path, req.method()) {
         ("/_gatehouse/check", "GET") => gate::check(&req, &env, &ctx).await,
         ("/_gatehouse/health", "GET") => health(&env).await,
         ("/_gatehouse/sync", "POST") => push(req.into_worker(), &env).await,
         ("/_gatehouse/crash", "POST") if state::config(&env).crash_route => state::crash(),
         _ => gate::handle(&req, &env, &ctx).await,
-    };
-    Ok(response)
+    }
 }
 
 /// `POST /_gatehouse/sync`: the issuer pushes its signed snapshot here. Signed, so no secret is
