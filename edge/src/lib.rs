@@ -4,6 +4,7 @@
 //! runtime, which would turn it into a bare 500.
 
 mod config;
+mod entry;
 mod fastpath;
 mod gate;
 mod keys;
@@ -12,9 +13,7 @@ mod state;
 mod sync;
 mod webcrypto;
 
-use std::future::Future as _;
-use std::task::{Poll, Waker};
-
+use entry::Started;
 use gate::Incoming;
 use serde_json::json;
 use sync::SyncError;
@@ -29,20 +28,17 @@ const MAX_SNAPSHOT_BYTES: usize = 8 * 1024 * 1024;
 /// request the gate settles without waiting for anything (a cached token's verdict, any
 /// refusal before the signature) is answered in this call, as a `Response`, where the macro's
 /// export always returns a promise driven by an executor task in a microtask. A request that
-/// waits (the origin, WebCrypto, KV) goes on as a promise from where it stopped: its futures
-/// take the executor's waker when it polls them again.
+/// waits (the origin, WebCrypto, KV) goes on as a promise from where it stopped (`entry`).
 #[wasm_bindgen]
 pub fn fetch(req: worker::web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> JsValue {
-    let mut handling = Box::pin(route(Incoming::new(req), env, Context::new(ctx)));
-    match handling
-        .as_mut()
-        .poll(&mut std::task::Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(response) => response.into(),
-        Poll::Pending => worker::wasm_bindgen_futures::future_to_promise(async move {
-            Ok(JsValue::from(handling.await))
-        })
-        .into(),
+    match entry::start(route(Incoming::new(req), env, Context::new(ctx))) {
+        Started::Settled(response) => response.into(),
+        Started::Waiting(rest) => {
+            worker::wasm_bindgen_futures::future_to_promise(
+                async move { Ok(JsValue::from(rest.await)) },
+            )
+            .into()
+        }
     }
 }
 
