@@ -120,7 +120,11 @@ pub fn stage() -> AdHoc {
             );
             let period = Duration::from_secs(u64::from(config.cleanup_interval_secs.max(1)));
             tokio::spawn(async move {
-                let mut interval = tokio::time::interval(period);
+                // The first tick one period after start, not at once: the ring was just
+                // loaded at ignite, and a refresh racing the first requests (a revocation
+                // right after start, say) would only make their outcome depend on timing.
+                let start = tokio::time::Instant::now() + period;
+                let mut interval = tokio::time::interval_at(start, period);
                 loop {
                     interval.tick().await;
                     tick(&db, &config, &clock, &keys, &limiter).await;
