@@ -252,7 +252,15 @@ pub fn revoke(
 
 /// `keys reseal`: every stored private key under the current key-encryption key, after that
 /// secret was rotated (the earlier one in `GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS`).
+/// The current secret must be set: without it a development default would be generated, and
+/// every key sealed under a secret no replica holds.
 pub fn reseal(conn: &mut DbConn, config: &Config, now: i64) -> Result<Resealed, ApiError> {
+    if config.key_encryption_key.is_none() {
+        return Err(ApiError::invalid_request(
+            "keys reseal needs GATEHOUSE_KEY_ENCRYPTION_KEY set to the new secret (the old one \
+             in GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS); it never generates one",
+        ));
+    }
     store::reseal(conn, &seal::from_config(config)?, now)
 }
 

@@ -269,43 +269,44 @@ pub struct Resealed {
 }
 
 /// Seals every stored private key that opens only with a fallback secret again under the
-/// current one. Idempotent; a row another process changed meanwhile is left to it.
+/// current one, in one transaction (all rows and the audit record, or nothing). Idempotent.
 pub fn reseal(conn: &mut DbConn, sealer: &Sealer, now: i64) -> Result<Resealed, ApiError> {
-    let mut report = Resealed::default();
-    for record in records(conn)? {
-        let Some(stored) = record.sealed_private_jwk else {
-            continue;
-        };
-        let key = match sealer.open_any(&record.kid, &stored) {
-            Ok((_, SealedUnder::Current)) => {
-                report.current += 1;
+    write_tx(conn, |conn| {
+        let mut report = Resealed::default();
+        for record in records(conn)? {
+            let Some(stored) = record.sealed_private_jwk else {
                 continue;
+            };
+            let key = match sealer.open_any(&record.kid, &stored) {
+                Ok((_, SealedUnder::Current)) => {
+                    report.current += 1;
+                    continue;
+                }
+                Ok((key, SealedUnder::Fallback)) => key,
+                Err(why) => {
+                    report.unopened.push(why);
+                    continue;
+                }
+            };
+            let again = sealer.seal(&key).map_err(ApiError::Internal)?;
+            // Only the row as it was read: one a concurrent writer changed is left to it.
+            let changed = diesel::update(
+                signing_keys::table
+                    .find(&record.kid)
+                    .filter(signing_keys::sealed_private_jwk.eq(&stored)),
+            )
+            .set(signing_keys::sealed_private_jwk.eq(again))
+            .execute(conn)?;
+            if changed > 0 {
+                report.resealed.push(record.kid);
             }
-            Ok((key, SealedUnder::Fallback)) => key,
-            Err(why) => {
-                report.unopened.push(why);
-                continue;
-            }
-        };
-        let again = sealer.seal(&key).map_err(ApiError::Internal)?;
-        let changed = diesel::update(
-            signing_keys::table
-                .find(&record.kid)
-                .filter(signing_keys::sealed_private_jwk.eq(&stored)),
-        )
-        .set(signing_keys::sealed_private_jwk.eq(again))
-        .execute(conn)?;
-        if changed > 0 {
-            report.resealed.push(record.kid);
         }
-    }
-    if !report.resealed.is_empty() {
-        let detail = serde_json::json!({"kids": report.resealed});
-        write_tx(conn, |conn| {
-            audit::record(conn, now, "keys_resealed", None, &detail)
-        })?;
-    }
-    Ok(report)
+        if !report.resealed.is_empty() {
+            let detail = serde_json::json!({"kids": report.resealed});
+            audit::record(conn, now, "keys_resealed", None, &detail)?;
+        }
+        Ok(report)
+    })
 }
 
 /// Retires every active key but the one all replicas sign with (after concurrent rotations).
