@@ -1,6 +1,7 @@
 // The worker's entry module: hands each event straight to the Rust handlers that wasm-bindgen
-// exports (`#[event(fetch)]`, `#[event(scheduled)]`). scripts/build-edge.sh bundles it with the
-// wasm-bindgen output in place of worker-build's shim.
+// exports (`fetch` in edge/src/lib.rs, which answers settled requests without a promise, and
+// `#[event(scheduled)]`). scripts/build-edge.sh bundles it with the wasm-bindgen output in place
+// of worker-build's shim.
 //
 // Why our own: worker-build's shim wraps the entrypoint class in a Proxy and builds a new Proxy,
 // a class instance and an extra async function for every request, to re-create them after a

@@ -47,8 +47,10 @@ struct Relay(Mutex<Option<Waker>>);
 
 impl Relay {
     fn follow(&self, waker: &Waker) {
-        if let Ok(mut current) = self.0.lock() {
-            current.clone_from(&Some(waker.clone()));
+        if let Ok(mut current) = self.0.lock()
+            && !current.as_ref().is_some_and(|held| held.will_wake(waker))
+        {
+            *current = Some(waker.clone());
         }
     }
 }
