@@ -5,7 +5,9 @@
 //! the jose worker and a do-nothing worker run interleaved (ours, jose, nothing, ours, ...), and
 //! each pair gives one ratio, so drift hits both alike. The do-nothing worker's CPU, measured
 //! the same way, is what workerd costs with no worker code: subtracting it shows what each
-//! worker adds.
+//! worker adds. For fresh tokens, a fourth worker, the floor, checks only the signature with
+//! WebCrypto (and forwards the request as it came): the least any such gate adds, measured in
+//! the same rounds, so a goal below it shows as out of reach in the same report.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +65,11 @@ impl Scenario {
             Self::TamperedToken | Self::NoToken => 401,
             _ => 200,
         }
+    }
+
+    /// Scenarios where the signature is checked on every request: the floor is measured there.
+    const fn checks_a_signature(self) -> bool {
+        matches!(self, Self::FreshToken | Self::Forwarded)
     }
 
     /// The goals: fresh forwarded ≤ 0.67× jose, cache hit ≤ 0.5×.
@@ -152,12 +159,14 @@ async fn run(
 
 /// Row 1c for every scenario. `ours`, `jose` and `nothing` already serve and hold the list.
 /// The workers row 1c compares: ours (WebCrypto Ed25519, the default), ours with Ed25519 in
-/// the wasm, the jose worker and a worker that does nothing.
+/// the wasm, the jose worker, a worker that does nothing and the signature-only floor
+/// (`bench/edge/floor-worker.mjs`).
 pub struct Workers<'a> {
     pub ours: &'a Workerd,
     pub ours_wasm: &'a Workerd,
     pub jose: &'a Workerd,
     pub nothing: &'a Workerd,
+    pub floor: &'a Workerd,
 }
 
 /// What one scenario's rounds measured.
@@ -168,6 +177,9 @@ struct Measured {
     /// workerd's own per-request cost (about 250 µs here), which no worker can cut.
     added_ratio: Sample,
     wasm_ratio: Sample,
+    /// What the floor adds above the do-nothing worker over what jose adds, round by round.
+    floor_ratio: Sample,
+    floor_us: Sample,
     ours_us: Sample,
     jose_us: Sample,
     nothing_us: Sample,
@@ -185,6 +197,7 @@ async fn measure(
         ours_wasm,
         jose,
         nothing,
+        floor,
     } = *w;
     let (n, rounds, concurrency) = shape;
     let mut m = Measured::default();
@@ -192,7 +205,7 @@ async fn measure(
     let compare_wasm = scenario == Scenario::FreshToken;
     // Warm-up, not recorded: V8 tiers the wasm and JS up over the first requests.
     let warm_up = tokens(fix, scenario, n, usize::MAX);
-    for worker in [ours, ours_wasm, jose, nothing] {
+    for worker in [ours, ours_wasm, jose, nothing, floor] {
         let _ = run(worker, scenario, 0, &warm_up, n, concurrency).await;
     }
     let status = scenario.status();
@@ -213,6 +226,15 @@ async fn measure(
         if jose_adds >= 20.0 {
             m.added_ratio
                 .push((mine.us_per_request - idle.us_per_request) / jose_adds);
+        }
+        if scenario.checks_a_signature() {
+            let least = run(floor, scenario, status, &tokens, n, concurrency).await;
+            m.failures += least.failures;
+            if jose_adds >= 20.0 {
+                m.floor_ratio
+                    .push((least.us_per_request - idle.us_per_request) / jose_adds);
+            }
+            m.floor_us.push(least.us_per_request);
         }
         m.ours_us.push(mine.us_per_request);
         m.jose_us.push(theirs.us_per_request);
@@ -237,6 +259,14 @@ pub async fn rows(s: &Settings, fix: &Fixture, w: &Workers<'_>) -> Vec<Row> {
             adds(&m.ours_us),
             adds(&m.jose_us),
         );
+        if !m.floor_us.0.is_empty() {
+            let _ = write!(
+                note,
+                "; the signature-only floor {}, above the do-nothing worker {:.0} µs",
+                m.floor_us.show(" µs"),
+                adds(&m.floor_us)
+            );
+        }
         if m.failures > 0 {
             let _ = write!(
                 note,
@@ -278,6 +308,18 @@ pub async fn rows(s: &Settings, fix: &Fixture, w: &Workers<'_>) -> Vec<Row> {
                 .signed()
                 .goal(scenario.goal())
                 .note("the goal's measure: workerd's own share, the same for every worker, left out"),
+            );
+        }
+        if !m.floor_ratio.0.is_empty() {
+            rows.push(
+                Row::new(
+                    "1c",
+                    format!("CPU the signature-only floor adds above a do-nothing worker, floor / jose (median of rounds): {label}"),
+                    "×",
+                    m.floor_ratio,
+                )
+                .signed()
+                .note("the least a gate checking Ed25519 by WebCrypto can add (bench/edge/floor-worker.mjs: no claims, no revocation, no header work); a goal below this row cannot be met on this runtime"),
             );
         }
     }

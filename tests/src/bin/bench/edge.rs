@@ -40,6 +40,7 @@ struct Lineup {
     ours_wasm: Workerd,
     jose: Workerd,
     trivial: Workerd,
+    floor: Workerd,
 }
 
 impl Lineup {
@@ -66,6 +67,7 @@ impl Lineup {
         // What workerd itself allows: a worker that answers without doing anything.
         let trivial =
             Workerd::start(&root.join("tests/soak/trivial-worker.mjs"), &vars, false).await;
+        let floor = Workerd::start(&root.join("bench/edge/floor-worker.mjs"), &vars, false).await;
         for edge in [&ours, &ours_wasm] {
             assert_eq!(
                 post(
@@ -91,12 +93,20 @@ impl Lineup {
                 assert_eq!(status(&url, &fix.revoked_token).await, 401, "{url}");
             }
         }
+        // The floor checks the signature only: the revoked token passes it, a tampered one not.
+        for path in ["/_gatehouse/check", "/api/bench"] {
+            let url = format!("{}{path}", floor.url);
+            assert_eq!(status(&url, &fix.token).await, 200, "{url}");
+            let tampered = crate::cpu::tampered(&fix.token);
+            assert_eq!(status(&url, &tampered).await, 401, "{url}");
+        }
         Self {
             _origin: origin,
             ours,
             ours_wasm,
             jose,
             trivial,
+            floor,
         }
     }
 
@@ -106,6 +116,7 @@ impl Lineup {
             ours_wasm: &self.ours_wasm,
             jose: &self.jose,
             nothing: &self.trivial,
+            floor: &self.floor,
         }
     }
 }
