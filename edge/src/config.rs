@@ -4,6 +4,8 @@
 use gatehouse_shared::{KeySet, VerifierOptions};
 use worker::Env;
 
+use crate::path;
+
 /// What happens to protected requests when the revocation list is missing or too old.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StalePolicy {
@@ -210,18 +212,16 @@ impl Config {
         }
     }
 
+    /// Whether a canonical path needs no token (`crate::path` says how rules match).
     pub fn is_public(&self, path: &str) -> bool {
-        self.public_paths.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => path.starts_with(prefix),
-            None => path == p,
-        })
+        self.public_paths.iter().any(|p| path::is_public(p, path))
     }
 
-    /// The scope a path requires, if any (longest matching prefix).
+    /// The scope a canonical path requires, if any (longest matching prefix).
     pub fn required_scope(&self, path: &str) -> Option<&str> {
         self.route_scopes
             .iter()
-            .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+            .find(|(prefix, _)| path::within_scope_prefix(prefix, path))
             .map(|(_, scope)| scope.as_str())
     }
 

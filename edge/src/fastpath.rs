@@ -12,7 +12,7 @@ use gatehouse_shared::{RevocationDelta, SnapshotError};
 use worker::{AbortController, Cache, Delay, Env, Fetch, Headers, Method, Request, Response};
 
 use crate::config::Config;
-use crate::{state, sync};
+use crate::{keys, state, sync};
 
 /// When this location's cached copy was fetched (ms since 1970): our own freshness, finer than
 /// the Cache API's whole seconds.
@@ -64,7 +64,7 @@ async fn poll_once(env: &Env, config: &Config) -> Result<(), String> {
     }
     let now = state::now_secs();
     let options = sync::options(config);
-    let delta = sync::with_keys(env, config, |keys| {
+    let delta = sync::with_keys(env, config, keys::Asker::SignedList, |keys| {
         RevocationDelta::verify(&jws, keys, &options, now)
     })
     .await

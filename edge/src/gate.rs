@@ -15,7 +15,7 @@ use worker::{Context, Env, wasm_bindgen_futures::JsFuture};
 
 use crate::config::{Config, StalePolicy};
 use crate::fastpath::{self, Due};
-use crate::{keys, reply, state, sync};
+use crate::{keys, path, reply, state, sync};
 
 const IDENTITY_PREFIX: &str = "x-gatehouse-";
 
@@ -24,28 +24,38 @@ const IDENTITY_PREFIX: &str = "x-gatehouse-";
 /// object and the path into wasm for every request, whether or not anything looks at them.
 pub struct Incoming {
     raw: Request,
-    url: String,
+    /// The canonical path (`crate::path`): what every rule matches and what the origin gets.
+    path: String,
+    /// `?query` as sent, or empty.
+    query: String,
     method: String,
     headers: Headers,
 }
 
 impl Incoming {
-    pub fn new(raw: Request) -> Self {
+    /// Refuses a path that origin routers could read differently from the gate.
+    pub fn new(raw: Request) -> Result<Self, path::Refused> {
         let url = raw.url();
+        let (path, query) = match path_and_query(&url).split_once('?') {
+            Some((path, query)) => (path, format!("?{query}")),
+            None => (path_and_query(&url), String::new()),
+        };
+        let path = path::canonical(path)?;
         // Every protected request reads it (the preflight check), and a forward again.
         let method = raw.method();
         let headers = raw.headers();
-        Self {
+        Ok(Self {
             raw,
-            url,
+            path,
+            query,
             method,
             headers,
-        }
+        })
     }
 
-    /// The path, without query or fragment (the runtime has normalised the URL).
+    /// The canonical path, without query or fragment.
     pub fn path(&self) -> &str {
-        path_and_query(&self.url).split('?').next().unwrap_or("/")
+        &self.path
     }
 
     pub fn method(&self) -> &str {
@@ -69,13 +79,23 @@ fn misconfigured() -> Response {
     )
 }
 
-/// A CORS preflight carries no credentials by design (Fetch spec): the origin answers it.
+/// A CORS preflight carries no credentials by design (Fetch spec): the origin answers it. A
+/// browser's preflight always names its `Origin`; it is forwarded without a body, credentials
+/// or cookies (`Pass::Preflight`), so it cannot carry a request past the gate.
 fn is_preflight(req: &Incoming) -> bool {
-    req.method() == "OPTIONS"
-        && req
-            .headers
-            .has("access-control-request-method")
-            .unwrap_or(false)
+    let has = |name| req.headers.has(name).unwrap_or(false);
+    req.method() == "OPTIONS" && has("access-control-request-method") && has("origin")
+}
+
+/// Why a request may go on to the origin.
+#[derive(Clone, Copy)]
+enum Pass<'a> {
+    /// A `PUBLIC_PATHS` path: as sent, without identity headers.
+    Public,
+    /// A CORS preflight: no body, no `Authorization`, no `Cookie`.
+    Preflight,
+    /// A verified token: with the identity headers of its claims.
+    Verified(&'a AccessClaims),
 }
 
 pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Response {
@@ -84,8 +104,11 @@ pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Response {
         return misconfigured();
     }
     let path = req.path();
-    if config.is_public(path) || is_preflight(req) {
-        return forward(req, &config, None, None).await;
+    if config.is_public(path) {
+        return forward(req, &config, Pass::Public, None).await;
+    }
+    if is_preflight(req) {
+        return forward(req, &config, Pass::Preflight, None).await;
     }
     let started = state::now_ms();
     let claims = match authorize(req, env, ctx, &config, Some(path)).await {
@@ -98,7 +121,7 @@ pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Response {
             state::now_ms() - started
         )
     });
-    forward(req, &config, Some(&claims), timing.as_deref()).await
+    forward(req, &config, Pass::Verified(&claims), timing.as_deref()).await
 }
 
 /// `/_gatehouse/check`: the gate's verdict without the origin. The same verification and
@@ -232,15 +255,15 @@ fn header_names(headers: &Headers) -> String {
     Array::from(&headers.keys()).join(",").into()
 }
 
-/// Sends the request on to the origin with the same method, path, query and body; client-sent
-/// identity headers are dropped and, for a verified token, ours added.
+/// Sends the request on to the origin with the same method, canonical path, query and body;
+/// client-sent identity headers are dropped and, for a verified token, ours added.
 async fn forward(
     req: &Incoming,
     config: &Config,
-    claims: Option<&AccessClaims>,
+    pass: Pass<'_>,
     timing: Option<&str>,
 ) -> Response {
-    let target = format!("{}{}", config.origin_url, path_and_query(&req.url));
+    let target = format!("{}{}{}", config.origin_url, req.path, req.query);
     // Copied by the runtime in one call.
     let Ok(headers) = Headers::new_with_headers(&req.headers) else {
         return bad_gateway();
@@ -250,11 +273,18 @@ async fn forward(
             let _ = headers.delete(name);
         }
     }
-    if let Some(c) = claims {
-        let _ = headers.set("x-gatehouse-sub", &c.sub);
-        let _ = headers.set("x-gatehouse-scope", &c.scope);
-        let _ = headers.set("x-gatehouse-sid", &c.sid);
-        let _ = headers.set("x-gatehouse-jti", &c.jti);
+    match pass {
+        Pass::Verified(c) => {
+            let _ = headers.set("x-gatehouse-sub", &c.sub);
+            let _ = headers.set("x-gatehouse-scope", &c.scope);
+            let _ = headers.set("x-gatehouse-sid", &c.sid);
+            let _ = headers.set("x-gatehouse-jti", &c.jti);
+        }
+        Pass::Preflight => {
+            let _ = headers.delete("authorization");
+            let _ = headers.delete("cookie");
+        }
+        Pass::Public => {}
     }
     let method = req.method();
     let init = RequestInit::new();
@@ -263,7 +293,7 @@ async fn forward(
     // A proxy passes redirects on: following them here would hide a 302 from the browser and
     // could carry the identity headers to another host.
     init.set_redirect(RequestRedirect::Manual);
-    if method != "GET" && method != "HEAD" {
+    if method != "GET" && method != "HEAD" && !matches!(pass, Pass::Preflight) {
         init.set_body(
             &req.raw
                 .body()

@@ -61,11 +61,13 @@ pub fn expired(config: &Config) -> bool {
 /// Who asks for a refetch, which decides the cooldown that applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Asker {
-    /// A client's token, or the key set's TTL: `JWKS_REFETCH_COOLDOWN_SECS`, so a flood of
-    /// garbage kids cannot hammer the issuer.
+    /// A client's token, a list pushed to `/_gatehouse/sync` (anyone can push), or the key
+    /// set's TTL: `JWKS_REFETCH_COOLDOWN_SECS`, so a flood of garbage kids cannot hammer the
+    /// issuer.
     Client,
-    /// A signed list from the issuer's own feed or push, after a rotation: at most one fetch per
-    /// `SIGNED_LIST_COOLDOWN_MS`, so the fast path does not stall behind the client cooldown.
+    /// A signed list the edge fetched itself (the issuer's delta feed, its snapshot, KV's copy),
+    /// after a rotation: at most one fetch per `SIGNED_LIST_COOLDOWN_MS`, so the fast path does
+    /// not stall behind the client cooldown.
     SignedList,
 }
 

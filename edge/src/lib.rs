@@ -8,6 +8,7 @@ mod entry;
 mod fastpath;
 mod gate;
 mod keys;
+mod path;
 mod reply;
 mod state;
 mod sync;
@@ -31,7 +32,10 @@ const MAX_SNAPSHOT_BYTES: usize = 8 * 1024 * 1024;
 /// waits (the origin, WebCrypto, KV) goes on as a promise from where it stopped (`entry`).
 #[wasm_bindgen]
 pub fn fetch(req: worker::web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> JsValue {
-    match entry::start(route(Incoming::new(req), env, Context::new(ctx))) {
+    let Ok(req) = Incoming::new(req) else {
+        return reply::invalid_path().into();
+    };
+    match entry::start(route(req, env, Context::new(ctx))) {
         Started::Settled(response) => response.into(),
         Started::Waiting(rest) => {
             worker::wasm_bindgen_futures::future_to_promise(
@@ -62,14 +66,21 @@ async fn route(req: Incoming, env: Env, ctx: Context) -> Response {
 /// needed: anyone may deliver it, nobody can forge or replay an older one.
 async fn push(mut req: Request, env: &Env) -> Response {
     let config = state::config(env);
-    let too_large = req
+    // Read whole only when the length is declared: a chunked body of any size would otherwise
+    // be buffered, and copied into wasm, before anything could refuse it.
+    let length = req
         .headers()
         .get("Content-Length")
         .ok()
         .flatten()
-        .and_then(|l| l.parse::<usize>().ok())
-        .is_some_and(|l| l > MAX_SNAPSHOT_BYTES);
-    if too_large {
+        .and_then(|l| l.parse::<usize>().ok());
+    let Some(length) = length else {
+        return reply::json(
+            411,
+            &json!({"error": "invalid_request", "code": "length_required", "error_description": "a push must declare its Content-Length"}),
+        );
+    };
+    if length > MAX_SNAPSHOT_BYTES {
         return reply::json(
             413,
             &json!({"error": "payload_too_large", "code": "too_large"}),
@@ -88,7 +99,8 @@ async fn push(mut req: Request, env: &Env) -> Response {
             &json!({"error": "invalid_request", "code": "malformed"}),
         );
     };
-    match sync::accept(env, &config, jws.trim()).await {
+    // Anyone can push a signed list: an unknown kid in one waits for the client cooldown.
+    match sync::accept(env, &config, jws.trim(), keys::Asker::Client).await {
         Ok(view) => reply::json(200, &json!({"seq": view.seq(), "entries": view.len()})),
         // Not durable at the edge: the issuer must retry rather than believe it delivered.
         Err(SyncError::KvWrite(e)) => reply::unavailable("kv_write_failed", &e),

@@ -54,6 +54,15 @@ pub fn insufficient_scope(realm: &str, scope: &str) -> Response {
     refusal(&Refusal::insufficient_scope(realm, scope))
 }
 
+/// 400 for a path the gate will not read for the origin (see `crate::path`).
+pub fn invalid_path() -> Response {
+    json_response(
+        400,
+        &json!({"error": "invalid_request", "code": "invalid_path", "error_description": "the request path is ambiguous (an escaped slash, a semicolon or a dot segment)"}),
+        None,
+    )
+}
+
 /// 503 for operational reasons (no keys, no fresh revocation list, misconfiguration).
 pub fn unavailable(code: &str, description: &str) -> Response {
     json_response(

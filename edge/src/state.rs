@@ -167,10 +167,14 @@ pub fn delta_poll_age_ms(now_ms: f64) -> f64 {
     ISOLATE.with_borrow(|s| s.delta_polled_ms.map_or(f64::INFINITY, |t| now_ms - t))
 }
 
+/// After this long a poll still marked under way is taken as abandoned: the runtime may stop a
+/// request or a `waitUntil` task mid-poll, and then nothing would ever clear the mark.
+const DELTA_POLL_ABANDONED_MS: f64 = 10_000.0;
+
 /// Starts a delta poll unless one is under way; returns whether this caller owns it.
 pub fn begin_delta_poll(now_ms: f64) -> bool {
     ISOLATE.with_borrow_mut(|s| {
-        if s.delta_in_flight {
+        if s.delta_in_flight && !is_due(s.delta_polled_ms, now_ms, DELTA_POLL_ABANDONED_MS) {
             return false;
         }
         s.delta_in_flight = true;

@@ -59,10 +59,12 @@ pub fn options(config: &Config) -> SnapshotOptions {
     SnapshotOptions::new(config.verifier.issuer.clone())
 }
 
-/// Runs `check` against the issuer's keys, refetching them once on an unknown kid.
+/// Runs `check` against the issuer's keys, refetching them once on an unknown kid, within the
+/// cooldown of whoever brought the list (`asker`).
 pub async fn with_keys<T>(
     env: &Env,
     config: &Config,
+    asker: keys::Asker,
     check: impl Fn(&gatehouse_shared::KeySet) -> Result<T, SnapshotError>,
 ) -> Result<T, SnapshotError> {
     let mut verifier = keys::verifier(env, config).await;
@@ -70,9 +72,7 @@ pub async fn with_keys<T>(
         let Some(v) = verifier.as_ref() else { break };
         match check(v.keys()) {
             Err(e) if e.code() == ErrorCode::UnknownKid && attempt == 0 => {
-                verifier = keys::refetch(env, config, keys::Asker::SignedList)
-                    .await
-                    .or(verifier);
+                verifier = keys::refetch(env, config, asker).await.or(verifier);
             }
             other => return other,
         }
@@ -80,9 +80,14 @@ pub async fn with_keys<T>(
     Err(gatehouse_shared::ValidationError::UnknownKid.into())
 }
 
-async fn verify(env: &Env, config: &Config, jws: &str) -> Result<RevocationList, SnapshotError> {
+async fn verify(
+    env: &Env,
+    config: &Config,
+    jws: &str,
+    asker: keys::Asker,
+) -> Result<RevocationList, SnapshotError> {
     let now = state::now_secs();
-    with_keys(env, config, |keys| {
+    with_keys(env, config, asker, |keys| {
         RevocationList::verify_snapshot(jws, keys, &options(config), now)
     })
     .await
@@ -90,8 +95,13 @@ async fn verify(env: &Env, config: &Config, jws: &str) -> Result<RevocationList,
 
 /// Verifies a snapshot, installs it as the base list and stores it in KV if KV's copy is older
 /// (another seq, or the same list signed more than `KV_HEARTBEAT_SECS` earlier).
-pub async fn accept(env: &Env, config: &Config, jws: &str) -> Result<RevocationView, SyncError> {
-    let list = verify(env, config, jws).await?;
+pub async fn accept(
+    env: &Env,
+    config: &Config,
+    jws: &str,
+    asker: keys::Asker,
+) -> Result<RevocationView, SyncError> {
+    let list = verify(env, config, jws, asker).await?;
     let head = Head::of(&list);
     let kv = env.kv(KV_BINDING).map_err(|e| fail_kv(&e.to_string()))?;
     let stored = kv.get(KV_HEAD).json::<Head>().await.ok().flatten();
@@ -177,7 +187,7 @@ pub async fn current(env: &Env, config: &Config) -> RevocationView {
     let Ok(jws) = String::from_utf8(bytes) else {
         return held;
     };
-    match verify(env, config, &jws).await {
+    match verify(env, config, &jws, keys::Asker::SignedList).await {
         Ok(list) => state::update_revocations(|v| v.with_base(list)).unwrap_or(held),
         Err(_) => held,
     }
@@ -199,7 +209,7 @@ pub async fn pull(env: &Env, config: &Config) -> Result<RevocationView, String> 
     }
     let bytes = response.bytes().await.map_err(|e| e.to_string())?;
     let jws = String::from_utf8(bytes).map_err(|_| "the snapshot is not UTF-8".to_owned())?;
-    match accept(env, config, &jws).await {
+    match accept(env, config, &jws, keys::Asker::SignedList).await {
         Ok(view) => Ok(view),
         // Nothing new is not a failure of the pull.
         Err(SyncError::Snapshot(SnapshotError::Stale { .. })) => Ok(state::revocations()),

@@ -3,6 +3,7 @@
 
 use gatehouse_shared::{KeySet, RevocationList};
 use gatehouse_tests::{Edge, free_port, get_text, http, json_of, unix_now};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::system::{Options, System, access};
 
@@ -22,6 +23,18 @@ async fn the_sync_endpoint_refuses_forgeries_and_old_snapshots() {
 
     let (status, json) = push(&sys.edge, "not a jws".into()).await;
     assert_eq!((status, json["code"].as_str()), (400, Some("malformed")));
+    // A push that does not declare its length is refused before its body is read: a chunked
+    // body of any size would otherwise be buffered, and copied into the wasm, first.
+    let mut stream = tokio::net::TcpStream::connect(sys.edge.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let chunked = "POST /_gatehouse/sync HTTP/1.1\r\nHost: edge\r\nTransfer-Encoding: chunked\r\n\
+                   Connection: close\r\n\r\n9\r\nnot a jws\r\n0\r\n\r\n";
+    stream.write_all(chunked.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 411"), "{answer}");
+    assert!(answer.contains("\"length_required\""), "{answer}");
     let (status, json) = push(&sys.edge, access(&tokens).to_owned()).await;
     assert_eq!(
         (status, json["code"].as_str()),

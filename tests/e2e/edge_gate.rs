@@ -166,6 +166,71 @@ async fn bad_tokens_are_refused_with_the_right_code() {
     assert_eq!(status, 200);
 }
 
+/// Every rule matches the canonical path and the origin gets that same path, so no spelling of
+/// a path reaches the origin under a rule it would not route it by (edge/src/path.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_matched_and_forwarded_in_one_canonical_form() {
+    let sys = System::start(Options::default()).await;
+    let tokens = sys.user("alice").await;
+    let reader = access(&tokens);
+    sys.origin.requests().await;
+
+    // Spellings of /api/admin/… that case-insensitive, slash-merging or decoding routers read
+    // as that path: the admin scope applies to each.
+    for path in [
+        "/API/admin/users",
+        "/api/Admin/users",
+        "//api/admin/users",
+        "/api//admin/users",
+        "/api/%61dmin/users",
+        "/api/admin",
+        "/API/ADMIN",
+    ] {
+        let (status, json) = sys.get(path, Some(reader)).await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (403, Some("insufficient_scope")),
+            "{path}: {json}"
+        );
+    }
+    // Spellings a router could split or truncate differently: refused before anything else.
+    for path in [
+        "/api/admin%2Fusers",
+        "/api/admin%2fusers",
+        "/api%5Cadmin/users",
+        "/public/..;/api/admin/users",
+        "/api;x=1/admin/users",
+        "/api/%3B/admin",
+        "/api/%zz",
+    ] {
+        let (status, json) = sys.get(path, None).await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (400, Some("invalid_path")),
+            "{path}: {json}"
+        );
+    }
+    // A public path matches only as written: another case needs a token.
+    assert_eq!(sys.get("/PUBLIC/logo.svg", None).await.0, 401);
+    assert!(
+        sys.origin.requests().await.is_empty(),
+        "nothing refused reached the origin"
+    );
+
+    // The origin gets the path the gate matched, with the query as sent.
+    let mut admin = sys.claims();
+    admin.scope = "read admin".into();
+    let (status, _) = sys
+        .get("//api//admin/%75sers?next=%2F&x=1", Some(&sys.mint(&admin)))
+        .await;
+    assert_eq!(status, 200);
+    let seen = sys.origin.requests().await;
+    assert_eq!(
+        (seen[0]["path"].as_str(), seen[0]["query"].as_str()),
+        (Some("/api/admin/users"), Some("?next=%2F&x=1"))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_check_route_answers_the_verdict_without_the_origin() {
     let sys = System::start(Options::default()).await;
@@ -284,7 +349,8 @@ async fn the_edge_behaves_like_a_proxy_for_redirects_preflights_and_head() {
     );
 
     // A CORS preflight carries no credentials by design: the origin answers it, and it gets no
-    // identity.
+    // identity. Whatever else a client puts in one (a body, credentials, cookies) is dropped,
+    // so a "preflight" cannot carry a request past the gate.
     let response = http()
         .request(
             reqwest::Method::OPTIONS,
@@ -294,6 +360,9 @@ async fn the_edge_behaves_like_a_proxy_for_redirects_preflights_and_head() {
         .header("Access-Control-Request-Method", "GET")
         .header("Access-Control-Request-Headers", "authorization")
         .header("X-Gatehouse-Sub", "impostor")
+        .header("Authorization", "Bearer not-checked")
+        .header("Cookie", "session=abc")
+        .body("delete everything")
         .send()
         .await
         .unwrap();
@@ -304,20 +373,22 @@ async fn the_edge_behaves_like_a_proxy_for_redirects_preflights_and_head() {
     );
     let seen = sys.origin.requests().await;
     assert_eq!(seen[0]["method"], "OPTIONS");
-    assert!(
-        seen[0]["headers"].get("x-gatehouse-sub").is_none(),
-        "{seen:?}"
-    );
-    // An OPTIONS that is not a preflight is an ordinary request: it needs a token.
-    let response = http()
-        .request(
+    for name in ["x-gatehouse-sub", "authorization", "cookie"] {
+        assert!(seen[0]["headers"].get(name).is_none(), "{name}: {seen:?}");
+    }
+    assert_eq!(seen[0]["body"], "", "{seen:?}");
+    // An OPTIONS that is not a preflight is an ordinary request: it needs a token. A browser's
+    // preflight always names its Origin.
+    for preflight_headers in [&[][..], &[("Access-Control-Request-Method", "DELETE")][..]] {
+        let mut request = http().request(
             reqwest::Method::OPTIONS,
             format!("{}/api/whoami", sys.edge.url),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 401);
+        );
+        for (name, value) in preflight_headers {
+            request = request.header(*name, *value);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 401);
+    }
 
     // HEAD is verified like GET and forwarded as HEAD.
     let head = |bearer: Option<&str>| {

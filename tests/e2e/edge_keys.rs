@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use gatehouse_shared::{Algorithm, SigningKey};
-use gatehouse_tests::{eventually, get_json, get_text, http, json_of};
+use gatehouse_shared::{Algorithm, RevocationList, SigningKey};
+use gatehouse_tests::{eventually, get_json, get_text, http, json_of, unix_now};
 
 use crate::system::{Options, PASSWORD, System, access};
 
@@ -60,6 +60,25 @@ async fn garbage_floods_get_401s_and_at_most_one_refetch_per_cooldown() {
         }
     }
     assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    // Anyone can push a signed list: one under an unknown kid waits for the same cooldown (the
+    // 2 s cooldown of lists the edge fetches itself would let a pusher cause a fetch every 2 s).
+    for round in 0..2 {
+        if round > 0 {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+        let stranger = SigningKey::generate(Algorithm::EdDsa).unwrap();
+        let list = RevocationList::builder(&sys.issuer.url, 1_000_000, unix_now())
+            .build()
+            .sign_snapshot(&stranger)
+            .unwrap();
+        let response = client
+            .post(format!("{}/_gatehouse/sync", sys.edge.url))
+            .body(list)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(json_of(response).await.1["code"], "unknown_kid");
+    }
     let after = sys.issuer.metric("gatehouse_jwks_served_total").await;
     assert!(
         after - before <= 1.0,

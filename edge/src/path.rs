@@ -1,0 +1,150 @@
+//! The request path: one canonical form, matched against `PUBLIC_PATHS` and `ROUTE_SCOPES` and
+//! sent to the origin exactly as it was matched, so the origin never routes on a path the gate
+//! read differently.
+//!
+//! The runtime's URL parser has already resolved dot segments (`..`, `%2e%2e`) and turned `\`
+//! into `/`. What it leaves, origin routers still disagree on, so the canonical form settles it:
+//! - escapes of unreserved characters are decoded (RFC 3986 §6.2.2.2: `%61` is `a`), the other
+//!   escapes are kept with upper-case hex;
+//! - repeated slashes are merged (`//api` is `/api`, as most servers read it);
+//! - refused outright: an escaped `/` or `\` (one segment to the gate, two to a server that
+//!   decodes first), a `;` raw or escaped (Tomcat and Spring drop `;params` before routing, so
+//!   `/pkg/..;/api` is `/api` to them), an escaped NUL, a malformed escape, and a `.` or `..`
+//!   segment left after decoding.
+//!
+//! Rules then match generously where that only asks for more (a scope rule ignores ASCII case,
+//! and `/api/admin/*` also covers `/api/admin`) and strictly where it would let more through (a
+//! public path matches with its exact case).
+
+use std::fmt::Write as _;
+
+/// Why a path was refused; the worker answers 400 `invalid_path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused;
+
+/// `path` (without query or fragment, as the runtime normalised it) in canonical form.
+pub fn canonical(path: &str) -> Result<String, Refused> {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
+        match b {
+            b';' => return Err(Refused),
+            b'/' if out.ends_with('/') => {}
+            b'%' => {
+                let hex = bytes.get(i..i + 2).ok_or(Refused)?;
+                let decoded = std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or(Refused)?;
+                i += 2;
+                match decoded {
+                    b'/' | b'\\' | b';' | 0 => return Err(Refused),
+                    c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => {
+                        out.push(char::from(c));
+                    }
+                    c => {
+                        let _ = write!(out, "%{c:02X}");
+                    }
+                }
+            }
+            _ => out.push(char::from(b)),
+        }
+    }
+    // The runtime percent-encodes every non-ASCII byte, so `out` holds ASCII only.
+    if !path.is_ascii() || out.split('/').any(|s| s == "." || s == "..") {
+        return Err(Refused);
+    }
+    if !out.starts_with('/') {
+        out.insert(0, '/');
+    }
+    Ok(out)
+}
+
+/// A `PUBLIC_PATHS` entry: an exact path, or a prefix ending in `*`; case-sensitive.
+pub fn is_public(pattern: &str, path: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => path == pattern,
+    }
+}
+
+/// A `ROUTE_SCOPES` prefix (its `*` already dropped): ASCII case ignored, and a prefix ending
+/// in `/` also covers the path without it (`/api/admin/` covers `/api/admin`).
+pub fn within_scope_prefix(prefix: &str, path: &str) -> bool {
+    let (prefix, path) = (prefix.as_bytes(), path.as_bytes());
+    let starts = path
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix));
+    starts
+        || prefix
+            .strip_suffix(b"/")
+            .is_some_and(|bare| !bare.is_empty() && path.eq_ignore_ascii_case(bare))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Refused, canonical, is_public, within_scope_prefix};
+
+    #[test]
+    fn canonical_paths_decode_unreserved_escapes_and_merge_slashes() {
+        for (raw, expected) in [
+            ("/", "/"),
+            ("", "/"),
+            ("/api/echo", "/api/echo"),
+            ("/api/%61dmin/users", "/api/admin/users"),
+            ("//api///admin/", "/api/admin/"),
+            ("/api/caf%c3%a9", "/api/caf%C3%A9"),
+            ("/api/a%20b", "/api/a%20b"),
+            ("/api/%7Euser/%2D%2e%5F", "/api/~user/-._"),
+            ("/api/a%25b", "/api/a%25b"),
+        ] {
+            assert_eq!(canonical(raw), Ok(expected.to_owned()), "{raw}");
+        }
+    }
+
+    #[test]
+    fn paths_a_router_could_read_differently_are_refused() {
+        for raw in [
+            "/api/admin%2Fusers",
+            "/api/admin%2fusers",
+            "/api%5Cadmin",
+            "/pkg/..;/api/admin",
+            "/api;x=1/admin",
+            "/api%3Bx/admin",
+            "/api/%00",
+            "/api/%",
+            "/api/%4",
+            "/api/%zz",
+            "/api/%2e%2e/admin",
+            "/api/.%2e/admin",
+            "/api/%2E/x",
+            "/api/caf\u{e9}",
+        ] {
+            assert_eq!(canonical(raw), Err(Refused), "{raw}");
+        }
+    }
+
+    #[test]
+    fn scope_prefixes_ignore_case_and_cover_their_bare_path() {
+        assert!(within_scope_prefix("/api/admin/", "/api/admin/users"));
+        assert!(within_scope_prefix("/api/admin/", "/API/Admin/users"));
+        assert!(within_scope_prefix("/api/admin/", "/api/admin"));
+        assert!(within_scope_prefix("/api/admin/", "/api/ADMIN"));
+        assert!(!within_scope_prefix("/api/admin/", "/api/administrator"));
+        assert!(!within_scope_prefix("/api/admin/", "/api"));
+        assert!(within_scope_prefix("/", "/anything"));
+        assert!(!within_scope_prefix("/", ""));
+    }
+
+    #[test]
+    fn public_paths_match_with_their_exact_case() {
+        assert!(is_public("/pkg/*", "/pkg/app.js"));
+        assert!(!is_public("/pkg/*", "/PKG/app.js"));
+        assert!(!is_public("/pkg/*", "/pkg"));
+        assert!(is_public("/favicon.ico", "/favicon.ico"));
+        assert!(!is_public("/favicon.ico", "/favicon.ico/x"));
+        assert!(!is_public("/favicon.ico", "/Favicon.ico"));
+    }
+}
