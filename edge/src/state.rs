@@ -202,3 +202,18 @@ pub fn record_kv_write(result: Result<(), String>) {
 pub fn kv_write_error() -> Option<String> {
     ISOLATE.with_borrow(|s| s.kv_write_error.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{begin_delta_poll, end_delta_poll};
+
+    #[test]
+    fn a_delta_poll_left_unfinished_is_taken_over() {
+        assert!(begin_delta_poll(0.0));
+        assert!(!begin_delta_poll(9_000.0), "one poll at a time");
+        // The first never ended (the runtime stopped it): the mark does not block polls forever.
+        assert!(begin_delta_poll(10_000.0));
+        end_delta_poll();
+        assert!(begin_delta_poll(10_001.0));
+    }
+}
