@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod credentials;
 pub mod db;
 pub mod error;
 pub mod ids;

@@ -14,8 +14,8 @@ use crate::config::Config;
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::store::revocations;
 use crate::store::{audit, write_tx};
+use crate::store::{revocations, users};
 use crate::sync::Snapshots;
 
 /// What must follow a committed revocation in a serving issuer. A CLI process has none of it:
@@ -82,6 +82,9 @@ impl Revocations<'_> {
     /// Everything of a user: every session, and a cut-off for every access token issued up to
     /// now (`issued_before` is exclusive, hence `now + 1`).
     pub fn user(&mut self, user_id: &str, reason: &str) -> Result<(), ApiError> {
+        // A login holds this row while it starts a session: waiting for it here means its
+        // session is ended below, not left alive beside the cut-off.
+        users::lock_current(self.conn, user_id)?;
         revocations::end_sessions_of(self.conn, user_id, self.now)?;
         revocations::insert(
             self.conn,

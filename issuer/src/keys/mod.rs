@@ -178,9 +178,13 @@ fn build_state(
     let record =
         store::signing(&rows).ok_or_else(|| ApiError::Internal("no active signing key".into()))?;
     let signer = open_signer(conn, config, sealer, record)?;
-    // A retired key stays published while a token it signed can still be valid anywhere; the
-    // next key is published before it signs, so every verifier holds it first.
-    let grace = i64::from(config.access_token_ttl_secs) + i64::from(config.leeway_secs);
+    // A retired key stays published while a token it signed can still be valid anywhere: other
+    // replicas sign with it until their next ring refresh (one maintenance period), and their
+    // last tokens live one lifetime plus leeway. The next key is published before it signs, so
+    // every verifier holds it first.
+    let grace = i64::from(config.access_token_ttl_secs)
+        + i64::from(config.leeway_secs)
+        + i64::from(config.cleanup_interval_secs);
     let published = KeySet::new(
         rows.iter()
             .filter(|r| {

@@ -10,14 +10,16 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::context::{Authenticated, FormOrJson, Now};
+use crate::credentials::{self, Checked};
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::ids;
 use crate::keys::KeyRing;
+use crate::metrics::Metrics;
 use crate::password::{Hasher, check_password_policy, normalize_username};
 use crate::ratelimit::RateLimit;
 use crate::revoker::Revoker;
-use crate::store::{audit, sessions, users};
+use crate::store::{audit, lockout, sessions, users, write_tx};
 
 #[derive(Debug, Deserialize)]
 pub struct Registration {
@@ -47,8 +49,10 @@ async fn register(
     let id = ids::new_id()?;
     let (uid, name) = (id.clone(), username.clone());
     db.run(move |c| {
-        users::create(c, &uid, &name, &hash, false, now)?;
-        audit::record(c, now, "user_created", Some(&uid), &json!({"via": "api"}))
+        write_tx(c, |c| {
+            users::create(c, &uid, &name, &hash, false, now)?;
+            audit::record(c, now, "user_created", Some(&uid), &json!({"via": "api"}))
+        })
     })
     .await?;
     Ok(Created::new(format!("/v1/users/{id}")).body(Json(json!({"id": id, "username": username}))))
@@ -60,11 +64,14 @@ pub struct PasswordChange {
     new_password: String,
 }
 
-/// Changes the caller's password. Every other session of the user is revoked with it, in one
-/// transaction; the session that asked stays signed in.
+/// Changes the caller's password. The current password is checked as a login checks it (the
+/// same lockout: a stolen access token is no way around it). Every other session of the user is
+/// revoked with the change, in one transaction; the session that asked stays signed in.
 #[post("/v1/password", data = "<body>")]
 #[allow(clippy::too_many_arguments)] // one typed guard per managed piece (Rocket's idiom)
 async fn change_password(
+    config: &State<Config>,
+    metrics: &State<Arc<Metrics>>,
     db: &State<Db>,
     hasher: &State<Hasher>,
     revoker: &State<Revoker>,
@@ -81,20 +88,39 @@ async fn change_password(
         new_password,
     } = body?.0;
     limit.check(client_ip)?;
-    let sub = auth.claims.sub.clone();
-    let stored = db
-        .run(move |c| users::by_id(c, &sub))
-        .await?
-        .ok_or(ApiError::InvalidToken(gatehouse_shared::ErrorCode::Revoked))?
-        .password_hash;
-    if !hasher.verify(current_password, Some(stored)).await? {
-        return Err(ApiError::InvalidPassword("the current password is wrong"));
+    let (sub, cfg) = (auth.claims.sub.clone(), config.lockout);
+    let (user, reservation) =
+        credentials::find_and_reserve(db, now, cfg, move |c| users::by_id(c, &sub))
+            .await?
+            .ok_or(ApiError::InvalidToken(gatehouse_shared::ErrorCode::Revoked))?;
+    let checked = credentials::check(
+        db,
+        hasher,
+        metrics,
+        &user,
+        reservation,
+        current_password,
+        (now, cfg),
+        "password_change_failed",
+    )
+    .await?;
+    match checked {
+        Checked::Correct => {}
+        Checked::Wrong => return Err(ApiError::InvalidPassword("the current password is wrong")),
+        Checked::LockedOut { retry_after } => return Err(ApiError::LockedOut { retry_after }),
     }
     check_password_policy(&new_password, &auth.username)?;
     let hash = hasher.hash(new_password).await?;
     let (sub, sid) = (auth.claims.sub.clone(), auth.claims.sid.clone());
     let others_revoked = revoker
         .run(now, move |r| {
+            // Two changes at once: the second finds the hash it checked replaced, and fails.
+            if credentials::still_current(r.conn(), &user)?.is_none() {
+                return Err(ApiError::InvalidPassword(
+                    "the password was changed meanwhile",
+                ));
+            }
+            lockout::record_success(r.conn(), &sub)?;
             users::set_password_hash(r.conn(), &sub, &hash)?;
             let now = r.now();
             audit::record(r.conn(), now, "password_changed", Some(&sub), &json!({}))?;
@@ -119,10 +145,10 @@ async fn user(
     id: &str,
 ) -> Result<Json<Value>, ApiError> {
     let auth = auth?;
-    if auth.claims.sub != id && !auth.is_admin {
+    if auth.claims.sub != id && auth.require_scope("admin").is_err() {
         return Err(ApiError::NotFound);
     }
-    let id = id.to_owned();
+    let id = super::admin::checked_id(id)?;
     let found = db
         .run(move |c| users::by_id(c, &id))
         .await?
@@ -175,7 +201,9 @@ async fn revoke(
         .token
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;
     let looks_like_jwt = token.bytes().filter(|&b| b == b'.').count() == 2;
-    let may_revoke = |owner: &str| owner == auth.claims.sub || auth.is_admin;
+    // Other users' tokens only with a token that carries the admin scope, not any admin's token.
+    let as_admin = auth.require_scope("admin").is_ok();
+    let may_revoke = |owner: &str| owner == auth.claims.sub || as_admin;
     if looks_like_jwt {
         // Only our own valid access tokens; an expired one needs no entry.
         if let Ok(claims) = keys.current().verifier.verify(&token, now)
@@ -188,7 +216,7 @@ async fn revoke(
         }
     } else {
         let owner = auth.claims.sub.clone();
-        let is_admin = auth.is_admin;
+        let is_admin = as_admin;
         revoker
             .run(now, move |r| {
                 match sessions::session_of_refresh_token(r.conn(), &token, now)? {

@@ -18,7 +18,7 @@ use crate::store::{audit, sessions, users};
 
 /// Ids are base64url; anything else (a NUL byte, say, which PostgreSQL would refuse) cannot
 /// name a user or session, so it is simply not found.
-fn checked_id(raw: &str) -> Result<String, ApiError> {
+pub(super) fn checked_id(raw: &str) -> Result<String, ApiError> {
     let plausible = (1..=64).contains(&raw.len())
         && raw
             .bytes()

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::NoStore;
 use crate::config::Config;
 use crate::context::{FormOrJson, Now};
+use crate::credentials::{self, Checked};
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::ids;
@@ -21,7 +22,7 @@ use crate::password::Hasher;
 use crate::password::{MAX_PASSWORD_CHARS, normalize_username};
 use crate::ratelimit::RateLimit;
 use crate::revoker::Revoker;
-use crate::store::lockout::{self, Reservation};
+use crate::store::lockout;
 use crate::store::sessions::{self, Grant, Rotation};
 use crate::store::users::{self, User};
 use crate::store::{audit, write_tx};
@@ -89,8 +90,9 @@ async fn token(
     let grant = match request.grant_type.as_deref() {
         Some("password") => password_grant(&grants, request).await?,
         Some("refresh_token") => refresh_grant(&grants, request).await?,
+        // RFC 6749 §3.1: a parameter sent without a value is treated as omitted.
+        None | Some("") => return Err(ApiError::invalid_request("grant_type is required")),
         Some(_) => return Err(ApiError::UnsupportedGrantType),
-        None => return Err(ApiError::invalid_request("grant_type is required")),
     };
     Ok(NoStore::new(Json(respond(config, keys, now, grant)?)))
 }
@@ -106,16 +108,10 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
     // The user and, for an enabled one, a lockout reservation: one trip to the pool.
     let found = match normalize_username(&username) {
         Ok(name) if password.chars().count() <= MAX_PASSWORD_CHARS => {
-            grants
-                .db
-                .run(move |c| {
-                    let Some(user) = users::by_username(c, &name)?.filter(|u| !u.disabled) else {
-                        return Ok(None);
-                    };
-                    let reservation = lockout::reserve(c, &user.id, now, &cfg)?;
-                    Ok(Some((user, reservation)))
-                })
-                .await?
+            credentials::find_and_reserve(grants.db, now, cfg, move |c| {
+                Ok(users::by_username(c, &name)?.filter(|u| !u.disabled))
+            })
+            .await?
         }
         _ => None,
     };
@@ -125,35 +121,32 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
         grants.metrics.logins_failed.inc();
         return Err(ApiError::InvalidGrant(BAD_CREDENTIALS));
     };
-    if let Reservation::Refused { retry_after } = reservation {
-        grants.metrics.logins_failed.inc();
-        return Err(ApiError::LockedOut { retry_after });
-    }
-    let ok = grants
-        .hasher
-        .verify(password.clone(), Some(user.password_hash.clone()))
-        .await?;
-    if !ok {
-        let uid = user.id.clone();
-        let locked = grants
-            .db
-            .run(move |c| {
-                let locked = lockout::record_failure(c, &uid, now, &cfg)?;
-                audit::record(c, now, "login_failed", Some(&uid), &serde_json::json!({}))?;
-                if locked {
-                    audit::record(c, now, "account_locked", Some(&uid), &serde_json::json!({}))?;
-                }
-                Ok(locked)
-            })
-            .await?;
-        grants.metrics.logins_failed.inc();
-        if locked {
-            grants.metrics.lockouts.inc();
+    let checked = credentials::check(
+        grants.db,
+        grants.hasher,
+        grants.metrics,
+        &user,
+        reservation,
+        password.clone(),
+        (now, cfg),
+        "login_failed",
+    )
+    .await?;
+    match checked {
+        Checked::Correct => {}
+        Checked::Wrong => {
+            grants.metrics.logins_failed.inc();
+            return Err(ApiError::InvalidGrant(BAD_CREDENTIALS));
         }
-        return Err(ApiError::InvalidGrant(BAD_CREDENTIALS));
+        Checked::LockedOut { retry_after } => {
+            grants.metrics.logins_failed.inc();
+            return Err(ApiError::LockedOut { retry_after });
+        }
     }
     let scope = granted_scope(grants.config, request.scope.as_deref(), &user);
-    let new_hash = if grants.hasher.policy().requires_upgrade(&user.password_hash) {
+    let requested = request.scope;
+    let new_hash = if scope.is_ok() && grants.hasher.policy().requires_upgrade(&user.password_hash)
+    {
         Some(grants.hasher.hash(password).await?)
     } else {
         None
@@ -163,8 +156,21 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
         .db
         .run(move |c| {
             write_tx(c, |c| {
+                // The password was right when it was checked; a password change, disable or
+                // revocation of the user since then wins (and sees this session if it comes
+                // after: the row lock orders them).
+                if credentials::still_current(c, &user)?.is_none() {
+                    return Ok(Err(ApiError::InvalidGrant(BAD_CREDENTIALS)));
+                }
                 lockout::record_success(c, &user.id)?;
-                let scope = scope?;
+                let scope = match scope {
+                    Ok(scope) => scope,
+                    Err(refused) => {
+                        let detail = serde_json::json!({"requested": requested});
+                        audit::record(c, now, "login_scope_refused", Some(&user.id), &detail)?;
+                        return Ok(Err(refused));
+                    }
+                };
                 if let Some(hash) = new_hash {
                     users::set_password_hash(c, &user.id, &hash)?;
                     audit::record(
@@ -178,15 +184,16 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
                 let grant = sessions::start(c, &user.id, &scope, now, ttl)?;
                 let detail = serde_json::json!({"sid": grant.session.id});
                 audit::record(c, now, "login_ok", Some(&user.id), &detail)?;
-                Ok(grant)
+                Ok(Ok(grant))
             })
         })
-        .await?;
+        .await??;
     grants.metrics.logins_ok.inc();
     Ok(grant)
 }
 
-/// The requested scopes if the user may have them all, else the default scopes.
+/// The requested scopes if the user may have them all, else `invalid_scope`; none requested
+/// gives the default scopes.
 fn granted_scope(
     config: &Config,
     requested: Option<&str>,

@@ -61,6 +61,16 @@ pub fn by_id(conn: &mut DbConn, id: &str) -> Result<Option<User>, ApiError> {
     Ok(users::table.find(id).first::<User>(conn).optional()?)
 }
 
+/// The user, with their row locked until the transaction ends (PostgreSQL `FOR UPDATE`; an
+/// SQLite write transaction already holds the database's write lock).
+pub fn lock_current(conn: &mut DbConn, id: &str) -> Result<Option<User>, ApiError> {
+    let query = users::table.find(id);
+    Ok(match conn {
+        DbConn::Postgres(c) => query.for_update().first::<User>(c).optional()?,
+        DbConn::Sqlite(c) => query.first::<User>(c).optional()?,
+    })
+}
+
 pub fn set_password_hash(conn: &mut DbConn, id: &str, hash: &str) -> Result<(), ApiError> {
     diesel::update(users::table.find(id))
         .set(users::password_hash.eq(hash))

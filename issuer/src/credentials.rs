@@ -1,0 +1,94 @@
+//! The one way a password is checked against an account, for the password grant and for a
+//! password change alike: a lockout reservation first (`store::lockout`: parallel guesses never
+//! check more passwords than the threshold), then the hash, then a failure recorded with its
+//! audit rows in one transaction. A caller that goes on to write (a session, a new hash) takes
+//! the account row with [`users::lock_current`] in its transaction, so a password change,
+//! disable or revocation that landed during the hash is seen, not overwritten.
+
+use crate::config::LockoutConfig;
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::password::Hasher;
+use crate::store::lockout::{self, Reservation};
+use crate::store::users::{self, User};
+use crate::store::{audit, write_tx};
+
+/// What checking a password found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    Correct,
+    Wrong,
+    /// Too many failures: not checked at all.
+    LockedOut {
+        retry_after: u64,
+    },
+}
+
+/// The user `find` returns and a lockout reservation for them, in one trip to the pool.
+pub async fn find_and_reserve(
+    db: &Db,
+    now: i64,
+    cfg: LockoutConfig,
+    find: impl FnOnce(&mut crate::db::DbConn) -> Result<Option<User>, ApiError> + Send + 'static,
+) -> Result<Option<(User, Reservation)>, ApiError> {
+    db.run(move |c| {
+        let Some(user) = find(c)? else {
+            return Ok(None);
+        };
+        let reservation = lockout::reserve(c, &user.id, now, &cfg)?;
+        Ok(Some((user, reservation)))
+    })
+    .await
+}
+
+/// Checks `password` against `user`'s hash under `reservation`; a wrong one is counted, and
+/// audited as `failure` (plus `account_locked` when it locks the account).
+#[allow(clippy::too_many_arguments)] // the pieces of one check, each used once
+pub async fn check(
+    db: &Db,
+    hasher: &Hasher,
+    metrics: &Metrics,
+    user: &User,
+    reservation: Reservation,
+    password: String,
+    (now, cfg): (i64, LockoutConfig),
+    failure: &'static str,
+) -> Result<Checked, ApiError> {
+    if let Reservation::Refused { retry_after } = reservation {
+        return Ok(Checked::LockedOut { retry_after });
+    }
+    if hasher
+        .verify(password, Some(user.password_hash.clone()))
+        .await?
+    {
+        return Ok(Checked::Correct);
+    }
+    let uid = user.id.clone();
+    let locked = db
+        .run(move |c| {
+            write_tx(c, |c| {
+                let locked = lockout::record_failure(c, &uid, now, &cfg)?;
+                audit::record(c, now, failure, Some(&uid), &serde_json::json!({}))?;
+                if locked {
+                    audit::record(c, now, "account_locked", Some(&uid), &serde_json::json!({}))?;
+                }
+                Ok(locked)
+            })
+        })
+        .await?;
+    if locked {
+        metrics.lockouts.inc();
+    }
+    Ok(Checked::Wrong)
+}
+
+/// Inside a write transaction: `checked` as the account is now, locked for the rest of the
+/// transaction; `None` if it was disabled, deleted or given another password since it was read.
+pub fn still_current(
+    conn: &mut crate::db::DbConn,
+    checked: &User,
+) -> Result<Option<User>, ApiError> {
+    Ok(users::lock_current(conn, &checked.id)?
+        .filter(|now| !now.disabled && now.password_hash == checked.password_hash))
+}

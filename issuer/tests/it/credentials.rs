@@ -1,0 +1,199 @@
+//! Passwords checked under the lockout wherever they are checked, logins that race an account
+//! change, and the admin powers that need the admin scope.
+
+use std::time::Duration;
+
+use gatehouse_issuer::store::{audit, users, write_tx};
+use rocket::http::Status;
+
+use crate::common::{Backend, PASSWORD, TestApp, header, str_of};
+
+fn kinds(app: &TestApp, uid: &str) -> Vec<String> {
+    let uid = uid.to_owned();
+    app.store()
+        .run_sync(move |c| audit::recent_kinds(c, &uid, 20))
+        .unwrap()
+}
+
+async fn a_password_change_checks_the_password_under_the_lockout(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let access = str_of(&app.login("alice").await, "access_token").to_owned();
+    let change = |current: &str| {
+        format!(r#"{{"current_password":"{current}","new_password":"a-new-passphrase-9"}}"#)
+    };
+    // A stolen access token is no way around the lockout: the threshold (3) of guesses, then
+    // even the right password is refused for a while.
+    for _ in 0..3 {
+        let (status, json) = app
+            .send(
+                "POST",
+                "/v1/password",
+                Some(&change("guess-1234")),
+                Some(&access),
+            )
+            .await;
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::BadRequest, "invalid_password")
+        );
+    }
+    let (status, json, headers) = app
+        .send_full(
+            "POST",
+            "/v1/password",
+            Some(&change(PASSWORD)),
+            Some(&access),
+        )
+        .await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_grant"),
+        "{json}"
+    );
+    assert!(header(&headers, "retry-after").is_some());
+    let seen = kinds(&app, &uid);
+    assert_eq!(
+        seen.iter()
+            .filter(|k| *k == "password_change_failed")
+            .count(),
+        3,
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|k| k == "account_locked"), "{seen:?}");
+
+    // After the lock, the right password changes it and gives the budget back.
+    app.clock().advance(61);
+    let (status, json) = app
+        .send(
+            "POST",
+            "/v1/password",
+            Some(&change(PASSWORD)),
+            Some(&access),
+        )
+        .await;
+    assert_eq!(status, Status::Ok, "{json}");
+}
+
+/// The password is checked before the login's transaction; a password change that commits in
+/// between must win. The test holds the change open (uncommitted, row locked) while the old
+/// password logs in, then commits it.
+async fn a_login_that_races_a_password_change_starts_no_session(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let (held, release) = (
+        std::sync::mpsc::channel::<()>(),
+        std::sync::mpsc::channel::<()>(),
+    );
+    let (started, wait_started) = held;
+    let (let_go, wait_let_go) = release;
+    let db = app.store().clone();
+    let changer = std::thread::spawn(move || {
+        db.run_sync(|c| {
+            write_tx(c, |c| {
+                users::set_password_hash(c, &uid, "$argon2id$v=19$m=64,t=1,p=1$changed$changed")?;
+                started.send(()).unwrap();
+                wait_let_go.recv().unwrap();
+                Ok(())
+            })
+        })
+        .unwrap();
+    });
+    wait_started.recv().unwrap();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        let_go.send(()).unwrap();
+    });
+    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
+    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
+    releaser.join().unwrap();
+    changer.join().unwrap();
+    assert_eq!(
+        status,
+        Status::BadRequest,
+        "a login with the replaced password got {json}"
+    );
+    assert_eq!(str_of(&json, "error"), "invalid_grant");
+}
+
+async fn a_refused_scope_gives_the_attempt_back_and_is_audited(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let wrong = "grant_type=password&username=alice&password=wrong-password";
+    for _ in 0..2 {
+        assert_eq!(
+            app.send("POST", "/v1/token", Some(wrong), None).await.0,
+            Status::BadRequest
+        );
+    }
+    let admin = format!("grant_type=password&username=alice&password={PASSWORD}&scope=admin");
+    let (status, json) = app.send("POST", "/v1/token", Some(&admin), None).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_scope")
+    );
+    assert!(kinds(&app, &uid).iter().any(|k| k == "login_scope_refused"));
+    // The right password reset the count: two more wrong ones do not lock the account.
+    for _ in 0..2 {
+        app.send("POST", "/v1/token", Some(wrong), None).await;
+    }
+    app.login("alice").await;
+}
+
+async fn admin_powers_need_the_admin_scope(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let alice = app.register("alice").await;
+    let alice_access = str_of(&app.login("alice").await, "access_token").to_owned();
+    app.admin_token().await;
+    let admin_read = app.login_with("root-admin", "&scope=read").await;
+    let admin_read = str_of(&admin_read, "access_token").to_owned();
+
+    let path = format!("/v1/users/{alice}");
+    assert_eq!(
+        app.send("GET", &path, None, Some(&admin_read)).await.0,
+        Status::NotFound,
+        "an admin's token without the admin scope reads only its own user"
+    );
+    let revoke = format!("token={alice_access}");
+    let (status, _) = app
+        .send("POST", "/v1/revoke", Some(&revoke), Some(&admin_read))
+        .await;
+    assert_eq!(status, Status::Ok, "RFC 7009 answers 200 either way");
+    assert_eq!(app.me(&alice_access).await.0, Status::Ok, "not revoked");
+
+    let admin = app.login_with("root-admin", "&scope=read%20admin").await;
+    let admin = str_of(&admin, "access_token").to_owned();
+    assert_eq!(
+        app.send("GET", &path, None, Some(&admin)).await.0,
+        Status::Ok
+    );
+    // An id that cannot exist is 404, whatever the database makes of it.
+    for odd in ["%00", "a%00b", "%FF", &"x".repeat(65)] {
+        let (status, json) = app
+            .send("GET", &format!("/v1/users/{odd}"), None, Some(&admin))
+            .await;
+        assert_eq!(status, Status::NotFound, "{odd}: {json}");
+    }
+    app.send("POST", "/v1/revoke", Some(&revoke), Some(&admin))
+        .await;
+    assert_eq!(app.me(&alice_access).await.0, Status::Unauthorized);
+}
+
+async fn an_empty_grant_type_is_a_missing_one(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (status, json) = app
+        .send("POST", "/v1/token", Some("grant_type=&username=a"), None)
+        .await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_request")
+    );
+}
+
+crate::on_both_backends!(
+    a_password_change_checks_the_password_under_the_lockout,
+    a_login_that_races_a_password_change_starts_no_session,
+    a_refused_scope_gives_the_attempt_back_and_is_audited,
+    admin_powers_need_the_admin_scope,
+    an_empty_grant_type_is_a_missing_one,
+);
