@@ -33,7 +33,10 @@ pub fn canonical(path: &str) -> Result<String, Refused> {
             b';' => return Err(Refused),
             b'/' if out.ends_with('/') => {}
             b'%' => {
-                let hex = bytes.get(i..i + 2).ok_or(Refused)?;
+                let hex = bytes
+                    .get(i..i + 2)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                    .ok_or(Refused)?;
                 let decoded = std::str::from_utf8(hex)
                     .ok()
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
@@ -117,6 +120,8 @@ mod tests {
             "/api/%",
             "/api/%4",
             "/api/%zz",
+            "/api/%+A",
+            "/api/%-1",
             "/api/%2e%2e/admin",
             "/api/.%2e/admin",
             "/api/%2E/x",

@@ -88,6 +88,8 @@ async fn change_password(
         new_password,
     } = body?.0;
     limit.check(client_ip)?;
+    // Before the lockout reservation: a weak new password is no failed attempt.
+    check_password_policy(&new_password, &auth.username)?;
     let (sub, cfg) = (auth.claims.sub.clone(), config.lockout);
     let (user, reservation) =
         credentials::find_and_reserve(db, now, cfg, move |c| users::by_id(c, &sub))
@@ -109,28 +111,39 @@ async fn change_password(
         Checked::Wrong => return Err(ApiError::InvalidPassword("the current password is wrong")),
         Checked::LockedOut { retry_after } => return Err(ApiError::LockedOut { retry_after }),
     }
-    check_password_policy(&new_password, &auth.username)?;
-    let hash = hasher.hash(new_password).await?;
     let (sub, sid) = (auth.claims.sub.clone(), auth.claims.sid.clone());
-    let others_revoked = revoker
-        .run(now, move |r| {
-            // Two changes at once: the second finds the hash it checked replaced, and fails.
-            if credentials::still_current(r.conn(), &user)?.is_none() {
-                return Err(ApiError::InvalidPassword(
-                    "the password was changed meanwhile",
-                ));
-            }
-            lockout::record_success(r.conn(), &sub)?;
-            users::set_password_hash(r.conn(), &sub, &hash)?;
-            let now = r.now();
-            audit::record(r.conn(), now, "password_changed", Some(&sub), &json!({}))?;
-            let others = sessions::live_ids_of(r.conn(), &sub, &sid)?;
-            for id in &others {
-                r.session(id, "password_changed")?;
-            }
-            Ok(others.len())
-        })
-        .await?;
+    let changed = async {
+        let hash = hasher.hash(new_password).await?;
+        revoker
+            .run(now, move |r| {
+                // Two changes at once: the second finds the hash it checked replaced, and fails.
+                if credentials::still_current(r.conn(), &user)?.is_none() {
+                    return Err(ApiError::InvalidPassword(
+                        "the password was changed meanwhile",
+                    ));
+                }
+                lockout::record_success(r.conn(), &sub)?;
+                users::set_password_hash(r.conn(), &sub, &hash)?;
+                let now = r.now();
+                audit::record(r.conn(), now, "password_changed", Some(&sub), &json!({}))?;
+                let others = sessions::live_ids_of(r.conn(), &sub, &sid)?;
+                for id in &others {
+                    r.session(id, "password_changed")?;
+                }
+                Ok(others.len())
+            })
+            .await
+    }
+    .await;
+    let others_revoked = match changed {
+        Ok(n) => n,
+        Err(e) => {
+            // The current password was right: whatever failed after it is no failed attempt.
+            let uid = auth.claims.sub.clone();
+            let _ = db.run(move |c| lockout::record_success(c, &uid)).await;
+            return Err(e);
+        }
+    };
     Ok(Json(
         json!({"changed": true, "sessions_revoked": others_revoked}),
     ))

@@ -22,6 +22,17 @@ async fn a_password_change_checks_the_password_under_the_lockout(backend: Backen
     let change = |current: &str| {
         format!(r#"{{"current_password":"{current}","new_password":"a-new-passphrase-9"}}"#)
     };
+    // A weak new password with the right current one is no failed attempt.
+    let weak = format!(r#"{{"current_password":"{PASSWORD}","new_password":"password123"}}"#);
+    for _ in 0..3 {
+        let (status, json) = app
+            .send("POST", "/v1/password", Some(&weak), Some(&access))
+            .await;
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::BadRequest, "invalid_password")
+        );
+    }
     // A stolen access token is no way around the lockout: the threshold (3) of guesses, then
     // even the right password is refused for a while.
     for _ in 0..3 {
