@@ -36,10 +36,11 @@ impl Incoming {
     /// Refuses a path that origin routers could read differently from the gate.
     pub fn new(raw: Request) -> Result<Self, path::Refused> {
         let url = raw.url();
-        let (path, query) = match path_and_query(&url).split_once('?') {
-            Some((path, query)) => (path, format!("?{query}")),
-            None => (path_and_query(&url), String::new()),
-        };
+        let path_and_query = path_and_query(&url);
+        let path_len = path_and_query.find('?').unwrap_or(path_and_query.len());
+        let (path, query) = path_and_query.split_at(path_len);
+        // No allocation for the common request without a query.
+        let query = query.to_owned();
         let path = path::canonical(path)?;
         // Every protected request reads it (the preflight check), and a forward again.
         let method = raw.method();

@@ -5,12 +5,7 @@ use gatehouse_shared::{KeySet, RevocationList};
 use gatehouse_tests::{Edge, free_port, get_text, http, json_of, unix_now};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::system::{Options, System, access};
-
-async fn push(edge: &Edge, body: String) -> (u16, serde_json::Value) {
-    let url = format!("{}/_gatehouse/sync", edge.url);
-    json_of(http().post(url).body(body).send().await.unwrap()).await
-}
+use crate::system::{Options, System, access, push};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sync_endpoint_refuses_forgeries_and_old_snapshots() {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use gatehouse_shared::{Algorithm, RevocationList, SigningKey};
 use gatehouse_tests::{eventually, get_json, get_text, http, json_of, unix_now};
 
-use crate::system::{Options, PASSWORD, System, access};
+use crate::system::{Options, PASSWORD, System, access, push};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_accepts_new_tokens_and_keeps_old_ones_valid() {
@@ -71,13 +71,7 @@ async fn garbage_floods_get_401s_and_at_most_one_refetch_per_cooldown() {
             .build()
             .sign_snapshot(&stranger)
             .unwrap();
-        let response = client
-            .post(format!("{}/_gatehouse/sync", sys.edge.url))
-            .body(list)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(json_of(response).await.1["code"], "unknown_kid");
+        assert_eq!(push(&sys.edge, list).await.1["code"], "unknown_kid");
     }
     let after = sys.issuer.metric("gatehouse_jwks_served_total").await;
     assert!(

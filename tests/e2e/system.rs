@@ -115,3 +115,9 @@ impl System {
 pub fn access(tokens: &Value) -> &str {
     tokens["access_token"].as_str().unwrap()
 }
+
+/// `POST /_gatehouse/sync` of `body` (a signed list, or anything a client might send).
+pub async fn push(edge: &Edge, body: String) -> (u16, Value) {
+    let url = format!("{}/_gatehouse/sync", edge.url);
+    json_of(http().post(url).body(body).send().await.expect("push")).await
+}
