@@ -24,8 +24,10 @@ pub struct Config {
     pub pinned_keys: Option<KeySet>,
     /// Exact paths, or prefixes when they end in `*`.
     pub public_paths: Vec<String>,
-    /// `(prefix, scope)`, longest prefix first.
-    pub route_scopes: Vec<(String, String)>,
+    /// `(prefix, scope)`, longest prefix first. `None` when a rule could not be read: the
+    /// worker then refuses protected requests (fail closed) rather than guard that rule's paths
+    /// with a shorter one.
+    pub route_scopes: Option<Vec<(String, String)>>,
     pub token_cookie: Option<String>,
     pub realm: String,
     pub kv_refresh_ms: f64,
@@ -62,29 +64,62 @@ fn var(env: &Env, name: &str) -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
-/// `ROUTE_SCOPES`: `/prefix*=scope` rules, longest prefix first.
-fn route_scopes(env: &Env, problems: &mut Vec<String>) -> Vec<(String, String)> {
+/// A rule's path in the canonical form requests are matched in (`crate::path`), its trailing
+/// `*` kept: `/api/%61dmin/*` is `/api/admin/*`, `//x` is `/x`. `None` for a path no request
+/// can have (an escaped slash, a `;`, a dot segment, no leading `/`).
+fn canonical_rule_path(raw: &str) -> Option<String> {
+    let (path, star) = match raw.strip_suffix('*') {
+        Some(path) => (path, "*"),
+        None => (raw, ""),
+    };
+    if !path.starts_with('/') {
+        return None;
+    }
+    path::canonical(path).ok().map(|p| p + star)
+}
+
+/// `ROUTE_SCOPES`: `/prefix*=scope` rules, longest prefix first. `Err` names every rule that
+/// cannot be honoured: dropping one would let its paths fall to a shorter, weaker rule.
+fn route_scopes(raw: &str) -> Result<Vec<(String, String)>, Vec<String>> {
     let mut rules: Vec<(String, String)> = Vec::new();
-    for rule in var(env, "ROUTE_SCOPES")
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-    {
-        if rule.is_empty() {
-            continue;
-        }
-        match rule.split_once('=') {
-            Some((prefix, scope)) if prefix.starts_with('/') && !scope.trim().is_empty() => {
-                rules.push((
-                    prefix.trim_end_matches('*').to_owned(),
-                    scope.trim().to_owned(),
-                ));
-            }
-            _ => problems.push(format!("ROUTE_SCOPES rule {rule:?} is not /prefix=scope")),
+    let mut broken = Vec::new();
+    for rule in raw.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        let parsed = rule.split_once('=').and_then(|(prefix, scope)| {
+            let scope = scope.trim();
+            let prefix = canonical_rule_path(prefix.trim())?;
+            (!scope.is_empty()).then(|| (prefix.trim_end_matches('*').to_owned(), scope.to_owned()))
+        });
+        match parsed {
+            Some(rule) => rules.push(rule),
+            None => broken.push(format!(
+                "ROUTE_SCOPES rule {rule:?} is not /prefix=scope with a path a request can have; \
+                 protected requests are refused until it is fixed"
+            )),
         }
     }
+    if !broken.is_empty() {
+        return Err(broken);
+    }
     rules.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
-    rules
+    Ok(rules)
+}
+
+/// `PUBLIC_PATHS`: exact paths or `*` prefixes, in canonical form. An entry no request can match
+/// is reported and left out: it could only have asked for less than a token.
+fn public_paths(raw: &str, problems: &mut Vec<String>) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .filter_map(|entry| {
+            let canonical = canonical_rule_path(entry);
+            if canonical.is_none() {
+                problems.push(format!(
+                    "PUBLIC_PATHS entry {entry:?} is not a path a request can have; ignored"
+                ));
+            }
+            canonical
+        })
+        .collect()
 }
 
 /// A two-valued setting: `false` for the first (the default), `true` for the second.
@@ -146,16 +181,11 @@ impl Config {
                 None
             }
         });
-        let public_paths = var(env, "PUBLIC_PATHS")
-            .map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let route_scopes = route_scopes(env, &mut problems);
+        let public_paths =
+            public_paths(&var(env, "PUBLIC_PATHS").unwrap_or_default(), &mut problems);
+        let route_scopes = route_scopes(&var(env, "ROUTE_SCOPES").unwrap_or_default())
+            .map_err(|broken| problems.extend(broken))
+            .ok();
         let stale_policy = match var(env, "STALE_POLICY").as_deref() {
             None | Some("fail_closed") => StalePolicy::FailClosed,
             Some("fail_open") => StalePolicy::FailOpen,
@@ -221,6 +251,7 @@ impl Config {
     pub fn required_scope(&self, path: &str) -> Option<&str> {
         self.route_scopes
             .iter()
+            .flatten()
             .find(|(prefix, _)| path::within_scope_prefix(prefix, path))
             .map(|(_, scope)| scope.as_str())
     }
@@ -231,8 +262,47 @@ impl Config {
 
     /// Whether the worker can do its job at all.
     pub fn is_usable(&self) -> bool {
-        !self.origin_url.is_empty()
+        self.route_scopes.is_some()
+            && !self.origin_url.is_empty()
             && !self.verifier.issuer.is_empty()
             && !self.verifier.audience.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{public_paths, route_scopes};
+
+    #[test]
+    fn rules_are_read_in_the_canonical_form_requests_are_matched_in() {
+        let rules = route_scopes("/api/*=read, //api/%61dmin/*=admin ,/API/x=x").unwrap();
+        assert_eq!(
+            rules,
+            [
+                ("/api/admin/".to_owned(), "admin".to_owned()),
+                ("/API/x".to_owned(), "x".to_owned()),
+                ("/api/".to_owned(), "read".to_owned()),
+            ]
+        );
+        let mut problems = Vec::new();
+        let public = public_paths("/,/pkg/*,/%7Euser/a%2d.js,/a/../b", &mut problems);
+        assert_eq!(public, ["/", "/pkg/*", "/~user/a-.js"]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+    }
+
+    #[test]
+    fn a_scope_rule_that_cannot_be_honoured_fails_the_whole_set() {
+        for raw in [
+            "/api/admin%2F*=admin,/api/*=read",
+            "/api/admin;x/*=admin,/api/*=read",
+            "api/admin/*=admin,/api/*=read",
+            "/api/admin/*=,/api/*=read",
+            "/api/admin/*,/api/*=read",
+            "/api/%zz/*=admin",
+        ] {
+            let broken = route_scopes(raw).unwrap_err();
+            assert_eq!(broken.len(), 1, "{raw}: {broken:?}");
+        }
+        assert_eq!(route_scopes("").unwrap(), []);
     }
 }

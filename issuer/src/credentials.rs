@@ -1,9 +1,9 @@
 //! The one way a password is checked against an account, for the password grant and for a
 //! password change alike: a lockout reservation first (`store::lockout`: parallel guesses never
 //! check more passwords than the threshold), then the hash, then a failure recorded with its
-//! audit rows in one transaction. A caller that goes on to write (a session, a new hash) takes
-//! the account row with [`users::lock_current`] in its transaction, so a password change,
-//! disable or revocation that landed during the hash is seen, not overwritten.
+//! audit rows in one transaction. A caller that goes on to write (a session, a new hash)
+//! re-reads the account with [`recheck`] in its transaction, so a password change, disable or
+//! revocation that landed during the hash is seen, not overwritten.
 
 use crate::config::LockoutConfig;
 use crate::db::Db;
@@ -83,12 +83,31 @@ pub async fn check(
     Ok(Checked::Wrong)
 }
 
-/// Inside a write transaction: `checked` as the account is now, locked for the rest of the
-/// transaction; `None` if it was disabled, deleted or given another password since it was read.
-pub fn still_current(
-    conn: &mut crate::db::DbConn,
-    checked: &User,
-) -> Result<Option<User>, ApiError> {
-    Ok(users::lock_current(conn, &checked.id)?
-        .filter(|now| !now.disabled && now.password_hash == checked.password_hash))
+/// What a locked re-read finds of the account a password was checked against.
+pub enum Recheck {
+    /// As checked: the check stands.
+    Unchanged,
+    /// Enabled, with another hash: a parallel login's rehash (an argon2 upgrade) or a password
+    /// change. Only checking the password against it tells which.
+    NewHash(User),
+    /// Disabled or deleted since.
+    Gone,
+}
+
+/// Inside a write transaction: the account `checked` came from, as it is now, locked for the
+/// rest of the transaction, so a password change, disable or revocation that landed during
+/// the hash is seen, not overwritten.
+pub fn recheck(conn: &mut crate::db::DbConn, checked: &User) -> Result<Recheck, ApiError> {
+    Ok(match users::lock_current(conn, &checked.id)? {
+        Some(now) if now.disabled => Recheck::Gone,
+        Some(now) if now.password_hash == checked.password_hash => Recheck::Unchanged,
+        Some(now) => Recheck::NewHash(now),
+        None => Recheck::Gone,
+    })
+}
+
+/// Gives a reserved attempt back: the password was right, and whatever failed after it is no
+/// failed attempt. Best effort: the error that brought us here is the one to report.
+pub async fn give_back(db: &Db, user_id: String) {
+    let _ = db.run(move |c| lockout::record_success(c, &user_id)).await;
 }

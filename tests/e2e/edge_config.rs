@@ -144,3 +144,55 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
         (503, Some("misconfigured"))
     );
 }
+
+/// Rules are read in the form requests are matched in, so a rule spelled with an escape or a
+/// doubled slash guards its paths; a scope rule that cannot be honoured stops the worker rather
+/// than leave its paths to a shorter, weaker rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_rules_are_canonical_and_a_broken_one_fails_closed() {
+    let sys = System::start(Options {
+        edge_vars: &[
+            ("ROUTE_SCOPES", "//api/%61dmin/*=admin,/api/*=read"),
+            ("PUBLIC_PATHS", "/%70ublic/*"),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let tokens = sys.user("alice").await;
+    let (status, json) = sys.get("/api/admin/users", Some(access(&tokens))).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (403, Some("insufficient_scope")),
+        "{json}"
+    );
+    assert_eq!(sys.get("/public/logo.svg", None).await.0, 200);
+    assert_eq!(sys.edge.health().await["problems"], serde_json::json!([]));
+
+    let origin = &sys.origin.url;
+    let broken = Edge::start(
+        free_port(),
+        &[
+            ("ORIGIN_URL", origin.as_str()),
+            ("EXPECTED_ISSUER", "https://issuer.example"),
+            ("EXPECTED_AUDIENCE", "api"),
+            ("ROUTE_SCOPES", "/api/admin%2F*=admin,/api/*=read"),
+        ],
+    )
+    .await;
+    let problems = broken.health().await["problems"].to_string();
+    assert!(problems.contains("admin%2F"), "{problems}");
+    let (status, json) = json_of(
+        http()
+            .get(format!("{}/api/admin/x", broken.url))
+            .header("Authorization", format!("Bearer {}", access(&tokens)))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("misconfigured")),
+        "{json}"
+    );
+}

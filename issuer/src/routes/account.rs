@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::context::{Authenticated, FormOrJson, Now};
-use crate::credentials::{self, Checked};
+use crate::credentials::{self, Checked, Recheck};
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::ids;
@@ -117,7 +117,7 @@ async fn change_password(
         revoker
             .run(now, move |r| {
                 // Two changes at once: the second finds the hash it checked replaced, and fails.
-                if credentials::still_current(r.conn(), &user)?.is_none() {
+                if !matches!(credentials::recheck(r.conn(), &user)?, Recheck::Unchanged) {
                     return Err(ApiError::InvalidPassword(
                         "the password was changed meanwhile",
                     ));
@@ -139,8 +139,7 @@ async fn change_password(
         Ok(n) => n,
         Err(e) => {
             // The current password was right: whatever failed after it is no failed attempt.
-            let uid = auth.claims.sub.clone();
-            let _ = db.run(move |c| lockout::record_success(c, &uid)).await;
+            credentials::give_back(db, auth.claims.sub.clone()).await;
             return Err(e);
         }
     };

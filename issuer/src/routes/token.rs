@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::NoStore;
 use crate::config::Config;
 use crate::context::{FormOrJson, Now};
-use crate::credentials::{self, Checked};
+use crate::credentials::{self, Checked, Recheck};
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::ids;
@@ -30,6 +30,7 @@ use crate::store::{audit, write_tx};
 /// One message for an unknown user and a wrong password alike.
 const BAD_CREDENTIALS: &str = "invalid username or password";
 const MAX_REFRESH_TOKEN_LEN: usize = 512;
+const SCOPE_UNAVAILABLE: &str = "a requested scope is not available to this user";
 
 #[derive(Debug, Deserialize)]
 pub struct TokenRequest {
@@ -144,78 +145,113 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
         }
     }
     let scope = granted_scope(grants.config, request.scope.as_deref(), &user);
-    let requested = request.scope;
-    let new_hash = if scope.is_ok() && grants.hasher.policy().requires_upgrade(&user.password_hash)
-    {
-        Some(grants.hasher.hash(password).await?)
-    } else {
-        None
-    };
-    let ttl = grants.config.session_ttl_secs;
-    let grant = grants
-        .db
-        .run(move |c| {
-            write_tx(c, |c| {
-                // The password was right when it was checked; a password change, disable or
-                // revocation of the user since then wins (and sees this session if it comes
-                // after: the row lock orders them).
-                if credentials::still_current(c, &user)?.is_none() {
-                    return Ok(Err(ApiError::InvalidGrant(BAD_CREDENTIALS)));
-                }
-                lockout::record_success(c, &user.id)?;
-                let scope = match scope {
-                    Ok(scope) => scope,
-                    Err(refused) => {
-                        let detail = serde_json::json!({"requested": requested});
-                        audit::record(c, now, "login_scope_refused", Some(&user.id), &detail)?;
-                        return Ok(Err(refused));
-                    }
-                };
-                if let Some(hash) = new_hash {
-                    users::set_password_hash(c, &user.id, &hash)?;
-                    audit::record(
-                        c,
-                        now,
-                        "password_rehashed",
-                        Some(&user.id),
-                        &serde_json::json!({}),
-                    )?;
-                }
-                let grant = sessions::start(c, &user.id, &scope, now, ttl)?;
-                let detail = serde_json::json!({"sid": grant.session.id});
-                audit::record(c, now, "login_ok", Some(&user.id), &detail)?;
-                Ok(Ok(grant))
-            })
-        })
-        .await??;
-    grants.metrics.logins_ok.inc();
-    Ok(grant)
+    let uid = user.id.clone();
+    match start_session(grants, user, scope, request.scope, password).await {
+        Ok(Commit::Started(grant)) => {
+            grants.metrics.logins_ok.inc();
+            Ok(grant)
+        }
+        Ok(Commit::ScopeRefused) => Err(ApiError::InvalidScope(SCOPE_UNAVAILABLE)),
+        Ok(Commit::Refused) => Err(ApiError::InvalidGrant(BAD_CREDENTIALS)),
+        Err(failure) => {
+            // Not a verdict on the password, which was right: no failed attempt either.
+            credentials::give_back(grants.db, uid).await;
+            Err(failure)
+        }
+    }
 }
 
-/// The requested scopes if the user may have them all, else `invalid_scope`; none requested
-/// gives the default scopes.
-fn granted_scope(
-    config: &Config,
-    requested: Option<&str>,
-    user: &User,
-) -> Result<String, ApiError> {
+/// How a login with the right password ended.
+enum Commit {
+    Started(Grant),
+    /// The password was right, a requested scope was not available.
+    ScopeRefused,
+    /// Disabled, or given another password, since the check.
+    Refused,
+}
+
+/// After the right password: the lockout reset, a rehash if the argon2 parameters changed,
+/// the session and their audit rows, in one transaction over the locked account row (a
+/// password change, disable or revocation since the check wins). A parallel login may have
+/// rehashed the password meanwhile; that new hash is checked once more rather than taken for
+/// a password change.
+async fn start_session(
+    grants: &Grants<'_>,
+    mut user: User,
+    scope: Option<String>,
+    requested: Option<String>,
+    password: String,
+) -> Result<Commit, ApiError> {
+    let (now, ttl) = (grants.now, grants.config.session_ttl_secs);
+    for last_try in [false, true] {
+        let rehash =
+            scope.is_some() && grants.hasher.policy().requires_upgrade(&user.password_hash);
+        let new_hash = if rehash {
+            Some(grants.hasher.hash(password.clone()).await?)
+        } else {
+            None
+        };
+        let (checked, scope, requested) = (user.clone(), scope.clone(), requested.clone());
+        let outcome = grants
+            .db
+            .run(move |c| {
+                write_tx(c, |c| {
+                    match credentials::recheck(c, &checked)? {
+                        Recheck::Unchanged => {}
+                        Recheck::NewHash(current) => return Ok(Err(Some(current))),
+                        Recheck::Gone => return Ok(Err(None)),
+                    }
+                    lockout::record_success(c, &checked.id)?;
+                    let Some(scope) = scope else {
+                        let detail = serde_json::json!({"requested": requested});
+                        audit::record(c, now, "login_scope_refused", Some(&checked.id), &detail)?;
+                        return Ok(Ok(Commit::ScopeRefused));
+                    };
+                    if let Some(hash) = new_hash {
+                        users::set_password_hash(c, &checked.id, &hash)?;
+                        let detail = serde_json::json!({});
+                        audit::record(c, now, "password_rehashed", Some(&checked.id), &detail)?;
+                    }
+                    let grant = sessions::start(c, &checked.id, &scope, now, ttl)?;
+                    let detail = serde_json::json!({"sid": grant.session.id});
+                    audit::record(c, now, "login_ok", Some(&checked.id), &detail)?;
+                    Ok(Ok(Commit::Started(grant)))
+                })
+            })
+            .await?;
+        match outcome {
+            Ok(commit) => return Ok(commit),
+            Err(Some(current)) if !last_try => {
+                let hash = Some(current.password_hash.clone());
+                if !grants.hasher.verify(password.clone(), hash).await? {
+                    return Ok(Commit::Refused);
+                }
+                user = current;
+            }
+            Err(_) => return Ok(Commit::Refused),
+        }
+    }
+    Ok(Commit::Refused)
+}
+
+/// The requested scopes if the user may have them all, else `None` (`invalid_scope`); none
+/// requested gives the default scopes.
+fn granted_scope(config: &Config, requested: Option<&str>, user: &User) -> Option<String> {
     let base: Vec<&str> = config.user_scopes.split_whitespace().collect();
     let Some(requested) = requested.filter(|s| !s.trim().is_empty()) else {
-        return Ok(base.join(" "));
+        return Some(base.join(" "));
     };
     let mut granted: Vec<&str> = Vec::new();
     for scope in requested.split_whitespace() {
         let allowed = base.contains(&scope) || (scope == "admin" && user.is_admin);
         if !allowed {
-            return Err(ApiError::InvalidScope(
-                "a requested scope is not available to this user",
-            ));
+            return None;
         }
         if !granted.contains(&scope) {
             granted.push(scope);
         }
     }
-    Ok(granted.join(" "))
+    Some(granted.join(" "))
 }
 
 async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Grant, ApiError> {

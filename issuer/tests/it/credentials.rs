@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use gatehouse_issuer::password::HashPolicy;
 use gatehouse_issuer::store::{audit, users, write_tx};
 use rocket::http::Status;
 
@@ -86,23 +87,20 @@ async fn a_password_change_checks_the_password_under_the_lockout(backend: Backen
     assert_eq!(status, Status::Ok, "{json}");
 }
 
-/// The password is checked before the login's transaction; a password change that commits in
-/// between must win. The test holds the change open (uncommitted, row locked) while the old
-/// password logs in, then commits it.
-async fn a_login_that_races_a_password_change_starts_no_session(backend: Backend) {
-    let app = TestApp::start(backend).await;
-    let uid = app.register("alice").await;
-    let (held, release) = (
-        std::sync::mpsc::channel::<()>(),
-        std::sync::mpsc::channel::<()>(),
-    );
-    let (started, wait_started) = held;
-    let (let_go, wait_let_go) = release;
+/// Alice's login with the right password while another transaction holds her account row,
+/// having set its hash to `hash` (uncommitted); that transaction commits 800 ms later.
+async fn login_while_a_hash_change_is_held(
+    app: &TestApp,
+    uid: String,
+    hash: String,
+) -> (Status, serde_json::Value) {
+    let (started, wait_started) = std::sync::mpsc::channel::<()>();
+    let (let_go, wait_let_go) = std::sync::mpsc::channel::<()>();
     let db = app.store().clone();
     let changer = std::thread::spawn(move || {
-        db.run_sync(|c| {
+        db.run_sync(move |c| {
             write_tx(c, |c| {
-                users::set_password_hash(c, &uid, "$argon2id$v=19$m=64,t=1,p=1$changed$changed")?;
+                users::set_password_hash(c, &uid, &hash)?;
                 started.send(()).unwrap();
                 wait_let_go.recv().unwrap();
                 Ok(())
@@ -116,15 +114,36 @@ async fn a_login_that_races_a_password_change_starts_no_session(backend: Backend
         let_go.send(()).unwrap();
     });
     let body = format!("grant_type=password&username=alice&password={PASSWORD}");
-    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
+    let answer = app.send("POST", "/v1/token", Some(&body), None).await;
     releaser.join().unwrap();
     changer.join().unwrap();
+    answer
+}
+
+/// The password is checked before the login's transaction; a password change that commits in
+/// between must win.
+async fn a_login_that_races_a_password_change_starts_no_session(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let changed = "$argon2id$v=19$m=64,t=1,p=1$changed$changed".to_owned();
+    let (status, json) = login_while_a_hash_change_is_held(&app, uid, changed).await;
     assert_eq!(
         status,
         Status::BadRequest,
         "a login with the replaced password got {json}"
     );
     assert_eq!(str_of(&json, "error"), "invalid_grant");
+}
+
+/// A parallel login's rehash (after an argon2 parameter change) gives the same password a new
+/// hash: a login that checked the old one is not refused for it.
+async fn a_login_that_races_another_logins_rehash_succeeds(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let rehashed = HashPolicy::fast_for_tests().hash(PASSWORD).unwrap();
+    let (status, json) = login_while_a_hash_change_is_held(&app, uid.clone(), rehashed).await;
+    assert_eq!(status, Status::Ok, "{json}");
+    assert!(kinds(&app, &uid).iter().any(|k| k == "login_ok"));
 }
 
 async fn a_refused_scope_gives_the_attempt_back_and_is_audited(backend: Backend) {
@@ -204,6 +223,7 @@ async fn an_empty_grant_type_is_a_missing_one(backend: Backend) {
 crate::on_both_backends!(
     a_password_change_checks_the_password_under_the_lockout,
     a_login_that_races_a_password_change_starts_no_session,
+    a_login_that_races_another_logins_rehash_succeeds,
     a_refused_scope_gives_the_attempt_back_and_is_audited,
     admin_powers_need_the_admin_scope,
     an_empty_grant_type_is_a_missing_one,
