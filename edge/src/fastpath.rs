@@ -4,15 +4,13 @@
 //! per data center). Each delta is verified with the issuer's keys before it is applied, so the
 //! cache and the network are not trusted.
 
-use std::pin::pin;
 use std::time::Duration;
 
-use futures_util::future::{Either, select};
 use gatehouse_shared::{RevocationDelta, SnapshotError};
-use worker::{AbortController, Cache, Delay, Env, Fetch, Headers, Method, Request, Response};
+use worker::{Cache, Env, Headers, Response};
 
 use crate::config::Config;
-use crate::{keys, state, sync};
+use crate::{keys, state, sync, upstream};
 
 /// When this location's cached copy was fetched (ms since 1970): our own freshness, finer than
 /// the Cache API's whole seconds.
@@ -46,11 +44,11 @@ pub fn due(config: &Config, now_ms: f64) -> Due {
 /// One poll: this location's cached delta if fresh, else the issuer's; verified and applied.
 /// Concurrent callers in one isolate share the poll that is under way.
 pub async fn poll(env: &Env, config: &Config) {
-    if !state::begin_delta_poll(state::now_ms()) {
+    let Some(claim) = state::begin_delta_poll(state::now_ms()) else {
         return;
-    }
+    };
     let outcome = poll_once(env, config).await;
-    state::end_delta_poll();
+    state::end_delta_poll(claim);
     if let Err(e) = outcome {
         worker::console_warn!("gatehouse: delta poll failed: {e}");
     }
@@ -95,30 +93,10 @@ async fn fetch(config: &Config) -> Result<String, String> {
             return Ok(text);
         }
     }
-    let request = Request::new(url, Method::Get).map_err(|e| e.to_string())?;
-    // Bounded: a request that waits for this poll must not hang on a hung issuer.
-    let controller = AbortController::default();
-    let signal = controller.signal();
-    let fetch = Fetch::Request(request);
-    let fetched = fetch.send_with_signal(&signal);
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a few seconds
-    let limit = Delay::from(Duration::from_millis(
-        (4.0 * config.delta_poll_ms).max(1000.0) as u64,
-    ));
-    let mut response = match select(pin!(fetched), pin!(limit)).await {
-        Either::Left((response, _)) => response.map_err(|e| e.to_string())?,
-        Either::Right(((), _)) => {
-            controller.abort();
-            return Err("the delta feed did not answer in time".into());
-        }
-    };
-    if response.status_code() != 200 {
-        return Err(format!(
-            "the delta feed answered {}",
-            response.status_code()
-        ));
-    }
-    let text = response.text().await.map_err(|e| e.to_string())?;
+    let limit = Duration::from_millis((4.0 * config.delta_poll_ms).max(1000.0) as u64);
+    // Bounded: a request that waits for this poll must not hang on a hung issuer.
+    let text = upstream::get_text(url, limit).await?;
     // The copy outlives our freshness window on purpose: it is only ever used while fresh, and
     // `max-age` must be whole seconds.
     let headers = Headers::new();

@@ -8,10 +8,10 @@
 use std::rc::Rc;
 
 use gatehouse_shared::{KeySet, Verifier};
-use worker::{Env, Fetch, Method, Request};
+use worker::Env;
 
 use crate::config::Config;
-use crate::state;
+use crate::{state, upstream};
 
 pub const KV_BINDING: &str = "GATEHOUSE_KV";
 const KV_JWKS: &str = "jwks";
@@ -85,18 +85,11 @@ pub async fn refetch(env: &Env, config: &Config, asker: Asker) -> Option<Rc<Veri
     if config.pinned_keys.is_some() || !allowed {
         return None;
     }
-    // A plain Request, not `Url::parse`: the url crate's parser and IDNA tables would cost the
-    // worker ~40 KB gzipped, and the runtime parses the URL anyway.
-    let request = Request::new(
-        &format!("{}/.well-known/jwks.json", config.issuer_url),
-        Method::Get,
-    )
-    .ok()?;
-    let mut response = Fetch::Request(request).send().await.ok()?;
-    if response.status_code() != 200 {
-        return None;
-    }
-    let json = response.text().await.ok()?;
+    let url = format!("{}/.well-known/jwks.json", config.issuer_url);
+    let json = upstream::get_text(&url, upstream::KEYS_LIMIT)
+        .await
+        .map_err(|e| worker::console_warn!("gatehouse: fetching the key set failed: {e}"))
+        .ok()?;
     let keys = KeySet::from_json(&json).ok().filter(|k| !k.is_empty())?;
     // KV takes about a thousand writes a day on the Free plan: write only what changed.
     if let Ok(kv) = env.kv(KV_BINDING)

@@ -12,6 +12,7 @@ mod path;
 mod reply;
 mod state;
 mod sync;
+mod upstream;
 mod webcrypto;
 
 use entry::Started;

@@ -171,20 +171,30 @@ pub fn delta_poll_age_ms(now_ms: f64) -> f64 {
 /// request or a `waitUntil` task mid-poll, and then nothing would ever clear the mark.
 const DELTA_POLL_ABANDONED_MS: f64 = 10_000.0;
 
-/// Starts a delta poll unless one is under way; returns whether this caller owns it.
-pub fn begin_delta_poll(now_ms: f64) -> bool {
+/// The claim on the isolate's delta poll, named by when it started: a poll taken over after
+/// `DELTA_POLL_ABANDONED_MS` started later, so a late end of the old one cannot clear its mark.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeltaPoll(f64);
+
+/// Starts a delta poll unless one is under way; `Some` when this caller owns it.
+pub fn begin_delta_poll(now_ms: f64) -> Option<DeltaPoll> {
     ISOLATE.with_borrow_mut(|s| {
         if s.delta_in_flight && !is_due(s.delta_polled_ms, now_ms, DELTA_POLL_ABANDONED_MS) {
-            return false;
+            return None;
         }
         s.delta_in_flight = true;
         s.delta_polled_ms = Some(now_ms);
-        true
+        Some(DeltaPoll(now_ms))
     })
 }
 
-pub fn end_delta_poll() {
-    ISOLATE.with_borrow_mut(|s| s.delta_in_flight = false);
+/// Ends `poll`, unless a newer poll has taken the mark over.
+pub fn end_delta_poll(poll: DeltaPoll) {
+    ISOLATE.with_borrow_mut(|s| {
+        if s.delta_polled_ms == Some(poll.0) {
+            s.delta_in_flight = false;
+        }
+    });
 }
 
 pub fn is_last_delta(jws: &str) -> bool {
@@ -209,11 +219,18 @@ mod tests {
 
     #[test]
     fn a_delta_poll_left_unfinished_is_taken_over() {
-        assert!(begin_delta_poll(0.0));
-        assert!(!begin_delta_poll(9_000.0), "one poll at a time");
+        let first = begin_delta_poll(0.0).unwrap();
+        assert_eq!(begin_delta_poll(9_000.0), None, "one poll at a time");
         // The first never ended (the runtime stopped it): the mark does not block polls forever.
-        assert!(begin_delta_poll(10_000.0));
-        end_delta_poll();
-        assert!(begin_delta_poll(10_001.0));
+        let second = begin_delta_poll(10_000.0).unwrap();
+        // The first ending late leaves the second's mark alone.
+        end_delta_poll(first);
+        assert_eq!(
+            begin_delta_poll(10_001.0),
+            None,
+            "the second is still under way"
+        );
+        end_delta_poll(second);
+        assert!(begin_delta_poll(10_002.0).is_some());
     }
 }

@@ -8,11 +8,11 @@ use gatehouse_shared::{
     ErrorCode, RevocationList, RevocationView, SnapshotError, SnapshotOptions, is_newer,
 };
 use serde::{Deserialize, Serialize};
-use worker::{Env, Fetch, Method, Request};
+use worker::Env;
 
 use crate::config::Config;
 use crate::keys::{self, KV_BINDING};
-use crate::state;
+use crate::{state, upstream};
 
 const KV_SNAPSHOT: &str = "revocations";
 /// `{seq, issued_at}` of the stored snapshot: a few bytes to read where the snapshot is MBs.
@@ -195,19 +195,8 @@ pub async fn current(env: &Env, config: &Config) -> RevocationView {
 
 /// The cron path: fetch the issuer's current snapshot and accept it.
 pub async fn pull(env: &Env, config: &Config) -> Result<RevocationView, String> {
-    let request = Request::new(
-        &format!("{}/v1/revocations", config.issuer_url),
-        Method::Get,
-    )
-    .map_err(|e| e.to_string())?;
-    let mut response = Fetch::Request(request)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if response.status_code() != 200 {
-        return Err(format!("issuer answered {}", response.status_code()));
-    }
-    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+    let url = format!("{}/v1/revocations", config.issuer_url);
+    let bytes = upstream::get(&url, upstream::SNAPSHOT_LIMIT).await?;
     let jws = String::from_utf8(bytes).map_err(|_| "the snapshot is not UTF-8".to_owned())?;
     match accept(env, config, &jws, keys::Asker::SignedList).await {
         Ok(view) => Ok(view),

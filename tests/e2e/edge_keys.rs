@@ -241,3 +241,45 @@ async fn an_emergency_key_revocation_reaches_the_edge_through_the_fast_path() {
     )
     .await;
 }
+
+/// The edge's own requests to the issuer are bounded in time: with an issuer that accepts
+/// connections and never answers, a request that needs its keys gets 503 `keys_unavailable`
+/// instead of waiting on the issuer (before, `/_gatehouse/health` hung too, so the edge did not
+/// even start here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_issuer_holds_no_request() {
+    let hung = gatehouse_tests::black_hole().await;
+    let origin = gatehouse_tests::Origin::start().await;
+    let edge = gatehouse_tests::Edge::start(
+        gatehouse_tests::free_port(),
+        &[
+            ("ORIGIN_URL", origin.url.as_str()),
+            ("ISSUER_URL", hung.as_str()),
+            ("EXPECTED_ISSUER", hung.as_str()),
+            ("EXPECTED_AUDIENCE", "api"),
+            ("STALE_POLICY", "fail_open"),
+            // Every key fetch goes out (the health checks of the start would otherwise have
+            // claimed the cooldown), and no delta poll waits first.
+            ("JWKS_REFETCH_COOLDOWN_SECS", "0"),
+            ("DELTA_POLL_MS", "0"),
+        ],
+    )
+    .await;
+    // The edge's key fetch gives up after 5 s (`upstream::KEYS_LIMIT`); this client after 12 s,
+    // well before the runtime's own limit would end the wait.
+    let (status, json) = json_of(
+        http()
+            .get(format!("{}/api/x", edge.url))
+            .header("Authorization", "Bearer a.b.c")
+            .timeout(Duration::from_secs(12))
+            .send()
+            .await
+            .expect("the edge answers while the issuer hangs"),
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("keys_unavailable")),
+        "{json}"
+    );
+}

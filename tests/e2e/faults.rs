@@ -335,17 +335,7 @@ async fn clock_skew_within_the_leeway_is_harmless() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issuer_killed_mid_push_is_repaired_by_the_cron_pull() {
     // A sync endpoint that accepts connections and never answers: the push hangs in flight.
-    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sink = format!(
-        "http://{}/_gatehouse/sync",
-        black_hole.local_addr().unwrap()
-    );
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = black_hole.accept().await {
-            held.push(socket);
-        }
-    });
+    let sink = format!("{}/_gatehouse/sync", gatehouse_tests::black_hole().await);
     let mut sys = System::start(Options {
         push: false,
         issuer_env: &[("GATEHOUSE_EDGE_SYNC_URLS", &sink)],

@@ -1,0 +1,48 @@
+//! The edge's own GETs to the issuer (its JWKS, delta feed and snapshot), each bounded in time,
+//! the body included: a hung issuer must not hold a client's request (an unknown `kid`, a cold
+//! isolate, a poll it waits for) or the cron's pull past a limit the edge chose.
+
+use std::pin::pin;
+use std::time::Duration;
+
+use futures_util::future::{Either, select};
+use worker::{AbortController, Delay, Fetch, Method, Request};
+
+/// The issuer's key set, fetched on a client request's path.
+pub const KEYS_LIMIT: Duration = Duration::from_secs(5);
+/// The whole snapshot, fetched by the cron (up to a few MB).
+pub const SNAPSHOT_LIMIT: Duration = Duration::from_secs(20);
+
+/// `url`'s body if it answers 200 within `limit`; the fetch is aborted at the limit.
+pub async fn get(url: &str, limit: Duration) -> Result<Vec<u8>, String> {
+    // A plain Request, not `Url::parse`: the url crate's parser and IDNA tables would cost the
+    // worker ~40 KB gzipped, and the runtime parses the URL anyway.
+    let request = Request::new(url, Method::Get).map_err(|e| e.to_string())?;
+    let controller = AbortController::default();
+    let signal = controller.signal();
+    let fetched = async {
+        let mut response = Fetch::Request(request)
+            .send_with_signal(&signal)
+            .await
+            .map_err(|e| e.to_string())?;
+        match response.status_code() {
+            200 => response.bytes().await.map_err(|e| e.to_string()),
+            status => Err(format!("{url} answered {status}")),
+        }
+    };
+    match select(pin!(fetched), pin!(Delay::from(limit))).await {
+        Either::Left((result, _)) => result,
+        Either::Right(((), _)) => {
+            controller.abort();
+            Err(format!(
+                "{url} did not answer within {} ms",
+                limit.as_millis()
+            ))
+        }
+    }
+}
+
+/// [`get`], as text.
+pub async fn get_text(url: &str, limit: Duration) -> Result<String, String> {
+    String::from_utf8(get(url, limit).await?).map_err(|_| format!("{url} answered non-UTF-8"))
+}
