@@ -225,8 +225,10 @@ async fn authorize(
         result = state::verify(&verifier, config, &token, now).await;
     }
     let claims = result.map_err(|e| reply::unauthorized(realm, e.code()))?;
-    // Entries are honoured even from a list too old to rely on: refusing is always safe.
-    if list.check(&claims).is_some() {
+    // Entries are honoured even from a list too old to rely on: refusing is always safe. The
+    // list as the isolate holds it now, not as it was before this request's waits (keys,
+    // WebCrypto): another request may have installed a delta naming this token meanwhile.
+    if state::is_revoked(&claims) {
         return Err(reply::unauthorized(realm, ErrorCode::Revoked));
     }
     if let Some(scope) = path.and_then(|p| config.required_scope(p))
@@ -250,6 +252,16 @@ fn token(req: &Incoming, config: &Config) -> Option<String> {
     })
 }
 
+/// Whether a (lower-cased) header name is ours: `x-gatehouse-…`, also spelled with `_`, which
+/// CGI-style origin stacks (WSGI, Rack, `FastCGI`) file under the same name as `-`.
+fn is_identity_header(name: &str) -> bool {
+    name.len() >= IDENTITY_PREFIX.len()
+        && name
+            .bytes()
+            .zip(IDENTITY_PREFIX.bytes())
+            .all(|(got, ours)| got == ours || (got == b'_' && ours == b'-'))
+}
+
 /// The names of `headers`, lower-cased by the runtime, in one string: one crossing into wasm
 /// instead of one per header. Header names are tokens and cannot contain a comma.
 fn header_names(headers: &Headers) -> String {
@@ -270,7 +282,7 @@ async fn forward(
         return bad_gateway();
     };
     for name in header_names(&req.headers).split(',') {
-        if name.starts_with(IDENTITY_PREFIX) || name == "host" {
+        if is_identity_header(name) || name == "host" {
             let _ = headers.delete(name);
         }
     }
@@ -348,7 +360,27 @@ fn with_timing(response: Response, timing: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::path_and_query;
+    use super::{is_identity_header, path_and_query};
+
+    #[test]
+    fn identity_headers_are_ours_in_either_spelling() {
+        for name in [
+            "x-gatehouse-sub",
+            "x_gatehouse_sub",
+            "x-gatehouse_scope",
+            "x_gatehouse-",
+        ] {
+            assert!(is_identity_header(name), "{name}");
+        }
+        for name in [
+            "x-gatehouse",
+            "x-gatehousesub",
+            "authorization",
+            "xx-gatehouse-sub",
+        ] {
+            assert!(!is_identity_header(name), "{name}");
+        }
+    }
 
     #[test]
     fn path_and_query_keeps_the_query_and_drops_the_fragment() {

@@ -145,6 +145,11 @@ pub fn revocations() -> RevocationView {
     ISOLATE.with_borrow(|s| s.revocations.clone())
 }
 
+/// Whether the held view refuses `claims` now.
+pub fn is_revoked(claims: &AccessClaims) -> bool {
+    ISOLATE.with_borrow(|s| s.revocations.check(claims).is_some())
+}
+
 /// Applies `update` to the held view and keeps its result; the view is read and replaced in one
 /// borrow, so a concurrent request's update cannot be lost in between.
 pub fn update_revocations<E>(

@@ -155,6 +155,13 @@ fn fail_kv(error: &str) -> SyncError {
 /// The view for this request: memory, with the base list refreshed from KV when the interval
 /// has passed and KV's head says it holds a newer snapshot.
 pub async fn current(env: &Env, config: &Config) -> RevocationView {
+    refresh_from_kv(env, config).await;
+    // As held after the waits: another request may have installed a newer view meanwhile.
+    state::revocations()
+}
+
+/// Installs KV's snapshot if the interval has passed and KV's head says it is newer.
+async fn refresh_from_kv(env: &Env, config: &Config) {
     let held = state::revocations();
     // While the fast path keeps the view whole over a young base, KV has nothing it needs.
     let now = state::now_secs();
@@ -166,30 +173,30 @@ pub async fn current(env: &Env, config: &Config) -> RevocationView {
             .base()
             .is_some_and(|b| b.age_secs(now) < BASE_MAX_AGE_SECS);
     if whole || !state::claim_list_check(state::now_ms(), config.kv_refresh_ms) {
-        return held;
+        return;
     }
     let Ok(kv) = env.kv(KV_BINDING) else {
-        return held;
+        return;
     };
     let Ok(Some(kv_head)) = kv.get(KV_HEAD).json::<Head>().await else {
-        return held;
+        return;
     };
     if held
         .base()
         .is_some_and(|b| !is_newer((kv_head.seq, kv_head.issued_at), (b.seq(), b.issued_at())))
     {
-        return held;
+        return;
     }
     // Bytes, not text: a large string is slow to bring into wasm.
     let Ok(Some(bytes)) = kv.get(KV_SNAPSHOT).bytes().await else {
-        return held;
+        return;
     };
     let Ok(jws) = String::from_utf8(bytes) else {
-        return held;
+        return;
     };
-    match verify(env, config, &jws, keys::Asker::SignedList).await {
-        Ok(list) => state::update_revocations(|v| v.with_base(list)).unwrap_or(held),
-        Err(_) => held,
+    if let Ok(list) = verify(env, config, &jws, keys::Asker::SignedList).await {
+        // An older list than the one held is refused by the view; nothing to do then.
+        let _ = state::update_revocations(|v| v.with_base(list));
     }
 }
 

@@ -51,7 +51,15 @@ pub fn cleanup_batch(
     let lockouts = if stale.is_empty() {
         0
     } else {
-        diesel::delete(lockouts::table.filter(lockouts::user_id.eq_any(&stale))).execute(conn)?
+        // The same conditions again: an attempt reserved since the select reopened its row's
+        // window, and deleting that row would forget the attempt.
+        diesel::delete(
+            lockouts::table
+                .filter(lockouts::user_id.eq_any(&stale))
+                .filter(lockouts::locked_until.le(now))
+                .filter(lockouts::window_start.lt(now - i64::from(config.lockout.window_secs))),
+        )
+        .execute(conn)?
     };
     Ok(CleanupReport {
         sessions,

@@ -79,13 +79,18 @@ impl Revocations<'_> {
         Ok(true)
     }
 
-    /// Everything of a user: every session, and a cut-off for every access token issued up to
-    /// now (`issued_before` is exclusive, hence `now + 1`).
+    /// Everything of a user: every session, each with its own entry, and a cut-off for every
+    /// access token issued up to now (`issued_before` is exclusive, hence `now + 1`).
     pub fn user(&mut self, user_id: &str, reason: &str) -> Result<(), ApiError> {
         // A login holds this row while it starts a session: waiting for it here means its
         // session is ended below, not left alive beside the cut-off.
         users::lock_current(self.conn, user_id)?;
-        revocations::end_sessions_of(self.conn, user_id, self.now)?;
+        // The cut-off alone would miss a token a refresh (which does not take the user row) or
+        // a login issued with a later clock than this request's `now`: the sessions' own
+        // entries refuse every token of theirs, whenever it was issued.
+        for sid in revocations::end_sessions_of(self.conn, user_id, self.now)? {
+            revocations::insert(self.conn, Kind::Session, &sid, 0, self.horizon, self.now)?;
+        }
         revocations::insert(
             self.conn,
             Kind::User,

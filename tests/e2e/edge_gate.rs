@@ -54,6 +54,8 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
     let response = http()
         .get(format!("{}/", sys.edge.url))
         .header("X-Gatehouse-Sub", "x")
+        // CGI-style stacks (WSGI, Rack) read `_` as `-`: this spelling is ours too.
+        .header("X_Gatehouse_Scope", "admin")
         .send()
         .await
         .unwrap();
@@ -61,6 +63,11 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
     let seen = sys.origin.requests().await;
     assert_eq!(seen[0]["path"], "/");
     assert!(seen[0]["headers"].get("x-gatehouse-sub").is_none());
+    assert!(
+        seen[0]["headers"].get("x_gatehouse_scope").is_none(),
+        "{}",
+        seen[0]["headers"]
+    );
     let (status, _) = sys.get("/public/logo.svg", None).await;
     assert_eq!(status, 200);
 }

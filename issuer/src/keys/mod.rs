@@ -245,9 +245,19 @@ pub fn revoke(
             "{kid} is the active signing key: rotate first (`keys rotate`), then revoke it"
         )));
     }
-    diesel::update(signing_keys::table.find(kid))
-        .set(signing_keys::status.eq(REVOKED))
-        .execute(conn)?;
+    // Conditional: a promotion may have made it active since it was read.
+    let revoked = diesel::update(
+        signing_keys::table
+            .find(kid)
+            .filter(signing_keys::status.eq(&record.status)),
+    )
+    .set(signing_keys::status.eq(REVOKED))
+    .execute(conn)?;
+    if revoked == 0 {
+        return Err(ApiError::unavailable(
+            "the key changed status while being revoked; run the command again",
+        ));
+    }
     let expires_at = config
         .revocation_horizon(now)
         .max(now + KEY_REVOCATION_SECS);

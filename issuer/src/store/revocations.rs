@@ -75,16 +75,21 @@ pub(crate) fn end_session(
     .optional()?)
 }
 
-/// Marks every live session of a user revoked (the revocation service's part of a user cut-off).
-pub(crate) fn end_sessions_of(conn: &mut DbConn, user_id: &str, now: i64) -> Result<(), ApiError> {
-    diesel::update(
+/// Marks every live session of a user revoked (the revocation service's part of a user cut-off);
+/// returns their ids.
+pub(crate) fn end_sessions_of(
+    conn: &mut DbConn,
+    user_id: &str,
+    now: i64,
+) -> Result<Vec<String>, ApiError> {
+    Ok(diesel::update(
         sessions::table
             .filter(sessions::user_id.eq(user_id))
             .filter(sessions::revoked_at.is_null()),
     )
     .set(sessions::revoked_at.eq(now))
-    .execute(conn)?;
-    Ok(())
+    .returning(sessions::id)
+    .get_results(conn)?)
 }
 
 /// The high-water mark of `seq`: never goes down, because cleanup keeps the newest row.

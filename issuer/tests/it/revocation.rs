@@ -197,6 +197,40 @@ async fn the_snapshot_carries_live_revocations(backend: Backend) {
     assert_eq!(later.seq(), after.seq());
 }
 
+/// A user cut-off names each session it ends: a token issued with a later clock than the
+/// cut-off's own (a refresh on another replica, which does not take the user row) is refused
+/// by its session's entry, where the `issued_before` cut-off alone would let it through.
+async fn a_user_cut_off_names_each_session_it_ends(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    app.clock().advance(10);
+    let s = app.login("alice").await;
+    let access = str_of(&s, "access_token").to_owned();
+    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+    let verifier = Verifier::new(
+        keys.clone(),
+        VerifierOptions::new("https://issuer.test", "https://api.test"),
+    );
+    let claims = verifier.verify(&access, app.clock().now()).unwrap();
+    // The cut-off's request read its clock 10 s before the token was issued.
+    app.clock().advance(-10);
+    let (status, _) = app
+        .send("POST", "/v1/logout/all", None, Some(&access))
+        .await;
+    assert_eq!(status, Status::Ok);
+    app.clock().advance(10);
+    let (_, body) = app.send("GET", "/v1/revocations", None, None).await;
+    let opts = SnapshotOptions::new("https://issuer.test");
+    let list =
+        RevocationList::verify_snapshot(body.as_str().unwrap(), &keys, &opts, app.clock().now())
+            .unwrap();
+    assert_eq!(
+        list.check(&claims),
+        Some(gatehouse_shared::RevocationReason::Session)
+    );
+}
+
 /// The bearer check's in-memory view: this replica's own revocations apply to the next request;
 /// another replica's within `auth_cache_ms`; with 0, at once.
 async fn another_replicas_revocation_applies_within_the_cache_bound(backend: Backend) {
@@ -315,6 +349,22 @@ fn tally(app: &TestApp) -> (i64, i64, u64) {
     (entries, audits, metrics.revocations.get())
 }
 
+/// How many sessions of `uid` are live.
+fn live_sessions(app: &TestApp, uid: &str) -> i64 {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::sessions;
+    let uid = uid.to_owned();
+    app.store()
+        .run_sync(move |c| {
+            Ok(sessions::table
+                .filter(sessions::user_id.eq(&uid))
+                .filter(sessions::revoked_at.is_null())
+                .count()
+                .get_result::<i64>(c)?)
+        })
+        .unwrap()
+}
+
 /// Every way a revocation happens goes through the one revocation service: each writes one
 /// entry and its audit row in one transaction and counts once on the metric; one that fails
 /// writes and counts nothing.
@@ -323,9 +373,10 @@ async fn every_revocation_path_goes_through_the_service(backend: Backend) {
     let alice = app.register("alice").await;
     let admin = app.admin_token().await;
     let mut expected = tally(&app);
-    let mut step = |what: &str, app: &TestApp, revoked: bool| {
+    // A user-wide revocation also writes an entry per session it ends (`sessions`).
+    let mut step = |what: &str, app: &TestApp, revoked: bool, sessions: i64| {
         if revoked {
-            expected = (expected.0 + 1, expected.1 + 1, expected.2 + 1);
+            expected = (expected.0 + 1 + sessions, expected.1 + 1, expected.2 + 1);
         }
         assert_eq!(tally(app), expected, "{what}");
     };
@@ -341,7 +392,7 @@ async fn every_revocation_path_goes_through_the_service(backend: Backend) {
         app.send("POST", "/v1/logout", None, Some(&access)).await.0,
         Status::Ok
     );
-    step("logout", &app, true);
+    step("logout", &app, true, 0);
 
     let (access, _) = session(&app.login("alice").await);
     let body = format!("token={access}");
@@ -351,7 +402,7 @@ async fn every_revocation_path_goes_through_the_service(backend: Backend) {
             .0,
         Status::Ok
     );
-    step("RFC 7009, access token", &app, true);
+    step("RFC 7009, access token", &app, true, 0);
 
     let (access, refresh) = session(&app.login("alice").await);
     let body = format!("token={refresh}");
@@ -361,13 +412,13 @@ async fn every_revocation_path_goes_through_the_service(backend: Backend) {
             .0,
         Status::Ok
     );
-    step("RFC 7009, refresh token", &app, true);
+    step("RFC 7009, refresh token", &app, true, 0);
 
     let (_, refresh) = session(&app.login("alice").await);
     assert_eq!(app.refresh(&refresh).await.0, Status::Ok);
     app.clock().advance(10);
     assert_eq!(app.refresh(&refresh).await.0, Status::BadRequest);
-    step("refresh token reuse", &app, true);
+    step("refresh token reuse", &app, true, 0);
 
     let (access, _) = session(&app.login("alice").await);
     let sid = app.me(&access).await.1["sid"].as_str().unwrap().to_owned();
@@ -376,28 +427,30 @@ async fn every_revocation_path_goes_through_the_service(backend: Backend) {
         app.send("POST", &path, None, Some(&admin)).await.0,
         Status::Ok
     );
-    step("admin: a session", &app, true);
+    step("admin: a session", &app, true, 0);
 
+    let live = live_sessions(&app, &alice);
     let path = format!("/v1/admin/users/{alice}/revoke");
     assert_eq!(
         app.send("POST", &path, None, Some(&admin)).await.0,
         Status::Ok
     );
-    step("admin: a user", &app, true);
+    step("admin: a user", &app, true, live);
 
     let path = "/v1/admin/users/no-such-user/revoke";
     assert_eq!(
         app.send("POST", path, None, Some(&admin)).await.0,
         Status::NotFound
     );
-    step("admin: an unknown user writes nothing", &app, false);
+    step("admin: an unknown user writes nothing", &app, false, 0);
 
+    let live = live_sessions(&app, &alice);
     let path = format!("/v1/admin/users/{alice}/disable");
     assert_eq!(
         app.send("POST", &path, None, Some(&admin)).await.0,
         Status::Ok
     );
-    step("admin: disable", &app, true);
+    step("admin: disable", &app, true, live);
 
     let path = format!("/v1/admin/users/{alice}/enable");
     assert_eq!(
@@ -407,13 +460,14 @@ async fn every_revocation_path_goes_through_the_service(backend: Backend) {
     // Past the second of the cut-off, which covers every token issued in it.
     app.clock().advance(2);
     let (access, _) = session(&app.login("alice").await);
+    let live = live_sessions(&app, &alice);
     assert_eq!(
         app.send("POST", "/v1/logout/all", None, Some(&access))
             .await
             .0,
         Status::Ok
     );
-    step("logout everywhere", &app, true);
+    step("logout everywhere", &app, true, live);
 }
 
 /// The issuer's SQL and its bearer check's in-memory view hold to the shared revocation rule:
@@ -481,4 +535,5 @@ crate::on_both_backends!(
     logout_and_logout_everywhere,
     revocations_survive_a_restart,
     the_snapshot_carries_live_revocations,
+    a_user_cut_off_names_each_session_it_ends,
 );
