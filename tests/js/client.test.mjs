@@ -23,7 +23,7 @@ async function startSite(issuerEnv, { skewSeconds = 600 } = {}) {
   });
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const seen = { refreshGrants: 0 };
+  const seen = { refreshGrants: 0, logouts: [] };
   const server = createServer(async (req, res) => {
     const path = normalize(new URL(req.url, base).pathname).replace(/^(\.\.[/\\])+/, '');
     if (path.startsWith('/v1/')) {
@@ -37,6 +37,7 @@ async function startSite(issuerEnv, { skewSeconds = 600 } = {}) {
         body: req.method === 'GET' ? undefined : body,
       });
       let text = await upstream.text();
+      if (path === '/v1/logout') seen.logouts.push(upstream.status);
       // The app's clock runs ten minutes behind: it believes tokens live longer than they do,
       // so the edge's `expired` (here the issuer's, same contract) is what tells it.
       if (path === '/v1/token' && upstream.ok) {
@@ -165,6 +166,21 @@ test('two tabs with the refresh timer: it fires in both, one rotation; logout si
   const grantsAfterLogout = timed.seen.refreshGrants;
   await new Promise((r) => setTimeout(r, 4000));
   assert.equal(timed.seen.refreshGrants, grantsAfterLogout, 'no timer outlives the logout');
+  await context.close();
+});
+
+test('a logout after the access token expired refreshes first, so the issuer ends the session', { timeout: 120000 }, async () => {
+  // The app's clock right, no refresh timer: the token of 4 s is stale when the user logs out.
+  const idle = await startSite({}, { skewSeconds: 0 });
+  await idle.issuer.user('idle');
+  const context = await browser.newContext();
+  const page = await tab(context, '', idle);
+  await page.evaluate(([u, p]) => window.client.login(u, p), ['idle', PASSWORD]);
+  await new Promise((r) => setTimeout(r, (ACCESS_TTL_SECS + 1) * 1000));
+  await page.evaluate(() => window.client.logout());
+  assert.deepEqual(idle.seen.logouts, [200], 'the issuer took the logout');
+  assert.equal(idle.seen.refreshGrants, 1, 'one refresh, for a token the issuer accepts');
+  assert.equal(await page.evaluate(() => window.client.signedIn), false);
   await context.close();
 });
 

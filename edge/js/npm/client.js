@@ -159,14 +159,25 @@ export class GatehouseClient {
     return send(this.#tokens?.accessToken);
   }
 
-  /** Ends the session at the issuer and in every tab. */
+  /**
+   * Ends the session in every tab, and at the issuer with a token it accepts (refreshed first if
+   * due: an expired one would leave the session alive there). Signed out locally whatever
+   * happens; rejects with `logout_failed` if the issuer could not be told, so the app can say so.
+   */
   async logout() {
-    const token = this.#tokens?.accessToken;
+    // `session_revoked`: the session already ended at the issuer, nothing to tell it.
+    const token = await this.getAccessToken().catch((e) => (e.code === 'session_revoked' ? undefined : this.#tokens?.accessToken));
     this.#end('signedOut');
-    if (token) {
-      await this.#fetch(`${this.#issuer}/v1/logout`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })
-        .catch(() => {});
-    }
+    if (!token) return;
+    const response = await this.#fetch(`${this.#issuer}/v1/logout`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })
+      .catch((e) => {
+        throw new GatehouseClientError('logout_failed', `the issuer could not be reached: ${e.message}`);
+      });
+    if (response.ok) return;
+    const body = await response.json().catch(() => ({}));
+    // Revoked meanwhile (another tab, an admin): it has ended all the same.
+    if (response.status === 401 && body.code === 'revoked') return;
+    throw new GatehouseClientError('logout_failed', body.error_description ?? `the issuer answered HTTP ${response.status}`);
   }
 
   /** Stops timers and leaves the tab channel (the tokens stay where they are). */

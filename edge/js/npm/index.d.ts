@@ -86,6 +86,7 @@ export declare class GatehouseClient {
   getAccessToken(): Promise<string | undefined>;
   refresh(): Promise<void>;
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
+  /** Signs out in every tab; rejects with `logout_failed` if the issuer could not be told. */
   logout(): Promise<void>;
   close(): void;
 }
