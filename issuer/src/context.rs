@@ -117,16 +117,15 @@ pub fn bearer_token<'a>(req: &'a Request<'_>) -> Option<&'a str> {
 /// Verifies an access token the way every protected route does: signature and claims with the
 /// shared verifier, then revocations and the user's state in the database.
 pub async fn authenticate(
-    keys: &KeyRing,
+    keys: &Arc<KeyRing>,
     auth_cache: &AuthCache,
     db: &Db,
     now: i64,
     token: &str,
 ) -> Result<Authenticated, ApiError> {
     let claims = keys
-        .current()
-        .verifier
-        .verify(token, now)
+        .verify(db, token, now)
+        .await
         .map_err(|e| ApiError::InvalidToken(e.code()))?;
     match auth_cache.standing(db, &claims, now).await? {
         Standing::Active(user) => Ok(Authenticated {

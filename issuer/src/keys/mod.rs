@@ -7,10 +7,14 @@ mod seal;
 mod store;
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
-use gatehouse_shared::{Algorithm, KeySet, SigningKey, Verifier, VerifierOptions, VerifyingJwk};
+use gatehouse_shared::{
+    AccessClaims, Algorithm, ErrorCode, KeySet, SigningKey, Verifier, VerifierOptions, VerifyError,
+    VerifyingJwk,
+};
 use rocket::fairing::AdHoc;
 
 pub use seal::{SealedUnder, Sealer};
@@ -37,8 +41,15 @@ pub struct KeyState {
 
 pub struct KeyRing {
     sealer: Sealer,
+    config: Config,
     state: RwLock<Arc<KeyState>>,
+    /// When a token with an unknown `kid` last made this replica re-read the ring.
+    reread_at: Mutex<Option<Instant>>,
 }
+
+/// At most one re-read of the ring per this interval for unknown `kid`s, so garbage kids cannot
+/// turn every request into a database read.
+const UNKNOWN_KID_REREAD: Duration = Duration::from_secs(1);
 
 impl KeyRing {
     pub fn current(&self) -> Arc<KeyState> {
@@ -55,8 +66,48 @@ impl KeyRing {
         let state = build_state(conn, config, &sealer, now)?;
         Ok(Self {
             sealer,
+            config: config.clone(),
             state: RwLock::new(Arc::new(state)),
+            reread_at: Mutex::new(None),
         })
+    }
+
+    /// Verifies an access token with this replica's keys. A `kid` the ring does not know yet
+    /// (a rotation by the CLI or another replica since this replica's last refresh) re-reads
+    /// the ring from the database, at most once per second, and verifies once more: until the
+    /// next refresh, such tokens would otherwise be refused here, and a revocation of one
+    /// would revoke nothing.
+    pub async fn verify(
+        self: &Arc<Self>,
+        db: &Db,
+        token: &str,
+        now: i64,
+    ) -> Result<AccessClaims, VerifyError> {
+        let first = self.current().verifier.verify(token, now);
+        let unknown = matches!(&first, Err(e) if e.code() == ErrorCode::UnknownKid);
+        if !unknown || !self.claim_reread() {
+            return first;
+        }
+        let ring = Arc::clone(self);
+        if db
+            .run(move |c| ring.refresh(c, &ring.config, now))
+            .await
+            .is_err()
+        {
+            return first;
+        }
+        self.current().verifier.verify(token, now)
+    }
+
+    fn claim_reread(&self) -> bool {
+        let Ok(mut last) = self.reread_at.lock() else {
+            return false;
+        };
+        if last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_REREAD) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     /// Re-reads the database: picks up a rotation done by the CLI or another replica, promotes

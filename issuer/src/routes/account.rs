@@ -200,6 +200,7 @@ pub struct RevocationRequest {
 #[post("/v1/revoke", data = "<body>")]
 async fn revoke(
     config: &State<Config>,
+    db: &State<Db>,
     keys: &State<Arc<KeyRing>>,
     revoker: &State<Revoker>,
     now: Now,
@@ -218,7 +219,7 @@ async fn revoke(
     let may_revoke = |owner: &str| owner == auth.claims.sub || as_admin;
     if looks_like_jwt {
         // Only our own valid access tokens; an expired one needs no entry.
-        if let Ok(claims) = keys.current().verifier.verify(&token, now)
+        if let Ok(claims) = keys.verify(db, &token, now).await
             && may_revoke(&claims.sub)
         {
             let expires_at = claims.exp + i64::from(config.leeway_secs) + 1;

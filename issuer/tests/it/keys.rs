@@ -162,6 +162,45 @@ async fn replicas_share_the_sealed_key_ring(backend: Backend) {
     );
 }
 
+/// After `keys rotate` (the CLI, or another replica), a replica that has not refreshed its ring
+/// yet still takes the new key's tokens: an unknown `kid` re-reads the ring once. Before, it
+/// answered 401 `unknown_kid`, and `/v1/revoke` answered 200 while revoking nothing.
+async fn a_replica_behind_a_rotation_takes_the_new_keys_tokens(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(secret())).await;
+    app.register("alice").await;
+    let replica = app.replica().await;
+    let now = app.clock().now();
+    let config = app.config.clone();
+    let db = app.store().clone();
+    db.run_sync(move |c| keys::rotate(c, &config, now)).unwrap();
+    let ring = replica.rocket().state::<Arc<KeyRing>>().unwrap();
+    db.run_sync(|c| ring.refresh(c, &app.config, now)).unwrap();
+    let response = replica
+        .post("/v1/token")
+        .header(rocket::http::ContentType::Form)
+        .body(format!(
+            "grant_type=password&username=alice&password={PASSWORD}"
+        ))
+        .dispatch()
+        .await;
+    assert_eq!(response.status(), Status::Ok);
+    let tokens: serde_json::Value = response.into_json().await.unwrap();
+    let access = str_of(&tokens, "access_token").to_owned();
+    // `app` has not refreshed its ring since the rotation.
+    let (status, json) = app.me(&access).await;
+    assert_eq!(status, Status::Ok, "{json}");
+    let body = format!("token={access}");
+    let (status, _) = app
+        .send("POST", "/v1/revoke", Some(&body), Some(&access))
+        .await;
+    assert_eq!(status, Status::Ok);
+    let (status, json) = app.me(&access).await;
+    assert_eq!(
+        (status, str_of(&json, "code")),
+        (Status::Unauthorized, "revoked")
+    );
+}
+
 /// Two rotations at once (two operators, or two replicas' CLIs): every replica settles on the
 /// same signing key and exactly one stays active.
 async fn concurrent_rotations_settle_on_one_key(backend: Backend) {
@@ -542,4 +581,5 @@ crate::on_both_backends!(
     concurrent_rotations_settle_on_one_key,
     scheduled_rotation_publishes_the_next_key_first,
     login_rehashes_outdated_parameters,
+    a_replica_behind_a_rotation_takes_the_new_keys_tokens,
 );
