@@ -139,6 +139,10 @@ pub struct Db {
 impl Db {
     /// `min_idle` connections are kept open in the background (the server keeps one warm).
     pub fn connect(url: &DbUrl, pool_size: u32, min_idle: u32) -> Result<Self, String> {
+        // r2d2 asserts it (a panic at startup that names nothing).
+        if pool_size == 0 {
+            return Err("GATEHOUSE_DB_POOL_SIZE must be at least 1".to_owned());
+        }
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(min_idle))
@@ -283,5 +287,12 @@ mod tests {
                 .contains("unsupported")
         );
         assert!(DbUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn an_empty_pool_is_refused_by_name() {
+        let url = DbUrl::parse("sqlite://:memory:").unwrap();
+        let refused = Db::connect(&url, 0, 0).err().unwrap_or_default();
+        assert!(refused.contains("GATEHOUSE_DB_POOL_SIZE"), "{refused}");
     }
 }
