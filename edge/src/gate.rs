@@ -228,7 +228,7 @@ async fn authorize(
     // Entries are honoured even from a list too old to rely on: refusing is always safe. The
     // list as the isolate holds it now, not as it was before this request's waits (keys,
     // WebCrypto): another request may have installed a delta naming this token meanwhile.
-    if state::is_revoked(&claims) {
+    if state::with_revocations(|list| list.check(&claims).is_some()) {
         return Err(reply::unauthorized(realm, ErrorCode::Revoked));
     }
     if let Some(scope) = path.and_then(|p| config.required_scope(p))

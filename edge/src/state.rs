@@ -145,9 +145,9 @@ pub fn revocations() -> RevocationView {
     ISOLATE.with_borrow(|s| s.revocations.clone())
 }
 
-/// Whether the held view refuses `claims` now.
-pub fn is_revoked(claims: &AccessClaims) -> bool {
-    ISOLATE.with_borrow(|s| s.revocations.check(claims).is_some())
+/// `read` of the held view, without copying it.
+pub fn with_revocations<T>(read: impl FnOnce(&RevocationView) -> T) -> T {
+    ISOLATE.with_borrow(|s| read(&s.revocations))
 }
 
 /// Applies `update` to the held view and keeps its result; the view is read and replaced in one

@@ -162,16 +162,17 @@ pub async fn current(env: &Env, config: &Config) -> RevocationView {
 
 /// Installs KV's snapshot if the interval has passed and KV's head says it is newer.
 async fn refresh_from_kv(env: &Env, config: &Config) {
-    let held = state::revocations();
     // While the fast path keeps the view whole over a young base, KV has nothing it needs.
     let now = state::now_secs();
-    let whole = held.delta_is_contiguous()
-        && held
-            .delta()
-            .is_some_and(|d| d.list().age_secs(now) <= DELTA_MAX_AGE_SECS)
-        && held
-            .base()
-            .is_some_and(|b| b.age_secs(now) < BASE_MAX_AGE_SECS);
+    let whole = state::with_revocations(|held| {
+        held.delta_is_contiguous()
+            && held
+                .delta()
+                .is_some_and(|d| d.list().age_secs(now) <= DELTA_MAX_AGE_SECS)
+            && held
+                .base()
+                .is_some_and(|b| b.age_secs(now) < BASE_MAX_AGE_SECS)
+    });
     if whole || !state::claim_list_check(state::now_ms(), config.kv_refresh_ms) {
         return;
     }
@@ -181,10 +182,11 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
     let Ok(Some(kv_head)) = kv.get(KV_HEAD).json::<Head>().await else {
         return;
     };
-    if held
-        .base()
-        .is_some_and(|b| !is_newer((kv_head.seq, kv_head.issued_at), (b.seq(), b.issued_at())))
-    {
+    let head = (kv_head.seq, kv_head.issued_at);
+    if state::with_revocations(|held| {
+        held.base()
+            .is_some_and(|b| !is_newer(head, (b.seq(), b.issued_at())))
+    }) {
         return;
     }
     // Bytes, not text: a large string is slow to bring into wasm.

@@ -99,8 +99,8 @@ async fn tick(
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cleanup failed"),
     }
-    let (cfg, ring) = (config.clone(), Arc::clone(keys));
-    if let Err(e) = db.run(move |conn| ring.refresh(conn, &cfg, now)).await {
+    let ring = Arc::clone(keys);
+    if let Err(e) = db.run(move |conn| ring.refresh(conn, now)).await {
         tracing::warn!(error = %e, "key refresh failed");
     }
     rate_limit.prune();

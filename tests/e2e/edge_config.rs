@@ -5,7 +5,7 @@ use gatehouse_shared::{KeySet, RevocationList};
 use gatehouse_tests::{Edge, free_port, get_text, http, json_of, unix_now};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::system::{Options, System, access, push};
+use crate::system::{Options, System, access, get, push};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sync_endpoint_refuses_forgeries_and_old_snapshots() {
@@ -131,14 +131,7 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
     ] {
         assert!(problems.contains(expected), "{expected} in {problems}");
     }
-    let (status, json) = json_of(
-        http()
-            .get(format!("{}/api/x", edge.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, json) = get(&edge, "/api/x", None).await;
     assert_eq!(
         (status, json["code"].as_str()),
         (503, Some("misconfigured"))
@@ -181,15 +174,7 @@ async fn scope_rules_are_canonical_and_a_broken_one_fails_closed() {
     .await;
     let problems = broken.health().await["problems"].to_string();
     assert!(problems.contains("admin%2F"), "{problems}");
-    let (status, json) = json_of(
-        http()
-            .get(format!("{}/api/admin/x", broken.url))
-            .header("Authorization", format!("Bearer {}", access(&tokens)))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, json) = get(&broken, "/api/admin/x", Some(access(&tokens))).await;
     assert_eq!(
         (status, json["code"].as_str()),
         (503, Some("misconfigured")),

@@ -83,11 +83,7 @@ impl System {
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let mut req = http().get(format!("{}{path}", self.edge.url));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        json_of(req.send().await.expect("edge request")).await
+        get(&self.edge, path, token).await
     }
 
     /// Claims as the issuer would sign them, to be changed by the scenario.
@@ -114,6 +110,15 @@ impl System {
 
 pub fn access(tokens: &Value) -> &str {
     tokens["access_token"].as_str().unwrap()
+}
+
+/// `GET path` at `edge`, with `token` as the bearer if given.
+pub async fn get(edge: &Edge, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = http().get(format!("{}{path}", edge.url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    json_of(req.send().await.expect("edge request")).await
 }
 
 /// `POST /_gatehouse/sync` of `body` (a signed list, or anything a client might send).

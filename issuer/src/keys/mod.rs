@@ -41,6 +41,7 @@ pub struct KeyState {
 
 pub struct KeyRing {
     sealer: Sealer,
+    /// The configuration it was loaded with, for every re-read.
     config: Config,
     state: RwLock<Arc<KeyState>>,
     /// When a token with an unknown `kid` last made this replica re-read the ring.
@@ -89,11 +90,7 @@ impl KeyRing {
             return first;
         }
         let ring = Arc::clone(self);
-        if db
-            .run(move |c| ring.refresh(c, &ring.config, now))
-            .await
-            .is_err()
-        {
+        if db.run(move |c| ring.refresh(c, now)).await.is_err() {
             return first;
         }
         self.current().verifier.verify(token, now)
@@ -112,8 +109,8 @@ impl KeyRing {
 
     /// Re-reads the database: picks up a rotation done by the CLI or another replica, promotes
     /// a scheduled key when its time comes, and drops retired keys whose grace has ended.
-    pub fn refresh(&self, conn: &mut DbConn, config: &Config, now: i64) -> Result<(), ApiError> {
-        let state = build_state(conn, config, &self.sealer, now)?;
+    pub fn refresh(&self, conn: &mut DbConn, now: i64) -> Result<(), ApiError> {
+        let state = build_state(conn, &self.config, &self.sealer, now)?;
         if let Ok(mut slot) = self.state.write() {
             *slot = Arc::new(state);
         }

@@ -198,8 +198,7 @@ async fn start_session(
                 write_tx(c, |c| {
                     match credentials::recheck(c, &checked)? {
                         Recheck::Unchanged => {}
-                        Recheck::NewHash(current) => return Ok(Err(Some(current))),
-                        Recheck::Gone => return Ok(Err(None)),
+                        changed => return Ok(Err(changed)),
                     }
                     lockout::record_success(c, &checked.id)?;
                     let Some(scope) = scope else {
@@ -221,7 +220,7 @@ async fn start_session(
             .await?;
         match outcome {
             Ok(commit) => return Ok(commit),
-            Err(Some(current)) if !last_try => {
+            Err(Recheck::NewHash(current)) if !last_try => {
                 let hash = Some(current.password_hash.clone());
                 if !grants.hasher.verify(password.clone(), hash).await? {
                     return Ok(Commit::Refused);

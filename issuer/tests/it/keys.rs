@@ -29,9 +29,7 @@ async fn published_kids(app: &TestApp) -> Vec<String> {
 fn refresh_ring(app: &TestApp) {
     let ring = app.client.rocket().state::<Arc<KeyRing>>().unwrap();
     let now = app.clock().now();
-    app.store()
-        .run_sync(|c| ring.refresh(c, &app.config, now))
-        .unwrap();
+    app.store().run_sync(|c| ring.refresh(c, now)).unwrap();
 }
 
 async fn rotation_keeps_old_tokens_valid_until_they_expire(backend: Backend) {
@@ -174,7 +172,7 @@ async fn a_replica_behind_a_rotation_takes_the_new_keys_tokens(backend: Backend)
     let db = app.store().clone();
     db.run_sync(move |c| keys::rotate(c, &config, now)).unwrap();
     let ring = replica.rocket().state::<Arc<KeyRing>>().unwrap();
-    db.run_sync(|c| ring.refresh(c, &app.config, now)).unwrap();
+    db.run_sync(|c| ring.refresh(c, now)).unwrap();
     let response = replica
         .post("/v1/token")
         .header(rocket::http::ContentType::Form)
@@ -235,8 +233,7 @@ async fn concurrent_rotations_settle_on_one_key(backend: Backend) {
     assert!(!winners.is_empty());
     refresh_ring(&app);
     let ring = replica.rocket().state::<Arc<KeyRing>>().unwrap();
-    db_b.run_sync(|c| ring.refresh(c, &app.config, now))
-        .unwrap();
+    db_b.run_sync(|c| ring.refresh(c, now)).unwrap();
     let listed = app.store().run_sync(keys::list).unwrap();
     let active: Vec<_> = listed
         .iter()
