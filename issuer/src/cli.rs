@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::password::{HashPolicy, check_password_policy, normalize_username};
 use crate::revoker::Revoker;
 use crate::store::{audit, users};
-use crate::sync::Snapshots;
+use crate::sync::{Push, Snapshots};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -361,7 +361,11 @@ fn revocations_push() -> Result<(), String> {
             .map_err(fail)?;
         let mut failed = 0;
         for url in &config.edge_sync_urls {
-            if snapshots.push(url, &jws, &metrics).await {
+            if snapshots
+                .push(url, &jws, &metrics, std::future::pending())
+                .await
+                == Push::Landed
+            {
                 println!("pushed to {url}");
             } else {
                 failed += 1;

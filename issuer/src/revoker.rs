@@ -133,6 +133,7 @@ impl Revoker {
         work: impl FnOnce(&mut Revocations<'_>) -> Result<T, ApiError>,
     ) -> Result<(T, u64), ApiError> {
         write_tx(conn, |conn| {
+            revocations::order_writes(conn)?;
             let mut revocations = Revocations {
                 conn,
                 now,

@@ -1,5 +1,5 @@
 //! The signed revocation snapshot: built from the database, cached while nothing changes, served
-//! at `GET /v1/revocations` and pushed, coalesced, to every edge sync URL at once. Beside it, the
+//! at `GET /v1/revocations` and pushed, coalesced, to each edge sync URL by its own task. Beside it, the
 //! signed delta (`GET /v1/revocations/delta`), the edge's fast path: rebuilt when a revocation
 //! lands and re-signed at most once a second otherwise, so every location that polls it learns a
 //! revocation within about a second.
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use gatehouse_shared::SigningKey;
 use rocket::fairing::AdHoc;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, Notify, watch};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -38,6 +38,8 @@ pub struct Snapshots {
     cache: Mutex<Option<Cached>>,
     delta: Mutex<Option<Cached>>,
     changed: Notify,
+    /// The newest snapshot to push; each edge URL's delivery task watches it.
+    latest: watch::Sender<Option<Arc<str>>>,
     client: reqwest::Client,
 }
 
@@ -51,6 +53,7 @@ impl Snapshots {
             cache: Mutex::new(None),
             delta: Mutex::new(None),
             changed: Notify::new(),
+            latest: watch::Sender::new(None),
             client,
         })
     }
@@ -135,8 +138,16 @@ impl Snapshots {
         Ok(jws)
     }
 
-    /// Pushes `jws` to `url`, retrying with exponential backoff. Returns whether it landed.
-    pub async fn push(&self, url: &str, jws: &str, metrics: &Metrics) -> bool {
+    /// Pushes `jws` to `url`, retrying with exponential backoff. A wait between attempts ends
+    /// early when `newer` resolves: a newer document is due, and retrying this one is moot.
+    pub async fn push(
+        &self,
+        url: &str,
+        jws: &str,
+        metrics: &Metrics,
+        newer: impl Future<Output = ()>,
+    ) -> Push {
+        let mut newer = std::pin::pin!(newer);
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=PUSH_ATTEMPTS {
             let sent = self
@@ -149,10 +160,10 @@ impl Snapshots {
             match sent {
                 Ok(resp) if resp.status().is_success() => {
                     metrics.pushes_ok.inc();
-                    return true;
+                    return Push::Landed;
                 }
                 // The edge already holds something newer: nothing to retry.
-                Ok(resp) if resp.status().as_u16() == 409 => return true,
+                Ok(resp) if resp.status().as_u16() == 409 => return Push::Landed,
                 Ok(resp) => {
                     tracing::warn!(%url, status = %resp.status(), attempt, "snapshot push refused");
                 }
@@ -162,50 +173,72 @@ impl Snapshots {
             }
             metrics.pushes_failed.inc();
             if attempt < PUSH_ATTEMPTS {
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = &mut newer => return Push::Superseded,
+                }
                 delay *= 2;
             }
         }
-        false
+        Push::Failed
     }
 
-    /// Builds the current snapshot and pushes it to every URL concurrently, so one dead edge
-    /// does not delay the others. Failures are logged: the edge's cron pull repairs whatever a
-    /// push misses.
-    pub async fn push_all(
-        &self,
-        db: &Db,
-        keys: &KeyRing,
-        config: &Config,
-        clock: &Clock,
-        metrics: &Metrics,
-    ) {
-        match self.current(db, keys, config, clock.now()).await {
-            Ok(jws) => {
-                let pushes = config
-                    .edge_sync_urls
-                    .iter()
-                    .map(|url| self.push(url, &jws, metrics));
-                futures_util::future::join_all(pushes).await;
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot build the snapshot to push"),
-        }
-    }
-
-    async fn run_pusher(
+    /// Builds the snapshot after each burst of revocations and hands it to the URLs' delivery
+    /// tasks, without waiting for any of them.
+    async fn run_builder(
         self: Arc<Self>,
         db: Db,
         keys: Arc<KeyRing>,
         config: Config,
         clock: Arc<Clock>,
-        metrics: Arc<Metrics>,
     ) {
         loop {
             self.changed.notified().await;
             tokio::time::sleep(COALESCE).await;
-            self.push_all(&db, &keys, &config, &clock, &metrics).await;
+            match self.current(&db, &keys, &config, clock.now()).await {
+                Ok(jws) => {
+                    self.latest.send_replace(Some(jws));
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot build the snapshot to push"),
+            }
         }
     }
+
+    /// One edge's delivery: the newest snapshot, retried until it lands or a newer one replaces
+    /// it. One task per URL, so a dead or hung edge delays no push to the others, this one's or
+    /// the next. What a push misses, the edge's cron pull repairs.
+    async fn deliver(
+        self: Arc<Self>,
+        url: String,
+        mut latest: watch::Receiver<Option<Arc<str>>>,
+        metrics: Arc<Metrics>,
+    ) {
+        while latest.changed().await.is_ok() {
+            loop {
+                let Some(jws) = latest.borrow_and_update().clone() else {
+                    break;
+                };
+                let newer = async {
+                    // The sender lives as long as `self`: an error cannot happen while we run.
+                    let _ = latest.changed().await;
+                };
+                if self.push(&url, &jws, &metrics, newer).await != Push::Superseded {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// How a push ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// The edge took it, or already held something newer.
+    Landed,
+    /// Every attempt failed.
+    Failed,
+    /// A newer document arrived between attempts.
+    Superseded,
 }
 
 /// The snapshot cache at ignite; the pusher at liftoff (only with edge sync URLs).
@@ -230,12 +263,15 @@ pub fn stage() -> AdHoc {
                         return;
                     }
                     tracing::info!(urls = ?config.edge_sync_urls, "pushing revocation snapshots");
-                    tokio::spawn(Arc::clone(snapshots).run_pusher(
+                    for url in &config.edge_sync_urls {
+                        let latest = snapshots.latest.subscribe();
+                        tokio::spawn(Arc::clone(snapshots).deliver(url.clone(), latest, Arc::clone(metrics)));
+                    }
+                    tokio::spawn(Arc::clone(snapshots).run_builder(
                         db.clone(),
                         Arc::clone(keys),
                         config.clone(),
                         Arc::clone(clock),
-                        Arc::clone(metrics),
                     ));
                 })
             })),

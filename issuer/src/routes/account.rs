@@ -101,7 +101,7 @@ async fn change_password(
         metrics,
         &user,
         reservation,
-        current_password,
+        current_password.clone(),
         (now, cfg),
         "password_change_failed",
     )
@@ -111,28 +111,46 @@ async fn change_password(
         Checked::Wrong => return Err(ApiError::InvalidPassword("the current password is wrong")),
         Checked::LockedOut { retry_after } => return Err(ApiError::LockedOut { retry_after }),
     }
-    let (sub, sid) = (auth.claims.sub.clone(), auth.claims.sid.clone());
     let changed = async {
         let hash = hasher.hash(new_password).await?;
-        revoker
-            .run(now, move |r| {
-                // Two changes at once: the second finds the hash it checked replaced, and fails.
-                if !matches!(credentials::recheck(r.conn(), &user)?, Recheck::Unchanged) {
-                    return Err(ApiError::InvalidPassword(
-                        "the password was changed meanwhile",
-                    ));
+        let mut checked = user;
+        for last_try in [false, true] {
+            let (sub, sid) = (auth.claims.sub.clone(), auth.claims.sid.clone());
+            let (hash, against) = (hash.clone(), checked.clone());
+            let outcome = revoker
+                .run(now, move |r| {
+                    match credentials::recheck(r.conn(), &against)? {
+                        Recheck::Unchanged => {}
+                        changed => return Ok(Err(changed)),
+                    }
+                    lockout::record_success(r.conn(), &sub)?;
+                    users::set_password_hash(r.conn(), &sub, &hash)?;
+                    let now = r.now();
+                    audit::record(r.conn(), now, "password_changed", Some(&sub), &json!({}))?;
+                    let others = sessions::live_ids_of(r.conn(), &sub, &sid)?;
+                    for id in &others {
+                        r.session(id, "password_changed")?;
+                    }
+                    Ok(Ok(others.len()))
+                })
+                .await?;
+            match outcome {
+                Ok(others) => return Ok(others),
+                // A new hash of the same password (a parallel login's argon2 upgrade) is no
+                // change: check against it once. Another password, or a disabled account, is.
+                Err(Recheck::NewHash(current)) if !last_try => {
+                    let stored = Some(current.password_hash.clone());
+                    if !hasher.verify(current_password.clone(), stored).await? {
+                        break;
+                    }
+                    checked = current;
                 }
-                lockout::record_success(r.conn(), &sub)?;
-                users::set_password_hash(r.conn(), &sub, &hash)?;
-                let now = r.now();
-                audit::record(r.conn(), now, "password_changed", Some(&sub), &json!({}))?;
-                let others = sessions::live_ids_of(r.conn(), &sub, &sid)?;
-                for id in &others {
-                    r.session(id, "password_changed")?;
-                }
-                Ok(others.len())
-            })
-            .await
+                Err(_) => break,
+            }
+        }
+        Err(ApiError::InvalidPassword(
+            "the password was changed meanwhile",
+        ))
     }
     .await;
     let others_revoked = match changed {

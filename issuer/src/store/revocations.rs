@@ -1,6 +1,8 @@
 //! Revocation entries. `seq` comes from the database (BIGSERIAL / AUTOINCREMENT), so it grows
-//! across replicas; an entry is kept until the last access token it can affect has expired.
+//! across replicas, and entries commit in `seq` order ([`order_writes`]); an entry is kept until
+//! the last access token it can affect has expired.
 
+use diesel::connection::SimpleConnection as _;
 use diesel::dsl::max;
 use diesel::prelude::*;
 use gatehouse_shared::{AccessClaims, RevocationDelta, RevocationKind, RevocationList};
@@ -8,6 +10,21 @@ use gatehouse_shared::{AccessClaims, RevocationDelta, RevocationKind, Revocation
 use crate::db::DbConn;
 use crate::db::schema::{revocations, sessions};
 use crate::error::ApiError;
+
+/// The PostgreSQL advisory lock that orders revocation writes.
+const WRITE_ORDER_LOCK: i64 = 0x6761_7465_7265_766b;
+
+/// Makes entries commit in `seq` order. A BIGSERIAL number is taken at insert, not at commit, so
+/// without this a transaction holding `seq` 10 could commit after one holding 11, and a list
+/// stamped 11 (the snapshot cache's key, what edges compare) would lack 10. Every revocation
+/// transaction takes this lock first, before any row lock, so waiting on it cannot deadlock,
+/// and holds it to its commit. SQLite's `BEGIN IMMEDIATE` already serialises writers.
+pub(crate) fn order_writes(conn: &mut DbConn) -> Result<(), ApiError> {
+    if let DbConn::Postgres(c) = conn {
+        c.batch_execute(&format!("SELECT pg_advisory_xact_lock({WRITE_ORDER_LOCK})"))?;
+    }
+    Ok(())
+}
 
 /// Writes one entry and returns its `seq`. Only the revocation service (`crate::revoker`)
 /// writes entries, so each comes with its audit row and what must follow it.

@@ -89,10 +89,13 @@ async fn a_password_change_checks_the_password_under_the_lockout(backend: Backen
 
 /// Alice's login with the right password while another transaction holds her account row,
 /// having set its hash to `hash` (uncommitted); that transaction commits 800 ms later.
-async fn login_while_a_hash_change_is_held(
+/// Sends `request` while another transaction holds a change of the user's hash, and lets the
+/// change commit 800 ms later.
+async fn while_a_hash_change_is_held(
     app: &TestApp,
     uid: String,
     hash: String,
+    request: impl Future<Output = (Status, serde_json::Value)>,
 ) -> (Status, serde_json::Value) {
     let (started, wait_started) = std::sync::mpsc::channel::<()>();
     let (let_go, wait_let_go) = std::sync::mpsc::channel::<()>();
@@ -113,11 +116,20 @@ async fn login_while_a_hash_change_is_held(
         std::thread::sleep(Duration::from_millis(800));
         let_go.send(()).unwrap();
     });
-    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
-    let answer = app.send("POST", "/v1/token", Some(&body), None).await;
+    let answer = request.await;
     releaser.join().unwrap();
     changer.join().unwrap();
     answer
+}
+
+async fn login_while_a_hash_change_is_held(
+    app: &TestApp,
+    uid: String,
+    hash: String,
+) -> (Status, serde_json::Value) {
+    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
+    let login = app.send("POST", "/v1/token", Some(&body), None);
+    while_a_hash_change_is_held(app, uid, hash, login).await
 }
 
 /// The password is checked before the login's transaction; a password change that commits in
@@ -144,6 +156,41 @@ async fn a_login_that_races_another_logins_rehash_succeeds(backend: Backend) {
     let (status, json) = login_while_a_hash_change_is_held(&app, uid.clone(), rehashed).await;
     assert_eq!(status, Status::Ok, "{json}");
     assert!(kinds(&app, &uid).iter().any(|k| k == "login_ok"));
+}
+
+/// The same race on a password change: a parallel login's rehash of the current password is
+/// no change of it, and the change goes through.
+async fn a_password_change_that_races_a_logins_rehash_succeeds(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let access = str_of(&app.login("alice").await, "access_token").to_owned();
+    let rehashed = HashPolicy::fast_for_tests().hash(PASSWORD).unwrap();
+    let new_password = "violet-harbor-9241";
+    let body = format!("current_password={PASSWORD}&new_password={new_password}");
+    let change = app.send("POST", "/v1/password", Some(&body), Some(&access));
+    let (status, json) = while_a_hash_change_is_held(&app, uid.clone(), rehashed, change).await;
+    assert_eq!(status, Status::Ok, "{json}");
+    let login = format!("grant_type=password&username=alice&password={new_password}");
+    assert_eq!(
+        app.send("POST", "/v1/token", Some(&login), None).await.0,
+        Status::Ok
+    );
+
+    // A real change in between (another password) still wins over this one.
+    let (_, session) = app.send("POST", "/v1/token", Some(&login), None).await;
+    let access = str_of(&session, "access_token").to_owned();
+    let other = HashPolicy::fast_for_tests()
+        .hash("other-password-5150")
+        .unwrap();
+    let body = format!("current_password={new_password}&new_password=lost-update-8675");
+    let change = app.send("POST", "/v1/password", Some(&body), Some(&access));
+    let (status, json) = while_a_hash_change_is_held(&app, uid, other, change).await;
+    assert_eq!(status, Status::BadRequest, "{json}");
+    let lost = "grant_type=password&username=alice&password=lost-update-8675";
+    assert_eq!(
+        app.send("POST", "/v1/token", Some(lost), None).await.0,
+        Status::BadRequest
+    );
 }
 
 async fn a_refused_scope_gives_the_attempt_back_and_is_audited(backend: Backend) {
@@ -224,6 +271,7 @@ crate::on_both_backends!(
     a_password_change_checks_the_password_under_the_lockout,
     a_login_that_races_a_password_change_starts_no_session,
     a_login_that_races_another_logins_rehash_succeeds,
+    a_password_change_that_races_a_logins_rehash_succeeds,
     a_refused_scope_gives_the_attempt_back_and_is_audited,
     admin_powers_need_the_admin_scope,
     an_empty_grant_type_is_a_missing_one,

@@ -4,8 +4,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gatehouse_issuer::maintenance;
+use gatehouse_issuer::revoker::Revoker;
 use gatehouse_issuer::store::revocations;
-use gatehouse_shared::{KeySet, RevocationList, SnapshotOptions};
+use gatehouse_shared::{
+    KeySet, RevocationList, RevocationReason, SnapshotOptions, Verifier, VerifierOptions,
+};
 use rocket::http::Status;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -101,7 +104,8 @@ async fn revocations_are_pushed_coalesced(backend: Backend) {
 }
 
 /// Pushes go to every edge at once: one that accepts the connection and never answers (up to
-/// five attempts of five seconds each) does not hold back the others.
+/// five attempts of five seconds each) does not hold back the others, neither this push nor
+/// the next one.
 async fn a_hung_edge_does_not_delay_the_others(backend: Backend) {
     let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hung_url = format!("http://{}/_gatehouse/sync", hung.local_addr().unwrap());
@@ -115,18 +119,84 @@ async fn a_hung_edge_does_not_delay_the_others(backend: Backend) {
     let urls = vec![hung_url, rx.url.clone()];
     let app = TestApp::start_with(backend, move |c| c.edge_sync_urls = urls).await;
     app.register("alice").await;
-    let token = str_of(&app.login("alice").await, "access_token").to_owned();
-    let started = std::time::Instant::now();
+    for pushed in 1..=2 {
+        let token = str_of(&app.login("alice").await, "access_token").to_owned();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            app.send("POST", "/v1/logout", None, Some(&token)).await.0,
+            Status::Ok
+        );
+        while rx.bodies.lock().unwrap().len() < pushed {
+            assert!(
+                started.elapsed() < Duration::from_secs(4),
+                "push {pushed} waited behind the hung edge"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Entries commit in `seq` order: a revocation that took its `seq` first but commits last is
+/// in the next snapshot, not hidden behind a cached one already stamped with a higher `seq`.
+async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+    let verifier = Verifier::new(
+        keys.clone(),
+        VerifierOptions::new("https://issuer.test", "https://api.test"),
+    );
+    let mut claims = Vec::new();
+    for _ in 0..2 {
+        let token = str_of(&app.login("alice").await, "access_token").to_owned();
+        claims.push(verifier.verify(&token, app.clock().now()).unwrap());
+    }
+    let [first, second] = [&claims[0], &claims[1]].map(|c| (c.jti.clone(), c.sub.clone(), c.exp));
+    let now = app.clock().now();
+    let revoker = || Revoker::for_command(app.store().clone(), app.config.clone());
+
+    // The first transaction writes its entry and holds its commit until told.
+    let (wrote, written) = std::sync::mpsc::channel();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let slow = {
+        let revoker = revoker();
+        std::thread::spawn(move || {
+            revoker.run_sync(now, |r| {
+                r.token(&first.0, &first.1, first.2)?;
+                wrote.send(()).unwrap();
+                held.recv().unwrap();
+                Ok(())
+            })
+        })
+    };
+    written.recv().unwrap();
+    let fast = {
+        let revoker = revoker();
+        std::thread::spawn(move || {
+            revoker.run_sync(now, |r| r.token(&second.0, &second.1, second.2))
+        })
+    };
+    // Whatever is committed now is snapshotted (and cached) before the first commits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        app.send("POST", "/v1/logout", None, Some(&token)).await.0,
+        app.send("GET", "/v1/revocations", None, None).await.0,
         Status::Ok
     );
-    while rx.bodies.lock().unwrap().is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(4),
-            "the push waited behind the hung edge"
+    release.send(()).unwrap();
+    slow.join().unwrap().unwrap();
+    fast.join().unwrap().unwrap();
+
+    let (status, body) = app.send("GET", "/v1/revocations", None, None).await;
+    assert_eq!(status, Status::Ok);
+    let opts = SnapshotOptions::new("https://issuer.test");
+    let list = RevocationList::verify_snapshot(body.as_str().unwrap(), &keys, &opts, now).unwrap();
+    for (which, c) in ["the late commit", "the early commit"].iter().zip(&claims) {
+        assert_eq!(
+            list.check(c),
+            Some(RevocationReason::Token),
+            "{which} is in the snapshot"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -158,5 +228,6 @@ async fn cleanup_removes_only_what_expired(backend: Backend) {
 crate::on_both_backends!(
     revocations_are_pushed_coalesced,
     a_hung_edge_does_not_delay_the_others,
+    a_late_commit_is_in_the_next_snapshot,
     cleanup_removes_only_what_expired
 );
