@@ -1,6 +1,8 @@
 //! Verification keys: pinned from the `JWKS` var, or fetched from the issuer and cached in
-//! isolate memory and KV. A fetched key set is held for `KEYS_TTL_SECS`, then refreshed off the
-//! request path, so a key the issuer dropped stops verifying everywhere within that bound. A key
+//! isolate memory and KV. A fetched key set is held for `KEYS_TTL_SECS` from its fetch, then
+//! refreshed off the request path, so a key the issuer dropped stops verifying everywhere within
+//! that bound; the KV copy carries its fetch time, so an isolate that loads it does not start
+//! the TTL again (cold isolates come and go, and their copy could otherwise never age). A key
 //! the revocation list names (an emergency `keys revoke KID` at the issuer, carried by the fast
 //! path) is dropped at once, whatever the key set says. An unknown `kid` triggers one refetch
 //! per cooldown, so a flood of garbage kids cannot hammer the issuer.
@@ -8,6 +10,7 @@
 use std::rc::Rc;
 
 use gatehouse_shared::{KeySet, Verifier};
+use serde::{Deserialize, Serialize};
 use worker::Env;
 
 use crate::config::Config;
@@ -15,36 +18,46 @@ use crate::{state, upstream};
 
 pub const KV_BINDING: &str = "GATEHOUSE_KV";
 const KV_JWKS: &str = "jwks";
+/// The KV copy's metadata: when the key set was fetched from the issuer.
+#[derive(Serialize, Deserialize)]
+struct Fetched {
+    at_ms: f64,
+}
 
-/// Installs `keys` without the ones the revocation list revokes.
-fn install(config: &Config, keys: &KeySet) -> Rc<Verifier> {
+/// Installs `keys`, fetched from the issuer at `fetched_ms`, without the ones the revocation
+/// list revokes.
+fn install(config: &Config, keys: &KeySet, fetched_ms: f64) -> Rc<Verifier> {
     let revocations = state::revocations();
     let kept = keys
         .keys()
         .iter()
         .filter(|k| !revocations.revokes_key(k.kid()))
         .cloned();
-    state::set_verifier(Verifier::new(KeySet::new(kept), config.verifier.clone()))
+    let verifier = Verifier::new(KeySet::new(kept), config.verifier.clone());
+    state::set_verifier(verifier, fetched_ms.min(state::now_ms()))
 }
 
 /// The current verifier: memory, else pinned keys, else KV, else the issuer.
 pub async fn verifier(env: &Env, config: &Config) -> Option<Rc<Verifier>> {
-    if let Some((v, _)) = state::verifier() {
+    if let Some((v, age_ms)) = state::verifier() {
         let revocations = state::revocations();
         if v.keys().kids().any(|kid| revocations.revokes_key(kid)) {
-            return Some(install(config, v.keys()));
+            return Some(install(config, v.keys(), state::now_ms() - age_ms));
         }
         return Some(v);
     }
     if let Some(pinned) = &config.pinned_keys {
-        return Some(install(config, pinned));
+        return Some(install(config, pinned, state::now_ms()));
     }
+    // A copy older than the TTL is used like a held set past it: at once, while a refetch runs.
+    // One without a fetch time (written by an older version) counts as expired.
     if let Ok(kv) = env.kv(KV_BINDING)
-        && let Ok(Some(json)) = kv.get(KV_JWKS).text().await
+        && let Ok((Some(json), fetched)) = kv.get(KV_JWKS).text_with_metadata::<Fetched>().await
         && let Ok(keys) = KeySet::from_json(&json)
         && !keys.is_empty()
     {
-        return Some(install(config, &keys));
+        let fetched_ms = fetched.map_or(f64::NEG_INFINITY, |f| f.at_ms);
+        return Some(install(config, &keys, fetched_ms));
     }
     refetch(env, config, Asker::Client).await
 }
@@ -91,14 +104,30 @@ pub async fn refetch(env: &Env, config: &Config, asker: Asker) -> Option<Rc<Veri
         .map_err(|e| worker::console_warn!("gatehouse: fetching the key set failed: {e}"))
         .ok()?;
     let keys = KeySet::from_json(&json).ok().filter(|k| !k.is_empty())?;
-    // KV takes about a thousand writes a day on the Free plan: write only what changed.
-    if let Ok(kv) = env.kv(KV_BINDING)
-        && kv.get(KV_JWKS).text().await.ok().flatten().as_deref() != Some(json.as_str())
-        && let Ok(put) = kv.put(KV_JWKS, json.as_str())
-        && let Err(e) = put.execute().await
+    let fetched_ms = state::now_ms();
+    store(env, &json, fetched_ms).await;
+    Some(install(config, &keys, fetched_ms))
+}
+
+/// Writes the key set to KV with its fetch time, only when it changed: KV takes about a
+/// thousand writes a day on the Free plan. So an unchanged copy ages, and a new isolate that
+/// loads it refetches in the background. Failures are logged, not reported as a sync failure:
+/// the copy only spares new isolates a fetch on their first request.
+async fn store(env: &Env, json: &str, fetched_ms: f64) {
+    let Ok(kv) = env.kv(KV_BINDING) else {
+        return;
+    };
+    if kv.get(KV_JWKS).text().await.ok().flatten().as_deref() == Some(json) {
+        return;
+    }
+    let written = match kv
+        .put(KV_JWKS, json)
+        .and_then(|put| put.metadata(Fetched { at_ms: fetched_ms }))
     {
-        // Logged, not reported as a sync failure: the copy only spares cold isolates a fetch.
+        Ok(put) => put.execute().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = written {
         worker::console_warn!("gatehouse: storing the key set in KV failed: {e}");
     }
-    Some(install(config, &keys))
 }

@@ -14,8 +14,8 @@ use crate::config::Config;
 struct Isolate {
     config: Option<Rc<Config>>,
     verifier: Option<Rc<Verifier>>,
-    /// When the held key set was loaded: after `KEYS_TTL_SECS` it is refreshed.
-    keys_loaded_ms: Option<f64>,
+    /// When the held key set was fetched from the issuer: after `KEYS_TTL_SECS` it is refreshed.
+    keys_fetched_ms: Option<f64>,
     /// Tokens a verifier accepted; the cache empties itself when another verifier uses it.
     verified: Option<VerifiedCache>,
     last_key_fetch_ms: Option<f64>,
@@ -56,19 +56,20 @@ pub fn config(env: &Env) -> Rc<Config> {
     })
 }
 
-/// The held verifier and how many ms ago its keys were loaded.
+/// The held verifier and how many ms ago its keys were fetched from the issuer.
 pub fn verifier() -> Option<(Rc<Verifier>, f64)> {
     ISOLATE.with_borrow(|s| {
-        let age = s.keys_loaded_ms.map_or(f64::INFINITY, |t| now_ms() - t);
+        let age = s.keys_fetched_ms.map_or(f64::INFINITY, |t| now_ms() - t);
         s.verifier.clone().map(|v| (v, age))
     })
 }
 
-pub fn set_verifier(verifier: Verifier) -> Rc<Verifier> {
+/// Holds `verifier`, whose keys were fetched from the issuer at `fetched_ms`.
+pub fn set_verifier(verifier: Verifier, fetched_ms: f64) -> Rc<Verifier> {
     let verifier = Rc::new(verifier);
     ISOLATE.with_borrow_mut(|s| {
         s.verifier = Some(Rc::clone(&verifier));
-        s.keys_loaded_ms = Some(now_ms());
+        s.keys_fetched_ms = Some(fetched_ms);
     });
     verifier
 }

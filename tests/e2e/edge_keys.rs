@@ -190,6 +190,72 @@ async fn a_removed_key_stops_verifying_within_the_key_ttl_without_any_cron() {
     eprintln!("removed key refused at the edge {took:?} after it left the JWKS (TTL 2 s)");
 }
 
+/// The KV copy of the key set carries its fetch time. An isolate that loads it (a restart
+/// here; on Cloudflare, any new isolate) counts `KEYS_TTL_SECS` from that fetch: before, the
+/// load started the TTL again, and as isolates come and go a copy could stay in use for ever.
+/// The key removed here is a retired one whose grace ended, so no new signer (of the deltas,
+/// say) makes the edge look again: only the TTL does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_set_loaded_from_kv_keeps_its_age() {
+    const TTL_SECS: u64 = 10;
+    let mut sys = System::start(Options {
+        issuer_env: &[
+            ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", "3"),
+            ("GATEHOUSE_LEEWAY_SECS", "0"),
+        ],
+        edge_vars: &[
+            ("JWKS_REFETCH_COOLDOWN_SECS", "1"),
+            ("LEEWAY_SECS", "0"),
+            ("KEYS_TTL_SECS", "10"),
+        ],
+        ..Options::default()
+    })
+    .await;
+    // Retired, still published for its grace: the new key's token makes the edge fetch a set
+    // that holds both (and store it in KV).
+    let retired = sys.issuer.rotate_key_file().await;
+    let token = gatehouse_shared::sign_access_token(&retired, &sys.claims()).unwrap();
+    let fresh = sys.mint(&sys.claims());
+    let (edge, fresh) = (&sys, fresh.as_str());
+    eventually(
+        "the edge to take the new key (after its refetch cooldown)",
+        Duration::from_secs(5),
+        || async move { (edge.get("/api/x", Some(fresh)).await.0 == 200).then_some(()) },
+    )
+    .await;
+    assert_eq!(sys.get("/api/x", Some(&token)).await.0, 200);
+    let fetched_by = std::time::Instant::now();
+    let (issuer, kid) = (&sys.issuer, retired.kid());
+    eventually(
+        "the issuer to stop publishing the retired key",
+        Duration::from_secs(10),
+        || async move {
+            let jwks = get_text(&format!("{}/.well-known/jwks.json", issuer.url)).await;
+            (!jwks.contains(kid)).then_some(())
+        },
+    )
+    .await;
+    // The copy in KV is past its TTL when a new isolate loads it.
+    let past_ttl = Duration::from_secs(TTL_SECS + 1);
+    tokio::time::sleep(past_ttl.saturating_sub(fetched_by.elapsed())).await;
+    sys.edge.restart().await;
+    let restarted = std::time::Instant::now();
+    let (sys, token) = (&sys, token.as_str());
+    eventually(
+        "the new isolate to drop the removed key",
+        Duration::from_secs(TTL_SECS / 2),
+        || async move {
+            let (status, json) = sys.get("/api/x", Some(token)).await;
+            (status == 401 && json["code"] == "unknown_kid").then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "removed key refused {:?} after the restart",
+        restarted.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emergency_key_revocation_reaches_the_edge_through_the_fast_path() {
     let mut sys = System::start(Options::default()).await;

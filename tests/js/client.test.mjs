@@ -223,3 +223,42 @@ test('near the end of its session the refresh timer stops instead of looping', {
     `${short.seen.refreshGrants} refreshes in a session of 8 s`);
   await context.close();
 });
+
+test('the token goes only to this origin, the issuer and apiOrigins: another origin gets nothing', { timeout: 120000 }, async () => {
+  // Two servers on other origins (CORS open), recording the Authorization header they get.
+  const received = [];
+  const listen = async () => {
+    const server = createServer((req, res) => {
+      const cors = { 'access-control-allow-origin': site.base, 'access-control-allow-headers': 'authorization' };
+      if (req.method !== 'OPTIONS') received.push({ port: server.address().port, authorization: req.headers.authorization });
+      res.writeHead(req.method === 'OPTIONS' ? 204 : 200, cors).end();
+    });
+    await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+    return server;
+  };
+  const [api, stranger] = [await listen(), await listen()];
+  const originOf = (server) => `http://127.0.0.1:${server.address().port}`;
+  try {
+    await site.issuer.user('origins');
+    const context = await browser.newContext();
+    const page = await tab(context, `?api=${encodeURIComponent(originOf(api))}`);
+    await page.evaluate(([u, p]) => window.client.login(u, p), ['origins', PASSWORD]);
+    const token = await page.evaluate(() => window.client.accessToken);
+
+    const call = (url) => page.evaluate(async (u) => {
+      try {
+        return { status: (await window.client.fetch(u)).status };
+      } catch (e) {
+        return { code: e.code };
+      }
+    }, url);
+    assert.deepEqual(await call(`${originOf(stranger)}/collect`), { code: 'origin_not_allowed' });
+    assert.deepEqual(await call(`${originOf(api)}/items`), { status: 200 });
+    assert.equal((await me(page)).status, 200, 'this origin still gets the token');
+    assert.deepEqual(received, [{ port: api.address().port, authorization: `Bearer ${token}` }], 'only the listed API was called');
+    await context.close();
+  } finally {
+    api.close();
+    stranger.close();
+  }
+});

@@ -36,6 +36,7 @@ const payloadOf = (jwt) => {
 
 export class GatehouseClient {
   #issuer;
+  #origins;
   #fetch;
   #storage;
   #refreshAhead;
@@ -52,6 +53,14 @@ export class GatehouseClient {
 
   constructor(options = {}) {
     this.#issuer = (options.issuer ?? '').replace(/\/$/, '');
+    // Where `fetch` may send the access token: this page's origin, the issuer's, and those the
+    // app names. Any other origin would receive a bearer token it could replay.
+    const here = globalThis.location?.origin;
+    this.#origins = new Set(
+      [here, this.#issuer || undefined, ...(options.apiOrigins ?? [])]
+        .filter((o) => o && o !== 'null')
+        .map((o) => new URL(o, here).origin),
+    );
     this.#fetch = options.fetch ?? ((...args) => globalThis.fetch(...args));
     this.#storage = options.storage ?? null;
     this.#refreshAhead = options.refreshAheadSeconds ?? 60;
@@ -137,12 +146,17 @@ export class GatehouseClient {
   }
 
   /**
-   * `fetch` with `Authorization: Bearer`. On the edge's `expired` answer it refreshes and sends
-   * the request once more (a `Request` is cloned, so its body is sent again); on `revoked` the
-   * session ends in every tab.
+   * `fetch` with `Authorization: Bearer`, only to this page's origin, the issuer's and
+   * `apiOrigins` (anything else rejects with `origin_not_allowed`, nothing sent). On the edge's
+   * `expired` answer it refreshes and sends the request once more (a `Request` is cloned, so its
+   * body is sent again); on `revoked` the session ends in every tab.
    */
   async fetch(input, init) {
     const request = new Request(input, init);
+    const { origin } = new URL(request.url);
+    if (!this.#origins.has(origin)) {
+      throw new GatehouseClientError('origin_not_allowed', `${origin} is not among the origins the access token is sent to (apiOrigins)`);
+    }
     const send = (token) => {
       const attempt = request.clone();
       if (token) attempt.headers.set('authorization', `Bearer ${token}`);

@@ -46,6 +46,11 @@ export interface TokenStorage {
 export interface GatehouseClientOptions {
   /** Base URL of the issuer (default: this origin). */
   issuer?: string;
+  /**
+   * Origins besides this page's and the issuer's that `fetch` sends the access token to
+   * (`https://api.example`); a request to any other origin rejects with `origin_not_allowed`.
+   */
+  apiOrigins?: string[];
   /** Refresh this many seconds before the access token expires (default 60). */
   refreshAheadSeconds?: number;
   /** Refresh on a timer ahead of expiry (default true); otherwise only when a token is needed. */
@@ -85,6 +90,7 @@ export declare class GatehouseClient {
   login(username: string, password: string, scope?: string): Promise<void>;
   getAccessToken(): Promise<string | undefined>;
   refresh(): Promise<void>;
+  /** Rejects with `origin_not_allowed`, sending nothing, outside this origin, the issuer's and `apiOrigins`. */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** Signs out in every tab; rejects with `logout_failed` if the issuer could not be told. */
   logout(): Promise<void>;
