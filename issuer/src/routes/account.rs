@@ -250,8 +250,10 @@ async fn revoke(
         let is_admin = as_admin;
         revoker
             .run(now, move |r| {
+                // A rotated token still names its session: revoking it ends the session, so a
+                // user whose token was stolen and rotated can still end the thief's chain.
                 match sessions::session_of_refresh_token(r.conn(), &token, now)? {
-                    Some(s) if s.user_id == owner || is_admin => {
+                    Some((s, _)) if s.user_id == owner || is_admin => {
                         r.session(&s.id, "revoked_by_owner")
                     }
                     _ => Ok(false),

@@ -167,13 +167,16 @@ async fn introspect(
     let session = db
         .run(move |c| sessions::session_of_refresh_token(c, &token, now))
         .await?;
-    Ok(Json(match session {
-        Some(s) => json!({
-            "active": true, "token_type": "refresh_token", "sub": s.user_id, "sid": s.id,
-            "scope": s.scope, "exp": s.expires_at, "iat": s.created_at,
-        }),
-        None => json!({"active": false}),
-    }))
+    // A rotated refresh token is no longer active, though its session may be.
+    Ok(Json(
+        match session.filter(|(_, current)| *current).map(|(s, _)| s) {
+            Some(s) => json!({
+                "active": true, "token_type": "refresh_token", "sub": s.user_id, "sid": s.id,
+                "scope": s.scope, "exp": s.expires_at, "iat": s.created_at,
+            }),
+            None => json!({"active": false}),
+        },
+    ))
 }
 
 pub fn routes() -> Vec<Route> {

@@ -262,17 +262,21 @@ async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gra
             "the refresh token is invalid or expired",
         ));
     }
-    let grace = grants.config.refresh_grace_secs;
-    match grants
-        .revoker
-        .run(grants.now, move |r| sessions::rotate(r, &presented, grace))
-        .await?
-    {
+    let (grace, now) = (grants.config.refresh_grace_secs, grants.now);
+    let rotation = grants
+        .db
+        .run(move |c| write_tx(c, |c| sessions::rotate(c, &presented, now, grace)))
+        .await?;
+    match rotation {
         Rotation::Rotated(grant) => {
             grants.metrics.refreshes.inc();
             Ok(grant)
         }
-        Rotation::ReuseDetected { .. } => {
+        Rotation::ReuseDetected(reuse) => {
+            grants
+                .revoker
+                .run(now, move |r| sessions::end_for_reuse(r, &reuse))
+                .await?;
             grants.metrics.refresh_reuse_detected.inc();
             Err(ApiError::InvalidGrant(
                 "the refresh token was already used; the session has been revoked",

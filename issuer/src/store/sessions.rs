@@ -54,11 +54,18 @@ pub struct Grant {
 #[derive(Debug)]
 pub enum Rotation {
     Rotated(Grant),
-    /// An already-rotated token outside the grace window: the family is now revoked.
-    ReuseDetected {
-        user_id: String,
-    },
+    /// An already-rotated token outside the grace window: its session must end
+    /// ([`end_for_reuse`]).
+    ReuseDetected(Reuse),
     Invalid,
+}
+
+/// A refresh token presented again after its rotation's grace: theft, or a broken client.
+#[derive(Debug)]
+pub struct Reuse {
+    session_id: String,
+    user_id: String,
+    token_created_at: i64,
 }
 
 /// Starts a session with its first refresh token. Call it inside a write transaction, with the
@@ -133,20 +140,22 @@ pub fn live_ids_of(
         .load(conn)?)
 }
 
-/// Rotates a refresh token, inside the revocation service's transaction (a reuse revokes the
-/// session). The conditional update (`rotated_at IS NULL`) is the arbiter: of any number of
-/// concurrent presentations, across any number of issuers, exactly one rotates; the others see
-/// the rotation and, within `grace_secs`, re-derive the same successor.
+/// Rotates a refresh token, inside a write transaction. The conditional update
+/// (`rotated_at IS NULL`) is the arbiter: of any number of concurrent presentations, across any
+/// number of issuers, exactly one rotates; the others see the rotation and, within
+/// `grace_secs`, re-derive the same successor. A reuse writes nothing here: the caller ends the
+/// session in the revocation service's own transaction ([`end_for_reuse`]), so only a reuse,
+/// not every refresh, takes the revocations' write lock. What makes it a reuse (a rotation
+/// past its grace, a successor rotated in turn) never goes back, so nothing is lost between.
 pub fn rotate(
-    revocations: &mut Revocations<'_>,
+    conn: &mut DbConn,
     presented: &str,
+    now: i64,
     grace_secs: u32,
 ) -> Result<Rotation, ApiError> {
     let hash = ids::hash_secret(presented);
     let nonce = ids::random(16)?;
-    let now = revocations.now();
     {
-        let conn = revocations.conn();
         let won = diesel::update(
             refresh_tokens::table
                 .find(&hash)
@@ -205,34 +214,52 @@ pub fn rotate(
                 }));
             }
         }
-        let detail = serde_json::json!({"sid": session.id, "created_at": row.created_at});
-        audit::record(conn, now, "refresh_reuse", Some(&session.user_id), &detail)?;
-        revocations.session(&session.id, "refresh_token_reuse")?;
-        Ok(Rotation::ReuseDetected {
+        Ok(Rotation::ReuseDetected(Reuse {
+            session_id: session.id,
             user_id: session.user_id,
-        })
+            token_created_at: row.created_at,
+        }))
     }
 }
 
-/// The session a refresh token belongs to, if the token is current and the session live.
+/// Ends the session of a reused refresh token, with its audit row, in the revocation
+/// service's transaction.
+pub fn end_for_reuse(revocations: &mut Revocations<'_>, reuse: &Reuse) -> Result<(), ApiError> {
+    let detail = serde_json::json!({"sid": reuse.session_id, "created_at": reuse.token_created_at});
+    let now = revocations.now();
+    audit::record(
+        revocations.conn(),
+        now,
+        "refresh_reuse",
+        Some(&reuse.user_id),
+        &detail,
+    )?;
+    revocations.session(&reuse.session_id, "refresh_token_reuse")?;
+    Ok(())
+}
+
+/// The live session a refresh token belongs to, and whether the token is its current one (not
+/// rotated yet).
 pub fn session_of_refresh_token(
     conn: &mut DbConn,
     presented: &str,
     now: i64,
-) -> Result<Option<Session>, ApiError> {
+) -> Result<Option<(Session, bool)>, ApiError> {
     let row: Option<RefreshRow> = refresh_tokens::table
         .find(ids::hash_secret(presented))
         .select(REFRESH_COLUMNS)
         .first(conn)
         .optional()?;
-    let Some(row) = row.filter(|r| r.rotated_at.is_none()) else {
+    let Some(row) = row else {
         return Ok(None);
     };
     let session: Option<Session> = sessions::table
         .find(&row.session_id)
         .first(conn)
         .optional()?;
-    Ok(session.filter(|s| s.revoked_at.is_none() && s.expires_at > now))
+    Ok(session
+        .filter(|s| s.revoked_at.is_none() && s.expires_at > now)
+        .map(|s| (s, row.rotated_at.is_none())))
 }
 
 pub fn by_id(conn: &mut DbConn, sid: &str) -> Result<Option<Session>, ApiError> {

@@ -526,7 +526,36 @@ async fn sql_and_the_bearer_view_follow_the_shared_rule(backend: Backend) {
     }
 }
 
+/// RFC 7009 on a refresh token that was already rotated (by a thief, say) ends its session: the
+/// rotated token still names it, and the chain the thief holds dies with it.
+async fn revoking_a_rotated_refresh_token_ends_its_session(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let login = app.login("alice").await;
+    let (stolen, access) = (
+        str_of(&login, "refresh_token"),
+        str_of(&login, "access_token"),
+    );
+    let (status, thief) = app.refresh(stolen).await;
+    assert_eq!(status, Status::Ok);
+    let body = format!("token={stolen}&token_type_hint=refresh_token");
+    let (status, _) = app
+        .send("POST", "/v1/revoke", Some(&body), Some(access))
+        .await;
+    assert_eq!(status, Status::Ok);
+    let (status, json) = app.refresh(str_of(&thief, "refresh_token")).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_grant")
+    );
+    assert_eq!(
+        app.me(str_of(&thief, "access_token")).await.0,
+        Status::Unauthorized
+    );
+}
+
 crate::on_both_backends!(
+    revoking_a_rotated_refresh_token_ends_its_session,
     sql_and_the_bearer_view_follow_the_shared_rule,
     every_revocation_path_goes_through_the_service,
     the_delta_feed_carries_the_window_signed,
