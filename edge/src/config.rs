@@ -16,6 +16,7 @@ pub enum StalePolicy {
 }
 
 #[derive(Debug, Clone)]
+#[allow(clippy::struct_excessive_bools)] // independent on/off settings, each read on its own
 pub struct Config {
     pub origin_url: String,
     pub issuer_url: String,
@@ -44,6 +45,10 @@ pub struct Config {
     /// it tells clients how long the gate took, and adding a header to a fetched response means
     /// rebuilding it, which costs every forwarded request.
     pub server_timing: bool,
+    /// `CORS_PREFLIGHT = "forward"`: a CORS preflight goes to the origin without a token (and
+    /// without body or credentials). Off by default, as in oauth2-proxy and Envoy: an origin
+    /// handler that ignores the method would run for anyone's `OPTIONS`.
+    pub forward_preflights: bool,
     /// `TEST_CRASH_ROUTE = "on"`: `POST /_gatehouse/crash` panics, so tests can show that the
     /// wasm module is reset after a trap (the `worker` crate's abort hook and wasm-bindgen's
     /// reset function, not the entry module). Never set in production
@@ -198,6 +203,7 @@ impl Config {
         };
         let ed25519_in_wasm = switch(env, "ED25519_VERIFY", ("webcrypto", "wasm"), &mut problems);
         let server_timing = switch(env, "SERVER_TIMING", ("off", "on"), &mut problems);
+        let forward_preflights = switch(env, "CORS_PREFLIGHT", ("token", "forward"), &mut problems);
         let crash_route = switch(env, "TEST_CRASH_ROUTE", ("off", "on"), &mut problems);
         let delta_url = var(env, "DELTA_URL").unwrap_or_else(|| {
             if issuer_url.is_empty() {
@@ -216,6 +222,7 @@ impl Config {
             token_cookie: var(env, "TOKEN_COOKIE"),
             ed25519_in_wasm,
             server_timing,
+            forward_preflights,
             crash_route,
             realm: var(env, "REALM").unwrap_or_else(|| "gatehouse".into()),
             kv_refresh_ms: f64::from(number(env, "KV_REFRESH_SECS", 10, &mut problems)) * 1000.0,

@@ -80,9 +80,10 @@ fn misconfigured() -> Response {
     )
 }
 
-/// A CORS preflight carries no credentials by design (Fetch spec): the origin answers it. A
-/// browser's preflight always names its `Origin`; it is forwarded without a body, credentials
-/// or cookies (`Pass::Preflight`), so it cannot carry a request past the gate.
+/// A CORS preflight carries no credentials by design (Fetch spec). With `CORS_PREFLIGHT =
+/// "forward"` the origin answers it: a browser's preflight always names its `Origin`, and it
+/// is forwarded without a body, credentials or cookies (`Pass::Preflight`). Otherwise it needs
+/// a token like any request.
 fn is_preflight(req: &Incoming) -> bool {
     let has = |name| req.headers.has(name).unwrap_or(false);
     req.method() == "OPTIONS" && has("access-control-request-method") && has("origin")
@@ -108,7 +109,7 @@ pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Response {
     if config.is_public(path) {
         return forward(req, &config, Pass::Public, None).await;
     }
-    if is_preflight(req) {
+    if config.forward_preflights && is_preflight(req) {
         return forward(req, &config, Pass::Preflight, None).await;
     }
     let started = state::now_ms();

@@ -3,20 +3,28 @@
 //! read differently.
 //!
 //! The runtime's URL parser has already resolved dot segments (`..`, `%2e%2e`) and turned `\`
-//! into `/`. What it leaves, origin routers still disagree on, so the canonical form settles it:
-//! - escapes of unreserved characters are decoded (RFC 3986 §6.2.2.2: `%61` is `a`), the other
-//!   escapes are kept with upper-case hex;
+//! into `/` (local workerd does; the e2e suite checks it with raw request lines). What it leaves,
+//! origin routers still disagree on, so the canonical form settles it:
+//! - escapes of unreserved characters, and of the sub-delimiters, `:` and `@` that a path may
+//!   hold raw, are decoded (RFC 3986 §6.2.2.2: `%61` is `a`; most routers also read `%40` as
+//!   `@`), the other escapes are kept with upper-case hex;
 //! - repeated slashes are merged (`//api` is `/api`, as most servers read it);
 //! - refused outright: an escaped `/` or `\` (one segment to the gate, two to a server that
 //!   decodes first), a `;` raw or escaped (Tomcat and Spring drop `;params` before routing, so
-//!   `/pkg/..;/api` is `/api` to them), an escaped NUL, a malformed escape, and a `.` or `..`
-//!   segment left after decoding.
+//!   `/pkg/..;/api` is `/api` to them), an escaped NUL, a malformed escape, a `.` or `..`
+//!   segment left after decoding, and, should a runtime leave them, a raw `\`, space or control
+//!   byte (the origin request's URL parser would turn `\` into `/` and drop a tab or newline,
+//!   after the gate matched the path with them).
 //!
 //! Rules then match generously where that only asks for more (a scope rule ignores ASCII case,
 //! and `/api/admin/*` also covers `/api/admin`) and strictly where it would let more through (a
 //! public path matches with its exact case).
 
 use std::fmt::Write as _;
+
+/// Besides letters and digits, what a path segment holds raw and an escape of decodes to:
+/// RFC 3986's unreserved marks, the sub-delimiters but `;`, `:` and `@`.
+const RAW_IN_PATH: &[u8] = b"-._~!$&'()*+,=:@";
 
 /// Why a path was refused; the worker answers 400 `invalid_path`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +38,7 @@ pub fn canonical(path: &str) -> Result<String, Refused> {
     while let Some(&b) = bytes.get(i) {
         i += 1;
         match b {
-            b';' => return Err(Refused),
+            b';' | b'\\' | ..=b' ' | 0x7f => return Err(Refused),
             b'/' if out.ends_with('/') => {}
             b'%' => {
                 let hex = bytes
@@ -44,7 +52,7 @@ pub fn canonical(path: &str) -> Result<String, Refused> {
                 i += 2;
                 match decoded {
                     b'/' | b'\\' | b';' | 0 => return Err(Refused),
-                    c if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => {
+                    c if c.is_ascii_alphanumeric() || RAW_IN_PATH.contains(&c) => {
                         out.push(char::from(c));
                     }
                     c => {
@@ -102,6 +110,10 @@ mod tests {
             ("/api/a%20b", "/api/a%20b"),
             ("/api/%7Euser/%2D%2e%5F", "/api/~user/-._"),
             ("/api/a%25b", "/api/a%25b"),
+            (
+                "/api/users/%40admin/%3A%21%24%26%27%28%29%2A%2B%2C%3D",
+                "/api/users/@admin/:!$&'()*+,=",
+            ),
         ] {
             assert_eq!(canonical(raw), Ok(expected.to_owned()), "{raw}");
         }
@@ -126,6 +138,12 @@ mod tests {
             "/api/.%2e/admin",
             "/api/%2E/x",
             "/api/caf\u{e9}",
+            "/api\\admin",
+            "/pkg/..\\api",
+            "/api/a b",
+            "/api/a\tb",
+            "/api/\n",
+            "/api/\u{7f}",
         ] {
             assert_eq!(canonical(raw), Err(Refused), "{raw}");
         }

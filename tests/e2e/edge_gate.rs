@@ -173,6 +173,33 @@ async fn bad_tokens_are_refused_with_the_right_code() {
     assert_eq!(status, 200);
 }
 
+/// A CORS preflight to `/api/whoami` with what a client could slip into one.
+fn preflight(edge: &str) -> reqwest::RequestBuilder {
+    http()
+        .request(reqwest::Method::OPTIONS, format!("{edge}/api/whoami"))
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "authorization")
+        .header("X-Gatehouse-Sub", "impostor")
+        .header("Authorization", "Bearer not-checked")
+        .header("Cookie", "session=abc")
+        .body("delete everything")
+}
+
+/// `GET path` with a bearer token, written on the socket as given; the raw answer.
+async fn raw_get(sys: &System, path: &str, token: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = sys.edge.url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
 /// Every rule matches the canonical path and the origin gets that same path, so no spelling of
 /// a path reaches the origin under a rule it would not route it by (edge/src/path.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,6 +244,25 @@ async fn paths_are_matched_and_forwarded_in_one_canonical_form() {
             "{path}: {json}"
         );
     }
+    // Sent raw (HTTP clients normalise these away): `\` is `/` to a URL parser. The local
+    // runtime resolves it before the worker runs, so the admin rule applies; a runtime that
+    // did not would meet `path::canonical`, which refuses a raw `\` (its unit tests).
+    for path in [r"/public/..\api\admin\users", r"/api\admin\users"] {
+        let answer = raw_get(&sys, path, reader).await;
+        assert!(answer.starts_with("HTTP/1.1 403"), "{path}: {answer}");
+        assert!(
+            answer.contains("\"insufficient_scope\""),
+            "{path}: {answer}"
+        );
+    }
+    // A CORS preflight needs a token by default (`CORS_PREFLIGHT`): an origin handler that
+    // ignores the method would otherwise run for anyone's OPTIONS.
+    let (status, json) = json_of(preflight(&sys.edge.url).send().await.unwrap()).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (401, Some("malformed")),
+        "{json}"
+    );
     // A public path matches only as written: another case needs a token.
     assert_eq!(sys.get("/PUBLIC/logo.svg", None).await.0, 401);
     assert!(
@@ -328,7 +374,11 @@ async fn server_timing_is_opt_in_and_keeps_the_origin_response() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_edge_behaves_like_a_proxy_for_redirects_preflights_and_head() {
-    let sys = System::start(Options::default()).await;
+    let sys = System::start(Options {
+        edge_vars: &[("CORS_PREFLIGHT", "forward")],
+        ..Options::default()
+    })
+    .await;
     let tokens = sys.user("alice").await;
     let token = access(&tokens);
     let no_follow = reqwest::Client::builder()
@@ -355,24 +405,11 @@ async fn the_edge_behaves_like_a_proxy_for_redirects_preflights_and_head() {
         "fetched once, not followed"
     );
 
-    // A CORS preflight carries no credentials by design: the origin answers it, and it gets no
-    // identity. Whatever else a client puts in one (a body, credentials, cookies) is dropped,
-    // so a "preflight" cannot carry a request past the gate.
-    let response = http()
-        .request(
-            reqwest::Method::OPTIONS,
-            format!("{}/api/whoami", sys.edge.url),
-        )
-        .header("Origin", "https://app.example")
-        .header("Access-Control-Request-Method", "GET")
-        .header("Access-Control-Request-Headers", "authorization")
-        .header("X-Gatehouse-Sub", "impostor")
-        .header("Authorization", "Bearer not-checked")
-        .header("Cookie", "session=abc")
-        .body("delete everything")
-        .send()
-        .await
-        .unwrap();
+    // With `CORS_PREFLIGHT = "forward"` (this edge's setting) the origin answers a preflight,
+    // and gets no identity. Whatever else a client puts in one (a body, credentials, cookies)
+    // is dropped, so a "preflight" cannot carry a request past the gate.
+    let forwarding = &sys.edge;
+    let response = preflight(&forwarding.url).send().await.unwrap();
     assert_eq!(response.status(), 204);
     assert_eq!(
         response.headers()["access-control-allow-origin"],
@@ -384,12 +421,12 @@ async fn the_edge_behaves_like_a_proxy_for_redirects_preflights_and_head() {
         assert!(seen[0]["headers"].get(name).is_none(), "{name}: {seen:?}");
     }
     assert_eq!(seen[0]["body"], "", "{seen:?}");
-    // An OPTIONS that is not a preflight is an ordinary request: it needs a token. A browser's
-    // preflight always names its Origin.
+    // Even then, an OPTIONS that is not a preflight is an ordinary request: it needs a token.
+    // A browser's preflight always names its Origin.
     for preflight_headers in [&[][..], &[("Access-Control-Request-Method", "DELETE")][..]] {
         let mut request = http().request(
             reqwest::Method::OPTIONS,
-            format!("{}/api/whoami", sys.edge.url),
+            format!("{}/api/whoami", forwarding.url),
         );
         for (name, value) in preflight_headers {
             request = request.header(*name, *value);
