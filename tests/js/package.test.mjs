@@ -176,10 +176,34 @@ test('createRemoteVerifier: cached keys, one refetch for a new kid, a cooldown a
   assert.deepEqual(new Set(flood), new Set(['unknown_kid']));
   assert.ok(fetched.length <= 3, `a flood of unknown kids within the cooldown: ${fetched.length} fetches`);
 
+  // A set with no usable key is not installed: the keys held stay.
+  published = [];
+  await new Promise((r) => setTimeout(r, 350));
+  await assert.rejects(remote.verify(await sign(made)), (e) => e.code === 'unknown_kid');
+  assert.equal((await remote.verify(await sign(a))).sub, 'user-a', 'an empty set keeps the keys held');
+  published = [a.jwk, b.jwk];
+
   up = false;
   await new Promise((r) => setTimeout(r, 350));
   await assert.rejects(remote.verify(await sign(made)), (e) => e.code === 'unknown_kid');
   assert.equal((await remote.verify(await sign(a))).sub, 'user-a', 'an unreachable issuer keeps the keys held');
   await assert.rejects(createRemoteVerifier('https://i.test/jwks', { issuer: 'i', audience: 'a', fetch: fetchKeys }),
     (e) => e instanceof GatehouseError && e.code === 'keys_unavailable');
+
+  // A `fetch` that throws at once (not a rejected promise) leaves the verifier able to refetch.
+  let throwing = false;
+  const sometimesThrows = (url, init) => {
+    if (throwing) throw new TypeError('synchronous failure');
+    return fetchKeys(url, init);
+  };
+  up = true;
+  published = [a.jwk];
+  const fragile = await createRemoteVerifier('https://i.test/.well-known/jwks.json',
+    { issuer: 'https://i.test', audience: 'app', fetch: sometimesThrows, refetchCooldownSeconds: 0.1 });
+  throwing = true;
+  await assert.rejects(fragile.verify(tokenB), (e) => e.code === 'unknown_kid');
+  throwing = false;
+  published = [a.jwk, b.jwk];
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal((await fragile.verify(tokenB)).sub, 'user-b', 'the next refetch runs');
 });

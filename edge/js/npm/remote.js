@@ -4,7 +4,8 @@
 // - A token naming an unknown `kid` waits for one refetch, at most once per
 //   `refetchCooldownSeconds` (30, the edge's JWKS_REFETCH_COOLDOWN_SECS), so a flood of made-up
 //   kids cannot hammer the issuer; concurrent callers share one fetch.
-// - A fetch gives up after `fetchTimeoutSeconds` (5); a failed refetch keeps the keys held.
+// - A fetch gives up after `fetchTimeoutSeconds` (5); a failed refetch, or a set with no key
+//   this package can use, keeps the keys held.
 // `index.js` re-exports this module; the cycle is safe because nothing here runs at import.
 import { GatehouseError, Verifier } from './index.js';
 
@@ -21,7 +22,9 @@ export async function createRemoteVerifier(jwksUrl, options) {
   let attemptedAt = -Infinity;
   let inflight = null;
   const load = () => {
+    // `await null` first: a `fetch` that throws at once must not clear `inflight` before it is set.
     inflight ??= (async () => {
+      await null;
       attemptedAt = Date.now();
       try {
         const response = await fetchKeys(String(jwksUrl), {
@@ -31,7 +34,10 @@ export async function createRemoteVerifier(jwksUrl, options) {
         if (!response.ok) {
           throw new GatehouseError('keys_unavailable', `the JWK set answered HTTP ${response.status}`);
         }
-        verifier = new Verifier(await response.text(), verifierOptions);
+        const fresh = new Verifier(await response.text(), verifierOptions);
+        // An empty set (an error page's JSON, a deploy in progress) would refuse every token.
+        if (fresh.kids.length === 0) throw new GatehouseError('keys_unavailable', 'the JWK set holds no usable key');
+        verifier = fresh;
         fetchedAt = Date.now();
       } catch (e) {
         throw e instanceof GatehouseError ? e : new GatehouseError('keys_unavailable', `fetching the JWK set: ${e}`);
