@@ -58,11 +58,20 @@ pub async fn check(
     if let Reservation::Refused { retry_after } = reservation {
         return Ok(Checked::LockedOut { retry_after });
     }
-    if hasher
+    match hasher
         .verify(password, Some(user.password_hash.clone()))
-        .await?
+        .await
     {
-        return Ok(Checked::Correct);
+        Ok(true) => return Ok(Checked::Correct),
+        Ok(false) => {}
+        Err(e) => {
+            // Not checked (a full hashing queue answers 503): the attempt goes back, so a
+            // burst of 503s cannot lock out a user who typed the right password. Only the one
+            // attempt: the earlier failures stay counted.
+            let uid = user.id.clone();
+            let _ = db.run(move |c| lockout::release(c, &uid)).await;
+            return Err(e);
+        }
     }
     let uid = user.id.clone();
     let locked = db

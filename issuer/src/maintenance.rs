@@ -41,10 +41,25 @@ pub fn cleanup_batch(
     let batch = i64::from(config.cleanup_batch.max(1));
     let sessions = sessions::delete_ended(conn, now - SESSION_RETENTION_SECS, batch)?;
     let revocations = revocations::delete_expired(conn, now, batch)?;
-    // Lockout rows that neither lock nor count anything any more.
-    let stale: Vec<String> = lockouts::table
-        .filter(lockouts::locked_until.le(now))
-        .filter(lockouts::window_start.lt(now - i64::from(config.lockout.window_secs)))
+    // Lockout rows that neither lock nor count anything any more. A row with earlier locks is
+    // kept until `max_backoff_secs` after its last one ended: its `lock_count` is what doubles
+    // the next lock, and forgetting it would let a guesser take the first, shortest lock again
+    // and again.
+    let (window, decay) = (
+        i64::from(config.lockout.window_secs),
+        i64::from(config.lockout.max_backoff_secs),
+    );
+    let stale_rows = || {
+        lockouts::table
+            .filter(lockouts::locked_until.le(now))
+            .filter(lockouts::window_start.lt(now - window))
+            .filter(
+                lockouts::lock_count
+                    .eq(0)
+                    .or(lockouts::locked_until.le(now - decay)),
+            )
+    };
+    let stale: Vec<String> = stale_rows()
         .select(lockouts::user_id)
         .limit(batch)
         .load(conn)?;
@@ -53,13 +68,7 @@ pub fn cleanup_batch(
     } else {
         // The same conditions again: an attempt reserved since the select reopened its row's
         // window, and deleting that row would forget the attempt.
-        diesel::delete(
-            lockouts::table
-                .filter(lockouts::user_id.eq_any(&stale))
-                .filter(lockouts::locked_until.le(now))
-                .filter(lockouts::window_start.lt(now - i64::from(config.lockout.window_secs))),
-        )
-        .execute(conn)?
+        diesel::delete(stale_rows().filter(lockouts::user_id.eq_any(&stale))).execute(conn)?
     };
     Ok(CleanupReport {
         sessions,

@@ -147,6 +147,19 @@ pub fn record_failure(
     Ok(locked == 1)
 }
 
+/// Gives one reserved attempt back, the lock history untouched: the password was never
+/// checked (the hasher was saturated, say), so it was no failed guess.
+pub fn release(conn: &mut DbConn, user_id: &str) -> Result<(), ApiError> {
+    diesel::update(
+        lockouts::table
+            .find(user_id)
+            .filter(lockouts::failures.gt(0)),
+    )
+    .set(lockouts::failures.eq(lockouts::failures - 1))
+    .execute(conn)?;
+    Ok(())
+}
+
 pub fn record_success(conn: &mut DbConn, user_id: &str) -> Result<(), ApiError> {
     diesel::update(lockouts::table.find(user_id))
         .set((lockouts::failures.eq(0), lockouts::lock_count.eq(0)))

@@ -2,6 +2,8 @@
 
 use rocket::http::{Header, Status};
 
+use gatehouse_issuer::maintenance;
+
 use crate::common::{Backend, PASSWORD, TestApp, decode, header, str_of};
 
 const WRONG: &str = "grant_type=password&username=alice&password=wrong-password";
@@ -61,6 +63,37 @@ async fn backoff_grows_with_each_lock(backend: Backend) {
     );
 }
 
+/// Cleanup keeps a row's lock history until `max_backoff_secs` after its last lock: before, the
+/// row went once the lock and window were over, and the next lock was the shortest again.
+async fn cleanup_keeps_the_backoff_history(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let mut waits = Vec::new();
+    for _ in 0..2 {
+        for _ in 0..3 {
+            app.send("POST", "/v1/token", Some(WRONG), None).await;
+        }
+        let (_, _, headers) = app.send_full("POST", "/v1/token", Some(WRONG), None).await;
+        let wait: i64 = header(&headers, "retry-after").unwrap().parse().unwrap();
+        waits.push(wait);
+        // Past the lock and the counting window (900 s), then a cleanup run.
+        app.clock().advance(wait + 901);
+        maintenance::cleanup(app.store(), &app.config, app.clock().now())
+            .await
+            .unwrap();
+    }
+    assert!(
+        (118..=120).contains(&waits[1]),
+        "the second lock doubled: {waits:?}"
+    );
+    // Once `max_backoff_secs` (3600 s) have passed since the last lock, the history may go.
+    app.clock().advance(3600);
+    let report = maintenance::cleanup(app.store(), &app.config, app.clock().now())
+        .await
+        .unwrap();
+    assert_eq!(report.lockouts, 1);
+}
+
 async fn rate_limit_per_client_ip(backend: Backend) {
     let app = TestApp::start_with(backend, |c| c.token_rate_per_minute = 2).await;
     let send = |ip: &'static str| {
@@ -116,5 +149,6 @@ crate::on_both_backends!(
     parallel_first_logins_are_not_refused,
     lockout_holds_under_parallel_attempts,
     backoff_grows_with_each_lock,
+    cleanup_keeps_the_backoff_history,
     rate_limit_per_client_ip,
 );
