@@ -184,12 +184,24 @@ pub struct Hasher {
     metrics: Arc<Metrics>,
 }
 
+/// The most memory one hash may take, in KiB (argon2's `m_cost`).
+const MAX_M_COST_KIB: u32 = 1 << 20;
+
 impl Hasher {
     pub fn new(
         policy: HashPolicy,
         workers: usize,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ApiError> {
+        // Each hash takes `m_cost` KiB, and the first one runs here: a KiB/bytes slip would
+        // otherwise end in an out-of-memory kill without a word.
+        if policy.m_cost > MAX_M_COST_KIB {
+            return Err(ApiError::Internal(format!(
+                "password.m_cost is {} KiB; at most {MAX_M_COST_KIB} KiB (1 GiB) is accepted \
+                 (OWASP: 19456, that is 19 MiB)",
+                policy.m_cost
+            )));
+        }
         let workers = if workers == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
         } else {
@@ -274,6 +286,20 @@ pub fn stage() -> AdHoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_m_cost_beyond_a_gibibyte_is_refused_by_name() {
+        let policy = HashPolicy {
+            m_cost: MAX_M_COST_KIB + 1,
+            ..HashPolicy::fast_for_tests()
+        };
+        let refused = Hasher::new(policy, 1, Arc::new(Metrics::default()));
+        assert!(
+            matches!(&refused, Err(ApiError::Internal(why)) if why.contains("password.m_cost")),
+            "{:?}",
+            refused.err()
+        );
+    }
 
     #[test]
     fn policy_round_trip_and_upgrade_detection() {

@@ -26,7 +26,7 @@ impl RateLimit {
     /// set `ip_header`).
     pub fn check(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
         let Some(ip) = ip else { return Ok(()) };
-        self.limiter.check_key(&ip).map_err(|not_until| {
+        self.limiter.check_key(&client(ip)).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             ApiError::RateLimited {
                 retry_after: wait.as_secs().max(1),
@@ -41,6 +41,19 @@ impl RateLimit {
     }
 }
 
+/// Who a budget belongs to: an IPv4 address, or an IPv6 /64, which one host usually has to
+/// itself (so it could otherwise take a fresh budget from each of its 2^64 addresses). An
+/// IPv4-mapped IPv6 address counts as its IPv4 address.
+fn client(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(
+            || IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+            IpAddr::V4,
+        ),
+        v4 @ IpAddr::V4(_) => v4,
+    }
+}
+
 pub fn stage() -> AdHoc {
     AdHoc::on_ignite("Rate limit", |rocket| async {
         let per_minute = rocket
@@ -50,4 +63,28 @@ pub fn stage() -> AdHoc {
             });
         rocket.manage(std::sync::Arc::new(RateLimit::per_minute(per_minute)))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateLimit;
+
+    #[test]
+    fn an_ipv6_slash_64_shares_one_budget() {
+        let limit = RateLimit::per_minute(2);
+        let ip = |s: &str| Some(s.parse().unwrap());
+        assert!(limit.check(ip("2001:db8:1:2::1")).is_ok());
+        assert!(limit.check(ip("2001:db8:1:2:ffff::9")).is_ok());
+        assert!(
+            limit.check(ip("2001:db8:1:2:abcd::7")).is_err(),
+            "the same /64"
+        );
+        assert!(limit.check(ip("2001:db8:1:3::1")).is_ok(), "another /64");
+        assert!(limit.check(ip("192.0.2.1")).is_ok());
+        assert!(limit.check(ip("::ffff:192.0.2.1")).is_ok());
+        assert!(
+            limit.check(ip("192.0.2.1")).is_err(),
+            "mapped and plain IPv4 are one client"
+        );
+    }
 }
