@@ -22,8 +22,9 @@ pub enum Due {
     No,
     /// Poll after the response, through `waitUntil`.
     InBackground,
-    /// The isolate has not polled for two intervals (it was idle): poll before answering, so
-    /// no request is judged by a list older than that.
+    /// No poll has ended for two intervals (the isolate was idle): poll, or wait for the poll
+    /// under way, before answering ([`catch_up`]), so no request is judged by a list older
+    /// than that.
     Now,
 }
 
@@ -31,18 +32,35 @@ pub fn due(config: &Config, now_ms: f64) -> Due {
     if !config.fast_path_enabled() {
         return Due::No;
     }
-    let age = state::delta_poll_age_ms(now_ms);
-    if age >= 2.0 * config.delta_poll_ms {
+    // A poll that began is not a view brought: requests arriving while an idle isolate's first
+    // poll runs wait for it too.
+    if state::delta_view_age_ms(now_ms) >= 2.0 * config.delta_poll_ms {
         Due::Now
-    } else if age >= config.delta_poll_ms {
+    } else if state::delta_poll_age_ms(now_ms) >= config.delta_poll_ms {
         Due::InBackground
     } else {
         Due::No
     }
 }
 
+/// Before answering: a poll, or, if one is under way, a wait for it (polled every 5 ms, and
+/// no longer than its fetch may take).
+pub async fn catch_up(env: &Env, config: &Config) {
+    if !state::delta_poll_under_way(state::now_ms()) {
+        return poll(env, config).await;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a few hundred rounds
+    let rounds = (limit(config).as_millis() / 5) as u32;
+    for _ in 0..rounds {
+        worker::Delay::from(Duration::from_millis(5)).await;
+        if !state::delta_poll_under_way(state::now_ms()) {
+            return;
+        }
+    }
+}
+
 /// One poll: this location's cached delta if fresh, else the issuer's; verified and applied.
-/// Concurrent callers in one isolate share the poll that is under way.
+/// A caller that finds a poll under way in its isolate returns at once.
 pub async fn poll(env: &Env, config: &Config) {
     let Some(claim) = state::begin_delta_poll(state::now_ms()) else {
         return;
@@ -76,6 +94,12 @@ async fn poll_once(env: &Env, config: &Config) -> Result<(), String> {
     }
 }
 
+/// How long a poll's fetch may take: four intervals, at least a second.
+fn limit(config: &Config) -> Duration {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a few seconds
+    Duration::from_millis((4.0 * config.delta_poll_ms).max(1000.0) as u64)
+}
+
 async fn fetch(config: &Config) -> Result<String, String> {
     let cache = Cache::default();
     let url = config.delta_url.as_str();
@@ -93,10 +117,8 @@ async fn fetch(config: &Config) -> Result<String, String> {
             return Ok(text);
         }
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a few seconds
-    let limit = Duration::from_millis((4.0 * config.delta_poll_ms).max(1000.0) as u64);
     // Bounded: a request that waits for this poll must not hang on a hung issuer.
-    let text = upstream::get_text(url, limit).await?;
+    let text = upstream::get_text(url, limit(config)).await?;
     // The copy outlives our freshness window on purpose: it is only ever used while fresh, and
     // `max-age` must be whole seconds.
     let headers = Headers::new();

@@ -164,7 +164,7 @@ struct Verdict<'a> {
 async fn refresh(env: &Env, ctx: &Context, config: &Rc<Config>) {
     let due = fastpath::due(config, state::now_ms());
     if due == Due::Now {
-        fastpath::poll(env, config).await;
+        fastpath::catch_up(env, config).await;
     }
     let keys_due = keys::expired(config);
     if due == Due::InBackground || keys_due {

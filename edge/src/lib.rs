@@ -124,7 +124,7 @@ async fn push(mut req: Request, env: &Env) -> Response {
 async fn health(env: &Env) -> Response {
     let config = state::config(env);
     if fastpath::due(&config, state::now_ms()) != fastpath::Due::No {
-        fastpath::poll(env, &config).await;
+        fastpath::catch_up(env, &config).await;
     }
     let list = sync::current(env, &config).await;
     let verifier = keys::verifier(env, &config).await;

@@ -25,6 +25,8 @@ struct Isolate {
     /// The last attempt to poll the delta feed, and whether one is under way.
     delta_polled_ms: Option<f64>,
     delta_in_flight: bool,
+    /// When the last poll that has ended began: what the held view is at least as new as.
+    delta_done_ms: Option<f64>,
     /// The text of the last delta applied, so an unchanged one is not verified again.
     last_delta: Option<String>,
     /// Why the last KV write failed, until one succeeds (reported by the health route).
@@ -173,6 +175,19 @@ pub fn delta_poll_age_ms(now_ms: f64) -> f64 {
     ISOLATE.with_borrow(|s| s.delta_polled_ms.map_or(f64::INFINITY, |t| now_ms - t))
 }
 
+/// How many ms ago the last poll that has ended began (infinite if none has): the age of what
+/// the fast path has brought, whatever is under way now.
+pub fn delta_view_age_ms(now_ms: f64) -> f64 {
+    ISOLATE.with_borrow(|s| s.delta_done_ms.map_or(f64::INFINITY, |t| now_ms - t))
+}
+
+/// Whether a poll is under way (and not abandoned).
+pub fn delta_poll_under_way(now_ms: f64) -> bool {
+    ISOLATE.with_borrow(|s| {
+        s.delta_in_flight && !is_due(s.delta_polled_ms, now_ms, DELTA_POLL_ABANDONED_MS)
+    })
+}
+
 /// After this long a poll still marked under way is taken as abandoned: the runtime may stop a
 /// request or a `waitUntil` task mid-poll, and then nothing would ever clear the mark.
 const DELTA_POLL_ABANDONED_MS: f64 = 10_000.0;
@@ -188,18 +203,21 @@ pub fn begin_delta_poll(now_ms: f64) -> Option<DeltaPoll> {
         if s.delta_in_flight && !is_due(s.delta_polled_ms, now_ms, DELTA_POLL_ABANDONED_MS) {
             return None;
         }
+        // (Not `delta_poll_under_way`: one borrow for the check and the claim.)
         s.delta_in_flight = true;
         s.delta_polled_ms = Some(now_ms);
         Some(DeltaPoll(now_ms))
     })
 }
 
-/// Ends `poll`, unless a newer poll has taken the mark over.
+/// Ends `poll` (its mark stays unless a newer poll has taken it over), and records what the
+/// view is now at least as new as.
 pub fn end_delta_poll(poll: DeltaPoll) {
     ISOLATE.with_borrow_mut(|s| {
         if s.delta_polled_ms == Some(poll.0) {
             s.delta_in_flight = false;
         }
+        s.delta_done_ms = Some(s.delta_done_ms.map_or(poll.0, |t| t.max(poll.0)));
     });
 }
 
@@ -221,7 +239,22 @@ pub fn kv_write_error() -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{begin_delta_poll, end_delta_poll};
+    use super::{
+        begin_delta_poll, delta_poll_age_ms, delta_poll_under_way, delta_view_age_ms,
+        end_delta_poll,
+    };
+
+    #[test]
+    fn the_view_ages_from_the_last_poll_that_ended() {
+        let poll = begin_delta_poll(1_000.0).unwrap();
+        // Started, not ended: a request must not take the view as fresh.
+        assert_eq!(delta_poll_age_ms(1_500.0), 500.0);
+        assert!(delta_view_age_ms(1_500.0).is_infinite());
+        assert!(delta_poll_under_way(1_500.0));
+        end_delta_poll(poll);
+        assert!(!delta_poll_under_way(1_600.0));
+        assert_eq!(delta_view_age_ms(1_600.0), 600.0);
+    }
 
     #[test]
     fn a_delta_poll_left_unfinished_is_taken_over() {
