@@ -64,7 +64,7 @@ impl KeyRing {
     /// first key on an empty ring, and runs scheduled rotation.
     pub fn load(conn: &mut DbConn, config: &Config, now: i64) -> Result<Self, ApiError> {
         let sealer = seal::from_config(config)?;
-        let state = build_state(conn, config, &sealer, now)?;
+        let state = build_state(conn, config, &sealer, now, KeyFile::Required)?;
         Ok(Self {
             sealer,
             config: config.clone(),
@@ -110,7 +110,7 @@ impl KeyRing {
     /// Re-reads the database: picks up a rotation done by the CLI or another replica, promotes
     /// a scheduled key when its time comes, and drops retired keys whose grace has ended.
     pub fn refresh(&self, conn: &mut DbConn, now: i64) -> Result<(), ApiError> {
-        let state = build_state(conn, &self.config, &self.sealer, now)?;
+        let state = build_state(conn, &self.config, &self.sealer, now, KeyFile::IfReadable)?;
         if let Ok(mut slot) = self.state.write() {
             *slot = Arc::new(state);
         }
@@ -193,14 +193,32 @@ fn open_signer(
     )))
 }
 
+/// How the ring treats `signing_key_file`: required when it loads (a missing file is a startup
+/// error), imported if readable on later refreshes. It was imported at load; a file removed or
+/// made unreadable since must not stop this replica from seeing rotations elsewhere.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyFile {
+    Required,
+    IfReadable,
+}
+
 fn build_state(
     conn: &mut DbConn,
     config: &Config,
     sealer: &Sealer,
     now: i64,
+    key_file: KeyFile,
 ) -> Result<KeyState, ApiError> {
     if let Some(path) = &config.signing_key_file {
-        import(conn, sealer, &read_key_file(path)?, now)?;
+        match read_key_file(path) {
+            Ok(key) => {
+                import(conn, sealer, &key, now)?;
+            }
+            Err(e) if key_file == KeyFile::IfReadable => {
+                tracing::warn!(error = %e, "GATEHOUSE_SIGNING_KEY_FILE unreadable; the ring is refreshed without it");
+            }
+            Err(e) => return Err(e),
+        }
     }
     store::schedule(
         conn,

@@ -86,6 +86,14 @@ async fn production_key_file(backend: Backend) {
     let token = str_of(&app.login("alice").await, "access_token").to_owned();
     assert_eq!(kid_of(&token), key.kid());
     assert_eq!(published_kids(&app).await, [key.kid()]);
+    // Imported at startup: a file removed later does not stop the ring's refreshes (which
+    // bring rotations done elsewhere).
+    let moved = dir.path().join("moved.jwk");
+    std::fs::rename(&path, &moved).unwrap();
+    let ring = app.client.rocket().state::<Arc<KeyRing>>().unwrap();
+    let now = app.clock().now();
+    app.store().run_sync(|c| ring.refresh(c, now)).unwrap();
+    std::fs::rename(&moved, &path).unwrap();
     // `keys rotate` works with a key file too, and a restart that still reads the old file
     // does not take the active key back (the file is imported once, by kid).
     let now = app.clock().now();
