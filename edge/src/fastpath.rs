@@ -22,9 +22,9 @@ pub enum Due {
     No,
     /// Poll after the response, through `waitUntil`.
     InBackground,
-    /// No poll has ended for two intervals (the isolate was idle): poll, or wait for the poll
-    /// under way, before answering ([`catch_up`]), so no request is judged by a list older
-    /// than that.
+    /// No poll has succeeded for two intervals (the isolate was idle) and the feed is not known
+    /// to be failing: poll, or wait for the poll under way, before answering ([`catch_up`]), so
+    /// no request is judged by a list older than that while the feed answers.
     Now,
 }
 
@@ -33,14 +33,21 @@ pub fn due(config: &Config, now_ms: f64) -> Due {
         return Due::No;
     }
     // A poll that began is not a view brought: requests arriving while an idle isolate's first
-    // poll runs wait for it too.
-    if state::delta_view_age_ms(now_ms) >= 2.0 * config.delta_poll_ms {
+    // poll runs wait for it too. A failing feed is polled in the background only: waiting for
+    // it would hold every request (up to `limit` each, over and over while the issuer hangs)
+    // and bring nothing.
+    if state::delta_view_age_ms(now_ms) >= 2.0 * config.delta_poll_ms && !failing(config, now_ms) {
         Due::Now
     } else if state::delta_poll_age_ms(now_ms) >= config.delta_poll_ms {
         Due::InBackground
     } else {
         Due::No
     }
+}
+
+/// Whether the feed is failing: the last poll failed and the isolate has kept polling since.
+pub fn failing(config: &Config, now_ms: f64) -> bool {
+    state::delta_feed_failing(now_ms, limit_ms(config))
 }
 
 /// Before answering: a poll, or, if one is under way, a wait for it (polled every 5 ms, and
@@ -66,7 +73,7 @@ pub async fn poll(env: &Env, config: &Config) {
         return;
     };
     let outcome = poll_once(env, config).await;
-    state::end_delta_poll(claim);
+    state::end_delta_poll(claim, outcome.is_ok(), state::now_ms());
     if let Err(e) = outcome {
         worker::console_warn!("gatehouse: delta poll failed: {e}");
     }
@@ -95,9 +102,13 @@ async fn poll_once(env: &Env, config: &Config) -> Result<(), String> {
 }
 
 /// How long a poll's fetch may take: four intervals, at least a second.
+fn limit_ms(config: &Config) -> f64 {
+    (4.0 * config.delta_poll_ms).max(1000.0)
+}
+
 fn limit(config: &Config) -> Duration {
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a few seconds
-    Duration::from_millis((4.0 * config.delta_poll_ms).max(1000.0) as u64)
+    Duration::from_millis(limit_ms(config) as u64)
 }
 
 async fn fetch(config: &Config) -> Result<String, String> {

@@ -162,6 +162,7 @@ async fn health(env: &Env) -> Response {
         "fast_path": config.fast_path_enabled().then(|| json!({
             "poll_ms": config.delta_poll_ms,
             "last_poll_ms_ago": state::delta_poll_age_ms(state::now_ms()),
+            "failing": fastpath::failing(&config, state::now_ms()),
         })),
         "kv_write_error": kv_write_error,
         "kids": kids,

@@ -25,8 +25,10 @@ struct Isolate {
     /// The last attempt to poll the delta feed, and whether one is under way.
     delta_polled_ms: Option<f64>,
     delta_in_flight: bool,
-    /// When the last poll that has ended began: what the held view is at least as new as.
+    /// When the last poll that succeeded began: what the held view is at least as new as.
     delta_done_ms: Option<f64>,
+    /// When the last poll that ended ended, if it failed (cleared by a success).
+    delta_failed_ms: Option<f64>,
     /// The text of the last delta applied, so an unchanged one is not verified again.
     last_delta: Option<String>,
     /// Why the last KV write failed, until one succeeds (reported by the health route).
@@ -175,10 +177,30 @@ pub fn delta_poll_age_ms(now_ms: f64) -> f64 {
     ISOLATE.with_borrow(|s| s.delta_polled_ms.map_or(f64::INFINITY, |t| now_ms - t))
 }
 
-/// How many ms ago the last poll that has ended began (infinite if none has): the age of what
+/// How many ms ago the last poll that succeeded began (infinite if none has): the age of what
 /// the fast path has brought, whatever is under way now.
 pub fn delta_view_age_ms(now_ms: f64) -> f64 {
     ISOLATE.with_borrow(|s| s.delta_done_ms.map_or(f64::INFINITY, |t| now_ms - t))
+}
+
+/// Whether the feed is failing: the last poll that ended failed, and the isolate has kept
+/// polling since (the poll under way, or else `now`, within `window_ms` of that failure).
+/// Waiting for such a feed would only hold requests; an isolate that was idle after a
+/// failure tries it again as if fresh.
+pub fn delta_feed_failing(now_ms: f64, window_ms: f64) -> bool {
+    ISOLATE.with_borrow(|s| {
+        let Some(failed) = s.delta_failed_ms else {
+            return false;
+        };
+        let under_way =
+            s.delta_in_flight && !is_due(s.delta_polled_ms, now_ms, DELTA_POLL_ABANDONED_MS);
+        let since = if under_way {
+            s.delta_polled_ms.unwrap_or(now_ms)
+        } else {
+            now_ms
+        };
+        since - failed < window_ms
+    })
 }
 
 /// Whether a poll is under way (and not abandoned).
@@ -210,14 +232,19 @@ pub fn begin_delta_poll(now_ms: f64) -> Option<DeltaPoll> {
     })
 }
 
-/// Ends `poll` (its mark stays unless a newer poll has taken it over), and records what the
-/// view is now at least as new as.
-pub fn end_delta_poll(poll: DeltaPoll) {
+/// Ends `poll` (its mark stays unless a newer poll has taken it over). A success records what
+/// the view is now at least as new as; a failure, when it ended.
+pub fn end_delta_poll(poll: DeltaPoll, succeeded: bool, now_ms: f64) {
     ISOLATE.with_borrow_mut(|s| {
         if s.delta_polled_ms == Some(poll.0) {
             s.delta_in_flight = false;
         }
-        s.delta_done_ms = Some(s.delta_done_ms.map_or(poll.0, |t| t.max(poll.0)));
+        if succeeded {
+            s.delta_done_ms = Some(s.delta_done_ms.map_or(poll.0, |t| t.max(poll.0)));
+            s.delta_failed_ms = None;
+        } else {
+            s.delta_failed_ms = Some(now_ms);
+        }
     });
 }
 
@@ -240,8 +267,8 @@ pub fn kv_write_error() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::{
-        begin_delta_poll, delta_poll_age_ms, delta_poll_under_way, delta_view_age_ms,
-        end_delta_poll,
+        begin_delta_poll, delta_feed_failing, delta_poll_age_ms, delta_poll_under_way,
+        delta_view_age_ms, end_delta_poll,
     };
 
     #[test]
@@ -251,9 +278,38 @@ mod tests {
         assert!((delta_poll_age_ms(1_500.0) - 500.0).abs() < 1e-9);
         assert!(delta_view_age_ms(1_500.0).is_infinite());
         assert!(delta_poll_under_way(1_500.0));
-        end_delta_poll(poll);
+        end_delta_poll(poll, true, 1_550.0);
         assert!(!delta_poll_under_way(1_600.0));
         assert!((delta_view_age_ms(1_600.0) - 600.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_failing_feed_is_not_waited_for_while_the_isolate_keeps_polling() {
+        let window = 2_000.0;
+        let good = begin_delta_poll(0.0).unwrap();
+        end_delta_poll(good, true, 10.0);
+        assert!(!delta_feed_failing(100.0, window));
+        // A poll that hangs until its limit fails: the view keeps the age of the last success.
+        let hung = begin_delta_poll(1_000.0).unwrap();
+        assert!(
+            !delta_feed_failing(2_000.0, window),
+            "not known to fail yet"
+        );
+        end_delta_poll(hung, false, 3_000.0);
+        assert!((delta_view_age_ms(3_000.0) - 3_000.0).abs() < 1e-9);
+        assert!(delta_feed_failing(3_500.0, window));
+        // The next poll follows closely: failing for as long as it runs.
+        let next = begin_delta_poll(3_600.0).unwrap();
+        assert!(delta_feed_failing(5_500.0, window));
+        end_delta_poll(next, false, 5_600.0);
+        // Idle since: the feed is tried as if fresh, and a poll started now is waited for.
+        assert!(!delta_feed_failing(8_000.0, window));
+        let after_idle = begin_delta_poll(8_000.0).unwrap();
+        assert!(!delta_feed_failing(8_100.0, window));
+        // A success ends it.
+        end_delta_poll(after_idle, true, 8_200.0);
+        assert!(!delta_feed_failing(8_300.0, window));
+        assert!((delta_view_age_ms(8_300.0) - 300.0).abs() < 1e-9);
     }
 
     #[test]
@@ -263,13 +319,13 @@ mod tests {
         // The first never ended (the runtime stopped it): the mark does not block polls forever.
         let second = begin_delta_poll(10_000.0).unwrap();
         // The first ending late leaves the second's mark alone.
-        end_delta_poll(first);
+        end_delta_poll(first, true, 10_000.0);
         assert_eq!(
             begin_delta_poll(10_001.0),
             None,
             "the second is still under way"
         );
-        end_delta_poll(second);
+        end_delta_poll(second, true, 10_001.0);
         assert!(begin_delta_poll(10_002.0).is_some());
     }
 }

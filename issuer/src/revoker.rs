@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use gatehouse_shared::RevocationKind as Kind;
+use gatehouse_shared::{AccessClaims, RevocationKind as Kind};
 use rocket::fairing::AdHoc;
 
 use crate::auth_cache::AuthCache;
@@ -51,13 +51,25 @@ impl Revocations<'_> {
         self.now
     }
 
-    /// One access token, until it would have expired anyway (`expires_at`).
-    pub fn token(&mut self, jti: &str, sub: &str, expires_at: i64) -> Result<(), ApiError> {
-        revocations::insert(self.conn, Kind::Token, jti, 0, expires_at, self.now)?;
-        let detail = serde_json::json!({"jti": jti});
-        audit::record(self.conn, self.now, "token_revoked", Some(sub), &detail)?;
+    /// One access token, until it would have expired anyway (`expires_at`). Returns whether an
+    /// entry was written: a token a live entry already refuses (its own, its session's, its
+    /// user's cut-off or its key's) gets none, so repeating a revocation writes, locks and
+    /// pushes nothing.
+    pub fn token(&mut self, claims: &AccessClaims, expires_at: i64) -> Result<bool, ApiError> {
+        if revocations::is_revoked(self.conn, claims, self.now)? {
+            return Ok(false);
+        }
+        revocations::insert(self.conn, Kind::Token, &claims.jti, 0, expires_at, self.now)?;
+        let detail = serde_json::json!({"jti": claims.jti});
+        audit::record(
+            self.conn,
+            self.now,
+            "token_revoked",
+            Some(&claims.sub),
+            &detail,
+        )?;
         self.written += 1;
-        Ok(())
+        Ok(true)
     }
 
     /// One session: no more refreshes, and its access tokens are refused. Returns whether it

@@ -159,3 +159,48 @@ async fn a_restarted_worker_reloads_the_list_from_kv() {
         "the first request already sees the list"
     );
 }
+
+/// While the delta feed hangs (it accepts and never answers), requests are answered from the
+/// held view: only a poll the isolate starts after being idle is waited for. Before, every
+/// request that found the view two intervals old waited for the poll under way, up to its 2 s
+/// limit, over and over, so a hung issuer slowed every request at the edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_delta_feed_holds_no_request() {
+    let hung = gatehouse_tests::black_hole().await;
+    let sys = System::start(Options {
+        edge_vars: &[("DELTA_URL", &hung)],
+        ..Options::default()
+    })
+    .await;
+    let tokens = sys.user("alice").await;
+    let token = access(&tokens).to_owned();
+    // The health checks of the start found the feed hung: the isolate knows it is failing.
+    let health = sys.edge.health().await;
+    assert_eq!(health["fast_path"]["failing"], true, "{health}");
+    // 40 requests, one every 100 ms: the isolate polls the feed throughout (each poll
+    // abandoned after 2 s), so a request that waited for one would take over a second.
+    let mut requests = Vec::new();
+    for _ in 0..40 {
+        let (edge, token) = (sys.edge.url.clone(), token.clone());
+        requests.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let status = gatehouse_tests::http()
+                .get(format!("{edge}/api/whoami"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            (status.ok(), started.elapsed())
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut held = Vec::new();
+    for request in requests {
+        let (status, took) = request.await.expect("the request task");
+        assert_eq!(status, Some(200));
+        if took > Duration::from_secs(1) {
+            held.push(took);
+        }
+    }
+    assert!(held.is_empty(), "requests held by the hung feed: {held:?}");
+}

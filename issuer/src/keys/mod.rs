@@ -209,6 +209,7 @@ fn build_state(
     now: i64,
     key_file: KeyFile,
 ) -> Result<KeyState, ApiError> {
+    ensure_sealer_opens_ring(conn, sealer)?;
     if let Some(path) = &config.signing_key_file {
         match read_key_file(path) {
             Ok(key) => {
@@ -271,10 +272,29 @@ fn build_state(
     })
 }
 
+/// Before any write to the ring, the configured secret must open the active key. A CLI run (or
+/// a replica) without the replicas' `GATEHOUSE_KEY_ENCRYPTION_KEY` seals under another secret
+/// (in development, one it generates), and would otherwise make active, or schedule, a key that
+/// no replica can open.
+fn ensure_sealer_opens_ring(conn: &mut DbConn, sealer: &Sealer) -> Result<(), ApiError> {
+    let rows = store::records(conn)?;
+    let Some(active) = store::signing(&rows) else {
+        return Ok(());
+    };
+    match &active.sealed_private_jwk {
+        Some(private_jwk) => sealer
+            .open_any(&active.kid, private_jwk)
+            .map(drop)
+            .map_err(|e| ApiError::Internal(format!("the key ring is left unchanged: {e}"))),
+        None => Ok(()),
+    }
+}
+
 /// `keys rotate`: a new key signs from now on; the old one stays published for its grace.
 /// Verifiers learn the new kid from the JWKS (the edge refetches it on an unknown kid).
 pub fn rotate(conn: &mut DbConn, config: &Config, now: i64) -> Result<SigningKey, ApiError> {
     let sealer = seal::from_config(config)?;
+    ensure_sealer_opens_ring(conn, &sealer)?;
     store::rotate_now(conn, &sealer, now, "keys rotate")
 }
 
@@ -286,6 +306,7 @@ pub fn import_file(
     now: i64,
 ) -> Result<(SigningKey, bool), ApiError> {
     let sealer = seal::from_config(config)?;
+    ensure_sealer_opens_ring(conn, &sealer)?;
     let key = read_key_file(path)?;
     let new = import(conn, &sealer, &key, now)?;
     Ok((key, new))

@@ -216,17 +216,22 @@ pub struct RevocationRequest {
 /// RFC 7009. Answers 200 whether or not there was anything to revoke, so it cannot be used to
 /// probe tokens; only the caller's own tokens (or any, for admins) are revoked.
 #[post("/v1/revoke", data = "<body>")]
+#[allow(clippy::too_many_arguments)] // one typed guard per managed piece (Rocket's idiom)
 async fn revoke(
     config: &State<Config>,
     db: &State<Db>,
     keys: &State<Arc<KeyRing>>,
     revoker: &State<Revoker>,
+    limit: &State<Arc<RateLimit>>,
+    client_ip: Option<IpAddr>,
     now: Now,
     auth: Result<Authenticated, ApiError>,
     body: Result<FormOrJson<RevocationRequest>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     let Now(now) = now;
     let auth = auth?;
+    // Each revocation takes the cluster-wide write lock and is pushed to every edge.
+    limit.check(client_ip)?;
     let request = body?.0;
     let token = request
         .token
@@ -242,7 +247,7 @@ async fn revoke(
         {
             let expires_at = claims.exp + i64::from(config.leeway_secs) + 1;
             revoker
-                .run(now, move |r| r.token(&claims.jti, &claims.sub, expires_at))
+                .run(now, move |r| r.token(&claims, expires_at))
                 .await?;
         }
     } else {

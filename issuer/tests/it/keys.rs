@@ -157,15 +157,47 @@ async fn replicas_share_the_sealed_key_ring(backend: Backend) {
     let mut wrong = app.config.clone();
     wrong.key_encryption_key = Some(secret());
     let now = app.clock().now();
+    let load = wrong.clone();
     let err = app
         .store()
-        .run_sync(move |c| KeyRing::load(c, &wrong, now))
+        .run_sync(move |c| KeyRing::load(c, &load, now))
         .err()
         .expect("another secret cannot open the key");
     assert!(
         err.to_string().contains("GATEHOUSE_KEY_ENCRYPTION_KEY"),
         "{err}"
     );
+
+    // `keys rotate` and `keys import` with another secret (a shell without the replicas'
+    // secret) change nothing. Before, they made active a key no replica could open.
+    let key_file = elsewhere.path().join("imported.jwk");
+    std::fs::write(
+        &key_file,
+        SigningKey::generate(Algorithm::EdDsa)
+            .unwrap()
+            .to_private_jwk_json()
+            .unwrap(),
+    )
+    .unwrap();
+    let (rotate, import) = (wrong.clone(), wrong);
+    let rotated = app.store().run_sync(move |c| keys::rotate(c, &rotate, now));
+    let imported = app
+        .store()
+        .run_sync(move |c| keys::import_file(c, &import, &key_file, now));
+    for err in [rotated.err(), imported.err()] {
+        let err = err.expect("refused").to_string();
+        assert!(err.contains("GATEHOUSE_KEY_ENCRYPTION_KEY"), "{err}");
+    }
+    let after = app.store().run_sync(keys::list).unwrap();
+    assert_eq!(
+        after
+            .iter()
+            .map(|r| (&r.kid, &r.status))
+            .collect::<Vec<_>>(),
+        rows.iter().map(|r| (&r.kid, &r.status)).collect::<Vec<_>>(),
+        "the ring is unchanged"
+    );
+    assert_eq!(me_on(&replica, &token).await, Status::Ok);
 }
 
 /// After `keys rotate` (the CLI, or another replica), a replica that has not refreshed its ring

@@ -1,5 +1,6 @@
 //! Revocation (RFC 7009), logout, logout everywhere, durability and the signed snapshot.
 
+use gatehouse_issuer::store::revocations;
 use gatehouse_shared::{
     KeySet, RevocationDelta, RevocationList, SnapshotOptions, Verifier, VerifierOptions,
 };
@@ -44,6 +45,22 @@ async fn revoke_endpoint(backend: Backend) {
     );
     assert_eq!(app.me(str_of(&a2, "access_token")).await.0, Status::Ok);
     assert_eq!(app.refresh(str_of(&a, "refresh_token")).await.0, Status::Ok);
+
+    // Revoking it again writes no entry (before, each call added one, took the revocation
+    // write lock and was pushed to every edge).
+    let seq = app.store().run_sync(revocations::high_water).unwrap();
+    for _ in 0..2 {
+        let (status, _) = app
+            .send(
+                "POST",
+                "/v1/revoke",
+                Some(&hinted),
+                Some(str_of(&a2, "access_token")),
+            )
+            .await;
+        assert_eq!(status, Status::Ok);
+    }
+    assert_eq!(app.store().run_sync(revocations::high_water).unwrap(), seq);
 
     // Revoking a refresh token ends its session.
     let body = format!(

@@ -152,7 +152,7 @@ async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
         let token = str_of(&app.login("alice").await, "access_token").to_owned();
         claims.push(verifier.verify(&token, app.clock().now()).unwrap());
     }
-    let [first, second] = [&claims[0], &claims[1]].map(|c| (c.jti.clone(), c.sub.clone(), c.exp));
+    let [first, second] = [claims[0].clone(), claims[1].clone()];
     let now = app.clock().now();
     let revoker = || Revoker::for_command(app.store().clone(), app.config.clone());
 
@@ -163,7 +163,7 @@ async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
         let revoker = revoker();
         std::thread::spawn(move || {
             revoker.run_sync(now, |r| {
-                r.token(&first.0, &first.1, first.2)?;
+                r.token(&first, first.exp)?;
                 wrote.send(()).unwrap();
                 held.recv().unwrap();
                 Ok(())
@@ -173,9 +173,7 @@ async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
     written.recv().unwrap();
     let fast = {
         let revoker = revoker();
-        std::thread::spawn(move || {
-            revoker.run_sync(now, |r| r.token(&second.0, &second.1, second.2))
-        })
+        std::thread::spawn(move || revoker.run_sync(now, |r| r.token(&second, second.exp)))
     };
     // Whatever is committed now is snapshotted (and cached) before the first commits.
     tokio::time::sleep(Duration::from_millis(300)).await;
