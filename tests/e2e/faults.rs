@@ -339,7 +339,8 @@ async fn an_issuer_killed_mid_push_is_repaired_by_the_cron_pull() {
     let mut sys = System::start(Options {
         push: false,
         issuer_env: &[("GATEHOUSE_EDGE_SYNC_URLS", &sink)],
-        ..Options::default()
+        // No fast path: its next poll would bring the logout whether or not the cron works.
+        edge_vars: &[("DELTA_POLL_MS", "0")],
     })
     .await;
     let tokens = sys.user("alice").await;
