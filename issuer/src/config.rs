@@ -163,6 +163,19 @@ impl Default for Config {
 
 impl Config {
     /// What production refuses, each naming the setting that fixes it. Empty in development.
+    /// Settings no profile can run with, each named.
+    pub fn invalid_settings(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.lockout.threshold == 0 {
+            problems.push(
+                "GATEHOUSE_LOCKOUT__THRESHOLD is 0: every login would be refused as locked out \
+                 (at least 1)"
+                    .to_owned(),
+            );
+        }
+        problems
+    }
+
     pub fn production_problems(&self) -> Vec<String> {
         if self.profile != Profile::Production {
             return Vec::new();
@@ -265,13 +278,22 @@ fn list_or_csv<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>
 
 /// The figment Rocket and the issuer read: Rocket's own settings (`port`, `address`, …) come
 /// from the same `GATEHOUSE_*` variables, so `GATEHOUSE_PORT=9000` just works.
+///
+/// A file named by `GATEHOUSE_CONFIG` must exist (a mount that failed must not start the issuer
+/// on defaults, in the development profile); `gatehouse.toml` is read from the working
+/// directory only, if it is there (figment's `Toml::file` would also search its parents).
 pub fn figment() -> Figment {
+    let file = match Env::var("GATEHOUSE_CONFIG") {
+        Some(named) => Toml::file_exact(named),
+        None if std::path::Path::new(DEFAULT_FILE).is_file() => Toml::file_exact(DEFAULT_FILE),
+        None => Toml::string(""),
+    };
     defaults()
-        .merge(Toml::file(
-            Env::var("GATEHOUSE_CONFIG").unwrap_or_else(|| "gatehouse.toml".into()),
-        ))
+        .merge(file)
         .merge(Env::prefixed("GATEHOUSE_").split("__"))
 }
+
+const DEFAULT_FILE: &str = "gatehouse.toml";
 
 /// Built-in defaults only (no file, no environment): the base of [`figment`] and of tests.
 pub fn defaults() -> Figment {
@@ -303,11 +325,15 @@ pub fn stage() -> AdHoc {
                  GATEHOUSE_PROFILE=production to refuse them"
             );
         }
-        let problems = config.production_problems();
-        if problems.is_empty() {
+        let invalid = config.invalid_settings();
+        let unsafe_in_production = config.production_problems();
+        if invalid.is_empty() && unsafe_in_production.is_empty() {
             return Ok(rocket.manage(config));
         }
-        for problem in &problems {
+        for problem in &invalid {
+            tracing::error!("configuration: {problem}");
+        }
+        for problem in &unsafe_in_production {
             tracing::error!("production profile: {problem}");
         }
         Err(rocket)
@@ -317,6 +343,31 @@ pub fn stage() -> AdHoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's test jail returns its own error type
+    fn a_named_config_file_must_exist_and_parents_are_not_searched() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEHOUSE_CONFIG", "/nonexistent/gatehouse.toml");
+            let err = figment().extract::<Config>().unwrap_err().to_string();
+            assert!(err.contains("/nonexistent/gatehouse.toml"), "{err}");
+            jail.clear_env();
+            // A gatehouse.toml in a parent of the working directory is not read.
+            jail.create_file(DEFAULT_FILE, "access_token_ttl_secs = 61")?;
+            let below = jail.directory().join("below");
+            std::fs::create_dir(&below).map_err(|e| e.to_string())?;
+            jail.change_dir(&below)?;
+            let config: Config = figment().extract()?;
+            assert_eq!(
+                config.access_token_ttl_secs,
+                Config::default().access_token_ttl_secs
+            );
+            jail.change_dir(jail.directory())?;
+            let config: Config = figment().extract()?;
+            assert_eq!(config.access_token_ttl_secs, 61);
+            Ok(())
+        });
+    }
 
     #[test]
     #[allow(clippy::result_large_err)] // figment's test jail returns its own error type
@@ -351,6 +402,18 @@ mod tests {
             key_encryption_key: Some(Secret::new("k".repeat(43))),
             ..Config::default()
         }
+    }
+
+    #[test]
+    fn a_lockout_threshold_of_zero_is_refused_by_name() {
+        let mut config = Config::default();
+        assert!(config.invalid_settings().is_empty());
+        config.lockout.threshold = 0;
+        let problems = config.invalid_settings();
+        assert!(
+            problems[0].contains("GATEHOUSE_LOCKOUT__THRESHOLD"),
+            "{problems:?}"
+        );
     }
 
     #[test]

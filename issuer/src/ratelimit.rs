@@ -11,22 +11,24 @@ use crate::config::Config;
 use crate::error::ApiError;
 
 pub struct RateLimit {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    /// `None` when the limit is off (`token_rate_per_minute = 0`, as 0 turns other limits off).
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 impl RateLimit {
     pub fn per_minute(n: u32) -> Self {
-        let n = NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
         Self {
-            limiter: RateLimiter::keyed(Quota::per_minute(n)),
+            limiter: NonZeroU32::new(n).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
         }
     }
 
     /// Requests without a known client address are not limited here (a proxy in front should
     /// set `ip_header`).
     pub fn check(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        let Some(ip) = ip else { return Ok(()) };
-        self.limiter.check_key(&client(ip)).map_err(|not_until| {
+        let (Some(ip), Some(limiter)) = (ip, &self.limiter) else {
+            return Ok(());
+        };
+        limiter.check_key(&client(ip)).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             ApiError::RateLimited {
                 retry_after: wait.as_secs().max(1),
@@ -36,8 +38,10 @@ impl RateLimit {
 
     /// Forgets clients whose budget is full again, so memory follows active clients only.
     pub fn prune(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 }
 
@@ -67,7 +71,18 @@ pub fn stage() -> AdHoc {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::RateLimit;
+
+    #[test]
+    fn zero_turns_the_limit_off() {
+        let ip = Some(IpAddr::from([192, 0, 2, 1]));
+        let off = RateLimit::per_minute(0);
+        assert!((0..1000).all(|_| off.check(ip).is_ok()));
+        let one = RateLimit::per_minute(1);
+        assert!(one.check(ip).is_ok() && one.check(ip).is_err());
+    }
 
     #[test]
     fn an_ipv6_slash_64_shares_one_budget() {
