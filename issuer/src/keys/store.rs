@@ -83,6 +83,15 @@ pub fn insert(
         .verifying_jwk()
         .to_json()
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Asked first: a key file is imported again at every ring refresh, and a refused insert is
+    // an ERROR line in PostgreSQL's log, every minute on every replica.
+    let present: i64 = signing_keys::table
+        .find(key.kid())
+        .count()
+        .get_result(conn)?;
+    if present > 0 {
+        return Ok(false);
+    }
     let private = sealer.seal(key).map_err(ApiError::Internal)?;
     // Outside any transaction, so that losing the race (a unique violation) aborts nothing.
     let inserted = diesel::insert_into(signing_keys::table)
