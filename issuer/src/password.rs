@@ -55,8 +55,11 @@ impl HashPolicy {
     }
 
     fn argon2(self) -> Result<Argon2<'static>, ApiError> {
-        let params = Params::new(self.m_cost, self.t_cost, self.p_cost, None)
-            .map_err(|e| ApiError::Internal(format!("argon2 parameters: {e}")))?;
+        let params = Params::new(self.m_cost, self.t_cost, self.p_cost, None).map_err(|e| {
+            ApiError::Internal(format!(
+                "argon2 parameters (GATEHOUSE_PASSWORD__M_COST, __T_COST, __P_COST): {e}"
+            ))
+        })?;
         Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
     }
 

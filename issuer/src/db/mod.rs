@@ -41,12 +41,15 @@ impl DbUrl {
             Ok(Self::Postgres(url.to_owned()))
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
-                return Err("sqlite:// needs a file path, e.g. sqlite://gatehouse.db".into());
+                return Err(
+                    "GATEHOUSE_DATABASE_URL: sqlite:// needs a file path, e.g. sqlite://gatehouse.db"
+                        .into(),
+                );
             }
             Ok(Self::Sqlite(path.to_owned()))
         } else {
             Err(format!(
-                "unsupported database URL scheme in {:?}: use postgres://… or sqlite://path",
+                "GATEHOUSE_DATABASE_URL: unsupported scheme in {:?}: use postgres://… or sqlite://path",
                 redact(url)
             ))
         }

@@ -123,7 +123,10 @@ impl KeyRing {
 /// verifier.
 pub fn read_key_file(path: &Path) -> Result<SigningKey, ApiError> {
     let json = std::fs::read_to_string(path).map_err(|e| {
-        ApiError::Internal(format!("cannot read signing key {}: {e}", path.display()))
+        ApiError::Internal(format!(
+            "cannot read the signing key file {} (GATEHOUSE_SIGNING_KEY_FILE or `keys import`): {e}",
+            path.display()
+        ))
     })?;
     let key = SigningKey::from_jwk_json(&json)
         .map_err(|e| ApiError::Internal(format!("bad signing key {}: {e}", path.display())))?;

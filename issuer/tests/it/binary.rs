@@ -276,7 +276,9 @@ fn cli_commands() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("GATEHOUSE_DATABASE_URL: unsupported scheme")
+    );
 }
 
 /// Reads a child's output on a thread, so a test can wait for a prompt.
