@@ -157,8 +157,14 @@ fn init_logging() {
     }
 }
 
+/// Sized by Rocket's own `workers` and `max_blocking` (`GATEHOUSE_WORKERS`,
+/// `GATEHOUSE_MAX_BLOCKING`), which only `rocket::launch`'s runtime would otherwise read.
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    let rocket_config =
+        rocket::Config::try_from(config::figment()).map_err(|e| format!("configuration: {e}"))?;
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(rocket_config.workers.max(1))
+        .max_blocking_threads(rocket_config.max_blocking.max(1))
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
@@ -175,6 +181,7 @@ fn serve() -> Result<(), String> {
                 audience = %config.audience,
                 jwks = %format!("{}/.well-known/jwks.json", config.issuer.trim_end_matches('/')),
                 edge_sync_urls = ?config.edge_sync_urls,
+                workers = tokio::runtime::Handle::current().metrics().num_workers(),
                 "gatehouse issuer starting"
             );
         }

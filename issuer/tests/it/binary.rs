@@ -98,11 +98,14 @@ async fn serve_with_no_configuration_runs_the_whole_flow() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     // The port is the one setting: 8000 may be taken on a shared machine.
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
     let child = command(dir.path())
         .arg("serve")
         .env("GATEHOUSE_PORT", port.to_string())
+        // Rocket's runtime settings size the runtime `serve` builds (before, they were ignored).
+        .env("GATEHOUSE_WORKERS", "3")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let _server = Server(child);
@@ -119,6 +122,17 @@ async fn serve_with_no_configuration_runs_the_whole_flow() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "the issuer became ready");
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    // Without the terminal colours the log may carry.
+    let plain: String = log
+        .split('\x1b')
+        .map(|part| {
+            part.split_once('m')
+                .filter(|_| part.starts_with('['))
+                .map_or(part, |(_, rest)| rest)
+        })
+        .collect();
+    assert!(plain.contains("workers=3"), "{plain}");
     assert!(
         dir.path().join("gatehouse.db").is_file(),
         "SQLite in the working directory"
