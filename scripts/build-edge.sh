@@ -13,14 +13,14 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/edge/build"
-wasm="$root/target/wasm32-unknown-unknown/wasm-release/gatehouse_edge.wasm"
+wasm="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/wasm-release/gatehouse_edge.wasm"
 
 # worker-build sets this for the `worker` crate's macros: futures through `js_sys::futures`.
 (cd "$root/edge" && WASM_BINDGEN_USE_JS_SYS=1 cargo build --locked --lib \
   --profile wasm-release --target wasm32-unknown-unknown)
 
 rm -rf "$out" && mkdir -p "$out"
-"${WASM_BINDGEN_BIN:-$HOME/.cargo/bin/wasm-bindgen}" "$wasm" --out-dir "$out" --out-name index \
+"${WASM_BINDGEN_BIN:-wasm-bindgen}" "$wasm" --out-dir "$out" --out-name index \
   --target module --no-typescript --experimental-reset-state-function --force-enable-abort-handler
 
 # The features worker-build enables for workerd: rustc's wasm32 defaults plus the exception

@@ -10,7 +10,7 @@ cd "$root"
 out=edge/js/pkg
 cargo build --locked -p gatehouse-verify --target wasm32-unknown-unknown --profile wasm-release
 rm -rf "$out"
-"${WASM_BINDGEN_BIN:-wasm-bindgen}" target/wasm32-unknown-unknown/wasm-release/gatehouse_verify.wasm \
+"${WASM_BINDGEN_BIN:-wasm-bindgen}" "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/wasm-release/gatehouse_verify.wasm" \
   --target web --out-dir "$out" --out-name gatehouse_verify
 node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
   --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \

@@ -6,6 +6,23 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
+# `--build`: only what building and deploying the worker needs (steps 1-3); the test services
+# (Chromium, wrk, PostgreSQL) are left alone.
+build_only=false
+if [ "${1:-}" = --build ]; then build_only=true; fi
+
+# Debian packages need root: as root, through sudo, or a clear stop.
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else log "needs root (or sudo) to run: $*"; exit 1
+  fi
+}
+apt_install() {
+  command -v apt-get >/dev/null || { log "install $1 with your package manager (no apt-get here)"; exit 1; }
+  as_root apt-get install -y "$1" >/dev/null || { as_root apt-get update >/dev/null && as_root apt-get install -y "$1" >/dev/null; }
+}
+
 locked_version() { # the version of crate $1 in Cargo.lock
   awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock
 }
@@ -36,22 +53,37 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want_lock" ]; then
   echo "$want_lock" > "$stamp"
 fi
 
+if $build_only; then exit 0; fi
+
 # 4. Debian's Chromium for the browser test (playwright-core drives it; it never downloads one).
 if [ ! -x /usr/bin/chromium ]; then
   log "installing chromium (Debian package)"
-  apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; }
+  apt_install chromium
 fi
 
 # 5. wrk, the load generator of the benchmark suite (its smoke mode runs in `make test`).
 if ! command -v wrk >/dev/null; then
   log "installing wrk (Debian package)"
-  apt-get install -y wrk >/dev/null || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+  apt_install wrk
 fi
 
-# 6. PostgreSQL for the issuer's tests: start it if it is not accepting connections.
+# 6. PostgreSQL for the issuer's tests, as user postgres on 127.0.0.1:5432 without a password.
+#    Installed if absent; only a cluster installed here gets that trust line (an existing
+#    cluster's authentication is the machine owner's to set).
+if [ ! -d /etc/postgresql ] || [ -z "$(ls /etc/postgresql)" ]; then
+  log "installing PostgreSQL (Debian package), trusting user postgres on 127.0.0.1 only"
+  apt_install postgresql
+  hba=$(ls -d /etc/postgresql/*/main | sort -V | tail -n1)/pg_hba.conf
+  as_root sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+fi
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   log "starting PostgreSQL"
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start
+  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start
   for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
   pg_isready -h 127.0.0.1 -p 5432 >/dev/null || { log "PostgreSQL did not start"; exit 1; }
+fi
+if ! psql -h 127.0.0.1 -U postgres -w -Atc 'select 1' >/dev/null 2>&1; then
+  log "PostgreSQL on 127.0.0.1:5432 refuses user postgres without a password; the tests need"
+  log "a pg_hba.conf line such as: host all postgres 127.0.0.1/32 trust"
+  exit 1
 fi
