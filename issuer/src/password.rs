@@ -290,6 +290,52 @@ pub fn stage() -> AdHoc {
 mod tests {
     use super::*;
 
+    /// The queue holds 32 hashes per worker; one more answers 503 at once instead of waiting.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_hash_queue_answers_unavailable() {
+        let hasher = Arc::new(
+            Hasher::new(
+                HashPolicy::fast_for_tests(),
+                1,
+                Arc::new(Metrics::default()),
+            )
+            .unwrap(),
+        );
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = Arc::new(std::sync::Mutex::new(held));
+        let mut queued = Vec::new();
+        for _ in 0..32 {
+            let (hasher, held) = (Arc::clone(&hasher), Arc::clone(&held));
+            queued.push(tokio::spawn(async move {
+                // Released by the test, or by the timer if an assertion failed first.
+                let wait = move || {
+                    let _ = held
+                        .lock()
+                        .map(|rx| rx.recv_timeout(std::time::Duration::from_secs(10)));
+                };
+                hasher.run(wait).await
+            }));
+        }
+        for _ in 0..1000 {
+            if hasher.queue.available_permits() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let refused = hasher.verify("password".into(), None).await;
+        assert!(
+            matches!(refused, Err(ApiError::Unavailable { .. })),
+            "{refused:?}"
+        );
+        for _ in 0..32 {
+            let _ = release.send(());
+        }
+        for job in queued {
+            assert!(job.await.unwrap().is_ok());
+        }
+        assert!(!hasher.verify("password".into(), None).await.unwrap());
+    }
+
     #[test]
     fn an_m_cost_beyond_a_gibibyte_is_refused_by_name() {
         let policy = HashPolicy {

@@ -119,6 +119,15 @@ async fn login_issues_verifiable_tokens(backend: Backend) {
 async fn login_failures_look_alike(backend: Backend) {
     let app = TestApp::start(backend).await;
     app.register("alice").await;
+    let hashes = || async {
+        let (_, metrics) = app.send("GET", "/metrics", None, None).await;
+        let text = metrics.as_str().unwrap().to_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("gatehouse_password_hash_seconds_count "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no hash count in {text}"))
+    };
+    let before = hashes().await;
     let wrong = app
         .send(
             "POST",
@@ -139,6 +148,8 @@ async fn login_failures_look_alike(backend: Backend) {
         wrong, unknown,
         "unknown users and wrong passwords answer the same"
     );
+    // The same argon2 work too: the unknown name was checked against the dummy hash.
+    assert_eq!(hashes().await, before + 2);
     assert_eq!(
         (wrong.0, str_of(&wrong.1, "error")),
         (Status::BadRequest, "invalid_grant")
