@@ -172,7 +172,7 @@ type Plant = (&'static str, fn(&mut Table));
 #[test]
 fn the_config_check_catches_what_is_planted_in_a_copy() {
     // Non-capturing closures, so one list holds them all.
-    let plants: [Plant; 9] = [
+    let plants: [Plant; 12] = [
         ("127.0.0.1", |c| {
             production_vars_mut(c).insert("ORIGIN_URL".into(), "http://127.0.0.1:8788".into());
         }),
@@ -202,6 +202,18 @@ fn the_config_check_catches_what_is_planted_in_a_copy() {
         }),
         ("TEST_CRASH_ROUTE", |c| {
             production_vars_mut(c).insert("TEST_CRASH_ROUTE".into(), "on".into());
+        }),
+        ("is not https", |c| {
+            let url = "http://auth.example.com/v1/revocations/delta";
+            production_vars_mut(c).insert("DELTA_URL".into(), url.into());
+        }),
+        ("not inherited", |c| {
+            let top = c.get("vars").and_then(Value::as_table).expect("[vars]");
+            let name = top.keys().next().expect("a top-level var").clone();
+            production_vars_mut(c).remove(&name);
+        }),
+        ("workers_dev", |c| {
+            production_mut(c).insert("workers_dev".into(), true.into());
         }),
     ];
     let config = repo_config();
