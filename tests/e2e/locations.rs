@@ -214,3 +214,61 @@ async fn a_failed_kv_write_is_not_answered_as_delivered() {
         "a refused push counted as delivered: {delivered}"
     );
 }
+
+/// An unchanged list (the same seq, re-signed later) is taken but written to KV only once KV's
+/// copy is `KV_HEARTBEAT_SECS` older: the heartbeat that keeps a quiet day's copy fresh for new
+/// isolates, without a KV write per pull. The lists are signed here with the issuer's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_list_is_rewritten_to_kv_only_at_the_heartbeat() {
+    let w = world(
+        1,
+        Duration::from_secs(1),
+        &[("KV_HEARTBEAT_SECS", "10"), ("DELTA_POLL_MS", "0")],
+    )
+    .await;
+    w.locations.run_cron(0).await;
+    let locations = &w.locations;
+    // The pulled list and its head are in KV (the replicator counts writes every 100 ms).
+    eventually(
+        "the pulled list in KV",
+        Duration::from_secs(5),
+        || async move { (locations.kv_writes().await[0] >= 2).then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = w.locations.urls[0].clone();
+    let (_, health) = get_json(&format!("{url}/_gatehouse/health"), None).await;
+    let seq = health["revocations"]["seq"].as_u64().expect("a list") + 1;
+    let now = gatehouse_tests::unix_now();
+    let sync = w.locations.sync_url(0);
+    let mut expected = locations.kv_writes().await[0];
+    // (issued `ago` seconds before now, written to KV?)
+    for (ago, written) in [(30, true), (25, false), (21, false), (15, true)] {
+        let list = gatehouse_shared::RevocationList::builder(&w.issuer.url, seq, now - ago).build();
+        let response = gatehouse_tests::http()
+            .post(&sync)
+            .body(list.sign_snapshot(&w.issuer.key).unwrap())
+            .send()
+            .await
+            .unwrap();
+        let (status, json) = gatehouse_tests::json_of(response).await;
+        assert_eq!(status, 200, "issued {ago} s ago: {json}");
+        if written {
+            // The snapshot and its head.
+            expected += 2;
+            let writes = eventually("the list in KV", Duration::from_secs(5), || async move {
+                let writes = locations.kv_writes().await[0];
+                (writes >= expected).then_some(writes)
+            })
+            .await;
+            assert_eq!(writes, expected, "issued {ago} s ago");
+        } else {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            assert_eq!(
+                locations.kv_writes().await[0],
+                expected,
+                "issued {ago} s ago, within the heartbeat of KV's copy: no write"
+            );
+        }
+    }
+}
