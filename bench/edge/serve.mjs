@@ -3,6 +3,10 @@
 // proxy in front (which capped even a do-nothing worker at about 3k req/s on the 2-core box).
 // Usage: node bench/edge/serve.mjs '{"script": "...", "port": 8931, "vars": {...}, "bundle": false}'
 // `"kv": false` leaves the GATEHOUSE_KV binding out (a deploy that forgot it).
+// `"kv": {"failPuts": {"<key>": n}}` is a SIMULATION of KV refusing writes: the first n puts of
+// each named key throw, as a put does on Cloudflare when KV is down or its limit of one write
+// per second per key is exceeded; everything else goes to a real local KV namespace. It does
+// not model KV's own error messages or a write that fails after it was stored.
 // `bundle` runs esbuild first, for workers that import npm packages (the jose baseline).
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,7 +29,25 @@ if (config.bundle) {
     logLevel: 'warning',
   });
 }
-const mf = new Miniflare({
+const FLAKY_KV = `
+export default function (env) {
+  const left = { ...env.FAIL_PUTS };
+  const store = env.STORE;
+  return {
+    get: (...args) => store.get(...args),
+    getWithMetadata: (...args) => store.getWithMetadata(...args),
+    list: (...args) => store.list(...args),
+    delete: (...args) => store.delete(...args),
+    async put(key, ...rest) {
+      if (left[key] > 0) {
+        left[key] -= 1;
+        throw new Error('simulated KV failure: the put of ' + key + ' was refused');
+      }
+      return store.put(key, ...rest);
+    },
+  };
+}`;
+const worker = {
   modules: true,
   scriptPath: script,
   modulesRoot: dirname(script),
@@ -35,10 +57,19 @@ const mf = new Miniflare({
   ],
   compatibilityDate: '2026-04-01',
   bindings: config.vars,
-  kvNamespaces: config.kv === false ? [] : ['GATEHOUSE_KV'],
-  host: '127.0.0.1',
-  port: config.port,
-});
+};
+const workers = [worker];
+if (config.kv === false) {
+  worker.kvNamespaces = [];
+} else if (config.kv?.failPuts) {
+  worker.wrappedBindings = {
+    GATEHOUSE_KV: { scriptName: 'flaky-kv', bindings: { FAIL_PUTS: config.kv.failPuts } },
+  };
+  workers.push({ name: 'flaky-kv', modules: true, script: FLAKY_KV, kvNamespaces: ['STORE'] });
+} else {
+  worker.kvNamespaces = ['GATEHOUSE_KV'];
+}
+const mf = new Miniflare({ workers, host: '127.0.0.1', port: config.port });
 const url = await mf.ready;
 console.log(`serving ${config.script} at ${url.href}`);
 const stop = async () => {

@@ -272,3 +272,74 @@ async fn an_unchanged_list_is_rewritten_to_kv_only_at_the_heartbeat() {
         }
     }
 }
+
+/// KV refuses the first two writes of the list (SIMULATED: `bench/edge/serve.mjs` wraps a real
+/// local namespace). The edge keeps the verified list in memory and refuses its entries at once,
+/// answers each push 503 `kv_write_failed` while the write fails, reports it on the health
+/// route, and a retry of the same list is stored, answered 200, and clears the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_kv_write_keeps_the_list_and_a_retry_stores_it() {
+    let issuer_port = free_port().to_string();
+    let issuer_url = format!("http://127.0.0.1:{issuer_port}");
+    let edge = Workerd::start_with_refused_kv_puts(
+        &built_worker(),
+        &[
+            ("ORIGIN_URL", "http://127.0.0.1:9"),
+            ("ISSUER_URL", &issuer_url),
+            ("EXPECTED_ISSUER", &issuer_url),
+            ("EXPECTED_AUDIENCE", AUDIENCE),
+            ("DELTA_POLL_MS", "0"),
+            // The readiness probe ran before the issuer was up; let the first push fetch keys.
+            ("JWKS_REFETCH_COOLDOWN_SECS", "0"),
+        ],
+        &[("revocations", 2)],
+    )
+    .await;
+    // No sync URL: the pushes are made by hand.
+    let issuer = Issuer::start(&[("GATEHOUSE_PORT", issuer_port.as_str())]).await;
+    issuer.register("alice", PASSWORD).await;
+    let token = access(&issuer.login("alice", PASSWORD).await).to_owned();
+    assert_eq!(issuer.logout(&token).await, 200);
+    let snapshot = gatehouse_tests::get_text(&format!("{issuer_url}/v1/revocations")).await;
+    let push = || async {
+        let response = gatehouse_tests::http()
+            .post(format!("{}/_gatehouse/sync", edge.url))
+            .body(snapshot.clone())
+            .send()
+            .await
+            .unwrap();
+        gatehouse_tests::json_of(response).await
+    };
+    let health = || async {
+        get_json(&format!("{}/_gatehouse/health", edge.url), None)
+            .await
+            .1
+    };
+    for attempt in 1..=2 {
+        let (status, json) = push().await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (503, Some("kv_write_failed")),
+            "attempt {attempt}: {json}"
+        );
+        let health = health().await;
+        assert!(
+            health["kv_write_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("simulated KV failure")),
+            "{health}"
+        );
+        // Held in memory all the same: the logged-out token is refused at this isolate.
+        let (status, json) =
+            get_json(&format!("{}/_gatehouse/check", edge.url), Some(&token)).await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (401, Some("revoked")),
+            "{json}"
+        );
+    }
+    let (status, json) = push().await;
+    assert_eq!(status, 200, "the retry is stored: {json}");
+    let health = health().await;
+    assert!(health["kv_write_error"].is_null(), "{health}");
+}

@@ -14,15 +14,35 @@ pub struct Workerd {
 impl Workerd {
     /// `bundle` runs esbuild over `script` first (for workers importing npm packages).
     pub async fn start(script: &Path, vars: &[(&str, &str)], bundle: bool) -> Self {
-        Self::start_with(script, vars, bundle, true).await
+        Self::start_with(script, vars, bundle, true.into()).await
     }
 
     /// The worker without its KV binding, as a deploy that forgot it would run.
     pub async fn start_without_kv(script: &Path, vars: &[(&str, &str)]) -> Self {
-        Self::start_with(script, vars, false, false).await
+        Self::start_with(script, vars, false, false.into()).await
     }
 
-    async fn start_with(script: &Path, vars: &[(&str, &str)], bundle: bool, kv: bool) -> Self {
+    /// The worker on a KV that refuses the first `n` puts of each `(key, n)` (a SIMULATION, in
+    /// `bench/edge/serve.mjs`); every other operation reaches a real local KV namespace.
+    pub async fn start_with_refused_kv_puts(
+        script: &Path,
+        vars: &[(&str, &str)],
+        refused: &[(&str, u32)],
+    ) -> Self {
+        let fail_puts: serde_json::Map<String, serde_json::Value> = refused
+            .iter()
+            .map(|(key, n)| ((*key).to_owned(), (*n).into()))
+            .collect();
+        let kv = serde_json::json!({ "failPuts": fail_puts });
+        Self::start_with(script, vars, false, kv).await
+    }
+
+    async fn start_with(
+        script: &Path,
+        vars: &[(&str, &str)],
+        bundle: bool,
+        kv: serde_json::Value,
+    ) -> Self {
         let vars: serde_json::Map<String, serde_json::Value> = vars
             .iter()
             .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
