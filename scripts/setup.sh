@@ -70,15 +70,20 @@ fi
 # 6. PostgreSQL for the issuer's tests, as user postgres on 127.0.0.1:5432 without a password.
 #    Installed if absent; only a cluster installed here gets that trust line (an existing
 #    cluster's authentication is the machine owner's to set).
-if [ ! -d /etc/postgresql ] || [ -z "$(ls /etc/postgresql)" ]; then
+if ! pg_isready -q -h 127.0.0.1 -p 5432 && { [ ! -d /etc/postgresql ] || [ -z "$(ls /etc/postgresql)" ]; }; then
   log "installing PostgreSQL (Debian package), trusting user postgres on 127.0.0.1 only"
   apt_install postgresql
-  hba=$(ls -d /etc/postgresql/*/main | sort -V | tail -n1)/pg_hba.conf
-  as_root sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+  version=$(ls /etc/postgresql | sort -V | tail -n1)
+  as_root sed -i '1i host all postgres 127.0.0.1/32 trust' "/etc/postgresql/$version/main/pg_hba.conf"
+  # With systemd the package started the cluster before the line was there.
+  if pg_isready -q -h 127.0.0.1 -p 5432; then as_root pg_ctlcluster "$version" main reload; fi
 fi
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   log "starting PostgreSQL"
-  as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start
+  version=$(ls /etc/postgresql | sort -V | tail -n1)
+  # As the cluster's owner if this user is one, else as root.
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null ||
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
   for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
   pg_isready -h 127.0.0.1 -p 5432 >/dev/null || { log "PostgreSQL did not start"; exit 1; }
 fi

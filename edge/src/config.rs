@@ -154,6 +154,22 @@ fn number(env: &Env, name: &str, default: u32, problems: &mut Vec<String>) -> u3
     }
 }
 
+/// The most `DELTA_POLL_MS` may be: a poll's fetch may take 4 intervals, which must stay under
+/// the 10 s after which a poll still marked under way is taken as abandoned (two hung fetches
+/// would otherwise overlap), and a slower feed is no fast path.
+const MAX_DELTA_POLL_MS: u32 = 2_000;
+
+fn delta_poll_ms(env: &Env, problems: &mut Vec<String>) -> u32 {
+    let ms = number(env, "DELTA_POLL_MS", 500, problems);
+    if ms > MAX_DELTA_POLL_MS {
+        problems.push(format!(
+            "DELTA_POLL_MS={ms} is over {MAX_DELTA_POLL_MS}; using {MAX_DELTA_POLL_MS}"
+        ));
+        return MAX_DELTA_POLL_MS;
+    }
+    ms
+}
+
 impl Config {
     pub fn from_env(env: &Env) -> Self {
         let mut problems = Vec::new();
@@ -228,7 +244,7 @@ impl Config {
             kv_refresh_ms: f64::from(number(env, "KV_REFRESH_SECS", 10, &mut problems)) * 1000.0,
             kv_heartbeat_secs: i64::from(number(env, "KV_HEARTBEAT_SECS", 3600, &mut problems)),
             delta_url,
-            delta_poll_ms: f64::from(number(env, "DELTA_POLL_MS", 500, &mut problems)),
+            delta_poll_ms: f64::from(delta_poll_ms(env, &mut problems)),
             keys_ttl_ms: f64::from(number(env, "KEYS_TTL_SECS", 300, &mut problems)) * 1000.0,
             verified_cache_size: usize::try_from(number(
                 env,

@@ -57,7 +57,13 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Generate a new signing key; the current one stays published until its tokens expire.
-    Rotate,
+    Rotate {
+        /// Recovery when the secret that sealed the active key is lost: rotate although
+        /// `GATEHOUSE_KEY_ENCRYPTION_KEY` does not open it (refused otherwise, so a shell
+        /// without the replicas' secret cannot make a key they cannot open).
+        #[arg(long)]
+        replace_unopenable: bool,
+    },
     /// Import an existing private JWK (Ed25519): stored sealed, and the signing key from now on
     /// if its kid is new.
     Import { file: std::path::PathBuf },
@@ -106,8 +112,8 @@ pub fn main() -> ExitCode {
             println!("migrations applied on {}", db.url().describe());
         }),
         Command::Keys {
-            command: KeysCommand::Rotate,
-        } => keys_rotate(),
+            command: KeysCommand::Rotate { replace_unopenable },
+        } => keys_rotate(replace_unopenable),
         Command::Keys {
             command: KeysCommand::List,
         } => keys_list(),
@@ -208,10 +214,16 @@ fn now() -> i64 {
     Clock::default().now()
 }
 
-fn keys_rotate() -> Result<(), String> {
+fn keys_rotate(replace_unopenable: bool) -> Result<(), String> {
     let (config, db) = load()?;
     let key = db
-        .run_sync(|c| keys::rotate(c, &config, now()))
+        .run_sync(|c| {
+            if replace_unopenable {
+                keys::rotate_replacing_unopenable(c, &config, now())
+            } else {
+                keys::rotate(c, &config, now())
+            }
+        })
         .map_err(fail)?;
     println!(
         "new signing key {} is active; the previous key stays published until its tokens expire",

@@ -162,7 +162,6 @@ impl Default for Config {
 }
 
 impl Config {
-    /// What production refuses, each naming the setting that fixes it. Empty in development.
     /// Settings no profile can run with, each named.
     pub fn invalid_settings(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -176,6 +175,7 @@ impl Config {
         problems
     }
 
+    /// What production refuses, each naming the setting that fixes it. Empty in development.
     pub fn production_problems(&self) -> Vec<String> {
         if self.profile != Profile::Production {
             return Vec::new();

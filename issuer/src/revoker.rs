@@ -52,11 +52,13 @@ impl Revocations<'_> {
     }
 
     /// One access token, until it would have expired anyway (`expires_at`). Returns whether an
-    /// entry was written: a token a live entry already refuses (its own, its session's, its
-    /// user's cut-off or its key's) gets none, so repeating a revocation writes, locks and
+    /// entry was written: a token an entry already refuses until then (its own, its session's,
+    /// its user's cut-off or its key's) gets none, so repeating a revocation writes, locks and
     /// pushes nothing.
     pub fn token(&mut self, claims: &AccessClaims, expires_at: i64) -> Result<bool, ApiError> {
-        if revocations::is_revoked(self.conn, claims, self.now)? {
+        // Only an entry that outlives the token counts (a session's or user's entry may end
+        // sooner, e.g. after a rise of access_token_ttl_secs).
+        if revocations::is_revoked(self.conn, claims, expires_at - 1)? {
             return Ok(false);
         }
         revocations::insert(self.conn, Kind::Token, &claims.jti, 0, expires_at, self.now)?;

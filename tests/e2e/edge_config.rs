@@ -118,7 +118,11 @@ async fn cookies_pinned_keys_and_fail_open() {
 async fn a_misconfigured_worker_says_what_is_wrong() {
     let edge = Edge::start(
         free_port(),
-        &[("ROUTE_SCOPES", "api=read"), ("STALE_POLICY", "sometimes")],
+        &[
+            ("ROUTE_SCOPES", "api=read"),
+            ("STALE_POLICY", "sometimes"),
+            ("DELTA_POLL_MS", "5000"),
+        ],
     )
     .await;
     let health = edge.health().await;
@@ -128,6 +132,7 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
         "EXPECTED_ISSUER is not set",
         "ROUTE_SCOPES rule",
         "STALE_POLICY",
+        "DELTA_POLL_MS=5000 is over 2000",
     ] {
         assert!(problems.contains(expected), "{expected} in {problems}");
     }

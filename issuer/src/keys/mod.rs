@@ -288,7 +288,12 @@ fn ensure_sealer_opens_ring(conn: &mut DbConn, sealer: &Sealer) -> Result<(), Ap
         Some(private_jwk) => sealer
             .open_any(&active.kid, private_jwk)
             .map(drop)
-            .map_err(|e| ApiError::Internal(format!("the key ring is left unchanged: {e}"))),
+            .map_err(|e| {
+                ApiError::Internal(format!(
+                    "the key ring is left unchanged: {e} (if that secret is lost, `keys rotate \
+                     --replace-unopenable` makes a new key under this one)"
+                ))
+            }),
         None => Ok(()),
     }
 }
@@ -299,6 +304,18 @@ pub fn rotate(conn: &mut DbConn, config: &Config, now: i64) -> Result<SigningKey
     let sealer = seal::from_config(config)?;
     ensure_sealer_opens_ring(conn, &sealer)?;
     store::rotate_now(conn, &sealer, now, "keys rotate")
+}
+
+/// `keys rotate --replace-unopenable`: the recovery when the secret that sealed the active key
+/// is lost. The new key is sealed under the configured secret, which every replica must then
+/// hold; the old key stays published for its grace, so its tokens still verify.
+pub fn rotate_replacing_unopenable(
+    conn: &mut DbConn,
+    config: &Config,
+    now: i64,
+) -> Result<SigningKey, ApiError> {
+    let sealer = seal::from_config(config)?;
+    store::rotate_now(conn, &sealer, now, "keys rotate --replace-unopenable")
 }
 
 /// `keys import FILE`: an existing private JWK becomes the signing key (if its kid is new).

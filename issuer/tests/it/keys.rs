@@ -198,6 +198,26 @@ async fn replicas_share_the_sealed_key_ring(backend: Backend) {
         "the ring is unchanged"
     );
     assert_eq!(me_on(&replica, &token).await, Status::Ok);
+
+    // The secret is lost: the explicit recovery makes a new key under the new secret, which
+    // then loads, and the old key's tokens still verify.
+    let mut recovered = app.config.clone();
+    recovered.key_encryption_key = Some(secret());
+    let recover = recovered.clone();
+    let new_key = app
+        .store()
+        .run_sync(move |c| keys::rotate_replacing_unopenable(c, &recover, now))
+        .unwrap();
+    let ring = app
+        .store()
+        .run_sync(move |c| KeyRing::load(c, &recovered, now))
+        .expect("the ring loads under the new secret");
+    let state = ring.current();
+    assert_eq!(state.signer.kid(), new_key.kid());
+    assert!(
+        state.verifier.verify(&token, now).is_ok(),
+        "the old key's tokens verify"
+    );
 }
 
 /// After `keys rotate` (the CLI, or another replica), a replica that has not refreshed its ring
