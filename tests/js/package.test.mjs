@@ -206,4 +206,71 @@ test('createRemoteVerifier: cached keys, one refetch for a new kid, a cooldown a
   published = [a.jwk, b.jwk];
   await new Promise((r) => setTimeout(r, 150));
   assert.equal((await fragile.verify(tokenB)).sub, 'user-b', 'the next refetch runs');
+
+  // A fetch that never settles, whatever its signal (on Workers, a background fetch whose
+  // request has ended): callers are answered after its limit, and a later refetch runs.
+  let hanging = false;
+  const sometimesHangs = (url, init) => (hanging ? new Promise(() => {}) : fetchKeys(url, init));
+  published = [a.jwk];
+  const stuck = await createRemoteVerifier('https://i.test/.well-known/jwks.json', {
+    issuer: 'https://i.test', audience: 'app', fetch: sometimesHangs,
+    ttlSeconds: 0, refetchCooldownSeconds: 0, fetchTimeoutSeconds: 0.2,
+  });
+  hanging = true;
+  assert.equal((await stuck.verify(await sign(a))).sub, 'user-a', 'a background refetch starts');
+  const within = (promise, ms) => Promise.race([
+    promise,
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)),
+  ]);
+  await assert.rejects(within(stuck.verify(tokenB), 3000), (e) => e.code === 'unknown_kid');
+  hanging = false;
+  published = [a.jwk, b.jwk];
+  assert.equal((await within(stuck.verify(tokenB), 3000)).sub, 'user-b', 'the hung fetch is given up on');
+});
+
+test('GatehouseClient off a page: no tab channel, relative origins ignored, bounded token calls, a failed timer refresh retried', { timeout: 60000 }, async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const tokens = (n) => ({
+    access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n })}.x`,
+    refresh_token: `r${n}`,
+    expires_in: 2,
+    token_type: 'Bearer',
+  });
+  let issued = 0;
+  let down = false;
+  const issuer = async (url, init) => {
+    if (down) throw new TypeError('fetch failed');
+    issued += 1;
+    return new Response(JSON.stringify(tokens(issued)), { headers: { 'content-type': 'application/json' } });
+  };
+
+  // Server-side rendering: a relative issuer does not throw, and instances share nothing.
+  const relative = new GatehouseClient({ issuer: '/issuer' });
+  relative.close();
+  const first = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, refreshAheadSeconds: 1 });
+  await first.login('alice', 'pw');
+  const second = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false });
+  await second.ready;
+  assert.equal(second.signedIn, false, "another instance in this process got the first one's tokens");
+  second.close();
+
+  // A token request that never answers fails with network_error after requestTimeoutSeconds.
+  const hung = new GatehouseClient({
+    issuer: 'https://i.test',
+    requestTimeoutSeconds: 0.2,
+    fetch: (url, init) => new Promise((_, reject) => init.signal.addEventListener('abort', () => reject(init.signal.reason))),
+  });
+  await assert.rejects(hung.login('alice', 'pw'), (e) => e.code === 'network_error');
+  hung.close();
+
+  // The timer's refresh (1 s before the 2 s expiry) meets the issuer down, and is tried again.
+  down = true;
+  const refreshed = new Promise((resolve) => first.on('refreshed', resolve));
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(issued, 1, 'the timer refresh failed');
+  down = false;
+  await refreshed;
+  assert.equal(first.accessToken, tokens(2).access_token);
+  first.close();
 });

@@ -24,6 +24,9 @@
 const SETTLE_MS = 20;
 // A tab that had to wait for the lock waits this long for the holder's new tokens.
 const HANDOVER_MS = 2000;
+// After a background refresh failed (the network, the issuer down), it is tried again this often
+// while the tab holds the session.
+const RETRY_MS = 5000;
 // The JWKS-free decoding of the access token's payload, for `sid` only (nothing is trusted).
 const payloadOf = (jwt) => {
   try {
@@ -41,6 +44,7 @@ export class GatehouseClient {
   #storage;
   #refreshAhead;
   #autoRefresh;
+  #requestTimeoutMs;
   #channel;
   #lock;
   #tokens = null;
@@ -56,19 +60,24 @@ export class GatehouseClient {
     // Where `fetch` may send the access token: this page's origin, the issuer's, and those the
     // app names. Any other origin would receive a bearer token it could replay.
     const here = globalThis.location?.origin;
+    // Off a page (server-side rendering) a relative origin means nothing and is left out.
     this.#origins = new Set(
       [here, this.#issuer || undefined, ...(options.apiOrigins ?? [])]
-        .filter((o) => o && o !== 'null')
+        .filter((o) => o && o !== 'null' && (here || URL.canParse(o)))
         .map((o) => new URL(o, here).origin),
     );
     this.#fetch = options.fetch ?? ((...args) => globalThis.fetch(...args));
     this.#storage = options.storage ?? null;
     this.#refreshAhead = options.refreshAheadSeconds ?? 60;
     this.#autoRefresh = options.autoRefresh ?? true;
+    this.#requestTimeoutMs = (options.requestTimeoutSeconds ?? 10) * 1000;
     const name = options.channelName ?? 'gatehouse';
     this.#lock = `${name}:refresh`;
     this.storageKey = `${name}:tokens`;
-    this.#channel = typeof BroadcastChannel === 'function' ? new BroadcastChannel(name) : null;
+    // Tabs only: on a server (Node has BroadcastChannel too) a channel would keep the process
+    // alive and hand one user's tokens to another instance.
+    const tabs = typeof BroadcastChannel === 'function' && typeof globalThis.document !== 'undefined';
+    this.#channel = tabs ? new BroadcastChannel(name) : null;
     this.#channel?.addEventListener('message', (e) => this.#onMessage(e.data));
     const stored = this.#storage?.getItem(this.storageKey);
     // Stored tokens may be older than another tab's: kept quietly, and the tabs are asked.
@@ -202,12 +211,19 @@ export class GatehouseClient {
     this.#channel = null;
   }
 
-  #token(form) {
-    return this.#fetch(`${this.#issuer}/v1/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams(form).toString(),
-    });
+  /** `POST /v1/token`, bounded in time: a request that hangs must not hold every caller (and,
+   * under the refresh lock, every tab). A network failure or timeout is `network_error`. */
+  async #token(form) {
+    try {
+      return await this.#fetch(`${this.#issuer}/v1/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams(form).toString(),
+        signal: AbortSignal.timeout(this.#requestTimeoutMs),
+      });
+    } catch (e) {
+      throw new GatehouseClientError('network_error', `the issuer could not be reached: ${e?.message ?? e}`);
+    }
   }
 
   /**
@@ -278,7 +294,17 @@ export class GatehouseClient {
     if (!this.#autoRefresh || !this.#tokens || this.#tokens.capped || this.#closed) return;
     const { expiresAt, receivedAt } = this.#tokens;
     const ahead = Math.min(this.#refreshAhead * 1000, (expiresAt - receivedAt) / 2);
-    this.#timer = setTimeout(() => this.refresh().catch(() => {}), Math.max(0, expiresAt - ahead - Date.now()));
+    this.#timer = setTimeout(() => this.#backgroundRefresh(), Math.max(0, expiresAt - ahead - Date.now()));
+  }
+
+  /** A timer's refresh; a failure that leaves the session (the network, the issuer down) is
+   * tried again every `RETRY_MS`, so the token held does not go stale unnoticed. */
+  #backgroundRefresh() {
+    this.refresh().catch(() => {
+      if (!this.#tokens || this.#closed || this.#tokens.capped) return;
+      clearTimeout(this.#timer);
+      this.#timer = setTimeout(() => this.#backgroundRefresh(), RETRY_MS);
+    });
   }
 
   #emit(event, detail) {

@@ -61,6 +61,9 @@ export interface GatehouseClientOptions {
   channelName?: string;
   /** The `fetch` to use (default `globalThis.fetch`). */
   fetch?: typeof globalThis.fetch;
+  /** How long a call to the issuer's token endpoint may take before it fails with
+   * `network_error` (default 10). */
+  requestTimeoutSeconds?: number;
 }
 
 export type GatehouseClientEvent = 'signedIn' | 'refreshed' | 'signedOut' | 'sessionRevoked';

@@ -5,7 +5,8 @@
 //   `refetchCooldownSeconds` (30, the edge's JWKS_REFETCH_COOLDOWN_SECS), so a flood of made-up
 //   kids cannot hammer the issuer; concurrent callers share one fetch.
 // - A fetch gives up after `fetchTimeoutSeconds` (5); a failed refetch, or a set with no key
-//   this package can use, keeps the keys held.
+//   this package can use, keeps the keys held. A fetch that never settles (on Workers, one
+//   started by a request that has ended) is given up on after that limit too.
 // `index.js` re-exports this module; the cycle is safe because nothing here runs at import.
 import { GatehouseError, Verifier } from './index.js';
 
@@ -21,11 +22,18 @@ export async function createRemoteVerifier(jwksUrl, options) {
   let fetchedAt = 0;
   let attemptedAt = -Infinity;
   let inflight = null;
+  // A fetch is given up on after its limit, plus a second's grace for the answer's body: on
+  // Workers a background fetch dies with the request that started it (its promise then never
+  // settles), and a fetch still marked in flight would otherwise block every refetch for good.
+  const limitMs = fetchTimeoutSeconds * 1000 + 1000;
+  const live = () => (inflight && Date.now() - attemptedAt < limitMs ? inflight : null);
   const load = () => {
+    const joined = live();
+    if (joined) return joined;
+    attemptedAt = Date.now();
     // `await null` first: a `fetch` that throws at once must not clear `inflight` before it is set.
-    inflight ??= (async () => {
+    const attempt = (async () => {
       await null;
-      attemptedAt = Date.now();
       try {
         const response = await fetchKeys(String(jwksUrl), {
           headers: { accept: 'application/json' },
@@ -42,14 +50,25 @@ export async function createRemoteVerifier(jwksUrl, options) {
       } catch (e) {
         throw e instanceof GatehouseError ? e : new GatehouseError('keys_unavailable', `fetching the JWK set: ${e}`);
       } finally {
-        inflight = null;
+        if (inflight === attempt) inflight = null;
       }
     })();
-    return inflight;
+    inflight = attempt;
+    return attempt;
+  };
+  // Waits for a fetch, or for its limit: one started by another (finished) request may never
+  // settle on Workers, and a caller must still be answered.
+  const settled = (promise) => {
+    let timer;
+    const limit = new Promise((resolve) => {
+      timer = setTimeout(resolve, limitMs);
+      timer?.unref?.();
+    });
+    return Promise.race([promise.catch(() => {}), limit]).finally(() => clearTimeout(timer));
   };
   const cooledDown = () => Date.now() - attemptedAt >= refetchCooldownSeconds * 1000;
   // A refetch in flight is joined; a new one starts only once the cooldown has passed.
-  const refetch = () => (inflight ?? load()).catch(() => {});
+  const refetch = () => settled(live() ?? load());
   // The first fetch fails loudly: without keys there is nothing to verify with.
   await load();
   return {
@@ -57,12 +76,12 @@ export async function createRemoteVerifier(jwksUrl, options) {
       return verifier.kids;
     },
     async verify(token, now) {
-      if (Date.now() - fetchedAt >= ttlSeconds * 1000 && !inflight && cooledDown()) refetch();
+      if (Date.now() - fetchedAt >= ttlSeconds * 1000 && !live() && cooledDown()) refetch();
       try {
         return verifier.verify(token, now);
       } catch (e) {
         const newKid = e instanceof GatehouseError && e.code === 'unknown_kid';
-        if (!newKid || !(inflight || cooledDown())) throw e;
+        if (!newKid || !(live() || cooledDown())) throw e;
         await refetch();
         return verifier.verify(token, now);
       }
