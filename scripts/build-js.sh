@@ -16,7 +16,7 @@ node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-t
   --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
   "$out/gatehouse_verify_bg.wasm" -o "$out/gatehouse_verify_bg.wasm"
 cp edge/js/npm/package.json edge/js/npm/README.md edge/js/npm/node.js edge/js/npm/workerd.js edge/js/npm/remote.js \
-  edge/js/npm/client.js \
+  edge/js/npm/client.js edge/js/npm/client.d.ts \
   edge/js/npm/index.d.ts edge/js/npm/wasm.d.ts LICENSE "$out/"
 errors=$(cd "$out" && ls snippets/*/npm/errors.js)
 cat > "$out/index.js" <<JS

@@ -60,6 +60,15 @@ const resolved = import.meta.resolve('@gatehouse/verify');${body}`);
   assert.match(out.resolved, /\/node\.js$/, 'the node/import condition');
 });
 
+test('the client alone: `@gatehouse/verify/client` loads no wasm', () => {
+  const out = script('client.mjs', `import { GatehouseClient } from '@gatehouse/verify/client';
+const client = new GatehouseClient({ issuer: 'https://issuer.test' });
+client.close();
+console.log(JSON.stringify({ resolved: import.meta.resolve('@gatehouse/verify/client'), signedIn: client.signedIn }));`);
+  assert.match(out.resolved, /\/client\.js$/);
+  assert.equal(out.signedIn, false);
+});
+
 test('Node CommonJS: require works with no init call', () => {
   const out = script('cjs.cjs', `const { Verifier, GatehouseError } = require('@gatehouse/verify');
 const resolved = require.resolve('@gatehouse/verify');${body}`);

@@ -16,6 +16,7 @@ import init, {
   type VerifierOptions,
 } from '@gatehouse/verify';
 import wasm from '@gatehouse/verify/wasm';
+import { GatehouseClient, GatehouseClientError, type GatehouseClientOptions } from '@gatehouse/verify/client';
 
 export async function check(jwks: JwkSet, token: string, snapshot: string): Promise<string> {
   await init();
@@ -70,4 +71,16 @@ export function fromBytes(bytes: BufferSource): void {
 export function fromModule(): void {
   const module: WebAssembly.Module = wasm;
   initSync({ module });
+}
+
+// The client alone (`@gatehouse/verify/client`), typed like the root export's.
+export async function signIn(username: string, password: string): Promise<string | undefined> {
+  const options: GatehouseClientOptions = { issuer: 'https://issuer.test', requestTimeoutSeconds: 5 };
+  const client = new GatehouseClient(options);
+  try {
+    await client.login(username, password);
+  } catch (e) {
+    if (e instanceof GatehouseClientError) return e.code;
+  }
+  return client.accessToken;
 }
