@@ -198,6 +198,10 @@ test('createRemoteVerifier: cached keys, one refetch for a new kid, a cooldown a
   assert.equal((await remote.verify(await sign(a))).sub, 'user-a', 'an unreachable issuer keeps the keys held');
   await assert.rejects(createRemoteVerifier('https://i.test/jwks', { issuer: 'i', audience: 'a', fetch: fetchKeys }),
     (e) => e instanceof GatehouseError && e.code === 'keys_unavailable');
+  // An error page's JSON, with no `keys`: the keys are unavailable, not the caller's key invalid.
+  const errorPage = async () => new Response(JSON.stringify({ error: 'maintenance' }));
+  await assert.rejects(createRemoteVerifier('https://i.test/jwks', { issuer: 'i', audience: 'a', fetch: errorPage }),
+    (e) => e instanceof GatehouseError && e.code === 'keys_unavailable');
 
   // A `fetch` that throws at once (not a rejected promise) leaves the verifier able to refetch.
   let throwing = false;

@@ -228,10 +228,11 @@ export class GatehouseClient {
 
   /**
    * When a refresh is due: `refreshAheadSeconds` before expiry, or halfway through a short
-   * token's life. Never for a token the session's end capped: a refresh cannot outlive it.
+   * token's life. A token the session's end capped is refreshed only once it has expired: the
+   * issuer then ends the session (`sessionRevoked`), or, had the cap been misjudged, goes on.
    */
   #due(tokens) {
-    if (tokens.capped) return false;
+    if (tokens.capped) return Date.now() >= tokens.expiresAt;
     const lifetime = tokens.expiresAt - tokens.receivedAt;
     return Date.now() >= tokens.expiresAt - Math.min(this.#refreshAhead * 1000, lifetime / 2);
   }
@@ -265,8 +266,12 @@ export class GatehouseClient {
 
   #set(tokens, event, broadcast = true) {
     const previous = this.#tokens;
-    // A refresh that could not move the expiry has reached the session's end.
-    if (previous && previous.sid === tokens.sid && tokens.expiresAt <= previous.expiresAt + 1000) {
+    // A refresh that could not move the expiry, and got a shorter life, has reached the
+    // session's end. (Two tabs' sets from one grace window differ by under a second in expiry
+    // but have the same full life: neither is capped.)
+    const life = (t) => t.expiresAt - t.receivedAt;
+    if (previous && previous.sid === tokens.sid && tokens.expiresAt <= previous.expiresAt + 1000
+      && life(tokens) < life(previous) - 1000) {
       tokens = { ...tokens, capped: true };
     }
     this.#tokens = tokens;
@@ -291,9 +296,9 @@ export class GatehouseClient {
 
   #schedule() {
     clearTimeout(this.#timer);
-    if (!this.#autoRefresh || !this.#tokens || this.#tokens.capped || this.#closed) return;
-    const { expiresAt, receivedAt } = this.#tokens;
-    const ahead = Math.min(this.#refreshAhead * 1000, (expiresAt - receivedAt) / 2);
+    if (!this.#autoRefresh || !this.#tokens || this.#closed) return;
+    const { expiresAt, receivedAt, capped } = this.#tokens;
+    const ahead = capped ? 0 : Math.min(this.#refreshAhead * 1000, (expiresAt - receivedAt) / 2);
     this.#timer = setTimeout(() => this.#backgroundRefresh(), Math.max(0, expiresAt - ahead - Date.now()));
   }
 
@@ -301,7 +306,7 @@ export class GatehouseClient {
    * tried again every `RETRY_MS`, so the token held does not go stale unnoticed. */
   #backgroundRefresh() {
     this.refresh().catch(() => {
-      if (!this.#tokens || this.#closed || this.#tokens.capped) return;
+      if (!this.#tokens || this.#closed) return;
       clearTimeout(this.#timer);
       this.#timer = setTimeout(() => this.#backgroundRefresh(), RETRY_MS);
     });

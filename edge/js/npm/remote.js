@@ -42,7 +42,18 @@ export async function createRemoteVerifier(jwksUrl, options) {
         if (!response.ok) {
           throw new GatehouseError('keys_unavailable', `the JWK set answered HTTP ${response.status}`);
         }
-        const fresh = new Verifier(await response.text(), verifierOptions);
+        const text = await response.text();
+        let fresh;
+        try {
+          fresh = new Verifier(text, verifierOptions);
+        } catch (e) {
+          // A document that is no key set (an error page's JSON) is the issuer's keys being
+          // unavailable, as the README says, not a bad key of the caller's.
+          if (e instanceof GatehouseError && e.code === 'invalid_key') {
+            throw new GatehouseError('keys_unavailable', `the JWK set cannot be used: ${e.message}`);
+          }
+          throw e;
+        }
         // An empty set (an error page's JSON, a deploy in progress) would refuse every token.
         if (fresh.kids.length === 0) throw new GatehouseError('keys_unavailable', 'the JWK set holds no usable key');
         verifier = fresh;
