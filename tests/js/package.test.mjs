@@ -235,10 +235,17 @@ test('createRemoteVerifier: cached keys, one refetch for a new kid, a cooldown a
     promise,
     new Promise((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)),
   ]);
+  const kept = [];
+  await stuck.verify(await sign(a), undefined, { waitUntil: (p) => kept.push(p) });
+  assert.equal(kept.length, 0, 'the hung refetch is still in flight: none started');
   await assert.rejects(within(stuck.verify(tokenB), 3000), (e) => e.code === 'unknown_kid');
   hanging = false;
   published = [a.jwk, b.jwk];
   assert.equal((await within(stuck.verify(tokenB), 3000)).sub, 'user-b', 'the hung fetch is given up on');
+  // Past the TTL (0 here), a background refetch goes to the request's waitUntil (Workers).
+  await stuck.verify(await sign(a), undefined, { waitUntil: (p) => kept.push(p) });
+  assert.equal(kept.length, 1, 'the background refetch was handed to ctx.waitUntil');
+  await kept[0];
 });
 
 test('GatehouseClient off a page: no tab channel, relative origins ignored, bounded token calls, a failed timer refresh retried', { timeout: 60000 }, async () => {

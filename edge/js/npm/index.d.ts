@@ -25,8 +25,12 @@ export interface RemoteVerifierOptions extends VerifierOptions {
 export interface RemoteVerifier {
   /** The `kid`s of the JWK set held now. */
   readonly kids: string[];
-  /** `Verifier.verify`, refetching the keys first if they expired or the `kid` is new. */
-  verify(token: string, now?: number): Promise<AccessClaims>;
+  /**
+   * `Verifier.verify`, refetching the keys first if the `kid` is new, and in the background once
+   * they are `ttlSeconds` old. On Cloudflare Workers pass the request's `ctx`: the background
+   * refetch goes to `ctx.waitUntil`, or it would be cancelled when the response is sent.
+   */
+  verify(token: string, now?: number, ctx?: { waitUntil(promise: Promise<unknown>): void }): Promise<AccessClaims>;
 }
 
 /**

@@ -1,6 +1,7 @@
 // Remote keys: a Verifier over the issuer's JWK set, fetched and cached by the edge's rules.
 // - The set is fetched once, then used for `ttlSeconds` (300, the edge's KEYS_TTL_SECS); after
-//   that it is refetched in the background while verification goes on with the keys held.
+//   that it is refetched in the background while verification goes on with the keys held (on
+//   Workers, pass the request's `ctx` as `verify`'s third argument so that fetch may finish).
 // - A token naming an unknown `kid` waits for one refetch, at most once per
 //   `refetchCooldownSeconds` (30, the edge's JWKS_REFETCH_COOLDOWN_SECS), so a flood of made-up
 //   kids cannot hammer the issuer; concurrent callers share one fetch.
@@ -86,8 +87,14 @@ export async function createRemoteVerifier(jwksUrl, options) {
     get kids() {
       return verifier.kids;
     },
-    async verify(token, now) {
-      if (Date.now() - fetchedAt >= ttlSeconds * 1000 && !live() && cooledDown()) refetch();
+    async verify(token, now, ctx) {
+      if (Date.now() - fetchedAt >= ttlSeconds * 1000 && !live() && cooledDown()) {
+        // On Workers, work a request leaves behind is cancelled when it answers: `ctx.waitUntil`
+        // lets the background refetch finish (without it, keys past their TTL are refetched only
+        // when a token names an unknown kid).
+        const background = refetch();
+        ctx?.waitUntil?.(background);
+      }
       try {
         return verifier.verify(token, now);
       } catch (e) {
