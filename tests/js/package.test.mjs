@@ -268,29 +268,55 @@ test('GatehouseClient off a page: no tab channel, relative origins ignored, boun
   // Server-side rendering: a relative issuer does not throw, and instances share nothing.
   const relative = new GatehouseClient({ issuer: '/issuer' });
   relative.close();
+
+  // Tabs (a document and a BroadcastChannel, which Node has): a late broadcast of an older
+  // session's tokens, as a tab that was frozen sends, does not switch a tab back to it.
+  globalThis.document = {};
+  const tabA = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false, channelName: 'late' });
+  const late = new BroadcastChannel('late');
+  try {
+    await tabA.login('alice', 'pw');
+    const older = `${b64({ alg: 'none' })}.${b64({ sid: 'older' })}.x`;
+    const now = Date.now();
+    const stale = { accessToken: older, refreshToken: 'old', expiresAt: now + 60000, receivedAt: now - 60000, sid: 'older' };
+    late.postMessage({ type: 'tokens', tokens: stale, event: 'refreshed' });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.notEqual(tabA.accessToken, older, 'switched back to an older session');
+  } finally {
+    // Open channels would keep the test process alive.
+    late.close();
+    tabA.close();
+    delete globalThis.document;
+  }
+  issued = 0;
+
   const first = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, refreshAheadSeconds: 1 });
-  await first.login('alice', 'pw');
-  const second = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false });
-  await second.ready;
-  assert.equal(second.signedIn, false, "another instance in this process got the first one's tokens");
-  second.close();
+  // Closed whatever happens: its refresh timers would keep the test process alive.
+  try {
+    await first.login('alice', 'pw');
+    const second = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false });
+    await second.ready;
+    assert.equal(second.signedIn, false, "another instance in this process got the first one's tokens");
+    second.close();
 
-  // A token request that never answers fails with network_error after requestTimeoutSeconds.
-  const hung = new GatehouseClient({
-    issuer: 'https://i.test',
-    requestTimeoutSeconds: 0.2,
-    fetch: (url, init) => new Promise((_, reject) => init.signal.addEventListener('abort', () => reject(init.signal.reason))),
-  });
-  await assert.rejects(hung.login('alice', 'pw'), (e) => e.code === 'network_error');
-  hung.close();
+    // A token request that never answers fails with network_error after requestTimeoutSeconds.
+    const hung = new GatehouseClient({
+      issuer: 'https://i.test',
+      requestTimeoutSeconds: 0.2,
+      fetch: (url, init) => new Promise((_, reject) => init.signal.addEventListener('abort', () => reject(init.signal.reason))),
+    });
+    await assert.rejects(hung.login('alice', 'pw'), (e) => e.code === 'network_error');
+    hung.close();
 
-  // The timer's refresh (1 s before the 2 s expiry) meets the issuer down, and is tried again.
-  down = true;
-  const refreshed = new Promise((resolve) => first.on('refreshed', resolve));
-  await new Promise((r) => setTimeout(r, 1500));
-  assert.equal(issued, 1, 'the timer refresh failed');
-  down = false;
-  await refreshed;
-  assert.equal(first.accessToken, tokens(2).access_token);
-  first.close();
+    // The timer's refresh (1 s before the 2 s expiry) meets the issuer down, and is tried again.
+    down = true;
+    const refreshed = new Promise((resolve) => first.on('refreshed', resolve));
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(issued, 1, 'the timer refresh failed');
+    down = false;
+    await refreshed;
+    assert.equal(first.accessToken, tokens(2).access_token);
+  } finally {
+    first.close();
+  }
 });

@@ -16,7 +16,7 @@
 // hands both the same successor.
 //
 // Which tokens win: every token set carries its session (`sid`, from the access token) and when
-// it was received. A tab keeps the newest set of a session, never takes back a session it saw
+// it was received. A tab keeps the newest set it has seen, never takes back a session it saw
 // end, and acts on an answer (new tokens, a refusal) only if it still holds the tokens it asked
 // with, so a late reply can neither undo a logout nor end a newer session.
 
@@ -320,9 +320,10 @@ export class GatehouseClient {
     if (message?.type === 'tokens') {
       const incoming = message.tokens;
       const held = this.#tokens;
-      // Never a session seen ending, never an older set of the session held.
+      // Never a session seen ending, never a set older than the one held, of this session or
+      // another (a tab that was frozen may broadcast an older session's tokens late).
       if (this.#ended.has(incoming.sid)) return;
-      if (held && held.sid === incoming.sid && incoming.receivedAt <= held.receivedAt) return;
+      if (held && incoming.receivedAt <= held.receivedAt) return;
       this.#set(incoming, held ? message.event : 'signedIn', false);
     } else if (message?.type === 'end') {
       // Only the session that ended: a tab may have signed in again since.
