@@ -7,7 +7,7 @@ mod seal;
 mod store;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
@@ -45,7 +45,7 @@ pub struct KeyRing {
     config: Config,
     state: RwLock<Arc<KeyState>>,
     /// When a token with an unknown `kid` last made this replica re-read the ring.
-    reread_at: Mutex<Option<Instant>>,
+    reread_at: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// At most one re-read of the ring per this interval for unknown `kid`s, so garbage kids cannot
@@ -69,7 +69,7 @@ impl KeyRing {
             sealer,
             config: config.clone(),
             state: RwLock::new(Arc::new(state)),
-            reread_at: Mutex::new(None),
+            reread_at: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -77,34 +77,30 @@ impl KeyRing {
     /// (a rotation by the CLI or another replica since this replica's last refresh) re-reads
     /// the ring from the database, at most once per second, and verifies once more: until the
     /// next refresh, such tokens would otherwise be refused here, and a revocation of one
-    /// would revoke nothing.
+    /// would revoke nothing. One re-read at a time: a caller that arrives while one runs waits
+    /// for it and tries the ring it brought.
     pub async fn verify(
         self: &Arc<Self>,
         db: &Db,
         token: &str,
         now: i64,
     ) -> Result<AccessClaims, VerifyError> {
+        let unknown = |r: &Result<AccessClaims, VerifyError>| matches!(r, Err(e) if e.code() == ErrorCode::UnknownKid);
         let first = self.current().verifier.verify(token, now);
-        let unknown = matches!(&first, Err(e) if e.code() == ErrorCode::UnknownKid);
-        if !unknown || !self.claim_reread() {
+        if !unknown(&first) {
             return first;
         }
-        let ring = Arc::clone(self);
-        if db.run(move |c| ring.refresh(c, now)).await.is_err() {
-            return first;
-        }
-        self.current().verifier.verify(token, now)
-    }
-
-    fn claim_reread(&self) -> bool {
-        let Ok(mut last) = self.reread_at.lock() else {
-            return false;
-        };
-        if last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_REREAD) {
-            return false;
+        let mut last = self.reread_at.lock().await;
+        let again = self.current().verifier.verify(token, now);
+        if !unknown(&again) || last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_REREAD) {
+            return again;
         }
         *last = Some(Instant::now());
-        true
+        let ring = Arc::clone(self);
+        if db.run(move |c| ring.refresh(c, now)).await.is_err() {
+            return again;
+        }
+        self.current().verifier.verify(token, now)
     }
 
     /// Re-reads the database: picks up a rotation done by the CLI or another replica, promotes
