@@ -192,9 +192,7 @@ pub fn delta_feed_failing(now_ms: f64, window_ms: f64) -> bool {
         let Some(failed) = s.delta_failed_ms else {
             return false;
         };
-        let under_way =
-            s.delta_in_flight && !is_due(s.delta_polled_ms, now_ms, DELTA_POLL_ABANDONED_MS);
-        let since = if under_way {
+        let since = if s.delta_poll_under_way(now_ms) {
             s.delta_polled_ms.unwrap_or(now_ms)
         } else {
             now_ms
@@ -205,9 +203,13 @@ pub fn delta_feed_failing(now_ms: f64, window_ms: f64) -> bool {
 
 /// Whether a poll is under way (and not abandoned).
 pub fn delta_poll_under_way(now_ms: f64) -> bool {
-    ISOLATE.with_borrow(|s| {
-        s.delta_in_flight && !is_due(s.delta_polled_ms, now_ms, DELTA_POLL_ABANDONED_MS)
-    })
+    ISOLATE.with_borrow(|s| s.delta_poll_under_way(now_ms))
+}
+
+impl Isolate {
+    fn delta_poll_under_way(&self, now_ms: f64) -> bool {
+        self.delta_in_flight && !is_due(self.delta_polled_ms, now_ms, DELTA_POLL_ABANDONED_MS)
+    }
 }
 
 /// After this long a poll still marked under way is taken as abandoned: the runtime may stop a
@@ -222,10 +224,10 @@ pub struct DeltaPoll(f64);
 /// Starts a delta poll unless one is under way; `Some` when this caller owns it.
 pub fn begin_delta_poll(now_ms: f64) -> Option<DeltaPoll> {
     ISOLATE.with_borrow_mut(|s| {
-        if s.delta_in_flight && !is_due(s.delta_polled_ms, now_ms, DELTA_POLL_ABANDONED_MS) {
+        // One borrow for the check and the claim.
+        if s.delta_poll_under_way(now_ms) {
             return None;
         }
-        // (Not `delta_poll_under_way`: one borrow for the check and the claim.)
         s.delta_in_flight = true;
         s.delta_polled_ms = Some(now_ms);
         Some(DeltaPoll(now_ms))

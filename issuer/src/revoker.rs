@@ -53,8 +53,8 @@ impl Revocations<'_> {
 
     /// One access token, until it would have expired anyway (`expires_at`). Returns whether an
     /// entry was written: a token an entry already refuses until then (its own, its session's,
-    /// its user's cut-off or its key's) gets none, so repeating a revocation writes, locks and
-    /// pushes nothing.
+    /// its user's cut-off or its key's) gets none, so repeating a revocation writes and pushes
+    /// nothing.
     pub fn token(&mut self, claims: &AccessClaims, expires_at: i64) -> Result<bool, ApiError> {
         // Only an entry that outlives the token counts (a session's or user's entry may end
         // sooner, e.g. after a rise of access_token_ttl_secs).

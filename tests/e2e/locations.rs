@@ -146,25 +146,27 @@ async fn a_quiet_edge_writes_nothing_to_kv_and_a_change_writes_once() {
     assert_eq!(after, [expected, before[1]], "{before:?} -> {after:?}");
 }
 
+/// One edge started before its issuer, for the KV-write scenarios: nothing forwarded, no fast
+/// path (the pushes are what is tested).
+fn lone_edge_vars(issuer_url: &str) -> [(&str, &str); 6] {
+    [
+        ("ORIGIN_URL", "http://127.0.0.1:9"),
+        ("ISSUER_URL", issuer_url),
+        ("EXPECTED_ISSUER", issuer_url),
+        ("EXPECTED_AUDIENCE", AUDIENCE),
+        ("DELTA_POLL_MS", "0"),
+        // The readiness probe ran before the issuer was up; let the first push fetch keys.
+        ("JWKS_REFETCH_COOLDOWN_SECS", "0"),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_kv_write_is_not_answered_as_delivered() {
     // A production environment without its KV binding: the worker can verify and hold the
     // list, but not store it for the other isolates, so the push must not look delivered.
     let issuer_port = free_port().to_string();
     let issuer_url = format!("http://127.0.0.1:{issuer_port}");
-    let edge = Workerd::start_without_kv(
-        &built_worker(),
-        &[
-            ("ORIGIN_URL", "http://127.0.0.1:9"),
-            ("ISSUER_URL", &issuer_url),
-            ("EXPECTED_ISSUER", &issuer_url),
-            ("EXPECTED_AUDIENCE", AUDIENCE),
-            ("DELTA_POLL_MS", "0"),
-            // The readiness probe ran before the issuer was up; let the first push fetch keys.
-            ("JWKS_REFETCH_COOLDOWN_SECS", "0"),
-        ],
-    )
-    .await;
+    let edge = Workerd::start_without_kv(&built_worker(), &lone_edge_vars(&issuer_url)).await;
     let sync = format!("{}/_gatehouse/sync", edge.url);
     let issuer = Issuer::start(&[
         ("GATEHOUSE_PORT", issuer_port.as_str()),
@@ -283,15 +285,7 @@ async fn a_refused_kv_write_keeps_the_list_and_a_retry_stores_it() {
     let issuer_url = format!("http://127.0.0.1:{issuer_port}");
     let edge = Workerd::start_with_refused_kv_puts(
         &built_worker(),
-        &[
-            ("ORIGIN_URL", "http://127.0.0.1:9"),
-            ("ISSUER_URL", &issuer_url),
-            ("EXPECTED_ISSUER", &issuer_url),
-            ("EXPECTED_AUDIENCE", AUDIENCE),
-            ("DELTA_POLL_MS", "0"),
-            // The readiness probe ran before the issuer was up; let the first push fetch keys.
-            ("JWKS_REFETCH_COOLDOWN_SECS", "0"),
-        ],
+        &lone_edge_vars(&issuer_url),
         &[("revocations", 2)],
     )
     .await;

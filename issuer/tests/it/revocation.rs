@@ -29,15 +29,14 @@ async fn revoke_endpoint(backend: Backend) {
     // The owner revokes an access token (a wrong hint changes nothing): that token dies, the
     // session does not.
     let hinted = format!("token={a_access}&token_type_hint=refresh_token");
-    let (status, _) = app
-        .send(
-            "POST",
-            "/v1/revoke",
-            Some(&hinted),
-            Some(str_of(&a2, "access_token")),
-        )
-        .await;
-    assert_eq!(status, Status::Ok);
+    let (app_ref, body, a2_access) = (&app, hinted.as_str(), str_of(&a2, "access_token"));
+    let revoke_a_access = || async move {
+        app_ref
+            .send("POST", "/v1/revoke", Some(body), Some(a2_access))
+            .await
+            .0
+    };
+    assert_eq!(revoke_a_access().await, Status::Ok);
     let (status, json) = app.me(a_access).await;
     assert_eq!(
         (status, str_of(&json, "code")),
@@ -50,15 +49,7 @@ async fn revoke_endpoint(backend: Backend) {
     // write lock and was pushed to every edge).
     let seq = app.store().run_sync(revocations::high_water).unwrap();
     for _ in 0..2 {
-        let (status, _) = app
-            .send(
-                "POST",
-                "/v1/revoke",
-                Some(&hinted),
-                Some(str_of(&a2, "access_token")),
-            )
-            .await;
-        assert_eq!(status, Status::Ok);
+        assert_eq!(revoke_a_access().await, Status::Ok);
     }
     assert_eq!(app.store().run_sync(revocations::high_water).unwrap(), seq);
 
