@@ -232,9 +232,11 @@ export class GatehouseClient {
    * issuer then ends the session (`sessionRevoked`), or, had the cap been misjudged, goes on.
    */
   #due(tokens) {
-    if (tokens.capped) return Date.now() >= tokens.expiresAt;
-    const lifetime = tokens.expiresAt - tokens.receivedAt;
-    return Date.now() >= tokens.expiresAt - Math.min(this.#refreshAhead * 1000, lifetime / 2);
+    return Date.now() >= this.#refreshAt(tokens);
+  }
+
+  #refreshAt({ expiresAt, receivedAt, capped }) {
+    return capped ? expiresAt : expiresAt - Math.min(this.#refreshAhead * 1000, (expiresAt - receivedAt) / 2);
   }
 
   /** Runs `task(contended)` under the tabs' lock; `contended` if another tab held it first. */
@@ -297,9 +299,7 @@ export class GatehouseClient {
   #schedule() {
     clearTimeout(this.#timer);
     if (!this.#autoRefresh || !this.#tokens || this.#closed) return;
-    const { expiresAt, receivedAt, capped } = this.#tokens;
-    const ahead = capped ? 0 : Math.min(this.#refreshAhead * 1000, (expiresAt - receivedAt) / 2);
-    this.#timer = setTimeout(() => this.#backgroundRefresh(), Math.max(0, expiresAt - ahead - Date.now()));
+    this.#timer = setTimeout(() => this.#backgroundRefresh(), Math.max(0, this.#refreshAt(this.#tokens) - Date.now()));
   }
 
   /** A timer's refresh; a failure that leaves the session (the network, the issuer down) is

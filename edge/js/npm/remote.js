@@ -80,7 +80,7 @@ export async function createRemoteVerifier(jwksUrl, options) {
   };
   const cooledDown = () => Date.now() - attemptedAt >= refetchCooldownSeconds * 1000;
   // A refetch in flight is joined; a new one starts only once the cooldown has passed.
-  const refetch = () => settled(live() ?? load());
+  const refetch = () => settled(load());
   // The first fetch fails loudly: without keys there is nothing to verify with.
   await load();
   return {
