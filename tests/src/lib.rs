@@ -41,11 +41,32 @@ pub fn unix_now() -> i64 {
     i64::try_from(secs).expect("time fits i64")
 }
 
+/// A port free now, for a server this process is about to start.
+///
+/// Taken in turn from below the kernel's ephemeral range (32768–60999 by default), never from
+/// it: a port the kernel hands out for `:0` is released here before the server binds it, and in
+/// that gap the parallel tests' own `:0` listeners (Miniflare's workerd) and outgoing connections
+/// took it (CI saw `EADDRINUSE`). The counter keeps two callers in this process apart.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 12_000;
+    const SPAN: u32 = 20_000;
+    // Start where another test binary running alongside is unlikely to be.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = u16::try_from(FIRST + offset).expect("the range fits u16");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// `http://host:port` of a server that accepts connections and never answers: a hung peer.
