@@ -1,6 +1,7 @@
 //! The worker's configuration, read once per isolate from `[vars]`. Every problem found is kept
 //! and reported by `/_gatehouse/health`, so a misconfigured worker says what is wrong.
 
+use gatehouse_shared::challenge::{is_realm_text, is_scope_token};
 use gatehouse_shared::{KeySet, VerifierOptions};
 use worker::Env;
 
@@ -62,11 +63,90 @@ pub struct Config {
     pub problems: Vec<String>,
 }
 
-fn var(env: &Env, name: &str) -> Option<String> {
-    env.var(name)
-        .ok()
-        .map(|v| v.to_string())
-        .filter(|v| !v.trim().is_empty())
+/// The `[vars]` as the worker reads them, with every problem found on the way.
+struct Vars<'e> {
+    env: &'e Env,
+    problems: Vec<String>,
+}
+
+impl Vars<'_> {
+    /// A var as text; `None` when unset or blank. wrangler passes a TOML number or boolean on
+    /// as a JSON value, which `Env::var` does not read: they are taken as their text here, so
+    /// `LEEWAY_SECS = 5` means what it says. A table or an array is reported and ignored.
+    fn text(&mut self, name: &str) -> Option<String> {
+        let value = worker::js_sys::Reflect::get(self.env.as_ref(), &name.into()).ok()?;
+        let text = if let Some(text) = value.as_string() {
+            text
+        } else if let Some(number) = value.as_f64() {
+            number.to_string()
+        } else if let Some(flag) = value.as_bool() {
+            flag.to_string()
+        } else {
+            if !value.is_undefined() && !value.is_null() {
+                self.problems.push(format!(
+                    "{name} is not text, a number or a boolean; ignored"
+                ));
+            }
+            return None;
+        };
+        (!text.trim().is_empty()).then_some(text)
+    }
+
+    fn required(&mut self, name: &str) -> String {
+        self.text(name).unwrap_or_else(|| {
+            self.problems.push(format!("{name} is not set"));
+            String::new()
+        })
+    }
+
+    /// A two-valued setting: `false` for the first (the default), `true` for the second.
+    fn switch(&mut self, name: &str, (off, on): (&str, &str)) -> bool {
+        match self.text(name) {
+            None => false,
+            Some(v) if v == off => false,
+            Some(v) if v == on => true,
+            Some(other) => {
+                self.problems.push(format!(
+                    "{name}={other:?} is neither {off} nor {on}; using {off}"
+                ));
+                false
+            }
+        }
+    }
+
+    fn number(&mut self, name: &str, default: u32) -> u32 {
+        match self.text(name) {
+            None => default,
+            Some(raw) => raw.trim().parse().unwrap_or_else(|_| {
+                self.problems.push(format!(
+                    "{name}={raw:?} is not a whole number; using {default}"
+                ));
+                default
+            }),
+        }
+    }
+
+    /// A number with an upper bound: above it, the bound is used and the excess reported.
+    fn number_at_most(&mut self, name: &str, default: u32, max: u32, why: &str) -> u32 {
+        let value = self.number(name, default);
+        if value > max {
+            self.problems
+                .push(format!("{name}={value} is over {max} ({why}); using {max}"));
+            return max;
+        }
+        value
+    }
+
+    /// An `http(s)://` URL without its trailing `/`; anything else is reported and left empty.
+    fn url(&mut self, name: &str) -> String {
+        let url = self.required(name).trim_end_matches('/').to_owned();
+        if url.is_empty() || url.starts_with("https://") || url.starts_with("http://") {
+            return url;
+        }
+        self.problems
+            .push(format!("{name}={url:?} is not an http:// or https:// URL"));
+        String::new()
+    }
 }
 
 /// A rule's path in the canonical form requests are matched in (`crate::path`), its trailing
@@ -92,13 +172,14 @@ fn route_scopes(raw: &str) -> Result<Vec<(String, String)>, Vec<String>> {
         let parsed = rule.split_once('=').and_then(|(prefix, scope)| {
             let scope = scope.trim();
             let prefix = canonical_rule_path(prefix.trim())?;
-            (!scope.is_empty()).then(|| (prefix.trim_end_matches('*').to_owned(), scope.to_owned()))
+            is_scope_token(scope)
+                .then(|| (prefix.trim_end_matches('*').to_owned(), scope.to_owned()))
         });
         match parsed {
             Some(rule) => rules.push(rule),
             None => broken.push(format!(
-                "ROUTE_SCOPES rule {rule:?} is not /prefix=scope with a path a request can have; \
-                 protected requests are refused until it is fixed"
+                "ROUTE_SCOPES rule {rule:?} is not /prefix=scope with a path a request can have \
+                 and one scope; protected requests are refused until it is fixed"
             )),
         }
     }
@@ -127,101 +208,74 @@ fn public_paths(raw: &str, problems: &mut Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// A two-valued setting: `false` for the first (the default), `true` for the second.
-fn switch(env: &Env, name: &str, (off, on): (&str, &str), problems: &mut Vec<String>) -> bool {
-    match var(env, name) {
-        None => false,
-        Some(v) if v == off => false,
-        Some(v) if v == on => true,
-        Some(other) => {
-            problems.push(format!(
-                "{name}={other:?} is neither {off} nor {on}; using {off}"
-            ));
-            false
-        }
-    }
-}
-
-fn number(env: &Env, name: &str, default: u32, problems: &mut Vec<String>) -> u32 {
-    match var(env, name) {
-        None => default,
-        Some(raw) => raw.trim().parse().unwrap_or_else(|_| {
-            problems.push(format!(
-                "{name}={raw:?} is not a whole number; using {default}"
-            ));
-            default
-        }),
-    }
-}
-
 /// The most `DELTA_POLL_MS` may be: a poll's fetch may take 4 intervals, which must stay under
 /// the 10 s after which a poll still marked under way is taken as abandoned (two hung fetches
 /// would otherwise overlap), and a slower feed is no fast path.
 const MAX_DELTA_POLL_MS: u32 = 2_000;
 
-fn delta_poll_ms(env: &Env, problems: &mut Vec<String>) -> u32 {
-    let ms = number(env, "DELTA_POLL_MS", 500, problems);
-    if ms > MAX_DELTA_POLL_MS {
-        problems.push(format!(
-            "DELTA_POLL_MS={ms} is over {MAX_DELTA_POLL_MS}; using {MAX_DELTA_POLL_MS}"
-        ));
-        return MAX_DELTA_POLL_MS;
-    }
-    ms
-}
-
 impl Config {
     pub fn from_env(env: &Env) -> Self {
-        let mut problems = Vec::new();
-        let mut required = |name: &str| {
-            var(env, name).unwrap_or_else(|| {
-                problems.push(format!("{name} is not set"));
-                String::new()
-            })
+        let mut vars = Vars {
+            env,
+            problems: Vec::new(),
         };
-        let origin_url = required("ORIGIN_URL").trim_end_matches('/').to_owned();
-        let issuer_url = required("ISSUER_URL").trim_end_matches('/').to_owned();
-        let issuer = required("EXPECTED_ISSUER");
-        let audience = required("EXPECTED_AUDIENCE");
-        let leeway = number(env, "LEEWAY_SECS", 30, &mut problems);
-        let max_token = number(env, "MAX_TOKEN_BYTES", 8192, &mut problems);
+        let origin_url = vars.url("ORIGIN_URL");
+        let issuer_url = vars.url("ISSUER_URL");
+        let issuer = vars.required("EXPECTED_ISSUER");
+        let audience = vars.required("EXPECTED_AUDIENCE");
+        let leeway = vars.number_at_most(
+            "LEEWAY_SECS",
+            VerifierOptions::DEFAULT_LEEWAY_SECS,
+            VerifierOptions::MAX_LEEWAY_SECS,
+            "revocation entries outlive their token's exp only that long",
+        );
+        let max_token = vars.number("MAX_TOKEN_BYTES", 8192);
         let verifier = VerifierOptions {
             leeway_secs: leeway,
             max_token_bytes: usize::try_from(max_token).unwrap_or(8192),
             ..VerifierOptions::new(issuer, audience)
         };
 
-        let pinned_keys = var(env, "JWKS").and_then(|json| match KeySet::from_json(&json) {
-            Ok(set) if !set.is_empty() => Some(set),
-            Ok(_) => {
-                problems.push("JWKS is set but holds no usable key".into());
-                None
-            }
-            Err(e) => {
-                problems.push(format!("JWKS is not a JWK set: {e}"));
-                None
-            }
-        });
-        let public_paths =
-            public_paths(&var(env, "PUBLIC_PATHS").unwrap_or_default(), &mut problems);
-        let route_scopes = route_scopes(&var(env, "ROUTE_SCOPES").unwrap_or_default())
-            .map_err(|broken| problems.extend(broken))
+        let pinned_keys = vars
+            .text("JWKS")
+            .and_then(|json| match KeySet::from_json(&json) {
+                Ok(set) if !set.is_empty() => Some(set),
+                Ok(_) => {
+                    vars.problems
+                        .push("JWKS is set but holds no usable key".into());
+                    None
+                }
+                Err(e) => {
+                    vars.problems.push(format!("JWKS is not a JWK set: {e}"));
+                    None
+                }
+            });
+        let public_paths_raw = vars.text("PUBLIC_PATHS").unwrap_or_default();
+        let public_paths = public_paths(&public_paths_raw, &mut vars.problems);
+        let route_scopes = route_scopes(&vars.text("ROUTE_SCOPES").unwrap_or_default())
+            .map_err(|broken| vars.problems.extend(broken))
             .ok();
-        let stale_policy = match var(env, "STALE_POLICY").as_deref() {
+        let stale_policy = match vars.text("STALE_POLICY").as_deref() {
             None | Some("fail_closed") => StalePolicy::FailClosed,
             Some("fail_open") => StalePolicy::FailOpen,
             Some(other) => {
-                problems.push(format!(
+                vars.problems.push(format!(
                     "STALE_POLICY={other:?} is neither fail_closed nor fail_open; failing closed"
                 ));
                 StalePolicy::FailClosed
             }
         };
-        let ed25519_in_wasm = switch(env, "ED25519_VERIFY", ("webcrypto", "wasm"), &mut problems);
-        let server_timing = switch(env, "SERVER_TIMING", ("off", "on"), &mut problems);
-        let forward_preflights = switch(env, "CORS_PREFLIGHT", ("token", "forward"), &mut problems);
-        let crash_route = switch(env, "TEST_CRASH_ROUTE", ("off", "on"), &mut problems);
-        let delta_url = var(env, "DELTA_URL").unwrap_or_else(|| {
+        let realm = match vars.text("REALM") {
+            Some(realm) if is_realm_text(&realm) => realm,
+            None => "gatehouse".into(),
+            Some(realm) => {
+                vars.problems.push(format!(
+                    "REALM={realm:?} has a quote, a backslash or a control byte; using gatehouse"
+                ));
+                "gatehouse".into()
+            }
+        };
+        let delta_url = vars.text("DELTA_URL").unwrap_or_else(|| {
             if issuer_url.is_empty() {
                 String::new()
             } else {
@@ -235,33 +289,29 @@ impl Config {
             pinned_keys,
             public_paths,
             route_scopes,
-            token_cookie: var(env, "TOKEN_COOKIE"),
-            ed25519_in_wasm,
-            server_timing,
-            forward_preflights,
-            crash_route,
-            realm: var(env, "REALM").unwrap_or_else(|| "gatehouse".into()),
-            kv_refresh_ms: f64::from(number(env, "KV_REFRESH_SECS", 10, &mut problems)) * 1000.0,
-            kv_heartbeat_secs: i64::from(number(env, "KV_HEARTBEAT_SECS", 3600, &mut problems)),
+            token_cookie: vars.text("TOKEN_COOKIE"),
+            ed25519_in_wasm: vars.switch("ED25519_VERIFY", ("webcrypto", "wasm")),
+            server_timing: vars.switch("SERVER_TIMING", ("off", "on")),
+            forward_preflights: vars.switch("CORS_PREFLIGHT", ("token", "forward")),
+            crash_route: vars.switch("TEST_CRASH_ROUTE", ("off", "on")),
+            realm,
+            kv_refresh_ms: f64::from(vars.number("KV_REFRESH_SECS", 10)) * 1000.0,
+            kv_heartbeat_secs: i64::from(vars.number("KV_HEARTBEAT_SECS", 3600)),
             delta_url,
-            delta_poll_ms: f64::from(delta_poll_ms(env, &mut problems)),
-            keys_ttl_ms: f64::from(number(env, "KEYS_TTL_SECS", 300, &mut problems)) * 1000.0,
-            verified_cache_size: usize::try_from(number(
-                env,
-                "VERIFIED_CACHE_SIZE",
-                1000,
-                &mut problems,
-            ))
-            .unwrap_or(1000),
-            max_list_age_secs: i64::from(number(env, "MAX_LIST_AGE_SECS", 5400, &mut problems)),
+            delta_poll_ms: f64::from(vars.number_at_most(
+                "DELTA_POLL_MS",
+                500,
+                MAX_DELTA_POLL_MS,
+                "a poll may take 4 intervals and must end within 10 s",
+            )),
+            keys_ttl_ms: f64::from(vars.number("KEYS_TTL_SECS", 300)) * 1000.0,
+            verified_cache_size: usize::try_from(vars.number("VERIFIED_CACHE_SIZE", 1000))
+                .unwrap_or(1000),
+            max_list_age_secs: i64::from(vars.number("MAX_LIST_AGE_SECS", 5400)),
             stale_policy,
-            jwks_refetch_cooldown_ms: f64::from(number(
-                env,
-                "JWKS_REFETCH_COOLDOWN_SECS",
-                30,
-                &mut problems,
-            )) * 1000.0,
-            problems,
+            jwks_refetch_cooldown_ms: f64::from(vars.number("JWKS_REFETCH_COOLDOWN_SECS", 30))
+                * 1000.0,
+            problems: vars.problems,
         }
     }
 

@@ -189,6 +189,10 @@ async fn authorize(
     path: Option<&str>,
 ) -> Result<AccessClaims, Response> {
     let realm = &config.realm;
+    // No token is refused before anything is waited for: refusing is safe whatever the list.
+    let Some(token) = token(req, config) else {
+        return Err(reply::unauthorized(realm, ErrorCode::MissingToken));
+    };
     refresh(env, ctx, config).await;
     let list = sync::current(env, config).await;
     let now = state::now_secs();
@@ -209,9 +213,6 @@ async fn authorize(
         };
         return Err(reply::unavailable(code, text));
     }
-    let Some(token) = token(req, config) else {
-        return Err(reply::unauthorized(realm, ErrorCode::MissingToken));
-    };
     let Some(mut verifier) = keys::verifier(env, config).await else {
         return Err(reply::unavailable(
             "keys_unavailable",
@@ -270,7 +271,9 @@ fn header_names(headers: &Headers) -> String {
 }
 
 /// Sends the request on to the origin with the same method, canonical path, query and body;
-/// client-sent identity headers are dropped and, for a verified token, ours added.
+/// client-sent identity headers are dropped and, for a verified token, ours added. `Forwarded`
+/// and `X-Forwarded-Host` are dropped too: the client wrote them, and an origin that builds
+/// links from them would send users to the host they name.
 async fn forward(
     req: &Incoming,
     config: &Config,
@@ -283,7 +286,7 @@ async fn forward(
         return bad_gateway();
     };
     for name in header_names(&req.headers).split(',') {
-        if is_identity_header(name) || name == "host" {
+        if is_identity_header(name) || matches!(name, "host" | "forwarded" | "x-forwarded-host") {
             let _ = headers.delete(name);
         }
     }

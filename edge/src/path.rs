@@ -82,16 +82,21 @@ pub fn is_public(pattern: &str, path: &str) -> bool {
 }
 
 /// A `ROUTE_SCOPES` prefix (its `*` already dropped): ASCII case ignored, and a prefix ending
-/// in `/` also covers the path without it (`/api/admin/` covers `/api/admin`).
+/// in `/` also covers the path without it (`/api/admin/` covers `/api/admin`) and that path
+/// with a format suffix (`/api/admin.json`, which Rails' `(.:format)` routes and Spring's
+/// suffix matching send to the same handler).
 pub fn within_scope_prefix(prefix: &str, path: &str) -> bool {
     let (prefix, path) = (prefix.as_bytes(), path.as_bytes());
-    let starts = path
-        .get(..prefix.len())
-        .is_some_and(|head| head.eq_ignore_ascii_case(prefix));
-    starts
-        || prefix
-            .strip_suffix(b"/")
-            .is_some_and(|bare| !bare.is_empty() && path.eq_ignore_ascii_case(bare))
+    let starts_with = |head: &[u8]| {
+        path.get(..head.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(head))
+    };
+    starts_with(prefix)
+        || prefix.strip_suffix(b"/").is_some_and(|bare| {
+            !bare.is_empty()
+                && starts_with(bare)
+                && matches!(path.get(bare.len()), None | Some(b'.'))
+        })
 }
 
 #[cfg(test)]
@@ -150,12 +155,15 @@ mod tests {
     }
 
     #[test]
-    fn scope_prefixes_ignore_case_and_cover_their_bare_path() {
+    fn scope_prefixes_ignore_case_and_cover_their_bare_path_and_its_format_suffixes() {
         assert!(within_scope_prefix("/api/admin/", "/api/admin/users"));
         assert!(within_scope_prefix("/api/admin/", "/API/Admin/users"));
         assert!(within_scope_prefix("/api/admin/", "/api/admin"));
         assert!(within_scope_prefix("/api/admin/", "/api/ADMIN"));
+        assert!(within_scope_prefix("/api/admin/", "/api/admin.json"));
+        assert!(within_scope_prefix("/api/admin/", "/api/Admin."));
         assert!(!within_scope_prefix("/api/admin/", "/api/administrator"));
+        assert!(!within_scope_prefix("/api/admin/", "/api/admins.json"));
         assert!(!within_scope_prefix("/api/admin/", "/api"));
         assert!(within_scope_prefix("/", "/anything"));
         assert!(!within_scope_prefix("/", ""));

@@ -21,11 +21,13 @@ extern "C" {
     fn respond(status: u16, body: &str, name: &str, value: &str) -> Result<Response, JsValue>;
 }
 
-/// A JSON response the worker wrote, with at most one more header. Only a broken runtime fails
-/// to build one; the fallback is then a bare response.
+/// A JSON response the worker wrote, with at most one more header. A header value the runtime
+/// refuses loses that header, never the status; only a broken runtime gets the bare fallback.
 pub fn json_text(status: u16, body: &str, header: Option<(&str, &str)>) -> Response {
     let (name, value) = header.unwrap_or_default();
-    respond(status, body, name, value).unwrap_or_else(|_| bare())
+    respond(status, body, name, value)
+        .or_else(|_| respond(status, body, "", ""))
+        .unwrap_or_else(|_| bare())
 }
 
 #[allow(clippy::expect_used)] // `new Response()` with no arguments cannot throw

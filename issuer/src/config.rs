@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use gatehouse_shared::{VerifierOptions, entry_expiry};
 use rocket::fairing::AdHoc;
 use rocket::figment::Figment;
 use rocket::figment::providers::{Env, Format as _, Serialized, Toml};
@@ -34,6 +35,7 @@ pub struct Config {
     pub session_ttl_secs: u32,
     /// How long a rotated refresh token may be retried for the same successor.
     pub refresh_grace_secs: u32,
+    /// Clock leeway of the issuer's own checks; at most `VerifierOptions::MAX_LEEWAY_SECS`.
     pub leeway_secs: u32,
     /// Self-service `POST /v1/users`. Closed by default; the dev run command opens it.
     pub open_registration: bool,
@@ -172,6 +174,15 @@ impl Config {
                     .to_owned(),
             );
         }
+        if self.leeway_secs > VerifierOptions::MAX_LEEWAY_SECS {
+            problems.push(format!(
+                "GATEHOUSE_LEEWAY_SECS is {}: revocation entries outlive their token's exp by \
+                 {} s, so a longer leeway would take revoked tokens back (at most {})",
+                self.leeway_secs,
+                VerifierOptions::MAX_LEEWAY_SECS,
+                VerifierOptions::MAX_LEEWAY_SECS
+            ));
+        }
         problems
     }
 
@@ -226,9 +237,9 @@ impl Config {
     }
 
     /// How long after `now` a revocation entry still matters: the longest an access token issued
-    /// before now can remain valid at a verifier.
+    /// before now can remain valid at any verifier.
     pub fn revocation_horizon(&self, now: i64) -> i64 {
-        now + i64::from(self.access_token_ttl_secs) + i64::from(self.leeway_secs) + 1
+        entry_expiry(now + i64::from(self.access_token_ttl_secs))
     }
 }
 
@@ -412,6 +423,21 @@ mod tests {
         let problems = config.invalid_settings();
         assert!(
             problems[0].contains("GATEHOUSE_LOCKOUT__THRESHOLD"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_leeway_past_the_revocation_entries_life_is_refused_by_name() {
+        let mut config = Config {
+            leeway_secs: VerifierOptions::MAX_LEEWAY_SECS,
+            ..Config::default()
+        };
+        assert!(config.invalid_settings().is_empty());
+        config.leeway_secs += 1;
+        let problems = config.invalid_settings();
+        assert!(
+            problems[0].contains("GATEHOUSE_LEEWAY_SECS"),
             "{problems:?}"
         );
     }

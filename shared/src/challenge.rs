@@ -12,6 +12,23 @@ pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// Whether `scope` is one RFC 6750 scope-token: it is written into `WWW-Authenticate` as is,
+/// and a token's `scope` claim is split on spaces, so a name with a space could never be held.
+pub fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty() && scope.bytes().all(is_visible_unquoted)
+}
+
+/// Whether `realm` can be written inside the challenge's quoted string without escapes
+/// (RFC 9110 §5.6.4).
+pub fn is_realm_text(realm: &str) -> bool {
+    realm.bytes().all(|b| b == b' ' || is_visible_unquoted(b))
+}
+
+/// RFC 6750's NQCHAR without the space: visible ASCII but `"` and `\`.
+fn is_visible_unquoted(b: u8) -> bool {
+    b.is_ascii_graphic() && b != b'"' && b != b'\\'
+}
+
 /// A refusal of a bearer-protected request, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -84,6 +101,28 @@ mod tests {
             Some("Basic abc"),
         ] {
             assert_eq!(bearer_token(none), None, "{none:?}");
+        }
+    }
+
+    #[test]
+    fn scopes_and_realms_are_what_a_challenge_can_carry_unescaped() {
+        for good in ["admin", "read:all", "a!#$%&'()*+,-./[]^_`{|}~"] {
+            assert!(is_scope_token(good), "{good}");
+        }
+        for bad in [
+            "",
+            "admin write",
+            "a\"b",
+            "a\\b",
+            "caf\u{e9}",
+            "a\nb",
+            "a\u{7f}",
+        ] {
+            assert!(!is_scope_token(bad), "{bad:?}");
+        }
+        assert!(is_realm_text("my api") && is_realm_text(""));
+        for bad in ["a\"b", "a\\b", "a\r\nX-Injected: 1", "a\tb"] {
+            assert!(!is_realm_text(bad), "{bad:?}");
         }
     }
 

@@ -20,7 +20,8 @@ pub struct VerifierOptions {
     pub issuer: String,
     /// `aud` must contain this.
     pub audience: String,
-    /// Allowed clock difference, in seconds, for `exp`, `nbf` and `iat`.
+    /// Allowed clock difference, in seconds, for `exp`, `nbf` and `iat`; at most
+    /// [`Self::MAX_LEEWAY_SECS`], which the verifier uses for anything larger.
     pub leeway_secs: u32,
     /// Longer tokens are rejected before any decoding.
     pub max_token_bytes: usize,
@@ -31,6 +32,10 @@ pub struct VerifierOptions {
 impl VerifierOptions {
     pub const DEFAULT_LEEWAY_SECS: u32 = 30;
     pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+    /// The issuer keeps a revoked token's entry this long past its `exp`
+    /// ([`crate::revocation::entry_expiry`]): a verifier that stretched `exp` further would
+    /// take the token back once the entry is gone.
+    pub const MAX_LEEWAY_SECS: u32 = 60;
 
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
         Self {
@@ -61,7 +66,8 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    pub fn new(keys: KeySet, options: VerifierOptions) -> Self {
+    pub fn new(keys: KeySet, mut options: VerifierOptions) -> Self {
+        options.leeway_secs = options.leeway_secs.min(VerifierOptions::MAX_LEEWAY_SECS);
         let fingerprint = Sha256::new()
             .chain_update(keys.fingerprint())
             .chain_update((options.max_token_bytes as u64).to_be_bytes())

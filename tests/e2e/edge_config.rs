@@ -116,12 +116,20 @@ async fn cookies_pinned_keys_and_fail_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misconfigured_worker_says_what_is_wrong() {
-    let edge = Edge::start(
+    let edge = Edge::start_with_toml_values(
         free_port(),
         &[
-            ("ROUTE_SCOPES", "api=read"),
+            ("ROUTE_SCOPES", "api=read,/api/x/*=two words"),
             ("STALE_POLICY", "sometimes"),
+            ("ISSUER_URL", "issuer.example"),
+            ("REALM", "say \"hi\""),
+        ],
+        // Unquoted in wrangler.toml, these reach the worker as numbers, booleans and arrays.
+        &[
             ("DELTA_POLL_MS", "5000"),
+            ("LEEWAY_SECS", "600"),
+            ("SERVER_TIMING", "true"),
+            ("PUBLIC_PATHS", r#"["/"]"#),
         ],
     )
     .await;
@@ -130,9 +138,15 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
     for expected in [
         "ORIGIN_URL is not set",
         "EXPECTED_ISSUER is not set",
-        "ROUTE_SCOPES rule",
+        r#"ROUTE_SCOPES rule \"api=read\""#,
+        r#"ROUTE_SCOPES rule \"/api/x/*=two words\""#,
         "STALE_POLICY",
+        r#"ISSUER_URL=\"issuer.example\" is not an http:// or https:// URL"#,
+        "REALM=",
         "DELTA_POLL_MS=5000 is over 2000",
+        "LEEWAY_SECS=600 is over 60",
+        r#"SERVER_TIMING=\"true\" is neither off nor on"#,
+        "PUBLIC_PATHS is not text, a number or a boolean",
     ] {
         assert!(problems.contains(expected), "{expected} in {problems}");
     }
@@ -157,12 +171,14 @@ async fn scope_rules_are_canonical_and_a_broken_one_fails_closed() {
     })
     .await;
     let tokens = sys.user("alice").await;
-    let (status, json) = sys.get("/api/admin/users", Some(access(&tokens))).await;
-    assert_eq!(
-        (status, json["code"].as_str()),
-        (403, Some("insufficient_scope")),
-        "{json}"
-    );
+    for path in ["/api/admin/users", "/api/admin.json"] {
+        let (status, json) = sys.get(path, Some(access(&tokens))).await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (403, Some("insufficient_scope")),
+            "{path}: {json}"
+        );
+    }
     assert_eq!(sys.get("/public/logo.svg", None).await.0, 200);
     assert_eq!(sys.edge.health().await["problems"], serde_json::json!([]));
 

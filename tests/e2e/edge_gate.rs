@@ -14,6 +14,8 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
         .bearer_auth(access(&tokens))
         .header("X-Gatehouse-Sub", "admin-impostor")
         .header("x-gatehouse-extra", "1")
+        .header("X-Forwarded-Host", "evil.example")
+        .header("Forwarded", "host=evil.example")
         .body("hello origin")
         .send()
         .await
@@ -48,6 +50,15 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
     assert!(
         headers.get("x-gatehouse-extra").is_none(),
         "client identity headers are stripped"
+    );
+    for host_claim in ["x-forwarded-host", "forwarded"] {
+        assert!(headers.get(host_claim).is_none(), "{host_claim}: {headers}");
+    }
+    assert!(
+        headers["authorization"]
+            .as_str()
+            .is_some_and(|a| a.ends_with(access(&tokens))),
+        "the token reaches the origin, as documented"
     );
 
     // Public paths pass without a token, and still lose spoofed identity headers.

@@ -131,6 +131,12 @@ async fn issuer_down_keeps_the_last_list_until_it_is_too_old() {
         (status, json["code"].as_str()),
         (503, Some("revocation_list_stale"))
     );
+    // A request without a token is refused as such, whatever the list's age.
+    let (status, json) = sys.get("/api/whoami", None).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (401, Some("missing_token"))
+    );
     let health = sys.edge.health().await;
     assert_eq!(health["status"], "degraded", "{health}");
     // Public paths do not depend on the list.

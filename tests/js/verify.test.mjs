@@ -101,6 +101,9 @@ test('tokens signed by jose verify, and every failure has its code', async () =>
   }
   assert.equal(codeOf(() => new Verifier('{"nope":1}', { issuer: 'i', audience: 'a' })), 'invalid_key');
   seen.add('invalid_key');
+  // A leeway past the time revocation entries outlive exp would take revoked tokens back.
+  assert.equal(codeOf(() => new Verifier(set, { issuer: 'i', audience: 'a', leeway: 61 })), 'invalid_key');
+  assert.ok(new Verifier(set, { issuer: 'i', audience: 'a', leeway: 60 }));
   assert.equal(codeOf(() => expiresIn('eyJhbGciOiJub25lIn0.e30')), 'malformed');
   assert.equal(codeOf(() => isExpired(cases.expired.replace(/\.[^.]*\./, `.${b64({ sub: 'x' })}.`))), 'missing_claim');
   assert.equal(isExpired(cases.expired), true);

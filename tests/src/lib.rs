@@ -615,12 +615,27 @@ impl Edge {
     /// `vars` are the worker's `[vars]`; `port` from [`free_port`], chosen before the issuer
     /// starts so it can push here.
     pub async fn start(port: u16, vars: &[(&str, &str)]) -> Self {
-        Self::start_script(port, &built_worker(), vars).await
+        Self::start_script(port, &built_worker(), vars, &[]).await
+    }
+
+    /// [`Self::start`] with more `[vars]` written as TOML values (`5`, `true`, `["x"]`), which
+    /// wrangler passes to the worker as JSON values rather than strings.
+    pub async fn start_with_toml_values(
+        port: u16,
+        vars: &[(&str, &str)],
+        toml_values: &[(&str, &str)],
+    ) -> Self {
+        Self::start_script(port, &built_worker(), vars, toml_values).await
     }
 
     /// Any worker module under the same `wrangler dev` setup (the soak's baseline uses a
     /// trivial JavaScript worker).
-    pub async fn start_script(port: u16, main: &Path, vars: &[(&str, &str)]) -> Self {
+    pub async fn start_script(
+        port: u16,
+        main: &Path,
+        vars: &[(&str, &str)],
+        toml_values: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = format!(
             "name = \"gatehouse-edge-e2e\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-01\"\nsend_metrics = false\n\n[vars]\n",
@@ -632,6 +647,9 @@ impl Edge {
                 "{k} = {}",
                 serde_json::to_string(v).expect("toml string")
             );
+        }
+        for (k, v) in toml_values {
+            let _ = writeln!(config, "{k} = {v}");
         }
         config.push_str("\n[[kv_namespaces]]\nbinding = \"GATEHOUSE_KV\"\nid = \"e2e\"\n\n[triggers]\ncrons = [\"* * * * *\"]\n");
         std::fs::write(dir.path().join("wrangler.toml"), config).expect("write wrangler.toml");

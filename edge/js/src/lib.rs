@@ -36,7 +36,7 @@ export interface AccessClaims {
 export interface VerifierOptions {
   issuer: string;
   audience: string;
-  /** Allowed clock difference in seconds (default 30). */
+  /** Allowed clock difference in seconds (default 30, at most 60). */
   leeway?: number;
   /** Required header `typ` (default `at+jwt`). */
   typ?: string;
@@ -137,6 +137,16 @@ impl Verifier {
             .map_err(|e| error(ErrorCode::InvalidKey, &format!("invalid options: {e}")))?;
         let mut options = VerifierOptions::new(o.issuer, o.audience);
         if let Some(leeway) = o.leeway {
+            if leeway > VerifierOptions::MAX_LEEWAY_SECS {
+                return Err(error(
+                    ErrorCode::InvalidKey,
+                    &format!(
+                        "invalid options: leeway is at most {} s (revocation entries outlive \
+                         a token's exp only that long)",
+                        VerifierOptions::MAX_LEEWAY_SECS
+                    ),
+                ));
+            }
             options.leeway_secs = leeway;
         }
         if let Some(typ) = o.typ {

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use gatehouse_shared::entry_expiry;
 use rocket::response::status::Created;
 use rocket::serde::json::{Json, Value, json};
 use rocket::{Route, State, get, post, routes};
@@ -218,7 +219,6 @@ pub struct RevocationRequest {
 #[post("/v1/revoke", data = "<body>")]
 #[allow(clippy::too_many_arguments)] // one typed guard per managed piece (Rocket's idiom)
 async fn revoke(
-    config: &State<Config>,
     db: &State<Db>,
     keys: &State<Arc<KeyRing>>,
     revoker: &State<Revoker>,
@@ -245,7 +245,7 @@ async fn revoke(
         if let Ok(claims) = keys.verify(db, &token, now).await
             && may_revoke(&claims.sub)
         {
-            let expires_at = claims.exp + i64::from(config.leeway_secs) + 1;
+            let expires_at = entry_expiry(claims.exp);
             revoker
                 .run(now, move |r| r.token(&claims, expires_at))
                 .await?;

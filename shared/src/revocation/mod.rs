@@ -22,7 +22,7 @@ use crate::claims::AccessClaims;
 pub use delta::{DELTA_TYPE, RevocationDelta};
 #[cfg(any(test, feature = "testing"))]
 pub use rule::testing;
-pub use rule::{RevocationKind, entry_revokes, is_newer};
+pub use rule::{RevocationKind, entry_expiry, entry_revokes, is_newer};
 pub use snapshot::{SNAPSHOT_TYPE, SnapshotOptions};
 pub use view::RevocationView;
 
@@ -246,7 +246,7 @@ pub struct RevocationListBuilder {
 }
 
 impl RevocationListBuilder {
-    /// Revokes one access token until `expires_at` (its `exp` plus leeway).
+    /// Revokes one access token until `expires_at` ([`entry_expiry`] of its `exp`).
     #[must_use]
     pub fn token(mut self, jti: &str, expires_at: i64) -> Self {
         let slot = self.tokens.entry(id_key(Kind::Token, jti)).or_default();

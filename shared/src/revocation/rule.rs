@@ -76,6 +76,15 @@ pub fn entry_revokes(
         && (kind != RevocationKind::User || claims.iat < issued_before)
 }
 
+/// Until when a revoked token's entry must be kept: past the longest leeway a verifier may
+/// stretch `exp` by ([`crate::VerifierOptions::MAX_LEEWAY_SECS`]), so no verifier takes the
+/// token back once its entry is gone.
+pub fn entry_expiry(token_exp: i64) -> i64 {
+    token_exp
+        .saturating_add(i64::from(crate::VerifierOptions::MAX_LEEWAY_SECS))
+        .saturating_add(1)
+}
+
 /// Which of two signed lists is newer: a higher `seq`, or the same `seq` re-signed later (the
 /// issuer re-signs an unchanged list so its age stays fresh). `(seq, issued_at)` of each.
 pub fn is_newer(candidate: (u64, i64), held: (u64, i64)) -> bool {

@@ -45,6 +45,44 @@ fn exp_boundary_with_leeway() {
     assert_eq!(verify_at(&no_leeway, &c, c.exp), Err(ErrorCode::Expired));
 }
 
+/// A verifier never stretches `exp` past the revocation entry's life: a larger leeway is
+/// capped, and at every second the capped verifier accepts, the entry still refuses the token.
+#[test]
+fn the_leeway_is_capped_where_revocation_entries_end() {
+    let max = i64::from(VerifierOptions::MAX_LEEWAY_SECS);
+    let lenient = Fixture::with_options(
+        Algorithm::EdDsa,
+        VerifierOptions {
+            leeway_secs: 600,
+            ..VerifierOptions::new(crate::fixture::ISSUER, AUDIENCE)
+        },
+    );
+    let c = claims();
+    assert!(verify_at(&lenient, &c, c.exp + max - 1).is_ok());
+    assert_eq!(
+        verify_at(&lenient, &c, c.exp + max),
+        Err(ErrorCode::Expired)
+    );
+    let accepted = lenient
+        .verifier
+        .verify(&lenient.sign(&c), c.exp + max - 1)
+        .unwrap();
+    let expires_at = gatehouse_shared::entry_expiry(c.exp);
+    for now in [c.exp, c.exp + max - 1] {
+        assert!(
+            gatehouse_shared::entry_revokes(
+                gatehouse_shared::RevocationKind::Token,
+                &c.jti,
+                0,
+                expires_at,
+                &accepted,
+                now
+            ),
+            "the entry has lapsed at {now}, while the token is still accepted"
+        );
+    }
+}
+
 #[test]
 fn nbf_and_iat_boundaries_with_leeway() {
     let f = fixture();

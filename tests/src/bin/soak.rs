@@ -230,7 +230,7 @@ async fn main() {
     ];
     let edge = Edge::start(edge_port, &vars).await;
     let baseline_script = gatehouse_tests::repo_root().join("tests/soak/trivial-worker.mjs");
-    let baseline = Edge::start_script(free_port(), &baseline_script, &[]).await;
+    let baseline = Edge::start_script(free_port(), &baseline_script, &[], &[]).await;
     edge.run_cron().await;
     for i in 0..USERS {
         issuer.register(&format!("soak-{i}"), PASSWORD).await;
