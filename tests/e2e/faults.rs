@@ -178,7 +178,8 @@ fn hash(token: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_issuer_processes_race_on_one_database() {
-    let a = Issuer::start(&[("GATEHOUSE_REFRESH_GRACE_SECS", "2")]).await;
+    // A grace window that 50 refreshes on a loaded 2-core machine fit in (whole seconds).
+    let a = Issuer::start(&[("GATEHOUSE_REFRESH_GRACE_SECS", "5")]).await;
     let b = a.replica().await;
     a.register("alice", PASSWORD).await;
     let r0 = a.login("alice", PASSWORD).await["refresh_token"]
@@ -218,7 +219,7 @@ async fn two_issuer_processes_race_on_one_database() {
     assert_eq!(a.schema.count(&sql), 1, "exactly one successor row");
 
     // Reuse after the grace window, on the other process: the family dies on both.
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    tokio::time::sleep(Duration::from_millis(6100)).await;
     assert_eq!(refresh(&b.url, &r0).await.0, 400);
     assert_eq!(refresh(&a.url, &successors[0]).await.0, 400);
     assert_eq!(

@@ -116,9 +116,19 @@ async fn a_quiet_edge_writes_nothing_to_kv_and_a_change_writes_once() {
     let w = world(2, Duration::from_secs(1), &[]).await;
     w.locations.run_cron(0).await;
     let token = w.accepted_token().await;
-    // Let the first writes reach the other location (KV delay 1 s), then stay quiet: pulls of
-    // an unchanged list and key set, re-signed by the issuer meanwhile, write nothing.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the first writes reach the other location (KV delay 1 s; it holds a base list only
+    // from KV), then stay quiet: pulls of an unchanged list and key set, re-signed by the
+    // issuer meanwhile, write nothing.
+    let health = format!("{}/_gatehouse/health", w.locations.urls[1]);
+    eventually(
+        "location 1 to read the list from KV",
+        Duration::from_secs(20),
+        || async {
+            let (_, json) = get_json(&health, None).await;
+            (!json["revocations"]["base_seq"].is_null()).then_some(())
+        },
+    )
+    .await;
     let before = w.locations.kv_writes().await;
     assert!(before[0] >= 2, "the first list was stored: {before:?}");
     for _ in 0..3 {

@@ -9,15 +9,29 @@ import { fileURLToPath } from 'node:url';
 export const root = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const PASSWORD = 'plover-quartz-7';
 
-export function freePort() {
-  return new Promise((ok, fail) => {
+// Ports are taken in turn from below the kernel's ephemeral range (32768-60999), as the Rust
+// testkit's `free_port` does: a port the kernel hands out for :0 is free again once released
+// here, and any :0 listener (wrangler's, workerd's, Chromium's) could take it before the server
+// it is meant for binds it.
+const FIRST_PORT = 12000;
+const PORT_SPAN = 20000;
+let nextPort = (process.pid * 7919) % PORT_SPAN;
+
+function bindable(port) {
+  return new Promise((ok) => {
     const srv = createServer();
-    srv.on('error', fail);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => ok(port));
-    });
+    srv.on('error', () => ok(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => ok(true)));
   });
+}
+
+export async function freePort() {
+  for (let tries = 0; tries < PORT_SPAN; tries += 1) {
+    const port = FIRST_PORT + (nextPort % PORT_SPAN);
+    nextPort += 1;
+    if (await bindable(port)) return port;
+  }
+  throw new Error(`no free port in ${FIRST_PORT}..${FIRST_PORT + PORT_SPAN}`);
 }
 
 export async function waitFor(url, timeoutMs = 30000) {

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
+use gatehouse_tests::free_port;
 use serde_json::Value;
 
 use crate::common::PASSWORD;
@@ -45,14 +46,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn call(req: reqwest::RequestBuilder) -> (u16, Value) {
@@ -112,7 +105,7 @@ async fn serve_with_no_configuration_runs_the_whole_flow() {
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let mut ready = false;
-    for _ in 0..100 {
+    for _ in 0..300 {
         if let Ok(r) = http.get(format!("{base}/health/ready")).send().await
             && r.status().is_success()
         {
@@ -340,8 +333,9 @@ fn users_create_prompts_without_echo_on_a_terminal() {
     let screen = collect(child.stdout.take().unwrap());
     for prompt in ["Password: ", "Password (again): "] {
         wait_for(&screen, prompt);
-        // rpassword prints the prompt, then turns echo off: give it that moment.
-        std::thread::sleep(Duration::from_millis(300));
+        // rpassword prints the prompt, then turns echo off: give it that moment (generously,
+        // for a loaded machine).
+        std::thread::sleep(Duration::from_secs(1));
         keyboard.write_all(format!("{typed}\n").as_bytes()).unwrap();
         keyboard.flush().unwrap();
     }

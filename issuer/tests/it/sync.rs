@@ -83,7 +83,7 @@ async fn revocations_are_pushed_coalesced(backend: Backend) {
     let keys = KeySet::from_json(&jwks.to_string()).unwrap();
     let opts = SnapshotOptions::new("https://issuer.test");
     let mut last = None;
-    for _ in 0..100 {
+    for _ in 0..400 {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let bodies = rx.bodies.lock().unwrap().clone();
         if let Some(body) = bodies.last() {
