@@ -147,6 +147,58 @@ impl Vars<'_> {
             .push(format!("{name}={url:?} is not an http:// or https:// URL"));
         String::new()
     }
+
+    /// `JWKS`: pinned keys. Keys it cannot use are reported; the usable ones still verify.
+    fn pinned_keys(&mut self) -> Option<KeySet> {
+        let set = match KeySet::from_json(&self.text("JWKS")?) {
+            Ok(set) => set,
+            Err(e) => {
+                self.problems.push(format!("JWKS is not a JWK set: {e}"));
+                return None;
+            }
+        };
+        for skipped in set.skipped() {
+            self.problems.push(format!(
+                "JWKS key {} (kid {}) is skipped: {}",
+                skipped.index,
+                skipped.kid.as_deref().unwrap_or("none"),
+                skipped.reason
+            ));
+        }
+        if set.is_empty() {
+            self.problems
+                .push("JWKS is set but holds no usable key".into());
+            return None;
+        }
+        Some(set)
+    }
+
+    fn stale_policy(&mut self) -> StalePolicy {
+        match self.text("STALE_POLICY").as_deref() {
+            None | Some("fail_closed") => StalePolicy::FailClosed,
+            Some("fail_open") => StalePolicy::FailOpen,
+            Some(other) => {
+                self.problems.push(format!(
+                    "STALE_POLICY={other:?} is neither fail_closed nor fail_open; failing closed"
+                ));
+                StalePolicy::FailClosed
+            }
+        }
+    }
+
+    /// `REALM`, written unescaped into every challenge.
+    fn realm(&mut self) -> String {
+        match self.text("REALM") {
+            Some(realm) if is_realm_text(&realm) => realm,
+            None => "gatehouse".into(),
+            Some(realm) => {
+                self.problems.push(format!(
+                    "REALM={realm:?} has a quote, a backslash or a control byte; using gatehouse"
+                ));
+                "gatehouse".into()
+            }
+        }
+    }
 }
 
 /// A rule's path in the canonical form requests are matched in (`crate::path`), its trailing
@@ -236,45 +288,14 @@ impl Config {
             ..VerifierOptions::new(issuer, audience)
         };
 
-        let pinned_keys = vars
-            .text("JWKS")
-            .and_then(|json| match KeySet::from_json(&json) {
-                Ok(set) if !set.is_empty() => Some(set),
-                Ok(_) => {
-                    vars.problems
-                        .push("JWKS is set but holds no usable key".into());
-                    None
-                }
-                Err(e) => {
-                    vars.problems.push(format!("JWKS is not a JWK set: {e}"));
-                    None
-                }
-            });
+        let pinned_keys = vars.pinned_keys();
         let public_paths_raw = vars.text("PUBLIC_PATHS").unwrap_or_default();
         let public_paths = public_paths(&public_paths_raw, &mut vars.problems);
         let route_scopes = route_scopes(&vars.text("ROUTE_SCOPES").unwrap_or_default())
             .map_err(|broken| vars.problems.extend(broken))
             .ok();
-        let stale_policy = match vars.text("STALE_POLICY").as_deref() {
-            None | Some("fail_closed") => StalePolicy::FailClosed,
-            Some("fail_open") => StalePolicy::FailOpen,
-            Some(other) => {
-                vars.problems.push(format!(
-                    "STALE_POLICY={other:?} is neither fail_closed nor fail_open; failing closed"
-                ));
-                StalePolicy::FailClosed
-            }
-        };
-        let realm = match vars.text("REALM") {
-            Some(realm) if is_realm_text(&realm) => realm,
-            None => "gatehouse".into(),
-            Some(realm) => {
-                vars.problems.push(format!(
-                    "REALM={realm:?} has a quote, a backslash or a control byte; using gatehouse"
-                ));
-                "gatehouse".into()
-            }
-        };
+        let stale_policy = vars.stale_policy();
+        let realm = vars.realm();
         let delta_url = vars.text("DELTA_URL").unwrap_or_else(|| {
             if issuer_url.is_empty() {
                 String::new()

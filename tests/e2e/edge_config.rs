@@ -75,7 +75,13 @@ async fn cookies_pinned_keys_and_fail_open() {
     ))
     .await;
     assert!(!KeySet::from_json(&jwks).unwrap().is_empty());
-    // Keys pinned, the issuer unreachable for keys and lists, and the fail-open policy.
+    // Keys pinned (with one the edge cannot use, which is reported), the issuer unreachable
+    // for keys and lists, and the fail-open policy.
+    let jwks = jwks.replacen(
+        '[',
+        r#"[{"kty":"RSA","n":"AQAB","e":"AQAB","kid":"rsa"},"#,
+        1,
+    );
     let dead = format!("http://127.0.0.1:{}", free_port());
     let vars = [
         ("ORIGIN_URL", issuer_probe.origin.url.as_str()),
@@ -102,6 +108,12 @@ async fn cookies_pinned_keys_and_fail_open() {
     let health = edge.health().await;
     assert_eq!(health["kids"].as_array().unwrap().len(), 1);
     assert_eq!(health["stale_policy"], "FailOpen");
+    assert!(
+        health["problems"]
+            .to_string()
+            .contains("JWKS key 0 (kid rsa) is skipped"),
+        "{health}"
+    );
     let (status, _) = json_of(
         http()
             .get(format!("{}/api/x", edge.url))
