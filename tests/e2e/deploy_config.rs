@@ -39,6 +39,32 @@ fn each_string(path: &str, value: &Value, visit: &mut impl FnMut(&str, &str)) {
     }
 }
 
+/// A var's value as the worker reads it: a string, or an unquoted number or boolean as text.
+fn var_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Integer(_) | Value::Float(_) | Value::Boolean(_) => Some(value.to_string()),
+        _ => None,
+    }
+}
+
+/// What the repository's `[env.production]` holds until an operator replaces it.
+const PLACEHOLDERS: [&str; 2] = ["example.com", "REPLACE-WITH-"];
+
+/// Every value of `[env.production]` still holding a placeholder: deployable in form, and the
+/// repository's own config holds several, but not a deploy anyone meant.
+fn placeholders_left(config: &Table) -> Vec<String> {
+    let mut left = Vec::new();
+    if let Some(production) = config.get("env").and_then(|env| env.get("production")) {
+        each_string("env.production", production, &mut |path, text| {
+            if PLACEHOLDERS.iter().any(|p| text.contains(p)) {
+                left.push(format!("{path} = {text:?} is a placeholder"));
+            }
+        });
+    }
+    left
+}
+
 /// Everything wrong with a wrangler config's `[env.production]`; empty when it is deployable.
 fn production_problems(config: &Table) -> Vec<String> {
     let Some(production) = config
@@ -62,7 +88,7 @@ fn production_problems(config: &Table) -> Vec<String> {
     }
 
     let vars = production.get("vars").and_then(Value::as_table);
-    let var = |name: &str| vars.and_then(|v| v.get(name)).and_then(Value::as_str);
+    let var = |name: &str| vars.and_then(|v| v.get(name)).and_then(var_text);
     for entry in var("PUBLIC_PATHS").unwrap_or_default().split(',') {
         if is_demo_path(entry.trim()) {
             problems.push(format!(
@@ -156,14 +182,54 @@ fn production_vars_mut(config: &mut Table) -> &mut Table {
         .expect("[env.production.vars]")
 }
 
+/// With `GATEHOUSE_DEPLOY_STRICT=1` (docs/deploy.md, step 5, before a real deploy) a
+/// placeholder left in the config is a problem too. CI checks the repository's config, which
+/// holds them by design.
 #[test]
 fn the_production_config_has_no_local_leftovers_and_all_it_needs() {
-    let problems = production_problems(&repo_config());
+    let config = repo_config();
+    let mut problems = production_problems(&config);
+    if std::env::var("GATEHOUSE_DEPLOY_STRICT").as_deref() == Ok("1") {
+        problems.extend(placeholders_left(&config));
+    }
     assert!(
         problems.is_empty(),
         "wrangler.toml [env.production]:\n  {}",
         problems.join("\n  ")
     );
+}
+
+#[test]
+fn every_placeholder_is_found_and_real_values_pass() {
+    let config = repo_config();
+    let left = placeholders_left(&config);
+    for path in [
+        "routes[0].pattern",
+        "vars.ORIGIN_URL",
+        "vars.ISSUER_URL",
+        "vars.EXPECTED_ISSUER",
+        "kv_namespaces[0].id",
+    ] {
+        assert!(
+            left.iter()
+                .any(|p| p.starts_with(&format!("env.production.{path} "))),
+            "{path} not reported: {left:?}"
+        );
+    }
+    let text = toml::to_string(&config)
+        .expect("the config as TOML")
+        .replace("example.com", "gatehouse.test")
+        .replace(
+            "REPLACE-WITH-THE-ID-OF-wrangler-kv-namespace-create",
+            "0f1e2d3c",
+        );
+    let replaced: Table = text.parse().expect("TOML");
+    assert_eq!(placeholders_left(&replaced), Vec::<String>::new());
+    assert_eq!(production_problems(&replaced), Vec::<String>::new());
+    // An unquoted number is a value (the worker reads it as its text), not a missing var.
+    let mut unquoted = replaced;
+    production_vars_mut(&mut unquoted).insert("DELTA_POLL_MS".into(), 500.into());
+    assert_eq!(production_problems(&unquoted), Vec::<String>::new());
 }
 
 /// What a plant must make the check report, and the change to a copy of the config.
@@ -293,7 +359,10 @@ fn wrangler_accepts_the_production_config_offline() {
             printed.contains(&format!("env.{name}")),
             "the dry run lists no var {name}:\n{printed}"
         );
-        let value = value.as_str().expect("vars are strings");
+        // An unquoted number or boolean: its listing above is what is checked.
+        let Some(value) = value.as_str() else {
+            continue;
+        };
         // wrangler shows a value of 40 characters or more as its first 37 and "...".
         let shown: String = if value.chars().count() < 40 {
             format!("(\"{value}\")")
