@@ -160,7 +160,11 @@ pub async fn current(env: &Env, config: &Config) -> RevocationView {
     state::revocations()
 }
 
-/// Installs KV's snapshot if the interval has passed and KV's head says it is newer.
+/// Installs KV's snapshot if the interval has passed and KV's head says it is newer. While KV
+/// has never held a list (a first deploy, before any push or cron) and the isolate holds none,
+/// the issuer's is installed instead, so protected requests are not refused until the first
+/// cron run. Only installed: the cron or a push stores it in KV, as KV writes are metered and
+/// every isolate of every location would otherwise write the same list.
 async fn refresh_from_kv(env: &Env, config: &Config) {
     // While the fast path keeps the view whole over a young base, KV has nothing it needs.
     let now = state::now_secs();
@@ -179,19 +183,26 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
     let Ok(kv) = env.kv(KV_BINDING) else {
         return;
     };
-    let Ok(Some(kv_head)) = kv.get(KV_HEAD).json::<Head>().await else {
-        return;
-    };
-    let head = (kv_head.seq, kv_head.issued_at);
-    if state::with_revocations(|held| {
-        held.base()
-            .is_some_and(|b| !is_newer(head, (b.seq(), b.issued_at())))
-    }) {
-        return;
-    }
-    // Bytes, not text: a large string is slow to bring into wasm.
-    let Ok(Some(bytes)) = kv.get(KV_SNAPSHOT).bytes().await else {
-        return;
+    let held_base = state::with_revocations(|held| held.base().map(|b| (b.seq(), b.issued_at())));
+    let bytes = match kv.get(KV_HEAD).json::<Head>().await {
+        Ok(Some(head)) => {
+            if held_base.is_some_and(|held| !is_newer((head.seq, head.issued_at), held)) {
+                return;
+            }
+            // Bytes, not text: a large string is slow to bring into wasm.
+            let Ok(Some(bytes)) = kv.get(KV_SNAPSHOT).bytes().await else {
+                return;
+            };
+            bytes
+        }
+        Ok(None) if held_base.is_none() => {
+            let url = format!("{}/v1/revocations", config.issuer_url);
+            let Ok(bytes) = upstream::get(&url, upstream::SNAPSHOT_LIMIT).await else {
+                return;
+            };
+            bytes
+        }
+        _ => return,
     };
     let Ok(jws) = String::from_utf8(bytes) else {
         return;

@@ -246,3 +246,45 @@ async fn a_hung_delta_feed_holds_no_request() {
     }
     assert!(held.is_empty(), "requests held by the hung feed: {held:?}");
 }
+
+/// A new worker whose KV has never held a list (a first deploy) installs the issuer's list on
+/// the first protected request, instead of refusing every one with 503 until a push or the
+/// first cron run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_deploy_takes_the_issuers_list_before_any_push_or_cron() {
+    let sys = System::start(Options {
+        push: false,
+        ..Options::default()
+    })
+    .await;
+    let alice = sys.user("alice").await;
+    let bob = sys.user("bob").await;
+    assert_eq!(sys.issuer.logout(access(&bob)).await, 200);
+    // Its own KV, no push, no cron; no fast path, so the list can only be the issuer's snapshot.
+    let vars = [
+        ("ORIGIN_URL", sys.origin.url.as_str()),
+        ("ISSUER_URL", sys.issuer.url.as_str()),
+        ("EXPECTED_ISSUER", sys.issuer.url.as_str()),
+        ("EXPECTED_AUDIENCE", crate::system::AUDIENCE),
+        ("DELTA_POLL_MS", "0"),
+    ];
+    let edge = gatehouse_tests::Edge::start(gatehouse_tests::free_port(), &vars).await;
+    let whoami = |token: String| {
+        let url = format!("{}/api/whoami", edge.url);
+        async move {
+            let response = gatehouse_tests::http()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("the edge answers");
+            gatehouse_tests::json_of(response).await
+        }
+    };
+    assert_eq!(whoami(access(&alice).to_owned()).await.0, 200);
+    let (status, json) = whoami(access(&bob).to_owned()).await;
+    assert_eq!((status, json["code"].as_str()), (401, Some("revoked")));
+    let health = edge.health().await;
+    assert_eq!(health["status"], "ok", "{health}");
+    assert!(health["kv_write_error"].is_null(), "{health}");
+}

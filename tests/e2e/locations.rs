@@ -86,7 +86,8 @@ async fn the_fast_path_reaches_every_location_while_kv_lags_a_minute() {
 async fn without_the_fast_path_kv_brings_revocations_after_its_delay() {
     let kv_delay = Duration::from_secs(3);
     let w = world(3, kv_delay, &[("DELTA_POLL_MS", "0")]).await;
-    // No fast path: the first base list reaches location 0 by its cron, the others through KV.
+    // No fast path: the first base list reaches location 0 by its cron, the others from the
+    // issuer (while their KV is empty) or through KV.
     w.locations.run_cron(0).await;
     let token = w.accepted_token().await;
     assert_eq!(w.issuer.logout(&token).await, 200);
@@ -116,16 +117,15 @@ async fn a_quiet_edge_writes_nothing_to_kv_and_a_change_writes_once() {
     let w = world(2, Duration::from_secs(1), &[]).await;
     w.locations.run_cron(0).await;
     let token = w.accepted_token().await;
-    // Let the first writes reach the other location (KV delay 1 s; it holds a base list only
-    // from KV), then stay quiet: pulls of an unchanged list and key set, re-signed by the
-    // issuer meanwhile, write nothing.
-    let health = format!("{}/_gatehouse/health", w.locations.urls[1]);
+    // Let the first writes reach the other location (KV delay 1 s), then stay quiet: pulls of
+    // an unchanged list and key set, re-signed by the issuer meanwhile, write nothing.
+    let locations = &w.locations;
     eventually(
-        "location 1 to read the list from KV",
+        "KV's copy to reach location 1",
         Duration::from_secs(20),
-        || async {
-            let (_, json) = get_json(&health, None).await;
-            (!json["revocations"]["base_seq"].is_null()).then_some(())
+        || async move {
+            let heads = locations.kv_heads().await;
+            (!heads[0].is_null() && heads[1] == heads[0]).then_some(())
         },
     )
     .await;

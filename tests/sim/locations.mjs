@@ -11,7 +11,8 @@
 // Usage: node tests/sim/locations.mjs '{"script": ".../index.js", "port": 9000,
 //   "locations": 3, "vars": {...}, "kvDelayMs": 60000}'
 // Serves on `port`: GET /locations -> [{name, url}], GET /writes -> local KV writes per
-// location, POST /cron/<i> -> fires location i's cron.
+// location, GET /heads -> each location's copy of the `revocations-head` key (null if none),
+// POST /cron/<i> -> fires location i's cron.
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { dirname } from 'node:path';
@@ -113,6 +114,10 @@ const server = http.createServer(async (req, res) => {
   try {
     if (req.method === 'GET' && req.url === '/locations') {
       return send(200, locations.map(({ name, url }) => ({ name, url })));
+    }
+    if (req.method === 'GET' && req.url === '/heads') {
+      const heads = await Promise.all(locations.map(({ kv }) => kv.get('revocations-head', 'json')));
+      return send(200, heads);
     }
     if (req.method === 'GET' && req.url === '/writes') {
       return send(200, locations.map(({ name, localWrites }) => ({ name, writes: localWrites })));

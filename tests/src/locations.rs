@@ -81,6 +81,19 @@ impl Locations {
             .collect()
     }
 
+    /// Each location's copy of KV's `revocations-head` key (`null` where it has none yet).
+    pub async fn kv_heads(&self) -> Vec<Value> {
+        let (_, json) = json_of(
+            http()
+                .get(format!("{}/heads", self.server.url))
+                .send()
+                .await
+                .expect("heads"),
+        )
+        .await;
+        json.as_array().expect("a list").clone()
+    }
+
     /// Fires one location's cron trigger (the pull path).
     pub async fn run_cron(&self, location: usize) {
         let response = http()
