@@ -63,6 +63,15 @@ pub struct FormOrJson<T>(pub T);
 
 const BODY_LIMIT_BYTES: u64 = 16 * 1024;
 
+/// For `#[serde(default, deserialize_with = "omitted_if_empty")]` on a request parameter: RFC
+/// 6749 §3.1 treats a parameter sent without a value as omitted.
+pub fn omitted_if_empty<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let value: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(value.filter(|v| !v.is_empty()))
+}
+
 #[rocket::async_trait]
 impl<'r, T: DeserializeOwned> FromData<'r> for FormOrJson<T> {
     type Error = ApiError;

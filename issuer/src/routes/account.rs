@@ -10,7 +10,7 @@ use rocket::{Route, State, get, post, routes};
 use serde::Deserialize;
 
 use crate::config::Config;
-use crate::context::{Authenticated, FormOrJson, Now};
+use crate::context::{Authenticated, FormOrJson, Now, omitted_if_empty};
 use crate::credentials::{self, Checked, Recheck};
 use crate::db::Db;
 use crate::error::ApiError;
@@ -207,6 +207,7 @@ fn me(auth: Result<Authenticated, ApiError>) -> Result<Json<Value>, ApiError> {
 
 #[derive(Debug, Deserialize)]
 pub struct RevocationRequest {
+    #[serde(default, deserialize_with = "omitted_if_empty")]
     token: Option<String>,
     /// Accepted and ignored (RFC 7009 §2.1 allows it): the token's shape says what it is, and
     /// trusting a wrong hint would leave the token alive.
@@ -215,7 +216,10 @@ pub struct RevocationRequest {
 }
 
 /// RFC 7009. Answers 200 whether or not there was anything to revoke, so it cannot be used to
-/// probe tokens; only the caller's own tokens (or any, for admins) are revoked.
+/// probe tokens. An access token needs the caller's bearer token, and only the caller's own
+/// (or any, with the admin scope) is revoked. A refresh token needs nothing else (§2.1, a public
+/// client): holding it is the proof the refresh grant asks for, so a client whose access token
+/// has expired can still end its session.
 #[post("/v1/revoke", data = "<body>")]
 #[allow(clippy::too_many_arguments)] // one typed guard per managed piece (Rocket's idiom)
 async fn revoke(
@@ -229,7 +233,6 @@ async fn revoke(
     body: Result<FormOrJson<RevocationRequest>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     let Now(now) = now;
-    let auth = auth?;
     // Each revocation takes the cluster-wide write lock and is pushed to every edge.
     limit.check(client_ip)?;
     let request = body?.0;
@@ -237,13 +240,13 @@ async fn revoke(
         .token
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;
     let looks_like_jwt = token.bytes().filter(|&b| b == b'.').count() == 2;
-    // Other users' tokens only with a token that carries the admin scope, not any admin's token.
-    let as_admin = auth.require_scope("admin").is_ok();
-    let may_revoke = |owner: &str| owner == auth.claims.sub || as_admin;
     if looks_like_jwt {
+        let auth = auth?;
+        // Other users' tokens only with a token that carries the admin scope.
+        let as_admin = auth.require_scope("admin").is_ok();
         // Only our own valid access tokens; an expired one needs no entry.
         if let Ok(claims) = keys.verify(db, &token, now).await
-            && may_revoke(&claims.sub)
+            && (claims.sub == auth.claims.sub || as_admin)
         {
             let expires_at = entry_expiry(claims.exp);
             revoker
@@ -251,17 +254,13 @@ async fn revoke(
                 .await?;
         }
     } else {
-        let owner = auth.claims.sub.clone();
-        let is_admin = as_admin;
         revoker
             .run(now, move |r| {
                 // A rotated token still names its session: revoking it ends the session, so a
                 // user whose token was stolen and rotated can still end the thief's chain.
                 match sessions::session_of_refresh_token(r.conn(), &token, now)? {
-                    Some((s, _)) if s.user_id == owner || is_admin => {
-                        r.session(&s.id, "revoked_by_owner")
-                    }
-                    _ => Ok(false),
+                    Some((s, _)) => r.session(&s.id, "revoked_by_owner"),
+                    None => Ok(false),
                 }
             })
             .await?;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::NoStore;
 use crate::config::Config;
-use crate::context::{FormOrJson, Now};
+use crate::context::{FormOrJson, Now, omitted_if_empty};
 use crate::credentials::{self, Checked, Recheck};
 use crate::db::Db;
 use crate::error::ApiError;
@@ -31,13 +31,19 @@ use crate::store::{audit, write_tx};
 const BAD_CREDENTIALS: &str = "invalid username or password";
 const MAX_REFRESH_TOKEN_LEN: usize = 512;
 const SCOPE_UNAVAILABLE: &str = "a requested scope is not available to this user";
+const SCOPE_NOT_GRANTED: &str = "a requested scope was not granted to this session";
 
 #[derive(Debug, Deserialize)]
 pub struct TokenRequest {
+    #[serde(default, deserialize_with = "omitted_if_empty")]
     grant_type: Option<String>,
+    #[serde(default, deserialize_with = "omitted_if_empty")]
     username: Option<String>,
+    #[serde(default, deserialize_with = "omitted_if_empty")]
     password: Option<String>,
+    #[serde(default, deserialize_with = "omitted_if_empty")]
     scope: Option<String>,
+    #[serde(default, deserialize_with = "omitted_if_empty")]
     refresh_token: Option<String>,
     // Accepted and ignored: public clients (RFC 6749 §2.1) may send them.
     #[serde(default, rename = "client_id")]
@@ -91,8 +97,7 @@ async fn token(
     let grant = match request.grant_type.as_deref() {
         Some("password") => password_grant(&grants, request).await?,
         Some("refresh_token") => refresh_grant(&grants, request).await?,
-        // RFC 6749 §3.1: a parameter sent without a value is treated as omitted.
-        None | Some("") => return Err(ApiError::invalid_request("grant_type is required")),
+        None => return Err(ApiError::invalid_request("grant_type is required")),
         Some(_) => return Err(ApiError::UnsupportedGrantType),
     };
     Ok(NoStore::new(Json(respond(config, keys, now, grant)?)))
@@ -263,13 +268,31 @@ async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gra
         ));
     }
     let (grace, now) = (grants.config.refresh_grace_secs, grants.now);
+    // RFC 6749 §6: a narrower scope may be asked for, never a wider one. Checked before the
+    // rotation, which a refusal must not spend.
+    let requested = request.scope.filter(|s| !s.trim().is_empty());
+    if let Some(requested) = requested.clone() {
+        let token = presented.clone();
+        let session = grants
+            .db
+            .run(move |c| sessions::session_of_refresh_token(c, &token, now))
+            .await?;
+        if session.is_some_and(|(s, _)| narrowed_scope(&s.scope, &requested).is_none()) {
+            return Err(ApiError::InvalidScope(SCOPE_NOT_GRANTED));
+        }
+    }
     let rotation = grants
         .db
         .run(move |c| write_tx(c, |c| sessions::rotate(c, &presented, now, grace)))
         .await?;
     match rotation {
-        Rotation::Rotated(grant) => {
+        Rotation::Rotated(mut grant) => {
             grants.metrics.refreshes.inc();
+            if let Some(requested) = requested {
+                // The session keeps its scope; this access token carries the narrower one.
+                grant.session.scope = narrowed_scope(&grant.session.scope, &requested)
+                    .ok_or(ApiError::InvalidScope(SCOPE_NOT_GRANTED))?;
+            }
             Ok(grant)
         }
         Rotation::ReuseDetected(reuse) => {
@@ -286,6 +309,18 @@ async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gra
             "the refresh token is invalid or expired",
         )),
     }
+}
+
+/// The session's scopes that `requested` names, in the session's order, or `None` when it
+/// names one the session does not hold.
+fn narrowed_scope(session: &str, requested: &str) -> Option<String> {
+    let held: Vec<&str> = session.split_whitespace().collect();
+    if requested.split_whitespace().any(|s| !held.contains(&s)) {
+        return None;
+    }
+    let wanted: Vec<&str> = requested.split_whitespace().collect();
+    let kept: Vec<&str> = held.into_iter().filter(|s| wanted.contains(s)).collect();
+    Some(kept.join(" "))
 }
 
 /// Signs the access token for a grant. It never outlives its session.

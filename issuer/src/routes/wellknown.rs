@@ -46,7 +46,8 @@ fn metadata(config: &State<Config>) -> Json<Value> {
         "grant_types_supported": ["password", "refresh_token"],
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": ["none"],
-        "revocation_endpoint_auth_methods_supported": ["bearer"],
+        // A refresh token is revoked with nothing else, an access token with a bearer token.
+        "revocation_endpoint_auth_methods_supported": ["none", "bearer"],
         "introspection_endpoint_auth_methods_supported": ["bearer"],
         "scopes_supported": scopes,
     }))

@@ -98,10 +98,12 @@ fn try_reserve(
     else {
         return Ok(None);
     };
+    // Not locked: the attempts are other logins' checks still under way, over within a second
+    // (a client honouring `Retry-After` would otherwise wait out the whole window).
     let until = if locked_until > now {
         locked_until
     } else {
-        window_start + window
+        (now + 1).min(window_start + window)
     };
     Ok(Some(Reservation::Refused {
         retry_after: u64::try_from(until - now).unwrap_or(1).max(1),

@@ -180,9 +180,11 @@ pub fn rotate(
         if session.revoked_at.is_some() || session.expires_at <= now || disabled {
             return Ok(Rotation::Invalid);
         }
-        let within_grace = row
-            .rotated_at
-            .is_some_and(|at| now - at <= i64::from(grace_secs));
+        // Whole seconds: a grace of N admits a retry N to N + 1 s after the rotation; 0 none.
+        let within_grace = grace_secs > 0
+            && row
+                .rotated_at
+                .is_some_and(|at| now - at <= i64::from(grace_secs));
         if won || within_grace {
             let nonce = row.rotation_nonce.as_deref().unwrap_or(&nonce);
             let successor = ids::successor_secret(presented, nonce);

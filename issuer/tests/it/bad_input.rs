@@ -74,6 +74,22 @@ async fn hostile_requests_get_clear_4xx(backend: Backend) {
             Status::BadRequest,
             "invalid_request",
         ),
+        // RFC 6749 §3.1: a parameter sent empty is omitted, so required ones are missing (an
+        // empty password no longer spends a lockout attempt as a wrong one).
+        (
+            "/v1/token",
+            Some(ContentType::Form),
+            b"grant_type=password&username=&password=".to_vec(),
+            Status::BadRequest,
+            "invalid_request",
+        ),
+        (
+            "/v1/token",
+            Some(ContentType::Form),
+            b"grant_type=refresh_token&refresh_token=".to_vec(),
+            Status::BadRequest,
+            "invalid_request",
+        ),
         (
             "/v1/users",
             Some(ContentType::JSON),

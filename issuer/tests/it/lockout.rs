@@ -145,7 +145,32 @@ async fn parallel_first_logins_are_not_refused(backend: Backend) {
     }
 }
 
+/// Attempts refused because other checks are still under way, not because the account is
+/// locked, say to come back in a second, not at the end of the window (900 s).
+async fn a_refusal_for_checks_under_way_says_one_second(backend: Backend) {
+    use gatehouse_issuer::store::lockout::{Reservation, reserve};
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let cfg = app.config.lockout;
+    let now = app.clock().now();
+    let refused = app
+        .store()
+        .run_sync(move |c| {
+            let uid = gatehouse_issuer::store::users::by_username(c, "alice")?
+                .unwrap()
+                .id;
+            // The threshold's worth of checks, none finished yet.
+            for _ in 0..cfg.threshold {
+                assert_eq!(reserve(c, &uid, now, &cfg)?, Reservation::Granted);
+            }
+            reserve(c, &uid, now, &cfg)
+        })
+        .unwrap();
+    assert_eq!(refused, Reservation::Refused { retry_after: 1 });
+}
+
 crate::on_both_backends!(
+    a_refusal_for_checks_under_way_says_one_second,
     parallel_first_logins_are_not_refused,
     lockout_holds_under_parallel_attempts,
     backoff_grows_with_each_lock,

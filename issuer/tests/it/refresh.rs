@@ -156,6 +156,64 @@ async fn garbage_refresh_tokens(backend: Backend) {
     }
 }
 
+/// RFC 6749 §6: a refresh may ask for fewer scopes than the session holds, never more; a
+/// refusal spends no rotation, and the session keeps its scopes for the next refresh.
+async fn a_refresh_may_narrow_its_scope_never_widen_it(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let first = app.login("alice").await;
+    assert_eq!(str_of(&first, "scope"), "read write");
+    let r0 = str_of(&first, "refresh_token").to_owned();
+    let ask = |token: &str, scope: &str| {
+        format!("grant_type=refresh_token&refresh_token={token}&scope={scope}")
+    };
+    for wider in ["admin", "read%20admin"] {
+        let (status, json) = app
+            .send("POST", "/v1/token", Some(&ask(&r0, wider)), None)
+            .await;
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::BadRequest, "invalid_scope"),
+            "{wider}"
+        );
+    }
+    // Empty means omitted (§3.1): the session's scopes.
+    let (status, narrow) = app
+        .send("POST", "/v1/token", Some(&ask(&r0, "write")), None)
+        .await;
+    assert_eq!(
+        status,
+        Status::Ok,
+        "r0 was not spent by the refusals: {narrow}"
+    );
+    assert_eq!(str_of(&narrow, "scope"), "write");
+    let (_, me) = app.me(str_of(&narrow, "access_token")).await;
+    assert_eq!(str_of(&me, "scope"), "write");
+    let (status, next) = app
+        .send(
+            "POST",
+            "/v1/token",
+            Some(&ask(str_of(&narrow, "refresh_token"), "")),
+            None,
+        )
+        .await;
+    assert_eq!(status, Status::Ok, "{next}");
+    assert_eq!(str_of(&next, "scope"), "read write");
+}
+
+/// `refresh_grace_secs = 0` admits no retry, even within the same second.
+async fn a_grace_of_zero_admits_no_retry(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.refresh_grace_secs = 0).await;
+    app.register("alice").await;
+    let r0 = str_of(&app.login("alice").await, "refresh_token").to_owned();
+    assert_eq!(app.refresh(&r0).await.0, Status::Ok);
+    let (status, json) = app.refresh(&r0).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_grant")
+    );
+}
+
 /// A refresh does not wait for revocations: it takes the revocations' write lock only when it
 /// ends a session for reuse. (On SQLite every write waits for the one writer anyway.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -192,4 +250,6 @@ crate::on_both_backends!(
     two_issuers_agree_on_one_successor,
     sessions_have_an_absolute_lifetime,
     garbage_refresh_tokens,
+    a_refresh_may_narrow_its_scope_never_widen_it,
+    a_grace_of_zero_admits_no_retry,
 );

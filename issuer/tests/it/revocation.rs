@@ -76,23 +76,42 @@ async fn revoke_endpoint(backend: Backend) {
         Status::Unauthorized
     );
 
-    // Garbage is fine; a missing token is not; no bearer is 401.
+    // Garbage is fine; a missing or empty token is not (RFC 6749 §3.1: empty is omitted).
     let (status, _) = app
         .send("POST", "/v1/revoke", Some("token=garbage"), Some(m_access))
         .await;
     assert_eq!(status, Status::Ok);
-    let (status, json) = app
-        .send("POST", "/v1/revoke", Some("x=1"), Some(m_access))
-        .await;
+    for body in ["x=1", "token="] {
+        let (status, json) = app
+            .send("POST", "/v1/revoke", Some(body), Some(m_access))
+            .await;
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::BadRequest, "invalid_request"),
+            "{body}"
+        );
+    }
+    // An access token needs the caller's bearer token.
+    let a3 = app.login("alice").await;
+    let body = format!("token={}", str_of(&a3, "access_token"));
     assert_eq!(
-        (status, str_of(&json, "error")),
-        (Status::BadRequest, "invalid_request")
-    );
-    assert_eq!(
-        app.send("POST", "/v1/revoke", Some("token=x"), None)
-            .await
-            .0,
+        app.send("POST", "/v1/revoke", Some(&body), None).await.0,
         Status::Unauthorized
+    );
+    // A refresh token needs nothing else (RFC 7009 §2.1, a public client): a client whose
+    // access token has expired still ends its session.
+    app.clock().advance(900 + 1);
+    let body = format!("token={}", str_of(&a3, "refresh_token"));
+    let expired = str_of(&a3, "access_token");
+    for bearer in [Some(expired), None] {
+        assert_eq!(
+            app.send("POST", "/v1/revoke", Some(&body), bearer).await.0,
+            Status::Ok
+        );
+    }
+    assert_eq!(
+        app.refresh(str_of(&a3, "refresh_token")).await.0,
+        Status::BadRequest
     );
 }
 
