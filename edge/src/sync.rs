@@ -197,7 +197,7 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
         }
         Ok(None) if held_base.is_none() => {
             let url = format!("{}/v1/revocations", config.issuer_url);
-            let Ok(bytes) = upstream::get(&url, upstream::SNAPSHOT_LIMIT).await else {
+            let Ok(bytes) = upstream::get(&url, upstream::FIRST_LIST_LIMIT).await else {
                 return;
             };
             bytes

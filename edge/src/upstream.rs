@@ -12,6 +12,9 @@ use worker::{AbortController, Delay, Fetch, Method, Request};
 pub const KEYS_LIMIT: Duration = Duration::from_secs(5);
 /// The whole snapshot, fetched by the cron (up to a few MB).
 pub const SNAPSHOT_LIMIT: Duration = Duration::from_secs(20);
+/// The snapshot fetched on a request's path while KV has never held one (a first deploy): short,
+/// as a hung issuer must not hold the request long; the cron fetches it with the longer limit.
+pub const FIRST_LIST_LIMIT: Duration = Duration::from_secs(2);
 
 /// `url`'s body if it answers 200 within `limit`; the fetch is aborted at the limit.
 pub async fn get(url: &str, limit: Duration) -> Result<Vec<u8>, String> {

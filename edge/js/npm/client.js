@@ -1,7 +1,7 @@
 // GatehouseClient: what a browser app needs around its tokens, as auth SDKs provide it: log in,
 // keep the tokens, refresh ahead of expiry, one refresh at a time across calls and tabs, a
 // `fetch` that attaches the token and retries once when the edge says it expired, logout, and
-// events. It talks to the issuer's OAuth2 endpoints (`/v1/token`, `/v1/logout`).
+// events. It talks to the issuer's OAuth2 endpoints (`/v1/token`, `/v1/revoke`).
 //
 // Storage: by default the tokens live only in memory (nothing for an XSS payload to read from
 // storage after the fact); tabs of one origin share them over a BroadcastChannel, and a new tab
@@ -183,23 +183,22 @@ export class GatehouseClient {
   }
 
   /**
-   * Ends the session in every tab, and at the issuer with a token it accepts (refreshed first if
-   * due: an expired one would leave the session alive there). Signed out locally whatever
-   * happens; rejects with `logout_failed` if the issuer could not be told, so the app can say so.
+   * Ends the session in every tab, and at the issuer by revoking the refresh token (RFC 7009:
+   * it needs no access token, so an idle tab's expired one costs no refresh first, and a token
+   * another tab rotated meanwhile still names the session). Signed out locally whatever happens;
+   * rejects with `logout_failed` if the issuer could not be told, so the app can say so.
    */
   async logout() {
-    // `session_revoked`: the session already ended at the issuer, nothing to tell it.
-    const token = await this.getAccessToken().catch((e) => (e.code === 'session_revoked' ? undefined : this.#tokens?.accessToken));
+    const refreshToken = this.#tokens?.refreshToken;
     this.#end('signedOut');
-    if (!token) return;
-    const response = await this.#fetch(`${this.#issuer}/v1/logout`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })
+    if (!refreshToken) return;
+    const response = await this.#post('/v1/revoke', { token: refreshToken, token_type_hint: 'refresh_token' })
       .catch((e) => {
-        throw new GatehouseClientError('logout_failed', `the issuer could not be reached: ${e.message}`);
+        throw new GatehouseClientError('logout_failed', e.message);
       });
+    // 200 also when the session had already ended (RFC 7009 §2.2).
     if (response.ok) return;
     const body = await response.json().catch(() => ({}));
-    // Revoked meanwhile (another tab, an admin): it has ended all the same.
-    if (response.status === 401 && body.code === 'revoked') return;
     throw new GatehouseClientError('logout_failed', body.error_description ?? `the issuer answered HTTP ${response.status}`);
   }
 
@@ -211,11 +210,16 @@ export class GatehouseClient {
     this.#channel = null;
   }
 
-  /** `POST /v1/token`, bounded in time: a request that hangs must not hold every caller (and,
-   * under the refresh lock, every tab). A network failure or timeout is `network_error`. */
-  async #token(form) {
+  /** `POST /v1/token`. */
+  #token(form) {
+    return this.#post('/v1/token', form);
+  }
+
+  /** A form POST to the issuer, bounded in time: a request that hangs must not hold every caller
+   * (and, under the refresh lock, every tab). A network failure or timeout is `network_error`. */
+  async #post(path, form) {
     try {
-      return await this.#fetch(`${this.#issuer}/v1/token`, {
+      return await this.#fetch(`${this.#issuer}${path}`, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
         body: new URLSearchParams(form).toString(),
