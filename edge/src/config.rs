@@ -137,11 +137,17 @@ impl Vars<'_> {
         value
     }
 
-    /// An `http(s)://` URL without its trailing `/`; anything else is reported and left empty.
+    /// A required `http(s)://` URL without its trailing `/`; anything else is reported and left
+    /// empty.
     fn url(&mut self, name: &str) -> String {
-        let url = self.required(name).trim_end_matches('/').to_owned();
+        let url = self.required(name);
+        self.checked_url(name, &url)
+    }
+
+    fn checked_url(&mut self, name: &str, url: &str) -> String {
+        let url = url.trim_end_matches('/');
         if url.is_empty() || url.starts_with("https://") || url.starts_with("http://") {
-            return url;
+            return url.to_owned();
         }
         self.problems
             .push(format!("{name}={url:?} is not an http:// or https:// URL"));
@@ -296,13 +302,11 @@ impl Config {
             .ok();
         let stale_policy = vars.stale_policy();
         let realm = vars.realm();
-        let delta_url = vars.text("DELTA_URL").unwrap_or_else(|| {
-            if issuer_url.is_empty() {
-                String::new()
-            } else {
-                format!("{issuer_url}/v1/revocations/delta")
-            }
-        });
+        let delta_url = match vars.text("DELTA_URL") {
+            Some(url) => vars.checked_url("DELTA_URL", &url),
+            None if issuer_url.is_empty() => String::new(),
+            None => format!("{issuer_url}/v1/revocations/delta"),
+        };
         Self {
             origin_url,
             issuer_url,

@@ -134,6 +134,7 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
             ("ROUTE_SCOPES", "api=read,/api/x/*=two words"),
             ("STALE_POLICY", "sometimes"),
             ("ISSUER_URL", "issuer.example"),
+            ("DELTA_URL", "ftp://issuer.example/delta"),
             ("REALM", "say \"hi\""),
         ],
         // Unquoted in wrangler.toml, these reach the worker as numbers, booleans and arrays.
@@ -154,6 +155,7 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
         r#"ROUTE_SCOPES rule \"/api/x/*=two words\""#,
         "STALE_POLICY",
         r#"ISSUER_URL=\"issuer.example\" is not an http:// or https:// URL"#,
+        r#"DELTA_URL=\"ftp://issuer.example/delta\" is not"#,
         "REALM=",
         "DELTA_POLL_MS=5000 is over 2000",
         "LEEWAY_SECS=600 is over 60",

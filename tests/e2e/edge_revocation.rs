@@ -267,6 +267,8 @@ async fn a_first_deploy_takes_the_issuers_list_before_any_push_or_cron() {
         ("EXPECTED_ISSUER", sys.issuer.url.as_str()),
         ("EXPECTED_AUDIENCE", crate::system::AUDIENCE),
         ("DELTA_POLL_MS", "0"),
+        // A first fetch that missed (a loaded machine) is tried again a second later.
+        ("KV_REFRESH_SECS", "1"),
     ];
     let edge = gatehouse_tests::Edge::start(gatehouse_tests::free_port(), &vars).await;
     let whoami = |token: String| {
@@ -281,7 +283,16 @@ async fn a_first_deploy_takes_the_issuers_list_before_any_push_or_cron() {
             gatehouse_tests::json_of(response).await
         }
     };
-    assert_eq!(whoami(access(&alice).to_owned()).await.0, 200);
+    eventually(
+        "the first list to be installed",
+        Duration::from_secs(20),
+        || {
+            let token = access(&alice).to_owned();
+            let whoami = &whoami;
+            async move { (whoami(token).await.0 == 200).then_some(()) }
+        },
+    )
+    .await;
     let (status, json) = whoami(access(&bob).to_owned()).await;
     assert_eq!((status, json["code"].as_str()), (401, Some("revoked")));
     let health = edge.health().await;

@@ -189,10 +189,12 @@ export class GatehouseClient {
    * rejects with `logout_failed` if the issuer could not be told, so the app can say so.
    */
   async logout() {
+    // A new tab may still be asking the others for the session.
+    await this.ready;
     const refreshToken = this.#tokens?.refreshToken;
     this.#end('signedOut');
     if (!refreshToken) return;
-    const response = await this.#post('/v1/revoke', { token: refreshToken, token_type_hint: 'refresh_token' })
+    const response = await this.#postForm('/v1/revoke', { token: refreshToken, token_type_hint: 'refresh_token' })
       .catch((e) => {
         throw new GatehouseClientError('logout_failed', e.message);
       });
@@ -212,12 +214,12 @@ export class GatehouseClient {
 
   /** `POST /v1/token`. */
   #token(form) {
-    return this.#post('/v1/token', form);
+    return this.#postForm('/v1/token', form);
   }
 
   /** A form POST to the issuer, bounded in time: a request that hangs must not hold every caller
    * (and, under the refresh lock, every tab). A network failure or timeout is `network_error`. */
-  async #post(path, form) {
+  async #postForm(path, form) {
     try {
       return await this.#fetch(`${this.#issuer}${path}`, {
         method: 'POST',

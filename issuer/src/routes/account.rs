@@ -254,16 +254,24 @@ async fn revoke(
                 .await?;
         }
     } else {
-        revoker
-            .run(now, move |r| {
-                // A rotated token still names its session: revoking it ends the session, so a
-                // user whose token was stolen and rotated can still end the thief's chain.
-                match sessions::session_of_refresh_token(r.conn(), &token, now)? {
-                    Some((s, _)) => r.session(&s.id, "revoked_by_owner"),
-                    None => Ok(false),
-                }
-            })
+        // A plain read first: a token that names no live session takes no write lock (anyone
+        // may send one).
+        let lookup = token.clone();
+        let named = db
+            .run(move |c| sessions::session_of_refresh_token(c, &lookup, now))
             .await?;
+        if named.is_some() {
+            revoker
+                .run(now, move |r| {
+                    // A rotated token still names its session: revoking it ends the session, so
+                    // a user whose token was stolen and rotated can still end the thief's chain.
+                    match sessions::session_of_refresh_token(r.conn(), &token, now)? {
+                        Some((s, _)) => r.session(&s.id, "revoked_with_refresh_token"),
+                        None => Ok(false),
+                    }
+                })
+                .await?;
+        }
     }
     Ok(Json(json!({})))
 }

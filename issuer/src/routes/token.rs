@@ -277,7 +277,11 @@ async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gra
             .db
             .run(move |c| sessions::session_of_refresh_token(c, &token, now))
             .await?;
-        if session.is_some_and(|(s, _)| narrowed_scope(&s.scope, &requested).is_none()) {
+        // Only for the current token: a rotated one goes on to the rotation, whose reuse
+        // detection a scope must not let a thief step around.
+        if session
+            .is_some_and(|(s, current)| current && narrowed_scope(&s.scope, &requested).is_none())
+        {
             return Err(ApiError::InvalidScope(SCOPE_NOT_GRANTED));
         }
     }

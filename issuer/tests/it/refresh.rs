@@ -199,6 +199,22 @@ async fn a_refresh_may_narrow_its_scope_never_widen_it(backend: Backend) {
         .await;
     assert_eq!(status, Status::Ok, "{next}");
     assert_eq!(str_of(&next, "scope"), "read write");
+    // A rotated token with a scope it may not have still trips the reuse detection: a scope
+    // does not let a thief probe the session without ending it.
+    app.clock().advance(10);
+    let (status, json) = app
+        .send("POST", "/v1/token", Some(&ask(&r0, "admin")), None)
+        .await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_grant"),
+        "{json}"
+    );
+    assert_eq!(
+        app.refresh(str_of(&next, "refresh_token")).await.0,
+        Status::BadRequest,
+        "the session ended"
+    );
 }
 
 /// `refresh_grace_secs = 0` admits no retry, even within the same second.
