@@ -11,7 +11,7 @@
 // Usage: node tests/sim/locations.mjs '{"script": ".../index.js", "port": 9000,
 //   "locations": 3, "vars": {...}, "kvDelayMs": 60000}'
 // Serves on `port`: GET /locations -> [{name, url}], GET /writes -> local KV writes per
-// location, GET /heads -> each location's copy of the `revocations-head` key (null if none),
+// location (all keys, and the revocation list's alone), GET /heads -> each location's copy of the `revocations-head` key (null if none),
 // POST /cron/<i> -> fires location i's cron.
 import { createHash } from 'node:crypto';
 import http from 'node:http';
@@ -48,6 +48,7 @@ for (let i = 0; i < (config.locations ?? 3); i++) {
     seen: new Map(), // key -> hash last observed here
     writtenAt: new Map(), // key -> time of the version held here (for last-writer-wins)
     localWrites: 0,
+    listWrites: 0, // of those, to the revocation list's keys (not the key set's copy)
   });
 }
 
@@ -78,6 +79,7 @@ async function tick() {
       const time = Date.now();
       loc.writtenAt.set(name, time);
       loc.localWrites += 1;
+      if (name !== 'jwks') loc.listWrites += 1;
       for (const [j, other] of locations.entries()) {
         if (j === i) continue;
         // Scheduled in detection order with one delay, so `pending` stays sorted by `due`.
@@ -120,7 +122,7 @@ const server = http.createServer(async (req, res) => {
       return send(200, heads);
     }
     if (req.method === 'GET' && req.url === '/writes') {
-      return send(200, locations.map(({ name, localWrites }) => ({ name, writes: localWrites })));
+      return send(200, locations.map(({ name, localWrites, listWrites }) => ({ name, writes: localWrites, list_writes: listWrites })));
     }
     const cron = req.url.match(/^\/cron\/(\d+)$/);
     if (req.method === 'POST' && cron && locations[Number(cron[1])]) {

@@ -66,6 +66,16 @@ impl Locations {
 
     /// KV writes the worker made at each location so far (replicated copies not counted).
     pub async fn kv_writes(&self) -> Vec<u64> {
+        self.write_counts("writes").await
+    }
+
+    /// [`Self::kv_writes`] to the revocation list's keys only (not the key set's copy, which
+    /// an isolate that fetched the keys itself stores).
+    pub async fn kv_list_writes(&self) -> Vec<u64> {
+        self.write_counts("list_writes").await
+    }
+
+    async fn write_counts(&self, field: &str) -> Vec<u64> {
         let (_, json) = json_of(
             http()
                 .get(format!("{}/writes", self.server.url))
@@ -77,7 +87,7 @@ impl Locations {
         json.as_array()
             .expect("a list")
             .iter()
-            .map(|l| l["writes"].as_u64().expect("a count"))
+            .map(|l| l[field].as_u64().expect("a count"))
             .collect()
     }
 
