@@ -137,6 +137,18 @@ impl Vars<'_> {
         value
     }
 
+    /// A number with a lower bound: below it, the bound is used and the shortfall reported.
+    fn number_at_least(&mut self, name: &str, default: u32, min: u32, why: &str) -> u32 {
+        let value = self.number(name, default);
+        if value < min {
+            self.problems.push(format!(
+                "{name}={value} is under {min} ({why}); using {min}"
+            ));
+            return min;
+        }
+        value
+    }
+
     /// A required `http(s)://` URL without its trailing `/`; anything else is reported and left
     /// empty.
     fn url(&mut self, name: &str) -> String {
@@ -320,7 +332,12 @@ impl Config {
             forward_preflights: vars.switch("CORS_PREFLIGHT", ("token", "forward")),
             crash_route: vars.switch("TEST_CRASH_ROUTE", ("off", "on")),
             realm,
-            kv_refresh_ms: f64::from(vars.number("KV_REFRESH_SECS", 10)) * 1000.0,
+            kv_refresh_ms: f64::from(vars.number_at_least(
+                "KV_REFRESH_SECS",
+                10,
+                1,
+                "0 would read KV, or the issuer while KV is empty, on every request",
+            )) * 1000.0,
             kv_heartbeat_secs: i64::from(vars.number("KV_HEARTBEAT_SECS", 3600)),
             delta_url,
             delta_poll_ms: f64::from(vars.number_at_most(

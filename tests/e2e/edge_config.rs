@@ -135,6 +135,7 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
             ("STALE_POLICY", "sometimes"),
             ("ISSUER_URL", "issuer.example"),
             ("DELTA_URL", "ftp://issuer.example/delta"),
+            ("KV_REFRESH_SECS", "0"),
             ("REALM", "say \"hi\""),
         ],
         // Unquoted in wrangler.toml, these reach the worker as numbers, booleans and arrays.
@@ -159,6 +160,7 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
         "REALM=",
         "DELTA_POLL_MS=5000 is over 2000",
         "LEEWAY_SECS=600 is over 60",
+        "KV_REFRESH_SECS=0 is under 1",
         r#"SERVER_TIMING=\"true\" is neither off nor on"#,
         "PUBLIC_PATHS is not text, a number or a boolean",
     ] {
