@@ -184,7 +184,7 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
         return;
     };
     let held_base = state::with_revocations(|held| held.base().map(|b| (b.seq(), b.issued_at())));
-    let bytes = match kv.get(KV_HEAD).json::<Head>().await {
+    let jws = match kv.get(KV_HEAD).json::<Head>().await {
         Ok(Some(head)) => {
             if held_base.is_some_and(|held| !is_newer((head.seq, head.issued_at), held)) {
                 return;
@@ -193,19 +193,18 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
             let Ok(Some(bytes)) = kv.get(KV_SNAPSHOT).bytes().await else {
                 return;
             };
-            bytes
-        }
-        Ok(None) if held_base.is_none() => {
-            let url = format!("{}/v1/revocations", config.issuer_url);
-            let Ok(bytes) = upstream::get(&url, upstream::FIRST_LIST_LIMIT).await else {
+            let Ok(jws) = String::from_utf8(bytes) else {
                 return;
             };
-            bytes
+            jws
+        }
+        Ok(None) if held_base.is_none() => {
+            let Ok(jws) = fetch_snapshot(config, upstream::FIRST_LIST_LIMIT).await else {
+                return;
+            };
+            jws
         }
         _ => return,
-    };
-    let Ok(jws) = String::from_utf8(bytes) else {
-        return;
     };
     if let Ok(list) = verify(env, config, &jws, keys::Asker::SignedList).await {
         // An older list than the one held is refused by the view; nothing to do then.
@@ -213,11 +212,16 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
     }
 }
 
+/// The issuer's current signed snapshot, fetched within `limit`.
+async fn fetch_snapshot(config: &Config, limit: std::time::Duration) -> Result<String, String> {
+    let url = format!("{}/v1/revocations", config.issuer_url);
+    let bytes = upstream::get(&url, limit).await?;
+    String::from_utf8(bytes).map_err(|_| "the snapshot is not UTF-8".to_owned())
+}
+
 /// The cron path: fetch the issuer's current snapshot and accept it.
 pub async fn pull(env: &Env, config: &Config) -> Result<RevocationView, String> {
-    let url = format!("{}/v1/revocations", config.issuer_url);
-    let bytes = upstream::get(&url, upstream::SNAPSHOT_LIMIT).await?;
-    let jws = String::from_utf8(bytes).map_err(|_| "the snapshot is not UTF-8".to_owned())?;
+    let jws = fetch_snapshot(config, upstream::SNAPSHOT_LIMIT).await?;
     match accept(env, config, &jws, keys::Asker::SignedList).await {
         Ok(view) => Ok(view),
         // Nothing new is not a failure of the pull.

@@ -76,16 +76,8 @@ impl Locations {
     }
 
     async fn write_counts(&self, field: &str) -> Vec<u64> {
-        let (_, json) = json_of(
-            http()
-                .get(format!("{}/writes", self.server.url))
-                .send()
-                .await
-                .expect("writes"),
-        )
-        .await;
-        json.as_array()
-            .expect("a list")
+        self.per_location("writes")
+            .await
             .iter()
             .map(|l| l[field].as_u64().expect("a count"))
             .collect()
@@ -93,12 +85,17 @@ impl Locations {
 
     /// Each location's copy of KV's `revocations-head` key (`null` where it has none yet).
     pub async fn kv_heads(&self) -> Vec<Value> {
+        self.per_location("heads").await
+    }
+
+    /// The simulation's `GET /<path>`: one value per location.
+    async fn per_location(&self, path: &str) -> Vec<Value> {
         let (_, json) = json_of(
             http()
-                .get(format!("{}/heads", self.server.url))
+                .get(format!("{}/{path}", self.server.url))
                 .send()
                 .await
-                .expect("heads"),
+                .expect(path),
         )
         .await;
         json.as_array().expect("a list").clone()

@@ -319,10 +319,10 @@ async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gra
 /// names one the session does not hold.
 fn narrowed_scope(session: &str, requested: &str) -> Option<String> {
     let held: Vec<&str> = session.split_whitespace().collect();
-    if requested.split_whitespace().any(|s| !held.contains(&s)) {
+    let wanted: Vec<&str> = requested.split_whitespace().collect();
+    if wanted.iter().any(|s| !held.contains(s)) {
         return None;
     }
-    let wanted: Vec<&str> = requested.split_whitespace().collect();
     let kept: Vec<&str> = held.into_iter().filter(|s| wanted.contains(s)).collect();
     Some(kept.join(" "))
 }

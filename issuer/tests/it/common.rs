@@ -197,6 +197,33 @@ impl TestApp {
         self.client.rocket().state::<Db>().unwrap()
     }
 
+    /// Awaits `request` while another connection holds the revocations' write lock for 3 s;
+    /// its output and how long it took.
+    pub async fn during_a_held_revocation<T>(
+        &self,
+        request: impl Future<Output = T>,
+    ) -> (T, std::time::Duration) {
+        let (locked, is_locked) = std::sync::mpsc::channel();
+        let revoker = gatehouse_issuer::revoker::Revoker::for_command(
+            self.store().clone(),
+            self.config.clone(),
+        );
+        let now = self.clock().now();
+        let revocation = std::thread::spawn(move || {
+            revoker.run_sync(now, |_| {
+                locked.send(()).unwrap();
+                std::thread::sleep(std::time::Duration::from_secs(3));
+                Ok(())
+            })
+        });
+        is_locked.recv().unwrap();
+        let started = std::time::Instant::now();
+        let output = request.await;
+        let took = started.elapsed();
+        revocation.join().unwrap().unwrap();
+        (output, took)
+    }
+
     pub async fn send(
         &self,
         method: &str,

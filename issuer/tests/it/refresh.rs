@@ -1,9 +1,8 @@
 //! Refresh rotation: every use rotates, retries within the grace window get the same successor,
 //! reuse after it revokes the family, and sessions end at their absolute lifetime.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use gatehouse_issuer::revoker::Revoker;
 use rocket::http::Status;
 
 use crate::common::{Backend, TestApp, refresh_on, str_of};
@@ -237,22 +236,9 @@ async fn postgres_a_refresh_does_not_queue_behind_a_revocation() {
     let app = TestApp::start(Backend::Postgres).await;
     app.register("alice").await;
     let refresh_token = str_of(&app.login("alice").await, "refresh_token").to_owned();
-    let (locked, is_locked) = std::sync::mpsc::channel();
-    let revoker = Revoker::for_command(app.store().clone(), app.config.clone());
-    let now = app.clock().now();
-    // Holds a revocation transaction open for 3 s.
-    let revocation = std::thread::spawn(move || {
-        revoker.run_sync(now, |_| {
-            locked.send(()).unwrap();
-            std::thread::sleep(Duration::from_secs(3));
-            Ok(())
-        })
-    });
-    is_locked.recv().unwrap();
-    let started = Instant::now();
-    let (status, json) = app.refresh(&refresh_token).await;
-    let took = started.elapsed();
-    revocation.join().unwrap().unwrap();
+    let ((status, json), took) = app
+        .during_a_held_revocation(app.refresh(&refresh_token))
+        .await;
     assert_eq!(status, Status::Ok, "{json}");
     assert!(
         took < Duration::from_secs(2),
