@@ -29,6 +29,12 @@ export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 sed -e '/^\[build\]/,/^watch_dir/d' -e "s|^main = \"|main = \"$root/|" \
   -e "s|127.0.0.1:8788|127.0.0.1:${ORIGIN_PORT}|" -e "s|127.0.0.1:8000|127.0.0.1:${ISSUER_PORT}|g" \
   wrangler.toml > "$DEV_DIR/wrangler.toml"
+# The health route's details need a secret; wrangler dev reads secrets from .dev.vars beside
+# the config. Made once, kept across runs.
+if ! grep -qs '^HEALTH_TOKEN=' "$DEV_DIR/.dev.vars"; then
+  echo "HEALTH_TOKEN=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')" >> "$DEV_DIR/.dev.vars"
+fi
+HEALTH_TOKEN=$(sed -n 's/^HEALTH_TOKEN=//p' "$DEV_DIR/.dev.vars")
 
 pids=()
 stop() {
@@ -58,6 +64,7 @@ cat <<MSG
 
   issuer   http://127.0.0.1:${ISSUER_PORT}   SQLite ${GATEHOUSE_DATABASE_URL#sqlite://}, keys sealed in it (secret in ${GATEHOUSE_DATA_DIR})
   edge     http://127.0.0.1:${EDGE_PORT}   wrangler dev (workerd), health: /_gatehouse/health
+           details: curl -H 'Authorization: Bearer ${HEALTH_TOKEN}' http://127.0.0.1:${EDGE_PORT}/_gatehouse/health
   origin   http://127.0.0.1:${ORIGIN_PORT}   demo origin; through the edge: / is public, /api/* needs a token
   demo     http://127.0.0.1:${EDGE_PORT}/   log in, see the claims and countdown, call the API, refresh, log out
 

@@ -3,6 +3,7 @@
 
 use gatehouse_shared::challenge::{is_realm_text, is_scope_token};
 use gatehouse_shared::{KeySet, VerifierOptions};
+use sha2::{Digest as _, Sha256};
 use worker::Env;
 
 use crate::path;
@@ -60,6 +61,9 @@ pub struct Config {
     pub max_list_age_secs: i64,
     pub stale_policy: StalePolicy,
     pub jwks_refetch_cooldown_ms: f64,
+    /// SHA-256 of `HEALTH_TOKEN` (a secret): the bearer token that shows the health route's
+    /// details. Only the digest is kept, so no `Debug` or report can print the token.
+    pub health_token: Option<[u8; 32]>,
     pub problems: Vec<String>,
 }
 
@@ -205,6 +209,19 @@ impl Vars<'_> {
     }
 
     /// `REALM`, written unescaped into every challenge.
+    /// A token short enough to guess would show the details to anyone; such a one is reported
+    /// and not used, so they stay hidden.
+    fn health_token(&mut self) -> Option<[u8; 32]> {
+        let token = self.text("HEALTH_TOKEN")?;
+        if token.len() < MIN_HEALTH_TOKEN_BYTES {
+            self.problems.push(format!(
+                "HEALTH_TOKEN is shorter than {MIN_HEALTH_TOKEN_BYTES} characters; health details stay hidden"
+            ));
+            return None;
+        }
+        Some(Sha256::digest(token.as_bytes()).into())
+    }
+
     fn realm(&mut self) -> String {
         match self.text("REALM") {
             Some(realm) if is_realm_text(&realm) => realm,
@@ -277,6 +294,9 @@ fn public_paths(raw: &str, problems: &mut Vec<String>) -> Vec<String> {
         })
         .collect()
 }
+
+/// `openssl rand -hex 16` gives 32; 16 characters of a random hex string are 64 bits.
+const MIN_HEALTH_TOKEN_BYTES: usize = 16;
 
 /// The most `DELTA_POLL_MS` may be: a poll's fetch may take 4 intervals, which must stay under
 /// the 10 s after which a poll still marked under way is taken as abandoned (two hung fetches
@@ -353,6 +373,7 @@ impl Config {
             stale_policy,
             jwks_refetch_cooldown_ms: f64::from(vars.number("JWKS_REFETCH_COOLDOWN_SECS", 30))
                 * 1000.0,
+            health_token: vars.health_token(),
             problems: vars.problems,
         }
     }

@@ -67,6 +67,16 @@ impl Incoming {
         self.headers.get(name).ok().flatten()
     }
 
+    /// Whether the request's bearer token is the one whose SHA-256 is `digest`: `None` when it
+    /// sends none. Digests are compared, so the comparison's time tells nothing of the token.
+    pub fn bearer_matches(&self, digest: Option<&[u8; 32]>) -> Option<bool> {
+        use sha2::{Digest as _, Sha256};
+        let authorization = self.header("authorization");
+        let token = bearer_token(authorization.as_deref())?;
+        let sent: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        Some(digest == Some(&sent))
+    }
+
     /// The `worker` crate's request, for the control routes that read a body.
     pub fn into_worker(self) -> worker::Request {
         worker::Request::from(self.raw)

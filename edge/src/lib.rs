@@ -56,7 +56,7 @@ async fn route(req: Incoming, env: Env, ctx: Context) -> Response {
     }
     match (path, req.method()) {
         ("/_gatehouse/check", "GET") => gate::check(&req, &env, &ctx).await,
-        ("/_gatehouse/health", "GET") => health(&env).await,
+        ("/_gatehouse/health", "GET") => health(&req, &env).await,
         ("/_gatehouse/sync", "POST") => push(req.into_worker(), &env).await,
         ("/_gatehouse/crash", "POST") if state::config(&env).crash_route => state::crash(),
         _ => gate::handle(&req, &env, &ctx).await,
@@ -119,10 +119,17 @@ async fn push(mut req: Request, env: &Env) -> Response {
     }
 }
 
-/// `GET /_gatehouse/health`: the list's seq and age, the fast path, known kids, the last KV
-/// write error, and configuration problems.
-async fn health(env: &Env) -> Response {
+/// `GET /_gatehouse/health`: `status` for anyone (monitors, load balancers), and 503 when the
+/// worker cannot work at all. The details (the list's seq and age, the fast path, known kids,
+/// the last KV write error, configuration problems) only for the bearer token `HEALTH_TOKEN`:
+/// they would tell anyone how old the list is and what is misconfigured.
+async fn health(req: &Incoming, env: &Env) -> Response {
     let config = state::config(env);
+    let details = match req.bearer_matches(config.health_token.as_ref()) {
+        None => false,
+        Some(true) => true,
+        Some(false) => return reply::health_token_refused(&config.realm),
+    };
     // As a request would: a failing feed is not waited for (monitors have short timeouts).
     if fastpath::due(&config, state::now_ms()) == fastpath::Due::Now {
         fastpath::catch_up(env, &config).await;
@@ -149,8 +156,17 @@ async fn health(env: &Env) -> Response {
     if !fresh {
         problems.push("no fresh revocation list".into());
     }
+    let status = if problems.is_empty() {
+        "ok"
+    } else {
+        "degraded"
+    };
+    let http_status = if config.is_usable() { 200 } else { 503 };
+    if !details {
+        return reply::json(http_status, &json!({ "status": status }));
+    }
     let body = json!({
-        "status": if problems.is_empty() { "ok" } else { "degraded" },
+        "status": status,
         // The isolate's wasm heap: flat under load means the worker does not leak.
         "wasm_memory_bytes": wasm_memory_bytes(),
         "revocations": list.is_present().then(|| json!({
@@ -170,7 +186,7 @@ async fn health(env: &Env) -> Response {
         "stale_policy": format!("{:?}", config.stale_policy),
         "problems": problems,
     });
-    reply::json(if config.is_usable() { 200 } else { 503 }, &body)
+    reply::json(http_status, &body)
 }
 
 fn wasm_memory_bytes() -> f64 {

@@ -74,6 +74,19 @@ pub fn unavailable(code: &str, description: &str) -> Response {
     )
 }
 
+/// 401 for a health request whose bearer token is not `HEALTH_TOKEN` (or when none is set): a
+/// wrong secret is told so, where no token at all gets the public status.
+pub fn health_token_refused(realm: &str) -> Response {
+    json_response(
+        401,
+        &json!({"error": "invalid_token", "code": "health_token_mismatch", "error_description": "the bearer token is not this edge's HEALTH_TOKEN"}),
+        Some((
+            "www-authenticate",
+            &format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),
+        )),
+    )
+}
+
 pub fn json(status: u16, body: &serde_json::Value) -> Response {
     json_response(status, body, None)
 }

@@ -66,6 +66,10 @@ fn placeholders_left(config: &Table) -> Vec<String> {
 }
 
 /// Everything wrong with a wrangler config's `[env.production]`; empty when it is deployable.
+fn top_var_set(config: &Table, name: &str) -> bool {
+    config.get("vars").and_then(|vars| vars.get(name)).is_some()
+}
+
 fn production_problems(config: &Table) -> Vec<String> {
     let Some(production) = config
         .get("env")
@@ -100,6 +104,10 @@ fn production_problems(config: &Table) -> Vec<String> {
     if var("TEST_CRASH_ROUTE").is_some_and(|v| v != "off") {
         problems
             .push("env.production.vars.TEST_CRASH_ROUTE lets anyone crash the worker".to_owned());
+    }
+    // A var is committed with the config; the secret goes in with `wrangler secret put`.
+    if var("HEALTH_TOKEN").is_some() || top_var_set(config, "HEALTH_TOKEN") {
+        problems.push("HEALTH_TOKEN is a var: it is a secret (wrangler secret put)".to_owned());
     }
     for name in HTTPS_VARS {
         if let Some(url) = var(name).filter(|url| !url.starts_with("https://")) {
@@ -238,7 +246,7 @@ type Plant = (&'static str, fn(&mut Table));
 #[test]
 fn the_config_check_catches_what_is_planted_in_a_copy() {
     // Non-capturing closures, so one list holds them all.
-    let plants: [Plant; 12] = [
+    let plants: [Plant; 13] = [
         ("127.0.0.1", |c| {
             production_vars_mut(c).insert("ORIGIN_URL".into(), "http://127.0.0.1:8788".into());
         }),
@@ -280,6 +288,10 @@ fn the_config_check_catches_what_is_planted_in_a_copy() {
         }),
         ("workers_dev", |c| {
             production_mut(c).insert("workers_dev".into(), true.into());
+        }),
+        ("HEALTH_TOKEN is a var", |c| {
+            let token = "0123456789abcdef0123456789abcdef";
+            production_vars_mut(c).insert("HEALTH_TOKEN".into(), token.into());
         }),
     ];
     let config = repo_config();

@@ -218,3 +218,57 @@ async fn scope_rules_are_canonical_and_a_broken_one_fails_closed() {
         "{json}"
     );
 }
+
+/// The health route tells anyone only `status`; its details (list age, kids, problems, KV
+/// errors) need `HEALTH_TOKEN`. A wrong bearer token, a user's access token among them, is
+/// told so, and a token too short to be secret is not used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_details_need_the_health_token() {
+    let sys = System::start(Options::default()).await;
+    let tokens = sys.user("alice").await;
+    let health = format!("{}/_gatehouse/health", sys.edge.url);
+
+    let (status, public) = gatehouse_tests::get_json(&health, None).await;
+    assert_eq!(
+        (status, &public),
+        (200, &serde_json::json!({"status": "ok"}))
+    );
+    for wrong in ["not-the-health-token-at-all", access(&tokens)] {
+        let response = http().get(&health).bearer_auth(wrong).send().await.unwrap();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let (status, json) = json_of(response).await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (401, Some("health_token_mismatch")),
+            "{json}"
+        );
+        assert!(challenge.is_some_and(|c| c.starts_with("Bearer ")));
+        assert!(json.get("kids").is_none(), "{json}");
+    }
+    let details = sys.edge.health().await;
+    assert_eq!(details["status"], "ok", "{details}");
+    assert!(!details["kids"].as_array().unwrap().is_empty(), "{details}");
+    assert!(details["revocations"]["seq"].is_u64(), "{details}");
+
+    let short = "too-short";
+    let edge = Edge::start(
+        free_port(),
+        &[
+            ("ORIGIN_URL", sys.origin.url.as_str()),
+            ("EXPECTED_ISSUER", "https://issuer.example"),
+            ("EXPECTED_AUDIENCE", "api"),
+            ("HEALTH_TOKEN", short),
+        ],
+    )
+    .await;
+    let url = format!("{}/_gatehouse/health", edge.url);
+    let (status, json) = gatehouse_tests::get_json(&url, Some(short)).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (401, Some("health_token_mismatch")),
+        "{json}"
+    );
+}

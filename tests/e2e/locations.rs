@@ -196,7 +196,7 @@ async fn a_failed_kv_write_is_not_answered_as_delivered() {
         (503, Some("kv_write_failed")),
         "{json}"
     );
-    let (_, health) = get_json(&format!("{}/_gatehouse/health", edge.url), None).await;
+    let health = gatehouse_tests::edge_health(&edge.url).await;
     assert!(
         health["kv_write_error"]
             .as_str()
@@ -249,7 +249,7 @@ async fn an_unchanged_list_is_rewritten_to_kv_only_at_the_heartbeat() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let url = w.locations.urls[0].clone();
-    let (_, health) = get_json(&format!("{url}/_gatehouse/health"), None).await;
+    let health = gatehouse_tests::edge_health(&url).await;
     let seq = health["revocations"]["seq"].as_u64().expect("a list") + 1;
     let now = gatehouse_tests::unix_now();
     let sync = w.locations.sync_url(0);
@@ -314,11 +314,7 @@ async fn a_refused_kv_write_keeps_the_list_and_a_retry_stores_it() {
             .unwrap();
         gatehouse_tests::json_of(response).await
     };
-    let health = || async {
-        get_json(&format!("{}/_gatehouse/health", edge.url), None)
-            .await
-            .1
-    };
+    let health = || async { gatehouse_tests::edge_health(&edge.url).await };
     for attempt in 1..=2 {
         let (status, json) = push().await;
         assert_eq!(

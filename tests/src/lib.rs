@@ -112,6 +112,28 @@ pub async fn get_json(url: &str, bearer: Option<&str>) -> (u16, Value) {
     json_of(request.send().await.expect("GET")).await
 }
 
+/// The `HEALTH_TOKEN` of every edge the testkit starts, so tests can read the health details.
+pub const HEALTH_TOKEN: &str = "testkit-health-token-5f1c2a9e";
+
+/// The health route's details at the edge `url`, asked with [`HEALTH_TOKEN`].
+pub async fn edge_health(url: &str) -> Value {
+    let (status, health) = get_json(&format!("{url}/_gatehouse/health"), Some(HEALTH_TOKEN)).await;
+    assert!(
+        health.get("problems").is_some(),
+        "no details ({status}): {health}"
+    );
+    health
+}
+
+/// `vars` with the testkit's [`HEALTH_TOKEN`], unless they set their own.
+pub fn with_health_token<'a>(vars: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut vars = vars.to_vec();
+    if !vars.iter().any(|(k, _)| *k == "HEALTH_TOKEN") {
+        vars.push(("HEALTH_TOKEN", HEALTH_TOKEN));
+    }
+    vars
+}
+
 /// `GET url` as text (JWKS documents and snapshots are compared or parsed as they are).
 pub async fn get_text(url: &str) -> String {
     http()
@@ -641,7 +663,7 @@ impl Edge {
             "name = \"gatehouse-edge-e2e\"\nmain = \"{}\"\ncompatibility_date = \"2026-04-01\"\nsend_metrics = false\n\n[vars]\n",
             main.display()
         );
-        for (k, v) in vars {
+        for (k, v) in with_health_token(vars) {
             let _ = writeln!(
                 config,
                 "{k} = {}",
@@ -714,15 +736,7 @@ impl Edge {
     }
 
     pub async fn health(&self) -> Value {
-        json_of(
-            http()
-                .get(format!("{}/_gatehouse/health", self.url))
-                .send()
-                .await
-                .expect("health"),
-        )
-        .await
-        .1
+        edge_health(&self.url).await
     }
 
     /// Fires the cron trigger (the pull path). Like Cloudflare's cron, a run that fails is

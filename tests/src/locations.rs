@@ -21,7 +21,7 @@ impl Locations {
     /// `count` locations of the built worker with `vars`, KV writes reaching the others after
     /// `kv_delay`.
     pub async fn start(count: usize, vars: &[(&str, &str)], kv_delay: Duration) -> Self {
-        let vars: serde_json::Map<String, Value> = vars
+        let vars: serde_json::Map<String, Value> = crate::with_health_token(vars)
             .iter()
             .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
             .collect();

@@ -43,7 +43,7 @@ impl Workerd {
         bundle: bool,
         kv: serde_json::Value,
     ) -> Self {
-        let vars: serde_json::Map<String, serde_json::Value> = vars
+        let vars: serde_json::Map<String, serde_json::Value> = crate::with_health_token(vars)
             .iter()
             .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
             .collect();
