@@ -201,6 +201,12 @@ fn load() -> Result<(Config, Db), String> {
     let config: Config = config::figment()
         .extract()
         .map_err(|e| format!("configuration: {e}"))?;
+    // The server's checks: a command run against the wrong database, or with a setting the
+    // server would refuse, must not report success.
+    let refusals = config.refusals();
+    if !refusals.is_empty() {
+        return Err(refusals.join("\n"));
+    }
     let db = db::open_for_command(&config)?;
     Ok((config, db))
 }

@@ -174,6 +174,33 @@ impl Config {
                     .to_owned(),
             );
         }
+        if self.lockout.window_secs == 0 || self.lockout.base_backoff_secs == 0 {
+            problems.push(
+                "GATEHOUSE_LOCKOUT__WINDOW_SECS and GATEHOUSE_LOCKOUT__BASE_BACKOFF_SECS must be \
+                 at least 1: with 0, failures are forgotten at once or a lock ends as it starts, \
+                 and guessing is unlimited"
+                    .to_owned(),
+            );
+        }
+        if self.lockout.max_backoff_secs < self.lockout.base_backoff_secs {
+            problems.push(format!(
+                "GATEHOUSE_LOCKOUT__MAX_BACKOFF_SECS ({}) is below \
+                 GATEHOUSE_LOCKOUT__BASE_BACKOFF_SECS ({}): the first lock would already exceed \
+                 the longest",
+                self.lockout.max_backoff_secs, self.lockout.base_backoff_secs
+            ));
+        }
+        if self
+            .user_scopes
+            .split_whitespace()
+            .any(|s| s == ADMIN_SCOPE)
+        {
+            problems.push(format!(
+                "GATEHOUSE_USER_SCOPES lists `{ADMIN_SCOPE}`: every user could ask for it, and \
+                 the edge's `ROUTE_SCOPES` trust the token's scope; `{ADMIN_SCOPE}` is granted \
+                 only to admin users, without being listed"
+            ));
+        }
         if self.leeway_secs > VerifierOptions::MAX_LEEWAY_SECS {
             problems.push(format!(
                 "GATEHOUSE_LEEWAY_SECS is {}: revocation entries outlive their token's exp by \
@@ -184,6 +211,16 @@ impl Config {
             ));
         }
         problems
+    }
+
+    /// Everything the server and every command refuse to run with, each naming its setting.
+    pub fn refusals(&self) -> Vec<String> {
+        let invalid = self.invalid_settings().into_iter();
+        let in_production = self.production_problems().into_iter();
+        invalid
+            .map(|p| format!("configuration: {p}"))
+            .chain(in_production.map(|p| format!("production profile: {p}")))
+            .collect()
     }
 
     /// What production refuses, each naming the setting that fixes it. Empty in development.
@@ -306,6 +343,9 @@ pub fn figment() -> Figment {
 
 const DEFAULT_FILE: &str = "gatehouse.toml";
 
+/// The scope of the admin routes (and the edge's admin paths): granted only to admin users.
+pub const ADMIN_SCOPE: &str = "admin";
+
 /// Built-in defaults only (no file, no environment): the base of [`figment`] and of tests.
 pub fn defaults() -> Figment {
     // Everything in the default profile, so the environment overrides it all.
@@ -336,16 +376,12 @@ pub fn stage() -> AdHoc {
                  GATEHOUSE_PROFILE=production to refuse them"
             );
         }
-        let invalid = config.invalid_settings();
-        let unsafe_in_production = config.production_problems();
-        if invalid.is_empty() && unsafe_in_production.is_empty() {
+        let refusals = config.refusals();
+        if refusals.is_empty() {
             return Ok(rocket.manage(config));
         }
-        for problem in &invalid {
-            tracing::error!("configuration: {problem}");
-        }
-        for problem in &unsafe_in_production {
-            tracing::error!("production profile: {problem}");
+        for problem in &refusals {
+            tracing::error!("{problem}");
         }
         Err(rocket)
     })
@@ -425,6 +461,39 @@ mod tests {
             problems[0].contains("GATEHOUSE_LOCKOUT__THRESHOLD"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn settings_that_switch_the_lockout_off_or_make_everyone_admin_are_refused_by_name() {
+        type Change = fn(&mut Config);
+        let cases: [(&str, Change); 4] = [
+            ("GATEHOUSE_LOCKOUT__WINDOW_SECS", |c| {
+                c.lockout.window_secs = 0;
+            }),
+            ("GATEHOUSE_LOCKOUT__BASE_BACKOFF_SECS", |c| {
+                c.lockout.base_backoff_secs = 0;
+            }),
+            ("GATEHOUSE_LOCKOUT__MAX_BACKOFF_SECS", |c| {
+                c.lockout.max_backoff_secs = c.lockout.base_backoff_secs - 1;
+            }),
+            ("GATEHOUSE_USER_SCOPES", |c| {
+                c.user_scopes = "read admin write".into();
+            }),
+        ];
+        for (name, change) in cases {
+            let mut config = Config::default();
+            change(&mut config);
+            let problems = config.invalid_settings();
+            assert!(
+                problems.iter().any(|p| p.contains(name)),
+                "{name}: {problems:?}"
+            );
+        }
+        let config = Config {
+            user_scopes: "read administer".into(),
+            ..Config::default()
+        };
+        assert!(config.invalid_settings().is_empty());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::auth_cache::{AuthCache, Standing};
 use crate::clock::Clock;
+use crate::config::ADMIN_SCOPE;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::keys::KeyRing;
@@ -110,7 +111,7 @@ pub struct Authenticated {
 
 impl Authenticated {
     pub fn require_scope(&self, scope: &'static str) -> Result<(), ApiError> {
-        if self.claims.has_scope(scope) && (scope != "admin" || self.is_admin) {
+        if self.claims.has_scope(scope) && (scope != ADMIN_SCOPE || self.is_admin) {
             Ok(())
         } else {
             Err(ApiError::InsufficientScope(scope))

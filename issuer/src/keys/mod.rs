@@ -37,6 +37,8 @@ pub struct KeyState {
     pub signer: SigningKey,
     pub published: KeySet,
     pub verifier: Verifier,
+    /// When this replica read it from the database.
+    read_at: Instant,
 }
 
 pub struct KeyRing {
@@ -46,11 +48,16 @@ pub struct KeyRing {
     state: RwLock<Arc<KeyState>>,
     /// When a token with an unknown `kid` last made this replica re-read the ring.
     reread_at: tokio::sync::Mutex<Option<Instant>>,
+    /// Held while the JWKS re-reads the ring ([`KeyRing::for_publishing`]).
+    publishing: tokio::sync::Mutex<()>,
 }
 
 /// At most one re-read of the ring per this interval for unknown `kid`s, so garbage kids cannot
 /// turn every request into a database read.
 const UNKNOWN_KID_REREAD: Duration = Duration::from_secs(1);
+
+/// How old this replica's copy of the ring may be when it answers the JWKS.
+const PUBLISHED_MAX_AGE: Duration = Duration::from_secs(1);
 
 impl KeyRing {
     pub fn current(&self) -> Arc<KeyState> {
@@ -70,6 +77,7 @@ impl KeyRing {
             config: config.clone(),
             state: RwLock::new(Arc::new(state)),
             reread_at: tokio::sync::Mutex::new(None),
+            publishing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -101,6 +109,28 @@ impl KeyRing {
             return again;
         }
         self.current().verifier.verify(token, now)
+    }
+
+    /// The ring for the JWKS, re-read when this replica's copy is over a second old. A CLI
+    /// rotation or import makes its key active at once, and replicas refresh on their own
+    /// schedule, up to `cleanup_interval_secs` apart: a replica that signs with the new key
+    /// sends verifiers to a JWKS that any replica must already list it in, or they hold a set
+    /// without it for their refetch cooldown. One re-read at a time; a database that cannot be
+    /// read leaves the copy in hand.
+    pub async fn for_publishing(self: &Arc<Self>, db: &Db, now: i64) -> Arc<KeyState> {
+        let fresh = |state: &KeyState| state.read_at.elapsed() < PUBLISHED_MAX_AGE;
+        let held = self.current();
+        if fresh(&held) {
+            return held;
+        }
+        let _rereading = self.publishing.lock().await;
+        let held = self.current();
+        if fresh(&held) {
+            return held;
+        }
+        let ring = Arc::clone(self);
+        let _ = db.run(move |c| ring.refresh(c, now)).await;
+        self.current()
     }
 
     /// Re-reads the database: picks up a rotation done by the CLI or another replica, promotes
@@ -268,6 +298,7 @@ fn build_state(
         verifier: Verifier::new(published.clone(), options),
         published,
         signer,
+        read_at: Instant::now(),
     })
 }
 

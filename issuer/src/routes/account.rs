@@ -9,7 +9,7 @@ use rocket::serde::json::{Json, Value, json};
 use rocket::{Route, State, get, post, routes};
 use serde::Deserialize;
 
-use crate::config::Config;
+use crate::config::{ADMIN_SCOPE, Config};
 use crate::context::{Authenticated, FormOrJson, Now, omitted_if_empty};
 use crate::credentials::{self, Checked, Recheck};
 use crate::db::Db;
@@ -176,7 +176,7 @@ async fn user(
     id: &str,
 ) -> Result<Json<Value>, ApiError> {
     let auth = auth?;
-    if auth.claims.sub != id && auth.require_scope("admin").is_err() {
+    if auth.claims.sub != id && auth.require_scope(ADMIN_SCOPE).is_err() {
         return Err(ApiError::NotFound);
     }
     let id = super::admin::checked_id(id)?;
@@ -243,7 +243,7 @@ async fn revoke(
     if looks_like_jwt {
         let auth = auth?;
         // Other users' tokens only with a token that carries the admin scope.
-        let as_admin = auth.require_scope("admin").is_ok();
+        let as_admin = auth.require_scope(ADMIN_SCOPE).is_ok();
         // Only our own valid access tokens; an expired one needs no entry.
         if let Ok(claims) = keys.verify(db, &token, now).await
             && (claims.sub == auth.claims.sub || as_admin)

@@ -9,6 +9,7 @@ use rocket::{Route, State, post, routes};
 use serde::Deserialize;
 
 use crate::auth_cache::AuthCache;
+use crate::config::ADMIN_SCOPE;
 use crate::context::{Authenticated, FormOrJson, Now, authenticate};
 use crate::db::Db;
 use crate::error::ApiError;
@@ -32,7 +33,7 @@ pub(super) fn checked_id(raw: &str) -> Result<String, ApiError> {
 
 fn admin(auth: Result<Authenticated, ApiError>) -> Result<Authenticated, ApiError> {
     let auth = auth?;
-    auth.require_scope("admin")?;
+    auth.require_scope(ADMIN_SCOPE)?;
     Ok(auth)
 }
 

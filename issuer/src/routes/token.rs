@@ -10,7 +10,7 @@ use rocket::{Route, State, post, routes};
 use serde::{Deserialize, Serialize};
 
 use super::NoStore;
-use crate::config::Config;
+use crate::config::{ADMIN_SCOPE, Config};
 use crate::context::{FormOrJson, Now, omitted_if_empty};
 use crate::credentials::{self, Checked, Recheck};
 use crate::db::Db;
@@ -247,7 +247,7 @@ fn granted_scope(config: &Config, requested: Option<&str>, user: &User) -> Optio
     };
     let mut granted: Vec<&str> = Vec::new();
     for scope in requested.split_whitespace() {
-        let allowed = base.contains(&scope) || (scope == "admin" && user.is_admin);
+        let allowed = base.contains(&scope) || (scope == ADMIN_SCOPE && user.is_admin);
         if !allowed {
             return None;
         }

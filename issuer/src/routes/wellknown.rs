@@ -7,7 +7,7 @@ use rocket::http::{ContentType, Header};
 use rocket::serde::json::{Json, Value, json};
 use rocket::{Responder, Route, State, get, routes};
 
-use crate::config::Config;
+use crate::config::{ADMIN_SCOPE, Config};
 use crate::context::Now;
 use crate::db::Db;
 use crate::error::ApiError;
@@ -23,10 +23,16 @@ struct Jwks {
 }
 
 #[get("/.well-known/jwks.json")]
-fn jwks(keys: &State<Arc<KeyRing>>, metrics: &State<Arc<Metrics>>) -> Jwks {
+async fn jwks(
+    keys: &State<Arc<KeyRing>>,
+    db: &State<Db>,
+    metrics: &State<Arc<Metrics>>,
+    now: Now,
+) -> Jwks {
     metrics.jwks_served.inc();
+    let Now(now) = now;
     Jwks {
-        body: keys.current().published.to_json(),
+        body: keys.for_publishing(db, now).await.published.to_json(),
         // Short, so a rotation reaches verifiers quickly; unknown kids trigger a refetch anyway.
         cache: Header::new("Cache-Control", "public, max-age=60"),
     }
@@ -36,7 +42,7 @@ fn jwks(keys: &State<Arc<KeyRing>>, metrics: &State<Arc<Metrics>>) -> Jwks {
 fn metadata(config: &State<Config>) -> Json<Value> {
     let base = config.issuer.trim_end_matches('/');
     let mut scopes: Vec<&str> = config.user_scopes.split_whitespace().collect();
-    scopes.push("admin");
+    scopes.push(ADMIN_SCOPE);
     Json(json!({
         "issuer": config.issuer,
         "token_endpoint": format!("{base}/v1/token"),

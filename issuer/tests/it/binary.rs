@@ -86,6 +86,25 @@ fn production_refuses_development_defaults_by_name() {
     );
 }
 
+/// A command refuses what `serve` refuses: `keys rotate` in production with no database URL
+/// would otherwise make and migrate `./gatehouse.db` and report a new active key there.
+#[test]
+fn commands_refuse_what_serve_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(dir.path())
+        .args(["keys", "rotate"])
+        .env("GATEHOUSE_PROFILE", "production")
+        .env("GATEHOUSE_ISSUER", "https://auth.example.com")
+        .env("GATEHOUSE_KEY_ENCRYPTION_KEY", "k".repeat(43))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("GATEHOUSE_DATABASE_URL"), "{stderr}");
+    let made: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(made.is_empty(), "the command wrote {made:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_no_configuration_runs_the_whole_flow() {
     let dir = tempfile::tempdir().unwrap();

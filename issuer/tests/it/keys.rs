@@ -233,17 +233,7 @@ async fn a_replica_behind_a_rotation_takes_the_new_keys_tokens(backend: Backend)
     db.run_sync(move |c| keys::rotate(c, &config, now)).unwrap();
     let ring = replica.rocket().state::<Arc<KeyRing>>().unwrap();
     db.run_sync(|c| ring.refresh(c, now)).unwrap();
-    let response = replica
-        .post("/v1/token")
-        .header(rocket::http::ContentType::Form)
-        .body(format!(
-            "grant_type=password&username=alice&password={PASSWORD}"
-        ))
-        .dispatch()
-        .await;
-    assert_eq!(response.status(), Status::Ok);
-    let tokens: serde_json::Value = response.into_json().await.unwrap();
-    let access = str_of(&tokens, "access_token").to_owned();
+    let access = str_of(&replica_login(&replica).await, "access_token").to_owned();
     // `app` has not refreshed its ring since the rotation. Requests that arrive together all
     // pass: those that come while one re-reads the ring wait for it (before, they got 401).
     let (a, b, c, d) = tokio::join!(
@@ -265,6 +255,42 @@ async fn a_replica_behind_a_rotation_takes_the_new_keys_tokens(backend: Backend)
         (status, str_of(&json, "code")),
         (Status::Unauthorized, "revoked")
     );
+}
+
+/// A rotation by the CLI makes its key active at once; a replica that has refreshed signs with
+/// it while another has not yet. The other's JWKS lists it all the same (its copy of the ring
+/// is at most a second old when it answers), so a verifier sent there by an unknown `kid` finds
+/// the key. Before, that JWKS lacked it until its own refresh, up to 60 s later.
+async fn every_replicas_jwks_lists_the_key_another_signs_with(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(secret())).await;
+    app.register("alice").await;
+    let replica = app.replica().await;
+    let now = app.clock().now();
+    let config = app.config.clone();
+    let db = app.store().clone();
+    db.run_sync(move |c| keys::rotate(c, &config, now)).unwrap();
+    let ring = replica.rocket().state::<Arc<KeyRing>>().unwrap();
+    db.run_sync(|c| ring.refresh(c, now)).unwrap();
+    let access = str_of(&replica_login(&replica).await, "access_token").to_owned();
+    // The guarantee is a copy at most a second old; `app` read its ring before the rotation.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+    assert_eq!(status, Status::Ok);
+    let kids = KeySet::from_json(&jwks.to_string()).unwrap();
+    assert!(kids.get(&kid_of(&access)).is_some(), "{jwks}");
+}
+
+async fn replica_login(replica: &rocket::local::asynchronous::Client) -> serde_json::Value {
+    let response = replica
+        .post("/v1/token")
+        .header(rocket::http::ContentType::Form)
+        .body(format!(
+            "grant_type=password&username=alice&password={PASSWORD}"
+        ))
+        .dispatch()
+        .await;
+    assert_eq!(response.status(), Status::Ok);
+    response.into_json().await.unwrap()
 }
 
 /// Two rotations at once (two operators, or two replicas' CLIs): every replica settles on the
@@ -647,4 +673,5 @@ crate::on_both_backends!(
     scheduled_rotation_publishes_the_next_key_first,
     login_rehashes_outdated_parameters,
     a_replica_behind_a_rotation_takes_the_new_keys_tokens,
+    every_replicas_jwks_lists_the_key_another_signs_with,
 );
