@@ -255,7 +255,7 @@ fn keys_revoke(kid: &str) -> Result<(), String> {
     let (config, db) = load()?;
     let revoker = Revoker::for_command(db, config.clone());
     revoker
-        .run_sync(now(), |r| keys::revoke(r, &config, kid))
+        .run_sync(now(), |r| keys::revoke(r, kid))
         .map_err(fail)?;
     println!(
         "key {kid} is revoked: out of the JWKS at each replica's next key refresh, and refused \

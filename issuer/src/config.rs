@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use gatehouse_shared::{VerifierOptions, entry_expiry};
+use gatehouse_shared::VerifierOptions;
 use rocket::fairing::AdHoc;
 use rocket::figment::Figment;
 use rocket::figment::providers::{Env, Format as _, Serialized, Toml};
@@ -271,12 +271,6 @@ impl Config {
             ));
         }
         problems
-    }
-
-    /// How long after `now` a revocation entry still matters: the longest an access token issued
-    /// before now can remain valid at any verifier.
-    pub fn revocation_horizon(&self, now: i64) -> i64 {
-        entry_expiry(now + i64::from(self.access_token_ttl_secs))
     }
 }
 

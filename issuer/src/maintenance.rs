@@ -14,6 +14,7 @@ use crate::db::{Db, DbConn};
 use crate::error::ApiError;
 use crate::keys::KeyRing;
 use crate::ratelimit::RateLimit;
+use crate::revoker::Revoker;
 use crate::store::{revocations, sessions};
 
 /// Ended sessions are kept this long (for the audit trail of late reuse) before deletion.
@@ -100,6 +101,7 @@ async fn tick(
     config: &Config,
     clock: &Clock,
     keys: &Arc<KeyRing>,
+    revoker: &Revoker,
     rate_limit: &RateLimit,
 ) {
     let now = clock.now();
@@ -112,27 +114,32 @@ async fn tick(
     if let Err(e) = db.run(move |conn| ring.refresh(conn, now)).await {
         tracing::warn!(error = %e, "key refresh failed");
     }
+    if let Err(e) = revoker.announce_lifetime(now).await {
+        tracing::warn!(error = %e, "announcing the access-token lifetime failed");
+    }
     rate_limit.prune();
 }
 
 pub fn stage() -> AdHoc {
     AdHoc::on_liftoff("Maintenance", |rocket| {
         Box::pin(async move {
-            let (Some(config), Some(db), Some(clock), Some(keys), Some(limiter)) = (
+            let (Some(config), Some(db), Some(clock), Some(keys), Some(revoker), Some(limiter)) = (
                 rocket.state::<Config>(),
                 rocket.state::<Db>(),
                 rocket.state::<Arc<Clock>>(),
                 rocket.state::<Arc<KeyRing>>(),
+                rocket.state::<Revoker>(),
                 rocket.state::<Arc<RateLimit>>(),
             ) else {
                 tracing::error!("maintenance is missing its state; cleanup is off");
                 return;
             };
-            let (config, db, clock, keys, limiter) = (
+            let (config, db, clock, keys, revoker, limiter) = (
                 config.clone(),
                 db.clone(),
                 Arc::clone(clock),
                 Arc::clone(keys),
+                revoker.clone(),
                 Arc::clone(limiter),
             );
             let period = Duration::from_secs(u64::from(config.cleanup_interval_secs.max(1)));
@@ -144,7 +151,7 @@ pub fn stage() -> AdHoc {
                 let mut interval = tokio::time::interval_at(start, period);
                 loop {
                     interval.tick().await;
-                    tick(&db, &config, &clock, &keys, &limiter).await;
+                    tick(&db, &config, &clock, &keys, &revoker, &limiter).await;
                 }
             });
         })

@@ -6,27 +6,30 @@
 
 use std::sync::Arc;
 
-use gatehouse_shared::{AccessClaims, RevocationKind as Kind};
+use gatehouse_shared::{AccessClaims, RevocationKind as Kind, entry_expiry};
 use rocket::fairing::AdHoc;
 
 use crate::auth_cache::AuthCache;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::store::{audit, write_tx};
-use crate::store::{revocations, users};
+use crate::store::{lifetimes, revocations, users};
 use crate::sync::Snapshots;
 
 /// What must follow a committed revocation in a serving issuer. A CLI process has none of it:
 /// the serving replicas' caches expire within `auth_cache_ms`, and their pushers or the edge's
 /// delta poll carry the entry.
+#[derive(Clone)]
 struct AfterCommit {
     metrics: Arc<Metrics>,
     auth_cache: Arc<AuthCache>,
     snapshots: Arc<Snapshots>,
 }
 
+#[derive(Clone)]
 pub struct Revoker {
     db: Db,
     config: Config,
@@ -119,8 +122,10 @@ impl Revocations<'_> {
         Ok(())
     }
 
-    /// A signing key, in an emergency: every edge drops it as soon as its list names it.
+    /// A signing key, in an emergency: every edge drops it as soon as its list names it. The
+    /// entry lasts until `expires_at`, and at least as long as any token it signed.
     pub fn key(&mut self, kid: &str, expires_at: i64, was: &str) -> Result<(), ApiError> {
+        let expires_at = expires_at.max(self.horizon);
         revocations::insert(self.conn, Kind::Key, kid, 0, expires_at, self.now)?;
         let detail = serde_json::json!({"kid": kid, "was": was});
         audit::record(self.conn, self.now, "key_revoked", None, &detail)?;
@@ -143,11 +148,17 @@ impl Revoker {
     fn transaction<T>(
         conn: &mut DbConn,
         now: i64,
-        horizon: i64,
+        own_ttl_secs: i64,
         work: impl FnOnce(&mut Revocations<'_>) -> Result<T, ApiError>,
     ) -> Result<(T, u64), ApiError> {
         write_tx(conn, |conn| {
             revocations::order_writes(conn)?;
+            // The longest lifetime any replica may have issued a still-valid token with, not
+            // only this one's (`store::lifetimes`).
+            let longest = lifetimes::longest(conn, now)?
+                .unwrap_or(0)
+                .max(own_ttl_secs);
+            let horizon = entry_expiry(now.saturating_add(longest));
             let mut revocations = Revocations {
                 conn,
                 now,
@@ -166,10 +177,10 @@ impl Revoker {
         now: i64,
         work: impl FnOnce(&mut Revocations<'_>) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let horizon = self.config.revocation_horizon(now);
+        let ttl = i64::from(self.config.access_token_ttl_secs);
         let (value, written) = self
             .db
-            .run(move |conn| Self::transaction(conn, now, horizon, work))
+            .run(move |conn| Self::transaction(conn, now, ttl, work))
             .await?;
         self.committed(written);
         Ok(value)
@@ -181,12 +192,23 @@ impl Revoker {
         now: i64,
         work: impl FnOnce(&mut Revocations<'_>) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let horizon = self.config.revocation_horizon(now);
+        let ttl = i64::from(self.config.access_token_ttl_secs);
         let (value, written) = self
             .db
-            .run_sync(|conn| Self::transaction(conn, now, horizon, work))?;
+            .run_sync(|conn| Self::transaction(conn, now, ttl, work))?;
         self.committed(written);
         Ok(value)
+    }
+
+    /// Announces this replica's access-token lifetime (`store::lifetimes`), at start and on
+    /// every maintenance tick: until the last token it may issue before its third tick from
+    /// now has expired, so a late tick or two cannot let the announcement lapse.
+    pub async fn announce_lifetime(&self, now: i64) -> Result<(), ApiError> {
+        let ttl = i64::from(self.config.access_token_ttl_secs);
+        let until = now + 3 * i64::from(self.config.cleanup_interval_secs.max(1)) + ttl;
+        self.db
+            .run(move |conn| lifetimes::announce(conn, ttl, until))
+            .await
     }
 
     fn committed(&self, written: u64) {
@@ -210,14 +232,18 @@ pub fn stage() -> AdHoc {
             rocket.state::<Arc<Metrics>>(),
             rocket.state::<Arc<AuthCache>>(),
             rocket.state::<Arc<Snapshots>>(),
+            rocket.state::<Arc<Clock>>(),
         );
-        let (Some(db), Some(config), Some(metrics), Some(auth_cache), Some(snapshots)) = parts
+        let (Some(db), Some(config), Some(metrics), Some(auth_cache), Some(snapshots), Some(clock)) =
+            parts
         else {
             tracing::error!(
-                "revocation service needs the database, config, metrics, auth cache and snapshots"
+                "revocation service needs the database, config, metrics, auth cache, snapshots \
+                 and clock"
             );
             return Err(rocket);
         };
+        let now = clock.now();
         let revoker = Revoker {
             db: db.clone(),
             config: config.clone(),
@@ -227,6 +253,11 @@ pub fn stage() -> AdHoc {
                 snapshots: Arc::clone(snapshots),
             }),
         };
+        // Before this replica issues a token: a revocation elsewhere must cover its lifetime.
+        if let Err(e) = revoker.announce_lifetime(now).await {
+            tracing::error!(error = %e, "cannot announce the access-token lifetime");
+            return Err(rocket);
+        }
         Ok(rocket.manage(revoker))
     })
 }

@@ -45,6 +45,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    token_lifetimes (ttl_secs) {
+        ttl_secs -> BigInt,
+        announced_until -> BigInt,
+    }
+}
+
+diesel::table! {
     signing_keys (kid) {
         kid -> Text,
         alg -> Text,
@@ -85,5 +92,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     revocations,
     signing_keys,
     lockouts,
-    audit_events
+    audit_events,
+    token_lifetimes
 );

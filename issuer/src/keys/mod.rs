@@ -363,11 +363,7 @@ pub fn import_file(
 /// leaves the JWKS (at each replica's next key-ring refresh) and enters the revocation list at
 /// once, so the edge's fast path drops it from every location within about a second. The active
 /// key cannot be revoked: rotate first.
-pub fn revoke(
-    revocations: &mut Revocations<'_>,
-    config: &Config,
-    kid: &str,
-) -> Result<(), ApiError> {
+pub fn revoke(revocations: &mut Revocations<'_>, kid: &str) -> Result<(), ApiError> {
     let now = revocations.now();
     let conn = revocations.conn();
     let record = store::records(conn)?
@@ -392,10 +388,7 @@ pub fn revoke(
             "the key changed status while being revoked; run the command again",
         ));
     }
-    let expires_at = config
-        .revocation_horizon(now)
-        .max(now + KEY_REVOCATION_SECS);
-    revocations.key(kid, expires_at, &record.status)
+    revocations.key(kid, now + KEY_REVOCATION_SECS, &record.status)
 }
 
 /// `keys reseal`: every stored private key under the current key-encryption key, after that

@@ -515,7 +515,7 @@ async fn a_revoked_keys_tokens_are_refused_before_the_ring_refresh(backend: Back
             .run_sync(|c| keys::rotate(c, &app.config, now))
             .unwrap();
         Revoker::for_command(app.store().clone(), app.config.clone())
-            .run_sync(now, |r| keys::revoke(r, &app.config, &kid))
+            .run_sync(now, |r| keys::revoke(r, &kid))
             .unwrap();
         let revoked_at = std::time::Instant::now();
         let refused = loop {

@@ -604,7 +604,44 @@ async fn postgres_a_revoke_of_no_session_does_not_queue_behind_a_revocation() {
     );
 }
 
+/// A logout after `access_token_ttl_secs` was lowered still refuses the session's tokens issued
+/// under the longer lifetime, until they expire. Before, the session's entry lived for the new
+/// lifetime only (the restarted issuer's own), and such a token was accepted again once it had
+/// gone: here from 961 s after the logout until 3,600 s after the login.
+async fn a_lowered_token_lifetime_keeps_revocations_for_the_longest_token(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.access_token_ttl_secs = 3600).await;
+    app.register("alice").await;
+    let long = app.login("alice").await;
+    let access = str_of(&long, "access_token").to_owned();
+    let app = app.restart(|c| c.access_token_ttl_secs = 900).await;
+    let (status, _) = app.send("POST", "/v1/logout", None, Some(&access)).await;
+    assert_eq!(status, Status::Ok);
+    app.clock().advance(1100);
+    let (status, json) = app.me(&access).await;
+    assert_eq!(
+        (status, str_of(&json, "code")),
+        (Status::Unauthorized, "revoked"),
+        "{json}"
+    );
+    let (_, snapshot) = app.send("GET", "/v1/revocations", None, None).await;
+    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+    let opts = SnapshotOptions::new("https://issuer.test");
+    let now = app.clock().now();
+    let list = RevocationList::verify_snapshot(snapshot.as_str().unwrap(), &keys, &opts, now);
+    let verifier = Verifier::new(
+        keys,
+        VerifierOptions::new("https://issuer.test", "https://api.test"),
+    );
+    let claims = verifier.verify(&access, now).unwrap();
+    assert!(
+        list.unwrap().check(&claims).is_some(),
+        "the edge's list too"
+    );
+}
+
 crate::on_both_backends!(
+    a_lowered_token_lifetime_keeps_revocations_for_the_longest_token,
     revoking_a_rotated_refresh_token_ends_its_session,
     sql_and_the_bearer_view_follow_the_shared_rule,
     every_revocation_path_goes_through_the_service,

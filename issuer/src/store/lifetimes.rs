@@ -1,0 +1,45 @@
+//! The access-token lifetimes the replicas issue with. Each replica announces its own at start
+//! and on every maintenance tick, until the last token it may have issued by its next
+//! announcement expires. A revocation of a session or a user must outlive every token of it,
+//! and those may come from a replica with a longer lifetime than the one that revokes: another
+//! replica in a rolling deploy, or this one before its `access_token_ttl_secs` was lowered.
+
+use diesel::dsl::max;
+use diesel::prelude::*;
+
+use super::is_unique_violation;
+use crate::db::DbConn;
+use crate::db::schema::token_lifetimes;
+use crate::error::ApiError;
+
+/// Records that tokens of `ttl_secs` may be valid until `until`. Never shortens an earlier
+/// announcement of the same lifetime.
+pub fn announce(conn: &mut DbConn, ttl_secs: i64, until: i64) -> Result<(), ApiError> {
+    let inserted = diesel::insert_into(token_lifetimes::table)
+        .values((
+            token_lifetimes::ttl_secs.eq(ttl_secs),
+            token_lifetimes::announced_until.eq(until),
+        ))
+        .execute(conn);
+    match inserted {
+        Ok(_) => return Ok(()),
+        Err(e) if !is_unique_violation(&e) => return Err(e.into()),
+        Err(_) => {}
+    }
+    diesel::update(
+        token_lifetimes::table
+            .find(ttl_secs)
+            .filter(token_lifetimes::announced_until.lt(until)),
+    )
+    .set(token_lifetimes::announced_until.eq(until))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// The longest lifetime a token valid at `now` may have been issued with, as announced.
+pub fn longest(conn: &mut DbConn, now: i64) -> Result<Option<i64>, ApiError> {
+    Ok(token_lifetimes::table
+        .filter(token_lifetimes::announced_until.gt(now))
+        .select(max(token_lifetimes::ttl_secs))
+        .first(conn)?)
+}
