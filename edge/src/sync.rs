@@ -104,9 +104,22 @@ pub async fn accept(
     let list = verify(env, config, jws, asker).await?;
     let head = Head::of(&list);
     let kv = env.kv(KV_BINDING).map_err(|e| fail_kv(&e.to_string()))?;
-    let stored = kv.get(KV_HEAD).json::<Head>().await.ok().flatten();
+    // A head that could not be read is not an empty KV: writing then could roll a newer list
+    // back. The pusher retries a 503, the cron runs again.
+    // A head that is not one (written by hand, say) is overwritten.
+    let stored = kv
+        .get(KV_HEAD)
+        .text()
+        .await
+        .map_err(|e| fail_kv(&format!("reading {KV_HEAD}: {e}")))?
+        .and_then(|text| serde_json::from_str::<Head>(&text).ok());
+    let stored_snapshot = stored_snapshot_head(&kv).await;
     if let Some(stored) = stored {
-        list.ensure_newer_than(stored.seq, stored.issued_at)?;
+        // The very list KV's head names, beside another snapshot: stored again, not refused.
+        let repair = stored == head && stored_snapshot != Some(head);
+        if !repair {
+            list.ensure_newer_than(stored.seq, stored.issued_at)?;
+        }
     }
     // This isolate may already hold this very list from an attempt whose KV write failed: the
     // retry must still reach KV rather than end in a 409. Any other list older than the one held
@@ -125,8 +138,10 @@ pub async fn accept(
         }
         Err(e) => return Err(e.into()),
     };
-    let changed = stored.is_none_or(|s| {
-        s.seq != head.seq || head.issued_at - s.issued_at >= config.kv_heartbeat_secs
+    let changed = [stored, stored_snapshot].into_iter().any(|stored| {
+        stored.is_none_or(|s| {
+            s.seq != head.seq || head.issued_at - s.issued_at >= config.kv_heartbeat_secs
+        })
     });
     if changed {
         // The snapshot first, then the head that points at it.
@@ -143,6 +158,23 @@ pub async fn accept(
         state::record_kv_write(Ok(()));
     }
     Ok(view)
+}
+
+/// Which list KV's snapshot is, from the metadata written with it; `None` when it cannot be
+/// told. The head alone is not enough: two accepts in different isolates whose puts interleave
+/// (B's snapshot, A's older one, A's head, B's head) leave the newer head beside the older
+/// list, and a head that matches would keep it there until the next change. The value is
+/// opened as a stream and cancelled, so none of the MBs is read.
+async fn stored_snapshot_head(kv: &worker::kv::KvStore) -> Option<Head> {
+    let (stream, metadata) = kv
+        .get(KV_SNAPSHOT)
+        .stream_with_metadata::<Head>()
+        .await
+        .ok()?;
+    if let Some(stream) = stream {
+        let _ = stream.cancel();
+    }
+    metadata
 }
 
 fn fail_kv(error: &str) -> SyncError {

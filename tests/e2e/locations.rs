@@ -156,6 +156,59 @@ async fn a_quiet_edge_writes_nothing_to_kv_and_a_change_writes_once() {
     assert_eq!(after, [expected, before[1]], "{before:?} -> {after:?}");
 }
 
+/// Two accepts in different isolates whose KV puts interleave (B's snapshot, A's older one,
+/// A's head, B's head) leave KV's head naming the newer list beside the older one. The next
+/// cron pull puts the newer list back, so a location that reads KV (fast path off) refuses the
+/// revoked token. Before, the pull compared only the head, found it current and wrote nothing:
+/// such a location kept accepting the token until the next change or heartbeat (an hour).
+/// The interleaving is SIMULATED by writing the older snapshot into KV after the newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_left_beside_an_older_snapshot_is_repaired_by_the_next_pull() {
+    let w = world(2, Duration::from_secs(1), &[("DELTA_POLL_MS", "0")]).await;
+    let locations = &w.locations;
+    let token = access(&w.issuer.login("alice", PASSWORD).await).to_owned();
+    locations.run_cron(0).await;
+    let issuer_url = &w.issuer.url;
+    let older = gatehouse_tests::get_text(&format!("{issuer_url}/v1/revocations")).await;
+    let older_head = eventually(
+        "the first list in KV",
+        Duration::from_secs(10),
+        || async move {
+            let head = locations.kv_heads().await.swap_remove(0);
+            head.get("seq").is_some().then_some(head)
+        },
+    )
+    .await;
+    let older_seq = older_head["seq"].as_u64().unwrap();
+    // The revocation: the issuer pushes the newer list to location 0, which stores it.
+    assert_eq!(w.issuer.logout(&token).await, 200);
+    eventually(
+        "the newer head in KV",
+        Duration::from_secs(10),
+        || async move {
+            (locations.kv_heads().await[0]["seq"].as_u64() > Some(older_seq)).then_some(())
+        },
+    )
+    .await;
+    locations.put_kv(0, "revocations", older, &older_head).await;
+    eventually(
+        "the older snapshot at location 1",
+        Duration::from_secs(10),
+        || async move {
+            (locations.kv_snapshots().await[1]["seq"].as_u64() == Some(older_seq)).then_some(())
+        },
+    )
+    .await;
+    locations.run_cron(0).await;
+    let token = token.as_str();
+    eventually(
+        "location 1 (KV only) to refuse the revoked token",
+        Duration::from_secs(15),
+        || async move { (locations.check(1, token).await.1 == "revoked").then_some(()) },
+    )
+    .await;
+}
+
 /// One edge started before its issuer, for the KV-write scenarios: nothing forwarded, no fast
 /// path (the pushes are what is tested).
 fn lone_edge_vars(issuer_url: &str) -> [(&str, &str); 6] {

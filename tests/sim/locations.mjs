@@ -12,7 +12,11 @@
 //   "locations": 3, "vars": {...}, "kvDelayMs": 60000}'
 // Serves on `port`: GET /locations -> [{name, url}], GET /writes -> local KV writes per
 // location (all keys, and the revocation list's alone), GET /heads -> each location's copy of the `revocations-head` key (null if none),
-// POST /cron/<i> -> fires location i's cron.
+// GET /snapshots -> the metadata of each location's `revocations` key (which list KV holds),
+// POST /cron/<i> -> fires location i's cron,
+// PUT /kv/<i>/<key> (body: the value, header x-kv-metadata: JSON) -> writes location i's KV as
+// the worker there would: what another isolate's late write leaves behind (replicated as any
+// local write).
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { dirname } from 'node:path';
@@ -123,6 +127,25 @@ const server = http.createServer(async (req, res) => {
     }
     if (req.method === 'GET' && req.url === '/writes') {
       return send(200, locations.map(({ name, localWrites, listWrites }) => ({ name, writes: localWrites, list_writes: listWrites })));
+    }
+    if (req.method === 'GET' && req.url === '/snapshots') {
+      const metadata = await Promise.all(
+        locations.map(async ({ kv }) => {
+          // Not a stream: Miniflare's Node-side proxy crashes when one is cancelled.
+          const { metadata } = await kv.getWithMetadata('revocations', { type: 'arrayBuffer' });
+          return metadata ?? null;
+        }),
+      );
+      return send(200, metadata);
+    }
+    const put = req.url.match(/^\/kv\/(\d+)\/([\w-]+)$/);
+    if (req.method === 'PUT' && put && locations[Number(put[1])]) {
+      const chunks = [];
+      for await (const chunk of req) chunks.push(chunk);
+      const header = req.headers['x-kv-metadata'];
+      const options = header ? { metadata: JSON.parse(header) } : {};
+      await locations[Number(put[1])].kv.put(put[2], Buffer.concat(chunks).toString(), options);
+      return send(200, {});
     }
     const cron = req.url.match(/^\/cron\/(\d+)$/);
     if (req.method === 'POST' && cron && locations[Number(cron[1])]) {

@@ -88,6 +88,25 @@ impl Locations {
         self.per_location("heads").await
     }
 
+    /// The metadata of each location's KV `revocations` key: `{seq, issued_at}` of the list it
+    /// holds (`null` where it has none).
+    pub async fn kv_snapshots(&self) -> Vec<Value> {
+        self.per_location("snapshots").await
+    }
+
+    /// Writes `key` in one location's KV as the worker there would (replicated like its own
+    /// writes): what a late write by another isolate leaves behind.
+    pub async fn put_kv(&self, location: usize, key: &str, value: String, metadata: &Value) {
+        let response = http()
+            .put(format!("{}/kv/{location}/{key}", self.server.url))
+            .header("x-kv-metadata", metadata.to_string())
+            .body(value)
+            .send()
+            .await
+            .expect("put");
+        assert!(response.status().is_success(), "put {key} at {location}");
+    }
+
     /// The simulation's `GET /<path>`: one value per location.
     async fn per_location(&self, path: &str) -> Vec<Value> {
         let (_, json) = json_of(
