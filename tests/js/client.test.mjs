@@ -152,8 +152,21 @@ test('two tabs with the refresh timer: it fires in both, one rotation; logout si
   assert.equal(timed.seen.refreshGrants, before + 1, 'both timers fired, one rotation');
   assert.equal(await a.evaluate(() => window.client.accessToken), await b.evaluate(() => window.client.accessToken));
 
-  const refreshToken = await b.evaluate(() => JSON.parse(JSON.stringify(window.client)).refreshToken ?? null);
-  assert.equal(refreshToken, null, 'the refresh token is not exposed on the client object');
+  // Clients of another issuer on this origin (a second app on the page, say), with the default
+  // channel name or this one's, take none of these tokens: their `fetch` would send them to
+  // their own API origins, and their refresh to their own issuer.
+  const taken = await b.evaluate(async () => {
+    const name = window.client.storageKey.replace(/:tokens$/, '');
+    const others = [
+      new window.GatehouseClient({ issuer: 'https://other-issuer.example', autoRefresh: false }),
+      new window.GatehouseClient({ issuer: 'https://other-issuer.example', autoRefresh: false, channelName: name }),
+    ];
+    await Promise.all(others.map((c) => c.ready));
+    const signedIn = others.map((c) => c.signedIn);
+    others.forEach((c) => c.close());
+    return signedIn;
+  });
+  assert.deepEqual(taken, [false, false], "a client of another issuer took this session's tokens");
   const lastToken = await b.evaluate(() => window.client.accessToken);
   await b.evaluate(() => window.client.logout());
   await a.waitForFunction(() => !window.client.signedIn);

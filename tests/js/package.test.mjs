@@ -248,6 +248,52 @@ test('createRemoteVerifier: cached keys, one refetch for a new kid, a cooldown a
   await kept[0];
 });
 
+test('GatehouseClient: a 200 without tokens is invalid_response, a refusing storage still reaches the other tabs, another issuer takes nothing', { timeout: 60000 }, async () => {
+  const { GatehouseClient, createRemoteVerifier, GatehouseError } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const issuer = async () => new Response(JSON.stringify({
+    access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1' })}.x`,
+    refresh_token: 'r1',
+    expires_in: 60,
+    token_type: 'Bearer',
+  }));
+  // A host that answers every path with its app page.
+  const page = async () => new Response('<!doctype html><title>app</title>', { headers: { 'content-type': 'text/html' } });
+  const lost = new GatehouseClient({ issuer: 'https://i.test', fetch: page, autoRefresh: false });
+  await assert.rejects(lost.login('alice', 'pw'), (e) => e.code === 'invalid_response');
+  assert.equal(lost.signedIn, false);
+  lost.close();
+
+  // A caller's own mistake in the options is theirs (`invalid_key`, as for a local Verifier),
+  // found before any fetch, not the issuer's keys being unavailable.
+  let fetched = 0;
+  const keys = async () => {
+    fetched += 1;
+    return new Response('{"keys":[]}');
+  };
+  await assert.rejects(createRemoteVerifier('https://i.test/jwks', { issuer: 'i', audience: 'a', leeway: 120, fetch: keys }),
+    (e) => e instanceof GatehouseError && e.code === 'invalid_key');
+  assert.equal(fetched, 0);
+
+  globalThis.document = {};
+  const full = { getItem: () => null, setItem: () => { throw new Error('QuotaExceededError'); }, removeItem() {} };
+  const tabA = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false, storage: full });
+  const tabB = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false });
+  const stranger = new GatehouseClient({ issuer: 'https://other.test', fetch: issuer, autoRefresh: false });
+  const named = new GatehouseClient({ issuer: 'https://other.test', fetch: issuer, autoRefresh: false, channelName: tabA.storageKey.replace(/:tokens$/, '') });
+  try {
+    await Promise.all([tabA.ready, tabB.ready, stranger.ready, named.ready]);
+    await tabA.login('alice', 'pw');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(tabB.accessToken, tabA.accessToken, 'the other tab got the tokens the full storage refused');
+    assert.equal(stranger.signedIn, false, "a client of another issuer took this one's tokens");
+    assert.equal(named.signedIn, false, "a client of another issuer on the same channel took this one's tokens");
+  } finally {
+    for (const client of [tabA, tabB, stranger, named]) client.close();
+    delete globalThis.document;
+  }
+});
+
 test('GatehouseClient off a page: no tab channel, relative origins ignored, bounded token calls, a failed timer refresh retried', { timeout: 60000 }, async () => {
   const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
   const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
@@ -279,7 +325,7 @@ test('GatehouseClient off a page: no tab channel, relative origins ignored, boun
     const older = `${b64({ alg: 'none' })}.${b64({ sid: 'older' })}.x`;
     const now = Date.now();
     const stale = { accessToken: older, refreshToken: 'old', expiresAt: now + 60000, receivedAt: now - 60000, sid: 'older' };
-    late.postMessage({ type: 'tokens', tokens: stale, event: 'refreshed' });
+    late.postMessage({ type: 'tokens', tokens: stale, issuer: 'https://i.test', event: 'refreshed' });
     await new Promise((r) => setTimeout(r, 100));
     assert.notEqual(tabA.accessToken, older, 'switched back to an older session');
   } finally {

@@ -3,10 +3,13 @@
 // `fetch` that attaches the token and retries once when the edge says it expired, logout, and
 // events. It talks to the issuer's OAuth2 endpoints (`/v1/token`, `/v1/revoke`).
 //
-// Storage: by default the tokens live only in memory (nothing for an XSS payload to read from
-// storage after the fact); tabs of one origin share them over a BroadcastChannel, and a new tab
-// asks the others for them. Pass `storage` (sessionStorage, localStorage or any
-// getItem/setItem/removeItem object) to keep them across reloads, knowing what that exposes.
+// Storage: by default the tokens live only in memory (nothing left in storage for a script to
+// read after the fact); tabs of one origin share them over a BroadcastChannel, and a new tab
+// asks the others for them. A script running on the origin can ask too, as it can do anything
+// the page does: `shareAcrossTabs: false` keeps each tab's session to itself. The channel, the
+// lock and the storage key are named after the issuer, so two clients of different issuers on
+// one origin never take each other's tokens. Pass `storage` (sessionStorage, localStorage or
+// any getItem/setItem/removeItem object) to keep them across reloads, knowing what that exposes.
 //
 // Refreshes: the issuer rotates the refresh token on every use and treats a second rotation
 // of one token after its grace window as theft, ending the session. So a refresh runs under a
@@ -71,17 +74,19 @@ export class GatehouseClient {
     this.#refreshAhead = options.refreshAheadSeconds ?? 60;
     this.#autoRefresh = options.autoRefresh ?? true;
     this.#requestTimeoutMs = (options.requestTimeoutSeconds ?? 10) * 1000;
-    const name = options.channelName ?? 'gatehouse';
+    const name = options.channelName ?? `gatehouse:${this.#issuer || here || ''}`;
     this.#lock = `${name}:refresh`;
     this.storageKey = `${name}:tokens`;
     // Tabs only: on a server (Node has BroadcastChannel too) a channel would keep the process
     // alive and hand one user's tokens to another instance.
-    const tabs = typeof BroadcastChannel === 'function' && typeof globalThis.document !== 'undefined';
+    const tabs = (options.shareAcrossTabs ?? true)
+      && typeof BroadcastChannel === 'function' && typeof globalThis.document !== 'undefined';
     this.#channel = tabs ? new BroadcastChannel(name) : null;
     this.#channel?.addEventListener('message', (e) => this.#onMessage(e.data));
-    const stored = this.#storage?.getItem(this.storageKey);
-    // Stored tokens may be older than another tab's: kept quietly, and the tabs are asked.
-    if (stored) this.#set(JSON.parse(stored), null, false);
+    // Stored tokens may be older than another tab's: kept quietly, and the tabs are asked. What
+    // is not a token set (written by something else) is ignored.
+    const stored = this.#stored();
+    if (stored) this.#set(stored, null, false);
     /** Resolves once other tabs had a moment to hand over a session they hold. */
     this.ready = this.#askOtherTabs();
   }
@@ -284,9 +289,15 @@ export class GatehouseClient {
     }
     this.#tokens = tokens;
     for (const check of [...this.#waiters]) check();
-    this.#storage?.setItem(this.storageKey, JSON.stringify(tokens));
     this.#schedule();
-    if (broadcast) this.#post({ type: 'tokens', tokens, event });
+    // The other tabs first: they still hold the refresh token the issuer has just rotated, and
+    // one that used it again after the grace window would end the session.
+    if (broadcast) this.#post({ type: 'tokens', tokens, issuer: this.#issuer, event });
+    try {
+      this.#storage?.setItem(this.storageKey, JSON.stringify(tokens));
+    } catch {
+      // A full or refusing storage keeps the tokens in memory only (lost at reload).
+    }
     if (event) this.#emit(event, tokens);
   }
 
@@ -298,8 +309,17 @@ export class GatehouseClient {
     for (const check of [...this.#waiters]) check();
     clearTimeout(this.#timer);
     this.#storage?.removeItem(this.storageKey);
-    if (broadcast) this.#post({ type: 'end', event, sid });
+    if (broadcast) this.#post({ type: 'end', issuer: this.#issuer, event, sid });
     this.#emit(event);
+  }
+
+  #stored() {
+    try {
+      const tokens = JSON.parse(this.#storage?.getItem(this.storageKey) ?? 'null');
+      return typeof tokens?.refreshToken === 'string' && Number.isFinite(tokens.expiresAt) ? tokens : null;
+    } catch {
+      return null;
+    }
   }
 
   #schedule() {
@@ -323,7 +343,9 @@ export class GatehouseClient {
   }
 
   #onMessage(message) {
-    if (message?.type === 'tokens') {
+    // A client of another issuer given the same `channelName`: not this session's tabs.
+    if (message?.issuer !== this.#issuer) return;
+    if (message.type === 'tokens') {
       const incoming = message.tokens;
       const held = this.#tokens;
       // Never a session seen ending, never a set older than the one held, of this session or
@@ -331,18 +353,18 @@ export class GatehouseClient {
       if (this.#ended.has(incoming.sid)) return;
       if (held && incoming.receivedAt <= held.receivedAt) return;
       this.#set(incoming, held ? message.event : 'signedIn', false);
-    } else if (message?.type === 'end') {
+    } else if (message.type === 'end') {
       // Only the session that ended: a tab may have signed in again since.
       if (this.#tokens?.sid === message.sid) this.#end(message.event, false);
       else this.#ended.add(message.sid);
-    } else if (message?.type === 'hello' && this.#tokens) {
-      this.#post({ type: 'tokens', tokens: this.#tokens, event: 'signedIn' });
+    } else if (message.type === 'hello' && this.#tokens) {
+      this.#post({ type: 'tokens', tokens: this.#tokens, issuer: this.#issuer, event: 'signedIn' });
     }
   }
 
   #askOtherTabs() {
     if (!this.#channel) return Promise.resolve();
-    this.#post({ type: 'hello' });
+    this.#post({ type: 'hello', issuer: this.#issuer });
     return new Promise((r) => setTimeout(r, 200));
   }
 }
@@ -356,7 +378,14 @@ export class GatehouseClientError extends Error {
   }
 }
 
+/** The tokens of a successful `/v1/token` answer; an answer without them (an HTML page a host
+ * serves for any path, a proxy's) is `invalid_response`, never a session of `undefined`s. */
 function tokensOf(body) {
+  const text = (v) => typeof v === 'string' && v.length > 0;
+  const life = Number(body?.expires_in);
+  if (!text(body?.access_token) || !text(body?.refresh_token) || !(life > 0 && Number.isFinite(life))) {
+    throw new GatehouseClientError('invalid_response', 'the issuer answered without access_token, refresh_token and expires_in');
+  }
   const receivedAt = Date.now();
   return {
     accessToken: body.access_token,

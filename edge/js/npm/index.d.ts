@@ -61,8 +61,12 @@ export interface GatehouseClientOptions {
   autoRefresh?: boolean;
   /** Default: memory only, shared with the other tabs of this origin. */
   storage?: TokenStorage;
-  /** The BroadcastChannel that tabs share tokens over (default `gatehouse`). */
+  /** The BroadcastChannel that tabs share tokens over, and the prefix of the Web Lock and storage
+   * key (default `gatehouse:` and the issuer's URL, so clients of two issuers never share). */
   channelName?: string;
+  /** Share the session with this origin's other tabs (default true). Any script on the origin
+   * can ask the tabs for it over the channel; `false` keeps each tab's session to itself. */
+  shareAcrossTabs?: boolean;
   /** The `fetch` to use (default `globalThis.fetch`). */
   fetch?: typeof globalThis.fetch;
   /** How long a call to the issuer's token endpoint may take before it fails with
@@ -104,7 +108,8 @@ export declare class GatehouseClient {
   close(): void;
 }
 
-/** A failure of the client itself, with an OAuth2-style `code` (`invalid_grant`, `session_revoked`, …). */
+/** A failure of the client itself, with an OAuth2-style `code` (`invalid_grant`,
+ * `session_revoked`, `network_error`, `invalid_response` for a 200 without tokens, …). */
 export declare class GatehouseClientError extends Error {
   readonly name: 'GatehouseClientError';
   readonly code: string;

@@ -19,6 +19,10 @@ export async function createRemoteVerifier(jwksUrl, options) {
     fetch: fetchKeys = globalThis.fetch,
     ...verifierOptions
   } = options;
+  // The caller's options first, before anything is fetched: a mistake of theirs (no audience, a
+  // leeway over 60) throws as it does for a local Verifier (`invalid_key`, "invalid options"),
+  // where it would otherwise pass for the issuer's keys being unavailable.
+  new Verifier({ keys: [] }, verifierOptions);
   let verifier;
   let fetchedAt = 0;
   let attemptedAt = -Infinity;
