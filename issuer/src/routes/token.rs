@@ -22,10 +22,10 @@ use crate::password::Hasher;
 use crate::password::{MAX_PASSWORD_CHARS, normalize_username};
 use crate::ratelimit::RateLimit;
 use crate::revoker::Revoker;
-use crate::store::lockout;
 use crate::store::sessions::{self, Grant, Rotation};
 use crate::store::users::{self, User};
 use crate::store::{audit, write_tx};
+use crate::store::{lockout, revocations};
 
 /// One message for an unknown user and a wrong password alike.
 const BAD_CREDENTIALS: &str = "invalid username or password";
@@ -204,6 +204,16 @@ async fn start_session(
                     match credentials::recheck(c, &checked)? {
                         Recheck::Unchanged => {}
                         changed => return Ok(Err(changed)),
+                    }
+                    // Every session of the user revoked while the password was checked (the
+                    // cut-off's writer locked the row first), or earlier in this second: that
+                    // revocation wins, and a login from the next second on is unaffected.
+                    if revocations::user_cut_off_covers(c, &checked.id, now)? {
+                        return Err(ApiError::Unavailable {
+                            message: "every session of this account was just revoked; sign in \
+                                      again in a second",
+                            retry_after: 1,
+                        });
                     }
                     lockout::record_success(c, &checked.id)?;
                     let Some(scope) = scope else {

@@ -74,6 +74,20 @@ pub fn is_revoked(conn: &mut DbConn, claims: &AccessClaims, now: i64) -> Result<
     Ok(hits > 0)
 }
 
+/// Whether a cut-off of every session of `user_id` refuses access tokens issued at `iat`: a
+/// login that checked the password while one was written must start no session, since the
+/// cut-off would refuse its first access token but not the tokens its refresh token brings.
+pub fn user_cut_off_covers(conn: &mut DbConn, user_id: &str, iat: i64) -> Result<bool, ApiError> {
+    let hits: i64 = revocations::table
+        .filter(revocations::kind.eq(RevocationKind::User.code()))
+        .filter(revocations::subject.eq(user_id))
+        .filter(revocations::issued_before.gt(iat))
+        .filter(revocations::expires_at.gt(iat))
+        .count()
+        .get_result(conn)?;
+    Ok(hits > 0)
+}
+
 /// Marks a live session revoked; returns its user if it was live. Only the revocation service
 /// calls this, together with the entry and the audit row.
 pub(crate) fn end_session(

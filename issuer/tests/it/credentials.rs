@@ -147,6 +147,41 @@ async fn a_login_that_races_a_password_change_starts_no_session(backend: Backend
     assert_eq!(str_of(&json, "error"), "invalid_grant");
 }
 
+/// "Log out everywhere" (or an admin's revocation of the user) that commits while a login checks
+/// the password wins too: before, the login started a session whose first access token the
+/// cut-off refused but whose refresh token went on bringing valid ones.
+async fn a_login_that_races_a_revocation_of_every_session_starts_no_session(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let (started, wait_started) = std::sync::mpsc::channel::<()>();
+    let revoker =
+        gatehouse_issuer::revoker::Revoker::for_command(app.store().clone(), app.config.clone());
+    // Begun just after the login: its cut-off covers tokens issued at the login's time.
+    let now = app.clock().now() + 1;
+    let revocation = std::thread::spawn(move || {
+        revoker.run_sync(now, |r| {
+            r.user(&uid, "logout_all")?;
+            started.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(800));
+            Ok(())
+        })
+    });
+    wait_started.recv().unwrap();
+    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
+    let (status, json, headers) = app.send_full("POST", "/v1/token", Some(&body), None).await;
+    revocation.join().unwrap().unwrap();
+    assert_eq!(
+        (status, header(&headers, "retry-after")),
+        (Status::ServiceUnavailable, Some("1")),
+        "a login racing a revocation of every session got {json}"
+    );
+    // Once the cut-off's second is over, the same login starts a session (the password was
+    // right, so the refused attempt was not counted).
+    app.clock().advance(2);
+    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
+    assert_eq!(status, Status::Ok, "{json}");
+}
+
 /// A parallel login's rehash (after an argon2 parameter change) gives the same password a new
 /// hash: a login that checked the old one is not refused for it.
 async fn a_login_that_races_another_logins_rehash_succeeds(backend: Backend) {
@@ -270,6 +305,7 @@ async fn an_empty_grant_type_is_a_missing_one(backend: Backend) {
 crate::on_both_backends!(
     a_password_change_checks_the_password_under_the_lockout,
     a_login_that_races_a_password_change_starts_no_session,
+    a_login_that_races_a_revocation_of_every_session_starts_no_session,
     a_login_that_races_another_logins_rehash_succeeds,
     a_password_change_that_races_a_logins_rehash_succeeds,
     a_refused_scope_gives_the_attempt_back_and_is_audited,
