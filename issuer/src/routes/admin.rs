@@ -157,13 +157,20 @@ async fn introspect(
         .0
         .token
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;
-    if let Ok(found) = authenticate(keys, auth_cache, db, now, &token).await {
-        let c = found.claims;
-        return Ok(Json(json!({
-            "active": true, "token_type": "access_token", "sub": c.sub, "username": found.username,
-            "scope": c.scope, "exp": c.exp, "iat": c.iat, "iss": c.iss, "aud": c.aud,
-            "jti": c.jti, "sid": c.sid,
-        })));
+    match authenticate(keys, auth_cache, db, now, &token).await {
+        Ok(found) => {
+            let c = found.claims;
+            return Ok(Json(json!({
+                "active": true, "token_type": "access_token", "sub": c.sub,
+                "username": found.username, "scope": c.scope, "exp": c.exp, "iat": c.iat,
+                "iss": c.iss, "aud": c.aud, "jti": c.jti, "sid": c.sid,
+            })));
+        }
+        // Not a valid access token: perhaps a refresh token.
+        Err(ApiError::InvalidToken(_)) => {}
+        // The issuer could not tell (its database): an error, never `active: false`, which an
+        // origin would take for a revoked token.
+        Err(e) => return Err(e),
     }
     let session = db
         .run(move |c| sessions::session_of_refresh_token(c, &token, now))

@@ -133,7 +133,37 @@ async fn admins_revoke_disable_and_introspect(backend: Backend) {
     assert_eq!(status, Status::NotFound);
 }
 
+/// Introspection that cannot read the token's user answers an error, not `active: false`: an
+/// origin must be able to tell "revoked" from "the issuer cannot say".
+async fn introspection_that_cannot_look_the_user_up_is_an_error(backend: Backend) {
+    use diesel::RunQueryDsl as _;
+    // The admin's standing stays cached; alice's is looked up at the introspection.
+    let app = TestApp::start_with(backend, |c| c.auth_cache_ms = 60_000).await;
+    app.register("alice").await;
+    let access = str_of(&app.login("alice").await, "access_token").to_owned();
+    let admin = app.admin_token().await;
+    let introspect = format!("token={access}");
+    let (status, _) = app
+        .send("POST", "/v1/introspect", Some("token=x"), Some(&admin))
+        .await;
+    assert_eq!(status, Status::Ok);
+    app.store()
+        .run_sync(|c| {
+            diesel::sql_query("ALTER TABLE users RENAME TO users_gone").execute(c)?;
+            Ok::<_, gatehouse_issuer::error::ApiError>(())
+        })
+        .unwrap();
+    let (status, json) = app
+        .send("POST", "/v1/introspect", Some(&introspect), Some(&admin))
+        .await;
+    assert!(
+        status.code >= 500,
+        "a lookup that failed was answered {status}: {json}"
+    );
+}
+
 crate::on_both_backends!(
+    introspection_that_cannot_look_the_user_up_is_an_error,
     admin_scope_is_required,
     admins_revoke_disable_and_introspect
 );
