@@ -249,8 +249,14 @@ async fn revoke(
             && (claims.sub == auth.claims.sub || as_admin)
         {
             let expires_at = entry_expiry(claims.exp);
+            let by = (claims.sub != auth.claims.sub).then(|| auth.claims.sub.clone());
             revoker
-                .run(now, move |r| r.token(&claims, expires_at))
+                .run(now, move |r| {
+                    if let Some(by) = &by {
+                        r.acting_for(by);
+                    }
+                    r.token(&claims, expires_at)
+                })
                 .await?;
         }
     } else {

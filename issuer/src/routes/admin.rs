@@ -45,11 +45,12 @@ async fn revoke_user(
     user_id: &str,
 ) -> Result<Json<Value>, ApiError> {
     let Now(now) = now;
-    admin(auth)?;
+    let by = admin(auth)?.claims.sub.clone();
     let uid = checked_id(user_id)?;
     revoker
         .run(now, move |r| {
             users::by_id(r.conn(), &uid)?.ok_or(ApiError::NotFound)?;
+            r.acting_for(&by);
             r.user(&uid, "admin")
         })
         .await?;
@@ -64,11 +65,12 @@ async fn revoke_session(
     sid: &str,
 ) -> Result<Json<Value>, ApiError> {
     let Now(now) = now;
-    admin(auth)?;
+    let by = admin(auth)?.claims.sub.clone();
     let id = checked_id(sid)?;
     revoker
         .run(now, move |r| {
             sessions::by_id(r.conn(), &id)?.ok_or(ApiError::NotFound)?;
+            r.acting_for(&by);
             r.session(&id, "admin")
         })
         .await?;
@@ -78,7 +80,7 @@ async fn revoke_session(
 async fn set_disabled(
     revoker: &Revoker,
     auth_cache: &AuthCache,
-    now: i64,
+    (now, by): (i64, String),
     user_id: &str,
     disabled: bool,
 ) -> Result<(), ApiError> {
@@ -95,7 +97,8 @@ async fn set_disabled(
             } else {
                 "user_enabled"
             };
-            audit::record(r.conn(), now, kind, Some(&uid), &json!({}))?;
+            audit::record(r.conn(), now, kind, Some(&uid), &json!({ "by": by }))?;
+            r.acting_for(&by);
             if disabled {
                 r.user(&uid, "disabled")?;
             }
@@ -117,8 +120,8 @@ async fn disable(
     user_id: &str,
 ) -> Result<Json<Value>, ApiError> {
     let Now(now) = now;
-    admin(auth)?;
-    set_disabled(revoker, auth_cache, now, user_id, true).await?;
+    let by = admin(auth)?.claims.sub.clone();
+    set_disabled(revoker, auth_cache, (now, by), user_id, true).await?;
     Ok(Json(json!({"sub": user_id, "disabled": true})))
 }
 
@@ -131,8 +134,8 @@ async fn enable(
     user_id: &str,
 ) -> Result<Json<Value>, ApiError> {
     let Now(now) = now;
-    admin(auth)?;
-    set_disabled(revoker, auth_cache, now, user_id, false).await?;
+    let by = admin(auth)?.claims.sub.clone();
+    set_disabled(revoker, auth_cache, (now, by), user_id, false).await?;
     Ok(Json(json!({"sub": user_id, "disabled": false})))
 }
 

@@ -28,10 +28,22 @@ pub fn record(
 
 /// The kinds of the most recent events of a user, newest first (admin views and tests).
 pub fn recent_kinds(conn: &mut DbConn, user_id: &str, limit: i64) -> Result<Vec<String>, ApiError> {
+    Ok(recent(conn, user_id, limit)?
+        .into_iter()
+        .map(|(kind, _)| kind)
+        .collect())
+}
+
+/// The most recent events of a user, newest first: kind and detail (JSON text).
+pub fn recent(
+    conn: &mut DbConn,
+    user_id: &str,
+    limit: i64,
+) -> Result<Vec<(String, String)>, ApiError> {
     Ok(audit_events::table
         .filter(audit_events::user_id.eq(user_id))
         .order(audit_events::id.desc())
         .limit(limit)
-        .select(audit_events::kind)
+        .select((audit_events::kind, audit_events::detail))
         .load(conn)?)
 }

@@ -162,7 +162,58 @@ async fn introspection_that_cannot_look_the_user_up_is_an_error(backend: Backend
     );
 }
 
+/// What an admin does to another user's account is audited with who did it.
+async fn admin_actions_name_the_admin_in_the_audit(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_token().await;
+    let alice = app.register("alice").await;
+    let s = app.login("alice").await;
+    let body = format!("token={}", str_of(&s, "access_token"));
+    let (status, _) = app
+        .send("POST", "/v1/revoke", Some(&body), Some(&admin))
+        .await;
+    assert_eq!(status, Status::Ok);
+    let sid = str_of(&app.login("alice").await, "access_token").to_owned();
+    let sid = gatehouse_shared::UntrustedToken::parse(&sid, 8192)
+        .unwrap()
+        .claims_unverified::<serde_json::Value>()
+        .unwrap()
+        .custom["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for path in [
+        format!("/v1/admin/sessions/{sid}/revoke"),
+        format!("/v1/admin/users/{alice}/revoke"),
+        format!("/v1/admin/users/{alice}/disable"),
+        format!("/v1/admin/users/{alice}/enable"),
+    ] {
+        let (status, json) = app.send("POST", &path, None, Some(&admin)).await;
+        assert_eq!(status, Status::Ok, "{path}: {json}");
+    }
+    let uid = alice.clone();
+    let events = app
+        .store()
+        .run_sync(move |c| gatehouse_issuer::store::audit::recent(c, &uid, 20))
+        .unwrap();
+    for kind in [
+        "token_revoked",
+        "session_revoked",
+        "user_revoked",
+        "user_disabled",
+        "user_enabled",
+    ] {
+        let (_, detail) = events
+            .iter()
+            .find(|(k, _)| k == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {events:?}"));
+        let detail: serde_json::Value = serde_json::from_str(detail).unwrap();
+        assert_eq!(detail["by"], "admin-id", "{kind}: {detail}");
+    }
+}
+
 crate::on_both_backends!(
+    admin_actions_name_the_admin_in_the_audit,
     introspection_that_cannot_look_the_user_up_is_an_error,
     admin_scope_is_required,
     admins_revoke_disable_and_introspect
