@@ -3,10 +3,11 @@
 // proxy in front (which capped even a do-nothing worker at about 3k req/s on the 2-core box).
 // Usage: node bench/edge/serve.mjs '{"script": "...", "port": 8931, "vars": {...}, "bundle": false}'
 // `"kv": false` leaves the GATEHOUSE_KV binding out (a deploy that forgot it).
-// `"kv": {"failPuts": {"<key>": n}}` is a SIMULATION of KV refusing writes: the first n puts of
-// each named key throw, as a put does on Cloudflare when KV is down or its limit of one write
-// per second per key is exceeded; everything else goes to a real local KV namespace. It does
-// not model KV's own error messages or a write that fails after it was stored.
+// `"kv": {"failPuts": {"<key>": n}, "failGets": {"<key>": n}}` is a SIMULATION of KV refusing
+// writes or reads: the first n puts (gets) of each named key throw, as they do on Cloudflare when
+// KV is down or its limit of one write per second per key is exceeded; everything else goes to
+// a real local KV namespace. It does not model KV's own error messages or a write that fails
+// after it was stored.
 // `bundle` runs esbuild first, for workers that import npm packages (the jose baseline).
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -32,9 +33,16 @@ if (config.bundle) {
 const FLAKY_KV = `
 export default function (env) {
   const left = { ...env.FAIL_PUTS };
+  const gets = { ...env.FAIL_GETS };
   const store = env.STORE;
   return {
-    get: (...args) => store.get(...args),
+    get(key, ...rest) {
+      if (gets[key] > 0) {
+        gets[key] -= 1;
+        throw new Error('simulated KV failure: the get of ' + key + ' was refused');
+      }
+      return store.get(key, ...rest);
+    },
     getWithMetadata: (...args) => store.getWithMetadata(...args),
     list: (...args) => store.list(...args),
     delete: (...args) => store.delete(...args),
@@ -61,10 +69,9 @@ const worker = {
 const workers = [worker];
 if (config.kv === false) {
   worker.kvNamespaces = [];
-} else if (config.kv?.failPuts) {
-  worker.wrappedBindings = {
-    GATEHOUSE_KV: { scriptName: 'flaky-kv', bindings: { FAIL_PUTS: config.kv.failPuts } },
-  };
+} else if (config.kv?.failPuts || config.kv?.failGets) {
+  const bindings = { FAIL_PUTS: config.kv.failPuts ?? {}, FAIL_GETS: config.kv.failGets ?? {} };
+  worker.wrappedBindings = { GATEHOUSE_KV: { scriptName: 'flaky-kv', bindings } };
   workers.push({ name: 'flaky-kv', modules: true, script: FLAKY_KV, kvNamespaces: ['STORE'] });
 } else {
   worker.kvNamespaces = ['GATEHOUSE_KV'];

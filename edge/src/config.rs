@@ -208,20 +208,22 @@ impl Vars<'_> {
         }
     }
 
-    /// `REALM`, written unescaped into every challenge.
     /// A token short enough to guess would show the details to anyone; such a one is reported
-    /// and not used, so they stay hidden.
+    /// and not used, so they stay hidden. Trimmed, as the bearer token it is compared with is
+    /// (a pasted secret often ends in a newline).
     fn health_token(&mut self) -> Option<[u8; 32]> {
         let token = self.text("HEALTH_TOKEN")?;
-        if token.len() < MIN_HEALTH_TOKEN_BYTES {
+        let token = token.trim();
+        if token.chars().count() < MIN_HEALTH_TOKEN_CHARS {
             self.problems.push(format!(
-                "HEALTH_TOKEN is shorter than {MIN_HEALTH_TOKEN_BYTES} characters; health details stay hidden"
+                "HEALTH_TOKEN is shorter than {MIN_HEALTH_TOKEN_CHARS} characters; health details stay hidden"
             ));
             return None;
         }
         Some(Sha256::digest(token.as_bytes()).into())
     }
 
+    /// `REALM`, written unescaped into every challenge.
     fn realm(&mut self) -> String {
         match self.text("REALM") {
             Some(realm) if is_realm_text(&realm) => realm,
@@ -296,7 +298,7 @@ fn public_paths(raw: &str, problems: &mut Vec<String>) -> Vec<String> {
 }
 
 /// `openssl rand -hex 16` gives 32; 16 characters of a random hex string are 64 bits.
-const MIN_HEALTH_TOKEN_BYTES: usize = 16;
+const MIN_HEALTH_TOKEN_CHARS: usize = 16;
 
 /// The most `DELTA_POLL_MS` may be: a poll's fetch may take 4 intervals, which must stay under
 /// the 10 s after which a poll still marked under way is taken as abandoned (two hung fetches

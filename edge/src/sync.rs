@@ -103,18 +103,12 @@ pub async fn accept(
 ) -> Result<RevocationView, SyncError> {
     let list = verify(env, config, jws, asker).await?;
     let head = Head::of(&list);
-    let kv = env.kv(KV_BINDING).map_err(|e| fail_kv(&e.to_string()))?;
-    // A head that could not be read is not an empty KV: writing then could roll a newer list
-    // back. The pusher retries a 503, the cron runs again.
-    // A head that is not one (written by hand, say) is overwritten.
-    let stored = kv
-        .get(KV_HEAD)
-        .text()
-        .await
-        .map_err(|e| fail_kv(&format!("reading {KV_HEAD}: {e}")))?
-        .and_then(|text| serde_json::from_str::<Head>(&text).ok());
-    let stored_snapshot = stored_snapshot_head(&kv).await;
-    if let Some(stored) = stored {
+    let kv = env.kv(KV_BINDING).map_err(|e| e.to_string());
+    let stored = match &kv {
+        Ok(kv) => stored_heads(kv).await,
+        Err(e) => Err(e.clone()),
+    };
+    if let Ok((Some(stored), stored_snapshot)) = stored {
         // The very list KV's head names, beside another snapshot: stored again, not refused.
         let repair = stored == head && stored_snapshot != Some(head);
         if !repair {
@@ -138,6 +132,13 @@ pub async fn accept(
         }
         Err(e) => return Err(e.into()),
     };
+    // Installed above whatever KV does (refusing more is always safe); without KV's heads there
+    // is no telling whether writing would roll a newer list back, so nothing is written and
+    // the 503 makes the issuer retry (the cron runs again).
+    let (kv, (stored, stored_snapshot)) = match (kv, stored) {
+        (Ok(kv), Ok(stored)) => (kv, stored),
+        (Err(e), _) | (_, Err(e)) => return Err(fail_kv(&e)),
+    };
     let changed = [stored, stored_snapshot].into_iter().any(|stored| {
         stored.is_none_or(|s| {
             s.seq != head.seq || head.issued_at - s.issued_at >= config.kv_heartbeat_secs
@@ -160,6 +161,19 @@ pub async fn accept(
     Ok(view)
 }
 
+/// KV's head and which list its snapshot is; `Err` when the head cannot be read, which is not
+/// an empty KV. A head that is not one (written by hand, say) counts as none, and is
+/// overwritten.
+async fn stored_heads(kv: &worker::kv::KvStore) -> Result<(Option<Head>, Option<Head>), String> {
+    let head = kv
+        .get(KV_HEAD)
+        .text()
+        .await
+        .map_err(|e| format!("reading {KV_HEAD} failed: {e}"))?
+        .and_then(|text| serde_json::from_str::<Head>(&text).ok());
+    Ok((head, stored_snapshot_head(kv).await))
+}
+
 /// Which list KV's snapshot is, from the metadata written with it; `None` when it cannot be
 /// told. The head alone is not enough: two accepts in different isolates whose puts interleave
 /// (B's snapshot, A's older one, A's head, B's head) leave the newer head beside the older
@@ -177,8 +191,9 @@ async fn stored_snapshot_head(kv: &worker::kv::KvStore) -> Option<Head> {
     metadata
 }
 
+/// The list was not stored in KV (`error` says why: a write, a read it needed, no binding).
 fn fail_kv(error: &str) -> SyncError {
-    let error = format!("KV write failed: {error}");
+    let error = format!("KV: the list was not stored: {error}");
     worker::console_error!("gatehouse: {error}");
     state::record_kv_write(Err(error.clone()));
     SyncError::KvWrite(error)

@@ -65,11 +65,11 @@ fn placeholders_left(config: &Table) -> Vec<String> {
     left
 }
 
-/// Everything wrong with a wrangler config's `[env.production]`; empty when it is deployable.
 fn top_var_set(config: &Table, name: &str) -> bool {
     config.get("vars").and_then(|vars| vars.get(name)).is_some()
 }
 
+/// Everything wrong with a wrangler config's `[env.production]`; empty when it is deployable.
 fn production_problems(config: &Table) -> Vec<String> {
     let Some(production) = config
         .get("env")

@@ -209,6 +209,54 @@ async fn a_head_left_beside_an_older_snapshot_is_repaired_by_the_next_pull() {
     .await;
 }
 
+/// KV's head cannot be read (SIMULATED, as above: every read of it fails) when a push arrives:
+/// the edge cannot tell whether storing the list would roll a newer one back, so it writes
+/// nothing and answers 503, but it holds the verified list and refuses its entries at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_kv_head_keeps_the_pushed_list_in_memory() {
+    let issuer_port = free_port().to_string();
+    let issuer_url = format!("http://127.0.0.1:{issuer_port}");
+    let edge = Workerd::start_with_refused_kv_gets(
+        &built_worker(),
+        &lone_edge_vars(&issuer_url),
+        &[("revocations-head", u32::MAX)],
+    )
+    .await;
+    let issuer = Issuer::start(&[("GATEHOUSE_PORT", issuer_port.as_str())]).await;
+    issuer.register("alice", PASSWORD).await;
+    let token = access(&issuer.login("alice", PASSWORD).await).to_owned();
+    assert_eq!(issuer.logout(&token).await, 200);
+    let snapshot = gatehouse_tests::get_text(&format!("{issuer_url}/v1/revocations")).await;
+    let push = || async {
+        let response = gatehouse_tests::http()
+            .post(format!("{}/_gatehouse/sync", edge.url))
+            .body(snapshot.clone())
+            .send()
+            .await
+            .unwrap();
+        gatehouse_tests::json_of(response).await
+    };
+    let (status, json) = push().await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("kv_write_failed")),
+        "{json}"
+    );
+    let (status, json) = get_json(&format!("{}/_gatehouse/check", edge.url), Some(&token)).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (401, Some("revoked")),
+        "{json}"
+    );
+    let health = gatehouse_tests::edge_health(&edge.url).await;
+    assert!(
+        health["kv_write_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("reading revocations-head")),
+        "{health}"
+    );
+}
+
 /// One edge started before its issuer, for the KV-write scenarios: nothing forwarded, no fast
 /// path (the pushes are what is tested).
 fn lone_edge_vars(issuer_url: &str) -> [(&str, &str); 6] {

@@ -284,7 +284,9 @@ test('GatehouseClient: a 200 without tokens is invalid_response, a refusing stor
   try {
     await Promise.all([tabA.ready, tabB.ready, stranger.ready, named.ready]);
     await tabA.login('alice', 'pw');
-    await new Promise((r) => setTimeout(r, 100));
+    for (let waited = 0; tabB.accessToken !== tabA.accessToken && waited < 5000; waited += 20) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
     assert.equal(tabB.accessToken, tabA.accessToken, 'the other tab got the tokens the full storage refused');
     assert.equal(stranger.signedIn, false, "a client of another issuer took this one's tokens");
     assert.equal(named.signedIn, false, "a client of another issuer on the same channel took this one's tokens");

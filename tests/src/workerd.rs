@@ -29,12 +29,16 @@ impl Workerd {
         vars: &[(&str, &str)],
         refused: &[(&str, u32)],
     ) -> Self {
-        let fail_puts: serde_json::Map<String, serde_json::Value> = refused
-            .iter()
-            .map(|(key, n)| ((*key).to_owned(), (*n).into()))
-            .collect();
-        let kv = serde_json::json!({ "failPuts": fail_puts });
-        Self::start_with(script, vars, false, kv).await
+        Self::start_with(script, vars, false, refusals("failPuts", refused)).await
+    }
+
+    /// [`Self::start_with_refused_kv_puts`] for gets.
+    pub async fn start_with_refused_kv_gets(
+        script: &Path,
+        vars: &[(&str, &str)],
+        refused: &[(&str, u32)],
+    ) -> Self {
+        Self::start_with(script, vars, false, refusals("failGets", refused)).await
     }
 
     async fn start_with(
@@ -107,4 +111,13 @@ fn clock_ticks_per_sec() -> f64 {
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(100.0)
     })
+}
+
+/// The simulation's `kv` setting refusing the first `n` operations `kind` of each `(key, n)`.
+fn refusals(kind: &str, refused: &[(&str, u32)]) -> serde_json::Value {
+    let counts: serde_json::Map<String, serde_json::Value> = refused
+        .iter()
+        .map(|(key, n)| ((*key).to_owned(), (*n).into()))
+        .collect();
+    serde_json::json!({ kind: counts })
 }

@@ -74,19 +74,22 @@ export class GatehouseClient {
     this.#refreshAhead = options.refreshAheadSeconds ?? 60;
     this.#autoRefresh = options.autoRefresh ?? true;
     this.#requestTimeoutMs = (options.requestTimeoutSeconds ?? 10) * 1000;
+    const share = options.shareAcrossTabs ?? true;
     const name = options.channelName ?? `gatehouse:${this.#issuer || here || ''}`;
-    this.#lock = `${name}:refresh`;
+    // A tab that shares nothing waits for no other tab's refresh.
+    this.#lock = share ? `${name}:refresh` : `${name}:refresh:${Math.random()}`;
     this.storageKey = `${name}:tokens`;
     // Tabs only: on a server (Node has BroadcastChannel too) a channel would keep the process
     // alive and hand one user's tokens to another instance.
-    const tabs = (options.shareAcrossTabs ?? true)
-      && typeof BroadcastChannel === 'function' && typeof globalThis.document !== 'undefined';
+    const tabs = share && typeof BroadcastChannel === 'function' && typeof globalThis.document !== 'undefined';
     this.#channel = tabs ? new BroadcastChannel(name) : null;
     this.#channel?.addEventListener('message', (e) => this.#onMessage(e.data));
     // Stored tokens may be older than another tab's: kept quietly, and the tabs are asked. What
     // is not a token set (written by something else) is ignored.
     const stored = this.#stored();
     if (stored) this.#set(stored, null, false);
+    // Versions before 2026-12-04 kept every issuer's tokens under one key: not left behind.
+    if (options.channelName === undefined) this.#forget('gatehouse:tokens');
     /** Resolves once other tabs had a moment to hand over a session they hold. */
     this.ready = this.#askOtherTabs();
   }
@@ -308,9 +311,18 @@ export class GatehouseClient {
     this.#tokens = null;
     for (const check of [...this.#waiters]) check();
     clearTimeout(this.#timer);
-    this.#storage?.removeItem(this.storageKey);
+    // The other tabs first, as for new tokens: a storage that refuses must not keep them in.
     if (broadcast) this.#post({ type: 'end', issuer: this.#issuer, event, sid });
+    this.#forget(this.storageKey);
     this.#emit(event);
+  }
+
+  #forget(key) {
+    try {
+      this.#storage?.removeItem(key);
+    } catch {
+      // Nothing more to do: the tokens are out of memory and the tabs were told.
+    }
   }
 
   #stored() {

@@ -22,7 +22,7 @@ export async function createRemoteVerifier(jwksUrl, options) {
   // The caller's options first, before anything is fetched: a mistake of theirs (no audience, a
   // leeway over 60) throws as it does for a local Verifier (`invalid_key`, "invalid options"),
   // where it would otherwise pass for the issuer's keys being unavailable.
-  new Verifier({ keys: [] }, verifierOptions);
+  new Verifier({ keys: [] }, verifierOptions).free();
   let verifier;
   let fetchedAt = 0;
   let attemptedAt = -Infinity;

@@ -48,8 +48,9 @@ pub struct KeyRing {
     state: RwLock<Arc<KeyState>>,
     /// When a token with an unknown `kid` last made this replica re-read the ring.
     reread_at: tokio::sync::Mutex<Option<Instant>>,
-    /// Held while the JWKS re-reads the ring ([`KeyRing::for_publishing`]).
-    publishing: tokio::sync::Mutex<()>,
+    /// When the JWKS last tried to re-read the ring ([`KeyRing::for_publishing`]); held while
+    /// it does.
+    publishing: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// At most one re-read of the ring per this interval for unknown `kid`s, so garbage kids cannot
@@ -77,7 +78,7 @@ impl KeyRing {
             config: config.clone(),
             state: RwLock::new(Arc::new(state)),
             reread_at: tokio::sync::Mutex::new(None),
-            publishing: tokio::sync::Mutex::new(()),
+            publishing: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -115,21 +116,24 @@ impl KeyRing {
     /// rotation or import makes its key active at once, and replicas refresh on their own
     /// schedule, up to `cleanup_interval_secs` apart: a replica that signs with the new key
     /// sends verifiers to a JWKS that any replica must already list it in, or they hold a set
-    /// without it for their refetch cooldown. One re-read at a time; a database that cannot be
-    /// read leaves the copy in hand.
+    /// without it for their refetch cooldown. One re-read at a time, at most one a second: a
+    /// database that cannot be read leaves the copy in hand, and is not asked again at once.
     pub async fn for_publishing(self: &Arc<Self>, db: &Db, now: i64) -> Arc<KeyState> {
         let fresh = |state: &KeyState| state.read_at.elapsed() < PUBLISHED_MAX_AGE;
         let held = self.current();
         if fresh(&held) {
             return held;
         }
-        let _rereading = self.publishing.lock().await;
+        let mut tried = self.publishing.lock().await;
         let held = self.current();
-        if fresh(&held) {
+        if fresh(&held) || tried.is_some_and(|at| at.elapsed() < PUBLISHED_MAX_AGE) {
             return held;
         }
+        *tried = Some(Instant::now());
         let ring = Arc::clone(self);
-        let _ = db.run(move |c| ring.refresh(c, now)).await;
+        if let Err(e) = db.run(move |c| ring.refresh(c, now)).await {
+            tracing::warn!(error = %e, "the JWKS could not re-read the key ring; serving the copy held");
+        }
         self.current()
     }
 

@@ -80,7 +80,8 @@ async fn revoke_session(
 async fn set_disabled(
     revoker: &Revoker,
     auth_cache: &AuthCache,
-    (now, by): (i64, String),
+    now: i64,
+    by: String,
     user_id: &str,
     disabled: bool,
 ) -> Result<(), ApiError> {
@@ -121,7 +122,7 @@ async fn disable(
 ) -> Result<Json<Value>, ApiError> {
     let Now(now) = now;
     let by = admin(auth)?.claims.sub.clone();
-    set_disabled(revoker, auth_cache, (now, by), user_id, true).await?;
+    set_disabled(revoker, auth_cache, now, by, user_id, true).await?;
     Ok(Json(json!({"sub": user_id, "disabled": true})))
 }
 
@@ -135,7 +136,7 @@ async fn enable(
 ) -> Result<Json<Value>, ApiError> {
     let Now(now) = now;
     let by = admin(auth)?.claims.sub.clone();
-    set_disabled(revoker, auth_cache, (now, by), user_id, false).await?;
+    set_disabled(revoker, auth_cache, now, by, user_id, false).await?;
     Ok(Json(json!({"sub": user_id, "disabled": false})))
 }
 

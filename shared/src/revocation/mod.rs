@@ -181,14 +181,16 @@ impl RevocationList {
     }
 
     /// Every entry of `self` and `other` (a repeated id keeps the later expiry and cut-off),
-    /// stamped with `self`'s issuer, seq and time.
+    /// stamped with `self`'s issuer, seq and time, less those expired by that time: the issuer
+    /// leaves them out of its lists at its own clock too, and the deltas an edge accumulates
+    /// while it has no newer base (KV down) would otherwise only ever grow.
     #[must_use]
     pub fn union(&self, other: &Self) -> Self {
         fn merge<E: Copy>(
-            a: &[E],
-            b: &[E],
+            (a, b): (&[E], &[E]),
             key: impl Fn(&E) -> u64,
             pick: impl Fn(E, E) -> E,
+            live: impl Fn(&E) -> bool,
         ) -> Vec<E> {
             let mut out = Vec::with_capacity(a.len() + b.len());
             let (mut i, mut j) = (0, 0);
@@ -211,28 +213,41 @@ impl RevocationList {
             }
             out.extend_from_slice(a.get(i..).unwrap_or_default());
             out.extend_from_slice(b.get(j..).unwrap_or_default());
+            out.retain(|e| live(e));
             out
         }
+        let live = |expires_at: u32| outlives(expires_at, self.issued_at);
         let later = |x: Entry, y: Entry| if y.expires_at > x.expires_at { y } else { x };
+        let entry_live = |e: &Entry| live(e.expires_at);
         Self {
             issuer: self.issuer.clone(),
             seq: self.seq,
             issued_at: self.issued_at,
-            tokens: merge(&self.tokens, &other.tokens, |e| e.key, later),
-            sessions: merge(&self.sessions, &other.sessions, |e| e.key, later),
+            tokens: merge((&self.tokens, &other.tokens), |e| e.key, later, entry_live),
+            sessions: merge(
+                (&self.sessions, &other.sessions),
+                |e| e.key,
+                later,
+                entry_live,
+            ),
             users: merge(
-                &self.users,
-                &other.users,
+                (&self.users, &other.users),
                 |e| e.key,
                 |x, y| UserEntry {
                     key: x.key,
                     issued_before: x.issued_before.max(y.issued_before),
                     expires_at: x.expires_at.max(y.expires_at),
                 },
+                |e| live(e.expires_at),
             ),
-            keys: merge(&self.keys, &other.keys, |e| e.key, later),
+            keys: merge((&self.keys, &other.keys), |e| e.key, later, entry_live),
         }
     }
+}
+
+/// Whether an entry expiring at `expires_at` still belongs in a list issued at `issued_at`.
+fn outlives(expires_at: u32, issued_at: i64) -> bool {
+    i64::from(expires_at) > issued_at
 }
 
 /// Collects entries; repeated ids keep the latest expiry (and, for users, the latest cut-off).
@@ -300,7 +315,7 @@ impl RevocationListBuilder {
     /// The list, without entries that expired by its `issued_at`.
     pub fn build(self) -> RevocationList {
         let now = self.list.issued_at;
-        let live = |expires_at: u32| i64::from(expires_at) > now;
+        let live = |expires_at: u32| outlives(expires_at, now);
         let entries = |map: BTreeMap<u64, u32>| -> Vec<Entry> {
             map.into_iter()
                 .filter(|&(_, expires_at)| live(expires_at))

@@ -140,6 +140,38 @@ fn deltas_past_a_gap_accumulate_what_later_ones_no_longer_carry() {
     assert_eq!((view.seq(), view.age_secs(NOW)), (31, Some(0)));
 }
 
+/// While no newer base arrives (KV down), deltas past a gap accumulate; what has expired by the
+/// newest one's time is dropped, so the held delta does not grow for ever.
+#[test]
+fn accumulated_deltas_drop_what_has_expired() {
+    let short = |seq: u64, at: i64, jti: &str| {
+        let list = RevocationList::builder(ISSUER, seq, at)
+            .token(jti, at + 30)
+            .build();
+        RevocationDelta::new(seq - 1, list)
+    };
+    let view = RevocationView::default()
+        .with_base(base(10, NOW - 600, &[]))
+        .unwrap()
+        .with_delta(short(21, NOW - 100, "gone-soon"))
+        .unwrap()
+        .with_delta(short(31, NOW - 90, "kept"))
+        .unwrap();
+    assert_eq!(
+        view.delta().unwrap().list().len(),
+        2,
+        "both live at NOW - 90"
+    );
+    let view = view.with_delta(short(41, NOW - 65, "newest")).unwrap();
+    let held = view.delta().unwrap().list();
+    assert_eq!(
+        held.len(),
+        2,
+        "the entry that expired at NOW - 70 was dropped"
+    );
+    assert!(revoked(&view, "kept") && revoked(&view, "newest"));
+}
+
 #[test]
 fn older_deltas_and_bases_are_refused() {
     let view = RevocationView::default()
