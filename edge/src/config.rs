@@ -3,7 +3,6 @@
 
 use gatehouse_shared::challenge::{is_realm_text, is_scope_token};
 use gatehouse_shared::{KeySet, VerifierOptions};
-use sha2::{Digest as _, Sha256};
 use worker::Env;
 
 use crate::path;
@@ -61,9 +60,8 @@ pub struct Config {
     pub max_list_age_secs: i64,
     pub stale_policy: StalePolicy,
     pub jwks_refetch_cooldown_ms: f64,
-    /// SHA-256 of `HEALTH_TOKEN` (a secret): the bearer token that shows the health route's
-    /// details. Only the digest is kept, so no `Debug` or report can print the token.
-    pub health_token: Option<[u8; 32]>,
+    /// `HEALTH_TOKEN` (a secret): the bearer token that shows the health route's details.
+    pub health_token: Option<Secret>,
     pub problems: Vec<String>,
 }
 
@@ -211,7 +209,7 @@ impl Vars<'_> {
     /// A token short enough to guess would show the details to anyone; such a one is reported
     /// and not used, so they stay hidden. Trimmed, as the bearer token it is compared with is
     /// (a pasted secret often ends in a newline).
-    fn health_token(&mut self) -> Option<[u8; 32]> {
+    fn health_token(&mut self) -> Option<Secret> {
         let token = self.text("HEALTH_TOKEN")?;
         let token = token.trim();
         if token.chars().count() < MIN_HEALTH_TOKEN_CHARS {
@@ -220,7 +218,7 @@ impl Vars<'_> {
             ));
             return None;
         }
-        Some(Sha256::digest(token.as_bytes()).into())
+        Some(Secret(token.to_owned()))
     }
 
     /// `REALM`, written unescaped into every challenge.
@@ -295,6 +293,25 @@ fn public_paths(raw: &str, problems: &mut Vec<String>) -> Vec<String> {
             canonical
         })
         .collect()
+}
+
+/// A secret setting: compared in constant time, never printed by `Debug`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Whether `sent` is this secret; its time depends on the lengths only (subtle's
+    /// constant-time comparison).
+    pub fn matches(&self, sent: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.0.as_bytes().ct_eq(sent.as_bytes()).into()
+    }
+}
+
+impl core::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// `openssl rand -hex 16` gives 32; 16 characters of a random hex string are 64 bits.

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use gatehouse_shared::{RevocationDelta, SnapshotError};
+use gatehouse_shared::{RevocationDelta, RevocationList, SnapshotError};
 use worker::{Cache, Env, Headers, Response};
 
 use crate::config::Config;
@@ -92,13 +92,22 @@ async fn poll_once(env: &Env, config: &Config) -> Result<(), String> {
     })
     .await
     .map_err(|e| e.to_string())?;
-    match state::update_revocations(|view| view.with_delta(delta)) {
-        Ok(_) | Err(SnapshotError::Stale { .. }) => {
-            state::set_last_delta(jws);
-            Ok(())
-        }
-        Err(e) => Err(e.to_string()),
-    }
+    // The issuer's seq never goes back: a delta below the held base or delta means it did (a
+    // restored database), or that this location's cached copy lags a second.
+    let seq = delta.list().seq();
+    let mut base_seq = None;
+    let applied = state::update_revocations(|view| {
+        base_seq = view.base().map(RevocationList::seq);
+        view.with_delta(delta)
+    });
+    let behind = match applied {
+        Ok(_) => base_seq.filter(|&held| seq < held).map(|held| (seq, held)),
+        Err(SnapshotError::Stale { seq, held }) => (seq < held).then_some((seq, held)),
+        Err(e) => return Err(e.to_string()),
+    };
+    state::record_issuer_seq(behind);
+    state::set_last_delta(jws);
+    Ok(())
 }
 
 /// How long a poll's fetch may take: four intervals, at least a second.

@@ -67,14 +67,11 @@ impl Incoming {
         self.headers.get(name).ok().flatten()
     }
 
-    /// Whether the request's bearer token is the one whose SHA-256 is `digest`: `None` when it
-    /// sends none. Digests are compared, so the comparison's time tells nothing of the token.
-    pub fn bearer_matches(&self, digest: Option<&[u8; 32]>) -> Option<bool> {
-        use sha2::{Digest as _, Sha256};
+    /// Whether the request's bearer token is `secret`: `None` when it sends none.
+    pub fn bearer_matches(&self, secret: Option<&crate::config::Secret>) -> Option<bool> {
         let authorization = self.header("authorization");
         let token = bearer_token(authorization.as_deref())?;
-        let sent: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        Some(digest == Some(&sent))
+        Some(secret.is_some_and(|secret| secret.matches(token)))
     }
 
     /// The `worker` crate's request, for the control routes that read a body.

@@ -156,6 +156,13 @@ async fn health(req: &Incoming, env: &Env) -> Response {
     if !fresh {
         problems.push("no fresh revocation list".into());
     }
+    // Not for a moment (a location's cached delta may lag a second), but for good.
+    if let Some(b) = state::issuer_behind().filter(|b| state::now_ms() - b.since_ms >= 10_000.0) {
+        problems.push(format!(
+            "the issuer's list (seq {}) is older than the one held (seq {}): see deploy.md",
+            b.issuer_seq, b.held_seq
+        ));
+    }
     let status = if problems.is_empty() {
         "ok"
     } else {

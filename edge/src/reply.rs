@@ -79,7 +79,7 @@ pub fn unavailable(code: &str, description: &str) -> Response {
 pub fn health_token_refused(realm: &str) -> Response {
     json_response(
         401,
-        &json!({"error": "invalid_token", "code": "health_token_mismatch", "error_description": "the bearer token is not this edge's HEALTH_TOKEN"}),
+        &json!({"error": "invalid_token", "code": "health_token_mismatch", "error_description": "not this edge's HEALTH_TOKEN"}),
         Some((
             "www-authenticate",
             &format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),

@@ -33,6 +33,17 @@ struct Isolate {
     last_delta: Option<String>,
     /// Why the last KV write failed, until one succeeds (reported by the health route).
     kv_write_error: Option<String>,
+    /// Since when the issuer's lists have been older than the one held, and their seqs.
+    issuer_behind: Option<IssuerBehind>,
+}
+
+/// The issuer's list older than the one held, as after a restore of its database: its new
+/// entries are refused as stale here until its seq passes the held one's.
+#[derive(Debug, Clone, Copy)]
+pub struct IssuerBehind {
+    pub since_ms: f64,
+    pub issuer_seq: u64,
+    pub held_seq: u64,
 }
 
 thread_local! {
@@ -264,6 +275,22 @@ pub fn record_kv_write(result: Result<(), String>) {
 
 pub fn kv_write_error() -> Option<String> {
     ISOLATE.with_borrow(|s| s.kv_write_error.clone())
+}
+
+/// What a pull or poll of the issuer found: `Some((issuer_seq, held_seq))` when its list was
+/// older than the one held, `None` when it was not. The first time it was behind is kept.
+pub fn record_issuer_seq(behind: Option<(u64, u64)>) {
+    ISOLATE.with_borrow_mut(|s| {
+        s.issuer_behind = behind.map(|(issuer_seq, held_seq)| IssuerBehind {
+            since_ms: s.issuer_behind.map_or_else(now_ms, |b| b.since_ms),
+            issuer_seq,
+            held_seq,
+        });
+    });
+}
+
+pub fn issuer_behind() -> Option<IssuerBehind> {
+    ISOLATE.with_borrow(|s| s.issuer_behind)
 }
 
 #[cfg(test)]

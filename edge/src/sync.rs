@@ -162,15 +162,14 @@ pub async fn accept(
 }
 
 /// KV's head and which list its snapshot is; `Err` when the head cannot be read, which is not
-/// an empty KV. A head that is not one (written by hand, say) counts as none, and is
-/// overwritten.
+/// an empty KV. A head that is not JSON (written by hand) reads as an error too: delete the key
+/// and the next push or pull writes it again.
 async fn stored_heads(kv: &worker::kv::KvStore) -> Result<(Option<Head>, Option<Head>), String> {
     let head = kv
         .get(KV_HEAD)
-        .text()
+        .json::<Head>()
         .await
-        .map_err(|e| format!("reading {KV_HEAD} failed: {e}"))?
-        .and_then(|text| serde_json::from_str::<Head>(&text).ok());
+        .map_err(|e| format!("reading {KV_HEAD} failed: {e}"))?;
     Ok((head, stored_snapshot_head(kv).await))
 }
 
@@ -269,7 +268,15 @@ async fn fetch_snapshot(config: &Config, limit: std::time::Duration) -> Result<S
 /// The cron path: fetch the issuer's current snapshot and accept it.
 pub async fn pull(env: &Env, config: &Config) -> Result<RevocationView, String> {
     let jws = fetch_snapshot(config, upstream::SNAPSHOT_LIMIT).await?;
-    match accept(env, config, &jws, keys::Asker::SignedList).await {
+    let accepted = accept(env, config, &jws, keys::Asker::SignedList).await;
+    match &accepted {
+        Err(SyncError::Snapshot(SnapshotError::Stale { seq, held })) => {
+            state::record_issuer_seq((seq < held).then_some((*seq, *held)));
+        }
+        Ok(_) => state::record_issuer_seq(None),
+        Err(_) => {}
+    }
+    match accepted {
         Ok(view) => Ok(view),
         // Nothing new is not a failure of the pull.
         Err(SyncError::Snapshot(SnapshotError::Stale { .. })) => Ok(state::revocations()),

@@ -224,6 +224,11 @@ impl PgSchema {
         format!("{PG}?options=-csearch_path%3D{}", self.name)
     }
 
+    /// Runs `sql` over this schema's tables (a scenario's direct change to the database).
+    pub fn execute(&self, sql: &str) {
+        psql(&format!("SET search_path TO {}; {sql}", self.name));
+    }
+
     /// The number a `SELECT count(*) …` over this schema's tables returns.
     pub fn count(&self, sql: &str) -> i64 {
         let out = psql(&format!("SET search_path TO {}; {sql}", self.name));
