@@ -156,8 +156,7 @@ async fn health(req: &Incoming, env: &Env) -> Response {
     if !fresh {
         problems.push("no fresh revocation list".into());
     }
-    // Not for a moment (a location's cached delta may lag a second), but for good.
-    if let Some(b) = state::issuer_behind().filter(|b| state::now_ms() - b.since_ms >= 10_000.0) {
+    if let Some(b) = state::issuer_behind().filter(|b| b.persists(state::now_ms())) {
         problems.push(format!(
             "the issuer's list (seq {}) is older than the one held (seq {}): see deploy.md",
             b.issuer_seq, b.held_seq

@@ -41,9 +41,20 @@ struct Isolate {
 /// entries are refused as stale here until its seq passes the held one's.
 #[derive(Debug, Clone, Copy)]
 pub struct IssuerBehind {
+    /// When it was first seen, and last.
     pub since_ms: f64,
+    pub last_ms: f64,
     pub issuer_seq: u64,
     pub held_seq: u64,
+}
+
+impl IssuerBehind {
+    /// Seen again and again for 10 s, and lately: a cached delta a second behind a pushed base,
+    /// or a pull that lost a race with a push, is seen once; a feed that then fails stops
+    /// confirming it.
+    pub fn persists(&self, now_ms: f64) -> bool {
+        self.last_ms - self.since_ms >= 10_000.0 && now_ms - self.last_ms <= 120_000.0
+    }
 }
 
 thread_local! {
@@ -280,9 +291,11 @@ pub fn kv_write_error() -> Option<String> {
 /// What a pull or poll of the issuer found: `Some((issuer_seq, held_seq))` when its list was
 /// older than the one held, `None` when it was not. The first time it was behind is kept.
 pub fn record_issuer_seq(behind: Option<(u64, u64)>) {
+    let now = now_ms();
     ISOLATE.with_borrow_mut(|s| {
         s.issuer_behind = behind.map(|(issuer_seq, held_seq)| IssuerBehind {
-            since_ms: s.issuer_behind.map_or_else(now_ms, |b| b.since_ms),
+            since_ms: s.issuer_behind.map_or(now, |b| b.since_ms),
+            last_ms: now,
             issuer_seq,
             held_seq,
         });

@@ -108,28 +108,26 @@ pub async fn accept(
         Ok(kv) => stored_heads(kv).await,
         Err(e) => Err(e.clone()),
     };
-    if let Ok((Some(stored), stored_snapshot)) = stored {
+    if let Ok((stored, stored_snapshot)) = stored {
         // The very list KV's head names, beside another snapshot: stored again, not refused.
-        let repair = stored == head && stored_snapshot != Some(head);
+        let repair = stored == Some(head) && stored_snapshot != Some(head);
         if !repair {
-            list.ensure_newer_than(stored.seq, stored.issued_at)?;
+            // Newer than the head, and than the snapshot: a write that stored the snapshot but
+            // failed on the head left a newer snapshot behind an older head.
+            if let Some(held) = stored {
+                list.ensure_newer_than(held.seq, held.issued_at)?;
+            }
+            if let Some(held) = stored_snapshot.filter(|s| *s != head) {
+                list.ensure_newer_than(held.seq, held.issued_at)?;
+            }
         }
     }
-    // This isolate may already hold this very list from an attempt whose KV write failed: the
-    // retry must still reach KV rather than end in a 409. Any other list older than the one held
-    // is refused, so a replayed old snapshot can never roll KV back.
+    // Older than the list this isolate holds (a retry of a push whose KV write failed, or a
+    // pull since): memory keeps the newer one, and KV, which the checks above found older,
+    // still takes this one. A 409 would tell the issuer it landed.
     let view = match state::update_revocations(|view| view.with_base(list)) {
         Ok(view) => view,
-        Err(SnapshotError::Stale { seq, held }) => {
-            let view = state::revocations();
-            let retry = view
-                .base()
-                .is_some_and(|b| (b.seq(), b.issued_at()) == (head.seq, head.issued_at));
-            if !retry {
-                return Err(SnapshotError::Stale { seq, held }.into());
-            }
-            view
-        }
+        Err(SnapshotError::Stale { .. }) => state::revocations(),
         Err(e) => return Err(e.into()),
     };
     // Installed above whatever KV does (refusing more is always safe); without KV's heads there
@@ -139,11 +137,12 @@ pub async fn accept(
         (Ok(kv), Ok(stored)) => (kv, stored),
         (Err(e), _) | (_, Err(e)) => return Err(fail_kv(&e)),
     };
-    let changed = [stored, stored_snapshot].into_iter().any(|stored| {
+    let older = |stored: Option<Head>| {
         stored.is_none_or(|s| {
             s.seq != head.seq || head.issued_at - s.issued_at >= config.kv_heartbeat_secs
         })
-    });
+    };
+    let changed = older(stored) || older(stored_snapshot);
     if changed {
         // The snapshot first, then the head that points at it.
         let written = async {
@@ -156,8 +155,10 @@ pub async fn accept(
             // the issuer that the others did not get it.
             return Err(fail_kv(&e.to_string()));
         }
-        state::record_kv_write(Ok(()));
     }
+    // KV holds this list now, or held it already; and the issuer is not behind.
+    state::record_kv_write(Ok(()));
+    state::record_issuer_seq(None);
     Ok(view)
 }
 
@@ -269,12 +270,8 @@ async fn fetch_snapshot(config: &Config, limit: std::time::Duration) -> Result<S
 pub async fn pull(env: &Env, config: &Config) -> Result<RevocationView, String> {
     let jws = fetch_snapshot(config, upstream::SNAPSHOT_LIMIT).await?;
     let accepted = accept(env, config, &jws, keys::Asker::SignedList).await;
-    match &accepted {
-        Err(SyncError::Snapshot(SnapshotError::Stale { seq, held })) => {
-            state::record_issuer_seq((seq < held).then_some((*seq, *held)));
-        }
-        Ok(_) => state::record_issuer_seq(None),
-        Err(_) => {}
+    if let Err(SyncError::Snapshot(SnapshotError::Stale { seq, held })) = &accepted {
+        state::record_issuer_seq((seq < held).then_some((*seq, *held)));
     }
     match accepted {
         Ok(view) => Ok(view),
