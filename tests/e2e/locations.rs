@@ -209,6 +209,53 @@ async fn a_head_left_beside_an_older_snapshot_is_repaired_by_the_next_pull() {
     .await;
 }
 
+/// A retry of a push whose KV write failed, after the isolate took a newer list whose write
+/// failed too (SIMULATED as above: the first two puts refused): KV still holds neither, so the
+/// retry is stored and answered 200. Before, the newer list in memory made it a 409, which the
+/// issuer takes as delivered, and KV kept nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_older_than_the_isolates_list_still_reaches_kv() {
+    let issuer_port = free_port().to_string();
+    let issuer_url = format!("http://127.0.0.1:{issuer_port}");
+    let edge = Workerd::start_with_refused_kv_puts(
+        &built_worker(),
+        &lone_edge_vars(&issuer_url),
+        &[("revocations", 2)],
+    )
+    .await;
+    let issuer = Issuer::start(&[("GATEHOUSE_PORT", issuer_port.as_str())]).await;
+    let now = gatehouse_tests::unix_now();
+    let signed = |issued_at: i64| {
+        gatehouse_shared::RevocationList::builder(&issuer_url, 5, issued_at)
+            .build()
+            .sign_snapshot(&issuer.key)
+            .unwrap()
+    };
+    let (older, newer) = (signed(now - 10), signed(now - 5));
+    let push = |jws: String| async {
+        let response = gatehouse_tests::http()
+            .post(format!("{}/_gatehouse/sync", edge.url))
+            .body(jws)
+            .send()
+            .await
+            .unwrap();
+        gatehouse_tests::json_of(response).await
+    };
+    for jws in [older.clone(), newer] {
+        let (status, json) = push(jws).await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (503, Some("kv_write_failed")),
+            "{json}"
+        );
+    }
+    let (status, json) = push(older).await;
+    assert_eq!(status, 200, "the retry is stored: {json}");
+    let health = gatehouse_tests::edge_health(&edge.url).await;
+    assert!(health["kv_write_error"].is_null(), "{health}");
+    assert_eq!(health["revocations"]["seq"], 5, "{health}");
+}
+
 /// KV's head cannot be read (SIMULATED, as above: every read of it fails) when a push arrives:
 /// the edge cannot tell whether storing the list would roll a newer one back, so it writes
 /// nothing and answers 503, but it holds the verified list and refuses its entries at once.
