@@ -32,6 +32,11 @@ cp edge/js/npm/node-cjs.js "$out/"
 node_modules/.bin/esbuild "$out/node-cjs.js" --bundle --format=cjs --platform=node \
   --log-override:empty-import-meta=silent --log-level=warning --outfile="$out/node.cjs"
 rm "$out/node-cjs.js"
+# The client alone for `require` too (it imports nothing, so the bundle is the file itself), its
+# types re-exported from the CommonJS declarations below.
+node_modules/.bin/esbuild edge/js/npm/client.js --format=cjs --platform=neutral \
+  --log-level=warning --outfile="$out/client.cjs"
+sed "s|from './index.js'|from './index.cjs'|" edge/js/npm/client.d.ts >"$out/client.d.cts"
 # Its types: CommonJS declarations cannot re-export the ESM ones, so they are a copy.
 { cat "$out/gatehouse_verify.d.ts"; grep -v "^export \* from\|^export { default }\|^import type" edge/js/npm/index.d.ts; } \
   >"$out/index.d.cts"

@@ -69,6 +69,15 @@ console.log(JSON.stringify({ resolved: import.meta.resolve('@gatehouse/verify/cl
   assert.equal(out.signedIn, false);
 });
 
+test('Node CommonJS: the client alone, with require', () => {
+  const out = script('client.cjs', `const { GatehouseClient, GatehouseClientError } = require('@gatehouse/verify/client');
+const client = new GatehouseClient({ issuer: 'https://issuer.test' });
+client.close();
+console.log(JSON.stringify({ resolved: require.resolve('@gatehouse/verify/client'), signedIn: client.signedIn, error: new GatehouseClientError('x', 'y').code }));`);
+  assert.match(out.resolved, /\/client\.cjs$/);
+  assert.deepEqual([out.signedIn, out.error], [false, 'x']);
+});
+
 test('Node CommonJS: require works with no init call', () => {
   const out = script('cjs.cjs', `const { Verifier, GatehouseError } = require('@gatehouse/verify');
 const resolved = require.resolve('@gatehouse/verify');${body}`);
