@@ -190,6 +190,15 @@ impl Config {
                 self.lockout.max_backoff_secs, self.lockout.base_backoff_secs
             ));
         }
+        if self.delta_window_secs < MIN_DELTA_WINDOW_SECS {
+            problems.push(format!(
+                "GATEHOUSE_DELTA_WINDOW_SECS is {}: the feed must reach back past an edge's \
+                 base list, which may be {MIN_DELTA_WINDOW_SECS} s old (reloaded at 300 s, KV's \
+                 delay of about 60 s, its 10 s refresh); a shorter one would stop the fast path \
+                 there (at least {MIN_DELTA_WINDOW_SECS})",
+                self.delta_window_secs
+            ));
+        }
         if self
             .user_scopes
             .split_whitespace()
@@ -337,6 +346,10 @@ pub fn figment() -> Figment {
 
 const DEFAULT_FILE: &str = "gatehouse.toml";
 
+/// How old an edge's base list may be at the edge's defaults: reloaded once 300 s old, plus
+/// KV's propagation delay (about 60 s) and the edge's 10 s KV refresh.
+const MIN_DELTA_WINDOW_SECS: u32 = 370;
+
 /// The scope of the admin routes (and the edge's admin paths): granted only to admin users.
 pub const ADMIN_SCOPE: &str = "admin";
 
@@ -458,9 +471,9 @@ mod tests {
     }
 
     #[test]
-    fn settings_that_switch_the_lockout_off_or_make_everyone_admin_are_refused_by_name() {
+    fn settings_that_switch_a_protection_off_are_refused_by_name() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 4] = [
+        let cases: [(&str, Change); 5] = [
             ("GATEHOUSE_LOCKOUT__WINDOW_SECS", |c| {
                 c.lockout.window_secs = 0;
             }),
@@ -472,6 +485,9 @@ mod tests {
             }),
             ("GATEHOUSE_USER_SCOPES", |c| {
                 c.user_scopes = "read admin write".into();
+            }),
+            ("GATEHOUSE_DELTA_WINDOW_SECS", |c| {
+                c.delta_window_secs = MIN_DELTA_WINDOW_SECS - 1;
             }),
         ];
         for (name, change) in cases {

@@ -316,7 +316,7 @@ async fn another_replicas_revocation_applies_within_the_cache_bound(backend: Bac
 /// The fast path's feed: signed, its own type, the entries of the window only, and `from`
 /// reaching back to the newest entry older than the window.
 async fn the_delta_feed_carries_the_window_signed(backend: Backend) {
-    let app = TestApp::start_with(backend, |c| c.delta_window_secs = 60).await;
+    let app = TestApp::start_with(backend, |c| c.delta_window_secs = 400).await;
     app.register("alice").await;
     let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
     let keys = KeySet::from_json(&jwks.to_string()).unwrap();
@@ -345,7 +345,7 @@ async fn the_delta_feed_carries_the_window_signed(backend: Backend) {
     let old_seq = first.list().seq();
 
     // Past the window, a new revocation: the delta carries only it, from the old entry's seq.
-    app.clock().advance(61);
+    app.clock().advance(401);
     let new = str_of(&app.login("alice").await, "access_token").to_owned();
     let new_claims = verifier.verify(&new, app.clock().now()).unwrap();
     app.send("POST", "/v1/logout", None, Some(&new)).await;
