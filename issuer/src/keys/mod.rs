@@ -46,19 +46,15 @@ pub struct KeyRing {
     /// The configuration it was loaded with, for every re-read.
     config: Config,
     state: RwLock<Arc<KeyState>>,
-    /// When a token with an unknown `kid` last made this replica re-read the ring.
+    /// When a request last made this replica re-read the ring ([`KeyRing::reread_unless`]);
+    /// held while it does.
     reread_at: tokio::sync::Mutex<Option<Instant>>,
-    /// When the JWKS last tried to re-read the ring ([`KeyRing::for_publishing`]); held while
-    /// it does.
-    publishing: tokio::sync::Mutex<Option<Instant>>,
 }
 
-/// At most one re-read of the ring per this interval for unknown `kid`s, so garbage kids cannot
-/// turn every request into a database read.
-const UNKNOWN_KID_REREAD: Duration = Duration::from_secs(1);
-
-/// How old this replica's copy of the ring may be when it answers the JWKS.
-const PUBLISHED_MAX_AGE: Duration = Duration::from_secs(1);
+/// At most one re-read of the ring per this interval on behalf of requests, so garbage kids or
+/// a flood of JWKS requests cannot turn every request into a database read; also how old the
+/// copy behind the JWKS may be.
+const REREAD_INTERVAL: Duration = Duration::from_secs(1);
 
 impl KeyRing {
     pub fn current(&self) -> Arc<KeyState> {
@@ -78,16 +74,14 @@ impl KeyRing {
             config: config.clone(),
             state: RwLock::new(Arc::new(state)),
             reread_at: tokio::sync::Mutex::new(None),
-            publishing: tokio::sync::Mutex::new(None),
         })
     }
 
     /// Verifies an access token with this replica's keys. A `kid` the ring does not know yet
     /// (a rotation by the CLI or another replica since this replica's last refresh) re-reads
-    /// the ring from the database, at most once per second, and verifies once more: until the
+    /// the ring from the database ([`Self::reread_unless`]) and verifies once more: until the
     /// next refresh, such tokens would otherwise be refused here, and a revocation of one
-    /// would revoke nothing. One re-read at a time: a caller that arrives while one runs waits
-    /// for it and tries the ring it brought.
+    /// would revoke nothing.
     pub async fn verify(
         self: &Arc<Self>,
         db: &Db,
@@ -99,40 +93,46 @@ impl KeyRing {
         if !unknown(&first) {
             return first;
         }
-        let mut last = self.reread_at.lock().await;
-        let again = self.current().verifier.verify(token, now);
-        if !unknown(&again) || last.is_some_and(|at| at.elapsed() < UNKNOWN_KID_REREAD) {
-            return again;
-        }
-        *last = Some(Instant::now());
-        let ring = Arc::clone(self);
-        if db.run(move |c| ring.refresh(c, now)).await.is_err() {
-            return again;
-        }
-        self.current().verifier.verify(token, now)
+        // Rare: an unknown kid fails before any signature is checked.
+        let knows_kid = |state: &KeyState| !unknown(&state.verifier.verify(token, now));
+        let ring = self.reread_unless(db, now, knows_kid).await;
+        ring.verifier.verify(token, now)
     }
 
     /// The ring for the JWKS, re-read when this replica's copy is over a second old. A CLI
     /// rotation or import makes its key active at once, and replicas refresh on their own
     /// schedule, up to `cleanup_interval_secs` apart: a replica that signs with the new key
     /// sends verifiers to a JWKS that any replica must already list it in, or they hold a set
-    /// without it for their refetch cooldown. One re-read at a time, at most one a second: a
-    /// database that cannot be read leaves the copy in hand, and is not asked again at once.
+    /// without it for their refetch cooldown.
     pub async fn for_publishing(self: &Arc<Self>, db: &Db, now: i64) -> Arc<KeyState> {
-        let fresh = |state: &KeyState| state.read_at.elapsed() < PUBLISHED_MAX_AGE;
+        let fresh = |state: &KeyState| state.read_at.elapsed() < REREAD_INTERVAL;
         let held = self.current();
         if fresh(&held) {
             return held;
         }
-        let mut tried = self.publishing.lock().await;
+        self.reread_unless(db, now, fresh).await
+    }
+
+    /// The ring re-read from the database, unless the copy in hand `serves` after all or a
+    /// re-read began less than a second ago: whatever asks (a garbage `kid`, a JWKS request)
+    /// costs at most one database read a second. One at a time: a caller that arrives while
+    /// one runs waits for it and gets the ring it brought. A database that cannot be read
+    /// leaves the copy in hand.
+    async fn reread_unless(
+        self: &Arc<Self>,
+        db: &Db,
+        now: i64,
+        serves: impl Fn(&KeyState) -> bool,
+    ) -> Arc<KeyState> {
+        let mut last = self.reread_at.lock().await;
         let held = self.current();
-        if fresh(&held) || tried.is_some_and(|at| at.elapsed() < PUBLISHED_MAX_AGE) {
+        if serves(&held) || last.is_some_and(|at| at.elapsed() < REREAD_INTERVAL) {
             return held;
         }
-        *tried = Some(Instant::now());
+        *last = Some(Instant::now());
         let ring = Arc::clone(self);
         if let Err(e) = db.run(move |c| ring.refresh(c, now)).await {
-            tracing::warn!(error = %e, "the JWKS could not re-read the key ring; serving the copy held");
+            tracing::warn!(error = %e, "the key ring could not be re-read; using the copy held");
         }
         self.current()
     }
