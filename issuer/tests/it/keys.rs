@@ -224,16 +224,7 @@ async fn replicas_share_the_sealed_key_ring(backend: Backend) {
 /// yet still takes the new key's tokens: an unknown `kid` re-reads the ring once. Before, it
 /// answered 401 `unknown_kid`, and `/v1/revoke` answered 200 while revoking nothing.
 async fn a_replica_behind_a_rotation_takes_the_new_keys_tokens(backend: Backend) {
-    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(secret())).await;
-    app.register("alice").await;
-    let replica = app.replica().await;
-    let now = app.clock().now();
-    let config = app.config.clone();
-    let db = app.store().clone();
-    db.run_sync(move |c| keys::rotate(c, &config, now)).unwrap();
-    let ring = replica.rocket().state::<Arc<KeyRing>>().unwrap();
-    db.run_sync(|c| ring.refresh(c, now)).unwrap();
-    let access = str_of(&replica_login(&replica).await, "access_token").to_owned();
+    let (app, access) = signed_after_a_rotation_elsewhere(backend).await;
     // `app` has not refreshed its ring since the rotation. Requests that arrive together all
     // pass: those that come while one re-reads the ring wait for it (before, they got 401).
     let (a, b, c, d) = tokio::join!(
@@ -262,6 +253,18 @@ async fn a_replica_behind_a_rotation_takes_the_new_keys_tokens(backend: Backend)
 /// is at most a second old when it answers), so a verifier sent there by an unknown `kid` finds
 /// the key. Before, that JWKS lacked it until its own refresh, up to 60 s later.
 async fn every_replicas_jwks_lists_the_key_another_signs_with(backend: Backend) {
+    let (app, access) = signed_after_a_rotation_elsewhere(backend).await;
+    // The guarantee is a copy at most a second old; `app` read its ring before the rotation.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+    assert_eq!(status, Status::Ok);
+    let kids = KeySet::from_json(&jwks.to_string()).unwrap();
+    assert!(kids.get(&kid_of(&access)).is_some(), "{jwks}");
+}
+
+/// `keys rotate` (as by the CLI), then an access token from a replica that has refreshed its
+/// ring since, and `app`, which has not.
+async fn signed_after_a_rotation_elsewhere(backend: Backend) -> (TestApp, String) {
     let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(secret())).await;
     app.register("alice").await;
     let replica = app.replica().await;
@@ -271,16 +274,6 @@ async fn every_replicas_jwks_lists_the_key_another_signs_with(backend: Backend) 
     db.run_sync(move |c| keys::rotate(c, &config, now)).unwrap();
     let ring = replica.rocket().state::<Arc<KeyRing>>().unwrap();
     db.run_sync(|c| ring.refresh(c, now)).unwrap();
-    let access = str_of(&replica_login(&replica).await, "access_token").to_owned();
-    // The guarantee is a copy at most a second old; `app` read its ring before the rotation.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let (status, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
-    assert_eq!(status, Status::Ok);
-    let kids = KeySet::from_json(&jwks.to_string()).unwrap();
-    assert!(kids.get(&kid_of(&access)).is_some(), "{jwks}");
-}
-
-async fn replica_login(replica: &rocket::local::asynchronous::Client) -> serde_json::Value {
     let response = replica
         .post("/v1/token")
         .header(rocket::http::ContentType::Form)
@@ -290,7 +283,9 @@ async fn replica_login(replica: &rocket::local::asynchronous::Client) -> serde_j
         .dispatch()
         .await;
     assert_eq!(response.status(), Status::Ok);
-    response.into_json().await.unwrap()
+    let tokens: serde_json::Value = response.into_json().await.unwrap();
+    let access = str_of(&tokens, "access_token").to_owned();
+    (app, access)
 }
 
 /// Two rotations at once (two operators, or two replicas' CLIs): every replica settles on the
