@@ -16,7 +16,7 @@ async fn the_sync_endpoint_refuses_forgeries_and_old_snapshots() {
         .unwrap();
     let key = &sys.issuer.key;
 
-    let (status, json) = push(&sys.edge, "not a jws".into()).await;
+    let (status, json) = push(&sys.edge.url, "not a jws".into()).await;
     assert_eq!((status, json["code"].as_str()), (400, Some("malformed")));
     // A push that does not declare its length is refused before its body is read: a chunked
     // body of any size would otherwise be buffered, and copied into the wasm, first.
@@ -30,7 +30,7 @@ async fn the_sync_endpoint_refuses_forgeries_and_old_snapshots() {
     stream.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 411"), "{answer}");
     assert!(answer.contains("\"length_required\""), "{answer}");
-    let (status, json) = push(&sys.edge, access(&tokens).to_owned()).await;
+    let (status, json) = push(&sys.edge.url, access(&tokens).to_owned()).await;
     assert_eq!(
         (status, json["code"].as_str()),
         (400, Some("wrong_type")),
@@ -39,16 +39,16 @@ async fn the_sync_endpoint_refuses_forgeries_and_old_snapshots() {
     let forger =
         gatehouse_shared::SigningKey::generate(gatehouse_shared::Algorithm::EdDsa).unwrap();
     let forged = RevocationList::builder(&sys.issuer.url, held + 100, unix_now()).build();
-    let (status, json) = push(&sys.edge, forged.sign_snapshot(&forger).unwrap()).await;
+    let (status, json) = push(&sys.edge.url, forged.sign_snapshot(&forger).unwrap()).await;
     assert_eq!((status, json["code"].as_str()), (400, Some("unknown_kid")));
     let older = RevocationList::builder(&sys.issuer.url, held, unix_now() - 100).build();
-    let (status, json) = push(&sys.edge, older.sign_snapshot(key).unwrap()).await;
+    let (status, json) = push(&sys.edge.url, older.sign_snapshot(key).unwrap()).await;
     assert_eq!(
         (status, json["code"].as_str()),
         (409, Some("stale_snapshot"))
     );
     let foreign = RevocationList::builder("https://other.test", held + 1, unix_now()).build();
-    let (status, json) = push(&sys.edge, foreign.sign_snapshot(key).unwrap()).await;
+    let (status, json) = push(&sys.edge.url, foreign.sign_snapshot(key).unwrap()).await;
     assert_eq!((status, json["code"].as_str()), (400, Some("wrong_issuer")));
 
     // A genuine newer snapshot is taken, and takes effect.
@@ -56,7 +56,7 @@ async fn the_sync_endpoint_refuses_forgeries_and_old_snapshots() {
     let newer = RevocationList::builder(&sys.issuer.url, held + 1, unix_now())
         .token(&claims.jti, claims.exp + 60)
         .build();
-    let (status, json) = push(&sys.edge, newer.sign_snapshot(key).unwrap()).await;
+    let (status, json) = push(&sys.edge.url, newer.sign_snapshot(key).unwrap()).await;
     assert_eq!(
         (status, json["seq"].as_u64()),
         (200, Some(held + 1)),
@@ -234,12 +234,7 @@ async fn the_health_details_need_the_health_token() {
         (200, &serde_json::json!({"status": "ok"}))
     );
     for wrong in ["not-the-health-token-at-all", access(&tokens)] {
-        let response = http().get(&health).bearer_auth(wrong).send().await.unwrap();
-        let challenge = response
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let (status, json) = json_of(response).await;
+        let (status, json, challenge) = gatehouse_tests::get_challenged(&health, wrong).await;
         assert_eq!(
             (status, json["code"].as_str()),
             (401, Some("health_token_mismatch")),

@@ -141,17 +141,8 @@ async fn bad_tokens_are_refused_with_the_right_code() {
         ("eyJhbGciOiJub25lIn0.e30.".to_owned(), "wrong_type"),
     ];
     for (token, code) in &cases {
-        let response = http()
-            .get(format!("{}/api/x", sys.edge.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        let www = response
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let (status, json) = json_of(response).await;
+        let url = format!("{}/api/x", sys.edge.url);
+        let (status, json, www) = gatehouse_tests::get_challenged(&url, token).await;
         assert_eq!(
             (status, json["code"].as_str()),
             (401, Some(*code)),

@@ -71,7 +71,7 @@ async fn garbage_floods_get_401s_and_at_most_one_refetch_per_cooldown() {
             .build()
             .sign_snapshot(&stranger)
             .unwrap();
-        assert_eq!(push(&sys.edge, list).await.1["code"], "unknown_kid");
+        assert_eq!(push(&sys.edge.url, list).await.1["code"], "unknown_kid");
     }
     let after = sys.issuer.metric("gatehouse_jwks_served_total").await;
     assert!(

@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant};
 
 use gatehouse_tests::locations::Locations;
-use gatehouse_tests::{Issuer, Workerd, built_worker, eventually, free_port, get_json};
+use gatehouse_tests::{Issuer, KvOp, Workerd, built_worker, eventually, free_port, get_json};
 
-use crate::system::{AUDIENCE, PASSWORD, access};
+use crate::system::{AUDIENCE, PASSWORD, access, push};
 
 struct World {
     issuer: Issuer,
@@ -217,9 +217,10 @@ async fn a_head_left_beside_an_older_snapshot_is_repaired_by_the_next_pull() {
 async fn a_retry_older_than_the_isolates_list_still_reaches_kv() {
     let issuer_port = free_port().to_string();
     let issuer_url = format!("http://127.0.0.1:{issuer_port}");
-    let edge = Workerd::start_with_refused_kv_puts(
+    let edge = Workerd::start_with_refused_kv(
         &built_worker(),
         &lone_edge_vars(&issuer_url),
+        KvOp::Put,
         &[("revocations", 2)],
     )
     .await;
@@ -232,24 +233,15 @@ async fn a_retry_older_than_the_isolates_list_still_reaches_kv() {
             .unwrap()
     };
     let (older, newer) = (signed(now - 10), signed(now - 5));
-    let push = |jws: String| async {
-        let response = gatehouse_tests::http()
-            .post(format!("{}/_gatehouse/sync", edge.url))
-            .body(jws)
-            .send()
-            .await
-            .unwrap();
-        gatehouse_tests::json_of(response).await
-    };
     for jws in [older.clone(), newer] {
-        let (status, json) = push(jws).await;
+        let (status, json) = push(&edge.url, jws).await;
         assert_eq!(
             (status, json["code"].as_str()),
             (503, Some("kv_write_failed")),
             "{json}"
         );
     }
-    let (status, json) = push(older).await;
+    let (status, json) = push(&edge.url, older).await;
     assert_eq!(status, 200, "the retry is stored: {json}");
     let health = gatehouse_tests::edge_health(&edge.url).await;
     assert!(health["kv_write_error"].is_null(), "{health}");
@@ -263,26 +255,15 @@ async fn a_retry_older_than_the_isolates_list_still_reaches_kv() {
 async fn an_unreadable_kv_head_keeps_the_pushed_list_in_memory() {
     let issuer_port = free_port().to_string();
     let issuer_url = format!("http://127.0.0.1:{issuer_port}");
-    let edge = Workerd::start_with_refused_kv_gets(
+    let edge = Workerd::start_with_refused_kv(
         &built_worker(),
         &lone_edge_vars(&issuer_url),
+        KvOp::Get,
         &[("revocations-head", u32::MAX)],
     )
     .await;
-    let issuer = Issuer::start(&[("GATEHOUSE_PORT", issuer_port.as_str())]).await;
-    issuer.register("alice", PASSWORD).await;
-    let token = access(&issuer.login("alice", PASSWORD).await).to_owned();
-    assert_eq!(issuer.logout(&token).await, 200);
-    let snapshot = gatehouse_tests::get_text(&format!("{issuer_url}/v1/revocations")).await;
-    let push = || async {
-        let response = gatehouse_tests::http()
-            .post(format!("{}/_gatehouse/sync", edge.url))
-            .body(snapshot.clone())
-            .send()
-            .await
-            .unwrap();
-        gatehouse_tests::json_of(response).await
-    };
+    let (_issuer, token, snapshot) = a_logged_out_token(&issuer_port).await;
+    let push = || push(&edge.url, snapshot.clone());
     let (status, json) = push().await;
     assert_eq!(
         (status, json["code"].as_str()),
@@ -318,6 +299,18 @@ fn lone_edge_vars(issuer_url: &str) -> [(&str, &str); 6] {
     ]
 }
 
+/// The issuer on `issuer_port` (started after its edge, which needs its address first; no sync
+/// URL, so pushes are made by hand), alice's access token logged out, and the issuer's
+/// snapshot that revokes it.
+async fn a_logged_out_token(issuer_port: &str) -> (Issuer, String, String) {
+    let issuer = Issuer::start(&[("GATEHOUSE_PORT", issuer_port)]).await;
+    issuer.register("alice", PASSWORD).await;
+    let token = access(&issuer.login("alice", PASSWORD).await).to_owned();
+    assert_eq!(issuer.logout(&token).await, 200);
+    let snapshot = gatehouse_tests::get_text(&format!("{}/v1/revocations", issuer.url)).await;
+    (issuer, token, snapshot)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_kv_write_is_not_answered_as_delivered() {
     // A production environment without its KV binding: the worker can verify and hold the
@@ -332,13 +325,7 @@ async fn a_failed_kv_write_is_not_answered_as_delivered() {
     ])
     .await;
     let snapshot = gatehouse_tests::get_text(&format!("{issuer_url}/v1/revocations")).await;
-    let response = gatehouse_tests::http()
-        .post(&sync)
-        .body(snapshot)
-        .send()
-        .await
-        .unwrap();
-    let (status, json) = gatehouse_tests::json_of(response).await;
+    let (status, json) = push(&edge.url, snapshot).await;
     assert_eq!(
         (status, json["code"].as_str()),
         (503, Some("kv_write_failed")),
@@ -441,27 +428,15 @@ async fn an_unchanged_list_is_rewritten_to_kv_only_at_the_heartbeat() {
 async fn a_refused_kv_write_keeps_the_list_and_a_retry_stores_it() {
     let issuer_port = free_port().to_string();
     let issuer_url = format!("http://127.0.0.1:{issuer_port}");
-    let edge = Workerd::start_with_refused_kv_puts(
+    let edge = Workerd::start_with_refused_kv(
         &built_worker(),
         &lone_edge_vars(&issuer_url),
+        KvOp::Put,
         &[("revocations", 2)],
     )
     .await;
-    // No sync URL: the pushes are made by hand.
-    let issuer = Issuer::start(&[("GATEHOUSE_PORT", issuer_port.as_str())]).await;
-    issuer.register("alice", PASSWORD).await;
-    let token = access(&issuer.login("alice", PASSWORD).await).to_owned();
-    assert_eq!(issuer.logout(&token).await, 200);
-    let snapshot = gatehouse_tests::get_text(&format!("{issuer_url}/v1/revocations")).await;
-    let push = || async {
-        let response = gatehouse_tests::http()
-            .post(format!("{}/_gatehouse/sync", edge.url))
-            .body(snapshot.clone())
-            .send()
-            .await
-            .unwrap();
-        gatehouse_tests::json_of(response).await
-    };
+    let (_issuer, token, snapshot) = a_logged_out_token(&issuer_port).await;
+    let push = || push(&edge.url, snapshot.clone());
     let health = || async { gatehouse_tests::edge_health(&edge.url).await };
     for attempt in 1..=2 {
         let (status, json) = push().await;

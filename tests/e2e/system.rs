@@ -122,7 +122,7 @@ pub async fn get(edge: &Edge, path: &str, token: Option<&str>) -> (u16, Value) {
 }
 
 /// `POST /_gatehouse/sync` of `body` (a signed list, or anything a client might send).
-pub async fn push(edge: &Edge, body: String) -> (u16, Value) {
-    let url = format!("{}/_gatehouse/sync", edge.url);
+pub async fn push(edge_url: &str, body: String) -> (u16, Value) {
+    let url = format!("{edge_url}/_gatehouse/sync");
     json_of(http().post(url).body(body).send().await.expect("push")).await
 }

@@ -18,7 +18,7 @@ use gatehouse_shared::{Algorithm, SigningKey};
 pub use node::node_json;
 use procs::Proc;
 use serde_json::Value;
-pub use workerd::Workerd;
+pub use workerd::{KvOp, Workerd};
 
 /// The workspace root.
 pub fn repo_root() -> PathBuf {
@@ -110,6 +110,22 @@ pub async fn get_json(url: &str, bearer: Option<&str>) -> (u16, Value) {
         request = request.bearer_auth(token);
     }
     json_of(request.send().await.expect("GET")).await
+}
+
+/// `GET url` with a bearer token: status, JSON and the `WWW-Authenticate` challenge, if any.
+pub async fn get_challenged(url: &str, bearer: &str) -> (u16, Value, Option<String>) {
+    let response = http()
+        .get(url)
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .expect("GET");
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().expect("a text challenge").to_owned());
+    let (status, json) = json_of(response).await;
+    (status, json, challenge)
 }
 
 /// The `HEALTH_TOKEN` of every edge the testkit starts, so tests can read the health details.

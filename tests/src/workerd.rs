@@ -22,23 +22,24 @@ impl Workerd {
         Self::start_with(script, vars, false, false.into()).await
     }
 
-    /// The worker on a KV that refuses the first `n` puts of each `(key, n)` (a SIMULATION, in
+    /// The worker on a KV that refuses the first `n` `op`s of each `(key, n)` (a SIMULATION, in
     /// `bench/edge/serve.mjs`); every other operation reaches a real local KV namespace.
-    pub async fn start_with_refused_kv_puts(
+    pub async fn start_with_refused_kv(
         script: &Path,
         vars: &[(&str, &str)],
+        op: KvOp,
         refused: &[(&str, u32)],
     ) -> Self {
-        Self::start_with(script, vars, false, refusals("failPuts", refused)).await
-    }
-
-    /// [`Self::start_with_refused_kv_puts`] for gets.
-    pub async fn start_with_refused_kv_gets(
-        script: &Path,
-        vars: &[(&str, &str)],
-        refused: &[(&str, u32)],
-    ) -> Self {
-        Self::start_with(script, vars, false, refusals("failGets", refused)).await
+        let counts: serde_json::Map<String, serde_json::Value> = refused
+            .iter()
+            .map(|(key, n)| ((*key).to_owned(), (*n).into()))
+            .collect();
+        let setting = match op {
+            KvOp::Put => "failPuts",
+            KvOp::Get => "failGets",
+        };
+        let kv = serde_json::json!({ setting: counts });
+        Self::start_with(script, vars, false, kv).await
     }
 
     async fn start_with(
@@ -113,11 +114,9 @@ fn clock_ticks_per_sec() -> f64 {
     })
 }
 
-/// The simulation's `kv` setting refusing the first `n` operations `kind` of each `(key, n)`.
-fn refusals(kind: &str, refused: &[(&str, u32)]) -> serde_json::Value {
-    let counts: serde_json::Map<String, serde_json::Value> = refused
-        .iter()
-        .map(|(key, n)| ((*key).to_owned(), (*n).into()))
-        .collect();
-    serde_json::json!({ kind: counts })
+/// A KV operation the simulation can refuse.
+#[derive(Debug, Clone, Copy)]
+pub enum KvOp {
+    Put,
+    Get,
 }
