@@ -276,8 +276,9 @@ export class GatehouseClient {
     });
   }
 
+  /** To this issuer's other tabs: every message names the issuer (see `#onMessage`). */
   #post(message) {
-    if (!this.#closed) this.#channel?.postMessage(message);
+    if (!this.#closed) this.#channel?.postMessage({ ...message, issuer: this.#issuer });
   }
 
   #set(tokens, event, broadcast = true) {
@@ -295,7 +296,7 @@ export class GatehouseClient {
     this.#schedule();
     // The other tabs first: they still hold the refresh token the issuer has just rotated, and
     // one that used it again after the grace window would end the session.
-    if (broadcast) this.#post({ type: 'tokens', tokens, issuer: this.#issuer, event });
+    if (broadcast) this.#post({ type: 'tokens', tokens, event });
     try {
       this.#storage?.setItem(this.storageKey, JSON.stringify(tokens));
     } catch {
@@ -312,7 +313,7 @@ export class GatehouseClient {
     for (const check of [...this.#waiters]) check();
     clearTimeout(this.#timer);
     // The other tabs first, as for new tokens: a storage that refuses must not keep them in.
-    if (broadcast) this.#post({ type: 'end', issuer: this.#issuer, event, sid });
+    if (broadcast) this.#post({ type: 'end', event, sid });
     this.#forget(this.storageKey);
     this.#emit(event);
   }
@@ -370,13 +371,13 @@ export class GatehouseClient {
       if (this.#tokens?.sid === message.sid) this.#end(message.event, false);
       else this.#ended.add(message.sid);
     } else if (message.type === 'hello' && this.#tokens) {
-      this.#post({ type: 'tokens', tokens: this.#tokens, issuer: this.#issuer, event: 'signedIn' });
+      this.#post({ type: 'tokens', tokens: this.#tokens, event: 'signedIn' });
     }
   }
 
   #askOtherTabs() {
     if (!this.#channel) return Promise.resolve();
-    this.#post({ type: 'hello', issuer: this.#issuer });
+    this.#post({ type: 'hello' });
     return new Promise((r) => setTimeout(r, 200));
   }
 }
