@@ -17,6 +17,7 @@ mod webcrypto;
 
 use entry::Started;
 use gate::Incoming;
+use gatehouse_shared::SnapshotError;
 use serde_json::json;
 use sync::SyncError;
 use worker::wasm_bindgen::{JsValue, prelude::wasm_bindgen};
@@ -106,14 +107,15 @@ async fn push(mut req: Request, env: &Env) -> Response {
         // Not durable at the edge: the issuer must retry rather than believe it delivered.
         Err(SyncError::KvWrite(e)) => reply::unavailable("kv_write_failed", &e),
         Err(SyncError::Snapshot(e)) => {
-            let status = if e.code() == gatehouse_shared::ErrorCode::StaleSnapshot {
-                409
-            } else {
-                400
+            // A 409 names the seq held, so that an issuer whose database is behind it (a restore)
+            // can tell that from a race with another replica's push.
+            let (status, held) = match e {
+                SnapshotError::Stale { held, .. } => (409, Some(held)),
+                _ => (400, None),
             };
             reply::json(
                 status,
-                &json!({"error": "rejected", "code": e.code().as_str(), "error_description": e.to_string()}),
+                &json!({"error": "rejected", "code": e.code().as_str(), "error_description": e.to_string(), "held_seq": held}),
             )
         }
     }

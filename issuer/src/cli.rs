@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::password::{HashPolicy, check_password_policy, normalize_username};
 use crate::revoker::Revoker;
 use crate::store::{audit, users};
-use crate::sync::{Push, Snapshots};
+use crate::sync::{Push, Snapshots, database_behind};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -388,15 +388,30 @@ fn revocations_push() -> Result<(), String> {
             .map_err(fail)?;
         let mut failed = 0;
         for url in &config.edge_sync_urls {
-            if snapshots
+            match snapshots
                 .push(url, &jws, &metrics, std::future::pending())
                 .await
-                == Push::Landed
             {
-                println!("pushed to {url}");
-            } else {
-                failed += 1;
-                eprintln!("push to {url} failed");
+                Push::Landed => println!("pushed to {url}"),
+                Push::EdgeHolds(held) => {
+                    let behind = match held {
+                        Some(held) => database_behind(&db, held).await.map(|ours| (held, ours)),
+                        None => None,
+                    };
+                    if let Some((held, ours)) = behind {
+                        failed += 1;
+                        eprintln!(
+                            "{url} holds seq {held}, newer than this database's {ours}: it refuses \
+                             every list signed here (was the database restored? see deploy.md)"
+                        );
+                    } else {
+                        println!("{url} already holds this list or a newer one");
+                    }
+                }
+                Push::Failed | Push::Superseded => {
+                    failed += 1;
+                    eprintln!("push to {url} failed");
+                }
             }
         }
         if failed == 0 {

@@ -33,6 +33,7 @@ pub struct Metrics {
     pub revocations: Counter,
     pub pushes_ok: Counter,
     pub pushes_failed: Counter,
+    pub pushes_behind_edge: Counter,
     pub jwks_served: Counter,
     hash_seconds: Histogram,
     requests: Family<RequestLabels, Counter>,
@@ -58,6 +59,10 @@ impl Default for Metrics {
         let revocations = counter("revocations", "Revocation entries written");
         let pushes_ok = counter("snapshot_pushes_ok", "Snapshots pushed to an edge");
         let pushes_failed = counter("snapshot_pushes_failed", "Snapshot pushes that failed");
+        let pushes_behind_edge = counter(
+            "snapshot_pushes_behind_edge",
+            "Pushes refused by an edge holding a newer list than the database (a restore?)",
+        );
         let jwks_served = counter(
             "jwks_served",
             "JWKS documents served (edges fetch on unknown kids)",
@@ -88,6 +93,7 @@ impl Default for Metrics {
             revocations,
             pushes_ok,
             pushes_failed,
+            pushes_behind_edge,
             jwks_served,
             hash_seconds,
             requests,

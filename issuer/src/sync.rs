@@ -163,7 +163,9 @@ impl Snapshots {
                     return Push::Landed;
                 }
                 // The edge already holds something newer: nothing to retry.
-                Ok(resp) if resp.status().as_u16() == 409 => return Push::Landed,
+                Ok(resp) if resp.status().as_u16() == 409 => {
+                    return Push::EdgeHolds(held_seq(resp).await);
+                }
                 Ok(resp) => {
                     tracing::warn!(%url, status = %resp.status(), attempt, "snapshot push refused");
                 }
@@ -209,6 +211,7 @@ impl Snapshots {
     /// the next. What a push misses, the edge's cron pull repairs.
     async fn deliver(
         self: Arc<Self>,
+        db: Db,
         url: String,
         mut latest: watch::Receiver<Option<Arc<str>>>,
         metrics: Arc<Metrics>,
@@ -222,19 +225,58 @@ impl Snapshots {
                     // The sender lives as long as `self`: an error cannot happen while we run.
                     let _ = latest.changed().await;
                 };
-                if self.push(&url, &jws, &metrics, newer).await != Push::Superseded {
-                    break;
+                match self.push(&url, &jws, &metrics, newer).await {
+                    Push::Superseded => {}
+                    Push::EdgeHolds(Some(held)) => {
+                        edge_ahead_of_database(&db, &url, held, &metrics).await;
+                        break;
+                    }
+                    _ => break,
                 }
             }
         }
     }
 }
 
+/// The `held_seq` of an edge's 409: the seq of the list it holds.
+async fn held_seq(resp: reqwest::Response) -> Option<u64> {
+    let body = resp.bytes().await.ok()?;
+    serde_json::from_slice::<serde_json::Value>(&body).ok()?["held_seq"].as_u64()
+}
+
+/// An edge holding a list newer than anything in this database means the database went back
+/// (a restore from backup), or the edge follows another issuer: either way it refuses every list
+/// signed here, new revocations included, until the seq passes it. Nothing here can repair that
+/// safely (the 409 is not signed), so callers report it, for an operator (deploy.md, "Restoring
+/// the issuer's database"). A race with another replica's newer push is told apart by reading the
+/// database's high-water seq after the refusal. Returns that seq when the edge is ahead of it.
+pub async fn database_behind(db: &Db, held: u64) -> Option<i64> {
+    let high_water = db.run(revocations::high_water).await.ok()?;
+    u64::try_from(high_water)
+        .is_ok_and(|ours| held > ours)
+        .then_some(high_water)
+}
+
+async fn edge_ahead_of_database(db: &Db, url: &str, held: u64, metrics: &Metrics) {
+    if let Some(database_seq) = database_behind(db, held).await {
+        metrics.pushes_behind_edge.inc();
+        tracing::error!(
+            %url,
+            edge_seq = held,
+            database_seq,
+            "an edge holds a revocation list newer than this database: it refuses every list \
+             signed here until the seq passes it (was the database restored? see deploy.md)"
+        );
+    }
+}
+
 /// How a push ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Push {
-    /// The edge took it, or already held something newer.
+    /// The edge took it.
     Landed,
+    /// The edge already holds a list as new or newer (409), with its seq when the edge said.
+    EdgeHolds(Option<u64>),
     /// Every attempt failed.
     Failed,
     /// A newer document arrived between attempts.
@@ -265,7 +307,12 @@ pub fn stage() -> AdHoc {
                     tracing::info!(urls = ?config.edge_sync_urls, "pushing revocation snapshots");
                     for url in &config.edge_sync_urls {
                         let latest = snapshots.latest.subscribe();
-                        tokio::spawn(Arc::clone(snapshots).deliver(url.clone(), latest, Arc::clone(metrics)));
+                        tokio::spawn(Arc::clone(snapshots).deliver(
+                            db.clone(),
+                            url.clone(),
+                            latest,
+                            Arc::clone(metrics),
+                        ));
                     }
                     tokio::spawn(Arc::clone(snapshots).run_builder(
                         db.clone(),

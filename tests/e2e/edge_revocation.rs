@@ -303,7 +303,9 @@ async fn a_first_deploy_takes_the_issuers_list_before_any_push_or_cron() {
 /// A restored issuer database starts its `seq` again below the delta the edge holds, so the
 /// edge refuses its deltas as stale, new revocations included, until the seq passes it. The edge
 /// cannot tell this from a replayed old delta, but once it has lasted 10 s the health route
-/// names it, with both seqs (before, the polls counted it as success and nothing showed).
+/// names it, with both seqs (before, the polls counted it as success and nothing showed). The
+/// issuer learns it from the edge's 409 to its push, and logs and counts it; its
+/// `revocations push` command fails and says so (before, both took the 409 as delivered).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issuer_behind_the_held_list_is_reported() {
     let sys = System::start(Options::default()).await;
@@ -327,6 +329,24 @@ async fn an_issuer_behind_the_held_list_is_reported() {
         .execute("DELETE FROM revocations; ALTER SEQUENCE revocations_seq_seq RESTART WITH 1;");
     let carol = sys.user("carol").await;
     assert_eq!(sys.issuer.logout(access(&carol)).await, 200);
+    eventually(
+        "the issuer to count a push refused by an edge ahead of its database",
+        Duration::from_secs(10),
+        || async {
+            let behind = sys
+                .issuer
+                .metric("gatehouse_snapshot_pushes_behind_edge_total")
+                .await;
+            (behind >= 1.0).then_some(())
+        },
+    )
+    .await;
+    let push = sys.issuer.cli(&["revocations", "push"], "");
+    let stderr = String::from_utf8_lossy(&push.stderr);
+    assert!(
+        !push.status.success() && stderr.contains("holds seq 2, newer than this database's 1"),
+        "{stderr}"
+    );
     // The cron's pull, as well as the delta polls, finds the issuer's list behind.
     edge.run_cron().await;
     let problem = eventually(
