@@ -15,11 +15,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # cargo runs in edge/ below: a relative target directory must mean the same there.
 case ${CARGO_TARGET_DIR:-} in "" | /*) ;; *) export CARGO_TARGET_DIR="$PWD/$CARGO_TARGET_DIR" ;; esac
 out="$root/edge/build"
-wasm="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/wasm-release/gatehouse_edge.wasm"
+wasm="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/wasm-edge/gatehouse_edge.wasm"
 
 # worker-build sets this for the `worker` crate's macros: futures through `js_sys::futures`.
 (cd "$root/edge" && WASM_BINDGEN_USE_JS_SYS=1 cargo build --locked --lib \
-  --profile wasm-release --target wasm32-unknown-unknown)
+  --profile wasm-edge --target wasm32-unknown-unknown)
 
 rm -rf "$out" && mkdir -p "$out"
 "${WASM_BINDGEN_BIN:-wasm-bindgen}" "$wasm" --out-dir "$out" --out-name index \
