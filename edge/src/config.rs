@@ -404,10 +404,11 @@ impl Config {
 
     /// The scope a canonical path requires, if any (longest matching prefix).
     pub fn required_scope(&self, path: &str) -> Option<&str> {
+        let path = path::folded_for_scopes(path);
         self.route_scopes
             .iter()
             .flatten()
-            .find(|(prefix, _)| path::within_scope_prefix(prefix, path))
+            .find(|(prefix, _)| path::within_scope_prefix(prefix, &path))
             .map(|(_, scope)| scope.as_str())
     }
 

@@ -254,6 +254,9 @@ fn token(req: &Incoming, config: &Config) -> Option<String> {
         return Some(token.to_owned());
     }
     let name = config.token_cookie.as_deref()?;
+    if is_cross_site_write(req) {
+        return None;
+    }
     let cookies = req.header("cookie")?;
     cookies.split(';').find_map(|pair| {
         let (k, v) = pair.trim().split_once('=')?;
@@ -261,14 +264,60 @@ fn token(req: &Incoming, config: &Config) -> Option<String> {
     })
 }
 
-/// Whether a (lower-cased) header name is ours: `x-gatehouse-…`, also spelled with `_`, which
-/// CGI-style origin stacks (WSGI, Rack, `FastCGI`) file under the same name as `-`.
-fn is_identity_header(name: &str) -> bool {
-    name.len() >= IDENTITY_PREFIX.len()
-        && name
-            .bytes()
-            .zip(IDENTITY_PREFIX.bytes())
-            .all(|(got, ours)| got == ours || (got == b'_' && ours == b'-'))
+/// Headers a client could write to make an origin route or link differently from what the gate
+/// checked: the host an origin builds links from (`Forwarded`, `X-Forwarded-Host`, `-Server`,
+/// `-Port`, `-Prefix`, `X-Original-Host`), the path IIS and Symfony route by (`X-Original-URL`,
+/// `X-Rewrite-URL`), and an address Cloudflare does not set (`X-Real-IP`). `X-Forwarded-For` and
+/// `-Proto` stay: Cloudflare writes them itself.
+const CLIENT_ROUTING_HEADERS: &[&str] = &[
+    "host",
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-server",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-original-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-real-ip",
+];
+
+/// Whether a (lower-cased) header name is dropped before the origin: ours (`x-gatehouse-…`) or
+/// one of `CLIENT_ROUTING_HEADERS`, each also spelled with `_`, which CGI-style origin stacks
+/// (WSGI, Rack, `FastCGI`) file under the same name as `-`.
+fn is_dropped_header(name: &str) -> bool {
+    // Whether `name` starts with `ours`, in either spelling.
+    let starts_as = |ours: &str| {
+        name.len() >= ours.len()
+            && name
+                .bytes()
+                .zip(ours.bytes())
+                .all(|(got, ours)| got == ours || (got == b'_' && ours == b'-'))
+    };
+    starts_as(IDENTITY_PREFIX)
+        || CLIENT_ROUTING_HEADERS
+            .iter()
+            .any(|h| name.len() == h.len() && starts_as(h))
+}
+
+/// Whether a browser sent this request from another site with a method that changes state: a
+/// token from `TOKEN_COOKIE` is then not read, as a `SameSite` cookie would not have been sent
+/// (cross-site request forgery). `Sec-Fetch-Site` decides where the browser sends it; else an
+/// `Origin` other than the request's own; a request with neither (not a browser) is not
+/// cross-site. A bearer header is never sent by a browser on its own, so it is not affected.
+fn is_cross_site_write(req: &Incoming) -> bool {
+    if matches!(req.method(), "GET" | "HEAD" | "OPTIONS") {
+        return false;
+    }
+    if let Some(site) = req.header("sec-fetch-site") {
+        return !matches!(site.as_str(), "same-origin" | "none");
+    }
+    req.header("origin").is_some_and(|origin| {
+        !req.raw
+            .url()
+            .strip_prefix(origin.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    })
 }
 
 /// The names of `headers`, lower-cased by the runtime, in one string: one crossing into wasm
@@ -278,9 +327,8 @@ fn header_names(headers: &Headers) -> String {
 }
 
 /// Sends the request on to the origin with the same method, canonical path, query and body;
-/// client-sent identity headers are dropped and, for a verified token, ours added. `Forwarded`
-/// and `X-Forwarded-Host` are dropped too: the client wrote them, and an origin that builds
-/// links from them would send users to the host they name.
+/// client-sent identity headers and `CLIENT_ROUTING_HEADERS` are dropped and, for a verified
+/// token, ours added.
 async fn forward(
     req: &Incoming,
     config: &Config,
@@ -293,7 +341,7 @@ async fn forward(
         return bad_gateway();
     };
     for name in header_names(&req.headers).split(',') {
-        if is_identity_header(name) || matches!(name, "host" | "forwarded" | "x-forwarded-host") {
+        if is_dropped_header(name) {
             let _ = headers.delete(name);
         }
     }
@@ -371,25 +419,37 @@ fn with_timing(response: Response, timing: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_identity_header, path_and_query};
+    use super::{is_dropped_header, path_and_query};
 
     #[test]
-    fn identity_headers_are_ours_in_either_spelling() {
+    fn identity_and_routing_headers_are_dropped_in_either_spelling() {
         for name in [
             "x-gatehouse-sub",
             "x_gatehouse_sub",
             "x-gatehouse_scope",
             "x_gatehouse-",
+            "host",
+            "forwarded",
+            "x-forwarded-host",
+            "x_forwarded_host",
+            "x_forwarded-prefix",
+            "x-original-url",
+            "x_rewrite_url",
+            "x-real-ip",
         ] {
-            assert!(is_identity_header(name), "{name}");
+            assert!(is_dropped_header(name), "{name}");
         }
         for name in [
             "x-gatehouse",
             "x-gatehousesub",
             "authorization",
             "xx-gatehouse-sub",
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-hosts",
+            "hostname",
         ] {
-            assert!(!is_identity_header(name), "{name}");
+            assert!(!is_dropped_header(name), "{name}");
         }
     }
 

@@ -16,10 +16,12 @@
 //!   byte (the origin request's URL parser would turn `\` into `/` and drop a tab or newline,
 //!   after the gate matched the path with them).
 //!
-//! Rules then match generously where that only asks for more (a scope rule ignores ASCII case,
-//! and `/api/admin/*` also covers `/api/admin`) and strictly where it would let more through (a
-//! public path matches with its exact case).
+//! Rules then match generously where that only asks for more (a scope rule ignores case, the
+//! few non-ASCII letters whose case mapping is ASCII included, and `/api/admin/*` also covers
+//! `/api/admin`) and strictly where it would let more through (a public path matches with its
+//! exact case).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// Besides letters and digits, what a path segment holds raw and an escape of decodes to:
@@ -81,7 +83,41 @@ pub fn is_public(pattern: &str, path: &str) -> bool {
     }
 }
 
-/// A `ROUTE_SCOPES` prefix (its `*` already dropped): ASCII case ignored, and a prefix ending
+/// The letters outside ASCII whose case mapping is ASCII (Unicode's case tables: `İ` lowers to
+/// `i`, `ı` uppers to `I`, `ſ` to `S`, the Kelvin sign lowers to `k`, the Latin ligatures upper
+/// to two or three letters), as the canonical path keeps them escaped. A router that decodes and
+/// then folds case (Java's `equalsIgnoreCase`, say) reads `/api/adm%C4%B0n` as `/api/admin`.
+const ESCAPED_ASCII_CASE_FOLDS: &[(&str, &str)] = &[
+    ("%C4%B0", "i"),
+    ("%C4%B1", "i"),
+    ("%C5%BF", "s"),
+    ("%E2%84%AA", "k"),
+    ("%EF%AC%80", "ff"),
+    ("%EF%AC%81", "fi"),
+    ("%EF%AC%82", "fl"),
+    ("%EF%AC%83", "ffi"),
+    ("%EF%AC%84", "ffl"),
+    ("%EF%AC%85", "st"),
+    ("%EF%AC%86", "st"),
+];
+
+/// A canonical path as scope rules read it: those letters folded to ASCII, so that a spelling a
+/// case-folding router sends to a scoped route needs that route's scope. Only the scope lookup
+/// reads it; the origin gets the path as it was.
+pub fn folded_for_scopes(path: &str) -> Cow<'_, str> {
+    let mut folded = Cow::Borrowed(path);
+    if path.contains('%') {
+        for (escaped, ascii) in ESCAPED_ASCII_CASE_FOLDS {
+            if folded.contains(escaped) {
+                folded = Cow::Owned(folded.replace(escaped, ascii));
+            }
+        }
+    }
+    folded
+}
+
+/// A `ROUTE_SCOPES` prefix (its `*` already dropped), matched against `folded_for_scopes`'s
+/// path: ASCII case ignored, and a prefix ending
 /// in `/` also covers the path without it (`/api/admin/` covers `/api/admin`) and that path
 /// with a format suffix (`/api/admin.json`, which Rails' `(.:format)` routes and Spring's
 /// suffix matching send to the same handler).
@@ -101,7 +137,7 @@ pub fn within_scope_prefix(prefix: &str, path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{Refused, canonical, is_public, within_scope_prefix};
+    use super::{Refused, canonical, folded_for_scopes, is_public, within_scope_prefix};
 
     #[test]
     fn canonical_paths_decode_unreserved_escapes_and_merge_slashes() {
@@ -167,6 +203,26 @@ mod tests {
         assert!(!within_scope_prefix("/api/admin/", "/api"));
         assert!(within_scope_prefix("/", "/anything"));
         assert!(!within_scope_prefix("/", ""));
+    }
+
+    #[test]
+    fn letters_whose_case_mapping_is_ascii_fold_for_scope_rules() {
+        for (raw, folded) in [
+            ("/api/adm%C4%B0n/users", "/api/admin/users"),
+            ("/api/adm%C4%B1n", "/api/admin"),
+            ("/api/%C5%BFecret", "/api/secret"),
+            ("/api/%E2%84%AAeys", "/api/keys"),
+            ("/api/%EF%AC%81les/%EF%AC%86", "/api/files/st"),
+            ("/api/caf%C3%A9", "/api/caf%C3%A9"),
+            ("/api/admin", "/api/admin"),
+        ] {
+            let canonical = canonical(raw).unwrap_or_default();
+            assert_eq!(folded_for_scopes(&canonical), folded, "{raw}");
+        }
+        assert!(within_scope_prefix(
+            "/api/admin/",
+            &folded_for_scopes("/api/ADM%C4%B0N/x")
+        ));
     }
 
     #[test]

@@ -124,6 +124,37 @@ async fn cookies_pinned_keys_and_fail_open() {
     )
     .await;
     assert_eq!(status, 401);
+
+    // A cookie's token is not read for a write a browser sent from another site (CSRF); a
+    // bearer header, which a page cannot make a browser send, still is.
+    let token_cookie = format!("gh_at={token}");
+    let post = |headers: &[(&str, &str)], cookie: bool| {
+        let mut request = http().post(format!("{}/api/x", edge.url)).body("x");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if cookie {
+            request.header("Cookie", &token_cookie)
+        } else {
+            request.bearer_auth(&token)
+        }
+    };
+    for (headers, cookie, expected) in [
+        (vec![("Sec-Fetch-Site", "cross-site")], true, 401),
+        (vec![("Sec-Fetch-Site", "same-site")], true, 401),
+        (vec![("Origin", "https://evil.example")], true, 401),
+        (vec![("Origin", "null")], true, 401),
+        (vec![("Sec-Fetch-Site", "same-origin")], true, 200),
+        (vec![("Origin", edge.url.as_str())], true, 200),
+        (vec![], true, 200),
+        (vec![("Sec-Fetch-Site", "cross-site")], false, 200),
+    ] {
+        let (status, json) = json_of(post(&headers, cookie).send().await.unwrap()).await;
+        assert_eq!(status, expected, "{headers:?}, cookie {cookie}: {json}");
+        if expected == 401 {
+            assert_eq!(json["code"], "missing_token", "{json}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
