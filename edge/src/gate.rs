@@ -9,7 +9,8 @@ use serde::Serialize;
 use worker::js_sys::{Array, global};
 use worker::wasm_bindgen::JsCast;
 use worker::web_sys::{
-    Headers, Request, RequestInit, RequestRedirect, Response, ResponseInit, WorkerGlobalScope,
+    Headers, Request, RequestCache, RequestInit, RequestRedirect, Response, ResponseInit,
+    WorkerGlobalScope,
 };
 use worker::{Context, Env, wasm_bindgen_futures::JsFuture};
 
@@ -345,8 +346,12 @@ async fn forward(
             let _ = headers.delete(name);
         }
     }
+    let init = RequestInit::new();
     match pass {
         Pass::Verified(c) => {
+            // The response is this user's: Cloudflare's cache, keyed by URL alone, must not hand
+            // it to another (an origin that forgets `private` on `/api/me/avatar.png`).
+            init.set_cache(RequestCache::NoStore);
             let _ = headers.set("x-gatehouse-sub", &c.sub);
             let _ = headers.set("x-gatehouse-scope", &c.scope);
             let _ = headers.set("x-gatehouse-sid", &c.sid);
@@ -359,7 +364,6 @@ async fn forward(
         Pass::Public => {}
     }
     let method = req.method();
-    let init = RequestInit::new();
     init.set_method(method);
     init.set_headers(&headers);
     // A proxy passes redirects on: following them here would hide a 302 from the browser and

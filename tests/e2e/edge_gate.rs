@@ -71,6 +71,16 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
             .is_some_and(|a| a.ends_with(access(&tokens))),
         "the token reaches the origin, as documented"
     );
+    // Fetched with `cache: "no-store"`, which the runtime marks on the request: a user's
+    // response never enters Cloudflare's cache, keyed by URL alone.
+    assert_eq!(
+        (
+            headers["cache-control"].as_str(),
+            headers["pragma"].as_str()
+        ),
+        (Some("no-cache"), Some("no-cache")),
+        "{headers}"
+    );
 
     // Public paths pass without a token, and still lose spoofed identity headers.
     let response = http()
@@ -85,6 +95,11 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
     let seen = sys.origin.requests().await;
     assert_eq!(seen[0]["path"], "/");
     assert!(seen[0]["headers"].get("x-gatehouse-sub").is_none());
+    assert!(
+        seen[0]["headers"].get("cache-control").is_none(),
+        "a public path keeps the zone's caching: {}",
+        seen[0]["headers"]
+    );
     assert!(
         seen[0]["headers"].get("x_gatehouse_scope").is_none(),
         "{}",
