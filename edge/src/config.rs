@@ -50,6 +50,9 @@ pub struct Config {
     /// without body or credentials). Off by default, as in oauth2-proxy and Envoy: an origin
     /// handler that ignores the method would run for anyone's `OPTIONS`.
     pub forward_preflights: bool,
+    /// `CORS_ORIGINS`: the origins (`https://app.example`) whose pages may read the gate's own
+    /// refusals; lower-cased, as browsers send `Origin`.
+    pub cors_origins: Vec<String>,
     /// `TEST_CRASH_ROUTE = "on"`: `POST /_gatehouse/crash` panics, so tests can show that the
     /// wasm module is reset after a trap (the `worker` crate's abort hook and wasm-bindgen's
     /// reset function, not the entry module). Never set in production
@@ -295,6 +298,29 @@ fn public_paths(raw: &str, problems: &mut Vec<String>) -> Vec<String> {
         .collect()
 }
 
+/// `CORS_ORIGINS`: exact origins, `http(s)://host[:port]`. An entry that is not one (a path, a
+/// `*`, no scheme) is reported and left out: it could only have shown refusals to more pages.
+fn cors_origins(raw: &str, problems: &mut Vec<String>) -> Vec<String> {
+    raw.split(',')
+        .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+        .filter(|o| !o.is_empty())
+        .filter(|origin| {
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            let valid = host.is_some_and(|h| {
+                !h.is_empty() && !h.contains(['/', '*', '?', '#', '@', ' ', '"'])
+            });
+            if !valid {
+                problems.push(format!(
+                    "CORS_ORIGINS entry {origin:?} is not an origin like https://app.example; ignored"
+                ));
+            }
+            valid
+        })
+        .collect()
+}
+
 /// A secret setting: compared in constant time, never printed by `Debug`.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -369,6 +395,10 @@ impl Config {
             ed25519_in_wasm: vars.switch("ED25519_VERIFY", ("webcrypto", "wasm")),
             server_timing: vars.switch("SERVER_TIMING", ("off", "on")),
             forward_preflights: vars.switch("CORS_PREFLIGHT", ("token", "forward")),
+            cors_origins: cors_origins(
+                &vars.text("CORS_ORIGINS").unwrap_or_default(),
+                &mut vars.problems,
+            ),
             crash_route: vars.switch("TEST_CRASH_ROUTE", ("off", "on")),
             realm,
             kv_refresh_ms: f64::from(vars.number_at_least(
@@ -427,7 +457,18 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::{public_paths, route_scopes};
+    use super::{cors_origins, public_paths, route_scopes};
+
+    #[test]
+    fn cors_origins_are_exact_origins() {
+        let mut problems = Vec::new();
+        let origins = cors_origins(
+            " https://App.example/, http://127.0.0.1:8080,*,app.example,https://a.example/x,https://",
+            &mut problems,
+        );
+        assert_eq!(origins, ["https://app.example", "http://127.0.0.1:8080"]);
+        assert_eq!(problems.len(), 4, "{problems:?}");
+    }
 
     #[test]
     fn rules_are_read_in_the_canonical_form_requests_are_matched_in() {

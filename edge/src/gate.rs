@@ -123,7 +123,7 @@ pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Response {
     let started = state::now_ms();
     let claims = match authorize(req, env, ctx, &config, Some(path)).await {
         Ok(claims) => claims,
-        Err(response) => return response,
+        Err(refusal) => return readable_by_listed_origin(refusal, req, &config),
     };
     let timing = config.server_timing.then(|| {
         format!(
@@ -132,6 +132,23 @@ pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Response {
         )
     });
     forward(req, &config, Pass::Verified(&claims), timing.as_deref()).await
+}
+
+/// The gate's own refusal, readable by a page on a `CORS_ORIGINS` origin. Without these headers
+/// the browser hides the 401 behind a network error, and the app (`@gatehouse/verify/client`)
+/// cannot tell `expired` (refresh and retry) from `revoked` (sign out). The origin answers CORS
+/// for what it serves; refusals are `no-store`, so no cache keeps one origin's copy for another.
+fn readable_by_listed_origin(refusal: Response, req: &Incoming, config: &Config) -> Response {
+    if let Some(origin) = req
+        .header("origin")
+        .filter(|origin| config.cors_origins.iter().any(|listed| listed == origin))
+    {
+        let headers = refusal.headers();
+        let _ = headers.set("access-control-allow-origin", &origin);
+        let _ = headers.set("access-control-allow-credentials", "true");
+        let _ = headers.set("access-control-expose-headers", "www-authenticate");
+    }
+    refusal
 }
 
 /// `/_gatehouse/check`: the gate's verdict without the origin. The same verification and

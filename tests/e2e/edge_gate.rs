@@ -109,6 +109,82 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
     assert_eq!(status, 200);
 }
 
+/// A page on a `CORS_ORIGINS` origin can read the gate's refusals (the client tells `expired`
+/// from `revoked` by them); a page on any other origin cannot, and forwarded answers are the
+/// origin's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gates_refusals_are_readable_by_the_listed_origins_only() {
+    let sys = System::start(Options {
+        edge_vars: &[("CORS_ORIGINS", "https://App.example/,*")],
+        ..Options::default()
+    })
+    .await;
+    let mut expired = sys.claims();
+    expired.exp = expired.iat - 120;
+    let expired = sys.mint(&expired);
+    let refusal = |origin: &'static str| {
+        http()
+            .get(format!("{}/api/x", sys.edge.url))
+            .bearer_auth(&expired)
+            .header("Origin", origin)
+            .send()
+    };
+    let response = refusal("https://app.example").await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        (
+            response.status().as_u16(),
+            header("access-control-allow-origin").as_deref(),
+            header("access-control-allow-credentials").as_deref(),
+            header("access-control-expose-headers").as_deref(),
+        ),
+        (
+            401,
+            Some("https://app.example"),
+            Some("true"),
+            Some("www-authenticate")
+        )
+    );
+    assert_eq!(json_of(response).await.1["code"], "expired");
+    let response = refusal("https://evil.example").await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
+        "{:?}",
+        response.headers()
+    );
+    let forwarded = http()
+        .get(format!("{}/api/x", sys.edge.url))
+        .bearer_auth(access(&sys.user("alice").await))
+        .header("Origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forwarded.status(), 200);
+    assert!(
+        forwarded
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    let health = sys.edge.health().await;
+    assert!(
+        health["problems"]
+            .to_string()
+            .contains(r#"CORS_ORIGINS entry \"*\""#),
+        "{health}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_refused_with_the_right_code() {
     let sys = System::start(Options::default()).await;
