@@ -345,8 +345,8 @@ fn header_names(headers: &Headers) -> String {
 }
 
 /// Sends the request on to the origin with the same method, canonical path, query and body;
-/// client-sent identity headers and `CLIENT_ROUTING_HEADERS` are dropped and, for a verified
-/// token, ours added.
+/// client-sent identity headers and `CLIENT_ROUTING_HEADERS` are dropped, `X-Forwarded-Host`
+/// set to the host the client asked for and, for a verified token, ours added.
 async fn forward(
     req: &Incoming,
     config: &Config,
@@ -363,6 +363,10 @@ async fn forward(
             let _ = headers.delete(name);
         }
     }
+    // `Host` is the origin's own now: the host the client asked for (from the URL the runtime
+    // routed here, not from a header the client wrote) is what the origin's links and
+    // redirects must name.
+    let _ = headers.set("x-forwarded-host", authority(&req.raw.url()));
     let init = RequestInit::new();
     match pass {
         Pass::Verified(c) => {
@@ -418,6 +422,12 @@ fn bad_gateway() -> Response {
 
 /// `/path?query` of the absolute URL the runtime hands over (already normalised by it), without
 /// a fragment. Plain string work: the url crate's parser would cost ~40 KB of worker size.
+/// The `host[:port]` of an absolute URL.
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split(['/', '?', '#']).next().unwrap_or_default()
+}
+
 fn path_and_query(url: &str) -> &str {
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
     let rest = url.get(after_scheme..).unwrap_or_default();
@@ -440,7 +450,19 @@ fn with_timing(response: Response, timing: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_dropped_header, path_and_query};
+    use super::{authority, is_dropped_header, path_and_query};
+
+    #[test]
+    fn authority_is_the_host_and_port() {
+        for (url, expected) in [
+            ("https://edge.example/a?b", "edge.example"),
+            ("http://127.0.0.1:8787", "127.0.0.1:8787"),
+            ("https://edge.example?q", "edge.example"),
+            ("https://edge.example#f", "edge.example"),
+        ] {
+            assert_eq!(authority(url), expected, "{url}");
+        }
+    }
 
     #[test]
     fn identity_and_routing_headers_are_dropped_in_either_spelling() {
