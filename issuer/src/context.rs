@@ -89,14 +89,9 @@ impl<'r, T: DeserializeOwned> FromData<'r> for FormOrJson<T> {
             Ok(_) => return fail(ApiError::PayloadTooLarge),
             Err(_) => return fail(ApiError::invalid_request("the body is not UTF-8 text")),
         };
-        let parsed = if is_form {
-            serde_urlencoded::from_str(&body).map_err(|e| format!("invalid form body: {e}"))
-        } else {
-            serde_json::from_str(&body).map_err(|e| format!("invalid JSON body: {e}"))
-        };
-        match parsed {
+        match crate::body::decode(&body, is_form) {
             Ok(value) => Outcome::Success(Self(value)),
-            Err(message) => fail(ApiError::invalid_request(message)),
+            Err(e) => fail(e),
         }
     }
 }
@@ -135,7 +130,7 @@ pub async fn authenticate(
 ) -> Result<Authenticated, ApiError> {
     let claims = keys
         .verify(db, token, now)
-        .await
+        .await?
         .map_err(|e| ApiError::InvalidToken(e.code()))?;
     match auth_cache.standing(db, &claims, now).await? {
         Standing::Active(user) => Ok(Authenticated {

@@ -5,6 +5,7 @@
 //! Each area exposes a `stage()`; [`rocket`] only assembles them.
 
 pub mod auth_cache;
+mod body;
 pub mod cli;
 pub mod clock;
 pub mod config;

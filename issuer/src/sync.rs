@@ -241,7 +241,10 @@ impl Snapshots {
 /// The `held_seq` of an edge's 409: the seq of the list it holds.
 async fn held_seq(resp: reqwest::Response) -> Option<u64> {
     let body = resp.bytes().await.ok()?;
-    serde_json::from_slice::<serde_json::Value>(&body).ok()?["held_seq"].as_u64()
+    serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()?
+        .get("held_seq")?
+        .as_u64()
 }
 
 /// An edge holding a list newer than anything in this database means the database went back

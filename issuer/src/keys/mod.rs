@@ -37,7 +37,7 @@ pub struct KeyState {
     pub signer: SigningKey,
     pub published: KeySet,
     pub verifier: Verifier,
-    /// When this replica read it from the database.
+    /// When this replica began reading it from the database.
     read_at: Instant,
 }
 
@@ -46,15 +46,23 @@ pub struct KeyRing {
     /// The configuration it was loaded with, for every re-read.
     config: Config,
     state: RwLock<Arc<KeyState>>,
-    /// When a request last made this replica re-read the ring ([`KeyRing::reread_unless`]);
-    /// held while it does.
-    reread_at: tokio::sync::Mutex<Option<Instant>>,
+    /// The last re-read requests made this replica do; held while one runs.
+    last_reread: tokio::sync::Mutex<Option<Reread>>,
+}
+
+#[derive(Clone, Copy)]
+struct Reread {
+    began: Instant,
+    ok: bool,
 }
 
 /// At most one re-read of the ring per this interval on behalf of requests, so garbage kids or
 /// a flood of JWKS requests cannot turn every request into a database read; also how old the
 /// copy behind the JWKS may be.
 const REREAD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A token of a key the ring may lack while it cannot be read: the issuer cannot tell.
+const UNREADABLE: &str = "the signing keys could not be read";
 
 impl KeyRing {
     pub fn current(&self) -> Arc<KeyState> {
@@ -73,68 +81,104 @@ impl KeyRing {
             sealer,
             config: config.clone(),
             state: RwLock::new(Arc::new(state)),
-            reread_at: tokio::sync::Mutex::new(None),
+            last_reread: tokio::sync::Mutex::new(None),
         })
     }
 
-    /// Verifies an access token with this replica's keys. A `kid` the ring does not know yet
-    /// (a rotation by the CLI or another replica since this replica's last refresh) re-reads
-    /// the ring from the database ([`Self::reread_unless`]) and verifies once more: until the
-    /// next refresh, such tokens would otherwise be refused here, and a revocation of one
-    /// would revoke nothing.
+    /// Verifies an access token with this replica's keys: the one rule for every route. A
+    /// `kid` the ring does not know may be a rotation by the CLI or another replica since the
+    /// ring was read, so it is only taken for not ours ([`VerifyError`]) by a ring read after
+    /// this call began ([`Self::read_since`]). The outer error: the ring could not be read, and
+    /// the issuer cannot tell; "invalid" would make a revocation write nothing and
+    /// introspection call a live token inactive.
     pub async fn verify(
         self: &Arc<Self>,
         db: &Db,
         token: &str,
         now: i64,
-    ) -> Result<AccessClaims, VerifyError> {
-        let unknown = |r: &Result<AccessClaims, VerifyError>| matches!(r, Err(e) if e.code() == ErrorCode::UnknownKid);
+    ) -> Result<Result<AccessClaims, VerifyError>, ApiError> {
+        let asked = Instant::now();
         let first = self.current().verifier.verify(token, now);
-        if !unknown(&first) {
-            return first;
+        if !matches!(&first, Err(e) if e.code() == ErrorCode::UnknownKid) {
+            return Ok(first);
         }
         // Rare: an unknown kid fails before any signature is checked.
-        let knows_kid = |state: &KeyState| !unknown(&state.verifier.verify(token, now));
-        let ring = self.reread_unless(db, now, knows_kid).await;
-        ring.verifier.verify(token, now)
+        let ring = self.read_since(db, now, asked).await?;
+        Ok(ring.verifier.verify(token, now))
+    }
+
+    /// The ring as read from the database after `since`. Re-read if it was not, at most once
+    /// per [`REREAD_INTERVAL`]: a caller waits out the interval rather than skip the re-read
+    /// (without the lock, so the JWKS does not wait too), and callers that wait meanwhile share
+    /// the one that follows. An error when that re-read failed.
+    async fn read_since(
+        self: &Arc<Self>,
+        db: &Db,
+        now: i64,
+        since: Instant,
+    ) -> Result<Arc<KeyState>, ApiError> {
+        loop {
+            let mut last = self.last_reread.lock().await;
+            let held = self.current();
+            if held.read_at >= since {
+                return Ok(held);
+            }
+            match *last {
+                Some(r) if r.began >= since && !r.ok => {
+                    return Err(ApiError::unavailable(UNREADABLE));
+                }
+                Some(r) if r.began.elapsed() < REREAD_INTERVAL => {
+                    drop(last);
+                    tokio::time::sleep_until((r.began + REREAD_INTERVAL).into()).await;
+                }
+                _ => {
+                    self.reread(db, now, &mut last).await?;
+                    return Ok(self.current());
+                }
+            }
+        }
     }
 
     /// The ring for the JWKS, re-read when this replica's copy is over a second old. A CLI
     /// rotation or import makes its key active at once, and replicas refresh on their own
     /// schedule, up to `cleanup_interval_secs` apart: a replica that signs with the new key
     /// sends verifiers to a JWKS that any replica must already list it in, or they hold a set
-    /// without it for their refetch cooldown.
+    /// without it for their refetch cooldown. A re-read that began under a second ago, or
+    /// failed, leaves the copy in hand.
     pub async fn for_publishing(self: &Arc<Self>, db: &Db, now: i64) -> Arc<KeyState> {
         let fresh = |state: &KeyState| state.read_at.elapsed() < REREAD_INTERVAL;
         let held = self.current();
         if fresh(&held) {
             return held;
         }
-        self.reread_unless(db, now, fresh).await
+        let mut last = self.last_reread.lock().await;
+        let held = self.current();
+        if fresh(&held) || last.is_some_and(|r| r.began.elapsed() < REREAD_INTERVAL) {
+            return held;
+        }
+        // Logged by `reread`; the copy in hand serves.
+        let _ = self.reread(db, now, &mut last).await;
+        self.current()
     }
 
-    /// The ring re-read from the database, unless the copy in hand `serves` after all or a
-    /// re-read began less than a second ago: whatever asks (a garbage `kid`, a JWKS request)
-    /// costs at most one database read a second. One at a time: a caller that arrives while
-    /// one runs waits for it and gets the ring it brought. A database that cannot be read
-    /// leaves the copy in hand.
-    async fn reread_unless(
+    /// Re-reads the ring for a request, under the `last_reread` lock, and records it there.
+    async fn reread(
         self: &Arc<Self>,
         db: &Db,
         now: i64,
-        serves: impl Fn(&KeyState) -> bool,
-    ) -> Arc<KeyState> {
-        let mut last = self.reread_at.lock().await;
-        let held = self.current();
-        if serves(&held) || last.is_some_and(|at| at.elapsed() < REREAD_INTERVAL) {
-            return held;
-        }
-        *last = Some(Instant::now());
+        last: &mut Option<Reread>,
+    ) -> Result<(), ApiError> {
+        let began = Instant::now();
         let ring = Arc::clone(self);
-        if let Err(e) = db.run(move |c| ring.refresh(c, now)).await {
-            tracing::warn!(error = %e, "the key ring could not be re-read; using the copy held");
-        }
-        self.current()
+        let result = db.run(move |c| ring.refresh(c, now)).await;
+        *last = Some(Reread {
+            began,
+            ok: result.is_ok(),
+        });
+        result.map_err(|e| {
+            tracing::warn!(error = %e, "the key ring could not be re-read");
+            ApiError::unavailable(UNREADABLE)
+        })
     }
 
     /// Re-reads the database: picks up a rotation done by the CLI or another replica, promotes
@@ -242,6 +286,8 @@ fn build_state(
     now: i64,
     key_file: KeyFile,
 ) -> Result<KeyState, ApiError> {
+    // Before the first read: a rotation committed after it may be missing from this state.
+    let read_at = Instant::now();
     ensure_sealer_opens_ring(conn, sealer)?;
     if let Some(path) = &config.signing_key_file {
         match read_key_file(path) {
@@ -302,7 +348,7 @@ fn build_state(
         verifier: Verifier::new(published.clone(), options),
         published,
         signer,
-        read_at: Instant::now(),
+        read_at,
     })
 }
 

@@ -61,7 +61,8 @@ async fn register(
 
 #[derive(Debug, Deserialize)]
 pub struct PasswordChange {
-    current_password: String,
+    #[serde(default, deserialize_with = "omitted_if_empty")]
+    current_password: Option<String>,
     new_password: String,
 }
 
@@ -88,6 +89,9 @@ async fn change_password(
         current_password,
         new_password,
     } = body?.0;
+    // As the password grant: none is a malformed request, not a wrong password (no attempt).
+    let current_password = current_password
+        .ok_or_else(|| ApiError::invalid_request("current_password is required"))?;
     limit.check(client_ip)?;
     // Before the lockout reservation: a weak new password is no failed attempt.
     check_password_policy(&new_password, &auth.username)?;
@@ -244,8 +248,9 @@ async fn revoke(
         let auth = auth?;
         // Other users' tokens only with a token that carries the admin scope.
         let as_admin = auth.require_scope(ADMIN_SCOPE).is_ok();
-        // Only our own valid access tokens; an expired one needs no entry.
-        if let Ok(claims) = keys.verify(db, &token, now).await
+        // Only our own valid access tokens; an expired one needs no entry. A ring that could
+        // not be read is an error: answering 200 would say revoked with nothing written.
+        if let Ok(claims) = keys.verify(db, &token, now).await?
             && (claims.sub == auth.claims.sub || as_admin)
         {
             let expires_at = entry_expiry(claims.exp);

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::auth_cache::AuthCache;
 use crate::config::ADMIN_SCOPE;
-use crate::context::{Authenticated, FormOrJson, Now, authenticate};
+use crate::context::{Authenticated, FormOrJson, Now, authenticate, omitted_if_empty};
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::keys::KeyRing;
@@ -142,6 +142,7 @@ async fn enable(
 
 #[derive(Debug, Deserialize)]
 pub struct IntrospectionRequest {
+    #[serde(default, deserialize_with = "omitted_if_empty")]
     token: Option<String>,
 }
 

@@ -212,7 +212,25 @@ async fn admin_actions_name_the_admin_in_the_audit(backend: Backend) {
     }
 }
 
+/// A token sent empty is a token not sent (RFC 6749 §3.1), for introspection as for
+/// revocation: 400, not `{"active": false}` about nothing.
+async fn introspecting_an_empty_token_is_invalid_request(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_token().await;
+    for path in ["/v1/introspect", "/v1/revoke"] {
+        for body in ["token=", r#"{"token":""}"#, "token_type_hint=access_token"] {
+            let (status, json) = app.send("POST", path, Some(body), Some(&admin)).await;
+            assert_eq!(
+                (status, str_of(&json, "error")),
+                (Status::BadRequest, "invalid_request"),
+                "{path} {body}: {json}"
+            );
+        }
+    }
+}
+
 crate::on_both_backends!(
+    introspecting_an_empty_token_is_invalid_request,
     admin_actions_name_the_admin_in_the_audit,
     introspection_that_cannot_look_the_user_up_is_an_error,
     admin_scope_is_required,

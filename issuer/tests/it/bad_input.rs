@@ -164,4 +164,109 @@ async fn hostile_requests_get_clear_4xx(backend: Backend) {
     );
 }
 
-crate::on_both_backends!(hostile_requests_get_clear_4xx);
+/// A form's percent-escapes that decode to bytes which are not UTF-8 are refused, as a raw
+/// body that is not UTF-8 is. Before, they became U+FFFD, so `%E9t%E9` and `%FFt%FF` were the
+/// same password.
+async fn forms_that_decode_to_invalid_utf8_are_refused(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    for (path, body) in [
+        (
+            "/v1/users",
+            "username=mallory&password=%E9t%E9-plover-quartz",
+        ),
+        ("/v1/users", "username=mallory&pass%FFword=plover-quartz-7"),
+        (
+            "/v1/token",
+            "grant_type=password&username=alice&password=%FFt%FF-plover",
+        ),
+        (
+            "/v1/token",
+            "grant_type=password&username=alice%C3&password=x",
+        ),
+    ] {
+        let (status, json) = app.send("POST", path, Some(body), None).await;
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::BadRequest, "invalid_request"),
+            "{path} {body}: {json}"
+        );
+    }
+    // Escapes of UTF-8, `+` for a space and a `%` that starts no escape still decode.
+    let password = "%C3%A9t%C3%A9+plover%zz";
+    let body = format!("username=bob&password={password}");
+    let (status, json) = app.send("POST", "/v1/users", Some(&body), None).await;
+    assert_eq!(status, Status::Created, "{json}");
+    let login = r#"{"grant_type":"password","username":"bob","password":"été plover%zz"}"#;
+    let (status, json) = app.send("POST", "/v1/token", Some(login), None).await;
+    assert_eq!(status, Status::Ok, "{json}");
+}
+
+/// `error_description` is our own words: it may name a field, never repeat what the client
+/// sent in one (a password, typed into the wrong field or with the wrong quotes).
+async fn error_descriptions_never_repeat_the_client_s_values(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let cases = [
+        (
+            "/v1/users",
+            r#"{"username":"alice","password":12345678}"#,
+            "field `password` must be a string",
+        ),
+        (
+            "/v1/users",
+            r#"{"username":["hunter2"],"password":"x"}"#,
+            "field `username` must be a string",
+        ),
+        (
+            "/v1/token",
+            r#"{"grant_type":"password","username":"a","password":{"hunter2":1}}"#,
+            "field `password` must be a string",
+        ),
+        (
+            "/v1/users",
+            r#"{"password":"hunter2"}"#,
+            "missing field `username`",
+        ),
+        (
+            "/v1/users",
+            r#"{"username":"alice","password":"hunter2","password":"hunter2"}"#,
+            "field `password` is given more than once",
+        ),
+        (
+            "/v1/users",
+            r#"{"password":"hunter2" 12345678}"#,
+            "invalid JSON body",
+        ),
+        (
+            "/v1/users",
+            r#"["hunter2"]"#,
+            "the JSON body must be an object",
+        ),
+        (
+            "/v1/users",
+            r#""hunter2""#,
+            "the JSON body must be an object",
+        ),
+    ];
+    for (path, body, description) in cases {
+        let request = app.client.post(path).header(ContentType::JSON).body(body);
+        let (status, json, _) = decode(request.dispatch().await).await;
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::BadRequest, "invalid_request"),
+            "{body}: {json}"
+        );
+        assert_eq!(str_of(&json, "error_description"), description, "{body}");
+        let text = json.to_string();
+        assert!(
+            !text.contains("hunter2") && !text.contains("12345678"),
+            "{body}: {text}"
+        );
+    }
+}
+
+crate::on_both_backends!(
+    hostile_requests_get_clear_4xx,
+    forms_that_decode_to_invalid_utf8_are_refused,
+    error_descriptions_never_repeat_the_client_s_values
+);

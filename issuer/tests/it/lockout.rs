@@ -169,7 +169,36 @@ async fn a_refusal_for_checks_under_way_says_one_second(backend: Backend) {
     assert_eq!(refused, Reservation::Refused { retry_after: 1 });
 }
 
+/// A password change without the current password is a malformed request, as a login without
+/// a password is: before, an empty one counted as a wrong one and spent a lockout attempt.
+async fn an_empty_current_password_spends_no_attempt(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let access = str_of(&app.login("alice").await, "access_token").to_owned();
+    let json_body = r#"{"current_password":"","new_password":"quiet-lantern-harbor-9"}"#;
+    let form_body = "current_password=&new_password=quiet-lantern-harbor-9";
+    // Past the threshold (3 in tests), each in both encodings.
+    for body in [json_body, form_body].repeat(2) {
+        let (status, json) = app
+            .send("POST", "/v1/password", Some(body), Some(&access))
+            .await;
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::BadRequest, "invalid_request"),
+            "{body}: {json}"
+        );
+    }
+    app.login("alice").await;
+    let body =
+        format!(r#"{{"current_password":"{PASSWORD}","new_password":"quiet-lantern-harbor-9"}}"#);
+    let (status, json) = app
+        .send("POST", "/v1/password", Some(&body), Some(&access))
+        .await;
+    assert_eq!(status, Status::Ok, "{json}");
+}
+
 crate::on_both_backends!(
+    an_empty_current_password_spends_no_attempt,
     a_refusal_for_checks_under_way_says_one_second,
     parallel_first_logins_are_not_refused,
     lockout_holds_under_parallel_attempts,

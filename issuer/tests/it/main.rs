@@ -21,6 +21,7 @@ mod bad_input;
 mod binary;
 mod credentials;
 mod db_errors;
+mod key_lag;
 mod keys;
 mod lockout;
 mod refresh;
