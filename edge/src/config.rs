@@ -262,8 +262,8 @@ fn route_scopes(raw: &str) -> Result<Vec<(String, String)>, Vec<String>> {
         let parsed = rule.split_once('=').and_then(|(prefix, scope)| {
             let scope = scope.trim();
             let prefix = canonical_rule_path(prefix.trim())?;
-            is_scope_token(scope)
-                .then(|| (prefix.trim_end_matches('*').to_owned(), scope.to_owned()))
+            let prefix = path::folded_for_scopes(prefix.trim_end_matches('*')).into_owned();
+            is_scope_token(scope).then(|| (prefix, scope.to_owned()))
         });
         match parsed {
             Some(rule) => rules.push(rule),
@@ -472,12 +472,15 @@ mod tests {
 
     #[test]
     fn rules_are_read_in_the_canonical_form_requests_are_matched_in() {
-        let rules = route_scopes("/api/*=read, //api/%61dmin/*=admin ,/API/x=x").unwrap();
+        let rules =
+            route_scopes("/api/*=read, //api/%61dmin/*=admin ,/API/x=x,/f/%EF%AC%81/*=fi").unwrap();
         assert_eq!(
             rules,
             [
                 ("/api/admin/".to_owned(), "admin".to_owned()),
                 ("/API/x".to_owned(), "x".to_owned()),
+                // Folded as paths are, so that the path it was written for still meets it.
+                ("/f/fi/".to_owned(), "fi".to_owned()),
                 ("/api/".to_owned(), "read".to_owned()),
             ]
         );

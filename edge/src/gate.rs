@@ -215,7 +215,7 @@ async fn authorize(
 ) -> Result<AccessClaims, Response> {
     let realm = &config.realm;
     // No token is refused before anything is waited for: refusing is safe whatever the list.
-    let Some(token) = token(req, config) else {
+    let Some(token) = token(req, config, path.is_none()) else {
         return Err(reply::unauthorized(realm, ErrorCode::MissingToken));
     };
     refresh(env, ctx, config).await;
@@ -266,13 +266,23 @@ async fn authorize(
     Ok(claims)
 }
 
-fn token(req: &Incoming, config: &Config) -> Option<String> {
+/// The request's token: its bearer header, else the `TOKEN_COOKIE` cookie unless a browser sent
+/// it cross-site to change state. For `/_gatehouse/check` (`forward_auth`), the method is the
+/// one the proxy names (`X-Forwarded-Method`, as Traefik and Caddy send it, or
+/// `X-Original-Method`, nginx's usual `auth_request` header): its own request is a `GET`.
+fn token(req: &Incoming, config: &Config, forward_auth: bool) -> Option<String> {
     let authorization = req.header("authorization");
     if let Some(token) = bearer_token(authorization.as_deref()) {
         return Some(token.to_owned());
     }
     let name = config.token_cookie.as_deref()?;
-    if is_cross_site_write(req) {
+    let forwarded_method = forward_auth
+        .then(|| {
+            req.header("x-forwarded-method")
+                .or_else(|| req.header("x-original-method"))
+        })
+        .flatten();
+    if is_cross_site_write(req, forwarded_method.as_deref().unwrap_or(req.method())) {
         return None;
     }
     let cookies = req.header("cookie")?;
@@ -285,8 +295,8 @@ fn token(req: &Incoming, config: &Config) -> Option<String> {
 /// Headers a client could write to make an origin route or link differently from what the gate
 /// checked: the host an origin builds links from (`Forwarded`, `X-Forwarded-Host`, `-Server`,
 /// `-Port`, `-Prefix`, `X-Original-Host`), the path IIS and Symfony route by (`X-Original-URL`,
-/// `X-Rewrite-URL`), and an address Cloudflare does not set (`X-Real-IP`). `X-Forwarded-For` and
-/// `-Proto` stay: Cloudflare writes them itself.
+/// `X-Rewrite-URL`). The address headers stay: Cloudflare sets `X-Real-IP` and
+/// `CF-Connecting-IP` itself and appends the client's address to `X-Forwarded-For`.
 const CLIENT_ROUTING_HEADERS: &[&str] = &[
     "host",
     "forwarded",
@@ -297,7 +307,6 @@ const CLIENT_ROUTING_HEADERS: &[&str] = &[
     "x-original-host",
     "x-original-url",
     "x-rewrite-url",
-    "x-real-ip",
 ];
 
 /// Whether a (lower-cased) header name is dropped before the origin: ours (`x-gatehouse-…`) or
@@ -318,13 +327,14 @@ fn is_dropped_header(name: &str) -> bool {
             .any(|h| name.len() == h.len() && starts_as(h))
 }
 
-/// Whether a browser sent this request from another site with a method that changes state: a
-/// token from `TOKEN_COOKIE` is then not read, as a `SameSite` cookie would not have been sent
-/// (cross-site request forgery). `Sec-Fetch-Site` decides where the browser sends it; else an
-/// `Origin` other than the request's own; a request with neither (not a browser) is not
-/// cross-site. A bearer header is never sent by a browser on its own, so it is not affected.
-fn is_cross_site_write(req: &Incoming) -> bool {
-    if matches!(req.method(), "GET" | "HEAD" | "OPTIONS") {
+/// Whether a browser sent this request from another site with a `method` that changes state,
+/// or to open a WebSocket (a `GET` whose socket then acts for the user): a token from
+/// `TOKEN_COOKIE` is then not read, as a `SameSite` cookie would not have been sent (cross-site
+/// request forgery). `Sec-Fetch-Site` decides where the browser sends it; else an `Origin`
+/// other than the request's own; a request with neither (not a browser) is not cross-site. A
+/// bearer header is never sent by a browser on its own, so it is not affected.
+fn is_cross_site_write(req: &Incoming, method: &str) -> bool {
+    if matches!(method, "GET" | "HEAD" | "OPTIONS") && req.header("upgrade").is_none() {
         return false;
     }
     if let Some(site) = req.header("sec-fetch-site") {
@@ -420,14 +430,14 @@ fn bad_gateway() -> Response {
     )
 }
 
-/// `/path?query` of the absolute URL the runtime hands over (already normalised by it), without
-/// a fragment. Plain string work: the url crate's parser would cost ~40 KB of worker size.
 /// The `host[:port]` of an absolute URL.
 fn authority(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     rest.split(['/', '?', '#']).next().unwrap_or_default()
 }
 
+/// `/path?query` of the absolute URL the runtime hands over (already normalised by it), without
+/// a fragment. Plain string work: the url crate's parser would cost ~40 KB of worker size.
 fn path_and_query(url: &str) -> &str {
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
     let rest = url.get(after_scheme..).unwrap_or_default();
@@ -478,7 +488,6 @@ mod tests {
             "x_forwarded-prefix",
             "x-original-url",
             "x_rewrite_url",
-            "x-real-ip",
         ] {
             assert!(is_dropped_header(name), "{name}");
         }
@@ -489,6 +498,7 @@ mod tests {
             "xx-gatehouse-sub",
             "x-forwarded-for",
             "x-forwarded-proto",
+            "x-real-ip",
             "x-forwarded-hosts",
             "hostname",
         ] {

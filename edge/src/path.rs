@@ -84,10 +84,13 @@ pub fn is_public(pattern: &str, path: &str) -> bool {
 }
 
 /// The letters outside ASCII whose case mapping is ASCII (Unicode's case tables: `İ` lowers to
-/// `i`, `ı` uppers to `I`, `ſ` to `S`, the Kelvin sign lowers to `k`, the Latin ligatures upper
-/// to two or three letters), as the canonical path keeps them escaped. A router that decodes and
-/// then folds case (Java's `equalsIgnoreCase`, say) reads `/api/adm%C4%B0n` as `/api/admin`.
+/// `i`, `ı` uppers to `I`, `ſ` to `S`, the Kelvin sign lowers to `k`; `ß` uppers to `SS` and `ẞ`
+/// folds to `ss`; the Latin ligatures upper to two or three letters), as the canonical path
+/// keeps them escaped. A router that decodes and then folds case (Java's `equalsIgnoreCase`,
+/// Python's `casefold`) reads `/api/adm%C4%B0n` as `/api/admin`.
 const ESCAPED_ASCII_CASE_FOLDS: &[(&str, &str)] = &[
+    ("%C3%9F", "ss"),
+    ("%E1%BA%9E", "ss"),
     ("%C4%B0", "i"),
     ("%C4%B1", "i"),
     ("%C5%BF", "s"),
@@ -102,8 +105,9 @@ const ESCAPED_ASCII_CASE_FOLDS: &[(&str, &str)] = &[
 ];
 
 /// A canonical path as scope rules read it: those letters folded to ASCII, so that a spelling a
-/// case-folding router sends to a scoped route needs that route's scope. Only the scope lookup
-/// reads it; the origin gets the path as it was.
+/// case-folding router sends to a scoped route needs that route's scope. The rules' prefixes
+/// are folded the same way; only the scope lookup reads the folded form, and the origin gets
+/// the path as it was.
 pub fn folded_for_scopes(path: &str) -> Cow<'_, str> {
     let mut folded = Cow::Borrowed(path);
     if path.contains('%') {
@@ -213,6 +217,7 @@ mod tests {
             ("/api/%C5%BFecret", "/api/secret"),
             ("/api/%E2%84%AAeys", "/api/keys"),
             ("/api/%EF%AC%81les/%EF%AC%86", "/api/files/st"),
+            ("/api/pa%C3%9Fwords/%E1%BA%9E", "/api/passwords/ss"),
             ("/api/caf%C3%A9", "/api/caf%C3%A9"),
             ("/api/admin", "/api/admin"),
         ] {

@@ -155,6 +155,41 @@ async fn cookies_pinned_keys_and_fail_open() {
             assert_eq!(json["code"], "missing_token", "{json}");
         }
     }
+    // A cross-site WebSocket upgrade is a `GET` that acts for the user: refused the same way.
+    // So is a write a forward-auth proxy asks `/_gatehouse/check` about, by the method it names.
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        let mut request = http()
+            .get(format!("{}{path}", edge.url))
+            .header("Cookie", &token_cookie)
+            .header("Sec-Fetch-Site", "cross-site");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    for (path, headers, expected) in [
+        ("/api/x", vec![], 200),
+        ("/api/x", vec![("Upgrade", "websocket")], 401),
+        ("/_gatehouse/check", vec![], 200),
+        (
+            "/_gatehouse/check",
+            vec![("X-Forwarded-Method", "POST")],
+            401,
+        ),
+        (
+            "/_gatehouse/check",
+            vec![("X-Original-Method", "DELETE")],
+            401,
+        ),
+        (
+            "/_gatehouse/check",
+            vec![("X-Forwarded-Method", "GET")],
+            200,
+        ),
+    ] {
+        let response = get(path, &headers).await.unwrap();
+        assert_eq!(response.status(), expected, "{path} {headers:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
