@@ -395,7 +395,10 @@ fn revocations_push() -> Result<(), String> {
                 Push::Landed => println!("pushed to {url}"),
                 Push::EdgeHolds(held) => {
                     let behind = match held {
-                        Some(held) => database_behind(&db, held).await.map(|ours| (held, ours)),
+                        Some(held) => database_behind(&db, held)
+                            .await
+                            .map_err(fail)?
+                            .map(|ours| (held, ours)),
                         None => None,
                     };
                     if let Some((held, ours)) = behind {

@@ -253,23 +253,30 @@ async fn held_seq(resp: reqwest::Response) -> Option<u64> {
 /// safely (the 409 is not signed), so callers report it, for an operator (deploy.md, "Restoring
 /// the issuer's database"). A race with another replica's newer push is told apart by reading the
 /// database's high-water seq after the refusal. Returns that seq when the edge is ahead of it.
-pub async fn database_behind(db: &Db, held: u64) -> Option<i64> {
-    let high_water = db.run(revocations::high_water).await.ok()?;
-    u64::try_from(high_water)
+pub async fn database_behind(db: &Db, held: u64) -> Result<Option<i64>, ApiError> {
+    let high_water = db.run(revocations::high_water).await?;
+    Ok(u64::try_from(high_water)
         .is_ok_and(|ours| held > ours)
-        .then_some(high_water)
+        .then_some(high_water))
 }
 
 async fn edge_ahead_of_database(db: &Db, url: &str, held: u64, metrics: &Metrics) {
-    if let Some(database_seq) = database_behind(db, held).await {
-        metrics.pushes_behind_edge.inc();
-        tracing::error!(
-            %url,
-            edge_seq = held,
-            database_seq,
-            "an edge holds a revocation list newer than this database: it refuses every list \
-             signed here until the seq passes it (was the database restored? see deploy.md)"
-        );
+    match database_behind(db, held).await {
+        Ok(Some(database_seq)) => {
+            metrics.pushes_behind_edge.inc();
+            tracing::error!(
+                %url,
+                edge_seq = held,
+                database_seq,
+                "an edge holds a revocation list newer than this database: it refuses every \
+                 list signed here until the seq passes it (was the database restored? see \
+                 deploy.md)"
+            );
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(%url, error = %e, "cannot compare the edge's seq with the database's");
+        }
     }
 }
 
