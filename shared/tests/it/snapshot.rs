@@ -237,4 +237,15 @@ fn a_list_is_held_to_the_form_checks_of_a_token() {
     let err = RevocationList::verify_snapshot(&good, &keys, &small, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::TooLarge);
     assert!(RevocationList::verify_snapshot(&good, &keys, &opts, NOW).is_ok());
+
+    // A header of many members, signed: refused by its size before it is parsed (its members'
+    // uniqueness check costs their number squared, and a list's limit is MBs).
+    let padding: String = (0..200).map(|i| format!(r#","p{i}":0"#)).collect();
+    let padded = format!(
+        r#"{{"alg":"EdDSA","typ":"{SNAPSHOT_TYPE}","kid":"{}"{padding}}}"#,
+        f.key.kid()
+    );
+    let jws = f.key.sign_raw_jws(&padded, &list(3, 1).to_bytes());
+    let err = RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Malformed, "{err}");
 }
