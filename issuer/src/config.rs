@@ -190,6 +190,13 @@ impl Config {
                 self.lockout.max_backoff_secs, self.lockout.base_backoff_secs
             ));
         }
+        if self.access_token_ttl_secs == 0 || self.session_ttl_secs == 0 {
+            problems.push(
+                "GATEHOUSE_ACCESS_TOKEN_TTL_SECS and GATEHOUSE_SESSION_TTL_SECS must be at least \
+                 1: with 0, every token would be issued already expired"
+                    .to_owned(),
+            );
+        }
         if self.delta_window_secs < MIN_DELTA_WINDOW_SECS {
             problems.push(format!(
                 "GATEHOUSE_DELTA_WINDOW_SECS is {}: the feed must reach back past an edge's \
@@ -473,7 +480,13 @@ mod tests {
     #[test]
     fn settings_that_switch_a_protection_off_are_refused_by_name() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 5] = [
+        let cases: [(&str, Change); 7] = [
+            ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
+                c.access_token_ttl_secs = 0;
+            }),
+            ("GATEHOUSE_SESSION_TTL_SECS", |c| {
+                c.session_ttl_secs = 0;
+            }),
             ("GATEHOUSE_LOCKOUT__WINDOW_SECS", |c| {
                 c.lockout.window_secs = 0;
             }),

@@ -17,7 +17,9 @@ use crate::ratelimit::RateLimit;
 use crate::revoker::Revoker;
 use crate::store::{revocations, sessions};
 
-/// Ended sessions are kept this long (for the audit trail of late reuse) before deletion.
+/// Ended sessions are kept this long before deletion, for an operator to look up beside the
+/// audit rows that name them. A token of an ended session is refused either way, and a late
+/// presentation of one is not audited as reuse (the session's end is what refuses it).
 const SESSION_RETENTION_SECS: i64 = 24 * 3600;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

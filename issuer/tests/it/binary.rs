@@ -105,35 +105,118 @@ fn commands_refuse_what_serve_refuses() {
     assert!(made.is_empty(), "the command wrote {made:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_with_no_configuration_runs_the_whole_flow() {
-    let dir = tempfile::tempdir().unwrap();
+/// `serve` in `dir` on a free port (8000 may be taken on a shared machine) with `env`, its log in
+/// `dir/serve.log`, once it is ready; and its port.
+async fn serve(dir: &Path, env: &[(&str, &str)]) -> (Server, u16) {
     let port = free_port();
-    // The port is the one setting: 8000 may be taken on a shared machine.
-    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let child = command(dir.path())
+    let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    let child = command(dir)
         .arg("serve")
         .env("GATEHOUSE_PORT", port.to_string())
-        // Rocket's runtime settings size the runtime `serve` builds (before, they were ignored).
-        .env("GATEHOUSE_WORKERS", "3")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();
-    let _server = Server(child);
-    let base = format!("http://127.0.0.1:{port}");
+    let server = Server(child);
     let http = reqwest::Client::new();
-    let mut ready = false;
     for _ in 0..300 {
-        if let Ok(r) = http.get(format!("{base}/health/ready")).send().await
+        if let Ok(r) = http
+            .get(format!("http://127.0.0.1:{port}/health/ready"))
+            .send()
+            .await
             && r.status().is_success()
         {
-            ready = true;
-            break;
+            return (server, port);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(ready, "the issuer became ready");
+    panic!("the issuer did not become ready");
+}
+
+/// A user `name` made by the CLI in `serve`'s directory, and a password login's tokens.
+async fn user_tokens(dir: &Path, base: &str, name: &str) -> Value {
+    let out = run(dir, &["users", "create", name], &format!("{PASSWORD}\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let form = [
+        ("grant_type", "password"),
+        ("username", name),
+        ("password", PASSWORD),
+    ];
+    let (status, tokens) = call(
+        reqwest::Client::new()
+            .post(format!("{base}/v1/token"))
+            .form(&form),
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens
+}
+
+/// The refresh grant judges a token at the time its body arrived, not its headers. A thief with
+/// a stolen refresh token who opens a request before the owner's rotation and sends the rest of
+/// its body after the grace window is reuse, which ends the session; before, the request's time
+/// was read by a guard once Rocket had the body's start, fell before the rotation, and the thief
+/// got the successor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_whose_body_comes_late_is_judged_when_it_arrives() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, port) = serve(dir.path(), &[("GATEHOUSE_REFRESH_GRACE_SECS", "1")]).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let tokens = user_tokens(dir.path(), &base, "alice").await;
+    let stolen = tokens["refresh_token"].as_str().unwrap();
+    // The body's first KiB (JSON may start with whitespace) comes with the headers, the rest
+    // after the grace window.
+    let lead = " ".repeat(1024);
+    let tail =
+        serde_json::json!({"grant_type": "refresh_token", "refresh_token": stolen}).to_string();
+    let mut thief = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        lead.len() + tail.len()
+    );
+    thief.write_all(head.as_bytes()).await.unwrap();
+    thief.write_all(lead.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let form = [("grant_type", "refresh_token"), ("refresh_token", stolen)];
+    let http = reqwest::Client::new();
+    let (status, owners) = call(http.post(format!("{base}/v1/token")).form(&form)).await;
+    assert_eq!(status, 200, "{owners}");
+    // Past the 1 s grace window by the clock, whenever the headers came.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    thief.write_all(tail.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    thief.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 400") && answer.contains("invalid_grant"),
+        "{answer}"
+    );
+    // Reuse ends the session: the owner's successor is refused too.
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", owners["refresh_token"].as_str().unwrap()),
+    ];
+    let (status, json) = call(http.post(format!("{base}/v1/token")).form(&form)).await;
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_no_configuration_runs_the_whole_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    // Rocket's runtime settings size the runtime `serve` builds (before, they were ignored).
+    let (_server, port) = serve(dir.path(), &[("GATEHOUSE_WORKERS", "3")]).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
     let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
     // Plain text: a log written to a file carries no terminal colours.
     assert!(!log.contains('\x1b'), "{log}");
@@ -154,23 +237,7 @@ async fn serve_with_no_configuration_runs_the_whole_flow() {
         (status, json["error"].as_str()),
         (403, Some("registration_closed"))
     );
-    let out = run(
-        dir.path(),
-        &["users", "create", "alice"],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let form = [
-        ("grant_type", "password"),
-        ("username", "alice"),
-        ("password", PASSWORD),
-    ];
-    let (status, tokens) = call(http.post(format!("{base}/v1/token")).form(&form)).await;
-    assert_eq!(status, 200, "{tokens}");
+    let tokens = user_tokens(dir.path(), &base, "alice").await;
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let (status, me) = call(http.get(format!("{base}/v1/me")).bearer_auth(&access)).await;
     assert_eq!((status, me["username"].as_str()), (200, Some("alice")));
