@@ -15,7 +15,9 @@ use serde_json::Value;
 use crate::error::ApiError;
 
 /// `body` as a `T`: a form when `is_form`, JSON otherwise. A form's fields reach `T` as JSON
-/// strings, so both encodings go through one deserializer and get the same messages.
+/// strings, so both encodings go through one deserializer and get the same messages. Every
+/// request field is text (`String` or `Option<String>`); a number, boolean or enum field would
+/// need this decoder taught to read one from a form's text (it would be refused as it is).
 pub fn decode<T: DeserializeOwned>(body: &str, is_form: bool) -> Result<T, ApiError> {
     let fields = if is_form {
         form_fields(body)?

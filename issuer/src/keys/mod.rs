@@ -52,7 +52,7 @@ pub struct KeyRing {
 
 #[derive(Clone, Copy)]
 struct Reread {
-    began: Instant,
+    ended: Instant,
     ok: bool,
 }
 
@@ -108,9 +108,11 @@ impl KeyRing {
     }
 
     /// The ring as read from the database after `since`. Re-read if it was not, at most once
-    /// per [`REREAD_INTERVAL`]: a caller waits out the interval rather than skip the re-read
-    /// (without the lock, so the JWKS does not wait too), and callers that wait meanwhile share
-    /// the one that follows. An error when that re-read failed.
+    /// per [`REREAD_INTERVAL`] after the last one ended: a caller waits out the interval rather
+    /// than skip the re-read (without the lock, so the JWKS does not wait too), and callers that
+    /// wait meanwhile share the one that follows. An error when a re-read that ended after
+    /// `since` failed: the callers queued behind a slow failing one share its failure instead
+    /// of failing one by one.
     async fn read_since(
         self: &Arc<Self>,
         db: &Db,
@@ -124,17 +126,16 @@ impl KeyRing {
                 return Ok(held);
             }
             match *last {
-                Some(r) if r.began >= since && !r.ok => {
+                Some(r) if r.ended >= since && !r.ok => {
                     return Err(ApiError::unavailable(UNREADABLE));
                 }
-                Some(r) if r.began.elapsed() < REREAD_INTERVAL => {
+                Some(r) if r.ended.elapsed() < REREAD_INTERVAL => {
                     drop(last);
-                    tokio::time::sleep_until((r.began + REREAD_INTERVAL).into()).await;
+                    tokio::time::sleep_until((r.ended + REREAD_INTERVAL).into()).await;
                 }
-                _ => {
-                    self.reread(db, now, &mut last).await?;
-                    return Ok(self.current());
-                }
+                // Looped: the ring installed then is read after `since` (installs never go
+                // back in time), whatever a maintenance refresh does meanwhile.
+                _ => self.reread(db, now, &mut last).await?,
             }
         }
     }
@@ -143,17 +144,19 @@ impl KeyRing {
     /// rotation or import makes its key active at once, and replicas refresh on their own
     /// schedule, up to `cleanup_interval_secs` apart: a replica that signs with the new key
     /// sends verifiers to a JWKS that any replica must already list it in, or they hold a set
-    /// without it for their refetch cooldown. A re-read that began under a second ago, or
-    /// failed, leaves the copy in hand.
+    /// without it for their refetch cooldown. A re-read under way (the JWKS does not queue
+    /// behind one), one that ended under a second ago, or one that fails leaves the copy in hand.
     pub async fn for_publishing(self: &Arc<Self>, db: &Db, now: i64) -> Arc<KeyState> {
         let fresh = |state: &KeyState| state.read_at.elapsed() < REREAD_INTERVAL;
         let held = self.current();
         if fresh(&held) {
             return held;
         }
-        let mut last = self.last_reread.lock().await;
+        let Ok(mut last) = self.last_reread.try_lock() else {
+            return held;
+        };
         let held = self.current();
-        if fresh(&held) || last.is_some_and(|r| r.began.elapsed() < REREAD_INTERVAL) {
+        if fresh(&held) || last.is_some_and(|r| r.ended.elapsed() < REREAD_INTERVAL) {
             return held;
         }
         // Logged by `reread`; the copy in hand serves.
@@ -168,11 +171,10 @@ impl KeyRing {
         now: i64,
         last: &mut Option<Reread>,
     ) -> Result<(), ApiError> {
-        let began = Instant::now();
         let ring = Arc::clone(self);
         let result = db.run(move |c| ring.refresh(c, now)).await;
         *last = Some(Reread {
-            began,
+            ended: Instant::now(),
             ok: result.is_ok(),
         });
         result.map_err(|e| {
@@ -185,7 +187,11 @@ impl KeyRing {
     /// a scheduled key when its time comes, and drops retired keys whose grace has ended.
     pub fn refresh(&self, conn: &mut DbConn, now: i64) -> Result<(), ApiError> {
         let state = build_state(conn, &self.config, &self.sealer, now, KeyFile::IfReadable)?;
-        if let Ok(mut slot) = self.state.write() {
+        // Never back in time: a slow maintenance read that began before a request's re-read
+        // must not replace the ring that re-read installed (it may lack a rotated-in key).
+        if let Ok(mut slot) = self.state.write()
+            && state.read_at >= slot.read_at
+        {
             *slot = Arc::new(state);
         }
         Ok(())

@@ -240,7 +240,11 @@ fn a_list_is_held_to_the_form_checks_of_a_token() {
 
     // A header of many members, signed: refused by its size before it is parsed (its members'
     // uniqueness check costs their number squared, and a list's limit is MBs).
-    let padding: String = (0..200).map(|i| format!(r#","p{i}":0"#)).collect();
+    let padding = (0..200).fold(String::new(), |mut padding, i| {
+        use std::fmt::Write as _;
+        let _ = write!(padding, r#","p{i}":0"#);
+        padding
+    });
     let padded = format!(
         r#"{{"alg":"EdDSA","typ":"{SNAPSHOT_TYPE}","kid":"{}"{padding}}}"#,
         f.key.kid()
