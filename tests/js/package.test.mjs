@@ -257,6 +257,42 @@ test('createRemoteVerifier: cached keys, one refetch for a new kid, a cooldown a
   await kept[0];
 });
 
+test('createRemoteVerifier: options it cannot use, keys from anywhere but https, a token that is none, a first fetch that hangs', async () => {
+  const { createRemoteVerifier, GatehouseError } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const jose = await import('jose');
+  const { publicKey } = await jose.generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
+  const jwks = JSON.stringify({ keys: [{ ...(await jose.exportJWK(publicKey)), kid: 'a', alg: 'EdDSA' }] });
+  let fetched = 0;
+  const serve = (url = '') => async () => {
+    fetched += 1;
+    // What `fetch` gives after redirects: the final URL.
+    return { ok: true, status: 200, url, text: async () => jwks };
+  };
+  const base = { issuer: 'https://i.test', audience: 'app' };
+  const refused = (promise, code) => assert.rejects(promise, (e) => e instanceof GatehouseError && e.code === code);
+  // The caller's mistakes, before any fetch: `Number(process.env.UNSET)` is NaN, which would stop
+  // every refetch; plain http would let anyone on the path choose the keys.
+  for (const options of [{ ttlSeconds: NaN }, { refetchCooldownSeconds: -1 }, { refetchCooldownSeconds: null }, { fetchTimeoutSeconds: 0 }, { fetchTimeoutSeconds: 1e9 }]) {
+    await refused(createRemoteVerifier('https://i.test/jwks', { ...base, ...options, fetch: serve() }), 'invalid_key');
+  }
+  await refused(createRemoteVerifier('http://i.test/jwks', { ...base, fetch: serve() }), 'invalid_key');
+  await refused(createRemoteVerifier('not a url', { ...base, fetch: serve() }), 'invalid_key');
+  await refused(createRemoteVerifier('https://i.test/jwks'), 'invalid_key');
+  assert.equal(fetched, 0);
+  // A redirect to plain http is no key set.
+  await refused(createRemoteVerifier('https://i.test/jwks', { ...base, fetch: serve('http://evil.test/jwks') }), 'keys_unavailable');
+  // http to this machine is development, and allowed.
+  const remote = await createRemoteVerifier('http://127.0.0.1:9/jwks', { ...base, fetch: serve('http://127.0.0.1:9/jwks') });
+  assert.deepEqual(remote.kids, ['a']);
+  // What an app passes when there is no Authorization header, and a token past the limit: the
+  // package's own codes, not a TypeError from the wasm glue.
+  await refused(remote.verify(undefined), 'malformed');
+  await refused(remote.verify('x'.repeat(9000)), 'too_large');
+  // A first fetch that never settles and ignores its signal: the caller is answered.
+  const hung = () => new Promise(() => {});
+  await refused(createRemoteVerifier('https://i.test/jwks', { ...base, fetch: hung, fetchTimeoutSeconds: 0.05 }), 'keys_unavailable');
+});
+
 test('GatehouseClient: a 200 without tokens is invalid_response, a refusing storage still reaches the other tabs, another issuer takes nothing', { timeout: 60000 }, async () => {
   const { GatehouseClient, createRemoteVerifier, GatehouseError } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
   const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');

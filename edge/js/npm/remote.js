@@ -8,10 +8,23 @@
 // - A fetch gives up after `fetchTimeoutSeconds` (5); a failed refetch, or a set with no key
 //   this package can use, keeps the keys held. A fetch that never settles (on Workers, one
 //   started by a request that has ended) is given up on after that limit too.
+// - The keys come over `https:` only (plain `http:` to this machine, for development), the
+//   redirects a fetch follows included, and at most 1 MiB of them: whoever can answer that URL
+//   decides which tokens verify.
 // `index.js` re-exports this module; the cycle is safe because nothing here runs at import.
 import { GatehouseError, Verifier } from './index.js';
 
-export async function createRemoteVerifier(jwksUrl, options) {
+const MAX_JWKS_CHARS = 1 << 20;
+const DEFAULT_MAX_TOKEN_BYTES = 8192;
+
+const invalidOptions = (why) => new GatehouseError('invalid_key', `invalid options: ${why}`);
+
+/** Whether keys may come from `url`: https, or http to a loopback host. */
+const trusted = (url) =>
+  url.protocol === 'https:' ||
+  (url.protocol === 'http:' && ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname));
+
+export async function createRemoteVerifier(jwksUrl, options = {}) {
   const {
     ttlSeconds = 300,
     refetchCooldownSeconds = 30,
@@ -20,9 +33,24 @@ export async function createRemoteVerifier(jwksUrl, options) {
     ...verifierOptions
   } = options;
   // The caller's options first, before anything is fetched: a mistake of theirs (no audience, a
-  // leeway over 60) throws as it does for a local Verifier (`invalid_key`, "invalid options"),
-  // where it would otherwise pass for the issuer's keys being unavailable.
+  // leeway over 60, a NaN from an unset environment variable) throws as it does for a local
+  // Verifier (`invalid_key`, "invalid options"), where it would otherwise pass for the issuer's
+  // keys being unavailable, or quietly stop every refetch.
+  for (const [name, value, min] of [['ttlSeconds', ttlSeconds, 0], ['refetchCooldownSeconds', refetchCooldownSeconds, 0]]) {
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < min) throw invalidOptions(`${name} must be a number of seconds, 0 or more`);
+  }
+  if (typeof fetchTimeoutSeconds !== 'number' || !(fetchTimeoutSeconds > 0 && fetchTimeoutSeconds <= 300)) {
+    throw invalidOptions('fetchTimeoutSeconds must be a number of seconds, over 0 and at most 300');
+  }
+  let url;
+  try {
+    url = new URL(String(jwksUrl));
+  } catch {
+    throw invalidOptions(`the JWK set URL ${JSON.stringify(String(jwksUrl))} is not a URL`);
+  }
+  if (!trusted(url)) throw invalidOptions('the JWK set URL must be https: (http: only to localhost)');
   new Verifier({ keys: [] }, verifierOptions).free();
+  const maxTokenBytes = verifierOptions.maxTokenBytes ?? DEFAULT_MAX_TOKEN_BYTES;
   let verifier;
   let fetchedAt = 0;
   let attemptedAt = -Infinity;
@@ -40,14 +68,18 @@ export async function createRemoteVerifier(jwksUrl, options) {
     const attempt = (async () => {
       await null;
       try {
-        const response = await fetchKeys(String(jwksUrl), {
+        const response = await fetchKeys(url.href, {
           headers: { accept: 'application/json' },
           signal: AbortSignal.timeout(fetchTimeoutSeconds * 1000),
         });
+        if (response.url && !trusted(new URL(response.url))) {
+          throw new GatehouseError('keys_unavailable', 'the JWK set was redirected to a URL that is not https:');
+        }
         if (!response.ok) {
           throw new GatehouseError('keys_unavailable', `the JWK set answered HTTP ${response.status}`);
         }
         const text = await response.text();
+        if (text.length > MAX_JWKS_CHARS) throw new GatehouseError('keys_unavailable', 'the JWK set is over 1 MiB');
         let fresh;
         try {
           fresh = new Verifier(text, verifierOptions);
@@ -61,6 +93,11 @@ export async function createRemoteVerifier(jwksUrl, options) {
         }
         // An empty set (an error page's JSON, a deploy in progress) would refuse every token.
         if (fresh.kids.length === 0) throw new GatehouseError('keys_unavailable', 'the JWK set holds no usable key');
+        // An attempt given up on that settles after a newer one must not put older keys back.
+        if (verifier && inflight !== attempt) {
+          fresh.free();
+          return;
+        }
         verifier = fresh;
         fetchedAt = Date.now();
       } catch (e) {
@@ -85,13 +122,27 @@ export async function createRemoteVerifier(jwksUrl, options) {
   const cooledDown = () => Date.now() - attemptedAt >= refetchCooldownSeconds * 1000;
   // A refetch in flight is joined; a new one starts only once the cooldown has passed.
   const refetch = () => settled(load());
-  // The first fetch fails loudly: without keys there is nothing to verify with.
-  await load();
+  // The first fetch fails loudly, within the same limit: without keys there is nothing to
+  // verify with, and a caller keeping this promise must not wait for good.
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new GatehouseError('keys_unavailable', 'fetching the JWK set did not finish in time')), limitMs);
+    timer?.unref?.();
+  });
+  try {
+    await Promise.race([load(), late]);
+  } finally {
+    clearTimeout(timer);
+  }
   return {
     get kids() {
       return verifier.kids;
     },
     async verify(token, now, ctx) {
+      // Before the token crosses into the wasm (a copy of all of it): not a string (no
+      // Authorization header) or over the size limit is refused as the core would.
+      if (typeof token !== 'string') throw new GatehouseError('malformed', 'the token is not a string');
+      if (token.length > maxTokenBytes) throw new GatehouseError('too_large', `the token is over ${maxTokenBytes} bytes`);
       if (Date.now() - fetchedAt >= ttlSeconds * 1000 && !live() && cooledDown()) {
         // On Workers, work a request leaves behind is cancelled when it answers: `ctx.waitUntil`
         // lets the background refetch finish (without it, keys past their TTL are refetched only
