@@ -359,10 +359,13 @@ fn users_create(username: &str, admin: bool) -> Result<(), String> {
         .map_err(fail)?;
     let id = crate::ids::new_id().map_err(fail)?;
     let now = now();
+    // One transaction, as registration's: an admin without its audit row must not remain.
     db.run_sync(|c| {
-        users::create(c, &id, &username, &hash, admin, now)?;
-        let detail = serde_json::json!({"via": "cli", "admin": admin});
-        audit::record(c, now, "user_created", Some(&id), &detail)
+        crate::store::write_tx(c, |c| {
+            users::create(c, &id, &username, &hash, admin, now)?;
+            let detail = serde_json::json!({"via": "cli", "admin": admin});
+            audit::record(c, now, "user_created", Some(&id), &detail)
+        })
     })
     .map_err(fail)?;
     println!("{id}\t{username}{}", if admin { "\tadmin" } else { "" });

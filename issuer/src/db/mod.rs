@@ -242,6 +242,11 @@ pub fn open(config: &Config) -> Result<Db, String> {
 /// still connecting when the process exits crashed it (libpq's TLS setup inside OpenSSL racing
 /// its exit-time cleanup: a segfault in about one `users create` in seven).
 pub fn open_for_command(config: &Config) -> Result<Db, String> {
+    // A command acts on whatever the environment names, and SQLite makes a missing file: say
+    // which, so that a run without the production environment is noticed.
+    if let Ok(url) = DbUrl::parse(&config.database_url) {
+        eprintln!("gatehouse-issuer: {}", url.describe());
+    }
     open_with(config, 1, 0)
 }
 

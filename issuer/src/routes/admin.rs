@@ -86,6 +86,12 @@ async fn set_disabled(
     disabled: bool,
 ) -> Result<(), ApiError> {
     let uid = checked_id(user_id)?;
+    // An admin locked out of their own account could not undo it: another admin must.
+    if disabled && uid == by {
+        return Err(ApiError::invalid_request(
+            "an admin cannot disable their own account; another admin can",
+        ));
+    }
     // Through the revocation service both ways: disabling revokes in the same transaction, and
     // either way the bearer check must not keep the old standing.
     revoker

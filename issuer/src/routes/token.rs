@@ -221,6 +221,14 @@ async fn start_session(
                     }
                     lockout::record_success(c, &checked.id)?;
                     let Some(scope) = scope else {
+                        // The client's own text: bounded, and only the characters a scope
+                        // token may hold (RFC 6749 §3.3), so no audit line carries more.
+                        let requested = requested.as_deref().map(|r| {
+                            r.chars()
+                                .filter(|c| *c == ' ' || ('!'..='~').contains(c))
+                                .take(256)
+                                .collect::<String>()
+                        });
                         let detail = serde_json::json!({"requested": requested});
                         audit::record(c, now, "login_scope_refused", Some(&checked.id), &detail)?;
                         return Ok(Ok(Commit::ScopeRefused));

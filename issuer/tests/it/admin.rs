@@ -229,7 +229,29 @@ async fn introspecting_an_empty_token_is_invalid_request(backend: Backend) {
     }
 }
 
+/// An admin cannot disable their own account (nothing could then undo it but SQL), and the
+/// refusal leaves the account as it was.
+async fn an_admin_cannot_disable_their_own_account(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_token().await;
+    let (status, json) = app
+        .send(
+            "POST",
+            "/v1/admin/users/admin-id/disable",
+            None,
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_request"),
+        "{json}"
+    );
+    assert_eq!(app.me(&admin).await.0, Status::Ok);
+}
+
 crate::on_both_backends!(
+    an_admin_cannot_disable_their_own_account,
     introspecting_an_empty_token_is_invalid_request,
     admin_actions_name_the_admin_in_the_audit,
     introspection_that_cannot_look_the_user_up_is_an_error,
