@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = "--smoke" ]; then
-  cargo build --locked -p gatehouse-issuer
-  exec cargo run --locked -p gatehouse-tests --bin bench -- --smoke
+  # The workspace's features, as `make test` built them: nothing compiles again.
+  cargo build --locked --workspace --all-features --bins
+  exec "${CARGO_TARGET_DIR:-target}/debug/bench" --smoke
 fi
 
 scripts/setup.sh

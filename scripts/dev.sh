@@ -6,10 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-scripts/setup.sh
-cargo build --locked -p gatehouse-issuer
-scripts/build-edge.sh
-scripts/build-js.sh
+# `make test`'s browser test runs this on what the test build made (GATEHOUSE_DEV_PREBUILT=1),
+# rather than build the issuer, the worker and the package a second time.
+if [ "${GATEHOUSE_DEV_PREBUILT:-0}" = 1 ]; then
+  for built in target/debug/gatehouse-issuer edge/build/index.js edge/js/pkg/index.js; do
+    [ -e "$built" ] || { echo "dev.sh: GATEHOUSE_DEV_PREBUILT=1 but $built is missing" >&2; exit 1; }
+  done
+else
+  scripts/setup.sh
+  cargo build --locked -p gatehouse-issuer
+  scripts/build-edge.sh
+  scripts/build-js.sh
+fi
 
 # Ports and the state directory can be moved (the browser test runs a second system this way).
 ISSUER_PORT="${ISSUER_PORT:-8000}" EDGE_PORT="${EDGE_PORT:-8787}" ORIGIN_PORT="${ORIGIN_PORT:-8788}"
@@ -36,6 +44,14 @@ if ! grep -qs '^HEALTH_TOKEN=' "$DEV_DIR/.dev.vars"; then
 fi
 HEALTH_TOKEN=$(sed -n 's/^HEALTH_TOKEN=//p' "$DEV_DIR/.dev.vars")
 
+# A port another program holds would fail one service while the checks below met that program.
+for port in "$ISSUER_PORT" "$EDGE_PORT" "$ORIGIN_PORT" "${INSPECTOR_PORT:-9229}"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "dev.sh: port $port is taken (set ISSUER_PORT, EDGE_PORT, ORIGIN_PORT or INSPECTOR_PORT)" >&2
+    exit 1
+  fi
+done
+
 pids=()
 stop() {
   trap - EXIT INT TERM
@@ -53,12 +69,16 @@ setsid "$root/node_modules/.bin/wrangler" dev --config "$DEV_DIR/wrangler.toml" 
   --inspector-port "${INSPECTOR_PORT:-9229}" &
 pids+=($!)
 
+up() { curl -sf "$1" >/dev/null 2>&1; }
 for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:${EDGE_PORT}/_gatehouse/health" >/dev/null 2>&1 && break
+  up "http://127.0.0.1:${EDGE_PORT}/_gatehouse/health" && up "http://127.0.0.1:${ISSUER_PORT}/health/ready" && break
   sleep 0.3
 done
+for service in "edge http://127.0.0.1:${EDGE_PORT}/_gatehouse/health" "issuer http://127.0.0.1:${ISSUER_PORT}/health/ready"; do
+  up "${service#* }" || { echo "dev.sh: the ${service%% *} did not come up (${service#* })" >&2; exit 1; }
+done
 # Seed the edge with the current snapshot (the cron would, within a minute).
-curl -sf "http://127.0.0.1:${EDGE_PORT}/__scheduled?cron=*+*+*+*+*" >/dev/null || true
+up "http://127.0.0.1:${EDGE_PORT}/__scheduled?cron=*+*+*+*+*" || echo "dev.sh: seeding the edge failed; its cron will" >&2
 
 cat <<MSG
 
@@ -76,4 +96,8 @@ cat <<MSG
 
   Ctrl-C stops everything.
 MSG
-wait
+# Any service that stops ends the run (and the trap stops the others), rather than leave a
+# system that looks up and is not.
+wait -n
+echo "dev.sh: a service stopped; stopping the others" >&2
+exit 1

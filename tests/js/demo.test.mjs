@@ -21,7 +21,8 @@ before(async () => {
     cwd: root,
     detached: true,
     stdio: 'ignore',
-    env: { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), DEV_DIR: devDir },
+    // On what `make test` built before this runs, as the README's command would build it.
+    env: { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), DEV_DIR: devDir, GATEHOUSE_DEV_PREBUILT: '1' },
   });
   await waitFor(`${edge}/_gatehouse/health`, 300000);
   await waitFor(`http://127.0.0.1:${ports.ISSUER_PORT}/health/ready`, 60000);
