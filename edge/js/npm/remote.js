@@ -15,7 +15,6 @@
 import { GatehouseError, Verifier } from './index.js';
 
 const MAX_JWKS_CHARS = 1 << 20;
-const DEFAULT_MAX_TOKEN_BYTES = 8192;
 
 const invalidOptions = (why) => new GatehouseError('invalid_key', `invalid options: ${why}`);
 
@@ -50,7 +49,6 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
   }
   if (!trusted(url)) throw invalidOptions('the JWK set URL must be https: (http: only to localhost)');
   new Verifier({ keys: [] }, verifierOptions).free();
-  const maxTokenBytes = verifierOptions.maxTokenBytes ?? DEFAULT_MAX_TOKEN_BYTES;
   let verifier;
   let fetchedAt = 0;
   let attemptedAt = -Infinity;
@@ -139,10 +137,6 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
       return verifier.kids;
     },
     async verify(token, now, ctx) {
-      // Before the token crosses into the wasm (a copy of all of it): not a string (no
-      // Authorization header) or over the size limit is refused as the core would.
-      if (typeof token !== 'string') throw new GatehouseError('malformed', 'the token is not a string');
-      if (token.length > maxTokenBytes) throw new GatehouseError('too_large', `the token is over ${maxTokenBytes} bytes`);
       if (Date.now() - fetchedAt >= ttlSeconds * 1000 && !live() && cooledDown()) {
         // On Workers, work a request leaves behind is cancelled when it answers: `ctx.waitUntil`
         // lets the background refetch finish (without it, keys past their TTL are refetched only

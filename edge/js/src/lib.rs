@@ -163,10 +163,15 @@ impl Verifier {
     /// The verified claims as a plain object; throws a `GatehouseError` with a stable `code`.
     /// `now` (Unix seconds) defaults to the clock.
     #[wasm_bindgen(unchecked_return_type = "AccessClaims")]
-    pub fn verify(&self, token: &str, now: Option<f64>) -> Result<JsValue, JsValue> {
+    pub fn verify(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string")] token: &JsValue,
+        now: Option<f64>,
+    ) -> Result<JsValue, JsValue> {
+        let token = token_text(token, self.inner.options().max_token_bytes)?;
         let claims = self
             .inner
-            .verify(token, now_secs(now))
+            .verify(&token, now_secs(now))
             .map_err(|e| error_from(e.code(), &e))?;
         to_js(&claims)
     }
@@ -176,13 +181,14 @@ impl Verifier {
     #[wasm_bindgen(js_name = verifyNotRevoked, unchecked_return_type = "AccessClaims")]
     pub fn verify_not_revoked(
         &self,
-        token: &str,
+        #[wasm_bindgen(unchecked_param_type = "string")] token: &JsValue,
         revocations: &RevocationList,
         now: Option<f64>,
     ) -> Result<JsValue, JsValue> {
+        let token = token_text(token, self.inner.options().max_token_bytes)?;
         let claims = self
             .inner
-            .verify(token, now_secs(now))
+            .verify(&token, now_secs(now))
             .map_err(|e| error_from(e.code(), &e))?;
         if let Some(reason) = revocations.inner.check(&claims) {
             return Err(error(
@@ -207,15 +213,38 @@ struct DecodedHeader<'a> {
     typ: Option<&'a str>,
 }
 
+/// The size limit of the unverified readers below: generous, since they only decode.
+const MAX_UNVERIFIED_BYTES: usize = 64 * 1024;
+
+/// A token handed in from JavaScript. Anything but a string (the `undefined` of a missing
+/// header, say) is `malformed`, as the core would call it, where the glue would throw a
+/// `TypeError`; and a string over `max` is `too_large` before it is copied into the wasm. Its
+/// length in UTF-16 units is at most its length in UTF-8 bytes, so the check never refuses a
+/// token the core would take.
+fn token_text(token: &JsValue, max: usize) -> Result<String, JsValue> {
+    let Some(text) = token.dyn_ref::<js_sys::JsString>() else {
+        return Err(error(ErrorCode::Malformed, "the token is not a string"));
+    };
+    let len = usize::try_from(text.length()).unwrap_or(usize::MAX);
+    if len > max {
+        let e = gatehouse_shared::ParseError::TooLarge { len, max };
+        return Err(error_from(e.code(), &e));
+    }
+    Ok(text.into())
+}
+
 fn parse(token: &str) -> Result<UntrustedToken<'_>, JsValue> {
-    UntrustedToken::parse(token, 64 * 1024).map_err(|e| error_from(e.code(), &e))
+    UntrustedToken::parse(token, MAX_UNVERIFIED_BYTES).map_err(|e| error_from(e.code(), &e))
 }
 
 /// The header and claims WITHOUT verifying anything: for display only. The claims object is
 /// `JSON.parse` of the payload, so it shows exactly what the token says.
 #[wasm_bindgen(js_name = decodeUnverified, unchecked_return_type = "DecodedToken")]
-pub fn decode_unverified(token: &str) -> Result<JsValue, JsValue> {
-    let untrusted = parse(token)?;
+pub fn decode_unverified(
+    #[wasm_bindgen(unchecked_param_type = "string")] token: &JsValue,
+) -> Result<JsValue, JsValue> {
+    let token = token_text(token, MAX_UNVERIFIED_BYTES)?;
+    let untrusted = parse(&token)?;
     let header = untrusted.header();
     let header = to_js(&DecodedHeader {
         alg: untrusted.algorithm(),
@@ -244,18 +273,26 @@ fn exp_of(token: &str) -> Result<i64, JsValue> {
 /// Seconds until `exp` (negative once expired), from the unverified claims. `now` defaults to
 /// the clock.
 #[wasm_bindgen(js_name = expiresIn)]
-pub fn expires_in(token: &str, now: Option<f64>) -> Result<f64, JsValue> {
+pub fn expires_in(
+    #[wasm_bindgen(unchecked_param_type = "string")] token: &JsValue,
+    now: Option<f64>,
+) -> Result<f64, JsValue> {
+    let token = token_text(token, MAX_UNVERIFIED_BYTES)?;
     #[allow(clippy::cast_precision_loss)] // a difference of Unix seconds
-    let secs = (exp_of(token)? - now_secs(now)) as f64;
+    let secs = (exp_of(&token)? - now_secs(now)) as f64;
     Ok(secs)
 }
 
 /// Whether `exp` has passed, allowing `leeway` seconds (default 0).
 #[wasm_bindgen(js_name = isExpired)]
-pub fn is_expired(token: &str, leeway: Option<f64>) -> Result<bool, JsValue> {
+pub fn is_expired(
+    #[wasm_bindgen(unchecked_param_type = "string")] token: &JsValue,
+    leeway: Option<f64>,
+) -> Result<bool, JsValue> {
+    let token = token_text(token, MAX_UNVERIFIED_BYTES)?;
     #[allow(clippy::cast_possible_truncation)] // a small number of seconds
     let leeway = leeway.unwrap_or(0.0).max(0.0) as i64;
-    Ok(now_secs(None) >= exp_of(token)?.saturating_add(leeway))
+    Ok(now_secs(None) >= exp_of(&token)?.saturating_add(leeway))
 }
 
 /// A verified revocation snapshot, for apps that want to check tokens against it.

@@ -48,7 +48,9 @@ fn code(err: &JsValue) -> String {
 fn verifies_and_returns_plain_claims() {
     let verifier = Verifier::new(&jwks(), options()).unwrap();
     assert_eq!(verifier.kids(), ["k1"]);
-    let claims = verifier.verify(&token(1_800_000_600), Some(NOW)).unwrap();
+    let claims = verifier
+        .verify(&token(1_800_000_600).into(), Some(NOW))
+        .unwrap();
     let sub = js_sys::Reflect::get(&claims, &JsValue::from_str("sub")).unwrap();
     assert_eq!(sub.as_string().as_deref(), Some("u"));
 }
@@ -57,14 +59,30 @@ fn verifies_and_returns_plain_claims() {
 fn failures_throw_gatehouse_errors_with_codes() {
     let verifier = Verifier::new(&jwks(), options()).unwrap();
     let err = verifier
-        .verify(&token(1_700_000_000), Some(NOW))
+        .verify(&token(1_700_000_000).into(), Some(NOW))
         .unwrap_err();
     assert_eq!(code(&err), "expired");
     let name = js_sys::Reflect::get(&err, &JsValue::from_str("name")).unwrap();
     assert_eq!(name.as_string().as_deref(), Some("GatehouseError"));
     assert!(wasm_bindgen::JsCast::is_instance_of::<js_sys::Error>(&err));
     assert_eq!(
-        code(&verifier.verify("x.y.z", Some(NOW)).unwrap_err()),
+        code(&verifier.verify(&"x.y.z".into(), Some(NOW)).unwrap_err()),
+        "malformed"
+    );
+    // What JavaScript may hand in: no token at all, a number, or a string of megabytes; each
+    // gets the package's own code, not the glue's TypeError, and the last one is not copied in.
+    for (token, expected) in [
+        (JsValue::UNDEFINED, "malformed"),
+        (JsValue::from_f64(42.0), "malformed"),
+        (JsValue::from_str(&"x".repeat(9000)), "too_large"),
+    ] {
+        assert_eq!(
+            code(&verifier.verify(&token, Some(NOW)).unwrap_err()),
+            expected
+        );
+    }
+    assert_eq!(
+        code(&decode_unverified(&JsValue::UNDEFINED).unwrap_err()),
         "malformed"
     );
     let bad_jwks = JsValue::from_str("[]");
@@ -77,9 +95,9 @@ fn failures_throw_gatehouse_errors_with_codes() {
 
 #[wasm_bindgen_test]
 fn unverified_helpers() {
-    let t = token(1_800_000_600);
+    let t: JsValue = token(1_800_000_600).into();
     assert!((expires_in(&t, Some(NOW)).unwrap() - 600.0).abs() < f64::EPSILON);
-    assert!(is_expired(&token(1_000), None).unwrap());
+    assert!(is_expired(&token(1_000).into(), None).unwrap());
     let decoded = decode_unverified(&t).unwrap();
     let header = js_sys::Reflect::get(&decoded, &JsValue::from_str("header")).unwrap();
     let kid = js_sys::Reflect::get(&header, &JsValue::from_str("kid")).unwrap();
