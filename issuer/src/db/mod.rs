@@ -64,7 +64,10 @@ impl DbUrl {
     }
 }
 
+/// The URL without its credentials: the user info, and the query, where libpq also takes a
+/// `password` (the query's other options do not say which database it is).
 fn redact(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or_default();
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             format!(
@@ -289,6 +292,9 @@ mod tests {
         );
         let pg = DbUrl::parse("postgres://u:secret@h/db").unwrap();
         assert!(!pg.describe().contains("secret"));
+        // libpq also takes a password in the query.
+        let pg = DbUrl::parse("postgres://h:5432/db?sslmode=require&password=secret").unwrap();
+        assert_eq!(pg.describe(), "PostgreSQL at postgres://h:5432/db");
         assert!(
             DbUrl::parse("mysql://x")
                 .unwrap_err()

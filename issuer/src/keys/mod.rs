@@ -144,16 +144,19 @@ impl KeyRing {
     /// rotation or import makes its key active at once, and replicas refresh on their own
     /// schedule, up to `cleanup_interval_secs` apart: a replica that signs with the new key
     /// sends verifiers to a JWKS that any replica must already list it in, or they hold a set
-    /// without it for their refetch cooldown. A re-read under way (the JWKS does not queue
-    /// behind one), one that ended under a second ago, or one that fails leaves the copy in hand.
+    /// without it for their refetch cooldown. A re-read under way is waited for, a second at
+    /// most (it is most likely one a token of the new key caused, and the edge asking now was
+    /// sent by the same key); one that ended under a second ago, or one that fails, leaves the
+    /// copy in hand.
     pub async fn for_publishing(self: &Arc<Self>, db: &Db, now: i64) -> Arc<KeyState> {
         let fresh = |state: &KeyState| state.read_at.elapsed() < REREAD_INTERVAL;
         let held = self.current();
         if fresh(&held) {
             return held;
         }
-        let Ok(mut last) = self.last_reread.try_lock() else {
-            return held;
+        let Ok(mut last) = tokio::time::timeout(REREAD_INTERVAL, self.last_reread.lock()).await
+        else {
+            return self.current();
         };
         let held = self.current();
         if fresh(&held) || last.is_some_and(|r| r.ended.elapsed() < REREAD_INTERVAL) {
