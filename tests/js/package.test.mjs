@@ -263,8 +263,10 @@ test('createRemoteVerifier: options it cannot use, keys from anywhere but https,
   const { publicKey } = await jose.generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
   const jwks = JSON.stringify({ keys: [{ ...(await jose.exportJWK(publicKey)), kid: 'a', alg: 'EdDSA' }] });
   let fetched = 0;
-  const serve = (url = '') => async () => {
+  let lastInit;
+  const serve = (url = '') => async (_, init) => {
     fetched += 1;
+    lastInit = init;
     // What `fetch` gives after redirects: the final URL.
     return { ok: true, status: 200, url, text: async () => jwks };
   };
@@ -284,6 +286,9 @@ test('createRemoteVerifier: options it cannot use, keys from anywhere but https,
   // http to this machine is development, and allowed.
   const remote = await createRemoteVerifier('http://127.0.0.1:9/jwks', { ...base, fetch: serve('http://127.0.0.1:9/jwks') });
   assert.deepEqual(remote.kids, ['a']);
+  assert.equal(lastInit.redirect, 'error', 'redirects are refused: an http hop could send the fetch anywhere');
+  // A Workers var is text: seconds as text are read as seconds.
+  assert.deepEqual((await createRemoteVerifier('https://i.test/jwks', { ...base, ttlSeconds: '600', fetch: serve() })).kids, ['a']);
   // What an app passes when there is no Authorization header, and a token past the limit: the
   // package's own codes, not a TypeError from the wasm glue.
   await refused(remote.verify(undefined), 'malformed');

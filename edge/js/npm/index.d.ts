@@ -11,14 +11,14 @@ export declare class GatehouseError extends Error {
 import type { AccessClaims, VerifierOptions } from './gatehouse_verify.js';
 
 export interface RemoteVerifierOptions extends VerifierOptions {
-  /** How long a fetched JWK set is used before it is fetched again (default 300 s). */
-  ttlSeconds?: number;
+  /** How long a fetched JWK set is used before it is fetched again (default 300 s; a number or its text). */
+  ttlSeconds?: number | string;
   /** At most one refetch per this many seconds for unknown kids and expiry (default 30 s). */
-  refetchCooldownSeconds?: number;
-  /** A JWK set fetch gives up after this many seconds (default 5). */
-  fetchTimeoutSeconds?: number;
+  refetchCooldownSeconds?: number | string;
+  /** A JWK set fetch gives up after this many seconds (default 5, at most 3600). */
+  fetchTimeoutSeconds?: number | string;
   /** The `fetch` to use (default `globalThis.fetch`). */
-  fetch?: (url: string, init: { headers: Record<string, string>; signal: AbortSignal }) => Promise<Response>;
+  fetch?: (url: string, init: { headers: Record<string, string>; redirect: 'error'; signal: AbortSignal }) => Promise<Response>;
 }
 
 /** A verifier over the issuer's JWK set, refetched by the edge's rules. */

@@ -8,9 +8,9 @@
 // - A fetch gives up after `fetchTimeoutSeconds` (5); a failed refetch, or a set with no key
 //   this package can use, keeps the keys held. A fetch that never settles (on Workers, one
 //   started by a request that has ended) is given up on after that limit too.
-// - The keys come over `https:` only (plain `http:` to this machine, for development), the
-//   redirects a fetch follows included, and at most 1 MiB of them: whoever can answer that URL
-//   decides which tokens verify.
+// - The keys come over `https:` only (plain `http:` to this machine, for development), without
+//   redirects (a plain-http hop on the way could send the fetch anywhere), and at most 1 MiB of
+//   them: whoever can answer that URL decides which tokens verify.
 // `index.js` re-exports this module; the cycle is safe because nothing here runs at import.
 import { GatehouseError, Verifier } from './index.js';
 
@@ -35,15 +35,21 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
   // leeway over 60, a NaN from an unset environment variable) throws as it does for a local
   // Verifier (`invalid_key`, "invalid options"), where it would otherwise pass for the issuer's
   // keys being unavailable, or quietly stop every refetch.
-  for (const [name, value, min] of [['ttlSeconds', ttlSeconds, 0], ['refetchCooldownSeconds', refetchCooldownSeconds, 0]]) {
-    if (typeof value !== 'number' || !Number.isFinite(value) || value < min) throw invalidOptions(`${name} must be a number of seconds, 0 or more`);
-  }
-  if (typeof fetchTimeoutSeconds !== 'number' || !(fetchTimeoutSeconds > 0 && fetchTimeoutSeconds <= 300)) {
-    throw invalidOptions('fetchTimeoutSeconds must be a number of seconds, over 0 and at most 300');
-  }
+  // Seconds as a number or its text (a Workers var is text); Infinity means never.
+  const seconds = (name, value) => {
+    const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+    if (typeof n !== 'number' || Number.isNaN(n) || n < 0) throw invalidOptions(`${name} must be a number of seconds, 0 or more`);
+    return n;
+  };
+  const ttlMs = seconds('ttlSeconds', ttlSeconds) * 1000;
+  const cooldownMs = seconds('refetchCooldownSeconds', refetchCooldownSeconds) * 1000;
+  const timeoutSecs = seconds('fetchTimeoutSeconds', fetchTimeoutSeconds);
+  // setTimeout's limit is about 24 days; an hour is more than any key set needs.
+  if (!(timeoutSecs > 0 && timeoutSecs <= 3600)) throw invalidOptions('fetchTimeoutSeconds must be over 0 and at most 3600');
   let url;
   try {
-    url = new URL(String(jwksUrl));
+    // Relative to the page, in a browser, as `fetch` would read it.
+    url = new URL(String(jwksUrl), globalThis.location?.href);
   } catch {
     throw invalidOptions(`the JWK set URL ${JSON.stringify(String(jwksUrl))} is not a URL`);
   }
@@ -53,22 +59,28 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
   let fetchedAt = 0;
   let attemptedAt = -Infinity;
   let inflight = null;
+  // Each fetch's place in order: one given up on that settles late installs only if no later
+  // one has installed meanwhile.
+  let started = 0;
+  let installed = 0;
   // A fetch is given up on after its limit, plus a second's grace for the answer's body: on
   // Workers a background fetch dies with the request that started it (its promise then never
   // settles), and a fetch still marked in flight would otherwise block every refetch for good.
-  const limitMs = fetchTimeoutSeconds * 1000 + 1000;
+  const limitMs = timeoutSecs * 1000 + 1000;
   const live = () => (inflight && Date.now() - attemptedAt < limitMs ? inflight : null);
   const load = () => {
     const joined = live();
     if (joined) return joined;
     attemptedAt = Date.now();
+    const generation = ++started;
     // `await null` first: a `fetch` that throws at once must not clear `inflight` before it is set.
     const attempt = (async () => {
       await null;
       try {
         const response = await fetchKeys(url.href, {
           headers: { accept: 'application/json' },
-          signal: AbortSignal.timeout(fetchTimeoutSeconds * 1000),
+          redirect: 'error',
+          signal: AbortSignal.timeout(timeoutSecs * 1000),
         });
         if (response.url && !trusted(new URL(response.url))) {
           throw new GatehouseError('keys_unavailable', 'the JWK set was redirected to a URL that is not https:');
@@ -76,8 +88,10 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
         if (!response.ok) {
           throw new GatehouseError('keys_unavailable', `the JWK set answered HTTP ${response.status}`);
         }
+        const tooLarge = () => new GatehouseError('keys_unavailable', 'the JWK set is over 1 MiB');
+        if (Number(response.headers?.get?.('content-length')) > MAX_JWKS_CHARS) throw tooLarge();
         const text = await response.text();
-        if (text.length > MAX_JWKS_CHARS) throw new GatehouseError('keys_unavailable', 'the JWK set is over 1 MiB');
+        if (text.length > MAX_JWKS_CHARS) throw tooLarge();
         let fresh;
         try {
           fresh = new Verifier(text, verifierOptions);
@@ -91,11 +105,11 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
         }
         // An empty set (an error page's JSON, a deploy in progress) would refuse every token.
         if (fresh.kids.length === 0) throw new GatehouseError('keys_unavailable', 'the JWK set holds no usable key');
-        // An attempt given up on that settles after a newer one must not put older keys back.
-        if (verifier && inflight !== attempt) {
+        if (generation < installed) {
           fresh.free();
           return;
         }
+        installed = generation;
         verifier = fresh;
         fetchedAt = Date.now();
       } catch (e) {
@@ -117,7 +131,7 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
     });
     return Promise.race([promise.catch(() => {}), limit]).finally(() => clearTimeout(timer));
   };
-  const cooledDown = () => Date.now() - attemptedAt >= refetchCooldownSeconds * 1000;
+  const cooledDown = () => Date.now() - attemptedAt >= cooldownMs;
   // A refetch in flight is joined; a new one starts only once the cooldown has passed.
   const refetch = () => settled(load());
   // The first fetch fails loudly, within the same limit: without keys there is nothing to
@@ -137,7 +151,7 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
       return verifier.kids;
     },
     async verify(token, now, ctx) {
-      if (Date.now() - fetchedAt >= ttlSeconds * 1000 && !live() && cooledDown()) {
+      if (Date.now() - fetchedAt >= ttlMs && !live() && cooledDown()) {
         // On Workers, work a request leaves behind is cancelled when it answers: `ctx.waitUntil`
         // lets the background refetch finish (without it, keys past their TTL are refetched only
         // when a token names an unknown kid).
