@@ -5,11 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+# cargo's target directory, absolute (a relative CARGO_TARGET_DIR means the same from here).
+case ${CARGO_TARGET_DIR:-} in "" | /*) ;; *) export CARGO_TARGET_DIR="$root/$CARGO_TARGET_DIR" ;; esac
+issuer_bin="${CARGO_TARGET_DIR:-$root/target}/debug/gatehouse-issuer"
 
 # `make test`'s browser test runs this on what the test build made (GATEHOUSE_DEV_PREBUILT=1),
 # rather than build the issuer, the worker and the package a second time.
 if [ "${GATEHOUSE_DEV_PREBUILT:-0}" = 1 ]; then
-  for built in target/debug/gatehouse-issuer edge/build/index.js edge/js/pkg/index.js; do
+  for built in "$issuer_bin" edge/build/index.js edge/js/pkg/index.js; do
     [ -e "$built" ] || { echo "dev.sh: GATEHOUSE_DEV_PREBUILT=1 but $built is missing" >&2; exit 1; }
   done
 else
@@ -62,7 +65,7 @@ trap stop EXIT INT TERM
 
 ORIGIN_ISSUER_URL="$GATEHOUSE_ISSUER" setsid node dev/origin.mjs "$ORIGIN_PORT" &
 pids+=($!)
-setsid target/debug/gatehouse-issuer serve &
+setsid "$issuer_bin" serve &
 pids+=($!)
 setsid "$root/node_modules/.bin/wrangler" dev --config "$DEV_DIR/wrangler.toml" --ip 127.0.0.1 \
   --port "$EDGE_PORT" --persist-to "$DEV_DIR/wrangler-state" --test-scheduled --log-level warn \
@@ -70,8 +73,11 @@ setsid "$root/node_modules/.bin/wrangler" dev --config "$DEV_DIR/wrangler.toml" 
 pids+=($!)
 
 up() { curl -sf "$1" >/dev/null 2>&1; }
-for _ in $(seq 1 100); do
+# Up to three minutes (wrangler starts slowly on a busy machine), but no longer than every
+# service is still running.
+for _ in $(seq 1 600); do
   up "http://127.0.0.1:${EDGE_PORT}/_gatehouse/health" && up "http://127.0.0.1:${ISSUER_PORT}/health/ready" && break
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || break 2; done
   sleep 0.3
 done
 for service in "edge http://127.0.0.1:${EDGE_PORT}/_gatehouse/health" "issuer http://127.0.0.1:${ISSUER_PORT}/health/ready"; do
