@@ -96,8 +96,10 @@ async fn set_disabled(
     // either way the bearer check must not keep the old standing.
     revoker
         .run(now, move |r| {
-            if !users::set_disabled(r.conn(), &uid, disabled)? {
-                return Err(ApiError::NotFound);
+            match users::set_disabled(r.conn(), &uid, disabled)? {
+                None => return Err(ApiError::NotFound),
+                Some(false) => return Ok(()),
+                Some(true) => {}
             }
             let kind = if disabled {
                 "user_disabled"

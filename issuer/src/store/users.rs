@@ -78,10 +78,21 @@ pub fn set_password_hash(conn: &mut DbConn, id: &str, hash: &str) -> Result<(), 
     Ok(())
 }
 
-/// Returns whether the user exists.
-pub fn set_disabled(conn: &mut DbConn, id: &str, disabled: bool) -> Result<bool, ApiError> {
-    let n = diesel::update(users::table.find(id))
+/// Sets the user's `disabled`: `None` when there is no such user, else whether it changed (a
+/// user already so needs no cut-off, audit row or push).
+pub fn set_disabled(conn: &mut DbConn, id: &str, disabled: bool) -> Result<Option<bool>, ApiError> {
+    let changed = diesel::update(users::table.find(id).filter(users::disabled.ne(disabled)))
         .set(users::disabled.eq(disabled))
-        .execute(conn)?;
-    Ok(n == 1)
+        .execute(conn)?
+        == 1;
+    if changed {
+        return Ok(Some(true));
+    }
+    let exists = users::table
+        .find(id)
+        .select(users::id)
+        .first::<String>(conn)
+        .optional()?
+        .is_some();
+    Ok(exists.then_some(false))
 }

@@ -250,7 +250,35 @@ async fn an_admin_cannot_disable_their_own_account(backend: Backend) {
     assert_eq!(app.me(&admin).await.0, Status::Ok);
 }
 
+/// Disabling a disabled user, or enabling an enabled one, answers 200 and writes nothing: no
+/// second cut-off, audit row or push.
+async fn disabling_twice_writes_once(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_token().await;
+    let alice = app.register("alice").await;
+    for path in [
+        format!("/v1/admin/users/{alice}/enable"),
+        format!("/v1/admin/users/{alice}/disable"),
+        format!("/v1/admin/users/{alice}/disable"),
+    ] {
+        let (status, json) = app.send("POST", &path, None, Some(&admin)).await;
+        assert_eq!(status, Status::Ok, "{path}: {json}");
+    }
+    let uid = alice.clone();
+    let events = app
+        .store()
+        .run_sync(move |c| gatehouse_issuer::store::audit::recent(c, &uid, 20))
+        .unwrap();
+    let count = |kind: &str| events.iter().filter(|(k, _)| k == kind).count();
+    assert_eq!(
+        (count("user_enabled"), count("user_disabled")),
+        (0, 1),
+        "{events:?}"
+    );
+}
+
 crate::on_both_backends!(
+    disabling_twice_writes_once,
     an_admin_cannot_disable_their_own_account,
     introspecting_an_empty_token_is_invalid_request,
     admin_actions_name_the_admin_in_the_audit,
