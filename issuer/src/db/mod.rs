@@ -64,20 +64,21 @@ impl DbUrl {
     }
 }
 
-/// The URL without its credentials: the user info, and the query, where libpq also takes a
-/// `password` (the query's other options do not say which database it is).
+/// The URL without its credentials: the user info (up to the last `@` before the path, as
+/// libpq reads it, so a password may hold `?`), and the query, where libpq also takes a
+/// `password` (its other options do not say which database it is).
 fn redact(url: &str) -> String {
-    let url = url.split('?').next().unwrap_or_default();
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!(
-                "{}://***{}",
-                url.get(..scheme_end).unwrap_or(""),
-                url.get(at..).unwrap_or("")
-            )
-        }
-        _ => url.to_owned(),
-    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.split('?').next().unwrap_or_default().to_owned();
+    };
+    let path_at = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(path_at);
+    let host = match authority.rfind('@') {
+        Some(at) => format!("***{}", authority.get(at..).unwrap_or_default()),
+        None => authority.split('?').next().unwrap_or_default().to_owned(),
+    };
+    let path = path.split('?').next().unwrap_or_default();
+    format!("{scheme}://{host}{path}")
 }
 
 pub struct Manager(DbUrl);
@@ -295,6 +296,9 @@ mod tests {
         // libpq also takes a password in the query.
         let pg = DbUrl::parse("postgres://h:5432/db?sslmode=require&password=secret").unwrap();
         assert_eq!(pg.describe(), "PostgreSQL at postgres://h:5432/db");
+        // A password may hold `?` (libpq reads the user info up to the `@`).
+        let pg = DbUrl::parse("postgres://app:Xy?9zQ@db:5432/gh?sslmode=require").unwrap();
+        assert_eq!(pg.describe(), "PostgreSQL at postgres://***@db:5432/gh");
         assert!(
             DbUrl::parse("mysql://x")
                 .unwrap_err()
