@@ -25,8 +25,9 @@ before(async () => {
     env: { ...process.env, ...Object.fromEntries(Object.entries(ports).map(([k, v]) => [k, String(v)])), DEV_DIR: devDir, GATEHOUSE_DEV_PREBUILT: '1' },
   });
   // dev.sh exits, saying why, when the system does not come up: stop waiting then.
-  const exited = new Promise((_, reject) => system.on('exit', (code) => reject(new Error(`scripts/dev.sh exited (${code}) before the edge was up`))));
-  await Promise.race([waitFor(`${edge}/_gatehouse/health`, 300000), exited]);
+  const gone = new AbortController();
+  system.on('exit', (code) => gone.abort(new Error(`scripts/dev.sh exited (${code}) before the edge was up`)));
+  await waitFor(`${edge}/_gatehouse/health`, 300000, gone.signal);
   await waitFor(`http://127.0.0.1:${ports.ISSUER_PORT}/health/ready`, 60000);
   browser = await launchChromium();
 });

@@ -34,13 +34,15 @@ export async function freePort() {
   throw new Error(`no free port in ${FIRST_PORT}..${FIRST_PORT + PORT_SPAN}`);
 }
 
-export async function waitFor(url, timeoutMs = 30000) {
+export async function waitFor(url, timeoutMs = 30000, signal = undefined) {
   const start = Date.now();
   for (;;) {
     try {
       const r = await fetch(url);
       if (r.ok) return;
     } catch { /* not up yet */ }
+    // Whoever was to serve it is gone: stop polling (a pending loop keeps node --test alive).
+    signal?.throwIfAborted();
     if (Date.now() - start > timeoutMs) throw new Error(`timed out waiting for ${url}`);
     await new Promise((r) => setTimeout(r, 100));
   }

@@ -286,9 +286,17 @@ test('createRemoteVerifier: options it cannot use, keys from anywhere but https,
   // http to this machine is development, and allowed.
   const remote = await createRemoteVerifier('http://127.0.0.1:9/jwks', { ...base, fetch: serve('http://127.0.0.1:9/jwks') });
   assert.deepEqual(remote.kids, ['a']);
-  assert.equal(lastInit.redirect, 'error', 'redirects are refused: an http hop could send the fetch anywhere');
-  // A Workers var is text: seconds as text are read as seconds.
-  assert.deepEqual((await createRemoteVerifier('https://i.test/jwks', { ...base, ttlSeconds: '600', fetch: serve() })).kids, ['a']);
+  assert.equal(lastInit.redirect, 'manual', 'redirects are not followed: an http hop could send the fetch anywhere');
+  // A Workers var is text: seconds as text are read as seconds. A TTL of "0" (and no cooldown)
+  // refetches in the background at the next verification; "600" does not.
+  for (const [ttl, fetches] of [['600', 1], ['0', 2]]) {
+    fetched = 0;
+    const held = await createRemoteVerifier('https://i.test/jwks', { ...base, ttlSeconds: ttl, refetchCooldownSeconds: '0', fetch: serve() });
+    const kept = [];
+    await assert.rejects(held.verify('x.y.z', undefined, { waitUntil: (p) => kept.push(p) }), (e) => e.code === 'malformed');
+    await Promise.all(kept);
+    assert.equal(fetched, fetches, `ttlSeconds ${JSON.stringify(ttl)}`);
+  }
   // What an app passes when there is no Authorization header, and a token past the limit: the
   // package's own codes, not a TypeError from the wasm glue.
   await refused(remote.verify(undefined), 'malformed');

@@ -18,7 +18,7 @@ export interface RemoteVerifierOptions extends VerifierOptions {
   /** A JWK set fetch gives up after this many seconds (default 5, at most 3600). */
   fetchTimeoutSeconds?: number | string;
   /** The `fetch` to use (default `globalThis.fetch`). */
-  fetch?: (url: string, init: { headers: Record<string, string>; redirect: 'error'; signal: AbortSignal }) => Promise<Response>;
+  fetch?: (url: string, init: { headers: Record<string, string>; redirect: 'manual'; signal: AbortSignal }) => Promise<Response>;
 }
 
 /** A verifier over the issuer's JWK set, refetched by the edge's rules. */

@@ -8,9 +8,10 @@
 // - A fetch gives up after `fetchTimeoutSeconds` (5); a failed refetch, or a set with no key
 //   this package can use, keeps the keys held. A fetch that never settles (on Workers, one
 //   started by a request that has ended) is given up on after that limit too.
-// - The keys come over `https:` only (plain `http:` to this machine, for development), without
-//   redirects (a plain-http hop on the way could send the fetch anywhere), and at most 1 MiB of
-//   them: whoever can answer that URL decides which tokens verify.
+// - The keys come over `https:` only (plain `http:` to this machine, for development), from
+//   the URL given and not one it redirects to (a plain-http hop on the way could send the fetch
+//   anywhere), and at most 1 MiB of them: whoever can answer that URL decides which tokens
+//   verify. Redirects are refused by hand (`redirect: 'manual'`): workerd has no `'error'`.
 // `index.js` re-exports this module; the cycle is safe because nothing here runs at import.
 import { GatehouseError, Verifier } from './index.js';
 
@@ -49,7 +50,7 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
   let url;
   try {
     // Relative to the page, in a browser, as `fetch` would read it.
-    url = new URL(String(jwksUrl), globalThis.location?.href);
+    url = new URL(String(jwksUrl), globalThis.document?.baseURI ?? globalThis.location?.href);
   } catch {
     throw invalidOptions(`the JWK set URL ${JSON.stringify(String(jwksUrl))} is not a URL`);
   }
@@ -79,9 +80,14 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
       try {
         const response = await fetchKeys(url.href, {
           headers: { accept: 'application/json' },
-          redirect: 'error',
+          redirect: 'manual',
           signal: AbortSignal.timeout(timeoutSecs * 1000),
         });
+        // A browser hands a redirect over as an opaque one (status 0), workerd and Node as the 3xx.
+        if (response.type === 'opaqueredirect' || (response.status >= 300 && response.status < 400)) {
+          throw new GatehouseError('keys_unavailable', 'the JWK set URL redirects; give its final URL');
+        }
+        // A `fetch` of the caller's own that follows redirects anyway.
         if (response.url && !trusted(new URL(response.url))) {
           throw new GatehouseError('keys_unavailable', 'the JWK set was redirected to a URL that is not https:');
         }
