@@ -20,7 +20,10 @@ as_root() {
 }
 apt_install() {
   command -v apt-get >/dev/null || { log "install $1 with your package manager (no apt-get here)"; exit 1; }
-  as_root apt-get install -y "$1" >/dev/null || { as_root apt-get update >/dev/null && as_root apt-get install -y "$1" >/dev/null; }
+  # Non-interactive: a package that asks (tzdata, with PostgreSQL) would wait for an answer
+  # nobody sees, its output being hidden.
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get install -y "$1")
+  as_root "${apt[@]}" >/dev/null || { as_root apt-get update >/dev/null && as_root "${apt[@]}" >/dev/null; }
 }
 
 locked_version() { # the version of crate $1 in Cargo.lock
