@@ -9,6 +9,7 @@ use rocket::serde::json::{Json, Value, json};
 use rocket::{Route, State, get, post, routes};
 use serde::Deserialize;
 
+use crate::clock::Clock;
 use crate::config::{ADMIN_SCOPE, Config};
 use crate::context::{Authenticated, FormOrJson, Now, omitted_if_empty};
 use crate::credentials::{self, Checked, Recheck};
@@ -79,16 +80,18 @@ async fn change_password(
     revoker: &State<Revoker>,
     limit: &State<Arc<RateLimit>>,
     client_ip: Option<IpAddr>,
-    now: Now,
+    clock: &State<Arc<Clock>>,
     auth: Result<Authenticated, ApiError>,
     body: Result<FormOrJson<PasswordChange>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    let Now(now) = now;
     let auth = auth?;
     let PasswordChange {
         current_password,
         new_password,
     } = body?.0;
+    // Read once the body is in, as the token endpoint does: a failure recorded at the time of
+    // headers sent long before would fall outside the lockout window of the next attempts.
+    let now = clock.now();
     // As the password grant: none is a malformed request, not a wrong password (no attempt).
     let current_password = current_password
         .ok_or_else(|| ApiError::invalid_request("current_password is required"))?;
