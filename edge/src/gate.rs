@@ -383,6 +383,8 @@ async fn forward(
             // The response is this user's: Cloudflare's cache, keyed by URL alone, must not hand
             // it to another (an origin that forgets `private` on `/api/me/avatar.png`).
             init.set_cache(RequestCache::NoStore);
+            // Cannot fail: verified claims hold printable ASCII without surrounding spaces here
+            // (the shared claims rule), which a header value carries unchanged.
             let _ = headers.set("x-gatehouse-sub", &c.sub);
             let _ = headers.set("x-gatehouse-scope", &c.scope);
             let _ = headers.set("x-gatehouse-sid", &c.sid);

@@ -200,7 +200,7 @@ impl TokenClaims {
             value.ok_or(ValidationError::MissingClaim(name))
         }
         let custom = wire.custom;
-        Ok(Self {
+        let claims = Self {
             iss: required(custom.iss, "iss")?,
             sub: required(custom.sub, "sub")?,
             aud: required(custom.aud, "aud")?,
@@ -210,7 +210,22 @@ impl TokenClaims {
             jti: required(custom.jti, "jti")?,
             sid: required(custom.sid, "sid")?,
             scope: custom.scope.unwrap_or_default(),
-        })
+        };
+        // The edge hands these to the origin as header values, which carry printable ASCII only
+        // and lose surrounding spaces (" alice" would arrive as "alice", another user); the
+        // issuer mints ids and scope tokens, which always fit.
+        let header_safe = |value: &str| {
+            value.bytes().all(|b| (b' '..=b'~').contains(&b)) && value.trim() == value
+        };
+        if ![&claims.sub, &claims.sid, &claims.jti, &claims.scope]
+            .iter()
+            .all(|value| header_safe(value))
+        {
+            return Err(ValidationError::MalformedClaims(
+                "sub, sid, jti and scope must be printable ASCII without surrounding spaces",
+            ));
+        }
+        Ok(claims)
     }
 }
 
@@ -225,6 +240,31 @@ mod tests {
     }
 
     const FULL: &str = r#"{"iss":"i","sub":"s","aud":"a","exp":2,"iat":1,"jti":"j","sid":"d"}"#;
+
+    #[test]
+    fn claims_forwarded_as_headers_must_fit_in_one() {
+        let with = |name: &str, value: &str| {
+            let mut claims: serde_json::Value = serde_json::from_str(FULL).unwrap_or_default();
+            claims[name] = value.into();
+            parse(&claims.to_string())
+        };
+        for (name, value) in [
+            ("sub", "a\nb"),
+            ("sub", " s"),
+            ("sid", "d\u{0}"),
+            ("jti", "\u{e9}"),
+            ("scope", "read\twrite"),
+        ] {
+            assert!(
+                matches!(with(name, value), Err(ValidationError::MalformedClaims(_))),
+                "{name}: {value:?}"
+            );
+        }
+        assert_eq!(
+            with("scope", "read write").map(|c| c.scope),
+            Ok("read write".to_owned())
+        );
+    }
 
     #[test]
     fn audience_is_a_string_or_an_array() {
