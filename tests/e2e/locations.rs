@@ -215,15 +215,8 @@ async fn a_head_left_beside_an_older_snapshot_is_repaired_by_the_next_pull() {
 /// issuer takes as delivered, and KV kept nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_older_than_the_isolates_list_still_reaches_kv() {
-    let issuer_port = free_port().to_string();
-    let issuer_url = format!("http://127.0.0.1:{issuer_port}");
-    let edge = Workerd::start_with_refused_kv(
-        &built_worker(),
-        &lone_edge_vars(&issuer_url),
-        KvOp::Put,
-        &[("revocations", 2)],
-    )
-    .await;
+    let (issuer_port, issuer_url, edge) =
+        lone_edge_refusing(KvOp::Put, &[("revocations", 2)]).await;
     let issuer = Issuer::start(&[("GATEHOUSE_PORT", issuer_port.as_str())]).await;
     let now = gatehouse_tests::unix_now();
     let signed = |issued_at: i64| {
@@ -253,15 +246,8 @@ async fn a_retry_older_than_the_isolates_list_still_reaches_kv() {
 /// nothing and answers 503, but it holds the verified list and refuses its entries at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_kv_head_keeps_the_pushed_list_in_memory() {
-    let issuer_port = free_port().to_string();
-    let issuer_url = format!("http://127.0.0.1:{issuer_port}");
-    let edge = Workerd::start_with_refused_kv(
-        &built_worker(),
-        &lone_edge_vars(&issuer_url),
-        KvOp::Get,
-        &[("revocations-head", u32::MAX)],
-    )
-    .await;
+    let (issuer_port, _, edge) =
+        lone_edge_refusing(KvOp::Get, &[("revocations-head", u32::MAX)]).await;
     let (_issuer, token, snapshot) = a_logged_out_token(&issuer_port).await;
     let push = || push(&edge.url, snapshot.clone());
     let (status, json) = push().await;
@@ -285,8 +271,8 @@ async fn an_unreadable_kv_head_keeps_the_pushed_list_in_memory() {
     );
 }
 
-/// One edge started before its issuer, for the KV-write scenarios: nothing forwarded, no fast
-/// path (the pushes are what is tested).
+/// One edge started before its issuer, for the KV scenarios: nothing forwarded, no fast path
+/// (the pushes are what is tested).
 fn lone_edge_vars(issuer_url: &str) -> [(&str, &str); 6] {
     [
         ("ORIGIN_URL", "http://127.0.0.1:9"),
@@ -297,6 +283,16 @@ fn lone_edge_vars(issuer_url: &str) -> [(&str, &str); 6] {
         // The readiness probe ran before the issuer was up; let the first push fetch keys.
         ("JWKS_REFETCH_COOLDOWN_SECS", "0"),
     ]
+}
+
+/// A lone edge on a KV that refuses `op` on the given keys that many times; the port its issuer
+/// must take, that issuer's URL, and the edge.
+async fn lone_edge_refusing(op: KvOp, refused: &[(&str, u32)]) -> (String, String, Workerd) {
+    let issuer_port = free_port().to_string();
+    let issuer_url = format!("http://127.0.0.1:{issuer_port}");
+    let vars = lone_edge_vars(&issuer_url);
+    let edge = Workerd::start_with_refused_kv(&built_worker(), &vars, op, refused).await;
+    (issuer_port, issuer_url, edge)
 }
 
 /// The issuer on `issuer_port` (started after its edge, which needs its address first; no sync
@@ -426,15 +422,7 @@ async fn an_unchanged_list_is_rewritten_to_kv_only_at_the_heartbeat() {
 /// route, and a retry of the same list is stored, answered 200, and clears the report.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_kv_write_keeps_the_list_and_a_retry_stores_it() {
-    let issuer_port = free_port().to_string();
-    let issuer_url = format!("http://127.0.0.1:{issuer_port}");
-    let edge = Workerd::start_with_refused_kv(
-        &built_worker(),
-        &lone_edge_vars(&issuer_url),
-        KvOp::Put,
-        &[("revocations", 2)],
-    )
-    .await;
+    let (issuer_port, _, edge) = lone_edge_refusing(KvOp::Put, &[("revocations", 2)]).await;
     let (_issuer, token, snapshot) = a_logged_out_token(&issuer_port).await;
     let push = || push(&edge.url, snapshot.clone());
     let health = || async { gatehouse_tests::edge_health(&edge.url).await };

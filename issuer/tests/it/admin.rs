@@ -182,20 +182,14 @@ async fn admin_actions_name_the_admin_in_the_audit(backend: Backend) {
         .as_str()
         .unwrap()
         .to_owned();
-    for path in [
+    let paths = [
         format!("/v1/admin/sessions/{sid}/revoke"),
         format!("/v1/admin/users/{alice}/revoke"),
         format!("/v1/admin/users/{alice}/disable"),
         format!("/v1/admin/users/{alice}/enable"),
-    ] {
-        let (status, json) = app.send("POST", &path, None, Some(&admin)).await;
-        assert_eq!(status, Status::Ok, "{path}: {json}");
-    }
-    let uid = alice.clone();
-    let events = app
-        .store()
-        .run_sync(move |c| gatehouse_issuer::store::audit::recent(c, &uid, 20))
-        .unwrap();
+    ];
+    post_each_ok(&app, &admin, &paths).await;
+    let events = audit_of(&app, &alice);
     for kind in [
         "token_revoked",
         "session_revoked",
@@ -250,25 +244,35 @@ async fn an_admin_cannot_disable_their_own_account(backend: Backend) {
     assert_eq!(app.me(&admin).await.0, Status::Ok);
 }
 
+/// Each admin POST answers 200.
+async fn post_each_ok(app: &TestApp, admin: &str, paths: &[String]) {
+    for path in paths {
+        let (status, json) = app.send("POST", path, None, Some(admin)).await;
+        assert_eq!(status, Status::Ok, "{path}: {json}");
+    }
+}
+
+/// The audit rows naming `uid`, newest first: (kind, detail).
+fn audit_of(app: &TestApp, uid: &str) -> Vec<(String, String)> {
+    let uid = uid.to_owned();
+    app.store()
+        .run_sync(move |c| gatehouse_issuer::store::audit::recent(c, &uid, 20))
+        .unwrap()
+}
+
 /// Disabling a disabled user, or enabling an enabled one, answers 200 and writes nothing: no
 /// second cut-off, audit row or push.
 async fn disabling_twice_writes_once(backend: Backend) {
     let app = TestApp::start(backend).await;
     let admin = app.admin_token().await;
     let alice = app.register("alice").await;
-    for path in [
+    let paths = [
         format!("/v1/admin/users/{alice}/enable"),
         format!("/v1/admin/users/{alice}/disable"),
         format!("/v1/admin/users/{alice}/disable"),
-    ] {
-        let (status, json) = app.send("POST", &path, None, Some(&admin)).await;
-        assert_eq!(status, Status::Ok, "{path}: {json}");
-    }
-    let uid = alice.clone();
-    let events = app
-        .store()
-        .run_sync(move |c| gatehouse_issuer::store::audit::recent(c, &uid, 20))
-        .unwrap();
+    ];
+    post_each_ok(&app, &admin, &paths).await;
+    let events = audit_of(&app, &alice);
     let count = |kind: &str| events.iter().filter(|(k, _)| k == kind).count();
     assert_eq!(
         (count("user_enabled"), count("user_disabled")),

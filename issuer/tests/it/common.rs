@@ -325,6 +325,21 @@ pub async fn me_on(client: &Client, access_token: &str) -> Status {
         .status()
 }
 
+/// A password login of `username` on another issuer (a replica); its tokens.
+pub async fn login_on(client: &Client, username: &str) -> Value {
+    let response = client
+        .post("/v1/token")
+        .header(ContentType::Form)
+        .body(format!(
+            "grant_type=password&username={username}&password={PASSWORD}"
+        ))
+        .dispatch()
+        .await;
+    let (status, json, _) = decode(response).await;
+    assert_eq!(status, Status::Ok, "{json}");
+    json
+}
+
 pub async fn refresh_on(client: &Client, refresh_token: &str) -> (Status, Value) {
     let response = client
         .post("/v1/token")

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use gatehouse_issuer::config::Secret;
 use gatehouse_issuer::keys::{self, KeyRing, Sealer};
-use rocket::http::{ContentType, Status};
-use rocket::local::asynchronous::Client;
+use rocket::http::Status;
 
-use crate::common::{Backend, PASSWORD, TestApp, header, str_of};
+use crate::common::{Backend, TestApp, header, login_on, str_of};
 
 fn secret() -> Secret {
     Secret::new(Sealer::generate_secret().unwrap())
@@ -24,20 +23,6 @@ fn with_unknown_kid(token: &str) -> String {
     let mut head: serde_json::Value = serde_json::from_slice(&b64.decode(head).unwrap()).unwrap();
     head["kid"] = "no-such-key".into();
     format!("{}.{rest}", b64.encode(head.to_string()))
-}
-
-async fn access_token_from(client: &Client, username: &str) -> String {
-    let response = client
-        .post("/v1/token")
-        .header(ContentType::Form)
-        .body(format!(
-            "grant_type=password&username={username}&password={PASSWORD}"
-        ))
-        .dispatch()
-        .await;
-    assert_eq!(response.status(), Status::Ok);
-    let tokens: serde_json::Value = response.into_json().await.unwrap();
-    str_of(&tokens, "access_token").to_owned()
 }
 
 struct Lagging {
@@ -69,7 +54,7 @@ async fn rotated_within_the_throttle(backend: Backend) -> Lagging {
         .unwrap();
     let ring = replica.rocket().state::<Arc<KeyRing>>().unwrap();
     app.store().run_sync(|c| ring.refresh(c, now)).unwrap();
-    let alice_new = access_token_from(&replica, "alice").await;
+    let alice_new = str_of(&login_on(&replica, "alice").await, "access_token").to_owned();
     Lagging {
         app,
         alice_old,
@@ -141,7 +126,7 @@ async fn a_ring_that_cannot_be_read_is_unavailable(backend: Backend) {
         .run_sync(move |c| keys::rotate_replacing_unopenable(c, &recover, now))
         .unwrap();
     let replica = app.replica_with(|c| *c = elsewhere).await;
-    let alice_new = access_token_from(&replica, "alice").await;
+    let alice_new = str_of(&login_on(&replica, "alice").await, "access_token").to_owned();
     let body = format!("token={alice_new}");
     for (path, bearer) in [("/v1/revoke", &alice_old), ("/v1/introspect", &admin)] {
         let (status, json, headers) = app.send_full("POST", path, Some(&body), Some(bearer)).await;
