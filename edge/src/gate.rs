@@ -25,6 +25,8 @@ const IDENTITY_PREFIX: &str = "x-gatehouse-";
 /// object and the path into wasm for every request, whether or not anything looks at them.
 pub struct Incoming {
     raw: Request,
+    /// The URL as the runtime routed it: its host for `X-Forwarded-Host` and the `Origin` check.
+    url: String,
     /// The canonical path (`crate::path`): what every rule matches and what the origin gets.
     path: String,
     /// `?query` as sent, or empty.
@@ -48,6 +50,7 @@ impl Incoming {
         let headers = raw.headers();
         Ok(Self {
             raw,
+            url,
             path,
             query,
             method,
@@ -139,6 +142,9 @@ pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Response {
 /// cannot tell `expired` (refresh and retry) from `revoked` (sign out). The origin answers CORS
 /// for what it serves; refusals are `no-store`, so no cache keeps one origin's copy for another.
 fn readable_by_listed_origin(refusal: Response, req: &Incoming, config: &Config) -> Response {
+    if config.cors_origins.is_empty() {
+        return refusal;
+    }
     if let Some(origin) = req
         .header("origin")
         .filter(|origin| config.cors_origins.iter().any(|listed| listed == origin))
@@ -341,8 +347,7 @@ fn is_cross_site_write(req: &Incoming, method: &str) -> bool {
         return !matches!(site.as_str(), "same-origin" | "none");
     }
     req.header("origin").is_some_and(|origin| {
-        !req.raw
-            .url()
+        !req.url
             .strip_prefix(origin.as_str())
             .is_some_and(|rest| rest.starts_with('/'))
     })
@@ -376,7 +381,7 @@ async fn forward(
     // `Host` is the origin's own now: the host the client asked for (from the URL the runtime
     // routed here, not from a header the client wrote) is what the origin's links and
     // redirects must name.
-    let _ = headers.set("x-forwarded-host", authority(&req.raw.url()));
+    let _ = headers.set("x-forwarded-host", authority(&req.url));
     let init = RequestInit::new();
     match pass {
         Pass::Verified(c) => {
