@@ -432,14 +432,24 @@ impl Config {
         self.public_paths.iter().any(|p| path::is_public(p, path))
     }
 
-    /// The scope a canonical path requires, if any (longest matching prefix).
-    pub fn required_scope(&self, path: &str) -> Option<&str> {
-        let path = path::folded_for_scopes(path);
-        self.route_scopes
-            .iter()
-            .flatten()
-            .find(|(prefix, _)| path::within_scope_prefix(prefix, &path))
-            .map(|(_, scope)| scope.as_str())
+    /// The scopes a canonical path requires (each rule's by longest matching prefix): the rule
+    /// of the path as written, and, when folding its case changes it, the rule of the folded
+    /// path too. Both, since an origin that folds case routes by the one and an origin that does
+    /// not by the other: `/api/%C5%BFtatus` is `/api/status` only to the first.
+    pub fn required_scopes(&self, path: &str) -> [Option<&str>; 2] {
+        let rule = |path: &str| {
+            self.route_scopes
+                .iter()
+                .flatten()
+                .find(|(prefix, _)| path::within_scope_prefix(prefix, path))
+                .map(|(_, scope)| scope.as_str())
+        };
+        let as_written = rule(path);
+        let folded = match path::folded_for_scopes(path) {
+            std::borrow::Cow::Owned(folded) => rule(&folded).filter(|s| Some(*s) != as_written),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        [as_written, folded]
     }
 
     pub fn fast_path_enabled(&self) -> bool {

@@ -264,8 +264,11 @@ async fn authorize(
     if state::with_revocations(|list| list.check(&claims).is_some()) {
         return Err(reply::unauthorized(realm, ErrorCode::Revoked));
     }
-    if let Some(scope) = path.and_then(|p| config.required_scope(p))
-        && !claims.has_scope(scope)
+    let required = path.map(|p| config.required_scopes(p)).unwrap_or_default();
+    if let Some(scope) = required
+        .into_iter()
+        .flatten()
+        .find(|scope| !claims.has_scope(scope))
     {
         return Err(reply::insufficient_scope(realm, scope));
     }

@@ -16,10 +16,10 @@
 //!   byte (the origin request's URL parser would turn `\` into `/` and drop a tab or newline,
 //!   after the gate matched the path with them).
 //!
-//! Rules then match generously where that only asks for more (a scope rule ignores case, the
-//! few non-ASCII letters whose case mapping is ASCII included, and `/api/admin/*` also covers
-//! `/api/admin`) and strictly where it would let more through (a public path matches with its
-//! exact case).
+//! Rules then match generously where that only asks for more (a scope rule ignores ASCII case,
+//! `/api/admin/*` also covers `/api/admin`, and a path holding a non-ASCII letter whose case
+//! mapping is ASCII needs the rule of its folded spelling as well as its own) and strictly where
+//! it would let more through (a public path matches with its exact case).
 
 use std::borrow::Cow;
 use std::fmt::Write as _;

@@ -394,6 +394,41 @@ async fn paths_are_matched_and_forwarded_in_one_canonical_form() {
     );
 }
 
+/// A path that folds onto a route with a weaker rule needs the scopes of both spellings: an
+/// origin that folds case routes `/api/%C5%BFtatus` (ſ) as `/api/status`, one that does not as
+/// some other path under `/api/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folding_spelling_needs_the_scope_of_both_routes() {
+    let sys = System::start(Options {
+        edge_vars: &[("ROUTE_SCOPES", "/api/*=admin,/api/status/*=read")],
+        ..Options::default()
+    })
+    .await;
+    let reader = access(&sys.user("alice").await).to_owned();
+    assert_eq!(sys.get("/api/status/x", Some(&reader)).await.0, 200);
+    let (status, json) = sys.get("/api/%C5%BFtatus/x", Some(&reader)).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (403, Some("insufficient_scope")),
+        "{json}"
+    );
+    let mut admin = sys.claims();
+    admin.scope = "admin".into();
+    let (status, json) = sys.get("/api/%C5%BFtatus/x", Some(&sys.mint(&admin))).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (403, Some("insufficient_scope")),
+        "{json}"
+    );
+    admin.scope = "admin read".into();
+    assert_eq!(
+        sys.get("/api/%C5%BFtatus/x", Some(&sys.mint(&admin)))
+            .await
+            .0,
+        200
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_check_route_answers_the_verdict_without_the_origin() {
     let sys = System::start(Options::default()).await;
