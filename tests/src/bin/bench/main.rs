@@ -97,7 +97,7 @@ fn micro_rows(s: &Settings, fix: &Fixture) -> Vec<Row> {
         Row::new("2", "CPU per verified request in the wasm (verify + revocation lookup)", " µs", Sample(node.wasm_checked_us))
             .against("native gatehouse-shared", native_checked_us)
             .goal(Goal::RatioAtMost(1.5))
-            .note("the built `@gatehouse/verify` wasm under Node (the same core and size profile as the worker)"),
+            .note("the built `@gatehouse/verify` wasm under Node (the same core as the worker; its curve crates at full speed, the worker's size-optimised)"),
         Row::new("3", "JS package: EdDSA verifications/s, one Node process", " /s", Sample(node.wasm_verify_per_sec))
             .against("jose jwtVerify, imported key", Sample(node.jose_verify_per_sec))
             .goal(Goal::RatioAtLeast(1.5)),
