@@ -100,12 +100,12 @@ async fn poll_once(env: &Env, config: &Config) -> Result<(), String> {
         base_seq = view.base().map(RevocationList::seq);
         view.with_delta(delta)
     });
-    let behind = match applied {
-        Ok(_) => base_seq.filter(|&held| seq < held).map(|held| (seq, held)),
-        Err(SnapshotError::Stale { seq, held }) => (seq < held).then_some((seq, held)),
+    let held = match applied {
+        Ok(_) => base_seq,
+        Err(SnapshotError::Stale { held, .. }) => Some(held),
         Err(e) => return Err(e.to_string()),
     };
-    state::record_issuer_seq(behind);
+    state::record_issuer_seq(seq, held);
     state::set_last_delta(jws);
     Ok(())
 }

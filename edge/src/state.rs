@@ -288,12 +288,14 @@ pub fn kv_write_error() -> Option<String> {
     ISOLATE.with_borrow(|s| s.kv_write_error.clone())
 }
 
-/// What a pull or poll of the issuer found: `Some((issuer_seq, held_seq))` when its list was
-/// older than the one held, `None` when it was not. The first time it was behind is kept.
-pub fn record_issuer_seq(behind: Option<(u64, u64)>) {
+/// The `seq` of a list the issuer signed, and the `seq` held when it came (`None` when nothing
+/// newer was): the issuer is behind while its lists are older than the one held. The first time
+/// it was behind is kept.
+pub fn record_issuer_seq(issuer_seq: u64, held_seq: Option<u64>) {
+    let behind = held_seq.filter(|&held| issuer_seq < held);
     let now = now_ms();
     ISOLATE.with_borrow_mut(|s| {
-        s.issuer_behind = behind.map(|(issuer_seq, held_seq)| IssuerBehind {
+        s.issuer_behind = behind.map(|held_seq| IssuerBehind {
             since_ms: s.issuer_behind.map_or(now, |b| b.since_ms),
             last_ms: now,
             issuer_seq,

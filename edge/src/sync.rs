@@ -158,7 +158,7 @@ pub async fn accept(
     }
     // KV holds this list now, or held it already; and the issuer is not behind.
     state::record_kv_write(Ok(()));
-    state::record_issuer_seq(None);
+    state::record_issuer_seq(view.seq(), None);
     Ok(view)
 }
 
@@ -271,7 +271,7 @@ pub async fn pull(env: &Env, config: &Config) -> Result<RevocationView, String> 
     let jws = fetch_snapshot(config, upstream::SNAPSHOT_LIMIT).await?;
     let accepted = accept(env, config, &jws, keys::Asker::SignedList).await;
     if let Err(SyncError::Snapshot(SnapshotError::Stale { seq, held })) = &accepted {
-        state::record_issuer_seq((seq < held).then_some((*seq, *held)));
+        state::record_issuer_seq(*seq, Some(*held));
     }
     match accepted {
         Ok(view) => Ok(view),
