@@ -110,7 +110,11 @@ pub async fn accept(
     };
     if let Ok((stored, stored_snapshot)) = stored {
         // The very list KV's head names, beside another snapshot: stored again, not refused.
-        let repair = stored == Some(head) && stored_snapshot != Some(head);
+        // Not when that snapshot is newer: its write landed and the head's failed.
+        let repair = stored == Some(head)
+            && stored_snapshot.is_none_or(|s| {
+                s != head && !is_newer((s.seq, s.issued_at), (head.seq, head.issued_at))
+            });
         if !repair {
             // Newer than the head, and than the snapshot: a write that stored the snapshot but
             // failed on the head left a newer snapshot behind an older head.
@@ -125,9 +129,9 @@ pub async fn accept(
     // Older than the list this isolate holds (a retry of a push whose KV write failed, or a
     // pull since): memory keeps the newer one, and KV, which the checks above found older,
     // still takes this one. A 409 would tell the issuer it landed.
-    let view = match state::update_revocations(|view| view.with_base(list)) {
-        Ok(view) => view,
-        Err(SnapshotError::Stale { .. }) => state::revocations(),
+    let (view, held_newer) = match state::update_revocations(|view| view.with_base(list)) {
+        Ok(view) => (view, None),
+        Err(SnapshotError::Stale { held, .. }) => (state::revocations(), Some(held)),
         Err(e) => return Err(e.into()),
     };
     // Installed above whatever KV does (refusing more is always safe); without KV's heads there
@@ -156,9 +160,9 @@ pub async fn accept(
             return Err(fail_kv(&e.to_string()));
         }
     }
-    // KV holds this list now, or held it already; and the issuer is not behind.
+    // KV holds this list now, or held it already. The issuer is behind if memory held newer.
     state::record_kv_write(Ok(()));
-    state::record_issuer_seq(view.seq(), None);
+    state::record_issuer_seq(head.seq, held_newer);
     Ok(view)
 }
 
@@ -253,10 +257,27 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
         }
         _ => return,
     };
-    if let Ok(list) = verify(env, config, &jws, keys::Asker::SignedList).await {
-        // An older list than the one held is refused by the view; nothing to do then.
-        let _ = state::update_revocations(|v| v.with_base(list));
-    }
+    let list = match verify(env, config, &jws, keys::Asker::SignedList).await {
+        Ok(list) => list,
+        // KV's copy is re-signed only when its seq changes or at the heartbeat, so after a
+        // rotation it can be signed by a key the issuer no longer publishes. An isolate with no
+        // list would refuse every request until the heartbeat: it takes the issuer's instead.
+        Err(e) if held_base.is_none() => {
+            worker::console_warn!(
+                "gatehouse: KV's revocation list is unusable ({e}); reading the issuer's"
+            );
+            let Ok(jws) = fetch_snapshot(config, upstream::FIRST_LIST_LIMIT).await else {
+                return;
+            };
+            let Ok(list) = verify(env, config, &jws, keys::Asker::SignedList).await else {
+                return;
+            };
+            list
+        }
+        Err(_) => return,
+    };
+    // An older list than the one held is refused by the view; nothing to do then.
+    let _ = state::update_revocations(|v| v.with_base(list));
 }
 
 /// The issuer's current signed snapshot, fetched within `limit`.

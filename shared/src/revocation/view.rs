@@ -90,12 +90,18 @@ impl RevocationView {
     }
 
     /// The view with `list` as its base, if `list` is newer than the base held. The delta stays
-    /// while it reaches beyond the new base.
+    /// while it is newer than the new base (a later seq, or the same re-signed later: it keeps
+    /// the view's age while the base is an older signature of the same list).
     pub fn with_base(&self, list: RevocationList) -> Result<Self, SnapshotError> {
         if let Some(held) = &self.base {
             list.ensure_newer_than(held.seq(), held.issued_at())?;
         }
-        let delta = self.delta.clone().filter(|d| d.list().seq() > list.seq());
+        let delta = self.delta.clone().filter(|d| {
+            super::is_newer(
+                (d.list().seq(), d.list().issued_at()),
+                (list.seq(), list.issued_at()),
+            )
+        });
         Ok(Self {
             base: Some(Arc::new(list)),
             delta,

@@ -236,3 +236,16 @@ fn a_key_revocation_travels_in_a_delta_and_survives_a_round_trip() {
     assert!(view.revokes_key("stolen-kid"));
     assert!(!view.revokes_key("other-kid"));
 }
+
+#[test]
+fn a_base_signed_before_a_delta_of_the_same_seq_keeps_the_delta() {
+    // The feed re-signs seq 10 every second; KV's copy of seq 10 is the hour's heartbeat.
+    let view = RevocationView::default()
+        .with_base(base(10, NOW - 600, &[]))
+        .unwrap()
+        .with_delta(delta(0, 10, NOW - 1, &[]))
+        .unwrap();
+    let view = view.with_base(base(10, NOW - 300, &[])).unwrap();
+    assert_eq!((view.seq(), view.age_secs(NOW)), (10, Some(1)));
+    assert!(view.delta().is_some());
+}
