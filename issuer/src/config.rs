@@ -217,6 +217,18 @@ impl Config {
                  only to admin users, without being listed"
             ));
         }
+        let rotation_secs = u64::from(self.key_rotation_days) * 86_400;
+        let ahead = self.key_publish_ahead_secs;
+        if rotation_secs > 0
+            && (ahead < MIN_PUBLISH_AHEAD_SECS || u64::from(ahead) >= rotation_secs)
+        {
+            problems.push(format!(
+                "GATEHOUSE_KEY_PUBLISH_AHEAD_SECS is {ahead}: a scheduled key must be published \
+                 at least {MIN_PUBLISH_AHEAD_SECS} s before it signs (the edge and \
+                 @gatehouse/verify hold a key set that long), and less than the rotation period \
+                 ({rotation_secs} s), or each promotion would schedule the next at once"
+            ));
+        }
         if self.leeway_secs > VerifierOptions::MAX_LEEWAY_SECS {
             problems.push(format!(
                 "GATEHOUSE_LEEWAY_SECS is {}: revocation entries outlive their token's exp by \
@@ -357,6 +369,10 @@ const DEFAULT_FILE: &str = "gatehouse.toml";
 /// KV's propagation delay (about 60 s) and the edge's 10 s KV refresh.
 const MIN_DELTA_WINDOW_SECS: u32 = 370;
 
+/// How long before it signs a scheduled key must be published: the edge's and the package's
+/// default key-set TTL (`KEYS_TTL_SECS`, `ttlSeconds`).
+const MIN_PUBLISH_AHEAD_SECS: u32 = 300;
+
 /// The scope of the admin routes (and the edge's admin paths): granted only to admin users.
 pub const ADMIN_SCOPE: &str = "admin";
 
@@ -480,7 +496,7 @@ mod tests {
     #[test]
     fn settings_that_switch_a_protection_off_are_refused_by_name() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 7] = [
+        let cases: [(&str, Change); 9] = [
             ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
                 c.access_token_ttl_secs = 0;
             }),
@@ -501,6 +517,13 @@ mod tests {
             }),
             ("GATEHOUSE_DELTA_WINDOW_SECS", |c| {
                 c.delta_window_secs = MIN_DELTA_WINDOW_SECS - 1;
+            }),
+            ("GATEHOUSE_KEY_PUBLISH_AHEAD_SECS", |c| {
+                c.key_publish_ahead_secs = MIN_PUBLISH_AHEAD_SECS - 1;
+            }),
+            ("GATEHOUSE_KEY_PUBLISH_AHEAD_SECS", |c| {
+                c.key_rotation_days = 1;
+                c.key_publish_ahead_secs = 86_400;
             }),
         ];
         for (name, change) in cases {

@@ -234,8 +234,28 @@ fn import(
     now: i64,
 ) -> Result<bool, ApiError> {
     if store::insert(conn, sealer, key, NEXT, now)? {
-        store::activate(conn, key.kid(), now, "imported")?;
+        if !store::activate(conn, key.kid(), now, "imported")? {
+            return Err(ApiError::Internal(format!(
+                "{} was not made the signing key: another activation ran at the same time and \
+                 dropped it; import it again",
+                key.kid()
+            )));
+        }
         return Ok(true);
+    }
+    // The same kid with other key material (a tool that writes a fixed kid, a file replaced in
+    // place) would otherwise be ignored while the old key went on signing.
+    let rows = store::records(conn)?;
+    let held = rows
+        .iter()
+        .find(|r| r.kid == key.kid())
+        .and_then(|r| VerifyingJwk::from_json(&r.public_jwk).ok());
+    if held.as_ref() != Some(&key.verifying_jwk()) {
+        return Err(ApiError::Internal(format!(
+            "the key ring already holds another key with kid {}: give the new key a kid of its \
+             own (without one, its RFC 7638 thumbprint is used)",
+            key.kid()
+        )));
     }
     // Recorded before keys lived in the database: keep the private part now.
     store::store_sealed(conn, sealer, key)?;

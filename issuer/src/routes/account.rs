@@ -235,14 +235,17 @@ async fn revoke(
     revoker: &State<Revoker>,
     limit: &State<Arc<RateLimit>>,
     client_ip: Option<IpAddr>,
-    now: Now,
+    clock: &State<Arc<Clock>>,
     auth: Result<Authenticated, ApiError>,
     body: Result<FormOrJson<RevocationRequest>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    let Now(now) = now;
     // Each revocation takes the cluster-wide write lock and is pushed to every edge.
     limit.check(client_ip)?;
     let request = body?.0;
+    // Read once the body is in: an entry stamped with the time its headers came (a body sent
+    // over many minutes) would be older than the entries before it, and the delta feed, which
+    // starts past the newest entry older than its window, would leave those out.
+    let now = clock.now();
     let token = request
         .token
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;

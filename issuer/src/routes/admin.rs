@@ -9,6 +9,7 @@ use rocket::{Route, State, post, routes};
 use serde::Deserialize;
 
 use crate::auth_cache::AuthCache;
+use crate::clock::Clock;
 use crate::config::ADMIN_SCOPE;
 use crate::context::{Authenticated, FormOrJson, Now, authenticate, omitted_if_empty};
 use crate::db::Db;
@@ -160,16 +161,17 @@ async fn introspect(
     keys: &State<Arc<KeyRing>>,
     auth_cache: &State<Arc<AuthCache>>,
     db: &State<Db>,
-    now: Now,
+    clock: &State<Arc<Clock>>,
     auth: Result<Authenticated, ApiError>,
     body: Result<FormOrJson<IntrospectionRequest>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    let Now(now) = now;
     admin(auth)?;
     let token = body?
         .0
         .token
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;
+    // Once the body is in: a token that expired while it came is not active.
+    let now = clock.now();
     match authenticate(keys, auth_cache, db, now, &token).await {
         Ok(found) => {
             let c = found.claims;

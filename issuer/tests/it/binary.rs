@@ -210,6 +210,55 @@ async fn a_refresh_whose_body_comes_late_is_judged_when_it_arrives() {
     );
 }
 
+/// A revocation is stamped when its body arrived. Stamped with its headers' time (a body sent
+/// over many minutes), the entry was older than those committed before it, and the delta feed,
+/// which starts past the newest entry older than its window, left them out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_whose_body_comes_late_is_stamped_when_it_arrives() {
+    use diesel::prelude::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    #[derive(QueryableByName)]
+    struct Stamp {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        created_at: i64,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, port) = serve(dir.path(), &[]).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let tokens = user_tokens(dir.path(), &base, "alice").await;
+    let lead = " ".repeat(1024);
+    let tail = serde_json::json!({"token": tokens["refresh_token"]}).to_string();
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/revoke HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        lead.len() + tail.len()
+    );
+    let sent_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(lead.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    slow.write_all(tail.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let db = dir.path().join("gatehouse.db");
+    let mut conn = SqliteConnection::establish(&db.display().to_string()).unwrap();
+    let stamps: Vec<Stamp> = diesel::sql_query("SELECT created_at FROM revocations")
+        .load(&mut conn)
+        .unwrap();
+    let stamps: Vec<i64> = stamps.iter().map(|s| s.created_at).collect();
+    let arrived = i64::try_from(sent_at).unwrap() + 2;
+    assert!(
+        stamps.len() == 1 && stamps[0] >= arrived,
+        "{stamps:?}, body in at {arrived} or later"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_no_configuration_runs_the_whole_flow() {
     let dir = tempfile::tempdir().unwrap();

@@ -121,6 +121,21 @@ async fn production_key_file(backend: Backend) {
     ];
     want.sort();
     assert_eq!(kids, want);
+
+    // Other key material under a kid the ring holds is refused loudly, not ignored while the
+    // old key goes on signing.
+    let other = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    let mut jwk: serde_json::Value =
+        serde_json::from_str(&other.to_private_jwk_json().unwrap()).unwrap();
+    jwk["kid"] = next.kid().into();
+    std::fs::write(&path, jwk.to_string()).unwrap();
+    let now = app.clock().now();
+    let err = app
+        .store()
+        .run_sync(|c| KeyRing::load(c, &app.config, now))
+        .map(drop)
+        .expect_err("a second key under one kid");
+    assert!(err.to_string().contains("another key with kid"), "{err}");
 }
 
 fn secret() -> Secret {
