@@ -426,3 +426,93 @@ test('GatehouseClient off a page: no tab channel, relative origins ignored, boun
     first.close();
   }
 });
+
+test('GatehouseClient: options it cannot use, a fetch that needs its own this, handlers that throw, bodies that are no object, an expiry past setTimeout, a storage that refuses a later write', { timeout: 60000 }, async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  let issued = 0;
+  let expiresIn = 60;
+  // As a browser's fetch does: called on anything but the global object, it throws.
+  function strictFetch(url, init) {
+    if (this !== undefined && this !== globalThis) throw new TypeError('Illegal invocation');
+    issued += 1;
+    return Promise.resolve(new Response(JSON.stringify({
+      access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n: issued })}.x`,
+      refresh_token: `r${issued}`,
+      expires_in: expiresIn,
+      token_type: 'Bearer',
+    })));
+  }
+  for (const options of [{ refreshAheadSeconds: NaN }, { refreshAheadSeconds: 'sixty' }, { requestTimeoutSeconds: 0 }, { requestTimeoutSeconds: Infinity }]) {
+    assert.throws(() => new GatehouseClient({ issuer: 'https://i.test', ...options }), (e) => e.code === 'invalid_options', JSON.stringify(options));
+  }
+
+  new GatehouseClient({ issuer: 'https://i.test', refreshAheadSeconds: '30' }).close();
+  const reported = [];
+  globalThis.reportError = (e) => reported.push(e);
+  const client = new GatehouseClient({ issuer: 'https://i.test', fetch: strictFetch, autoRefresh: false });
+  try {
+    let seen;
+    client.on('signedIn', (tokens) => {
+      seen = tokens;
+      throw new Error('a bug of the app');
+    });
+    await client.login('alice', 'pw');
+    assert.equal(client.signedIn, true);
+    assert.deepEqual(reported.map((e) => e.message), ['a bug of the app']);
+    assert.ok(Object.isFrozen(seen), 'a handler cannot change the tokens held');
+  } finally {
+    client.close();
+    delete globalThis.reportError;
+  }
+
+  // JSON that is no object, from the issuer and from an API.
+  const answering = (text, status) => async () => new Response(text, { status });
+  for (const text of ['null', '[]', '"x"']) {
+    const refused = new GatehouseClient({ issuer: 'https://i.test', fetch: answering(text, 400), autoRefresh: false });
+    await assert.rejects(refused.login('alice', 'pw'), (e) => e.code === 'login_failed', text);
+    refused.close();
+  }
+  const api = new GatehouseClient({
+    issuer: 'https://i.test',
+    autoRefresh: false,
+    fetch: (input) => (String(input.url ?? input).includes('/v1/token') ? strictFetch() : answering('null', 401)()),
+  });
+  await api.login('alice', 'pw');
+  assert.equal((await api.fetch('https://i.test/api')).status, 401);
+  api.close();
+
+  // An expiry past setTimeout's limit (about 24.8 days) must not fire the refresh timer at once,
+  // which rotated the token in a loop.
+  expiresIn = 3e6;
+  issued = 0;
+  const long = new GatehouseClient({ issuer: 'https://i.test', fetch: strictFetch });
+  try {
+    await long.login('alice', 'pw');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(issued, 1, 'rotations right after the login');
+  } finally {
+    long.close();
+  }
+
+  // A storage that took the first set and refuses the next holds neither: the one it held has a
+  // rotated refresh token, which a reload would use again.
+  expiresIn = 60;
+  const kept = new Map();
+  let writes = 0;
+  const storage = {
+    getItem: (k) => kept.get(k) ?? null,
+    setItem: (k, v) => {
+      writes += 1;
+      if (writes > 1) throw new Error('QuotaExceededError');
+      kept.set(k, v);
+    },
+    removeItem: (k) => kept.delete(k),
+  };
+  const stored = new GatehouseClient({ issuer: 'https://i.test', fetch: strictFetch, autoRefresh: false, storage });
+  await stored.login('alice', 'pw');
+  assert.equal(kept.size, 1);
+  await stored.refresh();
+  assert.equal(kept.size, 0, 'the rotated set is left in storage');
+  stored.close();
+});

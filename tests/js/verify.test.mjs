@@ -62,6 +62,17 @@ test('tokens from the real issuer verify, and its snapshot revokes them', async 
   const other = await issuer.user('alice-2');
   assert.equal(verifier.verifyNotRevoked(other.access_token, list).sid, verifier.verify(other.access_token).sid);
   assert.equal(codeOf(() => RevocationList.fromSnapshot(tokens.access_token, jwks, issuer.url)), 'wrong_type');
+  // A missing header (`undefined`) and an unset key variable get the package's codes, not the
+  // wasm glue's TypeError or its unwrap message.
+  assert.equal(codeOf(() => list.check(undefined, verifier)), 'malformed');
+  assert.equal(codeOf(() => list.check('x'.repeat(9000), verifier)), 'too_large');
+  assert.equal(codeOf(() => new Verifier(undefined, { issuer: issuer.url, audience: 'gatehouse-js' })), 'invalid_key');
+  assert.equal(codeOf(() => RevocationList.fromSnapshot(snapshot, undefined, issuer.url)), 'invalid_key');
+  // Claims that are JSON but no object are malformed, as the type promises an object.
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  for (const payload of [null, 1, []]) {
+    assert.equal(codeOf(() => decodeUnverified(`${b64({ alg: 'EdDSA' })}.${b64(payload)}.AAAA`)), 'malformed', JSON.stringify(payload));
+  }
 });
 
 test('tokens signed by jose verify, and every failure has its code', async () => {

@@ -30,14 +30,32 @@ const HANDOVER_MS = 2000;
 // After a background refresh failed (the network, the issuer down), it is tried again this often
 // while the tab holds the session.
 const RETRY_MS = 5000;
+// setTimeout's longest delay (about 24.8 days); a longer one fires at once.
+const MAX_DELAY_MS = 2 ** 31 - 1;
+const isObject = (v) => typeof v === 'object' && v !== null;
 // The JWKS-free decoding of the access token's payload, for `sid` only (nothing is trusted).
 const payloadOf = (jwt) => {
   try {
     const part = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    return JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), '=')));
+    const payload = JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), '=')));
+    return isObject(payload) ? payload : {};
   } catch {
     return {};
   }
+};
+// A response's JSON object; anything else (no JSON, `null`, an array) reads as `{}`.
+const bodyOf = (response) => response.json().then((b) => (isObject(b) ? b : {}), () => ({}));
+// The issuer's `error` as a code when it is one (a non-empty string), else `fallback`.
+const codeOf = (body, fallback) => (typeof body.error === 'string' && body.error ? body.error : fallback);
+const textOf = (body, fallback) => (typeof body.error_description === 'string' ? body.error_description : fallback);
+/** Seconds from an option (a number or its text, as a build's environment variable is),
+ * checked: a NaN from an unset variable would refresh in a loop. */
+const seconds = (name, value, fallback, { min = 0, max = Infinity } = {}) => {
+  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : (value ?? fallback);
+  if (typeof n !== 'number' || !(n >= min && n <= max)) {
+    throw new GatehouseClientError('invalid_options', `${name} must be a number of seconds from ${min} to ${max}`);
+  }
+  return n;
 };
 
 export class GatehouseClient {
@@ -69,11 +87,14 @@ export class GatehouseClient {
         .filter((o) => o && o !== 'null' && (here || URL.canParse(o)))
         .map((o) => new URL(o, here).origin),
     );
-    this.#fetch = options.fetch ?? ((...args) => globalThis.fetch(...args));
+    // Called as a plain function: a browser's `fetch` called on another object (this client)
+    // throws "Illegal invocation".
+    const fetchWith = options.fetch;
+    this.#fetch = fetchWith ? (...args) => fetchWith(...args) : (...args) => globalThis.fetch(...args);
     this.#storage = options.storage ?? null;
-    this.#refreshAhead = options.refreshAheadSeconds ?? 60;
+    this.#refreshAhead = seconds('refreshAheadSeconds', options.refreshAheadSeconds, 60);
     this.#autoRefresh = options.autoRefresh ?? true;
-    this.#requestTimeoutMs = (options.requestTimeoutSeconds ?? 10) * 1000;
+    this.#requestTimeoutMs = seconds('requestTimeoutSeconds', options.requestTimeoutSeconds, 10, { min: 0.001, max: 3600 }) * 1000;
     const share = options.shareAcrossTabs ?? true;
     const name = options.channelName ?? `gatehouse:${this.#issuer || here || ''}`;
     // A tab that shares nothing waits for no other tab's refresh.
@@ -114,8 +135,8 @@ export class GatehouseClient {
     const form = { grant_type: 'password', username, password };
     if (scope) form.scope = scope;
     const response = await this.#token(form);
-    const body = await response.json().catch(() => ({}));
-    if (!response.ok) throw new GatehouseClientError(body.error ?? 'login_failed', body.error_description ?? `HTTP ${response.status}`);
+    const body = await bodyOf(response);
+    if (!response.ok) throw new GatehouseClientError(codeOf(body, 'login_failed'), textOf(body, `HTTP ${response.status}`));
     this.#set(tokensOf(body), 'signedIn');
   }
 
@@ -145,16 +166,16 @@ export class GatehouseClient {
       await this.#changed(stale, contended ? HANDOVER_MS : SETTLE_MS);
       if (this.#tokens?.refreshToken !== stale) return; // another tab refreshed (or signed out)
       const response = await this.#token({ grant_type: 'refresh_token', refresh_token: stale });
-      const body = await response.json().catch(() => ({}));
+      const body = await bodyOf(response);
       // A logout (here or in another tab) while the request was out: the answer is moot.
       if (this.#tokens?.refreshToken !== stale) return;
       if (response.ok) {
         this.#set(tokensOf(body), 'refreshed');
       } else if (body.error === 'invalid_grant') {
         this.#end('sessionRevoked');
-        throw new GatehouseClientError('session_revoked', body.error_description ?? 'the session has ended');
+        throw new GatehouseClientError('session_revoked', textOf(body, 'the session has ended'));
       } else {
-        throw new GatehouseClientError(body.error ?? 'refresh_failed', body.error_description ?? `HTTP ${response.status}`);
+        throw new GatehouseClientError(codeOf(body, 'refresh_failed'), textOf(body, `HTTP ${response.status}`));
       }
     }).finally(() => {
       this.#refreshing = null;
@@ -182,7 +203,7 @@ export class GatehouseClient {
     const token = await this.getAccessToken();
     const response = await send(token);
     if (response.status !== 401 || !token) return response;
-    const code = await response.clone().json().then((b) => b.code, () => undefined);
+    const { code } = await bodyOf(response.clone());
     const current = this.#tokens?.accessToken === token;
     if (code === 'revoked' && current) this.#end('sessionRevoked');
     if (code !== 'expired') return response;
@@ -208,8 +229,8 @@ export class GatehouseClient {
       });
     // 200 also when the session had already ended (RFC 7009 §2.2).
     if (response.ok) return;
-    const body = await response.json().catch(() => ({}));
-    throw new GatehouseClientError('logout_failed', body.error_description ?? `the issuer answered HTTP ${response.status}`);
+    const body = await bodyOf(response);
+    throw new GatehouseClientError('logout_failed', textOf(body, `the issuer answered HTTP ${response.status}`));
   }
 
   /** Stops timers and leaves the tab channel (the tokens stay where they are). */
@@ -300,7 +321,10 @@ export class GatehouseClient {
     try {
       this.#storage?.setItem(this.storageKey, JSON.stringify(tokens));
     } catch {
-      // A full or refusing storage keeps the tokens in memory only (lost at reload).
+      // A full or refusing storage keeps the tokens in memory only (lost at reload). The set it
+      // holds is dropped: its refresh token may have just been rotated, and a reload that used
+      // it again would be taken for theft and end the session.
+      this.#forget(this.storageKey);
     }
     if (event) this.#emit(event, tokens);
   }
@@ -308,7 +332,8 @@ export class GatehouseClient {
   #end(event, broadcast = true) {
     if (!this.#tokens) return;
     const { sid } = this.#tokens;
-    this.#ended.add(sid);
+    // A token without `sid` (not this issuer's kind) names no session to refuse later.
+    if (sid !== undefined) this.#ended.add(sid);
     this.#tokens = null;
     for (const check of [...this.#waiters]) check();
     clearTimeout(this.#timer);
@@ -338,12 +363,20 @@ export class GatehouseClient {
   #schedule() {
     clearTimeout(this.#timer);
     if (!this.#autoRefresh || !this.#tokens || this.#closed) return;
-    this.#timer = setTimeout(() => this.#backgroundRefresh(), Math.max(0, this.#refreshAt(this.#tokens) - Date.now()));
+    const wait = Math.min(MAX_DELAY_MS, Math.max(0, this.#refreshAt(this.#tokens) - Date.now()));
+    this.#timer = setTimeout(() => this.#backgroundRefresh(), wait);
   }
 
   /** A timer's refresh; a failure that leaves the session (the network, the issuer down) is
    * tried again every `RETRY_MS`, so the token held does not go stale unnoticed. */
   #backgroundRefresh() {
+    // Not due (a delay capped at setTimeout's limit, a retry after another tab refreshed): the
+    // refresh token is rotated only when it must be.
+    if (!this.#tokens || this.#closed) return;
+    if (!this.#due(this.#tokens)) {
+      this.#schedule();
+      return;
+    }
     this.refresh().catch(() => {
       if (!this.#tokens || this.#closed) return;
       clearTimeout(this.#timer);
@@ -351,8 +384,17 @@ export class GatehouseClient {
     });
   }
 
+  /** Each handler gets its own frozen copy; one that throws is reported, not propagated: the
+   * event has happened (a login that succeeded must not reject, a refresh must not be retried). */
   #emit(event, detail) {
-    for (const handler of this.#listeners.get(event) ?? []) handler(detail);
+    for (const handler of this.#listeners.get(event) ?? []) {
+      try {
+        handler(detail && Object.freeze({ ...detail }));
+      } catch (e) {
+        if (typeof globalThis.reportError === 'function') globalThis.reportError(e);
+        else console.error(e);
+      }
+    }
   }
 
   #onMessage(message) {
@@ -369,7 +411,7 @@ export class GatehouseClient {
     } else if (message.type === 'end') {
       // Only the session that ended: a tab may have signed in again since.
       if (this.#tokens?.sid === message.sid) this.#end(message.event, false);
-      else this.#ended.add(message.sid);
+      else if (message.sid !== undefined) this.#ended.add(message.sid);
     } else if (message.type === 'hello' && this.#tokens) {
       this.#post({ type: 'tokens', tokens: this.#tokens, event: 'signedIn' });
     }

@@ -82,9 +82,10 @@ export interface SessionTokens {
   refreshToken: string;
   expiresAt: number;
   receivedAt: number;
-  /** The session (`sid` claim) the tokens belong to. */
-  sid: string;
-  scope: string;
+  /** The session (`sid` claim) the tokens belong to; absent from a token without one. */
+  sid?: string;
+  /** The scope the issuer granted, when it said. */
+  scope?: string;
   /** Set once a refresh could not move the expiry: the session ends at `expiresAt`. */
   capped?: boolean;
 }
@@ -97,7 +98,7 @@ export declare class GatehouseClient {
   readonly accessToken: string | undefined;
   readonly signedIn: boolean;
   readonly storageKey: string;
-  on(event: GatehouseClientEvent, handler: (tokens?: SessionTokens) => void): () => void;
+  on(event: GatehouseClientEvent, handler: (tokens?: Readonly<SessionTokens>) => void): () => void;
   login(username: string, password: string, scope?: string): Promise<void>;
   getAccessToken(): Promise<string | undefined>;
   refresh(): Promise<void>;

@@ -95,9 +95,11 @@ fn now_secs(now: Option<f64>) -> i64 {
 fn key_set(jwks: &JsValue) -> Result<KeySet, JsValue> {
     let json = match jwks.as_string() {
         Some(text) => text,
+        // `undefined` (an unset variable) stringifies to `undefined`, not to text.
         None => js_sys::JSON::stringify(jwks)
-            .map(String::from)
-            .map_err(|_| {
+            .ok()
+            .and_then(|json| json.as_string())
+            .ok_or_else(|| {
                 error(
                     ErrorCode::InvalidKey,
                     "jwks must be a JWK set object or its JSON text",
@@ -255,6 +257,10 @@ pub fn decode_unverified(
     let payload = untrusted.payload_unverified().ok_or_else(not_json)?;
     let text = core::str::from_utf8(&payload).map_err(|_| not_json())?;
     let claims = js_sys::JSON::parse(text).map_err(|_| not_json())?;
+    // `null`, a number or an array parse too; the type promises an object.
+    if !claims.is_object() || js_sys::Array::is_array(&claims) {
+        return Err(not_json());
+    }
     let decoded = js_sys::Object::new();
     js_sys::Reflect::set(&decoded, &"header".into(), &header)?;
     js_sys::Reflect::set(&decoded, &"claims".into(), &claims)?;
@@ -342,13 +348,14 @@ impl RevocationList {
     #[wasm_bindgen(unchecked_return_type = "RevocationReason | undefined")]
     pub fn check(
         &self,
-        token: &str,
+        #[wasm_bindgen(unchecked_param_type = "string")] token: &JsValue,
         verifier: &Verifier,
         now: Option<f64>,
     ) -> Result<Option<String>, JsValue> {
+        let token = token_text(token, verifier.inner.options().max_token_bytes)?;
         let claims = verifier
             .inner
-            .verify(token, now_secs(now))
+            .verify(&token, now_secs(now))
             .map_err(|e| error_from(e.code(), &e))?;
         Ok(self.inner.check(&claims).map(|r| r.as_str().to_owned()))
     }
