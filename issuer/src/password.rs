@@ -17,6 +17,12 @@ use crate::metrics::Metrics;
 pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const MAX_PASSWORD_CHARS: usize = 1024;
 
+/// Whether `password` could be anyone's: longer than the policy allows, it never is, and
+/// checking it would only spend argon2 time and a lockout attempt.
+pub fn may_be_a_password(password: &str) -> bool {
+    password.chars().count() <= MAX_PASSWORD_CHARS
+}
+
 /// The most common passwords (NIST SP 800-63B §5.1.1.2: refuse known-compromised values).
 const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
 

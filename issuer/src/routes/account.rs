@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::ids;
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
-use crate::password::{Hasher, check_password_policy, normalize_username};
+use crate::password::{Hasher, check_password_policy, may_be_a_password, normalize_username};
 use crate::ratelimit::RateLimit;
 use crate::revoker::Revoker;
 use crate::store::{audit, lockout, sessions, users, write_tx};
@@ -96,8 +96,12 @@ async fn change_password(
     let current_password = current_password
         .ok_or_else(|| ApiError::invalid_request("current_password is required"))?;
     limit.check(client_ip)?;
-    // Before the lockout reservation: a weak new password is no failed attempt.
+    // Before the lockout reservation: a weak new password is no failed attempt, and a current
+    // one longer than any password is wrong without one.
     check_password_policy(&new_password, &auth.username)?;
+    if !may_be_a_password(&current_password) {
+        return Err(ApiError::InvalidPassword("the current password is wrong"));
+    }
     let (sub, cfg) = (auth.claims.sub.clone(), config.lockout);
     let (user, reservation) =
         credentials::find_and_reserve(db, now, cfg, move |c| users::by_id(c, &sub))

@@ -20,7 +20,7 @@ use crate::ids;
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::password::Hasher;
-use crate::password::{MAX_PASSWORD_CHARS, normalize_username};
+use crate::password::{may_be_a_password, normalize_username};
 use crate::ratelimit::RateLimit;
 use crate::revoker::Revoker;
 use crate::store::sessions::{self, Grant, Rotation};
@@ -117,7 +117,7 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
     let (now, cfg) = (grants.now, grants.config.lockout);
     // The user and, for an enabled one, a lockout reservation: one trip to the pool.
     let found = match normalize_username(&username) {
-        Ok(name) if password.chars().count() <= MAX_PASSWORD_CHARS => {
+        Ok(name) if may_be_a_password(&password) => {
             credentials::find_and_reserve(grants.db, now, cfg, move |c| {
                 Ok(users::by_username(c, &name)?.filter(|u| !u.disabled))
             })

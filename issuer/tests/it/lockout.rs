@@ -171,7 +171,7 @@ async fn a_refusal_for_checks_under_way_says_one_second(backend: Backend) {
 
 /// A password change without the current password is a malformed request, as a login without
 /// a password is: before, an empty one counted as a wrong one and spent a lockout attempt.
-async fn an_empty_current_password_spends_no_attempt(backend: Backend) {
+async fn an_empty_or_over_long_current_password_spends_no_attempt(backend: Backend) {
     let app = TestApp::start(backend).await;
     app.register("alice").await;
     let access = str_of(&app.login("alice").await, "access_token").to_owned();
@@ -188,6 +188,18 @@ async fn an_empty_current_password_spends_no_attempt(backend: Backend) {
             "{body}: {json}"
         );
     }
+    // Longer than any password can be: wrong, and no attempt either (as at the token endpoint).
+    let over_long = format!(
+        r#"{{"current_password":"{}","new_password":"quiet-lantern-harbor-9"}}"#,
+        "x".repeat(1025)
+    );
+    for _ in 0..4 {
+        let (status, json) = app
+            .send("POST", "/v1/password", Some(&over_long), Some(&access))
+            .await;
+        assert_eq!(status, Status::BadRequest, "{json}");
+        assert_eq!(str_of(&json, "error"), "invalid_password", "{json}");
+    }
     app.login("alice").await;
     let body =
         format!(r#"{{"current_password":"{PASSWORD}","new_password":"quiet-lantern-harbor-9"}}"#);
@@ -198,7 +210,7 @@ async fn an_empty_current_password_spends_no_attempt(backend: Backend) {
 }
 
 crate::on_both_backends!(
-    an_empty_current_password_spends_no_attempt,
+    an_empty_or_over_long_current_password_spends_no_attempt,
     a_refusal_for_checks_under_way_says_one_second,
     parallel_first_logins_are_not_refused,
     lockout_holds_under_parallel_attempts,
