@@ -4,8 +4,8 @@
 // Worker bundled by wrangler (esbuild) and run in workerd. Browser bundlers: bundlers.test.mjs.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { copyFileSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { copyFileSync, cpSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Miniflare } from 'miniflare';
 
@@ -76,6 +76,18 @@ client.close();
 console.log(JSON.stringify({ resolved: require.resolve('@gatehouse/verify/client'), signedIn: client.signedIn, error: new GatehouseClientError('x', 'y').code }));`);
   assert.match(out.resolved, /\/client\.cjs$/);
   assert.deepEqual([out.signedIn, out.error], [false, 'x']);
+});
+
+test('a server bundle without the wasm beside it: both Node entries say what to do', () => {
+  const dir = join(app, 'bundled-without-wasm');
+  cpSync(join(app, 'node_modules/@gatehouse/verify'), dir, { recursive: true });
+  rmSync(join(dir, 'gatehouse_verify_bg.wasm'));
+  for (const entry of ['node.js', 'node.cjs']) {
+    const load = entry.endsWith('.cjs') ? `require(${JSON.stringify(join(dir, entry))})` : `await import(${JSON.stringify(join(dir, entry))})`;
+    const out = spawnSync(process.execPath, ['--input-type=module', '-e', `import { createRequire } from 'node:module'; const require = createRequire(import.meta.url); ${load};`], { encoding: 'utf8' });
+    assert.notEqual(out.status, 0, entry);
+    assert.match(out.stderr, /keep the package external in a server bundle/, `${entry}: ${out.stderr}`);
+  }
 });
 
 test('Node CommonJS: require works with no init call', () => {

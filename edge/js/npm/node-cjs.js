@@ -5,8 +5,15 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { initSync } from './gatehouse_verify.js';
 
-// eslint-disable-next-line no-undef -- CommonJS after bundling
-initSync({ module: readFileSync(join(__dirname, 'gatehouse_verify_bg.wasm')) });
+let module;
+try {
+  // eslint-disable-next-line no-undef -- CommonJS after bundling
+  module = readFileSync(join(__dirname, 'gatehouse_verify_bg.wasm'));
+} catch (e) {
+  // A server bundle copies no asset; see node.js.
+  throw new Error(`@gatehouse/verify: cannot read gatehouse_verify_bg.wasm beside this module (${e?.message ?? e}): keep the package external in a server bundle, or copy that file next to the bundle`);
+}
+initSync({ module });
 
 export * from './index.js';
 export { default } from './index.js';
