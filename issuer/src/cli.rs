@@ -379,7 +379,7 @@ fn revocations_push() -> Result<(), String> {
     }
     let now = now();
     let ring = Arc::new(
-        db.run_sync(|c| KeyRing::load(c, &config, now))
+        db.run_sync(|c| KeyRing::load_read_only(c, &config, now))
             .map_err(fail)?,
     );
     let snapshots = Snapshots::new().map_err(fail)?;

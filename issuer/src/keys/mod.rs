@@ -75,8 +75,23 @@ impl KeyRing {
     /// Loads the ring from the database: imports `signing_key_file` if its kid is new, makes a
     /// first key on an empty ring, and runs scheduled rotation.
     pub fn load(conn: &mut DbConn, config: &Config, now: i64) -> Result<Self, ApiError> {
+        Self::load_as(conn, config, now, KeyFile::Required)
+    }
+
+    /// Loads the ring as it is, changing no key: for a command that only signs with the active
+    /// key. An error when there is none.
+    pub fn load_read_only(conn: &mut DbConn, config: &Config, now: i64) -> Result<Self, ApiError> {
+        Self::load_as(conn, config, now, KeyFile::ReadOnly)
+    }
+
+    fn load_as(
+        conn: &mut DbConn,
+        config: &Config,
+        now: i64,
+        key_file: KeyFile,
+    ) -> Result<Self, ApiError> {
         let sealer = seal::from_config(config)?;
-        let state = build_state(conn, config, &sealer, now, KeyFile::Required)?;
+        let state = build_state(conn, config, &sealer, now, key_file)?;
         Ok(Self {
             sealer,
             config: config.clone(),
@@ -299,13 +314,16 @@ fn open_signer(
     )))
 }
 
-/// How the ring treats `signing_key_file`: required when it loads (a missing file is a startup
-/// error), imported if readable on later refreshes. It was imported at load; a file removed or
-/// made unreadable since must not stop this replica from seeing rotations elsewhere.
+/// How a read of the ring treats `signing_key_file` and writes. A replica's start requires the
+/// file (a missing one is a startup error) and its refreshes import it if readable: it was
+/// imported at start, and a file removed or made unreadable since must not stop this replica
+/// from seeing rotations elsewhere. A command that only signs with the active key (`revocations
+/// push`) changes no key: a shell's other key file or rotation settings must not change the ring.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum KeyFile {
     Required,
     IfReadable,
+    ReadOnly,
 }
 
 fn build_state(
@@ -318,6 +336,14 @@ fn build_state(
     // Before the first read: a rotation committed after it may be missing from this state.
     let read_at = Instant::now();
     ensure_sealer_opens_ring(conn, sealer)?;
+    if key_file == KeyFile::ReadOnly {
+        let rows = store::records(conn)?;
+        let record = store::signing(&rows).ok_or_else(|| {
+            ApiError::Internal("no active signing key: start a replica first".into())
+        })?;
+        let signer = open_signer(conn, config, sealer, record)?;
+        return Ok(state_of(config, &rows, signer, now, read_at));
+    }
     if let Some(path) = &config.signing_key_file {
         match read_key_file(path) {
             Ok(key) => {
@@ -353,6 +379,17 @@ fn build_state(
     let record =
         store::signing(&rows).ok_or_else(|| ApiError::Internal("no active signing key".into()))?;
     let signer = open_signer(conn, config, sealer, record)?;
+    Ok(state_of(config, &rows, signer, now, read_at))
+}
+
+/// The ring's state from its rows: `signer` signs, and the keys a verifier may meet are published.
+fn state_of(
+    config: &Config,
+    rows: &[KeyRecord],
+    signer: SigningKey,
+    now: i64,
+    read_at: Instant,
+) -> KeyState {
     // A retired key stays published while a token it signed can still be valid anywhere: other
     // replicas sign with it until their next ring refresh (one maintenance period), and their
     // last tokens live one lifetime plus leeway. The next key is published before it signs, so
@@ -373,12 +410,12 @@ fn build_state(
         leeway_secs: config.leeway_secs,
         ..VerifierOptions::new(&config.issuer, &config.audience)
     };
-    Ok(KeyState {
+    KeyState {
         verifier: Verifier::new(published.clone(), options),
         published,
         signer,
         read_at,
-    })
+    }
 }
 
 /// Before any write to the ring, the configured secret must open the active key. A CLI run (or

@@ -416,6 +416,34 @@ fn cli_commands() {
     );
 }
 
+/// `revocations push` only signs with the active key: a shell's other key file (or rotation
+/// settings) changes nothing. Before, it loaded the ring as a replica does, and made that file's
+/// key the signing key.
+#[test]
+fn revocations_push_changes_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    assert!(run(path, &["keys", "rotate"], "").status.success());
+    let keys = || String::from_utf8(run(path, &["keys", "list"], "").stdout).unwrap();
+    let before = keys();
+    let other = gatehouse_shared::SigningKey::generate(gatehouse_shared::Algorithm::EdDsa).unwrap();
+    let file = path.join("other.jwk");
+    std::fs::write(&file, other.to_private_jwk_json().unwrap()).unwrap();
+    let out = command(path)
+        .args(["revocations", "push"])
+        .env(
+            "GATEHOUSE_EDGE_SYNC_URLS",
+            "http://127.0.0.1:9/_gatehouse/sync",
+        )
+        .env("GATEHOUSE_SIGNING_KEY_FILE", &file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "nothing listens on port 9");
+    let after = keys();
+    assert!(!after.contains(other.kid()), "{after}");
+    assert_eq!(before, after);
+}
+
 /// Reads a child's output on a thread, so a test can wait for a prompt.
 fn collect(
     mut from: impl std::io::Read + Send + 'static,
