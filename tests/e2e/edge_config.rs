@@ -190,6 +190,45 @@ async fn cookies_pinned_keys_and_fail_open() {
         let response = get(path, &headers).await.unwrap();
         assert_eq!(response.status(), expected, "{path} {headers:?}");
     }
+
+    // The same edge under the default policy: with no revocation list at all (KV empty, the
+    // issuer unreachable), a protected request is refused, never let through unchecked; a
+    // public path still reaches the origin, and the health says why.
+    let closed_vars: Vec<_> = vars
+        .iter()
+        .copied()
+        .filter(|(name, _)| *name != "STALE_POLICY")
+        .chain([("PUBLIC_PATHS", "/public/*")])
+        .collect();
+    let closed = Edge::start(free_port(), &closed_vars).await;
+    let (status, json) = json_of(
+        http()
+            .get(format!("{}/api/x", closed.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("revocation_list_missing")),
+        "{json}"
+    );
+    let public = http()
+        .get(format!("{}/public/logo.svg", closed.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 200);
+    let health = closed.health().await;
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(
+        health["problems"]
+            .to_string()
+            .contains("no fresh revocation list"),
+        "{health}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

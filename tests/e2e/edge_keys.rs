@@ -158,7 +158,11 @@ async fn a_removed_key_stops_verifying_within_the_key_ttl_without_any_cron() {
             ("JWKS_REFETCH_COOLDOWN_SECS", "1"),
             ("LEEWAY_SECS", "0"),
             ("KEYS_TTL_SECS", "2"),
+            // No fast path and no push: a delta or a snapshot signed by the new key would make
+            // the edge refetch the key set for its own sake, and the TTL would go untested.
+            ("DELTA_POLL_MS", "0"),
         ],
+        push: false,
         ..Options::default()
     })
     .await;

@@ -191,11 +191,16 @@ async fn a_head_left_beside_an_older_snapshot_is_repaired_by_the_next_pull() {
     )
     .await;
     locations.put_kv(0, "revocations", older, &older_head).await;
+    // The broken state itself at location 1: the newer head beside the older snapshot (its
+    // first list already had that seq, so the snapshot alone would say nothing).
     eventually(
-        "the older snapshot at location 1",
+        "the newer head beside the older snapshot at location 1",
         Duration::from_secs(10),
         || async move {
-            (locations.kv_snapshots().await[1]["seq"].as_u64() == Some(older_seq)).then_some(())
+            let head = locations.kv_heads().await.swap_remove(1);
+            let snapshot = locations.kv_snapshots().await.swap_remove(1);
+            (head["seq"].as_u64() > Some(older_seq) && snapshot["seq"].as_u64() == Some(older_seq))
+                .then_some(())
         },
     )
     .await;

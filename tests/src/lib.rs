@@ -624,7 +624,7 @@ impl Origin {
 
     /// What reached the origin since the last call.
     pub async fn requests(&self) -> Vec<Value> {
-        let (_, json) = json_of(
+        let (status, json) = json_of(
             http()
                 .get(format!("{}/__origin/requests", self.url))
                 .send()
@@ -632,7 +632,11 @@ impl Origin {
                 .expect("origin"),
         )
         .await;
-        json.as_array().cloned().unwrap_or_default()
+        // Loudly: an empty list from a broken recording route would pass "nothing reached it".
+        assert_eq!(status, 200, "the origin's record: {json}");
+        json.as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("the origin's record is not a list: {json}"))
     }
 }
 
