@@ -103,7 +103,7 @@ async fn push(mut req: Request, env: &Env) -> Response {
     };
     // Anyone can push a signed list: an unknown kid in one waits for the client cooldown.
     match sync::accept(env, &config, jws.trim(), keys::Asker::Client).await {
-        Ok(view) => reply::json(200, &json!({"seq": view.seq(), "entries": view.len()})),
+        Ok((view, _)) => reply::json(200, &json!({"seq": view.seq(), "entries": view.len()})),
         // Not durable at the edge: the issuer must retry rather than believe it delivered.
         Err(SyncError::KvWrite(e)) => reply::unavailable("kv_write_failed", &e),
         Err(SyncError::Snapshot(e)) => {

@@ -30,13 +30,28 @@ const DELTA_MAX_AGE_SECS: i64 = 10;
 struct Head {
     seq: u64,
     issued_at: i64,
+    /// Which key signed it: 4 bytes of SHA-256 of the JWS's protected header (its `alg`, `typ`
+    /// and `kid`), a number JavaScript holds exactly (KV metadata is JSON). After a rotation the
+    /// issuer re-signs the same list with the new key, and KV takes it at once: a copy left
+    /// signed by the old key would stop verifying once that key's grace ended, long before the
+    /// heartbeat. 0 in a head written before it was recorded.
+    #[serde(default)]
+    signer: u32,
 }
 
 impl Head {
-    fn of(list: &RevocationList) -> Self {
+    fn of(list: &RevocationList, jws: &str) -> Self {
+        use sha2::Digest as _;
+        let header = jws.split('.').next().unwrap_or_default();
+        let digest = sha2::Sha256::digest(header.as_bytes());
+        let signer = digest
+            .first_chunk::<4>()
+            .copied()
+            .map_or(0, u32::from_le_bytes);
         Self {
             seq: list.seq(),
             issued_at: list.issued_at(),
+            signer,
         }
     }
 }
@@ -94,15 +109,16 @@ async fn verify(
 }
 
 /// Verifies a snapshot, installs it as the base list and stores it in KV if KV's copy is older
-/// (another seq, or the same list signed more than `KV_HEARTBEAT_SECS` earlier).
+/// (another seq, another signing key, or the same list signed more than `KV_HEARTBEAT_SECS`
+/// earlier). Also, when memory held a newer list (and kept it), the list's seq and the one held.
 pub async fn accept(
     env: &Env,
     config: &Config,
     jws: &str,
     asker: keys::Asker,
-) -> Result<RevocationView, SyncError> {
+) -> Result<(RevocationView, Option<(u64, u64)>), SyncError> {
     let list = verify(env, config, jws, asker).await?;
-    let head = Head::of(&list);
+    let head = Head::of(&list, jws);
     let kv = env.kv(KV_BINDING).map_err(|e| e.to_string());
     let stored = match &kv {
         Ok(kv) => stored_heads(kv).await,
@@ -131,7 +147,7 @@ pub async fn accept(
     // still takes this one. A 409 would tell the issuer it landed.
     let (view, held_newer) = match state::update_revocations(|view| view.with_base(list)) {
         Ok(view) => (view, None),
-        Err(SnapshotError::Stale { held, .. }) => (state::revocations(), Some(held)),
+        Err(SnapshotError::Stale { seq, held }) => (state::revocations(), Some((seq, held))),
         Err(e) => return Err(e.into()),
     };
     // Installed above whatever KV does (refusing more is always safe); without KV's heads there
@@ -143,7 +159,9 @@ pub async fn accept(
     };
     let older = |stored: Option<Head>| {
         stored.is_none_or(|s| {
-            s.seq != head.seq || head.issued_at - s.issued_at >= config.kv_heartbeat_secs
+            s.seq != head.seq
+                || s.signer != head.signer
+                || head.issued_at - s.issued_at >= config.kv_heartbeat_secs
         })
     };
     let changed = older(stored) || older(stored_snapshot);
@@ -160,10 +178,9 @@ pub async fn accept(
             return Err(fail_kv(&e.to_string()));
         }
     }
-    // KV holds this list now, or held it already. The issuer is behind if memory held newer.
+    // KV holds this list now, or held it already.
     state::record_kv_write(Ok(()));
-    state::record_issuer_seq(head.seq, held_newer);
-    Ok(view)
+    Ok((view, held_newer))
 }
 
 /// KV's head and which list its snapshot is; `Err` when the head cannot be read, which is not
@@ -235,7 +252,7 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
         return;
     };
     let held_base = state::with_revocations(|held| held.base().map(|b| (b.seq(), b.issued_at())));
-    let jws = match kv.get(KV_HEAD).json::<Head>().await {
+    let (jws, from_kv) = match kv.get(KV_HEAD).json::<Head>().await {
         Ok(Some(head)) => {
             if held_base.is_some_and(|held| !is_newer((head.seq, head.issued_at), held)) {
                 return;
@@ -247,22 +264,22 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
             let Ok(jws) = String::from_utf8(bytes) else {
                 return;
             };
-            jws
+            (jws, true)
         }
         Ok(None) if held_base.is_none() => {
             let Ok(jws) = fetch_snapshot(config, upstream::FIRST_LIST_LIMIT).await else {
                 return;
             };
-            jws
+            (jws, false)
         }
         _ => return,
     };
     let list = match verify(env, config, &jws, keys::Asker::SignedList).await {
         Ok(list) => list,
-        // KV's copy is re-signed only when its seq changes or at the heartbeat, so after a
-        // rotation it can be signed by a key the issuer no longer publishes. An isolate with no
-        // list would refuse every request until the heartbeat: it takes the issuer's instead.
-        Err(e) if held_base.is_none() => {
+        // KV's copy, signed by a key the issuer no longer publishes (one stored before its
+        // signer was recorded, or one a failed write left behind), would have an isolate with no
+        // list refuse every request until the next change: it takes the issuer's instead.
+        Err(e) if from_kv && held_base.is_none() => {
             worker::console_warn!(
                 "gatehouse: KV's revocation list is unusable ({e}); reading the issuer's"
             );
@@ -287,15 +304,22 @@ async fn fetch_snapshot(config: &Config, limit: std::time::Duration) -> Result<S
     String::from_utf8(bytes).map_err(|_| "the snapshot is not UTF-8".to_owned())
 }
 
-/// The cron path: fetch the issuer's current snapshot and accept it.
+/// The cron path: fetch the issuer's current snapshot and accept it. What the issuer signs now
+/// tells whether it is behind the list held (a pushed list may be a late retry, so pushes do
+/// not).
 pub async fn pull(env: &Env, config: &Config) -> Result<RevocationView, String> {
     let jws = fetch_snapshot(config, upstream::SNAPSHOT_LIMIT).await?;
     let accepted = accept(env, config, &jws, keys::Asker::SignedList).await;
-    if let Err(SyncError::Snapshot(SnapshotError::Stale { seq, held })) = &accepted {
-        state::record_issuer_seq(*seq, Some(*held));
+    match &accepted {
+        Err(SyncError::Snapshot(SnapshotError::Stale { seq, held }))
+        | Ok((_, Some((seq, held)))) => {
+            state::record_issuer_seq(*seq, Some(*held));
+        }
+        Ok((view, None)) => state::record_issuer_seq(view.seq(), None),
+        Err(_) => {}
     }
     match accepted {
-        Ok(view) => Ok(view),
+        Ok((view, _)) => Ok(view),
         // Nothing new is not a failure of the pull.
         Err(SyncError::Snapshot(SnapshotError::Stale { .. })) => Ok(state::revocations()),
         Err(SyncError::Snapshot(e)) => Err(e.to_string()),

@@ -271,6 +271,15 @@ async fn a_key_set_loaded_from_kv_keeps_its_age() {
     sys.edge.restart().await;
     let (status, json) = sys.get("/api/x", Some(fresh)).await;
     assert_eq!(status, 200, "{json}");
+    // The next pull stores the issuer's list, the same seq re-signed by the new key, in KV
+    // (a list signed by another key counts as changed): a new isolate then needs no issuer.
+    sys.edge.run_cron().await;
+    let health = sys.edge.health().await;
+    assert!(health["kv_write_error"].is_null(), "{health}");
+    sys.issuer.stop();
+    sys.edge.restart().await;
+    let (status, json) = sys.get("/api/x", Some(fresh)).await;
+    assert_eq!(status, 200, "KV's list, with the issuer down: {json}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

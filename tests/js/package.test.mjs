@@ -527,4 +527,22 @@ test('GatehouseClient: options it cannot use, a fetch that needs its own this, h
   await stored.refresh();
   assert.equal(kept.size, 0, 'the rotated set is left in storage');
   stored.close();
+
+  // A reload reads the stored set without writing it back, so a storage that refuses writes
+  // keeps it; a set without its times (another version's) is not taken.
+  const now = Date.now();
+  const set = { accessToken: 'a.b.c', refreshToken: 'r', expiresAt: now + 60000, receivedAt: now, sid: 's1' };
+  const readOnly = (value) => {
+    const held = new Map([['gatehouse:https://i.test:tokens', JSON.stringify(value)]]);
+    return { held, getItem: (k) => held.get(k) ?? null, setItem: () => { throw new Error('QuotaExceededError'); }, removeItem: (k) => held.delete(k) };
+  };
+  const full = readOnly(set);
+  const reloaded = new GatehouseClient({ issuer: 'https://i.test', fetch: strictFetch, autoRefresh: false, storage: full });
+  assert.equal(reloaded.accessToken, 'a.b.c');
+  assert.equal(full.held.size, 1, 'the stored set was dropped at reload');
+  reloaded.close();
+  const { receivedAt, ...timeless } = set;
+  const old = new GatehouseClient({ issuer: 'https://i.test', fetch: strictFetch, storage: readOnly(timeless) });
+  assert.equal(old.signedIn, false);
+  old.close();
 });

@@ -43,6 +43,10 @@ const payloadOf = (jwt) => {
     return {};
   }
 };
+// A token set as this client keeps it; anything else (written by another version or program,
+// broadcast by an old tab) is ignored: without its times the refresh timer could not be set.
+const isTokenSet = (t) => isObject(t) && typeof t.refreshToken === 'string' && typeof t.accessToken === 'string'
+  && Number.isFinite(t.expiresAt) && Number.isFinite(t.receivedAt);
 // A response's JSON object; anything else (no JSON, `null`, an array) reads as `{}`.
 const bodyOf = (response) => response.json().then((b) => (isObject(b) ? b : {}), () => ({}));
 // The issuer's `error` as a code when it is one (a non-empty string), else `fallback`.
@@ -108,7 +112,7 @@ export class GatehouseClient {
     // Stored tokens may be older than another tab's: kept quietly, and the tabs are asked. What
     // is not a token set (written by something else) is ignored.
     const stored = this.#stored();
-    if (stored) this.#set(stored, null, false);
+    if (stored) this.#set(stored, null, false, false);
     // Versions before 2026-12-04 kept every issuer's tokens under one key: not left behind.
     if (options.channelName === undefined) this.#forget('gatehouse:tokens');
     /** Resolves once other tabs had a moment to hand over a session they hold. */
@@ -302,7 +306,7 @@ export class GatehouseClient {
     if (!this.#closed) this.#channel?.postMessage({ ...message, issuer: this.#issuer });
   }
 
-  #set(tokens, event, broadcast = true) {
+  #set(tokens, event, broadcast = true, store = true) {
     const previous = this.#tokens;
     // A refresh that could not move the expiry, and got a shorter life, has reached the
     // session's end. (Two tabs' sets from one grace window differ by under a second in expiry
@@ -319,7 +323,7 @@ export class GatehouseClient {
     // one that used it again after the grace window would end the session.
     if (broadcast) this.#post({ type: 'tokens', tokens, event });
     try {
-      this.#storage?.setItem(this.storageKey, JSON.stringify(tokens));
+      if (store) this.#storage?.setItem(this.storageKey, JSON.stringify(tokens));
     } catch {
       // A full or refusing storage keeps the tokens in memory only (lost at reload). The set it
       // holds is dropped: its refresh token may have just been rotated, and a reload that used
@@ -354,7 +358,7 @@ export class GatehouseClient {
   #stored() {
     try {
       const tokens = JSON.parse(this.#storage?.getItem(this.storageKey) ?? 'null');
-      return typeof tokens?.refreshToken === 'string' && Number.isFinite(tokens.expiresAt) ? tokens : null;
+      return isTokenSet(tokens) ? tokens : null;
     } catch {
       return null;
     }
@@ -402,6 +406,7 @@ export class GatehouseClient {
     if (message?.issuer !== this.#issuer) return;
     if (message.type === 'tokens') {
       const incoming = message.tokens;
+      if (!isTokenSet(incoming)) return;
       const held = this.#tokens;
       // Never a session seen ending, never a set older than the one held, of this session or
       // another (a tab that was frozen may broadcast an older session's tokens late).

@@ -55,7 +55,8 @@ export interface GatehouseClientOptions {
    * (`https://api.example`); a request to any other origin rejects with `origin_not_allowed`.
    */
   apiOrigins?: string[];
-  /** Refresh this many seconds before the access token expires (default 60). */
+  /** Refresh this many seconds before the access token expires (default 60; 0 or more, or its
+   * text; anything else throws `invalid_options`). */
   refreshAheadSeconds?: number;
   /** Refresh on a timer ahead of expiry (default true); otherwise only when a token is needed. */
   autoRefresh?: boolean;
@@ -70,7 +71,8 @@ export interface GatehouseClientOptions {
   /** The `fetch` to use (default `globalThis.fetch`). */
   fetch?: typeof globalThis.fetch;
   /** How long a call to the issuer's token endpoint may take before it fails with
-   * `network_error` (default 10). */
+   * `network_error` (default 10; over 0 and at most 3600, or its text; anything else throws
+   * `invalid_options`). */
   requestTimeoutSeconds?: number;
 }
 

@@ -248,23 +248,27 @@ fn import(
     key: &SigningKey,
     now: i64,
 ) -> Result<bool, ApiError> {
-    if store::insert(conn, sealer, key, NEXT, now)? {
-        if !store::activate(conn, key.kid(), now, "imported")? {
-            return Err(ApiError::Internal(format!(
-                "{} was not made the signing key: another activation ran at the same time and \
-                 dropped it; import it again",
-                key.kid()
-            )));
+    // Twice: a concurrent activation (another replica's first key, a scheduled promotion)
+    // drops every other scheduled key, this one included, between its insert and activation.
+    for _ in 0..2 {
+        if !store::insert(conn, sealer, key, NEXT, now)? {
+            break;
         }
-        return Ok(true);
+        if store::activate(conn, key.kid(), now, "imported")? {
+            return Ok(true);
+        }
     }
+    let rows = store::records(conn)?;
+    let Some(row) = rows.iter().find(|r| r.kid == key.kid()) else {
+        return Err(ApiError::Internal(format!(
+            "{} was not made the signing key: other activations ran at the same time and \
+             dropped it; import it again",
+            key.kid()
+        )));
+    };
     // The same kid with other key material (a tool that writes a fixed kid, a file replaced in
     // place) would otherwise be ignored while the old key went on signing.
-    let rows = store::records(conn)?;
-    let held = rows
-        .iter()
-        .find(|r| r.kid == key.kid())
-        .and_then(|r| VerifyingJwk::from_json(&r.public_jwk).ok());
+    let held = VerifyingJwk::from_json(&row.public_jwk).ok();
     if held.as_ref() != Some(&key.verifying_jwk()) {
         return Err(ApiError::Internal(format!(
             "the key ring already holds another key with kid {}: give the new key a kid of its \
@@ -345,12 +349,12 @@ fn build_state(
         return Ok(state_of(config, &rows, signer, now, read_at));
     }
     if let Some(path) = &config.signing_key_file {
-        match read_key_file(path) {
-            Ok(key) => {
-                import(conn, sealer, &key, now)?;
-            }
+        match read_key_file(path).and_then(|key| import(conn, sealer, &key, now)) {
+            Ok(_) => {}
+            // Refused at start; a file replaced since must not freeze this replica's ring (it
+            // would miss rotations elsewhere, and scheduled ones).
             Err(e) if key_file == KeyFile::IfReadable => {
-                tracing::warn!(error = %e, "GATEHOUSE_SIGNING_KEY_FILE unreadable; the ring is refreshed without it");
+                tracing::error!(error = %e, "GATEHOUSE_SIGNING_KEY_FILE not imported; the ring is refreshed without it");
             }
             Err(e) => return Err(e),
         }

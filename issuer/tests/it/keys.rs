@@ -136,6 +136,12 @@ async fn production_key_file(backend: Backend) {
         .map(drop)
         .expect_err("a second key under one kid");
     assert!(err.to_string().contains("another key with kid"), "{err}");
+    // A running replica's refresh goes on without it: failing, it would freeze the ring (no
+    // rotation from elsewhere seen, none scheduled).
+    let ring = app.client.rocket().state::<Arc<KeyRing>>().unwrap();
+    app.store()
+        .run_sync(|c| ring.refresh(c, now))
+        .expect("the refresh, without the file");
 }
 
 fn secret() -> Secret {
