@@ -16,5 +16,5 @@ scripts/setup.sh
 cargo build --locked --release -p gatehouse-issuer
 scripts/build-edge.sh
 scripts/build-js.sh
-GATEHOUSE_ISSUER_BIN="$PWD/target/release/gatehouse-issuer" \
+GATEHOUSE_ISSUER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/gatehouse-issuer" \
   exec cargo run --locked --release -p gatehouse-tests --bin bench

@@ -16,7 +16,8 @@ if [ "${GATEHOUSE_DEV_PREBUILT:-0}" = 1 ]; then
     [ -e "$built" ] || { echo "dev.sh: GATEHOUSE_DEV_PREBUILT=1 but $built is missing" >&2; exit 1; }
   done
 else
-  scripts/setup.sh
+  # What running needs (not the test services: Chromium, wrk, PostgreSQL).
+  scripts/setup.sh --build
   cargo build --locked -p gatehouse-issuer
   scripts/build-edge.sh
   scripts/build-js.sh

@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-# `--build`: only what building and deploying the worker needs (steps 1-3); the test services
-# (Chromium, wrk, PostgreSQL) are left alone.
+# `--build`: only what building, running (`make dev`) and deploying the worker needs (steps 0-3);
+# the test services (Chromium, wrk, PostgreSQL) are left alone.
 build_only=false
 if [ "${1:-}" = --build ]; then build_only=true; fi
 
@@ -29,6 +29,27 @@ apt_install() {
 locked_version() { # the version of crate $1 in Cargo.lock
   awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock
 }
+
+# 0. What the builds need of the system: a C toolchain (ring, mimalloc and build scripts),
+#    pkg-config with libpq and SQLite (diesel links the system libraries), curl (dev.sh's
+#    readiness checks), rustfmt and clippy (`make test` runs both), and Node 20.19 or later
+#    (vite, rolldown and miniflare's undici need it; Debian 12's own nodejs is 18).
+command -v cc >/dev/null || { log "installing build-essential (Debian package)"; apt_install build-essential; }
+command -v pkg-config >/dev/null || { log "installing pkg-config (Debian package)"; apt_install pkg-config; }
+pkg-config --exists libpq || { log "installing libpq-dev (Debian package)"; apt_install libpq-dev; }
+pkg-config --exists sqlite3 || { log "installing libsqlite3-dev (Debian package)"; apt_install libsqlite3-dev; }
+command -v curl >/dev/null || { log "installing curl (Debian package)"; apt_install curl; }
+for component in rustfmt clippy; do
+  if ! rustup component list --installed | grep -q "^$component"; then
+    log "adding rustup component $component"
+    rustup component add "$component"
+  fi
+done
+node_version=$(node -v 2>/dev/null | tr -d v || true)
+if ! printf '20.19.0\n%s\n' "${node_version:-0}" | sort -V -C; then
+  log "Node.js 20.19 or later is needed (have: ${node_version:-none}); install it, then run this again"
+  exit 1
+fi
 
 # 1. The wasm32 target for the edge worker and the JS package.
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
