@@ -6,9 +6,12 @@
 //   host (a proxy must pass it on, not follow it); CORS preflights (OPTIONS) get 204 and the
 //   CORS headers; other paths answer with a stub;
 // - every request is recorded, and `GET /__origin/requests` returns (and clears) the record, so
-//   the end-to-end tests can assert exactly what reached the origin.
+//   the end-to-end tests can assert exactly what reached the origin;
+// - with ORIGIN_SECRET set (`make dev` sets it), any other request without the edge's
+//   `X-Gatehouse-Origin-Secret` gets 403: what a production origin does with the edge's secret.
 // Usage: node dev/origin.mjs [port]   (default 8788)
 import http from 'node:http';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { extname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +21,10 @@ const issuer = process.env.ORIGIN_ISSUER_URL ?? 'http://127.0.0.1:8000';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const types = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.wasm': 'application/wasm', '.json': 'application/json', '.ts': 'text/plain' };
 let seen = [];
+const digest = (text) => createHash('sha256').update(String(text)).digest();
+const secret = process.env.ORIGIN_SECRET ? digest(process.env.ORIGIN_SECRET) : null;
+// Equal-length digests, compared in constant time.
+const throughEdge = (req) => !secret || timingSafeEqual(secret, digest(req.headers['x-gatehouse-origin-secret'] ?? ''));
 
 async function file(res, path) {
   try {
@@ -61,6 +68,11 @@ const server = http.createServer((req, res) => {
     // Bounded: under benchmark load nobody drains it.
     if (seen.length >= 1000) seen.shift();
     seen.push({ method: req.method, path: url.pathname, query: url.search, headers: req.headers, body: body.toString('utf8') });
+    if (!throughEdge(req)) {
+      res.writeHead(403, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: 'forbidden', error_description: 'not through the edge (X-Gatehouse-Origin-Secret)' }));
+      return;
+    }
     if (url.pathname.startsWith('/issuer/')) return proxy(req, res, url.pathname.slice('/issuer'.length) + url.search, body);
     if (url.pathname === '/' || url.pathname === '/index.html') return file(res, join(root, 'dev/demo/index.html'));
     if (url.pathname === '/demo.js') return file(res, join(root, 'dev/demo/demo.js'));

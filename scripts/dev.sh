@@ -43,10 +43,15 @@ sed -e '/^\[build\]/,/^watch_dir/d' -e "s|^main = \"|main = \"$root/|" \
   wrangler.toml > "$DEV_DIR/wrangler.toml"
 # The health route's details need a secret; wrangler dev reads secrets from .dev.vars beside
 # the config. Made once, kept across runs.
-if ! grep -qs '^HEALTH_TOKEN=' "$DEV_DIR/.dev.vars"; then
-  echo "HEALTH_TOKEN=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')" >> "$DEV_DIR/.dev.vars"
-fi
+# ORIGIN_SECRET too: the edge sends it with every request, and the demo origin refuses one
+# without it, as a production origin should.
+for secret in HEALTH_TOKEN ORIGIN_SECRET; do
+  if ! grep -qs "^$secret=" "$DEV_DIR/.dev.vars"; then
+    echo "$secret=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')" >> "$DEV_DIR/.dev.vars"
+  fi
+done
 HEALTH_TOKEN=$(sed -n 's/^HEALTH_TOKEN=//p' "$DEV_DIR/.dev.vars")
+ORIGIN_SECRET=$(sed -n 's/^ORIGIN_SECRET=//p' "$DEV_DIR/.dev.vars")
 
 # A port another program holds would fail one service while the checks below met that program.
 for port in "$ISSUER_PORT" "$EDGE_PORT" "$ORIGIN_PORT" "${INSPECTOR_PORT:-9229}"; do
@@ -64,7 +69,7 @@ stop() {
 }
 trap stop EXIT INT TERM
 
-ORIGIN_ISSUER_URL="$GATEHOUSE_ISSUER" setsid node dev/origin.mjs "$ORIGIN_PORT" &
+ORIGIN_ISSUER_URL="$GATEHOUSE_ISSUER" ORIGIN_SECRET="$ORIGIN_SECRET" setsid node dev/origin.mjs "$ORIGIN_PORT" &
 pids+=($!)
 setsid "$issuer_bin" serve &
 pids+=($!)
@@ -92,7 +97,7 @@ cat <<MSG
   issuer   http://127.0.0.1:${ISSUER_PORT}   SQLite ${GATEHOUSE_DATABASE_URL#sqlite://}, keys sealed in it (secret in ${GATEHOUSE_DATA_DIR})
   edge     http://127.0.0.1:${EDGE_PORT}   wrangler dev (workerd), health: /_gatehouse/health
            details: curl -H 'Authorization: Bearer ${HEALTH_TOKEN}' http://127.0.0.1:${EDGE_PORT}/_gatehouse/health
-  origin   http://127.0.0.1:${ORIGIN_PORT}   demo origin; through the edge: / is public, /api/* needs a token
+  origin   http://127.0.0.1:${ORIGIN_PORT}   demo origin, only through the edge (it checks ORIGIN_SECRET): / is public, /api/* needs a token
   demo     http://127.0.0.1:${EDGE_PORT}/   log in, see the claims and countdown, call the API, refresh, log out
 
   Try:

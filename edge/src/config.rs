@@ -65,6 +65,10 @@ pub struct Config {
     pub jwks_refetch_cooldown_ms: f64,
     /// `HEALTH_TOKEN` (a secret): the bearer token that shows the health route's details.
     pub health_token: Option<Secret>,
+    /// `ORIGIN_SECRET` (a secret): sent to the origin with every request as
+    /// `X-Gatehouse-Origin-Secret`, so that the origin can refuse requests that did not come
+    /// through this worker (its hostname stays reachable through Cloudflare by anyone).
+    pub origin_secret: Option<Secret>,
     pub problems: Vec<String>,
 }
 
@@ -213,11 +217,17 @@ impl Vars<'_> {
     /// and not used, so they stay hidden. Trimmed, as the bearer token it is compared with is
     /// (a pasted secret often ends in a newline).
     fn health_token(&mut self) -> Option<Secret> {
-        let token = self.text("HEALTH_TOKEN")?;
+        self.secret("HEALTH_TOKEN", "health details stay hidden")
+    }
+
+    /// `name`, a secret of at least `MIN_SECRET_CHARS`; a shorter one is reported (with what
+    /// that leaves, `without`) and not used.
+    fn secret(&mut self, name: &str, without: &str) -> Option<Secret> {
+        let token = self.text(name)?;
         let token = token.trim();
-        if token.chars().count() < MIN_HEALTH_TOKEN_CHARS {
+        if token.chars().count() < MIN_SECRET_CHARS {
             self.problems.push(format!(
-                "HEALTH_TOKEN is shorter than {MIN_HEALTH_TOKEN_CHARS} characters; health details stay hidden"
+                "{name} is shorter than {MIN_SECRET_CHARS} characters; {without}"
             ));
             return None;
         }
@@ -326,6 +336,11 @@ fn cors_origins(raw: &str, problems: &mut Vec<String>) -> Vec<String> {
 pub struct Secret(String);
 
 impl Secret {
+    /// The secret itself, to send on.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `sent` is this secret; its time depends on the lengths only (subtle's
     /// constant-time comparison).
     pub fn matches(&self, sent: &str) -> bool {
@@ -341,7 +356,7 @@ impl core::fmt::Debug for Secret {
 }
 
 /// `openssl rand -hex 16` gives 32; 16 characters of a random hex string are 64 bits.
-const MIN_HEALTH_TOKEN_CHARS: usize = 16;
+const MIN_SECRET_CHARS: usize = 16;
 
 /// The most `DELTA_POLL_MS` may be: a poll's fetch may take 4 intervals, which must stay under
 /// the 10 s after which a poll still marked under way is taken as abandoned (two hung fetches
@@ -423,6 +438,10 @@ impl Config {
             jwks_refetch_cooldown_ms: f64::from(vars.number("JWKS_REFETCH_COOLDOWN_SECS", 30))
                 * 1000.0,
             health_token: vars.health_token(),
+            origin_secret: vars.secret(
+                "ORIGIN_SECRET",
+                "it is not sent, and an origin that checks it refuses every request",
+            ),
             problems: vars.problems,
         }
     }

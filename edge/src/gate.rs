@@ -385,6 +385,10 @@ async fn forward(
     // routed here, not from a header the client wrote) is what the origin's links and
     // redirects must name.
     let _ = headers.set("x-forwarded-host", authority(&req.url));
+    // With every request, public ones too: the origin refuses what lacks it.
+    if let Some(secret) = &config.origin_secret {
+        let _ = headers.set("x-gatehouse-origin-secret", secret.expose());
+    }
     let init = RequestInit::new();
     match pass {
         Pass::Verified(c) => {

@@ -106,8 +106,12 @@ fn production_problems(config: &Table) -> Vec<String> {
             .push("env.production.vars.TEST_CRASH_ROUTE lets anyone crash the worker".to_owned());
     }
     // A var is committed with the config; the secret goes in with `wrangler secret put`.
-    if var("HEALTH_TOKEN").is_some() || top_var_set(config, "HEALTH_TOKEN") {
-        problems.push("HEALTH_TOKEN is a var: it is a secret (wrangler secret put)".to_owned());
+    for secret in ["HEALTH_TOKEN", "ORIGIN_SECRET"] {
+        if var(secret).is_some() || top_var_set(config, secret) {
+            problems.push(format!(
+                "{secret} is a var: it is a secret (wrangler secret put)"
+            ));
+        }
     }
     for name in HTTPS_VARS {
         if let Some(url) = var(name).filter(|url| !url.starts_with("https://")) {
@@ -246,7 +250,7 @@ type Plant = (&'static str, fn(&mut Table));
 #[test]
 fn the_config_check_catches_what_is_planted_in_a_copy() {
     // Non-capturing closures, so one list holds them all.
-    let plants: [Plant; 13] = [
+    let plants: [Plant; 14] = [
         ("127.0.0.1", |c| {
             production_vars_mut(c).insert("ORIGIN_URL".into(), "http://127.0.0.1:8788".into());
         }),
@@ -292,6 +296,10 @@ fn the_config_check_catches_what_is_planted_in_a_copy() {
         ("HEALTH_TOKEN is a var", |c| {
             let token = "0123456789abcdef0123456789abcdef";
             production_vars_mut(c).insert("HEALTH_TOKEN".into(), token.into());
+        }),
+        ("ORIGIN_SECRET is a var", |c| {
+            let secret = "0123456789abcdef0123456789abcdef";
+            production_vars_mut(c).insert("ORIGIN_SECRET".into(), secret.into());
         }),
     ];
     let config = repo_config();

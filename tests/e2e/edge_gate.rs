@@ -7,12 +7,18 @@ use crate::system::{Options, System, access};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_reaches_the_origin_and_spoofs_do_not() {
-    let sys = System::start(Options::default()).await;
+    const ORIGIN_SECRET: &str = "an-origin-secret-of-32-characters";
+    let sys = System::start(Options {
+        edge_vars: &[("ORIGIN_SECRET", ORIGIN_SECRET)],
+        ..Options::default()
+    })
+    .await;
     let tokens = sys.user("alice").await;
     let response = http()
         .post(format!("{}/api/echo?x=1&y=two", sys.edge.url))
         .bearer_auth(access(&tokens))
         .header("X-Gatehouse-Sub", "admin-impostor")
+        .header("X-Gatehouse-Origin-Secret", "forged")
         .header("x-gatehouse-extra", "1")
         .header("X-Forwarded-Host", "evil.example")
         .header("Forwarded", "host=evil.example")
@@ -55,6 +61,9 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
         headers.get("x-gatehouse-extra").is_none(),
         "client identity headers are stripped"
     );
+    // The edge's secret, which the origin checks to refuse requests that bypassed the edge;
+    // public requests carry it too.
+    assert_eq!(headers["x-gatehouse-origin-secret"], ORIGIN_SECRET);
     // The host the client asked for, set by the edge (the origin's `Host` is its own).
     let edge_host = sys.edge.url.trim_start_matches("http://");
     assert_eq!(headers["x-forwarded-host"], edge_host, "{headers}");
@@ -97,6 +106,10 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
     let seen = sys.origin.requests().await;
     assert_eq!(seen[0]["path"], "/");
     assert!(seen[0]["headers"].get("x-gatehouse-sub").is_none());
+    assert_eq!(
+        seen[0]["headers"]["x-gatehouse-origin-secret"],
+        ORIGIN_SECRET
+    );
     assert!(
         seen[0]["headers"].get("cache-control").is_none(),
         "a public path keeps the zone's caching: {}",

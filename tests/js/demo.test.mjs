@@ -12,10 +12,12 @@ import { freePort, launchChromium, root, waitFor } from './harness.mjs';
 let system;
 let browser;
 let edge;
+let origin;
 
 before(async () => {
   const ports = { ISSUER_PORT: await freePort(), EDGE_PORT: await freePort(), ORIGIN_PORT: await freePort(), INSPECTOR_PORT: await freePort() };
   edge = `http://127.0.0.1:${ports.EDGE_PORT}`;
+  origin = `http://127.0.0.1:${ports.ORIGIN_PORT}`;
   const devDir = mkdtempSync(join(tmpdir(), 'gh-dev-'));
   system = spawn('scripts/dev.sh', [], {
     cwd: root,
@@ -37,6 +39,13 @@ after(async () => {
   if (system) {
     try { process.kill(-system.pid, 'SIGTERM'); } catch { /* already gone */ }
   }
+});
+
+test('the demo origin refuses a request that bypassed the edge, however it spells the identity', async () => {
+  const response = await fetch(`${origin}/api/whoami`, { headers: { 'x-gatehouse-sub': 'admin', 'x-gatehouse-origin-secret': 'guess' } });
+  assert.equal(response.status, 403);
+  // The same path through the edge, with no token: the edge's own 401, not the origin's 403.
+  assert.equal((await fetch(`${edge}/api/whoami`)).status, 401);
 });
 
 test('log in, see claims and countdown, call the API, refresh, log out, get the edge 401', { timeout: 120000 }, async () => {
