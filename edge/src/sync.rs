@@ -15,7 +15,8 @@ use crate::keys::{self, KV_BINDING};
 use crate::{state, upstream};
 
 const KV_SNAPSHOT: &str = "revocations";
-/// `{seq, issued_at}` of the stored snapshot: a few bytes to read where the snapshot is MBs.
+/// `{seq, issued_at, signer}` of the stored snapshot: a few bytes to read where the snapshot is
+/// MBs.
 const KV_HEAD: &str = "revocations-head";
 /// While the fast path keeps the view whole, a newer base in KV is loaded only once the held one
 /// is this old: well inside the issuer's delta window (900 s), so the delta never loses touch
@@ -110,13 +111,13 @@ async fn verify(
 
 /// Verifies a snapshot, installs it as the base list and stores it in KV if KV's copy is older
 /// (another seq, another signing key, or the same list signed more than `KV_HEARTBEAT_SECS`
-/// earlier). Also, when memory held a newer list (and kept it), the list's seq and the one held.
+/// earlier). Also the list's seq (memory keeps a newer view it held).
 pub async fn accept(
     env: &Env,
     config: &Config,
     jws: &str,
     asker: keys::Asker,
-) -> Result<(RevocationView, Option<(u64, u64)>), SyncError> {
+) -> Result<(RevocationView, u64), SyncError> {
     let list = verify(env, config, jws, asker).await?;
     let head = Head::of(&list, jws);
     let kv = env.kv(KV_BINDING).map_err(|e| e.to_string());
@@ -145,9 +146,9 @@ pub async fn accept(
     // Older than the list this isolate holds (a retry of a push whose KV write failed, or a
     // pull since): memory keeps the newer one, and KV, which the checks above found older,
     // still takes this one. A 409 would tell the issuer it landed.
-    let (view, held_newer) = match state::update_revocations(|view| view.with_base(list)) {
-        Ok(view) => (view, None),
-        Err(SnapshotError::Stale { seq, held }) => (state::revocations(), Some((seq, held))),
+    let view = match state::update_revocations(|view| view.with_base(list)) {
+        Ok(view) => view,
+        Err(SnapshotError::Stale { .. }) => state::revocations(),
         Err(e) => return Err(e.into()),
     };
     // Installed above whatever KV does (refusing more is always safe); without KV's heads there
@@ -180,7 +181,7 @@ pub async fn accept(
     }
     // KV holds this list now, or held it already.
     state::record_kv_write(Ok(()));
-    Ok((view, held_newer))
+    Ok((view, head.seq))
 }
 
 /// KV's head and which list its snapshot is; `Err` when the head cannot be read, which is not
@@ -309,13 +310,14 @@ async fn fetch_snapshot(config: &Config, limit: std::time::Duration) -> Result<S
 /// not).
 pub async fn pull(env: &Env, config: &Config) -> Result<RevocationView, String> {
     let jws = fetch_snapshot(config, upstream::SNAPSHOT_LIMIT).await?;
+    // Against the whole view held, its delta included, not only its base.
+    let held = state::revocations().seq();
     let accepted = accept(env, config, &jws, keys::Asker::SignedList).await;
     match &accepted {
-        Err(SyncError::Snapshot(SnapshotError::Stale { seq, held }))
-        | Ok((_, Some((seq, held)))) => {
+        Err(SyncError::Snapshot(SnapshotError::Stale { seq, held })) => {
             state::record_issuer_seq(*seq, Some(*held));
         }
-        Ok((view, None)) => state::record_issuer_seq(view.seq(), None),
+        Ok((_, seq)) => state::record_issuer_seq(*seq, Some(held)),
         Err(_) => {}
     }
     match accepted {

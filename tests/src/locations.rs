@@ -88,7 +88,7 @@ impl Locations {
         self.per_location("heads").await
     }
 
-    /// The metadata of each location's KV `revocations` key: `{seq, issued_at}` of the list it
+    /// The metadata of each location's KV `revocations` key: `{seq, issued_at, signer}` of the list it
     /// holds (`null` where it has none).
     pub async fn kv_snapshots(&self) -> Vec<Value> {
         self.per_location("snapshots").await

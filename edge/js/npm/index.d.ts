@@ -57,7 +57,7 @@ export interface GatehouseClientOptions {
   apiOrigins?: string[];
   /** Refresh this many seconds before the access token expires (default 60; 0 or more, or its
    * text; anything else throws `invalid_options`). */
-  refreshAheadSeconds?: number;
+  refreshAheadSeconds?: number | string;
   /** Refresh on a timer ahead of expiry (default true); otherwise only when a token is needed. */
   autoRefresh?: boolean;
   /** Default: memory only, shared with the other tabs of this origin. */
@@ -73,7 +73,7 @@ export interface GatehouseClientOptions {
   /** How long a call to the issuer's token endpoint may take before it fails with
    * `network_error` (default 10; over 0 and at most 3600, or its text; anything else throws
    * `invalid_options`). */
-  requestTimeoutSeconds?: number;
+  requestTimeoutSeconds?: number | string;
 }
 
 export type GatehouseClientEvent = 'signedIn' | 'refreshed' | 'signedOut' | 'sessionRevoked';

@@ -323,6 +323,9 @@ fn open_signer(
 /// imported at start, and a file removed or made unreadable since must not stop this replica
 /// from seeing rotations elsewhere. A command that only signs with the active key (`revocations
 /// push`) changes no key: a shell's other key file or rotation settings must not change the ring.
+/// (Reading still does what every command's does: in development, a missing data-directory
+/// secret is generated, and a key recorded before keys lived in the database is sealed into
+/// its row.)
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum KeyFile {
     Required,

@@ -139,9 +139,18 @@ async fn production_key_file(backend: Backend) {
     // A running replica's refresh goes on without it: failing, it would freeze the ring (no
     // rotation from elsewhere seen, none scheduled).
     let ring = app.client.rocket().state::<Arc<KeyRing>>().unwrap();
+    let elsewhere = app
+        .store()
+        .run_sync(|c| keys::rotate(c, &app.config, now))
+        .unwrap();
     app.store()
         .run_sync(|c| ring.refresh(c, now))
         .expect("the refresh, without the file");
+    assert_eq!(
+        ring.current().signer.kid(),
+        elsewhere.kid(),
+        "a rotation elsewhere is seen"
+    );
 }
 
 fn secret() -> Secret {
