@@ -163,7 +163,6 @@ async fn a_removed_key_stops_verifying_within_the_key_ttl_without_any_cron() {
             ("DELTA_POLL_MS", "0"),
         ],
         push: false,
-        ..Options::default()
     })
     .await;
     let cached = sys.mint(&sys.claims());
