@@ -313,6 +313,17 @@ test('createRemoteVerifier: options it cannot use, keys from anywhere but https,
   // package's own codes, not a TypeError from the wasm glue.
   await refused(remote.verify(undefined), 'malformed');
   await refused(remote.verify('x'.repeat(9000)), 'too_large');
+  // A body that goes on without a Content-Length is cut at 1 MiB, not read whole first.
+  let pulled = 0;
+  const endless = async () => new Response(new ReadableStream({
+    pull(controller) {
+      pulled += 1;
+      controller.enqueue(new Uint8Array(64 * 1024).fill(32));
+    },
+  }));
+  await assert.rejects(createRemoteVerifier('https://i.test/jwks', { ...base, fetch: endless, fetchTimeoutSeconds: 30 }),
+    (e) => e instanceof GatehouseError && e.code === 'keys_unavailable' && /over 1 MiB/.test(e.message));
+  assert.ok(pulled <= 20, `${pulled} chunks of 64 KiB read`);
   // A first fetch that never settles and ignores its signal: the caller is answered.
   const hung = () => new Promise(() => {});
   await refused(createRemoteVerifier('https://i.test/jwks', { ...base, fetch: hung, fetchTimeoutSeconds: 0.05 }), 'keys_unavailable');

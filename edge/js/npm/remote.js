@@ -15,9 +15,40 @@
 // `index.js` re-exports this module; the cycle is safe because nothing here runs at import.
 import { GatehouseError, Verifier } from './index.js';
 
-const MAX_JWKS_CHARS = 1 << 20;
+const MAX_JWKS_BYTES = 1 << 20;
 
 const invalidOptions = (why) => new GatehouseError('invalid_key', `invalid options: ${why}`);
+
+/** The body as text, read no further than `max` bytes: a body without a Content-Length (or a
+ * wrong one) that goes on is cancelled there, not held whole in memory first. */
+async function boundedText(response, max, tooLarge) {
+  const reader = response.body?.getReader?.();
+  // A caller's own `fetch` may answer without a stream.
+  if (!reader) {
+    const text = await response.text();
+    if (new TextEncoder().encode(text).byteLength > max) throw tooLarge();
+    return text;
+  }
+  const chunks = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > max) {
+      reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, at);
+    at += chunk.byteLength;
+  }
+  return new TextDecoder().decode(bytes);
+}
 
 /** Whether keys may come from `url`: https, or http to a loopback host. */
 const trusted = (url) =>
@@ -95,9 +126,8 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
           throw new GatehouseError('keys_unavailable', `the JWK set answered HTTP ${response.status}`);
         }
         const tooLarge = () => new GatehouseError('keys_unavailable', 'the JWK set is over 1 MiB');
-        if (Number(response.headers?.get?.('content-length')) > MAX_JWKS_CHARS) throw tooLarge();
-        const text = await response.text();
-        if (text.length > MAX_JWKS_CHARS) throw tooLarge();
+        if (Number(response.headers?.get?.('content-length')) > MAX_JWKS_BYTES) throw tooLarge();
+        const text = await boundedText(response, MAX_JWKS_BYTES, tooLarge);
         let fresh;
         try {
           fresh = new Verifier(text, verifierOptions);
