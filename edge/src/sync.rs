@@ -26,6 +26,10 @@ const BASE_MAX_AGE_SECS: i64 = 300;
 /// The issuer re-signs the delta every second: one older than this means the feed has stopped,
 /// and KV is read again at once instead of after `BASE_MAX_AGE_SECS`.
 const DELTA_MAX_AGE_SECS: i64 = 10;
+/// While KV's head cannot be read, an isolate holding no list takes only a list this young: the
+/// issuer signs what it serves or pushes within 15 s, and snapshots are public, so an older one
+/// may be a saved copy replayed to roll revocations back.
+const UNCHECKED_MAX_AGE_SECS: i64 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Head {
@@ -142,6 +146,15 @@ pub async fn accept(
                 list.ensure_newer_than(held.seq, held.issued_at)?;
             }
         }
+    }
+    if let Err(e) = &stored
+        && state::with_revocations(|held| held.base().is_none())
+        && list.age_secs(state::now_secs()) > UNCHECKED_MAX_AGE_SECS
+    {
+        return Err(fail_kv(&format!(
+            "{e}; a list {} s old is not installed without KV to compare it with",
+            list.age_secs(state::now_secs())
+        )));
     }
     // Older than the list this isolate holds (a retry of a push whose KV write failed, or a
     // pull since): memory keeps the newer one, and KV, which the checks above found older,

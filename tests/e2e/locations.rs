@@ -276,6 +276,47 @@ async fn an_unreadable_kv_head_keeps_the_pushed_list_in_memory() {
     );
 }
 
+/// KV's head cannot be read (SIMULATED) and the isolate holds no list: a snapshot signed more
+/// than a minute ago is not installed, since nothing can tell it from an old one replayed
+/// (snapshots are public) to roll revocations back; the issuer's current one is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_kv_an_isolate_with_no_list_takes_only_a_fresh_one() {
+    let (issuer_port, issuer_url, edge) =
+        lone_edge_refusing(KvOp::Get, &[("revocations-head", u32::MAX)]).await;
+    let (issuer, token, snapshot) = a_logged_out_token(&issuer_port).await;
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let replayed = gatehouse_shared::RevocationList::builder(&issuer_url, 1_000, now - 120)
+        .build()
+        .sign_snapshot(&issuer.key)
+        .unwrap();
+    let (status, json) = push(&edge.url, replayed).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("kv_write_failed")),
+        "{json}"
+    );
+    let (status, json) = get_json(&format!("{}/_gatehouse/check", edge.url), Some(&token)).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("revocation_list_missing")),
+        "the old list was installed: {json}"
+    );
+    let (status, _) = push(&edge.url, snapshot).await;
+    assert_eq!(status, 503, "held, not stored");
+    let (status, json) = get_json(&format!("{}/_gatehouse/check", edge.url), Some(&token)).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (401, Some("revoked")),
+        "{json}"
+    );
+}
+
 /// One edge started before its issuer, for the KV scenarios: nothing forwarded, no fast path
 /// (the pushes are what is tested).
 fn lone_edge_vars(issuer_url: &str) -> [(&str, &str); 6] {
