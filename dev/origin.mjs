@@ -7,8 +7,9 @@
 //   CORS headers; other paths answer with a stub;
 // - every request is recorded, and `GET /__origin/requests` returns (and clears) the record, so
 //   the end-to-end tests can assert exactly what reached the origin;
-// - with ORIGIN_SECRET set (`make dev` sets it), any other request without the edge's
-//   `X-Gatehouse-Origin-Secret` gets 403: what a production origin does with the edge's secret.
+// - with ORIGIN_SECRET set (`make dev` sets it), any request without the edge's
+//   `X-Gatehouse-Origin-Secret` gets 403, and the secret is neither echoed nor passed on: what a
+//   production origin does with it (the record above is then off).
 // Usage: node dev/origin.mjs [port]   (default 8788)
 import http from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
@@ -41,6 +42,8 @@ async function proxy(req, res, path, body) {
   const headers = { ...req.headers };
   delete headers.host;
   delete headers['content-length'];
+  // The edge's secret is this origin's to check, never to pass on.
+  delete headers['x-gatehouse-origin-secret'];
   try {
     const upstream = await fetch(`${issuer}${path}`, {
       method: req.method, headers, body: ['GET', 'HEAD'].includes(req.method) ? undefined : body,
@@ -59,7 +62,8 @@ const server = http.createServer((req, res) => {
   req.on('end', async () => {
     const url = new URL(req.url, 'http://origin');
     const body = Buffer.concat(chunks);
-    if (url.pathname === '/__origin/requests') {
+    // The record holds the edge's secret: it is for the tests, which run this origin without one.
+    if (url.pathname === '/__origin/requests' && !secret) {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(seen));
       seen = [];
@@ -97,7 +101,8 @@ const server = http.createServer((req, res) => {
       return;
     }
     if (url.pathname === '/api/whoami') {
-      const identity = Object.fromEntries(Object.entries(req.headers).filter(([k]) => k.startsWith('x-gatehouse-')));
+      const identity = Object.fromEntries(Object.entries(req.headers)
+        .filter(([k]) => k.startsWith('x-gatehouse-') && k !== 'x-gatehouse-origin-secret'));
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ identity, method: req.method, path: url.pathname, query: url.search }));
       return;

@@ -17,7 +17,7 @@ if [ "${GATEHOUSE_DEV_PREBUILT:-0}" = 1 ]; then
   done
 else
   # What running needs (not the test services: Chromium, wrk, PostgreSQL).
-  scripts/setup.sh --build
+  scripts/setup.sh --dev
   cargo build --locked -p gatehouse-issuer
   scripts/build-edge.sh
   scripts/build-js.sh

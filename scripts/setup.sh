@@ -6,10 +6,11 @@ cd "$(dirname "$0")/.."
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-# `--build`: only what building, running (`make dev`) and deploying the worker needs (steps 0-3);
-# the test services (Chromium, wrk, PostgreSQL) are left alone.
-build_only=false
-if [ "${1:-}" = --build ]; then build_only=true; fi
+# `--build`: only what building and deploying the worker needs; `--dev`: that, and what building
+# and running the issuer needs (`make dev`). Neither installs the test services (Chromium, wrk,
+# PostgreSQL) or the linters.
+mode=${1:-all}
+case "$mode" in all | --build | --dev) ;; *) log "unknown option $mode (--build, --dev)"; exit 2 ;; esac
 
 # Debian packages need root: as root, through sudo, or a clear stop.
 as_root() {
@@ -30,21 +31,29 @@ locked_version() { # the version of crate $1 in Cargo.lock
   awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock
 }
 
-# 0. What the builds need of the system: a C toolchain (ring, mimalloc and build scripts),
-#    pkg-config with libpq and SQLite (diesel links the system libraries), curl (dev.sh's
-#    readiness checks), rustfmt and clippy (`make test` runs both), and Node 20.19 or later
-#    (vite, rolldown and miniflare's undici need it; Debian 12's own nodejs is 18).
-command -v cc >/dev/null || { log "installing build-essential (Debian package)"; apt_install build-essential; }
-command -v pkg-config >/dev/null || { log "installing pkg-config (Debian package)"; apt_install pkg-config; }
-pkg-config --exists libpq || { log "installing libpq-dev (Debian package)"; apt_install libpq-dev; }
-pkg-config --exists sqlite3 || { log "installing libsqlite3-dev (Debian package)"; apt_install libsqlite3-dev; }
-command -v curl >/dev/null || { log "installing curl (Debian package)"; apt_install curl; }
-for component in rustfmt clippy; do
-  if ! rustup component list --installed | grep -q "^$component"; then
-    log "adding rustup component $component"
-    rustup component add "$component"
-  fi
+# 0. What the builds need of the system, each only if missing: rustup, npm and Node 20.19 or
+#    later (vite, rolldown and miniflare's undici need it; Debian 12's own nodejs is 18), and a
+#    C toolchain (Rust links build scripts with `cc`); for the issuer (`--dev` and the tests),
+#    pkg-config with libpq and SQLite (diesel links the system libraries) and curl (dev.sh's
+#    readiness checks); for the tests, rustup's rustfmt and clippy.
+for tool in rustup cargo npm; do
+  command -v "$tool" >/dev/null || { log "$tool is needed (Rust by rustup, Node.js with npm); install it, then run this again"; exit 1; }
 done
+command -v cc >/dev/null || { log "installing build-essential (Debian package)"; apt_install build-essential; }
+if [ "$mode" != --build ]; then
+  command -v pkg-config >/dev/null || { log "installing pkg-config (Debian package)"; apt_install pkg-config; }
+  pkg-config --exists libpq || { log "installing libpq-dev (Debian package)"; apt_install libpq-dev; }
+  pkg-config --exists sqlite3 || { log "installing libsqlite3-dev (Debian package)"; apt_install libsqlite3-dev; }
+  command -v curl >/dev/null || { log "installing curl (Debian package)"; apt_install curl; }
+fi
+if [ "$mode" = all ]; then
+  for component in rustfmt clippy; do
+    if ! rustup component list --installed | grep -q "^$component"; then
+      log "adding rustup component $component"
+      rustup component add "$component"
+    fi
+  done
+fi
 node_version=$(node -v 2>/dev/null | tr -d v || true)
 if ! printf '20.19.0\n%s\n' "${node_version:-0}" | sort -V -C; then
   log "Node.js 20.19 or later is needed (have: ${node_version:-none}); install it, then run this again"
@@ -77,7 +86,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want_lock" ]; then
   echo "$want_lock" > "$stamp"
 fi
 
-if $build_only; then exit 0; fi
+if [ "$mode" != all ]; then exit 0; fi
 
 # 4. Debian's Chromium for the browser test (playwright-core drives it; it never downloads one).
 if [ ! -x /usr/bin/chromium ]; then

@@ -225,6 +225,13 @@ impl Vars<'_> {
     fn secret(&mut self, name: &str, without: &str) -> Option<Secret> {
         let token = self.text(name)?;
         let token = token.trim();
+        // A header value: anything else would not be sent, or not compare equal.
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            self.problems.push(format!(
+                "{name} holds characters other than visible ASCII; {without}"
+            ));
+            return None;
+        }
         if token.chars().count() < MIN_SECRET_CHARS {
             self.problems.push(format!(
                 "{name} is shorter than {MIN_SECRET_CHARS} characters; {without}"

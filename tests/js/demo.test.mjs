@@ -44,6 +44,8 @@ after(async () => {
 test('the demo origin refuses a request that bypassed the edge, however it spells the identity', async () => {
   const response = await fetch(`${origin}/api/whoami`, { headers: { 'x-gatehouse-sub': 'admin', 'x-gatehouse-origin-secret': 'guess' } });
   assert.equal(response.status, 403);
+  // The record of requests would show the secret: off while the origin checks it.
+  assert.equal((await fetch(`${origin}/__origin/requests`)).status, 403);
   // The same path through the edge, with no token: the edge's own 401, not the origin's 403.
   assert.equal((await fetch(`${edge}/api/whoami`)).status, 401);
 });
@@ -75,6 +77,7 @@ test('log in, see claims and countdown, call the API, refresh, log out, get the 
   const api = JSON.parse(await text('api-body'));
   assert.equal(api.identity['x-gatehouse-sub'], first.claims.sub);
   assert.equal(api.identity['x-gatehouse-sid'], first.claims.sid);
+  assert.equal(api.identity['x-gatehouse-origin-secret'], undefined, 'the origin echoed its secret');
 
   await page.click('#refresh');
   await page.waitForFunction(() => document.querySelector('#status').textContent.startsWith('Refreshed'));

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync, cpSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { Miniflare } from 'miniflare';
 
 import { installPacked, root, startIssuer, tokenInput } from './harness.mjs';
@@ -324,6 +325,23 @@ test('createRemoteVerifier: options it cannot use, keys from anywhere but https,
   await assert.rejects(createRemoteVerifier('https://i.test/jwks', { ...base, fetch: endless, fetchTimeoutSeconds: 30 }),
     (e) => e instanceof GatehouseError && e.code === 'keys_unavailable' && /over 1 MiB/.test(e.message));
   assert.ok(pulled <= 20, `${pulled} chunks of 64 KiB read`);
+  // The same from a `fetch` whose body is a Node stream (node-fetch's).
+  pulled = 0;
+  const nodeStyle = async () => ({
+    ok: true,
+    status: 200,
+    headers: new Headers(),
+    body: Readable.from((function* chunks() {
+      for (;;) {
+        pulled += 1;
+        yield Buffer.alloc(64 * 1024, 32);
+      }
+    })()),
+    text: () => new Promise(() => {}),
+  });
+  await assert.rejects(createRemoteVerifier('https://i.test/jwks', { ...base, fetch: nodeStyle, fetchTimeoutSeconds: 30 }),
+    (e) => e instanceof GatehouseError && e.code === 'keys_unavailable' && /over 1 MiB/.test(e.message));
+  assert.ok(pulled <= 20, `${pulled} chunks of 64 KiB read from the Node stream`);
   // A first fetch that never settles and ignores its signal: the caller is answered.
   const hung = () => new Promise(() => {});
   await refused(createRemoteVerifier('https://i.test/jwks', { ...base, fetch: hung, fetchTimeoutSeconds: 0.05 }), 'keys_unavailable');

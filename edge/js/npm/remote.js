@@ -22,21 +22,28 @@ const invalidOptions = (why) => new GatehouseError('invalid_key', `invalid optio
 /** The body as text, read no further than `max` bytes: a body without a Content-Length (or a
  * wrong one) that goes on is cancelled there, not held whole in memory first. */
 async function boundedText(response, max, tooLarge) {
-  const reader = response.body?.getReader?.();
-  // A caller's own `fetch` may answer without a stream.
-  if (!reader) {
+  const body = response.body;
+  const reader = body?.getReader?.();
+  // A caller's own `fetch` may answer with a Node stream (node-fetch), which iterates, or with
+  // no stream at all, which can only be read whole.
+  if (!reader && typeof body?.[Symbol.asyncIterator] !== 'function') {
     const text = await response.text();
     if (new TextEncoder().encode(text).byteLength > max) throw tooLarge();
     return text;
   }
   const chunks = [];
   let size = 0;
+  const next = reader ? () => reader.read() : (() => {
+    const it = body[Symbol.asyncIterator]();
+    return () => it.next();
+  })();
   for (;;) {
-    const { done, value } = await reader.read();
+    const { done, value } = await next();
     if (done) break;
     size += value.byteLength;
     if (size > max) {
-      reader.cancel().catch(() => {});
+      if (reader) reader.cancel().catch(() => {});
+      else body.destroy?.();
       throw tooLarge();
     }
     chunks.push(value);
