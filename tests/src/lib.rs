@@ -7,6 +7,7 @@
 pub mod locations;
 mod node;
 mod procs;
+pub use procs::kill_all as kill_children;
 pub mod proxy;
 mod workerd;
 

@@ -1,7 +1,30 @@
 //! Child processes in their own process group, killed with the whole group when dropped
-//! (killing only `npx`/`wrangler` would leave workerd running).
+//! (killing only `npx`/`wrangler` would leave workerd running), or by [`kill_all`] when a
+//! signal ends the program before anything is dropped.
 
 use std::path::Path;
+use std::sync::Mutex;
+
+/// The process groups of the children alive now.
+static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn kill_group(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .status();
+}
+
+/// Kills every child's process group: for a signal handler, as a signal skips every `Drop`.
+pub fn kill_all() {
+    let live = std::mem::take(
+        &mut *LIVE
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    for pid in live {
+        kill_group(pid);
+    }
+}
 
 pub struct Proc {
     child: tokio::process::Child,
@@ -19,6 +42,11 @@ impl Proc {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        if let Some(pid) = child.id() {
+            LIVE.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(pid);
+        }
         Self { child }
     }
 }
@@ -33,9 +61,10 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .status();
+            LIVE.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|&live| live != pid);
+            kill_group(pid);
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The edge in workerd under `wrangler dev`: our worker against the jose worker (rows 1a, 1b),
-//! and artifact sizes (row 4). Row 5 (propagation across locations) is in propagation.rs.
+//! The edge in workerd through Miniflare (`bench/edge/serve.mjs`): our worker against the jose
+//! worker (rows 1a, 1b), and artifact sizes (row 4). Row 5 (propagation across locations) is in propagation.rs.
 
 use std::path::Path;
 

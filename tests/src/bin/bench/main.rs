@@ -143,6 +143,27 @@ async fn group<F: Future<Output = Vec<Row>>>(name: &str, id: &'static str, rows:
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> std::process::ExitCode {
+    // Ctrl-C, a CI timeout's TERM or a closed terminal end the program without running any
+    // `Drop`, and the servers run in process groups of their own: kill them first.
+    tokio::spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            eprintln!("bench: no signal handlers; a signal would leave the servers running");
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+        eprintln!("bench: stopped by a signal; stopping the servers it started");
+        gatehouse_tests::kill_children();
+        std::process::exit(130);
+    });
     let s = Settings::from_args();
     let fix = Fixture::new();
     // `--fixture` prints the key set, tokens and a signed list for bench/edge/profile.mjs.

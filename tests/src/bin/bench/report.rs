@@ -35,8 +35,10 @@ pub fn markdown(s: &Settings, rows: &[Row]) -> String {
         "Written by `{}` on {} at commit `{}`. Machine: {}, {} cores, shared by the load \
          generator (`wrk` on loopback), the servers and PostgreSQL, so absolute figures are \
          noisy; every goal is a ratio against a baseline measured in this same run, or a bound \
-         with margin. Each figure is the median of {} runs (min–max in brackets); load runs \
-         last {} s each. `wrangler dev` runs at `--log-level warn`.\n",
+         with margin. Each figure is the median of its samples (min–max and their number `n` in \
+         brackets; {} repeats unless `n` says otherwise; row 5's are percentiles over its \
+         trials); load runs last {} s each. The workers run in workerd through Miniflare \
+         (`bench/edge/serve.mjs`).\n",
         if s.smoke {
             "make bench-smoke"
         } else {
