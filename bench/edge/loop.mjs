@@ -6,7 +6,8 @@
 // docs/performance.md. The forwarded scenario makes N real subrequests to a local origin.
 //
 // Usage: node bench/edge/loop.mjs FIXTURE.json [n=2000] [rounds=5]
-// (FIXTURE.json: `target/release/bench --fixture > FIXTURE.json`). LOOP_ONLY=<part of a
+// (FIXTURE.json: `target/release/bench --fixture > FIXTURE.json`, made just before: its signed
+// list must be under a minute old, as an edge whose KV holds none takes no older one). LOOP_ONLY=<part of a
 // scenario's name> runs one scenario; LOOP_PROFILE=ours|jose also records V8's sampling profile
 // of that worker over the scenario's rounds (through workerd's inspector) and prints where the
 // time goes, per call. The loop keeps the isolate busy, so the samples are all work.
@@ -127,7 +128,9 @@ for (const name of ['ours', 'jose', 'nothing', 'floor']) {
   workers[name] = { mf, url, pids };
 }
 const post = (url, body) => fetch(url, { method: 'POST', body });
-if ((await post(`${workers.ours.url}/_gatehouse/sync`, fixture.snapshot)).status !== 200) throw new Error('sync');
+if ((await post(`${workers.ours.url}/_gatehouse/sync`, fixture.snapshot)).status !== 200) {
+  throw new Error('sync refused: make the fixture again, its list must be under a minute old');
+}
 if ((await post(`${workers.jose.url}/_bench/revocations`, JSON.stringify(fixture.jose_revocations))).status !== 200) {
   throw new Error('jose list');
 }

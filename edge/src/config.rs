@@ -226,9 +226,9 @@ impl Vars<'_> {
         let token = self.text(name)?;
         let token = token.trim();
         // A header value: anything else would not be sent, or not compare equal.
-        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        if !token.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
             self.problems.push(format!(
-                "{name} holds characters other than visible ASCII; {without}"
+                "{name} holds characters other than visible ASCII and spaces; {without}"
             ));
             return None;
         }

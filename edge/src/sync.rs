@@ -26,10 +26,10 @@ const BASE_MAX_AGE_SECS: i64 = 300;
 /// The issuer re-signs the delta every second: one older than this means the feed has stopped,
 /// and KV is read again at once instead of after `BASE_MAX_AGE_SECS`.
 const DELTA_MAX_AGE_SECS: i64 = 10;
-/// While KV holds no list to compare with (its head unreadable, or none yet), an isolate holding
-/// no list takes only a list this young: the issuer signs what it serves or pushes within 15 s,
-/// and snapshots are public, so an older one may be a saved copy replayed to roll revocations
-/// back (and, with KV empty, stored there for every isolate).
+/// While KV holds no list to compare with, only a list this young is taken (with KV empty, by
+/// no isolate; with KV's head unreadable, by an isolate holding none): the issuer signs what it
+/// serves or pushes within 15 s, and snapshots are public, so an older one may be a saved copy
+/// replayed to roll revocations back (and, with KV empty, stored there for every isolate).
 const UNCHECKED_MAX_AGE_SECS: i64 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,13 +148,14 @@ pub async fn accept(
             }
         }
     }
+    // An isolate that holds a list compares with it below; but an empty KV would still store
+    // the old one for every other isolate.
     let nothing_to_compare = match &stored {
-        Err(e) => Some(e.as_str()),
+        Err(e) if state::with_revocations(|held| held.base().is_none()) => Some(e.as_str()),
         Ok((None, None)) => Some("KV holds no list"),
-        Ok(_) => None,
+        _ => None,
     };
     if let Some(why) = nothing_to_compare
-        && state::with_revocations(|held| held.base().is_none())
         && list.age_secs(state::now_secs()) > UNCHECKED_MAX_AGE_SECS
     {
         return Err(fail_kv(&format!(

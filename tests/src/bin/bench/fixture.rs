@@ -78,8 +78,14 @@ impl Fixture {
     }
 
     pub fn revocations(&self, n: usize, seq: u64) -> Revocations {
+        self.revocations_at(n, seq, self.now)
+    }
+
+    /// The same list signed at `issued_at`: a list pushed to an edge whose KV holds none must be
+    /// under a minute old (the edge's guard against replayed snapshots).
+    pub fn revocations_at(&self, n: usize, seq: u64, issued_at: i64) -> Revocations {
         let expires = self.now + 3600;
-        let mut builder = RevocationList::builder(ISSUER, seq, self.now);
+        let mut builder = RevocationList::builder(ISSUER, seq, issued_at);
         let (mut jti, mut sid, mut users) = (Vec::new(), Vec::new(), serde_json::Map::new());
         for i in 0..n {
             match i % 20 {
