@@ -232,12 +232,7 @@ async fn a_retry_older_than_the_isolates_list_still_reaches_kv() {
     };
     let (older, newer) = (signed(now - 10), signed(now - 5));
     for jws in [older.clone(), newer] {
-        let (status, json) = push(&edge.url, jws).await;
-        assert_eq!(
-            (status, json["code"].as_str()),
-            (503, Some("kv_write_failed")),
-            "{json}"
-        );
+        assert_not_stored(&edge, jws).await;
     }
     let (status, json) = push(&edge.url, older).await;
     assert_eq!(status, 200, "the retry is stored: {json}");
@@ -254,19 +249,8 @@ async fn an_unreadable_kv_head_keeps_the_pushed_list_in_memory() {
     let (issuer_port, _, edge) =
         lone_edge_refusing(KvOp::Get, &[("revocations-head", u32::MAX)]).await;
     let (_issuer, token, snapshot) = a_logged_out_token(&issuer_port).await;
-    let push = || push(&edge.url, snapshot.clone());
-    let (status, json) = push().await;
-    assert_eq!(
-        (status, json["code"].as_str()),
-        (503, Some("kv_write_failed")),
-        "{json}"
-    );
-    let (status, json) = get_json(&format!("{}/_gatehouse/check", edge.url), Some(&token)).await;
-    assert_eq!(
-        (status, json["code"].as_str()),
-        (401, Some("revoked")),
-        "{json}"
-    );
+    assert_not_stored(&edge, snapshot).await;
+    assert_verdict(&edge, &token, 401, "revoked").await;
     let health = gatehouse_tests::edge_health(&edge.url).await;
     assert!(
         health["kv_write_error"]
@@ -284,26 +268,11 @@ async fn without_kv_an_isolate_with_no_list_takes_only_a_fresh_one() {
     let (issuer_port, issuer_url, edge) =
         lone_edge_refusing(KvOp::Get, &[("revocations-head", u32::MAX)]).await;
     let (issuer, token, snapshot) = a_logged_out_token(&issuer_port).await;
-    let (status, json) = push(&edge.url, replayed_list(&issuer, &issuer_url)).await;
-    assert_eq!(
-        (status, json["code"].as_str()),
-        (503, Some("kv_write_failed")),
-        "{json}"
-    );
-    let (status, json) = get_json(&format!("{}/_gatehouse/check", edge.url), Some(&token)).await;
-    assert_eq!(
-        (status, json["code"].as_str()),
-        (503, Some("revocation_list_missing")),
-        "the old list was installed: {json}"
-    );
+    assert_not_stored(&edge, replayed_list(&issuer, &issuer_url)).await;
+    assert_verdict(&edge, &token, 503, "revocation_list_missing").await;
     let (status, _) = push(&edge.url, snapshot).await;
     assert_eq!(status, 503, "held, not stored");
-    let (status, json) = get_json(&format!("{}/_gatehouse/check", edge.url), Some(&token)).await;
-    assert_eq!(
-        (status, json["code"].as_str()),
-        (401, Some("revoked")),
-        "{json}"
-    );
+    assert_verdict(&edge, &token, 401, "revoked").await;
 }
 
 /// The same with KV readable but empty (a first deploy), pushed to an isolate that already
@@ -327,16 +296,22 @@ async fn with_kv_empty_no_isolate_takes_or_stores_an_old_list() {
         },
     )
     .await;
-    let (status, json) = push(&edge.url, replayed_list(&issuer, &issuer_url)).await;
+    assert_not_stored(&edge, replayed_list(&issuer, &issuer_url)).await;
+    assert_verdict(&edge, &token, 401, "revoked").await;
+}
+
+/// Asserts `edge`'s verdict on `token` at `/_gatehouse/check`: its status and code.
+async fn assert_verdict(edge: &Workerd, token: &str, status: u16, code: &str) {
+    let (got, json) = get_json(&format!("{}/_gatehouse/check", edge.url), Some(token)).await;
+    assert_eq!((got, json["code"].as_str()), (status, Some(code)), "{json}");
+}
+
+/// Pushes `list` to `edge` and asserts it was not stored in KV (503 `kv_write_failed`).
+async fn assert_not_stored(edge: &Workerd, list: String) {
+    let (status, json) = push(&edge.url, list).await;
     assert_eq!(
         (status, json["code"].as_str()),
         (503, Some("kv_write_failed")),
-        "{json}"
-    );
-    let (status, json) = get_json(&format!("{}/_gatehouse/check", edge.url), Some(&token)).await;
-    assert_eq!(
-        (status, json["code"].as_str()),
-        (401, Some("revoked")),
         "{json}"
     );
 }
@@ -344,14 +319,7 @@ async fn with_kv_empty_no_isolate_takes_or_stores_an_old_list() {
 /// A list of the issuer's with a seq far ahead and no entries, signed two minutes ago: a saved
 /// snapshot, replayed.
 fn replayed_list(issuer: &Issuer, issuer_url: &str) -> String {
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
-    gatehouse_shared::RevocationList::builder(issuer_url, 1_000, now - 120)
+    gatehouse_shared::RevocationList::builder(issuer_url, 1_000, gatehouse_tests::unix_now() - 120)
         .build()
         .sign_snapshot(&issuer.key)
         .unwrap()
@@ -407,12 +375,7 @@ async fn a_failed_kv_write_is_not_answered_as_delivered() {
     ])
     .await;
     let snapshot = gatehouse_tests::get_text(&format!("{issuer_url}/v1/revocations")).await;
-    let (status, json) = push(&edge.url, snapshot).await;
-    assert_eq!(
-        (status, json["code"].as_str()),
-        (503, Some("kv_write_failed")),
-        "{json}"
-    );
+    assert_not_stored(&edge, snapshot).await;
     let health = gatehouse_tests::edge_health(&edge.url).await;
     assert!(
         health["kv_write_error"]
@@ -527,13 +490,7 @@ async fn a_refused_kv_write_keeps_the_list_and_a_retry_stores_it() {
             "{health}"
         );
         // Held in memory all the same: the logged-out token is refused at this isolate.
-        let (status, json) =
-            get_json(&format!("{}/_gatehouse/check", edge.url), Some(&token)).await;
-        assert_eq!(
-            (status, json["code"].as_str()),
-            (401, Some("revoked")),
-            "{json}"
-        );
+        assert_verdict(&edge, &token, 401, "revoked").await;
     }
     let (status, json) = push().await;
     assert_eq!(status, 200, "the retry is stored: {json}");

@@ -46,10 +46,7 @@ struct Lineup {
 impl Lineup {
     async fn start(s: &Settings, fix: &Fixture) -> Self {
         let origin = Origin::start().await;
-        let signed_now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(fix.now, |d| i64::try_from(d.as_secs()).unwrap_or(fix.now));
-        let revocations = fix.revocations_at(s.edge_list_entries, 1, signed_now);
+        let revocations = fix.revocations_at(s.edge_list_entries, 1, gatehouse_tests::unix_now());
         let vars = [
             ("ORIGIN_URL", origin.url.as_str()),
             ("ISSUER_URL", "http://127.0.0.1:9"),
