@@ -288,8 +288,8 @@ pub fn kv_write_error() -> Option<String> {
     ISOLATE.with_borrow(|s| s.kv_write_error.clone())
 }
 
-/// The `seq` of a list the issuer signed, and the `seq` held when it came (`None` when nothing
-/// newer was): the issuer is behind while its lists are older than the one held. The first time
+/// The `seq` of a list the issuer signed, and the `seq` held when it came (`None` when none
+/// was): the issuer is behind while its lists are older than the one held. The first time
 /// it was behind is kept.
 pub fn record_issuer_seq(issuer_seq: u64, held_seq: Option<u64>) {
     let behind = held_seq.filter(|&held| issuer_seq < held);

@@ -27,9 +27,10 @@ const BASE_MAX_AGE_SECS: i64 = 300;
 /// and KV is read again at once instead of after `BASE_MAX_AGE_SECS`.
 const DELTA_MAX_AGE_SECS: i64 = 10;
 /// While KV holds no list to compare with, only a list this young is taken (with KV empty, by
-/// no isolate; with KV's head unreadable, by an isolate holding none): the issuer signs what it
-/// serves or pushes within 15 s, and snapshots are public, so an older one may be a saved copy
-/// replayed to roll revocations back (and, with KV empty, stored there for every isolate).
+/// no isolate; with KV's head unreadable, by an isolate holding none): the issuer serves a list
+/// at most 15 s old, its push retries end within about 30 s, and snapshots are public, so an
+/// older one may be a saved copy replayed to roll revocations back (and, with KV empty, stored
+/// there for every isolate).
 const UNCHECKED_MAX_AGE_SECS: i64 = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,12 +156,12 @@ pub async fn accept(
         Ok((None, None)) => Some("KV holds no list"),
         _ => None,
     };
+    let age = list.age_secs(state::now_secs());
     if let Some(why) = nothing_to_compare
-        && list.age_secs(state::now_secs()) > UNCHECKED_MAX_AGE_SECS
+        && age > UNCHECKED_MAX_AGE_SECS
     {
         return Err(fail_kv(&format!(
-            "{why}; a list {} s old is not installed without one to compare it with",
-            list.age_secs(state::now_secs())
+            "{why}; a list {age} s old is not installed without one to compare it with"
         )));
     }
     // Older than the list this isolate holds (a retry of a push whose KV write failed, or a

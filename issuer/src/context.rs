@@ -60,7 +60,10 @@ impl<'r> FromRequest<'r> for Now {
 
 /// A body sent as `application/x-www-form-urlencoded` (like an OAuth2 password form) or as
 /// JSON. Handlers take `Result<FormOrJson<T>, ApiError>` so every failure keeps its code.
-pub struct FormOrJson<T>(pub T);
+/// The second field is when the body had arrived (Unix seconds), read after it and not with the
+/// headers as [`Now`] is: a route that judges or stamps by time (a refresh's grace window, a
+/// lockout failure, a revocation entry) must not be steered by a body sent over many minutes.
+pub struct FormOrJson<T>(pub T, pub i64);
 
 const BODY_LIMIT_BYTES: u64 = 16 * 1024;
 
@@ -89,8 +92,12 @@ impl<'r, T: DeserializeOwned> FromData<'r> for FormOrJson<T> {
             Ok(_) => return fail(ApiError::PayloadTooLarge),
             Err(_) => return fail(ApiError::invalid_request("the body is not UTF-8 text")),
         };
+        let clock = match managed::<Arc<Clock>>(req) {
+            Ok(clock) => clock,
+            Err(e) => return fail(e),
+        };
         match crate::body::decode(&body, is_form) {
-            Ok(value) => Outcome::Success(Self(value)),
+            Ok(value) => Outcome::Success(Self(value, clock.now())),
             Err(e) => fail(e),
         }
     }

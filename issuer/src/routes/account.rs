@@ -9,7 +9,6 @@ use rocket::serde::json::{Json, Value, json};
 use rocket::{Route, State, get, post, routes};
 use serde::Deserialize;
 
-use crate::clock::Clock;
 use crate::config::{ADMIN_SCOPE, Config};
 use crate::context::{Authenticated, FormOrJson, Now, omitted_if_empty};
 use crate::credentials::{self, Checked, Recheck};
@@ -44,7 +43,7 @@ async fn register(
     if !config.open_registration {
         return Err(ApiError::RegistrationClosed);
     }
-    let Registration { username, password } = body?.0;
+    let FormOrJson(Registration { username, password }, _) = body?;
     let username = normalize_username(&username)?;
     check_password_policy(&password, &username)?;
     let hash = hasher.hash(password).await?;
@@ -80,18 +79,19 @@ async fn change_password(
     revoker: &State<Revoker>,
     limit: &State<Arc<RateLimit>>,
     client_ip: Option<IpAddr>,
-    clock: &State<Arc<Clock>>,
     auth: Result<Authenticated, ApiError>,
     body: Result<FormOrJson<PasswordChange>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     let auth = auth?;
-    let PasswordChange {
-        current_password,
-        new_password,
-    } = body?.0;
-    // Read once the body is in, as the token endpoint does: a failure recorded at the time of
-    // headers sent long before would fall outside the lockout window of the next attempts.
-    let now = clock.now();
+    // The body's arrival, as at the token endpoint: a failure recorded at the time of headers
+    // sent long before would fall outside the lockout window of the next attempts.
+    let FormOrJson(
+        PasswordChange {
+            current_password,
+            new_password,
+        },
+        now,
+    ) = body?;
     // As the password grant: none is a malformed request, not a wrong password (no attempt).
     let current_password = current_password
         .ok_or_else(|| ApiError::invalid_request("current_password is required"))?;
@@ -239,17 +239,15 @@ async fn revoke(
     revoker: &State<Revoker>,
     limit: &State<Arc<RateLimit>>,
     client_ip: Option<IpAddr>,
-    clock: &State<Arc<Clock>>,
     auth: Result<Authenticated, ApiError>,
     body: Result<FormOrJson<RevocationRequest>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     // Each revocation takes the cluster-wide write lock and is pushed to every edge.
     limit.check(client_ip)?;
-    let request = body?.0;
-    // Read once the body is in: an entry stamped with the time its headers came (a body sent
-    // over many minutes) would be older than the entries before it, and the delta feed, which
-    // starts past the newest entry older than its window, would leave those out.
-    let now = clock.now();
+    // The body's arrival: an entry stamped with the time its headers came (a body sent over
+    // many minutes) would be older than the entries before it, and the delta feed, which starts
+    // past the newest entry older than its window, would leave those out.
+    let FormOrJson(request, now) = body?;
     let token = request
         .token
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;

@@ -9,7 +9,6 @@ use rocket::{Route, State, post, routes};
 use serde::Deserialize;
 
 use crate::auth_cache::AuthCache;
-use crate::clock::Clock;
 use crate::config::ADMIN_SCOPE;
 use crate::context::{Authenticated, FormOrJson, Now, authenticate, omitted_if_empty};
 use crate::db::Db;
@@ -161,17 +160,15 @@ async fn introspect(
     keys: &State<Arc<KeyRing>>,
     auth_cache: &State<Arc<AuthCache>>,
     db: &State<Db>,
-    clock: &State<Arc<Clock>>,
     auth: Result<Authenticated, ApiError>,
     body: Result<FormOrJson<IntrospectionRequest>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     admin(auth)?;
-    let token = body?
-        .0
+    // The body's arrival: a token that expired while it came is not active.
+    let FormOrJson(request, now) = body?;
+    let token = request
         .token
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;
-    // Once the body is in: a token that expired while it came is not active.
-    let now = clock.now();
     match authenticate(keys, auth_cache, db, now, &token).await {
         Ok(found) => {
             let c = found.claims;

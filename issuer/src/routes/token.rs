@@ -10,7 +10,6 @@ use rocket::{Route, State, post, routes};
 use serde::{Deserialize, Serialize};
 
 use super::NoStore;
-use crate::clock::Clock;
 use crate::config::{ADMIN_SCOPE, Config};
 use crate::context::{FormOrJson, omitted_if_empty};
 use crate::credentials::{self, Checked, Recheck};
@@ -81,15 +80,13 @@ async fn token(
     keys: &State<Arc<KeyRing>>,
     limit: &State<Arc<RateLimit>>,
     client_ip: Option<IpAddr>,
-    clock: &State<Arc<Clock>>,
     body: Result<FormOrJson<TokenRequest>, ApiError>,
 ) -> Result<NoStore<Json<TokenResponse>>, ApiError> {
     limit.check(client_ip)?;
-    let request = body?.0;
-    // Read once the body is in, not with the headers (the `Now` guard): a refresh token is
-    // judged against its rotation's time, and a client that opened the request before the
-    // rotation and sent the body after the grace window would otherwise pass inside it.
-    let now = clock.now();
+    // The body's arrival, not the headers' (the `Now` guard): a refresh token is judged against
+    // its rotation's time, and a client that opened the request before the rotation and sent
+    // the body after the grace window would otherwise pass inside it.
+    let FormOrJson(request, now) = body?;
     let grants = Grants {
         config,
         db,
