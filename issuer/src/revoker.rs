@@ -40,6 +40,8 @@ pub struct Revoker {
 pub struct Revocations<'c> {
     conn: &'c mut DbConn,
     now: i64,
+    /// The longest access-token lifetime any replica may have issued with (`store::lifetimes`).
+    longest: i64,
     horizon: i64,
     written: u64,
     /// Who asked, when it is not the owner (an admin): named in every audit row written here.
@@ -121,9 +123,7 @@ impl Revocations<'_> {
         // The cut-off alone would miss a token a refresh (which does not take the user row) or
         // a login issued with a later clock than this request's `now`: the sessions' own
         // entries refuse every token of theirs, whenever it was issued.
-        for sid in revocations::end_sessions_of(self.conn, user_id, self.now)? {
-            revocations::insert(self.conn, Kind::Session, &sid, 0, self.horizon, self.now)?;
-        }
+        self.end_sessions(user_id, None)?;
         revocations::insert(
             self.conn,
             Kind::User,
@@ -136,6 +136,44 @@ impl Revocations<'_> {
         audit::record(self.conn, self.now, "user_revoked", Some(user_id), &detail)?;
         self.written += 1;
         Ok(())
+    }
+
+    /// Ends every other live session of the user (a password change), as one revocation with
+    /// one audit row; returns how many.
+    pub fn other_sessions(
+        &mut self,
+        user_id: &str,
+        except: &str,
+        reason: &str,
+    ) -> Result<usize, ApiError> {
+        let ended = self.end_sessions(user_id, Some(except))?;
+        if ended > 0 {
+            let detail = self.detail(serde_json::json!({"sessions": ended, "reason": reason}));
+            audit::record(
+                self.conn,
+                self.now,
+                "sessions_revoked",
+                Some(user_id),
+                &detail,
+            )?;
+            self.written += 1;
+        }
+        Ok(ended)
+    }
+
+    /// Ends every live session of `user_id` but `except`; returns how many. Each that may still
+    /// have a valid access token gets its entry; one expired long enough ago has none left, and
+    /// writing entries for those (they stay in the table a day past expiry) would let one
+    /// request add thousands.
+    fn end_sessions(&mut self, user_id: &str, except: Option<&str>) -> Result<usize, ApiError> {
+        let ended = revocations::end_sessions_of(self.conn, user_id, except, self.now)?;
+        for (sid, expires_at) in &ended {
+            // Its last token was issued by `expires_at` and lives at most `longest`.
+            if entry_expiry(expires_at.saturating_add(self.longest)) > self.now {
+                revocations::insert(self.conn, Kind::Session, sid, 0, self.horizon, self.now)?;
+            }
+        }
+        Ok(ended.len())
     }
 
     /// A signing key, in an emergency: every edge drops it as soon as its list names it. The
@@ -178,6 +216,7 @@ impl Revoker {
             let mut revocations = Revocations {
                 conn,
                 now,
+                longest,
                 horizon,
                 written: 0,
                 by: None,

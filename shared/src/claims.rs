@@ -64,6 +64,12 @@ impl TokenClaims {
     pub fn has_scope(&self, wanted: &str) -> bool {
         self.scope.split_ascii_whitespace().any(|s| s == wanted)
     }
+
+    /// Whether the token has expired at `now`, with `leeway_secs` of clock difference: valid
+    /// only while `now < exp` (RFC 7519 §4.1.4, the current time MUST be before `exp`).
+    pub fn has_expired(&self, now: i64, leeway_secs: u32) -> bool {
+        now >= self.exp.saturating_add(i64::from(leeway_secs))
+    }
 }
 
 /// Claims that passed a [`crate::Verifier`]: signature, type, key, issuer, audience and time,

@@ -208,10 +208,10 @@ impl Verifier {
         if !claims.aud.contains(&self.options.audience) {
             return Err(ValidationError::WrongAudience);
         }
-        let leeway = i64::from(self.options.leeway_secs);
-        if now >= claims.exp.saturating_add(leeway) {
+        if claims.has_expired(now, self.options.leeway_secs) {
             return Err(ValidationError::Expired);
         }
+        let leeway = i64::from(self.options.leeway_secs);
         if let Some(not_before) = claims.nbf.and_then(|nbf| DateTime::from_timestamp(nbf, 0)) {
             let leeway = Duration::seconds(leeway);
             // chrono panics on `nbf - leeway` below its range; such an nbf is long past anyway.

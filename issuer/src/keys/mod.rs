@@ -37,6 +37,9 @@ pub struct KeyState {
     pub signer: SigningKey,
     pub published: KeySet,
     pub verifier: Verifier,
+    /// The same keys with the longest leeway any verifier may use: what some edge or package
+    /// may still accept.
+    lenient: Verifier,
     /// When this replica began reading it from the database.
     read_at: Instant,
 }
@@ -112,14 +115,35 @@ impl KeyRing {
         token: &str,
         now: i64,
     ) -> Result<Result<AccessClaims, VerifyError>, ApiError> {
+        self.verify_by(db, token, now, |ring| &ring.verifier).await
+    }
+
+    /// [`Self::verify`] as the most lenient verifier would (the longest leeway allowed): a token
+    /// it accepts may still pass somewhere, so revoking it needs an entry.
+    pub async fn verify_as_any_verifier(
+        self: &Arc<Self>,
+        db: &Db,
+        token: &str,
+        now: i64,
+    ) -> Result<Result<AccessClaims, VerifyError>, ApiError> {
+        self.verify_by(db, token, now, |ring| &ring.lenient).await
+    }
+
+    async fn verify_by(
+        self: &Arc<Self>,
+        db: &Db,
+        token: &str,
+        now: i64,
+        verifier: fn(&KeyState) -> &Verifier,
+    ) -> Result<Result<AccessClaims, VerifyError>, ApiError> {
         let asked = Instant::now();
-        let first = self.current().verifier.verify(token, now);
+        let first = verifier(&self.current()).verify(token, now);
         if !matches!(&first, Err(e) if e.code() == ErrorCode::UnknownKid) {
             return Ok(first);
         }
         // Rare: an unknown kid fails before any signature is checked.
         let ring = self.read_since(db, now, asked).await?;
-        Ok(ring.verifier.verify(token, now))
+        Ok(verifier(&ring).verify(token, now))
     }
 
     /// The ring as read from the database after `since`. Re-read if it was not, at most once
@@ -417,8 +441,13 @@ fn state_of(
         leeway_secs: config.leeway_secs,
         ..VerifierOptions::new(&config.issuer, &config.audience)
     };
+    let lenient = VerifierOptions {
+        leeway_secs: VerifierOptions::MAX_LEEWAY_SECS,
+        ..options.clone()
+    };
     KeyState {
         verifier: Verifier::new(published.clone(), options),
+        lenient: Verifier::new(published.clone(), lenient),
         published,
         signer,
         read_at,

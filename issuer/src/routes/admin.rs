@@ -170,6 +170,10 @@ async fn introspect(
         .token
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;
     match authenticate(keys, auth_cache, db, now, &token).await {
+        // Past `exp` is not active (§2.2), though the leeway of our own checks still takes it.
+        Ok(found) if found.claims.has_expired(now, 0) => {
+            return Ok(Json(json!({"active": false})));
+        }
         Ok(found) => {
             let c = found.claims;
             return Ok(Json(json!({

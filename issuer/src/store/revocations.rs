@@ -106,20 +106,22 @@ pub(crate) fn end_session(
     .optional()?)
 }
 
-/// Marks every live session of a user revoked (the revocation service's part of a user cut-off);
-/// returns their ids.
+/// Marks every live session of a user but `except` revoked (the revocation service's part of a
+/// user cut-off or a password change); returns their ids and expiry times.
 pub(crate) fn end_sessions_of(
     conn: &mut DbConn,
     user_id: &str,
+    except: Option<&str>,
     now: i64,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<(String, i64)>, ApiError> {
     Ok(diesel::update(
         sessions::table
             .filter(sessions::user_id.eq(user_id))
-            .filter(sessions::revoked_at.is_null()),
+            .filter(sessions::revoked_at.is_null())
+            .filter(sessions::id.ne(except.unwrap_or_default())),
     )
     .set(sessions::revoked_at.eq(now))
-    .returning(sessions::id)
+    .returning((sessions::id, sessions::expires_at))
     .get_results(conn)?)
 }
 

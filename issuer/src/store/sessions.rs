@@ -126,20 +126,6 @@ fn insert_token(
     Ok(())
 }
 
-/// The ids of a user's live sessions other than `except`.
-pub fn live_ids_of(
-    conn: &mut DbConn,
-    user_id: &str,
-    except: &str,
-) -> Result<Vec<String>, ApiError> {
-    Ok(sessions::table
-        .filter(sessions::user_id.eq(user_id))
-        .filter(sessions::revoked_at.is_null())
-        .filter(sessions::id.ne(except))
-        .select(sessions::id)
-        .load(conn)?)
-}
-
 /// Rotates a refresh token, inside a write transaction. The conditional update
 /// (`rotated_at IS NULL`) is the arbiter: of any number of concurrent presentations, across any
 /// number of issuers, exactly one rotates; the others see the rotation and, within

@@ -281,6 +281,25 @@ async fn disabling_twice_writes_once(backend: Backend) {
     );
 }
 
+/// RFC 7662 §2.2: a token past its `exp` is not active, though the issuer's own leeway still
+/// takes it as a bearer token.
+async fn a_token_past_its_exp_is_not_active(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let access = str_of(&app.login("alice").await, "access_token").to_owned();
+    app.clock().advance(900 + 10);
+    assert_eq!(app.me(&access).await.0, Status::Ok, "within the leeway");
+    let admin = app.admin_token().await;
+    let body = format!("token={access}");
+    let (status, json) = app
+        .send("POST", "/v1/introspect", Some(&body), Some(&admin))
+        .await;
+    assert_eq!(
+        (status, json),
+        (Status::Ok, serde_json::json!({"active": false}))
+    );
+}
+
 crate::on_both_backends!(
     disabling_twice_writes_once,
     an_admin_cannot_disable_their_own_account,
@@ -288,5 +307,6 @@ crate::on_both_backends!(
     admin_actions_name_the_admin_in_the_audit,
     introspection_that_cannot_look_the_user_up_is_an_error,
     admin_scope_is_required,
-    admins_revoke_disable_and_introspect
+    admins_revoke_disable_and_introspect,
+    a_token_past_its_exp_is_not_active,
 );

@@ -2,7 +2,8 @@
 
 use gatehouse_issuer::store::revocations;
 use gatehouse_shared::{
-    KeySet, RevocationDelta, RevocationList, SnapshotOptions, Verifier, VerifierOptions,
+    KeySet, RevocationDelta, RevocationList, RevocationReason, SnapshotOptions, Verifier,
+    VerifierOptions,
 };
 use rocket::http::Status;
 
@@ -213,7 +214,7 @@ async fn the_snapshot_carries_live_revocations(backend: Backend) {
     assert!(after.seq() > before.seq());
     assert_eq!(
         after.check(&claims),
-        Some(gatehouse_shared::RevocationReason::Session)
+        Some(RevocationReason::Session)
     );
 
     // Once every token it could affect has expired at any verifier (the longest leeway one may
@@ -261,7 +262,7 @@ async fn a_user_cut_off_names_each_session_it_ends(backend: Backend) {
             .unwrap();
     assert_eq!(
         list.check(&claims),
-        Some(gatehouse_shared::RevocationReason::Session)
+        Some(RevocationReason::Session)
     );
 }
 
@@ -640,6 +641,85 @@ async fn a_lowered_token_lifetime_keeps_revocations_for_the_longest_token(backen
     );
 }
 
+/// A revocation writes an entry for any token some verifier may still accept (a leeway up to
+/// the 60 s maximum), not only for one the issuer's own, shorter leeway still takes: the edge
+/// would honour the token the issuer skipped.
+async fn revoke_covers_what_the_most_lenient_verifier_accepts(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.leeway_secs = 30).await;
+    app.register("alice").await;
+    let old = str_of(&app.login("alice").await, "access_token").to_owned();
+    app.clock().advance(900 + 40);
+    let fresh = app.login("alice").await;
+    let body = format!("token={old}");
+    let bearer = Some(str_of(&fresh, "access_token"));
+    let (status, _) = app.send("POST", "/v1/revoke", Some(&body), bearer).await;
+    assert_eq!(status, Status::Ok);
+    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+    let lenient = VerifierOptions {
+        leeway_secs: VerifierOptions::MAX_LEEWAY_SECS,
+        ..VerifierOptions::new("https://issuer.test", "https://api.test")
+    };
+    let now = app.clock().now();
+    let claims = Verifier::new(keys.clone(), lenient)
+        .verify(&old, now)
+        .unwrap();
+    let (_, body) = app.send("GET", "/v1/revocations", None, None).await;
+    let opts = SnapshotOptions::new("https://issuer.test");
+    let list = RevocationList::verify_snapshot(body.as_str().unwrap(), &keys, &opts, now).unwrap();
+    assert_eq!(list.check(&claims), Some(RevocationReason::Token));
+}
+
+/// RFC 7009 §2.2: a token that needs no entry gets 200 with or without a bearer token: a
+/// JWT-shaped string that is no token, and a token already revoked (a client that revoked its
+/// own token and lost the answer retries with that token as its bearer).
+async fn revoking_what_needs_no_entry_needs_no_bearer(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let s = app.login("alice").await;
+    let access = str_of(&s, "access_token");
+    let body = format!("token={access}");
+    for attempt in ["first", "retry"] {
+        let (status, json) = app
+            .send("POST", "/v1/revoke", Some(&body), Some(access))
+            .await;
+        assert_eq!(status, Status::Ok, "{attempt}: {json}");
+    }
+    assert_eq!(app.me(access).await.0, Status::Unauthorized);
+    for bearer in [Some(access), None] {
+        let (status, json) = app
+            .send("POST", "/v1/revoke", Some("token=a.b.c"), bearer)
+            .await;
+        assert_eq!(status, Status::Ok, "{bearer:?}: {json}");
+    }
+}
+
+/// Ending every session writes an entry for each session that may still have a valid access
+/// token, and none for one that expired longer ago than any token lives: those stay in the
+/// table a day past expiry, and one request would otherwise add an entry for each.
+async fn ending_every_session_skips_sessions_long_expired(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.session_ttl_secs = 3600).await;
+    let uid = app.register("alice").await;
+    for _ in 0..3 {
+        app.login("alice").await;
+    }
+    // Past the sessions' expiry, the longest token lifetime and the entries' margin.
+    app.clock().advance(3600 + 900 + 61 + 1);
+    let recent = app.login("alice").await;
+    assert_eq!(
+        live_sessions(&app, &uid),
+        4,
+        "expired sessions are not ended yet"
+    );
+    let (entries, _, _) = tally(&app);
+    let bearer = Some(str_of(&recent, "access_token"));
+    let (status, _) = app.send("POST", "/v1/logout/all", None, bearer).await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(live_sessions(&app, &uid), 0);
+    // The recent session's entry and the user's cut-off.
+    assert_eq!(tally(&app).0 - entries, 2);
+}
+
 crate::on_both_backends!(
     a_lowered_token_lifetime_keeps_revocations_for_the_longest_token,
     revoking_a_rotated_refresh_token_ends_its_session,
@@ -652,4 +732,7 @@ crate::on_both_backends!(
     revocations_survive_a_restart,
     the_snapshot_carries_live_revocations,
     a_user_cut_off_names_each_session_it_ends,
+    revoke_covers_what_the_most_lenient_verifier_accepts,
+    revoking_what_needs_no_entry_needs_no_bearer,
+    ending_every_session_skips_sessions_long_expired,
 );
