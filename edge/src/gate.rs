@@ -278,20 +278,24 @@ async fn authorize(
 /// The request's token: its bearer header, else the `TOKEN_COOKIE` cookie unless a browser sent
 /// it cross-site to change state. For `/_gatehouse/check` (`forward_auth`), the method is the
 /// one the proxy names (`X-Forwarded-Method`, as Traefik and Caddy send it, or
-/// `X-Original-Method`, nginx's usual `auth_request` header): its own request is a `GET`.
+/// `X-Original-Method`, nginx's usual `auth_request` header): its own request is a `GET`, and
+/// without either header the request it guards is taken for a write.
 fn token(req: &Incoming, config: &Config, forward_auth: bool) -> Option<String> {
     let authorization = req.header("authorization");
     if let Some(token) = bearer_token(authorization.as_deref()) {
         return Some(token.to_owned());
     }
     let name = config.token_cookie.as_deref()?;
-    let forwarded_method = forward_auth
-        .then(|| {
-            req.header("x-forwarded-method")
-                .or_else(|| req.header("x-original-method"))
-        })
-        .flatten();
-    if is_cross_site_write(req, forwarded_method.as_deref().unwrap_or(req.method())) {
+    // A proxy that names no method is taken to ask for a write: the check's own `GET` says
+    // nothing about the request it guards.
+    let method = if forward_auth {
+        req.header("x-forwarded-method")
+            .or_else(|| req.header("x-original-method"))
+            .unwrap_or_default()
+    } else {
+        req.method().to_owned()
+    };
+    if is_cross_site_write(req, &method) {
         return None;
     }
     let cookies = req.header("cookie")?;
@@ -304,8 +308,11 @@ fn token(req: &Incoming, config: &Config, forward_auth: bool) -> Option<String> 
 /// Headers a client could write to make an origin route or link differently from what the gate
 /// checked: the host an origin builds links from (`Forwarded`, `X-Forwarded-Host`, `-Server`,
 /// `-Port`, `-Prefix`, `X-Original-Host`), the path IIS and Symfony route by (`X-Original-URL`,
-/// `X-Rewrite-URL`). The address headers stay: Cloudflare sets `X-Real-IP` and
-/// `CF-Connecting-IP` itself and appends the client's address to `X-Forwarded-For`.
+/// `X-Rewrite-URL`), and the host and scheme Rack, Rails and Spring also read (`X-Host`,
+/// `X-Forwarded-Scheme`, `X-Forwarded-Ssl`: `http` there makes a `force_ssl` origin redirect,
+/// and a public path's redirect is cached for everyone). The address headers stay: Cloudflare
+/// sets `X-Real-IP` and `CF-Connecting-IP` itself and appends the client's address to
+/// `X-Forwarded-For`.
 const CLIENT_ROUTING_HEADERS: &[&str] = &[
     "host",
     "forwarded",
@@ -316,6 +323,9 @@ const CLIENT_ROUTING_HEADERS: &[&str] = &[
     "x-original-host",
     "x-original-url",
     "x-rewrite-url",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-host",
 ];
 
 /// Whether a (lower-cased) header name is dropped before the origin: ours (`x-gatehouse-…`) or
@@ -343,7 +353,11 @@ fn is_dropped_header(name: &str) -> bool {
 /// other than the request's own; a request with neither (not a browser) is not cross-site. A
 /// bearer header is never sent by a browser on its own, so it is not affected.
 fn is_cross_site_write(req: &Incoming, method: &str) -> bool {
-    if matches!(method, "GET" | "HEAD" | "OPTIONS") && req.header("upgrade").is_none() {
+    // A forward-auth proxy drops `Upgrade` (hop-by-hop) before asking; `Sec-WebSocket-Key`
+    // is end-to-end and goes with every WebSocket handshake.
+    let opens_a_socket =
+        req.header("upgrade").is_some() || req.header("sec-websocket-key").is_some();
+    if matches!(method, "GET" | "HEAD" | "OPTIONS") && !opens_a_socket {
         return false;
     }
     if let Some(site) = req.header("sec-fetch-site") {
@@ -502,6 +516,9 @@ mod tests {
             "x_forwarded-prefix",
             "x-original-url",
             "x_rewrite_url",
+            "x-forwarded-scheme",
+            "x_forwarded_ssl",
+            "x-host",
         ] {
             assert!(is_dropped_header(name), "{name}");
         }

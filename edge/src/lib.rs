@@ -51,6 +51,14 @@ pub fn fetch(req: worker::web_sys::Request, env: Env, ctx: worker::worker_sys::C
 async fn route(req: Incoming, env: Env, ctx: Context) -> Response {
     // The runtime's own request and response types, and no Router (rebuilt per request, it
     // borrows its handlers): every proxied request would pay for four control routes.
+    // Methods no fetch may send (the Fetch standard's forbidden methods): TRACE would echo the
+    // origin secret back to the client from an origin that answers it.
+    if ["CONNECT", "TRACE", "TRACK"]
+        .iter()
+        .any(|m| req.method().eq_ignore_ascii_case(m))
+    {
+        return reply::method_not_allowed();
+    }
     let path = req.path();
     if !path.starts_with("/_gatehouse/") {
         return gate::handle(&req, &env, &ctx).await;
@@ -106,6 +114,11 @@ async fn push(mut req: Request, env: &Env) -> Response {
         Ok((view, _)) => reply::json(200, &json!({"seq": view.seq(), "entries": view.len()})),
         // Not durable at the edge: the issuer must retry rather than believe it delivered.
         Err(SyncError::KvWrite(e)) => reply::unavailable("kv_write_failed", &e),
+        // A fresh list is taken: the issuer's next push is one.
+        Err(SyncError::TooOld(e)) => reply::json(
+            400,
+            &json!({"error": "rejected", "code": "list_too_old", "error_description": e}),
+        ),
         Err(SyncError::Snapshot(e)) => {
             // A 409 names the seq held, so that an issuer whose database is behind it (a restore)
             // can tell that from a race with another replica's push.

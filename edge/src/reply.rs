@@ -65,6 +65,15 @@ pub fn invalid_path() -> Response {
     )
 }
 
+/// 405 for a method no request to the origin may carry (CONNECT, TRACE, TRACK).
+pub fn method_not_allowed() -> Response {
+    json_response(
+        405,
+        &json!({"error": "invalid_request", "code": "method_not_allowed", "error_description": "CONNECT, TRACE and TRACK are not forwarded"}),
+        None,
+    )
+}
+
 /// 503 for operational reasons (no keys, no fresh revocation list, misconfiguration).
 pub fn unavailable(code: &str, description: &str) -> Response {
     json_response(

@@ -69,6 +69,9 @@ pub enum SyncError {
     Snapshot(SnapshotError),
     /// Verified and installed here, but not stored in KV: other isolates would not see it.
     KvWrite(String),
+    /// Verified, but older than `UNCHECKED_MAX_AGE_SECS` while KV holds no list to compare it
+    /// with: neither installed nor stored.
+    TooOld(String),
 }
 
 impl From<SnapshotError> for SyncError {
@@ -160,9 +163,11 @@ pub async fn accept(
     if let Some(why) = nothing_to_compare
         && age > UNCHECKED_MAX_AGE_SECS
     {
-        return Err(fail_kv(&format!(
-            "{why}; a list {age} s old is not installed without one to compare it with"
-        )));
+        let error = format!(
+            "{why}; a list {age} s old is not taken without one to compare it with (at most {UNCHECKED_MAX_AGE_SECS} s)"
+        );
+        worker::console_warn!("gatehouse: {error}");
+        return Err(SyncError::TooOld(error));
     }
     // Older than the list this isolate holds (a retry of a push whose KV write failed, or a
     // pull since): memory keeps the newer one, and KV, which the checks above found older,
@@ -346,6 +351,6 @@ pub async fn pull(env: &Env, config: &Config) -> Result<RevocationView, String> 
         // Nothing new is not a failure of the pull.
         Err(SyncError::Snapshot(SnapshotError::Stale { .. })) => Ok(state::revocations()),
         Err(SyncError::Snapshot(e)) => Err(e.to_string()),
-        Err(SyncError::KvWrite(e)) => Err(e),
+        Err(SyncError::KvWrite(e) | SyncError::TooOld(e)) => Err(e),
     }
 }

@@ -167,10 +167,22 @@ async fn cookies_pinned_keys_and_fail_open() {
         }
         request.send()
     };
+    // A forward-auth proxy drops `Upgrade` (hop-by-hop) but not `Sec-WebSocket-Key`; one that
+    // names no method asks about a request that may be a write.
+    let socket = [
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
     for (path, headers, expected) in [
         ("/api/x", vec![], 200),
         ("/api/x", vec![("Upgrade", "websocket")], 401),
-        ("/_gatehouse/check", vec![], 200),
+        ("/api/x", socket.to_vec(), 401),
+        ("/_gatehouse/check", vec![], 401),
+        (
+            "/_gatehouse/check",
+            [&socket[..], &[("X-Forwarded-Method", "GET")]].concat(),
+            401,
+        ),
         (
             "/_gatehouse/check",
             vec![("X-Forwarded-Method", "POST")],

@@ -26,6 +26,9 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
         .header("X-Forwarded-Prefix", "/evil")
         .header("X-Original-URL", "/api/admin/users")
         .header("X-Rewrite-URL", "/api/admin/users")
+        .header("X-Forwarded-Scheme", "http")
+        .header("X-Forwarded-Ssl", "off")
+        .header("X-Host", "evil.example")
         .body("hello origin")
         .send()
         .await
@@ -73,6 +76,9 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
         "x-forwarded-prefix",
         "x-original-url",
         "x-rewrite-url",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "x-host",
     ] {
         assert!(headers.get(host_claim).is_none(), "{host_claim}: {headers}");
     }
@@ -122,6 +128,26 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
     );
     let (status, _) = sys.get("/public/logo.svg", None).await;
     assert_eq!(status, 200);
+    sys.origin.requests().await;
+
+    // Methods no fetch may send never reach the origin: an origin that answers TRACE would
+    // echo the origin secret back to the client. (workerd itself answers TRACK, and methods
+    // it does not know the spelling of, with 501.)
+    let (status, json) = json_of(
+        http()
+            .request(reqwest::Method::TRACE, format!("{}/", sys.edge.url))
+            .bearer_auth(access(&tokens))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{json}"
+    );
+    assert!(sys.origin.requests().await.is_empty());
 }
 
 /// A page on a `CORS_ORIGINS` origin can read the gate's refusals (the client tells `expired`

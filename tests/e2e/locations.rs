@@ -268,7 +268,7 @@ async fn without_kv_an_isolate_with_no_list_takes_only_a_fresh_one() {
     let (issuer_port, issuer_url, edge) =
         lone_edge_refusing(KvOp::Get, &[("revocations-head", u32::MAX)]).await;
     let (issuer, token, snapshot) = a_logged_out_token(&issuer_port).await;
-    assert_not_stored(&edge, replayed_list(&issuer, &issuer_url)).await;
+    assert_too_old(&edge, replayed_list(&issuer, &issuer_url)).await;
     assert_verdict(&edge, &token, 503, "revocation_list_missing").await;
     let (status, _) = push(&edge.url, snapshot).await;
     assert_eq!(status, 503, "held, not stored");
@@ -296,7 +296,7 @@ async fn with_kv_empty_no_isolate_takes_or_stores_an_old_list() {
         },
     )
     .await;
-    assert_not_stored(&edge, replayed_list(&issuer, &issuer_url)).await;
+    assert_too_old(&edge, replayed_list(&issuer, &issuer_url)).await;
     assert_verdict(&edge, &token, 401, "revoked").await;
 }
 
@@ -313,6 +313,24 @@ async fn assert_not_stored(edge: &Workerd, list: String) {
         (status, json["code"].as_str()),
         (503, Some("kv_write_failed")),
         "{json}"
+    );
+}
+
+/// Pushes `list` to `edge` and asserts it was refused as too old to take with no list to
+/// compare it with (400 `list_too_old`), not as a KV failure that a retry could mend.
+async fn assert_too_old(edge: &Workerd, list: String) {
+    let (status, json) = push(&edge.url, list).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (400, Some("list_too_old")),
+        "{json}"
+    );
+    let health = gatehouse_tests::edge_health(&edge.url).await;
+    assert!(
+        !health["kv_write_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not taken")),
+        "not reported as a KV failure: {health}"
     );
 }
 

@@ -212,10 +212,7 @@ async fn the_snapshot_carries_live_revocations(backend: Backend) {
     app.send("POST", "/v1/logout", None, Some(&access)).await;
     let after = fetch().await;
     assert!(after.seq() > before.seq());
-    assert_eq!(
-        after.check(&claims),
-        Some(RevocationReason::Session)
-    );
+    assert_eq!(after.check(&claims), Some(RevocationReason::Session));
 
     // Once every token it could affect has expired at any verifier (the longest leeway one may
     // use), the entry leaves the snapshot, but the sequence never goes back.
@@ -260,10 +257,7 @@ async fn a_user_cut_off_names_each_session_it_ends(backend: Backend) {
     let list =
         RevocationList::verify_snapshot(body.as_str().unwrap(), &keys, &opts, app.clock().now())
             .unwrap();
-    assert_eq!(
-        list.check(&claims),
-        Some(RevocationReason::Session)
-    );
+    assert_eq!(list.check(&claims), Some(RevocationReason::Session));
 }
 
 /// The bearer check's in-memory view: this replica's own revocations apply to the next request;
