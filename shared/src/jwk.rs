@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 pub use crate::alg::Algorithm;
 use crate::alg::{ED25519_NAME, Ed25519Key};
 use crate::error::JwkError;
+use crate::token::UniqueNames;
 
 /// A public key that can verify signatures. Each variant holds a key type whose constructor
 /// checks the key, so a `PublicKey` is always safe to verify with.
@@ -111,35 +112,64 @@ pub(crate) struct JwkEntry<'a> {
 /// A public JWK as a verifier reads it: the members of the key types it can use, as plain
 /// fields. Its `JsonWebKey` is then built from them. Deserializing `JsonWebKey` itself (an
 /// internally tagged enum, every key type, flattened under `JwkEntry`) buffers each member
-/// through serde's `Content` and cost the worker 49 KB of its `.wasm`. serde refuses a repeat
-/// of any member declared here; `x` and `y` are strict unpadded base64url, as jwt-compact reads
+/// through serde's `Content` and cost the worker 49 KB of its `.wasm`. Any repeated member is
+/// refused, declared here or not (RFC 7517 §4 allows keeping the last; two parsers that differ
+/// there would read two keys); `x` and `y` are strict unpadded base64url, as jwt-compact reads
 /// them.
-#[derive(Deserialize)]
-struct PublicJwkIn<'a> {
-    #[serde(borrow)]
-    kty: Cow<'a, str>,
-    #[serde(borrow, default)]
-    crv: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    x: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    y: Option<Cow<'a, str>>,
-    /// A private part has no business in a key set; it is ignored, but held to the same form
-    /// as jwt-compact held it (strict base64url, once).
-    #[serde(borrow, default)]
-    d: Option<Cow<'a, str>>,
-    #[serde(default)]
+#[derive(Default)]
+struct PublicJwkIn {
+    kty: Option<String>,
+    crv: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+    /// A private part (`d`): a key set that publishes one has leaked its key.
+    private: bool,
     kid: Option<String>,
-    #[serde(default)]
     alg: Option<String>,
-    #[serde(rename = "use", default)]
     key_use: Option<String>,
+    key_ops: Option<Vec<String>>,
 }
 
-impl PublicJwkIn<'_> {
+impl<'de> Deserialize<'de> for PublicJwkIn {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, Visitor};
+        struct JwkVisitor;
+        impl<'de> Visitor<'de> for JwkVisitor {
+            type Value = PublicJwkIn;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JWK object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PublicJwkIn, A::Error> {
+                let mut seen = UniqueNames::default();
+                let mut jwk = PublicJwkIn::default();
+                while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+                    match name.as_ref() {
+                        "kty" => jwk.kty = map.next_value()?,
+                        "crv" => jwk.crv = map.next_value()?,
+                        "x" => jwk.x = map.next_value()?,
+                        "y" => jwk.y = map.next_value()?,
+                        "kid" => jwk.kid = map.next_value()?,
+                        "alg" => jwk.alg = map.next_value()?,
+                        "use" => jwk.key_use = map.next_value()?,
+                        "key_ops" => jwk.key_ops = map.next_value()?,
+                        other => {
+                            jwk.private |= other == "d";
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                    seen.insert(name)?;
+                }
+                Ok(jwk)
+            }
+        }
+        deserializer.deserialize_map(JwkVisitor)
+    }
+}
+
+impl PublicJwkIn {
     fn to_jwk(&self) -> Result<JsonWebKey<'static>, JwkError> {
         use base64::Engine as _;
-        let coordinate = |value: &Option<Cow<'_, str>>| {
+        let coordinate = |value: &Option<String>| {
             let text = value
                 .as_deref()
                 .ok_or(JwkError::Invalid("a key member is missing"))?;
@@ -148,23 +178,24 @@ impl PublicJwkIn<'_> {
                 .map(Cow::Owned)
                 .map_err(|_| JwkError::Invalid("a key member is not base64url"))
         };
-        if self.d.is_some() {
-            coordinate(&self.d)?;
+        if self.private {
+            return Err(JwkError::Invalid("a private key (d) in a public key set"));
         }
-        let curve = Cow::Owned(self.crv.as_deref().unwrap_or_default().to_owned());
-        match self.kty.as_ref() {
-            "OKP" => Ok(JsonWebKey::KeyPair {
+        let curve = Cow::Owned(self.crv.clone().unwrap_or_default());
+        match self.kty.as_deref() {
+            Some("OKP") => Ok(JsonWebKey::KeyPair {
                 curve,
                 x: coordinate(&self.x)?,
                 secret: None,
             }),
-            "EC" => Ok(JsonWebKey::EllipticCurve {
+            Some("EC") => Ok(JsonWebKey::EllipticCurve {
                 curve,
                 x: coordinate(&self.x)?,
                 y: coordinate(&self.y)?,
                 secret: None,
             }),
-            _ => Err(JwkError::Unsupported("key type")),
+            Some(_) => Err(JwkError::Unsupported("key type")),
+            None => Err(JwkError::Invalid("missing kty")),
         }
     }
 }
@@ -185,14 +216,21 @@ impl VerifyingJwk {
     }
 
     /// Accepts one public JWK as JSON. A `kid` is required (tokens name their key); `use`, when
-    /// present, must be `sig`; `alg`, when present, must be the algorithm of the key type.
+    /// present, must be `sig`, and `key_ops` must include `verify` (RFC 7517 §4.2-4.3); `alg`,
+    /// when present, must be the algorithm of the key type.
     pub fn from_json(json: &str) -> Result<Self, JwkError> {
-        let entry: PublicJwkIn<'_> =
+        let entry: PublicJwkIn =
             serde_json::from_str(json).map_err(|_| JwkError::Invalid("not a valid JWK object"))?;
         let jwk = entry.to_jwk();
         let kid = entry.kid.ok_or(JwkError::Invalid("missing kid"))?;
         if entry.key_use.as_deref().is_some_and(|u| u != "sig") {
             return Err(JwkError::Unsupported("use is not sig"));
+        }
+        if entry
+            .key_ops
+            .is_some_and(|ops| !ops.iter().any(|op| op == "verify"))
+        {
+            return Err(JwkError::Unsupported("key_ops does not include verify"));
         }
         let key = PublicKey::from_jwk(&jwk?)?;
         if entry
@@ -396,6 +434,46 @@ mod tests {
         assert_eq!(skipped, (0..=18).filter(|i| *i != 2).collect::<Vec<_>>());
         assert_eq!(set.get("good").unwrap().algorithm(), Algorithm::EdDsa);
         assert_eq!(set.skipped()[0].kid.as_deref(), Some("rsa"));
+    }
+
+    #[test]
+    fn key_ops_private_parts_and_any_repeat_are_refused() {
+        let with = |extra: &str| {
+            VerifyingJwk::from_json(&format!(
+                r#"{{"kty":"OKP","crv":"Ed25519","x":"{RFC8037_X}","kid":"k"{extra}}}"#
+            ))
+        };
+        for extra in [
+            r#","key_ops":["verify"]"#,
+            r#","key_ops":["sign","verify"]"#,
+            r#","ext":true"#,
+        ] {
+            assert!(with(extra).is_ok(), "{extra}");
+        }
+        for (extra, reason) in [
+            (
+                r#","key_ops":["encrypt"]"#,
+                JwkError::Unsupported("key_ops does not include verify"),
+            ),
+            (
+                r#","key_ops":[]"#,
+                JwkError::Unsupported("key_ops does not include verify"),
+            ),
+            (
+                r#","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A""#,
+                JwkError::Invalid("a private key (d) in a public key set"),
+            ),
+            (
+                r#","ext":true,"ext":false"#,
+                JwkError::Invalid("not a valid JWK object"),
+            ),
+            (
+                r#","k\u0069d":"other""#,
+                JwkError::Invalid("not a valid JWK object"),
+            ),
+        ] {
+            assert_eq!(with(extra), Err(reason), "{extra}");
+        }
     }
 
     #[test]

@@ -285,7 +285,7 @@ pub fn expires_in(
 ) -> Result<f64, JsValue> {
     let token = token_text(token, MAX_UNVERIFIED_BYTES)?;
     #[allow(clippy::cast_precision_loss)] // a difference of Unix seconds
-    let secs = (exp_of(&token)? - now_secs(now)) as f64;
+    let secs = exp_of(&token)?.saturating_sub(now_secs(now)) as f64;
     Ok(secs)
 }
 

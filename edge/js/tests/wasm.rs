@@ -97,6 +97,9 @@ fn failures_throw_gatehouse_errors_with_codes() {
 fn unverified_helpers() {
     let t: JsValue = token(1_800_000_600).into();
     assert!((expires_in(&t, Some(NOW)).unwrap() - 600.0).abs() < f64::EPSILON);
+    // A `now` far outside the clock's range saturates (it overflowed, a trap in a debug build).
+    assert!(expires_in(&t, Some(f64::NEG_INFINITY)).unwrap() > 1e18);
+    assert!(expires_in(&t, Some(f64::INFINITY)).unwrap() < -1e18);
     assert!(is_expired(&token(1_000).into(), None).unwrap());
     let decoded = decode_unverified(&t).unwrap();
     let header = js_sys::Reflect::get(&decoded, &JsValue::from_str("header")).unwrap();
