@@ -167,12 +167,22 @@ impl Vars<'_> {
 
     fn checked_url(&mut self, name: &str, url: &str) -> String {
         let url = url.trim_end_matches('/');
-        if url.is_empty() || url.starts_with("https://") || url.starts_with("http://") {
-            return url.to_owned();
+        if url.is_empty() {
+            return String::new();
         }
-        self.problems
-            .push(format!("{name}={url:?} is not an http:// or https:// URL"));
-        String::new()
+        match url_problem(url) {
+            None => url.to_owned(),
+            Some(UrlProblem::Unusable(why)) => {
+                self.problems.push(format!("{name}={url:?} {why}"));
+                String::new()
+            }
+            Some(UrlProblem::PlainHttp) => {
+                self.problems.push(format!(
+                    "{name}={url:?} is plain http:// to another machine: what comes over it (keys, lists, requests) can be read and altered on the way"
+                ));
+                url.to_owned()
+            }
+        }
     }
 
     /// `JWKS`: pinned keys. Keys it cannot use are reported; the usable ones still verify.
@@ -256,6 +266,34 @@ impl Vars<'_> {
     }
 }
 
+enum UrlProblem {
+    /// Not used: the reason.
+    Unusable(&'static str),
+    /// Used, and reported.
+    PlainHttp,
+}
+
+/// What is wrong with a base URL the worker appends paths to. A query or fragment would swallow
+/// the appended path (every request would reach `/`), and user info would be sent to a host
+/// the reader of the setting may not see.
+fn url_problem(url: &str) -> Option<UrlProblem> {
+    let (plain, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (true, rest),
+        (_, Some(rest)) => (false, rest),
+        _ => return Some(UrlProblem::Unusable("is not an http:// or https:// URL")),
+    };
+    if rest.contains(['?', '#', '@']) || rest.contains(char::is_whitespace) || rest.is_empty() {
+        return Some(UrlProblem::Unusable(
+            "must be scheme, host and path only (no query, fragment, user info or spaces)",
+        ));
+    }
+    let host = rest.split('/').next().unwrap_or_default();
+    let this_machine = ["localhost", "127.0.0.1", "[::1]"].iter().any(|local| {
+        host == *local || host.strip_prefix(local).is_some_and(|p| p.starts_with(':'))
+    });
+    (plain && !this_machine).then_some(UrlProblem::PlainHttp)
+}
+
 /// A rule's path in the canonical form requests are matched in (`crate::path`), its trailing
 /// `*` kept: `/api/%61dmin/*` is `/api/admin/*`, `//x` is `/x`. `None` for a path no request
 /// can have (an escaped slash, a `;`, a dot segment, no leading `/`).
@@ -311,6 +349,25 @@ fn public_paths(raw: &str, problems: &mut Vec<String>) -> Vec<String> {
                 ));
             }
             canonical
+        })
+        .collect()
+}
+
+/// Scope rules whose own paths a `PUBLIC_PATHS` entry lets through without a token (the public
+/// check comes first): `/api/*` public beside `/api/admin/*=admin`. Such a rule cannot be
+/// honoured, like a broken one. Compared without ASCII case, as scope rules match: a public
+/// `/API/*` would let `/API/admin/x` through, which the rule covers.
+fn scope_rules_made_public(public: &[String], rules: &[(String, String)]) -> Vec<String> {
+    rules
+        .iter()
+        .filter_map(|(prefix, scope)| {
+            let folded = prefix.to_ascii_lowercase();
+            let entry = public
+                .iter()
+                .find(|p| path::is_public(&p.to_ascii_lowercase(), &folded))?;
+            Some(format!(
+                "ROUTE_SCOPES rule for {prefix} (scope {scope}) lies under PUBLIC_PATHS entry {entry}, so its paths need no token"
+            ))
         })
         .collect()
 }
@@ -397,6 +454,12 @@ impl Config {
         let public_paths_raw = vars.text("PUBLIC_PATHS").unwrap_or_default();
         let public_paths = public_paths(&public_paths_raw, &mut vars.problems);
         let route_scopes = route_scopes(&vars.text("ROUTE_SCOPES").unwrap_or_default())
+            .and_then(
+                |rules| match scope_rules_made_public(&public_paths, &rules) {
+                    overruled if overruled.is_empty() => Ok(rules),
+                    overruled => Err(overruled),
+                },
+            )
             .map_err(|broken| vars.problems.extend(broken))
             .ok();
         let stale_policy = vars.stale_policy();
@@ -493,7 +556,68 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::{cors_origins, public_paths, route_scopes};
+    use super::{
+        UrlProblem, cors_origins, public_paths, route_scopes, scope_rules_made_public, url_problem,
+    };
+
+    #[test]
+    fn base_urls_are_scheme_host_and_path() {
+        for fine in [
+            "https://origin.example",
+            "https://origin.example:8443/base",
+            "http://127.0.0.1:8000",
+            "http://localhost/x",
+            "http://[::1]:9",
+        ] {
+            assert!(url_problem(fine).is_none(), "{fine}");
+        }
+        for unusable in [
+            "origin.example",
+            "ftp://origin.example",
+            "https://origin.example/x#",
+            "https://origin.example/x?a=1",
+            "https://user:pw@origin.example",
+            "https://",
+            "https://origin .example",
+        ] {
+            assert!(
+                matches!(url_problem(unusable), Some(UrlProblem::Unusable(_))),
+                "{unusable}"
+            );
+        }
+        for plain in [
+            "http://issuer.example",
+            "http://localhost.evil.example",
+            "http://127.0.0.10",
+        ] {
+            assert!(
+                matches!(url_problem(plain), Some(UrlProblem::PlainHttp)),
+                "{plain}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_scope_rule_under_a_public_path_is_reported() {
+        let rules = route_scopes("/api/admin/*=admin,/docs/edit=write,/api/*=read").unwrap();
+        let mut problems = Vec::new();
+        for (public, overruled) in [
+            ("/", 0),
+            ("/api/admin/health,/docs", 0),
+            ("/api/*", 2),
+            ("/API/*", 2),
+            ("/docs*", 1),
+            ("/*", 3),
+        ] {
+            let public = public_paths(public, &mut problems);
+            assert_eq!(
+                scope_rules_made_public(&public, &rules).len(),
+                overruled,
+                "{public:?}"
+            );
+        }
+        assert!(problems.is_empty(), "{problems:?}");
+    }
 
     #[test]
     fn cors_origins_are_exact_origins() {

@@ -250,6 +250,7 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
         &[
             ("ROUTE_SCOPES", "api=read,/api/x/*=two words"),
             ("STALE_POLICY", "sometimes"),
+            ("ORIGIN_URL", "https://user@origin.example/app#"),
             ("ISSUER_URL", "issuer.example"),
             ("DELTA_URL", "ftp://issuer.example/delta"),
             ("KV_REFRESH_SECS", "0"),
@@ -267,7 +268,7 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
     let health = edge.health().await;
     let problems = health["problems"].to_string();
     for expected in [
-        "ORIGIN_URL is not set",
+        r#"ORIGIN_URL=\"https://user@origin.example/app#\" must be scheme, host and path only"#,
         "EXPECTED_ISSUER is not set",
         r#"ROUTE_SCOPES rule \"api=read\""#,
         r#"ROUTE_SCOPES rule \"/api/x/*=two words\""#,
@@ -329,6 +330,28 @@ async fn scope_rules_are_canonical_and_a_broken_one_fails_closed() {
     let problems = broken.health().await["problems"].to_string();
     assert!(problems.contains("admin%2F"), "{problems}");
     let (status, json) = get(&broken, "/api/admin/x", Some(access(&tokens))).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("misconfigured")),
+        "{json}"
+    );
+
+    // A rule that a public path overrules (the public check comes first) cannot be honoured
+    // either: before, `/api/admin/x` reached the origin with no token at all.
+    let overruled = Edge::start(
+        free_port(),
+        &[
+            ("ORIGIN_URL", origin.as_str()),
+            ("EXPECTED_ISSUER", "https://issuer.example"),
+            ("EXPECTED_AUDIENCE", "api"),
+            ("ROUTE_SCOPES", "/api/admin/*=admin"),
+            ("PUBLIC_PATHS", "/api/*"),
+        ],
+    )
+    .await;
+    let problems = overruled.health().await["problems"].to_string();
+    assert!(problems.contains("PUBLIC_PATHS entry /api/*"), "{problems}");
+    let (status, json) = get(&overruled, "/api/admin/x", None).await;
     assert_eq!(
         (status, json["code"].as_str()),
         (503, Some("misconfigured")),
