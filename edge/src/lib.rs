@@ -26,6 +26,36 @@ use worker::{Context, Env, Request, ScheduleContext, ScheduledEvent, event};
 
 /// Snapshots larger than this are refused before reading further.
 const MAX_SNAPSHOT_BYTES: usize = 8 * 1024 * 1024;
+/// The declared bytes of the pushes an isolate reads at once: two of the largest. Anyone may
+/// push, and each push is read whole into wasm before its signature can be checked; a dozen
+/// at once would pass the isolate's memory limit and fail every request it holds.
+const MAX_PUSH_BYTES_IN_FLIGHT: usize = 2 * MAX_SNAPSHOT_BYTES;
+
+thread_local! {
+    static PUSH_BYTES_IN_FLIGHT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A push's share of `MAX_PUSH_BYTES_IN_FLIGHT`, given back when the push ends, however it ends.
+struct PushReservation(usize);
+
+impl PushReservation {
+    fn take(bytes: usize) -> Option<Self> {
+        PUSH_BYTES_IN_FLIGHT.with(|held| {
+            let total = held
+                .get()
+                .checked_add(bytes)
+                .filter(|total| *total <= MAX_PUSH_BYTES_IN_FLIGHT)?;
+            held.set(total);
+            Some(Self(bytes))
+        })
+    }
+}
+
+impl Drop for PushReservation {
+    fn drop(&mut self) {
+        PUSH_BYTES_IN_FLIGHT.with(|held| held.set(held.get().saturating_sub(self.0)));
+    }
+}
 
 /// The fetch handler, exported as `#[event(fetch)]` would export it, with one difference: a
 /// request the gate settles without waiting for anything (a cached token's verdict, any
@@ -96,6 +126,9 @@ async fn push(mut req: Request, env: &Env) -> Response {
             &json!({"error": "payload_too_large", "code": "too_large"}),
         );
     }
+    let Some(_reserved) = PushReservation::take(length) else {
+        return reply::unavailable("push_busy", "other pushes are being read; retry shortly");
+    };
     // Bytes, not text: the runtime copies them into wasm in one go, where a 2 MB string would
     // cross character by character (3 ms of a 100k-entry snapshot's 8 ms load).
     let Some(jws) = req

@@ -1,8 +1,10 @@
 //! The sync endpoint's refusals, token cookies, pinned keys, the fail-open policy, and a
 //! misconfigured worker that says what is wrong.
 
+use std::time::Duration;
+
 use gatehouse_shared::{KeySet, RevocationList};
-use gatehouse_tests::{Edge, free_port, get_text, http, json_of, unix_now};
+use gatehouse_tests::{Edge, eventually, free_port, get_text, http, json_of, unix_now};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::system::{Options, System, access, get, push};
@@ -36,6 +38,40 @@ async fn the_sync_endpoint_refuses_forgeries_and_old_snapshots() {
         (400, Some("wrong_type")),
         "an access token is not a snapshot"
     );
+    // Pushes read at once are bounded (each is read whole into wasm, and anyone may push): two
+    // of the largest, their bodies still arriving, leave no room for a third, until their
+    // senders go away.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(sys.edge.url.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let head =
+            "POST /_gatehouse/sync HTTP/1.1\r\nHost: edge\r\nContent-Length: 8388608\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&[b'a'; 1024]).await.unwrap();
+        slow.push(stream);
+    }
+    let edge_url = sys.edge.url.as_str();
+    eventually(
+        "the two slow pushes to be read",
+        Duration::from_secs(10),
+        || async move {
+            let (status, json) = push(edge_url, "not a jws".into()).await;
+            ((status, json["code"].as_str()) == (503, Some("push_busy"))).then_some(())
+        },
+    )
+    .await;
+    drop(slow);
+    eventually(
+        "the slow pushes' room to be given back",
+        Duration::from_secs(10),
+        || async move {
+            let (status, json) = push(edge_url, "not a jws".into()).await;
+            ((status, json["code"].as_str()) == (400, Some("malformed"))).then_some(())
+        },
+    )
+    .await;
     let forger =
         gatehouse_shared::SigningKey::generate(gatehouse_shared::Algorithm::EdDsa).unwrap();
     let forged = RevocationList::builder(&sys.issuer.url, held + 100, unix_now()).build();
