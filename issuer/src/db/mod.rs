@@ -118,6 +118,14 @@ impl ManageConnection for Manager {
 
 pub type Pool = r2d2::Pool<Manager>;
 
+/// Whether the linked SQLite (the system's library, not bundled) has `RETURNING`, which the
+/// revocation writes use: 3.35 or later. Debian 11 ships 3.34.
+fn sqlite_has_returning(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (3, 35)
+}
+
 /// The pool plus a semaphore with one permit per connection.
 /// A failure on a connection that no longer answers is the server gone (503, retry), not a bug
 /// (500): decided by the connection's state, as diesel reports some drops with kind `Unknown`.
@@ -187,7 +195,21 @@ impl Db {
                 }
                 applied
             }
-            DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+            DbConn::Sqlite(c) => {
+                use diesel::RunQueryDsl as _;
+                let version = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+                    "sqlite_version()",
+                ))
+                .get_result::<String>(c)
+                .map_err(|e| format!("reading SQLite's version: {e}"))?;
+                if !sqlite_has_returning(&version) {
+                    return Err(format!(
+                        "SQLite {version} is too old: Gatehouse needs 3.35 or later (RETURNING); \
+                         every revocation would fail"
+                    ));
+                }
+                c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len())
+            }
         };
         applied.map_err(|e| format!("migrations failed: {e}"))
     }
@@ -284,6 +306,21 @@ pub fn stage() -> AdHoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_needs_returning() {
+        for (version, ok) in [
+            ("3.35.0", true),
+            ("3.45.1", true),
+            ("4.0.0", true),
+            ("3.34.1", false),
+            ("3.31.1", false),
+            ("2.99", false),
+            ("", false),
+        ] {
+            assert_eq!(sqlite_has_returning(version), ok, "{version}");
+        }
+    }
 
     #[test]
     fn urls_dispatch_on_scheme_and_never_log_passwords() {
