@@ -138,17 +138,17 @@ impl Revocations<'_> {
         Ok(())
     }
 
-    /// Ends every other live session of the user (a password change), as one revocation with
-    /// one audit row; returns how many.
+    /// Ends every other live session of the user (a password change), with one audit row that
+    /// names them; returns how many.
     pub fn other_sessions(
         &mut self,
         user_id: &str,
         except: &str,
         reason: &str,
     ) -> Result<usize, ApiError> {
-        let ended = self.end_sessions(user_id, Some(except))?;
-        if ended > 0 {
-            let detail = self.detail(serde_json::json!({"sessions": ended, "reason": reason}));
+        let (ended, entries) = self.end_sessions(user_id, Some(except))?;
+        if !ended.is_empty() {
+            let detail = self.detail(serde_json::json!({"sids": ended, "reason": reason}));
             audit::record(
                 self.conn,
                 self.now,
@@ -156,24 +156,30 @@ impl Revocations<'_> {
                 Some(user_id),
                 &detail,
             )?;
-            self.written += 1;
-        }
-        Ok(ended)
-    }
-
-    /// Ends every live session of `user_id` but `except`; returns how many. Each that may still
-    /// have a valid access token gets its entry; one expired long enough ago has none left, and
-    /// writing entries for those (they stay in the table a day past expiry) would let one
-    /// request add thousands.
-    fn end_sessions(&mut self, user_id: &str, except: Option<&str>) -> Result<usize, ApiError> {
-        let ended = revocations::end_sessions_of(self.conn, user_id, except, self.now)?;
-        for (sid, expires_at) in &ended {
-            // Its last token was issued by `expires_at` and lives at most `longest`.
-            if entry_expiry(expires_at.saturating_add(self.longest)) > self.now {
-                revocations::insert(self.conn, Kind::Session, sid, 0, self.horizon, self.now)?;
-            }
+            self.written += entries;
         }
         Ok(ended.len())
+    }
+
+    /// Ends every live session of `user_id` but `except`; returns their ids and how many
+    /// entries were written. Each that may still have a valid access token gets its entry; one
+    /// expired long enough ago has none left, and writing entries for those (they stay in the
+    /// table a day past expiry) would let one request add thousands.
+    fn end_sessions(
+        &mut self,
+        user_id: &str,
+        except: Option<&str>,
+    ) -> Result<(Vec<String>, u64), ApiError> {
+        let ended = revocations::end_sessions_of(self.conn, user_id, except, self.now)?;
+        let mut entries = 0;
+        for (sid, expires_at) in &ended {
+            // No token outlives its session, and none lives longer than `longest`.
+            if entry_expiry(expires_at.saturating_add(self.longest)) > self.now {
+                revocations::insert(self.conn, Kind::Session, sid, 0, self.horizon, self.now)?;
+                entries += 1;
+            }
+        }
+        Ok((ended.into_iter().map(|(sid, _)| sid).collect(), entries))
     }
 
     /// A signing key, in an emergency: every edge drops it as soon as its list names it. The

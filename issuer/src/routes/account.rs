@@ -222,8 +222,9 @@ pub struct RevocationRequest {
     _token_type_hint: Option<String>,
 }
 
-/// RFC 7009. Answers 200 whether or not there was anything to revoke, so it cannot be used to
-/// probe tokens. An access token that still needs an entry needs the caller's bearer token, and
+/// RFC 7009. Answers 200 whether or not there was anything to revoke; without a bearer token,
+/// a live access token (which needs one) gets 401, which tells its holder no more than
+/// `/v1/me` would. An access token that still needs an entry needs the caller's bearer token, and
 /// only the caller's own (or any, with the admin scope) is revoked. A refresh token needs nothing else (§2.1, a public
 /// client): holding it is the proof the refresh grant asks for, so a client whose access token
 /// has expired can still end its session.
