@@ -170,7 +170,7 @@ impl Vars<'_> {
         if url.is_empty() {
             return String::new();
         }
-        match url_problem(url) {
+        match url_problem(url, name != "DELTA_URL") {
             None => url.to_owned(),
             Some(UrlProblem::Unusable(why)) => {
                 self.problems.push(format!("{name}={url:?} {why}"));
@@ -273,21 +273,26 @@ enum UrlProblem {
     PlainHttp,
 }
 
-/// What is wrong with a base URL the worker appends paths to. A query or fragment would swallow
-/// the appended path (every request would reach `/`), and user info would be sent to a host
-/// the reader of the setting may not see.
-fn url_problem(url: &str) -> Option<UrlProblem> {
+/// What is wrong with a URL setting. User info would be sent to a host the reader of the
+/// setting may not see; on a base URL the worker appends paths to (`appends_paths`), a query or
+/// fragment would swallow the path (every request would reach `/`).
+fn url_problem(url: &str, appends_paths: bool) -> Option<UrlProblem> {
     let (plain, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
         (Some(rest), _) => (true, rest),
         (_, Some(rest)) => (false, rest),
         _ => return Some(UrlProblem::Unusable("is not an http:// or https:// URL")),
     };
-    if rest.contains(['?', '#', '@']) || rest.contains(char::is_whitespace) || rest.is_empty() {
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.contains('@') || rest.contains(char::is_whitespace) {
         return Some(UrlProblem::Unusable(
-            "must be scheme, host and path only (no query, fragment, user info or spaces)",
+            "needs a host, without user info or spaces",
         ));
     }
-    let host = rest.split('/').next().unwrap_or_default();
+    if appends_paths && rest.contains(['?', '#']) {
+        return Some(UrlProblem::Unusable(
+            "is a base URL: scheme, host and path only (a query or fragment would swallow the path)",
+        ));
+    }
     let this_machine = ["localhost", "127.0.0.1", "[::1]"].iter().any(|local| {
         host == *local || host.strip_prefix(local).is_some_and(|p| p.starts_with(':'))
     });
@@ -565,11 +570,12 @@ mod tests {
         for fine in [
             "https://origin.example",
             "https://origin.example:8443/base",
+            "https://origin.example/@app",
             "http://127.0.0.1:8000",
             "http://localhost/x",
             "http://[::1]:9",
         ] {
-            assert!(url_problem(fine).is_none(), "{fine}");
+            assert!(url_problem(fine, true).is_none(), "{fine}");
         }
         for unusable in [
             "origin.example",
@@ -578,20 +584,24 @@ mod tests {
             "https://origin.example/x?a=1",
             "https://user:pw@origin.example",
             "https://",
+            "https://?x",
             "https://origin .example",
         ] {
             assert!(
-                matches!(url_problem(unusable), Some(UrlProblem::Unusable(_))),
+                matches!(url_problem(unusable, true), Some(UrlProblem::Unusable(_))),
                 "{unusable}"
             );
         }
+        // Used as given, not as a base: a query is the URL's own.
+        assert!(url_problem("https://issuer.example/delta?v=2", false).is_none());
+        assert!(url_problem("https://u@issuer.example/delta", false).is_some());
         for plain in [
             "http://issuer.example",
             "http://localhost.evil.example",
             "http://127.0.0.10",
         ] {
             assert!(
-                matches!(url_problem(plain), Some(UrlProblem::PlainHttp)),
+                matches!(url_problem(plain, true), Some(UrlProblem::PlainHttp)),
                 "{plain}"
             );
         }

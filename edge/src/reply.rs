@@ -70,7 +70,8 @@ pub fn method_not_allowed() -> Response {
     json_response(
         405,
         &json!({"error": "invalid_request", "code": "method_not_allowed", "error_description": "CONNECT, TRACE and TRACK are not forwarded"}),
-        None,
+        // RFC 9110 §15.5.6; which of these the origin serves is the origin's to say.
+        Some(("allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")),
     )
 }
 

@@ -167,6 +167,10 @@ pub async fn accept(
             "{why}; a list {age} s old is not taken without one to compare it with (at most {UNCHECKED_MAX_AGE_SECS} s)"
         );
         worker::console_warn!("gatehouse: {error}");
+        if stored.is_err() {
+            // KV could not be read: the health says so, as for any KV failure.
+            state::record_kv_write(Err(format!("KV: {why}")));
+        }
         return Err(SyncError::TooOld(error));
     }
     // Older than the list this isolate holds (a retry of a push whose KV write failed, or a

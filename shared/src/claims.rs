@@ -308,6 +308,17 @@ mod tests {
             let s = FULL.replace(r#""exp":2"#, dup);
             assert!(parse(&s).is_err(), "{dup}");
         }
+        // Repeats are found by comparing each name with those before it: a bounded number.
+        let many = |n: usize| {
+            let extra = (0..n).fold(String::new(), |mut extra, i| {
+                use std::fmt::Write as _;
+                let _ = write!(extra, r#","x{i}":0"#);
+                extra
+            });
+            FULL.replace(r#""exp":2"#, &format!(r#""exp":2{extra}"#))
+        };
+        assert!(parse(&many(200)).is_ok());
+        assert!(parse(&many(300)).is_err());
     }
 
     #[test]

@@ -59,15 +59,23 @@ impl<'de> Deserialize<'de> for HeaderExtensions {
     }
 }
 
-/// Member names of one JSON object, refusing a repeat. Objects here have a handful of members.
+/// Member names of one JSON object, refusing a repeat, and refusing more than `MAX_MEMBERS`:
+/// the check compares each name with those before it, and objects here have a handful (a
+/// 64 KiB header or a 1 MiB key set of distinct names would otherwise cost billions).
 #[derive(Default)]
 pub(crate) struct UniqueNames<'de>(Vec<std::borrow::Cow<'de, str>>);
+
+/// Far more members than any token header, claims set or JWK here has.
+const MAX_MEMBERS: usize = 256;
 
 impl<'de> UniqueNames<'de> {
     pub(crate) fn insert<E: de::Error>(
         &mut self,
         name: std::borrow::Cow<'de, str>,
     ) -> Result<(), E> {
+        if self.0.len() >= MAX_MEMBERS {
+            return Err(E::custom("more than 256 members"));
+        }
         if self.0.contains(&name) {
             return Err(E::custom(format_args!("repeated member `{name}`")));
         }

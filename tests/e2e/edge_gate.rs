@@ -133,19 +133,22 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
     // Methods no fetch may send never reach the origin: an origin that answers TRACE would
     // echo the origin secret back to the client. (workerd itself answers TRACK, and methods
     // it does not know the spelling of, with 501.)
-    let (status, json) = json_of(
-        http()
-            .request(reqwest::Method::TRACE, format!("{}/", sys.edge.url))
-            .bearer_auth(access(&tokens))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let response = http()
+        .request(reqwest::Method::TRACE, format!("{}/", sys.edge.url))
+        .bearer_auth(access(&tokens))
+        .send()
+        .await
+        .unwrap();
+    let allow = response.headers().get("allow").cloned();
+    let (status, json) = json_of(response).await;
     assert_eq!(
         (status, json["code"].as_str()),
         (405, Some("method_not_allowed")),
         "{json}"
+    );
+    assert!(
+        allow.is_some_and(|a| a.to_str().is_ok_and(|a| a.contains("GET"))),
+        "RFC 9110 asks a 405 for Allow"
     );
     assert!(sys.origin.requests().await.is_empty());
 }
