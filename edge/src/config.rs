@@ -282,7 +282,11 @@ fn url_problem(url: &str, appends_paths: bool) -> Option<UrlProblem> {
         (_, Some(rest)) => (false, rest),
         _ => return Some(UrlProblem::Unusable("is not an http:// or https:// URL")),
     };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = rest
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     if host.is_empty() || host.contains('@') || rest.contains(char::is_whitespace) {
         return Some(UrlProblem::Unusable(
             "needs a host, without user info or spaces",
@@ -573,6 +577,7 @@ mod tests {
             "https://origin.example/@app",
             "http://127.0.0.1:8000",
             "http://localhost/x",
+            "http://LocalHost:8000",
             "http://[::1]:9",
         ] {
             assert!(url_problem(fine, true).is_none(), "{fine}");

@@ -31,29 +31,40 @@ const MAX_SNAPSHOT_BYTES: usize = 8 * 1024 * 1024;
 /// at once would pass the isolate's memory limit and fail every request it holds.
 const MAX_PUSH_BYTES_IN_FLIGHT: usize = 2 * MAX_SNAPSHOT_BYTES;
 
+/// A reservation older than this is taken for abandoned and given back: on Cloudflare, a request
+/// whose client went away may be torn down without its future ever finishing or being dropped.
+/// A push is read, verified and stored well within it.
+const PUSH_RESERVATION_MS: f64 = 30_000.0;
+
 thread_local! {
-    static PUSH_BYTES_IN_FLIGHT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The pushes being read: (id, declared bytes, taken at ms).
+    static PUSHES_IN_FLIGHT: std::cell::RefCell<Vec<(u64, usize, f64)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+    static NEXT_PUSH_ID: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// A push's share of `MAX_PUSH_BYTES_IN_FLIGHT`, given back when the push ends, however it ends.
-struct PushReservation(usize);
+/// A push's share of `MAX_PUSH_BYTES_IN_FLIGHT`, given back when the push ends, however it ends,
+/// or once it is `PUSH_RESERVATION_MS` old.
+struct PushReservation(u64);
 
 impl PushReservation {
-    fn take(bytes: usize) -> Option<Self> {
-        PUSH_BYTES_IN_FLIGHT.with(|held| {
-            let total = held
-                .get()
-                .checked_add(bytes)
-                .filter(|total| *total <= MAX_PUSH_BYTES_IN_FLIGHT)?;
-            held.set(total);
-            Some(Self(bytes))
+    fn take(bytes: usize, now_ms: f64) -> Option<Self> {
+        PUSHES_IN_FLIGHT.with_borrow_mut(|pushes| {
+            pushes.retain(|&(_, _, taken)| now_ms - taken < PUSH_RESERVATION_MS);
+            let held: usize = pushes.iter().map(|&(_, bytes, _)| bytes).sum();
+            if held.checked_add(bytes)? > MAX_PUSH_BYTES_IN_FLIGHT {
+                return None;
+            }
+            let id = NEXT_PUSH_ID.replace(NEXT_PUSH_ID.get().wrapping_add(1));
+            pushes.push((id, bytes, now_ms));
+            Some(Self(id))
         })
     }
 }
 
 impl Drop for PushReservation {
     fn drop(&mut self) {
-        PUSH_BYTES_IN_FLIGHT.with(|held| held.set(held.get().saturating_sub(self.0)));
+        PUSHES_IN_FLIGHT.with_borrow_mut(|pushes| pushes.retain(|&(id, _, _)| id != self.0));
     }
 }
 
@@ -126,7 +137,7 @@ async fn push(mut req: Request, env: &Env) -> Response {
             &json!({"error": "payload_too_large", "code": "too_large"}),
         );
     }
-    let Some(_reserved) = PushReservation::take(length) else {
+    let Some(_reserved) = PushReservation::take(length, state::now_ms()) else {
         return reply::unavailable("push_busy", "other pushes are being read; retry shortly");
     };
     // Bytes, not text: the runtime copies them into wasm in one go, where a 2 MB string would
@@ -261,5 +272,30 @@ pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) 
     let _ = keys::refetch(&env, &config, keys::Asker::Client).await;
     if let Err(e) = sync::pull(&env, &config).await {
         worker::console_warn!("gatehouse: revocation pull failed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_SNAPSHOT_BYTES, PushReservation};
+
+    #[test]
+    fn pushes_in_flight_are_bounded_and_an_abandoned_one_expires() {
+        let first = PushReservation::take(MAX_SNAPSHOT_BYTES, 0.0).unwrap();
+        let second = PushReservation::take(MAX_SNAPSHOT_BYTES, 1.0).unwrap();
+        assert!(
+            PushReservation::take(1, 2.0).is_none(),
+            "the budget is full"
+        );
+        drop(second);
+        let third = PushReservation::take(MAX_SNAPSHOT_BYTES, 3.0).unwrap();
+        // The first one's request is torn down: its future is never dropped.
+        std::mem::forget(first);
+        assert!(PushReservation::take(1, 29_999.0).is_none());
+        assert!(
+            PushReservation::take(1, 30_001.0).is_some(),
+            "the abandoned share is given back after 30 s"
+        );
+        drop(third);
     }
 }

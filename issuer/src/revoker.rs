@@ -123,7 +123,7 @@ impl Revocations<'_> {
         // The cut-off alone would miss a token a refresh (which does not take the user row) or
         // a login issued with a later clock than this request's `now`: the sessions' own
         // entries refuse every token of theirs, whenever it was issued.
-        self.end_sessions(user_id, None)?;
+        let (_, session_entries) = self.end_sessions(user_id, None)?;
         revocations::insert(
             self.conn,
             Kind::User,
@@ -134,7 +134,7 @@ impl Revocations<'_> {
         )?;
         let detail = self.detail(serde_json::json!({"reason": reason}));
         audit::record(self.conn, self.now, "user_revoked", Some(user_id), &detail)?;
-        self.written += 1;
+        self.written += 1 + session_entries;
         Ok(())
     }
 

@@ -26,6 +26,8 @@ const MAX_CACHE_AGE_SECS: i64 = 15;
 const COALESCE: Duration = Duration::from_millis(25);
 const PUSH_ATTEMPTS: u32 = 5;
 const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest `Retry-After` a push waits for: the edge's is 5 s.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 struct Cached {
     seq: i64,
@@ -150,6 +152,7 @@ impl Snapshots {
         let mut newer = std::pin::pin!(newer);
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=PUSH_ATTEMPTS {
+            let mut wait = delay;
             let sent = self
                 .client
                 .post(url)
@@ -167,6 +170,12 @@ impl Snapshots {
                     return Push::EdgeHolds(held_seq(resp).await);
                 }
                 Ok(resp) => {
+                    // A busy edge (`push_busy`) says when to come back; sooner fails again.
+                    if resp.status().as_u16() == 503
+                        && let Some(asked) = retry_after(&resp)
+                    {
+                        wait = wait.max(asked.min(MAX_RETRY_AFTER));
+                    }
                     tracing::warn!(%url, status = %resp.status(), attempt, "snapshot push refused");
                 }
                 Err(e) => {
@@ -176,7 +185,7 @@ impl Snapshots {
             metrics.pushes_failed.inc();
             if attempt < PUSH_ATTEMPTS {
                 tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
+                    () = tokio::time::sleep(wait) => {}
                     () = &mut newer => return Push::Superseded,
                 }
                 delay *= 2;
@@ -236,6 +245,12 @@ impl Snapshots {
             }
         }
     }
+}
+
+/// An answer's `Retry-After`, in whole seconds (the edge sends no dates).
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let secs = resp.headers().get("retry-after")?.to_str().ok()?;
+    secs.trim().parse().ok().map(Duration::from_secs)
 }
 
 /// The `held_seq` of an edge's 409: the seq of the list it holds.

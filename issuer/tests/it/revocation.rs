@@ -394,18 +394,21 @@ fn live_sessions(app: &TestApp, uid: &str) -> i64 {
         .unwrap()
 }
 
-/// Every way a revocation happens goes through the one revocation service: each writes one
-/// entry and its audit row in one transaction and counts once on the metric; one that fails
-/// writes and counts nothing.
+/// Every way a revocation happens goes through the one revocation service: each writes its
+/// entries and one audit row in one transaction, and the metric counts the entries; one that
+/// fails writes and counts nothing.
 async fn every_revocation_path_goes_through_the_service(backend: Backend) {
     let app = TestApp::start(backend).await;
     let alice = app.register("alice").await;
     let admin = app.admin_token().await;
     let mut expected = tally(&app);
-    // A user-wide revocation also writes an entry per session it ends (`sessions`).
-    let mut step = |what: &str, app: &TestApp, revoked: bool, sessions: i64| {
-        if revoked {
-            expected = (expected.0 + 1 + sessions, expected.1 + 1, expected.2 + 1);
+    // A user-wide revocation also writes an entry per session it ends (`sessions`); a password
+    // change writes only those (`own` false).
+    let mut step = |what: &str, app: &TestApp, own: bool, sessions: i64| {
+        let entries = i64::from(own) + sessions;
+        if entries > 0 {
+            let counted = u64::try_from(entries).unwrap();
+            expected = (expected.0 + entries, expected.1 + 1, expected.2 + counted);
         }
         assert_eq!(tally(app), expected, "{what}");
     };
@@ -489,6 +492,21 @@ async fn every_revocation_path_goes_through_the_service(backend: Backend) {
     // Past the second of the cut-off, which covers every token issued in it.
     app.clock().advance(2);
     let (access, _) = session(&app.login("alice").await);
+    session(&app.login("alice").await);
+    let others = live_sessions(&app, &alice) - 1;
+    assert_eq!(others, 1);
+    let body = format!(
+        r#"{{"current_password":"{}","new_password":"quiet-lantern-harbor-9"}}"#,
+        crate::common::PASSWORD
+    );
+    assert_eq!(
+        app.send("POST", "/v1/password", Some(&body), Some(&access))
+            .await
+            .0,
+        Status::Ok
+    );
+    step("password change", &app, false, others);
+
     let live = live_sessions(&app, &alice);
     assert_eq!(
         app.send("POST", "/v1/logout/all", None, Some(&access))

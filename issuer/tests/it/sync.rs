@@ -19,16 +19,26 @@ use crate::common::{Backend, TestApp, str_of};
 struct Receiver {
     url: String,
     bodies: Arc<Mutex<Vec<String>>>,
+    /// When each body was in.
+    times: Arc<Mutex<Vec<std::time::Instant>>>,
 }
 
+const ACCEPTED: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
 async fn receiver() -> Receiver {
+    receiver_answering(|_| ACCEPTED).await
+}
+
+/// A receiver whose answer to the `n`th request (from 0) is `answer(n)`.
+async fn receiver_answering(answer: fn(usize) -> &'static [u8]) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/_gatehouse/sync", listener.local_addr().unwrap());
     let bodies = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&bodies);
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let (sink, clock) = (Arc::clone(&bodies), Arc::clone(&times));
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            let sink = Arc::clone(&sink);
+            let (sink, clock) = (Arc::clone(&sink), Arc::clone(&clock));
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 8192];
@@ -53,14 +63,17 @@ async fn receiver() -> Receiver {
                         }
                     }
                 };
-                sink.lock().unwrap().push(body);
-                let _ = socket
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .await;
+                let n = {
+                    let mut bodies = sink.lock().unwrap();
+                    bodies.push(body);
+                    clock.lock().unwrap().push(std::time::Instant::now());
+                    bodies.len() - 1
+                };
+                let _ = socket.write_all(answer(n)).await;
             });
         }
     });
-    Receiver { url, bodies }
+    Receiver { url, bodies, times }
 }
 
 async fn revocations_are_pushed_coalesced(backend: Backend) {
@@ -101,6 +114,32 @@ async fn revocations_are_pushed_coalesced(backend: Backend) {
         "20 revocations in a burst coalesce into fewer pushes ({pushes})"
     );
     assert_eq!(list.len(), 20);
+}
+
+/// An edge that answers 503 with `Retry-After` (`push_busy`) is tried again no sooner than it
+/// asked: the backoff alone (0.2, 0.4, 0.8, 1.6 s) would spend every attempt inside its 5 s.
+async fn a_busy_edge_is_retried_when_it_asks(backend: Backend) {
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 2\r\n\
+                          content-length: 0\r\nconnection: close\r\n\r\n";
+    let rx = receiver_answering(|n| if n == 0 { BUSY } else { ACCEPTED }).await;
+    let urls = vec![rx.url.clone()];
+    let app = TestApp::start_with(backend, move |c| c.edge_sync_urls = urls).await;
+    app.register("alice").await;
+    let token = str_of(&app.login("alice").await, "access_token").to_owned();
+    assert_eq!(
+        app.send("POST", "/v1/logout", None, Some(&token)).await.0,
+        Status::Ok
+    );
+    let started = std::time::Instant::now();
+    while rx.times.lock().unwrap().len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "no retry");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let times = rx.times.lock().unwrap().clone();
+    let gap = times[1] - times[0];
+    assert!(gap >= Duration::from_millis(1900), "retried after {gap:?}");
+    let bodies = rx.bodies.lock().unwrap().clone();
+    assert_eq!(bodies[0], bodies[1], "the same list, tried again");
 }
 
 /// Pushes go to every edge at once: one that accepts the connection and never answers (up to
@@ -224,6 +263,7 @@ async fn cleanup_removes_only_what_expired(backend: Backend) {
 }
 
 crate::on_both_backends!(
+    a_busy_edge_is_retried_when_it_asks,
     revocations_are_pushed_coalesced,
     a_hung_edge_does_not_delay_the_others,
     a_late_commit_is_in_the_next_snapshot,
