@@ -32,6 +32,15 @@ impl Context<'_> {
             .replace("$SID", &self.sid)
             .replace("$NOW", &self.now.to_string())
             .replace("$LONG", &"k".repeat(3000))
+            // The attacker's own key, and URLs on the origin, whose request record shows any
+            // fetch of them: a verifier that trusted the header's key would accept the token.
+            .replace("$ATTACKER_X", &self.attacker_x())
+            .replace("$ORIGIN", &self.sys.origin.url)
+    }
+
+    fn attacker_x(&self) -> String {
+        let jwk = serde_json::to_value(self.attacker.public_key().to_jwk()).unwrap();
+        jwk["x"].as_str().unwrap().to_owned()
     }
 
     fn honest_claims(&self) -> Value {

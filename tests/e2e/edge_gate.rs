@@ -105,6 +105,8 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
         .header("X-Gatehouse-Sub", "x")
         // CGI-style stacks (WSGI, Rack) read `_` as `-`: this spelling is ours too.
         .header("X_Gatehouse_Scope", "admin")
+        // A control: the runtime passes `_` names on, so the edge is what drops the one above.
+        .header("X_Client_Note", "kept")
         .send()
         .await
         .unwrap();
@@ -123,6 +125,11 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
     );
     assert!(
         seen[0]["headers"].get("x_gatehouse_scope").is_none(),
+        "{}",
+        seen[0]["headers"]
+    );
+    assert_eq!(
+        seen[0]["headers"]["x_client_note"], "kept",
         "{}",
         seen[0]["headers"]
     );

@@ -78,13 +78,15 @@ async fn the_fast_path_reaches_every_location_while_kv_lags_a_minute() {
             worst = worst.max(time);
         }
     }
-    // KV could not have carried it: its copies arrive a minute after the write.
-    assert!(worst < Duration::from_secs(20), "{worst:?}");
+    // KV could not have carried it: its copies arrive a minute after the write. (Waiting gives
+    // up at 20 s; the feed takes about a second.)
+    assert!(worst < Duration::from_secs(10), "{worst:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_fast_path_kv_brings_revocations_after_its_delay() {
-    let kv_delay = Duration::from_secs(3);
+    // Long enough that the pushed location's lead over KV shows on a loaded machine.
+    let kv_delay = Duration::from_secs(6);
     let w = world(3, kv_delay, &[("DELTA_POLL_MS", "0")]).await;
     // No fast path: the first base list reaches location 0 by its cron, the others from the
     // issuer (while their KV is empty) or through KV.
@@ -95,7 +97,7 @@ async fn without_the_fast_path_kv_brings_revocations_after_its_delay() {
         .locations
         .time_to_refusal(&token, Instant::now(), Duration::from_secs(30))
         .await;
-    eprintln!("issuer 200 -> 401 per location (KV only, KV delay 3 s): {times:?}");
+    eprintln!("issuer 200 -> 401 per location (KV only, KV delay 6 s): {times:?}");
     let times: Vec<Duration> = times
         .into_iter()
         .map(|t| t.expect("every location refuses in the end"))

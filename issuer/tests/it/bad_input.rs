@@ -187,8 +187,16 @@ async fn forms_that_decode_to_invalid_utf8_are_refused(backend: Backend) {
     ] {
         let (status, json) = app.send("POST", path, Some(body), None).await;
         assert_eq!(
-            (status, str_of(&json, "error")),
-            (Status::BadRequest, "invalid_request"),
+            (
+                status,
+                str_of(&json, "error"),
+                str_of(&json, "error_description")
+            ),
+            (
+                Status::BadRequest,
+                "invalid_request",
+                "the form body is not UTF-8 once decoded"
+            ),
             "{path} {body}: {json}"
         );
     }

@@ -325,8 +325,11 @@ async fn the_delta_feed_carries_the_window_signed(backend: Backend) {
         assert_eq!(status, Status::Ok);
         let jws = body.as_str().unwrap().to_owned();
         let now = app.clock().now();
-        assert!(
-            RevocationList::verify_snapshot(&jws, &keys, &opts, now).is_err(),
+        assert_eq!(
+            RevocationList::verify_snapshot(&jws, &keys, &opts, now)
+                .unwrap_err()
+                .code(),
+            gatehouse_shared::ErrorCode::WrongType,
             "a delta never passes as a snapshot"
         );
         RevocationDelta::verify(&jws, &keys, &opts, now).unwrap()

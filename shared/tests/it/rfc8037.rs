@@ -62,10 +62,16 @@ fn private_jwk_round_trips_and_mismatched_x_is_refused() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert!(SigningKey::from_jwk_json(&private_jwk(&other_x)).is_err());
+    let mismatch =
+        gatehouse_shared::JwkError::Invalid("d is missing, malformed or does not match x");
+    assert_eq!(
+        SigningKey::from_jwk_json(&private_jwk(&other_x)).unwrap_err(),
+        mismatch
+    );
     let without_x = format!(r#"{{"kty":"OKP","crv":"Ed25519","d":"{D}"}}"#);
-    assert!(
-        SigningKey::from_jwk_json(&without_x).is_err(),
+    assert_eq!(
+        SigningKey::from_jwk_json(&without_x).unwrap_err(),
+        gatehouse_shared::JwkError::Invalid("not a private JWK"),
         "x is required (RFC 8037 §2)"
     );
     assert!(

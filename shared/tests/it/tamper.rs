@@ -103,9 +103,19 @@ fn hmac_with_the_public_key_is_refused() {
         for secret in &secrets {
             let header = json!({"alg": alg, "typ": "at+jwt", "kid": f.key.kid()});
             let input = format!("{}.{payload}", b64(header.to_string()));
-            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
-            mac.update(input.as_bytes());
-            let tag = mac.finalize().into_bytes().to_vec();
+            // The MAC with the hash `alg` names.
+            macro_rules! tag {
+                ($hash:ty) => {{
+                    let mut mac = Hmac::<$hash>::new_from_slice(secret).unwrap();
+                    mac.update(input.as_bytes());
+                    mac.finalize().into_bytes().to_vec()
+                }};
+            }
+            let tag = match alg {
+                "HS256" => tag!(sha2::Sha256),
+                "HS384" => tag!(sha2::Sha384),
+                _ => tag!(sha2::Sha512),
+            };
             assert_eq!(
                 code(&f, &format!("{input}.{}", b64(&tag))),
                 ErrorCode::AlgMismatch
