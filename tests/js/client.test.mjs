@@ -125,8 +125,9 @@ test('two tabs: one login, one rotation for two simultaneous refreshes, a retry 
   const other = await site.issuer.user('two-tabs', { register: false });
   const cut = await fetch(`${site.issuer.url}/v1/logout/all`, { method: 'POST', headers: { authorization: `Bearer ${other.access_token}` } });
   assert.equal(cut.status, 200);
-  const after = await a.evaluate(async () => (await window.client.fetch('/v1/me')).status);
-  assert.equal(after, 401);
+  // The edge's `revoked` is tried with a refresh first, which the issuer refuses.
+  const after = await a.evaluate(() => window.client.fetch('/v1/me').then((r) => r.status, (e) => e.code));
+  assert.equal(after, 'session_revoked');
   await b.waitForFunction(() => !window.client.signedIn);
   for (const page of [a, b]) {
     assert.equal(await page.evaluate(() => window.client.accessToken), undefined);
@@ -180,6 +181,55 @@ test('two tabs with the refresh timer: it fires in both, one rotation; logout si
   const grantsAfterLogout = timed.seen.refreshGrants;
   await new Promise((r) => setTimeout(r, 4000));
   assert.equal(timed.seen.refreshGrants, grantsAfterLogout, 'no timer outlives the logout');
+  await context.close();
+});
+
+test('a revoked access token alone is replaced through a refresh, and the session goes on', { timeout: 120000 }, async () => {
+  await site.issuer.user('one-token');
+  const context = await browser.newContext();
+  const page = await tab(context);
+  await page.evaluate(([u, p]) => window.client.login(u, p), ['one-token', PASSWORD]);
+  const first = await page.evaluate(() => window.client.accessToken);
+  // The user revokes this token alone (RFC 7009), as a leaked-key revocation would too.
+  const revoked = await fetch(`${site.issuer.url}/v1/revoke`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${first}` },
+    body: new URLSearchParams({ token: first }),
+  });
+  assert.equal(revoked.status, 200);
+  const grants = site.seen.refreshGrants;
+  const answer = await me(page);
+  assert.equal(answer.status, 200, JSON.stringify(answer.body));
+  assert.equal(site.seen.refreshGrants, grants + 1, 'one refresh, then the request again');
+  assert.notEqual(await page.evaluate(() => window.client.accessToken), first);
+  assert.deepEqual(await page.evaluate(() => window.events), ['signedIn', 'refreshed'], 'still signed in');
+  await context.close();
+});
+
+test('a logout the issuer did not hear of can be retried, so the session is not left alive there', { timeout: 120000 }, async () => {
+  await site.issuer.user('retry-logout');
+  const context = await browser.newContext();
+  const page = await tab(context);
+  const result = await page.evaluate(async ([u, p]) => {
+    let offline = true;
+    const client = new window.GatehouseClient({
+      shareAcrossTabs: false,
+      fetch: (input, init) => (String(input).endsWith('/v1/revoke') && offline
+        ? Promise.reject(new TypeError('offline'))
+        : fetch(input, init)),
+    });
+    await client.login(u, p);
+    const error = await client.logout().then(() => null, (e) => e);
+    offline = false;
+    await error.retry();
+    return { code: error.code, signedIn: client.signedIn };
+  }, ['retry-logout', PASSWORD]);
+  assert.deepEqual(result, { code: 'logout_failed', signedIn: false });
+  const after = await fetch(`${site.issuer.url}/v1/token`, {
+    method: 'POST',
+    body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: site.seen.lastRefreshToken }),
+  });
+  assert.equal(after.status, 400, 'the retried logout ended the session at the issuer');
   await context.close();
 });
 

@@ -575,3 +575,18 @@ test('GatehouseClient: options it cannot use, a fetch that needs its own this, h
   assert.equal(old.signedIn, false);
   old.close();
 });
+
+test('GatehouseClient: the Retry-After of a 429 or 503 reaches the app as retryAfter', async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const answer = (status, headers) => async () => new Response(JSON.stringify({ error: status === 429 ? 'rate_limited' : 'temporarily_unavailable' }), { status, headers });
+  for (const [status, headers, expected] of [
+    [429, { 'retry-after': '7' }, 7],
+    [503, { 'retry-after': '0' }, 0],
+    [503, {}, undefined],
+    [429, { 'retry-after': 'soon' }, undefined],
+  ]) {
+    const client = new GatehouseClient({ issuer: 'https://i.test', fetch: answer(status, headers), autoRefresh: false });
+    await assert.rejects(client.login('alice', 'pw'), (e) => e.name === 'GatehouseClientError' && e.retryAfter === expected);
+    client.close();
+  }
+});

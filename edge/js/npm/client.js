@@ -101,13 +101,14 @@ export class GatehouseClient {
     this.#requestTimeoutMs = seconds('requestTimeoutSeconds', options.requestTimeoutSeconds, 10, { min: 0.001, max: 3600 }) * 1000;
     const share = options.shareAcrossTabs ?? true;
     const name = options.channelName ?? `gatehouse:${this.#issuer || here || ''}`;
-    // A tab that shares nothing waits for no other tab's refresh.
-    this.#lock = share ? `${name}:refresh` : `${name}:refresh:${Math.random()}`;
     this.storageKey = `${name}:tokens`;
     // Tabs only: on a server (Node has BroadcastChannel too) a channel would keep the process
     // alive and hand one user's tokens to another instance.
     const tabs = share && typeof BroadcastChannel === 'function' && typeof globalThis.document !== 'undefined';
     this.#channel = tabs ? new BroadcastChannel(name) : null;
+    // A client that shares with no tab waits for no other's refresh: on a server (Node has Web
+    // Locks too), one lock for every user's client would queue their refreshes behind each other.
+    this.#lock = tabs ? `${name}:refresh` : `${name}:refresh:${Math.random()}`;
     this.#channel?.addEventListener('message', (e) => this.#onMessage(e.data));
     // Stored tokens may be older than another tab's: kept quietly, and the tabs are asked. What
     // is not a token set (written by something else) is ignored.
@@ -140,7 +141,7 @@ export class GatehouseClient {
     if (scope) form.scope = scope;
     const response = await this.#token(form);
     const body = await bodyOf(response);
-    if (!response.ok) throw new GatehouseClientError(codeOf(body, 'login_failed'), textOf(body, `HTTP ${response.status}`));
+    if (!response.ok) throw new GatehouseClientError(codeOf(body, 'login_failed'), textOf(body, `HTTP ${response.status}`), retryAfterOf(response));
     this.#set(tokensOf(body), 'signedIn');
   }
 
@@ -179,7 +180,7 @@ export class GatehouseClient {
         this.#end('sessionRevoked');
         throw new GatehouseClientError('session_revoked', textOf(body, 'the session has ended'));
       } else {
-        throw new GatehouseClientError(codeOf(body, 'refresh_failed'), textOf(body, `HTTP ${response.status}`));
+        throw new GatehouseClientError(codeOf(body, 'refresh_failed'), textOf(body, `HTTP ${response.status}`), retryAfterOf(response));
       }
     }).finally(() => {
       this.#refreshing = null;
@@ -190,8 +191,9 @@ export class GatehouseClient {
   /**
    * `fetch` with `Authorization: Bearer`, only to this page's origin, the issuer's and
    * `apiOrigins` (anything else rejects with `origin_not_allowed`, nothing sent). On the edge's
-   * `expired` answer it refreshes and sends the request once more (a `Request` is cloned, so its
-   * body is sent again); on `revoked` the session ends in every tab.
+   * `expired` or `revoked` answer it refreshes and sends the request once more with the new
+   * token (a `Request` is cloned, so its body is sent again); when the issuer refuses the
+   * refresh, the session ends in every tab and this rejects with `session_revoked`.
    */
   async fetch(input, init) {
     const request = new Request(input, init);
@@ -208,11 +210,12 @@ export class GatehouseClient {
     const response = await send(token);
     if (response.status !== 401 || !token) return response;
     const { code } = await bodyOf(response.clone());
-    const current = this.#tokens?.accessToken === token;
-    if (code === 'revoked' && current) this.#end('sessionRevoked');
-    if (code !== 'expired') return response;
-    if (current) await this.refresh();
-    return send(this.#tokens?.accessToken);
+    if (code !== 'expired' && code !== 'revoked') return response;
+    // `revoked` may name this token alone or its signing key, not the session: a refresh tells
+    // (the issuer refuses it once the session has ended, and the session ends in every tab).
+    if (this.#tokens?.accessToken === token) await this.refresh();
+    const next = this.#tokens?.accessToken;
+    return next && next !== token ? send(next) : response;
   }
 
   /**
@@ -226,15 +229,25 @@ export class GatehouseClient {
     await this.ready;
     const refreshToken = this.#tokens?.refreshToken;
     this.#end('signedOut');
-    if (!refreshToken) return;
+    if (refreshToken) await this.#revoke(refreshToken);
+  }
+
+  /** RFC 7009 for `refreshToken`; a failure is `logout_failed` with a `retry()` that tries
+   * again: the session lives at the issuer until then, and only this call still holds it. */
+  async #revoke(refreshToken) {
+    const failed = (message, retryAfter) => {
+      const error = new GatehouseClientError('logout_failed', message, retryAfter);
+      error.retry = () => this.#revoke(refreshToken);
+      return error;
+    };
     const response = await this.#postForm('/v1/revoke', { token: refreshToken, token_type_hint: 'refresh_token' })
       .catch((e) => {
-        throw new GatehouseClientError('logout_failed', e.message);
+        throw failed(e.message);
       });
     // 200 also when the session had already ended (RFC 7009 §2.2).
     if (response.ok) return;
     const body = await bodyOf(response);
-    throw new GatehouseClientError('logout_failed', textOf(body, `the issuer answered HTTP ${response.status}`));
+    throw failed(textOf(body, `the issuer answered HTTP ${response.status}`), retryAfterOf(response));
   }
 
   /** Stops timers and leaves the tab channel (the tokens stay where they are). */
@@ -381,10 +394,12 @@ export class GatehouseClient {
       this.#schedule();
       return;
     }
-    this.refresh().catch(() => {
+    this.refresh().catch((e) => {
       if (!this.#tokens || this.#closed) return;
       clearTimeout(this.#timer);
-      this.#timer = setTimeout(() => this.#backgroundRefresh(), RETRY_MS);
+      // Sooner than the issuer asked (a rate limit, a restart) would only prolong it.
+      const wait = Math.min(MAX_DELAY_MS, Math.max(RETRY_MS, (e?.retryAfter ?? 0) * 1000));
+      this.#timer = setTimeout(() => this.#backgroundRefresh(), wait);
     });
   }
 
@@ -429,13 +444,22 @@ export class GatehouseClient {
   }
 }
 
-/** A failure of the client itself (login refused, session ended), with an OAuth2-style code. */
+/** A failure of the client itself (login refused, session ended), with an OAuth2-style code,
+ * and, when the issuer said when to come back (429, 503), `retryAfter` in seconds. */
 export class GatehouseClientError extends Error {
-  constructor(code, message) {
+  constructor(code, message, retryAfter) {
     super(message);
     this.name = 'GatehouseClientError';
     this.code = code;
+    if (retryAfter !== undefined) this.retryAfter = retryAfter;
   }
+}
+
+/** A response's `Retry-After` in seconds (the issuer sends seconds), or `undefined`. */
+function retryAfterOf(response) {
+  const text = response.headers?.get?.('retry-after');
+  const secs = text == null || text.trim() === '' ? NaN : Number(text);
+  return Number.isFinite(secs) && secs >= 0 ? secs : undefined;
 }
 
 /** The tokens of a successful `/v1/token` answer; an answer without them (an HTML page a host

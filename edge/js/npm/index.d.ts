@@ -104,9 +104,12 @@ export declare class GatehouseClient {
   login(username: string, password: string, scope?: string): Promise<void>;
   getAccessToken(): Promise<string | undefined>;
   refresh(): Promise<void>;
-  /** Rejects with `origin_not_allowed`, sending nothing, outside this origin, the issuer's and `apiOrigins`. */
+  /** Rejects with `origin_not_allowed`, sending nothing, outside this origin, the issuer's and
+   * `apiOrigins`. On an `expired` or `revoked` answer, refreshes and sends once more; rejects
+   * with `session_revoked` when the issuer refuses the refresh. */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
-  /** Signs out in every tab; rejects with `logout_failed` if the issuer could not be told. */
+  /** Signs out in every tab; rejects with `logout_failed` if the issuer could not be told, whose
+   * `retry()` tries again. */
   logout(): Promise<void>;
   close(): void;
 }
@@ -116,5 +119,9 @@ export declare class GatehouseClient {
 export declare class GatehouseClientError extends Error {
   readonly name: 'GatehouseClientError';
   readonly code: string;
-  constructor(code: string, message: string);
+  /** Seconds the issuer asked to wait (`Retry-After` of a 429 or 503), when it did. */
+  readonly retryAfter?: number;
+  /** On `logout_failed`: tries to end the session at the issuer again. */
+  retry?: () => Promise<void>;
+  constructor(code: string, message: string, retryAfter?: number);
 }
