@@ -81,9 +81,18 @@ $('logout').onclick = async () => {
 };
 
 $('call').onclick = async () => {
-  const res = client.signedIn
-    ? await client.fetch('/api/whoami')
-    : await fetch('/api/whoami', { headers: { authorization: `Bearer ${loggedOutToken}` } });
+  let res;
+  try {
+    res = client.signedIn
+      ? await client.fetch('/api/whoami')
+      : await fetch('/api/whoami', { headers: { authorization: `Bearer ${loggedOutToken}` } });
+  } catch (e) {
+    // The client's own refusal: `session_revoked` when the issuer refused the refresh that a
+    // `revoked` answer asked for, `network_error` when it could not be reached.
+    $('api-status').textContent = e.code ?? String(e);
+    $('api-status').className = 'bad';
+    return;
+  }
   $('api-status').textContent = String(res.status);
   $('api-status').className = res.ok ? 'ok' : 'bad';
   $('api-body').textContent = JSON.stringify(await res.json(), null, 2);

@@ -139,7 +139,8 @@ pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Response {
 
 /// The gate's own refusal, readable by a page on a `CORS_ORIGINS` origin. Without these headers
 /// the browser hides the 401 behind a network error, and the app (`@gatehouse/verify/client`)
-/// cannot tell `expired` (refresh and retry) from `revoked` (sign out). The origin answers CORS
+/// cannot tell `expired` or `revoked` (refresh, then retry or sign out) from a failure it cannot
+/// mend. The origin answers CORS
 /// for what it serves; refusals are `no-store`, so no cache keeps one origin's copy for another.
 fn readable_by_listed_origin(refusal: Response, req: &Incoming, config: &Config) -> Response {
     if config.cors_origins.is_empty() {

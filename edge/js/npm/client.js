@@ -1,7 +1,7 @@
 // GatehouseClient: what a browser app needs around its tokens, as auth SDKs provide it: log in,
 // keep the tokens, refresh ahead of expiry, one refresh at a time across calls and tabs, a
-// `fetch` that attaches the token and retries once when the edge says it expired, logout, and
-// events. It talks to the issuer's OAuth2 endpoints (`/v1/token`, `/v1/revoke`).
+// `fetch` that attaches the token and, when the edge says it expired or was revoked, refreshes
+// and retries once, logout, and events. It talks to the issuer's OAuth2 endpoints (`/v1/token`, `/v1/revoke`).
 //
 // Storage: by default the tokens live only in memory (nothing left in storage for a script to
 // read after the fact); tabs of one origin share them over a BroadcastChannel, and a new tab

@@ -106,7 +106,8 @@ export declare class GatehouseClient {
   refresh(): Promise<void>;
   /** Rejects with `origin_not_allowed`, sending nothing, outside this origin, the issuer's and
    * `apiOrigins`. On an `expired` or `revoked` answer, refreshes and sends once more; rejects
-   * with `session_revoked` when the issuer refuses the refresh. */
+   * with `session_revoked` when the issuer refuses the refresh, or with the refresh's own code
+   * (`network_error`, …) when it fails otherwise. */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** Signs out in every tab; rejects with `logout_failed` if the issuer could not be told, whose
    * `retry()` tries again. */

@@ -121,9 +121,9 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
           redirect: 'manual',
           signal: AbortSignal.timeout(timeoutSecs * 1000),
           // A browser would answer a refetch for a new kid from its HTTP cache (the issuer's set
-          // is `max-age=60`), then sit out the cooldown. Only there: Node's fetch and older
-          // Workers refuse the member.
-          ...(typeof globalThis.document === 'undefined' ? {} : { cache: 'no-cache' }),
+          // is `max-age=60`), then sit out the cooldown. Not on Workers, whose older
+          // compatibility dates refuse the member.
+          ...(globalThis.navigator?.userAgent === 'Cloudflare-Workers' ? {} : { cache: 'no-cache' }),
         });
         // A browser hands a redirect over as an opaque one (status 0), workerd and Node as the 3xx.
         if (response.type === 'opaqueredirect' || (response.status >= 300 && response.status < 400)) {
