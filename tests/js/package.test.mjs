@@ -590,3 +590,34 @@ test('GatehouseClient: the Retry-After of a 429 or 503 reaches the app as retryA
     client.close();
   }
 });
+
+test('GatehouseClient: a refresh whose answer was lost on the way back is asked again at once, inside the grace window', async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const tokens = (n) => ({
+    access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n })}.x`,
+    refresh_token: `r${n}`,
+    expires_in: 600,
+  });
+  // The issuer: rotates r1 to r2 once, and within its grace hands r2 back to a retry of r1. The
+  // first rotation's answer is lost (a connection dropped after the commit).
+  const calls = [];
+  const issuer = async (url, init) => {
+    const form = new URLSearchParams(init.body);
+    calls.push([Date.now(), form.get('refresh_token')]);
+    if (form.get('grant_type') === 'password') return new Response(JSON.stringify(tokens(1)));
+    if (calls.length === 2) throw new TypeError('connection reset');
+    return new Response(JSON.stringify(tokens(2)));
+  };
+  const client = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false });
+  try {
+    await client.login('alice', 'pw');
+    await client.refresh();
+    assert.equal(client.accessToken, tokens(2).access_token);
+    assert.deepEqual(calls.slice(1).map(([, token]) => token), ['r1', 'r1']);
+    const gap = calls[2][0] - calls[1][0];
+    assert.ok(gap < 3000, `asked again after ${gap} ms, inside the issuer's 5 s grace`);
+  } finally {
+    client.close();
+  }
+});

@@ -30,6 +30,10 @@ const HANDOVER_MS = 2000;
 // After a background refresh failed (the network, the issuer down), it is tried again this often
 // while the tab holds the session.
 const RETRY_MS = 5000;
+// A refresh whose request failed within this long is tried once more after the short delay:
+// well inside the issuer's grace window (`refresh_grace_secs`, 5 s by default).
+const QUICK_RETRY_WITHIN_MS = 3000;
+const QUICK_RETRY_DELAY_MS = 250;
 // setTimeout's longest delay (about 24.8 days); a longer one fires at once.
 const MAX_DELAY_MS = 2 ** 31 - 1;
 const isObject = (v) => typeof v === 'object' && v !== null;
@@ -170,7 +174,8 @@ export class GatehouseClient {
       // Another tab held the lock: it was refreshing this very token, so wait for its tokens.
       await this.#changed(stale, contended ? HANDOVER_MS : SETTLE_MS);
       if (this.#tokens?.refreshToken !== stale) return; // another tab refreshed (or signed out)
-      const response = await this.#token({ grant_type: 'refresh_token', refresh_token: stale });
+      const response = await this.#rotate(stale);
+      if (!response) return;
       const body = await bodyOf(response);
       // A logout (here or in another tab) while the request was out: the answer is moot.
       if (this.#tokens?.refreshToken !== stale) return;
@@ -186,6 +191,26 @@ export class GatehouseClient {
       this.#refreshing = null;
     });
     return this.#refreshing;
+  }
+
+  /**
+   * `POST /v1/token` for `stale`. A network failure may come after the issuer rotated the token
+   * (a connection dropped on the way back): asked again within its grace window, the issuer
+   * hands back the same successor, while the timer's retry 5 s later would be taken for theft
+   * and end the session. So a failure that came quickly is tried once more at once. `null` when
+   * the tokens changed meanwhile.
+   */
+  async #rotate(stale) {
+    const form = { grant_type: 'refresh_token', refresh_token: stale };
+    const sent = Date.now();
+    try {
+      return await this.#token(form);
+    } catch (e) {
+      if (e.code !== 'network_error' || Date.now() - sent > QUICK_RETRY_WITHIN_MS) throw e;
+    }
+    await new Promise((r) => setTimeout(r, QUICK_RETRY_DELAY_MS));
+    if (this.#tokens?.refreshToken !== stale) return null;
+    return this.#token(form);
   }
 
   /**
