@@ -617,6 +617,27 @@ test('GatehouseClient: a refresh whose answer was lost on the way back is asked 
     assert.deepEqual(calls.slice(1).map(([, token]) => token), ['r1', 'r1']);
     const gap = calls[2][0] - calls[1][0];
     assert.ok(gap < 3000, `asked again after ${gap} ms, inside the issuer's 5 s grace`);
+    // A client closed meanwhile sends nothing more.
+    calls.length = 0;
+    let fail = true;
+    const closing = new GatehouseClient({
+      issuer: 'https://i.test',
+      autoRefresh: false,
+      fetch: async (url, init) => {
+        const form = new URLSearchParams(init.body);
+        calls.push(form.get('grant_type'));
+        if (form.get('grant_type') === 'refresh_token' && fail) {
+          fail = false;
+          throw new TypeError('connection reset');
+        }
+        return new Response(JSON.stringify(tokens(3)));
+      },
+    });
+    await closing.login('alice', 'pw');
+    const refreshing = closing.refresh();
+    closing.close();
+    await refreshing;
+    assert.deepEqual(calls, ['password', 'refresh_token'], 'no retry after close()');
   } finally {
     client.close();
   }

@@ -30,9 +30,8 @@ const HANDOVER_MS = 2000;
 // After a background refresh failed (the network, the issuer down), it is tried again this often
 // while the tab holds the session.
 const RETRY_MS = 5000;
-// A refresh whose request failed within this long is tried once more after the short delay:
-// well inside the issuer's grace window (`refresh_grace_secs`, 5 s by default).
-const QUICK_RETRY_WITHIN_MS = 3000;
+// A refresh whose request failed is tried once more after this: at once, as the issuer's grace
+// window (`refresh_grace_secs`, 5 s by default) counts from its rotation.
 const QUICK_RETRY_DELAY_MS = 250;
 // setTimeout's longest delay (about 24.8 days); a longer one fires at once.
 const MAX_DELAY_MS = 2 ** 31 - 1;
@@ -197,19 +196,19 @@ export class GatehouseClient {
    * `POST /v1/token` for `stale`. A network failure may come after the issuer rotated the token
    * (a connection dropped on the way back): asked again within its grace window, the issuer
    * hands back the same successor, while the timer's retry 5 s later would be taken for theft
-   * and end the session. So a failure that came quickly is tried once more at once. `null` when
-   * the tokens changed meanwhile.
+   * and end the session. So a failure is tried once more at once: never later than the timer's
+   * retry, and in time whenever the failure came soon after the rotation. `null` when the
+   * tokens changed or the client closed meanwhile.
    */
   async #rotate(stale) {
     const form = { grant_type: 'refresh_token', refresh_token: stale };
-    const sent = Date.now();
     try {
       return await this.#token(form);
     } catch (e) {
-      if (e.code !== 'network_error' || Date.now() - sent > QUICK_RETRY_WITHIN_MS) throw e;
+      if (e.code !== 'network_error') throw e;
     }
     await new Promise((r) => setTimeout(r, QUICK_RETRY_DELAY_MS));
-    if (this.#tokens?.refreshToken !== stale) return null;
+    if (this.#closed || this.#tokens?.refreshToken !== stale) return null;
     return this.#token(form);
   }
 
