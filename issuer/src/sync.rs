@@ -26,8 +26,10 @@ const MAX_CACHE_AGE_SECS: i64 = 15;
 const COALESCE: Duration = Duration::from_millis(25);
 const PUSH_ATTEMPTS: u32 = 5;
 const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest `Retry-After` a push waits for: the edge's is 5 s.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+/// The longest `Retry-After` a push waits for, the edge's own: a push's tries then still end
+/// within about 30 s of its signing (five 5 s timeouts and the backoff, or a busy edge's waits),
+/// which the edge's rule for a list with nothing to compare it with relies on.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 struct Cached {
     seq: i64,
@@ -170,13 +172,13 @@ impl Snapshots {
                     return Push::EdgeHolds(held_seq(resp).await);
                 }
                 Ok(resp) => {
+                    let status = resp.status();
                     // A busy edge (`push_busy`) says when to come back; sooner fails again.
-                    if resp.status().as_u16() == 503
-                        && let Some(asked) = retry_after(&resp)
-                    {
+                    // Other 503s (`kv_write_failed`) keep the short backoff.
+                    if let Some(asked) = busy_for(resp).await {
                         wait = wait.max(asked.min(MAX_RETRY_AFTER));
                     }
-                    tracing::warn!(%url, status = %resp.status(), attempt, "snapshot push refused");
+                    tracing::warn!(%url, %status, attempt, "snapshot push refused");
                 }
                 Err(e) => {
                     tracing::warn!(%url, error = %e, attempt, "snapshot push failed");
@@ -247,10 +249,23 @@ impl Snapshots {
     }
 }
 
-/// An answer's `Retry-After`, in whole seconds (the edge sends no dates).
-fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let secs = resp.headers().get("retry-after")?.to_str().ok()?;
-    secs.trim().parse().ok().map(Duration::from_secs)
+/// How long a `push_busy` answer asks to wait (`Retry-After`, whole seconds); `None` for any
+/// other answer.
+async fn busy_for(resp: reqwest::Response) -> Option<Duration> {
+    if resp.status().as_u16() != 503 {
+        return None;
+    }
+    let secs = resp
+        .headers()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let body = resp.bytes().await.ok()?;
+    let code = serde_json::from_slice::<serde_json::Value>(&body).ok()?;
+    (code.get("code")?.as_str()? == "push_busy").then(|| Duration::from_secs(secs))
 }
 
 /// The `held_seq` of an edge's 409: the seq of the list it holds.

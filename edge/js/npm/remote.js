@@ -120,10 +120,10 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
           headers: { accept: 'application/json' },
           redirect: 'manual',
           signal: AbortSignal.timeout(timeoutSecs * 1000),
-          // A browser would answer a refetch for a new kid from its HTTP cache (the issuer's set
-          // is `max-age=60`), then sit out the cooldown. Not on Workers, whose older
-          // compatibility dates refuse the member.
-          ...(globalThis.navigator?.userAgent === 'Cloudflare-Workers' ? {} : { cache: 'no-cache' }),
+          // A browser (a page or a web worker) would answer a refetch for a new kid from its
+          // HTTP cache (the issuer's set is `max-age=60`), then sit out the cooldown. Only
+          // browsers: some server runtimes refuse the member (older Workers, edge runtimes).
+          ...(globalThis.navigator?.userAgent?.startsWith('Mozilla/') ? { cache: 'no-cache' } : {}),
         });
         // A browser hands a redirect over as an opaque one (status 0), workerd and Node as the 3xx.
         if (response.type === 'opaqueredirect' || (response.status >= 300 && response.status < 400)) {

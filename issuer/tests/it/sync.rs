@@ -120,7 +120,8 @@ async fn revocations_are_pushed_coalesced(backend: Backend) {
 /// asked: the backoff alone (0.2, 0.4, 0.8, 1.6 s) would spend every attempt inside its 5 s.
 async fn a_busy_edge_is_retried_when_it_asks(backend: Backend) {
     const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 2\r\n\
-                          content-length: 0\r\nconnection: close\r\n\r\n";
+                          content-type: application/json\r\ncontent-length: 20\r\n\
+                          connection: close\r\n\r\n{\"code\":\"push_busy\"}";
     let rx = receiver_answering(|n| if n == 0 { BUSY } else { ACCEPTED }).await;
     let urls = vec![rx.url.clone()];
     let app = TestApp::start_with(backend, move |c| c.edge_sync_urls = urls).await;
@@ -140,6 +141,30 @@ async fn a_busy_edge_is_retried_when_it_asks(backend: Backend) {
     assert!(gap >= Duration::from_millis(1900), "retried after {gap:?}");
     let bodies = rx.bodies.lock().unwrap().clone();
     assert_eq!(bodies[0], bodies[1], "the same list, tried again");
+}
+
+/// Any other 503 (`kv_write_failed`, whose `Retry-After` is for clients) keeps the short backoff.
+async fn another_503_keeps_the_short_backoff(backend: Backend) {
+    const KV_FAILED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 5\r\n\
+                               content-type: application/json\r\ncontent-length: 26\r\n\
+                               connection: close\r\n\r\n{\"code\":\"kv_write_failed\"}";
+    let rx = receiver_answering(|n| if n == 0 { KV_FAILED } else { ACCEPTED }).await;
+    let urls = vec![rx.url.clone()];
+    let app = TestApp::start_with(backend, move |c| c.edge_sync_urls = urls).await;
+    app.register("alice").await;
+    let token = str_of(&app.login("alice").await, "access_token").to_owned();
+    assert_eq!(
+        app.send("POST", "/v1/logout", None, Some(&token)).await.0,
+        Status::Ok
+    );
+    let started = std::time::Instant::now();
+    while rx.times.lock().unwrap().len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(10), "no retry");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let times = rx.times.lock().unwrap().clone();
+    let gap = times[1] - times[0];
+    assert!(gap < Duration::from_secs(3), "retried after {gap:?}");
 }
 
 /// Pushes go to every edge at once: one that accepts the connection and never answers (up to
@@ -264,6 +289,7 @@ async fn cleanup_removes_only_what_expired(backend: Backend) {
 
 crate::on_both_backends!(
     a_busy_edge_is_retried_when_it_asks,
+    another_503_keeps_the_short_backoff,
     revocations_are_pushed_coalesced,
     a_hung_edge_does_not_delay_the_others,
     a_late_commit_is_in_the_next_snapshot,
