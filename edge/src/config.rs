@@ -166,23 +166,7 @@ impl Vars<'_> {
     }
 
     fn checked_url(&mut self, name: &str, url: &str) -> String {
-        let url = url.trim_end_matches('/');
-        if url.is_empty() {
-            return String::new();
-        }
-        match url_problem(url, name != "DELTA_URL") {
-            None => url.to_owned(),
-            Some(UrlProblem::Unusable(why)) => {
-                self.problems.push(format!("{name}={url:?} {why}"));
-                String::new()
-            }
-            Some(UrlProblem::PlainHttp) => {
-                self.problems.push(format!(
-                    "{name}={url:?} is plain http:// to another machine: what comes over it (keys, lists, requests) can be read and altered on the way"
-                ));
-                url.to_owned()
-            }
-        }
+        checked_url(name, url, &mut self.problems)
     }
 
     /// `JWKS`: pinned keys. Keys it cannot use are reported; the usable ones still verify.
@@ -264,6 +248,45 @@ impl Vars<'_> {
             }
         }
     }
+}
+
+/// A URL setting without its trailing `/`, or empty when it cannot be used; what is wrong with
+/// it goes to `problems`.
+fn checked_url(name: &str, url: &str, problems: &mut Vec<String>) -> String {
+    let url = url.trim_end_matches('/');
+    if url.is_empty() {
+        return String::new();
+    }
+    match url_problem(url, name != "DELTA_URL") {
+        None => url.to_owned(),
+        Some(UrlProblem::Unusable(why)) => {
+            problems.push(format!("{name}={url:?} {why}"));
+            String::new()
+        }
+        Some(UrlProblem::PlainHttp) => {
+            problems.push(format!(
+                "{name}={url:?} is plain http:// to another machine: what comes over it (keys, lists, requests) can be read and altered on the way"
+            ));
+            url.to_owned()
+        }
+    }
+}
+
+/// What the worker would report about its URL and path-rule settings (`var` reads one), for a
+/// check made before a deploy: the rules `Config::from_env` applies, without an `Env`.
+pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for name in ["ORIGIN_URL", "ISSUER_URL", "DELTA_URL"] {
+        if let Some(url) = var(name) {
+            checked_url(name, &url, &mut problems);
+        }
+    }
+    let public = public_paths(&var("PUBLIC_PATHS").unwrap_or_default(), &mut problems);
+    match route_scopes(&var("ROUTE_SCOPES").unwrap_or_default()) {
+        Ok(rules) => problems.extend(scope_rules_made_public(&public, &rules)),
+        Err(broken) => problems.extend(broken),
+    }
+    problems
 }
 
 enum UrlProblem {

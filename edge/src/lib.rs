@@ -15,6 +15,8 @@ mod sync;
 mod upstream;
 mod webcrypto;
 
+pub use config::offline_problems;
+
 use entry::Started;
 use gate::Incoming;
 use gatehouse_shared::SnapshotError;

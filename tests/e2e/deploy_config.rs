@@ -118,6 +118,11 @@ fn production_problems(config: &Table) -> Vec<String> {
             problems.push(format!("env.production.vars.{name} = {url:?} is not https"));
         }
     }
+    // The worker's own checks of its URLs and path rules, which would otherwise show only after
+    // the deploy, as 503 `misconfigured` on every request.
+    for problem in gatehouse_edge::offline_problems(|name| var(name)) {
+        problems.push(format!("env.production.vars: {problem}"));
+    }
     // An environment does not inherit [vars]: one missing here is unset in production.
     let top_vars = config.get("vars").and_then(Value::as_table);
     for name in top_vars.into_iter().flat_map(Table::keys) {
@@ -250,7 +255,7 @@ type Plant = (&'static str, fn(&mut Table));
 #[test]
 fn the_config_check_catches_what_is_planted_in_a_copy() {
     // Non-capturing closures, so one list holds them all.
-    let plants: [Plant; 14] = [
+    let plants: [Plant; 16] = [
         ("127.0.0.1", |c| {
             production_vars_mut(c).insert("ORIGIN_URL".into(), "http://127.0.0.1:8788".into());
         }),
@@ -296,6 +301,14 @@ fn the_config_check_catches_what_is_planted_in_a_copy() {
         ("HEALTH_TOKEN is a var", |c| {
             let token = "0123456789abcdef0123456789abcdef";
             production_vars_mut(c).insert("HEALTH_TOKEN".into(), token.into());
+        }),
+        ("PUBLIC_PATHS entry /api/*", |c| {
+            production_vars_mut(c).insert("PUBLIC_PATHS".into(), "/, /api/*".into());
+            production_vars_mut(c).insert("ROUTE_SCOPES".into(), "/api/admin/*=admin".into());
+        }),
+        ("without user info", |c| {
+            let url = "https://user@origin.example.com";
+            production_vars_mut(c).insert("ORIGIN_URL".into(), url.into());
         }),
         ("ORIGIN_SECRET is a var", |c| {
             let secret = "0123456789abcdef0123456789abcdef";
