@@ -282,9 +282,8 @@ pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
         }
     }
     let public = public_paths(&var("PUBLIC_PATHS").unwrap_or_default(), &mut problems);
-    match route_scopes(&var("ROUTE_SCOPES").unwrap_or_default()) {
-        Ok(rules) => problems.extend(scope_rules_made_public(&public, &rules)),
-        Err(broken) => problems.extend(broken),
+    if let Err(broken) = route_scopes(&var("ROUTE_SCOPES").unwrap_or_default(), &public) {
+        problems.extend(broken);
     }
     problems
 }
@@ -341,8 +340,9 @@ fn canonical_rule_path(raw: &str) -> Option<String> {
 }
 
 /// `ROUTE_SCOPES`: `/prefix*=scope` rules, longest prefix first. `Err` names every rule that
-/// cannot be honoured: dropping one would let its paths fall to a shorter, weaker rule.
-fn route_scopes(raw: &str) -> Result<Vec<(String, String)>, Vec<String>> {
+/// cannot be honoured: dropping one would let its paths fall to a shorter, weaker rule, and one
+/// whose paths a `public` entry lets through guards nothing.
+fn route_scopes(raw: &str, public: &[String]) -> Result<Vec<(String, String)>, Vec<String>> {
     let mut rules: Vec<(String, String)> = Vec::new();
     let mut broken = Vec::new();
     for rule in raw.split(',').map(str::trim).filter(|r| !r.is_empty()) {
@@ -362,6 +362,10 @@ fn route_scopes(raw: &str) -> Result<Vec<(String, String)>, Vec<String>> {
     }
     if !broken.is_empty() {
         return Err(broken);
+    }
+    let overruled = scope_rules_made_public(public, &rules);
+    if !overruled.is_empty() {
+        return Err(overruled);
     }
     rules.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
     Ok(rules)
@@ -485,15 +489,12 @@ impl Config {
         let pinned_keys = vars.pinned_keys();
         let public_paths_raw = vars.text("PUBLIC_PATHS").unwrap_or_default();
         let public_paths = public_paths(&public_paths_raw, &mut vars.problems);
-        let route_scopes = route_scopes(&vars.text("ROUTE_SCOPES").unwrap_or_default())
-            .and_then(
-                |rules| match scope_rules_made_public(&public_paths, &rules) {
-                    overruled if overruled.is_empty() => Ok(rules),
-                    overruled => Err(overruled),
-                },
-            )
-            .map_err(|broken| vars.problems.extend(broken))
-            .ok();
+        let route_scopes = route_scopes(
+            &vars.text("ROUTE_SCOPES").unwrap_or_default(),
+            &public_paths,
+        )
+        .map_err(|broken| vars.problems.extend(broken))
+        .ok();
         let stale_policy = vars.stale_policy();
         let realm = vars.realm();
         let delta_url = match vars.text("DELTA_URL") {
@@ -637,7 +638,7 @@ mod tests {
 
     #[test]
     fn a_scope_rule_under_a_public_path_is_reported() {
-        let rules = route_scopes("/api/admin/*=admin,/docs/edit=write,/api/*=read").unwrap();
+        let rules = route_scopes("/api/admin/*=admin,/docs/edit=write,/api/*=read", &[]).unwrap();
         let mut problems = Vec::new();
         for (public, overruled) in [
             ("/", 0),
@@ -670,8 +671,11 @@ mod tests {
 
     #[test]
     fn rules_are_read_in_the_canonical_form_requests_are_matched_in() {
-        let rules =
-            route_scopes("/api/*=read, //api/%61dmin/*=admin ,/API/x=x,/f/%EF%AC%81/*=fi").unwrap();
+        let rules = route_scopes(
+            "/api/*=read, //api/%61dmin/*=admin ,/API/x=x,/f/%EF%AC%81/*=fi",
+            &[],
+        )
+        .unwrap();
         assert_eq!(
             rules,
             [
@@ -698,9 +702,9 @@ mod tests {
             "/api/admin/*,/api/*=read",
             "/api/%zz/*=admin",
         ] {
-            let broken = route_scopes(raw).unwrap_err();
+            let broken = route_scopes(raw, &[]).unwrap_err();
             assert_eq!(broken.len(), 1, "{raw}: {broken:?}");
         }
-        assert_eq!(route_scopes("").unwrap(), []);
+        assert_eq!(route_scopes("", &[]).unwrap(), []);
     }
 }

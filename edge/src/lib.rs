@@ -92,8 +92,6 @@ pub fn fetch(req: worker::web_sys::Request, env: Env, ctx: worker::worker_sys::C
 }
 
 async fn route(req: Incoming, env: Env, ctx: Context) -> Response {
-    // The runtime's own request and response types, and no Router (rebuilt per request, it
-    // borrows its handlers): every proxied request would pay for four control routes.
     // Methods no fetch may send (the Fetch standard's forbidden methods): TRACE would echo the
     // origin secret back to the client from an origin that answers it.
     if ["CONNECT", "TRACE", "TRACK"]
@@ -102,6 +100,8 @@ async fn route(req: Incoming, env: Env, ctx: Context) -> Response {
     {
         return reply::method_not_allowed();
     }
+    // The runtime's own request and response types, and no Router (rebuilt per request, it
+    // borrows its handlers): every proxied request would pay for four control routes.
     let path = req.path();
     if !path.starts_with("/_gatehouse/") {
         return gate::handle(&req, &env, &ctx).await;
