@@ -72,16 +72,15 @@ impl Revocations<'_> {
         self.now
     }
 
-    /// One access token, until it would have expired anyway (`expires_at`). Returns whether an
-    /// entry was written: a token an entry already refuses until then (its own, its session's,
-    /// its user's cut-off or its key's) gets none, so repeating a revocation writes and pushes
-    /// nothing.
-    pub fn token(&mut self, claims: &AccessClaims, expires_at: i64) -> Result<bool, ApiError> {
-        // Only an entry that outlives the token counts (a session's or user's entry may end
-        // sooner, e.g. after a rise of access_token_ttl_secs).
-        if revocations::is_revoked(self.conn, claims, expires_at - 1)? {
+    /// One access token, until no verifier would accept it anyway (`entry_expiry(exp)`). Returns
+    /// whether an entry was written: a token an entry already refuses until then (its own, its
+    /// session's, its user's cut-off or its key's) gets none, so repeating a revocation writes
+    /// and pushes nothing.
+    pub fn token(&mut self, claims: &AccessClaims) -> Result<bool, ApiError> {
+        if revocations::refused_until_expiry(self.conn, claims)? {
             return Ok(false);
         }
+        let expires_at = entry_expiry(claims.exp);
         revocations::insert(self.conn, Kind::Token, &claims.jti, 0, expires_at, self.now)?;
         let detail = self.detail(serde_json::json!({"jti": claims.jti}));
         audit::record(

@@ -3,7 +3,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use gatehouse_shared::entry_expiry;
 use rocket::response::status::Created;
 use rocket::serde::json::{Json, Value, json};
 use rocket::{Route, State, get, post, routes};
@@ -257,12 +256,11 @@ async fn revoke(
         let Ok(claims) = keys.verify_as_any_verifier(db, &token, now).await? else {
             return Ok(Json(json!({})));
         };
-        let expires_at = entry_expiry(claims.exp);
         // Already refused until it expires: nothing to write, so no bearer is asked for (a
         // retry of a token revoking itself carries that revoked token as its bearer).
-        let (held, until) = (claims.clone(), expires_at - 1);
+        let held = claims.clone();
         if db
-            .run(move |c| revocations::is_revoked(c, &held, until))
+            .run(move |c| revocations::refused_until_expiry(c, &held))
             .await?
         {
             return Ok(Json(json!({})));
@@ -277,7 +275,7 @@ async fn revoke(
                     if let Some(by) = &by {
                         r.acting_for(by);
                     }
-                    r.token(&claims, expires_at)
+                    r.token(&claims)
                 })
                 .await?;
         }

@@ -5,7 +5,9 @@
 use diesel::connection::SimpleConnection as _;
 use diesel::dsl::max;
 use diesel::prelude::*;
-use gatehouse_shared::{AccessClaims, RevocationDelta, RevocationKind, RevocationList};
+use gatehouse_shared::{
+    AccessClaims, RevocationDelta, RevocationKind, RevocationList, entry_expiry,
+};
 
 use crate::db::DbConn;
 use crate::db::schema::{revocations, sessions};
@@ -46,6 +48,14 @@ pub(crate) fn insert(
         ))
         .returning(revocations::seq)
         .get_result(conn)?)
+}
+
+/// Whether an entry refuses the token for as long as any verifier may accept it (until its
+/// entry would lapse, `entry_expiry(exp)`): a revocation of it then has nothing to add. Only an
+/// entry that outlives the token counts (a session's or user's may end sooner, e.g. after a rise
+/// of `access_token_ttl_secs`).
+pub fn refused_until_expiry(conn: &mut DbConn, claims: &AccessClaims) -> Result<bool, ApiError> {
+    is_revoked(conn, claims, entry_expiry(claims.exp) - 1)
 }
 
 /// Whether the claims are revoked: `gatehouse_shared::entry_revokes` as SQL, asked of the

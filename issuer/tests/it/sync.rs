@@ -122,24 +122,8 @@ async fn a_busy_edge_is_retried_when_it_asks(backend: Backend) {
     const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 2\r\n\
                           content-type: application/json\r\ncontent-length: 20\r\n\
                           connection: close\r\n\r\n{\"code\":\"push_busy\"}";
-    let rx = receiver_answering(|n| if n == 0 { BUSY } else { ACCEPTED }).await;
-    let urls = vec![rx.url.clone()];
-    let app = TestApp::start_with(backend, move |c| c.edge_sync_urls = urls).await;
-    app.register("alice").await;
-    let token = str_of(&app.login("alice").await, "access_token").to_owned();
-    assert_eq!(
-        app.send("POST", "/v1/logout", None, Some(&token)).await.0,
-        Status::Ok
-    );
-    let started = std::time::Instant::now();
-    while rx.times.lock().unwrap().len() < 2 {
-        assert!(started.elapsed() < Duration::from_secs(10), "no retry");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let times = rx.times.lock().unwrap().clone();
-    let gap = times[1] - times[0];
+    let (gap, bodies) = first_retry_after(backend, |n| if n == 0 { BUSY } else { ACCEPTED }).await;
     assert!(gap >= Duration::from_millis(1900), "retried after {gap:?}");
-    let bodies = rx.bodies.lock().unwrap().clone();
     assert_eq!(bodies[0], bodies[1], "the same list, tried again");
 }
 
@@ -148,7 +132,17 @@ async fn another_503_keeps_the_short_backoff(backend: Backend) {
     const KV_FAILED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 5\r\n\
                                content-type: application/json\r\ncontent-length: 26\r\n\
                                connection: close\r\n\r\n{\"code\":\"kv_write_failed\"}";
-    let rx = receiver_answering(|n| if n == 0 { KV_FAILED } else { ACCEPTED }).await;
+    let (gap, _) = first_retry_after(backend, |n| if n == 0 { KV_FAILED } else { ACCEPTED }).await;
+    assert!(gap < Duration::from_secs(3), "retried after {gap:?}");
+}
+
+/// A logout pushed to an edge that answers as `answer` says: the time between the first two
+/// tries, and the bodies they carried.
+async fn first_retry_after(
+    backend: Backend,
+    answer: fn(usize) -> &'static [u8],
+) -> (Duration, Vec<String>) {
+    let rx = receiver_answering(answer).await;
     let urls = vec![rx.url.clone()];
     let app = TestApp::start_with(backend, move |c| c.edge_sync_urls = urls).await;
     app.register("alice").await;
@@ -163,8 +157,8 @@ async fn another_503_keeps_the_short_backoff(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let times = rx.times.lock().unwrap().clone();
-    let gap = times[1] - times[0];
-    assert!(gap < Duration::from_secs(3), "retried after {gap:?}");
+    let bodies = rx.bodies.lock().unwrap().clone();
+    (times[1] - times[0], bodies)
 }
 
 /// Pushes go to every edge at once: one that accepts the connection and never answers (up to
@@ -227,7 +221,7 @@ async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
         let revoker = revoker();
         std::thread::spawn(move || {
             revoker.run_sync(now, |r| {
-                r.token(&first, first.exp)?;
+                r.token(&first)?;
                 wrote.send(()).unwrap();
                 held.recv().unwrap();
                 Ok(())
@@ -237,7 +231,7 @@ async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
     written.recv().unwrap();
     let fast = {
         let revoker = revoker();
-        std::thread::spawn(move || revoker.run_sync(now, |r| r.token(&second, second.exp)))
+        std::thread::spawn(move || revoker.run_sync(now, |r| r.token(&second)))
     };
     // Whatever is committed now is snapshotted (and cached) before the first commits.
     tokio::time::sleep(Duration::from_millis(300)).await;
