@@ -1,0 +1,312 @@
+//! How the URL and path-rule settings are read and checked: the rules `Config::from_env`
+//! applies, and that `offline_problems` applies to a `[vars]` table before a deploy.
+
+use gatehouse_shared::challenge::is_scope_token;
+
+use crate::path;
+
+/// A URL setting without its trailing `/`, or empty when it cannot be used; what is wrong with
+/// it goes to `problems`.
+pub(super) fn checked_url(name: &str, url: &str, problems: &mut Vec<String>) -> String {
+    let url = url.trim_end_matches('/');
+    if url.is_empty() {
+        return String::new();
+    }
+    match url_problem(url, name != "DELTA_URL") {
+        None => url.to_owned(),
+        Some(UrlProblem::Unusable(why)) => {
+            problems.push(format!("{name}={url:?} {why}"));
+            String::new()
+        }
+        Some(UrlProblem::PlainHttp) => {
+            problems.push(format!(
+                "{name}={url:?} is plain http:// to another machine: what comes over it (keys, lists, requests) can be read and altered on the way"
+            ));
+            url.to_owned()
+        }
+    }
+}
+
+/// What the worker would report about its URL and path-rule settings (`var` reads one), for a
+/// check made before a deploy: the rules `Config::from_env` applies, without an `Env`.
+pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for name in ["ORIGIN_URL", "ISSUER_URL", "DELTA_URL"] {
+        if let Some(url) = var(name) {
+            checked_url(name, &url, &mut problems);
+        }
+    }
+    let public = public_paths(&var("PUBLIC_PATHS").unwrap_or_default(), &mut problems);
+    if let Err(broken) = route_scopes(&var("ROUTE_SCOPES").unwrap_or_default(), &public) {
+        problems.extend(broken);
+    }
+    problems
+}
+
+enum UrlProblem {
+    /// Not used: the reason.
+    Unusable(&'static str),
+    /// Used, and reported.
+    PlainHttp,
+}
+
+/// What is wrong with a URL setting. User info would be sent to a host the reader of the
+/// setting may not see; on a base URL the worker appends paths to (`appends_paths`), a query or
+/// fragment would swallow the path (every request would reach `/`).
+fn url_problem(url: &str, appends_paths: bool) -> Option<UrlProblem> {
+    let (plain, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (true, rest),
+        (_, Some(rest)) => (false, rest),
+        _ => return Some(UrlProblem::Unusable("is not an http:// or https:// URL")),
+    };
+    let host = rest
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if host.is_empty() || host.contains('@') || rest.contains(char::is_whitespace) {
+        return Some(UrlProblem::Unusable(
+            "needs a host, without user info or spaces",
+        ));
+    }
+    if appends_paths && rest.contains(['?', '#']) {
+        return Some(UrlProblem::Unusable(
+            "is a base URL: scheme, host and path only (a query or fragment would swallow the path)",
+        ));
+    }
+    let this_machine = ["localhost", "127.0.0.1", "[::1]"].iter().any(|local| {
+        host == *local || host.strip_prefix(local).is_some_and(|p| p.starts_with(':'))
+    });
+    (plain && !this_machine).then_some(UrlProblem::PlainHttp)
+}
+
+/// A rule's path in the canonical form requests are matched in (`crate::path`), its trailing
+/// `*` kept: `/api/%61dmin/*` is `/api/admin/*`, `//x` is `/x`. `None` for a path no request
+/// can have (an escaped slash, a `;`, a dot segment, no leading `/`).
+fn canonical_rule_path(raw: &str) -> Option<String> {
+    let (path, star) = match raw.strip_suffix('*') {
+        Some(path) => (path, "*"),
+        None => (raw, ""),
+    };
+    if !path.starts_with('/') {
+        return None;
+    }
+    path::canonical(path).ok().map(|p| p + star)
+}
+
+/// `ROUTE_SCOPES`: `/prefix*=scope` rules, longest prefix first. `Err` names every rule that
+/// cannot be honoured: dropping one would let its paths fall to a shorter, weaker rule, and one
+/// whose paths a `public` entry lets through guards nothing.
+pub(super) fn route_scopes(
+    raw: &str,
+    public: &[String],
+) -> Result<Vec<(String, String)>, Vec<String>> {
+    let mut rules: Vec<(String, String)> = Vec::new();
+    let mut broken = Vec::new();
+    for rule in raw.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        let parsed = rule.split_once('=').and_then(|(prefix, scope)| {
+            let scope = scope.trim();
+            let prefix = canonical_rule_path(prefix.trim())?;
+            let prefix = path::folded_for_scopes(prefix.trim_end_matches('*')).into_owned();
+            is_scope_token(scope).then(|| (prefix, scope.to_owned()))
+        });
+        match parsed {
+            Some(rule) => rules.push(rule),
+            None => broken.push(format!(
+                "ROUTE_SCOPES rule {rule:?} is not /prefix=scope with a path a request can have \
+                 and one scope; protected requests are refused until it is fixed"
+            )),
+        }
+    }
+    if !broken.is_empty() {
+        return Err(broken);
+    }
+    let overruled = scope_rules_made_public(public, &rules);
+    if !overruled.is_empty() {
+        return Err(overruled);
+    }
+    rules.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+    Ok(rules)
+}
+
+/// `PUBLIC_PATHS`: exact paths or `*` prefixes, in canonical form. An entry no request can match
+/// is reported and left out: it could only have asked for less than a token.
+pub(super) fn public_paths(raw: &str, problems: &mut Vec<String>) -> Vec<String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .filter_map(|entry| {
+            let canonical = canonical_rule_path(entry);
+            if canonical.is_none() {
+                problems.push(format!(
+                    "PUBLIC_PATHS entry {entry:?} is not a path a request can have; ignored"
+                ));
+            }
+            canonical
+        })
+        .collect()
+}
+
+/// Scope rules whose own paths a `PUBLIC_PATHS` entry lets through without a token (the public
+/// check comes first): `/api/*` public beside `/api/admin/*=admin`. Such a rule cannot be
+/// honoured, like a broken one. Compared without ASCII case, as scope rules match: a public
+/// `/API/*` would let `/API/admin/x` through, which the rule covers.
+fn scope_rules_made_public(public: &[String], rules: &[(String, String)]) -> Vec<String> {
+    rules
+        .iter()
+        .filter_map(|(prefix, scope)| {
+            let folded = prefix.to_ascii_lowercase();
+            let entry = public
+                .iter()
+                .find(|p| path::is_public(&p.to_ascii_lowercase(), &folded))?;
+            Some(format!(
+                "ROUTE_SCOPES rule for {prefix} (scope {scope}) lies under PUBLIC_PATHS entry {entry}, so its paths need no token"
+            ))
+        })
+        .collect()
+}
+
+/// `CORS_ORIGINS`: exact origins, `http(s)://host[:port]`. An entry that is not one (a path, a
+/// `*`, no scheme) is reported and left out: it could only have shown refusals to more pages.
+pub(super) fn cors_origins(raw: &str, problems: &mut Vec<String>) -> Vec<String> {
+    raw.split(',')
+        .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+        .filter(|o| !o.is_empty())
+        .filter(|origin| {
+            let host = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            let valid = host.is_some_and(|h| {
+                !h.is_empty() && !h.contains(['/', '*', '?', '#', '@', ' ', '"'])
+            });
+            if !valid {
+                problems.push(format!(
+                    "CORS_ORIGINS entry {origin:?} is not an origin like https://app.example; ignored"
+                ));
+            }
+            valid
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{
+        UrlProblem, cors_origins, public_paths, route_scopes, scope_rules_made_public, url_problem,
+    };
+
+    #[test]
+    fn base_urls_are_scheme_host_and_path() {
+        for fine in [
+            "https://origin.example",
+            "https://origin.example:8443/base",
+            "https://origin.example/@app",
+            "http://127.0.0.1:8000",
+            "http://localhost/x",
+            "http://LocalHost:8000",
+            "http://[::1]:9",
+        ] {
+            assert!(url_problem(fine, true).is_none(), "{fine}");
+        }
+        for unusable in [
+            "origin.example",
+            "ftp://origin.example",
+            "https://origin.example/x#",
+            "https://origin.example/x?a=1",
+            "https://user:pw@origin.example",
+            "https://",
+            "https://?x",
+            "https://origin .example",
+        ] {
+            assert!(
+                matches!(url_problem(unusable, true), Some(UrlProblem::Unusable(_))),
+                "{unusable}"
+            );
+        }
+        // Used as given, not as a base: a query is the URL's own.
+        assert!(url_problem("https://issuer.example/delta?v=2", false).is_none());
+        assert!(url_problem("https://u@issuer.example/delta", false).is_some());
+        for plain in [
+            "http://issuer.example",
+            "http://localhost.evil.example",
+            "http://127.0.0.10",
+        ] {
+            assert!(
+                matches!(url_problem(plain, true), Some(UrlProblem::PlainHttp)),
+                "{plain}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_scope_rule_under_a_public_path_is_reported() {
+        let rules = route_scopes("/api/admin/*=admin,/docs/edit=write,/api/*=read", &[]).unwrap();
+        let mut problems = Vec::new();
+        for (public, overruled) in [
+            ("/", 0),
+            ("/api/admin/health,/docs", 0),
+            ("/api/*", 2),
+            ("/API/*", 2),
+            ("/docs*", 1),
+            ("/*", 3),
+        ] {
+            let public = public_paths(public, &mut problems);
+            assert_eq!(
+                scope_rules_made_public(&public, &rules).len(),
+                overruled,
+                "{public:?}"
+            );
+        }
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn cors_origins_are_exact_origins() {
+        let mut problems = Vec::new();
+        let origins = cors_origins(
+            " https://App.example/, http://127.0.0.1:8080,*,app.example,https://a.example/x,https://",
+            &mut problems,
+        );
+        assert_eq!(origins, ["https://app.example", "http://127.0.0.1:8080"]);
+        assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn rules_are_read_in_the_canonical_form_requests_are_matched_in() {
+        let rules = route_scopes(
+            "/api/*=read, //api/%61dmin/*=admin ,/API/x=x,/f/%EF%AC%81/*=fi",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            rules,
+            [
+                ("/api/admin/".to_owned(), "admin".to_owned()),
+                ("/API/x".to_owned(), "x".to_owned()),
+                // Folded as paths are, so that the path it was written for still meets it.
+                ("/f/fi/".to_owned(), "fi".to_owned()),
+                ("/api/".to_owned(), "read".to_owned()),
+            ]
+        );
+        let mut problems = Vec::new();
+        let public = public_paths("/,/pkg/*,/%7Euser/a%2d.js,/a/../b", &mut problems);
+        assert_eq!(public, ["/", "/pkg/*", "/~user/a-.js"]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+    }
+
+    #[test]
+    fn a_scope_rule_that_cannot_be_honoured_fails_the_whole_set() {
+        for raw in [
+            "/api/admin%2F*=admin,/api/*=read",
+            "/api/admin;x/*=admin,/api/*=read",
+            "api/admin/*=admin,/api/*=read",
+            "/api/admin/*=,/api/*=read",
+            "/api/admin/*,/api/*=read",
+            "/api/%zz/*=admin",
+        ] {
+            let broken = route_scopes(raw, &[]).unwrap_err();
+            assert_eq!(broken.len(), 1, "{raw}: {broken:?}");
+        }
+        assert_eq!(route_scopes("", &[]).unwrap(), []);
+    }
+}

@@ -1,0 +1,318 @@
+//! What the issuer refuses to run with: settings no profile can use, and development
+//! conveniences the production profile refuses, each named by its setting.
+
+use gatehouse_shared::VerifierOptions;
+
+use super::{ADMIN_SCOPE, Config, Profile};
+
+/// How old an edge's base list may be at the edge's defaults: reloaded once 300 s old, plus
+/// KV's propagation delay (about 60 s) and the edge's 10 s KV refresh.
+const MIN_DELTA_WINDOW_SECS: u32 = 370;
+
+/// How long before it signs a scheduled key must be published: the edge's and the package's
+/// default key-set TTL (`KEYS_TTL_SECS`, `ttlSeconds`).
+const MIN_PUBLISH_AHEAD_SECS: u32 = 300;
+
+impl Config {
+    /// Settings no profile can run with, each named.
+    pub fn invalid_settings(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.lockout.threshold == 0 {
+            problems.push(
+                "GATEHOUSE_LOCKOUT__THRESHOLD is 0: every login would be refused as locked out \
+                 (at least 1)"
+                    .to_owned(),
+            );
+        }
+        if self.lockout.window_secs == 0 || self.lockout.base_backoff_secs == 0 {
+            problems.push(
+                "GATEHOUSE_LOCKOUT__WINDOW_SECS and GATEHOUSE_LOCKOUT__BASE_BACKOFF_SECS must be \
+                 at least 1: with 0, failures are forgotten at once or a lock ends as it starts, \
+                 and guessing is unlimited"
+                    .to_owned(),
+            );
+        }
+        if self.lockout.max_backoff_secs < self.lockout.base_backoff_secs {
+            problems.push(format!(
+                "GATEHOUSE_LOCKOUT__MAX_BACKOFF_SECS ({}) is below \
+                 GATEHOUSE_LOCKOUT__BASE_BACKOFF_SECS ({}): the first lock would already exceed \
+                 the longest",
+                self.lockout.max_backoff_secs, self.lockout.base_backoff_secs
+            ));
+        }
+        if self.access_token_ttl_secs == 0 || self.session_ttl_secs == 0 {
+            problems.push(
+                "GATEHOUSE_ACCESS_TOKEN_TTL_SECS and GATEHOUSE_SESSION_TTL_SECS must be at least \
+                 1: with 0, every token would be issued already expired"
+                    .to_owned(),
+            );
+        }
+        if self.delta_window_secs < MIN_DELTA_WINDOW_SECS {
+            problems.push(format!(
+                "GATEHOUSE_DELTA_WINDOW_SECS is {}: the feed must reach back past an edge's \
+                 base list, which may be {MIN_DELTA_WINDOW_SECS} s old (reloaded at 300 s, KV's \
+                 delay of about 60 s, its 10 s refresh); a shorter one would stop the fast path \
+                 there (at least {MIN_DELTA_WINDOW_SECS})",
+                self.delta_window_secs
+            ));
+        }
+        if self
+            .user_scopes
+            .split_whitespace()
+            .any(|s| s == ADMIN_SCOPE)
+        {
+            problems.push(format!(
+                "GATEHOUSE_USER_SCOPES lists `{ADMIN_SCOPE}`: every user could ask for it, and \
+                 the edge's `ROUTE_SCOPES` trust the token's scope; `{ADMIN_SCOPE}` is granted \
+                 only to admin users, without being listed"
+            ));
+        }
+        let rotation_secs = u64::from(self.key_rotation_days) * 86_400;
+        let ahead = self.key_publish_ahead_secs;
+        if rotation_secs > 0
+            && (ahead < MIN_PUBLISH_AHEAD_SECS || u64::from(ahead) >= rotation_secs)
+        {
+            problems.push(format!(
+                "GATEHOUSE_KEY_PUBLISH_AHEAD_SECS is {ahead}: a scheduled key must be published \
+                 at least {MIN_PUBLISH_AHEAD_SECS} s before it signs (the edge and \
+                 @gatehouse/verify hold a key set that long), and less than the rotation period \
+                 ({rotation_secs} s), or each promotion would schedule the next at once"
+            ));
+        }
+        if self.leeway_secs > VerifierOptions::MAX_LEEWAY_SECS {
+            problems.push(format!(
+                "GATEHOUSE_LEEWAY_SECS is {}: revocation entries outlive their token's exp by \
+                 {} s, so a longer leeway would take revoked tokens back (at most {})",
+                self.leeway_secs,
+                VerifierOptions::MAX_LEEWAY_SECS,
+                VerifierOptions::MAX_LEEWAY_SECS
+            ));
+        }
+        problems
+    }
+
+    /// Everything the server and every command refuse to run with, each naming its setting.
+    pub fn refusals(&self) -> Vec<String> {
+        let invalid = self.invalid_settings().into_iter();
+        let in_production = self.production_problems().into_iter();
+        invalid
+            .map(|p| format!("configuration: {p}"))
+            .chain(in_production.map(|p| format!("production profile: {p}")))
+            .collect()
+    }
+
+    /// What production refuses, each naming the setting that fixes it. Empty in development.
+    pub fn production_problems(&self) -> Vec<String> {
+        if self.profile != Profile::Production {
+            return Vec::new();
+        }
+        let mut problems = Vec::new();
+        if self.key_encryption_key.is_none() {
+            problems.push(
+                "GATEHOUSE_KEY_ENCRYPTION_KEY is unset: signing keys would be sealed under a \
+                 development secret generated on this machine (set 32 random bytes, base64, the \
+                 same on every replica)"
+                    .to_owned(),
+            );
+        }
+        if self
+            .signing_key_file
+            .as_ref()
+            .is_some_and(|p| p.starts_with(&self.data_dir))
+        {
+            problems.push(
+                "GATEHOUSE_SIGNING_KEY_FILE points into the data directory, where development \
+                 keys live: import the production key (`keys import FILE`) instead"
+                    .to_owned(),
+            );
+        }
+        if is_loopback_or_plain_http(&self.issuer) {
+            problems.push(format!(
+                "GATEHOUSE_ISSUER is {:?}: tokens would carry a local or plain-http issuer; set \
+                 the public https URL clients and the edge use",
+                self.issuer
+            ));
+        }
+        if self.open_registration && !self.open_registration_in_production {
+            problems.push(
+                "GATEHOUSE_OPEN_REGISTRATION is on: anyone could make an account that passes the \
+                 edge; turn it off, or set GATEHOUSE_OPEN_REGISTRATION_IN_PRODUCTION=true if \
+                 that is meant"
+                    .to_owned(),
+            );
+        }
+        if self.database_url.starts_with("sqlite:") {
+            problems.push(format!(
+                "GATEHOUSE_DATABASE_URL is {:?}: SQLite is the single-process development \
+                 store; production runs on PostgreSQL (replicas share it)",
+                self.database_url
+            ));
+        }
+        problems
+    }
+}
+
+/// An issuer URL that only this machine, or nobody over TLS, can use.
+fn is_loopback_or_plain_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return true;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    host.is_empty()
+        || host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn production() -> Config {
+        Config {
+            profile: Profile::Production,
+            database_url: "postgres://gatehouse@db.internal/gatehouse".into(),
+            issuer: "https://auth.example.com".into(),
+            key_encryption_key: Some(Secret::new("k".repeat(43))),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn a_lockout_threshold_of_zero_is_refused_by_name() {
+        let mut config = Config::default();
+        assert!(config.invalid_settings().is_empty());
+        config.lockout.threshold = 0;
+        let problems = config.invalid_settings();
+        assert!(
+            problems[0].contains("GATEHOUSE_LOCKOUT__THRESHOLD"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn settings_that_switch_a_protection_off_are_refused_by_name() {
+        type Change = fn(&mut Config);
+        let cases: [(&str, Change); 9] = [
+            ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
+                c.access_token_ttl_secs = 0;
+            }),
+            ("GATEHOUSE_SESSION_TTL_SECS", |c| {
+                c.session_ttl_secs = 0;
+            }),
+            ("GATEHOUSE_LOCKOUT__WINDOW_SECS", |c| {
+                c.lockout.window_secs = 0;
+            }),
+            ("GATEHOUSE_LOCKOUT__BASE_BACKOFF_SECS", |c| {
+                c.lockout.base_backoff_secs = 0;
+            }),
+            ("GATEHOUSE_LOCKOUT__MAX_BACKOFF_SECS", |c| {
+                c.lockout.max_backoff_secs = c.lockout.base_backoff_secs - 1;
+            }),
+            ("GATEHOUSE_USER_SCOPES", |c| {
+                c.user_scopes = "read admin write".into();
+            }),
+            ("GATEHOUSE_DELTA_WINDOW_SECS", |c| {
+                c.delta_window_secs = MIN_DELTA_WINDOW_SECS - 1;
+            }),
+            ("GATEHOUSE_KEY_PUBLISH_AHEAD_SECS", |c| {
+                c.key_publish_ahead_secs = MIN_PUBLISH_AHEAD_SECS - 1;
+            }),
+            ("GATEHOUSE_KEY_PUBLISH_AHEAD_SECS", |c| {
+                c.key_rotation_days = 1;
+                c.key_publish_ahead_secs = 86_400;
+            }),
+        ];
+        for (name, change) in cases {
+            let mut config = Config::default();
+            change(&mut config);
+            let problems = config.invalid_settings();
+            assert!(
+                problems.iter().any(|p| p.contains(name)),
+                "{name}: {problems:?}"
+            );
+        }
+        let config = Config {
+            user_scopes: "read administer".into(),
+            ..Config::default()
+        };
+        assert!(config.invalid_settings().is_empty());
+    }
+
+    #[test]
+    fn a_leeway_past_the_revocation_entries_life_is_refused_by_name() {
+        let mut config = Config {
+            leeway_secs: VerifierOptions::MAX_LEEWAY_SECS,
+            ..Config::default()
+        };
+        assert!(config.invalid_settings().is_empty());
+        config.leeway_secs += 1;
+        let problems = config.invalid_settings();
+        assert!(
+            problems[0].contains("GATEHOUSE_LEEWAY_SECS"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn production_accepts_a_safe_configuration_and_development_anything() {
+        assert_eq!(production().production_problems(), Vec::<String>::new());
+        assert!(Config::default().production_problems().is_empty());
+    }
+
+    #[test]
+    fn production_refuses_each_unsafe_setting_by_name() {
+        type Change = fn(&mut Config);
+        let cases: [(&str, Change); 8] = [
+            ("GATEHOUSE_KEY_ENCRYPTION_KEY", |c| {
+                c.key_encryption_key = None;
+            }),
+            ("GATEHOUSE_ISSUER", |c| {
+                c.issuer = "http://127.0.0.1:8000".into();
+            }),
+            ("GATEHOUSE_ISSUER", |c| {
+                c.issuer = "https://localhost:8443/".into();
+            }),
+            ("GATEHOUSE_ISSUER", |c| {
+                c.issuer = "https://[::1]/".into();
+            }),
+            ("GATEHOUSE_ISSUER", |c| {
+                c.issuer = "http://auth.example.com".into();
+            }),
+            ("GATEHOUSE_OPEN_REGISTRATION", |c| {
+                c.open_registration = true;
+            }),
+            ("GATEHOUSE_DATABASE_URL", |c| {
+                c.database_url = "sqlite://gatehouse.db".into();
+            }),
+            ("GATEHOUSE_SIGNING_KEY_FILE", |c| {
+                c.signing_key_file = Some(c.data_dir.join("keys/dev.jwk"));
+            }),
+        ];
+        for (setting, unsafe_change) in cases {
+            let mut config = production();
+            unsafe_change(&mut config);
+            let problems = config.production_problems();
+            assert_eq!(problems.len(), 1, "{setting}: {problems:?}");
+            assert!(problems[0].starts_with(setting), "{setting}: {problems:?}");
+        }
+        let mut opted_in = production();
+        opted_in.open_registration = true;
+        opted_in.open_registration_in_production = true;
+        assert!(opted_in.production_problems().is_empty());
+    }
+}
