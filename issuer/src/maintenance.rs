@@ -107,19 +107,21 @@ async fn tick(
     rate_limit: &RateLimit,
 ) {
     let now = clock.now();
-    // The ring first: a retired key's grace counts on every replica re-reading it each period,
-    // and a long cleanup (a backlog of expired rows) must not delay that.
+    // The ring and the lifetime announcement first, each on the time it is done at: a retired
+    // key's grace counts on every replica re-reading the ring each period, and revocations on
+    // the announcement never lapsing while this replica issues tokens; a long cleanup (a
+    // backlog of expired rows) must delay neither.
     let ring = Arc::clone(keys);
     if let Err(e) = db.run(move |conn| ring.refresh(conn, now)).await {
         tracing::warn!(error = %e, "key refresh failed");
+    }
+    if let Err(e) = revoker.announce_lifetime(clock.now()).await {
+        tracing::warn!(error = %e, "announcing the access-token lifetime failed");
     }
     match cleanup(db, config, now).await {
         Ok(report) if report.total() > 0 => tracing::info!(?report, "cleanup"),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cleanup failed"),
-    }
-    if let Err(e) = revoker.announce_lifetime(now).await {
-        tracing::warn!(error = %e, "announcing the access-token lifetime failed");
     }
     rate_limit.prune();
 }

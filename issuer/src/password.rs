@@ -60,6 +60,20 @@ impl HashPolicy {
         }
     }
 
+    /// What makes these parameters unusable, naming the settings: argon2's own limits, and at
+    /// most 1 GiB per hash (a KiB/bytes slip would otherwise end in an out-of-memory kill
+    /// without a word).
+    pub fn problem(self) -> Option<String> {
+        if self.m_cost > MAX_M_COST_KIB {
+            return Some(format!(
+                "GATEHOUSE_PASSWORD__M_COST is {} KiB; at most {MAX_M_COST_KIB} KiB (1 GiB) is \
+                 accepted (OWASP: 19456, that is 19 MiB)",
+                self.m_cost
+            ));
+        }
+        self.argon2().err().map(|e| e.to_string())
+    }
+
     fn argon2(self) -> Result<Argon2<'static>, ApiError> {
         let params = Params::new(self.m_cost, self.t_cost, self.p_cost, None).map_err(|e| {
             ApiError::Internal(format!(
@@ -202,14 +216,8 @@ impl Hasher {
         workers: usize,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ApiError> {
-        // Each hash takes `m_cost` KiB, and the first one runs here: a KiB/bytes slip would
-        // otherwise end in an out-of-memory kill without a word.
-        if policy.m_cost > MAX_M_COST_KIB {
-            return Err(ApiError::Internal(format!(
-                "password.m_cost is {} KiB; at most {MAX_M_COST_KIB} KiB (1 GiB) is accepted \
-                 (OWASP: 19456, that is 19 MiB)",
-                policy.m_cost
-            )));
+        if let Some(problem) = policy.problem() {
+            return Err(ApiError::Internal(problem));
         }
         let workers = if workers == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
@@ -350,7 +358,7 @@ mod tests {
         };
         let refused = Hasher::new(policy, 1, Arc::new(Metrics::default()));
         assert!(
-            matches!(&refused, Err(ApiError::Internal(why)) if why.contains("password.m_cost")),
+            matches!(&refused, Err(ApiError::Internal(why)) if why.contains("GATEHOUSE_PASSWORD__M_COST")),
             "{:?}",
             refused.err()
         );

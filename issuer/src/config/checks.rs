@@ -4,6 +4,7 @@
 use gatehouse_shared::VerifierOptions;
 
 use super::{ADMIN_SCOPE, Config, Profile};
+use crate::password::HashPolicy;
 
 /// How old an edge's base list may be at the edge's defaults: reloaded once 300 s old, plus
 /// KV's propagation delay (about 60 s) and the edge's 10 s KV refresh.
@@ -66,6 +67,22 @@ impl Config {
                  the edge's `ROUTE_SCOPES` trust the token's scope; `{ADMIN_SCOPE}` is granted \
                  only to admin users, without being listed"
             ));
+        }
+        if let Some(problem) = HashPolicy::from_config(&self.password).problem() {
+            problems.push(problem);
+        }
+        for url in &self.edge_sync_urls {
+            let usable = reqwest::Url::parse(url).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.username().is_empty()
+            });
+            if !usable {
+                problems.push(format!(
+                    "GATEHOUSE_EDGE_SYNC_URLS entry {url:?} is not an http:// or https:// URL \
+                     with a host: every revocation push to it would fail"
+                ));
+            }
         }
         let rotation_secs = u64::from(self.key_rotation_days) * 86_400;
         let ahead = self.key_publish_ahead_secs;
@@ -207,7 +224,7 @@ mod tests {
     #[test]
     fn settings_that_switch_a_protection_off_are_refused_by_name() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 9] = [
+        let cases: [(&str, Change); 13] = [
             ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
                 c.access_token_ttl_secs = 0;
             }),
@@ -236,6 +253,22 @@ mod tests {
                 c.key_rotation_days = 1;
                 c.key_publish_ahead_secs = 86_400;
             }),
+            // `users create` hashes with these too, before any server starts.
+            ("GATEHOUSE_PASSWORD__M_COST", |c| {
+                c.password.m_cost = (1 << 20) + 1;
+            }),
+            ("GATEHOUSE_PASSWORD__M_COST, __T_COST, __P_COST", |c| {
+                c.password.t_cost = 0;
+            }),
+            ("GATEHOUSE_EDGE_SYNC_URLS", |c| {
+                c.edge_sync_urls = vec![
+                    "https://edge.example/_gatehouse/sync".into(),
+                    "edge.example/_gatehouse/sync".into(),
+                ];
+            }),
+            ("GATEHOUSE_EDGE_SYNC_URLS", |c| {
+                c.edge_sync_urls = vec!["ftp://edge.example/sync".into()];
+            }),
         ];
         for (name, change) in cases {
             let mut config = Config::default();
@@ -248,6 +281,10 @@ mod tests {
         }
         let config = Config {
             user_scopes: "read administer".into(),
+            edge_sync_urls: vec![
+                "https://edge.example/_gatehouse/sync".into(),
+                "http://127.0.0.1:8787/_gatehouse/sync".into(),
+            ],
             ..Config::default()
         };
         assert!(config.invalid_settings().is_empty());

@@ -42,6 +42,8 @@ pub struct KeyState {
     lenient: Verifier,
     /// When this replica began reading it from the database.
     read_at: Instant,
+    /// The same, on the issuer's clock (Unix seconds): what its age for signing is judged by.
+    read_at_secs: i64,
 }
 
 pub struct KeyRing {
@@ -177,6 +179,24 @@ impl KeyRing {
                 _ => self.reread(db, now, &mut last).await?,
             }
         }
+    }
+
+    /// The ring to sign with. A retired key stays published for its grace on the promise that
+    /// every replica re-reads the ring each maintenance period ([`retired_key_grace`] allows
+    /// two). A ring older than that (maintenance stalled, or the ring no longer opens: a replica
+    /// left on an old key-encryption key) is re-read first, and if that fails nothing is signed
+    /// (503): its key may already be gone from the other replicas' JWKS and the edge's.
+    pub async fn for_signing(
+        self: &Arc<Self>,
+        db: &Db,
+        now: i64,
+    ) -> Result<Arc<KeyState>, ApiError> {
+        let held = self.current();
+        let max_age = 2 * i64::from(self.config.cleanup_interval_secs.max(1));
+        if now.saturating_sub(held.read_at_secs) <= max_age {
+            return Ok(held);
+        }
+        self.read_since(db, now, Instant::now()).await
     }
 
     /// The ring for the JWKS, re-read when this replica's copy is over a second old. A CLI
@@ -373,7 +393,8 @@ fn build_state(
             ApiError::Internal("no active signing key: start a replica first".into())
         })?;
         let signer = open_signer(conn, config, sealer, record)?;
-        return Ok(state_of(config, &rows, signer, now, read_at));
+        let grace = retired_key_grace(conn, config, now)?;
+        return Ok(state_of(config, &rows, signer, grace, now, read_at));
     }
     if let Some(path) = &config.signing_key_file {
         match read_key_file(path).and_then(|key| import(conn, sealer, &key, now)) {
@@ -410,7 +431,24 @@ fn build_state(
     let record =
         store::signing(&rows).ok_or_else(|| ApiError::Internal("no active signing key".into()))?;
     let signer = open_signer(conn, config, sealer, record)?;
-    Ok(state_of(config, &rows, signer, now, read_at))
+    let grace = retired_key_grace(conn, config, now)?;
+    Ok(state_of(config, &rows, signer, grace, now, read_at))
+}
+
+/// How long a retired key stays published: while a token it signed can still be valid anywhere.
+/// Other replicas sign with it until they re-read the ring (at most two maintenance periods,
+/// [`KeyRing::for_signing`]); their
+/// last tokens live the longest lifetime any replica announced (`store::lifetimes`: in a rolling
+/// deploy, or after `access_token_ttl_secs` was lowered, that is not this replica's own), plus
+/// the most leeway any verifier may take.
+fn retired_key_grace(conn: &mut DbConn, config: &Config, now: i64) -> Result<i64, ApiError> {
+    let own_ttl = i64::from(config.access_token_ttl_secs);
+    let longest = crate::store::lifetimes::longest(conn, now)?
+        .unwrap_or(0)
+        .max(own_ttl);
+    Ok(longest
+        + i64::from(VerifierOptions::MAX_LEEWAY_SECS)
+        + 2 * i64::from(config.cleanup_interval_secs.max(1)))
 }
 
 /// The ring's state from its rows: `signer` signs, and the keys a verifier may meet are published.
@@ -418,16 +456,12 @@ fn state_of(
     config: &Config,
     rows: &[KeyRecord],
     signer: SigningKey,
+    grace: i64,
     now: i64,
     read_at: Instant,
 ) -> KeyState {
-    // A retired key stays published while a token it signed can still be valid anywhere: other
-    // replicas sign with it until their next ring refresh (one maintenance period), and their
-    // last tokens live one lifetime plus leeway. The next key is published before it signs, so
-    // every verifier holds it first.
-    let grace = i64::from(config.access_token_ttl_secs)
-        + i64::from(config.leeway_secs)
-        + i64::from(config.cleanup_interval_secs);
+    // Retired keys stay for their grace; the next key is published before it signs, so every
+    // verifier holds it first.
     let published = KeySet::new(
         rows.iter()
             .filter(|r| {
@@ -451,6 +485,7 @@ fn state_of(
         published,
         signer,
         read_at,
+        read_at_secs: now,
     }
 }
 

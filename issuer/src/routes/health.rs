@@ -6,6 +6,7 @@ use rocket::http::{ContentType, Status};
 use rocket::serde::json::{Json, Value, json};
 use rocket::{Route, State, get, routes};
 
+use crate::context::Now;
 use crate::db::Db;
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
@@ -15,21 +16,29 @@ fn live() -> Json<Value> {
     Json(json!({"status": "live"}))
 }
 
-/// Ready when the database answers and a signing key is loaded.
+/// Ready when the database answers and the signing keys may be signed with (read within two
+/// maintenance periods, or re-read now: `KeyRing::for_signing`).
 #[get("/health/ready")]
-async fn ready(db: &State<Db>, keys: &State<Arc<KeyRing>>) -> (Status, Json<Value>) {
+async fn ready(db: &State<Db>, keys: &State<Arc<KeyRing>>, now: Now) -> (Status, Json<Value>) {
+    let Now(now) = now;
     let database = db.ping().await;
+    let signing = keys.for_signing(db, now).await;
+    let signing_keys = signing.is_ok();
     let kid = keys.current().signer.kid().to_owned();
-    let status = if database {
+    let ready = database && signing_keys;
+    let status = if ready {
         Status::Ok
     } else {
         Status::ServiceUnavailable
     };
     (
         status,
-        Json(
-            json!({"status": if database { "ready" } else { "not_ready" }, "database": database, "signing_kid": kid}),
-        ),
+        Json(json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "database": database,
+            "signing_keys": signing_keys,
+            "signing_kid": kid,
+        })),
     )
 }
 

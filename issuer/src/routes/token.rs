@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use gatehouse_shared::{Audience, TokenClaims, sign_access_token};
+use gatehouse_shared::{Audience, SigningKey, TokenClaims, sign_access_token};
 use rocket::serde::json::Json;
 use rocket::{Route, State, post, routes};
 use serde::{Deserialize, Serialize};
@@ -87,6 +87,9 @@ async fn token(
     // its rotation's time, and a client that opened the request before the rotation and sent
     // the body after the grace window would otherwise pass inside it.
     let FormOrJson(request, now) = body?;
+    // Before any grant commits: a replica that cannot sign refuses without spending a refresh
+    // token or starting a session.
+    let ring = keys.for_signing(db, now).await?;
     let grants = Grants {
         config,
         db,
@@ -101,7 +104,12 @@ async fn token(
         None => return Err(ApiError::invalid_request("grant_type is required")),
         Some(_) => return Err(ApiError::UnsupportedGrantType),
     };
-    Ok(NoStore::new(Json(respond(config, keys, now, grant)?)))
+    Ok(NoStore::new(Json(respond(
+        config,
+        &ring.signer,
+        now,
+        grant,
+    )?)))
 }
 
 async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Grant, ApiError> {
@@ -349,7 +357,7 @@ fn narrowed_scope(session: &str, requested: &str) -> Option<String> {
 /// Signs the access token for a grant. It never outlives its session.
 fn respond(
     config: &Config,
-    keys: &KeyRing,
+    signer: &SigningKey,
     now: i64,
     grant: Grant,
 ) -> Result<TokenResponse, ApiError> {
@@ -365,7 +373,7 @@ fn respond(
         sid: grant.session.id.clone(),
         scope: grant.session.scope.clone(),
     };
-    let access_token = sign_access_token(&keys.current().signer, &claims)
+    let access_token = sign_access_token(signer, &claims)
         .map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
     Ok(TokenResponse {
         access_token,

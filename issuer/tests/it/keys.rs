@@ -58,9 +58,10 @@ async fn rotation_keeps_old_tokens_valid_until_they_expire(backend: Backend) {
         "{kids:?}"
     );
 
-    // Another replica may sign with the old key until its next ring refresh, one maintenance
-    // period later; that token lives its lifetime plus leeway. Until then the key stays.
-    let last_token_expires = 900 + 30 + i64::from(app.config.cleanup_interval_secs);
+    // Another replica may sign with the old key until it re-reads the ring, at most two
+    // maintenance periods later; that token lives its lifetime plus the longest leeway any
+    // verifier may take. Until then the key stays.
+    let last_token_expires = 900 + 60 + 2 * i64::from(app.config.cleanup_interval_secs);
     app.clock().advance(900 + 31);
     refresh_ring(&app);
     assert!(published_kids(&app).await.contains(&kid_of(&old)));
@@ -685,7 +686,92 @@ async fn the_key_encryption_key_rotates_through_fallbacks_and_reseal(backend: Ba
     assert_eq!(load(&only_new).unwrap(), second, "nothing was lost");
 }
 
+/// A replica left on an old key-encryption key cannot open the key another replica rotated
+/// in, so its ring refreshes fail. It used to go on signing with the retired key, which the
+/// other replicas drop from their JWKS after its grace, and to answer ready. Once its ring is
+/// older than two maintenance periods it re-reads it before signing, and refuses (503) when
+/// that fails, before a session starts; readiness says why.
+async fn a_replica_that_cannot_read_its_ring_stops_signing(backend: Backend) {
+    let old = secret();
+    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(old.clone())).await;
+    app.register("alice").await;
+    app.login("alice").await;
+    let mut elsewhere = app.config.clone();
+    elsewhere.key_encryption_key = Some(secret());
+    elsewhere.key_encryption_key_fallbacks = Some(Secret::new(format!("{},", old.expose())));
+    let now = app.clock().now();
+    app.store()
+        .run_sync(move |c| keys::rotate(c, &elsewhere, now))
+        .unwrap();
+    let sessions_before = app.store().run_sync(session_count).unwrap();
+
+    // Within two periods the ring in hand still signs (the grace counts on that).
+    app.clock()
+        .advance(2 * i64::from(app.config.cleanup_interval_secs));
+    app.login("alice").await;
+    let sessions_before = sessions_before + 1;
+    assert_eq!(
+        app.store().run_sync(session_count).unwrap(),
+        sessions_before
+    );
+
+    app.clock().advance(1);
+    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
+    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::ServiceUnavailable, "temporarily_unavailable"),
+        "{json}"
+    );
+    assert_eq!(
+        app.store().run_sync(session_count).unwrap(),
+        sessions_before,
+        "no session was started"
+    );
+    let (status, ready) = app.send("GET", "/health/ready", None, None).await;
+    assert_eq!(status, Status::ServiceUnavailable, "{ready}");
+    assert_eq!(
+        (ready["database"].as_bool(), ready["signing_keys"].as_bool()),
+        (Some(true), Some(false)),
+        "{ready}"
+    );
+}
+
+fn session_count(
+    conn: &mut gatehouse_issuer::db::DbConn,
+) -> Result<i64, gatehouse_issuer::error::ApiError> {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::sessions;
+    Ok(sessions::table.count().get_result(conn)?)
+}
+
+/// A retired key stays published for the longest token lifetime any replica announced, not
+/// this replica's own: after `access_token_ttl_secs` was lowered from 3600 to 900, a token
+/// signed before with the old key lives on for an hour. It was dropped after 990 s, and its
+/// tokens refused as `unknown_kid` everywhere.
+async fn a_retired_key_outlives_the_longest_announced_token_lifetime(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.access_token_ttl_secs = 3600).await;
+    app.register("alice").await;
+    let long = str_of(&app.login("alice").await, "access_token").to_owned();
+    let app = app.restart(|c| c.access_token_ttl_secs = 900).await;
+    let now = app.clock().now();
+    app.store()
+        .run_sync(|c| keys::rotate(c, &app.config, now))
+        .unwrap();
+    refresh_ring(&app);
+    let grace = 3600 + 60 + 2 * i64::from(app.config.cleanup_interval_secs);
+    app.clock().advance(1100);
+    refresh_ring(&app);
+    assert!(published_kids(&app).await.contains(&kid_of(&long)));
+    assert_eq!(app.me(&long).await.0, Status::Ok, "an hour-long token");
+    app.clock().advance(grace - 1100);
+    refresh_ring(&app);
+    assert!(!published_kids(&app).await.contains(&kid_of(&long)));
+}
+
 crate::on_both_backends!(
+    a_replica_that_cannot_read_its_ring_stops_signing,
+    a_retired_key_outlives_the_longest_announced_token_lifetime,
     settling_two_active_keys_keeps_the_scheduled_key,
     the_key_encryption_key_rotates_through_fallbacks_and_reseal,
     a_revoked_keys_tokens_are_refused_before_the_ring_refresh,
