@@ -215,8 +215,12 @@ async fn the_snapshot_carries_live_revocations(backend: Backend) {
     assert_eq!(after.check(&claims), Some(RevocationReason::Session));
 
     // Once every token it could affect has expired at any verifier (the longest leeway one may
-    // use), the entry leaves the snapshot, but the sequence never goes back.
-    let lifetime = 900 + i64::from(VerifierOptions::MAX_LEEWAY_SECS) + 1;
+    // use, on a clock up to the list's 30 s behind), the entry leaves the snapshot, but the
+    // sequence never goes back.
+    let lifetime = 900
+        + i64::from(VerifierOptions::MAX_LEEWAY_SECS)
+        + i64::from(SnapshotOptions::MAX_CLOCK_AHEAD_SECS)
+        + 1;
     // (The snapshot is rebuilt when its cached copy is 15 s old.)
     app.clock().advance(lifetime - 20);
     assert!(

@@ -363,6 +363,30 @@ mod tests {
         )
     }
 
+    /// An issuer whose clock runs ahead by as much as a list may be (30 s) drops no entry that a
+    /// verifier with the largest leeway still needs: the list is built on the issuer's clock,
+    /// the token judged on the verifier's. With entries kept 61 s past `exp`, an issuer 2 s
+    /// ahead dropped the entry while a 60 s leeway still took the token.
+    #[test]
+    fn an_entry_outlives_its_token_on_a_verifier_the_issuer_is_ahead_of() {
+        let exp = 1_000_000;
+        let token = claims("j", "s", "u", exp - 900);
+        let ahead = i64::from(SnapshotOptions::MAX_CLOCK_AHEAD_SECS);
+        for skew in [0, 2, ahead] {
+            // The last second the most lenient verifier takes the token, by its own clock.
+            let verifier_now = exp + i64::from(crate::VerifierOptions::MAX_LEEWAY_SECS) - 1;
+            assert!(!token.has_expired(verifier_now, crate::VerifierOptions::MAX_LEEWAY_SECS));
+            let list = RevocationList::builder("i", 1, verifier_now + skew)
+                .token("j", entry_expiry(exp))
+                .build();
+            assert_eq!(
+                list.check(&token),
+                Some(RevocationReason::Token),
+                "{skew} s ahead"
+            );
+        }
+    }
+
     #[test]
     fn each_kind_is_checked_by_its_own_id() {
         let list = RevocationList::builder("i", 1, 1000)

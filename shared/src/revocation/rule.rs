@@ -77,11 +77,14 @@ pub fn entry_revokes(
 }
 
 /// Until when a revoked token's entry must be kept: past the longest leeway a verifier may
-/// stretch `exp` by ([`crate::VerifierOptions::MAX_LEEWAY_SECS`]), so no verifier takes the
-/// token back once its entry is gone.
+/// stretch `exp` by ([`crate::VerifierOptions::MAX_LEEWAY_SECS`]), and past how far ahead of a
+/// verifier's clock the issuer's may run while its lists are still taken
+/// ([`super::SnapshotOptions::MAX_CLOCK_AHEAD_SECS`]): no verifier takes the token back once
+/// its entry is gone from a list it accepts.
 pub fn entry_expiry(token_exp: i64) -> i64 {
     token_exp
         .saturating_add(i64::from(crate::VerifierOptions::MAX_LEEWAY_SECS))
+        .saturating_add(i64::from(super::SnapshotOptions::MAX_CLOCK_AHEAD_SECS))
         .saturating_add(1)
 }
 

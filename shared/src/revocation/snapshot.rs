@@ -24,18 +24,19 @@ pub struct SnapshotOptions {
     pub issuer: String,
     /// Larger snapshots are rejected before decoding. 100k entries take about 1.6 MiB.
     pub max_bytes: usize,
-    /// Allowed clock difference for `issued_at`, in seconds.
-    pub leeway_secs: u32,
 }
 
 impl SnapshotOptions {
     pub const DEFAULT_MAX_BYTES: usize = 8 * 1024 * 1024;
+    /// How far ahead of the verifier's clock a list's `issued_at` may be. Fixed, not an option:
+    /// entries outlive their token by it ([`super::entry_expiry`]), so that an issuer whose
+    /// clock runs this much ahead drops no entry a verifier still needs.
+    pub const MAX_CLOCK_AHEAD_SECS: u32 = 30;
 
     pub fn new(issuer: impl Into<String>) -> Self {
         Self {
             issuer: issuer.into(),
             max_bytes: Self::DEFAULT_MAX_BYTES,
-            leeway_secs: 30,
         }
     }
 }
@@ -55,7 +56,7 @@ pub(super) fn verify_signed<T>(
     if list.issuer != options.issuer {
         return Err(ValidationError::WrongIssuer.into());
     }
-    if list.issued_at > now.saturating_add(i64::from(options.leeway_secs)) {
+    if list.issued_at > now.saturating_add(i64::from(SnapshotOptions::MAX_CLOCK_AHEAD_SECS)) {
         return Err(ValidationError::NotYetValid.into());
     }
     Ok((extra, list))
