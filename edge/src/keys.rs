@@ -82,6 +82,10 @@ pub enum Asker {
     /// after a rotation: at most one fetch per `SIGNED_LIST_COOLDOWN_MS`, so the fast path does
     /// not stall behind the client cooldown.
     SignedList,
+    /// The cron: no cooldown, and the only asker that writes the key set to KV. Every
+    /// location refetches after a rotation, and a write from each would spend KV's metered
+    /// writes (and its one write per second per key); the cron runs in one place a minute.
+    Cron,
 }
 
 const SIGNED_LIST_COOLDOWN_MS: f64 = 2000.0;
@@ -90,6 +94,8 @@ const SIGNED_LIST_COOLDOWN_MS: f64 = 2000.0;
 pub async fn refetch(env: &Env, config: &Config, asker: Asker) -> Option<Rc<Verifier>> {
     let allowed = match asker {
         Asker::Client => state::claim_key_fetch(state::now_ms(), config.jwks_refetch_cooldown_ms),
+        // Once a minute at most, whatever the cooldown: the key set KV keeps is the cron's.
+        Asker::Cron => true,
         Asker::SignedList => state::claim_signed_list_key_fetch(
             state::now_ms(),
             SIGNED_LIST_COOLDOWN_MS.min(config.jwks_refetch_cooldown_ms),
@@ -105,7 +111,9 @@ pub async fn refetch(env: &Env, config: &Config, asker: Asker) -> Option<Rc<Veri
         .ok()?;
     let keys = KeySet::from_json(&json).ok().filter(|k| !k.is_empty())?;
     let fetched_ms = state::now_ms();
-    store(env, &json, fetched_ms).await;
+    if asker == Asker::Cron {
+        store(env, &json, fetched_ms).await;
+    }
     Some(install(config, &keys, fetched_ms))
 }
 

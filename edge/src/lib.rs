@@ -271,7 +271,7 @@ fn wasm_memory_bytes() -> f64 {
 #[event(scheduled)]
 pub async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let config = state::config(&env);
-    let _ = keys::refetch(&env, &config, keys::Asker::Client).await;
+    let _ = keys::refetch(&env, &config, keys::Asker::Cron).await;
     if let Err(e) = sync::pull(&env, &config).await {
         worker::console_warn!("gatehouse: revocation pull failed: {e}");
     }

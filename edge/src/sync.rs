@@ -128,6 +128,19 @@ pub async fn accept(
     asker: keys::Asker,
 ) -> Result<(RevocationView, u64), SyncError> {
     let list = verify(env, config, jws, asker).await?;
+    // Below the seq this isolate's view reaches (a base, or the signed delta), the list is
+    // refused whatever KV's heads say: on Cloudflare a location reads them through its own cache
+    // (up to about 60 s old), so they may not show the newer list another location stored, and
+    // writing this one would roll KV back for every location. The newer list reaches KV on its
+    // own (its push, the cron). The same seq signed earlier is still stored (a retry).
+    let held_seq = state::with_revocations(RevocationView::seq);
+    if list.seq() < held_seq {
+        return Err(SnapshotError::Stale {
+            seq: list.seq(),
+            held: held_seq,
+        }
+        .into());
+    }
     let head = Head::of(&list, jws);
     let kv = env.kv(KV_BINDING).map_err(|e| e.to_string());
     let stored = match &kv {
@@ -173,9 +186,9 @@ pub async fn accept(
         }
         return Err(SyncError::TooOld(error));
     }
-    // Older than the list this isolate holds (a retry of a push whose KV write failed, or a
-    // pull since): memory keeps the newer one, and KV, which the checks above found older,
-    // still takes this one. A 409 would tell the issuer it landed.
+    // The same seq as this isolate's view, signed earlier (a retry of a push whose KV write
+    // failed, after a pull of the re-signed list): memory keeps its own, and KV, which the
+    // checks above found older, still takes this one. A 409 would tell the issuer it landed.
     let view = match state::update_revocations(|view| view.with_base(list)) {
         Ok(view) => view,
         Err(SnapshotError::Stale { .. }) => state::revocations(),

@@ -158,6 +158,38 @@ async fn a_quiet_edge_writes_nothing_to_kv_and_a_change_writes_once() {
     assert_eq!(after, [expected, before[1]], "{before:?} -> {after:?}");
 }
 
+/// Only the cron writes the key set to KV. Every location fetches the keys on its first token
+/// (and again after each rotation); before, each stored them, spending KV's metered writes and
+/// its one write per second per key once per location. SIMULATED locations: the counts are the
+/// writes each location's worker made to its own KV.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_cron_stores_the_key_set_in_kv() {
+    let w = world(3, Duration::from_secs(60), &[]).await;
+    w.accepted_token().await;
+    let key_set_writes = || async {
+        let (all, list) = (
+            w.locations.kv_writes().await,
+            w.locations.kv_list_writes().await,
+        );
+        all.iter().zip(list).map(|(a, l)| a - l).collect::<Vec<_>>()
+    };
+    // The replicator scans every 100 ms: a write made by now would show within a second.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        key_set_writes().await,
+        [0, 0, 0],
+        "every location fetched the keys"
+    );
+    w.locations.run_cron(1).await;
+    let key_set_writes = &key_set_writes;
+    eventually(
+        "the cron's write of the key set",
+        Duration::from_secs(10),
+        || async move { (key_set_writes().await == [0, 1, 0]).then_some(()) },
+    )
+    .await;
+}
+
 /// Two accepts in different isolates whose KV puts interleave (B's snapshot, A's older one,
 /// A's head, B's head) leave KV's head naming the newer list beside the older one. The next
 /// cron pull puts the newer list back, so a location that reads KV (fast path off) refuses the
@@ -241,6 +273,33 @@ async fn a_retry_older_than_the_isolates_list_still_reaches_kv() {
     let health = gatehouse_tests::edge_health(&edge.url).await;
     assert!(health["kv_write_error"].is_null(), "{health}");
     assert_eq!(health["revocations"]["seq"], 5, "{health}");
+}
+
+/// A list with a lower seq than the isolate holds is refused (409), even while KV's heads look
+/// older: on Cloudflare a location reads them through its own cache, so another location's
+/// newer list may be behind them, and storing this one would roll KV back everywhere. SIMULATED
+/// here by the isolate's own newer list whose KV write was refused. Before, it was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_below_the_isolates_seq_is_never_stored() {
+    let (issuer_port, issuer_url, edge) =
+        lone_edge_refusing(KvOp::Put, &[("revocations", 1)]).await;
+    let issuer = Issuer::start(&[("GATEHOUSE_PORT", issuer_port.as_str())]).await;
+    let now = gatehouse_tests::unix_now();
+    let signed = |seq: u64| {
+        gatehouse_shared::RevocationList::builder(&issuer_url, seq, now - 5)
+            .build()
+            .sign_snapshot(&issuer.key)
+            .unwrap()
+    };
+    assert_not_stored(&edge, signed(6)).await;
+    let (status, json) = push(&edge.url, signed(5)).await;
+    assert_eq!(
+        (status, json["code"].as_str(), json["held_seq"].as_u64()),
+        (409, Some("stale_snapshot"), Some(6)),
+        "{json}"
+    );
+    let (status, json) = push(&edge.url, signed(6)).await;
+    assert_eq!(status, 200, "the held list itself is stored: {json}");
 }
 
 /// KV's head cannot be read (SIMULATED, as above: every read of it fails) when a push arrives:

@@ -440,15 +440,19 @@ fn build_state(
 /// [`KeyRing::for_signing`]); their
 /// last tokens live the longest lifetime any replica announced (`store::lifetimes`: in a rolling
 /// deploy, or after `access_token_ttl_secs` was lowered, that is not this replica's own), plus
-/// the most leeway any verifier may take.
+/// the issuer's leeway. (Not the most any verifier may take, as revocation entries do: a key
+/// gone early refuses an expired token a little sooner, where an entry gone early would let a
+/// revoked one through.)
 fn retired_key_grace(conn: &mut DbConn, config: &Config, now: i64) -> Result<i64, ApiError> {
     let own_ttl = i64::from(config.access_token_ttl_secs);
     let longest = crate::store::lifetimes::longest(conn, now)?
         .unwrap_or(0)
         .max(own_ttl);
-    Ok(longest
-        + i64::from(VerifierOptions::MAX_LEEWAY_SECS)
-        + 2 * i64::from(config.cleanup_interval_secs.max(1)))
+    Ok(
+        longest
+            + i64::from(config.leeway_secs)
+            + 2 * i64::from(config.cleanup_interval_secs.max(1)),
+    )
 }
 
 /// The ring's state from its rows: `signer` signs, and the keys a verifier may meet are published.
