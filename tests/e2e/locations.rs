@@ -164,7 +164,7 @@ async fn a_quiet_edge_writes_nothing_to_kv_and_a_change_writes_once() {
 /// writes each location's worker made to its own KV.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_cron_stores_the_key_set_in_kv() {
-    let w = world(3, Duration::from_secs(60), &[]).await;
+    let w = world(3, Duration::from_mins(1), &[]).await;
     w.accepted_token().await;
     let key_set_writes = || async {
         let (all, list) = (
