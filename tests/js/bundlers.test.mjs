@@ -64,6 +64,7 @@ function assertVerified({ result, missing }) {
   assert.deepEqual(missing, []);
   assert.equal(result.error, undefined, result.error);
   assert.match(result.sub, /^[A-Za-z0-9_-]+$/);
+  assert.equal(result.remoteSub, result.sub, 'createRemoteVerifier before init()');
   assert.equal(result.code, 'bad_signature');
 }
 

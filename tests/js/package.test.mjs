@@ -242,6 +242,36 @@ test('createRemoteVerifier: cached keys, one refetch for a new kid, a cooldown a
   await new Promise((r) => setTimeout(r, 150));
   assert.equal((await fragile.verify(tokenB)).sub, 'user-b', 'the next refetch runs');
 
+  // A replaced key set, and one refused as empty, are freed at once: on Workers no finalizer
+  // may ever run, and each refetch would leave a wasm object behind.
+  const { Verifier } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const free = Verifier.prototype.free;
+  let freed = 0;
+  Verifier.prototype.free = function () {
+    freed += 1;
+    return free.call(this);
+  };
+  try {
+    published = [a.jwk];
+    const churning = await createRemoteVerifier('https://i.test/.well-known/jwks.json',
+      { issuer: 'https://i.test', audience: 'app', fetch: fetchKeys, ttlSeconds: 0, refetchCooldownSeconds: 0 });
+    freed = 0;
+    for (let i = 0; i < 3; i++) {
+      const kept = [];
+      await churning.verify(await sign(a), undefined, { waitUntil: (p) => kept.push(p) });
+      await kept[0];
+    }
+    assert.equal(freed, 3, 'each replaced key set was freed');
+    published = [];
+    const kept = [];
+    await churning.verify(await sign(a), undefined, { waitUntil: (p) => kept.push(p) });
+    await kept[0];
+    assert.equal(freed, 4, 'an empty set was freed');
+    assert.equal((await churning.verify(await sign(a))).sub, 'user-a', 'the held keys still verify');
+  } finally {
+    Verifier.prototype.free = free;
+  }
+
   // A fetch that never settles, whatever its signal (on Workers, a background fetch whose
   // request has ended): callers are answered after its limit, and a later refetch runs.
   let hanging = false;
@@ -435,6 +465,34 @@ test('GatehouseClient off a page: no tab channel, relative origins ignored, boun
     tabA.close();
     delete globalThis.document;
   }
+
+  // A tab closed (unmounted) while its refresh is out still hands the new tokens to the other
+  // tabs: before, its channel closed at once, and the others kept the rotated-out token, whose
+  // next refresh the issuer would take for theft.
+  globalThis.document = {};
+  let answer;
+  const slow = async (url, init) => {
+    if (new URLSearchParams(init.body).get('grant_type') === 'refresh_token') await new Promise((r) => (answer = r));
+    return issuer(url, init);
+  };
+  const leaving = new GatehouseClient({ issuer: 'https://i.test', fetch: slow, autoRefresh: false, channelName: 'leaving' });
+  const staying = new GatehouseClient({ issuer: 'https://i.test', fetch: slow, autoRefresh: false, channelName: 'leaving' });
+  try {
+    await leaving.login('alice', 'pw');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(staying.accessToken, leaving.accessToken, 'the tabs share the session');
+    const refreshing = leaving.refresh();
+    while (!answer) await new Promise((r) => setTimeout(r, 5));
+    leaving.close();
+    answer();
+    await refreshing;
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(staying.accessToken, leaving.accessToken, 'the other tab has the rotated tokens');
+  } finally {
+    leaving.close();
+    staying.close();
+    delete globalThis.document;
+  }
   issued = 0;
 
   const first = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, refreshAheadSeconds: 1 });
@@ -617,7 +675,8 @@ test('GatehouseClient: a refresh whose answer was lost on the way back is asked 
     assert.deepEqual(calls.slice(1).map(([, token]) => token), ['r1', 'r1']);
     const gap = calls[2][0] - calls[1][0];
     assert.ok(gap < 3000, `asked again after ${gap} ms, inside the issuer's 5 s grace`);
-    // A client closed meanwhile sends nothing more.
+    // A client closed while its refresh was out sends no retry; one closed before sending its
+    // refresh sends nothing.
     calls.length = 0;
     let fail = true;
     const closing = new GatehouseClient({
@@ -628,16 +687,44 @@ test('GatehouseClient: a refresh whose answer was lost on the way back is asked 
         calls.push(form.get('grant_type'));
         if (form.get('grant_type') === 'refresh_token' && fail) {
           fail = false;
+          closing.close();
           throw new TypeError('connection reset');
         }
         return new Response(JSON.stringify(tokens(3)));
       },
     });
     await closing.login('alice', 'pw');
-    const refreshing = closing.refresh();
-    closing.close();
-    await refreshing;
+    await closing.refresh();
     assert.deepEqual(calls, ['password', 'refresh_token'], 'no retry after close()');
+    calls.length = 0;
+    const unsent = new GatehouseClient({
+      issuer: 'https://i.test',
+      autoRefresh: false,
+      fetch: async (url, init) => {
+        calls.push(new URLSearchParams(init.body).get('grant_type'));
+        return new Response(JSON.stringify(tokens(3)));
+      },
+    });
+    await unsent.login('alice', 'pw');
+    const refreshing = unsent.refresh();
+    unsent.close();
+    await refreshing;
+    assert.deepEqual(calls, ['password'], 'a refresh after close() was sent');
+
+    // An opaque origin (a sandboxed frame, a `file:` page) whose Web Locks refuse: the refresh
+    // runs without the lock. Before, every refresh rejected with the DOMException (code 18).
+    assert.equal(globalThis.navigator, undefined, 'Node 20 has no navigator to stub over');
+    globalThis.navigator = { locks: { request: async () => { throw new DOMException('opaque origin', 'SecurityError'); } } };
+    try {
+      const sandboxed = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false });
+      await sandboxed.login('alice', 'pw');
+      const before = sandboxed.accessToken;
+      await sandboxed.refresh();
+      assert.notEqual(sandboxed.accessToken, before, 'refreshed without Web Locks');
+      sandboxed.close();
+    } finally {
+      delete globalThis.navigator;
+    }
   } finally {
     client.close();
   }

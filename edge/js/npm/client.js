@@ -80,6 +80,8 @@ export class GatehouseClient {
   #refreshing = null;
   #timer = null;
   #closed = false;
+  /** The tab channel after `close()`, while a refresh already sent settles. */
+  #closing = null;
   #listeners = new Map();
   #waiters = new Set();
 
@@ -172,7 +174,8 @@ export class GatehouseClient {
     this.#refreshing ??= this.#exclusive(async (contended) => {
       // Another tab held the lock: it was refreshing this very token, so wait for its tokens.
       await this.#changed(stale, contended ? HANDOVER_MS : SETTLE_MS);
-      if (this.#tokens?.refreshToken !== stale) return; // another tab refreshed (or signed out)
+      // Another tab refreshed (or signed out), or this client was closed: nothing is sent.
+      if (this.#closed || this.#tokens?.refreshToken !== stale) return;
       const response = await this.#rotate(stale);
       if (!response) return;
       const body = await bodyOf(response);
@@ -274,12 +277,24 @@ export class GatehouseClient {
     throw failed(textOf(body, `the issuer answered HTTP ${response.status}`), retryAfterOf(response));
   }
 
-  /** Stops timers and leaves the tab channel (the tokens stay where they are). */
+  /**
+   * Stops timers and leaves the tab channel (the tokens stay where they are). A refresh already
+   * sent still tells the other tabs its result before the channel closes: they would otherwise
+   * keep the rotated-out token, and their next refresh would be taken for theft.
+   */
   close() {
     this.#closed = true;
     clearTimeout(this.#timer);
-    this.#channel?.close();
+    const channel = this.#channel;
     this.#channel = null;
+    if (!channel) return;
+    this.#closing = channel;
+    const closeChannel = () => {
+      channel.close();
+      if (this.#closing === channel) this.#closing = null;
+    };
+    if (this.#refreshing) this.#refreshing.then(closeChannel, closeChannel);
+    else closeChannel();
   }
 
   /** `POST /v1/token`. */
@@ -319,7 +334,15 @@ export class GatehouseClient {
   async #exclusive(task) {
     const locks = globalThis.navigator?.locks;
     if (!locks) return task(false);
-    const done = await locks.request(this.#lock, { ifAvailable: true }, async (lock) => (lock ? { value: await task(false) } : null));
+    let done;
+    try {
+      done = await locks.request(this.#lock, { ifAvailable: true }, async (lock) => (lock ? { value: await task(false) } : null));
+    } catch (e) {
+      // An opaque origin (a sandboxed frame, a `file:` page) may not use Web Locks: it has no
+      // other tab to share them with, so the refresh runs without one.
+      if (e?.name === 'SecurityError') return task(false);
+      throw e;
+    }
     return done ? done.value : locks.request(this.#lock, () => task(true));
   }
 
@@ -340,7 +363,8 @@ export class GatehouseClient {
 
   /** To this issuer's other tabs: every message names the issuer (see `#onMessage`). */
   #post(message) {
-    if (!this.#closed) this.#channel?.postMessage({ ...message, issuer: this.#issuer });
+    const channel = this.#closed ? this.#closing : this.#channel;
+    channel?.postMessage({ ...message, issuer: this.#issuer });
   }
 
   #set(tokens, event, broadcast = true, store = true) {

@@ -13,7 +13,7 @@
 //   anywhere), and at most 1 MiB of them: whoever can answer that URL decides which tokens
 //   verify. Redirects are refused by hand (`redirect: 'manual'`): workerd has no `'error'`.
 // `index.js` re-exports this module; the cycle is safe because nothing here runs at import.
-import { GatehouseError, Verifier } from './index.js';
+import init, { GatehouseError, Verifier } from './index.js';
 
 const MAX_JWKS_BYTES = 1 << 20;
 
@@ -93,6 +93,9 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
     throw invalidOptions(`the JWK set URL ${JSON.stringify(String(jwksUrl))} is not a URL`);
   }
   if (!trusted(url)) throw invalidOptions('the JWK set URL must be https: (http: only to localhost)');
+  // The browser entry leaves loading the wasm to the caller's `init()`; without it, the next
+  // line would throw the glue's TypeError. At once where it is loaded (Node, Workers).
+  await init();
   new Verifier({ keys: [] }, verifierOptions).free();
   let verifier;
   let fetchedAt = 0;
@@ -151,13 +154,20 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
           throw e;
         }
         // An empty set (an error page's JSON, a deploy in progress) would refuse every token.
-        if (fresh.kids.length === 0) throw new GatehouseError('keys_unavailable', 'the JWK set holds no usable key');
+        if (fresh.kids.length === 0) {
+          fresh.free();
+          throw new GatehouseError('keys_unavailable', 'the JWK set holds no usable key');
+        }
         if (generation < installed) {
           fresh.free();
           return;
         }
         installed = generation;
+        // Freed now, not left to a finalizer that Workers may never run: nothing holds the old
+        // one across an `await` (`verify` is synchronous).
+        const replaced = verifier;
         verifier = fresh;
+        replaced?.free();
         fetchedAt = Date.now();
       } catch (e) {
         throw e instanceof GatehouseError ? e : new GatehouseError('keys_unavailable', `fetching the JWK set: ${e}`);
