@@ -1,6 +1,6 @@
 // Shared by the Node tests: start the real issuer binary on SQLite in a temp dir.
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { extname, join, resolve } from 'node:path';
@@ -66,10 +66,21 @@ export async function startIssuer(env = {}) {
       GATEHOUSE_PASSWORD__T_COST: '1',
       ...env,
     },
-    stdio: 'ignore',
+    stdio: ['ignore', 'ignore', openSync(join(dir, 'issuer.log'), 'w')],
   });
-  child.on('error', (e) => { throw new Error(`cannot start ${bin}: ${e.message} (run cargo build -p gatehouse-issuer)`); });
-  await waitFor(`${url}/health/ready`);
+  // A binary that is missing, or that exits, stops the wait at once; one that never gets ready
+  // is killed: a live child would keep `node --test` running after the failure.
+  const gone = new AbortController();
+  child.on('error', (e) => gone.abort(new Error(`cannot start ${bin}: ${e.message} (run cargo build -p gatehouse-issuer)`)));
+  child.on('exit', (code, signal) => gone.abort(new Error(`the issuer exited (${code ?? signal})`)));
+  try {
+    await waitFor(`${url}/health/ready`, 30000, gone.signal);
+  } catch (e) {
+    child.kill('SIGKILL');
+    let log = '';
+    try { log = readFileSync(join(dir, 'issuer.log'), 'utf8').slice(-4000); } catch { /* none */ }
+    throw new Error(`${gone.signal.reason?.message ?? e.message}\n${log}`);
+  }
   return {
     url,
     stop: () => child.kill('SIGKILL'),

@@ -125,7 +125,9 @@ impl Edge {
 
     /// Stops workerd and starts it again on the same port and KV state.
     pub async fn restart(&mut self) {
-        self.proc = None;
+        if let Some(proc) = self.proc.take() {
+            proc.stop().await;
+        }
         self.spawn().await;
     }
 

@@ -1,13 +1,13 @@
 //! The real issuer binary on a PostgreSQL schema of its own.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gatehouse_shared::{Algorithm, SigningKey};
 use serde_json::Value;
 
 use crate::procs::Proc;
-use crate::{eventually, free_port, http, json_of, target_dir};
+use crate::{free_port, http, json_of, target_dir};
 
 /// A PostgreSQL schema of its own, dropped afterwards.
 pub struct PgSchema {
@@ -188,19 +188,24 @@ impl Issuer {
         cmd.arg("serve")
             .current_dir(self.dir.path())
             .envs(self.env.iter().cloned());
-        self.proc = Some(Proc::spawn(cmd, &self.dir.path().join("issuer.log")));
+        let log = self.dir.path().join("issuer.log");
+        let mut proc = Proc::spawn(cmd, &log);
         let ready = format!("{}/health/ready", self.url);
         let client = http();
-        eventually("the issuer to be ready", Duration::from_secs(20), || {
-            let req = client.get(&ready).send();
-            async move {
-                req.await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
+        let started = Instant::now();
+        loop {
+            let answer = client.get(&ready).send().await;
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                break;
             }
-        })
-        .await;
+            // A process that exited (a port still taken, a refused setting) will not get ready.
+            if proc.exited() || started.elapsed() > Duration::from_secs(20) {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("the issuer did not get ready; its log:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.proc = Some(proc);
     }
 
     pub fn stop(&mut self) {
@@ -262,7 +267,9 @@ impl Issuer {
     }
 
     pub async fn restart(&mut self) {
-        self.stop();
+        if let Some(proc) = self.proc.take() {
+            proc.stop().await;
+        }
         self.spawn().await;
     }
 

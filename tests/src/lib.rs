@@ -9,7 +9,6 @@ mod issuer;
 pub mod locations;
 mod node;
 mod procs;
-pub use procs::kill_all as kill_children;
 pub mod proxy;
 mod servers;
 mod workerd;

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// The process groups of the children alive now.
 static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -32,6 +33,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(mut cmd: tokio::process::Command, log: &Path) -> Self {
+        stop_children_on_signal();
         let out = std::fs::File::create(log).expect("log file");
         let err = out.try_clone().expect("log file");
         cmd.stdin(std::process::Stdio::null())
@@ -56,6 +58,20 @@ impl Proc {
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
+
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_some()
+    }
+
+    /// Kills the process group and waits for the process to be gone, so that a successor can
+    /// take its port (a `kill` returns before the process has exited).
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            kill_group(pid);
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
 }
 
 impl Drop for Proc {
@@ -67,4 +83,40 @@ impl Drop for Proc {
             kill_group(pid);
         }
     }
+}
+
+/// Ctrl-C or a CI timeout's TERM end the process without running any `Drop`, and the children
+/// run in process groups of their own, which the terminal's signal does not reach: a thread
+/// of its own kills them first, then exits as the signal would have. (Not HUP: handling it
+/// would undo a `nohup make bench`.) Installed with the first child.
+fn stop_children_on_signal() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        std::thread::spawn(|| {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+            else {
+                eprintln!("testkit: no signal handler; a signal would leave its servers running");
+                return;
+            };
+            runtime.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    eprintln!("testkit: no signal handler; a signal would leave its servers running");
+                    return;
+                };
+                let code = tokio::select! {
+                    _ = int.recv() => 130,
+                    _ = term.recv() => 143,
+                };
+                eprintln!("stopped by a signal; stopping the servers it started");
+                kill_all();
+                std::process::exit(code);
+            });
+        });
+    });
 }

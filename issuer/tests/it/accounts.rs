@@ -3,7 +3,7 @@
 use gatehouse_shared::{KeySet, Verifier, VerifierOptions};
 use rocket::http::Status;
 
-use crate::common::{Backend, PASSWORD, TestApp, header, str_of};
+use crate::common::{Backend, PASSWORD, TestApp, header, refusal, str_of};
 
 async fn registration_rules(backend: Backend) {
     let app = TestApp::start(backend).await;
@@ -290,13 +290,13 @@ async fn password_change_revokes_the_other_sessions(backend: Backend) {
         (Status::Unauthorized, "revoked")
     );
     assert_eq!(
-        app.refresh(str_of(&there, "refresh_token")).await.0,
-        Status::BadRequest
+        refusal(app.refresh(str_of(&there, "refresh_token")).await),
+        (Status::BadRequest, "invalid_grant".into())
     );
     let old = format!("grant_type=password&username=alice&password={PASSWORD}");
     assert_eq!(
-        app.send("POST", "/v1/token", Some(&old), None).await.0,
-        Status::BadRequest
+        refusal(app.send("POST", "/v1/token", Some(&old), None).await),
+        (Status::BadRequest, "invalid_grant".into())
     );
     let new = format!("grant_type=password&username=alice&password={new_password}");
     assert_eq!(

@@ -2,7 +2,7 @@
 
 use rocket::http::Status;
 
-use crate::common::{Backend, TestApp, str_of};
+use crate::common::{Backend, TestApp, refusal, str_of};
 
 async fn admin_scope_is_required(backend: Backend) {
     let app = TestApp::start(backend).await;
@@ -78,7 +78,10 @@ async fn admins_revoke_disable_and_introspect(backend: Backend) {
         )
         .await;
     assert_eq!(status, Status::Ok);
-    assert_eq!(app.me(&access).await.0, Status::Unauthorized);
+    assert_eq!(
+        refusal(app.me(&access).await),
+        (Status::Unauthorized, "revoked".into())
+    );
     let (status, json) = app
         .send("POST", "/v1/admin/sessions/nope/revoke", None, Some(&admin))
         .await;

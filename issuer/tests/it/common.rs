@@ -372,6 +372,16 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .map(|(_, v)| v.as_str())
 }
 
+/// A refusal's status and stable code: `code` for the API's errors, `error` for OAuth's.
+pub fn refusal((status, json): (Status, Value)) -> (Status, String) {
+    let code = json["code"].as_str().or_else(|| json["error"].as_str());
+    (
+        status,
+        code.unwrap_or_else(|| panic!("no code in {json}"))
+            .to_owned(),
+    )
+}
+
 pub fn str_of<'a>(json: &'a Value, key: &str) -> &'a str {
     json[key]
         .as_str()

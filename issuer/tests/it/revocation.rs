@@ -7,7 +7,7 @@ use gatehouse_shared::{
 };
 use rocket::http::Status;
 
-use crate::common::{Backend, TestApp, str_of};
+use crate::common::{Backend, TestApp, refusal, str_of};
 
 async fn revoke_endpoint(backend: Backend) {
     let app = TestApp::start(backend).await;
@@ -69,12 +69,12 @@ async fn revoke_endpoint(backend: Backend) {
         .await;
     assert_eq!(status, Status::Ok);
     assert_eq!(
-        app.refresh(str_of(&a2, "refresh_token")).await.0,
-        Status::BadRequest
+        refusal(app.refresh(str_of(&a2, "refresh_token")).await),
+        (Status::BadRequest, "invalid_grant".into())
     );
     assert_eq!(
-        app.me(str_of(&a2, "access_token")).await.0,
-        Status::Unauthorized
+        refusal(app.me(str_of(&a2, "access_token")).await),
+        (Status::Unauthorized, "revoked".into())
     );
 
     // Garbage is fine; a missing or empty token is not (RFC 6749 §3.1: empty is omitted).
@@ -96,8 +96,8 @@ async fn revoke_endpoint(backend: Backend) {
     let a3 = app.login("alice").await;
     let body = format!("token={}", str_of(&a3, "access_token"));
     assert_eq!(
-        app.send("POST", "/v1/revoke", Some(&body), None).await.0,
-        Status::Unauthorized
+        refusal(app.send("POST", "/v1/revoke", Some(&body), None).await),
+        (Status::Unauthorized, "missing_token".into())
     );
     // A refresh token needs nothing else (RFC 7009 §2.1, a public client): a client whose
     // access token has expired still ends its session.
@@ -111,8 +111,8 @@ async fn revoke_endpoint(backend: Backend) {
         );
     }
     assert_eq!(
-        app.refresh(str_of(&a3, "refresh_token")).await.0,
-        Status::BadRequest
+        refusal(app.refresh(str_of(&a3, "refresh_token")).await),
+        (Status::BadRequest, "invalid_grant".into())
     );
 }
 
@@ -133,12 +133,12 @@ async fn logout_and_logout_everywhere(backend: Backend) {
         .await;
     assert_eq!((status, str_of(&json, "revoked")), (Status::Ok, "session"));
     assert_eq!(
-        app.me(str_of(&s1, "access_token")).await.0,
-        Status::Unauthorized
+        refusal(app.me(str_of(&s1, "access_token")).await),
+        (Status::Unauthorized, "revoked".into())
     );
     assert_eq!(
-        app.refresh(str_of(&s1, "refresh_token")).await.0,
-        Status::BadRequest
+        refusal(app.refresh(str_of(&s1, "refresh_token")).await),
+        (Status::BadRequest, "invalid_grant".into())
     );
     assert_eq!(
         app.me(str_of(&s2, "access_token")).await.0,
@@ -157,12 +157,12 @@ async fn logout_and_logout_everywhere(backend: Backend) {
     assert_eq!(status, Status::Ok);
     for s in [&s2, &s3] {
         assert_eq!(
-            app.me(str_of(s, "access_token")).await.0,
-            Status::Unauthorized
+            refusal(app.me(str_of(s, "access_token")).await),
+            (Status::Unauthorized, "revoked".into())
         );
         assert_eq!(
-            app.refresh(str_of(s, "refresh_token")).await.0,
-            Status::BadRequest
+            refusal(app.refresh(str_of(s, "refresh_token")).await),
+            (Status::BadRequest, "invalid_grant".into())
         );
     }
     // A login after the cut-off works.
@@ -603,8 +603,8 @@ async fn revoking_a_rotated_refresh_token_ends_its_session(backend: Backend) {
         (Status::BadRequest, "invalid_grant")
     );
     assert_eq!(
-        app.me(str_of(&thief, "access_token")).await.0,
-        Status::Unauthorized
+        refusal(app.me(str_of(&thief, "access_token")).await),
+        (Status::Unauthorized, "revoked".into())
     );
 }
 

@@ -143,26 +143,7 @@ async fn group<F: Future<Output = Vec<Row>>>(name: &str, id: &'static str, rows:
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> std::process::ExitCode {
-    // Ctrl-C or a CI timeout's TERM end the program without running any `Drop`, and the
-    // servers run in process groups of their own: kill them first. (Not HUP: handling it would
-    // undo a `nohup make bench`.)
-    tokio::spawn(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            eprintln!("bench: no signal handlers; a signal would leave the servers running");
-            return;
-        };
-        let code = tokio::select! {
-            _ = int.recv() => 130,
-            _ = term.recv() => 143,
-        };
-        eprintln!("bench: stopped by a signal; stopping the servers it started");
-        gatehouse_tests::kill_children();
-        std::process::exit(code);
-    });
+    // A signal stops the servers this started: the testkit's handler, installed with the first.
     let s = Settings::from_args();
     let fix = Fixture::new();
     // `--fixture` prints the key set, tokens and a signed list for bench/edge/profile.mjs.
