@@ -106,7 +106,9 @@ fn stop_children_on_signal() {
                     signal(SignalKind::interrupt()),
                     signal(SignalKind::terminate()),
                 ) else {
-                    eprintln!("testkit: no signal handler; a signal would leave its servers running");
+                    eprintln!(
+                        "testkit: no signal handler; a signal would leave its servers running"
+                    );
                     return;
                 };
                 let code = tokio::select! {
