@@ -65,11 +65,17 @@ impl TokenClaims {
         self.scope.split_ascii_whitespace().any(|s| s == wanted)
     }
 
-    /// Whether the token has expired at `now`, with `leeway_secs` of clock difference: valid
-    /// only while `now < exp` (RFC 7519 §4.1.4, the current time MUST be before `exp`).
+    /// Whether the token has expired at `now`, with `leeway_secs` of clock difference.
     pub fn has_expired(&self, now: i64, leeway_secs: u32) -> bool {
-        now >= self.exp.saturating_add(i64::from(leeway_secs))
+        exp_has_passed(self.exp, now, i64::from(leeway_secs))
     }
+}
+
+/// Whether an `exp` of `exp` has passed at `now`, with `leeway_secs` of clock difference: a
+/// token is valid only while `now < exp` (RFC 7519 §4.1.4, the current time MUST be before
+/// `exp`). The one rule, for verified claims and for an unverified token's `exp` alike.
+pub fn exp_has_passed(exp: i64, now: i64, leeway_secs: i64) -> bool {
+    now >= exp.saturating_add(leeway_secs)
 }
 
 /// Claims that passed a [`crate::Verifier`]: signature, type, key, issuer, audience and time,

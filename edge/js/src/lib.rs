@@ -292,7 +292,11 @@ pub fn is_expired(
     let token = token_text(token, MAX_UNVERIFIED_BYTES)?;
     #[allow(clippy::cast_possible_truncation)] // a small number of seconds
     let leeway = leeway.unwrap_or(0.0).max(0.0) as i64;
-    Ok(now_secs(None) >= exp_of(&token)?.saturating_add(leeway))
+    Ok(gatehouse_shared::exp_has_passed(
+        exp_of(&token)?,
+        now_secs(None),
+        leeway,
+    ))
 }
 
 /// A verified revocation snapshot, for apps that want to check tokens against it.

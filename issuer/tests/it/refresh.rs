@@ -1,8 +1,6 @@
 //! Refresh rotation: every use rotates, retries within the grace window get the same successor,
 //! reuse after it revokes the family, and sessions end at their absolute lifetime.
 
-use std::time::Duration;
-
 use rocket::http::Status;
 
 use crate::common::{Backend, TestApp, refresh_on, refusal, str_of};
@@ -245,14 +243,10 @@ async fn postgres_a_refresh_does_not_queue_behind_a_revocation() {
     let app = TestApp::start(Backend::Postgres).await;
     app.register("alice").await;
     let refresh_token = str_of(&app.login("alice").await, "refresh_token").to_owned();
-    let ((status, json), took) = app
-        .during_a_held_revocation(app.refresh(&refresh_token))
+    let (status, json) = app
+        .without_waiting_for_a_held_revocation(app.refresh(&refresh_token))
         .await;
     assert_eq!(status, Status::Ok, "{json}");
-    assert!(
-        took < Duration::from_secs(2),
-        "the refresh waited {took:?} for the revocation"
-    );
 }
 
 crate::on_both_backends!(
