@@ -72,7 +72,7 @@ impl Snapshots {
     pub async fn current(
         &self,
         db: &Db,
-        keys: &KeyRing,
+        keys: &Arc<KeyRing>,
         config: &Config,
         now: i64,
     ) -> Result<Arc<str>, ApiError> {
@@ -93,7 +93,7 @@ impl Snapshots {
     pub async fn current_delta(
         &self,
         db: &Db,
-        keys: &KeyRing,
+        keys: &Arc<KeyRing>,
         config: &Config,
         now: i64,
     ) -> Result<Arc<str>, ApiError> {
@@ -115,13 +115,14 @@ impl Snapshots {
     async fn signed(
         slot: &Mutex<Option<Cached>>,
         db: &Db,
-        keys: &KeyRing,
+        keys: &Arc<KeyRing>,
         now: i64,
         fresh: impl Fn(&Cached) -> bool,
         build: impl FnOnce(&mut DbConn, &SigningKey) -> Result<(u64, String), ApiError> + Send + 'static,
     ) -> Result<Arc<str>, ApiError> {
         let seq = db.run(revocations::high_water).await?;
-        let signer = keys.current();
+        // The same rule as tokens: no list signed with a ring too old to sign with.
+        let signer = keys.for_signing(db, now).await?;
         let mut cache = slot.lock().await;
         if let Some(c) = cache.as_ref()
             && c.seq == seq

@@ -32,9 +32,9 @@ pub struct VerifierOptions {
 impl VerifierOptions {
     pub const DEFAULT_LEEWAY_SECS: u32 = 30;
     pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
-    /// The issuer keeps a revoked token's entry this long past its `exp`
-    /// ([`crate::revocation::entry_expiry`]): a verifier that stretched `exp` further would
-    /// take the token back once the entry is gone.
+    /// The longest leeway revocation entries cover ([`crate::revocation::entry_expiry`] keeps
+    /// one this long past `exp`, and 30 s more for clocks): a verifier that stretched `exp`
+    /// further would take the token back once the entry is gone.
     pub const MAX_LEEWAY_SECS: u32 = 60;
 
     pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {

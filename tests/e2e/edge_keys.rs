@@ -222,7 +222,7 @@ async fn a_key_set_loaded_from_kv_keeps_its_age() {
     // KV's revocation list, signed by the key retired below.
     sys.edge.run_cron().await;
     // Retired, still published for its grace: the new key's token makes the edge fetch a set
-    // that holds both (and store it in KV).
+    // that holds both (not stored in KV: only the cron writes it).
     let retired = sys.issuer.rotate_key_file().await;
     let token = gatehouse_shared::sign_access_token(&retired, &sys.claims()).unwrap();
     let fresh = sys.mint(&sys.claims());
@@ -264,9 +264,8 @@ async fn a_key_set_loaded_from_kv_keeps_its_age() {
         "removed key refused {:?} after the restart",
         restarted.elapsed()
     );
-    // KV's list is rewritten only at a new seq or its hourly heartbeat, so it is still signed
-    // by the removed key, which KV's key set (stored by the refetch above) no longer holds: a
-    // new isolate takes the issuer's list rather than refuse every request.
+    // KV's list and key set are still the first cron's, both of the removed key: a new isolate
+    // verifies that list with that set, and serves.
     sys.edge.restart().await;
     let (status, json) = sys.get("/api/x", Some(fresh)).await;
     assert_eq!(status, 200, "{json}");

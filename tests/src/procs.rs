@@ -29,6 +29,8 @@ pub fn kill_all() {
 
 pub struct Proc {
     child: tokio::process::Child,
+    /// Kept apart from the child: tokio's `id()` is `None` once the child has been waited for.
+    pid: Option<u32>,
 }
 
 impl Proc {
@@ -44,12 +46,13 @@ impl Proc {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        if let Some(pid) = child.id() {
+        let pid = child.id();
+        if let Some(pid) = pid {
             LIVE.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push(pid);
         }
-        Self { child }
+        Self { child, pid }
     }
 }
 
@@ -57,6 +60,16 @@ impl Proc {
     /// The process id, which is also the id of its process group.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// Forgets the process group and kills it.
+    fn kill(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            LIVE.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|&live| live != pid);
+            kill_group(pid);
+        }
     }
 
     /// Whether the process has exited.
@@ -67,21 +80,14 @@ impl Proc {
     /// Kills the process group and waits for the process to be gone, so that a successor can
     /// take its port (a `kill` returns before the process has exited).
     pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            kill_group(pid);
-        }
+        self.kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Some(pid) = self.child.id() {
-            LIVE.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .retain(|&live| live != pid);
-            kill_group(pid);
-        }
+        self.kill();
     }
 }
 

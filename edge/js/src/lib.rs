@@ -143,8 +143,8 @@ impl Verifier {
                 return Err(error(
                     ErrorCode::InvalidKey,
                     &format!(
-                        "invalid options: leeway is at most {} s (revocation entries outlive \
-                         a token's exp only that long)",
+                        "invalid options: leeway is at most {} s (revocation entries cover no \
+                         longer leeway)",
                         VerifierOptions::MAX_LEEWAY_SECS
                     ),
                 ));

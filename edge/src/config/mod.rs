@@ -300,7 +300,7 @@ impl Config {
             "LEEWAY_SECS",
             VerifierOptions::DEFAULT_LEEWAY_SECS,
             VerifierOptions::MAX_LEEWAY_SECS,
-            "revocation entries outlive their token's exp only that long",
+            "revocation entries cover no longer leeway",
         );
         let max_token = vars.number("MAX_TOKEN_BYTES", 8192);
         let verifier = VerifierOptions {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use gatehouse_shared::{
-    AccessClaims, Algorithm, ErrorCode, KeySet, SigningKey, Verifier, VerifierOptions, VerifyError,
-    VerifyingJwk,
+    AccessClaims, Algorithm, ErrorCode, KeySet, SigningKey, SnapshotOptions, Verifier,
+    VerifierOptions, VerifyError, VerifyingJwk,
 };
 use rocket::fairing::AdHoc;
 
@@ -37,8 +37,8 @@ pub struct KeyState {
     pub signer: SigningKey,
     pub published: KeySet,
     pub verifier: Verifier,
-    /// The same keys with the longest leeway any verifier may use: what some edge or package
-    /// may still accept.
+    /// The same keys with the longest leeway any verifier may use: with a clock as far behind as
+    /// a list it takes may be, what some edge or package may still accept.
     lenient: Verifier,
     /// When this replica began reading it from the database.
     read_at: Instant,
@@ -117,10 +117,12 @@ impl KeyRing {
         token: &str,
         now: i64,
     ) -> Result<Result<AccessClaims, VerifyError>, ApiError> {
-        self.verify_by(db, token, now, |ring| &ring.verifier).await
+        self.verify_by(db, token, now, now, |ring| &ring.verifier)
+            .await
     }
 
-    /// [`Self::verify`] as the most lenient verifier would (the longest leeway allowed): a token
+    /// [`Self::verify`] as the most lenient verifier would (the longest leeway allowed, on a clock
+    /// 30 s behind this one): a token
     /// it accepts may still pass somewhere, so revoking it needs an entry.
     pub async fn verify_as_any_verifier(
         self: &Arc<Self>,
@@ -128,24 +130,28 @@ impl KeyRing {
         token: &str,
         now: i64,
     ) -> Result<Result<AccessClaims, VerifyError>, ApiError> {
-        self.verify_by(db, token, now, |ring| &ring.lenient).await
+        let behind = now.saturating_sub(i64::from(SnapshotOptions::MAX_CLOCK_AHEAD_SECS));
+        self.verify_by(db, token, now, behind, |ring| &ring.lenient)
+            .await
     }
 
+    /// Verifies `token` as a verifier whose clock reads `verifier_now` would.
     async fn verify_by(
         self: &Arc<Self>,
         db: &Db,
         token: &str,
         now: i64,
+        verifier_now: i64,
         verifier: fn(&KeyState) -> &Verifier,
     ) -> Result<Result<AccessClaims, VerifyError>, ApiError> {
         let asked = Instant::now();
-        let first = verifier(&self.current()).verify(token, now);
+        let first = verifier(&self.current()).verify(token, verifier_now);
         if !matches!(&first, Err(e) if e.code() == ErrorCode::UnknownKid) {
             return Ok(first);
         }
         // Rare: an unknown kid fails before any signature is checked.
         let ring = self.read_since(db, now, asked).await?;
-        Ok(verifier(&ring).verify(token, now))
+        Ok(verifier(&ring).verify(token, verifier_now))
     }
 
     /// The ring as read from the database after `since`. Re-read if it was not, at most once
@@ -160,10 +166,22 @@ impl KeyRing {
         now: i64,
         since: Instant,
     ) -> Result<Arc<KeyState>, ApiError> {
+        self.read_unless(db, now, since, |_| false).await
+    }
+
+    /// [`Self::read_since`], but a ring that is `good_enough` (one another caller's re-read
+    /// installed meanwhile, say) is taken as it is.
+    async fn read_unless(
+        self: &Arc<Self>,
+        db: &Db,
+        now: i64,
+        since: Instant,
+        good_enough: impl Fn(&KeyState) -> bool,
+    ) -> Result<Arc<KeyState>, ApiError> {
         loop {
             let mut last = self.last_reread.lock().await;
             let held = self.current();
-            if held.read_at >= since {
+            if held.read_at >= since || good_enough(&held) {
                 return Ok(held);
             }
             match *last {
@@ -191,12 +209,14 @@ impl KeyRing {
         db: &Db,
         now: i64,
     ) -> Result<Arc<KeyState>, ApiError> {
-        let held = self.current();
         let max_age = 2 * i64::from(self.config.cleanup_interval_secs.max(1));
-        if now.saturating_sub(held.read_at_secs) <= max_age {
+        let young = |state: &KeyState| now.saturating_sub(state.read_at_secs) <= max_age;
+        let held = self.current();
+        if young(&held) {
             return Ok(held);
         }
-        self.read_since(db, now, Instant::now()).await
+        // Callers that queue behind one re-read take the ring it installed.
+        self.read_unless(db, now, Instant::now(), young).await
     }
 
     /// The ring for the JWKS, re-read when this replica's copy is over a second old. A CLI
