@@ -8,7 +8,9 @@ import { join, normalize } from 'node:path';
 
 import { PASSWORD, freePort, installPacked, launchChromium, root, sendFile, startIssuer } from './harness.mjs';
 
-const ACCESS_TTL_SECS = 4;
+// Long enough that a loaded machine's slow page calls stay within one token's life (4 s was
+// not), short enough that waiting one out keeps the suite quick.
+const ACCESS_TTL_SECS = 10;
 let pkgDir;
 let browser;
 let site;
@@ -138,7 +140,7 @@ test('two tabs: one login, one rotation for two simultaneous refreshes, a retry 
 });
 
 test('two tabs with the refresh timer: it fires in both, one rotation; logout signs both out', { timeout: 120000 }, async () => {
-  // The app's clock right and tokens of 4 s: the timer is due halfway, 2 s after login, in
+  // The app's clock right and tokens of 10 s: the timer is due halfway, 5 s after login, in
   // both tabs at once. No grace window: a second rotation would end the session.
   const timed = await startSite({ GATEHOUSE_REFRESH_GRACE_SECS: '0' }, { skewSeconds: 0 });
   await timed.issuer.user('timers');
@@ -234,7 +236,7 @@ test('a logout the issuer did not hear of can be retried, so the session is not 
 });
 
 test('a logout after the access token expired ends the session at the issuer, with no refresh first', { timeout: 120000 }, async () => {
-  // The app's clock right, no refresh timer: the token of 4 s is stale when the user logs out.
+  // The app's clock right, no refresh timer: the token of 10 s is stale when the user logs out.
   const idle = await startSite({}, { skewSeconds: 0 });
   await idle.issuer.user('idle');
   const context = await browser.newContext();
@@ -282,7 +284,7 @@ test('without Web Locks: two tabs refreshing at once both stay signed in, inside
 test('near the end of its session the refresh timer stops instead of looping', { timeout: 120000 }, async () => {
   // Sessions of 8 s, access tokens of 4 s, the app's clock right: each refresh is due halfway
   // through a token's life, and the issuer caps the last token at the session's end.
-  const short = await startSite({ GATEHOUSE_SESSION_TTL_SECS: '8' }, { skewSeconds: 0 });
+  const short = await startSite({ GATEHOUSE_SESSION_TTL_SECS: '8', GATEHOUSE_ACCESS_TOKEN_TTL_SECS: '4' }, { skewSeconds: 0 });
   await short.issuer.user('short-session');
   const context = await browser.newContext();
   const page = await tab(context, '?ahead=60', short);

@@ -478,6 +478,33 @@ fn wait_for(seen: &std::sync::Mutex<Vec<u8>>, text: &str) {
     }
 }
 
+/// Waits until the terminal of the process whose command line ends with `args` (NUL-separated,
+/// as `/proc/<pid>/cmdline` holds them) has echo off, as `stty` reads it.
+fn wait_for_echo_off(args: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let terminals = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|p| {
+                std::fs::read(p.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).ends_with(args))
+            })
+            .map(|p| p.path().join("fd/0"));
+        for terminal in terminals {
+            let settings = Command::new("stty").arg("-a").arg("-F").arg(&terminal).output();
+            if settings.is_ok_and(|s| String::from_utf8_lossy(&s.stdout).contains(" -echo ")) {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the terminal of {args:?} never turned echo off"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// On a terminal, `users create` asks for the password twice and never echoes it. The terminal
 /// is a real pseudo-terminal (util-linux `script`): with echo on, the line discipline would copy
 /// what we type into the output we read.
@@ -500,9 +527,8 @@ fn users_create_prompts_without_echo_on_a_terminal() {
     let screen = collect(child.stdout.take().unwrap());
     for prompt in ["Password: ", "Password (again): "] {
         wait_for(&screen, prompt);
-        // rpassword prints the prompt, then turns echo off: give it that moment (generously,
-        // for a loaded machine).
-        std::thread::sleep(Duration::from_secs(1));
+        // rpassword prints the prompt, then turns echo off: typing before that would be echoed.
+        wait_for_echo_off("users\0create\0carol\0");
         keyboard.write_all(format!("{typed}\n").as_bytes()).unwrap();
         keyboard.flush().unwrap();
     }
