@@ -78,8 +78,8 @@ impl Snapshots {
     ) -> Result<Arc<str>, ApiError> {
         let issuer = config.issuer.clone();
         let fresh = |c: &Cached| now - c.built_at < MAX_CACHE_AGE_SECS;
-        Self::signed(&self.cache, db, keys, now, fresh, move |conn, key| {
-            let list = revocations::live_list(conn, &issuer, now)?;
+        Self::signed(&self.cache, db, keys, now, fresh, move |conn, key, at| {
+            let list = revocations::live_list(conn, &issuer, at)?;
             let jws = list
                 .sign_snapshot(key)
                 .map_err(|e| ApiError::Internal(format!("signing the snapshot: {e}")))?;
@@ -100,8 +100,8 @@ impl Snapshots {
         let issuer = config.issuer.clone();
         let window = i64::from(config.delta_window_secs);
         let fresh = |c: &Cached| c.built_at == now;
-        Self::signed(&self.delta, db, keys, now, fresh, move |conn, key| {
-            let delta = revocations::delta(conn, &issuer, now, window)?;
+        Self::signed(&self.delta, db, keys, now, fresh, move |conn, key, at| {
+            let delta = revocations::delta(conn, &issuer, at, window)?;
             let jws = delta
                 .sign(key)
                 .map_err(|e| ApiError::Internal(format!("signing the delta: {e}")))?;
@@ -111,14 +111,17 @@ impl Snapshots {
     }
 
     /// The document in `slot` while the high-water seq and the signing key are unchanged and
-    /// `fresh` holds; else `build` (list and signature, on a database connection) replaces it.
+    /// `fresh` holds; else `build` (list and signature, on a database connection, signed as of
+    /// the time it is given) replaces it.
     async fn signed(
         slot: &Mutex<Option<Cached>>,
         db: &Db,
         keys: &Arc<KeyRing>,
         now: i64,
         fresh: impl Fn(&Cached) -> bool,
-        build: impl FnOnce(&mut DbConn, &SigningKey) -> Result<(u64, String), ApiError> + Send + 'static,
+        build: impl FnOnce(&mut DbConn, &SigningKey, i64) -> Result<(u64, String), ApiError>
+        + Send
+        + 'static,
     ) -> Result<Arc<str>, ApiError> {
         let seq = db.run(revocations::high_water).await?;
         // The same rule as tokens: no list signed with a ring too old to sign with.
@@ -131,12 +134,21 @@ impl Snapshots {
         {
             return Ok(Arc::clone(&c.jws));
         }
+        // Re-signed by a new key in the second the held one was signed, the list would carry the
+        // same (seq, issued_at), which an edge holding the old one refuses as not newer (409):
+        // it is signed a second later instead.
+        let at = match cache.as_ref() {
+            Some(c) if c.seq == seq && c.kid != signer.signer.kid() && c.built_at >= now => {
+                c.built_at + 1
+            }
+            _ => now,
+        };
         let key = Arc::clone(&signer);
-        let (built_seq, jws) = db.run(move |conn| build(conn, &key.signer)).await?;
+        let (built_seq, jws) = db.run(move |conn| build(conn, &key.signer, at)).await?;
         let jws: Arc<str> = jws.into();
         *cache = Some(Cached {
             seq: i64::try_from(built_seq).unwrap_or(seq),
-            built_at: now,
+            built_at: at,
             kid: signer.signer.kid().to_owned(),
             jws: Arc::clone(&jws),
         });

@@ -492,7 +492,11 @@ fn wait_for_echo_off(args: &str) {
             })
             .map(|p| p.path().join("fd/0"));
         for terminal in terminals {
-            let settings = Command::new("stty").arg("-a").arg("-F").arg(&terminal).output();
+            let settings = Command::new("stty")
+                .arg("-a")
+                .arg("-F")
+                .arg(&terminal)
+                .output();
             if settings.is_ok_and(|s| String::from_utf8_lossy(&s.stdout).contains(" -echo ")) {
                 return;
             }

@@ -770,7 +770,40 @@ async fn a_retired_key_outlives_the_longest_announced_token_lifetime(backend: Ba
     assert!(!published_kids(&app).await.contains(&kid_of(&long)));
 }
 
+/// A rotation in the second the snapshot was signed: the list re-signed by the new key is
+/// newer than the one an edge holds (a later `issued_at`), not the same `(seq, issued_at)`
+/// signed by another key, which the edge refused as not newer (409) until the cache expired.
+async fn a_list_re_signed_by_a_new_key_is_newer_than_the_last(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let snapshot = || async {
+        let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+        let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+        let (_, body) = app.send("GET", "/v1/revocations", None, None).await;
+        let opts = gatehouse_shared::SnapshotOptions::new("https://issuer.test");
+        let list = gatehouse_shared::RevocationList::verify_snapshot(
+            body.as_str().unwrap(),
+            &keys,
+            &opts,
+            app.clock().now(),
+        )
+        .unwrap();
+        (list.seq(), list.issued_at())
+    };
+    let before = snapshot().await;
+    let now = app.clock().now();
+    app.store()
+        .run_sync(|c| keys::rotate(c, &app.config, now))
+        .unwrap();
+    refresh_ring(&app);
+    let after = snapshot().await;
+    assert!(
+        gatehouse_shared::is_newer(after, before),
+        "{after:?} after {before:?}"
+    );
+}
+
 crate::on_both_backends!(
+    a_list_re_signed_by_a_new_key_is_newer_than_the_last,
     a_replica_that_cannot_read_its_ring_stops_signing,
     a_retired_key_outlives_the_longest_announced_token_lifetime,
     settling_two_active_keys_keeps_the_scheduled_key,
