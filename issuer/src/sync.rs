@@ -99,7 +99,8 @@ impl Snapshots {
     ) -> Result<Arc<str>, ApiError> {
         let issuer = config.issuer.clone();
         let window = i64::from(config.delta_window_secs);
-        let fresh = |c: &Cached| c.built_at == now;
+        // `>=`: a delta stamped a second ahead (below) serves its own second too.
+        let fresh = |c: &Cached| c.built_at >= now;
         Self::signed(&self.delta, db, keys, now, fresh, move |conn, key, at| {
             let delta = revocations::delta(conn, &issuer, at, window)?;
             let jws = delta
@@ -136,7 +137,9 @@ impl Snapshots {
         }
         // Re-signed by a new key in the second the held one was signed, the list would carry the
         // same (seq, issued_at), which an edge holding the old one refuses as not newer (409):
-        // it is signed a second later instead.
+        // it is signed a second later instead. Only this replica's own last list is known here:
+        // another replica signing in that second with the new key still ties (the edge then
+        // keeps the same list signed by the old key, which is still published).
         let at = match cache.as_ref() {
             Some(c) if c.seq == seq && c.kid != signer.signer.kid() && c.built_at >= now => {
                 c.built_at + 1

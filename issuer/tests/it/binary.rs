@@ -478,9 +478,11 @@ fn wait_for(seen: &std::sync::Mutex<Vec<u8>>, text: &str) {
     }
 }
 
-/// Waits until the terminal of the process whose command line ends with `args` (NUL-separated,
-/// as `/proc/<pid>/cmdline` holds them) has echo off, as `stty` reads it.
-fn wait_for_echo_off(args: &str) {
+/// Waits until the terminal of the process in `dir` whose command line ends with `args`
+/// (NUL-separated, as `/proc/<pid>/cmdline` holds them) has echo off, as `stty` reads it. The
+/// directory tells this run's process from another run's.
+fn wait_for_echo_off(dir: &Path, args: &str) {
+    let dir = dir.canonicalize().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let terminals = std::fs::read_dir("/proc")
@@ -489,6 +491,7 @@ fn wait_for_echo_off(args: &str) {
             .filter(|p| {
                 std::fs::read(p.path().join("cmdline"))
                     .is_ok_and(|c| String::from_utf8_lossy(&c).ends_with(args))
+                    && std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd == dir)
             })
             .map(|p| p.path().join("fd/0"));
         for terminal in terminals {
@@ -532,7 +535,7 @@ fn users_create_prompts_without_echo_on_a_terminal() {
     for prompt in ["Password: ", "Password (again): "] {
         wait_for(&screen, prompt);
         // rpassword prints the prompt, then turns echo off: typing before that would be echoed.
-        wait_for_echo_off("users\0create\0carol\0");
+        wait_for_echo_off(dir.path(), "users\0create\0carol\0");
         keyboard.write_all(format!("{typed}\n").as_bytes()).unwrap();
         keyboard.flush().unwrap();
     }
