@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use gatehouse_issuer::config::Secret;
-use gatehouse_issuer::keys::{self, KeyRing, Sealer};
+use gatehouse_issuer::keys::{self, KeyRing};
 use gatehouse_issuer::revoker::Revoker;
 use gatehouse_shared::{Algorithm, KeySet, SigningKey, UntrustedToken};
 use rocket::http::Status;
 
 use crate::common::{Backend, PASSWORD, TestApp, me_on, str_of};
+use crate::key_sealing::secret;
 
-fn kid_of(token: &str) -> String {
+pub(crate) fn kid_of(token: &str) -> String {
     UntrustedToken::parse(token, 8192)
         .unwrap()
         .header()
@@ -151,103 +151,6 @@ async fn production_key_file(backend: Backend) {
         ring.current().signer.kid(),
         elsewhere.kid(),
         "a rotation elsewhere is seen"
-    );
-}
-
-fn secret() -> Secret {
-    Secret::new(Sealer::generate_secret().unwrap())
-}
-
-/// Replicas share nothing but the database and the configuration: no key files, another data
-/// directory each. The private key is sealed in its row, and a wrong secret is named.
-async fn replicas_share_the_sealed_key_ring(backend: Backend) {
-    let kek = secret();
-    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(kek.clone())).await;
-    app.register("alice").await;
-    let token = str_of(&app.login("alice").await, "access_token").to_owned();
-    let elsewhere = tempfile::tempdir().unwrap();
-    let replica = app
-        .replica_with(|c| c.data_dir = elsewhere.path().to_path_buf())
-        .await;
-    assert_eq!(me_on(&replica, &token).await, Status::Ok);
-    let (_, from_replica, _) =
-        crate::common::decode(replica.get("/.well-known/jwks.json").dispatch().await).await;
-    assert_eq!(
-        KeySet::from_json(&from_replica.to_string())
-            .unwrap()
-            .kids()
-            .collect::<Vec<_>>(),
-        [kid_of(&token)]
-    );
-
-    let rows = app.store().run_sync(keys::list).unwrap();
-    let sealed = rows[0].sealed_private_jwk.clone().unwrap();
-    assert!(sealed.starts_with("xchacha20poly1305.v1."), "{sealed}");
-    assert!(!sealed.contains("\"d\""), "no private JWK in the clear");
-
-    let mut wrong = app.config.clone();
-    wrong.key_encryption_key = Some(secret());
-    let now = app.clock().now();
-    let load = wrong.clone();
-    let err = app
-        .store()
-        .run_sync(move |c| KeyRing::load(c, &load, now))
-        .err()
-        .expect("another secret cannot open the key");
-    assert!(
-        err.to_string().contains("GATEHOUSE_KEY_ENCRYPTION_KEY"),
-        "{err}"
-    );
-
-    // `keys rotate` and `keys import` with another secret (a shell without the replicas'
-    // secret) change nothing. Before, they made active a key no replica could open.
-    let key_file = elsewhere.path().join("imported.jwk");
-    std::fs::write(
-        &key_file,
-        SigningKey::generate(Algorithm::EdDsa)
-            .unwrap()
-            .to_private_jwk_json()
-            .unwrap(),
-    )
-    .unwrap();
-    let (rotate, import) = (wrong.clone(), wrong);
-    let rotated = app.store().run_sync(move |c| keys::rotate(c, &rotate, now));
-    let imported = app
-        .store()
-        .run_sync(move |c| keys::import_file(c, &import, &key_file, now));
-    for err in [rotated.err(), imported.err()] {
-        let err = err.expect("refused").to_string();
-        assert!(err.contains("GATEHOUSE_KEY_ENCRYPTION_KEY"), "{err}");
-    }
-    let after = app.store().run_sync(keys::list).unwrap();
-    assert_eq!(
-        after
-            .iter()
-            .map(|r| (&r.kid, &r.status))
-            .collect::<Vec<_>>(),
-        rows.iter().map(|r| (&r.kid, &r.status)).collect::<Vec<_>>(),
-        "the ring is unchanged"
-    );
-    assert_eq!(me_on(&replica, &token).await, Status::Ok);
-
-    // The secret is lost: the explicit recovery makes a new key under the new secret, which
-    // then loads, and the old key's tokens still verify.
-    let mut recovered = app.config.clone();
-    recovered.key_encryption_key = Some(secret());
-    let recover = recovered.clone();
-    let new_key = app
-        .store()
-        .run_sync(move |c| keys::rotate_replacing_unopenable(c, &recover, now))
-        .unwrap();
-    let ring = app
-        .store()
-        .run_sync(move |c| KeyRing::load(c, &recovered, now))
-        .expect("the ring loads under the new secret");
-    let state = ring.current();
-    assert_eq!(state.signer.kid(), new_key.kid());
-    assert!(
-        state.verifier.verify(&token, now).is_ok(),
-        "the old key's tokens verify"
     );
 }
 
@@ -617,135 +520,6 @@ async fn settling_two_active_keys_keeps_the_scheduled_key(backend: Backend) {
     assert!(published_kids(&app).await.iter().any(|k| k == next[0]));
 }
 
-/// Rotating the key-encryption key on a live ring: replicas given the new secret with the old
-/// one as a fallback open every key and seal new ones under the new secret; `keys reseal` moves
-/// the rest, after which the new secret alone opens the ring.
-async fn the_key_encryption_key_rotates_through_fallbacks_and_reseal(backend: Backend) {
-    let (old, new) = (secret(), secret());
-    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(old.clone())).await;
-    app.register("alice").await;
-    let token = str_of(&app.login("alice").await, "access_token").to_owned();
-    let first = kid_of(&token);
-
-    let mut rotated = app.config.clone();
-    rotated.key_encryption_key = Some(new.clone());
-    rotated.key_encryption_key_fallbacks = Some(Secret::new(format!("{},", old.expose())));
-    let replica = app.replica_with(|c| *c = rotated.clone()).await;
-    assert_eq!(me_on(&replica, &token).await, Status::Ok);
-    let now = app.clock().now();
-    let second = app
-        .store()
-        .run_sync(|c| keys::rotate(c, &rotated, now))
-        .unwrap()
-        .kid()
-        .to_owned();
-    let mut only_new = rotated.clone();
-    only_new.key_encryption_key_fallbacks = None;
-    let load = |config: &gatehouse_issuer::config::Config| {
-        let config = config.clone();
-        app.store()
-            .run_sync(move |c| KeyRing::load(c, &config, now))
-            .map(|ring| ring.current().signer.kid().to_owned())
-    };
-    // The new key is sealed under the new secret: the old one alone no longer opens the ring.
-    let err = load(&app.config).expect_err("the old secret cannot open the new key");
-    assert!(err.to_string().contains(&second), "{err}");
-
-    let report = app
-        .store()
-        .run_sync(|c| keys::reseal(c, &rotated, now))
-        .unwrap();
-    assert_eq!(report.resealed, std::slice::from_ref(&first));
-    assert_eq!((report.current, report.unopened.len()), (1, 0));
-    let again = app
-        .store()
-        .run_sync(|c| keys::reseal(c, &rotated, now))
-        .unwrap();
-    assert_eq!((again.resealed.len(), again.current), (0, 2), "idempotent");
-
-    assert_eq!(load(&only_new).unwrap(), second);
-    let sealer = Sealer::from_secret(new.expose()).unwrap();
-    for row in app.store().run_sync(keys::list).unwrap() {
-        let sealed = row.sealed_private_jwk.unwrap();
-        assert!(sealer.open(&row.kid, &sealed).is_ok(), "{}", row.kid);
-    }
-
-    // A key no configured secret opens is reported by its kid, never resealed or dropped.
-    let mut stranger = only_new.clone();
-    stranger.key_encryption_key = Some(secret());
-    let report = app
-        .store()
-        .run_sync(|c| keys::reseal(c, &stranger, now))
-        .unwrap();
-    assert_eq!((report.resealed.len(), report.current), (0, 0));
-    assert_eq!(report.unopened.len(), 2);
-    assert!(
-        report.unopened.iter().any(|why| why.contains(&first)),
-        "{report:?}"
-    );
-    assert_eq!(load(&only_new).unwrap(), second, "nothing was lost");
-}
-
-/// A replica left on an old key-encryption key cannot open the key another replica rotated
-/// in, so its ring refreshes fail. It used to go on signing with the retired key, which the
-/// other replicas drop from their JWKS after its grace, and to answer ready. Once its ring is
-/// older than two maintenance periods it re-reads it before signing, and refuses (503) when
-/// that fails, before a session starts; readiness says why.
-async fn a_replica_that_cannot_read_its_ring_stops_signing(backend: Backend) {
-    let old = secret();
-    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(old.clone())).await;
-    app.register("alice").await;
-    app.login("alice").await;
-    let mut elsewhere = app.config.clone();
-    elsewhere.key_encryption_key = Some(secret());
-    elsewhere.key_encryption_key_fallbacks = Some(Secret::new(format!("{},", old.expose())));
-    let now = app.clock().now();
-    app.store()
-        .run_sync(move |c| keys::rotate(c, &elsewhere, now))
-        .unwrap();
-    let sessions_before = app.store().run_sync(session_count).unwrap();
-
-    // Within two periods the ring in hand still signs (the grace counts on that). The test
-    // clock runs on from real time: 5 s of room.
-    app.clock()
-        .advance(2 * i64::from(app.config.cleanup_interval_secs) - 5);
-    app.login("alice").await;
-    let sessions_before = sessions_before + 1;
-    assert_eq!(
-        app.store().run_sync(session_count).unwrap(),
-        sessions_before
-    );
-
-    app.clock().advance(6);
-    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
-    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
-    assert_eq!(
-        (status, str_of(&json, "error")),
-        (Status::ServiceUnavailable, "temporarily_unavailable"),
-        "{json}"
-    );
-    assert_eq!(
-        app.store().run_sync(session_count).unwrap(),
-        sessions_before,
-        "no session was started"
-    );
-    let (status, ready) = app.send("GET", "/health/ready", None, None).await;
-    assert_eq!(status, Status::ServiceUnavailable, "{ready}");
-    assert_eq!(
-        (ready["database"].as_bool(), ready["signing_keys"].as_bool()),
-        (Some(true), Some(false)),
-        "{ready}"
-    );
-}
-
-fn session_count(
-    conn: &mut gatehouse_issuer::db::DbConn,
-) -> Result<i64, gatehouse_issuer::error::ApiError> {
-    use diesel::prelude::*;
-    use gatehouse_issuer::db::schema::sessions;
-    Ok(sessions::table.count().get_result(conn)?)
-}
-
 /// A retired key stays published for the longest token lifetime any replica announced, not
 /// this replica's own: after `access_token_ttl_secs` was lowered from 3600 to 900, a token
 /// signed before with the old key lives on for an hour. It was dropped after 990 s, and its
@@ -804,16 +578,13 @@ async fn a_list_re_signed_by_a_new_key_is_newer_than_the_last(backend: Backend) 
 
 crate::on_both_backends!(
     a_list_re_signed_by_a_new_key_is_newer_than_the_last,
-    a_replica_that_cannot_read_its_ring_stops_signing,
     a_retired_key_outlives_the_longest_announced_token_lifetime,
     settling_two_active_keys_keeps_the_scheduled_key,
-    the_key_encryption_key_rotates_through_fallbacks_and_reseal,
     a_revoked_keys_tokens_are_refused_before_the_ring_refresh,
     rotation_keeps_old_tokens_valid_until_they_expire,
     a_key_the_edge_cannot_verify_is_refused,
     production_key_file,
     replicas_starting_with_one_new_key_file_agree,
-    replicas_share_the_sealed_key_ring,
     concurrent_rotations_settle_on_one_key,
     scheduled_rotation_publishes_the_next_key_first,
     login_rehashes_outdated_parameters,

@@ -1,0 +1,244 @@
+//! How long revocations last and which tokens need one: entries against every verifier's
+//! leeway and clock, the longest announced lifetime, the SQL rule against the shared one.
+
+use gatehouse_shared::{
+    KeySet, RevocationList, RevocationReason, SnapshotOptions, Verifier, VerifierOptions,
+};
+use rocket::http::Status;
+
+use crate::common::{Backend, TestApp, str_of};
+use crate::revocation::{live_sessions, tally};
+
+async fn the_snapshot_carries_live_revocations(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let s = app.login("alice").await;
+    let access = str_of(&s, "access_token").to_owned();
+    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+    let opts = SnapshotOptions::new("https://issuer.test");
+    let verifier = Verifier::new(
+        keys.clone(),
+        VerifierOptions::new("https://issuer.test", "https://api.test"),
+    );
+    let now = app.clock().now();
+    let claims = verifier.verify(&access, now).unwrap();
+
+    let fetch = || async {
+        let (status, body) = app.send("GET", "/v1/revocations", None, None).await;
+        assert_eq!(status, Status::Ok);
+        RevocationList::verify_snapshot(body.as_str().unwrap(), &keys, &opts, app.clock().now())
+            .unwrap()
+    };
+    let before = fetch().await;
+    assert!(before.check(&claims).is_none());
+    app.send("POST", "/v1/logout", None, Some(&access)).await;
+    let after = fetch().await;
+    assert!(after.seq() > before.seq());
+    assert_eq!(after.check(&claims), Some(RevocationReason::Session));
+
+    // Once every token it could affect has expired at any verifier (the longest leeway one may
+    // use, on a clock up to the list's 30 s behind), the entry leaves the snapshot, but the
+    // sequence never goes back.
+    let lifetime = 900
+        + i64::from(VerifierOptions::MAX_LEEWAY_SECS)
+        + i64::from(SnapshotOptions::MAX_CLOCK_AHEAD_SECS)
+        + 1;
+    // (The snapshot is rebuilt when its cached copy is 15 s old.)
+    app.clock().advance(lifetime - 20);
+    assert!(
+        !fetch().await.is_empty(),
+        "kept while a verifier may accept the token"
+    );
+    app.clock().advance(22);
+    let later = fetch().await;
+    assert!(later.is_empty());
+    assert_eq!(later.seq(), after.seq());
+}
+
+/// The issuer's SQL and its bearer check's in-memory view hold to the shared revocation rule:
+/// the same random sets, written as rows, answer random claims as `entry_revokes` does.
+async fn sql_and_the_bearer_view_follow_the_shared_rule(backend: Backend) {
+    use diesel::prelude::*;
+    use gatehouse_issuer::auth_cache::{AuthCache, Standing};
+    use gatehouse_issuer::db::schema::revocations;
+    use gatehouse_shared::entry_revokes;
+    use gatehouse_shared::revocation::testing::{Rng, random_claims, random_entries};
+
+    let app = TestApp::start(backend).await;
+    let now = app.clock().now();
+    let mut rng = Rng::new(0x0073_716c);
+    for round in 0..200 {
+        let entries = random_entries(&mut rng, now);
+        let rows = entries.clone();
+        app.store()
+            .run_sync(move |c| {
+                diesel::delete(revocations::table).execute(c)?;
+                for (kind, subject, issued_before, expires_at) in &rows {
+                    diesel::insert_into(revocations::table)
+                        .values((
+                            revocations::kind.eq(kind.code()),
+                            revocations::subject.eq(subject.as_str()),
+                            revocations::issued_before.eq(issued_before),
+                            revocations::expires_at.eq(expires_at),
+                            revocations::created_at.eq(now),
+                        ))
+                        .execute(c)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let view = AuthCache::new(60_000);
+        for _ in 0..8 {
+            let claims = random_claims(&mut rng, now);
+            let by_rule = entries
+                .iter()
+                .any(|e| entry_revokes(e.0, &e.1, e.2, e.3, &claims, now));
+            let asked = claims.clone();
+            let by_sql = app
+                .store()
+                .run_sync(|c| gatehouse_issuer::store::revocations::is_revoked(c, &asked, now))
+                .unwrap();
+            let by_view = matches!(
+                view.standing(app.store(), &claims, now).await.unwrap(),
+                Standing::Revoked
+            );
+            assert_eq!(
+                (by_sql, by_view),
+                (by_rule, by_rule),
+                "round {round}: {entries:?} {claims:?}"
+            );
+        }
+    }
+}
+
+/// A logout after `access_token_ttl_secs` was lowered still refuses the session's tokens issued
+/// under the longer lifetime, until they expire. Before, the session's entry lived for the new
+/// lifetime only (the restarted issuer's own), and such a token was accepted again once it had
+/// gone: here from 961 s after the logout until 3,600 s after the login.
+async fn a_lowered_token_lifetime_keeps_revocations_for_the_longest_token(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.access_token_ttl_secs = 3600).await;
+    app.register("alice").await;
+    let long = app.login("alice").await;
+    let access = str_of(&long, "access_token").to_owned();
+    let app = app.restart(|c| c.access_token_ttl_secs = 900).await;
+    let (status, _) = app.send("POST", "/v1/logout", None, Some(&access)).await;
+    assert_eq!(status, Status::Ok);
+    app.clock().advance(1100);
+    let (status, json) = app.me(&access).await;
+    assert_eq!(
+        (status, str_of(&json, "code")),
+        (Status::Unauthorized, "revoked"),
+        "{json}"
+    );
+    let (_, snapshot) = app.send("GET", "/v1/revocations", None, None).await;
+    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+    let opts = SnapshotOptions::new("https://issuer.test");
+    let now = app.clock().now();
+    let list = RevocationList::verify_snapshot(snapshot.as_str().unwrap(), &keys, &opts, now);
+    let verifier = Verifier::new(
+        keys,
+        VerifierOptions::new("https://issuer.test", "https://api.test"),
+    );
+    let claims = verifier.verify(&access, now).unwrap();
+    assert!(
+        list.unwrap().check(&claims).is_some(),
+        "the edge's list too"
+    );
+}
+
+/// A revocation writes an entry for any token some verifier may still accept (a leeway up to
+/// the 60 s maximum), not only for one the issuer's own, shorter leeway still takes: the edge
+/// would honour the token the issuer skipped.
+async fn revoke_covers_what_the_most_lenient_verifier_accepts(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.leeway_secs = 30).await;
+    app.register("alice").await;
+    let old = str_of(&app.login("alice").await, "access_token").to_owned();
+    // 75 s past `exp`: a verifier with the largest leeway (60 s) whose clock is 30 s behind
+    // this one (as far as a list it takes may be ahead) still accepts the token. Before,
+    // entries were written only within 60 s of `exp`.
+    app.clock().advance(900 + 75);
+    let fresh = app.login("alice").await;
+    let body = format!("token={old}");
+    let bearer = Some(str_of(&fresh, "access_token"));
+    let (status, _) = app.send("POST", "/v1/revoke", Some(&body), bearer).await;
+    assert_eq!(status, Status::Ok);
+    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+    let lenient = VerifierOptions {
+        leeway_secs: VerifierOptions::MAX_LEEWAY_SECS,
+        ..VerifierOptions::new("https://issuer.test", "https://api.test")
+    };
+    let now = app.clock().now() - i64::from(SnapshotOptions::MAX_CLOCK_AHEAD_SECS);
+    let claims = Verifier::new(keys.clone(), lenient)
+        .verify(&old, now)
+        .unwrap();
+    let (_, body) = app.send("GET", "/v1/revocations", None, None).await;
+    let opts = SnapshotOptions::new("https://issuer.test");
+    let list = RevocationList::verify_snapshot(body.as_str().unwrap(), &keys, &opts, now).unwrap();
+    assert_eq!(list.check(&claims), Some(RevocationReason::Token));
+}
+
+/// RFC 7009 §2.2: a token that needs no entry gets 200 with or without a bearer token: a
+/// JWT-shaped string that is no token, and a token already revoked (a client that revoked its
+/// own token and lost the answer retries with that token as its bearer).
+async fn revoking_what_needs_no_entry_needs_no_bearer(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let s = app.login("alice").await;
+    let access = str_of(&s, "access_token");
+    let body = format!("token={access}");
+    for attempt in ["first", "retry"] {
+        let (status, json) = app
+            .send("POST", "/v1/revoke", Some(&body), Some(access))
+            .await;
+        assert_eq!(status, Status::Ok, "{attempt}: {json}");
+    }
+    assert_eq!(app.me(access).await.0, Status::Unauthorized);
+    for bearer in [Some(access), None] {
+        let (status, json) = app
+            .send("POST", "/v1/revoke", Some("token=a.b.c"), bearer)
+            .await;
+        assert_eq!(status, Status::Ok, "{bearer:?}: {json}");
+    }
+}
+
+/// Ending every session writes an entry for each session that may still have a valid access
+/// token, and none for one that expired longer ago than any token lives: those stay in the
+/// table a day past expiry, and one request would otherwise add an entry for each.
+async fn ending_every_session_skips_sessions_long_expired(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.session_ttl_secs = 3600).await;
+    let uid = app.register("alice").await;
+    for _ in 0..3 {
+        app.login("alice").await;
+    }
+    app.clock().advance(1000);
+    app.login("alice").await;
+    // The first three are past their expiry, the longest token lifetime and the entries'
+    // margin; the fourth expired 30 s ago, and an edge with a 60 s leeway still takes its
+    // last token.
+    app.clock().advance(3600 + 30);
+    let recent = app.login("alice").await;
+    assert_eq!(
+        live_sessions(&app, &uid),
+        5,
+        "expired sessions are not ended yet"
+    );
+    let (entries, _, _) = tally(&app);
+    let bearer = Some(str_of(&recent, "access_token"));
+    let (status, _) = app.send("POST", "/v1/logout/all", None, bearer).await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(live_sessions(&app, &uid), 0);
+    // The recent and the just-expired sessions' entries, and the user's cut-off.
+    assert_eq!(tally(&app).0 - entries, 3);
+}
+
+crate::on_both_backends!(
+    the_snapshot_carries_live_revocations,
+    sql_and_the_bearer_view_follow_the_shared_rule,
+    a_lowered_token_lifetime_keeps_revocations_for_the_longest_token,
+    revoke_covers_what_the_most_lenient_verifier_accepts,
+    revoking_what_needs_no_entry_needs_no_bearer,
+    ending_every_session_skips_sessions_long_expired,
+);
