@@ -13,6 +13,7 @@ mod deploy_config;
 mod edge_config;
 mod edge_gate;
 mod edge_keys;
+mod edge_paths;
 mod edge_revocation;
 mod faults;
 mod jose_interop;
