@@ -1,0 +1,366 @@
+// GatehouseClient in Node, from the packed tarball as an app installs it: its options, its
+// tokens across tabs (BroadcastChannel, which Node has), refreshes, retries and close(), against
+// issuers this file fakes. In a browser, against the real issuer: client.test.mjs.
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+
+import { installPacked } from './harness.mjs';
+
+let app;
+before(() => {
+  ({ app } = installPacked());
+});
+
+test('GatehouseClient: a 200 without tokens is invalid_response, a refusing storage still reaches the other tabs, another issuer takes nothing', { timeout: 60000 }, async () => {
+  const { GatehouseClient, createRemoteVerifier, GatehouseError } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const issuer = async () => new Response(JSON.stringify({
+    access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1' })}.x`,
+    refresh_token: 'r1',
+    expires_in: 60,
+    token_type: 'Bearer',
+  }));
+  // A host that answers every path with its app page.
+  const page = async () => new Response('<!doctype html><title>app</title>', { headers: { 'content-type': 'text/html' } });
+  const lost = new GatehouseClient({ issuer: 'https://i.test', fetch: page, autoRefresh: false });
+  await assert.rejects(lost.login('alice', 'pw'), (e) => e.code === 'invalid_response');
+  assert.equal(lost.signedIn, false);
+  lost.close();
+
+  // A caller's own mistake in the options is theirs (`invalid_key`, as for a local Verifier),
+  // found before any fetch, not the issuer's keys being unavailable.
+  let fetched = 0;
+  const keys = async () => {
+    fetched += 1;
+    return new Response('{"keys":[]}');
+  };
+  await assert.rejects(createRemoteVerifier('https://i.test/jwks', { issuer: 'i', audience: 'a', leeway: 120, fetch: keys }),
+    (e) => e instanceof GatehouseError && e.code === 'invalid_key');
+  assert.equal(fetched, 0);
+
+  globalThis.document = {};
+  const full = { getItem: () => null, setItem: () => { throw new Error('QuotaExceededError'); }, removeItem() {} };
+  const tabA = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false, storage: full });
+  const tabB = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false });
+  const stranger = new GatehouseClient({ issuer: 'https://other.test', fetch: issuer, autoRefresh: false });
+  const named = new GatehouseClient({ issuer: 'https://other.test', fetch: issuer, autoRefresh: false, channelName: tabA.storageKey.replace(/:tokens$/, '') });
+  try {
+    await Promise.all([tabA.ready, tabB.ready, stranger.ready, named.ready]);
+    await tabA.login('alice', 'pw');
+    for (let waited = 0; tabB.accessToken !== tabA.accessToken && waited < 5000; waited += 20) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(tabB.accessToken, tabA.accessToken, 'the other tab got the tokens the full storage refused');
+    assert.equal(stranger.signedIn, false, "a client of another issuer took this one's tokens");
+    assert.equal(named.signedIn, false, "a client of another issuer on the same channel took this one's tokens");
+  } finally {
+    for (const client of [tabA, tabB, stranger, named]) client.close();
+    delete globalThis.document;
+  }
+});
+
+test('GatehouseClient off a page: no tab channel, relative origins ignored, bounded token calls, a failed timer refresh retried', { timeout: 60000 }, async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const tokens = (n) => ({
+    access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n })}.x`,
+    refresh_token: `r${n}`,
+    expires_in: 2,
+    token_type: 'Bearer',
+  });
+  let issued = 0;
+  let down = false;
+  const issuer = async (url, init) => {
+    if (down) throw new TypeError('fetch failed');
+    issued += 1;
+    return new Response(JSON.stringify(tokens(issued)), { headers: { 'content-type': 'application/json' } });
+  };
+
+  // Server-side rendering: a relative issuer does not throw, and instances share nothing.
+  const relative = new GatehouseClient({ issuer: '/issuer' });
+  relative.close();
+
+  // Tabs (a document and a BroadcastChannel, which Node has): a late broadcast of an older
+  // session's tokens, as a tab that was frozen sends, does not switch a tab back to it.
+  globalThis.document = {};
+  const tabA = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false, channelName: 'late' });
+  const late = new BroadcastChannel('late');
+  try {
+    await tabA.login('alice', 'pw');
+    const older = `${b64({ alg: 'none' })}.${b64({ sid: 'older' })}.x`;
+    const now = Date.now();
+    const stale = { accessToken: older, refreshToken: 'old', expiresAt: now + 60000, receivedAt: now - 60000, sid: 'older' };
+    late.postMessage({ type: 'tokens', tokens: stale, issuer: 'https://i.test', event: 'refreshed' });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.notEqual(tabA.accessToken, older, 'switched back to an older session');
+  } finally {
+    // Open channels would keep the test process alive.
+    late.close();
+    tabA.close();
+    delete globalThis.document;
+  }
+
+  // A tab closed (unmounted) while its refresh is out still hands the new tokens to the other
+  // tabs: before, its channel closed at once, and the others kept the rotated-out token, whose
+  // next refresh the issuer would take for theft.
+  globalThis.document = {};
+  let answer;
+  const slow = async (url, init) => {
+    if (new URLSearchParams(init.body).get('grant_type') === 'refresh_token') await new Promise((r) => (answer = r));
+    return issuer(url, init);
+  };
+  const leaving = new GatehouseClient({ issuer: 'https://i.test', fetch: slow, autoRefresh: false, channelName: 'leaving' });
+  const staying = new GatehouseClient({ issuer: 'https://i.test', fetch: slow, autoRefresh: false, channelName: 'leaving' });
+  try {
+    await leaving.login('alice', 'pw');
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(staying.accessToken, leaving.accessToken, 'the tabs share the session');
+    const refreshing = leaving.refresh();
+    while (!answer) await new Promise((r) => setTimeout(r, 5));
+    leaving.close();
+    answer();
+    await refreshing;
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(staying.accessToken, leaving.accessToken, 'the other tab has the rotated tokens');
+  } finally {
+    leaving.close();
+    staying.close();
+    delete globalThis.document;
+  }
+  issued = 0;
+
+  const first = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, refreshAheadSeconds: 1 });
+  // Closed whatever happens: its refresh timers would keep the test process alive.
+  try {
+    await first.login('alice', 'pw');
+    const second = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false });
+    await second.ready;
+    assert.equal(second.signedIn, false, "another instance in this process got the first one's tokens");
+    second.close();
+
+    // A token request that never answers fails with network_error after requestTimeoutSeconds.
+    const hung = new GatehouseClient({
+      issuer: 'https://i.test',
+      requestTimeoutSeconds: 0.2,
+      fetch: (url, init) => new Promise((_, reject) => init.signal.addEventListener('abort', () => reject(init.signal.reason))),
+    });
+    await assert.rejects(hung.login('alice', 'pw'), (e) => e.code === 'network_error');
+    hung.close();
+
+    // The timer's refresh (1 s before the 2 s expiry) meets the issuer down, and is tried again.
+    down = true;
+    const refreshed = new Promise((resolve) => first.on('refreshed', resolve));
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(issued, 1, 'the timer refresh failed');
+    down = false;
+    await refreshed;
+    assert.equal(first.accessToken, tokens(2).access_token);
+  } finally {
+    first.close();
+  }
+});
+
+test('GatehouseClient: options it cannot use, a fetch that needs its own this, handlers that throw, bodies that are no object, an expiry past setTimeout, a storage that refuses a later write', { timeout: 60000 }, async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  let issued = 0;
+  let expiresIn = 60;
+  // As a browser's fetch does: called on anything but the global object, it throws.
+  function strictFetch(url, init) {
+    if (this !== undefined && this !== globalThis) throw new TypeError('Illegal invocation');
+    issued += 1;
+    return Promise.resolve(new Response(JSON.stringify({
+      access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n: issued })}.x`,
+      refresh_token: `r${issued}`,
+      expires_in: expiresIn,
+      token_type: 'Bearer',
+    })));
+  }
+  for (const options of [{ refreshAheadSeconds: NaN }, { refreshAheadSeconds: 'sixty' }, { requestTimeoutSeconds: 0 }, { requestTimeoutSeconds: Infinity }]) {
+    assert.throws(() => new GatehouseClient({ issuer: 'https://i.test', ...options }), (e) => e.code === 'invalid_options', JSON.stringify(options));
+  }
+
+  new GatehouseClient({ issuer: 'https://i.test', refreshAheadSeconds: '30' }).close();
+  const reported = [];
+  globalThis.reportError = (e) => reported.push(e);
+  const client = new GatehouseClient({ issuer: 'https://i.test', fetch: strictFetch, autoRefresh: false });
+  try {
+    let seen;
+    client.on('signedIn', (tokens) => {
+      seen = tokens;
+      throw new Error('a bug of the app');
+    });
+    await client.login('alice', 'pw');
+    assert.equal(client.signedIn, true);
+    assert.deepEqual(reported.map((e) => e.message), ['a bug of the app']);
+    assert.ok(Object.isFrozen(seen), 'a handler cannot change the tokens held');
+  } finally {
+    client.close();
+    delete globalThis.reportError;
+  }
+
+  // JSON that is no object, from the issuer and from an API.
+  const answering = (text, status) => async () => new Response(text, { status });
+  for (const text of ['null', '[]', '"x"']) {
+    const refused = new GatehouseClient({ issuer: 'https://i.test', fetch: answering(text, 400), autoRefresh: false });
+    await assert.rejects(refused.login('alice', 'pw'), (e) => e.code === 'login_failed', text);
+    refused.close();
+  }
+  const api = new GatehouseClient({
+    issuer: 'https://i.test',
+    autoRefresh: false,
+    fetch: (input) => (String(input.url ?? input).includes('/v1/token') ? strictFetch() : answering('null', 401)()),
+  });
+  await api.login('alice', 'pw');
+  assert.equal((await api.fetch('https://i.test/api')).status, 401);
+  api.close();
+
+  // An expiry past setTimeout's limit (about 24.8 days) must not fire the refresh timer at once,
+  // which rotated the token in a loop.
+  expiresIn = 3e6;
+  issued = 0;
+  const long = new GatehouseClient({ issuer: 'https://i.test', fetch: strictFetch });
+  try {
+    await long.login('alice', 'pw');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(issued, 1, 'rotations right after the login');
+  } finally {
+    long.close();
+  }
+
+  // A storage that took the first set and refuses the next holds neither: the one it held has a
+  // rotated refresh token, which a reload would use again.
+  expiresIn = 60;
+  const kept = new Map();
+  let writes = 0;
+  const storage = {
+    getItem: (k) => kept.get(k) ?? null,
+    setItem: (k, v) => {
+      writes += 1;
+      if (writes > 1) throw new Error('QuotaExceededError');
+      kept.set(k, v);
+    },
+    removeItem: (k) => kept.delete(k),
+  };
+  const stored = new GatehouseClient({ issuer: 'https://i.test', fetch: strictFetch, autoRefresh: false, storage });
+  await stored.login('alice', 'pw');
+  assert.equal(kept.size, 1);
+  await stored.refresh();
+  assert.equal(kept.size, 0, 'the rotated set is left in storage');
+  stored.close();
+
+  // A reload reads the stored set without writing it back, so a storage that refuses writes
+  // keeps it; a set without its times (another version's) is not taken.
+  const now = Date.now();
+  const set = { accessToken: 'a.b.c', refreshToken: 'r', expiresAt: now + 60000, receivedAt: now, sid: 's1' };
+  const readOnly = (value) => {
+    const held = new Map([['gatehouse:https://i.test:tokens', JSON.stringify(value)]]);
+    return { held, getItem: (k) => held.get(k) ?? null, setItem: () => { throw new Error('QuotaExceededError'); }, removeItem: (k) => held.delete(k) };
+  };
+  const full = readOnly(set);
+  const reloaded = new GatehouseClient({ issuer: 'https://i.test', fetch: strictFetch, autoRefresh: false, storage: full });
+  assert.equal(reloaded.accessToken, 'a.b.c');
+  assert.equal(full.held.size, 1, 'the stored set was dropped at reload');
+  reloaded.close();
+  const { receivedAt, ...timeless } = set;
+  const old = new GatehouseClient({ issuer: 'https://i.test', fetch: strictFetch, storage: readOnly(timeless) });
+  assert.equal(old.signedIn, false);
+  old.close();
+});
+
+test('GatehouseClient: the Retry-After of a 429 or 503 reaches the app as retryAfter', async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const answer = (status, headers) => async () => new Response(JSON.stringify({ error: status === 429 ? 'rate_limited' : 'temporarily_unavailable' }), { status, headers });
+  for (const [status, headers, expected] of [
+    [429, { 'retry-after': '7' }, 7],
+    [503, { 'retry-after': '0' }, 0],
+    [503, {}, undefined],
+    [429, { 'retry-after': 'soon' }, undefined],
+  ]) {
+    const client = new GatehouseClient({ issuer: 'https://i.test', fetch: answer(status, headers), autoRefresh: false });
+    await assert.rejects(client.login('alice', 'pw'), (e) => e.name === 'GatehouseClientError' && e.retryAfter === expected);
+    client.close();
+  }
+});
+
+test('GatehouseClient: a refresh whose answer was lost on the way back is asked again at once, inside the grace window', async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const tokens = (n) => ({
+    access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n })}.x`,
+    refresh_token: `r${n}`,
+    expires_in: 600,
+  });
+  // The issuer: rotates r1 to r2 once, and within its grace hands r2 back to a retry of r1. The
+  // first rotation's answer is lost (a connection dropped after the commit).
+  const calls = [];
+  const issuer = async (url, init) => {
+    const form = new URLSearchParams(init.body);
+    calls.push([Date.now(), form.get('refresh_token')]);
+    if (form.get('grant_type') === 'password') return new Response(JSON.stringify(tokens(1)));
+    if (calls.length === 2) throw new TypeError('connection reset');
+    return new Response(JSON.stringify(tokens(2)));
+  };
+  const client = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false });
+  try {
+    await client.login('alice', 'pw');
+    await client.refresh();
+    assert.equal(client.accessToken, tokens(2).access_token);
+    assert.deepEqual(calls.slice(1).map(([, token]) => token), ['r1', 'r1']);
+    const gap = calls[2][0] - calls[1][0];
+    assert.ok(gap < 3000, `asked again after ${gap} ms, inside the issuer's 5 s grace`);
+    // A client closed while its refresh was out sends no retry; one closed before sending its
+    // refresh sends nothing.
+    calls.length = 0;
+    let fail = true;
+    const closing = new GatehouseClient({
+      issuer: 'https://i.test',
+      autoRefresh: false,
+      fetch: async (url, init) => {
+        const form = new URLSearchParams(init.body);
+        calls.push(form.get('grant_type'));
+        if (form.get('grant_type') === 'refresh_token' && fail) {
+          fail = false;
+          closing.close();
+          throw new TypeError('connection reset');
+        }
+        return new Response(JSON.stringify(tokens(3)));
+      },
+    });
+    await closing.login('alice', 'pw');
+    await closing.refresh();
+    assert.deepEqual(calls, ['password', 'refresh_token'], 'no retry after close()');
+    calls.length = 0;
+    const unsent = new GatehouseClient({
+      issuer: 'https://i.test',
+      autoRefresh: false,
+      fetch: async (url, init) => {
+        calls.push(new URLSearchParams(init.body).get('grant_type'));
+        return new Response(JSON.stringify(tokens(3)));
+      },
+    });
+    await unsent.login('alice', 'pw');
+    const refreshing = unsent.refresh();
+    unsent.close();
+    await refreshing;
+    assert.deepEqual(calls, ['password'], 'a refresh after close() was sent');
+
+    // An opaque origin (a sandboxed frame, a `file:` page) whose Web Locks refuse: the refresh
+    // runs without the lock. Before, every refresh rejected with the DOMException (code 18).
+    assert.equal(globalThis.navigator, undefined, 'Node 20 has no navigator to stub over');
+    globalThis.navigator = { locks: { request: async () => { throw new DOMException('opaque origin', 'SecurityError'); } } };
+    try {
+      const sandboxed = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false });
+      await sandboxed.login('alice', 'pw');
+      const before = sandboxed.accessToken;
+      await sandboxed.refresh();
+      assert.notEqual(sandboxed.accessToken, before, 'refreshed without Web Locks');
+      sandboxed.close();
+    } finally {
+      delete globalThis.navigator;
+    }
+  } finally {
+    client.close();
+  }
+});
