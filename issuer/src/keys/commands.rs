@@ -1,0 +1,100 @@
+//! The `keys` commands an operator runs (and tests drive): rotate, import, revoke, reseal,
+//! list. Each works on the database the replicas share; replicas see the change at their next
+//! ring refresh.
+
+use std::path::Path;
+
+use diesel::prelude::*;
+use gatehouse_shared::SigningKey;
+
+use super::store::{self, ACTIVE, KeyRecord, REVOKED, Resealed};
+use super::{KEY_REVOCATION_SECS, ensure_sealer_opens_ring, import, read_key_file, seal};
+use crate::config::Config;
+use crate::db::DbConn;
+use crate::db::schema::signing_keys;
+use crate::error::ApiError;
+use crate::revoker::Revocations;
+
+/// `keys rotate`: a new key signs from now on; the old one stays published for its grace.
+/// Verifiers learn the new kid from the JWKS (the edge refetches it on an unknown kid).
+pub fn rotate(conn: &mut DbConn, config: &Config, now: i64) -> Result<SigningKey, ApiError> {
+    let sealer = seal::from_config(config)?;
+    ensure_sealer_opens_ring(conn, &sealer)?;
+    store::rotate_now(conn, &sealer, now, "keys rotate")
+}
+
+/// `keys rotate --replace-unopenable`: the recovery when the secret that sealed the active key
+/// is lost. The new key is sealed under the configured secret, which every replica must then
+/// hold; the old key stays published for its grace, so its tokens still verify.
+pub fn rotate_replacing_unopenable(
+    conn: &mut DbConn,
+    config: &Config,
+    now: i64,
+) -> Result<SigningKey, ApiError> {
+    let sealer = seal::from_config(config)?;
+    store::rotate_now(conn, &sealer, now, "keys rotate --replace-unopenable")
+}
+
+/// `keys import FILE`: an existing private JWK becomes the signing key (if its kid is new).
+pub fn import_file(
+    conn: &mut DbConn,
+    config: &Config,
+    path: &Path,
+    now: i64,
+) -> Result<(SigningKey, bool), ApiError> {
+    let sealer = seal::from_config(config)?;
+    ensure_sealer_opens_ring(conn, &sealer)?;
+    let key = read_key_file(path)?;
+    let new = import(conn, &sealer, &key, now)?;
+    Ok((key, new))
+}
+
+/// `keys revoke KID`: an emergency, inside the revocation service's transaction. The key
+/// leaves the JWKS (at each replica's next key-ring refresh) and enters the revocation list at
+/// once, so the edge's fast path drops it from every location within about a second. The active
+/// key cannot be revoked: rotate first.
+pub fn revoke(revocations: &mut Revocations<'_>, kid: &str) -> Result<(), ApiError> {
+    let now = revocations.now();
+    let conn = revocations.conn();
+    let record = store::records(conn)?
+        .into_iter()
+        .find(|r| r.kid == kid)
+        .ok_or_else(|| ApiError::invalid_request(format!("no signing key with kid {kid}")))?;
+    if record.status == ACTIVE {
+        return Err(ApiError::invalid_request(format!(
+            "{kid} is the active signing key: rotate first (`keys rotate`), then revoke it"
+        )));
+    }
+    // Conditional: a promotion may have made it active since it was read.
+    let revoked = diesel::update(
+        signing_keys::table
+            .find(kid)
+            .filter(signing_keys::status.eq(&record.status)),
+    )
+    .set(signing_keys::status.eq(REVOKED))
+    .execute(conn)?;
+    if revoked == 0 {
+        return Err(ApiError::unavailable(
+            "the key changed status while being revoked; run the command again",
+        ));
+    }
+    revocations.key(kid, now + KEY_REVOCATION_SECS, &record.status)
+}
+
+/// `keys reseal`: every stored private key under the current key-encryption key, after that
+/// secret was rotated (the earlier one in `GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS`).
+/// The current secret must be set: without it a development default would be generated, and
+/// every key sealed under a secret no replica holds.
+pub fn reseal(conn: &mut DbConn, config: &Config, now: i64) -> Result<Resealed, ApiError> {
+    if config.key_encryption_key.is_none() {
+        return Err(ApiError::invalid_request(
+            "keys reseal needs GATEHOUSE_KEY_ENCRYPTION_KEY set to the new secret (the old one \
+             in GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS); it never generates one",
+        ));
+    }
+    store::reseal(conn, &seal::from_config(config)?, now)
+}
+
+pub fn list(conn: &mut DbConn) -> Result<Vec<KeyRecord>, ApiError> {
+    store::records(conn)
+}
