@@ -38,23 +38,13 @@ pub(crate) fn insert(
     expires_at: i64,
     now: i64,
 ) -> Result<i64, ApiError> {
-    // The writer's clock, but never before the newest entry's (writes are ordered, so `seq`
-    // and `created_at` rise together): the delta's window is found by `created_at` in `seq`
-    // order, and a writer far behind (the CLI's machine, a replica) would move its start past
-    // its own entry and the ones written since.
-    let newest: Option<i64> = revocations::table
-        .order(revocations::seq.desc())
-        .select(revocations::created_at)
-        .first(conn)
-        .optional()?;
-    let created_at = newest.map_or(now, |newest| newest.max(now));
     Ok(diesel::insert_into(revocations::table)
         .values((
             revocations::kind.eq(kind.code()),
             revocations::subject.eq(subject),
             revocations::issued_before.eq(issued_before),
             revocations::expires_at.eq(expires_at),
-            revocations::created_at.eq(created_at),
+            revocations::created_at.eq(now),
         ))
         .returning(revocations::seq)
         .get_result(conn)?)

@@ -315,36 +315,6 @@ async fn the_delta_feed_carries_the_window_signed(backend: Backend) {
     assert_eq!(second.list().len(), 1);
 }
 
-/// A writer whose clock is far behind (`keys revoke` from another machine, a replica) does not
-/// move the delta's start past its own entry: before, its `created_at` fell outside the window
-/// and the delta started at that very entry, leaving it out.
-async fn a_writer_behind_keeps_its_entry_in_the_delta(backend: Backend) {
-    let app = TestApp::start_with(backend, |c| c.delta_window_secs = 400).await;
-    app.register("alice").await;
-    let token = str_of(&app.login("alice").await, "access_token").to_owned();
-    app.send("POST", "/v1/logout", None, Some(&token)).await;
-    let behind = app.clock().now() - 1000;
-    let revoker =
-        gatehouse_issuer::revoker::Revoker::for_command(app.store().clone(), app.config.clone());
-    revoker
-        .run_sync(behind, |r| {
-            r.key("a-leaked-kid", behind + 86_400, "retired")
-        })
-        .unwrap();
-    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
-    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
-    let (_, body) = app.send("GET", "/v1/revocations/delta", None, None).await;
-    let opts = SnapshotOptions::new("https://issuer.test");
-    let delta =
-        RevocationDelta::verify(body.as_str().unwrap(), &keys, &opts, app.clock().now()).unwrap();
-    assert!(
-        delta.from_seq() < delta.list().seq(),
-        "the delta starts at the newest entry ({}), without it",
-        delta.from_seq()
-    );
-    assert_eq!(delta.list().len(), 2, "the logout's entry and the key's");
-}
-
 /// Entries, audit rows and the revocations metric, as the revocation service leaves them.
 pub(crate) fn tally(app: &TestApp) -> (i64, i64, u64) {
     use diesel::prelude::*;
@@ -553,7 +523,6 @@ async fn postgres_a_revoke_of_no_session_does_not_queue_behind_a_revocation() {
 }
 
 crate::on_both_backends!(
-    a_writer_behind_keeps_its_entry_in_the_delta,
     revoking_a_rotated_refresh_token_ends_its_session,
     every_revocation_path_goes_through_the_service,
     the_delta_feed_carries_the_window_signed,
