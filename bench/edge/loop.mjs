@@ -141,6 +141,7 @@ const scenarios = [
   { name: 'tampered token (401)', path: '/_gatehouse/check', tokens: fixture.tampered_tokens, status: 401 },
   { name: 'no token (401)', path: '/_gatehouse/check', tokens: [], status: 401 },
   { name: 'fresh token, forwarded', path: '/api/bench', tokens: fixture.fresh_tokens, status: 200 },
+  { name: 'repeated token (cache hit), forwarded', path: '/api/bench', tokens: [fixture.token], status: 200 },
 ];
 const only = process.env.LOOP_ONLY;
 

@@ -6,11 +6,10 @@ use std::rc::Rc;
 
 use gatehouse_shared::{AccessClaims, ErrorCode, bearer_token};
 use serde::Serialize;
-use worker::js_sys::{Array, global};
-use worker::wasm_bindgen::JsCast;
+use worker::js_sys::{Array, Function, Promise};
+use worker::wasm_bindgen::prelude::*;
 use worker::web_sys::{
     Headers, Request, RequestCache, RequestInit, RequestRedirect, Response, ResponseInit,
-    WorkerGlobalScope,
 };
 use worker::{Context, Env, wasm_bindgen_futures::JsFuture};
 
@@ -111,30 +110,61 @@ enum Pass<'a> {
     Verified(&'a AccessClaims),
 }
 
-pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Response {
+/// What the gate answers: a response of its own, or the origin's, still on its way.
+pub enum Answer {
+    Now(Response),
+    /// The forwarded request's promise, handed to the runtime as it is: the worker is not woken
+    /// again when the origin answers (no executor task, no call back into wasm).
+    Origin(Promise),
+}
+
+impl From<Response> for Answer {
+    fn from(response: Response) -> Self {
+        Self::Now(response)
+    }
+}
+
+impl From<Answer> for JsValue {
+    fn from(answer: Answer) -> Self {
+        match answer {
+            Answer::Now(response) => response.into(),
+            Answer::Origin(promise) => promise.into(),
+        }
+    }
+}
+
+pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Answer {
     let config = state::config(env);
     if !config.is_usable() {
-        return misconfigured();
+        return misconfigured().into();
     }
     let path = req.path();
     if config.is_public(path) {
-        return forward(req, &config, Pass::Public, None).await;
+        return forward(req, &config, Pass::Public);
     }
     if config.forward_preflights && is_preflight(req) {
-        return forward(req, &config, Pass::Preflight, None).await;
+        return forward(req, &config, Pass::Preflight);
     }
     let started = state::now_ms();
     let claims = match authorize(req, env, ctx, &config, Some(path)).await {
         Ok(claims) => claims,
-        Err(refusal) => return readable_by_listed_origin(refusal, req, &config),
+        Err(refusal) => return readable_by_listed_origin(refusal, req, &config).into(),
     };
-    let timing = config.server_timing.then(|| {
-        format!(
-            "gatehouse;desc=\"verify\";dur={:.1}",
-            state::now_ms() - started
-        )
-    });
-    forward(req, &config, Pass::Verified(&claims), timing.as_deref()).await
+    if !config.server_timing {
+        return forward(req, &config, Pass::Verified(&claims));
+    }
+    let timing = format!(
+        "gatehouse;desc=\"verify\";dur={:.1}",
+        state::now_ms() - started
+    );
+    match forward(req, &config, Pass::Verified(&claims)) {
+        // The origin's promise never rejects (`forward`): its value is a response.
+        Answer::Origin(promise) => match JsFuture::from(promise).await {
+            Ok(response) => with_timing(response.unchecked_into(), &timing).into(),
+            Err(_) => bad_gateway().into(),
+        },
+        answer @ Answer::Now(_) => answer,
+    }
 }
 
 /// The gate's own refusal, readable by a page on a `CORS_ORIGINS` origin. Without these headers
@@ -380,16 +410,11 @@ fn header_names(headers: &Headers) -> String {
 /// Sends the request on to the origin with the same method, canonical path, query and body;
 /// client-sent identity headers and `CLIENT_ROUTING_HEADERS` are dropped, `X-Forwarded-Host`
 /// set to the host the client asked for and, for a verified token, ours added.
-async fn forward(
-    req: &Incoming,
-    config: &Config,
-    pass: Pass<'_>,
-    timing: Option<&str>,
-) -> Response {
+fn forward(req: &Incoming, config: &Config, pass: Pass<'_>) -> Answer {
     let target = format!("{}{}{}", config.origin_url, req.path, req.query);
     // Copied by the runtime in one call.
     let Ok(headers) = Headers::new_with_headers(&req.headers) else {
-        return bad_gateway();
+        return bad_gateway().into();
     };
     for name in header_names(&req.headers).split(',') {
         if is_dropped_header(name) {
@@ -430,26 +455,39 @@ async fn forward(
     // could carry the identity headers to another host.
     init.set_redirect(RequestRedirect::Manual);
     if method != "GET" && method != "HEAD" && !matches!(pass, Pass::Preflight) {
-        init.set_body(
-            &req.raw
-                .body()
-                .map_or(wasm_bindgen::JsValue::NULL, Into::into),
-        );
+        init.set_body(&req.raw.body().map_or(JsValue::NULL, Into::into));
     }
-    let Ok(outgoing) = Request::new_with_str_and_init(&target, &init) else {
-        return bad_gateway();
-    };
-    let scope: WorkerGlobalScope = global().unchecked_into();
-    let Ok(response) = JsFuture::from(scope.fetch_with_request(&outgoing)).await else {
-        return bad_gateway();
-    };
-    let Ok(response) = response.dyn_into::<Response>() else {
-        return bad_gateway();
-    };
-    match timing {
-        Some(timing) => with_timing(response, timing),
-        None => response,
+    match fetch_with_init(&target, &init) {
+        Ok(promise) => {
+            Answer::Origin(ORIGIN_UNREACHABLE.with(|on_failure| promise.catch_with(on_failure)))
+        }
+        Err(_) => bad_gateway().into(),
     }
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// The promise of a fetch to the origin.
+    type OriginFetch;
+
+    /// The global `fetch(url, init)`: no `Request` object of ours, which the runtime would copy.
+    #[wasm_bindgen(catch, js_name = fetch)]
+    fn fetch_with_init(url: &str, init: &RequestInit) -> Result<OriginFetch, JsValue>;
+
+    /// `promise.catch(onRejected)` with a handler that returns the value to settle with
+    /// (js-sys's `catch` takes a closure returning nothing).
+    #[wasm_bindgen(method, js_name = catch)]
+    fn catch_with(this: &OriginFetch, on_rejected: &Function) -> Promise;
+}
+
+thread_local! {
+    /// The origin's failure as our 502, made once per isolate: a rejected promise handed to
+    /// the runtime would be a bare 500.
+    static ORIGIN_UNREACHABLE: Function = Closure::<dyn FnMut(JsValue) -> Response>::new(
+        |_: JsValue| bad_gateway(),
+    )
+    .into_js_value()
+    .unchecked_into();
 }
 
 fn bad_gateway() -> Response {

@@ -18,7 +18,7 @@ mod webcrypto;
 pub use config::offline_problems;
 
 use entry::Started;
-use gate::Incoming;
+use gate::{Answer, Incoming};
 use gatehouse_shared::SnapshotError;
 use serde_json::json;
 use sync::SyncError;
@@ -71,17 +71,18 @@ impl Drop for PushReservation {
 }
 
 /// The fetch handler, exported as `#[event(fetch)]` would export it, with one difference: a
-/// request the gate settles without waiting for anything (a cached token's verdict, any
-/// refusal before the signature) is answered in this call, as a `Response`, where the macro's
-/// export always returns a promise driven by an executor task in a microtask. A request that
-/// waits (the origin, WebCrypto, KV) goes on as a promise from where it stopped (`entry`).
+/// request the gate settles without waiting for anything (a cached token's verdict or forward,
+/// any refusal before the signature) is answered in this call, as a `Response` or the origin
+/// fetch's own promise, where the macro's export always returns a promise driven by an executor
+/// task in a microtask. A request that waits (WebCrypto, KV) goes on as a promise from where it
+/// stopped (`entry`); the origin's answer is never waited for in wasm (`gate::Answer`).
 #[wasm_bindgen]
 pub fn fetch(req: worker::web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> JsValue {
     let Ok(req) = Incoming::new(req) else {
         return reply::invalid_path().into();
     };
     match entry::start(route(req, env, Context::new(ctx))) {
-        Started::Settled(response) => response.into(),
+        Started::Settled(answer) => answer.into(),
         Started::Waiting(rest) => {
             worker::wasm_bindgen_futures::future_to_promise(
                 async move { Ok(JsValue::from(rest.await)) },
@@ -91,14 +92,14 @@ pub fn fetch(req: worker::web_sys::Request, env: Env, ctx: worker::worker_sys::C
     }
 }
 
-async fn route(req: Incoming, env: Env, ctx: Context) -> Response {
+async fn route(req: Incoming, env: Env, ctx: Context) -> Answer {
     // Methods no fetch may send (the Fetch standard's forbidden methods): TRACE would echo the
     // origin secret back to the client from an origin that answers it.
     if ["CONNECT", "TRACE", "TRACK"]
         .iter()
         .any(|m| req.method().eq_ignore_ascii_case(m))
     {
-        return reply::method_not_allowed();
+        return reply::method_not_allowed().into();
     }
     // The runtime's own request and response types, and no Router (rebuilt per request, it
     // borrows its handlers): every proxied request would pay for four control routes.
@@ -107,9 +108,9 @@ async fn route(req: Incoming, env: Env, ctx: Context) -> Response {
         return gate::handle(&req, &env, &ctx).await;
     }
     match (path, req.method()) {
-        ("/_gatehouse/check", "GET") => gate::check(&req, &env, &ctx).await,
-        ("/_gatehouse/health", "GET") => health(&req, &env).await,
-        ("/_gatehouse/sync", "POST") => push(req.into_worker(), &env).await,
+        ("/_gatehouse/check", "GET") => gate::check(&req, &env, &ctx).await.into(),
+        ("/_gatehouse/health", "GET") => health(&req, &env).await.into(),
+        ("/_gatehouse/sync", "POST") => push(req.into_worker(), &env).await.into(),
         ("/_gatehouse/crash", "POST") if state::config(&env).crash_route => state::crash(),
         _ => gate::handle(&req, &env, &ctx).await,
     }

@@ -1,12 +1,13 @@
 //! Faults and races with real processes: the database going away under load, two issuer
-//! processes racing on one PostgreSQL, and clock skew between issuer and edge.
+//! processes racing on one PostgreSQL, clock skew between issuer and edge, and an origin that
+//! cannot be reached.
 
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse_tests::proxy::Proxy;
-use gatehouse_tests::{Issuer, PgSchema, eventually, http, json_of, post_form};
+use gatehouse_tests::{Issuer, PgSchema, eventually, free_port, http, json_of, post_form};
 use sha2::Digest as _;
 
 use crate::system::{Options, PASSWORD, System, access};
@@ -404,5 +405,34 @@ async fn megabyte_headers_are_refused_without_harm() {
             .await
             .unwrap();
         assert_eq!(ok.status(), 200, "{url}");
+    }
+}
+
+/// The origin down: the gate's own 502 with its code, for a verified token (checked, then
+/// from the cache) and a public path, with and without `Server-Timing`; never the runtime's
+/// bare 500 for a forward whose promise rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_origin_is_a_502_with_its_code() {
+    for timing in ["off", "on"] {
+        let closed = format!("http://127.0.0.1:{}", free_port());
+        let sys = System::start(Options {
+            edge_vars: &[("ORIGIN_URL", &closed), ("SERVER_TIMING", timing)],
+            ..Options::default()
+        })
+        .await;
+        let tokens = sys.user("alice").await;
+        let token = access(&tokens);
+        for (path, bearer) in [
+            ("/api/x", Some(token)),
+            ("/api/x", Some(token)),
+            ("/public/x", None),
+        ] {
+            let (status, body) = sys.get(path, bearer).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (502, Some("origin_unreachable")),
+                "SERVER_TIMING={timing} {path}"
+            );
+        }
     }
 }

@@ -32,15 +32,18 @@ enum Scenario {
     NoToken,
     /// A fresh token each request, forwarded to the origin.
     Forwarded,
+    /// The same valid token every request, forwarded: what an app's requests mostly are.
+    ForwardedRepeated,
 }
 
 impl Scenario {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::FreshToken,
         Self::RepeatedToken,
         Self::TamperedToken,
         Self::NoToken,
         Self::Forwarded,
+        Self::ForwardedRepeated,
     ];
 
     const fn label(self) -> &'static str {
@@ -50,12 +53,13 @@ impl Scenario {
             Self::TamperedToken => "tampered token (401)",
             Self::NoToken => "no token (401)",
             Self::Forwarded => "fresh token each request, forwarded to the origin",
+            Self::ForwardedRepeated => "repeated token (cache hit), forwarded to the origin",
         }
     }
 
     const fn path(self) -> &'static str {
         match self {
-            Self::Forwarded => "/api/bench",
+            Self::Forwarded | Self::ForwardedRepeated => "/api/bench",
             _ => "/_gatehouse/check",
         }
     }
@@ -94,7 +98,7 @@ fn tokens(fix: &Fixture, scenario: Scenario, n: usize, round: usize) -> Vec<Stri
     let fresh = |i: usize| fix.token_with_jti(&format!("cpu-{round}-{i}"));
     match scenario {
         Scenario::FreshToken | Scenario::Forwarded => (0..n).map(fresh).collect(),
-        Scenario::RepeatedToken => vec![fix.token.clone()],
+        Scenario::RepeatedToken | Scenario::ForwardedRepeated => vec![fix.token.clone()],
         Scenario::TamperedToken => vec![tampered(&fix.token)],
         Scenario::NoToken => Vec::new(),
     }
