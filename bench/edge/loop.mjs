@@ -3,7 +3,7 @@
 // the CPU of that workerd's processes (from /proc) is divided by N. The runtime's own work per
 // incoming HTTP request (parsing, dispatch, writing the answer) is left out, and so is the load
 // generator's scheduling noise. Not part of the suite (row 1c is the measure that counts); see
-// docs/performance.md. The forwarded scenario makes N real subrequests to a local origin.
+// docs/performance.md. The forwarded scenarios make N real subrequests to a local origin.
 //
 // Usage: node bench/edge/loop.mjs FIXTURE.json [n=2000] [rounds=5]
 // (FIXTURE.json: `target/release/bench --fixture > FIXTURE.json`, made just before: its signed

@@ -481,8 +481,10 @@ extern "C" {
 }
 
 thread_local! {
-    /// The origin's failure as our 502, made once per isolate: a rejected promise handed to
-    /// the runtime would be a bare 500.
+    /// The origin's failure as our 502 (a rejected promise handed to the runtime would be a
+    /// bare 500), made once per wasm instance. After a trap the module is re-instantiated, and
+    /// the old instance's handler refuses to run: a forward still pending across that reset
+    /// whose origin then fails gets the runtime's 500 (before, it got no answer at all).
     static ORIGIN_UNREACHABLE: Function = Closure::<dyn FnMut(JsValue) -> Response>::new(
         |_: JsValue| bad_gateway(),
     )

@@ -172,12 +172,12 @@ impl<'a> UntrustedToken<'a> {
     where
         Self: 'a,
     {
-        let (jwk, algorithm) = self.key_and_algorithm(keys, expected_typ)?;
+        let jwk = self.checked_key(keys, expected_typ)?;
         #[allow(clippy::infallible_destructuring_match)] // one key type without `es256`
-        let key = match algorithm {
-            KeyAlgorithm::EdDsa(key) | KeyAlgorithm::Ed25519(key) => key,
+        let key = match jwk.key() {
+            PublicKey::Ed25519(key) => key,
             #[cfg(feature = "es256")]
-            KeyAlgorithm::Es256(_) => return Err(ValidationError::AlgMismatch),
+            PublicKey::P256(_) => return Err(ValidationError::AlgMismatch),
         };
         let signature: &[u8; 64] = self
             .inner
@@ -216,22 +216,18 @@ impl<'a> UntrustedToken<'a> {
             .ok_or(ValidationError::UnknownKid)
     }
 
-    /// The key `kid` names (after `typ`), and its algorithm, which the header `alg` must name:
-    /// the one place where the algorithm is chosen, by the key.
-    fn key_and_algorithm<'k>(
+    /// The key `kid` names (after `typ`), if the header `alg` names that key's algorithm: the
+    /// one place where the algorithm is chosen, by the key.
+    fn checked_key<'k>(
         &self,
         keys: &'k KeySet,
         expected_typ: &str,
-    ) -> Result<(&'k crate::jwk::VerifyingJwk, KeyAlgorithm<'k>), ValidationError> {
+    ) -> Result<&'k crate::jwk::VerifyingJwk, ValidationError> {
         let jwk = self.key_for(keys, expected_typ)?;
-        let algorithm = match (jwk.key(), self.algorithm()) {
-            (PublicKey::Ed25519(key), "EdDSA") => KeyAlgorithm::EdDsa(key),
-            (PublicKey::Ed25519(key), ED25519_NAME) => KeyAlgorithm::Ed25519(key),
-            #[cfg(feature = "es256")]
-            (PublicKey::P256(key), "ES256") => KeyAlgorithm::Es256(key),
-            _ => return Err(ValidationError::AlgMismatch),
-        };
-        Ok((jwk, algorithm))
+        if !jwk.key().accepts_alg(self.algorithm()) {
+            return Err(ValidationError::AlgMismatch);
+        }
+        Ok(jwk)
     }
 
     /// Checks `typ`, finds the key by `kid`, lets that key's algorithm validate the token
@@ -241,28 +237,20 @@ impl<'a> UntrustedToken<'a> {
         keys: &KeySet,
         expected_typ: &str,
     ) -> Result<Token<T, HeaderExtensions>, ValidationError> {
-        let validated = match self.key_and_algorithm(keys, expected_typ)?.1 {
-            KeyAlgorithm::EdDsa(key) => StrictEd25519.validator(key).validate(&self.inner),
-            KeyAlgorithm::Ed25519(key) => StrictEd25519::fully_specified()
-                .validator(key)
-                .validate(&self.inner),
-            #[cfg(feature = "es256")]
-            KeyAlgorithm::Es256(key) => {
-                jwt_compact::alg::Es256.validator(key).validate(&self.inner)
+        // jwt-compact checks the header `alg` against the algorithm's name: Ed25519 answers to
+        // the name the header used.
+        let validated = match self.checked_key(keys, expected_typ)?.key() {
+            PublicKey::Ed25519(key) if self.algorithm() == ED25519_NAME => {
+                StrictEd25519::fully_specified()
+                    .validator(key)
+                    .validate(&self.inner)
             }
+            PublicKey::Ed25519(key) => StrictEd25519.validator(key).validate(&self.inner),
+            #[cfg(feature = "es256")]
+            PublicKey::P256(key) => jwt_compact::alg::Es256.validator(key).validate(&self.inner),
         };
         validated.map_err(|e| validation_error(&e))
     }
-}
-
-/// A key with the algorithm the header named for it.
-enum KeyAlgorithm<'k> {
-    /// Ed25519 under the name `EdDSA`.
-    EdDsa(&'k crate::alg::Ed25519Key),
-    /// Ed25519 under RFC 9864's fully specified name `Ed25519`.
-    Ed25519(&'k crate::alg::Ed25519Key),
-    #[cfg(feature = "es256")]
-    Es256(&'k p256::ecdsa::VerifyingKey),
 }
 
 /// A list's header holds `alg`, `typ` and `kid` (about 140 bytes of base64url).
@@ -312,19 +300,11 @@ impl<'a> UntrustedList<'a> {
         expected_typ: &str,
     ) -> Result<Vec<u8>, ValidationError> {
         let token = &self.token;
-        let (_, algorithm) = token.key_and_algorithm(keys, expected_typ)?;
-        let signed = token.signing_input();
-        let signature = token.inner.signature_bytes();
-        let verified = match algorithm {
-            KeyAlgorithm::EdDsa(key) | KeyAlgorithm::Ed25519(key) => {
-                signature_verifies(&StrictEd25519, key, signature, signed)
-            }
-            #[cfg(feature = "es256")]
-            KeyAlgorithm::Es256(key) => {
-                signature_verifies(&jwt_compact::alg::Es256, key, signature, signed)
-            }
-        };
-        if !verified {
+        let jwk = token.checked_key(keys, expected_typ)?;
+        if !jwk
+            .key()
+            .verify(token.signing_input(), token.inner.signature_bytes())
+        {
             return Err(ValidationError::BadSignature);
         }
         Ok(self.payload)
@@ -339,18 +319,6 @@ fn check_size(text: &str, max_bytes: usize) -> Result<(), ParseError> {
         });
     }
     Ok(())
-}
-
-/// What jwt-compact's validator does with the signature: its length and form, then the equation.
-fn signature_verifies<A: jwt_compact::Algorithm>(
-    alg: &A,
-    key: &A::VerifyingKey,
-    signature: &[u8],
-    signed: &[u8],
-) -> bool {
-    use jwt_compact::AlgorithmSignature as _;
-    A::Signature::try_from_slice(signature)
-        .is_ok_and(|signature| alg.verify_signature(&signature, key, signed))
 }
 
 fn parse_error(e: &jwt_compact::ParseError) -> ParseError {
