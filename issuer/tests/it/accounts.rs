@@ -1,6 +1,5 @@
 //! Registration, password login, `/v1/me`, metadata and health.
 
-use gatehouse_shared::{KeySet, Verifier, VerifierOptions};
 use rocket::http::Status;
 
 use crate::common::{Backend, PASSWORD, TestApp, header, refusal, str_of};
@@ -91,11 +90,7 @@ async fn login_issues_verifiable_tokens(backend: Backend) {
     assert!(str_of(&json, "refresh_token").len() >= 43);
 
     // The access token verifies with the published JWKS and the shared verifier.
-    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
-    let verifier = Verifier::new(
-        KeySet::from_json(&jwks.to_string()).unwrap(),
-        VerifierOptions::new("https://issuer.test", "https://api.test"),
-    );
+    let verifier = app.verifier().await;
     let now = app.clock().now();
     let claims = verifier.verify(str_of(&json, "access_token"), now).unwrap();
     assert_eq!(claims.sub, id);

@@ -7,6 +7,7 @@ use diesel::{Connection as _, PgConnection};
 use gatehouse_issuer::clock::Clock;
 use gatehouse_issuer::config::Config;
 use gatehouse_issuer::db::Db;
+use gatehouse_shared::{KeySet, Verifier, VerifierOptions};
 use rocket::figment::providers::Serialized;
 use rocket::http::{ContentType, Header, Status};
 use rocket::local::asynchronous::{Client, LocalResponse};
@@ -195,6 +196,16 @@ impl TestApp {
 
     pub fn store(&self) -> &Db {
         self.client.rocket().state::<Db>().unwrap()
+    }
+
+    /// A verifier of this issuer's tokens, on the key set its JWKS serves now (`keys()` for
+    /// the lists).
+    pub async fn verifier(&self) -> Verifier {
+        let (_, jwks) = self.send("GET", "/.well-known/jwks.json", None, None).await;
+        Verifier::new(
+            KeySet::from_json(&jwks.to_string()).unwrap(),
+            VerifierOptions::new("https://issuer.test", "https://api.test"),
+        )
     }
 
     /// Awaits `request` while another connection holds the revocations' write lock, which is

@@ -1,10 +1,7 @@
 //! Revocation (RFC 7009), logout, logout everywhere, durability and the signed snapshot.
 
 use gatehouse_issuer::store::revocations;
-use gatehouse_shared::{
-    KeySet, RevocationDelta, RevocationList, RevocationReason, SnapshotOptions, Verifier,
-    VerifierOptions,
-};
+use gatehouse_shared::{RevocationDelta, RevocationList, RevocationReason, SnapshotOptions};
 use rocket::http::Status;
 
 use crate::common::{Backend, TestApp, refusal, str_of};
@@ -195,12 +192,8 @@ async fn a_user_cut_off_names_each_session_it_ends(backend: Backend) {
     app.clock().advance(10);
     let s = app.login("alice").await;
     let access = str_of(&s, "access_token").to_owned();
-    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
-    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
-    let verifier = Verifier::new(
-        keys.clone(),
-        VerifierOptions::new("https://issuer.test", "https://api.test"),
-    );
+    let verifier = app.verifier().await;
+    let keys = verifier.keys().clone();
     let claims = verifier.verify(&access, app.clock().now()).unwrap();
     // The cut-off's request read its clock 10 s before the token was issued.
     app.clock().advance(-10);
@@ -270,13 +263,9 @@ async fn another_replicas_revocation_applies_within_the_cache_bound(backend: Bac
 async fn the_delta_feed_carries_the_window_signed(backend: Backend) {
     let app = TestApp::start_with(backend, |c| c.delta_window_secs = 400).await;
     app.register("alice").await;
-    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
-    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+    let verifier = app.verifier().await;
+    let keys = verifier.keys().clone();
     let opts = SnapshotOptions::new("https://issuer.test");
-    let verifier = Verifier::new(
-        keys.clone(),
-        VerifierOptions::new("https://issuer.test", "https://api.test"),
-    );
     let delta = || async {
         let (status, body) = app.send("GET", "/v1/revocations/delta", None, None).await;
         assert_eq!(status, Status::Ok);

@@ -2,7 +2,7 @@
 //! leeway and clock, the longest announced lifetime, the SQL rule against the shared one.
 
 use gatehouse_shared::{
-    KeySet, RevocationList, RevocationReason, SnapshotOptions, Verifier, VerifierOptions,
+    RevocationList, RevocationReason, SnapshotOptions, Verifier, VerifierOptions,
 };
 use rocket::http::Status;
 
@@ -14,13 +14,9 @@ async fn the_snapshot_carries_live_revocations(backend: Backend) {
     app.register("alice").await;
     let s = app.login("alice").await;
     let access = str_of(&s, "access_token").to_owned();
-    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
-    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+    let verifier = app.verifier().await;
+    let keys = verifier.keys().clone();
     let opts = SnapshotOptions::new("https://issuer.test");
-    let verifier = Verifier::new(
-        keys.clone(),
-        VerifierOptions::new("https://issuer.test", "https://api.test"),
-    );
     let now = app.clock().now();
     let claims = verifier.verify(&access, now).unwrap();
 
@@ -132,15 +128,11 @@ async fn a_lowered_token_lifetime_keeps_revocations_for_the_longest_token(backen
         "{json}"
     );
     let (_, snapshot) = app.send("GET", "/v1/revocations", None, None).await;
-    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
-    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+    let verifier = app.verifier().await;
     let opts = SnapshotOptions::new("https://issuer.test");
     let now = app.clock().now();
-    let list = RevocationList::verify_snapshot(snapshot.as_str().unwrap(), &keys, &opts, now);
-    let verifier = Verifier::new(
-        keys,
-        VerifierOptions::new("https://issuer.test", "https://api.test"),
-    );
+    let list =
+        RevocationList::verify_snapshot(snapshot.as_str().unwrap(), verifier.keys(), &opts, now);
     let claims = verifier.verify(&access, now).unwrap();
     assert!(
         list.unwrap().check(&claims).is_some(),
@@ -164,8 +156,7 @@ async fn revoke_covers_what_the_most_lenient_verifier_accepts(backend: Backend) 
     let bearer = Some(str_of(&fresh, "access_token"));
     let (status, _) = app.send("POST", "/v1/revoke", Some(&body), bearer).await;
     assert_eq!(status, Status::Ok);
-    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
-    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+    let keys = app.verifier().await.keys().clone();
     let lenient = VerifierOptions {
         leeway_secs: VerifierOptions::MAX_LEEWAY_SECS,
         ..VerifierOptions::new("https://issuer.test", "https://api.test")

@@ -6,9 +6,7 @@ use std::time::Duration;
 use gatehouse_issuer::maintenance;
 use gatehouse_issuer::revoker::Revoker;
 use gatehouse_issuer::store::revocations;
-use gatehouse_shared::{
-    KeySet, RevocationList, RevocationReason, SnapshotOptions, Verifier, VerifierOptions,
-};
+use gatehouse_shared::{KeySet, RevocationList, RevocationReason, SnapshotOptions};
 use rocket::http::Status;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -199,12 +197,8 @@ async fn a_hung_edge_does_not_delay_the_others(backend: Backend) {
 async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
     let app = TestApp::start(backend).await;
     app.register("alice").await;
-    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
-    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
-    let verifier = Verifier::new(
-        keys.clone(),
-        VerifierOptions::new("https://issuer.test", "https://api.test"),
-    );
+    let verifier = app.verifier().await;
+    let keys = verifier.keys().clone();
     let mut claims = Vec::new();
     for _ in 0..2 {
         let token = str_of(&app.login("alice").await, "access_token").to_owned();
