@@ -214,9 +214,7 @@ impl Revoker {
             revocations::order_writes(conn)?;
             // The longest lifetime any replica may have issued a still-valid token with, not
             // only this one's (`store::lifetimes`).
-            let longest = lifetimes::longest(conn, now)?
-                .unwrap_or(0)
-                .max(own_ttl_secs);
+            let longest = lifetimes::longest(conn, now, own_ttl_secs)?;
             let horizon = entry_expiry(now.saturating_add(longest));
             let mut revocations = Revocations {
                 conn,

@@ -208,7 +208,7 @@ impl KeyRing {
         db: &Db,
         now: i64,
     ) -> Result<Arc<KeyState>, ApiError> {
-        let max_age = 2 * i64::from(self.config.cleanup_interval_secs.max(1));
+        let max_age = max_ring_age(&self.config);
         let young = |state: &KeyState| now.saturating_sub(state.read_at_secs) <= max_age;
         let held = self.current();
         if young(&held) {
@@ -464,14 +464,14 @@ fn build_state(
 /// revoked one through.)
 fn retired_key_grace(conn: &mut DbConn, config: &Config, now: i64) -> Result<i64, ApiError> {
     let own_ttl = i64::from(config.access_token_ttl_secs);
-    let longest = crate::store::lifetimes::longest(conn, now)?
-        .unwrap_or(0)
-        .max(own_ttl);
-    Ok(
-        longest
-            + i64::from(config.leeway_secs)
-            + 2 * i64::from(config.cleanup_interval_secs.max(1)),
-    )
+    let longest = crate::store::lifetimes::longest(conn, now, own_ttl)?;
+    Ok(longest + i64::from(config.leeway_secs) + max_ring_age(config))
+}
+
+/// How old a ring may be and still sign: two maintenance periods, each of which re-reads it.
+/// A retired key's grace counts on the same bound.
+fn max_ring_age(config: &Config) -> i64 {
+    2 * i64::from(config.cleanup_interval_secs.max(1))
 }
 
 /// The ring's state from its rows: `signer` signs, and the keys a verifier may meet are published.

@@ -36,10 +36,12 @@ pub fn announce(conn: &mut DbConn, ttl_secs: i64, until: i64) -> Result<(), ApiE
     Ok(())
 }
 
-/// The longest lifetime a token valid at `now` may have been issued with, as announced.
-pub fn longest(conn: &mut DbConn, now: i64) -> Result<Option<i64>, ApiError> {
-    Ok(token_lifetimes::table
+/// The longest lifetime a token valid at `now` may have been issued with: the longest any
+/// replica announced, and at least this replica's own `own_ttl_secs`.
+pub fn longest(conn: &mut DbConn, now: i64, own_ttl_secs: i64) -> Result<i64, ApiError> {
+    let announced: Option<i64> = token_lifetimes::table
         .filter(token_lifetimes::announced_until.gt(now))
         .select(max(token_lifetimes::ttl_secs))
-        .first(conn)?)
+        .first(conn)?;
+    Ok(announced.unwrap_or(0).max(own_ttl_secs))
 }

@@ -550,8 +550,7 @@ async fn a_retired_key_outlives_the_longest_announced_token_lifetime(backend: Ba
 async fn a_list_re_signed_by_a_new_key_is_newer_than_the_last(backend: Backend) {
     let app = TestApp::start(backend).await;
     let snapshot = || async {
-        let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
-        let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+        let keys = app.verifier().await.keys().clone();
         let (_, body) = app.send("GET", "/v1/revocations", None, None).await;
         let opts = gatehouse_shared::SnapshotOptions::new("https://issuer.test");
         let list = gatehouse_shared::RevocationList::verify_snapshot(

@@ -6,7 +6,7 @@ use std::time::Duration;
 use gatehouse_issuer::maintenance;
 use gatehouse_issuer::revoker::Revoker;
 use gatehouse_issuer::store::revocations;
-use gatehouse_shared::{KeySet, RevocationList, RevocationReason, SnapshotOptions};
+use gatehouse_shared::{RevocationList, RevocationReason, SnapshotOptions};
 use rocket::http::Status;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -90,8 +90,7 @@ async fn revocations_are_pushed_coalesced(backend: Backend) {
         assert_eq!(status, Status::Ok);
     }
     let high_water = app.store().run_sync(revocations::high_water).unwrap();
-    let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
-    let keys = KeySet::from_json(&jwks.to_string()).unwrap();
+    let keys = app.verifier().await.keys().clone();
     let opts = SnapshotOptions::new("https://issuer.test");
     let mut last = None;
     for _ in 0..400 {
