@@ -150,20 +150,19 @@ pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Answer {
         Ok(claims) => claims,
         Err(refusal) => return readable_by_listed_origin(refusal, req, &config).into(),
     };
-    if !config.server_timing {
-        return forward(req, &config, Pass::Verified(&claims));
-    }
-    let timing = format!(
-        "gatehouse;desc=\"verify\";dur={:.1}",
-        state::now_ms() - started
-    );
-    match forward(req, &config, Pass::Verified(&claims)) {
+    let timing = config.server_timing.then(|| {
+        format!(
+            "gatehouse;desc=\"verify\";dur={:.1}",
+            state::now_ms() - started
+        )
+    });
+    match (forward(req, &config, Pass::Verified(&claims)), timing) {
         // The origin's promise never rejects (`forward`): its value is a response.
-        Answer::Origin(promise) => match JsFuture::from(promise).await {
+        (Answer::Origin(promise), Some(timing)) => match JsFuture::from(promise).await {
             Ok(response) => with_timing(response.unchecked_into(), &timing).into(),
             Err(_) => bad_gateway().into(),
         },
-        answer @ Answer::Now(_) => answer,
+        (answer, _) => answer,
     }
 }
 

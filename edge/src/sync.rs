@@ -118,9 +118,27 @@ async fn verify(
     .await
 }
 
+/// Below the seq this isolate's view reaches (a base, or the signed delta), a list is refused
+/// whatever KV's heads say: on Cloudflare a location reads them through its own cache (up to
+/// about 60 s old), so they may not show the newer list another location stored, and writing
+/// this one would roll KV back for every location. The newer list reaches KV on its own (its
+/// push, the cron). The same seq signed earlier is still stored (a retry).
+fn not_below_view(list: &RevocationList) -> Result<(), SyncError> {
+    let held = state::with_revocations(RevocationView::seq);
+    if list.seq() < held {
+        return Err(SnapshotError::Stale {
+            seq: list.seq(),
+            held,
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// Verifies a snapshot, installs it as the base list and stores it in KV if KV's copy is older
 /// (another seq, another signing key, or the same list signed more than `KV_HEARTBEAT_SECS`
-/// earlier). Also the list's seq (memory keeps a newer view it held).
+/// earlier). Also the list's seq (memory keeps its own view when that is the same list signed
+/// later).
 pub async fn accept(
     env: &Env,
     config: &Config,
@@ -128,19 +146,7 @@ pub async fn accept(
     asker: keys::Asker,
 ) -> Result<(RevocationView, u64), SyncError> {
     let list = verify(env, config, jws, asker).await?;
-    // Below the seq this isolate's view reaches (a base, or the signed delta), the list is
-    // refused whatever KV's heads say: on Cloudflare a location reads them through its own cache
-    // (up to about 60 s old), so they may not show the newer list another location stored, and
-    // writing this one would roll KV back for every location. The newer list reaches KV on its
-    // own (its push, the cron). The same seq signed earlier is still stored (a retry).
-    let held_seq = state::with_revocations(RevocationView::seq);
-    if list.seq() < held_seq {
-        return Err(SnapshotError::Stale {
-            seq: list.seq(),
-            held: held_seq,
-        }
-        .into());
-    }
+    not_below_view(&list)?;
     let head = Head::of(&list, jws);
     let kv = env.kv(KV_BINDING).map_err(|e| e.to_string());
     let stored = match &kv {
@@ -186,6 +192,8 @@ pub async fn accept(
         }
         return Err(SyncError::TooOld(error));
     }
+    // Again after the KV reads: a pull or a delta may have moved this isolate on meanwhile.
+    not_below_view(&list)?;
     // The same seq as this isolate's view, signed earlier (a retry of a push whose KV write
     // failed, after a pull of the re-signed list): memory keeps its own, and KV, which the
     // checks above found older, still takes this one. A 409 would tell the issuer it landed.
@@ -354,7 +362,7 @@ async fn fetch_snapshot(config: &Config, limit: std::time::Duration) -> Result<S
 pub async fn pull(env: &Env, config: &Config) -> Result<RevocationView, String> {
     let jws = fetch_snapshot(config, upstream::SNAPSHOT_LIMIT).await?;
     // Against the whole view held, its delta included, not only its base.
-    let held = state::revocations().seq();
+    let held = state::with_revocations(RevocationView::seq);
     let accepted = accept(env, config, &jws, keys::Asker::SignedList).await;
     match &accepted {
         Err(SyncError::Snapshot(SnapshotError::Stale { seq, held })) => {

@@ -465,6 +465,8 @@ export class GatehouseClient {
   }
 
   #onMessage(message) {
+    // A closed client keeps its channel only to send a refresh already out (`close`).
+    if (this.#closed) return;
     // A client of another issuer given the same `channelName`: not this session's tabs.
     if (message?.issuer !== this.#issuer) return;
     if (message.type === 'tokens') {
