@@ -48,6 +48,13 @@ impl Config {
                     .to_owned(),
             );
         }
+        if self.db_timeout_ms == 0 {
+            problems.push(
+                "GATEHOUSE_DB_TIMEOUT_MS is 0: every call to the database would time out at once \
+                 (at least 1; 5000 by default)"
+                    .to_owned(),
+            );
+        }
         if self.delta_window_secs < MIN_DELTA_WINDOW_SECS {
             problems.push(format!(
                 "GATEHOUSE_DELTA_WINDOW_SECS is {}: the feed must reach back past an edge's \
@@ -223,7 +230,7 @@ mod tests {
     #[test]
     fn settings_that_switch_a_protection_off_are_refused_by_name() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 13] = [
+        let cases: [(&str, Change); 14] = [
             ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
                 c.access_token_ttl_secs = 0;
             }),
@@ -241,6 +248,9 @@ mod tests {
             }),
             ("GATEHOUSE_USER_SCOPES", |c| {
                 c.user_scopes = "read admin write".into();
+            }),
+            ("GATEHOUSE_DB_TIMEOUT_MS", |c| {
+                c.db_timeout_ms = 0;
             }),
             ("GATEHOUSE_DELTA_WINDOW_SECS", |c| {
                 c.delta_window_secs = MIN_DELTA_WINDOW_SECS - 1;

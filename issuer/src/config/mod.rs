@@ -27,6 +27,11 @@ pub struct Config {
     /// `postgres://…` or `sqlite://path`.
     pub database_url: String,
     pub db_pool_size: u32,
+    /// How long a wait on the database may last, in ms: for a connection (a free one or a new
+    /// one, together), and for each statement (PostgreSQL's `statement_timeout`, SQLite's
+    /// `busy_timeout`). A call that runs out is answered 503, its transaction rolled back.
+    /// Migrations are not bounded: a replica waits for another's.
+    pub db_timeout_ms: u32,
     /// `iss` of every token, and the base of the URLs in the metadata document.
     pub issuer: String,
     /// `aud` of every access token.
@@ -127,6 +132,7 @@ impl Default for Config {
             profile: Profile::Development,
             database_url: "sqlite://gatehouse.db".into(),
             db_pool_size: 8,
+            db_timeout_ms: 5_000,
             issuer: "http://127.0.0.1:8000".into(),
             audience: "gatehouse".into(),
             access_token_ttl_secs: 900,

@@ -1,11 +1,12 @@
 //! Storage: one Diesel query path over PostgreSQL (production) and SQLite (embedded default),
 //! an r2d2 pool, migrations embedded per backend and run at ignite, and a semaphore sized to the
-//! pool so blocking calls never pile up on the async runtime.
+//! pool so blocking calls never pile up on the async runtime. Every wait on the database is
+//! bounded by `db_timeout_ms`, so a stalled database is answered 503, not a hang.
 
 pub mod schema;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection as _;
 use diesel::r2d2::{self, ManageConnection, R2D2Connection as _};
@@ -81,26 +82,36 @@ fn redact(url: &str) -> String {
     format!("{scheme}://{host}{path}")
 }
 
-pub struct Manager(DbUrl);
+pub struct Manager {
+    url: DbUrl,
+    timeout: Duration,
+}
 
 impl ManageConnection for Manager {
     type Connection = DbConn;
     type Error = r2d2::Error;
 
     fn connect(&self) -> Result<DbConn, r2d2::Error> {
-        match &self.0 {
-            DbUrl::Postgres(url) => PgConnection::establish(url)
-                .map(DbConn::Postgres)
-                .map_err(r2d2::Error::ConnectionError),
+        let timeout_ms = self.timeout.as_millis();
+        match &self.url {
+            DbUrl::Postgres(url) => {
+                let mut conn =
+                    PgConnection::establish(url).map_err(r2d2::Error::ConnectionError)?;
+                // The server cancels a statement (a lock wait included) past the deadline and
+                // rolls its transaction back: nothing commits after the caller got a 503.
+                conn.batch_execute(&statement_timeout(timeout_ms))
+                    .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConn::Postgres(conn))
+            }
             DbUrl::Sqlite(path) => {
                 let mut conn =
                     SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
                 // WAL + busy timeout for concurrent writers; FULL sync so a commit (a revocation
                 // above all) is on disk before the response goes out.
-                conn.batch_execute(
+                conn.batch_execute(&format!(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                )
+                     PRAGMA busy_timeout = {timeout_ms}; PRAGMA foreign_keys = ON;"
+                ))
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConn::Sqlite(conn))
             }
@@ -126,16 +137,28 @@ fn sqlite_has_returning(version: &str) -> bool {
     (major, minor) >= (3, 35)
 }
 
-/// The pool plus a semaphore with one permit per connection.
-/// A failure on a connection that no longer answers is the server gone (503, retry), not a bug
-/// (500): decided by the connection's state, as diesel reports some drops with kind `Unknown`.
-/// A dead socket fails the ping at once. On SQLite a lock held past `busy_timeout` stays a 500:
-/// diesel gives it no kind, and SQLite is the single-process development store.
-fn lost_server_is_unavailable<T>(
+fn statement_timeout(ms: u128) -> String {
+    format!("SET statement_timeout = {ms}")
+}
+
+/// Failures that are the database's state, not the statement's, are 503s the client may retry:
+/// - a call that failed after running for the whole deadline ran out of it (PostgreSQL's
+///   `statement_timeout` cancelled it, or SQLite's `busy_timeout` gave up on a lock);
+/// - a failure on a connection that no longer answers is the server gone (a dead socket fails
+///   the ping at once).
+///
+/// Anything else is a bug (500). Judged by time and the connection's state, never by the
+/// message, which the server localises; diesel gives neither case a kind of its own.
+fn classify_failure<T>(
     conn: &mut DbConn,
     result: Result<T, ApiError>,
+    ran_out: bool,
 ) -> Result<T, ApiError> {
     match result {
+        Err(ApiError::Internal(detail)) if ran_out => {
+            tracing::warn!(error = %detail, "database call ran out of time");
+            Err(ApiError::unavailable("database timed out"))
+        }
         Err(ApiError::Internal(detail)) if conn.is_broken() || conn.ping().is_err() => {
             tracing::warn!(error = %detail, "database connection lost");
             Err(ApiError::unavailable("database unavailable"))
@@ -144,16 +167,34 @@ fn lost_server_is_unavailable<T>(
     }
 }
 
+/// Runs `f` on `conn`, its failure classified by [`classify_failure`].
+fn call<T>(
+    conn: &mut DbConn,
+    timeout: Duration,
+    f: impl FnOnce(&mut DbConn) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let started = Instant::now();
+    let result = f(conn);
+    classify_failure(conn, result, started.elapsed() >= timeout)
+}
+
+/// The pool plus a semaphore with one permit per connection.
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
     permits: Arc<Semaphore>,
     url: DbUrl,
+    timeout: Duration,
 }
 
 impl Db {
     /// `min_idle` connections are kept open in the background (the server keeps one warm).
-    pub fn connect(url: &DbUrl, pool_size: u32, min_idle: u32) -> Result<Self, String> {
+    pub fn connect(
+        url: &DbUrl,
+        pool_size: u32,
+        min_idle: u32,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         // r2d2 asserts it (a panic at startup that names nothing).
         if pool_size == 0 {
             return Err("GATEHOUSE_DB_POOL_SIZE must be at least 1".to_owned());
@@ -161,14 +202,18 @@ impl Db {
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(min_idle))
-            .connection_timeout(Duration::from_secs(5))
-            .build(Manager(url.clone()))
+            .connection_timeout(timeout)
+            .build(Manager {
+                url: url.clone(),
+                timeout,
+            })
             .map_err(|e| format!("cannot connect to {}: {e}", url.describe()))?;
         let permits = Arc::new(Semaphore::new(usize::try_from(pool_size).unwrap_or(8)));
         Ok(Self {
             pool,
             permits,
             url: url.clone(),
+            timeout,
         })
     }
 
@@ -178,20 +223,30 @@ impl Db {
 
     /// Runs the embedded migrations for this backend. On PostgreSQL, replicas starting at once
     /// take turns under a session advisory lock, so each sees the others' work instead of racing
-    /// it to the same `CREATE TABLE`. SQLite is the single-process development store: several
-    /// processes starting at once on one SQLite file are not supported.
+    /// it to the same `CREATE TABLE`, with no statement deadline: another replica's migration
+    /// may take longer than `db_timeout_ms`, and waiting for it is the point. SQLite is the
+    /// single-process development store: several processes starting at once on one SQLite file
+    /// are not supported.
     pub fn migrate(&self) -> Result<usize, String> {
         use diesel::connection::SimpleConnection as _;
         let mut conn = self.pool.get().map_err(|e| e.to_string())?;
         let applied = match &mut *conn {
             DbConn::Postgres(c) => {
-                c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
-                    .map_err(|e| format!("migration lock: {e}"))?;
+                c.batch_execute(&format!(
+                    "SET statement_timeout = 0; SELECT pg_advisory_lock({MIGRATION_LOCK})"
+                ))
+                .map_err(|e| format!("migration lock: {e}"))?;
                 let applied = c.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len());
                 let unlocked =
                     c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
                 if let Err(e) = unlocked {
                     tracing::warn!(error = %e, "releasing the migration lock failed");
+                }
+                // This connection goes back to the pool: with its deadline again, or the start
+                // fails (a failed migration is the error to report, if there was one).
+                let restored = c.batch_execute(&statement_timeout(self.timeout.as_millis()));
+                if let (Ok(_), Err(e)) = (&applied, restored) {
+                    return Err(format!("restoring the statement deadline: {e}"));
                 }
                 applied
             }
@@ -215,24 +270,28 @@ impl Db {
     }
 
     /// Runs `f` with a pooled connection on the blocking pool, after taking a permit, so at
-    /// most pool-size blocking threads ever wait on the database.
+    /// most pool-size blocking threads ever wait on the database. The permit goes with the
+    /// thread: a request dropped while its call runs does not free it early. The permit and the
+    /// connection share one `db_timeout_ms` of waiting.
     pub async fn run<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         F: FnOnce(&mut DbConn) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let acquire = Arc::clone(&self.permits).acquire_owned();
+        let permit = tokio::time::timeout_at(deadline, acquire)
             .await
+            .map_err(|_| ApiError::unavailable("database busy"))?
             .map_err(|_| ApiError::unavailable("database pool closed"))?;
-        let pool = self.pool.clone();
+        let (pool, timeout) = (self.pool.clone(), self.timeout);
+        let wait_left = deadline.saturating_duration_since(tokio::time::Instant::now());
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let mut conn = pool
-                .get()
+                .get_timeout(wait_left)
                 .map_err(|_| ApiError::unavailable("database unavailable"))?;
-            let result = f(&mut conn);
-            lost_server_is_unavailable(&mut conn, result)
+            call(&mut conn, timeout, f)
         })
         .await
         .map_err(|e| ApiError::Internal(format!("database task failed: {e}")))?
@@ -247,8 +306,7 @@ impl Db {
             .pool
             .get()
             .map_err(|_| ApiError::unavailable("database unavailable"))?;
-        let result = f(&mut conn);
-        lost_server_is_unavailable(&mut conn, result)
+        call(&mut conn, self.timeout, f)
     }
 
     /// Readiness: a round trip to the database.
@@ -278,7 +336,8 @@ pub fn open_for_command(config: &Config) -> Result<Db, String> {
 
 fn open_with(config: &Config, pool_size: u32, min_idle: u32) -> Result<Db, String> {
     let url = DbUrl::parse(&config.database_url)?;
-    let db = Db::connect(&url, pool_size, min_idle)?;
+    let timeout = Duration::from_millis(u64::from(config.db_timeout_ms));
+    let db = Db::connect(&url, pool_size, min_idle, timeout)?;
     db.migrate()?;
     Ok(db)
 }
@@ -347,7 +406,9 @@ mod tests {
     #[test]
     fn an_empty_pool_is_refused_by_name() {
         let url = DbUrl::parse("sqlite://:memory:").unwrap();
-        let refused = Db::connect(&url, 0, 0).err().unwrap_or_default();
+        let refused = Db::connect(&url, 0, 0, Duration::from_secs(1))
+            .err()
+            .unwrap_or_default();
         assert!(refused.contains("GATEHOUSE_DB_POOL_SIZE"), "{refused}");
     }
 }
