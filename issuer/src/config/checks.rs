@@ -10,6 +10,10 @@ use crate::password::HashPolicy;
 /// KV's propagation delay (about 60 s) and the edge's 10 s KV refresh.
 const MIN_DELTA_WINDOW_SECS: u32 = 370;
 
+/// An hour: a wait longer than any client's, and within what PostgreSQL's `statement_timeout`
+/// and SQLite's `busy_timeout` take (a 32-bit signed count of ms).
+const MAX_DB_TIMEOUT_MS: u32 = 3_600_000;
+
 /// How long before it signs a scheduled key must be published: the edge's and the package's
 /// default key-set TTL (`KEYS_TTL_SECS`, `ttlSeconds`).
 const MIN_PUBLISH_AHEAD_SECS: u32 = 300;
@@ -48,12 +52,13 @@ impl Config {
                     .to_owned(),
             );
         }
-        if self.db_timeout_ms == 0 {
-            problems.push(
-                "GATEHOUSE_DB_TIMEOUT_MS is 0: every call to the database would time out at once \
-                 (at least 1; 5000 by default)"
-                    .to_owned(),
-            );
+        if !(1..=MAX_DB_TIMEOUT_MS).contains(&self.db_timeout_ms) {
+            problems.push(format!(
+                "GATEHOUSE_DB_TIMEOUT_MS is {}: with 0 every call to the database would time out \
+                 at once, and a request waiting longer than an hour is not served (1 to \
+                 {MAX_DB_TIMEOUT_MS}; 5000 by default)",
+                self.db_timeout_ms
+            ));
         }
         if self.delta_window_secs < MIN_DELTA_WINDOW_SECS {
             problems.push(format!(
@@ -230,7 +235,7 @@ mod tests {
     #[test]
     fn settings_that_switch_a_protection_off_are_refused_by_name() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 14] = [
+        let cases: [(&str, Change); 15] = [
             ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
                 c.access_token_ttl_secs = 0;
             }),
@@ -251,6 +256,9 @@ mod tests {
             }),
             ("GATEHOUSE_DB_TIMEOUT_MS", |c| {
                 c.db_timeout_ms = 0;
+            }),
+            ("GATEHOUSE_DB_TIMEOUT_MS", |c| {
+                c.db_timeout_ms = MAX_DB_TIMEOUT_MS + 1;
             }),
             ("GATEHOUSE_DELTA_WINDOW_SECS", |c| {
                 c.delta_window_secs = MIN_DELTA_WINDOW_SECS - 1;

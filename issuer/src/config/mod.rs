@@ -30,7 +30,7 @@ pub struct Config {
     /// How long a wait on the database may last, in ms: for a connection (a free one or a new
     /// one, together), and for each statement (PostgreSQL's `statement_timeout`, SQLite's
     /// `busy_timeout`). A call that runs out is answered 503, its transaction rolled back.
-    /// Migrations are not bounded: a replica waits for another's.
+    /// PostgreSQL migrations are not bounded: a replica waits for another's.
     pub db_timeout_ms: u32,
     /// `iss` of every token, and the base of the URLs in the metadata document.
     pub issuer: String,

@@ -38,45 +38,51 @@ async fn a_lost_server_is_unavailable_and_a_failing_statement_internal(backend: 
     assert!(db.ping().await);
 }
 
-/// Another session holding every table, as a long migration or an operator's `VACUUM FULL`
-/// would (PostgreSQL), or the write lock (SQLite). Released when dropped.
+/// Another session holding locks in an open transaction, released when dropped.
 struct Stall {
     _session: Box<dyn std::any::Any>,
 }
 
 impl Stall {
-    fn begin(url: &str) -> Self {
+    /// Every table (PostgreSQL), as a long migration or an operator's `VACUUM FULL` would; the
+    /// write lock (SQLite).
+    fn everything(url: &str) -> Self {
         if let Some(path) = url.strip_prefix("sqlite://") {
             let mut conn = SqliteConnection::establish(path).unwrap();
-            conn.batch_execute("BEGIN EXCLUSIVE").unwrap();
-            Self {
+            // The issuer's own writes (maintenance) may hold the lock for a moment.
+            conn.batch_execute("PRAGMA busy_timeout = 10000; BEGIN EXCLUSIVE")
+                .unwrap();
+            return Self {
                 _session: Box::new(conn),
-            }
-        } else {
-            let mut conn = PgConnection::establish(url).unwrap();
-            conn.batch_execute(
-                "BEGIN; LOCK TABLE users, sessions, refresh_tokens, revocations, token_lifetimes, \
-                 signing_keys, lockouts, audit_events IN ACCESS EXCLUSIVE MODE",
-            )
+            };
+        }
+        Self::postgres(
+            url,
+            "users, sessions, refresh_tokens, revocations, token_lifetimes, signing_keys, \
+             lockouts, audit_events IN ACCESS EXCLUSIVE MODE",
+        )
+    }
+
+    fn postgres(url: &str, lock: &str) -> Self {
+        let mut conn = PgConnection::establish(url).unwrap();
+        conn.batch_execute(&format!("BEGIN; LOCK TABLE {lock}"))
             .unwrap();
-            Self {
-                _session: Box::new(conn),
-            }
+        Self {
+            _session: Box::new(conn),
         }
     }
 }
 
 /// A stalled database is answered 503 with `Retry-After` once `db_timeout_ms` runs out, not
-/// left hanging; and what the call started commits nothing, so the 503 is honest and the retry
-/// after the stall does the work once.
-async fn a_stalled_database_is_a_503_that_commits_nothing(backend: Backend) {
+/// left hanging, and the retry after the stall does the work.
+async fn a_stalled_database_is_a_503_not_a_hang(backend: Backend) {
     let app = TestApp::start_with(backend, |c| c.db_timeout_ms = 500).await;
     let admin = app.admin_token().await;
     app.register("alice").await;
     let access = str_of(&app.login("alice").await, "access_token").to_owned();
     let revoke = format!("token={access}");
 
-    let stall = Stall::begin(&app.db.url);
+    let stall = Stall::everything(&app.db.url);
     let answered = tokio::time::timeout(
         Duration::from_secs(30),
         app.send_full("POST", "/v1/revoke", Some(&revoke), Some(&admin)),
@@ -88,17 +94,47 @@ async fn a_stalled_database_is_a_503_that_commits_nothing(backend: Backend) {
     assert_eq!(json["error"], "temporarily_unavailable", "{json}");
     assert!(header(&headers, "retry-after").is_some(), "{headers:?}");
 
-    let (status, json) = app.me(&access).await;
-    assert_eq!(
-        status,
-        Status::Ok,
-        "the revocation answered 503 was written: {json}"
-    );
     let (status, json) = app
         .send("POST", "/v1/revoke", Some(&revoke), Some(&admin))
         .await;
     assert_eq!(status, Status::Ok, "{json}");
     assert_eq!(app.me(&access).await.0, Status::Unauthorized);
+}
+
+/// A statement cancelled in the middle of a write transaction takes the transaction's earlier
+/// writes with it: the revocation row is inserted, the audit row waits on a lock until the
+/// deadline, and the 503 leaves no revocation behind (PostgreSQL: SQLite has one write lock,
+/// taken before the first write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_cancelled_midway_is_a_503_that_wrote_nothing() {
+    let app = TestApp::start_with(Backend::Postgres, |c| c.db_timeout_ms = 500).await;
+    let admin = app.admin_token().await;
+    app.register("alice").await;
+    let access = str_of(&app.login("alice").await, "access_token").to_owned();
+    let revoke = format!("token={access}");
+    let high_water = || {
+        app.store()
+            .run_sync(gatehouse_issuer::store::revocations::high_water)
+            .unwrap()
+    };
+    let before = high_water();
+
+    // SHARE lets the revocation insert through and blocks only the audit insert after it.
+    let stall = Stall::postgres(&app.db.url, "audit_events IN SHARE MODE");
+    let answered = tokio::time::timeout(
+        Duration::from_secs(30),
+        app.send_full("POST", "/v1/revoke", Some(&revoke), Some(&admin)),
+    )
+    .await;
+    drop(stall);
+    let (status, json, _) = answered.expect("a stalled database left the request hanging");
+    assert_eq!(status, Status::ServiceUnavailable, "{json}");
+    assert_eq!(
+        high_water(),
+        before,
+        "the revocation answered 503 was written"
+    );
+    assert_eq!(app.me(&access).await.0, Status::Ok);
 }
 
 /// With every connection busy, a call waits for one no longer than the deadline; a call that
@@ -131,32 +167,47 @@ async fn a_call_waits_for_a_connection_no_longer_than_the_deadline(backend: Back
 
 crate::on_both_backends!(
     a_lost_server_is_unavailable_and_a_failing_statement_internal,
-    a_stalled_database_is_a_503_that_commits_nothing,
+    a_stalled_database_is_a_503_not_a_hang,
     a_call_waits_for_a_connection_no_longer_than_the_deadline,
 );
 
-/// Migrations are not bounded by the deadline: a replica starting while another holds the
-/// migration lock longer than `db_timeout_ms` waits for it and starts.
+/// PostgreSQL migrations are not bounded by the deadline: a replica starting while another
+/// holds the migration lock longer than `db_timeout_ms` waits for it and starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_waits_for_another_replicas_migration_past_the_deadline() {
     // The key `db::MIGRATION_LOCK` takes ("gatehous" in ASCII); advisory locks are per
-    // database, so this holds every test schema's migrations for the second.
+    // database, so this holds every test schema's migrations meanwhile.
     const MIGRATION_LOCK: i64 = 0x6761_7465_686f_7573;
+    let deadline = Duration::from_millis(200);
+    let name = format!("migration-waiter-{}", std::process::id());
     let mut migrating = PgConnection::establish("postgres://postgres@127.0.0.1:5432/postgres")
         .expect("PostgreSQL must run on 127.0.0.1:5432 (make test starts it)");
     migrating
         .batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
         .unwrap();
-    let started = Instant::now();
+    let waiter = name.clone();
     let release = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(1));
+        // Released only once this issuer has waited on the lock for three times its deadline.
+        let waiting = format!(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = '{waiter}' \
+             AND wait_event_type = 'Lock' AND now() - state_change > interval '{} ms'",
+            deadline.as_millis() * 3
+        );
+        let seen = Instant::now();
+        while diesel::sql_query(&waiting).execute(&mut migrating).unwrap() == 0 {
+            assert!(
+                seen.elapsed() < Duration::from_secs(30),
+                "the issuer never waited"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         drop(migrating);
     });
-    let app = TestApp::start_with(Backend::Postgres, |c| c.db_timeout_ms = 200).await;
+    let app = TestApp::start_with(Backend::Postgres, |c| {
+        c.db_timeout_ms = u32::try_from(deadline.as_millis()).unwrap();
+        c.database_url = format!("{}&application_name={name}", c.database_url);
+    })
+    .await;
     release.join().unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "the issuer started without waiting for the migration lock"
-    );
     assert!(app.store().ping().await);
 }

@@ -274,11 +274,61 @@ async fn cleanup_removes_only_what_expired(backend: Backend) {
     assert_eq!(app.store().run_sync(revocations::high_water).unwrap(), seq);
 }
 
+/// The cleanup finds ended sessions through indexes, not by reading every session: on a large
+/// table a scan would outlast `db_timeout_ms`, and cleanup would fail at every tick. The query
+/// is `store::sessions::delete_ended`'s, with PostgreSQL told to avoid scans where it can (it
+/// prefers them on a table this small).
+async fn ended_sessions_are_found_by_index(backend: Backend) {
+    use diesel::RunQueryDsl as _;
+    use diesel::connection::SimpleConnection as _;
+    use gatehouse_issuer::db::DbConn;
+
+    #[derive(diesel::QueryableByName)]
+    struct PgPlan {
+        #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct SqlitePlan {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        detail: String,
+    }
+    const ENDED: &str =
+        "SELECT id FROM sessions WHERE expires_at <= 0 OR revoked_at <= 0 LIMIT 1000";
+    let app = TestApp::start(backend).await;
+    let plan = app
+        .store()
+        .run_sync(|c| {
+            let lines = match c {
+                DbConn::Postgres(pg) => {
+                    pg.batch_execute("SET enable_seqscan = off")?;
+                    let lines = diesel::sql_query(format!("EXPLAIN {ENDED}")).load::<PgPlan>(pg);
+                    pg.batch_execute("RESET enable_seqscan")?;
+                    lines?.into_iter().map(|l| l.line).collect()
+                }
+                DbConn::Sqlite(lite) => diesel::sql_query(format!("EXPLAIN QUERY PLAN {ENDED}"))
+                    .load::<SqlitePlan>(lite)?
+                    .into_iter()
+                    .map(|l| l.detail)
+                    .collect::<Vec<_>>(),
+            };
+            Ok(lines)
+        })
+        .unwrap();
+    assert!(
+        !plan
+            .iter()
+            .any(|l| l.contains("Seq Scan") || l.starts_with("SCAN sessions")),
+        "{plan:#?}"
+    );
+}
+
 crate::on_both_backends!(
     a_busy_edge_is_retried_when_it_asks,
     another_503_keeps_the_short_backoff,
     revocations_are_pushed_coalesced,
     a_hung_edge_does_not_delay_the_others,
     a_late_commit_is_in_the_next_snapshot,
-    cleanup_removes_only_what_expired
+    cleanup_removes_only_what_expired,
+    ended_sessions_are_found_by_index,
 );
