@@ -60,6 +60,11 @@ pub enum ApiError {
     },
     #[error("internal error: {0}")]
     Internal(String),
+    /// A failure the database reported with no kind of its own: a 500 like `Internal`, unless
+    /// `Db::run` finds the server gone or the call past its deadline (then 503). Kept apart so
+    /// that only the database's own failures are judged that way.
+    #[error("database error: {0}")]
+    Database(String),
 }
 
 impl ApiError {
@@ -91,7 +96,7 @@ impl ApiError {
             Self::UnsupportedMediaType => Status::UnsupportedMediaType,
             Self::RateLimited { .. } => Status::TooManyRequests,
             Self::Unavailable { .. } => Status::ServiceUnavailable,
-            Self::Internal(_) => Status::InternalServerError,
+            Self::Internal(_) | Self::Database(_) => Status::InternalServerError,
         }
     }
 
@@ -113,14 +118,14 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable { .. } => "temporarily_unavailable",
-            Self::Internal(_) => "server_error",
+            Self::Internal(_) | Self::Database(_) => "server_error",
         }
     }
 
     fn description(&self) -> String {
         match self {
             // Details stay in the log; clients learn only that it was our fault.
-            Self::Internal(_) => "internal error".into(),
+            Self::Internal(_) | Self::Database(_) => "internal error".into(),
             other => other.to_string(),
         }
     }
@@ -138,7 +143,7 @@ impl From<diesel::result::Error> for ApiError {
                 _,
             ) => Self::unavailable("database unavailable"),
             Error::NotFound => Self::NotFound,
-            other => Self::Internal(other.to_string()),
+            other => Self::Database(other.to_string()),
         }
     }
 }
@@ -148,7 +153,7 @@ const REALM: &str = "gatehouse";
 impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, request: &'r Request<'_>) -> response::Result<'static> {
         let status = self.status();
-        if let Self::Internal(detail) = &self {
+        if let Self::Internal(detail) | Self::Database(detail) = &self {
             tracing::error!(%detail, path = %request.uri(), "internal error");
         }
         // Bearer refusals follow the contract the edge answers with too (shared::challenge).

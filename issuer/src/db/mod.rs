@@ -147,19 +147,20 @@ fn statement_timeout(ms: u128) -> String {
 /// - a failure on a connection that no longer answers is the server gone (a dead socket fails
 ///   the ping at once).
 ///
-/// Anything else is a bug (500). Judged by time and the connection's state, never by the
-/// message, which the server localises; diesel gives neither case a kind of its own.
+/// Anything else is a bug (500). Only the database's own failures (`ApiError::Database`) are
+/// judged, by time and the connection's state, never by the message, which the server
+/// localises; diesel gives neither case a kind of its own.
 fn classify_failure<T>(
     conn: &mut DbConn,
     result: Result<T, ApiError>,
     ran_out: bool,
 ) -> Result<T, ApiError> {
     match result {
-        Err(ApiError::Internal(detail)) if ran_out => {
+        Err(ApiError::Database(detail)) if ran_out => {
             tracing::warn!(error = %detail, "database call ran out of time");
             Err(ApiError::unavailable("database timed out"))
         }
-        Err(ApiError::Internal(detail)) if conn.is_broken() || conn.ping().is_err() => {
+        Err(ApiError::Database(detail)) if conn.is_broken() || conn.ping().is_err() => {
             tracing::warn!(error = %detail, "database connection lost");
             Err(ApiError::unavailable("database unavailable"))
         }
@@ -365,6 +366,35 @@ pub fn stage() -> AdHoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only the database's own failures are judged by the deadline: a slow call's other bug
+    /// stays a 500, so a 503 never hides it.
+    #[test]
+    fn only_database_failures_past_the_deadline_are_unavailable() {
+        let mut conn = DbConn::Sqlite(SqliteConnection::establish(":memory:").unwrap());
+        let deadline = Duration::from_millis(5);
+        let slowly = |error: ApiError| {
+            move |_: &mut DbConn| -> Result<(), ApiError> {
+                std::thread::sleep(Duration::from_millis(10));
+                Err(error)
+            }
+        };
+        let code = |result: Result<(), ApiError>| result.unwrap_err().code();
+        let database = || ApiError::Database("locked".into());
+        let bug = || ApiError::Internal("bug".into());
+        assert_eq!(
+            code(call(&mut conn, deadline, slowly(database()))),
+            "temporarily_unavailable"
+        );
+        assert_eq!(
+            code(call(&mut conn, deadline, slowly(bug()))),
+            "server_error"
+        );
+        assert_eq!(
+            code(call(&mut conn, Duration::from_secs(5), |_| Err(database()))),
+            "server_error"
+        );
+    }
 
     #[test]
     fn sqlite_needs_returning() {
