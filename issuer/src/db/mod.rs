@@ -149,7 +149,9 @@ fn statement_timeout(ms: u128) -> String {
 ///
 /// Anything else is a bug (500). Only the database's own failures (`ApiError::Database`) are
 /// judged, by time and the connection's state, never by the message, which the server
-/// localises; diesel gives neither case a kind of its own.
+/// localises; diesel gives neither case a kind of its own. The time is the whole call's, so a
+/// call of several statements that passes the deadline in total and then fails for another
+/// database reason is a 503 too.
 fn classify_failure<T>(
     conn: &mut DbConn,
     result: Result<T, ApiError>,
@@ -169,7 +171,7 @@ fn classify_failure<T>(
 }
 
 /// Runs `f` on `conn`, its failure classified by [`classify_failure`].
-fn call<T>(
+fn run_classified<T>(
     conn: &mut DbConn,
     timeout: Duration,
     f: impl FnOnce(&mut DbConn) -> Result<T, ApiError>,
@@ -292,7 +294,7 @@ impl Db {
             let mut conn = pool
                 .get_timeout(wait_left)
                 .map_err(|_| ApiError::unavailable("database unavailable"))?;
-            call(&mut conn, timeout, f)
+            run_classified(&mut conn, timeout, f)
         })
         .await
         .map_err(|e| ApiError::Internal(format!("database task failed: {e}")))?
@@ -307,7 +309,7 @@ impl Db {
             .pool
             .get()
             .map_err(|_| ApiError::unavailable("database unavailable"))?;
-        call(&mut conn, self.timeout, f)
+        run_classified(&mut conn, self.timeout, f)
     }
 
     /// Readiness: a round trip to the database.
@@ -383,15 +385,17 @@ mod tests {
         let database = || ApiError::Database("locked".into());
         let bug = || ApiError::Internal("bug".into());
         assert_eq!(
-            code(call(&mut conn, deadline, slowly(database()))),
+            code(run_classified(&mut conn, deadline, slowly(database()))),
             "temporarily_unavailable"
         );
         assert_eq!(
-            code(call(&mut conn, deadline, slowly(bug()))),
+            code(run_classified(&mut conn, deadline, slowly(bug()))),
             "server_error"
         );
         assert_eq!(
-            code(call(&mut conn, Duration::from_secs(5), |_| Err(database()))),
+            code(run_classified(&mut conn, Duration::from_secs(5), |_| Err(
+                database()
+            ))),
             "server_error"
         );
     }
