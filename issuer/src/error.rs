@@ -132,16 +132,17 @@ impl ApiError {
 }
 
 /// By diesel's error kind only. A server that went away mid-query is reported by diesel as
-/// `ClosedConnection` or, for some drops, `Unknown`; `Db::run` tells the second apart by asking
-/// the connection afterwards, never by reading the message.
+/// `ClosedConnection` or, for some drops, `Unknown`: both are `Database` here, and `Db::run`
+/// tells them apart from a failing statement by asking the connection afterwards (and counts
+/// them), never by reading the message.
 impl From<diesel::result::Error> for ApiError {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind, Error};
         match e {
-            Error::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::SerializationFailure,
-                _,
-            ) => Self::unavailable("database unavailable"),
+            // Not a lost server (that is `Db::run`'s to judge and count): a retry may pass.
+            Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+                Self::unavailable("database unavailable")
+            }
             Error::NotFound => Self::NotFound,
             other => Self::Database(other.to_string()),
         }

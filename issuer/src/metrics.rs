@@ -23,8 +23,18 @@ pub struct RequestLabels {
     status: String,
 }
 
+/// Why a database call was answered 503 (`db::Unavailable`): a bounded set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DbLabels {
+    pub reason: &'static str,
+}
+
+pub type DbUnavailable = Family<DbLabels, Counter>;
+
 pub struct Metrics {
     registry: Registry,
+    /// Handed to the database at ignite, which counts what it answers 503.
+    pub db_unavailable: DbUnavailable,
     pub logins_ok: Counter,
     pub logins_failed: Counter,
     pub lockouts: Counter,
@@ -73,6 +83,13 @@ impl Default for Metrics {
             "Time spent in one argon2 hash or verification",
             hash_seconds.clone(),
         );
+        let db_unavailable = DbUnavailable::default();
+        registry.register(
+            "db_unavailable",
+            "Database calls answered 503, by reason: busy (no free connection in time), \
+             no_connection, timed_out (past db_timeout_ms), lost (the server went away)",
+            db_unavailable.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         let request_seconds = Family::<RequestLabels, Histogram>::new_with_constructor(
@@ -85,6 +102,7 @@ impl Default for Metrics {
         );
         Self {
             registry,
+            db_unavailable,
             logins_ok,
             logins_failed,
             lockouts,

@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::metrics::{DbLabels, DbUnavailable, Metrics};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -141,6 +142,32 @@ fn statement_timeout(ms: u128) -> String {
     format!("SET statement_timeout = {ms}")
 }
 
+/// Why a call is answered 503; each is counted (`gatehouse_db_unavailable_total{reason}`).
+#[derive(Debug, Clone, Copy)]
+enum Unavailable {
+    /// Every connection stayed in use past the deadline.
+    Busy,
+    /// The pool could not hand out or open a connection in time.
+    NoConnection,
+    /// The call ran out of the deadline.
+    TimedOut,
+    /// The server went away during the call.
+    Lost,
+}
+
+impl Unavailable {
+    fn answer(self, counts: &DbUnavailable) -> ApiError {
+        let (reason, message) = match self {
+            Self::Busy => ("busy", "database busy"),
+            Self::NoConnection => ("no_connection", "database unavailable"),
+            Self::TimedOut => ("timed_out", "database timed out"),
+            Self::Lost => ("lost", "database unavailable"),
+        };
+        counts.get_or_create(&DbLabels { reason }).inc();
+        ApiError::unavailable(message)
+    }
+}
+
 /// Failures that are the database's state, not the statement's, are 503s the client may retry:
 /// - a call that failed after running for the whole deadline ran out of it (PostgreSQL's
 ///   `statement_timeout` cancelled it, or SQLite's `busy_timeout` gave up on a lock);
@@ -156,15 +183,16 @@ fn classify_failure<T>(
     conn: &mut DbConn,
     result: Result<T, ApiError>,
     ran_out: bool,
+    counts: &DbUnavailable,
 ) -> Result<T, ApiError> {
     match result {
         Err(ApiError::Database(detail)) if ran_out => {
             tracing::warn!(error = %detail, "database call ran out of time");
-            Err(ApiError::unavailable("database timed out"))
+            Err(Unavailable::TimedOut.answer(counts))
         }
         Err(ApiError::Database(detail)) if conn.is_broken() || conn.ping().is_err() => {
             tracing::warn!(error = %detail, "database connection lost");
-            Err(ApiError::unavailable("database unavailable"))
+            Err(Unavailable::Lost.answer(counts))
         }
         other => other,
     }
@@ -174,11 +202,12 @@ fn classify_failure<T>(
 fn run_classified<T>(
     conn: &mut DbConn,
     timeout: Duration,
+    counts: &DbUnavailable,
     f: impl FnOnce(&mut DbConn) -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
     let started = Instant::now();
     let result = f(conn);
-    classify_failure(conn, result, started.elapsed() >= timeout)
+    classify_failure(conn, result, started.elapsed() >= timeout, counts)
 }
 
 /// The pool plus a semaphore with one permit per connection.
@@ -188,6 +217,9 @@ pub struct Db {
     permits: Arc<Semaphore>,
     url: DbUrl,
     timeout: Duration,
+    /// Counted here, where the 503 is decided; `/metrics` shows them once the server's stage
+    /// hands over its family (commands count into one nobody reads).
+    unavailable: DbUnavailable,
 }
 
 impl Db {
@@ -217,6 +249,7 @@ impl Db {
             permits,
             url: url.clone(),
             timeout,
+            unavailable: DbUnavailable::default(),
         })
     }
 
@@ -285,16 +318,16 @@ impl Db {
         let acquire = Arc::clone(&self.permits).acquire_owned();
         let permit = tokio::time::timeout_at(deadline, acquire)
             .await
-            .map_err(|_| ApiError::unavailable("database busy"))?
+            .map_err(|_| Unavailable::Busy.answer(&self.unavailable))?
             .map_err(|_| ApiError::unavailable("database pool closed"))?;
-        let (pool, timeout) = (self.pool.clone(), self.timeout);
+        let (pool, timeout, counts) = (self.pool.clone(), self.timeout, self.unavailable.clone());
         let wait_left = deadline.saturating_duration_since(tokio::time::Instant::now());
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut conn = pool
                 .get_timeout(wait_left)
-                .map_err(|_| ApiError::unavailable("database unavailable"))?;
-            run_classified(&mut conn, timeout, f)
+                .map_err(|_| Unavailable::NoConnection.answer(&counts))?;
+            run_classified(&mut conn, timeout, &counts, f)
         })
         .await
         .map_err(|e| ApiError::Internal(format!("database task failed: {e}")))?
@@ -308,8 +341,8 @@ impl Db {
         let mut conn = self
             .pool
             .get()
-            .map_err(|_| ApiError::unavailable("database unavailable"))?;
-        run_classified(&mut conn, self.timeout, f)
+            .map_err(|_| Unavailable::NoConnection.answer(&self.unavailable))?;
+        run_classified(&mut conn, self.timeout, &self.unavailable, f)
     }
 
     /// Readiness: a round trip to the database.
@@ -352,8 +385,14 @@ pub fn stage() -> AdHoc {
             tracing::error!("database stage needs the config stage first");
             return Err(rocket);
         };
+        let counts = rocket
+            .state::<Arc<Metrics>>()
+            .map(|metrics| metrics.db_unavailable.clone());
         match open(config) {
-            Ok(db) => {
+            Ok(mut db) => {
+                if let Some(counts) = counts {
+                    db.unavailable = counts;
+                }
                 tracing::info!(database = %db.url().describe(), "database ready, migrations applied");
                 Ok(rocket.manage(db))
             }
@@ -374,30 +413,33 @@ mod tests {
     #[test]
     fn only_database_failures_past_the_deadline_are_unavailable() {
         let mut conn = DbConn::Sqlite(SqliteConnection::establish(":memory:").unwrap());
+        let counts = DbUnavailable::default();
         let deadline = Duration::from_millis(5);
-        let slowly = |error: ApiError| {
+        let slowly = |error: fn() -> ApiError| {
             move |_: &mut DbConn| -> Result<(), ApiError> {
                 std::thread::sleep(Duration::from_millis(10));
-                Err(error)
+                Err(error())
             }
         };
-        let code = |result: Result<(), ApiError>| result.unwrap_err().code();
+        let mut code = |timeout, f: &dyn Fn(&mut DbConn) -> Result<(), ApiError>| {
+            run_classified(&mut conn, timeout, &counts, f)
+                .unwrap_err()
+                .code()
+        };
         let database = || ApiError::Database("locked".into());
         let bug = || ApiError::Internal("bug".into());
+        assert_eq!(code(deadline, &slowly(database)), "temporarily_unavailable");
+        assert_eq!(code(deadline, &slowly(bug)), "server_error");
         assert_eq!(
-            code(run_classified(&mut conn, deadline, slowly(database()))),
-            "temporarily_unavailable"
-        );
-        assert_eq!(
-            code(run_classified(&mut conn, deadline, slowly(bug()))),
+            code(Duration::from_secs(5), &|_| Err(database())),
             "server_error"
         );
-        assert_eq!(
-            code(run_classified(&mut conn, Duration::from_secs(5), |_| Err(
-                database()
-            ))),
-            "server_error"
-        );
+        let timed_out = counts
+            .get_or_create(&DbLabels {
+                reason: "timed_out",
+            })
+            .get();
+        assert_eq!(timed_out, 1, "the 503 is counted, the 500s are not");
     }
 
     #[test]

@@ -33,9 +33,22 @@ async fn a_lost_server_is_unavailable_and_a_failing_statement_internal(backend: 
             })
             .await;
         assert_eq!(lost.map_err(|e| e.code()), Err("temporarily_unavailable"));
+        assert_eq!(unavailable_count(&app, "lost").await, 1);
     }
     // The pool dropped the dead connection: the next call works.
     assert!(db.ping().await);
+}
+
+/// `gatehouse_db_unavailable_total{reason}` as `/metrics` shows it (0 before the first).
+async fn unavailable_count(app: &TestApp, reason: &str) -> u64 {
+    let (_, metrics) = app.send("GET", "/metrics", None, None).await;
+    let line = format!("gatehouse_db_unavailable_total{{reason=\"{reason}\"}} ");
+    metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .map_or(0, |n| n.parse().unwrap())
 }
 
 /// Another session holding locks in an open transaction, released when dropped.
@@ -93,6 +106,7 @@ async fn a_stalled_database_is_a_503_not_a_hang(backend: Backend) {
     assert_eq!(status, Status::ServiceUnavailable, "{json}");
     assert_eq!(json["error"], "temporarily_unavailable", "{json}");
     assert!(header(&headers, "retry-after").is_some(), "{headers:?}");
+    assert!(unavailable_count(&app, "timed_out").await >= 1);
 
     let (status, json) = app
         .send("POST", "/v1/revoke", Some(&revoke), Some(&admin))
@@ -162,6 +176,7 @@ async fn a_call_waits_for_a_connection_no_longer_than_the_deadline(backend: Back
     let waited = db.run(|c| c.ping().map_err(ApiError::from)).await;
     assert_eq!(waited.map_err(|e| e.code()), Err("temporarily_unavailable"));
     assert!(holder.await.unwrap().is_ok());
+    assert!(unavailable_count(&app, "busy").await >= 1);
     assert!(db.ping().await);
 }
 
