@@ -156,23 +156,33 @@ enum Unavailable {
 }
 
 impl Unavailable {
-    fn answer(self, counts: &DbUnavailable) -> ApiError {
-        let (reason, message) = match self {
-            Self::Busy => ("busy", "database busy"),
-            Self::NoConnection => ("no_connection", "database unavailable"),
-            Self::TimedOut => ("timed_out", "database timed out"),
-            Self::Lost => ("lost", "database unavailable"),
+    const ALL: [Self; 4] = [Self::Busy, Self::NoConnection, Self::TimedOut, Self::Lost];
+
+    const fn labels(self) -> DbLabels {
+        let reason = match self {
+            Self::Busy => "busy",
+            Self::NoConnection => "no_connection",
+            Self::TimedOut => "timed_out",
+            Self::Lost => "lost",
         };
-        counts.get_or_create(&DbLabels { reason }).inc();
-        ApiError::unavailable(message)
+        DbLabels { reason }
+    }
+
+    fn answer(self, counts: &DbUnavailable) -> ApiError {
+        counts.get_or_create(&self.labels()).inc();
+        ApiError::unavailable(match self {
+            Self::Busy => "database busy",
+            Self::NoConnection | Self::Lost => "database unavailable",
+            Self::TimedOut => "database timed out",
+        })
     }
 }
 
 /// Failures that are the database's state, not the statement's, are 503s the client may retry:
-/// - a call that failed after running for the whole deadline ran out of it (PostgreSQL's
-///   `statement_timeout` cancelled it, or SQLite's `busy_timeout` gave up on a lock);
 /// - a failure on a connection that no longer answers is the server gone (a dead socket fails
-///   the ping at once).
+///   the ping at once);
+/// - a call that failed after running for the whole deadline ran out of it (PostgreSQL's
+///   `statement_timeout` cancelled it, or SQLite's `busy_timeout` gave up on a lock).
 ///
 /// Anything else is a bug (500). Only the database's own failures (`ApiError::Database`) are
 /// judged, by time and the connection's state, never by the message, which the server
@@ -186,13 +196,13 @@ fn classify_failure<T>(
     counts: &DbUnavailable,
 ) -> Result<T, ApiError> {
     match result {
-        Err(ApiError::Database(detail)) if ran_out => {
-            tracing::warn!(error = %detail, "database call ran out of time");
-            Err(Unavailable::TimedOut.answer(counts))
-        }
         Err(ApiError::Database(detail)) if conn.is_broken() || conn.ping().is_err() => {
             tracing::warn!(error = %detail, "database connection lost");
             Err(Unavailable::Lost.answer(counts))
+        }
+        Err(ApiError::Database(detail)) if ran_out => {
+            tracing::warn!(error = %detail, "database call ran out of time");
+            Err(Unavailable::TimedOut.answer(counts))
         }
         other => other,
     }
@@ -385,14 +395,19 @@ pub fn stage() -> AdHoc {
             tracing::error!("database stage needs the config stage first");
             return Err(rocket);
         };
-        let counts = rocket
-            .state::<Arc<Metrics>>()
-            .map(|metrics| metrics.db_unavailable.clone());
+        let Some(metrics) = rocket.state::<Arc<Metrics>>() else {
+            tracing::error!("database stage needs the metrics stage first");
+            return Err(rocket);
+        };
+        let counts = metrics.db_unavailable.clone();
+        // Every reason at 0 from the start, so a rate or an alert sees the series before the
+        // first 503.
+        for reason in Unavailable::ALL {
+            counts.get_or_create(&reason.labels()).inc_by(0);
+        }
         match open(config) {
             Ok(mut db) => {
-                if let Some(counts) = counts {
-                    db.unavailable = counts;
-                }
+                db.unavailable = counts;
                 tracing::info!(database = %db.url().describe(), "database ready, migrations applied");
                 Ok(rocket.manage(db))
             }
@@ -407,6 +422,18 @@ pub fn stage() -> AdHoc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database that cannot be opened is a 503 once the deadline has passed, counted as
+    /// `no_connection`.
+    #[test]
+    fn no_connection_within_the_deadline_is_unavailable_and_counted() {
+        let url = DbUrl::Sqlite("/nonexistent-gatehouse-dir/issuer.db".into());
+        let db = Db::connect(&url, 1, 0, Duration::from_millis(50)).unwrap();
+        let refused = db.run_sync(|_| Ok(())).unwrap_err();
+        assert_eq!(refused.code(), "temporarily_unavailable");
+        let labels = Unavailable::NoConnection.labels();
+        assert_eq!(db.unavailable.get_or_create(&labels).get(), 1);
+    }
 
     /// Only the database's own failures are judged by the deadline: a slow call's other bug
     /// stays a 500, so a 503 never hides it.
@@ -434,11 +461,7 @@ mod tests {
             code(Duration::from_secs(5), &|_| Err(database())),
             "server_error"
         );
-        let timed_out = counts
-            .get_or_create(&DbLabels {
-                reason: "timed_out",
-            })
-            .get();
+        let timed_out = counts.get_or_create(&Unavailable::TimedOut.labels()).get();
         assert_eq!(timed_out, 1, "the 503 is counted, the 500s are not");
     }
 

@@ -39,7 +39,7 @@ async fn a_lost_server_is_unavailable_and_a_failing_statement_internal(backend: 
     assert!(db.ping().await);
 }
 
-/// `gatehouse_db_unavailable_total{reason}` as `/metrics` shows it (0 before the first).
+/// `gatehouse_db_unavailable_total{reason}` as `/metrics` shows it: there from the start.
 async fn unavailable_count(app: &TestApp, reason: &str) -> u64 {
     let (_, metrics) = app.send("GET", "/metrics", None, None).await;
     let line = format!("gatehouse_db_unavailable_total{{reason=\"{reason}\"}} ");
@@ -48,7 +48,9 @@ async fn unavailable_count(app: &TestApp, reason: &str) -> u64 {
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix(&line))
-        .map_or(0, |n| n.parse().unwrap())
+        .unwrap_or_else(|| panic!("no {line}in /metrics"))
+        .parse()
+        .unwrap()
 }
 
 /// Another session holding locks in an open transaction, released when dropped.
@@ -160,6 +162,7 @@ async fn a_call_waits_for_a_connection_no_longer_than_the_deadline(backend: Back
     })
     .await;
     let db = app.store().clone();
+    assert_eq!(unavailable_count(&app, "busy").await, 0);
     let (holding, held) = tokio::sync::oneshot::channel();
     let holder = tokio::spawn({
         let db = db.clone();
