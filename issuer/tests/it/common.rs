@@ -7,7 +7,7 @@ use diesel::{Connection as _, PgConnection};
 use gatehouse_issuer::clock::Clock;
 use gatehouse_issuer::config::Config;
 use gatehouse_issuer::db::Db;
-use gatehouse_shared::{KeySet, Verifier, VerifierOptions};
+use gatehouse_shared::{KeySet, RevocationList, SnapshotOptions, Verifier, VerifierOptions};
 use rocket::figment::providers::Serialized;
 use rocket::http::{ContentType, Header, Status};
 use rocket::local::asynchronous::{Client, LocalResponse};
@@ -206,6 +206,14 @@ impl TestApp {
             KeySet::from_json(&jwks.to_string()).unwrap(),
             VerifierOptions::new("https://issuer.test", "https://api.test"),
         )
+    }
+
+    /// The signed snapshot `GET /v1/revocations` serves, verified with `keys` at `now`.
+    pub async fn snapshot(&self, keys: &KeySet, now: i64) -> RevocationList {
+        let (status, body) = self.send("GET", "/v1/revocations", None, None).await;
+        assert_eq!(status, Status::Ok, "{body}");
+        let options = SnapshotOptions::new("https://issuer.test");
+        RevocationList::verify_snapshot(body.as_str().unwrap(), keys, &options, now).unwrap()
     }
 
     /// Awaits `request` while another connection holds the revocations' write lock, which is

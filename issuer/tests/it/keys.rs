@@ -551,15 +551,7 @@ async fn a_list_re_signed_by_a_new_key_is_newer_than_the_last(backend: Backend) 
     let app = TestApp::start(backend).await;
     let snapshot = || async {
         let keys = app.verifier().await.keys().clone();
-        let (_, body) = app.send("GET", "/v1/revocations", None, None).await;
-        let opts = gatehouse_shared::SnapshotOptions::new("https://issuer.test");
-        let list = gatehouse_shared::RevocationList::verify_snapshot(
-            body.as_str().unwrap(),
-            &keys,
-            &opts,
-            app.clock().now(),
-        )
-        .unwrap();
+        let list = app.snapshot(&keys, app.clock().now()).await;
         (list.seq(), list.issued_at())
     };
     let before = snapshot().await;

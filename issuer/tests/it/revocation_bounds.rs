@@ -1,9 +1,7 @@
 //! How long revocations last and which tokens need one: entries against every verifier's
 //! leeway and clock, the longest announced lifetime, the SQL rule against the shared one.
 
-use gatehouse_shared::{
-    RevocationList, RevocationReason, SnapshotOptions, Verifier, VerifierOptions,
-};
+use gatehouse_shared::{RevocationReason, SnapshotOptions, Verifier, VerifierOptions};
 use rocket::http::Status;
 
 use crate::common::{Backend, TestApp, str_of};
@@ -16,16 +14,10 @@ async fn the_snapshot_carries_live_revocations(backend: Backend) {
     let access = str_of(&s, "access_token").to_owned();
     let verifier = app.verifier().await;
     let keys = verifier.keys().clone();
-    let opts = SnapshotOptions::new("https://issuer.test");
     let now = app.clock().now();
     let claims = verifier.verify(&access, now).unwrap();
 
-    let fetch = || async {
-        let (status, body) = app.send("GET", "/v1/revocations", None, None).await;
-        assert_eq!(status, Status::Ok);
-        RevocationList::verify_snapshot(body.as_str().unwrap(), &keys, &opts, app.clock().now())
-            .unwrap()
-    };
+    let fetch = || app.snapshot(&keys, app.clock().now());
     let before = fetch().await;
     assert!(before.check(&claims).is_none());
     app.send("POST", "/v1/logout", None, Some(&access)).await;
@@ -127,17 +119,11 @@ async fn a_lowered_token_lifetime_keeps_revocations_for_the_longest_token(backen
         (Status::Unauthorized, "revoked"),
         "{json}"
     );
-    let (_, snapshot) = app.send("GET", "/v1/revocations", None, None).await;
     let verifier = app.verifier().await;
-    let opts = SnapshotOptions::new("https://issuer.test");
     let now = app.clock().now();
-    let list =
-        RevocationList::verify_snapshot(snapshot.as_str().unwrap(), verifier.keys(), &opts, now);
+    let list = app.snapshot(verifier.keys(), now).await;
     let claims = verifier.verify(&access, now).unwrap();
-    assert!(
-        list.unwrap().check(&claims).is_some(),
-        "the edge's list too"
-    );
+    assert!(list.check(&claims).is_some(), "the edge's list too");
 }
 
 /// A revocation writes an entry for any token some verifier may still accept (a leeway up to
@@ -165,9 +151,7 @@ async fn revoke_covers_what_the_most_lenient_verifier_accepts(backend: Backend) 
     let claims = Verifier::new(keys.clone(), lenient)
         .verify(&old, now)
         .unwrap();
-    let (_, body) = app.send("GET", "/v1/revocations", None, None).await;
-    let opts = SnapshotOptions::new("https://issuer.test");
-    let list = RevocationList::verify_snapshot(body.as_str().unwrap(), &keys, &opts, now).unwrap();
+    let list = app.snapshot(&keys, now).await;
     assert_eq!(list.check(&claims), Some(RevocationReason::Token));
 }
 
