@@ -39,6 +39,11 @@ async fn a_lost_server_is_unavailable_and_a_failing_statement_internal(backend: 
     assert!(db.ping().await);
 }
 
+/// The deadline of the tests that reach it: short enough to keep them quick, long enough for
+/// their own setup's calls (startup, registration, logins) on a loaded 2-core machine, where an
+/// SQLite commit's fsync alone may take hundreds of ms.
+const SETUP_SAFE_MS: u32 = 1_000;
+
 /// `gatehouse_db_unavailable_total{reason}` as `/metrics` shows it: there from the start.
 async fn unavailable_count(app: &TestApp, reason: &str) -> u64 {
     let (_, metrics) = app.send("GET", "/metrics", None, None).await;
@@ -91,7 +96,7 @@ impl Stall {
 /// A stalled database is answered 503 with `Retry-After` once `db_timeout_ms` runs out, not
 /// left hanging, and the retry after the stall does the work.
 async fn a_stalled_database_is_a_503_not_a_hang(backend: Backend) {
-    let app = TestApp::start_with(backend, |c| c.db_timeout_ms = 500).await;
+    let app = TestApp::start_with(backend, |c| c.db_timeout_ms = SETUP_SAFE_MS).await;
     let admin = app.admin_token().await;
     app.register("alice").await;
     let access = str_of(&app.login("alice").await, "access_token").to_owned();
@@ -123,7 +128,7 @@ async fn a_stalled_database_is_a_503_not_a_hang(backend: Backend) {
 /// taken before the first write).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revocation_cancelled_midway_is_a_503_that_wrote_nothing() {
-    let app = TestApp::start_with(Backend::Postgres, |c| c.db_timeout_ms = 500).await;
+    let app = TestApp::start_with(Backend::Postgres, |c| c.db_timeout_ms = SETUP_SAFE_MS).await;
     let admin = app.admin_token().await;
     app.register("alice").await;
     let access = str_of(&app.login("alice").await, "access_token").to_owned();
@@ -157,7 +162,7 @@ async fn a_revocation_cancelled_midway_is_a_503_that_wrote_nothing() {
 /// ran past the deadline and succeeded is still a success.
 async fn a_call_waits_for_a_connection_no_longer_than_the_deadline(backend: Backend) {
     let app = TestApp::start_with(backend, |c| {
-        c.db_timeout_ms = 300;
+        c.db_timeout_ms = SETUP_SAFE_MS;
         c.db_pool_size = 1;
     })
     .await;
@@ -169,7 +174,7 @@ async fn a_call_waits_for_a_connection_no_longer_than_the_deadline(backend: Back
         async move {
             db.run(move |_| {
                 let _ = holding.send(());
-                std::thread::sleep(Duration::from_millis(1500));
+                std::thread::sleep(Duration::from_millis(u64::from(SETUP_SAFE_MS) * 4));
                 Ok(())
             })
             .await
@@ -196,7 +201,7 @@ async fn a_replica_waits_for_another_replicas_migration_past_the_deadline() {
     // The key `db::MIGRATION_LOCK` takes ("gatehous" in ASCII); advisory locks are per
     // database, so this holds every test schema's migrations meanwhile.
     const MIGRATION_LOCK: i64 = 0x6761_7465_686f_7573;
-    let deadline = Duration::from_millis(200);
+    let deadline = Duration::from_millis(u64::from(SETUP_SAFE_MS));
     let name = format!("migration-waiter-{}", std::process::id());
     let mut migrating = PgConnection::establish("postgres://postgres@127.0.0.1:5432/postgres")
         .expect("PostgreSQL must run on 127.0.0.1:5432 (make test starts it)");
