@@ -104,6 +104,9 @@ pub fn test_config(db: &TestDb) -> Config {
         token_rate_per_minute: 100_000,
         open_registration: true,
         db_pool_size: 4,
+        // Twice the default: the replica races wait on SQLite's write lock, which a loaded
+        // 2-core machine may hold longer; the deadline's own tests set theirs.
+        db_timeout_ms: 10_000,
         ..Config::default()
     };
     config.password.m_cost = 64;
