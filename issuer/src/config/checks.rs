@@ -56,8 +56,9 @@ impl Config {
             problems.push(format!(
                 "GATEHOUSE_DB_TIMEOUT_MS is {}: with 0 every call to the database would time out \
                  at once, and a request waiting longer than an hour is not served (1 to \
-                 {MAX_DB_TIMEOUT_MS}; 5000 by default)",
-                self.db_timeout_ms
+                 {MAX_DB_TIMEOUT_MS}; {} by default)",
+                self.db_timeout_ms,
+                Config::default().db_timeout_ms
             ));
         }
         if self.delta_window_secs < MIN_DELTA_WINDOW_SECS {

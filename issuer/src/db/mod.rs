@@ -22,7 +22,7 @@ use crate::metrics::{DbLabels, DbUnavailable, Metrics};
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 /// The advisory lock key replicas migrate under ("gatehous" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6761_7465_686f_7573;
+pub const MIGRATION_LOCK: i64 = 0x6761_7465_686f_7573;
 
 #[derive(diesel::MultiConnection)]
 pub enum DbConn {

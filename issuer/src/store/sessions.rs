@@ -254,14 +254,19 @@ pub fn by_id(conn: &mut DbConn, sid: &str) -> Result<Option<Session>, ApiError> 
     Ok(sessions::table.find(sid).first(conn).optional()?)
 }
 
+/// Sessions that ended, expired or revoked, at or before `cutoff`: what cleanup deletes, and
+/// what the index on `revoked_at` is for.
+#[diesel::dsl::auto_type]
+pub fn ended_by(cutoff: i64) -> _ {
+    sessions::expires_at
+        .le(cutoff)
+        .or(sessions::revoked_at.le(cutoff))
+}
+
 /// Deletes up to `batch` sessions (with their tokens, by cascade) that ended before `cutoff`.
 pub fn delete_ended(conn: &mut DbConn, cutoff: i64, batch: i64) -> Result<usize, ApiError> {
     let doomed: Vec<String> = sessions::table
-        .filter(
-            sessions::expires_at
-                .le(cutoff)
-                .or(sessions::revoked_at.le(cutoff)),
-        )
+        .filter(ended_by(cutoff))
         .select(sessions::id)
         .limit(batch)
         .load(conn)?;

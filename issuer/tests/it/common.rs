@@ -14,7 +14,7 @@ use rocket::local::asynchronous::{Client, LocalResponse};
 use serde_json::Value;
 
 pub const PASSWORD: &str = "plover-quartz-7";
-const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

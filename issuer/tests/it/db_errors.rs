@@ -10,7 +10,7 @@ use diesel::{Connection as _, PgConnection, RunQueryDsl as _, SqliteConnection};
 use gatehouse_issuer::error::ApiError;
 use rocket::http::Status;
 
-use crate::common::{Backend, TestApp, header, str_of};
+use crate::common::{Backend, PG_ADMIN_URL, TestApp, header, str_of};
 
 async fn a_lost_server_is_unavailable_and_a_failing_statement_internal(backend: Backend) {
     let app = TestApp::start(backend).await;
@@ -198,12 +198,11 @@ crate::on_both_backends!(
 /// holds the migration lock longer than `db_timeout_ms` waits for it and starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_waits_for_another_replicas_migration_past_the_deadline() {
-    // The key `db::MIGRATION_LOCK` takes ("gatehous" in ASCII); advisory locks are per
-    // database, so this holds every test schema's migrations meanwhile.
-    const MIGRATION_LOCK: i64 = 0x6761_7465_686f_7573;
+    // Advisory locks are per database, so this holds every test schema's migrations meanwhile.
+    use gatehouse_issuer::db::MIGRATION_LOCK;
     let deadline = Duration::from_millis(u64::from(SETUP_SAFE_MS));
     let name = format!("migration-waiter-{}", std::process::id());
-    let mut migrating = PgConnection::establish("postgres://postgres@127.0.0.1:5432/postgres")
+    let mut migrating = PgConnection::establish(PG_ADMIN_URL)
         .expect("PostgreSQL must run on 127.0.0.1:5432 (make test starts it)");
     migrating
         .batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))

@@ -273,12 +273,14 @@ async fn cleanup_removes_only_what_expired(backend: Backend) {
 
 /// The cleanup finds ended sessions through indexes, not by reading every session: on a large
 /// table a scan would outlast `db_timeout_ms`, and cleanup would fail at every tick. The query
-/// is `store::sessions::delete_ended`'s, with PostgreSQL told to avoid scans where it can (it
-/// prefers them on a table this small).
+/// is built from cleanup's own rule (`store::sessions::ended_by`), with PostgreSQL told to avoid
+/// scans where it can (it prefers them on a table this small).
 async fn ended_sessions_are_found_by_index(backend: Backend) {
-    use diesel::RunQueryDsl as _;
     use diesel::connection::SimpleConnection as _;
+    use diesel::prelude::*;
     use gatehouse_issuer::db::DbConn;
+    use gatehouse_issuer::db::schema::sessions;
+    use gatehouse_issuer::store::sessions::ended_by;
 
     #[derive(diesel::QueryableByName)]
     struct PgPlan {
@@ -290,24 +292,35 @@ async fn ended_sessions_are_found_by_index(backend: Backend) {
         #[diesel(sql_type = diesel::sql_types::Text)]
         detail: String,
     }
-    const ENDED: &str =
-        "SELECT id FROM sessions WHERE expires_at <= 0 OR revoked_at <= 0 LIMIT 1000";
+    /// The SQL of a query, its bind values left as placeholders.
+    fn sql_of(debug: &str) -> String {
+        debug.split(" -- binds:").next().unwrap().to_owned()
+    }
+    let ended = sessions::table
+        .filter(ended_by(0))
+        .select(sessions::id)
+        .limit(1000);
     let app = TestApp::start(backend).await;
     let plan = app
         .store()
         .run_sync(|c| {
             let lines = match c {
                 DbConn::Postgres(pg) => {
-                    pg.batch_execute("SET enable_seqscan = off")?;
-                    let lines = diesel::sql_query(format!("EXPLAIN {ENDED}")).load::<PgPlan>(pg);
-                    pg.batch_execute("RESET enable_seqscan")?;
+                    let sql = sql_of(&diesel::debug_query::<diesel::pg::Pg, _>(&ended).to_string());
+                    pg.batch_execute(&format!("SET enable_seqscan = off; PREPARE ended AS {sql}"))?;
+                    let lines =
+                        diesel::sql_query("EXPLAIN EXECUTE ended(0, 0, 1000)").load::<PgPlan>(pg);
+                    pg.batch_execute("DEALLOCATE ended; RESET enable_seqscan")?;
                     lines?.into_iter().map(|l| l.line).collect()
                 }
-                DbConn::Sqlite(lite) => diesel::sql_query(format!("EXPLAIN QUERY PLAN {ENDED}"))
-                    .load::<SqlitePlan>(lite)?
-                    .into_iter()
-                    .map(|l| l.detail)
-                    .collect::<Vec<_>>(),
+                DbConn::Sqlite(lite) => {
+                    let debug = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&ended);
+                    diesel::sql_query(format!("EXPLAIN QUERY PLAN {}", sql_of(&debug.to_string())))
+                        .load::<SqlitePlan>(lite)?
+                        .into_iter()
+                        .map(|l| l.detail)
+                        .collect::<Vec<_>>()
+                }
             };
             Ok(lines)
         })
