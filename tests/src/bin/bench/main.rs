@@ -141,8 +141,45 @@ async fn group<F: Future<Output = Vec<Row>>>(name: &str, id: &'static str, rows:
     }
 }
 
+const GROUPS: [&str; 6] = ["micro", "sizes", "edge", "cpu", "propagation", "issuer"];
+
+const USAGE: &str = "usage: bench [--smoke] [--only micro|sizes|edge|cpu|propagation|issuer] \
+                     [--out DIR] | --fixture\n\
+                     Without --out, the full run writes docs/benchmarks.md (about 17 minutes).";
+
+/// What is wrong with the command line, if anything: an unknown argument must not start a
+/// run that takes minutes and rewrites the report.
+fn argument_problem(args: &[String]) -> Option<String> {
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--smoke" | "--fixture" => {}
+            "--out" => {
+                if args.next().is_none() {
+                    return Some("--out takes a directory".to_owned());
+                }
+            }
+            "--only" => match args.next() {
+                Some(group) if GROUPS.contains(&group.as_str()) => {}
+                other => return Some(format!("--only takes a group, not {other:?}")),
+            },
+            other => return Some(format!("unknown argument {other:?}")),
+        }
+    }
+    None
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return std::process::ExitCode::SUCCESS;
+    }
+    if let Some(problem) = argument_problem(&args) {
+        eprintln!("bench: {problem}\n{USAGE}");
+        return std::process::ExitCode::from(2);
+    }
     // A signal stops the servers this started: the testkit's handler, installed with the first.
     let s = Settings::from_args();
     let fix = Fixture::new();
