@@ -122,6 +122,11 @@ impl ApiError {
         }
     }
 
+    /// The body of every error but the bearer refusals: `{error, error_description}`.
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": self.code(), "error_description": self.description()})
+    }
+
     fn description(&self) -> String {
         match self {
             // Details stay in the log; clients learn only that it was our fault.
@@ -164,10 +169,9 @@ impl<'r> Responder<'r, 'static> for ApiError {
             Self::InsufficientScope(scope) => Some(Refusal::insufficient_scope(REALM, scope)),
             _ => None,
         };
-        let body = refusal.as_ref().map_or_else(
-            || json!({"error": self.code(), "error_description": self.description()}).to_string(),
-            |r| r.body.clone(),
-        );
+        let body = refusal
+            .as_ref()
+            .map_or_else(|| self.body().to_string(), |r| r.body.clone());
         let mut response = Response::build();
         response
             .status(status)

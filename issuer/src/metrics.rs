@@ -39,10 +39,13 @@ pub struct Metrics {
     pub logins_failed: Counter,
     pub lockouts: Counter,
     pub refreshes: Counter,
+    pub refresh_retries: Counter,
     pub refresh_reuse_detected: Counter,
     pub revocations: Counter,
     pub pushes_ok: Counter,
     pub pushes_failed: Counter,
+    pub pushes_already_held: Counter,
+    pub push_attempts_failed: Counter,
     pub pushes_behind_edge: Counter,
     pub jwks_served: Counter,
     hash_seconds: Histogram,
@@ -62,13 +65,29 @@ impl Default for Metrics {
         let logins_failed = counter("logins_failed", "Failed password logins");
         let lockouts = counter("lockouts", "Accounts locked after repeated failures");
         let refreshes = counter("refreshes", "Refresh-token rotations");
+        let refresh_retries = counter(
+            "refresh_retries",
+            "Refresh tokens presented again within the grace window, answered with the same \
+             successor (not rotations)",
+        );
         let refresh_reuse_detected = counter(
             "refresh_reuse_detected",
             "Rotated refresh tokens presented again",
         );
         let revocations = counter("revocations", "Revocation entries written");
-        let pushes_ok = counter("snapshot_pushes_ok", "Snapshots pushed to an edge");
-        let pushes_failed = counter("snapshot_pushes_failed", "Snapshot pushes that failed");
+        let pushes_ok = counter("snapshot_pushes_ok", "Snapshots an edge took");
+        let pushes_failed = counter(
+            "snapshot_pushes_failed",
+            "Snapshot pushes given up after every attempt failed",
+        );
+        let pushes_already_held = counter(
+            "snapshot_pushes_already_held",
+            "Snapshot pushes answered 409: the edge holds that list or a newer one",
+        );
+        let push_attempts_failed = counter(
+            "snapshot_push_attempts_failed",
+            "Snapshot push attempts refused or unanswered, retried or not",
+        );
         let pushes_behind_edge = counter(
             "snapshot_pushes_behind_edge",
             "Pushes refused by an edge holding a newer list than the database (a restore?)",
@@ -107,10 +126,13 @@ impl Default for Metrics {
             logins_failed,
             lockouts,
             refreshes,
+            refresh_retries,
             refresh_reuse_detected,
             revocations,
             pushes_ok,
             pushes_failed,
+            pushes_already_held,
+            push_attempts_failed,
             pushes_behind_edge,
             jwks_served,
             hash_seconds,

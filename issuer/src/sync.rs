@@ -185,6 +185,7 @@ impl Snapshots {
                 }
                 // The edge already holds something newer: nothing to retry.
                 Ok(resp) if resp.status().as_u16() == 409 => {
+                    metrics.pushes_already_held.inc();
                     return Push::EdgeHolds(held_seq(resp).await);
                 }
                 Ok(resp) => {
@@ -200,7 +201,7 @@ impl Snapshots {
                     tracing::warn!(%url, error = %e, attempt, "snapshot push failed");
                 }
             }
-            metrics.pushes_failed.inc();
+            metrics.push_attempts_failed.inc();
             if attempt < PUSH_ATTEMPTS {
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
@@ -209,6 +210,7 @@ impl Snapshots {
                 delay *= 2;
             }
         }
+        metrics.pushes_failed.inc();
         Push::Failed
     }
 

@@ -19,6 +19,26 @@ const MAX_DB_TIMEOUT_MS: u32 = 3_600_000;
 const MIN_PUBLISH_AHEAD_SECS: u32 = 300;
 
 impl Config {
+    /// `user_scopes` that every user could ask for: `admin`, or a name that is not a scope.
+    fn user_scopes_problem(&self) -> Option<String> {
+        let mut scopes = self.user_scopes.split_whitespace();
+        if scopes.clone().any(|s| s == ADMIN_SCOPE) {
+            return Some(format!(
+                "GATEHOUSE_USER_SCOPES lists `{ADMIN_SCOPE}`: every user could ask for it, and \
+                 the edge's `ROUTE_SCOPES` trust the token's scope; `{ADMIN_SCOPE}` is granted \
+                 only to admin users, without being listed"
+            ));
+        }
+        // Scopes are named in `WWW-Authenticate` as they are, and forwarded as a header value,
+        // which the verifiers check the `scope` claim can be.
+        let scope = scopes.find(|s| !gatehouse_shared::challenge::is_scope_token(s))?;
+        Some(format!(
+            "GATEHOUSE_USER_SCOPES lists {scope:?}, which is not a scope token (visible ASCII \
+             but `\"` and `\\`, RFC 6750): no `ROUTE_SCOPES` rule can name it, and outside \
+             ASCII every token carrying it is refused as `malformed`"
+        ))
+    }
+
     /// Settings no profile can run with, each named.
     pub fn invalid_settings(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -70,17 +90,7 @@ impl Config {
                 self.delta_window_secs
             ));
         }
-        if self
-            .user_scopes
-            .split_whitespace()
-            .any(|s| s == ADMIN_SCOPE)
-        {
-            problems.push(format!(
-                "GATEHOUSE_USER_SCOPES lists `{ADMIN_SCOPE}`: every user could ask for it, and \
-                 the edge's `ROUTE_SCOPES` trust the token's scope; `{ADMIN_SCOPE}` is granted \
-                 only to admin users, without being listed"
-            ));
-        }
+        problems.extend(self.user_scopes_problem());
         if let Some(problem) = HashPolicy::from_config(&self.password).problem() {
             problems.push(problem);
         }
@@ -236,7 +246,7 @@ mod tests {
     #[test]
     fn settings_that_switch_a_protection_off_are_refused_by_name() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 15] = [
+        let cases: [(&str, Change); 17] = [
             ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
                 c.access_token_ttl_secs = 0;
             }),
@@ -254,6 +264,12 @@ mod tests {
             }),
             ("GATEHOUSE_USER_SCOPES", |c| {
                 c.user_scopes = "read admin write".into();
+            }),
+            ("GATEHOUSE_USER_SCOPES", |c| {
+                c.user_scopes = "read \u{e9}crire".into();
+            }),
+            ("GATEHOUSE_USER_SCOPES", |c| {
+                c.user_scopes = "read \"write\"".into();
             }),
             ("GATEHOUSE_DB_TIMEOUT_MS", |c| {
                 c.db_timeout_ms = 0;
@@ -298,7 +314,7 @@ mod tests {
             );
         }
         let config = Config {
-            user_scopes: "read administer".into(),
+            user_scopes: "read administer orders:write".into(),
             edge_sync_urls: vec![
                 "https://edge.example/_gatehouse/sync".into(),
                 "http://127.0.0.1:8787/_gatehouse/sync".into(),

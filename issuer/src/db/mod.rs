@@ -145,7 +145,7 @@ fn statement_timeout(ms: u128) -> String {
 /// Why a call is answered 503; each is counted (`gatehouse_db_unavailable_total{reason}`).
 #[derive(Debug, Clone, Copy)]
 enum Unavailable {
-    /// Every connection stayed in use past the deadline.
+    /// Every connection (or every blocking thread) stayed in use past the deadline.
     Busy,
     /// The pool could not hand out or open a connection in time.
     NoConnection,
@@ -331,9 +331,15 @@ impl Db {
             .map_err(|_| Unavailable::Busy.answer(&self.unavailable))?
             .map_err(|_| ApiError::unavailable("database pool closed"))?;
         let (pool, timeout, counts) = (self.pool.clone(), self.timeout, self.unavailable.clone());
-        let wait_left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let deadline = deadline.into_std();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            // Time queued for a blocking thread counts too (`max_blocking` below the pool size,
+            // or other blocking work): a call that starts past its deadline does nothing.
+            let wait_left = deadline.saturating_duration_since(Instant::now());
+            if wait_left.is_zero() {
+                return Err(Unavailable::Busy.answer(&counts));
+            }
             let mut conn = pool
                 .get_timeout(wait_left)
                 .map_err(|_| Unavailable::NoConnection.answer(&counts))?;
@@ -463,6 +469,44 @@ mod tests {
         );
         let timed_out = counts.get_or_create(&Unavailable::TimedOut.labels()).get();
         assert_eq!(timed_out, 1, "the 503 is counted, the 500s are not");
+    }
+
+    /// Time queued for a blocking thread counts against the deadline: a call that gets one
+    /// only after its deadline is answered 503 without running.
+    #[test]
+    fn waiting_for_a_blocking_thread_counts_against_the_deadline() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_time()
+            .build()
+            .unwrap();
+        let url = DbUrl::parse("sqlite://:memory:").unwrap();
+        let db = Db::connect(&url, 2, 0, Duration::from_millis(100)).unwrap();
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        runtime.block_on(async {
+            let holder = db.clone();
+            let held = tokio::spawn(async move {
+                holder
+                    .run(|_| {
+                        std::thread::sleep(Duration::from_millis(400));
+                        Ok(())
+                    })
+                    .await
+            });
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let flag = Arc::clone(&ran);
+            let queued = db
+                .run(move |_| {
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Ok(())
+                })
+                .await;
+            assert_eq!(queued.unwrap_err().code(), "temporarily_unavailable");
+            assert!(held.await.unwrap().is_ok());
+        });
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+        let busy = db.unavailable.get_or_create(&Unavailable::Busy.labels());
+        assert_eq!(busy.get(), 1);
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! Liveness, readiness and metrics.
 
+use std::io::Cursor;
 use std::sync::Arc;
 
-use rocket::http::{ContentType, Status};
+use rocket::http::ContentType;
+use rocket::response::{self, Responder};
 use rocket::serde::json::{Json, Value, json};
-use rocket::{Route, State, get, routes};
+use rocket::{Request, Route, State, get, routes};
 
 use crate::context::Now;
 use crate::db::Db;
+use crate::error::ApiError;
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 
@@ -19,27 +22,52 @@ fn live() -> Json<Value> {
 /// Ready when the database answers and the signing keys may be signed with (read within two
 /// maintenance periods, or re-read now: `KeyRing::for_signing`).
 #[get("/health/ready")]
-async fn ready(db: &State<Db>, keys: &State<Arc<KeyRing>>, now: Now) -> (Status, Json<Value>) {
+async fn ready(db: &State<Db>, keys: &State<Arc<KeyRing>>, now: Now) -> Readiness {
     let Now(now) = now;
     let database = db.ping().await;
-    let signing = keys.for_signing(db, now).await;
-    let signing_keys = signing.is_ok();
+    let signing_keys = keys.for_signing(db, now).await.is_ok();
     let kid = keys.current().signer.kid().to_owned();
-    let ready = database && signing_keys;
-    let status = if ready {
-        Status::Ok
-    } else {
-        Status::ServiceUnavailable
+    let refusal = match (database, signing_keys) {
+        (true, true) => None,
+        (false, _) => Some(ApiError::unavailable(
+            "not ready: the database does not answer",
+        )),
+        (true, false) => Some(ApiError::unavailable(
+            "not ready: the signing keys cannot be read",
+        )),
     };
-    (
-        status,
-        Json(json!({
-            "status": if ready { "ready" } else { "not_ready" },
+    Readiness {
+        details: json!({
+            "status": if refusal.is_none() { "ready" } else { "not_ready" },
             "database": database,
             "signing_keys": signing_keys,
             "signing_kid": kid,
-        })),
-    )
+        }),
+        refusal,
+    }
+}
+
+/// 200 with the details, or the issuer's own 503 (`temporarily_unavailable`, `Retry-After`,
+/// `no-store`) with the details beside its `error`.
+struct Readiness {
+    details: Value,
+    refusal: Option<ApiError>,
+}
+
+impl<'r> Responder<'r, 'static> for Readiness {
+    fn respond_to(self, request: &'r Request<'_>) -> response::Result<'static> {
+        let Some(refusal) = self.refusal else {
+            return Json(self.details).respond_to(request);
+        };
+        let mut body = refusal.body();
+        if let (Some(body), Value::Object(details)) = (body.as_object_mut(), self.details) {
+            body.extend(details);
+        }
+        let body = body.to_string();
+        let mut response = refusal.respond_to(request)?;
+        response.set_sized_body(body.len(), Cursor::new(body));
+        Ok(response)
+    }
 }
 
 #[get("/metrics")]

@@ -316,30 +316,32 @@ async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gra
         .db
         .run(move |c| write_tx(c, |c| sessions::rotate(c, &presented, now, grace)))
         .await?;
-    match rotation {
-        Rotation::Rotated(mut grant) => {
-            grants.metrics.refreshes.inc();
-            if let Some(requested) = requested {
-                // The session keeps its scope; this access token carries the narrower one.
-                grant.session.scope = narrowed_scope(&grant.session.scope, &requested)
-                    .ok_or(ApiError::InvalidScope(SCOPE_NOT_GRANTED))?;
-            }
-            Ok(grant)
-        }
+    let (mut grant, counter) = match rotation {
+        Rotation::Rotated(grant) => (grant, &grants.metrics.refreshes),
+        Rotation::Retried(grant) => (grant, &grants.metrics.refresh_retries),
         Rotation::ReuseDetected(reuse) => {
             grants
                 .revoker
                 .run(now, move |r| sessions::end_for_reuse(r, &reuse))
                 .await?;
             grants.metrics.refresh_reuse_detected.inc();
-            Err(ApiError::InvalidGrant(
+            return Err(ApiError::InvalidGrant(
                 "the refresh token was already used; the session has been revoked",
-            ))
+            ));
         }
-        Rotation::Invalid => Err(ApiError::InvalidGrant(
-            "the refresh token is invalid or expired",
-        )),
+        Rotation::Invalid => {
+            return Err(ApiError::InvalidGrant(
+                "the refresh token is invalid or expired",
+            ));
+        }
+    };
+    counter.inc();
+    if let Some(requested) = requested {
+        // The session keeps its scope; this access token carries the narrower one.
+        grant.session.scope = narrowed_scope(&grant.session.scope, &requested)
+            .ok_or(ApiError::InvalidScope(SCOPE_NOT_GRANTED))?;
     }
+    Ok(grant)
 }
 
 /// The session's scopes that `requested` names, in the session's order, or `None` when it

@@ -54,6 +54,9 @@ pub struct Grant {
 #[derive(Debug)]
 pub enum Rotation {
     Rotated(Grant),
+    /// The same token again within the grace window, while its successor is still current:
+    /// the same successor, nothing rotated.
+    Retried(Grant),
     /// An already-rotated token outside the grace window: its session must end
     /// ([`end_for_reuse`]).
     ReuseDetected(Reuse),
@@ -196,7 +199,7 @@ pub fn rotate(
                 .optional()?
                 .is_some_and(|rotated| rotated.is_none());
             if successor_current {
-                return Ok(Rotation::Rotated(Grant {
+                return Ok(Rotation::Retried(Grant {
                     session,
                     refresh_token: successor,
                 }));

@@ -114,14 +114,7 @@ async fn login_issues_verifiable_tokens(backend: Backend) {
 async fn login_failures_look_alike(backend: Backend) {
     let app = TestApp::start(backend).await;
     app.register("alice").await;
-    let hashes = || async {
-        let (_, metrics) = app.send("GET", "/metrics", None, None).await;
-        let text = metrics.as_str().unwrap().to_owned();
-        text.lines()
-            .find_map(|l| l.strip_prefix("gatehouse_password_hash_seconds_count "))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no hash count in {text}"))
-    };
+    let hashes = || app.metric("gatehouse_password_hash_seconds_count");
     let before = hashes().await;
     let wrong = app
         .send(

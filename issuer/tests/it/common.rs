@@ -247,6 +247,18 @@ impl TestApp {
         output.expect("the request waited for the held revocation")
     }
 
+    /// One counter of `/metrics` (its name with its labels, as the exposition writes it); fails
+    /// loudly when it is not there.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let (_, metrics) = self.send("GET", "/metrics", None, None).await;
+        let text = metrics.as_str().unwrap_or_default();
+        let line = format!("{series} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in /metrics: {text}"))
+    }
+
     pub async fn send(
         &self,
         method: &str,

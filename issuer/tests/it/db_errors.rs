@@ -46,16 +46,10 @@ const SETUP_SAFE_MS: u32 = 1_000;
 
 /// `gatehouse_db_unavailable_total{reason}` as `/metrics` shows it: there from the start.
 async fn unavailable_count(app: &TestApp, reason: &str) -> u64 {
-    let (_, metrics) = app.send("GET", "/metrics", None, None).await;
-    let line = format!("gatehouse_db_unavailable_total{{reason=\"{reason}\"}} ");
-    metrics
-        .as_str()
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&line))
-        .unwrap_or_else(|| panic!("no {line}in /metrics"))
-        .parse()
-        .unwrap()
+    app.metric(&format!(
+        "gatehouse_db_unavailable_total{{reason=\"{reason}\"}}"
+    ))
+    .await
 }
 
 /// Another session holding locks in an open transaction, released when dropped.

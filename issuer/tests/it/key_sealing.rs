@@ -225,6 +225,11 @@ async fn a_replica_that_cannot_read_its_ring_stops_signing(backend: Backend) {
         (Some(true), Some(false)),
         "{ready}"
     );
+    assert_eq!(
+        str_of(&ready, "error"),
+        "temporarily_unavailable",
+        "{ready}"
+    );
     // Nor does it sign revocation lists with that key.
     for path in ["/v1/revocations", "/v1/revocations/delta"] {
         let (status, json) = app.send("GET", path, None, None).await;

@@ -20,11 +20,19 @@ async fn rotation_grace_and_reuse(backend: Backend) {
         str_of(&second, "access_token")
     );
 
-    // A retry of r0 within the grace window: the same successor, not a revocation.
+    // A retry of r0 within the grace window: the same successor, not a revocation, and
+    // counted as a retry, not a rotation.
     app.clock().advance(2);
     let (status, retry) = app.refresh(&r0).await;
     assert_eq!(status, Status::Ok, "{retry}");
     assert_eq!(str_of(&retry, "refresh_token"), r1);
+    assert_eq!(
+        (
+            app.metric("gatehouse_refreshes_total").await,
+            app.metric("gatehouse_refresh_retries_total").await
+        ),
+        (1, 1)
+    );
 
     // r1 moves on; now r0 is stale even within the window, and past it certainly.
     let (status, third) = app.refresh(&r1).await;
