@@ -275,10 +275,7 @@ async fn authorize(
         return Err(reply::unavailable(code, text));
     }
     let Some(mut verifier) = keys::verifier(env, config).await else {
-        return Err(reply::unavailable(
-            "keys_unavailable",
-            "the issuer's keys could not be loaded",
-        ));
+        return Err(reply::unavailable("keys_unavailable", sync::NO_KEYS));
     };
     let mut result = state::verify(&verifier, config, &token, now).await;
     if matches!(&result, Err(e) if e.code() == ErrorCode::UnknownKid)
@@ -316,16 +313,12 @@ fn token(req: &Incoming, config: &Config, forward_auth: bool) -> Option<String> 
         return Some(token.to_owned());
     }
     let name = config.token_cookie.as_deref()?;
-    // A proxy that names no method is taken to ask for a write: the check's own `GET` says
-    // nothing about the request it guards.
-    let method = if forward_auth {
-        req.header("x-forwarded-method")
-            .or_else(|| req.header("x-original-method"))
-            .unwrap_or_default()
+    let safe = if forward_auth {
+        proxy_names_a_safe_method(req)
     } else {
-        req.method().to_owned()
+        is_safe_method(req.method())
     };
-    if is_cross_site_write(req, &method) {
+    if is_cross_site_write(req, safe) {
         return None;
     }
     let cookies = req.header("cookie")?;
@@ -382,12 +375,30 @@ fn is_dropped_header(name: &str) -> bool {
 /// request forgery). `Sec-Fetch-Site` decides where the browser sends it; else an `Origin`
 /// other than the request's own; a request with neither (not a browser) is not cross-site. A
 /// bearer header is never sent by a browser on its own, so it is not affected.
-fn is_cross_site_write(req: &Incoming, method: &str) -> bool {
+/// Whether a forward-auth proxy names a safe method for the request it guards. One that names
+/// none is taken to ask about a write: the check's own `GET` says nothing about that request.
+/// nginx's `auth_request` passes the client's own headers on, so a client can send the header
+/// nginx does not set: a write named by either header wins over a safe method named by the
+/// other.
+fn proxy_names_a_safe_method(req: &Incoming) -> bool {
+    let named = [
+        req.header("x-forwarded-method"),
+        req.header("x-original-method"),
+    ];
+    named.iter().any(Option::is_some) && named.iter().flatten().all(|m| is_safe_method(m))
+}
+
+/// Methods that do not change state (RFC 9110 §9.2.1), as far as the cookie rule goes.
+fn is_safe_method(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS")
+}
+
+fn is_cross_site_write(req: &Incoming, safe_method: bool) -> bool {
     // A forward-auth proxy drops `Upgrade` (hop-by-hop) before asking; `Sec-WebSocket-Key`
     // is end-to-end and goes with every WebSocket handshake.
     let opens_a_socket =
         req.header("upgrade").is_some() || req.header("sec-websocket-key").is_some();
-    if matches!(method, "GET" | "HEAD" | "OPTIONS") && !opens_a_socket {
+    if safe_method && !opens_a_socket {
         return false;
     }
     if let Some(site) = req.header("sec-fetch-site") {

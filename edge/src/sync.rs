@@ -67,12 +67,27 @@ impl Head {
 #[derive(Debug)]
 pub enum SyncError {
     Snapshot(SnapshotError),
+    /// No keys to verify it with: no pinned `JWKS`, none in KV, and the issuer's unreachable.
+    NoKeys,
     /// Verified and installed here, but not stored in KV: other isolates would not see it.
     KvWrite(String),
     /// Verified, but older than `UNCHECKED_MAX_AGE_SECS` while KV holds no list to compare it
     /// with: neither installed nor stored.
     TooOld(String),
 }
+
+impl core::fmt::Display for SyncError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Snapshot(e) => e.fmt(f),
+            Self::NoKeys => f.write_str(NO_KEYS),
+            Self::KvWrite(e) | Self::TooOld(e) => f.write_str(e),
+        }
+    }
+}
+
+/// What a request or a list gets when the edge has no keys at all.
+pub const NO_KEYS: &str = "the issuer's keys could not be loaded";
 
 impl From<SnapshotError> for SyncError {
     fn from(e: SnapshotError) -> Self {
@@ -91,18 +106,19 @@ pub async fn with_keys<T>(
     config: &Config,
     asker: keys::Asker,
     check: impl Fn(&gatehouse_shared::KeySet) -> Result<T, SnapshotError>,
-) -> Result<T, SnapshotError> {
-    let mut verifier = keys::verifier(env, config).await;
-    for attempt in 0..2 {
-        let Some(v) = verifier.as_ref() else { break };
-        match check(v.keys()) {
-            Err(e) if e.code() == ErrorCode::UnknownKid && attempt == 0 => {
-                verifier = keys::refetch(env, config, asker).await.or(verifier);
+) -> Result<T, SyncError> {
+    let mut verifier = keys::verifier(env, config).await.ok_or(SyncError::NoKeys)?;
+    let mut refetched = false;
+    loop {
+        // One call site: `check` is inlined here, and the worker's size is budgeted.
+        match check(verifier.keys()) {
+            Err(e) if e.code() == ErrorCode::UnknownKid && !refetched => {
+                refetched = true;
+                verifier = keys::refetch(env, config, asker).await.ok_or(e)?;
             }
-            other => return other,
+            result => return Ok(result?),
         }
     }
-    Err(gatehouse_shared::ValidationError::UnknownKid.into())
 }
 
 async fn verify(
@@ -110,7 +126,7 @@ async fn verify(
     config: &Config,
     jws: &str,
     asker: keys::Asker,
-) -> Result<RevocationList, SnapshotError> {
+) -> Result<RevocationList, SyncError> {
     let now = state::now_secs();
     with_keys(env, config, asker, |keys| {
         RevocationList::verify_snapshot(jws, keys, &options(config), now)
@@ -375,7 +391,6 @@ pub async fn pull(env: &Env, config: &Config) -> Result<RevocationView, String> 
         Ok((view, _)) => Ok(view),
         // Nothing new is not a failure of the pull.
         Err(SyncError::Snapshot(SnapshotError::Stale { .. })) => Ok(state::revocations()),
-        Err(SyncError::Snapshot(e)) => Err(e.to_string()),
-        Err(SyncError::KvWrite(e) | SyncError::TooOld(e)) => Err(e),
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -234,6 +234,23 @@ async fn cookies_pinned_keys_and_fail_open() {
             vec![("X-Forwarded-Method", "GET")],
             200,
         ),
+        // nginx sets `X-Original-Method` and passes the client's `X-Forwarded-Method` on: a
+        // write named by either one is a write.
+        (
+            "/_gatehouse/check",
+            vec![("X-Forwarded-Method", "GET"), ("X-Original-Method", "POST")],
+            401,
+        ),
+        (
+            "/_gatehouse/check",
+            vec![("X-Forwarded-Method", "PUT"), ("X-Original-Method", "GET")],
+            401,
+        ),
+        (
+            "/_gatehouse/check",
+            vec![("X-Forwarded-Method", "HEAD"), ("X-Original-Method", "GET")],
+            200,
+        ),
     ] {
         let response = get(path, &headers).await.unwrap();
         assert_eq!(response.status(), expected, "{path} {headers:?}");

@@ -372,4 +372,12 @@ async fn a_hung_issuer_holds_no_request() {
         (503, Some("keys_unavailable")),
         "{json}"
     );
+    // A list pushed while the edge has no keys gets the same answer, which the issuer retries
+    // (it was a 400 `unknown_kid`, as if the list were signed by a stranger).
+    let (status, json) = push(&edge.url, "a.b.c".to_owned()).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("keys_unavailable")),
+        "{json}"
+    );
 }

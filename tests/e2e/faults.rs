@@ -97,6 +97,14 @@ async fn a_database_outage_gives_503s_and_recovers_by_itself() {
         503,
         "readiness fails while the database is away"
     );
+    // As every other 503 of the issuer: its `error` and `Retry-After`, with the details.
+    assert!(ready.headers().contains_key("retry-after"));
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(
+        (ready["error"].as_str(), ready["database"].as_bool()),
+        (Some("temporarily_unavailable"), Some(false)),
+        "{ready}"
+    );
     assert_eq!(
         http()
             .get(format!("{}/health/live", issuer.url))

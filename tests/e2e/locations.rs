@@ -467,23 +467,35 @@ async fn a_failed_kv_write_is_not_answered_as_delivered() {
             .is_some_and(|e| e.contains("KV")),
         "{health}"
     );
-    // The issuer's own push meets the same answer and retries instead of counting it done.
+    // The issuer's own push meets the same answer and retries instead of counting it done,
+    // and gives up after its five attempts: one failed push, five failed attempts (a push a
+    // newer list replaced mid-retries counts its attempts only).
     issuer.register("alice", PASSWORD).await;
     let token = access(&issuer.login("alice", PASSWORD).await).to_owned();
     assert_eq!(issuer.logout(&token).await, 200);
     let issuer = &issuer;
     eventually(
-        "the issuer to retry the refused push",
-        Duration::from_secs(10),
+        "the issuer to give up on the refused push",
+        Duration::from_secs(20),
         || async move {
             (issuer
                 .metric("gatehouse_snapshot_pushes_failed_total")
                 .await
-                >= 2.0)
+                >= 1.0)
                 .then_some(())
         },
     )
     .await;
+    let failed = issuer
+        .metric("gatehouse_snapshot_pushes_failed_total")
+        .await;
+    let attempts = issuer
+        .metric("gatehouse_snapshot_push_attempts_failed_total")
+        .await;
+    assert!(
+        attempts >= 5.0 * failed,
+        "{failed} failed pushes from {attempts} failed attempts"
+    );
     let delivered = issuer.metric("gatehouse_snapshot_pushes_ok_total").await;
     assert!(
         delivered < 0.5,
