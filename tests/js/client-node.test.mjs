@@ -3,6 +3,7 @@
 // issuers this file fakes. In a browser, against the real issuer: client.test.mjs.
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 
 import { installPacked } from './harness.mjs';
@@ -130,7 +131,14 @@ test('GatehouseClient off a page: no tab channel, relative origins ignored, boun
   }
   issued = 0;
 
-  const first = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, refreshAheadSeconds: 1 });
+  // Off a page the timer is off unless asked for.
+  const idle = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, refreshAheadSeconds: 1 });
+  await idle.login('alice', 'pw');
+  await new Promise((r) => setTimeout(r, 1200));
+  assert.equal(issued, 1, 'a client off a page refreshed on a timer nobody asked for');
+  idle.close();
+  issued = 0;
+  const first = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, refreshAheadSeconds: 1, autoRefresh: true });
   // Closed whatever happens: its refresh timers would keep the test process alive.
   try {
     await first.login('alice', 'pw');
@@ -220,7 +228,7 @@ test('GatehouseClient: options it cannot use, a fetch that needs its own this, h
   // which rotated the token in a loop.
   expiresIn = 3e6;
   issued = 0;
-  const long = new GatehouseClient({ issuer: 'https://i.test', fetch: strictFetch });
+  const long = new GatehouseClient({ issuer: 'https://i.test', fetch: strictFetch, autoRefresh: true });
   try {
     await long.login('alice', 'pw');
     await new Promise((r) => setTimeout(r, 300));
@@ -362,5 +370,140 @@ test('GatehouseClient: a refresh whose answer was lost on the way back is asked 
     }
   } finally {
     client.close();
+  }
+});
+
+test('GatehouseClient on a server: no refresh timer keeps Node running, a relative URL is origin_not_allowed, a stream body is sent once', { timeout: 60000 }, async () => {
+  const entry = join(app, 'node_modules/@gatehouse/verify/node.js');
+  // A script that signs in (a token for an hour: the refresh is 59 minutes away) and never
+  // closes its client. Before, the refresh timer kept the process alive until the harness
+  // killed it.
+  const script = `
+    const { GatehouseClient } = await import(${JSON.stringify(entry)});
+    const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+    const fetch = async () => new Response(JSON.stringify({
+      access_token: b64({ alg: 'none' }) + '.' + b64({ sid: 's1' }) + '.x',
+      refresh_token: 'r1', expires_in: 3600, token_type: 'Bearer',
+    }));
+    const client = new GatehouseClient({ issuer: 'https://i.test', fetch });
+    await client.login('alice', 'pw');
+    console.log(client.signedIn ? 'signed in' : 'not signed in');
+  `;
+  const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 20000, encoding: 'utf8' });
+  assert.deepEqual([run.signal, run.status, run.stdout.trim()], [null, 0, 'signed in'], run.stderr);
+
+  const { GatehouseClient } = await import(entry);
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  let issued = 0;
+  const sent = [];
+  const fetch = async (input, init) => {
+    const url = String(input.url ?? input);
+    if (url.endsWith('/v1/token')) {
+      issued += 1;
+      return new Response(JSON.stringify({
+        access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n: issued })}.x`,
+        refresh_token: `r${issued}`,
+        expires_in: 60,
+        token_type: 'Bearer',
+      }));
+    }
+    sent.push(await input.text());
+    return new Response('{"code":"expired"}', { status: 401 });
+  };
+  const client = new GatehouseClient({ issuer: 'https://i.test', fetch, autoRefresh: false });
+  try {
+    await client.login('alice', 'pw');
+    // Off a page, a relative URL has no origin: refused with the client's code, nothing sent.
+    await assert.rejects(client.fetch('/api/items'), (e) => e.code === 'origin_not_allowed');
+    assert.deepEqual(sent, []);
+    // A string body is sent again after the refresh the `expired` answer asks for.
+    assert.equal((await client.fetch('https://i.test/api', { method: 'POST', body: 'again' })).status, 401);
+    assert.deepEqual([sent, issued], [['again', 'again'], 2]);
+    // A stream is sent once, and its 401 answered as it came: no refresh, no second send.
+    sent.length = 0;
+    const stream = new ReadableStream({ start(c) { c.enqueue(new TextEncoder().encode('upload')); c.close(); } });
+    const response = await client.fetch('https://i.test/api', { method: 'POST', body: stream, duplex: 'half' });
+    assert.equal(response.status, 401);
+    assert.deepEqual([sent, issued], [['upload'], 2]);
+  } finally {
+    client.close();
+  }
+});
+
+test('GatehouseClient: when the tab holding the refresh lock fails, the tab waiting for it rejects with that failure and sends nothing', { timeout: 60000 }, async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  let issued = 0;
+  let down = false;
+  const presented = [];
+  const issuer = async (url, init) => {
+    const form = new URLSearchParams(init.body);
+    if (form.get('grant_type') === 'refresh_token') {
+      presented.push(form.get('refresh_token'));
+      // A connection that drops: the issuer may have rotated the token before it did.
+      if (down) throw new TypeError('fetch failed');
+    }
+    issued += 1;
+    return new Response(JSON.stringify({
+      access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n: issued })}.x`,
+      refresh_token: `r${issued}`,
+      expires_in: 60,
+      token_type: 'Bearer',
+    }));
+  };
+  // Web Locks as a browser has them, shared by the two "tabs" of this process (Node 20 has none).
+  const held = new Map();
+  const locks = {
+    async request(name, options, callback) {
+      if (typeof options === 'function') [callback, options] = [options, {}];
+      if (options.ifAvailable && held.has(name)) return callback(null);
+      while (held.has(name)) await held.get(name).promise;
+      const lock = {};
+      lock.promise = new Promise((resolve) => { lock.resolve = resolve; });
+      held.set(name, lock);
+      try {
+        return await callback({ name });
+      } finally {
+        held.delete(name);
+        lock.resolve();
+      }
+    },
+  };
+  assert.equal(globalThis.navigator, undefined, 'Node 20 has no navigator to stub over');
+  globalThis.navigator = { locks };
+  globalThis.document = {};
+  const options = { issuer: 'https://i.test', fetch: issuer, autoRefresh: false, channelName: 'gatehouse:failing-holder' };
+  const tabA = new GatehouseClient(options);
+  const tabB = new GatehouseClient(options);
+  try {
+    await Promise.all([tabA.ready, tabB.ready]);
+    await tabA.login('alice', 'pw');
+    for (let waited = 0; tabB.accessToken !== tabA.accessToken && waited < 5000; waited += 20) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(tabB.accessToken, tabA.accessToken, 'the other tab got the tokens');
+    down = true;
+    const holding = tabA.refresh();
+    // Tab A holds the lock (it waits 20 ms for messages on their way first).
+    await new Promise((r) => setTimeout(r, 5));
+    assert.ok(held.size === 1, 'tab A holds the refresh lock');
+    const waiting = tabB.refresh();
+    const started = Date.now();
+    await assert.rejects(holding, (e) => e.code === 'network_error');
+    await assert.rejects(waiting, (e) => e.code === 'network_error' && /another tab/.test(e.message));
+    // Tab A's request and its quick retry; before, tab B sent the same token once more after
+    // waiting 2 s for tokens that would never come.
+    assert.deepEqual(presented, ['r1', 'r1']);
+    assert.ok(Date.now() - started < 1500, `tab B waited ${Date.now() - started} ms`);
+    // The failure answers only a refresh already waiting: a later one tries the issuer again.
+    down = false;
+    await tabB.refresh();
+    assert.deepEqual(presented, ['r1', 'r1', 'r1']);
+    assert.equal(tabB.accessToken.split('.')[1], b64({ sid: 's1', n: 2 }));
+  } finally {
+    tabA.close();
+    tabB.close();
+    delete globalThis.navigator;
+    delete globalThis.document;
   }
 });

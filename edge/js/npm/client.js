@@ -14,7 +14,7 @@
 // Refreshes: the issuer rotates the refresh token on every use and treats a second rotation
 // of one token after its grace window as theft, ending the session. So a refresh runs under a
 // Web Lock (`navigator.locks`) shared by every tab; a tab that finds the lock held waits for the
-// holder's broadcast tokens and does not call the issuer. Without Web Locks, refreshes are
+// holder's broadcast tokens, or its broadcast failure, and does not call the issuer. Without Web Locks, refreshes are
 // single-flight within a tab, and two tabs racing fall inside the issuer's grace window, which
 // hands both the same successor.
 //
@@ -84,6 +84,9 @@ export class GatehouseClient {
   #closing = null;
   #listeners = new Map();
   #waiters = new Set();
+  /** The last refresh failure a tab reported, `{ n, token, error }`, and how many there were. */
+  #failure = null;
+  #failures = 0;
 
   constructor(options = {}) {
     this.#issuer = (options.issuer ?? '').replace(/\/$/, '');
@@ -102,7 +105,10 @@ export class GatehouseClient {
     this.#fetch = fetchWith ? (...args) => fetchWith(...args) : (...args) => globalThis.fetch(...args);
     this.#storage = options.storage ?? null;
     this.#refreshAhead = seconds('refreshAheadSeconds', options.refreshAheadSeconds, 60);
-    this.#autoRefresh = options.autoRefresh ?? true;
+    // On by default on a page only: on a server a client's timer would keep Node running, and
+    // a client made per request and never closed would rotate its user's token for as long as
+    // the process lives. `getAccessToken()` refreshes when needed either way.
+    this.#autoRefresh = options.autoRefresh ?? typeof globalThis.document !== 'undefined';
     this.#requestTimeoutMs = seconds('requestTimeoutSeconds', options.requestTimeoutSeconds, 10, { min: 0.001, max: 3600 }) * 1000;
     const share = options.shareAcrossTabs ?? true;
     const name = options.channelName ?? `gatehouse:${this.#issuer || here || ''}`;
@@ -171,28 +177,47 @@ export class GatehouseClient {
     await this.ready;
     const stale = this.#tokens?.refreshToken;
     if (!stale) throw new GatehouseClientError('signed_out', 'no session to refresh');
+    const failuresBefore = this.#failures;
+    const failedMeanwhile = () => this.#failure?.token === stale && this.#failure.n > failuresBefore;
     this.#refreshing ??= this.#exclusive(async (contended) => {
-      // Another tab held the lock: it was refreshing this very token, so wait for its tokens.
-      await this.#changed(stale, contended ? HANDOVER_MS : SETTLE_MS);
+      // Another tab held the lock: it was refreshing this very token, so wait for its tokens,
+      // or for its failure.
+      await this.#changed(stale, contended ? HANDOVER_MS : SETTLE_MS, failedMeanwhile);
       // Another tab refreshed (or signed out), or this client was closed: nothing is sent.
       if (this.#closed || this.#tokens?.refreshToken !== stale) return;
-      const response = await this.#rotate(stale);
-      if (!response) return;
-      const body = await bodyOf(response);
-      // A logout (here or in another tab) while the request was out: the answer is moot.
-      if (this.#tokens?.refreshToken !== stale) return;
-      if (response.ok) {
-        this.#set(tokensOf(body), 'refreshed');
-      } else if (body.error === 'invalid_grant') {
-        this.#end('sessionRevoked');
-        throw new GatehouseClientError('session_revoked', textOf(body, 'the session has ended'));
-      } else {
-        throw new GatehouseClientError(codeOf(body, 'refresh_failed'), textOf(body, `HTTP ${response.status}`), retryAfterOf(response));
+      // Another tab tried this very token and failed: the issuer may have rotated it, and one
+      // more try now could come after its grace window and end the session. Its failure is
+      // this refresh's; the timers try again later, one tab at a time.
+      if (failedMeanwhile()) throw this.#failure.error;
+      try {
+        await this.#rotateAndTake(stale);
+      } catch (e) {
+        if (e?.code !== 'session_revoked' && this.#tokens?.refreshToken === stale) {
+          this.#post({ type: 'refreshFailed', token: stale, code: e?.code, message: e?.message, retryAfter: e?.retryAfter });
+        }
+        throw e;
       }
     }).finally(() => {
       this.#refreshing = null;
     });
     return this.#refreshing;
+  }
+
+  /** One rotation of `stale`, its answer taken: new tokens, or the session's end. */
+  async #rotateAndTake(stale) {
+    const response = await this.#rotate(stale);
+    if (!response) return;
+    const body = await bodyOf(response);
+    // A logout (here or in another tab) while the request was out: the answer is moot.
+    if (this.#tokens?.refreshToken !== stale) return;
+    if (response.ok) {
+      this.#set(tokensOf(body), 'refreshed');
+    } else if (body.error === 'invalid_grant') {
+      this.#end('sessionRevoked');
+      throw new GatehouseClientError('session_revoked', textOf(body, 'the session has ended'));
+    } else {
+      throw new GatehouseClientError(codeOf(body, 'refresh_failed'), textOf(body, `HTTP ${response.status}`), retryAfterOf(response));
+    }
   }
 
   /**
@@ -219,23 +244,31 @@ export class GatehouseClient {
    * `fetch` with `Authorization: Bearer`, only to this page's origin, the issuer's and
    * `apiOrigins` (anything else rejects with `origin_not_allowed`, nothing sent). On the edge's
    * `expired` or `revoked` answer it refreshes and sends the request once more with the new
-   * token (a `Request` is cloned, so its body is sent again); when the issuer refuses the
-   * refresh, the session ends in every tab and this rejects with `session_revoked`.
+   * token (a `Request` is cloned, so its body is sent again; a `ReadableStream` body in `init`
+   * is sent once, without the retry); when the issuer refuses the refresh, the session ends in
+   * every tab and this rejects with `session_revoked`.
    */
   async fetch(input, init) {
+    const url = input instanceof Request ? input.url : String(input);
+    // Off a page (server-side rendering) a relative URL has no origin to allow.
+    if (!URL.canParse(url, globalThis.location?.href)) {
+      throw new GatehouseClientError('origin_not_allowed', `${url} names no origin the access token is sent to (a relative URL off a page)`);
+    }
     const request = new Request(input, init);
     const { origin } = new URL(request.url);
     if (!this.#origins.has(origin)) {
       throw new GatehouseClientError('origin_not_allowed', `${origin} is not among the origins the access token is sent to (apiOrigins)`);
     }
+    // A stream can be sent once: a copy kept for a retry would hold the whole upload in memory.
+    const once = typeof ReadableStream === 'function' && init?.body instanceof ReadableStream;
     const send = (token) => {
-      const attempt = request.clone();
+      const attempt = once ? request : request.clone();
       if (token) attempt.headers.set('authorization', `Bearer ${token}`);
       return this.#fetch(attempt);
     };
     const token = await this.getAccessToken();
     const response = await send(token);
-    if (response.status !== 401 || !token) return response;
+    if (response.status !== 401 || !token || once) return response;
     const { code } = await bodyOf(response.clone());
     if (code !== 'expired' && code !== 'revoked') return response;
     // `revoked` may name this token alone or its signing key, not the session: a refresh tells
@@ -346,15 +379,15 @@ export class GatehouseClient {
     return done ? done.value : locks.request(this.#lock, () => task(true));
   }
 
-  /** Resolves when the refresh token is no longer `stale`, or after `ms`. */
-  #changed(stale, ms) {
+  /** Resolves when the refresh token is no longer `stale`, or `failed()`, or after `ms`. */
+  #changed(stale, ms, failed) {
     return new Promise((resolve) => {
       const finish = () => {
         clearTimeout(timer);
         this.#waiters.delete(check);
         resolve();
       };
-      const check = () => this.#tokens?.refreshToken !== stale && finish();
+      const check = () => (this.#tokens?.refreshToken !== stale || failed()) && finish();
       const timer = setTimeout(finish, ms);
       this.#waiters.add(check);
       check();
@@ -429,7 +462,11 @@ export class GatehouseClient {
     clearTimeout(this.#timer);
     if (!this.#autoRefresh || !this.#tokens || this.#closed) return;
     const wait = Math.min(MAX_DELAY_MS, Math.max(0, this.#refreshAt(this.#tokens) - Date.now()));
-    this.#timer = setTimeout(() => this.#backgroundRefresh(), wait);
+    this.#later(wait);
+  }
+
+  #later(ms) {
+    this.#timer = setTimeout(() => this.#backgroundRefresh(), ms);
   }
 
   /** A timer's refresh; a failure that leaves the session (the network, the issuer down) is
@@ -446,8 +483,7 @@ export class GatehouseClient {
       if (!this.#tokens || this.#closed) return;
       clearTimeout(this.#timer);
       // Sooner than the issuer asked (a rate limit, a restart) would only prolong it.
-      const wait = Math.min(MAX_DELAY_MS, Math.max(RETRY_MS, (e?.retryAfter ?? 0) * 1000));
-      this.#timer = setTimeout(() => this.#backgroundRefresh(), wait);
+      this.#later(Math.min(MAX_DELAY_MS, Math.max(RETRY_MS, (e?.retryAfter ?? 0) * 1000)));
     });
   }
 
@@ -482,6 +518,13 @@ export class GatehouseClient {
       // Only the session that ended: a tab may have signed in again since.
       if (this.#tokens?.sid === message.sid) this.#end(message.event, false);
       else if (message.sid !== undefined) this.#ended.add(message.sid);
+    } else if (message.type === 'refreshFailed' && typeof message.token === 'string') {
+      const code = typeof message.code === 'string' ? message.code : 'refresh_failed';
+      const error = new GatehouseClientError(code, `another tab's refresh failed: ${message.message}`,
+        Number.isFinite(message.retryAfter) ? message.retryAfter : undefined);
+      this.#failures += 1;
+      this.#failure = { n: this.#failures, token: message.token, error };
+      for (const check of [...this.#waiters]) check();
     } else if (message.type === 'hello' && this.#tokens) {
       this.#post({ type: 'tokens', tokens: this.#tokens, event: 'signedIn' });
     }

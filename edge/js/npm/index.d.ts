@@ -58,7 +58,8 @@ export interface GatehouseClientOptions {
   /** Refresh this many seconds before the access token expires (default 60; 0 or more, or its
    * text; anything else throws `invalid_options`). */
   refreshAheadSeconds?: number | string;
-  /** Refresh on a timer ahead of expiry (default true); otherwise only when a token is needed. */
+  /** Refresh on a timer ahead of expiry (default true on a page, false off one: a timer would
+   * keep Node running); otherwise only when a token is needed. */
   autoRefresh?: boolean;
   /** Default: memory only, shared with the other tabs of this origin. */
   storage?: TokenStorage;
