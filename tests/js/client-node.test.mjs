@@ -507,3 +507,43 @@ test('GatehouseClient: when the tab holding the refresh lock fails, the tab wait
     delete globalThis.document;
   }
 });
+
+test('GatehouseClient: a tab takes the rotated tokens of its session even when the clock stepped back', { timeout: 60000 }, async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  let issued = 0;
+  const issuer = async () => {
+    issued += 1;
+    return new Response(JSON.stringify({
+      access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n: issued })}.x`,
+      refresh_token: `r${issued}`,
+      expires_in: 600,
+      token_type: 'Bearer',
+    }));
+  };
+  globalThis.document = {};
+  const options = { issuer: 'https://i.test', fetch: issuer, autoRefresh: false, channelName: 'gatehouse:clock' };
+  const tabA = new GatehouseClient(options);
+  const tabB = new GatehouseClient(options);
+  const realNow = Date.now;
+  const settled = async (what) => {
+    for (let waited = 0; !what() && waited < 5000; waited += 20) await new Promise((r) => setTimeout(r, 20));
+    return what();
+  };
+  try {
+    await Promise.all([tabA.ready, tabB.ready]);
+    await tabA.login('alice', 'pw');
+    assert.ok(await settled(() => tabB.accessToken === tabA.accessToken), 'the other tab got the tokens');
+    // NTP steps the clock back a minute; tab A then rotates r1.
+    Date.now = () => realNow() - 60000;
+    await tabA.refresh();
+    assert.equal(tabA.accessToken.split('.')[1], b64({ sid: 's1', n: 2 }));
+    assert.ok(await settled(() => tabB.accessToken === tabA.accessToken),
+      'tab B kept the rotated-out refresh token, which its next refresh would reuse');
+  } finally {
+    Date.now = realNow;
+    tabA.close();
+    tabB.close();
+    delete globalThis.document;
+  }
+});

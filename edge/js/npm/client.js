@@ -18,8 +18,9 @@
 // single-flight within a tab, and two tabs racing fall inside the issuer's grace window, which
 // hands both the same successor.
 //
-// Which tokens win: every token set carries its session (`sid`, from the access token) and when
-// it was received. A tab keeps the newest set it has seen, never takes back a session it saw
+// Which tokens win: every token set carries its session (`sid`, from the access token), how many
+// refreshes it is from the login, and when it was received. A tab keeps the newest set it has
+// seen (of one session, the most rotated; of two, the later received), never takes back a session it saw
 // end, and acts on an answer (new tokens, a refusal) only if it still holds the tokens it asked
 // with, so a late reply can neither undo a logout nor end a newer session.
 
@@ -50,6 +51,14 @@ const payloadOf = (jwt) => {
 // broadcast by an old tab) is ignored: without its times the refresh timer could not be set.
 const isTokenSet = (t) => isObject(t) && typeof t.refreshToken === 'string' && typeof t.accessToken === 'string'
   && Number.isFinite(t.expiresAt) && Number.isFinite(t.receivedAt);
+// Whether token set `a` is newer than `b`: within one session by its rotations, since a clock
+// stepped back (NTP, a resumed VM) would otherwise have a tab keep a refresh token the issuer
+// rotated, and its next refresh taken for theft; across sessions (or sets without the count,
+// kept by an older version) by when they were received.
+const isNewer = (a, b) => (a.sid !== undefined && a.sid === b.sid
+  && Number.isInteger(a.rotations) && Number.isInteger(b.rotations)
+  ? a.rotations > b.rotations
+  : a.receivedAt > b.receivedAt);
 // A response's JSON object; anything else (no JSON, `null`, an array) reads as `{}`.
 const bodyOf = (response) => response.json().then((b) => (isObject(b) ? b : {}), () => ({}));
 // The issuer's `error` as a code when it is one (a non-empty string), else `fallback`.
@@ -211,7 +220,10 @@ export class GatehouseClient {
     // A logout (here or in another tab) while the request was out: the answer is moot.
     if (this.#tokens?.refreshToken !== stale) return;
     if (response.ok) {
-      this.#set(tokensOf(body), 'refreshed');
+      // One rotation further than the set it replaces: what tells the tabs which set of a
+      // session is newer, whatever the clock did meanwhile.
+      const rotations = (this.#tokens.rotations ?? 0) + 1;
+      this.#set({ ...tokensOf(body), rotations }, 'refreshed');
     } else if (body.error === 'invalid_grant') {
       this.#end('sessionRevoked');
       throw new GatehouseClientError('session_revoked', textOf(body, 'the session has ended'));
@@ -512,7 +524,7 @@ export class GatehouseClient {
       // Never a session seen ending, never a set older than the one held, of this session or
       // another (a tab that was frozen may broadcast an older session's tokens late).
       if (this.#ended.has(incoming.sid)) return;
-      if (held && incoming.receivedAt <= held.receivedAt) return;
+      if (held && !isNewer(incoming, held)) return;
       this.#set(incoming, held ? message.event : 'signedIn', false);
     } else if (message.type === 'end') {
       // Only the session that ended: a tab may have signed in again since.
@@ -571,5 +583,7 @@ function tokensOf(body) {
     receivedAt,
     sid: payloadOf(body.access_token).sid,
     scope: body.scope,
+    // A login's set; a refresh counts on from the set it replaces.
+    rotations: 0,
   };
 }

@@ -91,6 +91,8 @@ export interface SessionTokens {
   scope?: string;
   /** Set once a refresh could not move the expiry: the session ends at `expiresAt`. */
   capped?: boolean;
+  /** Refreshes since the login (0 for the login's set): how tabs tell which set is newer. */
+  rotations?: number;
 }
 
 /** Log in, keep and refresh tokens across calls and tabs, and call APIs with them. */
