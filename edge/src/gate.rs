@@ -306,7 +306,8 @@ async fn authorize(
 /// it cross-site to change state. For `/_gatehouse/check` (`forward_auth`), the method is the
 /// one the proxy names (`X-Forwarded-Method`, as Traefik and Caddy send it, or
 /// `X-Original-Method`, nginx's usual `auth_request` header): its own request is a `GET`, and
-/// without either header the request it guards is taken for a write.
+/// without either header, or with either naming a write, the request it guards is taken for a
+/// write.
 fn token(req: &Incoming, config: &Config, forward_auth: bool) -> Option<String> {
     let authorization = req.header("authorization");
     if let Some(token) = bearer_token(authorization.as_deref()) {
@@ -369,12 +370,6 @@ fn is_dropped_header(name: &str) -> bool {
             .any(|h| name.len() == h.len() && starts_as(h))
 }
 
-/// Whether a browser sent this request from another site with a `method` that changes state,
-/// or to open a WebSocket (a `GET` whose socket then acts for the user): a token from
-/// `TOKEN_COOKIE` is then not read, as a `SameSite` cookie would not have been sent (cross-site
-/// request forgery). `Sec-Fetch-Site` decides where the browser sends it; else an `Origin`
-/// other than the request's own; a request with neither (not a browser) is not cross-site. A
-/// bearer header is never sent by a browser on its own, so it is not affected.
 /// Whether a forward-auth proxy names a safe method for the request it guards. One that names
 /// none is taken to ask about a write: the check's own `GET` says nothing about that request.
 /// nginx's `auth_request` passes the client's own headers on, so a client can send the header
@@ -393,6 +388,12 @@ fn is_safe_method(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS")
 }
 
+/// Whether a browser sent this request from another site with a method that changes state
+/// (not `safe_method`), or to open a WebSocket (a `GET` whose socket then acts for the user): a
+/// token from `TOKEN_COOKIE` is then not read, as a `SameSite` cookie would not have been sent
+/// (cross-site request forgery). `Sec-Fetch-Site` decides where the browser sends it; else an
+/// `Origin` other than the request's own; a request with neither (not a browser) is not
+/// cross-site. A bearer header is never sent by a browser on its own, so it is not affected.
 fn is_cross_site_write(req: &Incoming, safe_method: bool) -> bool {
     // A forward-auth proxy drops `Upgrade` (hop-by-hop) before asking; `Sec-WebSocket-Key`
     // is end-to-end and goes with every WebSocket handshake.

@@ -346,8 +346,9 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
         Ok(list) => list,
         // KV's copy, signed by a key the issuer no longer publishes (one stored before its
         // signer was recorded, or one a failed write left behind), would have an isolate with no
-        // list refuse every request until the next change: it takes the issuer's instead.
-        Err(e) if from_kv && held_base.is_none() => {
+        // list refuse every request until the next change: it takes the issuer's instead. With
+        // no keys at all, the issuer's would not verify either.
+        Err(e) if from_kv && held_base.is_none() && !matches!(e, SyncError::NoKeys) => {
             worker::console_warn!(
                 "gatehouse: KV's revocation list is unusable ({e}); reading the issuer's"
             );

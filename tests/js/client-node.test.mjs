@@ -430,18 +430,21 @@ test('GatehouseClient on a server: no refresh timer keeps Node running, a relati
   }
 });
 
-test('GatehouseClient: when the tab holding the refresh lock fails, the tab waiting for it rejects with that failure and sends nothing', { timeout: 60000 }, async () => {
+test("GatehouseClient: tabs waiting on the refresh lock take the issuer's refusal of the holder's refresh, and try the token themselves after its network failure", { timeout: 60000 }, async () => {
   const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
   const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
   let issued = 0;
-  let down = false;
+  let mode = 'answer';
   const presented = [];
   const issuer = async (url, init) => {
     const form = new URLSearchParams(init.body);
     if (form.get('grant_type') === 'refresh_token') {
       presented.push(form.get('refresh_token'));
+      if (mode === 'refuse') {
+        return new Response('{"error":"temporarily_unavailable"}', { status: 503, headers: { 'retry-after': '7' } });
+      }
       // A connection that drops: the issuer may have rotated the token before it did.
-      if (down) throw new TypeError('fetch failed');
+      if (mode === 'drop') throw new TypeError('fetch failed');
     }
     issued += 1;
     return new Response(JSON.stringify({
@@ -475,6 +478,13 @@ test('GatehouseClient: when the tab holding the refresh lock fails, the tab wait
   const options = { issuer: 'https://i.test', fetch: issuer, autoRefresh: false, channelName: 'gatehouse:failing-holder' };
   const tabA = new GatehouseClient(options);
   const tabB = new GatehouseClient(options);
+  // Tab A takes the lock (it waits 20 ms for messages on their way first), tab B then waits.
+  const both = async () => {
+    const holding = tabA.refresh();
+    await new Promise((r) => setTimeout(r, 5));
+    assert.equal(held.size, 1, 'tab A holds the refresh lock');
+    return [holding, tabB.refresh()];
+  };
   try {
     await Promise.all([tabA.ready, tabB.ready]);
     await tabA.login('alice', 'pw');
@@ -482,23 +492,29 @@ test('GatehouseClient: when the tab holding the refresh lock fails, the tab wait
       await new Promise((r) => setTimeout(r, 20));
     }
     assert.equal(tabB.accessToken, tabA.accessToken, 'the other tab got the tokens');
-    down = true;
-    const holding = tabA.refresh();
-    // Tab A holds the lock (it waits 20 ms for messages on their way first).
-    await new Promise((r) => setTimeout(r, 5));
-    assert.ok(held.size === 1, 'tab A holds the refresh lock');
-    const waiting = tabB.refresh();
+
+    // The issuer refuses (nothing rotated): tab B takes that answer at once, and sends nothing.
+    // Before, it waited 2 s for tokens that would never come and asked again, before the
+    // issuer's Retry-After.
+    mode = 'refuse';
     const started = Date.now();
-    await assert.rejects(holding, (e) => e.code === 'network_error');
-    await assert.rejects(waiting, (e) => e.code === 'network_error' && /another tab/.test(e.message));
-    // Tab A's request and its quick retry; before, tab B sent the same token once more after
-    // waiting 2 s for tokens that would never come.
-    assert.deepEqual(presented, ['r1', 'r1']);
+    let [holding, waiting] = await both();
+    await assert.rejects(holding, (e) => e.code === 'temporarily_unavailable' && e.retryAfter === 7);
+    await assert.rejects(waiting, (e) => e.code === 'temporarily_unavailable' && e.retryAfter === 7 && /another tab/.test(e.message));
     assert.ok(Date.now() - started < 1500, `tab B waited ${Date.now() - started} ms`);
-    // The failure answers only a refresh already waiting: a later one tries the issuer again.
-    down = false;
+    assert.deepEqual(presented, ['r1']);
+
+    // The connection drops (the issuer may have rotated r1): tab B, 2 s later, tries r1 itself,
+    // which inside the issuer's grace window gets the successor. An earlier refusal is no
+    // answer for it.
+    mode = 'drop';
+    [holding, waiting] = await both();
+    await assert.rejects(holding, (e) => e.code === 'network_error');
+    await assert.rejects(waiting, (e) => e.code === 'network_error' && !/another tab/.test(e.message));
+    assert.deepEqual(presented, ['r1', 'r1', 'r1', 'r1', 'r1'], "each tab's request and its quick retry");
+
+    mode = 'answer';
     await tabB.refresh();
-    assert.deepEqual(presented, ['r1', 'r1', 'r1']);
     assert.equal(tabB.accessToken.split('.')[1], b64({ sid: 's1', n: 2 }));
   } finally {
     tabA.close();

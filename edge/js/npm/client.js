@@ -14,7 +14,7 @@
 // Refreshes: the issuer rotates the refresh token on every use and treats a second rotation
 // of one token after its grace window as theft, ending the session. So a refresh runs under a
 // Web Lock (`navigator.locks`) shared by every tab; a tab that finds the lock held waits for the
-// holder's broadcast tokens, or its broadcast failure, and does not call the issuer. Without Web Locks, refreshes are
+// holder's broadcast tokens, or the issuer's refusal it broadcast, and does not call the issuer. Without Web Locks, refreshes are
 // single-flight within a tab, and two tabs racing fall inside the issuer's grace window, which
 // hands both the same successor.
 //
@@ -114,9 +114,10 @@ export class GatehouseClient {
     this.#fetch = fetchWith ? (...args) => fetchWith(...args) : (...args) => globalThis.fetch(...args);
     this.#storage = options.storage ?? null;
     this.#refreshAhead = seconds('refreshAheadSeconds', options.refreshAheadSeconds, 60);
-    // On by default on a page only: on a server a client's timer would keep Node running, and
-    // a client made per request and never closed would rotate its user's token for as long as
-    // the process lives. `getAccessToken()` refreshes when needed either way.
+    // On by default on a page only (no `document`: Node, Deno, a Web Worker): on a server a
+    // client's timer would keep Node running, and a client made per request and never closed
+    // would rotate its user's token for as long as the process lives. `getAccessToken()`
+    // refreshes when needed either way.
     this.#autoRefresh = options.autoRefresh ?? typeof globalThis.document !== 'undefined';
     this.#requestTimeoutMs = seconds('requestTimeoutSeconds', options.requestTimeoutSeconds, 10, { min: 0.001, max: 3600 }) * 1000;
     const share = options.shareAcrossTabs ?? true;
@@ -194,18 +195,10 @@ export class GatehouseClient {
       await this.#changed(stale, contended ? HANDOVER_MS : SETTLE_MS, failedMeanwhile);
       // Another tab refreshed (or signed out), or this client was closed: nothing is sent.
       if (this.#closed || this.#tokens?.refreshToken !== stale) return;
-      // Another tab tried this very token and failed: the issuer may have rotated it, and one
-      // more try now could come after its grace window and end the session. Its failure is
-      // this refresh's; the timers try again later, one tab at a time.
+      // The issuer refused this very token to another tab (a 429, a 503): its answer is this
+      // refresh's, rather than asking again before its `Retry-After`.
       if (failedMeanwhile()) throw this.#failure.error;
-      try {
-        await this.#rotateAndTake(stale);
-      } catch (e) {
-        if (e?.code !== 'session_revoked' && this.#tokens?.refreshToken === stale) {
-          this.#post({ type: 'refreshFailed', token: stale, code: e?.code, message: e?.message, retryAfter: e?.retryAfter });
-        }
-        throw e;
-      }
+      await this.#rotateAndTake(stale);
     }).finally(() => {
       this.#refreshing = null;
     });
@@ -228,7 +221,12 @@ export class GatehouseClient {
       this.#end('sessionRevoked');
       throw new GatehouseClientError('session_revoked', textOf(body, 'the session has ended'));
     } else {
-      throw new GatehouseClientError(codeOf(body, 'refresh_failed'), textOf(body, `HTTP ${response.status}`), retryAfterOf(response));
+      const refused = new GatehouseClientError(codeOf(body, 'refresh_failed'), textOf(body, `HTTP ${response.status}`), retryAfterOf(response));
+      // The issuer answered and rotated nothing: the tabs waiting for this token take the answer.
+      // Not a network failure, after which the issuer may have rotated the token: a waiting
+      // tab's try, inside the grace window, is then what keeps the session.
+      this.#post({ type: 'refreshFailed', token: stale, code: refused.code, message: refused.message, retryAfter: refused.retryAfter });
+      throw refused;
     }
   }
 
@@ -261,10 +259,13 @@ export class GatehouseClient {
    * every tab and this rejects with `session_revoked`.
    */
   async fetch(input, init) {
-    const url = input instanceof Request ? input.url : String(input);
     // Off a page (server-side rendering) a relative URL has no origin to allow.
-    if (!URL.canParse(url, globalThis.location?.href)) {
-      throw new GatehouseClientError('origin_not_allowed', `${url} names no origin the access token is sent to (a relative URL off a page)`);
+    if (!globalThis.location && !(input instanceof Request)) {
+      try {
+        new URL(String(input));
+      } catch {
+        throw new GatehouseClientError('origin_not_allowed', `${input} names no origin the access token is sent to (a relative URL off a page)`);
+      }
     }
     const request = new Request(input, init);
     const { origin } = new URL(request.url);
@@ -531,7 +532,9 @@ export class GatehouseClient {
       if (this.#tokens?.sid === message.sid) this.#end(message.event, false);
       else if (message.sid !== undefined) this.#ended.add(message.sid);
     } else if (message.type === 'refreshFailed' && typeof message.token === 'string') {
-      const code = typeof message.code === 'string' ? message.code : 'refresh_failed';
+      // Only the issuer's refusals are passed on: never an end of the session, which only the
+      // `end` message tells.
+      const code = typeof message.code === 'string' && message.code !== 'session_revoked' ? message.code : 'refresh_failed';
       const error = new GatehouseClientError(code, `another tab's refresh failed: ${message.message}`,
         Number.isFinite(message.retryAfter) ? message.retryAfter : undefined);
       this.#failures += 1;

@@ -58,8 +58,8 @@ export interface GatehouseClientOptions {
   /** Refresh this many seconds before the access token expires (default 60; 0 or more, or its
    * text; anything else throws `invalid_options`). */
   refreshAheadSeconds?: number | string;
-  /** Refresh on a timer ahead of expiry (default true on a page, false off one: a timer would
-   * keep Node running); otherwise only when a token is needed. */
+  /** Refresh on a timer ahead of expiry (default true on a page, false without a `document`:
+   * Node, Deno, a Web Worker); otherwise only when a token is needed. */
   autoRefresh?: boolean;
   /** Default: memory only, shared with the other tabs of this origin. */
   storage?: TokenStorage;
@@ -108,7 +108,8 @@ export declare class GatehouseClient {
   getAccessToken(): Promise<string | undefined>;
   refresh(): Promise<void>;
   /** Rejects with `origin_not_allowed`, sending nothing, outside this origin, the issuer's and
-   * `apiOrigins`. On an `expired` or `revoked` answer, refreshes and sends once more; rejects
+   * `apiOrigins`, or for a relative URL off a page. On an `expired` or `revoked` answer,
+   * refreshes and sends once more (not a `ReadableStream` body in `init`, which is sent once); rejects
    * with `session_revoked` when the issuer refuses the refresh, or with the refresh's own code
    * (`network_error`, …) when it fails otherwise. */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
