@@ -51,6 +51,9 @@ impl Snapshots {
     pub fn new() -> Result<Self, ApiError> {
         let client = reqwest::Client::builder()
             .timeout(PUSH_TIMEOUT)
+            // Cloudflare's Browser Integrity Check challenges a request without one, before the
+            // worker sees it (so its documentation reads; not tested against Cloudflare).
+            .user_agent(concat!("gatehouse-issuer/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ApiError::Internal(format!("http client: {e}")))?;
         Ok(Self {

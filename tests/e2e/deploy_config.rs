@@ -255,7 +255,7 @@ type Plant = (&'static str, fn(&mut Table));
 #[test]
 fn the_config_check_catches_what_is_planted_in_a_copy() {
     // Non-capturing closures, so one list holds them all.
-    let plants: [Plant; 16] = [
+    let plants: [Plant; 17] = [
         ("127.0.0.1", |c| {
             production_vars_mut(c).insert("ORIGIN_URL".into(), "http://127.0.0.1:8788".into());
         }),
@@ -309,6 +309,10 @@ fn the_config_check_catches_what_is_planted_in_a_copy() {
         ("without user info", |c| {
             let url = "https://user@origin.example.com";
             production_vars_mut(c).insert("ORIGIN_URL".into(), url.into());
+        }),
+        // Blank, as the worker reads it: every request would be 503 `misconfigured`.
+        ("EXPECTED_AUDIENCE is not set", |c| {
+            production_vars_mut(c).insert("EXPECTED_AUDIENCE".into(), " ".into());
         }),
         ("ORIGIN_SECRET is a var", |c| {
             let secret = "0123456789abcdef0123456789abcdef";

@@ -106,8 +106,12 @@ impl Vars<'_> {
     }
 
     fn required(&mut self, name: &str) -> String {
+        debug_assert!(
+            settings::REQUIRED.contains(&name),
+            "{name} is not in REQUIRED"
+        );
         self.text(name).unwrap_or_else(|| {
-            self.problems.push(format!("{name} is not set"));
+            self.problems.push(settings::not_set(name));
             String::new()
         })
     }

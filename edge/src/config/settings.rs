@@ -27,10 +27,30 @@ pub(super) fn checked_url(name: &str, url: &str, problems: &mut Vec<String>) -> 
     }
 }
 
-/// What the worker would report about its URL and path-rule settings (`var` reads one), for a
+/// The vars without which the worker answers every request 503 `misconfigured`.
+pub(super) const REQUIRED: [&str; 4] = [
+    "ORIGIN_URL",
+    "ISSUER_URL",
+    "EXPECTED_ISSUER",
+    "EXPECTED_AUDIENCE",
+];
+
+/// The problem a required var that is unset (or blank) reports.
+pub(super) fn not_set(name: &str) -> String {
+    format!("{name} is not set")
+}
+
+/// What the worker would report about its required vars, URL and path-rule settings (`var` reads one), for a
 /// check made before a deploy: the rules `Config::from_env` applies, without an `Env`.
 pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
     let mut problems = Vec::new();
+    // Blank is unset, as the worker reads it.
+    let var = |name: &str| var(name).filter(|value| !value.trim().is_empty());
+    for name in REQUIRED {
+        if var(name).is_none() {
+            problems.push(not_set(name));
+        }
+    }
     for name in ["ORIGIN_URL", "ISSUER_URL", "DELTA_URL"] {
         if let Some(url) = var(name) {
             checked_url(name, &url, &mut problems);

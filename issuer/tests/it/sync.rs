@@ -17,6 +17,8 @@ use crate::common::{Backend, TestApp, str_of};
 struct Receiver {
     url: String,
     bodies: Arc<Mutex<Vec<String>>>,
+    /// Each request's line and headers.
+    heads: Arc<Mutex<Vec<String>>>,
     /// When each body was in.
     times: Arc<Mutex<Vec<std::time::Instant>>>,
 }
@@ -32,15 +34,20 @@ async fn receiver_answering(answer: fn(usize) -> &'static [u8]) -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/_gatehouse/sync", listener.local_addr().unwrap());
     let bodies = Arc::new(Mutex::new(Vec::new()));
+    let heads = Arc::new(Mutex::new(Vec::new()));
     let times = Arc::new(Mutex::new(Vec::new()));
-    let (sink, clock) = (Arc::clone(&bodies), Arc::clone(&times));
+    let (sink, head_sink, clock) = (Arc::clone(&bodies), Arc::clone(&heads), Arc::clone(&times));
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            let (sink, clock) = (Arc::clone(&sink), Arc::clone(&clock));
+            let (sink, head_sink, clock) = (
+                Arc::clone(&sink),
+                Arc::clone(&head_sink),
+                Arc::clone(&clock),
+            );
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 8192];
-                let body = loop {
+                let (head, body) = loop {
                     let n = socket.read(&mut chunk).await.unwrap_or(0);
                     if n == 0 {
                         return;
@@ -57,13 +64,17 @@ async fn receiver_answering(answer: fn(usize) -> &'static [u8]) -> Receiver {
                             })
                             .unwrap_or(0);
                         if buf.len() >= end + 4 + len {
-                            break text[end + 4..end + 4 + len].to_owned();
+                            break (
+                                text[..end].to_owned(),
+                                text[end + 4..end + 4 + len].to_owned(),
+                            );
                         }
                     }
                 };
                 let n = {
                     let mut bodies = sink.lock().unwrap();
                     bodies.push(body);
+                    head_sink.lock().unwrap().push(head);
                     clock.lock().unwrap().push(std::time::Instant::now());
                     bodies.len() - 1
                 };
@@ -71,7 +82,12 @@ async fn receiver_answering(answer: fn(usize) -> &'static [u8]) -> Receiver {
             });
         }
     });
-    Receiver { url, bodies, times }
+    Receiver {
+        url,
+        bodies,
+        heads,
+        times,
+    }
 }
 
 async fn revocations_are_pushed_coalesced(backend: Backend) {
@@ -111,6 +127,15 @@ async fn revocations_are_pushed_coalesced(backend: Backend) {
         "20 revocations in a burst coalesce into fewer pushes ({pushes})"
     );
     assert_eq!(list.len(), 20);
+    // Named: Cloudflare's Browser Integrity Check challenges a request without a User-Agent
+    // before the worker sees it.
+    let heads = rx.heads.lock().unwrap().clone();
+    assert!(
+        heads.iter().all(|h| h
+            .to_ascii_lowercase()
+            .contains("\r\nuser-agent: gatehouse-issuer/")),
+        "{heads:?}"
+    );
 }
 
 /// An edge that answers 503 with `Retry-After` (`push_busy`) is tried again no sooner than it
