@@ -108,7 +108,7 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match Cli::parse().command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
-        Command::Migrate => load().map(|(_, db)| {
+        Command::Migrate => load_creating(true).map(|(_, db)| {
             println!("migrations applied on {}", db.url().describe());
         }),
         Command::Keys {
@@ -197,7 +197,12 @@ fn serve() -> Result<(), String> {
     })
 }
 
+/// The config and the database every command but `migrate` works on: an existing one.
 fn load() -> Result<(Config, Db), String> {
+    load_creating(false)
+}
+
+fn load_creating(create: bool) -> Result<(Config, Db), String> {
     let config: Config = config::figment()
         .extract()
         .map_err(|e| format!("configuration: {e}"))?;
@@ -207,7 +212,7 @@ fn load() -> Result<(Config, Db), String> {
     if !refusals.is_empty() {
         return Err(refusals.join("\n"));
     }
-    let db = db::open_for_command(&config)?;
+    let db = db::open_for_command(&config, create)?;
     Ok((config, db))
 }
 

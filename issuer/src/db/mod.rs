@@ -377,11 +377,23 @@ pub fn open(config: &Config) -> Result<Db, String> {
 /// For a short-lived command: one connection, none opened in the background. A pool thread
 /// still connecting when the process exits crashed it (libpq's TLS setup inside OpenSSL racing
 /// its exit-time cleanup: a segfault in about one `users create` in seven).
-pub fn open_for_command(config: &Config) -> Result<Db, String> {
-    // A command acts on whatever the environment names, and SQLite makes a missing file: say
-    // which, so that a run without the production environment is noticed.
-    if let Ok(url) = DbUrl::parse(&config.database_url) {
-        eprintln!("gatehouse-issuer: {}", url.describe());
+/// A SQLite file that is not there is made only when `create` (`migrate`): a command run in a
+/// shell without the replicas' environment would otherwise make a new database in its
+/// directory, act on it and report success (a `keys rotate` after a leak, say).
+pub fn open_for_command(config: &Config, create: bool) -> Result<Db, String> {
+    let url = DbUrl::parse(&config.database_url)?;
+    // A command acts on whatever the environment names: say which.
+    eprintln!("gatehouse-issuer: {}", url.describe());
+    if let DbUrl::Sqlite(path) = &url
+        && !create
+        && path != ":memory:"
+        && !std::path::Path::new(path).exists()
+    {
+        return Err(format!(
+            "no database at {path}: commands work on the database the replicas use (set \
+             GATEHOUSE_DATABASE_URL, GATEHOUSE_PROFILE and the rest of their environment); \
+             `gatehouse-issuer migrate` makes a new one"
+        ));
     }
     open_with(config, 1, 0)
 }

@@ -25,14 +25,31 @@ pub fn rotate(conn: &mut DbConn, config: &Config, now: i64) -> Result<SigningKey
 
 /// `keys rotate --replace-unopenable`: the recovery when the secret that sealed the active key
 /// is lost. The new key is sealed under the configured secret, which every replica must then
-/// hold; the old key stays published for its grace, so its tokens still verify.
+/// hold; the old key stays published for its grace, so its tokens still verify. Nothing checks
+/// that secret against the ring (that is the point), so it must be set, never a development
+/// default made in this shell.
 pub fn rotate_replacing_unopenable(
     conn: &mut DbConn,
     config: &Config,
     now: i64,
 ) -> Result<SigningKey, ApiError> {
-    let sealer = seal::from_config(config)?;
+    let sealer = configured_sealer(config, "keys rotate --replace-unopenable")?;
     store::rotate_now(conn, &sealer, now, "keys rotate --replace-unopenable")
+}
+
+/// The sealer of the configured `GATEHOUSE_KEY_ENCRYPTION_KEY`, for a command that seals keys
+/// under it without the ring to check it against: without the setting, a development default
+/// would be generated in this shell's directory, and every key sealed under a secret no replica
+/// holds.
+fn configured_sealer(config: &Config, command: &str) -> Result<seal::Sealer, ApiError> {
+    if config.key_encryption_key.is_none() {
+        return Err(ApiError::invalid_request(format!(
+            "{command} needs GATEHOUSE_KEY_ENCRYPTION_KEY set to the secret every replica holds \
+             (during a rotation of that secret, the new one, with the old one in \
+             GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS); it never generates one"
+        )));
+    }
+    seal::from_config(config)
 }
 
 /// `keys import FILE`: an existing private JWK becomes the signing key (if its kid is new).
@@ -83,16 +100,8 @@ pub fn revoke(revocations: &mut Revocations<'_>, kid: &str) -> Result<(), ApiErr
 
 /// `keys reseal`: every stored private key under the current key-encryption key, after that
 /// secret was rotated (the earlier one in `GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS`).
-/// The current secret must be set: without it a development default would be generated, and
-/// every key sealed under a secret no replica holds.
 pub fn reseal(conn: &mut DbConn, config: &Config, now: i64) -> Result<Resealed, ApiError> {
-    if config.key_encryption_key.is_none() {
-        return Err(ApiError::invalid_request(
-            "keys reseal needs GATEHOUSE_KEY_ENCRYPTION_KEY set to the new secret (the old one \
-             in GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS); it never generates one",
-        ));
-    }
-    store::reseal(conn, &seal::from_config(config)?, now)
+    store::reseal(conn, &configured_sealer(config, "keys reseal")?, now)
 }
 
 pub fn list(conn: &mut DbConn) -> Result<Vec<KeyRecord>, ApiError> {

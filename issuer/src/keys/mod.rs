@@ -527,8 +527,9 @@ fn ensure_sealer_opens_ring(conn: &mut DbConn, sealer: &Sealer) -> Result<(), Ap
             .map(drop)
             .map_err(|e| {
                 ApiError::Internal(format!(
-                    "the key ring is left unchanged: {e} (if that secret is lost, `keys rotate \
-                     --replace-unopenable` makes a new key under this one)"
+                    "the key ring is left unchanged: {e}. Check that GATEHOUSE_KEY_ENCRYPTION_KEY \
+                     is the replicas' secret; only if that secret is lost, `keys rotate \
+                     --replace-unopenable` makes a new key under the one set here"
                 ))
             }),
         None => Ok(()),

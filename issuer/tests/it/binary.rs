@@ -317,6 +317,18 @@ fn cli_commands() {
             "{args:?}"
         );
     }
+    // A shell without the replicas' environment: no command makes a database of its own to act
+    // on (a `keys rotate` after a leak reported success there, the leaked key still signing),
+    // and nothing is left behind.
+    for args in [&["keys", "rotate"][..], &["users", "list"], &["cleanup"]] {
+        let out = run(path, args, "");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("no database at gatehouse.db"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!path.join("gatehouse.db").exists());
     let out = run(path, &["migrate"], "");
     assert!(
         out.status.success(),
@@ -421,6 +433,7 @@ fn cli_commands() {
 fn revocations_push_changes_no_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
+    assert!(run(path, &["migrate"], "").status.success());
     assert!(run(path, &["keys", "rotate"], "").status.success());
     let keys = || String::from_utf8(run(path, &["keys", "list"], "").stdout).unwrap();
     let before = keys();
