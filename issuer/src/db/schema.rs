@@ -64,6 +64,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    sealing_secrets (fingerprint) {
+        fingerprint -> Text,
+        last_seen -> BigInt,
+    }
+}
+
+diesel::table! {
     lockouts (user_id) {
         user_id -> Text,
         failures -> Integer,
@@ -93,5 +100,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     signing_keys,
     lockouts,
     audit_events,
-    token_lifetimes
+    token_lifetimes,
+    sealing_secrets
 );

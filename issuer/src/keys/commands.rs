@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use gatehouse_shared::SigningKey;
 
 use super::store::{self, ACTIVE, KeyRecord, REVOKED, Resealed};
-use super::{KEY_REVOCATION_SECS, ensure_sealer_opens_ring, import, read_key_file, seal};
+use super::{KEY_REVOCATION_SECS, ensure_sealer_opens_ring, import, read_key_file, seal, witness};
 use crate::config::Config;
 use crate::db::DbConn;
 use crate::db::schema::signing_keys;
@@ -20,6 +20,7 @@ use crate::revoker::Revocations;
 pub fn rotate(conn: &mut DbConn, config: &Config, now: i64) -> Result<SigningKey, ApiError> {
     let sealer = seal::from_config(config)?;
     ensure_sealer_opens_ring(conn, &sealer)?;
+    witness::ensure_replicas_hold(conn, &sealer, "keys rotate")?;
     store::rotate_now(conn, &sealer, now, "keys rotate")
 }
 
@@ -61,6 +62,7 @@ pub fn import_file(
 ) -> Result<(SigningKey, bool), ApiError> {
     let sealer = seal::from_config(config)?;
     ensure_sealer_opens_ring(conn, &sealer)?;
+    witness::ensure_replicas_hold(conn, &sealer, "keys import")?;
     let key = read_key_file(path)?;
     let new = import(conn, &sealer, &key, now)?;
     Ok((key, new))
@@ -101,7 +103,9 @@ pub fn revoke(revocations: &mut Revocations<'_>, kid: &str) -> Result<(), ApiErr
 /// `keys reseal`: every stored private key under the current key-encryption key, after that
 /// secret was rotated (the earlier one in `GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS`).
 pub fn reseal(conn: &mut DbConn, config: &Config, now: i64) -> Result<Resealed, ApiError> {
-    store::reseal(conn, &configured_sealer(config, "keys reseal")?, now)
+    let sealer = configured_sealer(config, "keys reseal")?;
+    witness::ensure_replicas_hold(conn, &sealer, "keys reseal")?;
+    store::reseal(conn, &sealer, now)
 }
 
 pub fn list(conn: &mut DbConn) -> Result<Vec<KeyRecord>, ApiError> {

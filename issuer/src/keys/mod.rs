@@ -6,6 +6,7 @@
 mod commands;
 mod seal;
 mod store;
+pub mod witness;
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -96,6 +97,10 @@ impl KeyRing {
     ) -> Result<Self, ApiError> {
         let sealer = seal::from_config(config)?;
         let state = build_state(conn, config, &sealer, now, key_file)?;
+        // A replica's secret, which commands may then seal keys under; not a command's own.
+        if key_file == KeyFile::Required {
+            witness::record(conn, &sealer, now)?;
+        }
         Ok(Self {
             sealer,
             config: config.clone(),

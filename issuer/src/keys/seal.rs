@@ -14,6 +14,7 @@ use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use gatehouse_shared::SigningKey;
+use sha2::Digest as _;
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -30,6 +31,8 @@ const FALLBACKS_SETTING: &str = "GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS";
 #[derive(Clone)]
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    /// Names the current secret without revealing it (`witness`).
+    fingerprint: String,
     /// Earlier secrets: they open keys sealed before a rotation of the secret, never seal.
     fallbacks: Vec<XChaCha20Poly1305>,
 }
@@ -54,8 +57,14 @@ fn aad(kid: &str) -> Vec<u8> {
 impl Sealer {
     /// From the configured secret: 32 random bytes in base64 or base64url, padding optional.
     pub fn from_secret(secret: &str) -> Result<Self, String> {
+        let key = key_bytes(secret, SETTING)?;
+        // SHA-256 of 32 random bytes, domain-separated: it names the secret and cannot be
+        // turned back into it.
+        let digest =
+            sha2::Sha256::digest([b"gatehouse key-encryption-key v1\0".as_slice(), &key].concat());
         Ok(Self {
-            cipher: cipher(secret, SETTING)?,
+            cipher: XChaCha20Poly1305::new(&key.into()),
+            fingerprint: URL_SAFE_NO_PAD.encode(digest),
             fallbacks: Vec::new(),
         })
     }
@@ -63,9 +72,15 @@ impl Sealer {
     /// Adds earlier secrets, comma-separated, each in the form of [`Self::from_secret`].
     pub fn with_fallbacks(mut self, secrets: &str) -> Result<Self, String> {
         for secret in secrets.split(',').filter(|s| !s.trim().is_empty()) {
-            self.fallbacks.push(cipher(secret, FALLBACKS_SETTING)?);
+            let key = key_bytes(secret, FALLBACKS_SETTING)?;
+            self.fallbacks.push(XChaCha20Poly1305::new(&key.into()));
         }
         Ok(self)
+    }
+
+    /// The current secret's fingerprint.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// A new random secret, base64url.
@@ -138,19 +153,18 @@ impl Sealer {
     }
 }
 
-fn cipher(secret: &str, setting: &str) -> Result<XChaCha20Poly1305, String> {
+fn key_bytes(secret: &str, setting: &str) -> Result<[u8; 32], String> {
     let trimmed = secret.trim().trim_end_matches('=');
     let bytes = URL_SAFE_NO_PAD
         .decode(trimmed)
         .or_else(|_| STANDARD_NO_PAD.decode(trimmed))
         .map_err(|_| format!("{setting} is not base64"))?;
-    let key: [u8; 32] = bytes.try_into().map_err(|_| {
+    bytes.try_into().map_err(|_| {
         format!(
             "{setting} must be 32 random bytes in base64 (43 or 44 characters; `openssl rand \
              -base64 32` makes one)"
         )
-    })?;
-    Ok(XChaCha20Poly1305::new(&key.into()))
+    })
 }
 
 /// The sealer from configuration. Without `GATEHOUSE_KEY_ENCRYPTION_KEY`, a development run

@@ -166,9 +166,15 @@ async fn the_key_encryption_key_rotates_through_fallbacks_and_reseal(backend: Ba
         assert!(sealer.open(&row.kid, &sealed).is_ok(), "{}", row.kid);
     }
 
-    // A key no configured secret opens is reported by its kid, never resealed or dropped.
+    // A key no configured secret opens is reported by its kid, never resealed or dropped (the
+    // secret here one a replica has run with, as a replica of another ring would have).
     let mut stranger = only_new.clone();
-    stranger.key_encryption_key = Some(secret());
+    let stranger_secret = secret();
+    let stranger_sealer = Sealer::from_secret(stranger_secret.expose()).unwrap();
+    app.store()
+        .run_sync(|c| keys::witness::record(c, &stranger_sealer, now))
+        .unwrap();
+    stranger.key_encryption_key = Some(stranger_secret);
     let report = app
         .store()
         .run_sync(|c| keys::reseal(c, &stranger, now))
@@ -195,6 +201,8 @@ async fn a_replica_that_cannot_read_its_ring_stops_signing(backend: Backend) {
     let mut elsewhere = app.config.clone();
     elsewhere.key_encryption_key = Some(secret());
     elsewhere.key_encryption_key_fallbacks = Some(Secret::new(format!("{},", old.expose())));
+    // Another replica, already on the new secret, rotates a key in under it.
+    let _replica = app.replica_with(|c| *c = elsewhere.clone()).await;
     let now = app.clock().now();
     app.store()
         .run_sync(move |c| keys::rotate(c, &elsewhere, now))
@@ -252,8 +260,56 @@ fn session_count(
     Ok(sessions::table.count().get_result(conn)?)
 }
 
+/// A shell whose new secret is mistyped, with the real one as the fallback: the ring opens (by
+/// the fallback), so the ring's own check passes, but keys sealed under the mistyped secret
+/// would open on no replica. `keys reseal`, `keys rotate` and `keys import` refuse it, since no
+/// replica has run with it, and change nothing.
+async fn a_secret_no_replica_holds_seals_nothing(backend: Backend) {
+    let real = secret();
+    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(real.clone())).await;
+    let mut mistyped = app.config.clone();
+    mistyped.key_encryption_key = Some(secret());
+    mistyped.key_encryption_key_fallbacks = Some(real.clone());
+    let now = app.clock().now();
+    let before = app.store().run_sync(keys::list).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("k.jwk");
+    let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    std::fs::write(&key_file, key.to_private_jwk_json().unwrap()).unwrap();
+    let (a, b, c) = (mistyped.clone(), mistyped.clone(), mistyped);
+    let refusals = [
+        app.store()
+            .run_sync(move |conn| keys::reseal(conn, &a, now).map(drop))
+            .err(),
+        app.store()
+            .run_sync(move |conn| keys::rotate(conn, &b, now).map(drop))
+            .err(),
+        app.store()
+            .run_sync(move |conn| keys::import_file(conn, &c, &key_file, now).map(drop))
+            .err(),
+    ];
+    for refusal in refusals {
+        let refusal = refusal.expect("refused").to_string();
+        assert!(refusal.contains("no replica has run with"), "{refusal}");
+    }
+    let after = app.store().run_sync(keys::list).unwrap();
+    let ring = |rows: &[keys::KeyRecord]| {
+        rows.iter()
+            .map(|r| {
+                (
+                    r.kid.clone(),
+                    r.status.clone(),
+                    r.sealed_private_jwk.clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ring(&after), ring(&before), "the ring is unchanged");
+}
+
 crate::on_both_backends!(
     replicas_share_the_sealed_key_ring,
     the_key_encryption_key_rotates_through_fallbacks_and_reseal,
+    a_secret_no_replica_holds_seals_nothing,
     a_replica_that_cannot_read_its_ring_stops_signing,
 );
