@@ -18,6 +18,19 @@ const MAX_DB_TIMEOUT_MS: u32 = 3_600_000;
 /// default key-set TTL (`KEYS_TTL_SECS`, `ttlSeconds`).
 const MIN_PUBLISH_AHEAD_SECS: u32 = 300;
 
+/// Whether `path` is under `dir`, however either is written: relative or absolute, with `./`,
+/// or through a symlink (when both exist).
+fn is_within(path: &std::path::Path, dir: &std::path::Path) -> bool {
+    let lexical = |p: &std::path::Path| std::path::absolute(p).ok();
+    let resolved = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    let under = |p: Option<std::path::PathBuf>, d: Option<std::path::PathBuf>| {
+        p.zip(d).is_some_and(|(p, d)| p.starts_with(d))
+    };
+    path.starts_with(dir)
+        || under(lexical(path), lexical(dir))
+        || under(resolved(path), resolved(dir))
+}
+
 impl Config {
     /// `user_scopes` that every user could ask for: `admin`, or a name that is not a scope.
     fn user_scopes_problem(&self) -> Option<String> {
@@ -157,7 +170,7 @@ impl Config {
         if self
             .signing_key_file
             .as_ref()
-            .is_some_and(|p| p.starts_with(&self.data_dir))
+            .is_some_and(|p| is_within(p, &self.data_dir))
         {
             problems.push(
                 "GATEHOUSE_SIGNING_KEY_FILE points into the data directory, where development \
@@ -220,6 +233,7 @@ fn is_loopback_or_plain_http(url: &str) -> bool {
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use std::path::Path;
 
     fn production() -> Config {
         Config {
@@ -348,7 +362,7 @@ mod tests {
     #[test]
     fn production_refuses_each_unsafe_setting_by_name() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 8] = [
+        let cases: [(&str, Change); 10] = [
             ("GATEHOUSE_KEY_ENCRYPTION_KEY", |c| {
                 c.key_encryption_key = None;
             }),
@@ -372,6 +386,14 @@ mod tests {
             }),
             ("GATEHOUSE_SIGNING_KEY_FILE", |c| {
                 c.signing_key_file = Some(c.data_dir.join("keys/dev.jwk"));
+            }),
+            // The same place, written otherwise.
+            ("GATEHOUSE_SIGNING_KEY_FILE", |c| {
+                c.signing_key_file = Some(Path::new(".").join(&c.data_dir).join("k.jwk"));
+            }),
+            ("GATEHOUSE_SIGNING_KEY_FILE", |c| {
+                let cwd = std::env::current_dir().unwrap_or_default();
+                c.signing_key_file = Some(cwd.join(&c.data_dir).join("k.jwk"));
             }),
         ];
         for (setting, unsafe_change) in cases {
