@@ -387,6 +387,8 @@ pub fn open_for_command(config: &Config, create: bool) -> Result<Db, String> {
     if let DbUrl::Sqlite(path) = &url
         && !create
         && path != ":memory:"
+        // A `file:` URI names its file in its own syntax; SQLite is left to read it.
+        && !path.starts_with("file:")
         && !std::path::Path::new(path).exists()
     {
         return Err(format!(

@@ -273,6 +273,7 @@ impl KeyRing {
     /// a scheduled key when its time comes, and drops retired keys whose grace has ended.
     pub fn refresh(&self, conn: &mut DbConn, now: i64) -> Result<(), ApiError> {
         let state = build_state(conn, &self.config, &self.sealer, now, KeyFile::IfReadable)?;
+        witness::record(conn, &self.sealer, now)?;
         // Never back in time: a slow maintenance read that began before a request's re-read
         // must not replace the ring that re-read installed (it may lack a rotated-in key).
         if let Ok(mut slot) = self.state.write()

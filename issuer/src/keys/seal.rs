@@ -33,6 +33,8 @@ pub struct Sealer {
     cipher: XChaCha20Poly1305,
     /// Names the current secret without revealing it (`witness`).
     fingerprint: String,
+    /// The fallbacks' fingerprints: secrets being rotated away from.
+    fallback_fingerprints: Vec<String>,
     /// Earlier secrets: they open keys sealed before a rotation of the secret, never seal.
     fallbacks: Vec<XChaCha20Poly1305>,
 }
@@ -58,13 +60,10 @@ impl Sealer {
     /// From the configured secret: 32 random bytes in base64 or base64url, padding optional.
     pub fn from_secret(secret: &str) -> Result<Self, String> {
         let key = key_bytes(secret, SETTING)?;
-        // SHA-256 of 32 random bytes, domain-separated: it names the secret and cannot be
-        // turned back into it.
-        let digest =
-            sha2::Sha256::digest([b"gatehouse key-encryption-key v1\0".as_slice(), &key].concat());
         Ok(Self {
             cipher: XChaCha20Poly1305::new(&key.into()),
-            fingerprint: URL_SAFE_NO_PAD.encode(digest),
+            fingerprint: fingerprint_of(&key),
+            fallback_fingerprints: Vec::new(),
             fallbacks: Vec::new(),
         })
     }
@@ -74,6 +73,7 @@ impl Sealer {
         for secret in secrets.split(',').filter(|s| !s.trim().is_empty()) {
             let key = key_bytes(secret, FALLBACKS_SETTING)?;
             self.fallbacks.push(XChaCha20Poly1305::new(&key.into()));
+            self.fallback_fingerprints.push(fingerprint_of(&key));
         }
         Ok(self)
     }
@@ -81,6 +81,11 @@ impl Sealer {
     /// The current secret's fingerprint.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The fallbacks' fingerprints.
+    pub fn fallback_fingerprints(&self) -> &[String] {
+        &self.fallback_fingerprints
     }
 
     /// A new random secret, base64url.
@@ -151,6 +156,14 @@ impl Sealer {
             .ok_or_else(|| format!("signing key {kid}: the sealed key is damaged"))?;
         Ok((key, under))
     }
+}
+
+/// SHA-256 of the 32 random bytes, domain-separated: it names the secret and cannot be turned
+/// back into it.
+fn fingerprint_of(key: &[u8; 32]) -> String {
+    let digest =
+        sha2::Sha256::digest([b"gatehouse key-encryption-key v1\0".as_slice(), key].concat());
+    URL_SAFE_NO_PAD.encode(digest)
 }
 
 fn key_bytes(secret: &str, setting: &str) -> Result<[u8; 32], String> {
