@@ -402,11 +402,19 @@ fn revocations_push() -> Result<(), String> {
             {
                 Push::Landed => println!("pushed to {url}"),
                 Push::EdgeHolds(held) => {
+                    // One edge's comparison failing must not keep the list from the others.
                     let behind = match held {
-                        Some(held) => database_behind(&db, held)
-                            .await
-                            .map_err(fail)?
-                            .map(|ours| (held, ours)),
+                        Some(held) => match database_behind(&db, held).await {
+                            Ok(ours) => ours.map(|ours| (held, ours)),
+                            Err(e) => {
+                                failed += 1;
+                                eprintln!(
+                                    "{url} holds seq {held}; comparing it with this database \
+                                     failed: {e}"
+                                );
+                                continue;
+                            }
+                        },
                         None => None,
                     };
                     if let Some((held, ours)) = behind {
