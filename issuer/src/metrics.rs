@@ -105,8 +105,9 @@ impl Default for Metrics {
         let db_unavailable = DbUnavailable::default();
         registry.register(
             "db_unavailable",
-            "Database calls answered 503, by reason: busy (no free connection in time), \
-             no_connection, timed_out (past db_timeout_ms), lost (the server went away)",
+            "Database calls answered 503, by reason: busy (no free connection or blocking \
+             thread in time), no_connection, timed_out (past db_timeout_ms), lost (the server \
+             went away)",
             db_unavailable.clone(),
         );
         let requests = Family::<RequestLabels, Counter>::default();

@@ -279,7 +279,8 @@ impl Db {
         let applied = match &mut *conn {
             DbConn::Postgres(c) => {
                 c.batch_execute(&format!(
-                    "SET statement_timeout = 0; SELECT pg_advisory_lock({MIGRATION_LOCK})"
+                    "{}; SELECT pg_advisory_lock({MIGRATION_LOCK})",
+                    statement_timeout(0)
                 ))
                 .map_err(|e| format!("migration lock: {e}"))?;
                 let applied = c.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len());

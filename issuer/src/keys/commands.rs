@@ -18,10 +18,22 @@ use crate::revoker::Revocations;
 /// `keys rotate`: a new key signs from now on; the old one stays published for its grace.
 /// Verifiers learn the new kid from the JWKS (the edge refetches it on an unknown kid).
 pub fn rotate(conn: &mut DbConn, config: &Config, now: i64) -> Result<SigningKey, ApiError> {
+    let sealer = ring_sealer(conn, config, "keys rotate")?;
+    store::rotate_now(conn, &sealer, now, "keys rotate")
+}
+
+/// The sealer a command adds a key to the ring under: the configured secret, refused unless it
+/// opens the active key (a shell without the replicas' secret) and a replica runs with it (a
+/// mistyped one, given with the real one as the fallback).
+fn ring_sealer(
+    conn: &mut DbConn,
+    config: &Config,
+    command: &str,
+) -> Result<seal::Sealer, ApiError> {
     let sealer = seal::from_config(config)?;
     ensure_sealer_opens_ring(conn, &sealer)?;
-    witness::ensure_replicas_hold(conn, &sealer, "keys rotate")?;
-    store::rotate_now(conn, &sealer, now, "keys rotate")
+    witness::ensure_replicas_hold(conn, &sealer, command)?;
+    Ok(sealer)
 }
 
 /// `keys rotate --replace-unopenable`: the recovery when the secret that sealed the active key
@@ -60,9 +72,7 @@ pub fn import_file(
     path: &Path,
     now: i64,
 ) -> Result<(SigningKey, bool), ApiError> {
-    let sealer = seal::from_config(config)?;
-    ensure_sealer_opens_ring(conn, &sealer)?;
-    witness::ensure_replicas_hold(conn, &sealer, "keys import")?;
+    let sealer = ring_sealer(conn, config, "keys import")?;
     let key = read_key_file(path)?;
     let new = import(conn, &sealer, &key, now)?;
     Ok((key, new))
