@@ -275,7 +275,7 @@ async fn authorize(
         return Err(reply::unavailable(code, text));
     }
     let Some(mut verifier) = keys::verifier(env, config).await else {
-        return Err(reply::unavailable("keys_unavailable", sync::NO_KEYS));
+        return Err(reply::keys_unavailable());
     };
     let mut result = state::verify(&verifier, config, &token, now).await;
     if matches!(&result, Err(e) if e.code() == ErrorCode::UnknownKid)

@@ -162,7 +162,7 @@ async fn push(mut req: Request, env: &Env) -> Response {
         // Not durable at the edge: the issuer must retry rather than believe it delivered.
         Err(SyncError::KvWrite(e)) => reply::unavailable("kv_write_failed", &e),
         // The same answer a request gets: the issuer retries it, as it should.
-        Err(SyncError::NoKeys) => reply::unavailable("keys_unavailable", sync::NO_KEYS),
+        Err(SyncError::NoKeys) => reply::keys_unavailable(),
         // A fresh list is taken: the issuer's next push is one.
         Err(SyncError::TooOld(e)) => reply::json(
             400,

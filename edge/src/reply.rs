@@ -75,6 +75,11 @@ pub fn method_not_allowed() -> Response {
     )
 }
 
+/// 503 when the edge has no keys at all, for a request and for a pushed list alike.
+pub fn keys_unavailable() -> Response {
+    unavailable("keys_unavailable", "the issuer's keys could not be loaded")
+}
+
 /// 503 for operational reasons (no keys, no fresh revocation list, misconfiguration).
 pub fn unavailable(code: &str, description: &str) -> Response {
     json_response(

@@ -80,14 +80,11 @@ impl core::fmt::Display for SyncError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::Snapshot(e) => e.fmt(f),
-            Self::NoKeys => f.write_str(NO_KEYS),
+            Self::NoKeys => f.write_str("no keys to verify it with"),
             Self::KvWrite(e) | Self::TooOld(e) => f.write_str(e),
         }
     }
 }
-
-/// What a request or a list gets when the edge has no keys at all.
-pub const NO_KEYS: &str = "the issuer's keys could not be loaded";
 
 impl From<SnapshotError> for SyncError {
     fn from(e: SnapshotError) -> Self {

@@ -40,8 +40,9 @@ pub(super) fn not_set(name: &str) -> String {
     format!("{name} is not set")
 }
 
-/// What the worker would report about its required vars, URL and path-rule settings (`var` reads one), for a
-/// check made before a deploy: the rules `Config::from_env` applies, without an `Env`.
+/// What the worker would report about its required vars, URL and path-rule settings (`var`
+/// reads one), for a check made before a deploy: the rules `Config::from_env` applies, without
+/// an `Env`.
 pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
     let mut problems = Vec::new();
     // Blank is unset, as the worker reads it.
