@@ -13,9 +13,17 @@ before(() => {
   ({ app } = installPacked());
 });
 
+const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+/** The issuer's answer with the `n`th token set of session `s1`, valid `expiresIn` seconds. */
+const tokenBody = (n, expiresIn = 60) => ({
+  access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n })}.x`,
+  refresh_token: `r${n}`,
+  expires_in: expiresIn,
+  token_type: 'Bearer',
+});
+
 test('GatehouseClient: a 200 without tokens is invalid_response, a refusing storage still reaches the other tabs, another issuer takes nothing', { timeout: 60000 }, async () => {
   const { GatehouseClient, createRemoteVerifier, GatehouseError } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
-  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
   const issuer = async () => new Response(JSON.stringify({
     access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1' })}.x`,
     refresh_token: 'r1',
@@ -63,13 +71,7 @@ test('GatehouseClient: a 200 without tokens is invalid_response, a refusing stor
 
 test('GatehouseClient off a page: no tab channel, relative origins ignored, bounded token calls, a failed timer refresh retried', { timeout: 60000 }, async () => {
   const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
-  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
-  const tokens = (n) => ({
-    access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n })}.x`,
-    refresh_token: `r${n}`,
-    expires_in: 2,
-    token_type: 'Bearer',
-  });
+  const tokens = (n) => tokenBody(n, 2);
   let issued = 0;
   let down = false;
   const issuer = async (url, init) => {
@@ -171,19 +173,13 @@ test('GatehouseClient off a page: no tab channel, relative origins ignored, boun
 
 test('GatehouseClient: options it cannot use, a fetch that needs its own this, handlers that throw, bodies that are no object, an expiry past setTimeout, a storage that refuses a later write', { timeout: 60000 }, async () => {
   const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
-  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
   let issued = 0;
   let expiresIn = 60;
   // As a browser's fetch does: called on anything but the global object, it throws.
   function strictFetch(url, init) {
     if (this !== undefined && this !== globalThis) throw new TypeError('Illegal invocation');
     issued += 1;
-    return Promise.resolve(new Response(JSON.stringify({
-      access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n: issued })}.x`,
-      refresh_token: `r${issued}`,
-      expires_in: expiresIn,
-      token_type: 'Bearer',
-    })));
+    return Promise.resolve(new Response(JSON.stringify(tokenBody(issued, expiresIn))));
   }
   for (const options of [{ refreshAheadSeconds: NaN }, { refreshAheadSeconds: 'sixty' }, { requestTimeoutSeconds: 0 }, { requestTimeoutSeconds: Infinity }]) {
     assert.throws(() => new GatehouseClient({ issuer: 'https://i.test', ...options }), (e) => e.code === 'invalid_options', JSON.stringify(options));
@@ -294,12 +290,7 @@ test('GatehouseClient: the Retry-After of a 429 or 503 reaches the app as retryA
 
 test('GatehouseClient: a refresh whose answer was lost on the way back is asked again at once, inside the grace window', async () => {
   const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
-  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
-  const tokens = (n) => ({
-    access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n })}.x`,
-    refresh_token: `r${n}`,
-    expires_in: 600,
-  });
+  const tokens = (n) => tokenBody(n, 600);
   // The issuer: rotates r1 to r2 once, and within its grace hands r2 back to a retry of r1. The
   // first rotation's answer is lost (a connection dropped after the commit).
   const calls = [];
@@ -393,19 +384,13 @@ test('GatehouseClient on a server: no refresh timer keeps Node running, a relati
   assert.deepEqual([run.signal, run.status, run.stdout.trim()], [null, 0, 'signed in'], run.stderr);
 
   const { GatehouseClient } = await import(entry);
-  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
   let issued = 0;
   const sent = [];
   const fetch = async (input, init) => {
     const url = String(input.url ?? input);
     if (url.endsWith('/v1/token')) {
       issued += 1;
-      return new Response(JSON.stringify({
-        access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n: issued })}.x`,
-        refresh_token: `r${issued}`,
-        expires_in: 60,
-        token_type: 'Bearer',
-      }));
+      return new Response(JSON.stringify(tokenBody(issued)));
     }
     sent.push(await input.text());
     return new Response('{"code":"expired"}', { status: 401 });
@@ -432,7 +417,6 @@ test('GatehouseClient on a server: no refresh timer keeps Node running, a relati
 
 test("GatehouseClient: tabs waiting on the refresh lock take the issuer's refusal of the holder's refresh, and try the token themselves after its network failure", { timeout: 60000 }, async () => {
   const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
-  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
   let issued = 0;
   let mode = 'answer';
   const presented = [];
@@ -447,12 +431,7 @@ test("GatehouseClient: tabs waiting on the refresh lock take the issuer's refusa
       if (mode === 'drop') throw new TypeError('fetch failed');
     }
     issued += 1;
-    return new Response(JSON.stringify({
-      access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n: issued })}.x`,
-      refresh_token: `r${issued}`,
-      expires_in: 60,
-      token_type: 'Bearer',
-    }));
+    return new Response(JSON.stringify(tokenBody(issued)));
   };
   // Web Locks as a browser has them, shared by the two "tabs" of this process (Node 20 has none).
   const held = new Map();
@@ -526,16 +505,10 @@ test("GatehouseClient: tabs waiting on the refresh lock take the issuer's refusa
 
 test('GatehouseClient: a tab takes the rotated tokens of its session even when the clock stepped back', { timeout: 60000 }, async () => {
   const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
-  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
   let issued = 0;
   const issuer = async () => {
     issued += 1;
-    return new Response(JSON.stringify({
-      access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n: issued })}.x`,
-      refresh_token: `r${issued}`,
-      expires_in: 600,
-      token_type: 'Bearer',
-    }));
+    return new Response(JSON.stringify(tokenBody(issued, 600)));
   };
   globalThis.document = {};
   const options = { issuer: 'https://i.test', fetch: issuer, autoRefresh: false, channelName: 'gatehouse:clock' };

@@ -14,14 +14,14 @@
 // Refreshes: the issuer rotates the refresh token on every use and treats a second rotation
 // of one token after its grace window as theft, ending the session. So a refresh runs under a
 // Web Lock (`navigator.locks`) shared by every tab; a tab that finds the lock held waits for the
-// holder's broadcast tokens, or the issuer's refusal it broadcast, and does not call the issuer. Without Web Locks, refreshes are
-// single-flight within a tab, and two tabs racing fall inside the issuer's grace window, which
+// holder's broadcast tokens, or the issuer's refusal it broadcast, and does not call the issuer.
+// Without Web Locks, refreshes are single-flight within a tab, and two tabs racing fall inside the issuer's grace window, which
 // hands both the same successor.
 //
 // Which tokens win: every token set carries its session (`sid`, from the access token), how many
 // refreshes it is from the login, and when it was received. A tab keeps the newest set it has
-// seen (of one session, the most rotated; of two, the later received), never takes back a session it saw
-// end, and acts on an answer (new tokens, a refusal) only if it still holds the tokens it asked
+// seen (of one session, the most rotated; of two, the later received), never takes back a
+// session it saw end, and acts on an answer (new tokens, a refusal) only if it still holds the tokens it asked
 // with, so a late reply can neither undo a logout nor end a newer session.
 
 // A tab that got the refresh lock at once still lets messages already on their way arrive.
@@ -93,9 +93,8 @@ export class GatehouseClient {
   #closing = null;
   #listeners = new Map();
   #waiters = new Set();
-  /** The last refresh failure a tab reported, `{ n, token, error }`, and how many there were. */
+  /** The last refresh failure a tab reported, `{ n, token, error }`: the `n`th so far. */
   #failure = null;
-  #failures = 0;
 
   constructor(options = {}) {
     this.#issuer = (options.issuer ?? '').replace(/\/$/, '');
@@ -187,7 +186,7 @@ export class GatehouseClient {
     await this.ready;
     const stale = this.#tokens?.refreshToken;
     if (!stale) throw new GatehouseClientError('signed_out', 'no session to refresh');
-    const failuresBefore = this.#failures;
+    const failuresBefore = this.#failure?.n ?? 0;
     const failedMeanwhile = () => this.#failure?.token === stale && this.#failure.n > failuresBefore;
     this.#refreshing ??= this.#exclusive(async (contended) => {
       // Another tab held the lock: it was refreshing this very token, so wait for its tokens,
@@ -224,7 +223,7 @@ export class GatehouseClient {
       const refused = new GatehouseClientError(codeOf(body, 'refresh_failed'), textOf(body, `HTTP ${response.status}`), retryAfterOf(response));
       // The issuer answered and rotated nothing: the tabs waiting for this token take the answer.
       // Not a network failure, after which the issuer may have rotated the token: a waiting
-      // tab's try, inside the grace window, is then what keeps the session.
+      // tab's own try, if soon enough for the grace window, is then what keeps the session.
       this.#post({ type: 'refreshFailed', token: stale, code: refused.code, message: refused.message, retryAfter: refused.retryAfter });
       throw refused;
     }
@@ -392,6 +391,11 @@ export class GatehouseClient {
     return done ? done.value : locks.request(this.#lock, () => task(true));
   }
 
+  /** Lets every `#changed` waiter look again. */
+  #wake() {
+    for (const check of [...this.#waiters]) check();
+  }
+
   /** Resolves when the refresh token is no longer `stale`, or `failed()`, or after `ms`. */
   #changed(stale, ms, failed) {
     return new Promise((resolve) => {
@@ -424,7 +428,7 @@ export class GatehouseClient {
       tokens = { ...tokens, capped: true };
     }
     this.#tokens = tokens;
-    for (const check of [...this.#waiters]) check();
+    this.#wake();
     this.#schedule();
     // The other tabs first: they still hold the refresh token the issuer has just rotated, and
     // one that used it again after the grace window would end the session.
@@ -446,7 +450,7 @@ export class GatehouseClient {
     // A token without `sid` (not this issuer's kind) names no session to refuse later.
     if (sid !== undefined) this.#ended.add(sid);
     this.#tokens = null;
-    for (const check of [...this.#waiters]) check();
+    this.#wake();
     clearTimeout(this.#timer);
     // The other tabs first, as for new tokens: a storage that refuses must not keep them in.
     if (broadcast) this.#post({ type: 'end', event, sid });
@@ -537,9 +541,8 @@ export class GatehouseClient {
       const code = typeof message.code === 'string' && message.code !== 'session_revoked' ? message.code : 'refresh_failed';
       const error = new GatehouseClientError(code, `another tab's refresh failed: ${message.message}`,
         Number.isFinite(message.retryAfter) ? message.retryAfter : undefined);
-      this.#failures += 1;
-      this.#failure = { n: this.#failures, token: message.token, error };
-      for (const check of [...this.#waiters]) check();
+      this.#failure = { n: (this.#failure?.n ?? 0) + 1, token: message.token, error };
+      this.#wake();
     } else if (message.type === 'hello' && this.#tokens) {
       this.#post({ type: 'tokens', tokens: this.#tokens, event: 'signedIn' });
     }
