@@ -4,84 +4,21 @@
 
 use std::rc::Rc;
 
-use gatehouse_shared::{AccessClaims, ErrorCode, bearer_token};
+use gatehouse_shared::{AccessClaims, ErrorBody, ErrorCode, bearer_token};
 use serde::Serialize;
 use worker::js_sys::{Array, Function, Promise};
 use worker::wasm_bindgen::prelude::*;
 use worker::web_sys::{
-    Headers, Request, RequestCache, RequestInit, RequestRedirect, Response, ResponseInit,
+    Headers, RequestCache, RequestInit, RequestRedirect, Response, ResponseInit,
 };
 use worker::{Context, Env, wasm_bindgen_futures::JsFuture};
 
 use crate::config::{Config, StalePolicy};
 use crate::fastpath::{self, Due};
-use crate::{keys, path, reply, state, sync};
+use crate::incoming::{Incoming, authority, is_safe_method};
+use crate::{keys, reply, state, sync};
 
 const IDENTITY_PREFIX: &str = "x-gatehouse-";
-
-/// The request as the runtime hands it over, with its URL and headers read once. The hot path
-/// stays on the runtime's own types: `worker::Request` would also read the method, the `cf`
-/// object and the path into wasm for every request, whether or not anything looks at them.
-pub struct Incoming {
-    raw: Request,
-    /// The URL as the runtime routed it: its host for `X-Forwarded-Host` and the `Origin` check.
-    url: String,
-    /// The canonical path (`crate::path`): what every rule matches and what the origin gets.
-    path: String,
-    /// `?query` as sent, or empty.
-    query: String,
-    method: String,
-    headers: Headers,
-}
-
-impl Incoming {
-    /// Refuses a path that origin routers could read differently from the gate.
-    pub fn new(raw: Request) -> Result<Self, path::Refused> {
-        let url = raw.url();
-        let path_and_query = path_and_query(&url);
-        let path_len = path_and_query.find('?').unwrap_or(path_and_query.len());
-        let (path, query) = path_and_query.split_at(path_len);
-        // No allocation for the common request without a query.
-        let query = query.to_owned();
-        let path = path::canonical(path)?;
-        // Every protected request reads it (the preflight check), and a forward again.
-        let method = raw.method();
-        let headers = raw.headers();
-        Ok(Self {
-            raw,
-            url,
-            path,
-            query,
-            method,
-            headers,
-        })
-    }
-
-    /// The canonical path, without query or fragment.
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
-    pub fn method(&self) -> &str {
-        &self.method
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).ok().flatten()
-    }
-
-    /// Whether the request's bearer token is `secret`: `None` when it sends none.
-    pub fn bearer_matches(&self, secret: Option<&crate::config::Secret>) -> Option<bool> {
-        let authorization = self.header("authorization");
-        let token = bearer_token(authorization.as_deref())?;
-        Some(secret.is_some_and(|secret| secret.matches(token)))
-    }
-
-    /// The `worker` crate's request, for the control routes that read a body.
-    pub fn into_worker(self) -> worker::Request {
-        worker::Request::from(self.raw)
-    }
-}
 
 fn misconfigured() -> Response {
     reply::unavailable(
@@ -139,7 +76,8 @@ pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Answer {
         return misconfigured().into();
     }
     let path = req.path();
-    if config.is_public(path) {
+    // A public path's `COPY` or `MOVE` to a protected one is not public.
+    if config.is_public(path) && req.destination_path().is_none_or(|to| config.is_public(to)) {
         return forward(req, &config, Pass::Public);
     }
     if config.forward_preflights && is_preflight(req) {
@@ -241,7 +179,8 @@ async fn refresh(env: &Env, ctx: &Context, config: &Rc<Config>) {
     }
 }
 
-/// Verifies the request's token, checks revocation, and, for a `path`, that route's scope.
+/// Verifies the request's token, checks revocation, and, for a `path`, that route's scope and
+/// its `Destination`'s.
 async fn authorize(
     req: &Incoming,
     env: &Env,
@@ -291,13 +230,15 @@ async fn authorize(
     if state::with_revocations(|list| list.check(&claims).is_some()) {
         return Err(reply::unauthorized(realm, ErrorCode::Revoked));
     }
-    let required = path.map(|p| config.required_scopes(p)).unwrap_or_default();
-    if let Some(scope) = required
+    for route in [path, path.and(req.destination_path())]
         .into_iter()
         .flatten()
-        .find(|scope| !claims.has_scope(scope))
     {
-        return Err(reply::insufficient_scope(realm, scope));
+        for scope in config.required_scopes(route).into_iter().flatten() {
+            if !claims.has_scope(scope) {
+                return Err(reply::insufficient_scope(realm, scope));
+            }
+        }
     }
     Ok(claims)
 }
@@ -383,11 +324,6 @@ fn proxy_names_a_safe_method(req: &Incoming) -> bool {
     named.iter().any(Option::is_some) && named.iter().flatten().all(|m| is_safe_method(m))
 }
 
-/// Methods that do not change state (RFC 9110 §9.2.1), as far as the cookie rule goes.
-fn is_safe_method(method: &str) -> bool {
-    matches!(method, "GET" | "HEAD" | "OPTIONS")
-}
-
 /// Whether a browser sent this request from another site with a method that changes state
 /// (not `safe_method`), or to open a WebSocket (a `GET` whose socket then acts for the user): a
 /// token from `TOKEN_COOKIE` is then not read, as a `SameSite` cookie would not have been sent
@@ -422,7 +358,7 @@ fn header_names(headers: &Headers) -> String {
 /// client-sent identity headers and `CLIENT_ROUTING_HEADERS` are dropped, `X-Forwarded-Host`
 /// set to the host the client asked for and, for a verified token, ours added.
 fn forward(req: &Incoming, config: &Config, pass: Pass<'_>) -> Answer {
-    let target = format!("{}{}{}", config.origin_url, req.path, req.query);
+    let target = format!("{}{}{}", config.origin_url, req.path(), req.query);
     // Copied by the runtime in one call.
     let Ok(headers) = Headers::new_with_headers(&req.headers) else {
         return bad_gateway().into();
@@ -436,6 +372,10 @@ fn forward(req: &Incoming, config: &Config, pass: Pass<'_>) -> Answer {
     // routed here, not from a header the client wrote) is what the origin's links and
     // redirects must name.
     let _ = headers.set("x-forwarded-host", authority(&req.url));
+    // The destination the gate checked, in the form the request itself is sent.
+    if let Some(destination) = req.destination_on(&config.origin_url) {
+        let _ = headers.set("destination", &destination);
+    }
     // With every request, public ones too: the origin refuses what lacks it.
     if let Some(secret) = &config.origin_secret {
         let _ = headers.set("x-gatehouse-origin-secret", secret.expose());
@@ -504,25 +444,15 @@ thread_local! {
 }
 
 fn bad_gateway() -> Response {
-    reply::json(
+    reply::error(
         502,
-        &serde_json::json!({"error": "bad_gateway", "code": "origin_unreachable"}),
+        &ErrorBody::new(
+            "bad_gateway",
+            "origin_unreachable",
+            "the origin could not be reached",
+        ),
+        None,
     )
-}
-
-/// The `host[:port]` of an absolute URL.
-fn authority(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    rest.split(['/', '?', '#']).next().unwrap_or_default()
-}
-
-/// `/path?query` of the absolute URL the runtime hands over (already normalised by it), without
-/// a fragment. Plain string work: the url crate's parser would cost ~40 KB of worker size.
-fn path_and_query(url: &str) -> &str {
-    let after_scheme = url.find("://").map_or(0, |i| i + 3);
-    let rest = url.get(after_scheme..).unwrap_or_default();
-    let from_path = rest.find('/').map_or("/", |i| rest.get(i..).unwrap_or("/"));
-    from_path.split('#').next().unwrap_or("/")
 }
 
 /// The origin's response with our `Server-Timing` entry. Fetched responses have immutable
@@ -540,19 +470,7 @@ fn with_timing(response: Response, timing: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::{authority, is_dropped_header, path_and_query};
-
-    #[test]
-    fn authority_is_the_host_and_port() {
-        for (url, expected) in [
-            ("https://edge.example/a?b", "edge.example"),
-            ("http://127.0.0.1:8787", "127.0.0.1:8787"),
-            ("https://edge.example?q", "edge.example"),
-            ("https://edge.example#f", "edge.example"),
-        ] {
-            assert_eq!(authority(url), expected, "{url}");
-        }
-    }
+    use super::is_dropped_header;
 
     #[test]
     fn identity_and_routing_headers_are_dropped_in_either_spelling() {
@@ -586,25 +504,6 @@ mod tests {
             "hostname",
         ] {
             assert!(!is_dropped_header(name), "{name}");
-        }
-    }
-
-    #[test]
-    fn path_and_query_keeps_the_query_and_drops_the_fragment() {
-        for (url, expected) in [
-            ("https://edge.example/", "/"),
-            ("https://edge.example", "/"),
-            (
-                "http://127.0.0.1:8787/api/echo?x=1&y=two",
-                "/api/echo?x=1&y=two",
-            ),
-            (
-                "https://edge.example/a/b?next=https://x/y#frag",
-                "/a/b?next=https://x/y",
-            ),
-            ("https://edge.example/p#/not?query", "/p"),
-        ] {
-            assert_eq!(path_and_query(url), expected, "{url}");
         }
     }
 }

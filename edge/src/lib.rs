@@ -7,6 +7,7 @@ mod config;
 mod entry;
 mod fastpath;
 mod gate;
+mod incoming;
 mod keys;
 mod path;
 mod reply;
@@ -18,9 +19,11 @@ mod webcrypto;
 pub use config::offline_problems;
 
 use entry::Started;
-use gate::{Answer, Incoming};
+use gate::Answer;
+use gatehouse_shared::ErrorBody;
 use gatehouse_shared::SnapshotError;
-use serde_json::json;
+use incoming::Incoming;
+use serde::Serialize;
 use sync::SyncError;
 use worker::wasm_bindgen::{JsValue, prelude::wasm_bindgen};
 use worker::web_sys::Response;
@@ -129,15 +132,25 @@ async fn push(mut req: Request, env: &Env) -> Response {
         .flatten()
         .and_then(|l| l.parse::<usize>().ok());
     let Some(length) = length else {
-        return reply::json(
+        return reply::error(
             411,
-            &json!({"error": "invalid_request", "code": "length_required", "error_description": "a push must declare its Content-Length"}),
+            &ErrorBody::new(
+                "invalid_request",
+                "length_required",
+                "a push must declare its Content-Length",
+            ),
+            None,
         );
     };
     if length > MAX_SNAPSHOT_BYTES {
-        return reply::json(
+        return reply::error(
             413,
-            &json!({"error": "payload_too_large", "code": "too_large"}),
+            &ErrorBody::new(
+                "payload_too_large",
+                "too_large",
+                "a pushed list may be 8 MiB at most",
+            ),
+            None,
         );
     }
     let Some(_reserved) = PushReservation::take(length, state::now_ms()) else {
@@ -151,23 +164,29 @@ async fn push(mut req: Request, env: &Env) -> Response {
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
     else {
-        return reply::json(
+        return reply::error(
             400,
-            &json!({"error": "invalid_request", "code": "malformed"}),
+            &ErrorBody::new("invalid_request", "malformed", "the body is not UTF-8 text"),
+            None,
         );
     };
     // Anyone can push a signed list: an unknown kid in one waits for the client cooldown.
     match sync::accept(env, &config, jws.trim(), keys::Asker::Client).await {
-        Ok((view, _)) => reply::json(200, &json!({"seq": view.seq(), "entries": view.len()})),
+        Ok((view, _)) => reply::json(
+            200,
+            &ListSummary {
+                seq: view.seq(),
+                entries: view.len(),
+            },
+        ),
         // Not durable at the edge: the issuer must retry rather than believe it delivered.
         Err(SyncError::KvWrite(e)) => reply::unavailable("kv_write_failed", &e),
         // The same answer a request gets: the issuer retries it, as it should.
         Err(SyncError::NoKeys) => reply::keys_unavailable(),
         // A fresh list is taken: the issuer's next push is one.
-        Err(SyncError::TooOld(e)) => reply::json(
-            400,
-            &json!({"error": "rejected", "code": "list_too_old", "error_description": e}),
-        ),
+        Err(SyncError::TooOld(e)) => {
+            reply::error(400, &ErrorBody::new("rejected", "list_too_old", &e), None)
+        }
         Err(SyncError::Snapshot(e)) => {
             // A 409 names the seq held, so that an issuer whose database is behind it (a restore)
             // can tell that from a race with another replica's push.
@@ -175,12 +194,34 @@ async fn push(mut req: Request, env: &Env) -> Response {
                 SnapshotError::Stale { held, .. } => (409, Some(held)),
                 _ => (400, None),
             };
+            let description = e.to_string();
             reply::json(
                 status,
-                &json!({"error": "rejected", "code": e.code().as_str(), "error_description": e.to_string(), "held_seq": held}),
+                &Rejected {
+                    error: "rejected",
+                    code: e.code().as_str(),
+                    error_description: &description,
+                    held_seq: held,
+                },
             )
         }
     }
+}
+
+/// A push taken: the list now held.
+#[derive(Serialize)]
+struct ListSummary {
+    seq: u64,
+    entries: usize,
+}
+
+/// A push refused for its list, with the seq held when the list is older (409).
+#[derive(Serialize)]
+struct Rejected<'a> {
+    error: &'a str,
+    code: &'a str,
+    error_description: &'a str,
+    held_seq: Option<u64>,
 }
 
 /// `GET /_gatehouse/health`: `status` for anyone (monitors, load balancers), and 503 when the
@@ -233,30 +274,76 @@ async fn health(req: &Incoming, env: &Env) -> Response {
     };
     let http_status = if config.is_usable() { 200 } else { 503 };
     if !details {
-        return reply::json(http_status, &json!({ "status": status }));
+        return reply::json(http_status, &StatusOnly { status });
     }
-    let body = json!({
-        "status": status,
-        // The isolate's wasm heap: flat under load means the worker does not leak.
-        "wasm_memory_bytes": wasm_memory_bytes(),
-        "revocations": list.is_present().then(|| json!({
-            "seq": list.seq(),
-            "age_secs": list.age_secs(now),
-            "entries": list.len(),
-            "base_seq": list.base().map(gatehouse_shared::RevocationList::seq),
-            "delta": list.delta().map(|d| json!({"from": d.from_seq(), "seq": d.list().seq(), "entries": d.list().len()})),
-        })),
-        "fast_path": config.fast_path_enabled().then(|| json!({
-            "poll_ms": config.delta_poll_ms,
-            "last_poll_ms_ago": state::delta_poll_age_ms(state::now_ms()),
-            "failing": fastpath::failing(&config, state::now_ms()),
-        })),
-        "kv_write_error": kv_write_error,
-        "kids": kids,
-        "stale_policy": format!("{:?}", config.stale_policy),
-        "problems": problems,
-    });
-    reply::json(http_status, &body)
+    let report = HealthReport {
+        status,
+        wasm_memory_bytes: wasm_memory_bytes(),
+        revocations: list.is_present().then(|| ListHealth {
+            seq: list.seq(),
+            age_secs: list.age_secs(now),
+            entries: list.len(),
+            base_seq: list.base().map(gatehouse_shared::RevocationList::seq),
+            delta: list.delta().map(|d| DeltaHealth {
+                from: d.from_seq(),
+                seq: d.list().seq(),
+                entries: d.list().len(),
+            }),
+        }),
+        fast_path: config.fast_path_enabled().then(|| FastPathHealth {
+            poll_ms: config.delta_poll_ms,
+            last_poll_ms_ago: state::delta_poll_age_ms(state::now_ms()),
+            failing: fastpath::failing(&config, state::now_ms()),
+        }),
+        kv_write_error,
+        kids,
+        stale_policy: format!("{:?}", config.stale_policy),
+        problems,
+    };
+    reply::json(http_status, &report)
+}
+
+/// The health route's body for anyone.
+#[derive(Serialize)]
+struct StatusOnly {
+    status: &'static str,
+}
+
+/// The health route's body for `HEALTH_TOKEN`.
+#[derive(Serialize)]
+struct HealthReport {
+    status: &'static str,
+    /// The isolate's wasm heap: flat under load means the worker does not leak.
+    wasm_memory_bytes: f64,
+    revocations: Option<ListHealth>,
+    fast_path: Option<FastPathHealth>,
+    kv_write_error: Option<String>,
+    kids: Vec<String>,
+    stale_policy: String,
+    problems: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ListHealth {
+    seq: u64,
+    age_secs: Option<i64>,
+    entries: usize,
+    base_seq: Option<u64>,
+    delta: Option<DeltaHealth>,
+}
+
+#[derive(Serialize)]
+struct DeltaHealth {
+    from: u64,
+    seq: u64,
+    entries: usize,
+}
+
+#[derive(Serialize)]
+struct FastPathHealth {
+    poll_ms: f64,
+    last_poll_ms_ago: f64,
+    failing: bool,
 }
 
 fn wasm_memory_bytes() -> f64 {

@@ -75,6 +75,35 @@ pub fn canonical(path: &str) -> Result<String, Refused> {
     Ok(out)
 }
 
+/// The path a WebDAV `Destination` header names (RFC 4918 §10.3: an absolute URI or an
+/// absolute path), in canonical form, and its `?query` as sent. Refused, besides what
+/// `canonical` refuses: a URI of another host than `authority` (the request's) or of another
+/// scheme than HTTP, a network-path reference (`//host/…`, which a router reads as a host) and a
+/// fragment.
+pub fn destination(value: &str, authority: &str) -> Result<(String, String), Refused> {
+    let path_and_query = if value.starts_with('/') {
+        value
+    } else {
+        let (scheme, rest) = value.split_once("://").ok_or(Refused)?;
+        let end = rest
+            .bytes()
+            .position(|b| matches!(b, b'/' | b'?'))
+            .unwrap_or(rest.len());
+        let (host, path) = rest.split_at(end);
+        let http = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
+        if !http || !host.eq_ignore_ascii_case(authority) {
+            return Err(Refused);
+        }
+        path
+    };
+    if path_and_query.starts_with("//") || path_and_query.contains('#') {
+        return Err(Refused);
+    }
+    let path_len = path_and_query.find('?').unwrap_or(path_and_query.len());
+    let (path, query) = path_and_query.split_at(path_len);
+    Ok((canonical(path)?, query.to_owned()))
+}
+
 /// A `PUBLIC_PATHS` entry: an exact path, or a prefix ending in `*`; case-sensitive.
 pub fn is_public(pattern: &str, path: &str) -> bool {
     match pattern.strip_suffix('*') {
@@ -141,7 +170,9 @@ pub fn within_scope_prefix(prefix: &str, path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{Refused, canonical, folded_for_scopes, is_public, within_scope_prefix};
+    use super::{
+        Refused, canonical, destination, folded_for_scopes, is_public, within_scope_prefix,
+    };
 
     #[test]
     fn canonical_paths_decode_unreserved_escapes_and_merge_slashes() {
@@ -191,6 +222,44 @@ mod tests {
             "/api/\u{7f}",
         ] {
             assert_eq!(canonical(raw), Err(Refused), "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_destination_is_a_canonical_path_on_the_request_host() {
+        let host = "edge.example:8443";
+        for (value, path, query) in [
+            ("/api/admin/x", "/api/admin/x", ""),
+            (
+                "https://edge.example:8443/api/%61dmin//x",
+                "/api/admin/x",
+                "",
+            ),
+            ("http://EDGE.example:8443/files/a?v=2", "/files/a", "?v=2"),
+            ("HTTPS://edge.example:8443", "/", ""),
+            ("/files/a?next=http://x/y", "/files/a", "?next=http://x/y"),
+        ] {
+            assert_eq!(
+                destination(value, host),
+                Ok((path.to_owned(), query.to_owned())),
+                "{value}"
+            );
+        }
+        for value in [
+            "https://other.example/api/x",
+            "https://edge.example/api/x",
+            "https://user@edge.example:8443/api/x",
+            "ftp://edge.example:8443/api/x",
+            "//edge.example:8443/api/x",
+            "api/x",
+            "",
+            "/api/x#frag",
+            "/api/admin%2Fx",
+            "/files/../api/admin",
+            "https://edge.example:8443/files/%2e%2e/api/admin",
+            "/api;x/admin",
+        ] {
+            assert_eq!(destination(value, host), Err(Refused), "{value}");
         }
     }
 

@@ -4,8 +4,8 @@
 //! Built as the runtime's `Response` directly: `worker::Response` would hold the body in wasm
 //! and copy it out again, and rebuild its headers and init, on every refusal.
 
-use gatehouse_shared::{ErrorCode, Refusal};
-use serde_json::json;
+use gatehouse_shared::{ErrorBody, ErrorCode, Refusal};
+use serde::Serialize;
 use worker::wasm_bindgen::{JsValue, prelude::wasm_bindgen};
 use worker::web_sys::Response;
 
@@ -35,8 +35,9 @@ fn bare() -> Response {
     Response::new().expect("new Response()")
 }
 
-fn json_response(status: u16, body: &serde_json::Value, header: Option<(&str, &str)>) -> Response {
-    json_text(status, &body.to_string(), header)
+/// A refusal of the worker's own: `{"error", "code", "error_description"}`.
+pub fn error(status: u16, body: &ErrorBody<'_>, header: Option<(&str, &str)>) -> Response {
+    json_text(status, &body.to_json(), header)
 }
 
 fn refusal(refusal: &Refusal) -> Response {
@@ -58,18 +59,27 @@ pub fn insufficient_scope(realm: &str, scope: &str) -> Response {
 
 /// 400 for a path the gate will not read for the origin (see `crate::path`).
 pub fn invalid_path() -> Response {
-    json_response(
+    error(
         400,
-        &json!({"error": "invalid_request", "code": "invalid_path", "error_description": "the request path is ambiguous (an escaped slash, a semicolon or a dot segment)"}),
+        &ErrorBody::new(
+            "invalid_request",
+            "invalid_path",
+            "the request path or its Destination is ambiguous (an escaped slash, a semicolon or \
+             a dot segment), or the Destination names another host",
+        ),
         None,
     )
 }
 
 /// 405 for a method no request to the origin may carry (CONNECT, TRACE, TRACK).
 pub fn method_not_allowed() -> Response {
-    json_response(
+    error(
         405,
-        &json!({"error": "invalid_request", "code": "method_not_allowed", "error_description": "CONNECT, TRACE and TRACK are not forwarded"}),
+        &ErrorBody::new(
+            "invalid_request",
+            "method_not_allowed",
+            "CONNECT, TRACE and TRACK are not forwarded",
+        ),
         // RFC 9110 §15.5.6; which of these the origin serves is the origin's to say.
         Some(("allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")),
     )
@@ -82,9 +92,9 @@ pub fn keys_unavailable() -> Response {
 
 /// 503 for operational reasons (no keys, no fresh revocation list, misconfiguration).
 pub fn unavailable(code: &str, description: &str) -> Response {
-    json_response(
+    error(
         503,
-        &json!({"error": "temporarily_unavailable", "code": code, "error_description": description}),
+        &ErrorBody::new("temporarily_unavailable", code, description),
         Some(("retry-after", "5")),
     )
 }
@@ -102,6 +112,12 @@ pub fn health_token_refused(realm: &str) -> Response {
     )
 }
 
-pub fn json(status: u16, body: &serde_json::Value) -> Response {
-    json_response(status, body, None)
+/// Any other body the worker writes (the health report, a push's outcome).
+pub fn json(status: u16, body: &impl Serialize) -> Response {
+    // Plain structs of numbers and strings: cannot fail.
+    json_text(
+        status,
+        &serde_json::to_string(body).unwrap_or_default(),
+        None,
+    )
 }

@@ -142,3 +142,128 @@ async fn a_folding_spelling_needs_the_scope_of_both_routes() {
         200
     );
 }
+
+/// `method path` at the edge with a WebDAV `Destination`, and the bearer `token` if given.
+async fn webdav(
+    sys: &System,
+    method: &str,
+    path: &str,
+    destination: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = gatehouse_tests::http()
+        .request(method, format!("{}{path}", sys.edge.url))
+        .header("destination", destination);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    json_of(req.send().await.unwrap()).await
+}
+
+/// WebDAV's `COPY` and `MOVE` name a second path in `Destination`. The scope rules apply to it
+/// as to the request's path, a spelling a router could read differently or another host is
+/// refused, and the origin gets it as the gate read it, on the origin's own URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webdav_destination_is_checked_like_the_request_path() {
+    let sys = System::start(Options::default()).await;
+    let reader = access(&sys.user("alice").await).to_owned();
+    let edge_host = sys.edge.url.trim_start_matches("http://").to_owned();
+    sys.origin.requests().await;
+
+    for (method, path, destination, token, expected) in [
+        // A reader moving a file under the admin rule.
+        (
+            "MOVE",
+            "/api/notes/a",
+            "/api/admin/a".to_owned(),
+            Some(reader.as_str()),
+            (403, "insufficient_scope"),
+        ),
+        (
+            "COPY",
+            "/api/notes/a",
+            format!("http://{edge_host}/api/%61dmin/a"),
+            Some(&reader),
+            (403, "insufficient_scope"),
+        ),
+        // A public path is public only when its destination is.
+        (
+            "MOVE",
+            "/public/logo.svg",
+            "/api/notes/x".to_owned(),
+            None,
+            (401, "missing_token"),
+        ),
+        // Another host, or a path a router could split differently.
+        (
+            "MOVE",
+            "/api/notes/a",
+            "http://other.example/api/notes/b".to_owned(),
+            Some(&reader),
+            (400, "invalid_path"),
+        ),
+        (
+            "COPY",
+            "/api/notes/a",
+            "/api/admin%2Fb".to_owned(),
+            Some(&reader),
+            (400, "invalid_path"),
+        ),
+        (
+            "COPY",
+            "/api/notes/a",
+            "/api/notes/../admin/b".to_owned(),
+            Some(&reader),
+            (400, "invalid_path"),
+        ),
+        (
+            "MOVE",
+            "/public/a",
+            "//other.example/public/b".to_owned(),
+            None,
+            (400, "invalid_path"),
+        ),
+    ] {
+        let (status, json) = webdav(&sys, method, path, &destination, token).await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (expected.0, Some(expected.1)),
+            "{method} {path} to {destination}: {json}"
+        );
+    }
+    assert!(
+        sys.origin.requests().await.is_empty(),
+        "nothing refused reached the origin"
+    );
+
+    // Allowed: public to public without a token, and a scope-holder's move into the admin rule.
+    let (status, _) = webdav(&sys, "MOVE", "/public/a", "/public/b", None).await;
+    assert_eq!(status, 200);
+    let mut admin = sys.claims();
+    admin.scope = "read admin".into();
+    let destination = format!("http://{edge_host}/api//%61dmin/b?v=1");
+    let (status, _) = webdav(
+        &sys,
+        "MOVE",
+        "/api/notes/a",
+        &destination,
+        Some(&sys.mint(&admin)),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = sys.origin.requests().await;
+    let destinations: Vec<_> = seen
+        .iter()
+        .map(|r| (r["method"].as_str(), r["headers"]["destination"].as_str()))
+        .collect();
+    let public_b = format!("{}/public/b", sys.origin.url);
+    let admin_b = format!("{}/api/admin/b?v=1", sys.origin.url);
+    assert_eq!(
+        destinations,
+        [
+            (Some("MOVE"), Some(public_b.as_str())),
+            (Some("MOVE"), Some(admin_b.as_str()))
+        ]
+    );
+}

@@ -80,17 +80,13 @@ fn url_problem(url: &str, appends_paths: bool) -> Option<UrlProblem> {
         (_, Some(rest)) => (false, rest),
         _ => return Some(UrlProblem::Unusable("is not an http:// or https:// URL")),
     };
-    let host = rest
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let host = crate::incoming::authority(url).to_ascii_lowercase();
     if host.is_empty() || host.contains('@') || rest.contains(char::is_whitespace) {
         return Some(UrlProblem::Unusable(
             "needs a host, without user info or spaces",
         ));
     }
-    if appends_paths && rest.contains(['?', '#']) {
+    if appends_paths && (rest.contains('?') || rest.contains('#')) {
         return Some(UrlProblem::Unusable(
             "is a base URL: scheme, host and path only (a query or fragment would swallow the path)",
         ));
@@ -198,7 +194,7 @@ pub(super) fn cors_origins(raw: &str, problems: &mut Vec<String>) -> Vec<String>
                 .strip_prefix("https://")
                 .or_else(|| origin.strip_prefix("http://"));
             let valid = host.is_some_and(|h| {
-                !h.is_empty() && !h.contains(['/', '*', '?', '#', '@', ' ', '"'])
+                !h.is_empty() && !h.bytes().any(|b| b"/*?#@ \"".contains(&b))
             });
             if !valid {
                 problems.push(format!(

@@ -1,0 +1,160 @@
+//! The request as the gate reads it: its URL, canonical path, query, method and headers read
+//! once, and the second path a WebDAV `COPY` or `MOVE` names in `Destination`.
+
+use gatehouse_shared::bearer_token;
+use worker::web_sys::{Headers, Request};
+
+use crate::path;
+
+/// The request as the runtime hands it over, with its URL and headers read once. The hot path
+/// stays on the runtime's own types: `worker::Request` would also read the method, the `cf`
+/// object and the path into wasm for every request, whether or not anything looks at them.
+pub struct Incoming {
+    pub(crate) raw: Request,
+    /// The URL as the runtime routed it: its host for `X-Forwarded-Host` and the `Origin` check.
+    pub(crate) url: String,
+    /// The canonical path (`crate::path`): what every rule matches and what the origin gets.
+    path: String,
+    /// `?query` as sent, or empty.
+    pub(crate) query: String,
+    method: String,
+    pub(crate) headers: Headers,
+    /// `Destination`'s canonical path and its `?query`, for a method that may change state.
+    destination: Option<(String, String)>,
+}
+
+impl Incoming {
+    /// Refuses a path, or a `Destination`, that origin routers could read differently from the
+    /// gate, and a `Destination` on another host.
+    pub fn new(raw: Request) -> Result<Self, path::Refused> {
+        let url = raw.url();
+        let path_and_query = path_and_query(&url);
+        let path_len = path_and_query.find('?').unwrap_or(path_and_query.len());
+        let (path, query) = path_and_query.split_at(path_len);
+        // No allocation for the common request without a query.
+        let query = query.to_owned();
+        let path = path::canonical(path)?;
+        // Every protected request reads it (the preflight check), and a forward again.
+        let method = raw.method();
+        let headers = raw.headers();
+        // Only a method that may change state reads it: `GET` and `HEAD`, most requests, pay no
+        // header lookup, and a safe method moves nothing wherever it points.
+        let destination = if is_safe_method(&method) {
+            None
+        } else {
+            headers
+                .get("destination")
+                .ok()
+                .flatten()
+                .map(|value| path::destination(&value, authority(&url)))
+                .transpose()?
+        };
+        Ok(Self {
+            raw,
+            url,
+            path,
+            query,
+            method,
+            headers,
+            destination,
+        })
+    }
+
+    /// The canonical path, without query or fragment.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The canonical path of the WebDAV `Destination`, when a method that may change state
+    /// names one: the scope rules apply to it as to `path`.
+    pub fn destination_path(&self) -> Option<&str> {
+        self.destination.as_ref().map(|(path, _)| path.as_str())
+    }
+
+    /// `Destination` for the origin: the origin's own URL of the canonical path, as the request
+    /// itself is sent (a WebDAV server checks the destination's host against its own).
+    pub fn destination_on(&self, origin_url: &str) -> Option<String> {
+        let (path, query) = self.destination.as_ref()?;
+        Some(format!("{origin_url}{path}{query}"))
+    }
+
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).ok().flatten()
+    }
+
+    /// Whether the request's bearer token is `secret`: `None` when it sends none.
+    pub fn bearer_matches(&self, secret: Option<&crate::config::Secret>) -> Option<bool> {
+        let authorization = self.header("authorization");
+        let token = bearer_token(authorization.as_deref())?;
+        Some(secret.is_some_and(|secret| secret.matches(token)))
+    }
+
+    /// The `worker` crate's request, for the control routes that read a body.
+    pub fn into_worker(self) -> worker::Request {
+        worker::Request::from(self.raw)
+    }
+}
+
+/// Methods that do not change state (RFC 9110 §9.2.1).
+pub fn is_safe_method(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS")
+}
+
+/// The `host[:port]` of an absolute URL.
+pub fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let end = rest
+        .bytes()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    rest.get(..end).unwrap_or_default()
+}
+
+/// `/path?query` of the absolute URL the runtime hands over (already normalised by it), without
+/// a fragment. Plain string work: the url crate's parser would cost ~40 KB of worker size.
+fn path_and_query(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = url.get(after_scheme..).unwrap_or_default();
+    let from_path = rest.find('/').map_or("/", |i| rest.get(i..).unwrap_or("/"));
+    from_path.split('#').next().unwrap_or("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{authority, path_and_query};
+
+    #[test]
+    fn authority_is_the_host_and_port() {
+        for (url, expected) in [
+            ("https://edge.example/a?b", "edge.example"),
+            ("http://127.0.0.1:8787", "127.0.0.1:8787"),
+            ("https://edge.example?q", "edge.example"),
+            ("https://edge.example#f", "edge.example"),
+        ] {
+            assert_eq!(authority(url), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn path_and_query_keeps_the_query_and_drops_the_fragment() {
+        for (url, expected) in [
+            ("https://edge.example/", "/"),
+            ("https://edge.example", "/"),
+            (
+                "http://127.0.0.1:8787/api/echo?x=1&y=two",
+                "/api/echo?x=1&y=two",
+            ),
+            (
+                "https://edge.example/a/b?next=https://x/y#frag",
+                "/a/b?next=https://x/y",
+            ),
+            ("https://edge.example/p#/not?query", "/p"),
+        ] {
+            assert_eq!(path_and_query(url), expected, "{url}");
+        }
+    }
+}
