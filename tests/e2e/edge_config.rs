@@ -460,3 +460,24 @@ async fn the_health_details_need_the_health_token() {
         "{json}"
     );
 }
+
+/// An origin on another machine cannot tell the edge's requests from anyone else's without
+/// `ORIGIN_SECRET`: the health report names it (nothing is refused). An origin on this machine
+/// (development) needs none, as every other scenario's report shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_elsewhere_without_its_secret_is_reported() {
+    for (secret, reported) in [
+        (None, true),
+        (Some("an-origin-secret-of-32-characters"), false),
+    ] {
+        let mut vars = vec![("ORIGIN_URL", "https://origin.example")];
+        vars.extend(secret.map(|secret| ("ORIGIN_SECRET", secret)));
+        let edge = Edge::start_with_toml_values(free_port(), &vars, &[]).await;
+        let problems = edge.health().await["problems"].to_string();
+        assert_eq!(
+            problems.contains("ORIGIN_SECRET is not set"),
+            reported,
+            "{secret:?}: {problems}"
+        );
+    }
+}

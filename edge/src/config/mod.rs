@@ -9,7 +9,7 @@ use worker::Env;
 
 use crate::path;
 pub use settings::offline_problems;
-use settings::{checked_url, cors_origins, public_paths, route_scopes};
+use settings::{checked_url, cors_origins, on_this_machine, public_paths, route_scopes};
 
 /// What happens to protected requests when the revocation list is missing or too old.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,6 +324,17 @@ impl Config {
         .ok();
         let stale_policy = vars.stale_policy();
         let realm = vars.realm();
+        let origin_secret = vars.secret(
+            "ORIGIN_SECRET",
+            "it is not sent, and an origin that checks it refuses every request",
+        );
+        if origin_secret.is_none() && !origin_url.is_empty() && !on_this_machine(&origin_url) {
+            vars.problems.push(
+                "ORIGIN_SECRET is not set: the origin cannot tell the edge's requests from \
+                 anyone else's, token or not (deploy.md)"
+                    .into(),
+            );
+        }
         let delta_url = match vars.text("DELTA_URL") {
             Some(url) => vars.checked_url("DELTA_URL", &url),
             None if issuer_url.is_empty() => String::new(),
@@ -368,10 +379,7 @@ impl Config {
             jwks_refetch_cooldown_ms: f64::from(vars.number("JWKS_REFETCH_COOLDOWN_SECS", 30))
                 * 1000.0,
             health_token: vars.health_token(),
-            origin_secret: vars.secret(
-                "ORIGIN_SECRET",
-                "it is not sent, and an origin that checks it refuses every request",
-            ),
+            origin_secret,
             problems: vars.problems,
         }
     }

@@ -91,10 +91,16 @@ fn url_problem(url: &str, appends_paths: bool) -> Option<UrlProblem> {
             "is a base URL: scheme, host and path only (a query or fragment would swallow the path)",
         ));
     }
-    let this_machine = ["localhost", "127.0.0.1", "[::1]"].iter().any(|local| {
-        host == *local || host.strip_prefix(local).is_some_and(|p| p.starts_with(':'))
-    });
-    (plain && !this_machine).then_some(UrlProblem::PlainHttp)
+    (plain && !on_this_machine(url)).then_some(UrlProblem::PlainHttp)
+}
+
+/// Whether a URL's host is this machine (`localhost`, `127.0.0.1`, `[::1]`, any port): a
+/// development setup, where plain HTTP and an origin without `ORIGIN_SECRET` are expected.
+pub(super) fn on_this_machine(url: &str) -> bool {
+    let host = crate::incoming::authority(url).to_ascii_lowercase();
+    ["localhost", "127.0.0.1", "[::1]"]
+        .iter()
+        .any(|local| host == *local || host.strip_prefix(local).is_some_and(|p| p.starts_with(':')))
 }
 
 /// A rule's path in the canonical form requests are matched in (`crate::path`), its trailing
