@@ -15,7 +15,7 @@ use worker::{Context, Env, wasm_bindgen_futures::JsFuture};
 
 use crate::config::{Config, StalePolicy};
 use crate::fastpath::{self, Due};
-use crate::incoming::{Incoming, authority, is_safe_method};
+use crate::incoming::{Incoming, acts_below, authority, is_safe_method};
 use crate::{keys, reply, state, sync};
 
 const IDENTITY_PREFIX: &str = "x-gatehouse-";
@@ -77,7 +77,8 @@ pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Answer {
     }
     let path = req.path();
     // A public path's `COPY` or `MOVE` to a protected one is not public.
-    if config.is_public(path) && req.destination_path().is_none_or(|to| config.is_public(to)) {
+    let public = |p: &str| config.is_public(p, acts_below(req.method()));
+    if public(path) && req.destination_path().is_none_or(public) {
         return forward(req, &config, Pass::Public);
     }
     if config.forward_preflights && is_preflight(req) {
@@ -180,7 +181,8 @@ async fn refresh(env: &Env, ctx: &Context, config: &Rc<Config>) {
 }
 
 /// Verifies the request's token, checks revocation, and, for a `path`, that route's scope and
-/// its `Destination`'s.
+/// its `Destination`'s, and for a method that acts on everything under them the scopes of the
+/// rules below them too.
 async fn authorize(
     req: &Incoming,
     env: &Env,
@@ -230,14 +232,13 @@ async fn authorize(
     if state::with_revocations(|list| list.check(&claims).is_some()) {
         return Err(reply::unauthorized(realm, ErrorCode::Revoked));
     }
+    let below = acts_below(req.method());
     for route in [path, path.and(req.destination_path())]
         .into_iter()
         .flatten()
     {
-        for scope in config.required_scopes(route).into_iter().flatten() {
-            if !claims.has_scope(scope) {
-                return Err(reply::insufficient_scope(realm, scope));
-            }
+        if let Some(scope) = config.missing_scope(route, below, |s| claims.has_scope(s)) {
+            return Err(reply::insufficient_scope(realm, scope));
         }
     }
     Ok(claims)

@@ -19,7 +19,7 @@ pub struct Incoming {
     pub(crate) query: String,
     method: String,
     pub(crate) headers: Headers,
-    /// `Destination`'s canonical path and its `?query`, for a method that may change state.
+    /// `Destination`'s canonical path and its `?query`, for a `COPY` or `MOVE`.
     destination: Option<(String, String)>,
 }
 
@@ -37,17 +37,17 @@ impl Incoming {
         // Every protected request reads it (the preflight check), and a forward again.
         let method = raw.method();
         let headers = raw.headers();
-        // Only a method that may change state reads it: `GET` and `HEAD`, most requests, pay no
-        // header lookup, and a safe method moves nothing wherever it points.
-        let destination = if is_safe_method(&method) {
-            None
-        } else {
+        // Only the methods RFC 4918 defines it for: most requests pay no header lookup, and a
+        // `POST` with a header of that name means nothing by it.
+        let destination = if matches!(method.as_str(), "COPY" | "MOVE") {
             headers
                 .get("destination")
                 .ok()
                 .flatten()
                 .map(|value| path::destination(&value, authority(&url)))
                 .transpose()?
+        } else {
+            None
         };
         Ok(Self {
             raw,
@@ -65,8 +65,8 @@ impl Incoming {
         &self.path
     }
 
-    /// The canonical path of the WebDAV `Destination`, when a method that may change state
-    /// names one: the scope rules apply to it as to `path`.
+    /// The canonical path of a `COPY`'s or `MOVE`'s `Destination`: the scope rules apply to it
+    /// as to `path`.
     pub fn destination_path(&self) -> Option<&str> {
         self.destination.as_ref().map(|(path, _)| path.as_str())
     }
@@ -102,6 +102,16 @@ impl Incoming {
 /// Methods that do not change state (RFC 9110 §9.2.1).
 pub fn is_safe_method(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS")
+}
+
+/// Whether a method may act on everything under its path: `DELETE`, and every method outside
+/// HTTP's own (WebDAV's `COPY`, `MOVE`, `PROPFIND`, `LOCK`, … act on a collection's members, to
+/// any depth by default, RFC 4918 §9).
+pub fn acts_below(method: &str) -> bool {
+    !matches!(
+        method,
+        "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "OPTIONS"
+    )
 }
 
 /// The `host[:port]` of an absolute URL.

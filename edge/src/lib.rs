@@ -296,6 +296,7 @@ async fn health(req: &Incoming, env: &Env) -> Response {
             failing: fastpath::failing(&config, state::now_ms()),
         }),
         kv_write_error,
+        origin_secret: config.origin_secret.is_some(),
         kids,
         stale_policy: format!("{:?}", config.stale_policy),
         problems,
@@ -318,6 +319,9 @@ struct HealthReport {
     revocations: Option<ListHealth>,
     fast_path: Option<FastPathHealth>,
     kv_write_error: Option<String>,
+    /// Whether `ORIGIN_SECRET` is sent. Not a problem when it is not: an origin reached only
+    /// through the worker (its route on the origin's host, the origin's firewall) needs none.
+    origin_secret: bool,
     kids: Vec<String>,
     stale_policy: String,
     problems: Vec<String>,

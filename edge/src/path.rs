@@ -168,10 +168,24 @@ pub fn within_scope_prefix(prefix: &str, path: &str) -> bool {
         })
 }
 
+/// Whether a `ROUTE_SCOPES` prefix lies strictly below `path` (ASCII case ignored), so that a
+/// method acting on everything under `path` reaches that rule's paths: `/api/admin/` lies below
+/// `/api` and `/api/`, and below `/`, not below `/ap` or `/api/admin`.
+pub fn lies_below(prefix: &str, path: &str) -> bool {
+    let (prefix, path) = (prefix.as_bytes(), path.as_bytes());
+    let parent = path.strip_suffix(b"/").unwrap_or(path);
+    prefix.len() > parent.len() + 1
+        && prefix.get(parent.len()) == Some(&b'/')
+        && prefix
+            .get(..parent.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(parent))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{
-        Refused, canonical, destination, folded_for_scopes, is_public, within_scope_prefix,
+        Refused, canonical, destination, folded_for_scopes, is_public, lies_below,
+        within_scope_prefix,
     };
 
     #[test]
@@ -276,6 +290,18 @@ mod tests {
         assert!(!within_scope_prefix("/api/admin/", "/api"));
         assert!(within_scope_prefix("/", "/anything"));
         assert!(!within_scope_prefix("/", ""));
+    }
+
+    #[test]
+    fn a_rule_lies_below_the_paths_that_contain_it() {
+        for path in ["/", "/api", "/api/", "/API"] {
+            assert!(lies_below("/api/admin/", path), "{path}");
+        }
+        for path in ["/ap", "/api/admin", "/api/admin/", "/api/admins", "/other"] {
+            assert!(!lies_below("/api/admin/", path), "{path}");
+        }
+        assert!(lies_below("/api/admin", "/api"));
+        assert!(!lies_below("/", "/"));
     }
 
     #[test]

@@ -143,7 +143,8 @@ async fn a_folding_spelling_needs_the_scope_of_both_routes() {
     );
 }
 
-/// `method path` at the edge with a WebDAV `Destination`, and the bearer `token` if given.
+/// `method path` at the edge with a WebDAV `Destination` if not empty, and the bearer `token`
+/// if given.
 async fn webdav(
     sys: &System,
     method: &str,
@@ -152,9 +153,10 @@ async fn webdav(
     token: Option<&str>,
 ) -> (u16, serde_json::Value) {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = gatehouse_tests::http()
-        .request(method, format!("{}{path}", sys.edge.url))
-        .header("destination", destination);
+    let mut req = gatehouse_tests::http().request(method, format!("{}{path}", sys.edge.url));
+    if !destination.is_empty() {
+        req = req.header("destination", destination);
+    }
     if let Some(token) = token {
         req = req.bearer_auth(token);
     }
@@ -163,7 +165,8 @@ async fn webdav(
 
 /// WebDAV's `COPY` and `MOVE` name a second path in `Destination`. The scope rules apply to it
 /// as to the request's path, a spelling a router could read differently or another host is
-/// refused, and the origin gets it as the gate read it, on the origin's own URL.
+/// refused, and the origin gets it as the gate read it, on the origin's own URL. A method that
+/// acts on a collection's members needs the rules below its paths as well.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webdav_destination_is_checked_like_the_request_path() {
     let sys = System::start(Options::default()).await;
@@ -224,6 +227,36 @@ async fn a_webdav_destination_is_checked_like_the_request_path() {
             None,
             (400, "invalid_path"),
         ),
+        // A collection's copy or move takes what lies below it: the admin rule under `/api/`.
+        (
+            "COPY",
+            "/api/",
+            "/public/dump/".to_owned(),
+            Some(&reader),
+            (403, "insufficient_scope"),
+        ),
+        (
+            "MOVE",
+            "/API",
+            "/api-old/".to_owned(),
+            Some(&reader),
+            (403, "insufficient_scope"),
+        ),
+        (
+            "MOVE",
+            "/api/notes/a",
+            "/api/".to_owned(),
+            Some(&reader),
+            (403, "insufficient_scope"),
+        ),
+        // `/` is public as an exact path, not what lies below it.
+        (
+            "COPY",
+            "/",
+            "/public/dump/".to_owned(),
+            None,
+            (401, "missing_token"),
+        ),
     ] {
         let (status, json) = webdav(&sys, method, path, &destination, token).await;
         assert_eq!(
@@ -232,10 +265,33 @@ async fn a_webdav_destination_is_checked_like_the_request_path() {
             "{method} {path} to {destination}: {json}"
         );
     }
+    // Other methods that act on what lies below their path (no `Destination`).
+    for method in ["DELETE", "PROPFIND", "LOCK"] {
+        let (status, json) = webdav(&sys, method, "/api", "", Some(&reader)).await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (403, Some("insufficient_scope")),
+            "{method}: {json}"
+        );
+    }
     assert!(
         sys.origin.requests().await.is_empty(),
         "nothing refused reached the origin"
     );
+    // Nothing below, or a method that acts on its path alone: the path's own rule.
+    for method in ["DELETE", "PUT", "POST"] {
+        let (status, _) = webdav(&sys, method, "/api/notes/a", "", Some(&reader)).await;
+        assert_eq!(status, 200, "{method}");
+    }
+    assert_eq!(webdav(&sys, "POST", "/api", "", Some(&reader)).await.0, 200);
+    // A header of that name means nothing to other methods.
+    assert_eq!(
+        webdav(&sys, "POST", "/api/notes/a", "//x", Some(&reader))
+            .await
+            .0,
+        200
+    );
+    sys.origin.requests().await;
 
     // Allowed: public to public without a token, and a scope-holder's move into the admin rule.
     let (status, _) = webdav(&sys, "MOVE", "/public/a", "/public/b", None).await;

@@ -9,7 +9,7 @@ use worker::Env;
 
 use crate::path;
 pub use settings::offline_problems;
-use settings::{checked_url, cors_origins, on_this_machine, public_paths, route_scopes};
+use settings::{checked_url, cors_origins, public_paths, route_scopes};
 
 /// What happens to protected requests when the revocation list is missing or too old.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,13 +328,6 @@ impl Config {
             "ORIGIN_SECRET",
             "it is not sent, and an origin that checks it refuses every request",
         );
-        if origin_secret.is_none() && !origin_url.is_empty() && !on_this_machine(&origin_url) {
-            vars.problems.push(
-                "ORIGIN_SECRET is not set: the origin cannot tell the edge's requests from \
-                 anyone else's, token or not (deploy.md)"
-                    .into(),
-            );
-        }
         let delta_url = match vars.text("DELTA_URL") {
             Some(url) => vars.checked_url("DELTA_URL", &url),
             None if issuer_url.is_empty() => String::new(),
@@ -384,29 +377,47 @@ impl Config {
         }
     }
 
-    /// Whether a canonical path needs no token (`crate::path` says how rules match).
-    pub fn is_public(&self, path: &str) -> bool {
-        self.public_paths.iter().any(|p| path::is_public(p, path))
+    /// Whether a canonical path needs no token (`crate::path` says how rules match). For a
+    /// method that acts on everything under its path (`below`), only a prefix entry makes it
+    /// public: what lies under an exact entry such as `/` is not.
+    pub fn is_public(&self, path: &str, below: bool) -> bool {
+        self.public_paths
+            .iter()
+            .any(|p| (!below || p.ends_with('*')) && path::is_public(p, path))
     }
 
-    /// The scopes a canonical path requires (each rule's by longest matching prefix): the rule
-    /// of the path as written, and, when folding its case changes it, the rule of the folded
-    /// path too. Both, since an origin that folds case routes by the one and an origin that does
-    /// not by the other: `/api/%C5%BFtatus` is `/api/status` only to the first.
-    pub fn required_scopes(&self, path: &str) -> [Option<&str>; 2] {
-        let rule = |path: &str| {
-            self.route_scopes
+    /// The first scope a canonical path needs that `held` does not say is held: the scope of
+    /// its rule (the longest matching prefix), as the path is written and, when folding its
+    /// case changes it, as folded. Both, since an origin that folds case routes by the one and
+    /// an origin that does not by the other: `/api/%C5%BFtatus` is `/api/status` only to the
+    /// first. With `below` (a method acting on everything under the path), the scopes of the
+    /// rules that lie below it too (`path::lies_below`).
+    pub fn missing_scope(
+        &self,
+        path: &str,
+        below: bool,
+        held: impl Fn(&str) -> bool,
+    ) -> Option<&str> {
+        let rules = self.route_scopes.as_deref().unwrap_or_default();
+        let folded = path::folded_for_scopes(path);
+        let spellings: &[&str] = match &folded {
+            std::borrow::Cow::Owned(folded) => &[path, folded],
+            std::borrow::Cow::Borrowed(_) => &[path],
+        };
+        for &spelling in spellings {
+            let rule = rules
                 .iter()
-                .flatten()
-                .find(|(prefix, _)| path::within_scope_prefix(prefix, path))
-                .map(|(_, scope)| scope.as_str())
-        };
-        let as_written = rule(path);
-        let folded = match path::folded_for_scopes(path) {
-            std::borrow::Cow::Owned(folded) => rule(&folded).filter(|s| Some(*s) != as_written),
-            std::borrow::Cow::Borrowed(_) => None,
-        };
-        [as_written, folded]
+                .find(|(prefix, _)| path::within_scope_prefix(prefix, spelling));
+            let rules_below = rules
+                .iter()
+                .filter(|(prefix, _)| below && path::lies_below(prefix, spelling));
+            for (_, scope) in rule.into_iter().chain(rules_below) {
+                if !held(scope) {
+                    return Some(scope);
+                }
+            }
+        }
+        None
     }
 
     pub fn fast_path_enabled(&self) -> bool {

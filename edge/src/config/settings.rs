@@ -94,9 +94,9 @@ fn url_problem(url: &str, appends_paths: bool) -> Option<UrlProblem> {
     (plain && !on_this_machine(url)).then_some(UrlProblem::PlainHttp)
 }
 
-/// Whether a URL's host is this machine (`localhost`, `127.0.0.1`, `[::1]`, any port): a
-/// development setup, where plain HTTP and an origin without `ORIGIN_SECRET` are expected.
-pub(super) fn on_this_machine(url: &str) -> bool {
+/// Whether a URL's host is this machine (`localhost`, `127.0.0.1`, `[::1]`, any port), where
+/// plain HTTP crosses no network.
+fn on_this_machine(url: &str) -> bool {
     let host = crate::incoming::authority(url).to_ascii_lowercase();
     ["localhost", "127.0.0.1", "[::1]"]
         .iter()
