@@ -170,10 +170,22 @@ pub fn within_scope_prefix(prefix: &str, path: &str) -> bool {
 
 /// Whether a `ROUTE_SCOPES` prefix lies strictly below `path` (ASCII case ignored), so that a
 /// method acting on everything under `path` reaches that rule's paths: `/api/admin/` lies below
-/// `/api` and `/api/`, and below `/`, not below `/ap` or `/api/admin`.
+/// `/api` and `/api/`, and below `/`, not below `/ap` or `/api/admin`. Below `/api.json` too,
+/// which routers with format suffixes send where `/api` goes (as `within_scope_prefix` reads
+/// it).
 pub fn lies_below(prefix: &str, path: &str) -> bool {
-    let (prefix, path) = (prefix.as_bytes(), path.as_bytes());
-    let parent = path.strip_suffix(b"/").unwrap_or(path);
+    let parent = path.as_bytes();
+    let parent = parent.strip_suffix(b"/").unwrap_or(parent);
+    // The last segment's `.suffix`, if it has one, dropped.
+    let bare = match parent.iter().rposition(|&b| b == b'/' || b == b'.') {
+        Some(dot) if parent.get(dot) == Some(&b'.') => parent.get(..dot).unwrap_or(parent),
+        _ => parent,
+    };
+    contains_below(prefix.as_bytes(), parent) || contains_below(prefix.as_bytes(), bare)
+}
+
+/// Whether `prefix` starts with the segments of `parent` and goes on below it.
+fn contains_below(prefix: &[u8], parent: &[u8]) -> bool {
     prefix.len() > parent.len() + 1
         && prefix.get(parent.len()) == Some(&b'/')
         && prefix
@@ -297,7 +309,18 @@ mod tests {
         for path in ["/", "/api", "/api/", "/API"] {
             assert!(lies_below("/api/admin/", path), "{path}");
         }
-        for path in ["/ap", "/api/admin", "/api/admin/", "/api/admins", "/other"] {
+        for path in ["/api.json", "/API.", "/api.json/"] {
+            assert!(lies_below("/api/admin/", path), "{path}");
+        }
+        for path in [
+            "/ap",
+            "/api/admin",
+            "/api/admin/",
+            "/api/admins",
+            "/other",
+            "/ap.i",
+            "/api.d/x",
+        ] {
             assert!(!lies_below("/api/admin/", path), "{path}");
         }
         assert!(lies_below("/api/admin", "/api"));

@@ -266,12 +266,18 @@ async fn a_webdav_destination_is_checked_like_the_request_path() {
         );
     }
     // Other methods that act on what lies below their path (no `Destination`).
-    for method in ["DELETE", "PROPFIND", "LOCK"] {
-        let (status, json) = webdav(&sys, method, "/api", "", Some(&reader)).await;
+    // `/api.json` is `/api` to a router with format suffixes.
+    for (method, path) in [
+        ("DELETE", "/api"),
+        ("PROPFIND", "/api"),
+        ("LOCK", "/api"),
+        ("DELETE", "/api.json"),
+    ] {
+        let (status, json) = webdav(&sys, method, path, "", Some(&reader)).await;
         assert_eq!(
             (status, json["code"].as_str()),
             (403, Some("insufficient_scope")),
-            "{method}: {json}"
+            "{method} {path}: {json}"
         );
     }
     assert!(

@@ -172,16 +172,17 @@ pub(super) fn public_paths(raw: &str, problems: &mut Vec<String>) -> Vec<String>
 
 /// Scope rules whose own paths a `PUBLIC_PATHS` entry lets through without a token (the public
 /// check comes first): `/api/*` public beside `/api/admin/*=admin`. Such a rule cannot be
-/// honoured, like a broken one. Compared without ASCII case, as scope rules match: a public
-/// `/API/*` would let `/API/admin/x` through, which the rule covers.
+/// honoured, like a broken one. Compared with case folded, as scope rules match: a public
+/// `/API/*` would let `/API/admin/x` through, which the rule covers, and a public
+/// `/%C5%BFecret/*` (`ſ`) lets through what a case-folding origin reads as `/secret/…`.
 fn scope_rules_made_public(public: &[String], rules: &[(String, String)]) -> Vec<String> {
     rules
         .iter()
         .filter_map(|(prefix, scope)| {
             let folded = prefix.to_ascii_lowercase();
-            let entry = public
-                .iter()
-                .find(|p| path::is_public(&p.to_ascii_lowercase(), &folded))?;
+            let entry = public.iter().find(|p| {
+                path::is_public(&path::folded_for_scopes(p).to_ascii_lowercase(), &folded)
+            })?;
             Some(format!(
                 "ROUTE_SCOPES rule for {prefix} (scope {scope}) lies under PUBLIC_PATHS entry {entry}, so its paths need no token"
             ))
@@ -272,6 +273,9 @@ mod tests {
             ("/API/*", 2),
             ("/docs*", 1),
             ("/*", 3),
+            // `ſ` (U+017F): a case-folding origin reads `/%C5%BFecret/…` as `/secret/…`.
+            ("/%C5%BFecret/*", 0),
+            ("/%C4%B0/*,/%C5%BFecret/*", 0),
         ] {
             let public = public_paths(public, &mut problems);
             assert_eq!(
@@ -281,6 +285,15 @@ mod tests {
             );
         }
         assert!(problems.is_empty(), "{problems:?}");
+        let rules = route_scopes("/secret/x/*=x,/ip/*=ip", &[]).unwrap();
+        for public in ["/%C5%BFecret/*", "/%C4%B0p/*", "/%C4%B1P/*"] {
+            let public = public_paths(public, &mut problems);
+            assert_eq!(
+                scope_rules_made_public(&public, &rules).len(),
+                1,
+                "{public:?}"
+            );
+        }
     }
 
     #[test]
