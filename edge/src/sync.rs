@@ -229,7 +229,10 @@ pub async fn accept(
                 || head.issued_at - s.issued_at >= config.kv_heartbeat_secs
         })
     };
-    let changed = older(stored) || older(stored_snapshot);
+    // Also when the head and the snapshot name different lists, even of one seq signed within
+    // the heartbeat: isolates would read the head as newer than the snapshot it gives them, and
+    // reload it at every refresh.
+    let changed = older(stored) || older(stored_snapshot) || stored != stored_snapshot;
     if changed {
         // The snapshot first, then the head that points at it.
         let written = async {

@@ -248,6 +248,46 @@ async fn a_head_left_beside_an_older_snapshot_is_repaired_by_the_next_pull() {
     .await;
 }
 
+/// KV's head beside a snapshot of the same seq signed earlier (SIMULATED: the snapshot written
+/// by hand, as a late write of another isolate would leave it). A push of the head's list
+/// stores it again. Before, the two compared as the same list within the heartbeat, nothing was
+/// written, and every isolate that read the head as newer than its base reloaded the snapshot,
+/// and found the older one, at each `KV_REFRESH_SECS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_of_the_heads_seq_signed_earlier_is_stored_again() {
+    let w = world(1, Duration::from_secs(1), &[("DELTA_POLL_MS", "0")]).await;
+    let locations = &w.locations;
+    locations.run_cron(0).await;
+    let head = eventually("a list in KV", Duration::from_secs(10), || async move {
+        let head = locations.kv_heads().await.swap_remove(0);
+        head.get("seq").is_some().then_some(head)
+    })
+    .await;
+    let (seq, issued_at) = (
+        head["seq"].as_u64().unwrap(),
+        head["issued_at"].as_i64().unwrap(),
+    );
+    let signed = |at: i64| {
+        gatehouse_shared::RevocationList::builder(&w.issuer.url, seq, at)
+            .build()
+            .sign_snapshot(&w.issuer.key)
+            .unwrap()
+    };
+    let mut earlier = head.clone();
+    earlier["issued_at"] = (issued_at - 3).into();
+    locations
+        .put_kv(0, "revocations", signed(issued_at - 3), &earlier)
+        .await;
+    assert_eq!(locations.kv_snapshots().await[0], earlier);
+    let (status, json) = push(&locations.urls[0], signed(issued_at)).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(
+        locations.kv_snapshots().await[0],
+        head,
+        "the head's list is the snapshot again"
+    );
+}
+
 /// A retry of a push whose KV write failed, after the isolate took a newer list whose write
 /// failed too (SIMULATED as above: the first two puts refused): KV still holds neither, so the
 /// retry is stored and answered 200. Before, the newer list in memory made it a 409, which the
