@@ -191,6 +191,15 @@ impl Snapshots {
                     metrics.pushes_already_held.inc();
                     return Push::EdgeHolds(held_seq(resp).await);
                 }
+                // A list the edge refused as it is (too old to take without one to compare
+                // with, a kid it may not fetch yet, malformed) is refused again as sent: the
+                // next list, or the edges' own pull, brings it.
+                Ok(resp) if resp.status().as_u16() == 400 => {
+                    tracing::warn!(%url, status = %resp.status(), attempt, "snapshot push rejected");
+                    metrics.push_attempts_failed.inc();
+                    metrics.pushes_failed.inc();
+                    return Push::Failed;
+                }
                 Ok(resp) => {
                     let status = resp.status();
                     // A busy edge (`push_busy`) says when to come back; sooner fails again.

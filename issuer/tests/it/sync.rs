@@ -158,6 +158,39 @@ async fn another_503_keeps_the_short_backoff(backend: Backend) {
     assert!(gap < Duration::from_secs(3), "retried after {gap:?}");
 }
 
+/// A list the edge rejects (400: `list_too_old`, `unknown_kid`, …) is rejected again as sent:
+/// the push gives up at once, and says so in the metrics. Before, it was sent five times.
+async fn a_rejected_list_is_not_sent_again(backend: Backend) {
+    const REJECTED: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+                              content-length: 23\r\nconnection: close\r\n\r\n\
+                              {\"code\":\"list_too_old\"}";
+    let rx = receiver_answering(|_| REJECTED).await;
+    let urls = vec![rx.url.clone()];
+    let app = TestApp::start_with(backend, move |c| c.edge_sync_urls = urls).await;
+    app.register("alice").await;
+    let token = str_of(&app.login("alice").await, "access_token").to_owned();
+    assert_eq!(
+        app.send("POST", "/v1/logout", None, Some(&token)).await.0,
+        Status::Ok
+    );
+    let started = std::time::Instant::now();
+    while app.metric("gatehouse_snapshot_pushes_failed_total").await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never given up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Longer than the backoff's first three waits (0.2 + 0.4 + 0.8 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rx.times.lock().unwrap().len(), 1, "sent once");
+    assert_eq!(
+        app.metric("gatehouse_snapshot_push_attempts_failed_total")
+            .await,
+        1
+    );
+}
+
 /// A logout pushed to an edge that answers as `answer` says: the time between the first two
 /// tries, and the bodies they carried.
 async fn first_retry_after(
@@ -361,6 +394,7 @@ async fn ended_sessions_are_found_by_index(backend: Backend) {
 crate::on_both_backends!(
     a_busy_edge_is_retried_when_it_asks,
     another_503_keeps_the_short_backoff,
+    a_rejected_list_is_not_sent_again,
     revocations_are_pushed_coalesced,
     a_hung_edge_does_not_delay_the_others,
     a_late_commit_is_in_the_next_snapshot,
