@@ -28,7 +28,7 @@ const BASE_MAX_AGE_SECS: i64 = 300;
 const DELTA_MAX_AGE_SECS: i64 = 10;
 /// While KV holds no list to compare with, only a list this young is taken (with KV empty, by
 /// no isolate; with KV's head unreadable, by an isolate holding none): the issuer serves a list
-/// at most 15 s old, its push retries end within about 30 s, and snapshots are public, so an
+/// at most 15 s old, its push retries end within 45 s, and snapshots are public, so an
 /// older one may be a saved copy replayed to roll revocations back (and, with KV empty, stored
 /// there for every isolate).
 const UNCHECKED_MAX_AGE_SECS: i64 = 60;
@@ -229,10 +229,18 @@ pub async fn accept(
                 || head.issued_at - s.issued_at >= config.kv_heartbeat_secs
         })
     };
-    // Also when the head and the snapshot name different lists, even of one seq signed within
-    // the heartbeat: isolates would read the head as newer than the snapshot it gives them, and
-    // reload it at every refresh.
-    let changed = older(stored) || older(stored_snapshot) || stored != stored_snapshot;
+    // Also when the head names a newer list than the snapshot, even of one seq signed within
+    // the heartbeat, or another signer's: isolates would read the head as newer than the
+    // snapshot it gives them, and reload it at every refresh. Not the other way round, which a
+    // head read from KV's cache can show for a minute after a write that left both right.
+    let head_ahead = stored.zip(stored_snapshot).is_some_and(|(head, snapshot)| {
+        head.signer != snapshot.signer
+            || is_newer(
+                (head.seq, head.issued_at),
+                (snapshot.seq, snapshot.issued_at),
+            )
+    });
+    let changed = older(stored) || older(stored_snapshot) || head_ahead;
     if changed {
         // The snapshot first, then the head that points at it.
         let written = async {

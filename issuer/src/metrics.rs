@@ -78,7 +78,7 @@ impl Default for Metrics {
         let pushes_ok = counter("snapshot_pushes_ok", "Snapshots an edge took");
         let pushes_failed = counter(
             "snapshot_pushes_failed",
-            "Snapshot pushes given up: every attempt failed, or the edge rejected the list (400)",
+            "Snapshot pushes given up: every attempt failed, or the edge rejected the list itself",
         );
         let pushes_already_held = counter(
             "snapshot_pushes_already_held",

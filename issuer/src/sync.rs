@@ -27,8 +27,8 @@ const COALESCE: Duration = Duration::from_millis(25);
 const PUSH_ATTEMPTS: u32 = 5;
 const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest `Retry-After` a push waits for, the edge's own: a push's tries then still end
-/// within about 30 s of its signing (five 5 s timeouts and the backoff, or a busy edge's waits),
-/// which the edge's rule for a list with nothing to compare it with relies on.
+/// within 45 s of the first (five 5 s timeouts or busy answers, four waits of at most 5 s),
+/// which the edge's rule for a list with nothing to compare it with (60 s) relies on.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 struct Cached {
@@ -191,14 +191,18 @@ impl Snapshots {
                     metrics.pushes_already_held.inc();
                     return Push::EdgeHolds(held_seq(resp).await);
                 }
-                // A list the edge refused as it is (too old to take without one to compare
-                // with, a kid it may not fetch yet, malformed) is refused again as sent: the
-                // next list, or the edges' own pull, brings it.
+                // A list the edge rejected for what it is (too old to take without one to
+                // compare with, malformed, a bad signature) is rejected again as sent: the next
+                // list, or the edges' own pull, brings it. A kid the edge could not fetch yet,
+                // or a list from a clock ahead of its own, may pass a moment later.
                 Ok(resp) if resp.status().as_u16() == 400 => {
-                    tracing::warn!(%url, status = %resp.status(), attempt, "snapshot push rejected");
-                    metrics.push_attempts_failed.inc();
-                    metrics.pushes_failed.inc();
-                    return Push::Failed;
+                    let code = error_code(resp).await.unwrap_or_default();
+                    tracing::warn!(%url, %code, attempt, "snapshot push rejected");
+                    if !matches!(code.as_str(), "unknown_kid" | "not_yet_valid") {
+                        metrics.push_attempts_failed.inc();
+                        metrics.pushes_failed.inc();
+                        return Push::Failed;
+                    }
                 }
                 Ok(resp) => {
                     let status = resp.status();
@@ -296,6 +300,13 @@ async fn busy_for(resp: reqwest::Response) -> Option<Duration> {
     let body = resp.bytes().await.ok()?;
     let code = serde_json::from_slice::<serde_json::Value>(&body).ok()?;
     (code.get("code")?.as_str()? == "push_busy").then(|| Duration::from_secs(secs))
+}
+
+/// The stable `code` of an edge's refusal.
+async fn error_code(resp: reqwest::Response) -> Option<String> {
+    let body = resp.bytes().await.ok()?;
+    let json = serde_json::from_slice::<serde_json::Value>(&body).ok()?;
+    Some(json.get("code")?.as_str()?.to_owned())
 }
 
 /// The `held_seq` of an edge's 409: the seq of the list it holds.

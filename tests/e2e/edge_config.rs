@@ -335,7 +335,7 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
         "KV_REFRESH_SECS=0 is under 1",
         r#"SERVER_TIMING=\"true\" is neither off nor on"#,
         "PUBLIC_PATHS is not text, a number or a boolean",
-        "MAX_LIST_AGE_SECS=1800 is not above KV_HEARTBEAT_SECS + 135 s (3735)",
+        "MAX_LIST_AGE_SECS=1800 is not above KV_HEARTBEAT_SECS + 135 s + KV_REFRESH_SECS (3736)",
     ] {
         assert!(problems.contains(expected), "{expected} in {problems}");
     }

@@ -328,19 +328,19 @@ impl Config {
             "ORIGIN_SECRET",
             "it is not sent, and an origin that checks it refuses every request",
         );
+        let kv_refresh_secs = vars.number_at_least(
+            "KV_REFRESH_SECS",
+            10,
+            1,
+            "0 would read KV, or the issuer while KV is empty, on every request",
+        );
         let kv_heartbeat_secs = i64::from(vars.number("KV_HEARTBEAT_SECS", 3600));
         let max_list_age_secs = i64::from(vars.number("MAX_LIST_AGE_SECS", 5400));
-        // Unchanged, a list reaches KV again only at the heartbeat: KV's copy is then up to that
-        // old, plus the cron's minute, the issuer's 15 s cache and KV's 60 s, when an isolate
-        // reads it. With the delta feed off or failing, that copy is what a new isolate has.
-        let quiet_copy_age = kv_heartbeat_secs + 135;
-        if max_list_age_secs <= quiet_copy_age {
-            vars.problems.push(format!(
-                "MAX_LIST_AGE_SECS={max_list_age_secs} is not above KV_HEARTBEAT_SECS + 135 s \
-                 ({quiet_copy_age}): with the delta feed off or failing, a quiet list read from \
-                 KV goes stale before the heartbeat renews it"
-            ));
-        }
+        vars.problems.extend(settings::list_age_problem(
+            max_list_age_secs,
+            kv_heartbeat_secs,
+            kv_refresh_secs.into(),
+        ));
         let delta_url = match vars.text("DELTA_URL") {
             Some(url) => vars.checked_url("DELTA_URL", &url),
             None if issuer_url.is_empty() => String::new(),
@@ -363,12 +363,7 @@ impl Config {
             ),
             crash_route: vars.switch("TEST_CRASH_ROUTE", ("off", "on")),
             realm,
-            kv_refresh_ms: f64::from(vars.number_at_least(
-                "KV_REFRESH_SECS",
-                10,
-                1,
-                "0 would read KV, or the issuer while KV is empty, on every request",
-            )) * 1000.0,
+            kv_refresh_ms: f64::from(kv_refresh_secs) * 1000.0,
             kv_heartbeat_secs,
             delta_url,
             delta_poll_ms: f64::from(vars.number_at_most(

@@ -61,7 +61,33 @@ pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
     if let Err(broken) = route_scopes(&var("ROUTE_SCOPES").unwrap_or_default(), &public) {
         problems.extend(broken);
     }
+    // A number the worker cannot read is reported there, with its default used; so here.
+    let number = |name: &str, default: i64| {
+        var(name)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default)
+    };
+    problems.extend(list_age_problem(
+        number("MAX_LIST_AGE_SECS", 5400),
+        number("KV_HEARTBEAT_SECS", 3600),
+        number("KV_REFRESH_SECS", 10).max(1),
+    ));
     problems
+}
+
+/// A `MAX_LIST_AGE_SECS` a quiet list outgrows between heartbeats. Unchanged, a list reaches KV
+/// again only at the heartbeat: KV's copy is then up to that old, plus the cron's minute and
+/// the issuer's 15 s cache, then KV's 60 s to reach a location and an isolate's next read of
+/// the head. With the delta feed off or failing, that copy is what an isolate has.
+pub(super) fn list_age_problem(max_age: i64, heartbeat: i64, kv_refresh: i64) -> Option<String> {
+    let quiet_copy_age = heartbeat + 135 + kv_refresh;
+    (max_age <= quiet_copy_age).then(|| {
+        format!(
+            "MAX_LIST_AGE_SECS={max_age} is not above KV_HEARTBEAT_SECS + 135 s + KV_REFRESH_SECS \
+             ({quiet_copy_age}): with the delta feed off or failing, a quiet list read from KV \
+             goes stale before the heartbeat renews it"
+        )
+    })
 }
 
 enum UrlProblem {
@@ -216,7 +242,8 @@ pub(super) fn cors_origins(raw: &str, problems: &mut Vec<String>) -> Vec<String>
 #[cfg(test)]
 mod tests {
     use super::{
-        UrlProblem, cors_origins, public_paths, route_scopes, scope_rules_made_public, url_problem,
+        UrlProblem, cors_origins, offline_problems, public_paths, route_scopes,
+        scope_rules_made_public, url_problem,
     };
 
     #[test]
@@ -294,6 +321,23 @@ mod tests {
                 "{public:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_list_age_limit_a_quiet_list_outgrows_is_reported() {
+        let vars = |max_age: &'static str| {
+            offline_problems(move |name| match name {
+                "MAX_LIST_AGE_SECS" => Some(max_age.to_owned()),
+                _ => None,
+            })
+        };
+        let reported =
+            |problems: Vec<String>| problems.iter().any(|p| p.starts_with("MAX_LIST_AGE_SECS="));
+        // The defaults: 3600 + 135 + 10.
+        assert!(reported(vars("3745")));
+        assert!(reported(vars("1800")));
+        assert!(!reported(vars("3746")));
+        assert!(!reported(vars("5400")));
     }
 
     #[test]

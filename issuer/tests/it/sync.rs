@@ -191,6 +191,18 @@ async fn a_rejected_list_is_not_sent_again(backend: Backend) {
     );
 }
 
+/// A kid the edge could not fetch yet (its refetch cooldown, a failed JWKS fetch) may be
+/// fetched a moment later: that 400 is tried again.
+async fn an_unknown_kid_is_tried_again(backend: Backend) {
+    const UNKNOWN_KID: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+                                 content-length: 22\r\nconnection: close\r\n\r\n\
+                                 {\"code\":\"unknown_kid\"}";
+    let (gap, bodies) =
+        first_retry_after(backend, |n| if n == 0 { UNKNOWN_KID } else { ACCEPTED }).await;
+    assert!(gap < Duration::from_secs(3), "retried after {gap:?}");
+    assert_eq!(bodies[0], bodies[1], "the same list, tried again");
+}
+
 /// A logout pushed to an edge that answers as `answer` says: the time between the first two
 /// tries, and the bodies they carried.
 async fn first_retry_after(
@@ -395,6 +407,7 @@ crate::on_both_backends!(
     a_busy_edge_is_retried_when_it_asks,
     another_503_keeps_the_short_backoff,
     a_rejected_list_is_not_sent_again,
+    an_unknown_kid_is_tried_again,
     revocations_are_pushed_coalesced,
     a_hung_edge_does_not_delay_the_others,
     a_late_commit_is_in_the_next_snapshot,
