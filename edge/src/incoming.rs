@@ -39,7 +39,7 @@ impl Incoming {
         let headers = raw.headers();
         // Only the methods RFC 4918 defines it for: most requests pay no header lookup, and a
         // `POST` with a header of that name means nothing by it.
-        let destination = if matches!(method.as_str(), "COPY" | "MOVE") {
+        let destination = if names_destination(&method) {
             headers
                 .get("destination")
                 .ok()
@@ -104,6 +104,12 @@ pub fn is_safe_method(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS")
 }
 
+/// Whether a method names a second path in `Destination`: WebDAV's `COPY` and `MOVE`, in any
+/// case (the Fetch standard upper-cases only its own methods, and an origin may not care).
+fn names_destination(method: &str) -> bool {
+    method.eq_ignore_ascii_case("COPY") || method.eq_ignore_ascii_case("MOVE")
+}
+
 /// Whether a method may act on everything under its path: `DELETE`, and every method outside
 /// HTTP's own (WebDAV's `COPY`, `MOVE`, `PROPFIND`, `LOCK`, … act on a collection's members, to
 /// any depth by default, RFC 4918 §9).
@@ -135,7 +141,24 @@ fn path_and_query(url: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::{authority, path_and_query};
+    use super::{acts_below, authority, names_destination, path_and_query};
+
+    #[test]
+    fn methods_are_classed_by_what_they_reach() {
+        for method in ["COPY", "MOVE", "copy", "Move"] {
+            assert!(names_destination(method), "{method}");
+            assert!(acts_below(method), "{method}");
+        }
+        for method in ["GET", "POST", "PROPFIND", "COPYX"] {
+            assert!(!names_destination(method), "{method}");
+        }
+        for method in ["DELETE", "PROPFIND", "LOCK", "get"] {
+            assert!(acts_below(method), "{method}");
+        }
+        for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "OPTIONS"] {
+            assert!(!acts_below(method), "{method}");
+        }
+    }
 
     #[test]
     fn authority_is_the_host_and_port() {

@@ -85,16 +85,12 @@ pub fn destination(value: &str, authority: &str) -> Result<(String, String), Ref
         value
     } else {
         let (scheme, rest) = value.split_once("://").ok_or(Refused)?;
-        let end = rest
-            .bytes()
-            .position(|b| matches!(b, b'/' | b'?'))
-            .unwrap_or(rest.len());
-        let (host, path) = rest.split_at(end);
+        let host = crate::incoming::authority(value);
         let http = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
         if !http || !host.eq_ignore_ascii_case(authority) {
             return Err(Refused);
         }
-        path
+        rest.get(host.len()..).unwrap_or_default()
     };
     if path_and_query.starts_with("//") || path_and_query.contains('#') {
         return Err(Refused);

@@ -102,9 +102,13 @@ pub fn unavailable(code: &str, description: &str) -> Response {
 /// 401 for a health request whose bearer token is not `HEALTH_TOKEN` (or when none is set): a
 /// wrong secret is told so, where no token at all gets the public status.
 pub fn health_token_refused(realm: &str) -> Response {
-    json_text(
+    error(
         401,
-        r#"{"error":"invalid_token","code":"health_token_mismatch","error_description":"not this edge's HEALTH_TOKEN"}"#,
+        &ErrorBody::new(
+            "invalid_token",
+            "health_token_mismatch",
+            "not this edge's HEALTH_TOKEN",
+        ),
         Some((
             "www-authenticate",
             &format!("Bearer realm=\"{realm}\", error=\"invalid_token\""),

@@ -76,7 +76,7 @@ impl Refusal {
 }
 
 /// The JSON body of a refusal: the OAuth `error`, the stable `code`, a description, and for a
-/// 403 the `scope` wanted. The edge writes its other refusals (400, 411, 502, 503) with it too.
+/// 403 the `scope` wanted. The edge writes its other refusals (400, 405, 411, 413, 502, 503) with it too.
 /// A struct, not `json!`: with the edge's other bodies written the same way, the worker links
 /// no `serde_json::Value` (2.2 KB less gzipped `.wasm`).
 #[derive(Debug, serde::Serialize)]

@@ -330,12 +330,14 @@ impl Config {
         );
         let kv_refresh_secs = vars.number_at_least(
             "KV_REFRESH_SECS",
-            10,
-            1,
+            settings::DEFAULT_KV_REFRESH_SECS,
+            settings::MIN_KV_REFRESH_SECS,
             "0 would read KV, or the issuer while KV is empty, on every request",
         );
-        let kv_heartbeat_secs = i64::from(vars.number("KV_HEARTBEAT_SECS", 3600));
-        let max_list_age_secs = i64::from(vars.number("MAX_LIST_AGE_SECS", 5400));
+        let kv_heartbeat_secs =
+            i64::from(vars.number("KV_HEARTBEAT_SECS", settings::DEFAULT_KV_HEARTBEAT_SECS));
+        let max_list_age_secs =
+            i64::from(vars.number("MAX_LIST_AGE_SECS", settings::DEFAULT_MAX_LIST_AGE_SECS));
         vars.problems.extend(settings::list_age_problem(
             max_list_age_secs,
             kv_heartbeat_secs,

@@ -1,5 +1,6 @@
-//! How the URL and path-rule settings are read and checked: the rules `Config::from_env`
-//! applies, and that `offline_problems` applies to a `[vars]` table before a deploy.
+//! How the URL, path-rule and list-age settings are read and checked: the rules
+//! `Config::from_env` applies, and that `offline_problems` applies to a `[vars]` table before a
+//! deploy.
 
 use gatehouse_shared::challenge::is_scope_token;
 
@@ -40,9 +41,9 @@ pub(super) fn not_set(name: &str) -> String {
     format!("{name} is not set")
 }
 
-/// What the worker would report about its required vars, URL and path-rule settings (`var`
-/// reads one), for a check made before a deploy: the rules `Config::from_env` applies, without
-/// an `Env`.
+/// What the worker would report about its required vars, URL, path-rule and list-age settings
+/// (`var` reads one), for a check made before a deploy: the rules `Config::from_env` applies,
+/// without an `Env`.
 pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
     let mut problems = Vec::new();
     // Blank is unset, as the worker reads it.
@@ -62,18 +63,26 @@ pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
         problems.extend(broken);
     }
     // A number the worker cannot read is reported there, with its default used; so here.
-    let number = |name: &str, default: i64| {
-        var(name)
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(default)
+    let number = |name: &str, default: u32| {
+        i64::from(
+            var(name)
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .unwrap_or(default),
+        )
     };
     problems.extend(list_age_problem(
-        number("MAX_LIST_AGE_SECS", 5400),
-        number("KV_HEARTBEAT_SECS", 3600),
-        number("KV_REFRESH_SECS", 10).max(1),
+        number("MAX_LIST_AGE_SECS", DEFAULT_MAX_LIST_AGE_SECS),
+        number("KV_HEARTBEAT_SECS", DEFAULT_KV_HEARTBEAT_SECS),
+        number("KV_REFRESH_SECS", DEFAULT_KV_REFRESH_SECS).max(MIN_KV_REFRESH_SECS.into()),
     ));
     problems
 }
+
+/// The list-age settings' defaults, and the least `KV_REFRESH_SECS` taken.
+pub(super) const DEFAULT_MAX_LIST_AGE_SECS: u32 = 5400;
+pub(super) const DEFAULT_KV_HEARTBEAT_SECS: u32 = 3600;
+pub(super) const DEFAULT_KV_REFRESH_SECS: u32 = 10;
+pub(super) const MIN_KV_REFRESH_SECS: u32 = 1;
 
 /// A `MAX_LIST_AGE_SECS` a quiet list outgrows between heartbeats. Unchanged, a list reaches KV
 /// again only at the heartbeat: KV's copy is then up to that old, plus the cron's minute and
@@ -117,13 +126,12 @@ fn url_problem(url: &str, appends_paths: bool) -> Option<UrlProblem> {
             "is a base URL: scheme, host and path only (a query or fragment would swallow the path)",
         ));
     }
-    (plain && !on_this_machine(url)).then_some(UrlProblem::PlainHttp)
+    (plain && !on_this_machine(&host)).then_some(UrlProblem::PlainHttp)
 }
 
-/// Whether a URL's host is this machine (`localhost`, `127.0.0.1`, `[::1]`, any port), where
-/// plain HTTP crosses no network.
-fn on_this_machine(url: &str) -> bool {
-    let host = crate::incoming::authority(url).to_ascii_lowercase();
+/// Whether a (lower-cased) `host[:port]` is this machine (`localhost`, `127.0.0.1`, `[::1]`,
+/// any port), where plain HTTP crosses no network.
+fn on_this_machine(host: &str) -> bool {
     ["localhost", "127.0.0.1", "[::1]"]
         .iter()
         .any(|local| host == *local || host.strip_prefix(local).is_some_and(|p| p.starts_with(':')))

@@ -158,7 +158,8 @@ async fn another_503_keeps_the_short_backoff(backend: Backend) {
     assert!(gap < Duration::from_secs(3), "retried after {gap:?}");
 }
 
-/// A list the edge rejects (400: `list_too_old`, `unknown_kid`, …) is rejected again as sent:
+/// A list the edge rejects for what it is (400: `list_too_old`, `malformed`, a bad signature)
+/// is rejected again as sent:
 /// the push gives up at once, and says so in the metrics. Before, it was sent five times.
 async fn a_rejected_list_is_not_sent_again(backend: Backend) {
     const REJECTED: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
