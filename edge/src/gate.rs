@@ -218,12 +218,14 @@ async fn authorize(
     let Some(mut verifier) = keys::verifier(env, config).await else {
         return Err(reply::keys_unavailable());
     };
-    let mut result = state::verify(&verifier, config, &token, now).await;
+    // The clock again after each wait (a key fetch may take seconds, and a Worker's clock
+    // moves only across I/O): a token that expired meanwhile is expired.
+    let mut result = state::verify(&verifier, config, &token, state::now_secs()).await;
     if matches!(&result, Err(e) if e.code() == ErrorCode::UnknownKid)
         && let Some(fresh) = keys::refetch(env, config, keys::Asker::Client).await
     {
         verifier = fresh;
-        result = state::verify(&verifier, config, &token, now).await;
+        result = state::verify(&verifier, config, &token, state::now_secs()).await;
     }
     let claims = result.map_err(|e| reply::unauthorized(realm, e.code()))?;
     // Entries are honoured even from a list too old to rely on: refusing is always safe. The

@@ -105,12 +105,13 @@ pub async fn refetch(env: &Env, config: &Config, asker: Asker) -> Option<Rc<Veri
         return None;
     }
     let url = format!("{}/.well-known/jwks.json", config.issuer_url);
+    // The set is as old as the fetch's start: one that began later and ended sooner wins.
+    let fetched_ms = state::now_ms();
     let json = upstream::get_text(&url, upstream::KEYS_LIMIT)
         .await
         .map_err(|e| worker::console_warn!("gatehouse: fetching the key set failed: {e}"))
         .ok()?;
     let keys = KeySet::from_json(&json).ok().filter(|k| !k.is_empty())?;
-    let fetched_ms = state::now_ms();
     if asker == Asker::Cron {
         store(env, &json, fetched_ms).await;
     }

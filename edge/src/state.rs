@@ -90,14 +90,21 @@ pub fn verifier() -> Option<(Rc<Verifier>, f64)> {
     })
 }
 
-/// Holds `verifier`, whose keys were fetched from the issuer at `fetched_ms`.
+/// Holds `verifier`, whose keys were fetched from the issuer at `fetched_ms`, unless the set
+/// held was fetched later: a fetch or KV read that began before it and ended after must not
+/// bring back a key the issuer has dropped since. The set held then is returned.
 pub fn set_verifier(verifier: Verifier, fetched_ms: f64) -> Rc<Verifier> {
-    let verifier = Rc::new(verifier);
     ISOLATE.with_borrow_mut(|s| {
+        if let (Some(held), Some(held_ms)) = (&s.verifier, s.keys_fetched_ms)
+            && held_ms > fetched_ms
+        {
+            return Rc::clone(held);
+        }
+        let verifier = Rc::new(verifier);
         s.verifier = Some(Rc::clone(&verifier));
         s.keys_fetched_ms = Some(fetched_ms);
-    });
-    verifier
+        verifier
+    })
 }
 
 /// Verifies `token`, through this isolate's cache of tokens already verified by `verifier`.
@@ -310,10 +317,29 @@ pub fn issuer_behind() -> Option<IssuerBehind> {
 
 #[cfg(test)]
 mod tests {
+    use std::rc::Rc;
+
+    use gatehouse_shared::{KeySet, Verifier, VerifierOptions};
+
     use super::{
         begin_delta_poll, delta_feed_failing, delta_poll_age_ms, delta_poll_under_way,
-        delta_view_age_ms, end_delta_poll,
+        delta_view_age_ms, end_delta_poll, set_verifier,
     };
+
+    #[test]
+    fn a_key_set_fetched_earlier_never_replaces_one_fetched_later() {
+        let set = || Verifier::new(KeySet::default(), VerifierOptions::new("iss", "aud"));
+        let held = set_verifier(set(), 100.0);
+        assert!(Rc::ptr_eq(&set_verifier(set(), 50.0), &held), "older: kept");
+        let same_time = set_verifier(set(), 100.0);
+        assert!(
+            !Rc::ptr_eq(&same_time, &held),
+            "rebuilt from the same fetch"
+        );
+        let later = set_verifier(set(), 200.0);
+        assert!(!Rc::ptr_eq(&later, &same_time));
+        assert!(Rc::ptr_eq(&set_verifier(set(), 150.0), &later));
+    }
 
     #[test]
     fn the_view_ages_from_the_last_poll_that_ended() {
