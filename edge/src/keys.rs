@@ -34,7 +34,14 @@ fn install(config: &Config, keys: &KeySet, fetched_ms: f64) -> Rc<Verifier> {
         .filter(|k| !revocations.revokes_key(k.kid()))
         .cloned();
     let verifier = Verifier::new(KeySet::new(kept), config.verifier.clone());
-    state::set_verifier(verifier, fetched_ms.min(state::now_ms()))
+    let held = state::set_verifier(verifier, fetched_ms.min(state::now_ms()));
+    // A set fetched later is kept over this one; a key of it may have been revoked since.
+    if held.keys().kids().any(|kid| revocations.revokes_key(kid))
+        && let Some((_, age_ms)) = state::verifier()
+    {
+        return install(config, held.keys(), state::now_ms() - age_ms);
+    }
+    held
 }
 
 /// The current verifier: memory, else pinned keys, else KV, else the issuer.
