@@ -25,33 +25,40 @@ struct Fetched {
 }
 
 /// Installs `keys`, fetched from the issuer at `fetched_ms`, without the ones the revocation
-/// list revokes.
+/// list revokes, unless a set fetched later is held: that one is returned then, filtered the
+/// same way.
 fn install(config: &Config, keys: &KeySet, fetched_ms: f64) -> Rc<Verifier> {
+    let held = state::set_verifier(
+        without_revoked(config, keys),
+        fetched_ms.min(state::now_ms()),
+    );
+    refiltered(config, held)
+}
+
+/// `held` without a key the revocation list has revoked since it was installed, replacing it
+/// in place (its fetch time kept).
+fn refiltered(config: &Config, held: Rc<Verifier>) -> Rc<Verifier> {
+    let revocations = state::revocations();
+    if held.keys().kids().any(|kid| revocations.revokes_key(kid)) {
+        return state::replace_verifier(without_revoked(config, held.keys()));
+    }
+    held
+}
+
+fn without_revoked(config: &Config, keys: &KeySet) -> Verifier {
     let revocations = state::revocations();
     let kept = keys
         .keys()
         .iter()
         .filter(|k| !revocations.revokes_key(k.kid()))
         .cloned();
-    let verifier = Verifier::new(KeySet::new(kept), config.verifier.clone());
-    let held = state::set_verifier(verifier, fetched_ms.min(state::now_ms()));
-    // A set fetched later is kept over this one; a key of it may have been revoked since.
-    if held.keys().kids().any(|kid| revocations.revokes_key(kid))
-        && let Some((_, age_ms)) = state::verifier()
-    {
-        return install(config, held.keys(), state::now_ms() - age_ms);
-    }
-    held
+    Verifier::new(KeySet::new(kept), config.verifier.clone())
 }
 
 /// The current verifier: memory, else pinned keys, else KV, else the issuer.
 pub async fn verifier(env: &Env, config: &Config) -> Option<Rc<Verifier>> {
-    if let Some((v, age_ms)) = state::verifier() {
-        let revocations = state::revocations();
-        if v.keys().kids().any(|kid| revocations.revokes_key(kid)) {
-            return Some(install(config, v.keys(), state::now_ms() - age_ms));
-        }
-        return Some(v);
+    if let Some((held, _)) = state::verifier() {
+        return Some(refiltered(config, held));
     }
     if let Some(pinned) = &config.pinned_keys {
         return Some(install(config, pinned, state::now_ms()));

@@ -91,7 +91,7 @@ pub fn verifier() -> Option<(Rc<Verifier>, f64)> {
 }
 
 /// Holds `verifier`, whose keys were fetched from the issuer at `fetched_ms`, unless the set
-/// held was fetched later: a fetch or KV read that began before it and ended after must not
+/// held was fetched later: a set fetched before it (a slow fetch, an older KV copy) must not
 /// bring back a key the issuer has dropped since. The set held then is returned.
 pub fn set_verifier(verifier: Verifier, fetched_ms: f64) -> Rc<Verifier> {
     ISOLATE.with_borrow_mut(|s| {
@@ -105,6 +105,14 @@ pub fn set_verifier(verifier: Verifier, fetched_ms: f64) -> Rc<Verifier> {
         s.keys_fetched_ms = Some(fetched_ms);
         verifier
     })
+}
+
+/// Replaces the verifier held with `verifier` (the same keys, less a revoked one), keeping the
+/// held set's fetch time.
+pub fn replace_verifier(verifier: Verifier) -> Rc<Verifier> {
+    let verifier = Rc::new(verifier);
+    ISOLATE.with_borrow_mut(|s| s.verifier = Some(Rc::clone(&verifier)));
+    verifier
 }
 
 /// Verifies `token`, through this isolate's cache of tokens already verified by `verifier`.
