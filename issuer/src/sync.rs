@@ -174,6 +174,7 @@ impl Snapshots {
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=PUSH_ATTEMPTS {
             let mut wait = delay;
+            let mut rejected = false;
             let sent = self
                 .client
                 .post(url)
@@ -198,11 +199,7 @@ impl Snapshots {
                 Ok(resp) if resp.status().as_u16() == 400 => {
                     let code = error_code(resp).await.unwrap_or_default();
                     tracing::warn!(%url, %code, attempt, "snapshot push rejected");
-                    if !matches!(code.as_str(), "unknown_kid" | "not_yet_valid") {
-                        metrics.push_attempts_failed.inc();
-                        metrics.pushes_failed.inc();
-                        return Push::Failed;
-                    }
+                    rejected = !matches!(code.as_str(), "unknown_kid" | "not_yet_valid");
                 }
                 Ok(resp) => {
                     let status = resp.status();
@@ -218,6 +215,9 @@ impl Snapshots {
                 }
             }
             metrics.push_attempts_failed.inc();
+            if rejected {
+                break;
+            }
             if attempt < PUSH_ATTEMPTS {
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
@@ -297,9 +297,7 @@ async fn busy_for(resp: reqwest::Response) -> Option<Duration> {
         .trim()
         .parse()
         .ok()?;
-    let body = resp.bytes().await.ok()?;
-    let code = serde_json::from_slice::<serde_json::Value>(&body).ok()?;
-    (code.get("code")?.as_str()? == "push_busy").then(|| Duration::from_secs(secs))
+    (error_code(resp).await? == "push_busy").then(|| Duration::from_secs(secs))
 }
 
 /// The stable `code` of an edge's refusal.

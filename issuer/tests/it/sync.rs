@@ -165,15 +165,7 @@ async fn a_rejected_list_is_not_sent_again(backend: Backend) {
     const REJECTED: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
                               content-length: 23\r\nconnection: close\r\n\r\n\
                               {\"code\":\"list_too_old\"}";
-    let rx = receiver_answering(|_| REJECTED).await;
-    let urls = vec![rx.url.clone()];
-    let app = TestApp::start_with(backend, move |c| c.edge_sync_urls = urls).await;
-    app.register("alice").await;
-    let token = str_of(&app.login("alice").await, "access_token").to_owned();
-    assert_eq!(
-        app.send("POST", "/v1/logout", None, Some(&token)).await.0,
-        Status::Ok
-    );
+    let (rx, app) = logout_pushed_to(backend, |_| REJECTED).await;
     let started = std::time::Instant::now();
     while app.metric("gatehouse_snapshot_pushes_failed_total").await == 0 {
         assert!(
@@ -204,12 +196,12 @@ async fn an_unknown_kid_is_tried_again(backend: Backend) {
     assert_eq!(bodies[0], bodies[1], "the same list, tried again");
 }
 
-/// A logout pushed to an edge that answers as `answer` says: the time between the first two
-/// tries, and the bodies they carried.
-async fn first_retry_after(
+/// An issuer pushing to an edge that answers as `answer` says, after a logout: the receiver and
+/// the app (kept alive while the pushes go on).
+async fn logout_pushed_to(
     backend: Backend,
     answer: fn(usize) -> &'static [u8],
-) -> (Duration, Vec<String>) {
+) -> (Receiver, TestApp) {
     let rx = receiver_answering(answer).await;
     let urls = vec![rx.url.clone()];
     let app = TestApp::start_with(backend, move |c| c.edge_sync_urls = urls).await;
@@ -219,6 +211,16 @@ async fn first_retry_after(
         app.send("POST", "/v1/logout", None, Some(&token)).await.0,
         Status::Ok
     );
+    (rx, app)
+}
+
+/// A logout pushed to an edge that answers as `answer` says: the time between the first two
+/// tries, and the bodies they carried.
+async fn first_retry_after(
+    backend: Backend,
+    answer: fn(usize) -> &'static [u8],
+) -> (Duration, Vec<String>) {
+    let (rx, _app) = logout_pushed_to(backend, answer).await;
     let started = std::time::Instant::now();
     while rx.times.lock().unwrap().len() < 2 {
         assert!(started.elapsed() < Duration::from_secs(10), "no retry");
