@@ -28,12 +28,7 @@ impl Incoming {
     /// gate, and a `Destination` on another host.
     pub fn new(raw: Request) -> Result<Self, path::Refused> {
         let url = raw.url();
-        let path_and_query = path_and_query(&url);
-        let path_len = path_and_query.find('?').unwrap_or(path_and_query.len());
-        let (path, query) = path_and_query.split_at(path_len);
-        // No allocation for the common request without a query.
-        let query = query.to_owned();
-        let path = path::canonical(path)?;
+        let (path, query) = path::canonical_with_query(path_and_query(&url))?;
         // Every protected request reads it (the preflight check), and a forward again.
         let method = raw.method();
         let headers = raw.headers();

@@ -95,6 +95,12 @@ pub fn destination(value: &str, authority: &str) -> Result<(String, String), Ref
     if path_and_query.starts_with("//") || path_and_query.contains('#') {
         return Err(Refused);
     }
+    canonical_with_query(path_and_query)
+}
+
+/// `/path?query` as the canonical path and the `?query` as sent (empty without one: no
+/// allocation for the common request).
+pub fn canonical_with_query(path_and_query: &str) -> Result<(String, String), Refused> {
     let path_len = path_and_query.find('?').unwrap_or(path_and_query.len());
     let (path, query) = path_and_query.split_at(path_len);
     Ok((canonical(path)?, query.to_owned()))
@@ -267,6 +273,11 @@ mod tests {
                 "{value}"
             );
         }
+        // The host as written: a default port spelled out is another host here.
+        assert_eq!(
+            destination("https://edge.example:443/x", "edge.example"),
+            Err(Refused)
+        );
         for value in [
             "https://other.example/api/x",
             "https://edge.example/api/x",

@@ -150,8 +150,8 @@ fn not_below_view(list: &RevocationList) -> Result<(), SyncError> {
 
 /// Verifies a snapshot, installs it as the base list and stores it in KV if KV's copy is older
 /// (another seq, another signing key, or the same list signed more than `KV_HEARTBEAT_SECS`
-/// earlier), or KV's head names a newer list than its snapshot. Also the list's seq (memory keeps its own view when that is the same list signed
-/// later).
+/// earlier), or KV's head names a newer list than its snapshot. Also the list's seq (memory
+/// keeps its own view when that is the same list signed later).
 pub async fn accept(
     env: &Env,
     config: &Config,
