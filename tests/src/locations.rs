@@ -75,6 +75,19 @@ impl Locations {
         self.write_counts("list_writes").await
     }
 
+    /// [`Self::kv_writes`] to the key set's copy only: both counts from one reading of the
+    /// simulation (two readings could take a list write between them).
+    pub async fn kv_key_set_writes(&self) -> Vec<u64> {
+        self.per_location("writes")
+            .await
+            .iter()
+            .map(|l| {
+                let count = |field: &str| l[field].as_u64().expect("a count");
+                count("writes") - count("list_writes")
+            })
+            .collect()
+    }
+
     async fn write_counts(&self, field: &str) -> Vec<u64> {
         self.per_location("writes")
             .await
