@@ -33,6 +33,7 @@ struct AfterCommit {
 pub struct Revoker {
     db: Db,
     config: Config,
+    clock: Arc<Clock>,
     after_commit: Option<AfterCommit>,
 }
 
@@ -42,7 +43,7 @@ pub struct Revocations<'c> {
     now: i64,
     /// The longest access-token lifetime any replica may have issued with (`store::lifetimes`).
     longest: i64,
-    horizon: i64,
+    clock: Arc<Clock>,
     written: u64,
     /// Who asked, when it is not the owner (an admin): named in every audit row written here.
     by: Option<String>,
@@ -70,6 +71,14 @@ impl Revocations<'_> {
 
     pub const fn now(&self) -> i64 {
         self.now
+    }
+
+    /// How long a session's (or user's, or key's) entry lasts: until the longest-lived token it
+    /// may cover has expired at every verifier. Read when the entry is written, after the
+    /// session row is ended: a refresh that rotated before that, while this request waited for
+    /// a connection or a lock, signed with its own later `now`, and no refresh signs after it.
+    fn horizon(&self) -> i64 {
+        entry_expiry(self.now.max(self.clock.now()).saturating_add(self.longest))
     }
 
     /// One access token, until no verifier would accept it anyway (`entry_expiry(exp)`). Returns
@@ -100,7 +109,7 @@ impl Revocations<'_> {
         let Some(user_id) = revocations::end_session(self.conn, sid, self.now)? else {
             return Ok(false);
         };
-        revocations::insert(self.conn, Kind::Session, sid, 0, self.horizon, self.now)?;
+        revocations::insert(self.conn, Kind::Session, sid, 0, self.horizon(), self.now)?;
         let detail = self.detail(serde_json::json!({"sid": sid, "reason": reason}));
         audit::record(
             self.conn,
@@ -128,7 +137,7 @@ impl Revocations<'_> {
             Kind::User,
             user_id,
             self.now + 1,
-            self.horizon,
+            self.horizon(),
             self.now,
         )?;
         let detail = self.detail(serde_json::json!({"reason": reason}));
@@ -174,7 +183,7 @@ impl Revocations<'_> {
         for (sid, expires_at) in &ended {
             // No token outlives its session, and none lives longer than `longest`.
             if entry_expiry(expires_at.saturating_add(self.longest)) > self.now {
-                revocations::insert(self.conn, Kind::Session, sid, 0, self.horizon, self.now)?;
+                revocations::insert(self.conn, Kind::Session, sid, 0, self.horizon(), self.now)?;
                 entries += 1;
             }
         }
@@ -184,7 +193,7 @@ impl Revocations<'_> {
     /// A signing key, in an emergency: every edge drops it as soon as its list names it. The
     /// entry lasts until `expires_at`, and at least as long as any token it signed.
     pub fn key(&mut self, kid: &str, expires_at: i64, was: &str) -> Result<(), ApiError> {
-        let expires_at = expires_at.max(self.horizon);
+        let expires_at = expires_at.max(self.horizon());
         revocations::insert(self.conn, Kind::Key, kid, 0, expires_at, self.now)?;
         let detail = serde_json::json!({"kid": kid, "was": was});
         audit::record(self.conn, self.now, "key_revoked", None, &detail)?;
@@ -200,6 +209,7 @@ impl Revoker {
         Self {
             db,
             config,
+            clock: Arc::default(),
             after_commit: None,
         }
     }
@@ -207,6 +217,7 @@ impl Revoker {
     fn transaction<T>(
         conn: &mut DbConn,
         now: i64,
+        clock: Arc<Clock>,
         own_ttl_secs: i64,
         work: impl FnOnce(&mut Revocations<'_>) -> Result<T, ApiError>,
     ) -> Result<(T, u64), ApiError> {
@@ -215,12 +226,11 @@ impl Revoker {
             // The longest lifetime any replica may have issued a still-valid token with, not
             // only this one's (`store::lifetimes`).
             let longest = lifetimes::longest(conn, now, own_ttl_secs)?;
-            let horizon = entry_expiry(now.saturating_add(longest));
             let mut revocations = Revocations {
                 conn,
                 now,
                 longest,
-                horizon,
+                clock,
                 written: 0,
                 by: None,
             };
@@ -237,9 +247,10 @@ impl Revoker {
         work: impl FnOnce(&mut Revocations<'_>) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let ttl = i64::from(self.config.access_token_ttl_secs);
+        let clock = Arc::clone(&self.clock);
         let (value, written) = self
             .db
-            .run(move |conn| Self::transaction(conn, now, ttl, work))
+            .run(move |conn| Self::transaction(conn, now, clock, ttl, work))
             .await?;
         self.committed(written);
         Ok(value)
@@ -254,7 +265,7 @@ impl Revoker {
         let ttl = i64::from(self.config.access_token_ttl_secs);
         let (value, written) = self
             .db
-            .run_sync(|conn| Self::transaction(conn, now, ttl, work))?;
+            .run_sync(|conn| Self::transaction(conn, now, Arc::clone(&self.clock), ttl, work))?;
         self.committed(written);
         Ok(value)
     }
@@ -306,6 +317,7 @@ pub fn stage() -> AdHoc {
         let revoker = Revoker {
             db: db.clone(),
             config: config.clone(),
+            clock: Arc::clone(clock),
             after_commit: Some(AfterCommit {
                 metrics: Arc::clone(metrics),
                 auth_cache: Arc::clone(auth_cache),

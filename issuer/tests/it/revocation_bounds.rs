@@ -209,6 +209,53 @@ async fn ending_every_session_skips_sessions_long_expired(backend: Backend) {
     assert_eq!(tally(&app).0 - entries, 3);
 }
 
+/// A session's entry outlives every token the session signed, counted from when the revocation
+/// is written, not from when its request came in: a refresh that rotated while the logout
+/// waited (for a connection, the write-order lock, argon2) signed with a later `now`. Before,
+/// the entry lasted from the request's `now`, and here left the list about two minutes before
+/// a verifier with the largest leeway, on a clock 30 s behind, stopped taking the token.
+async fn a_revocation_that_waited_covers_a_token_refreshed_meanwhile(backend: Backend) {
+    use gatehouse_issuer::revoker::Revoker;
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let session = app.login("alice").await;
+    let arrived = app.clock().now();
+    app.clock().advance(120);
+    let (status, refreshed) = app.refresh(str_of(&session, "refresh_token")).await;
+    assert_eq!(status, Status::Ok, "{refreshed}");
+    let late = str_of(&refreshed, "access_token").to_owned();
+    let sid = app
+        .verifier()
+        .await
+        .verify(&late, app.clock().now())
+        .unwrap()
+        .sid
+        .clone();
+    let revoker = app.client.rocket().state::<Revoker>().unwrap();
+    let ended = revoker
+        .run(arrived, move |r| r.session(&sid, "logout"))
+        .await
+        .unwrap();
+    assert!(ended, "the session was live");
+
+    // The last second a verifier with the largest leeway, 30 s behind the list, takes it.
+    let keys = app.verifier().await.keys().clone();
+    let lenient = Verifier::new(
+        keys.clone(),
+        VerifierOptions {
+            leeway_secs: VerifierOptions::MAX_LEEWAY_SECS,
+            ..VerifierOptions::new("https://issuer.test", "https://api.test")
+        },
+    );
+    let behind = i64::from(SnapshotOptions::MAX_CLOCK_AHEAD_SECS);
+    let exp = lenient.verify(&late, app.clock().now()).unwrap().exp;
+    let last = exp + i64::from(VerifierOptions::MAX_LEEWAY_SECS) - 1;
+    app.clock().advance(last + behind - app.clock().now());
+    let claims = lenient.verify(&late, last).expect("still accepted there");
+    let list = app.snapshot(&keys, last).await;
+    assert_eq!(list.check(&claims), Some(RevocationReason::Session));
+}
+
 crate::on_both_backends!(
     the_snapshot_carries_live_revocations,
     sql_and_the_bearer_view_follow_the_shared_rule,
@@ -216,4 +263,5 @@ crate::on_both_backends!(
     revoke_covers_what_the_most_lenient_verifier_accepts,
     revoking_what_needs_no_entry_needs_no_bearer,
     ending_every_session_skips_sessions_long_expired,
+    a_revocation_that_waited_covers_a_token_refreshed_meanwhile,
 );
