@@ -372,7 +372,22 @@ impl Db {
 
 /// Opens the database named by the configuration and runs migrations.
 pub fn open(config: &Config) -> Result<Db, String> {
+    if let Ok(DbUrl::Sqlite(path)) = DbUrl::parse(&config.database_url)
+        && is_sqlite_memory(&path)
+    {
+        return Err(format!(
+            "GATEHOUSE_DATABASE_URL: sqlite://{path} is an in-memory database, one per pooled \
+             connection, gone when it closes: the server needs a file (sqlite://gatehouse.db)"
+        ));
+    }
     open_with(config, config.db_pool_size, 1)
+}
+
+/// Whether a SQLite path names an in-memory database (`:memory:`, or a `file:` URI of one).
+fn is_sqlite_memory(path: &str) -> bool {
+    path == ":memory:"
+        || path.starts_with("file::memory:")
+        || (path.starts_with("file:") && path.contains("mode=memory"))
 }
 
 /// For a short-lived command: one connection, none opened in the background. A pool thread
@@ -559,6 +574,24 @@ mod tests {
                 .contains("unsupported")
         );
         assert!(DbUrl::parse("sqlite://").is_err());
+    }
+
+    /// Each pooled connection to `:memory:` is its own empty database: the server's requests
+    /// failed on the connections migrations never ran on, and its keys went with the first.
+    #[test]
+    fn the_server_refuses_an_in_memory_database() {
+        for url in [
+            "sqlite://:memory:",
+            "sqlite://file::memory:?cache=shared",
+            "sqlite://file:x?mode=memory",
+        ] {
+            let config = Config {
+                database_url: url.into(),
+                ..Config::default()
+            };
+            let refused = open(&config).err().unwrap_or_default();
+            assert!(refused.contains("needs a file"), "{url}: {refused}");
+        }
     }
 
     #[test]
