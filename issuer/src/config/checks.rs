@@ -14,6 +14,10 @@ const MIN_DELTA_WINDOW_SECS: u32 = 370;
 /// and SQLite's `busy_timeout` take (a 32-bit signed count of ms).
 const MAX_DB_TIMEOUT_MS: u32 = 3_600_000;
 
+/// The most rows one cleanup statement deletes: well under SQLite's default limit of bound
+/// variables, and a short enough lock on PostgreSQL.
+const MAX_CLEANUP_BATCH: u32 = 10_000;
+
 /// How long before it signs a scheduled key must be published: the edge's and the package's
 /// default key-set TTL (`KEYS_TTL_SECS`, `ttlSeconds`).
 const MIN_PUBLISH_AHEAD_SECS: u32 = 300;
@@ -130,6 +134,14 @@ impl Config {
                  at least {MIN_PUBLISH_AHEAD_SECS} s before it signs (the edge and \
                  @gatehouse/verify hold a key set that long), and less than the rotation period \
                  ({rotation_secs} s), or each promotion would schedule the next at once"
+            ));
+        }
+        if self.cleanup_batch > MAX_CLEANUP_BATCH {
+            problems.push(format!(
+                "GATEHOUSE_CLEANUP_BATCH is {}: at most {MAX_CLEANUP_BATCH}; SQLite binds a \
+                 batch's ids one per variable (32,766 at most by default), and a larger batch \
+                 would fail every cleanup",
+                self.cleanup_batch
             ));
         }
         if self.leeway_secs > VerifierOptions::MAX_LEEWAY_SECS {
@@ -349,6 +361,21 @@ mod tests {
         let problems = config.invalid_settings();
         assert!(
             problems[0].contains("GATEHOUSE_LEEWAY_SECS"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn a_cleanup_batch_sqlite_cannot_bind_is_refused_by_name() {
+        let mut config = Config {
+            cleanup_batch: MAX_CLEANUP_BATCH,
+            ..Config::default()
+        };
+        assert!(config.invalid_settings().is_empty());
+        config.cleanup_batch = 40_000;
+        let problems = config.invalid_settings();
+        assert!(
+            problems[0].contains("GATEHOUSE_CLEANUP_BATCH"),
             "{problems:?}"
         );
     }
