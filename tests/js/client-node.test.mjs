@@ -15,6 +15,11 @@ before(() => {
 
 const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
 /** The issuer's answer with the `n`th token set of session `s1`, valid `expiresIn` seconds. */
+/** Polls `what` every 20 ms for up to 5 s (a bound against a hang, not a speed goal). */
+const settled = async (what) => {
+  for (let waited = 0; !what() && waited < 5000; waited += 20) await new Promise((r) => setTimeout(r, 20));
+  return what();
+};
 const tokenBody = (n, expiresIn = 60) => ({
   access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n })}.x`,
   refresh_token: `r${n}`,
@@ -74,8 +79,12 @@ test('GatehouseClient off a page: no tab channel, relative origins ignored, boun
   const tokens = (n) => tokenBody(n, 2);
   let issued = 0;
   let down = false;
+  let refusedWhileDown = 0;
   const issuer = async (url, init) => {
-    if (down) throw new TypeError('fetch failed');
+    if (down) {
+      refusedWhileDown += 1;
+      throw new TypeError('fetch failed');
+    }
     issued += 1;
     return new Response(JSON.stringify(tokens(issued)), { headers: { 'content-type': 'application/json' } });
   };
@@ -94,9 +103,16 @@ test('GatehouseClient off a page: no tab channel, relative origins ignored, boun
     const older = `${b64({ alg: 'none' })}.${b64({ sid: 'older' })}.x`;
     const now = Date.now();
     const stale = { accessToken: older, refreshToken: 'old', expiresAt: now + 60000, receivedAt: now - 60000, sid: 'older' };
+    const taken = [];
+    tabA.on('refreshed', (tokens) => taken.push(tokens.sid));
     late.postMessage({ type: 'tokens', tokens: stale, issuer: 'https://i.test', event: 'refreshed' });
-    await new Promise((r) => setTimeout(r, 100));
-    assert.notEqual(tabA.accessToken, older, 'switched back to an older session');
+    // Then a later session's tokens from the same sender, which arrive after the stale ones:
+    // once the tab has taken these, it has handled the stale message too.
+    const later = `${b64({ alg: 'none' })}.${b64({ sid: 'later' })}.x`;
+    const fresh = { accessToken: later, refreshToken: 'later', expiresAt: now + 120000, receivedAt: now + 1000, sid: 'later' };
+    late.postMessage({ type: 'tokens', tokens: fresh, issuer: 'https://i.test', event: 'refreshed' });
+    assert.ok(await settled(() => tabA.accessToken === later), 'the later session was taken');
+    assert.deepEqual(taken, ['later'], 'switched back to an older session');
   } finally {
     // Open channels would keep the test process alive.
     late.close();
@@ -117,15 +133,13 @@ test('GatehouseClient off a page: no tab channel, relative origins ignored, boun
   const staying = new GatehouseClient({ issuer: 'https://i.test', fetch: slow, autoRefresh: false, channelName: 'leaving' });
   try {
     await leaving.login('alice', 'pw');
-    await new Promise((r) => setTimeout(r, 100));
-    assert.equal(staying.accessToken, leaving.accessToken, 'the tabs share the session');
+    assert.ok(await settled(() => staying.accessToken === leaving.accessToken), 'the tabs share the session');
     const refreshing = leaving.refresh();
     while (!answer) await new Promise((r) => setTimeout(r, 5));
     leaving.close();
     answer();
     await refreshing;
-    await new Promise((r) => setTimeout(r, 100));
-    assert.equal(staying.accessToken, leaving.accessToken, 'the other tab has the rotated tokens');
+    assert.ok(await settled(() => staying.accessToken === leaving.accessToken), 'the other tab has the rotated tokens');
   } finally {
     leaving.close();
     staying.close();
@@ -144,6 +158,8 @@ test('GatehouseClient off a page: no tab channel, relative origins ignored, boun
   // Closed whatever happens: its refresh timers would keep the test process alive.
   try {
     await first.login('alice', 'pw');
+    // Down before the timer's refresh (1 s before the 2 s expiry) is due.
+    down = true;
     const second = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false });
     await second.ready;
     assert.equal(second.signedIn, false, "another instance in this process got the first one's tokens");
@@ -158,10 +174,9 @@ test('GatehouseClient off a page: no tab channel, relative origins ignored, boun
     await assert.rejects(hung.login('alice', 'pw'), (e) => e.code === 'network_error');
     hung.close();
 
-    // The timer's refresh (1 s before the 2 s expiry) meets the issuer down, and is tried again.
-    down = true;
+    // The timer's refresh meets the issuer down, and is tried again.
     const refreshed = new Promise((resolve) => first.on('refreshed', resolve));
-    await new Promise((r) => setTimeout(r, 1500));
+    assert.ok(await settled(() => refusedWhileDown >= 1), 'the timer refresh was tried');
     assert.equal(issued, 1, 'the timer refresh failed');
     down = false;
     await refreshed;
@@ -515,10 +530,6 @@ test('GatehouseClient: a tab takes the rotated tokens of its session even when t
   const tabA = new GatehouseClient(options);
   const tabB = new GatehouseClient(options);
   const realNow = Date.now;
-  const settled = async (what) => {
-    for (let waited = 0; !what() && waited < 5000; waited += 20) await new Promise((r) => setTimeout(r, 20));
-    return what();
-  };
   try {
     await Promise.all([tabA.ready, tabB.ready]);
     await tabA.login('alice', 'pw');

@@ -210,13 +210,17 @@ test('createRemoteVerifier: cached keys, one refetch for a new kid, a cooldown a
   // A set with no usable key is not installed: the keys held stay.
   published = [];
   await new Promise((r) => setTimeout(r, 350));
+  let before = fetched.length;
   await assert.rejects(remote.verify(await sign(made)), (e) => e.code === 'unknown_kid');
+  assert.equal(fetched.length, before + 1, 'the unknown kid refetched the (empty) set');
   assert.equal((await remote.verify(await sign(a))).sub, 'user-a', 'an empty set keeps the keys held');
   published = [a.jwk, b.jwk];
 
   up = false;
   await new Promise((r) => setTimeout(r, 350));
+  before = fetched.length;
   await assert.rejects(remote.verify(await sign(made)), (e) => e.code === 'unknown_kid');
+  assert.equal(fetched.length, before + 1, 'the unknown kid tried the unreachable issuer');
   assert.equal((await remote.verify(await sign(a))).sub, 'user-a', 'an unreachable issuer keeps the keys held');
   await assert.rejects(createRemoteVerifier('https://i.test/jwks', { issuer: 'i', audience: 'a', fetch: fetchKeys }),
     (e) => e instanceof GatehouseError && e.code === 'keys_unavailable');
