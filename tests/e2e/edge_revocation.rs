@@ -205,7 +205,7 @@ async fn a_restarted_worker_reloads_the_list_from_kv() {
 /// limit, over and over, so a hung issuer slowed every request at the edge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_delta_feed_holds_no_request() {
-    let hung = gatehouse_tests::black_hole().await;
+    let hung = gatehouse_tests::black_hole().await.url;
     // Polls every 2 s, each abandoned after 8 s: a request that waited for one would take
     // seconds, far above what a loaded machine adds to a request.
     let sys = System::start(Options {

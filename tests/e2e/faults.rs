@@ -362,7 +362,8 @@ async fn clock_skew_within_the_leeway_is_harmless() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issuer_killed_mid_push_is_repaired_by_the_cron_pull() {
     // A sync endpoint that accepts connections and never answers: the push hangs in flight.
-    let sink = format!("{}/_gatehouse/sync", gatehouse_tests::black_hole().await);
+    let hole = gatehouse_tests::black_hole().await;
+    let sink = format!("{}/_gatehouse/sync", hole.url);
     let mut sys = System::start(Options {
         push: false,
         issuer_env: &[("GATEHOUSE_EDGE_SYNC_URLS", &sink)],
@@ -373,7 +374,13 @@ async fn an_issuer_killed_mid_push_is_repaired_by_the_cron_pull() {
     let tokens = sys.user("alice").await;
     let token = access(&tokens).to_owned();
     assert_eq!(sys.issuer.logout(&token).await, 200);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let hole = &hole;
+    eventually(
+        "the push to reach the hung edge",
+        Duration::from_secs(10),
+        || async move { (hole.accepted() > 0).then_some(()) },
+    )
+    .await;
     sys.issuer.stop(); // killed while its push hangs
     assert_eq!(
         sys.get("/api/whoami", Some(&token)).await.0,

@@ -14,6 +14,7 @@ mod servers;
 mod workerd;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use edge::{Edge, built_worker};
@@ -73,19 +74,35 @@ pub fn free_port() -> u16 {
     panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
-/// `http://host:port` of a server that accepts connections and never answers: a hung peer.
-pub async fn black_hole() -> String {
+/// A server that accepts connections and never answers: a hung peer.
+pub struct BlackHole {
+    /// `http://host:port`.
+    pub url: String,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl BlackHole {
+    /// Connections it has accepted so far: whether anything is waiting on it.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+pub async fn black_hole() -> BlackHole {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a black hole");
     let url = format!("http://{}", listener.local_addr().expect("its address"));
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = listener.accept().await {
             held.push(socket);
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     });
-    url
+    BlackHole { url, accepted }
 }
 
 pub fn http() -> reqwest::Client {
