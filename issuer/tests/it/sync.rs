@@ -267,7 +267,14 @@ async fn a_hung_edge_does_not_delay_the_others(backend: Backend) {
 /// Entries commit in `seq` order: a revocation that took its `seq` first but commits last is
 /// in the next snapshot, not hidden behind a cached one already stamped with a higher `seq`.
 async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
-    let app = TestApp::start(backend).await;
+    // Named, so the test can see its own connection wait for the write-order lock.
+    let name = format!("late-commit-{}", std::process::id());
+    let app = TestApp::start_with(backend, |c| {
+        if backend == Backend::Postgres {
+            c.database_url = format!("{}&application_name={name}", c.database_url);
+        }
+    })
+    .await;
     app.register("alice").await;
     let verifier = app.verifier().await;
     let keys = verifier.keys().clone();
@@ -299,8 +306,14 @@ async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
         let revoker = revoker();
         std::thread::spawn(move || revoker.run_sync(now, |r| r.token(&second)))
     };
-    // Whatever is committed now is snapshotted (and cached) before the first commits.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Whatever is committed now is snapshotted (and cached) before the first commits, once the
+    // second waits for the first. SQLite's `BEGIN IMMEDIATE` orders them by construction, and
+    // shows no waiter: there the second is given a moment to start.
+    if backend == Backend::Postgres {
+        wait_for_the_write_order_lock(&name);
+    } else {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     assert_eq!(
         app.send("GET", "/v1/revocations", None, None).await.0,
         Status::Ok
@@ -316,6 +329,26 @@ async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
             Some(RevocationReason::Token),
             "{which} is in the snapshot"
         );
+    }
+}
+
+/// Returns once a connection named `application_name` waits for an advisory lock (the
+/// revocations' write order), failing the test after 30 s.
+fn wait_for_the_write_order_lock(application_name: &str) {
+    use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
+    let mut admin = PgConnection::establish(crate::common::PG_ADMIN_URL)
+        .expect("PostgreSQL must run on 127.0.0.1:5432 (make test starts it)");
+    let waiting = format!(
+        "SELECT 1 FROM pg_stat_activity WHERE application_name = '{application_name}' \
+         AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+    );
+    let since = std::time::Instant::now();
+    while diesel::sql_query(&waiting).execute(&mut admin).unwrap() == 0 {
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "the second revocation never waited for the first"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
