@@ -120,7 +120,8 @@ async fn a_quiet_edge_writes_nothing_to_kv_and_a_change_writes_once() {
     w.locations.run_cron(0).await;
     let token = w.accepted_token().await;
     // Let the first writes reach the other location (KV delay 1 s), then stay quiet: pulls of
-    // an unchanged list and key set, re-signed by the issuer meanwhile, write nothing.
+    // an unchanged list and key set write nothing (every put the worker makes is counted, an
+    // unchanged value's too).
     let locations = &w.locations;
     eventually(
         "KV's copy to reach location 1",

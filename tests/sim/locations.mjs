@@ -10,14 +10,15 @@
 //
 // Usage: node tests/sim/locations.mjs '{"script": ".../index.js", "port": 9000,
 //   "locations": 3, "vars": {...}, "kvDelayMs": 60000}'
-// Serves on `port`: GET /locations -> [{name, url}], GET /writes -> local KV writes per
-// location (all keys, and the revocation list's alone), GET /heads -> each location's copy of the `revocations-head` key (null if none),
+// Serves on `port`: GET /locations -> [{name, url}], GET /writes -> the worker's KV puts per
+// location, each counted as made (all keys, and the revocation list's alone; the replicator's
+// copies not counted), GET /heads -> each location's copy of the `revocations-head` key (null if none),
 // GET /snapshots -> the metadata of each location's `revocations` key (which list KV holds),
 // POST /cron/<i> -> fires location i's cron,
 // PUT /kv/<i>/<key> (body: the value, header x-kv-metadata: JSON) -> writes location i's KV as
 // the worker there would: what another isolate's late write leaves behind (replicated as any
 // local write).
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { dirname } from 'node:path';
 import { Miniflare } from 'miniflare';
@@ -26,20 +27,42 @@ const config = JSON.parse(process.argv[2]);
 const kvDelayMs = config.kvDelayMs ?? 60_000;
 const TICK_MS = 100;
 
+// The worker's KV binding, wrapped to record each put it makes (a key per put in `PUTS`), so a
+// rewrite of an unchanged value counts too: the replicator below sees only changed contents.
+const COUNTING_KV = `
+export default function (env) {
+  const store = env.STORE;
+  return {
+    get: (...args) => store.get(...args),
+    getWithMetadata: (...args) => store.getWithMetadata(...args),
+    list: (...args) => store.list(...args),
+    delete: (...args) => store.delete(...args),
+    async put(key, ...rest) {
+      await store.put(key, ...rest);
+      await env.PUTS.put(key + '/' + crypto.randomUUID(), '');
+    },
+  };
+}`;
+
 const locations = [];
 for (let i = 0; i < (config.locations ?? 3); i++) {
   const mf = new Miniflare({
-    name: `location-${i}`,
-    modules: true,
-    scriptPath: config.script,
-    modulesRoot: dirname(config.script),
-    modulesRules: [
-      { type: 'ESModule', include: ['**/*.js', '**/*.mjs'] },
-      { type: 'CompiledWasm', include: ['**/*.wasm'] },
+    workers: [
+      {
+        name: `location-${i}`,
+        modules: true,
+        scriptPath: config.script,
+        modulesRoot: dirname(config.script),
+        modulesRules: [
+          { type: 'ESModule', include: ['**/*.js', '**/*.mjs'] },
+          { type: 'CompiledWasm', include: ['**/*.wasm'] },
+        ],
+        compatibilityDate: '2026-04-01',
+        bindings: config.vars ?? {},
+        wrappedBindings: { GATEHOUSE_KV: { scriptName: 'counting-kv' } },
+      },
+      { name: 'counting-kv', modules: true, script: COUNTING_KV, kvNamespaces: ['STORE', 'PUTS'] },
     ],
-    compatibilityDate: '2026-04-01',
-    bindings: config.vars ?? {},
-    kvNamespaces: ['GATEHOUSE_KV'],
     host: '127.0.0.1',
     port: 0,
   });
@@ -48,11 +71,10 @@ for (let i = 0; i < (config.locations ?? 3); i++) {
     name: `location-${i}`,
     url: url.href.replace(/\/$/, ''),
     mf,
-    kv: await mf.getKVNamespace('GATEHOUSE_KV'),
+    kv: await mf.getKVNamespace('STORE', 'counting-kv'),
+    puts: await mf.getKVNamespace('PUTS', 'counting-kv'),
     seen: new Map(), // key -> hash last observed here
     writtenAt: new Map(), // key -> time of the version held here (for last-writer-wins)
-    localWrites: 0,
-    listWrites: 0, // of those, to the revocation list's keys (not the key set's copy)
   });
 }
 
@@ -82,8 +104,6 @@ async function tick() {
       loc.seen.set(name, hash);
       const time = Date.now();
       loc.writtenAt.set(name, time);
-      loc.localWrites += 1;
-      if (name !== 'jwks') loc.listWrites += 1;
       for (const [j, other] of locations.entries()) {
         if (j === i) continue;
         // Scheduled in detection order with one delay, so `pending` stays sorted by `due`.
@@ -91,6 +111,18 @@ async function tick() {
       }
     }
   }
+}
+
+/** Every key of a namespace, across list pages. */
+async function allKeys(kv) {
+  const names = [];
+  let cursor;
+  do {
+    const page = await kv.list({ cursor });
+    names.push(...page.keys.map((k) => k.name));
+    cursor = page.list_complete ? undefined : page.cursor;
+  } while (cursor);
+  return names;
 }
 
 async function deliver(loc, name, value, metadata, hash, time) {
@@ -126,7 +158,11 @@ const server = http.createServer(async (req, res) => {
       return send(200, heads);
     }
     if (req.method === 'GET' && req.url === '/writes') {
-      return send(200, locations.map(({ name, localWrites, listWrites }) => ({ name, writes: localWrites, list_writes: listWrites })));
+      return send(200, await Promise.all(locations.map(async ({ name, puts }) => {
+        const keys = await allKeys(puts);
+        const listWrites = keys.filter((k) => !k.startsWith('jwks/')).length;
+        return { name, writes: keys.length, list_writes: listWrites };
+      })));
     }
     if (req.method === 'GET' && req.url === '/snapshots') {
       const metadata = await Promise.all(
@@ -144,7 +180,9 @@ const server = http.createServer(async (req, res) => {
       for await (const chunk of req) chunks.push(chunk);
       const header = req.headers['x-kv-metadata'];
       const options = header ? { metadata: JSON.parse(header) } : {};
-      await locations[Number(put[1])].kv.put(put[2], Buffer.concat(chunks).toString(), options);
+      const loc = locations[Number(put[1])];
+      await loc.kv.put(put[2], Buffer.concat(chunks).toString(), options);
+      await loc.puts.put(`${put[2]}/${randomUUID()}`, ''); // as the worker's own put
       return send(200, {});
     }
     const cron = req.url.match(/^\/cron\/(\d+)$/);

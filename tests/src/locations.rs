@@ -64,13 +64,13 @@ impl Locations {
         format!("{}/_gatehouse/sync", self.urls[location])
     }
 
-    /// KV writes the worker made at each location so far (replicated copies not counted).
+    /// KV puts the worker made at each location so far, each counted as made, an unchanged
+    /// value's too (replicated copies not counted).
     pub async fn kv_writes(&self) -> Vec<u64> {
         self.write_counts("writes").await
     }
 
-    /// [`Self::kv_writes`] to the revocation list's keys only (not the key set's copy, which
-    /// an isolate that fetched the keys itself stores).
+    /// [`Self::kv_writes`] to the revocation list's keys only (not the key set's copy).
     pub async fn kv_list_writes(&self) -> Vec<u64> {
         self.write_counts("list_writes").await
     }
