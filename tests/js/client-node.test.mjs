@@ -430,6 +430,38 @@ test('GatehouseClient on a server: no refresh timer keeps Node running, a relati
   }
 });
 
+test('GatehouseClient.fetch: unknown_kid on a token held past the edge key refetch cooldown refreshes (its key was revoked), on a newer one it does not', { timeout: 60000 }, async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  let issued = 0;
+  // The edge knows none of the tokens' keys but the third's.
+  const known = `Bearer ${tokenBody(3).access_token}`;
+  const fetch = async (input) => {
+    if (String(input.url ?? input).endsWith('/v1/token')) {
+      issued += 1;
+      return new Response(JSON.stringify(tokenBody(issued, 900)));
+    }
+    return input.headers.get('authorization') === known
+      ? new Response('{}')
+      : new Response('{"code":"unknown_kid"}', { status: 401 });
+  };
+  const client = new GatehouseClient({ issuer: 'https://i.test', fetch, autoRefresh: false });
+  const realNow = Date.now;
+  try {
+    await client.login('alice', 'pw');
+    // Just received: a key the edge has not fetched yet, which a refresh would not mend.
+    assert.equal((await client.fetch('https://i.test/api')).status, 401);
+    assert.equal(issued, 1, 'a fresh token was refreshed for an unknown kid');
+    await client.refresh();
+    // Held past the cooldown: its key is gone; the refreshed token passes.
+    Date.now = () => realNow() + 31000;
+    assert.equal((await client.fetch('https://i.test/api')).status, 200);
+    assert.equal(issued, 3, 'one refresh, then the request again');
+  } finally {
+    Date.now = realNow;
+    client.close();
+  }
+});
+
 test("GatehouseClient: tabs waiting on the refresh lock take the issuer's refusal of the holder's refresh, and try the token themselves after its network failure", { timeout: 60000 }, async () => {
   const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
   let issued = 0;

@@ -31,6 +31,10 @@ const HANDOVER_MS = 2000;
 // After a background refresh failed (the network, the issuer down), it is tried again this often
 // while the tab holds the session.
 const RETRY_MS = 5000;
+// The edge refetches its key set for an unknown `kid` at most this often (its default
+// `JWKS_REFETCH_COOLDOWN_SECS`): a token held longer whose key it does not know has a key the
+// issuer no longer publishes.
+const KEY_REFETCH_COOLDOWN_MS = 30_000;
 // A refresh whose request failed is tried once more after this: at once, as the issuer's grace
 // window (`refresh_grace_secs`, 5 s by default) counts from its rotation.
 const QUICK_RETRY_DELAY_MS = 250;
@@ -279,12 +283,17 @@ export class GatehouseClient {
       return this.#fetch(attempt);
     };
     const token = await this.getAccessToken();
+    const received = this.#tokens?.accessToken === token ? this.#tokens.receivedAt : Date.now();
     const response = await send(token);
     if (response.status !== 401 || !token || once) return response;
     const { code } = await bodyOf(response.clone());
-    if (code !== 'expired' && code !== 'revoked') return response;
-    // `revoked` may name this token alone or its signing key, not the session: a refresh tells
-    // (the issuer refuses it once the session has ended, and the session ends in every tab).
+    // `unknown_kid` on a token held past the edge's key refetch cooldown: its signing key was
+    // revoked or dropped, and a refresh gets one signed by the current key. On a newer token
+    // it is a key the edge has not fetched yet, which no refresh mends.
+    const keyGone = code === 'unknown_kid' && Date.now() - received > KEY_REFETCH_COOLDOWN_MS;
+    if (code !== 'expired' && code !== 'revoked' && !keyGone) return response;
+    // `revoked` may name this token alone, not the session: a refresh tells (the issuer
+    // refuses it once the session has ended, and the session ends in every tab).
     if (this.#tokens?.accessToken === token) await this.refresh();
     const next = this.#tokens?.accessToken;
     return next && next !== token ? send(next) : response;

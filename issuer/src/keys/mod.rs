@@ -13,8 +13,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use gatehouse_shared::{
-    AccessClaims, Algorithm, ErrorCode, KeySet, SigningKey, SnapshotOptions, Verifier,
-    VerifierOptions, VerifyError, VerifyingJwk,
+    AccessClaims, Algorithm, ErrorCode, KeySet, SigningKey, SnapshotOptions, UntrustedToken,
+    Verifier, VerifierOptions, VerifyError, VerifyingJwk,
 };
 use rocket::fairing::AdHoc;
 
@@ -126,8 +126,10 @@ impl KeyRing {
     }
 
     /// [`Self::verify`] as the most lenient verifier would (the longest leeway allowed, on a clock
-    /// 30 s behind this one): a token
-    /// it accepts may still pass somewhere, so revoking it needs an entry.
+    /// 30 s behind this one): a token it accepts may still pass somewhere, so revoking it needs
+    /// an entry. One not valid yet there (signed by a replica whose clock runs ahead) passes on
+    /// a clock ahead now and everywhere later: it is verified again as of when it matures, the
+    /// only use made of its unverified times (the signature was checked before them).
     pub async fn verify_as_any_verifier(
         self: &Arc<Self>,
         db: &Db,
@@ -135,8 +137,17 @@ impl KeyRing {
         now: i64,
     ) -> Result<Result<AccessClaims, VerifyError>, ApiError> {
         let behind = now.saturating_sub(i64::from(SnapshotOptions::MAX_CLOCK_AHEAD_SECS));
-        self.verify_by(db, token, now, behind, |ring| &ring.lenient)
-            .await
+        let lenient: fn(&KeyState) -> &Verifier = |ring| &ring.lenient;
+        let first = self.verify_by(db, token, now, behind, lenient).await?;
+        let not_yet = matches!(&first, Err(e) if e.code() == ErrorCode::NotYetValid);
+        match UntrustedToken::parse(token, usize::MAX).map(|t| t.claims_unverified::<Times>()) {
+            Ok(Ok(times)) if not_yet => {
+                let matures = [times.not_before, times.issued_at].into_iter().flatten();
+                let at = matures.map(|t| t.timestamp()).max().unwrap_or(behind);
+                self.verify_by(db, token, now, at, lenient).await
+            }
+            _ => Ok(first),
+        }
     }
 
     /// Verifies `token` as a verifier whose clock reads `verifier_now` would.
@@ -459,6 +470,10 @@ fn build_state(
     let grace = retired_key_grace(conn, config, now)?;
     Ok(state_of(config, &rows, signer, grace, now, read_at))
 }
+
+/// No claims but jwt-compact's times: when a token matures.
+#[derive(serde::Deserialize)]
+struct Times {}
 
 /// How long a retired key stays published: while a token it signed can still be valid anywhere.
 /// Other replicas sign with it until they re-read the ring (at most two maintenance periods,

@@ -256,6 +256,30 @@ async fn a_revocation_that_waited_covers_a_token_refreshed_meanwhile(backend: Ba
     assert_eq!(list.check(&claims), Some(RevocationReason::Session));
 }
 
+/// A token not valid yet on the clock the revocation check assumes (30 s behind, the longest
+/// leeway), as one signed by a replica whose clock runs ahead is, still gets an entry: a
+/// verifier whose clock is ahead takes it now, and every one later. Before, the check that
+/// finds tokens needing no entry took "not valid yet" for one, and the revocation answered 200
+/// with nothing written, for the token's whole life.
+async fn a_token_not_valid_yet_is_revoked_all_the_same(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let bearer = str_of(&app.login("alice").await, "access_token").to_owned();
+    // Replicas 20 s fast and 25 s slow: the fast one signs, the slow one revokes.
+    app.clock().advance(45);
+    let ahead = str_of(&app.login("alice").await, "access_token").to_owned();
+    app.clock().advance(-45);
+    let body = format!("token={ahead}");
+    let (status, json) = app
+        .send("POST", "/v1/revoke", Some(&body), Some(&bearer))
+        .await;
+    assert_eq!(status, Status::Ok, "{json}");
+    let verifier = app.verifier().await;
+    let claims = verifier.verify(&ahead, app.clock().now() + 45).unwrap();
+    let list = app.snapshot(verifier.keys(), app.clock().now()).await;
+    assert_eq!(list.check(&claims), Some(RevocationReason::Token));
+}
+
 crate::on_both_backends!(
     the_snapshot_carries_live_revocations,
     sql_and_the_bearer_view_follow_the_shared_rule,
@@ -264,4 +288,5 @@ crate::on_both_backends!(
     revoking_what_needs_no_entry_needs_no_bearer,
     ending_every_session_skips_sessions_long_expired,
     a_revocation_that_waited_covers_a_token_refreshed_meanwhile,
+    a_token_not_valid_yet_is_revoked_all_the_same,
 );
