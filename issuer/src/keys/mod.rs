@@ -4,21 +4,22 @@
 //! configuration and nothing else. The rules replicas agree by are in store.rs.
 
 mod commands;
+mod import;
 mod seal;
 mod store;
 pub mod witness;
 
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use gatehouse_shared::{
-    AccessClaims, Algorithm, ErrorCode, KeySet, SigningKey, SnapshotOptions, UntrustedToken,
-    Verifier, VerifierOptions, VerifyError, VerifyingJwk,
+    AccessClaims, ErrorCode, KeySet, SigningKey, SnapshotOptions, UntrustedToken, Verifier,
+    VerifierOptions, VerifyError, VerifyingJwk,
 };
 use rocket::fairing::AdHoc;
 
 pub use commands::{import_file, list, reseal, revoke, rotate, rotate_replacing_unopenable};
+use import::{import, read_key_file};
 pub use seal::{SealedUnder, Sealer};
 use store::{ACTIVE, NEXT, RETIRED};
 pub use store::{KeyRecord, Resealed};
@@ -294,71 +295,6 @@ impl KeyRing {
         }
         Ok(())
     }
-}
-
-/// A private JWK from a file (`GATEHOUSE_SIGNING_KEY_FILE`, `keys import`). Ed25519 only: the
-/// edge and the JS package verify nothing else, so a token signed otherwise would fail at every
-/// verifier.
-pub fn read_key_file(path: &Path) -> Result<SigningKey, ApiError> {
-    let json = std::fs::read_to_string(path).map_err(|e| {
-        ApiError::Internal(format!(
-            "cannot read the signing key file {} (GATEHOUSE_SIGNING_KEY_FILE or `keys import`): {e}",
-            path.display()
-        ))
-    })?;
-    let key = SigningKey::from_jwk_json(&json)
-        .map_err(|e| ApiError::Internal(format!("bad signing key {}: {e}", path.display())))?;
-    if key.algorithm() != Algorithm::EdDsa {
-        return Err(ApiError::Internal(format!(
-            "signing key {} is {}; Gatehouse signs with Ed25519 (EdDSA) only, the algorithm \
-             the edge and @gatehouse/verify verify",
-            path.display(),
-            key.algorithm().as_str()
-        )));
-    }
-    Ok(key)
-}
-
-/// Imports `key` sealed. The first time its kid is seen it becomes the signing key; after
-/// that, importing it again changes nothing, so replicas and restarts that still hold an older
-/// file never take the active key back. Returns whether it was new.
-fn import(
-    conn: &mut DbConn,
-    sealer: &Sealer,
-    key: &SigningKey,
-    now: i64,
-) -> Result<bool, ApiError> {
-    // Twice: a concurrent activation (another replica's first key, a scheduled promotion)
-    // drops every other scheduled key, this one included, between its insert and activation.
-    for _ in 0..2 {
-        if !store::insert(conn, sealer, key, NEXT, now)? {
-            break;
-        }
-        if store::activate(conn, key.kid(), now, "imported")? {
-            return Ok(true);
-        }
-    }
-    let rows = store::records(conn)?;
-    let Some(row) = rows.iter().find(|r| r.kid == key.kid()) else {
-        return Err(ApiError::Internal(format!(
-            "{} was not made the signing key: other activations ran at the same time and \
-             dropped it; import it again",
-            key.kid()
-        )));
-    };
-    // The same kid with other key material (a tool that writes a fixed kid, a file replaced in
-    // place) would otherwise be ignored while the old key went on signing.
-    let held = VerifyingJwk::from_json(&row.public_jwk).ok();
-    if held.as_ref() != Some(&key.verifying_jwk()) {
-        return Err(ApiError::Internal(format!(
-            "the key ring already holds another key with kid {}: give the new key a kid of its \
-             own (without one, its RFC 7638 thumbprint is used)",
-            key.kid()
-        )));
-    }
-    // Recorded before keys lived in the database: keep the private part now.
-    store::store_sealed(conn, sealer, key)?;
-    Ok(false)
 }
 
 /// The private part of the signing key: sealed in its row, or, for a key recorded before keys

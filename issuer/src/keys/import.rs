@@ -1,0 +1,76 @@
+//! Bringing in a signing key from a private JWK file (`GATEHOUSE_SIGNING_KEY_FILE` at start,
+//! `keys import`).
+
+use std::path::Path;
+
+use gatehouse_shared::{Algorithm, SigningKey, VerifyingJwk};
+
+use super::seal::Sealer;
+use super::store::{self, NEXT};
+use crate::db::DbConn;
+use crate::error::ApiError;
+
+/// A private JWK from a file (`GATEHOUSE_SIGNING_KEY_FILE`, `keys import`). Ed25519 only: the
+/// edge and the JS package verify nothing else, so a token signed otherwise would fail at every
+/// verifier.
+pub(super) fn read_key_file(path: &Path) -> Result<SigningKey, ApiError> {
+    let json = std::fs::read_to_string(path).map_err(|e| {
+        ApiError::Internal(format!(
+            "cannot read the signing key file {} (GATEHOUSE_SIGNING_KEY_FILE or `keys import`): {e}",
+            path.display()
+        ))
+    })?;
+    let key = SigningKey::from_jwk_json(&json)
+        .map_err(|e| ApiError::Internal(format!("bad signing key {}: {e}", path.display())))?;
+    if key.algorithm() != Algorithm::EdDsa {
+        return Err(ApiError::Internal(format!(
+            "signing key {} is {}; Gatehouse signs with Ed25519 (EdDSA) only, the algorithm \
+             the edge and @gatehouse/verify verify",
+            path.display(),
+            key.algorithm().as_str()
+        )));
+    }
+    Ok(key)
+}
+
+/// Imports `key` sealed. The first time its kid is seen it becomes the signing key; after
+/// that, importing it again changes nothing, so replicas and restarts that still hold an older
+/// file never take the active key back. Returns whether it was new.
+pub(super) fn import(
+    conn: &mut DbConn,
+    sealer: &Sealer,
+    key: &SigningKey,
+    now: i64,
+) -> Result<bool, ApiError> {
+    // Twice: a concurrent activation (another replica's first key, a scheduled promotion)
+    // drops every other scheduled key, this one included, between its insert and activation.
+    for _ in 0..2 {
+        if !store::insert(conn, sealer, key, NEXT, now)? {
+            break;
+        }
+        if store::activate(conn, key.kid(), now, "imported")? {
+            return Ok(true);
+        }
+    }
+    let rows = store::records(conn)?;
+    let Some(row) = rows.iter().find(|r| r.kid == key.kid()) else {
+        return Err(ApiError::Internal(format!(
+            "{} was not made the signing key: other activations ran at the same time and \
+             dropped it; import it again",
+            key.kid()
+        )));
+    };
+    // The same kid with other key material (a tool that writes a fixed kid, a file replaced in
+    // place) would otherwise be ignored while the old key went on signing.
+    let held = VerifyingJwk::from_json(&row.public_jwk).ok();
+    if held.as_ref() != Some(&key.verifying_jwk()) {
+        return Err(ApiError::Internal(format!(
+            "the key ring already holds another key with kid {}: give the new key a kid of its \
+             own (without one, its RFC 7638 thumbprint is used)",
+            key.kid()
+        )));
+    }
+    // Recorded before keys lived in the database: keep the private part now.
+    store::store_sealed(conn, sealer, key)?;
+    Ok(false)
+}
