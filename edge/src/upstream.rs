@@ -6,7 +6,8 @@ use std::pin::pin;
 use std::time::Duration;
 
 use futures_util::future::{Either, select};
-use worker::{AbortController, Delay, Fetch, Method, Request};
+use worker::web_sys::{self, RequestInit, RequestRedirect};
+use worker::{AbortController, Delay, Fetch, Request};
 
 /// The issuer's key set, fetched on a client request's path.
 pub const KEYS_LIMIT: Duration = Duration::from_secs(5);
@@ -19,8 +20,14 @@ pub const FIRST_LIST_LIMIT: Duration = Duration::from_secs(2);
 /// `url`'s body if it answers 200 within `limit`; the fetch is aborted at the limit.
 pub async fn get(url: &str, limit: Duration) -> Result<Vec<u8>, String> {
     // A plain Request, not `Url::parse`: the url crate's parser and IDNA tables would cost the
-    // worker ~40 KB gzipped, and the runtime parses the URL anyway.
-    let request = Request::new(url, Method::Get).map_err(|e| e.to_string())?;
+    // worker ~40 KB gzipped, and the runtime parses the URL anyway. Redirects are not followed
+    // (a 3xx is an error, as `@gatehouse/verify` answers it): a key set that came over a hop the
+    // configured URL does not name, plain http included, would be trusted for every token.
+    let init = RequestInit::new();
+    init.set_redirect(RequestRedirect::Manual);
+    let request = web_sys::Request::new_with_str_and_init(url, &init)
+        .map(Request::from)
+        .map_err(|_| format!("{url} is not a URL"))?;
     let controller = AbortController::default();
     let signal = controller.signal();
     let fetched = async {

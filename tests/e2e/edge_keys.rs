@@ -332,6 +332,47 @@ async fn an_emergency_key_revocation_reaches_the_edge_through_the_fast_path() {
     .await;
 }
 
+/// The edge follows no redirect on its own fetches from the issuer: a key set that came over a
+/// hop `ISSUER_URL` does not name (plain http included) would be trusted for every token, as
+/// `@gatehouse/verify` refuses too. Before, the edge followed it and took the keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_issuers_key_set_is_not_taken_through_a_redirect() {
+    let issuer = gatehouse_tests::Issuer::start(&[]).await;
+    let redirecting = gatehouse_tests::redirector(&issuer.url).await;
+    let origin = gatehouse_tests::Origin::start().await;
+    let edge = gatehouse_tests::Edge::start(
+        gatehouse_tests::free_port(),
+        &[
+            ("ORIGIN_URL", origin.url.as_str()),
+            ("ISSUER_URL", redirecting.as_str()),
+            ("EXPECTED_ISSUER", issuer.url.as_str()),
+            ("EXPECTED_AUDIENCE", crate::system::AUDIENCE),
+            // No list is needed for this request: the keys alone decide it.
+            ("STALE_POLICY", "fail_open"),
+            ("JWKS_REFETCH_COOLDOWN_SECS", "0"),
+            ("DELTA_POLL_MS", "0"),
+        ],
+    )
+    .await;
+    issuer.register("alice", PASSWORD).await;
+    let tokens = issuer.login("alice", PASSWORD).await;
+    let token = access(&tokens);
+    let (status, json) = json_of(
+        http()
+            .get(format!("{}/api/x", edge.url))
+            .header("Authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .expect("the edge answers"),
+    )
+    .await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("keys_unavailable")),
+        "{json}"
+    );
+}
+
 /// The edge's own requests to the issuer are bounded in time: with an issuer that accepts
 /// connections and never answers, a request that needs its keys gets 503 `keys_unavailable`
 /// instead of waiting on the issuer (before, `/_gatehouse/health` hung too, so the edge did not
