@@ -121,9 +121,17 @@ impl Authenticated {
     }
 }
 
-/// The token of an `Authorization: Bearer …` header, if there is one (the shared rule).
-pub fn bearer_token<'a>(req: &'a Request<'_>) -> Option<&'a str> {
-    gatehouse_shared::bearer_token(req.headers().get_one("Authorization"))
+/// The token of an `Authorization: Bearer …` header, if there is one (the shared rule). Two
+/// such headers are read as one, joined by `, ` as the edge's runtime reads them (Fetch's
+/// `Headers.get`): no token that verifies, so the issuer and the edge refuse them alike
+/// (before, the issuer took the first, and the edge refused the pair as `malformed`).
+pub fn bearer_token(req: &Request<'_>) -> Option<String> {
+    let joined = req
+        .headers()
+        .get("Authorization")
+        .collect::<Vec<_>>()
+        .join(", ");
+    gatehouse_shared::bearer_token(Some(&joined)).map(str::to_owned)
 }
 
 /// Verifies an access token the way every protected route does: signature and claims with the
@@ -170,7 +178,7 @@ impl<'r> FromRequest<'r> for Authenticated {
                 managed::<Arc<KeyRing>>(req)?,
                 managed::<Arc<AuthCache>>(req)?,
             );
-            authenticate(keys, cache, managed(req)?, Now::of(req)?.0, token).await
+            authenticate(keys, cache, managed(req)?, Now::of(req)?.0, &token).await
         }
         .await;
         match result {

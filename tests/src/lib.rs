@@ -118,11 +118,10 @@ pub async fn redirector(target: &str) -> String {
         while let Ok((mut socket, _)) = listener.accept().await {
             let target = target.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
+                let mut head = Vec::with_capacity(1024);
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-                    match socket.read(&mut buf).await {
-                        Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                    match socket.read_buf(&mut head).await {
+                        Ok(n) if n > 0 => {}
                         _ => return,
                     }
                 }

@@ -273,8 +273,26 @@ async fn error_descriptions_never_repeat_the_client_s_values(backend: Backend) {
     }
 }
 
+/// Two `Authorization` headers are refused as the edge refuses them: its runtime reads them
+/// joined (`Bearer a, Bearer b`), which is no token. Before, the issuer took the first.
+async fn two_authorization_headers_are_refused_as_at_the_edge(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let token = str_of(&app.login("alice").await, "access_token").to_owned();
+    let bearer = || Header::new("Authorization", format!("Bearer {token}"));
+    let response = app.client.get("/v1/me").header(bearer()).header(bearer());
+    let (status, json, _) = decode(response.dispatch().await).await;
+    assert_eq!(
+        (status, str_of(&json, "code")),
+        (Status::Unauthorized, "malformed"),
+        "{json}"
+    );
+    assert_eq!(app.me(&token).await.0, Status::Ok, "one header is read");
+}
+
 crate::on_both_backends!(
     hostile_requests_get_clear_4xx,
     forms_that_decode_to_invalid_utf8_are_refused,
-    error_descriptions_never_repeat_the_client_s_values
+    error_descriptions_never_repeat_the_client_s_values,
+    two_authorization_headers_are_refused_as_at_the_edge,
 );
