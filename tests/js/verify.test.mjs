@@ -68,6 +68,14 @@ test('tokens from the real issuer verify, and its snapshot revokes them', async 
   assert.equal(codeOf(() => list.check('x'.repeat(9000), verifier)), 'too_large');
   assert.equal(codeOf(() => new Verifier(undefined, { issuer: issuer.url, audience: 'gatehouse-js' })), 'invalid_key');
   assert.equal(codeOf(() => RevocationList.fromSnapshot(snapshot, undefined, issuer.url)), 'invalid_key');
+  // An issuer that is no string: a number or an object trapped in the glue's allocator (a
+  // RuntimeError, the module's state unknown after it), `undefined` threw its TypeError.
+  for (const bad of [42, undefined, {}, new URL(issuer.url), '']) {
+    assert.equal(codeOf(() => RevocationList.fromSnapshot(snapshot, jwks, bad)), 'invalid_argument', String(bad));
+  }
+  // `Date.now()`'s milliseconds are not taken for seconds (every token was `expired`).
+  assert.equal(codeOf(() => verifier.verify(tokens.access_token, Date.now())), 'invalid_argument');
+  assert.equal(codeOf(() => new Verifier(jwks, { issuer: issuer.url, audience: 'gatehouse-js', clockTolerance: 60 })), 'invalid_key');
   // Claims that are JSON but no object are malformed, as the type promises an object.
   const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
   for (const payload of [null, 1, []]) {

@@ -79,18 +79,41 @@ fn error_from(code: ErrorCode, err: &impl std::fmt::Display) -> JsValue {
     error(code, &err.to_string())
 }
 
+/// An argument this package cannot use (a `now` that is no Unix seconds, an issuer that is no
+/// string): the package's own code, outside the shared table, since nothing in a token is wrong.
+fn invalid_argument(message: &str) -> JsValue {
+    JsGatehouseError::new("invalid_argument", message).into()
+}
+
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
     value
         .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
         .map_err(|e| error(ErrorCode::Malformed, &e.to_string()))
 }
 
-/// Unix seconds, from `now` or the JS clock.
-fn now_secs(now: Option<f64>) -> i64 {
-    #[allow(clippy::cast_possible_truncation)] // seconds since 1970 fit i64
-    let secs = now.unwrap_or_else(|| js_sys::Date::now() / 1000.0).floor() as i64;
-    secs
+/// Above this a `now` is taken for milliseconds (`Date.now()`): it is the year 5138 in seconds.
+const MAX_NOW_SECS: f64 = 1e11;
+
+/// Unix seconds, from `now` or the JS clock. A `now` that is not finite, or over
+/// [`MAX_NOW_SECS`] (`Date.now()`'s milliseconds), is refused: read as seconds it would make
+/// every token expired, or one that never expires.
+fn now_secs(now: Option<f64>) -> Result<i64, JsValue> {
+    let secs = match now {
+        None => js_sys::Date::now() / 1000.0,
+        Some(now) if now.is_finite() && now.abs() <= MAX_NOW_SECS => now,
+        Some(_) => {
+            return Err(invalid_argument(
+                "now must be Unix seconds (Date.now() is milliseconds: divide it by 1000)",
+            ));
+        }
+    };
+    #[allow(clippy::cast_possible_truncation)] // checked above: far inside i64
+    Ok(secs.floor() as i64)
 }
+
+/// A JWK set longer than this is refused before it is parsed (as `createRemoteVerifier` refuses
+/// a longer fetched one): a few keys take a few hundred bytes.
+const MAX_JWKS_BYTES: usize = 1 << 20;
 
 fn key_set(jwks: &JsValue) -> Result<KeySet, JsValue> {
     let json = match jwks.as_string() {
@@ -106,8 +129,15 @@ fn key_set(jwks: &JsValue) -> Result<KeySet, JsValue> {
                 )
             })?,
     };
+    if json.len() > MAX_JWKS_BYTES {
+        return Err(error(ErrorCode::InvalidKey, "the JWK set is over 1 MiB"));
+    }
     KeySet::from_json(&json).map_err(|e| error_from(e.code(), &e))
 }
+
+/// The members `Options` reads (serde-wasm-bindgen looks up only these, so any other would be
+/// ignored, a jose `clockTolerance` say).
+const OPTION_NAMES: [&str; 5] = ["issuer", "audience", "leeway", "typ", "maxTokenBytes"];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -135,8 +165,25 @@ impl Verifier {
         #[wasm_bindgen(unchecked_param_type = "VerifierOptions")] options: JsValue,
     ) -> Result<Verifier, JsValue> {
         let keys = key_set(jwks)?;
-        let o: Options = serde_wasm_bindgen::from_value(options)
-            .map_err(|e| error(ErrorCode::InvalidKey, &format!("invalid options: {e}")))?;
+        let invalid = |why: &str| error(ErrorCode::InvalidKey, &format!("invalid options: {why}"));
+        if let Some(object) = options.dyn_ref::<js_sys::Object>() {
+            let names = js_sys::Object::keys(object);
+            if let Some(name) = names
+                .iter()
+                .filter_map(|name| name.as_string())
+                .find(|name| !OPTION_NAMES.contains(&name.as_str()))
+            {
+                return Err(invalid(&format!(
+                    "unknown member `{name}` (the members are {})",
+                    OPTION_NAMES.join(", ")
+                )));
+            }
+        }
+        let o: Options =
+            serde_wasm_bindgen::from_value(options).map_err(|e| invalid(&e.to_string()))?;
+        if o.issuer.is_empty() || o.audience.is_empty() {
+            return Err(invalid("issuer and audience must not be empty"));
+        }
         let mut options = VerifierOptions::new(o.issuer, o.audience);
         if let Some(leeway) = o.leeway {
             if leeway > VerifierOptions::MAX_LEEWAY_SECS {
@@ -173,7 +220,7 @@ impl Verifier {
         let token = token_text(token, self.inner.options().max_token_bytes)?;
         let claims = self
             .inner
-            .verify(&token, now_secs(now))
+            .verify(&token, now_secs(now)?)
             .map_err(|e| error_from(e.code(), &e))?;
         to_js(&claims)
     }
@@ -190,7 +237,7 @@ impl Verifier {
         let token = token_text(token, self.inner.options().max_token_bytes)?;
         let claims = self
             .inner
-            .verify_not_revoked(&token, now_secs(now), &revocations.inner)
+            .verify_not_revoked(&token, now_secs(now)?, &revocations.inner)
             .map_err(|e| error_from(e.code(), &e))?;
         to_js(&claims)
     }
@@ -202,10 +249,13 @@ impl Verifier {
     }
 }
 
+/// Absent members are left out, not `null`: the type says `kid?: string`.
 #[derive(Serialize)]
 struct DecodedHeader<'a> {
     alg: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
     kid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     typ: Option<&'a str>,
 }
 
@@ -279,7 +329,7 @@ pub fn expires_in(
 ) -> Result<f64, JsValue> {
     let token = token_text(token, MAX_UNVERIFIED_BYTES)?;
     #[allow(clippy::cast_precision_loss)] // a difference of Unix seconds
-    let secs = exp_of(&token)?.saturating_sub(now_secs(now)) as f64;
+    let secs = exp_of(&token)?.saturating_sub(now_secs(now)?) as f64;
     Ok(secs)
 }
 
@@ -290,11 +340,17 @@ pub fn is_expired(
     leeway: Option<f64>,
 ) -> Result<bool, JsValue> {
     let token = token_text(token, MAX_UNVERIFIED_BYTES)?;
-    #[allow(clippy::cast_possible_truncation)] // a small number of seconds
-    let leeway = leeway.unwrap_or(0.0).max(0.0) as i64;
+    let leeway = leeway.unwrap_or(0.0);
+    if !(leeway.is_finite() && leeway >= 0.0) {
+        return Err(invalid_argument(
+            "leeway must be a number of seconds, 0 or more",
+        ));
+    }
+    #[allow(clippy::cast_possible_truncation)] // a finite number of seconds; `as` saturates
+    let leeway = leeway as i64;
     Ok(gatehouse_shared::exp_has_passed(
         exp_of(&token)?,
-        now_secs(None),
+        now_secs(None)?,
         leeway,
     ))
 }
@@ -314,9 +370,27 @@ impl RevocationList {
     pub fn from_snapshot(
         #[wasm_bindgen(unchecked_param_type = "string | Uint8Array")] snapshot: &JsValue,
         #[wasm_bindgen(unchecked_param_type = "JwkSet | string")] jwks: &JsValue,
-        issuer: &str,
+        #[wasm_bindgen(unchecked_param_type = "string")] issuer: &JsValue,
         now: Option<f64>,
     ) -> Result<RevocationList, JsValue> {
+        let issuer = issuer
+            .as_string()
+            .filter(|issuer| !issuer.is_empty())
+            .ok_or_else(|| invalid_argument("issuer must be the issuer's URL, a string"))?;
+        // Refused before it is copied into the wasm, whose memory never shrinks. A string's
+        // length in UTF-16 units is at most its UTF-8 bytes, as for tokens.
+        let max = SnapshotOptions::DEFAULT_MAX_BYTES;
+        let length = js_sys::Reflect::get(snapshot, &"length".into())
+            .ok()
+            .and_then(|l| l.as_f64())
+            .unwrap_or(0.0);
+        #[allow(clippy::cast_precision_loss)] // a limit of MiBs
+        if length > max as f64 {
+            return Err(error(
+                ErrorCode::TooLarge,
+                "the snapshot is larger than allowed",
+            ));
+        }
         let snapshot = if let Some(bytes) = snapshot.dyn_ref::<js_sys::Uint8Array>() {
             String::from_utf8(bytes.to_vec())
                 .map_err(|_| error(ErrorCode::Malformed, "the snapshot is not UTF-8"))?
@@ -333,7 +407,7 @@ impl RevocationList {
             &snapshot,
             &keys,
             &SnapshotOptions::new(issuer),
-            now_secs(now),
+            now_secs(now)?,
         )
         .map_err(|e| error_from(e.code(), &e))?;
         Ok(Self { inner })
@@ -353,7 +427,7 @@ impl RevocationList {
         let token = token_text(token, verifier.inner.options().max_token_bytes)?;
         let claims = verifier
             .inner
-            .verify(&token, now_secs(now))
+            .verify(&token, now_secs(now)?)
             .map_err(|e| error_from(e.code(), &e))?;
         Ok(self.inner.check(&claims).map(|r| r.as_str().to_owned()))
     }

@@ -6,7 +6,9 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::Signer as _;
-use gatehouse_verify::{Verifier, decode_unverified, error_codes, expires_in, is_expired};
+use gatehouse_verify::{
+    RevocationList, Verifier, decode_unverified, error_codes, expires_in, is_expired,
+};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::wasm_bindgen_test;
 
@@ -97,12 +99,77 @@ fn failures_throw_gatehouse_errors_with_codes() {
 fn unverified_helpers() {
     let t: JsValue = token(1_800_000_600).into();
     assert!((expires_in(&t, Some(NOW)).unwrap() - 600.0).abs() < f64::EPSILON);
-    // A `now` far outside the clock's range saturates (it overflowed, a trap in a debug build).
-    assert!(expires_in(&t, Some(f64::NEG_INFINITY)).unwrap() > 1e18);
-    assert!(expires_in(&t, Some(f64::INFINITY)).unwrap() < -1e18);
     assert!(is_expired(&token(1_000).into(), None).unwrap());
     let decoded = decode_unverified(&t).unwrap();
     let header = js_sys::Reflect::get(&decoded, &JsValue::from_str("header")).unwrap();
     let kid = js_sys::Reflect::get(&header, &JsValue::from_str("kid")).unwrap();
     assert_eq!(kid.as_string().as_deref(), Some("k1"));
+    // Absent header members are absent, as the type says (`kid?: string`), not `null`.
+    let bare = format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA"}"#),
+        URL_SAFE_NO_PAD.encode("{}"),
+        URL_SAFE_NO_PAD.encode([0u8; 64])
+    );
+    let decoded = decode_unverified(&bare.into()).unwrap();
+    let header = js_sys::Reflect::get(&decoded, &JsValue::from_str("header")).unwrap();
+    let has = |name: &str| js_sys::Reflect::has(&header, &JsValue::from_str(name)).unwrap();
+    assert!(!has("kid") && !has("typ") && has("alg"));
+}
+
+/// What a caller may get wrong is refused with a code, never read with another meaning or
+/// trapped on: a `now` in milliseconds or not finite (before, `Date.now()` made every token
+/// `expired` and an `expiresIn` of -1.7e12; NaN read as 1970), an option the package does not
+/// know (jose's `clockTolerance` left the leeway at 30 s), an empty issuer or audience, an
+/// issuer that is no string (a number trapped in the glue's allocator), a leeway that is no
+/// number of seconds (NaN read as 0, Infinity as never expired).
+#[wasm_bindgen_test]
+fn arguments_it_cannot_use_are_refused_with_a_code() {
+    let verifier = Verifier::new(&jwks(), options()).unwrap();
+    let t: JsValue = token(1_800_000_600).into();
+    for now in [NOW * 1000.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        assert_eq!(
+            code(&verifier.verify(&t, Some(now)).unwrap_err()),
+            "invalid_argument",
+            "{now}"
+        );
+        assert_eq!(
+            code(&expires_in(&t, Some(now)).unwrap_err()),
+            "invalid_argument"
+        );
+    }
+    for leeway in [f64::NAN, -1.0, f64::INFINITY] {
+        assert_eq!(
+            code(&is_expired(&t, Some(leeway)).unwrap_err()),
+            "invalid_argument"
+        );
+    }
+    for options in [
+        r#"{"issuer":"https://i.test","audience":"app","clockTolerance":120}"#,
+        r#"{"issuer":"","audience":"app"}"#,
+        r#"{"issuer":"https://i.test","audience":""}"#,
+    ] {
+        let options = js_sys::JSON::parse(options).unwrap();
+        assert_eq!(
+            code(&Verifier::new(&jwks(), options).err().unwrap()),
+            "invalid_key"
+        );
+    }
+    let huge = JsValue::from_str(&" ".repeat((1 << 20) + 1));
+    assert_eq!(
+        code(&Verifier::new(&huge, options()).err().unwrap()),
+        "invalid_key"
+    );
+    for issuer in [
+        JsValue::from_f64(42.0),
+        JsValue::UNDEFINED,
+        JsValue::from_str(""),
+    ] {
+        let refused = RevocationList::from_snapshot(&"a.b.c".into(), &jwks(), &issuer, Some(NOW));
+        assert_eq!(code(&refused.err().unwrap()), "invalid_argument");
+    }
+    let over = JsValue::from_str(&"a".repeat(8 * 1024 * 1024 + 1));
+    let issuer = JsValue::from_str("https://i.test");
+    let refused = RevocationList::from_snapshot(&over, &jwks(), &issuer, Some(NOW));
+    assert_eq!(code(&refused.err().unwrap()), "too_large");
 }
