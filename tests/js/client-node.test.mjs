@@ -196,8 +196,15 @@ test('GatehouseClient: options it cannot use, a fetch that needs its own this, h
     issued += 1;
     return Promise.resolve(new Response(JSON.stringify(tokenBody(issued, expiresIn))));
   }
-  for (const options of [{ refreshAheadSeconds: NaN }, { refreshAheadSeconds: 'sixty' }, { requestTimeoutSeconds: 0 }, { requestTimeoutSeconds: Infinity }]) {
+  for (const options of [{ refreshAheadSeconds: NaN }, { refreshAheadSeconds: 'sixty' }, { requestTimeoutSeconds: 0 }, { requestTimeoutSeconds: Infinity }, { fetch: 'https://i.test' }]) {
     assert.throws(() => new GatehouseClient({ issuer: 'https://i.test', ...options }), (e) => e.code === 'invalid_options', JSON.stringify(options));
+  }
+  // On a page, an apiOrigins entry that is no URL (a bare "Invalid URL" TypeError before).
+  globalThis.location = { origin: 'https://app.test', href: 'https://app.test/' };
+  try {
+    assert.throws(() => new GatehouseClient({ issuer: 'https://i.test', apiOrigins: ['https://'] }), (e) => e.code === 'invalid_options');
+  } finally {
+    delete globalThis.location;
   }
 
   new GatehouseClient({ issuer: 'https://i.test', refreshAheadSeconds: '30' }).close();

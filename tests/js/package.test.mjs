@@ -327,6 +327,11 @@ test('createRemoteVerifier: options it cannot use, keys from anywhere but https,
   await refused(createRemoteVerifier('http://i.test/jwks', { ...base, fetch: serve() }), 'invalid_key');
   await refused(createRemoteVerifier('not a url', { ...base, fetch: serve() }), 'invalid_key');
   await refused(createRemoteVerifier('https://i.test/jwks'), 'invalid_key');
+  // Options that are no object, a fetch that is no function, a member the verifier does not know
+  // (a destructuring TypeError, `keys_unavailable` after the attempt, and ignored, before).
+  await refused(createRemoteVerifier('https://i.test/jwks', null), 'invalid_key');
+  await refused(createRemoteVerifier('https://i.test/jwks', { ...base, fetch: 'no' }), 'invalid_key');
+  await refused(createRemoteVerifier('https://i.test/jwks', { ...base, ttl: 60, fetch: serve() }), 'invalid_key');
   assert.equal(fetched, 0);
   // A redirect to plain http is no key set.
   await refused(createRemoteVerifier('https://i.test/jwks', { ...base, fetch: serve('http://evil.test/jwks') }), 'keys_unavailable');

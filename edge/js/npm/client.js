@@ -109,11 +109,15 @@ export class GatehouseClient {
     this.#origins = new Set(
       [here, this.#issuer || undefined, ...(options.apiOrigins ?? [])]
         .filter((o) => o && o !== 'null' && (here || URL.canParse(o)))
-        .map((o) => new URL(o, here).origin),
+        .map((o) => {
+          if (!URL.canParse(o, here)) throw new GatehouseClientError('invalid_options', `apiOrigins: ${o} is not a URL`);
+          return new URL(o, here).origin;
+        }),
     );
     // Called as a plain function: a browser's `fetch` called on another object (this client)
     // throws "Illegal invocation".
     const fetchWith = options.fetch;
+    if (fetchWith !== undefined && typeof fetchWith !== 'function') throw new GatehouseClientError('invalid_options', 'fetch must be a function');
     this.#fetch = fetchWith ? (...args) => fetchWith(...args) : (...args) => globalThis.fetch(...args);
     this.#storage = options.storage ?? null;
     this.#refreshAhead = seconds('refreshAheadSeconds', options.refreshAheadSeconds, 60);

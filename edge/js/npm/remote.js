@@ -63,6 +63,7 @@ const trusted = (url) =>
   (url.protocol === 'http:' && ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname));
 
 export async function createRemoteVerifier(jwksUrl, options = {}) {
+  if (options === null || typeof options !== 'object') throw invalidOptions('options must be an object');
   const {
     ttlSeconds = 300,
     refetchCooldownSeconds = 30,
@@ -83,6 +84,7 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
   const ttlMs = seconds('ttlSeconds', ttlSeconds) * 1000;
   const cooldownMs = seconds('refetchCooldownSeconds', refetchCooldownSeconds) * 1000;
   const timeoutSecs = seconds('fetchTimeoutSeconds', fetchTimeoutSeconds);
+  if (typeof fetchKeys !== 'function') throw invalidOptions('fetch must be a function');
   // setTimeout's limit is about 24 days; an hour is more than any key set needs.
   if (!(timeoutSecs > 0 && timeoutSecs <= 3600)) throw invalidOptions('fetchTimeoutSeconds must be over 0 and at most 3600');
   let url;
