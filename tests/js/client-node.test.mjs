@@ -14,12 +14,12 @@ before(() => {
 });
 
 const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
-/** The issuer's answer with the `n`th token set of session `s1`, valid `expiresIn` seconds. */
 /** Polls `what` every 20 ms for up to 5 s (a bound against a hang, not a speed goal). */
 const settled = async (what) => {
   for (let waited = 0; !what() && waited < 5000; waited += 20) await new Promise((r) => setTimeout(r, 20));
   return what();
 };
+/** The issuer's answer with the `n`th token set of session `s1`, valid `expiresIn` seconds. */
 const tokenBody = (n, expiresIn = 60) => ({
   access_token: `${b64({ alg: 'none' })}.${b64({ sid: 's1', n })}.x`,
   refresh_token: `r${n}`,
@@ -440,8 +440,8 @@ test('GatehouseClient on a server: no refresh timer keeps Node running, a relati
 test('GatehouseClient.fetch: unknown_kid on a token held past the edge key refetch cooldown refreshes (its key was revoked), on a newer one it does not', { timeout: 60000 }, async () => {
   const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
   let issued = 0;
-  // The edge knows none of the tokens' keys but the third's.
-  const known = `Bearer ${tokenBody(3).access_token}`;
+  // The edge knows none of the tokens' keys but the third's (and later none).
+  let known = `Bearer ${tokenBody(3).access_token}`;
   const fetch = async (input) => {
     if (String(input.url ?? input).endsWith('/v1/token')) {
       issued += 1;
@@ -463,6 +463,15 @@ test('GatehouseClient.fetch: unknown_kid on a token held past the edge key refet
     Date.now = () => realNow() + 31000;
     assert.equal((await client.fetch('https://i.test/api')).status, 200);
     assert.equal(issued, 3, 'one refresh, then the request again');
+    // The edge never learns the current key (stale pinned keys): one refresh finds that out,
+    // and later calls do not rotate each time.
+    known = 'none';
+    Date.now = () => realNow() + 62000;
+    assert.equal((await client.fetch('https://i.test/api')).status, 401);
+    assert.equal(issued, 4, 'one refresh');
+    Date.now = () => realNow() + 93000;
+    assert.equal((await client.fetch('https://i.test/api')).status, 401);
+    assert.equal(issued, 4, 'no refresh for a key the edge refused after one');
   } finally {
     Date.now = realNow;
     client.close();

@@ -12,7 +12,8 @@
 //   "locations": 3, "vars": {...}, "kvDelayMs": 60000}'
 // Serves on `port`: GET /locations -> [{name, url}], GET /writes -> the worker's KV puts per
 // location, each counted as made (all keys, and the revocation list's alone; the replicator's
-// copies not counted), GET /heads -> each location's copy of the `revocations-head` key (null if none),
+// copies not counted; and `list_changes`, the changed list contents the replicator found at
+// each that it had not delivered), GET /heads -> each location's copy of the `revocations-head` key (null if none),
 // GET /snapshots -> the metadata of each location's `revocations` key (which list KV holds),
 // POST /cron/<i> -> fires location i's cron,
 // PUT /kv/<i>/<key> (body: the value, header x-kv-metadata: JSON) -> writes location i's KV as
@@ -75,6 +76,10 @@ for (let i = 0; i < (config.locations ?? 3); i++) {
     puts: await mf.getKVNamespace('PUTS', 'counting-kv'),
     seen: new Map(), // key -> hash last observed here
     writtenAt: new Map(), // key -> time of the version held here (for last-writer-wins)
+    // Changed list contents the replicator found here and did not deliver itself: the
+    // worker's writes as the replicator sees them, or an echo of its own deliveries (a bug it
+    // once had), which the put counts cannot show.
+    listChanges: 0,
   });
 }
 
@@ -104,6 +109,7 @@ async function tick() {
       loc.seen.set(name, hash);
       const time = Date.now();
       loc.writtenAt.set(name, time);
+      if (name !== 'jwks') loc.listChanges += 1;
       for (const [j, other] of locations.entries()) {
         if (j === i) continue;
         // Scheduled in detection order with one delay, so `pending` stays sorted by `due`.
@@ -158,10 +164,10 @@ const server = http.createServer(async (req, res) => {
       return send(200, heads);
     }
     if (req.method === 'GET' && req.url === '/writes') {
-      return send(200, await Promise.all(locations.map(async ({ name, puts }) => {
+      return send(200, await Promise.all(locations.map(async ({ name, puts, listChanges }) => {
         const keys = await allKeys(puts);
         const listWrites = keys.filter((k) => !k.startsWith('jwks/')).length;
-        return { name, writes: keys.length, list_writes: listWrites };
+        return { name, writes: keys.length, list_writes: listWrites, list_changes: listChanges };
       })));
     }
     if (req.method === 'GET' && req.url === '/snapshots') {

@@ -70,9 +70,11 @@ impl Locations {
         self.write_counts("writes").await
     }
 
-    /// [`Self::kv_writes`] to the revocation list's keys only (not the key set's copy).
-    pub async fn kv_list_writes(&self) -> Vec<u64> {
-        self.write_counts("list_writes").await
+    /// Changed list contents the replicator found at each location that it had not delivered
+    /// there itself: the worker's list writes as KV's contents show them, or the replicator
+    /// echoing a value back, which the put counts cannot show.
+    pub async fn kv_list_changes(&self) -> Vec<u64> {
+        self.write_counts("list_changes").await
     }
 
     /// [`Self::kv_writes`] to the key set's copy only: both counts from one reading of the

@@ -41,10 +41,11 @@ const QUICK_RETRY_DELAY_MS = 250;
 // setTimeout's longest delay (about 24.8 days); a longer one fires at once.
 const MAX_DELAY_MS = 2 ** 31 - 1;
 const isObject = (v) => typeof v === 'object' && v !== null;
-// The JWKS-free decoding of the access token's payload, for `sid` only (nothing is trusted).
-const payloadOf = (jwt) => {
+// The JWKS-free decoding of the access token's payload (for `sid`) or header (for `kid`), part
+// `n`; nothing in it is trusted.
+const payloadOf = (jwt, n = 1) => {
   try {
-    const part = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const part = jwt.split('.')[n].replace(/-/g, '+').replace(/_/g, '/');
     const payload = JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), '=')));
     return isObject(payload) ? payload : {};
   } catch {
@@ -99,6 +100,8 @@ export class GatehouseClient {
   #waiters = new Set();
   /** The last refresh failure a tab reported, `{ n, token, error }`: the `n`th so far. */
   #failure = null;
+  /** The `kid`s the edge still refused after a refresh for `unknown_kid`. */
+  #keysTheEdgeRefused = new Set();
 
   constructor(options = {}) {
     this.#issuer = (options.issuer ?? '').replace(/\/$/, '');
@@ -260,7 +263,8 @@ export class GatehouseClient {
   /**
    * `fetch` with `Authorization: Bearer`, only to this page's origin, the issuer's and
    * `apiOrigins` (anything else rejects with `origin_not_allowed`, nothing sent). On the edge's
-   * `expired` or `revoked` answer it refreshes and sends the request once more with the new
+   * `expired` or `revoked` answer (or `unknown_kid` on a token held over 30 s, its key gone) it
+   * refreshes and sends the request once more with the new
    * token (a `Request` is cloned, so its body is sent again; a `ReadableStream` body in `init`
    * is sent once, without the retry); when the issuer refuses the refresh, the session ends in
    * every tab and this rejects with `session_revoked`.
@@ -294,13 +298,21 @@ export class GatehouseClient {
     // `unknown_kid` on a token held past the edge's key refetch cooldown: its signing key was
     // revoked or dropped, and a refresh gets one signed by the current key. On a newer token
     // it is a key the edge has not fetched yet, which no refresh mends.
-    const keyGone = code === 'unknown_kid' && Date.now() - received > KEY_REFETCH_COOLDOWN_MS;
+    // Not for a key the edge refused after such a refresh too (pinned keys, another
+    // deployment's JWKS): a refresh would not mend it, and every call would rotate.
+    const keyGone = code === 'unknown_kid' && Date.now() - received > KEY_REFETCH_COOLDOWN_MS
+      && !this.#keysTheEdgeRefused.has(payloadOf(token, 0).kid);
     if (code !== 'expired' && code !== 'revoked' && !keyGone) return response;
     // `revoked` may name this token alone, not the session: a refresh tells (the issuer
     // refuses it once the session has ended, and the session ends in every tab).
     if (this.#tokens?.accessToken === token) await this.refresh();
     const next = this.#tokens?.accessToken;
-    return next && next !== token ? send(next) : response;
+    if (!next || next === token) return response;
+    const retried = await send(next);
+    if (keyGone && retried.status === 401 && (await bodyOf(retried.clone())).code === 'unknown_kid') {
+      this.#keysTheEdgeRefused.add(payloadOf(next, 0).kid);
+    }
+    return retried;
   }
 
   /**

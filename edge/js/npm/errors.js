@@ -1,5 +1,6 @@
 // The one error class the package throws. `code` is the stable machine code shared with the
-// edge worker and the issuer (see the README's table).
+// edge worker and the issuer, but for the package's own `keys_unavailable` and
+// `invalid_argument` (see the README's table).
 export class GatehouseError extends Error {
   constructor(code, message) {
     super(message);

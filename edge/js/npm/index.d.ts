@@ -108,7 +108,7 @@ export declare class GatehouseClient {
   getAccessToken(): Promise<string | undefined>;
   refresh(): Promise<void>;
   /** Rejects with `origin_not_allowed`, sending nothing, outside this origin, the issuer's and
-   * `apiOrigins`, or for a relative URL off a page. On an `expired` or `revoked` answer,
+   * `apiOrigins`, or for a relative URL off a page. On an `expired` or `revoked` answer (or `unknown_kid` on a token held over 30 s),
    * refreshes and sends once more (not a `ReadableStream` body in `init`, which is sent once); rejects
    * with `session_revoked` when the issuer refuses the refresh, or with the refresh's own code
    * (`network_error`, …) when it fails otherwise. */

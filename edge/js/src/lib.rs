@@ -166,8 +166,10 @@ impl Verifier {
     ) -> Result<Verifier, JsValue> {
         let keys = key_set(jwks)?;
         let invalid = |why: &str| error(ErrorCode::InvalidKey, &format!("invalid options: {why}"));
-        if let Some(object) = options.dyn_ref::<js_sys::Object>() {
-            let names = js_sys::Object::keys(object);
+        // `is_object`, not `instanceof Object`: a null-prototype object or one of another realm
+        // is read as options all the same.
+        if options.is_object() {
+            let names = js_sys::Object::keys(options.unchecked_ref::<js_sys::Object>());
             if let Some(name) = names
                 .iter()
                 .filter_map(|name| name.as_string())
@@ -379,17 +381,15 @@ impl RevocationList {
             .ok_or_else(|| invalid_argument("issuer must be the issuer's URL, a string"))?;
         // Refused before it is copied into the wasm, whose memory never shrinks. A string's
         // length in UTF-16 units is at most its UTF-8 bytes, as for tokens.
-        let max = SnapshotOptions::DEFAULT_MAX_BYTES;
-        let length = js_sys::Reflect::get(snapshot, &"length".into())
-            .ok()
-            .and_then(|l| l.as_f64())
-            .unwrap_or(0.0);
-        #[allow(clippy::cast_precision_loss)] // a limit of MiBs
-        if length > max as f64 {
-            return Err(error(
-                ErrorCode::TooLarge,
-                "the snapshot is larger than allowed",
-            ));
+        let length = if let Some(bytes) = snapshot.dyn_ref::<js_sys::Uint8Array>() {
+            bytes.length()
+        } else {
+            snapshot
+                .dyn_ref::<js_sys::JsString>()
+                .map_or(0, js_sys::JsString::length)
+        };
+        if usize::try_from(length).unwrap_or(usize::MAX) > SnapshotOptions::DEFAULT_MAX_BYTES {
+            return Err(error(ErrorCode::TooLarge, "the snapshot is over 8 MiB"));
         }
         let snapshot = if let Some(bytes) = snapshot.dyn_ref::<js_sys::Uint8Array>() {
             String::from_utf8(bytes.to_vec())

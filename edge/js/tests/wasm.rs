@@ -168,8 +168,32 @@ fn arguments_it_cannot_use_are_refused_with_a_code() {
         let refused = RevocationList::from_snapshot(&"a.b.c".into(), &jwks(), &issuer, Some(NOW));
         assert_eq!(code(&refused.err().unwrap()), "invalid_argument");
     }
-    let over = JsValue::from_str(&"a".repeat(8 * 1024 * 1024 + 1));
+    // Refused before it is copied in (the core's own limit says "bytes, over the limit").
     let issuer = JsValue::from_str("https://i.test");
-    let refused = RevocationList::from_snapshot(&over, &jwks(), &issuer, Some(NOW));
-    assert_eq!(code(&refused.err().unwrap()), "too_large");
+    let text = JsValue::from_str(&"a".repeat(8 * 1024 * 1024 + 1));
+    let bytes = js_sys::Uint8Array::new_with_length(8 * 1024 * 1024 + 1).into();
+    for over in [text, bytes] {
+        let refused = RevocationList::from_snapshot(&over, &jwks(), &issuer, Some(NOW));
+        let err = refused.err().unwrap();
+        assert_eq!(code(&err), "too_large");
+        let message = js_sys::Reflect::get(&err, &JsValue::from_str("message")).unwrap();
+        assert_eq!(
+            message.as_string().as_deref(),
+            Some("the snapshot is over 8 MiB")
+        );
+    }
+    // A null-prototype options object is checked too.
+    let no_prototype: js_sys::Object = wasm_bindgen::JsCast::unchecked_into(JsValue::NULL);
+    let bare: js_sys::Object = js_sys::Object::create(&no_prototype);
+    for (name, value) in [
+        ("issuer", "https://i.test"),
+        ("audience", "app"),
+        ("ttl", "60"),
+    ] {
+        js_sys::Reflect::set(&bare, &name.into(), &value.into()).unwrap();
+    }
+    assert_eq!(
+        code(&Verifier::new(&jwks(), bare.into()).err().unwrap()),
+        "invalid_key"
+    );
 }

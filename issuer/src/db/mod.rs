@@ -376,8 +376,9 @@ pub fn open(config: &Config) -> Result<Db, String> {
         && is_sqlite_memory(&path)
     {
         return Err(format!(
-            "GATEHOUSE_DATABASE_URL: sqlite://{path} is an in-memory database, one per pooled \
-             connection, gone when it closes: the server needs a file (sqlite://gatehouse.db)"
+            "GATEHOUSE_DATABASE_URL: sqlite://{path} is an in-memory database, gone when its \
+             connections close (and, unshared, a separate one for each): the server needs a \
+             file (sqlite://gatehouse.db)"
         ));
     }
     open_with(config, config.db_pool_size, 1)

@@ -140,15 +140,21 @@ impl KeyRing {
         let behind = now.saturating_sub(i64::from(SnapshotOptions::MAX_CLOCK_AHEAD_SECS));
         let lenient: fn(&KeyState) -> &Verifier = |ring| &ring.lenient;
         let first = self.verify_by(db, token, now, behind, lenient).await?;
-        let not_yet = matches!(&first, Err(e) if e.code() == ErrorCode::NotYetValid);
-        match UntrustedToken::parse(token, usize::MAX).map(|t| t.claims_unverified::<Times>()) {
-            Ok(Ok(times)) if not_yet => {
-                let matures = [times.not_before, times.issued_at].into_iter().flatten();
-                let at = matures.map(|t| t.timestamp()).max().unwrap_or(behind);
-                self.verify_by(db, token, now, at, lenient).await
-            }
-            _ => Ok(first),
+        if !matches!(&first, Err(e) if e.code() == ErrorCode::NotYetValid) {
+            return Ok(first);
         }
+        // Within the size limit: the first verification checked it.
+        let parsed = UntrustedToken::parse(token, usize::MAX);
+        let Ok(Ok(times)) = parsed.map(|t| t.claims_unverified::<Times>()) else {
+            return Ok(first);
+        };
+        let matures = [times.not_before, times.issued_at].into_iter().flatten();
+        let matures = matures.map(|t| t.timestamp()).max().unwrap_or(behind);
+        // The first second the lenient verifier takes it.
+        let leeway = i64::from(VerifierOptions::MAX_LEEWAY_SECS);
+        let first_accepted = matures.saturating_sub(leeway);
+        self.verify_by(db, token, now, first_accepted, lenient)
+            .await
     }
 
     /// Verifies `token` as a verifier whose clock reads `verifier_now` would.
