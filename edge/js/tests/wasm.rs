@@ -155,6 +155,12 @@ fn arguments_it_cannot_use_are_refused_with_a_code() {
             "invalid_key"
         );
     }
+    // Every member the type declares is taken: the list of known names matches the fields.
+    let every = js_sys::JSON::parse(
+        r#"{"issuer":"https://i.test","audience":"app","leeway":10,"typ":"at+jwt","maxTokenBytes":4096}"#,
+    )
+    .unwrap();
+    assert!(Verifier::new(&jwks(), every).is_ok());
     let huge = JsValue::from_str(&" ".repeat((1 << 20) + 1));
     assert_eq!(
         code(&Verifier::new(&huge, options()).err().unwrap()),
