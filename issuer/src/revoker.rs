@@ -76,12 +76,10 @@ impl Revocations<'_> {
     /// How long a session's (or user's, or key's) entry lasts: until the longest-lived token it
     /// may cover has expired at every verifier. Read when the entry is written, after the
     /// session row is ended: a refresh that rotated before that, while this request waited for
-    /// a connection or a lock, signed with its own later `now`. One more second for a refresh
-    /// that rotates between that update and the commit, which PostgreSQL lets it do (it reads
-    /// the session unlocked): its `now` was read before the commit.
+    /// a connection or a lock, signed with its own later `now`; one after it waits for the
+    /// commit and finds the session revoked (`sessions::rotate` locks the session row).
     fn horizon(&self) -> i64 {
-        let written = self.clock.now().saturating_add(1);
-        entry_expiry(self.now.max(written).saturating_add(self.longest))
+        entry_expiry(self.now.max(self.clock.now()).saturating_add(self.longest))
     }
 
     /// One access token, until no verifier would accept it anyway (`entry_expiry(exp)`). Returns

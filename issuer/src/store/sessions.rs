@@ -156,6 +156,7 @@ pub fn rotate(
         ))
         .execute(conn)?
             == 1;
+        share_lock_session_of(conn, &hash)?;
         // The token, its session and its user's state in one round trip.
         let Some((row, session, disabled)) = refresh_tokens::table
             .inner_join(sessions::table.inner_join(users::table))
@@ -255,6 +256,32 @@ pub fn session_of_refresh_token(
 
 pub fn by_id(conn: &mut DbConn, sid: &str) -> Result<Option<Session>, ApiError> {
     Ok(sessions::table.find(sid).first(conn).optional()?)
+}
+
+/// On PostgreSQL, takes a share lock on the session of the refresh token `hash` until the
+/// transaction ends: a revocation that has ended the session but not committed yet is waited
+/// for, and the rotation then reads the session revoked. Without it the read below sees the
+/// session live, and the token signed after the revocation's entry began could outlive it.
+/// (The rotation holds the token's row, then the session's; revocations never lock tokens.)
+/// SQLite's write transaction already excludes the revocation's.
+fn share_lock_session_of(conn: &mut DbConn, hash: &str) -> Result<(), ApiError> {
+    let DbConn::Postgres(c) = conn else {
+        return Ok(());
+    };
+    let session_id: Option<String> = refresh_tokens::table
+        .find(hash)
+        .select(refresh_tokens::session_id)
+        .first(c)
+        .optional()?;
+    if let Some(id) = session_id {
+        sessions::table
+            .find(id)
+            .select(sessions::id)
+            .for_share()
+            .first::<String>(c)
+            .optional()?;
+    }
+    Ok(())
 }
 
 /// Sessions that ended, expired or revoked, at or before `cutoff`: what cleanup deletes, and

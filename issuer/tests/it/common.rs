@@ -1,9 +1,10 @@
 //! Testkit: an issuer on a fresh database of either backend, plus request helpers.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection as _;
-use diesel::{Connection as _, PgConnection};
+use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
 use gatehouse_issuer::clock::Clock;
 use gatehouse_issuer::config::Config;
 use gatehouse_issuer::db::Db;
@@ -114,6 +115,23 @@ pub fn test_config(db: &TestDb) -> Config {
     config.password.workers = 2;
     config.lockout.threshold = 3;
     config
+}
+
+/// Returns once a connection named `application_name` waits for a lock of kind `event`
+/// (`pg_stat_activity.wait_event`: `advisory`, `transactionid`, …); fails the test with `never`
+/// after 30 s.
+pub fn wait_for_a_lock(application_name: &str, event: &str, never: &str) {
+    let mut admin = PgConnection::establish(PG_ADMIN_URL)
+        .expect("PostgreSQL must run on 127.0.0.1:5432 (make test starts it)");
+    let waiting = format!(
+        "SELECT 1 FROM pg_stat_activity WHERE application_name = '{application_name}' \
+         AND wait_event_type = 'Lock' AND wait_event = '{event}'"
+    );
+    let since = Instant::now();
+    while diesel::sql_query(&waiting).execute(&mut admin).unwrap() == 0 {
+        assert!(since.elapsed() < Duration::from_secs(30), "{never}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub struct TestApp {
@@ -236,12 +254,12 @@ impl TestApp {
         let revocation = std::thread::spawn(move || {
             revoker.run_sync(now, |_| {
                 locked.send(()).unwrap();
-                let _ = released.recv_timeout(std::time::Duration::from_mins(1));
+                let _ = released.recv_timeout(Duration::from_mins(1));
                 Ok(())
             })
         });
         is_locked.recv().unwrap();
-        let output = tokio::time::timeout(std::time::Duration::from_secs(30), request).await;
+        let output = tokio::time::timeout(Duration::from_secs(30), request).await;
         release.send(()).unwrap();
         revocation.join().unwrap().unwrap();
         output.expect("the request waited for the held revocation")

@@ -10,7 +10,7 @@ use gatehouse_shared::{RevocationList, RevocationReason, SnapshotOptions};
 use rocket::http::Status;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::common::{Backend, TestApp, str_of};
+use crate::common::{Backend, TestApp, str_of, wait_for_a_lock};
 
 /// A minimal HTTP/1.1 endpoint that records every request body (stands in for the worker's
 /// sync endpoint, which has its own tests in the end-to-end suite).
@@ -310,7 +310,11 @@ async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
     // second waits for the first. SQLite's `BEGIN IMMEDIATE` orders them by construction, and
     // shows no waiter: there the second is given a moment to start.
     if backend == Backend::Postgres {
-        wait_for_the_write_order_lock(&name);
+        wait_for_a_lock(
+            &name,
+            "advisory",
+            "the second revocation never waited for the first",
+        );
     } else {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -329,26 +333,6 @@ async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
             Some(RevocationReason::Token),
             "{which} is in the snapshot"
         );
-    }
-}
-
-/// Returns once a connection named `application_name` waits for an advisory lock (the
-/// revocations' write order), failing the test after 30 s.
-fn wait_for_the_write_order_lock(application_name: &str) {
-    use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
-    let mut admin = PgConnection::establish(crate::common::PG_ADMIN_URL)
-        .expect("PostgreSQL must run on 127.0.0.1:5432 (make test starts it)");
-    let waiting = format!(
-        "SELECT 1 FROM pg_stat_activity WHERE application_name = '{application_name}' \
-         AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
-    );
-    let since = std::time::Instant::now();
-    while diesel::sql_query(&waiting).execute(&mut admin).unwrap() == 0 {
-        assert!(
-            since.elapsed() < Duration::from_secs(30),
-            "the second revocation never waited for the first"
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
