@@ -268,19 +268,14 @@ fn share_lock_session_of(conn: &mut DbConn, hash: &str) -> Result<(), ApiError> 
     let DbConn::Postgres(c) = conn else {
         return Ok(());
     };
-    let session_id: Option<String> = refresh_tokens::table
-        .find(hash)
-        .select(refresh_tokens::session_id)
-        .first(c)
+    // One round trip; it locks the token's row too, which this transaction already holds.
+    sessions::table
+        .inner_join(refresh_tokens::table)
+        .filter(refresh_tokens::token_hash.eq(hash))
+        .select(sessions::id)
+        .for_share()
+        .first::<String>(c)
         .optional()?;
-    if let Some(id) = session_id {
-        sessions::table
-            .find(id)
-            .select(sessions::id)
-            .for_share()
-            .first::<String>(c)
-            .optional()?;
-    }
     Ok(())
 }
 
