@@ -1,10 +1,10 @@
 //! Testkit: an issuer on a fresh database of either backend, plus request helpers.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diesel::connection::SimpleConnection as _;
-use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
+use diesel::{Connection as _, PgConnection};
 use gatehouse_issuer::clock::Clock;
 use gatehouse_issuer::config::Config;
 use gatehouse_issuer::db::Db;
@@ -115,23 +115,6 @@ pub fn test_config(db: &TestDb) -> Config {
     config.password.workers = 2;
     config.lockout.threshold = 3;
     config
-}
-
-/// Returns once a connection named `application_name` waits for a lock of kind `event`
-/// (`pg_stat_activity.wait_event`: `advisory`, `transactionid`, …); fails the test with `never`
-/// after 30 s.
-pub fn wait_for_a_lock(application_name: &str, event: &str, never: &str) {
-    let mut admin = PgConnection::establish(PG_ADMIN_URL)
-        .expect("PostgreSQL must run on 127.0.0.1:5432 (make test starts it)");
-    let waiting = format!(
-        "SELECT 1 FROM pg_stat_activity WHERE application_name = '{application_name}' \
-         AND wait_event_type = 'Lock' AND wait_event = '{event}'"
-    );
-    let since = Instant::now();
-    while diesel::sql_query(&waiting).execute(&mut admin).unwrap() == 0 {
-        assert!(since.elapsed() < Duration::from_secs(30), "{never}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 pub struct TestApp {

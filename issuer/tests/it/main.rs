@@ -21,6 +21,7 @@ mod bad_input;
 mod binary;
 mod credentials;
 mod db_errors;
+mod held;
 mod key_lag;
 mod key_sealing;
 mod keys;

@@ -4,7 +4,8 @@
 use gatehouse_shared::{RevocationReason, SnapshotOptions, Verifier, VerifierOptions};
 use rocket::http::Status;
 
-use crate::common::{Backend, TestApp, str_of, wait_for_a_lock};
+use crate::common::{Backend, TestApp, str_of};
+use crate::held::{HeldRevocation, start_watched, until_waiting};
 use crate::revocation::{live_sessions, tally};
 
 async fn the_snapshot_carries_live_revocations(backend: Backend) {
@@ -287,51 +288,23 @@ async fn a_token_not_valid_yet_is_revoked_all_the_same(backend: Backend) {
 /// token after the revocation's entry had begun counting (SQLite's write lock already made it
 /// wait there).
 async fn a_refresh_during_a_revocation_waits_for_it_and_is_refused(backend: Backend) {
-    use gatehouse_issuer::revoker::Revoker;
     let name = format!("refresh-waits-{}", std::process::id());
-    let app = TestApp::start_with(backend, |c| {
-        if backend == Backend::Postgres {
-            c.database_url = format!("{}&application_name={name}", c.database_url);
-        }
-    })
-    .await;
+    let app = start_watched(backend, &name).await;
     app.register("alice").await;
     let session = app.login("alice").await;
     let refresh = str_of(&session, "refresh_token").to_owned();
-    let access = str_of(&session, "access_token");
     let now = app.clock().now();
-    let sid = app
+    let verified = app
         .verifier()
         .await
-        .verify(access, now)
-        .unwrap()
-        .sid
-        .clone();
-    let revoker = Revoker::for_command(app.store().clone(), app.config.clone());
-    let (wrote, written) = std::sync::mpsc::channel();
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let revoking = std::thread::spawn(move || {
-        revoker.run_sync(now, |r| {
-            r.session(&sid, "logout")?;
-            wrote.send(()).unwrap();
-            held.recv().unwrap();
-            Ok(())
-        })
-    });
-    written.recv().unwrap();
+        .verify(str_of(&session, "access_token"), now);
+    let sid = verified.unwrap().sid.clone();
+    let revoking = HeldRevocation::start(&app, now, move |r| r.session(&sid, "logout").map(drop));
     let ((status, json), ()) = tokio::join!(app.refresh(&refresh), async {
-        if backend == Backend::Postgres {
-            let name = name.clone();
-            let never = "the refresh never waited for the revocation's commit";
-            tokio::task::spawn_blocking(move || wait_for_a_lock(&name, "transactionid", never))
-                .await
-                .unwrap();
-        } else {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        }
-        release.send(()).unwrap();
+        let never = "the refresh never waited for the revocation's commit";
+        until_waiting(backend, &name, "transactionid", never).await;
+        revoking.commit();
     });
-    revoking.join().unwrap().unwrap();
     assert_eq!(
         (status, str_of(&json, "error")),
         (Status::BadRequest, "invalid_grant"),

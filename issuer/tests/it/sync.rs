@@ -10,7 +10,8 @@ use gatehouse_shared::{RevocationList, RevocationReason, SnapshotOptions};
 use rocket::http::Status;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::common::{Backend, TestApp, str_of, wait_for_a_lock};
+use crate::common::{Backend, TestApp, str_of};
+use crate::held::{HeldRevocation, start_watched, until_waiting};
 
 /// A minimal HTTP/1.1 endpoint that records every request body (stands in for the worker's
 /// sync endpoint, which has its own tests in the end-to-end suite).
@@ -269,12 +270,7 @@ async fn a_hung_edge_does_not_delay_the_others(backend: Backend) {
 async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
     // Named, so the test can see its own connection wait for the write-order lock.
     let name = format!("late-commit-{}", std::process::id());
-    let app = TestApp::start_with(backend, |c| {
-        if backend == Backend::Postgres {
-            c.database_url = format!("{}&application_name={name}", c.database_url);
-        }
-    })
-    .await;
+    let app = start_watched(backend, &name).await;
     app.register("alice").await;
     let verifier = app.verifier().await;
     let keys = verifier.keys().clone();
@@ -285,45 +281,22 @@ async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
     }
     let [first, second] = [claims[0].clone(), claims[1].clone()];
     let now = app.clock().now();
-    let revoker = || Revoker::for_command(app.store().clone(), app.config.clone());
 
     // The first transaction writes its entry and holds its commit until told.
-    let (wrote, written) = std::sync::mpsc::channel();
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let slow = {
-        let revoker = revoker();
-        std::thread::spawn(move || {
-            revoker.run_sync(now, |r| {
-                r.token(&first)?;
-                wrote.send(()).unwrap();
-                held.recv().unwrap();
-                Ok(())
-            })
-        })
-    };
-    written.recv().unwrap();
+    let slow = HeldRevocation::start(&app, now, move |r| r.token(&first).map(drop));
     let fast = {
-        let revoker = revoker();
+        let revoker = Revoker::for_command(app.store().clone(), app.config.clone());
         std::thread::spawn(move || revoker.run_sync(now, |r| r.token(&second)))
     };
     // Whatever is committed now is snapshotted (and cached) before the first commits, once the
-    // second waits for the first. SQLite's `BEGIN IMMEDIATE` orders them by construction, and
-    // shows no waiter: there the second is given a moment to start.
-    if backend == Backend::Postgres {
-        wait_for_a_lock(
-            &name,
-            "advisory",
-            "the second revocation never waited for the first",
-        );
-    } else {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    // second waits for the first.
+    let never = "the second revocation never waited for the first";
+    until_waiting(backend, &name, "advisory", never).await;
     assert_eq!(
         app.send("GET", "/v1/revocations", None, None).await.0,
         Status::Ok
     );
-    release.send(()).unwrap();
-    slow.join().unwrap().unwrap();
+    slow.commit();
     fast.join().unwrap().unwrap();
 
     let list = app.snapshot(&keys, now).await;
