@@ -339,38 +339,55 @@ async fn an_emergency_key_revocation_reaches_the_edge_through_the_fast_path() {
 async fn the_issuers_key_set_is_not_taken_through_a_redirect() {
     let issuer = gatehouse_tests::Issuer::start(&[]).await;
     let redirecting = gatehouse_tests::redirector(&issuer.url).await;
+    let (_origin, edge) = edge_of(&redirecting, &issuer.url).await;
+    issuer.register("alice", PASSWORD).await;
+    let tokens = issuer.login("alice", PASSWORD).await;
+    let (status, json) = protected_request(&edge, access(&tokens)).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("keys_unavailable")),
+        "{json}"
+    );
+}
+
+/// An edge in front of the demo origin whose `ISSUER_URL` is `issuer_url` (an issuer that
+/// misbehaves), taking tokens of `expected_issuer`. No list is needed (`fail_open`: the keys
+/// alone decide), every key fetch goes out (the start's health checks would otherwise have
+/// claimed the cooldown), and no delta poll waits first.
+async fn edge_of(
+    issuer_url: &str,
+    expected_issuer: &str,
+) -> (gatehouse_tests::Origin, gatehouse_tests::Edge) {
     let origin = gatehouse_tests::Origin::start().await;
     let edge = gatehouse_tests::Edge::start(
         gatehouse_tests::free_port(),
         &[
             ("ORIGIN_URL", origin.url.as_str()),
-            ("ISSUER_URL", redirecting.as_str()),
-            ("EXPECTED_ISSUER", issuer.url.as_str()),
+            ("ISSUER_URL", issuer_url),
+            ("EXPECTED_ISSUER", expected_issuer),
             ("EXPECTED_AUDIENCE", crate::system::AUDIENCE),
-            // No list is needed for this request: the keys alone decide it.
             ("STALE_POLICY", "fail_open"),
             ("JWKS_REFETCH_COOLDOWN_SECS", "0"),
             ("DELTA_POLL_MS", "0"),
         ],
     )
     .await;
-    issuer.register("alice", PASSWORD).await;
-    let tokens = issuer.login("alice", PASSWORD).await;
-    let token = access(&tokens);
-    let (status, json) = json_of(
+    (origin, edge)
+}
+
+/// The edge's answer to `token` on a protected path. The edge's key fetch gives up after 5 s
+/// (`upstream::KEYS_LIMIT`); this client after 12 s, well before the runtime's own limit.
+async fn protected_request(edge: &gatehouse_tests::Edge, token: &str) -> (u16, serde_json::Value) {
+    json_of(
         http()
             .get(format!("{}/api/x", edge.url))
             .header("Authorization", format!("Bearer {token}"))
+            .timeout(Duration::from_secs(12))
             .send()
             .await
             .expect("the edge answers"),
     )
-    .await;
-    assert_eq!(
-        (status, json["code"].as_str()),
-        (503, Some("keys_unavailable")),
-        "{json}"
-    );
+    .await
 }
 
 /// The edge's own requests to the issuer are bounded in time: with an issuer that accepts
@@ -380,34 +397,8 @@ async fn the_issuers_key_set_is_not_taken_through_a_redirect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_issuer_holds_no_request() {
     let hung = gatehouse_tests::black_hole().await.url;
-    let origin = gatehouse_tests::Origin::start().await;
-    let edge = gatehouse_tests::Edge::start(
-        gatehouse_tests::free_port(),
-        &[
-            ("ORIGIN_URL", origin.url.as_str()),
-            ("ISSUER_URL", hung.as_str()),
-            ("EXPECTED_ISSUER", hung.as_str()),
-            ("EXPECTED_AUDIENCE", "api"),
-            ("STALE_POLICY", "fail_open"),
-            // Every key fetch goes out (the health checks of the start would otherwise have
-            // claimed the cooldown), and no delta poll waits first.
-            ("JWKS_REFETCH_COOLDOWN_SECS", "0"),
-            ("DELTA_POLL_MS", "0"),
-        ],
-    )
-    .await;
-    // The edge's key fetch gives up after 5 s (`upstream::KEYS_LIMIT`); this client after 12 s,
-    // well before the runtime's own limit would end the wait.
-    let (status, json) = json_of(
-        http()
-            .get(format!("{}/api/x", edge.url))
-            .header("Authorization", "Bearer a.b.c")
-            .timeout(Duration::from_secs(12))
-            .send()
-            .await
-            .expect("the edge answers while the issuer hangs"),
-    )
-    .await;
+    let (_origin, edge) = edge_of(&hung, &hung).await;
+    let (status, json) = protected_request(&edge, "a.b.c").await;
     assert_eq!(
         (status, json["code"].as_str()),
         (503, Some("keys_unavailable")),
