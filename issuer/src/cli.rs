@@ -33,7 +33,8 @@ struct Cli {
 enum Command {
     /// Run the HTTP service (the default).
     Serve,
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations and exit. Besides `serve`, which migrates at start, the
+    /// only command that makes or changes a schema; the others need it migrated.
     Migrate,
     /// Manage signing keys.
     Keys {

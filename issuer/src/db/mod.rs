@@ -3,7 +3,10 @@
 //! pool so blocking calls never pile up on the async runtime. Every wait on the database is
 //! bounded by `db_timeout_ms`, so a stalled database is answered 503, not a hang.
 
+mod migrations;
 pub mod schema;
+
+pub use migrations::MIGRATION_LOCK;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,18 +14,12 @@ use std::time::{Duration, Instant};
 use diesel::connection::SimpleConnection as _;
 use diesel::r2d2::{self, ManageConnection, R2D2Connection as _};
 use diesel::{Connection as _, PgConnection, SqliteConnection};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness as _, embed_migrations};
 use rocket::fairing::AdHoc;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::{DbLabels, DbUnavailable, Metrics};
-
-const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
-const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
-/// The advisory lock key replicas migrate under ("gatehous" in ASCII).
-pub const MIGRATION_LOCK: i64 = 0x6761_7465_686f_7573;
 
 #[derive(diesel::MultiConnection)]
 pub enum DbConn {
@@ -130,15 +127,7 @@ impl ManageConnection for Manager {
 
 pub type Pool = r2d2::Pool<Manager>;
 
-/// Whether the linked SQLite (the system's library, not bundled) has `RETURNING`, which the
-/// revocation writes use: 3.35 or later. Debian 11 ships 3.34.
-fn sqlite_has_returning(version: &str) -> bool {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (3, 35)
-}
-
-fn statement_timeout(ms: u128) -> String {
+pub(super) fn statement_timeout(ms: u128) -> String {
     format!("SET statement_timeout = {ms}")
 }
 
@@ -267,55 +256,6 @@ impl Db {
         &self.url
     }
 
-    /// Runs the embedded migrations for this backend. On PostgreSQL, replicas starting at once
-    /// take turns under a session advisory lock, so each sees the others' work instead of racing
-    /// it to the same `CREATE TABLE`, with no statement deadline: another replica's migration
-    /// may take longer than `db_timeout_ms`, and waiting for it is the point. SQLite is the
-    /// single-process development store: several processes starting at once on one SQLite file
-    /// are not supported.
-    pub fn migrate(&self) -> Result<usize, String> {
-        use diesel::connection::SimpleConnection as _;
-        let mut conn = self.pool.get().map_err(|e| e.to_string())?;
-        let applied = match &mut *conn {
-            DbConn::Postgres(c) => {
-                c.batch_execute(&format!(
-                    "{}; SELECT pg_advisory_lock({MIGRATION_LOCK})",
-                    statement_timeout(0)
-                ))
-                .map_err(|e| format!("migration lock: {e}"))?;
-                let applied = c.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len());
-                let unlocked =
-                    c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
-                if let Err(e) = unlocked {
-                    tracing::warn!(error = %e, "releasing the migration lock failed");
-                }
-                // This connection goes back to the pool: with its deadline again, or the start
-                // fails (a failed migration is the error to report, if there was one).
-                let restored = c.batch_execute(&statement_timeout(self.timeout.as_millis()));
-                if let (Ok(_), Err(e)) = (&applied, restored) {
-                    return Err(format!("restoring the statement deadline: {e}"));
-                }
-                applied
-            }
-            DbConn::Sqlite(c) => {
-                use diesel::RunQueryDsl as _;
-                let version = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
-                    "sqlite_version()",
-                ))
-                .get_result::<String>(c)
-                .map_err(|e| format!("reading SQLite's version: {e}"))?;
-                if !sqlite_has_returning(&version) {
-                    return Err(format!(
-                        "SQLite {version} is too old: Gatehouse needs 3.35 or later (RETURNING); \
-                         every revocation would fail"
-                    ));
-                }
-                c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len())
-            }
-        };
-        applied.map_err(|e| format!("migrations failed: {e}"))
-    }
-
     /// Runs `f` with a pooled connection on the blocking pool, after taking a permit, so at
     /// most pool-size blocking threads ever wait on the database. The permit goes with the
     /// thread: a request dropped while its call runs does not free it early. The permit and the
@@ -372,8 +312,9 @@ impl Db {
 
 /// Opens the database named by the configuration and runs migrations.
 pub fn open(config: &Config) -> Result<Db, String> {
-    if let Ok(DbUrl::Sqlite(path)) = DbUrl::parse(&config.database_url)
-        && is_sqlite_memory(&path)
+    let url = DbUrl::parse(&config.database_url)?;
+    if let DbUrl::Sqlite(path) = &url
+        && is_sqlite_memory(path)
     {
         return Err(format!(
             "GATEHOUSE_DATABASE_URL: sqlite://{path} is an in-memory database, gone when its \
@@ -381,7 +322,9 @@ pub fn open(config: &Config) -> Result<Db, String> {
              file (sqlite://gatehouse.db)"
         ));
     }
-    open_with(config, config.db_pool_size, 1)
+    let db = connect(config, &url, config.db_pool_size, 1)?;
+    db.migrate()?;
+    Ok(db)
 }
 
 /// Whether a SQLite path names an in-memory database (`:memory:`, or a `file:` URI of one).
@@ -394,9 +337,10 @@ fn is_sqlite_memory(path: &str) -> bool {
 /// For a short-lived command: one connection, none opened in the background. A pool thread
 /// still connecting when the process exits crashed it (libpq's TLS setup inside OpenSSL racing
 /// its exit-time cleanup: a segfault in about one `users create` in seven).
-/// A SQLite file that is not there is made only when `create` (`migrate`): a command run in a
-/// shell without the replicas' environment would otherwise make a new database in its
-/// directory, act on it and report success (a `keys rotate` after a leak, say).
+/// Only `migrate` (`create`) makes a SQLite file or a schema; every other command needs the
+/// database the replicas use, migrated (`Db::require_schema`): a command run in a shell without
+/// the replicas' environment would otherwise make a new database, act on it and report success
+/// (a `keys rotate` after a leak, say).
 pub fn open_for_command(config: &Config, create: bool) -> Result<Db, String> {
     let url = DbUrl::parse(&config.database_url)?;
     // A command acts on whatever the environment names: say which.
@@ -414,15 +358,18 @@ pub fn open_for_command(config: &Config, create: bool) -> Result<Db, String> {
              `gatehouse-issuer migrate` makes a new one"
         ));
     }
-    open_with(config, 1, 0)
+    let db = connect(config, &url, 1, 0)?;
+    if create {
+        db.migrate()?;
+    } else {
+        db.require_schema()?;
+    }
+    Ok(db)
 }
 
-fn open_with(config: &Config, pool_size: u32, min_idle: u32) -> Result<Db, String> {
-    let url = DbUrl::parse(&config.database_url)?;
+fn connect(config: &Config, url: &DbUrl, pool_size: u32, min_idle: u32) -> Result<Db, String> {
     let timeout = Duration::from_millis(u64::from(config.db_timeout_ms));
-    let db = Db::connect(&url, pool_size, min_idle, timeout)?;
-    db.migrate()?;
-    Ok(db)
+    Db::connect(url, pool_size, min_idle, timeout)
 }
 
 /// Pool and migrations, at ignite.
@@ -538,21 +485,6 @@ mod tests {
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
         let busy = db.unavailable.get_or_create(&Unavailable::Busy.labels());
         assert_eq!(busy.get(), 1);
-    }
-
-    #[test]
-    fn sqlite_needs_returning() {
-        for (version, ok) in [
-            ("3.35.0", true),
-            ("3.45.1", true),
-            ("4.0.0", true),
-            ("3.34.1", false),
-            ("3.31.1", false),
-            ("2.99", false),
-            ("", false),
-        ] {
-            assert_eq!(sqlite_has_returning(version), ok, "{version}");
-        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::common::PASSWORD;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatehouse-issuer");
 
-fn command(dir: &Path) -> Command {
+pub(crate) fn command(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     // No configuration at all: only what a shell always has.
     cmd.current_dir(dir)

@@ -19,6 +19,7 @@ mod accounts;
 mod admin;
 mod bad_input;
 mod binary;
+mod commands;
 mod credentials;
 mod db_errors;
 mod held;

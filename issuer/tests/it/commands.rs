@@ -1,0 +1,94 @@
+//! The CLI's commands against the schema: only `migrate` makes or changes one.
+
+use std::process::Output;
+
+use diesel::connection::SimpleConnection as _;
+use diesel::sql_types::BigInt;
+use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
+
+use crate::binary::command;
+use crate::common::{Backend, TestDb};
+
+fn run_on(database_url: &str, args: &[&str]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out: Output = command(dir.path())
+        .env("GATEHOUSE_DATABASE_URL", database_url)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+fn tables_in(conn: &mut PgConnection) -> i64 {
+    diesel::sql_query(
+        "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = current_schema()",
+    )
+    .get_result::<Count>(conn)
+    .unwrap()
+    .n
+}
+
+/// A shell whose environment names an empty database (the wrong one): a command refuses it and
+/// writes nothing there. Once migrated it works; one migration behind (replicas of the older
+/// version still serving) a command refuses again, naming what is missing, and does not
+/// migrate a database they use.
+#[test]
+fn commands_need_the_replicas_migrated_schema() {
+    let db = TestDb::new(Backend::Postgres);
+    let mut conn = PgConnection::establish(&db.url).unwrap();
+    for args in [
+        &["keys", "rotate"][..],
+        &["keys", "list"],
+        &["users", "list"],
+    ] {
+        let (ok, stderr) = run_on(&db.url, args);
+        assert!(
+            !ok && stderr.contains("has no Gatehouse schema"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(tables_in(&mut conn), 0, "a refused command created nothing");
+
+    let (ok, stderr) = run_on(&db.url, &["migrate"]);
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = run_on(&db.url, &["keys", "list"]);
+    assert!(ok, "{stderr}");
+
+    conn.batch_execute(
+        "DELETE FROM __diesel_schema_migrations \
+         WHERE version = (SELECT max(version) FROM __diesel_schema_migrations)",
+    )
+    .unwrap();
+    let tables = tables_in(&mut conn);
+    let (ok, stderr) = run_on(&db.url, &["keys", "rotate"]);
+    assert!(
+        !ok && stderr
+            .contains("lacks 1 of this build's migrations (2026-12-05-000002_sealing_secrets)"),
+        "{stderr}"
+    );
+    assert_eq!(tables_in(&mut conn), tables);
+
+    // SQLite: a file that is there but empty is no database of the replicas either.
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let url = format!("sqlite://{}", empty.path().display());
+    let (ok, stderr) = run_on(&url, &["keys", "rotate"]);
+    assert!(
+        !ok && stderr.contains("has no Gatehouse schema"),
+        "{stderr}"
+    );
+    let mut sqlite =
+        diesel::SqliteConnection::establish(&empty.path().display().to_string()).unwrap();
+    let made = diesel::sql_query("SELECT count(*) AS n FROM sqlite_master")
+        .get_result::<Count>(&mut sqlite)
+        .unwrap();
+    assert_eq!(made.n, 0, "a refused command created nothing");
+}
