@@ -192,9 +192,8 @@ async fn authorize(
 ) -> Result<AccessClaims, Response> {
     let realm = &config.realm;
     // No token is refused before anything is waited for: refusing is safe whatever the list.
-    let Some(token) = token(req, config, path.is_none()) else {
-        return Err(reply::unauthorized(realm, ErrorCode::MissingToken));
-    };
+    let token =
+        token(req, config, path.is_none()).map_err(|code| reply::unauthorized(realm, code))?;
     refresh(env, ctx, config).await;
     let list = sync::current(env, config).await;
     let now = state::now_secs();
@@ -251,36 +250,46 @@ async fn authorize(
 /// one the proxy names (`X-Forwarded-Method`, as Traefik and Caddy send it, or
 /// `X-Original-Method`, nginx's usual `auth_request` header): its own request is a `GET`, and
 /// without either header, or with either naming a write, the request it guards is taken for a
-/// write.
-fn token(req: &Incoming, config: &Config, forward_auth: bool) -> Option<String> {
+/// write. Two copies of the cookie are `malformed`, as two `Authorization` headers are: the
+/// origin may read the other one (a cookie planted from a sibling subdomain comes first).
+fn token(req: &Incoming, config: &Config, forward_auth: bool) -> Result<String, ErrorCode> {
     let authorization = req.header("authorization");
     if let Some(token) = bearer_token(authorization.as_deref()) {
-        return Some(token.to_owned());
+        return Ok(token.to_owned());
     }
-    let name = config.token_cookie.as_deref()?;
+    let name = config
+        .token_cookie
+        .as_deref()
+        .ok_or(ErrorCode::MissingToken)?;
     let safe = if forward_auth {
         proxy_names_a_safe_method(req)
     } else {
         is_safe_method(req.method())
     };
     if is_cross_site_write(req, safe) {
-        return None;
+        return Err(ErrorCode::MissingToken);
     }
-    let cookies = req.header("cookie")?;
-    cookies.split(';').find_map(|pair| {
+    let cookies = req.header("cookie").unwrap_or_default();
+    let mut named = cookies.split(';').filter_map(|pair| {
         let (k, v) = pair.trim().split_once('=')?;
-        (k == name && !v.is_empty()).then(|| v.to_owned())
-    })
+        (k == name).then_some(v)
+    });
+    match (named.next(), named.next()) {
+        (Some(value), None) if !value.is_empty() => Ok(value.to_owned()),
+        (Some(_), Some(_)) => Err(ErrorCode::Malformed),
+        _ => Err(ErrorCode::MissingToken),
+    }
 }
 
-/// Headers a client could write to make an origin route or link differently from what the gate
-/// checked: the host an origin builds links from (`Forwarded`, `X-Forwarded-Host`, `-Server`,
-/// `-Port`, `-Prefix`, `X-Original-Host`), the path IIS and Symfony route by (`X-Original-URL`,
-/// `X-Rewrite-URL`), and the host and scheme Rack, Rails and Spring also read (`X-Host`,
-/// `X-Forwarded-Scheme`, `X-Forwarded-Ssl`: `http` there makes a `force_ssl` origin redirect,
-/// and a public path's redirect is cached for everyone). The address headers stay: Cloudflare
-/// sets `X-Real-IP` and `CF-Connecting-IP` itself and appends the client's address to
-/// `X-Forwarded-For`.
+/// Headers a client could write to make an origin route, link or act differently from what the
+/// gate checked: the host an origin builds links from (`Forwarded`, `X-Forwarded-Host`,
+/// `-Server`, `-Port`, `-Prefix`, `X-Original-Host`), the path IIS and Symfony route by
+/// (`X-Original-URL`, `X-Rewrite-URL`), the host and scheme Rack, Rails and Spring also read
+/// (`X-Host`, `X-Forwarded-Scheme`, `X-Forwarded-Ssl`: `http` there makes a `force_ssl` origin
+/// redirect, and a public path's redirect is cached for everyone), and the method Rack, Laravel,
+/// Symfony and Express's `method-override` run instead of the request's (`X-HTTP-Method-Override`,
+/// `X-HTTP-Method`, `X-Method-Override`: a `POST` the gate let through on a `read` rule would run
+/// as a `DELETE` of everything below it). The gate judges the method it sees.
 const CLIENT_ROUTING_HEADERS: &[&str] = &[
     "host",
     "forwarded",
@@ -294,11 +303,26 @@ const CLIENT_ROUTING_HEADERS: &[&str] = &[
     "x-forwarded-scheme",
     "x-forwarded-ssl",
     "x-host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Headers Cloudflare sets itself (the client's address and scheme; `cf-` names a prefix):
+/// their `-` spelling reaches the origin as Cloudflare wrote it, and their `_` spelling, which
+/// it leaves alone, is dropped.
+const CLOUDFLARE_HEADERS: &[&str] = &[
+    "cf-",
+    "true-client-ip",
+    "x-real-ip",
+    "x-forwarded-for",
+    "x-forwarded-proto",
 ];
 
 /// Whether a (lower-cased) header name is dropped before the origin: ours (`x-gatehouse-…`) or
 /// one of `CLIENT_ROUTING_HEADERS`, each also spelled with `_`, which CGI-style origin stacks
-/// (WSGI, Rack, `FastCGI`) file under the same name as `-`.
+/// (WSGI, Rack, `FastCGI`) file under the same name as `-`, and the `_` spelling of
+/// `CLOUDFLARE_HEADERS`. `Destination` goes unless the gate checked it (`forward` sets it).
 fn is_dropped_header(name: &str) -> bool {
     // Whether `name` starts with `ours`, in either spelling.
     let starts_as = |ours: &str| {
@@ -308,10 +332,18 @@ fn is_dropped_header(name: &str) -> bool {
                 .zip(ours.bytes())
                 .all(|(got, ours)| got == ours || (got == b'_' && ours == b'-'))
     };
+    let is = |ours: &&str| name.len() == ours.len() && starts_as(ours);
     starts_as(IDENTITY_PREFIX)
-        || CLIENT_ROUTING_HEADERS
-            .iter()
-            .any(|h| name.len() == h.len() && starts_as(h))
+        || name == "destination"
+        || CLIENT_ROUTING_HEADERS.iter().any(is)
+        || (name.contains('_')
+            && CLOUDFLARE_HEADERS.iter().any(|h| {
+                if h.ends_with('-') {
+                    starts_as(h)
+                } else {
+                    is(h)
+                }
+            }))
 }
 
 /// Whether a forward-auth proxy names a safe method for the request it guards. One that names
@@ -492,6 +524,17 @@ mod tests {
             "x-forwarded-scheme",
             "x_forwarded_ssl",
             "x-host",
+            "x-http-method-override",
+            "x_http_method",
+            "x-method-override",
+            "destination",
+            "cf_connecting_ip",
+            "cf-connecting_ip",
+            "cf_ipcountry",
+            "true_client_ip",
+            "x_real_ip",
+            "x_forwarded_for",
+            "x-forwarded_proto",
         ] {
             assert!(is_dropped_header(name), "{name}");
         }
@@ -505,6 +548,11 @@ mod tests {
             "x-real-ip",
             "x-forwarded-hosts",
             "hostname",
+            "cf-connecting-ip",
+            "cf-ray",
+            "true-client-ip",
+            "x-http-method-overrides",
+            "x_real_ip_address",
         ] {
             assert!(!is_dropped_header(name), "{name}");
         }

@@ -160,6 +160,27 @@ async fn cookies_pinned_keys_and_fail_open() {
     )
     .await;
     assert_eq!(status, 401);
+    // Two copies of the cookie are refused, as two `Authorization` headers are: the origin may
+    // read the other one (a cookie planted from a sibling subdomain is sent first).
+    for cookie in [
+        format!("gh_at={token}; theme=dark; gh_at={token}"),
+        format!("gh_at=; gh_at={token}"),
+    ] {
+        let (status, json) = json_of(
+            http()
+                .get(format!("{}/api/x", edge.url))
+                .header("Cookie", &cookie)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            (401, Some("malformed")),
+            "{cookie}"
+        );
+    }
 
     // A cookie's token is not read for a write a browser sent from another site (CSRF); a
     // bearer header, which a page cannot make a browser send, still is.

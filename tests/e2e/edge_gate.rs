@@ -29,6 +29,18 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
         .header("X-Forwarded-Scheme", "http")
         .header("X-Forwarded-Ssl", "off")
         .header("X-Host", "evil.example")
+        // A `POST` the `read` rules let through, run as a `DELETE` by method-override origins,
+        // with a `Destination` the gate never checked (it does for `COPY` and `MOVE` only).
+        .header("X-HTTP-Method-Override", "DELETE")
+        .header("X_HTTP_Method", "MOVE")
+        .header("X-Method-Override", "DELETE")
+        .header("Destination", "/api/admin/users")
+        // The `_` spellings of what Cloudflare sets, which CGI-style stacks read as the same.
+        .header("CF_Connecting_IP", "6.6.6.6")
+        .header("True_Client_IP", "6.6.6.6")
+        .header("X_Real_IP", "6.6.6.6")
+        .header("X_Forwarded_For", "6.6.6.6")
+        .header("X_Forwarded_Proto", "http")
         .body("hello origin")
         .send()
         .await
@@ -79,6 +91,15 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
         "x-forwarded-scheme",
         "x-forwarded-ssl",
         "x-host",
+        "x-http-method-override",
+        "x_http_method",
+        "x-method-override",
+        "destination",
+        "cf_connecting_ip",
+        "true_client_ip",
+        "x_real_ip",
+        "x_forwarded_for",
+        "x_forwarded_proto",
     ] {
         assert!(headers.get(host_claim).is_none(), "{host_claim}: {headers}");
     }
@@ -232,6 +253,13 @@ async fn the_gates_refusals_are_readable_by_the_listed_origins_only() {
         health["problems"]
             .to_string()
             .contains(r#"CORS_ORIGINS entry \"*\""#),
+        "{health}"
+    );
+    // A bearer-header page's preflight is refused without `CORS_PREFLIGHT = "forward"`.
+    assert!(
+        health["problems"]
+            .to_string()
+            .contains("needs CORS_PREFLIGHT = \\\"forward\\\""),
         "{health}"
     );
 }

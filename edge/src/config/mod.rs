@@ -343,6 +343,17 @@ impl Config {
             kv_heartbeat_secs,
             kv_refresh_secs.into(),
         ));
+        let token_cookie = vars.text("TOKEN_COOKIE");
+        let forward_preflights = vars.switch("CORS_PREFLIGHT", ("token", "forward"));
+        let cors_origins = cors_origins(
+            &vars.text("CORS_ORIGINS").unwrap_or_default(),
+            &mut vars.problems,
+        );
+        vars.problems.extend(settings::cors_problem(
+            !cors_origins.is_empty(),
+            forward_preflights,
+            token_cookie.is_some(),
+        ));
         let delta_url = match vars.text("DELTA_URL") {
             Some(url) => vars.checked_url("DELTA_URL", &url),
             None if issuer_url.is_empty() => String::new(),
@@ -355,14 +366,11 @@ impl Config {
             pinned_keys,
             public_paths,
             route_scopes,
-            token_cookie: vars.text("TOKEN_COOKIE"),
+            token_cookie,
             ed25519_in_wasm: vars.switch("ED25519_VERIFY", ("webcrypto", "wasm")),
             server_timing: vars.switch("SERVER_TIMING", ("off", "on")),
-            forward_preflights: vars.switch("CORS_PREFLIGHT", ("token", "forward")),
-            cors_origins: cors_origins(
-                &vars.text("CORS_ORIGINS").unwrap_or_default(),
-                &mut vars.problems,
-            ),
+            forward_preflights,
+            cors_origins,
             crash_route: vars.switch("TEST_CRASH_ROUTE", ("off", "on")),
             realm,
             kv_refresh_ms: f64::from(kv_refresh_secs) * 1000.0,

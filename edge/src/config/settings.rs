@@ -75,7 +75,29 @@ pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
         number("KV_HEARTBEAT_SECS", DEFAULT_KV_HEARTBEAT_SECS),
         number("KV_REFRESH_SECS", DEFAULT_KV_REFRESH_SECS).max(MIN_KV_REFRESH_SECS.into()),
     ));
+    let origins = cors_origins(&var("CORS_ORIGINS").unwrap_or_default(), &mut problems);
+    problems.extend(cors_problem(
+        !origins.is_empty(),
+        var("CORS_PREFLIGHT").as_deref() == Some("forward"),
+        var("TOKEN_COOKIE").is_some(),
+    ));
     problems
+}
+
+/// `CORS_ORIGINS` that no page can use: with no `TOKEN_COOKIE`, a page on another origin sends
+/// its token in `Authorization`, so the browser sends a preflight first, which carries no
+/// token, and the gate refuses it unless `CORS_PREFLIGHT` forwards it: the page sees only a
+/// network error. (With a cookie token, a simple cross-origin `GET` needs no preflight.)
+pub(super) fn cors_problem(
+    origins_listed: bool,
+    forward_preflights: bool,
+    token_cookie: bool,
+) -> Option<String> {
+    (origins_listed && !forward_preflights && !token_cookie).then(|| {
+        "CORS_ORIGINS without TOKEN_COOKIE needs CORS_PREFLIGHT = \"forward\": a listed page's \
+         preflight is refused (401)"
+            .to_owned()
+    })
 }
 
 /// The list-age settings' defaults, and the least `KV_REFRESH_SECS` taken.
@@ -346,6 +368,29 @@ mod tests {
         assert!(reported(vars("1800")));
         assert!(!reported(vars("3746")));
         assert!(!reported(vars("5400")));
+    }
+
+    /// A listed page sends its token in a header unless a cookie carries it, and the browser's
+    /// preflight for that header passes the gate only when forwarded.
+    #[test]
+    fn cors_origins_no_preflight_can_reach_are_reported() {
+        let reported = |set: &[(&'static str, &'static str)]| {
+            let set = set.to_vec();
+            offline_problems(move |name| {
+                set.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+            .iter()
+            .any(|p| p.starts_with("CORS_ORIGINS without TOKEN_COOKIE"))
+        };
+        let origins = ("CORS_ORIGINS", "https://app.example");
+        assert!(reported(&[origins]));
+        assert!(reported(&[origins, ("CORS_PREFLIGHT", "token")]));
+        assert!(!reported(&[origins, ("CORS_PREFLIGHT", "forward")]));
+        assert!(!reported(&[origins, ("TOKEN_COOKIE", "at")]));
+        assert!(!reported(&[]));
+        assert!(!reported(&[("CORS_ORIGINS", "*")]), "no origin is listed");
     }
 
     #[test]
