@@ -151,9 +151,22 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rocket=warn,_=warn"));
-    let json = std::env::var("GATEHOUSE_LOG_FORMAT").is_ok_and(|v| v == "json");
+    const DEFAULT_FILTER: &str = "info,rocket=warn,_=warn";
+    let set = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let (filter, bad_filter) = match set("GATEHOUSE_LOG") {
+        None => (tracing_subscriber::EnvFilter::new(DEFAULT_FILTER), None),
+        Some(raw) => match tracing_subscriber::EnvFilter::try_new(&raw) {
+            Ok(filter) => (filter, None),
+            Err(e) => (
+                tracing_subscriber::EnvFilter::new(DEFAULT_FILTER),
+                Some((raw, e)),
+            ),
+        },
+    };
+    let format = set("GATEHOUSE_LOG_FORMAT");
+    let json = format
+        .as_deref()
+        .is_some_and(|f| f.eq_ignore_ascii_case("json"));
     // Colours only on a terminal: a log file or collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -163,6 +176,13 @@ fn init_logging() {
         builder.json().init();
     } else {
         builder.init();
+    }
+    // Said once logging works, rather than logging less or in another form without a word.
+    if let Some((raw, e)) = bad_filter {
+        tracing::warn!("GATEHOUSE_LOG={raw:?} is not a log filter ({e}); using {DEFAULT_FILTER}");
+    }
+    if let Some(other) = format.filter(|f| !json && !f.eq_ignore_ascii_case("text")) {
+        tracing::warn!("GATEHOUSE_LOG_FORMAT={other:?} is neither json nor text; using text");
     }
 }
 
@@ -204,12 +224,14 @@ fn load() -> Result<(Config, Db), String> {
 }
 
 fn load_creating(create: bool) -> Result<(Config, Db), String> {
-    let config: Config = config::figment()
+    let figment = config::figment();
+    let config: Config = figment
         .extract()
         .map_err(|e| format!("configuration: {e}"))?;
     // The server's checks: a command run against the wrong database, or with a setting the
     // server would refuse, must not report success.
-    let refusals = config.refusals();
+    let mut refusals = config.refusals();
+    refusals.extend(config::unknown_setting_refusals(&figment));
     if !refusals.is_empty() {
         return Err(refusals.join("\n"));
     }

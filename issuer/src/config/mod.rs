@@ -1,6 +1,9 @@
 //! Typed configuration: defaults < optional `gatehouse.toml` < `GATEHOUSE_*` environment.
 
 mod checks;
+mod unknown;
+
+pub use unknown::unknown_setting_refusals;
 
 use std::path::PathBuf;
 
@@ -203,8 +206,11 @@ pub fn figment() -> Figment {
     };
     defaults()
         .merge(file)
-        .merge(Env::prefixed("GATEHOUSE_").split("__"))
+        .merge(Env::prefixed(PREFIX).split("__"))
 }
+
+/// The environment variables' prefix.
+const PREFIX: &str = "GATEHOUSE_";
 
 const DEFAULT_FILE: &str = "gatehouse.toml";
 
@@ -241,7 +247,8 @@ pub fn stage() -> AdHoc {
                  GATEHOUSE_PROFILE=production to refuse them"
             );
         }
-        let refusals = config.refusals();
+        let mut refusals = config.refusals();
+        refusals.extend(unknown_setting_refusals(rocket.figment()));
         if refusals.is_empty() {
             return Ok(rocket.manage(config));
         }

@@ -92,3 +92,40 @@ fn commands_need_the_replicas_migrated_schema() {
         .unwrap();
     assert_eq!(made.n, 0, "a refused command created nothing");
 }
+
+/// A misspelt setting is named, with the one meant: in a file it stops the command, in the
+/// environment it is a warning (platforms add `GATEHOUSE_*` variables of their own).
+#[test]
+fn a_misspelt_setting_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |envs: &[(&str, &str)]| {
+        let out = command(dir.path())
+            .envs(envs.iter().copied())
+            .arg("migrate")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = run(&[(
+        "GATEHOUSE_EDGE_SYNC_URL",
+        "http://127.0.0.1:9/_gatehouse/sync",
+    )]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(
+            "GATEHOUSE_EDGE_SYNC_URL is not a setting (did you mean GATEHOUSE_EDGE_SYNC_URLS?)"
+        ),
+        "{stderr}"
+    );
+    std::fs::write(dir.path().join("ops.toml"), "[lockout]\ntreshold = 3\n").unwrap();
+    let (ok, stderr) = run(&[("GATEHOUSE_CONFIG", "ops.toml")]);
+    assert!(
+        !ok && stderr.contains(
+            "lockout.treshold in ops.toml is not a setting (did you mean lockout.threshold?)"
+        ),
+        "{stderr}"
+    );
+}
