@@ -5,10 +5,12 @@
 use crate::error::ErrorCode;
 
 /// The token of an `Authorization: Bearer <token>` header. Another scheme, or an empty token,
-/// is no token (`missing_token`): there is nothing there to find invalid.
+/// is no token (`missing_token`): there is nothing there to find invalid. Only HTTP's own
+/// whitespace (space, tab) around it is dropped: a token with a Unicode space (`U+00A0`,
+/// `U+3000`) is that token, and not the one without (RFC 6750 §2.1 allows ASCII only).
 pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
     let (scheme, token) = authorization?.split_once(' ')?;
-    let token = token.trim();
+    let token = token.trim_matches([' ', '\t']);
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
@@ -114,7 +116,14 @@ mod tests {
             bearer_token(Some("Bearer abc.def.ghi")),
             Some("abc.def.ghi")
         );
-        assert_eq!(bearer_token(Some("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer_token(Some("bearer  abc \t")), Some("abc"));
+        for kept in ["abc\u{a0}", "\u{3000}abc", "abc\u{2028}", "abc\n"] {
+            assert_eq!(
+                bearer_token(Some(&format!("Bearer {kept}"))),
+                Some(kept),
+                "{kept:?}"
+            );
+        }
         for none in [
             None,
             Some(""),
