@@ -409,8 +409,34 @@ fn build_state(
     let record =
         store::signing(&rows).ok_or_else(|| ApiError::Internal("no active signing key".into()))?;
     let signer = open_signer(conn, config, sealer, record)?;
+    if key_file == KeyFile::Required {
+        ensure_scheduled_key_opens(&rows, sealer)?;
+    }
     let grace = retired_key_grace(conn, config, now)?;
     Ok(state_of(config, &rows, signer, grace, now, read_at))
+}
+
+/// At start, the scheduled key must open too: sealed under a secret since removed from the
+/// fallbacks, it would fail on every replica at once when it comes to sign, days later, where a
+/// start refused now names it while the old secret is still at hand.
+fn ensure_scheduled_key_opens(rows: &[KeyRecord], sealer: &Sealer) -> Result<(), ApiError> {
+    let Some(next) = store::next(rows) else {
+        return Ok(());
+    };
+    let Some(private_jwk) = &next.sealed_private_jwk else {
+        return Ok(());
+    };
+    sealer
+        .open_any(&next.kid, private_jwk)
+        .map(drop)
+        .map_err(|e| {
+            ApiError::Internal(format!(
+                "the scheduled signing key does not open: {e}. It would fail when it comes to \
+             sign. Set the secret it was sealed under in GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS \
+             and run `keys reseal`, or `keys revoke {}`",
+                next.kid
+            ))
+        })
 }
 
 /// No claims but jwt-compact's times: when a token matures.

@@ -320,7 +320,50 @@ async fn a_secret_no_replica_holds_seals_nothing(backend: Backend) {
     assert_eq!(ring(&after), ring(&before), "the ring is unchanged");
 }
 
+/// A scheduled key sealed under a secret the replica no longer has (its fallback removed before
+/// `keys reseal` ran) stops the start, by kid: it would have failed on every replica at once
+/// when it came to sign. Before, only the active key was opened at start.
+async fn a_scheduled_key_that_does_not_open_stops_the_start(backend: Backend) {
+    let current = secret();
+    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(current.clone())).await;
+    let now = app.clock().now();
+    // A secret some replica ran with, current in a shell that has the replicas' as fallback.
+    let other = secret();
+    let other_sealer = Sealer::from_secret(other.expose()).unwrap();
+    app.store()
+        .run_sync(|c| keys::witness::record(c, &other_sealer, now))
+        .unwrap();
+    let mut scheduling = app.config.clone();
+    scheduling.key_encryption_key = Some(other);
+    scheduling.key_encryption_key_fallbacks = Some(current.clone());
+    // Due at once: the next key is made and sealed under `other`.
+    scheduling.key_rotation_days = 1;
+    scheduling.key_publish_ahead_secs = 86_400;
+    app.store()
+        .run_sync(move |c| KeyRing::load(c, &scheduling, now).map(drop))
+        .unwrap();
+    let rows = app.store().run_sync(keys::list).unwrap();
+    let next = rows
+        .iter()
+        .find(|r| r.status == "next")
+        .expect("a key is scheduled")
+        .kid
+        .clone();
+
+    let config = app.config.clone();
+    let refused = app
+        .store()
+        .run_sync(move |c| KeyRing::load(c, &config, now).map(drop))
+        .expect_err("the scheduled key does not open with the replicas' secret");
+    let refused = refused.to_string();
+    assert!(
+        refused.contains("scheduled signing key") && refused.contains(&next),
+        "{refused}"
+    );
+}
+
 crate::on_both_backends!(
+    a_scheduled_key_that_does_not_open_stops_the_start,
     replicas_share_the_sealed_key_ring,
     the_key_encryption_key_rotates_through_fallbacks_and_reseal,
     a_secret_no_replica_holds_seals_nothing,
