@@ -16,6 +16,7 @@ use worker::{Context, Env, wasm_bindgen_futures::JsFuture};
 use crate::config::{Config, StalePolicy};
 use crate::fastpath::{self, Due};
 use crate::incoming::{Incoming, acts_below, authority, is_safe_method};
+use crate::state::NotVerified;
 use crate::{keys, reply, state, sync};
 
 const IDENTITY_PREFIX: &str = "x-gatehouse-";
@@ -220,13 +221,19 @@ async fn authorize(
     // The clock again after each wait (a key fetch may take seconds, and a Worker's clock
     // moves only across I/O): a token that expired meanwhile is expired.
     let mut result = state::verify(&verifier, config, &token, state::now_secs()).await;
-    if matches!(&result, Err(e) if e.code() == ErrorCode::UnknownKid)
+    if matches!(&result, Err(NotVerified::Token(e)) if e.code() == ErrorCode::UnknownKid)
         && let Some(fresh) = keys::refetch(env, config, keys::Asker::Client).await
     {
         verifier = fresh;
         result = state::verify(&verifier, config, &token, state::now_secs()).await;
     }
-    let claims = result.map_err(|e| reply::unauthorized(realm, e.code()))?;
+    let claims = result.map_err(|e| match e {
+        NotVerified::Token(e) => reply::unauthorized(realm, e.code()),
+        NotVerified::CryptoFault => reply::unavailable(
+            "verification_unavailable",
+            "the runtime could not check the signature",
+        ),
+    })?;
     // Entries are honoured even from a list too old to rely on: refusing is always safe. The
     // list as the isolate holds it now, not as it was before this request's waits (keys,
     // WebCrypto): another request may have installed a delta naming this token meanwhile.

@@ -115,6 +115,20 @@ pub fn replace_verifier(verifier: Verifier) -> Rc<Verifier> {
     verifier
 }
 
+/// Why a token was not verified.
+pub enum NotVerified {
+    /// The token's own fault: a 401 with its code.
+    Token(VerifyError),
+    /// The runtime's WebCrypto failed: the token may be good (503).
+    CryptoFault,
+}
+
+impl From<VerifyError> for NotVerified {
+    fn from(e: VerifyError) -> Self {
+        Self::Token(e)
+    }
+}
+
 /// Verifies `token`, through this isolate's cache of tokens already verified by `verifier`.
 /// The signature goes to the runtime's WebCrypto unless `ED25519_VERIFY = "wasm"`; the cache is
 /// not borrowed across that wait (requests interleave in one isolate).
@@ -123,7 +137,7 @@ pub async fn verify(
     config: &Config,
     token: &str,
     now: i64,
-) -> Result<AccessClaims, VerifyError> {
+) -> Result<AccessClaims, NotVerified> {
     let hit = ISOLATE.with_borrow_mut(|s| {
         let cache = s
             .verified
@@ -131,14 +145,16 @@ pub async fn verify(
         verifier.cached(cache, token, now)
     });
     if let Some(hit) = hit {
-        return hit;
+        return hit.map_err(NotVerified::Token);
     }
     let claims = if config.ed25519_in_wasm {
         verifier.verify(token, now)?
     } else {
-        verifier
-            .verify_with(&crate::webcrypto::WebCrypto, token, now)
-            .await?
+        let oracle = crate::webcrypto::WebCrypto::default();
+        match verifier.verify_with(&oracle, token, now).await {
+            Err(_) if oracle.faulted() => return Err(NotVerified::CryptoFault),
+            outcome => outcome?,
+        }
     };
     ISOLATE.with_borrow_mut(|s| {
         if let Some(cache) = s.verified.as_mut() {

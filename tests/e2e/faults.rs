@@ -7,7 +7,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse_tests::proxy::Proxy;
-use gatehouse_tests::{Issuer, PgSchema, eventually, free_port, http, json_of, post_form};
+use gatehouse_tests::{
+    Edge, Issuer, PgSchema, eventually, free_port, get_text, http, json_of, post_form, repo_root,
+};
 use sha2::Digest as _;
 
 use crate::system::{Options, PASSWORD, System, access};
@@ -456,4 +458,47 @@ async fn an_unreachable_origin_is_a_502_with_its_code() {
             );
         }
     }
+}
+
+/// The runtime's WebCrypto failing (simulated: `tests/sim/faulty-webcrypto.mjs` wraps the
+/// built worker in a runtime whose `crypto.subtle.verify` rejects) is a 503 a client retries,
+/// not `bad_signature`, on which a client signs its user out. A token refused by its form,
+/// before any signature check, is still a 401 with its code. Before, the failure was
+/// `bad_signature`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webcrypto_failure_is_a_503_not_a_bad_signature() {
+    let sys = System::start(Options::default()).await;
+    let jwks = get_text(&format!("{}/.well-known/jwks.json", sys.issuer.url)).await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let vars = [
+        ("ORIGIN_URL", sys.origin.url.as_str()),
+        ("ISSUER_URL", dead.as_str()),
+        ("EXPECTED_ISSUER", sys.issuer.url.as_str()),
+        ("EXPECTED_AUDIENCE", crate::system::AUDIENCE),
+        ("JWKS", jwks.as_str()),
+        ("STALE_POLICY", "fail_open"),
+    ];
+    let wrapper = repo_root().join("tests/sim/faulty-webcrypto.mjs");
+    let edge = Edge::start_script(free_port(), &wrapper, &vars, &[]).await;
+    let token = sys.mint(&sys.claims());
+    for (bearer, expected) in [
+        (token.as_str(), (503, "verification_unavailable")),
+        ("a.b.c", (401, "malformed")),
+    ] {
+        let (status, json) = json_of(
+            http()
+                .get(format!("{}/api/x", edge.url))
+                .bearer_auth(bearer)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, json["code"].as_str().unwrap_or_default()),
+            expected,
+            "{json}"
+        );
+    }
+    assert!(sys.origin.requests().await.is_empty());
 }
