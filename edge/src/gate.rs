@@ -315,11 +315,10 @@ const CLIENT_ROUTING_HEADERS: &[&str] = &[
     "x-method-override",
 ];
 
-/// Headers Cloudflare sets itself (the client's address and scheme; `cf-` names a prefix):
-/// their `-` spelling reaches the origin as Cloudflare wrote it, and their `_` spelling, which
-/// it leaves alone, is dropped.
+/// Headers Cloudflare sets itself (the client's address and scheme, and every `cf-` one): their
+/// `-` spelling reaches the origin as Cloudflare wrote it, and their `_` spelling, which it
+/// leaves alone, is dropped.
 const CLOUDFLARE_HEADERS: &[&str] = &[
-    "cf-",
     "true-client-ip",
     "x-real-ip",
     "x-forwarded-for",
@@ -340,17 +339,11 @@ fn is_dropped_header(name: &str) -> bool {
                 .all(|(got, ours)| got == ours || (got == b'_' && ours == b'-'))
     };
     let is = |ours: &&str| name.len() == ours.len() && starts_as(ours);
+    let underscored = name.contains('_');
     starts_as(IDENTITY_PREFIX)
         || name == "destination"
         || CLIENT_ROUTING_HEADERS.iter().any(is)
-        || (name.contains('_')
-            && CLOUDFLARE_HEADERS.iter().any(|h| {
-                if h.ends_with('-') {
-                    starts_as(h)
-                } else {
-                    is(h)
-                }
-            }))
+        || (underscored && (starts_as("cf-") || CLOUDFLARE_HEADERS.iter().any(is)))
 }
 
 /// Whether a forward-auth proxy names a safe method for the request it guards. One that names
