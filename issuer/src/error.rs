@@ -79,6 +79,19 @@ impl ApiError {
         Self::InvalidRequest(message.into())
     }
 
+    /// For the OAuth endpoints (token, revocation, introspection), whose errors are RFC 6749
+    /// §5.2's: a body too large or of another type is a malformed request there, 400
+    /// `invalid_request`, which OAuth client libraries know, not 413 or 415.
+    #[must_use]
+    pub fn as_oauth(self) -> Self {
+        match self {
+            Self::PayloadTooLarge | Self::UnsupportedMediaType => {
+                Self::InvalidRequest(self.to_string().into())
+            }
+            other => other,
+        }
+    }
+
     pub const fn status(&self) -> Status {
         match self {
             Self::InvalidRequest(_)

@@ -22,6 +22,18 @@ const MAX_CLEANUP_BATCH: u32 = 10_000;
 /// default key-set TTL (`KEYS_TTL_SECS`, `ttlSeconds`).
 const MIN_PUBLISH_AHEAD_SECS: u32 = 300;
 
+/// A minute: the longest the bearer check's view of revocations and users may lag another
+/// replica's changes (a revoked token or a disabled user is honoured here that long).
+const MAX_AUTH_CACHE_MS: u64 = 60_000;
+
+/// A minute: the longest a rotated refresh token may be replayed for the same successor
+/// without ending its session (reuse detection is off for that long).
+const MAX_REFRESH_GRACE_SECS: u32 = 60;
+
+/// The edge's one sync route (`edge/src/lib.rs`): a push anywhere else lands on the origin,
+/// whose 200 to a public path would count as delivered.
+const EDGE_SYNC_PATH: &str = "/_gatehouse/sync";
+
 /// Whether `path` is under `dir`, however either is written: relative or absolute, with `./`,
 /// or through a symlink (when both exist).
 fn is_within(path: &std::path::Path, dir: &std::path::Path) -> bool {
@@ -54,6 +66,58 @@ impl Config {
              but `\"` and `\\`, RFC 6750): no `ROUTE_SCOPES` rule can name it, and outside \
              ASCII every token carrying it is refused as `malformed`"
         ))
+    }
+
+    /// The identity every token carries, and how long protections may lag.
+    fn bounds_problems(&self, problems: &mut Vec<String>) {
+        if self.issuer.trim().is_empty() || self.audience.trim().is_empty() {
+            problems.push(
+                "GATEHOUSE_ISSUER and GATEHOUSE_AUDIENCE must not be empty: tokens would carry an \
+                 empty `iss` or `aud`, which no edge can expect (a blank EXPECTED_ISSUER or \
+                 EXPECTED_AUDIENCE is refused)"
+                    .to_owned(),
+            );
+        }
+        if self.auth_cache_ms > MAX_AUTH_CACHE_MS {
+            problems.push(format!(
+                "GATEHOUSE_AUTH_CACHE_MS is {}: this replica would honour another's revocation \
+                 or a disabled user that much later (at most {MAX_AUTH_CACHE_MS}; {} by \
+                 default)",
+                self.auth_cache_ms,
+                Config::default().auth_cache_ms
+            ));
+        }
+        if self.refresh_grace_secs > MAX_REFRESH_GRACE_SECS {
+            problems.push(format!(
+                "GATEHOUSE_REFRESH_GRACE_SECS is {}: a stolen refresh token could be replayed \
+                 that long after its rotation without ending the session (at most \
+                 {MAX_REFRESH_GRACE_SECS}; {} by default)",
+                self.refresh_grace_secs,
+                Config::default().refresh_grace_secs
+            ));
+        }
+    }
+
+    /// Each `edge_sync_urls` entry must be an edge's sync route.
+    fn edge_sync_url_problems(&self, problems: &mut Vec<String>) {
+        for url in &self.edge_sync_urls {
+            let parsed = reqwest::Url::parse(url).ok().filter(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.username().is_empty()
+            });
+            match parsed {
+                None => problems.push(format!(
+                    "GATEHOUSE_EDGE_SYNC_URLS entry {url:?} is not an http:// or https:// URL \
+                     with a host: every revocation push to it would fail"
+                )),
+                Some(u) if u.path() != EDGE_SYNC_PATH => problems.push(format!(
+                    "GATEHOUSE_EDGE_SYNC_URLS entry {url:?} is not the edge's {EDGE_SYNC_PATH}: \
+                     pushes would go to the origin, where a 200 counts as delivered"
+                )),
+                Some(_) => {}
+            }
+        }
     }
 
     /// Settings no profile can run with, each named.
@@ -107,23 +171,12 @@ impl Config {
                 self.delta_window_secs
             ));
         }
+        self.bounds_problems(&mut problems);
         problems.extend(self.user_scopes_problem());
         if let Some(problem) = HashPolicy::from_config(&self.password).problem() {
             problems.push(problem);
         }
-        for url in &self.edge_sync_urls {
-            let usable = reqwest::Url::parse(url).is_ok_and(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && u.host().is_some()
-                    && u.username().is_empty()
-            });
-            if !usable {
-                problems.push(format!(
-                    "GATEHOUSE_EDGE_SYNC_URLS entry {url:?} is not an http:// or https:// URL \
-                     with a host: every revocation push to it would fail"
-                ));
-            }
-        }
+        self.edge_sync_url_problems(&mut problems);
         let rotation_secs = u64::from(self.key_rotation_days) * 86_400;
         let ahead = self.key_publish_ahead_secs;
         if rotation_secs > 0
@@ -272,7 +325,7 @@ mod tests {
     #[test]
     fn settings_that_switch_a_protection_off_are_refused_by_name() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 17] = [
+        let cases: [(&str, Change); 22] = [
             ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
                 c.access_token_ttl_secs = 0;
             }),
@@ -328,6 +381,22 @@ mod tests {
             }),
             ("GATEHOUSE_EDGE_SYNC_URLS", |c| {
                 c.edge_sync_urls = vec!["ftp://edge.example/sync".into()];
+            }),
+            // The origin's path: a public one answers 200, counted as delivered.
+            ("GATEHOUSE_EDGE_SYNC_URLS", |c| {
+                c.edge_sync_urls = vec!["https://edge.example/".into()];
+            }),
+            ("GATEHOUSE_AUDIENCE", |c| {
+                c.audience = " ".into();
+            }),
+            ("GATEHOUSE_ISSUER", |c| {
+                c.issuer = String::new();
+            }),
+            ("GATEHOUSE_AUTH_CACHE_MS", |c| {
+                c.auth_cache_ms = MAX_AUTH_CACHE_MS + 1;
+            }),
+            ("GATEHOUSE_REFRESH_GRACE_SECS", |c| {
+                c.refresh_grace_secs = MAX_REFRESH_GRACE_SECS + 1;
             }),
         ];
         for (name, change) in cases {

@@ -241,7 +241,7 @@ async fn revoke(
     // The body's arrival: an entry stamped with the time its headers came (a body sent over
     // many minutes) would be older than the entries before it, and the delta feed, which starts
     // past the newest entry older than its window, would leave those out.
-    let FormOrJson(request, now) = body?;
+    let FormOrJson(request, now) = body.map_err(ApiError::as_oauth)?;
     let token = request
         .token
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;

@@ -165,7 +165,7 @@ async fn introspect(
 ) -> Result<Json<Value>, ApiError> {
     admin(auth)?;
     // The body's arrival: a token that expired while it came is not active.
-    let FormOrJson(request, now) = body?;
+    let FormOrJson(request, now) = body.map_err(ApiError::as_oauth)?;
     let token = request
         .token
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;

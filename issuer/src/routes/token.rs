@@ -59,6 +59,12 @@ pub struct TokenResponse {
     scope: String,
 }
 
+/// The grants this endpoint serves (RFC 6749 §4.3, §6).
+enum GrantType {
+    Password,
+    RefreshToken,
+}
+
 /// What the grants work with, taken from the handler's typed guards.
 struct Grants<'r> {
     config: &'r Config,
@@ -86,7 +92,15 @@ async fn token(
     // The body's arrival, not the headers' (the `Now` guard): a refresh token is judged against
     // its rotation's time, and a client that opened the request before the rotation and sent
     // the body after the grace window would otherwise pass inside it.
-    let FormOrJson(request, now) = body?;
+    let FormOrJson(request, now) = body.map_err(ApiError::as_oauth)?;
+    // The request's own faults first: a client must learn that its request is wrong even
+    // while this replica cannot sign.
+    let grant_type = match request.grant_type.as_deref() {
+        Some("password") => GrantType::Password,
+        Some("refresh_token") => GrantType::RefreshToken,
+        None => return Err(ApiError::invalid_request("grant_type is required")),
+        Some(_) => return Err(ApiError::UnsupportedGrantType),
+    };
     // Before any grant commits: a replica that cannot sign refuses without spending a refresh
     // token or starting a session.
     let ring = keys.for_signing(db, now).await?;
@@ -98,11 +112,9 @@ async fn token(
         revoker,
         now,
     };
-    let grant = match request.grant_type.as_deref() {
-        Some("password") => password_grant(&grants, request).await?,
-        Some("refresh_token") => refresh_grant(&grants, request).await?,
-        None => return Err(ApiError::invalid_request("grant_type is required")),
-        Some(_) => return Err(ApiError::UnsupportedGrantType),
+    let grant = match grant_type {
+        GrantType::Password => password_grant(&grants, request).await?,
+        GrantType::RefreshToken => refresh_grant(&grants, request).await?,
     };
     Ok(NoStore::new(Json(respond(
         config,

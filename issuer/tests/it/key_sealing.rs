@@ -246,6 +246,18 @@ async fn a_replica_that_cannot_read_its_ring_stops_signing(backend: Backend) {
         sessions_before,
         "no session was started"
     );
+    // A request that is wrong in itself is told so all the same (before, it got the 503).
+    for (body, error) in [
+        ("grant_type=client_credentials", "unsupported_grant_type"),
+        ("username=alice", "invalid_request"),
+    ] {
+        let (status, json) = app.send("POST", "/v1/token", Some(body), None).await;
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::BadRequest, error),
+            "{body}: {json}"
+        );
+    }
     let (status, ready) = app.send("GET", "/health/ready", None, None).await;
     assert_eq!(status, Status::ServiceUnavailable, "{ready}");
     assert_eq!(
