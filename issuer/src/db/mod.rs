@@ -213,6 +213,8 @@ fn run_classified<T>(
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    /// One connection for readiness probes alone ([`Db::ping`]).
+    probe: Pool,
     permits: Arc<Semaphore>,
     url: DbUrl,
     timeout: Duration,
@@ -243,8 +245,18 @@ impl Db {
             })
             .map_err(|e| format!("cannot connect to {}: {e}", url.describe()))?;
         let permits = Arc::new(Semaphore::new(usize::try_from(pool_size).unwrap_or(8)));
+        // Opened at the first probe, never before (a command exits without one).
+        let probe = r2d2::Pool::builder()
+            .max_size(1)
+            .min_idle(Some(0))
+            .connection_timeout(timeout)
+            .build_unchecked(Manager {
+                url: url.clone(),
+                timeout,
+            });
         Ok(Self {
             pool,
+            probe,
             permits,
             url: url.clone(),
             timeout,
@@ -302,11 +314,19 @@ impl Db {
         run_classified(&mut conn, self.timeout, &self.unavailable, f)
     }
 
-    /// Readiness: a round trip to the database.
+    /// Readiness: a round trip to the database on a connection of its own, outside the pool
+    /// and its permits, within `db_timeout_ms`. Through the pool, every replica busy serving
+    /// (the same load reaches them all) answered 503 at once, and a balancer would drop them
+    /// all together.
     pub async fn ping(&self) -> bool {
-        self.run(|conn| conn.ping().map_err(ApiError::from))
-            .await
-            .is_ok()
+        let (probe, timeout) = (self.probe.clone(), self.timeout);
+        tokio::task::spawn_blocking(move || {
+            probe
+                .get_timeout(timeout)
+                .is_ok_and(|mut conn| conn.ping().is_ok())
+        })
+        .await
+        .unwrap_or(false)
     }
 }
 

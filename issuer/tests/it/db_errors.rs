@@ -177,6 +177,11 @@ async fn a_call_waits_for_a_connection_no_longer_than_the_deadline(backend: Back
     held.await.unwrap();
     let waited = db.run(|c| c.ping().map_err(ApiError::from)).await;
     assert_eq!(waited.map_err(|e| e.code()), Err("temporarily_unavailable"));
+    // A replica busy serving is still ready: readiness has a connection of its own (through
+    // the pool it answered 503, and a balancer would drop every replica under the same load).
+    let (status, ready) = app.send("GET", "/health/ready", None, None).await;
+    assert_eq!(status, Status::Ok, "{ready}");
+    assert!(!holder.is_finished(), "the connection was held throughout");
     assert!(holder.await.unwrap().is_ok());
     assert!(unavailable_count(&app, "busy").await >= 1);
     assert!(db.ping().await);
