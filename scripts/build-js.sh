@@ -16,10 +16,16 @@ node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-t
   --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
   "$out/gatehouse_verify_bg.wasm" -o "$out/gatehouse_verify_bg.wasm"
 cp edge/js/npm/package.json edge/js/npm/README.md edge/js/npm/node.js edge/js/npm/workerd.js edge/js/npm/remote.js \
-  edge/js/npm/client.js edge/js/npm/client.d.ts \
+  edge/js/npm/client.js edge/js/npm/client.d.ts edge/js/npm/guards.js \
   edge/js/npm/index.d.ts edge/js/npm/wasm.d.ts LICENSE "$out/"
 errors=$(cd "$out" && ls snippets/*/npm/errors.js)
 cat > "$out/index.js" <<JS
+import { RevocationList, Verifier } from './gatehouse_verify.js';
+import { GatehouseError } from './${errors}';
+import { guardObjectArguments } from './guards.js';
+
+guardObjectArguments({ Verifier, RevocationList }, GatehouseError);
+
 export * from './gatehouse_verify.js';
 export { default } from './gatehouse_verify.js';
 export { GatehouseError } from './${errors}';

@@ -65,6 +65,13 @@ test('tokens from the real issuer verify, and its snapshot revokes them', async 
   // A missing header (`undefined`) and an unset key variable get the package's codes, not the
   // wasm glue's TypeError or its unwrap message.
   assert.equal(codeOf(() => list.check(undefined, verifier)), 'malformed');
+  // Another object where the package wants its own: the glue's plain Error had no code.
+  for (const bad of [{}, undefined, list]) {
+    assert.equal(codeOf(() => list.check(tokens.access_token, bad)), 'invalid_argument');
+  }
+  for (const bad of [{}, null, verifier]) {
+    assert.equal(codeOf(() => verifier.verifyNotRevoked(tokens.access_token, bad)), 'invalid_argument');
+  }
   assert.equal(codeOf(() => list.check('x'.repeat(9000), verifier)), 'too_large');
   assert.equal(codeOf(() => new Verifier(undefined, { issuer: issuer.url, audience: 'gatehouse-js' })), 'invalid_key');
   assert.equal(codeOf(() => RevocationList.fromSnapshot(snapshot, undefined, issuer.url)), 'invalid_key');
