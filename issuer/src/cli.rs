@@ -281,6 +281,18 @@ fn keys_import(file: &std::path::Path) -> Result<(), String> {
 
 fn keys_revoke(kid: &str) -> Result<(), String> {
     let (config, db) = load()?;
+    let signing_until = db
+        .run_sync(|c| keys::still_signing_until(c, &config, kid, now()))
+        .map_err(fail)?;
+    if let Some(until) = signing_until {
+        // An emergency goes ahead: the operator learns the price.
+        eprintln!(
+            "warning: {kid} was retired less than two maintenance periods ago: until {} s from \
+             now, a replica that has not re-read its key ring still signs with it, and the edge \
+             will refuse those tokens (their users sign in again)",
+            until - now()
+        );
+    }
     let revoker = Revoker::for_command(db, config.clone());
     revoker
         .run_sync(now(), |r| keys::revoke(r, kid))

@@ -7,8 +7,11 @@ use std::path::Path;
 use diesel::prelude::*;
 use gatehouse_shared::SigningKey;
 
-use super::store::{self, ACTIVE, KeyRecord, REVOKED, Resealed};
-use super::{KEY_REVOCATION_SECS, ensure_sealer_opens_ring, import, read_key_file, seal, witness};
+use super::store::{self, ACTIVE, KeyRecord, RETIRED, REVOKED, Resealed};
+use super::{
+    KEY_REVOCATION_SECS, ensure_sealer_opens_ring, import, max_ring_age, read_key_file, seal,
+    witness,
+};
 use crate::config::Config;
 use crate::db::DbConn;
 use crate::db::schema::signing_keys;
@@ -108,6 +111,24 @@ pub fn revoke(revocations: &mut Revocations<'_>, kid: &str) -> Result<(), ApiErr
         ));
     }
     revocations.key(kid, now + KEY_REVOCATION_SECS, &record.status)
+}
+
+/// Until when replicas may still sign with `kid`, if that is later than `now`: a key retired
+/// less than two maintenance periods ago, which a replica that has not re-read its ring since
+/// still signs with. Revoking it before then refuses those replicas' tokens at the edge: the
+/// price of an emergency, and a mistake otherwise.
+pub fn still_signing_until(
+    conn: &mut DbConn,
+    config: &Config,
+    kid: &str,
+    now: i64,
+) -> Result<Option<i64>, ApiError> {
+    let until = store::records(conn)?
+        .into_iter()
+        .find(|r| r.kid == kid && r.status == RETIRED)
+        .and_then(|r| r.retired_at)
+        .map(|at| at + max_ring_age(config));
+    Ok(until.filter(|until| *until > now))
 }
 
 /// `keys reseal`: every stored private key under the current key-encryption key, after that

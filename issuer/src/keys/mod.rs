@@ -18,7 +18,9 @@ use gatehouse_shared::{
 };
 use rocket::fairing::AdHoc;
 
-pub use commands::{import_file, list, reseal, revoke, rotate, rotate_replacing_unopenable};
+pub use commands::{
+    import_file, list, reseal, revoke, rotate, rotate_replacing_unopenable, still_signing_until,
+};
 use import::{import, read_key_file};
 pub use seal::{SealedUnder, Sealer};
 use store::{ACTIVE, NEXT, RETIRED};
@@ -459,7 +461,7 @@ fn retired_key_grace(conn: &mut DbConn, config: &Config, now: i64) -> Result<i64
 
 /// How old a ring may be and still sign: two maintenance periods, each of which re-reads it.
 /// A retired key's grace counts on the same bound.
-fn max_ring_age(config: &Config) -> i64 {
+pub(crate) fn max_ring_age(config: &Config) -> i64 {
     2 * i64::from(config.cleanup_interval_secs.max(1))
 }
 

@@ -129,3 +129,43 @@ fn a_misspelt_setting_is_named() {
         "{stderr}"
     );
 }
+
+/// `keys revoke` of a key retired moments ago goes ahead (an emergency may need it) and warns
+/// that replicas may still sign with it; a key retired longer ago than two maintenance periods
+/// is revoked without a word.
+#[test]
+fn revoking_a_key_other_replicas_may_still_sign_with_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = command(dir.path())
+            .envs(env.iter().copied())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    assert!(run(&["migrate"], &[]).0);
+    for _ in 0..3 {
+        let (ok, _, stderr) = run(&["keys", "rotate"], &[]);
+        assert!(ok, "{stderr}");
+    }
+    let (_, listing, _) = run(&["keys", "list"], &[]);
+    let retired: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.contains("\tretired\t"))
+        .filter_map(|l| l.split('\t').next())
+        .collect();
+    assert_eq!(retired.len(), 2, "{listing}");
+    let (ok, _, stderr) = run(&["keys", "revoke", retired[0]], &[]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("still signs with it"), "{stderr}");
+    // With a maintenance period of one second, two have passed.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let (ok, _, stderr) = run(
+        &["keys", "revoke", retired[1]],
+        &[("GATEHOUSE_CLEANUP_INTERVAL_SECS", "1")],
+    );
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
