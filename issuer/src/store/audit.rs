@@ -1,11 +1,64 @@
 //! Audit events: a row in the database and a structured log line. Details never hold
 //! passwords, tokens or keys; callers pass ids only.
+//!
+//! The log line goes out once the row is committed: inside a write transaction it waits for
+//! the commit ([`super::write_tx`]), and a transaction rolled back logs nothing, so the log
+//! never tells of an event the database does not hold.
+
+use std::cell::RefCell;
 
 use diesel::prelude::*;
 
 use crate::db::DbConn;
 use crate::db::schema::audit_events;
 use crate::error::ApiError;
+
+/// One audit event's log line, held until its transaction commits.
+struct Line {
+    kind: String,
+    user_id: Option<String>,
+    detail: String,
+}
+
+impl Line {
+    fn log(&self) {
+        let (kind, user_id, detail) = (&self.kind, self.user_id.as_deref(), &self.detail);
+        tracing::info!(target: "audit", kind, user_id, %detail, "audit event");
+    }
+}
+
+thread_local! {
+    /// The lines of the write transactions open on this thread (a transaction runs on one
+    /// blocking thread, start to end), and how deeply they are nested.
+    static PENDING: RefCell<(usize, Vec<Line>)> = const { RefCell::new((0, Vec::new())) };
+}
+
+/// Opens a transaction's share of the pending lines; returns where its lines start.
+pub(super) fn begin() -> usize {
+    PENDING.with_borrow_mut(|(depth, lines)| {
+        *depth += 1;
+        lines.len()
+    })
+}
+
+/// Closes the transaction opened at `start`: its lines are dropped if it rolled back, and all
+/// are logged when the outermost one commits.
+pub(super) fn end(start: usize, committed: bool) {
+    let ready = PENDING.with_borrow_mut(|(depth, lines)| {
+        *depth = depth.saturating_sub(1);
+        if !committed {
+            lines.truncate(start);
+        }
+        if *depth == 0 {
+            std::mem::take(lines)
+        } else {
+            Vec::new()
+        }
+    });
+    for line in &ready {
+        line.log();
+    }
+}
 
 pub fn record(
     conn: &mut DbConn,
@@ -14,15 +67,31 @@ pub fn record(
     user_id: Option<&str>,
     detail: &serde_json::Value,
 ) -> Result<(), ApiError> {
-    tracing::info!(target: "audit", kind, user_id, %detail, "audit event");
+    let detail = detail.to_string();
     diesel::insert_into(audit_events::table)
         .values((
             audit_events::at.eq(now),
             audit_events::kind.eq(kind),
             audit_events::user_id.eq(user_id),
-            audit_events::detail.eq(detail.to_string()),
+            audit_events::detail.eq(&detail),
         ))
         .execute(conn)?;
+    let line = Line {
+        kind: kind.to_owned(),
+        user_id: user_id.map(str::to_owned),
+        detail,
+    };
+    // Outside a transaction the insert has committed already.
+    let committed = PENDING.with_borrow_mut(|(depth, lines)| {
+        if *depth == 0 {
+            return Some(line);
+        }
+        lines.push(line);
+        None
+    });
+    if let Some(line) = committed {
+        line.log();
+    }
     Ok(())
 }
 

@@ -18,13 +18,25 @@ use crate::error::ApiError;
 /// A write transaction. SQLite gets `BEGIN IMMEDIATE`, which takes the write lock up front (and
 /// honours the busy timeout) instead of failing on a read-to-write upgrade; PostgreSQL gets a
 /// normal transaction whose conditional updates serialise on row locks.
+/// Its audit events are logged once it commits (`audit`).
 pub fn write_tx<T>(
     conn: &mut DbConn,
     f: impl FnOnce(&mut DbConn) -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
-    if !matches!(conn, DbConn::Sqlite(_)) {
-        return conn.transaction(f);
-    }
+    let start = audit::begin();
+    let result = if matches!(conn, DbConn::Sqlite(_)) {
+        sqlite_write_tx(conn, f)
+    } else {
+        conn.transaction(f)
+    };
+    audit::end(start, result.is_ok());
+    result
+}
+
+fn sqlite_write_tx<T>(
+    conn: &mut DbConn,
+    f: impl FnOnce(&mut DbConn) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
     conn.batch_execute("BEGIN IMMEDIATE")?;
     let result = f(conn).and_then(|value| {
         conn.batch_execute("COMMIT")?;

@@ -122,9 +122,10 @@ async fn a_stalled_database_is_a_503_not_a_hang(backend: Backend) {
 /// taken before the first write).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revocation_cancelled_midway_is_a_503_that_wrote_nothing() {
+    crate::audit_log::capture();
     let app = TestApp::start_with(Backend::Postgres, |c| c.db_timeout_ms = SETUP_SAFE_MS).await;
     let admin = app.admin_token().await;
-    app.register("alice").await;
+    let alice = app.register("alice").await;
     let access = str_of(&app.login("alice").await, "access_token").to_owned();
     let revoke = format!("token={access}");
     let high_water = || {
@@ -150,6 +151,20 @@ async fn a_revocation_cancelled_midway_is_a_503_that_wrote_nothing() {
         "the revocation answered 503 was written"
     );
     assert_eq!(app.me(&access).await.0, Status::Ok);
+    // Nor is it in the log: audit lines go out after the commit (before, this one was logged
+    // before its insert, which then failed).
+    let revoked = |alice: &str| {
+        crate::audit_log::lines_with(alice)
+            .into_iter()
+            .filter(|line| line.contains("token_revoked"))
+            .count()
+    };
+    assert_eq!(revoked(&alice), 0);
+    let (status, _) = app
+        .send("POST", "/v1/revoke", Some(&revoke), Some(&admin))
+        .await;
+    assert_eq!(status, Status::Ok);
+    assert_eq!(revoked(&alice), 1, "the committed revocation is logged");
 }
 
 /// With every connection busy, a call waits for one no longer than the deadline; a call that

@@ -17,6 +17,7 @@ mod common;
 
 mod accounts;
 mod admin;
+mod audit_log;
 mod bad_input;
 mod binary;
 mod commands;
