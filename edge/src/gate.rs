@@ -277,9 +277,11 @@ fn token(req: &Incoming, config: &Config, forward_auth: bool) -> Result<String, 
         return Err(ErrorCode::MissingToken);
     }
     let cookies = req.header("cookie").unwrap_or_default();
+    // A name as lenient origins read it (ASP.NET ignores its case, and others the spaces
+    // around it), so that no copy the origin may take goes uncounted.
     let mut named = cookies.split(';').filter_map(|pair| {
-        let (k, v) = pair.trim().split_once('=')?;
-        (k == name).then_some(v)
+        let (k, v) = pair.split_once('=')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
     });
     match (named.next(), named.next()) {
         (Some(value), None) if !value.is_empty() => Ok(value.to_owned()),

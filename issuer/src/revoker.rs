@@ -45,13 +45,14 @@ pub struct Revocations<'c> {
     longest: i64,
     clock: Arc<Clock>,
     written: u64,
-    /// Who asked, when it is not the owner (an admin): named in every audit row written here.
+    /// Who asked, when it is not the owner (an admin, or the holder of another user's token
+    /// revoking it): named in every audit row written here.
     by: Option<String>,
 }
 
 impl Revocations<'_> {
     /// Records `sub` as the one who asked for the revocations that follow (an admin acting on
-    /// another user's tokens, sessions or account).
+    /// another user's tokens, sessions or account, or a user revoking another's token it holds).
     pub fn acting_for(&mut self, sub: &str) {
         self.by = Some(sub.to_owned());
     }

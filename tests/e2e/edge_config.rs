@@ -165,6 +165,7 @@ async fn cookies_pinned_keys_and_fail_open() {
     for cookie in [
         format!("gh_at={token}; theme=dark; gh_at={token}"),
         format!("gh_at=; gh_at={token}"),
+        format!("GH_AT={token}; gh_at ={token}"),
     ] {
         let (status, json) = json_of(
             http()

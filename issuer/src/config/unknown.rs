@@ -5,18 +5,18 @@
 //! `GATEHOUSE_*` variable is only warned about, since platforms set some of their own
 //! (Kubernetes adds `GATEHOUSE_SERVICE_HOST` and the like for a service named `gatehouse`).
 
-use rocket::figment::providers::Serialized;
 use rocket::figment::value::{Dict, Value};
 use rocket::figment::{Figment, Profile, Provider as _, Source};
 
-use super::{Config, PREFIX};
+use super::PREFIX;
 
-/// Names read outside [`Config`] and Rocket's defaults: the file name, the logging set-up
-/// (`cli.rs`), and Rocket's settings that have no default value.
-const READ_ELSEWHERE: &[&str] = &["config", "log", "log_format", "tls", "secret_key", "mtls"];
+/// `GATEHOUSE_CONFIG`, `GATEHOUSE_LOG` and `GATEHOUSE_LOG_FORMAT`: read from the environment
+/// by name (`figment()`, `cli.rs`), and nowhere else; in a file they are unknown too. Rocket's
+/// `tls`, `mtls` and `secret_key` are not among the known: its features that read them are off.
+const ENVIRONMENT_ONLY: &[&str] = &["config", "log", "log_format"];
 
-/// Rocket's settings whose members are open-ended (`limits.file/jpg`): not checked inside.
-const OPEN_ENDED: &[&str] = &["limits", "shutdown", "tls"];
+/// Rocket's `limits` names any data type (`limits.file/jpg`): not checked inside.
+const OPEN_ENDED: &[&str] = &["limits"];
 
 /// A setting nothing reads, as its source names it.
 #[derive(Debug, PartialEq, Eq)]
@@ -55,51 +55,41 @@ pub fn unknown_setting_refusals(figment: &Figment) -> Vec<String> {
 
 /// Every setting in `figment` that neither [`Config`] nor Rocket reads.
 fn unknown_settings(figment: &Figment) -> Vec<Unknown> {
-    let known = super::defaults();
-    let (Ok(given), Ok(known), Ok(ours)) = (
-        figment.data(),
-        known.data(),
-        Serialized::defaults(Config::default()).data(),
-    ) else {
+    let (Ok(given), Ok(known)) = (figment.data(), super::defaults().data()) else {
         // The extraction that follows reports a figment that cannot be read.
         return Vec::new();
     };
-    let default = Profile::Default;
-    let (Some(known), Some(ours)) = (known.get(&default), ours.get(&default)) else {
+    let Some(known) = known.get(&Profile::Default) else {
         return Vec::new();
     };
     let mut known_paths = Vec::new();
-    paths_of(known, ours, &mut Vec::new(), &mut known_paths);
+    paths_of(known, &mut Vec::new(), &mut known_paths);
     let mut found = Vec::new();
     for dict in given.values() {
-        walk(dict, known, ours, &mut Vec::new(), &mut found);
+        walk(dict, known, &mut Vec::new(), &mut found);
     }
     found
         .into_iter()
-        .map(|(path, value)| describe(figment, &path, &value, &known_paths))
+        .filter_map(|(path, value)| describe(figment, &path, &value, &known_paths))
         .collect()
 }
 
-/// The dotted paths of `given`'s members that `known` lacks, with their values. Only our own
-/// nested settings (`lockout`, `password`) are looked into.
+/// The dotted paths of `given`'s members that `known` lacks, with their values, nested ones
+/// included (`lockout.treshold`, `shutdown.grase`).
 fn walk(
     given: &Dict,
     known: &Dict,
-    ours: &Dict,
     prefix: &mut Vec<String>,
     found: &mut Vec<(Vec<String>, Value)>,
 ) {
     for (key, value) in given {
-        if prefix.is_empty()
-            && (READ_ELSEWHERE.contains(&key.as_str()) || OPEN_ENDED.contains(&key.as_str()))
-        {
-            continue;
-        }
         prefix.push(key.clone());
-        match (known.get(key), ours.get(key), value) {
-            (None, _, _) => found.push((prefix.clone(), value.clone())),
-            (Some(Value::Dict(_, known)), Some(Value::Dict(_, ours)), Value::Dict(_, given)) => {
-                walk(given, known, ours, prefix, found);
+        match (known.get(key), value) {
+            (None, _) => found.push((prefix.clone(), value.clone())),
+            (Some(Value::Dict(_, known)), Value::Dict(_, given))
+                if !OPEN_ENDED.contains(&key.as_str()) =>
+            {
+                walk(given, known, prefix, found);
             }
             _ => {}
         }
@@ -107,13 +97,13 @@ fn walk(
     }
 }
 
-/// Every setting's path, nested ones of ours included.
-fn paths_of(known: &Dict, ours: &Dict, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+/// Every setting's path, nested ones included.
+fn paths_of(known: &Dict, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
     for (key, value) in known {
         prefix.push(key.clone());
-        match (value, ours.get(key)) {
-            (Value::Dict(_, known), Some(Value::Dict(_, ours))) => {
-                paths_of(known, ours, prefix, out);
+        match value {
+            Value::Dict(_, known) if !OPEN_ENDED.contains(&key.as_str()) => {
+                paths_of(known, prefix, out);
             }
             _ => out.push(prefix.clone()),
         }
@@ -121,13 +111,26 @@ fn paths_of(known: &Dict, ours: &Dict, prefix: &mut Vec<String>, out: &mut Vec<V
     }
 }
 
-fn describe(figment: &Figment, path: &[String], value: &Value, known: &[Vec<String>]) -> Unknown {
+/// The unknown setting at `path` as its source names it; `None` for one read by name from the
+/// environment.
+fn describe(
+    figment: &Figment,
+    path: &[String],
+    value: &Value,
+    known: &[Vec<String>],
+) -> Option<Unknown> {
     let metadata = figment.get_metadata(value.tag());
     let file = metadata.and_then(|m| match &m.source {
         Some(Source::File(file)) => Some(file.display().to_string()),
         _ => None,
     });
     let from_env = metadata.is_some_and(|m| m.name.contains("environment"));
+    if let [name] = path
+        && from_env
+        && ENVIRONMENT_ONLY.contains(&name.as_str())
+    {
+        return None;
+    }
     // A variable as it is written: `GATEHOUSE_LOCKOUT__THRESHOLD`.
     let key_of = |path: &[String]| {
         if from_env {
@@ -150,14 +153,14 @@ fn describe(figment: &Figment, path: &[String], value: &Value, known: &[Vec<Stri
         .filter(|(distance, _)| *distance <= 2)
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| key_of(candidate));
-    Unknown {
+    Some(Unknown {
         name: match &file {
             Some(file) => format!("{} in {file}", key_of(path)),
             None => key_of(path),
         },
         in_file: file.is_some(),
         suggestion,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -172,6 +175,7 @@ mod tests {
             jail.set_env("GATEHOUSE_LOCKOUT_THRESHOLD", "3");
             jail.set_env("GATEHOUSE_LOCKOUT__THRESHHOLD", "3");
             jail.set_env("GATEHOUSE_SERVICE_HOST", "10.0.0.1");
+            jail.set_env("GATEHOUSE_SHUTDOWN__GRASE", "5");
             // Known ones, ours and Rocket's, and those read elsewhere.
             for (name, value) in [
                 ("GATEHOUSE_LOCKOUT__THRESHOLD", "3"),
@@ -183,13 +187,13 @@ mod tests {
                 ("GATEHOUSE_LOG_LEVEL", "critical"),
                 ("GATEHOUSE_LOG_FORMAT", "json"),
                 ("GATEHOUSE_LOG", "info"),
-                ("GATEHOUSE_SECRET_KEY", "x"),
             ] {
                 jail.set_env(name, value);
             }
             jail.create_file(
                 "gatehouse.toml",
-                "acess_token_ttl_secs = 60\nleeway_secs = 5\n[password]\nm_cots = 19456\n",
+                "acess_token_ttl_secs = 60\nleeway_secs = 5\nconfig = \"x.toml\"\n\
+                 [password]\nm_cots = 19456\n[tls]\ncerts = \"c.pem\"\n",
             )?;
             let mut found = unknown_settings(&super::super::figment());
             found.sort_by(|a, b| a.name.cmp(&b.name));
@@ -201,12 +205,19 @@ mod tests {
                     "GATEHOUSE_LOCKOUT_THRESHOLD is not a setting (did you mean GATEHOUSE_LOCKOUT__THRESHOLD?)".to_owned(),
                     "GATEHOUSE_LOCKOUT__THRESHHOLD is not a setting (did you mean GATEHOUSE_LOCKOUT__THRESHOLD?)".to_owned(),
                     "GATEHOUSE_SERVICE_HOST is not a setting".to_owned(),
+                    "GATEHOUSE_SHUTDOWN__GRASE is not a setting (did you mean GATEHOUSE_SHUTDOWN__GRACE?)".to_owned(),
                     "acess_token_ttl_secs in gatehouse.toml is not a setting (did you mean access_token_ttl_secs?)".to_owned(),
+                    // Read from the environment only; Rocket's TLS is not built in.
+                    "config in gatehouse.toml is not a setting".to_owned(),
                     "password.m_cots in gatehouse.toml is not a setting (did you mean password.m_cost?)".to_owned(),
+                    "tls in gatehouse.toml is not a setting".to_owned(),
                 ]
             );
             let in_file: Vec<bool> = found.iter().map(|u| u.in_file).collect();
-            assert_eq!(in_file, [false, false, false, false, true, true]);
+            assert_eq!(
+                in_file,
+                [false, false, false, false, false, true, true, true, true]
+            );
             Ok(())
         });
     }

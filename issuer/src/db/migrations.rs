@@ -74,7 +74,11 @@ impl Db {
     pub fn require_schema(&self) -> Result<(), String> {
         let mut conn = self.pool.get().map_err(|e| e.to_string())?;
         let exists_query = match &*conn {
-            DbConn::Postgres(_) => format!("to_regclass('{MIGRATIONS_TABLE}') IS NOT NULL"),
+            // In the schema diesel would create it in: the first of `search_path`, not any.
+            DbConn::Postgres(_) => format!(
+                "EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema() \
+                 AND tablename = '{MIGRATIONS_TABLE}')"
+            ),
             DbConn::Sqlite(_) => format!(
                 "EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
                  AND name = '{MIGRATIONS_TABLE}')"

@@ -62,6 +62,27 @@ fn commands_need_the_replicas_migrated_schema() {
     assert!(ok, "{stderr}");
     let (ok, stderr) = run_on(&db.url, &["keys", "list"]);
     assert!(ok, "{stderr}");
+    // An empty schema first in `search_path`, the migrated one after it: the record of
+    // migrations is looked for where diesel would make it, and nothing is made there.
+    let empty = TestDb::new(Backend::Postgres);
+    let schema_of = |url: &str| url.rsplit("%3D").next().unwrap().to_owned();
+    let both = format!(
+        "{}?options=-csearch_path%3D{},{}",
+        crate::common::PG_ADMIN_URL,
+        schema_of(&empty.url),
+        schema_of(&db.url)
+    );
+    let (ok, stderr) = run_on(&both, &["keys", "list"]);
+    assert!(
+        !ok && stderr.contains("has no Gatehouse schema"),
+        "{stderr}"
+    );
+    let mut in_empty = PgConnection::establish(&empty.url).unwrap();
+    assert_eq!(
+        tables_in(&mut in_empty),
+        0,
+        "nothing was made in the empty schema"
+    );
 
     conn.batch_execute(
         "DELETE FROM __diesel_schema_migrations \
@@ -69,10 +90,14 @@ fn commands_need_the_replicas_migrated_schema() {
     )
     .unwrap();
     let tables = tables_in(&mut conn);
+    let newest = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .max()
+        .unwrap();
     let (ok, stderr) = run_on(&db.url, &["keys", "rotate"]);
     assert!(
-        !ok && stderr
-            .contains("lacks 1 of this build's migrations (2026-12-05-000002_sealing_secrets)"),
+        !ok && stderr.contains(&format!("lacks 1 of this build's migrations ({newest})")),
         "{stderr}"
     );
     assert_eq!(tables_in(&mut conn), tables);

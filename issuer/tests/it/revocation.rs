@@ -19,7 +19,8 @@ async fn revoke_endpoint(backend: Backend) {
     // Holding someone else's live token is enough to revoke it (RFC 7009 §2.1, a public
     // client): its holder could send it as its own bearer. Before, this answered 200 and
     // revoked nothing. With no bearer at all, as with one.
-    for bearer in [Some(m_access), None] {
+    let mallory = str_of(&app.me(m_access).await.1, "sub").to_owned();
+    for (bearer, by) in [(Some(m_access), Some(mallory.as_str())), (None, None)] {
         let held = str_of(&app.login("alice").await, "access_token").to_owned();
         let body = format!("token={held}");
         let (status, _) = app.send("POST", "/v1/revoke", Some(&body), bearer).await;
@@ -28,6 +29,20 @@ async fn revoke_endpoint(backend: Backend) {
             refusal(app.me(&held).await),
             (Status::Unauthorized, "revoked".into()),
             "{bearer:?}"
+        );
+        // The audit names who acted when a bearer said so.
+        let alice = app.verifier().await.verify(&held, app.clock().now() - 1);
+        let alice = alice.map(|c| c.sub.clone()).unwrap();
+        let events = app
+            .store()
+            .run_sync(move |c| gatehouse_issuer::store::audit::recent(c, &alice, 1))
+            .unwrap();
+        let (kind, detail) = &events[0];
+        let detail: serde_json::Value = serde_json::from_str(detail).unwrap();
+        assert_eq!(
+            (kind.as_str(), detail["by"].as_str()),
+            ("token_revoked", by),
+            "{detail}"
         );
     }
 
