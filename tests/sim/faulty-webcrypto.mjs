@@ -1,8 +1,12 @@
 // A simulated fault for one e2e test (`a_webcrypto_failure_is_a_503_not_a_bad_signature`): the
-// built worker in a runtime whose WebCrypto `verify` rejects, as a broken runtime's might. It
-// shows what the worker answers then, not that workerd or Cloudflare ever fails this way.
+// built worker in a runtime whose WebCrypto `verify` rejects its first call, as a broken
+// runtime's might, and works after. It shows what the worker answers then, not that workerd or
+// Cloudflare ever fails this way.
 import worker from '../../edge/build/index.js';
 
-crypto.subtle.verify = () => Promise.reject(new Error('simulated WebCrypto failure'));
+const verify = crypto.subtle.verify.bind(crypto.subtle);
+let failures = 1;
+crypto.subtle.verify = (...args) =>
+  failures-- > 0 ? Promise.reject(new Error('simulated WebCrypto failure')) : verify(...args);
 
 export default worker;
