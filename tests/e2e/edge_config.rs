@@ -119,15 +119,8 @@ async fn cookies_pinned_keys_and_fail_open() {
         1,
     );
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let vars = [
-        ("ORIGIN_URL", issuer_probe.origin.url.as_str()),
-        ("ISSUER_URL", dead.as_str()),
-        ("EXPECTED_ISSUER", issuer_probe.issuer.url.as_str()),
-        ("EXPECTED_AUDIENCE", crate::system::AUDIENCE),
-        ("JWKS", jwks.as_str()),
-        ("TOKEN_COOKIE", "gh_at"),
-        ("STALE_POLICY", "fail_open"),
-    ];
+    let mut vars = issuer_probe.pinned_edge_vars(&jwks, &dead);
+    vars.push(("TOKEN_COOKIE", "gh_at"));
     let edge = Edge::start(free_port(), &vars).await;
     let token = issuer_probe.mint(&issuer_probe.claims());
     let response = http()
@@ -150,15 +143,13 @@ async fn cookies_pinned_keys_and_fail_open() {
             .contains("JWKS key 0 (kid rsa) is skipped"),
         "{health}"
     );
-    let (status, _) = json_of(
-        http()
+    let with_cookie = |cookie: String| {
+        let request = http()
             .get(format!("{}/api/x", edge.url))
-            .header("Cookie", "gh_at=")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+            .header("Cookie", cookie);
+        async move { json_of(request.send().await.unwrap()).await }
+    };
+    let (status, _) = with_cookie("gh_at=".into()).await;
     assert_eq!(status, 401);
     // Two copies of the cookie are refused, as two `Authorization` headers are: the origin may
     // read the other one (a cookie planted from a sibling subdomain is sent first).
@@ -167,15 +158,7 @@ async fn cookies_pinned_keys_and_fail_open() {
         format!("gh_at=; gh_at={token}"),
         format!("GH_AT={token}; gh_at ={token}"),
     ] {
-        let (status, json) = json_of(
-            http()
-                .get(format!("{}/api/x", edge.url))
-                .header("Cookie", &cookie)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, json) = with_cookie(cookie.clone()).await;
         assert_eq!(
             (status, json["code"].as_str()),
             (401, Some("malformed")),

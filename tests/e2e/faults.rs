@@ -470,14 +470,7 @@ async fn a_webcrypto_failure_is_a_503_not_a_bad_signature() {
     let sys = System::start(Options::default()).await;
     let jwks = get_text(&format!("{}/.well-known/jwks.json", sys.issuer.url)).await;
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let vars = [
-        ("ORIGIN_URL", sys.origin.url.as_str()),
-        ("ISSUER_URL", dead.as_str()),
-        ("EXPECTED_ISSUER", sys.issuer.url.as_str()),
-        ("EXPECTED_AUDIENCE", crate::system::AUDIENCE),
-        ("JWKS", jwks.as_str()),
-        ("STALE_POLICY", "fail_open"),
-    ];
+    let vars = sys.pinned_edge_vars(&jwks, &dead);
     let wrapper = repo_root().join("tests/sim/faulty-webcrypto.mjs");
     let edge = Edge::start_script(free_port(), &wrapper, &vars, &[]).await;
     let token = sys.mint(&sys.claims());
@@ -488,15 +481,7 @@ async fn a_webcrypto_failure_is_a_503_not_a_bad_signature() {
         ("a.b.c", (401, "malformed")),
         (token.as_str(), (200, "")),
     ] {
-        let (status, json) = json_of(
-            http()
-                .get(format!("{}/api/x", edge.url))
-                .bearer_auth(bearer)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, json) = crate::system::get(&edge, "/api/x", Some(bearer)).await;
         assert_eq!(
             (status, json["code"].as_str().unwrap_or_default()),
             expected,

@@ -102,6 +102,24 @@ impl System {
         }
     }
 
+    /// `[vars]` for another edge before this system's origin that has this issuer's keys
+    /// pinned (`jwks`) and cannot reach the issuer (`dead_issuer`): no list ever arrives, so it
+    /// serves `fail_open`.
+    pub fn pinned_edge_vars<'a>(
+        &'a self,
+        jwks: &'a str,
+        dead_issuer: &'a str,
+    ) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("ORIGIN_URL", self.origin.url.as_str()),
+            ("ISSUER_URL", dead_issuer),
+            ("EXPECTED_ISSUER", self.issuer.url.as_str()),
+            ("EXPECTED_AUDIENCE", AUDIENCE),
+            ("JWKS", jwks),
+            ("STALE_POLICY", "fail_open"),
+        ]
+    }
+
     /// A token signed with the issuer's real key.
     pub fn mint(&self, claims: &TokenClaims) -> String {
         sign_access_token(&self.issuer.key, claims).unwrap()
