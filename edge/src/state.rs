@@ -150,10 +150,12 @@ pub async fn verify(
     let claims = if config.ed25519_in_wasm {
         verifier.verify(token, now)?
     } else {
-        let oracle = crate::webcrypto::WebCrypto::default();
-        match verifier.verify_with(&oracle, token, now).await {
-            Err(_) if oracle.faulted() => return Err(NotVerified::CryptoFault),
-            outcome => outcome?,
+        match verifier
+            .verify_with(&crate::webcrypto::WebCrypto, token, now)
+            .await
+        {
+            Ok(outcome) => outcome?,
+            Err(crate::webcrypto::RuntimeFault) => return Err(NotVerified::CryptoFault),
         }
     };
     ISOLATE.with_borrow_mut(|s| {

@@ -4,7 +4,7 @@
 //! (what `verify_strict` adds to the equation) and decodes the claims in jwt-compact's order,
 //! so every input keeps its error code (`Verifier::verify_with`).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use gatehouse_shared::{Ed25519Input, Ed25519Oracle};
@@ -62,33 +62,27 @@ async fn crypto_key(bytes: &[u8; 32]) -> Option<JsValue> {
     Some(key)
 }
 
-/// The runtime's native Ed25519, for one request. A call that fails (the import or the verify
-/// throws or rejects, on a key the shared core already checked) is the runtime's fault, not
-/// the token's: it answers "not verified" and says so in [`Self::faulted`], so the gate
-/// answers 503 instead of `bad_signature`, which would sign a client out.
-#[derive(Default)]
-pub struct WebCrypto {
-    fault: Cell<bool>,
-}
+/// The runtime's WebCrypto threw or rejected (the import or the verify) on a key the shared core
+/// already checked: the runtime's fault, not the token's, so the gate answers 503 rather than
+/// `bad_signature`, on which a client signs its user out.
+pub struct RuntimeFault;
 
-impl WebCrypto {
-    pub fn faulted(&self) -> bool {
-        self.fault.get()
-    }
-
-    async fn equation_holds(input: &Ed25519Input<'_>) -> Option<bool> {
-        let key = crypto_key(input.key.as_bytes()).await?;
-        let signature = Uint8Array::from(&input.signature[..]);
-        let data = Uint8Array::from(input.signed);
-        let promise = subtle_verify("Ed25519", &key, &signature, &data).ok()?;
-        JsFuture::from(promise).await.ok()?.as_bool()
-    }
-}
+/// The runtime's native Ed25519.
+pub struct WebCrypto;
 
 impl Ed25519Oracle for WebCrypto {
-    async fn verify(&self, input: &Ed25519Input<'_>) -> bool {
-        let verdict = Self::equation_holds(input).await;
-        self.fault.set(verdict.is_none());
-        verdict.unwrap_or(false)
+    type Fault = RuntimeFault;
+
+    async fn verify(&self, input: &Ed25519Input<'_>) -> Result<bool, RuntimeFault> {
+        let key = crypto_key(input.key.as_bytes()).await.ok_or(RuntimeFault)?;
+        let signature = Uint8Array::from(&input.signature[..]);
+        let data = Uint8Array::from(input.signed);
+        let promise =
+            subtle_verify("Ed25519", &key, &signature, &data).map_err(|_| RuntimeFault)?;
+        JsFuture::from(promise)
+            .await
+            .ok()
+            .and_then(|verdict| verdict.as_bool())
+            .ok_or(RuntimeFault)
     }
 }

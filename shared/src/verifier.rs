@@ -50,10 +50,13 @@ impl VerifierOptions {
 
 /// Checks an Ed25519 signature outside this crate: the worker hands it to the runtime's native
 /// WebCrypto. It sees only what [`Verifier::verify_with`] chose: the key by `kid`, the signing
-/// input and a signature already checked for form; it answers whether the equation holds.
+/// input and a signature already checked for form; it answers whether the equation holds, or
+/// that it could not check at all.
 #[allow(async_fn_in_trait)] // used single-threaded (wasm), never boxed
 pub trait Ed25519Oracle {
-    async fn verify(&self, input: &Ed25519Input<'_>) -> bool;
+    /// Why the oracle could not answer (the runtime failed): no fault of the token's.
+    type Fault;
+    async fn verify(&self, input: &Ed25519Input<'_>) -> Result<bool, Self::Fault>;
 }
 
 /// Verifies access tokens against a key set. Time is passed in; nothing here reads a clock.
@@ -111,24 +114,35 @@ impl Verifier {
     /// structure, `typ`, the key by `kid`, the header `alg` against the key, the signature's
     /// length, the claims' form, what `verify_strict` refuses beyond the equation, the equation
     /// (the oracle), and only then the claims' values. Keys other than Ed25519 are refused
-    /// (`alg_mismatch`).
+    /// (`alg_mismatch`). The outer error: the oracle could not check, and the token may be good.
     pub async fn verify_with<O: Ed25519Oracle>(
         &self,
         oracle: &O,
         token: &str,
         now: i64,
-    ) -> Result<AccessClaims, VerifyError> {
-        let untrusted = UntrustedToken::parse(token, self.options.max_token_bytes)?;
-        let input = untrusted.ed25519_input(&self.keys, &self.options.token_type)?;
-        // Decoded before the signature is checked, as jwt-compact does, so that both paths
-        // give the same code; nothing in it is trusted until the oracle said yes.
-        let wire = untrusted.claims_unverified::<CustomClaims>()?;
-        if !crate::alg::strict_signature_form(&input.signature) || !oracle.verify(&input).await {
-            return Err(ValidationError::BadSignature.into());
+    ) -> Result<Result<AccessClaims, VerifyError>, O::Fault> {
+        let untrusted = match UntrustedToken::parse(token, self.options.max_token_bytes) {
+            Ok(untrusted) => untrusted,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        // The claims are decoded before the signature is checked, as jwt-compact does, so that
+        // both paths give the same code; nothing in them is trusted until the oracle said yes.
+        let checked = untrusted
+            .ed25519_input(&self.keys, &self.options.token_type)
+            .and_then(|input| Ok((input, untrusted.claims_unverified::<CustomClaims>()?)));
+        let (input, wire) = match checked {
+            Ok(checked) => checked,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        if !(crate::alg::strict_signature_form(&input.signature) && oracle.verify(&input).await?) {
+            return Ok(Err(ValidationError::BadSignature.into()));
         }
-        let claims = TokenClaims::from_wire(wire)?;
-        self.validate_claims(&claims, now)?;
-        Ok(AccessClaims::verified(claims, input.kid))
+        Ok(TokenClaims::from_wire(wire)
+            .map_err(VerifyError::from)
+            .and_then(|claims| {
+                self.validate_claims(&claims, now)?;
+                Ok(AccessClaims::verified(claims, input.kid))
+            }))
     }
 
     /// A token this verifier accepted before, from `cache`, with its claims checked against

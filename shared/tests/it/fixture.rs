@@ -71,15 +71,22 @@ pub fn trusted(claims: &TokenClaims) -> AccessClaims {
 pub struct DalekOracle;
 
 impl gatehouse_shared::Ed25519Oracle for DalekOracle {
-    async fn verify(&self, input: &gatehouse_shared::Ed25519Input<'_>) -> bool {
+    type Fault = std::convert::Infallible;
+
+    async fn verify(
+        &self,
+        input: &gatehouse_shared::Ed25519Input<'_>,
+    ) -> Result<bool, Self::Fault> {
         use ed25519_dalek::Verifier as _;
-        ed25519_dalek::VerifyingKey::from_bytes(input.key.as_bytes()).is_ok_and(|key| {
-            key.verify(
-                input.signed,
-                &ed25519_dalek::Signature::from_bytes(&input.signature),
-            )
-            .is_ok()
-        })
+        Ok(
+            ed25519_dalek::VerifyingKey::from_bytes(input.key.as_bytes()).is_ok_and(|key| {
+                key.verify(
+                    input.signed,
+                    &ed25519_dalek::Signature::from_bytes(&input.signature),
+                )
+                .is_ok()
+            }),
+        )
     }
 }
 
@@ -92,7 +99,7 @@ pub fn oracle_verify(
     let future = std::pin::pin!(verifier.verify_with(&DalekOracle, token, now));
     let mut context = std::task::Context::from_waker(std::task::Waker::noop());
     match future.poll(&mut context) {
-        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Ready(result) => result.unwrap_or_else(|never| match never {}),
         std::task::Poll::Pending => panic!("the stand-in oracle never waits"),
     }
 }
