@@ -434,8 +434,8 @@ fn ensure_scheduled_key_opens(rows: &[KeyRecord], sealer: &Sealer) -> Result<(),
         .map_err(|e| {
             ApiError::Internal(format!(
                 "the scheduled signing key does not open: {e}. It would fail when it comes to \
-             sign. Set the secret it was sealed under in GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS \
-             and run `keys reseal`, or `keys revoke {}`",
+                 sign. Set the secret it was sealed under in \
+                 GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS and run `keys reseal`, or `keys revoke {}`",
                 next.kid
             ))
         })
