@@ -173,6 +173,13 @@ fn production_problems(config: &Table) -> Vec<String> {
                 .to_owned(),
         );
     }
+    if production.get("preview_urls").and_then(Value::as_bool) != Some(false) {
+        problems.push(
+            "env.production does not set preview_urls = false (a version's preview address \
+             would serve the worker outside its routes)"
+                .to_owned(),
+        );
+    }
     problems
 }
 
@@ -216,9 +223,36 @@ fn the_production_config_has_no_local_leftovers_and_all_it_needs() {
     );
 }
 
+/// The template's placeholders, planted in a copy of the config: an operator who filled in the
+/// repository's `wrangler.toml` (docs/deploy.md) still passes this test.
+fn as_template(config: &Table) -> Table {
+    let mut template = config.clone();
+    let production = production_mut(&mut template);
+    let mut route = Table::new();
+    route.insert("pattern".into(), "app.example.com/*".into());
+    route.insert("zone_name".into(), "example.com".into());
+    production.insert("routes".into(), Value::Array(vec![Value::Table(route)]));
+    let kv = production
+        .get_mut("kv_namespaces")
+        .and_then(Value::as_array_mut)
+        .and_then(|namespaces| namespaces.first_mut())
+        .and_then(Value::as_table_mut)
+        .expect("[[env.production.kv_namespaces]]");
+    kv.insert(
+        "id".into(),
+        "REPLACE-WITH-THE-ID-OF-wrangler-kv-namespace-create".into(),
+    );
+    let vars = production_vars_mut(&mut template);
+    vars.insert("ORIGIN_URL".into(), "https://origin.example.com".into());
+    for name in ["ISSUER_URL", "EXPECTED_ISSUER"] {
+        vars.insert(name.into(), "https://auth.example.com".into());
+    }
+    template
+}
+
 #[test]
 fn every_placeholder_is_found_and_real_values_pass() {
-    let config = repo_config();
+    let config = as_template(&repo_config());
     let left = placeholders_left(&config);
     for path in [
         "routes[0].pattern",
@@ -255,7 +289,7 @@ type Plant = (&'static str, fn(&mut Table));
 #[test]
 fn the_config_check_catches_what_is_planted_in_a_copy() {
     // Non-capturing closures, so one list holds them all.
-    let plants: [Plant; 17] = [
+    let plants: [Plant; 18] = [
         ("127.0.0.1", |c| {
             production_vars_mut(c).insert("ORIGIN_URL".into(), "http://127.0.0.1:8788".into());
         }),
@@ -297,6 +331,9 @@ fn the_config_check_catches_what_is_planted_in_a_copy() {
         }),
         ("workers_dev", |c| {
             production_mut(c).insert("workers_dev".into(), true.into());
+        }),
+        ("preview_urls", |c| {
+            production_mut(c).remove("preview_urls");
         }),
         ("HEALTH_TOKEN is a var", |c| {
             let token = "0123456789abcdef0123456789abcdef";
