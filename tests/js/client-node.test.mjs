@@ -494,7 +494,9 @@ test("GatehouseClient: tabs waiting on the refresh lock take the issuer's refusa
       if (mode === 'drop') throw new TypeError('fetch failed');
     }
     issued += 1;
-    return new Response(JSON.stringify(tokenBody(issued)));
+    // Each login a session of its own (`s1`, `s2`), which the other tab takes as newer.
+    const sid = form.get('grant_type') === 'password' ? `s${issued}` : 's1';
+    return new Response(JSON.stringify({ ...tokenBody(issued), access_token: `${b64({ alg: 'none' })}.${b64({ sid, n: issued })}.x` }));
   };
   // Web Locks as a browser has them, shared by the two "tabs" of this process (Node 20 has none).
   const held = new Map();
@@ -546,18 +548,27 @@ test("GatehouseClient: tabs waiting on the refresh lock take the issuer's refusa
     assert.ok(Date.now() - started < 1500, `tab B waited ${Date.now() - started} ms`);
     assert.deepEqual(presented, ['r1']);
 
-    // The connection drops (the issuer may have rotated r1): tab B, 2 s later, tries r1 itself,
-    // which inside the issuer's grace window gets the successor. An earlier refusal is no
-    // answer for it.
+    // Both tabs now wait out the issuer's Retry-After for r1: a refresh asks nothing.
+    await assert.rejects(tabB.refresh(), (e) => e.code === 'temporarily_unavailable' && e.retryAfter > 0 && e.retryAfter <= 7);
+    assert.deepEqual(presented, ['r1']);
+
+    // A new session, whose refresh meets a dropped connection (the issuer may have rotated r2):
+    // tab B, 2 s later, tries r2 itself, which inside the issuer's grace window gets the
+    // successor. An earlier refusal is no answer for it.
+    mode = 'answer';
+    await tabA.login('alice', 'pw');
+    for (let waited = 0; tabB.accessToken !== tabA.accessToken && waited < 5000; waited += 20) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
     mode = 'drop';
     [holding, waiting] = await both();
     await assert.rejects(holding, (e) => e.code === 'network_error');
     await assert.rejects(waiting, (e) => e.code === 'network_error' && !/another tab/.test(e.message));
-    assert.deepEqual(presented, ['r1', 'r1', 'r1', 'r1', 'r1'], "each tab's request and its quick retry");
-
+    assert.deepEqual(presented, ['r1', 'r2', 'r2', 'r2', 'r2'], "each tab's request and its quick retry");
+    // Then each waits RETRY_MS (5 s), as its timer does, before asking again.
     mode = 'answer';
-    await tabB.refresh();
-    assert.equal(tabB.accessToken.split('.')[1], b64({ sid: 's1', n: 2 }));
+    await assert.rejects(tabB.refresh(), (e) => e.code === 'network_error' && e.retryAfter <= 5);
+    assert.equal(presented.length, 5);
   } finally {
     tabA.close();
     tabB.close();
@@ -593,5 +604,108 @@ test('GatehouseClient: a tab takes the rotated tokens of its session even when t
     tabA.close();
     tabB.close();
     delete globalThis.document;
+  }
+});
+
+test("GatehouseClient: after a failed refresh the app's calls keep the valid token and ask the issuer no sooner than it said", { timeout: 60000 }, async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  // Tokens valid 4 s: due for a refresh after 2 s (half their life).
+  let answer = 'tokens';
+  const refreshes = [];
+  const issuer = async (url, init) => {
+    const form = new URLSearchParams(init.body);
+    if (form.get('grant_type') === 'refresh_token') {
+      refreshes.push(answer);
+      if (answer === 'down') throw new TypeError('fetch failed');
+      if (answer === 'busy') return new Response('{"error":"rate_limited"}', { status: 429, headers: { 'retry-after': '30' } });
+    }
+    return new Response(JSON.stringify(tokenBody(refreshes.length + 1, 4)));
+  };
+  for (const [failure, code, sentPerFailure] of [['busy', 'rate_limited', 1], ['down', 'network_error', 2]]) {
+    refreshes.length = 0;
+    answer = 'tokens';
+    const client = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false });
+    try {
+      await client.login('alice', 'pw');
+      const held = client.accessToken;
+      await new Promise((r) => setTimeout(r, 2100));
+      answer = failure;
+      // Ten calls of an app while its token is due and the issuer refuses or is down.
+      for (let i = 0; i < 10; i += 1) assert.equal(await client.getAccessToken(), held, `${failure}: the valid token`);
+      assert.equal(refreshes.length, sentPerFailure, `${failure}: refreshes sent ${JSON.stringify(refreshes)}`);
+      // An explicit refresh inside the back-off sends nothing and says how long is left.
+      await assert.rejects(client.refresh(), (e) => e.code === code && e.retryAfter > 0 && e.retryAfter <= (failure === 'busy' ? 30 : 5));
+      assert.equal(refreshes.length, sentPerFailure, `${failure}: refresh() sent during the back-off`);
+    } finally {
+      client.close();
+    }
+  }
+  // The back-off ends: a network failure's after 5 s, and the next call refreshes.
+  answer = 'down';
+  refreshes.length = 0;
+  const client = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false });
+  try {
+    await client.login('alice', 'pw');
+    await new Promise((r) => setTimeout(r, 2100));
+    await client.getAccessToken();
+    assert.equal(refreshes.length, 2);
+    answer = 'tokens';
+    await new Promise((r) => setTimeout(r, 1000));
+    await assert.rejects(client.refresh(), (e) => e.code === 'network_error');
+    await new Promise((r) => setTimeout(r, 4500));
+    await client.refresh();
+    assert.deepEqual(refreshes, ['down', 'down', 'tokens']);
+  } finally {
+    client.close();
+  }
+});
+
+test('GatehouseClient: gives up a hung token request after 4 s by default, inside the issuer grace window', { timeout: 60000 }, async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const hung = (url, init) => new Promise((_, reject) => init.signal.addEventListener('abort', () => reject(init.signal.reason)));
+  const client = new GatehouseClient({ issuer: 'https://i.test', fetch: hung, autoRefresh: false });
+  const started = Date.now();
+  // AbortSignal.timeout's timer does not keep Node running; this one does, until the answer.
+  const alive = setInterval(() => {}, 1000);
+  try {
+    await assert.rejects(client.login('alice', 'pw'), (e) => e.code === 'network_error');
+  } finally {
+    clearInterval(alive);
+  }
+  const waited = Date.now() - started;
+  // The bound, not a speed: under the 5 s grace, a retry that follows is still inside it.
+  assert.ok(waited >= 3900 && waited < 5000, `gave up after ${waited} ms`);
+  client.close();
+});
+
+test('GatehouseClient: apiOrigins are absolute http(s) URLs, read without URL.canParse (older browsers)', async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const canParse = URL.canParse;
+  globalThis.location = { origin: 'https://app.test', href: 'https://app.test/' };
+  delete URL.canParse;
+  try {
+    const calls = [];
+    const client = new GatehouseClient({
+      issuer: '/issuer',
+      apiOrigins: ['https://api.test/v1'],
+      autoRefresh: false,
+      shareAcrossTabs: false,
+      fetch: async (request) => {
+        calls.push(new URL(request.url ?? request).origin);
+        return new Response('{}');
+      },
+    });
+    // Signed out: sent without a token (a TypeError before, reading the tokens not held).
+    await client.fetch('https://api.test/x');
+    await client.fetch('https://app.test/y');
+    await assert.rejects(client.fetch('https://other.test/'), (e) => e.code === 'origin_not_allowed');
+    assert.deepEqual(calls, ['https://api.test', 'https://app.test']);
+    client.close();
+    for (const entry of ['api.example.com', 'localhost:3000', 'javascript:alert(1)', 'ftp://files.test']) {
+      assert.throws(() => new GatehouseClient({ issuer: 'https://i.test', apiOrigins: [entry] }), (e) => e.code === 'invalid_options', entry);
+    }
+  } finally {
+    URL.canParse = canParse;
+    delete globalThis.location;
   }
 });

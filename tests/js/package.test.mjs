@@ -312,11 +312,11 @@ test('createRemoteVerifier: options it cannot use, keys from anywhere but https,
   const jwks = JSON.stringify({ keys: [{ ...(await jose.exportJWK(publicKey)), kid: 'a', alg: 'EdDSA' }] });
   let fetched = 0;
   let lastInit;
-  const serve = (url = '') => async (_, init) => {
+  const serve = (url = '', redirected = false) => async (_, init) => {
     fetched += 1;
     lastInit = init;
-    // What `fetch` gives after redirects: the final URL.
-    return { ok: true, status: 200, url, text: async () => jwks };
+    // What `fetch` gives after redirects: the final URL, and whether it was redirected.
+    return { ok: true, status: 200, url, redirected, text: async () => jwks };
   };
   const base = { issuer: 'https://i.test', audience: 'app' };
   const refused = (promise, code) => assert.rejects(promise, (e) => e instanceof GatehouseError && e.code === code);
@@ -334,8 +334,19 @@ test('createRemoteVerifier: options it cannot use, keys from anywhere but https,
   await refused(createRemoteVerifier('https://i.test/jwks', { ...base, fetch: 'no' }), 'invalid_key');
   await refused(createRemoteVerifier('https://i.test/jwks', { ...base, ttl: 60, fetch: serve() }), 'invalid_key');
   assert.equal(fetched, 0);
-  // A redirect to plain http is no key set.
-  await refused(createRemoteVerifier('https://i.test/jwks', { ...base, fetch: serve('http://evil.test/jwks') }), 'keys_unavailable');
+  // A redirect to plain http is no key set, nor one to https elsewhere (through a plain-http hop
+  // or an open redirect, which the final URL does not show), nor one back to the same URL.
+  for (const [url, redirected] of [['http://evil.test/jwks', false], ['https://evil.test/jwks', false], ['https://i.test/jwks', true]]) {
+    await refused(createRemoteVerifier('https://i.test/jwks', { ...base, fetch: serve(url, redirected) }), 'keys_unavailable');
+  }
+  // The URL given, with a fragment a fetch leaves out of `response.url`, is not a redirect.
+  const fragment = await createRemoteVerifier('https://i.test/jwks#keys', { ...base, fetch: serve('https://i.test/jwks') });
+  assert.deepEqual(fragment.kids, ['a']);
+  // Freed: its keys are released, and a later call is the caller's mistake, with a code.
+  fragment.free();
+  assert.throws(() => fragment.kids, (e) => e instanceof GatehouseError && e.code === 'invalid_argument');
+  await refused(fragment.verify('x.y.z'), 'invalid_argument');
+  assert.equal(typeof fragment[Symbol.dispose], 'function');
   // http to this machine is development, and allowed.
   const remote = await createRemoteVerifier('http://127.0.0.1:9/jwks', { ...base, fetch: serve('http://127.0.0.1:9/jwks') });
   assert.deepEqual(remote.kids, ['a']);

@@ -38,6 +38,8 @@ const KEY_REFETCH_COOLDOWN_MS = 30_000;
 // A refresh whose request failed is tried once more after this: at once, as the issuer's grace
 // window (`refresh_grace_secs`, 5 s by default) counts from its rotation.
 const QUICK_RETRY_DELAY_MS = 250;
+// A request to the issuer is given up after this: with the quick retry, under its 5 s grace window.
+const DEFAULT_TIMEOUT_SECONDS = 4;
 // setTimeout's longest delay (about 24.8 days); a longer one fires at once.
 const MAX_DELAY_MS = 2 ** 31 - 1;
 const isObject = (v) => typeof v === 'object' && v !== null;
@@ -102,21 +104,35 @@ export class GatehouseClient {
   #failure = null;
   /** The `kid`s the edge still refused after a refresh for `unknown_kid`. */
   #keysTheEdgeRefused = new Set();
+  /** After a refresh failed, `{ token, until, error }`: no caller asks the issuer to rotate
+   * `token` again before `until` (its `Retry-After`, at least `RETRY_MS`). */
+  #backoff = null;
 
   constructor(options = {}) {
     this.#issuer = (options.issuer ?? '').replace(/\/$/, '');
     // Where `fetch` may send the access token: this page's origin, the issuer's, and those the
     // app names. Any other origin would receive a bearer token it could replay.
     const here = globalThis.location?.origin;
-    // Off a page (server-side rendering) a relative origin means nothing and is left out.
-    this.#origins = new Set(
-      [here, this.#issuer || undefined, ...(options.apiOrigins ?? [])]
-        .filter((o) => o && o !== 'null' && (here || URL.canParse(o)))
-        .map((o) => {
-          if (!URL.canParse(o, here)) throw new GatehouseClientError('invalid_options', `apiOrigins: ${o} is not a URL`);
-          return new URL(o, here).origin;
-        }),
-    );
+    const origin = (text, base) => {
+      try {
+        return new URL(text, base).origin;
+      } catch {
+        return 'null';
+      }
+    };
+    // The issuer may be relative to the page (same origin); off a page (server-side rendering)
+    // a relative issuer names no origin and is left out. `apiOrigins` are absolute: a bare
+    // `api.example.com` would otherwise be read as a path of this page.
+    if (here && here !== 'null' && this.#issuer && origin(this.#issuer, here) === 'null') {
+      throw new GatehouseClientError('invalid_options', `issuer: ${this.#issuer} is not a URL`);
+    }
+    const allowed = [here, this.#issuer && origin(this.#issuer, here)].filter((o) => o && o !== 'null');
+    for (const o of options.apiOrigins ?? []) {
+      const absolute = origin(String(o));
+      if (!/^https?:\/\//.test(absolute)) throw new GatehouseClientError('invalid_options', `apiOrigins: ${o} is not an absolute http(s) URL`);
+      allowed.push(absolute);
+    }
+    this.#origins = new Set(allowed);
     // Called as a plain function: a browser's `fetch` called on another object (this client)
     // throws "Illegal invocation".
     const fetchWith = options.fetch;
@@ -129,7 +145,9 @@ export class GatehouseClient {
     // would rotate its user's token for as long as the process lives. `getAccessToken()`
     // refreshes when needed either way.
     this.#autoRefresh = options.autoRefresh ?? typeof globalThis.document !== 'undefined';
-    this.#requestTimeoutMs = seconds('requestTimeoutSeconds', options.requestTimeoutSeconds, 10, { min: 0.001, max: 3600 }) * 1000;
+    // Under the issuer's default grace window (5 s): a rotation whose answer is lost is asked
+    // again once this runs out, and only an ask within the window gets the same successor.
+    this.#requestTimeoutMs = seconds('requestTimeoutSeconds', options.requestTimeoutSeconds, DEFAULT_TIMEOUT_SECONDS, { min: 0.001, max: 3600 }) * 1000;
     const share = options.shareAcrossTabs ?? true;
     const name = options.channelName ?? `gatehouse:${this.#issuer || here || ''}`;
     this.storageKey = `${name}:tokens`;
@@ -197,6 +215,14 @@ export class GatehouseClient {
     await this.ready;
     const stale = this.#tokens?.refreshToken;
     if (!stale) throw new GatehouseClientError('signed_out', 'no session to refresh');
+    // An app's calls (`getAccessToken`, `fetch`) ask too, each time the token is due: after a
+    // failure they wait as the timer does, or every call would be another request to an issuer
+    // that is down or asked for time.
+    const backoff = this.#backoff;
+    if (backoff?.token === stale && Date.now() < backoff.until) {
+      const { code, message } = backoff.error;
+      throw new GatehouseClientError(code, message, Math.ceil((backoff.until - Date.now()) / 1000));
+    }
     const failuresBefore = this.#failure?.n ?? 0;
     const failedMeanwhile = () => this.#failure?.token === stale && this.#failure.n > failuresBefore;
     this.#refreshing ??= this.#exclusive(async (contended) => {
@@ -209,10 +235,21 @@ export class GatehouseClient {
       // refresh's, rather than asking again before its `Retry-After`.
       if (failedMeanwhile()) throw this.#failure.error;
       await this.#rotateAndTake(stale);
+    }).catch((e) => {
+      // Not the session's end, after which there is nothing to refresh.
+      if (e?.code !== 'session_revoked') this.#backOff(stale, e);
+      throw e;
     }).finally(() => {
       this.#refreshing = null;
     });
     return this.#refreshing;
+  }
+
+  /** No refresh of `stale` before the issuer's `Retry-After`, or `RETRY_MS`. */
+  #backOff(stale, error) {
+    if (this.#tokens?.refreshToken !== stale) return;
+    const until = Date.now() + Math.min(MAX_DELAY_MS, Math.max(RETRY_MS, (error?.retryAfter ?? 0) * 1000));
+    if (!(this.#backoff?.token === stale && this.#backoff.until >= until)) this.#backoff = { token: stale, until, error };
   }
 
   /** One rotation of `stale`, its answer taken: new tokens, or the session's end. */
@@ -291,7 +328,8 @@ export class GatehouseClient {
       return this.#fetch(attempt);
     };
     const token = await this.getAccessToken();
-    const received = this.#tokens?.accessToken === token ? this.#tokens.receivedAt : Date.now();
+    // Signed out, `token` is undefined (sent without one), and so is `#tokens`.
+    const received = token && this.#tokens?.accessToken === token ? this.#tokens.receivedAt : Date.now();
     const response = await send(token);
     if (response.status !== 401 || !token || once) return response;
     const { code } = await bodyOf(response.clone());
@@ -521,11 +559,13 @@ export class GatehouseClient {
       this.#schedule();
       return;
     }
-    this.refresh().catch((e) => {
+    this.refresh().catch(() => {
       if (!this.#tokens || this.#closed) return;
       clearTimeout(this.#timer);
       // Sooner than the issuer asked (a rate limit, a restart) would only prolong it.
-      this.#later(Math.min(MAX_DELAY_MS, Math.max(RETRY_MS, (e?.retryAfter ?? 0) * 1000)));
+      const backoff = this.#backoff;
+      const wait = backoff?.token === this.#tokens.refreshToken ? backoff.until - Date.now() : RETRY_MS;
+      this.#later(Math.min(MAX_DELAY_MS, Math.max(0, wait)));
     });
   }
 
@@ -567,6 +607,7 @@ export class GatehouseClient {
       const error = new GatehouseClientError(code, `another tab's refresh failed: ${message.message}`,
         Number.isFinite(message.retryAfter) ? message.retryAfter : undefined);
       this.#failure = { n: (this.#failure?.n ?? 0) + 1, token: message.token, error };
+      this.#backOff(message.token, error);
       this.#wake();
     } else if (message.type === 'hello' && this.#tokens) {
       this.#post({ type: 'tokens', tokens: this.#tokens, event: 'signedIn' });

@@ -31,6 +31,10 @@ export interface RemoteVerifier {
    * refetch goes to `ctx.waitUntil`, or it would be cancelled when the response is sent.
    */
   verify(token: string, now?: number, ctx?: { waitUntil(promise: Promise<unknown>): void }): Promise<AccessClaims>;
+  /** Frees the keys' wasm memory now; any later call throws `invalid_argument`. On Workers no
+   * finalizer frees it: make one per isolate, or free each one you make per request. */
+  free(): void;
+  [Symbol.dispose](): void;
 }
 
 /**
@@ -72,7 +76,7 @@ export interface GatehouseClientOptions {
   /** The `fetch` to use (default `globalThis.fetch`). */
   fetch?: typeof globalThis.fetch;
   /** How long a call to the issuer's token endpoint may take before it fails with
-   * `network_error` (default 10; over 0 and at most 3600, or its text; anything else throws
+   * `network_error` (default 4, under the issuer's 5 s grace window; over 0 and at most 3600, or its text; anything else throws
    * `invalid_options`). */
   requestTimeoutSeconds?: number | string;
 }

@@ -95,11 +95,14 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
     throw invalidOptions(`the JWK set URL ${JSON.stringify(String(jwksUrl))} is not a URL`);
   }
   if (!trusted(url)) throw invalidOptions('the JWK set URL must be https: (http: only to localhost)');
+  // What a fetch reports as its `url` when it was not redirected.
+  const withoutFragment = url.href.replace(/#.*$/s, '');
   // The browser entry leaves loading the wasm to the caller's `init()`; without it, the next
   // line would throw the glue's TypeError. At once where it is loaded (Node, Workers).
   await init();
   new Verifier({ keys: [] }, verifierOptions).free();
   let verifier;
+  let freed = false;
   let fetchedAt = 0;
   let attemptedAt = -Infinity;
   let inflight = null;
@@ -134,9 +137,10 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
         if (response.type === 'opaqueredirect' || (response.status >= 300 && response.status < 400)) {
           throw new GatehouseError('keys_unavailable', 'the JWK set URL redirects; give its final URL');
         }
-        // A `fetch` of the caller's own that follows redirects anyway.
-        if (response.url && !trusted(new URL(response.url))) {
-          throw new GatehouseError('keys_unavailable', 'the JWK set was redirected to a URL that is not https:');
+        // A `fetch` of the caller's own that follows redirects anyway: the keys come from the
+        // URL given or not at all (a hop on the way, plain http included, is not seen here).
+        if (response.redirected || (response.url && response.url !== withoutFragment)) {
+          throw new GatehouseError('keys_unavailable', 'the JWK set URL redirects; give its final URL');
         }
         if (!response.ok) {
           throw new GatehouseError('keys_unavailable', `the JWK set answered HTTP ${response.status}`);
@@ -160,7 +164,7 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
           fresh.free();
           throw new GatehouseError('keys_unavailable', 'the JWK set holds no usable key');
         }
-        if (generation < installed) {
+        if (generation < installed || freed) {
           fresh.free();
           return;
         }
@@ -205,11 +209,23 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
   } finally {
     clearTimeout(timer);
   }
-  return {
+  const held = () => {
+    if (freed) throw new GatehouseError('invalid_argument', 'this remote verifier was freed');
+    return verifier;
+  };
+  const remote = {
     get kids() {
-      return verifier.kids;
+      return held().kids;
+    },
+    /** Frees the keys' wasm memory now. On Workers nothing else does (no finalizer runs):
+     * make one remote verifier per isolate, or free each one made per request. */
+    free() {
+      freed = true;
+      verifier?.free();
+      verifier = undefined;
     },
     async verify(token, now, ctx) {
+      held();
       if (Date.now() - fetchedAt >= ttlMs && !live() && cooledDown()) {
         // On Workers, work a request leaves behind is cancelled when it answers: `ctx.waitUntil`
         // lets the background refetch finish (without it, keys past their TTL are refetched only
@@ -223,8 +239,10 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
         const newKid = e instanceof GatehouseError && e.code === 'unknown_kid';
         if (!newKid || !(live() || cooledDown())) throw e;
         await refetch();
-        return verifier.verify(token, now);
+        return held().verify(token, now);
       }
     },
   };
+  if (typeof Symbol.dispose === 'symbol') remote[Symbol.dispose] = remote.free;
+  return remote;
 }
