@@ -15,9 +15,19 @@ use crate::config::Config;
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::store::revocations::NewEntry;
 use crate::store::{audit, write_tx};
 use crate::store::{lifetimes, revocations, users};
 use crate::sync::Snapshots;
+
+/// How many live entries one user's revoked access tokens may hold. Each revoked token is an
+/// entry every edge holds and every location polls until the token expires, and a refresh mints
+/// another cheaply, so one user could otherwise grow the list past what edges take (8 MiB) and
+/// stop every revocation from reaching them. Past the bound a revocation is one cut-off of the
+/// user's access tokens issued up to the one revoked, in place of the previous cut-off: at
+/// most this many token entries and one cut-off per user. Their sessions go on: a client
+/// refreshes and gets a token the cut-off does not cover.
+pub const MAX_TOKEN_ENTRIES_PER_USER: i64 = 32;
 
 /// What must follow a committed revocation in a serving issuer. A CLI process has none of it:
 /// the serving replicas' caches expire within `auth_cache_ms`, and their pushers or the edge's
@@ -65,6 +75,24 @@ impl Revocations<'_> {
         detail
     }
 
+    /// An entry of a kind that is no one user's token (a session, a user, a key).
+    fn insert_unowned(
+        &mut self,
+        kind: Kind,
+        subject: &str,
+        issued_before: i64,
+        expires_at: i64,
+    ) -> Result<i64, ApiError> {
+        let entry = NewEntry {
+            kind,
+            subject,
+            issued_before,
+            expires_at,
+            owner: None,
+        };
+        revocations::insert(self.conn, &entry, self.now)
+    }
+
     /// The transaction's connection, for what belongs with the revocations.
     pub fn conn(&mut self) -> &mut DbConn {
         self.conn
@@ -86,14 +114,45 @@ impl Revocations<'_> {
     /// One access token, until no verifier would accept it anyway (`entry_expiry(exp)`). Returns
     /// whether an entry was written: a token an entry already refuses until then (its own, its
     /// session's, its user's cut-off or its key's) gets none, so repeating a revocation writes
-    /// and pushes nothing.
+    /// and pushes nothing. Past [`MAX_TOKEN_ENTRIES_PER_USER`], the entry is a cut-off of the
+    /// user's tokens issued up to this one.
     pub fn token(&mut self, claims: &AccessClaims) -> Result<bool, ApiError> {
         if revocations::refused_until_expiry(self.conn, claims)? {
             return Ok(false);
         }
-        let expires_at = entry_expiry(claims.exp);
-        revocations::insert(self.conn, Kind::Token, &claims.jti, 0, expires_at, self.now)?;
-        let detail = self.detail(serde_json::json!({"jti": claims.jti}));
+        let over_bound = revocations::live_token_entries(self.conn, &claims.sub, self.now)?
+            >= MAX_TOKEN_ENTRIES_PER_USER;
+        let detail = if over_bound {
+            // Tokens issued up to this one's `iat`, for as long as any of them may be valid.
+            let issued_before = claims.iat.saturating_add(1);
+            let expires_at = self.horizon().max(entry_expiry(claims.exp));
+            revocations::delete_covered_cut_offs(
+                self.conn,
+                &claims.sub,
+                issued_before,
+                expires_at,
+            )?;
+            let entry = NewEntry {
+                kind: Kind::User,
+                subject: &claims.sub,
+                issued_before,
+                expires_at,
+                owner: None,
+            };
+            revocations::insert(self.conn, &entry, self.now)?;
+            serde_json::json!({"jti": claims.jti, "cut_off_issued_before": issued_before})
+        } else {
+            let entry = NewEntry {
+                kind: Kind::Token,
+                subject: &claims.jti,
+                issued_before: 0,
+                expires_at: entry_expiry(claims.exp),
+                owner: Some(&claims.sub),
+            };
+            revocations::insert(self.conn, &entry, self.now)?;
+            serde_json::json!({"jti": claims.jti})
+        };
+        let detail = self.detail(detail);
         audit::record(
             self.conn,
             self.now,
@@ -111,7 +170,7 @@ impl Revocations<'_> {
         let Some(user_id) = revocations::end_session(self.conn, sid, self.now)? else {
             return Ok(false);
         };
-        revocations::insert(self.conn, Kind::Session, sid, 0, self.horizon(), self.now)?;
+        self.insert_unowned(Kind::Session, sid, 0, self.horizon())?;
         let detail = self.detail(serde_json::json!({"sid": sid, "reason": reason}));
         audit::record(
             self.conn,
@@ -134,14 +193,7 @@ impl Revocations<'_> {
         // a login issued with a later clock than this request's `now`: the sessions' own
         // entries refuse every token of theirs, whenever it was issued.
         let (_, session_entries) = self.end_sessions(user_id, None)?;
-        revocations::insert(
-            self.conn,
-            Kind::User,
-            user_id,
-            self.now + 1,
-            self.horizon(),
-            self.now,
-        )?;
+        self.insert_unowned(Kind::User, user_id, self.now + 1, self.horizon())?;
         let detail = self.detail(serde_json::json!({"reason": reason}));
         audit::record(self.conn, self.now, "user_revoked", Some(user_id), &detail)?;
         self.written += 1 + session_entries;
@@ -185,7 +237,7 @@ impl Revocations<'_> {
         for (sid, expires_at) in &ended {
             // No token outlives its session, and none lives longer than `longest`.
             if entry_expiry(expires_at.saturating_add(self.longest)) > self.now {
-                revocations::insert(self.conn, Kind::Session, sid, 0, self.horizon(), self.now)?;
+                self.insert_unowned(Kind::Session, sid, 0, self.horizon())?;
                 entries += 1;
             }
         }
@@ -196,7 +248,7 @@ impl Revocations<'_> {
     /// entry lasts until `expires_at`, and at least as long as any token it signed.
     pub fn key(&mut self, kid: &str, expires_at: i64, was: &str) -> Result<(), ApiError> {
         let expires_at = expires_at.max(self.horizon());
-        revocations::insert(self.conn, Kind::Key, kid, 0, expires_at, self.now)?;
+        self.insert_unowned(Kind::Key, kid, 0, expires_at)?;
         let detail = serde_json::json!({"kid": kid, "was": was});
         audit::record(self.conn, self.now, "key_revoked", None, &detail)?;
         self.written += 1;

@@ -41,6 +41,7 @@ diesel::table! {
         issued_before -> BigInt,
         expires_at -> BigInt,
         created_at -> BigInt,
+        owner -> Nullable<Text>,
     }
 }
 

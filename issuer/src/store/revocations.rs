@@ -28,26 +28,64 @@ pub(crate) fn order_writes(conn: &mut DbConn) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// One entry as the revocation service writes it.
+pub(crate) struct NewEntry<'a> {
+    pub kind: RevocationKind,
+    pub subject: &'a str,
+    /// A user cut-off's bound (exclusive); 0 for the other kinds.
+    pub issued_before: i64,
+    pub expires_at: i64,
+    /// The user whose access token a token entry revokes; `None` for the other kinds.
+    pub owner: Option<&'a str>,
+}
+
 /// Writes one entry and returns its `seq`. Only the revocation service (`crate::revoker`)
 /// writes entries, so each comes with its audit row and what must follow it.
-pub(crate) fn insert(
-    conn: &mut DbConn,
-    kind: RevocationKind,
-    subject: &str,
-    issued_before: i64,
-    expires_at: i64,
-    now: i64,
-) -> Result<i64, ApiError> {
+pub(crate) fn insert(conn: &mut DbConn, entry: &NewEntry<'_>, now: i64) -> Result<i64, ApiError> {
     Ok(diesel::insert_into(revocations::table)
         .values((
-            revocations::kind.eq(kind.code()),
-            revocations::subject.eq(subject),
-            revocations::issued_before.eq(issued_before),
-            revocations::expires_at.eq(expires_at),
+            revocations::kind.eq(entry.kind.code()),
+            revocations::subject.eq(entry.subject),
+            revocations::issued_before.eq(entry.issued_before),
+            revocations::expires_at.eq(entry.expires_at),
             revocations::created_at.eq(now),
+            revocations::owner.eq(entry.owner),
         ))
         .returning(revocations::seq)
         .get_result(conn)?)
+}
+
+/// How many token entries revoking `owner`'s access tokens are live at `now`.
+pub(crate) fn live_token_entries(
+    conn: &mut DbConn,
+    owner: &str,
+    now: i64,
+) -> Result<i64, ApiError> {
+    Ok(revocations::table
+        .filter(revocations::owner.eq(owner))
+        .filter(revocations::expires_at.gt(now))
+        .filter(revocations::kind.eq(RevocationKind::Token.code()))
+        .count()
+        .get_result(conn)?)
+}
+
+/// Deletes the cut-offs of `user_id` that a cut-off of tokens issued before `issued_before`,
+/// kept until `expires_at`, covers: each refuses a subset of its tokens for no longer. Edges
+/// that hold one keep it until it lapses, which refuses nothing the new one does not.
+pub(crate) fn delete_covered_cut_offs(
+    conn: &mut DbConn,
+    user_id: &str,
+    issued_before: i64,
+    expires_at: i64,
+) -> Result<usize, ApiError> {
+    Ok(diesel::delete(
+        revocations::table
+            .filter(revocations::kind.eq(RevocationKind::User.code()))
+            .filter(revocations::subject.eq(user_id))
+            .filter(revocations::issued_before.le(issued_before))
+            .filter(revocations::expires_at.le(expires_at)),
+    )
+    .execute(conn)?)
 }
 
 /// Whether an entry refuses the token for as long as any verifier may accept it (until its

@@ -312,6 +312,81 @@ async fn a_refresh_during_a_revocation_waits_for_it_and_is_refused(backend: Back
     );
 }
 
+/// One user's revoked access tokens keep at most `MAX_TOKEN_ENTRIES_PER_USER` token entries and
+/// one cut-off live: past the bound each revocation replaces the user's cut-off. Without it a
+/// user minting and revoking tokens grew the list, and the delta every location polls, by one
+/// entry per token until edges refused it as too large. Every token revoked stays refused, and
+/// the session goes on with tokens issued after the cut-off.
+async fn one_users_revoked_tokens_keep_a_bounded_number_of_entries(backend: Backend) {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::{audit_events, revocations};
+    use gatehouse_issuer::revoker::MAX_TOKEN_ENTRIES_PER_USER;
+
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    app.register("bob").await;
+    let bob = str_of(&app.login("bob").await, "access_token").to_owned();
+    let mut session = app.login("alice").await;
+    let total = MAX_TOKEN_ENTRIES_PER_USER + 8;
+    let mut revoked = Vec::new();
+    for _ in 0..total {
+        // A second apart, so each token has an `iat` of its own.
+        app.clock().advance(1);
+        let (status, next) = app.refresh(str_of(&session, "refresh_token")).await;
+        assert_eq!(status, Status::Ok, "{next}");
+        session = next;
+        let access = str_of(&session, "access_token").to_owned();
+        let body = format!("token={access}");
+        let (status, json) = app.send("POST", "/v1/revoke", Some(&body), None).await;
+        assert_eq!(status, Status::Ok, "{json}");
+        revoked.push(access);
+    }
+    let (tokens, cut_offs, audited) = app
+        .store()
+        .run_sync(|c| {
+            let count = |kind: gatehouse_shared::RevocationKind| {
+                revocations::table
+                    .filter(revocations::kind.eq(kind.code()))
+                    .count()
+            };
+            let tokens = count(gatehouse_shared::RevocationKind::Token).get_result::<i64>(c)?;
+            let cut_offs = count(gatehouse_shared::RevocationKind::User).get_result::<i64>(c)?;
+            let audited = audit_events::table
+                .filter(audit_events::kind.eq("token_revoked"))
+                .count()
+                .get_result::<i64>(c)?;
+            Ok((tokens, cut_offs, audited))
+        })
+        .unwrap();
+    assert_eq!((tokens, cut_offs), (MAX_TOKEN_ENTRIES_PER_USER, 1));
+    assert_eq!(audited, total, "every revocation is audited");
+    for (n, access) in revoked.iter().enumerate() {
+        assert_eq!(
+            app.me(access).await.0,
+            Status::Unauthorized,
+            "revoked token {n}"
+        );
+    }
+    // The snapshot edges take refuses them too.
+    let verifier = app.verifier().await;
+    let snapshot = app.snapshot(verifier.keys(), app.clock().now()).await;
+    for access in [&revoked[0], &revoked[revoked.len() - 1]] {
+        let claims = verifier.verify(access, app.clock().now()).unwrap();
+        assert!(
+            snapshot.check(&claims).is_some(),
+            "the snapshot refuses {}",
+            claims.jti
+        );
+    }
+    // The session goes on: a token issued after the cut-off is accepted, and so is another
+    // user's.
+    app.clock().advance(1);
+    let (status, next) = app.refresh(str_of(&session, "refresh_token")).await;
+    assert_eq!(status, Status::Ok, "{next}");
+    assert_eq!(app.me(str_of(&next, "access_token")).await.0, Status::Ok);
+    assert_eq!(app.me(&bob).await.0, Status::Ok);
+}
+
 crate::on_both_backends!(
     the_snapshot_carries_live_revocations,
     sql_and_the_bearer_view_follow_the_shared_rule,
@@ -322,4 +397,5 @@ crate::on_both_backends!(
     a_revocation_that_waited_covers_a_token_refreshed_meanwhile,
     a_token_not_valid_yet_is_revoked_all_the_same,
     a_refresh_during_a_revocation_waits_for_it_and_is_refused,
+    one_users_revoked_tokens_keep_a_bounded_number_of_entries,
 );

@@ -1,0 +1,2 @@
+DROP INDEX revocations_owner;
+ALTER TABLE revocations DROP COLUMN owner;
