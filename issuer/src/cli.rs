@@ -422,8 +422,8 @@ fn revocations_push() -> Result<(), String> {
         db.run_sync(|c| KeyRing::load_read_only(c, &config, now))
             .map_err(fail)?,
     );
-    let snapshots = Snapshots::new().map_err(fail)?;
     let metrics = Metrics::default();
+    let snapshots = Snapshots::new(&metrics).map_err(fail)?;
     runtime()?.block_on(async {
         let jws = snapshots
             .current(&db, &ring, &config, now)

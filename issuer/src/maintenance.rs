@@ -13,6 +13,7 @@ use crate::db::schema::lockouts;
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
 use crate::keys::KeyRing;
+use crate::metrics::Metrics;
 use crate::ratelimit::RateLimit;
 use crate::revoker::Revoker;
 use crate::store::{revocations, sessions};
@@ -105,6 +106,7 @@ async fn tick(
     keys: &Arc<KeyRing>,
     revoker: &Revoker,
     rate_limit: &RateLimit,
+    metrics: &Metrics,
 ) {
     let now = clock.now();
     // The ring and the lifetime announcement first, each on the time it is done at: a retired
@@ -114,14 +116,19 @@ async fn tick(
     let ring = Arc::clone(keys);
     if let Err(e) = db.run(move |conn| ring.refresh(conn, now)).await {
         tracing::warn!(error = %e, "key refresh failed");
+        metrics.task_failed("key_refresh");
     }
     if let Err(e) = revoker.announce_lifetime(clock.now()).await {
         tracing::warn!(error = %e, "announcing the access-token lifetime failed");
+        metrics.task_failed("lifetime_announcement");
     }
     match cleanup(db, config, now).await {
         Ok(report) if report.total() > 0 => tracing::info!(?report, "cleanup"),
         Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cleanup failed"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cleanup failed");
+            metrics.task_failed("cleanup");
+        }
     }
     rate_limit.prune();
 }
@@ -129,24 +136,35 @@ async fn tick(
 pub fn stage() -> AdHoc {
     AdHoc::on_liftoff("Maintenance", |rocket| {
         Box::pin(async move {
-            let (Some(config), Some(db), Some(clock), Some(keys), Some(revoker), Some(limiter)) = (
+            let (
+                Some(config),
+                Some(db),
+                Some(clock),
+                Some(keys),
+                Some(revoker),
+                Some(limiter),
+                Some(metrics),
+            ) = (
                 rocket.state::<Config>(),
                 rocket.state::<Db>(),
                 rocket.state::<Arc<Clock>>(),
                 rocket.state::<Arc<KeyRing>>(),
                 rocket.state::<Revoker>(),
                 rocket.state::<Arc<RateLimit>>(),
-            ) else {
+                rocket.state::<Arc<Metrics>>(),
+            )
+            else {
                 tracing::error!("maintenance is missing its state; cleanup is off");
                 return;
             };
-            let (config, db, clock, keys, revoker, limiter) = (
+            let (config, db, clock, keys, revoker, limiter, metrics) = (
                 config.clone(),
                 db.clone(),
                 Arc::clone(clock),
                 Arc::clone(keys),
                 revoker.clone(),
                 Arc::clone(limiter),
+                Arc::clone(metrics),
             );
             let period = Duration::from_secs(u64::from(config.cleanup_interval_secs.max(1)));
             tokio::spawn(async move {
@@ -157,7 +175,7 @@ pub fn stage() -> AdHoc {
                 let mut interval = tokio::time::interval_at(start, period);
                 loop {
                     interval.tick().await;
-                    tick(&db, &config, &clock, &keys, &revoker, &limiter).await;
+                    tick(&db, &config, &clock, &keys, &revoker, &limiter, &metrics).await;
                 }
             });
         })

@@ -9,7 +9,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info as InfoMetric;
 use prometheus_client::registry::Registry;
 use rocket::fairing::{AdHoc, Fairing, Info, Kind};
 use rocket::{Data, Request, Response};
@@ -31,6 +33,18 @@ pub struct DbLabels {
 
 pub type DbUnavailable = Family<DbLabels, Counter>;
 
+/// A periodic task of `crate::maintenance`: `key_refresh`, `lifetime_announcement`, `cleanup`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub task: &'static str,
+}
+
+/// A signed revocation list this replica serves: `snapshot` or `delta`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ListLabels {
+    pub list: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     /// Handed to the database at ignite, which counts what it answers 503.
@@ -48,6 +62,11 @@ pub struct Metrics {
     pub push_attempts_failed: Counter,
     pub pushes_behind_edge: Counter,
     pub jwks_served: Counter,
+    pub maintenance_failures: Family<TaskLabels, Counter>,
+    /// The size of the last list of each kind this replica signed: edges refuse one over
+    /// `SnapshotOptions::DEFAULT_MAX_BYTES` (8 MiB), and alerting well before that is the
+    /// operator's warning.
+    pub list_bytes: Family<ListLabels, Gauge>,
     hash_seconds: Histogram,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<RequestLabels, Histogram>,
@@ -96,6 +115,7 @@ impl Default for Metrics {
             "jwks_served",
             "JWKS documents served (edges fetch on unknown kids)",
         );
+        let (maintenance_failures, list_bytes) = register_operations(&mut registry);
         let hash_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
             "password_hash_seconds",
@@ -136,6 +156,8 @@ impl Default for Metrics {
             push_attempts_failed,
             pushes_behind_edge,
             jwks_served,
+            maintenance_failures,
+            list_bytes,
             hash_seconds,
             requests,
             request_seconds,
@@ -144,6 +166,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The gauge of `list`'s size (`snapshot`, `delta`).
+    pub fn list_bytes_of(&self, list: &'static str) -> Gauge {
+        self.list_bytes.get_or_create(&ListLabels { list }).clone()
+    }
+
+    /// Counts a failure of a periodic task.
+    pub fn task_failed(&self, task: &'static str) {
+        self.maintenance_failures
+            .get_or_create(&TaskLabels { task })
+            .inc();
+    }
+
     pub fn observe_hash(&self, elapsed: Duration) {
         self.hash_seconds.observe(elapsed.as_secs_f64());
     }
@@ -156,6 +190,33 @@ impl Metrics {
         }
         out
     }
+}
+
+/// What an operator watches besides requests: failing periodic tasks, the lists' size against
+/// what edges take, and the version each replica runs (for a rolling upgrade).
+fn register_operations(
+    registry: &mut Registry,
+) -> (Family<TaskLabels, Counter>, Family<ListLabels, Gauge>) {
+    let maintenance_failures = Family::<TaskLabels, Counter>::default();
+    registry.register(
+        "maintenance_failures",
+        "Periodic tasks that failed, by task: key_refresh (this replica's key ring is not \
+         re-read; past its age limit it stops signing), lifetime_announcement, cleanup",
+        maintenance_failures.clone(),
+    );
+    let list_bytes = Family::<ListLabels, Gauge>::default();
+    registry.register(
+        "revocation_list_bytes",
+        "Size of the last signed revocation list of each kind (snapshot, delta) this \
+         replica built; edges refuse one over 8388608 bytes",
+        list_bytes.clone(),
+    );
+    registry.register(
+        "build",
+        "The issuer's version",
+        InfoMetric::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+    );
+    (maintenance_failures, list_bytes)
 }
 
 /// Counts every response and its latency, by route template, method and status class.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_shared::SigningKey;
+use prometheus_client::metrics::gauge::Gauge;
 use rocket::fairing::AdHoc;
 use tokio::sync::{Mutex, Notify, watch};
 
@@ -45,10 +46,13 @@ pub struct Snapshots {
     /// The newest snapshot to push; each edge URL's delivery task watches it.
     latest: watch::Sender<Option<Arc<str>>>,
     client: reqwest::Client,
+    /// The size of the last snapshot and delta built (`Metrics::list_bytes`).
+    snapshot_bytes: Gauge,
+    delta_bytes: Gauge,
 }
 
 impl Snapshots {
-    pub fn new() -> Result<Self, ApiError> {
+    pub fn new(metrics: &Metrics) -> Result<Self, ApiError> {
         let client = reqwest::Client::builder()
             .timeout(PUSH_TIMEOUT)
             // Cloudflare's Browser Integrity Check challenges a request without one, before the
@@ -62,6 +66,8 @@ impl Snapshots {
             changed: Notify::new(),
             latest: watch::Sender::new(None),
             client,
+            snapshot_bytes: metrics.list_bytes_of("snapshot"),
+            delta_bytes: metrics.list_bytes_of("delta"),
         })
     }
 
@@ -81,7 +87,8 @@ impl Snapshots {
     ) -> Result<Arc<str>, ApiError> {
         let issuer = config.issuer.clone();
         let fresh = |c: &Cached| now - c.built_at < MAX_CACHE_AGE_SECS;
-        Self::signed(&self.cache, db, keys, now, fresh, move |conn, key, at| {
+        let slot = (&self.cache, &self.snapshot_bytes);
+        Self::signed(slot, db, keys, now, fresh, move |conn, key, at| {
             let list = revocations::live_list(conn, &issuer, at)?;
             let jws = list
                 .sign_snapshot(key)
@@ -104,7 +111,8 @@ impl Snapshots {
         let window = i64::from(config.delta_window_secs);
         // `>=`: a delta stamped a second ahead (below) serves its own second too.
         let fresh = |c: &Cached| c.built_at >= now;
-        Self::signed(&self.delta, db, keys, now, fresh, move |conn, key, at| {
+        let slot = (&self.delta, &self.delta_bytes);
+        Self::signed(slot, db, keys, now, fresh, move |conn, key, at| {
             let delta = revocations::delta(conn, &issuer, at, window)?;
             let jws = delta
                 .sign(key)
@@ -116,9 +124,9 @@ impl Snapshots {
 
     /// The document in `slot` while the high-water seq and the signing key are unchanged and
     /// `fresh` holds; else `build` (list and signature, on a database connection, signed as of
-    /// the time it is given) replaces it.
+    /// the time it is given) replaces it, and its size is recorded in `bytes`.
     async fn signed(
-        slot: &Mutex<Option<Cached>>,
+        (slot, bytes): (&Mutex<Option<Cached>>, &Gauge),
         db: &Db,
         keys: &Arc<KeyRing>,
         now: i64,
@@ -152,6 +160,7 @@ impl Snapshots {
         let key = Arc::clone(&signer);
         let (built_seq, jws) = db.run(move |conn| build(conn, &key.signer, at)).await?;
         let jws: Arc<str> = jws.into();
+        bytes.set(i64::try_from(jws.len()).unwrap_or(i64::MAX));
         *cache = Some(Cached {
             seq: i64::try_from(built_seq).unwrap_or(seq),
             built_at: at,
@@ -365,7 +374,11 @@ pub enum Push {
 /// The snapshot cache at ignite; the pusher at liftoff (only with edge sync URLs).
 pub fn stage() -> AdHoc {
     AdHoc::on_ignite("Revocation sync", |rocket| async {
-        match Snapshots::new() {
+        let metrics = rocket
+            .state::<Arc<Metrics>>()
+            .map(Arc::clone)
+            .unwrap_or_default();
+        match Snapshots::new(&metrics) {
             Ok(s) => rocket.manage(Arc::new(s)).attach(AdHoc::on_liftoff("Snapshot pusher", |rocket| {
                 Box::pin(async move {
                     let (Some(config), Some(snapshots), Some(db), Some(keys), Some(clock), Some(metrics)) = (

@@ -202,10 +202,56 @@ async fn a_call_waits_for_a_connection_no_longer_than_the_deadline(backend: Back
     assert!(db.ping().await);
 }
 
+/// What an operator watches besides requests: a periodic task that fails is counted by task
+/// (it was only logged), each list's size against the 8 MiB edges take, and the version.
+async fn failing_maintenance_list_sizes_and_the_version_are_in_the_metrics(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.cleanup_interval_secs = 1).await;
+    let failures = "gatehouse_maintenance_failures_total{task=\"lifetime_announcement\"}";
+    let (_, before) = app.send("GET", "/metrics", None, None).await;
+    assert!(
+        !before.as_str().unwrap_or_default().contains(failures),
+        "{before}"
+    );
+    // The announcement's table gone: every tick's announcement fails.
+    app.store()
+        .run_sync(|c| {
+            diesel::sql_query("ALTER TABLE token_lifetimes RENAME TO token_lifetimes_gone")
+                .execute(c)?;
+            Ok::<_, ApiError>(())
+        })
+        .unwrap();
+    let mut counted = false;
+    // A bound against a hang, not a speed goal: the first tick comes a period after start.
+    for _ in 0..100 {
+        let (_, text) = app.send("GET", "/metrics", None, None).await;
+        if text.as_str().unwrap_or_default().contains(failures) {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(counted, "no {failures} after 10 s of 1 s ticks");
+    assert!(app.metric(failures).await >= 1);
+
+    let response = app.client.get("/v1/revocations").dispatch().await;
+    assert_eq!(response.status(), Status::Ok);
+    let snapshot = response.into_string().await.unwrap();
+    let size = app
+        .metric("gatehouse_revocation_list_bytes{list=\"snapshot\"}")
+        .await;
+    assert_eq!(size, u64::try_from(snapshot.len()).unwrap());
+    let version = format!(
+        "gatehouse_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(app.metric(&version).await, 1);
+}
+
 crate::on_both_backends!(
     a_lost_server_is_unavailable_and_a_failing_statement_internal,
     a_stalled_database_is_a_503_not_a_hang,
     a_call_waits_for_a_connection_no_longer_than_the_deadline,
+    failing_maintenance_list_sizes_and_the_version_are_in_the_metrics,
 );
 
 /// PostgreSQL migrations are not bounded by the deadline: a replica starting while another
