@@ -90,7 +90,7 @@ impl Revocations<'_> {
             expires_at,
             owner: None,
         };
-        revocations::insert(self.conn, &entry, self.now)
+        revocations::insert(self.conn, &entry, self.written_at())
     }
 
     /// The transaction's connection, for what belongs with the revocations.
@@ -108,7 +108,15 @@ impl Revocations<'_> {
     /// a connection or a lock, signed with its own later `now`; one after it waits for the
     /// commit and finds the session revoked (`sessions::rotate` locks the session row).
     fn horizon(&self) -> i64 {
-        entry_expiry(self.now.max(self.clock.now()).saturating_add(self.longest))
+        entry_expiry(self.written_at().saturating_add(self.longest))
+    }
+
+    /// When an entry is written: the request's `now`, or later if it waited for a connection or
+    /// the write lock. Its `created_at`, which places it in the delta's window: stamped with
+    /// the arrival time, an entry that waited longer than the window would commit already
+    /// outside it, and the delta would leave it out with every entry below its `seq`.
+    fn written_at(&self) -> i64 {
+        self.now.max(self.clock.now())
     }
 
     /// One access token, until no verifier would accept it anyway (`entry_expiry(exp)`). Returns
@@ -139,7 +147,7 @@ impl Revocations<'_> {
                 expires_at,
                 owner: None,
             };
-            revocations::insert(self.conn, &entry, self.now)?;
+            revocations::insert(self.conn, &entry, self.written_at())?;
             serde_json::json!({"jti": claims.jti, "cut_off_issued_before": issued_before})
         } else {
             let entry = NewEntry {
@@ -149,7 +157,7 @@ impl Revocations<'_> {
                 expires_at: entry_expiry(claims.exp),
                 owner: Some(&claims.sub),
             };
-            revocations::insert(self.conn, &entry, self.now)?;
+            revocations::insert(self.conn, &entry, self.written_at())?;
             serde_json::json!({"jti": claims.jti})
         };
         let detail = self.detail(detail);

@@ -314,6 +314,30 @@ async fn the_delta_feed_carries_the_window_signed(backend: Backend) {
         "outside the window"
     );
     assert_eq!(second.list().len(), 1);
+
+    // A revocation that arrived before the window but waited past it (for a connection, the
+    // write lock) is placed in the window by when it was written, not when it arrived: the
+    // delta carries it. Stamped with its arrival, it counted as older than the window, and
+    // `from` moved past it and every entry below it.
+    let waited = str_of(&app.login("alice").await, "access_token").to_owned();
+    let waited_claims = verifier.verify(&waited, app.clock().now()).unwrap();
+    let arrived = app.clock().now();
+    app.clock().advance(401);
+    let revoker = app
+        .client
+        .rocket()
+        .state::<gatehouse_issuer::revoker::Revoker>()
+        .unwrap();
+    let sid = waited_claims.sid.clone();
+    assert!(
+        revoker
+            .run(arrived, move |r| r.session(&sid, "logout"))
+            .await
+            .unwrap()
+    );
+    let third = delta().await;
+    assert!(third.list().check(&waited_claims).is_some(), "in the delta");
+    assert!(third.from_seq() < third.list().seq());
 }
 
 /// Entries, audit rows and the revocations metric, as the revocation service leaves them.
