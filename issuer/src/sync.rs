@@ -25,6 +25,11 @@ use crate::store::revocations;
 const MAX_CACHE_AGE_SECS: i64 = 15;
 /// A burst of revocations within this window becomes one push.
 const COALESCE: Duration = Duration::from_millis(25);
+/// One replica's pushes start at least this far apart. Each is a write of the same KV keys at
+/// the edge, and KV takes one write a second per key (Cloudflare's documented limit; not
+/// modelled by the simulation): a faster one is refused, answered 503 and retried, each retry
+/// another upload and another refused write. What changed meanwhile goes in the next push.
+const MIN_PUSH_INTERVAL: Duration = Duration::from_secs(1);
 const PUSH_ATTEMPTS: u32 = 5;
 const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest `Retry-After` a push waits for, the edge's own: a push's tries then still end
@@ -248,9 +253,14 @@ impl Snapshots {
         config: Config,
         clock: Arc<Clock>,
     ) {
+        let mut last_build: Option<tokio::time::Instant> = None;
         loop {
             self.changed.notified().await;
             tokio::time::sleep(COALESCE).await;
+            if let Some(last) = last_build {
+                tokio::time::sleep_until(last + MIN_PUSH_INTERVAL).await;
+            }
+            last_build = Some(tokio::time::Instant::now());
             match self.current(&db, &keys, &config, clock.now()).await {
                 Ok(jws) => {
                     self.latest.send_replace(Some(jws));

@@ -128,6 +128,13 @@ async fn revocations_are_pushed_coalesced(backend: Backend) {
         "20 revocations in a burst coalesce into fewer pushes ({pushes})"
     );
     assert_eq!(list.len(), 20);
+    // A second apart (KV takes one write a second per key), less what the first push's
+    // connection set-up may have added to its arrival: 25 ms apart before.
+    let times = rx.times.lock().unwrap().clone();
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= Duration::from_millis(500), "pushes {gap:?} apart");
+    }
     // Named: Cloudflare's Browser Integrity Check challenges a request without a User-Agent
     // before the worker sees it.
     let heads = rx.heads.lock().unwrap().clone();
