@@ -402,6 +402,17 @@ fn wrangler_accepts_the_production_config_offline() {
     let text = toml::to_string(&config).expect("the config as TOML");
     std::fs::write(&copy.0, text).expect("write the config copy");
     let out_dir = tempfile::tempdir().expect("tempdir");
+    // The secrets go with the first deploy (docs/deploy.md, step 6), as a .env file.
+    let secrets = [
+        ("HEALTH_TOKEN", "0f1e2d3c4b5a69780f1e2d3c4b5a6978"),
+        (
+            "ORIGIN_SECRET",
+            "8796a5b4c3d2e1f08796a5b4c3d2e1f08796a5b4c3d2e1f0",
+        ),
+    ];
+    let secrets_file = out_dir.path().join("gatehouse.secrets");
+    let lines: String = secrets.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    std::fs::write(&secrets_file, lines).expect("write the secrets file");
 
     let output = Command::new(&wrangler)
         .current_dir(&root)
@@ -409,6 +420,8 @@ fn wrangler_accepts_the_production_config_offline() {
         .arg(&copy.0)
         .arg("--outdir")
         .arg(out_dir.path())
+        .arg("--secrets-file")
+        .arg(&secrets_file)
         .env("WRANGLER_SEND_METRICS", "false")
         .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
         .env("NO_COLOR", "1")
@@ -427,6 +440,12 @@ fn wrangler_accepts_the_production_config_offline() {
         printed.contains(&format!("env.{KV_BINDING} (")) && printed.contains("KV Namespace"),
         "the dry run lists no {KV_BINDING} binding:\n{printed}"
     );
+    for (name, value) in secrets {
+        assert!(
+            printed.contains(&format!("env.{name} (\"(hidden)\")")) && !printed.contains(value),
+            "the dry run does not take {name} from the secrets file, hidden:\n{printed}"
+        );
+    }
     let vars: &Table = production_vars_mut(&mut config);
     for (name, value) in vars {
         assert!(
