@@ -411,7 +411,7 @@ fn wrangler_accepts_the_production_config_offline() {
         ),
     ];
     let secrets_file = out_dir.path().join("gatehouse.secrets");
-    let lines: String = secrets.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    let lines = secrets.map(|(k, v)| format!("{k}={v}\n")).concat();
     std::fs::write(&secrets_file, lines).expect("write the secrets file");
 
     let output = Command::new(&wrangler)
