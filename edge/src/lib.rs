@@ -17,6 +17,8 @@ mod upstream;
 mod webcrypto;
 
 pub use config::offline_problems;
+#[cfg(not(target_arch = "wasm32"))]
+pub use config::unknown_var_problems;
 
 use entry::Started;
 use gate::Answer;

@@ -123,8 +123,15 @@ fn production_problems(config: &Table) -> Vec<String> {
     for problem in gatehouse_edge::offline_problems(|name| var(name)) {
         problems.push(format!("env.production.vars: {problem}"));
     }
-    // An environment does not inherit [vars]: one missing here is unset in production.
+    // A misspelt var is ignored by the worker without a word.
     let top_vars = config.get("vars").and_then(Value::as_table);
+    for (table, names) in [("env.production.vars", vars), ("vars", top_vars)] {
+        let names = names.into_iter().flat_map(Table::keys).map(String::as_str);
+        for problem in gatehouse_edge::unknown_var_problems(names) {
+            problems.push(format!("{table}: {problem}"));
+        }
+    }
+    // An environment does not inherit [vars]: one missing here is unset in production.
     for name in top_vars.into_iter().flat_map(Table::keys) {
         if var(name.as_str()).is_none() {
             problems.push(format!(
@@ -289,7 +296,7 @@ type Plant = (&'static str, fn(&mut Table));
 #[test]
 fn the_config_check_catches_what_is_planted_in_a_copy() {
     // Non-capturing closures, so one list holds them all.
-    let plants: [Plant; 18] = [
+    let plants: [Plant; 19] = [
         ("127.0.0.1", |c| {
             production_vars_mut(c).insert("ORIGIN_URL".into(), "http://127.0.0.1:8788".into());
         }),
@@ -335,6 +342,12 @@ fn the_config_check_catches_what_is_planted_in_a_copy() {
         ("preview_urls", |c| {
             production_mut(c).remove("preview_urls");
         }),
+        (
+            "CORS_ORIGIN is not a var the worker reads (did you mean CORS_ORIGINS?)",
+            |c| {
+                production_vars_mut(c).insert("CORS_ORIGIN".into(), "https://app.test".into());
+            },
+        ),
         ("HEALTH_TOKEN is a var", |c| {
             let token = "0123456789abcdef0123456789abcdef";
             production_vars_mut(c).insert("HEALTH_TOKEN".into(), token.into());

@@ -9,6 +9,8 @@ use worker::Env;
 
 use crate::path;
 pub use settings::offline_problems;
+#[cfg(not(target_arch = "wasm32"))]
+pub use settings::unknown_var_problems;
 use settings::{checked_url, cors_origins, public_paths, route_scopes};
 
 /// What happens to protected requests when the revocation list is missing or too old.

@@ -28,6 +28,62 @@ pub(super) fn checked_url(name: &str, url: &str, problems: &mut Vec<String>) -> 
     }
 }
 
+/// Every var the worker reads, secrets included (`Config::from_env`; a unit test holds this to
+/// the names `config/mod.rs` reads), so that a config can be checked for one it does not.
+#[cfg(not(target_arch = "wasm32"))]
+pub const VAR_NAMES: [&str; 27] = [
+    "CORS_ORIGINS",
+    "CORS_PREFLIGHT",
+    "DELTA_POLL_MS",
+    "DELTA_URL",
+    "ED25519_VERIFY",
+    "EXPECTED_AUDIENCE",
+    "EXPECTED_ISSUER",
+    "HEALTH_TOKEN",
+    "ISSUER_URL",
+    "JWKS",
+    "JWKS_REFETCH_COOLDOWN_SECS",
+    "KEYS_TTL_SECS",
+    "KV_HEARTBEAT_SECS",
+    "KV_REFRESH_SECS",
+    "LEEWAY_SECS",
+    "MAX_LIST_AGE_SECS",
+    "MAX_TOKEN_BYTES",
+    "ORIGIN_SECRET",
+    "ORIGIN_URL",
+    "PUBLIC_PATHS",
+    "REALM",
+    "ROUTE_SCOPES",
+    "SERVER_TIMING",
+    "STALE_POLICY",
+    "TEST_CRASH_ROUTE",
+    "TOKEN_COOKIE",
+    "VERIFIED_CACHE_SIZE",
+];
+
+/// The names among `names` that the worker does not read, each with the var it is closest to:
+/// a misspelt optional var (`CORS_ORIGIN`, `TOKEN_COOKIES`) is otherwise ignored without a word.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn unknown_var_problems<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    names
+        .into_iter()
+        .filter(|name| !VAR_NAMES.contains(name))
+        .map(|name| {
+            let meant = VAR_NAMES
+                .iter()
+                .map(|known| (strsim::levenshtein(name, known), known))
+                .filter(|(distance, _)| *distance <= 2)
+                .min_by_key(|(distance, _)| *distance);
+            match meant {
+                Some((_, known)) => {
+                    format!("{name} is not a var the worker reads (did you mean {known}?)")
+                }
+                None => format!("{name} is not a var the worker reads"),
+            }
+        })
+        .collect()
+}
+
 /// The vars without which the worker answers every request 503 `misconfigured`.
 pub(super) const REQUIRED: [&str; 4] = [
     "ORIGIN_URL",
@@ -441,5 +497,31 @@ mod tests {
             assert_eq!(broken.len(), 1, "{raw}: {broken:?}");
         }
         assert_eq!(route_scopes("", &[]).unwrap(), []);
+    }
+
+    #[test]
+    fn every_var_the_worker_reads_is_listed_and_others_are_named() {
+        // Every upper-case string literal of `config/mod.rs` is a var name read there.
+        let source = include_str!("mod.rs");
+        let mut read: Vec<&str> = source
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| {
+                s.len() > 2
+                    && s.bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            })
+            .collect();
+        read.sort_unstable();
+        read.dedup();
+        assert_eq!(read, super::VAR_NAMES);
+        assert_eq!(
+            super::unknown_var_problems(["CORS_ORIGIN", "ORIGIN_URL", "SOMETHING_ELSE"]),
+            [
+                "CORS_ORIGIN is not a var the worker reads (did you mean CORS_ORIGINS?)",
+                "SOMETHING_ELSE is not a var the worker reads",
+            ]
+        );
     }
 }
