@@ -73,6 +73,16 @@ test('tokens from the real issuer verify, and its snapshot revokes them', async 
     assert.equal(codeOf(() => verifier.verifyNotRevoked(tokens.access_token, bad)), 'invalid_argument');
   }
   assert.equal(codeOf(() => list.check('x'.repeat(9000), verifier)), 'too_large');
+  // A verifier of another issuer: its tokens' ids mean nothing in this list (a quiet
+  // "not revoked" before).
+  const stranger = new Verifier(jwks, { issuer: 'https://other.test', audience: 'gatehouse-js' });
+  assert.equal(codeOf(() => list.check(tokens.access_token, stranger)), 'invalid_argument');
+  assert.equal(codeOf(() => stranger.verifyNotRevoked(tokens.access_token, list)), 'invalid_argument');
+  // A key set over 1 MiB is refused before it is copied into the wasm, as text or object.
+  const huge = { keys: [{ kty: 'OKP', crv: 'Ed25519', x: 'A'.repeat(1 << 20) }] };
+  for (const big of [huge, JSON.stringify(huge)]) {
+    assert.equal(codeOf(() => new Verifier(big, { issuer: issuer.url, audience: 'gatehouse-js' })), 'invalid_key');
+  }
   assert.equal(codeOf(() => new Verifier(undefined, { issuer: issuer.url, audience: 'gatehouse-js' })), 'invalid_key');
   assert.equal(codeOf(() => RevocationList.fromSnapshot(snapshot, undefined, issuer.url)), 'invalid_key');
   // An issuer that is no string: a number or an object trapped in the glue's allocator (a
@@ -134,6 +144,10 @@ test('tokens signed by jose verify, and every failure has its code', async () =>
   assert.equal(codeOf(() => isExpired(cases.expired.replace(/\.[^.]*\./, `.${b64({ sub: 'x' })}.`))), 'missing_claim');
   assert.equal(isExpired(cases.expired), true);
   assert.equal(isExpired(cases.expired, 3600), false);
+  // A time passed where the leeway goes (`isExpired(token, Date.now() / 1000)`) would read
+  // every token as never expired.
+  assert.equal(codeOf(() => isExpired(cases.expired, Date.now() / 1000)), 'invalid_argument');
+  assert.equal(isExpired(cases.expired, 86400), false);
 
   // Every code the package itself can raise was raised above; the rest belong to the edge and
   // the issuer (and `revoked` is what RevocationList.check reports).

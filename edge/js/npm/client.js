@@ -413,15 +413,25 @@ export class GatehouseClient {
   /** A form POST to the issuer, bounded in time: a request that hangs must not hold every caller
    * (and, under the refresh lock, every tab). A network failure or timeout is `network_error`. */
   async #postForm(path, form) {
+    const signal = AbortSignal.timeout(this.#requestTimeoutMs);
+    // A `fetch` of the app's own that drops `signal` must not hang the call (and, under the
+    // refresh lock, every tab's refreshes): it is given up at the same limit.
+    let timer;
+    const late = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${this.#requestTimeoutMs} ms`)), this.#requestTimeoutMs + 50);
+    });
     try {
-      return await this.#fetch(`${this.#issuer}${path}`, {
+      const sent = this.#fetch(`${this.#issuer}${path}`, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
         body: new URLSearchParams(form).toString(),
-        signal: AbortSignal.timeout(this.#requestTimeoutMs),
+        signal,
       });
+      return await Promise.race([sent, late]);
     } catch (e) {
       throw new GatehouseClientError('network_error', `the issuer could not be reached: ${e?.message ?? e}`);
+    } finally {
+      clearTimeout(timer);
     }
   }
 

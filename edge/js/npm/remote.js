@@ -99,7 +99,13 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
   const withoutFragment = url.href.replace(/#.*$/s, '');
   // The browser entry leaves loading the wasm to the caller's `init()`; without it, the next
   // line would throw the glue's TypeError. At once where it is loaded (Node, Workers).
-  await init();
+  try {
+    await init();
+  } catch (e) {
+    // The wasm could not be fetched or compiled (a 404, a Content-Security-Policy): no key set
+    // can be used, and the caller gets the code it handles for that.
+    throw new GatehouseError('keys_unavailable', `loading the package's wasm: ${e?.message ?? e}`);
+  }
   new Verifier({ keys: [] }, verifierOptions).free();
   let verifier;
   let freed = false;

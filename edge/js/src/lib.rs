@@ -116,23 +116,42 @@ fn now_secs(now: Option<f64>) -> Result<i64, JsValue> {
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
 fn key_set(jwks: &JsValue) -> Result<KeySet, JsValue> {
-    let json = match jwks.as_string() {
-        Some(text) => text,
+    let text: js_sys::JsString = if jwks.is_string() {
+        jwks.clone().unchecked_into()
+    } else {
         // `undefined` (an unset variable) stringifies to `undefined`, not to text.
-        None => js_sys::JSON::stringify(jwks)
+        js_sys::JSON::stringify(jwks)
             .ok()
-            .and_then(|json| json.as_string())
+            .filter(|json| json.is_string())
             .ok_or_else(|| {
                 error(
                     ErrorCode::InvalidKey,
                     "jwks must be a JWK set object or its JSON text",
                 )
-            })?,
+            })?
     };
+    // Refused before it is copied into the wasm, whose memory never shrinks (UTF-16 units are
+    // at most its UTF-8 bytes, as for tokens).
+    if usize::try_from(text.length()).unwrap_or(usize::MAX) > MAX_JWKS_BYTES {
+        return Err(error(ErrorCode::InvalidKey, "the JWK set is over 1 MiB"));
+    }
+    let json = String::from(text);
     if json.len() > MAX_JWKS_BYTES {
         return Err(error(ErrorCode::InvalidKey, "the JWK set is over 1 MiB"));
     }
     KeySet::from_json(&json).map_err(|e| error_from(e.code(), &e))
+}
+
+/// A list is checked only with a verifier of its own issuer: another's `jti`, `sid` or `sub`
+/// looked up in it answers "not revoked" (or a false hit on a shared id).
+fn same_issuer(list: &RevocationList, verifier: &Verifier) -> Result<(), JsValue> {
+    if list.inner.issuer() == verifier.inner.options().issuer {
+        Ok(())
+    } else {
+        Err(invalid_argument(
+            "the revocation list and the verifier are of different issuers",
+        ))
+    }
 }
 
 /// The members `Options` reads (serde-wasm-bindgen looks up only these, so any other would be
@@ -236,6 +255,7 @@ impl Verifier {
         revocations: &RevocationList,
         now: Option<f64>,
     ) -> Result<JsValue, JsValue> {
+        same_issuer(revocations, self)?;
         let token = token_text(token, self.inner.options().max_token_bytes)?;
         let claims = self
             .inner
@@ -335,7 +355,11 @@ pub fn expires_in(
     Ok(secs)
 }
 
-/// Whether `exp` has passed, allowing `leeway` seconds (default 0).
+/// The most `isExpired` allows: a larger number is a time (`Date.now() / 1000` passed by
+/// mistake), which would read every token as never expired.
+const MAX_LEEWAY_ARG_SECS: f64 = 86_400.0;
+
+/// Whether `exp` has passed, allowing `leeway` seconds (default 0, at most a day).
 #[wasm_bindgen(js_name = isExpired)]
 pub fn is_expired(
     #[wasm_bindgen(unchecked_param_type = "string")] token: &JsValue,
@@ -343,9 +367,9 @@ pub fn is_expired(
 ) -> Result<bool, JsValue> {
     let token = token_text(token, MAX_UNVERIFIED_BYTES)?;
     let leeway = leeway.unwrap_or(0.0);
-    if !(leeway.is_finite() && leeway >= 0.0) {
+    if !(leeway.is_finite() && (0.0..=MAX_LEEWAY_ARG_SECS).contains(&leeway)) {
         return Err(invalid_argument(
-            "leeway must be a number of seconds, 0 or more",
+            "leeway must be a number of seconds from 0 to 86400 (isExpired takes no time)",
         ));
     }
     #[allow(clippy::cast_possible_truncation)] // a finite number of seconds; `as` saturates
@@ -424,6 +448,7 @@ impl RevocationList {
         verifier: &Verifier,
         now: Option<f64>,
     ) -> Result<Option<String>, JsValue> {
+        same_issuer(self, verifier)?;
         let token = token_text(token, verifier.inner.options().max_token_bytes)?;
         let claims = verifier
             .inner
