@@ -31,8 +31,8 @@ use worker::wasm_bindgen::{JsValue, prelude::wasm_bindgen};
 use worker::web_sys::Response;
 use worker::{Context, Env, Request, ScheduleContext, ScheduledEvent, event};
 
-/// Snapshots larger than this are refused before reading further.
-const MAX_SNAPSHOT_BYTES: usize = 8 * 1024 * 1024;
+/// Snapshots larger than this are refused before reading further: the shared core's limit.
+const MAX_SNAPSHOT_BYTES: usize = gatehouse_shared::SnapshotOptions::DEFAULT_MAX_BYTES;
 /// The declared bytes of the pushes an isolate reads at once: two of the largest. Anyone may
 /// push, and each push is read whole into wasm before its signature can be checked; a dozen
 /// at once would pass the isolate's memory limit and fail every request it holds.

@@ -6,6 +6,7 @@ use std::pin::pin;
 use std::time::Duration;
 
 use futures_util::future::{Either, select};
+use gatehouse_shared::SnapshotOptions;
 use worker::web_sys::{self, RequestInit, RequestRedirect};
 use worker::{AbortController, Delay, Fetch, Request};
 
@@ -16,6 +17,12 @@ pub const SNAPSHOT_LIMIT: Duration = Duration::from_secs(20);
 /// The snapshot fetched on a request's path while KV has never held one (a first deploy): short,
 /// as a hung issuer must not hold the request long; the cron fetches it with the longer limit.
 pub const FIRST_LIST_LIMIT: Duration = Duration::from_secs(2);
+
+/// The most a body from the issuer may declare: its largest document is a snapshot, which the
+/// edge refuses over this anyway. Read whole, a hostile or misrouted `ISSUER_URL` answering
+/// hundreds of MB would exhaust the isolate's memory. A body sent without a length (chunked)
+/// is still read whole, within the time limit.
+const MAX_BODY_BYTES: usize = SnapshotOptions::DEFAULT_MAX_BYTES;
 
 /// `url`'s body if it answers 200 within `limit`; the fetch is aborted at the limit.
 pub async fn get(url: &str, limit: Duration) -> Result<Vec<u8>, String> {
@@ -36,7 +43,16 @@ pub async fn get(url: &str, limit: Duration) -> Result<Vec<u8>, String> {
             .await
             .map_err(|e| e.to_string())?;
         match response.status_code() {
-            200 => response.bytes().await.map_err(|e| e.to_string()),
+            200 => {
+                let declared = response.headers().get("content-length").ok().flatten();
+                if declared
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .is_some_and(|n| n > MAX_BODY_BYTES)
+                {
+                    return Err(format!("{url} declares a body over {MAX_BODY_BYTES} bytes"));
+                }
+                response.bytes().await.map_err(|e| e.to_string())
+            }
             status => Err(format!("{url} answered {status}")),
         }
     };

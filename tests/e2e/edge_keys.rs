@@ -354,6 +354,41 @@ async fn the_issuers_key_set_is_not_taken_through_a_redirect() {
 /// misbehaves), taking tokens of `expected_issuer`. No list is needed (`fail_open`: the keys
 /// alone decide), every key fetch goes out (the start's health checks would otherwise have
 /// claimed the cooldown), and no delta poll waits first.
+/// An issuer URL answering a body that declares 100 MB (as a misrouted or hostile host could)
+/// is refused on its declared length, before any of it is read: read whole, it would exhaust
+/// the isolate's memory. The edge answers as for any key set it cannot fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_body_declaring_more_than_a_snapshot_is_not_read() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let huge = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut head = [0u8; 4096];
+            let _ = socket.read(&mut head).await;
+            // The length declared, a few bytes sent, and the rest never.
+            let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000000\r\n\r\n{\"keys\":[";
+            let _ = socket.write_all(answer.as_bytes()).await;
+            held.push(socket);
+        }
+    });
+    let (_origin, edge) = edge_of(&huge, &huge).await;
+    let (status, json) = protected_request(&edge, "a.b.c").await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("keys_unavailable")),
+        "{json}"
+    );
+    let refused = "declares a body over 8388608 bytes";
+    eventually(
+        "the edge's log naming the declared length",
+        Duration::from_secs(10),
+        || async { edge.log().contains(refused).then_some(()) },
+    )
+    .await;
+}
+
 async fn edge_of(
     issuer_url: &str,
     expected_issuer: &str,

@@ -123,6 +123,11 @@ impl Edge {
         }
     }
 
+    /// What `wrangler dev` and the worker printed so far (the worker's `console.warn` lines).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("wrangler.log")).unwrap_or_default()
+    }
+
     /// Stops workerd and starts it again on the same port and KV state.
     pub async fn restart(&mut self) {
         if let Some(proc) = self.proc.take() {
