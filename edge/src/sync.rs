@@ -23,9 +23,15 @@ const KV_HEAD: &str = "revocations-head";
 /// with the base, and a location reads the MB-sized snapshot every few minutes, not at every
 /// revocation.
 const BASE_MAX_AGE_SECS: i64 = 300;
-/// The issuer re-signs the delta every second: one older than this means the feed has stopped,
-/// and KV is read again at once instead of after `BASE_MAX_AGE_SECS`.
-const DELTA_MAX_AGE_SECS: i64 = 10;
+/// The issuer re-signs the delta every second: a feed that brought none for this long (on this
+/// isolate's clock) has stopped, and KV is read again at once instead of after
+/// `BASE_MAX_AGE_SECS`.
+const DELTA_MAX_AGE_MS: f64 = 10_000.0;
+/// The held delta's own age (its `issued_at` against this clock) may also be at most this: the
+/// feed's 10 s plus the most an issuer's clock may be behind (`MAX_CLOCK_AHEAD_SECS`). Judged by
+/// its `issued_at` alone, an issuer 10 s behind made every delta look stale, and every isolate
+/// read KV every `KV_REFRESH_SECS`.
+const DELTA_MAX_ISSUED_AGE_SECS: i64 = 10 + SnapshotOptions::MAX_CLOCK_AHEAD_SECS as i64;
 /// While KV holds no list to compare with, only a list this young is taken (with KV empty, by
 /// no isolate; with KV's head unreadable, by an isolate holding none): the issuer serves a list
 /// at most 15 s old, its push retries end within 45 s, and snapshots are public, so an
@@ -304,6 +310,21 @@ pub async fn current(env: &Env, config: &Config) -> RevocationView {
     state::revocations()
 }
 
+/// Whether the fast path keeps `held` whole over a young base, so KV has nothing it needs: a
+/// delta that continues the base, brought by a poll that began at most `DELTA_MAX_AGE_MS` ago
+/// (`feed_age_ms`, this isolate's clock) and issued at most `DELTA_MAX_ISSUED_AGE_SECS` before
+/// `now`, over a base younger than `BASE_MAX_AGE_SECS`.
+fn fast_path_covers(held: &RevocationView, now: i64, feed_age_ms: f64) -> bool {
+    feed_age_ms <= DELTA_MAX_AGE_MS
+        && held.delta_is_contiguous()
+        && held
+            .delta()
+            .is_some_and(|d| d.list().age_secs(now) <= DELTA_MAX_ISSUED_AGE_SECS)
+        && held
+            .base()
+            .is_some_and(|b| b.age_secs(now) < BASE_MAX_AGE_SECS)
+}
+
 /// Installs KV's snapshot if the interval has passed and KV's head says it is newer. While KV
 /// has never held a list (a first deploy, before any push or cron) and the isolate holds none,
 /// the issuer's is installed instead, so protected requests are not refused until the first
@@ -311,16 +332,9 @@ pub async fn current(env: &Env, config: &Config) -> RevocationView {
 /// every isolate of every location would otherwise write the same list.
 async fn refresh_from_kv(env: &Env, config: &Config) {
     // While the fast path keeps the view whole over a young base, KV has nothing it needs.
-    let now = state::now_secs();
-    let whole = state::with_revocations(|held| {
-        held.delta_is_contiguous()
-            && held
-                .delta()
-                .is_some_and(|d| d.list().age_secs(now) <= DELTA_MAX_AGE_SECS)
-            && held
-                .base()
-                .is_some_and(|b| b.age_secs(now) < BASE_MAX_AGE_SECS)
-    });
+    let feed_age_ms = state::delta_view_age_ms(state::now_ms());
+    let whole =
+        state::with_revocations(|held| fast_path_covers(held, state::now_secs(), feed_age_ms));
     if whole || !state::claim_list_check(state::now_ms(), config.kv_refresh_ms) {
         return;
     }
@@ -401,5 +415,41 @@ pub async fn pull(env: &Env, config: &Config) -> Result<RevocationView, String> 
         // Nothing new is not a failure of the pull.
         Err(SyncError::Snapshot(SnapshotError::Stale { .. })) => Ok(state::revocations()),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_shared::{RevocationDelta, RevocationList, RevocationView};
+
+    use super::fast_path_covers;
+
+    /// A base at seq 5 issued at `base_at`, and a delta over it issued at `delta_at`.
+    fn view(base_at: i64, delta_at: i64) -> RevocationView {
+        let base = RevocationList::builder("https://issuer.test", 5, base_at).build();
+        let delta = RevocationList::builder("https://issuer.test", 6, delta_at).build();
+        RevocationView::default()
+            .with_base(base)
+            .and_then(|v| v.with_delta(RevocationDelta::new(5, delta)))
+            .expect("a view")
+    }
+
+    #[test]
+    fn the_fast_path_is_judged_by_when_the_feed_answered_not_by_the_issuers_clock() {
+        let now = 1_000_000;
+        // An issuer whose clock runs 20 s behind (inside the 30 s allowed): its deltas look
+        // 20 s old here, and the feed that answered 0.5 s ago keeps the view whole. Before,
+        // every such delta looked stale, and every isolate read KV every KV_REFRESH_SECS.
+        assert!(fast_path_covers(&view(now - 100, now - 20), now, 500.0));
+        // A feed that has not answered for over 10 s has stopped, whatever the delta says.
+        assert!(!fast_path_covers(&view(now - 100, now), now, 10_001.0));
+        // A delta issued longer ago than the feed's 10 s plus the 30 s of skew allowed.
+        assert!(!fast_path_covers(&view(now - 100, now - 41), now, 500.0));
+        // A base too old to keep (BASE_MAX_AGE_SECS), and a view with no delta.
+        assert!(!fast_path_covers(&view(now - 300, now), now, 500.0));
+        let base_only = RevocationView::default()
+            .with_base(RevocationList::builder("https://issuer.test", 5, now).build())
+            .expect("a view");
+        assert!(!fast_path_covers(&base_only, now, 500.0));
     }
 }
