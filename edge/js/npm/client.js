@@ -35,6 +35,12 @@ const RETRY_MS = 5000;
 // `JWKS_REFETCH_COOLDOWN_SECS`): a token held longer whose key it does not know has a key the
 // issuer no longer publishes.
 const KEY_REFETCH_COOLDOWN_MS = 30_000;
+// After a refresh failed on the network, the app's own calls wait this long before asking
+// again: the issuer may have rotated the token before the connection dropped, and only an ask
+// inside its grace window (5 s from the rotation) gets the successor; the timer waits RETRY_MS.
+const NETWORK_BACKOFF_MS = 1000;
+// The longest an issuer's `Retry-After` holds refreshes back (a proxy's may say days).
+const MAX_BACKOFF_MS = 300_000;
 // A refresh whose request failed is tried once more after this: at once, as the issuer's grace
 // window (`refresh_grace_secs`, 5 s by default) counts from its rotation.
 const QUICK_RETRY_DELAY_MS = 250;
@@ -105,7 +111,7 @@ export class GatehouseClient {
   /** The `kid`s the edge still refused after a refresh for `unknown_kid`. */
   #keysTheEdgeRefused = new Set();
   /** After a refresh failed, `{ token, until, error }`: no caller asks the issuer to rotate
-   * `token` again before `until` (its `Retry-After`, at least `RETRY_MS`). */
+   * `token` again before `until` (see `#backOff`). */
   #backoff = null;
 
   constructor(options = {}) {
@@ -220,7 +226,7 @@ export class GatehouseClient {
     // that is down or asked for time.
     const backoff = this.#backoff;
     if (backoff?.token === stale && Date.now() < backoff.until) {
-      const { code, message } = backoff.error;
+      const { code = 'refresh_failed', message } = backoff.error;
       throw new GatehouseClientError(code, message, Math.ceil((backoff.until - Date.now()) / 1000));
     }
     const failuresBefore = this.#failure?.n ?? 0;
@@ -245,10 +251,14 @@ export class GatehouseClient {
     return this.#refreshing;
   }
 
-  /** No refresh of `stale` before the issuer's `Retry-After`, or `RETRY_MS`. */
+  /** No refresh of `stale` before the issuer's `Retry-After` (at least `RETRY_MS`, at most
+   * `MAX_BACKOFF_MS`), or, after a network failure, `NETWORK_BACKOFF_MS`. */
   #backOff(stale, error) {
     if (this.#tokens?.refreshToken !== stale) return;
-    const until = Date.now() + Math.min(MAX_DELAY_MS, Math.max(RETRY_MS, (error?.retryAfter ?? 0) * 1000));
+    const wait = error?.code === 'network_error'
+      ? NETWORK_BACKOFF_MS
+      : Math.min(MAX_BACKOFF_MS, Math.max(RETRY_MS, (error?.retryAfter ?? 0) * 1000));
+    const until = Date.now() + wait;
     if (!(this.#backoff?.token === stale && this.#backoff.until >= until)) this.#backoff = { token: stale, until, error };
   }
 
@@ -574,8 +584,8 @@ export class GatehouseClient {
       clearTimeout(this.#timer);
       // Sooner than the issuer asked (a rate limit, a restart) would only prolong it.
       const backoff = this.#backoff;
-      const wait = backoff?.token === this.#tokens.refreshToken ? backoff.until - Date.now() : RETRY_MS;
-      this.#later(Math.min(MAX_DELAY_MS, Math.max(0, wait)));
+      const wait = backoff?.token === this.#tokens.refreshToken ? backoff.until - Date.now() : 0;
+      this.#later(Math.min(MAX_DELAY_MS, Math.max(RETRY_MS, wait)));
     });
   }
 
