@@ -13,7 +13,7 @@ use super::NoStore;
 use crate::config::{ADMIN_SCOPE, Config};
 use crate::context::{FormOrJson, omitted_if_empty};
 use crate::credentials::{self, Checked, Recheck};
-use crate::db::Db;
+use crate::db::{Db, DbConn};
 use crate::error::ApiError;
 use crate::ids;
 use crate::keys::KeyRing;
@@ -229,13 +229,7 @@ async fn start_session(
                     // Every session of the user revoked while the password was checked (the
                     // cut-off's writer locked the row first), or earlier in this second: that
                     // revocation wins, and a login from the next second on is unaffected.
-                    if revocations::user_cut_off_covers(c, &checked.id, now)? {
-                        return Err(ApiError::Unavailable {
-                            message: "every session of this account was just revoked; sign in \
-                                      again in a second",
-                            retry_after: 1,
-                        });
-                    }
+                    no_token_under_a_cut_off(c, &checked.id, now)?;
                     lockout::record_success(c, &checked.id)?;
                     let Some(scope) = scope else {
                         // The client's own text: bounded, and only the characters a scope
@@ -326,7 +320,17 @@ async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gra
     }
     let rotation = grants
         .db
-        .run(move |c| write_tx(c, |c| sessions::rotate(c, &presented, now, grace)))
+        .run(move |c| {
+            write_tx(c, |c| {
+                let rotation = sessions::rotate(c, &presented, now, grace)?;
+                // Rolled back with the rotation: the client asks again a second later. Not a
+                // retry inside the grace window, which must not be held past it.
+                if let Rotation::Rotated(grant) = &rotation {
+                    no_token_under_a_cut_off(c, &grant.session.user_id, now)?;
+                }
+                Ok(rotation)
+            })
+        })
         .await?;
     let (mut grant, counter) = match rotation {
         Rotation::Rotated(grant) => (grant, &grants.metrics.refreshes),
@@ -354,6 +358,21 @@ async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gra
             .ok_or(ApiError::InvalidScope(SCOPE_NOT_GRANTED))?;
     }
     Ok(grant)
+}
+
+/// No access token is issued while a cut-off of the user's tokens covers `now`: it would be
+/// refused at once. A cut-off of every session (`Revocations::user`) covers the second it was
+/// written in; one that replaced a revoked token past the per-user bound covers that token's
+/// second (`revoker::MAX_TOKEN_ENTRIES_PER_USER`), up to a replica's clock skew. Either way a
+/// login or refresh a second later is unaffected.
+fn no_token_under_a_cut_off(c: &mut DbConn, user_id: &str, now: i64) -> Result<(), ApiError> {
+    if revocations::user_cut_off_covers(c, user_id, now)? {
+        return Err(ApiError::Unavailable {
+            message: "this account's tokens were just revoked; ask again in a second",
+            retry_after: 1,
+        });
+    }
+    Ok(())
 }
 
 /// The session's scopes that `requested` names, in the session's order, or `None` when it

@@ -378,6 +378,15 @@ async fn one_users_revoked_tokens_keep_a_bounded_number_of_entries(backend: Back
             claims.jti
         );
     }
+    // In the second of the cut-off, a new token would be refused at once: the refresh is
+    // answered 503 with Retry-After, and rotates nothing (the same refresh token works a
+    // second later). Before, it issued a token the cut-off already refused.
+    let (status, json) = app.refresh(str_of(&session, "refresh_token")).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::ServiceUnavailable, "temporarily_unavailable"),
+        "{json}"
+    );
     // The session goes on: a token issued after the cut-off is accepted, and so is another
     // user's.
     app.clock().advance(1);
