@@ -23,15 +23,17 @@ const KV_HEAD: &str = "revocations-head";
 /// with the base, and a location reads the MB-sized snapshot every few minutes, not at every
 /// revocation.
 const BASE_MAX_AGE_SECS: i64 = 300;
-/// The issuer re-signs the delta every second: a feed that brought none for this long (on this
-/// isolate's clock) has stopped, and KV is read again at once instead of after
-/// `BASE_MAX_AGE_SECS`.
-const DELTA_MAX_AGE_MS: f64 = 10_000.0;
-/// The held delta's own age (its `issued_at` against this clock) may also be at most this: the
-/// feed's 10 s plus the most an issuer's clock may be behind (`MAX_CLOCK_AHEAD_SECS`). Judged by
-/// its `issued_at` alone, an issuer 10 s behind made every delta look stale, and every isolate
-/// read KV every `KV_REFRESH_SECS`.
-const DELTA_MAX_ISSUED_AGE_SECS: i64 = 10 + SnapshotOptions::MAX_CLOCK_AHEAD_SECS as i64;
+/// The issuer re-signs the delta every second: a feed whose last poll that did not fail began
+/// longer ago than this (on this isolate's clock) has stopped, and KV is read again at once
+/// instead of after `BASE_MAX_AGE_SECS`.
+const DELTA_MAX_AGE_SECS: i64 = 10;
+/// The held delta's own age (its `issued_at` against this clock) may also be at most this:
+/// the feed's 10 s plus 30 s for an issuer clock behind this one (the skew the lists allow the
+/// other way, `MAX_CLOCK_AHEAD_SECS`). Judged by its `issued_at` alone, an issuer 10 s behind
+/// made every delta look stale, and every isolate read KV every `KV_REFRESH_SECS`; a feed
+/// stuck on one document (a cache before the issuer) is noticed by this bound, at 40 s.
+const DELTA_MAX_ISSUED_AGE_SECS: i64 =
+    DELTA_MAX_AGE_SECS + SnapshotOptions::MAX_CLOCK_AHEAD_SECS as i64;
 /// While KV holds no list to compare with, only a list this young is taken (with KV empty, by
 /// no isolate; with KV's head unreadable, by an isolate holding none): the issuer serves a list
 /// at most 15 s old, its push retries end within 45 s, and snapshots are public, so an
@@ -311,11 +313,13 @@ pub async fn current(env: &Env, config: &Config) -> RevocationView {
 }
 
 /// Whether the fast path keeps `held` whole over a young base, so KV has nothing it needs: a
-/// delta that continues the base, brought by a poll that began at most `DELTA_MAX_AGE_MS` ago
-/// (`feed_age_ms`, this isolate's clock) and issued at most `DELTA_MAX_ISSUED_AGE_SECS` before
+/// delta that continues the base, the last poll that did not fail having begun at most
+/// `DELTA_MAX_AGE_SECS` ago (`feed_age_ms`, this isolate's clock) and issued at most `DELTA_MAX_ISSUED_AGE_SECS` before
 /// `now`, over a base younger than `BASE_MAX_AGE_SECS`.
 fn fast_path_covers(held: &RevocationView, now: i64, feed_age_ms: f64) -> bool {
-    feed_age_ms <= DELTA_MAX_AGE_MS
+    #[allow(clippy::cast_precision_loss)] // 10
+    let feed_max_age_ms = DELTA_MAX_AGE_SECS as f64 * 1000.0;
+    feed_age_ms <= feed_max_age_ms
         && held.delta_is_contiguous()
         && held
             .delta()

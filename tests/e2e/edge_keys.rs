@@ -350,10 +350,6 @@ async fn the_issuers_key_set_is_not_taken_through_a_redirect() {
     );
 }
 
-/// An edge in front of the demo origin whose `ISSUER_URL` is `issuer_url` (an issuer that
-/// misbehaves), taking tokens of `expected_issuer`. No list is needed (`fail_open`: the keys
-/// alone decide), every key fetch goes out (the start's health checks would otherwise have
-/// claimed the cooldown), and no delta poll waits first.
 /// An issuer URL answering a body that declares 100 MB (as a misrouted or hostile host could)
 /// is refused on its declared length, before any of it is read: read whole, it would exhaust
 /// the isolate's memory. The edge answers as for any key set it cannot fetch.
@@ -389,6 +385,10 @@ async fn an_issuer_body_declaring_more_than_a_snapshot_is_not_read() {
     .await;
 }
 
+/// An edge in front of the demo origin whose `ISSUER_URL` is `issuer_url` (an issuer that
+/// misbehaves), taking tokens of `expected_issuer`. No list is needed (`fail_open`: the keys
+/// alone decide), every key fetch goes out (the start's health checks would otherwise have
+/// claimed the cooldown), and no delta poll waits first.
 async fn edge_of(
     issuer_url: &str,
     expected_issuer: &str,
