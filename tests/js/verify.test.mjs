@@ -78,7 +78,9 @@ test('tokens from the real issuer verify, and its snapshot revokes them', async 
   const stranger = new Verifier(jwks, { issuer: 'https://other.test', audience: 'gatehouse-js' });
   assert.equal(codeOf(() => list.check(tokens.access_token, stranger)), 'invalid_argument');
   assert.equal(codeOf(() => stranger.verifyNotRevoked(tokens.access_token, list)), 'invalid_argument');
-  // A key set over 1 MiB is refused before it is copied into the wasm, as text or object.
+  // A key set over 1 MiB is refused, as text or object, with the key's code. (That the length
+  // is now checked before the copy into the wasm is not observable here: the check after the
+  // copy gave the same code.)
   const huge = { keys: [{ kty: 'OKP', crv: 'Ed25519', x: 'A'.repeat(1 << 20) }] };
   for (const big of [huge, JSON.stringify(huge)]) {
     assert.equal(codeOf(() => new Verifier(big, { issuer: issuer.url, audience: 'gatehouse-js' })), 'invalid_key');
