@@ -472,6 +472,11 @@ test('GatehouseClient.fetch: unknown_kid on a token held past the edge key refet
     Date.now = () => realNow() + 93000;
     assert.equal((await client.fetch('https://i.test/api')).status, 401);
     assert.equal(issued, 4, 'no refresh for a key the edge refused after one');
+    // Not for good: the edge may have refused it inside its own cooldown. Ten cooldowns later
+    // a refresh is tried again (before, never again while the client lived).
+    Date.now = () => realNow() + 62000 + 301000;
+    assert.equal((await client.fetch('https://i.test/api')).status, 401);
+    assert.equal(issued, 5, 'tried again after 10 cooldowns');
   } finally {
     Date.now = realNow;
     client.close();

@@ -41,6 +41,9 @@ const KEY_REFETCH_COOLDOWN_MS = 30_000;
 const NETWORK_BACKOFF_MS = 1000;
 // The longest an issuer's `Retry-After` holds refreshes back (a proxy's may say days).
 const MAX_BACKOFF_MS = 300_000;
+// How long a key the edge refused after a refresh is not taken for a dropped one again: the
+// edge may have refused it inside its key refetch cooldown, and knows it later.
+const KEY_REFUSAL_MEMORY_MS = 10 * KEY_REFETCH_COOLDOWN_MS;
 // A refresh whose request failed is tried once more after this: at once, as the issuer's grace
 // window (`refresh_grace_secs`, 5 s by default) counts from its rotation.
 const QUICK_RETRY_DELAY_MS = 250;
@@ -108,8 +111,8 @@ export class GatehouseClient {
   #waiters = new Set();
   /** The last refresh failure a tab reported, `{ n, token, error }`: the `n`th so far. */
   #failure = null;
-  /** The `kid`s the edge still refused after a refresh for `unknown_kid`. */
-  #keysTheEdgeRefused = new Set();
+  /** The `kid`s the edge still refused after a refresh for `unknown_kid`, and when. */
+  #keysTheEdgeRefused = new Map();
   /** After a refresh failed, `{ token, until, error }`: no caller asks the issuer to rotate
    * `token` again before `until` (see `#backOff`). */
   #backoff = null;
@@ -349,7 +352,7 @@ export class GatehouseClient {
     // Not for a key the edge refused after such a refresh too (pinned keys, another
     // deployment's JWKS): a refresh would not mend it, and every call would rotate.
     const keyGone = code === 'unknown_kid' && Date.now() - received > KEY_REFETCH_COOLDOWN_MS
-      && !this.#keysTheEdgeRefused.has(payloadOf(token, 0).kid);
+      && !(Date.now() - (this.#keysTheEdgeRefused.get(payloadOf(token, 0).kid) ?? -Infinity) < KEY_REFUSAL_MEMORY_MS);
     if (code !== 'expired' && code !== 'revoked' && !keyGone) return response;
     // `revoked` may name this token alone, not the session: a refresh tells (the issuer
     // refuses it once the session has ended, and the session ends in every tab).
@@ -358,7 +361,7 @@ export class GatehouseClient {
     if (!next || next === token) return response;
     const retried = await send(next);
     if (keyGone && retried.status === 401 && (await bodyOf(retried.clone())).code === 'unknown_kid') {
-      this.#keysTheEdgeRefused.add(payloadOf(next, 0).kid);
+      this.#keysTheEdgeRefused.set(payloadOf(next, 0).kid, Date.now());
     }
     return retried;
   }
