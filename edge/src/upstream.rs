@@ -6,12 +6,12 @@ use std::pin::pin;
 use std::time::Duration;
 
 use futures_util::future::{Either, select};
-use gatehouse_shared::SnapshotOptions;
+use gatehouse_shared::{KeySet, SnapshotOptions};
 use worker::web_sys::{self, RequestInit, RequestRedirect};
 use worker::{AbortController, Delay, Fetch, Request};
 
 /// The issuer's key set, fetched on a client request's path.
-pub const KEYS_LIMIT: Duration = Duration::from_secs(5);
+pub const KEYS_LIMIT: Duration = Duration::from_secs(KeySet::FETCH_TIMEOUT_SECS);
 /// The whole snapshot, fetched by the cron (up to a few MB).
 pub const SNAPSHOT_LIMIT: Duration = Duration::from_secs(20);
 /// The snapshot fetched on a request's path while KV has never held one (a first deploy): short,

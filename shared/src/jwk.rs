@@ -289,6 +289,19 @@ pub struct KeySet {
 }
 
 impl KeySet {
+    /// How a key set fetched from the issuer is kept: the edge's defaults
+    /// (`KEYS_TTL_SECS`, `JWKS_REFETCH_COOLDOWN_SECS`) and `@gatehouse/verify`'s remote
+    /// verifier's (`keySetFetchDefaults()`). A fetched set is refetched, off the request path,
+    /// once it is this old.
+    pub const FETCHED_TTL_SECS: u32 = 300;
+    /// A token naming an unknown `kid` refetches the set at most this often.
+    pub const REFETCH_COOLDOWN_SECS: u32 = 30;
+    /// A fetch of the set is given up after this.
+    pub const FETCH_TIMEOUT_SECS: u64 = 5;
+    /// A set longer than this is refused before it is parsed: a few keys take a few hundred
+    /// bytes.
+    pub const MAX_FETCHED_BYTES: usize = 1 << 20;
+
     pub fn new(keys: impl IntoIterator<Item = VerifyingJwk>) -> Self {
         let mut set = Self::default();
         for key in keys {

@@ -320,6 +320,10 @@ test('createRemoteVerifier: options it cannot use, keys from anywhere but https,
   };
   const base = { issuer: 'https://i.test', audience: 'app' };
   const refused = (promise, code) => assert.rejects(promise, (e) => e instanceof GatehouseError && e.code === code);
+  // The defaults come from the shared core, the edge's own (KEYS_TTL_SECS, JWKS_REFETCH_COOLDOWN_SECS,
+  // its key fetch's limit, the 1 MiB key set), as the README documents them.
+  const { keySetFetchDefaults } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  assert.deepEqual({ ...keySetFetchDefaults() }, { ttlSeconds: 300, refetchCooldownSeconds: 30, fetchTimeoutSeconds: 5, maxBytes: 1048576 });
   // The caller's mistakes, before any fetch: `Number(process.env.UNSET)` is NaN, which would stop
   // every refetch; plain http would let anyone on the path choose the keys.
   for (const options of [{ ttlSeconds: NaN }, { refetchCooldownSeconds: -1 }, { refetchCooldownSeconds: null }, { fetchTimeoutSeconds: 0 }, { fetchTimeoutSeconds: 1e9 }]) {

@@ -1,4 +1,5 @@
-// Remote keys: a Verifier over the issuer's JWK set, fetched and cached by the edge's rules.
+// Remote keys: a Verifier over the issuer's JWK set, fetched and cached by the edge's rules,
+// whose defaults come from the shared core (`keySetFetchDefaults()`), as the edge's do.
 // - The set is fetched once, then used for `ttlSeconds` (300, the edge's KEYS_TTL_SECS); after
 //   that it is refetched in the background while verification goes on with the keys held (on
 //   Workers, pass the request's `ctx` as `verify`'s third argument so that fetch may finish).
@@ -13,9 +14,7 @@
 //   anywhere), and at most 1 MiB of them: whoever can answer that URL decides which tokens
 //   verify. Redirects are refused by hand (`redirect: 'manual'`): workerd has no `'error'`.
 // `index.js` re-exports this module; the cycle is safe because nothing here runs at import.
-import init, { GatehouseError, Verifier } from './index.js';
-
-const MAX_JWKS_BYTES = 1 << 20;
+import init, { GatehouseError, Verifier, keySetFetchDefaults } from './index.js';
 
 const invalidOptions = (why) => new GatehouseError('invalid_key', `invalid options: ${why}`);
 
@@ -64,13 +63,24 @@ const trusted = (url) =>
 
 export async function createRemoteVerifier(jwksUrl, options = {}) {
   if (options === null || typeof options !== 'object') throw invalidOptions('options must be an object');
+  // The browser entry leaves loading the wasm to the caller's `init()`; without it, the lines
+  // below would throw the glue's TypeError. At once where it is loaded (Node, Workers).
+  try {
+    await init();
+  } catch (e) {
+    // The wasm could not be fetched or compiled (a 404, a Content-Security-Policy): no key set
+    // can be used, and the caller gets the code it handles for that.
+    throw new GatehouseError('keys_unavailable', `loading the package's wasm: ${e?.message ?? e}`);
+  }
+  const defaults = keySetFetchDefaults();
   const {
-    ttlSeconds = 300,
-    refetchCooldownSeconds = 30,
-    fetchTimeoutSeconds = 5,
+    ttlSeconds = defaults.ttlSeconds,
+    refetchCooldownSeconds = defaults.refetchCooldownSeconds,
+    fetchTimeoutSeconds = defaults.fetchTimeoutSeconds,
     fetch: fetchKeys = globalThis.fetch,
     ...verifierOptions
   } = options;
+  const maxBytes = defaults.maxBytes;
   // The caller's options first, before anything is fetched: a mistake of theirs (no audience, a
   // leeway over 60, a NaN from an unset environment variable) throws as it does for a local
   // Verifier (`invalid_key`, "invalid options"), where it would otherwise pass for the issuer's
@@ -97,15 +107,6 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
   if (!trusted(url)) throw invalidOptions('the JWK set URL must be https: (http: only to localhost)');
   // What a fetch reports as its `url` when it was not redirected.
   const withoutFragment = url.href.replace(/#.*$/s, '');
-  // The browser entry leaves loading the wasm to the caller's `init()`; without it, the next
-  // line would throw the glue's TypeError. At once where it is loaded (Node, Workers).
-  try {
-    await init();
-  } catch (e) {
-    // The wasm could not be fetched or compiled (a 404, a Content-Security-Policy): no key set
-    // can be used, and the caller gets the code it handles for that.
-    throw new GatehouseError('keys_unavailable', `loading the package's wasm: ${e?.message ?? e}`);
-  }
   new Verifier({ keys: [] }, verifierOptions).free();
   let verifier;
   let freed = false;
@@ -152,8 +153,8 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
           throw new GatehouseError('keys_unavailable', `the JWK set answered HTTP ${response.status}`);
         }
         const tooLarge = () => new GatehouseError('keys_unavailable', 'the JWK set is over 1 MiB');
-        if (Number(response.headers?.get?.('content-length')) > MAX_JWKS_BYTES) throw tooLarge();
-        const text = await boundedText(response, MAX_JWKS_BYTES, tooLarge);
+        if (Number(response.headers?.get?.('content-length')) > maxBytes) throw tooLarge();
+        const text = await boundedText(response, maxBytes, tooLarge);
         let fresh;
         try {
           fresh = new Verifier(text, verifierOptions);

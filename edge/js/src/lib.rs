@@ -44,6 +44,18 @@ export interface VerifierOptions {
   maxTokenBytes?: number;
 }
 
+/** The edge's rules for a fetched key set, which `createRemoteVerifier` defaults to. */
+export interface KeySetFetchDefaults {
+  /** Refetched in the background once this old (seconds). */
+  ttlSeconds: number;
+  /** A token naming an unknown `kid` refetches at most this often (seconds). */
+  refetchCooldownSeconds: number;
+  /** A fetch is given up after this (seconds). */
+  fetchTimeoutSeconds: number;
+  /** A larger key set is refused (bytes). */
+  maxBytes: number;
+}
+
 /** One public JWK (RFC 7517); members other than these are kept and ignored. */
 export interface Jwk {
   kty: string;
@@ -111,9 +123,31 @@ fn now_secs(now: Option<f64>) -> Result<i64, JsValue> {
     Ok(secs.floor() as i64)
 }
 
-/// A JWK set longer than this is refused before it is parsed (as `createRemoteVerifier` refuses
-/// a longer fetched one): a few keys take a few hundred bytes.
-const MAX_JWKS_BYTES: usize = 1 << 20;
+/// A JWK set longer than this is refused before it is parsed, as `createRemoteVerifier` refuses
+/// a longer fetched one.
+const MAX_JWKS_BYTES: usize = KeySet::MAX_FETCHED_BYTES;
+
+/// What `createRemoteVerifier` defaults to, the edge's own rules for a fetched key set.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct KeySetFetchDefaults {
+    ttl_seconds: u32,
+    refetch_cooldown_seconds: u32,
+    fetch_timeout_seconds: u64,
+    max_bytes: usize,
+}
+
+/// The rules a fetched key set is kept by, the edge's defaults: `createRemoteVerifier` takes
+/// them, so the two cannot drift apart.
+#[wasm_bindgen(js_name = keySetFetchDefaults, unchecked_return_type = "KeySetFetchDefaults")]
+pub fn key_set_fetch_defaults() -> Result<JsValue, JsValue> {
+    to_js(&KeySetFetchDefaults {
+        ttl_seconds: KeySet::FETCHED_TTL_SECS,
+        refetch_cooldown_seconds: KeySet::REFETCH_COOLDOWN_SECS,
+        fetch_timeout_seconds: KeySet::FETCH_TIMEOUT_SECS,
+        max_bytes: KeySet::MAX_FETCHED_BYTES,
+    })
+}
 
 fn key_set(jwks: &JsValue) -> Result<KeySet, JsValue> {
     let text: js_sys::JsString = if jwks.is_string() {

@@ -146,6 +146,11 @@ impl Vars<'_> {
     }
 
     /// A number with an upper bound: above it, the bound is used and the excess reported.
+    /// [`Self::number`] of seconds, in milliseconds.
+    fn secs_as_ms(&mut self, name: &str, default: u32) -> f64 {
+        f64::from(self.number(name, default)) * 1000.0
+    }
+
     fn number_at_most(&mut self, name: &str, default: u32, max: u32, why: &str) -> u32 {
         let value = self.number(name, default);
         if value > max {
@@ -384,13 +389,13 @@ impl Config {
                 MAX_DELTA_POLL_MS,
                 "a poll may take 4 intervals and must end within 10 s",
             )),
-            keys_ttl_ms: f64::from(vars.number("KEYS_TTL_SECS", 300)) * 1000.0,
+            keys_ttl_ms: vars.secs_as_ms("KEYS_TTL_SECS", KeySet::FETCHED_TTL_SECS),
             verified_cache_size: usize::try_from(vars.number("VERIFIED_CACHE_SIZE", 1000))
                 .unwrap_or(1000),
             max_list_age_secs,
             stale_policy,
-            jwks_refetch_cooldown_ms: f64::from(vars.number("JWKS_REFETCH_COOLDOWN_SECS", 30))
-                * 1000.0,
+            jwks_refetch_cooldown_ms: vars
+                .secs_as_ms("JWKS_REFETCH_COOLDOWN_SECS", KeySet::REFETCH_COOLDOWN_SECS),
             health_token: vars.health_token(),
             origin_secret,
             problems: vars.problems,
