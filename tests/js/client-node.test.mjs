@@ -726,3 +726,49 @@ test('GatehouseClient: apiOrigins are absolute http(s) URLs, read without URL.ca
     delete globalThis.location;
   }
 });
+
+test('GatehouseClient: after a network failure refreshes are asked again each second for 4 s, then every 5 s', { timeout: 60000 }, async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  let down = false;
+  let sent = 0;
+  const issuer = async (url, init) => {
+    const form = new URLSearchParams(init.body);
+    if (form.get('grant_type') === 'refresh_token') {
+      sent += 1;
+      if (down) throw new TypeError('fetch failed');
+    }
+    return new Response(JSON.stringify(tokenBody(1, 600)));
+  };
+  const realNow = Date.now;
+  let offset = 0;
+  Date.now = () => realNow() + offset;
+  const client = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false });
+  try {
+    await client.login('alice', 'pw');
+    down = true;
+    const attempt = () => client.refresh().catch((e) => e.code);
+    assert.equal(await attempt(), 'network_error');
+    assert.equal(sent, 2, 'the request and its quick retry');
+    offset += 500;
+    assert.equal(await attempt(), 'network_error');
+    assert.equal(sent, 2, 'held back inside the second');
+    // Inside the issuer's grace window (4 s of the first failure), each second.
+    offset += 700;
+    assert.equal(await attempt(), 'network_error');
+    assert.equal(sent, 4, 'asked again after a second');
+    offset += 3200;
+    assert.equal(await attempt(), 'network_error');
+    assert.equal(sent, 6, 'asked again, now past the window');
+    // Past it no ask can get the successor: every 5 s, as the timer (1.6 requests a second
+    // per tab for as long as the issuer is down, otherwise).
+    offset += 1100;
+    assert.equal(await attempt(), 'network_error');
+    assert.equal(sent, 6, 'held back for 5 s');
+    offset += 4000;
+    assert.equal(await attempt(), 'network_error');
+    assert.equal(sent, 8);
+  } finally {
+    Date.now = realNow;
+    client.close();
+  }
+});

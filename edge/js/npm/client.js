@@ -35,10 +35,12 @@ const RETRY_MS = 5000;
 // `JWKS_REFETCH_COOLDOWN_SECS`): a token held longer whose key it does not know has a key the
 // issuer no longer publishes.
 const KEY_REFETCH_COOLDOWN_MS = 30_000;
-// After a refresh failed on the network, the app's own calls wait this long before asking
-// again: the issuer may have rotated the token before the connection dropped, and only an ask
-// inside its grace window (5 s from the rotation) gets the successor; the timer waits RETRY_MS.
+// After a refresh failed on the network, it is asked again after this (`#backOff`) while within
+// NETWORK_GRACE_MS of the first failure: the issuer may have rotated the token before the
+// connection dropped, and only an ask inside its grace window (5 s from the rotation) gets the
+// successor. Also the least an issuer's `Retry-After` holds a refresh back.
 const NETWORK_BACKOFF_MS = 1000;
+const NETWORK_GRACE_MS = 4000;
 // The longest an issuer's `Retry-After` holds refreshes back (a proxy's may say days).
 const MAX_BACKOFF_MS = 300_000;
 // How long a key the edge refused after a refresh is not taken for a dropped one again: the
@@ -254,15 +256,29 @@ export class GatehouseClient {
     return this.#refreshing;
   }
 
-  /** No refresh of `stale` before the issuer's `Retry-After` (at least `RETRY_MS`, at most
-   * `MAX_BACKOFF_MS`), or, after a network failure, `NETWORK_BACKOFF_MS`. */
+  /**
+   * When `stale` may be asked again, for the timer and the app's calls alike:
+   * - after a network failure, `NETWORK_BACKOFF_MS` while within `NETWORK_GRACE_MS` of the
+   *   first one (the issuer may have rotated the token before the connection dropped, and only
+   *   an ask inside its 5 s grace window gets the successor), then `RETRY_MS`;
+   * - after the issuer's answer, its `Retry-After` (at least `NETWORK_BACKOFF_MS`, at most
+   *   `MAX_BACKOFF_MS`), or `RETRY_MS` without one.
+   */
   #backOff(stale, error) {
     if (this.#tokens?.refreshToken !== stale) return;
-    const wait = error?.code === 'network_error'
-      ? NETWORK_BACKOFF_MS
-      : Math.min(MAX_BACKOFF_MS, Math.max(RETRY_MS, (error?.retryAfter ?? 0) * 1000));
-    const until = Date.now() + wait;
-    if (!(this.#backoff?.token === stale && this.#backoff.until >= until)) this.#backoff = { token: stale, until, error };
+    const now = Date.now();
+    const held = this.#backoff?.token === stale ? this.#backoff : null;
+    let wait;
+    let networkSince;
+    if (error?.code === 'network_error') {
+      networkSince = held?.networkSince ?? now;
+      wait = now - networkSince < NETWORK_GRACE_MS ? NETWORK_BACKOFF_MS : RETRY_MS;
+    } else if (error?.retryAfter !== undefined) {
+      wait = Math.min(MAX_BACKOFF_MS, Math.max(NETWORK_BACKOFF_MS, error.retryAfter * 1000));
+    } else {
+      wait = RETRY_MS;
+    }
+    this.#backoff = { token: stale, until: Math.max(now + wait, held?.until ?? 0), error, networkSince };
   }
 
   /** One rotation of `stale`, its answer taken: new tokens, or the session's end. */
@@ -585,10 +601,11 @@ export class GatehouseClient {
     this.refresh().catch(() => {
       if (!this.#tokens || this.#closed) return;
       clearTimeout(this.#timer);
-      // Sooner than the issuer asked (a rate limit, a restart) would only prolong it.
+      // When `#backOff` says: not sooner than the issuer asked (a rate limit, a restart), and
+      // soon enough after a network failure to stay inside the issuer's grace window.
       const backoff = this.#backoff;
-      const wait = backoff?.token === this.#tokens.refreshToken ? backoff.until - Date.now() : 0;
-      this.#later(Math.min(MAX_DELAY_MS, Math.max(RETRY_MS, wait)));
+      const wait = backoff?.token === this.#tokens.refreshToken ? backoff.until - Date.now() : RETRY_MS;
+      this.#later(Math.min(MAX_DELAY_MS, Math.max(0, wait)));
     });
   }
 

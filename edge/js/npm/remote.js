@@ -63,40 +63,30 @@ const trusted = (url) =>
 
 export async function createRemoteVerifier(jwksUrl, options = {}) {
   if (options === null || typeof options !== 'object') throw invalidOptions('options must be an object');
-  // The browser entry leaves loading the wasm to the caller's `init()`; without it, the lines
-  // below would throw the glue's TypeError. At once where it is loaded (Node, Workers).
-  try {
-    await init();
-  } catch (e) {
-    // The wasm could not be fetched or compiled (a 404, a Content-Security-Policy): no key set
-    // can be used, and the caller gets the code it handles for that.
-    throw new GatehouseError('keys_unavailable', `loading the package's wasm: ${e?.message ?? e}`);
-  }
-  const defaults = keySetFetchDefaults();
   const {
-    ttlSeconds = defaults.ttlSeconds,
-    refetchCooldownSeconds = defaults.refetchCooldownSeconds,
-    fetchTimeoutSeconds = defaults.fetchTimeoutSeconds,
+    ttlSeconds,
+    refetchCooldownSeconds,
+    fetchTimeoutSeconds,
     fetch: fetchKeys = globalThis.fetch,
     ...verifierOptions
   } = options;
-  const maxBytes = defaults.maxBytes;
-  // The caller's options first, before anything is fetched: a mistake of theirs (no audience, a
-  // leeway over 60, a NaN from an unset environment variable) throws as it does for a local
-  // Verifier (`invalid_key`, "invalid options"), where it would otherwise pass for the issuer's
-  // keys being unavailable, or quietly stop every refetch.
+  // The caller's options first, before anything is loaded or fetched: a mistake of theirs (no
+  // audience, a leeway over 60, a NaN from an unset environment variable) throws as it does for
+  // a local Verifier (`invalid_key`, "invalid options"), where it would otherwise pass for the
+  // issuer's keys being unavailable, or quietly stop every refetch.
   // Seconds as a number or its text (a Workers var is text); Infinity means never.
   const seconds = (name, value) => {
+    if (value === undefined) return undefined;
     const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
     if (typeof n !== 'number' || Number.isNaN(n) || n < 0) throw invalidOptions(`${name} must be a number of seconds, 0 or more`);
     return n;
   };
-  const ttlMs = seconds('ttlSeconds', ttlSeconds) * 1000;
-  const cooldownMs = seconds('refetchCooldownSeconds', refetchCooldownSeconds) * 1000;
-  const timeoutSecs = seconds('fetchTimeoutSeconds', fetchTimeoutSeconds);
+  const ttl = seconds('ttlSeconds', ttlSeconds);
+  const cooldown = seconds('refetchCooldownSeconds', refetchCooldownSeconds);
+  const timeout = seconds('fetchTimeoutSeconds', fetchTimeoutSeconds);
   if (typeof fetchKeys !== 'function') throw invalidOptions('fetch must be a function');
   // setTimeout's limit is about 24 days; an hour is more than any key set needs.
-  if (!(timeoutSecs > 0 && timeoutSecs <= 3600)) throw invalidOptions('fetchTimeoutSeconds must be over 0 and at most 3600');
+  if (timeout !== undefined && !(timeout > 0 && timeout <= 3600)) throw invalidOptions('fetchTimeoutSeconds must be over 0 and at most 3600');
   let url;
   try {
     // Relative to the page, in a browser, as `fetch` would read it.
@@ -107,6 +97,21 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
   if (!trusted(url)) throw invalidOptions('the JWK set URL must be https: (http: only to localhost)');
   // What a fetch reports as its `url` when it was not redirected.
   const withoutFragment = url.href.replace(/#.*$/s, '');
+  // The browser entry leaves loading the wasm to the caller's `init()`; without it, the lines
+  // below would throw the glue's TypeError. At once where it is loaded (Node, Workers).
+  try {
+    await init();
+  } catch (e) {
+    // The wasm could not be fetched or compiled (a 404, a Content-Security-Policy): no key set
+    // can be used, and the caller gets the code it handles for that.
+    throw new GatehouseError('keys_unavailable', `loading the package's wasm: ${e?.message ?? e}`);
+  }
+  // The defaults, the edge's own, from the shared core.
+  const defaults = keySetFetchDefaults();
+  const ttlMs = (ttl ?? defaults.ttlSeconds) * 1000;
+  const cooldownMs = (cooldown ?? defaults.refetchCooldownSeconds) * 1000;
+  const timeoutSecs = timeout ?? defaults.fetchTimeoutSeconds;
+  const maxBytes = defaults.maxBytes;
   new Verifier({ keys: [] }, verifierOptions).free();
   let verifier;
   let freed = false;
@@ -152,7 +157,7 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
         if (!response.ok) {
           throw new GatehouseError('keys_unavailable', `the JWK set answered HTTP ${response.status}`);
         }
-        const tooLarge = () => new GatehouseError('keys_unavailable', 'the JWK set is over 1 MiB');
+        const tooLarge = () => new GatehouseError('keys_unavailable', `the JWK set is over ${maxBytes / 2 ** 20} MiB`);
         if (Number(response.headers?.get?.('content-length')) > maxBytes) throw tooLarge();
         const text = await boundedText(response, maxBytes, tooLarge);
         let fresh;
