@@ -121,7 +121,7 @@ pub async fn refetch(env: &Env, config: &Config, asker: Asker) -> Option<Rc<Veri
     let url = format!("{}/.well-known/jwks.json", config.issuer_url);
     // The set is as old as the fetch's start: one that began later and ended sooner wins.
     let fetched_ms = state::now_ms();
-    let json = upstream::get_text(&url, upstream::KEYS_LIMIT)
+    let json = upstream::get_text(&url, upstream::KEYS_LIMIT, KeySet::MAX_FETCHED_BYTES)
         .await
         .map_err(|e| worker::console_warn!("gatehouse: fetching the key set failed: {e}"))
         .ok()?;

@@ -395,7 +395,7 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
 /// The issuer's current signed snapshot, fetched within `limit`.
 async fn fetch_snapshot(config: &Config, limit: std::time::Duration) -> Result<String, String> {
     let url = format!("{}/v1/revocations", config.issuer_url);
-    let bytes = upstream::get(&url, limit).await?;
+    let bytes = upstream::get(&url, limit, upstream::MAX_LIST_BYTES).await?;
     String::from_utf8(bytes).map_err(|_| "the snapshot is not UTF-8".to_owned())
 }
 

@@ -18,14 +18,15 @@ pub const SNAPSHOT_LIMIT: Duration = Duration::from_secs(20);
 /// as a hung issuer must not hold the request long; the cron fetches it with the longer limit.
 pub const FIRST_LIST_LIMIT: Duration = Duration::from_secs(2);
 
-/// The most a body from the issuer may declare: its largest document is a snapshot, which the
-/// edge refuses over this anyway. Read whole, a hostile or misrouted `ISSUER_URL` answering
-/// hundreds of MB would exhaust the isolate's memory. A body sent without a length (chunked)
-/// is still read whole, within the time limit.
-const MAX_BODY_BYTES: usize = SnapshotOptions::DEFAULT_MAX_BYTES;
+/// The most a list from the issuer (a snapshot or a delta) may be: the edge refuses a larger
+/// one anyway.
+pub const MAX_LIST_BYTES: usize = SnapshotOptions::DEFAULT_MAX_BYTES;
 
-/// `url`'s body if it answers 200 within `limit`; the fetch is aborted at the limit.
-pub async fn get(url: &str, limit: Duration) -> Result<Vec<u8>, String> {
+/// `url`'s body if it answers 200 within `limit` with at most `max_bytes`; the fetch is aborted
+/// at the limit. A body that declares more is refused before it is read: read whole, a hostile
+/// or misrouted `ISSUER_URL` answering hundreds of MB would exhaust the isolate's memory. One
+/// sent without a length (chunked) is read whole, within the time limit, then refused.
+pub async fn get(url: &str, limit: Duration, max_bytes: usize) -> Result<Vec<u8>, String> {
     // A plain Request, not `Url::parse`: the url crate's parser and IDNA tables would cost the
     // worker ~40 KB gzipped, and the runtime parses the URL anyway. Redirects are not followed
     // (a 3xx is an error, as `@gatehouse/verify` answers it): a key set that came over a hop the
@@ -44,14 +45,19 @@ pub async fn get(url: &str, limit: Duration) -> Result<Vec<u8>, String> {
             .map_err(|e| e.to_string())?;
         match response.status_code() {
             200 => {
+                let too_large = || format!("{url} answers a body over {max_bytes} bytes");
                 let declared = response.headers().get("content-length").ok().flatten();
                 if declared
                     .and_then(|n| n.parse::<usize>().ok())
-                    .is_some_and(|n| n > MAX_BODY_BYTES)
+                    .is_some_and(|n| n > max_bytes)
                 {
-                    return Err(format!("{url} declares a body over {MAX_BODY_BYTES} bytes"));
+                    return Err(too_large());
                 }
-                response.bytes().await.map_err(|e| e.to_string())
+                let body = response.bytes().await.map_err(|e| e.to_string())?;
+                if body.len() > max_bytes {
+                    return Err(too_large());
+                }
+                Ok(body)
             }
             status => Err(format!("{url} answered {status}")),
         }
@@ -69,6 +75,7 @@ pub async fn get(url: &str, limit: Duration) -> Result<Vec<u8>, String> {
 }
 
 /// [`get`], as text.
-pub async fn get_text(url: &str, limit: Duration) -> Result<String, String> {
-    String::from_utf8(get(url, limit).await?).map_err(|_| format!("{url} answered non-UTF-8"))
+pub async fn get_text(url: &str, limit: Duration, max_bytes: usize) -> Result<String, String> {
+    String::from_utf8(get(url, limit, max_bytes).await?)
+        .map_err(|_| format!("{url} answered non-UTF-8"))
 }

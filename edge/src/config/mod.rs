@@ -145,12 +145,12 @@ impl Vars<'_> {
         }
     }
 
-    /// A number with an upper bound: above it, the bound is used and the excess reported.
     /// [`Self::number`] of seconds, in milliseconds.
     fn secs_as_ms(&mut self, name: &str, default: u32) -> f64 {
         f64::from(self.number(name, default)) * 1000.0
     }
 
+    /// A number with an upper bound: above it, the bound is used and the excess reported.
     fn number_at_most(&mut self, name: &str, default: u32, max: u32, why: &str) -> u32 {
         let value = self.number(name, default);
         if value > max {
