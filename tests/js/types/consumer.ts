@@ -9,9 +9,13 @@ import init, {
   isExpired,
   errorCodes,
   initSync,
+  keySetFetchDefaults,
+  createRemoteVerifier,
   type AccessClaims,
   type DecodedToken,
   type JwkSet,
+  type KeySetFetchDefaults,
+  type RemoteVerifier,
   type RevocationReason,
   type VerifierOptions,
 } from '@gatehouse/verify';
@@ -84,3 +88,12 @@ export async function signIn(username: string, password: string): Promise<string
   }
   return client.accessToken;
 }
+
+/** The remote verifier's defaults and its `free()`, typed. */
+export async function remote(url: string): Promise<number> {
+  const defaults: KeySetFetchDefaults = keySetFetchDefaults();
+  const verifier: RemoteVerifier = await createRemoteVerifier(url, { issuer: 'https://issuer.test', audience: 'app' });
+  verifier.free();
+  return defaults.ttlSeconds + defaults.refetchCooldownSeconds + defaults.fetchTimeoutSeconds + defaults.maxBytes;
+}
+
