@@ -102,14 +102,24 @@ fi
 
 # 6. PostgreSQL for the issuer's tests, as user postgres on 127.0.0.1:5432 without a password.
 #    Installed if absent; only a cluster installed here gets that trust line (an existing
-#    cluster's authentication is the machine owner's to set).
+#    cluster's authentication is the machine owner's to set). A marker says which that is, so
+#    a rerun after a run that stopped between the install and the line still adds it.
+pg_marker=/var/lib/gatehouse-setup/installed-postgresql
+trust_line='host all postgres 127.0.0.1/32 trust'
 if ! pg_isready -q -h 127.0.0.1 -p 5432 && { [ ! -d /etc/postgresql ] || [ -z "$(ls /etc/postgresql)" ]; }; then
   log "installing PostgreSQL (Debian package), trusting user postgres on 127.0.0.1 only"
+  as_root mkdir -p "$(dirname "$pg_marker")"
+  as_root touch "$pg_marker"
   apt_install postgresql
+fi
+if [ -e "$pg_marker" ]; then
   version=$(ls /etc/postgresql | sort -V | tail -n1)
-  as_root sed -i '1i host all postgres 127.0.0.1/32 trust' "/etc/postgresql/$version/main/pg_hba.conf"
-  # With systemd the package started the cluster before the line was there.
-  if pg_isready -q -h 127.0.0.1 -p 5432; then as_root pg_ctlcluster "$version" main reload; fi
+  hba="/etc/postgresql/$version/main/pg_hba.conf"
+  if ! as_root grep -qxF "$trust_line" "$hba"; then
+    as_root sed -i "1i $trust_line" "$hba"
+    # With systemd the package started the cluster before the line was there.
+    if pg_isready -q -h 127.0.0.1 -p 5432; then as_root pg_ctlcluster "$version" main reload; fi
+  fi
 fi
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   log "starting PostgreSQL"
