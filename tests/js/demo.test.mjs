@@ -3,6 +3,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,9 +14,10 @@ let system;
 let browser;
 let edge;
 let origin;
+let ports;
 
 before(async () => {
-  const ports = { ISSUER_PORT: await freePort(), EDGE_PORT: await freePort(), ORIGIN_PORT: await freePort(), INSPECTOR_PORT: await freePort() };
+  ports = { ISSUER_PORT: await freePort(), EDGE_PORT: await freePort(), ORIGIN_PORT: await freePort(), INSPECTOR_PORT: await freePort() };
   edge = `http://127.0.0.1:${ports.EDGE_PORT}`;
   origin = `http://127.0.0.1:${ports.ORIGIN_PORT}`;
   const devDir = mkdtempSync(join(tmpdir(), 'gh-dev-'));
@@ -99,3 +101,29 @@ test('log in, see claims and countdown, call the API, refresh, log out, get the 
   mkdirSync(join(root, 'test-artifacts'), { recursive: true });
   await page.screenshot({ path: join(root, 'test-artifacts', 'demo.png'), fullPage: true });
 });
+
+/** Whether something accepts connections on 127.0.0.1:`port`. */
+const listening = (port) => new Promise((resolve) => {
+  const socket = connect(port, '127.0.0.1');
+  socket.once('connect', () => { socket.destroy(); resolve(true); });
+  socket.once('error', () => resolve(false));
+});
+
+// Last: it stops the system. The README says Ctrl-C stops everything, workerd included: a
+// terminal sends SIGINT to dev.sh's process group, which its setsid children are not in.
+test('Ctrl-C stops the whole system, workerd included', { timeout: 60000 }, async () => {
+  const exited = new Promise((resolve) => system.once('exit', resolve));
+  process.kill(-system.pid, 'SIGINT');
+  await exited;
+  system = null;
+  for (const [name, port] of Object.entries(ports)) {
+    // A bound against a hang, not a speed goal: the children are stopped and waited for.
+    let open = true;
+    for (let waited = 0; open && waited < 20000; waited += 200) {
+      open = await listening(port);
+      if (open) await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.equal(open, false, `${name} ${port} still answers after Ctrl-C`);
+  }
+});
+
