@@ -151,6 +151,26 @@ async fn hostile_requests_get_clear_4xx(backend: Backend) {
             "{path} {body_dbg}: {json}"
         );
     }
+    // `/v1/introspect` is an OAuth endpoint too (RFC 7662), behind an admin's bearer.
+    let admin = app.admin_token().await;
+    let oversized = format!("token={}", "x".repeat(20 * 1024));
+    for (ct, body) in [
+        (ContentType::Plain, "token=x".to_owned()),
+        (ContentType::Form, oversized),
+    ] {
+        let request = app
+            .client
+            .post("/v1/introspect")
+            .header(ct.clone())
+            .header(Header::new("Authorization", format!("Bearer {admin}")))
+            .body(body);
+        let (status, json, _) = decode(request.dispatch().await).await;
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::BadRequest, "invalid_request"),
+            "/v1/introspect {ct}: {json}"
+        );
+    }
     // The shared bearer contract, as the edge answers it: no bearer token at all (another
     // scheme, or an empty one) is `missing_token` with a bare challenge; a bad one is named.
     let long = format!("Bearer {}", "A".repeat(100_000));
