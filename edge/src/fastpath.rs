@@ -138,7 +138,7 @@ async fn fetch(config: &Config) -> Result<String, String> {
         }
     }
     // Bounded: a request that waits for this poll must not hang on a hung issuer.
-    let text = upstream::get_text(url, limit(config), upstream::MAX_LIST_BYTES).await?;
+    let text = upstream::get_text(url, limit(config), crate::MAX_SNAPSHOT_BYTES).await?;
     // The copy outlives our freshness window on purpose: it is only ever used while fresh, and
     // `max-age` must be whole seconds.
     let headers = Headers::new();

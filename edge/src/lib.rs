@@ -31,7 +31,8 @@ use worker::wasm_bindgen::{JsValue, prelude::wasm_bindgen};
 use worker::web_sys::Response;
 use worker::{Context, Env, Request, ScheduleContext, ScheduledEvent, event};
 
-/// Snapshots larger than this are refused before reading further: the shared core's limit.
+/// Lists (a snapshot, pushed or fetched, or a delta) larger than this are refused before
+/// reading further: the shared core's limit.
 const MAX_SNAPSHOT_BYTES: usize = gatehouse_shared::SnapshotOptions::DEFAULT_MAX_BYTES;
 /// The declared bytes of the pushes an isolate reads at once: two of the largest. Anyone may
 /// push, and each push is read whole into wasm before its signature can be checked; a dozen

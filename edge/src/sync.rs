@@ -313,9 +313,9 @@ pub async fn current(env: &Env, config: &Config) -> RevocationView {
 }
 
 /// Whether the fast path keeps `held` whole over a young base, so KV has nothing it needs: a
-/// delta that continues the base, the last poll that did not fail having begun at most
-/// `DELTA_MAX_AGE_SECS` ago (`feed_age_ms`, this isolate's clock) and issued at most `DELTA_MAX_ISSUED_AGE_SECS` before
-/// `now`, over a base younger than `BASE_MAX_AGE_SECS`.
+/// delta that continues the base, issued at most `DELTA_MAX_ISSUED_AGE_SECS` before `now`, the
+/// last poll that did not fail having begun at most `DELTA_MAX_AGE_SECS` ago (`feed_age_ms`,
+/// this isolate's clock), over a base younger than `BASE_MAX_AGE_SECS`.
 fn fast_path_covers(held: &RevocationView, now: i64, feed_age_ms: f64) -> bool {
     #[allow(clippy::cast_precision_loss)] // 10
     let feed_max_age_ms = DELTA_MAX_AGE_SECS as f64 * 1000.0;
@@ -395,7 +395,7 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
 /// The issuer's current signed snapshot, fetched within `limit`.
 async fn fetch_snapshot(config: &Config, limit: std::time::Duration) -> Result<String, String> {
     let url = format!("{}/v1/revocations", config.issuer_url);
-    let bytes = upstream::get(&url, limit, upstream::MAX_LIST_BYTES).await?;
+    let bytes = upstream::get(&url, limit, crate::MAX_SNAPSHOT_BYTES).await?;
     String::from_utf8(bytes).map_err(|_| "the snapshot is not UTF-8".to_owned())
 }
 

@@ -6,7 +6,7 @@ use std::pin::pin;
 use std::time::Duration;
 
 use futures_util::future::{Either, select};
-use gatehouse_shared::{KeySet, SnapshotOptions};
+use gatehouse_shared::KeySet;
 use worker::web_sys::{self, RequestInit, RequestRedirect};
 use worker::{AbortController, Delay, Fetch, Request};
 
@@ -17,10 +17,6 @@ pub const SNAPSHOT_LIMIT: Duration = Duration::from_secs(20);
 /// The snapshot fetched on a request's path while KV has never held one (a first deploy): short,
 /// as a hung issuer must not hold the request long; the cron fetches it with the longer limit.
 pub const FIRST_LIST_LIMIT: Duration = Duration::from_secs(2);
-
-/// The most a list from the issuer (a snapshot or a delta) may be: the edge refuses a larger
-/// one anyway.
-pub const MAX_LIST_BYTES: usize = SnapshotOptions::DEFAULT_MAX_BYTES;
 
 /// `url`'s body if it answers 200 within `limit` with at most `max_bytes`; the fetch is aborted
 /// at the limit. A body that declares more is refused before it is read: read whole, a hostile

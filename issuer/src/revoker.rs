@@ -141,14 +141,7 @@ impl Revocations<'_> {
                 issued_before,
                 expires_at,
             )?;
-            let entry = NewEntry {
-                kind: Kind::User,
-                subject: &claims.sub,
-                issued_before,
-                expires_at,
-                owner: None,
-            };
-            revocations::insert(self.conn, &entry, self.written_at())?;
+            self.insert_unowned(Kind::User, &claims.sub, issued_before, expires_at)?;
             serde_json::json!({"jti": claims.jti, "cut_off_issued_before": issued_before})
         } else {
             let entry = NewEntry {

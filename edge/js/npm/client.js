@@ -368,7 +368,7 @@ export class GatehouseClient {
     // Not for a key the edge refused after such a refresh too (pinned keys, another
     // deployment's JWKS): a refresh would not mend it, and every call would rotate.
     const keyGone = code === 'unknown_kid' && Date.now() - received > KEY_REFETCH_COOLDOWN_MS
-      && !(Date.now() - (this.#keysTheEdgeRefused.get(payloadOf(token, 0).kid) ?? -Infinity) < KEY_REFUSAL_MEMORY_MS);
+      && Date.now() - (this.#keysTheEdgeRefused.get(payloadOf(token, 0).kid) ?? -Infinity) >= KEY_REFUSAL_MEMORY_MS;
     if (code !== 'expired' && code !== 'revoked' && !keyGone) return response;
     // `revoked` may name this token alone, not the session: a refresh tells (the issuer
     // refuses it once the session has ended, and the session ends in every tab).

@@ -145,13 +145,12 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
           // browsers: some server runtimes refuse the member (older Workers, edge runtimes).
           ...(globalThis.navigator?.userAgent?.startsWith('Mozilla/') ? { cache: 'no-cache' } : {}),
         });
-        // A browser hands a redirect over as an opaque one (status 0), workerd and Node as the 3xx.
-        if (response.type === 'opaqueredirect' || (response.status >= 300 && response.status < 400)) {
-          throw new GatehouseError('keys_unavailable', 'the JWK set URL redirects; give its final URL');
-        }
-        // A `fetch` of the caller's own that follows redirects anyway: the keys come from the
-        // URL given or not at all (a hop on the way, plain http included, is not seen here).
-        if (response.redirected || (response.url && response.url !== withoutFragment)) {
+        // A browser hands a redirect over as an opaque one (status 0), workerd and Node as the
+        // 3xx; a `fetch` of the caller's own may follow it anyway, and then says so or names
+        // another URL. The keys come from the URL given or not at all (a hop on the way, plain
+        // http included, is not seen here).
+        if (response.type === 'opaqueredirect' || (response.status >= 300 && response.status < 400)
+          || response.redirected || (response.url && response.url !== withoutFragment)) {
           throw new GatehouseError('keys_unavailable', 'the JWK set URL redirects; give its final URL');
         }
         if (!response.ok) {

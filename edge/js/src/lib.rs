@@ -164,14 +164,15 @@ fn key_set(jwks: &JsValue) -> Result<KeySet, JsValue> {
                 )
             })?
     };
+    let too_large = || error(ErrorCode::InvalidKey, "the JWK set is over 1 MiB");
     // Refused before it is copied into the wasm, whose memory never shrinks (UTF-16 units are
-    // at most its UTF-8 bytes, as for tokens).
+    // at most its UTF-8 bytes, as for tokens), and again by its bytes.
     if usize::try_from(text.length()).unwrap_or(usize::MAX) > MAX_JWKS_BYTES {
-        return Err(error(ErrorCode::InvalidKey, "the JWK set is over 1 MiB"));
+        return Err(too_large());
     }
     let json = String::from(text);
     if json.len() > MAX_JWKS_BYTES {
-        return Err(error(ErrorCode::InvalidKey, "the JWK set is over 1 MiB"));
+        return Err(too_large());
     }
     KeySet::from_json(&json).map_err(|e| error_from(e.code(), &e))
 }
