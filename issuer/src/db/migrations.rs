@@ -10,7 +10,7 @@ use diesel::migration::MigrationSource as _;
 use diesel::sql_types::Bool;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use super::{Db, DbConn, statement_timeout};
+use super::{Db, DbConn, lock_timeout, statement_timeout};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -37,7 +37,16 @@ impl Db {
                     statement_timeout(0)
                 ))
                 .map_err(|e| format!("migration lock: {e}"))?;
-                let applied = c.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len());
+                // A migration's wait for a table lock is bounded: PostgreSQL queues every later
+                // query on the table behind the waiting `ALTER`, so a transaction left open
+                // elsewhere would hold every replica's requests on it meanwhile.
+                let applied = match c.batch_execute(&lock_timeout(self.timeout.as_millis())) {
+                    Ok(()) => c
+                        .run_pending_migrations(PG_MIGRATIONS)
+                        .map(|v| v.len())
+                        .map_err(|e| self.explain_lock_timeout(&e.to_string())),
+                    Err(e) => Err(format!("setting the lock deadline: {e}")),
+                };
                 let unlocked =
                     c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
                 if let Err(e) = unlocked {
@@ -45,7 +54,11 @@ impl Db {
                 }
                 // This connection goes back to the pool: with its deadline again, or the start
                 // fails (a failed migration is the error to report, if there was one).
-                let restored = c.batch_execute(&statement_timeout(self.timeout.as_millis()));
+                let restored = c.batch_execute(&format!(
+                    "{}; {}",
+                    statement_timeout(self.timeout.as_millis()),
+                    lock_timeout(0)
+                ));
                 if let (Ok(_), Err(e)) = (&applied, restored) {
                     return Err(format!("restoring the statement deadline: {e}"));
                 }
@@ -63,10 +76,25 @@ impl Db {
                          every revocation would fail"
                     ));
                 }
-                c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len())
+                c.run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map(|v| v.len())
+                    .map_err(|e| e.to_string())
             }
         };
         applied.map_err(|e| format!("migrations failed: {e}"))
+    }
+
+    /// PostgreSQL's "canceling statement due to lock timeout", said in the operator's terms.
+    fn explain_lock_timeout(&self, error: &str) -> String {
+        if !error.contains("lock timeout") {
+            return error.to_owned();
+        }
+        format!(
+            "a migration waited more than db_timeout_ms ({} ms) for a table lock another session \
+             holds (a long transaction?), and was rolled back so that the replicas' queries \
+             would not queue behind it; run it again once that session is done ({error})",
+            self.timeout.as_millis()
+        )
     }
 
     /// For a command other than `migrate`: the database must hold every migration this build

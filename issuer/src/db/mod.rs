@@ -131,6 +131,10 @@ pub(super) fn statement_timeout(ms: u128) -> String {
     format!("SET statement_timeout = {ms}")
 }
 
+pub(super) fn lock_timeout(ms: u128) -> String {
+    format!("SET lock_timeout = {ms}")
+}
+
 /// Why a call is answered 503; each is counted (`gatehouse_db_unavailable_total{reason}`).
 #[derive(Debug, Clone, Copy)]
 enum Unavailable {

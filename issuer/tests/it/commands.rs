@@ -194,3 +194,68 @@ fn revoking_a_key_other_replicas_may_still_sign_with_warns() {
     assert!(ok, "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+/// A migration waits for a table lock no longer than `db_timeout_ms`: PostgreSQL queues every
+/// later query on that table behind the waiting `ALTER`, so a transaction left open elsewhere
+/// would hold every replica's requests on the table for as long as the migration waited. It
+/// fails instead, naming the cause, its changes rolled back, and succeeds once the lock is gone.
+#[test]
+fn a_migration_gives_up_a_table_lock_held_elsewhere() {
+    let db = TestDb::new(Backend::Postgres);
+    let (ok, stderr) = run_on(&db.url, &["migrate"]);
+    assert!(ok, "{stderr}");
+    // The newest migration undone (today it alters `revocations`), as on a database one
+    // version behind.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres");
+    let newest = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .max()
+        .unwrap();
+    let down = std::fs::read_to_string(format!("{dir}/{newest}/down.sql")).unwrap();
+    let mut conn = PgConnection::establish(&db.url).unwrap();
+    conn.batch_execute(&down).unwrap();
+    conn.batch_execute(
+        "DELETE FROM __diesel_schema_migrations \
+         WHERE version = (SELECT max(version) FROM __diesel_schema_migrations)",
+    )
+    .unwrap();
+    // A reader's transaction left open on every table; it ends after 30 s at the latest.
+    let mut reader = PgConnection::establish(&db.url).unwrap();
+    reader
+        .batch_execute(
+            "BEGIN; DO $$ DECLARE t text; BEGIN FOR t IN SELECT tablename FROM pg_tables \
+             WHERE schemaname = current_schema() LOOP \
+             EXECUTE format('LOCK TABLE %I IN ACCESS SHARE MODE', t); END LOOP; END $$",
+        )
+        .unwrap();
+    let (done, held) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _ = held.recv_timeout(std::time::Duration::from_secs(30));
+        reader.batch_execute("COMMIT").unwrap();
+    });
+    let out = command(tempfile::tempdir().unwrap().path())
+        .env("GATEHOUSE_DATABASE_URL", &db.url)
+        .env("GATEHOUSE_DB_TIMEOUT_MS", "500")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    let _ = done.send(());
+    holder.join().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "migrated past the held lock: {stderr}"
+    );
+    assert!(
+        stderr.contains("waited more than db_timeout_ms (500 ms) for a table lock"),
+        "{stderr}"
+    );
+    let (ok, stderr) = run_on(&db.url, &["keys", "list"]);
+    assert!(
+        !ok && stderr.contains(&format!("lacks 1 of this build's migrations ({newest})")),
+        "the failed migration was rolled back: {stderr}"
+    );
+    let (ok, stderr) = run_on(&db.url, &["migrate"]);
+    assert!(ok, "{stderr}");
+}
