@@ -19,7 +19,7 @@ PGOPTIONS="-c client_min_messages=warning" psql -q -h 127.0.0.1 -U postgres -d p
 work=$(mktemp -d)
 GATEHOUSE_DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres?options=-csearch_path%3D${SCHEMA}" \
 GATEHOUSE_PORT=$PORT GATEHOUSE_ISSUER=$BASE GATEHOUSE_DATA_DIR="$work" \
-GATEHOUSE_TOKEN_RATE_PER_MINUTE=1000000000 GATEHOUSE_LOG=warn GATEHOUSE_OPEN_REGISTRATION=true \
+GATEHOUSE_TOKEN_RATE_PER_MINUTE=1000000000 GATEHOUSE_LOG=warn GATEHOUSE_OPEN_REGISTRATION=true GATEHOUSE_DRAIN_SECS=0 \
   target/release/gatehouse-issuer serve >"$work/issuer.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$work"' EXIT

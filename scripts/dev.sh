@@ -31,6 +31,8 @@ export GATEHOUSE_DATABASE_URL="${GATEHOUSE_DATABASE_URL:-sqlite://$DEV_DIR/gateh
 export GATEHOUSE_DATA_DIR="${GATEHOUSE_DATA_DIR:-$DEV_DIR/data}"
 export GATEHOUSE_PORT=$ISSUER_PORT
 export GATEHOUSE_ISSUER="http://127.0.0.1:${ISSUER_PORT}"
+# Ctrl-C stops at once: no balancer here to drain for.
+export GATEHOUSE_DRAIN_SECS="${GATEHOUSE_DRAIN_SECS:-0}"
 # Development conveniences: anyone may register (production refuses this unless told it is meant).
 export GATEHOUSE_OPEN_REGISTRATION="${GATEHOUSE_OPEN_REGISTRATION:-true}"
 export GATEHOUSE_EDGE_SYNC_URLS="http://127.0.0.1:${EDGE_PORT}/_gatehouse/sync"

@@ -4,6 +4,7 @@
 use std::io::BufRead as _;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -212,6 +213,16 @@ fn serve() -> Result<(), String> {
                 edge_sync_urls = ?config.edge_sync_urls,
                 workers = tokio::runtime::Handle::current().metrics().num_workers(),
                 "gatehouse issuer starting"
+            );
+        }
+        if let (Some(config), Some(drain)) = (
+            rocket.state::<Config>(),
+            rocket.state::<Arc<crate::drain::Drain>>(),
+        ) {
+            crate::drain::shut_down_on_sigterm(
+                Arc::clone(drain),
+                Duration::from_secs(u64::from(config.drain_secs)),
+                rocket.shutdown(),
             );
         }
         rocket.launch().await.map(|_| ()).map_err(|e| e.to_string())

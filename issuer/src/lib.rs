@@ -12,6 +12,7 @@ pub mod config;
 pub mod context;
 pub mod credentials;
 pub mod db;
+pub mod drain;
 pub mod error;
 pub mod ids;
 pub mod keys;
@@ -35,6 +36,7 @@ pub fn rocket_with(figment: Figment) -> Rocket<Build> {
         .manage(Arc::new(clock::Clock::default()))
         .attach(config::stage())
         .attach(metrics::stage())
+        .attach(drain::stage())
         .attach(db::stage())
         .attach(keys::stage())
         .attach(password::stage())

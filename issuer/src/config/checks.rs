@@ -30,6 +30,10 @@ const MAX_AUTH_CACHE_MS: u64 = 60_000;
 /// without ending its session (reuse detection is off for that long).
 const MAX_REFRESH_GRACE_SECS: u32 = 60;
 
+/// Five minutes: longer than any balancer needs to notice an unready replica, and a stop that
+/// takes longer runs into the platform's own stop timeout (then SIGKILL, nothing drained).
+const MAX_DRAIN_SECS: u32 = 300;
+
 /// The edge's one sync route (`edge/src/lib.rs`): a push anywhere else lands on the origin,
 /// whose 200 to a public path would count as delivered.
 const EDGE_SYNC_PATH: &str = "/_gatehouse/sync";
@@ -85,6 +89,14 @@ impl Config {
                  default)",
                 self.auth_cache_ms,
                 Config::default().auth_cache_ms
+            ));
+        }
+        if self.drain_secs > MAX_DRAIN_SECS {
+            problems.push(format!(
+                "GATEHOUSE_DRAIN_SECS is {}: a stop would wait that long before it begins, past \
+                 any platform's stop timeout (at most {MAX_DRAIN_SECS}; {} by default)",
+                self.drain_secs,
+                Config::default().drain_secs
             ));
         }
         if self.refresh_grace_secs > MAX_REFRESH_GRACE_SECS {
@@ -325,7 +337,7 @@ mod tests {
     #[test]
     fn settings_that_switch_a_protection_off_are_refused_by_name() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 22] = [
+        let cases: [(&str, Change); 23] = [
             ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
                 c.access_token_ttl_secs = 0;
             }),
@@ -397,6 +409,9 @@ mod tests {
             }),
             ("GATEHOUSE_REFRESH_GRACE_SECS", |c| {
                 c.refresh_grace_secs = MAX_REFRESH_GRACE_SECS + 1;
+            }),
+            ("GATEHOUSE_DRAIN_SECS", |c| {
+                c.drain_secs = MAX_DRAIN_SECS + 1;
             }),
         ];
         for (name, change) in cases {

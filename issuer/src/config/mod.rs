@@ -86,6 +86,9 @@ pub struct Config {
     /// reaches. It must exceed how long the edge's base list can lag: KV's propagation delay
     /// (about 60 s) plus the edge's KV refresh interval.
     pub delta_window_secs: u32,
+    /// On SIGTERM, how long readiness answers 503 while requests are still served, so that a
+    /// balancer stops sending new ones before the replica stops (`drain`).
+    pub drain_secs: u32,
 }
 
 /// A setting that must never reach a log: `Debug` prints a placeholder.
@@ -169,6 +172,7 @@ impl Default for Config {
             cleanup_batch: 1000,
             auth_cache_ms: 250,
             delta_window_secs: 900,
+            drain_secs: 5,
         }
     }
 }
@@ -228,6 +232,12 @@ pub fn defaults() -> Figment {
         // Behind a proxy set `ip_header`; by default no client-supplied header picks the IP.
         .merge(Serialized::default("ip_header", false))
         .merge(Serialized::default("cli_colors", false))
+        // `serve` handles SIGTERM itself, draining first (`drain`); Rocket still stops on
+        // Ctrl-C (`shutdown.ctrlc`).
+        .merge(Serialized::default(
+            "shutdown.signals",
+            Vec::<String>::new(),
+        ))
 }
 
 /// Extracts and manages [`Config`]; in production, refuses to ignite on an unsafe setting and
@@ -300,6 +310,9 @@ mod tests {
             let config: Config = figment.extract()?;
             let rocket_config: rocket::Config = figment.extract()?;
             assert_eq!(rocket_config.port, 9123);
+            // SIGTERM is `serve`'s to drain on; Rocket keeps Ctrl-C.
+            assert!(rocket_config.shutdown.signals.is_empty());
+            assert!(rocket_config.shutdown.ctrlc);
             assert_eq!(config.access_token_ttl_secs, 60);
             assert_eq!(config.edge_sync_urls, ["http://a/sync", "http://b/sync"]);
             assert_eq!(config.lockout.threshold, 3);

@@ -10,6 +10,7 @@ use rocket::{Request, Route, State, get, routes};
 
 use crate::context::Now;
 use crate::db::Db;
+use crate::drain::Drain;
 use crate::error::ApiError;
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
@@ -20,9 +21,22 @@ fn live() -> Json<Value> {
 }
 
 /// Ready when the database answers and the signing keys may be signed with (read within two
-/// maintenance periods, or re-read now: `KeyRing::for_signing`).
+/// maintenance periods, or re-read now: `KeyRing::for_signing`), until the replica drains.
 #[get("/health/ready")]
-async fn ready(db: &State<Db>, keys: &State<Arc<KeyRing>>, now: Now) -> Readiness {
+async fn ready(
+    db: &State<Db>,
+    keys: &State<Arc<KeyRing>>,
+    drain: &State<Arc<Drain>>,
+    now: Now,
+) -> Readiness {
+    if drain.is_draining() {
+        return Readiness {
+            details: json!({"status": "draining"}),
+            refusal: Some(ApiError::unavailable(
+                "not ready: the issuer is shutting down",
+            )),
+        };
+    }
     let Now(now) = now;
     let database = db.ping().await;
     let signing_keys = keys.for_signing(db, now).await.is_ok();

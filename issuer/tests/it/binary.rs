@@ -39,7 +39,7 @@ fn run(dir: &Path, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -107,7 +107,7 @@ fn commands_refuse_what_serve_refuses() {
 
 /// `serve` in `dir` on a free port (8000 may be taken on a shared machine) with `env`, its log in
 /// `dir/serve.log`, once it is ready; and its port.
-async fn serve(dir: &Path, env: &[(&str, &str)]) -> (Server, u16) {
+pub(crate) async fn serve(dir: &Path, env: &[(&str, &str)]) -> (Server, u16) {
     let port = free_port();
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
     let child = command(dir)

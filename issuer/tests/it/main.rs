@@ -31,4 +31,5 @@ mod lockout;
 mod refresh;
 mod revocation;
 mod revocation_bounds;
+mod shutdown;
 mod sync;

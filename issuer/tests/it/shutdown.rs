@@ -1,0 +1,88 @@
+//! Stopping the real binary: SIGTERM drains first (readiness 503 while requests are still
+//! served, each closing its connection), then the process exits 0; a second SIGTERM or SIGINT
+//! stops it without waiting out the drain.
+
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use crate::binary::{Server, serve};
+
+fn signal(server: &Server, name: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{name}");
+}
+
+/// The exit status, once the process has exited; panics after `within`.
+async fn exit_within(server: &mut Server, within: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < within,
+            "the issuer still runs after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Readiness once it answers 503, polled for up to 20 s.
+async fn draining_readiness(port: u16) -> serde_json::Value {
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        let response = http
+            .get(format!("http://127.0.0.1:{port}/health/ready"))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 503 {
+            return response.json().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("readiness never turned 503 after SIGTERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_then_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, port) = serve(dir.path(), &[("GATEHOUSE_DRAIN_SECS", "10")]).await;
+    signal(&server, "TERM");
+    let ready = draining_readiness(port).await;
+    assert_eq!(ready["status"], "draining", "{ready}");
+    assert_eq!(ready["error"], "temporarily_unavailable", "{ready}");
+    // Still serving, and telling each client to reconnect (through the balancer).
+    let jwks = reqwest::get(format!("http://127.0.0.1:{port}/.well-known/jwks.json"))
+        .await
+        .unwrap();
+    assert_eq!(jwks.status(), 200);
+    assert_eq!(jwks.headers()["connection"], "close");
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "stopped before the drain ended"
+    );
+    let status = exit_within(&mut server, Duration::from_mins(1)).await;
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(log.contains("SIGTERM: draining"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_or_sigint_stops_without_the_drain() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let long_drain = [("GATEHOUSE_DRAIN_SECS", "300")];
+    let (mut twice, twice_port) = serve(dirs[0].path(), &long_drain).await;
+    let (mut interrupted, _) = serve(dirs[1].path(), &long_drain).await;
+    signal(&twice, "TERM");
+    draining_readiness(twice_port).await;
+    signal(&twice, "TERM");
+    signal(&interrupted, "INT");
+    for server in [&mut twice, &mut interrupted] {
+        let status = exit_within(server, Duration::from_mins(1)).await;
+        assert!(status.success(), "{status:?}");
+    }
+}
