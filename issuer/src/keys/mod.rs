@@ -412,30 +412,38 @@ fn build_state(
         store::signing(&rows).ok_or_else(|| ApiError::Internal("no active signing key".into()))?;
     let signer = open_signer(conn, config, sealer, record)?;
     if key_file == KeyFile::Required {
-        ensure_scheduled_key_opens(&rows, sealer)?;
+        ensure_scheduled_key_opens(conn, config, sealer, &rows)?;
     }
     let grace = retired_key_grace(conn, config, now)?;
     Ok(state_of(config, &rows, signer, grace, now, read_at))
 }
 
 /// At start, the scheduled key must open too: sealed under a secret since removed from the
-/// fallbacks, it would fail on every replica at once when it comes to sign, days later, where a
-/// start refused now names it while the old secret is still at hand.
-fn ensure_scheduled_key_opens(rows: &[KeyRecord], sealer: &Sealer) -> Result<(), ApiError> {
+/// fallbacks, or a key recorded before keys lived in the database whose file is gone, it would
+/// fail on every replica at once when it comes to sign, days later, where a start refused now
+/// names it while the old secret or file is still at hand. It is opened as it will be then
+/// (a legacy file is sealed into its row now).
+fn ensure_scheduled_key_opens(
+    conn: &mut DbConn,
+    config: &Config,
+    sealer: &Sealer,
+    rows: &[KeyRecord],
+) -> Result<(), ApiError> {
     let Some(next) = store::next(rows) else {
         return Ok(());
     };
-    let Some(private_jwk) = &next.sealed_private_jwk else {
-        return Ok(());
-    };
-    sealer
-        .open_any(&next.kid, private_jwk)
+    open_signer(conn, config, sealer, next)
         .map(drop)
         .map_err(|e| {
+            let reason = match e {
+                ApiError::Internal(reason) => reason,
+                other => other.to_string(),
+            };
             ApiError::Internal(format!(
-                "the scheduled signing key does not open: {e}. It would fail when it comes to \
-                 sign. Set the secret it was sealed under in \
-                 GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS and run `keys reseal`, or `keys revoke {}`",
+                "the scheduled signing key does not open: {reason}. It would fail when it comes to \
+                 sign. If it was sealed under an earlier secret, set that secret in \
+                 GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS and run `keys reseal`; else `keys \
+                 revoke {}`",
                 next.kid
             ))
         })

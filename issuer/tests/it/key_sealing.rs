@@ -374,8 +374,68 @@ async fn a_scheduled_key_that_does_not_open_stops_the_start(backend: Backend) {
     );
 }
 
+/// A scheduled key recorded before keys lived in the database (no sealed part in its row) is
+/// opened at start as it will be when it signs: from the data directory's file of that time,
+/// then sealed into its row; with no file, the start stops, naming it. Before, a scheduled key
+/// with no sealed part passed the start and failed on every replica when it came to sign.
+async fn a_scheduled_key_with_no_sealed_part_needs_its_file_at_start(backend: Backend) {
+    use diesel::RunQueryDsl as _;
+    let current = secret();
+    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(current.clone())).await;
+    let now = app.clock().now();
+    let mut scheduling = app.config.clone();
+    scheduling.key_rotation_days = 1;
+    scheduling.key_publish_ahead_secs = 86_400;
+    app.store()
+        .run_sync(move |c| KeyRing::load(c, &scheduling, now).map(drop))
+        .unwrap();
+    let rows = app.store().run_sync(keys::list).unwrap();
+    let next = rows
+        .iter()
+        .find(|r| r.status == "next")
+        .expect("a key is scheduled");
+    let (kid, sealed) = (next.kid.clone(), next.sealed_private_jwk.clone().unwrap());
+    let sealer = Sealer::from_secret(current.expose()).unwrap();
+    let (private, _) = sealer.open_any(&kid, &sealed).unwrap();
+    let unseal = format!("UPDATE signing_keys SET sealed_private_jwk = NULL WHERE kid = '{kid}'");
+    app.store()
+        .run_sync(move |c| Ok(diesel::sql_query(unseal).execute(c)?))
+        .unwrap();
+
+    let config = app.config.clone();
+    let refused = app
+        .store()
+        .run_sync(move |c| KeyRing::load(c, &config, now).map(drop))
+        .expect_err("the scheduled key has no private part anywhere")
+        .to_string();
+    assert!(
+        refused.contains("scheduled signing key") && refused.contains(&kid),
+        "{refused}"
+    );
+
+    let legacy = app.config.data_dir.join("keys");
+    std::fs::create_dir_all(&legacy).unwrap();
+    std::fs::write(
+        legacy.join(format!("{kid}.jwk")),
+        private.to_private_jwk_json().unwrap(),
+    )
+    .unwrap();
+    let config = app.config.clone();
+    app.store()
+        .run_sync(move |c| KeyRing::load(c, &config, now).map(drop))
+        .expect("the legacy file opens the scheduled key");
+    let rows = app.store().run_sync(keys::list).unwrap();
+    let resealed = rows.iter().find(|r| r.kid == kid).unwrap();
+    let reopened = resealed
+        .sealed_private_jwk
+        .as_deref()
+        .expect("sealed into its row");
+    assert_eq!(sealer.open_any(&kid, reopened).unwrap().0.kid(), kid);
+}
+
 crate::on_both_backends!(
     a_scheduled_key_that_does_not_open_stops_the_start,
+    a_scheduled_key_with_no_sealed_part_needs_its_file_at_start,
     replicas_share_the_sealed_key_ring,
     the_key_encryption_key_rotates_through_fallbacks_and_reseal,
     a_secret_no_replica_holds_seals_nothing,
