@@ -4,6 +4,8 @@
 //! still serving (a new index can hold their writes past `db_timeout_ms`) nor make a schema in
 //! an empty database it was pointed at by mistake and report success there.
 
+use std::time::{Duration, Instant};
+
 use diesel::RunQueryDsl as _;
 use diesel::connection::SimpleConnection as _;
 use diesel::migration::MigrationSource as _;
@@ -16,6 +18,9 @@ const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 /// The advisory lock key replicas migrate under ("gatehous" in ASCII).
 pub const MIGRATION_LOCK: i64 = 0x6761_7465_686f_7573;
+
+/// How often a migration that gave up waiting for a lock is tried (1 s apart).
+const MIGRATION_ATTEMPTS: u32 = 10;
 
 /// diesel's record of applied migrations. Asking diesel which are pending creates it, so its
 /// presence is checked first.
@@ -32,21 +37,15 @@ impl Db {
         let mut conn = self.pool.get().map_err(|e| e.to_string())?;
         let applied = match &mut *conn {
             DbConn::Postgres(c) => {
+                // No lock deadline of the role's or the URL's may cut the wait for another
+                // replica's migration short.
                 c.batch_execute(&format!(
-                    "{}; SELECT pg_advisory_lock({MIGRATION_LOCK})",
-                    statement_timeout(0)
+                    "{}; {}; SELECT pg_advisory_lock({MIGRATION_LOCK})",
+                    statement_timeout(0),
+                    lock_timeout(0)
                 ))
                 .map_err(|e| format!("migration lock: {e}"))?;
-                // A migration's wait for a table lock is bounded: PostgreSQL queues every later
-                // query on the table behind the waiting `ALTER`, so a transaction left open
-                // elsewhere would hold every replica's requests on it meanwhile.
-                let applied = match c.batch_execute(&lock_timeout(self.timeout.as_millis())) {
-                    Ok(()) => c
-                        .run_pending_migrations(PG_MIGRATIONS)
-                        .map(|v| v.len())
-                        .map_err(|e| self.explain_lock_timeout(&e.to_string())),
-                    Err(e) => Err(format!("setting the lock deadline: {e}")),
-                };
+                let applied = self.run_with_bounded_lock_waits(c);
                 let unlocked =
                     c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
                 if let Err(e) = unlocked {
@@ -55,9 +54,8 @@ impl Db {
                 // This connection goes back to the pool: with its deadline again, or the start
                 // fails (a failed migration is the error to report, if there was one).
                 let restored = c.batch_execute(&format!(
-                    "{}; {}",
-                    statement_timeout(self.timeout.as_millis()),
-                    lock_timeout(0)
+                    "{}; RESET lock_timeout",
+                    statement_timeout(self.timeout.as_millis())
                 ));
                 if let (Ok(_), Err(e)) = (&applied, restored) {
                     return Err(format!("restoring the statement deadline: {e}"));
@@ -84,17 +82,43 @@ impl Db {
         applied.map_err(|e| format!("migrations failed: {e}"))
     }
 
-    /// PostgreSQL's "canceling statement due to lock timeout", said in the operator's terms.
-    fn explain_lock_timeout(&self, error: &str) -> String {
-        if !error.contains("lock timeout") {
-            return error.to_owned();
+    /// The pending migrations, each wait for a lock bounded by a quarter of `db_timeout_ms`:
+    /// PostgreSQL queues every later query on a table behind a waiting `ALTER`, so a
+    /// transaction left open elsewhere would hold every replica's requests on that table for
+    /// as long as the migration waited. A migration that gives up is rolled back (the ones
+    /// before it stay) and tried again a second later, a few times: the queue drains between
+    /// tries. Judged by time, not by the server's (localised) message.
+    fn run_with_bounded_lock_waits(&self, c: &mut diesel::PgConnection) -> Result<usize, String> {
+        let wait = (self.timeout / 4).max(Duration::from_millis(50));
+        c.batch_execute(&lock_timeout(wait.as_millis()))
+            .map_err(|e| format!("setting the lock deadline: {e}"))?;
+        // Counted first: a try that gives up may have applied the migrations before its own.
+        let pending = c
+            .pending_migrations(PG_MIGRATIONS)
+            .map_err(|e| e.to_string())?
+            .len();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let started = Instant::now();
+            match c.run_pending_migrations(PG_MIGRATIONS) {
+                Ok(_) => return Ok(pending),
+                Err(e) if started.elapsed() < wait => return Err(e.to_string()),
+                Err(e) if attempt >= MIGRATION_ATTEMPTS => {
+                    return Err(format!(
+                        "{e}. Each of {MIGRATION_ATTEMPTS} tries gave up after waiting {} ms \
+                         (a quarter of db_timeout_ms) for a lock, so that the replicas' \
+                         queries would not queue behind it: another session holds one (a long \
+                         transaction?); run it again once that session is done",
+                        wait.as_millis()
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(attempt, error = %e, "a migration gave up waiting for a lock; trying again in 1 s");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
         }
-        format!(
-            "a migration waited more than db_timeout_ms ({} ms) for a table lock another session \
-             holds (a long transaction?), and was rolled back so that the replicas' queries \
-             would not queue behind it; run it again once that session is done ({error})",
-            self.timeout.as_millis()
-        )
     }
 
     /// For a command other than `migrate`: the database must hold every migration this build

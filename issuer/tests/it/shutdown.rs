@@ -76,9 +76,11 @@ async fn a_second_sigterm_or_sigint_stops_without_the_drain() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let long_drain = [("GATEHOUSE_DRAIN_SECS", "300")];
     let (mut twice, twice_port) = serve(dirs[0].path(), &long_drain).await;
-    let (mut interrupted, _) = serve(dirs[1].path(), &long_drain).await;
+    let (mut interrupted, interrupted_port) = serve(dirs[1].path(), &long_drain).await;
     signal(&twice, "TERM");
+    signal(&interrupted, "TERM");
     draining_readiness(twice_port).await;
+    draining_readiness(interrupted_port).await;
     signal(&twice, "TERM");
     signal(&interrupted, "INT");
     for server in [&mut twice, &mut interrupted] {
