@@ -215,6 +215,16 @@ fn serve() -> Result<(), String> {
                 "gatehouse issuer starting"
             );
         }
+        if rocket
+            .config()
+            .shutdown
+            .signals
+            .contains(&rocket::config::Sig::Term)
+        {
+            tracing::warn!(
+                "shutdown.signals lists `term`: Rocket stops at SIGTERM at once, without the drain"
+            );
+        }
         if let (Some(config), Some(drain)) = (
             rocket.state::<Config>(),
             rocket.state::<Arc<crate::drain::Drain>>(),
@@ -322,6 +332,9 @@ fn keys_reseal() -> Result<(), String> {
         .map_err(fail)?;
     for kid in &report.resealed {
         println!("{kid}: sealed again under GATEHOUSE_KEY_ENCRYPTION_KEY");
+    }
+    for kid in &report.set_aside {
+        println!("{kid}: retired or revoked, opens with no configured secret; never signs again");
     }
     println!(
         "{} key(s) resealed, {} already under the current secret",

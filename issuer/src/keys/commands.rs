@@ -35,7 +35,7 @@ fn ring_sealer(
 ) -> Result<seal::Sealer, ApiError> {
     let sealer = seal::from_config(config)?;
     ensure_sealer_opens_ring(conn, &sealer)?;
-    witness::ensure_replicas_hold(conn, &sealer, command)?;
+    witness::ensure_replicas_hold(conn, &sealer, command, max_ring_age(config))?;
     Ok(sealer)
 }
 
@@ -135,7 +135,7 @@ pub fn still_signing_until(
 /// secret was rotated (the earlier one in `GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS`).
 pub fn reseal(conn: &mut DbConn, config: &Config, now: i64) -> Result<Resealed, ApiError> {
     let sealer = configured_sealer(config, "keys reseal")?;
-    witness::ensure_replicas_hold(conn, &sealer, "keys reseal")?;
+    witness::ensure_replicas_hold(conn, &sealer, "keys reseal", max_ring_age(config))?;
     store::reseal(conn, &sealer, now)
 }
 

@@ -33,8 +33,9 @@ pub(super) fn read_key_file(path: &Path) -> Result<SigningKey, ApiError> {
     Ok(key)
 }
 
-/// Imports `key` sealed. The first time its kid is seen it becomes the signing key; after
-/// that, importing it again changes nothing, so replicas and restarts that still hold an older
+/// Imports `key` sealed. The first time its kid is seen it becomes the signing key (and still
+/// does while an earlier import left it scheduled); after that, importing it again changes
+/// nothing, so replicas and restarts that still hold an older
 /// file never take the active key back. Returns whether it was new.
 pub(super) fn import(
     conn: &mut DbConn,
@@ -72,5 +73,10 @@ pub(super) fn import(
     }
     // Recorded before keys lived in the database: keep the private part now.
     store::store_sealed(conn, sealer, key)?;
+    // Still scheduled: an import that stopped between its insert and its activation (past its
+    // deadline, or interrupted). Finish it rather than report the key as imported before.
+    if row.status == NEXT && store::activate(conn, key.kid(), now, "imported")? {
+        return Ok(true);
+    }
     Ok(false)
 }

@@ -249,9 +249,40 @@ pub fn schedule(
     };
     match next(&rows) {
         Some(next) if next.created_at + publish_ahead_secs <= now => {
+            // Promoted only by a replica that can sign with it. (Keys scheduled by this
+            // version always open wherever the active key does: see below.)
+            if let Some(Err(e)) = next
+                .sealed_private_jwk
+                .as_ref()
+                .map(|sealed| sealer.open_any(&next.kid, sealed))
+            {
+                tracing::error!(
+                    error = %e,
+                    "the scheduled signing key is due but does not open here: it is not \
+                     promoted by this replica, which keeps signing with the active key"
+                );
+                return Ok(());
+            }
             activate(conn, &next.kid, now, "scheduled rotation").map(drop)
         }
         None if now >= active.created_at + rotation_secs - publish_ahead_secs => {
+            // A new key is sealed under this replica's current secret: only where that secret
+            // opens the active key, so that every replica able to sign now can sign with it.
+            // A replica whose secret opens it only as a fallback (mid-rotation of the secret,
+            // or a mistyped new one) leaves scheduling to one whose secret does.
+            if let Some(Ok((_, SealedUnder::Fallback)) | Err(_)) = active
+                .sealed_private_jwk
+                .as_ref()
+                .map(|sealed| sealer.open_any(&active.kid, sealed))
+            {
+                tracing::warn!(
+                    kid = %active.kid,
+                    "a new signing key is due, but this replica's GATEHOUSE_KEY_ENCRYPTION_KEY \
+                     does not open the active key: scheduling is left to a replica whose \
+                     secret does (run `keys reseal` once every replica has the new secret)"
+                );
+                return Ok(());
+            }
             let key = generate()?;
             if insert(conn, sealer, &key, NEXT, now)? {
                 let detail =
@@ -273,8 +304,13 @@ pub struct Resealed {
     pub resealed: Vec<String>,
     /// Already under the current secret.
     pub current: usize,
-    /// Keys no configured secret opens, each with why (naming its kid): left as they are.
+    /// Active or scheduled keys no configured secret opens, each with why (naming its kid):
+    /// left as they are.
     pub unopened: Vec<String>,
+    /// Retired or revoked keys no configured secret opens (after `keys rotate
+    /// --replace-unopenable`, say): they never sign again and verify from their public half,
+    /// so they need no secret. Left as they are.
+    pub set_aside: Vec<String>,
 }
 
 /// Seals every stored private key that opens only with a fallback secret again under the
@@ -292,6 +328,10 @@ pub fn reseal(conn: &mut DbConn, sealer: &Sealer, now: i64) -> Result<Resealed, 
                     continue;
                 }
                 Ok((key, SealedUnder::Fallback)) => key,
+                Err(_) if !matches!(record.status.as_str(), ACTIVE | NEXT) => {
+                    report.set_aside.push(record.kid);
+                    continue;
+                }
                 Err(why) => {
                     report.unopened.push(why);
                     continue;

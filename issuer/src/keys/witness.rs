@@ -46,15 +46,25 @@ pub fn record(conn: &mut DbConn, sealer: &Sealer, now: i64) -> Result<(), ApiErr
 
 /// Refuses `sealer`'s current secret unless a replica holds it, or none has recorded one yet (a
 /// first key made before any replica started, or a database from before this check: then it
-/// says so, and checks nothing).
+/// says so, and checks nothing). A secret counts as held if a replica recorded it within
+/// `recent_secs` of the latest record: running replicas record theirs every maintenance
+/// period, so one no replica has run with lately (a mistyped secret, since fixed) no longer
+/// counts, while replicas that all stopped together still do.
 pub fn ensure_replicas_hold(
     conn: &mut DbConn,
     sealer: &Sealer,
     command: &str,
+    recent_secs: i64,
 ) -> Result<(), ApiError> {
-    let known: Vec<String> = sealing_secrets::table
-        .select(sealing_secrets::fingerprint)
+    let records: Vec<(String, i64)> = sealing_secrets::table
+        .select((sealing_secrets::fingerprint, sealing_secrets::last_seen))
         .load(conn)?;
+    let latest = records.iter().map(|(_, seen)| *seen).max().unwrap_or(0);
+    let known: Vec<&String> = records
+        .iter()
+        .filter(|(_, seen)| *seen >= latest.saturating_sub(recent_secs))
+        .map(|(fingerprint, _)| fingerprint)
+        .collect();
     if known.is_empty() {
         tracing::warn!(
             "{command}: no replica has recorded its GATEHOUSE_KEY_ENCRYPTION_KEY yet, so this \
@@ -62,7 +72,7 @@ pub fn ensure_replicas_hold(
         );
         return Ok(());
     }
-    if known.iter().any(|f| f == sealer.fingerprint()) {
+    if known.iter().any(|f| *f == sealer.fingerprint()) {
         return Ok(());
     }
     Err(ApiError::invalid_request(format!(

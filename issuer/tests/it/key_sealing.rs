@@ -1,6 +1,8 @@
 //! The sealed key ring: replicas that share it through the database and one secret, the
 //! secret's rotation, and a replica that cannot open the ring.
 
+use std::sync::Arc;
+
 use gatehouse_issuer::config::Secret;
 use gatehouse_issuer::keys::{self, KeyRing, Sealer};
 use gatehouse_shared::{Algorithm, KeySet, SigningKey};
@@ -96,6 +98,7 @@ async fn replicas_share_the_sealed_key_ring(backend: Backend) {
     // then loads, and the old key's tokens still verify.
     let mut recovered = app.config.clone();
     recovered.key_encryption_key = Some(secret());
+    let recover_secret = recovered.key_encryption_key.clone();
     let recover = recovered.clone();
     let new_key = app
         .store()
@@ -111,6 +114,20 @@ async fn replicas_share_the_sealed_key_ring(backend: Backend) {
         state.verifier.verify(&token, now).is_ok(),
         "the old key's tokens verify"
     );
+    // The old key, retired, opens with no secret now; `keys reseal` sets it aside instead of
+    // failing for it (before, it failed for good after this recovery).
+    let old_kid = kid_of(&token);
+    let reseal = app.config.clone();
+    let report = app
+        .store()
+        .run_sync(move |c| {
+            let mut config = reseal;
+            config.key_encryption_key = recover_secret;
+            keys::reseal(c, &config, now)
+        })
+        .unwrap();
+    assert!(report.unopened.is_empty(), "{report:?}");
+    assert_eq!(report.set_aside, [old_kid]);
 }
 
 /// Rotating the key-encryption key on a live ring: replicas given the new secret with the old
@@ -179,8 +196,8 @@ async fn the_key_encryption_key_rotates_through_fallbacks_and_reseal(backend: Ba
         assert!(sealer.open(&row.kid, &sealed).is_ok(), "{}", row.kid);
     }
 
-    // A key no configured secret opens is reported by its kid, never resealed or dropped (the
-    // secret here one a replica has run with, as a replica of another ring would have).
+    // Keys no configured secret opens are named by kid, never resealed or dropped (the secret
+    // here one a replica has run with, as a replica of another ring would have).
     let mut stranger = only_new.clone();
     let stranger_secret = secret();
     let stranger_sealer = Sealer::from_secret(stranger_secret.expose()).unwrap();
@@ -193,11 +210,11 @@ async fn the_key_encryption_key_rotates_through_fallbacks_and_reseal(backend: Ba
         .run_sync(|c| keys::reseal(c, &stranger, now))
         .unwrap();
     assert_eq!((report.resealed.len(), report.current), (0, 0));
-    assert_eq!(report.unopened.len(), 2);
-    assert!(
-        report.unopened.iter().any(|why| why.contains(&first)),
-        "{report:?}"
-    );
+    // The active key is reported (the command fails); the retired one is set aside, since it
+    // never signs again.
+    assert_eq!(report.unopened.len(), 1, "{report:?}");
+    assert!(report.unopened[0].contains(&second), "{report:?}");
+    assert_eq!(report.set_aside, std::slice::from_ref(&first));
     assert_eq!(load(&only_new).unwrap(), second, "nothing was lost");
 }
 
@@ -288,15 +305,17 @@ fn session_count(
 /// A shell whose new secret is mistyped, with the real one as the fallback: the ring opens (by
 /// the fallback), so the ring's own check passes, but keys sealed under the mistyped secret
 /// would open on no replica. `keys reseal`, `keys rotate` and `keys import` refuse it, since no
-/// replica has run with it, and change nothing.
+/// replica has run with it (lately), and change nothing.
 async fn a_secret_no_replica_holds_seals_nothing(backend: Backend) {
     let real = secret();
     let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(real.clone())).await;
+    let typo = secret();
     let mut mistyped = app.config.clone();
-    mistyped.key_encryption_key = Some(secret());
+    mistyped.key_encryption_key = Some(typo.clone());
     mistyped.key_encryption_key_fallbacks = Some(real.clone());
     let now = app.clock().now();
     let before = app.store().run_sync(keys::list).unwrap();
+    let shell = mistyped.clone();
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("k.jwk");
     let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
@@ -317,6 +336,24 @@ async fn a_secret_no_replica_holds_seals_nothing(backend: Backend) {
         let refusal = refusal.expect("refused").to_string();
         assert!(refusal.contains("no replica runs with"), "{refusal}");
     }
+    // A replica ran with the mistyped secret an hour ago (fixed since), and the replicas have
+    // recorded theirs since: it no longer counts. Before, any secret ever recorded did.
+    let (typo, real) = (
+        Sealer::from_secret(typo.expose()).unwrap(),
+        Sealer::from_secret(real.expose()).unwrap(),
+    );
+    app.store()
+        .run_sync(|c| keys::witness::record(c, &typo, now - 3600))
+        .unwrap();
+    app.store()
+        .run_sync(|c| keys::witness::record(c, &real, now))
+        .unwrap();
+    let refusal = app
+        .store()
+        .run_sync(move |conn| keys::rotate(conn, &shell, now).map(drop))
+        .expect_err("a secret no replica ran with lately seals nothing")
+        .to_string();
+    assert!(refusal.contains("no replica runs with"), "{refusal}");
     let after = app.store().run_sync(keys::list).unwrap();
     let ring = |rows: &[keys::KeyRecord]| {
         rows.iter()
@@ -332,35 +369,54 @@ async fn a_secret_no_replica_holds_seals_nothing(backend: Backend) {
     assert_eq!(ring(&after), ring(&before), "the ring is unchanged");
 }
 
-/// A scheduled key sealed under a secret the replica no longer has (its fallback removed before
-/// `keys reseal` ran) stops the start, by kid: it would have failed on every replica at once
-/// when it came to sign. Before, only the active key was opened at start.
-async fn a_scheduled_key_that_does_not_open_stops_the_start(backend: Backend) {
-    let current = secret();
-    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(current.clone())).await;
-    let now = app.clock().now();
-    // A secret some replica ran with, current in a shell that has the replicas' as fallback.
-    let other = secret();
-    let other_sealer = Sealer::from_secret(other.expose()).unwrap();
-    app.store()
-        .run_sync(|c| keys::witness::record(c, &other_sealer, now))
-        .unwrap();
-    let mut scheduling = app.config.clone();
-    scheduling.key_encryption_key = Some(other);
-    scheduling.key_encryption_key_fallbacks = Some(current.clone());
-    // Due at once: the next key is made and sealed under `other`.
+/// Schedules the next key at once (sealed under `config`'s secret), returning its kid.
+fn schedule_now(app: &TestApp, config: &gatehouse_issuer::config::Config, now: i64) -> String {
+    let mut scheduling = config.clone();
     scheduling.key_rotation_days = 1;
     scheduling.key_publish_ahead_secs = 86_400;
     app.store()
         .run_sync(move |c| KeyRing::load(c, &scheduling, now).map(drop))
         .unwrap();
     let rows = app.store().run_sync(keys::list).unwrap();
-    let next = rows
-        .iter()
+    rows.into_iter()
         .find(|r| r.status == "next")
+        .map(|r| r.kid)
         .expect("a key is scheduled")
-        .kid
-        .clone();
+}
+
+/// The key's sealed private part, as its row holds it.
+fn sealed_of(app: &TestApp, kid: &str) -> String {
+    let rows = app.store().run_sync(keys::list).unwrap();
+    rows.into_iter()
+        .find(|r| r.kid == kid)
+        .and_then(|r| r.sealed_private_jwk)
+        .expect("the key is sealed in its row")
+}
+
+/// Replaces the key's sealed part (`None`: none, as in a row from before keys lived there).
+fn set_sealed(app: &TestApp, kid: &str, sealed: Option<&str>) {
+    use diesel::RunQueryDsl as _;
+    let value = sealed.map_or_else(|| "NULL".to_owned(), |s| format!("'{s}'"));
+    let update =
+        format!("UPDATE signing_keys SET sealed_private_jwk = {value} WHERE kid = '{kid}'");
+    app.store()
+        .run_sync(move |c| Ok(diesel::sql_query(update).execute(c)?))
+        .unwrap();
+}
+
+/// A scheduled key sealed under a secret no replica has (as a version before 2026-12-05 sealed
+/// one under a mistyped secret) stops the start, by kid: it would have failed on every replica
+/// at once when it came to sign; and a replica does not promote it, but keeps signing with the
+/// active key. Before, only the active key was opened at start, and any replica promoted it.
+async fn a_scheduled_key_that_does_not_open_stops_the_start(backend: Backend) {
+    let current = secret();
+    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(current.clone())).await;
+    let now = app.clock().now();
+    let next = schedule_now(&app, &app.config, now);
+    let real = Sealer::from_secret(current.expose()).unwrap();
+    let (private, _) = real.open_any(&next, &sealed_of(&app, &next)).unwrap();
+    let elsewhere = Sealer::from_secret(secret().expose()).unwrap();
+    set_sealed(&app, &next, Some(&elsewhere.seal(&private).unwrap()));
 
     let config = app.config.clone();
     let refused = app
@@ -372,6 +428,55 @@ async fn a_scheduled_key_that_does_not_open_stops_the_start(backend: Backend) {
         refused.contains("scheduled signing key") && refused.contains(&next),
         "{refused}"
     );
+
+    // Due (published for `key_publish_ahead_secs`), it is not promoted here.
+    let due = now + i64::from(app.config.key_publish_ahead_secs) + 1;
+    let ring = app.client.rocket().state::<Arc<KeyRing>>().unwrap();
+    let active = ring.current().signer.kid().to_owned();
+    app.store().run_sync(|c| ring.refresh(c, due)).unwrap();
+    let rows = app.store().run_sync(keys::list).unwrap();
+    let status = |kid: &str| rows.iter().find(|r| r.kid == kid).unwrap().status.clone();
+    assert_eq!(status(&next), "next");
+    assert_eq!(status(&active), "active");
+    assert_eq!(ring.current().signer.kid(), active);
+}
+
+/// A replica whose secret opens the active key only as a fallback (a mistyped new secret with
+/// the real one as fallback, or the secret mid-rotation) schedules no key: sealed under its
+/// secret, the key would not open on the replicas that lack it, and each would stop signing
+/// once it was promoted. A replica whose secret opens the active key schedules it, and the key
+/// opens on both.
+async fn only_a_replica_whose_secret_opens_the_active_key_schedules_the_next(backend: Backend) {
+    let current = secret();
+    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(current.clone())).await;
+    let now = app.clock().now();
+    let other = secret();
+    let mistyped_sealer = Sealer::from_secret(other.expose())
+        .unwrap()
+        .with_fallbacks(current.expose())
+        .unwrap();
+    app.store()
+        .run_sync(|c| keys::witness::record(c, &mistyped_sealer, now))
+        .unwrap();
+    let mut mistyped = app.config.clone();
+    mistyped.key_encryption_key = Some(other);
+    mistyped.key_encryption_key_fallbacks = Some(current.clone());
+    mistyped.key_rotation_days = 1;
+    mistyped.key_publish_ahead_secs = 86_400;
+    app.store()
+        .run_sync(move |c| KeyRing::load(c, &mistyped, now).map(drop))
+        .unwrap();
+    let rows = app.store().run_sync(keys::list).unwrap();
+    assert!(
+        rows.iter().all(|r| r.status != "next"),
+        "a key was scheduled under a secret that does not open the active key"
+    );
+
+    let next = schedule_now(&app, &app.config, now);
+    let sealed = sealed_of(&app, &next);
+    let real = Sealer::from_secret(current.expose()).unwrap();
+    assert!(real.open_any(&next, &sealed).is_ok());
+    assert!(mistyped_sealer.open_any(&next, &sealed).is_ok());
 }
 
 /// A scheduled key recorded before keys lived in the database (no sealed part in its row) is
@@ -379,28 +484,13 @@ async fn a_scheduled_key_that_does_not_open_stops_the_start(backend: Backend) {
 /// then sealed into its row; with no file, the start stops, naming it. Before, a scheduled key
 /// with no sealed part passed the start and failed on every replica when it came to sign.
 async fn a_scheduled_key_with_no_sealed_part_needs_its_file_at_start(backend: Backend) {
-    use diesel::RunQueryDsl as _;
     let current = secret();
     let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(current.clone())).await;
     let now = app.clock().now();
-    let mut scheduling = app.config.clone();
-    scheduling.key_rotation_days = 1;
-    scheduling.key_publish_ahead_secs = 86_400;
-    app.store()
-        .run_sync(move |c| KeyRing::load(c, &scheduling, now).map(drop))
-        .unwrap();
-    let rows = app.store().run_sync(keys::list).unwrap();
-    let next = rows
-        .iter()
-        .find(|r| r.status == "next")
-        .expect("a key is scheduled");
-    let (kid, sealed) = (next.kid.clone(), next.sealed_private_jwk.clone().unwrap());
+    let kid = schedule_now(&app, &app.config, now);
     let sealer = Sealer::from_secret(current.expose()).unwrap();
-    let (private, _) = sealer.open_any(&kid, &sealed).unwrap();
-    let unseal = format!("UPDATE signing_keys SET sealed_private_jwk = NULL WHERE kid = '{kid}'");
-    app.store()
-        .run_sync(move |c| Ok(diesel::sql_query(unseal).execute(c)?))
-        .unwrap();
+    let (private, _) = sealer.open_any(&kid, &sealed_of(&app, &kid)).unwrap();
+    set_sealed(&app, &kid, None);
 
     let config = app.config.clone();
     let refused = app
@@ -433,8 +523,60 @@ async fn a_scheduled_key_with_no_sealed_part_needs_its_file_at_start(backend: Ba
     assert_eq!(sealer.open_any(&kid, reopened).unwrap().0.kid(), kid);
 }
 
+/// An import cut off between its insert and its activation (past its deadline, or
+/// interrupted) left the key scheduled; importing the file again finishes it. Before, the rerun
+/// reported the key as imported before, and it never signed.
+async fn an_import_left_scheduled_is_finished_by_the_next(backend: Backend) {
+    use diesel::RunQueryDsl as _;
+    let current = secret();
+    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(current.clone())).await;
+    let now = app.clock().now();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("imported.jwk");
+    let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    std::fs::write(&key_file, key.to_private_jwk_json().unwrap()).unwrap();
+    let import = |app: &TestApp| {
+        let (config, file) = (app.config.clone(), key_file.clone());
+        app.store()
+            .run_sync(move |c| keys::import_file(c, &config, &file, now))
+            .unwrap()
+            .1
+    };
+    let before = app.store().run_sync(keys::list).unwrap();
+    let was_active = before
+        .iter()
+        .find(|r| r.status == "active")
+        .unwrap()
+        .kid
+        .clone();
+    assert!(import(&app));
+    // As the cut-off import left the ring: the key scheduled, the one before still active.
+    let undo = format!(
+        "UPDATE signing_keys SET status = 'next' WHERE kid = '{}'; \
+         UPDATE signing_keys SET status = 'active', retired_at = NULL WHERE kid = '{was_active}'",
+        key.kid()
+    );
+    app.store()
+        .run_sync(move |c| {
+            for statement in undo.split("; ") {
+                diesel::sql_query(statement).execute(c)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+
+    assert!(import(&app), "the rerun finished the import");
+    let rows = app.store().run_sync(keys::list).unwrap();
+    let status = |kid: &str| rows.iter().find(|r| r.kid == kid).unwrap().status.clone();
+    assert_eq!(status(key.kid()), "active");
+    assert_eq!(status(&was_active), "retired");
+    assert!(!import(&app), "imported once, never again");
+}
+
 crate::on_both_backends!(
     a_scheduled_key_that_does_not_open_stops_the_start,
+    an_import_left_scheduled_is_finished_by_the_next,
+    only_a_replica_whose_secret_opens_the_active_key_schedules_the_next,
     a_scheduled_key_with_no_sealed_part_needs_its_file_at_start,
     replicas_share_the_sealed_key_ring,
     the_key_encryption_key_rotates_through_fallbacks_and_reseal,
