@@ -254,6 +254,7 @@ impl Snapshots {
         clock: Arc<Clock>,
     ) {
         let mut last_build: Option<tokio::time::Instant> = None;
+        let mut failed_builds = 0;
         loop {
             self.changed.notified().await;
             tokio::time::sleep(COALESCE).await;
@@ -263,9 +264,21 @@ impl Snapshots {
             last_build = Some(tokio::time::Instant::now());
             match self.current(&db, &keys, &config, clock.now()).await {
                 Ok(jws) => {
+                    failed_builds = 0;
                     self.latest.send_replace(Some(jws));
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot build the snapshot to push"),
+                Err(e) => {
+                    failed_builds += 1;
+                    tracing::warn!(error = %e, failed_builds, "cannot build the snapshot to push");
+                    // Built again (a second later, as pushes are spaced), a few times: else the
+                    // revocations that asked for it reach the edge only through its delta feed
+                    // or its cron pull. A push that then fails is retried on its own.
+                    if failed_builds < PUSH_ATTEMPTS {
+                        self.changed.notify_one();
+                    } else {
+                        failed_builds = 0;
+                    }
+                }
             }
         }
     }

@@ -430,3 +430,56 @@ crate::on_both_backends!(
     cleanup_removes_only_what_expired,
     ended_sessions_are_found_by_index,
 );
+
+/// A snapshot that cannot be built when a revocation asks for it (the database held past
+/// `db_timeout_ms`) is built again a second later, and pushed. Before, the push was dropped
+/// until the next revocation, and the edge learnt of it only through its delta feed or cron.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_that_could_not_be_built_is_built_again() {
+    use diesel::Connection as _;
+    use diesel::connection::SimpleConnection as _;
+    let rx = receiver().await;
+    let url = rx.url.clone();
+    let app = TestApp::start_with(Backend::Postgres, move |c| {
+        c.edge_sync_urls = vec![url];
+        // As short as the suite's set-up safely allows: the build below runs out of it.
+        c.db_timeout_ms = 1_000;
+    })
+    .await;
+    app.register("alice").await;
+    let pushes = || rx.bodies.lock().unwrap().len();
+    let logout = |token: String| {
+        let app = &app;
+        async move {
+            assert_eq!(
+                app.send("POST", "/v1/logout", None, Some(&token)).await.0,
+                Status::Ok
+            );
+        }
+    };
+    let first = str_of(&app.login("alice").await, "access_token").to_owned();
+    let second = str_of(&app.login("alice").await, "access_token").to_owned();
+    logout(first).await;
+    let started = std::time::Instant::now();
+    while pushes() < 1 {
+        assert!(started.elapsed() < Duration::from_secs(10), "no first push");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The next build waits for a second after the first (at about 1.0 s): the table is locked
+    // before it starts, and held past its deadline (2.0 s), until about 2.5 s.
+    logout(second).await;
+    let mut holder = diesel::PgConnection::establish(&app.config.database_url).unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE revocations IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2400)).await;
+    assert_eq!(pushes(), 1, "a build ran past the lock");
+    holder.batch_execute("COMMIT").unwrap();
+    while pushes() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the failed build was not tried again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
