@@ -50,20 +50,28 @@ pub fn failing(config: &Config, now_ms: f64) -> bool {
     state::delta_feed_failing(now_ms, limit_ms(config))
 }
 
-/// Before answering: a poll, or, if one is under way, a wait for it (polled every 5 ms, and
-/// no longer than its fetch may take).
+/// Before answering: a poll, or, if one is under way, a wait for it (polled every 5 ms).
 pub async fn catch_up(env: &Env, config: &Config) {
-    if !state::delta_poll_under_way(state::now_ms()) {
+    let now = state::now_ms();
+    if !state::delta_poll_under_way(now) {
         return poll(env, config).await;
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a few hundred rounds
-    let rounds = (limit(config).as_millis() / 5) as u32;
-    for _ in 0..rounds {
+    for _ in 0..wait_rounds(limit_ms(config), state::delta_poll_age_ms(now)) {
         worker::Delay::from(Duration::from_millis(5)).await;
         if !state::delta_poll_under_way(state::now_ms()) {
             return;
         }
     }
+}
+
+/// How many 5 ms rounds to wait for a poll under way: until its fetch's limit, counted from
+/// when the poll began. A poll the runtime abandoned (a request cancelled mid-poll) then holds
+/// each later request for what is left of that, not for a whole limit each, until it is taken
+/// as abandoned.
+fn wait_rounds(limit_ms: f64, poll_age_ms: f64) -> u32 {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a few hundred rounds
+    let rounds = ((limit_ms - poll_age_ms).max(0.0) / 5.0) as u32;
+    rounds
 }
 
 /// One poll: this location's cached delta if fresh, else the issuer's; verified and applied.
@@ -148,4 +156,19 @@ async fn fetch(config: &Config) -> Result<String, String> {
         let _ = cache.put(url, copy.with_headers(headers)).await;
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wait_rounds;
+
+    #[test]
+    fn a_request_waits_for_a_poll_only_until_its_limit_from_its_start() {
+        assert_eq!(wait_rounds(2000.0, 0.0), 400);
+        assert_eq!(wait_rounds(2000.0, 1500.0), 100);
+        // Begun longer ago than its fetch may take (abandoned by a cancelled request, or about
+        // to give up): no wait. Before, each request waited the whole limit.
+        assert_eq!(wait_rounds(2000.0, 2500.0), 0);
+        assert_eq!(wait_rounds(2000.0, f64::INFINITY), 0);
+    }
 }
