@@ -56,7 +56,9 @@ pub async fn catch_up(env: &Env, config: &Config) {
     if !state::delta_poll_under_way(now) {
         return poll(env, config).await;
     }
-    for _ in 0..wait_rounds(limit_ms(config), state::delta_poll_age_ms(now)) {
+    // A poll may take its fetch's limit, then a key-set fetch for a delta of a new kid.
+    let longest_ms = limit_ms(config) + upstream::KEYS_LIMIT.as_secs_f64() * 1000.0;
+    for _ in 0..wait_rounds(longest_ms, state::delta_poll_age_ms(now)) {
         worker::Delay::from(Duration::from_millis(5)).await;
         if !state::delta_poll_under_way(state::now_ms()) {
             return;
@@ -64,8 +66,8 @@ pub async fn catch_up(env: &Env, config: &Config) {
     }
 }
 
-/// How many 5 ms rounds to wait for a poll under way: until its fetch's limit, counted from
-/// when the poll began. A poll the runtime abandoned (a request cancelled mid-poll) then holds
+/// How many 5 ms rounds to wait for a poll under way: until the longest it may take, counted
+/// from when the poll began. A poll the runtime abandoned (a request cancelled mid-poll) then holds
 /// each later request for what is left of that, not for a whole limit each, until it is taken
 /// as abandoned.
 fn wait_rounds(limit_ms: f64, poll_age_ms: f64) -> u32 {
@@ -166,8 +168,8 @@ mod tests {
     fn a_request_waits_for_a_poll_only_until_its_limit_from_its_start() {
         assert_eq!(wait_rounds(2000.0, 0.0), 400);
         assert_eq!(wait_rounds(2000.0, 1500.0), 100);
-        // Begun longer ago than its fetch may take (abandoned by a cancelled request, or about
-        // to give up): no wait. Before, each request waited the whole limit.
+        // Begun longer ago than a poll may take (abandoned by a cancelled request, or about to
+        // give up): no wait. Before, each request waited the whole limit.
         assert_eq!(wait_rounds(2000.0, 2500.0), 0);
         assert_eq!(wait_rounds(2000.0, f64::INFINITY), 0);
     }

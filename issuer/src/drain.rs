@@ -3,7 +3,8 @@
 //! for `drain_secs`, every response saying `Connection: close` so that pooled clients reconnect
 //! through the balancer; then Rocket's graceful shutdown (`shutdown.grace`, `shutdown.mercy`)
 //! finishes what is in flight. A second SIGTERM, or SIGINT (Ctrl-C, which Rocket handles),
-//! stops at once.
+//! ends the drain and starts that shutdown at once. Once it has started, further SIGTERMs are
+//! taken and ignored (the handler stays installed): the shutdown is bounded by grace and mercy.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,11 +78,11 @@ pub fn shut_down_on_sigterm(drain: Arc<Drain>, drain_for: Duration, shutdown: Sh
         tracing::warn!(
             drain_secs = drain_for.as_secs(),
             "SIGTERM: draining (readiness answers 503 while requests are still served), then \
-             shutting down; a second SIGTERM shuts down now"
+             shutting down; a second SIGTERM ends the drain"
         );
         tokio::select! {
             () = tokio::time::sleep(drain_for) => {}
-            _ = term.recv() => tracing::warn!("second SIGTERM: shutting down now"),
+            _ = term.recv() => tracing::warn!("second SIGTERM: the drain ends"),
         }
         tracing::warn!("drain over: shutting down");
         shutdown.notify();

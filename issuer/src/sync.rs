@@ -31,6 +31,9 @@ const COALESCE: Duration = Duration::from_millis(25);
 /// another upload and another refused write. What changed meanwhile goes in the next push.
 const MIN_PUSH_INTERVAL: Duration = Duration::from_secs(1);
 const PUSH_ATTEMPTS: u32 = 5;
+/// Tries of a snapshot build that failed (the database past its deadline, say), per burst of
+/// revocations.
+const BUILD_ATTEMPTS: u32 = 5;
 const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest `Retry-After` a push waits for, the edge's own: a push's tries then still end
 /// within 45 s of the first (five 5 s timeouts or busy answers, four waits of at most 5 s),
@@ -270,10 +273,11 @@ impl Snapshots {
                 Err(e) => {
                     failed_builds += 1;
                     tracing::warn!(error = %e, failed_builds, "cannot build the snapshot to push");
-                    // Built again (a second later, as pushes are spaced), a few times: else the
-                    // revocations that asked for it reach the edge only through its delta feed
-                    // or its cron pull. A push that then fails is retried on its own.
-                    if failed_builds < PUSH_ATTEMPTS {
+                    // Built again (at least a second after this try began, as builds are
+                    // spaced), a few times: else the revocations that asked for it reach the
+                    // edge only through its delta feed or its cron pull. A push that then
+                    // fails is retried on its own.
+                    if failed_builds < BUILD_ATTEMPTS {
                         self.changed.notify_one();
                     } else {
                         failed_builds = 0;

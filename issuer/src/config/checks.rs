@@ -111,28 +111,27 @@ impl Config {
     }
 
     /// Each `edge_sync_urls` entry must be an edge's sync route, without credentials: the edge
-    /// reads none from the URL, and the issuer logs its push URLs.
+    /// reads none from the URL, and the issuer logs its push URLs. Messages show the URL with
+    /// any credentials masked.
     fn edge_sync_url_problems(&self, problems: &mut Vec<String>) {
         for url in &self.edge_sync_urls {
+            let shown = crate::db::redact(url);
             let parsed = reqwest::Url::parse(url)
                 .ok()
                 .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
             match parsed {
                 None => problems.push(format!(
-                    "GATEHOUSE_EDGE_SYNC_URLS entry {url:?} is not an http:// or https:// URL \
+                    "GATEHOUSE_EDGE_SYNC_URLS entry {shown:?} is not an http:// or https:// URL \
                      with a host: every revocation push to it would fail"
                 )),
-                Some(mut u) if !u.username().is_empty() || u.password().is_some() => {
-                    let _ = (u.set_username(""), u.set_password(None));
+                Some(u) if !u.username().is_empty() || u.password().is_some() => {
                     problems.push(format!(
-                        "GATEHOUSE_EDGE_SYNC_URLS entry {:?} carries credentials (user:password@, \
-                         not shown), which the edge does not read and the issuer would log: \
-                         remove them",
-                        u.as_str()
+                        "GATEHOUSE_EDGE_SYNC_URLS entry {shown:?} carries credentials, which the \
+                         edge does not read and the issuer would log: remove them"
                     ));
                 }
                 Some(u) if u.path() != EDGE_SYNC_PATH => problems.push(format!(
-                    "GATEHOUSE_EDGE_SYNC_URLS entry {url:?} is not the edge's {EDGE_SYNC_PATH}: \
+                    "GATEHOUSE_EDGE_SYNC_URLS entry {shown:?} is not the edge's {EDGE_SYNC_PATH}: \
                      pushes would go to the origin, where a 200 counts as delivered"
                 )),
                 Some(_) => {}
@@ -346,7 +345,7 @@ mod tests {
     #[allow(clippy::too_many_lines)] // one case per setting
     fn settings_that_switch_a_protection_off_are_refused_by_name() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 24] = [
+        let cases: [(&str, Change); 25] = [
             ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
                 c.access_token_ttl_secs = 0;
             }),
@@ -405,6 +404,9 @@ mod tests {
             }),
             ("GATEHOUSE_EDGE_SYNC_URLS", |c| {
                 c.edge_sync_urls = vec!["https://:hunter2@edge.example/_gatehouse/sync".into()];
+            }),
+            ("GATEHOUSE_EDGE_SYNC_URLS", |c| {
+                c.edge_sync_urls = vec!["ftp://u:hunter2@edge.example/sync".into()];
             }),
             // The origin's path: a public one answers 200, counted as delivered.
             ("GATEHOUSE_EDGE_SYNC_URLS", |c| {

@@ -82,42 +82,48 @@ impl Db {
         applied.map_err(|e| format!("migrations failed: {e}"))
     }
 
-    /// The pending migrations, each wait for a lock bounded by a quarter of `db_timeout_ms`:
-    /// PostgreSQL queues every later query on a table behind a waiting `ALTER`, so a
-    /// transaction left open elsewhere would hold every replica's requests on that table for
-    /// as long as the migration waited. A migration that gives up is rolled back (the ones
-    /// before it stay) and tried again a second later, a few times: the queue drains between
-    /// tries. Judged by time, not by the server's (localised) message.
+    /// The pending migrations, one at a time, each wait for a lock bounded by a quarter of
+    /// `db_timeout_ms`: PostgreSQL queues every later query on a table behind a waiting
+    /// `ALTER`, so a transaction left open elsewhere would hold every replica's requests on that
+    /// table for as long as the migration waited. A migration that gives up is rolled back (the
+    /// ones before it stay) and tried again a second later, a few times: the queue drains
+    /// between tries. A give-up is told by time, not by the server's (localised) message: the
+    /// migration failed as its lock wait ran out, within a second of it. One that failed sooner
+    /// or later failed for its own reason, and is not tried again.
     fn run_with_bounded_lock_waits(&self, c: &mut diesel::PgConnection) -> Result<usize, String> {
         let wait = (self.timeout / 4).max(Duration::from_millis(50));
         c.batch_execute(&lock_timeout(wait.as_millis()))
             .map_err(|e| format!("setting the lock deadline: {e}"))?;
-        // Counted first: a try that gives up may have applied the migrations before its own.
-        let pending = c
-            .pending_migrations(PG_MIGRATIONS)
-            .map_err(|e| e.to_string())?
-            .len();
-        let mut attempt = 0;
+        let (mut applied, mut tries) = (0, 0);
         loop {
-            attempt += 1;
+            let pending = c
+                .pending_migrations(PG_MIGRATIONS)
+                .map_err(|e| e.to_string())?;
+            let Some(next) = pending.first() else {
+                return Ok(applied);
+            };
             let started = Instant::now();
-            match c.run_pending_migrations(PG_MIGRATIONS) {
-                Ok(_) => return Ok(pending),
-                Err(e) if started.elapsed() < wait => return Err(e.to_string()),
-                Err(e) if attempt >= MIGRATION_ATTEMPTS => {
-                    return Err(format!(
-                        "{e}. Each of {MIGRATION_ATTEMPTS} tries gave up after waiting {} ms \
-                         (a quarter of db_timeout_ms) for a lock, so that the replicas' \
-                         queries would not queue behind it: another session holds one (a long \
-                         transaction?); run it again once that session is done",
-                        wait.as_millis()
-                    ));
-                }
-                Err(e) => {
-                    tracing::warn!(attempt, error = %e, "a migration gave up waiting for a lock; trying again in 1 s");
-                    std::thread::sleep(Duration::from_secs(1));
-                }
+            let Err(e) = c.run_migration(next.as_ref()) else {
+                (applied, tries) = (applied + 1, 0);
+                continue;
+            };
+            let took = started.elapsed();
+            if took < wait || took > wait + Duration::from_secs(1) {
+                return Err(e.to_string());
             }
+            tries += 1;
+            if tries >= MIGRATION_ATTEMPTS {
+                return Err(format!(
+                    "{e}. Each of {MIGRATION_ATTEMPTS} tries of {} gave up as its wait for a \
+                     lock reached {} ms (a quarter of db_timeout_ms), so that the replicas' \
+                     queries would not queue behind it: another session holds one (a long \
+                     transaction?); run it again once that session is done",
+                    next.name(),
+                    wait.as_millis()
+                ));
+            }
+            tracing::warn!(migration = %next.name(), tries, error = %e, "a migration gave up waiting for a lock; trying again in 1 s");
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
 

@@ -66,7 +66,7 @@ impl DbUrl {
 /// The URL without its credentials: the user info (up to the last `@` before the path, as
 /// libpq reads it, so a password may hold `?`), and the query, where libpq also takes a
 /// `password` (its other options do not say which database it is).
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.split('?').next().unwrap_or_default().to_owned();
     };

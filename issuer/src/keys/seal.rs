@@ -120,6 +120,32 @@ impl Sealer {
 
     /// Opens with the current secret, else with a fallback, and says which.
     pub fn open_any(&self, kid: &str, sealed: &str) -> Result<(SigningKey, SealedUnder), String> {
+        self.open_with(kid, sealed).map(|(key, fallback)| {
+            let under = match fallback {
+                None => SealedUnder::Current,
+                Some(_) => SealedUnder::Fallback,
+            };
+            (key, under)
+        })
+    }
+
+    /// This sealer with the secret that opens `sealed` (the key `kid`) as the one it seals
+    /// under: a key it seals opens wherever that key does. `None` if no configured secret
+    /// opens it.
+    pub fn sealing_like(&self, kid: &str, sealed: &str) -> Option<Self> {
+        let (_, fallback) = self.open_with(kid, sealed).ok()?;
+        let Some(index) = fallback else {
+            return Some(self.clone());
+        };
+        Some(Self {
+            cipher: self.fallbacks.get(index)?.clone(),
+            fingerprint: self.fallback_fingerprints.get(index)?.clone(),
+            ..self.clone()
+        })
+    }
+
+    /// Opens `sealed`, with the index of the fallback that did (`None`: the current secret).
+    fn open_with(&self, kid: &str, sealed: &str) -> Result<(SigningKey, Option<usize>), String> {
         let bytes = sealed
             .strip_prefix(FORMAT)
             .and_then(|b| URL_SAFE_NO_PAD.decode(b).ok())
@@ -135,12 +161,17 @@ impl Sealer {
             aad: &aad,
         };
         let (jwk, under) = match self.cipher.decrypt(&nonce, payload()) {
-            Ok(jwk) => (jwk, SealedUnder::Current),
+            Ok(jwk) => (jwk, None),
             Err(_) => self
                 .fallbacks
                 .iter()
-                .find_map(|fallback| fallback.decrypt(&nonce, payload()).ok())
-                .map(|jwk| (jwk, SealedUnder::Fallback))
+                .enumerate()
+                .find_map(|(index, fallback)| {
+                    fallback
+                        .decrypt(&nonce, payload())
+                        .ok()
+                        .map(|jwk| (jwk, Some(index)))
+                })
                 .ok_or_else(|| {
                     format!(
                         "signing key {kid} does not open with this {SETTING} (nor with \

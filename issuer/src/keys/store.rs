@@ -257,34 +257,33 @@ pub fn schedule(
                 .map(|sealed| sealer.open_any(&next.kid, sealed))
             {
                 tracing::error!(
+                    kid = %next.kid,
                     error = %e,
-                    "the scheduled signing key is due but does not open here: it is not \
-                     promoted by this replica, which keeps signing with the active key"
+                    "the scheduled signing key is due but does not open here: this replica \
+                     does not promote it, and keeps signing with the active key. If no replica \
+                     opens it, `keys revoke` it (it never signed); the next is then scheduled"
                 );
                 return Ok(());
             }
             activate(conn, &next.kid, now, "scheduled rotation").map(drop)
         }
         None if now >= active.created_at + rotation_secs - publish_ahead_secs => {
-            // A new key is sealed under this replica's current secret: only where that secret
-            // opens the active key, so that every replica able to sign now can sign with it.
-            // A replica whose secret opens it only as a fallback (mid-rotation of the secret,
-            // or a mistyped new one) leaves scheduling to one whose secret does.
-            if let Some(Ok((_, SealedUnder::Fallback)) | Err(_)) = active
-                .sealed_private_jwk
-                .as_ref()
-                .map(|sealed| sealer.open_any(&active.kid, sealed))
-            {
-                tracing::warn!(
-                    kid = %active.kid,
-                    "a new signing key is due, but this replica's GATEHOUSE_KEY_ENCRYPTION_KEY \
-                     does not open the active key: scheduling is left to a replica whose \
-                     secret does (run `keys reseal` once every replica has the new secret)"
-                );
-                return Ok(());
-            }
+            // Sealed under the secret the active key is sealed under, so that every replica
+            // able to sign now can sign with it: under this replica's current secret, a
+            // mistyped one (the real one as fallback) would have sealed a key no other replica
+            // opens, and its promotion would have stopped them all signing. During a rotation
+            // of the secret that is the old one, until `keys reseal` moves every key.
+            let like_active = match &active.sealed_private_jwk {
+                Some(held) => sealer.sealing_like(&active.kid, held).ok_or_else(|| {
+                    ApiError::Internal(format!(
+                        "a new signing key is due, but the active key {} does not open here",
+                        active.kid
+                    ))
+                })?,
+                None => sealer.clone(),
+            };
             let key = generate()?;
-            if insert(conn, sealer, &key, NEXT, now)? {
+            if insert(conn, &like_active, &key, NEXT, now)? {
                 let detail =
                     serde_json::json!({"kid": key.kid(), "signs_from": now + publish_ahead_secs});
                 write_tx(conn, |conn| {

@@ -391,12 +391,14 @@ fn cli_commands() {
     let (ok, stdout, stderr) = reseal(&[("GATEHOUSE_KEY_ENCRYPTION_KEY", &new_secret)]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("0 key(s) resealed, 2 already"), "{stdout}");
-    let (ok, _, stderr) = reseal(&[("GATEHOUSE_KEY_ENCRYPTION_KEY", dev_secret.trim())]);
+    let (ok, stdout, stderr) = reseal(&[("GATEHOUSE_KEY_ENCRYPTION_KEY", dev_secret.trim())]);
     assert!(!ok, "the development secret no longer opens the ring");
+    // The active key fails the command; the retired one never signs again, and is set aside.
     assert!(
-        stderr.contains("2 key(s) open with no configured secret"),
+        stderr.contains("1 key(s) open with no configured secret"),
         "{stderr}"
     );
+    assert!(stdout.contains("retired or revoked"), "{stdout}");
     // Without the current secret, reseal refuses rather than generate one.
     let (ok, _, stderr) = reseal(&[("GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS", &new_secret)]);
     assert!(!ok);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use gatehouse_issuer::config::Secret;
-use gatehouse_issuer::keys::{self, KeyRing, Sealer};
+use gatehouse_issuer::keys::{self, KeyRing, SealedUnder, Sealer};
 use gatehouse_shared::{Algorithm, KeySet, SigningKey};
 use rocket::http::Status;
 
@@ -441,42 +441,33 @@ async fn a_scheduled_key_that_does_not_open_stops_the_start(backend: Backend) {
     assert_eq!(ring.current().signer.kid(), active);
 }
 
-/// A replica whose secret opens the active key only as a fallback (a mistyped new secret with
-/// the real one as fallback, or the secret mid-rotation) schedules no key: sealed under its
-/// secret, the key would not open on the replicas that lack it, and each would stop signing
-/// once it was promoted. A replica whose secret opens the active key schedules it, and the key
-/// opens on both.
-async fn only_a_replica_whose_secret_opens_the_active_key_schedules_the_next(backend: Backend) {
-    let current = secret();
-    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(current.clone())).await;
+/// A scheduled key is sealed under the secret the active key is sealed under: a replica with a
+/// mistyped new secret (the real one as fallback) used to seal it under its own, which no other
+/// replica opens, and its promotion stopped them all signing. Mid-rotation of the secret, that
+/// is the old one, which every replica holds, until `keys reseal` moves every key.
+async fn a_scheduled_key_is_sealed_under_the_active_keys_secret(backend: Backend) {
+    let real = secret();
+    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(real.clone())).await;
     let now = app.clock().now();
-    let other = secret();
-    let mistyped_sealer = Sealer::from_secret(other.expose())
-        .unwrap()
-        .with_fallbacks(current.expose())
-        .unwrap();
+    let typo = secret();
+    let typo_sealer = Sealer::from_secret(typo.expose()).unwrap();
     app.store()
-        .run_sync(|c| keys::witness::record(c, &mistyped_sealer, now))
+        .run_sync(|c| keys::witness::record(c, &typo_sealer, now))
         .unwrap();
     let mut mistyped = app.config.clone();
-    mistyped.key_encryption_key = Some(other);
-    mistyped.key_encryption_key_fallbacks = Some(current.clone());
-    mistyped.key_rotation_days = 1;
-    mistyped.key_publish_ahead_secs = 86_400;
-    app.store()
-        .run_sync(move |c| KeyRing::load(c, &mistyped, now).map(drop))
-        .unwrap();
-    let rows = app.store().run_sync(keys::list).unwrap();
-    assert!(
-        rows.iter().all(|r| r.status != "next"),
-        "a key was scheduled under a secret that does not open the active key"
-    );
-
-    let next = schedule_now(&app, &app.config, now);
+    mistyped.key_encryption_key = Some(typo);
+    mistyped.key_encryption_key_fallbacks = Some(real.clone());
+    let next = schedule_now(&app, &mistyped, now);
     let sealed = sealed_of(&app, &next);
-    let real = Sealer::from_secret(current.expose()).unwrap();
-    assert!(real.open_any(&next, &sealed).is_ok());
-    assert!(mistyped_sealer.open_any(&next, &sealed).is_ok());
+    let real_sealer = Sealer::from_secret(real.expose()).unwrap();
+    assert!(
+        matches!(
+            real_sealer.open_any(&next, &sealed),
+            Ok((_, SealedUnder::Current))
+        ),
+        "sealed under the active key's secret"
+    );
+    assert!(typo_sealer.open_any(&next, &sealed).is_err());
 }
 
 /// A scheduled key recorded before keys lived in the database (no sealed part in its row) is
@@ -576,7 +567,7 @@ async fn an_import_left_scheduled_is_finished_by_the_next(backend: Backend) {
 crate::on_both_backends!(
     a_scheduled_key_that_does_not_open_stops_the_start,
     an_import_left_scheduled_is_finished_by_the_next,
-    only_a_replica_whose_secret_opens_the_active_key_schedules_the_next,
+    a_scheduled_key_is_sealed_under_the_active_keys_secret,
     a_scheduled_key_with_no_sealed_part_needs_its_file_at_start,
     replicas_share_the_sealed_key_ring,
     the_key_encryption_key_rotates_through_fallbacks_and_reseal,

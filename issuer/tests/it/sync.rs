@@ -467,8 +467,8 @@ async fn a_snapshot_that_could_not_be_built_is_built_again() {
     }
     // The next build waits for a second after the first (at about 1.0 s): the table is locked
     // before it starts, and held past its deadline (2.0 s), until about 2.5 s.
-    logout(second).await;
     let mut holder = diesel::PgConnection::establish(&app.config.database_url).unwrap();
+    logout(second).await;
     holder
         .batch_execute("BEGIN; LOCK TABLE revocations IN ACCESS EXCLUSIVE MODE")
         .unwrap();
