@@ -16,6 +16,9 @@ struct World {
     locations: Locations,
 }
 
+/// A little over KV's limit of one write a second per key, which the simulation enforces.
+const KV_WRITE_INTERVAL: Duration = Duration::from_millis(1100);
+
 /// An issuer pushing to location 0 only (a push lands in one location on Cloudflare) and
 /// `count` locations with `vars` on top of the defaults.
 async fn world(count: usize, kv_delay: Duration, vars: &[(&str, &str)]) -> World {
@@ -274,6 +277,15 @@ async fn a_snapshot_of_the_heads_seq_signed_earlier_is_stored_again() {
         .put_kv(0, "revocations", signed(issued_at - 3), &earlier)
         .await;
     assert_eq!(locations.kv_snapshots().await[0], earlier);
+    // Within a second of that write, KV refuses another to the key (its per-key limit,
+    // simulated): the push is answered 503, as the issuer retries; a second later it lands.
+    let (status, json) = push(&locations.urls[0], signed(issued_at)).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("kv_write_failed")),
+        "{json}"
+    );
+    tokio::time::sleep(KV_WRITE_INTERVAL).await;
     let (status, json) = push(&locations.urls[0], signed(issued_at)).await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(
@@ -567,6 +579,8 @@ async fn an_unchanged_list_is_rewritten_to_kv_only_at_the_heartbeat() {
     let mut expected = locations.kv_writes().await[0];
     // (issued `ago` seconds before now, written to KV?)
     for (ago, written) in [(30, true), (25, false), (21, false), (15, true)] {
+        // As the issuer paces its pushes: KV takes one write a second per key (simulated).
+        tokio::time::sleep(KV_WRITE_INTERVAL).await;
         let list = gatehouse_shared::RevocationList::builder(&w.issuer.url, seq, now - ago).build();
         let response = gatehouse_tests::http()
             .post(&sync)

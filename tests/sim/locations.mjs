@@ -4,9 +4,17 @@
 // write made at one location to the others after `kvDelayMs` (default 60 s, the delay Cloudflare
 // documents for KV writes to be visible elsewhere), last writer wins.
 //
-// What it does not model: KV's real latency distribution and its cached negative lookups, the
-// many machines (and isolates) of one data center, isolate eviction, cron triggers (fired here
-// on request), network distance between locations and the issuer.
+// KV's limit of one write a second per key is enforced across the locations (a put within the
+// second fails as Cloudflare's binding fails it; GET /refused-writes counts them).
+//
+// What it does not model: KV's real latency distribution and its cached negative lookups; that
+// each location caches each key on its own (a fresh head can sit beside a stale snapshot there;
+// here a location's keys arrive together); the many machines (and isolates) of one data center,
+// isolate eviction; cron triggers (fired here on request, at a location the test picks;
+// Cloudflare runs them where it likes, reading KV through that location's cache); write order
+// (last writer wins by when the replicator found the write, to within its 100 ms tick, and an
+// unchanged value written again is not replicated); deletes (not replicated); network distance
+// between locations and the issuer.
 //
 // Usage: node tests/sim/locations.mjs '{"script": ".../index.js", "port": 9000,
 //   "locations": 3, "vars": {...}, "kvDelayMs": 60000}'
@@ -39,6 +47,13 @@ export default function (env) {
     list: (...args) => store.list(...args),
     delete: (...args) => store.delete(...args),
     async put(key, ...rest) {
+      // KV takes one write a second per key, across every location (Cloudflare's KV limits):
+      // the control process keeps the one clock; a write within the second is refused as the
+      // real binding refuses it.
+      const slot = await fetch(env.KV_CONTROL + '/kv-write-slot/' + encodeURIComponent(key), {
+        method: 'POST',
+      });
+      if (slot.status === 429) throw new Error('KV PUT failed: 429 Too Many Requests');
       await store.put(key, ...rest);
       await env.PUTS.put(key + '/' + crypto.randomUUID(), '');
     },
@@ -62,7 +77,13 @@ for (let i = 0; i < (config.locations ?? 3); i++) {
         bindings: config.vars ?? {},
         wrappedBindings: { GATEHOUSE_KV: { scriptName: 'counting-kv' } },
       },
-      { name: 'counting-kv', modules: true, script: COUNTING_KV, kvNamespaces: ['STORE', 'PUTS'] },
+      {
+        name: 'counting-kv',
+        modules: true,
+        script: COUNTING_KV,
+        kvNamespaces: ['STORE', 'PUTS'],
+        bindings: { KV_CONTROL: `http://127.0.0.1:${config.port}` },
+      },
     ],
     host: '127.0.0.1',
     port: 0,
@@ -85,6 +106,18 @@ for (let i = 0; i < (config.locations ?? 3); i++) {
 
 const hashOf = (bytes, metadata) =>
   createHash('sha256').update(Buffer.from(bytes)).update(JSON.stringify(metadata ?? null)).digest('hex');
+
+// When each key was last written anywhere (ms): KV's limit of one write a second per key.
+const KV_WRITE_INTERVAL_MS = 1000;
+const lastWrite = new Map();
+/** Takes the key's write slot; `false` if it was written less than a second ago. */
+function takeWriteSlot(key, { refuse = true } = {}) {
+  const now = Date.now();
+  if (refuse && now - (lastWrite.get(key) ?? -Infinity) < KV_WRITE_INTERVAL_MS) return false;
+  lastWrite.set(key, now);
+  return true;
+}
+let refusedWrites = 0;
 
 // Deliveries due at the other locations, applied by the replicator's own loop.
 const pending = [];
@@ -170,6 +203,9 @@ const server = http.createServer(async (req, res) => {
         return { name, writes: keys.length, list_writes: listWrites, list_changes: listChanges };
       })));
     }
+    if (req.method === 'GET' && req.url === '/refused-writes') {
+      return send(200, { refused: refusedWrites });
+    }
     if (req.method === 'GET' && req.url === '/snapshots') {
       const metadata = await Promise.all(
         locations.map(async ({ kv }) => {
@@ -180,6 +216,12 @@ const server = http.createServer(async (req, res) => {
       );
       return send(200, metadata);
     }
+    const slot = req.url.match(/^\/kv-write-slot\/(.+)$/);
+    if (req.method === 'POST' && slot) {
+      if (takeWriteSlot(decodeURIComponent(slot[1]))) return send(200, {});
+      refusedWrites += 1;
+      return send(429, { error: 'too_many_writes' });
+    }
     const put = req.url.match(/^\/kv\/(\d+)\/([\w-]+)$/);
     if (req.method === 'PUT' && put && locations[Number(put[1])]) {
       const chunks = [];
@@ -187,6 +229,7 @@ const server = http.createServer(async (req, res) => {
       const header = req.headers['x-kv-metadata'];
       const options = header ? { metadata: JSON.parse(header) } : {};
       const loc = locations[Number(put[1])];
+      takeWriteSlot(put[2], { refuse: false }); // a test's planted write: recorded, never refused
       await loc.kv.put(put[2], Buffer.concat(chunks).toString(), options);
       await loc.puts.put(`${put[2]}/${randomUUID()}`, ''); // as the worker's own put
       return send(200, {});
