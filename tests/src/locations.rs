@@ -77,6 +77,20 @@ impl Locations {
         self.write_counts("list_changes").await
     }
 
+    /// The worker's KV writes the simulation refused, across the locations: a second write to
+    /// a key within a second of the last (KV's per-key limit).
+    pub async fn kv_refused_writes(&self) -> u64 {
+        let (_, json) = json_of(
+            http()
+                .get(format!("{}/refused-writes", self.server.url))
+                .send()
+                .await
+                .expect("refused-writes"),
+        )
+        .await;
+        json["refused"].as_u64().expect("a count")
+    }
+
     /// [`Self::kv_writes`] to the key set's copy only: both counts from one reading of the
     /// simulation (two readings could take a list write between them).
     pub async fn kv_key_set_writes(&self) -> Vec<u64> {

@@ -168,7 +168,7 @@ async fn fast_path(s: &Settings, kv_delay: Duration) -> Vec<Row> {
         };
         per.record(&times, limit);
     }
-    per.rows(
+    let mut rows = per.rows(
         &format!(
             "revocation → 401, fast path up (DELTA_POLL_MS 500), simulated KV delay {} s",
             kv_delay.as_secs()
@@ -177,7 +177,23 @@ async fn fast_path(s: &Settings, kv_delay: Duration) -> Vec<Row> {
         1500.0,
         " ms",
         1.0,
+    );
+    rows.push(refused_writes_row(&w, "fast path up").await);
+    rows
+}
+
+/// How many of the worker's KV writes the simulation refused for KV's per-key limit (one write
+/// a second): each costs its push a 503 and a retry by the issuer.
+async fn refused_writes_row(w: &World, scenario: &str) -> Row {
+    Row::new(
+        "5",
+        format!(
+            "simulation check, {scenario}: KV writes refused by the per-key limit (1 a second)"
+        ),
+        "",
+        Sample::one(w.locations.kv_refused_writes().await as f64),
     )
+    .note("each is a push answered 503 kv_write_failed and retried by the issuer")
 }
 
 /// The fast path off: KV alone carries the revocation from the pushed location to the others.
@@ -239,6 +255,7 @@ async fn kv_only(s: &Settings, kv_delay: Duration) -> Vec<Row> {
         )
         .note("0 expected: they only read the list from KV; any other count means a worker wrote it there, or the replicator echoed a value back"),
     );
+    rows.push(refused_writes_row(&w, "KV only").await);
     rows
 }
 
