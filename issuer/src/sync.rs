@@ -25,11 +25,15 @@ use crate::store::revocations;
 const MAX_CACHE_AGE_SECS: i64 = 15;
 /// A burst of revocations within this window becomes one push.
 const COALESCE: Duration = Duration::from_millis(25);
-/// One replica's pushes start at least this far apart. Each is a write of the same KV keys at
-/// the edge, and KV takes one write a second per key (Cloudflare's documented limit; not
-/// modelled by the simulation): a faster one is refused, answered 503 and retried, each retry
-/// another upload and another refused write. What changed meanwhile goes in the next push.
-const MIN_PUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// KV takes one write a second per key (Cloudflare's documented limit, which the simulation
+/// enforces). Each push is a write of the same KV keys at the edge: a faster one is refused,
+/// answered 503 `kv_write_failed` and retried, each retry another upload.
+const KV_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+/// One replica's pushes start at least this far apart: KV's interval, and a margin for the
+/// time between this build and the edge's write, which varies (pushes a second apart here
+/// reached KV 998 ms apart in the simulation, and were refused). What changed meanwhile goes in
+/// the next push.
+const MIN_PUSH_INTERVAL: Duration = Duration::from_millis(1200);
 const PUSH_ATTEMPTS: u32 = 5;
 /// Tries of a snapshot build that failed (the database past its deadline, say), per burst of
 /// revocations.
@@ -220,10 +224,13 @@ impl Snapshots {
                 }
                 Ok(resp) => {
                     let status = resp.status();
-                    // A busy edge (`push_busy`) says when to come back; sooner fails again.
-                    // Other 503s (`kv_write_failed`) keep the short backoff.
-                    if let Some(asked) = busy_for(resp).await {
-                        wait = wait.max(asked.min(MAX_RETRY_AFTER));
+                    // A busy edge (`push_busy`) says when to come back; sooner fails again. A
+                    // refused KV write (`kv_write_failed`) is most often KV's per-key limit: a
+                    // retry within its interval is refused again.
+                    match refusal_wait(resp).await {
+                        Refusal::Busy(asked) => wait = wait.max(asked.min(MAX_RETRY_AFTER)),
+                        Refusal::KvWrite => wait = wait.max(KV_WRITE_INTERVAL),
+                        Refusal::Other => {}
                     }
                     tracing::warn!(%url, %status, attempt, "snapshot push refused");
                 }
@@ -319,21 +326,32 @@ impl Snapshots {
     }
 }
 
-/// How long a `push_busy` answer asks to wait (`Retry-After`, whole seconds); `None` for any
-/// other answer.
-async fn busy_for(resp: reqwest::Response) -> Option<Duration> {
+/// Why an edge answered 503, as far as the retry's wait goes.
+enum Refusal {
+    /// `push_busy`, with the `Retry-After` it asked for.
+    Busy(Duration),
+    /// `kv_write_failed`: the edge's KV write was refused.
+    KvWrite,
+    Other,
+}
+
+/// What an edge's 503 says about when to retry (its `Retry-After` is for clients, except on
+/// `push_busy`).
+async fn refusal_wait(resp: reqwest::Response) -> Refusal {
     if resp.status().as_u16() != 503 {
-        return None;
+        return Refusal::Other;
     }
-    let secs = resp
+    let asked = resp
         .headers()
-        .get("retry-after")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    (error_code(resp).await? == "push_busy").then(|| Duration::from_secs(secs))
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .map(Duration::from_secs);
+    match (error_code(resp).await.as_deref(), asked) {
+        (Some("push_busy"), Some(asked)) => Refusal::Busy(asked),
+        (Some("kv_write_failed"), _) => Refusal::KvWrite,
+        _ => Refusal::Other,
+    }
 }
 
 /// The stable `code` of an edge's refusal.

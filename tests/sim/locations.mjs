@@ -220,6 +220,7 @@ const server = http.createServer(async (req, res) => {
     if (req.method === 'POST' && slot) {
       if (takeWriteSlot(decodeURIComponent(slot[1]))) return send(200, {});
       refusedWrites += 1;
+      console.error(`kv: refused a second write of ${decodeURIComponent(slot[1])} within a second`);
       return send(429, { error: 'too_many_writes' });
     }
     const put = req.url.match(/^\/kv\/(\d+)\/([\w-]+)$/);
