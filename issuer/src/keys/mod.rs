@@ -278,7 +278,7 @@ impl KeyRing {
         last: &mut Option<Reread>,
     ) -> Result<(), ApiError> {
         let ring = Arc::clone(self);
-        let result = db.run(move |c| ring.refresh(c, now)).await;
+        let result = db.run(move |c| ring.reload(c, now)).await;
         *last = Some(Reread {
             ended: Instant::now(),
             ok: result.is_ok(),
@@ -294,14 +294,28 @@ impl KeyRing {
     pub fn refresh(&self, conn: &mut DbConn, now: i64) -> Result<(), ApiError> {
         let state = build_state(conn, &self.config, &self.sealer, now, KeyFile::IfReadable)?;
         witness::record(conn, &self.sealer, now)?;
-        // Never back in time: a slow maintenance read that began before a request's re-read
-        // must not replace the ring that re-read installed (it may lack a rotated-in key).
+        self.install(state);
+        Ok(())
+    }
+
+    /// Re-reads the ring for a request: what the database holds, and nothing more. Anyone can
+    /// cause one (a JWKS fetch, a token of an unknown kid), up to once a second per replica,
+    /// so it writes nothing for them: scheduling, promotion, the key file and the witness
+    /// record are the maintenance refresh's ([`Self::refresh`], each period).
+    fn reload(&self, conn: &mut DbConn, now: i64) -> Result<(), ApiError> {
+        let state = build_state(conn, &self.config, &self.sealer, now, KeyFile::ReadOnly)?;
+        self.install(state);
+        Ok(())
+    }
+
+    /// Never back in time: a slow maintenance read that began before a request's re-read must
+    /// not replace the ring that re-read installed (it may lack a rotated-in key).
+    fn install(&self, state: KeyState) {
         if let Ok(mut slot) = self.state.write()
             && state.read_at >= slot.read_at
         {
             *slot = Arc::new(state);
         }
-        Ok(())
     }
 }
 
@@ -346,8 +360,8 @@ fn open_signer(
 /// file (a missing one is a startup error) and its refreshes import it if readable: it was
 /// imported at start, and a file removed or made unreadable since must not stop this replica
 /// from seeing rotations elsewhere. A command that only signs with the active key (`revocations
-/// push`) changes no key: a shell's other key file or rotation settings must not change the ring.
-/// (Reading still does what every command's does: in development, a missing data-directory
+/// push`) changes no key: a shell's other key file or rotation settings must not change the ring;
+/// nor does a request's re-read ([`KeyRing::reload`]). (Reading still does what every command's does: in development, a missing data-directory
 /// secret is generated, and a key recorded before keys lived in the database is sealed into
 /// its row.)
 #[derive(Clone, Copy, PartialEq, Eq)]

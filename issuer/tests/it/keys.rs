@@ -567,7 +567,51 @@ async fn a_list_re_signed_by_a_new_key_is_newer_than_the_last(backend: Backend) 
     );
 }
 
+/// A re-read a request causes (here a JWKS fetch, more than a second after the last) reads the
+/// ring and writes nothing: anyone can cause one a second per replica. It used to run the
+/// maintenance refresh (the witness record, scheduling, promotion, the key file's import), a
+/// write and, with an unreadable key file, an error line, each time.
+async fn a_request_rereads_the_ring_without_writing(backend: Backend) {
+    use diesel::RunQueryDsl as _;
+    #[derive(diesel::QueryableByName)]
+    struct Seen {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        last_seen: i64,
+    }
+    let last_seen = |app: &TestApp| {
+        app.store()
+            .run_sync(|c| {
+                Ok(
+                    diesel::sql_query("SELECT max(last_seen) AS last_seen FROM sealing_secrets")
+                        .get_result::<Seen>(c)?
+                        .last_seen,
+                )
+            })
+            .unwrap()
+    };
+    let app = TestApp::start(backend).await;
+    let before = last_seen(&app);
+    app.clock().advance(100);
+    // A rotation by the CLI, which only a re-read shows this replica.
+    let now = app.clock().now();
+    let rotated = app
+        .store()
+        .run_sync(|c| keys::rotate(c, &app.config, now))
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let kids = published_kids(&app).await;
+    assert!(
+        kids.iter().any(|k| k == rotated.kid()),
+        "the JWKS fetch re-read the ring: {kids:?}"
+    );
+    assert_eq!(last_seen(&app), before, "the re-read wrote");
+    // The maintenance refresh still records the secret.
+    refresh_ring(&app);
+    assert_eq!(last_seen(&app), app.clock().now());
+}
+
 crate::on_both_backends!(
+    a_request_rereads_the_ring_without_writing,
     a_list_re_signed_by_a_new_key_is_newer_than_the_last,
     a_retired_key_outlives_the_longest_announced_token_lifetime,
     settling_two_active_keys_keeps_the_scheduled_key,
