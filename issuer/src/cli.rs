@@ -456,7 +456,7 @@ fn revocations_push() -> Result<(), String> {
         let mut failed = 0;
         for url in &config.edge_sync_urls {
             match snapshots
-                .push(url, &jws, &metrics, std::future::pending())
+                .push(url, &jws, &metrics, std::future::pending(), &mut None)
                 .await
             {
                 Push::Landed => println!("pushed to {url}"),

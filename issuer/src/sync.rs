@@ -184,18 +184,21 @@ impl Snapshots {
 
     /// Pushes `jws` to `url`, retrying with exponential backoff. A wait between attempts ends
     /// early when `newer` resolves: a newer document is due, and retrying this one is moot.
+    /// `last_sent` is when the last attempt was sent.
     pub async fn push(
         &self,
         url: &str,
         jws: &str,
         metrics: &Metrics,
         newer: impl Future<Output = ()>,
+        last_sent: &mut Option<tokio::time::Instant>,
     ) -> Push {
         let mut newer = std::pin::pin!(newer);
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=PUSH_ATTEMPTS {
             let mut wait = delay;
             let mut rejected = false;
+            *last_sent = Some(tokio::time::Instant::now());
             let sent = self
                 .client
                 .post(url)
@@ -304,8 +307,14 @@ impl Snapshots {
         mut latest: watch::Receiver<Option<Arc<str>>>,
         metrics: Arc<Metrics>,
     ) {
+        let mut last_sent = None;
         while latest.changed().await.is_ok() {
             loop {
+                // Builds are spaced, but a push retried late (after a refused KV write, say)
+                // would otherwise be followed at once by the next, whose write KV refuses too.
+                if let Some(sent) = last_sent {
+                    tokio::time::sleep_until(sent + MIN_PUSH_INTERVAL).await;
+                }
                 let Some(jws) = latest.borrow_and_update().clone() else {
                     break;
                 };
@@ -313,7 +322,7 @@ impl Snapshots {
                     // The sender lives as long as `self`: an error cannot happen while we run.
                     let _ = latest.changed().await;
                 };
-                match self.push(&url, &jws, &metrics, newer).await {
+                match self.push(&url, &jws, &metrics, newer, &mut last_sent).await {
                     Push::Superseded => {}
                     Push::EdgeHolds(Some(held)) => {
                         edge_ahead_of_database(&db, &url, held, &metrics).await;

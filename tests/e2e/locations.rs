@@ -273,20 +273,20 @@ async fn a_snapshot_of_the_heads_seq_signed_earlier_is_stored_again() {
     };
     let mut earlier = head.clone();
     earlier["issued_at"] = (issued_at - 3).into();
-    locations
-        .put_kv(0, "revocations", signed(issued_at - 3), &earlier)
-        .await;
-    assert_eq!(locations.kv_snapshots().await[0], earlier);
+    let (planted, pushed) = (signed(issued_at - 3), signed(issued_at));
+    locations.put_kv(0, "revocations", planted, &earlier).await;
     // Within a second of that write, KV refuses another to the key (its per-key limit,
-    // simulated): the push is answered 503, as the issuer retries; a second later it lands.
-    let (status, json) = push(&locations.urls[0], signed(issued_at)).await;
+    // simulated): the push is answered 503 and changes nothing, as the issuer retries; a
+    // second later it lands.
+    let (status, json) = push(&locations.urls[0], pushed.clone()).await;
     assert_eq!(
         (status, json["code"].as_str()),
         (503, Some("kv_write_failed")),
         "{json}"
     );
+    assert_eq!(locations.kv_snapshots().await[0], earlier);
     tokio::time::sleep(KV_WRITE_INTERVAL).await;
-    let (status, json) = push(&locations.urls[0], signed(issued_at)).await;
+    let (status, json) = push(&locations.urls[0], pushed).await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(
         locations.kv_snapshots().await[0],

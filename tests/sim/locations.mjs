@@ -53,7 +53,9 @@ export default function (env) {
       const slot = await fetch(env.KV_CONTROL + '/kv-write-slot/' + encodeURIComponent(key), {
         method: 'POST',
       });
+      await slot.arrayBuffer();
       if (slot.status === 429) throw new Error('KV PUT failed: 429 Too Many Requests');
+      if (!slot.ok) throw new Error(\`simulation: the write-limit check answered \${slot.status}\`);
       await store.put(key, ...rest);
       await env.PUTS.put(key + '/' + crypto.randomUUID(), '');
     },

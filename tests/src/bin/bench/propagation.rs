@@ -183,7 +183,7 @@ async fn fast_path(s: &Settings, kv_delay: Duration) -> Vec<Row> {
 }
 
 /// How many of the worker's KV writes the simulation refused for KV's per-key limit (one write
-/// a second): each costs its push a 503 and a retry by the issuer.
+/// a second): a push's costs it a 503 and a retry by the issuer, a cron's waits for the next.
 async fn refused_writes_row(w: &World, scenario: &str) -> Row {
     Row::new(
         "5",
@@ -193,7 +193,7 @@ async fn refused_writes_row(w: &World, scenario: &str) -> Row {
         "",
         Sample::one(w.locations.kv_refused_writes().await as f64),
     )
-    .note("each is a push answered 503 kv_write_failed and retried by the issuer")
+    .note("a push's refused write is answered 503 kv_write_failed and retried by the issuer; a cron's waits for the next cron")
 }
 
 /// The fast path off: KV alone carries the revocation from the pushed location to the others.
