@@ -230,11 +230,7 @@ impl Snapshots {
                     // A busy edge (`push_busy`) says when to come back; sooner fails again. A
                     // refused KV write (`kv_write_failed`) is most often KV's per-key limit: a
                     // retry within its interval is refused again.
-                    match refusal_wait(resp).await {
-                        Refusal::Busy(asked) => wait = wait.max(asked.min(MAX_RETRY_AFTER)),
-                        Refusal::KvWrite => wait = wait.max(KV_WRITE_INTERVAL),
-                        Refusal::Other => {}
-                    }
+                    wait = wait.max(least_wait(resp).await);
                     tracing::warn!(%url, %status, attempt, "snapshot push refused");
                 }
                 Err(e) => {
@@ -335,20 +331,12 @@ impl Snapshots {
     }
 }
 
-/// Why an edge answered 503, as far as the retry's wait goes.
-enum Refusal {
-    /// `push_busy`, with the `Retry-After` it asked for.
-    Busy(Duration),
-    /// `kv_write_failed`: the edge's KV write was refused.
-    KvWrite,
-    Other,
-}
-
-/// What an edge's 503 says about when to retry (its `Retry-After` is for clients, except on
-/// `push_busy`).
-async fn refusal_wait(resp: reqwest::Response) -> Refusal {
+/// The least an edge's 503 asks the retry to wait: a busy edge's `Retry-After` (at most
+/// `MAX_RETRY_AFTER`; on other answers that header is for clients), KV's write interval after a
+/// refused KV write, nothing otherwise.
+async fn least_wait(resp: reqwest::Response) -> Duration {
     if resp.status().as_u16() != 503 {
-        return Refusal::Other;
+        return Duration::ZERO;
     }
     let asked = resp
         .headers()
@@ -357,9 +345,9 @@ async fn refusal_wait(resp: reqwest::Response) -> Refusal {
         .and_then(|v| v.trim().parse().ok())
         .map(Duration::from_secs);
     match (error_code(resp).await.as_deref(), asked) {
-        (Some("push_busy"), Some(asked)) => Refusal::Busy(asked),
-        (Some("kv_write_failed"), _) => Refusal::KvWrite,
-        _ => Refusal::Other,
+        (Some("push_busy"), Some(asked)) => asked.min(MAX_RETRY_AFTER),
+        (Some("kv_write_failed"), _) => KV_WRITE_INTERVAL,
+        _ => Duration::ZERO,
     }
 }
 

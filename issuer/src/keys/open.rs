@@ -1,6 +1,7 @@
-//! Whether this replica can open a key, the one rule for every place that asks: the signing
-//! key when the ring is read, the scheduled key at start (as it will be opened when it signs),
-//! and the active key before a command changes the ring.
+//! Whether this replica can open a key, where the configuration is at hand: the signing key
+//! when the ring is read, the scheduled key at start (as it will be opened when it signs), and
+//! the active key before a command changes the ring. (The scheduled rotation in store.rs opens
+//! keys with the sealer alone: it has no data directory for a legacy key's file.)
 
 use gatehouse_shared::SigningKey;
 
