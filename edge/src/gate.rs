@@ -15,7 +15,7 @@ use worker::{Context, Env, wasm_bindgen_futures::JsFuture};
 
 use crate::config::{Config, StalePolicy};
 use crate::fastpath::{self, Due};
-use crate::incoming::{Incoming, acts_below, authority, is_safe_method};
+use crate::incoming::{Incoming, authority, is_safe_method};
 use crate::state::NotVerified;
 use crate::{keys, reply, state, sync};
 
@@ -44,8 +44,16 @@ enum Pass<'a> {
     Public,
     /// A CORS preflight: no body, no `Authorization`, no `Cookie`.
     Preflight,
-    /// A verified token: with the identity headers of its claims.
-    Verified(&'a AccessClaims),
+    /// A verified token: with the identity headers of its claims, and of the request's
+    /// credentials only the one it came in.
+    Verified(&'a AccessClaims, Credential),
+}
+
+/// Where the request's token was read from.
+#[derive(Clone, Copy)]
+enum Credential {
+    Bearer,
+    Cookie,
 }
 
 /// What the gate answers: a response of its own, or the origin's, still on its way.
@@ -78,7 +86,7 @@ pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Answer {
     }
     let path = req.path();
     // A public path's `COPY` or `MOVE` to a protected one is not public.
-    let public = |p: &str| config.is_public(p, acts_below(req.method()));
+    let public = |p: &str| config.is_public(p, req.acts_below());
     if public(path) && req.destination_path().is_none_or(public) {
         return forward(req, &config, Pass::Public);
     }
@@ -86,8 +94,8 @@ pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Answer {
         return forward(req, &config, Pass::Preflight);
     }
     let started = state::now_ms();
-    let claims = match authorize(req, env, ctx, &config, Some(path)).await {
-        Ok(claims) => claims,
+    let (claims, credential) = match authorize(req, env, ctx, &config, Some(path)).await {
+        Ok(verified) => verified,
         Err(refusal) => return readable_by_listed_origin(refusal, req, &config).into(),
     };
     let timing = config.server_timing.then(|| {
@@ -96,7 +104,10 @@ pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Answer {
             state::now_ms() - started
         )
     });
-    match (forward(req, &config, Pass::Verified(&claims)), timing) {
+    match (
+        forward(req, &config, Pass::Verified(&claims, credential)),
+        timing,
+    ) {
         // The origin's promise never rejects (`forward`): its value is a response.
         (Answer::Origin(promise), Some(timing)) => match JsFuture::from(promise).await {
             Ok(response) => with_timing(response.unchecked_into(), &timing).into(),
@@ -136,7 +147,7 @@ pub async fn check(req: &Incoming, env: &Env, ctx: &Context) -> Response {
         return misconfigured();
     }
     match authorize(req, env, ctx, &config, None).await {
-        Ok(claims) => {
+        Ok((claims, _)) => {
             let verdict = Verdict {
                 sub: &claims.sub,
                 scope: &claims.scope,
@@ -190,10 +201,10 @@ async fn authorize(
     ctx: &Context,
     config: &Rc<Config>,
     path: Option<&str>,
-) -> Result<AccessClaims, Response> {
+) -> Result<(AccessClaims, Credential), Response> {
     let realm = &config.realm;
     // No token is refused before anything is waited for: refusing is safe whatever the list.
-    let token =
+    let (token, credential) =
         token(req, config, path.is_none()).map_err(|code| reply::unauthorized(realm, code))?;
     refresh(env, ctx, config).await;
     let list = sync::current(env, config).await;
@@ -240,7 +251,7 @@ async fn authorize(
     if state::with_revocations(|list| list.check(&claims).is_some()) {
         return Err(reply::unauthorized(realm, ErrorCode::Revoked));
     }
-    let below = acts_below(req.method());
+    let below = req.acts_below();
     for route in [path, path.and(req.destination_path())]
         .into_iter()
         .flatten()
@@ -249,7 +260,7 @@ async fn authorize(
             return Err(reply::insufficient_scope(realm, scope));
         }
     }
-    Ok(claims)
+    Ok((claims, credential))
 }
 
 /// The request's token: its bearer header, else the `TOKEN_COOKIE` cookie unless a browser sent
@@ -259,10 +270,14 @@ async fn authorize(
 /// without either header, or with either naming a write, the request it guards is taken for a
 /// write. Two copies of the cookie are `malformed`, as two `Authorization` headers are: the
 /// origin may read the other one (a cookie planted from a sibling subdomain comes first).
-fn token(req: &Incoming, config: &Config, forward_auth: bool) -> Result<String, ErrorCode> {
+fn token(
+    req: &Incoming,
+    config: &Config,
+    forward_auth: bool,
+) -> Result<(String, Credential), ErrorCode> {
     let authorization = req.header("authorization");
     if let Some(token) = bearer_token(authorization.as_deref()) {
-        return Ok(token.to_owned());
+        return Ok((token.to_owned(), Credential::Bearer));
     }
     let name = config
         .token_cookie
@@ -277,17 +292,22 @@ fn token(req: &Incoming, config: &Config, forward_auth: bool) -> Result<String, 
         return Err(ErrorCode::MissingToken);
     }
     let cookies = req.header("cookie").unwrap_or_default();
-    // A name as lenient origins read it (ASP.NET ignores its case, and others the spaces
-    // around it), so that no copy the origin may take goes uncounted.
-    let mut named = cookies.split(';').filter_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    });
+    let mut named = cookies
+        .split(';')
+        .filter_map(|pair| cookie_value(pair, name));
     match (named.next(), named.next()) {
-        (Some(value), None) if !value.is_empty() => Ok(value.to_owned()),
+        (Some(value), None) if !value.is_empty() => Ok((value.to_owned(), Credential::Cookie)),
         (Some(_), Some(_)) => Err(ErrorCode::Malformed),
         _ => Err(ErrorCode::MissingToken),
     }
+}
+
+/// The value of a cookie `pair` (`name=value`) named `name` as lenient origins read names
+/// (ASP.NET ignores their case, and others the spaces around them), so that no copy the origin
+/// may take goes uncounted.
+fn cookie_value<'c>(pair: &'c str, name: &str) -> Option<&'c str> {
+    let (k, v) = pair.split_once('=')?;
+    k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
 }
 
 /// Headers a client could write to make an origin route, link or act differently from what the
@@ -298,7 +318,10 @@ fn token(req: &Incoming, config: &Config, forward_auth: bool) -> Result<String, 
 /// redirect, and a public path's redirect is cached for everyone), and the method Rack, Laravel,
 /// Symfony and Express's `method-override` run instead of the request's (`X-HTTP-Method-Override`,
 /// `X-HTTP-Method`, `X-Method-Override`: a `POST` the gate let through on a `read` rule would run
-/// as a `DELETE` of everything below it). The gate judges the method it sees.
+/// as a `DELETE` of everything below it; the gate judges the method it sees, and a query's
+/// `_method` as `Incoming::acts_below` says), and `True-Client-IP`, which Cloudflare sets only
+/// on Enterprise zones with its managed transform on and otherwise passes on as the client
+/// wrote it (an origin's allow-list or rate limit would trust it).
 const CLIENT_ROUTING_HEADERS: &[&str] = &[
     "host",
     "forwarded",
@@ -315,17 +338,14 @@ const CLIENT_ROUTING_HEADERS: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "true-client-ip",
 ];
 
-/// Headers Cloudflare sets itself (the client's address and scheme, and every `cf-` one): their
+/// Headers Cloudflare sets itself on every request (the client's address and scheme, and every
+/// `cf-` one): their
 /// `-` spelling reaches the origin as Cloudflare wrote it, and their `_` spelling, which it
 /// leaves alone, is dropped.
-const CLOUDFLARE_HEADERS: &[&str] = &[
-    "true-client-ip",
-    "x-real-ip",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-];
+const CLOUDFLARE_HEADERS: &[&str] = &["x-real-ip", "x-forwarded-for", "x-forwarded-proto"];
 
 /// Whether a (lower-cased) header name is dropped before the origin: ours (`x-gatehouse-…`) or
 /// one of `CLIENT_ROUTING_HEADERS`, each also spelled with `_`, which CGI-style origin stacks
@@ -419,7 +439,7 @@ fn forward(req: &Incoming, config: &Config, pass: Pass<'_>) -> Answer {
     }
     let init = RequestInit::new();
     match pass {
-        Pass::Verified(c) => {
+        Pass::Verified(c, credential) => {
             // The response is this user's: Cloudflare's cache, keyed by URL alone, must not hand
             // it to another (an origin that forgets `private` on `/api/me/avatar.png`).
             init.set_cache(RequestCache::NoStore);
@@ -429,6 +449,33 @@ fn forward(req: &Incoming, config: &Config, pass: Pass<'_>) -> Answer {
             let _ = headers.set("x-gatehouse-scope", &c.scope);
             let _ = headers.set("x-gatehouse-sid", &c.sid);
             let _ = headers.set("x-gatehouse-jti", &c.jti);
+            // An origin that reads a credential itself must find none but the one checked: not
+            // an `Authorization` the gate did not read as a bearer token (another scheme, a tab
+            // after `Bearer`) beside a verified cookie, nor another token in the cookie beside a
+            // verified bearer token.
+            match (credential, &config.token_cookie) {
+                (Credential::Cookie, _) => {
+                    let _ = headers.delete("authorization");
+                }
+                (Credential::Bearer, Some(name)) => {
+                    if let Some(cookies) = req.header("cookie") {
+                        let mut others = String::new();
+                        for pair in cookies.split(';') {
+                            if cookie_value(pair, name).is_none() {
+                                if !others.is_empty() {
+                                    others.push(';');
+                                }
+                                others.push_str(pair);
+                            }
+                        }
+                        let _ = match others.trim_start() {
+                            "" => headers.delete("cookie"),
+                            others => headers.set("cookie", others),
+                        };
+                    }
+                }
+                (Credential::Bearer, None) => {}
+            }
         }
         Pass::Preflight => {
             let _ = headers.delete("authorization");
@@ -534,6 +581,7 @@ mod tests {
             "cf-connecting_ip",
             "cf_ipcountry",
             "true_client_ip",
+            "true-client-ip",
             "x_real_ip",
             "x_forwarded_for",
             "x-forwarded_proto",
@@ -552,7 +600,6 @@ mod tests {
             "hostname",
             "cf-connecting-ip",
             "cf-ray",
-            "true-client-ip",
             "x-http-method-overrides",
             "x_real_ip_address",
         ] {

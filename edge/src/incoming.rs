@@ -18,6 +18,8 @@ pub struct Incoming {
     /// `?query` as sent, or empty.
     pub(crate) query: String,
     method: String,
+    /// Whether the request may act on everything under its path (`acts_below`).
+    acts_below: bool,
     pub(crate) headers: Headers,
     /// `Destination`'s canonical path and its `?query`, for a `COPY` or `MOVE`.
     destination: Option<(String, String)>,
@@ -44,12 +46,14 @@ impl Incoming {
         } else {
             None
         };
+        let acts_below = acts_below(&method) || names_method_override(&query);
         Ok(Self {
             raw,
             url,
             path,
             query,
             method,
+            acts_below,
             headers,
             destination,
         })
@@ -75,6 +79,12 @@ impl Incoming {
 
     pub fn method(&self) -> &str {
         &self.method
+    }
+
+    /// Whether the request may act on everything under its path: by its method, or by the
+    /// method its query names for the origin to run instead.
+    pub fn acts_below(&self) -> bool {
+        self.acts_below
     }
 
     pub(crate) fn header(&self, name: &str) -> Option<String> {
@@ -108,11 +118,58 @@ fn names_destination(method: &str) -> bool {
 /// Whether a method may act on everything under its path: `DELETE`, and every method outside
 /// HTTP's own (WebDAV's `COPY`, `MOVE`, `PROPFIND`, `LOCK`, … act on a collection's members, to
 /// any depth by default, RFC 4918 §9).
-pub fn acts_below(method: &str) -> bool {
+fn acts_below(method: &str) -> bool {
     !matches!(
         method,
         "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "OPTIONS"
     )
+}
+
+/// Whether `?query` names `_method`, which Laravel and Symfony (from the query as from a form)
+/// and Express's `method-override('_method')` run a `POST` as: `?_method=DELETE` would act
+/// below a path the gate judged as a `POST` on. Such a request is judged as one that acts below
+/// (its method unknown to the gate). Names are read as loosely as PHP and `qs` read them:
+/// percent-decoded, `+` as a space, leading spaces dropped, a first `.` or `[` as `_`, ASCII
+/// case ignored, and anything from a `[` on (`_method[]` is an array whose first item
+/// `method-override` takes). The form-body field is the origin's to refuse (SECURITY.md).
+fn names_method_override(query: &str) -> bool {
+    query
+        .as_bytes()
+        .split(|&b| b == b'?' || b == b'&')
+        .any(|pair| {
+            // The name's first eight bytes, decoded, leading spaces dropped, case folded, and
+            // zeros after its end: `_method` and the byte after it.
+            let mut name = [0_u8; 8];
+            let (mut len, mut i) = (0, 0);
+            while let (Some(&b), Some(slot)) = (pair.get(i), name.get_mut(len)) {
+                if b == b'=' {
+                    break;
+                }
+                let (byte, width) = match (b, pair.get(i + 1..i + 3).and_then(path::hex_byte)) {
+                    (b'%', Some(byte)) => (byte, 3),
+                    (b'+', _) => (b' ', 1),
+                    _ => (b, 1),
+                };
+                i += width;
+                if byte != b' ' || len > 0 {
+                    *slot = byte.to_ascii_lowercase();
+                    len += 1;
+                }
+            }
+            matches!(
+                name,
+                [
+                    b'_' | b'.' | b'[',
+                    b'm',
+                    b'e',
+                    b't',
+                    b'h',
+                    b'o',
+                    b'd',
+                    0 | b'['
+                ]
+            )
+        })
 }
 
 /// The `host[:port]` of an absolute URL.
@@ -136,7 +193,7 @@ fn path_and_query(url: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::{acts_below, authority, names_destination, path_and_query};
+    use super::{acts_below, authority, names_destination, names_method_override, path_and_query};
 
     #[test]
     fn methods_are_classed_by_what_they_reach() {
@@ -152,6 +209,37 @@ mod tests {
         }
         for method in ["GET", "HEAD", "POST", "PUT", "PATCH", "OPTIONS"] {
             assert!(!acts_below(method), "{method}");
+        }
+    }
+
+    #[test]
+    fn a_query_naming_a_method_override_is_seen_in_every_spelling_an_origin_reads() {
+        for query in [
+            "?_method=DELETE",
+            "?a=1&_method=DELETE",
+            "?_METHOD=delete",
+            "?%5Fmethod=DELETE",
+            "?_%6d%65thod=DELETE",
+            "?.method=DELETE",
+            "?+_method=DELETE",
+            "?%20_method=DELETE",
+            "?[method=DELETE",
+            "?_method[]=DELETE",
+            "?_method%5B0%5D=DELETE",
+            "?_method",
+        ] {
+            assert!(names_method_override(query), "{query}");
+        }
+        for query in [
+            "",
+            "?",
+            "?method=DELETE",
+            "?sort_method=asc",
+            "?x=_method",
+            "?_methods=1",
+            "?%5",
+        ] {
+            assert!(!names_method_override(query), "{query}");
         }
     }
 

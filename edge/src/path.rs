@@ -43,14 +43,7 @@ pub fn canonical(path: &str) -> Result<String, Refused> {
             b';' | b'\\' | ..=b' ' | 0x7f => return Err(Refused),
             b'/' if out.ends_with('/') => {}
             b'%' => {
-                let hex = bytes
-                    .get(i..i + 2)
-                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
-                    .ok_or(Refused)?;
-                let decoded = std::str::from_utf8(hex)
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or(Refused)?;
+                let decoded = bytes.get(i..i + 2).and_then(hex_byte).ok_or(Refused)?;
                 i += 2;
                 match decoded {
                     b'/' | b'\\' | b';' | 0 => return Err(Refused),
@@ -73,6 +66,15 @@ pub fn canonical(path: &str) -> Result<String, Refused> {
         out.insert(0, '/');
     }
     Ok(out)
+}
+
+/// The byte the two hex digits of a `%XX` escape name.
+pub fn hex_byte(hex: &[u8]) -> Option<u8> {
+    let digit = |b: &u8| char::from(*b).to_digit(16);
+    match hex {
+        [high, low] => u8::try_from(digit(high)? * 16 + digit(low)?).ok(),
+        _ => None,
+    }
 }
 
 /// The path a WebDAV `Destination` header names (RFC 4918 §10.3: an absolute URI or an

@@ -151,6 +151,30 @@ async fn cookies_pinned_keys_and_fail_open() {
     };
     let (status, _) = with_cookie("gh_at=".into()).await;
     assert_eq!(status, 401);
+    // Of the request's credentials the origin gets only the one checked: not an
+    // `Authorization` the gate did not read as a bearer token beside the cookie's token, nor
+    // another token in the cookie beside a bearer token. Before, both reached the origin.
+    issuer_probe.origin.requests().await;
+    let unchecked = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.";
+    for request in [
+        http()
+            .get(format!("{}/api/x", edge.url))
+            .header("Cookie", format!("gh_at={token}; theme=dark"))
+            .header("Authorization", format!("Bearer\t{unchecked}")),
+        http()
+            .get(format!("{}/api/x", edge.url))
+            .bearer_auth(&token)
+            .header("Cookie", format!("Gh_At ={unchecked}; theme=dark")),
+    ] {
+        assert_eq!(request.send().await.unwrap().status(), 200);
+    }
+    let seen = issuer_probe.origin.requests().await;
+    let headers: Vec<_> = seen.iter().map(|r| &r["headers"]).collect();
+    assert_eq!(headers.len(), 2, "{seen:?}");
+    assert!(headers[0].get("authorization").is_none(), "{}", headers[0]);
+    assert_eq!(headers[0]["cookie"], format!("gh_at={token}; theme=dark"));
+    assert_eq!(headers[1]["authorization"], format!("Bearer {token}"));
+    assert_eq!(headers[1]["cookie"], "theme=dark");
     // Two copies of the cookie are refused, as two `Authorization` headers are: the origin may
     // read the other one (a cookie planted from a sibling subdomain is sent first).
     for cookie in [

@@ -38,6 +38,8 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
         // The `_` spellings of what Cloudflare sets, which CGI-style stacks read as the same.
         .header("CF_Connecting_IP", "6.6.6.6")
         .header("True_Client_IP", "6.6.6.6")
+        // Set by Cloudflare only on Enterprise zones that turn it on: else the client's own.
+        .header("True-Client-IP", "6.6.6.6")
         .header("X_Real_IP", "6.6.6.6")
         .header("X_Forwarded_For", "6.6.6.6")
         .header("X_Forwarded_Proto", "http")
@@ -97,6 +99,7 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
         "destination",
         "cf_connecting_ip",
         "true_client_ip",
+        "true-client-ip",
         "x_real_ip",
         "x_forwarded_for",
         "x_forwarded_proto",
