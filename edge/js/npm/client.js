@@ -77,8 +77,17 @@ const isNewer = (a, b) => (a.sid !== undefined && a.sid === b.sid
   && Number.isInteger(a.rotations) && Number.isInteger(b.rotations)
   ? a.rotations > b.rotations
   : a.receivedAt > b.receivedAt);
-// A response's JSON object; anything else (no JSON, `null`, an array) reads as `{}`.
-const bodyOf = (response) => response.json().then((b) => (isObject(b) ? b : {}), () => ({}));
+// A JSON object from its text; anything else (no JSON, `null`, an array) reads as `{}`.
+const objectOf = (text) => {
+  try {
+    const body = JSON.parse(text);
+    return isObject(body) ? body : {};
+  } catch {
+    return {};
+  }
+};
+// A response's JSON object, as `objectOf`; a body that cannot be read reads as `{}` too.
+const bodyOf = (response) => response.text().then(objectOf, () => ({}));
 // The issuer's `error` as a code when it is one (a non-empty string), else `fallback`.
 const codeOf = (body, fallback) => (typeof body.error === 'string' && body.error ? body.error : fallback);
 const textOf = (body, fallback) => (typeof body.error_description === 'string' ? body.error_description : fallback);
@@ -199,8 +208,7 @@ export class GatehouseClient {
   async login(username, password, scope) {
     const form = { grant_type: 'password', username, password };
     if (scope) form.scope = scope;
-    const response = await this.#token(form);
-    const body = await bodyOf(response);
+    const { response, body } = await this.#token(form);
     if (!response.ok) throw new GatehouseClientError(codeOf(body, 'login_failed'), textOf(body, `HTTP ${response.status}`), retryAfterOf(response));
     this.#set(tokensOf(body), 'signedIn');
   }
@@ -231,7 +239,7 @@ export class GatehouseClient {
     // that is down or asked for time.
     const backoff = this.#backoff;
     if (backoff?.token === stale && Date.now() < backoff.until) {
-      const { code = 'refresh_failed', message } = backoff.error;
+      const { code, message } = backoff.error;
       throw new GatehouseClientError(code, message, Math.ceil((backoff.until - Date.now()) / 1000));
     }
     const failuresBefore = this.#failure?.n ?? 0;
@@ -247,9 +255,12 @@ export class GatehouseClient {
       if (failedMeanwhile()) throw this.#failure.error;
       await this.#rotateAndTake(stale);
     }).catch((e) => {
+      // Every refusal carries a code, the first as those the back-off repeats: a failure of
+      // the runtime's own (Web Locks, say) is `refresh_failed`.
+      const error = e instanceof GatehouseClientError ? e : new GatehouseClientError('refresh_failed', `the refresh failed: ${e?.message ?? e}`);
       // Not the session's end, after which there is nothing to refresh.
-      if (e?.code !== 'session_revoked') this.#backOff(stale, e);
-      throw e;
+      if (error.code !== 'session_revoked') this.#backOff(stale, error);
+      throw error;
     }).finally(() => {
       this.#refreshing = null;
     });
@@ -283,9 +294,9 @@ export class GatehouseClient {
 
   /** One rotation of `stale`, its answer taken: new tokens, or the session's end. */
   async #rotateAndTake(stale) {
-    const response = await this.#rotate(stale);
-    if (!response) return;
-    const body = await bodyOf(response);
+    const answer = await this.#rotate(stale);
+    if (!answer) return;
+    const { response, body } = answer;
     // A logout (here or in another tab) while the request was out: the answer is moot.
     if (this.#tokens?.refreshToken !== stale) return;
     if (response.ok) {
@@ -308,7 +319,8 @@ export class GatehouseClient {
 
   /**
    * `POST /v1/token` for `stale`. A network failure may come after the issuer rotated the token
-   * (a connection dropped on the way back): asked again within its grace window, the issuer
+   * (a connection dropped on the way back, before or during the answer's body): asked again
+   * within its grace window, the issuer
    * hands back the same successor, while the timer's retry 5 s later would be taken for theft
    * and end the session. So a failure is tried once more at once: never later than the timer's
    * retry, and in time whenever the failure came soon after the rotation. `null` when the
@@ -404,13 +416,12 @@ export class GatehouseClient {
       error.retry = () => this.#revoke(refreshToken);
       return error;
     };
-    const response = await this.#postForm('/v1/revoke', { token: refreshToken, token_type_hint: 'refresh_token' })
+    const { response, body } = await this.#postForm('/v1/revoke', { token: refreshToken, token_type_hint: 'refresh_token' })
       .catch((e) => {
         throw failed(e.message);
       });
     // 200 also when the session had already ended (RFC 7009 §2.2).
     if (response.ok) return;
-    const body = await bodyOf(response);
     throw failed(textOf(body, `the issuer answered HTTP ${response.status}`), retryAfterOf(response));
   }
 
@@ -439,24 +450,34 @@ export class GatehouseClient {
     return this.#postForm('/v1/token', form);
   }
 
-  /** A form POST to the issuer, bounded in time: a request that hangs must not hold every caller
-   * (and, under the refresh lock, every tab). A network failure or timeout is `network_error`. */
+  /** A form POST to the issuer, as `{ response, body }` (its JSON object, as `objectOf`),
+   * bounded in time: a request or a body that hangs must not hold every caller (and, under the
+   * refresh lock, every tab). A network failure or the time running out, before the answer or
+   * while its body is read, is `network_error`: a `200` whose body was cut off may carry tokens
+   * the issuer has already rotated to, and only a quick second ask gets them (`#rotate`). */
   async #postForm(path, form) {
-    const signal = AbortSignal.timeout(this.#requestTimeoutMs);
-    // A `fetch` of the app's own that drops `signal` must not hang the call (and, under the
-    // refresh lock, every tab's refreshes): it is given up at the same limit.
+    const controller = new AbortController();
+    // One timer for the request and its body, also when a `fetch` of the app's own drops the
+    // `signal`: the call is given up all the same.
     let timer;
     const late = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${this.#requestTimeoutMs} ms`)), this.#requestTimeoutMs + 50);
+      timer = setTimeout(() => {
+        const error = new Error(`no answer within ${this.#requestTimeoutMs} ms`);
+        controller.abort(error);
+        reject(error);
+      }, this.#requestTimeoutMs);
     });
-    try {
-      const sent = this.#fetch(`${this.#issuer}${path}`, {
+    const answer = async () => {
+      const response = await this.#fetch(`${this.#issuer}${path}`, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded' },
         body: new URLSearchParams(form).toString(),
-        signal,
+        signal: controller.signal,
       });
-      return await Promise.race([sent, late]);
+      return { response, body: objectOf(await response.text()) };
+    };
+    try {
+      return await Promise.race([answer(), late]);
     } catch (e) {
       throw new GatehouseClientError('network_error', `the issuer could not be reached: ${e?.message ?? e}`);
     } finally {

@@ -123,10 +123,6 @@ fn now_secs(now: Option<f64>) -> Result<i64, JsValue> {
     Ok(secs.floor() as i64)
 }
 
-/// A JWK set longer than this is refused before it is parsed, as `createRemoteVerifier` refuses
-/// a longer fetched one.
-const MAX_JWKS_BYTES: usize = KeySet::MAX_FETCHED_BYTES;
-
 /// What `createRemoteVerifier` defaults to, the edge's own rules for a fetched key set.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -164,14 +160,19 @@ fn key_set(jwks: &JsValue) -> Result<KeySet, JsValue> {
                 )
             })?
     };
-    let too_large = || error(ErrorCode::InvalidKey, "the JWK set is over 1 MiB");
-    // Refused before it is copied into the wasm, whose memory never shrinks (UTF-16 units are
-    // at most its UTF-8 bytes, as for tokens), and again by its bytes.
-    if usize::try_from(text.length()).unwrap_or(usize::MAX) > MAX_JWKS_BYTES {
+    // A set longer than a fetched one may be (`createRemoteVerifier`'s limit) is refused before
+    // it is copied into the wasm, whose memory never shrinks (UTF-16 units are at most its
+    // UTF-8 bytes, as for tokens), and again by its bytes.
+    let max = KeySet::MAX_FETCHED_BYTES;
+    let too_large = || {
+        let text = format!("the JWK set is over {} MiB", max >> 20);
+        error(ErrorCode::InvalidKey, &text)
+    };
+    if usize::try_from(text.length()).unwrap_or(usize::MAX) > max {
         return Err(too_large());
     }
     let json = String::from(text);
-    if json.len() > MAX_JWKS_BYTES {
+    if json.len() > max {
         return Err(too_large());
     }
     KeySet::from_json(&json).map_err(|e| error_from(e.code(), &e))
