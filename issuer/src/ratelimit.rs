@@ -30,8 +30,10 @@ impl RateLimit {
         };
         limiter.check_key(&client(ip)).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
+            // Rounded up: a client that waits a whole second less is refused again.
+            let whole_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             ApiError::RateLimited {
-                retry_after: wait.as_secs().max(1),
+                retry_after: whole_secs.max(1),
             }
         })
     }

@@ -52,8 +52,9 @@ fn metadata(config: &State<Config>) -> Json<Value> {
         "grant_types_supported": ["password", "refresh_token"],
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": ["none"],
-        // A refresh token is revoked with nothing else, an access token with a bearer token.
-        "revocation_endpoint_auth_methods_supported": ["none", "bearer"],
+        // Either token is revoked with nothing else: holding it is the proof (RFC 7009 §2.1 for
+        // a public client). `bearer` is no registered client authentication method.
+        "revocation_endpoint_auth_methods_supported": ["none"],
         "introspection_endpoint_auth_methods_supported": ["bearer"],
         "scopes_supported": scopes,
     }))

@@ -213,6 +213,12 @@ async fn discovery_and_health(backend: Backend) {
         meta["jwks_uri"],
         "https://issuer.test/.well-known/jwks.json"
     );
+    // Revocation asks for no client authentication (a bearer token is no registered method;
+    // it was listed before, though no longer needed).
+    assert_eq!(
+        meta["revocation_endpoint_auth_methods_supported"],
+        serde_json::json!(["none"])
+    );
     assert_eq!(
         app.send("GET", "/health/live", None, None).await.0,
         Status::Ok

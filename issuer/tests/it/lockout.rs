@@ -105,6 +105,7 @@ async fn rate_limit_per_client_ip(backend: Backend) {
             .body(WRONG)
             .dispatch()
     };
+    let started = std::time::Instant::now();
     for _ in 0..2 {
         assert_eq!(
             decode(send("10.0.0.1:1000").await).await.0,
@@ -116,12 +117,14 @@ async fn rate_limit_per_client_ip(backend: Backend) {
         (status, str_of(&json, "error")),
         (Status::TooManyRequests, "rate_limited")
     );
+    // Two a minute: the next is allowed 30 s after the first, which came after `started`. A
+    // client that waits `Retry-After` must not be refused again: it was rounded down before
+    // (29 for a wait of 29.8 s).
+    let retry_after: f64 = header(&headers, "retry-after").unwrap().parse().unwrap();
+    let least_wait = 30.0 - started.elapsed().as_secs_f64();
     assert!(
-        header(&headers, "retry-after")
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            >= 1
+        retry_after >= least_wait,
+        "Retry-After {retry_after} s, the wait at least {least_wait:.2} s"
     );
     // Another client is unaffected; a spoofed X-Real-IP header is not trusted by default.
     assert_eq!(
