@@ -61,6 +61,7 @@ pub struct Metrics {
     pub pushes_already_held: Counter,
     pub push_attempts_failed: Counter,
     pub pushes_behind_edge: Counter,
+    pub revocation_seq_reads: Counter,
     pub jwks_served: Counter,
     pub maintenance_failures: Family<TaskLabels, Counter>,
     /// The size of the last list of each kind this replica signed: edges refuse one over
@@ -111,6 +112,11 @@ impl Default for Metrics {
             "snapshot_pushes_behind_edge",
             "Pushes refused by an edge holding a newer list than the database (a restore?)",
         );
+        let revocation_seq_reads = counter(
+            "revocation_seq_reads",
+            "Database reads of the newest revocation for the signed lists (at most one per 100 ms \
+             between this replica's own revocations)",
+        );
         let jwks_served = counter(
             "jwks_served",
             "JWKS documents served (edges fetch on unknown kids)",
@@ -155,6 +161,7 @@ impl Default for Metrics {
             pushes_already_held,
             push_attempts_failed,
             pushes_behind_edge,
+            revocation_seq_reads,
             jwks_served,
             maintenance_failures,
             list_bytes,

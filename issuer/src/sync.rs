@@ -4,10 +4,11 @@
 //! lands and re-signed at most once a second otherwise, so every location that polls it learns a
 //! revocation within about a second.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use gatehouse_shared::SigningKey;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use rocket::fairing::AdHoc;
 use tokio::sync::{Mutex, Notify, watch};
@@ -43,6 +44,11 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// within 45 s of the first (five 5 s timeouts or busy answers, four waits of at most 5 s),
 /// which the edge's rule for a list with nothing to compare it with (60 s) relies on.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// How long one read of the newest revocation's seq serves the lists' requests. Anyone may ask
+/// for the lists, unauthenticated: each request took a pool permit for that read, which logins
+/// and revocations need. A revocation committed here is seen at once (`changed`); another
+/// replica's, up to this much later.
+const SEQ_READ_TTL: Duration = Duration::from_millis(100);
 
 struct Cached {
     seq: i64,
@@ -51,7 +57,18 @@ struct Cached {
     jws: Arc<str>,
 }
 
+/// The newest revocation's seq as last read, and when that read began; `generation` counts the
+/// revocations committed here, so a read that overlapped one is not kept.
+#[derive(Default)]
+struct SeqRead {
+    generation: u64,
+    read: Option<(tokio::time::Instant, i64)>,
+}
+
 pub struct Snapshots {
+    seq: std::sync::Mutex<SeqRead>,
+    /// Reads of the newest revocation's seq (`SEQ_READ_TTL`).
+    seq_reads: Counter,
     cache: Mutex<Option<Cached>>,
     delta: Mutex<Option<Cached>>,
     changed: Notify,
@@ -73,6 +90,8 @@ impl Snapshots {
             .build()
             .map_err(|e| ApiError::Internal(format!("http client: {e}")))?;
         Ok(Self {
+            seq: std::sync::Mutex::default(),
+            seq_reads: metrics.revocation_seq_reads.clone(),
             cache: Mutex::new(None),
             delta: Mutex::new(None),
             changed: Notify::new(),
@@ -83,9 +102,36 @@ impl Snapshots {
         })
     }
 
-    /// Signals that a revocation was committed; the pusher wakes (once per burst).
+    /// Signals that a revocation was committed: the lists' next request reads the seq again, and
+    /// the pusher wakes (once per burst).
     pub fn changed(&self) {
+        let mut held = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
+        held.generation += 1;
+        held.read = None;
+        drop(held);
         self.changed.notify_one();
+    }
+
+    /// The newest revocation's seq: as read within `SEQ_READ_TTL`, unless a revocation was
+    /// committed here since; else from the database.
+    async fn high_water(&self, db: &Db) -> Result<i64, ApiError> {
+        let generation = {
+            let held = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((began, seq)) = held.read
+                && began.elapsed() < SEQ_READ_TTL
+            {
+                return Ok(seq);
+            }
+            held.generation
+        };
+        let began = tokio::time::Instant::now();
+        self.seq_reads.inc();
+        let seq = db.run(revocations::high_water).await?;
+        let mut held = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.generation == generation {
+            held.read = Some((began, seq));
+        }
+        Ok(seq)
     }
 
     /// The current signed snapshot: rebuilt when a revocation landed, the key changed or it is
@@ -100,7 +146,8 @@ impl Snapshots {
         let issuer = config.issuer.clone();
         let fresh = |c: &Cached| now - c.built_at < MAX_CACHE_AGE_SECS;
         let slot = (&self.cache, &self.snapshot_bytes);
-        Self::signed(slot, db, keys, now, fresh, move |conn, key, at| {
+        let seq = self.high_water(db).await?;
+        Self::signed(slot, seq, db, keys, now, fresh, move |conn, key, at| {
             let list = revocations::live_list(conn, &issuer, at)?;
             let jws = list
                 .sign_snapshot(key)
@@ -124,7 +171,8 @@ impl Snapshots {
         // `>=`: a delta stamped a second ahead (below) serves its own second too.
         let fresh = |c: &Cached| c.built_at >= now;
         let slot = (&self.delta, &self.delta_bytes);
-        Self::signed(slot, db, keys, now, fresh, move |conn, key, at| {
+        let seq = self.high_water(db).await?;
+        Self::signed(slot, seq, db, keys, now, fresh, move |conn, key, at| {
             let delta = revocations::delta(conn, &issuer, at, window)?;
             let jws = delta
                 .sign(key)
@@ -134,11 +182,12 @@ impl Snapshots {
         .await
     }
 
-    /// The document in `slot` while the high-water seq and the signing key are unchanged and
-    /// `fresh` holds; else `build` (list and signature, on a database connection, signed as of
-    /// the time it is given) replaces it, and its size is recorded in `bytes`.
+    /// The document in `slot` while the newest revocation's `seq` and the signing key are
+    /// unchanged and `fresh` holds; else `build` (list and signature, on a database connection,
+    /// signed as of the time it is given) replaces it, and its size is recorded in `bytes`.
     async fn signed(
         (slot, bytes): (&Mutex<Option<Cached>>, &Gauge),
+        seq: i64,
         db: &Db,
         keys: &Arc<KeyRing>,
         now: i64,
@@ -147,7 +196,6 @@ impl Snapshots {
         + Send
         + 'static,
     ) -> Result<Arc<str>, ApiError> {
-        let seq = db.run(revocations::high_water).await?;
         // The same rule as tokens: no list signed with a ring too old to sign with.
         let signer = keys.for_signing(db, now).await?;
         let mut cache = slot.lock().await;

@@ -328,6 +328,9 @@ async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
     slow.commit();
     fast.join().unwrap().unwrap();
 
+    // Committed by another revoker (as by another replica): the app reads the newest seq again
+    // once its last read is 100 ms old (`the_lists_read_the_newest_revocation_at_most_every_100_ms`).
+    tokio::time::sleep(Duration::from_millis(150)).await;
     let list = app.snapshot(&keys, now).await;
     for (which, c) in ["the late commit", "the early commit"].iter().zip(&claims) {
         assert_eq!(
@@ -462,7 +465,55 @@ async fn the_next_push_is_spaced_from_a_late_retry(backend: Backend) {
     }
 }
 
+/// The lists' requests share one read of the newest revocation per 100 ms: anyone may ask for
+/// them, unauthenticated, and each took a pool permit before. A revocation committed here is in
+/// the next list at once; one committed elsewhere (another replica, here the CLI's revoker)
+/// within 100 ms plus a request.
+async fn the_lists_read_the_newest_revocation_at_most_every_100_ms(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let verifier = app.verifier().await;
+    let keys = verifier.keys().clone();
+    let claims = |tokens: &serde_json::Value| {
+        verifier
+            .verify(str_of(tokens, "access_token"), app.clock().now())
+            .unwrap()
+    };
+    let reads = || app.metric("gatehouse_revocation_seq_reads_total");
+    let before = reads().await;
+    let started = std::time::Instant::now();
+    for path in ["/v1/revocations", "/v1/revocations/delta"].repeat(25) {
+        assert_eq!(app.send("GET", path, None, None).await.0, Status::Ok);
+    }
+    let read = reads().await - before;
+    let bound = u64::try_from(started.elapsed().as_millis() / 100).unwrap() + 1;
+    assert!(
+        read <= bound,
+        "{read} reads for 50 requests, at most {bound}"
+    );
+
+    let here = app.login("alice").await;
+    let body = format!("token={}", str_of(&here, "access_token"));
+    let (status, _) = app.send("POST", "/v1/revoke", Some(&body), None).await;
+    assert_eq!(status, Status::Ok);
+    let now = app.clock().now();
+    assert!(
+        app.snapshot(&keys, now)
+            .await
+            .check(&claims(&here))
+            .is_some()
+    );
+
+    let elsewhere = claims(&app.login("alice").await);
+    let revoker = Revoker::for_command(app.store().clone(), app.config.clone());
+    let revoked = elsewhere.clone();
+    revoker.run_sync(now, move |r| r.token(&revoked)).unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(app.snapshot(&keys, now).await.check(&elsewhere).is_some());
+}
+
 crate::on_both_backends!(
+    the_lists_read_the_newest_revocation_at_most_every_100_ms,
     the_next_push_is_spaced_from_a_late_retry,
     a_busy_edge_is_retried_when_it_asks,
     a_refused_kv_write_is_retried_after_kvs_write_interval,
