@@ -303,11 +303,17 @@ fn token(
 }
 
 /// The value of a cookie `pair` (`name=value`) named `name` as lenient origins read names
-/// (ASP.NET ignores their case, and others the spaces around them), so that no copy the origin
-/// may take goes uncounted.
+/// (ASP.NET ignores their case, others the spaces around them, and PHP reads `.`, a space and
+/// `[` as `_`: `gh.at` is its `gh_at`), so that no copy the origin may take goes uncounted.
 fn cookie_value<'c>(pair: &'c str, name: &str) -> Option<&'c str> {
     let (k, v) = pair.split_once('=')?;
-    k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    let as_read = |b: u8| match b {
+        b'.' | b' ' | b'[' => b'_',
+        b => b.to_ascii_lowercase(),
+    };
+    let k = k.trim();
+    (k.len() == name.len() && k.bytes().map(as_read).eq(name.bytes().map(as_read)))
+        .then(|| v.trim())
 }
 
 /// Headers a client could write to make an origin route, link or act differently from what the

@@ -128,10 +128,11 @@ fn acts_below(method: &str) -> bool {
 /// Whether `?query` names `_method`, which Laravel and Symfony (from the query as from a form)
 /// and Express's `method-override('_method')` run a `POST` as: `?_method=DELETE` would act
 /// below a path the gate judged as a `POST` on. Such a request is judged as one that acts below
-/// (its method unknown to the gate). Names are read as loosely as PHP and `qs` read them:
-/// percent-decoded, `+` as a space, leading spaces dropped, a first `.` or `[` as `_`, ASCII
-/// case ignored, and anything from a `[` on (`_method[]` is an array whose first item
-/// `method-override` takes). The form-body field is the origin's to refuse (SECURITY.md).
+/// (its method unknown to the gate). Names are read at least as loosely as PHP and Node's
+/// `querystring` read them: percent-decoded, `+` as a space, leading spaces dropped, a first
+/// `.` or `[` as `_`, anything from a `[` or a NUL on (`_method[]` is PHP's array; a repeated
+/// name is `querystring`'s, whose first item `method-override` takes), and ASCII case ignored,
+/// which neither does. The form-body field is the origin's to refuse (SECURITY.md).
 fn names_method_override(query: &str) -> bool {
     query
         .as_bytes()
@@ -227,6 +228,7 @@ mod tests {
             "?_method[]=DELETE",
             "?_method%5B0%5D=DELETE",
             "?_method",
+            "?_method%00x=DELETE",
         ] {
             assert!(names_method_override(query), "{query}");
         }

@@ -164,7 +164,10 @@ async fn cookies_pinned_keys_and_fail_open() {
         http()
             .get(format!("{}/api/x", edge.url))
             .bearer_auth(&token)
-            .header("Cookie", format!("Gh_At ={unchecked}; theme=dark")),
+            .header(
+                "Cookie",
+                format!("Gh_At ={unchecked}; theme=dark; gh[at={unchecked}"),
+            ),
     ] {
         assert_eq!(request.send().await.unwrap().status(), 200);
     }
@@ -181,6 +184,8 @@ async fn cookies_pinned_keys_and_fail_open() {
         format!("gh_at={token}; theme=dark; gh_at={token}"),
         format!("gh_at=; gh_at={token}"),
         format!("GH_AT={token}; gh_at ={token}"),
+        // PHP reads `gh.at` as `gh_at`: a copy planted under that name was not counted.
+        format!("gh.at={token}; gh_at={token}"),
     ] {
         let (status, json) = with_cookie(cookie.clone()).await;
         assert_eq!(
