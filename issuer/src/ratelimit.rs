@@ -1,7 +1,11 @@
-//! Per-client-IP rate limit for the credential endpoints (token, registration).
+//! Per-client-IP rate limits for the credential endpoints (token, registration): one on
+//! requests, one on failed password checks.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -13,12 +17,37 @@ use crate::error::ApiError;
 pub struct RateLimit {
     /// `None` when the limit is off (`token_rate_per_minute = 0`, as 0 turns other limits off).
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    failures: FailureBudget,
 }
 
 impl RateLimit {
-    pub fn per_minute(n: u32) -> Self {
+    /// `requests` a minute per client, and no limit on failed password checks.
+    pub fn per_minute(requests: u32) -> Self {
+        Self::new(requests, 0)
+    }
+
+    pub fn new(requests_per_minute: u32, failed_logins_per_minute: u32) -> Self {
         Self {
-            limiter: NonZeroU32::new(n).map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            limiter: NonZeroU32::new(requests_per_minute)
+                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            failures: FailureBudget::per_minute(failed_logins_per_minute),
+        }
+    }
+
+    /// Refuses a client that spent its budget of failed password checks, before its next.
+    pub fn check_failures(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        match ip.and_then(|ip| self.failures.wait(client(ip), Instant::now())) {
+            Some(wait) => Err(ApiError::RateLimited {
+                retry_after: whole_secs(wait),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed password check of `ip`.
+    pub fn failed(&self, ip: Option<IpAddr>) {
+        if let Some(ip) = ip {
+            self.failures.failed(client(ip), Instant::now());
         }
     }
 
@@ -30,10 +59,8 @@ impl RateLimit {
         };
         limiter.check_key(&client(ip)).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            // Rounded up: a client that waits a whole second less is refused again.
-            let whole_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             ApiError::RateLimited {
-                retry_after: whole_secs.max(1),
+                retry_after: whole_secs(wait),
             }
         })
     }
@@ -44,6 +71,68 @@ impl RateLimit {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+        self.failures.prune(Instant::now());
+    }
+}
+
+/// A wait as `Retry-After`: rounded up (a client that waits a whole second less is refused
+/// again), at least 1.
+fn whole_secs(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+/// Failed password checks per client (`failed_logins_per_minute`, burst of the same size): a
+/// client that spent it is refused before its next check, whatever the password, until one
+/// failure is paid off. The request budget counts every request, and a spray of one password
+/// over many accounts stays under each account's lockout: only this sees it. Kept here rather
+/// than in governor, which cannot tell whether a budget is spent without spending from it, and
+/// a correct password must spend nothing.
+struct FailureBudget {
+    /// How long one failure takes to be paid off; `None` when the budget is off.
+    interval: Option<Duration>,
+    /// How many unpaid failures a client may have before its next check.
+    size: u32,
+    /// Per client, when all its failures are paid off.
+    paid_off_at: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl FailureBudget {
+    fn per_minute(n: u32) -> Self {
+        Self {
+            interval: (n > 0).then(|| Duration::from_mins(1) / n),
+            size: n,
+            paid_off_at: Mutex::default(),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Instant>> {
+        self.paid_off_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How long `client` must wait for its next check at `now`, if it spent its budget.
+    fn wait(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+        let interval = self.interval?;
+        let unpaid = self.held().get(&client)?.checked_duration_since(now)?;
+        unpaid
+            .checked_sub(interval * (self.size - 1))
+            .filter(|wait| !wait.is_zero())
+    }
+
+    fn failed(&self, client: IpAddr, now: Instant) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        let mut held = self.held();
+        let from = held.get(&client).map_or(now, |&at| at.max(now));
+        held.insert(client, from + interval);
+    }
+
+    fn prune(&self, now: Instant) {
+        let mut held = self.held();
+        held.retain(|_, &mut at| at > now);
+        held.shrink_to_fit();
     }
 }
 
@@ -62,20 +151,52 @@ fn client(ip: IpAddr) -> IpAddr {
 
 pub fn stage() -> AdHoc {
     AdHoc::on_ignite("Rate limit", |rocket| async {
-        let per_minute = rocket
-            .state::<Config>()
-            .map_or(Config::default().token_rate_per_minute, |c| {
-                c.token_rate_per_minute
-            });
-        rocket.manage(std::sync::Arc::new(RateLimit::per_minute(per_minute)))
+        let default = Config::default();
+        let config = rocket.state::<Config>().unwrap_or(&default);
+        let limit = RateLimit::new(
+            config.token_rate_per_minute,
+            config.failed_logins_per_minute,
+        );
+        rocket.manage(std::sync::Arc::new(limit))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
+    use std::time::{Duration, Instant};
 
-    use super::RateLimit;
+    use super::{FailureBudget, RateLimit};
+
+    #[test]
+    fn a_failure_budget_refuses_once_spent_until_one_failure_is_paid_off() {
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        // Two a minute: one paid off each 30 s.
+        let budget = FailureBudget::per_minute(2);
+        assert_eq!(budget.wait(ip, at(0)), None);
+        budget.failed(ip, at(0));
+        assert_eq!(budget.wait(ip, at(0)), None, "one of two spent");
+        budget.failed(ip, at(1));
+        assert_eq!(budget.wait(ip, at(1)), Some(Duration::from_secs(29)));
+        assert_eq!(budget.wait(ip, at(30)), None, "the first paid off");
+        assert_eq!(
+            budget.wait(IpAddr::from([192, 0, 2, 2]), at(1)),
+            None,
+            "another client"
+        );
+        // Failing on as fast as allowed: two a minute.
+        budget.failed(ip, at(30));
+        assert_eq!(budget.wait(ip, at(30)), Some(Duration::from_secs(30)));
+        budget.prune(at(89));
+        assert_eq!(budget.held().len(), 1, "kept while unpaid");
+        budget.prune(at(91));
+        assert_eq!(budget.held().len(), 0, "forgotten once paid off");
+        let off = FailureBudget::per_minute(0);
+        (0..100).for_each(|_| off.failed(ip, at(0)));
+        assert_eq!(off.wait(ip, at(0)), None);
+    }
 
     #[test]
     fn zero_turns_the_limit_off() {

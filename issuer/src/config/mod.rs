@@ -76,6 +76,8 @@ pub struct Config {
     pub lockout: LockoutConfig,
     /// Token-endpoint requests per minute per client IP (burst of the same size).
     pub token_rate_per_minute: u32,
+    /// Failed password checks per minute per client IP (burst of the same size); 0 turns it off.
+    pub failed_logins_per_minute: u32,
     pub cleanup_interval_secs: u32,
     pub cleanup_batch: u32,
     /// How stale the bearer check's in-memory view of revocations and users may get, in ms:
@@ -168,6 +170,7 @@ impl Default for Config {
                 max_backoff_secs: 3600,
             },
             token_rate_per_minute: 120,
+            failed_logins_per_minute: 10,
             cleanup_interval_secs: 60,
             cleanup_batch: 1000,
             auth_cache_ms: 250,

@@ -72,6 +72,8 @@ struct Grants<'r> {
     hasher: &'r Hasher,
     metrics: &'r Metrics,
     revoker: &'r Revoker,
+    limit: &'r RateLimit,
+    client_ip: Option<IpAddr>,
     now: i64,
 }
 
@@ -110,6 +112,8 @@ async fn token(
         hasher,
         metrics,
         revoker,
+        limit,
+        client_ip,
         now,
     };
     let grant = match grant_type {
@@ -132,6 +136,14 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
         .password
         .ok_or_else(|| ApiError::invalid_request("password is required"))?;
     let (now, cfg) = (grants.now, grants.config.lockout);
+    // A client that failed too often is refused before any check, whatever the password.
+    grants.limit.check_failures(grants.client_ip)?;
+    // Every refused login is counted, and spent from its client's budget of failures.
+    let refused = |error: ApiError| {
+        grants.metrics.logins_failed.inc();
+        grants.limit.failed(grants.client_ip);
+        Err(error)
+    };
     // The user and, for an enabled one, a lockout reservation: one trip to the pool.
     let found = match normalize_username(&username) {
         Ok(name) if may_be_a_password(&password) => {
@@ -145,8 +157,7 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
     let Some((user, reservation)) = found else {
         // Same work as a real check, so timing does not tell which usernames exist.
         grants.hasher.verify(password, None).await?;
-        grants.metrics.logins_failed.inc();
-        return Err(ApiError::InvalidGrant(BAD_CREDENTIALS));
+        return refused(ApiError::InvalidGrant(BAD_CREDENTIALS));
     };
     let checked = credentials::check(
         grants.db,
@@ -161,14 +172,8 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
     .await?;
     match checked {
         Checked::Correct => {}
-        Checked::Wrong => {
-            grants.metrics.logins_failed.inc();
-            return Err(ApiError::InvalidGrant(BAD_CREDENTIALS));
-        }
-        Checked::LockedOut { retry_after } => {
-            grants.metrics.logins_failed.inc();
-            return Err(ApiError::LockedOut { retry_after });
-        }
+        Checked::Wrong => return refused(ApiError::InvalidGrant(BAD_CREDENTIALS)),
+        Checked::LockedOut { retry_after } => return refused(ApiError::LockedOut { retry_after }),
     }
     let scope = granted_scope(grants.config, request.scope.as_deref(), &user);
     let uid = user.id.clone();

@@ -133,6 +133,52 @@ async fn rate_limit_per_client_ip(backend: Backend) {
     );
 }
 
+/// Failed password checks have a budget of their own per client IP: a spray of one password
+/// over many accounts stays under each account's lockout, and was limited only by the request
+/// budget (120 a minute). Past it the client is refused before any check, the right password
+/// too; a correct login spends nothing, and other clients are unaffected.
+async fn failed_logins_have_a_budget_per_client_ip(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.failed_logins_per_minute = 2).await;
+    app.register("alice").await;
+    let login = |ip: &'static str, body: String| {
+        app.client
+            .post("/v1/token")
+            .header(rocket::http::ContentType::Form)
+            .remote(ip.parse().unwrap())
+            .body(body)
+            .dispatch()
+    };
+    let right = format!("grant_type=password&username=alice&password={PASSWORD}");
+    for _ in 0..3 {
+        let (status, json, _) = decode(login("10.0.0.1:1000", right.clone()).await).await;
+        assert_eq!(status, Status::Ok, "a correct login spends nothing: {json}");
+    }
+    let started = std::time::Instant::now();
+    for user in ["alice", "nobody"] {
+        let wrong = format!("grant_type=password&username={user}&password=wrong-password");
+        let (status, json, _) = decode(login("10.0.0.1:1000", wrong).await).await;
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::BadRequest, "invalid_grant")
+        );
+    }
+    let (status, json, headers) = decode(login("10.0.0.1:1000", right.clone()).await).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::TooManyRequests, "rate_limited"),
+        "the right password, past the budget"
+    );
+    // Two a minute: the first failure is paid off 30 s after it came.
+    let retry_after: f64 = header(&headers, "retry-after").unwrap().parse().unwrap();
+    let least_wait = 30.0 - started.elapsed().as_secs_f64();
+    assert!(
+        (least_wait..=30.0).contains(&retry_after),
+        "Retry-After {retry_after} s, the wait at least {least_wait:.2} s"
+    );
+    let (status, _, _) = decode(login("10.0.0.2:1000", right).await).await;
+    assert_eq!(status, Status::Ok, "another client");
+}
+
 /// A user's first logins racing each other (no lockout row yet) are all granted: one creates the
 /// row, the others must not read it as a refusal. Seen as a stray "try again" under load.
 async fn parallel_first_logins_are_not_refused(backend: Backend) {
@@ -220,4 +266,5 @@ crate::on_both_backends!(
     backoff_grows_with_each_lock,
     cleanup_keeps_the_backoff_history,
     rate_limit_per_client_ip,
+    failed_logins_have_a_budget_per_client_ip,
 );
