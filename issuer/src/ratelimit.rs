@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,21 +35,24 @@ impl RateLimit {
         }
     }
 
-    /// Refuses a client that spent its budget of failed password checks, before its next.
-    pub fn check_failures(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        match ip.and_then(|ip| self.failures.wait(client(ip), Instant::now())) {
-            Some(wait) => Err(ApiError::RateLimited {
+    /// Charges `ip` one failed password check before its check runs, or refuses it if it spent
+    /// its budget. Charged first, so checks running at once cannot all pass a budget that
+    /// their failures then overdraw; the charge is given back unless the check failed
+    /// ([`FailureCharge::keep`]).
+    pub fn charge_failure(&self, ip: Option<IpAddr>) -> Result<FailureCharge<'_>, ApiError> {
+        let client = ip.map(client);
+        if let Some(client) = client
+            && let Err(wait) = self.failures.charge(client, Instant::now())
+        {
+            return Err(ApiError::RateLimited {
                 retry_after: whole_secs(wait),
-            }),
-            None => Ok(()),
+            });
         }
-    }
-
-    /// Counts a failed password check of `ip`.
-    pub fn failed(&self, ip: Option<IpAddr>) {
-        if let Some(ip) = ip {
-            self.failures.failed(client(ip), Instant::now());
-        }
+        Ok(FailureCharge {
+            budget: &self.failures,
+            client,
+            kept: AtomicBool::new(false),
+        })
     }
 
     /// Requests without a known client address are not limited here (a proxy in front should
@@ -81,6 +85,33 @@ fn whole_secs(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
+/// One failed password check charged to a client before its check ran: given back when dropped
+/// unless [`kept`](Self::keep), so a correct password, and an error that gave no verdict, spend
+/// nothing.
+pub struct FailureCharge<'a> {
+    budget: &'a FailureBudget,
+    /// `None` for a request with no known client address (not limited).
+    client: Option<IpAddr>,
+    kept: AtomicBool,
+}
+
+impl FailureCharge<'_> {
+    /// The check failed: the charge stays.
+    pub fn keep(&self) {
+        self.kept.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for FailureCharge<'_> {
+    fn drop(&mut self) {
+        if let Some(client) = self.client
+            && !self.kept.load(Ordering::Relaxed)
+        {
+            self.budget.refund(client);
+        }
+    }
+}
+
 /// Failed password checks per client (`failed_logins_per_minute`, burst of the same size): a
 /// client that spent it is refused before its next check, whatever the password, until one
 /// failure is paid off. The request budget counts every request, and a spray of one password
@@ -111,22 +142,33 @@ impl FailureBudget {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// How long `client` must wait for its next check at `now`, if it spent its budget.
-    fn wait(&self, client: IpAddr, now: Instant) -> Option<Duration> {
-        let interval = self.interval?;
-        let unpaid = self.held().get(&client)?.checked_duration_since(now)?;
-        unpaid
+    /// Charges `client` one failure at `now`; refused, with how long to wait, if it has
+    /// `size` unpaid already.
+    fn charge(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        let Some(interval) = self.interval else {
+            return Ok(());
+        };
+        let mut held = self.held();
+        let paid_off = held.get(&client).map_or(now, |&at| at.max(now));
+        let unpaid = paid_off.duration_since(now);
+        if let Some(wait) = unpaid
             .checked_sub(interval * (self.size - 1))
             .filter(|wait| !wait.is_zero())
+        {
+            return Err(wait);
+        }
+        held.insert(client, paid_off + interval);
+        Ok(())
     }
 
-    fn failed(&self, client: IpAddr, now: Instant) {
+    /// Gives back a charge whose check did not fail.
+    fn refund(&self, client: IpAddr) {
         let Some(interval) = self.interval else {
             return;
         };
-        let mut held = self.held();
-        let from = held.get(&client).map_or(now, |&at| at.max(now));
-        held.insert(client, from + interval);
+        if let Some(at) = self.held().get_mut(&client) {
+            *at = at.checked_sub(interval).unwrap_or(*at);
+        }
     }
 
     fn prune(&self, now: Instant) {
@@ -175,27 +217,35 @@ mod tests {
         let at = |secs: u64| start + Duration::from_secs(secs);
         // Two a minute: one paid off each 30 s.
         let budget = FailureBudget::per_minute(2);
-        assert_eq!(budget.wait(ip, at(0)), None);
-        budget.failed(ip, at(0));
-        assert_eq!(budget.wait(ip, at(0)), None, "one of two spent");
-        budget.failed(ip, at(1));
-        assert_eq!(budget.wait(ip, at(1)), Some(Duration::from_secs(29)));
-        assert_eq!(budget.wait(ip, at(30)), None, "the first paid off");
+        assert_eq!(budget.charge(ip, at(0)), Ok(()));
+        assert_eq!(budget.charge(ip, at(1)), Ok(()), "the second of two");
+        assert_eq!(budget.charge(ip, at(1)), Err(Duration::from_secs(29)));
         assert_eq!(
-            budget.wait(IpAddr::from([192, 0, 2, 2]), at(1)),
-            None,
+            budget.charge(IpAddr::from([192, 0, 2, 2]), at(1)),
+            Ok(()),
             "another client"
         );
-        // Failing on as fast as allowed: two a minute.
-        budget.failed(ip, at(30));
-        assert_eq!(budget.wait(ip, at(30)), Some(Duration::from_secs(30)));
+        // A charge given back (a correct password) leaves room for one more.
+        budget.refund(ip);
+        assert_eq!(budget.charge(ip, at(1)), Ok(()));
+        assert_eq!(budget.charge(ip, at(30)), Ok(()), "the first paid off");
+        assert_eq!(budget.charge(ip, at(30)), Err(Duration::from_secs(30)));
         budget.prune(at(89));
         assert_eq!(budget.held().len(), 1, "kept while unpaid");
         budget.prune(at(91));
         assert_eq!(budget.held().len(), 0, "forgotten once paid off");
         let off = FailureBudget::per_minute(0);
-        (0..100).for_each(|_| off.failed(ip, at(0)));
-        assert_eq!(off.wait(ip, at(0)), None);
+        assert!((0..100).all(|_| off.charge(ip, at(0)).is_ok()));
+    }
+
+    #[test]
+    fn a_charge_is_given_back_unless_kept() {
+        let limit = RateLimit::new(1000, 1);
+        let ip = Some(IpAddr::from([192, 0, 2, 1]));
+        drop(limit.charge_failure(ip).unwrap());
+        limit.charge_failure(ip).unwrap().keep();
+        assert!(limit.charge_failure(ip).is_err(), "the kept charge holds");
+        assert!(limit.charge_failure(None).is_ok(), "no address, no limit");
     }
 
     #[test]

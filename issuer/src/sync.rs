@@ -67,6 +67,8 @@ struct SeqRead {
 
 pub struct Snapshots {
     seq: std::sync::Mutex<SeqRead>,
+    /// Held by the one request reading the seq: the others wait for its read.
+    seq_reader: Mutex<()>,
     /// Reads of the newest revocation's seq (`SEQ_READ_TTL`).
     seq_reads: Counter,
     cache: Mutex<Option<Cached>>,
@@ -91,6 +93,7 @@ impl Snapshots {
             .map_err(|e| ApiError::Internal(format!("http client: {e}")))?;
         Ok(Self {
             seq: std::sync::Mutex::default(),
+            seq_reader: Mutex::new(()),
             seq_reads: metrics.revocation_seq_reads.clone(),
             cache: Mutex::new(None),
             delta: Mutex::new(None),
@@ -105,7 +108,7 @@ impl Snapshots {
     /// Signals that a revocation was committed: the lists' next request reads the seq again, and
     /// the pusher wakes (once per burst).
     pub fn changed(&self) {
-        let mut held = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self.seq_read();
         held.generation += 1;
         held.read = None;
         drop(held);
@@ -113,25 +116,37 @@ impl Snapshots {
     }
 
     /// The newest revocation's seq: as read within `SEQ_READ_TTL`, unless a revocation was
-    /// committed here since; else from the database.
+    /// committed here since; else read from the database by one request, which the others
+    /// arriving meanwhile wait for.
     async fn high_water(&self, db: &Db) -> Result<i64, ApiError> {
-        let generation = {
-            let held = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((began, seq)) = held.read
-                && began.elapsed() < SEQ_READ_TTL
-            {
-                return Ok(seq);
-            }
-            held.generation
-        };
-        let began = tokio::time::Instant::now();
+        if let Some(seq) = self.recent_seq() {
+            return Ok(seq);
+        }
+        let _reader = self.seq_reader.lock().await;
+        if let Some(seq) = self.recent_seq() {
+            return Ok(seq);
+        }
+        let generation = self.seq_read().generation;
         self.seq_reads.inc();
-        let seq = db.run(revocations::high_water).await?;
-        let mut held = self.seq.lock().unwrap_or_else(PoisonError::into_inner);
+        // Timed from when the read starts, not from a wait for a pool permit.
+        let (began, seq) = db
+            .run(|conn| Ok((tokio::time::Instant::now(), revocations::high_water(conn)?)))
+            .await?;
+        let mut held = self.seq_read();
         if held.generation == generation {
             held.read = Some((began, seq));
         }
         Ok(seq)
+    }
+
+    fn recent_seq(&self) -> Option<i64> {
+        let held = self.seq_read();
+        let (began, seq) = held.read?;
+        (began.elapsed() < SEQ_READ_TTL).then_some(seq)
+    }
+
+    fn seq_read(&self) -> std::sync::MutexGuard<'_, SeqRead> {
+        self.seq.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The current signed snapshot: rebuilt when a revocation landed, the key changed or it is
@@ -199,8 +214,10 @@ impl Snapshots {
         // The same rule as tokens: no list signed with a ring too old to sign with.
         let signer = keys.for_signing(db, now).await?;
         let mut cache = slot.lock().await;
+        // `>=`: a list built after another replica's revocation holds more than a seq read
+        // just before it says.
         if let Some(c) = cache.as_ref()
-            && c.seq == seq
+            && c.seq >= seq
             && c.kid == signer.signer.kid()
             && fresh(c)
         {

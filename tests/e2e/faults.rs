@@ -206,8 +206,14 @@ fn hash(token: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_issuer_processes_race_on_one_database() {
-    // A grace window that 50 refreshes on a loaded 2-core machine fit in (whole seconds).
-    let a = Issuer::start(&[("GATEHOUSE_REFRESH_GRACE_SECS", "5")]).await;
+    // A grace window that 50 refreshes on a loaded 2-core machine fit in (whole seconds). No
+    // per-client budget of failed logins: every request here comes from one address, and the
+    // parallel wrong passwords below test the per-account lockout.
+    let a = Issuer::start(&[
+        ("GATEHOUSE_REFRESH_GRACE_SECS", "5"),
+        ("GATEHOUSE_FAILED_LOGINS_PER_MINUTE", "0"),
+    ])
+    .await;
     let b = a.replica().await;
     a.register("alice", PASSWORD).await;
     let r0 = a.login("alice", PASSWORD).await["refresh_token"]

@@ -136,12 +136,12 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
         .password
         .ok_or_else(|| ApiError::invalid_request("password is required"))?;
     let (now, cfg) = (grants.now, grants.config.lockout);
-    // A client that failed too often is refused before any check, whatever the password.
-    grants.limit.check_failures(grants.client_ip)?;
-    // Every refused login is counted, and spent from its client's budget of failures.
+    // A client that failed too often is refused before any check, whatever the password; else
+    // it is charged a failure, given back unless the login is refused.
+    let charge = grants.limit.charge_failure(grants.client_ip)?;
     let refused = |error: ApiError| {
         grants.metrics.logins_failed.inc();
-        grants.limit.failed(grants.client_ip);
+        charge.keep();
         Err(error)
     };
     // The user and, for an enabled one, a lockout reservation: one trip to the pool.

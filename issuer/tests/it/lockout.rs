@@ -177,6 +177,21 @@ async fn failed_logins_have_a_budget_per_client_ip(backend: Backend) {
     );
     let (status, _, _) = decode(login("10.0.0.2:1000", right).await).await;
     assert_eq!(status, Status::Ok, "another client");
+
+    // Wrong passwords at once: charged before their checks, so no more than the budget are
+    // checked (before, every one passed the budget before any had failed).
+    let wrong = |i: usize| format!("grant_type=password&username=user{i}&password=wrong-password");
+    let attempts = (0..8).map(|i| login("10.0.0.3:1000", wrong(i)));
+    let mut checked = 0;
+    for response in rocket::futures::future::join_all(attempts).await {
+        let (status, json, _) = decode(response).await;
+        match (status, str_of(&json, "error")) {
+            (Status::BadRequest, "invalid_grant") => checked += 1,
+            (Status::TooManyRequests, "rate_limited") => {}
+            other => panic!("{other:?}: {json}"),
+        }
+    }
+    assert_eq!(checked, 2, "checked in parallel, over a budget of 2");
 }
 
 /// A user's first logins racing each other (no lockout row yet) are all granted: one creates the

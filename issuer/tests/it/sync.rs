@@ -491,6 +491,21 @@ async fn the_lists_read_the_newest_revocation_at_most_every_100_ms(backend: Back
         read <= bound,
         "{read} reads for 50 requests, at most {bound}"
     );
+    // At once, once the last read is past its 100 ms: one request reads, the others wait for
+    // it (before, each that came meanwhile read too).
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let before = reads().await;
+    let started = std::time::Instant::now();
+    let requests = (0..20).map(|_| app.send("GET", "/v1/revocations/delta", None, None));
+    for (status, _) in rocket::futures::future::join_all(requests).await {
+        assert_eq!(status, Status::Ok);
+    }
+    let read = reads().await - before;
+    let bound = u64::try_from(started.elapsed().as_millis() / 100).unwrap() + 1;
+    assert!(
+        read <= bound,
+        "{read} reads for 20 requests at once, at most {bound}"
+    );
 
     let here = app.login("alice").await;
     let body = format!("token={}", str_of(&here, "access_token"));
