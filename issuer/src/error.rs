@@ -135,9 +135,26 @@ impl ApiError {
         }
     }
 
-    /// The body of every error but the bearer refusals: `{error, error_description}`.
+    /// The body of every error but the bearer refusals: `{error, error_description}`, and
+    /// `code` where a client acts on a difference RFC 6749's `error` does not name.
     pub fn body(&self) -> serde_json::Value {
-        json!({"error": self.code(), "error_description": self.description()})
+        match self.finer_code() {
+            Some(code) => json!({
+                "error": self.code(),
+                "code": code,
+                "error_description": self.description(),
+            }),
+            None => json!({"error": self.code(), "error_description": self.description()}),
+        }
+    }
+
+    /// A locked account is `invalid_grant`, as a wrong password is (RFC 6749 §5.2), but a
+    /// client should say "try again later" rather than "wrong password": `locked_out`.
+    const fn finer_code(&self) -> Option<&'static str> {
+        match self {
+            Self::LockedOut { .. } => Some("locked_out"),
+            _ => None,
+        }
     }
 
     fn description(&self) -> String {

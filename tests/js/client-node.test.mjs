@@ -295,6 +295,19 @@ test('GatehouseClient: options it cannot use, a fetch that needs its own this, h
   old.close();
 });
 
+test('GatehouseClient: a locked account is locked_out, with its Retry-After', async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const fetch = async () => new Response(JSON.stringify({
+    error: 'invalid_grant', code: 'locked_out', error_description: 'too many failed attempts',
+  }), { status: 400, headers: { 'retry-after': '42' } });
+  const client = new GatehouseClient({ issuer: 'https://i.test', fetch, autoRefresh: false });
+  try {
+    await assert.rejects(client.login('alice', 'pw'), (e) => e.code === 'locked_out' && e.retryAfter === 42);
+  } finally {
+    client.close();
+  }
+});
+
 test('GatehouseClient: the Retry-After of a 429 or 503 reaches the app as retryAfter', async () => {
   const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
   const answer = (status, headers) => async () => new Response(JSON.stringify({ error: status === 429 ? 'rate_limited' : 'temporarily_unavailable' }), { status, headers });
@@ -353,6 +366,10 @@ test('GatehouseClient: a refresh whose answer was lost on the way back is asked 
     assert.equal(cutting.accessToken, tokens(3).access_token);
     assert.deepEqual(cut.map(([, grant]) => grant), ['password', 'refresh_token', 'refresh_token']);
     assert.ok(cut[2][0] - cut[1][0] < 3000, 'the cut-off answer was asked again at once');
+    // A logout's 200 cut off after its status: the issuer revoked, and the logout says so
+    // (it rejected with logout_failed before, the body being read).
+    cut.length = 1;
+    await cutting.logout();
     cutting.close();
     // A client closed while its refresh was out sends no retry; one closed before sending its
     // refresh sends nothing.

@@ -88,8 +88,9 @@ const objectOf = (text) => {
 };
 // A response's JSON object, as `objectOf`; a body that cannot be read reads as `{}` too.
 const bodyOf = (response) => response.text().then(objectOf, () => ({}));
-// The issuer's `error` as a code when it is one (a non-empty string), else `fallback`.
-const codeOf = (body, fallback) => (typeof body.error === 'string' && body.error ? body.error : fallback);
+// The issuer's finer `code` (`locked_out`) or else its `error`, when a non-empty string, else
+// `fallback`.
+const codeOf = (body, fallback) => [body.code, body.error].find((c) => typeof c === 'string' && c) ?? fallback;
 const textOf = (body, fallback) => (typeof body.error_description === 'string' ? body.error_description : fallback);
 /** Seconds from an option (a number or its text, as a build's environment variable is),
  * checked: a NaN from an unset variable would refresh in a loop. */
@@ -416,7 +417,7 @@ export class GatehouseClient {
       error.retry = () => this.#revoke(refreshToken);
       return error;
     };
-    const { response, body } = await this.#postForm('/v1/revoke', { token: refreshToken, token_type_hint: 'refresh_token' })
+    const { response, body } = await this.#postForm('/v1/revoke', { token: refreshToken, token_type_hint: 'refresh_token' }, { needsBody: false })
       .catch((e) => {
         throw failed(e.message);
       });
@@ -455,7 +456,7 @@ export class GatehouseClient {
    * refresh lock, every tab). A network failure or the time running out, before the answer or
    * while its body is read, is `network_error`: a `200` whose body was cut off may carry tokens
    * the issuer has already rotated to, and only a quick second ask gets them (`#rotate`). */
-  async #postForm(path, form) {
+  async #postForm(path, form, { needsBody = true } = {}) {
     const controller = new AbortController();
     // One timer for the request and its body, also when a `fetch` of the app's own drops the
     // `signal`: the call is given up all the same.
@@ -474,6 +475,11 @@ export class GatehouseClient {
         body: new URLSearchParams(form).toString(),
         signal: controller.signal,
       });
+      // A logout's 200 says all it has to: a body cut off after it must not fail the logout.
+      if (response.ok && !needsBody) {
+        response.body?.cancel().catch(() => {});
+        return { response, body: {} };
+      }
       return { response, body: objectOf(await response.text()) };
     };
     try {

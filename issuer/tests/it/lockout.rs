@@ -31,8 +31,9 @@ async fn lockout_holds_under_parallel_attempts(backend: Backend) {
     let good = format!("grant_type=password&username=alice&password={PASSWORD}");
     let (status, json, headers) = app.send_full("POST", "/v1/token", Some(&good), None).await;
     assert_eq!(
-        (status, str_of(&json, "error")),
-        (Status::BadRequest, "invalid_grant")
+        (status, str_of(&json, "error"), str_of(&json, "code")),
+        (Status::BadRequest, "invalid_grant", "locked_out"),
+        "a lock has a code of its own beside RFC 6749's error"
     );
     let retry: u64 = header(&headers, "retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
