@@ -42,8 +42,9 @@ pub async fn find_and_reserve(
     .await
 }
 
-/// Checks `password` against `user`'s hash under `reservation`; a wrong one is counted, and
-/// audited as `failure` (plus `account_locked` when it locks the account).
+/// Checks `password` against `user`'s hash under `reservation`; a wrong one is told to
+/// `on_wrong` at once (before its recording, which may fail), counted, and audited as `failure`
+/// (plus `account_locked` when it locks the account).
 #[allow(clippy::too_many_arguments)] // the pieces of one check, each used once
 pub async fn check(
     db: &Db,
@@ -53,7 +54,7 @@ pub async fn check(
     reservation: Reservation,
     password: String,
     (now, cfg): (i64, LockoutConfig),
-    failure: &'static str,
+    (failure, on_wrong): (&'static str, impl FnOnce()),
 ) -> Result<Checked, ApiError> {
     if let Reservation::Refused { retry_after } = reservation {
         return Ok(Checked::LockedOut { retry_after });
@@ -63,7 +64,7 @@ pub async fn check(
         .await
     {
         Ok(true) => return Ok(Checked::Correct),
-        Ok(false) => {}
+        Ok(false) => on_wrong(),
         Err(e) => {
             // Not checked (a full hashing queue answers 503): the attempt goes back, so a
             // burst of 503s cannot lock out a user who typed the right password. Only the one

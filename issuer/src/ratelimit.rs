@@ -40,17 +40,20 @@ impl RateLimit {
     /// their failures then overdraw; the charge is given back unless the check failed
     /// ([`FailureCharge::keep`]).
     pub fn charge_failure(&self, ip: Option<IpAddr>) -> Result<FailureCharge<'_>, ApiError> {
-        let client = ip.map(client);
-        if let Some(client) = client
-            && let Err(wait) = self.failures.charge(client, Instant::now())
-        {
-            return Err(ApiError::RateLimited {
-                retry_after: whole_secs(wait),
-            });
-        }
+        let charged = match ip.map(client) {
+            Some(client) => match self.failures.charge(client, Instant::now()) {
+                Ok(until) => until.map(|until| (client, until)),
+                Err(wait) => {
+                    return Err(ApiError::RateLimited {
+                        retry_after: whole_secs(wait),
+                    });
+                }
+            },
+            None => None,
+        };
         Ok(FailureCharge {
             budget: &self.failures,
-            client,
+            charged,
             kept: AtomicBool::new(false),
         })
     }
@@ -90,8 +93,9 @@ fn whole_secs(wait: Duration) -> u64 {
 /// nothing.
 pub struct FailureCharge<'a> {
     budget: &'a FailureBudget,
-    /// `None` for a request with no known client address (not limited).
-    client: Option<IpAddr>,
+    /// The client charged, and when its failures are paid off counting this one; `None` for a
+    /// request with no known client address, or with the budget off.
+    charged: Option<(IpAddr, Instant)>,
     kept: AtomicBool,
 }
 
@@ -104,10 +108,10 @@ impl FailureCharge<'_> {
 
 impl Drop for FailureCharge<'_> {
     fn drop(&mut self) {
-        if let Some(client) = self.client
+        if let Some((client, until)) = self.charged
             && !self.kept.load(Ordering::Relaxed)
         {
-            self.budget.refund(client);
+            self.budget.refund(client, until, Instant::now());
         }
     }
 }
@@ -142,11 +146,12 @@ impl FailureBudget {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Charges `client` one failure at `now`; refused, with how long to wait, if it has
-    /// `size` unpaid already.
-    fn charge(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+    /// Charges `client` one failure at `now`, and says when its failures are paid off counting
+    /// this one (`None` with the budget off); refused, with how long to wait, if it has `size`
+    /// unpaid already.
+    fn charge(&self, client: IpAddr, now: Instant) -> Result<Option<Instant>, Duration> {
         let Some(interval) = self.interval else {
-            return Ok(());
+            return Ok(None);
         };
         let mut held = self.held();
         let paid_off = held.get(&client).map_or(now, |&at| at.max(now));
@@ -158,16 +163,18 @@ impl FailureBudget {
             return Err(wait);
         }
         held.insert(client, paid_off + interval);
-        Ok(())
+        Ok(Some(paid_off + interval))
     }
 
-    /// Gives back a charge whose check did not fail.
-    fn refund(&self, client: IpAddr) {
+    /// Gives back, at `now`, what is left unpaid of a charge that set `until`: no more, so a
+    /// check that outlasted its own charge cannot give back a later failure's.
+    fn refund(&self, client: IpAddr, until: Instant, now: Instant) {
         let Some(interval) = self.interval else {
             return;
         };
+        let left = until.saturating_duration_since(now).min(interval);
         if let Some(at) = self.held().get_mut(&client) {
-            *at = at.checked_sub(interval).unwrap_or(*at);
+            *at = at.checked_sub(left).unwrap_or(*at);
         }
     }
 
@@ -217,19 +224,30 @@ mod tests {
         let at = |secs: u64| start + Duration::from_secs(secs);
         // Two a minute: one paid off each 30 s.
         let budget = FailureBudget::per_minute(2);
-        assert_eq!(budget.charge(ip, at(0)), Ok(()));
-        assert_eq!(budget.charge(ip, at(1)), Ok(()), "the second of two");
-        assert_eq!(budget.charge(ip, at(1)), Err(Duration::from_secs(29)));
+        assert_eq!(budget.charge(ip, at(0)), Ok(Some(at(30))));
         assert_eq!(
-            budget.charge(IpAddr::from([192, 0, 2, 2]), at(1)),
-            Ok(()),
+            budget.charge(ip, at(1)),
+            Ok(Some(at(60))),
+            "the second of two"
+        );
+        assert_eq!(budget.charge(ip, at(1)), Err(Duration::from_secs(29)));
+        assert!(
+            budget.charge(IpAddr::from([192, 0, 2, 2]), at(1)).is_ok(),
             "another client"
         );
         // A charge given back (a correct password) leaves room for one more.
-        budget.refund(ip);
-        assert_eq!(budget.charge(ip, at(1)), Ok(()));
-        assert_eq!(budget.charge(ip, at(30)), Ok(()), "the first paid off");
+        budget.refund(ip, at(60), at(1));
+        assert_eq!(budget.charge(ip, at(1)), Ok(Some(at(60))));
+        assert_eq!(
+            budget.charge(ip, at(30)),
+            Ok(Some(at(90))),
+            "the first paid off"
+        );
         assert_eq!(budget.charge(ip, at(30)), Err(Duration::from_secs(30)));
+        // A check that outlasted its own charge (paid off at 30) gives back nothing of the
+        // later failures'.
+        budget.refund(ip, at(30), at(31));
+        assert_eq!(budget.charge(ip, at(31)), Err(Duration::from_secs(29)));
         budget.prune(at(89));
         assert_eq!(budget.held().len(), 1, "kept while unpaid");
         budget.prune(at(91));

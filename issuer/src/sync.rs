@@ -63,6 +63,9 @@ struct Cached {
 struct SeqRead {
     generation: u64,
     read: Option<(tokio::time::Instant, i64)>,
+    /// Reads that failed: a request that waited for one does not try again in turn (each try
+    /// may take `db_timeout_ms`, and the waiters would queue behind each other).
+    failed: u64,
 }
 
 pub struct Snapshots {
@@ -122,17 +125,25 @@ impl Snapshots {
         if let Some(seq) = self.recent_seq() {
             return Ok(seq);
         }
+        let failed_before = self.seq_read().failed;
         let _reader = self.seq_reader.lock().await;
         if let Some(seq) = self.recent_seq() {
             return Ok(seq);
         }
-        let generation = self.seq_read().generation;
+        let generation = {
+            let held = self.seq_read();
+            if held.failed != failed_before {
+                return Err(ApiError::unavailable("database unavailable"));
+            }
+            held.generation
+        };
         self.seq_reads.inc();
         // Timed from when the read starts, not from a wait for a pool permit.
-        let (began, seq) = db
+        let read = db
             .run(|conn| Ok((tokio::time::Instant::now(), revocations::high_water(conn)?)))
-            .await?;
+            .await;
         let mut held = self.seq_read();
+        let (began, seq) = read.inspect_err(|_| held.failed += 1)?;
         if held.generation == generation {
             held.read = Some((began, seq));
         }
@@ -229,7 +240,7 @@ impl Snapshots {
         // another replica signing in that second with the new key still ties (the edge then
         // keeps the same list signed by the old key, which is still published).
         let at = match cache.as_ref() {
-            Some(c) if c.seq == seq && c.kid != signer.signer.kid() && c.built_at >= now => {
+            Some(c) if c.seq >= seq && c.kid != signer.signer.kid() && c.built_at >= now => {
                 c.built_at + 1
             }
             _ => now,

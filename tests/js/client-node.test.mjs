@@ -371,6 +371,19 @@ test('GatehouseClient: a refresh whose answer was lost on the way back is asked 
     cut.length = 1;
     await cutting.logout();
     cutting.close();
+    // A `fetch` of the app's own answering as node-fetch does, with a Node stream for a body
+    // (no `cancel`): the logout resolves.
+    const { Readable } = await import('node:stream');
+    const nodeFetchLike = new GatehouseClient({
+      issuer: 'https://i.test',
+      autoRefresh: false,
+      fetch: async (url) => (url.endsWith('/v1/revoke')
+        ? { ok: true, status: 200, headers: new Headers(), body: Readable.from([]) }
+        : new Response(JSON.stringify(tokens(1)))),
+    });
+    await nodeFetchLike.login('alice', 'pw');
+    await nodeFetchLike.logout();
+    nodeFetchLike.close();
     // A client closed while its refresh was out sends no retry; one closed before sending its
     // refresh sends nothing.
     calls.length = 0;

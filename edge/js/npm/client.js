@@ -477,7 +477,10 @@ export class GatehouseClient {
       });
       // A logout's 200 says all it has to: a body cut off after it must not fail the logout.
       if (response.ok && !needsBody) {
-        response.body?.cancel().catch(() => {});
+        // A web stream is cancelled; a `fetch` of the app's own may give a Node stream, which
+        // has no `cancel` (it would have thrown, failing every logout).
+        const stream = response.body;
+        if (typeof stream?.cancel === 'function') stream.cancel().catch(() => {});
         return { response, body: {} };
       }
       return { response, body: objectOf(await response.text()) };

@@ -114,7 +114,7 @@ async fn change_password(
         reservation,
         current_password.clone(),
         (now, cfg),
-        "password_change_failed",
+        ("password_change_failed", || {}),
     )
     .await?;
     match checked {

@@ -167,7 +167,8 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
         reservation,
         password.clone(),
         (now, cfg),
-        "login_failed",
+        // The client's failure stands even if recording it fails: the answer told it.
+        ("login_failed", || charge.keep()),
     )
     .await?;
     match checked {
