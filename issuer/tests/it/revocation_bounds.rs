@@ -329,7 +329,18 @@ async fn one_users_revoked_tokens_keep_a_bounded_number_of_entries(backend: Back
     let mut session = app.login("alice").await;
     let total = MAX_TOKEN_ENTRIES_PER_USER + 8;
     let mut revoked = Vec::new();
-    for _ in 0..total {
+    for i in 0..total {
+        // The last cut-off at the start of a wall-clock second, so that the refresh below falls
+        // in its second: the clock is the real one moved on, and the checks in between took
+        // long enough to cross into the next second now and then.
+        if i == total - 1 {
+            let into_second = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_millis();
+            let to_next = u64::from(1000 - into_second);
+            tokio::time::sleep(std::time::Duration::from_millis(to_next + 20)).await;
+        }
         // A second apart, so each token has an `iat` of its own.
         app.clock().advance(1);
         let (status, next) = app.refresh(str_of(&session, "refresh_token")).await;
@@ -341,6 +352,15 @@ async fn one_users_revoked_tokens_keep_a_bounded_number_of_entries(backend: Back
         assert_eq!(status, Status::Ok, "{json}");
         revoked.push(access);
     }
+    // In the second of the cut-off, a new token would be refused at once: the refresh is
+    // answered 503 with Retry-After, and rotates nothing. Before, it issued a token the cut-off
+    // already refused.
+    let (status, json) = app.refresh(str_of(&session, "refresh_token")).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::ServiceUnavailable, "temporarily_unavailable"),
+        "{json}"
+    );
     let (tokens, cut_offs, audited) = app
         .store()
         .run_sync(|c| {
@@ -378,15 +398,6 @@ async fn one_users_revoked_tokens_keep_a_bounded_number_of_entries(backend: Back
             claims.jti
         );
     }
-    // In the second of the cut-off, a new token would be refused at once: the refresh is
-    // answered 503 with Retry-After, and rotates nothing. Before, it issued a token the cut-off
-    // already refused.
-    let (status, json) = app.refresh(str_of(&session, "refresh_token")).await;
-    assert_eq!(
-        (status, str_of(&json, "error")),
-        (Status::ServiceUnavailable, "temporarily_unavailable"),
-        "{json}"
-    );
     // The session goes on: a token issued after the cut-off is accepted, and so is another
     // user's. Past the refresh grace window (5 s), so that a rotation the 503 had committed
     // would be taken for reuse and end the session: the same refresh token still rotates.
