@@ -474,10 +474,13 @@ fn forward(req: &Incoming, config: &Config, pass: Pass<'_>) -> Answer {
                                 others.push_str(pair);
                             }
                         }
-                        let _ = match others.trim_start() {
-                            "" => headers.delete("cookie"),
-                            others => headers.set("cookie", others),
-                        };
+                        // Rewritten only when a copy was removed: most requests carry none.
+                        if others.len() < cookies.len() {
+                            let _ = match others.trim_start() {
+                                "" => headers.delete("cookie"),
+                                others => headers.set("cookie", others),
+                            };
+                        }
                     }
                 }
                 (Credential::Bearer, None) => {}

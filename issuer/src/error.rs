@@ -138,14 +138,11 @@ impl ApiError {
     /// The body of every error but the bearer refusals: `{error, error_description}`, and
     /// `code` where a client acts on a difference RFC 6749's `error` does not name.
     pub fn body(&self) -> serde_json::Value {
-        match self.finer_code() {
-            Some(code) => json!({
-                "error": self.code(),
-                "code": code,
-                "error_description": self.description(),
-            }),
-            None => json!({"error": self.code(), "error_description": self.description()}),
+        let mut body = json!({"error": self.code(), "error_description": self.description()});
+        if let (Some(code), Some(members)) = (self.finer_code(), body.as_object_mut()) {
+            members.insert("code".into(), code.into());
         }
+        body
     }
 
     /// A locked account is `invalid_grant`, as a wrong password is (RFC 6749 §5.2), but a

@@ -22,11 +22,6 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// `requests` a minute per client, and no limit on failed password checks.
-    pub fn per_minute(requests: u32) -> Self {
-        Self::new(requests, 0)
-    }
-
     pub fn new(requests_per_minute: u32, failed_logins_per_minute: u32) -> Self {
         Self {
             limiter: NonZeroU32::new(requests_per_minute)
@@ -269,15 +264,15 @@ mod tests {
     #[test]
     fn zero_turns_the_limit_off() {
         let ip = Some(IpAddr::from([192, 0, 2, 1]));
-        let off = RateLimit::per_minute(0);
+        let off = RateLimit::new(0, 0);
         assert!((0..1000).all(|_| off.check(ip).is_ok()));
-        let one = RateLimit::per_minute(1);
+        let one = RateLimit::new(1, 0);
         assert!(one.check(ip).is_ok() && one.check(ip).is_err());
     }
 
     #[test]
     fn an_ipv6_slash_64_shares_one_budget() {
-        let limit = RateLimit::per_minute(2);
+        let limit = RateLimit::new(2, 0);
         let ip = |s: &str| Some(s.parse().unwrap());
         assert!(limit.check(ip("2001:db8:1:2::1")).is_ok());
         assert!(limit.check(ip("2001:db8:1:2:ffff::9")).is_ok());
