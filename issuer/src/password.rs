@@ -1,9 +1,9 @@
 //! Password policy and argon2id hashing on a bounded pool off the async executor.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
-
-use std::cell::RefCell;
 
 use argon2::password_hash::{Output, PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -18,9 +18,18 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const MAX_PASSWORD_CHARS: usize = 1024;
 
 /// Whether `password` could be anyone's: longer than the policy allows, it never is, and
-/// checking it would only spend argon2 time and a lockout attempt.
+/// checking it would only spend argon2 time and a lockout attempt. Counted as the policy
+/// counts it, in NFKC.
 pub fn may_be_a_password(password: &str) -> bool {
-    password.chars().count() <= MAX_PASSWORD_CHARS
+    normalize_password(password).chars().count() <= MAX_PASSWORD_CHARS
+}
+
+/// A password as it is hashed and compared: Unicode NFKC (NIST SP 800-63B §5.1.1.2), so the
+/// same password typed where keyboards or input methods give other forms of its characters (a
+/// precomposed `é` or `e` plus a combining accent, fullwidth letters from an East Asian input
+/// method) is the same password.
+pub fn normalize_password(password: &str) -> Cow<'_, str> {
+    icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().normalize(password)
 }
 
 /// The most common passwords (NIST SP 800-63B §5.1.1.2: refuse known-compromised values).
@@ -90,18 +99,25 @@ impl HashPolicy {
         let salt =
             SaltString::encode_b64(&bytes).map_err(|e| ApiError::Internal(format!("salt: {e}")))?;
         self.argon2()?
-            .hash_password(password.as_bytes(), &salt)
+            .hash_password(normalize_password(password).as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| ApiError::Internal(format!("hashing: {e}")))
     }
 
     /// Whether `password` matches the PHC string `stored` (under the parameters it records).
-    /// What argon2's `verify_password` does, but in this thread's reused working memory.
+    /// What argon2's `verify_password` does, but in this thread's reused working memory. A hash
+    /// made before passwords were normalised (before 2026-12-06) is of the password as it was
+    /// typed, so one that is not in NFKC is also tried as typed: that password keeps working
+    /// from where it was set, and in every form once it is changed.
     pub fn verify(self, password: &str, stored: &str) -> bool {
         let Ok(parsed) = PasswordHash::new(stored) else {
             return false;
         };
-        verify_in_reused_memory(password.as_bytes(), &parsed).unwrap_or(false)
+        let matches = |candidate: &str| {
+            verify_in_reused_memory(candidate.as_bytes(), &parsed).unwrap_or(false)
+        };
+        let normalized = normalize_password(password);
+        matches(&normalized) || (normalized != password && matches(password))
     }
 
     /// Whether a stored hash was made with other parameters or another algorithm, and should be
@@ -156,6 +172,7 @@ fn verify_in_reused_memory(password: &[u8], stored: &PasswordHash<'_>) -> Option
 
 /// Why a password is refused, or `Ok` for an acceptable one.
 pub fn check_password_policy(password: &str, username: &str) -> Result<(), ApiError> {
+    let password = normalize_password(password);
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
         return Err(ApiError::InvalidPassword(
@@ -418,6 +435,37 @@ mod tests {
         assert!(check_password_policy("plover-quartz-7", "u").is_ok());
         // Length counts characters, not bytes.
         assert!(check_password_policy("ééééééé", "u").is_err());
+    }
+
+    #[test]
+    fn passwords_are_compared_in_nfkc() {
+        let policy = HashPolicy::fast_for_tests();
+        let (composed, decomposed) = ("caf\u{e9}-plover-7", "cafe\u{301}-plover-7");
+        let stored = policy.hash(composed).unwrap();
+        assert!(policy.verify(composed, &stored));
+        assert!(policy.verify(decomposed, &stored));
+        assert!(!policy.verify("cafe-plover-7", &stored));
+        // Fullwidth forms, as East Asian input methods type them, are their ASCII letters.
+        let ascii = policy.hash("plover-quartz-7").unwrap();
+        assert!(policy.verify("\u{ff50}lover-quartz-\u{ff17}", &ascii));
+        assert!(
+            check_password_policy("\u{ff50}assword1", "u").is_err(),
+            "common"
+        );
+        // A hash made before normalisation, of a decomposed password as typed, still takes it.
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let legacy = policy
+            .argon2()
+            .unwrap()
+            .hash_password(decomposed.as_bytes(), &salt)
+            .unwrap()
+            .to_string();
+        assert!(policy.verify(decomposed, &legacy));
+        assert!(!policy.verify("cafe-plover-7", &legacy));
+        // Over 1024 characters as typed, 608 in NFKC: taken at registration, so at login too.
+        let long = format!("{}-plover-7", "e\u{301}".repeat(600));
+        assert!(check_password_policy(&long, "u").is_ok());
+        assert!(may_be_a_password(&long));
     }
 
     #[test]

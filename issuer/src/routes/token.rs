@@ -10,6 +10,7 @@ use rocket::{Route, State, post, routes};
 use serde::{Deserialize, Serialize};
 
 use super::NoStore;
+use crate::clock::Clock;
 use crate::config::{ADMIN_SCOPE, Config};
 use crate::context::{FormOrJson, omitted_if_empty};
 use crate::credentials::{self, Checked, Recheck};
@@ -74,6 +75,7 @@ struct Grants<'r> {
     revoker: &'r Revoker,
     limit: &'r RateLimit,
     client_ip: Option<IpAddr>,
+    clock: &'r Clock,
     now: i64,
 }
 
@@ -87,6 +89,7 @@ async fn token(
     revoker: &State<Revoker>,
     keys: &State<Arc<KeyRing>>,
     limit: &State<Arc<RateLimit>>,
+    clock: &State<Arc<Clock>>,
     client_ip: Option<IpAddr>,
     body: Result<FormOrJson<TokenRequest>, ApiError>,
 ) -> Result<NoStore<Json<TokenResponse>>, ApiError> {
@@ -114,6 +117,7 @@ async fn token(
         revoker,
         limit,
         client_ip,
+        clock,
         now,
     };
     let grant = match grant_type {
@@ -307,6 +311,8 @@ async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gra
         ));
     }
     let (grace, now) = (grants.config.refresh_grace_secs, grants.now);
+    // The body's arrival on the database's clock, which the grace window is judged on.
+    let database_now = grants.clock.on_database_clock(grants.db, now).await;
     // RFC 6749 §6: a narrower scope may be asked for, never a wider one. Checked before the
     // rotation, which a refusal must not spend.
     let requested = request.scope.filter(|s| !s.trim().is_empty());
@@ -328,7 +334,7 @@ async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gra
         .db
         .run(move |c| {
             write_tx(c, |c| {
-                let rotation = sessions::rotate(c, &presented, now, grace)?;
+                let rotation = sessions::rotate(c, &presented, (now, database_now), grace)?;
                 // Rolled back with the rotation: the client asks again a second later. Not a
                 // retry inside the grace window, which must not be held past it.
                 if let Rotation::Rotated(grant) = &rotation {

@@ -132,14 +132,18 @@ fn insert_token(
 /// Rotates a refresh token, inside a write transaction. The conditional update
 /// (`rotated_at IS NULL`) is the arbiter: of any number of concurrent presentations, across any
 /// number of issuers, exactly one rotates; the others see the rotation and, within
-/// `grace_secs`, re-derive the same successor. A reuse writes nothing here: the caller ends the
-/// session in the revocation service's own transaction ([`end_for_reuse`]), so only a reuse,
-/// not every refresh, takes the revocations' write lock. What makes it a reuse (a rotation
-/// past its grace, a successor rotated in turn) never goes back, so nothing is lost between.
+/// `grace_secs`, re-derive the same successor. The rotation is stamped, and a retry judged, at
+/// `database_now`: the request's time on the database's clock
+/// ([`crate::clock::Clock::on_database_clock`]), one clock for every replica, so a replica whose
+/// own clock runs ahead neither takes a prompt retry for reuse nor gives one behind a longer
+/// window. A reuse writes nothing here: the caller ends the session in the revocation
+/// service's own transaction ([`end_for_reuse`]), so only a reuse, not every refresh, takes the
+/// revocations' write lock. What makes it a reuse (a rotation past its grace, a successor
+/// rotated in turn) never goes back, so nothing is lost between.
 pub fn rotate(
     conn: &mut DbConn,
     presented: &str,
-    now: i64,
+    (now, database_now): (i64, i64),
     grace_secs: u32,
 ) -> Result<Rotation, ApiError> {
     let hash = ids::hash_secret(presented);
@@ -151,7 +155,7 @@ pub fn rotate(
                 .filter(refresh_tokens::rotated_at.is_null()),
         )
         .set((
-            refresh_tokens::rotated_at.eq(now),
+            refresh_tokens::rotated_at.eq(database_now),
             refresh_tokens::rotation_nonce.eq(&nonce),
         ))
         .execute(conn)?
@@ -174,7 +178,7 @@ pub fn rotate(
         let within_grace = grace_secs > 0
             && row
                 .rotated_at
-                .is_some_and(|at| now - at <= i64::from(grace_secs));
+                .is_some_and(|at| database_now - at <= i64::from(grace_secs));
         if won || within_grace {
             let nonce = row.rotation_nonce.as_deref().unwrap_or(&nonce);
             let successor = ids::successor_secret(presented, nonce);

@@ -291,7 +291,53 @@ async fn an_empty_grant_type_is_a_missing_one(backend: Backend) {
     );
 }
 
+/// A password is the same password in any Unicode form of its characters (NFKC): set with a
+/// precomposed `é`, it is taken with `e` plus a combining accent (as some input methods type
+/// it), in a form body too, and a new password is compared the same way. Before, each form was
+/// another password.
+async fn a_password_is_the_same_in_any_unicode_form(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (composed, decomposed) = ("caf\u{e9}-plover-7", "cafe\u{301}-plover-7");
+    let body = format!(r#"{{"username":"alice","password":"{composed}"}}"#);
+    let (status, json) = app.send("POST", "/v1/users", Some(&body), None).await;
+    assert_eq!(status, Status::Created, "{json}");
+    let login = |password: &str| {
+        format!(r#"{{"grant_type":"password","username":"alice","password":"{password}"}}"#)
+    };
+    let (status, json) = app
+        .send("POST", "/v1/token", Some(&login(decomposed)), None)
+        .await;
+    assert_eq!(status, Status::Ok, "{json}");
+    let access = str_of(&json, "access_token").to_owned();
+    // `cafe%CC%81`: the combining accent percent-encoded in a form body.
+    let form = "grant_type=password&username=alice&password=cafe%CC%81-plover-7";
+    let (status, json) = app.send("POST", "/v1/token", Some(form), None).await;
+    assert_eq!(status, Status::Ok, "{json}");
+
+    // Changed to fullwidth letters (an East Asian input method), taken in ASCII.
+    let change = format!(
+        r#"{{"current_password":"{decomposed}","new_password":"\uff50lover-quartz-\uff17"}}"#
+    );
+    let (status, json) = app
+        .send("POST", "/v1/password", Some(&change), Some(&access))
+        .await;
+    assert!(status.code < 300, "{status} {json}");
+    let (status, json) = app
+        .send("POST", "/v1/token", Some(&login("plover-quartz-7")), None)
+        .await;
+    assert_eq!(status, Status::Ok, "{json}");
+    let (status, json) = app
+        .send("POST", "/v1/token", Some(&login(composed)), None)
+        .await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_grant"),
+        "the old password"
+    );
+}
+
 crate::on_both_backends!(
+    a_password_is_the_same_in_any_unicode_form,
     a_password_change_checks_the_password_under_the_lockout,
     a_login_that_races_a_password_change_starts_no_session,
     a_login_that_races_a_revocation_of_every_session_starts_no_session,

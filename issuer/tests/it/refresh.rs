@@ -132,6 +132,48 @@ async fn two_issuers_agree_on_one_successor(backend: Backend) {
     }
 }
 
+/// The grace window is measured on the database's clock: a retry that lands on a replica whose
+/// own clock runs ahead of the rotating one's by more than the window is still a retry (it was
+/// taken for reuse, and the session ended), and one behind gets no longer window.
+async fn the_grace_window_is_the_databases_not_a_replicas(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let ahead = app.replica().await;
+    let behind = app.replica().await;
+    let clock_of = |client: &rocket::local::asynchronous::Client| {
+        std::sync::Arc::clone(
+            client
+                .rocket()
+                .state::<std::sync::Arc<gatehouse_issuer::clock::Clock>>()
+                .unwrap(),
+        )
+    };
+    clock_of(&ahead).skew(20);
+    clock_of(&behind).skew(-20);
+    app.register("alice").await;
+    let r0 = str_of(&app.login("alice").await, "refresh_token").to_owned();
+    let (status, rotated) = app.refresh(&r0).await;
+    assert_eq!(status, Status::Ok, "{rotated}");
+    let r1 = str_of(&rotated, "refresh_token");
+
+    let (status, retry) = refresh_on(&ahead, &r0).await;
+    assert_eq!(status, Status::Ok, "{retry}");
+    assert_eq!(str_of(&retry, "refresh_token"), r1);
+
+    // Past the window, on the replica whose own clock says it is 20 s earlier: reuse.
+    for client in [&app.client, &ahead, &behind] {
+        clock_of(client).advance(10);
+    }
+    assert_eq!(
+        refusal(refresh_on(&behind, &r0).await),
+        (Status::BadRequest, "invalid_grant".into())
+    );
+    assert_eq!(
+        refusal(app.refresh(r1).await),
+        (Status::BadRequest, "invalid_grant".into()),
+        "the session ended"
+    );
+}
+
 async fn sessions_have_an_absolute_lifetime(backend: Backend) {
     let app = TestApp::start_with(backend, |c| c.session_ttl_secs = 1000).await;
     app.register("alice").await;
@@ -261,6 +303,7 @@ crate::on_both_backends!(
     rotation_grace_and_reuse,
     concurrent_retries_share_one_successor,
     two_issuers_agree_on_one_successor,
+    the_grace_window_is_the_databases_not_a_replicas,
     sessions_have_an_absolute_lifetime,
     garbage_refresh_tokens,
     a_refresh_may_narrow_its_scope_never_widen_it,
