@@ -12,7 +12,9 @@ cargo build --locked -p gatehouse-verify --target wasm32-unknown-unknown --profi
 rm -rf "$out"
 "${WASM_BINDGEN_BIN:-wasm-bindgen}" "${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/wasm-release/gatehouse_verify.wasm" \
   --target web --out-dir "$out" --out-name gatehouse_verify
-node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+wasm_opt=${WASM_OPT_BIN:-node_modules/.bin/wasm-opt}
+esbuild=${ESBUILD_BIN:-node_modules/.bin/esbuild}
+"$wasm_opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
   --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
   "$out/gatehouse_verify_bg.wasm" -o "$out/gatehouse_verify_bg.wasm"
 cp edge/js/npm/package.json edge/js/npm/README.md edge/js/npm/node.js edge/js/npm/workerd.js edge/js/npm/remote.js \
@@ -35,12 +37,12 @@ JS
 # CommonJS for `require`: the same glue bundled by esbuild. Its default async init would need
 # `import.meta.url`, which CommonJS lacks; the entry initialises synchronously instead.
 cp edge/js/npm/node-cjs.js "$out/"
-node_modules/.bin/esbuild "$out/node-cjs.js" --bundle --format=cjs --platform=node \
+"$esbuild" "$out/node-cjs.js" --bundle --format=cjs --platform=node \
   --log-override:empty-import-meta=silent --log-level=warning --outfile="$out/node.cjs"
 rm "$out/node-cjs.js"
 # The client alone for `require` too (it imports nothing, so the bundle is the file itself), its
 # types re-exported from the CommonJS declarations below.
-node_modules/.bin/esbuild edge/js/npm/client.js --format=cjs --platform=neutral \
+"$esbuild" edge/js/npm/client.js --format=cjs --platform=neutral \
   --log-level=warning --outfile="$out/client.cjs"
 sed "s|from './index.js'|from './index.cjs'|" edge/js/npm/client.d.ts >"$out/client.d.cts"
 # Its types: CommonJS declarations cannot re-export the ESM ones, so they are a copy.

@@ -2,8 +2,10 @@
 //! writes, [`AccessClaims`] what a verifier hands out, and only a verifier can make one.
 //!
 //! On the wire they are a jwt-compact `Claims<T>`: `exp`, `nbf` and `iat` are jwt-compact's, as
-//! `NumericDate`s (RFC 7519 §2): a fractional value is accepted and truncated toward the earlier
-//! second, which can only make `exp` earlier; a value outside ±262,000 years is malformed.
+//! `NumericDate`s (RFC 7519 §2): a fractional value is accepted and truncated toward zero, the
+//! earlier second after 1970: `exp` ends sooner, and `nbf` and `iat` allow a token up to a
+//! second sooner than jose would (the issuer writes whole seconds; docs/token-core.md has the
+//! decision). A value outside ±262,000 years is malformed.
 
 use core::fmt;
 use core::ops::Deref;

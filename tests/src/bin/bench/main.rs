@@ -180,6 +180,7 @@ async fn main() -> std::process::ExitCode {
         eprintln!("bench: {problem}\n{USAGE}");
         return std::process::ExitCode::from(2);
     }
+    let started = std::time::Instant::now();
     // A signal stops the servers this started: the testkit's handler, installed with the first.
     let s = Settings::from_args();
     let fix = Fixture::new();
@@ -226,7 +227,7 @@ async fn main() -> std::process::ExitCode {
         "1a", "1b", "1c", "2", "3", "4", "5", "6", "7", "8", "9", "10",
     ];
     rows.sort_by_key(|r| order.iter().position(|id| *id == r.id));
-    report::write(&s, &rows);
+    report::write(&s, &rows, started.elapsed());
     let mut problems: Vec<String> = rows
         .iter()
         .filter(|r| !r.is_measured())

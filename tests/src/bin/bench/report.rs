@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::Settings;
 use crate::stats::{Goal, Row, fmt_num};
@@ -27,7 +28,7 @@ fn margin(row: &Row) -> Option<f64> {
     })
 }
 
-pub fn markdown(s: &Settings, rows: &[Row]) -> String {
+pub fn markdown(s: &Settings, rows: &[Row], took: Duration) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# Gatehouse benchmark report\n");
     let _ = writeln!(
@@ -38,7 +39,8 @@ pub fn markdown(s: &Settings, rows: &[Row]) -> String {
          with margin. Each figure is the median of its samples (min–max and their number `n` in \
          brackets; {} repeats unless `n` says otherwise; row 5's are percentiles over its \
          trials); load runs last {} s each. The workers run in workerd through Miniflare \
-         (`bench/edge/serve.mjs`).\n",
+         (`bench/edge/serve.mjs`). The suite took {:.1} minutes, the builds before it not \
+         counted.\n",
         if s.smoke {
             "make bench-smoke"
         } else {
@@ -53,6 +55,7 @@ pub fn markdown(s: &Settings, rows: &[Row]) -> String {
         std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         s.repeats,
         s.load_secs,
+        took.as_secs_f64() / 60.0,
     );
     if s.smoke {
         let _ = writeln!(
@@ -145,11 +148,12 @@ pub fn svg(rows: &[Row]) -> String {
     out
 }
 
-pub fn write(s: &Settings, rows: &[Row]) {
+pub fn write(s: &Settings, rows: &[Row], took: Duration) {
     std::fs::create_dir_all(&s.out).expect("report directory");
     let md = s.out.join("benchmarks.md");
-    std::fs::write(&md, markdown(s, rows)).expect("write report");
+    let text = markdown(s, rows, took);
+    std::fs::write(&md, &text).expect("write report");
     std::fs::write(s.out.join("benchmarks.svg"), svg(rows)).expect("write chart");
-    println!("{}", markdown(s, rows));
+    println!("{text}");
     println!("report: {}", md.display());
 }
