@@ -2,7 +2,7 @@
 //! forward to cross grace windows, lockouts and expiries without sleeping. It also knows how far
 //! it is from the database's clock, for the one window that replicas must judge alike.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use diesel::RunQueryDsl as _;
@@ -12,10 +12,12 @@ use diesel::sql_types::BigInt;
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
 
-/// How often a replica re-reads its distance from the database's clock: once a minute is one
-/// query a minute, and clocks drift by far less than a second in that time.
+/// How often a replica re-reads its distance from the database's clock: one query a minute, and
+/// clocks drift by far less than a second in that time.
 const DATABASE_SKEW_REREAD: Duration = Duration::from_mins(1);
-
+/// After a reading that failed, or whose round trip was too slow to place within a second.
+const DATABASE_SKEW_RETRY: Duration = Duration::from_secs(5);
+const MAX_ROUND_TRIP_MS: i64 = 250;
 /// A distance from the database's clock worth a warning: the grace window is measured against
 /// it, the other times (session and token lifetimes, lockouts) against this replica's clock.
 const WARN_SKEW_MS: i64 = 2000;
@@ -28,23 +30,23 @@ pub struct Clock {
     skew_secs: AtomicI64,
     /// This clock minus the database's, in whole seconds, as last read.
     database_skew_secs: AtomicI64,
-    /// When it was last read; held while a read runs, so one request reads and others go on.
-    database_skew_read: tokio::sync::Mutex<Option<Instant>>,
+    database_skew_known: AtomicBool,
+    /// When the next reading is due (`None`: now); held while a reading runs.
+    database_skew_due: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Clock {
     /// Unix seconds.
     pub fn now(&self) -> i64 {
-        self.now_ms().div_euclid(1000)
+        system_ms()
+            .saturating_add(self.shift_secs().saturating_mul(1000))
+            .div_euclid(1000)
     }
 
-    fn now_ms(&self) -> i64 {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let shift =
-            self.offset_secs.load(Ordering::Relaxed) + self.skew_secs.load(Ordering::Relaxed);
-        ms.saturating_add(shift.saturating_mul(1000))
+    fn shift_secs(&self) -> i64 {
+        self.offset_secs
+            .load(Ordering::Relaxed)
+            .saturating_add(self.skew_secs.load(Ordering::Relaxed))
     }
 
     /// Moves time on, for this clock and its reading of the database's (tests, drills).
@@ -52,44 +54,93 @@ impl Clock {
         self.offset_secs.fetch_add(secs, Ordering::Relaxed);
     }
 
-    /// Sets this clock off from the database's by `secs`, as a machine's clock runs off without
-    /// NTP (tests, drills).
+    /// Moves this clock `secs` further off from the database's, as a machine's clock runs off
+    /// without NTP (tests, drills).
     pub fn skew(&self, secs: i64) {
         self.skew_secs.fetch_add(secs, Ordering::Relaxed);
     }
 
     /// `now`, a time of this clock, on the database's clock: one clock for every replica. The
-    /// distance is re-read at most once a minute, by one request while the others use the last
-    /// one (0 until the first read ends, and kept when a read fails).
+    /// distance is read at most once a minute. Until a first reading succeeds, requests wait
+    /// for the one under way (a replica whose clock is off must not judge by it meanwhile) and
+    /// then take 0; after that, one request re-reads while the others use the last reading.
     pub async fn on_database_clock(&self, db: &Db, now: i64) -> i64 {
-        if let Ok(mut read) = self.database_skew_read.try_lock()
-            && read.is_none_or(|at| at.elapsed() >= DATABASE_SKEW_REREAD)
+        let due = if self.database_skew_known.load(Ordering::Acquire) {
+            self.database_skew_due.try_lock().ok()
+        } else {
+            Some(self.database_skew_due.lock().await)
+        };
+        if let Some(mut due) = due
+            && due.is_none_or(|at| Instant::now() >= at)
         {
-            *read = Some(Instant::now());
-            let before = self.now_ms();
-            if let Ok(database_ms) = db.run(database_time_ms).await {
-                let mine = before + (self.now_ms() - before) / 2;
-                let theirs = database_ms + self.offset_secs.load(Ordering::Relaxed) * 1000;
-                let skew_ms = mine - theirs;
-                if skew_ms.abs() >= WARN_SKEW_MS {
-                    tracing::warn!(
-                        skew_ms,
-                        "this replica's clock is off from the database's; keep the machines on NTP"
-                    );
+            let next = match db.run(read_database_clock).await {
+                Ok(reading) if reading.round_trip_ms() <= MAX_ROUND_TRIP_MS => {
+                    self.take(&reading);
+                    DATABASE_SKEW_REREAD
                 }
-                let secs = (skew_ms + 500).div_euclid(1000);
-                self.database_skew_secs.store(secs, Ordering::Relaxed);
-            }
+                Ok(reading) => {
+                    let round_trip_ms = reading.round_trip_ms();
+                    tracing::warn!(round_trip_ms, "reading the database's clock took too long");
+                    DATABASE_SKEW_RETRY
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "reading the database's clock failed");
+                    DATABASE_SKEW_RETRY
+                }
+            };
+            *due = Some(Instant::now() + next);
         }
-        now - self.database_skew_secs.load(Ordering::Relaxed)
+        now.saturating_sub(self.database_skew_secs.load(Ordering::Relaxed))
+    }
+
+    fn take(&self, reading: &Reading) {
+        // This clock at the query's midpoint, minus the database's: `advance` moves both alike.
+        let mine = reading.sent + (reading.received - reading.sent) / 2;
+        let skew_ms = mine
+            .saturating_add(self.skew_secs.load(Ordering::Relaxed).saturating_mul(1000))
+            .saturating_sub(reading.database);
+        if skew_ms.saturating_abs() >= WARN_SKEW_MS {
+            tracing::warn!(
+                skew_ms,
+                "this replica's clock is off from the database's; keep the machines on NTP"
+            );
+        }
+        let secs = skew_ms.saturating_add(500).div_euclid(1000);
+        self.database_skew_secs.store(secs, Ordering::Relaxed);
+        self.database_skew_known.store(true, Ordering::Release);
     }
 }
 
-/// The database's clock, in Unix milliseconds.
-fn database_time_ms(conn: &mut DbConn) -> Result<i64, ApiError> {
+fn system_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The database's clock, and this machine's just before and after it was read (Unix ms): taken
+/// on the connection, so no wait for the pool counts.
+struct Reading {
+    sent: i64,
+    database: i64,
+    received: i64,
+}
+
+impl Reading {
+    const fn round_trip_ms(&self) -> i64 {
+        self.received.saturating_sub(self.sent)
+    }
+}
+
+fn read_database_clock(conn: &mut DbConn) -> Result<Reading, ApiError> {
     let query = match conn {
         DbConn::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
         DbConn::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
     };
-    Ok(diesel::select(sql::<BigInt>(query)).get_result(conn)?)
+    let sent = system_ms();
+    let database = diesel::select(sql::<BigInt>(query)).get_result(conn)?;
+    Ok(Reading {
+        sent,
+        database,
+        received: system_ms(),
+    })
 }

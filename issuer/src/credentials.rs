@@ -9,7 +9,7 @@ use crate::config::LockoutConfig;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::password::Hasher;
+use crate::password::{Hasher, Match};
 use crate::store::lockout::{self, Reservation};
 use crate::store::users::{self, User};
 use crate::store::{audit, write_tx};
@@ -17,7 +17,11 @@ use crate::store::{audit, write_tx};
 /// What checking a password found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Checked {
-    Correct,
+    /// `rehash`: the stored hash is of the password as typed, made before passwords were
+    /// normalised; a caller that writes should store the NFKC one.
+    Correct {
+        rehash: bool,
+    },
     Wrong,
     /// Too many failures: not checked at all.
     LockedOut {
@@ -60,11 +64,15 @@ pub async fn check(
         return Ok(Checked::LockedOut { retry_after });
     }
     match hasher
-        .verify(password, Some(user.password_hash.clone()))
+        .check(password, Some(user.password_hash.clone()))
         .await
     {
-        Ok(true) => return Ok(Checked::Correct),
-        Ok(false) => on_wrong(),
+        Ok(Match::No) => on_wrong(),
+        Ok(found) => {
+            return Ok(Checked::Correct {
+                rehash: found == Match::AsTyped,
+            });
+        }
         Err(e) => {
             // Not checked (a full hashing queue answers 503): the attempt goes back, so a
             // burst of 503s cannot lock out a user who typed the right password. Only the one

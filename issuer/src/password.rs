@@ -32,6 +32,17 @@ pub fn normalize_password(password: &str) -> Cow<'_, str> {
     icu_normalizer::ComposingNormalizerBorrowed::new_nfkc().normalize(password)
 }
 
+/// Which form of a password a stored hash was made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    No,
+    /// Its NFKC form: how every hash is made now.
+    Normalized,
+    /// The form it was typed in, which is not NFKC: a hash made before passwords were
+    /// normalised, to be replaced.
+    AsTyped,
+}
+
 /// The most common passwords (NIST SP 800-63B §5.1.1.2: refuse known-compromised values).
 const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
 
@@ -104,20 +115,31 @@ impl HashPolicy {
             .map_err(|e| ApiError::Internal(format!("hashing: {e}")))
     }
 
-    /// Whether `password` matches the PHC string `stored` (under the parameters it records).
-    /// What argon2's `verify_password` does, but in this thread's reused working memory. A hash
-    /// made before passwords were normalised (before 2026-12-06) is of the password as it was
-    /// typed, so one that is not in NFKC is also tried as typed: that password keeps working
-    /// from where it was set, and in every form once it is changed.
-    pub fn verify(self, password: &str, stored: &str) -> bool {
+    /// Which form of `password` the PHC string `stored` matches (under the parameters it
+    /// records). What argon2's `verify_password` does, but in this thread's reused working
+    /// memory. A hash made before passwords were normalised (before 2026-12-06) is of the
+    /// password as it was typed, so one that is not in NFKC is also tried as typed: that
+    /// password keeps working from where it was set, and a login rehashes it.
+    pub fn matching(self, password: &str, stored: &str) -> Match {
         let Ok(parsed) = PasswordHash::new(stored) else {
-            return false;
+            return Match::No;
         };
         let matches = |candidate: &str| {
             verify_in_reused_memory(candidate.as_bytes(), &parsed).unwrap_or(false)
         };
         let normalized = normalize_password(password);
-        matches(&normalized) || (normalized != password && matches(password))
+        if matches(&normalized) {
+            Match::Normalized
+        } else if normalized != password && matches(password) {
+            Match::AsTyped
+        } else {
+            Match::No
+        }
+    }
+
+    /// Whether `password` matches `stored` in either form ([`Self::matching`]).
+    pub fn verify(self, password: &str, stored: &str) -> bool {
+        self.matching(password, stored) != Match::No
     }
 
     /// Whether a stored hash was made with other parameters or another algorithm, and should be
@@ -285,15 +307,23 @@ impl Hasher {
         self.run(move || policy.hash(&password)).await?
     }
 
-    /// Verifies against `stored`, or against the dummy hash when there is no user.
-    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, ApiError> {
+    /// Checks against `stored`, or against the dummy hash when there is no user (never a
+    /// match then).
+    pub async fn check(&self, password: String, stored: Option<String>) -> Result<Match, ApiError> {
         let policy = self.policy;
         let (stored, real) = match stored {
             Some(s) => (s, true),
             None => (self.dummy_hash.clone(), false),
         };
-        let ok = self.run(move || policy.verify(&password, &stored)).await?;
-        Ok(ok && real)
+        let found = self
+            .run(move || policy.matching(&password, &stored))
+            .await?;
+        Ok(if real { found } else { Match::No })
+    }
+
+    /// Whether `password` matches `stored` ([`Self::check`]).
+    pub async fn verify(&self, password: String, stored: Option<String>) -> Result<bool, ApiError> {
+        Ok(self.check(password, stored).await? != Match::No)
     }
 }
 
@@ -460,7 +490,9 @@ mod tests {
             .hash_password(decomposed.as_bytes(), &salt)
             .unwrap()
             .to_string();
-        assert!(policy.verify(decomposed, &legacy));
+        assert_eq!(policy.matching(decomposed, &legacy), Match::AsTyped);
+        assert_eq!(policy.matching(composed, &legacy), Match::No);
+        assert_eq!(policy.matching(decomposed, &stored), Match::Normalized);
         assert!(!policy.verify("cafe-plover-7", &legacy));
         // Over 1024 characters as typed, 608 in NFKC: taken at registration, so at login too.
         let long = format!("{}-plover-7", "e\u{301}".repeat(600));

@@ -118,7 +118,7 @@ async fn change_password(
     )
     .await?;
     match checked {
-        Checked::Correct => {}
+        Checked::Correct { .. } => {}
         Checked::Wrong => return Err(ApiError::InvalidPassword("the current password is wrong")),
         Checked::LockedOut { retry_after } => return Err(ApiError::LockedOut { retry_after }),
     }

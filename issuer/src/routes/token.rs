@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::ids;
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
-use crate::password::Hasher;
+use crate::password::{Hasher, Match};
 use crate::password::{may_be_a_password, normalize_username};
 use crate::ratelimit::RateLimit;
 use crate::revoker::Revoker;
@@ -175,14 +175,22 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
         ("login_failed", || charge.keep()),
     )
     .await?;
-    match checked {
-        Checked::Correct => {}
+    let typed_form_hash = match checked {
+        Checked::Correct { rehash } => rehash,
         Checked::Wrong => return refused(ApiError::InvalidGrant(BAD_CREDENTIALS)),
         Checked::LockedOut { retry_after } => return refused(ApiError::LockedOut { retry_after }),
-    }
+    };
     let scope = granted_scope(grants.config, request.scope.as_deref(), &user);
     let uid = user.id.clone();
-    match start_session(grants, user, scope, request.scope, password).await {
+    match start_session(
+        grants,
+        (user, typed_form_hash),
+        scope,
+        request.scope,
+        password,
+    )
+    .await
+    {
         Ok(Commit::Started(grant)) => {
             grants.metrics.logins_ok.inc();
             Ok(grant)
@@ -206,22 +214,23 @@ enum Commit {
     Refused,
 }
 
-/// After the right password: the lockout reset, a rehash if the argon2 parameters changed,
-/// the session and their audit rows, in one transaction over the locked account row (a
+/// After the right password: the lockout reset, a rehash if the argon2 parameters changed or
+/// the hash is of the password as typed (`typed_form_hash`, made before NFKC), the session and
+/// their audit rows, in one transaction over the locked account row (a
 /// password change, disable or revocation since the check wins). A parallel login may have
 /// rehashed the password meanwhile; that new hash is checked once more rather than taken for
 /// a password change.
 async fn start_session(
     grants: &Grants<'_>,
-    mut user: User,
+    (mut user, mut typed_form_hash): (User, bool),
     scope: Option<String>,
     requested: Option<String>,
     password: String,
 ) -> Result<Commit, ApiError> {
     let (now, ttl) = (grants.now, grants.config.session_ttl_secs);
     for last_try in [false, true] {
-        let rehash =
-            scope.is_some() && grants.hasher.policy().requires_upgrade(&user.password_hash);
+        let rehash = scope.is_some()
+            && (typed_form_hash || grants.hasher.policy().requires_upgrade(&user.password_hash));
         let new_hash = if rehash {
             Some(grants.hasher.hash(password.clone()).await?)
         } else {
@@ -270,8 +279,9 @@ async fn start_session(
             Ok(commit) => return Ok(commit),
             Err(Recheck::NewHash(current)) if !last_try => {
                 let hash = Some(current.password_hash.clone());
-                if !grants.hasher.verify(password.clone(), hash).await? {
-                    return Ok(Commit::Refused);
+                match grants.hasher.check(password.clone(), hash).await? {
+                    Match::No => return Ok(Commit::Refused),
+                    found => typed_form_hash = found == Match::AsTyped,
                 }
                 user = current;
             }

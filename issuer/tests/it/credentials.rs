@@ -336,7 +336,48 @@ async fn a_password_is_the_same_in_any_unicode_form(backend: Backend) {
     );
 }
 
+/// A hash made before passwords were normalised is of the password as typed: a login in that
+/// form still succeeds, and stores the NFKC hash (audited), after which every form is taken.
+async fn a_login_rehashes_a_password_hashed_as_typed(backend: Backend) {
+    use argon2::password_hash::{PasswordHasher as _, SaltString};
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let (composed, decomposed) = ("caf\u{e9}-plover-7", "cafe\u{301}-plover-7");
+    // As the previous version hashed it: the typed bytes, under this app's parameters (so no
+    // parameter upgrade rehashes it for another reason).
+    let policy = HashPolicy::from_config(&app.config.password);
+    let params = argon2::Params::new(policy.m_cost, policy.t_cost, policy.p_cost, None).unwrap();
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+    let legacy = argon
+        .hash_password(decomposed.as_bytes(), &salt)
+        .unwrap()
+        .to_string();
+    assert!(!policy.requires_upgrade(&legacy));
+    let (id, hash) = (uid.clone(), legacy.clone());
+    app.store()
+        .run_sync(move |c| users::set_password_hash(c, &id, &hash))
+        .unwrap();
+    let login = |password: &str| {
+        format!(r#"{{"grant_type":"password","username":"alice","password":"{password}"}}"#)
+    };
+    let (status, json) = app
+        .send("POST", "/v1/token", Some(&login(composed)), None)
+        .await;
+    assert_eq!(status, Status::BadRequest, "not yet: {json}");
+    let (status, json) = app
+        .send("POST", "/v1/token", Some(&login(decomposed)), None)
+        .await;
+    assert_eq!(status, Status::Ok, "{json}");
+    assert!(kinds(&app, &uid).contains(&"password_rehashed".to_owned()));
+    let (status, json) = app
+        .send("POST", "/v1/token", Some(&login(composed)), None)
+        .await;
+    assert_eq!(status, Status::Ok, "{json}");
+}
+
 crate::on_both_backends!(
+    a_login_rehashes_a_password_hashed_as_typed,
     a_password_is_the_same_in_any_unicode_form,
     a_password_change_checks_the_password_under_the_lockout,
     a_login_that_races_a_password_change_starts_no_session,
