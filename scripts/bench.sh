@@ -7,8 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = "--smoke" ]; then
-  # The workspace's features, as `make test` built them: nothing compiles again.
-  cargo build --locked --workspace --all-features --bins
+  # The binaries as `make test`'s `cargo test` built them, dev-dependency features included
+  # (a `cargo build --bins` would build the issuer again without them): nothing compiles again.
+  cargo test --locked --workspace --all-features --no-run
   exec "${CARGO_TARGET_DIR:-target}/debug/bench" --smoke
 fi
 

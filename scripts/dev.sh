@@ -69,7 +69,9 @@ stop() {
   for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
-trap stop EXIT INT TERM
+trap stop EXIT
+# Ctrl-C (or a TERM) is a clean stop, not a service that died.
+trap 'stop; exit 0' INT TERM
 
 ORIGIN_ISSUER_URL="$GATEHOUSE_ISSUER" ORIGIN_SECRET="$ORIGIN_SECRET" setsid node dev/origin.mjs "$ORIGIN_PORT" &
 pids+=($!)
@@ -80,7 +82,8 @@ setsid "$root/node_modules/.bin/wrangler" dev --config "$DEV_DIR/wrangler.toml" 
   --inspector-port "${INSPECTOR_PORT:-9229}" &
 pids+=($!)
 
-up() { curl -sf "$1" >/dev/null 2>&1; }
+# Bounded: a half-started server that takes the connection and never answers must not hang it.
+up() { curl -sf -m 2 "$1" >/dev/null 2>&1; }
 # Up to three minutes (wrangler starts slowly on a busy machine), but no longer than every
 # service is still running.
 for _ in $(seq 1 600); do

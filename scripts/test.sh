@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+# Miniflare (under wrangler dev and the JS tests) would fetch Cloudflare's `cf.json` from the
+# internet; nothing here reaches beyond the package registries.
+export CLOUDFLARE_CF_FETCH_ENABLED=false
 
 step() { printf '\n==> %s\n' "$*"; }
 

@@ -108,6 +108,8 @@ const workers = {};
 for (const name of ['ours', 'jose', 'nothing', 'floor']) {
   const before = new Set(childrenOf(process.pid));
   const mf = new Miniflare({
+    // No fetch of Cloudflare's `cf.json` from the internet.
+    cf: false,
     modules: true,
     scriptPath: join(dir, `${name}-loop.mjs`),
     modulesRoot: root,

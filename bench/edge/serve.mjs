@@ -76,7 +76,8 @@ if (config.kv === false) {
 } else {
   worker.kvNamespaces = ['GATEHOUSE_KV'];
 }
-const mf = new Miniflare({ workers, host: '127.0.0.1', port: config.port });
+// `cf: false`: no fetch of Cloudflare's `cf.json` from the internet.
+const mf = new Miniflare({ cf: false, workers, host: '127.0.0.1', port: config.port });
 const url = await mf.ready;
 console.log(`serving ${config.script} at ${url.href}`);
 const stop = async () => {

@@ -147,6 +147,8 @@ export default {
   assert.ok(bundle.some((f) => f.endsWith('.wasm')), `wrangler emitted the wasm module: ${bundle}`);
   const main = bundle.find((f) => f.endsWith('.js'));
   const mf = new Miniflare({
+    // No fetch of Cloudflare's `cf.json`: the tests reach only the package registries.
+    cf: false,
     modules: true,
     scriptPath: join(dist, main),
     modulesRoot: dist,

@@ -11,6 +11,8 @@ import { root } from './harness.mjs';
 let mf;
 before(() => {
   mf = new Miniflare({
+    // No fetch of Cloudflare's `cf.json`: the tests reach only the package registries.
+    cf: false,
     modules: true,
     scriptPath: join(root, 'tests/js/worker/entry.mjs'),
     modulesRoot: root,

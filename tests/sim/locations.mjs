@@ -65,6 +65,8 @@ export default function (env) {
 const locations = [];
 for (let i = 0; i < (config.locations ?? 3); i++) {
   const mf = new Miniflare({
+    // No fetch of Cloudflare's `cf.json` from the internet.
+    cf: false,
     workers: [
       {
         name: `location-${i}`,
