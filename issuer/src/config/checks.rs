@@ -29,6 +29,9 @@ const MAX_AUTH_CACHE_MS: u64 = 60_000;
 /// A minute: the longest a rotated refresh token may be replayed for the same successor
 /// without ending its session (reuse detection is off for that long).
 const MAX_REFRESH_GRACE_SECS: u32 = 60;
+/// Access tokens are short-lived bearer credentials (RFC 9068, the OAuth 2.0 security BCP):
+/// every revocation entry and a retired key's place in the JWKS last as long as one.
+const MAX_ACCESS_TOKEN_TTL_SECS: u32 = 86_400;
 
 /// Five minutes: longer than any balancer needs to notice an unready replica, and a stop that
 /// takes longer runs into the platform's own stop timeout (then SIGKILL, nothing drained).
@@ -97,6 +100,17 @@ impl Config {
                  any platform's stop timeout (at most {MAX_DRAIN_SECS}; {} by default)",
                 self.drain_secs,
                 Config::default().drain_secs
+            ));
+        }
+        if self.access_token_ttl_secs > MAX_ACCESS_TOKEN_TTL_SECS.min(self.session_ttl_secs) {
+            problems.push(format!(
+                "GATEHOUSE_ACCESS_TOKEN_TTL_SECS is {}: no token outlives its session ({} s), \
+                 yet every revocation entry and a retired key would be kept that long, and the \
+                 revocation list the edges take would grow with it (at most a day and at most \
+                 GATEHOUSE_SESSION_TTL_SECS; {} by default)",
+                self.access_token_ttl_secs,
+                self.session_ttl_secs,
+                Config::default().access_token_ttl_secs
             ));
         }
         if self.refresh_grace_secs > MAX_REFRESH_GRACE_SECS {
@@ -345,9 +359,16 @@ mod tests {
     #[allow(clippy::too_many_lines)] // one case per setting
     fn settings_that_switch_a_protection_off_are_refused_by_name() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 25] = [
+        let cases: [(&str, Change); 27] = [
             ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
                 c.access_token_ttl_secs = 0;
+            }),
+            ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
+                c.access_token_ttl_secs = c.session_ttl_secs + 1;
+            }),
+            ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
+                c.session_ttl_secs = 2 * MAX_ACCESS_TOKEN_TTL_SECS;
+                c.access_token_ttl_secs = MAX_ACCESS_TOKEN_TTL_SECS + 1;
             }),
             ("GATEHOUSE_SESSION_TTL_SECS", |c| {
                 c.session_ttl_secs = 0;

@@ -152,6 +152,11 @@ async fn change_password(
                     }
                     checked = current;
                 }
+                // Disabled or deleted while the password was checked: the caller's token is
+                // revoked with it, and is told so rather than asked to try again.
+                Err(Recheck::Gone) => {
+                    return Err(ApiError::InvalidToken(gatehouse_shared::ErrorCode::Revoked));
+                }
                 Err(_) => break,
             }
         }

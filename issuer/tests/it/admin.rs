@@ -303,7 +303,33 @@ async fn a_token_past_its_exp_is_not_active(backend: Backend) {
     );
 }
 
+/// A refresh token of a user disabled outside the API (by hand in the database, with its
+/// sessions left alone) is not active: introspection applies the refresh grant's conditions,
+/// which refuse it.
+async fn a_disabled_users_refresh_token_is_not_active(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_token().await;
+    let alice = app.register("alice").await;
+    let refresh = str_of(&app.login("alice").await, "refresh_token").to_owned();
+    app.store()
+        .run_sync(move |c| gatehouse_issuer::store::users::set_disabled(c, &alice, true))
+        .unwrap();
+    let body = format!("token={refresh}");
+    let (status, json) = app
+        .send("POST", "/v1/introspect", Some(&body), Some(&admin))
+        .await;
+    assert_eq!(
+        (status, json),
+        (Status::Ok, serde_json::json!({"active": false}))
+    );
+    assert_eq!(
+        refusal(app.refresh(&refresh).await),
+        (Status::BadRequest, "invalid_grant".into())
+    );
+}
+
 crate::on_both_backends!(
+    a_disabled_users_refresh_token_is_not_active,
     disabling_twice_writes_once,
     an_admin_cannot_disable_their_own_account,
     introspecting_an_empty_token_is_invalid_request,

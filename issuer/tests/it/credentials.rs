@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use gatehouse_issuer::db::DbConn;
+use gatehouse_issuer::error::ApiError;
 use gatehouse_issuer::password::HashPolicy;
 use gatehouse_issuer::store::{audit, users, write_tx};
 use rocket::http::Status;
@@ -91,10 +93,20 @@ async fn a_password_change_checks_the_password_under_the_lockout(backend: Backen
 /// having set its hash to `hash` (uncommitted); that transaction commits 800 ms later.
 /// Sends `request` while another transaction holds a change of the user's hash, and lets the
 /// change commit 800 ms later.
-async fn while_a_hash_change_is_held(
-    app: &TestApp,
+fn while_a_hash_change_is_held<'a>(
+    app: &'a TestApp,
     uid: String,
     hash: String,
+    request: impl Future<Output = (Status, serde_json::Value)> + 'a,
+) -> impl Future<Output = (Status, serde_json::Value)> + 'a {
+    let change = move |c: &mut DbConn| users::set_password_hash(c, &uid, &hash);
+    while_a_change_is_held(app, change, request)
+}
+
+/// `request`, sent while `change` to the account is written and held uncommitted for 800 ms.
+async fn while_a_change_is_held(
+    app: &TestApp,
+    change: impl FnOnce(&mut DbConn) -> Result<(), ApiError> + Send + 'static,
     request: impl Future<Output = (Status, serde_json::Value)>,
 ) -> (Status, serde_json::Value) {
     let (started, wait_started) = std::sync::mpsc::channel::<()>();
@@ -103,7 +115,7 @@ async fn while_a_hash_change_is_held(
     let changer = std::thread::spawn(move || {
         db.run_sync(move |c| {
             write_tx(c, |c| {
-                users::set_password_hash(c, &uid, &hash)?;
+                change(c)?;
                 started.send(()).unwrap();
                 wait_let_go.recv().unwrap();
                 Ok(())
@@ -376,7 +388,27 @@ async fn a_login_rehashes_a_password_hashed_as_typed(backend: Backend) {
     assert_eq!(status, Status::Ok, "{json}");
 }
 
+/// An account disabled while a password change checks the current password: the change is
+/// refused as the caller's token is, `revoked` (401), not as a password changed meanwhile (a
+/// client would ask its user for the password again, for an account that is gone).
+async fn a_password_change_that_races_a_disable_is_revoked(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let access = str_of(&app.login("alice").await, "access_token").to_owned();
+    let body =
+        format!(r#"{{"current_password":"{PASSWORD}","new_password":"a-new-passphrase-9"}}"#);
+    let change = app.send("POST", "/v1/password", Some(&body), Some(&access));
+    let disable = move |c: &mut DbConn| users::set_disabled(c, &uid, true).map(|_| ());
+    let (status, json) = while_a_change_is_held(&app, disable, change).await;
+    assert_eq!(
+        (status, str_of(&json, "code")),
+        (Status::Unauthorized, "revoked"),
+        "{json}"
+    );
+}
+
 crate::on_both_backends!(
+    a_password_change_that_races_a_disable_is_revoked,
     a_login_rehashes_a_password_hashed_as_typed,
     a_password_is_the_same_in_any_unicode_form,
     a_password_change_checks_the_password_under_the_lockout,
