@@ -86,7 +86,8 @@ pids+=($!)
 up() { curl -sf -m 2 "$1" >/dev/null 2>&1; }
 # Up to three minutes (wrangler starts slowly on a busy machine), but no longer than every
 # service is still running.
-for _ in $(seq 1 600); do
+deadline=$((SECONDS + 180))
+while [ "$SECONDS" -lt "$deadline" ]; do
   up "http://127.0.0.1:${EDGE_PORT}/_gatehouse/health" && up "http://127.0.0.1:${ISSUER_PORT}/health/ready" && break
   for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || break 2; done
   sleep 0.3

@@ -73,8 +73,13 @@ impl Clock {
         if let Some(mut due) = due
             && due.is_none_or(|at| Instant::now() >= at)
         {
+            // A slow first reading still beats none: its error is at most half its round trip.
+            let known = self.database_skew_known.load(Ordering::Acquire);
             let next = match db.run(read_database_clock).await {
-                Ok(reading) if reading.round_trip_ms() <= MAX_ROUND_TRIP_MS => {
+                Ok(reading)
+                    if (0..=MAX_ROUND_TRIP_MS).contains(&reading.round_trip_ms())
+                        || (!known && reading.round_trip_ms() >= 0) =>
+                {
                     self.take(&reading);
                     DATABASE_SKEW_REREAD
                 }
@@ -95,7 +100,7 @@ impl Clock {
 
     fn take(&self, reading: &Reading) {
         // This clock at the query's midpoint, minus the database's: `advance` moves both alike.
-        let mine = reading.sent + (reading.received - reading.sent) / 2;
+        let mine = reading.sent.saturating_add(reading.round_trip_ms() / 2);
         let skew_ms = mine
             .saturating_add(self.skew_secs.load(Ordering::Relaxed).saturating_mul(1000))
             .saturating_sub(reading.database);

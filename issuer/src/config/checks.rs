@@ -364,7 +364,8 @@ mod tests {
                 c.access_token_ttl_secs = 0;
             }),
             ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
-                c.access_token_ttl_secs = c.session_ttl_secs + 1;
+                c.session_ttl_secs = 3600;
+                c.access_token_ttl_secs = 3601;
             }),
             ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
                 c.session_ttl_secs = 2 * MAX_ACCESS_TOKEN_TTL_SECS;

@@ -296,7 +296,7 @@ async fn revoke(
                     // A rotated token still names its session: revoking it ends the session, so
                     // a user whose token was stolen and rotated can still end the thief's chain.
                     match sessions::session_of_refresh_token(r.conn(), &token, now)? {
-                        Some((s, _)) => r.session(&s.id, "revoked_with_refresh_token"),
+                        Some(named) => r.session(&named.session.id, "revoked_with_refresh_token"),
                         None => Ok(false),
                     }
                 })

@@ -191,9 +191,13 @@ async fn introspect(
     let session = db
         .run(move |c| sessions::session_of_refresh_token(c, &token, now))
         .await?;
-    // A rotated refresh token is no longer active, though its session may be.
+    // A rotated refresh token is no longer active, though its session may be; nor is one the
+    // refresh grant refuses for its disabled user.
     Ok(Json(
-        match session.filter(|(_, current)| *current).map(|(s, _)| s) {
+        match session
+            .filter(sessions::NamedSession::is_usable)
+            .map(|named| named.session)
+        {
             Some(s) => json!({
                 "active": true, "token_type": "refresh_token", "sub": s.user_id, "sid": s.id,
                 "scope": s.scope, "exp": s.expires_at, "iat": s.created_at,

@@ -334,9 +334,9 @@ async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gra
             .await?;
         // Only for the current token: a rotated one goes on to the rotation, whose reuse
         // detection a scope must not let a thief step around.
-        if session
-            .is_some_and(|(s, current)| current && narrowed_scope(&s.scope, &requested).is_none())
-        {
+        if session.is_some_and(|named| {
+            named.current && narrowed_scope(&named.session.scope, &requested).is_none()
+        }) {
             return Err(ApiError::InvalidScope(SCOPE_NOT_GRANTED));
         }
     }

@@ -231,13 +231,29 @@ pub fn end_for_reuse(revocations: &mut Revocations<'_>, reuse: &Reuse) -> Result
     Ok(())
 }
 
-/// The live session of an enabled user a refresh token belongs to, and whether the token is
-/// its current one (not rotated yet): the same conditions as [`rotate`]'s, in one round trip.
+/// The live session a refresh token names, as the refresh grant reads it (in one round trip).
+pub struct NamedSession {
+    pub session: Session,
+    /// The token is the session's current one (not rotated yet).
+    pub current: bool,
+    /// Its user is disabled: the refresh grant refuses the token, but a revocation still ends
+    /// the session (the user may be enabled again).
+    pub user_disabled: bool,
+}
+
+impl NamedSession {
+    /// Whether the refresh grant would rotate this token: current, of an enabled user.
+    pub const fn is_usable(&self) -> bool {
+        self.current && !self.user_disabled
+    }
+}
+
+/// The live (not revoked, not expired) session a refresh token belongs to.
 pub fn session_of_refresh_token(
     conn: &mut DbConn,
     presented: &str,
     now: i64,
-) -> Result<Option<(Session, bool)>, ApiError> {
+) -> Result<Option<NamedSession>, ApiError> {
     let found = refresh_tokens::table
         .inner_join(sessions::table.inner_join(users::table))
         .filter(refresh_tokens::token_hash.eq(ids::hash_secret(presented)))
@@ -249,8 +265,12 @@ pub fn session_of_refresh_token(
         .first::<(Option<i64>, Session, bool)>(conn)
         .optional()?;
     Ok(found
-        .filter(|(_, s, disabled)| !disabled && s.revoked_at.is_none() && s.expires_at > now)
-        .map(|(rotated_at, s, _)| (s, rotated_at.is_none())))
+        .filter(|(_, s, _)| s.revoked_at.is_none() && s.expires_at > now)
+        .map(|(rotated_at, session, user_disabled)| NamedSession {
+            session,
+            current: rotated_at.is_none(),
+            user_disabled,
+        }))
 }
 
 pub fn by_id(conn: &mut DbConn, sid: &str) -> Result<Option<Session>, ApiError> {

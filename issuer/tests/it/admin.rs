@@ -305,14 +305,17 @@ async fn a_token_past_its_exp_is_not_active(backend: Backend) {
 
 /// A refresh token of a user disabled outside the API (by hand in the database, with its
 /// sessions left alone) is not active: introspection applies the refresh grant's conditions,
-/// which refuse it.
+/// which refuse it. Revoking it still ends its session, which stays ended once the user is
+/// enabled again.
 async fn a_disabled_users_refresh_token_is_not_active(backend: Backend) {
+    use gatehouse_issuer::store::users::set_disabled;
     let app = TestApp::start(backend).await;
     let admin = app.admin_token().await;
     let alice = app.register("alice").await;
     let refresh = str_of(&app.login("alice").await, "refresh_token").to_owned();
+    let uid = alice.clone();
     app.store()
-        .run_sync(move |c| gatehouse_issuer::store::users::set_disabled(c, &alice, true))
+        .run_sync(move |c| set_disabled(c, &uid, true))
         .unwrap();
     let body = format!("token={refresh}");
     let (status, json) = app
@@ -322,9 +325,15 @@ async fn a_disabled_users_refresh_token_is_not_active(backend: Backend) {
         (status, json),
         (Status::Ok, serde_json::json!({"active": false}))
     );
+    let (status, json) = app.send("POST", "/v1/revoke", Some(&body), None).await;
+    assert_eq!(status, Status::Ok, "{json}");
+    app.store()
+        .run_sync(move |c| set_disabled(c, &alice, false))
+        .unwrap();
     assert_eq!(
         refusal(app.refresh(&refresh).await),
-        (Status::BadRequest, "invalid_grant".into())
+        (Status::BadRequest, "invalid_grant".into()),
+        "the revocation ended the session"
     );
 }
 
