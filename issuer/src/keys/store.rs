@@ -144,11 +144,33 @@ fn activate_where(
     why: &str,
     only_if_none: bool,
 ) -> Result<bool, ApiError> {
+    activation_tx(conn, |conn| activate_in(conn, kid, now, why, only_if_none))
+}
+
+/// A write transaction that activations are serialised on: PostgreSQL's table lock taken
+/// first (self-conflicting, so activations queue; plain reads are not blocked), SQLite's write
+/// lock by the transaction itself.
+fn activation_tx<T>(
+    conn: &mut DbConn,
+    f: impl FnOnce(&mut DbConn) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
     write_tx(conn, |conn| {
         if !matches!(conn, DbConn::Sqlite(_)) {
-            // Self-conflicting, so activations queue; plain reads are not blocked.
             conn.batch_execute("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")?;
         }
+        f(conn)
+    })
+}
+
+/// [`activate_where`]'s work, inside [`activation_tx`].
+fn activate_in(
+    conn: &mut DbConn,
+    kid: &str,
+    now: i64,
+    why: &str,
+    only_if_none: bool,
+) -> Result<bool, ApiError> {
+    {
         let status: Option<String> = signing_keys::table
             .find(kid)
             .select(signing_keys::status)
@@ -196,11 +218,12 @@ fn activate_where(
             audit::record(conn, now, "key_activated", None, &detail)?;
         }
         Ok(true)
-    })
+    }
 }
 
-/// A new key that signs from now on (`keys rotate`, or the first start on an empty ring). When
-/// another rotation wins the race, says which key signs instead.
+/// A new key that signs from now on (`keys rotate`). Stored and activated in one transaction:
+/// a rotation that fails leaves no scheduled key behind, which a replica's scheduled rotation
+/// would otherwise promote later, the rotation the operator was told had failed.
 pub fn rotate_now(
     conn: &mut DbConn,
     sealer: &Sealer,
@@ -208,15 +231,18 @@ pub fn rotate_now(
     why: &str,
 ) -> Result<SigningKey, ApiError> {
     let key = generate()?;
-    insert(conn, sealer, &key, NEXT, now)?;
-    if activate(conn, key.kid(), now, why)? {
-        return Ok(key);
-    }
-    let rows = records(conn)?;
-    let winner = signing(&rows).map_or("none", |r| r.kid.as_str());
-    Err(ApiError::invalid_request(format!(
-        "another rotation ran at the same time and won: the signing key is {winner}"
-    )))
+    activation_tx(conn, |conn| {
+        insert(conn, sealer, &key, NEXT, now)?;
+        // Cannot be refused: activations are serialised, and this one's key is stored above.
+        if activate_in(conn, key.kid(), now, why, false)? {
+            Ok(())
+        } else {
+            Err(ApiError::Internal(
+                "a key stored for rotation could not be activated".into(),
+            ))
+        }
+    })?;
+    Ok(key)
 }
 
 /// The first key of an empty ring. Replicas igniting at once each make one; the first to

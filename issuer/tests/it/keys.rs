@@ -281,6 +281,46 @@ async fn concurrent_rotations_settle_on_one_key(backend: Backend) {
     assert_eq!(me_on(&replica, &token).await, Status::Ok);
 }
 
+/// A `keys rotate` whose activation fails (here: it cannot take the activations' table lock
+/// within `db_timeout_ms` while another writer holds the table) leaves no key behind. It
+/// stored the new key first, in a statement of its own, so the failed rotation left a
+/// scheduled key that a replica's scheduled rotation would promote later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_that_fails_leaves_no_scheduled_key() {
+    use diesel::RunQueryDsl as _;
+    let app = TestApp::start_with(Backend::Postgres, |c| {
+        c.key_encryption_key = Some(secret());
+        c.db_timeout_ms = 1000;
+    })
+    .await;
+    let before = app.store().run_sync(keys::list).unwrap().len();
+    let (held, wait_held) = std::sync::mpsc::channel::<()>();
+    let (let_go, wait_let_go) = std::sync::mpsc::channel::<()>();
+    let db = app.store().clone();
+    // A writer of the table (an UPDATE takes ROW EXCLUSIVE, which a plain INSERT does not wait
+    // for, and the activation's SHARE ROW EXCLUSIVE does), held open.
+    let writer = std::thread::spawn(move || {
+        db.run_sync(move |c| {
+            gatehouse_issuer::store::write_tx(c, |c| {
+                diesel::sql_query("UPDATE signing_keys SET status = status WHERE false")
+                    .execute(c)?;
+                held.send(()).unwrap();
+                wait_let_go.recv().unwrap();
+                Ok(())
+            })
+        })
+        .unwrap();
+    });
+    wait_held.recv().unwrap();
+    let (config, now) = (app.config.clone(), app.clock().now());
+    let rotated = app.store().run_sync(move |c| keys::rotate(c, &config, now));
+    let_go.send(()).unwrap();
+    writer.join().unwrap();
+    assert!(rotated.is_err(), "the rotation could not take the lock");
+    let listed = app.store().run_sync(keys::list).unwrap();
+    assert_eq!(listed.len(), before, "{listed:?}");
+}
+
 /// Scheduled rotation: the next key is published ahead of use, signs once its time comes, and
 /// the previous one stays published for its tokens' lifetime.
 async fn scheduled_rotation_publishes_the_next_key_first(backend: Backend) {
