@@ -93,7 +93,8 @@ pub fn insert(
         return Ok(false);
     }
     let private = sealer.seal(key).map_err(ApiError::Internal)?;
-    // Outside any transaction, so that losing the race (a unique violation) aborts nothing.
+    // Outside a transaction, losing the race (a unique violation) aborts nothing; a caller in
+    // one holds the activations' lock ([`rotate_now`]), so no race is there to lose.
     let inserted = diesel::insert_into(signing_keys::table)
         .values((
             signing_keys::kid.eq(key.kid()),
@@ -232,7 +233,11 @@ pub fn rotate_now(
 ) -> Result<SigningKey, ApiError> {
     let key = generate()?;
     activation_tx(conn, |conn| {
-        insert(conn, sealer, &key, NEXT, now)?;
+        if !insert(conn, sealer, &key, NEXT, now)? {
+            return Err(ApiError::Internal(
+                "a newly generated key's kid is already in the ring".into(),
+            ));
+        }
         // Cannot be refused: activations are serialised, and this one's key is stored above.
         if activate_in(conn, key.kid(), now, why, false)? {
             Ok(())
