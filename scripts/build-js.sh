@@ -22,11 +22,14 @@ cp edge/js/npm/package.json edge/js/npm/README.md edge/js/npm/node.js edge/js/np
   edge/js/npm/index.d.ts edge/js/npm/wasm.d.ts LICENSE "$out/"
 errors=$(cd "$out" && ls snippets/*/npm/errors.js)
 cat > "$out/index.js" <<JS
-import { RevocationList, Verifier } from './gatehouse_verify.js';
+import * as glue from './gatehouse_verify.js';
 import { GatehouseError } from './${errors}';
-import { guardObjectArguments } from './guards.js';
+import { guardObjectArguments, requireInit } from './guards.js';
 
-guardObjectArguments({ Verifier, RevocationList }, GatehouseError);
+guardObjectArguments(glue, GatehouseError);
+// These names shadow the glue's in the star export below (an explicit export wins).
+export const { Verifier, decodeUnverified, expiresIn, isExpired, errorCodes, keySetFetchDefaults } =
+  requireInit(glue, GatehouseError);
 
 export * from './gatehouse_verify.js';
 export { default } from './gatehouse_verify.js';

@@ -14,3 +14,34 @@ export function guardObjectArguments({ Verifier, RevocationList }, GatehouseErro
   guard(Verifier, 'verifyNotRevoked', 1, RevocationList, 'a RevocationList');
   guard(RevocationList, 'check', 1, Verifier, 'a Verifier');
 }
+
+// Before the browser entry's `init()`, the glue throws a bare `TypeError`: refuse first, with a
+// code, until a check passes once.
+export function requireInit(glue, GatehouseError) {
+  let ready = false;
+  const ensureReady = () => {
+    if (ready) return;
+    try {
+      glue.errorCodes();
+      ready = true;
+    } catch (e) {
+      if (!(e instanceof TypeError)) throw e;
+      throw new GatehouseError('not_initialized', '@gatehouse/verify: call `await init()` first');
+    }
+  };
+  const guarded = (f) => function (...args) {
+    ensureReady();
+    return f.apply(this, args);
+  };
+  glue.RevocationList.fromSnapshot = guarded(glue.RevocationList.fromSnapshot);
+  const Verifier = new Proxy(glue.Verifier, {
+    construct: (...args) => (ensureReady(), Reflect.construct(...args)),
+  });
+  const { decodeUnverified, expiresIn, isExpired, errorCodes, keySetFetchDefaults } = glue;
+  return {
+    Verifier,
+    ...Object.fromEntries(
+      Object.entries({ decodeUnverified, expiresIn, isExpired, errorCodes, keySetFetchDefaults }).map(([k, f]) => [k, guarded(f)]),
+    ),
+  };
+}

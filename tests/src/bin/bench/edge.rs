@@ -311,10 +311,17 @@ pub fn sizes() -> Vec<Row> {
 }
 
 /// The browser entry's files, unminified, each gzipped: `index.js` and everything it imports
-/// (the wasm-bindgen glue, the error class, the remote verifier, the client) plus the `.wasm`.
+/// (the wasm-bindgen glue, the error class, the guards, the remote verifier, the client) plus
+/// the `.wasm`.
 fn browser_download_kib(pkg: &Path, wasm: &Path) -> f64 {
     let mut files = vec![wasm.to_path_buf()];
-    for name in ["index.js", "gatehouse_verify.js", "remote.js", "client.js"] {
+    for name in [
+        "index.js",
+        "gatehouse_verify.js",
+        "guards.js",
+        "remote.js",
+        "client.js",
+    ] {
         files.push(pkg.join(name));
     }
     let snippets = pkg.join("snippets");
