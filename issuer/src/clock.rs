@@ -73,13 +73,9 @@ impl Clock {
         if let Some(mut due) = due
             && due.is_none_or(|at| Instant::now() >= at)
         {
-            // A slow first reading still beats none: its error is at most half its round trip.
-            let known = self.database_skew_known.load(Ordering::Acquire);
+            let first = !self.database_skew_known.load(Ordering::Acquire);
             let next = match db.run(read_database_clock).await {
-                Ok(reading)
-                    if (0..=MAX_ROUND_TRIP_MS).contains(&reading.round_trip_ms())
-                        || (!known && reading.round_trip_ms() >= 0) =>
-                {
+                Ok(reading) if reading.is_usable(first) => {
                     self.take(&reading);
                     DATABASE_SKEW_REREAD
                 }
@@ -133,6 +129,14 @@ struct Reading {
 impl Reading {
     const fn round_trip_ms(&self) -> i64 {
         self.received.saturating_sub(self.sent)
+    }
+
+    /// Whether it places the database's clock within a second: a round trip of at most
+    /// `MAX_ROUND_TRIP_MS`, or any for a `first` reading, which still beats none (its error is
+    /// at most half its round trip); never one the machine's clock stepped back during.
+    const fn is_usable(&self, first: bool) -> bool {
+        let round_trip = self.round_trip_ms();
+        round_trip >= 0 && (first || round_trip <= MAX_ROUND_TRIP_MS)
     }
 }
 

@@ -133,19 +133,7 @@ pub fn store_sealed(conn: &mut DbConn, sealer: &Sealer, key: &SigningKey) -> Res
 /// concurrent activation lost. Activations are serialised (a table lock on PostgreSQL, the write
 /// lock on SQLite), so two at once end with one active key. Returns whether `kid` signs now.
 pub fn activate(conn: &mut DbConn, kid: &str, now: i64, why: &str) -> Result<bool, ApiError> {
-    activate_where(conn, kid, now, why, false)
-}
-
-/// With `only_if_none`, `kid` becomes the signing key only if there is none yet (the first
-/// start on an empty ring, where the first replica must win, not the last).
-fn activate_where(
-    conn: &mut DbConn,
-    kid: &str,
-    now: i64,
-    why: &str,
-    only_if_none: bool,
-) -> Result<bool, ApiError> {
-    activation_tx(conn, |conn| activate_in(conn, kid, now, why, only_if_none))
+    activation_tx(conn, |conn| activate_in(conn, kid, now, why, false))
 }
 
 /// A write transaction that activations are serialised on: PostgreSQL's table lock taken
@@ -163,7 +151,9 @@ fn activation_tx<T>(
     })
 }
 
-/// [`activate_where`]'s work, inside [`activation_tx`].
+/// [`activate`]'s work, inside [`activation_tx`]. With `only_if_none`, `kid` becomes the
+/// signing key only if there is none yet (the first start on an empty ring, where the first
+/// replica must win, not the last).
 fn activate_in(
     conn: &mut DbConn,
     kid: &str,
@@ -171,55 +161,53 @@ fn activate_in(
     why: &str,
     only_if_none: bool,
 ) -> Result<bool, ApiError> {
-    {
-        let status: Option<String> = signing_keys::table
-            .find(kid)
-            .select(signing_keys::status)
-            .first(conn)
-            .optional()?;
-        if !matches!(status.as_deref(), Some(NEXT | ACTIVE)) {
+    let status: Option<String> = signing_keys::table
+        .find(kid)
+        .select(signing_keys::status)
+        .first(conn)
+        .optional()?;
+    if !matches!(status.as_deref(), Some(NEXT | ACTIVE)) {
+        return Ok(false);
+    }
+    if only_if_none {
+        let active: i64 = signing_keys::table
+            .filter(signing_keys::status.eq(ACTIVE))
+            .count()
+            .get_result(conn)?;
+        if active > 0 {
+            diesel::delete(signing_keys::table.find(kid)).execute(conn)?;
             return Ok(false);
         }
-        if only_if_none {
-            let active: i64 = signing_keys::table
-                .filter(signing_keys::status.eq(ACTIVE))
-                .count()
-                .get_result(conn)?;
-            if active > 0 {
-                diesel::delete(signing_keys::table.find(kid)).execute(conn)?;
-                return Ok(false);
-            }
-        }
-        diesel::update(signing_keys::table.find(kid))
-            .set((
-                signing_keys::status.eq(ACTIVE),
-                signing_keys::retired_at.eq(None::<i64>),
-            ))
-            .execute(conn)?;
-        let retired = diesel::update(
-            signing_keys::table
-                .filter(signing_keys::status.eq(ACTIVE))
-                .filter(signing_keys::kid.ne(kid)),
-        )
+    }
+    diesel::update(signing_keys::table.find(kid))
         .set((
-            signing_keys::status.eq(RETIRED),
-            signing_keys::retired_at.eq(now),
+            signing_keys::status.eq(ACTIVE),
+            signing_keys::retired_at.eq(None::<i64>),
         ))
         .execute(conn)?;
-        if status.as_deref() == Some(NEXT) {
-            diesel::delete(
-                signing_keys::table
-                    .filter(signing_keys::status.eq(NEXT))
-                    .filter(signing_keys::kid.ne(kid)),
-            )
-            .execute(conn)?;
-        }
-        if status.as_deref() == Some(NEXT) || retired > 0 {
-            let detail = serde_json::json!({"kid": kid, "retired": retired, "why": why});
-            audit::record(conn, now, "key_activated", None, &detail)?;
-        }
-        Ok(true)
+    let retired = diesel::update(
+        signing_keys::table
+            .filter(signing_keys::status.eq(ACTIVE))
+            .filter(signing_keys::kid.ne(kid)),
+    )
+    .set((
+        signing_keys::status.eq(RETIRED),
+        signing_keys::retired_at.eq(now),
+    ))
+    .execute(conn)?;
+    if status.as_deref() == Some(NEXT) {
+        diesel::delete(
+            signing_keys::table
+                .filter(signing_keys::status.eq(NEXT))
+                .filter(signing_keys::kid.ne(kid)),
+        )
+        .execute(conn)?;
     }
+    if status.as_deref() == Some(NEXT) || retired > 0 {
+        let detail = serde_json::json!({"kid": kid, "retired": retired, "why": why});
+        audit::record(conn, now, "key_activated", None, &detail)?;
+    }
+    Ok(true)
 }
 
 /// A new key that signs from now on (`keys rotate`). Stored and activated in one transaction:
@@ -259,7 +247,10 @@ pub fn first_key(
 ) -> Result<Option<SigningKey>, ApiError> {
     let key = generate()?;
     insert(conn, sealer, &key, NEXT, now)?;
-    Ok(activate_where(conn, key.kid(), now, "first key", true)?.then_some(key))
+    let won = activation_tx(conn, |conn| {
+        activate_in(conn, key.kid(), now, "first key", true)
+    })?;
+    Ok(won.then_some(key))
 }
 
 /// Scheduled rotation, run by every replica at each key-ring refresh. Idempotent, and safe when

@@ -4,6 +4,13 @@ use rocket::http::Status;
 
 use crate::common::{Backend, TestApp, refusal, str_of};
 
+/// `token` introspected with the admin's access token.
+async fn introspect(app: &TestApp, admin: &str, token: &str) -> (Status, serde_json::Value) {
+    let body = format!("token={token}");
+    app.send("POST", "/v1/introspect", Some(&body), Some(admin))
+        .await
+}
+
 async fn admin_scope_is_required(backend: Backend) {
     let app = TestApp::start(backend).await;
     let alice = app.register("alice").await;
@@ -37,35 +44,18 @@ async fn admins_revoke_disable_and_introspect(backend: Backend) {
     let s = app.login("alice").await;
     let access = str_of(&s, "access_token").to_owned();
 
-    let (status, json) = app
-        .send(
-            "POST",
-            "/v1/introspect",
-            Some(&format!("token={access}")),
-            Some(&admin),
-        )
-        .await;
+    let (status, json) = introspect(&app, &admin, &access).await;
     assert_eq!(status, Status::Ok);
     assert_eq!(
         (json["active"].as_bool(), str_of(&json, "sub")),
         (Some(true), alice.as_str())
     );
-    let body = format!("token={}", str_of(&s, "refresh_token"));
-    let (_, json) = app
-        .send("POST", "/v1/introspect", Some(&body), Some(&admin))
-        .await;
+    let (_, json) = introspect(&app, &admin, str_of(&s, "refresh_token")).await;
     assert_eq!(
         (json["active"].as_bool(), str_of(&json, "token_type")),
         (Some(true), "refresh_token")
     );
-    let (_, json) = app
-        .send(
-            "POST",
-            "/v1/introspect",
-            Some("token=nothing"),
-            Some(&admin),
-        )
-        .await;
+    let (_, json) = introspect(&app, &admin, "nothing").await;
     assert_eq!(json, serde_json::json!({"active": false}));
 
     let sid = app.me(&access).await.1["sid"].as_str().unwrap().to_owned();
@@ -145,10 +135,7 @@ async fn introspection_that_cannot_look_the_user_up_is_an_error(backend: Backend
     app.register("alice").await;
     let access = str_of(&app.login("alice").await, "access_token").to_owned();
     let admin = app.admin_token().await;
-    let introspect = format!("token={access}");
-    let (status, _) = app
-        .send("POST", "/v1/introspect", Some("token=x"), Some(&admin))
-        .await;
+    let (status, _) = introspect(&app, &admin, "x").await;
     assert_eq!(status, Status::Ok);
     app.store()
         .run_sync(|c| {
@@ -156,9 +143,7 @@ async fn introspection_that_cannot_look_the_user_up_is_an_error(backend: Backend
             Ok::<_, gatehouse_issuer::error::ApiError>(())
         })
         .unwrap();
-    let (status, json) = app
-        .send("POST", "/v1/introspect", Some(&introspect), Some(&admin))
-        .await;
+    let (status, json) = introspect(&app, &admin, &access).await;
     assert!(
         status.code >= 500,
         "a lookup that failed was answered {status}: {json}"
@@ -293,10 +278,7 @@ async fn a_token_past_its_exp_is_not_active(backend: Backend) {
     app.clock().advance(900 + 10);
     assert_eq!(app.me(&access).await.0, Status::Ok, "within the leeway");
     let admin = app.admin_token().await;
-    let body = format!("token={access}");
-    let (status, json) = app
-        .send("POST", "/v1/introspect", Some(&body), Some(&admin))
-        .await;
+    let (status, json) = introspect(&app, &admin, &access).await;
     assert_eq!(
         (status, json),
         (Status::Ok, serde_json::json!({"active": false}))
@@ -317,14 +299,12 @@ async fn a_disabled_users_refresh_token_is_not_active(backend: Backend) {
     app.store()
         .run_sync(move |c| set_disabled(c, &uid, true))
         .unwrap();
-    let body = format!("token={refresh}");
-    let (status, json) = app
-        .send("POST", "/v1/introspect", Some(&body), Some(&admin))
-        .await;
+    let (status, json) = introspect(&app, &admin, &refresh).await;
     assert_eq!(
         (status, json),
         (Status::Ok, serde_json::json!({"active": false}))
     );
+    let body = format!("token={refresh}");
     let (status, json) = app.send("POST", "/v1/revoke", Some(&body), None).await;
     assert_eq!(status, Status::Ok, "{json}");
     app.store()

@@ -303,22 +303,27 @@ async fn an_empty_grant_type_is_a_missing_one(backend: Backend) {
     );
 }
 
+/// A password with an `é`, precomposed and as `e` plus a combining accent.
+const COMPOSED: &str = "caf\u{e9}-plover-7";
+const DECOMPOSED: &str = "cafe\u{301}-plover-7";
+
+/// A password grant for alice, as JSON.
+async fn alice_logs_in_with(app: &TestApp, password: &str) -> (Status, serde_json::Value) {
+    let body = format!(r#"{{"grant_type":"password","username":"alice","password":"{password}"}}"#);
+    app.send("POST", "/v1/token", Some(&body), None).await
+}
+
 /// A password is the same password in any Unicode form of its characters (NFKC): set with a
 /// precomposed `é`, it is taken with `e` plus a combining accent (as some input methods type
 /// it), in a form body too, and a new password is compared the same way. Before, each form was
 /// another password.
 async fn a_password_is_the_same_in_any_unicode_form(backend: Backend) {
     let app = TestApp::start(backend).await;
-    let (composed, decomposed) = ("caf\u{e9}-plover-7", "cafe\u{301}-plover-7");
+    let (composed, decomposed) = (COMPOSED, DECOMPOSED);
     let body = format!(r#"{{"username":"alice","password":"{composed}"}}"#);
     let (status, json) = app.send("POST", "/v1/users", Some(&body), None).await;
     assert_eq!(status, Status::Created, "{json}");
-    let login = |password: &str| {
-        format!(r#"{{"grant_type":"password","username":"alice","password":"{password}"}}"#)
-    };
-    let (status, json) = app
-        .send("POST", "/v1/token", Some(&login(decomposed)), None)
-        .await;
+    let (status, json) = alice_logs_in_with(&app, decomposed).await;
     assert_eq!(status, Status::Ok, "{json}");
     let access = str_of(&json, "access_token").to_owned();
     // `cafe%CC%81`: the combining accent percent-encoded in a form body.
@@ -334,13 +339,9 @@ async fn a_password_is_the_same_in_any_unicode_form(backend: Backend) {
         .send("POST", "/v1/password", Some(&change), Some(&access))
         .await;
     assert!(status.code < 300, "{status} {json}");
-    let (status, json) = app
-        .send("POST", "/v1/token", Some(&login("plover-quartz-7")), None)
-        .await;
+    let (status, json) = alice_logs_in_with(&app, "plover-quartz-7").await;
     assert_eq!(status, Status::Ok, "{json}");
-    let (status, json) = app
-        .send("POST", "/v1/token", Some(&login(composed)), None)
-        .await;
+    let (status, json) = alice_logs_in_with(&app, composed).await;
     assert_eq!(
         (status, str_of(&json, "error")),
         (Status::BadRequest, "invalid_grant"),
@@ -354,7 +355,7 @@ async fn a_login_rehashes_a_password_hashed_as_typed(backend: Backend) {
     use argon2::password_hash::{PasswordHasher as _, SaltString};
     let app = TestApp::start(backend).await;
     let uid = app.register("alice").await;
-    let (composed, decomposed) = ("caf\u{e9}-plover-7", "cafe\u{301}-plover-7");
+    let (composed, decomposed) = (COMPOSED, DECOMPOSED);
     // As the previous version hashed it: the typed bytes, under this app's parameters (so no
     // parameter upgrade rehashes it for another reason).
     let policy = HashPolicy::from_config(&app.config.password);
@@ -370,21 +371,12 @@ async fn a_login_rehashes_a_password_hashed_as_typed(backend: Backend) {
     app.store()
         .run_sync(move |c| users::set_password_hash(c, &id, &hash))
         .unwrap();
-    let login = |password: &str| {
-        format!(r#"{{"grant_type":"password","username":"alice","password":"{password}"}}"#)
-    };
-    let (status, json) = app
-        .send("POST", "/v1/token", Some(&login(composed)), None)
-        .await;
+    let (status, json) = alice_logs_in_with(&app, composed).await;
     assert_eq!(status, Status::BadRequest, "not yet: {json}");
-    let (status, json) = app
-        .send("POST", "/v1/token", Some(&login(decomposed)), None)
-        .await;
+    let (status, json) = alice_logs_in_with(&app, decomposed).await;
     assert_eq!(status, Status::Ok, "{json}");
     assert!(kinds(&app, &uid).contains(&"password_rehashed".to_owned()));
-    let (status, json) = app
-        .send("POST", "/v1/token", Some(&login(composed)), None)
-        .await;
+    let (status, json) = alice_logs_in_with(&app, composed).await;
     assert_eq!(status, Status::Ok, "{json}");
 }
 
