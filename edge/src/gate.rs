@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use gatehouse_shared::{AccessClaims, ErrorBody, ErrorCode, bearer_token};
+use gatehouse_shared::{AccessClaims, ErrorBody, ErrorCode, bearer_token, trim_http_whitespace};
 use serde::Serialize;
 use worker::js_sys::{Array, Function, Promise};
 use worker::wasm_bindgen::prelude::*;
@@ -304,7 +304,8 @@ fn token(
 
 /// The value of a cookie `pair` (`name=value`) named `name` as lenient origins read names
 /// (ASP.NET ignores their case, others the spaces around them, and PHP reads `.`, a space and
-/// `[` as `_`: `gh.at` is its `gh_at`), so that no copy the origin may take goes uncounted.
+/// `[` as `_`: `gh.at` is its `gh_at`), so that no copy the origin may take goes uncounted. The
+/// value loses only HTTP's whitespace around it, as a bearer token does.
 fn cookie_value<'c>(pair: &'c str, name: &str) -> Option<&'c str> {
     let (k, v) = pair.split_once('=')?;
     let as_read = |b: u8| match b {
@@ -313,7 +314,7 @@ fn cookie_value<'c>(pair: &'c str, name: &str) -> Option<&'c str> {
     };
     let k = k.trim();
     (k.len() == name.len() && k.bytes().map(as_read).eq(name.bytes().map(as_read)))
-        .then(|| v.trim())
+        .then(|| trim_http_whitespace(v))
 }
 
 /// Headers a client could write to make an origin route, link or act differently from what the

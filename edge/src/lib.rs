@@ -113,7 +113,12 @@ async fn route(req: Incoming, env: Env, ctx: Context) -> Answer {
     if !path.starts_with("/_gatehouse/") {
         return gate::handle(&req, &env, &ctx).await;
     }
-    match (path, req.method()) {
+    // HEAD as GET (RFC 9110 §9.3.2; uptime monitors probe with it): the runtime drops the body.
+    let method = match req.method() {
+        "HEAD" => "GET",
+        method => method,
+    };
+    match (path, method) {
         ("/_gatehouse/check", "GET") => gate::check(&req, &env, &ctx).await.into(),
         ("/_gatehouse/health", "GET") => health(&req, &env).await.into(),
         ("/_gatehouse/sync", "POST") => push(req.into_worker(), &env).await.into(),

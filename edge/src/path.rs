@@ -8,6 +8,8 @@
 //! - escapes of unreserved characters, and of the sub-delimiters, `:` and `@` that a path may
 //!   hold raw, are decoded (RFC 3986 §6.2.2.2: `%61` is `a`; most routers also read `%40` as
 //!   `@`), the other escapes are kept with upper-case hex;
+//! - any other byte is escaped (`|`, `[` and `^` arrive raw or escaped as the client sent them,
+//!   and a rule may hold `{`, which the runtime always escapes);
 //! - repeated slashes are merged (`//api` is `/api`, as most servers read it);
 //! - refused outright: an escaped `/` or `\` (one segment to the gate, two to a server that
 //!   decodes first), a `;` raw or escaped (Tomcat and Spring drop `;params` before routing, so
@@ -39,23 +41,31 @@ pub fn canonical(path: &str) -> Result<String, Refused> {
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         i += 1;
-        match b {
+        let c = match b {
             b';' | b'\\' | ..=b' ' | 0x7f => return Err(Refused),
-            b'/' if out.ends_with('/') => {}
+            b'/' => {
+                if !out.ends_with('/') {
+                    out.push('/');
+                }
+                continue;
+            }
             b'%' => {
                 let decoded = bytes.get(i..i + 2).and_then(hex_byte).ok_or(Refused)?;
                 i += 2;
-                match decoded {
-                    b'/' | b'\\' | b';' | 0 => return Err(Refused),
-                    c if c.is_ascii_alphanumeric() || RAW_IN_PATH.contains(&c) => {
-                        out.push(char::from(c));
-                    }
-                    c => {
-                        let _ = write!(out, "%{c:02X}");
-                    }
+                if matches!(decoded, b'/' | b'\\' | b';' | 0) {
+                    return Err(Refused);
                 }
+                decoded
             }
-            _ => out.push(char::from(b)),
+            b => b,
+        };
+        // Raw or escaped, one spelling: what a path holds raw as itself, anything else escaped
+        // (`|`, `[` and `^` arrive raw or escaped as the client sent them, and a rule may hold
+        // `{`, which the runtime always escapes).
+        if c.is_ascii_alphanumeric() || RAW_IN_PATH.contains(&c) {
+            out.push(char::from(c));
+        } else {
+            let _ = write!(out, "%{c:02X}");
         }
     }
     // The runtime percent-encodes every non-ASCII byte, so `out` holds ASCII only.
@@ -216,6 +226,11 @@ mod tests {
             ("/api/a%20b", "/api/a%20b"),
             ("/api/%7Euser/%2D%2e%5F", "/api/~user/-._"),
             ("/api/a%25b", "/api/a%25b"),
+            ("/api/a|b/%7c", "/api/a%7Cb/%7C"),
+            (
+                "/api/{org}/[x]^\"<>`",
+                "/api/%7Borg%7D/%5Bx%5D%5E%22%3C%3E%60",
+            ),
             (
                 "/api/users/%40admin/%3A%21%24%26%27%28%29%2A%2B%2C%3D",
                 "/api/users/@admin/:!$&'()*+,=",

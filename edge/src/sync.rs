@@ -156,10 +156,11 @@ fn not_below_view(list: &RevocationList) -> Result<(), SyncError> {
     Ok(())
 }
 
-/// Verifies a snapshot, installs it as the base list and stores it in KV if KV's copy is older
-/// (another seq, another signing key, or the same list signed more than `KV_HEARTBEAT_SECS`
-/// earlier), or KV's head names a newer list than its snapshot. Also the list's seq (memory
-/// keeps its own view when that is the same list signed later).
+/// Verifies a snapshot, installs it as the base list when it is newer than this isolate's, and
+/// stores it in KV if KV's copy is older (another seq, another signing key, or the same list
+/// signed more than `KV_HEARTBEAT_SECS` earlier), or KV's head names a newer list than its
+/// snapshot. Also the list's seq (memory keeps its own view when that is the same list signed
+/// later).
 pub async fn accept(
     env: &Env,
     config: &Config,
@@ -174,23 +175,17 @@ pub async fn accept(
         Ok(kv) => stored_heads(kv).await,
         Err(e) => Err(e.clone()),
     };
-    if let Ok((stored, stored_snapshot)) = stored {
-        // The very list KV's head names, beside another snapshot: stored again, not refused.
-        // Not when that snapshot is newer: its write landed and the head's failed.
-        let repair = stored == Some(head)
-            && stored_snapshot.is_none_or(|s| {
-                s != head && !is_newer((s.seq, s.issued_at), (head.seq, head.issued_at))
-            });
-        if !repair {
-            // Newer than the head, and than the snapshot: a write that stored the snapshot but
-            // failed on the head left a newer snapshot behind an older head.
-            if let Some(held) = stored {
-                list.ensure_newer_than(held.seq, held.issued_at)?;
-            }
-            if let Some(held) = stored_snapshot.filter(|s| *s != head) {
-                list.ensure_newer_than(held.seq, held.issued_at)?;
-            }
+    if let Ok((stored, stored_snapshot)) = stored
+        && let Err(kv_ahead) = kv_keeps_its_copy(&list, head, stored, stored_snapshot)
+    {
+        // KV keeps its copy (another location stored this seq signed later, or a newer list,
+        // which this location's cache of KV may not show yet). An isolate that holds an older
+        // list still takes this one (it only adds to what it holds); one that holds none reads
+        // KV's.
+        if state::with_revocations(|held| held.base().is_some()) && not_below_view(&list).is_ok() {
+            let _ = state::update_revocations(|view| view.with_base(list));
         }
+        return Err(kv_ahead.into());
     }
     // An isolate that holds a list compares with it below; but an empty KV would still store
     // the old one for every other isolate.
@@ -265,6 +260,33 @@ pub async fn accept(
     // KV holds this list now, or held it already.
     state::record_kv_write(Ok(()));
     Ok((view, head.seq))
+}
+
+/// `Err(Stale)` when KV's copy is at least as new as `list` (whose head is `head`), so that
+/// storing it would roll KV back: newer than the head, and than the snapshot (a write that
+/// stored the snapshot but failed on the head left a newer snapshot behind an older head).
+/// The very list KV's head names, beside another snapshot, is stored again, not refused; not
+/// when that snapshot is newer: its write landed and the head's failed.
+fn kv_keeps_its_copy(
+    list: &RevocationList,
+    head: Head,
+    stored: Option<Head>,
+    stored_snapshot: Option<Head>,
+) -> Result<(), SnapshotError> {
+    let repair = stored == Some(head)
+        && stored_snapshot.is_none_or(|s| {
+            s != head && !is_newer((s.seq, s.issued_at), (head.seq, head.issued_at))
+        });
+    if repair {
+        return Ok(());
+    }
+    if let Some(held) = stored {
+        list.ensure_newer_than(held.seq, held.issued_at)?;
+    }
+    if let Some(held) = stored_snapshot.filter(|s| *s != head) {
+        list.ensure_newer_than(held.seq, held.issued_at)?;
+    }
+    Ok(())
 }
 
 /// KV's head and which list its snapshot is; `Err` when the head cannot be read, which is not

@@ -10,17 +10,23 @@ use crate::error::ErrorCode;
 /// `U+3000`) is that token, and not the one without (RFC 6750 §2.1 allows ASCII only).
 pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
     let (scheme, token) = authorization?.split_once(' ')?;
+    let token = trim_http_whitespace(token);
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// `text` without the space and tab around it (HTTP's optional whitespace), and nothing else: a
+/// token, in a header or a cookie, that ends in a Unicode space is not the token without it.
+pub fn trim_http_whitespace(text: &str) -> &str {
     // By bytes: a `char` pattern links Unicode-aware matching into the worker (577 bytes).
     let is_text = |b: &u8| *b != b' ' && *b != b'\t';
-    let bytes = token.as_bytes();
+    let bytes = text.as_bytes();
     let start = bytes.iter().position(is_text).unwrap_or(bytes.len());
     let end = bytes
         .iter()
         .rposition(is_text)
         .map_or(start, |last| last + 1);
     // Space and tab are ASCII: both ends fall on character boundaries.
-    let token = token.get(start..end)?;
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+    text.get(start..end).unwrap_or_default()
 }
 
 /// Whether `scope` is one RFC 6750 scope-token: it is written into `WWW-Authenticate` as is,

@@ -20,7 +20,7 @@ pub mod token;
 pub mod verifier;
 
 pub use alg::{Algorithm, Ed25519Key, StrictEd25519};
-pub use challenge::{ErrorBody, Refusal, bearer_token};
+pub use challenge::{ErrorBody, Refusal, bearer_token, trim_http_whitespace};
 pub use claims::{ACCESS_TOKEN_TYPE, AccessClaims, Audience, TokenClaims, exp_has_passed};
 #[cfg(feature = "sign")]
 pub use error::CreationError;

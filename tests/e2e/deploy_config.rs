@@ -43,7 +43,9 @@ fn each_string(path: &str, value: &Value, visit: &mut impl FnMut(&str, &str)) {
 fn var_text(value: &Value) -> Option<String> {
     match value {
         Value::String(text) => Some(text.clone()),
-        Value::Integer(_) | Value::Float(_) | Value::Boolean(_) => Some(value.to_string()),
+        // A float as JavaScript writes it (`7200.0` is `7200`), which Rust's `f64` does too.
+        Value::Float(number) => Some(number.to_string()),
+        Value::Integer(_) | Value::Boolean(_) => Some(value.to_string()),
         _ => None,
     }
 }
@@ -296,7 +298,7 @@ type Plant = (&'static str, fn(&mut Table));
 #[test]
 fn the_config_check_catches_what_is_planted_in_a_copy() {
     // Non-capturing closures, so one list holds them all.
-    let plants: [Plant; 19] = [
+    let plants: [Plant; 20] = [
         ("127.0.0.1", |c| {
             production_vars_mut(c).insert("ORIGIN_URL".into(), "http://127.0.0.1:8788".into());
         }),
@@ -363,6 +365,10 @@ fn the_config_check_catches_what_is_planted_in_a_copy() {
         // Blank, as the worker reads it: every request would be 503 `misconfigured`.
         ("EXPECTED_AUDIENCE is not set", |c| {
             production_vars_mut(c).insert("EXPECTED_AUDIENCE".into(), " ".into());
+        }),
+        // Unquoted, a float: the worker reads `1800.0` as 1800 (too short beside the heartbeat).
+        ("MAX_LIST_AGE_SECS=1800 is not above", |c| {
+            production_vars_mut(c).insert("MAX_LIST_AGE_SECS".into(), 1800.0.into());
         }),
         ("ORIGIN_SECRET is a var", |c| {
             let secret = "0123456789abcdef0123456789abcdef";

@@ -151,6 +151,15 @@ async fn cookies_pinned_keys_and_fail_open() {
     };
     let (status, _) = with_cookie("gh_at=".into()).await;
     assert_eq!(status, 401);
+    // A token followed by a Unicode space (U+00A0 in UTF-8, as the runtime reads it) is not
+    // the token, in a cookie as in a bearer header. Before, the cookie's was trimmed and taken.
+    let value = format!("gh_at={token}\u{a0}").into_bytes();
+    let request = http().get(format!("{}/api/x", edge.url)).header(
+        "Cookie",
+        reqwest::header::HeaderValue::from_bytes(&value).unwrap(),
+    );
+    let (status, json) = json_of(request.send().await.unwrap()).await;
+    assert_eq!((status, json["code"].as_str()), (401, Some("malformed")));
     // Of the request's credentials the origin gets only the one checked: not an
     // `Authorization` the gate did not read as a bearer token beside the cookie's token, nor
     // another token in the cookie beside a bearer token. Before, both reached the origin.
@@ -462,6 +471,9 @@ async fn the_health_details_need_the_health_token() {
         (status, &public),
         (200, &serde_json::json!({"status": "ok"}))
     );
+    // HEAD, which uptime monitors probe with, is answered as GET is (before: 401, the gate's).
+    let head = http().head(&health).send().await.unwrap();
+    assert_eq!(head.status(), 200);
     for wrong in ["not-the-health-token-at-all", access(&tokens)] {
         let (status, json, challenge) = gatehouse_tests::get_challenged(&health, wrong).await;
         assert_eq!(

@@ -385,6 +385,8 @@ async fn the_check_route_answers_the_verdict_without_the_origin() {
         assert!(json["sub"].as_str().is_some_and(|s| !s.is_empty()));
         assert!(json["exp"].as_i64().is_some());
     }
+    let head = http().head(&check).bearer_auth(access(&tokens)).send();
+    assert_eq!(head.await.unwrap().status(), 200, "HEAD as GET");
     let (status, json) = get_json(&check, None).await;
     assert_eq!(
         (status, json["code"].as_str()),

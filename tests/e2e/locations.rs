@@ -246,6 +246,48 @@ async fn a_head_left_beside_an_older_snapshot_is_repaired_by_the_next_pull() {
     .await;
 }
 
+/// A pushed list newer than the isolate's is held at once even when KV's head already names a
+/// newer one (SIMULATED: a head planted by hand, as another location's write that this
+/// location's cache shows before the list itself): KV keeps its copy (409), but the isolate
+/// refuses the revoked token. Before, the push installed nothing, and the isolate kept its
+/// older list until KV's snapshot caught up with its head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_behind_kvs_head_is_still_held_in_memory() {
+    let w = world(1, Duration::from_secs(1), &[("DELTA_POLL_MS", "0")]).await;
+    let locations = &w.locations;
+    let token = access(&w.issuer.login("alice", PASSWORD).await).to_owned();
+    locations.run_cron(0).await;
+    let mut head = eventually("a list in KV", Duration::from_secs(10), || async move {
+        let head = locations.kv_heads().await.swap_remove(0);
+        head.get("seq").is_some().then_some(head)
+    })
+    .await;
+    assert_eq!(locations.check(0, &token).await.0, 200);
+    head["seq"] = (head["seq"].as_u64().unwrap() + 1_000).into();
+    locations
+        .put_kv(
+            0,
+            "revocations-head",
+            head.to_string(),
+            &serde_json::Value::Null,
+        )
+        .await;
+    // The issuer pushes its list, which revokes the token, to location 0.
+    assert_eq!(w.issuer.logout(&token).await, 200);
+    let token = token.as_str();
+    eventually(
+        "location 0 to refuse the revoked token",
+        Duration::from_secs(10),
+        || async move { (locations.check(0, token).await.1 == "revoked").then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        locations.kv_heads().await[0],
+        head,
+        "KV keeps its newer head"
+    );
+}
+
 /// KV's head beside a snapshot of the same seq signed earlier (SIMULATED: the snapshot written
 /// by hand, as a late write of another isolate would leave it). A push of the head's list
 /// stores it again. Before, the two compared as the same list within the heartbeat, nothing was

@@ -73,6 +73,21 @@ test('tokens from the real issuer verify, and its snapshot revokes them', async 
     assert.equal(codeOf(() => verifier.verifyNotRevoked(tokens.access_token, bad)), 'invalid_argument');
   }
   assert.equal(codeOf(() => list.check('x'.repeat(9000), verifier)), 'too_large');
+  // Objects used after `free()` (or a `using` block): the glue's plain Error had no code.
+  const freedList = RevocationList.fromSnapshot(snapshot, jwks, issuer.url);
+  const freedVerifier = new Verifier(jwks, { issuer: issuer.url, audience: 'gatehouse-js' });
+  freedList.free();
+  freedVerifier.free();
+  freedList.free(); // twice does nothing (the glue's threw a bare Error)
+  assert.equal(codeOf(() => verifier.verifyNotRevoked(tokens.access_token, freedList)), 'invalid_argument');
+  assert.equal(codeOf(() => list.check(tokens.access_token, freedVerifier)), 'invalid_argument');
+  assert.equal(codeOf(() => freedVerifier.verify(tokens.access_token)), 'invalid_argument');
+  assert.equal(codeOf(() => freedList.check(tokens.access_token, verifier)), 'invalid_argument');
+  assert.equal(codeOf(() => freedList.seq), 'invalid_argument');
+  assert.equal(codeOf(() => freedVerifier.kids), 'invalid_argument');
+  // The receivers of a refused freed argument are still usable.
+  assert.equal(list.check(tokens.access_token, verifier), 'session');
+  assert.ok(verifier.verifyNotRevoked(other.access_token, list).sid);
   // A verifier of another issuer: its tokens' ids mean nothing in this list (a quiet
   // "not revoked" before).
   const stranger = new Verifier(jwks, { issuer: 'https://other.test', audience: 'gatehouse-js' });

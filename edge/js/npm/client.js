@@ -324,8 +324,8 @@ export class GatehouseClient {
    * within its grace window, the issuer
    * hands back the same successor, while the timer's retry 5 s later would be taken for theft
    * and end the session. So a failure is tried once more at once: never later than the timer's
-   * retry, and in time whenever the failure came soon after the rotation. `null` when the
-   * tokens changed or the client closed meanwhile.
+   * retry, and in time whenever the failure came soon after the rotation, even once closed
+   * (`close()` lets a sent refresh finish). `null` when the tokens changed meanwhile.
    */
   async #rotate(stale) {
     const form = { grant_type: 'refresh_token', refresh_token: stale };
@@ -335,7 +335,7 @@ export class GatehouseClient {
       if (e.code !== 'network_error') throw e;
     }
     await new Promise((r) => setTimeout(r, QUICK_RETRY_DELAY_MS));
-    if (this.#closed || this.#tokens?.refreshToken !== stale) return null;
+    if (this.#tokens?.refreshToken !== stale) return null;
     return this.#token(form);
   }
 

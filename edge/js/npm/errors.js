@@ -1,6 +1,5 @@
 // The one error class the package throws. `code` is the stable machine code shared with the
-// edge worker and the issuer, but for the package's own `keys_unavailable` and
-// `invalid_argument` (see the README's table).
+// edge worker and the issuer, but for the package's own (the README's table).
 export class GatehouseError extends Error {
   constructor(code, message) {
     super(message);

@@ -1,18 +1,26 @@
-// Where a method takes another of the package's objects, wasm-bindgen's glue refuses anything
-// else with a plain `Error` ("expected instance of …") that has no `code`. These methods refuse
-// it first as `invalid_argument`, as every other wrong argument is refused.
+// The glue refuses another object where one of the package's is due, and an object used
+// after `free()` (a second `free()` too), with a plain `Error` (no `code`): refused first, as
+// `invalid_argument`; a second `free()` does nothing. The glue's `__` helpers are left alone.
 export function guardObjectArguments({ Verifier, RevocationList }, GatehouseError) {
-  const guard = (Class, method, position, Expected, expected) => {
-    const original = Class.prototype[method];
-    Class.prototype[method] = function guarded(...args) {
-      if (!(args[position] instanceof Expected)) {
-        throw new GatehouseError('invalid_argument', `${method}: argument ${position + 1} must be ${expected}`);
-      }
-      return original.apply(this, args);
-    };
-  };
-  guard(Verifier, 'verifyNotRevoked', 1, RevocationList, 'a RevocationList');
-  guard(RevocationList, 'check', 1, Verifier, 'a Verifier');
+  const due = { verifyNotRevoked: RevocationList, check: Verifier };
+  for (const { prototype } of [Verifier, RevocationList]) {
+    for (const name of Object.getOwnPropertyNames(prototype)) {
+      const property = Object.getOwnPropertyDescriptor(prototype, name);
+      const key = property.get ? 'get' : 'value';
+      const original = property[key];
+      if (name === 'constructor' || name.startsWith('__') || typeof original !== 'function') continue;
+      const Due = due[name];
+      property[key] = function (...args) {
+        const refuse = (why) => {
+          throw new GatehouseError('invalid_argument', `${name}: ${why}`);
+        };
+        if (!this?.__wbg_ptr) return name === 'free' ? undefined : refuse('used after free()');
+        if (Due && !(args[1] instanceof Due && args[1].__wbg_ptr)) refuse(`argument 2 must be a live ${Due.name}`);
+        return original.apply(this, args);
+      };
+      Object.defineProperty(prototype, name, property);
+    }
+  }
 }
 
 // Before the browser entry's `init()`, the glue throws a bare `TypeError`: refuse first, with a

@@ -1,8 +1,7 @@
 // Remote keys: a Verifier over the issuer's JWK set, fetched and cached by the edge's rules,
 // whose defaults come from the shared core (`keySetFetchDefaults()`), as the edge's do.
 // - The set is fetched once, then used for `ttlSeconds` (300, the edge's KEYS_TTL_SECS); after
-//   that it is refetched in the background while verification goes on with the keys held (on
-//   Workers, pass the request's `ctx` as `verify`'s third argument so that fetch may finish).
+//   that it is refetched in the background while verification goes on with the keys held.
 // - A token naming an unknown `kid` waits for one refetch, at most once per
 //   `refetchCooldownSeconds` (30, the edge's JWKS_REFETCH_COOLDOWN_SECS), so a flood of made-up
 //   kids cannot hammer the issuer; concurrent callers share one fetch.
@@ -10,9 +9,9 @@
 //   this package can use, keeps the keys held. A fetch that never settles (on Workers, one
 //   started by a request that has ended) is given up on after that limit too.
 // - The keys come over `https:` only (plain `http:` to this machine, for development), from
-//   the URL given and not one it redirects to (a plain-http hop on the way could send the fetch
-//   anywhere), and at most 1 MiB of them: whoever can answer that URL decides which tokens
-//   verify. Redirects are refused by hand (`redirect: 'manual'`): workerd has no `'error'`.
+//   the URL given and not one it redirects to, and at most 1 MiB of them: whoever can answer
+//   that URL decides which tokens verify. Redirects are refused by hand (`redirect: 'manual'`):
+//   workerd has no `'error'`.
 // `index.js` re-exports this module; the cycle is safe because nothing here runs at import.
 import init, { GatehouseError, Verifier, keySetFetchDefaults } from './index.js';
 

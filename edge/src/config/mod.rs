@@ -134,15 +134,13 @@ impl Vars<'_> {
     }
 
     fn number(&mut self, name: &str, default: u32) -> u32 {
-        match self.text(name) {
-            None => default,
-            Some(raw) => raw.trim().parse().unwrap_or_else(|_| {
-                self.problems.push(format!(
-                    "{name}={raw:?} is not a whole number; using {default}"
-                ));
-                default
-            }),
-        }
+        let Some(raw) = self.text(name) else {
+            return default;
+        };
+        settings::whole_number(name, &raw, default).unwrap_or_else(|problem| {
+            self.problems.push(problem);
+            default
+        })
     }
 
     /// [`Self::number`] of seconds, in milliseconds.

@@ -92,6 +92,14 @@ pub(super) const REQUIRED: [&str; 4] = [
     "EXPECTED_AUDIENCE",
 ];
 
+/// A var's whole number, as the worker reads every number; `Err` is the problem to report, the
+/// default then being used.
+pub(super) fn whole_number(name: &str, raw: &str, default: u32) -> Result<u32, String> {
+    raw.trim()
+        .parse()
+        .map_err(|_| format!("{name}={raw:?} is not a whole number; using {default}"))
+}
+
 /// The problem a required var that is unset (or blank) reports.
 pub(super) fn not_set(name: &str) -> String {
     format!("{name} is not set")
@@ -119,18 +127,18 @@ pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
         problems.extend(broken);
     }
     // A number the worker cannot read is reported there, with its default used; so here.
-    let number = |name: &str, default: u32| {
-        i64::from(
-            var(name)
-                .and_then(|v| v.trim().parse::<u32>().ok())
-                .unwrap_or(default),
-        )
+    let mut number = |name: &str, default: u32| {
+        let read = var(name).map_or(Ok(default), |raw| whole_number(name, &raw, default));
+        i64::from(read.unwrap_or_else(|problem| {
+            problems.push(problem);
+            default
+        }))
     };
-    problems.extend(list_age_problem(
-        number("MAX_LIST_AGE_SECS", DEFAULT_MAX_LIST_AGE_SECS),
-        number("KV_HEARTBEAT_SECS", DEFAULT_KV_HEARTBEAT_SECS),
-        number("KV_REFRESH_SECS", DEFAULT_KV_REFRESH_SECS).max(MIN_KV_REFRESH_SECS.into()),
-    ));
+    let max_age = number("MAX_LIST_AGE_SECS", DEFAULT_MAX_LIST_AGE_SECS);
+    let heartbeat = number("KV_HEARTBEAT_SECS", DEFAULT_KV_HEARTBEAT_SECS);
+    let refresh =
+        number("KV_REFRESH_SECS", DEFAULT_KV_REFRESH_SECS).max(MIN_KV_REFRESH_SECS.into());
+    problems.extend(list_age_problem(max_age, heartbeat, refresh));
     let origins = cors_origins(&var("CORS_ORIGINS").unwrap_or_default(), &mut problems);
     problems.extend(cors_problem(
         !origins.is_empty(),
@@ -217,13 +225,15 @@ fn on_this_machine(host: &str) -> bool {
 
 /// A rule's path in the canonical form requests are matched in (`crate::path`), its trailing
 /// `*` kept: `/api/%61dmin/*` is `/api/admin/*`, `//x` is `/x`. `None` for a path no request
-/// can have (an escaped slash, a `;`, a dot segment, no leading `/`).
+/// can have (an escaped slash, a `;`, a dot segment, no leading `/`), and for what reads as a
+/// glob or a template (`/api/*/admin`, `/api/{org}/admin`): rules are prefixes, so it would
+/// match only a literal `*` or `{org}` (an escape, `%2A` or `%7B`, is the literal it names).
 fn canonical_rule_path(raw: &str) -> Option<String> {
     let (path, star) = match raw.strip_suffix('*') {
         Some(path) => (path, "*"),
         None => (raw, ""),
     };
-    if !path.starts_with('/') {
+    if !path.starts_with('/') || path.bytes().any(|b| matches!(b, b'*' | b'{' | b'}')) {
         return None;
     }
     path::canonical(path).ok().map(|p| p + star)
@@ -426,6 +436,17 @@ mod tests {
         assert!(!reported(vars("5400")));
     }
 
+    #[test]
+    fn a_number_the_worker_cannot_read_is_reported() {
+        let problems = offline_problems(|name| (name == "KV_HEARTBEAT_SECS").then(|| "0.5".into()));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("KV_HEARTBEAT_SECS=\"0.5\" is not a whole number")),
+            "{problems:?}"
+        );
+    }
+
     /// A listed page sends its token in a header unless a cookie carries it, and the browser's
     /// preflight for that header passes the gate only when forwarded.
     #[test]
@@ -477,10 +498,21 @@ mod tests {
                 ("/api/".to_owned(), "read".to_owned()),
             ]
         );
+        // A character a request may hold raw or escaped is escaped in the rule too.
+        let rules =
+            route_scopes("/api/%7borg%7D/admin/*=admin,/api/a|b=x,/a/%2A/b=star", &[]).unwrap();
+        assert_eq!(
+            rules,
+            [
+                ("/api/%7Borg%7D/admin/".to_owned(), "admin".to_owned()),
+                ("/api/a%7Cb".to_owned(), "x".to_owned()),
+                ("/a/*/b".to_owned(), "star".to_owned()),
+            ]
+        );
         let mut problems = Vec::new();
-        let public = public_paths("/,/pkg/*,/%7Euser/a%2d.js,/a/../b", &mut problems);
+        let public = public_paths("/,/pkg/*,/%7Euser/a%2d.js,/a/../b,/a/*/b", &mut problems);
         assert_eq!(public, ["/", "/pkg/*", "/~user/a-.js"]);
-        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     #[test]
@@ -492,6 +524,8 @@ mod tests {
             "/api/admin/*=,/api/*=read",
             "/api/admin/*,/api/*=read",
             "/api/%zz/*=admin",
+            "/api/*/admin/*=admin,/api/*=read",
+            "/api/{org}/admin/*=admin,/api/*=read",
         ] {
             let broken = route_scopes(raw, &[]).unwrap_err();
             assert_eq!(broken.len(), 1, "{raw}: {broken:?}");
