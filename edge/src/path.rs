@@ -9,7 +9,7 @@
 //!   hold raw, are decoded (RFC 3986 §6.2.2.2: `%61` is `a`; most routers also read `%40` as
 //!   `@`), the other escapes are kept with upper-case hex;
 //! - any other byte is escaped (`|`, `[` and `^` arrive raw or escaped as the client sent them,
-//!   and a rule may hold `{`, which the runtime always escapes);
+//!   and a rule's `%7B` must meet the runtime's, which escapes every `{`);
 //! - repeated slashes are merged (`//api` is `/api`, as most servers read it);
 //! - refused outright: an escaped `/` or `\` (one segment to the gate, two to a server that
 //!   decodes first), a `;` raw or escaped (Tomcat and Spring drop `;params` before routing, so
@@ -59,9 +59,7 @@ pub fn canonical(path: &str) -> Result<String, Refused> {
             }
             b => b,
         };
-        // Raw or escaped, one spelling: what a path holds raw as itself, anything else escaped
-        // (`|`, `[` and `^` arrive raw or escaped as the client sent them, and a rule may hold
-        // `{`, which the runtime always escapes).
+        // Raw or escaped, one spelling: what a path holds raw as itself, anything else escaped.
         if c.is_ascii_alphanumeric() || RAW_IN_PATH.contains(&c) {
             out.push(char::from(c));
         } else {

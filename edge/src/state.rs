@@ -290,7 +290,8 @@ pub fn begin_delta_poll(now_ms: f64) -> Option<DeltaPoll> {
 }
 
 /// Ends `poll` (its mark stays unless a newer poll has taken it over). A success records what
-/// the view is now at least as new as; a failure, when it ended.
+/// the view is now at least as new as; a failure, when it ended, unless a poll begun later has
+/// succeeded meanwhile (a taken-over poll ending late would mark a working feed as failing).
 pub fn end_delta_poll(poll: DeltaPoll, succeeded: bool, now_ms: f64) {
     ISOLATE.with_borrow_mut(|s| {
         if s.delta_polled_ms == Some(poll.0) {
@@ -299,7 +300,7 @@ pub fn end_delta_poll(poll: DeltaPoll, succeeded: bool, now_ms: f64) {
         if succeeded {
             s.delta_done_ms = Some(s.delta_done_ms.map_or(poll.0, |t| t.max(poll.0)));
             s.delta_failed_ms = None;
-        } else {
+        } else if s.delta_done_ms.is_none_or(|done| done <= poll.0) {
             s.delta_failed_ms = Some(now_ms);
         }
     });
@@ -423,5 +424,19 @@ mod tests {
         );
         end_delta_poll(second, true, 10_001.0);
         assert!(begin_delta_poll(10_002.0).is_some());
+    }
+
+    #[test]
+    fn a_taken_over_poll_failing_late_leaves_the_feed_working() {
+        let first = begin_delta_poll(0.0).unwrap();
+        let second = begin_delta_poll(10_000.0).unwrap();
+        end_delta_poll(second, true, 10_500.0);
+        // The first ends after its fetch limit and a key-set fetch: 13 s.
+        end_delta_poll(first, false, 13_000.0);
+        assert!(!delta_feed_failing(13_100.0, 60_000.0));
+        // A failure of the latest poll still counts.
+        let third = begin_delta_poll(14_000.0).unwrap();
+        end_delta_poll(third, false, 14_500.0);
+        assert!(delta_feed_failing(14_600.0, 60_000.0));
     }
 }

@@ -156,8 +156,9 @@ fn not_below_view(list: &RevocationList) -> Result<(), SyncError> {
     Ok(())
 }
 
-/// Verifies a snapshot, installs it as the base list when it is newer than this isolate's, and
-/// stores it in KV if KV's copy is older (another seq, another signing key, or the same list
+/// Verifies a snapshot, installs it as the base list when it is newer than this isolate's (when
+/// KV's copy is newer still, only over a list the isolate holds: one holding none reads KV's),
+/// and stores it in KV if KV's copy is older (another seq, another signing key, or the same list
 /// signed more than `KV_HEARTBEAT_SECS` earlier), or KV's head names a newer list than its
 /// snapshot. Also the list's seq (memory keeps its own view when that is the same list signed
 /// later).

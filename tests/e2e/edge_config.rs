@@ -357,6 +357,8 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
         &[
             ("DELTA_POLL_MS", "5000"),
             ("LEEWAY_SECS", "600"),
+            ("KEYS_TTL_SECS", "86400"),
+            ("VERIFIED_CACHE_SIZE", "100000"),
             ("SERVER_TIMING", "true"),
             ("PUBLIC_PATHS", r#"["/"]"#),
         ],
@@ -375,6 +377,8 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
         "REALM=",
         "DELTA_POLL_MS=5000 is over 2000",
         "LEEWAY_SECS=600 is over 60",
+        "KEYS_TTL_SECS=86400 is over 3600",
+        "VERIFIED_CACHE_SIZE=100000 is over 10000",
         "KV_REFRESH_SECS=0 is under 1",
         r#"SERVER_TIMING=\"true\" is neither off nor on"#,
         "PUBLIC_PATHS is not text, a number or a boolean",

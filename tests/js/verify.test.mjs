@@ -85,6 +85,11 @@ test('tokens from the real issuer verify, and its snapshot revokes them', async 
   assert.equal(codeOf(() => freedList.check(tokens.access_token, verifier)), 'invalid_argument');
   assert.equal(codeOf(() => freedList.seq), 'invalid_argument');
   assert.equal(codeOf(() => freedVerifier.kids), 'invalid_argument');
+  // A `using` block's end after `free()` does nothing too, and another class's object is no
+  // `this` (its pointer went into the wasm as the other type).
+  assert.ok(Symbol.dispose, 'Node has Symbol.dispose');
+  freedVerifier[Symbol.dispose]();
+  assert.equal(codeOf(() => Verifier.prototype.verify.call(list, tokens.access_token)), 'invalid_argument');
   // The receivers of a refused freed argument are still usable.
   assert.equal(list.check(tokens.access_token, verifier), 'session');
   assert.ok(verifier.verifyNotRevoked(other.access_token, list).sid);

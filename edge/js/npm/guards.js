@@ -1,9 +1,10 @@
-// The glue refuses another object where one of the package's is due, and an object used
-// after `free()` (a second `free()` too), with a plain `Error` (no `code`): refused first, as
-// `invalid_argument`; a second `free()` does nothing. The glue's `__` helpers are left alone.
+// Another object where one of the package's is due (an argument, `this`), or one used after
+// `free()`: `invalid_argument`, not the glue's plain `Error`. A second `free()` does nothing.
 export function guardObjectArguments({ Verifier, RevocationList }, GatehouseError) {
   const due = { verifyNotRevoked: RevocationList, check: Verifier };
-  for (const { prototype } of [Verifier, RevocationList]) {
+  const live = (object, Class) => object instanceof Class && object.__wbg_ptr;
+  for (const Class of [Verifier, RevocationList]) {
+    const { prototype } = Class;
     for (const name of Object.getOwnPropertyNames(prototype)) {
       const property = Object.getOwnPropertyDescriptor(prototype, name);
       const key = property.get ? 'get' : 'value';
@@ -11,20 +12,21 @@ export function guardObjectArguments({ Verifier, RevocationList }, GatehouseErro
       if (name === 'constructor' || name.startsWith('__') || typeof original !== 'function') continue;
       const Due = due[name];
       property[key] = function (...args) {
-        const refuse = (why) => {
-          throw new GatehouseError('invalid_argument', `${name}: ${why}`);
+        const refuse = (what, Class) => {
+          throw new GatehouseError('invalid_argument', `${name}: ${what} must be a live ${Class.name}`);
         };
-        if (!this?.__wbg_ptr) return name === 'free' ? undefined : refuse('used after free()');
-        if (Due && !(args[1] instanceof Due && args[1].__wbg_ptr)) refuse(`argument 2 must be a live ${Due.name}`);
+        if (!live(this, Class)) return name === 'free' ? undefined : refuse('this', Class);
+        if (Due && !live(args[1], Due)) refuse('argument 2', Due);
         return original.apply(this, args);
       };
       Object.defineProperty(prototype, name, property);
     }
+    if (Symbol.dispose) prototype[Symbol.dispose] = prototype.free;
   }
 }
 
-// Before the browser entry's `init()`, the glue throws a bare `TypeError`: refuse first, with a
-// code, until a check passes once.
+// Before the browser entry's `init()` the glue throws a bare `TypeError`: refused first, with a
+// code, until a check passes.
 export function requireInit(glue, GatehouseError) {
   let ready = false;
   const ensureReady = () => {

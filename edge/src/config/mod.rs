@@ -171,6 +171,22 @@ impl Vars<'_> {
         value
     }
 
+    /// `KEYS_TTL_SECS`, in milliseconds: at most an hour, as a key the issuer stops publishing
+    /// verifies that long.
+    fn keys_ttl_ms(&mut self) -> f64 {
+        let why = "a key the issuer stops publishing verifies that long";
+        let secs = self.number_at_most("KEYS_TTL_SECS", KeySet::FETCHED_TTL_SECS, 3600, why);
+        f64::from(secs) * 1000.0
+    }
+
+    /// `VERIFIED_CACHE_SIZE`: at most 10,000 tokens, each entry holding a token's claims in the
+    /// isolate's memory (128 MB), which the cache frees only when full.
+    fn verified_cache_size(&mut self) -> usize {
+        let why = "each entry holds a token's claims in the isolate's 128 MB";
+        let size = self.number_at_most("VERIFIED_CACHE_SIZE", 1000, 10_000, why);
+        usize::try_from(size).unwrap_or(1000)
+    }
+
     /// A required `http(s)://` URL without its trailing `/`; anything else is reported and left
     /// empty.
     fn url(&mut self, name: &str) -> String {
@@ -387,9 +403,8 @@ impl Config {
                 MAX_DELTA_POLL_MS,
                 "a poll may take 4 intervals and must end within 10 s",
             )),
-            keys_ttl_ms: vars.secs_as_ms("KEYS_TTL_SECS", KeySet::FETCHED_TTL_SECS),
-            verified_cache_size: usize::try_from(vars.number("VERIFIED_CACHE_SIZE", 1000))
-                .unwrap_or(1000),
+            keys_ttl_ms: vars.keys_ttl_ms(),
+            verified_cache_size: vars.verified_cache_size(),
             max_list_age_secs,
             stale_policy,
             jwks_refetch_cooldown_ms: vars

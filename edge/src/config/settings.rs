@@ -227,7 +227,8 @@ fn on_this_machine(host: &str) -> bool {
 /// `*` kept: `/api/%61dmin/*` is `/api/admin/*`, `//x` is `/x`. `None` for a path no request
 /// can have (an escaped slash, a `;`, a dot segment, no leading `/`), and for what reads as a
 /// glob or a template (`/api/*/admin`, `/api/{org}/admin`): rules are prefixes, so it would
-/// match only a literal `*` or `{org}` (an escape, `%2A` or `%7B`, is the literal it names).
+/// match only a literal `*` or `{org}` (an escape, `%2A` or `%7B`, is the literal it names; at
+/// the end `%2A` is refused, as it would read as the prefix mark).
 fn canonical_rule_path(raw: &str) -> Option<String> {
     let (path, star) = match raw.strip_suffix('*') {
         Some(path) => (path, "*"),
@@ -236,7 +237,8 @@ fn canonical_rule_path(raw: &str) -> Option<String> {
     if !path.starts_with('/') || path.bytes().any(|b| matches!(b, b'*' | b'{' | b'}')) {
         return None;
     }
-    path::canonical(path).ok().map(|p| p + star)
+    let path = path::canonical(path).ok()?;
+    (!path.ends_with('*')).then(|| path + star)
 }
 
 /// `ROUTE_SCOPES`: `/prefix*=scope` rules, longest prefix first. `Err` names every rule that
@@ -510,9 +512,12 @@ mod tests {
             ]
         );
         let mut problems = Vec::new();
-        let public = public_paths("/,/pkg/*,/%7Euser/a%2d.js,/a/../b,/a/*/b", &mut problems);
+        let public = public_paths(
+            "/,/pkg/*,/%7Euser/a%2d.js,/a/../b,/a/*/b,/files/report%2A",
+            &mut problems,
+        );
         assert_eq!(public, ["/", "/pkg/*", "/~user/a-.js"]);
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
     }
 
     #[test]
@@ -526,6 +531,8 @@ mod tests {
             "/api/%zz/*=admin",
             "/api/*/admin/*=admin,/api/*=read",
             "/api/{org}/admin/*=admin,/api/*=read",
+            "/api/%2A=admin,/api/*=read",
+            "/api/%2A*=admin,/api/*=read",
         ] {
             let broken = route_scopes(raw, &[]).unwrap_err();
             assert_eq!(broken.len(), 1, "{raw}: {broken:?}");
