@@ -171,6 +171,16 @@ impl Vars<'_> {
         value
     }
 
+    /// `DELTA_POLL_MS`: 0 (the feed off), or from `settings::delta_poll_floor` to
+    /// `MAX_DELTA_POLL_MS`.
+    fn delta_poll_ms(&mut self) -> u32 {
+        let why = "a poll may take 4 intervals and must end within 10 s";
+        let ms = self.number_at_most("DELTA_POLL_MS", 500, MAX_DELTA_POLL_MS, why);
+        let (ms, problem) = settings::delta_poll_floor(ms);
+        self.problems.extend(problem.map(str::to_owned));
+        ms
+    }
+
     /// `KEYS_TTL_SECS`, in milliseconds: at most an hour, as a key the issuer stops publishing
     /// verifies that long.
     fn keys_ttl_ms(&mut self) -> f64 {
@@ -397,12 +407,7 @@ impl Config {
             kv_refresh_ms: f64::from(kv_refresh_secs) * 1000.0,
             kv_heartbeat_secs,
             delta_url,
-            delta_poll_ms: f64::from(vars.number_at_most(
-                "DELTA_POLL_MS",
-                500,
-                MAX_DELTA_POLL_MS,
-                "a poll may take 4 intervals and must end within 10 s",
-            )),
+            delta_poll_ms: f64::from(vars.delta_poll_ms()),
             keys_ttl_ms: vars.keys_ttl_ms(),
             verified_cache_size: vars.verified_cache_size(),
             max_list_age_secs,

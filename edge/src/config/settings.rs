@@ -100,6 +100,17 @@ pub(super) fn whole_number(name: &str, raw: &str, default: u32) -> Result<u32, S
         .map_err(|_| format!("{name}={raw:?} is not a whole number; using {default}"))
 }
 
+/// `DELTA_POLL_MS` raised to 100 when it is above 0 but below: nearly every request would
+/// otherwise wait for a poll of the issuer (a value meant as seconds, say). The problem to
+/// report comes with it.
+pub(super) fn delta_poll_floor(ms: u32) -> (u32, Option<&'static str>) {
+    if (1..100).contains(&ms) {
+        let problem = "DELTA_POLL_MS is under 100 (milliseconds; 0 turns the feed off); using 100";
+        return (100, Some(problem));
+    }
+    (ms, None)
+}
+
 /// The problem a required var that is unset (or blank) reports.
 pub(super) fn not_set(name: &str) -> String {
     format!("{name} is not set")
@@ -134,11 +145,14 @@ pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
             default
         }))
     };
+    let poll_ms = number("DELTA_POLL_MS", 500);
     let max_age = number("MAX_LIST_AGE_SECS", DEFAULT_MAX_LIST_AGE_SECS);
     let heartbeat = number("KV_HEARTBEAT_SECS", DEFAULT_KV_HEARTBEAT_SECS);
     let refresh =
         number("KV_REFRESH_SECS", DEFAULT_KV_REFRESH_SECS).max(MIN_KV_REFRESH_SECS.into());
     problems.extend(list_age_problem(max_age, heartbeat, refresh));
+    let (_, poll_problem) = delta_poll_floor(u32::try_from(poll_ms).unwrap_or(u32::MAX));
+    problems.extend(poll_problem.map(str::to_owned));
     let origins = cors_origins(&var("CORS_ORIGINS").unwrap_or_default(), &mut problems);
     problems.extend(cors_problem(
         !origins.is_empty(),
@@ -340,7 +354,7 @@ pub(super) fn cors_origins(raw: &str, problems: &mut Vec<String>) -> Vec<String>
 #[cfg(test)]
 mod tests {
     use super::{
-        UrlProblem, cors_origins, offline_problems, public_paths, route_scopes,
+        UrlProblem, cors_origins, delta_poll_floor, offline_problems, public_paths, route_scopes,
         scope_rules_made_public, url_problem,
     };
 
@@ -436,6 +450,25 @@ mod tests {
         assert!(reported(vars("1800")));
         assert!(!reported(vars("3746")));
         assert!(!reported(vars("5400")));
+    }
+
+    #[test]
+    fn a_delta_poll_interval_under_its_least_is_raised_and_reported() {
+        for ms in [0, 100, 500, 5000] {
+            assert_eq!(delta_poll_floor(ms), (ms, None));
+        }
+        let (ms, problem) = delta_poll_floor(1);
+        assert_eq!(ms, 100);
+        assert!(problem.unwrap().starts_with("DELTA_POLL_MS is under 100"));
+        let offline = |value: &'static str| {
+            offline_problems(move |name| (name == "DELTA_POLL_MS").then(|| value.to_owned()))
+        };
+        assert!(
+            offline("5")
+                .iter()
+                .any(|p| p.starts_with("DELTA_POLL_MS is under"))
+        );
+        assert!(offline("0").iter().all(|p| !p.contains("DELTA_POLL_MS")));
     }
 
     #[test]
