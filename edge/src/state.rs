@@ -27,7 +27,8 @@ struct Isolate {
     delta_in_flight: bool,
     /// When the last poll that succeeded began: what the held view is at least as new as.
     delta_done_ms: Option<f64>,
-    /// When the last poll that ended ended, if it failed (cleared by a success).
+    /// When the latest poll begun ended, if it failed (cleared by its success; a poll it took
+    /// over, ending late, changes nothing here).
     delta_failed_ms: Option<f64>,
     /// The text of the last delta applied, so an unchanged one is not verified again.
     last_delta: Option<String>,
@@ -289,19 +290,20 @@ pub fn begin_delta_poll(now_ms: f64) -> Option<DeltaPoll> {
     })
 }
 
-/// Ends `poll` (its mark stays unless a newer poll has taken it over). A success records what
-/// the view is now at least as new as; a failure, when it ended, unless a poll begun later has
-/// succeeded meanwhile (a taken-over poll ending late would mark a working feed as failing).
+/// Ends `poll`. A success records what the view is now at least as new as. Whether the feed
+/// is failing is the latest poll's to say: one taken over (after `DELTA_POLL_ABANDONED_MS`)
+/// that ends late neither marks a working feed failing nor clears a failing one.
 pub fn end_delta_poll(poll: DeltaPoll, succeeded: bool, now_ms: f64) {
     ISOLATE.with_borrow_mut(|s| {
-        if s.delta_polled_ms == Some(poll.0) {
+        let latest = s.delta_polled_ms == Some(poll.0);
+        if latest {
             s.delta_in_flight = false;
         }
         if succeeded {
             s.delta_done_ms = Some(s.delta_done_ms.map_or(poll.0, |t| t.max(poll.0)));
-            s.delta_failed_ms = None;
-        } else if s.delta_done_ms.is_none_or(|done| done <= poll.0) {
-            s.delta_failed_ms = Some(now_ms);
+        }
+        if latest {
+            s.delta_failed_ms = (!succeeded).then_some(now_ms);
         }
     });
 }
@@ -427,16 +429,20 @@ mod tests {
     }
 
     #[test]
-    fn a_taken_over_poll_failing_late_leaves_the_feed_working() {
+    fn a_taken_over_poll_ending_late_does_not_change_the_feeds_state() {
         let first = begin_delta_poll(0.0).unwrap();
         let second = begin_delta_poll(10_000.0).unwrap();
         end_delta_poll(second, true, 10_500.0);
         // The first ends after its fetch limit and a key-set fetch: 13 s.
         end_delta_poll(first, false, 13_000.0);
         assert!(!delta_feed_failing(13_100.0, 60_000.0));
-        // A failure of the latest poll still counts.
-        let third = begin_delta_poll(14_000.0).unwrap();
-        end_delta_poll(third, false, 14_500.0);
-        assert!(delta_feed_failing(14_600.0, 60_000.0));
+        // A failure of the latest poll still counts, and a late success of one it took over
+        // does not clear it.
+        let older = begin_delta_poll(24_000.0).unwrap();
+        let newer = begin_delta_poll(34_000.0).unwrap();
+        end_delta_poll(newer, false, 34_500.0);
+        assert!(delta_feed_failing(34_600.0, 60_000.0));
+        end_delta_poll(older, true, 37_000.0);
+        assert!(delta_feed_failing(37_100.0, 60_000.0));
     }
 }

@@ -300,7 +300,7 @@ pub(super) fn public_paths(raw: &str, problems: &mut Vec<String>) -> Vec<String>
             let canonical = canonical_rule_path(entry);
             if canonical.is_none() {
                 problems.push(format!(
-                    "PUBLIC_PATHS entry {entry:?} is not a path a request can have; ignored"
+                    "PUBLIC_PATHS entry {entry:?} is not a path rule the edge can read; ignored"
                 ));
             }
             canonical
