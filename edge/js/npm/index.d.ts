@@ -120,6 +120,8 @@ export declare class GatehouseClient {
   /** Signs out in every tab; rejects with `logout_failed` if the issuer could not be told, whose
    * `retry()` tries again. */
   logout(): Promise<void>;
+  /** Stops the refresh timer and leaves the tab channel; the tokens stay. A refresh already
+   * sent (with its quick retry after a network failure) still finishes and reaches the tabs. */
   close(): void;
 }
 
