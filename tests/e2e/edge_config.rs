@@ -391,6 +391,19 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
         (status, json["code"].as_str()),
         (503, Some("misconfigured"))
     );
+    // The least `DELTA_POLL_MS` (above 0), a number in its own worker as the one above holds
+    // its most.
+    let edge = Edge::start_with_toml_values(
+        free_port(),
+        &[("ORIGIN_URL", "https://origin.example")],
+        &[("DELTA_POLL_MS", "50")],
+    )
+    .await;
+    let problems = edge.health().await["problems"].to_string();
+    assert!(
+        problems.contains("DELTA_POLL_MS is under 100"),
+        "{problems}"
+    );
 }
 
 /// Rules are read in the form requests are matched in, so a rule spelled with an escape or a

@@ -199,18 +199,9 @@ async fn a_head_left_beside_an_older_snapshot_is_repaired_by_the_next_pull() {
     let w = world(2, Duration::from_secs(1), &[("DELTA_POLL_MS", "0")]).await;
     let locations = &w.locations;
     let token = access(&w.issuer.login("alice", PASSWORD).await).to_owned();
-    locations.run_cron(0).await;
+    let older_head = pulled_head(locations).await;
     let issuer_url = &w.issuer.url;
     let older = gatehouse_tests::get_text(&format!("{issuer_url}/v1/revocations")).await;
-    let older_head = eventually(
-        "the first list in KV",
-        Duration::from_secs(10),
-        || async move {
-            let head = locations.kv_heads().await.swap_remove(0);
-            head.get("seq").is_some().then_some(head)
-        },
-    )
-    .await;
     let older_seq = older_head["seq"].as_u64().unwrap();
     // The revocation: the issuer pushes the newer list to location 0, which stores it.
     assert_eq!(w.issuer.logout(&token).await, 200);
@@ -237,13 +228,7 @@ async fn a_head_left_beside_an_older_snapshot_is_repaired_by_the_next_pull() {
     )
     .await;
     locations.run_cron(0).await;
-    let token = token.as_str();
-    eventually(
-        "location 1 (KV only) to refuse the revoked token",
-        Duration::from_secs(15),
-        || async move { (locations.check(1, token).await.1 == "revoked").then_some(()) },
-    )
-    .await;
+    refused_as_revoked(locations, 1, &token, Duration::from_secs(15)).await;
 }
 
 /// A pushed list newer than the isolate's is held at once even when KV's head already names a
@@ -256,12 +241,7 @@ async fn a_push_behind_kvs_head_is_still_held_in_memory() {
     let w = world(1, Duration::from_secs(1), &[("DELTA_POLL_MS", "0")]).await;
     let locations = &w.locations;
     let token = access(&w.issuer.login("alice", PASSWORD).await).to_owned();
-    locations.run_cron(0).await;
-    let mut head = eventually("a list in KV", Duration::from_secs(10), || async move {
-        let head = locations.kv_heads().await.swap_remove(0);
-        head.get("seq").is_some().then_some(head)
-    })
-    .await;
+    let mut head = pulled_head(locations).await;
     assert_eq!(locations.check(0, &token).await.0, 200);
     head["seq"] = (head["seq"].as_u64().unwrap() + 1_000).into();
     locations
@@ -274,13 +254,7 @@ async fn a_push_behind_kvs_head_is_still_held_in_memory() {
         .await;
     // The issuer pushes its list, which revokes the token, to location 0.
     assert_eq!(w.issuer.logout(&token).await, 200);
-    let token = token.as_str();
-    eventually(
-        "location 0 to refuse the revoked token",
-        Duration::from_secs(10),
-        || async move { (locations.check(0, token).await.1 == "revoked").then_some(()) },
-    )
-    .await;
+    refused_as_revoked(locations, 0, &token, Duration::from_secs(10)).await;
     assert_eq!(
         locations.kv_heads().await[0],
         head,
@@ -297,12 +271,7 @@ async fn a_push_behind_kvs_head_is_still_held_in_memory() {
 async fn a_snapshot_of_the_heads_seq_signed_earlier_is_stored_again() {
     let w = world(1, Duration::from_secs(1), &[("DELTA_POLL_MS", "0")]).await;
     let locations = &w.locations;
-    locations.run_cron(0).await;
-    let head = eventually("a list in KV", Duration::from_secs(10), || async move {
-        let head = locations.kv_heads().await.swap_remove(0);
-        head.get("seq").is_some().then_some(head)
-    })
-    .await;
+    let head = pulled_head(locations).await;
     let (seq, issued_at) = (
         head["seq"].as_u64().unwrap(),
         head["issued_at"].as_i64().unwrap(),
@@ -460,6 +429,26 @@ async fn with_kv_empty_no_isolate_takes_or_stores_an_old_list() {
         health["kv_write_error"].is_null(),
         "nothing failed in KV: {health}"
     );
+}
+
+/// Fires location 0's cron and waits for the list it stores in KV; KV's head there.
+async fn pulled_head(locations: &Locations) -> serde_json::Value {
+    locations.run_cron(0).await;
+    eventually("a list in KV", Duration::from_secs(10), || async move {
+        let head = locations.kv_heads().await.swap_remove(0);
+        head.get("seq").is_some().then_some(head)
+    })
+    .await
+}
+
+/// Waits, up to `within`, for `location` to refuse `token` as revoked.
+async fn refused_as_revoked(locations: &Locations, location: usize, token: &str, within: Duration) {
+    eventually(
+        &format!("location {location} to refuse the revoked token"),
+        within,
+        || async move { (locations.check(location, token).await.1 == "revoked").then_some(()) },
+    )
+    .await;
 }
 
 /// Asserts `edge`'s verdict on `token` at `/_gatehouse/check`: its status and code.

@@ -3,6 +3,9 @@
 export function guardObjectArguments({ Verifier, RevocationList }, GatehouseError) {
   const due = { verifyNotRevoked: RevocationList, check: Verifier };
   const live = (object, Class) => object instanceof Class && object.__wbg_ptr;
+  const refuse = (name, what, Class) => {
+    throw new GatehouseError('invalid_argument', `${name}: ${what} must be a live ${Class.name}`);
+  };
   for (const Class of [Verifier, RevocationList]) {
     const { prototype } = Class;
     for (const name of Object.getOwnPropertyNames(prototype)) {
@@ -12,11 +15,8 @@ export function guardObjectArguments({ Verifier, RevocationList }, GatehouseErro
       if (name === 'constructor' || name.startsWith('__') || typeof original !== 'function') continue;
       const Due = due[name];
       property[key] = function (...args) {
-        const refuse = (what, Class) => {
-          throw new GatehouseError('invalid_argument', `${name}: ${what} must be a live ${Class.name}`);
-        };
-        if (!live(this, Class)) return name === 'free' ? undefined : refuse('this', Class);
-        if (Due && !live(args[1], Due)) refuse('argument 2', Due);
+        if (!live(this, Class)) return name === 'free' ? undefined : refuse(name, 'this', Class);
+        if (Due && !live(args[1], Due)) refuse(name, 'argument 2', Due);
         return original.apply(this, args);
       };
       Object.defineProperty(prototype, name, property);
