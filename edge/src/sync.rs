@@ -5,7 +5,7 @@
 //! `KV_REFRESH_SECS`, and the snapshot itself only when the head says it is newer.
 
 use gatehouse_shared::{
-    ErrorCode, RevocationList, RevocationView, SnapshotError, SnapshotOptions, is_newer,
+    ErrorCode, RevocationList, RevocationView, SnapshotError, SnapshotOptions, is_newer, key_id,
 };
 use serde::{Deserialize, Serialize};
 use worker::Env;
@@ -45,29 +45,35 @@ const UNCHECKED_MAX_AGE_SECS: i64 = 60;
 struct Head {
     seq: u64,
     issued_at: i64,
-    /// Which key signed it: 4 bytes of SHA-256 of the JWS's protected header (its `alg`, `typ`
-    /// and `kid`), a number JavaScript holds exactly (KV metadata is JSON). After a rotation the
-    /// issuer re-signs the same list with the new key, and KV takes it at once: a copy left
-    /// signed by the old key would stop verifying once that key's grace ended, long before the
-    /// heartbeat. 0 in a head written before it was recorded.
+    /// Which key signed it: its `key_id`, in two halves (KV metadata is JSON, and JavaScript
+    /// holds 53 bits exactly). After a rotation the issuer re-signs the same list with the new
+    /// key, and KV takes it at once: a copy left signed by the old key would stop verifying once
+    /// that key's grace ended, long before the heartbeat. A list that revokes this key replaces
+    /// the copy whatever its seq (`replaces`). Zero in a head written before it was recorded.
     #[serde(default)]
-    signer: u32,
+    signer_high: u32,
+    #[serde(default)]
+    signer_low: u32,
 }
 
 impl Head {
-    fn of(list: &RevocationList, jws: &str) -> Self {
-        use sha2::Digest as _;
-        let header = jws.split('.').next().unwrap_or_default();
-        let digest = sha2::Sha256::digest(header.as_bytes());
-        let signer = digest
-            .first_chunk::<4>()
-            .copied()
-            .map_or(0, u32::from_le_bytes);
+    fn of(list: &RevocationList) -> Self {
+        let signer = key_id(list.signer());
+        #[allow(clippy::cast_possible_truncation)] // the halves
         Self {
             seq: list.seq(),
             issued_at: list.issued_at(),
-            signer,
+            signer_high: (signer >> 32) as u32,
+            signer_low: signer as u32,
         }
+    }
+
+    fn signer(self) -> u64 {
+        u64::from(self.signer_high) << 32 | u64::from(self.signer_low)
+    }
+
+    fn rank(self) -> (u64, i64, u64) {
+        (self.seq, self.issued_at, self.signer())
     }
 }
 
@@ -169,8 +175,10 @@ pub async fn accept(
     asker: keys::Asker,
 ) -> Result<(RevocationView, u64), SyncError> {
     let list = verify(env, config, jws, asker).await?;
+    // A base signed by a key this list revokes is not held, whatever its seq (`replaces`).
+    let _ = state::update_revocations(|view| Ok::<_, ()>(view.without_base_revoked_by(&list)));
     not_below_view(&list)?;
-    let head = Head::of(&list, jws);
+    let head = Head::of(&list);
     let kv = env.kv(KV_BINDING).map_err(|e| e.to_string());
     let stored = match &kv {
         Ok(kv) => stored_heads(kv).await,
@@ -229,7 +237,7 @@ pub async fn accept(
     let older = |stored: Option<Head>| {
         stored.is_none_or(|s| {
             s.seq != head.seq
-                || s.signer != head.signer
+                || s.signer() != head.signer()
                 || head.issued_at - s.issued_at >= config.kv_heartbeat_secs
         })
     };
@@ -238,7 +246,7 @@ pub async fn accept(
     // snapshot it gives them, and reload it at every refresh. Not the other way round, which a
     // head read from KV's cache can show for a minute after a write that left both right.
     let head_ahead = stored.zip(stored_snapshot).is_some_and(|(head, snapshot)| {
-        head.signer != snapshot.signer
+        head.signer() != snapshot.signer()
             || is_newer(
                 (head.seq, head.issued_at),
                 (snapshot.seq, snapshot.issued_at),
@@ -282,10 +290,10 @@ fn kv_keeps_its_copy(
         return Ok(());
     }
     if let Some(held) = stored {
-        list.ensure_newer_than(held.seq, held.issued_at)?;
+        list.ensure_newer_than(held.rank())?;
     }
     if let Some(held) = stored_snapshot.filter(|s| *s != head) {
-        list.ensure_newer_than(held.seq, held.issued_at)?;
+        list.ensure_newer_than(held.rank())?;
     }
     Ok(())
 }
@@ -368,7 +376,14 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
     let Ok(kv) = env.kv(KV_BINDING) else {
         return;
     };
-    let held_base = state::with_revocations(|held| held.base().map(|b| (b.seq(), b.issued_at())));
+    // A base whose signer left the key set (the issuer revoked it, or stopped publishing it)
+    // does not keep KV's list out: that one may revoke the signer (`replaces`).
+    let trusted = |kid: &str| state::verifier().is_none_or(|(v, _)| v.keys().get(kid).is_some());
+    let held_base = state::with_revocations(|held| {
+        held.base()
+            .filter(|b| trusted(b.signer()))
+            .map(|b| (b.seq(), b.issued_at()))
+    });
     let (jws, from_kv) = match kv.get(KV_HEAD).json::<Head>().await {
         Ok(Some(head)) => {
             if held_base.is_some_and(|held| !is_newer((head.seq, head.issued_at), held)) {

@@ -294,11 +294,12 @@ impl<'a> UntrustedList<'a> {
     /// `revocation::snapshot`). The same `typ`, key and header `alg` checks as
     /// [`UntrustedToken::validate`], the signature by the key's jwt-compact algorithm over the
     /// original text, and only then the payload.
+    /// Also the `kid` of the key that signed it.
     pub(crate) fn verified_payload(
         self,
         keys: &KeySet,
         expected_typ: &str,
-    ) -> Result<Vec<u8>, ValidationError> {
+    ) -> Result<(Vec<u8>, String), ValidationError> {
         let token = &self.token;
         let jwk = token.checked_key(keys, expected_typ)?;
         if !jwk
@@ -307,7 +308,7 @@ impl<'a> UntrustedList<'a> {
         {
             return Err(ValidationError::BadSignature);
         }
-        Ok(self.payload)
+        Ok((self.payload, jwk.kid().to_owned()))
     }
 }
 

@@ -332,6 +332,86 @@ async fn an_emergency_key_revocation_reaches_the_edge_through_the_fast_path() {
     .await;
 }
 
+/// A key that leaked signs a list with a seq the issuer will not reach for years (here an
+/// empty one, taking every revocation back). Edges held such a list until redeployed; now the
+/// issuer's lists replace it once they name the key (`keys revoke`): through the delta feed on
+/// its own, or the cron's pull with the feed off, and KV takes the issuer's list over the
+/// forged one, so a new isolate reads that. One local workerd: the KV of other locations is the
+/// `locations` tests' business.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_signed_by_a_leaked_key_gives_way_once_the_key_is_revoked() {
+    const FORGED_SEQ: u64 = 1 << 52;
+    for fast_path in [false, true] {
+        let mut sys = System::start(Options {
+            edge_vars: &[("DELTA_POLL_MS", if fast_path { "500" } else { "0" })],
+            ..Options::default()
+        })
+        .await;
+        // The leaked key is retired but still published; the token below is the new key's.
+        let leaked = sys.issuer.rotate_key_file().await;
+        let tokens = sys.user("alice").await;
+        let logged_out = access(&tokens).to_owned();
+        assert_eq!(sys.issuer.logout(&logged_out).await, 200);
+        let logged_out = logged_out.as_str();
+        if !fast_path {
+            sys.edge.run_cron().await;
+        }
+        let seen = &sys;
+        eventually(
+            "the logout to reach the edge",
+            Duration::from_secs(10),
+            || async move { refused(seen, logged_out).await.then_some(()) },
+        )
+        .await;
+
+        let forged = RevocationList::builder(&sys.issuer.url, FORGED_SEQ, unix_now())
+            .build()
+            .sign_snapshot(&leaked)
+            .unwrap();
+        let (status, json) = push(&sys.edge.url, forged).await;
+        assert_eq!(status, 200, "{json}");
+        let seq = |health: serde_json::Value| health["revocations"]["seq"].as_u64().unwrap();
+        assert_eq!(seq(sys.edge.health().await), FORGED_SEQ);
+        // The forged list took the logout back (with the feed on, its next delta restores it).
+        if !fast_path {
+            assert!(!refused(&sys, logged_out).await);
+        }
+
+        let out = sys.issuer.cli(&["keys", "revoke", leaked.kid()], "");
+        assert!(out.status.success(), "{out:?}");
+        let seen = &sys;
+        eventually(
+            "the issuer's list to replace the forged one",
+            Duration::from_secs(30),
+            || async move {
+                if !fast_path {
+                    seen.edge.run_cron().await;
+                }
+                let replaced = seq(seen.edge.health().await) < FORGED_SEQ;
+                (replaced && refused(seen, logged_out).await).then_some(())
+            },
+        )
+        .await;
+        let stolen = gatehouse_shared::sign_access_token(&leaked, &sys.claims()).unwrap();
+        let (status, json) = sys.get("/api/x", Some(&stolen)).await;
+        assert_eq!((status, json["code"].as_str()), (401, Some("unknown_kid")));
+
+        // KV: the cron stores the issuer's list over the forged one, whose signer it revokes.
+        sys.edge.run_cron().await;
+        let health = sys.edge.health().await;
+        assert!(health["kv_write_error"].is_null(), "{health}");
+        sys.issuer.stop();
+        sys.edge.restart().await;
+        assert!(refused(&sys, logged_out).await, "fast path {fast_path}");
+        assert!(seq(sys.edge.health().await) < FORGED_SEQ);
+    }
+}
+
+/// Whether the edge refuses `token` as revoked.
+async fn refused(sys: &System, token: &str) -> bool {
+    sys.get("/api/x", Some(token)).await.1["code"] == "revoked"
+}
+
 /// The edge follows no redirect on its own fetches from the issuer: a key set that came over a
 /// hop `ISSUER_URL` does not name (plain http included) would be trusted for every token, as
 /// `@gatehouse/verify` refuses too. Before, the edge followed it and took the keys.

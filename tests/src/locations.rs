@@ -117,8 +117,8 @@ impl Locations {
         self.per_location("heads").await
     }
 
-    /// The metadata of each location's KV `revocations` key: `{seq, issued_at, signer}` of the list it
-    /// holds (`null` where it has none).
+    /// The metadata of each location's KV `revocations` key: `{seq, issued_at, signer_high,
+    /// signer_low}` of the list it holds (`null` where it has none).
     pub async fn kv_snapshots(&self) -> Vec<Value> {
         self.per_location("snapshots").await
     }

@@ -126,6 +126,8 @@ impl RevocationList {
             issuer,
             seq,
             issued_at,
+            // Set by the signature check that hands the payload out, if any.
+            signer: String::new(),
             tokens,
             sessions,
             users,

@@ -22,7 +22,7 @@ use crate::claims::AccessClaims;
 pub use delta::{DELTA_TYPE, RevocationDelta};
 #[cfg(any(test, feature = "testing"))]
 pub use rule::testing;
-pub use rule::{RevocationKind, entry_expiry, entry_revokes, is_newer};
+pub use rule::{RevocationKind, entry_expiry, entry_revokes, is_newer, replaces};
 pub use snapshot::{SNAPSHOT_TYPE, SnapshotOptions};
 pub use view::RevocationView;
 
@@ -72,6 +72,13 @@ fn id_key(kind: Kind, id: &str) -> u64 {
     u64::from_be_bytes(key)
 }
 
+/// The 64-bit id a signing key's revocation entry is stored under. A record of which key signed
+/// a list keeps it (the edge's KV head, whose metadata passes through JavaScript numbers) to ask
+/// [`RevocationList::revokes_key_id`] later.
+pub fn key_id(kid: &str) -> u64 {
+    id_key(Kind::Key, kid)
+}
+
 /// Clamps Unix seconds into the u32 range the encoding uses (good until 2106).
 fn to_u32_secs(secs: i64) -> u32 {
     u32::try_from(secs.max(0)).unwrap_or(u32::MAX)
@@ -97,6 +104,8 @@ pub struct RevocationList {
     issuer: String,
     seq: u64,
     issued_at: i64,
+    /// The `kid` that signed it, once verified; empty for a list built here.
+    signer: String,
     tokens: Vec<Entry>,
     sessions: Vec<Entry>,
     users: Vec<UserEntry>,
@@ -145,11 +154,12 @@ impl RevocationList {
     /// [`Self::check`] refuses the tokens it signed meanwhile.
     pub fn revokes_key(&self, kid: &str) -> bool {
         // Asked on every request at the edge; almost always there is nothing to hash for.
-        !self.keys.is_empty()
-            && self
-                .keys
-                .binary_search_by_key(&id_key(Kind::Key, kid), |e| e.key)
-                .is_ok()
+        !self.keys.is_empty() && self.revokes_key_id(key_id(kid))
+    }
+
+    /// [`Self::revokes_key`] by the key's [`key_id`].
+    pub fn revokes_key_id(&self, id: u64) -> bool {
+        self.keys.binary_search_by_key(&id, |e| e.key).is_ok()
     }
 
     pub fn issuer(&self) -> &str {
@@ -164,6 +174,16 @@ impl RevocationList {
     /// When the issuer produced this list (Unix seconds).
     pub const fn issued_at(&self) -> i64 {
         self.issued_at
+    }
+
+    /// The `kid` of the key whose signature it was verified with; empty for a list built here.
+    pub fn signer(&self) -> &str {
+        &self.signer
+    }
+
+    /// `(seq, issued_at, key_id(signer))`: what [`replaces`] weighs a held list by.
+    pub fn rank(&self) -> (u64, i64, u64) {
+        (self.seq, self.issued_at, key_id(&self.signer))
     }
 
     /// Seconds since the issuer produced this list.
@@ -223,6 +243,7 @@ impl RevocationList {
             issuer: self.issuer.clone(),
             seq: self.seq,
             issued_at: self.issued_at,
+            signer: self.signer.clone(),
             tokens: merge((&self.tokens, &other.tokens), |e| e.key, later, entry_live),
             sessions: merge(
                 (&self.sessions, &other.sessions),

@@ -3,6 +3,7 @@
 //! the issuer's SQL and its in-memory view, and the edge all follow these; the tests feed the
 //! same random sets to each.
 
+use super::RevocationList;
 use crate::claims::AccessClaims;
 
 /// What an entry names. The code is what the issuer stores and what the list's 64-bit keys are
@@ -92,6 +93,16 @@ pub fn entry_expiry(token_exp: i64) -> i64 {
 /// issuer re-signs an unchanged list so its age stays fresh). `(seq, issued_at)` of each.
 pub fn is_newer(candidate: (u64, i64), held: (u64, i64)) -> bool {
     candidate > held
+}
+
+/// Whether a verified list `candidate` replaces one held, `(seq, issued_at, key_id of its
+/// signer)`: it is newer, or it revokes the key that signed the held one. A key that leaked can
+/// sign a list with a `seq` the issuer will not reach for years; once the issuer revokes that key
+/// (`keys revoke`, an entry of kind key, in every list it signs from then on), its lists rank
+/// below any list that names it, and verifiers take the issuer's again.
+pub fn replaces(candidate: &RevocationList, (seq, issued_at, signer): (u64, i64, u64)) -> bool {
+    is_newer((candidate.seq(), candidate.issued_at()), (seq, issued_at))
+        || candidate.revokes_key_id(signer)
 }
 
 /// Random revocation sets and claims, the same on every run, for tests that hold an

@@ -51,8 +51,10 @@ pub(super) fn verify_signed<T>(
     now: i64,
     decode: impl FnOnce(&[u8]) -> Result<(T, RevocationList), SnapshotError>,
 ) -> Result<(T, RevocationList), SnapshotError> {
-    let payload = UntrustedList::parse(jws, options.max_bytes)?.verified_payload(keys, typ)?;
-    let (extra, list) = decode(&payload)?;
+    let (payload, signer) =
+        UntrustedList::parse(jws, options.max_bytes)?.verified_payload(keys, typ)?;
+    let (extra, mut list) = decode(&payload)?;
+    list.signer = signer;
     if list.issuer != options.issuer {
         return Err(ValidationError::WrongIssuer.into());
     }
@@ -76,14 +78,13 @@ impl RevocationList {
         .map(|((), list)| list)
     }
 
-    /// Accepts `self` only if it is newer than the list currently held: a higher `seq`, or the
-    /// same `seq` re-signed later (the issuer re-signs an unchanged list so its age stays fresh).
+    /// Accepts `self` only if it replaces the list held, `(seq, issued_at, key_id of its
+    /// signer)`, by [`super::replaces`].
     pub fn ensure_newer_than(
         &self,
-        held_seq: u64,
-        held_issued_at: i64,
+        (held_seq, held_issued_at, held_signer): (u64, i64, u64),
     ) -> Result<(), SnapshotError> {
-        if super::is_newer((self.seq, self.issued_at), (held_seq, held_issued_at)) {
+        if super::replaces(self, (held_seq, held_issued_at, held_signer)) {
             Ok(())
         } else {
             Err(SnapshotError::Stale {

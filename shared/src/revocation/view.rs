@@ -94,7 +94,7 @@ impl RevocationView {
     /// the view's age while the base is an older signature of the same list).
     pub fn with_base(&self, list: RevocationList) -> Result<Self, SnapshotError> {
         if let Some(held) = &self.base {
-            list.ensure_newer_than(held.seq(), held.issued_at())?;
+            list.ensure_newer_than(held.rank())?;
         }
         let delta = self.delta.clone().filter(|d| {
             super::is_newer(
@@ -111,11 +111,10 @@ impl RevocationView {
     /// The view with `delta` applied, if it is newer than the delta held.
     pub fn with_delta(&self, delta: RevocationDelta) -> Result<Self, SnapshotError> {
         if let Some(held) = &self.delta {
-            delta
-                .list()
-                .ensure_newer_than(held.list().seq(), held.list().issued_at())?;
+            delta.list().ensure_newer_than(held.list().rank())?;
         }
-        let base_seq = self.base.as_ref().map_or(0, |b| b.seq());
+        let base = self.without_base_revoked_by(delta.list()).base;
+        let base_seq = base.as_ref().map_or(0, |b| b.seq());
         let delta = match &self.delta {
             // A gap: keep what earlier deltas carried, since the new one may no longer reach back.
             Some(held) if !delta.extends(base_seq) => {
@@ -130,8 +129,20 @@ impl RevocationView {
             _ => delta,
         };
         Ok(Self {
-            base: self.base.clone(),
+            base,
             delta: Some(Arc::new(delta)),
         })
+    }
+
+    /// The view without its base if `list` revokes the key that signed the base: whatever that
+    /// key signed ranks below the issuer's lists ([`super::replaces`]), the `seq` this view is
+    /// complete up to included, and a base it signed completes nothing.
+    #[must_use]
+    pub fn without_base_revoked_by(&self, list: &RevocationList) -> Self {
+        let base = self.base.clone().filter(|b| !list.revokes_key(b.signer()));
+        Self {
+            base,
+            delta: self.delta.clone(),
+        }
     }
 }
