@@ -11,9 +11,9 @@ use gatehouse_tests::{Issuer, KvOp, Workerd, built_worker, eventually, free_port
 
 use crate::system::{AUDIENCE, PASSWORD, access, push};
 
-struct World {
-    issuer: Issuer,
-    locations: Locations,
+pub struct World {
+    pub issuer: Issuer,
+    pub locations: Locations,
 }
 
 /// A little over KV's limit of one write a second per key, which the simulation enforces.
@@ -21,7 +21,7 @@ const KV_WRITE_INTERVAL: Duration = Duration::from_millis(1100);
 
 /// An issuer pushing to location 0 only (a push lands in one location on Cloudflare) and
 /// `count` locations with `vars` on top of the defaults.
-async fn world(count: usize, kv_delay: Duration, vars: &[(&str, &str)]) -> World {
+pub async fn world(count: usize, kv_delay: Duration, vars: &[(&str, &str)]) -> World {
     // The locations must exist before the issuer can push to one; start them against the
     // issuer's future address.
     let issuer_port = free_port().to_string();

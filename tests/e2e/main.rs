@@ -18,5 +18,6 @@ mod edge_revocation;
 mod faults;
 mod jose_interop;
 mod key_ring;
+mod leaked_key;
 mod locations;
 mod system;

@@ -1,0 +1,155 @@
+//! A signing key that leaked signs a revocation list with a `seq` the issuer will not reach for
+//! years (here an empty one, taking every revocation back). Edges held such a list until
+//! redeployed; now the issuer's lists replace it once they name the key (`keys revoke`), in
+//! every isolate and in KV (`replaces` in the shared crate).
+
+use std::time::Duration;
+
+use gatehouse_shared::RevocationList;
+use gatehouse_tests::{eventually, unix_now};
+
+use crate::locations::world;
+use crate::system::{Options, PASSWORD, System, access, push};
+
+const FORGED_SEQ: u64 = 1 << 52;
+
+/// The forged list: empty, `FORGED_SEQ`, signed now by `key`.
+fn forged(issuer_url: &str, key: &gatehouse_shared::SigningKey) -> String {
+    RevocationList::builder(issuer_url, FORGED_SEQ, unix_now())
+        .build()
+        .sign_snapshot(key)
+        .unwrap()
+}
+
+/// A key that leaked signs a list with a seq the issuer will not reach for years (here an
+/// empty one, taking every revocation back). Edges held such a list until redeployed; now the
+/// issuer's lists replace it once they name the key (`keys revoke`): through the delta feed on
+/// its own, or the cron's pull with the feed off, and KV takes the issuer's list over the
+/// forged one, so a new isolate reads that. One local workerd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_signed_by_a_leaked_key_gives_way_once_the_key_is_revoked() {
+    for fast_path in [false, true] {
+        let mut sys = System::start(Options {
+            edge_vars: &[("DELTA_POLL_MS", if fast_path { "500" } else { "0" })],
+            ..Options::default()
+        })
+        .await;
+        // The leaked key is retired but still published; the token below is the new key's.
+        let leaked = sys.issuer.rotate_key_file().await;
+        let tokens = sys.user("alice").await;
+        let logged_out = access(&tokens).to_owned();
+        assert_eq!(sys.issuer.logout(&logged_out).await, 200);
+        let logged_out = logged_out.as_str();
+        if !fast_path {
+            sys.edge.run_cron().await;
+        }
+        let seen = &sys;
+        eventually(
+            "the logout to reach the edge",
+            Duration::from_secs(10),
+            || async move { refused(seen, logged_out).await.then_some(()) },
+        )
+        .await;
+
+        let (status, json) = push(&sys.edge.url, forged(&sys.issuer.url, &leaked)).await;
+        assert_eq!(status, 200, "{json}");
+        let seq = |health: serde_json::Value| health["revocations"]["seq"].as_u64().unwrap();
+        assert_eq!(seq(sys.edge.health().await), FORGED_SEQ);
+        // The forged list took the logout back (with the feed on, its next delta restores it).
+        if !fast_path {
+            assert!(!refused(&sys, logged_out).await);
+        }
+
+        let out = sys.issuer.cli(&["keys", "revoke", leaked.kid()], "");
+        assert!(out.status.success(), "{out:?}");
+        let seen = &sys;
+        eventually(
+            "the issuer's list to replace the forged one",
+            Duration::from_secs(30),
+            || async move {
+                if !fast_path {
+                    seen.edge.run_cron().await;
+                }
+                let replaced = seq(seen.edge.health().await) < FORGED_SEQ;
+                (replaced && refused(seen, logged_out).await).then_some(())
+            },
+        )
+        .await;
+        let stolen = gatehouse_shared::sign_access_token(&leaked, &sys.claims()).unwrap();
+        let (status, json) = sys.get("/api/x", Some(&stolen)).await;
+        assert_eq!((status, json["code"].as_str()), (401, Some("unknown_kid")));
+
+        // KV: the cron stores the issuer's list over the forged one, whose signer it revokes.
+        sys.edge.run_cron().await;
+        let health = sys.edge.health().await;
+        assert!(health["kv_write_error"].is_null(), "{health}");
+        sys.issuer.stop();
+        sys.edge.restart().await;
+        assert!(refused(&sys, logged_out).await, "fast path {fast_path}");
+        assert!(seq(sys.edge.health().await) < FORGED_SEQ);
+    }
+}
+
+/// Whether the edge refuses `token` as revoked.
+async fn refused(sys: &System, token: &str) -> bool {
+    sys.get("/api/x", Some(token)).await.1["code"] == "revoked"
+}
+
+/// SIMULATED (two workerd instances as locations, KV reaching the other after 2 s), feed off:
+/// the forged list reaches location 1 through KV; after `keys revoke`, the cron at location 0
+/// stores the issuer's list over it, and location 1, which neither a push nor a cron reaches,
+/// reads that list once the key has left its key set (the issuer stops publishing a revoked
+/// key; `KEYS_TTL_SECS` 2 here) although its `seq` is lower. Before, location 1 kept the forged
+/// list: KV's head was older than it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_location_holding_a_forged_list_reads_kvs_once_its_signer_leaves_the_key_set() {
+    let vars = [("DELTA_POLL_MS", "0"), ("KEYS_TTL_SECS", "2")];
+    let mut w = world(2, Duration::from_secs(2), &vars).await;
+    let leaked = w.issuer.rotate_key_file().await;
+    let locations = &w.locations;
+    let token = access(&w.issuer.login("alice", PASSWORD).await).to_owned();
+    let answer = |location: usize| {
+        let token = token.clone();
+        async move { locations.check(location, &token).await }
+    };
+    eventually(
+        "location 1 to accept a token of the new key",
+        Duration::from_secs(20),
+        || async { (answer(1).await.0 == 200).then_some(()) },
+    )
+    .await;
+    assert_eq!(w.issuer.logout(&token).await, 200);
+    eventually(
+        "the logout to reach location 1 through KV",
+        Duration::from_secs(20),
+        || async { (answer(1).await.1 == "revoked").then_some(()) },
+    )
+    .await;
+
+    let (status, json) = push(&locations.urls[0], forged(&w.issuer.url, &leaked)).await;
+    assert_eq!(status, 200, "{json}");
+    eventually(
+        "the forged list to take the logout back at location 1",
+        Duration::from_secs(20),
+        || async { (answer(1).await.0 == 200).then_some(()) },
+    )
+    .await;
+
+    let out = w.issuer.cli(&["keys", "revoke", leaked.kid()], "");
+    assert!(out.status.success(), "{out:?}");
+    eventually(
+        "the issuer's list to replace the forged one at location 0",
+        Duration::from_secs(20),
+        || async {
+            locations.run_cron(0).await;
+            (answer(0).await.1 == "revoked").then_some(())
+        },
+    )
+    .await;
+    eventually(
+        "location 1 to read KV's list once the leaked key leaves its key set",
+        Duration::from_secs(30),
+        || async { (answer(1).await.1 == "revoked").then_some(()) },
+    )
+    .await;
+}
