@@ -149,10 +149,14 @@ async fn verify(
 /// whatever KV's heads say: on Cloudflare a location reads them through its own cache (up to
 /// about 60 s old), so they may not show the newer list another location stored, and writing
 /// this one would roll KV back for every location. The newer list reaches KV on its own (its
-/// push, the cron). The same seq signed earlier is still stored (a retry).
+/// push, the cron). The same seq signed earlier is still stored (a retry), and so is a list that
+/// revokes the key which signed the base held (`replaces`).
 fn not_below_view(list: &RevocationList) -> Result<(), SyncError> {
-    let held = state::with_revocations(RevocationView::seq);
-    if list.seq() < held {
+    let (held, revoked) = state::with_revocations(|view| {
+        let revoked = view.base().is_some_and(|b| list.revokes_key(b.signer()));
+        (view.seq(), revoked)
+    });
+    if list.seq() < held && !revoked {
         return Err(SnapshotError::Stale {
             seq: list.seq(),
             held,
@@ -175,8 +179,6 @@ pub async fn accept(
     asker: keys::Asker,
 ) -> Result<(RevocationView, u64), SyncError> {
     let list = verify(env, config, jws, asker).await?;
-    // A base signed by a key this list revokes is not held, whatever its seq (`replaces`).
-    let _ = state::update_revocations(|view| Ok::<_, ()>(view.without_base_revoked_by(&list)));
     not_below_view(&list)?;
     let head = Head::of(&list);
     let kv = env.kv(KV_BINDING).map_err(|e| e.to_string());
@@ -360,7 +362,8 @@ fn fast_path_covers(held: &RevocationView, now: i64, feed_age_ms: f64) -> bool {
             .is_some_and(|b| b.age_secs(now) < BASE_MAX_AGE_SECS)
 }
 
-/// Installs KV's snapshot if the interval has passed and KV's head says it is newer. While KV
+/// Installs KV's snapshot if the interval has passed and KV's head says it is newer (or names
+/// another list, while the signer of the base held has left the key set). While KV
 /// has never held a list (a first deploy, before any push or cron) and the isolate holds none,
 /// the issuer's is installed instead, so protected requests are not refused until the first
 /// cron run. Only installed: the cron or a push stores it in KV, as KV writes are metered and
@@ -377,16 +380,17 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
         return;
     };
     // A base whose signer left the key set (the issuer revoked it, or stopped publishing it)
-    // does not keep KV's list out: that one may revoke the signer (`replaces`).
+    // does not keep a list KV holds out, even an older one: that one may revoke the signer
+    // (`replaces`, which installing it applies).
     let trusted = |kid: &str| state::verifier().is_none_or(|(v, _)| v.keys().get(kid).is_some());
-    let held_base = state::with_revocations(|held| {
-        held.base()
-            .filter(|b| trusted(b.signer()))
-            .map(|b| (b.seq(), b.issued_at()))
-    });
+    let base = state::with_revocations(|view| view.base().map(|b| (b.rank(), trusted(b.signer()))));
     let (jws, from_kv) = match kv.get(KV_HEAD).json::<Head>().await {
         Ok(Some(head)) => {
-            if held_base.is_some_and(|held| !is_newer((head.seq, head.issued_at), held)) {
+            let kv_has_no_other = base.is_some_and(|((seq, issued_at, signer), trusted)| {
+                (seq, issued_at, signer) == head.rank()
+                    || trusted && !is_newer((head.seq, head.issued_at), (seq, issued_at))
+            });
+            if kv_has_no_other {
                 return;
             }
             // Bytes, not text: a large string is slow to bring into wasm.
@@ -398,7 +402,7 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
             };
             (jws, true)
         }
-        Ok(None) if held_base.is_none() => {
+        Ok(None) if base.is_none() => {
             let Ok(jws) = fetch_snapshot(config, upstream::FIRST_LIST_LIMIT).await else {
                 return;
             };
@@ -412,7 +416,7 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
         // signer was recorded, or one a failed write left behind), would have an isolate with no
         // list refuse every request until the next change: it takes the issuer's instead. With
         // no keys at all, the issuer's would not verify either.
-        Err(e) if from_kv && held_base.is_none() && !matches!(e, SyncError::NoKeys) => {
+        Err(e) if from_kv && base.is_none() && !matches!(e, SyncError::NoKeys) => {
             worker::console_warn!(
                 "gatehouse: KV's revocation list is unusable ({e}); reading the issuer's"
             );

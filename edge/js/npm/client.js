@@ -3,20 +3,7 @@
 // `fetch` that attaches the token and, when the edge says it expired or was revoked, refreshes
 // and retries once, logout, and events. It talks to the issuer's OAuth2 endpoints (`/v1/token`, `/v1/revoke`).
 //
-// Storage: by default the tokens live only in memory (nothing left in storage for a script to
-// read after the fact); tabs of one origin share them over a BroadcastChannel, and a new tab
-// asks the others for them. A script running on the origin can ask too, as it can do anything
-// the page does: `shareAcrossTabs: false` keeps each tab's session to itself. The channel, the
-// lock and the storage key are named after the issuer, so two clients of different issuers on
-// one origin never take each other's tokens. Pass `storage` (sessionStorage, localStorage or
-// any getItem/setItem/removeItem object) to keep them across reloads, knowing what that exposes.
-//
-// Refreshes: the issuer rotates the refresh token on every use and treats a second rotation
-// of one token after its grace window as theft, ending the session. So a refresh runs under a
-// Web Lock (`navigator.locks`) shared by every tab; a tab that finds the lock held waits for the
-// holder's broadcast tokens, or the issuer's refusal it broadcast, and does not call the issuer.
-// Without Web Locks, refreshes are single-flight within a tab, and two tabs racing fall inside the issuer's grace window, which
-// hands both the same successor.
+// Storage, tabs and the one-refresh-at-a-time lock: README.md, "GatehouseClient".
 //
 // Which tokens win: every token set carries its session (`sid`, from the access token), how many
 // refreshes it is from the login, and when it was received. A tab keeps the newest set it has

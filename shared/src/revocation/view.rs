@@ -138,7 +138,7 @@ impl RevocationView {
     /// key signed ranks below the issuer's lists ([`super::replaces`]), the `seq` this view is
     /// complete up to included, and a base it signed completes nothing.
     #[must_use]
-    pub fn without_base_revoked_by(&self, list: &RevocationList) -> Self {
+    fn without_base_revoked_by(&self, list: &RevocationList) -> Self {
         let base = self.base.clone().filter(|b| !list.revokes_key(b.signer()));
         Self {
             base,

@@ -271,7 +271,7 @@ fn a_list_signed_by_a_revoked_key_ranks_below_any_list_that_revokes_the_key() {
     for list in [
         base(7, NOW, &["x"]),
         RevocationList::builder(ISSUER, 7, NOW)
-            .key(current.kid(), NOW + 86_400)
+            .key("another-kid", NOW + 86_400)
             .build(),
     ] {
         let err = held.with_base(signed(&list, &current)).unwrap_err();
@@ -281,6 +281,16 @@ fn a_list_signed_by_a_revoked_key_ranks_below_any_list_that_revokes_the_key() {
         .token("x", NOW + 900)
         .key(leaked.kid(), NOW + 86_400)
         .build();
+    // Signed by the key it revokes (a replica that has not seen the revocation, or the key's
+    // holder), a list is refused: taken, an older list naming the key would replace it.
+    let jws = revoking.sign_snapshot(&leaked).unwrap();
+    let err = RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::UnknownKid);
+    let jws = RevocationDelta::new(7, revoking.clone())
+        .sign(&leaked)
+        .unwrap();
+    let err = RevocationDelta::verify(&jws, &keys, &opts, NOW).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::UnknownKid);
     let view = held.with_base(signed(&revoking, &current)).unwrap();
     assert_eq!(view.seq(), 8);
     assert_eq!(view.base().unwrap().signer(), current.kid());
