@@ -4,11 +4,13 @@
 //! runtime, which would turn it into a bare 500.
 
 mod config;
+mod credential;
 mod entry;
 mod fastpath;
 mod gate;
 mod incoming;
 mod keys;
+mod origin;
 mod path;
 mod reply;
 mod state;

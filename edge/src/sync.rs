@@ -15,8 +15,8 @@ use crate::keys::{self, KV_BINDING};
 use crate::{state, upstream};
 
 const KV_SNAPSHOT: &str = "revocations";
-/// `{seq, issued_at, signer}` of the stored snapshot: a few bytes to read where the snapshot is
-/// MBs.
+/// `{seq, issued_at, signer_high, signer_low}` of the stored snapshot: a few bytes to read where
+/// the snapshot is MBs.
 const KV_HEAD: &str = "revocations-head";
 /// While the fast path keeps the view whole, a newer base in KV is loaded only once the held one
 /// is this old: well inside the issuer's delta window (900 s), so the delta never loses touch
@@ -150,13 +150,10 @@ async fn verify(
 /// about 60 s old), so they may not show the newer list another location stored, and writing
 /// this one would roll KV back for every location. The newer list reaches KV on its own (its
 /// push, the cron). The same seq signed earlier is still stored (a retry), and so is a list that
-/// revokes the key which signed the base held (`replaces`).
+/// disowns what the view holds (`disowns`: a forged list's seq is no bar).
 fn not_below_view(list: &RevocationList) -> Result<(), SyncError> {
-    let (held, revoked) = state::with_revocations(|view| {
-        let revoked = view.base().is_some_and(|b| list.revokes_key(b.signer()));
-        (view.seq(), revoked)
-    });
-    if list.seq() < held && !revoked {
+    let (held, disowned) = state::with_revocations(|view| (view.seq(), view.is_disowned_by(list)));
+    if list.seq() < held && !disowned {
         return Err(SnapshotError::Stale {
             seq: list.seq(),
             held,
@@ -191,8 +188,7 @@ pub async fn accept(
     {
         // KV keeps its copy (another location stored this seq signed later, or a newer list,
         // which this location's cache of KV may not show yet). An isolate that holds an older
-        // list still takes this one (it only adds to what it holds); one that holds none reads
-        // KV's.
+        // list (or one this list disowns) still takes this one; one that holds none reads KV's.
         if state::with_revocations(|held| held.base().is_some()) && not_below_view(&list).is_ok() {
             let _ = state::update_revocations(|view| view.with_base(list));
         }

@@ -30,8 +30,8 @@ pub use error::{
 pub use jwk::{KeySet, PublicKey, SkippedKey, VerifyingJwk};
 pub use revocation::{
     DELTA_TYPE, RevocationDelta, RevocationKind, RevocationList, RevocationListBuilder,
-    RevocationReason, RevocationView, SNAPSHOT_TYPE, SnapshotOptions, entry_expiry, entry_revokes,
-    is_newer, key_id, replaces,
+    RevocationReason, RevocationView, SNAPSHOT_TYPE, SnapshotOptions, disowns, entry_expiry,
+    entry_revokes, is_newer, key_id, replaces,
 };
 #[cfg(feature = "sign")]
 pub use sign::{SigningKey, sign_access_token};

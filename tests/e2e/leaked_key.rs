@@ -85,9 +85,6 @@ async fn a_list_signed_by_a_leaked_key_gives_way_once_the_key_is_revoked() {
             },
         )
         .await;
-        let stolen = gatehouse_shared::sign_access_token(&leaked, &sys.claims()).unwrap();
-        let (status, json) = sys.get("/api/x", Some(&stolen)).await;
-        assert_eq!((status, json["code"].as_str()), (401, Some("unknown_kid")));
 
         // KV: the cron stores the issuer's list over the forged one, whose signer it revokes.
         sys.edge.run_cron().await;

@@ -96,13 +96,20 @@ pub fn is_newer(candidate: (u64, i64), held: (u64, i64)) -> bool {
 }
 
 /// Whether a verified list `candidate` replaces one held, `(seq, issued_at, key_id of its
-/// signer)`: it is newer, or it revokes the key that signed the held one. A key that leaked can
-/// sign a list with a `seq` the issuer will not reach for years; once the issuer revokes that key
-/// (`keys revoke`, an entry of kind key, in every list it signs from then on), its lists rank
-/// below any list that names it, and verifiers take the issuer's again.
-pub fn replaces(candidate: &RevocationList, (seq, issued_at, signer): (u64, i64, u64)) -> bool {
-    is_newer((candidate.seq(), candidate.issued_at()), (seq, issued_at))
-        || candidate.revokes_key_id(signer)
+/// signer)`: it is newer, or it [`disowns`] the held one.
+pub fn replaces(candidate: &RevocationList, held: (u64, i64, u64)) -> bool {
+    is_newer((candidate.seq(), candidate.issued_at()), (held.0, held.1)) || disowns(candidate, held)
+}
+
+/// Whether a verified list shows one held, `(seq, issued_at, key_id of its signer)`, not to be
+/// the issuer's: it revokes the key that signed the held one, at a seq the held one claims to
+/// reach. A key that leaked can sign a list with a `seq` the issuer will not reach for years;
+/// the issuer revokes only keys it no longer signs with (`keys revoke`, an entry of kind key in
+/// every list it signs from then on), so a list that key signed at or above the revocation's
+/// seq is forged, and verifiers take the issuer's again. One it signed below is an honest list
+/// from before the revocation, and stays until a newer one replaces it.
+pub fn disowns(list: &RevocationList, (seq, _, signer): (u64, i64, u64)) -> bool {
+    seq >= list.seq() && list.revokes_key_id(signer)
 }
 
 /// Random revocation sets and claims, the same on every run, for tests that hold an

@@ -97,10 +97,11 @@ impl RevocationView {
             list.ensure_newer_than(held.rank())?;
         }
         let delta = self.delta.clone().filter(|d| {
+            let held = d.list();
             super::is_newer(
-                (d.list().seq(), d.list().issued_at()),
+                (held.seq(), held.issued_at()),
                 (list.seq(), list.issued_at()),
-            )
+            ) && !super::disowns(&list, held.rank())
         });
         Ok(Self {
             base: Some(Arc::new(list)),
@@ -113,7 +114,12 @@ impl RevocationView {
         if let Some(held) = &self.delta {
             delta.list().ensure_newer_than(held.list().rank())?;
         }
-        let base = self.without_base_revoked_by(delta.list()).base;
+        // A base the delta disowns (signed by a key it revokes, at a seq above it) is forged:
+        // it completes nothing, and the next list read replaces it.
+        let base = self
+            .base
+            .clone()
+            .filter(|b| !super::disowns(delta.list(), b.rank()));
         let base_seq = base.as_ref().map_or(0, |b| b.seq());
         let delta = match &self.delta {
             // A gap: keep what earlier deltas carried, since the new one may no longer reach back.
@@ -134,15 +140,15 @@ impl RevocationView {
         })
     }
 
-    /// The view without its base if `list` revokes the key that signed the base: whatever that
-    /// key signed ranks below the issuer's lists ([`super::replaces`]), the `seq` this view is
-    /// complete up to included, and a base it signed completes nothing.
-    #[must_use]
-    fn without_base_revoked_by(&self, list: &RevocationList) -> Self {
-        let base = self.base.clone().filter(|b| !list.revokes_key(b.signer()));
-        Self {
-            base,
-            delta: self.delta.clone(),
-        }
+    /// Whether `list` [`disowns`](super::disowns) the base or the delta held: the seq they
+    /// claim is then no bar to it.
+    pub fn is_disowned_by(&self, list: &RevocationList) -> bool {
+        self.base
+            .as_ref()
+            .is_some_and(|b| super::disowns(list, b.rank()))
+            || self
+                .delta
+                .as_ref()
+                .is_some_and(|d| super::disowns(list, d.list().rank()))
     }
 }

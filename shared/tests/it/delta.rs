@@ -309,4 +309,24 @@ fn a_list_signed_by_a_revoked_key_ranks_below_any_list_that_revokes_the_key() {
     // What drops the base is the revocation, not a delta's arrival.
     let kept = held.with_delta(delta(7, 8, NOW, &["y"])).unwrap();
     assert_eq!(kept.seq(), u64::MAX - 1);
+    // A list the key signed below the revocation's seq is the issuer's, from before it: a delta
+    // naming the key keeps it (dropping it would leave the view with no base until a read).
+    let honest = signed(&base(5, NOW - 60, &["old"]), &leaked);
+    let view = RevocationView::default()
+        .with_base(honest)
+        .unwrap()
+        .with_delta(RevocationDelta::new(5, revoking.clone()))
+        .unwrap();
+    assert_eq!(view.base().map(RevocationList::seq), Some(5));
+    assert!(revoked(&view, "old") && view.is_present());
+    // A forged delta (the same key, a seq the issuer will not reach) goes too once a base names
+    // the key.
+    let forged_delta = RevocationDelta::new(7, signed(&base(u64::MAX - 1, NOW, &[]), &leaked));
+    let view = RevocationView::default()
+        .with_delta(forged_delta)
+        .unwrap()
+        .with_base(signed(&revoking, &current))
+        .unwrap();
+    assert!(view.delta().is_none());
+    assert_eq!(view.seq(), 8);
 }
