@@ -18,6 +18,7 @@ mod edge_revocation;
 mod faults;
 mod jose_interop;
 mod key_ring;
+mod kv_writes;
 mod leaked_key;
 mod locations;
 mod system;
