@@ -1,8 +1,10 @@
 //! Revocation sync through KV, the bulk store. Push (`POST /_gatehouse/sync`) and pull (cron)
 //! both end in [`accept`]: verify the signed snapshot against the issuer's keys, refuse anything
-//! not newer than what is held, store it in KV when it changed, install it as the base list.
-//! Requests only read memory; KV's small head record is re-read at most every
-//! `KV_REFRESH_SECS`, and the snapshot itself only when the head says it is newer.
+//! that does not replace what is held (newer, or disowning it: `gatehouse_shared::replaces`),
+//! store it in KV when it changed, install it as the base list. Requests only read memory; KV's
+//! small head record is re-read at most every `KV_REFRESH_SECS`, and the snapshot itself only
+//! when the head says it is newer, or names another list while the base's signer has left the
+//! isolate's key set.
 
 use gatehouse_shared::{
     ErrorCode, RevocationList, RevocationView, SnapshotError, SnapshotOptions, is_newer, key_id,
@@ -163,11 +165,11 @@ fn not_below_view(list: &RevocationList) -> Result<(), SyncError> {
     Ok(())
 }
 
-/// Verifies a snapshot, installs it as the base list when it is newer than this isolate's (when
+/// Verifies a snapshot, installs it as the base list when it replaces this isolate's (when
 /// KV's copy is newer still, only over a list the isolate holds: one holding none reads KV's),
-/// and stores it in KV if KV's copy is older (another seq, another signing key, or the same list
-/// signed more than `KV_HEARTBEAT_SECS` earlier), or KV's head names a newer list than its
-/// snapshot. Also the list's seq (memory keeps its own view when that is the same list signed
+/// and stores it in KV if KV's copy is older or disowned by it (another seq, another signing
+/// key, or the same list signed more than `KV_HEARTBEAT_SECS` earlier), or KV's head names a
+/// newer list than its snapshot. Also the list's seq (memory keeps its own view when that is the same list signed
 /// later).
 pub async fn accept(
     env: &Env,

@@ -1,5 +1,5 @@
-//! A signing key that leaked signs a revocation list with a `seq` the issuer will not reach for
-//! years (here an empty one, taking every revocation back). Edges held such a list until
+//! A signing key that leaked signs a revocation list with a `seq` far above the issuer's (here
+//! an empty one, taking every revocation back). Edges held such a list until
 //! redeployed; now the issuer's lists replace it once they name the key (`keys revoke`), in
 //! every isolate and in KV (`replaces` in the shared crate).
 
@@ -21,7 +21,7 @@ fn forged(issuer_url: &str, key: &gatehouse_shared::SigningKey) -> String {
         .unwrap()
 }
 
-/// A key that leaked signs a list with a seq the issuer will not reach for years (here an
+/// A key that leaked signs a list with a seq far above the issuer's (here an
 /// empty one, taking every revocation back). Edges held such a list until redeployed; now the
 /// issuer's lists replace it once they name the key (`keys revoke`): through the delta feed on
 /// its own, or the cron's pull with the feed off, and KV takes the issuer's list over the
@@ -51,8 +51,8 @@ async fn a_list_signed_by_a_leaked_key_gives_way_once_the_key_is_revoked() {
         )
         .await;
 
-        // A list naming the key that signed it (what a replica that has not seen the
-        // revocation signs) is refused: taken, any older list naming the key would replace it.
+        // A list naming the key that signed it (what a replica that has not re-read its key
+        // ring signs) is refused: taken, any older list naming the key would replace it.
         let self_revoking = RevocationList::builder(&sys.issuer.url, FORGED_SEQ, unix_now())
             .key(leaked.kid(), unix_now() + 86_400)
             .build()

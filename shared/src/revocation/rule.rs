@@ -103,7 +103,7 @@ pub fn replaces(candidate: &RevocationList, held: (u64, i64, u64)) -> bool {
 
 /// Whether a verified list shows one held, `(seq, issued_at, key_id of its signer)`, not to be
 /// the issuer's: it revokes the key that signed the held one, at a seq the held one claims to
-/// reach. A key that leaked can sign a list with a `seq` the issuer will not reach for years;
+/// reach. A key that leaked can sign a list with a `seq` far above any the issuer has reached;
 /// the issuer revokes only keys it no longer signs with (`keys revoke`, an entry of kind key in
 /// every list it signs from then on), so a list that key signed at or above the revocation's
 /// seq is forged, and verifiers take the issuer's again. One it signed below is an honest list

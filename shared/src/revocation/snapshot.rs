@@ -42,7 +42,8 @@ impl SnapshotOptions {
 }
 
 /// Checks a signed list of type `typ` (a snapshot or a delta), signature first, and hands its
-/// payload to `decode`; then holds the decoded list to the options: its issuer and issue time.
+/// payload to `decode`; then holds the decoded list to the options (its issuer and issue time),
+/// refuses one that revokes its own signer, and records that signer.
 pub(super) fn verify_signed<T>(
     jws: &str,
     typ: &str,
@@ -55,7 +56,7 @@ pub(super) fn verify_signed<T>(
         UntrustedList::parse(jws, options.max_bytes)?.verified_payload(keys, typ)?;
     let (extra, mut list) = decode(&payload)?;
     // The issuer revokes only a key it no longer signs with: a list by a key it revokes comes
-    // from a replica that has not seen the revocation yet, or from whoever holds the key. Taken,
+    // from a replica that has not re-read its key ring since, or from whoever holds the key. Taken,
     // it would count as newer than lists that name the key, and an older list that names it
     // (public, replayable) would then replace it ([`super::replaces`]), taking entries back.
     if list.revokes_key(&signer) {

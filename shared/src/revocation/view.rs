@@ -1,6 +1,8 @@
 //! What a verifier holds: a base list (the last full snapshot, from KV, push or pull) and the
 //! newest delta over it (the fast path). Revocations only ever add entries, so applying any
-//! verified delta is safe; what a gap changes is only how fresh the view may call itself.
+//! verified delta is safe; what a gap changes is only how fresh the view may call itself. The
+//! one thing a list takes away is what it disowns ([`super::disowns`]): a list or delta that a
+//! key it revokes signed at or above its seq, which is forged.
 
 use std::sync::Arc;
 
@@ -89,9 +91,10 @@ impl RevocationView {
                 .is_some_and(|d| d.list().revokes_key(kid))
     }
 
-    /// The view with `list` as its base, if `list` is newer than the base held. The delta stays
-    /// while it is newer than the new base (a later seq, or the same re-signed later: it keeps
-    /// the view's age while the base is an older signature of the same list).
+    /// The view with `list` as its base, if it replaces the base held ([`super::replaces`]).
+    /// The delta stays while it is newer than the new base (a later seq, or the same re-signed
+    /// later: it keeps the view's age while the base is an older signature of the same list)
+    /// and not disowned by it.
     pub fn with_base(&self, list: RevocationList) -> Result<Self, SnapshotError> {
         if let Some(held) = &self.base {
             list.ensure_newer_than(held.rank())?;
@@ -109,19 +112,23 @@ impl RevocationView {
         })
     }
 
-    /// The view with `delta` applied, if it is newer than the delta held.
+    /// The view with `delta` applied, if it replaces the delta held ([`super::replaces`]).
     pub fn with_delta(&self, delta: RevocationDelta) -> Result<Self, SnapshotError> {
         if let Some(held) = &self.delta {
             delta.list().ensure_newer_than(held.list().rank())?;
         }
-        // A base the delta disowns (signed by a key it revokes, at a seq above it) is forged:
-        // it completes nothing, and the next list read replaces it.
+        // A base or delta the delta disowns (signed by a key it revokes, at or above its seq) is
+        // forged: it completes nothing, and the next list read replaces the base.
         let base = self
             .base
             .clone()
             .filter(|b| !super::disowns(delta.list(), b.rank()));
         let base_seq = base.as_ref().map_or(0, |b| b.seq());
-        let delta = match &self.delta {
+        let held = self
+            .delta
+            .as_ref()
+            .filter(|d| !super::disowns(delta.list(), d.list().rank()));
+        let delta = match held {
             // A gap: keep what earlier deltas carried, since the new one may no longer reach back.
             Some(held) if !delta.extends(base_seq) => {
                 let overlap = delta.from_seq() <= held.list().seq();

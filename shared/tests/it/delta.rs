@@ -251,7 +251,7 @@ fn a_base_signed_before_a_delta_of_the_same_seq_keeps_the_delta() {
     assert!(view.delta().is_some());
 }
 
-/// A key that leaked can sign a list with a seq the issuer will not reach for years. Once the
+/// A key that leaked can sign a list with a seq far above the issuer's. Once the
 /// issuer revokes the key (every list it signs then names it), such a list ranks below any list
 /// that names its signer: a snapshot replaces it, and a delta drops it from the view.
 #[test]
@@ -281,7 +281,7 @@ fn a_list_signed_by_a_revoked_key_ranks_below_any_list_that_revokes_the_key() {
         .token("x", NOW + 900)
         .key(leaked.kid(), NOW + 86_400)
         .build();
-    // Signed by the key it revokes (a replica that has not seen the revocation, or the key's
+    // Signed by the key it revokes (a replica that has not re-read its key ring, or the key's
     // holder), a list is refused: taken, an older list naming the key would replace it.
     let jws = revoking.sign_snapshot(&leaked).unwrap();
     let err = RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
@@ -329,4 +329,14 @@ fn a_list_signed_by_a_revoked_key_ranks_below_any_list_that_revokes_the_key() {
         .unwrap();
     assert!(view.delta().is_none());
     assert_eq!(view.seq(), 8);
+    // A delta that names the key takes nothing over from the forged delta it replaces: merged,
+    // the forged one's start (0, a whole list) made the view look complete.
+    let forged_whole = RevocationDelta::new(0, signed(&base(u64::MAX - 1, NOW, &["f"]), &leaked));
+    let view = RevocationView::default()
+        .with_delta(forged_whole)
+        .unwrap()
+        .with_delta(RevocationDelta::new(7, revoking.clone()))
+        .unwrap();
+    assert_eq!(view.delta().map(RevocationDelta::from_seq), Some(7));
+    assert!(!view.is_present() && !revoked(&view, "f"));
 }
