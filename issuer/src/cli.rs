@@ -314,7 +314,7 @@ fn keys_revoke(kid: &str) -> Result<(), String> {
             until - now()
         );
     }
-    let revoker = Revoker::for_command(db, config.clone());
+    let revoker = Revoker::for_command(db.clone(), config.clone());
     revoker
         .run_sync(now(), |r| keys::revoke(r, kid))
         .map_err(fail)?;
@@ -322,6 +322,17 @@ fn keys_revoke(kid: &str) -> Result<(), String> {
         "key {kid} is revoked: out of the JWKS at each replica's next key refresh, and refused \
          at the edge as soon as its revocation list has it (seconds, through the delta feed)"
     );
+    // The push that follows a revocation in a serving replica: this process made the write, and
+    // without it an edge with the feed off learns of it only at its cron. The revocation is
+    // recorded whatever the push does.
+    if !config.edge_sync_urls.is_empty()
+        && let Err(e) = push_current_list(&config, &db)
+    {
+        eprintln!(
+            "warning: {e}; the revocation is recorded and reaches the edges through their delta \
+             feed or cron (`gatehouse-issuer revocations push` tries again)"
+        );
+    }
     Ok(())
 }
 
@@ -441,16 +452,22 @@ fn revocations_push() -> Result<(), String> {
     if config.edge_sync_urls.is_empty() {
         return Err("no GATEHOUSE_EDGE_SYNC_URLS configured".into());
     }
+    push_current_list(&config, &db)
+}
+
+/// Signs the current list with the ring's active key and pushes it to every edge, reporting each
+/// (`revocations push`, and `keys revoke` after its write).
+fn push_current_list(config: &Config, db: &Db) -> Result<(), String> {
     let now = now();
     let ring = Arc::new(
-        db.run_sync(|c| KeyRing::load_read_only(c, &config, now))
+        db.run_sync(|c| KeyRing::load_read_only(c, config, now))
             .map_err(fail)?,
     );
     let metrics = Metrics::default();
     let snapshots = Snapshots::new(&metrics).map_err(fail)?;
     runtime()?.block_on(async {
         let jws = snapshots
-            .current(&db, &ring, &config, now)
+            .current(db, &ring, config, now)
             .await
             .map_err(fail)?;
         let mut failed = 0;
@@ -463,7 +480,7 @@ fn revocations_push() -> Result<(), String> {
                 Push::EdgeHolds(held) => {
                     // One edge's comparison failing must not keep the list from the others.
                     let behind = match held {
-                        Some(held) => match database_behind(&db, held).await {
+                        Some(held) => match database_behind(db, held).await {
                             Ok(ours) => ours.map(|ours| (held, ours)),
                             Err(e) => {
                                 failed += 1;
