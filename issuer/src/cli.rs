@@ -76,7 +76,7 @@ enum KeysCommand {
     /// current secret.
     Reseal,
     /// Emergency: revoke a (non-active) key. It leaves the JWKS and every edge drops it through
-    /// the revocation fast path.
+    /// the revocation fast path; the new list is also pushed to `GATEHOUSE_EDGE_SYNC_URLS`.
     Revoke {
         /// A kid is a base64url thumbprint and may begin with `-`.
         #[arg(allow_hyphen_values = true)]
