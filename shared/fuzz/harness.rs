@@ -4,8 +4,8 @@
 //! code and never part of the `gatehouse-shared` library.
 
 use gatehouse_shared::{
-    Ed25519Key, ErrorCode, KeySet, PublicKey, RevocationList, SnapshotOptions, UntrustedToken,
-    Verifier, VerifierOptions,
+    Ed25519Key, ErrorCode, KeySet, PublicKey, RevocationList, SigningKey, SnapshotOptions,
+    UntrustedToken, Verifier, VerifierOptions, replaces,
 };
 
 /// The fixed key the harnesses trust (RFC 8037's example public key, `kid` "fuzz").
@@ -14,6 +14,17 @@ pub fn keys() -> KeySet {
         r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"fuzz"}]}"#,
     )
     .unwrap_or_default()
+}
+
+/// The private half of [`keys`] (RFC 8037's example key), to sign what the harnesses decode.
+fn signing_key() -> &'static SigningKey {
+    static KEY: std::sync::OnceLock<SigningKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        SigningKey::from_jwk_json(
+            r#"{"kty":"OKP","crv":"Ed25519","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"fuzz"}"#,
+        )
+        .expect("RFC 8037's key")
+    })
 }
 
 /// Token parsing and verification: never panics, and fails only with a verifier's codes.
@@ -47,7 +58,9 @@ pub fn jwks(data: &[u8]) {
 
 /// Snapshot decoding: never panics; the encoding is canonical (decode then encode gives the
 /// same bytes; a version 1 list re-encodes as the current version, to the same list); a signed
-/// snapshot that is not ours fails with a code.
+/// snapshot that is not ours fails with a code. Signed by the trusted key, a decoded list
+/// verifies to the same entries with that key as its signer, and never replaces itself; unless
+/// it revokes that key, which is refused (`unknown_kid`).
 pub fn snapshot(data: &[u8]) {
     if let Ok(list) = RevocationList::from_bytes(data) {
         let bytes = list.to_bytes();
@@ -55,6 +68,28 @@ pub fn snapshot(data: &[u8]) {
             assert_eq!(bytes, data, "the compact encoding is canonical");
         } else {
             assert_eq!(RevocationList::from_bytes(&bytes).as_ref(), Ok(&list));
+        }
+        let jws = list
+            .sign_snapshot(signing_key())
+            .expect("a decoded list signs");
+        let opts = SnapshotOptions::new(list.issuer());
+        match RevocationList::verify_snapshot(&jws, &keys(), &opts, list.issued_at()) {
+            Ok(verified) => {
+                assert!(
+                    !list.revokes_key("fuzz"),
+                    "a list revoking its signer was taken"
+                );
+                assert_eq!(verified.to_bytes(), bytes);
+                assert_eq!(verified.signer(), "fuzz");
+                assert!(
+                    !replaces(&verified, verified.rank()),
+                    "a list replaced itself"
+                );
+            }
+            Err(e) => {
+                assert!(list.revokes_key("fuzz"), "{e}");
+                assert_eq!(e.code(), ErrorCode::UnknownKid);
+            }
         }
     }
     if let Ok(text) = core::str::from_utf8(data) {
