@@ -50,8 +50,8 @@ struct Head {
     /// Which key signed it: its `key_id`, in two halves (KV metadata is JSON, and JavaScript
     /// holds 53 bits exactly). After a rotation the issuer re-signs the same list with the new
     /// key, and KV takes it at once: a copy left signed by the old key would stop verifying once
-    /// that key's grace ended, long before the heartbeat. A list that revokes this key replaces
-    /// the copy whatever its seq (`replaces`). Zero in a head written before it was recorded.
+    /// that key's grace ended, long before the heartbeat. A list that revokes this key at a seq
+    /// the copy reaches replaces it (`disowns`). Zero in a head written before it was recorded.
     #[serde(default)]
     signer_high: u32,
     #[serde(default)]
@@ -169,8 +169,8 @@ fn not_below_view(list: &RevocationList) -> Result<(), SyncError> {
 /// KV's copy is newer still, only over a list the isolate holds: one holding none reads KV's),
 /// and stores it in KV if KV's copy is older or disowned by it (another seq, another signing
 /// key, or the same list signed more than `KV_HEARTBEAT_SECS` earlier), or KV's head names a
-/// newer list than its snapshot. Also the list's seq (memory keeps its own view when that is the same list signed
-/// later).
+/// newer list than its snapshot. Also the list's seq (memory keeps its own view when that is
+/// the same list signed later).
 pub async fn accept(
     env: &Env,
     config: &Config,

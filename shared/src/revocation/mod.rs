@@ -201,9 +201,9 @@ impl RevocationList {
     }
 
     /// Every entry of `self` and `other` (a repeated id keeps the later expiry and cut-off),
-    /// stamped with `self`'s issuer, seq, time and signer, less those expired by that time: the issuer
-    /// leaves them out of its lists at its own clock too, and the deltas an edge accumulates
-    /// while it has no newer base (KV down) would otherwise only ever grow.
+    /// stamped with `self`'s issuer, seq, time and signer, less those expired by that time: the
+    /// issuer leaves them out of its lists at its own clock too, and the deltas an edge
+    /// accumulates while it has no newer base (KV down) would otherwise only ever grow.
     #[must_use]
     pub fn union(&self, other: &Self) -> Self {
         fn merge<E: Copy>(

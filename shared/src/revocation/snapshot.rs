@@ -56,9 +56,9 @@ pub(super) fn verify_signed<T>(
         UntrustedList::parse(jws, options.max_bytes)?.verified_payload(keys, typ)?;
     let (extra, mut list) = decode(&payload)?;
     // The issuer revokes only a key it no longer signs with: a list by a key it revokes comes
-    // from a replica that has not re-read its key ring since, or from whoever holds the key. Taken,
-    // it would count as newer than lists that name the key, and an older list that names it
-    // (public, replayable) would then replace it ([`super::replaces`]), taking entries back.
+    // from a replica that has not re-read its key ring since, or from whoever holds the key.
+    // Taken, it would count as newer than lists that name the key, and an older list that names
+    // it (public, replayable) would then replace it ([`super::replaces`]), taking entries back.
     if list.revokes_key(&signer) {
         return Err(ValidationError::UnknownKid.into());
     }
