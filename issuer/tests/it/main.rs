@@ -25,6 +25,7 @@ mod credentials;
 mod db_errors;
 mod held;
 mod key_lag;
+mod key_replicas;
 mod key_schedule;
 mod key_sealing;
 mod keys;
