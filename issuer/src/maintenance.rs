@@ -84,6 +84,17 @@ pub fn cleanup_batch(
 /// Runs batches until everything due is gone, yielding between batches so the service never
 /// stalls behind cleanup.
 pub async fn cleanup(db: &Db, config: &Config, now: i64) -> Result<CleanupReport, ApiError> {
+    cleanup_until(db, config, now, None).await
+}
+
+/// [`cleanup`], stopping after the batch that ends past `deadline`; the rest is left for the
+/// next call.
+async fn cleanup_until(
+    db: &Db,
+    config: &Config,
+    now: i64,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<CleanupReport, ApiError> {
     let mut total = CleanupReport::default();
     let full = usize::try_from(config.cleanup_batch.max(1)).unwrap_or(usize::MAX);
     loop {
@@ -92,7 +103,8 @@ pub async fn cleanup(db: &Db, config: &Config, now: i64) -> Result<CleanupReport
         total.sessions += report.sessions;
         total.revocations += report.revocations;
         total.lockouts += report.lockouts;
-        if report.sessions < full && report.revocations < full && report.lockouts < full {
+        let done = report.sessions < full && report.revocations < full && report.lockouts < full;
+        if done || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             return Ok(total);
         }
         tokio::task::yield_now().await;
@@ -100,19 +112,22 @@ pub async fn cleanup(db: &Db, config: &Config, now: i64) -> Result<CleanupReport
 }
 
 async fn tick(
+    period: Duration,
     db: &Db,
     config: &Config,
     clock: &Clock,
     keys: &Arc<KeyRing>,
     revoker: &Revoker,
-    rate_limit: &RateLimit,
     metrics: &Metrics,
 ) {
     let now = clock.now();
     // The ring and the lifetime announcement first, each on the time it is done at: a retired
     // key's grace counts on every replica re-reading the ring each period, and revocations on
-    // the announcement never lapsing while this replica issues tokens; a long cleanup (a
-    // backlog of expired rows) must delay neither.
+    // the announcement never lapsing while this replica issues tokens. A long cleanup (a
+    // backlog of expired rows) must delay neither, so it stops at half the period and goes on
+    // at the next tick; run to its end, it held the next ticks back, and the announcement
+    // lapsed after three periods.
+    let cleanup_deadline = tokio::time::Instant::now() + period / 2;
     let ring = Arc::clone(keys);
     if let Err(e) = db.run(move |conn| ring.refresh(conn, now)).await {
         tracing::warn!(error = %e, "key refresh failed");
@@ -122,7 +137,7 @@ async fn tick(
         tracing::warn!(error = %e, "announcing the access-token lifetime failed");
         metrics.task_failed("lifetime_announcement");
     }
-    match cleanup(db, config, now).await {
+    match cleanup_until(db, config, now, Some(cleanup_deadline)).await {
         Ok(report) if report.total() > 0 => tracing::info!(?report, "cleanup"),
         Ok(_) => {}
         Err(e) => {
@@ -130,7 +145,6 @@ async fn tick(
             metrics.task_failed("cleanup");
         }
     }
-    rate_limit.prune();
 }
 
 pub fn stage() -> AdHoc {
@@ -175,7 +189,8 @@ pub fn stage() -> AdHoc {
                 let mut interval = tokio::time::interval_at(start, period);
                 loop {
                     interval.tick().await;
-                    tick(&db, &config, &clock, &keys, &revoker, &limiter, &metrics).await;
+                    tick(period, &db, &config, &clock, &keys, &revoker, &metrics).await;
+                    limiter.prune();
                 }
             });
         })

@@ -195,7 +195,11 @@ impl Revocations<'_> {
         // a login issued with a later clock than this request's `now`: the sessions' own
         // entries refuse every token of theirs, whenever it was issued.
         let (_, session_entries) = self.end_sessions(user_id, None)?;
-        self.insert_unowned(Kind::User, user_id, self.now + 1, self.horizon())?;
+        // In place of the user's earlier cut-offs that this one covers, as past the token bound:
+        // "log out everywhere" again and again would otherwise leave one each time.
+        let (issued_before, expires_at) = (self.now + 1, self.horizon());
+        revocations::delete_covered_cut_offs(self.conn, user_id, issued_before, expires_at)?;
+        self.insert_unowned(Kind::User, user_id, issued_before, expires_at)?;
         let detail = self.detail(serde_json::json!({"reason": reason}));
         audit::record(self.conn, self.now, "user_revoked", Some(user_id), &detail)?;
         self.written += 1 + session_entries;

@@ -13,8 +13,17 @@ use crate::db::schema::token_lifetimes;
 use crate::error::ApiError;
 
 /// Records that tokens of `ttl_secs` may be valid until `until`. Never shortens an earlier
-/// announcement of the same lifetime.
+/// announcement of the same lifetime. The row is updated first and inserted only when missing:
+/// every replica announces each tick, and an insert refused as a duplicate is an ERROR line in
+/// PostgreSQL's log each time (and, inside a transaction, aborts it).
 pub fn announce(conn: &mut DbConn, ttl_secs: i64, until: i64) -> Result<(), ApiError> {
+    let row = || token_lifetimes::table.find(ttl_secs);
+    let extended = diesel::update(row().filter(token_lifetimes::announced_until.lt(until)))
+        .set(token_lifetimes::announced_until.eq(until))
+        .execute(conn)?;
+    if extended > 0 || row().count().get_result::<i64>(conn)? > 0 {
+        return Ok(());
+    }
     let inserted = diesel::insert_into(token_lifetimes::table)
         .values((
             token_lifetimes::ttl_secs.eq(ttl_secs),
@@ -22,18 +31,17 @@ pub fn announce(conn: &mut DbConn, ttl_secs: i64, until: i64) -> Result<(), ApiE
         ))
         .execute(conn);
     match inserted {
-        Ok(_) => return Ok(()),
-        Err(e) if !is_unique_violation(&e) => return Err(e.into()),
-        Err(_) => {}
+        Ok(_) => Ok(()),
+        // Another replica's first announcement of this lifetime, between the count and here
+        // (once per lifetime ever): announce again over its row.
+        Err(e) if is_unique_violation(&e) => {
+            diesel::update(row().filter(token_lifetimes::announced_until.lt(until)))
+                .set(token_lifetimes::announced_until.eq(until))
+                .execute(conn)?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
-    diesel::update(
-        token_lifetimes::table
-            .find(ttl_secs)
-            .filter(token_lifetimes::announced_until.lt(until)),
-    )
-    .set(token_lifetimes::announced_until.eq(until))
-    .execute(conn)?;
-    Ok(())
 }
 
 /// The longest lifetime a token valid at `now` may have been issued with: the longest any

@@ -408,7 +408,178 @@ async fn one_users_revoked_tokens_keep_a_bounded_number_of_entries(backend: Back
     assert_eq!(app.me(&bob).await.0, Status::Ok);
 }
 
+/// "Log out everywhere" again and again keeps one cut-off per user: each covers the ones before
+/// it and takes their place, as past the token bound. Before, each call left a cut-off of its
+/// own for the longest token lifetime (about 991 s), beyond the one per user SECURITY.md states.
+/// Another user's cut-off stays.
+async fn repeated_logouts_everywhere_keep_one_cut_off_per_user(backend: Backend) {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::revocations;
+
+    let app = TestApp::start(backend).await;
+    let alice_id = app.register("alice").await;
+    let bob_id = app.register("bob").await;
+    let bob = str_of(&app.login("bob").await, "access_token").to_owned();
+    let (status, _) = app.send("POST", "/v1/logout/all", None, Some(&bob)).await;
+    assert_eq!(status, Status::Ok);
+    let mut logged_out = Vec::new();
+    for _ in 0..3 {
+        // Out of the last cut-off's second, where a login is answered 503.
+        app.clock().advance(2);
+        let access = str_of(&app.login("alice").await, "access_token").to_owned();
+        let (status, json) = app
+            .send("POST", "/v1/logout/all", None, Some(&access))
+            .await;
+        assert_eq!(status, Status::Ok, "{json}");
+        logged_out.push(access);
+    }
+    let cut_offs = |user: &str| {
+        let user = user.to_owned();
+        app.store()
+            .run_sync(move |c| {
+                revocations::table
+                    .filter(revocations::kind.eq(gatehouse_shared::RevocationKind::User.code()))
+                    .filter(revocations::subject.eq(&user))
+                    .count()
+                    .get_result::<i64>(c)
+                    .map_err(Into::into)
+            })
+            .unwrap()
+    };
+    assert_eq!((cut_offs(&alice_id), cut_offs(&bob_id)), (1, 1));
+    for (n, access) in logged_out.iter().chain([&bob]).enumerate() {
+        let (status, json) = app.me(access).await;
+        assert_eq!(
+            (status, str_of(&json, "code")),
+            (Status::Unauthorized, "revoked"),
+            "token {n}"
+        );
+    }
+}
+
+/// Every replica announces its token lifetime on every tick, over a row that exists after the
+/// first: the announcement is an update, which never shortens what was announced. Before, it
+/// tried an insert first, refused as a duplicate: an ERROR line in PostgreSQL's log each tick
+/// on each replica, and inside a transaction an abort (the second call here failed).
+async fn announcing_a_lifetime_again_updates_its_row(backend: Backend) {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::token_lifetimes;
+    use gatehouse_issuer::store::{lifetimes, write_tx};
+
+    let app = TestApp::start(backend).await;
+    let now = app.clock().now();
+    let ttl = 7_777;
+    app.store()
+        .run_sync(move |c| {
+            write_tx(c, |c| {
+                lifetimes::announce(c, ttl, now + 5_000)?;
+                lifetimes::announce(c, ttl, now + 4_000)?;
+                lifetimes::announce(c, ttl, now + 6_000)
+            })
+        })
+        .unwrap();
+    let until = app
+        .store()
+        .run_sync(move |c| {
+            token_lifetimes::table
+                .find(ttl)
+                .select(token_lifetimes::announced_until)
+                .first::<i64>(c)
+                .map_err(Into::into)
+        })
+        .unwrap();
+    assert_eq!(until, now + 6_000);
+    let longest = app
+        .store()
+        .run_sync(move |c| lifetimes::longest(c, now + 5_500, 0))
+        .unwrap();
+    assert_eq!(longest, ttl);
+}
+
+/// A cleanup with a backlog (thousands of expired entries, one per batch here) stops at half a
+/// period and goes on at the next tick, so the lifetime announcement of every tick is not held
+/// back. Before, a tick ran its cleanup to the end, and the ticks after it waited: past three
+/// periods this replica's announcement lapsed while it issued tokens, and a revocation by a
+/// replica with a shorter lifetime could end before those tokens did.
+async fn a_long_cleanup_does_not_hold_the_lifetime_announcement_back(backend: Backend) {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::{revocations, token_lifetimes};
+
+    const BACKLOG: i64 = 20_000;
+    let app = TestApp::start_with(backend, |c| {
+        c.cleanup_interval_secs = 1;
+        c.cleanup_batch = 1;
+    })
+    .await;
+    let now = app.clock().now();
+    // One statement (both databases take a recursive WITH before an INSERT).
+    let kind = gatehouse_shared::RevocationKind::Token.code();
+    let insert = format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {BACKLOG}) \
+         INSERT INTO revocations (kind, subject, issued_before, expires_at, created_at) \
+         SELECT {kind}, 'expired-' || i, 0, {}, {} FROM n",
+        now - 10,
+        now - 2_000
+    );
+    app.store()
+        .run_sync(move |c| diesel::sql_query(insert).execute(c).map_err(Into::into))
+        .unwrap();
+    let left = || {
+        app.store()
+            .run_sync(|c| {
+                revocations::table
+                    .count()
+                    .get_result::<i64>(c)
+                    .map_err(Into::into)
+            })
+            .unwrap()
+    };
+    // A bound against a hang, not a speed goal: the cleanup starts on the backlog.
+    for _ in 0..100 {
+        if left() < BACKLOG {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(left() < BACKLOG, "the cleanup never started");
+    let ttl = i64::from(app.config.access_token_ttl_secs);
+    let announced = || {
+        app.store()
+            .run_sync(move |c| {
+                token_lifetimes::table
+                    .find(ttl)
+                    .select(token_lifetimes::announced_until)
+                    .first::<i64>(c)
+                    .map_err(Into::into)
+            })
+            .unwrap()
+    };
+    // The clock moves on; a tick announces from it within a period or two.
+    app.clock().advance(600);
+    let mut renewed = false;
+    for _ in 0..50 {
+        if announced() >= now + 600 + ttl {
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let remaining = left();
+    assert!(
+        remaining > 1,
+        "the backlog was gone before the announcement was checked: {remaining} left"
+    );
+    assert!(
+        renewed,
+        "no announcement from the moved clock while the cleanup ran: until {}, {remaining} rows left",
+        announced() - now
+    );
+}
+
 crate::on_both_backends!(
+    a_long_cleanup_does_not_hold_the_lifetime_announcement_back,
+    repeated_logouts_everywhere_keep_one_cut_off_per_user,
+    announcing_a_lifetime_again_updates_its_row,
     the_snapshot_carries_live_revocations,
     sql_and_the_bearer_view_follow_the_shared_rule,
     a_lowered_token_lifetime_keeps_revocations_for_the_longest_token,
