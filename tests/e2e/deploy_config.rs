@@ -107,6 +107,39 @@ fn production_problems(config: &Table) -> Vec<String> {
         problems
             .push("env.production.vars.TEST_CRASH_ROUTE lets anyone crash the worker".to_owned());
     }
+    // Settings the worker takes (tests use them) that a production edge should not run with.
+    let seconds = |name: &str, default: f64| {
+        var(name).map_or(Some(default), |v| v.trim().parse::<f64>().ok())
+    };
+    let (cooldown, keys_ttl) = (
+        seconds("JWKS_REFETCH_COOLDOWN_SECS", 30.0),
+        seconds("KEYS_TTL_SECS", 300.0),
+    );
+    if cooldown == Some(0.0) {
+        problems.push(
+            "env.production.vars.JWKS_REFETCH_COOLDOWN_SECS is 0: every token with a made-up kid \
+             makes the edge fetch the issuer's keys (0 is for tests)"
+                .to_owned(),
+        );
+    }
+    if let (Some(cooldown), Some(ttl)) = (cooldown, keys_ttl)
+        && cooldown > ttl.min(3600.0)
+    {
+        problems.push(format!(
+            "env.production.vars.JWKS_REFETCH_COOLDOWN_SECS={cooldown} is above KEYS_TTL_SECS \
+             ({ttl}, at most 3600): the key set's refresh waits for the cooldown, so a key the \
+             issuer dropped verifies that long"
+        ));
+    }
+    if let Some(heartbeat) = seconds("KV_HEARTBEAT_SECS", 3600.0)
+        && heartbeat < 600.0
+    {
+        problems.push(format!(
+            "env.production.vars.KV_HEARTBEAT_SECS={heartbeat} is under 600: nearly every cron \
+             run writes the unchanged list to KV again (two writes a minute; the Free plan \
+             allows 1,000 a day)"
+        ));
+    }
     // A var is committed with the config; the secret goes in with `wrangler secret put`.
     for secret in ["HEALTH_TOKEN", "ORIGIN_SECRET"] {
         if var(secret).is_some() || top_var_set(config, secret) {
@@ -298,7 +331,7 @@ type Plant = (&'static str, fn(&mut Table));
 #[test]
 fn the_config_check_catches_what_is_planted_in_a_copy() {
     // Non-capturing closures, so one list holds them all.
-    let plants: [Plant; 20] = [
+    let plants: [Plant; 23] = [
         ("127.0.0.1", |c| {
             production_vars_mut(c).insert("ORIGIN_URL".into(), "http://127.0.0.1:8788".into());
         }),
@@ -369,6 +402,18 @@ fn the_config_check_catches_what_is_planted_in_a_copy() {
         // Unquoted, a float: the worker reads `1800.0` as 1800 (too short beside the heartbeat).
         ("MAX_LIST_AGE_SECS=1800 is not above", |c| {
             production_vars_mut(c).insert("MAX_LIST_AGE_SECS".into(), 1800.0.into());
+        }),
+        ("JWKS_REFETCH_COOLDOWN_SECS is 0", |c| {
+            production_vars_mut(c).insert("JWKS_REFETCH_COOLDOWN_SECS".into(), "0".into());
+        }),
+        (
+            "JWKS_REFETCH_COOLDOWN_SECS=86400 is above KEYS_TTL_SECS",
+            |c| {
+                production_vars_mut(c).insert("JWKS_REFETCH_COOLDOWN_SECS".into(), 86400.into());
+            },
+        ),
+        ("KV_HEARTBEAT_SECS=60 is under 600", |c| {
+            production_vars_mut(c).insert("KV_HEARTBEAT_SECS".into(), "60".into());
         }),
         ("ORIGIN_SECRET is a var", |c| {
             let secret = "0123456789abcdef0123456789abcdef";

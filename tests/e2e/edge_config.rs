@@ -438,6 +438,7 @@ async fn scope_rules_are_canonical_and_a_broken_one_fails_closed() {
             ("ORIGIN_URL", origin.as_str()),
             ("EXPECTED_ISSUER", "https://issuer.example"),
             ("EXPECTED_AUDIENCE", "api"),
+            ("ISSUER_URL", "https://issuer.example"),
             ("ROUTE_SCOPES", "/api/admin%2F*=admin,/api/*=read"),
         ],
     )
@@ -459,6 +460,7 @@ async fn scope_rules_are_canonical_and_a_broken_one_fails_closed() {
             ("ORIGIN_URL", origin.as_str()),
             ("EXPECTED_ISSUER", "https://issuer.example"),
             ("EXPECTED_AUDIENCE", "api"),
+            ("ISSUER_URL", "https://issuer.example"),
             ("ROUTE_SCOPES", "/api/admin/*=admin"),
             ("PUBLIC_PATHS", "/api/*"),
         ],
@@ -472,6 +474,39 @@ async fn scope_rules_are_canonical_and_a_broken_one_fails_closed() {
         (503, Some("misconfigured")),
         "{json}"
     );
+}
+
+/// An `ISSUER_URL` the worker cannot use (here with a query) stops it, as the other required
+/// vars do: 503 `misconfigured` on every request, public paths included, and the health names
+/// it. Before, the worker served on with no key or list fetch ever possible, so keys read from
+/// KV were never refreshed. The same vars with a usable URL forward the public path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_issuer_url_stops_the_worker() {
+    let origin = format!("http://127.0.0.1:{}", free_port());
+    for (issuer_url, stopped) in [
+        ("https://issuer.example/?x=1", true),
+        ("https://issuer.example", false),
+    ] {
+        let edge = Edge::start(
+            free_port(),
+            &[
+                ("ORIGIN_URL", origin.as_str()),
+                ("ISSUER_URL", issuer_url),
+                ("EXPECTED_ISSUER", "https://issuer.example"),
+                ("EXPECTED_AUDIENCE", "api"),
+                ("PUBLIC_PATHS", "/"),
+            ],
+        )
+        .await;
+        let (status, json) = get(&edge, "/", None).await;
+        assert_eq!(
+            json["code"].as_str() == Some("misconfigured"),
+            stopped,
+            "{issuer_url}: {status} {json}"
+        );
+        let problems = edge.health().await["problems"].to_string();
+        assert_eq!(problems.contains("ISSUER_URL"), stopped, "{problems}");
+    }
 }
 
 /// The health route tells anyone only `status`; its details (list age, kids, problems, KV

@@ -467,10 +467,12 @@ impl Config {
         self.delta_poll_ms > 0.0 && !self.delta_url.is_empty()
     }
 
-    /// Whether the worker can do its job at all.
+    /// Whether the worker can do its job at all: without a usable `ISSUER_URL` no key set or
+    /// list is fetched, and keys read from KV would never be refreshed.
     pub fn is_usable(&self) -> bool {
         self.route_scopes.is_some()
             && !self.origin_url.is_empty()
+            && !self.issuer_url.is_empty()
             && !self.verifier.issuer.is_empty()
             && !self.verifier.audience.is_empty()
     }

@@ -279,6 +279,18 @@ pub(super) fn route_scopes(
             )),
         }
     }
+    // Two scopes for one prefix (ASCII case aside, as rules match): only the first would apply.
+    for (i, (prefix, scope)) in rules.iter().enumerate() {
+        if rules
+            .iter()
+            .take(i)
+            .any(|(p, s)| p.eq_ignore_ascii_case(prefix) && s != scope)
+        {
+            broken.push(format!(
+                "ROUTE_SCOPES has two rules for {prefix}; only the first would apply"
+            ));
+        }
+    }
     if !broken.is_empty() {
         return Err(broken);
     }
@@ -308,9 +320,10 @@ pub(super) fn public_paths(raw: &str, problems: &mut Vec<String>) -> Vec<String>
         .collect()
 }
 
-/// Scope rules whose own paths a `PUBLIC_PATHS` entry lets through without a token (the public
+/// Scope rules whose own paths a `PUBLIC_PATHS` prefix lets through without a token (the public
 /// check comes first): `/api/*` public beside `/api/admin/*=admin`. Such a rule cannot be
-/// honoured, like a broken one. Compared with case folded, as scope rules match: a public
+/// honoured, like a broken one. An exact public path is one exception under a rule, even the
+/// rule's own prefix (`/` public beside `/*=user`). Compared with case folded, as scope rules match: a public
 /// `/API/*` would let `/API/admin/x` through, which the rule covers, and a public
 /// `/%C5%BFecret/*` (`ſ`) lets through what a case-folding origin reads as `/secret/…`.
 fn scope_rules_made_public(public: &[String], rules: &[(String, String)]) -> Vec<String> {
@@ -318,7 +331,7 @@ fn scope_rules_made_public(public: &[String], rules: &[(String, String)]) -> Vec
         .iter()
         .filter_map(|(prefix, scope)| {
             let folded = prefix.to_ascii_lowercase();
-            let entry = public.iter().find(|p| {
+            let entry = public.iter().filter(|p| p.ends_with('*')).find(|p| {
                 path::is_public(&path::folded_for_scopes(p).to_ascii_lowercase(), &folded)
             })?;
             Some(format!(

@@ -69,6 +69,17 @@ fn a_scope_rule_under_a_public_path_is_reported() {
         );
     }
     assert!(problems.is_empty(), "{problems:?}");
+    // An exact public path is one exception, even a rule's own prefix: the landing page public
+    // beside everything else guarded. It stopped the worker (503 everywhere).
+    let everything = route_scopes("/*=user,/docs/edit=write", &[]).unwrap();
+    for exact in ["/,/index.html", "/docs/edit"] {
+        let public = public_paths(exact, &mut problems);
+        assert_eq!(
+            scope_rules_made_public(&public, &everything),
+            [] as [String; 0]
+        );
+        assert!(route_scopes("/*=user,/docs/edit=write", &public).is_ok());
+    }
     let rules = route_scopes("/secret/x/*=x,/ip/*=ip", &[]).unwrap();
     for public in ["/%C5%BFecret/*", "/%C4%B0p/*", "/%C4%B1P/*"] {
         let public = public_paths(public, &mut problems);
@@ -215,6 +226,20 @@ fn a_scope_rule_that_cannot_be_honoured_fails_the_whole_set() {
         assert_eq!(broken.len(), 1, "{raw}: {broken:?}");
     }
     assert_eq!(route_scopes("", &[]).unwrap(), []);
+    // Two scopes for one prefix, ASCII case aside: only the first applied, silently (`read`
+    // opened `/api/` to tokens without `admin`). The same rule twice is harmless.
+    for twice in [
+        "/api/*=read,/api/*=admin",
+        "/api/*=read,/API/*=admin",
+        "/api=a,/Api=b",
+    ] {
+        let broken = route_scopes(twice, &[]).unwrap_err();
+        assert!(broken[0].contains("two rules for"), "{twice}: {broken:?}");
+    }
+    assert_eq!(
+        route_scopes("/api/*=read,/API/*=read", &[]).unwrap().len(),
+        2
+    );
 }
 
 #[test]
