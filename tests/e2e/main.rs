@@ -22,3 +22,4 @@ mod kv_writes;
 mod leaked_key;
 mod locations;
 mod system;
+mod wrk_output;

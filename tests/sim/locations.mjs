@@ -176,11 +176,15 @@ async function deliver(loc, name, value, metadata, hash, time) {
 }
 
 let running = true;
+// Ticks that failed: counted, so that a replicator that stopped delivering is seen in the report
+// rather than read as "no writes" (its log goes with the simulation's directory).
+let replicatorErrors = 0;
 (async () => {
   while (running) {
     try {
       await tick();
     } catch (e) {
+      replicatorErrors += 1;
       console.error(`replicator: ${e}`);
     }
     await new Promise((r) => setTimeout(r, TICK_MS));
@@ -208,7 +212,7 @@ const server = http.createServer(async (req, res) => {
       })));
     }
     if (req.method === 'GET' && req.url === '/refused-writes') {
-      return send(200, { refused: refusedWrites });
+      return send(200, { refused: refusedWrites, replicator_errors: replicatorErrors });
     }
     if (req.method === 'GET' && req.url === '/snapshots') {
       const metadata = await Promise.all(

@@ -12,6 +12,7 @@ mod procs;
 pub mod proxy;
 mod servers;
 mod workerd;
+pub mod wrk;
 
 use std::path::PathBuf;
 use std::sync::Arc;

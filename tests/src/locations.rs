@@ -80,6 +80,16 @@ impl Locations {
     /// The worker's KV writes the simulation refused, across the locations: a second write to
     /// a key within a second of the last (KV's per-key limit).
     pub async fn kv_refused_writes(&self) -> u64 {
+        self.simulation_count("refused").await
+    }
+
+    /// The replicator's ticks that failed (a delivery it could not make): 0 in a run whose
+    /// figures mean anything.
+    pub async fn replicator_errors(&self) -> u64 {
+        self.simulation_count("replicator_errors").await
+    }
+
+    async fn simulation_count(&self, name: &str) -> u64 {
         let (_, json) = json_of(
             http()
                 .get(format!("{}/refused-writes", self.server.url))
@@ -88,7 +98,9 @@ impl Locations {
                 .expect("refused-writes"),
         )
         .await;
-        json["refused"].as_u64().expect("a count")
+        json[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("the simulation's {name} count: {json}"))
     }
 
     /// [`Self::kv_writes`] to the key set's copy only: both counts from one reading of the

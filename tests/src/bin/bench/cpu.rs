@@ -301,7 +301,16 @@ pub async fn rows(s: &Settings, fix: &Fixture, w: &Workers<'_>) -> Vec<Row> {
             )
             .note(note),
         );
-        if !m.added_ratio.0.is_empty() {
+        // A row with a goal is kept without a figure too: the report then marks it unmeasured,
+        // where leaving it out would hide the goal.
+        let has_goal = !matches!(scenario.goal(), Goal::None);
+        if !m.added_ratio.0.is_empty() || has_goal {
+            let why_empty = if m.added_ratio.0.is_empty() {
+                "; MARKED: no round where jose added 20 µs or more above the do-nothing worker, \
+                 too close to divide by"
+            } else {
+                ""
+            };
             rows.push(
                 Row::new(
                     "1c",
@@ -311,7 +320,7 @@ pub async fn rows(s: &Settings, fix: &Fixture, w: &Workers<'_>) -> Vec<Row> {
                 )
                 .signed()
                 .goal(scenario.goal())
-                .note("the goal's measure: workerd's own share, the same for every worker, left out"),
+                .note(format!("the goal's measure: workerd's own share, the same for every worker, left out{why_empty}")),
             );
         }
         if !m.floor_ratio.0.is_empty() {

@@ -8,7 +8,7 @@ use gatehouse_tests::{Origin, Workerd, http, repo_root};
 use crate::Settings;
 use crate::fixture::{AUDIENCE, Fixture, ISSUER};
 use crate::stats::{Goal, Row, Sample};
-use crate::wrk::Load;
+use gatehouse_tests::wrk::{Load, WrkRun};
 
 async fn post(url: &str, body: String) -> u16 {
     http()
@@ -148,7 +148,7 @@ pub async fn gatekeeping(s: &Settings, fix: &Fixture) -> Vec<Row> {
     // Runs with socket errors or unexpected statuses are run again (twice at most) and, if
     // still unclean, kept and marked in the report instead of stopping the suite.
     let mut marks = Vec::new();
-    let mut note_errors = |what: &str, run: &crate::wrk::WrkRun, reruns: u32| {
+    let mut note_errors = |what: &str, run: &WrkRun, reruns: u32| {
         if reruns > 0 {
             marks.push(format!(
                 "{what}: re-run {reruns}× (last run: {} socket errors, {} non-2xx)",
@@ -242,17 +242,21 @@ pub async fn gatekeeping(s: &Settings, fix: &Fixture) -> Vec<Row> {
     rows
 }
 
+/// `path` gzipped at level 9, in KiB. A file missing or unreadable fails the row (a renamed
+/// file would otherwise count as 0 and shrink the figure).
 fn gzipped_kib(path: &Path) -> f64 {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("gzip -9 -c '{}' | wc -c", path.display()))
+    let out = std::process::Command::new("gzip")
+        .args(["-9", "-c"])
+        .arg(path)
         .output()
         .expect("gzip");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse::<f64>()
-        .expect("byte count")
-        / 1024.0
+    assert!(
+        out.status.success(),
+        "gzip {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout.len() as f64 / 1024.0
 }
 
 fn find_wasm(dir: &Path) -> std::path::PathBuf {

@@ -22,7 +22,6 @@ mod micro;
 mod propagation;
 mod report;
 mod stats;
-mod wrk;
 
 use std::path::PathBuf;
 
@@ -233,6 +232,15 @@ async fn main() -> std::process::ExitCode {
         .filter(|r| !r.is_measured())
         .map(|r| format!("row {} has no valid figure", r.id))
         .collect();
+    // A simulation check that fails makes the run's propagation figures meaningless.
+    for row in rows
+        .iter()
+        .filter(|r| r.what.starts_with("simulation check"))
+    {
+        if row.met() == Some(false) {
+            problems.push(format!("row {} failed its {}", row.id, row.what));
+        }
+    }
     for id in order.iter().filter(|_| only.is_none()) {
         if !rows.iter().any(|r| r.id == *id) {
             problems.push(format!("row {id} is missing from the report"));
