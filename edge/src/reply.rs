@@ -64,8 +64,8 @@ pub fn invalid_path() -> Response {
         &ErrorBody::new(
             "invalid_request",
             "invalid_path",
-            "the request path or its Destination is ambiguous (an escaped slash, a semicolon or \
-             a dot segment), or the Destination names another host",
+            "the path or Destination is ambiguous (an escaped slash, a semicolon or a dot \
+             segment), or the Destination names another host",
         ),
         None,
     )

@@ -208,7 +208,7 @@ pub async fn accept(
         && age > UNCHECKED_MAX_AGE_SECS
     {
         let error = format!(
-            "{why}; a list {age} s old is not taken without one to compare it with (at most {UNCHECKED_MAX_AGE_SECS} s)"
+            "{why}; a list {age} s old (over {UNCHECKED_MAX_AGE_SECS} s) is not taken without one to compare"
         );
         worker::console_warn!("gatehouse: {error}");
         if stored.is_err() {

@@ -21,7 +21,7 @@ pub(super) fn checked_url(name: &str, url: &str, problems: &mut Vec<String>) -> 
         }
         Some(UrlProblem::PlainHttp) => {
             problems.push(format!(
-                "{name}={url:?} is plain http:// to another machine: what comes over it (keys, lists, requests) can be read and altered on the way"
+                "{name}={url:?} is plain http:// to another machine: keys, lists and requests can be read and altered on the way"
             ));
             url.to_owned()
         }
@@ -172,8 +172,8 @@ pub(super) fn cors_problem(
     token_cookie: bool,
 ) -> Option<String> {
     (origins_listed && !forward_preflights && !token_cookie).then(|| {
-        "CORS_ORIGINS without TOKEN_COOKIE needs CORS_PREFLIGHT = \"forward\": a listed page's \
-         preflight is refused (401)"
+        "CORS_ORIGINS without TOKEN_COOKIE needs CORS_PREFLIGHT = \"forward\": a page's preflight \
+         is refused"
             .to_owned()
     })
 }
@@ -193,8 +193,7 @@ pub(super) fn list_age_problem(max_age: i64, heartbeat: i64, kv_refresh: i64) ->
     (max_age <= quiet_copy_age).then(|| {
         format!(
             "MAX_LIST_AGE_SECS={max_age} is not above KV_HEARTBEAT_SECS + 135 s + KV_REFRESH_SECS \
-             ({quiet_copy_age}): with the delta feed off or failing, a quiet list read from KV \
-             goes stale before the heartbeat renews it"
+             ({quiet_copy_age}): without the delta feed, a quiet list read from KV goes stale"
         )
     })
 }
@@ -271,24 +270,25 @@ pub(super) fn route_scopes(
             let prefix = path::folded_for_scopes(prefix.trim_end_matches('*')).into_owned();
             is_scope_token(scope).then(|| (prefix, scope.to_owned()))
         });
+        // Two scopes for one prefix (ASCII case aside, and a trailing `/`: `/x/` covers `/x`, as
+        // rules match): only one would apply to it.
+        let twice = |(prefix, scope): &(String, String)| {
+            let bare = prefix.trim_end_matches('/');
+            rules
+                .iter()
+                .any(|(p, s)| s != scope && p.trim_end_matches('/').eq_ignore_ascii_case(bare))
+        };
         match parsed {
-            Some(rule) => rules.push(rule),
+            Some(parsed) if twice(&parsed) => {
+                broken.push(format!(
+                    "ROUTE_SCOPES rule {rule:?} gives a prefix a second scope"
+                ));
+            }
+            Some(parsed) => rules.push(parsed),
             None => broken.push(format!(
                 "ROUTE_SCOPES rule {rule:?} is not /prefix=scope with a path a request can have \
-                 and one scope; protected requests are refused until it is fixed"
+                 and one scope"
             )),
-        }
-    }
-    // Two scopes for one prefix (ASCII case aside, as rules match): only the first would apply.
-    for (i, (prefix, scope)) in rules.iter().enumerate() {
-        if rules
-            .iter()
-            .take(i)
-            .any(|(p, s)| p.eq_ignore_ascii_case(prefix) && s != scope)
-        {
-            broken.push(format!(
-                "ROUTE_SCOPES has two rules for {prefix}; only the first would apply"
-            ));
         }
     }
     if !broken.is_empty() {
@@ -320,22 +320,29 @@ pub(super) fn public_paths(raw: &str, problems: &mut Vec<String>) -> Vec<String>
         .collect()
 }
 
-/// Scope rules whose own paths a `PUBLIC_PATHS` prefix lets through without a token (the public
-/// check comes first): `/api/*` public beside `/api/admin/*=admin`. Such a rule cannot be
-/// honoured, like a broken one. An exact public path is one exception under a rule, even the
-/// rule's own prefix (`/` public beside `/*=user`). Compared with case folded, as scope rules match: a public
-/// `/API/*` would let `/API/admin/x` through, which the rule covers, and a public
-/// `/%C5%BFecret/*` (`ſ`) lets through what a case-folding origin reads as `/secret/…`.
+/// Scope rules that a `PUBLIC_PATHS` entry overrules (the public check comes first): a prefix
+/// entry that covers the rule's prefix (`/api/*` public beside `/api/admin/*=admin`), and an
+/// entry the rule covers that is not strictly below its prefix, its own root in any spelling the
+/// rule reads as it (`/api/admin/`, `/api/admin`, `/api/admin.json`: the handler it names). An
+/// exact path strictly below is one exception (`/api/admin/health`), and so is any exact path
+/// under `/` (`/` public beside `/*=user`). Such a rule cannot be honoured, like a broken one.
+/// Compared with case folded, as scope rules match: a public `/API/*` would let `/API/admin/x`
+/// through, which the rule covers, and a public `/%C5%BFecret/*` (`ſ`) lets through what a
+/// case-folding origin reads as `/secret/…`.
 fn scope_rules_made_public(public: &[String], rules: &[(String, String)]) -> Vec<String> {
     rules
         .iter()
         .filter_map(|(prefix, scope)| {
             let folded = prefix.to_ascii_lowercase();
-            let entry = public.iter().filter(|p| p.ends_with('*')).find(|p| {
-                path::is_public(&path::folded_for_scopes(p).to_ascii_lowercase(), &folded)
+            let entry = public.iter().find(|p| {
+                let entry = path::folded_for_scopes(p).to_ascii_lowercase();
+                let start = entry.trim_end_matches('*');
+                let below = start.len() > folded.len() && start.starts_with(&folded);
+                (start != entry && folded.starts_with(start))
+                    || (folded != "/" && !below && path::within_scope_prefix(&folded, start))
             })?;
             Some(format!(
-                "ROUTE_SCOPES rule for {prefix} (scope {scope}) lies under PUBLIC_PATHS entry {entry}, so its paths need no token"
+                "ROUTE_SCOPES rule for {prefix} (scope {scope}) lies under PUBLIC_PATHS entry {entry}"
             ))
         })
         .collect()

@@ -408,10 +408,11 @@ async fn one_users_revoked_tokens_keep_a_bounded_number_of_entries(backend: Back
     assert_eq!(app.me(&bob).await.0, Status::Ok);
 }
 
-/// "Log out everywhere" again and again keeps one cut-off per user: each covers the ones before
-/// it and takes their place, as past the token bound. Before, each call left a cut-off of its
-/// own for the longest token lifetime (about 991 s), beyond the one per user SECURITY.md states.
-/// Another user's cut-off stays.
+/// "Log out everywhere" again and again keeps one cut-off per user: each takes the place of the
+/// earlier ones it covers, as past the token bound. Before, each call left a cut-off of its own
+/// for the longest token lifetime (about 991 s), beyond the one per user SECURITY.md states. A
+/// cut-off that outlives the new one (written under a longer lifetime) stays, and so does
+/// another user's.
 async fn repeated_logouts_everywhere_keep_one_cut_off_per_user(backend: Backend) {
     use diesel::prelude::*;
     use gatehouse_issuer::db::schema::revocations;
@@ -422,11 +423,32 @@ async fn repeated_logouts_everywhere_keep_one_cut_off_per_user(backend: Backend)
     let bob = str_of(&app.login("bob").await, "access_token").to_owned();
     let (status, _) = app.send("POST", "/v1/logout/all", None, Some(&bob)).await;
     assert_eq!(status, Status::Ok);
+    // Alice's cut-off from before a lifetime was lowered: it lasts beyond any written now.
+    let user_kind = gatehouse_shared::RevocationKind::User.code();
+    let now = app.clock().now();
+    let outlasting = (now - 100, now + 100_000);
+    let planted = alice_id.clone();
+    app.store()
+        .run_sync(move |c| {
+            diesel::insert_into(revocations::table)
+                .values((
+                    revocations::kind.eq(user_kind),
+                    revocations::subject.eq(planted),
+                    revocations::issued_before.eq(outlasting.0),
+                    revocations::expires_at.eq(outlasting.1),
+                    revocations::created_at.eq(now),
+                ))
+                .execute(c)
+                .map_err(Into::into)
+        })
+        .unwrap();
     let mut logged_out = Vec::new();
+    let mut last_asked = 0;
     for _ in 0..3 {
         // Out of the last cut-off's second, where a login is answered 503.
         app.clock().advance(2);
         let access = str_of(&app.login("alice").await, "access_token").to_owned();
+        last_asked = app.clock().now();
         let (status, json) = app
             .send("POST", "/v1/logout/all", None, Some(&access))
             .await;
@@ -438,15 +460,28 @@ async fn repeated_logouts_everywhere_keep_one_cut_off_per_user(backend: Backend)
         app.store()
             .run_sync(move |c| {
                 revocations::table
-                    .filter(revocations::kind.eq(gatehouse_shared::RevocationKind::User.code()))
+                    .filter(revocations::kind.eq(user_kind))
                     .filter(revocations::subject.eq(&user))
-                    .count()
-                    .get_result::<i64>(c)
+                    .select((revocations::issued_before, revocations::expires_at))
+                    .order(revocations::issued_before)
+                    .load::<(i64, i64)>(c)
                     .map_err(Into::into)
             })
             .unwrap()
     };
-    assert_eq!((cut_offs(&alice_id), cut_offs(&bob_id)), (1, 1));
+    let alices = cut_offs(&alice_id);
+    assert_eq!(alices.len(), 2, "{alices:?}");
+    assert_eq!(
+        alices[0], outlasting,
+        "the cut-off that outlasts the new one stays"
+    );
+    // The one left is the last logout's: it covers every token issued up to it.
+    let last = last_asked + 1..=app.clock().now() + 1;
+    assert!(
+        last.contains(&alices[1].0),
+        "{alices:?}, the last in {last:?}"
+    );
+    assert_eq!(cut_offs(&bob_id).len(), 1);
     for (n, access) in logged_out.iter().chain([&bob]).enumerate() {
         let (status, json) = app.me(access).await;
         assert_eq!(
@@ -505,7 +540,8 @@ async fn a_long_cleanup_does_not_hold_the_lifetime_announcement_back(backend: Ba
     use diesel::prelude::*;
     use gatehouse_issuer::db::schema::{revocations, token_lifetimes};
 
-    const BACKLOG: i64 = 20_000;
+    // Far more than a fast disk clears in the seconds this takes (one row per batch).
+    const BACKLOG: i64 = 200_000;
     let app = TestApp::start_with(backend, |c| {
         c.cleanup_interval_secs = 1;
         c.cleanup_batch = 1;

@@ -69,16 +69,26 @@ fn a_scope_rule_under_a_public_path_is_reported() {
         );
     }
     assert!(problems.is_empty(), "{problems:?}");
-    // An exact public path is one exception, even a rule's own prefix: the landing page public
-    // beside everything else guarded. It stopped the worker (503 everywhere).
-    let everything = route_scopes("/*=user,/docs/edit=write", &[]).unwrap();
-    for exact in ["/,/index.html", "/docs/edit"] {
-        let public = public_paths(exact, &mut problems);
+    // An exact public path strictly below a rule is one exception, and so is any exact path
+    // under `/` (the landing page public beside everything else guarded: it stopped the worker).
+    // A rule's own root is not, in any spelling the rule reads as it: the handler it names.
+    let rules = "/*=user,/docs/edit=write,/api/admin/*=admin";
+    let everything = route_scopes(rules, &[]).unwrap();
+    for (public, overruled) in [
+        ("/,/index.html,/docs/editor,/api/admin/health", 0),
+        ("/docs/edit", 1),
+        ("/api/admin/", 1),
+        ("/API/admin", 1),
+        ("/api/admin.json", 1),
+        ("/api/admin.*", 1),
+    ] {
+        let public = public_paths(public, &mut problems);
         assert_eq!(
-            scope_rules_made_public(&public, &everything),
-            [] as [String; 0]
+            scope_rules_made_public(&public, &everything).len(),
+            overruled,
+            "{public:?}"
         );
-        assert!(route_scopes("/*=user,/docs/edit=write", &public).is_ok());
+        assert_eq!(route_scopes(rules, &public).is_ok(), overruled == 0);
     }
     let rules = route_scopes("/secret/x/*=x,/ip/*=ip", &[]).unwrap();
     for public in ["/%C5%BFecret/*", "/%C4%B0p/*", "/%C4%B1P/*"] {
@@ -232,9 +242,10 @@ fn a_scope_rule_that_cannot_be_honoured_fails_the_whole_set() {
         "/api/*=read,/api/*=admin",
         "/api/*=read,/API/*=admin",
         "/api=a,/Api=b",
+        "/billing=billing:admin,/billing/*=billing:read",
     ] {
         let broken = route_scopes(twice, &[]).unwrap_err();
-        assert!(broken[0].contains("two rules for"), "{twice}: {broken:?}");
+        assert!(broken[0].contains("a second scope"), "{twice}: {broken:?}");
     }
     assert_eq!(
         route_scopes("/api/*=read,/API/*=read", &[]).unwrap().len(),
