@@ -3,6 +3,7 @@
 # machine's cores with the issuer and PostgreSQL). Prints logins/s, refresh rotations/s,
 # GET /v1/me requests/s, latency and the issuer's RSS. Usage: scripts/bench-issuer.sh [seconds]
 set -euo pipefail
+. "$(dirname "$0")/target-dir.sh"
 cd "$(dirname "$0")/.."
 DURATION="${1:-10}"
 PORT=8199
@@ -20,7 +21,7 @@ work=$(mktemp -d)
 GATEHOUSE_DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres?options=-csearch_path%3D${SCHEMA}" \
 GATEHOUSE_PORT=$PORT GATEHOUSE_ISSUER=$BASE GATEHOUSE_DATA_DIR="$work" \
 GATEHOUSE_TOKEN_RATE_PER_MINUTE=1000000000 GATEHOUSE_LOG=warn GATEHOUSE_OPEN_REGISTRATION=true GATEHOUSE_DRAIN_SECS=0 \
-  target/release/gatehouse-issuer serve >"$work/issuer.log" 2>&1 &
+  "${CARGO_TARGET_DIR:-target}/release/gatehouse-issuer" serve >"$work/issuer.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do curl -sf "$BASE/health/ready" >/dev/null && break; sleep 0.1; done

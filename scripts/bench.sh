@@ -4,6 +4,7 @@
 # `--smoke` runs every row in seconds with tiny N on the artifacts `make test` already built
 # (debug issuer) and writes target/bench-smoke/ instead; make test runs it so the suite cannot rot.
 set -euo pipefail
+. "$(dirname "$0")/target-dir.sh"
 cd "$(dirname "$0")/.."
 
 if [ "${1:-}" = "--smoke" ]; then

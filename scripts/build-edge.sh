@@ -12,8 +12,7 @@
 #   keeps them (for twiggy, or for reading a trap in `wrangler tail`).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-# cargo runs in edge/ below: a relative target directory must mean the same there.
-case ${CARGO_TARGET_DIR:-} in "" | /*) ;; *) export CARGO_TARGET_DIR="$PWD/$CARGO_TARGET_DIR" ;; esac
+. "$root/scripts/target-dir.sh"
 out="$root/edge/build"
 wasm="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/wasm-edge/gatehouse_edge.wasm"
 

@@ -3,10 +3,9 @@
 # `wrangler dev` (:8787) in front of the demo origin (:8788), and the issuer pushing revocation
 # snapshots to the worker. Ctrl-C stops everything, workerd included.
 set -euo pipefail
+. "$(dirname "$0")/target-dir.sh"
 cd "$(dirname "$0")/.."
 root=$(pwd)
-# cargo's target directory, absolute (a relative CARGO_TARGET_DIR means the same from here).
-case ${CARGO_TARGET_DIR:-} in "" | /*) ;; *) export CARGO_TARGET_DIR="$root/$CARGO_TARGET_DIR" ;; esac
 issuer_bin="${CARGO_TARGET_DIR:-$root/target}/debug/gatehouse-issuer"
 
 # `make test`'s browser test runs this on what the test build made (GATEHOUSE_DEV_PREBUILT=1),

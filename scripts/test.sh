@@ -2,6 +2,7 @@
 # The one test command (`make test`, and CI through .ci/run): formatting, clippy for native and
 # wasm32, and every test suite. Exits non-zero on the first failure.
 set -euo pipefail
+. "$(dirname "$0")/target-dir.sh"
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh

@@ -4,7 +4,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -111,11 +111,47 @@ const listening = (port) => new Promise((resolve) => {
 
 // Last: it stops the system. The README says Ctrl-C stops everything, workerd included: a
 // terminal sends SIGINT to dev.sh's process group, which its setsid children are not in.
+// `/proc/PID/stat`'s name, state and parent; `null` once the process is gone.
+const stat = (pid) => {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const [state, ppid] = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return { name: text.slice(text.indexOf('(') + 1, text.lastIndexOf(')')), state, ppid: Number(ppid) };
+  } catch {
+    return null;
+  }
+};
+// Every process below `root`, setsid children included (they keep their parent).
+const descendants = (root) => {
+  const all = readdirSync('/proc').filter((e) => /^\d+$/.test(e)).map((pid) => ({ pid: Number(pid), ...stat(pid) }));
+  const found = [];
+  for (let parents = [root]; parents.length > 0;) {
+    const children = all.filter((p) => parents.includes(p.ppid));
+    found.push(...children);
+    parents = children.map((p) => p.pid);
+  }
+  return found;
+};
+
 test('Ctrl-C stops the whole system, workerd included', { timeout: 60000 }, async () => {
+  // Both of wrangler dev's workerd processes (its proxy, and the worker's own on a port of its
+  // choosing) among them: the ports below would not show the second one outliving the rest.
+  const processes = descendants(system.pid);
+  assert.ok(processes.filter((p) => p.name === 'workerd').length >= 2, JSON.stringify(processes));
   const exited = new Promise((resolve) => system.once('exit', resolve));
   process.kill(-system.pid, 'SIGINT');
   await exited;
   system = null;
+  // A bound against a hang, not a speed goal. A zombie has ended (its parent gone, it waits
+  // for a reaper this container may not run).
+  const running = () => processes.filter((p) => {
+    const now = stat(p.pid);
+    return now !== null && now.state !== 'Z' && now.name === p.name;
+  });
+  for (let waited = 0; running().length > 0 && waited < 20000; waited += 200) {
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.deepEqual(running(), [], 'processes of the system outlived Ctrl-C');
   for (const [name, port] of Object.entries(ports)) {
     // A bound against a hang, not a speed goal: the children are stopped and waited for.
     let open = true;

@@ -53,7 +53,7 @@ export async function startIssuer(env = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'gh-issuer-'));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const bin = join(process.env.CARGO_TARGET_DIR ?? join(root, 'target'), 'debug', 'gatehouse-issuer');
+  const bin = join(resolve(root, process.env.CARGO_TARGET_DIR ?? 'target'), 'debug', 'gatehouse-issuer');
   const child = spawn(bin, ['serve'], {
     cwd: dir,
     env: {

@@ -5,7 +5,8 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Miniflare } from 'miniflare';
@@ -124,6 +125,22 @@ test('TypeScript strict, from the tarball: the types check, misuse fails, nothin
     assert.ok(seen >= 8, `only ${seen} exports seen through ${entry}`);
     assert.deepEqual(offenders, [], `${entry}: public API typed any`);
   }
+  // The check itself: a stand-in package with an `any` planted in each kind of export.
+  const planted = mkdtempSync(join(tmpdir(), 'gh-any-'));
+  const fake = join(planted, 'node_modules/@gatehouse/verify');
+  mkdirSync(fake, { recursive: true });
+  writeFileSync(join(fake, 'package.json'), JSON.stringify({ name: '@gatehouse/verify', version: '0.0.0', types: 'index.d.ts' }));
+  writeFileSync(join(fake, 'index.d.ts'), `export interface Claims { sub: string; extra: any }
+export type Options = { issuer: string; hook: (x: any) => void };
+export declare const anything: any;
+export declare function verify(token: string): any;
+export declare class Verifier { check(claims: any): boolean }
+`);
+  writeFileSync(join(planted, 'consumer.ts'), "import * as verify from '@gatehouse/verify';\nexport { verify };\n");
+  const { offenders } = JSON.parse(run(process.execPath, [join(root, 'tests/js/pack/no-any.mjs'), planted, 'consumer.ts'], root));
+  assert.deepEqual(offenders.sort(), [
+    'Claims.extra: any', 'Options.hook(x: any)', 'Verifier.check(claims: any)', 'anything: any', 'verify(): any',
+  ], 'the any check misses what was planted');
 });
 
 test('a Worker that imports the package, bundled by wrangler, verifies in workerd', async () => {

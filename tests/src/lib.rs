@@ -34,8 +34,11 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// cargo's target directory; a relative `CARGO_TARGET_DIR` is taken from the repository root,
+/// where the make targets run cargo (tests run in `tests/`).
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from)
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo_root().join("target"), |dir| repo_root().join(dir))
 }
 
 /// The current Unix time in seconds.

@@ -1,5 +1,6 @@
-// Lists every public function, constructor, method and property of an installed package whose
-// declared type takes or returns `any`, through the TypeScript compiler's own view of the
+// Lists every public value, function, constructor, method and property of an installed package,
+// and every member of its interfaces and type aliases, whose declared type is, takes or returns
+// `any`, through the TypeScript compiler's own view of the
 // package's types (the exports map's `types`, resolved as an application would).
 // Usage: node no-any.mjs APP_DIR ENTRY_FILE  -> prints offenders as JSON.
 import { createRequire } from 'node:module';
@@ -43,7 +44,20 @@ for (const sym of checker.getExportsOfModule(module)) {
   const decl = target.valueDeclaration ?? target.declarations?.[0];
   if (!decl) continue;
   seen += 1;
+  // Interfaces and type aliases (the claims, the options): each member, a level deep.
+  if (target.flags & (ts.SymbolFlags.Interface | ts.SymbolFlags.TypeAlias)) {
+    const declared = checker.getDeclaredTypeOfSymbol(target);
+    if (isAny(declared)) offenders.push(`type ${name}: any`);
+    for (const member of declared.getProperties().filter(ours)) {
+      const memberType = checker.getTypeOfSymbolAtLocation(member, decl);
+      if (isAny(memberType)) offenders.push(`${name}.${member.name}: any`);
+      checkSignatures(`${name}.${member.name}`, memberType.getCallSignatures());
+    }
+    checkSignatures(name, declared.getCallSignatures());
+    if (!(target.flags & ts.SymbolFlags.Value)) continue;
+  }
   const type = checker.getTypeOfSymbolAtLocation(target, decl);
+  if (isAny(type)) offenders.push(`${name}: any`);
   checkSignatures(name, type.getCallSignatures());
   checkSignatures(`new ${name}`, type.getConstructSignatures());
   if (target.flags & ts.SymbolFlags.Class) {
