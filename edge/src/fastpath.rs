@@ -153,7 +153,9 @@ async fn fetch(config: &Config) -> Result<String, String> {
     // `max-age` must be whole seconds.
     let headers = Headers::new();
     let _ = headers.set("Cache-Control", "public, max-age=60");
-    let _ = headers.set(FETCHED_AT, &now.to_string());
+    // Whole milliseconds (`Date.now()` has no more), written without float formatting.
+    #[allow(clippy::cast_possible_truncation)]
+    let _ = headers.set(FETCHED_AT, &(now as i64).to_string());
     if let Ok(copy) = Response::ok(text.clone()) {
         let _ = cache.put(url, copy.with_headers(headers)).await;
     }

@@ -144,7 +144,7 @@ async fn store(env: &Env, json: &str, fetched_ms: f64) {
         return;
     }
     let written = match kv
-        .put(KV_JWKS, json)
+        .put_bytes(KV_JWKS, json.as_bytes())
         .and_then(|put| put.metadata(Fetched { at_ms: fetched_ms }))
     {
         Ok(put) => put.execute().await,

@@ -256,8 +256,12 @@ pub async fn accept(
     if changed {
         // The snapshot first, then the head that points at it.
         let written = async {
-            kv.put(KV_SNAPSHOT, jws)?.metadata(head)?.execute().await?;
-            kv.put(KV_HEAD, head)?.execute().await
+            kv.put_bytes(KV_SNAPSHOT, jws.as_bytes())?
+                .metadata(head)?
+                .execute()
+                .await?;
+            let head_json = serde_json::to_vec(&head)?;
+            kv.put_bytes(KV_HEAD, &head_json)?.execute().await
         }
         .await;
         if let Err(e) = written {

@@ -280,9 +280,7 @@ pub(super) fn route_scopes(
         };
         match parsed {
             Some(parsed) if twice(&parsed) => {
-                broken.push(format!(
-                    "ROUTE_SCOPES rule {rule:?} gives a prefix a second scope"
-                ));
+                broken.push(format!("ROUTE_SCOPES rule {rule:?} repeats a prefix"));
             }
             Some(parsed) => rules.push(parsed),
             None => broken.push(format!(
@@ -321,25 +319,34 @@ pub(super) fn public_paths(raw: &str, problems: &mut Vec<String>) -> Vec<String>
 }
 
 /// Scope rules that a `PUBLIC_PATHS` entry overrules (the public check comes first): a prefix
-/// entry that covers the rule's prefix (`/api/*` public beside `/api/admin/*=admin`), and an
-/// entry the rule covers that is not strictly below its prefix, its own root in any spelling the
-/// rule reads as it (`/api/admin/`, `/api/admin`, `/api/admin.json`: the handler it names). An
-/// exact path strictly below is one exception (`/api/admin/health`), and so is any exact path
-/// under `/` (`/` public beside `/*=user`). Such a rule cannot be honoured, like a broken one.
-/// Compared with case folded, as scope rules match: a public `/API/*` would let `/API/admin/x`
-/// through, which the rule covers, and a public `/%C5%BFecret/*` (`ſ`) lets through what a
-/// case-folding origin reads as `/secret/…`.
+/// entry over the rule's whole prefix (`/api/*` public beside `/api/admin/*=admin`) or over a
+/// parent the rule lies below for `DELETE` and WebDAV's methods (`/api.*`, as `/api.json` is
+/// `/api` to routers with format suffixes), and any entry on the rule's own root in a spelling
+/// the rule covers (`/api/admin/`, `/api/admin`, `/api/admin.json`, `/api/admin/*`: the
+/// handler it names). Strictly below the root (`/api/admin/health`, `/api/admin/docs/*`, and
+/// `/docs/editor` under a `/docs/edit` rule) is a carve-out the operator chose, and so is an
+/// exact path under `/`. Such a rule cannot be honoured, like a broken one. Compared with case
+/// folded, as scope rules match: a public `/API/*` would let `/API/admin/x` through, which the
+/// rule covers, and a public `/%C5%BFecret/*` (`ſ`) lets through what a case-folding origin
+/// reads as `/secret/…`.
 fn scope_rules_made_public(public: &[String], rules: &[(String, String)]) -> Vec<String> {
     rules
         .iter()
         .filter_map(|(prefix, scope)| {
             let folded = prefix.to_ascii_lowercase();
+            let root = folded.trim_end_matches('/');
             let entry = public.iter().find(|p| {
                 let entry = path::folded_for_scopes(p).to_ascii_lowercase();
                 let start = entry.trim_end_matches('*');
-                let below = start.len() > folded.len() && start.starts_with(&folded);
-                (start != entry && folded.starts_with(start))
-                    || (folded != "/" && !below && path::within_scope_prefix(&folded, start))
+                let exact = start == entry;
+                // What follows the root: a segment of its own, or another name a prefix
+                // without `/` happens to cover; not `/`, a `.suffix` or nothing.
+                let below = start
+                    .strip_prefix(root)
+                    .is_some_and(|rest| !matches!(rest.as_bytes(), [] | [b'/'] | [b'.', ..]));
+                let carve_out = below || (exact && root.is_empty());
+                (!exact && (folded.starts_with(start) || path::lies_below(&folded, start)))
+                    || (!carve_out && path::within_scope_prefix(&folded, start))
             })?;
             Some(format!(
                 "ROUTE_SCOPES rule for {prefix} (scope {scope}) lies under PUBLIC_PATHS entry {entry}"

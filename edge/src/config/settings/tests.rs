@@ -69,18 +69,29 @@ fn a_scope_rule_under_a_public_path_is_reported() {
         );
     }
     assert!(problems.is_empty(), "{problems:?}");
-    // An exact public path strictly below a rule is one exception, and so is any exact path
+    // Strictly below a rule's root is a carve-out (a path, or a prefix), and so is any exact path
     // under `/` (the landing page public beside everything else guarded: it stopped the worker).
-    // A rule's own root is not, in any spelling the rule reads as it: the handler it names.
-    let rules = "/*=user,/docs/edit=write,/api/admin/*=admin";
+    // The rule's own root is not, in any spelling the rule covers: the handler it names; nor a
+    // parent's format suffix, through which `DELETE` would reach the rule below.
+    let rules = "/*=user,/docs/edit=write,/api/admin/*=admin,/app/x=x";
     let everything = route_scopes(rules, &[]).unwrap();
     for (public, overruled) in [
-        ("/,/index.html,/docs/editor,/api/admin/health", 0),
+        (
+            "/,/index.html,/pkg/*,/docs/editor,/api/admin/health,/api/admin/docs/*,/app/x/y",
+            0,
+        ),
         ("/docs/edit", 1),
+        ("/docs/edit/", 1),
+        ("/docs/edit.json", 1),
         ("/api/admin/", 1),
         ("/API/admin", 1),
         ("/api/admin.json", 1),
         ("/api/admin.*", 1),
+        ("/api/admin/*", 1),
+        ("/api.*", 1),
+        // A rule without `/` covers `/app/x/…`: a public `/app/x/*` is its whole subtree.
+        ("/app/x/*", 1),
+        ("/app/x.*", 1),
     ] {
         let public = public_paths(public, &mut problems);
         assert_eq!(
@@ -245,7 +256,10 @@ fn a_scope_rule_that_cannot_be_honoured_fails_the_whole_set() {
         "/billing=billing:admin,/billing/*=billing:read",
     ] {
         let broken = route_scopes(twice, &[]).unwrap_err();
-        assert!(broken[0].contains("a second scope"), "{twice}: {broken:?}");
+        assert!(
+            broken[0].contains("repeats a prefix"),
+            "{twice}: {broken:?}"
+        );
     }
     assert_eq!(
         route_scopes("/api/*=read,/API/*=read", &[]).unwrap().len(),
