@@ -153,9 +153,7 @@ async fn fetch(config: &Config) -> Result<String, String> {
     // `max-age` must be whole seconds.
     let headers = Headers::new();
     let _ = headers.set("Cache-Control", "public, max-age=60");
-    // Whole milliseconds (`Date.now()` has no more), written without float formatting.
-    #[allow(clippy::cast_possible_truncation)]
-    let _ = headers.set(FETCHED_AT, &(now as i64).to_string());
+    let _ = headers.set(FETCHED_AT, &now.to_string());
     if let Ok(copy) = Response::ok(text.clone()) {
         let _ = cache.put(url, copy.with_headers(headers)).await;
     }

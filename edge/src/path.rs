@@ -161,6 +161,26 @@ pub fn folded_for_scopes(path: &str) -> Cow<'_, str> {
     folded
 }
 
+/// `prefix` without a trailing, unfinished escape of a letter `folded_for_scopes` folds: a
+/// public `/api/adm%C4*` lets through `/api/adm%C4%B0n/…`, which a case-folding router reads as
+/// `/api/admin/…`, so it reaches as far as `/api/adm*` does.
+pub fn without_unfinished_fold(prefix: &str) -> &str {
+    for (escaped, _) in ESCAPED_ASCII_CASE_FOLDS {
+        for n in [3, 6] {
+            let Some(at) = prefix.len().checked_sub(n) else {
+                continue;
+            };
+            let unfinished = escaped.get(..n).filter(|_| n < escaped.len());
+            if let (Some(tail), Some(unfinished)) = (prefix.get(at..), unfinished)
+                && tail.eq_ignore_ascii_case(unfinished)
+            {
+                return prefix.get(..at).unwrap_or(prefix);
+            }
+        }
+    }
+    prefix
+}
+
 /// A `ROUTE_SCOPES` prefix (its `*` already dropped), matched against `folded_for_scopes`'s
 /// path: ASCII case ignored, and a prefix ending
 /// in `/` also covers the path without it (`/api/admin/` covers `/api/admin`) and that path

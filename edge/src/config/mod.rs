@@ -93,13 +93,7 @@ impl Vars<'_> {
         let text = if let Some(text) = value.as_string() {
             text
         } else if let Some(number) = value.as_f64() {
-            // As JavaScript writes it (`7200.0` is `7200`); Rust's float formatting would add
-            // about 6 KB gzipped to the worker for this alone.
-            String::from(
-                worker::js_sys::Number::from(number)
-                    .to_string_with_radix(10)
-                    .ok()?,
-            )
+            number.to_string()
         } else if let Some(flag) = value.as_bool() {
             flag.to_string()
         } else {

@@ -280,7 +280,9 @@ pub(super) fn route_scopes(
         };
         match parsed {
             Some(parsed) if twice(&parsed) => {
-                broken.push(format!("ROUTE_SCOPES rule {rule:?} repeats a prefix"));
+                broken.push(format!(
+                    "ROUTE_SCOPES rule {rule:?} gives a prefix a second scope"
+                ));
             }
             Some(parsed) => rules.push(parsed),
             None => broken.push(format!(
@@ -339,11 +341,19 @@ fn scope_rules_made_public(public: &[String], rules: &[(String, String)]) -> Vec
                 let entry = path::folded_for_scopes(p).to_ascii_lowercase();
                 let start = entry.trim_end_matches('*');
                 let exact = start == entry;
+                let start = if exact {
+                    start
+                } else {
+                    path::without_unfinished_fold(start)
+                };
                 // What follows the root: a segment of its own, or another name a prefix
-                // without `/` happens to cover; not `/`, a `.suffix` or nothing.
-                let below = start
-                    .strip_prefix(root)
-                    .is_some_and(|rest| !matches!(rest.as_bytes(), [] | [b'/'] | [b'.', ..]));
+                // without `/` happens to cover; not nothing, `/`, or a format suffix of the
+                // root's own last segment (`.json`; `.1/status` is another name).
+                let below = start.strip_prefix(root).is_some_and(|rest| {
+                    let root_spelling = matches!(rest.as_bytes(), [] | [b'/'])
+                        || rest.starts_with('.') && !rest.contains('/');
+                    !root_spelling
+                });
                 let carve_out = below || (exact && root.is_empty());
                 (!exact && (folded.starts_with(start) || path::lies_below(&folded, start)))
                     || (!carve_out && path::within_scope_prefix(&folded, start))

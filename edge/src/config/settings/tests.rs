@@ -77,7 +77,8 @@ fn a_scope_rule_under_a_public_path_is_reported() {
     let everything = route_scopes(rules, &[]).unwrap();
     for (public, overruled) in [
         (
-            "/,/index.html,/pkg/*,/docs/editor,/api/admin/health,/api/admin/docs/*,/app/x/y",
+            "/,/index.html,/pkg/*,/docs/editor,/api/admin/health,/api/admin/docs/*,/app/x/y,\
+             /app/x.1/y,/api/admin.v2/health",
             0,
         ),
         ("/docs/edit", 1),
@@ -89,6 +90,10 @@ fn a_scope_rule_under_a_public_path_is_reported() {
         ("/api/admin.*", 1),
         ("/api/admin/*", 1),
         ("/api.*", 1),
+        // Unfinished escapes of letters a case-folding router reads as ASCII (`İ`, `K`).
+        ("/api/adm%C4*", 1),
+        ("/api/adm%c4*", 1),
+        ("/docs/edi%E2%84*", 1),
         // A rule without `/` covers `/app/x/…`: a public `/app/x/*` is its whole subtree.
         ("/app/x/*", 1),
         ("/app/x.*", 1),
@@ -256,10 +261,7 @@ fn a_scope_rule_that_cannot_be_honoured_fails_the_whole_set() {
         "/billing=billing:admin,/billing/*=billing:read",
     ] {
         let broken = route_scopes(twice, &[]).unwrap_err();
-        assert!(
-            broken[0].contains("repeats a prefix"),
-            "{twice}: {broken:?}"
-        );
+        assert!(broken[0].contains("a second scope"), "{twice}: {broken:?}");
     }
     assert_eq!(
         route_scopes("/api/*=read,/API/*=read", &[]).unwrap().len(),
