@@ -432,8 +432,7 @@ async fn server_timing_is_opt_in_and_keeps_the_origin_response() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let timing = response.headers()["server-timing"].to_str().unwrap();
-    // Milliseconds with one decimal, as `{:.1}` wrote them before the worker stopped linking
-    // float formatting for it.
+    // Milliseconds with one decimal (`{:.1}`).
     let dur = timing.strip_prefix("gatehouse;desc=\"verify\";dur=");
     assert!(
         dur.is_some_and(|d| d.parse::<f64>().is_ok_and(|ms| ms >= 0.0)
