@@ -94,6 +94,18 @@ impl Revocations<'_> {
         revocations::insert(self.conn, &entry, self.written_at())
     }
 
+    /// A cut-off of the user's access tokens issued before `issued_before`, in place of the
+    /// user's earlier cut-offs it covers: one per user, however often it is written.
+    fn replace_cut_off(
+        &mut self,
+        user_id: &str,
+        issued_before: i64,
+        expires_at: i64,
+    ) -> Result<i64, ApiError> {
+        revocations::delete_covered_cut_offs(self.conn, user_id, issued_before, expires_at)?;
+        self.insert_unowned(Kind::User, user_id, issued_before, expires_at)
+    }
+
     /// The transaction's connection, for what belongs with the revocations.
     pub fn conn(&mut self) -> &mut DbConn {
         self.conn
@@ -135,13 +147,7 @@ impl Revocations<'_> {
             // Tokens issued up to this one's `iat`, for as long as any of them may be valid.
             let issued_before = claims.iat.saturating_add(1);
             let expires_at = self.horizon().max(entry_expiry(claims.exp));
-            revocations::delete_covered_cut_offs(
-                self.conn,
-                &claims.sub,
-                issued_before,
-                expires_at,
-            )?;
-            self.insert_unowned(Kind::User, &claims.sub, issued_before, expires_at)?;
+            self.replace_cut_off(&claims.sub, issued_before, expires_at)?;
             serde_json::json!({"jti": claims.jti, "cut_off_issued_before": issued_before})
         } else {
             let entry = NewEntry {
@@ -195,11 +201,8 @@ impl Revocations<'_> {
         // a login issued with a later clock than this request's `now`: the sessions' own
         // entries refuse every token of theirs, whenever it was issued.
         let (_, session_entries) = self.end_sessions(user_id, None)?;
-        // In place of the user's earlier cut-offs that this one covers, as past the token bound:
-        // "log out everywhere" again and again would otherwise leave one each time.
-        let (issued_before, expires_at) = (self.now + 1, self.horizon());
-        revocations::delete_covered_cut_offs(self.conn, user_id, issued_before, expires_at)?;
-        self.insert_unowned(Kind::User, user_id, issued_before, expires_at)?;
+        // Replacing, not adding: "log out everywhere" again and again left one each time.
+        self.replace_cut_off(user_id, self.now + 1, self.horizon())?;
         let detail = self.detail(serde_json::json!({"reason": reason}));
         audit::record(self.conn, self.now, "user_revoked", Some(user_id), &detail)?;
         self.written += 1 + session_entries;

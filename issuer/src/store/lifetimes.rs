@@ -18,10 +18,12 @@ use crate::error::ApiError;
 /// PostgreSQL's log each time (and, inside a transaction, aborts it).
 pub fn announce(conn: &mut DbConn, ttl_secs: i64, until: i64) -> Result<(), ApiError> {
     let row = || token_lifetimes::table.find(ttl_secs);
-    let extended = diesel::update(row().filter(token_lifetimes::announced_until.lt(until)))
-        .set(token_lifetimes::announced_until.eq(until))
-        .execute(conn)?;
-    if extended > 0 || row().count().get_result::<i64>(conn)? > 0 {
+    let extend = |conn: &mut DbConn| {
+        diesel::update(row().filter(token_lifetimes::announced_until.lt(until)))
+            .set(token_lifetimes::announced_until.eq(until))
+            .execute(conn)
+    };
+    if extend(conn)? > 0 || row().count().get_result::<i64>(conn)? > 0 {
         return Ok(());
     }
     let inserted = diesel::insert_into(token_lifetimes::table)
@@ -34,12 +36,7 @@ pub fn announce(conn: &mut DbConn, ttl_secs: i64, until: i64) -> Result<(), ApiE
         Ok(_) => Ok(()),
         // Another replica's first announcement of this lifetime, between the count and here
         // (once per lifetime ever): announce again over its row.
-        Err(e) if is_unique_violation(&e) => {
-            diesel::update(row().filter(token_lifetimes::announced_until.lt(until)))
-                .set(token_lifetimes::announced_until.eq(until))
-                .execute(conn)?;
-            Ok(())
-        }
+        Err(e) if is_unique_violation(&e) => extend(conn).map(drop).map_err(Into::into),
         Err(e) => Err(e.into()),
     }
 }

@@ -497,8 +497,6 @@ async fn repeated_logouts_everywhere_keep_one_cut_off_per_user(backend: Backend)
 /// tried an insert first, refused as a duplicate: an ERROR line in PostgreSQL's log each tick
 /// on each replica, and inside a transaction an abort (the second call here failed).
 async fn announcing_a_lifetime_again_updates_its_row(backend: Backend) {
-    use diesel::prelude::*;
-    use gatehouse_issuer::db::schema::token_lifetimes;
     use gatehouse_issuer::store::{lifetimes, write_tx};
 
     let app = TestApp::start(backend).await;
@@ -513,17 +511,7 @@ async fn announcing_a_lifetime_again_updates_its_row(backend: Backend) {
             })
         })
         .unwrap();
-    let until = app
-        .store()
-        .run_sync(move |c| {
-            token_lifetimes::table
-                .find(ttl)
-                .select(token_lifetimes::announced_until)
-                .first::<i64>(c)
-                .map_err(Into::into)
-        })
-        .unwrap();
-    assert_eq!(until, now + 6_000);
+    assert_eq!(announced_until(&app, ttl), now + 6_000);
     let longest = app
         .store()
         .run_sync(move |c| lifetimes::longest(c, now + 5_500, 0))
@@ -538,7 +526,7 @@ async fn announcing_a_lifetime_again_updates_its_row(backend: Backend) {
 /// replica with a shorter lifetime could end before those tokens did.
 async fn a_long_cleanup_does_not_hold_the_lifetime_announcement_back(backend: Backend) {
     use diesel::prelude::*;
-    use gatehouse_issuer::db::schema::{revocations, token_lifetimes};
+    use gatehouse_issuer::db::schema::revocations;
 
     // Far more than a fast disk clears in the seconds this takes (one row per batch).
     const BACKLOG: i64 = 200_000;
@@ -579,17 +567,7 @@ async fn a_long_cleanup_does_not_hold_the_lifetime_announcement_back(backend: Ba
     }
     assert!(left() < BACKLOG, "the cleanup never started");
     let ttl = i64::from(app.config.access_token_ttl_secs);
-    let announced = || {
-        app.store()
-            .run_sync(move |c| {
-                token_lifetimes::table
-                    .find(ttl)
-                    .select(token_lifetimes::announced_until)
-                    .first::<i64>(c)
-                    .map_err(Into::into)
-            })
-            .unwrap()
-    };
+    let announced = || announced_until(&app, ttl);
     // The clock moves on; a tick announces from it within a period or two.
     app.clock().advance(600);
     let mut renewed = false;
@@ -610,6 +588,21 @@ async fn a_long_cleanup_does_not_hold_the_lifetime_announcement_back(backend: Ba
         "no announcement from the moved clock while the cleanup ran: until {}, {remaining} rows left",
         announced() - now
     );
+}
+
+/// Until when this lifetime is announced (`store::lifetimes`).
+fn announced_until(app: &TestApp, ttl: i64) -> i64 {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::token_lifetimes;
+    app.store()
+        .run_sync(move |c| {
+            token_lifetimes::table
+                .find(ttl)
+                .select(token_lifetimes::announced_until)
+                .first::<i64>(c)
+                .map_err(Into::into)
+        })
+        .unwrap()
 }
 
 crate::on_both_backends!(
