@@ -5,22 +5,26 @@
 //! re-reads the account with [`recheck`] in its transaction, so a password change, disable or
 //! revocation that landed during the hash is seen, not overwritten.
 
+use std::net::IpAddr;
+
 use crate::config::LockoutConfig;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::password::{Hasher, Match};
-use crate::store::lockout::{self, Reservation};
+use crate::store::lockout::{self, Attempt, Reservation};
 use crate::store::users::{self, User};
 use crate::store::{audit, write_tx};
 
 /// What checking a password found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Checked {
     /// `rehash`: the stored hash is of the password as typed, made before passwords were
-    /// normalised; a caller that writes should store the NFKC one.
+    /// normalised; a caller that writes should store the NFKC one. `attempt`: for
+    /// [`lockout::record_success`] in the caller's write.
     Correct {
         rehash: bool,
+        attempt: Attempt,
     },
     Wrong,
     /// Too many failures: not checked at all.
@@ -29,18 +33,19 @@ pub enum Checked {
     },
 }
 
-/// The user `find` returns and a lockout reservation for them, in one trip to the pool.
+/// The user `find` returns and a lockout reservation for them from `client_ip`, in one trip to
+/// the pool.
 pub async fn find_and_reserve(
     db: &Db,
-    now: i64,
-    cfg: LockoutConfig,
+    (now, cfg): (i64, LockoutConfig),
+    client_ip: Option<IpAddr>,
     find: impl FnOnce(&mut crate::db::DbConn) -> Result<Option<User>, ApiError> + Send + 'static,
 ) -> Result<Option<(User, Reservation)>, ApiError> {
     db.run(move |c| {
         let Some(user) = find(c)? else {
             return Ok(None);
         };
-        let reservation = lockout::reserve(c, &user.id, now, &cfg)?;
+        let reservation = lockout::reserve(c, &user.id, client_ip, now, &cfg)?;
         Ok(Some((user, reservation)))
     })
     .await
@@ -48,7 +53,7 @@ pub async fn find_and_reserve(
 
 /// Checks `password` against `user`'s hash under `reservation`; a wrong one is told to
 /// `on_wrong` at once (before its recording, which may fail), counted, and audited as `failure`
-/// (plus `account_locked` when it locks the account).
+/// (plus `account_locked` for each lock it sets: of its client, or of the account).
 #[allow(clippy::too_many_arguments)] // the pieces of one check, each used once
 pub async fn check(
     db: &Db,
@@ -60,9 +65,10 @@ pub async fn check(
     (now, cfg): (i64, LockoutConfig),
     (failure, on_wrong): (&'static str, impl FnOnce()),
 ) -> Result<Checked, ApiError> {
-    if let Reservation::Refused { retry_after } = reservation {
-        return Ok(Checked::LockedOut { retry_after });
-    }
+    let attempt = match reservation {
+        Reservation::Granted(attempt) => attempt,
+        Reservation::Refused { retry_after } => return Ok(Checked::LockedOut { retry_after }),
+    };
     match hasher
         .check(password, Some(user.password_hash.clone()))
         .await
@@ -71,33 +77,38 @@ pub async fn check(
         Ok(found) => {
             return Ok(Checked::Correct {
                 rehash: found == Match::AsTyped,
+                attempt,
             });
         }
         Err(e) => {
             // Not checked (a full hashing queue answers 503): the attempt goes back, so a
             // burst of 503s cannot lock out a user who typed the right password. Only the one
             // attempt: the earlier failures stay counted.
-            let uid = user.id.clone();
-            let _ = db.run(move |c| lockout::release(c, &uid)).await;
+            let _ = db.run(move |c| lockout::release(c, &attempt)).await;
             return Err(e);
         }
     }
     let uid = user.id.clone();
-    let locked = db
+    let locks = db
         .run(move |c| {
             write_tx(c, |c| {
-                let locked = lockout::record_failure(c, &uid, now, &cfg)?;
+                let locks = lockout::record_failure(c, &attempt, now, &cfg)?;
                 audit::record(c, now, failure, Some(&uid), &serde_json::json!({}))?;
-                if locked {
-                    audit::record(c, now, "account_locked", Some(&uid), &serde_json::json!({}))?;
+                // Whose lock, not which address: the audit names users and sessions only.
+                let client = serde_json::json!({"scope": "client"});
+                let account = serde_json::json!({"scope": "account"});
+                for (locked, detail) in [(locks.client, client), (locks.account, account)] {
+                    if locked {
+                        audit::record(c, now, "account_locked", Some(&uid), &detail)?;
+                    }
                 }
-                Ok(locked)
+                Ok(locks)
             })
         })
         .await?;
-    if locked {
-        metrics.lockouts.inc();
-    }
+    metrics
+        .lockouts
+        .inc_by(u64::from(locks.client) + u64::from(locks.account));
     Ok(Checked::Wrong)
 }
 
@@ -125,7 +136,9 @@ pub fn recheck(conn: &mut crate::db::DbConn, checked: &User) -> Result<Recheck, 
 }
 
 /// Gives a reserved attempt back: the password was right, and whatever failed after it is no
-/// failed attempt. Best effort: the error that brought us here is the one to report.
-pub async fn give_back(db: &Db, user_id: String) {
-    let _ = db.run(move |c| lockout::record_success(c, &user_id)).await;
+/// failed attempt. Only the attempt: the client becomes known to the account only with a login
+/// or change that commits ([`lockout::record_success`]). Best effort: the error that brought us
+/// here is the one to report.
+pub async fn give_back(db: &Db, attempt: Attempt) {
+    let _ = db.run(move |c| lockout::release(c, &attempt)).await;
 }

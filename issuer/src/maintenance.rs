@@ -4,19 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::prelude::*;
 use rocket::fairing::AdHoc;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::db::schema::lockouts;
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimit;
 use crate::revoker::Revoker;
-use crate::store::{revocations, sessions};
+use crate::store::{lockout, revocations, sessions};
 
 /// Ended sessions are kept this long before deletion, for an operator to look up beside the
 /// audit rows that name them. A token of an ended session is refused either way, and a late
@@ -45,35 +43,7 @@ pub fn cleanup_batch(
     let batch = i64::from(config.cleanup_batch.max(1));
     let sessions = sessions::delete_ended(conn, now - SESSION_RETENTION_SECS, batch)?;
     let revocations = revocations::delete_expired(conn, now, batch)?;
-    // Lockout rows that neither lock nor count anything any more. A row with earlier locks is
-    // kept until `max_backoff_secs` after its last one ended: its `lock_count` is what doubles
-    // the next lock, and forgetting it would let a guesser take the first, shortest lock again
-    // and again.
-    let (window, decay) = (
-        i64::from(config.lockout.window_secs),
-        i64::from(config.lockout.max_backoff_secs),
-    );
-    let stale_rows = || {
-        lockouts::table
-            .filter(lockouts::locked_until.le(now))
-            .filter(lockouts::window_start.lt(now - window))
-            .filter(
-                lockouts::lock_count
-                    .eq(0)
-                    .or(lockouts::locked_until.le(now - decay)),
-            )
-    };
-    let stale: Vec<String> = stale_rows()
-        .select(lockouts::user_id)
-        .limit(batch)
-        .load(conn)?;
-    let lockouts = if stale.is_empty() {
-        0
-    } else {
-        // The same conditions again: an attempt reserved since the select reopened its row's
-        // window, and deleting that row would forget the attempt.
-        diesel::delete(stale_rows().filter(lockouts::user_id.eq_any(&stale))).execute(conn)?
-    };
+    let lockouts = lockout::delete_stale(conn, now, &config.lockout, batch)?;
     Ok(CleanupReport {
         sessions,
         revocations,

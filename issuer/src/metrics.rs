@@ -83,7 +83,10 @@ impl Default for Metrics {
         };
         let logins_ok = counter("logins_ok", "Successful password logins");
         let logins_failed = counter("logins_failed", "Failed password logins");
-        let lockouts = counter("lockouts", "Accounts locked after repeated failures");
+        let lockouts = counter(
+            "lockouts",
+            "Locks after repeated failed logins: of one client on an account, or of an account",
+        );
         let refreshes = counter("refreshes", "Refresh-token rotations");
         let refresh_retries = counter(
             "refresh_retries",

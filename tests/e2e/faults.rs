@@ -208,7 +208,7 @@ fn hash(token: &str) -> String {
 async fn two_issuer_processes_race_on_one_database() {
     // A grace window that 50 refreshes on a loaded 2-core machine fit in (whole seconds). No
     // per-client budget of failed logins: every request here comes from one address, and the
-    // parallel wrong passwords below test the per-account lockout.
+    // parallel wrong passwords below test that client's lockout on the account.
     let a = Issuer::start(&[
         ("GATEHOUSE_REFRESH_GRACE_SECS", "5"),
         ("GATEHOUSE_FAILED_LOGINS_PER_MINUTE", "0"),

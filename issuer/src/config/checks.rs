@@ -163,6 +163,15 @@ impl Config {
                     .to_owned(),
             );
         }
+        if self.lockout.account_threshold() < self.lockout.threshold {
+            problems.push(format!(
+                "GATEHOUSE_LOCKOUT__ACCOUNT_THRESHOLD ({}) is below GATEHOUSE_LOCKOUT__THRESHOLD \
+                 ({}): the account would lock before any one client, and anyone could lock out \
+                 its owner",
+                self.lockout.account_threshold(),
+                self.lockout.threshold
+            ));
+        }
         if self.lockout.window_secs == 0 || self.lockout.base_backoff_secs == 0 {
             problems.push(
                 "GATEHOUSE_LOCKOUT__WINDOW_SECS and GATEHOUSE_LOCKOUT__BASE_BACKOFF_SECS must be \
@@ -359,7 +368,7 @@ mod tests {
     #[allow(clippy::too_many_lines)] // one case per setting
     fn settings_that_switch_a_protection_off_are_refused_by_name() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 27] = [
+        let cases: [(&str, Change); 28] = [
             ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
                 c.access_token_ttl_secs = 0;
             }),
@@ -373,6 +382,9 @@ mod tests {
             }),
             ("GATEHOUSE_SESSION_TTL_SECS", |c| {
                 c.session_ttl_secs = 0;
+            }),
+            ("GATEHOUSE_LOCKOUT__ACCOUNT_THRESHOLD", |c| {
+                c.lockout.account_threshold = Some(c.lockout.threshold - 1);
             }),
             ("GATEHOUSE_LOCKOUT__WINDOW_SECS", |c| {
                 c.lockout.window_secs = 0;

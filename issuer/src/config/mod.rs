@@ -126,12 +126,25 @@ pub struct PasswordConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub struct LockoutConfig {
-    /// Failed logins within `window_secs` that lock the account.
+    /// Failed logins from one client within `window_secs` that lock it out of the account.
     pub threshold: u32,
+    /// Failed logins from all clients not known to the account (`store::lockout`) within
+    /// `window_secs` that lock the account for every such client; unset, ten times
+    /// `threshold` ([`Self::account_threshold`]).
+    pub account_threshold: Option<u32>,
     pub window_secs: u32,
     /// First lock duration; doubles with each further lock, up to `max_backoff_secs`.
     pub base_backoff_secs: u32,
     pub max_backoff_secs: u32,
+}
+
+impl LockoutConfig {
+    /// The account's threshold: as set, or ten times the client's (50 at the default 5), so a
+    /// deployment that raised `threshold` before the account's existed keeps starting.
+    pub fn account_threshold(&self) -> u32 {
+        self.account_threshold
+            .unwrap_or_else(|| self.threshold.saturating_mul(10))
+    }
 }
 
 impl Default for Config {
@@ -165,6 +178,7 @@ impl Default for Config {
             },
             lockout: LockoutConfig {
                 threshold: 5,
+                account_threshold: None,
                 window_secs: 900,
                 base_backoff_secs: 60,
                 max_backoff_secs: 3600,

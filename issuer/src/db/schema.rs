@@ -72,12 +72,15 @@ diesel::table! {
 }
 
 diesel::table! {
-    lockouts (user_id) {
+    lockouts_by_client (id) {
+        id -> BigInt,
         user_id -> Text,
+        client -> Text,
         failures -> Integer,
         window_start -> BigInt,
         locked_until -> BigInt,
         lock_count -> Integer,
+        known_until -> BigInt,
     }
 }
 
@@ -99,7 +102,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     revocations,
     signing_keys,
-    lockouts,
+    lockouts_by_client,
     audit_events,
     token_lifetimes,
     sealing_secrets

@@ -103,7 +103,7 @@ async fn change_password(
     }
     let (sub, cfg) = (auth.claims.sub.clone(), config.lockout);
     let (user, reservation) =
-        credentials::find_and_reserve(db, now, cfg, move |c| users::by_id(c, &sub))
+        credentials::find_and_reserve(db, (now, cfg), client_ip, move |c| users::by_id(c, &sub))
             .await?
             .ok_or(ApiError::InvalidToken(gatehouse_shared::ErrorCode::Revoked))?;
     let checked = credentials::check(
@@ -117,26 +117,26 @@ async fn change_password(
         ("password_change_failed", || {}),
     )
     .await?;
-    match checked {
-        Checked::Correct { .. } => {}
+    let attempt = match checked {
+        Checked::Correct { attempt, .. } => attempt,
         Checked::Wrong => return Err(ApiError::InvalidPassword("the current password is wrong")),
         Checked::LockedOut { retry_after } => return Err(ApiError::LockedOut { retry_after }),
-    }
+    };
     let changed = async {
         let hash = hasher.hash(new_password).await?;
         let mut checked = user;
         for last_try in [false, true] {
             let (sub, sid) = (auth.claims.sub.clone(), auth.claims.sid.clone());
-            let (hash, against) = (hash.clone(), checked.clone());
+            let (hash, against, attempt) = (hash.clone(), checked.clone(), attempt.clone());
             let outcome = revoker
                 .run(now, move |r| {
                     match credentials::recheck(r.conn(), &against)? {
                         Recheck::Unchanged => {}
                         changed => return Ok(Err(changed)),
                     }
-                    lockout::record_success(r.conn(), &sub)?;
-                    users::set_password_hash(r.conn(), &sub, &hash)?;
                     let now = r.now();
+                    lockout::record_success(r.conn(), &attempt, now)?;
+                    users::set_password_hash(r.conn(), &sub, &hash)?;
                     audit::record(r.conn(), now, "password_changed", Some(&sub), &json!({}))?;
                     Ok(Ok(r.other_sessions(&sub, &sid, "password_changed")?))
                 })
@@ -169,7 +169,7 @@ async fn change_password(
         Ok(n) => n,
         Err(e) => {
             // The current password was right: whatever failed after it is no failed attempt.
-            credentials::give_back(db, auth.claims.sub.clone()).await;
+            credentials::give_back(db, attempt).await;
             return Err(e);
         }
     };

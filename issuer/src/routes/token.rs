@@ -23,10 +23,11 @@ use crate::password::{Hasher, Match};
 use crate::password::{may_be_a_password, normalize_username};
 use crate::ratelimit::RateLimit;
 use crate::revoker::Revoker;
+use crate::store::lockout::{self, Attempt};
+use crate::store::revocations;
 use crate::store::sessions::{self, Grant, Rotation};
 use crate::store::users::{self, User};
 use crate::store::{audit, write_tx};
-use crate::store::{lockout, revocations};
 
 /// One message for an unknown user and a wrong password alike.
 const BAD_CREDENTIALS: &str = "invalid username or password";
@@ -151,7 +152,7 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
     // The user and, for an enabled one, a lockout reservation: one trip to the pool.
     let found = match normalize_username(&username) {
         Ok(name) if may_be_a_password(&password) => {
-            credentials::find_and_reserve(grants.db, now, cfg, move |c| {
+            credentials::find_and_reserve(grants.db, (now, cfg), grants.client_ip, move |c| {
                 Ok(users::by_username(c, &name)?.filter(|u| !u.disabled))
             })
             .await?
@@ -175,16 +176,16 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
         ("login_failed", || charge.keep()),
     )
     .await?;
-    let typed_form_hash = match checked {
-        Checked::Correct { rehash } => rehash,
+    let (typed_form_hash, attempt) = match checked {
+        Checked::Correct { rehash, attempt } => (rehash, attempt),
         Checked::Wrong => return refused(ApiError::InvalidGrant(BAD_CREDENTIALS)),
         Checked::LockedOut { retry_after } => return refused(ApiError::LockedOut { retry_after }),
     };
     let scope = granted_scope(grants.config, request.scope.as_deref(), &user);
-    let uid = user.id.clone();
     match start_session(
         grants,
         (user, typed_form_hash),
+        &attempt,
         scope,
         request.scope,
         password,
@@ -199,7 +200,7 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
         Ok(Commit::Refused) => Err(ApiError::InvalidGrant(BAD_CREDENTIALS)),
         Err(failure) => {
             // Not a verdict on the password, which was right: no failed attempt either.
-            credentials::give_back(grants.db, uid).await;
+            credentials::give_back(grants.db, attempt).await;
             Err(failure)
         }
     }
@@ -223,6 +224,7 @@ enum Commit {
 async fn start_session(
     grants: &Grants<'_>,
     (mut user, mut typed_form_hash): (User, bool),
+    attempt: &Attempt,
     scope: Option<String>,
     requested: Option<String>,
     password: String,
@@ -237,6 +239,7 @@ async fn start_session(
             None
         };
         let (checked, scope, requested) = (user.clone(), scope.clone(), requested.clone());
+        let attempt = attempt.clone();
         let outcome = grants
             .db
             .run(move |c| {
@@ -249,7 +252,7 @@ async fn start_session(
                     // cut-off's writer locked the row first), or earlier in this second: that
                     // revocation wins, and a login from the next second on is unaffected.
                     no_token_under_a_cut_off(c, &checked.id, now)?;
-                    lockout::record_success(c, &checked.id)?;
+                    lockout::record_success(c, &attempt, now)?;
                     let Some(scope) = scope else {
                         // The client's own text: bounded, and only the characters a scope
                         // token may hold (RFC 6749 §3.3), so no audit line carries more.

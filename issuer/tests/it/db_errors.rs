@@ -73,7 +73,7 @@ impl Stall {
         Self::postgres(
             url,
             "users, sessions, refresh_tokens, revocations, token_lifetimes, signing_keys, \
-             lockouts, audit_events IN ACCESS EXCLUSIVE MODE",
+             lockouts_by_client, audit_events IN ACCESS EXCLUSIVE MODE",
         )
     }
 

@@ -30,6 +30,7 @@ mod key_schedule;
 mod key_sealing;
 mod keys;
 mod lockout;
+mod lockout_clients;
 mod refresh;
 mod revocation;
 mod revocation_bounds;

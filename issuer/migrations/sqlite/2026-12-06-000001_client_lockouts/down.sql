@@ -1,0 +1,1 @@
+DROP TABLE lockouts_by_client;

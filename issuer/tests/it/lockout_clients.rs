@@ -1,0 +1,248 @@
+//! Lockout per client and per account: one client's lock keeps no one else out, failures
+//! spread over clients lock the account for the clients it does not know, and the move from
+//! per-account rows keeps existing locks.
+
+use rocket::http::Status;
+
+use crate::common::{Backend, PASSWORD, TestApp, decode, header};
+use crate::lockout::WRONG;
+
+/// A password grant for alice from `ip` (`address:port`); the right password unless `wrong`.
+async fn login_from(app: &TestApp, ip: &str, wrong: bool) -> (Status, String, Option<String>) {
+    let body = if wrong {
+        WRONG.to_owned()
+    } else {
+        format!("grant_type=password&username=alice&password={PASSWORD}")
+    };
+    let response = app
+        .client
+        .post("/v1/token")
+        .header(rocket::http::ContentType::Form)
+        .remote(ip.parse().unwrap())
+        .body(body)
+        .dispatch()
+        .await;
+    let (status, json, headers) = decode(response).await;
+    // Which refusal: a checked wrong password says so, a lock has a code of its own.
+    let outcome = if status == Status::BadRequest
+        && json["error_description"] == "invalid username or password"
+    {
+        "checked".to_owned()
+    } else {
+        json["code"].as_str().unwrap_or_default().to_owned()
+    };
+    (
+        status,
+        outcome,
+        header(&headers, "retry-after").map(str::to_owned),
+    )
+}
+
+/// The `account_locked` audit details of `uid`, oldest first.
+fn lock_details(app: &TestApp, uid: &str) -> Vec<serde_json::Value> {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::audit_events;
+    let uid = uid.to_owned();
+    app.store()
+        .run_sync(move |c| {
+            let details: Vec<String> = audit_events::table
+                .filter(audit_events::kind.eq("account_locked"))
+                .filter(audit_events::user_id.eq(uid))
+                .order(audit_events::id)
+                .select(audit_events::detail)
+                .load(c)?;
+            Ok(details)
+        })
+        .unwrap()
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+/// The `failures` counted on `uid`'s row for `client` ("" for the account's).
+fn failures_of(app: &TestApp, uid: &str, client: &str) -> i32 {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::lockouts_by_client as rows;
+    let (uid, client) = (uid.to_owned(), client.to_owned());
+    app.store()
+        .run_sync(move |c| {
+            Ok(rows::table
+                .filter(rows::user_id.eq(uid))
+                .filter(rows::client.eq(client))
+                .select(rows::failures)
+                .first(c)?)
+        })
+        .unwrap()
+}
+
+/// A client that failed the threshold is locked out of the account, and no one else is: before,
+/// anyone who knew a username kept its owner out with a few wrong passwords an hour. An IPv6
+/// /64 is one client, as for the rate limit.
+async fn a_locked_out_client_does_not_lock_out_the_others(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    for ip in [
+        "[2001:db8::1]:1000",
+        "[2001:db8::2]:1000",
+        "[2001:db8::3]:1000",
+    ] {
+        assert_eq!(login_from(&app, ip, true).await.1, "checked");
+    }
+    // The /64 that failed three times, the right password too.
+    let (status, code, retry_after) = login_from(&app, "[2001:db8::4]:1000", false).await;
+    assert_eq!((status, code.as_str()), (Status::BadRequest, "locked_out"));
+    assert!(retry_after.is_some());
+    assert_eq!(
+        lock_details(&app, &uid),
+        [serde_json::json!({"scope": "client"})]
+    );
+    // Another /64 and an IPv4 client log in.
+    for ip in ["[2001:db8:0:1::1]:1000", "10.0.0.1:1000"] {
+        assert_eq!(login_from(&app, ip, false).await.0, Status::Ok, "{ip}");
+    }
+}
+
+/// Failures spread over many clients lock the account at `account_threshold`, for every client
+/// that has not logged in to it lately: the owner's usual client still gets in.
+async fn failures_from_many_clients_lock_the_account_but_not_for_known_clients(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.lockout.account_threshold = Some(4)).await;
+    let uid = app.register("alice").await;
+    assert_eq!(login_from(&app, "10.0.0.9:1000", false).await.0, Status::Ok);
+    // A known client's failures do not count toward the account's threshold.
+    for _ in 0..2 {
+        assert_eq!(login_from(&app, "10.0.0.9:1000", true).await.1, "checked");
+    }
+    for i in 1..=4 {
+        let ip = format!("10.0.1.{i}:1000");
+        assert_eq!(login_from(&app, &ip, true).await.1, "checked");
+    }
+    assert_eq!(
+        lock_details(&app, &uid),
+        [serde_json::json!({"scope": "account"})]
+    );
+    let (status, code, retry_after) = login_from(&app, "10.0.2.1:1000", false).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (Status::BadRequest, "locked_out"),
+        "a new client, the right password"
+    );
+    let retry_after: i64 = retry_after.unwrap().parse().unwrap();
+    assert!((58..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(
+        failures_of(&app, &uid, "10.0.2.1"),
+        0,
+        "the attempt the account refused went back to its client"
+    );
+    assert_eq!(
+        login_from(&app, "10.0.0.9:1000", false).await.0,
+        Status::Ok,
+        "the known client"
+    );
+    // The lock ends for everyone at its backoff.
+    app.clock().advance(61);
+    assert_eq!(login_from(&app, "10.0.2.1:1000", false).await.0, Status::Ok);
+}
+
+/// Parallel wrong passwords from as many clients check no more than `account_threshold`: each
+/// reservation takes its client's attempt and the account's in one transaction.
+async fn parallel_attempts_from_many_clients_stop_at_the_account_threshold(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.lockout.account_threshold = Some(4)).await;
+    app.register("alice").await;
+    let ips: Vec<String> = (1..=12).map(|i| format!("10.0.3.{i}:1000")).collect();
+    let attempts = ips.iter().map(|ip| login_from(&app, ip, true));
+    let results = rocket::futures::future::join_all(attempts).await;
+    let checked = results
+        .iter()
+        .filter(|(_, code, _)| code == "checked")
+        .count();
+    assert_eq!(checked, 4, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|(status, code, _)| *status == Status::BadRequest
+                && (code == "checked" || code == "locked_out")),
+        "{results:?}"
+    );
+}
+
+/// A lock set before the move to per-client rows holds after it: the migration copies each
+/// account's row as the account's, for every client.
+async fn a_lock_from_before_the_migration_still_holds(backend: Backend) {
+    use diesel::migration::MigrationVersion;
+    use diesel::{Connection, PgConnection, SqliteConnection};
+    use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+    const PG: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+    const SQLITE: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+    /// Reverts down to the migration that made `lockouts_by_client`, runs `before` on the
+    /// schema it found, and migrates again.
+    fn replay<C>(conn: &mut C, migrations: fn() -> EmbeddedMigrations, before: &str)
+    where
+        C: MigrationHarness<C::Backend> + Connection,
+    {
+        // The issuer's maintenance may be writing: wait for it rather than fail (SQLite).
+        let _ = conn.batch_execute("PRAGMA busy_timeout = 10000");
+        loop {
+            let reverted = conn.revert_last_migration(migrations()).unwrap();
+            if reverted == MigrationVersion::from("20261206000001") {
+                break;
+            }
+        }
+        conn.batch_execute(before).unwrap();
+        conn.run_pending_migrations(migrations()).unwrap();
+    }
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let locked_until = app.clock().now() + 600;
+    let old_lock = format!(
+        "INSERT INTO lockouts (user_id, failures, window_start, locked_until, lock_count) \
+         VALUES ('{uid}', 0, 0, {locked_until}, 3)"
+    );
+    match backend {
+        Backend::Postgres => replay(
+            &mut PgConnection::establish(&app.db.url).unwrap(),
+            || PG,
+            &old_lock,
+        ),
+        Backend::Sqlite => replay(
+            &mut SqliteConnection::establish(app.db.url.trim_start_matches("sqlite://")).unwrap(),
+            || SQLITE,
+            &old_lock,
+        ),
+    }
+    let (status, code, retry_after) = login_from(&app, "10.0.0.1:1000", false).await;
+    assert_eq!((status, code.as_str()), (Status::BadRequest, "locked_out"));
+    let retry_after: i64 = retry_after.unwrap().parse().unwrap();
+    assert!((598..=600).contains(&retry_after), "{retry_after}");
+}
+
+/// An attempt whose password was never checked (a saturated hasher) goes back to both counters
+/// it was charged to, and the lock history stays.
+async fn a_released_attempt_goes_back_to_its_client_and_the_account(backend: Backend) {
+    use gatehouse_issuer::store::lockout::{Reservation, release, reserve};
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let (cfg, now) = (app.config.lockout, app.clock().now());
+    let ip = Some("10.0.4.1".parse().unwrap());
+    let id = uid.clone();
+    app.store()
+        .run_sync(move |c| {
+            let Reservation::Granted(first) = reserve(c, &id, ip, now, &cfg)? else {
+                panic!("refused")
+            };
+            let Reservation::Granted(_) = reserve(c, &id, ip, now, &cfg)? else {
+                panic!("refused")
+            };
+            release(c, &first)
+        })
+        .unwrap();
+    assert_eq!(failures_of(&app, &uid, "10.0.4.1"), 1);
+    assert_eq!(failures_of(&app, &uid, ""), 1);
+}
+
+crate::on_both_backends!(
+    a_locked_out_client_does_not_lock_out_the_others,
+    failures_from_many_clients_lock_the_account_but_not_for_known_clients,
+    parallel_attempts_from_many_clients_stop_at_the_account_threshold,
+    a_released_attempt_goes_back_to_its_client_and_the_account,
+    a_lock_from_before_the_migration_still_holds,
+);
