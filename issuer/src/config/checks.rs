@@ -364,6 +364,20 @@ mod tests {
         );
     }
 
+    /// Unset, the account's threshold is ten times the client's, so a deployment that raised
+    /// `threshold` before the account's existed still starts.
+    #[test]
+    fn the_account_threshold_follows_the_client_threshold_unless_set() {
+        let mut config = Config::default();
+        assert_eq!(config.lockout.account_threshold(), 50);
+        config.lockout.threshold = 60;
+        assert_eq!(config.lockout.account_threshold(), 600);
+        assert!(config.invalid_settings().is_empty());
+        config.lockout.account_threshold = Some(60);
+        assert_eq!(config.lockout.account_threshold(), 60);
+        assert!(config.invalid_settings().is_empty());
+    }
+
     #[test]
     #[allow(clippy::too_many_lines)] // one case per setting
     fn settings_that_switch_a_protection_off_are_refused_by_name() {
