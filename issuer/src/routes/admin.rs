@@ -1,6 +1,6 @@
 //! Admin endpoints (bearer with the `admin` scope, held by an admin user): revoke any user or
-//! session, disable or enable users, and RFC 7662 introspection for origins that want a hard
-//! online check.
+//! session, disable, enable or unlock users, and RFC 7662 introspection for origins that want a
+//! hard online check.
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use crate::db::Db;
 use crate::error::ApiError;
 use crate::keys::KeyRing;
 use crate::revoker::Revoker;
-use crate::store::{audit, sessions, users};
+use crate::store::{audit, lockout, sessions, users, write_tx};
 
 /// Ids are base64url; anything else (a NUL byte, say, which PostgreSQL would refuse) cannot
 /// name a user or session, so it is simply not found.
@@ -148,6 +148,32 @@ async fn enable(
     Ok(Json(json!({"sub": user_id, "disabled": false})))
 }
 
+/// Lifts every lock on a user's account ([`lockout::unlock`]): for a help desk that has made
+/// sure who is asking. Audited as `user_unlocked`, with the admin and the locks lifted.
+#[post("/v1/admin/users/<user_id>/unlock")]
+async fn unlock(
+    db: &State<Db>,
+    now: Now,
+    auth: Result<Authenticated, ApiError>,
+    user_id: &str,
+) -> Result<Json<Value>, ApiError> {
+    let Now(now) = now;
+    let by = admin(auth)?.claims.sub.clone();
+    let uid = checked_id(user_id)?;
+    let lifted = db
+        .run(move |c| {
+            write_tx(c, |c| {
+                users::by_id(c, &uid)?.ok_or(ApiError::NotFound)?;
+                let lifted = lockout::unlock(c, &uid, now)?;
+                let detail = json!({"by": by, "locks": lifted});
+                audit::record(c, now, "user_unlocked", Some(&uid), &detail)?;
+                Ok(lifted)
+            })
+        })
+        .await?;
+    Ok(Json(json!({"sub": user_id, "locks_lifted": lifted})))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct IntrospectionRequest {
     #[serde(default, deserialize_with = "omitted_if_empty")]
@@ -208,5 +234,12 @@ async fn introspect(
 }
 
 pub fn routes() -> Vec<Route> {
-    routes![revoke_user, revoke_session, disable, enable, introspect]
+    routes![
+        revoke_user,
+        revoke_session,
+        disable,
+        enable,
+        unlock,
+        introspect
+    ]
 }

@@ -324,6 +324,20 @@ pub fn record_success(conn: &mut DbConn, attempt: &Attempt, now: i64) -> Result<
     Ok(())
 }
 
+/// Lifts every lock on `user_id`'s account, each client's and the account's, and forgets the
+/// failures counted and the lock history; which clients are known stays. How many locks were
+/// in force.
+pub fn unlock(conn: &mut DbConn, user_id: &str, now: i64) -> Result<usize, ApiError> {
+    let user_rows = || rows::table.filter(rows::user_id.eq(user_id));
+    let lifted = diesel::update(user_rows().filter(rows::locked_until.gt(now)))
+        .set(rows::locked_until.eq(0))
+        .execute(conn)?;
+    diesel::update(user_rows())
+        .set((rows::failures.eq(0), rows::lock_count.eq(0)))
+        .execute(conn)?;
+    Ok(lifted)
+}
+
 /// Deletes up to `batch` rows of each kind that neither lock nor count anything any more, nor
 /// keep a client known to its account. A row with earlier locks is kept until
 /// `max_backoff_secs` after its last one ended: its `lock_count` is what doubles the next lock,

@@ -21,6 +21,7 @@ async fn admin_scope_is_required(backend: Backend) {
     for path in [
         format!("/v1/admin/users/{alice}/revoke"),
         format!("/v1/admin/users/{alice}/disable"),
+        format!("/v1/admin/users/{alice}/unlock"),
         "/v1/admin/sessions/x/revoke".to_owned(),
     ] {
         let (status, json, headers) = app.send_full("POST", &path, None, Some(&token)).await;
@@ -175,6 +176,7 @@ async fn admin_actions_name_the_admin_in_the_audit(backend: Backend) {
         format!("/v1/admin/users/{alice}/revoke"),
         format!("/v1/admin/users/{alice}/disable"),
         format!("/v1/admin/users/{alice}/enable"),
+        format!("/v1/admin/users/{alice}/unlock"),
     ];
     post_each_ok(&app, &admin, &paths).await;
     let events = audit_of(&app, &alice);
@@ -184,6 +186,7 @@ async fn admin_actions_name_the_admin_in_the_audit(backend: Backend) {
         "user_revoked",
         "user_disabled",
         "user_enabled",
+        "user_unlocked",
     ] {
         let (_, detail) = events
             .iter()

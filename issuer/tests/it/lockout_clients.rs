@@ -239,7 +239,42 @@ async fn a_released_attempt_goes_back_to_its_client_and_the_account(backend: Bac
     assert_eq!(failures_of(&app, &uid, ""), 1);
 }
 
+/// An admin lifts every lock of an account at once, each client's and the account's, and the
+/// failures counted with them; an unknown user is 404.
+async fn an_admin_unlocks_every_lock_of_an_account(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.lockout.account_threshold = Some(4)).await;
+    let admin = app.admin_token().await;
+    let uid = app.register("alice").await;
+    for ip in [
+        "10.0.5.1:1000",
+        "10.0.5.1:1000",
+        "10.0.5.1:1000",
+        "10.0.6.1:1000",
+    ] {
+        assert_eq!(login_from(&app, ip, true).await.1, "checked");
+    }
+    for ip in ["10.0.5.1:1000", "10.0.7.1:1000"] {
+        assert_eq!(login_from(&app, ip, false).await.1, "locked_out", "{ip}");
+    }
+    let path = format!("/v1/admin/users/{uid}/unlock");
+    let (status, json) = app.send("POST", &path, None, Some(&admin)).await;
+    assert_eq!(status, Status::Ok, "{json}");
+    assert_eq!(
+        json["locks_lifted"], 2,
+        "the client's and the account's: {json}"
+    );
+    assert_eq!(failures_of(&app, &uid, "10.0.6.1"), 0);
+    for ip in ["10.0.5.1:1000", "10.0.7.1:1000"] {
+        assert_eq!(login_from(&app, ip, false).await.0, Status::Ok, "{ip}");
+    }
+    let (status, _) = app
+        .send("POST", "/v1/admin/users/nobody/unlock", None, Some(&admin))
+        .await;
+    assert_eq!(status, Status::NotFound);
+}
+
 crate::on_both_backends!(
+    an_admin_unlocks_every_lock_of_an_account,
     a_locked_out_client_does_not_lock_out_the_others,
     failures_from_many_clients_lock_the_account_but_not_for_known_clients,
     parallel_attempts_from_many_clients_stop_at_the_account_threshold,
