@@ -84,7 +84,7 @@ pub async fn check(
             // Not checked (a full hashing queue answers 503): the attempt goes back, so a
             // burst of 503s cannot lock out a user who typed the right password. Only the one
             // attempt: the earlier failures stay counted.
-            let _ = db.run(move |c| lockout::release(c, &attempt)).await;
+            give_back(db, attempt).await;
             return Err(e);
         }
     }
@@ -135,10 +135,10 @@ pub fn recheck(conn: &mut crate::db::DbConn, checked: &User) -> Result<Recheck, 
     })
 }
 
-/// Gives a reserved attempt back: the password was right, and whatever failed after it is no
-/// failed attempt. Only the attempt: the client becomes known to the account only with a login
-/// or change that commits ([`lockout::record_success`]). Best effort: the error that brought us
-/// here is the one to report.
+/// Gives a reserved attempt back: the password was never checked, or it was right and whatever
+/// failed after it is no failed attempt. Only the attempt: the client becomes known to the
+/// account only with a login or change that commits ([`lockout::record_success`]). Best effort:
+/// the error that brought us here is the one to report.
 pub async fn give_back(db: &Db, attempt: Attempt) {
     let _ = db.run(move |c| lockout::release(c, &attempt)).await;
 }

@@ -145,8 +145,9 @@ impl ApiError {
         body
     }
 
-    /// A locked account is `invalid_grant`, as a wrong password is (RFC 6749 §5.2), but a
-    /// client should say "try again later" rather than "wrong password": `locked_out`.
+    /// A locked-out login (its client, or the account) is `invalid_grant`, as a wrong password
+    /// is (RFC 6749 §5.2), but a client should say "try again later" rather than "wrong
+    /// password": `locked_out`.
     const fn finer_code(&self) -> Option<&'static str> {
         match self {
             Self::LockedOut { .. } => Some("locked_out"),

@@ -182,7 +182,8 @@ impl FailureBudget {
 
 /// Who a budget belongs to: an IPv4 address, or an IPv6 /64, which one host usually has to
 /// itself (so it could otherwise take a fresh budget from each of its 2^64 addresses). An
-/// IPv4-mapped IPv6 address counts as its IPv4 address.
+/// IPv4-mapped IPv6 address counts as its IPv4 address. The lockout's rows are keyed by it too
+/// (`store::lockout`): a change here forgets their locks and known clients.
 pub(crate) fn client(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or_else(

@@ -8,6 +8,10 @@
 //! strangers who lock the account keep out new clients, not the owner's usual ones. Only a
 //! granted reservation gets its password checked, so N parallel wrong passwords never check
 //! more than the threshold, whatever the timing. A success gives the attempt back.
+//!
+//! Lock order: a transaction that writes both kinds of row writes its client's row before its
+//! account's, and no statement writes both kinds, so none holds an account's row while it waits
+//! for a client's: on PostgreSQL that would deadlock with a reservation.
 
 use std::net::IpAddr;
 
@@ -141,7 +145,7 @@ fn try_reserve(
     )?;
     if account_take != Some(Taken::Granted) {
         // Not checked after all: the client's attempt goes back, in this same transaction.
-        give_back(conn, user_id, client)?;
+        uncount(conn, user_id, client)?;
     }
     Ok(account_take.map(|taken| taken.into_reservation(user_id, client, true)))
 }
@@ -285,14 +289,14 @@ fn lock_if_due(
 /// Gives one reserved attempt back, the lock history untouched: the password was never
 /// checked (the hasher was saturated, say), so it was no failed guess.
 pub fn release(conn: &mut DbConn, attempt: &Attempt) -> Result<(), ApiError> {
-    give_back(conn, &attempt.user_id, &attempt.client)?;
+    uncount(conn, &attempt.user_id, &attempt.client)?;
     if attempt.account_charged {
-        give_back(conn, &attempt.user_id, EVERY_CLIENT)?;
+        uncount(conn, &attempt.user_id, EVERY_CLIENT)?;
     }
     Ok(())
 }
 
-fn give_back(conn: &mut DbConn, user_id: &str, client: &str) -> Result<(), ApiError> {
+fn uncount(conn: &mut DbConn, user_id: &str, client: &str) -> Result<(), ApiError> {
     diesel::update(
         rows::table
             .filter(rows::user_id.eq(user_id))
@@ -319,22 +323,30 @@ pub fn record_success(conn: &mut DbConn, attempt: &Attempt, now: i64) -> Result<
     ))
     .execute(conn)?;
     if attempt.account_charged {
-        give_back(conn, &attempt.user_id, EVERY_CLIENT)?;
+        uncount(conn, &attempt.user_id, EVERY_CLIENT)?;
     }
     Ok(())
 }
 
 /// Lifts every lock on `user_id`'s account, each client's and the account's, and forgets the
-/// failures counted and the lock history; which clients are known stays. How many locks were
-/// in force.
+/// failures counted. The lock history stays (a guesser who goes on gets the doubled locks, not
+/// the first again), ending now, and so do the clients known. How many locks were in force.
 pub fn unlock(conn: &mut DbConn, user_id: &str, now: i64) -> Result<usize, ApiError> {
-    let user_rows = || rows::table.filter(rows::user_id.eq(user_id));
-    let lifted = diesel::update(user_rows().filter(rows::locked_until.gt(now)))
-        .set(rows::locked_until.eq(0))
-        .execute(conn)?;
-    diesel::update(user_rows())
-        .set((rows::failures.eq(0), rows::lock_count.eq(0)))
-        .execute(conn)?;
+    let mut lifted = 0;
+    // Clients' rows first, then the account's (the lock order above).
+    for accounts in [false, true] {
+        let kind = || {
+            rows::table
+                .filter(rows::user_id.eq(user_id))
+                .filter(rows::client.eq(EVERY_CLIENT).eq(accounts))
+        };
+        lifted += diesel::update(kind().filter(rows::locked_until.gt(now)))
+            .set(rows::locked_until.eq(now))
+            .execute(conn)?;
+        diesel::update(kind())
+            .set(rows::failures.eq(0))
+            .execute(conn)?;
+    }
     Ok(lifted)
 }
 
@@ -360,9 +372,7 @@ pub fn delete_stale(
                     .or(rows::locked_until.le(now - decay)),
             )
     };
-    // Clients' rows, then accounts' rows, never both in one statement: a reservation locks its
-    // client's row before its account's, and a statement that held an account's row while it
-    // waited for a client's could deadlock with it on PostgreSQL.
+    // Clients' rows, then accounts' rows, never both in one statement (the lock order above).
     let mut deleted = 0;
     for accounts in [false, true] {
         let stale: Vec<i64> = stale_rows()

@@ -205,8 +205,8 @@ fn a_migration_gives_up_a_table_lock_held_elsewhere() {
     let db = TestDb::new(Backend::Postgres);
     let (ok, stderr) = run_on(&db.url, &["migrate"]);
     assert!(ok, "{stderr}");
-    // The newest migration undone (today it alters `revocations`), as on a database one
-    // version behind.
+    // The newest migration undone (today it creates `lockouts_by_client`, whose foreign key
+    // locks `users`), as on a database one version behind.
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres");
     let newest = std::fs::read_dir(dir)
         .unwrap()
@@ -221,13 +221,15 @@ fn a_migration_gives_up_a_table_lock_held_elsewhere() {
          WHERE version = (SELECT max(version) FROM __diesel_schema_migrations)",
     )
     .unwrap();
-    // A reader's transaction left open on every table; it ends after 60 s at the latest.
+    // A writer's transaction left open on every table (ROW EXCLUSIVE, as an UPDATE holds it:
+    // it blocks a new foreign key or index as well as an ALTER); it ends after 60 s at the
+    // latest.
     let mut reader = PgConnection::establish(&db.url).unwrap();
     reader
         .batch_execute(
             "BEGIN; DO $$ DECLARE t text; BEGIN FOR t IN SELECT tablename FROM pg_tables \
              WHERE schemaname = current_schema() LOOP \
-             EXECUTE format('LOCK TABLE %I IN ACCESS SHARE MODE', t); END LOOP; END $$",
+             EXECUTE format('LOCK TABLE %I IN ROW EXCLUSIVE MODE', t); END LOOP; END $$",
         )
         .unwrap();
     let (done, held) = std::sync::mpsc::channel::<()>();

@@ -240,7 +240,8 @@ async fn a_released_attempt_goes_back_to_its_client_and_the_account(backend: Bac
 }
 
 /// An admin lifts every lock of an account at once, each client's and the account's, and the
-/// failures counted with them; an unknown user is 404.
+/// failures counted with them; the lock history stays, so the next lock is doubled. An unknown
+/// user is 404.
 async fn an_admin_unlocks_every_lock_of_an_account(backend: Backend) {
     let app = TestApp::start_with(backend, |c| c.lockout.account_threshold = Some(4)).await;
     let admin = app.admin_token().await;
@@ -267,6 +268,16 @@ async fn an_admin_unlocks_every_lock_of_an_account(backend: Backend) {
     for ip in ["10.0.5.1:1000", "10.0.7.1:1000"] {
         assert_eq!(login_from(&app, ip, false).await.0, Status::Ok, "{ip}");
     }
+    for i in 1..=4 {
+        assert_eq!(
+            login_from(&app, &format!("10.0.8.{i}:1000"), true).await.1,
+            "checked"
+        );
+    }
+    let (_, code, retry_after) = login_from(&app, "10.0.9.1:1000", false).await;
+    let retry_after: i64 = retry_after.unwrap().parse().unwrap();
+    assert_eq!(code, "locked_out");
+    assert!((118..=120).contains(&retry_after), "doubled: {retry_after}");
     let (status, _) = app
         .send("POST", "/v1/admin/users/nobody/unlock", None, Some(&admin))
         .await;
