@@ -143,6 +143,37 @@ async fn failures_from_many_clients_lock_the_account_but_not_for_known_clients(b
     assert_eq!(login_from(&app, "10.0.2.1:1000", false).await.0, Status::Ok);
 }
 
+/// A login keeps its client known to the account for 30 days, and no longer: after that the
+/// account's lock holds it out like any other client.
+async fn a_client_stays_known_for_thirty_days(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.lockout.account_threshold = Some(4)).await;
+    app.register("alice").await;
+    assert_eq!(login_from(&app, "10.0.0.9:1000", false).await.0, Status::Ok);
+    let lock_the_account = |round: u8| {
+        let app = &app;
+        async move {
+            for i in 1..=4 {
+                let ip = format!("10.{round}.1.{i}:1000");
+                assert_eq!(login_from(app, &ip, true).await.1, "checked");
+            }
+        }
+    };
+    app.clock().advance(30 * 86_400 - 100);
+    lock_the_account(1).await;
+    assert_eq!(
+        login_from(&app, "10.0.0.9:1000", false).await.0,
+        Status::Ok,
+        "known, 100 s before its 30 days are up"
+    );
+    // That login made it known for 30 days more; past them, it is a stranger again.
+    app.clock().advance(30 * 86_400 + 1);
+    lock_the_account(2).await;
+    assert_eq!(
+        login_from(&app, "10.0.0.9:1000", false).await.1,
+        "locked_out"
+    );
+}
+
 /// Parallel wrong passwords from as many clients check no more than `account_threshold`: each
 /// reservation takes its client's attempt and the account's in one transaction.
 async fn parallel_attempts_from_many_clients_stop_at_the_account_threshold(backend: Backend) {
@@ -289,6 +320,7 @@ crate::on_both_backends!(
     a_locked_out_client_does_not_lock_out_the_others,
     failures_from_many_clients_lock_the_account_but_not_for_known_clients,
     parallel_attempts_from_many_clients_stop_at_the_account_threshold,
+    a_client_stays_known_for_thirty_days,
     a_released_attempt_goes_back_to_its_client_and_the_account,
     a_lock_from_before_the_migration_still_holds,
 );
