@@ -16,7 +16,7 @@ use crate::keys::{self, KeyRing};
 use crate::metrics::Metrics;
 use crate::password::{HashPolicy, check_password_policy, normalize_username};
 use crate::revoker::Revoker;
-use crate::store::{audit, users};
+use crate::store::{audit, lockout, users};
 use crate::sync::{Push, Snapshots, database_behind};
 
 #[derive(Debug, Parser)]
@@ -90,6 +90,10 @@ enum UsersCommand {
     List,
     /// Show one user by name.
     Show { username: String },
+    /// Lift every lockout of a user's account (each client's and the account's), as the
+    /// admin endpoint `POST /v1/admin/users/<id>/unlock` does: for an admin locked out of
+    /// their own account, say.
+    Unlock { username: String },
     /// Create a user. On a terminal the password is asked twice without echo; otherwise it is
     /// the first line of standard input.
     Create {
@@ -137,6 +141,9 @@ pub fn main() -> ExitCode {
         Command::Users {
             command: UsersCommand::Show { username },
         } => users_list(Some(&username)),
+        Command::Users {
+            command: UsersCommand::Unlock { username },
+        } => users_unlock(&username),
         Command::Revocations {
             command: RevocationsCommand::Push,
         } => revocations_push(),
@@ -444,6 +451,25 @@ fn users_create(username: &str, admin: bool) -> Result<(), String> {
     })
     .map_err(fail)?;
     println!("{id}\t{username}{}", if admin { "\tadmin" } else { "" });
+    Ok(())
+}
+
+fn users_unlock(username: &str) -> Result<(), String> {
+    let (_, db) = load()?;
+    let name = normalize_username(username).map_err(fail)?;
+    let now = now();
+    let lifted = db
+        .run_sync(|c| {
+            crate::store::write_tx(c, |c| {
+                let user = users::by_username(c, &name)?.ok_or(ApiError::NotFound)?;
+                lockout::unlock(c, &user.id, now, ("via", "cli"))
+            })
+        })
+        .map_err(|e| match e {
+            ApiError::NotFound => format!("no user named {name}"),
+            e => fail(e),
+        })?;
+    println!("{name}	{lifted} locks lifted");
     Ok(())
 }
 

@@ -330,8 +330,15 @@ pub fn record_success(conn: &mut DbConn, attempt: &Attempt, now: i64) -> Result<
 
 /// Lifts every lock on `user_id`'s account, each client's and the account's, and forgets the
 /// failures counted. The lock history stays (a guesser who goes on gets the doubled locks, not
-/// the first again), ending now, and so do the clients known. How many locks were in force.
-pub fn unlock(conn: &mut DbConn, user_id: &str, now: i64) -> Result<usize, ApiError> {
+/// the first again), ending now, and so do the clients known. Audited as `user_unlocked`, with
+/// who asked (`who`: an admin's `("by", sub)`, the CLI's `("via", "cli")`) and the number of
+/// locks lifted (`locks`), which is also returned. Run it in a write transaction.
+pub fn unlock(
+    conn: &mut DbConn,
+    user_id: &str,
+    now: i64,
+    who: (&str, &str),
+) -> Result<usize, ApiError> {
     let mut lifted = 0;
     // Clients' rows first, then the account's (the lock order above).
     for accounts in [false, true] {
@@ -347,6 +354,10 @@ pub fn unlock(conn: &mut DbConn, user_id: &str, now: i64) -> Result<usize, ApiEr
             .set(rows::failures.eq(0))
             .execute(conn)?;
     }
+    let mut detail = serde_json::Map::new();
+    detail.insert(who.0.to_owned(), who.1.into());
+    detail.insert("locks".to_owned(), lifted.into());
+    super::audit::record(conn, now, "user_unlocked", Some(user_id), &detail.into())?;
     Ok(lifted)
 }
 

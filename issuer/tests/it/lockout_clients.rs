@@ -38,15 +38,15 @@ async fn login_from(app: &TestApp, ip: &str, wrong: bool) -> (Status, String, Op
     )
 }
 
-/// The `account_locked` audit details of `uid`, oldest first.
-fn lock_details(app: &TestApp, uid: &str) -> Vec<serde_json::Value> {
+/// The audit details of `uid`'s events of `kind`, oldest first.
+fn audit_details(app: &TestApp, uid: &str, kind: &'static str) -> Vec<serde_json::Value> {
     use diesel::prelude::*;
     use gatehouse_issuer::db::schema::audit_events;
     let uid = uid.to_owned();
     app.store()
         .run_sync(move |c| {
             let details: Vec<String> = audit_events::table
-                .filter(audit_events::kind.eq("account_locked"))
+                .filter(audit_events::kind.eq(kind))
                 .filter(audit_events::user_id.eq(uid))
                 .order(audit_events::id)
                 .select(audit_events::detail)
@@ -93,7 +93,7 @@ async fn a_locked_out_client_does_not_lock_out_the_others(backend: Backend) {
     assert_eq!((status, code.as_str()), (Status::BadRequest, "locked_out"));
     assert!(retry_after.is_some());
     assert_eq!(
-        lock_details(&app, &uid),
+        audit_details(&app, &uid, "account_locked"),
         [serde_json::json!({"scope": "client"})]
     );
     // Another /64 and an IPv4 client log in.
@@ -117,7 +117,7 @@ async fn failures_from_many_clients_lock_the_account_but_not_for_known_clients(b
         assert_eq!(login_from(&app, &ip, true).await.1, "checked");
     }
     assert_eq!(
-        lock_details(&app, &uid),
+        audit_details(&app, &uid, "account_locked"),
         [serde_json::json!({"scope": "account"})]
     );
     let (status, code, retry_after) = login_from(&app, "10.0.2.1:1000", false).await;
@@ -315,8 +315,56 @@ async fn an_admin_unlocks_every_lock_of_an_account(backend: Backend) {
     assert_eq!(status, Status::NotFound);
 }
 
+/// `users unlock NAME` does what the admin endpoint does, for an operator at a shell (an admin
+/// locked out of their own account, say).
+async fn the_cli_unlocks_an_account(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.lockout.account_threshold = Some(4)).await;
+    let uid = app.register("alice").await;
+    for ip in [
+        "10.0.5.1:1000",
+        "10.0.5.1:1000",
+        "10.0.5.1:1000",
+        "10.0.6.1:1000",
+    ] {
+        assert_eq!(login_from(&app, ip, true).await.1, "checked");
+    }
+    assert_eq!(
+        login_from(&app, "10.0.7.1:1000", false).await.1,
+        "locked_out"
+    );
+    let unlock = |name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        crate::binary::command(dir.path())
+            .env("GATEHOUSE_DATABASE_URL", &app.db.url)
+            .args(["users", "unlock", name])
+            .output()
+            .unwrap()
+    };
+    let out = unlock("alice");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "alice\t2 locks lifted\n"
+    );
+    assert_eq!(
+        audit_details(&app, &uid, "user_unlocked"),
+        [serde_json::json!({"via": "cli", "locks": 2})]
+    );
+    for ip in ["10.0.5.1:1000", "10.0.7.1:1000"] {
+        assert_eq!(login_from(&app, ip, false).await.0, Status::Ok, "{ip}");
+    }
+    let out = unlock("bob");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("no user named bob"),
+        "{stderr}"
+    );
+}
+
 crate::on_both_backends!(
     an_admin_unlocks_every_lock_of_an_account,
+    the_cli_unlocks_an_account,
     a_locked_out_client_does_not_lock_out_the_others,
     failures_from_many_clients_lock_the_account_but_not_for_known_clients,
     parallel_attempts_from_many_clients_stop_at_the_account_threshold,
