@@ -3,7 +3,7 @@
 // and nothing else: no header, claims, expiry or revocation. `/_gatehouse/check` answers the
 // verdict; any other path forwards the request as it came (`fetch(url, request)`: no header
 // copied or added). No worker that verifies the signature with WebCrypto can add less CPU than
-// this; `ED25519_VERIFY = "wasm"` is measured beside it and costs more. Not a product: a
+// this (an Ed25519 in the wasm cost more: docs/performance.md). Not a product: a
 // measuring stick, and it would be an insecure gate.
 const fromB64url = (s) =>
   Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));

@@ -118,7 +118,7 @@ for (const name of ['ours', 'jose', 'nothing', 'floor']) {
       { type: 'CompiledWasm', include: ['**/*.wasm'] },
     ],
     compatibilityDate: '2026-04-01',
-    // LOOP_OURS_VARS='{"ED25519_VERIFY":"wasm"}' tries a setting of ours.
+    // LOOP_OURS_VARS='{"SERVER_TIMING":"on"}' tries a setting of ours.
     bindings: name === 'ours' ? { ...vars, ...JSON.parse(process.env.LOOP_OURS_VARS ?? '{}') } : vars,
     kvNamespaces: ['GATEHOUSE_KV'],
     host: '127.0.0.1',

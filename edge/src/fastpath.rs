@@ -97,8 +97,8 @@ async fn poll_once(env: &Env, config: &Config) -> Result<(), String> {
     }
     let now = state::now_secs();
     let options = sync::options(config);
-    let delta = sync::with_keys(env, config, keys::Asker::SignedList, |keys| {
-        RevocationDelta::verify(&jws, keys, &options, now)
+    let delta = sync::with_keys(env, config, keys::Asker::SignedList, async |keys| {
+        RevocationDelta::verify_with(&crate::webcrypto::WebCrypto, &jws, keys, &options, now).await
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -218,10 +218,7 @@ async fn authorize(
     }
     let claims = result.map_err(|e| match e {
         NotVerified::Token(e) => reply::unauthorized(realm, e.code()),
-        NotVerified::CryptoFault => reply::unavailable(
-            "verification_unavailable",
-            "the runtime could not check the signature",
-        ),
+        NotVerified::CryptoFault => reply::verification_unavailable(),
     })?;
     // Entries are honoured even from a list too old to rely on: refusing is always safe. The
     // list as the isolate holds it now, not as it was before this request's waits (keys,

@@ -191,8 +191,9 @@ async fn push(mut req: Request, env: &Env) -> Response {
         ),
         // Not durable at the edge: the issuer must retry rather than believe it delivered.
         Err(SyncError::KvWrite(e)) => reply::unavailable("kv_write_failed", &e),
-        // The same answer a request gets: the issuer retries it, as it should.
+        // The same answers a request gets: the issuer retries it, as it should.
         Err(SyncError::NoKeys) => reply::keys_unavailable(),
+        Err(SyncError::CryptoFault) => reply::verification_unavailable(),
         // A fresh list is taken: the issuer's next push is one.
         Err(SyncError::TooOld(e)) => {
             reply::error(400, &ErrorBody::new("rejected", "list_too_old", &e), None)

@@ -90,6 +90,15 @@ pub fn keys_unavailable() -> Response {
     unavailable("keys_unavailable", "the issuer's keys could not be loaded")
 }
 
+/// 503 when the runtime's WebCrypto failed on a signature (a request's or a pushed list's): no
+/// fault of the token or list, which may be good, so no 401 or 400 that a client acts on.
+pub fn verification_unavailable() -> Response {
+    unavailable(
+        "verification_unavailable",
+        "the runtime could not check the signature",
+    )
+}
+
 /// 503 for operational reasons (no keys, no fresh revocation list, misconfiguration).
 pub fn unavailable(code: &str, description: &str) -> Response {
     error(

@@ -131,8 +131,8 @@ impl From<VerifyError> for NotVerified {
 }
 
 /// Verifies `token`, through this isolate's cache of tokens already verified by `verifier`.
-/// The signature goes to the runtime's WebCrypto unless `ED25519_VERIFY = "wasm"`; the cache is
-/// not borrowed across that wait (requests interleave in one isolate).
+/// The signature goes to the runtime's WebCrypto; the cache is not borrowed across that wait
+/// (requests interleave in one isolate).
 pub async fn verify(
     verifier: &Verifier,
     config: &Config,
@@ -148,16 +148,12 @@ pub async fn verify(
     if let Some(hit) = hit {
         return hit.map_err(NotVerified::Token);
     }
-    let claims = if config.ed25519_in_wasm {
-        verifier.verify(token, now)?
-    } else {
-        match verifier
-            .verify_with(&crate::webcrypto::WebCrypto, token, now)
-            .await
-        {
-            Ok(outcome) => outcome?,
-            Err(crate::webcrypto::RuntimeFault) => return Err(NotVerified::CryptoFault),
-        }
+    let claims = match verifier
+        .verify_with(&crate::webcrypto::WebCrypto, token, now)
+        .await
+    {
+        Ok(outcome) => outcome?,
+        Err(crate::webcrypto::RuntimeFault) => return Err(NotVerified::CryptoFault),
     };
     ISOLATE.with_borrow_mut(|s| {
         if let Some(cache) = s.verified.as_mut() {

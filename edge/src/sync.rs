@@ -14,6 +14,7 @@ use worker::Env;
 
 use crate::config::Config;
 use crate::keys::{self, KV_BINDING};
+use crate::webcrypto::{RuntimeFault, WebCrypto};
 use crate::{state, upstream};
 
 const KV_SNAPSHOT: &str = "revocations";
@@ -90,6 +91,8 @@ pub enum SyncError {
     /// Verified, but older than `UNCHECKED_MAX_AGE_SECS` while KV holds no list to compare it
     /// with: neither installed nor stored.
     TooOld(String),
+    /// The runtime's WebCrypto failed: the list may be good.
+    CryptoFault,
 }
 
 impl core::fmt::Display for SyncError {
@@ -97,6 +100,7 @@ impl core::fmt::Display for SyncError {
         match self {
             Self::Snapshot(e) => e.fmt(f),
             Self::NoKeys => f.write_str("no keys to verify it with"),
+            Self::CryptoFault => f.write_str("the runtime could not check the signature"),
             Self::KvWrite(e) | Self::TooOld(e) => f.write_str(e),
         }
     }
@@ -113,18 +117,21 @@ pub fn options(config: &Config) -> SnapshotOptions {
 }
 
 /// Runs `check` against the issuer's keys, refetching them once on an unknown kid, within the
-/// cooldown of whoever brought the list (`asker`).
+/// cooldown of whoever brought the list (`asker`). `check` verifies through the runtime's
+/// WebCrypto, as request tokens are: the worker links no Ed25519 of its own.
 pub async fn with_keys<T>(
     env: &Env,
     config: &Config,
     asker: keys::Asker,
-    check: impl Fn(&gatehouse_shared::KeySet) -> Result<T, SnapshotError>,
+    check: impl AsyncFn(&gatehouse_shared::KeySet) -> Result<Result<T, SnapshotError>, RuntimeFault>,
 ) -> Result<T, SyncError> {
     let mut verifier = keys::verifier(env, config).await.ok_or(SyncError::NoKeys)?;
     let mut refetched = false;
     loop {
-        // One call site: `check` is inlined here, and the worker's size is budgeted.
-        match check(verifier.keys()) {
+        match check(verifier.keys())
+            .await
+            .map_err(|_| SyncError::CryptoFault)?
+        {
             Err(e) if e.code() == ErrorCode::UnknownKid && !refetched => {
                 refetched = true;
                 verifier = keys::refetch(env, config, asker).await.ok_or(e)?;
@@ -141,8 +148,8 @@ async fn verify(
     asker: keys::Asker,
 ) -> Result<RevocationList, SyncError> {
     let now = state::now_secs();
-    with_keys(env, config, asker, |keys| {
-        RevocationList::verify_snapshot(jws, keys, &options(config), now)
+    with_keys(env, config, asker, async |keys| {
+        RevocationList::verify_snapshot_with(&WebCrypto, jws, keys, &options(config), now).await
     })
     .await
 }

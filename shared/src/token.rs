@@ -310,6 +310,27 @@ impl<'a> UntrustedList<'a> {
         }
         Ok((self.payload, jwk.kid().to_owned()))
     }
+
+    /// [`Self::verified_payload`] with the equation checked by `oracle` (the worker: the
+    /// runtime's WebCrypto), in the same order and with the same codes: `typ`, the key by
+    /// `kid`, the header `alg` against it (Ed25519 only: another key type is `alg_mismatch`),
+    /// the signature's length and form, the equation. The outer error: the oracle could not
+    /// check.
+    pub(crate) async fn verified_payload_with<O: crate::Ed25519Oracle>(
+        self,
+        oracle: &O,
+        keys: &KeySet,
+        expected_typ: &str,
+    ) -> Result<Result<(Vec<u8>, String), ValidationError>, O::Fault> {
+        let input = match self.token.ed25519_input(keys, expected_typ) {
+            Ok(input) => input,
+            Err(e) => return Ok(Err(e)),
+        };
+        if !(crate::alg::strict_signature_form(&input.signature) && oracle.verify(&input).await?) {
+            return Ok(Err(ValidationError::BadSignature));
+        }
+        Ok(Ok((self.payload, input.kid.to_owned())))
+    }
 }
 
 fn check_size(text: &str, max_bytes: usize) -> Result<(), ParseError> {

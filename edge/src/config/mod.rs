@@ -46,8 +46,6 @@ pub struct Config {
     pub delta_poll_ms: f64,
     /// How long a fetched key set is held before it is refreshed.
     pub keys_ttl_ms: f64,
-    /// Ed25519 in the wasm (`ED25519_VERIFY = "wasm"`) instead of the runtime's WebCrypto.
-    pub ed25519_in_wasm: bool,
     /// `SERVER_TIMING = "on"`: forwarded responses carry the verification time. Off by default:
     /// it tells clients how long the gate took, and adding a header to a fetched response means
     /// rebuilding it, which costs every forwarded request.
@@ -398,7 +396,6 @@ impl Config {
             public_paths,
             route_scopes,
             token_cookie,
-            ed25519_in_wasm: vars.switch("ED25519_VERIFY", ("webcrypto", "wasm")),
             server_timing: vars.switch("SERVER_TIMING", ("off", "on")),
             forward_preflights,
             cors_origins,

@@ -31,12 +31,11 @@ pub(super) fn checked_url(name: &str, url: &str, problems: &mut Vec<String>) -> 
 /// Every var the worker reads, secrets included (`Config::from_env`; a unit test holds this to
 /// the names `config/mod.rs` reads), so that a config can be checked for one it does not.
 #[cfg(not(target_arch = "wasm32"))]
-pub const VAR_NAMES: [&str; 27] = [
+pub const VAR_NAMES: [&str; 26] = [
     "CORS_ORIGINS",
     "CORS_PREFLIGHT",
     "DELTA_POLL_MS",
     "DELTA_URL",
-    "ED25519_VERIFY",
     "EXPECTED_AUDIENCE",
     "EXPECTED_ISSUER",
     "HEALTH_TOKEN",

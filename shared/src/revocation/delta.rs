@@ -7,12 +7,21 @@
 //! the entries start after, exclusive), then the list's binary form.
 
 use super::RevocationList;
-use super::snapshot::{SnapshotOptions, verify_signed};
+use super::snapshot::{SnapshotOptions, verify_signed, verify_signed_with};
+use crate::Ed25519Oracle;
 use crate::error::{EncodingError, SnapshotError};
 use crate::jwk::KeySet;
 
 /// `typ` header of a revocation delta.
 pub const DELTA_TYPE: &str = "gatehouse-revocation-delta+jws";
+
+/// A delta's payload: `from`, then the list.
+fn decode(payload: &[u8]) -> Result<(u64, RevocationList), SnapshotError> {
+    let (from, list) = payload
+        .split_first_chunk::<8>()
+        .ok_or(EncodingError::Truncated)?;
+    Ok((u64::from_le_bytes(*from), RevocationList::from_bytes(list)?))
+}
 
 /// Every live entry with a seq in `(from, list.seq()]`, as of `list.issued_at()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,12 +43,25 @@ impl RevocationDelta {
         options: &SnapshotOptions,
         now: i64,
     ) -> Result<Self, SnapshotError> {
-        let (from, list) = verify_signed(jws, DELTA_TYPE, keys, options, now, |payload| {
-            let (from, list) = payload
-                .split_first_chunk::<8>()
-                .ok_or(EncodingError::Truncated)?;
-            Ok((u64::from_le_bytes(*from), RevocationList::from_bytes(list)?))
-        })?;
+        verify_signed(jws, DELTA_TYPE, keys, (options, now), decode).and_then(Self::from_parts)
+    }
+
+    /// [`Self::verify`] with the signature's equation checked by `oracle` (the worker: the
+    /// runtime's WebCrypto), every other stage and code the same. The outer error: the oracle
+    /// could not check, and the delta may be good.
+    pub async fn verify_with<O: Ed25519Oracle>(
+        oracle: &O,
+        jws: &str,
+        keys: &KeySet,
+        options: &SnapshotOptions,
+        now: i64,
+    ) -> Result<Result<Self, SnapshotError>, O::Fault> {
+        let verified =
+            verify_signed_with(oracle, jws, DELTA_TYPE, keys, (options, now), decode).await?;
+        Ok(verified.and_then(Self::from_parts))
+    }
+
+    fn from_parts((from, list): (u64, RevocationList)) -> Result<Self, SnapshotError> {
         if from > list.seq {
             return Err(EncodingError::BadRange.into());
         }

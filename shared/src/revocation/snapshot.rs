@@ -10,6 +10,7 @@
 //! access token, or an access token as a snapshot.
 
 use super::RevocationList;
+use crate::Ed25519Oracle;
 use crate::error::{SnapshotError, ValidationError};
 use crate::jwk::KeySet;
 use crate::token::UntrustedList;
@@ -41,20 +42,54 @@ impl SnapshotOptions {
     }
 }
 
+/// How a list's payload is decoded: a snapshot's is the list, a delta's has its `from` first.
+pub(super) type Decode<T> = fn(&[u8]) -> Result<(T, RevocationList), SnapshotError>;
+
 /// Checks a signed list of type `typ` (a snapshot or a delta), signature first, and hands its
-/// payload to `decode`; then holds the decoded list to the options (its issuer and issue time),
-/// refuses one that revokes its own signer, and records that signer.
+/// payload to `decode`; then [`checked`].
 pub(super) fn verify_signed<T>(
     jws: &str,
     typ: &str,
     keys: &KeySet,
-    options: &SnapshotOptions,
-    now: i64,
-    decode: impl FnOnce(&[u8]) -> Result<(T, RevocationList), SnapshotError>,
+    (options, now): (&SnapshotOptions, i64),
+    decode: Decode<T>,
 ) -> Result<(T, RevocationList), SnapshotError> {
     let (payload, signer) =
         UntrustedList::parse(jws, options.max_bytes)?.verified_payload(keys, typ)?;
-    let (extra, mut list) = decode(&payload)?;
+    checked(&payload, signer, (options, now), decode)
+}
+
+/// [`verify_signed`] with the equation checked by `oracle` (the worker's WebCrypto); every other
+/// stage and code is the same. The outer error: the oracle could not check.
+pub(super) async fn verify_signed_with<O: Ed25519Oracle, T>(
+    oracle: &O,
+    jws: &str,
+    typ: &str,
+    keys: &KeySet,
+    (options, now): (&SnapshotOptions, i64),
+    decode: Decode<T>,
+) -> Result<Result<(T, RevocationList), SnapshotError>, O::Fault> {
+    let untrusted = match UntrustedList::parse(jws, options.max_bytes) {
+        Ok(untrusted) => untrusted,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    Ok(
+        match untrusted.verified_payload_with(oracle, keys, typ).await? {
+            Ok((payload, signer)) => checked(&payload, signer, (options, now), decode),
+            Err(e) => Err(e.into()),
+        },
+    )
+}
+
+/// A verified payload, decoded and held to the options (its issuer and issue time); refused if
+/// it revokes its own signer, else stamped with that signer.
+fn checked<T>(
+    payload: &[u8],
+    signer: String,
+    (options, now): (&SnapshotOptions, i64),
+    decode: Decode<T>,
+) -> Result<(T, RevocationList), SnapshotError> {
+    let (extra, mut list) = decode(payload)?;
     // The issuer revokes only a key it no longer signs with: a list by a key it revokes comes
     // from a replica that has not re-read its key ring since, or from whoever holds the key.
     // Taken, it would count as newer than lists that name the key, and an older list that names
@@ -72,6 +107,10 @@ pub(super) fn verify_signed<T>(
     Ok((extra, list))
 }
 
+fn decode_snapshot(payload: &[u8]) -> Result<((), RevocationList), SnapshotError> {
+    Ok(((), RevocationList::from_bytes(payload)?))
+}
+
 impl RevocationList {
     /// Verifies a signed snapshot against the issuer's keys and decodes it.
     pub fn verify_snapshot(
@@ -80,10 +119,30 @@ impl RevocationList {
         options: &SnapshotOptions,
         now: i64,
     ) -> Result<Self, SnapshotError> {
-        verify_signed(jws, SNAPSHOT_TYPE, keys, options, now, |payload| {
-            Ok(((), Self::from_bytes(payload)?))
-        })
-        .map(|((), list)| list)
+        verify_signed(jws, SNAPSHOT_TYPE, keys, (options, now), decode_snapshot)
+            .map(|((), list)| list)
+    }
+
+    /// [`Self::verify_snapshot`] with the signature's equation checked by `oracle` (the worker:
+    /// the runtime's WebCrypto), every other stage and code the same. The outer error: the
+    /// oracle could not check, and the snapshot may be good.
+    pub async fn verify_snapshot_with<O: Ed25519Oracle>(
+        oracle: &O,
+        jws: &str,
+        keys: &KeySet,
+        options: &SnapshotOptions,
+        now: i64,
+    ) -> Result<Result<Self, SnapshotError>, O::Fault> {
+        let verified = verify_signed_with(
+            oracle,
+            jws,
+            SNAPSHOT_TYPE,
+            keys,
+            (options, now),
+            decode_snapshot,
+        )
+        .await?;
+        Ok(verified.map(|((), list)| list))
     }
 
     /// Accepts `self` only if it replaces the list held, `(seq, issued_at, key_id of its

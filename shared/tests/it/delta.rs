@@ -43,15 +43,15 @@ fn a_delta_round_trips_and_cannot_pass_as_a_snapshot_or_the_reverse() {
     let (key, keys, opts) = setup();
     let original = delta(5, 9, NOW, &["a", "b"]);
     let jws = original.sign(&key).unwrap();
-    let parsed = RevocationDelta::verify(&jws, &keys, &opts, NOW).unwrap();
+    let parsed = crate::fixture::verify_delta(&jws, &keys, &opts, NOW).unwrap();
     assert_eq!(parsed.list().to_bytes(), original.list().to_bytes());
     assert_eq!(parsed.list().signer(), key.kid());
     assert_eq!((parsed.from_seq(), parsed.list().seq()), (5, 9));
     // A delta taken for a snapshot would replace the base list and drop its entries.
-    let err = RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
+    let err = crate::fixture::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::WrongType);
     let snapshot = base(9, NOW, &["a"]).sign_snapshot(&key).unwrap();
-    let err = RevocationDelta::verify(&snapshot, &keys, &opts, NOW).unwrap_err();
+    let err = crate::fixture::verify_delta(&snapshot, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::WrongType);
 }
 
@@ -61,7 +61,7 @@ fn a_delta_from_another_key_issuer_or_the_future_is_refused() {
     let (other, _, _) = setup();
     let jws = delta(0, 1, NOW, &["a"]).sign(&other).unwrap();
     assert_eq!(
-        RevocationDelta::verify(&jws, &keys, &opts, NOW)
+        crate::fixture::verify_delta(&jws, &keys, &opts, NOW)
             .unwrap_err()
             .code(),
         ErrorCode::UnknownKid
@@ -72,14 +72,14 @@ fn a_delta_from_another_key_issuer_or_the_future_is_refused() {
     );
     let jws = foreign.sign(&key).unwrap();
     assert_eq!(
-        RevocationDelta::verify(&jws, &keys, &opts, NOW)
+        crate::fixture::verify_delta(&jws, &keys, &opts, NOW)
             .unwrap_err()
             .code(),
         ErrorCode::WrongIssuer
     );
     let jws = delta(0, 1, NOW + 3600, &["a"]).sign(&key).unwrap();
     assert_eq!(
-        RevocationDelta::verify(&jws, &keys, &opts, NOW)
+        crate::fixture::verify_delta(&jws, &keys, &opts, NOW)
             .unwrap_err()
             .code(),
         ErrorCode::NotYetValid
@@ -90,7 +90,7 @@ fn a_delta_from_another_key_issuer_or_the_future_is_refused() {
 fn a_delta_that_starts_after_its_end_is_malformed() {
     let (key, keys, opts) = setup();
     let jws = delta(10, 5, NOW, &[]).sign(&key).unwrap();
-    let err = RevocationDelta::verify(&jws, &keys, &opts, NOW).unwrap_err();
+    let err = crate::fixture::verify_delta(&jws, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Malformed);
 }
 
@@ -228,7 +228,7 @@ fn a_key_revocation_travels_in_a_delta_and_survives_a_round_trip() {
     // Namespaced like every kind: a jti equal to the kid is not revoked by it.
     assert_eq!(list.check(&trusted(&with_jti("stolen-kid"))), None);
     let jws = RevocationDelta::new(2, list).sign(&key).unwrap();
-    let delta = RevocationDelta::verify(&jws, &keys, &opts, NOW).unwrap();
+    let delta = crate::fixture::verify_delta(&jws, &keys, &opts, NOW).unwrap();
     let view = RevocationView::default()
         .with_base(base(2, NOW - 5, &[]))
         .unwrap()
@@ -261,7 +261,7 @@ fn a_list_signed_by_a_revoked_key_ranks_below_any_list_that_revokes_the_key() {
     let keys = KeySet::new([leaked.verifying_jwk(), current.verifying_jwk()]);
     let signed = |list: &RevocationList, key: &SigningKey| {
         let jws = list.sign_snapshot(key).unwrap();
-        RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap()
+        crate::fixture::verify_snapshot(&jws, &keys, &opts, NOW).unwrap()
     };
     let forged = signed(&base(u64::MAX - 1, NOW, &[]), &leaked);
     assert_eq!(forged.signer(), leaked.kid());
@@ -284,12 +284,12 @@ fn a_list_signed_by_a_revoked_key_ranks_below_any_list_that_revokes_the_key() {
     // Signed by the key it revokes (a replica that has not re-read its key ring, or the key's
     // holder), a list is refused: taken, an older list naming the key would replace it.
     let jws = revoking.sign_snapshot(&leaked).unwrap();
-    let err = RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
+    let err = crate::fixture::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::UnknownKid);
     let jws = RevocationDelta::new(7, revoking.clone())
         .sign(&leaked)
         .unwrap();
-    let err = RevocationDelta::verify(&jws, &keys, &opts, NOW).unwrap_err();
+    let err = crate::fixture::verify_delta(&jws, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::UnknownKid);
     let view = held.with_base(signed(&revoking, &current)).unwrap();
     assert_eq!(view.seq(), 8);

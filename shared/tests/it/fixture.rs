@@ -96,10 +96,64 @@ pub fn oracle_verify(
     token: &str,
     now: i64,
 ) -> Result<AccessClaims, gatehouse_shared::VerifyError> {
-    let future = std::pin::pin!(verifier.verify_with(&DalekOracle, token, now));
+    ready(verifier.verify_with(&DalekOracle, token, now))
+}
+
+/// Polls a future of the stand-in oracle, which is ready at once.
+fn ready<T>(future: impl Future<Output = Result<T, std::convert::Infallible>>) -> T {
+    let future = std::pin::pin!(future);
     let mut context = std::task::Context::from_waker(std::task::Waker::noop());
     match future.poll(&mut context) {
         std::task::Poll::Ready(result) => result.unwrap_or_else(|never| match never {}),
         std::task::Poll::Pending => panic!("the stand-in oracle never waits"),
     }
+}
+
+/// `RevocationList::verify_snapshot`, checked to agree with `verify_snapshot_with` the stand-in
+/// oracle (the worker's path) whenever every key is Ed25519, the one kind the oracle checks.
+pub fn verify_snapshot(
+    jws: &str,
+    keys: &KeySet,
+    options: &gatehouse_shared::SnapshotOptions,
+    now: i64,
+) -> Result<gatehouse_shared::RevocationList, gatehouse_shared::SnapshotError> {
+    let own = gatehouse_shared::RevocationList::verify_snapshot(jws, keys, options, now);
+    if only_ed25519(keys) {
+        let oracle = ready(gatehouse_shared::RevocationList::verify_snapshot_with(
+            &DalekOracle,
+            jws,
+            keys,
+            options,
+            now,
+        ));
+        assert_eq!(own, oracle, "the two paths disagree on {jws:.80}");
+    }
+    own
+}
+
+/// `RevocationDelta::verify`, checked against `verify_with` as [`verify_snapshot`] is.
+pub fn verify_delta(
+    jws: &str,
+    keys: &KeySet,
+    options: &gatehouse_shared::SnapshotOptions,
+    now: i64,
+) -> Result<gatehouse_shared::RevocationDelta, gatehouse_shared::SnapshotError> {
+    let own = gatehouse_shared::RevocationDelta::verify(jws, keys, options, now);
+    if only_ed25519(keys) {
+        let oracle = ready(gatehouse_shared::RevocationDelta::verify_with(
+            &DalekOracle,
+            jws,
+            keys,
+            options,
+            now,
+        ));
+        assert_eq!(own, oracle, "the two paths disagree on {jws:.80}");
+    }
+    own
+}
+
+fn only_ed25519(keys: &KeySet) -> bool {
+    keys.keys()
+        .iter()
+        .all(|key| key.algorithm() == Algorithm::EdDsa)
 }

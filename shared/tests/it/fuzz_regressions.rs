@@ -64,12 +64,6 @@ fn the_seeds_reach_the_deep_paths() {
     let signed = std::fs::read_to_string(root.join("snapshot/signed")).unwrap();
     let opts = gatehouse_shared::SnapshotOptions::new("https://issuer.test");
     assert!(
-        gatehouse_shared::RevocationList::verify_snapshot(
-            &signed,
-            &fuzzing::keys(),
-            &opts,
-            1_800_000_100
-        )
-        .is_ok()
+        crate::fixture::verify_snapshot(&signed, &fuzzing::keys(), &opts, 1_800_000_100).is_ok()
     );
 }

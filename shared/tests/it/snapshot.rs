@@ -28,7 +28,7 @@ fn round_trip() {
     let (key, keys, opts) = setup();
     let original = list(7, 100);
     let jws = original.sign_snapshot(&key).unwrap();
-    let parsed = RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap();
+    let parsed = crate::fixture::verify_snapshot(&jws, &keys, &opts, NOW).unwrap();
     // The same entries, and the kid that signed them (a list built here has none).
     assert_eq!(
         (parsed.to_bytes(), parsed.signer()),
@@ -56,13 +56,13 @@ fn tampered_snapshots_fail() {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     let tampered = format!("{header}.{}.{sig}", b64(&bytes));
-    let err = RevocationList::verify_snapshot(&tampered, &keys, &opts, NOW).unwrap_err();
+    let err = crate::fixture::verify_snapshot(&tampered, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::BadSignature);
     // A newer list's payload under an older signature.
     let newer = list(8, 10).sign_snapshot(&key).unwrap();
     let newer_payload = newer.split('.').nth(1).unwrap();
     let spliced = format!("{header}.{newer_payload}.{sig}");
-    let err = RevocationList::verify_snapshot(&spliced, &keys, &opts, NOW).unwrap_err();
+    let err = crate::fixture::verify_snapshot(&spliced, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::BadSignature);
 }
 
@@ -77,12 +77,12 @@ fn snapshots_and_access_tokens_cannot_stand_in_for_each_other() {
         ErrorCode::WrongType
     );
     let token = sign_access_token(&f.key, &claims()).unwrap();
-    let err = RevocationList::verify_snapshot(&token, &keys, &opts, NOW).unwrap_err();
+    let err = crate::fixture::verify_snapshot(&token, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::WrongType);
     // Correct typ, but claims JSON as the payload: not a list.
     let header = serde_json::json!({"alg": "EdDSA", "typ": SNAPSHOT_TYPE, "kid": f.key.kid()});
     let fake = f.sign_raw(&header, br#"{"seq":99}"#);
-    let err = RevocationList::verify_snapshot(&fake, &keys, &opts, NOW).unwrap_err();
+    let err = crate::fixture::verify_snapshot(&fake, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Malformed);
 }
 
@@ -91,11 +91,11 @@ fn issuer_time_and_sequence_are_checked() {
     let (key, keys, opts) = setup();
     let foreign = RevocationList::builder("https://other.test", 5, NOW).build();
     let err =
-        RevocationList::verify_snapshot(&foreign.sign_snapshot(&key).unwrap(), &keys, &opts, NOW);
+        crate::fixture::verify_snapshot(&foreign.sign_snapshot(&key).unwrap(), &keys, &opts, NOW);
     assert_eq!(err.unwrap_err().code(), ErrorCode::WrongIssuer);
     let future = RevocationList::builder(ISSUER, 5, NOW + 31).build();
     let err =
-        RevocationList::verify_snapshot(&future.sign_snapshot(&key).unwrap(), &keys, &opts, NOW);
+        crate::fixture::verify_snapshot(&future.sign_snapshot(&key).unwrap(), &keys, &opts, NOW);
     assert_eq!(err.unwrap_err().code(), ErrorCode::NotYetValid);
     let held = list(5, 0);
     assert_eq!(
@@ -128,7 +128,7 @@ fn a_hundred_thousand_entries_fit_in_two_mebibytes() {
     assert_eq!(big.len(), 100_000);
     let jws = big.sign_snapshot(&key).unwrap();
     assert!(jws.len() <= 2 * 1024 * 1024, "{} bytes", jws.len());
-    let parsed = RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap();
+    let parsed = crate::fixture::verify_snapshot(&jws, &keys, &opts, NOW).unwrap();
     let mut c = claims();
     c.jti = "jti-49999".into();
     assert!(parsed.check(&trusted(&c)).is_some());
@@ -145,27 +145,27 @@ fn lists_are_signed_and_checked_by_the_keys_algorithm() {
     let keys = f.verifier.keys().clone();
     let opts = SnapshotOptions::new(ISSUER);
     let jws = list(3, 5).sign_snapshot(&f.key).unwrap();
-    let parsed = RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap();
+    let parsed = crate::fixture::verify_snapshot(&jws, &keys, &opts, NOW).unwrap();
     assert_eq!(parsed.to_bytes(), list(3, 5).to_bytes());
     assert_eq!(parsed.signer(), f.key.kid());
     let delta = RevocationDelta::new(2, list(3, 5));
     let signed = delta.sign(&f.key).unwrap();
-    let parsed = RevocationDelta::verify(&signed, &keys, &opts, NOW).unwrap();
+    let parsed = crate::fixture::verify_delta(&signed, &keys, &opts, NOW).unwrap();
     assert_eq!(
         (parsed.from_seq(), parsed.list().to_bytes()),
         (2, delta.list().to_bytes())
     );
     let payload = list(3, 5).to_bytes();
     let header = serde_json::json!({"alg": "EdDSA", "typ": SNAPSHOT_TYPE, "kid": f.key.kid()});
-    let err = RevocationList::verify_snapshot(&f.sign_raw(&header, &payload), &keys, &opts, NOW);
+    let err = crate::fixture::verify_snapshot(&f.sign_raw(&header, &payload), &keys, &opts, NOW);
     assert_eq!(err.unwrap_err().code(), ErrorCode::AlgMismatch);
     let header = serde_json::json!({"alg": "ES256", "typ": SNAPSHOT_TYPE, "kid": f.key.kid()});
     let good = f.sign_raw(&header, &payload);
-    assert!(RevocationList::verify_snapshot(&good, &keys, &opts, NOW).is_ok());
+    assert!(crate::fixture::verify_snapshot(&good, &keys, &opts, NOW).is_ok());
     // A signature of the wrong length never reaches the equation.
     let (input, _) = good.rsplit_once('.').unwrap();
     let short = format!("{input}.{}", b64([7u8; 63]));
-    let err = RevocationList::verify_snapshot(&short, &keys, &opts, NOW).unwrap_err();
+    let err = crate::fixture::verify_snapshot(&short, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::BadSignature);
 }
 
@@ -179,7 +179,7 @@ fn a_list_in_cbor_claims_is_refused_as_an_unsupported_header() {
         "alg": "EdDSA", "cty": "CBOR", "typ": SNAPSHOT_TYPE, "kid": f.key.kid()
     });
     let old = f.sign_raw(&header, &list(3, 1).to_bytes());
-    let err = RevocationList::verify_snapshot(&old, &keys, &SnapshotOptions::new(ISSUER), NOW);
+    let err = crate::fixture::verify_snapshot(&old, &keys, &SnapshotOptions::new(ISSUER), NOW);
     assert_eq!(err.unwrap_err().code(), ErrorCode::UnsupportedHeader);
 }
 
@@ -192,7 +192,7 @@ fn a_delta_too_short_to_name_its_start_is_malformed() {
     });
     for payload in [&b""[..], &[0u8; 7][..], &list(3, 1).to_bytes()[..]] {
         let signed = f.sign_raw(&header, payload);
-        let err = RevocationDelta::verify(&signed, &keys, &SnapshotOptions::new(ISSUER), NOW);
+        let err = crate::fixture::verify_delta(&signed, &keys, &SnapshotOptions::new(ISSUER), NOW);
         assert_eq!(err.unwrap_err().code(), ErrorCode::Malformed, "{payload:?}");
     }
 }
@@ -235,16 +235,16 @@ fn a_list_is_held_to_the_form_checks_of_a_token() {
         ),
     ];
     for (jws, code) in cases {
-        let err = RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
+        let err = crate::fixture::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
         assert_eq!(err.code(), code, "{jws}");
     }
     let small = SnapshotOptions {
         max_bytes: good.len() - 1,
         ..opts.clone()
     };
-    let err = RevocationList::verify_snapshot(&good, &keys, &small, NOW).unwrap_err();
+    let err = crate::fixture::verify_snapshot(&good, &keys, &small, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::TooLarge);
-    assert!(RevocationList::verify_snapshot(&good, &keys, &opts, NOW).is_ok());
+    assert!(crate::fixture::verify_snapshot(&good, &keys, &opts, NOW).is_ok());
 
     // A header of many members, signed: refused by its size before it is parsed (its members'
     // uniqueness check costs their number squared, and a list's limit is MBs).
@@ -258,6 +258,6 @@ fn a_list_is_held_to_the_form_checks_of_a_token() {
         f.key.kid()
     );
     let jws = f.key.sign_raw_jws(&padded, &list(3, 1).to_bytes());
-    let err = RevocationList::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
+    let err = crate::fixture::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Malformed, "{err}");
 }

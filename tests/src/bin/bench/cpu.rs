@@ -162,12 +162,12 @@ async fn run(
 }
 
 /// Row 1c for every scenario. `ours`, `jose` and `nothing` already serve and hold the list.
-/// The workers row 1c compares: ours (WebCrypto Ed25519, the default), ours with Ed25519 in
-/// the wasm, the jose worker, a worker that does nothing and the signature-only floor
-/// (`bench/edge/floor-worker.mjs`).
+/// The workers row 1c compares: ours, the jose worker, a worker that does nothing and the
+/// signature-only floor (`bench/edge/floor-worker.mjs`). (Ours with Ed25519 in the wasm was
+/// compared until 2026-12-06, at 0.85–0.89× for WebCrypto: see docs/performance.md; the worker no
+/// longer links it.)
 pub struct Workers<'a> {
     pub ours: &'a Workerd,
-    pub ours_wasm: &'a Workerd,
     pub jose: &'a Workerd,
     pub nothing: &'a Workerd,
     pub floor: &'a Workerd,
@@ -180,7 +180,6 @@ struct Measured {
     /// What each worker adds above the do-nothing worker, round by round: the totals include
     /// workerd's own per-request cost (about 250 µs here), which no worker can cut.
     added_ratio: Sample,
-    wasm_ratio: Sample,
     /// What the floor adds above the do-nothing worker over what jose adds, round by round.
     floor_ratio: Sample,
     floor_us: Sample,
@@ -198,18 +197,15 @@ async fn measure(
 ) -> Measured {
     let Workers {
         ours,
-        ours_wasm,
         jose,
         nothing,
         floor,
     } = *w;
     let (n, rounds, concurrency) = shape;
     let mut m = Measured::default();
-    // Ed25519 in the wasm against the runtime's WebCrypto: measured where it matters.
-    let compare_wasm = scenario == Scenario::FreshToken;
     // Warm-up, not recorded: V8 tiers the wasm and JS up over the first requests.
     let warm_up = tokens(fix, scenario, n, usize::MAX);
-    for worker in [ours, ours_wasm, jose, nothing, floor] {
+    for worker in [ours, jose, nothing, floor] {
         let _ = run(worker, scenario, 0, &warm_up, n, concurrency).await;
     }
     let status = scenario.status();
@@ -218,11 +214,6 @@ async fn measure(
         let mine = run(ours, scenario, status, &tokens, n, concurrency).await;
         let theirs = run(jose, scenario, status, &tokens, n, concurrency).await;
         let idle = run(nothing, scenario, 200, &tokens, n, concurrency).await;
-        if compare_wasm {
-            let wasm = run(ours_wasm, scenario, status, &tokens, n, concurrency).await;
-            m.failures += wasm.failures;
-            m.wasm_ratio.push(mine.us_per_request / wasm.us_per_request);
-        }
         m.failures += mine.failures + theirs.failures + idle.failures;
         m.ratio.push(mine.us_per_request / theirs.us_per_request);
         let jose_adds = theirs.us_per_request - idle.us_per_request;
@@ -279,19 +270,6 @@ pub async fn rows(s: &Settings, fix: &Fixture, w: &Workers<'_>) -> Vec<Row> {
             );
         }
         let label = scenario.label();
-        if !m.wasm_ratio.0.is_empty() {
-            rows.push(
-                Row::new(
-                    "1c",
-                    format!(
-                        "CPU per request, Ed25519 by WebCrypto / in the wasm (ours both): {label}"
-                    ),
-                    "×",
-                    m.wasm_ratio,
-                )
-                .note("below 1: the runtime's native Ed25519 is cheaper, and is the default"),
-            );
-        }
         rows.push(
             Row::new(
                 "1c",

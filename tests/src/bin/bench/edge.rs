@@ -37,7 +37,6 @@ async fn status(url: &str, token: &str) -> u16 {
 struct Lineup {
     _origin: Origin,
     ours: Workerd,
-    ours_wasm: Workerd,
     jose: Workerd,
     trivial: Workerd,
     floor: Workerd,
@@ -60,24 +59,19 @@ impl Lineup {
         ];
         let root = repo_root();
         let ours = Workerd::start(&root.join("edge/build/index.js"), &vars, false).await;
-        let mut wasm_vars = vars.to_vec();
-        wasm_vars.push(("ED25519_VERIFY", "wasm"));
-        let ours_wasm = Workerd::start(&root.join("edge/build/index.js"), &wasm_vars, false).await;
         let jose = Workerd::start(&root.join("bench/edge/jose-worker.mjs"), &vars, true).await;
         // What workerd itself allows: a worker that answers without doing anything.
         let trivial =
             Workerd::start(&root.join("tests/soak/trivial-worker.mjs"), &vars, false).await;
         let floor = Workerd::start(&root.join("bench/edge/floor-worker.mjs"), &vars, false).await;
-        for edge in [&ours, &ours_wasm] {
-            assert_eq!(
-                post(
-                    &format!("{}/_gatehouse/sync", edge.url),
-                    revocations.snapshot.clone()
-                )
-                .await,
-                200
-            );
-        }
+        assert_eq!(
+            post(
+                &format!("{}/_gatehouse/sync", ours.url),
+                revocations.snapshot.clone()
+            )
+            .await,
+            200
+        );
         assert_eq!(
             post(
                 &format!("{}/_bench/revocations", jose.url),
@@ -86,7 +80,7 @@ impl Lineup {
             .await,
             200
         );
-        for edge in [&ours, &ours_wasm, &jose] {
+        for edge in [&ours, &jose] {
             for path in ["/_gatehouse/check", "/api/bench"] {
                 let url = format!("{}{path}", edge.url);
                 assert_eq!(status(&url, &fix.token).await, 200, "{url}");
@@ -103,7 +97,6 @@ impl Lineup {
         Self {
             _origin: origin,
             ours,
-            ours_wasm,
             jose,
             trivial,
             floor,
@@ -113,7 +106,6 @@ impl Lineup {
     fn cpu_workers(&self) -> crate::cpu::Workers<'_> {
         crate::cpu::Workers {
             ours: &self.ours,
-            ours_wasm: &self.ours_wasm,
             jose: &self.jose,
             nothing: &self.trivial,
             floor: &self.floor,
