@@ -424,8 +424,13 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
         // KV's copy, signed by a key the issuer no longer publishes (one stored before its
         // signer was recorded, or one a failed write left behind), would have an isolate with no
         // list refuse every request until the next change: it takes the issuer's instead. With
-        // no keys at all, the issuer's would not verify either.
-        Err(e) if from_kv && base.is_none() && !matches!(e, SyncError::NoKeys) => {
+        // no keys at all, or a runtime whose WebCrypto failed, the issuer's would not verify
+        // either, and KV's copy may well be good.
+        Err(e)
+            if from_kv
+                && base.is_none()
+                && !matches!(e, SyncError::NoKeys | SyncError::CryptoFault) =>
+        {
             worker::console_warn!(
                 "gatehouse: KV's revocation list is unusable ({e}); reading the issuer's"
             );

@@ -1,8 +1,9 @@
-//! Ed25519 signatures checked by the runtime's WebCrypto (`crypto.subtle.verify`, native code in
-//! workerd) instead of curve arithmetic in wasm. Only the equation moves: the shared verifier
-//! still picks the key by `kid` and the algorithm from the key, checks the signature's form
-//! (what `verify_strict` adds to the equation) and decodes the claims in jwt-compact's order,
-//! so every input keeps its error code (`Verifier::verify_with`).
+//! Ed25519 signatures, of request tokens and of signed revocation lists, checked by the runtime's
+//! WebCrypto (`crypto.subtle.verify`, native code in workerd) instead of curve arithmetic in
+//! wasm. Only the equation moves: the shared core still picks the key by `kid` and the algorithm
+//! from the key, checks the signature's form (what `verify_strict` adds to the equation) and
+//! decodes in jwt-compact's order, so every input keeps its error code (`Verifier::verify_with`,
+//! `RevocationList::verify_snapshot_with`, `RevocationDelta::verify_with`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -63,8 +64,9 @@ async fn crypto_key(bytes: &[u8; 32]) -> Option<JsValue> {
 }
 
 /// The runtime's WebCrypto threw or rejected (the import or the verify) on a key the shared core
-/// already checked: the runtime's fault, not the token's, so the gate answers 503 rather than
-/// `bad_signature`, on which a client signs its user out.
+/// already checked: the runtime's fault, not the token's or list's, so the answer is 503
+/// `verification_unavailable` rather than `bad_signature` (on which a client signs its user
+/// out) or a 400 for a pushed list (which the issuer would not retry).
 pub struct RuntimeFault;
 
 /// The runtime's native Ed25519.

@@ -471,28 +471,6 @@ async fn an_unreachable_origin_is_a_502_with_its_code() {
 /// not `bad_signature`, on which a client signs its user out. A token refused by its form,
 /// before any signature check, is still a 401 with its code. Before, the failure was
 /// `bad_signature`.
-/// Signed lists go to WebCrypto too (the worker links no Ed25519 of its own): a pushed list that
-/// meets the fault is 503 `verification_unavailable`, which the issuer retries, not a 400 that
-/// calls the list bad; the retry is taken.
-#[tokio::test]
-async fn a_webcrypto_failure_on_a_pushed_list_is_a_503_and_the_retry_is_taken() {
-    let sys = System::start(Options::default()).await;
-    let jwks = get_text(&format!("{}/.well-known/jwks.json", sys.issuer.url)).await;
-    let dead = format!("http://127.0.0.1:{}", free_port());
-    let vars = sys.pinned_edge_vars(&jwks, &dead);
-    let wrapper = repo_root().join("tests/sim/faulty-webcrypto.mjs");
-    let edge = Edge::start_script(free_port(), &wrapper, &vars, &[]).await;
-    let snapshot = get_text(&format!("{}/v1/revocations", sys.issuer.url)).await;
-    for expected in [(503, "verification_unavailable"), (200, "")] {
-        let (status, json) = crate::system::push(&edge.url, snapshot.clone()).await;
-        assert_eq!(
-            (status, json["code"].as_str().unwrap_or_default()),
-            expected,
-            "{json}"
-        );
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webcrypto_failure_is_a_503_not_a_bad_signature() {
     let sys = System::start(Options::default()).await;
@@ -521,4 +499,26 @@ async fn a_webcrypto_failure_is_a_503_not_a_bad_signature() {
         1,
         "only the verified request"
     );
+}
+
+/// Signed lists go to WebCrypto too (the worker links no Ed25519 of its own): a pushed list that
+/// meets the fault is 503 `verification_unavailable`, which the issuer retries, not a 400 that
+/// calls the list bad; the retry is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webcrypto_failure_on_a_pushed_list_is_a_503_and_the_retry_is_taken() {
+    let sys = System::start(Options::default()).await;
+    let jwks = get_text(&format!("{}/.well-known/jwks.json", sys.issuer.url)).await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let vars = sys.pinned_edge_vars(&jwks, &dead);
+    let wrapper = repo_root().join("tests/sim/faulty-webcrypto.mjs");
+    let edge = Edge::start_script(free_port(), &wrapper, &vars, &[]).await;
+    let snapshot = get_text(&format!("{}/v1/revocations", sys.issuer.url)).await;
+    for expected in [(503, "verification_unavailable"), (200, "")] {
+        let (status, json) = crate::system::push(&edge.url, snapshot.clone()).await;
+        assert_eq!(
+            (status, json["code"].as_str().unwrap_or_default()),
+            expected,
+            "{json}"
+        );
+    }
 }

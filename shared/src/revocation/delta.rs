@@ -47,8 +47,9 @@ impl RevocationDelta {
     }
 
     /// [`Self::verify`] with the signature's equation checked by `oracle` (the worker: the
-    /// runtime's WebCrypto), every other stage and code the same. The outer error: the oracle
-    /// could not check, and the delta may be good.
+    /// runtime's WebCrypto), every other stage and code the same, for Ed25519 keys (a delta by
+    /// another key type is `alg_mismatch`). The outer error: the oracle could not check, and the
+    /// delta may be good.
     pub async fn verify_with<O: Ed25519Oracle>(
         oracle: &O,
         jws: &str,

@@ -124,7 +124,8 @@ impl RevocationList {
     }
 
     /// [`Self::verify_snapshot`] with the signature's equation checked by `oracle` (the worker:
-    /// the runtime's WebCrypto), every other stage and code the same. The outer error: the
+    /// the runtime's WebCrypto), every other stage and code the same, for Ed25519 keys (the
+    /// oracle's only kind: a list by another key type is `alg_mismatch`). The outer error: the
     /// oracle could not check, and the snapshot may be good.
     pub async fn verify_snapshot_with<O: Ed25519Oracle>(
         oracle: &O,

@@ -100,7 +100,7 @@ pub fn oracle_verify(
 }
 
 /// Polls a future of the stand-in oracle, which is ready at once.
-fn ready<T>(future: impl Future<Output = Result<T, std::convert::Infallible>>) -> T {
+pub fn ready<T>(future: impl Future<Output = Result<T, std::convert::Infallible>>) -> T {
     let future = std::pin::pin!(future);
     let mut context = std::task::Context::from_waker(std::task::Waker::noop());
     match future.poll(&mut context) {

@@ -162,6 +162,15 @@ fn lists_are_signed_and_checked_by_the_keys_algorithm() {
     let header = serde_json::json!({"alg": "ES256", "typ": SNAPSHOT_TYPE, "kid": f.key.kid()});
     let good = f.sign_raw(&header, &payload);
     assert!(crate::fixture::verify_snapshot(&good, &keys, &opts, NOW).is_ok());
+    // The worker's path checks Ed25519 only (WebCrypto's): a P-256 list is `alg_mismatch` there.
+    let oracle = crate::fixture::ready(RevocationList::verify_snapshot_with(
+        &crate::fixture::DalekOracle,
+        &good,
+        &keys,
+        &opts,
+        NOW,
+    ));
+    assert_eq!(oracle.unwrap_err().code(), ErrorCode::AlgMismatch);
     // A signature of the wrong length never reaches the equation.
     let (input, _) = good.rsplit_once('.').unwrap();
     let short = format!("{input}.{}", b64([7u8; 63]));

@@ -96,13 +96,13 @@ fn micro_rows(s: &Settings, fix: &Fixture) -> Vec<Row> {
         Row::new("2", "CPU per verified request in the wasm (verify + revocation lookup)", " µs", Sample(node.wasm_checked_us))
             .against("native gatehouse-shared", native_checked_us)
             .goal(Goal::RatioAtMost(1.5))
-            .note("the built `@gatehouse/verify` wasm under Node (the same core as the worker; its curve crates at full speed, the worker's size-optimised)"),
+            .note("the built `@gatehouse/verify` wasm under Node (the same core as the worker, which hands the Ed25519 equation to the runtime's WebCrypto instead)"),
         Row::new("3", "JS package: EdDSA verifications/s, one Node process", " /s", Sample(node.wasm_verify_per_sec))
             .against("jose jwtVerify, imported key", Sample(node.jose_verify_per_sec))
             .goal(Goal::RatioAtLeast(1.5)),
         Row::new("6", format!("revocation snapshot, {entries} live entries"), " KiB", Sample::one(list.snapshot_bytes / 1024.0))
             .goal(Goal::AtMost(2048.0)),
-        Row::new("6", "edge refresh CPU: verify + load the snapshot (wasm, Node)", " ms", Sample(node.wasm_refresh_ms))
+        Row::new("6", "refresh CPU: verify + load the snapshot (the package's wasm, Node)", " ms", Sample(node.wasm_refresh_ms))
             .goal(Goal::AtMost(5.0)),
         Row::new("6", "refresh natively", " ms", Sample(list.refresh_ms)).goal(Goal::AtMost(5.0)),
         Row::new("6", "lookup of a live token (3 ids hashed + 3 binary searches), native", " ns", Sample::one(list.lookup_ns))
