@@ -270,3 +270,56 @@ fn a_list_is_held_to_the_form_checks_of_a_token() {
     let err = crate::fixture::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Malformed, "{err}");
 }
+
+/// Ed25519's group order L, little-endian.
+const L: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// What `verify_strict` refuses beyond the equation, on a list: a non-canonical `s` (`s + L`)
+/// and `R` the identity (which only the key holder can make, and the bare equation accepts).
+/// Both paths refuse both as `bad_signature`; the fixture checks that they agree.
+#[test]
+fn a_list_signature_that_verify_strict_refuses_is_refused_on_both_paths() {
+    use curve25519_dalek::scalar::Scalar;
+    use ed25519_dalek::Signer as _;
+    use sha2::{Digest as _, Sha512};
+    let secret = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let public = secret.verifying_key().to_bytes();
+    let jwk = format!(
+        r#"{{"kty":"OKP","crv":"Ed25519","x":"{}","kid":"k9"}}"#,
+        b64(public)
+    );
+    let keys = KeySet::new([gatehouse_shared::VerifyingJwk::from_json(&jwk).unwrap()]);
+    let opts = SnapshotOptions::new(ISSUER);
+    let header = serde_json::json!({"alg": "EdDSA", "typ": SNAPSHOT_TYPE, "kid": "k9"});
+    let signed = format!("{}.{}", b64(header.to_string()), b64(list(3, 2).to_bytes()));
+    let with = |signature: &[u8; 64]| format!("{signed}.{}", b64(signature));
+    let good = secret.sign(signed.as_bytes()).to_bytes();
+    assert!(crate::fixture::verify_snapshot(&with(&good), &keys, &opts, NOW).is_ok());
+
+    // s + L, little-endian: a second encoding of the same s.
+    let mut high_s = good;
+    let mut carry = 0u16;
+    for (byte, l) in high_s[32..].iter_mut().zip(L) {
+        let sum = u16::from(*byte) + u16::from(l) + carry;
+        *byte = (sum & 0xff) as u8;
+        carry = sum >> 8;
+    }
+    // R the identity, s = H(R, A, M)·a: the cofactorless equation holds.
+    let mut identity_r = [0u8; 64];
+    identity_r[0] = 1;
+    let hash: [u8; 64] = Sha512::new()
+        .chain_update(&identity_r[..32])
+        .chain_update(public)
+        .chain_update(signed.as_bytes())
+        .finalize()
+        .into();
+    let s = Scalar::from_bytes_mod_order_wide(&hash) * secret.to_scalar();
+    identity_r[32..].copy_from_slice(s.as_bytes());
+    for forged in [high_s, identity_r] {
+        let err = crate::fixture::verify_snapshot(&with(&forged), &keys, &opts, NOW).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BadSignature);
+    }
+}
