@@ -323,3 +323,38 @@ fn a_list_signature_that_verify_strict_refuses_is_refused_on_both_paths() {
         assert_eq!(err.code(), ErrorCode::BadSignature);
     }
 }
+
+/// An oracle that cannot check (the runtime's WebCrypto failing) is the outer error, for a
+/// good list: not a verdict on it. A list refused before the equation (here, by its `typ`) never
+/// reaches the oracle, and keeps its code.
+#[test]
+fn an_oracle_fault_is_no_verdict_on_the_list() {
+    struct Broken;
+    impl gatehouse_shared::Ed25519Oracle for Broken {
+        type Fault = &'static str;
+        async fn verify(
+            &self,
+            _: &gatehouse_shared::Ed25519Input<'_>,
+        ) -> Result<bool, &'static str> {
+            Err("the runtime failed")
+        }
+    }
+    let poll = |future: std::pin::Pin<&mut dyn Future<Output = _>>| {
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.poll(&mut context) {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => panic!("never waits"),
+        }
+    };
+    let (key, keys, opts) = setup();
+    let good = list(3, 2).sign_snapshot(&key).unwrap();
+    let verdict: Result<Result<RevocationList, SnapshotError>, &str> = poll(std::pin::pin!(
+        RevocationList::verify_snapshot_with(&Broken, &good, &keys, &opts, NOW)
+    ));
+    assert_eq!(verdict.unwrap_err(), "the runtime failed");
+    let delta = RevocationDelta::new(2, list(3, 2)).sign(&key).unwrap();
+    let verdict: Result<Result<RevocationList, SnapshotError>, &str> = poll(std::pin::pin!(
+        RevocationList::verify_snapshot_with(&Broken, &delta, &keys, &opts, NOW)
+    ));
+    assert_eq!(verdict.unwrap().unwrap_err().code(), ErrorCode::WrongType);
+}
