@@ -469,7 +469,7 @@ fn users_unlock(username: &str) -> Result<(), String> {
             ApiError::NotFound => format!("no user named {name}"),
             e => fail(e),
         })?;
-    println!("{name}	{lifted} locks lifted");
+    println!("{name}\tlocks lifted: {lifted}");
     Ok(())
 }
 

@@ -345,7 +345,7 @@ async fn the_cli_unlocks_an_account(backend: Backend) {
     assert!(out.status.success(), "{stderr}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "alice\t2 locks lifted\n"
+        "alice\tlocks lifted: 2\n"
     );
     assert_eq!(
         audit_details(&app, &uid, "user_unlocked"),

@@ -279,7 +279,9 @@ const L: [u8; 32] = [
 
 /// What `verify_strict` refuses beyond the equation, on a list: a non-canonical `s` (`s + L`)
 /// and `R` the identity (which only the key holder can make, and the bare equation accepts).
-/// Both paths refuse both as `bad_signature`; the fixture checks that they agree.
+/// Both paths refuse both as `bad_signature`; the fixture checks that they agree. The identity
+/// `R` is what catches an oracle path without the strict form check: the stand-in oracle, like
+/// WebCrypto, refuses `s + L` by itself.
 #[test]
 fn a_list_signature_that_verify_strict_refuses_is_refused_on_both_paths() {
     use curve25519_dalek::scalar::Scalar;
