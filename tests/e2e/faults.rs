@@ -466,6 +466,16 @@ async fn an_unreachable_origin_is_a_502_with_its_code() {
     }
 }
 
+/// The built worker with the issuer's keys pinned and no issuer to reach, in a runtime whose
+/// WebCrypto `verify` rejects its first call (`tests/sim/faulty-webcrypto.mjs`).
+async fn faulty_webcrypto_edge(sys: &System) -> Edge {
+    let jwks = get_text(&format!("{}/.well-known/jwks.json", sys.issuer.url)).await;
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let vars = sys.pinned_edge_vars(&jwks, &dead);
+    let wrapper = repo_root().join("tests/sim/faulty-webcrypto.mjs");
+    Edge::start_script(free_port(), &wrapper, &vars, &[]).await
+}
+
 /// The runtime's WebCrypto failing (simulated: `tests/sim/faulty-webcrypto.mjs` wraps the
 /// built worker in a runtime whose `crypto.subtle.verify` rejects once) is a 503 a client retries,
 /// not `bad_signature`, on which a client signs its user out. A token refused by its form,
@@ -474,11 +484,7 @@ async fn an_unreachable_origin_is_a_502_with_its_code() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webcrypto_failure_is_a_503_not_a_bad_signature() {
     let sys = System::start(Options::default()).await;
-    let jwks = get_text(&format!("{}/.well-known/jwks.json", sys.issuer.url)).await;
-    let dead = format!("http://127.0.0.1:{}", free_port());
-    let vars = sys.pinned_edge_vars(&jwks, &dead);
-    let wrapper = repo_root().join("tests/sim/faulty-webcrypto.mjs");
-    let edge = Edge::start_script(free_port(), &wrapper, &vars, &[]).await;
+    let edge = faulty_webcrypto_edge(&sys).await;
     let token = sys.mint(&sys.claims());
     // The one failure, then the runtime works: the same token passes (nothing of the fault
     // was kept), and one refused by its form never reaches WebCrypto.
@@ -507,11 +513,7 @@ async fn a_webcrypto_failure_is_a_503_not_a_bad_signature() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webcrypto_failure_on_a_pushed_list_is_a_503_and_the_retry_is_taken() {
     let sys = System::start(Options::default()).await;
-    let jwks = get_text(&format!("{}/.well-known/jwks.json", sys.issuer.url)).await;
-    let dead = format!("http://127.0.0.1:{}", free_port());
-    let vars = sys.pinned_edge_vars(&jwks, &dead);
-    let wrapper = repo_root().join("tests/sim/faulty-webcrypto.mjs");
-    let edge = Edge::start_script(free_port(), &wrapper, &vars, &[]).await;
+    let edge = faulty_webcrypto_edge(&sys).await;
     let snapshot = get_text(&format!("{}/v1/revocations", sys.issuer.url)).await;
     for expected in [(503, "verification_unavailable"), (200, "")] {
         let (status, json) = crate::system::push(&edge.url, snapshot.clone()).await;

@@ -270,6 +270,19 @@ async fn a_released_attempt_goes_back_to_its_client_and_the_account(backend: Bac
     assert_eq!(failures_of(&app, &uid, ""), 1);
 }
 
+/// Three failures from 10.0.5.1 and one from 10.0.6.1: with `account_threshold` 4, both that
+/// client (threshold 3) and the account are locked.
+async fn lock_a_client_and_the_account(app: &TestApp) {
+    for ip in [
+        "10.0.5.1:1000",
+        "10.0.5.1:1000",
+        "10.0.5.1:1000",
+        "10.0.6.1:1000",
+    ] {
+        assert_eq!(login_from(app, ip, true).await.1, "checked");
+    }
+}
+
 /// An admin lifts every lock of an account at once, each client's and the account's, and the
 /// failures counted with them; the lock history stays, so the next lock is doubled. An unknown
 /// user is 404.
@@ -277,14 +290,7 @@ async fn an_admin_unlocks_every_lock_of_an_account(backend: Backend) {
     let app = TestApp::start_with(backend, |c| c.lockout.account_threshold = Some(4)).await;
     let admin = app.admin_token().await;
     let uid = app.register("alice").await;
-    for ip in [
-        "10.0.5.1:1000",
-        "10.0.5.1:1000",
-        "10.0.5.1:1000",
-        "10.0.6.1:1000",
-    ] {
-        assert_eq!(login_from(&app, ip, true).await.1, "checked");
-    }
+    lock_a_client_and_the_account(&app).await;
     for ip in ["10.0.5.1:1000", "10.0.7.1:1000"] {
         assert_eq!(login_from(&app, ip, false).await.1, "locked_out", "{ip}");
     }
@@ -320,14 +326,7 @@ async fn an_admin_unlocks_every_lock_of_an_account(backend: Backend) {
 async fn the_cli_unlocks_an_account(backend: Backend) {
     let app = TestApp::start_with(backend, |c| c.lockout.account_threshold = Some(4)).await;
     let uid = app.register("alice").await;
-    for ip in [
-        "10.0.5.1:1000",
-        "10.0.5.1:1000",
-        "10.0.5.1:1000",
-        "10.0.6.1:1000",
-    ] {
-        assert_eq!(login_from(&app, ip, true).await.1, "checked");
-    }
+    lock_a_client_and_the_account(&app).await;
     assert_eq!(
         login_from(&app, "10.0.7.1:1000", false).await.1,
         "locked_out"

@@ -117,18 +117,18 @@ pub fn verify_snapshot(
     options: &gatehouse_shared::SnapshotOptions,
     now: i64,
 ) -> Result<gatehouse_shared::RevocationList, gatehouse_shared::SnapshotError> {
-    let own = gatehouse_shared::RevocationList::verify_snapshot(jws, keys, options, now);
-    if only_ed25519(keys) {
-        let oracle = ready(gatehouse_shared::RevocationList::verify_snapshot_with(
+    agreeing(
+        jws,
+        keys,
+        gatehouse_shared::RevocationList::verify_snapshot(jws, keys, options, now),
+        gatehouse_shared::RevocationList::verify_snapshot_with(
             &DalekOracle,
             jws,
             keys,
             options,
             now,
-        ));
-        assert_eq!(own, oracle, "the two paths disagree on {jws:.80}");
-    }
-    own
+        ),
+    )
 }
 
 /// `RevocationDelta::verify`, checked against `verify_with` as [`verify_snapshot`] is.
@@ -138,16 +138,26 @@ pub fn verify_delta(
     options: &gatehouse_shared::SnapshotOptions,
     now: i64,
 ) -> Result<gatehouse_shared::RevocationDelta, gatehouse_shared::SnapshotError> {
-    let own = gatehouse_shared::RevocationDelta::verify(jws, keys, options, now);
+    agreeing(
+        jws,
+        keys,
+        gatehouse_shared::RevocationDelta::verify(jws, keys, options, now),
+        gatehouse_shared::RevocationDelta::verify_with(&DalekOracle, jws, keys, options, now),
+    )
+}
+
+/// `own`, after checking that the oracle's path (`oracle`, polled only for an all-Ed25519 key
+/// set) came to the same result.
+fn agreeing<T: PartialEq + std::fmt::Debug>(
+    jws: &str,
+    keys: &KeySet,
+    own: Result<T, gatehouse_shared::SnapshotError>,
+    oracle: impl Future<
+        Output = Result<Result<T, gatehouse_shared::SnapshotError>, std::convert::Infallible>,
+    >,
+) -> Result<T, gatehouse_shared::SnapshotError> {
     if only_ed25519(keys) {
-        let oracle = ready(gatehouse_shared::RevocationDelta::verify_with(
-            &DalekOracle,
-            jws,
-            keys,
-            options,
-            now,
-        ));
-        assert_eq!(own, oracle, "the two paths disagree on {jws:.80}");
+        assert_eq!(own, ready(oracle), "the two paths disagree on {jws:.80}");
     }
     own
 }
