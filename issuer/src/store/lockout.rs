@@ -308,8 +308,10 @@ fn uncount(conn: &mut DbConn, user_id: &str, client: &str) -> Result<(), ApiErro
     Ok(())
 }
 
-/// The password was right: the client's failures and lock history are forgotten, the client is
-/// known to the account from now on, and the account's counter gets the attempt back.
+/// The password was right: the client's failures, lock and lock history are forgotten (a
+/// wrong password checked beside it may have locked the client meanwhile: it knows the password
+/// all the same), the client is known to the account from now on, and the account's counter
+/// gets the attempt back.
 pub fn record_success(conn: &mut DbConn, attempt: &Attempt, now: i64) -> Result<(), ApiError> {
     diesel::update(
         rows::table
@@ -319,6 +321,7 @@ pub fn record_success(conn: &mut DbConn, attempt: &Attempt, now: i64) -> Result<
     .set((
         rows::failures.eq(0),
         rows::lock_count.eq(0),
+        rows::locked_until.eq(0),
         rows::known_until.eq(now.saturating_add(KNOWN_CLIENT_SECS)),
     ))
     .execute(conn)?;

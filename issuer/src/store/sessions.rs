@@ -169,6 +169,16 @@ pub fn rotate(
             return Ok(Rotation::Invalid);
         };
         if session.revoked_at.is_some() || session.expires_at <= now || disabled {
+            // Refused, so not spent: a replica whose clock is behind this one's may still take
+            // it, and would otherwise find it rotated with no successor and call it reuse.
+            if won {
+                diesel::update(refresh_tokens::table.find(&hash))
+                    .set((
+                        refresh_tokens::rotated_at.eq(None::<i64>),
+                        refresh_tokens::rotation_nonce.eq(None::<String>),
+                    ))
+                    .execute(conn)?;
+            }
             return Ok(Rotation::Invalid);
         }
         // Whole seconds: a grace of N admits a retry N to N + 1 s after the rotation; 0 none.

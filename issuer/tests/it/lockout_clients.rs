@@ -270,6 +270,35 @@ async fn a_released_attempt_goes_back_to_its_client_and_the_account(backend: Bac
     assert_eq!(failures_of(&app, &uid, ""), 1);
 }
 
+/// A right password checked beside wrong ones from the same client: the wrong ones' lock,
+/// set while the right one was being checked, is lifted by its success (the client knows the
+/// password), rather than keeping out the owner who just logged in.
+async fn a_success_lifts_the_lock_its_own_client_raced_into(backend: Backend) {
+    use gatehouse_issuer::store::lockout::{Reservation, record_failure, record_success, reserve};
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let (cfg, now) = (app.config.lockout, app.clock().now());
+    let ip = Some("10.0.9.1".parse().unwrap());
+    let id = uid.clone();
+    let (locks, after) = app
+        .store()
+        .run_sync(move |c| {
+            let mut attempts = Vec::new();
+            for _ in 0..cfg.threshold {
+                let Reservation::Granted(attempt) = reserve(c, &id, ip, now, &cfg)? else {
+                    panic!("refused before the threshold")
+                };
+                attempts.push(attempt);
+            }
+            let locks = record_failure(c, &attempts[0], now, &cfg)?;
+            record_success(c, &attempts[attempts.len() - 1], now)?;
+            Ok((locks, reserve(c, &id, ip, now + 1, &cfg)?))
+        })
+        .unwrap();
+    assert!(locks.client, "the failure locked the client");
+    assert!(matches!(after, Reservation::Granted(_)), "{after:?}");
+}
+
 /// Three failures from 10.0.5.1 and one from 10.0.6.1: with `account_threshold` 4, both that
 /// client (threshold 3) and the account are locked.
 async fn lock_a_client_and_the_account(app: &TestApp) {
@@ -369,5 +398,6 @@ crate::on_both_backends!(
     parallel_attempts_from_many_clients_stop_at_the_account_threshold,
     a_client_stays_known_for_thirty_days,
     a_released_attempt_goes_back_to_its_client_and_the_account,
+    a_success_lifts_the_lock_its_own_client_raced_into,
     a_lock_from_before_the_migration_still_holds,
 );

@@ -1,9 +1,27 @@
 //! Refresh rotation: every use rotates, retries within the grace window get the same successor,
 //! reuse after it revokes the family, and sessions end at their absolute lifetime.
 
+use std::sync::Arc;
+
+use gatehouse_issuer::clock::Clock;
 use rocket::http::Status;
 
 use crate::common::{Backend, TestApp, refresh_on, refusal, str_of};
+
+fn clock_of(client: &rocket::local::asynchronous::Client) -> Arc<Clock> {
+    Arc::clone(client.rocket().state::<Arc<Clock>>().unwrap())
+}
+
+fn audit_kinds_of_alice(app: &TestApp) -> Vec<String> {
+    app.store()
+        .run_sync(|c| {
+            let uid = gatehouse_issuer::store::users::by_username(c, "alice")?
+                .unwrap()
+                .id;
+            gatehouse_issuer::store::audit::recent_kinds(c, &uid, 5)
+        })
+        .unwrap()
+}
 
 async fn rotation_grace_and_reuse(backend: Backend) {
     let app = TestApp::start(backend).await;
@@ -56,15 +74,7 @@ async fn rotation_grace_and_reuse(backend: Backend) {
         (status, str_of(&json, "code")),
         (Status::Unauthorized, "revoked")
     );
-    let kinds = app
-        .store()
-        .run_sync(|c| {
-            let uid = gatehouse_issuer::store::users::by_username(c, "alice")?
-                .unwrap()
-                .id;
-            gatehouse_issuer::store::audit::recent_kinds(c, &uid, 5)
-        })
-        .unwrap();
+    let kinds = audit_kinds_of_alice(&app);
     assert!(kinds.contains(&"refresh_reuse".to_owned()), "{kinds:?}");
 }
 
@@ -117,10 +127,7 @@ async fn two_issuers_agree_on_one_successor(backend: Backend) {
 
     // Reuse detected on one process is seen by the other.
     app.clock().advance(30);
-    let replica_clock = replica
-        .rocket()
-        .state::<std::sync::Arc<gatehouse_issuer::clock::Clock>>();
-    replica_clock.unwrap().advance(30);
+    clock_of(&replica).advance(30);
     for refused in [
         refresh_on(&replica, &r0).await,
         app.refresh(successors[0]).await,
@@ -139,14 +146,6 @@ async fn the_grace_window_is_the_databases_not_a_replicas(backend: Backend) {
     let app = TestApp::start(backend).await;
     let ahead = app.replica().await;
     let behind = app.replica().await;
-    let clock_of = |client: &rocket::local::asynchronous::Client| {
-        std::sync::Arc::clone(
-            client
-                .rocket()
-                .state::<std::sync::Arc<gatehouse_issuer::clock::Clock>>()
-                .unwrap(),
-        )
-    };
     clock_of(&ahead).skew(20);
     clock_of(&behind).skew(-20);
     app.register("alice").await;
@@ -172,6 +171,30 @@ async fn the_grace_window_is_the_databases_not_a_replicas(backend: Backend) {
         (Status::BadRequest, "invalid_grant".into()),
         "the session ended"
     );
+}
+
+/// A refresh refused because the session ended by this replica's clock does not spend the
+/// token: on a replica whose clock is behind, the session is still live, and the token must not
+/// look rotated with no successor (a reuse, which would end the session and raise an alarm).
+async fn a_refused_refresh_does_not_spend_the_token(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.session_ttl_secs = 1000).await;
+    let ahead = app.replica().await;
+    clock_of(&ahead).skew(20);
+    app.register("alice").await;
+    let r0 = str_of(&app.login("alice").await, "refresh_token").to_owned();
+    for client in [&app.client, &ahead] {
+        clock_of(client).advance(990);
+    }
+    // 1010 s by its clock: the session has ended there.
+    assert_eq!(
+        refusal(refresh_on(&ahead, &r0).await),
+        (Status::BadRequest, "invalid_grant".into())
+    );
+    // 990 s here: it has not, and the token was never spent.
+    let (status, rotated) = app.refresh(&r0).await;
+    assert_eq!(status, Status::Ok, "{rotated}");
+    let kinds = audit_kinds_of_alice(&app);
+    assert!(!kinds.contains(&"refresh_reuse".to_owned()), "{kinds:?}");
 }
 
 async fn sessions_have_an_absolute_lifetime(backend: Backend) {
@@ -305,6 +328,7 @@ crate::on_both_backends!(
     two_issuers_agree_on_one_successor,
     the_grace_window_is_the_databases_not_a_replicas,
     sessions_have_an_absolute_lifetime,
+    a_refused_refresh_does_not_spend_the_token,
     garbage_refresh_tokens,
     a_refresh_may_narrow_its_scope_never_widen_it,
     a_grace_of_zero_admits_no_retry,
