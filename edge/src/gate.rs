@@ -16,7 +16,7 @@ use crate::fastpath::{self, Due};
 use crate::incoming::Incoming;
 use crate::origin::{Pass, bad_gateway, forward, with_timing};
 use crate::state::NotVerified;
-use crate::{keys, reply, state, sync};
+use crate::{cors, keys, reply, state, sync};
 
 fn misconfigured() -> Response {
     reply::unavailable(
@@ -89,31 +89,18 @@ pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Answer {
         // The origin's promise never rejects (`forward`): its value is a response.
         (Answer::Origin(promise), Some(timing)) => match JsFuture::from(promise).await {
             Ok(response) => with_timing(response.unchecked_into(), &timing).into(),
-            Err(_) => bad_gateway().into(),
+            Err(_) => readable_by_listed_origin(bad_gateway(), req, &config).into(),
         },
         (answer, _) => answer,
     }
 }
 
-/// The gate's own refusal, readable by a page on a `CORS_ORIGINS` origin. Without these headers
-/// the browser hides the 401 behind a network error, and the app (`@gatehouse/verify/client`)
-/// cannot tell `expired` or `revoked` (refresh, then retry or sign out) from a failure it cannot
-/// mend. The origin answers CORS
-/// for what it serves; refusals are `no-store`, so no cache keeps one origin's copy for another.
+/// The gate's own refusal, readable by a page on a `CORS_ORIGINS` origin (`crate::cors`).
 fn readable_by_listed_origin(refusal: Response, req: &Incoming, config: &Config) -> Response {
-    if config.cors_origins.is_empty() {
-        return refusal;
-    }
-    if let Some(origin) = req
-        .header("origin")
-        .filter(|origin| config.cors_origins.iter().any(|listed| listed == origin))
-    {
-        let headers = refusal.headers();
-        let _ = headers.set("access-control-allow-origin", &origin);
-        let _ = headers.set("access-control-allow-credentials", "true");
-        let _ = headers.set("access-control-expose-headers", "www-authenticate");
-    }
-    refusal
+    cors::readable_by(
+        refusal,
+        cors::listed_origin(&req.headers, config).as_deref(),
+    )
 }
 
 /// `/_gatehouse/check`: the gate's verdict without the origin. The same verification and

@@ -27,22 +27,28 @@ pub struct Incoming {
 
 impl Incoming {
     /// Refuses a path, or a `Destination`, that origin routers could read differently from the
-    /// gate, and a `Destination` on another host.
-    pub fn new(raw: Request) -> Result<Self, path::Refused> {
+    /// gate, and a `Destination` on another host: the request comes back, for the refusal.
+    pub fn new(raw: Request) -> Result<Self, Request> {
         let url = raw.url();
-        let (path, query) = path::canonical_with_query(path_and_query(&url))?;
+        let Ok((path, query)) = path::canonical_with_query(path_and_query(&url)) else {
+            return Err(raw);
+        };
         // Every protected request reads it (the preflight check), and a forward again.
         let method = raw.method();
         let headers = raw.headers();
         // Only the methods RFC 4918 defines it for: most requests pay no header lookup, and a
         // `POST` with a header of that name means nothing by it.
         let destination = if names_destination(&method) {
-            headers
+            let named = headers
                 .get("destination")
                 .ok()
                 .flatten()
                 .map(|value| path::destination(&value, authority(&url)))
-                .transpose()?
+                .transpose();
+            let Ok(named) = named else {
+                return Err(raw);
+            };
+            named
         } else {
             None
         };

@@ -4,6 +4,7 @@
 //! runtime, which would turn it into a bare 500.
 
 mod config;
+mod cors;
 mod credential;
 mod entry;
 mod fastpath;
@@ -86,8 +87,9 @@ impl Drop for PushReservation {
 /// stopped (`entry`); the origin's answer is never waited for in wasm (`gate::Answer`).
 #[wasm_bindgen]
 pub fn fetch(req: worker::web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> JsValue {
-    let Ok(req) = Incoming::new(req) else {
-        return reply::invalid_path().into();
+    let req = match Incoming::new(req) {
+        Ok(req) => req,
+        Err(refused) => return invalid_path(&refused, &env).into(),
     };
     match entry::start(route(req, env, Context::new(ctx))) {
         Started::Settled(answer) => answer.into(),
@@ -98,6 +100,15 @@ pub fn fetch(req: worker::web_sys::Request, env: Env, ctx: worker::worker_sys::C
             .into()
         }
     }
+}
+
+/// 400 for a path the gate will not read for the origin, readable by a listed page, whose
+/// preflight for it is answered here (`cors::preflight_of_a_refused_request`).
+fn invalid_path(raw: &worker::web_sys::Request, env: &Env) -> Response {
+    let config = state::config(env);
+    let origin = cors::listed_origin(&raw.headers(), &config);
+    cors::preflight_of_a_refused_request(raw, origin.as_deref(), &config)
+        .unwrap_or_else(|| cors::readable_by(reply::invalid_path(), origin.as_deref()))
 }
 
 async fn route(req: Incoming, env: Env, ctx: Context) -> Answer {

@@ -98,9 +98,12 @@ fn header_names(headers: &Headers) -> String {
 /// set to the host the client asked for and, for a verified token, ours added.
 pub fn forward(req: &Incoming, config: &Config, pass: Pass<'_>) -> Answer {
     let target = format!("{}{}{}", config.origin_url, req.path(), req.query);
+    // Our 502 is readable by a listed page, as the gate's refusals are.
+    let page = crate::cors::listed_origin(&req.headers, config);
+    let unreachable = || crate::cors::readable_by(bad_gateway(), page.as_deref());
     // Copied by the runtime in one call.
     let Ok(headers) = Headers::new_with_headers(&req.headers) else {
-        return bad_gateway().into();
+        return unreachable().into();
     };
     for name in header_names(&req.headers).split(',') {
         if is_dropped_header(name) {
@@ -178,10 +181,16 @@ pub fn forward(req: &Incoming, config: &Config, pass: Pass<'_>) -> Answer {
         init.set_body(&req.raw.body().map_or(JsValue::NULL, Into::into));
     }
     match fetch_with_init(&target, &init) {
-        Ok(promise) => {
-            Answer::Origin(ORIGIN_UNREACHABLE.with(|on_failure| promise.catch_with(on_failure)))
-        }
-        Err(_) => bad_gateway().into(),
+        Ok(promise) => Answer::Origin(match &page {
+            None => ORIGIN_UNREACHABLE.with(|on_failure| promise.catch_with(on_failure)),
+            // Bound to the page's origin: a JS function the runtime collects, where a closure
+            // made per request would stay in wasm for good if the origin answered.
+            Some(page) => ORIGIN_UNREACHABLE_FOR_PAGE.with(|on_failure| {
+                let bound = on_failure.bind1(&JsValue::NULL, &JsValue::from_str(page));
+                promise.catch_with(bound.unchecked_ref())
+            }),
+        }),
+        Err(_) => unreachable().into(),
     }
 }
 
@@ -210,6 +219,14 @@ thread_local! {
     )
     .into_js_value()
     .unchecked_into();
+
+    /// [`ORIGIN_UNREACHABLE`] readable by the listed page whose origin is bound first.
+    static ORIGIN_UNREACHABLE_FOR_PAGE: Function =
+        Closure::<dyn FnMut(JsValue, JsValue) -> Response>::new(|page: JsValue, _: JsValue| {
+            crate::cors::readable_by(bad_gateway(), page.as_string().as_deref())
+        })
+        .into_js_value()
+        .unchecked_into();
 }
 
 pub fn bad_gateway() -> Response {

@@ -393,3 +393,40 @@ test('GatehouseClient: apiOrigins are absolute http(s) URLs, read without URL.ca
     delete globalThis.location;
   }
 });
+
+test('GatehouseClient: closed, it rotates nothing, and says so once its token has expired; an issuer that is no URL or path is refused', { timeout: 30000 }, async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  let issued = 0;
+  const signIn = async (expiresIn) => {
+    const fetch = async () => {
+      issued += 1;
+      return new Response(JSON.stringify(tokenBody(issued, expiresIn)));
+    };
+    // Due for a refresh at once: the token lives less than refreshAheadSeconds.
+    const client = new GatehouseClient({ issuer: 'https://i.test', fetch, autoRefresh: false, refreshAheadSeconds: 60 });
+    await client.login('alice', 'pw');
+    client.close();
+    return client;
+  };
+  const valid = await signIn(30);
+  const held = valid.accessToken;
+  await assert.rejects(valid.refresh(), (e) => e.name === 'GatehouseClientError' && e.code === 'closed');
+  // Still valid: handed out as a failed refresh's caller gets it.
+  assert.equal(await valid.getAccessToken(), held);
+  assert.equal(issued, 1, 'nothing was rotated');
+
+  const lapsed = await signIn(1);
+  await new Promise((r) => setTimeout(r, 1100));
+  // Before, the expired token came back, and a request went out with it.
+  await assert.rejects(lapsed.getAccessToken(), (e) => e.code === 'closed');
+  await assert.rejects(lapsed.fetch('https://i.test/api'), (e) => e.code === 'closed');
+  assert.equal(issued, 2, 'nothing was rotated');
+
+  // A bare host would be a path of the page, and the password posted there.
+  for (const issuer of ['auth.example.com', 'localhost:8000', 'javascript:alert(1)']) {
+    assert.throws(() => new GatehouseClient({ issuer, autoRefresh: false }), (e) => e.code === 'invalid_options', issuer);
+  }
+  for (const issuer of ['/auth', 'http://127.0.0.1:8000/', new URL('https://i.test/')]) {
+    new GatehouseClient({ issuer, autoRefresh: false }).close();
+  }
+});

@@ -110,7 +110,8 @@ test('GatehouseClient: a refresh whose answer was lost on the way back is asked 
     await unsent.login('alice', 'pw');
     const refreshing = unsent.refresh();
     unsent.close();
-    await refreshing;
+    // And says so, rather than resolving as if the token had been rotated.
+    await assert.rejects(refreshing, (e) => e.code === 'closed');
     assert.deepEqual(calls, ['password'], 'a refresh after close() was sent');
 
     // An opaque origin (a sandboxed frame, a `file:` page) whose Web Locks refuse: the refresh

@@ -344,8 +344,9 @@ test('createRemoteVerifier: options it cannot use, keys from anywhere but https,
   const { keySetFetchDefaults } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
   assert.deepEqual({ ...keySetFetchDefaults() }, { ttlSeconds: 300, refetchCooldownSeconds: 30, fetchTimeoutSeconds: 5, maxBytes: 1048576 });
   // The caller's mistakes, before any fetch: `Number(process.env.UNSET)` is NaN, which would stop
-  // every refetch; plain http would let anyone on the path choose the keys.
-  for (const options of [{ ttlSeconds: NaN }, { refetchCooldownSeconds: -1 }, { refetchCooldownSeconds: null }, { fetchTimeoutSeconds: 0 }, { fetchTimeoutSeconds: 1e9 }]) {
+  // every refetch; plain http would let anyone on the path choose the keys; a key set kept over
+  // an hour (the edge's bound) would verify a key the issuer stopped publishing that long.
+  for (const options of [{ ttlSeconds: NaN }, { ttlSeconds: 3601 }, { ttlSeconds: Infinity }, { refetchCooldownSeconds: -1 }, { refetchCooldownSeconds: null }, { fetchTimeoutSeconds: 0 }, { fetchTimeoutSeconds: 1e9 }]) {
     await refused(createRemoteVerifier('https://i.test/jwks', { ...base, ...options, fetch: serve() }), 'invalid_key');
   }
   await refused(createRemoteVerifier('http://i.test/jwks', { ...base, fetch: serve() }), 'invalid_key');
@@ -376,7 +377,7 @@ test('createRemoteVerifier: options it cannot use, keys from anywhere but https,
   assert.equal(lastInit.redirect, 'manual', 'redirects are not followed: an http hop could send the fetch anywhere');
   // A Workers var is text: seconds as text are read as seconds. A TTL of "0" (and no cooldown)
   // refetches in the background at the next verification; "600" does not.
-  for (const [ttl, fetches] of [['600', 1], ['0', 2]]) {
+  for (const [ttl, fetches] of [['600', 1], ['3600', 1], ['0', 2]]) {
     fetched = 0;
     const held = await createRemoteVerifier('https://i.test/jwks', { ...base, ttlSeconds: ttl, refetchCooldownSeconds: '0', fetch: serve() });
     const kept = [];

@@ -1,9 +1,5 @@
-// GatehouseClient: what a browser app needs around its tokens, as auth SDKs provide it: log in,
-// keep the tokens, refresh ahead of expiry, one refresh at a time across calls and tabs, a
-// `fetch` that attaches the token and, when the edge says it expired or was revoked, refreshes
-// and retries once, logout, and events. It talks to the issuer's OAuth2 endpoints (`/v1/token`, `/v1/revoke`).
-//
-// Storage, tabs and the one-refresh-at-a-time lock: README.md, "GatehouseClient".
+// GatehouseClient, a browser app's tokens against the issuer's `/v1/token` and `/v1/revoke`:
+// README.md, "GatehouseClient".
 //
 // Which tokens win: every token set carries its session (`sid`, from the access token), how many
 // refreshes it is from the login, and when it was received. A tab keeps the newest set it has
@@ -75,6 +71,7 @@ const objectOf = (text) => {
 };
 // A response's JSON object, as `objectOf`; a body that cannot be read reads as `{}` too.
 const bodyOf = (response) => response.text().then(objectOf, () => ({}));
+const closedError = () => new GatehouseClientError('closed', 'the client was closed');
 // The issuer's finer `code` (`locked_out`) or else its `error`, when a non-empty string, else
 // `fallback`.
 const codeOf = (body, fallback) => [body.code, body.error].find((c) => typeof c === 'string' && c) ?? fallback;
@@ -117,7 +114,11 @@ export class GatehouseClient {
   #backoff = null;
 
   constructor(options = {}) {
-    this.#issuer = (options.issuer ?? '').replace(/\/$/, '');
+    // A bare `auth.example.com` would be a path of the page: the password would go there.
+    this.#issuer = String(options.issuer ?? '').replace(/\/$/, '');
+    if (this.#issuer && !this.#issuer.startsWith('/') && !/^https?:\/\//i.test(this.#issuer)) {
+      throw new GatehouseClientError('invalid_options', `issuer: ${this.#issuer} is no http(s) URL or /path`);
+    }
     // Where `fetch` may send the access token: this page's origin, the issuer's, and those the
     // app names. Any other origin would receive a bearer token it could replay.
     const here = globalThis.location?.origin;
@@ -220,6 +221,8 @@ export class GatehouseClient {
   /** Rotates the refresh token once, however many callers and tabs ask at the same moment. */
   async refresh() {
     await this.ready;
+    // Closed, the tabs would not hear of a rotation (see `close`).
+    if (this.#closed) throw closedError();
     const stale = this.#tokens?.refreshToken;
     if (!stale) throw new GatehouseClientError('signed_out', 'no session to refresh');
     // An app's calls (`getAccessToken`, `fetch`) ask too, each time the token is due: after a
@@ -236,8 +239,9 @@ export class GatehouseClient {
       // Another tab held the lock: it was refreshing this very token, so wait for its tokens,
       // or for its failure.
       await this.#changed(stale, contended ? HANDOVER_MS : SETTLE_MS, failedMeanwhile);
-      // Another tab refreshed (or signed out), or this client was closed: nothing is sent.
-      if (this.#closed || this.#tokens?.refreshToken !== stale) return;
+      if (this.#closed) throw closedError();
+      // Another tab refreshed (or signed out): nothing is sent.
+      if (this.#tokens?.refreshToken !== stale) return;
       // The issuer refused this very token to another tab (a 429, a 503): its answer is this
       // refresh's, rather than asking again before its `Retry-After`.
       if (failedMeanwhile()) throw this.#failure.error;
@@ -246,8 +250,8 @@ export class GatehouseClient {
       // Every refusal carries a code, the first as those the back-off repeats: a failure of
       // the runtime's own (Web Locks, say) is `refresh_failed`.
       const error = e instanceof GatehouseClientError ? e : new GatehouseClientError('refresh_failed', `the refresh failed: ${e?.message ?? e}`);
-      // Not the session's end, after which there is nothing to refresh.
-      if (error.code !== 'session_revoked') this.#backOff(stale, error);
+      // Not the session's end, after which there is nothing to refresh, nor the client's.
+      if (error.code !== 'session_revoked' && error.code !== 'closed') this.#backOff(stale, error);
       throw error;
     }).finally(() => {
       this.#refreshing = null;
@@ -416,7 +420,8 @@ export class GatehouseClient {
   /**
    * Stops timers and leaves the tab channel (the tokens stay where they are). A refresh already
    * sent still tells the other tabs its result before the channel closes: they would otherwise
-   * keep the rotated-out token, and their next refresh would be taken for theft.
+   * keep the rotated-out token, and their next refresh would be taken for theft. No refresh
+   * starts after it (`closed`).
    */
   close() {
     this.#closed = true;

@@ -73,7 +73,7 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
   // audience, a leeway over 60, a NaN from an unset environment variable) throws as it does for
   // a local Verifier (`invalid_key`, "invalid options"), where it would otherwise pass for the
   // issuer's keys being unavailable, or quietly stop every refetch.
-  // Seconds as a number or its text (a Workers var is text); Infinity means never.
+  // Seconds as a number or its text (a Workers var is text).
   const seconds = (name, value) => {
     if (value === undefined) return undefined;
     const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
@@ -86,6 +86,8 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
   if (typeof fetchKeys !== 'function') throw invalidOptions('fetch must be a function');
   // setTimeout's limit is about 24 days; an hour is more than any key set needs.
   if (timeout !== undefined && !(timeout > 0 && timeout <= 3600)) throw invalidOptions('fetchTimeoutSeconds must be over 0 and at most 3600');
+  // The edge's bound: a key the issuer drops verifies until a refetch.
+  if (ttl > 3600) throw invalidOptions('ttlSeconds must be at most 3600');
   let url;
   try {
     // Relative to the page, in a browser, as `fetch` would read it.
