@@ -432,15 +432,26 @@ fn state_of(
 ) -> KeyState {
     // Retired keys stay for their grace; the next key is published before it signs, so every
     // verifier holds it first.
-    let published = KeySet::new(
-        rows.iter()
-            .filter(|r| {
-                r.status == ACTIVE
-                    || r.status == NEXT
-                    || (r.status == RETIRED && r.retired_at.is_some_and(|t| t + grace > now))
-            })
-            .filter_map(|r| VerifyingJwk::from_json(&r.public_jwk).ok()),
-    );
+    let keys_within = |grace: i64| {
+        KeySet::new(
+            rows.iter()
+                .filter(|r| {
+                    r.status == ACTIVE
+                        || r.status == NEXT
+                        || (r.status == RETIRED && r.retired_at.is_some_and(|t| t + grace > now))
+                })
+                .filter_map(|r| VerifyingJwk::from_json(&r.public_jwk).ok()),
+        )
+    };
+    let published = keys_within(grace);
+    // What revocation checks against keeps a retired key while any verifier may still take its
+    // last tokens: the longest leeway on a clock behind, not this issuer's leeway (an edge keeps
+    // a key set it fetched for minutes after the key left the JWKS). Without it, a revocation in
+    // that window found the key unknown and answered 200 with nothing written.
+    let for_any_verifier = grace.saturating_sub(i64::from(config.leeway_secs))
+        + i64::from(VerifierOptions::MAX_LEEWAY_SECS)
+        + i64::from(SnapshotOptions::MAX_CLOCK_AHEAD_SECS);
+    let lenient_keys = keys_within(grace.max(for_any_verifier));
     let options = VerifierOptions {
         leeway_secs: config.leeway_secs,
         ..VerifierOptions::new(&config.issuer, &config.audience)
@@ -451,7 +462,7 @@ fn state_of(
     };
     KeyState {
         verifier: Verifier::new(published.clone(), options),
-        lenient: Verifier::new(published.clone(), lenient),
+        lenient: Verifier::new(lenient_keys, lenient),
         published,
         signer,
         read_at,

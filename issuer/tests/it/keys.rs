@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use gatehouse_issuer::keys::{self, KeyRing};
 use gatehouse_issuer::revoker::Revoker;
-use gatehouse_shared::{Algorithm, KeySet, SigningKey, UntrustedToken};
+use gatehouse_shared::{
+    Algorithm, KeySet, RevocationReason, SigningKey, SnapshotOptions, UntrustedToken, Verifier,
+    VerifierOptions,
+};
 use rocket::http::Status;
 
 use crate::common::{Backend, PASSWORD, TestApp, str_of};
@@ -413,6 +416,45 @@ async fn a_retired_key_outlives_the_longest_announced_token_lifetime(backend: Ba
     assert!(!published_kids(&app).await.contains(&kid_of(&long)));
 }
 
+/// A token of a retired key gets a revocation entry while any verifier may still take it (the
+/// longest leeway, on a clock 30 s behind), also once the key has left the JWKS: an edge keeps
+/// the key set it fetched for minutes. Before, the key was unknown by then, and `/v1/revoke`
+/// answered 200 with nothing written.
+async fn a_retired_keys_token_is_revoked_while_any_verifier_takes_it(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.leeway_secs = 30;
+        c.cleanup_interval_secs = 5;
+    })
+    .await;
+    app.register("alice").await;
+    let old = str_of(&app.login("alice").await, "access_token").to_owned();
+    let old_keys = app.verifier().await.keys().clone();
+    let now = app.clock().now();
+    app.store()
+        .run_sync(|c| keys::rotate(c, &app.config, now))
+        .unwrap();
+    // 75 s past `exp`: the key left the JWKS 35 s ago (900 + 30 + two 5 s periods).
+    app.clock().advance(900 + 75);
+    refresh_ring(&app);
+    assert!(!published_kids(&app).await.contains(&kid_of(&old)));
+    let (status, json) = app
+        .send("POST", "/v1/revoke", Some(&format!("token={old}")), None)
+        .await;
+    assert_eq!(status, Status::Ok, "{json}");
+    let lenient = VerifierOptions {
+        leeway_secs: VerifierOptions::MAX_LEEWAY_SECS,
+        ..VerifierOptions::new("https://issuer.test", "https://api.test")
+    };
+    let behind = app.clock().now() - i64::from(SnapshotOptions::MAX_CLOCK_AHEAD_SECS);
+    let claims = Verifier::new(old_keys, lenient)
+        .verify(&old, behind)
+        .unwrap();
+    let list = app
+        .snapshot(app.verifier().await.keys(), app.clock().now())
+        .await;
+    assert_eq!(list.check(&claims), Some(RevocationReason::Token));
+}
+
 /// A rotation in the second the snapshot was signed: the list re-signed by the new key is
 /// newer than the one an edge holds (a later `issued_at`), not the same `(seq, issued_at)`
 /// signed by another key, which the edge refused as not newer (409) until the cache expired.
@@ -437,6 +479,7 @@ async fn a_list_re_signed_by_a_new_key_is_newer_than_the_last(backend: Backend) 
 }
 
 crate::on_both_backends!(
+    a_retired_keys_token_is_revoked_while_any_verifier_takes_it,
     a_list_re_signed_by_a_new_key_is_newer_than_the_last,
     a_retired_key_outlives_the_longest_announced_token_lifetime,
     settling_two_active_keys_keeps_the_scheduled_key,
