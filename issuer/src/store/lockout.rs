@@ -364,6 +364,12 @@ pub fn unlock(
     Ok(lifted)
 }
 
+/// How long past its window a row is kept for the checks reserved in it still under way: a
+/// failure recorded on a deleted row locks nothing, and the next attempt starts a new count.
+/// A check is a queued hash (a bounded queue, 503 when full) and a few statements, each under
+/// `db_timeout_ms`: seconds, far under this.
+const CHECK_MARGIN_SECS: i64 = 300;
+
 /// Deletes up to `batch` rows of each kind that neither lock nor count anything any more, nor
 /// keep a client known to its account. A row with earlier locks is kept until
 /// `max_backoff_secs` after its last one ended: its `lock_count` is what doubles the next lock,
@@ -378,7 +384,7 @@ pub fn delete_stale(
     let stale_rows = || {
         rows::table
             .filter(rows::locked_until.le(now))
-            .filter(rows::window_start.lt(now - window))
+            .filter(rows::window_start.lt(now - window - CHECK_MARGIN_SECS))
             .filter(rows::known_until.le(now))
             .filter(
                 rows::lock_count

@@ -299,6 +299,38 @@ async fn a_success_lifts_the_lock_its_own_client_raced_into(backend: Backend) {
     assert!(matches!(after, Reservation::Granted(_)), "{after:?}");
 }
 
+/// A check reserved just before its window ended and still under way when cleanup runs: its
+/// row stays, and its failure locks. Before, cleanup deleted the row once the window ended, the
+/// failure locked nothing, and a new count began: twice the threshold before the first lock.
+async fn cleanup_keeps_the_row_of_a_check_under_way(backend: Backend) {
+    use gatehouse_issuer::store::lockout::{Reservation, delete_stale, record_failure, reserve};
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let (cfg, now) = (app.config.lockout, app.clock().now());
+    let ip = Some("10.0.10.1".parse().unwrap());
+    let id = uid.clone();
+    let locks = app
+        .store()
+        .run_sync(move |c| {
+            let mut last = None;
+            for _ in 0..cfg.threshold {
+                let Reservation::Granted(attempt) = reserve(c, &id, ip, now, &cfg)? else {
+                    panic!("refused before the threshold")
+                };
+                last = Some(attempt);
+            }
+            // The window ends while the last check runs, and cleanup comes by.
+            let later = now + i64::from(cfg.window_secs) + 1;
+            delete_stale(c, later, &cfg, 100)?;
+            record_failure(c, &last.unwrap(), later, &cfg)
+        })
+        .unwrap();
+    assert!(
+        locks.client,
+        "the failure found its row and locked the client"
+    );
+}
+
 /// Three failures from 10.0.5.1 and one from 10.0.6.1: with `account_threshold` 4, both that
 /// client (threshold 3) and the account are locked.
 async fn lock_a_client_and_the_account(app: &TestApp) {
@@ -399,5 +431,6 @@ crate::on_both_backends!(
     a_client_stays_known_for_thirty_days,
     a_released_attempt_goes_back_to_its_client_and_the_account,
     a_success_lifts_the_lock_its_own_client_raced_into,
+    cleanup_keeps_the_row_of_a_check_under_way,
     a_lock_from_before_the_migration_still_holds,
 );
