@@ -73,6 +73,16 @@ async fn the_gates_refusals_are_readable_by_the_listed_origins_only() {
             .get("access-control-allow-origin")
             .is_none()
     );
+    // Without `CORS_PREFLIGHT = "forward"` the gate answers no preflight, not even for a path
+    // it refuses itself.
+    let preflight = http()
+        .request(Method::OPTIONS, format!("{}/api/a%2Fb", sys.edge.url))
+        .header("Origin", "https://app.example")
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 400);
     let health = sys.edge.health().await;
     assert!(
         health["problems"]

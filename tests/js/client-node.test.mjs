@@ -415,12 +415,39 @@ test('GatehouseClient: closed, it rotates nothing, and says so once its token ha
   assert.equal(await valid.getAccessToken(), held);
   assert.equal(issued, 1, 'nothing was rotated');
 
+  // The edge's `expired` (its clock ahead): a closed client hands that answer back.
+  const edgeSays = async (request) => (String(request.url ?? request).endsWith('/v1/token')
+    ? new Response(JSON.stringify(tokenBody(++issued, 30)))
+    : new Response('{"code":"expired"}', { status: 401 }));
+  const answering = new GatehouseClient({ issuer: 'https://i.test', fetch: edgeSays, autoRefresh: false });
+  await answering.login('alice', 'pw');
+  answering.close();
+  assert.equal((await answering.fetch('https://i.test/api')).status, 401);
+  assert.equal(issued, 2, 'nothing was rotated');
+
+  // A refresh already sent when the client closes is joined, not refused.
+  let answer;
+  const slow = async (url, init) => {
+    issued += 1;
+    if (new URLSearchParams(init.body).get('grant_type') === 'refresh_token') await new Promise((r) => { answer = r; });
+    return new Response(JSON.stringify(tokenBody(issued, 30)));
+  };
+  const sending = new GatehouseClient({ issuer: 'https://i.test', fetch: slow, autoRefresh: false });
+  await sending.login('alice', 'pw');
+  const sent = sending.refresh();
+  assert.ok(await settled(() => answer), 'the refresh was sent');
+  sending.close();
+  const joined = sending.refresh();
+  answer();
+  await Promise.all([sent, joined]);
+  assert.equal(sending.accessToken, tokenBody(issued, 30).access_token);
+
   const lapsed = await signIn(1);
   await new Promise((r) => setTimeout(r, 1100));
   // Before, the expired token came back, and a request went out with it.
   await assert.rejects(lapsed.getAccessToken(), (e) => e.code === 'closed');
   await assert.rejects(lapsed.fetch('https://i.test/api'), (e) => e.code === 'closed');
-  assert.equal(issued, 2, 'nothing was rotated');
+  assert.equal(issued, 5, 'nothing was rotated');
 
   // A bare host would be a path of the page, and the password posted there.
   for (const issuer of ['auth.example.com', 'localhost:8000', 'javascript:alert(1)']) {

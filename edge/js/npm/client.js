@@ -221,8 +221,8 @@ export class GatehouseClient {
   /** Rotates the refresh token once, however many callers and tabs ask at the same moment. */
   async refresh() {
     await this.ready;
-    // Closed, the tabs would not hear of a rotation (see `close`).
-    if (this.#closed) throw closedError();
+    // Closed, the tabs would not hear of a new rotation (see `close`); one sent is joined.
+    if (this.#closed) return this.#refreshing ?? Promise.reject(closedError());
     const stale = this.#tokens?.refreshToken;
     if (!stale) throw new GatehouseClientError('signed_out', 'no session to refresh');
     // An app's calls (`getAccessToken`, `fetch`) ask too, each time the token is due: after a
@@ -376,7 +376,8 @@ export class GatehouseClient {
     if (code !== 'expired' && code !== 'revoked' && !keyGone) return response;
     // `revoked` may name this token alone, not the session: a refresh tells (the issuer
     // refuses it once the session has ended, and the session ends in every tab).
-    if (this.#tokens?.accessToken === token) await this.refresh();
+    // Closed, the answer is the edge's.
+    if (this.#tokens?.accessToken === token && !this.#closed) await this.refresh();
     const next = this.#tokens?.accessToken;
     if (!next || next === token) return response;
     const retried = await send(next);

@@ -11,7 +11,7 @@ export declare class GatehouseError extends Error {
 import type { AccessClaims, VerifierOptions } from './gatehouse_verify.js';
 
 export interface RemoteVerifierOptions extends VerifierOptions {
-  /** How long a fetched JWK set is used before it is fetched again (default 300 s; a number or its text). */
+  /** How long a fetched JWK set is used before it is fetched again (default 300 s, at most 3600, the edge's bound; a number or its text). */
   ttlSeconds?: number | string;
   /** At most one refetch per this many seconds for unknown kids and expiry (default 30 s). */
   refetchCooldownSeconds?: number | string;
