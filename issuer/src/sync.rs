@@ -92,6 +92,10 @@ impl Snapshots {
             // Cloudflare's Browser Integrity Check challenges a request without one, before the
             // worker sees it (so its documentation reads; not tested against Cloudflare).
             .user_agent(concat!("gatehouse-issuer/", env!("CARGO_PKG_VERSION")))
+            // Only the worker's own answer counts: a redirect followed would take a 2xx from
+            // wherever it leads (an origin, another host) for a delivered list, and turn the
+            // POST into a GET on a 301 or 302.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApiError::Internal(format!("http client: {e}")))?;
         Ok(Self {
@@ -296,6 +300,14 @@ impl Snapshots {
                 // compare with, malformed, a bad signature) is rejected again as sent: the next
                 // list, or the edges' own pull, brings it. A kid the edge could not fetch yet,
                 // or a list from a clock ahead of its own, may pass a moment later.
+                // The same answer however often it is sent: a URL that redirects (give the
+                // final one), or a list over the edge's limit.
+                Ok(resp) if resp.status().is_redirection() || resp.status().as_u16() == 413 => {
+                    let status = resp.status();
+                    let location = resp.headers().get("location").cloned();
+                    tracing::warn!(%url, %status, ?location, "snapshot push refused for good");
+                    rejected = true;
+                }
                 Ok(resp) if resp.status().as_u16() == 400 => {
                     let code = error_code(resp).await.unwrap_or_default();
                     tracing::warn!(%url, %code, attempt, "snapshot push rejected");

@@ -214,6 +214,36 @@ async fn a_rejected_list_is_not_sent_again(backend: Backend) {
     );
 }
 
+/// A sync URL that redirects is not followed, and not sent to again: a 2xx from wherever it
+/// leads is no edge's. Nor is a list over the edge's limit (413). Before, the redirect was
+/// followed (a 307 re-sent the list to its target, whose 200 counted as delivered), and a 413
+/// re-sent the list five times.
+async fn a_redirect_or_a_list_too_large_is_not_sent_again(backend: Backend) {
+    const REDIRECTED: &[u8] = b"HTTP/1.1 307 Temporary Redirect\r\nlocation: /elsewhere\r\n\
+                                content-length: 0\r\nconnection: close\r\n\r\n";
+    const TOO_LARGE: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\
+                               connection: close\r\n\r\n";
+    for first in [REDIRECTED, TOO_LARGE] {
+        let (rx, app) = if first == REDIRECTED {
+            logout_pushed_to(backend, |n| if n == 0 { REDIRECTED } else { ACCEPTED }).await
+        } else {
+            logout_pushed_to(backend, |_| TOO_LARGE).await
+        };
+        let started = std::time::Instant::now();
+        while app.metric("gatehouse_snapshot_pushes_failed_total").await == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never given up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let heads = rx.heads.lock().unwrap().clone();
+        assert_eq!(heads.len(), 1, "sent once: {heads:?}");
+        assert_eq!(app.metric("gatehouse_snapshot_pushes_ok_total").await, 0);
+    }
+}
+
 /// A kid the edge could not fetch yet (its refetch cooldown, a failed JWKS fetch) may be
 /// fetched a moment later: that 400 is tried again.
 async fn an_unknown_kid_is_tried_again(backend: Backend) {
@@ -533,6 +563,7 @@ crate::on_both_backends!(
     a_busy_edge_is_retried_when_it_asks,
     a_refused_kv_write_is_retried_after_kvs_write_interval,
     a_rejected_list_is_not_sent_again,
+    a_redirect_or_a_list_too_large_is_not_sent_again,
     an_unknown_kid_is_tried_again,
     revocations_are_pushed_coalesced,
     a_hung_edge_does_not_delay_the_others,
