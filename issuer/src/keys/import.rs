@@ -43,17 +43,21 @@ pub(super) fn import(
     key: &SigningKey,
     now: i64,
 ) -> Result<bool, ApiError> {
-    // Twice: a concurrent activation (another replica's first key, a scheduled promotion)
-    // drops every other scheduled key, this one included, between its insert and activation.
-    for _ in 0..2 {
-        if !store::insert(conn, sealer, key, NEXT, now)? {
-            break;
-        }
-        if store::activate(conn, key.kid(), now, "imported")? {
+    let mut rows = store::records(conn)?;
+    if !rows.iter().any(|r| r.kid == key.kid()) {
+        // Stored and made the signing key in one transaction under the activations' lock, as
+        // `store::rotate_now` does: an import that fails leaves no scheduled key, which the
+        // rotation schedule would make the signing key later although the import failed.
+        let imported = store::activation_tx(conn, |conn| {
+            Ok(store::insert(conn, sealer, key, NEXT, now)?
+                && store::activate_in(conn, key.kid(), now, "imported", false)?)
+        })?;
+        if imported {
             return Ok(true);
         }
+        // Another import of this key (a replica starting with the same file) came first.
+        rows = store::records(conn)?;
     }
-    let rows = store::records(conn)?;
     let Some(row) = rows.iter().find(|r| r.kid == key.kid()) else {
         return Err(ApiError::Internal(format!(
             "{} was not made the signing key: other activations ran at the same time and \

@@ -139,7 +139,7 @@ pub fn activate(conn: &mut DbConn, kid: &str, now: i64, why: &str) -> Result<boo
 /// A write transaction that activations are serialised on: PostgreSQL's table lock taken
 /// first (self-conflicting, so activations queue; plain reads are not blocked), SQLite's write
 /// lock by the transaction itself.
-fn activation_tx<T>(
+pub(super) fn activation_tx<T>(
     conn: &mut DbConn,
     f: impl FnOnce(&mut DbConn) -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
@@ -154,7 +154,7 @@ fn activation_tx<T>(
 /// [`activate`]'s work, inside [`activation_tx`]. With `only_if_none`, `kid` becomes the
 /// signing key only if there is none yet (the first start on an empty ring, where the first
 /// replica must win, not the last).
-fn activate_in(
+pub(super) fn activate_in(
     conn: &mut DbConn,
     kid: &str,
     now: i64,

@@ -204,6 +204,41 @@ async fn an_import_left_scheduled_is_finished_by_the_next(backend: Backend) {
     assert!(!import(&app), "imported once, never again");
 }
 
+/// An import is one transaction: one whose activation could not run (the activations' lock
+/// held elsewhere past the statement timeout) leaves no scheduled key, which the rotation
+/// schedule would have made the signing key later although `keys import` said it failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_failed_import_leaves_no_scheduled_key() {
+    use diesel::{Connection as _, PgConnection, connection::SimpleConnection as _};
+    let app = TestApp::start_with(Backend::Postgres, |c| {
+        c.key_encryption_key = Some(secret());
+        c.db_timeout_ms = 500;
+    })
+    .await;
+    let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("imported.jwk");
+    std::fs::write(&key_file, key.to_private_jwk_json().unwrap()).unwrap();
+    // A writer's lock on the ring, as an open UPDATE holds it: an INSERT passes it, the
+    // activations' lock waits for it.
+    let mut writer = PgConnection::establish(&app.db.url).unwrap();
+    writer
+        .batch_execute("BEGIN; LOCK TABLE signing_keys IN ROW EXCLUSIVE MODE")
+        .unwrap();
+    let (config, now) = (app.config.clone(), app.clock().now());
+    let imported = app
+        .store()
+        .run_sync(move |c| keys::import_file(c, &config, &key_file, now));
+    writer.batch_execute("COMMIT").unwrap();
+    assert!(imported.is_err(), "the activation timed out");
+    let rows = app.store().run_sync(keys::list).unwrap();
+    assert!(
+        rows.iter().all(|r| r.kid != key.kid()),
+        "nothing of the failed import is left: {:?}",
+        rows.iter().map(|r| (&r.kid, &r.status)).collect::<Vec<_>>()
+    );
+}
+
 crate::on_both_backends!(
     a_scheduled_key_that_does_not_open_stops_the_start,
     a_scheduled_key_is_sealed_under_the_active_keys_secret,
