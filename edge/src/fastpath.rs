@@ -4,13 +4,14 @@
 //! per data center). Each delta is verified with the issuer's keys before it is applied, so the
 //! cache and the network are not trusted.
 
+use std::rc::Rc;
 use std::time::Duration;
 
 use gatehouse_shared::{RevocationDelta, RevocationList, SnapshotError};
-use worker::{Cache, Env, Headers, Response};
+use worker::{Cache, Context, Env, Headers, Response};
 
 use crate::config::Config;
-use crate::{keys, state, sync, upstream};
+use crate::{keys, outliving, state, sync, upstream};
 
 /// When this location's cached copy was fetched (ms since 1970): our own freshness, finer than
 /// the Cache API's whole seconds.
@@ -50,11 +51,15 @@ pub fn failing(config: &Config, now_ms: f64) -> bool {
     state::delta_feed_failing(now_ms, limit_ms(config))
 }
 
-/// Before answering: a poll, or, if one is under way, a wait for it (polled every 5 ms).
-pub async fn catch_up(env: &Env, config: &Config) {
+/// Before answering: a poll, or, if one is under way, a wait for it (polled every 5 ms). A poll
+/// begun here outlives this request (`crate::outliving`): cut off with a client that went away,
+/// it held every later request for up to its limit, and kept the isolate from polling for 10 s.
+pub async fn catch_up(env: &Env, ctx: &Context, config: &Rc<Config>) {
     let now = state::now_ms();
     if !state::delta_poll_under_way(now) {
-        return poll(env, config).await;
+        let (env, config) = (env.clone(), Rc::clone(config));
+        let polling = outliving::begin(ctx, async move { poll(&env, &config).await });
+        return outliving::finished(polling).await;
     }
     // A poll may take its fetch's limit, then a key-set fetch for a delta of a new kid.
     let longest_ms = limit_ms(config) + upstream::KEYS_LIMIT.as_secs_f64() * 1000.0;

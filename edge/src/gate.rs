@@ -141,7 +141,7 @@ struct Verdict<'a> {
 async fn refresh(env: &Env, ctx: &Context, config: &Rc<Config>) {
     let due = fastpath::due(config, state::now_ms());
     if due == Due::Now {
-        fastpath::catch_up(env, config).await;
+        fastpath::catch_up(env, ctx, config).await;
     }
     let keys_due = keys::expired(config);
     if due == Due::InBackground || keys_due {
@@ -172,7 +172,7 @@ async fn authorize(
     let (token, credential) = credential::token(req, config, path.is_none())
         .map_err(|code| reply::unauthorized(realm, code))?;
     refresh(env, ctx, config).await;
-    let list = sync::current(env, config).await;
+    let list = sync::current(env, ctx, config).await;
     let now = state::now_secs();
     let list_ok = list
         .age_secs(now)

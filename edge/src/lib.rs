@@ -12,6 +12,7 @@ mod gate;
 mod incoming;
 mod keys;
 mod origin;
+mod outliving;
 mod path;
 mod reply;
 mod state;
@@ -133,7 +134,7 @@ async fn route(req: Incoming, env: Env, ctx: Context) -> Answer {
     };
     match (path, method) {
         ("/_gatehouse/check", "GET") => gate::check(&req, &env, &ctx).await.into(),
-        ("/_gatehouse/health", "GET") => health(&req, &env).await.into(),
+        ("/_gatehouse/health", "GET") => health(&req, &env, &ctx).await.into(),
         ("/_gatehouse/sync", "POST") => push(req.into_worker(), &env).await.into(),
         ("/_gatehouse/crash", "POST") if state::config(&env).crash_route => state::crash(),
         _ => gate::handle(&req, &env, &ctx).await,
@@ -250,7 +251,7 @@ struct Rejected<'a> {
 /// worker cannot work at all. The details (the list's seq and age, the fast path, known kids,
 /// the last KV write error, configuration problems) only for the bearer token `HEALTH_TOKEN`:
 /// they would tell anyone how old the list is and what is misconfigured.
-async fn health(req: &Incoming, env: &Env) -> Response {
+async fn health(req: &Incoming, env: &Env, ctx: &Context) -> Response {
     let config = state::config(env);
     let details = match req.bearer_matches(config.health_token.as_ref()) {
         None => false,
@@ -259,9 +260,9 @@ async fn health(req: &Incoming, env: &Env) -> Response {
     };
     // As a request would: a failing feed is not waited for (monitors have short timeouts).
     if fastpath::due(&config, state::now_ms()) == fastpath::Due::Now {
-        fastpath::catch_up(env, &config).await;
+        fastpath::catch_up(env, ctx, &config).await;
     }
-    let list = sync::current(env, &config).await;
+    let list = sync::current(env, ctx, &config).await;
     let verifier = keys::verifier(env, &config).await;
     let now = state::now_secs();
     let kids: Vec<String> = verifier

@@ -9,13 +9,17 @@
 use gatehouse_shared::{
     ErrorCode, RevocationList, RevocationView, SnapshotError, SnapshotOptions, is_newer, key_id,
 };
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use serde::{Deserialize, Serialize};
-use worker::Env;
+use worker::js_sys::Promise;
+use worker::{Context, Env};
 
 use crate::config::Config;
 use crate::keys::{self, KV_BINDING};
 use crate::webcrypto::{RuntimeFault, WebCrypto};
-use crate::{state, upstream};
+use crate::{outliving, state, upstream};
 
 const KV_SNAPSHOT: &str = "revocations";
 /// `{seq, issued_at, signer_high, signer_low}` of the stored snapshot: a few bytes to read where
@@ -43,6 +47,8 @@ const DELTA_MAX_ISSUED_AGE_SECS: i64 =
 /// older one may be a saved copy replayed to roll revocations back (and, with KV empty, stored
 /// there for every isolate).
 const UNCHECKED_MAX_AGE_SECS: i64 = 60;
+/// How soon an isolate that holds no base list tries KV again after a load that failed.
+const FIRST_LOAD_RETRY_MS: f64 = 1000.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Head {
@@ -346,10 +352,32 @@ fn fail_kv(error: &str) -> SyncError {
     SyncError::KvWrite(error)
 }
 
+thread_local! {
+    /// The load of an isolate that holds no base list yet, which its requests all wait for.
+    static FIRST_LOAD: RefCell<Option<Promise>> = const { RefCell::new(None) };
+}
+
 /// The view for this request: memory, with the base list refreshed from KV when the interval
-/// has passed and KV's head says it holds a newer snapshot.
-pub async fn current(env: &Env, config: &Config) -> RevocationView {
-    refresh_from_kv(env, config).await;
+/// has passed and KV's head says it holds a newer snapshot. In an isolate that holds no base
+/// yet (a new one), every request waits for the one load under way, which outlives the request
+/// that began it (`crate::outliving`): before, the requests beside the first were refused
+/// `revocation_list_missing` while it loaded, and every request for 10 s if it failed.
+pub async fn current(env: &Env, ctx: &Context, config: &Rc<Config>) -> RevocationView {
+    if state::with_revocations(|view| view.base().is_none()) {
+        let loading = FIRST_LOAD.with_borrow_mut(|slot| {
+            slot.get_or_insert_with(|| {
+                let (env, config) = (env.clone(), Rc::clone(config));
+                outliving::begin(ctx, async move {
+                    refresh_from_kv(&env, &config).await;
+                    FIRST_LOAD.with_borrow_mut(|slot| *slot = None);
+                })
+            })
+            .clone()
+        });
+        outliving::finished(loading).await;
+    } else {
+        refresh_from_kv(env, config).await;
+    }
     // As held after the waits: another request may have installed a newer view meanwhile.
     state::revocations()
 }
@@ -382,7 +410,15 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
     let feed_age_ms = state::delta_view_age_ms(state::now_ms());
     let whole =
         state::with_revocations(|held| fast_path_covers(held, state::now_secs(), feed_age_ms));
-    if whole || !state::claim_list_check(state::now_ms(), config.kv_refresh_ms) {
+    // Without a base, a failed load is tried again after a second, not the whole interval:
+    // until one succeeds, every protected request is refused.
+    let has_base = state::with_revocations(|view| view.base().is_some());
+    let interval_ms = if has_base {
+        config.kv_refresh_ms
+    } else {
+        config.kv_refresh_ms.min(FIRST_LOAD_RETRY_MS)
+    };
+    if whole || !state::claim_list_check(state::now_ms(), interval_ms) {
         return;
     }
     let Ok(kv) = env.kv(KV_BINDING) else {

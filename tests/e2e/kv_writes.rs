@@ -227,6 +227,35 @@ async fn without_kv_an_isolate_with_no_list_takes_only_a_fresh_one() {
     assert_verdict(&edge, &token, 401, "revoked").await;
 }
 
+/// A new isolate whose first load of the list failed (its readiness probe's read of KV's head
+/// refused, SIMULATED) tries again a second later, not at the 10 s interval, and its requests,
+/// arriving together, all wait for that one load: none is refused `revocation_list_missing`
+/// while it runs. Before, every request was refused until the interval ended, and then all but
+/// the one that began the load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_isolates_requests_wait_for_one_load_tried_again_within_seconds() {
+    let (issuer_port, _, edge) = lone_edge_refusing(KvOp::Get, &[("revocations-head", 1)]).await;
+    let probed = std::time::Instant::now();
+    let (_issuer, token, _) = a_logged_out_token(&issuer_port).await;
+    // Past the second after the probe's failed load.
+    tokio::time::sleep(Duration::from_millis(1200).saturating_sub(probed.elapsed())).await;
+    let check = format!("{}/_gatehouse/check", edge.url);
+    let asks = (0..8).map(|_| get_json(&check, Some(&token)));
+    let answers: Vec<(u16, Option<String>)> = futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .map(|(status, json)| (status, json["code"].as_str().map(str::to_owned)))
+        .collect();
+    // KV empty: the load takes the issuer's list, which revokes the token.
+    let revoked = (401, Some("revoked".to_owned()));
+    assert!(answers.iter().all(|a| *a == revoked), "{answers:?}");
+    assert!(
+        probed.elapsed() < Duration::from_secs(8),
+        "well before the 10 s interval: {:?}",
+        probed.elapsed()
+    );
+}
+
 /// The same with KV readable but empty (a first deploy), pushed to an isolate that already
 /// holds the issuer's list (it read it itself, KV having none): memory keeps its list, and the
 /// old one is not stored in KV for every other isolate either (before, the push got 200).

@@ -1,0 +1,30 @@
+//! Work one request begins for its whole isolate (a catch-up poll of the delta feed, the first
+//! load of the revocation list), run under `waitUntil`: Cloudflare cancels a request's own work,
+//! its subrequests included, when its client goes away, and a poll or load cut off that way
+//! left every other request of the isolate waiting for it, or refused for want of a list. The
+//! request that began it, and any other, awaits it through its promise.
+
+use std::future::Future;
+
+use worker::Context;
+use worker::js_sys::Promise;
+use worker::wasm_bindgen::JsValue;
+use worker::wasm_bindgen_futures::{JsFuture, future_to_promise};
+
+/// Starts `work` under `ctx`'s `waitUntil`; the promise settles when it ends.
+pub fn begin(ctx: &Context, work: impl Future<Output = ()> + 'static) -> Promise {
+    let promise = future_to_promise(async move {
+        work.await;
+        Ok(JsValue::UNDEFINED)
+    });
+    let kept = promise.clone();
+    ctx.wait_until(async move {
+        let _ = JsFuture::from(kept).await;
+    });
+    promise
+}
+
+/// Waits for work [`begin`] started (it never rejects).
+pub async fn finished(promise: Promise) {
+    let _ = JsFuture::from(promise).await;
+}
