@@ -5,6 +5,7 @@
 //! request that began it, and any other, awaits it through its promise.
 
 use std::future::Future;
+use std::pin::Pin;
 
 use worker::Context;
 use worker::js_sys::Promise;
@@ -13,6 +14,11 @@ use worker::wasm_bindgen_futures::{JsFuture, future_to_promise};
 
 /// Starts `work` under `ctx`'s `waitUntil`; the promise settles when it ends.
 pub fn begin(ctx: &Context, work: impl Future<Output = ()> + 'static) -> Promise {
+    begin_boxed(ctx, Box::pin(work))
+}
+
+/// One copy of the glue for every kind of work (the worker's size).
+fn begin_boxed(ctx: &Context, work: Pin<Box<dyn Future<Output = ()>>>) -> Promise {
     let promise = future_to_promise(async move {
         work.await;
         Ok(JsValue::UNDEFINED)
