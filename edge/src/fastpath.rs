@@ -56,13 +56,14 @@ pub fn failing(config: &Config, now_ms: f64) -> bool {
 /// it held every later request for up to its limit, and kept the isolate from polling for 10 s.
 pub async fn catch_up(env: &Env, ctx: &Context, config: &Rc<Config>) {
     let now = state::now_ms();
+    // A poll may take its fetch's limit, then a key-set fetch for a delta of a new kid.
+    let longest_ms = limit_ms(config) + upstream::KEYS_LIMIT.as_secs_f64() * 1000.0;
     if !state::delta_poll_under_way(now) {
         let (env, config) = (env.clone(), Rc::clone(config));
         let polling = outliving::begin(ctx, async move { poll(&env, &config).await });
-        return outliving::finished(polling).await;
+        let longest = Duration::from_secs_f64(longest_ms / 1000.0);
+        return outliving::finished_within(polling, longest).await;
     }
-    // A poll may take its fetch's limit, then a key-set fetch for a delta of a new kid.
-    let longest_ms = limit_ms(config) + upstream::KEYS_LIMIT.as_secs_f64() * 1000.0;
     for _ in 0..wait_rounds(longest_ms, state::delta_poll_age_ms(now)) {
         worker::Delay::from(Duration::from_millis(5)).await;
         if !state::delta_poll_under_way(state::now_ms()) {

@@ -8,6 +8,7 @@ mod cors;
 mod credential;
 mod entry;
 mod fastpath;
+mod first_list;
 mod gate;
 mod incoming;
 mod keys;

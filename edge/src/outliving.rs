@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use worker::Context;
 use worker::js_sys::Promise;
@@ -30,7 +31,10 @@ fn begin_boxed(ctx: &Context, work: Pin<Box<dyn Future<Output = ()>>>) -> Promis
     promise
 }
 
-/// Waits for work [`begin`] started (it never rejects).
-pub async fn finished(promise: Promise) {
-    let _ = JsFuture::from(promise).await;
+/// Waits for work [`begin`] started (it never rejects), for at most `limit`: work that the
+/// runtime cut off all the same (its request's CPU limit) never settles, and a request waiting
+/// for it would never answer.
+pub async fn finished_within(promise: Promise, limit: Duration) {
+    let done = JsFuture::from(promise);
+    let _ = futures_util::future::select(done, worker::Delay::from(limit)).await;
 }

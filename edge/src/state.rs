@@ -224,6 +224,11 @@ pub fn claim_list_check(now_ms: f64, interval_ms: f64) -> bool {
     ISOLATE.with_borrow_mut(|s| claim(&mut s.list_checked_ms, now_ms, interval_ms))
 }
 
+/// Counts the interval to the next re-read from `now_ms` (a read that failed has just ended).
+pub fn restart_list_check(now_ms: f64) {
+    ISOLATE.with_borrow_mut(|s| s.list_checked_ms = Some(now_ms));
+}
+
 /// How many ms ago the delta feed was last polled (infinite if never).
 pub fn delta_poll_age_ms(now_ms: f64) -> f64 {
     ISOLATE.with_borrow(|s| s.delta_polled_ms.map_or(f64::INFINITY, |t| now_ms - t))

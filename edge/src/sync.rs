@@ -9,17 +9,15 @@
 use gatehouse_shared::{
     ErrorCode, RevocationList, RevocationView, SnapshotError, SnapshotOptions, is_newer, key_id,
 };
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
-use worker::js_sys::Promise;
 use worker::{Context, Env};
 
 use crate::config::Config;
 use crate::keys::{self, KV_BINDING};
 use crate::webcrypto::{RuntimeFault, WebCrypto};
-use crate::{outliving, state, upstream};
+use crate::{first_list, state, upstream};
 
 const KV_SNAPSHOT: &str = "revocations";
 /// `{seq, issued_at, signer_high, signer_low}` of the stored snapshot: a few bytes to read where
@@ -47,8 +45,6 @@ const DELTA_MAX_ISSUED_AGE_SECS: i64 =
 /// older one may be a saved copy replayed to roll revocations back (and, with KV empty, stored
 /// there for every isolate).
 const UNCHECKED_MAX_AGE_SECS: i64 = 60;
-/// How soon an isolate that holds no base list tries KV again after a load that failed.
-const FIRST_LOAD_RETRY_MS: f64 = 1000.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Head {
@@ -352,29 +348,12 @@ fn fail_kv(error: &str) -> SyncError {
     SyncError::KvWrite(error)
 }
 
-thread_local! {
-    /// The load of an isolate that holds no base list yet, which its requests all wait for.
-    static FIRST_LOAD: RefCell<Option<Promise>> = const { RefCell::new(None) };
-}
-
 /// The view for this request: memory, with the base list refreshed from KV when the interval
-/// has passed and KV's head says it holds a newer snapshot. In an isolate that holds no base
-/// yet (a new one), every request waits for the one load under way, which outlives the request
-/// that began it (`crate::outliving`): before, the requests beside the first were refused
-/// `revocation_list_missing` while it loaded, and every request for 10 s if it failed.
+/// has passed and KV's head says it holds a newer snapshot. An isolate that holds no base yet
+/// (a new one) loads it once for all its requests (`first_list`).
 pub async fn current(env: &Env, ctx: &Context, config: &Rc<Config>) -> RevocationView {
     if state::with_revocations(|view| view.base().is_none()) {
-        let loading = FIRST_LOAD.with_borrow_mut(|slot| {
-            slot.get_or_insert_with(|| {
-                let (env, config) = (env.clone(), Rc::clone(config));
-                outliving::begin(ctx, async move {
-                    refresh_from_kv(&env, &config).await;
-                    FIRST_LOAD.with_borrow_mut(|slot| *slot = None);
-                })
-            })
-            .clone()
-        });
-        outliving::finished(loading).await;
+        first_list::wait(env, ctx, config).await;
     } else {
         refresh_from_kv(env, config).await;
     }
@@ -404,25 +383,24 @@ fn fast_path_covers(held: &RevocationView, now: i64, feed_age_ms: f64) -> bool {
 /// has never held a list (a first deploy, before any push or cron) and the isolate holds none,
 /// the issuer's is installed instead, so protected requests are not refused until the first
 /// cron run. Only installed: the cron or a push stores it in KV, as KV writes are metered and
-/// every isolate of every location would otherwise write the same list.
-async fn refresh_from_kv(env: &Env, config: &Config) {
+/// every isolate of every location would otherwise write the same list. Returns whether it
+/// read KV (or the issuer) at all: the interval had passed.
+pub(crate) async fn refresh_from_kv(env: &Env, config: &Config) -> bool {
     // While the fast path keeps the view whole over a young base, KV has nothing it needs.
     let feed_age_ms = state::delta_view_age_ms(state::now_ms());
     let whole =
         state::with_revocations(|held| fast_path_covers(held, state::now_secs(), feed_age_ms));
-    // Without a base, a failed load is tried again after a second, not the whole interval:
-    // until one succeeds, every protected request is refused.
     let has_base = state::with_revocations(|view| view.base().is_some());
     let interval_ms = if has_base {
         config.kv_refresh_ms
     } else {
-        config.kv_refresh_ms.min(FIRST_LOAD_RETRY_MS)
+        first_list::retry_interval_ms(config)
     };
     if whole || !state::claim_list_check(state::now_ms(), interval_ms) {
-        return;
+        return false;
     }
     let Ok(kv) = env.kv(KV_BINDING) else {
-        return;
+        return true;
     };
     // A base whose signer left the key set (the issuer revoked it, or stopped publishing it)
     // does not keep a list KV holds out, even an older one: that one may revoke the signer
@@ -436,24 +414,24 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
                     || trusted && !is_newer((head.seq, head.issued_at), (seq, issued_at))
             });
             if kv_has_no_other {
-                return;
+                return true;
             }
             // Bytes, not text: a large string is slow to bring into wasm.
             let Ok(Some(bytes)) = kv.get(KV_SNAPSHOT).bytes().await else {
-                return;
+                return true;
             };
             let Ok(jws) = String::from_utf8(bytes) else {
-                return;
+                return true;
             };
             (jws, true)
         }
         Ok(None) if base.is_none() => {
             let Ok(jws) = fetch_snapshot(config, upstream::FIRST_LIST_LIMIT).await else {
-                return;
+                return true;
             };
             (jws, false)
         }
-        _ => return,
+        _ => return true,
     };
     let list = match verify(env, config, &jws, keys::Asker::SignedList).await {
         Ok(list) => list,
@@ -471,17 +449,18 @@ async fn refresh_from_kv(env: &Env, config: &Config) {
                 "gatehouse: KV's revocation list is unusable ({e}); reading the issuer's"
             );
             let Ok(jws) = fetch_snapshot(config, upstream::FIRST_LIST_LIMIT).await else {
-                return;
+                return true;
             };
             let Ok(list) = verify(env, config, &jws, keys::Asker::SignedList).await else {
-                return;
+                return true;
             };
             list
         }
-        Err(_) => return,
+        Err(_) => return true,
     };
     // An older list than the one held is refused by the view; nothing to do then.
     let _ = state::update_revocations(|v| v.with_base(list));
+    true
 }
 
 /// The issuer's current signed snapshot, fetched within `limit`.
