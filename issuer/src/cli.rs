@@ -242,7 +242,12 @@ fn serve() -> Result<(), String> {
                 rocket.shutdown(),
             );
         }
-        rocket.launch().await.map(|_| ()).map_err(|e| e.to_string())
+        let snapshots = rocket.state::<Arc<Snapshots>>().map(Arc::clone);
+        let served = rocket.launch().await.map(|_| ()).map_err(|e| e.to_string());
+        if let Some(snapshots) = snapshots {
+            snapshots.flush(crate::sync::FLUSH_LIMIT).await;
+        }
+        served
     })
 }
 

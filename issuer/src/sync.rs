@@ -4,6 +4,7 @@
 //! lands and re-signed at most once a second otherwise, so every location that polls it learns a
 //! revocation within about a second.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -40,6 +41,9 @@ const PUSH_ATTEMPTS: u32 = 5;
 /// revocations.
 const BUILD_ATTEMPTS: u32 = 5;
 const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopping replica waits for the last revocations' pushes (`Snapshots::flush`): a
+/// build and one attempt of each.
+pub const FLUSH_LIMIT: Duration = Duration::from_secs(6);
 /// The longest `Retry-After` a push waits for, the edge's own: a push's tries then still end
 /// within 45 s of the first (five 5 s timeouts or busy answers, four waits of at most 5 s),
 /// which the edge's rule for a list with nothing to compare it with (60 s) relies on.
@@ -77,8 +81,12 @@ pub struct Snapshots {
     cache: Mutex<Option<Cached>>,
     delta: Mutex<Option<Cached>>,
     changed: Notify,
-    /// The newest snapshot to push; each edge URL's delivery task watches it.
-    latest: watch::Sender<Option<Arc<str>>>,
+    /// The newest snapshot to push, and the revocations committed here that it carries (the
+    /// `generation` read before it was built); each edge URL's delivery task watches it.
+    latest: watch::Sender<Option<(Arc<str>, u64)>>,
+    /// Each delivery task's progress: the generation of the last snapshot whose push ended
+    /// (taken, held already, or given up), for [`Self::flush`].
+    delivered: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
     client: reqwest::Client,
     /// The size of the last snapshot and delta built (`Metrics::list_bytes`).
     snapshot_bytes: Gauge,
@@ -106,6 +114,7 @@ impl Snapshots {
             delta: Mutex::new(None),
             changed: Notify::new(),
             latest: watch::Sender::new(None),
+            delivered: std::sync::Mutex::default(),
             client,
             snapshot_bytes: metrics.list_bytes_of("snapshot"),
             delta_bytes: metrics.list_bytes_of("delta"),
@@ -120,6 +129,40 @@ impl Snapshots {
         held.read = None;
         drop(held);
         self.changed.notify_one();
+    }
+
+    fn delivered_guard(&self) -> std::sync::MutexGuard<'_, Vec<Arc<AtomicU64>>> {
+        self.delivered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// At a stop, once the server no longer answers: waits, at most `limit`, until every edge's
+    /// push has ended on a snapshot carrying each revocation committed here. The tasks die with
+    /// the process, and a revocation made in the last second before the stop would otherwise
+    /// reach an edge without the delta feed only at its cron. Whether they all did.
+    pub async fn flush(&self, limit: Duration) -> bool {
+        let target = self.seq_read().generation;
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let behind = self
+                .delivered_guard()
+                .iter()
+                .filter(|done| done.load(Ordering::Acquire) < target)
+                .count();
+            if behind == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    edges = behind,
+                    "stopping before the last revocations' snapshot reached every edge: they get \
+                     it through their delta feed or cron"
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The newest revocation's seq: as read within `SEQ_READ_TTL`, unless a revocation was
@@ -359,10 +402,11 @@ impl Snapshots {
                 tokio::time::sleep_until(last + MIN_PUSH_INTERVAL).await;
             }
             last_build = Some(tokio::time::Instant::now());
+            let generation = self.seq_read().generation;
             match self.current(&db, &keys, &config, clock.now()).await {
                 Ok(jws) => {
                     failed_builds = 0;
-                    self.latest.send_replace(Some(jws));
+                    self.latest.send_replace(Some((jws, generation)));
                 }
                 Err(e) => {
                     failed_builds += 1;
@@ -388,9 +432,11 @@ impl Snapshots {
         self: Arc<Self>,
         db: Db,
         url: String,
-        mut latest: watch::Receiver<Option<Arc<str>>>,
+        mut latest: watch::Receiver<Option<(Arc<str>, u64)>>,
         metrics: Arc<Metrics>,
     ) {
+        let done = Arc::new(AtomicU64::new(0));
+        self.delivered_guard().push(Arc::clone(&done));
         let mut last_sent = None;
         while latest.changed().await.is_ok() {
             loop {
@@ -399,7 +445,7 @@ impl Snapshots {
                 if let Some(sent) = last_sent {
                     tokio::time::sleep_until(sent + MIN_PUSH_INTERVAL).await;
                 }
-                let Some(jws) = latest.borrow_and_update().clone() else {
+                let Some((jws, generation)) = latest.borrow_and_update().clone() else {
                     break;
                 };
                 let newer = async {
@@ -407,13 +453,14 @@ impl Snapshots {
                     let _ = latest.changed().await;
                 };
                 match self.push(&url, &jws, &metrics, newer, &mut last_sent).await {
-                    Push::Superseded => {}
+                    Push::Superseded => continue,
                     Push::EdgeHolds(Some(held)) => {
                         edge_ahead_of_database(&db, &url, held, &metrics).await;
-                        break;
                     }
-                    _ => break,
+                    _ => {}
                 }
+                done.store(generation, Ordering::Release);
+                break;
             }
         }
     }

@@ -135,7 +135,7 @@ pub(crate) async fn serve(dir: &Path, env: &[(&str, &str)]) -> (Server, u16) {
 }
 
 /// A user `name` made by the CLI in `serve`'s directory, and a password login's tokens.
-async fn user_tokens(dir: &Path, base: &str, name: &str) -> Value {
+pub(crate) async fn user_tokens(dir: &Path, base: &str, name: &str) -> Value {
     let out = run(dir, &["users", "create", name], &format!("{PASSWORD}\n"));
     assert!(
         out.status.success(),

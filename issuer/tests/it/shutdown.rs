@@ -1,11 +1,11 @@
 //! Stopping the real binary: SIGTERM drains first (readiness 503 while requests are still
 //! served, each closing its connection), then the process exits 0; a second SIGTERM or SIGINT
-//! stops it without waiting out the drain.
+//! stops it without waiting out the drain. The last revocations' push is waited for.
 
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use crate::binary::{Server, serve};
+use crate::binary::{Server, serve, user_tokens};
 
 fn signal(server: &Server, name: &str) {
     let sent = std::process::Command::new("kill")
@@ -87,4 +87,32 @@ async fn a_second_sigterm_or_sigint_stops_without_the_drain() {
         let status = exit_within(server, Duration::from_mins(1)).await;
         assert!(status.success(), "{status:?}");
     }
+}
+
+/// A revocation made just before a stop still reaches the edges: once the server has stopped,
+/// the replica waits (at most 6 s) for the push of the last revocations' snapshot. Before, the
+/// push was cancelled with the runtime, and an edge without the delta feed learnt of the
+/// revocation only at its cron.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_just_before_a_stop_is_pushed() {
+    let edge = crate::sync::receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, port) = serve(dir.path(), &[("GATEHOUSE_EDGE_SYNC_URLS", &edge.url)]).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let tokens = user_tokens(dir.path(), &base, "alice").await;
+    let logout = reqwest::Client::new()
+        .post(format!("{base}/v1/logout"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 200);
+    signal(&server, "INT");
+    let status = exit_within(&mut server, Duration::from_mins(1)).await;
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        edge.bodies.lock().unwrap().len(),
+        1,
+        "the logout's snapshot reached the edge before the exit"
+    );
 }

@@ -15,9 +15,9 @@ use crate::held::{HeldRevocation, start_watched, until_waiting};
 
 /// A minimal HTTP/1.1 endpoint that records every request body (stands in for the worker's
 /// sync endpoint, which has its own tests in the end-to-end suite).
-struct Receiver {
-    url: String,
-    bodies: Arc<Mutex<Vec<String>>>,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
+    pub(crate) bodies: Arc<Mutex<Vec<String>>>,
     /// Each request's line and headers.
     heads: Arc<Mutex<Vec<String>>>,
     /// When each body was in.
@@ -26,7 +26,7 @@ struct Receiver {
 
 const ACCEPTED: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
 
-async fn receiver() -> Receiver {
+pub(crate) async fn receiver() -> Receiver {
     receiver_answering(|_| ACCEPTED).await
 }
 
