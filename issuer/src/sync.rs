@@ -41,8 +41,9 @@ const PUSH_ATTEMPTS: u32 = 5;
 /// revocations.
 const BUILD_ATTEMPTS: u32 = 5;
 const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a stopping replica waits for the last revocations' pushes (`Snapshots::flush`): a
-/// build and one attempt of each.
+/// How long a stopping replica waits for the last revocations' pushes (`Snapshots::flush`): the
+/// push spacing, a build and a quick attempt of each; an edge slower than that is not waited
+/// for.
 pub const FLUSH_LIMIT: Duration = Duration::from_secs(6);
 /// The longest `Retry-After` a push waits for, the edge's own: a push's tries then still end
 /// within 45 s of the first (five 5 s timeouts or busy answers, four waits of at most 5 s),
@@ -138,20 +139,27 @@ impl Snapshots {
     }
 
     /// At a stop, once the server no longer answers: waits, at most `limit`, until every edge's
-    /// push has ended on a snapshot carrying each revocation committed here. The tasks die with
-    /// the process, and a revocation made in the last second before the stop would otherwise
-    /// reach an edge without the delta feed only at its cron. Whether they all did.
-    pub async fn flush(&self, limit: Duration) -> bool {
-        let target = self.seq_read().generation;
+    /// push has ended (taken, held already, or given up) on a snapshot carrying each revocation
+    /// committed here, including one a request still running commits meanwhile. The tasks die
+    /// with the process, and a revocation made in the last second before the stop would
+    /// otherwise reach an edge without the delta feed only at its cron.
+    pub async fn flush(&self, limit: Duration) {
+        // A builder that gave up (the database down a while ago) waits for a revocation that may
+        // never come: it tries once more now.
+        let published = self.latest.borrow().as_ref().map_or(0, |(_, g)| *g);
+        if published < self.seq_read().generation {
+            self.changed.notify_one();
+        }
         let deadline = tokio::time::Instant::now() + limit;
         loop {
+            let target = self.seq_read().generation;
             let behind = self
                 .delivered_guard()
                 .iter()
                 .filter(|done| done.load(Ordering::Acquire) < target)
                 .count();
             if behind == 0 {
-                return true;
+                return;
             }
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(
@@ -159,7 +167,7 @@ impl Snapshots {
                     "stopping before the last revocations' snapshot reached every edge: they get \
                      it through their delta feed or cron"
                 );
-                return false;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -5,6 +5,8 @@
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+
 use crate::binary::{Server, serve, user_tokens};
 
 fn signal(server: &Server, name: &str) {
@@ -110,9 +112,18 @@ async fn a_revocation_just_before_a_stop_is_pushed() {
     signal(&server, "INT");
     let status = exit_within(&mut server, Duration::from_mins(1)).await;
     assert!(status.success(), "{status:?}");
+    let bodies = edge.bodies.lock().unwrap().clone();
     assert_eq!(
-        edge.bodies.lock().unwrap().len(),
+        bodies.len(),
         1,
         "the logout's snapshot reached the edge before the exit"
     );
+    // The list it carried has the logout's revocation: its seq (bytes 5..13 of the payload,
+    // little-endian) is past the empty list's 0.
+    let payload = bodies[0].split('.').nth(1).unwrap();
+    let list = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    assert_eq!(&list[..4], b"GHRL");
+    assert!(u64::from_le_bytes(list[5..13].try_into().unwrap()) >= 1);
 }
