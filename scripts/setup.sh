@@ -23,8 +23,12 @@ apt_install() {
   command -v apt-get >/dev/null || { log "install $1 with your package manager (no apt-get here)"; exit 1; }
   # Non-interactive: a package that asks (tzdata, with PostgreSQL) would wait for an answer
   # nobody sees, its output being hidden.
-  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get install -y "$1")
-  as_root "${apt[@]}" >/dev/null || { as_root apt-get update >/dev/null && as_root "${apt[@]}" >/dev/null; }
+  # A fresh VM's apt-daily may hold dpkg's lock for a while: wait for it rather than fail.
+  local wait=(-o DPkg::Lock::Timeout=600)
+  local apt=(env DEBIAN_FRONTEND=noninteractive apt-get "${wait[@]}" install -y "$1")
+  as_root "${apt[@]}" >/dev/null || {
+    as_root apt-get "${wait[@]}" update >/dev/null && as_root "${apt[@]}" >/dev/null
+  }
 }
 
 locked_version() { # the version of crate $1 in Cargo.lock
@@ -94,6 +98,13 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 
+# 4b. /bin/kill (procps), which the tests signal servers' process groups with: not in a
+#     minimal Debian image.
+if [ ! -x /bin/kill ] && [ ! -x /usr/bin/kill ]; then
+  log "installing procps (Debian package) for kill"
+  apt_install procps
+fi
+
 # 5. wrk, the load generator of the benchmark suite (its smoke mode runs in `make test`).
 if ! command -v wrk >/dev/null; then
   log "installing wrk (Debian package)"
@@ -112,21 +123,34 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 && { [ ! -d /etc/postgresql ] || [ -z "$
   as_root touch "$pg_marker"
   apt_install postgresql
 fi
+# The cluster on port 5432 ("version name"), else the newest: with two versions installed, the
+# newest may listen elsewhere.
+cluster_5432() {
+  local on_port
+  on_port=$(pg_lsclusters -h 2>/dev/null | awk '$3 == 5432 { print $1, $2; exit }')
+  echo "${on_port:-$(ls /etc/postgresql | sort -V | tail -n1) main}"
+}
 if [ -e "$pg_marker" ]; then
-  version=$(ls /etc/postgresql | sort -V | tail -n1)
-  hba="/etc/postgresql/$version/main/pg_hba.conf"
+  read -r version cluster <<<"$(cluster_5432)"
+  hba="/etc/postgresql/$version/$cluster/pg_hba.conf"
   if ! as_root grep -qxF "$trust_line" "$hba"; then
     as_root sed -i "1i $trust_line" "$hba"
     # With systemd the package started the cluster before the line was there.
-    if pg_isready -q -h 127.0.0.1 -p 5432; then as_root pg_ctlcluster "$version" main reload; fi
+    if pg_isready -q -h 127.0.0.1 -p 5432; then as_root pg_ctlcluster "$version" "$cluster" reload; fi
   fi
 fi
 if ! pg_isready -q -h 127.0.0.1 -p 5432; then
-  log "starting PostgreSQL"
-  version=$(ls /etc/postgresql | sort -V | tail -n1)
-  # As the cluster's owner if this user is one, else as root.
-  pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null ||
-    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start
+  read -r version cluster <<<"$(cluster_5432)"
+  # Not when it runs already (starting up, or recovering, it rejects connections a while):
+  # `pg_ctlcluster start` then exits 2, and the wait below is what it needs.
+  if ! pg_lsclusters -h 2>/dev/null | awk -v v="$version" -v c="$cluster" \
+      '$1 == v && $2 == c && $4 ~ /^online/ { found = 1 } END { exit !found }'; then
+    log "starting PostgreSQL $version/$cluster"
+    # As the cluster's owner if this user is one, else as root.
+    pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" start 2>/dev/null ||
+      as_root pg_ctlcluster --skip-systemctl-redirect "$version" "$cluster" start ||
+      log "pg_ctlcluster could not start $version/$cluster; waiting for port 5432 all the same"
+  fi
   for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
   pg_isready -h 127.0.0.1 -p 5432 >/dev/null || { log "PostgreSQL did not start"; exit 1; }
 fi
