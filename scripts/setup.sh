@@ -115,6 +115,12 @@ fi
 #    Installed if absent; only a cluster installed here gets that trust line (an existing
 #    cluster's authentication is the machine owner's to set). A marker says which that is, so
 #    a rerun after a run that stopped between the install and the line still adds it.
+# A server already on the port (a service container) needs only the client tools: without
+# `pg_isready` it would look down, and a second server be installed beside it.
+if ! command -v pg_isready >/dev/null && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+  log "installing the PostgreSQL client (Debian package): a server answers on 127.0.0.1:5432"
+  apt_install postgresql-client
+fi
 pg_marker=/var/lib/gatehouse-setup/installed-postgresql
 trust_line='host all postgres 127.0.0.1/32 trust'
 if ! pg_isready -q -h 127.0.0.1 -p 5432 && { [ ! -d /etc/postgresql ] || [ -z "$(ls /etc/postgresql)" ]; }; then
