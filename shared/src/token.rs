@@ -278,15 +278,18 @@ impl<'a> UntrustedList<'a> {
             return Err(ParseError::Malformed("the header is over 1 KiB"));
         }
         let (payload, signature) = rest.split_once('.').ok_or(malformed)?;
+        // First, as jwt-compact decodes a token's payload before it looks at `cty`, and the
+        // layer at `crit`: a list with a bad payload and an odd header is `malformed`, as that
+        // token is.
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| ParseError::Malformed("a part is not base64url"))?;
         // A dot in `signature` makes four parts, which jwt-compact refuses.
         let without_payload = format!("{header}..{signature}");
         let inner = jwt_compact::UntrustedToken::<HeaderExtensions>::try_from(&*without_payload)
             .map_err(|e| parse_error(&e))?
             .into_owned();
         let token = UntrustedToken::with_header_checked(text, inner)?;
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| ParseError::Malformed("a part is not base64url"))?;
         Ok(Self { token, payload })
     }
 

@@ -2,7 +2,7 @@
 
 use gatehouse_shared::{
     Algorithm, ErrorCode, KeySet, RevocationDelta, RevocationList, SNAPSHOT_TYPE, SigningKey,
-    SnapshotError, SnapshotOptions, sign_access_token,
+    SnapshotError, SnapshotOptions, UntrustedToken, sign_access_token,
 };
 
 use crate::fixture::{Fixture, ISSUER, NOW, b64, claims, trusted, unb64};
@@ -246,6 +246,23 @@ fn a_list_is_held_to_the_form_checks_of_a_token() {
     for (jws, code) in cases {
         let err = crate::fixture::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
         assert_eq!(err.code(), code, "{jws}");
+    }
+    // Two faults at once, an odd header (`crit`, a `cty` that is not claims) and a payload that
+    // is not base64url: `malformed`, as the same text parsed as a token is. Before, a list got
+    // `unsupported_header`.
+    let cty = serde_json::json!({"alg": "EdDSA", "typ": SNAPSHOT_TYPE, "kid": f.key.kid(), "cty": "CBOR"});
+    for odd in [&crit, &cty] {
+        let signed = f.sign_raw(odd, &list(3, 1).to_bytes());
+        let (odd_head, odd_rest) = signed.split_once('.').unwrap();
+        let (_, odd_sig) = odd_rest.split_once('.').unwrap();
+        let both = format!("{odd_head}.A.{odd_sig}");
+        let as_token = UntrustedToken::parse(&both, usize::MAX).unwrap_err().code();
+        let err = crate::fixture::verify_snapshot(&both, &keys, &opts, NOW).unwrap_err();
+        assert_eq!(
+            (err.code(), as_token),
+            (ErrorCode::Malformed, ErrorCode::Malformed),
+            "{odd}"
+        );
     }
     let small = SnapshotOptions {
         max_bytes: good.len() - 1,
