@@ -52,7 +52,8 @@ enum Command {
         #[command(subcommand)]
         command: RevocationsCommand,
     },
-    /// Delete expired sessions, revocation entries and lockout state, then exit.
+    /// Delete ended sessions and expired revocation entries, then exit (lockout state is left to
+    /// the replicas, whose lockout settings say which is stale).
     Cleanup,
 }
 
@@ -551,12 +552,13 @@ fn push_current_list(config: &Config, db: &Db) -> Result<(), String> {
 fn cleanup() -> Result<(), String> {
     let (config, db) = load()?;
     runtime()?.block_on(async {
-        let report = crate::maintenance::cleanup(&db, &config, now())
+        let report = crate::maintenance::cleanup_leaving_lockouts(&db, &config, now())
             .await
             .map_err(fail)?;
         println!(
-            "deleted {} sessions, {} revocation entries, {} lockout rows",
-            report.sessions, report.revocations, report.lockouts
+            "deleted {} sessions, {} revocation entries; lockout rows are left to the replicas, \
+             whose lockout settings say which are stale",
+            report.sessions, report.revocations
         );
         Ok(())
     })

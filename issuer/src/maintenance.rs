@@ -34,16 +34,29 @@ impl CleanupReport {
     }
 }
 
+/// What a cleanup deletes: everything due, or all but lockout rows (the CLI's: which lockout
+/// rows are stale is for the replicas' `lockout.*` settings to say, and a shell without them
+/// would judge by the defaults, forgetting counts and lock histories the replicas keep).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Everything,
+    LeavingLockouts,
+}
+
 /// One batch of each kind. Call again while it returns a full batch.
 pub fn cleanup_batch(
     conn: &mut DbConn,
     config: &Config,
     now: i64,
+    scope: Scope,
 ) -> Result<CleanupReport, ApiError> {
     let batch = i64::from(config.cleanup_batch.max(1));
     let sessions = sessions::delete_ended(conn, now - SESSION_RETENTION_SECS, batch)?;
     let revocations = revocations::delete_expired(conn, now, batch)?;
-    let lockouts = lockout::delete_stale(conn, now, &config.lockout, batch)?;
+    let lockouts = match scope {
+        Scope::Everything => lockout::delete_stale(conn, now, &config.lockout, batch)?,
+        Scope::LeavingLockouts => 0,
+    };
     Ok(CleanupReport {
         sessions,
         revocations,
@@ -54,7 +67,17 @@ pub fn cleanup_batch(
 /// Runs batches until everything due is gone, yielding between batches so the service never
 /// stalls behind cleanup.
 pub async fn cleanup(db: &Db, config: &Config, now: i64) -> Result<CleanupReport, ApiError> {
-    cleanup_until(db, config, now, None).await
+    cleanup_until(db, config, now, None, Scope::Everything).await
+}
+
+/// [`cleanup`] but for lockout rows: `gatehouse-issuer cleanup`, in a shell that may not have
+/// the replicas' lockout settings ([`Scope::LeavingLockouts`]).
+pub async fn cleanup_leaving_lockouts(
+    db: &Db,
+    config: &Config,
+    now: i64,
+) -> Result<CleanupReport, ApiError> {
+    cleanup_until(db, config, now, None, Scope::LeavingLockouts).await
 }
 
 /// [`cleanup`], stopping after the batch that ends past `deadline`; the rest is left for the
@@ -64,12 +87,15 @@ async fn cleanup_until(
     config: &Config,
     now: i64,
     deadline: Option<tokio::time::Instant>,
+    scope: Scope,
 ) -> Result<CleanupReport, ApiError> {
     let mut total = CleanupReport::default();
     let full = usize::try_from(config.cleanup_batch.max(1)).unwrap_or(usize::MAX);
     loop {
         let cfg = config.clone();
-        let report = db.run(move |conn| cleanup_batch(conn, &cfg, now)).await?;
+        let report = db
+            .run(move |conn| cleanup_batch(conn, &cfg, now, scope))
+            .await?;
         total.sessions += report.sessions;
         total.revocations += report.revocations;
         total.lockouts += report.lockouts;
@@ -107,7 +133,7 @@ async fn tick(
         tracing::warn!(error = %e, "announcing the access-token lifetime failed");
         metrics.task_failed("lifetime_announcement");
     }
-    match cleanup_until(db, config, now, Some(cleanup_deadline)).await {
+    match cleanup_until(db, config, now, Some(cleanup_deadline), Scope::Everything).await {
         Ok(report) if report.total() > 0 => tracing::info!(?report, "cleanup"),
         Ok(_) => {}
         Err(e) => {

@@ -422,7 +422,50 @@ async fn the_cli_unlocks_an_account(backend: Backend) {
     );
 }
 
+/// `gatehouse-issuer cleanup` leaves lockout rows to the replicas: a shell without their
+/// `lockout.*` settings would judge which are stale by the defaults, and forget counts and lock
+/// histories the replicas keep. Before, it deleted these (stale by the defaults).
+async fn the_cli_cleanup_leaves_lockout_rows_to_the_replicas(backend: Backend) {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::lockouts_by_client as rows;
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    assert_eq!(login_from(&app, "10.0.11.1:1000", true).await.1, "checked");
+    let id = uid.clone();
+    let rows_of_alice = move |c: &mut gatehouse_issuer::db::DbConn| -> Result<i64, _> {
+        Ok(rows::table
+            .filter(rows::user_id.eq(id.clone()))
+            .count()
+            .get_result(c)?)
+    };
+    let id = uid.clone();
+    // A day old: stale by the default window and backoff.
+    let aged = app
+        .store()
+        .run_sync(move |c| {
+            Ok(diesel::update(rows::table.filter(rows::user_id.eq(id)))
+                .set(rows::window_start.eq(rows::window_start - 86_400))
+                .execute(c)?)
+        })
+        .unwrap();
+    assert_eq!(aged, 2, "the client's row and the account's");
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::binary::command(dir.path())
+        .env("GATEHOUSE_DATABASE_URL", &app.db.url)
+        .arg("cleanup")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("lockout rows are left to the replicas"),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(app.store().run_sync(rows_of_alice).unwrap(), 2);
+}
+
 crate::on_both_backends!(
+    the_cli_cleanup_leaves_lockout_rows_to_the_replicas,
     an_admin_unlocks_every_lock_of_an_account,
     the_cli_unlocks_an_account,
     a_locked_out_client_does_not_lock_out_the_others,
