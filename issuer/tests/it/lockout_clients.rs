@@ -246,10 +246,26 @@ async fn a_lock_from_before_the_migration_still_holds(backend: Backend) {
     assert!((598..=600).contains(&retry_after), "{retry_after}");
 }
 
+/// `n` attempts of user `id` from `ip` at `now`, each granted (a refusal fails the test).
+fn granted(
+    c: &mut gatehouse_issuer::db::DbConn,
+    (id, ip, now): (&str, Option<std::net::IpAddr>, i64),
+    cfg: &gatehouse_issuer::config::LockoutConfig,
+    n: u32,
+) -> Result<Vec<gatehouse_issuer::store::lockout::Attempt>, gatehouse_issuer::error::ApiError> {
+    use gatehouse_issuer::store::lockout::{Reservation, reserve};
+    (0..n)
+        .map(|i| match reserve(c, id, ip, now, cfg)? {
+            Reservation::Granted(attempt) => Ok(attempt),
+            refused @ Reservation::Refused { .. } => panic!("attempt {i}: {refused:?}"),
+        })
+        .collect()
+}
+
 /// An attempt whose password was never checked (a saturated hasher) goes back to both counters
 /// it was charged to, and the lock history stays.
 async fn a_released_attempt_goes_back_to_its_client_and_the_account(backend: Backend) {
-    use gatehouse_issuer::store::lockout::{Reservation, release, reserve};
+    use gatehouse_issuer::store::lockout::release;
     let app = TestApp::start(backend).await;
     let uid = app.register("alice").await;
     let (cfg, now) = (app.config.lockout, app.clock().now());
@@ -257,13 +273,8 @@ async fn a_released_attempt_goes_back_to_its_client_and_the_account(backend: Bac
     let id = uid.clone();
     app.store()
         .run_sync(move |c| {
-            let Reservation::Granted(first) = reserve(c, &id, ip, now, &cfg)? else {
-                panic!("refused")
-            };
-            let Reservation::Granted(_) = reserve(c, &id, ip, now, &cfg)? else {
-                panic!("refused")
-            };
-            release(c, &first)
+            let attempts = granted(c, (&id, ip, now), &cfg, 2)?;
+            release(c, &attempts[0])
         })
         .unwrap();
     assert_eq!(failures_of(&app, &uid, "10.0.4.1"), 1);
@@ -283,13 +294,7 @@ async fn a_success_lifts_the_lock_its_own_client_raced_into(backend: Backend) {
     let (locks, after) = app
         .store()
         .run_sync(move |c| {
-            let mut attempts = Vec::new();
-            for _ in 0..cfg.threshold {
-                let Reservation::Granted(attempt) = reserve(c, &id, ip, now, &cfg)? else {
-                    panic!("refused before the threshold")
-                };
-                attempts.push(attempt);
-            }
+            let attempts = granted(c, (&id, ip, now), &cfg, cfg.threshold)?;
             let locks = record_failure(c, &attempts[0], now, &cfg)?;
             record_success(c, &attempts[attempts.len() - 1], now)?;
             Ok((locks, reserve(c, &id, ip, now + 1, &cfg)?))
@@ -303,7 +308,7 @@ async fn a_success_lifts_the_lock_its_own_client_raced_into(backend: Backend) {
 /// row stays, and its failure locks. Before, cleanup deleted the row once the window ended, the
 /// failure locked nothing, and a new count began: twice the threshold before the first lock.
 async fn cleanup_keeps_the_row_of_a_check_under_way(backend: Backend) {
-    use gatehouse_issuer::store::lockout::{Reservation, delete_stale, record_failure, reserve};
+    use gatehouse_issuer::store::lockout::{delete_stale, record_failure};
     let app = TestApp::start(backend).await;
     let uid = app.register("alice").await;
     let (cfg, now) = (app.config.lockout, app.clock().now());
@@ -312,17 +317,11 @@ async fn cleanup_keeps_the_row_of_a_check_under_way(backend: Backend) {
     let locks = app
         .store()
         .run_sync(move |c| {
-            let mut last = None;
-            for _ in 0..cfg.threshold {
-                let Reservation::Granted(attempt) = reserve(c, &id, ip, now, &cfg)? else {
-                    panic!("refused before the threshold")
-                };
-                last = Some(attempt);
-            }
+            let attempts = granted(c, (&id, ip, now), &cfg, cfg.threshold)?;
             // The window ends while the last check runs, and cleanup comes by.
             let later = now + i64::from(cfg.window_secs) + 1;
             delete_stale(c, later, &cfg, 100)?;
-            record_failure(c, &last.unwrap(), later, &cfg)
+            record_failure(c, &attempts[attempts.len() - 1], later, &cfg)
         })
         .unwrap();
     assert!(

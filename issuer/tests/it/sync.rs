@@ -196,16 +196,7 @@ async fn a_rejected_list_is_not_sent_again(backend: Backend) {
                               content-length: 23\r\nconnection: close\r\n\r\n\
                               {\"code\":\"list_too_old\"}";
     let (rx, app) = logout_pushed_to(backend, |_| REJECTED).await;
-    let started = std::time::Instant::now();
-    while app.metric("gatehouse_snapshot_pushes_failed_total").await == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "never given up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Longer than the backoff's first three waits (0.2 + 0.4 + 0.8 s).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    given_up(&app).await;
     assert_eq!(rx.times.lock().unwrap().len(), 1, "sent once");
     assert_eq!(
         app.metric("gatehouse_snapshot_push_attempts_failed_total")
@@ -229,15 +220,7 @@ async fn a_redirect_or_a_list_too_large_is_not_sent_again(backend: Backend) {
         } else {
             logout_pushed_to(backend, |_| TOO_LARGE).await
         };
-        let started = std::time::Instant::now();
-        while app.metric("gatehouse_snapshot_pushes_failed_total").await == 0 {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "never given up"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        given_up(&app).await;
         let heads = rx.heads.lock().unwrap().clone();
         assert_eq!(heads.len(), 1, "sent once: {heads:?}");
         assert_eq!(app.metric("gatehouse_snapshot_pushes_ok_total").await, 0);
@@ -254,6 +237,20 @@ async fn an_unknown_kid_is_tried_again(backend: Backend) {
         first_retry_after(backend, |n| if n == 0 { UNKNOWN_KID } else { ACCEPTED }).await;
     assert!(gap < Duration::from_secs(3), "retried after {gap:?}");
     assert_eq!(bodies[0], bodies[1], "the same list, tried again");
+}
+
+/// Waits until `app` gave a push up (10 s at most), then long enough for any retry to show:
+/// longer than the backoff's first three waits (0.2 + 0.4 + 0.8 s).
+async fn given_up(app: &TestApp) {
+    let started = std::time::Instant::now();
+    while app.metric("gatehouse_snapshot_pushes_failed_total").await == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never given up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 }
 
 /// An issuer pushing to an edge that answers as `answer` says, after a logout: the receiver and
