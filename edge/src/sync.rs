@@ -390,13 +390,15 @@ pub(crate) async fn refresh_from_kv(env: &Env, config: &Config) -> bool {
     let feed_age_ms = state::delta_view_age_ms(state::now_ms());
     let whole =
         state::with_revocations(|held| fast_path_covers(held, state::now_secs(), feed_age_ms));
-    let has_base = state::with_revocations(|view| view.base().is_some());
-    let interval_ms = if has_base {
+    if whole {
+        return false;
+    }
+    let interval_ms = if state::with_revocations(|view| view.base().is_some()) {
         config.kv_refresh_ms
     } else {
         first_list::retry_interval_ms(config)
     };
-    if whole || !state::claim_list_check(state::now_ms(), interval_ms) {
+    if !state::claim_list_check(state::now_ms(), interval_ms) {
         return false;
     }
     let Ok(kv) = env.kv(KV_BINDING) else {
