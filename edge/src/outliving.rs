@@ -1,7 +1,8 @@
 //! Work one request begins for its whole isolate (a catch-up poll of the delta feed, the first
-//! load of the revocation list), run under `waitUntil`: Cloudflare cancels a request's own work,
-//! its subrequests included, when its client goes away, and a poll or load cut off that way
-//! left every other request of the isolate waiting for it, or refused for want of a list. The
+//! load of the revocation list), run under `waitUntil`: Cloudflare is reported to cancel a
+//! request's own work, its subrequests included, when its client goes away (not reproduced in
+//! the local runtime), and a poll or load cut off that way would leave every other request of
+//! the isolate waiting for it, or refused for want of a list. The
 //! request that began it, and any other, awaits it through its promise.
 
 use std::future::Future;
