@@ -3,6 +3,8 @@
 // claims, a revocation list kept in KV and cached in memory (re-read at the same interval as the
 // Rust worker's), then either a verdict (`/_gatehouse/check`) or a forward to the origin.
 // Not a product: it exists to be measured against, run the same way as the real worker.
+// With `FORWARD_RULES = "gate"` it forwards as the Rust gate does (row 1c's second baseline for
+// the forwarded path): the same job in JavaScript, so the two forwards compare like for like.
 import { createLocalJWKSet, jwtVerify } from "jose";
 
 const KV_KEY = "jose-revocations";
@@ -63,7 +65,41 @@ async function authorize(request, env) {
   return { claims };
 }
 
+// A copy of the gate's rule (edge/src/origin.rs, `is_dropped_header`) for this baseline only:
+// the headers a client could use to make the origin route or act otherwise, in either spelling
+// (`-` or `_`), ours, `Destination`, and the `_` spelling of those Cloudflare sets itself.
+const ROUTING_HEADERS = new Set(["host", "forwarded", "x-forwarded-host", "x-forwarded-server",
+  "x-forwarded-port", "x-forwarded-prefix", "x-original-host", "x-original-url", "x-rewrite-url",
+  "x-forwarded-scheme", "x-forwarded-ssl", "x-host", "x-http-method-override", "x-http-method",
+  "x-method-override", "true-client-ip"]);
+const CLOUDFLARE_HEADERS = new Set(["x-real-ip", "x-forwarded-for", "x-forwarded-proto"]);
+function droppedByTheGate(name) {
+  const dashed = name.replaceAll("_", "-");
+  return dashed.startsWith("x-gatehouse-") || name === "destination" || ROUTING_HEADERS.has(dashed)
+    || (name.includes("_") && (dashed.startsWith("cf-") || CLOUDFLARE_HEADERS.has(dashed)));
+}
+
+// As the gate forwards a verified request: routing headers dropped, `X-Forwarded-Host` set,
+// redirects passed on, Cloudflare's cache kept out of a user's response, the origin's failure a
+// 502 of its own.
+async function forwardAsTheGate(request, env, claims) {
+  const url = new URL(request.url);
+  const headers = new Headers(request.headers);
+  for (const name of [...headers.keys()]) if (droppedByTheGate(name)) headers.delete(name);
+  headers.set("X-Forwarded-Host", url.host);
+  headers.set("X-Gatehouse-Sub", claims.sub);
+  headers.set("X-Gatehouse-Scope", claims.scope ?? "");
+  headers.set("X-Gatehouse-Sid", claims.sid);
+  headers.set("X-Gatehouse-Jti", claims.jti);
+  const body = ["GET", "HEAD"].includes(request.method) ? undefined : request.body;
+  const init = { method: request.method, headers, body, redirect: "manual", cache: "no-store" };
+  return fetch(env.ORIGIN_URL + url.pathname + url.search, init).catch(() =>
+    Response.json({ code: "origin_unreachable" }, { status: 502 }),
+  );
+}
+
 async function forward(request, env, claims) {
+  if (env.FORWARD_RULES === "gate") return forwardAsTheGate(request, env, claims);
   const url = new URL(request.url);
   const headers = new Headers();
   for (const [name, value] of request.headers) {

@@ -11,6 +11,9 @@
 // scenario's name> runs one scenario; LOOP_PROFILE=ours|jose also records V8's sampling profile
 // of that worker over the scenario's rounds (through workerd's inspector) and prints where the
 // time goes, per call. The loop keeps the isolate busy, so the samples are all work.
+// LOOP_BUILDS='label=DIR,…' also runs other builds of ours (a DIR as scripts/build-edge.sh leaves
+// edge/build, copied away) in the same rounds, each reported against ours: a change and its
+// alternative measured side by side, not in two runs a VM's drift apart.
 import { readFileSync, writeFileSync, mkdirSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join, dirname } from 'node:path';
@@ -63,6 +66,22 @@ writeFileSync(join(dir, 'ours-loop.mjs'), wrapper('../../edge/build/index.js'));
 writeFileSync(join(dir, 'jose-loop.mjs'), wrapper('./jose.mjs'));
 writeFileSync(join(dir, 'nothing-loop.mjs'), wrapper('./nothing.mjs'));
 writeFileSync(join(dir, 'floor-loop.mjs'), wrapper('./floor.mjs'));
+const builds = (process.env.LOOP_BUILDS ?? '')
+  .split(',')
+  .filter(Boolean)
+  .map((entry) => {
+    const [label, path] = entry.split('=');
+    if (!label || !path || ['ours', 'jose', 'nothing', 'floor'].includes(label)) {
+      throw new Error(`LOOP_BUILDS: ${entry} is not label=DIR (a label other than ours, jose, nothing, floor)`);
+    }
+    // The wrapper imports it relative to itself, under the modules' root.
+    const copy = join(dir, 'builds', label);
+    mkdirSync(copy, { recursive: true });
+    for (const file of ['index.js', 'index_bg.wasm']) writeFileSync(join(copy, file), readFileSync(join(path, file)));
+    writeFileSync(join(dir, `${label}-loop.mjs`), wrapper(`./builds/${label}/index.js`));
+    return label;
+  });
+const names = ['ours', 'jose', 'nothing', 'floor', ...builds];
 
 const origin = createServer((req, res) => {
   req.resume();
@@ -105,7 +124,7 @@ function cpuSecs(pids) {
 const profiled = process.env.LOOP_PROFILE;
 const inspectorPort = 9229 + Math.floor(Math.random() * 500);
 const workers = {};
-for (const name of ['ours', 'jose', 'nothing', 'floor']) {
+for (const name of names) {
   const before = new Set(childrenOf(process.pid));
   const mf = new Miniflare({
     // No fetch of Cloudflare's `cf.json` from the internet.
@@ -119,7 +138,7 @@ for (const name of ['ours', 'jose', 'nothing', 'floor']) {
     ],
     compatibilityDate: '2026-04-01',
     // LOOP_OURS_VARS='{"SERVER_TIMING":"on"}' tries a setting of ours.
-    bindings: name === 'ours' ? { ...vars, ...JSON.parse(process.env.LOOP_OURS_VARS ?? '{}') } : vars,
+    bindings: name === 'ours' || builds.includes(name) ? { ...vars, ...JSON.parse(process.env.LOOP_OURS_VARS ?? '{}') } : vars,
     kvNamespaces: ['GATEHOUSE_KV'],
     host: '127.0.0.1',
     port: 0,
@@ -130,8 +149,10 @@ for (const name of ['ours', 'jose', 'nothing', 'floor']) {
   workers[name] = { mf, url, pids };
 }
 const post = (url, body) => fetch(url, { method: 'POST', body });
-if ((await post(`${workers.ours.url}/_gatehouse/sync`, fixture.snapshot)).status !== 200) {
-  throw new Error('sync refused: make the fixture again, its list must be under a minute old');
+for (const name of ['ours', ...builds]) {
+  if ((await post(`${workers[name].url}/_gatehouse/sync`, fixture.snapshot)).status !== 200) {
+    throw new Error('sync refused: make the fixture again, its list must be under a minute old');
+  }
 }
 if ((await post(`${workers.jose.url}/_bench/revocations`, JSON.stringify(fixture.jose_revocations))).status !== 200) {
   throw new Error('jose list');
@@ -189,11 +210,11 @@ async function profiler() {
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 for (const s of scenarios.filter((s) => !only || s.name.includes(only))) {
-  const us = { ours: [], jose: [], nothing: [], floor: [] };
+  const us = Object.fromEntries(names.map((name) => [name, []]));
   let stopProfile;
   for (let round = -1; round < rounds; round++) {
     if (round === 0 && profiled) stopProfile = await profiler();
-    for (const name of ['ours', 'jose', 'nothing', 'floor']) {
+    for (const name of names) {
       const w = workers[name];
       // Fresh tokens are never reused across rounds (the verified-token cache would hit).
       const tokens = s.tokens.length > 1 ? s.tokens.slice((round + 1) * n, (round + 2) * n) : s.tokens;
@@ -217,6 +238,14 @@ for (const s of scenarios.filter((s) => !only || s.name.includes(only))) {
       `ratio of what each adds ${median(ratios).toFixed(2)} (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}); ` +
       `the floor (signature only, then forward as it came; bench/edge/floor-worker.mjs) adds ${(m.floor - m.nothing).toFixed(1)}`,
   );
+  for (const label of builds) {
+    // Per round, against ours in the same round.
+    const deltas = us[label].map((b, i) => b - us.ours[i]);
+    console.log(
+      `${''.padEnd(28)} ${label}: adds ${(m[label] - m.nothing).toFixed(1)} µs above nothing; ` +
+        `${label} − ours per round ${median(deltas).toFixed(1)} µs (${Math.min(...deltas).toFixed(1)} to ${Math.max(...deltas).toFixed(1)})`,
+    );
+  }
 }
 for (const w of Object.values(workers)) await w.mf.dispose();
 origin.close();

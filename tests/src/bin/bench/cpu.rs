@@ -7,7 +7,10 @@
 //! the same way, is what workerd costs with no worker code: subtracting it shows what each
 //! worker adds. For fresh tokens, a fourth worker, the floor, checks only the signature with
 //! WebCrypto (and forwards the request as it came): the least any such gate adds, measured in
-//! the same rounds, so a goal below it shows as out of reach in the same report.
+//! the same rounds, so a goal below it shows as out of reach in the same report. On the
+//! forwarded path, a fifth, the jose worker forwarding by the gate's rules (`FORWARD_RULES =
+//! "gate"`), compares the two forwards like for like: the plain jose worker forwards with less
+//! work than the gate must do.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +77,11 @@ impl Scenario {
     /// Scenarios where the signature is checked on every request: the floor is measured there.
     const fn checks_a_signature(self) -> bool {
         matches!(self, Self::FreshToken | Self::Forwarded)
+    }
+
+    /// Scenarios that reach the origin: the jose worker forwarding by the gate's rules runs there.
+    const fn forwards(self) -> bool {
+        matches!(self, Self::Forwarded | Self::ForwardedRepeated)
     }
 
     /// The goals: fresh forwarded ≤ 0.67× jose, cache hit ≤ 0.5×.
@@ -171,6 +179,9 @@ pub struct Workers<'a> {
     pub jose: &'a Workerd,
     pub nothing: &'a Workerd,
     pub floor: &'a Workerd,
+    /// The jose worker forwarding by the gate's rules: dropped routing headers,
+    /// `X-Forwarded-Host`, `redirect: "manual"`, `cache: "no-store"`, its own 502.
+    pub jose_as_the_gate: &'a Workerd,
 }
 
 /// What one scenario's rounds measured.
@@ -183,6 +194,9 @@ struct Measured {
     /// What the floor adds above the do-nothing worker over what jose adds, round by round.
     floor_ratio: Sample,
     floor_us: Sample,
+    /// What ours adds over what the jose worker forwarding by the gate's rules adds.
+    same_rules_ratio: Sample,
+    same_rules_us: Sample,
     ours_us: Sample,
     jose_us: Sample,
     nothing_us: Sample,
@@ -200,12 +214,13 @@ async fn measure(
         jose,
         nothing,
         floor,
+        jose_as_the_gate,
     } = *w;
     let (n, rounds, concurrency) = shape;
     let mut m = Measured::default();
     // Warm-up, not recorded: V8 tiers the wasm and JS up over the first requests.
     let warm_up = tokens(fix, scenario, n, usize::MAX);
-    for worker in [ours, jose, nothing, floor] {
+    for worker in [ours, jose, nothing, floor, jose_as_the_gate] {
         let _ = run(worker, scenario, 0, &warm_up, n, concurrency).await;
     }
     let status = scenario.status();
@@ -230,6 +245,16 @@ async fn measure(
                     .push((least.us_per_request - idle.us_per_request) / jose_adds);
             }
             m.floor_us.push(least.us_per_request);
+        }
+        if scenario.forwards() {
+            let same = run(jose_as_the_gate, scenario, status, &tokens, n, concurrency).await;
+            m.failures += same.failures;
+            let same_adds = same.us_per_request - idle.us_per_request;
+            if same_adds >= 20.0 {
+                m.same_rules_ratio
+                    .push((mine.us_per_request - idle.us_per_request) / same_adds);
+            }
+            m.same_rules_us.push(same.us_per_request);
         }
         m.ours_us.push(mine.us_per_request);
         m.jose_us.push(theirs.us_per_request);
@@ -260,6 +285,14 @@ pub async fn rows(s: &Settings, fix: &Fixture, w: &Workers<'_>) -> Vec<Row> {
                 "; the signature-only floor {}, above the do-nothing worker {:.0} µs",
                 m.floor_us.show(" µs"),
                 adds(&m.floor_us)
+            );
+        }
+        if !m.same_rules_us.0.is_empty() {
+            let _ = write!(
+                note,
+                "; the jose worker forwarding by the gate's rules {}, above the do-nothing worker {:.0} µs",
+                m.same_rules_us.show(" µs"),
+                adds(&m.same_rules_us)
             );
         }
         if m.failures > 0 {
@@ -311,6 +344,18 @@ pub async fn rows(s: &Settings, fix: &Fixture, w: &Workers<'_>) -> Vec<Row> {
                 )
                 .signed()
                 .note("the least a gate checking Ed25519 by WebCrypto can add (bench/edge/floor-worker.mjs: no claims, no revocation, no header work); a goal below this row cannot be met on this runtime"),
+            );
+        }
+        if !m.same_rules_ratio.0.is_empty() {
+            rows.push(
+                Row::new(
+                    "1c",
+                    format!("CPU each worker adds above a do-nothing worker, ours / jose forwarding by the gate's rules (median of rounds): {label}"),
+                    "×",
+                    m.same_rules_ratio,
+                )
+                .signed()
+                .note("the same forward in both (bench/edge/jose-worker.mjs with FORWARD_RULES = \"gate\": routing headers dropped, X-Forwarded-Host, redirect manual, cache no-store, its own 502); the plain jose worker forwards with less"),
             );
         }
     }

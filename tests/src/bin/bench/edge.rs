@@ -40,6 +40,8 @@ struct Lineup {
     jose: Workerd,
     trivial: Workerd,
     floor: Workerd,
+    /// The jose worker forwarding by the gate's rules (`FORWARD_RULES = "gate"`).
+    jose_as_the_gate: Workerd,
 }
 
 impl Lineup {
@@ -64,6 +66,9 @@ impl Lineup {
         let trivial =
             Workerd::start(&root.join("tests/soak/trivial-worker.mjs"), &vars, false).await;
         let floor = Workerd::start(&root.join("bench/edge/floor-worker.mjs"), &vars, false).await;
+        let gate_rules = [&vars[..], &[("FORWARD_RULES", "gate")]].concat();
+        let jose_as_the_gate =
+            Workerd::start(&root.join("bench/edge/jose-worker.mjs"), &gate_rules, true).await;
         assert_eq!(
             post(
                 &format!("{}/_gatehouse/sync", ours.url),
@@ -72,15 +77,17 @@ impl Lineup {
             .await,
             200
         );
-        assert_eq!(
-            post(
-                &format!("{}/_bench/revocations", jose.url),
-                revocations.jose_json.to_string()
-            )
-            .await,
-            200
-        );
-        for edge in [&ours, &jose] {
+        for jose in [&jose, &jose_as_the_gate] {
+            assert_eq!(
+                post(
+                    &format!("{}/_bench/revocations", jose.url),
+                    revocations.jose_json.to_string()
+                )
+                .await,
+                200
+            );
+        }
+        for edge in [&ours, &jose, &jose_as_the_gate] {
             for path in ["/_gatehouse/check", "/api/bench"] {
                 let url = format!("{}{path}", edge.url);
                 assert_eq!(status(&url, &fix.token).await, 200, "{url}");
@@ -100,6 +107,7 @@ impl Lineup {
             jose,
             trivial,
             floor,
+            jose_as_the_gate,
         }
     }
 
@@ -109,6 +117,7 @@ impl Lineup {
             jose: &self.jose,
             nothing: &self.trivial,
             floor: &self.floor,
+            jose_as_the_gate: &self.jose_as_the_gate,
         }
     }
 }
