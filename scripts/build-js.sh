@@ -18,8 +18,15 @@ esbuild=${ESBUILD_BIN:-node_modules/.bin/esbuild}
   --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
   "$out/gatehouse_verify_bg.wasm" -o "$out/gatehouse_verify_bg.wasm"
 cp edge/js/npm/package.json edge/js/npm/README.md edge/js/npm/node.js edge/js/npm/workerd.js edge/js/npm/remote.js \
-  edge/js/npm/client.js edge/js/npm/client.d.ts edge/js/npm/guards.js \
+  edge/js/npm/client.d.ts edge/js/npm/guards.js \
   edge/js/npm/index.d.ts edge/js/npm/wasm.d.ts LICENSE "$out/"
+# The client, written as modules (client.js, client-options.js, issuer-api.js), ships as one file
+# for each entry: one request for a browser, and its source comments left out (not minified).
+# Its CommonJS types are re-exported from the CommonJS declarations below.
+for format in esm cjs; do
+  "$esbuild" edge/js/npm/client.js --bundle --format=$format --platform=neutral \
+    --log-level=warning --outfile="$out/client.$([ $format = esm ] && echo js || echo cjs)"
+done
 errors=$(cd "$out" && ls snippets/*/npm/errors.js)
 cat > "$out/index.js" <<JS
 import * as glue from './gatehouse_verify.js';
@@ -43,10 +50,6 @@ cp edge/js/npm/node-cjs.js "$out/"
 "$esbuild" "$out/node-cjs.js" --bundle --format=cjs --platform=node \
   --log-override:empty-import-meta=silent --log-level=warning --outfile="$out/node.cjs"
 rm "$out/node-cjs.js"
-# The client alone for `require` too (it imports nothing, so the bundle is the file itself), its
-# types re-exported from the CommonJS declarations below.
-"$esbuild" edge/js/npm/client.js --format=cjs --platform=neutral \
-  --log-level=warning --outfile="$out/client.cjs"
 sed "s|from './index.js'|from './index.cjs'|" edge/js/npm/client.d.ts >"$out/client.d.cts"
 # Its types: CommonJS declarations cannot re-export the ESM ones, so they are a copy.
 { cat "$out/gatehouse_verify.d.ts"; grep -v "^export \* from\|^export { default }\|^import type" edge/js/npm/index.d.ts; } \

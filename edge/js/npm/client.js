@@ -7,6 +7,13 @@
 // session it saw end, and acts on an answer (new tokens, a refusal) only if it still holds the tokens it asked
 // with, so a late reply can neither undo a logout nor end a newer session.
 
+import {
+  GatehouseClientError, bodyOf, codeOf, isObject, payloadOf, postForm, retryAfterOf, textOf, tokensOf,
+} from './issuer-api.js';
+import { readOptions } from './client-options.js';
+
+export { GatehouseClientError };
+
 // A tab that got the refresh lock at once still lets messages already on their way arrive.
 const SETTLE_MS = 20;
 // A tab that had to wait for the lock waits this long for the holder's new tokens.
@@ -32,22 +39,8 @@ const KEY_REFUSAL_MEMORY_MS = 10 * KEY_REFETCH_COOLDOWN_MS;
 // A refresh whose request failed is tried once more after this: at once, as the issuer's grace
 // window (`refresh_grace_secs`, 5 s by default) counts from its rotation.
 const QUICK_RETRY_DELAY_MS = 250;
-// A request to the issuer is given up after this: with the quick retry, under its 5 s grace window.
-const DEFAULT_TIMEOUT_SECONDS = 4;
 // setTimeout's longest delay (about 24.8 days); a longer one fires at once.
 const MAX_DELAY_MS = 2 ** 31 - 1;
-const isObject = (v) => typeof v === 'object' && v !== null;
-// The JWKS-free decoding of the access token's payload (for `sid`) or header (for `kid`), part
-// `n`; nothing in it is trusted.
-const payloadOf = (jwt, n = 1) => {
-  try {
-    const part = jwt.split('.')[n].replace(/-/g, '+').replace(/_/g, '/');
-    const payload = JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), '=')));
-    return isObject(payload) ? payload : {};
-  } catch {
-    return {};
-  }
-};
 // A token set as this client keeps it; anything else (written by another version or program,
 // broadcast by an old tab) is ignored: without its times the refresh timer could not be set.
 const isTokenSet = (t) => isObject(t) && typeof t.refreshToken === 'string' && typeof t.accessToken === 'string'
@@ -60,31 +53,7 @@ const isNewer = (a, b) => (a.sid !== undefined && a.sid === b.sid
   && Number.isInteger(a.rotations) && Number.isInteger(b.rotations)
   ? a.rotations > b.rotations
   : a.receivedAt > b.receivedAt);
-// A JSON object from its text; anything else (no JSON, `null`, an array) reads as `{}`.
-const objectOf = (text) => {
-  try {
-    const body = JSON.parse(text);
-    return isObject(body) ? body : {};
-  } catch {
-    return {};
-  }
-};
-// A response's JSON object, as `objectOf`; a body that cannot be read reads as `{}` too.
-const bodyOf = (response) => response.text().then(objectOf, () => ({}));
 const closedError = () => new GatehouseClientError('closed', 'the client was closed');
-// The issuer's finer `code` (`locked_out`) or else its `error`, when a non-empty string, else
-// `fallback`.
-const codeOf = (body, fallback) => [body.code, body.error].find((c) => typeof c === 'string' && c) ?? fallback;
-const textOf = (body, fallback) => (typeof body.error_description === 'string' ? body.error_description : fallback);
-/** Seconds from an option (a number or its text, as a build's environment variable is),
- * checked: a NaN from an unset variable would refresh in a loop. */
-const seconds = (name, value, fallback, { min = 0, max = Infinity } = {}) => {
-  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : (value ?? fallback);
-  if (typeof n !== 'number' || !(n >= min && n <= max)) {
-    throw new GatehouseClientError('invalid_options', `${name} must be a number of seconds from ${min} to ${max}`);
-  }
-  return n;
-};
 
 export class GatehouseClient {
   #issuer;
@@ -114,55 +83,20 @@ export class GatehouseClient {
   #backoff = null;
 
   constructor(options = {}) {
-    // A bare `auth.example.com` would be a path of the page: the password would go there.
-    this.#issuer = String(options.issuer ?? '').replace(/\/$/, '');
-    if (this.#issuer && !this.#issuer.startsWith('/') && !/^https?:\/\//i.test(this.#issuer)) {
-      throw new GatehouseClientError('invalid_options', `issuer: ${this.#issuer} is no http(s) URL or /path`);
-    }
-    // Where `fetch` may send the access token: this page's origin, the issuer's, and those the
-    // app names. Any other origin would receive a bearer token it could replay.
-    const here = globalThis.location?.origin;
-    const origin = (text, base) => {
-      try {
-        return new URL(text, base).origin;
-      } catch {
-        return 'null';
-      }
-    };
-    // The issuer may be relative to the page (same origin); off a page (server-side rendering)
-    // a relative issuer names no origin and is left out. `apiOrigins` are absolute: a bare
-    // `api.example.com` would otherwise be read as a path of this page.
-    if (here && here !== 'null' && this.#issuer && origin(this.#issuer, here) === 'null') {
-      throw new GatehouseClientError('invalid_options', `issuer: ${this.#issuer} is not a URL`);
-    }
-    const allowed = [here, this.#issuer && origin(this.#issuer, here)].filter((o) => o && o !== 'null');
-    for (const o of options.apiOrigins ?? []) {
-      const absolute = origin(String(o));
-      if (!/^https?:\/\//.test(absolute)) throw new GatehouseClientError('invalid_options', `apiOrigins: ${o} is not an absolute http(s) URL`);
-      allowed.push(absolute);
-    }
-    this.#origins = new Set(allowed);
-    // Called as a plain function: a browser's `fetch` called on another object (this client)
-    // throws "Illegal invocation".
-    const fetchWith = options.fetch;
-    if (fetchWith !== undefined && typeof fetchWith !== 'function') throw new GatehouseClientError('invalid_options', 'fetch must be a function');
-    this.#fetch = fetchWith ? (...args) => fetchWith(...args) : (...args) => globalThis.fetch(...args);
-    this.#storage = options.storage ?? null;
-    this.#refreshAhead = seconds('refreshAheadSeconds', options.refreshAheadSeconds, 60);
-    // On by default on a page only (no `document`: Node, Deno, a Web Worker): on a server a
-    // client's timer would keep Node running, and a client made per request and never closed
-    // would rotate its user's token for as long as the process lives. `getAccessToken()`
-    // refreshes when needed either way.
-    this.#autoRefresh = options.autoRefresh ?? typeof globalThis.document !== 'undefined';
-    // Under the issuer's default grace window (5 s): a rotation whose answer is lost is asked
-    // again once this runs out, and only an ask within the window gets the same successor.
-    this.#requestTimeoutMs = seconds('requestTimeoutSeconds', options.requestTimeoutSeconds, DEFAULT_TIMEOUT_SECONDS, { min: 0.001, max: 3600 }) * 1000;
-    const share = options.shareAcrossTabs ?? true;
-    const name = options.channelName ?? `gatehouse:${this.#issuer || here || ''}`;
+    let name;
+    let tabs;
+    ({
+      issuer: this.#issuer,
+      origins: this.#origins,
+      fetch: this.#fetch,
+      storage: this.#storage,
+      refreshAhead: this.#refreshAhead,
+      autoRefresh: this.#autoRefresh,
+      requestTimeoutMs: this.#requestTimeoutMs,
+      name,
+      tabs,
+    } = readOptions(options));
     this.storageKey = `${name}:tokens`;
-    // Tabs only: on a server (Node has BroadcastChannel too) a channel would keep the process
-    // alive and hand one user's tokens to another instance.
-    const tabs = share && typeof BroadcastChannel === 'function' && typeof globalThis.document !== 'undefined';
     this.#channel = tabs ? new BroadcastChannel(name) : null;
     // A client that shares with no tab waits for no other's refresh: on a server (Node has Web
     // Locks too), one lock for every user's client would queue their refreshes behind each other.
@@ -444,47 +378,9 @@ export class GatehouseClient {
     return this.#postForm('/v1/token', form);
   }
 
-  /** A form POST to the issuer, as `{ response, body }` (its JSON object, as `objectOf`),
-   * bounded in time: a request or a body that hangs must not hold every caller (and, under the
-   * refresh lock, every tab). A network failure or the time running out, before the answer or
-   * while its body is read, is `network_error`: a `200` whose body was cut off may carry tokens
-   * the issuer has already rotated to, and only a quick second ask gets them (`#rotate`). */
-  async #postForm(path, form, { needsBody = true } = {}) {
-    const controller = new AbortController();
-    // One timer for the request and its body, also when a `fetch` of the app's own drops the
-    // `signal`: the call is given up all the same.
-    let timer;
-    const late = new Promise((_, reject) => {
-      timer = setTimeout(() => {
-        const error = new Error(`no answer within ${this.#requestTimeoutMs} ms`);
-        controller.abort(error);
-        reject(error);
-      }, this.#requestTimeoutMs);
-    });
-    const answer = async () => {
-      const response = await this.#fetch(`${this.#issuer}${path}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams(form).toString(),
-        signal: controller.signal,
-      });
-      // A logout's 200 says all it has to: a body cut off after it must not fail the logout.
-      if (response.ok && !needsBody) {
-        // A web stream is cancelled; a `fetch` of the app's own may give a Node stream, which
-        // has no `cancel` (it would have thrown, failing every logout).
-        const stream = response.body;
-        if (typeof stream?.cancel === 'function') stream.cancel().catch(() => {});
-        return { response, body: {} };
-      }
-      return { response, body: objectOf(await response.text()) };
-    };
-    try {
-      return await Promise.race([answer(), late]);
-    } catch (e) {
-      throw new GatehouseClientError('network_error', `the issuer could not be reached: ${e?.message ?? e}`);
-    } finally {
-      clearTimeout(timer);
-    }
+  /** `issuer-api.js`'s `postForm` to this issuer, within `requestTimeoutSeconds`. */
+  #postForm(path, form, options) {
+    return postForm(this.#fetch, `${this.#issuer}${path}`, form, this.#requestTimeoutMs, options);
   }
 
   /**
@@ -684,41 +580,3 @@ export class GatehouseClient {
   }
 }
 
-/** A failure of the client itself (login refused, session ended), with an OAuth2-style code,
- * and, when the issuer said when to come back (429, 503), `retryAfter` in seconds. */
-export class GatehouseClientError extends Error {
-  constructor(code, message, retryAfter) {
-    super(message);
-    this.name = 'GatehouseClientError';
-    this.code = code;
-    if (retryAfter !== undefined) this.retryAfter = retryAfter;
-  }
-}
-
-/** A response's `Retry-After` in seconds (the issuer sends seconds), or `undefined`. */
-function retryAfterOf(response) {
-  const text = response.headers?.get?.('retry-after');
-  const secs = text == null || text.trim() === '' ? NaN : Number(text);
-  return Number.isFinite(secs) && secs >= 0 ? secs : undefined;
-}
-
-/** The tokens of a successful `/v1/token` answer; an answer without them (an HTML page a host
- * serves for any path, a proxy's) is `invalid_response`, never a session of `undefined`s. */
-function tokensOf(body) {
-  const text = (v) => typeof v === 'string' && v.length > 0;
-  const life = Number(body?.expires_in);
-  if (!text(body?.access_token) || !text(body?.refresh_token) || !(life > 0 && Number.isFinite(life))) {
-    throw new GatehouseClientError('invalid_response', 'the issuer answered without access_token, refresh_token and expires_in');
-  }
-  const receivedAt = Date.now();
-  return {
-    accessToken: body.access_token,
-    refreshToken: body.refresh_token,
-    expiresAt: receivedAt + Number(body.expires_in) * 1000,
-    receivedAt,
-    sid: payloadOf(body.access_token).sid,
-    scope: body.scope,
-    // A login's set; a refresh counts on from the set it replaces.
-    rotations: 0,
-  };
-}
