@@ -35,8 +35,9 @@ import { guardObjectArguments, requireInit } from './guards.js';
 
 guardObjectArguments(glue, GatehouseError);
 // These names shadow the glue's in the star export below (an explicit export wins).
-export const { Verifier, decodeUnverified, expiresIn, isExpired, errorCodes, keySetFetchDefaults } =
-  requireInit(glue, GatehouseError);
+export const {
+  Verifier, decodeUnverified, expiresIn, isExpired, errorCodes, keySetFetchDefaults, revocationListFetchDefaults,
+} = requireInit(glue, GatehouseError);
 
 export * from './gatehouse_verify.js';
 export { default } from './gatehouse_verify.js';

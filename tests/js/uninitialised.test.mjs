@@ -16,6 +16,7 @@ test('the browser entry refuses before init() with not_initialized', async () =>
   assert.throws(() => browser.isExpired('a.b.c'), notInitialized);
   assert.throws(() => browser.errorCodes(), notInitialized);
   assert.throws(() => browser.keySetFetchDefaults(), notInitialized);
+  assert.throws(() => browser.revocationListFetchDefaults(), notInitialized);
 
   // Once loaded, the same names work, and a Verifier is still the class the guards know.
   const { readFile } = await import('node:fs/promises');

@@ -7,7 +7,7 @@ import * as jose from 'jose';
 import { root, startIssuer } from './harness.mjs';
 
 const pkg = await import(`${root}/edge/js/pkg/node.js`);
-const { Verifier, RevocationList, GatehouseError, decodeUnverified, expiresIn, isExpired, errorCodes } = pkg;
+const { Verifier, RevocationList, GatehouseError, createRemoteVerifier, decodeUnverified, expiresIn, isExpired, errorCodes, revocationListFetchDefaults } = pkg;
 
 let issuer;
 let jwks;
@@ -120,6 +120,82 @@ test('tokens from the real issuer verify, and its snapshot revokes them', async 
   for (const payload of [null, 1, []]) {
     assert.equal(codeOf(() => decodeUnverified(`${b64({ alg: 'EdDSA' })}.${b64(payload)}.AAAA`)), 'malformed', JSON.stringify(payload));
   }
+});
+
+test('createRemoteVerifier with revocationsUrl: a logout reaches it within its period, a failing issuer keeps the list until it is stale', { timeout: 60000 }, async () => {
+  const rejects = (promise, code) => assert.rejects(promise, (e) => e instanceof GatehouseError && e.code === code, code);
+  assert.deepEqual({ ...revocationListFetchDefaults() }, { ttlSeconds: 10, maxAgeSeconds: 5400, maxBytes: 8388608 });
+  const jwksUrl = `${issuer.url}/.well-known/jwks.json`;
+  const revocationsUrl = `${issuer.url}/v1/revocations`;
+  const options = { issuer: issuer.url, audience: 'gatehouse-js', revocationsUrl };
+  // The list's issuer is down, or cut off, when `down` is set.
+  let down = false;
+  let listFetches = 0;
+  const fetchWith = (url, init) => {
+    if (url === revocationsUrl) {
+      listFetches += 1;
+      if (down) return Promise.reject(new TypeError('fetch failed'));
+    }
+    return fetch(url, init);
+  };
+  const remote = await createRemoteVerifier(jwksUrl, { ...options, revocationsTtlSeconds: 1, maxListAgeSeconds: 70, fetch: fetchWith });
+  const held = remote.revocations;
+  assert.equal(typeof held.seq, 'number');
+  assert.ok(Math.abs(held.issuedAt - Date.now() / 1000) < 30, `issued at ${held.issuedAt}`);
+
+  const dave = await issuer.user('dave');
+  const erin = await issuer.user('erin');
+  assert.equal((await remote.verify(dave.access_token)).sid, decodeUnverified(dave.access_token).claims.sid);
+  const logout = await fetch(`${issuer.url}/v1/logout`, { method: 'POST', headers: { authorization: `Bearer ${dave.access_token}` } });
+  assert.equal(logout.status, 200);
+  // A verify past the period asks for the list in the background; a later one sees it.
+  let code;
+  for (const started = Date.now(); Date.now() - started < 10000; await new Promise((r) => setTimeout(r, 100))) {
+    code = await remote.verify(dave.access_token).then(() => 'verified', (e) => e.code);
+    if (code !== 'verified') break;
+  }
+  assert.equal(code, 'revoked', 'the logout reached the remote verifier');
+  assert.ok(remote.revocations.seq > held.seq);
+  assert.ok((await remote.verify(erin.access_token)).sub);
+
+  // The issuer unreachable: the list held is used, asked for again once per period, not per token.
+  down = true;
+  await new Promise((r) => setTimeout(r, 1100));
+  const before = listFetches;
+  for (let i = 0; i < 20; i += 1) assert.ok((await remote.verify(erin.access_token)).sub);
+  assert.equal(listFetches - before, 1, 'one background fetch for twenty tokens');
+  await rejects(remote.verify(dave.access_token), 'revoked');
+  // Signed over maxListAgeSeconds ago (a clock 120 s on): a token it would pass is refused; one
+  // it names is still revoked (refusing is always safe).
+  const later = Math.floor(Date.now() / 1000) + 120;
+  await rejects(remote.verify(erin.access_token, later), 'revocation_list_stale');
+  await rejects(remote.verify(dave.access_token, later), 'revoked');
+  remote.free();
+  assert.throws(() => remote.revocations, (e) => e.code === 'invalid_argument');
+
+  // Without a list to start from there is nothing to check against.
+  await rejects(createRemoteVerifier(jwksUrl, { ...options, revocationsUrl: `${issuer.url}/v1/nothing-here` }), 'revocation_list_missing');
+  await rejects(createRemoteVerifier(jwksUrl, { ...options, revocationsUrl: jwksUrl }), 'revocation_list_missing');
+  await rejects(createRemoteVerifier(jwksUrl, { ...options, fetch: fetchWith }), 'revocation_list_missing');
+  // Options it cannot use, before anything is fetched.
+  down = false;
+  const fetchesBefore = listFetches;
+  for (const bad of [
+    { revocationsUrl: 'http://example.com/v1/revocations' },
+    { revocationsUrl: 'not a url' },
+    { revocationsTtlSeconds: 0 },
+    { revocationsTtlSeconds: 'soon' },
+    { maxListAgeSeconds: 60 },
+    { revocationsUrl: undefined, maxListAgeSeconds: 6000 },
+  ]) {
+    await rejects(createRemoteVerifier(jwksUrl, { ...options, fetch: fetchWith, ...bad }), 'invalid_key');
+  }
+  assert.equal(listFetches, fetchesBefore);
+  // Without revocationsUrl, as before: no list, a revoked token verifies.
+  const keysOnly = await createRemoteVerifier(jwksUrl, { issuer: issuer.url, audience: 'gatehouse-js' });
+  assert.equal(keysOnly.revocations, undefined);
+  assert.ok((await keysOnly.verify(dave.access_token)).sub);
+  keysOnly.free();
 });
 
 test('tokens signed by jose verify, and every failure has its code', async () => {

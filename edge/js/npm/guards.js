@@ -47,11 +47,11 @@ export function requireInit(glue, GatehouseError) {
   const Verifier = new Proxy(glue.Verifier, {
     construct: (...args) => (ensureReady(), Reflect.construct(...args)),
   });
-  const { decodeUnverified, expiresIn, isExpired, errorCodes, keySetFetchDefaults } = glue;
+  const { decodeUnverified, expiresIn, isExpired, errorCodes, keySetFetchDefaults, revocationListFetchDefaults } = glue;
   return {
     Verifier,
     ...Object.fromEntries(
-      Object.entries({ decodeUnverified, expiresIn, isExpired, errorCodes, keySetFetchDefaults }).map(([k, f]) => [k, guarded(f)]),
+      Object.entries({ decodeUnverified, expiresIn, isExpired, errorCodes, keySetFetchDefaults, revocationListFetchDefaults }).map(([k, f]) => [k, guarded(f)]),
     ),
   };
 }

@@ -17,6 +17,19 @@ export interface RemoteVerifierOptions extends VerifierOptions {
   refetchCooldownSeconds?: number | string;
   /** A JWK set fetch gives up after this many seconds (default 5, at most 3600). */
   fetchTimeoutSeconds?: number | string;
+  /**
+   * The issuer's signed revocation list (`/v1/revocations`): with it, `verify` also refuses a
+   * token the list names (`revoked`), as the edge does. Fetched by the same rules as the keys
+   * (8 MiB at most); without a first list `createRemoteVerifier` throws `revocation_list_missing`.
+   */
+  revocationsUrl?: string | URL;
+  /** The list is refetched in the background this long after the last try (default 10 s, the
+   * edge's `KV_REFRESH_SECS`; from 1 to 3600; a number or its text). */
+  revocationsTtlSeconds?: number | string;
+  /** Once the list held was signed longer ago than this, a token it does not name is refused
+   * `revocation_list_stale` (default 5400 s, the edge's `MAX_LIST_AGE_SECS`; at least
+   * `revocationsTtlSeconds` + `fetchTimeoutSeconds` + 60). */
+  maxListAgeSeconds?: number | string;
   /** The `fetch` to use (default `globalThis.fetch`). */
   fetch?: (url: string, init: { headers: Record<string, string>; redirect: 'manual'; signal: AbortSignal }) => Promise<Response>;
 }
@@ -25,13 +38,17 @@ export interface RemoteVerifierOptions extends VerifierOptions {
 export interface RemoteVerifier {
   /** The `kid`s of the JWK set held now. */
   readonly kids: string[];
+  /** The revocation list held now, without a `revocationsUrl` `undefined`. */
+  readonly revocations: { seq: number; issuedAt: number; size: number } | undefined;
   /**
-   * `Verifier.verify`, refetching the keys first if the `kid` is new, and in the background once
-   * they are `ttlSeconds` old. On Cloudflare Workers pass the request's `ctx`: the background
-   * refetch goes to `ctx.waitUntil`, or it would be cancelled when the response is sent.
+   * `Verifier.verify` (with a `revocationsUrl`, `verifyNotRevoked` against the list held),
+   * refetching the keys first if the `kid` is new, and in the background once they are
+   * `ttlSeconds` old, as the list once it is `revocationsTtlSeconds` old. On Cloudflare Workers
+   * pass the request's `ctx`: a background refetch goes to `ctx.waitUntil`, or it would be
+   * cancelled when the response is sent.
    */
   verify(token: string, now?: number, ctx?: { waitUntil(promise: Promise<unknown>): void }): Promise<AccessClaims>;
-  /** Frees the keys' wasm memory now; any later call throws `invalid_argument`. On Workers no
+  /** Frees the keys' and the list's wasm memory now; any later call throws `invalid_argument`. On Workers no
    * finalizer frees it: make one per isolate, or free each one you make per request. */
   free(): void;
   [Symbol.dispose](): void;

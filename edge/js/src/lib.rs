@@ -56,6 +56,17 @@ export interface KeySetFetchDefaults {
   maxBytes: number;
 }
 
+/** The edge's rules for a revocation list kept up to date by polling, which
+ * `createRemoteVerifier` defaults to when it is given a `revocationsUrl`. */
+export interface RevocationListFetchDefaults {
+  /** Refetched in the background once this old (seconds). */
+  ttlSeconds: number;
+  /** A list signed longer ago than this is stale: tokens are refused, not checked (seconds). */
+  maxAgeSeconds: number;
+  /** A larger list is refused (bytes). */
+  maxBytes: number;
+}
+
 /** One public JWK (RFC 7517); members other than these are kept and ignored. */
 export interface Jwk {
   kty: string;
@@ -142,6 +153,29 @@ pub fn key_set_fetch_defaults() -> Result<JsValue, JsValue> {
         refetch_cooldown_seconds: KeySet::REFETCH_COOLDOWN_SECS,
         fetch_timeout_seconds: KeySet::FETCH_TIMEOUT_SECS,
         max_bytes: KeySet::MAX_FETCHED_BYTES,
+    })
+}
+
+/// What `createRemoteVerifier` defaults to for a revocation list, the edge's own rules.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RevocationListFetchDefaults {
+    ttl_seconds: u32,
+    max_age_seconds: u32,
+    max_bytes: usize,
+}
+
+/// The rules a polled revocation list is kept by, the edge's defaults (`KV_REFRESH_SECS`,
+/// `MAX_LIST_AGE_SECS`, its size limit): `createRemoteVerifier` takes them.
+#[wasm_bindgen(
+    js_name = revocationListFetchDefaults,
+    unchecked_return_type = "RevocationListFetchDefaults"
+)]
+pub fn revocation_list_fetch_defaults() -> Result<JsValue, JsValue> {
+    to_js(&RevocationListFetchDefaults {
+        ttl_seconds: SnapshotOptions::REFRESH_SECS,
+        max_age_seconds: SnapshotOptions::DEFAULT_MAX_AGE_SECS,
+        max_bytes: SnapshotOptions::DEFAULT_MAX_BYTES,
     })
 }
 

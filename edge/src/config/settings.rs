@@ -2,6 +2,7 @@
 //! `Config::from_env` applies, and that `offline_problems` applies to a `[vars]` table before a
 //! deploy.
 
+use gatehouse_shared::SnapshotOptions;
 use gatehouse_shared::challenge::is_scope_token;
 
 use crate::path;
@@ -178,9 +179,9 @@ pub(super) fn cors_problem(
 }
 
 /// The list-age settings' defaults, and the least `KV_REFRESH_SECS` taken.
-pub(super) const DEFAULT_MAX_LIST_AGE_SECS: u32 = 5400;
+pub(super) const DEFAULT_MAX_LIST_AGE_SECS: u32 = SnapshotOptions::DEFAULT_MAX_AGE_SECS;
 pub(super) const DEFAULT_KV_HEARTBEAT_SECS: u32 = 3600;
-pub(super) const DEFAULT_KV_REFRESH_SECS: u32 = 10;
+pub(super) const DEFAULT_KV_REFRESH_SECS: u32 = SnapshotOptions::REFRESH_SECS;
 pub(super) const MIN_KV_REFRESH_SECS: u32 = 1;
 
 /// A `MAX_LIST_AGE_SECS` a quiet list outgrows between heartbeats. Unchanged, a list reaches KV

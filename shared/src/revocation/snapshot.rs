@@ -33,6 +33,14 @@ impl SnapshotOptions {
     /// entries outlive their token by it ([`super::entry_expiry`]), so that an issuer whose
     /// clock runs this much ahead drops no entry a verifier still needs.
     pub const MAX_CLOCK_AHEAD_SECS: u32 = 30;
+    /// How a list kept up to date by polling is kept: the edge's defaults (`KV_REFRESH_SECS`,
+    /// `MAX_LIST_AGE_SECS`) and `@gatehouse/verify`'s remote verifier's
+    /// (`revocationListFetchDefaults()`). The list is read again once this many seconds old.
+    pub const REFRESH_SECS: u32 = 10;
+    /// A list older than this (by its `issued_at`) is stale: protected requests are refused
+    /// rather than checked against it. 90 minutes: the edge's KV copy of a quiet list is
+    /// re-written every hour.
+    pub const DEFAULT_MAX_AGE_SECS: u32 = 5400;
 
     pub fn new(issuer: impl Into<String>) -> Self {
         Self {
