@@ -47,9 +47,16 @@ test('tokens from the real issuer verify, and its snapshot revokes them', async 
   assert.equal(expiresIn(tokens.access_token, claims.exp - 10), 10);
   assert.equal(isExpired(tokens.access_token), false);
 
+  const before = RevocationList.fromSnapshot(await (await fetch(`${issuer.url}/v1/revocations`)).text(), jwks, issuer.url);
   await fetch(`${issuer.url}/v1/logout`, { method: 'POST', headers: { authorization: `Bearer ${tokens.access_token}` } });
   const snapshot = await (await fetch(`${issuer.url}/v1/revocations`)).text();
   const list = RevocationList.fromSnapshot(snapshot, JSON.stringify(jwks), issuer.url);
+  // Which list replaces which: the edge's rule.
+  assert.equal(list.replaces(before), true);
+  assert.equal(before.replaces(list), false);
+  assert.equal(list.replaces(list), false);
+  assert.equal(codeOf(() => list.replaces({})), 'invalid_argument');
+  before.free();
   assert.ok(list.seq >= 1);
   assert.equal(list.size, 1);
   assert.equal(list.check(tokens.access_token, verifier), 'session');
@@ -128,16 +135,20 @@ test('createRemoteVerifier with revocationsUrl: a logout reaches it within its p
   const jwksUrl = `${issuer.url}/.well-known/jwks.json`;
   const revocationsUrl = `${issuer.url}/v1/revocations`;
   const options = { issuer: issuer.url, audience: 'gatehouse-js', revocationsUrl };
-  // The list's issuer is down, or cut off, when `down` is set.
+  // The list's issuer is down, or cut off, when `down` is set; with `behind`, it answers with a
+  // list signed before the logout below, as an issuer replica that is behind would.
   let down = false;
+  let behind = null;
   let listFetches = 0;
   const fetchWith = (url, init) => {
     if (url === revocationsUrl) {
       listFetches += 1;
       if (down) return Promise.reject(new TypeError('fetch failed'));
+      if (behind) return Promise.resolve(new Response(behind));
     }
     return fetch(url, init);
   };
+  const listBeforeLogout = await (await fetch(revocationsUrl)).text();
   const remote = await createRemoteVerifier(jwksUrl, { ...options, revocationsTtlSeconds: 1, maxListAgeSeconds: 70, fetch: fetchWith });
   const held = remote.revocations;
   assert.equal(typeof held.seq, 'number');
@@ -158,6 +169,19 @@ test('createRemoteVerifier with revocationsUrl: a logout reaches it within its p
   assert.ok(remote.revocations.seq > held.seq);
   assert.ok((await remote.verify(erin.access_token)).sub);
 
+  // An older list is not taken (`list.replaces`, the edge's rule): the logout stays.
+  const seen = remote.revocations.seq;
+  behind = listBeforeLogout;
+  await new Promise((r) => setTimeout(r, 1100));
+  const fetched = listFetches;
+  assert.ok((await remote.verify(erin.access_token)).sub);
+  for (const started = Date.now(); listFetches === fetched && Date.now() - started < 5000;) await new Promise((r) => setTimeout(r, 20));
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(listFetches, fetched + 1, 'the older list was fetched');
+  assert.equal(remote.revocations.seq, seen);
+  await rejects(remote.verify(dave.access_token), 'revoked');
+  behind = null;
+
   // The issuer unreachable: the list held is used, asked for again once per period, not per token.
   down = true;
   await new Promise((r) => setTimeout(r, 1100));
@@ -172,6 +196,16 @@ test('createRemoteVerifier with revocationsUrl: a logout reaches it within its p
   await rejects(remote.verify(dave.access_token, later), 'revoked');
   remote.free();
   assert.throws(() => remote.revocations, (e) => e.code === 'invalid_argument');
+
+  // An idle server: the first token after a quiet spell waits for the list, not only the next.
+  const quiet = await createRemoteVerifier(jwksUrl, { ...options, revocationsTtlSeconds: 1, fetchTimeoutSeconds: 1 });
+  const frank = await issuer.user('frank');
+  assert.ok((await quiet.verify(frank.access_token)).sub);
+  await fetch(`${issuer.url}/v1/logout`, { method: 'POST', headers: { authorization: `Bearer ${frank.access_token}` } });
+  // Past its period and a fetch's limit (1 s + 2 s).
+  await new Promise((r) => setTimeout(r, 3200));
+  await rejects(quiet.verify(frank.access_token), 'revoked');
+  quiet.free();
 
   // Without a list to start from there is nothing to check against.
   await rejects(createRemoteVerifier(jwksUrl, { ...options, revocationsUrl: `${issuer.url}/v1/nothing-here` }), 'revocation_list_missing');

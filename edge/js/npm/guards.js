@@ -1,7 +1,8 @@
 // Another object where one of the package's is due (an argument, `this`), or one used after
 // `free()`: `invalid_argument`, not the glue's plain `Error`. A second `free()` does nothing.
 export function guardObjectArguments({ Verifier, RevocationList }, GatehouseError) {
-  const due = { verifyNotRevoked: RevocationList, check: Verifier };
+  // Which argument is one of the package's objects, and of which class.
+  const due = { verifyNotRevoked: [1, RevocationList], check: [1, Verifier], replaces: [0, RevocationList] };
   const live = (object, Class) => object instanceof Class && object.__wbg_ptr;
   const refuse = (name, what, Class) => {
     throw new GatehouseError('invalid_argument', `${name}: ${what} must be a live ${Class.name}`);
@@ -13,10 +14,10 @@ export function guardObjectArguments({ Verifier, RevocationList }, GatehouseErro
       const key = property.get ? 'get' : 'value';
       const original = property[key];
       if (name === 'constructor' || name.startsWith('__') || typeof original !== 'function') continue;
-      const Due = due[name];
+      const [at, Due] = due[name] ?? [];
       property[key] = function (...args) {
         if (!live(this, Class)) return name === 'free' ? undefined : refuse(name, 'this', Class);
-        if (Due && !live(args[1], Due)) refuse(name, 'argument 2', Due);
+        if (Due && !live(args[at], Due)) refuse(name, `argument ${at + 1}`, Due);
         return original.apply(this, args);
       };
       Object.defineProperty(prototype, name, property);

@@ -123,6 +123,8 @@ function refresher({ fetchWith, url, limitMs, make, install, discard, freed, ...
     ...rules,
     fetchedAt: 0,
     attemptedAt: -Infinity,
+    /** Whether the last fetch that ended failed. */
+    failed: false,
     live: () => (inflight && Date.now() - state.attemptedAt < limitMs ? inflight : null),
     load() {
       const joined = state.live();
@@ -141,7 +143,9 @@ function refresher({ fetchWith, url, limitMs, make, install, discard, freed, ...
           installed = generation;
           install(made);
           state.fetchedAt = Date.now();
+          state.failed = false;
         } catch (e) {
+          state.failed = true;
           throw e instanceof GatehouseError ? e : new GatehouseError(rules.code, `fetching the ${rules.what}: ${e}`);
         } finally {
           if (inflight === attempt) inflight = null;
@@ -291,10 +295,10 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
         return verified();
       }
     },
-    // The issuer's own answer is its current list, even at a lower seq (its signing key leaked
-    // and was replaced); one signed before the list held is an older copy, from a cache.
+    // By the edge's rule (`list.replaces`): newer, or disowning a list a leaked key signed. An
+    // older one (another replica behind, a cache) is not taken.
     install(fresh) {
-      if (list && fresh.issuedAt < list.issuedAt) {
+      if (list && !fresh.replaces(list)) {
         fresh.free();
         return;
       }
@@ -318,7 +322,13 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
       clearTimeout(timer);
     }
   };
-  await first(keySet);
+  try {
+    await first(keySet);
+  } catch (e) {
+    // A fetch given up on that settles later frees what it made.
+    freed = true;
+    throw e;
+  }
   if (revocations) {
     try {
       await first(revocations);
@@ -360,12 +370,20 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
       const inBackground = (fetcher) => {
         const background = settled(fetcher.load());
         ctx?.waitUntil?.(background);
+        return background;
       };
       if (Date.now() - keySet.fetchedAt >= ttlMs && !keySet.live() && cooledDown()) inBackground(keySet);
       // Counted from the last try, not the last success: an issuer that is down is asked once
       // per period, not at every token.
-      if (revocations && Date.now() - revocations.attemptedAt >= listTtlMs && !revocations.live()) {
-        inBackground(revocations);
+      if (revocations) {
+        const due = Date.now() - revocations.attemptedAt >= listTtlMs && !revocations.live();
+        const fetching = due ? inBackground(revocations) : revocations.live();
+        // Past a period and a fetch's limit since the list held was fetched, no request came to
+        // refresh it (an idle server): the tokens wait for the list being fetched, or a logout
+        // from the quiet spell would pass. Not while the issuer fails: the list held serves.
+        if (fetching && Date.now() - revocations.fetchedAt > listTtlMs + limitMs && !revocations.failed) {
+          await settled(fetching);
+        }
       }
       // Entries are honoured even from a list too old to rely on, as at the edge: refusing is
       // always safe. Then a token the list would pass is refused while the list is stale.

@@ -527,6 +527,21 @@ impl RevocationList {
         Ok(self.inner.check(&claims).map(|r| r.as_str().to_owned()))
     }
 
+    /// Whether this list replaces `held`, by the edge's rule (`gatehouse_shared::replaces`): a
+    /// higher `seq`, the same `seq` signed later, or a list that revokes the key that signed
+    /// `held` (a key that leaked can sign any `seq`).
+    pub fn replaces(&self, held: &RevocationList) -> bool {
+        let held = &held.inner;
+        gatehouse_shared::replaces(
+            &self.inner,
+            (
+                held.seq(),
+                held.issued_at(),
+                gatehouse_shared::key_id(held.signer()),
+            ),
+        )
+    }
+
     #[wasm_bindgen(getter)]
     pub fn seq(&self) -> f64 {
         #[allow(clippy::cast_precision_loss)] // sequence numbers stay far below 2^53
