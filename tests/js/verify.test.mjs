@@ -138,12 +138,15 @@ test('createRemoteVerifier with revocationsUrl: a logout reaches it within its p
   // The list's issuer is down, or cut off, when `down` is set; with `behind`, it answers with a
   // list signed before the logout below, as an issuer replica that is behind would.
   let down = false;
+  let hang = false;
   let behind = null;
   let listFetches = 0;
   const fetchWith = (url, init) => {
     if (url === revocationsUrl) {
       listFetches += 1;
       if (down) return Promise.reject(new TypeError('fetch failed'));
+      // A fetch that never settles, whatever its signal says.
+      if (hang) return new Promise(() => {});
       if (behind) return Promise.resolve(new Response(behind));
     }
     return fetch(url, init);
@@ -198,18 +201,31 @@ test('createRemoteVerifier with revocationsUrl: a logout reaches it within its p
   assert.throws(() => remote.revocations, (e) => e.code === 'invalid_argument');
 
   // An idle server: the first token after a quiet spell waits for the list, not only the next.
-  const quiet = await createRemoteVerifier(jwksUrl, { ...options, revocationsTtlSeconds: 1, fetchTimeoutSeconds: 1 });
+  down = false;
+  const quiet = await createRemoteVerifier(jwksUrl, { ...options, revocationsTtlSeconds: 1, fetchTimeoutSeconds: 1, fetch: fetchWith });
   const frank = await issuer.user('frank');
   assert.ok((await quiet.verify(frank.access_token)).sub);
   await fetch(`${issuer.url}/v1/logout`, { method: 'POST', headers: { authorization: `Bearer ${frank.access_token}` } });
   // Past its period and a fetch's limit (1 s + 2 s).
   await new Promise((r) => setTimeout(r, 3200));
   await rejects(quiet.verify(frank.access_token), 'revoked');
+  // The issuer hangs after another quiet spell: the first token waits for the fetch's limit and
+  // is checked against the list held; the next one does not wait (the fetch failed meanwhile).
+  hang = true;
+  await new Promise((r) => setTimeout(r, 3200));
+  const waited = Date.now();
+  assert.ok((await quiet.verify(erin.access_token)).sub);
+  assert.ok(Date.now() - waited >= 1500, `the first token waited ${Date.now() - waited} ms for the hung fetch`);
+  const next = await Promise.race([quiet.verify(erin.access_token), new Promise((r) => setTimeout(() => r('waited'), 1000))]);
+  assert.notEqual(next, 'waited', 'the next token must not wait for the issuer that hangs');
+  assert.equal(next.sub, decodeUnverified(erin.access_token).claims.sub);
+  hang = false;
   quiet.free();
 
   // Without a list to start from there is nothing to check against.
   await rejects(createRemoteVerifier(jwksUrl, { ...options, revocationsUrl: `${issuer.url}/v1/nothing-here` }), 'revocation_list_missing');
   await rejects(createRemoteVerifier(jwksUrl, { ...options, revocationsUrl: jwksUrl }), 'revocation_list_missing');
+  down = true;
   await rejects(createRemoteVerifier(jwksUrl, { ...options, fetch: fetchWith }), 'revocation_list_missing');
   // Options it cannot use, before anything is fetched.
   down = false;

@@ -43,7 +43,8 @@ export interface RemoteVerifier {
   /**
    * `Verifier.verify` (with a `revocationsUrl`, `verifyNotRevoked` against the list held),
    * refetching the keys first if the `kid` is new, and in the background once they are
-   * `ttlSeconds` old, as the list once it is `revocationsTtlSeconds` old. On Cloudflare Workers
+   * `ttlSeconds` old, as the list once it is `revocationsTtlSeconds` old (after a quiet spell,
+   * the list's fetch is waited for). On Cloudflare Workers
    * pass the request's `ctx`: a background refetch goes to `ctx.waitUntil`, or it would be
    * cancelled when the response is sent.
    */

@@ -14,7 +14,8 @@
 //   workerd has no `'error'`.
 // - With `revocationsUrl`, the issuer's signed revocation list is fetched too, by the same rules
 //   (8 MiB at most), and refetched in the background once `revocationsTtlSeconds` old (10, the
-//   edge's KV_REFRESH_SECS); a token it names is `revoked`. Once the list held was signed over
+//   edge's KV_REFRESH_SECS); after a quiet spell tokens wait for that fetch. A token it names
+//   is `revoked`; a list replaces the one held by the edge's rule. Once the list held was signed over
 //   `maxListAgeSeconds` ago (5400, the edge's MAX_LIST_AGE_SECS), every token is refused
 //   `revocation_list_stale`, as the edge refuses it 503 (`revocationListFetchDefaults()`).
 // `index.js` re-exports this module; the cycle is safe because nothing here runs at import.
@@ -123,9 +124,15 @@ function refresher({ fetchWith, url, limitMs, make, install, discard, freed, ...
     ...rules,
     fetchedAt: 0,
     attemptedAt: -Infinity,
-    /** Whether the last fetch that ended failed. */
-    failed: false,
-    live: () => (inflight && Date.now() - state.attemptedAt < limitMs ? inflight : null),
+    /** When the last fetch failed (or was given up on at its limit), if it has not succeeded since. */
+    failedAt: -Infinity,
+    live() {
+      if (!inflight) return null;
+      if (Date.now() - state.attemptedAt < limitMs) return inflight;
+      // Given up on: a fetch that never settles failed too.
+      state.failedAt = Math.max(state.failedAt, state.attemptedAt + limitMs);
+      return null;
+    },
     load() {
       const joined = state.live();
       if (joined) return joined;
@@ -143,9 +150,9 @@ function refresher({ fetchWith, url, limitMs, make, install, discard, freed, ...
           installed = generation;
           install(made);
           state.fetchedAt = Date.now();
-          state.failed = false;
+          state.failedAt = -Infinity;
         } catch (e) {
-          state.failed = true;
+          state.failedAt = Date.now();
           throw e instanceof GatehouseError ? e : new GatehouseError(rules.code, `fetching the ${rules.what}: ${e}`);
         } finally {
           if (inflight === attempt) inflight = null;
@@ -380,8 +387,11 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
         const fetching = due ? inBackground(revocations) : revocations.live();
         // Past a period and a fetch's limit since the list held was fetched, no request came to
         // refresh it (an idle server): the tokens wait for the list being fetched, or a logout
-        // from the quiet spell would pass. Not while the issuer fails: the list held serves.
-        if (fetching && Date.now() - revocations.fetchedAt > listTtlMs + limitMs && !revocations.failed) {
+        // from the quiet spell would pass. Not while the issuer fails (a fetch failed within
+        // that time): the list held serves, and tokens wait at most once per failing streak.
+        const window = listTtlMs + limitMs;
+        const now = Date.now();
+        if (fetching && now - revocations.fetchedAt > window && now - revocations.failedAt > window) {
           await settled(fetching);
         }
       }
