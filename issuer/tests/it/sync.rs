@@ -1,9 +1,8 @@
-//! Snapshot push (coalesced, to a local receiver) and cleanup.
+//! Snapshot push (coalesced, to a local receiver).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gatehouse_issuer::maintenance;
 use gatehouse_issuer::revoker::Revoker;
 use gatehouse_issuer::store::revocations;
 use gatehouse_shared::{RevocationList, RevocationReason, SnapshotOptions};
@@ -368,93 +367,6 @@ async fn a_late_commit_is_in_the_next_snapshot(backend: Backend) {
     }
 }
 
-async fn cleanup_removes_only_what_expired(backend: Backend) {
-    let app = TestApp::start(backend).await;
-    app.register("alice").await;
-    for _ in 0..3 {
-        let t = str_of(&app.login("alice").await, "access_token").to_owned();
-        app.send("POST", "/v1/logout", None, Some(&t)).await;
-    }
-    let now = app.clock().now();
-    let nothing = maintenance::cleanup(app.store(), &app.config, now)
-        .await
-        .unwrap();
-    assert_eq!(nothing.revocations, 0, "live entries stay");
-    let seq = app.store().run_sync(revocations::high_water).unwrap();
-    let later = now + 2 * 24 * 3600;
-    let report = maintenance::cleanup(app.store(), &app.config, later)
-        .await
-        .unwrap();
-    assert_eq!(
-        report.revocations, 2,
-        "the newest row stays to hold the sequence"
-    );
-    assert_eq!(report.sessions, 3);
-    assert_eq!(app.store().run_sync(revocations::high_water).unwrap(), seq);
-}
-
-/// The cleanup finds ended sessions through indexes, not by reading every session: on a large
-/// table a scan would outlast `db_timeout_ms`, and cleanup would fail at every tick. The query
-/// is built from cleanup's own rule (`store::sessions::ended_by`), with PostgreSQL told to avoid
-/// scans where it can (it prefers them on a table this small).
-async fn ended_sessions_are_found_by_index(backend: Backend) {
-    use diesel::connection::SimpleConnection as _;
-    use diesel::prelude::*;
-    use gatehouse_issuer::db::DbConn;
-    use gatehouse_issuer::db::schema::sessions;
-    use gatehouse_issuer::store::sessions::ended_by;
-
-    #[derive(diesel::QueryableByName)]
-    struct PgPlan {
-        #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
-        line: String,
-    }
-    #[derive(diesel::QueryableByName)]
-    struct SqlitePlan {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        detail: String,
-    }
-    /// The SQL of a query, its bind values left as placeholders.
-    fn sql_of(debug: &str) -> String {
-        debug.split(" -- binds:").next().unwrap().to_owned()
-    }
-    let ended = sessions::table
-        .filter(ended_by(0))
-        .select(sessions::id)
-        .limit(1000);
-    let app = TestApp::start(backend).await;
-    let plan = app
-        .store()
-        .run_sync(|c| {
-            let lines = match c {
-                DbConn::Postgres(pg) => {
-                    let sql = sql_of(&diesel::debug_query::<diesel::pg::Pg, _>(&ended).to_string());
-                    pg.batch_execute(&format!("SET enable_seqscan = off; PREPARE ended AS {sql}"))?;
-                    let lines =
-                        diesel::sql_query("EXPLAIN EXECUTE ended(0, 0, 1000)").load::<PgPlan>(pg);
-                    pg.batch_execute("DEALLOCATE ended; RESET enable_seqscan")?;
-                    lines?.into_iter().map(|l| l.line).collect()
-                }
-                DbConn::Sqlite(lite) => {
-                    let debug = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&ended);
-                    diesel::sql_query(format!("EXPLAIN QUERY PLAN {}", sql_of(&debug.to_string())))
-                        .load::<SqlitePlan>(lite)?
-                        .into_iter()
-                        .map(|l| l.detail)
-                        .collect::<Vec<_>>()
-                }
-            };
-            Ok(lines)
-        })
-        .unwrap();
-    assert!(
-        !plan.iter().any(|l| l.contains("Seq Scan")
-                // SQLite: `SCAN sessions` (`SCAN TABLE sessions` before 3.36), no index `USING`.
-                || (l.contains("SCAN") && l.contains("sessions") && !l.contains("USING"))),
-        "{plan:#?}"
-    );
-}
-
 /// After a push whose KV write the edge could not make, and which landed on its retry a
 /// second later, the next revocation's push waits 1.2 s after that retry, not after its own
 /// build: sent at once, its write lands within KV's second of the retry's and is refused too,
@@ -565,8 +477,6 @@ crate::on_both_backends!(
     revocations_are_pushed_coalesced,
     a_hung_edge_does_not_delay_the_others,
     a_late_commit_is_in_the_next_snapshot,
-    cleanup_removes_only_what_expired,
-    ended_sessions_are_found_by_index,
 );
 
 /// A snapshot that cannot be built when a revocation asks for it (the database held past
