@@ -120,6 +120,14 @@ pub fn tampered(token: &str) -> String {
     String::from_utf8(token).expect("ascii")
 }
 
+/// What `worker` adds above the do-nothing worker (`idle`) over what `baseline` adds, in the
+/// same round; `None` when the baseline adds under 20 µs, too close to divide by (jose's
+/// no-token 401).
+fn added_ratio(worker: CpuRun, baseline: CpuRun, idle: CpuRun) -> Option<f64> {
+    let baseline_adds = baseline.us_per_request - idle.us_per_request;
+    (baseline_adds >= 20.0).then(|| (worker.us_per_request - idle.us_per_request) / baseline_adds)
+}
+
 /// Sends `n` requests (`concurrency` at a time) and measures the worker's CPU over them.
 async fn run(
     worker: &Workerd,
@@ -231,29 +239,17 @@ async fn measure(
         let idle = run(nothing, scenario, 200, &tokens, n, concurrency).await;
         m.failures += mine.failures + theirs.failures + idle.failures;
         m.ratio.push(mine.us_per_request / theirs.us_per_request);
-        let jose_adds = theirs.us_per_request - idle.us_per_request;
-        // Too close to the do-nothing worker to divide by (jose's no-token 401).
-        if jose_adds >= 20.0 {
-            m.added_ratio
-                .push((mine.us_per_request - idle.us_per_request) / jose_adds);
-        }
+        m.added_ratio.0.extend(added_ratio(mine, theirs, idle));
         if scenario.checks_a_signature() {
             let least = run(floor, scenario, status, &tokens, n, concurrency).await;
             m.failures += least.failures;
-            if jose_adds >= 20.0 {
-                m.floor_ratio
-                    .push((least.us_per_request - idle.us_per_request) / jose_adds);
-            }
+            m.floor_ratio.0.extend(added_ratio(least, theirs, idle));
             m.floor_us.push(least.us_per_request);
         }
         if scenario.forwards() {
             let same = run(jose_as_the_gate, scenario, status, &tokens, n, concurrency).await;
             m.failures += same.failures;
-            let same_adds = same.us_per_request - idle.us_per_request;
-            if same_adds >= 20.0 {
-                m.same_rules_ratio
-                    .push((mine.us_per_request - idle.us_per_request) / same_adds);
-            }
+            m.same_rules_ratio.0.extend(added_ratio(mine, same, idle));
             m.same_rules_us.push(same.us_per_request);
         }
         m.ours_us.push(mine.us_per_request);
@@ -279,21 +275,21 @@ pub async fn rows(s: &Settings, fix: &Fixture, w: &Workers<'_>) -> Vec<Row> {
             adds(&m.ours_us),
             adds(&m.jose_us),
         );
-        if !m.floor_us.0.is_empty() {
-            let _ = write!(
-                note,
-                "; the signature-only floor {}, above the do-nothing worker {:.0} µs",
-                m.floor_us.show(" µs"),
-                adds(&m.floor_us)
-            );
-        }
-        if !m.same_rules_us.0.is_empty() {
-            let _ = write!(
-                note,
-                "; the jose worker forwarding by the gate's rules {}, above the do-nothing worker {:.0} µs",
-                m.same_rules_us.show(" µs"),
-                adds(&m.same_rules_us)
-            );
+        for (worker, us) in [
+            ("the signature-only floor", &m.floor_us),
+            (
+                "the jose worker forwarding by the gate's rules",
+                &m.same_rules_us,
+            ),
+        ] {
+            if !us.0.is_empty() {
+                let _ = write!(
+                    note,
+                    "; {worker} {}, above the do-nothing worker {:.0} µs",
+                    us.show(" µs"),
+                    adds(us)
+                );
+            }
         }
         if m.failures > 0 {
             let _ = write!(
