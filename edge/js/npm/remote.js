@@ -329,23 +329,28 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
       clearTimeout(timer);
     }
   };
+  /** Frees the keys' and the list's wasm memory now. On Workers nothing else does (no
+   * finalizer runs): make one remote verifier per isolate, or free each one made per request. */
+  const release = () => {
+    freed = true;
+    keys?.verifier.free();
+    list?.free();
+    keys = undefined;
+    list = null;
+  };
   try {
     await first(keySet);
-  } catch (e) {
-    // A fetch given up on that settles later frees what it made.
-    freed = true;
-    throw e;
-  }
-  if (revocations) {
-    try {
-      await first(revocations);
-    } catch (e) {
-      keys.verifier.free();
-      freed = true;
+    if (revocations) {
       // A list the issuer signed that this package refuses (another issuer's, a bad signature)
       // is no list to check against either.
-      throw e.code === 'revocation_list_missing' ? e : new GatehouseError('revocation_list_missing', `the revocation list cannot be used: ${e.message}`);
+      await first(revocations).catch((e) => {
+        throw e.code === 'revocation_list_missing' ? e : new GatehouseError('revocation_list_missing', `the revocation list cannot be used: ${e.message}`);
+      });
     }
+  } catch (e) {
+    // What is held is freed, and a fetch given up on that settles later frees what it made.
+    release();
+    throw e;
   }
   const held = () => {
     if (freed) throw new GatehouseError('invalid_argument', 'this remote verifier was freed');
@@ -360,15 +365,7 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
       held();
       return list ? { seq: list.seq, issuedAt: list.issuedAt, size: list.size } : undefined;
     },
-    /** Frees the keys' and the list's wasm memory now. On Workers nothing else does (no
-     * finalizer runs): make one remote verifier per isolate, or free each one made per request. */
-    free() {
-      freed = true;
-      keys?.verifier.free();
-      list?.free();
-      keys = undefined;
-      list = null;
-    },
+    free: release,
     async verify(token, now, ctx) {
       held();
       // On Workers, work a request leaves behind is cancelled when it answers: `ctx.waitUntil`
