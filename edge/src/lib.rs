@@ -18,6 +18,7 @@ mod path;
 mod reply;
 mod state;
 mod sync;
+mod turn;
 mod upstream;
 mod webcrypto;
 

@@ -10,6 +10,7 @@ use gatehouse_shared::{
     ErrorCode, RevocationList, RevocationView, SnapshotError, SnapshotOptions, is_newer, key_id,
 };
 use std::rc::Rc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use worker::{Context, Env};
@@ -17,7 +18,7 @@ use worker::{Context, Env};
 use crate::config::Config;
 use crate::keys::{self, KV_BINDING};
 use crate::webcrypto::{RuntimeFault, WebCrypto};
-use crate::{first_list, state, upstream};
+use crate::{first_list, state, turn, upstream};
 
 const KV_SNAPSHOT: &str = "revocations";
 /// `{seq, issued_at, signer_high, signer_low}` of the stored snapshot: a few bytes to read where
@@ -45,6 +46,15 @@ const DELTA_MAX_ISSUED_AGE_SECS: i64 =
 /// older one may be a saved copy replayed to roll revocations back (and, with KV empty, stored
 /// there for every isolate).
 const UNCHECKED_MAX_AGE_SECS: i64 = 60;
+/// How long an accept waits for the one before it in its isolate to finish with KV: a few puts
+/// of at most MBs; a turn the runtime cut off never ends, and the next goes ahead after this.
+const KV_TURN_WAIT: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// Accepts in one isolate read KV's heads and write the list one after another: interleaved,
+    /// an older list's slow puts could land after a newer one's, both answered 200.
+    static KV_TURNS: turn::Chain = const { turn::Chain::new() };
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Head {
@@ -188,6 +198,7 @@ pub async fn accept(
 ) -> Result<(RevocationView, u64), SyncError> {
     let list = verify(env, config, jws, asker).await?;
     not_below_view(&list)?;
+    let _turn = turn::take(&KV_TURNS, KV_TURN_WAIT).await;
     let head = Head::of(&list);
     let kv = env.kv(KV_BINDING).map_err(|e| e.to_string());
     let stored = match &kv {
@@ -466,7 +477,7 @@ pub(crate) async fn refresh_from_kv(env: &Env, config: &Config) -> bool {
 }
 
 /// The issuer's current signed snapshot, fetched within `limit`.
-async fn fetch_snapshot(config: &Config, limit: std::time::Duration) -> Result<String, String> {
+async fn fetch_snapshot(config: &Config, limit: Duration) -> Result<String, String> {
     let url = format!("{}/v1/revocations", config.issuer_url);
     let bytes = upstream::get(&url, limit, crate::MAX_SNAPSHOT_BYTES).await?;
     String::from_utf8(bytes).map_err(|_| "the snapshot is not UTF-8".to_owned())

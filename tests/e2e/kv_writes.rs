@@ -159,6 +159,49 @@ async fn a_retry_older_than_the_isolates_list_still_reaches_kv() {
     assert_eq!(health["revocations"]["seq"], 5, "{health}");
 }
 
+/// Two pushes to one isolate, the older list's KV put slow (SIMULATED: held back 3 s, as a
+/// write of MBs can be): the newer list ends in KV. Before, each accept read KV's heads and
+/// wrote on its own; the older list's late puts landed over the newer one's, both answered
+/// 200, and new isolates loaded the older list until the next pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_lists_slow_kv_write_does_not_land_over_a_newer_one() {
+    let issuer_port = free_port().to_string();
+    let issuer_url = format!("http://127.0.0.1:{issuer_port}");
+    let locations = Locations::start(1, &lone_edge_vars(&issuer_url), Duration::from_mins(1)).await;
+    let issuer = Issuer::start(&[("GATEHOUSE_PORT", issuer_port.as_str())]).await;
+    let now = gatehouse_tests::unix_now();
+    let signed = |seq: u64| {
+        gatehouse_shared::RevocationList::builder(&issuer_url, seq, now - 5)
+            .build()
+            .sign_snapshot(&issuer.key)
+            .unwrap()
+    };
+    locations
+        .slow_puts("revocations", 1, Duration::from_secs(3))
+        .await;
+    let edge = locations.urls[0].clone();
+    let older = tokio::spawn({
+        let (edge, list) = (edge.clone(), signed(5));
+        async move { push(&edge, list).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Retried as the issuer retries: KV takes one write a second per key.
+    let mut tries = 0;
+    loop {
+        let (status, json) = push(&edge, signed(6)).await;
+        if status == 200 {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 10 && status == 503, "{status} {json}");
+        tokio::time::sleep(KV_WRITE_INTERVAL).await;
+    }
+    let (status, json) = older.await.unwrap();
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(locations.kv_heads().await[0]["seq"], 6, "KV's head");
+    assert_eq!(locations.kv_snapshots().await[0]["seq"], 6, "KV's list");
+}
+
 /// A list with a lower seq than the isolate holds is refused (409), even while KV's heads look
 /// older: on Cloudflare a location reads them through its own cache, so another location's
 /// newer list may be behind them, and storing this one would roll KV back everywhere. SIMULATED

@@ -26,7 +26,9 @@
 // POST /cron/<i> -> fires location i's cron,
 // PUT /kv/<i>/<key> (body: the value, header x-kv-metadata: JSON) -> writes location i's KV as
 // the worker there would: what another isolate's late write leaves behind (replicated as any
-// local write).
+// local write),
+// POST /slow-puts/<key> (body: {"count": n, "ms": t}) -> the worker's next n puts of the key,
+// at any location, reach KV t ms late (a slow KV write; its one-a-second slot is taken then).
 import { createHash, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { dirname } from 'node:path';
@@ -122,6 +124,8 @@ function takeWriteSlot(key, { refuse = true } = {}) {
   return true;
 }
 let refusedWrites = 0;
+// key -> {count, ms}: puts still to be held back, and by how long.
+const slowPuts = new Map();
 
 // Deliveries due at the other locations, applied by the replicator's own loop.
 const pending = [];
@@ -226,10 +230,23 @@ const server = http.createServer(async (req, res) => {
     }
     const slot = req.url.match(/^\/kv-write-slot\/(.+)$/);
     if (req.method === 'POST' && slot) {
+      const slow = slowPuts.get(decodeURIComponent(slot[1]));
+      if (slow?.count > 0) {
+        slow.count -= 1;
+        await new Promise((r) => setTimeout(r, slow.ms));
+      }
       if (takeWriteSlot(decodeURIComponent(slot[1]))) return send(200, {});
       refusedWrites += 1;
       console.error(`kv: refused a second write of ${decodeURIComponent(slot[1])} within a second`);
       return send(429, { error: 'too_many_writes' });
+    }
+    const slowPut = req.url.match(/^\/slow-puts\/([\w-]+)$/);
+    if (req.method === 'POST' && slowPut) {
+      const chunks = [];
+      for await (const chunk of req) chunks.push(chunk);
+      const { count, ms } = JSON.parse(Buffer.concat(chunks).toString());
+      slowPuts.set(slowPut[1], { count, ms });
+      return send(200, {});
     }
     const put = req.url.match(/^\/kv\/(\d+)\/([\w-]+)$/);
     if (req.method === 'PUT' && put && locations[Number(put[1])]) {

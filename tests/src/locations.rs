@@ -148,6 +148,17 @@ impl Locations {
         assert!(response.status().is_success(), "put {key} at {location}");
     }
 
+    /// The worker's next `count` puts of `key`, at any location, reach KV `late` (a slow write).
+    pub async fn slow_puts(&self, key: &str, count: u32, late: Duration) {
+        let response = http()
+            .post(format!("{}/slow-puts/{key}", self.server.url))
+            .json(&serde_json::json!({ "count": count, "ms": late.as_millis() }))
+            .send()
+            .await
+            .expect("slow puts");
+        assert!(response.status().is_success(), "slow puts of {key}");
+    }
+
     /// The simulation's `GET /<path>`: one value per location.
     async fn per_location(&self, path: &str) -> Vec<Value> {
         let (_, json) = json_of(
