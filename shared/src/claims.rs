@@ -208,21 +208,26 @@ impl TokenClaims {
         Ok(wire)
     }
 
-    /// Required members enforced: `iss`, `sub`, `aud`, `exp`, `iat`, `jti` and `sid`.
+    /// Required members enforced: `iss`, `sub`, `aud`, `exp`, `iat`, `jti` and `sid`. An empty
+    /// `sub`, `jti` or `sid` is missing: it names no user, token or session, and an origin
+    /// handed `X-Gatehouse-Sub: ` might take it for nobody signed in, or match any revocation.
     pub(crate) fn from_wire(wire: WireClaims) -> Result<Self, ValidationError> {
         fn required<T>(value: Option<T>, name: &'static str) -> Result<T, ValidationError> {
             value.ok_or(ValidationError::MissingClaim(name))
         }
+        fn id(value: Option<String>, name: &'static str) -> Result<String, ValidationError> {
+            required(value.filter(|id| !id.is_empty()), name)
+        }
         let custom = wire.custom;
         let claims = Self {
             iss: required(custom.iss, "iss")?,
-            sub: required(custom.sub, "sub")?,
+            sub: id(custom.sub, "sub")?,
             aud: required(custom.aud, "aud")?,
             exp: required(wire.expiration, "exp")?.timestamp(),
             iat: required(wire.issued_at, "iat")?.timestamp(),
             nbf: wire.not_before.map(|t| t.timestamp()),
-            jti: required(custom.jti, "jti")?,
-            sid: required(custom.sid, "sid")?,
+            jti: id(custom.jti, "jti")?,
+            sid: id(custom.sid, "sid")?,
             scope: custom.scope.unwrap_or_default(),
         };
         // The edge hands these to the origin as header values, which carry printable ASCII only
@@ -303,6 +308,20 @@ mod tests {
             let err = parse(&v.to_string()).unwrap_err();
             assert_eq!(err, ValidationError::MissingClaim(name));
         }
+    }
+
+    #[test]
+    fn an_empty_id_is_a_missing_one() {
+        for name in ["sub", "jti", "sid"] {
+            let mut v: serde_json::Value = serde_json::from_str(FULL).unwrap();
+            v[name] = "".into();
+            assert_eq!(
+                parse(&v.to_string()),
+                Err(ValidationError::MissingClaim(name))
+            );
+        }
+        let no_scope = FULL.replace(r#""jti":"j""#, r#""jti":"j","scope":"""#);
+        assert_eq!(parse(&no_scope).map(|c| c.scope), Ok(String::new()));
     }
 
     #[test]

@@ -114,8 +114,9 @@ pub(crate) struct JwkEntry<'a> {
 /// internally tagged enum, every key type, flattened under `JwkEntry`) buffers each member
 /// through serde's `Content` and cost the worker 49 KB of its `.wasm`. Any repeated member is
 /// refused, declared here or not (RFC 7517 §4 allows keeping the last; two parsers that differ
-/// there would read two keys); `x` and `y` are strict unpadded base64url, as jwt-compact reads
-/// them.
+/// there would read two keys), and so is `null` for any member read here (each is a string or
+/// an array of them; `"use": null` is not an absent `use`); `x` and `y` are strict unpadded
+/// base64url, as jwt-compact reads them.
 #[derive(Default)]
 struct PublicJwkIn {
     kty: Option<String>,
@@ -144,14 +145,14 @@ impl<'de> Deserialize<'de> for PublicJwkIn {
                 let mut jwk = PublicJwkIn::default();
                 while let Some(name) = map.next_key::<Cow<'de, str>>()? {
                     match name.as_ref() {
-                        "kty" => jwk.kty = map.next_value()?,
-                        "crv" => jwk.crv = map.next_value()?,
-                        "x" => jwk.x = map.next_value()?,
-                        "y" => jwk.y = map.next_value()?,
-                        "kid" => jwk.kid = map.next_value()?,
-                        "alg" => jwk.alg = map.next_value()?,
-                        "use" => jwk.key_use = map.next_value()?,
-                        "key_ops" => jwk.key_ops = map.next_value()?,
+                        "kty" => jwk.kty = Some(map.next_value()?),
+                        "crv" => jwk.crv = Some(map.next_value()?),
+                        "x" => jwk.x = Some(map.next_value()?),
+                        "y" => jwk.y = Some(map.next_value()?),
+                        "kid" => jwk.kid = Some(map.next_value()?),
+                        "alg" => jwk.alg = Some(map.next_value()?),
+                        "use" => jwk.key_use = Some(map.next_value()?),
+                        "key_ops" => jwk.key_ops = Some(map.next_value()?),
                         other => {
                             jwk.private |= other == "d";
                             map.next_value::<IgnoredAny>()?;
@@ -486,6 +487,19 @@ mod tests {
             ),
         ] {
             assert_eq!(with(extra), Err(reason), "{extra}");
+        }
+        // `null` is no member's value, and not an absent member: `"use": null` is no `sig`.
+        for extra in [
+            r#","use":null"#,
+            r#","alg":null"#,
+            r#","key_ops":null"#,
+            r#","y":null"#,
+        ] {
+            assert_eq!(
+                with(extra),
+                Err(JwkError::Invalid("not a valid JWK object")),
+                "{extra}"
+            );
         }
     }
 
