@@ -54,18 +54,19 @@ export async function startIssuer(env = {}) {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const bin = join(resolve(root, process.env.CARGO_TARGET_DIR ?? 'target'), 'debug', 'gatehouse-issuer');
+  const childEnv = {
+    PATH: process.env.PATH,
+    GATEHOUSE_PORT: String(port),
+    GATEHOUSE_ISSUER: url,
+    GATEHOUSE_AUDIENCE: 'gatehouse-js',
+    GATEHOUSE_OPEN_REGISTRATION: 'true',
+    GATEHOUSE_PASSWORD__M_COST: '256',
+    GATEHOUSE_PASSWORD__T_COST: '1',
+    ...env,
+  };
   const child = spawn(bin, ['serve'], {
     cwd: dir,
-    env: {
-      PATH: process.env.PATH,
-      GATEHOUSE_PORT: String(port),
-      GATEHOUSE_ISSUER: url,
-      GATEHOUSE_AUDIENCE: 'gatehouse-js',
-      GATEHOUSE_OPEN_REGISTRATION: 'true',
-      GATEHOUSE_PASSWORD__M_COST: '256',
-      GATEHOUSE_PASSWORD__T_COST: '1',
-      ...env,
-    },
+    env: childEnv,
     stdio: ['ignore', 'ignore', openSync(join(dir, 'issuer.log'), 'w')],
   });
   // A binary that is missing, or that exits, stops the wait at once; one that never gets ready
@@ -84,6 +85,8 @@ export async function startIssuer(env = {}) {
   return {
     url,
     stop: () => child.kill('SIGKILL'),
+    /** Runs the issuer's command line (`keys rotate`, say) on its database, as an operator would. */
+    cli: (args) => execFileSync(bin, args, { cwd: dir, env: childEnv, encoding: 'utf8', stdio: 'pipe' }),
     /** Registers `name` (unless `register` is false) and logs in: the token response. */
     async user(name, { register = true } = {}) {
       if (register) {

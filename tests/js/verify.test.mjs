@@ -248,6 +248,49 @@ test('createRemoteVerifier with revocationsUrl: a logout reaches it within its p
   keysOnly.free();
 });
 
+test('createRemoteVerifier with revocationsUrl: a list signed by a key it does not hold yet (a rotation) is taken after one refetch of the keys', { timeout: 30000 }, async () => {
+  // Its own issuer, whose replicas take a rotated key within a second: the other tests hold
+  // the shared issuer's key set.
+  const rotating = await startIssuer({ GATEHOUSE_CLEANUP_INTERVAL_SECS: '1' });
+  try {
+    const jwksUrl = `${rotating.url}/.well-known/jwks.json`;
+    let keyFetches = 0;
+    const fetchWith = (url, init) => {
+      if (url === jwksUrl) keyFetches += 1;
+      return fetch(url, init);
+    };
+    const remote = await createRemoteVerifier(jwksUrl, {
+      issuer: rotating.url, audience: 'gatehouse-js', revocationsUrl: `${rotating.url}/v1/revocations`,
+      revocationsTtlSeconds: 1, refetchCooldownSeconds: 1, fetch: fetchWith,
+    });
+    const held = remote.revocations.seq;
+    // A token signed by the old key, which the verifier holds, so the token path never
+    // refetches the keys: only the list's can.
+    const hana = await rotating.user('hana');
+    const oldKid = decodeUnverified(hana.access_token).header.kid;
+    assert.ok((await remote.verify(hana.access_token)).sub);
+    assert.match(rotating.cli(['keys', 'rotate']), /is active/);
+    const signingKid = async () => (await (await fetch(`${rotating.url}/health/ready`)).json()).signing_kid;
+    for (const started = Date.now(); (await signingKid()) === oldKid; await new Promise((r) => setTimeout(r, 100))) {
+      assert.ok(Date.now() - started < 10000, 'the issuer took the new key');
+    }
+    // The logout's list is signed by the new key.
+    const logout = await fetch(`${rotating.url}/v1/logout`, { method: 'POST', headers: { authorization: `Bearer ${hana.access_token}` } });
+    assert.equal(logout.status, 200);
+    let code;
+    for (const started = Date.now(); Date.now() - started < 10000; await new Promise((r) => setTimeout(r, 100))) {
+      code = await remote.verify(hana.access_token).then(() => 'verified', (e) => e.code);
+      if (code !== 'verified') break;
+    }
+    assert.equal(code, 'revoked', 'the list the new key signed was taken');
+    assert.ok(remote.revocations.seq > held);
+    assert.equal(keyFetches, 2, 'the first fetch and one refetch for the new kid');
+    remote.free();
+  } finally {
+    rotating.stop();
+  }
+});
+
 test('tokens signed by jose verify, and every failure has its code', async () => {
   const { publicKey, privateKey } = await jose.generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
   const kid = 'jose-key';
