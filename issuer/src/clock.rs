@@ -38,9 +38,12 @@ pub struct Clock {
 impl Clock {
     /// Unix seconds.
     pub fn now(&self) -> i64 {
-        system_ms()
-            .saturating_add(self.shift_secs().saturating_mul(1000))
-            .div_euclid(1000)
+        self.now_ms().div_euclid(1000)
+    }
+
+    /// Unix milliseconds, moved on as [`Self::now`] is.
+    pub fn now_ms(&self) -> i64 {
+        system_ms().saturating_add(self.shift_secs().saturating_mul(1000))
     }
 
     fn shift_secs(&self) -> i64 {

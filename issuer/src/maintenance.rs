@@ -14,7 +14,7 @@ use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimit;
 use crate::revoker::Revoker;
-use crate::store::{lockout, revocations, sessions};
+use crate::store::{failure_budget, lockout, revocations, sessions};
 
 /// Ended sessions are kept this long before deletion, for an operator to look up beside the
 /// audit rows that name them. A token of an ended session is refused either way, and a late
@@ -25,6 +25,7 @@ const SESSION_RETENTION_SECS: i64 = 24 * 3600;
 pub struct CleanupReport {
     pub sessions: usize,
     pub revocations: usize,
+    /// Lockout rows and paid-off failure budgets (`store::failure_budget`).
     pub lockouts: usize,
 }
 
@@ -54,7 +55,10 @@ pub fn cleanup_batch(
     let sessions = sessions::delete_ended(conn, now - SESSION_RETENTION_SECS, batch)?;
     let revocations = revocations::delete_expired(conn, now, batch)?;
     let lockouts = match scope {
-        Scope::Everything => lockout::delete_stale(conn, now, &config.lockout, batch)?,
+        Scope::Everything => {
+            lockout::delete_stale(conn, now, &config.lockout, batch)?
+                + failure_budget::delete_paid_off(conn, now.saturating_mul(1000), batch)?
+        }
         Scope::LeavingLockouts => 0,
     };
     Ok(CleanupReport {

@@ -85,6 +85,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    client_failure_budgets (client) {
+        client -> Text,
+        paid_off_at -> BigInt,
+    }
+}
+
+diesel::table! {
     audit_events (id) {
         id -> BigInt,
         at -> BigInt,
@@ -103,6 +110,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     revocations,
     signing_keys,
     lockouts_by_client,
+    client_failure_budgets,
     audit_events,
     token_lifetimes,
     sealing_secrets

@@ -21,7 +21,7 @@ use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::password::{Hasher, Match};
 use crate::password::{may_be_a_password, normalize_username};
-use crate::ratelimit::RateLimit;
+use crate::ratelimit::{FailureCharge, RateLimit};
 use crate::revoker::Revoker;
 use crate::store::lockout::{self, Attempt};
 use crate::store::revocations;
@@ -133,7 +133,23 @@ async fn token(
     )?)))
 }
 
+/// A client that failed too often is refused before any check, whatever the password; else it
+/// is charged a failure, given back unless the login is refused.
 async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Grant, ApiError> {
+    let charge = grants
+        .limit
+        .charge_failure(grants.db, grants.clock, grants.client_ip)
+        .await?;
+    let grant = charged_password_grant(grants, request, &charge).await;
+    charge.settle(grants.db, grants.clock).await;
+    grant
+}
+
+async fn charged_password_grant(
+    grants: &Grants<'_>,
+    request: TokenRequest,
+    charge: &FailureCharge,
+) -> Result<Grant, ApiError> {
     let username = request
         .username
         .ok_or_else(|| ApiError::invalid_request("username is required"))?;
@@ -141,9 +157,6 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
         .password
         .ok_or_else(|| ApiError::invalid_request("password is required"))?;
     let (now, cfg) = (grants.now, grants.config.lockout);
-    // A client that failed too often is refused before any check, whatever the password; else
-    // it is charged a failure, given back unless the login is refused.
-    let charge = grants.limit.charge_failure(grants.client_ip)?;
     let refused = |error: ApiError| {
         grants.metrics.logins_failed.inc();
         charge.keep();

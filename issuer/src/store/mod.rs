@@ -3,6 +3,7 @@
 //! enforced here with conditional updates inside write transactions.
 
 pub mod audit;
+pub mod failure_budget;
 pub mod lifetimes;
 pub mod lockout;
 pub mod revocations;

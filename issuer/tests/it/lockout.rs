@@ -278,6 +278,104 @@ async fn an_empty_or_over_long_current_password_spends_no_attempt(backend: Backe
     assert_eq!(status, Status::Ok, "{json}");
 }
 
+/// The failure budget is the database's, so every replica spends from one: a client's failures
+/// on two replicas add up. Before, each replica held its own in memory, and N replicas allowed
+/// a client N times `failed_logins_per_minute`.
+async fn the_failure_budget_holds_across_replicas(backend: Backend) {
+    use rocket::local::asynchronous::Client;
+    async fn wrong(client: &Client, user: &str) -> (Status, serde_json::Value) {
+        let response = client
+            .post("/v1/token")
+            .header(rocket::http::ContentType::Form)
+            .remote("10.0.0.1:1000".parse().unwrap())
+            .body(format!(
+                "grant_type=password&username={user}&password=wrong-password"
+            ))
+            .dispatch()
+            .await;
+        let (status, json, _) = decode(response).await;
+        (status, json)
+    }
+    let app = TestApp::start_with(backend, |c| c.failed_logins_per_minute = 2).await;
+    let replica = app.replica().await;
+    for (client, user) in [(&app.client, "ann"), (&replica, "bob")] {
+        let (status, json) = wrong(client, user).await;
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::BadRequest, "invalid_grant"),
+            "{json}"
+        );
+    }
+    for client in [&app.client, &replica] {
+        let (status, json) = wrong(client, "cy").await;
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::TooManyRequests, "rate_limited"),
+            "the third failure, on either replica: {json}"
+        );
+    }
+}
+
+/// The budget's arithmetic, on the database's rows with the times given: two a minute, one
+/// paid off each 30 s; a refund gives back what is left of its own charge only; cleanup
+/// deletes a row once it is paid off.
+async fn the_failure_budget_pays_off_one_failure_each_interval(backend: Backend) {
+    use gatehouse_issuer::store::failure_budget::{
+        Budget, Charge, charge, delete_paid_off, refund,
+    };
+    let app = TestApp::start(backend).await;
+    let budget = Budget::per_minute(2).unwrap();
+    let at = |secs: i64| 1_000_000_000 + secs * 1000;
+    let steps = app
+        .store()
+        .run_sync(move |c| {
+            let mut steps = vec![
+                charge(c, "192.0.2.1", at(0), budget)?,
+                charge(c, "192.0.2.1", at(1), budget)?,
+                charge(c, "192.0.2.1", at(1), budget)?,
+                charge(c, "192.0.2.2", at(1), budget)?,
+            ];
+            // A charge given back (a correct password) leaves room for one more.
+            refund(c, "192.0.2.1", at(60), at(1), budget)?;
+            steps.push(charge(c, "192.0.2.1", at(1), budget)?);
+            steps.push(charge(c, "192.0.2.1", at(30), budget)?);
+            steps.push(charge(c, "192.0.2.1", at(30), budget)?);
+            // A check that outlasted its own charge (paid off at 30) gives back nothing of
+            // the later failures'.
+            refund(c, "192.0.2.1", at(30), at(31), budget)?;
+            steps.push(charge(c, "192.0.2.1", at(31), budget)?);
+            let deleted = [
+                delete_paid_off(c, at(89), 100)?,
+                delete_paid_off(c, at(91), 100)?,
+            ];
+            Ok((steps, deleted))
+        })
+        .unwrap();
+    let granted = |secs| Charge::Granted { until: at(secs) };
+    let refused = |secs: i64| Charge::Refused {
+        wait_ms: secs * 1000,
+    };
+    assert_eq!(
+        steps.0,
+        [
+            granted(30),
+            granted(60),
+            refused(29),
+            granted(31),
+            granted(60),
+            granted(90),
+            refused(30),
+            refused(29),
+        ]
+    );
+    assert_eq!(
+        steps.1,
+        [1, 1],
+        "192.0.2.2 at 89 s, 192.0.2.1 once paid off at 90 s"
+    );
+    assert!(Budget::per_minute(0).is_none(), "0 turns the budget off");
+}
+
 crate::on_both_backends!(
     an_empty_or_over_long_current_password_spends_no_attempt,
     a_refusal_for_checks_under_way_says_one_second,
@@ -287,4 +385,6 @@ crate::on_both_backends!(
     cleanup_keeps_the_backoff_history,
     rate_limit_per_client_ip,
     failed_logins_have_a_budget_per_client_ip,
+    the_failure_budget_holds_across_replicas,
+    the_failure_budget_pays_off_one_failure_each_interval,
 );
