@@ -469,7 +469,11 @@ pub(crate) async fn refresh_from_kv(env: &Env, config: &Config) -> bool {
             };
             list
         }
-        Err(_) => return true,
+        Err(e) => {
+            let from = if from_kv { "KV" } else { "the issuer" };
+            worker::console_warn!("gatehouse: the revocation list from {from} was not taken ({e})");
+            return true;
+        }
     };
     // An older list than the one held is refused by the view; nothing to do then.
     let _ = state::update_revocations(|v| v.with_base(list));
