@@ -38,14 +38,14 @@ impl RateLimit {
     /// running at once cannot all pass a budget that their failures then overdraw; the charge
     /// is given back by [`FailureCharge::settle`] unless the check failed
     /// ([`FailureCharge::keep`]). Requests without a known client address are not charged.
-    pub async fn charge_failure(
+    pub async fn charge_failure<'c>(
         &self,
         db: &Db,
-        clock: &Clock,
+        clock: &'c Clock,
         ip: Option<IpAddr>,
-    ) -> Result<FailureCharge, ApiError> {
+    ) -> Result<FailureCharge<'c>, ApiError> {
         let (Some(budget), Some(ip)) = (self.failures, ip) else {
-            return Ok(FailureCharge::default());
+            return Ok(FailureCharge::none(clock));
         };
         let (client, now) = (client(ip).to_string(), clock.now_ms());
         let key = client.clone();
@@ -54,7 +54,13 @@ impl RateLimit {
             .await?
         {
             Charge::Granted { until } => Ok(FailureCharge {
-                charged: Some((client, until, budget)),
+                charged: Some(Charged {
+                    db: db.clone(),
+                    client,
+                    until,
+                    budget,
+                }),
+                clock,
                 kept: AtomicBool::new(false),
             }),
             Charge::Refused { wait_ms } => Err(ApiError::RateLimited {
@@ -93,39 +99,78 @@ fn whole_secs(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
-/// One failed password check charged to a client before its check ran: given back by
-/// [`Self::settle`] unless [`kept`](Self::keep), so a correct password, and an error that gave
-/// no verdict, spend nothing.
-#[derive(Default)]
-pub struct FailureCharge {
-    /// The client charged, when its failures are paid off counting this one (Unix ms), and its
-    /// budget; `None` for a request with no known client address, or with the budget off.
-    charged: Option<(String, i64, Budget)>,
+/// One failed password check charged to a client before its check ran: given back unless
+/// [`kept`](Self::keep), so a correct password, and an error that gave no verdict, spend
+/// nothing. [`Self::settle`] gives it back before the answer; a request dropped before that
+/// (its client went away mid-check, and the server dropped its handler) gives it back from a
+/// task of its own, as it drops.
+pub struct FailureCharge<'c> {
+    /// `None` for a request with no known client address, with the budget off, or settled.
+    charged: Option<Charged>,
+    clock: &'c Clock,
     kept: AtomicBool,
 }
 
-impl FailureCharge {
+/// The client charged, when its failures are paid off counting this one (Unix ms), and where.
+struct Charged {
+    db: Db,
+    client: String,
+    until: i64,
+    budget: Budget,
+}
+
+impl<'c> FailureCharge<'c> {
+    const fn none(clock: &'c Clock) -> Self {
+        Self {
+            charged: None,
+            clock,
+            kept: AtomicBool::new(false),
+        }
+    }
+
     /// The check failed: the charge stays.
     pub fn keep(&self) {
         self.kept.store(true, Ordering::Relaxed);
     }
 
-    /// Gives the charge back unless it was kept. A refund that fails leaves the failure
-    /// charged, the safe side, and is logged; so does a request dropped mid-check (its client
-    /// went away), whose refund never runs.
-    pub async fn settle(self, db: &Db, clock: &Clock) {
-        let Some((client, until, budget)) = self.charged else {
-            return;
-        };
-        if self.kept.load(Ordering::Relaxed) {
-            return;
+    /// Gives the charge back unless it was kept, before the answer goes out: the client's next
+    /// request finds it given back.
+    pub async fn settle(mut self) {
+        if let Some(refund) = self.refund() {
+            refund.await;
         }
-        let now = clock.now_ms();
-        let refunded = db
-            .run(move |c| failure_budget::refund(c, &client, until, now, budget))
-            .await;
-        if let Err(e) = refunded {
-            tracing::warn!(error = %e, "a failure charged before a password check was not given back");
+    }
+
+    /// The refund still due, if any; none after this.
+    fn refund(&mut self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let Charged {
+            db,
+            client,
+            until,
+            budget,
+        } = self.charged.take()?;
+        if self.kept.load(Ordering::Relaxed) {
+            return None;
+        }
+        let now = self.clock.now_ms();
+        Some(async move {
+            let refunded = db
+                .run(move |c| failure_budget::refund(c, &client, until, now, budget))
+                .await;
+            // The failure stays charged, the safe side.
+            if let Err(e) = refunded {
+                tracing::warn!(error = %e, "a failure charged before a password check was not given back");
+            }
+        })
+    }
+}
+
+impl Drop for FailureCharge<'_> {
+    fn drop(&mut self) {
+        if let Some(refund) = self.refund()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(refund);
         }
     }
 }

@@ -141,14 +141,14 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
         .charge_failure(grants.db, grants.clock, grants.client_ip)
         .await?;
     let grant = charged_password_grant(grants, request, &charge).await;
-    charge.settle(grants.db, grants.clock).await;
+    charge.settle().await;
     grant
 }
 
 async fn charged_password_grant(
     grants: &Grants<'_>,
     request: TokenRequest,
-    charge: &FailureCharge,
+    charge: &FailureCharge<'_>,
 ) -> Result<Grant, ApiError> {
     let username = request
         .username

@@ -316,6 +316,48 @@ async fn the_failure_budget_holds_across_replicas(backend: Backend) {
     }
 }
 
+/// A charge is given back unless kept: by `settle` before the answer, and by a request
+/// dropped mid-check (its client went away) as it drops. Before, a dropped request's charge
+/// stayed: wrk's connections closed at the end of a benchmark run left the client's budget
+/// spent, and its next run got 429s.
+async fn a_charge_is_given_back_unless_kept_even_by_a_dropped_request(backend: Backend) {
+    use gatehouse_issuer::ratelimit::RateLimit;
+    let app = TestApp::start(backend).await;
+    let (db, clock) = (app.store(), app.clock());
+    let limit = RateLimit::new(0, 1);
+    let ip = Some("192.0.2.7".parse().unwrap());
+    limit
+        .charge_failure(db, clock, ip)
+        .await
+        .unwrap()
+        .settle()
+        .await;
+    let charge = limit.charge_failure(db, clock, ip).await.unwrap();
+    drop(charge);
+    let mut tries = 0;
+    let charge = loop {
+        // The dropped request's refund runs in a task of its own.
+        match limit.charge_failure(db, clock, ip).await {
+            Ok(charge) => break charge,
+            Err(e) => {
+                tries += 1;
+                assert!(tries < 50, "the dropped charge was never given back: {e:?}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    charge.keep();
+    charge.settle().await;
+    assert!(
+        limit.charge_failure(db, clock, ip).await.is_err(),
+        "the kept charge holds"
+    );
+    assert!(
+        limit.charge_failure(db, clock, None).await.is_ok(),
+        "no address, no charge"
+    );
+}
+
 /// The budget's arithmetic, on the database's rows with the times given: two a minute, one
 /// paid off each 30 s; a refund gives back what is left of its own charge only; cleanup
 /// deletes a row once it is paid off.
@@ -387,4 +429,5 @@ crate::on_both_backends!(
     failed_logins_have_a_budget_per_client_ip,
     the_failure_budget_holds_across_replicas,
     the_failure_budget_pays_off_one_failure_each_interval,
+    a_charge_is_given_back_unless_kept_even_by_a_dropped_request,
 );
