@@ -141,7 +141,7 @@ async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gr
         .charge_failure(grants.db, grants.clock, grants.client_ip)
         .await?;
     let grant = charged_password_grant(grants, request, &charge).await;
-    charge.settle().await;
+    charge.settle(grants.db, grants.clock).await;
     grant
 }
 

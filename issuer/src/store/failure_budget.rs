@@ -1,14 +1,15 @@
-//! Each client's budget of failed password checks (`failed_logins_per_minute`, a burst of the
-//! same size), held in the database so that every replica spends from the one budget. A client
-//! that spent it is refused before its next check, whatever the password, until one failure is
-//! paid off. The lockout (`store::lockout`) bounds guesses per account; a spray of one password
-//! over many accounts stays under each account's threshold, and only this sees it.
+//! Each client's failed password grants across every replica (`failed_logins_per_minute`, a
+//! burst of the same size): a client whose recorded failures spent the budget is refused
+//! before its next check on any replica, whatever the password, until one failure is paid off.
+//! The lockout (`store::lockout`) bounds guesses per account; a spray of one password over many
+//! accounts stays under each account's threshold, and only this sees it.
 //!
 //! A row holds when the client's failures are all paid off, in Unix ms of the replica that last
-//! charged it (replicas' clocks differ by their skew, which moves the budget by as much). A
-//! charge is two conditional updates in one transaction, so charges racing on any replicas
-//! cannot all pass one budget: the row is brought up to now if it is behind, then moved on one
-//! interval if it was at most `size - 1` intervals ahead.
+//! recorded one (replicas' clocks differ by their skew, which moves the budget by as much). Only
+//! failures are written: a correct login reads the row and writes nothing. Checks under way are
+//! charged in each replica's memory (`ratelimit`), so one replica's parallel guesses cannot
+//! overdraw the budget; parallel guesses on several replicas can, by those still under way
+//! on the others when the budget ran out.
 
 use diesel::prelude::*;
 
@@ -39,24 +40,45 @@ impl Budget {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Charge {
-    /// Charged: the client's failures, this one counted, are paid off at `until` (Unix ms).
-    Granted { until: i64 },
-    /// Spent: the next failure is paid off in `wait_ms`.
-    Refused { wait_ms: i64 },
-}
-
-/// Charges `client` one failure at `now_ms` before its password is checked, or refuses it.
-pub fn charge(
+/// How long until `client` may try again at `now_ms`: `None` while its recorded failures leave
+/// room for one more.
+pub fn spent(
     conn: &mut DbConn,
     client: &str,
     now_ms: i64,
     budget: Budget,
-) -> Result<Charge, ApiError> {
+) -> Result<Option<i64>, ApiError> {
+    let paid_off_at = rows::table
+        .filter(rows::client.eq(client))
+        .select(rows::paid_off_at)
+        .first::<i64>(conn)
+        .optional()?;
+    Ok(paid_off_at
+        .map(|at| at - now_ms - budget.headroom_ms())
+        .filter(|wait| *wait > 0))
+}
+
+/// Records one failed password grant of `client` at `now_ms`: its row, brought up to now if it
+/// is behind, moves on one interval. Two conditional updates, each atomic, so failures recorded
+/// at once on any replicas all count.
+pub fn record_failure(
+    conn: &mut DbConn,
+    client: &str,
+    now_ms: i64,
+    budget: Budget,
+) -> Result<(), ApiError> {
+    let row = || rows::table.filter(rows::client.eq(client));
     for _ in 0..3 {
-        if let Some(charge) = write_tx(conn, |c| try_charge(c, client, now_ms, budget))? {
-            return Ok(charge);
+        let recorded = write_tx(conn, |c| {
+            diesel::update(row().filter(rows::paid_off_at.lt(now_ms)))
+                .set(rows::paid_off_at.eq(now_ms))
+                .execute(c)?;
+            Ok(diesel::update(row())
+                .set(rows::paid_off_at.eq(rows::paid_off_at + budget.interval_ms))
+                .execute(c)?)
+        })?;
+        if recorded == 1 {
+            return Ok(());
         }
         // The client's first failure (or cleanup just removed its row): a concurrent creator
         // wins just as well. Outside the transaction, where a unique violation cannot abort it.
@@ -71,54 +93,6 @@ pub fn charge(
     Err(ApiError::unavailable(
         "the client's failure budget kept changing",
     ))
-}
-
-/// One transaction; `None` when the row is missing.
-fn try_charge(
-    conn: &mut DbConn,
-    client: &str,
-    now_ms: i64,
-    budget: Budget,
-) -> Result<Option<Charge>, ApiError> {
-    let row = || rows::table.filter(rows::client.eq(client));
-    diesel::update(row().filter(rows::paid_off_at.lt(now_ms)))
-        .set(rows::paid_off_at.eq(now_ms))
-        .execute(conn)?;
-    let granted = diesel::update(row().filter(rows::paid_off_at.le(now_ms + budget.headroom_ms())))
-        .set(rows::paid_off_at.eq(rows::paid_off_at + budget.interval_ms))
-        .execute(conn)?;
-    let Some(paid_off_at) = row()
-        .select(rows::paid_off_at)
-        .first::<i64>(conn)
-        .optional()?
-    else {
-        return Ok(None);
-    };
-    Ok(Some(if granted == 1 {
-        Charge::Granted { until: paid_off_at }
-    } else {
-        Charge::Refused {
-            wait_ms: paid_off_at - now_ms - budget.headroom_ms(),
-        }
-    }))
-}
-
-/// Gives back, at `now_ms`, what is left unpaid of a charge that set `until`: no more, so a
-/// check that outlasted its own charge cannot give back a later failure's.
-pub fn refund(
-    conn: &mut DbConn,
-    client: &str,
-    until: i64,
-    now_ms: i64,
-    budget: Budget,
-) -> Result<(), ApiError> {
-    let left = (until - now_ms).clamp(0, budget.interval_ms);
-    if left > 0 {
-        diesel::update(rows::table.filter(rows::client.eq(client)))
-            .set(rows::paid_off_at.eq(rows::paid_off_at - left))
-            .execute(conn)?;
-    }
-    Ok(())
 }
 
 /// Deletes up to `batch` rows whose failures were all paid off before `now_ms`.
