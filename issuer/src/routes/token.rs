@@ -133,8 +133,9 @@ async fn token(
     )?)))
 }
 
-/// A client that failed too often is refused before any check, whatever the password; else it
-/// is charged a failure, given back unless the login is refused.
+/// A client that failed too often (on this replica, or on any by the failures recorded) is
+/// refused before any check, whatever the password; else it is charged a failure, given back
+/// unless the login is refused, and a refused one is recorded for every replica.
 async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Grant, ApiError> {
     let charge = grants
         .limit

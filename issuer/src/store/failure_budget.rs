@@ -34,7 +34,7 @@ impl Budget {
         })
     }
 
-    /// How far ahead of now a client's row may be when it is charged again.
+    /// How far ahead of now a client's row may be for it to try again.
     const fn headroom_ms(self) -> i64 {
         self.interval_ms * (self.size - 1)
     }
@@ -59,8 +59,8 @@ pub fn spent(
 }
 
 /// Records one failed password grant of `client` at `now_ms`: its row, brought up to now if it
-/// is behind, moves on one interval. Two conditional updates, each atomic, so failures recorded
-/// at once on any replicas all count.
+/// is behind, moves on one interval, in one transaction whose updates serialise on the row, so
+/// failures recorded at once on any replicas all count.
 pub fn record_failure(
     conn: &mut DbConn,
     client: &str,
