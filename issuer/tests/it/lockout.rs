@@ -144,29 +144,22 @@ async fn rate_limit_per_client_ip(backend: Backend) {
 async fn failed_logins_have_a_budget_per_client_ip(backend: Backend) {
     let app = TestApp::start_with(backend, |c| c.failed_logins_per_minute = 2).await;
     app.register("alice").await;
-    let login = |ip: &'static str, body: String| {
-        app.client
-            .post("/v1/token")
-            .header(rocket::http::ContentType::Form)
-            .remote(ip.parse().unwrap())
-            .body(body)
-            .dispatch()
-    };
+    let login = |ip: &'static str, body: String| grant_from(&app.client, ip, body);
     let right = format!("grant_type=password&username=alice&password={PASSWORD}");
     for _ in 0..3 {
-        let (status, json, _) = decode(login("10.0.0.1:1000", right.clone()).await).await;
+        let (status, json, _) = login("10.0.0.1:1000", right.clone()).await;
         assert_eq!(status, Status::Ok, "a correct login spends nothing: {json}");
     }
     let started = std::time::Instant::now();
     for user in ["alice", "nobody"] {
         let wrong = format!("grant_type=password&username={user}&password=wrong-password");
-        let (status, json, _) = decode(login("10.0.0.1:1000", wrong).await).await;
+        let (status, json, _) = login("10.0.0.1:1000", wrong).await;
         assert_eq!(
             (status, str_of(&json, "error")),
             (Status::BadRequest, "invalid_grant")
         );
     }
-    let (status, json, headers) = decode(login("10.0.0.1:1000", right.clone()).await).await;
+    let (status, json, headers) = login("10.0.0.1:1000", right.clone()).await;
     assert_eq!(
         (status, str_of(&json, "error")),
         (Status::TooManyRequests, "rate_limited"),
@@ -179,7 +172,7 @@ async fn failed_logins_have_a_budget_per_client_ip(backend: Backend) {
         (least_wait..=30.0).contains(&retry_after),
         "Retry-After {retry_after} s, the wait at least {least_wait:.2} s"
     );
-    let (status, _, _) = decode(login("10.0.0.2:1000", right).await).await;
+    let (status, _, _) = login("10.0.0.2:1000", right).await;
     assert_eq!(status, Status::Ok, "another client");
 
     // Wrong passwords at once: charged before their checks, so no more than the budget are
@@ -187,8 +180,7 @@ async fn failed_logins_have_a_budget_per_client_ip(backend: Backend) {
     let wrong = |i: usize| format!("grant_type=password&username=user{i}&password=wrong-password");
     let attempts = (0..8).map(|i| login("10.0.0.3:1000", wrong(i)));
     let mut checked = 0;
-    for response in rocket::futures::future::join_all(attempts).await {
-        let (status, json, _) = decode(response).await;
+    for (status, json, _) in rocket::futures::future::join_all(attempts).await {
         match (status, str_of(&json, "error")) {
             (Status::BadRequest, "invalid_grant") => checked += 1,
             (Status::TooManyRequests, "rate_limited") => {}
@@ -282,24 +274,14 @@ async fn an_empty_or_over_long_current_password_spends_no_attempt(backend: Backe
 /// on two replicas add up. Before, each replica held its own in memory, and N replicas allowed
 /// a client N times `failed_logins_per_minute`.
 async fn the_failure_budget_holds_across_replicas(backend: Backend) {
-    use rocket::local::asynchronous::Client;
-    async fn wrong(client: &Client, user: &str) -> (Status, serde_json::Value) {
-        let response = client
-            .post("/v1/token")
-            .header(rocket::http::ContentType::Form)
-            .remote("10.0.0.1:1000".parse().unwrap())
-            .body(format!(
-                "grant_type=password&username={user}&password=wrong-password"
-            ))
-            .dispatch()
-            .await;
-        let (status, json, _) = decode(response).await;
-        (status, json)
-    }
+    let wrong = |client, user: &str| {
+        let body = format!("grant_type=password&username={user}&password=wrong-password");
+        grant_from(client, "10.0.0.1:1000", body)
+    };
     let app = TestApp::start_with(backend, |c| c.failed_logins_per_minute = 2).await;
     let replica = app.replica().await;
     for (client, user) in [(&app.client, "ann"), (&replica, "bob")] {
-        let (status, json) = wrong(client, user).await;
+        let (status, json, _) = wrong(client, user).await;
         assert_eq!(
             (status, str_of(&json, "error")),
             (Status::BadRequest, "invalid_grant"),
@@ -307,7 +289,7 @@ async fn the_failure_budget_holds_across_replicas(backend: Backend) {
         );
     }
     for client in [&app.client, &replica] {
-        let (status, json) = wrong(client, "cy").await;
+        let (status, json, _) = wrong(client, "cy").await;
         assert_eq!(
             (status, str_of(&json, "error")),
             (Status::TooManyRequests, "rate_limited"),
@@ -387,6 +369,20 @@ async fn the_failure_budget_pays_off_one_failure_each_interval(backend: Backend)
         "192.0.2.2 (paid off at 31 s), then 192.0.2.1 (at 60 s)"
     );
     assert!(Budget::per_minute(0).is_none(), "0 turns the budget off");
+}
+
+/// A form to the token endpoint from the client address `ip`: its status, body and headers.
+async fn grant_from(
+    client: &rocket::local::asynchronous::Client,
+    ip: &str,
+    body: String,
+) -> (Status, serde_json::Value, Vec<(String, String)>) {
+    let request = client
+        .post("/v1/token")
+        .header(rocket::http::ContentType::Form)
+        .remote(ip.parse().unwrap())
+        .body(body);
+    decode(request.dispatch().await).await
 }
 
 crate::on_both_backends!(
