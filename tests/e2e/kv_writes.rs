@@ -102,12 +102,7 @@ async fn a_snapshot_of_the_heads_seq_signed_earlier_is_stored_again() {
         head["seq"].as_u64().unwrap(),
         head["issued_at"].as_i64().unwrap(),
     );
-    let signed = |at: i64| {
-        gatehouse_shared::RevocationList::builder(&w.issuer.url, seq, at)
-            .build()
-            .sign_snapshot(&w.issuer.key)
-            .unwrap()
-    };
+    let signed = |at: i64| signed_list(&w.issuer, &w.issuer.url, seq, at);
     let mut earlier = head.clone();
     earlier["issued_at"] = (issued_at - 3).into();
     let (planted, pushed) = (signed(issued_at - 3), signed(issued_at));
@@ -142,12 +137,7 @@ async fn a_retry_older_than_the_isolates_list_still_reaches_kv() {
         lone_edge_refusing(KvOp::Put, &[("revocations", 2)]).await;
     let issuer = Issuer::start(&[("GATEHOUSE_PORT", issuer_port.as_str())]).await;
     let now = gatehouse_tests::unix_now();
-    let signed = |issued_at: i64| {
-        gatehouse_shared::RevocationList::builder(&issuer_url, 5, issued_at)
-            .build()
-            .sign_snapshot(&issuer.key)
-            .unwrap()
-    };
+    let signed = |issued_at: i64| signed_list(&issuer, &issuer_url, 5, issued_at);
     let (older, newer) = (signed(now - 10), signed(now - 5));
     for jws in [older.clone(), newer] {
         assert_not_stored(&edge, jws).await;
@@ -170,12 +160,7 @@ async fn an_older_lists_slow_kv_write_does_not_land_over_a_newer_one() {
     let locations = Locations::start(1, &lone_edge_vars(&issuer_url), Duration::from_mins(1)).await;
     let issuer = Issuer::start(&[("GATEHOUSE_PORT", issuer_port.as_str())]).await;
     let now = gatehouse_tests::unix_now();
-    let signed = |seq: u64| {
-        gatehouse_shared::RevocationList::builder(&issuer_url, seq, now - 5)
-            .build()
-            .sign_snapshot(&issuer.key)
-            .unwrap()
-    };
+    let signed = |seq: u64| signed_list(&issuer, &issuer_url, seq, now - 5);
     locations
         .slow_puts("revocations", 1, Duration::from_secs(3))
         .await;
@@ -212,12 +197,7 @@ async fn a_list_below_the_isolates_seq_is_never_stored() {
         lone_edge_refusing(KvOp::Put, &[("revocations", 1)]).await;
     let issuer = Issuer::start(&[("GATEHOUSE_PORT", issuer_port.as_str())]).await;
     let now = gatehouse_tests::unix_now();
-    let signed = |seq: u64| {
-        gatehouse_shared::RevocationList::builder(&issuer_url, seq, now - 5)
-            .build()
-            .sign_snapshot(&issuer.key)
-            .unwrap()
-    };
+    let signed = |seq: u64| signed_list(&issuer, &issuer_url, seq, now - 5);
     assert_not_stored(&edge, signed(6)).await;
     let (status, json) = push(&edge.url, signed(5)).await;
     assert_eq!(
@@ -379,7 +359,12 @@ async fn assert_too_old(edge: &Workerd, list: String) {
 /// A list of the issuer's with a seq far ahead and no entries, signed two minutes ago: a saved
 /// snapshot, replayed.
 fn replayed_list(issuer: &Issuer, issuer_url: &str) -> String {
-    gatehouse_shared::RevocationList::builder(issuer_url, 1_000, gatehouse_tests::unix_now() - 120)
+    signed_list(issuer, issuer_url, 1_000, gatehouse_tests::unix_now() - 120)
+}
+
+/// An empty list of `seq` signed with the issuer's key at `issued_at`.
+fn signed_list(issuer: &Issuer, issuer_url: &str, seq: u64, issued_at: i64) -> String {
+    gatehouse_shared::RevocationList::builder(issuer_url, seq, issued_at)
         .build()
         .sign_snapshot(&issuer.key)
         .unwrap()
@@ -510,10 +495,9 @@ async fn an_unchanged_list_is_rewritten_to_kv_only_at_the_heartbeat() {
     for (ago, written) in [(30, true), (25, false), (21, false), (15, true)] {
         // As the issuer paces its pushes: KV takes one write a second per key (simulated).
         tokio::time::sleep(KV_WRITE_INTERVAL).await;
-        let list = gatehouse_shared::RevocationList::builder(&w.issuer.url, seq, now - ago).build();
         let response = gatehouse_tests::http()
             .post(&sync)
-            .body(list.sign_snapshot(&w.issuer.key).unwrap())
+            .body(signed_list(&w.issuer, &w.issuer.url, seq, now - ago))
             .send()
             .await
             .unwrap();
