@@ -13,13 +13,15 @@
 //! - repeated slashes are merged (`//api` is `/api`, as most servers read it);
 //! - refused outright: an escaped `/` or `\` (one segment to the gate, two to a server that
 //!   decodes first), a `;` raw or escaped (Tomcat and Spring drop `;params` before routing, so
-//!   `/pkg/..;/api` is `/api` to them), an escaped NUL, a malformed escape, a `.` or `..`
+//!   `/pkg/..;/api` is `/api` to them), an escaped control byte (a router that decodes first
+//!   may trim `%0A`, or match it with a regex `$`, which Python's and .NET's let end before a
+//!   final newline: `/api/admin%0A` is `/api/admin` to them), a malformed escape, a `.` or `..`
 //!   segment left after decoding, and, should a runtime leave them, a raw `\`, space or control
 //!   byte (the origin request's URL parser would turn `\` into `/` and drop a tab or newline,
 //!   after the gate matched the path with them).
 //!
 //! Rules then match generously where that only asks for more (a scope rule ignores ASCII case,
-//! `/api/admin/*` also covers `/api/admin`, and a path holding a non-ASCII letter whose case
+//! `/api/admin/*` also covers `/api/admin` and the spellings routers take for it, and a path holding a non-ASCII letter whose case
 //! mapping is ASCII needs the rule of its folded spelling as well as its own) and strictly where
 //! it would let more through (a public path matches with its exact case).
 
@@ -52,7 +54,7 @@ pub fn canonical(path: &str) -> Result<String, Refused> {
             b'%' => {
                 let decoded = bytes.get(i..i + 2).and_then(hex_byte).ok_or(Refused)?;
                 i += 2;
-                if matches!(decoded, b'/' | b'\\' | b';' | 0) {
+                if matches!(decoded, b'/' | b'\\' | b';' | ..=0x1f | 0x7f) {
                     return Err(Refused);
                 }
                 decoded
@@ -181,11 +183,23 @@ pub fn without_unfinished_fold(prefix: &str) -> &str {
     prefix
 }
 
+/// Whether `rest`, what follows a name in a canonical path, leaves routers reading that name
+/// alone: nothing, a format suffix (`.json`, which Rails' `(.:format)` routes and Spring's
+/// suffix matching send to the name's handler), or an escaped space, `?` or `#`, which routers
+/// that decode first trim (Spring's `trimTokens`) or cut off as a query or fragment.
+pub fn leaves_the_name(rest: &[u8]) -> bool {
+    let escape = rest.get(..3).unwrap_or_default();
+    rest.is_empty()
+        || rest.starts_with(b".")
+        || [b"%20", b"%3F", b"%23"]
+            .iter()
+            .any(|e| escape.eq_ignore_ascii_case(*e))
+}
+
 /// A `ROUTE_SCOPES` prefix (its `*` already dropped), matched against `folded_for_scopes`'s
-/// path: ASCII case ignored, and a prefix ending
-/// in `/` also covers the path without it (`/api/admin/` covers `/api/admin`) and that path
-/// with a format suffix (`/api/admin.json`, which Rails' `(.:format)` routes and Spring's
-/// suffix matching send to the same handler).
+/// path: ASCII case ignored, and a prefix ending in `/` also covers the path without it
+/// (`/api/admin/` covers `/api/admin`), and what routers take for that path
+/// (`leaves_the_name`: `/api/admin.json`, `/api/admin%20`).
 pub fn within_scope_prefix(prefix: &str, path: &str) -> bool {
     let (prefix, path) = (prefix.as_bytes(), path.as_bytes());
     let starts_with = |head: &[u8]| {
@@ -196,23 +210,27 @@ pub fn within_scope_prefix(prefix: &str, path: &str) -> bool {
         || prefix.strip_suffix(b"/").is_some_and(|bare| {
             !bare.is_empty()
                 && starts_with(bare)
-                && matches!(path.get(bare.len()), None | Some(b'.'))
+                && leaves_the_name(path.get(bare.len()..).unwrap_or_default())
         })
 }
 
 /// Whether a `ROUTE_SCOPES` prefix lies strictly below `path` (ASCII case ignored), so that a
 /// method acting on everything under `path` reaches that rule's paths: `/api/admin/` lies below
-/// `/api` and `/api/`, and below `/`, not below `/ap` or `/api/admin`. Below `/api.json` too,
-/// which routers with format suffixes send where `/api` goes (as `within_scope_prefix` reads
-/// it).
+/// `/api` and `/api/`, and below `/`, not below `/ap` or `/api/admin`. Below `/api.json` and
+/// `/api%20` too, which routers send where `/api` goes (`leaves_the_name`, as
+/// `within_scope_prefix` reads it).
 pub fn lies_below(prefix: &str, path: &str) -> bool {
     let parent = path.as_bytes();
     let parent = parent.strip_suffix(b"/").unwrap_or(parent);
-    // The last segment's `.suffix`, if it has one, dropped.
-    let bare = match parent.iter().rposition(|&b| b == b'/' || b == b'.') {
-        Some(dot) if parent.get(dot) == Some(&b'.') => parent.get(..dot).unwrap_or(parent),
-        _ => parent,
-    };
+    // The last segment cut where routers stop reading its name.
+    let segment = parent
+        .iter()
+        .rposition(|&b| b == b'/')
+        .map_or(0, |slash| slash + 1);
+    let bare = (segment..parent.len())
+        .find(|&at| leaves_the_name(parent.get(at..).unwrap_or_default()))
+        .and_then(|at| parent.get(..at))
+        .unwrap_or(parent);
     contains_below(prefix.as_bytes(), parent) || contains_below(prefix.as_bytes(), bare)
 }
 
@@ -268,6 +286,11 @@ mod tests {
             "/api;x=1/admin",
             "/api%3Bx/admin",
             "/api/%00",
+            "/api/admin%0A",
+            "/api/admin%0d",
+            "/api/admin%09",
+            "/api/%1F",
+            "/api/%7f",
             "/api/%",
             "/api/%4",
             "/api/%zz",
@@ -339,6 +362,13 @@ mod tests {
         assert!(within_scope_prefix("/api/admin/", "/api/ADMIN"));
         assert!(within_scope_prefix("/api/admin/", "/api/admin.json"));
         assert!(within_scope_prefix("/api/admin/", "/api/Admin."));
+        for routed_as_admin in ["/api/admin%20", "/api/admin%3F", "/api/admin%23x"] {
+            assert!(
+                within_scope_prefix("/api/admin/", routed_as_admin),
+                "{routed_as_admin}"
+            );
+        }
+        assert!(!within_scope_prefix("/api/admin/", "/api/admin%2520"));
         assert!(!within_scope_prefix("/api/admin/", "/api/administrator"));
         assert!(!within_scope_prefix("/api/admin/", "/api/admins.json"));
         assert!(!within_scope_prefix("/api/admin/", "/api"));
@@ -351,7 +381,14 @@ mod tests {
         for path in ["/", "/api", "/api/", "/API"] {
             assert!(lies_below("/api/admin/", path), "{path}");
         }
-        for path in ["/api.json", "/API.", "/api.json/"] {
+        for path in [
+            "/api.json",
+            "/API.",
+            "/api.json/",
+            "/api%20",
+            "/api%3F/",
+            "/api.v1.json",
+        ] {
             assert!(lies_below("/api/admin/", path), "{path}");
         }
         for path in [

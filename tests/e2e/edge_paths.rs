@@ -43,6 +43,11 @@ async fn paths_are_matched_and_forwarded_in_one_canonical_form() {
         // `equalsIgnoreCase` reads these as `admin` once decoded.
         "/api/adm%C4%B0n/users",
         "/api/adm%c4%b1n",
+        // Routers that decode first trim an escaped space, or cut at an escaped `?` or `#`.
+        // Before, these matched only `/api/*` (read).
+        "/api/admin%20",
+        "/api/admin%3F",
+        "/api/admin%23x",
     ] {
         let (status, json) = sys.get(path, Some(reader)).await;
         assert_eq!(
@@ -60,6 +65,11 @@ async fn paths_are_matched_and_forwarded_in_one_canonical_form() {
         "/api;x=1/admin/users",
         "/api/%3B/admin",
         "/api/%zz",
+        // An escaped control byte: a Python or .NET regex `$` matches before a final
+        // newline, so `/api/admin%0A` is `/api/admin` to them. Before, it passed as `/api/*`.
+        "/api/admin%0A",
+        "/api/admin%0d",
+        "/api/admin%09",
     ] {
         let (status, json) = sys.get(path, None).await;
         assert_eq!(

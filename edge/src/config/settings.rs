@@ -324,8 +324,8 @@ pub(super) fn public_paths(raw: &str, problems: &mut Vec<String>) -> Vec<String>
 /// entry over the rule's whole prefix (`/api/*` public beside `/api/admin/*=admin`) or over a
 /// parent the rule lies below for `DELETE` and WebDAV's methods (`/api.*`, as `/api.json` is
 /// `/api` to routers with format suffixes), and any entry on the rule's own root in a spelling
-/// the rule covers (`/api/admin/`, `/api/admin`, `/api/admin.json`, `/api/admin/*`: the
-/// handler it names). Strictly below the root (`/api/admin/health`, `/api/admin/docs/*`, and
+/// the rule covers (`/api/admin/`, `/api/admin`, `/api/admin.json`, `/api/admin%20`,
+/// `/api/admin/*`: the handler it names). Strictly below the root (`/api/admin/health`, `/api/admin/docs/*`, and
 /// `/docs/editor` under a `/docs/edit` rule) is a carve-out the operator chose, and so is an
 /// exact path under `/`. Such a rule cannot be honoured, like a broken one. Compared with case
 /// folded, as scope rules match: a public `/API/*` would let `/API/admin/x` through, which the
@@ -347,11 +347,11 @@ fn scope_rules_made_public(public: &[String], rules: &[(String, String)]) -> Vec
                     path::without_unfinished_fold(start)
                 };
                 // What follows the root: a segment of its own, or another name a prefix
-                // without `/` happens to cover; not nothing, `/`, or a format suffix of the
-                // root's own last segment (`.json`; `.1/status` is another name).
+                // without `/` happens to cover; not `/`, or what leaves routers reading the
+                // root's own last segment (`.json`, `%20`; `.1/status` is another name).
                 let below = start.strip_prefix(root).is_some_and(|rest| {
-                    let root_spelling = matches!(rest.as_bytes(), [] | [b'/'])
-                        || rest.starts_with('.') && !rest.contains('/');
+                    let root_spelling = rest == "/"
+                        || path::leaves_the_name(rest.as_bytes()) && !rest.contains('/');
                     !root_spelling
                 });
                 let carve_out = below || (exact && root.is_empty());
