@@ -67,7 +67,9 @@ async function authorize(request, env) {
 
 // A copy of the gate's rule (edge/src/origin.rs, `is_dropped_header`) for this baseline only:
 // the headers a client could use to make the origin route or act otherwise, in either spelling
-// (`-` or `_`), ours, `Destination`, and the `_` spelling of those Cloudflare sets itself.
+// (`-` or `_`), ours, `Destination`, and the `_` spelling of those Cloudflare sets itself. A unit
+// test in origin.rs (`the_jose_baselines_copy_of_the_rule_names_the_same_headers`) keeps the
+// two sets below the same as the gate's.
 const ROUTING_HEADERS = new Set(["host", "forwarded", "x-forwarded-host", "x-forwarded-server",
   "x-forwarded-port", "x-forwarded-prefix", "x-original-host", "x-original-url", "x-rewrite-url",
   "x-forwarded-scheme", "x-forwarded-ssl", "x-host", "x-http-method-override", "x-http-method",

@@ -42,9 +42,7 @@ pub fn token(
         return Err(ErrorCode::MissingToken);
     }
     let cookies = req.header("cookie").unwrap_or_default();
-    let mut named = cookies
-        .split(';')
-        .filter_map(|pair| cookie_value(pair, name));
+    let mut named = cookies.split(';').flat_map(|pair| copies(pair, name));
     match (named.next(), named.next()) {
         (Some(value), None) if !value.is_empty() => Ok((value.to_owned(), Credential::Cookie)),
         (Some(_), Some(_)) => Err(ErrorCode::Malformed),
@@ -56,7 +54,7 @@ pub fn token(
 /// (ASP.NET ignores their case, others the spaces around them, and PHP reads `.`, a space and
 /// `[` as `_`: `gh.at` is its `gh_at`), so that no copy the origin may take goes uncounted. The
 /// value loses only HTTP's whitespace around it, as a bearer token does.
-pub fn cookie_value<'c>(pair: &'c str, name: &str) -> Option<&'c str> {
+fn cookie_value<'c>(pair: &'c str, name: &str) -> Option<&'c str> {
     let (k, v) = pair.split_once('=')?;
     let as_read = |b: u8| match b {
         b'.' | b' ' | b'[' => b'_',
@@ -65,6 +63,22 @@ pub fn cookie_value<'c>(pair: &'c str, name: &str) -> Option<&'c str> {
     let k = k.trim();
     (k.len() == name.len() && k.bytes().map(as_read).eq(name.bytes().map(as_read)))
         .then(|| trim_http_whitespace(v))
+}
+
+/// The values of the copies of cookie `name` in one `;`-separated `pair` of a `Cookie` header:
+/// the pair itself (`cookie_value`), and each part of it after a `,` or whitespace that names
+/// it, which lenient origin parsers read as a pair of its own: RFC 2965's and Tomcat's legacy
+/// parser split at `,` (as the runtime joins two `Cookie` lines), Python's `SimpleCookie` at
+/// whitespace. `x=1 gh_at=t` is a copy of `gh_at` to them.
+pub fn copies<'c>(pair: &'c str, name: &'c str) -> impl Iterator<Item = &'c str> + 'c {
+    // The whitespace after the `;` that ends the pair before it starts no part.
+    let parts = pair
+        .trim_matches([' ', '\t'])
+        .split([',', ' ', '\t'])
+        .skip(1);
+    cookie_value(pair, name)
+        .into_iter()
+        .chain(parts.filter_map(move |part| cookie_value(part, name)))
 }
 
 /// Whether a forward-auth proxy names a safe method for the request it guards. One that names
@@ -102,4 +116,26 @@ fn is_cross_site_write(req: &Incoming, safe_method: bool) -> bool {
             .strip_prefix(origin.as_str())
             .is_some_and(|rest| rest.starts_with('/'))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::copies;
+
+    #[test]
+    fn a_copy_is_counted_wherever_a_lenient_parser_finds_one() {
+        let found = |pair| copies(pair, "gh_at").collect::<Vec<_>>();
+        assert_eq!(found(" gh_at=t "), ["t"]);
+        assert_eq!(found("\t gh_at=t"), ["t"]);
+        assert_eq!(found("Gh.At = t"), ["t"]);
+        // PHP reads a space in a name as `_`: still the whole pair's copy, counted once.
+        assert_eq!(found("gh at=t"), ["t"]);
+        assert_eq!(found("x=1 gh_at=t"), ["t"]);
+        assert_eq!(found("x=1,gh_at=t"), ["t"]);
+        assert_eq!(found("x=1\tgh_at=t"), ["t"]);
+        assert_eq!(found("gh_at=t gh_at=u"), ["t gh_at=u", "u"]);
+        assert_eq!(found("gh_at=t, y=2"), ["t, y=2"]);
+        assert!(found("theme=dark").is_empty());
+        assert!(found("x=gh_at=t").is_empty());
+    }
 }

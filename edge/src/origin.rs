@@ -10,7 +10,7 @@ use worker::web_sys::{
 };
 
 use crate::config::Config;
-use crate::credential::{Credential, cookie_value};
+use crate::credential::{Credential, copies};
 use crate::gate::Answer;
 use crate::incoming::{Incoming, authority};
 use crate::reply;
@@ -137,7 +137,8 @@ pub fn forward(req: &Incoming, config: &Config, pass: Pass<'_>) -> Answer {
             // An origin that reads a credential itself must find none but the one checked: not
             // an `Authorization` the gate did not read as a bearer token (another scheme, a tab
             // after `Bearer`) beside a verified cookie, nor another token in the cookie beside a
-            // verified bearer token.
+            // verified bearer token (a `;` pair holding a copy goes whole: `x=1 gh_at=t` is
+            // one to lenient parsers, `credential::copies`).
             match (credential, &config.token_cookie) {
                 (Credential::Cookie, _) => {
                     let _ = headers.delete("authorization");
@@ -146,7 +147,7 @@ pub fn forward(req: &Incoming, config: &Config, pass: Pass<'_>) -> Answer {
                     if let Some(cookies) = req.header("cookie") {
                         let mut others = String::new();
                         for pair in cookies.split(';') {
-                            if cookie_value(pair, name).is_none() {
+                            if copies(pair, name).next().is_none() {
                                 if !others.is_empty() {
                                     others.push(';');
                                 }
@@ -307,5 +308,39 @@ mod tests {
         ] {
             assert!(!is_dropped_header(name), "{name}");
         }
+    }
+
+    /// The names in a `const NAME = new Set([...])` of a JavaScript source.
+    fn js_set<'a>(source: &'a str, name: &str) -> Vec<&'a str> {
+        let start = source
+            .find(&format!("const {name} = new Set(["))
+            .unwrap_or_else(|| panic!("no {name} set"));
+        let list = &source[start..];
+        let list = &list[list.find('[').unwrap() + 1..list.find(']').unwrap()];
+        let mut names: Vec<_> = list.split('"').skip(1).step_by(2).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Row 1c's baseline "jose forwarding by the gate's rules" (`bench/edge/jose-worker.mjs`)
+    /// carries its own copy of this rule's lists: a copy that drifted would compare ours with
+    /// a forward doing other work.
+    #[test]
+    fn the_jose_baselines_copy_of_the_rule_names_the_same_headers() {
+        let baseline = include_str!("../../bench/edge/jose-worker.mjs");
+        let sorted = |names: &[&'static str]| {
+            let mut names = names.to_vec();
+            names.sort_unstable();
+            names
+        };
+        assert_eq!(
+            js_set(baseline, "ROUTING_HEADERS"),
+            sorted(super::CLIENT_ROUTING_HEADERS)
+        );
+        assert_eq!(
+            js_set(baseline, "CLOUDFLARE_HEADERS"),
+            sorted(super::CLOUDFLARE_HEADERS)
+        );
+        assert!(baseline.contains(&format!("startsWith(\"{}\")", super::IDENTITY_PREFIX)));
     }
 }

@@ -177,16 +177,26 @@ async fn cookies_pinned_keys_and_fail_open() {
                 "Cookie",
                 format!("Gh_At ={unchecked}; theme=dark; gh[at={unchecked}"),
             ),
+        // A copy after whitespace or a `,` inside a pair is one to lenient parsers (Python's
+        // `SimpleCookie`, Tomcat's legacy one): before, it reached the origin.
+        http()
+            .get(format!("{}/api/x", edge.url))
+            .bearer_auth(&token)
+            .header(
+                "Cookie",
+                format!("theme=dark gh_at={unchecked}; lang=en; a=1,gh_at={unchecked}"),
+            ),
     ] {
         assert_eq!(request.send().await.unwrap().status(), 200);
     }
     let seen = issuer_probe.origin.requests().await;
     let headers: Vec<_> = seen.iter().map(|r| &r["headers"]).collect();
-    assert_eq!(headers.len(), 2, "{seen:?}");
+    assert_eq!(headers.len(), 3, "{seen:?}");
     assert!(headers[0].get("authorization").is_none(), "{}", headers[0]);
     assert_eq!(headers[0]["cookie"], format!("gh_at={token}; theme=dark"));
     assert_eq!(headers[1]["authorization"], format!("Bearer {token}"));
     assert_eq!(headers[1]["cookie"], "theme=dark");
+    assert_eq!(headers[2]["cookie"], "lang=en");
     // Two copies of the cookie are refused, as two `Authorization` headers are: the origin may
     // read the other one (a cookie planted from a sibling subdomain is sent first).
     for cookie in [
@@ -195,6 +205,10 @@ async fn cookies_pinned_keys_and_fail_open() {
         format!("GH_AT={token}; gh_at ={token}"),
         // PHP reads `gh.at` as `gh_at`: a copy planted under that name was not counted.
         format!("gh.at={token}; gh_at={token}"),
+        // A second copy after whitespace or a `,` (two `Cookie` lines, which the runtime joins
+        // with `, `): lenient origin parsers read it as a pair of its own.
+        format!("gh_at={token}; theme=dark gh_at={unchecked}"),
+        format!("gh_at={token}, gh_at={unchecked}"),
     ] {
         let (status, json) = with_cookie(cookie.clone()).await;
         assert_eq!(
