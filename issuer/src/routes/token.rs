@@ -211,7 +211,12 @@ async fn charged_password_grant(
             Ok(grant)
         }
         Ok(Commit::ScopeRefused) => Err(ApiError::InvalidScope(SCOPE_UNAVAILABLE)),
-        Ok(Commit::Refused) => Err(ApiError::InvalidGrant(BAD_CREDENTIALS)),
+        Ok(Commit::Refused) => {
+            // Right when checked; a change since is no failed attempt of this client's, and
+            // its reservation would count against it until the window ended.
+            credentials::give_back(grants.db, attempt).await;
+            Err(ApiError::InvalidGrant(BAD_CREDENTIALS))
+        }
         Err(failure) => {
             // Not a verdict on the password, which was right: no failed attempt either.
             credentials::give_back(grants.db, attempt).await;

@@ -157,6 +157,18 @@ async fn a_login_that_races_a_password_change_starts_no_session(backend: Backend
         "a login with the replaced password got {json}"
     );
     assert_eq!(str_of(&json, "error"), "invalid_grant");
+    // The password was right when checked: the refused login holds none of the client's tries
+    // (before, its reservation counted until the lockout window ended, so the client was
+    // locked out one wrong password early).
+    let wrong = "grant_type=password&username=alice&password=not-the-password";
+    for attempt in 1..=app.config.lockout.threshold {
+        let (status, json) = app.send("POST", "/v1/token", Some(wrong), None).await;
+        assert_eq!(
+            (status, json.get("code")),
+            (Status::BadRequest, None),
+            "wrong password {attempt}: {json}"
+        );
+    }
 }
 
 /// "Log out everywhere" (or an admin's revocation of the user) that commits while a login checks
