@@ -4,6 +4,7 @@
 //! bounded by `db_timeout_ms`, so a stalled database is answered 503, not a hang.
 
 mod migrations;
+mod probe;
 pub mod schema;
 
 pub use migrations::MIGRATION_LOCK;
@@ -219,6 +220,8 @@ pub struct Db {
     pool: Pool,
     /// One connection for readiness probes alone ([`Db::ping`]).
     probe: Pool,
+    /// The probes under way, which overlapping ones share.
+    pings: Arc<probe::Shared>,
     permits: Arc<Semaphore>,
     url: DbUrl,
     timeout: Duration,
@@ -261,6 +264,7 @@ impl Db {
         Ok(Self {
             pool,
             probe,
+            pings: Arc::default(),
             permits,
             url: url.clone(),
             timeout,
@@ -316,21 +320,6 @@ impl Db {
             .get()
             .map_err(|_| Unavailable::NoConnection.answer(&self.unavailable))?;
         run_classified(&mut conn, self.timeout, &self.unavailable, f)
-    }
-
-    /// Readiness: a round trip to the database on a connection of its own, outside the pool
-    /// and its permits, within `db_timeout_ms`. Through the pool, every replica busy serving
-    /// (the same load reaches them all) answered 503 at once, and a balancer would drop them
-    /// all together.
-    pub async fn ping(&self) -> bool {
-        let (probe, timeout) = (self.probe.clone(), self.timeout);
-        tokio::task::spawn_blocking(move || {
-            probe
-                .get_timeout(timeout)
-                .is_ok_and(|mut conn| conn.ping().is_ok())
-        })
-        .await
-        .unwrap_or(false)
     }
 }
 
