@@ -127,3 +127,47 @@ async fn a_revocation_just_before_a_stop_is_pushed() {
     assert_eq!(&list[..4], b"GHRL");
     assert!(u64::from_le_bytes(list[5..13].try_into().unwrap()) >= 1);
 }
+
+/// The wait for the last pushes is bounded (`FLUSH_LIMIT`, 6 s): with an edge that takes the
+/// connection and never answers, the replica still exits, after that wait, and says how many
+/// edges it left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_gives_up_on_an_edge_that_never_answers() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/_gatehouse/sync", silent.local_addr().unwrap());
+    // Holds every connection open, reading and answering nothing.
+    let _holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            held.push(connection);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, port) = serve(dir.path(), &[("GATEHOUSE_EDGE_SYNC_URLS", &url)]).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let tokens = user_tokens(dir.path(), &base, "alice").await;
+    let logout = reqwest::Client::new()
+        .post(format!("{base}/v1/logout"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 200);
+    let stopping = Instant::now();
+    signal(&server, "INT");
+    // Unbounded, the wait would last until the push gave up: five 5 s timeouts and the waits
+    // between them, over 25 s.
+    let status = exit_within(&mut server, Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}");
+    let waited = stopping.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5),
+        "exited after {waited:?}, without waiting for the push"
+    );
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(
+        log.contains("stopping before the last revocations' snapshot reached every edge")
+            && log.contains("edges=1"),
+        "{log}"
+    );
+}
