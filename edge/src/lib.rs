@@ -137,7 +137,7 @@ async fn route(req: Incoming, env: Env, ctx: Context) -> Answer {
     match (path, method) {
         ("/_gatehouse/check", "GET") => gate::check(&req, &env, &ctx).await.into(),
         ("/_gatehouse/health", "GET") => health(&req, &env, &ctx).await.into(),
-        ("/_gatehouse/sync", "POST") => push(req.into_worker(), &env).await.into(),
+        ("/_gatehouse/sync", "POST") => push(req.into_worker(), &env, &ctx).await.into(),
         ("/_gatehouse/crash", "POST") if state::config(&env).crash_route => state::crash(),
         _ => gate::handle(&req, &env, &ctx).await,
     }
@@ -145,7 +145,7 @@ async fn route(req: Incoming, env: Env, ctx: Context) -> Answer {
 
 /// `POST /_gatehouse/sync`: the issuer pushes its signed snapshot here. Signed, so no secret is
 /// needed: anyone may deliver it, nobody can forge or replay an older one.
-async fn push(mut req: Request, env: &Env) -> Response {
+async fn push(mut req: Request, env: &Env, ctx: &Context) -> Response {
     let config = state::config(env);
     // Read whole only when the length is declared: a chunked body of any size would otherwise
     // be buffered, and copied into wasm, before anything could refuse it.
@@ -194,6 +194,13 @@ async fn push(mut req: Request, env: &Env) -> Response {
             None,
         );
     };
+    // An isolate that holds no list loads KV's first, as a request would: the keys a list is
+    // verified with leave out those it revokes (`keys::verifier`), and only KV's list may say
+    // that a key still published leaked. Before, a leaked key's list replayed here after
+    // `keys revoke` was taken, and stored over the issuer's list in KV.
+    if state::with_revocations(|view| view.base().is_none()) {
+        first_list::wait(env, ctx, &config).await;
+    }
     // Anyone can push a signed list: an unknown kid in one waits for the client cooldown.
     match sync::accept(env, &config, jws.trim(), keys::Asker::Client).await {
         Ok((view, _)) => reply::json(

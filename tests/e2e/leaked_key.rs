@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use gatehouse_shared::RevocationList;
-use gatehouse_tests::{eventually, unix_now};
+use gatehouse_tests::{Edge, eventually, free_port, get_text, unix_now};
 
 use crate::locations::world;
-use crate::system::{Options, PASSWORD, System, access, push};
+use crate::system::{AUDIENCE, Options, PASSWORD, System, access, get, push};
 
 const FORGED_SEQ: u64 = 1 << 52;
 
@@ -100,6 +100,46 @@ async fn a_list_signed_by_a_leaked_key_gives_way_once_the_key_is_revoked() {
         assert!(refused(&sys, logged_out).await, "fast path {fast_path}");
         assert!(seq(sys.edge.health().await).is_some_and(|s| s < FORGED_SEQ));
     }
+}
+
+/// A leaked key still pinned in `JWKS` (deploy.md gives a day to remove it) verifies what it
+/// signs, unless the isolate's list revokes it (`keys::verifier` leaves such keys out). A new
+/// isolate, holding no list yet, loads KV's before it judges a push: the forged list replayed
+/// after `keys revoke` is refused, and KV keeps the issuer's. Before, the new isolate took it
+/// and stored it over the issuer's list in KV, for every new isolate to load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_isolate_refuses_a_leaked_keys_list_that_kvs_list_disowns() {
+    let mut sys = System::start(Options::default()).await;
+    let leaked = sys.issuer.rotate_key_file().await;
+    let jwks = get_text(&format!("{}/.well-known/jwks.json", sys.issuer.url)).await;
+    assert!(jwks.contains(leaked.kid()), "{jwks}");
+    let out = sys.issuer.cli(&["keys", "revoke", leaked.kid()], "");
+    assert!(out.status.success(), "{out:?}");
+    let vars = [
+        ("ORIGIN_URL", sys.origin.url.as_str()),
+        ("ISSUER_URL", sys.issuer.url.as_str()),
+        ("EXPECTED_ISSUER", sys.issuer.url.as_str()),
+        ("EXPECTED_AUDIENCE", AUDIENCE),
+        ("JWKS", jwks.as_str()),
+        ("DELTA_POLL_MS", "0"),
+    ];
+    let mut edge = Edge::start(free_port(), &vars).await;
+    let list = get_text(&format!("{}/v1/revocations", sys.issuer.url)).await;
+    let (status, json) = push(&edge.url, list).await;
+    assert_eq!(status, 200, "the issuer's list, naming the key: {json}");
+    edge.restart_cold().await;
+    let (status, json) = push(&edge.url, forged(&sys.issuer.url, &leaked)).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (400, Some("unknown_kid")),
+        "{json}"
+    );
+    // KV still holds the issuer's list: a new isolate loads it for its first request.
+    edge.restart().await;
+    let tokens = sys.user("alice").await;
+    assert_eq!(get(&edge, "/api/x", Some(access(&tokens))).await.0, 200);
+    let seq = edge.health().await["revocations"]["seq"].as_u64();
+    assert!(seq.is_some_and(|s| s < FORGED_SEQ), "{seq:?}");
 }
 
 /// Whether the edge refuses `token` as revoked.

@@ -75,11 +75,12 @@ impl Edge {
             port,
             dir,
         };
-        edge.spawn().await;
+        edge.spawn("/_gatehouse/health").await;
         edge
     }
 
-    async fn spawn(&mut self) {
+    /// Starts workerd and waits until it answers `ready_path`.
+    async fn spawn(&mut self, ready_path: &str) {
         let wrangler = repo_root().join("node_modules/.bin/wrangler");
         assert!(
             wrangler.is_file(),
@@ -113,10 +114,10 @@ impl Edge {
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
             .env("NO_COLOR", "1");
         self.proc = Some(Proc::spawn(cmd, &self.dir.path().join("wrangler.log")));
-        let health = format!("{}/_gatehouse/health", self.url);
+        let ready = format!("{}{ready_path}", self.url);
         let client = http();
         let start = Instant::now();
-        while client.get(&health).send().await.is_err() {
+        while client.get(&ready).send().await.is_err() {
             if start.elapsed() > Duration::from_mins(1) {
                 let log = std::fs::read_to_string(self.dir.path().join("wrangler.log"))
                     .unwrap_or_default();
@@ -136,7 +137,17 @@ impl Edge {
         if let Some(proc) = self.proc.take() {
             proc.stop().await;
         }
-        self.spawn().await;
+        self.spawn("/_gatehouse/health").await;
+    }
+
+    /// [`Self::restart`], waiting on a path the worker refuses before it reads anything (an
+    /// escaped `/`, `invalid_path`): its isolate holds no list and no keys yet, as a new one on
+    /// Cloudflare does before its first request. (The health check loads both.)
+    pub async fn restart_cold(&mut self) {
+        if let Some(proc) = self.proc.take() {
+            proc.stop().await;
+        }
+        self.spawn("/%2F").await;
     }
 
     pub async fn health(&self) -> Value {
