@@ -31,7 +31,7 @@ pub use jwk::{KeySet, PublicKey, SkippedKey, VerifyingJwk};
 pub use revocation::{
     DELTA_TYPE, RevocationDelta, RevocationKind, RevocationList, RevocationListBuilder,
     RevocationReason, RevocationView, SNAPSHOT_TYPE, SnapshotOptions, disowns, entry_expiry,
-    entry_revokes, is_newer, key_id, replaces,
+    entry_revokes, is_newer, key_id, replaces, replaces_list,
 };
 #[cfg(feature = "sign")]
 pub use sign::{SigningKey, sign_access_token};

@@ -527,19 +527,12 @@ impl RevocationList {
         Ok(self.inner.check(&claims).map(|r| r.as_str().to_owned()))
     }
 
-    /// Whether this list replaces `held`, by the edge's rule (`gatehouse_shared::replaces`): a
-    /// higher `seq`, the same `seq` signed later, or a list that revokes the key that signed
-    /// `held` (a key that leaked can sign any `seq`).
+    /// Whether this list replaces `held`, by the edge's rule (`gatehouse_shared::replaces_list`):
+    /// a higher `seq`, the same `seq` signed later, or a list that revokes the key that signed
+    /// `held` (a key that leaked can sign any `seq`); never a list signed by a key `held`
+    /// revokes.
     pub fn replaces(&self, held: &RevocationList) -> bool {
-        let held = &held.inner;
-        gatehouse_shared::replaces(
-            &self.inner,
-            (
-                held.seq(),
-                held.issued_at(),
-                gatehouse_shared::key_id(held.signer()),
-            ),
-        )
+        gatehouse_shared::replaces_list(&self.inner, &held.inner)
     }
 
     #[wasm_bindgen(getter)]

@@ -22,7 +22,9 @@ use crate::claims::AccessClaims;
 pub use delta::{DELTA_TYPE, RevocationDelta};
 #[cfg(any(test, feature = "testing"))]
 pub use rule::testing;
-pub use rule::{RevocationKind, disowns, entry_expiry, entry_revokes, is_newer, replaces};
+pub use rule::{
+    RevocationKind, disowns, entry_expiry, entry_revokes, is_newer, replaces, replaces_list,
+};
 pub use snapshot::{SNAPSHOT_TYPE, SnapshotOptions};
 pub use view::RevocationView;
 

@@ -101,6 +101,13 @@ pub fn replaces(candidate: &RevocationList, held: (u64, i64, u64)) -> bool {
     is_newer((candidate.seq(), candidate.issued_at()), (held.0, held.1)) || disowns(candidate, held)
 }
 
+/// [`replaces`] for a holder of both lists (the JS package's remote verifier): never a list
+/// signed by a key `held` revokes, whatever its seq, as a leaked key signs any. The edge gets
+/// the same from its key set, which leaves out the keys its list revokes (`edge/src/keys.rs`).
+pub fn replaces_list(candidate: &RevocationList, held: &RevocationList) -> bool {
+    !held.revokes_key_id(super::key_id(candidate.signer())) && replaces(candidate, held.rank())
+}
+
 /// Whether a verified list shows one held, `(seq, issued_at, key_id of its signer)`, not to be
 /// the issuer's: it revokes the key that signed the held one, at a seq the held one claims to
 /// reach. A key that leaked can sign a list with a `seq` far above any the issuer has reached;

@@ -2,7 +2,8 @@
 
 use gatehouse_shared::{
     Algorithm, ErrorCode, KeySet, RevocationDelta, RevocationList, RevocationReason,
-    RevocationView, SigningKey, SnapshotError, SnapshotOptions, TokenClaims,
+    RevocationView, SigningKey, SnapshotError, SnapshotOptions, TokenClaims, replaces,
+    replaces_list,
 };
 
 use crate::fixture::{ISSUER, NOW, claims, trusted};
@@ -249,6 +250,30 @@ fn a_base_signed_before_a_delta_of_the_same_seq_keeps_the_delta() {
     let view = view.with_base(base(10, NOW - 300, &[])).unwrap();
     assert_eq!((view.seq(), view.age_secs(NOW)), (10, Some(1)));
     assert!(view.delta().is_some());
+}
+
+/// A holder of both lists (the JS package's remote verifier) never takes a list signed by a key
+/// the held one revokes, whatever its seq. `replaces`, which sees only the held list's rank,
+/// takes it: before, the package did, with the key still in the key set it verified with.
+#[test]
+fn a_list_signed_by_a_key_the_held_list_revokes_never_replaces_it() {
+    let (leaked, _, opts) = setup();
+    let (current, _, _) = setup();
+    let keys = KeySet::new([leaked.verifying_jwk(), current.verifying_jwk()]);
+    let signed = |list: &RevocationList, key: &SigningKey| {
+        let jws = list.sign_snapshot(key).unwrap();
+        crate::fixture::verify_snapshot(&jws, &keys, &opts, NOW).unwrap()
+    };
+    let revoking = RevocationList::builder(ISSUER, 8, NOW)
+        .key(leaked.kid(), NOW + 86_400)
+        .build();
+    let held = signed(&revoking, &current);
+    let forged = signed(&base(u64::MAX - 1, NOW, &[]), &leaked);
+    assert!(replaces(&forged, held.rank()));
+    assert!(!replaces_list(&forged, &held));
+    // The issuer's next list still replaces it, and it still replaces the forged one.
+    assert!(replaces_list(&signed(&base(9, NOW, &[]), &current), &held));
+    assert!(replaces_list(&held, &forged));
 }
 
 /// A key that leaked can sign a list with a seq far above the issuer's. Once the
