@@ -346,7 +346,9 @@ test('createRemoteVerifier: options it cannot use, keys from anywhere but https,
   // The caller's mistakes, before any fetch: `Number(process.env.UNSET)` is NaN, which would stop
   // every refetch; plain http would let anyone on the path choose the keys; a key set kept over
   // an hour (the edge's bound) would verify a key the issuer stopped publishing that long.
-  for (const options of [{ ttlSeconds: NaN }, { ttlSeconds: 3601 }, { ttlSeconds: Infinity }, { refetchCooldownSeconds: -1 }, { refetchCooldownSeconds: null }, { fetchTimeoutSeconds: 0 }, { fetchTimeoutSeconds: 1e9 }]) {
+  // A cooldown past the TTL holds the keys past it (the refresh waits for the cooldown), and one
+  // of `Infinity` stopped every refetch, the one for an unknown kid too; before, both passed.
+  for (const options of [{ ttlSeconds: NaN }, { ttlSeconds: 3601 }, { ttlSeconds: Infinity }, { refetchCooldownSeconds: -1 }, { refetchCooldownSeconds: null }, { refetchCooldownSeconds: Infinity }, { refetchCooldownSeconds: 'Infinity' }, { refetchCooldownSeconds: 301 }, { ttlSeconds: 60, refetchCooldownSeconds: 120 }, { fetchTimeoutSeconds: 0 }, { fetchTimeoutSeconds: 1e9 }]) {
     await refused(createRemoteVerifier('https://i.test/jwks', { ...base, ...options, fetch: serve() }), 'invalid_key');
   }
   await refused(createRemoteVerifier('http://i.test/jwks', { ...base, fetch: serve() }), 'invalid_key');

@@ -242,6 +242,8 @@ test('createRemoteVerifier with revocationsUrl: a logout reaches it within its p
     { revocationsTtlSeconds: 0 },
     { revocationsTtlSeconds: 'soon' },
     { maxListAgeSeconds: 60 },
+    // Never stale: before, `Infinity` passed and turned the check off.
+    { maxListAgeSeconds: Infinity },
     { revocationsUrl: undefined, maxListAgeSeconds: 6000 },
   ]) {
     await rejects(createRemoteVerifier(jwksUrl, { ...options, fetch: fetchWith, ...bad }), 'invalid_key');

@@ -185,7 +185,8 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
   const seconds = (name, value) => {
     if (value === undefined) return undefined;
     const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
-    if (typeof n !== 'number' || Number.isNaN(n) || n < 0) throw invalidOptions(`${name} must be a number of seconds, 0 or more`);
+    // Not `Infinity` either: a cooldown or a list age that never ends turns the check off.
+    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) throw invalidOptions(`${name} must be a number of seconds, 0 or more`);
     return n;
   };
   const ttl = seconds('ttlSeconds', ttlSeconds);
@@ -219,6 +220,9 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
   const listDefaults = revocationListFetchDefaults();
   const ttlMs = (ttl ?? defaults.ttlSeconds) * 1000;
   const cooldownMs = (cooldown ?? defaults.refetchCooldownSeconds) * 1000;
+  // The key set's refresh waits for the cooldown: a longer one would hold a key the issuer
+  // dropped (or revoked) past the TTL, as the edge reports of JWKS_REFETCH_COOLDOWN_SECS.
+  if (cooldown !== undefined && cooldownMs > ttlMs) throw invalidOptions('refetchCooldownSeconds must be at most ttlSeconds');
   const timeoutSecs = timeout ?? defaults.fetchTimeoutSeconds;
   const listTtlMs = (listTtl ?? listDefaults.ttlSeconds) * 1000;
   const maxListAgeSecs = maxListAge ?? listDefaults.maxAgeSeconds;
