@@ -236,15 +236,23 @@ test('a logout the issuer did not hear of can be retried, so the session is not 
   await context.close();
 });
 
-test('a logout after the access token expired ends the session at the issuer, with no refresh first', { timeout: 120000 }, async () => {
+test('a logout after the access token expired ends the session at the issuer, with no refresh first, and after close() in every tab', { timeout: 120000 }, async () => {
   // The app's clock right, no refresh timer: the token of 10 s is stale when the user logs out.
   const idle = await startSite({}, { skewSeconds: 0 });
   await idle.issuer.user('idle');
   const context = await browser.newContext();
   const page = await tab(context, '', idle);
+  const other = await tab(context, '', idle);
   await page.evaluate(([u, p]) => window.client.login(u, p), ['idle', PASSWORD]);
+  await other.waitForFunction(() => window.client.signedIn);
   await new Promise((r) => setTimeout(r, (ACCESS_TTL_SECS + 1) * 1000));
-  await page.evaluate(() => window.client.logout());
+  // Closed first (an app tearing its client down as the user signs out): the logout still
+  // signs the other tab out. Before, it did not, the channel being closed.
+  await page.evaluate(async () => {
+    window.client.close();
+    await window.client.logout();
+  });
+  await other.waitForFunction(() => !window.client.signedIn, undefined, { timeout: 5000 });
   assert.deepEqual(idle.seen.revokes, [200], 'the issuer took the logout');
   assert.equal(idle.seen.refreshGrants, 0, 'the refresh token alone ends the session');
   assert.equal(await page.evaluate(() => window.client.signedIn), false);

@@ -64,6 +64,8 @@ export class GatehouseClient {
   #autoRefresh;
   #requestTimeoutMs;
   #channel;
+  /** The tab channel's name while the client shares with other tabs, else null. */
+  #channelName;
   #lock;
   #tokens = null;
   #ended = new Set();
@@ -97,6 +99,7 @@ export class GatehouseClient {
       tabs,
     } = readOptions(options));
     this.storageKey = `${name}:tokens`;
+    this.#channelName = tabs ? name : null;
     this.#channel = tabs ? new BroadcastChannel(name) : null;
     // A client that shares with no tab waits for no other's refresh: on a server (Node has Web
     // Locks too), one lock for every user's client would queue their refreshes behind each other.
@@ -434,8 +437,17 @@ export class GatehouseClient {
 
   /** To this issuer's other tabs: every message names the issuer (see `#onMessage`). */
   #post(message) {
+    const data = { ...message, issuer: this.#issuer };
     const channel = this.#closed ? this.#closing : this.#channel;
-    channel?.postMessage({ ...message, issuer: this.#issuer });
+    if (channel) {
+      channel.postMessage(data);
+    } else if (this.#closed && this.#channelName !== null) {
+      // Closed, no refresh in flight: a logout still signs the other tabs out, through a
+      // channel opened for it alone. Before, it did not reach them.
+      const once = new BroadcastChannel(this.#channelName);
+      once.postMessage(data);
+      once.close();
+    }
   }
 
   #set(tokens, event, broadcast = true, store = true) {
