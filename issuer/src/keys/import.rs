@@ -45,6 +45,19 @@ pub(super) fn import(
 ) -> Result<bool, ApiError> {
     let mut rows = store::records(conn)?;
     if !rows.iter().any(|r| r.kid == key.kid()) {
+        // The material of a key the ring holds, under another kid (a file re-imported with its
+        // `kid` edited, or without one): a revoked key would sign again, its revocation naming
+        // the old kid only.
+        let material = key.verifying_jwk();
+        let same = |r: &&store::KeyRecord| {
+            VerifyingJwk::from_json(&r.public_jwk).is_ok_and(|held| held.key() == material.key())
+        };
+        if let Some(row) = rows.iter().find(same) {
+            return Err(ApiError::Internal(format!(
+                "the key ring already holds this key, as {} ({}): import a newly generated key",
+                row.kid, row.status
+            )));
+        }
         // Stored and made the signing key in one transaction under the activations' lock, as
         // `store::rotate_now` does: an import that fails leaves no scheduled key, which the
         // rotation schedule would make the signing key later although the import failed.

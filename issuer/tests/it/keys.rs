@@ -140,6 +140,23 @@ async fn production_key_file(backend: Backend) {
         .map(drop)
         .expect_err("a second key under one kid");
     assert!(err.to_string().contains("another key with kid"), "{err}");
+    // A key the ring holds, under another kid (its file re-imported with the kid edited):
+    // refused too. Before, it was imported and signed, and had it been revoked, its revocation
+    // named the old kid only.
+    let mut renamed: serde_json::Value =
+        serde_json::from_str(&key.to_private_jwk_json().unwrap()).unwrap();
+    renamed["kid"] = "renamed".into();
+    std::fs::write(&path, renamed.to_string()).unwrap();
+    let err = app
+        .store()
+        .run_sync(|c| KeyRing::load(c, &app.config, now))
+        .map(drop)
+        .expect_err("a held key under a new kid");
+    assert!(
+        err.to_string()
+            .contains(&format!("already holds this key, as {}", key.kid())),
+        "{err}"
+    );
     // A running replica's refresh goes on without it: failing, it would freeze the ring (no
     // rotation from elsewhere seen, none scheduled).
     let ring = app.client.rocket().state::<Arc<KeyRing>>().unwrap();
