@@ -250,6 +250,8 @@ async fn revoke(
     let token = request
         .token
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;
+    // A valid bearer of someone other than the token's user is recorded as who acted.
+    let bearer = auth.ok().map(|auth| auth.claims.sub.clone());
     let looks_like_jwt = token.bytes().filter(|&b| b == b'.').count() == 2;
     if looks_like_jwt {
         // Only our own access tokens that some verifier may still accept: with the longest
@@ -269,12 +271,8 @@ async fn revoke(
         }
         // Holding a live token is the proof, as for a refresh token (§2.1, a public client):
         // its holder could use it, or send it as its own bearer, so asking for the owner's
-        // bearer protected nothing and answered 200 to others while revoking nothing. A valid
-        // bearer of someone else is recorded as who acted.
-        let by = auth
-            .ok()
-            .map(|auth| auth.claims.sub.clone())
-            .filter(|by| *by != claims.sub);
+        // bearer protected nothing and answered 200 to others while revoking nothing.
+        let by = bearer.filter(|by| *by != claims.sub);
         revoker
             .run(now, move |r| {
                 if let Some(by) = &by {
@@ -295,10 +293,14 @@ async fn revoke(
                 .run(now, move |r| {
                     // A rotated token still names its session: revoking it ends the session, so
                     // a user whose token was stolen and rotated can still end the thief's chain.
-                    match sessions::session_of_refresh_token(r.conn(), &token, now)? {
-                        Some(named) => r.session(&named.session.id, "revoked_with_refresh_token"),
-                        None => Ok(false),
+                    let Some(named) = sessions::session_of_refresh_token(r.conn(), &token, now)?
+                    else {
+                        return Ok(false);
+                    };
+                    if let Some(by) = bearer.filter(|by| *by != named.session.user_id) {
+                        r.acting_for(&by);
                     }
+                    r.session(&named.session.id, "revoked_with_refresh_token")
                 })
                 .await?;
         }

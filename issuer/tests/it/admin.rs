@@ -162,6 +162,20 @@ async fn admin_actions_name_the_admin_in_the_audit(backend: Backend) {
         .send("POST", "/v1/revoke", Some(&body), Some(&admin))
         .await;
     assert_eq!(status, Status::Ok);
+    // With a refresh token too (RFC 7009): before, only an access token's revocation named
+    // the bearer.
+    let body = format!("token={}", str_of(&s, "refresh_token"));
+    let (status, _) = app
+        .send("POST", "/v1/revoke", Some(&body), Some(&admin))
+        .await;
+    assert_eq!(status, Status::Ok);
+    let events = audit_of(&app, &alice);
+    let (_, detail) = events
+        .iter()
+        .find(|(k, d)| k == "session_revoked" && d.contains("revoked_with_refresh_token"))
+        .unwrap_or_else(|| panic!("no refresh-token revocation in {events:?}"));
+    let detail: serde_json::Value = serde_json::from_str(detail).unwrap();
+    assert_eq!(detail["by"], "admin-id", "{detail}");
     let sid = str_of(&app.login("alice").await, "access_token").to_owned();
     let sid = gatehouse_shared::UntrustedToken::parse(&sid, 8192)
         .unwrap()
