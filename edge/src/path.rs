@@ -21,9 +21,10 @@
 //!   after the gate matched the path with them).
 //!
 //! Rules then match generously where that only asks for more (a scope rule ignores ASCII case,
-//! `/api/admin/*` also covers `/api/admin` and the spellings routers take for it, and a path holding a non-ASCII letter whose case
-//! mapping is ASCII needs the rule of its folded spelling as well as its own) and strictly where
-//! it would let more through (a public path matches with its exact case).
+//! `/api/admin/*` also covers `/api/admin` and the spellings routers take for it, and a path
+//! holding a non-ASCII letter whose case mapping is ASCII needs the rule of its folded spelling
+//! as well as its own) and strictly where it would let more through (a public path matches
+//! with its exact case).
 
 use std::borrow::Cow;
 use std::fmt::Write as _;

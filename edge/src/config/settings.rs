@@ -325,12 +325,12 @@ pub(super) fn public_paths(raw: &str, problems: &mut Vec<String>) -> Vec<String>
 /// parent the rule lies below for `DELETE` and WebDAV's methods (`/api.*`, as `/api.json` is
 /// `/api` to routers with format suffixes), and any entry on the rule's own root in a spelling
 /// the rule covers (`/api/admin/`, `/api/admin`, `/api/admin.json`, `/api/admin%20`,
-/// `/api/admin/*`: the handler it names). Strictly below the root (`/api/admin/health`, `/api/admin/docs/*`, and
-/// `/docs/editor` under a `/docs/edit` rule) is a carve-out the operator chose, and so is an
-/// exact path under `/`. Such a rule cannot be honoured, like a broken one. Compared with case
-/// folded, as scope rules match: a public `/API/*` would let `/API/admin/x` through, which the
-/// rule covers, and a public `/%C5%BFecret/*` (`ſ`) lets through what a case-folding origin
-/// reads as `/secret/…`.
+/// `/api/admin/*`: the handler it names). Strictly below the root (`/api/admin/health`,
+/// `/api/admin/docs/*`, and `/docs/editor` under a `/docs/edit` rule) is a carve-out the
+/// operator chose, and so is an exact path under `/`. Such a rule cannot be honoured, like a
+/// broken one. Compared with case folded, as scope rules match: a public `/API/*` would let
+/// `/API/admin/x` through, which the rule covers, and a public `/%C5%BFecret/*` (`ſ`) lets
+/// through what a case-folding origin reads as `/secret/…`.
 fn scope_rules_made_public(public: &[String], rules: &[(String, String)]) -> Vec<String> {
     rules
         .iter()
