@@ -87,10 +87,7 @@ pub fn copies<'c>(pair: &'c str, name: &'c str) -> impl Iterator<Item = &'c str>
 /// nginx does not set: a write named by either header wins over a safe method named by the
 /// other.
 fn proxy_names_a_safe_method(req: &Incoming) -> bool {
-    let named = [
-        req.header("x-forwarded-method"),
-        req.header("x-original-method"),
-    ];
+    let named = crate::forwarded::named_methods(req);
     named.iter().any(Option::is_some) && named.iter().flatten().all(|m| is_safe_method(m))
 }
 

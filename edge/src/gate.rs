@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use gatehouse_shared::{AccessClaims, ErrorCode};
+use gatehouse_shared::{AccessClaims, ErrorBody, ErrorCode};
 use serde::Serialize;
 use worker::js_sys::Promise;
 use worker::wasm_bindgen::prelude::*;
@@ -16,7 +16,7 @@ use crate::fastpath::{self, Due};
 use crate::incoming::Incoming;
 use crate::origin::{Pass, bad_gateway, forward, with_timing};
 use crate::state::NotVerified;
-use crate::{cors, keys, reply, state, sync};
+use crate::{cors, forwarded, keys, reply, state, sync};
 
 fn misconfigured() -> Response {
     reply::unavailable(
@@ -103,28 +103,52 @@ fn readable_by_listed_origin(refusal: Response, req: &Incoming, config: &Config)
     )
 }
 
-/// `/_gatehouse/check`: the gate's verdict without the origin. The same verification and
-/// revocation check, answered by the worker itself: forward-auth for other proxies, and the
-/// benchmark's verify-only probe. No route scope applies; the caller reads `scope` itself.
+/// `/_gatehouse/check`: the gate's verdict without the origin, for forward-auth proxies (and
+/// the benchmark's verify-only probe). The same verification and revocation check, and the
+/// route scopes of the request the proxy names (`forwarded`), whose path is read before
+/// anything else, as a request's own is. `PUBLIC_PATHS` do not apply: every check needs a
+/// token. The 200 carries the identity headers the gate sends the origin, for the proxy to copy
+/// onto the request it sends on.
 pub async fn check(req: &Incoming, env: &Env, ctx: &Context) -> Response {
     let config = state::config(env);
     if !config.is_usable() {
         return misconfigured();
     }
-    match authorize(req, env, ctx, &config, None).await {
-        Ok((claims, _)) => {
-            let verdict = Verdict {
-                sub: &claims.sub,
-                scope: &claims.scope,
-                sid: &claims.sid,
-                exp: claims.exp,
-            };
-            // Serialising four borrowed members cannot fail.
-            let body = serde_json::to_string(&verdict).unwrap_or_default();
-            reply::json_text(200, &body, None)
+    let asked = match forwarded::asked(req, &config) {
+        Ok(asked) => asked,
+        Err(why) => {
+            let body = ErrorBody::new("invalid_request", "invalid_path", why);
+            return reply::error(400, &body, None);
         }
-        Err(response) => response,
+    };
+    let claims = match authorize(req, env, ctx, &config, None).await {
+        Ok((claims, _)) => claims,
+        Err(response) => return response,
+    };
+    for path in &asked.paths {
+        if let Some(scope) = config.missing_scope(path, asked.acts_below, |s| claims.has_scope(s)) {
+            return reply::insufficient_scope(&config.realm, scope);
+        }
     }
+    let verdict = Verdict {
+        sub: &claims.sub,
+        scope: &claims.scope,
+        sid: &claims.sid,
+        exp: claims.exp,
+    };
+    // Serialising four borrowed members cannot fail.
+    let body = serde_json::to_string(&verdict).unwrap_or_default();
+    let response = reply::json_text(200, &body, None);
+    let headers = response.headers();
+    for (name, value) in [
+        ("x-gatehouse-sub", &claims.sub),
+        ("x-gatehouse-scope", &claims.scope),
+        ("x-gatehouse-sid", &claims.sid),
+        ("x-gatehouse-jti", &claims.jti),
+    ] {
+        let _ = headers.set(name, value);
+    }
+    response
 }
 
 /// The check's answer, written straight from the claims (a `json!` value would copy each member).

@@ -117,14 +117,14 @@ pub fn is_safe_method(method: &str) -> bool {
 
 /// Whether a method names a second path in `Destination`: WebDAV's `COPY` and `MOVE`, in any
 /// case (the Fetch standard upper-cases only its own methods, and an origin may not care).
-fn names_destination(method: &str) -> bool {
+pub fn names_destination(method: &str) -> bool {
     method.eq_ignore_ascii_case("COPY") || method.eq_ignore_ascii_case("MOVE")
 }
 
 /// Whether a method may act on everything under its path: `DELETE`, and every method outside
 /// HTTP's own (WebDAV's `COPY`, `MOVE`, `PROPFIND`, `LOCK`, … act on a collection's members, to
 /// any depth by default, RFC 4918 §9).
-fn acts_below(method: &str) -> bool {
+pub fn acts_below(method: &str) -> bool {
     !matches!(
         method,
         "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "OPTIONS"
@@ -139,7 +139,7 @@ fn acts_below(method: &str) -> bool {
 /// `.` or `[` as `_`, anything from a `[` or a NUL on (`_method[]` is PHP's array; a repeated
 /// name is `querystring`'s, whose first item `method-override` takes), and ASCII case ignored,
 /// which neither does. The form-body field is the origin's to refuse (SECURITY.md).
-fn names_method_override(query: &str) -> bool {
+pub fn names_method_override(query: &str) -> bool {
     query
         .as_bytes()
         .split(|&b| b == b'?' || b == b'&')

@@ -9,6 +9,7 @@ mod credential;
 mod entry;
 mod fastpath;
 mod first_list;
+mod forwarded;
 mod gate;
 mod incoming;
 mod keys;

@@ -1,7 +1,7 @@
 //! Paths at the edge: one canonical form for matching and forwarding, and a spelling that
 //! folds onto two routes needs the scope of both.
 
-use gatehouse_tests::json_of;
+use gatehouse_tests::{http, json_of};
 
 use crate::edge_gate::preflight;
 use crate::system::{Options, System, access};
@@ -163,7 +163,7 @@ async fn webdav(
     token: Option<&str>,
 ) -> (u16, serde_json::Value) {
     let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut req = gatehouse_tests::http().request(method, format!("{}{path}", sys.edge.url));
+    let mut req = http().request(method, format!("{}{path}", sys.edge.url));
     if !destination.is_empty() {
         req = req.header("destination", destination);
     }
@@ -350,4 +350,105 @@ async fn a_webdav_destination_is_checked_like_the_request_path() {
             (Some("MOVE"), Some(admin_b.as_str()))
         ]
     );
+}
+
+/// `/_gatehouse/check` judges the request a forward-auth proxy names: the route scopes of its
+/// path (`X-Forwarded-Uri`, `X-Original-URI`, each one sent), with the method it names, and it
+/// will not judge without a path while `ROUTE_SCOPES` is set. Before, no scope applied there: a
+/// `read` token passed a check for `/api/admin/…`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forward_auth_check_applies_the_route_scopes_of_the_named_request() {
+    let sys = System::start(Options::default()).await;
+    let tokens = sys.user("alice").await;
+    let reader = access(&tokens);
+    let check = |headers: &[(&str, &str)]| {
+        let mut request = http()
+            .get(format!("{}/_gatehouse/check", sys.edge.url))
+            .bearer_auth(reader);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let scope = (403, Some("insufficient_scope"));
+    let path = (400, Some("invalid_path"));
+    for (headers, expected) in [
+        (
+            &[("X-Forwarded-Uri", "/api/x"), ("X-Forwarded-Method", "GET")][..],
+            (200, None),
+        ),
+        (
+            &[
+                ("X-Forwarded-Uri", "/api/admin/users"),
+                ("X-Forwarded-Method", "GET"),
+            ],
+            scope,
+        ),
+        (
+            &[
+                ("X-Original-URI", "/API/%61dmin?x=1"),
+                ("X-Original-Method", "GET"),
+            ],
+            scope,
+        ),
+        // The header a proxy does not set, sent by the client: each one is judged.
+        (
+            &[
+                ("X-Forwarded-Uri", "/api/x"),
+                ("X-Original-URI", "/api/admin/x"),
+                ("X-Forwarded-Method", "GET"),
+            ],
+            scope,
+        ),
+        // Acting on everything below `/api/`: named, by a query override, or no method named.
+        (
+            &[
+                ("X-Forwarded-Uri", "/api/"),
+                ("X-Forwarded-Method", "DELETE"),
+            ],
+            scope,
+        ),
+        (
+            &[
+                ("X-Forwarded-Uri", "/api/?_method=DELETE"),
+                ("X-Forwarded-Method", "POST"),
+            ],
+            scope,
+        ),
+        (&[("X-Forwarded-Uri", "/api/")], scope),
+        (
+            &[("X-Forwarded-Uri", "/api/"), ("X-Forwarded-Method", "GET")],
+            (200, None),
+        ),
+        // Nothing it can judge: refused before the token.
+        (&[], path),
+        (&[("X-Forwarded-Uri", "/api/admin%2Fusers")], path),
+        (&[("X-Forwarded-Uri", "https://edge.example/api/x")], path),
+        (
+            &[
+                ("X-Forwarded-Uri", "/api/x"),
+                ("X-Forwarded-Method", "MOVE"),
+                ("Destination", "/api/admin/x"),
+            ],
+            path,
+        ),
+    ] {
+        let (status, json) = json_of(check(headers).await.unwrap()).await;
+        assert_eq!(
+            (status, json["code"].as_str()),
+            expected,
+            "{headers:?}: {json}"
+        );
+    }
+    // The 200 names the user in the gate's identity headers, for the proxy to copy onto the
+    // request it sends on (Traefik's `authResponseHeaders`, Caddy's `copy_headers`).
+    let answer = check(&[("X-Forwarded-Uri", "/api/x"), ("X-Forwarded-Method", "GET")])
+        .await
+        .unwrap();
+    let sub = answer.headers()["x-gatehouse-sub"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (_, json) = json_of(answer).await;
+    assert_eq!(json["sub"], sub.as_str());
 }

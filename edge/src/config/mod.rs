@@ -460,6 +460,13 @@ impl Config {
         None
     }
 
+    /// Whether any `ROUTE_SCOPES` rule is set.
+    pub fn has_route_scopes(&self) -> bool {
+        self.route_scopes
+            .as_ref()
+            .is_some_and(|rules| !rules.is_empty())
+    }
+
     pub fn fast_path_enabled(&self) -> bool {
         self.delta_poll_ms > 0.0 && !self.delta_url.is_empty()
     }
