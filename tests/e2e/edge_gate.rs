@@ -294,17 +294,29 @@ async fn the_check_route_answers_the_verdict_without_the_origin() {
     let sys = System::start(Options::default()).await;
     let tokens = sys.user("alice").await;
     let check = format!("{}/_gatehouse/check", sys.edge.url);
+    // As a forward-auth proxy asks (the system's `ROUTE_SCOPES` need the request's path).
+    let ask = |method: reqwest::Method, token: Option<&str>| {
+        let request = http()
+            .request(method, &check)
+            .header("X-Forwarded-Uri", "/api/x")
+            .header("X-Forwarded-Method", "GET");
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        async move { json_of(request.send().await.unwrap()).await }
+    };
     // Twice: the second answer comes through the isolate's cache of verified tokens.
     for _ in 0..2 {
-        let (status, json) = get_json(&check, Some(access(&tokens))).await;
+        let (status, json) = ask(reqwest::Method::GET, Some(access(&tokens))).await;
         assert_eq!(status, 200, "{json}");
         assert_eq!(json["scope"], "read write");
         assert!(json["sub"].as_str().is_some_and(|s| !s.is_empty()));
         assert!(json["exp"].as_i64().is_some());
     }
-    let head = http().head(&check).bearer_auth(access(&tokens)).send();
-    assert_eq!(head.await.unwrap().status(), 200, "HEAD as GET");
-    let (status, json) = get_json(&check, None).await;
+    let (status, _) = ask(reqwest::Method::HEAD, Some(access(&tokens))).await;
+    assert_eq!(status, 200, "HEAD as GET");
+    let (status, json) = ask(reqwest::Method::GET, None).await;
     assert_eq!(
         (status, json["code"].as_str()),
         (401, Some("missing_token"))
@@ -318,13 +330,9 @@ async fn the_check_route_answers_the_verdict_without_the_origin() {
     gatehouse_tests::eventually(
         "the check route to refuse the logged-out token",
         std::time::Duration::from_secs(5),
-        || {
-            let check = check.clone();
-            let token = access(&tokens).to_owned();
-            async move {
-                let (status, json) = get_json(&check, Some(&token)).await;
-                (status == 401 && json["code"] == "revoked").then_some(())
-            }
+        || async {
+            let (status, json) = ask(reqwest::Method::GET, Some(access(&tokens))).await;
+            (status == 401 && json["code"] == "revoked").then_some(())
         },
     )
     .await;
