@@ -17,7 +17,7 @@ pub(super) fn checked_url(name: &str, url: &str, problems: &mut Vec<String>) -> 
     match url_problem(url, name != "DELTA_URL") {
         None => url.to_owned(),
         Some(UrlProblem::Unusable(why)) => {
-            problems.push(format!("{name}={url:?} {why}"));
+            problems.push(format!("{name}={:?} {why}", shown(url)));
             String::new()
         }
         Some(UrlProblem::PlainHttp) => {
@@ -26,6 +26,16 @@ pub(super) fn checked_url(name: &str, url: &str, problems: &mut Vec<String>) -> 
             ));
             url.to_owned()
         }
+    }
+}
+
+/// `url` as a problem report shows it, without its user info (refused): a password there would
+/// reach the health details and a deploy check's CI log.
+fn shown(url: &str) -> std::borrow::Cow<'_, str> {
+    let authority = crate::incoming::authority(url);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => url.replacen(authority, &format!("…@{host}"), 1).into(),
+        None => url.into(),
     }
 }
 
@@ -268,7 +278,9 @@ pub(super) fn route_scopes(
             let scope = scope.trim();
             let prefix = canonical_rule_path(prefix.trim())?;
             let prefix = path::folded_for_scopes(prefix.trim_end_matches('*')).into_owned();
-            is_scope_token(scope).then(|| (prefix, scope.to_owned()))
+            // A scope may hold `=`, but here one is a second rule run into this one (a `;` or
+            // a space for the `,`), which would vanish and leave its paths to any token.
+            (is_scope_token(scope) && !scope.contains('=')).then(|| (prefix, scope.to_owned()))
         });
         // Two scopes for one prefix (ASCII case aside, and a trailing `/`: `/x/` covers `/x`, as
         // rules match): only one would apply to it.
@@ -287,7 +299,7 @@ pub(super) fn route_scopes(
             Some(parsed) => rules.push(parsed),
             None => broken.push(format!(
                 "ROUTE_SCOPES rule {rule:?} is not /prefix=scope with a path a request can have \
-                 and one scope"
+                 and one scope (rules are separated by commas)"
             )),
         }
     }

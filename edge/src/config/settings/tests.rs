@@ -1,6 +1,6 @@
 use super::{
-    UrlProblem, cors_origins, delta_poll_floor, offline_problems, public_paths, route_scopes,
-    scope_rules_made_public, url_problem,
+    UrlProblem, checked_url, cors_origins, delta_poll_floor, offline_problems, public_paths,
+    route_scopes, scope_rules_made_public, url_problem,
 };
 
 #[test]
@@ -44,6 +44,23 @@ fn base_urls_are_scheme_host_and_path() {
             "{plain}"
         );
     }
+}
+
+/// A URL refused for its user info is reported without it: the report reaches the health
+/// details and a deploy check's output. Before, the password was repeated there.
+#[test]
+fn a_url_with_user_info_is_reported_without_it() {
+    let mut problems = Vec::new();
+    let url = checked_url(
+        "ORIGIN_URL",
+        "https://svc:s3cret@origin.example/app",
+        &mut problems,
+    );
+    assert!(url.is_empty());
+    assert_eq!(
+        problems,
+        ["ORIGIN_URL=\"https://…@origin.example/app\" needs a host, without user info or spaces"]
+    );
 }
 
 #[test]
@@ -251,6 +268,9 @@ fn a_scope_rule_that_cannot_be_honoured_fails_the_whole_set() {
         "/api/{org}/admin/*=admin,/api/*=read",
         "/api/%2A=admin,/api/*=read",
         "/api/%2A*=admin,/api/*=read",
+        // Another separator than `,`: before, one rule with the scope `admin;/api/*=read`,
+        // and `/api/*` open to any token.
+        "/api/admin/*=admin;/api/*=read",
     ] {
         let broken = route_scopes(raw, &[]).unwrap_err();
         assert_eq!(broken.len(), 1, "{raw}: {broken:?}");
