@@ -11,6 +11,7 @@
 mod attacks;
 mod deploy_config;
 mod edge_config;
+mod edge_cookies;
 mod edge_cors;
 mod edge_gate;
 mod edge_keys;
