@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use gatehouse_shared::ErrorCode;
 use rocket::serde::json::{Json, Value, json};
 use rocket::{Route, State, post, routes};
 use serde::Deserialize;
@@ -11,7 +12,7 @@ use serde::Deserialize;
 use crate::auth_cache::AuthCache;
 use crate::config::ADMIN_SCOPE;
 use crate::context::{Authenticated, FormOrJson, Now, authenticate, omitted_if_empty};
-use crate::db::Db;
+use crate::db::{Db, DbConn};
 use crate::error::ApiError;
 use crate::keys::KeyRing;
 use crate::revoker::Revoker;
@@ -37,6 +38,17 @@ fn admin(auth: Result<Authenticated, ApiError>) -> Result<Authenticated, ApiErro
     Ok(auth)
 }
 
+/// First in an admin action's transaction: the acting admin `by`, read again once the writes'
+/// order is this transaction's, must still be an enabled admin. The request guard read it
+/// before the write lock: an admin disabled by the write that held it (another admin's, at
+/// the same moment) would still act, and two admins disabling each other could leave none.
+fn still_admin(conn: &mut DbConn, by: &str) -> Result<(), ApiError> {
+    match users::by_id(conn, by)? {
+        Some(user) if user.is_admin && !user.disabled => Ok(()),
+        _ => Err(ApiError::InvalidToken(ErrorCode::Revoked)),
+    }
+}
+
 #[post("/v1/admin/users/<user_id>/revoke")]
 async fn revoke_user(
     revoker: &State<Revoker>,
@@ -49,6 +61,7 @@ async fn revoke_user(
     let uid = checked_id(user_id)?;
     revoker
         .run(now, move |r| {
+            still_admin(r.conn(), &by)?;
             users::by_id(r.conn(), &uid)?.ok_or(ApiError::NotFound)?;
             r.acting_for(&by);
             r.user(&uid, "admin")
@@ -69,6 +82,7 @@ async fn revoke_session(
     let id = checked_id(sid)?;
     revoker
         .run(now, move |r| {
+            still_admin(r.conn(), &by)?;
             sessions::by_id(r.conn(), &id)?.ok_or(ApiError::NotFound)?;
             r.acting_for(&by);
             r.session(&id, "admin")
@@ -96,6 +110,7 @@ async fn set_disabled(
     // either way the bearer check must not keep the old standing.
     revoker
         .run(now, move |r| {
+            still_admin(r.conn(), &by)?;
             match users::set_disabled(r.conn(), &uid, disabled)? {
                 None => return Err(ApiError::NotFound),
                 Some(false) => return Ok(()),
@@ -163,6 +178,7 @@ async fn unlock(
     let lifted = db
         .run(move |c| {
             write_tx(c, |c| {
+                still_admin(c, &by)?;
                 users::by_id(c, &uid)?.ok_or(ApiError::NotFound)?;
                 lockout::unlock(c, &uid, now, ("by", &by))
             })

@@ -2,7 +2,8 @@
 
 use rocket::http::Status;
 
-use crate::common::{Backend, TestApp, refusal, str_of};
+use crate::common::{Backend, PASSWORD, TestApp, refusal, str_of};
+use crate::held::{HeldRevocation, start_watched, until_waiting};
 
 /// `token` introspected with the admin's access token.
 async fn introspect(app: &TestApp, admin: &str, token: &str) -> (Status, serde_json::Value) {
@@ -101,10 +102,7 @@ async fn admins_revoke_disable_and_introspect(backend: Backend) {
         app.refresh(str_of(&s, "refresh_token")).await.0,
         Status::BadRequest
     );
-    let body = format!(
-        "grant_type=password&username=alice&password={}",
-        crate::common::PASSWORD
-    );
+    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
     let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
     assert_eq!(
         (status, str_of(&json, "error_description")),
@@ -334,7 +332,47 @@ async fn a_disabled_users_refresh_token_is_not_active(backend: Backend) {
     );
 }
 
+/// An admin disabled while its own admin request waits for the write lock does not act once the
+/// lock is free: the request guard read its standing before. Before, the request ran, so two
+/// admins disabling each other at once could leave none enabled.
+async fn an_admin_disabled_meanwhile_does_not_act(backend: Backend) {
+    use gatehouse_issuer::store::users;
+    let name = format!("admin-race-{}", std::process::id());
+    let app = start_watched(backend, &name).await;
+    app.admin_token().await;
+    let hash = gatehouse_issuer::password::HashPolicy::fast_for_tests()
+        .hash(PASSWORD)
+        .unwrap();
+    app.store()
+        .run_sync(|c| users::create(c, "second-id", "second-admin", &hash, true, 0))
+        .unwrap();
+    let second = app.login_with("second-admin", "&scope=read%20admin").await;
+    let second = str_of(&second, "access_token").to_owned();
+    // The first admin disables the second; the second's request to disable the first waits.
+    let now = app.clock().now();
+    let disabling = HeldRevocation::start(&app, now, |r| {
+        users::set_disabled(r.conn(), "second-id", true)?;
+        r.user("second-id", "disabled")
+    });
+    let path = "/v1/admin/users/admin-id/disable";
+    let (answer, ()) = tokio::join!(app.send("POST", path, None, Some(&second)), async {
+        let never = "the second admin's request never waited for the write lock";
+        until_waiting(backend, &name, "advisory", never).await;
+        disabling.commit();
+    });
+    assert_eq!(refusal(answer), (Status::Unauthorized, "revoked".into()));
+    let first = app
+        .store()
+        .run_sync(|c| users::by_id(c, "admin-id"))
+        .unwrap();
+    assert!(
+        first.is_some_and(|u| !u.disabled),
+        "the first admin stays enabled"
+    );
+}
+
 crate::on_both_backends!(
+    an_admin_disabled_meanwhile_does_not_act,
     a_disabled_users_refresh_token_is_not_active,
     disabling_twice_writes_once,
     an_admin_cannot_disable_their_own_account,
