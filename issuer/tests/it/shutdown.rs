@@ -91,6 +91,22 @@ async fn a_second_sigterm_or_sigint_stops_without_the_drain() {
     }
 }
 
+/// `serve` in `dir`, pushing to `sync_url`, once a user there has logged out: a revocation
+/// for the last push at the stop to carry.
+async fn serve_and_log_out(dir: &std::path::Path, sync_url: &str) -> Server {
+    let (server, port) = serve(dir, &[("GATEHOUSE_EDGE_SYNC_URLS", sync_url)]).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let tokens = user_tokens(dir, &base, "alice").await;
+    let logout = reqwest::Client::new()
+        .post(format!("{base}/v1/logout"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 200);
+    server
+}
+
 /// A revocation made just before a stop still reaches the edges: once the server has stopped,
 /// the replica waits (at most 6 s) for the push of the last revocations' snapshot. Before, the
 /// push was cancelled with the runtime, and an edge without the delta feed learnt of the
@@ -99,16 +115,7 @@ async fn a_second_sigterm_or_sigint_stops_without_the_drain() {
 async fn a_revocation_just_before_a_stop_is_pushed() {
     let edge = crate::sync::receiver().await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, port) = serve(dir.path(), &[("GATEHOUSE_EDGE_SYNC_URLS", &edge.url)]).await;
-    let base = format!("http://127.0.0.1:{port}");
-    let tokens = user_tokens(dir.path(), &base, "alice").await;
-    let logout = reqwest::Client::new()
-        .post(format!("{base}/v1/logout"))
-        .bearer_auth(tokens["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logout.status(), 200);
+    let mut server = serve_and_log_out(dir.path(), &edge.url).await;
     signal(&server, "INT");
     let status = exit_within(&mut server, Duration::from_mins(1)).await;
     assert!(status.success(), "{status:?}");
@@ -143,16 +150,7 @@ async fn a_stop_gives_up_on_an_edge_that_never_answers() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, port) = serve(dir.path(), &[("GATEHOUSE_EDGE_SYNC_URLS", &url)]).await;
-    let base = format!("http://127.0.0.1:{port}");
-    let tokens = user_tokens(dir.path(), &base, "alice").await;
-    let logout = reqwest::Client::new()
-        .post(format!("{base}/v1/logout"))
-        .bearer_auth(tokens["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logout.status(), 200);
+    let mut server = serve_and_log_out(dir.path(), &url).await;
     let stopping = Instant::now();
     signal(&server, "INT");
     // Unbounded, the wait would last until the push gave up: five 5 s timeouts and the waits

@@ -252,27 +252,51 @@ fn a_base_signed_before_a_delta_of_the_same_seq_keeps_the_delta() {
     assert!(view.delta().is_some());
 }
 
+/// A key that leaked and the issuer's current one, both in the key set lists are verified with.
+struct TwoKeys {
+    leaked: SigningKey,
+    current: SigningKey,
+    keys: KeySet,
+    opts: SnapshotOptions,
+}
+
+impl TwoKeys {
+    fn new() -> Self {
+        let (leaked, _, opts) = setup();
+        let (current, _, _) = setup();
+        let keys = KeySet::new([leaked.verifying_jwk(), current.verifying_jwk()]);
+        Self {
+            leaked,
+            current,
+            keys,
+            opts,
+        }
+    }
+
+    /// `list` signed by `key` as a snapshot, and verified.
+    fn signed(&self, list: &RevocationList, key: &SigningKey) -> RevocationList {
+        let jws = list.sign_snapshot(key).unwrap();
+        crate::fixture::verify_snapshot(&jws, &self.keys, &self.opts, NOW).unwrap()
+    }
+}
+
 /// A holder of both lists (the JS package's remote verifier) never takes a list signed by a key
 /// the held one revokes, whatever its seq. `replaces`, which sees only the held list's rank,
 /// takes it: before, the package did, with the key still in the key set it verified with.
 #[test]
 fn a_list_signed_by_a_key_the_held_list_revokes_never_replaces_it() {
-    let (leaked, _, opts) = setup();
-    let (current, _, _) = setup();
-    let keys = KeySet::new([leaked.verifying_jwk(), current.verifying_jwk()]);
-    let signed = |list: &RevocationList, key: &SigningKey| {
-        let jws = list.sign_snapshot(key).unwrap();
-        crate::fixture::verify_snapshot(&jws, &keys, &opts, NOW).unwrap()
-    };
+    let two = TwoKeys::new();
+    let (leaked, current) = (&two.leaked, &two.current);
+    let signed = |list: &RevocationList, key: &SigningKey| two.signed(list, key);
     let revoking = RevocationList::builder(ISSUER, 8, NOW)
         .key(leaked.kid(), NOW + 86_400)
         .build();
-    let held = signed(&revoking, &current);
-    let forged = signed(&base(u64::MAX - 1, NOW, &[]), &leaked);
+    let held = signed(&revoking, current);
+    let forged = signed(&base(u64::MAX - 1, NOW, &[]), leaked);
     assert!(replaces(&forged, held.rank()));
     assert!(!replaces_list(&forged, &held));
     // The issuer's next list still replaces it, and it still replaces the forged one.
-    assert!(replaces_list(&signed(&base(9, NOW, &[]), &current), &held));
+    assert!(replaces_list(&signed(&base(9, NOW, &[]), current), &held));
     assert!(replaces_list(&held, &forged));
 }
 
@@ -281,14 +305,10 @@ fn a_list_signed_by_a_key_the_held_list_revokes_never_replaces_it() {
 /// that names its signer: a snapshot replaces it, and a delta drops it from the view.
 #[test]
 fn a_list_signed_by_a_revoked_key_ranks_below_any_list_that_revokes_the_key() {
-    let (leaked, _, opts) = setup();
-    let (current, _, _) = setup();
-    let keys = KeySet::new([leaked.verifying_jwk(), current.verifying_jwk()]);
-    let signed = |list: &RevocationList, key: &SigningKey| {
-        let jws = list.sign_snapshot(key).unwrap();
-        crate::fixture::verify_snapshot(&jws, &keys, &opts, NOW).unwrap()
-    };
-    let forged = signed(&base(u64::MAX - 1, NOW, &[]), &leaked);
+    let two = TwoKeys::new();
+    let (leaked, current, keys, opts) = (&two.leaked, &two.current, &two.keys, &two.opts);
+    let signed = |list: &RevocationList, key: &SigningKey| two.signed(list, key);
+    let forged = signed(&base(u64::MAX - 1, NOW, &[]), leaked);
     assert_eq!(forged.signer(), leaked.kid());
     let held = RevocationView::default().with_base(forged).unwrap();
     // Before the key is revoked, the issuer's list is older, as any lower seq is; and a list that
@@ -299,7 +319,7 @@ fn a_list_signed_by_a_revoked_key_ranks_below_any_list_that_revokes_the_key() {
             .key("another-kid", NOW + 86_400)
             .build(),
     ] {
-        let err = held.with_base(signed(&list, &current)).unwrap_err();
+        let err = held.with_base(signed(&list, current)).unwrap_err();
         assert_eq!(err.code(), ErrorCode::StaleSnapshot);
     }
     let revoking = RevocationList::builder(ISSUER, 8, NOW)
@@ -308,15 +328,15 @@ fn a_list_signed_by_a_revoked_key_ranks_below_any_list_that_revokes_the_key() {
         .build();
     // Signed by the key it revokes (a replica that has not re-read its key ring, or the key's
     // holder), a list is refused: taken, an older list naming the key would replace it.
-    let jws = revoking.sign_snapshot(&leaked).unwrap();
-    let err = crate::fixture::verify_snapshot(&jws, &keys, &opts, NOW).unwrap_err();
+    let jws = revoking.sign_snapshot(leaked).unwrap();
+    let err = crate::fixture::verify_snapshot(&jws, keys, opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::UnknownKid);
     let jws = RevocationDelta::new(7, revoking.clone())
-        .sign(&leaked)
+        .sign(leaked)
         .unwrap();
-    let err = crate::fixture::verify_delta(&jws, &keys, &opts, NOW).unwrap_err();
+    let err = crate::fixture::verify_delta(&jws, keys, opts, NOW).unwrap_err();
     assert_eq!(err.code(), ErrorCode::UnknownKid);
-    let view = held.with_base(signed(&revoking, &current)).unwrap();
+    let view = held.with_base(signed(&revoking, current)).unwrap();
     assert_eq!(view.seq(), 8);
     assert_eq!(view.base().unwrap().signer(), current.kid());
     assert!(revoked(&view, "x") && view.revokes_key(leaked.kid()));
@@ -328,7 +348,7 @@ fn a_list_signed_by_a_revoked_key_ranks_below_any_list_that_revokes_the_key() {
     assert_eq!(dropped.seq(), 0);
     assert!(revoked(&dropped, "x"), "the delta's entries stay");
     let view = dropped
-        .with_base(signed(&base(8, NOW, &[]), &current))
+        .with_base(signed(&base(8, NOW, &[]), current))
         .unwrap();
     assert_eq!(view.seq(), 8);
     // What drops the base is the revocation, not a delta's arrival.
@@ -336,7 +356,7 @@ fn a_list_signed_by_a_revoked_key_ranks_below_any_list_that_revokes_the_key() {
     assert_eq!(kept.seq(), u64::MAX - 1);
     // A list the key signed below the revocation's seq is the issuer's, from before it: a delta
     // naming the key keeps it (dropping it would leave the view with no base until a read).
-    let honest = signed(&base(5, NOW - 60, &["old"]), &leaked);
+    let honest = signed(&base(5, NOW - 60, &["old"]), leaked);
     let view = RevocationView::default()
         .with_base(honest)
         .unwrap()
@@ -346,17 +366,17 @@ fn a_list_signed_by_a_revoked_key_ranks_below_any_list_that_revokes_the_key() {
     assert!(revoked(&view, "old") && view.is_present());
     // A forged delta (the same key, a seq the issuer will not reach) goes too once a base names
     // the key.
-    let forged_delta = RevocationDelta::new(7, signed(&base(u64::MAX - 1, NOW, &[]), &leaked));
+    let forged_delta = RevocationDelta::new(7, signed(&base(u64::MAX - 1, NOW, &[]), leaked));
     let view = RevocationView::default()
         .with_delta(forged_delta)
         .unwrap()
-        .with_base(signed(&revoking, &current))
+        .with_base(signed(&revoking, current))
         .unwrap();
     assert!(view.delta().is_none());
     assert_eq!(view.seq(), 8);
     // A delta that names the key takes nothing over from the forged delta it replaces: merged,
     // the forged one's start (0, a whole list) made the view look complete.
-    let forged_whole = RevocationDelta::new(0, signed(&base(u64::MAX - 1, NOW, &["f"]), &leaked));
+    let forged_whole = RevocationDelta::new(0, signed(&base(u64::MAX - 1, NOW, &["f"]), leaked));
     let view = RevocationView::default()
         .with_delta(forged_whole)
         .unwrap()
