@@ -30,12 +30,9 @@ pub fn named_methods(req: &Incoming) -> [Option<String>; 2] {
 /// judge). A request whose method is not named is taken to act below its path, and to name a
 /// `Destination`, as it is taken for a write (`credential`).
 pub fn asked(req: &Incoming, config: &Config) -> Result<Asked, &'static str> {
-    let methods = named_methods(req);
-    let unnamed = methods.iter().all(Option::is_none);
-    let mut named = methods.iter().flatten();
     let mut asked = Asked {
         paths: Vec::new(),
-        acts_below: unnamed || named.any(|m| incoming::acts_below(m)),
+        acts_below: false,
     };
     for uri in URI_HEADERS.iter().filter_map(|name| req.header(name)) {
         // Origin-form: `//host/…` would read as a host, and an absolute URI's host is not ours
@@ -48,16 +45,20 @@ pub fn asked(req: &Incoming, config: &Config) -> Result<Asked, &'static str> {
         asked.acts_below |= incoming::names_method_override(&query);
         asked.paths.push(path);
     }
-    if asked.paths.is_empty() && config.has_route_scopes() {
-        return Err(
-            "ROUTE_SCOPES is set: name the request's path in X-Forwarded-Uri or X-Original-URI",
-        );
+    if asked.paths.is_empty() {
+        if config.has_route_scopes() {
+            return Err(
+                "ROUTE_SCOPES is set: name the request's path in X-Forwarded-Uri or X-Original-URI",
+            );
+        }
+        // No rule to judge a path by: the methods and a `Destination` do not matter.
+        return Ok(asked);
     }
-    let may_name_destination = unnamed
-        || methods
-            .iter()
-            .flatten()
-            .any(|m| incoming::names_destination(m));
+    let methods = named_methods(req);
+    let unnamed = methods.iter().all(Option::is_none);
+    let named = || methods.iter().flatten();
+    asked.acts_below |= unnamed || named().any(|m| incoming::acts_below(m));
+    let may_name_destination = unnamed || named().any(|m| incoming::names_destination(m));
     if may_name_destination && req.header("destination").is_some() {
         return Err("a Destination is not judged by the forward-auth check");
     }
