@@ -232,6 +232,8 @@ pub fn lies_below(prefix: &str, path: &str) -> bool {
         .find(|&at| leaves_the_name(parent.get(at..).unwrap_or_default()))
         .and_then(|at| parent.get(..at))
         .unwrap_or(parent);
+    // A last segment that is all suffix (`/api/%20`, `/api/.json`) leaves its parent.
+    let bare = bare.strip_suffix(b"/").unwrap_or(bare);
     contains_below(prefix.as_bytes(), parent) || contains_below(prefix.as_bytes(), bare)
 }
 
@@ -389,6 +391,8 @@ mod tests {
             "/api%20",
             "/api%3F/",
             "/api.v1.json",
+            "/api/%20",
+            "/api/.json",
         ] {
             assert!(lies_below("/api/admin/", path), "{path}");
         }
