@@ -14,7 +14,7 @@ use crate::config::{Config, StalePolicy};
 use crate::credential::{self, Credential};
 use crate::fastpath::{self, Due};
 use crate::incoming::Incoming;
-use crate::origin::{Pass, bad_gateway, forward, with_timing};
+use crate::origin::{Pass, bad_gateway, forward, set_identity, with_timing};
 use crate::state::NotVerified;
 use crate::{cors, forwarded, keys, reply, state, sync};
 
@@ -139,15 +139,7 @@ pub async fn check(req: &Incoming, env: &Env, ctx: &Context) -> Response {
     // Serialising four borrowed members cannot fail.
     let body = serde_json::to_string(&verdict).unwrap_or_default();
     let response = reply::json_text(200, &body, None);
-    let headers = response.headers();
-    for (name, value) in [
-        ("x-gatehouse-sub", &claims.sub),
-        ("x-gatehouse-scope", &claims.scope),
-        ("x-gatehouse-sid", &claims.sid),
-        ("x-gatehouse-jti", &claims.jti),
-    ] {
-        let _ = headers.set(name, value);
-    }
+    set_identity(&response.headers(), &claims);
     response
 }
 

@@ -87,6 +87,17 @@ fn is_dropped_header(name: &str) -> bool {
         || (underscored && (starts_as("cf-") || CLOUDFLARE_HEADERS.iter().any(is)))
 }
 
+/// The identity headers of verified `claims`: what the origin gets with a forwarded request,
+/// and a forward-auth proxy with the check's 200.
+pub fn set_identity(headers: &Headers, claims: &AccessClaims) {
+    // Cannot fail: verified claims hold printable ASCII without surrounding spaces here (the
+    // shared claims rule), which a header value carries unchanged.
+    let _ = headers.set("x-gatehouse-sub", &claims.sub);
+    let _ = headers.set("x-gatehouse-scope", &claims.scope);
+    let _ = headers.set("x-gatehouse-sid", &claims.sid);
+    let _ = headers.set("x-gatehouse-jti", &claims.jti);
+}
+
 /// The names of `headers`, lower-cased by the runtime, in one string: one crossing into wasm
 /// instead of one per header. Header names are tokens and cannot contain a comma.
 fn header_names(headers: &Headers) -> String {
@@ -128,12 +139,7 @@ pub fn forward(req: &Incoming, config: &Config, pass: Pass<'_>) -> Answer {
             // The response is this user's: Cloudflare's cache, keyed by URL alone, must not hand
             // it to another (an origin that forgets `private` on `/api/me/avatar.png`).
             init.set_cache(RequestCache::NoStore);
-            // Cannot fail: verified claims hold printable ASCII without surrounding spaces here
-            // (the shared claims rule), which a header value carries unchanged.
-            let _ = headers.set("x-gatehouse-sub", &c.sub);
-            let _ = headers.set("x-gatehouse-scope", &c.scope);
-            let _ = headers.set("x-gatehouse-sid", &c.sid);
-            let _ = headers.set("x-gatehouse-jti", &c.jti);
+            set_identity(&headers, c);
             // An origin that reads a credential itself must find none but the one checked: not
             // an `Authorization` the gate did not read as a bearer token (another scheme, a tab
             // after `Bearer`) beside a verified cookie, nor another token in the cookie beside a
