@@ -266,7 +266,7 @@ impl Revocations<'_> {
 }
 
 impl Revoker {
-    /// For a command-line process (`keys revoke`): the transaction and the audit rows, nothing
+    /// For a command-line process (`keys revoke`, `users disable`): the transaction and the audit rows, nothing
     /// to notify in this process.
     pub fn for_command(db: Db, config: Config) -> Self {
         Self {

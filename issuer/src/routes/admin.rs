@@ -16,7 +16,7 @@ use crate::db::{Db, DbConn};
 use crate::error::ApiError;
 use crate::keys::KeyRing;
 use crate::revoker::Revoker;
-use crate::store::{audit, lockout, sessions, users, write_tx};
+use crate::store::{lockout, sessions, users, write_tx};
 
 /// Ids are base64url; anything else (a NUL byte, say, which PostgreSQL would refuse) cannot
 /// name a user or session, so it is simply not found.
@@ -111,22 +111,8 @@ async fn set_disabled(
     revoker
         .run(now, move |r| {
             still_admin(r.conn(), &by)?;
-            match users::set_disabled(r.conn(), &uid, disabled)? {
-                None => return Err(ApiError::NotFound),
-                Some(false) => return Ok(()),
-                Some(true) => {}
-            }
-            let kind = if disabled {
-                "user_disabled"
-            } else {
-                "user_enabled"
-            };
-            audit::record(r.conn(), now, kind, Some(&uid), &json!({ "by": by }))?;
             r.acting_for(&by);
-            if disabled {
-                r.user(&uid, "disabled")?;
-            }
-            Ok(())
+            users::set_standing(r, &uid, disabled, ("by", &by))?.ok_or(ApiError::NotFound)
         })
         .await?;
     if !disabled {

@@ -60,6 +60,13 @@ pub(super) fn end(start: usize, committed: bool) {
     }
 }
 
+/// An audit detail naming who asked: an admin's `("by", sub)`, the CLI's `("via", "cli")`.
+pub fn who((name, value): (&str, &str)) -> serde_json::Map<String, serde_json::Value> {
+    let mut detail = serde_json::Map::new();
+    detail.insert(name.to_owned(), value.into());
+    detail
+}
+
 pub fn record(
     conn: &mut DbConn,
     now: i64,

@@ -357,8 +357,7 @@ pub fn unlock(
             .set(rows::failures.eq(0))
             .execute(conn)?;
     }
-    let mut detail = serde_json::Map::new();
-    detail.insert(who.0.to_owned(), who.1.into());
+    let mut detail = super::audit::who(who);
     detail.insert("locks".to_owned(), lifted.into());
     super::audit::record(conn, now, "user_unlocked", Some(user_id), &detail.into())?;
     Ok(lifted)

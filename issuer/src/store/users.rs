@@ -1,9 +1,10 @@
 use diesel::prelude::*;
 
-use super::is_unique_violation;
+use super::{audit, is_unique_violation};
 use crate::db::DbConn;
 use crate::db::schema::users;
 use crate::error::ApiError;
+use crate::revoker::Revocations;
 
 #[derive(Debug, Clone, Queryable)]
 pub struct User {
@@ -95,4 +96,33 @@ pub fn set_disabled(conn: &mut DbConn, id: &str, disabled: bool) -> Result<Optio
         .optional()?
         .is_some();
     Ok(exists.then_some(false))
+}
+
+/// Disables or enables a user in the revocation service's transaction: the one way both the
+/// admin endpoints and `users disable|enable` take. Audited as `user_disabled` or
+/// `user_enabled` with who asked (`who`: an admin's `("by", sub)`, the CLI's `("via", "cli")`).
+/// Disabling also ends every session and cuts off every access token
+/// ([`Revocations::user`]). `None` when there is no such user; `Some(false)` when it already
+/// was so, and nothing is written.
+pub fn set_standing(
+    r: &mut Revocations<'_>,
+    user_id: &str,
+    disabled: bool,
+    who: (&str, &str),
+) -> Result<Option<bool>, ApiError> {
+    let changed = set_disabled(r.conn(), user_id, disabled)?;
+    if changed != Some(true) {
+        return Ok(changed);
+    }
+    let kind = if disabled {
+        "user_disabled"
+    } else {
+        "user_enabled"
+    };
+    let now = r.now();
+    audit::record(r.conn(), now, kind, Some(user_id), &audit::who(who).into())?;
+    if disabled {
+        r.user(user_id, "disabled")?;
+    }
+    Ok(changed)
 }

@@ -371,7 +371,78 @@ async fn an_admin_disabled_meanwhile_does_not_act(backend: Backend) {
     );
 }
 
+/// `users disable|enable NAME` at a shell, as the admin endpoints do: the way back for the last
+/// admin, disabled with no admin left to enable it. A disable ends every session and revokes
+/// every access token, audited `via: cli`; doing it twice writes once; an unknown name fails.
+async fn the_cli_disables_and_enables_a_user(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.auth_cache_ms = 0).await;
+    let admin = app.admin_token().await;
+    let session = app.login_with("root-admin", "&scope=read%20admin").await;
+    let cli = |verb: &str, name: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = crate::binary::command(dir.path())
+            .env("GATEHOUSE_DATABASE_URL", &app.db.url)
+            .args(["users", verb, name])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), stdout, stderr)
+    };
+    let (ok, stdout, stderr) = cli("disable", "root-admin");
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("root-admin\tdisabled"), "{stdout}");
+    assert_eq!(
+        refusal(app.me(&admin).await),
+        (Status::Unauthorized, "revoked".into())
+    );
+    assert_eq!(
+        app.refresh(str_of(&session, "refresh_token")).await.0,
+        Status::BadRequest
+    );
+    let body = format!("grant_type=password&username=root-admin&password={PASSWORD}");
+    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
+    assert_eq!(
+        (status, str_of(&json, "error_description")),
+        (Status::BadRequest, "invalid username or password")
+    );
+    let (ok, stdout, stderr) = cli("disable", "root-admin");
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "root-admin\talready disabled; nothing changed\n");
+    assert_eq!(
+        details_of(&app, "admin-id", "user_disabled"),
+        [serde_json::json!({"via": "cli"})]
+    );
+    assert_eq!(
+        details_of(&app, "admin-id", "user_revoked"),
+        [serde_json::json!({"reason": "disabled"})]
+    );
+
+    let (ok, stdout, stderr) = cli("enable", "Root-Admin");
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "root-admin\tenabled\n");
+    app.clock().advance(1);
+    let admin = app.login_with("root-admin", "&scope=read%20admin").await;
+    let path = format!("/v1/admin/users/{}/enable", app.register("alice").await);
+    post_each_ok(&app, str_of(&admin, "access_token"), &[path]).await;
+    assert_eq!(
+        details_of(&app, "admin-id", "user_enabled"),
+        [serde_json::json!({"via": "cli"})]
+    );
+
+    let (ok, _, stderr) = cli("enable", "bob");
+    assert!(!ok && stderr.contains("no user named bob"), "{stderr}");
+}
+
+/// The details of `uid`'s audit rows of `kind`, newest first.
+fn details_of(app: &TestApp, uid: &str, kind: &str) -> Vec<serde_json::Value> {
+    let rows = audit_of(app, uid).into_iter().filter(|(k, _)| k == kind);
+    rows.map(|(_, d)| serde_json::from_str(&d).unwrap())
+        .collect()
+}
+
 crate::on_both_backends!(
+    the_cli_disables_and_enables_a_user,
     an_admin_disabled_meanwhile_does_not_act,
     a_disabled_users_refresh_token_is_not_active,
     disabling_twice_writes_once,

@@ -1,7 +1,9 @@
 //! The command line: `serve` (default), `migrate`, `keys rotate|import|list|reseal|revoke`,
-//! `users create|list|show`, `revocations push`, `cleanup`.
+//! `users create|list|show|unlock|disable|enable`, `revocations push`, `cleanup`.
 
-use std::io::BufRead as _;
+mod key_commands;
+mod user_commands;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +14,8 @@ use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::db::{self, Db};
 use crate::error::ApiError;
-use crate::keys::{self, KeyRing};
+use crate::keys::KeyRing;
 use crate::metrics::Metrics;
-use crate::password::{HashPolicy, check_password_policy, normalize_username};
-use crate::revoker::Revoker;
-use crate::store::{audit, lockout, users};
 use crate::sync::{Push, Snapshots, database_behind};
 
 #[derive(Debug, Parser)]
@@ -95,6 +94,12 @@ enum UsersCommand {
     /// admin endpoint `POST /v1/admin/users/<id>/unlock` does: for an admin locked out of
     /// their own account, say.
     Unlock { username: String },
+    /// Disable a user, as the admin endpoint does: every session ends and every access token
+    /// is revoked (the new list is pushed to `GATEHOUSE_EDGE_SYNC_URLS`), and logins are
+    /// refused until it is enabled again.
+    Disable { username: String },
+    /// Enable a disabled user again: for the last admin, disabled with no admin left to undo it.
+    Enable { username: String },
     /// Create a user. On a terminal the password is asked twice without echo; otherwise it is
     /// the first line of standard input.
     Create {
@@ -118,33 +123,8 @@ pub fn main() -> ExitCode {
         Command::Migrate => load_creating(true).map(|(_, db)| {
             println!("migrations applied on {}", db.url().describe());
         }),
-        Command::Keys {
-            command: KeysCommand::Rotate { replace_unopenable },
-        } => keys_rotate(replace_unopenable),
-        Command::Keys {
-            command: KeysCommand::List,
-        } => keys_list(),
-        Command::Keys {
-            command: KeysCommand::Reseal,
-        } => keys_reseal(),
-        Command::Keys {
-            command: KeysCommand::Import { file },
-        } => keys_import(&file),
-        Command::Keys {
-            command: KeysCommand::Revoke { kid },
-        } => keys_revoke(&kid),
-        Command::Users {
-            command: UsersCommand::Create { username, admin },
-        } => users_create(&username, admin),
-        Command::Users {
-            command: UsersCommand::List,
-        } => users_list(None),
-        Command::Users {
-            command: UsersCommand::Show { username },
-        } => users_list(Some(&username)),
-        Command::Users {
-            command: UsersCommand::Unlock { username },
-        } => users_unlock(&username),
+        Command::Keys { command } => key_commands::run(command),
+        Command::Users { command } => user_commands::run(command),
         Command::Revocations {
             command: RevocationsCommand::Push,
         } => revocations_push(),
@@ -282,203 +262,6 @@ fn now() -> i64 {
     Clock::default().now()
 }
 
-fn keys_rotate(replace_unopenable: bool) -> Result<(), String> {
-    let (config, db) = load()?;
-    let key = db
-        .run_sync(|c| {
-            if replace_unopenable {
-                keys::rotate_replacing_unopenable(c, &config, now())
-            } else {
-                keys::rotate(c, &config, now())
-            }
-        })
-        .map_err(fail)?;
-    println!(
-        "new signing key {} is active; the previous key stays published until its tokens expire",
-        key.kid()
-    );
-    Ok(())
-}
-
-fn keys_import(file: &std::path::Path) -> Result<(), String> {
-    let (config, db) = load()?;
-    let (key, new) = db
-        .run_sync(|c| keys::import_file(c, &config, file, now()))
-        .map_err(fail)?;
-    if new {
-        println!("imported {}: it is the signing key now", key.kid());
-    } else {
-        println!("{} was imported before; nothing changed", key.kid());
-    }
-    Ok(())
-}
-
-fn keys_revoke(kid: &str) -> Result<(), String> {
-    let (config, db) = load()?;
-    let signing_until = db
-        .run_sync(|c| keys::still_signing_until(c, &config, kid, now()))
-        .map_err(fail)?;
-    if let Some(until) = signing_until {
-        // An emergency goes ahead: the operator learns the price.
-        eprintln!(
-            "warning: {kid} was retired less than two maintenance periods ago: until {} s from \
-             now, a replica that has not re-read its key ring still signs with it, and the edge \
-             will refuse those tokens (their users sign in again)",
-            until - now()
-        );
-    }
-    let revoker = Revoker::for_command(db.clone(), config.clone());
-    revoker
-        .run_sync(now(), |r| keys::revoke(r, kid))
-        .map_err(fail)?;
-    println!(
-        "key {kid} is revoked: out of the JWKS at each replica's next key refresh, and refused \
-         at the edge as soon as its revocation list has it (seconds, through the delta feed)"
-    );
-    // The push that follows a revocation in a serving replica: this process made the write, and
-    // without it an edge with the feed off learns of it only at its cron. The revocation is
-    // recorded whatever the push does.
-    if !config.edge_sync_urls.is_empty()
-        && let Err(e) = push_current_list(&config, &db)
-    {
-        eprintln!(
-            "warning: {e}; the revocation is recorded and reaches the edges through their delta \
-             feed or cron (`gatehouse-issuer revocations push` tries again)"
-        );
-    }
-    Ok(())
-}
-
-fn keys_reseal() -> Result<(), String> {
-    let (config, db) = load()?;
-    let report = db
-        .run_sync(|c| keys::reseal(c, &config, now()))
-        .map_err(fail)?;
-    for kid in &report.resealed {
-        println!("{kid}: sealed again under GATEHOUSE_KEY_ENCRYPTION_KEY");
-    }
-    for kid in &report.set_aside {
-        println!("{kid}: retired or revoked, opens with no configured secret; never signs again");
-    }
-    println!(
-        "{} key(s) resealed, {} already under the current secret",
-        report.resealed.len(),
-        report.current
-    );
-    if !report.unopened.is_empty() {
-        return Err(format!(
-            "{} key(s) open with no configured secret, left as they are: {}",
-            report.unopened.len(),
-            report.unopened.join("; ")
-        ));
-    }
-    println!("no key needs GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS any more");
-    Ok(())
-}
-
-fn keys_list() -> Result<(), String> {
-    let (_, db) = load()?;
-    for k in db.run_sync(keys::list).map_err(fail)? {
-        let retired = k.retired_at.map_or_else(|| "-".into(), |t| t.to_string());
-        println!(
-            "{}\t{}\t{}\tcreated {}\tretired {retired}",
-            k.kid, k.alg, k.status, k.created_at
-        );
-    }
-    Ok(())
-}
-
-/// `users list`, or `users show NAME` (an unknown name is an error).
-fn users_list(only: Option<&str>) -> Result<(), String> {
-    let (_, db) = load()?;
-    let users = match only {
-        Some(name) => {
-            let name = normalize_username(name).map_err(fail)?;
-            let found = db
-                .run_sync(|c| users::by_username(c, &name))
-                .map_err(fail)?
-                .ok_or_else(|| format!("no user named {name}"))?;
-            vec![found]
-        }
-        None => db.run_sync(users::list).map_err(fail)?,
-    };
-    for u in users {
-        println!(
-            "{}\t{}\t{}\t{}\tcreated {}",
-            u.id,
-            u.username,
-            if u.is_admin { "admin" } else { "user" },
-            if u.disabled { "disabled" } else { "enabled" },
-            u.created_at
-        );
-    }
-    Ok(())
-}
-
-/// On a terminal: asked twice, without echo (rpassword turns the terminal's echo off). From a
-/// pipe or file: the first line, so scripts and provisioning keep working.
-fn read_new_password() -> Result<String, String> {
-    use std::io::IsTerminal as _;
-    if std::io::stdin().is_terminal() {
-        let first = rpassword::prompt_password("Password: ")
-            .map_err(|e| format!("reading the password: {e}"))?;
-        let again = rpassword::prompt_password("Password (again): ")
-            .map_err(|e| format!("reading the password: {e}"))?;
-        if first != again {
-            return Err("the two passwords differ; nothing was created".into());
-        }
-        return Ok(first);
-    }
-    let mut password = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut password)
-        .map_err(|e| format!("reading the password from stdin: {e}"))?;
-    Ok(password.trim_end_matches(['\n', '\r']).to_owned())
-}
-
-fn users_create(username: &str, admin: bool) -> Result<(), String> {
-    let (config, db) = load()?;
-    let username = normalize_username(username).map_err(fail)?;
-    let password = read_new_password()?;
-    check_password_policy(&password, &username).map_err(fail)?;
-    let hash = HashPolicy::from_config(&config.password)
-        .hash(&password)
-        .map_err(fail)?;
-    let id = crate::ids::new_id().map_err(fail)?;
-    let now = now();
-    // One transaction, as registration's: an admin without its audit row must not remain.
-    db.run_sync(|c| {
-        crate::store::write_tx(c, |c| {
-            users::create(c, &id, &username, &hash, admin, now)?;
-            let detail = serde_json::json!({"via": "cli", "admin": admin});
-            audit::record(c, now, "user_created", Some(&id), &detail)
-        })
-    })
-    .map_err(fail)?;
-    println!("{id}\t{username}{}", if admin { "\tadmin" } else { "" });
-    Ok(())
-}
-
-fn users_unlock(username: &str) -> Result<(), String> {
-    let (_, db) = load()?;
-    let name = normalize_username(username).map_err(fail)?;
-    let now = now();
-    let lifted = db
-        .run_sync(|c| {
-            crate::store::write_tx(c, |c| {
-                let user = users::by_username(c, &name)?.ok_or(ApiError::NotFound)?;
-                lockout::unlock(c, &user.id, now, ("via", "cli"))
-            })
-        })
-        .map_err(|e| match e {
-            ApiError::NotFound => format!("no user named {name}"),
-            e => fail(e),
-        })?;
-    println!("{name}\tlocks lifted: {lifted}");
-    Ok(())
-}
-
 fn revocations_push() -> Result<(), String> {
     let (config, db) = load()?;
     if config.edge_sync_urls.is_empty() {
@@ -487,8 +270,23 @@ fn revocations_push() -> Result<(), String> {
     push_current_list(&config, &db)
 }
 
+/// The push that follows a revocation in a serving replica, for a command that revoked
+/// (`keys revoke`, `users disable`): this process made the write, and without the push an edge
+/// with the delta feed off learns of it only at its cron. The revocation is recorded whatever
+/// the push does.
+fn push_after_revocation(config: &Config, db: &Db) {
+    if !config.edge_sync_urls.is_empty()
+        && let Err(e) = push_current_list(config, db)
+    {
+        eprintln!(
+            "warning: {e}; the revocation is recorded and reaches the edges through their delta \
+             feed or cron (`gatehouse-issuer revocations push` tries again)"
+        );
+    }
+}
+
 /// Signs the current list with the ring's active key and pushes it to every edge, reporting each
-/// (`revocations push`, and `keys revoke` after its write).
+/// (`revocations push`, and [`push_after_revocation`]).
 fn push_current_list(config: &Config, db: &Db) -> Result<(), String> {
     let now = now();
     let ring = Arc::new(

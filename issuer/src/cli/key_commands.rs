@@ -1,0 +1,111 @@
+//! `keys rotate|import|list|reseal|revoke`.
+
+use super::{KeysCommand, fail, load, now, push_after_revocation};
+use crate::keys;
+use crate::revoker::Revoker;
+
+pub(super) fn run(command: KeysCommand) -> Result<(), String> {
+    match command {
+        KeysCommand::Rotate { replace_unopenable } => keys_rotate(replace_unopenable),
+        KeysCommand::Import { file } => keys_import(&file),
+        KeysCommand::List => keys_list(),
+        KeysCommand::Reseal => keys_reseal(),
+        KeysCommand::Revoke { kid } => keys_revoke(&kid),
+    }
+}
+
+fn keys_rotate(replace_unopenable: bool) -> Result<(), String> {
+    let (config, db) = load()?;
+    let key = db
+        .run_sync(|c| {
+            if replace_unopenable {
+                keys::rotate_replacing_unopenable(c, &config, now())
+            } else {
+                keys::rotate(c, &config, now())
+            }
+        })
+        .map_err(fail)?;
+    println!(
+        "new signing key {} is active; the previous key stays published until its tokens expire",
+        key.kid()
+    );
+    Ok(())
+}
+
+fn keys_import(file: &std::path::Path) -> Result<(), String> {
+    let (config, db) = load()?;
+    let (key, new) = db
+        .run_sync(|c| keys::import_file(c, &config, file, now()))
+        .map_err(fail)?;
+    if new {
+        println!("imported {}: it is the signing key now", key.kid());
+    } else {
+        println!("{} was imported before; nothing changed", key.kid());
+    }
+    Ok(())
+}
+
+fn keys_revoke(kid: &str) -> Result<(), String> {
+    let (config, db) = load()?;
+    let signing_until = db
+        .run_sync(|c| keys::still_signing_until(c, &config, kid, now()))
+        .map_err(fail)?;
+    if let Some(until) = signing_until {
+        // An emergency goes ahead: the operator learns the price.
+        eprintln!(
+            "warning: {kid} was retired less than two maintenance periods ago: until {} s from \
+             now, a replica that has not re-read its key ring still signs with it, and the edge \
+             will refuse those tokens (their users sign in again)",
+            until - now()
+        );
+    }
+    let revoker = Revoker::for_command(db.clone(), config.clone());
+    revoker
+        .run_sync(now(), |r| keys::revoke(r, kid))
+        .map_err(fail)?;
+    println!(
+        "key {kid} is revoked: out of the JWKS at each replica's next key refresh, and refused \
+         at the edge as soon as its revocation list has it (seconds, through the delta feed)"
+    );
+    push_after_revocation(&config, &db);
+    Ok(())
+}
+
+fn keys_reseal() -> Result<(), String> {
+    let (config, db) = load()?;
+    let report = db
+        .run_sync(|c| keys::reseal(c, &config, now()))
+        .map_err(fail)?;
+    for kid in &report.resealed {
+        println!("{kid}: sealed again under GATEHOUSE_KEY_ENCRYPTION_KEY");
+    }
+    for kid in &report.set_aside {
+        println!("{kid}: retired or revoked, opens with no configured secret; never signs again");
+    }
+    println!(
+        "{} key(s) resealed, {} already under the current secret",
+        report.resealed.len(),
+        report.current
+    );
+    if !report.unopened.is_empty() {
+        return Err(format!(
+            "{} key(s) open with no configured secret, left as they are: {}",
+            report.unopened.len(),
+            report.unopened.join("; ")
+        ));
+    }
+    println!("no key needs GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS any more");
+    Ok(())
+}
+
+fn keys_list() -> Result<(), String> {
+    let (_, db) = load()?;
+    for k in db.run_sync(keys::list).map_err(fail)? {
+        let retired = k.retired_at.map_or_else(|| "-".into(), |t| t.to_string());
+        println!(
+            "{}\t{}\t{}\tcreated {}\tretired {retired}",
+            k.kid, k.alg, k.status, k.created_at
+        );
+    }
+    Ok(())
+}

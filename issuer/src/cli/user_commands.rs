@@ -1,0 +1,139 @@
+//! `users create|list|show|unlock|disable|enable`.
+
+use std::io::BufRead as _;
+
+use super::{UsersCommand, fail, load, now, push_after_revocation};
+use crate::error::ApiError;
+use crate::password::{HashPolicy, check_password_policy, normalize_username};
+use crate::revoker::Revoker;
+use crate::store::{audit, lockout, users};
+
+pub(super) fn run(command: UsersCommand) -> Result<(), String> {
+    match command {
+        UsersCommand::List => users_list(None),
+        UsersCommand::Show { username } => users_list(Some(&username)),
+        UsersCommand::Create { username, admin } => users_create(&username, admin),
+        UsersCommand::Unlock { username } => users_unlock(&username),
+        UsersCommand::Disable { username } => users_set_standing(&username, true),
+        UsersCommand::Enable { username } => users_set_standing(&username, false),
+    }
+}
+
+/// `users list`, or `users show NAME` (an unknown name is an error).
+fn users_list(only: Option<&str>) -> Result<(), String> {
+    let (_, db) = load()?;
+    let users = match only {
+        Some(name) => {
+            let name = normalize_username(name).map_err(fail)?;
+            let found = db
+                .run_sync(|c| users::by_username(c, &name))
+                .map_err(fail)?
+                .ok_or_else(|| format!("no user named {name}"))?;
+            vec![found]
+        }
+        None => db.run_sync(users::list).map_err(fail)?,
+    };
+    for u in users {
+        println!(
+            "{}\t{}\t{}\t{}\tcreated {}",
+            u.id,
+            u.username,
+            if u.is_admin { "admin" } else { "user" },
+            if u.disabled { "disabled" } else { "enabled" },
+            u.created_at
+        );
+    }
+    Ok(())
+}
+
+/// On a terminal: asked twice, without echo (rpassword turns the terminal's echo off). From a
+/// pipe or file: the first line, so scripts and provisioning keep working.
+fn read_new_password() -> Result<String, String> {
+    use std::io::IsTerminal as _;
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")
+            .map_err(|e| format!("reading the password: {e}"))?;
+        let again = rpassword::prompt_password("Password (again): ")
+            .map_err(|e| format!("reading the password: {e}"))?;
+        if first != again {
+            return Err("the two passwords differ; nothing was created".into());
+        }
+        return Ok(first);
+    }
+    let mut password = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut password)
+        .map_err(|e| format!("reading the password from stdin: {e}"))?;
+    Ok(password.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+fn users_create(username: &str, admin: bool) -> Result<(), String> {
+    let (config, db) = load()?;
+    let username = normalize_username(username).map_err(fail)?;
+    let password = read_new_password()?;
+    check_password_policy(&password, &username).map_err(fail)?;
+    let hash = HashPolicy::from_config(&config.password)
+        .hash(&password)
+        .map_err(fail)?;
+    let id = crate::ids::new_id().map_err(fail)?;
+    let now = now();
+    // One transaction, as registration's: an admin without its audit row must not remain.
+    db.run_sync(|c| {
+        crate::store::write_tx(c, |c| {
+            users::create(c, &id, &username, &hash, admin, now)?;
+            let detail = serde_json::json!({"via": "cli", "admin": admin});
+            audit::record(c, now, "user_created", Some(&id), &detail)
+        })
+    })
+    .map_err(fail)?;
+    println!("{id}\t{username}{}", if admin { "\tadmin" } else { "" });
+    Ok(())
+}
+
+fn users_unlock(username: &str) -> Result<(), String> {
+    let (_, db) = load()?;
+    let name = normalize_username(username).map_err(fail)?;
+    let now = now();
+    let lifted = db
+        .run_sync(|c| {
+            crate::store::write_tx(c, |c| {
+                let user = users::by_username(c, &name)?.ok_or(ApiError::NotFound)?;
+                lockout::unlock(c, &user.id, now, ("via", "cli"))
+            })
+        })
+        .map_err(|e| match e {
+            ApiError::NotFound => format!("no user named {name}"),
+            e => fail(e),
+        })?;
+    println!("{name}\tlocks lifted: {lifted}");
+    Ok(())
+}
+
+/// `users disable|enable NAME`, as the admin endpoints do ([`users::set_standing`]); a disable's
+/// revocations are then pushed to the edges, as a serving replica's are.
+fn users_set_standing(username: &str, disabled: bool) -> Result<(), String> {
+    let (config, db) = load()?;
+    let name = normalize_username(username).map_err(fail)?;
+    let changed = Revoker::for_command(db.clone(), config.clone())
+        .run_sync(now(), |r| {
+            let user = users::by_username(r.conn(), &name)?.ok_or(ApiError::NotFound)?;
+            users::set_standing(r, &user.id, disabled, ("via", "cli"))?.ok_or(ApiError::NotFound)
+        })
+        .map_err(|e| match e {
+            ApiError::NotFound => format!("no user named {name}"),
+            e => fail(e),
+        })?;
+    let state = if disabled { "disabled" } else { "enabled" };
+    if !changed {
+        println!("{name}\talready {state}; nothing changed");
+        return Ok(());
+    }
+    if disabled {
+        println!("{name}\tdisabled: every session ended and every access token revoked");
+        push_after_revocation(&config, &db);
+    } else {
+        println!("{name}\tenabled");
+    }
+    Ok(())
+}
