@@ -61,8 +61,9 @@ pub(super) fn import(
         // Stored and made the signing key in one transaction under the activations' lock, as
         // `store::rotate_now` does: an import that fails leaves no scheduled key, which the
         // rotation schedule would make the signing key later although the import failed.
+        let like_active = store::sealer_like_active(&rows, sealer)?;
         let imported = store::activation_tx(conn, |conn| {
-            Ok(store::insert(conn, sealer, key, NEXT, now)?
+            Ok(store::insert(conn, &like_active, key, NEXT, now)?
                 && store::activate_in(conn, key.kid(), now, "imported", false)?)
         })?;
         if imported {
@@ -89,7 +90,7 @@ pub(super) fn import(
         )));
     }
     // Recorded before keys lived in the database: keep the private part now.
-    store::store_sealed(conn, sealer, key)?;
+    store::store_sealed(conn, &store::sealer_like_active(&rows, sealer)?, key)?;
     // Still scheduled: an import that stopped between its insert and its activation (past its
     // deadline, or interrupted). Finish it rather than report the key as imported before.
     if row.status == NEXT && store::activate(conn, key.kid(), now, "imported")? {

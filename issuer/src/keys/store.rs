@@ -253,6 +253,28 @@ pub fn first_key(
     Ok(won.then_some(key))
 }
 
+/// The sealer a key added to the ring (scheduled, or imported from a file) seals under: the
+/// secret the active key is sealed under, so that every replica able to sign now can sign with
+/// it. Under this replica's current secret, a mistyped one (the real one as the fallback) would
+/// seal a key no other replica opens, and its activation would stop them all signing. During a
+/// rotation of the secret that is the old one, until `keys reseal` moves every key. With no
+/// active key, or one recorded before keys were sealed in the database: `sealer` itself.
+pub fn sealer_like_active(rows: &[KeyRecord], sealer: &Sealer) -> Result<Sealer, ApiError> {
+    let Some(active) = signing(rows) else {
+        return Ok(sealer.clone());
+    };
+    match &active.sealed_private_jwk {
+        Some(held) => sealer.sealing_like(&active.kid, held).ok_or_else(|| {
+            ApiError::Internal(format!(
+                "the active key {} does not open here, so a key added now would not open where \
+                 it does",
+                active.kid
+            ))
+        }),
+        None => Ok(sealer.clone()),
+    }
+}
+
 /// Scheduled rotation, run by every replica at each key-ring refresh. Idempotent, and safe when
 /// replicas run it at once: two scheduled keys resolve to the oldest, which alone is promoted.
 pub fn schedule(
@@ -262,9 +284,6 @@ pub fn schedule(
     publish_ahead_secs: i64,
     now: i64,
 ) -> Result<(), ApiError> {
-    if rotation_secs <= 0 {
-        return Ok(());
-    }
     let rows = records(conn)?;
     let Some(active) = signing(&rows) else {
         return Ok(());
@@ -289,21 +308,13 @@ pub fn schedule(
             }
             activate(conn, &next.kid, now, "scheduled rotation").map(drop)
         }
-        None if now >= active.created_at + rotation_secs - publish_ahead_secs => {
-            // Sealed under the secret the active key is sealed under, so that every replica
-            // able to sign now can sign with it: under this replica's current secret, a
-            // mistyped one (the real one as fallback) would have sealed a key no other replica
-            // opens, and its promotion would have stopped them all signing. During a rotation
-            // of the secret that is the old one, until `keys reseal` moves every key.
-            let like_active = match &active.sealed_private_jwk {
-                Some(held) => sealer.sealing_like(&active.kid, held).ok_or_else(|| {
-                    ApiError::Internal(format!(
-                        "a new signing key is due, but the active key {} does not open here",
-                        active.kid
-                    ))
-                })?,
-                None => sealer.clone(),
-            };
+        // Rotation turned off (0) schedules no key, but a key scheduled before is still
+        // promoted when due, above: left as it was, it stayed published for good, a key every
+        // verifier takes that never signs.
+        None if rotation_secs > 0
+            && now >= active.created_at + rotation_secs - publish_ahead_secs =>
+        {
+            let like_active = sealer_like_active(&rows, sealer)?;
             let key = generate()?;
             if insert(conn, &like_active, &key, NEXT, now)? {
                 let detail =

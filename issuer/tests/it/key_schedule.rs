@@ -110,6 +110,77 @@ async fn a_scheduled_key_is_sealed_under_the_active_keys_secret(backend: Backend
     assert!(typo_sealer.open_any(&next, &sealed).is_err());
 }
 
+/// A key scheduled while rotation was on is still promoted when due once it is turned off
+/// (`key_rotation_days = 0`), and no further key is scheduled. Before, it stayed published as
+/// the next key for good: a key every verifier takes, which never signed.
+async fn a_key_scheduled_before_rotation_was_turned_off_is_promoted(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let now = app.clock().now();
+    let next = schedule_now(&app, &app.config, now);
+    let mut off = app.config.clone();
+    off.key_rotation_days = 0;
+    off.key_publish_ahead_secs = 86_400;
+    let status_at = |at: i64| {
+        let off = off.clone();
+        app.store()
+            .run_sync(move |c| KeyRing::load(c, &off, at).map(drop))
+            .unwrap();
+        let rows = app.store().run_sync(keys::list).unwrap();
+        let statuses: Vec<(String, String)> = rows.into_iter().map(|r| (r.kid, r.status)).collect();
+        statuses
+    };
+    let before = status_at(now + 86_399);
+    assert!(
+        before.contains(&(next.clone(), "next".into())),
+        "{before:?}"
+    );
+    let after = status_at(now + 86_400);
+    assert!(
+        after.contains(&(next.clone(), "active".into())),
+        "{after:?}"
+    );
+    assert!(
+        !after.iter().any(|(_, status)| status == "next"),
+        "nothing scheduled with rotation off: {after:?}"
+    );
+}
+
+/// A key file imported at a replica's start is sealed under the active key's secret too: a
+/// replica started with a mistyped secret (the real one as the fallback) and a new
+/// `GATEHOUSE_SIGNING_KEY_FILE` sealed it under the typo, and every other replica would have
+/// failed to open the key it made the signing key.
+async fn an_imported_key_file_is_sealed_under_the_active_keys_secret(backend: Backend) {
+    let real = secret();
+    let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(real.clone())).await;
+    let now = app.clock().now();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("new.jwk");
+    let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
+    std::fs::write(&key_file, key.to_private_jwk_json().unwrap()).unwrap();
+    let typo = secret();
+    let mut mistyped = app.config.clone();
+    mistyped.key_encryption_key = Some(typo.clone());
+    mistyped.key_encryption_key_fallbacks = Some(real.clone());
+    mistyped.signing_key_file = Some(key_file);
+    app.store()
+        .run_sync(move |c| KeyRing::load(c, &mistyped, now).map(drop))
+        .unwrap();
+    let rows = app.store().run_sync(keys::list).unwrap();
+    let imported = rows.iter().find(|r| r.kid == key.kid()).unwrap();
+    assert_eq!(imported.status, "active");
+    let sealed = sealed_of(&app, key.kid());
+    let real_sealer = Sealer::from_secret(real.expose()).unwrap();
+    assert!(
+        matches!(
+            real_sealer.open_any(key.kid(), &sealed),
+            Ok((_, SealedUnder::Current))
+        ),
+        "sealed under the active key's secret"
+    );
+    let typo_sealer = Sealer::from_secret(typo.expose()).unwrap();
+    assert!(typo_sealer.open_any(key.kid(), &sealed).is_err());
+}
+
 /// A scheduled key recorded before keys lived in the database (no sealed part in its row) is
 /// opened at start as it will be when it signs: from the data directory's file of that time,
 /// then sealed into its row; with no file, the start stops, naming it. Before, a scheduled key
@@ -240,6 +311,8 @@ async fn postgres_a_failed_import_leaves_no_scheduled_key() {
 }
 
 crate::on_both_backends!(
+    an_imported_key_file_is_sealed_under_the_active_keys_secret,
+    a_key_scheduled_before_rotation_was_turned_off_is_promoted,
     a_scheduled_key_that_does_not_open_stops_the_start,
     a_scheduled_key_is_sealed_under_the_active_keys_secret,
     a_scheduled_key_with_no_sealed_part_needs_its_file_at_start,
