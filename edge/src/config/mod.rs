@@ -373,6 +373,11 @@ impl Config {
             kv_refresh_secs.into(),
         ));
         let token_cookie = vars.text("TOKEN_COOKIE");
+        vars.problems.extend(
+            token_cookie
+                .as_deref()
+                .and_then(settings::token_cookie_problem),
+        );
         let forward_preflights = vars.switch("CORS_PREFLIGHT", ("token", "forward"));
         let cors_origins = cors_origins(
             &vars.text("CORS_ORIGINS").unwrap_or_default(),

@@ -164,10 +164,12 @@ pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
     let (_, poll_problem) = delta_poll_floor(u32::try_from(poll_ms).unwrap_or(u32::MAX));
     problems.extend(poll_problem.map(str::to_owned));
     let origins = cors_origins(&var("CORS_ORIGINS").unwrap_or_default(), &mut problems);
+    let token_cookie = var("TOKEN_COOKIE");
+    problems.extend(token_cookie.as_deref().and_then(token_cookie_problem));
     problems.extend(cors_problem(
         !origins.is_empty(),
         var("CORS_PREFLIGHT").as_deref() == Some("forward"),
-        var("TOKEN_COOKIE").is_some(),
+        token_cookie.is_some(),
     ));
     problems
 }
@@ -185,6 +187,16 @@ pub(super) fn cors_problem(
         "CORS_ORIGINS without TOKEN_COOKIE needs CORS_PREFLIGHT = \"forward\": a page's preflight \
          is refused"
             .to_owned()
+    })
+}
+
+/// A `TOKEN_COOKIE` no `Cookie` header can carry: a cookie's name is an RFC 9110 token (RFC 6265
+/// §4.1.1), so one with a space, `=`, `;` or another separator never matches, and every cookie
+/// login would fail closed (401) with nothing said.
+pub(super) fn token_cookie_problem(name: &str) -> Option<String> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    (!name.bytes().all(tchar)).then(|| {
+        format!("TOKEN_COOKIE {name:?} is not a cookie name (a token: no space or separator)")
     })
 }
 

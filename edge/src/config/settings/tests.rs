@@ -208,6 +208,30 @@ fn cors_origins_no_preflight_can_reach_are_reported() {
     assert!(!reported(&[("CORS_ORIGINS", "*")]), "no origin is listed");
 }
 
+/// A cookie name with a space or separator never matches a `Cookie` header's pair: reported,
+/// before, cookie logins failed with a 401 and nothing said.
+#[test]
+fn a_token_cookie_that_no_header_can_carry_is_reported() {
+    let problems = |name: &'static str| {
+        offline_problems(move |var| (var == "TOKEN_COOKIE").then(|| name.to_owned()))
+            .into_iter()
+            .filter(|p| p.starts_with("TOKEN_COOKIE"))
+            .collect::<Vec<_>>()
+    };
+    for good in ["gh_at", "__Host-gh_at", "a.b~c!"] {
+        assert_eq!(problems(good), Vec::<String>::new(), "{good}");
+    }
+    for bad in [" gh_at", "gh_at;", "gh at", "gh=at", "gh\"at", "g\u{e9}"] {
+        assert_eq!(
+            problems(bad),
+            [format!(
+                "TOKEN_COOKIE {bad:?} is not a cookie name (a token: no space or separator)"
+            )],
+            "{bad}"
+        );
+    }
+}
+
 #[test]
 fn cors_origins_are_exact_origins() {
     let mut problems = Vec::new();
