@@ -35,7 +35,7 @@ test('the tarball holds every file its exports map names, the license and nothin
   walk(manifest.exports);
   for (const t of targets) assert.ok(packed.includes(t), `exports names ${t}, the tarball lacks it`);
   for (const f of ['LICENSE', 'README.md', 'index.d.cts', 'node.cjs', 'workerd.js']) assert.ok(packed.includes(f), f);
-  assert.ok(!packed.some((f) => /\.(rs|toml|map)$|node-cjs\.js$/.test(f)), packed.join(' '));
+  assert.ok(!packed.some((f) => /\.(rs|toml|map)$|(node|index)-cjs\.js$/.test(f)), packed.join(' '));
   assert.equal(manifest.publishConfig.access, 'public');
   // index.js guards the classes' methods when it loads (guards.js): a bundler must keep it.
   assert.deepEqual(manifest.sideEffects, ['./index.js', './node.js', './node.cjs', './workerd.js']);
@@ -79,6 +79,16 @@ client.close();
 console.log(JSON.stringify({ resolved: require.resolve('@gatehouse/verify/client'), signedIn: client.signedIn, error: new GatehouseClientError('x', 'y').code }));`);
   assert.match(out.resolved, /\/client\.cjs$/);
   assert.deepEqual([out.signedIn, out.error], [false, 'x']);
+});
+
+test('Node CommonJS: both entries hand out the same client classes', () => {
+  const out = script('same-client.cjs', `const main = require('@gatehouse/verify');
+const alone = require('@gatehouse/verify/client');
+console.log(JSON.stringify({
+  client: main.GatehouseClient === alone.GatehouseClient,
+  error: new alone.GatehouseClientError('x', 'y') instanceof main.GatehouseClientError,
+}));`);
+  assert.deepEqual(out, { client: true, error: true });
 });
 
 test('a server bundle without the wasm beside it: both Node entries say what to do', () => {
