@@ -61,8 +61,8 @@ pub(super) fn import(
         // Stored and made the signing key in one transaction under the activations' lock, as
         // `store::rotate_now` does: an import that fails leaves no scheduled key, which the
         // rotation schedule would make the signing key later although the import failed.
-        let like_active = store::sealer_like_active(&rows, sealer)?;
         let imported = store::activation_tx(conn, |conn| {
+            let like_active = store::sealer_like_active(conn, sealer)?;
             Ok(store::insert(conn, &like_active, key, NEXT, now)?
                 && store::activate_in(conn, key.kid(), now, "imported", false)?)
         })?;
@@ -90,7 +90,10 @@ pub(super) fn import(
         )));
     }
     // Recorded before keys lived in the database: keep the private part now.
-    store::store_sealed(conn, &store::sealer_like_active(&rows, sealer)?, key)?;
+    store::activation_tx(conn, |conn| {
+        let like_active = store::sealer_like_active(conn, sealer)?;
+        store::store_sealed(conn, &like_active, key)
+    })?;
     // Still scheduled: an import that stopped between its insert and its activation (past its
     // deadline, or interrupted). Finish it rather than report the key as imported before.
     if row.status == NEXT && store::activate(conn, key.kid(), now, "imported")? {

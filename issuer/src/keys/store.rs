@@ -258,9 +258,12 @@ pub fn first_key(
 /// it. Under this replica's current secret, a mistyped one (the real one as the fallback) would
 /// seal a key no other replica opens, and its activation would stop them all signing. During a
 /// rotation of the secret that is the old one, until `keys reseal` moves every key. With no
-/// active key, or one recorded before keys were sealed in the database: `sealer` itself.
-pub fn sealer_like_active(rows: &[KeyRecord], sealer: &Sealer) -> Result<Sealer, ApiError> {
-    let Some(active) = signing(rows) else {
+/// active key, or one recorded before keys were sealed in the database: `sealer` itself. Call
+/// it inside [`activation_tx`], which `keys reseal` also takes: a reseal committed after the
+/// read would leave the new key under the secret it moved every other key away from.
+pub(super) fn sealer_like_active(conn: &mut DbConn, sealer: &Sealer) -> Result<Sealer, ApiError> {
+    let rows = records(conn)?;
+    let Some(active) = signing(&rows) else {
         return Ok(sealer.clone());
     };
     match &active.sealed_private_jwk {
@@ -288,6 +291,15 @@ pub fn schedule(
     let Some(active) = signing(&rows) else {
         return Ok(());
     };
+    if rotation_secs <= 0 {
+        // Rotation turned off: a key scheduled before never signed, so it leaves the ring,
+        // rather than stay published for good (a key every verifier takes that never signs) or
+        // be promoted, which an operator who turned rotation off does not expect.
+        return match next(&rows) {
+            Some(_) => unschedule(conn, now),
+            None => Ok(()),
+        };
+    }
     match next(&rows) {
         Some(next) if next.created_at + publish_ahead_secs <= now => {
             // Promoted only by a replica that can sign with it. (Keys scheduled by this
@@ -308,25 +320,36 @@ pub fn schedule(
             }
             activate(conn, &next.kid, now, "scheduled rotation").map(drop)
         }
-        // Rotation turned off (0) schedules no key, but a key scheduled before is still
-        // promoted when due, above: left as it was, it stayed published for good, a key every
-        // verifier takes that never signs.
-        None if rotation_secs > 0
-            && now >= active.created_at + rotation_secs - publish_ahead_secs =>
-        {
-            let like_active = sealer_like_active(&rows, sealer)?;
+        None if now >= active.created_at + rotation_secs - publish_ahead_secs => {
             let key = generate()?;
-            if insert(conn, &like_active, &key, NEXT, now)? {
-                let detail =
-                    serde_json::json!({"kid": key.kid(), "signs_from": now + publish_ahead_secs});
-                write_tx(conn, |conn| {
-                    audit::record(conn, now, "key_scheduled", None, &detail)
-                })?;
-            }
-            Ok(())
+            activation_tx(conn, |conn| {
+                let like_active = sealer_like_active(conn, sealer)?;
+                if insert(conn, &like_active, &key, NEXT, now)? {
+                    let detail = serde_json::json!({
+                        "kid": key.kid(),
+                        "signs_from": now + publish_ahead_secs,
+                    });
+                    audit::record(conn, now, "key_scheduled", None, &detail)?;
+                }
+                Ok(())
+            })
         }
         Some(_) | None => Ok(()),
     }
+}
+
+/// Drops every scheduled key (none ever signed), with an audit row naming them.
+fn unschedule(conn: &mut DbConn, now: i64) -> Result<(), ApiError> {
+    activation_tx(conn, |conn| {
+        let scheduled = signing_keys::table.filter(signing_keys::status.eq(NEXT));
+        let kids: Vec<String> = scheduled.select(signing_keys::kid).load(conn)?;
+        if kids.is_empty() {
+            return Ok(());
+        }
+        diesel::delete(scheduled).execute(conn)?;
+        let detail = serde_json::json!({"kids": kids, "why": "key_rotation_days is 0"});
+        audit::record(conn, now, "key_unscheduled", None, &detail)
+    })
 }
 
 /// What `keys reseal` did.
@@ -348,7 +371,9 @@ pub struct Resealed {
 /// Seals every stored private key that opens only with a fallback secret again under the
 /// current one, in one transaction (all rows and the audit record, or nothing). Idempotent.
 pub fn reseal(conn: &mut DbConn, sealer: &Sealer, now: i64) -> Result<Resealed, ApiError> {
-    write_tx(conn, |conn| {
+    // Under the activations' lock: a key added meanwhile is sealed like the active key as this
+    // leaves it ([`sealer_like_active`]).
+    activation_tx(conn, |conn| {
         let mut report = Resealed::default();
         for record in records(conn)? {
             let Some(stored) = record.sealed_private_jwk else {

@@ -110,39 +110,50 @@ async fn a_scheduled_key_is_sealed_under_the_active_keys_secret(backend: Backend
     assert!(typo_sealer.open_any(&next, &sealed).is_err());
 }
 
-/// A key scheduled while rotation was on is still promoted when due once it is turned off
-/// (`key_rotation_days = 0`), and no further key is scheduled. Before, it stayed published as
-/// the next key for good: a key every verifier takes, which never signed.
-async fn a_key_scheduled_before_rotation_was_turned_off_is_promoted(backend: Backend) {
+/// A key scheduled while rotation was on leaves the ring once it is turned off
+/// (`key_rotation_days = 0`): it never signed, and nothing new is scheduled; the active key
+/// signs on. Before, it stayed published as the next key for good: a key every verifier takes,
+/// which never signed.
+async fn turning_rotation_off_drops_the_scheduled_key(backend: Backend) {
     let app = TestApp::start(backend).await;
     let now = app.clock().now();
     let next = schedule_now(&app, &app.config, now);
-    let mut off = app.config.clone();
-    off.key_rotation_days = 0;
-    off.key_publish_ahead_secs = 86_400;
-    let status_at = |at: i64| {
-        let off = off.clone();
-        app.store()
-            .run_sync(move |c| KeyRing::load(c, &off, at).map(drop))
-            .unwrap();
+    let statuses = || {
         let rows = app.store().run_sync(keys::list).unwrap();
-        let statuses: Vec<(String, String)> = rows.into_iter().map(|r| (r.kid, r.status)).collect();
-        statuses
+        rows.into_iter()
+            .map(|r| (r.kid, r.status))
+            .collect::<Vec<_>>()
     };
-    let before = status_at(now + 86_399);
+    let before = statuses();
     assert!(
         before.contains(&(next.clone(), "next".into())),
         "{before:?}"
     );
-    let after = status_at(now + 86_400);
-    assert!(
-        after.contains(&(next.clone(), "active".into())),
-        "{after:?}"
+    let mut off = app.config.clone();
+    off.key_rotation_days = 0;
+    for at in [now + 1, now + 86_400] {
+        let off = off.clone();
+        app.store()
+            .run_sync(move |c| KeyRing::load(c, &off, at).map(drop))
+            .unwrap();
+    }
+    let after = statuses();
+    let unchanged: Vec<_> = before.into_iter().filter(|(kid, _)| *kid != next).collect();
+    assert_eq!(
+        after, unchanged,
+        "the scheduled key is gone, nothing else changed"
     );
-    assert!(
-        !after.iter().any(|(_, status)| status == "next"),
-        "nothing scheduled with rotation off: {after:?}"
-    );
+    let details: Vec<String> = app
+        .store()
+        .run_sync(|c| {
+            use diesel::prelude::*;
+            use gatehouse_issuer::db::schema::audit_events as events;
+            let rows = events::table.filter(events::kind.eq("key_unscheduled"));
+            Ok(rows.select(events::detail).load(c)?)
+        })
+        .unwrap();
+    let expected = serde_json::json!({"kids": [next], "why": "key_rotation_days is 0"});
+    assert_eq!(details, [expected.to_string()]);
 }
 
 /// A key file imported at a replica's start is sealed under the active key's secret too: a
@@ -312,7 +323,7 @@ async fn postgres_a_failed_import_leaves_no_scheduled_key() {
 
 crate::on_both_backends!(
     an_imported_key_file_is_sealed_under_the_active_keys_secret,
-    a_key_scheduled_before_rotation_was_turned_off_is_promoted,
+    turning_rotation_off_drops_the_scheduled_key,
     a_scheduled_key_that_does_not_open_stops_the_start,
     a_scheduled_key_is_sealed_under_the_active_keys_secret,
     a_scheduled_key_with_no_sealed_part_needs_its_file_at_start,
