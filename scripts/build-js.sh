@@ -48,12 +48,16 @@ JS
 # CommonJS for `require`: the same glue bundled by esbuild. Its default async init would need
 # `import.meta.url`, which CommonJS lacks; the entry initialises synchronously instead. The
 # client stays `client.cjs`, required, not bundled a second time: `require('@gatehouse/verify')`
-# and `require('@gatehouse/verify/client')` then hand out the same classes (`instanceof`).
-sed "s|from './index.js'|from './index-cjs.js'|" edge/js/npm/node-cjs.js >"$out/node-cjs.js"
-sed "s|from './client.js'|from './client.cjs'|" "$out/index.js" >"$out/index-cjs.js"
-"$esbuild" "$out/node-cjs.js" --bundle --format=cjs --platform=node --external:./client.cjs \
+# and `require('@gatehouse/verify/client')` then hand out the same classes (`instanceof`). The
+# bundle is made from a copy of the package whose index names `./client.cjs`, so that every
+# module importing the index (remote.js too) gets that one index.
+cjs=$(mktemp -d)
+cp -r "$out"/. "$cjs"/
+sed -i "s|from './client.js'|from './client.cjs'|" "$cjs/index.js"
+cp edge/js/npm/node-cjs.js "$cjs/"
+"$esbuild" "$cjs/node-cjs.js" --bundle --format=cjs --platform=node --external:./client.cjs \
   --log-override:empty-import-meta=silent --log-level=warning --outfile="$out/node.cjs"
-rm "$out/node-cjs.js" "$out/index-cjs.js"
+rm -rf "$cjs"
 sed "s|from './index.js'|from './index.cjs'|" edge/js/npm/client.d.ts >"$out/client.d.cts"
 # Its types: CommonJS declarations cannot re-export the ESM ones, so they are a copy.
 { cat "$out/gatehouse_verify.d.ts"; grep -v "^export \* from\|^export { default }\|^import type" edge/js/npm/index.d.ts; } \
