@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rocket::http::{ContentType, Header};
 use rocket::serde::json::{Json, Value, json};
-use rocket::{Responder, Route, State, get, routes};
+use rocket::{Request, Responder, Response, Route, State, get, routes};
 
 use crate::config::{ADMIN_SCOPE, Config};
 use crate::context::Now;
@@ -60,21 +60,30 @@ fn metadata(config: &State<Config>) -> Json<Value> {
     }))
 }
 
-#[derive(Responder)]
+/// A signed list as `application/jwt`, cached as `cache_control` says. The body is the cached
+/// list itself, shared, not a copy: a list may be megabytes, and a response holds its body for
+/// as long as its client takes to read it, so copies grew with the connections open.
 struct Snapshot {
-    body: String,
-    content_type: ContentType,
-    cache: Header<'static>,
+    jws: Arc<[u8]>,
+    cache_control: &'static str,
 }
 
 impl Snapshot {
-    /// A signed list as `application/jwt`, cached as `cache_control` says.
-    fn signed(jws: &str, cache_control: &'static str) -> Self {
+    fn signed(jws: Arc<str>, cache_control: &'static str) -> Self {
         Self {
-            body: jws.to_owned(),
-            content_type: ContentType::new("application", "jwt"),
-            cache: Header::new("Cache-Control", cache_control),
+            jws: jws.into(),
+            cache_control,
         }
+    }
+}
+
+impl<'r> rocket::response::Responder<'r, 'static> for Snapshot {
+    fn respond_to(self, _: &'r Request<'_>) -> rocket::response::Result<'static> {
+        Response::build()
+            .header(ContentType::new("application", "jwt"))
+            .raw_header("Cache-Control", self.cache_control)
+            .sized_body(self.jws.len(), std::io::Cursor::new(self.jws))
+            .ok()
     }
 }
 
@@ -88,7 +97,7 @@ async fn snapshot(
 ) -> Result<Snapshot, ApiError> {
     let Now(now) = now;
     let jws = snapshots.current(db, keys, config, now).await?;
-    Ok(Snapshot::signed(&jws, "no-cache"))
+    Ok(Snapshot::signed(jws, "no-cache"))
 }
 
 /// The edge's fast path: the entries of the last `delta_window_secs`, signed, at most a second
@@ -104,9 +113,23 @@ async fn delta(
 ) -> Result<Snapshot, ApiError> {
     let Now(now) = now;
     let jws = snapshots.current_delta(db, keys, config, now).await?;
-    Ok(Snapshot::signed(&jws, "public, max-age=1"))
+    Ok(Snapshot::signed(jws, "public, max-age=1"))
 }
 
 pub fn routes() -> Vec<Route> {
     routes![jwks, metadata, snapshot, delta]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A response's body is the cached list's own bytes, not a copy of them.
+    #[test]
+    fn a_list_response_shares_the_cached_list() {
+        let cached: Arc<str> = Arc::from("header.payload.signature");
+        let response = Snapshot::signed(Arc::clone(&cached), "no-cache");
+        assert_eq!(response.jws.as_ptr(), cached.as_ptr());
+        assert_eq!(&*response.jws, cached.as_bytes());
+    }
 }

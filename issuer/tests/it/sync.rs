@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use gatehouse_issuer::revoker::Revoker;
 use gatehouse_issuer::store::revocations;
-use gatehouse_shared::{RevocationList, RevocationReason, SnapshotOptions};
+use gatehouse_shared::{RevocationDelta, RevocationList, RevocationReason, SnapshotOptions};
 use rocket::http::Status;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -466,7 +466,36 @@ async fn the_lists_read_the_newest_revocation_at_most_every_100_ms(backend: Back
     assert!(app.snapshot(&keys, now).await.check(&elsewhere).is_some());
 }
 
+/// Both lists go out as `application/jwt`, the snapshot never from a stale cache, the delta
+/// shared by a location's isolates for a second, each body the signed list whole.
+async fn the_lists_are_served_as_jwts_with_their_cache_rules(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let keys = app.verifier().await.keys().clone();
+    for (path, cache) in [
+        ("/v1/revocations", "no-cache"),
+        ("/v1/revocations/delta", "public, max-age=1"),
+    ] {
+        let response = app.client.get(path).dispatch().await;
+        assert_eq!(response.status(), Status::Ok, "{path}");
+        let header = |name: &str| response.headers().get_one(name).map(str::to_owned);
+        assert_eq!(header("Content-Type").as_deref(), Some("application/jwt"));
+        assert_eq!(header("Cache-Control").as_deref(), Some(cache));
+        let body = response.into_string().await.unwrap();
+        let (now, options) = (
+            app.clock().now(),
+            SnapshotOptions::new("https://issuer.test"),
+        );
+        let list = if path.ends_with("delta") {
+            RevocationDelta::verify(&body, &keys, &options, now).map(|d| d.list().seq())
+        } else {
+            RevocationList::verify_snapshot(&body, &keys, &options, now).map(|l| l.seq())
+        };
+        assert!(list.is_ok(), "{path}: {list:?}");
+    }
+}
+
 crate::on_both_backends!(
+    the_lists_are_served_as_jwts_with_their_cache_rules,
     the_lists_read_the_newest_revocation_at_most_every_100_ms,
     the_next_push_is_spaced_from_a_late_retry,
     a_busy_edge_is_retried_when_it_asks,
