@@ -75,12 +75,16 @@ pub async fn cleanup(db: &Db, config: &Config, now: i64) -> Result<CleanupReport
 }
 
 /// [`cleanup`] but for lockout rows: `gatehouse-issuer cleanup`, in a shell that may not have
-/// the replicas' lockout settings ([`Scope::LeavingLockouts`]).
+/// the replicas' lockout settings ([`Scope::LeavingLockouts`]). Judged at the earlier of
+/// `clock`'s time and the database's: the command runs on any machine (a laptop, a CI job),
+/// and one whose clock runs ahead would delete revocation entries a verifier still needs.
 pub async fn cleanup_leaving_lockouts(
     db: &Db,
     config: &Config,
-    now: i64,
+    clock: &Clock,
 ) -> Result<CleanupReport, ApiError> {
+    let now = clock.now();
+    let now = now.min(clock.on_database_clock(db, now).await);
     cleanup_until(db, config, now, None, Scope::LeavingLockouts).await
 }
 

@@ -350,7 +350,7 @@ fn push_current_list(config: &Config, db: &Db) -> Result<(), String> {
 fn cleanup() -> Result<(), String> {
     let (config, db) = load()?;
     runtime()?.block_on(async {
-        let report = crate::maintenance::cleanup_leaving_lockouts(&db, &config, now())
+        let report = crate::maintenance::cleanup_leaving_lockouts(&db, &config, &Clock::default())
             .await
             .map_err(fail)?;
         println!(

@@ -92,7 +92,35 @@ async fn ended_sessions_are_found_by_index(backend: Backend) {
     );
 }
 
+/// `gatehouse-issuer cleanup` judges expiry by the earlier of its shell's clock and the
+/// database's: a shell two days ahead deletes no revocation entry a verifier still needs, and
+/// two days later, on both clocks, the same cleanup deletes the expired ones. Before, it judged
+/// by the shell's clock alone.
+async fn a_cleanup_from_a_shell_whose_clock_runs_ahead_keeps_what_verifiers_need(backend: Backend) {
+    use gatehouse_issuer::clock::Clock;
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    for _ in 0..3 {
+        let t = str_of(&app.login("alice").await, "access_token").to_owned();
+        app.send("POST", "/v1/logout", None, Some(&t)).await;
+    }
+    let two_days = 2 * 24 * 3600;
+    let ahead = Clock::default();
+    ahead.skew(two_days);
+    let report = maintenance::cleanup_leaving_lockouts(app.store(), &app.config, &ahead)
+        .await
+        .unwrap();
+    assert_eq!((report.revocations, report.sessions), (0, 0));
+    let later = Clock::default();
+    later.advance(two_days);
+    let report = maintenance::cleanup_leaving_lockouts(app.store(), &app.config, &later)
+        .await
+        .unwrap();
+    assert_eq!((report.revocations, report.sessions), (2, 3));
+}
+
 crate::on_both_backends!(
+    a_cleanup_from_a_shell_whose_clock_runs_ahead_keeps_what_verifiers_need,
     cleanup_removes_only_what_expired,
     ended_sessions_are_found_by_index,
 );
