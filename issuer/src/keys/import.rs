@@ -73,11 +73,7 @@ pub(super) fn import(
         rows = store::records(conn)?;
     }
     let Some(row) = rows.iter().find(|r| r.kid == key.kid()) else {
-        return Err(ApiError::Internal(format!(
-            "{} was not made the signing key: other activations ran at the same time and \
-             dropped it; import it again",
-            key.kid()
-        )));
+        return Err(dropped_meanwhile(key));
     };
     // The same kid with other key material (a tool that writes a fixed kid, a file replaced in
     // place) would otherwise be ignored while the old key went on signing.
@@ -96,8 +92,22 @@ pub(super) fn import(
     })?;
     // Still scheduled: an import that stopped between its insert and its activation (past its
     // deadline, or interrupted). Finish it rather than report the key as imported before.
-    if row.status == NEXT && store::activate(conn, key.kid(), now, "imported")? {
-        return Ok(true);
+    if row.status == NEXT {
+        // Not activated: dropped since it was read (another key promoted, or rotation turned
+        // off), so the ring does not hold it, which "imported before" would hide.
+        return if store::activate(conn, key.kid(), now, "imported")? {
+            Ok(true)
+        } else {
+            Err(dropped_meanwhile(key))
+        };
     }
     Ok(false)
+}
+
+fn dropped_meanwhile(key: &SigningKey) -> ApiError {
+    ApiError::Internal(format!(
+        "{} was not made the signing key: other activations ran at the same time and dropped \
+         it; import it again",
+        key.kid()
+    ))
 }
