@@ -1,5 +1,5 @@
 //! The command line: `serve` (default), `migrate`, `keys rotate|import|list|reseal|revoke`,
-//! `users create|list|show|unlock|disable|enable`, `revocations push`, `cleanup`.
+//! `users create|list|show|unlock|disable|enable|reset-password`, `revocations push`, `cleanup`.
 
 mod key_commands;
 mod user_commands;
@@ -100,6 +100,10 @@ enum UsersCommand {
     Disable { username: String },
     /// Enable a disabled user again: for the last admin, disabled with no admin left to undo it.
     Enable { username: String },
+    /// Set a user's password, for one who cannot sign in: read as `users create` reads it,
+    /// under the same policy. Every session ends and every access token is revoked (the list is
+    /// pushed to `GATEHOUSE_EDGE_SYNC_URLS`); lockouts stay (`users unlock` lifts them).
+    ResetPassword { username: String },
     /// Create a user. On a terminal the password is asked twice without echo; otherwise it is
     /// the first line of standard input.
     Create {

@@ -1,4 +1,4 @@
-//! `users create|list|show|unlock|disable|enable`.
+//! `users create|list|show|unlock|disable|enable|reset-password`.
 
 use std::io::BufRead as _;
 
@@ -16,6 +16,7 @@ pub(super) fn run(command: UsersCommand) -> Result<(), String> {
         UsersCommand::Unlock { username } => users_unlock(&username),
         UsersCommand::Disable { username } => users_set_standing(&username, true),
         UsersCommand::Enable { username } => users_set_standing(&username, false),
+        UsersCommand::ResetPassword { username } => users_reset_password(&username),
     }
 }
 
@@ -135,5 +136,40 @@ fn users_set_standing(username: &str, disabled: bool) -> Result<(), String> {
     } else {
         println!("{name}\tenabled");
     }
+    Ok(())
+}
+
+/// `users reset-password NAME`: the new password as `users create` reads it, checked by the
+/// same policy, then in one revocation transaction: the hash, its audit row (`password_reset`,
+/// `via: cli`) and the end of every session with a cut-off of every token, so whoever held the
+/// account is out; the list is then pushed, as a disable's is. A login checked against the old
+/// hash meanwhile is refused at its commit (`credentials::recheck`).
+fn users_reset_password(username: &str) -> Result<(), String> {
+    let (config, db) = load()?;
+    let name = normalize_username(username).map_err(fail)?;
+    let missing = || format!("no user named {name}");
+    // Before the password is asked for: a mistyped name is said at once.
+    db.run_sync(|c| users::by_username(c, &name))
+        .map_err(fail)?
+        .ok_or_else(missing)?;
+    let password = read_new_password()?;
+    check_password_policy(&password, &name).map_err(fail)?;
+    let hash = HashPolicy::from_config(&config.password)
+        .hash(&password)
+        .map_err(fail)?;
+    Revoker::for_command(db.clone(), config.clone())
+        .run_sync(now(), |r| {
+            let user = users::by_username(r.conn(), &name)?.ok_or(ApiError::NotFound)?;
+            users::set_password_hash(r.conn(), &user.id, &hash)?;
+            let (now, via) = (r.now(), audit::who(("via", "cli")));
+            audit::record(r.conn(), now, "password_reset", Some(&user.id), &via.into())?;
+            r.user(&user.id, "password_reset")
+        })
+        .map_err(|e| match e {
+            ApiError::NotFound => missing(),
+            e => fail(e),
+        })?;
+    println!("{name}\tpassword reset: every session ended and every access token revoked");
+    push_after_revocation(&config, &db);
     Ok(())
 }

@@ -352,7 +352,76 @@ async fn requests_are_counted_by_route_and_status(backend: Backend) {
     assert!(!text.contains("path-7f3a"));
 }
 
+/// `users reset-password NAME`, for a user who cannot sign in: the new password, read from
+/// standard input and held to the registration policy, replaces the old one; every session
+/// and access token of the account ends (whoever held it is out), audited `via: cli`.
+async fn the_cli_resets_a_password(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.auth_cache_ms = 0).await;
+    let uid = app.register("alice").await;
+    let session = app.login("alice").await;
+    let reset = |name: &str, password: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = crate::binary::command(dir.path())
+            .env("GATEHOUSE_DATABASE_URL", &app.db.url)
+            .args(["users", "reset-password", name])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let line = format!("{password}\n");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), line.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), stdout, stderr)
+    };
+    let (ok, _, stderr) = reset("alice", "short");
+    assert!(!ok && stderr.contains("at least 8 characters"), "{stderr}");
+    let (ok, _, stderr) = reset("bob", "a new passphrase");
+    assert!(!ok && stderr.contains("no user named bob"), "{stderr}");
+    assert_eq!(app.me(str_of(&session, "access_token")).await.0, Status::Ok);
+
+    let (ok, stdout, stderr) = reset("Alice", "a new passphrase");
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("alice\tpassword reset"), "{stdout}");
+    assert_eq!(
+        refusal(app.me(str_of(&session, "access_token")).await),
+        (Status::Unauthorized, "revoked".into())
+    );
+    assert_eq!(
+        app.refresh(str_of(&session, "refresh_token")).await.0,
+        Status::BadRequest
+    );
+    app.clock().advance(1);
+    let login = |password: &str| {
+        format!(
+            "grant_type=password&username=alice&password={}",
+            password.replace(' ', "+")
+        )
+    };
+    let (status, json) = app
+        .send("POST", "/v1/token", Some(&login(PASSWORD)), None)
+        .await;
+    assert_eq!(status, Status::BadRequest, "the old password: {json}");
+    let (status, json) = app
+        .send("POST", "/v1/token", Some(&login("a new passphrase")), None)
+        .await;
+    assert_eq!(status, Status::Ok, "the new password: {json}");
+    let events = app
+        .store()
+        .run_sync(move |c| gatehouse_issuer::store::audit::recent(c, &uid, 20))
+        .unwrap();
+    let resets: Vec<&String> = events
+        .iter()
+        .filter(|(kind, _)| kind == "password_reset")
+        .map(|(_, detail)| detail)
+        .collect();
+    assert_eq!(resets, [r#"{"via":"cli"}"#], "{events:?}");
+}
+
 crate::on_both_backends!(
+    the_cli_resets_a_password,
     requests_are_counted_by_route_and_status,
     password_change_revokes_the_other_sessions,
     the_location_of_a_new_user_resolves,
