@@ -1,5 +1,5 @@
 //! The command line: `serve` (default), `migrate`, `keys rotate|import|list|reseal|revoke`,
-//! `users create|list|show|unlock|disable|enable|reset-password`, `revocations push`, `cleanup`.
+//! `users create|list|show|unlock|disable|enable|reset-password|delete`, `revocations push`, `cleanup`.
 
 mod key_commands;
 mod user_commands;
@@ -104,6 +104,9 @@ enum UsersCommand {
     /// under the same policy. Every session ends and every access token is revoked (the list is
     /// pushed to `GATEHOUSE_EDGE_SYNC_URLS`); lockouts stay (`users unlock` lifts them).
     ResetPassword { username: String },
+    /// Delete a user, as the admin endpoint does: every session and access token ends with the
+    /// account (the list is pushed to `GATEHOUSE_EDGE_SYNC_URLS`), and the name is free again.
+    Delete { username: String },
     /// Create a user. On a terminal the password is asked twice without echo; otherwise it is
     /// the first line of standard input.
     Create {

@@ -1,4 +1,4 @@
-//! `users create|list|show|unlock|disable|enable|reset-password`.
+//! `users create|list|show|unlock|disable|enable|reset-password|delete`.
 
 use std::io::BufRead as _;
 
@@ -17,6 +17,7 @@ pub(super) fn run(command: UsersCommand) -> Result<(), String> {
         UsersCommand::Disable { username } => users_set_standing(&username, true),
         UsersCommand::Enable { username } => users_set_standing(&username, false),
         UsersCommand::ResetPassword { username } => users_reset_password(&username),
+        UsersCommand::Delete { username } => users_delete(&username),
     }
 }
 
@@ -170,6 +171,27 @@ fn users_reset_password(username: &str) -> Result<(), String> {
             e => fail(e),
         })?;
     println!("{name}\tpassword reset: every session ended and every access token revoked");
+    push_after_revocation(&config, &db);
+    Ok(())
+}
+
+/// `users delete NAME`, as the admin endpoint does ([`users::delete`]); the revocations are then
+/// pushed, as a disable's are.
+fn users_delete(username: &str) -> Result<(), String> {
+    let (config, db) = load()?;
+    let name = normalize_username(username).map_err(fail)?;
+    Revoker::for_command(db.clone(), config.clone())
+        .run_sync(now(), |r| {
+            let user = users::by_username(r.conn(), &name)?.ok_or(ApiError::NotFound)?;
+            users::delete(r, &user.id, ("via", "cli"))?
+                .then_some(())
+                .ok_or(ApiError::NotFound)
+        })
+        .map_err(|e| match e {
+            ApiError::NotFound => format!("no user named {name}"),
+            e => fail(e),
+        })?;
+    println!("{name}\tdeleted: every session ended and every access token revoked");
     push_after_revocation(&config, &db);
     Ok(())
 }

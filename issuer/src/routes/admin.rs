@@ -1,5 +1,5 @@
 //! Admin endpoints (bearer with the `admin` scope, held by an admin user): revoke any user or
-//! session, disable, enable or unlock users, and RFC 7662 introspection for origins that want a
+//! session, disable, enable, delete or unlock users, and RFC 7662 introspection for origins that want a
 //! hard online check.
 
 use std::sync::Arc;
@@ -149,6 +149,34 @@ async fn enable(
     Ok(Json(json!({"sub": user_id, "disabled": false})))
 }
 
+/// Deletes another user's account ([`users::delete`]): its sessions and tokens end with it.
+#[post("/v1/admin/users/<user_id>/delete")]
+async fn delete(
+    revoker: &State<Revoker>,
+    now: Now,
+    auth: Result<Authenticated, ApiError>,
+    user_id: &str,
+) -> Result<Json<Value>, ApiError> {
+    let Now(now) = now;
+    let by = admin(auth)?.claims.sub.clone();
+    let uid = checked_id(user_id)?;
+    if uid == by {
+        return Err(ApiError::invalid_request(
+            "an admin cannot delete their own account; another admin can",
+        ));
+    }
+    revoker
+        .run(now, move |r| {
+            still_admin(r.conn(), &by)?;
+            r.acting_for(&by);
+            users::delete(r, &uid, ("by", &by))?
+                .then_some(())
+                .ok_or(ApiError::NotFound)
+        })
+        .await?;
+    Ok(Json(json!({"sub": user_id, "deleted": true})))
+}
+
 /// Lifts every lock on a user's account ([`lockout::unlock`]): for a help desk that has made
 /// sure who is asking. Audited as `user_unlocked`, with the admin and the locks lifted.
 #[post("/v1/admin/users/<user_id>/unlock")]
@@ -238,6 +266,7 @@ pub fn routes() -> Vec<Route> {
         revoke_session,
         disable,
         enable,
+        delete,
         unlock,
         introspect
     ]

@@ -126,3 +126,27 @@ pub fn set_standing(
     }
     Ok(changed)
 }
+
+/// Deletes a user in the revocation service's transaction, the one way the admin endpoint and
+/// `users delete` take. Every session ends and every access token is cut off first
+/// ([`Revocations::user`]: those entries outlive the row, so verifiers go on refusing its
+/// tokens), then the row goes with its sessions, refresh tokens and lockout rows (`ON DELETE
+/// CASCADE`), and its name is free again (a new account under it gets a new id). Audited
+/// `user_deleted` with who asked; the account's earlier audit rows stay (they hold its id,
+/// never its name or a secret). `false` when there is no such user.
+pub fn delete(r: &mut Revocations<'_>, user_id: &str, who: (&str, &str)) -> Result<bool, ApiError> {
+    if lock_current(r.conn(), user_id)?.is_none() {
+        return Ok(false);
+    }
+    r.user(user_id, "deleted")?;
+    let now = r.now();
+    audit::record(
+        r.conn(),
+        now,
+        "user_deleted",
+        Some(user_id),
+        &audit::who(who).into(),
+    )?;
+    diesel::delete(users::table.find(user_id)).execute(r.conn())?;
+    Ok(true)
+}

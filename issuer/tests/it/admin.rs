@@ -434,6 +434,80 @@ async fn the_cli_disables_and_enables_a_user(backend: Backend) {
     assert!(!ok && stderr.contains("no user named bob"), "{stderr}");
 }
 
+/// An admin deletes another user's account: its tokens and refresh token are refused at once,
+/// the login fails, the name can be registered again under a new id, and the deletion is
+/// audited with who did it. A second delete is 404; an admin cannot delete their own account.
+/// `users delete NAME` does the same at a shell.
+async fn admins_and_the_cli_delete_users(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.auth_cache_ms = 0).await;
+    let admin = app.admin_token().await;
+    let alice = app.register("alice").await;
+    let session = app.login("alice").await;
+    let path = format!("/v1/admin/users/{alice}/delete");
+    let (status, json) = app.send("POST", &path, None, Some(&admin)).await;
+    assert_eq!(status, Status::Ok, "{json}");
+    assert_eq!(json, serde_json::json!({"sub": alice, "deleted": true}));
+    assert_eq!(
+        refusal(app.me(str_of(&session, "access_token")).await),
+        (Status::Unauthorized, "revoked".into())
+    );
+    assert_eq!(
+        app.refresh(str_of(&session, "refresh_token")).await.0,
+        Status::BadRequest
+    );
+    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
+    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
+    assert_eq!(
+        (status, str_of(&json, "error_description")),
+        (Status::BadRequest, "invalid username or password")
+    );
+    assert_eq!(
+        details_of(&app, &alice, "user_deleted"),
+        [serde_json::json!({"by": "admin-id"})]
+    );
+    let (status, _) = app.send("POST", &path, None, Some(&admin)).await;
+    assert_eq!(status, Status::NotFound);
+    let own = "/v1/admin/users/admin-id/delete";
+    let (status, json) = app.send("POST", own, None, Some(&admin)).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_request")
+    );
+
+    app.clock().advance(1);
+    let again = app.register("alice").await;
+    assert_ne!(again, alice, "a new account under the free name");
+    let session = app.login("alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |name: &str| {
+        crate::binary::command(dir.path())
+            .env("GATEHOUSE_DATABASE_URL", &app.db.url)
+            .args(["users", "delete", name])
+            .output()
+            .unwrap()
+    };
+    let out = cli("alice");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        refusal(app.me(str_of(&session, "access_token")).await),
+        (Status::Unauthorized, "revoked".into())
+    );
+    assert_eq!(
+        details_of(&app, &again, "user_deleted"),
+        [serde_json::json!({"via": "cli"})]
+    );
+    let out = cli("alice");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("no user named alice"),
+        "{stderr}"
+    );
+}
+
 /// The details of `uid`'s audit rows of `kind`, newest first.
 fn details_of(app: &TestApp, uid: &str, kind: &str) -> Vec<serde_json::Value> {
     let rows = audit_of(app, uid).into_iter().filter(|(k, _)| k == kind);
@@ -442,6 +516,7 @@ fn details_of(app: &TestApp, uid: &str, kind: &str) -> Vec<serde_json::Value> {
 }
 
 crate::on_both_backends!(
+    admins_and_the_cli_delete_users,
     the_cli_disables_and_enables_a_user,
     an_admin_disabled_meanwhile_does_not_act,
     a_disabled_users_refresh_token_is_not_active,
