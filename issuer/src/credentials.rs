@@ -45,8 +45,12 @@ pub async fn find_and_reserve(
         let Some(user) = find(c)? else {
             return Ok(None);
         };
-        let reservation = lockout::reserve(c, &user.id, client_ip, now, &cfg)?;
-        Ok(Some((user, reservation)))
+        match lockout::reserve(c, &user.id, client_ip, now, &cfg) {
+            Ok(reservation) => Ok(Some((user, reservation))),
+            // Deleted since `find` read it: no such user, as if it had been read a moment later.
+            Err(ApiError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
     })
     .await
 }

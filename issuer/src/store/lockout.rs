@@ -17,7 +17,7 @@ use std::net::IpAddr;
 
 use diesel::prelude::*;
 
-use super::{is_unique_violation, write_tx};
+use super::{is_foreign_key_violation, is_unique_violation, write_tx};
 use crate::config::LockoutConfig;
 use crate::db::DbConn;
 use crate::db::schema::lockouts_by_client as rows;
@@ -67,7 +67,7 @@ fn client_key(ip: Option<IpAddr>) -> String {
 /// Reserves one password check for `user_id` from `client_ip` before the password is hashed,
 /// so parallel guesses cannot overshoot a threshold: granted while the client's counter and,
 /// for a client not known to the account, the account's are under their thresholds and not
-/// locked.
+/// locked. `NotFound` when the user was deleted since it was read.
 pub fn reserve(
     conn: &mut DbConn,
     user_id: &str,
@@ -104,6 +104,8 @@ pub fn reserve(
                 ))
                 .execute(conn);
             match inserted {
+                // The user was deleted since it was read: no such user (`NotFound`).
+                Err(e) if is_foreign_key_violation(&e) => return Err(ApiError::NotFound),
                 Err(e) if !is_unique_violation(&e) => return Err(e.into()),
                 _ => {}
             }

@@ -51,6 +51,17 @@ fn sqlite_write_tx<T>(
 }
 
 /// Whether a diesel error is a unique-constraint violation.
+/// A row that names a parent row which is gone (a user deleted meanwhile).
+pub fn is_foreign_key_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+            _
+        )
+    )
+}
+
 pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
     matches!(
         e,

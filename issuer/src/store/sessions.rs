@@ -283,6 +283,20 @@ pub fn session_of_refresh_token(
         }))
 }
 
+/// Deletes every refresh token of `user_id`'s sessions: the first step of deleting the user,
+/// taking the tokens before the sessions, in the order a rotation locks them ([`rotate`]). The
+/// cascade from the user's row would lock them after [`Revocations::user`] locked the sessions,
+/// and a rotation under way, holding its token and waiting for its session, would deadlock.
+pub fn delete_refresh_tokens_of(conn: &mut DbConn, user_id: &str) -> Result<usize, ApiError> {
+    let of_user = sessions::table
+        .filter(sessions::user_id.eq(user_id))
+        .select(sessions::id);
+    Ok(
+        diesel::delete(refresh_tokens::table.filter(refresh_tokens::session_id.eq_any(of_user)))
+            .execute(conn)?,
+    )
+}
+
 pub fn by_id(conn: &mut DbConn, sid: &str) -> Result<Option<Session>, ApiError> {
     Ok(sessions::table.find(sid).first(conn).optional()?)
 }

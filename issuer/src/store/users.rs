@@ -138,6 +138,7 @@ pub fn delete(r: &mut Revocations<'_>, user_id: &str, who: (&str, &str)) -> Resu
     if lock_current(r.conn(), user_id)?.is_none() {
         return Ok(false);
     }
+    super::sessions::delete_refresh_tokens_of(r.conn(), user_id)?;
     r.user(user_id, "deleted")?;
     let now = r.now();
     audit::record(

@@ -508,6 +508,50 @@ async fn admins_and_the_cli_delete_users(backend: Backend) {
     );
 }
 
+/// PostgreSQL: a delete takes the account's refresh tokens before its sessions, the order a
+/// rotation takes them in, so a rotation under way (its token taken, its session next) and a
+/// delete do not deadlock. Before, the delete locked the sessions, then its cascade waited
+/// for the token the rotation held, which waited for the session: PostgreSQL aborted one side,
+/// and its client got a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_delete_and_a_rotation_under_way_do_not_deadlock() {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::{Connection as _, PgConnection, RunQueryDsl as _};
+    let name = format!("delete-race-{}", std::process::id());
+    let app = start_watched(Backend::Postgres, &name).await;
+    let admin = app.admin_token().await;
+    let alice = app.register("alice").await;
+    let session = app.login("alice").await;
+    let hash = gatehouse_issuer::ids::hash_secret(str_of(&session, "refresh_token"));
+    let mut rotation = PgConnection::establish(&app.db.url).unwrap();
+    rotation
+        .batch_execute("BEGIN; SET LOCAL lock_timeout = '10s'")
+        .unwrap();
+    // The rotation's first step: its token, taken.
+    let take = format!("UPDATE refresh_tokens SET rotated_at = 1 WHERE token_hash = '{hash}'");
+    diesel::sql_query(take).execute(&mut rotation).unwrap();
+    let path = format!("/v1/admin/users/{alice}/delete");
+    let (answer, shared) = tokio::join!(app.send("POST", &path, None, Some(&admin)), async {
+        let never = "the delete never waited for the token the rotation holds";
+        until_waiting(Backend::Postgres, &name, "transactionid", never).await;
+        // Its next step: its session, shared. Then it ends (rolled back here).
+        tokio::task::spawn_blocking(move || {
+            let share = format!("SELECT id FROM sessions WHERE user_id = '{alice}' FOR SHARE");
+            let shared = diesel::sql_query(share).execute(&mut rotation);
+            rotation.batch_execute("ROLLBACK").unwrap();
+            shared.map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap()
+    });
+    assert_eq!(shared, Ok(1), "the rotation takes its session");
+    assert_eq!(answer.0, Status::Ok, "{}", answer.1);
+    assert_eq!(
+        app.refresh(str_of(&session, "refresh_token")).await.0,
+        Status::BadRequest
+    );
+}
+
 /// The details of `uid`'s audit rows of `kind`, newest first.
 fn details_of(app: &TestApp, uid: &str, kind: &str) -> Vec<serde_json::Value> {
     let rows = audit_of(app, uid).into_iter().filter(|(k, _)| k == kind);

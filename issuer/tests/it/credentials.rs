@@ -411,7 +411,33 @@ async fn a_password_change_that_races_a_disable_is_revoked(backend: Backend) {
     );
 }
 
+/// A user deleted between a login's read of it and its lockout reservation (whose first
+/// attempt from a client inserts rows naming the user) is no such user: the login is refused
+/// as for an unknown name. Before, the reservation's foreign-key violation was a 500.
+async fn a_user_deleted_before_its_reservation_is_no_such_user(backend: Backend) {
+    use gatehouse_issuer::credentials::find_and_reserve;
+    use gatehouse_issuer::store::users::User;
+    let app = TestApp::start(backend).await;
+    let (cfg, now) = (app.config.lockout, app.clock().now());
+    let gone = User {
+        id: "deleted-meanwhile".into(),
+        username: "alice".into(),
+        password_hash: String::new(),
+        is_admin: false,
+        disabled: false,
+        created_at: 0,
+    };
+    let ip = Some("10.0.9.9".parse().unwrap());
+    let found = find_and_reserve(app.store(), (now, cfg), ip, move |_| Ok(Some(gone))).await;
+    assert!(
+        matches!(found, Ok(None)),
+        "{:?}",
+        found.map(|f| f.is_some())
+    );
+}
+
 crate::on_both_backends!(
+    a_user_deleted_before_its_reservation_is_no_such_user,
     a_password_change_that_races_a_disable_is_revoked,
     a_login_rehashes_a_password_hashed_as_typed,
     a_password_is_the_same_in_any_unicode_form,
