@@ -15,7 +15,7 @@ use crate::context::{Authenticated, FormOrJson, Now, authenticate, omitted_if_em
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
 use crate::keys::KeyRing;
-use crate::revoker::Revoker;
+use crate::revoker::{Revocations, Revoker};
 use crate::store::{lockout, sessions, users, write_tx};
 
 /// Ids are base64url; anything else (a NUL byte, say, which PostgreSQL would refuse) cannot
@@ -49,6 +49,33 @@ fn still_admin(conn: &mut DbConn, by: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Runs `work` in the revocation service's transaction for admin `by`: first [`still_admin`],
+/// and `by` named in every audit row the revocations write.
+async fn as_admin<T: Send + 'static>(
+    revoker: &Revoker,
+    now: i64,
+    by: String,
+    work: impl FnOnce(&mut Revocations<'_>, &str) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    revoker
+        .run(now, move |r| {
+            still_admin(r.conn(), &by)?;
+            r.acting_for(&by);
+            work(r, &by)
+        })
+        .await
+}
+
+/// An admin locked out of their own account could not undo it: another admin must.
+fn not_own_account(uid: &str, by: &str, action: &str) -> Result<(), ApiError> {
+    if uid == by {
+        return Err(ApiError::invalid_request(format!(
+            "an admin cannot {action} their own account; another admin can"
+        )));
+    }
+    Ok(())
+}
+
 #[post("/v1/admin/users/<user_id>/revoke")]
 async fn revoke_user(
     revoker: &State<Revoker>,
@@ -59,14 +86,11 @@ async fn revoke_user(
     let Now(now) = now;
     let by = admin(auth)?.claims.sub.clone();
     let uid = checked_id(user_id)?;
-    revoker
-        .run(now, move |r| {
-            still_admin(r.conn(), &by)?;
-            users::by_id(r.conn(), &uid)?.ok_or(ApiError::NotFound)?;
-            r.acting_for(&by);
-            r.user(&uid, "admin")
-        })
-        .await?;
+    as_admin(revoker, now, by, move |r, _| {
+        users::by_id(r.conn(), &uid)?.ok_or(ApiError::NotFound)?;
+        r.user(&uid, "admin")
+    })
+    .await?;
     Ok(Json(json!({"revoked": "user", "sub": user_id})))
 }
 
@@ -80,14 +104,11 @@ async fn revoke_session(
     let Now(now) = now;
     let by = admin(auth)?.claims.sub.clone();
     let id = checked_id(sid)?;
-    revoker
-        .run(now, move |r| {
-            still_admin(r.conn(), &by)?;
-            sessions::by_id(r.conn(), &id)?.ok_or(ApiError::NotFound)?;
-            r.acting_for(&by);
-            r.session(&id, "admin")
-        })
-        .await?;
+    as_admin(revoker, now, by, move |r, _| {
+        sessions::by_id(r.conn(), &id)?.ok_or(ApiError::NotFound)?;
+        r.session(&id, "admin")
+    })
+    .await?;
     Ok(Json(json!({"revoked": "session", "sid": sid})))
 }
 
@@ -100,21 +121,15 @@ async fn set_disabled(
     disabled: bool,
 ) -> Result<(), ApiError> {
     let uid = checked_id(user_id)?;
-    // An admin locked out of their own account could not undo it: another admin must.
-    if disabled && uid == by {
-        return Err(ApiError::invalid_request(
-            "an admin cannot disable their own account; another admin can",
-        ));
+    if disabled {
+        not_own_account(&uid, &by, "disable")?;
     }
     // Through the revocation service both ways: disabling revokes in the same transaction, and
     // either way the bearer check must not keep the old standing.
-    revoker
-        .run(now, move |r| {
-            still_admin(r.conn(), &by)?;
-            r.acting_for(&by);
-            users::set_standing(r, &uid, disabled, ("by", &by))?.ok_or(ApiError::NotFound)
-        })
-        .await?;
+    as_admin(revoker, now, by, move |r, by| {
+        users::set_standing(r, &uid, disabled, ("by", by))?.ok_or(ApiError::NotFound)
+    })
+    .await?;
     if !disabled {
         auth_cache.invalidate();
     }
@@ -160,20 +175,13 @@ async fn delete(
     let Now(now) = now;
     let by = admin(auth)?.claims.sub.clone();
     let uid = checked_id(user_id)?;
-    if uid == by {
-        return Err(ApiError::invalid_request(
-            "an admin cannot delete their own account; another admin can",
-        ));
-    }
-    revoker
-        .run(now, move |r| {
-            still_admin(r.conn(), &by)?;
-            r.acting_for(&by);
-            users::delete(r, &uid, ("by", &by))?
-                .then_some(())
-                .ok_or(ApiError::NotFound)
-        })
-        .await?;
+    not_own_account(&uid, &by, "delete")?;
+    as_admin(revoker, now, by, move |r, by| {
+        users::delete(r, &uid, ("by", by))?
+            .then_some(())
+            .ok_or(ApiError::NotFound)
+    })
+    .await?;
     Ok(Json(json!({"sub": user_id, "deleted": true})))
 }
 
