@@ -248,12 +248,5 @@ async fn cookies_pinned_keys_and_fail_open() {
         .await
         .unwrap();
     assert_eq!(public.status(), 200);
-    let health = closed.health().await;
-    assert_eq!(health["status"], "degraded", "{health}");
-    assert!(
-        health["problems"]
-            .to_string()
-            .contains("no fresh revocation list"),
-        "{health}"
-    );
+    closed.assert_degraded_by("no fresh revocation list").await;
 }

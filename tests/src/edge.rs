@@ -154,6 +154,14 @@ impl Edge {
         edge_health(&self.url).await
     }
 
+    /// Asserts that the health route reports `degraded`, with a problem naming `problem`.
+    pub async fn assert_degraded_by(&self, problem: &str) {
+        let health = self.health().await;
+        assert_eq!(health.get("status"), Some(&"degraded".into()), "{health}");
+        let problems = health.get("problems").map(Value::to_string);
+        assert!(problems.is_some_and(|p| p.contains(problem)), "{health}");
+    }
+
     /// Fires the cron trigger (the pull path). Like Cloudflare's cron, a run that fails is
     /// followed by another: up to three here, each failure printed, then the test fails with
     /// what the last one answered.

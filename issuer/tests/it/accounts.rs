@@ -2,7 +2,7 @@
 
 use rocket::http::Status;
 
-use crate::common::{Backend, PASSWORD, TestApp, header, refusal, str_of};
+use crate::common::{Backend, PASSWORD, TestApp, audit_details, header, refusal, str_of};
 
 async fn registration_rules(backend: Backend) {
     let app = TestApp::start(backend).await;
@@ -360,21 +360,7 @@ async fn the_cli_resets_a_password(backend: Backend) {
     let uid = app.register("alice").await;
     let session = app.login("alice").await;
     let reset = |name: &str, password: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = crate::binary::command(dir.path())
-            .env("GATEHOUSE_DATABASE_URL", &app.db.url)
-            .args(["users", "reset-password", name])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let line = format!("{password}\n");
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), line.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        (out.status.success(), stdout, stderr)
+        app.cli(&["users", "reset-password", name], &format!("{password}\n"))
     };
     let (ok, _, stderr) = reset("alice", "short");
     assert!(!ok && stderr.contains("at least 8 characters"), "{stderr}");
@@ -385,39 +371,16 @@ async fn the_cli_resets_a_password(backend: Backend) {
     let (ok, stdout, stderr) = reset("Alice", "a new passphrase");
     assert!(ok, "{stderr}");
     assert!(stdout.starts_with("alice\tpassword reset"), "{stdout}");
-    assert_eq!(
-        refusal(app.me(str_of(&session, "access_token")).await),
-        (Status::Unauthorized, "revoked".into())
-    );
-    assert_eq!(
-        app.refresh(str_of(&session, "refresh_token")).await.0,
-        Status::BadRequest
-    );
+    app.assert_signed_out(&session).await;
     app.clock().advance(1);
-    let login = |password: &str| {
-        format!(
-            "grant_type=password&username=alice&password={}",
-            password.replace(' ', "+")
-        )
-    };
-    let (status, json) = app
-        .send("POST", "/v1/token", Some(&login(PASSWORD)), None)
-        .await;
-    assert_eq!(status, Status::BadRequest, "the old password: {json}");
-    let (status, json) = app
-        .send("POST", "/v1/token", Some(&login("a new passphrase")), None)
-        .await;
+    app.assert_login_refused("alice", PASSWORD).await;
+    let body = "grant_type=password&username=alice&password=a+new+passphrase";
+    let (status, json) = app.send("POST", "/v1/token", Some(body), None).await;
     assert_eq!(status, Status::Ok, "the new password: {json}");
-    let events = app
-        .store()
-        .run_sync(move |c| gatehouse_issuer::store::audit::recent(c, &uid, 20))
-        .unwrap();
-    let resets: Vec<&String> = events
-        .iter()
-        .filter(|(kind, _)| kind == "password_reset")
-        .map(|(_, detail)| detail)
-        .collect();
-    assert_eq!(resets, [r#"{"via":"cli"}"#], "{events:?}");
+    assert_eq!(
+        audit_details(&app, &uid, "password_reset"),
+        [serde_json::json!({"via": "cli"})]
+    );
 }
 
 crate::on_both_backends!(

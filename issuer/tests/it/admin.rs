@@ -2,7 +2,7 @@
 
 use rocket::http::Status;
 
-use crate::common::{Backend, PASSWORD, TestApp, refusal, str_of};
+use crate::common::{Backend, PASSWORD, TestApp, audit_details, refusal, str_of};
 use crate::held::{HeldRevocation, start_watched, until_waiting};
 
 /// `token` introspected with the admin's access token.
@@ -378,17 +378,7 @@ async fn the_cli_disables_and_enables_a_user(backend: Backend) {
     let app = TestApp::start_with(backend, |c| c.auth_cache_ms = 0).await;
     let admin = app.admin_token().await;
     let session = app.login_with("root-admin", "&scope=read%20admin").await;
-    let cli = |verb: &str, name: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        let out = crate::binary::command(dir.path())
-            .env("GATEHOUSE_DATABASE_URL", &app.db.url)
-            .args(["users", verb, name])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        (out.status.success(), stdout, stderr)
-    };
+    let cli = |verb: &str, name: &str| app.cli(&["users", verb, name], "");
     let (ok, stdout, stderr) = cli("disable", "root-admin");
     assert!(ok, "{stderr}");
     assert!(stdout.starts_with("root-admin\tdisabled"), "{stdout}");
@@ -396,25 +386,17 @@ async fn the_cli_disables_and_enables_a_user(backend: Backend) {
         refusal(app.me(&admin).await),
         (Status::Unauthorized, "revoked".into())
     );
-    assert_eq!(
-        app.refresh(str_of(&session, "refresh_token")).await.0,
-        Status::BadRequest
-    );
-    let body = format!("grant_type=password&username=root-admin&password={PASSWORD}");
-    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
-    assert_eq!(
-        (status, str_of(&json, "error_description")),
-        (Status::BadRequest, "invalid username or password")
-    );
+    app.assert_signed_out(&session).await;
+    app.assert_login_refused("root-admin", PASSWORD).await;
     let (ok, stdout, stderr) = cli("disable", "root-admin");
     assert!(ok, "{stderr}");
     assert_eq!(stdout, "root-admin\talready disabled; nothing changed\n");
     assert_eq!(
-        details_of(&app, "admin-id", "user_disabled"),
+        audit_details(&app, "admin-id", "user_disabled"),
         [serde_json::json!({"via": "cli"})]
     );
     assert_eq!(
-        details_of(&app, "admin-id", "user_revoked"),
+        audit_details(&app, "admin-id", "user_revoked"),
         [serde_json::json!({"reason": "disabled"})]
     );
 
@@ -426,7 +408,7 @@ async fn the_cli_disables_and_enables_a_user(backend: Backend) {
     let path = format!("/v1/admin/users/{}/enable", app.register("alice").await);
     post_each_ok(&app, str_of(&admin, "access_token"), &[path]).await;
     assert_eq!(
-        details_of(&app, "admin-id", "user_enabled"),
+        audit_details(&app, "admin-id", "user_enabled"),
         [serde_json::json!({"via": "cli"})]
     );
 
@@ -447,22 +429,10 @@ async fn admins_and_the_cli_delete_users(backend: Backend) {
     let (status, json) = app.send("POST", &path, None, Some(&admin)).await;
     assert_eq!(status, Status::Ok, "{json}");
     assert_eq!(json, serde_json::json!({"sub": alice, "deleted": true}));
+    app.assert_signed_out(&session).await;
+    app.assert_login_refused("alice", PASSWORD).await;
     assert_eq!(
-        refusal(app.me(str_of(&session, "access_token")).await),
-        (Status::Unauthorized, "revoked".into())
-    );
-    assert_eq!(
-        app.refresh(str_of(&session, "refresh_token")).await.0,
-        Status::BadRequest
-    );
-    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
-    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
-    assert_eq!(
-        (status, str_of(&json, "error_description")),
-        (Status::BadRequest, "invalid username or password")
-    );
-    assert_eq!(
-        details_of(&app, &alice, "user_deleted"),
+        audit_details(&app, &alice, "user_deleted"),
         [serde_json::json!({"by": "admin-id"})]
     );
     let (status, _) = app.send("POST", &path, None, Some(&admin)).await;
@@ -478,34 +448,19 @@ async fn admins_and_the_cli_delete_users(backend: Backend) {
     let again = app.register("alice").await;
     assert_ne!(again, alice, "a new account under the free name");
     let session = app.login("alice").await;
-    let dir = tempfile::tempdir().unwrap();
-    let cli = |name: &str| {
-        crate::binary::command(dir.path())
-            .env("GATEHOUSE_DATABASE_URL", &app.db.url)
-            .args(["users", "delete", name])
-            .output()
-            .unwrap()
-    };
-    let out = cli("alice");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cli = |name: &str| app.cli(&["users", "delete", name], "");
+    let (ok, _, stderr) = cli("alice");
+    assert!(ok, "{stderr}");
     assert_eq!(
         refusal(app.me(str_of(&session, "access_token")).await),
         (Status::Unauthorized, "revoked".into())
     );
     assert_eq!(
-        details_of(&app, &again, "user_deleted"),
+        audit_details(&app, &again, "user_deleted"),
         [serde_json::json!({"via": "cli"})]
     );
-    let out = cli("alice");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("no user named alice"),
-        "{stderr}"
-    );
+    let (ok, _, stderr) = cli("alice");
+    assert!(!ok && stderr.contains("no user named alice"), "{stderr}");
 }
 
 /// PostgreSQL: a delete takes the account's refresh tokens before its sessions, the order a
@@ -550,13 +505,6 @@ async fn postgres_a_delete_and_a_rotation_under_way_do_not_deadlock() {
         app.refresh(str_of(&session, "refresh_token")).await.0,
         Status::BadRequest
     );
-}
-
-/// The details of `uid`'s audit rows of `kind`, newest first.
-fn details_of(app: &TestApp, uid: &str, kind: &str) -> Vec<serde_json::Value> {
-    let rows = audit_of(app, uid).into_iter().filter(|(k, _)| k == kind);
-    rows.map(|(_, d)| serde_json::from_str(&d).unwrap())
-        .collect()
 }
 
 crate::on_both_backends!(

@@ -23,8 +23,14 @@ pub(crate) fn command(dir: &Path) -> Command {
 }
 
 fn run(dir: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = command(dir)
-        .args(args)
+    let mut cmd = command(dir);
+    cmd.args(args);
+    output_of(cmd, stdin)
+}
+
+/// What `cmd` printed, and how it ended, with `stdin` on its standard input.
+pub(crate) fn output_of(mut cmd: Command, stdin: &str) -> Output {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

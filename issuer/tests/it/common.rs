@@ -319,6 +319,40 @@ impl TestApp {
         refresh_on(&self.client, refresh_token).await
     }
 
+    /// Runs the issuer binary with `args` on this app's database, `stdin` on its standard input
+    /// (a password): whether it succeeded, and its standard output and error.
+    pub fn cli(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = crate::binary::command(dir.path());
+        cmd.env("GATEHOUSE_DATABASE_URL", &self.db.url).args(args);
+        let out = crate::binary::output_of(cmd, stdin);
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    }
+
+    /// Asserts that `session` (a token response) is out: its access token is revoked and its
+    /// refresh token refused.
+    pub async fn assert_signed_out(&self, session: &Value) {
+        assert_eq!(
+            refusal(self.me(str_of(session, "access_token")).await),
+            (Status::Unauthorized, "revoked".into())
+        );
+        assert_eq!(
+            self.refresh(str_of(session, "refresh_token")).await.0,
+            Status::BadRequest
+        );
+    }
+
+    /// Asserts that `username` cannot log in with `password`, answered as a wrong password is.
+    pub async fn assert_login_refused(&self, username: &str, password: &str) {
+        let body = format!("grant_type=password&username={username}&password={password}");
+        let (status, json) = self.send("POST", "/v1/token", Some(&body), None).await;
+        assert_eq!(
+            (status, str_of(&json, "error_description")),
+            (Status::BadRequest, "invalid username or password")
+        );
+    }
+
     pub async fn me(&self, access_token: &str) -> (Status, Value) {
         self.send("GET", "/v1/me", None, Some(access_token)).await
     }
@@ -422,4 +456,38 @@ pub fn str_of<'a>(json: &'a Value, key: &str) -> &'a str {
     json[key]
         .as_str()
         .unwrap_or_else(|| panic!("no string {key} in {json}"))
+}
+
+/// The audit details of `uid`'s events of `kind`, oldest first.
+pub fn audit_details(app: &TestApp, uid: &str, kind: &str) -> Vec<Value> {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::audit_events;
+    let (uid, kind) = (uid.to_owned(), kind.to_owned());
+    app.store()
+        .run_sync(move |c| {
+            let details: Vec<String> = audit_events::table
+                .filter(audit_events::kind.eq(kind))
+                .filter(audit_events::user_id.eq(uid))
+                .order(audit_events::id)
+                .select(audit_events::detail)
+                .load(c)?;
+            Ok(details)
+        })
+        .unwrap()
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+/// A new signing key of `alg`, written as a private JWK to `name` in `dir`: the file
+/// `GATEHOUSE_SIGNING_KEY_FILE` and `keys import` read.
+pub fn write_key_file(
+    dir: &std::path::Path,
+    name: &str,
+    alg: gatehouse_shared::Algorithm,
+) -> (std::path::PathBuf, gatehouse_shared::SigningKey) {
+    let key = gatehouse_shared::SigningKey::generate(alg).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, key.to_private_jwk_json().unwrap()).unwrap();
+    (path, key)
 }

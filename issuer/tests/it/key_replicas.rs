@@ -7,7 +7,7 @@ use gatehouse_issuer::keys::{self, KeyRing};
 use gatehouse_shared::{Algorithm, KeySet, SigningKey};
 use rocket::http::Status;
 
-use crate::common::{Backend, PASSWORD, TestApp, me_on, str_of};
+use crate::common::{Backend, PASSWORD, TestApp, me_on, str_of, write_key_file};
 use crate::key_sealing::secret;
 use crate::keys::{kid_of, published_kids, refresh_ring};
 
@@ -162,10 +162,8 @@ async fn replicas_igniting_at_once_on_an_empty_postgres_agree() {
 }
 
 async fn replicas_starting_with_one_new_key_file_agree(backend: Backend) {
-    let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("signing.jwk");
-    std::fs::write(&path, key.to_private_jwk_json().unwrap()).unwrap();
+    let (path, _) = write_key_file(dir.path(), "signing.jwk", Algorithm::EdDsa);
     let app = TestApp::start_with(backend, |c| c.signing_key_file = Some(path.clone())).await;
     // A new key file, and several issuers igniting on it at once: every one starts, and the
     // database ends with exactly that key active.

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use gatehouse_issuer::keys::{self, KeyRing, SealedUnder, Sealer};
-use gatehouse_shared::{Algorithm, SigningKey};
+use gatehouse_shared::Algorithm;
 
-use crate::common::{Backend, TestApp};
+use crate::common::{Backend, TestApp, write_key_file};
 use crate::key_sealing::secret;
 
 /// Schedules the next key at once (sealed under `config`'s secret), returning its kid.
@@ -165,9 +165,7 @@ async fn an_imported_key_file_is_sealed_under_the_active_keys_secret(backend: Ba
     let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(real.clone())).await;
     let now = app.clock().now();
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("new.jwk");
-    let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
-    std::fs::write(&key_file, key.to_private_jwk_json().unwrap()).unwrap();
+    let (key_file, key) = write_key_file(dir.path(), "new.jwk", Algorithm::EdDsa);
     let typo = secret();
     let mut mistyped = app.config.clone();
     mistyped.key_encryption_key = Some(typo.clone());
@@ -245,9 +243,7 @@ async fn an_import_left_scheduled_is_finished_by_the_next(backend: Backend) {
     let app = TestApp::start_with(backend, |c| c.key_encryption_key = Some(current.clone())).await;
     let now = app.clock().now();
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("imported.jwk");
-    let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
-    std::fs::write(&key_file, key.to_private_jwk_json().unwrap()).unwrap();
+    let (key_file, key) = write_key_file(dir.path(), "imported.jwk", Algorithm::EdDsa);
     let import = |app: &TestApp| {
         let (config, file) = (app.config.clone(), key_file.clone());
         app.store()
@@ -297,10 +293,8 @@ async fn postgres_a_failed_import_leaves_no_scheduled_key() {
         c.db_timeout_ms = 500;
     })
     .await;
-    let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("imported.jwk");
-    std::fs::write(&key_file, key.to_private_jwk_json().unwrap()).unwrap();
+    let (key_file, key) = write_key_file(dir.path(), "imported.jwk", Algorithm::EdDsa);
     // A writer's lock on the ring, as an open UPDATE holds it: an INSERT passes it, the
     // activations' lock waits for it.
     let mut writer = PgConnection::establish(&app.db.url).unwrap();

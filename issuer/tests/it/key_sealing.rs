@@ -6,7 +6,7 @@ use gatehouse_issuer::keys::{self, KeyRing, Sealer};
 use gatehouse_shared::{Algorithm, KeySet, SigningKey};
 use rocket::http::Status;
 
-use crate::common::{Backend, PASSWORD, TestApp, me_on, str_of};
+use crate::common::{Backend, PASSWORD, TestApp, me_on, str_of, write_key_file};
 use crate::keys::kid_of;
 
 pub(crate) fn secret() -> Secret {
@@ -315,9 +315,7 @@ async fn a_secret_no_replica_holds_seals_nothing(backend: Backend) {
     let before = app.store().run_sync(keys::list).unwrap();
     let shell = mistyped.clone();
     let dir = tempfile::tempdir().unwrap();
-    let key_file = dir.path().join("k.jwk");
-    let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
-    std::fs::write(&key_file, key.to_private_jwk_json().unwrap()).unwrap();
+    let (key_file, _) = write_key_file(dir.path(), "k.jwk", Algorithm::EdDsa);
     let (a, b, c) = (mistyped.clone(), mistyped.clone(), mistyped);
     let refusals = [
         app.store()

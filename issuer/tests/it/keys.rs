@@ -11,7 +11,7 @@ use gatehouse_shared::{
 };
 use rocket::http::Status;
 
-use crate::common::{Backend, PASSWORD, TestApp, str_of};
+use crate::common::{Backend, PASSWORD, TestApp, str_of, write_key_file};
 use crate::key_sealing::secret;
 
 pub(crate) fn kid_of(token: &str) -> String {
@@ -81,10 +81,8 @@ async fn rotation_keeps_old_tokens_valid_until_they_expire(backend: Backend) {
 }
 
 async fn production_key_file(backend: Backend) {
-    let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("signing.jwk");
-    std::fs::write(&path, key.to_private_jwk_json().unwrap()).unwrap();
+    let (path, key) = write_key_file(dir.path(), "signing.jwk", Algorithm::EdDsa);
     let app = TestApp::start_with(backend, |c| c.signing_key_file = Some(path.clone())).await;
     app.register("alice").await;
     let token = str_of(&app.login("alice").await, "access_token").to_owned();
@@ -299,9 +297,7 @@ async fn login_rehashes_outdated_parameters(backend: Backend) {
 async fn a_key_the_edge_cannot_verify_is_refused(backend: Backend) {
     let app = TestApp::start(backend).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("p256.jwk");
-    let key = SigningKey::generate(Algorithm::Es256).unwrap();
-    std::fs::write(&path, key.to_private_jwk_json().unwrap()).unwrap();
+    let (path, _) = write_key_file(dir.path(), "p256.jwk", Algorithm::Es256);
     let mut config = app.config.clone();
     config.signing_key_file = Some(path);
     let now = app.clock().now();

@@ -4,7 +4,7 @@
 
 use rocket::http::Status;
 
-use crate::common::{Backend, PASSWORD, TestApp, decode, header};
+use crate::common::{Backend, PASSWORD, TestApp, audit_details, decode, header};
 use crate::lockout::WRONG;
 
 /// A password grant for alice from `ip` (`address:port`); the right password unless `wrong`.
@@ -36,27 +36,6 @@ async fn login_from(app: &TestApp, ip: &str, wrong: bool) -> (Status, String, Op
         outcome,
         header(&headers, "retry-after").map(str::to_owned),
     )
-}
-
-/// The audit details of `uid`'s events of `kind`, oldest first.
-fn audit_details(app: &TestApp, uid: &str, kind: &'static str) -> Vec<serde_json::Value> {
-    use diesel::prelude::*;
-    use gatehouse_issuer::db::schema::audit_events;
-    let uid = uid.to_owned();
-    app.store()
-        .run_sync(move |c| {
-            let details: Vec<String> = audit_events::table
-                .filter(audit_events::kind.eq(kind))
-                .filter(audit_events::user_id.eq(uid))
-                .order(audit_events::id)
-                .select(audit_events::detail)
-                .load(c)?;
-            Ok(details)
-        })
-        .unwrap()
-        .iter()
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
 }
 
 /// The `failures` counted on `uid`'s row for `client` ("" for the account's).
@@ -391,21 +370,10 @@ async fn the_cli_unlocks_an_account(backend: Backend) {
         login_from(&app, "10.0.7.1:1000", false).await.1,
         "locked_out"
     );
-    let unlock = |name: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        crate::binary::command(dir.path())
-            .env("GATEHOUSE_DATABASE_URL", &app.db.url)
-            .args(["users", "unlock", name])
-            .output()
-            .unwrap()
-    };
-    let out = unlock("alice");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "alice\tlocks lifted: 2\n"
-    );
+    let unlock = |name: &str| app.cli(&["users", "unlock", name], "");
+    let (ok, stdout, stderr) = unlock("alice");
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "alice\tlocks lifted: 2\n");
     assert_eq!(
         audit_details(&app, &uid, "user_unlocked"),
         [serde_json::json!({"via": "cli", "locks": 2})]
@@ -413,12 +381,8 @@ async fn the_cli_unlocks_an_account(backend: Backend) {
     for ip in ["10.0.5.1:1000", "10.0.7.1:1000"] {
         assert_eq!(login_from(&app, ip, false).await.0, Status::Ok, "{ip}");
     }
-    let out = unlock("bob");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("no user named bob"),
-        "{stderr}"
-    );
+    let (ok, _, stderr) = unlock("bob");
+    assert!(!ok && stderr.contains("no user named bob"), "{stderr}");
 }
 
 /// `gatehouse-issuer cleanup` leaves lockout rows to the replicas: a shell without their
