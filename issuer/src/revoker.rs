@@ -266,8 +266,8 @@ impl Revocations<'_> {
 }
 
 impl Revoker {
-    /// For a command-line process (`keys revoke`, `users disable`): the transaction and the audit rows, nothing
-    /// to notify in this process.
+    /// For a command-line process (`keys revoke`, the `users` commands that revoke): the
+    /// transaction and the audit rows, nothing to notify in this process.
     pub fn for_command(db: Db, config: Config) -> Self {
         Self {
             db,

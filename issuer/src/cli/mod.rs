@@ -278,9 +278,9 @@ fn revocations_push() -> Result<(), String> {
 }
 
 /// The push that follows a revocation in a serving replica, for a command that revoked
-/// (`keys revoke`, `users disable`): this process made the write, and without the push an edge
-/// with the delta feed off learns of it only at its cron. The revocation is recorded whatever
-/// the push does.
+/// (`keys revoke`, `users disable|reset-password|delete`): this process made the write, and
+/// without the push an edge with the delta feed off learns of it only at its cron. The
+/// revocation is recorded whatever the push does.
 fn push_after_revocation(config: &Config, db: &Db) {
     if !config.edge_sync_urls.is_empty()
         && let Err(e) = push_current_list(config, db)

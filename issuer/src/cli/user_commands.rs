@@ -3,9 +3,12 @@
 use std::io::BufRead as _;
 
 use super::{UsersCommand, fail, load, now, push_after_revocation};
+use crate::config::Config;
+use crate::db::Db;
 use crate::error::ApiError;
 use crate::password::{HashPolicy, check_password_policy, normalize_username};
-use crate::revoker::Revoker;
+use crate::revoker::{Revocations, Revoker};
+use crate::store::users::User;
 use crate::store::{audit, lockout, users};
 
 pub(super) fn run(command: UsersCommand) -> Result<(), String> {
@@ -104,10 +107,7 @@ fn users_unlock(username: &str) -> Result<(), String> {
                 lockout::unlock(c, &user.id, now, ("via", "cli"))
             })
         })
-        .map_err(|e| match e {
-            ApiError::NotFound => format!("no user named {name}"),
-            e => fail(e),
-        })?;
+        .map_err(|e| no_such_user(e, &name))?;
     println!("{name}\tlocks lifted: {lifted}");
     Ok(())
 }
@@ -117,15 +117,9 @@ fn users_unlock(username: &str) -> Result<(), String> {
 fn users_set_standing(username: &str, disabled: bool) -> Result<(), String> {
     let (config, db) = load()?;
     let name = normalize_username(username).map_err(fail)?;
-    let changed = Revoker::for_command(db.clone(), config.clone())
-        .run_sync(now(), |r| {
-            let user = users::by_username(r.conn(), &name)?.ok_or(ApiError::NotFound)?;
-            users::set_standing(r, &user.id, disabled, ("via", "cli"))?.ok_or(ApiError::NotFound)
-        })
-        .map_err(|e| match e {
-            ApiError::NotFound => format!("no user named {name}"),
-            e => fail(e),
-        })?;
+    let changed = on_named_user(&config, &db, &name, |r, user| {
+        users::set_standing(r, &user.id, disabled, ("via", "cli"))?.ok_or(ApiError::NotFound)
+    })?;
     let state = if disabled { "disabled" } else { "enabled" };
     if !changed {
         println!("{name}\talready {state}; nothing changed");
@@ -148,28 +142,20 @@ fn users_set_standing(username: &str, disabled: bool) -> Result<(), String> {
 fn users_reset_password(username: &str) -> Result<(), String> {
     let (config, db) = load()?;
     let name = normalize_username(username).map_err(fail)?;
-    let missing = || format!("no user named {name}");
     // Before the password is asked for: a mistyped name is said at once.
-    db.run_sync(|c| users::by_username(c, &name))
-        .map_err(fail)?
-        .ok_or_else(missing)?;
+    db.run_sync(|c| users::by_username(c, &name)?.ok_or(ApiError::NotFound))
+        .map_err(|e| no_such_user(e, &name))?;
     let password = read_new_password()?;
     check_password_policy(&password, &name).map_err(fail)?;
     let hash = HashPolicy::from_config(&config.password)
         .hash(&password)
         .map_err(fail)?;
-    Revoker::for_command(db.clone(), config.clone())
-        .run_sync(now(), |r| {
-            let user = users::by_username(r.conn(), &name)?.ok_or(ApiError::NotFound)?;
-            users::set_password_hash(r.conn(), &user.id, &hash)?;
-            let (now, via) = (r.now(), audit::who(("via", "cli")));
-            audit::record(r.conn(), now, "password_reset", Some(&user.id), &via.into())?;
-            r.user(&user.id, "password_reset")
-        })
-        .map_err(|e| match e {
-            ApiError::NotFound => missing(),
-            e => fail(e),
-        })?;
+    on_named_user(&config, &db, &name, |r, user| {
+        users::set_password_hash(r.conn(), &user.id, &hash)?;
+        let (now, via) = (r.now(), audit::who(("via", "cli")));
+        audit::record(r.conn(), now, "password_reset", Some(&user.id), &via.into())?;
+        r.user(&user.id, "password_reset")
+    })?;
     println!("{name}\tpassword reset: every session ended and every access token revoked");
     push_after_revocation(&config, &db);
     Ok(())
@@ -180,18 +166,36 @@ fn users_reset_password(username: &str) -> Result<(), String> {
 fn users_delete(username: &str) -> Result<(), String> {
     let (config, db) = load()?;
     let name = normalize_username(username).map_err(fail)?;
-    Revoker::for_command(db.clone(), config.clone())
-        .run_sync(now(), |r| {
-            let user = users::by_username(r.conn(), &name)?.ok_or(ApiError::NotFound)?;
-            users::delete(r, &user.id, ("via", "cli"))?
-                .then_some(())
-                .ok_or(ApiError::NotFound)
-        })
-        .map_err(|e| match e {
-            ApiError::NotFound => format!("no user named {name}"),
-            e => fail(e),
-        })?;
+    on_named_user(&config, &db, &name, |r, user| {
+        users::delete(r, &user.id, ("via", "cli"))?
+            .then_some(())
+            .ok_or(ApiError::NotFound)
+    })?;
     println!("{name}\tdeleted: every session ended and every access token revoked");
     push_after_revocation(&config, &db);
     Ok(())
+}
+
+/// Runs `work` on the user named `name` in one revocation transaction of this command; an
+/// unknown name, or a user `work` finds gone (`NotFound`), is "no user named".
+fn on_named_user<T>(
+    config: &Config,
+    db: &Db,
+    name: &str,
+    work: impl FnOnce(&mut Revocations<'_>, &User) -> Result<T, ApiError>,
+) -> Result<T, String> {
+    Revoker::for_command(db.clone(), config.clone())
+        .run_sync(now(), |r| {
+            let user = users::by_username(r.conn(), name)?.ok_or(ApiError::NotFound)?;
+            work(r, &user)
+        })
+        .map_err(|e| no_such_user(e, name))
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as a map_err adapter, as `fail` is
+fn no_such_user(e: ApiError, name: &str) -> String {
+    match e {
+        ApiError::NotFound => format!("no user named {name}"),
+        e => fail(e),
+    }
 }
