@@ -85,11 +85,14 @@ pub(super) fn import(
             key.kid()
         )));
     }
-    // Recorded before keys lived in the database: keep the private part now.
-    store::activation_tx(conn, |conn| {
-        let like_active = store::sealer_like_active(conn, sealer)?;
-        store::store_sealed(conn, &like_active, key)
-    })?;
+    // Recorded before keys lived in the database: keep the private part now. Only then: the
+    // file is imported again at every ring refresh, which must not take the activations' lock.
+    if row.sealed_private_jwk.is_none() {
+        store::activation_tx(conn, |conn| {
+            let like_active = store::sealer_like_active(conn, sealer)?;
+            store::store_sealed(conn, &like_active, key)
+        })?;
+    }
     // Still scheduled: an import that stopped between its insert and its activation (past its
     // deadline, or interrupted). Finish it rather than report the key as imported before.
     if row.status == NEXT {
