@@ -322,9 +322,21 @@ impl TestApp {
     /// Runs the issuer binary with `args` on this app's database, `stdin` on its standard input
     /// (a password): whether it succeeded, and its standard output and error.
     pub fn cli(&self, args: &[&str], stdin: &str) -> (bool, String, String) {
+        self.cli_with(&[], args, stdin)
+    }
+
+    /// [`Self::cli`] with more settings in its environment.
+    pub fn cli_with(
+        &self,
+        env: &[(&str, &str)],
+        args: &[&str],
+        stdin: &str,
+    ) -> (bool, String, String) {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = crate::binary::command(dir.path());
-        cmd.env("GATEHOUSE_DATABASE_URL", &self.db.url).args(args);
+        cmd.env("GATEHOUSE_DATABASE_URL", &self.db.url)
+            .envs(env.iter().copied())
+            .args(args);
         let out = crate::binary::output_of(cmd, stdin);
         let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
         (out.status.success(), text(&out.stdout), text(&out.stderr))
