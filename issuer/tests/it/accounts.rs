@@ -3,6 +3,7 @@
 use rocket::http::Status;
 
 use crate::common::{Backend, PASSWORD, TestApp, audit_details, header, refusal, str_of};
+use crate::lockout::WRONG;
 
 async fn registration_rules(backend: Backend) {
     let app = TestApp::start(backend).await;
@@ -354,11 +355,15 @@ async fn requests_are_counted_by_route_and_status(backend: Backend) {
 
 /// `users reset-password NAME`, for a user who cannot sign in: the new password, read from
 /// standard input and held to the registration policy, replaces the old one; every session
-/// and access token of the account ends (whoever held it is out), audited `via: cli`.
+/// and access token of the account ends (whoever held it is out), audited `via: cli`. A lock
+/// from guessed passwords stays until it ends or `users unlock`: the operator decides.
 async fn the_cli_resets_a_password(backend: Backend) {
     let app = TestApp::start_with(backend, |c| c.auth_cache_ms = 0).await;
     let uid = app.register("alice").await;
     let session = app.login("alice").await;
+    for _ in 0..3 {
+        app.send("POST", "/v1/token", Some(WRONG), None).await;
+    }
     let reset = |name: &str, password: &str| {
         app.cli(&["users", "reset-password", name], &format!("{password}\n"))
     };
@@ -373,8 +378,16 @@ async fn the_cli_resets_a_password(backend: Backend) {
     assert!(stdout.starts_with("alice\tpassword reset"), "{stdout}");
     app.assert_signed_out(&session).await;
     app.clock().advance(1);
-    app.assert_login_refused("alice", PASSWORD).await;
     let body = "grant_type=password&username=alice&password=a+new+passphrase";
+    let (status, json) = app.send("POST", "/v1/token", Some(body), None).await;
+    assert_eq!(
+        (status, str_of(&json, "code")),
+        (Status::BadRequest, "locked_out"),
+        "the lock outlives the reset: {json}"
+    );
+    let (ok, _, stderr) = app.cli(&["users", "unlock", "alice"], "");
+    assert!(ok, "{stderr}");
+    app.assert_login_refused("alice", PASSWORD).await;
     let (status, json) = app.send("POST", "/v1/token", Some(body), None).await;
     assert_eq!(status, Status::Ok, "the new password: {json}");
     assert_eq!(
