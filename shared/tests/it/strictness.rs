@@ -71,12 +71,30 @@ fn content_types_other_than_claims_are_refused() {
             "{cty}"
         );
     }
-    // `cty: JSON` is what jwt-compact reads by default: the token verifies.
-    let header = format!(r#"{{"alg":"EdDSA","typ":"at+jwt","kid":"{kid}","cty":"JSON"}}"#);
-    let token = f
-        .key
-        .sign_raw_jws(&header, &serde_json::to_vec(&claims()).unwrap());
-    assert!(f.verifier.verify(&token, NOW).is_ok());
+    // `cty: JSON` is what jwt-compact reads by default, and a `null` member it declares (`cty`,
+    // `kid`, `typ`) it reads as absent: the token verifies. A decision, not an oversight: the
+    // header is signed, and `kid: null` or `typ: null` fail as an absent one does.
+    for cty in [r#""JSON""#, "null"] {
+        let header = format!(r#"{{"alg":"EdDSA","typ":"at+jwt","kid":"{kid}","cty":{cty}}}"#);
+        let token = f
+            .key
+            .sign_raw_jws(&header, &serde_json::to_vec(&claims()).unwrap());
+        assert!(f.verifier.verify(&token, NOW).is_ok(), "{cty}");
+    }
+    for (members, code) in [
+        (format!(r#""kid":"{kid}","typ":null"#), ErrorCode::WrongType),
+        (
+            r#""kid":null,"typ":"at+jwt""#.to_owned(),
+            ErrorCode::UnknownKid,
+        ),
+    ] {
+        let header = format!(r#"{{"alg":"EdDSA",{members}}}"#);
+        assert_eq!(header_code(&f, &header), code, "{members}");
+        let absent = header
+            .replace(",\"typ\":null", "")
+            .replace("\"kid\":null,", "");
+        assert_eq!(header_code(&f, &absent), code, "{absent}");
+    }
 }
 
 #[test]
