@@ -4,7 +4,7 @@
 // Usage: node bench/edge/serve.mjs '{"script": "...", "port": 8931, "vars": {...}, "bundle": false}'
 // `"kv": false` leaves the GATEHOUSE_KV binding out (a deploy that forgot it).
 // `"kv": {"failPuts": {"<key>": n}, "failGets": {"<key>": n}}` is a SIMULATION of KV refusing
-// writes or reads: the first n puts (gets) of each named key throw, as they do on Cloudflare when
+// writes or reads: the first n puts (gets, by `get` or `getWithMetadata`) of each named key throw, as they do on Cloudflare when
 // KV is down or its limit of one write per second per key is exceeded; everything else goes to
 // a real local KV namespace. It does not model KV's own error messages or a write that fails
 // after it was stored.
@@ -43,7 +43,13 @@ export default function (env) {
       }
       return store.get(key, ...rest);
     },
-    getWithMetadata: (...args) => store.getWithMetadata(...args),
+    getWithMetadata(key, ...rest) {
+      if (gets[key] > 0) {
+        gets[key] -= 1;
+        throw new Error('simulated KV failure: the get of ' + key + ' was refused');
+      }
+      return store.getWithMetadata(key, ...rest);
+    },
     list: (...args) => store.list(...args),
     delete: (...args) => store.delete(...args),
     async put(key, ...rest) {

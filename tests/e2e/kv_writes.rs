@@ -1,6 +1,7 @@
 //! KV's copy of the revocation list kept consistent under what the SIMULATION (several
-//! workerd instances, each with its own KV that refuses and delays writes as Cloudflare's does)
-//! makes happen: interleaved writes, refused writes and retries, an unreadable or empty KV, a
+//! workerd instances, each with its own KV that refuses a second write of a key within a
+//! second, as Cloudflare's does, and reaches the other locations after a fixed delay) makes
+//! happen: interleaved writes, refused writes and retries, an unreadable or empty KV, a
 //! replayed old list. Each test says what it plants by hand.
 
 use std::time::Duration;
@@ -467,6 +468,8 @@ async fn a_failed_kv_write_is_not_answered_as_delivered() {
 /// An unchanged list (the same seq, re-signed later) is taken but written to KV only once KV's
 /// copy is `KV_HEARTBEAT_SECS` older: the heartbeat that keeps a quiet day's copy fresh for new
 /// isolates, without a KV write per pull. The lists are signed here with the issuer's key.
+/// The count rests on the simulation's read-your-own-write at the writing location, which
+/// Cloudflare does not promise (docs/revocation-propagation.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unchanged_list_is_rewritten_to_kv_only_at_the_heartbeat() {
     let w = world(

@@ -114,6 +114,8 @@ async fn without_the_fast_path_kv_brings_revocations_after_its_delay() {
     }
 }
 
+/// The counts rest on the simulation's read-your-own-write at the writing location, which
+/// Cloudflare does not promise (docs/revocation-propagation.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quiet_edge_writes_nothing_to_kv_and_a_change_writes_once() {
     let w = world(2, Duration::from_secs(1), &[]).await;

@@ -7,8 +7,11 @@
 // KV's limit of one write a second per key is enforced across the locations (a put within the
 // second fails as Cloudflare's binding fails it; GET /refused-writes counts them).
 //
-// What it does not model: KV's real latency distribution and its cached negative lookups; that
-// each location caches each key on its own (a fresh head can sit beside a stale snapshot there;
+// What it does not model: KV's real latency distribution (the delay here is fixed; Cloudflare's
+// "up to 60 seconds or more" has no bound, and a location's first read may see a change at once)
+// and its cached negative lookups; that a location reads its own write at once (Cloudflare:
+// usually, not guaranteed, and later where the location had just read the previous version, as
+// the edge does before each write); that each location caches each key on its own (a fresh head can sit beside a stale snapshot there;
 // here a location's keys arrive together); the many machines (and isolates) of one data center,
 // isolate eviction; cron triggers (fired here on request, at a location the test picks;
 // Cloudflare runs them where it likes, reading KV through that location's cache); write order

@@ -209,8 +209,8 @@ pub(super) const MIN_KV_REFRESH_SECS: u32 = 1;
 
 /// A `MAX_LIST_AGE_SECS` a quiet list outgrows between heartbeats. Unchanged, a list reaches KV
 /// again only at the heartbeat: KV's copy is then up to that old, plus the cron's minute and
-/// the issuer's 15 s cache, then KV's 60 s to reach a location and an isolate's next read of
-/// the head. With the delta feed off or failing, that copy is what an isolate has.
+/// the issuer's 15 s cache, then KV's usual 60 s to reach a location (Cloudflare sets no bound:
+/// this check catches the settings that fail even then) and an isolate's next read of the head. With the delta feed off or failing, that copy is what an isolate has.
 pub(super) fn list_age_problem(max_age: i64, heartbeat: i64, kv_refresh: i64) -> Option<String> {
     let quiet_copy_age = heartbeat + 135 + kv_refresh;
     (max_age <= quiet_copy_age).then(|| {

@@ -1,6 +1,7 @@
 //! Row 5: revocation propagation across locations, in the multi-location SIMULATION
 //! (tests/sim/locations.mjs: separate workerd instances with their own KV and cache, KV writes
-//! reaching the other locations after Cloudflare's documented delay). The issuer pushes to
+//! reaching the other locations after a fixed delay, 60 s here: Cloudflare documents "up to 60
+//! seconds or more", with no bound). The issuer pushes to
 //! location 0 only, as a push lands in one location on Cloudflare. Three scenarios: the fast
 //! path up, the fast path off (KV alone), and the issuer down (when the stale policy refuses).
 //! A location that never refuses within the time limit is reported, never a crash.
