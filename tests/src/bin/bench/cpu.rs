@@ -2,8 +2,9 @@
 //! system time of every `workerd` the worker's Miniflare started), over a fixed number of
 //! requests at a fixed, moderate concurrency. Requests per second on two shared cores mostly
 //! measure the scheduler; CPU time per request does not depend on who else runs. Our worker,
-//! the jose worker and a do-nothing worker run interleaved (ours, jose, nothing, ours, ...), and
-//! each pair gives one ratio, so drift hits both alike. The do-nothing worker's CPU, measured
+//! the jose worker and a do-nothing worker run interleaved, each round in slices (ours, jose,
+//! nothing, then nothing, jose, ours, ...: [`SLICES`]), and each round gives one ratio, so
+//! drift hits them alike. The do-nothing worker's CPU, measured
 //! the same way, is what workerd costs with no worker code: subtracting it shows what each
 //! worker adds. For fresh tokens, a fourth worker, the floor, checks only the signature with
 //! WebCrypto (and forwards the request as it came): the least any such gate adds, measured in
@@ -97,6 +98,8 @@ impl Scenario {
 /// One fixed-size run against one worker.
 #[derive(Debug, Clone, Copy, Default)]
 struct CpuRun {
+    /// The worker's workerd CPU over the run.
+    cpu_secs: f64,
     us_per_request: f64,
     /// Requests answered with another status than the scenario's, or not answered at all.
     failures: u64,
@@ -172,6 +175,7 @@ async fn run(
     futures_util::future::join_all(lanes).await;
     let used = worker.workerd_cpu_secs() - before;
     CpuRun {
+        cpu_secs: used,
         us_per_request: used * 1e6 / n as f64,
         failures: failures.load(Ordering::Relaxed),
     }
@@ -232,23 +236,31 @@ async fn measure(
         let _ = run(worker, scenario, 0, &warm_up, n, concurrency).await;
     }
     let status = scenario.status();
+    // The workers of this scenario, each with the status it must answer; every round runs them
+    // all (`ours`, `jose`, `nothing` first, by index below).
+    let mut lineup = vec![(ours, status), (jose, status), (nothing, 200)];
+    let floor_at = scenario.checks_a_signature().then(|| {
+        lineup.push((floor, status));
+        lineup.len() - 1
+    });
+    let same_at = scenario.forwards().then(|| {
+        lineup.push((jose_as_the_gate, status));
+        lineup.len() - 1
+    });
     for round in 0..rounds {
         let tokens = tokens(fix, scenario, n, round);
-        let mine = run(ours, scenario, status, &tokens, n, concurrency).await;
-        let theirs = run(jose, scenario, status, &tokens, n, concurrency).await;
-        let idle = run(nothing, scenario, 200, &tokens, n, concurrency).await;
-        m.failures += mine.failures + theirs.failures + idle.failures;
+        let runs = round_of(&lineup, scenario, &tokens, n, concurrency).await;
+        let (mine, theirs, idle) = (runs[0], runs[1], runs[2]);
+        m.failures += runs.iter().map(|r| r.failures).sum::<u64>();
         m.ratio.push(mine.us_per_request / theirs.us_per_request);
         m.added_ratio.0.extend(added_ratio(mine, theirs, idle));
-        if scenario.checks_a_signature() {
-            let least = run(floor, scenario, status, &tokens, n, concurrency).await;
-            m.failures += least.failures;
+        if let Some(at) = floor_at {
+            let least = runs[at];
             m.floor_ratio.0.extend(added_ratio(least, theirs, idle));
             m.floor_us.push(least.us_per_request);
         }
-        if scenario.forwards() {
-            let same = run(jose_as_the_gate, scenario, status, &tokens, n, concurrency).await;
-            m.failures += same.failures;
+        if let Some(at) = same_at {
+            let same = runs[at];
             m.same_rules_ratio.0.extend(added_ratio(mine, same, idle));
             m.same_rules_us.push(same.us_per_request);
         }
@@ -257,6 +269,47 @@ async fn measure(
         m.nothing_us.push(idle.us_per_request);
     }
     m
+}
+
+/// Each round runs every worker in this many slices of its requests, in turn, the order
+/// reversed every other slice: a host that speeds up or slows down within the round then
+/// reaches every worker alike. (Whole runs one after another let the do-nothing worker, which
+/// every figure subtracts, range 180–247 µs per request within one set of rounds, 2026-12-07.)
+const SLICES: usize = 4;
+
+/// One round: `n` requests to each worker of `lineup`, in [`SLICES`]; the runs in its order.
+async fn round_of(
+    lineup: &[(&Workerd, u16)],
+    scenario: Scenario,
+    tokens: &[String],
+    n: usize,
+    concurrency: usize,
+) -> Vec<CpuRun> {
+    let mut runs = vec![CpuRun::default(); lineup.len()];
+    let per_slice = n.div_ceil(SLICES);
+    for slice in 0..SLICES {
+        // A fresh token per request: each slice has its own share of them.
+        let own = if tokens.len() == n {
+            &tokens[(slice * per_slice).min(n)..((slice + 1) * per_slice).min(n)]
+        } else {
+            tokens
+        };
+        let count = per_slice.min(n.saturating_sub(slice * per_slice));
+        let mut order: Vec<usize> = (0..lineup.len()).collect();
+        if slice % 2 == 1 {
+            order.reverse();
+        }
+        for at in order {
+            let (worker, status) = lineup[at];
+            let run = run(worker, scenario, status, own, count, concurrency).await;
+            runs[at].cpu_secs += run.cpu_secs;
+            runs[at].failures += run.failures;
+        }
+    }
+    for r in &mut runs {
+        r.us_per_request = r.cpu_secs * 1e6 / n as f64;
+    }
+    runs
 }
 
 pub async fn rows(s: &Settings, fix: &Fixture, w: &Workers<'_>) -> Vec<Row> {
