@@ -15,12 +15,17 @@ use crate::jwk::KeySet;
 /// `typ` header of a revocation delta.
 pub const DELTA_TYPE: &str = "gatehouse-revocation-delta+jws";
 
-/// A delta's payload: `from`, then the list.
+/// A delta's payload: `from`, then the list. A range that starts after its end is a form error,
+/// found with the others, before the issuer and time are judged.
 fn decode(payload: &[u8]) -> Result<(u64, RevocationList), SnapshotError> {
     let (from, list) = payload
         .split_first_chunk::<8>()
         .ok_or(EncodingError::Truncated)?;
-    Ok((u64::from_le_bytes(*from), RevocationList::from_bytes(list)?))
+    let (from, list) = (u64::from_le_bytes(*from), RevocationList::from_bytes(list)?);
+    if from > list.seq {
+        return Err(EncodingError::BadRange.into());
+    }
+    Ok((from, list))
 }
 
 /// Every live entry with a seq in `(from, list.seq()]`, as of `list.issued_at()`.
@@ -43,7 +48,7 @@ impl RevocationDelta {
         options: &SnapshotOptions,
         now: i64,
     ) -> Result<Self, SnapshotError> {
-        verify_signed(jws, DELTA_TYPE, keys, (options, now), decode).and_then(Self::from_parts)
+        verify_signed(jws, DELTA_TYPE, keys, (options, now), decode).map(Self::from_parts)
     }
 
     /// [`Self::verify`] with the signature's equation checked by `oracle` (the worker: the
@@ -59,14 +64,11 @@ impl RevocationDelta {
     ) -> Result<Result<Self, SnapshotError>, O::Fault> {
         let verified =
             verify_signed_with(oracle, jws, DELTA_TYPE, keys, (options, now), decode).await?;
-        Ok(verified.and_then(Self::from_parts))
+        Ok(verified.map(Self::from_parts))
     }
 
-    fn from_parts((from, list): (u64, RevocationList)) -> Result<Self, SnapshotError> {
-        if from > list.seq {
-            return Err(EncodingError::BadRange.into());
-        }
-        Ok(Self { from, list })
+    fn from_parts((from, list): (u64, RevocationList)) -> Self {
+        Self { from, list }
     }
 
     /// The seq the delta starts after: it completes any list whose seq is at least this.

@@ -90,9 +90,12 @@ fn a_delta_from_another_key_issuer_or_the_future_is_refused() {
 #[test]
 fn a_delta_that_starts_after_its_end_is_malformed() {
     let (key, keys, opts) = setup();
-    let jws = delta(10, 5, NOW, &[]).sign(&key).unwrap();
-    let err = crate::fixture::verify_delta(&jws, &keys, &opts, NOW).unwrap_err();
-    assert_eq!(err.code(), ErrorCode::Malformed);
+    // Also when its values are wrong too: the form is judged first, as a token's is.
+    for issued_at in [NOW, NOW + 3600] {
+        let jws = delta(10, 5, issued_at, &[]).sign(&key).unwrap();
+        let err = crate::fixture::verify_delta(&jws, &keys, &opts, NOW).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Malformed, "{issued_at}");
+    }
 }
 
 #[test]
