@@ -96,6 +96,17 @@ pub struct Ed25519Input<'a> {
     pub signature: [u8; 64],
 }
 
+impl Ed25519Input<'_> {
+    /// Whether the signature holds: its form first (what `verify_strict` refuses beyond the
+    /// equation), then the equation, by `oracle`. The error: the oracle could not check.
+    pub(crate) async fn holds_by<O: crate::Ed25519Oracle>(
+        &self,
+        oracle: &O,
+    ) -> Result<bool, O::Fault> {
+        Ok(crate::alg::strict_signature_form(&self.signature) && oracle.verify(self).await?)
+    }
+}
+
 /// A token split and decoded, but not trusted: nothing in it has been checked but its form.
 #[derive(Debug, Clone)]
 pub struct UntrustedToken<'a> {
@@ -330,7 +341,7 @@ impl<'a> UntrustedList<'a> {
             Ok(input) => input,
             Err(e) => return Ok(Err(e)),
         };
-        if !(crate::alg::strict_signature_form(&input.signature) && oracle.verify(&input).await?) {
+        if !input.holds_by(oracle).await? {
             return Ok(Err(ValidationError::BadSignature));
         }
         Ok(Ok((self.payload, input.kid.to_owned())))

@@ -134,7 +134,7 @@ impl Verifier {
             Ok(checked) => checked,
             Err(e) => return Ok(Err(e.into())),
         };
-        if !(crate::alg::strict_signature_form(&input.signature) && oracle.verify(&input).await?) {
+        if !input.holds_by(oracle).await? {
             return Ok(Err(ValidationError::BadSignature.into()));
         }
         Ok(TokenClaims::from_wire(wire)
