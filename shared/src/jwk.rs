@@ -217,8 +217,8 @@ impl VerifyingJwk {
     }
 
     /// Accepts one public JWK as JSON. A `kid` is required (tokens name their key); `use`, when
-    /// present, must be `sig`, and `key_ops` must include `verify` (RFC 7517 §4.2-4.3); `alg`,
-    /// when present, must be the algorithm of the key type.
+    /// present, must be `sig`, and `key_ops` must include `verify`, each operation once (RFC 7517
+    /// §4.2-4.3); `alg`, when present, must be the algorithm of the key type.
     pub fn from_json(json: &str) -> Result<Self, JwkError> {
         let entry: PublicJwkIn =
             serde_json::from_str(json).map_err(|_| JwkError::Invalid("not a valid JWK object"))?;
@@ -227,11 +227,17 @@ impl VerifyingJwk {
         if entry.key_use.as_deref().is_some_and(|u| u != "sig") {
             return Err(JwkError::Unsupported("use is not sig"));
         }
-        if entry
-            .key_ops
-            .is_some_and(|ops| !ops.iter().any(|op| op == "verify"))
-        {
-            return Err(JwkError::Unsupported("key_ops does not include verify"));
+        if let Some(ops) = &entry.key_ops {
+            if ops
+                .iter()
+                .enumerate()
+                .any(|(i, op)| ops.iter().take(i).any(|earlier| earlier == op))
+            {
+                return Err(JwkError::Invalid("key_ops names an operation twice"));
+            }
+            if !ops.iter().any(|op| op == "verify") {
+                return Err(JwkError::Unsupported("key_ops does not include verify"));
+            }
         }
         let key = PublicKey::from_jwk(&jwk?)?;
         if entry
@@ -472,6 +478,10 @@ mod tests {
             (
                 r#","key_ops":[]"#,
                 JwkError::Unsupported("key_ops does not include verify"),
+            ),
+            (
+                r#","key_ops":["verify","verify"]"#,
+                JwkError::Invalid("key_ops names an operation twice"),
             ),
             (
                 r#","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A""#,
