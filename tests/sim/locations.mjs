@@ -7,11 +7,16 @@
 // KV's limit of one write a second per key is enforced across the locations (a put within the
 // second fails as Cloudflare's binding fails it; GET /refused-writes counts them).
 //
+// A location reads its own write at once by default. Cloudflare says that is usual but not
+// promised, and slower where the location had just read the previous version, as the edge does
+// before each write: `ownReadLagMs` models that case, its worst form. After each put, the worker
+// at that location reads the key's previous version (the one before the first put of the
+// window, or none) until `ownReadLagMs` after its last put of the key; the put itself is stored
+// and replicated at once.
+//
 // What it does not model: KV's real latency distribution (the delay here is fixed; Cloudflare's
 // "up to 60 seconds or more" has no bound, and a location's first read may see a change at once)
-// and its cached negative lookups; that a location reads its own write at once (Cloudflare:
-// usually, not guaranteed, and later where the location had just read the previous version, as
-// the edge does before each write); that each location caches each key on its own (a fresh head can sit beside a stale snapshot there;
+// and its cached negative lookups; that each location caches each key on its own (a fresh head can sit beside a stale snapshot there;
 // here a location's keys arrive together); the many machines (and isolates) of one data center,
 // isolate eviction; cron triggers (fired here on request, at a location the test picks;
 // Cloudflare runs them where it likes, reading KV through that location's cache); write order
@@ -20,7 +25,7 @@
 // between locations and the issuer.
 //
 // Usage: node tests/sim/locations.mjs '{"script": ".../index.js", "port": 9000,
-//   "locations": 3, "vars": {...}, "kvDelayMs": 60000}'
+//   "locations": 3, "vars": {...}, "kvDelayMs": 60000, "ownReadLagMs": 0}'
 // Serves on `port`: GET /locations -> [{name, url}], GET /writes -> the worker's KV puts per
 // location, each counted as made (all keys, and the revocation list's alone; the replicator's
 // copies not counted; and `list_changes`, the changed list contents the replicator found at
@@ -39,16 +44,31 @@ import { Miniflare } from 'miniflare';
 
 const config = JSON.parse(process.argv[2]);
 const kvDelayMs = config.kvDelayMs ?? 60_000;
+const ownReadLagMs = config.ownReadLagMs ?? 0;
 const TICK_MS = 100;
 
 // The worker's KV binding, wrapped to record each put it makes (a key per put in `PUTS`), so a
 // rewrite of an unchanged value counts too: the replicator below sees only changed contents.
 const COUNTING_KV = `
+// key -> until when this location reads the version before its own puts (from STALE).
+const staleUntil = new Map();
 export default function (env) {
   const store = env.STORE;
+  const lagMs = Number(env.OWN_READ_LAG_MS);
+  const reading = (key) => (Date.now() < (staleUntil.get(key) ?? 0) ? env.STALE : store);
+  // Keeps the version a put replaces, unless an earlier put's window still serves an older one.
+  async function keepPrevious(key) {
+    if (lagMs <= 0) return;
+    if (Date.now() >= (staleUntil.get(key) ?? 0)) {
+      const { value, metadata } = await store.getWithMetadata(key, { type: 'arrayBuffer' });
+      if (value === null) await env.STALE.delete(key);
+      else await env.STALE.put(key, value, metadata === null ? {} : { metadata });
+    }
+    staleUntil.set(key, Date.now() + lagMs);
+  }
   return {
-    get: (...args) => store.get(...args),
-    getWithMetadata: (...args) => store.getWithMetadata(...args),
+    get: (key, ...rest) => reading(key).get(key, ...rest),
+    getWithMetadata: (key, ...rest) => reading(key).getWithMetadata(key, ...rest),
     list: (...args) => store.list(...args),
     delete: (...args) => store.delete(...args),
     async put(key, ...rest) {
@@ -61,6 +81,7 @@ export default function (env) {
       await slot.arrayBuffer();
       if (slot.status === 429) throw new Error('KV PUT failed: 429 Too Many Requests');
       if (!slot.ok) throw new Error(\`simulation: the write-limit check answered \${slot.status}\`);
+      await keepPrevious(key);
       await store.put(key, ...rest);
       await env.PUTS.put(key + '/' + crypto.randomUUID(), '');
     },
@@ -90,8 +111,8 @@ for (let i = 0; i < (config.locations ?? 3); i++) {
         name: 'counting-kv',
         modules: true,
         script: COUNTING_KV,
-        kvNamespaces: ['STORE', 'PUTS'],
-        bindings: { KV_CONTROL: `http://127.0.0.1:${config.port}` },
+        kvNamespaces: ['STORE', 'PUTS', 'STALE'],
+        bindings: { KV_CONTROL: `http://127.0.0.1:${config.port}`, OWN_READ_LAG_MS: String(ownReadLagMs) },
       },
     ],
     host: '127.0.0.1',
@@ -276,7 +297,9 @@ const server = http.createServer(async (req, res) => {
 });
 // Listens only once every location serves, so a probe that gets an answer may use them all.
 server.listen(config.port, '127.0.0.1', () =>
-  console.log(`simulating ${locations.length} locations, KV delay ${kvDelayMs} ms, control on ${config.port}`),
+  console.log(
+    `simulating ${locations.length} locations, KV delay ${kvDelayMs} ms, own reads ${ownReadLagMs} ms late, control on ${config.port}`,
+  ),
 );
 
 const stop = async () => {

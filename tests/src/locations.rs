@@ -1,6 +1,6 @@
 //! The multi-location SIMULATION (`tests/sim/locations.mjs`): several workerd instances of the
-//! built worker, each with its own KV and cache, and a KV replicator with Cloudflare's
-//! documented delay between them. It stands in for Cloudflare's network, which no machine here
+//! built worker, each with its own KV and cache, and a KV replicator with a fixed delay between
+//! them (60 s by default, the delay Cloudflare documents as usual, not as a bound). It stands in for Cloudflare's network, which no machine here
 //! reaches; the script says what it does not model.
 
 #![allow(clippy::indexing_slicing)] // a testkit: a wrong location index fails loudly
@@ -19,20 +19,32 @@ pub struct Locations {
 
 impl Locations {
     /// `count` locations of the built worker with `vars`, KV writes reaching the others after
-    /// `kv_delay`.
+    /// `kv_delay`; each location reads its own writes at once.
     pub async fn start(count: usize, vars: &[(&str, &str)], kv_delay: Duration) -> Self {
+        Self::start_reading_own_writes_late(count, vars, kv_delay, Duration::ZERO).await
+    }
+
+    /// [`Self::start`] where a location's worker reads each key's version before its own put
+    /// until `own_read_lag` after the put (Cloudflare does not promise reading one's own write).
+    pub async fn start_reading_own_writes_late(
+        count: usize,
+        vars: &[(&str, &str)],
+        kv_delay: Duration,
+        own_read_lag: Duration,
+    ) -> Self {
         let vars: serde_json::Map<String, Value> = crate::with_health_token(vars)
             .iter()
             .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
             .collect();
         let script = built_worker();
         let delay_ms = u64::try_from(kv_delay.as_millis()).expect("delay fits u64");
+        let lag_ms = u64::try_from(own_read_lag.as_millis()).expect("lag fits u64");
         let server = NodeServer::start(
             "tests/sim/locations.mjs",
             |port| {
                 let config = serde_json::json!({
                     "script": script, "port": port, "locations": count, "vars": vars,
-                    "kvDelayMs": delay_ms,
+                    "kvDelayMs": delay_ms, "ownReadLagMs": lag_ms,
                 });
                 vec![config.to_string()]
             },
