@@ -350,8 +350,8 @@ impl TestApp {
             (Status::Unauthorized, "revoked".into())
         );
         assert_eq!(
-            self.refresh(str_of(session, "refresh_token")).await.0,
-            Status::BadRequest
+            refusal(self.refresh(str_of(session, "refresh_token")).await),
+            (Status::BadRequest, "invalid_grant".into())
         );
     }
 

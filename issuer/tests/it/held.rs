@@ -25,7 +25,8 @@ pub async fn start_watched(backend: Backend, name: &str) -> TestApp {
 /// Returns once a connection of an issuer from [`start_watched`] waits for a lock of kind
 /// `event` (`pg_stat_activity.wait_event`: `advisory`, `transactionid`, …), failing the test
 /// with `never` after 30 s. SQLite shows no waiter: there, 300 ms for the other side to start
-/// (its write lock orders the two by construction).
+/// (its write lock orders the two by construction). So on SQLite a test built on this cannot
+/// tell whether the two overlapped: its PostgreSQL run is the one that shows the race handled.
 pub async fn until_waiting(backend: Backend, name: &str, event: &str, never: &str) {
     if backend != Backend::Postgres {
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -10,9 +10,9 @@ fn replay(target: &str, harness: fn(&[u8])) -> usize {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut count = 0;
     for dir in ["seeds", "regressions"] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
-            continue;
-        };
+        // Each directory is kept (`.gitkeep`): one that went missing fails, not passes.
+        let entries = std::fs::read_dir(root.join(dir).join(target))
+            .unwrap_or_else(|e| panic!("fuzz/{dir}/{target}: {e}"));
         for entry in entries {
             let path = entry.unwrap().path();
             if path.is_file() && path.file_name().is_some_and(|n| n != ".gitkeep") {
