@@ -245,8 +245,9 @@ async fn a_hung_delta_feed_holds_no_request() {
 }
 
 /// A new worker whose KV has never held a list (a first deploy) installs the issuer's list on
-/// the first protected request, instead of refusing every one with 503 until a push or the
-/// first cron run.
+/// the first request that needs one, instead of refusing every one with 503 until a push or the
+/// first cron run. (Here that is the harness's readiness probe, the health route, which loads the
+/// list as a protected request does; the test shows the list in place with no push and no cron.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_deploy_takes_the_issuers_list_before_any_push_or_cron() {
     let sys = System::start(Options {
