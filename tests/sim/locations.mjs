@@ -10,9 +10,10 @@
 // A location reads its own write at once by default. Cloudflare says that is usual but not
 // promised, and slower where the location had just read the previous version, as the edge does
 // before each write: `ownReadLagMs` models that case, its worst form. After each put, the worker
-// at that location reads the key's previous version (the one before the first put of the
-// window, or none) until `ownReadLagMs` after its last put of the key; the put itself is stored
-// and replicated at once.
+// at that location reads the key's version from before the window's first put (or none) until
+// `ownReadLagMs` after its last put of the key, whatever else is written to the key there
+// meanwhile (the replicator's deliveries too); the put itself is stored and replicated at once.
+// GET /refused-writes counts the reads so served (`stale_reads`).
 //
 // What it does not model: KV's real latency distribution (the delay here is fixed; Cloudflare's
 // "up to 60 seconds or more" has no bound, and a location's first read may see a change at once)
@@ -55,7 +56,12 @@ const staleUntil = new Map();
 export default function (env) {
   const store = env.STORE;
   const lagMs = Number(env.OWN_READ_LAG_MS);
-  const reading = (key) => (Date.now() < (staleUntil.get(key) ?? 0) ? env.STALE : store);
+  const reading = (key) => {
+    if (Date.now() >= (staleUntil.get(key) ?? 0)) return store;
+    // Counted without waiting: the read goes on as the worker asked.
+    fetch(env.KV_CONTROL + '/stale-read', { method: 'POST' }).then((r) => r.arrayBuffer(), () => {});
+    return env.STALE;
+  };
   // Keeps the version a put replaces, unless an earlier put's window still serves an older one.
   async function keepPrevious(key) {
     if (lagMs <= 0) return;
@@ -148,6 +154,8 @@ function takeWriteSlot(key, { refuse = true } = {}) {
   return true;
 }
 let refusedWrites = 0;
+// Reads a location's worker got from before its own puts (`ownReadLagMs`).
+let staleReads = 0;
 // key -> {count, ms}: puts still to be held back, and by how long.
 const slowPuts = new Map();
 
@@ -240,7 +248,11 @@ const server = http.createServer(async (req, res) => {
       })));
     }
     if (req.method === 'GET' && req.url === '/refused-writes') {
-      return send(200, { refused: refusedWrites, replicator_errors: replicatorErrors });
+      return send(200, { refused: refusedWrites, replicator_errors: replicatorErrors, stale_reads: staleReads });
+    }
+    if (req.method === 'POST' && req.url === '/stale-read') {
+      staleReads += 1;
+      return send(200, {});
     }
     if (req.method === 'GET' && req.url === '/snapshots') {
       const metadata = await Promise.all(

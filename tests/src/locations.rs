@@ -95,6 +95,11 @@ impl Locations {
         self.simulation_count("refused").await
     }
 
+    /// Reads a location's worker got from before its own puts (`start_reading_own_writes_late`).
+    pub async fn kv_stale_reads(&self) -> u64 {
+        self.simulation_count("stale_reads").await
+    }
+
     /// The replicator's ticks that failed (a delivery it could not make): 0 in a run whose
     /// figures mean anything.
     pub async fn replicator_errors(&self) -> u64 {

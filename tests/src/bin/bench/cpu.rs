@@ -3,8 +3,8 @@
 //! requests at a fixed, moderate concurrency. Requests per second on two shared cores mostly
 //! measure the scheduler; CPU time per request does not depend on who else runs. Our worker,
 //! the jose worker and a do-nothing worker run interleaved, each round in slices (ours, jose,
-//! nothing, then nothing, jose, ours, ...: [`SLICES`]), and each round gives one ratio, so
-//! drift hits them alike. The do-nothing worker's CPU, measured
+//! nothing and the scenario's other workers, then the same backwards, ...: [`SLICES`]), and
+//! each round gives one ratio, so drift hits them alike. The do-nothing worker's CPU, measured
 //! the same way, is what workerd costs with no worker code: subtracting it shows what each
 //! worker adds. For fresh tokens, a fourth worker, the floor, checks only the signature with
 //! WebCrypto (and forwards the request as it came): the least any such gate adds, measured in
