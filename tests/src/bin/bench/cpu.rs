@@ -1,5 +1,5 @@
-//! Row 1c: CPU time per request of each worker's workerd processes, read from `/proc` (user +
-//! system time of every `workerd` the worker's Miniflare started), over a fixed number of
+//! Row 1c: CPU time per request of each worker's workerd processes, read from `/proc` (the run
+//! time of every thread of every `workerd` the worker's Miniflare started), over a fixed number of
 //! requests at a fixed, moderate concurrency. Requests per second on two shared cores mostly
 //! measure the scheduler; CPU time per request does not depend on who else runs. Our worker,
 //! the jose worker and a do-nothing worker run interleaved, each round in slices (ours, jose,
