@@ -321,7 +321,7 @@ pub async fn rows(s: &Settings, fix: &Fixture, w: &Workers<'_>) -> Vec<Row> {
         let mut note = format!(
             "workerd CPU per request: ours {}, jose {}, do-nothing worker {}; above the \
              do-nothing worker: ours {:.0} µs, jose {:.0} µs; {n} requests × {rounds} rounds \
-             each, {concurrency} at a time",
+             each, every round in {SLICES} slices per worker, {concurrency} at a time",
             m.ours_us.show(" µs"),
             m.jose_us.show(" µs"),
             m.nothing_us.show(" µs"),
