@@ -5,13 +5,18 @@ use gatehouse_issuer::store::revocations;
 
 use crate::common::{Backend, TestApp, str_of};
 
-async fn cleanup_removes_only_what_expired(backend: Backend) {
-    let app = TestApp::start(backend).await;
-    app.register("alice").await;
+/// Three sessions of alice, each logged out: three revocation entries and three ended sessions.
+async fn three_sessions_logged_out(app: &TestApp) {
     for _ in 0..3 {
         let t = str_of(&app.login("alice").await, "access_token").to_owned();
         app.send("POST", "/v1/logout", None, Some(&t)).await;
     }
+}
+
+async fn cleanup_removes_only_what_expired(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    three_sessions_logged_out(&app).await;
     let now = app.clock().now();
     let nothing = maintenance::cleanup(app.store(), &app.config, now)
         .await
@@ -100,10 +105,7 @@ async fn a_cleanup_from_a_shell_whose_clock_runs_ahead_keeps_what_verifiers_need
     use gatehouse_issuer::clock::Clock;
     let app = TestApp::start(backend).await;
     app.register("alice").await;
-    for _ in 0..3 {
-        let t = str_of(&app.login("alice").await, "access_token").to_owned();
-        app.send("POST", "/v1/logout", None, Some(&t)).await;
-    }
+    three_sessions_logged_out(&app).await;
     let two_days = 2 * 24 * 3600;
     let ahead = Clock::default();
     ahead.skew(two_days);

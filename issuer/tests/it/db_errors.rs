@@ -12,17 +12,18 @@ use rocket::http::Status;
 
 use crate::common::{Backend, PG_ADMIN_URL, TestApp, header, str_of};
 
+/// The error code of running `sql` through the issuer's pool.
+async fn code_of(app: &TestApp, sql: &'static str) -> Result<usize, &'static str> {
+    app.store()
+        .run(move |c| diesel::sql_query(sql).execute(c).map_err(ApiError::from))
+        .await
+        .map_err(|e| e.code())
+}
+
 async fn a_failing_statement_is_internal(backend: Backend) {
     let app = TestApp::start(backend).await;
-    let failing = app
-        .store()
-        .run(|c| {
-            diesel::sql_query("SELECT * FROM no_such_table")
-                .execute(c)
-                .map_err(ApiError::from)
-        })
-        .await;
-    assert_eq!(failing.map_err(|e| e.code()), Err("server_error"));
+    let failing = code_of(&app, "SELECT * FROM no_such_table").await;
+    assert_eq!(failing, Err("server_error"));
     assert!(app.store().ping().await);
 }
 
@@ -30,19 +31,12 @@ async fn a_failing_statement_is_internal(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_a_lost_server_is_unavailable() {
     let app = TestApp::start(Backend::Postgres).await;
-    let db = app.store().clone();
     // The server ends this very connection mid-statement, as a restart or failover would.
-    let lost = db
-        .run(|c| {
-            diesel::sql_query("SELECT pg_terminate_backend(pg_backend_pid())")
-                .execute(c)
-                .map_err(ApiError::from)
-        })
-        .await;
-    assert_eq!(lost.map_err(|e| e.code()), Err("temporarily_unavailable"));
+    let lost = code_of(&app, "SELECT pg_terminate_backend(pg_backend_pid())").await;
+    assert_eq!(lost, Err("temporarily_unavailable"));
     assert_eq!(unavailable_count(&app, "lost").await, 1);
     // The pool dropped the dead connection: the next call works.
-    assert!(db.ping().await);
+    assert!(app.store().ping().await);
 }
 
 /// The deadline of the tests that reach it: short enough to keep them quick, long enough for
