@@ -56,10 +56,11 @@ const staleUntil = new Map();
 export default function (env) {
   const store = env.STORE;
   const lagMs = Number(env.OWN_READ_LAG_MS);
-  const reading = (key) => {
+  // Awaited, so no count is lost with a request that ends first.
+  const reading = async (key) => {
     if (Date.now() >= (staleUntil.get(key) ?? 0)) return store;
-    // Counted without waiting: the read goes on as the worker asked.
-    fetch(env.KV_CONTROL + '/stale-read', { method: 'POST' }).then((r) => r.arrayBuffer(), () => {});
+    const counted = await fetch(env.KV_CONTROL + '/stale-read', { method: 'POST' });
+    await counted.arrayBuffer();
     return env.STALE;
   };
   // Keeps the version a put replaces, unless an earlier put's window still serves an older one.
@@ -73,8 +74,8 @@ export default function (env) {
     staleUntil.set(key, Date.now() + lagMs);
   }
   return {
-    get: (key, ...rest) => reading(key).get(key, ...rest),
-    getWithMetadata: (key, ...rest) => reading(key).getWithMetadata(key, ...rest),
+    get: async (key, ...rest) => (await reading(key)).get(key, ...rest),
+    getWithMetadata: async (key, ...rest) => (await reading(key)).getWithMetadata(key, ...rest),
     list: (...args) => store.list(...args),
     delete: (...args) => store.delete(...args),
     async put(key, ...rest) {
