@@ -18,9 +18,12 @@ const seconds = (name, value, fallback, { min = 0, max = Infinity } = {}) => {
 /** The client's settings from `options` (README.md, "GatehouseClient"); `invalid_options` for
  * one that cannot be used. */
 export function readOptions(options) {
-  // A bare `auth.example.com` would be a path of the page: the password would go there.
+  // A bare `auth.example.com` would be a path of the page: the password would go there. A path
+  // begins with one slash: `//auth` (or `/\auth`, which URL parsing reads alike) names a host,
+  // where a doubled slash in a path would send the password.
   const issuer = String(options.issuer ?? '').replace(/\/$/, '');
-  if (issuer && !issuer.startsWith('/') && !/^https?:\/\//i.test(issuer)) {
+  const path = /^\/(?![/\\])/.test(issuer);
+  if (issuer && !path && !/^https?:\/\//i.test(issuer)) {
     throw new GatehouseClientError('invalid_options', `issuer: ${issuer} is no http(s) URL or /path`);
   }
   // Where `fetch` may send the access token: this page's origin, the issuer's, and those the
