@@ -209,8 +209,9 @@ impl Revocations<'_> {
         Ok(())
     }
 
-    /// Ends every other live session of the user (a password change), with one audit row that
-    /// names them; returns how many.
+    /// Ends every other session of the user (a password change), with one audit row that names
+    /// those still live; returns how many. One past its expiry that cleanup has not deleted yet
+    /// is ended too (with its entry, as any), but not counted: it was no longer signed in.
     pub fn other_sessions(
         &mut self,
         user_id: &str,
@@ -218,6 +219,13 @@ impl Revocations<'_> {
         reason: &str,
     ) -> Result<usize, ApiError> {
         let (ended, entries) = self.end_sessions(user_id, Some(except))?;
+        self.written += entries;
+        let now = self.now;
+        let ended: Vec<String> = ended
+            .into_iter()
+            .filter(|(_, expires_at)| *expires_at > now)
+            .map(|(sid, _)| sid)
+            .collect();
         if !ended.is_empty() {
             let detail = self.detail(serde_json::json!({"sids": ended, "reason": reason}));
             audit::record(
@@ -227,20 +235,19 @@ impl Revocations<'_> {
                 Some(user_id),
                 &detail,
             )?;
-            self.written += entries;
         }
         Ok(ended.len())
     }
 
-    /// Ends every live session of `user_id` but `except`; returns their ids and how many
-    /// entries were written. Each that may still have a valid access token gets its entry; one
-    /// expired long enough ago has none left, and writing entries for those (they stay in the
-    /// table a day past expiry) would let one request add thousands.
+    /// Ends every session of `user_id` but `except` not ended before; returns their ids with
+    /// their expiry, and how many entries were written. Each that may still have a valid access
+    /// token gets its entry; one expired long enough ago has none left, and writing entries for
+    /// those (they stay in the table a day past expiry) would let one request add thousands.
     fn end_sessions(
         &mut self,
         user_id: &str,
         except: Option<&str>,
-    ) -> Result<(Vec<String>, u64), ApiError> {
+    ) -> Result<(Vec<(String, i64)>, u64), ApiError> {
         let ended = revocations::end_sessions_of(self.conn, user_id, except, self.now)?;
         let mut entries = 0;
         for (sid, expires_at) in &ended {
@@ -250,7 +257,7 @@ impl Revocations<'_> {
                 entries += 1;
             }
         }
-        Ok((ended.into_iter().map(|(sid, _)| sid).collect(), entries))
+        Ok((ended, entries))
     }
 
     /// A signing key, in an emergency: every edge drops it as soon as its list names it. The

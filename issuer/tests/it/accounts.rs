@@ -292,6 +292,43 @@ async fn password_change_revokes_the_other_sessions(backend: Backend) {
     );
 }
 
+/// A session past its expiry is no longer signed in: a password change does not count it among
+/// the sessions it revoked, nor name it in the audit (before, it counted every session not
+/// cleaned up yet).
+async fn a_password_change_counts_only_live_sessions(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.session_ttl_secs = 900;
+        c.access_token_ttl_secs = 300;
+    })
+    .await;
+    let uid = app.register("alice").await;
+    app.login("alice").await;
+    app.clock().advance(901);
+    let (here, there) = (app.login("alice").await, app.login("alice").await);
+    let body = format!(r#"{{"current_password":"{PASSWORD}","new_password":"quiet-lantern-9"}}"#);
+    let (status, json) = app
+        .send(
+            "POST",
+            "/v1/password",
+            Some(&body),
+            Some(str_of(&here, "access_token")),
+        )
+        .await;
+    assert_eq!(
+        (status, json["sessions_revoked"].as_u64()),
+        (Status::Ok, Some(1)),
+        "{json}"
+    );
+    app.assert_signed_out(&there).await;
+    let audited = audit_details(&app, &uid, "sessions_revoked");
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert_eq!(
+        audited[0]["sids"].as_array().map(Vec::len),
+        Some(1),
+        "{audited:?}"
+    );
+}
+
 /// `POST /v1/users` answers with a `Location` that resolves, for the user and for admins only.
 async fn the_location_of_a_new_user_resolves(backend: Backend) {
     let app = TestApp::start(backend).await;
@@ -392,6 +429,7 @@ crate::on_both_backends!(
     the_cli_resets_a_password,
     requests_are_counted_by_route_and_status,
     password_change_revokes_the_other_sessions,
+    a_password_change_counts_only_live_sessions,
     the_location_of_a_new_user_resolves,
     registration_rules,
     login_issues_verifiable_tokens,
