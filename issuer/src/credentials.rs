@@ -11,7 +11,8 @@ use crate::config::LockoutConfig;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::password::{Hasher, Match};
+use crate::password::{Hasher, Match, may_be_a_password};
+use crate::revoker::{Revocations, Revoker};
 use crate::store::lockout::{self, Attempt, Reservation};
 use crate::store::users::{self, User};
 use crate::store::{audit, write_tx};
@@ -145,4 +146,128 @@ pub fn recheck(conn: &mut crate::db::DbConn, checked: &User) -> Result<Recheck, 
 /// the error that brought us here is the one to report.
 pub async fn give_back(db: &Db, attempt: Attempt) {
     let _ = db.run(move |c| lockout::release(c, &attempt)).await;
+}
+
+/// What confirming a signed-in user's password takes: the route's managed state.
+pub struct Reauthentication<'r> {
+    pub lockout: LockoutConfig,
+    pub db: &'r Db,
+    pub hasher: &'r Hasher,
+    pub metrics: &'r Metrics,
+    pub revoker: &'r Revoker,
+}
+
+impl Reauthentication<'_> {
+    /// The one way a signed-in user's current password guards a change to their account (a new
+    /// password, the account's deletion): checked as a login checks it, under the same lockout,
+    /// so a stolen access token is no way around it. `prepare` runs once the password is right
+    /// (a new hash, say); then `write` runs in one revocation transaction against the account
+    /// as it was checked ([`recheck`]), with the attempt recorded as a success. A rehash of the
+    /// same password meanwhile is checked once more; another password, or a disabled or
+    /// deleted account, is refused. Whatever fails after a right password is no failed attempt;
+    /// a wrong one is audited as `failure`.
+    pub async fn confirm<P, T, W>(
+        &self,
+        (user_id, client_ip, now): (&str, Option<IpAddr>, i64),
+        failure: &'static str,
+        password: String,
+        prepare: impl Future<Output = Result<P, ApiError>>,
+        write: W,
+    ) -> Result<T, ApiError>
+    where
+        P: Clone + Send + 'static,
+        T: Send + 'static,
+        W: Fn(&mut Revocations<'_>, &User, P) -> Result<T, ApiError> + Clone + Send + 'static,
+    {
+        if !may_be_a_password(&password) {
+            return Err(ApiError::InvalidPassword("the current password is wrong"));
+        }
+        let (sub, cfg) = (user_id.to_owned(), self.lockout);
+        let (user, reservation) = find_and_reserve(self.db, (now, cfg), client_ip, move |c| {
+            users::by_id(c, &sub)
+        })
+        .await?
+        .ok_or(ApiError::InvalidToken(gatehouse_shared::ErrorCode::Revoked))?;
+        let checked = check(
+            self.db,
+            self.hasher,
+            self.metrics,
+            &user,
+            reservation,
+            password.clone(),
+            (now, cfg),
+            (failure, || {}),
+        )
+        .await?;
+        let attempt = match checked {
+            Checked::Correct { attempt, .. } => attempt,
+            Checked::Wrong => {
+                return Err(ApiError::InvalidPassword("the current password is wrong"));
+            }
+            Checked::LockedOut { retry_after } => return Err(ApiError::LockedOut { retry_after }),
+        };
+        let written = async {
+            let prepared = prepare.await?;
+            self.write_checked(user, &attempt, password, now, prepared, write)
+                .await
+        }
+        .await;
+        if written.is_err() {
+            give_back(self.db, attempt).await;
+        }
+        written
+    }
+
+    async fn write_checked<P, T, W>(
+        &self,
+        mut checked: User,
+        attempt: &Attempt,
+        password: String,
+        now: i64,
+        prepared: P,
+        write: W,
+    ) -> Result<T, ApiError>
+    where
+        P: Clone + Send + 'static,
+        T: Send + 'static,
+        W: Fn(&mut Revocations<'_>, &User, P) -> Result<T, ApiError> + Clone + Send + 'static,
+    {
+        for last_try in [false, true] {
+            let (against, attempt) = (checked.clone(), attempt.clone());
+            let (prepared, write) = (prepared.clone(), write.clone());
+            let outcome = self
+                .revoker
+                .run(now, move |r| {
+                    match recheck(r.conn(), &against)? {
+                        Recheck::Unchanged => {}
+                        changed => return Ok(Err(changed)),
+                    }
+                    let now = r.now();
+                    lockout::record_success(r.conn(), &attempt, now)?;
+                    write(r, &against, prepared).map(Ok)
+                })
+                .await?;
+            match outcome {
+                Ok(written) => return Ok(written),
+                // A new hash of the same password (a parallel login's argon2 upgrade) is no
+                // change: check against it once. Another password, or a disabled account, is.
+                Err(Recheck::NewHash(current)) if !last_try => {
+                    let stored = Some(current.password_hash.clone());
+                    if !self.hasher.verify(password.clone(), stored).await? {
+                        break;
+                    }
+                    checked = current;
+                }
+                // Disabled or deleted while the password was checked: the caller's token is
+                // revoked with it, and is told so rather than asked to try again.
+                Err(Recheck::Gone) => {
+                    return Err(ApiError::InvalidToken(gatehouse_shared::ErrorCode::Revoked));
+                }
+                Err(_) => break,
+            }
+        }
+        Err(ApiError::InvalidPassword(
+            "the password was changed meanwhile",
+        ))
+    }
 }

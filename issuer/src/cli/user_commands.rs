@@ -135,10 +135,8 @@ fn users_set_standing(username: &str, disabled: bool) -> Result<(), String> {
 }
 
 /// `users reset-password NAME`: the new password as `users create` reads it, checked by the
-/// same policy, then in one revocation transaction: the hash, its audit row (`password_reset`,
-/// `via: cli`) and the end of every session with a cut-off of every token, so whoever held the
-/// account is out; the list is then pushed, as a disable's is. A login checked against the old
-/// hash meanwhile is refused at its commit (`credentials::recheck`).
+/// same policy, then set as the admin endpoint sets it ([`users::reset_password`]); the list is
+/// then pushed, as a disable's is.
 fn users_reset_password(username: &str) -> Result<(), String> {
     let (config, db) = load()?;
     let name = normalize_username(username).map_err(fail)?;
@@ -151,10 +149,9 @@ fn users_reset_password(username: &str) -> Result<(), String> {
         .hash(&password)
         .map_err(fail)?;
     on_named_user(&config, &db, &name, |r, user| {
-        users::set_password_hash(r.conn(), &user.id, &hash)?;
-        let (now, via) = (r.now(), audit::who(("via", "cli")));
-        audit::record(r.conn(), now, "password_reset", Some(&user.id), &via.into())?;
-        r.user(&user.id, "password_reset")
+        users::reset_password(r, &user.id, &hash, ("via", "cli"))?
+            .then_some(())
+            .ok_or(ApiError::NotFound)
     })?;
     println!("{name}\tpassword reset: every session ended and every access token revoked");
     push_after_revocation(&config, &db);

@@ -10,16 +10,16 @@ use serde::Deserialize;
 
 use crate::config::{ADMIN_SCOPE, Config};
 use crate::context::{Authenticated, FormOrJson, Now, omitted_if_empty};
-use crate::credentials::{self, Checked, Recheck};
+use crate::credentials::Reauthentication;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::ids;
 use crate::keys::KeyRing;
 use crate::metrics::Metrics;
-use crate::password::{Hasher, check_password_policy, may_be_a_password, normalize_username};
+use crate::password::{Hasher, check_password_policy, normalize_username};
 use crate::ratelimit::RateLimit;
 use crate::revoker::Revoker;
-use crate::store::{audit, lockout, revocations, sessions, users, write_tx};
+use crate::store::{audit, revocations, sessions, users, write_tx};
 
 #[derive(Debug, Deserialize)]
 pub struct Registration {
@@ -95,87 +95,98 @@ async fn change_password(
     let current_password = current_password
         .ok_or_else(|| ApiError::invalid_request("current_password is required"))?;
     limit.check(client_ip)?;
-    // Before the lockout reservation: a weak new password is no failed attempt, and a current
-    // one longer than any password is wrong without one.
+    // Before the lockout reservation: a weak new password is no failed attempt.
     check_password_policy(&new_password, &auth.username)?;
-    if !may_be_a_password(&current_password) {
-        return Err(ApiError::InvalidPassword("the current password is wrong"));
-    }
-    let (sub, cfg) = (auth.claims.sub.clone(), config.lockout);
-    let (user, reservation) =
-        credentials::find_and_reserve(db, (now, cfg), client_ip, move |c| users::by_id(c, &sub))
-            .await?
-            .ok_or(ApiError::InvalidToken(gatehouse_shared::ErrorCode::Revoked))?;
-    let checked = credentials::check(
-        db,
-        hasher,
-        metrics,
-        &user,
-        reservation,
-        current_password.clone(),
-        (now, cfg),
-        ("password_change_failed", || {}),
-    )
-    .await?;
-    let attempt = match checked {
-        Checked::Correct { attempt, .. } => attempt,
-        Checked::Wrong => return Err(ApiError::InvalidPassword("the current password is wrong")),
-        Checked::LockedOut { retry_after } => return Err(ApiError::LockedOut { retry_after }),
-    };
-    let changed = async {
-        let hash = hasher.hash(new_password).await?;
-        let mut checked = user;
-        for last_try in [false, true] {
-            let (sub, sid) = (auth.claims.sub.clone(), auth.claims.sid.clone());
-            let (hash, against, attempt) = (hash.clone(), checked.clone(), attempt.clone());
-            let outcome = revoker
-                .run(now, move |r| {
-                    match credentials::recheck(r.conn(), &against)? {
-                        Recheck::Unchanged => {}
-                        changed => return Ok(Err(changed)),
-                    }
-                    let now = r.now();
-                    lockout::record_success(r.conn(), &attempt, now)?;
-                    users::set_password_hash(r.conn(), &sub, &hash)?;
-                    audit::record(r.conn(), now, "password_changed", Some(&sub), &json!({}))?;
-                    Ok(Ok(r.other_sessions(&sub, &sid, "password_changed")?))
-                })
-                .await?;
-            match outcome {
-                Ok(others) => return Ok(others),
-                // A new hash of the same password (a parallel login's argon2 upgrade) is no
-                // change: check against it once. Another password, or a disabled account, is.
-                Err(Recheck::NewHash(current)) if !last_try => {
-                    let stored = Some(current.password_hash.clone());
-                    if !hasher.verify(current_password.clone(), stored).await? {
-                        break;
-                    }
-                    checked = current;
-                }
-                // Disabled or deleted while the password was checked: the caller's token is
-                // revoked with it, and is told so rather than asked to try again.
-                Err(Recheck::Gone) => {
-                    return Err(ApiError::InvalidToken(gatehouse_shared::ErrorCode::Revoked));
-                }
-                Err(_) => break,
-            }
-        }
-        Err(ApiError::InvalidPassword(
-            "the password was changed meanwhile",
-        ))
-    }
-    .await;
-    let others_revoked = match changed {
-        Ok(n) => n,
-        Err(e) => {
-            // The current password was right: whatever failed after it is no failed attempt.
-            credentials::give_back(db, attempt).await;
-            return Err(e);
-        }
-    };
+    let sid = auth.claims.sid.clone();
+    let others_revoked = reauthentication(config, db, hasher, metrics, revoker)
+        .confirm(
+            (&auth.claims.sub, client_ip, now),
+            "password_change_failed",
+            current_password,
+            hasher.hash(new_password),
+            move |r, user, hash| {
+                users::set_password_hash(r.conn(), &user.id, &hash)?;
+                let now = r.now();
+                audit::record(
+                    r.conn(),
+                    now,
+                    "password_changed",
+                    Some(&user.id),
+                    &json!({}),
+                )?;
+                r.other_sessions(&user.id, &sid, "password_changed")
+            },
+        )
+        .await?;
     Ok(Json(
         json!({"changed": true, "sessions_revoked": others_revoked}),
     ))
+}
+
+/// The route's managed state, for [`Reauthentication::confirm`].
+fn reauthentication<'r>(
+    config: &Config,
+    db: &'r Db,
+    hasher: &'r Hasher,
+    metrics: &'r Metrics,
+    revoker: &'r Revoker,
+) -> Reauthentication<'r> {
+    Reauthentication {
+        lockout: config.lockout,
+        db,
+        hasher,
+        metrics,
+        revoker,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AccountDeletion {
+    #[serde(default, deserialize_with = "omitted_if_empty")]
+    password: Option<String>,
+}
+
+/// Deletes the caller's own account ([`users::delete`]: every session ends, every token is
+/// refused from then on, the name is free again), once their password is confirmed as a
+/// password change confirms it: a stolen access token alone cannot. An admin's account is
+/// deleted by another admin or at the shell, as the admin endpoint already has it, so no
+/// installation loses its last admin this way.
+#[post("/v1/me/delete", data = "<body>")]
+#[allow(clippy::too_many_arguments)] // one typed guard per managed piece (Rocket's idiom)
+async fn delete_account(
+    config: &State<Config>,
+    metrics: &State<Arc<Metrics>>,
+    db: &State<Db>,
+    hasher: &State<Hasher>,
+    revoker: &State<Revoker>,
+    limit: &State<Arc<RateLimit>>,
+    client_ip: Option<IpAddr>,
+    auth: Result<Authenticated, ApiError>,
+    body: Result<FormOrJson<AccountDeletion>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let auth = auth?;
+    let FormOrJson(AccountDeletion { password }, now) = body?;
+    let password = password.ok_or_else(|| ApiError::invalid_request("password is required"))?;
+    limit.check(client_ip)?;
+    if auth.is_admin {
+        return Err(ApiError::invalid_request(
+            "an admin's account is deleted by another admin, or with `users delete` at a shell",
+        ));
+    }
+    reauthentication(config, db, hasher, metrics, revoker)
+        .confirm(
+            (&auth.claims.sub, client_ip, now),
+            "account_deletion_failed",
+            password,
+            async { Ok(()) },
+            |r, user, ()| {
+                users::delete(r, &user.id, ("via", "self"))?
+                    .then_some(())
+                    .ok_or(ApiError::InvalidToken(gatehouse_shared::ErrorCode::Revoked))
+            },
+        )
+        .await?;
+    Ok(Json(json!({"sub": auth.claims.sub, "deleted": true})))
 }
 
 /// A user, by id: what `POST /v1/users` points its `Location` at. The user themself or an
@@ -344,6 +355,7 @@ pub fn routes() -> Vec<Route> {
         me,
         user,
         change_password,
+        delete_account,
         revoke,
         logout,
         logout_all

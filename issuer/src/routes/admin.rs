@@ -1,6 +1,6 @@
 //! Admin endpoints (bearer with the `admin` scope, held by an admin user): revoke any user or
-//! session, disable, enable, delete or unlock users, and RFC 7662 introspection for origins that want a
-//! hard online check.
+//! session; disable, enable, delete or unlock users, or reset their password; and RFC 7662
+//! introspection for origins that want a hard online check.
 
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use crate::context::{Authenticated, FormOrJson, Now, authenticate, omitted_if_em
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
 use crate::keys::KeyRing;
+use crate::password::{Hasher, check_password_policy};
 use crate::revoker::{Revocations, Revoker};
 use crate::store::{lockout, sessions, users, write_tx};
 
@@ -185,6 +186,44 @@ async fn delete(
     Ok(Json(json!({"sub": user_id, "deleted": true})))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct PasswordReset {
+    new_password: String,
+}
+
+/// Sets a new password for a user who cannot sign in ([`users::reset_password`]: every session
+/// ends and every token is cut off, so whoever held the account is out), for a help desk that
+/// has made sure who is asking. Held to the registration policy. An admin changes their own
+/// with `POST /v1/password`, which asks for the current one.
+#[post("/v1/admin/users/<user_id>/password", data = "<body>")]
+async fn reset_password(
+    db: &State<Db>,
+    hasher: &State<Hasher>,
+    revoker: &State<Revoker>,
+    auth: Result<Authenticated, ApiError>,
+    user_id: &str,
+    body: Result<FormOrJson<PasswordReset>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    let by = admin(auth)?.claims.sub.clone();
+    let FormOrJson(PasswordReset { new_password }, now) = body?;
+    let uid = checked_id(user_id)?;
+    not_own_account(&uid, &by, "reset the password of")?;
+    let lookup = uid.clone();
+    let user = db
+        .run(move |c| users::by_id(c, &lookup))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    check_password_policy(&new_password, &user.username)?;
+    let hash = hasher.hash(new_password).await?;
+    as_admin(revoker, now, by, move |r, by| {
+        users::reset_password(r, &uid, &hash, ("by", by))?
+            .then_some(())
+            .ok_or(ApiError::NotFound)
+    })
+    .await?;
+    Ok(Json(json!({"sub": user_id, "password_reset": true})))
+}
+
 /// Lifts every lock on a user's account ([`lockout::unlock`]): for a help desk that has made
 /// sure who is asking. Audited as `user_unlocked`, with the admin and the locks lifted.
 #[post("/v1/admin/users/<user_id>/unlock")]
@@ -275,6 +314,7 @@ pub fn routes() -> Vec<Route> {
         disable,
         enable,
         delete,
+        reset_password,
         unlock,
         introspect
     ]

@@ -127,6 +127,34 @@ pub fn set_standing(
     Ok(changed)
 }
 
+/// Sets a new password for a user who cannot sign in, in the revocation service's transaction,
+/// the one way the admin endpoint and `users reset-password` take: the hash, its audit row
+/// (`password_reset`, with who asked), and the end of every session with a cut-off of every
+/// token, so whoever held the account is out. Lockouts stay (an unlock is its own act). A login
+/// checked against the old hash meanwhile is refused at its commit
+/// ([`crate::credentials::recheck`]). `false` when there is no such user.
+pub fn reset_password(
+    r: &mut Revocations<'_>,
+    user_id: &str,
+    hash: &str,
+    who: (&str, &str),
+) -> Result<bool, ApiError> {
+    if lock_current(r.conn(), user_id)?.is_none() {
+        return Ok(false);
+    }
+    set_password_hash(r.conn(), user_id, hash)?;
+    let now = r.now();
+    audit::record(
+        r.conn(),
+        now,
+        "password_reset",
+        Some(user_id),
+        &audit::who(who).into(),
+    )?;
+    r.user(user_id, "password_reset")?;
+    Ok(true)
+}
+
 /// Deletes a user in the revocation service's transaction, the one way the admin endpoint and
 /// `users delete` take. Every session ends and every access token is cut off first
 /// ([`Revocations::user`]: those entries outlive the row, so verifiers go on refusing its

@@ -32,6 +32,7 @@ mod key_sealing;
 mod keys;
 mod lockout;
 mod lockout_clients;
+mod own_account;
 mod refresh;
 mod revocation;
 mod revocation_bounds;

@@ -1,0 +1,142 @@
+//! A user deleting their own account, and an admin setting a new password for a user who cannot
+//! sign in: the account operations a user and a help desk need besides the shell's.
+
+use rocket::http::Status;
+
+use crate::common::{Backend, PASSWORD, TestApp, audit_details, refusal, str_of};
+
+async fn delete_own(app: &TestApp, access: &str, password: Option<&str>) -> (Status, String) {
+    let body = password.map_or_else(
+        || "{}".to_owned(),
+        |p| serde_json::json!({ "password": p }).to_string(),
+    );
+    let (status, json) = app
+        .send("POST", "/v1/me/delete", Some(&body), Some(access))
+        .await;
+    match status {
+        Status::Ok => {
+            assert_eq!(json["deleted"], true, "{json}");
+            (status, String::new())
+        }
+        _ => refusal((status, json)),
+    }
+}
+
+/// The password is asked for, under the lockout a password change has: a stolen access token
+/// alone cannot delete an account. Then the account goes with every session and token, its name
+/// free again; an admin's account is deleted by another admin only.
+async fn a_user_deletes_their_own_account(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.auth_cache_ms = 0).await;
+    let uid = app.register("alice").await;
+    let other = app.login("alice").await;
+    let session = app.login("alice").await;
+    let access = str_of(&session, "access_token");
+
+    let bad_request = |code: &str| (Status::BadRequest, code.to_owned());
+    assert_eq!(
+        delete_own(&app, access, None).await,
+        bad_request("invalid_request")
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            delete_own(&app, access, Some("a-wrong-guess")).await,
+            bad_request("invalid_password")
+        );
+    }
+    assert_eq!(
+        delete_own(&app, access, Some(PASSWORD)).await,
+        bad_request("locked_out"),
+        "the threshold of guesses locks even the right password out"
+    );
+    assert_eq!(
+        audit_details(&app, &uid, "account_deletion_failed").len(),
+        3
+    );
+    assert_eq!(app.me(access).await.0, Status::Ok, "nothing was deleted");
+
+    app.clock().advance(61);
+    assert_eq!(
+        delete_own(&app, access, Some(PASSWORD)).await,
+        (Status::Ok, String::new())
+    );
+    app.assert_signed_out(&session).await;
+    app.assert_signed_out(&other).await;
+    app.assert_login_refused("alice", PASSWORD).await;
+    assert_eq!(
+        audit_details(&app, &uid, "user_deleted"),
+        [serde_json::json!({"via": "self"})]
+    );
+    app.clock().advance(1);
+    assert_ne!(app.register("alice").await, uid, "the name is free again");
+
+    let admin = app.admin_token().await;
+    assert_eq!(
+        delete_own(&app, &admin, Some(PASSWORD)).await,
+        bad_request("invalid_request")
+    );
+    assert_eq!(app.me(&admin).await.0, Status::Ok);
+}
+
+/// A help desk sets a new password: held to the registration policy, every session and token of
+/// the account ended, the new password good at once, the admin named in the audit. Not for an
+/// admin's own account (`/v1/password` asks for the current one), nor for a non-admin.
+async fn admins_reset_a_password(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.auth_cache_ms = 0).await;
+    let admin = app.admin_token().await;
+    let uid = app.register("alice").await;
+    let session = app.login("alice").await;
+    let path = format!("/v1/admin/users/{uid}/password");
+    let reset = |path: String, token: String, password: &str| {
+        let body = serde_json::json!({ "new_password": password }).to_string();
+        let app = &app;
+        async move { refusal_or_ok(app.send("POST", &path, Some(&body), Some(&token)).await) }
+    };
+
+    let alice = str_of(&session, "access_token").to_owned();
+    assert_eq!(
+        reset(path.clone(), alice, "a new passphrase").await,
+        (Status::Forbidden, "insufficient_scope".into())
+    );
+    assert_eq!(
+        reset(path.clone(), admin.clone(), "password").await,
+        (Status::BadRequest, "invalid_password".into())
+    );
+    let own = "/v1/admin/users/admin-id/password".to_owned();
+    assert_eq!(
+        reset(own, admin.clone(), "a new passphrase").await,
+        (Status::BadRequest, "invalid_request".into())
+    );
+    let nobody = "/v1/admin/users/no-such-user/password".to_owned();
+    assert_eq!(
+        reset(nobody, admin.clone(), "a new passphrase").await,
+        (Status::NotFound, "not_found".into())
+    );
+    assert_eq!(app.me(str_of(&session, "access_token")).await.0, Status::Ok);
+
+    assert_eq!(
+        reset(path, admin, "a new passphrase").await,
+        (Status::Ok, String::new())
+    );
+    app.assert_signed_out(&session).await;
+    app.assert_login_refused("alice", PASSWORD).await;
+    app.clock().advance(1);
+    let body = "grant_type=password&username=alice&password=a+new+passphrase";
+    let (status, json) = app.send("POST", "/v1/token", Some(body), None).await;
+    assert_eq!(status, Status::Ok, "the new password: {json}");
+    assert_eq!(
+        audit_details(&app, &uid, "password_reset"),
+        [serde_json::json!({"by": "admin-id"})]
+    );
+}
+
+fn refusal_or_ok((status, json): (Status, serde_json::Value)) -> (Status, String) {
+    match status {
+        Status::Ok => {
+            assert_eq!(json["password_reset"], true, "{json}");
+            (status, String::new())
+        }
+        _ => refusal((status, json)),
+    }
+}
+
+crate::on_both_backends!(a_user_deletes_their_own_account, admins_reset_a_password);
