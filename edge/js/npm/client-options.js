@@ -19,10 +19,17 @@ const seconds = (name, value, fallback, { min = 0, max = Infinity } = {}) => {
  * one that cannot be used. */
 export function readOptions(options) {
   // A bare `auth.example.com` would be a path of the page: the password would go there. A path
-  // begins with one slash: `//auth` (or `/\auth`, which URL parsing reads alike) names a host,
-  // where a doubled slash in a path would send the password.
+  // must stay on the page's host once parsed: `//auth`, `/\auth` or `/\t/auth` (URL parsing
+  // drops tabs and line breaks) name the host `auth`.
   const issuer = String(options.issuer ?? '').replace(/\/$/, '');
-  const path = /^\/(?![/\\])/.test(issuer);
+  const onPage = (text) => {
+    try {
+      return new URL(text, 'https://page.invalid').host === 'page.invalid';
+    } catch {
+      return false; // `//a b`: no URL at all
+    }
+  };
+  const path = issuer.startsWith('/') && onPage(issuer);
   if (issuer && !path && !/^https?:\/\//i.test(issuer)) {
     throw new GatehouseClientError('invalid_options', `issuer: ${issuer} is no http(s) URL or /path`);
   }
