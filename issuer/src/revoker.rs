@@ -210,8 +210,9 @@ impl Revocations<'_> {
     }
 
     /// Ends every other session of the user (a password change), with one audit row that names
-    /// those still live; returns how many. One past its expiry that cleanup has not deleted yet
-    /// is ended too (with its entry, as any), but not counted: it was no longer signed in.
+    /// them; returns how many were live. One past its expiry that cleanup has not deleted yet is
+    /// ended too (with its entry, as any) and named apart (`expired_sids`), but not counted: it
+    /// was no longer signed in.
     pub fn other_sessions(
         &mut self,
         user_id: &str,
@@ -221,13 +222,19 @@ impl Revocations<'_> {
         let (ended, entries) = self.end_sessions(user_id, Some(except))?;
         self.written += entries;
         let now = self.now;
-        let ended: Vec<String> = ended
+        let (live, expired): (Vec<_>, Vec<_>) = ended
             .into_iter()
-            .filter(|(_, expires_at)| *expires_at > now)
-            .map(|(sid, _)| sid)
-            .collect();
-        if !ended.is_empty() {
-            let detail = self.detail(serde_json::json!({"sids": ended, "reason": reason}));
+            .partition(|(_, expires_at)| *expires_at > now);
+        let sids = |ended: Vec<(String, i64)>| -> Vec<String> {
+            ended.into_iter().map(|(sid, _)| sid).collect()
+        };
+        let (live, expired) = (sids(live), sids(expired));
+        if !live.is_empty() || !expired.is_empty() {
+            let mut detail = serde_json::json!({"sids": live, "reason": reason});
+            if let Some(members) = detail.as_object_mut().filter(|_| !expired.is_empty()) {
+                members.insert("expired_sids".into(), expired.into());
+            }
+            let detail = self.detail(detail);
             audit::record(
                 self.conn,
                 self.now,
@@ -236,7 +243,7 @@ impl Revocations<'_> {
                 &detail,
             )?;
         }
-        Ok(ended.len())
+        Ok(live.len())
     }
 
     /// Ends every session of `user_id` but `except` not ended before; returns their ids with

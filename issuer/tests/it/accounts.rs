@@ -293,7 +293,7 @@ async fn password_change_revokes_the_other_sessions(backend: Backend) {
 }
 
 /// A session past its expiry is no longer signed in: a password change does not count it among
-/// the sessions it revoked, nor name it in the audit (before, it counted every session not
+/// the sessions it revoked, and the audit names it apart (before, it counted every session not
 /// cleaned up yet).
 async fn a_password_change_counts_only_live_sessions(backend: Backend) {
     let app = TestApp::start_with(backend, |c| {
@@ -326,6 +326,11 @@ async fn a_password_change_counts_only_live_sessions(backend: Backend) {
         audited[0]["sids"].as_array().map(Vec::len),
         Some(1),
         "{audited:?}"
+    );
+    assert_eq!(
+        audited[0]["expired_sids"].as_array().map(Vec::len),
+        Some(1),
+        "the expired session is ended and named apart: {audited:?}"
     );
 }
 
