@@ -180,6 +180,11 @@ async fn delete_account(
             password,
             async { Ok(()) },
             |r, user, ()| {
+                if user.is_admin {
+                    return Err(ApiError::invalid_request(
+                        "an admin's account is not deleted here",
+                    ));
+                }
                 users::delete(r, &user.id, ("via", "self"))?
                     .then_some(())
                     .ok_or(ApiError::InvalidToken(gatehouse_shared::ErrorCode::Revoked))

@@ -193,8 +193,10 @@ pub struct PasswordReset {
 
 /// Sets a new password for a user who cannot sign in ([`users::reset_password`]: every session
 /// ends and every token is cut off, so whoever held the account is out), for a help desk that
-/// has made sure who is asking. Held to the registration policy. An admin changes their own
-/// with `POST /v1/password`, which asks for the current one.
+/// has made sure who is asking. Held to the registration policy; lockouts stay (`unlock`). Not
+/// for an admin's account: one admin taking over another's quietly, under the other's name,
+/// is left to an operator at a shell (`users reset-password`). An admin changes their own with
+/// `POST /v1/password`, which asks for the current one.
 #[post("/v1/admin/users/<user_id>/password", data = "<body>")]
 async fn reset_password(
     db: &State<Db>,
@@ -213,6 +215,11 @@ async fn reset_password(
         .run(move |c| users::by_id(c, &lookup))
         .await?
         .ok_or(ApiError::NotFound)?;
+    if user.is_admin {
+        return Err(ApiError::invalid_request(
+            "an admin's password is reset at a shell (`users reset-password`), not by another admin",
+        ));
+    }
     check_password_policy(&new_password, &user.username)?;
     let hash = hasher.hash(new_password).await?;
     as_admin(revoker, now, by, move |r, by| {

@@ -4,6 +4,7 @@
 use rocket::http::Status;
 
 use crate::common::{Backend, PASSWORD, TestApp, audit_details, refusal, str_of};
+use crate::lockout::WRONG;
 
 async fn delete_own(app: &TestApp, access: &str, password: Option<&str>) -> (Status, String) {
     let body = password.map_or_else(
@@ -78,8 +79,10 @@ async fn a_user_deletes_their_own_account(backend: Backend) {
 }
 
 /// A help desk sets a new password: held to the registration policy, every session and token of
-/// the account ended, the new password good at once, the admin named in the audit. Not for an
-/// admin's own account (`/v1/password` asks for the current one), nor for a non-admin.
+/// the account ended, the new password good once a guesser's lock is lifted, the admin named
+/// in the audit. Not for an
+/// admin's own account (`/v1/password` asks for the current one) or another admin's, nor by a
+/// non-admin.
 async fn admins_reset_a_password(backend: Backend) {
     let app = TestApp::start_with(backend, |c| c.auth_cache_ms = 0).await;
     let admin = app.admin_token().await;
@@ -106,6 +109,18 @@ async fn admins_reset_a_password(backend: Backend) {
         reset(own, admin.clone(), "a new passphrase").await,
         (Status::BadRequest, "invalid_request".into())
     );
+    // Another admin's account is an operator's to reset, at a shell.
+    let hash = gatehouse_issuer::password::HashPolicy::fast_for_tests()
+        .hash(PASSWORD)
+        .unwrap();
+    app.store()
+        .run_sync(|c| gatehouse_issuer::store::users::create(c, "admin-2", "ops", &hash, true, 0))
+        .unwrap();
+    let other_admin = "/v1/admin/users/admin-2/password".to_owned();
+    assert_eq!(
+        reset(other_admin, admin.clone(), "a new passphrase").await,
+        (Status::BadRequest, "invalid_request".into())
+    );
     let nobody = "/v1/admin/users/no-such-user/password".to_owned();
     assert_eq!(
         reset(nobody, admin.clone(), "a new passphrase").await,
@@ -113,14 +128,27 @@ async fn admins_reset_a_password(backend: Backend) {
     );
     assert_eq!(app.me(str_of(&session, "access_token")).await.0, Status::Ok);
 
+    // A guesser's lock outlives the reset: an unlock is its own act.
+    for _ in 0..3 {
+        app.send("POST", "/v1/token", Some(WRONG), None).await;
+    }
     assert_eq!(
-        reset(path, admin, "a new passphrase").await,
+        reset(path, admin.clone(), "a new passphrase").await,
         (Status::Ok, String::new())
     );
     app.assert_signed_out(&session).await;
-    app.assert_login_refused("alice", PASSWORD).await;
     app.clock().advance(1);
     let body = "grant_type=password&username=alice&password=a+new+passphrase";
+    assert_eq!(
+        refusal(app.send("POST", "/v1/token", Some(body), None).await),
+        (Status::BadRequest, "locked_out".into())
+    );
+    let unlock = format!("/v1/admin/users/{uid}/unlock");
+    assert_eq!(
+        app.send("POST", &unlock, None, Some(&admin)).await.0,
+        Status::Ok
+    );
+    app.assert_login_refused("alice", PASSWORD).await;
     let (status, json) = app.send("POST", "/v1/token", Some(body), None).await;
     assert_eq!(status, Status::Ok, "the new password: {json}");
     assert_eq!(
