@@ -451,7 +451,7 @@ test('GatehouseClient: closed, it rotates nothing, and says so once its token ha
 
   // A bare host would be a path of the page, and the password posted there; a path with its
   // slash doubled would name a host.
-  for (const issuer of ['auth.example.com', 'localhost:8000', 'javascript:alert(1)', '//auth', '/\\auth', '/\t/auth', '/\n/auth', '//a b']) {
+  for (const issuer of ['auth.example.com', 'localhost:8000', 'javascript:alert(1)', '//auth', '/\\auth', '/\t/auth', '/\n/auth', '//a b', '//', '/\t', '/\n', 'https://auth.example\t']) {
     assert.throws(() => new GatehouseClient({ issuer, autoRefresh: false }), (e) => e.code === 'invalid_options', issuer);
   }
   for (const issuer of ['/auth', 'http://127.0.0.1:8000/', new URL('https://i.test/')]) {

@@ -19,8 +19,10 @@ const seconds = (name, value, fallback, { min = 0, max = Infinity } = {}) => {
  * one that cannot be used. */
 export function readOptions(options) {
   // A bare `auth.example.com` would be a path of the page: the password would go there. A path
-  // must stay on the page's host once parsed: `//auth`, `/\auth` or `/\t/auth` (URL parsing
-  // drops tabs and line breaks) name the host `auth`.
+  // must stay on the page's host once the client's own paths follow it (`${issuer}/v1/token`):
+  // `//auth`, `/\auth` or `/\t/auth` (URL parsing drops tabs and line breaks) name the host
+  // `auth`, and `//` (`/` once its trailing slash goes) or `/\t` the host `v1`. No URL needs
+  // whitespace or a control character: any is refused.
   const issuer = String(options.issuer ?? '').replace(/\/$/, '');
   const onPage = (text) => {
     try {
@@ -29,8 +31,8 @@ export function readOptions(options) {
       return false; // `//a b`: no URL at all
     }
   };
-  const path = issuer.startsWith('/') && onPage(issuer);
-  if (issuer && !path && !/^https?:\/\//i.test(issuer)) {
+  const path = issuer.startsWith('/') && onPage(`${issuer}/v1/token`);
+  if (/[\s\0-\x1f\x7f]/.test(issuer) || (issuer && !path && !/^https?:\/\//i.test(issuer))) {
     throw new GatehouseClientError('invalid_options', `issuer: ${issuer} is no http(s) URL or /path`);
   }
   // Where `fetch` may send the access token: this page's origin, the issuer's, and those the
