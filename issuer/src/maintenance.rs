@@ -14,7 +14,7 @@ use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimit;
 use crate::revoker::Revoker;
-use crate::store::{failure_budget, lockout, revocations, sessions};
+use crate::store::{audit, failure_budget, lockout, revocations, sessions};
 
 /// Ended sessions are kept this long before deletion, for an operator to look up beside the
 /// audit rows that name them. A token of an ended session is refused either way, and a late
@@ -27,11 +27,13 @@ pub struct CleanupReport {
     pub revocations: usize,
     /// Lockout rows and paid-off failure budgets (`store::failure_budget`).
     pub lockouts: usize,
+    /// Audit rows past `audit_retention_days` (none while it is 0).
+    pub audit_events: usize,
 }
 
 impl CleanupReport {
     pub const fn total(&self) -> usize {
-        self.sessions + self.revocations + self.lockouts
+        self.sessions + self.revocations + self.lockouts + self.audit_events
     }
 }
 
@@ -61,10 +63,15 @@ pub fn cleanup_batch(
         }
         Scope::LeavingLockouts => 0,
     };
+    let audit_events = match config.audit_retention_days {
+        0 => 0,
+        days => audit::delete_before(conn, now - i64::from(days) * 24 * 3600, batch)?,
+    };
     Ok(CleanupReport {
         sessions,
         revocations,
         lockouts,
+        audit_events,
     })
 }
 
@@ -107,7 +114,15 @@ async fn cleanup_until(
         total.sessions += report.sessions;
         total.revocations += report.revocations;
         total.lockouts += report.lockouts;
-        let done = report.sessions < full && report.revocations < full && report.lockouts < full;
+        total.audit_events += report.audit_events;
+        let done = [
+            report.sessions,
+            report.revocations,
+            report.lockouts,
+            report.audit_events,
+        ]
+        .iter()
+        .all(|&n| n < full);
         if done || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             return Ok(total);
         }

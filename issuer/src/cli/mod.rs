@@ -361,9 +361,9 @@ fn cleanup() -> Result<(), String> {
             .await
             .map_err(fail)?;
         println!(
-            "deleted {} sessions, {} revocation entries; lockout rows are left to the replicas, \
-             whose lockout settings say which are stale",
-            report.sessions, report.revocations
+            "deleted {} sessions, {} revocation entries, {} audit events; lockout rows are left \
+             to the replicas, whose lockout settings say which are stale",
+            report.sessions, report.revocations, report.audit_events
         );
         Ok(())
     })

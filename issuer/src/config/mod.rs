@@ -80,6 +80,8 @@ pub struct Config {
     pub failed_logins_per_minute: u32,
     pub cleanup_interval_secs: u32,
     pub cleanup_batch: u32,
+    /// Audit rows older than this many days are deleted by the cleanup; 0 keeps every row.
+    pub audit_retention_days: u32,
     /// How stale the bearer check's in-memory view of revocations and users may get, in ms:
     /// the bound on another replica's revocation reaching this one (this replica's own apply at
     /// once). 0 asks the database on every request.
@@ -187,6 +189,7 @@ impl Default for Config {
             failed_logins_per_minute: 10,
             cleanup_interval_secs: 60,
             cleanup_batch: 1000,
+            audit_retention_days: 0,
             auth_cache_ms: 250,
             delta_window_secs: 900,
             drain_secs: 5,

@@ -1,12 +1,12 @@
 //! Admin endpoints (bearer with the `admin` scope, held by an admin user): revoke any user or
-//! session; disable, enable, delete or unlock users, or reset their password; and RFC 7662
-//! introspection for origins that want a hard online check.
+//! session; disable, enable, delete or unlock users, reset their password or read their audit
+//! events; and RFC 7662 introspection for origins that want a hard online check.
 
 use std::sync::Arc;
 
 use gatehouse_shared::ErrorCode;
 use rocket::serde::json::{Json, Value, json};
-use rocket::{Route, State, post, routes};
+use rocket::{Route, State, get, post, routes};
 use serde::Deserialize;
 
 use crate::auth_cache::AuthCache;
@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::keys::KeyRing;
 use crate::password::{Hasher, check_password_policy};
 use crate::revoker::{Revocations, Revoker};
-use crate::store::{lockout, sessions, users, write_tx};
+use crate::store::{audit, lockout, sessions, users, write_tx};
 
 /// Ids are base64url; anything else (a NUL byte, say, which PostgreSQL would refuse) cannot
 /// name a user or session, so it is simply not found.
@@ -255,6 +255,42 @@ async fn unlock(
     Ok(Json(json!({"sub": user_id, "locks_lifted": lifted})))
 }
 
+/// How many events `events` answers with by default, and at most.
+const DEFAULT_EVENTS: i64 = 50;
+const MAX_EVENTS: i64 = 500;
+
+/// A user's most recent audit events, newest first: what a help desk reads before it unlocks or
+/// resets an account (failed logins, locks, sessions revoked, who acted). A deleted account's
+/// events stay, so an id without a user answers its events too (none for an id never used).
+#[get("/v1/admin/users/<user_id>/events?<limit>")]
+async fn events(
+    db: &State<Db>,
+    auth: Result<Authenticated, ApiError>,
+    user_id: &str,
+    limit: Option<&str>,
+) -> Result<Json<Value>, ApiError> {
+    admin(auth)?;
+    let uid = checked_id(user_id)?;
+    let limit = match limit {
+        None => DEFAULT_EVENTS,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_EVENTS).contains(n))
+            .ok_or_else(|| ApiError::invalid_request("limit must be a number from 1 to 500"))?,
+    };
+    let events = db.run(move |c| audit::recent(c, &uid, limit)).await?;
+    let events: Vec<Value> = events
+        .into_iter()
+        .map(|event| {
+            // Recorded by this service as JSON; kept as text should a row say otherwise.
+            let detail = serde_json::from_str(&event.detail).unwrap_or(Value::String(event.detail));
+            json!({"at": event.at, "kind": event.kind, "detail": detail})
+        })
+        .collect();
+    Ok(Json(json!({"sub": user_id, "events": events})))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct IntrospectionRequest {
     #[serde(default, deserialize_with = "omitted_if_empty")]
@@ -323,6 +359,7 @@ pub fn routes() -> Vec<Route> {
         delete,
         reset_password,
         unlock,
+        events,
         introspect
     ]
 }

@@ -102,24 +102,48 @@ pub fn record(
     Ok(())
 }
 
-/// The kinds of the most recent events of a user, newest first (admin views and tests).
+/// Deletes up to `batch` events recorded before `cutoff` (the cleanup, under
+/// `audit_retention_days`), oldest first; returns how many. Found by the index on `at`.
+pub fn delete_before(conn: &mut DbConn, cutoff: i64, batch: i64) -> Result<usize, ApiError> {
+    let doomed: Vec<i64> = audit_events::table
+        .filter(audit_events::at.lt(cutoff))
+        .order(audit_events::at)
+        .select(audit_events::id)
+        .limit(batch)
+        .load(conn)?;
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    Ok(
+        diesel::delete(audit_events::table.filter(audit_events::id.eq_any(&doomed)))
+            .execute(conn)?,
+    )
+}
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct Event {
+    pub at: i64,
+    pub kind: String,
+    /// JSON text, as recorded.
+    pub detail: String,
+}
+
+/// The kinds of the most recent events of a user, newest first (tests).
 pub fn recent_kinds(conn: &mut DbConn, user_id: &str, limit: i64) -> Result<Vec<String>, ApiError> {
     Ok(recent(conn, user_id, limit)?
         .into_iter()
-        .map(|(kind, _)| kind)
+        .map(|event| event.kind)
         .collect())
 }
 
-/// The most recent events of a user, newest first: kind and detail (JSON text).
-pub fn recent(
-    conn: &mut DbConn,
-    user_id: &str,
-    limit: i64,
-) -> Result<Vec<(String, String)>, ApiError> {
+/// The most recent events of a user, newest first (the admin view, and tests). The index on
+/// `(user_id, id)` finds them without reading anyone else's.
+pub fn recent(conn: &mut DbConn, user_id: &str, limit: i64) -> Result<Vec<Event>, ApiError> {
     Ok(audit_events::table
         .filter(audit_events::user_id.eq(user_id))
         .order(audit_events::id.desc())
         .limit(limit)
-        .select((audit_events::kind, audit_events::detail))
+        .select((audit_events::at, audit_events::kind, audit_events::detail))
         .load(conn)?)
 }

@@ -261,6 +261,9 @@ fn audit_of(app: &TestApp, uid: &str) -> Vec<(String, String)> {
     app.store()
         .run_sync(move |c| gatehouse_issuer::store::audit::recent(c, &uid, 20))
         .unwrap()
+        .into_iter()
+        .map(|event| (event.kind, event.detail))
+        .collect()
 }
 
 /// Disabling a disabled user, or enabling an enabled one, answers 200 and writes nothing: no

@@ -35,6 +35,56 @@ async fn cleanup_removes_only_what_expired(backend: Backend) {
     assert_eq!(app.store().run_sync(revocations::high_water).unwrap(), seq);
 }
 
+/// Audit rows are kept for good unless `audit_retention_days` is set; then the cleanup deletes
+/// those older than that, and only those.
+async fn audit_rows_go_after_their_retention_only(backend: Backend) {
+    let count = |app: &TestApp, uid: &str| {
+        let uid = uid.to_owned();
+        app.store()
+            .run_sync(move |c| gatehouse_issuer::store::audit::recent(c, &uid, 100))
+            .unwrap()
+            .len()
+    };
+    let kept = TestApp::start(backend).await;
+    let uid = kept.register("alice").await;
+    let years_later = kept.clock().now() + 3 * 365 * 24 * 3600;
+    let report = maintenance::cleanup(kept.store(), &kept.config, years_later)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.audit_events, count(&kept, &uid)),
+        (0, 1),
+        "kept by default"
+    );
+
+    let app = TestApp::start_with(backend, |c| c.audit_retention_days = 30).await;
+    let uid = app.register("alice").await;
+    app.clock().advance(20 * 24 * 3600);
+    app.login("alice").await;
+    let now = app.clock().now();
+    let report = maintenance::cleanup(app.store(), &app.config, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.audit_events, count(&app, &uid)),
+        (0, 2),
+        "both younger than 30 days"
+    );
+    let report = maintenance::cleanup(app.store(), &app.config, now + 11 * 24 * 3600)
+        .await
+        .unwrap();
+    // The registration, 31 days old, and the issuer's own events of its start (its first key).
+    assert!(report.audit_events >= 1, "{report:?}");
+    let left = app
+        .store()
+        .run_sync({
+            let uid = uid.clone();
+            move |c| gatehouse_issuer::store::audit::recent_kinds(c, &uid, 100)
+        })
+        .unwrap();
+    assert_eq!(left, ["login_ok"]);
+}
+
 /// The cleanup finds ended sessions through indexes, not by reading every session: on a large
 /// table a scan would outlast `db_timeout_ms`, and cleanup would fail at every tick. The query
 /// is built from cleanup's own rule (`store::sessions::ended_by`), with PostgreSQL told to avoid
@@ -123,6 +173,7 @@ async fn a_cleanup_from_a_shell_whose_clock_runs_ahead_keeps_what_verifiers_need
 
 crate::on_both_backends!(
     a_cleanup_from_a_shell_whose_clock_runs_ahead_keeps_what_verifiers_need,
+    audit_rows_go_after_their_retention_only,
     cleanup_removes_only_what_expired,
     ended_sessions_are_found_by_index,
 );

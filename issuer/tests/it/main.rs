@@ -15,6 +15,7 @@
 
 mod common;
 
+mod account_operations;
 mod accounts;
 mod admin;
 mod audit_log;
@@ -32,7 +33,6 @@ mod key_sealing;
 mod keys;
 mod lockout;
 mod lockout_clients;
-mod own_account;
 mod refresh;
 mod revocation;
 mod revocation_bounds;

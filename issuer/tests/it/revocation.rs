@@ -37,7 +37,7 @@ async fn revoke_endpoint(backend: Backend) {
             .store()
             .run_sync(move |c| gatehouse_issuer::store::audit::recent(c, &alice, 1))
             .unwrap();
-        let (kind, detail) = &events[0];
+        let (kind, detail) = (&events[0].kind, &events[0].detail);
         let detail: serde_json::Value = serde_json::from_str(detail).unwrap();
         assert_eq!(
             (kind.as_str(), detail["by"].as_str()),

@@ -1,5 +1,6 @@
-//! A user deleting their own account, and an admin setting a new password for a user who cannot
-//! sign in: the account operations a user and a help desk need besides the shell's.
+//! A user deleting their own account, and an admin reading a user's audit events or setting a new
+//! password for a user who cannot sign in: the account operations a user and a help desk need
+//! besides the shell's.
 
 use rocket::http::Status;
 
@@ -121,6 +122,13 @@ async fn admins_reset_a_password(backend: Backend) {
         reset(other_admin, admin.clone(), "a new passphrase").await,
         (Status::BadRequest, "invalid_request".into())
     );
+    let body = format!("grant_type=password&username=ops&password={PASSWORD}");
+    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
+    assert_eq!(
+        status,
+        Status::Ok,
+        "the other admin's password is unchanged: {json}"
+    );
     let nobody = "/v1/admin/users/no-such-user/password".to_owned();
     assert_eq!(
         reset(nobody, admin.clone(), "a new passphrase").await,
@@ -167,4 +175,85 @@ fn refusal_or_ok((status, json): (Status, serde_json::Value)) -> (Status, String
     }
 }
 
-crate::on_both_backends!(a_user_deletes_their_own_account, admins_reset_a_password);
+/// A help desk reads what happened to an account, newest first: its failed logins, its sign-ins,
+/// who acted on it; a deleted account's events too. Admins only.
+async fn admins_read_a_users_events(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_token().await;
+    let uid = app.register("alice").await;
+    app.send("POST", "/v1/token", Some(WRONG), None).await;
+    let session = app.login("alice").await;
+    let events = |query: &str| {
+        let path = format!("/v1/admin/users/{uid}/events{query}");
+        let app = &app;
+        let admin = admin.clone();
+        async move { app.send("GET", &path, None, Some(&admin)).await }
+    };
+
+    let alice = str_of(&session, "access_token");
+    let path = format!("/v1/admin/users/{uid}/events");
+    assert_eq!(
+        refusal(app.send("GET", &path, None, Some(alice)).await),
+        (Status::Forbidden, "insufficient_scope".into())
+    );
+    let (status, json) = events("").await;
+    assert_eq!(status, Status::Ok, "{json}");
+    assert_eq!(json["sub"], uid.as_str());
+    let kinds: Vec<&str> = json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["login_ok", "login_failed", "user_created"],
+        "newest first"
+    );
+    assert!(json["events"][0]["detail"]["sid"].is_string(), "{json}");
+    assert!(json["events"][0]["at"].is_i64(), "{json}");
+    let (_, json) = events("?limit=1").await;
+    assert_eq!(json["events"].as_array().map(Vec::len), Some(1), "{json}");
+    for bad in ["?limit=0", "?limit=501", "?limit=many"] {
+        assert_eq!(
+            refusal(events(bad).await),
+            (Status::BadRequest, "invalid_request".into()),
+            "{bad}"
+        );
+    }
+
+    let delete = format!("/v1/admin/users/{uid}/delete");
+    assert_eq!(
+        app.send("POST", &delete, None, Some(&admin)).await.0,
+        Status::Ok
+    );
+    let (status, json) = events("?limit=1").await;
+    assert_eq!(
+        status,
+        Status::Ok,
+        "a deleted account's events stay: {json}"
+    );
+    assert_eq!(json["events"][0]["kind"], "user_deleted");
+    assert_eq!(
+        json["events"][0]["detail"],
+        serde_json::json!({"by": "admin-id"})
+    );
+    let (status, json) = app
+        .send(
+            "GET",
+            "/v1/admin/users/never-used/events",
+            None,
+            Some(&admin),
+        )
+        .await;
+    assert_eq!(
+        (status, json["events"].as_array().map(Vec::len)),
+        (Status::Ok, Some(0))
+    );
+}
+
+crate::on_both_backends!(
+    a_user_deletes_their_own_account,
+    admins_reset_a_password,
+    admins_read_a_users_events
+);
