@@ -37,13 +37,15 @@ impl CleanupReport {
     }
 }
 
-/// What a cleanup deletes: everything due, or all but lockout rows (the CLI's: which lockout
-/// rows are stale is for the replicas' `lockout.*` settings to say, and a shell without them
-/// would judge by the defaults, forgetting counts and lock histories the replicas keep).
+/// What a cleanup deletes: everything due, or only what expired by its own times, ended
+/// sessions and expired revocation entries (the CLI's). Which lockout rows are stale and which
+/// audit rows are old enough is for the replicas' settings to say (`lockout.*`,
+/// `audit_retention_days`): a shell without them would judge by the defaults, forgetting
+/// counts and lock histories the replicas keep, or audit rows they keep longer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Everything,
-    LeavingLockouts,
+    ExpiredOnly,
 }
 
 /// One batch of each kind. Call again while it returns a full batch.
@@ -56,16 +58,16 @@ pub fn cleanup_batch(
     let batch = i64::from(config.cleanup_batch.max(1));
     let sessions = sessions::delete_ended(conn, now - SESSION_RETENTION_SECS, batch)?;
     let revocations = revocations::delete_expired(conn, now, batch)?;
-    let lockouts = match scope {
-        Scope::Everything => {
+    let (lockouts, audit_events) = match scope {
+        Scope::Everything => (
             lockout::delete_stale(conn, now, &config.lockout, batch)?
-                + failure_budget::delete_paid_off(conn, now.saturating_mul(1000), batch)?
-        }
-        Scope::LeavingLockouts => 0,
-    };
-    let audit_events = match config.audit_retention_days {
-        0 => 0,
-        days => audit::delete_before(conn, now - i64::from(days) * 24 * 3600, batch)?,
+                + failure_budget::delete_paid_off(conn, now.saturating_mul(1000), batch)?,
+            match config.audit_retention_days {
+                0 => 0,
+                days => audit::delete_before(conn, now - i64::from(days) * 24 * 3600, batch)?,
+            },
+        ),
+        Scope::ExpiredOnly => (0, 0),
     };
     Ok(CleanupReport {
         sessions,
@@ -81,18 +83,18 @@ pub async fn cleanup(db: &Db, config: &Config, now: i64) -> Result<CleanupReport
     cleanup_until(db, config, now, None, Scope::Everything).await
 }
 
-/// [`cleanup`] but for lockout rows: `gatehouse-issuer cleanup`, in a shell that may not have
-/// the replicas' lockout settings ([`Scope::LeavingLockouts`]). Judged at the earlier of
+/// [`cleanup`] of what expired only: `gatehouse-issuer cleanup`, in a shell that may not have
+/// the replicas' settings ([`Scope::ExpiredOnly`]). Judged at the earlier of
 /// `clock`'s time and the database's: the command runs on any machine (a laptop, a CI job),
 /// and one whose clock runs ahead would delete revocation entries a verifier still needs.
-pub async fn cleanup_leaving_lockouts(
+pub async fn cleanup_from_a_shell(
     db: &Db,
     config: &Config,
     clock: &Clock,
 ) -> Result<CleanupReport, ApiError> {
     let now = clock.now();
     let now = now.min(clock.on_database_clock(db, now).await);
-    cleanup_until(db, config, now, None, Scope::LeavingLockouts).await
+    cleanup_until(db, config, now, None, Scope::ExpiredOnly).await
 }
 
 /// [`cleanup`], stopping after the batch that ends past `deadline`; the rest is left for the

@@ -357,13 +357,13 @@ fn push_current_list(config: &Config, db: &Db) -> Result<(), String> {
 fn cleanup() -> Result<(), String> {
     let (config, db) = load()?;
     runtime()?.block_on(async {
-        let report = crate::maintenance::cleanup_leaving_lockouts(&db, &config, &Clock::default())
+        let report = crate::maintenance::cleanup_from_a_shell(&db, &config, &Clock::default())
             .await
             .map_err(fail)?;
         println!(
-            "deleted {} sessions, {} revocation entries, {} audit events; lockout rows are left \
-             to the replicas, whose lockout settings say which are stale",
-            report.sessions, report.revocations, report.audit_events
+            "deleted {} sessions, {} revocation entries; lockout and audit rows are left to the \
+             replicas, whose settings say which are due",
+            report.sessions, report.revocations
         );
         Ok(())
     })

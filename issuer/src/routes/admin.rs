@@ -267,17 +267,19 @@ async fn events(
     db: &State<Db>,
     auth: Result<Authenticated, ApiError>,
     user_id: &str,
-    limit: Option<&str>,
+    limit: Vec<&str>,
 ) -> Result<Json<Value>, ApiError> {
     admin(auth)?;
     let uid = checked_id(user_id)?;
-    let limit = match limit {
-        None => DEFAULT_EVENTS,
-        Some(text) => text
+    // Every `limit` given, so that a second one is refused rather than read as none.
+    let limit = match limit.as_slice() {
+        [] => DEFAULT_EVENTS,
+        [text] => text
             .parse::<i64>()
             .ok()
             .filter(|n| (1..=MAX_EVENTS).contains(n))
             .ok_or_else(|| ApiError::invalid_request("limit must be a number from 1 to 500"))?,
+        _ => return Err(ApiError::invalid_request("limit is given more than once")),
     };
     let events = db.run(move |c| audit::recent(c, &uid, limit)).await?;
     let events: Vec<Value> = events

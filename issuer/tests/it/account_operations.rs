@@ -193,6 +193,10 @@ async fn admins_read_a_users_events(backend: Backend) {
     let alice = str_of(&session, "access_token");
     let path = format!("/v1/admin/users/{uid}/events");
     assert_eq!(
+        app.send("GET", &path, None, None).await.0,
+        Status::Unauthorized
+    );
+    assert_eq!(
         refusal(app.send("GET", &path, None, Some(alice)).await),
         (Status::Forbidden, "insufficient_scope".into())
     );
@@ -214,7 +218,18 @@ async fn admins_read_a_users_events(backend: Backend) {
     assert!(json["events"][0]["at"].is_i64(), "{json}");
     let (_, json) = events("?limit=1").await;
     assert_eq!(json["events"].as_array().map(Vec::len), Some(1), "{json}");
-    for bad in ["?limit=0", "?limit=501", "?limit=many"] {
+    let (status, json) = events("?limit=500").await;
+    assert_eq!(
+        (status, json["events"].as_array().map(Vec::len)),
+        (Status::Ok, Some(3))
+    );
+    for bad in [
+        "?limit=0",
+        "?limit=501",
+        "?limit=many",
+        "?limit=",
+        "?limit=1&limit=2",
+    ] {
         assert_eq!(
             refusal(events(bad).await),
             (Status::BadRequest, "invalid_request".into()),

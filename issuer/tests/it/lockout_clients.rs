@@ -388,7 +388,7 @@ async fn the_cli_unlocks_an_account(backend: Backend) {
 /// `gatehouse-issuer cleanup` leaves lockout rows to the replicas: a shell without their
 /// `lockout.*` settings would judge which are stale by the defaults, and forget counts and lock
 /// histories the replicas keep. Before, it deleted these (stale by the defaults).
-async fn the_cli_cleanup_leaves_lockout_rows_to_the_replicas(backend: Backend) {
+async fn the_cli_cleanup_leaves_lockout_and_audit_rows_to_the_replicas(backend: Backend) {
     use diesel::prelude::*;
     use gatehouse_issuer::db::schema::lockouts_by_client as rows;
     let app = TestApp::start(backend).await;
@@ -412,23 +412,41 @@ async fn the_cli_cleanup_leaves_lockout_rows_to_the_replicas(backend: Backend) {
         })
         .unwrap();
     assert_eq!(aged, 2, "the client's row and the account's");
+    // Alice's audit rows, two days old: past a retention of one day, which the shell has.
+    let aged_events = |c: &mut gatehouse_issuer::db::DbConn| -> Result<usize, _> {
+        use gatehouse_issuer::db::schema::audit_events as events;
+        Ok(diesel::update(events::table)
+            .set(events::at.eq(events::at - 2 * 86_400))
+            .execute(c)?)
+    };
+    assert!(app.store().run_sync(aged_events).unwrap() >= 2);
+    let events_of_alice = || {
+        let id = uid.clone();
+        app.store()
+            .run_sync(move |c| gatehouse_issuer::store::audit::recent(c, &id, 100))
+            .unwrap()
+            .len()
+    };
+    let events_before = events_of_alice();
     let dir = tempfile::tempdir().unwrap();
     let out = crate::binary::command(dir.path())
         .env("GATEHOUSE_DATABASE_URL", &app.db.url)
+        .env("GATEHOUSE_AUDIT_RETENTION_DAYS", "1")
         .arg("cleanup")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && stdout.contains("lockout rows are left to the replicas"),
+        out.status.success() && stdout.contains("lockout and audit rows are left to the replicas"),
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(app.store().run_sync(rows_of_alice).unwrap(), 2);
+    assert_eq!(events_of_alice(), events_before);
 }
 
 crate::on_both_backends!(
-    the_cli_cleanup_leaves_lockout_rows_to_the_replicas,
+    the_cli_cleanup_leaves_lockout_and_audit_rows_to_the_replicas,
     an_admin_unlocks_every_lock_of_an_account,
     the_cli_unlocks_an_account,
     a_locked_out_client_does_not_lock_out_the_others,
