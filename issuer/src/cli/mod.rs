@@ -1,5 +1,5 @@
 //! The command line: `serve` (default), `migrate`, `keys rotate|import|list|reseal|revoke`,
-//! `users create|list|show|unlock|disable|enable|reset-password|delete`, `revocations push`, `cleanup`.
+//! `users create|list|show|events|unlock|disable|enable|reset-password|delete`, `revocations push`, `cleanup`.
 
 mod key_commands;
 mod user_commands;
@@ -90,6 +90,14 @@ enum UsersCommand {
     List,
     /// Show one user by name.
     Show { username: String },
+    /// A user's most recent audit events, newest first (time, kind, detail), as the admin
+    /// endpoint `GET /v1/admin/users/<id>/events` answers them.
+    Events {
+        username: String,
+        #[arg(long, default_value_t = crate::store::audit::DEFAULT_RECENT,
+              value_parser = clap::value_parser!(i64).range(1..=crate::store::audit::MAX_RECENT))]
+        limit: i64,
+    },
     /// Lift every lockout of a user's account (each client's and the account's), as the
     /// admin endpoint `POST /v1/admin/users/<id>/unlock` does: for an admin locked out of
     /// their own account, say.

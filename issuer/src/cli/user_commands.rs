@@ -1,4 +1,4 @@
-//! `users create|list|show|unlock|disable|enable|reset-password|delete`.
+//! `users create|list|show|events|unlock|disable|enable|reset-password|delete`.
 
 use std::io::BufRead as _;
 
@@ -15,6 +15,7 @@ pub(super) fn run(command: UsersCommand) -> Result<(), String> {
     match command {
         UsersCommand::List => users_list(None),
         UsersCommand::Show { username } => users_list(Some(&username)),
+        UsersCommand::Events { username, limit } => users_events(&username, limit),
         UsersCommand::Create { username, admin } => users_create(&username, admin),
         UsersCommand::Unlock { username } => users_unlock(&username),
         UsersCommand::Disable { username } => users_set_standing(&username, true),
@@ -47,6 +48,23 @@ fn users_list(only: Option<&str>) -> Result<(), String> {
             if u.disabled { "disabled" } else { "enabled" },
             u.created_at
         );
+    }
+    Ok(())
+}
+
+/// `users events NAME`: the user's most recent audit events, newest first, one a line: the
+/// time (Unix seconds), the kind and the detail (JSON).
+fn users_events(username: &str, limit: i64) -> Result<(), String> {
+    let (_, db) = load()?;
+    let name = normalize_username(username).map_err(fail)?;
+    let events = db
+        .run_sync(|c| {
+            let user = users::by_username(c, &name)?.ok_or(ApiError::NotFound)?;
+            audit::recent(c, &user.id, limit)
+        })
+        .map_err(|e| no_such_user(e, &name))?;
+    for event in events {
+        println!("{}	{}	{}", event.at, event.kind, event.detail);
     }
     Ok(())
 }

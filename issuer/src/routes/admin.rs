@@ -255,10 +255,6 @@ async fn unlock(
     Ok(Json(json!({"sub": user_id, "locks_lifted": lifted})))
 }
 
-/// How many events `events` answers with by default, and at most.
-const DEFAULT_EVENTS: i64 = 50;
-const MAX_EVENTS: i64 = 500;
-
 /// A user's most recent audit events, newest first: what a help desk reads before it unlocks or
 /// resets an account (failed logins, locks, sessions revoked, who acted). A deleted account's
 /// events stay, so an id without a user answers its events too (none for an id never used).
@@ -273,11 +269,11 @@ async fn events(
     let uid = checked_id(user_id)?;
     // Every `limit` given, so that a second one is refused rather than read as none.
     let limit = match limit.as_slice() {
-        [] => DEFAULT_EVENTS,
+        [] => audit::DEFAULT_RECENT,
         [text] => text
             .parse::<i64>()
             .ok()
-            .filter(|n| (1..=MAX_EVENTS).contains(n))
+            .filter(|n| (1..=audit::MAX_RECENT).contains(n))
             .ok_or_else(|| ApiError::invalid_request("limit must be a number from 1 to 500"))?,
         _ => return Err(ApiError::invalid_request("limit is given more than once")),
     };

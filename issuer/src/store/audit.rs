@@ -129,6 +129,10 @@ pub struct Event {
     pub detail: String,
 }
 
+/// How many of a user's events the admin view and `users events` show by default, and at most.
+pub const DEFAULT_RECENT: i64 = 50;
+pub const MAX_RECENT: i64 = 500;
+
 /// The kinds of the most recent events of a user, newest first (tests).
 pub fn recent_kinds(conn: &mut DbConn, user_id: &str, limit: i64) -> Result<Vec<String>, ApiError> {
     Ok(recent(conn, user_id, limit)?

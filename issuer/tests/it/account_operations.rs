@@ -176,7 +176,7 @@ fn refusal_or_ok((status, json): (Status, serde_json::Value)) -> (Status, String
 }
 
 /// A help desk reads what happened to an account, newest first: its failed logins, its sign-ins,
-/// who acted on it; a deleted account's events too. Admins only.
+/// who acted on it; a deleted account's events too. Admins only; `users events NAME` at a shell.
 async fn admins_read_a_users_events(backend: Backend) {
     let app = TestApp::start(backend).await;
     let admin = app.admin_token().await;
@@ -236,6 +236,22 @@ async fn admins_read_a_users_events(backend: Backend) {
             "{bad}"
         );
     }
+
+    // The same at a shell, by name.
+    let (ok, stdout, stderr) = app.cli(&["users", "events", "alice", "--limit", "2"], "");
+    assert!(ok, "{stderr}");
+    let lines: Vec<Vec<&str>> = stdout.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(
+        (lines[0][1], lines[1][1]),
+        ("login_ok", "login_failed"),
+        "{stdout}"
+    );
+    assert!(lines[0][2].starts_with(r#"{"sid":"#), "{stdout}");
+    let (ok, _, stderr) = app.cli(&["users", "events", "alice", "--limit", "501"], "");
+    assert!(!ok && stderr.contains("501"), "{stderr}");
+    let (ok, _, stderr) = app.cli(&["users", "events", "bob"], "");
+    assert!(!ok && stderr.contains("no user named bob"), "{stderr}");
 
     let delete = format!("/v1/admin/users/{uid}/delete");
     assert_eq!(
