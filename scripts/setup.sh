@@ -43,6 +43,14 @@ locked_version() { # the version of crate $1 in Cargo.lock
 for tool in rustup cargo npm; do
   command -v "$tool" >/dev/null || { log "$tool is needed (Rust by rustup, Node.js with npm); install it, then run this again"; exit 1; }
 done
+# The toolchain rust-toolchain.toml pins, from rustup's server as its components come, if
+# missing: rustup installs it on first use too, unless its auto-install is turned off.
+pinned=$(sed -n 's/^channel = "\(.*\)"$/\1/p' rust-toolchain.toml)
+if ! rustup toolchain list | grep -q "^$pinned-"; then
+  log "installing Rust $pinned (rust-toolchain.toml)"
+  rustup toolchain install "$pinned" --profile minimal --component rustfmt --component clippy \
+    --target wasm32-unknown-unknown
+fi
 command -v cc >/dev/null || { log "installing build-essential (Debian package)"; apt_install build-essential; }
 if [ "$mode" != --build ]; then
   command -v pkg-config >/dev/null || { log "installing pkg-config (Debian package)"; apt_install pkg-config; }
