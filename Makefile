@@ -7,8 +7,8 @@ dev:
 test:
 	scripts/test.sh
 
-# Installs whatever is missing (wasm32 target, wasm-bindgen-cli, npm packages,
-# PostgreSQL running). Both commands above call it; it is idempotent.
+# Installs whatever is missing (the pinned Rust toolchain, wasm32 target, wasm-bindgen-cli,
+# npm packages, PostgreSQL running). Both commands above call it; it is idempotent.
 setup:
 	scripts/setup.sh
 

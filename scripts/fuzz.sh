@@ -4,8 +4,8 @@
 # Usage: scripts/fuzz.sh [seconds per target, default 600] [target...]
 # Exits non-zero if any target finds a crash; a planted crash checks that first (self-check).
 # A crash leaves its input in shared/fuzz/artifacts/<target>/; copy it to shared/fuzz/regressions/<target>/ when fixing, so
-# `make test` replays it forever. The machine has one stable toolchain; cargo fuzz needs
-# nightly flags (sanitizers), which RUSTC_BOOTSTRAP=1 allows on it.
+# `make test` replays it forever. The build uses the stable toolchain rust-toolchain.toml pins;
+# cargo fuzz needs nightly flags (sanitizers), which RUSTC_BOOTSTRAP=1 allows on it.
 set -euo pipefail
 cd "$(dirname "$0")/../shared/fuzz"
 secs="${1:-600}"

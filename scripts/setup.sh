@@ -46,7 +46,10 @@ done
 # The toolchain rust-toolchain.toml pins, from rustup's server as its components come, if
 # missing: rustup installs it on first use too, unless its auto-install is turned off.
 pinned=$(sed -n 's/^channel = "\(.*\)"$/\1/p' rust-toolchain.toml)
-if ! rustup toolchain list | grep -q "^$pinned-"; then
+: "${pinned:?rust-toolchain.toml names no channel}"
+# grep reads a variable, not a pipe: under pipefail, `grep -q` closing the pipe early would
+# fail the command that writes to it, and read as "missing".
+if ! grep -q "^$pinned-" <<<"$(rustup toolchain list)"; then
   log "installing Rust $pinned (rust-toolchain.toml)"
   rustup toolchain install "$pinned" --profile minimal --component rustfmt --component clippy \
     --target wasm32-unknown-unknown
@@ -60,7 +63,7 @@ if [ "$mode" != --build ]; then
 fi
 if [ "$mode" = all ]; then
   for component in rustfmt clippy; do
-    if ! rustup component list --installed | grep -q "^$component"; then
+    if ! grep -q "^$component" <<<"$(rustup component list --installed)"; then
       log "adding rustup component $component"
       rustup component add "$component"
     fi
@@ -73,7 +76,7 @@ if ! printf '20.19.0\n%s\n' "${node_version:-0}" | sort -V -C; then
 fi
 
 # 1. The wasm32 target for the edge worker and the JS package.
-if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+if ! grep -qx wasm32-unknown-unknown <<<"$(rustup target list --installed)"; then
   log "adding rustup target wasm32-unknown-unknown"
   rustup target add wasm32-unknown-unknown
 fi

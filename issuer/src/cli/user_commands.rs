@@ -64,7 +64,7 @@ fn users_events(username: &str, limit: i64) -> Result<(), String> {
         })
         .map_err(|e| no_such_user(e, &name))?;
     for event in events {
-        println!("{}	{}	{}", event.at, event.kind, event.detail);
+        println!("{}\t{}\t{}", event.at, event.kind, event.detail);
     }
     Ok(())
 }

@@ -274,7 +274,10 @@ async fn events(
             .parse::<i64>()
             .ok()
             .filter(|n| (1..=audit::MAX_RECENT).contains(n))
-            .ok_or_else(|| ApiError::invalid_request("limit must be a number from 1 to 500"))?,
+            .ok_or_else(|| {
+                let max = audit::MAX_RECENT;
+                ApiError::invalid_request(format!("limit must be a number from 1 to {max}"))
+            })?,
         _ => return Err(ApiError::invalid_request("limit is given more than once")),
     };
     let events = db.run(move |c| audit::recent(c, &uid, limit)).await?;
