@@ -15,10 +15,14 @@ use serde::de::DeserializeOwned;
 
 use crate::auth_cache::{AuthCache, Standing};
 use crate::clock::Clock;
-use crate::config::ADMIN_SCOPE;
+use crate::config::{ADMIN_SCOPE, Config};
+use crate::credentials::Reauthentication;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::keys::KeyRing;
+use crate::metrics::Metrics;
+use crate::password::Hasher;
+use crate::revoker::Revoker;
 
 /// State a guard reads itself. Its `Sentinel` has made sure at launch that it is managed; the
 /// error is for a guard whose sentinel forgot it.
@@ -183,6 +187,39 @@ impl<'r> FromRequest<'r> for Authenticated {
         .await;
         match result {
             Ok(auth) => Outcome::Success(auth),
+            Err(e) => Outcome::Error((e.status(), e)),
+        }
+    }
+}
+
+/// What confirming the caller's password takes ([`Reauthentication::confirm`]), read from the
+/// managed state as one guard.
+impl Sentinel for Reauthentication<'_> {
+    fn abort(rocket: &Rocket<Ignite>) -> bool {
+        rocket.state::<Config>().is_none()
+            || rocket.state::<Db>().is_none()
+            || rocket.state::<Hasher>().is_none()
+            || rocket.state::<Arc<Metrics>>().is_none()
+            || rocket.state::<Revoker>().is_none()
+    }
+}
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for Reauthentication<'r> {
+    type Error = ApiError;
+
+    async fn from_request(req: &'r Request<'_>) -> request::Outcome<Self, ApiError> {
+        let guard = || -> Result<Self, ApiError> {
+            Ok(Reauthentication {
+                lockout: managed::<Config>(req)?.lockout,
+                db: managed(req)?,
+                hasher: managed(req)?,
+                metrics: managed::<Arc<Metrics>>(req)?,
+                revoker: managed(req)?,
+            })
+        };
+        match guard() {
+            Ok(reauth) => Outcome::Success(reauth),
             Err(e) => Outcome::Error((e.status(), e)),
         }
     }

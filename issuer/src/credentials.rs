@@ -207,67 +207,50 @@ impl Reauthentication<'_> {
             Checked::LockedOut { retry_after } => return Err(ApiError::LockedOut { retry_after }),
         };
         let written = async {
-            let prepared = prepare.await?;
-            self.write_checked(user, &attempt, password, now, prepared, write)
-                .await
+            let (prepared, mut checked) = (prepare.await?, user);
+            for last_try in [false, true] {
+                let (against, attempt) = (checked.clone(), attempt.clone());
+                let (prepared, write) = (prepared.clone(), write.clone());
+                let outcome = self
+                    .revoker
+                    .run(now, move |r| {
+                        match recheck(r.conn(), &against)? {
+                            Recheck::Unchanged => {}
+                            changed => return Ok(Err(changed)),
+                        }
+                        let now = r.now();
+                        lockout::record_success(r.conn(), &attempt, now)?;
+                        write(r, &against, prepared).map(Ok)
+                    })
+                    .await?;
+                match outcome {
+                    Ok(written) => return Ok(written),
+                    // A new hash of the same password (a parallel login's argon2 upgrade) is
+                    // no change: check against it once. Another password, or a disabled
+                    // account, is.
+                    Err(Recheck::NewHash(current)) if !last_try => {
+                        let stored = Some(current.password_hash.clone());
+                        if !self.hasher.verify(password.clone(), stored).await? {
+                            break;
+                        }
+                        checked = current;
+                    }
+                    // Disabled or deleted while the password was checked: the caller's token
+                    // is revoked with it, and is told so rather than asked to try again.
+                    Err(Recheck::Gone) => {
+                        return Err(ApiError::InvalidToken(gatehouse_shared::ErrorCode::Revoked));
+                    }
+                    Err(_) => break,
+                }
+            }
+            Err(ApiError::InvalidPassword(
+                "the password was changed meanwhile",
+            ))
         }
         .await;
         if written.is_err() {
             give_back(self.db, attempt).await;
         }
         written
-    }
-
-    async fn write_checked<P, T, W>(
-        &self,
-        mut checked: User,
-        attempt: &Attempt,
-        password: String,
-        now: i64,
-        prepared: P,
-        write: W,
-    ) -> Result<T, ApiError>
-    where
-        P: Clone + Send + 'static,
-        T: Send + 'static,
-        W: Fn(&mut Revocations<'_>, &User, P) -> Result<T, ApiError> + Clone + Send + 'static,
-    {
-        for last_try in [false, true] {
-            let (against, attempt) = (checked.clone(), attempt.clone());
-            let (prepared, write) = (prepared.clone(), write.clone());
-            let outcome = self
-                .revoker
-                .run(now, move |r| {
-                    match recheck(r.conn(), &against)? {
-                        Recheck::Unchanged => {}
-                        changed => return Ok(Err(changed)),
-                    }
-                    let now = r.now();
-                    lockout::record_success(r.conn(), &attempt, now)?;
-                    write(r, &against, prepared).map(Ok)
-                })
-                .await?;
-            match outcome {
-                Ok(written) => return Ok(written),
-                // A new hash of the same password (a parallel login's argon2 upgrade) is no
-                // change: check against it once. Another password, or a disabled account, is.
-                Err(Recheck::NewHash(current)) if !last_try => {
-                    let stored = Some(current.password_hash.clone());
-                    if !self.hasher.verify(password.clone(), stored).await? {
-                        break;
-                    }
-                    checked = current;
-                }
-                // Disabled or deleted while the password was checked: the caller's token is
-                // revoked with it, and is told so rather than asked to try again.
-                Err(Recheck::Gone) => {
-                    return Err(ApiError::InvalidToken(gatehouse_shared::ErrorCode::Revoked));
-                }
-                Err(_) => break,
-            }
-        }
-        Err(ApiError::InvalidPassword(
-            "the password was changed meanwhile",
-        ))
     }
 }

@@ -15,7 +15,6 @@ use crate::db::Db;
 use crate::error::ApiError;
 use crate::ids;
 use crate::keys::KeyRing;
-use crate::metrics::Metrics;
 use crate::password::{Hasher, check_password_policy, normalize_username};
 use crate::ratelimit::RateLimit;
 use crate::revoker::Revoker;
@@ -69,13 +68,8 @@ pub struct PasswordChange {
 /// same lockout: a stolen access token is no way around it). Every other session of the user is
 /// revoked with the change, in one transaction; the session that asked stays signed in.
 #[post("/v1/password", data = "<body>")]
-#[allow(clippy::too_many_arguments)] // one typed guard per managed piece (Rocket's idiom)
 async fn change_password(
-    config: &State<Config>,
-    metrics: &State<Arc<Metrics>>,
-    db: &State<Db>,
-    hasher: &State<Hasher>,
-    revoker: &State<Revoker>,
+    reauth: Reauthentication<'_>,
     limit: &State<Arc<RateLimit>>,
     client_ip: Option<IpAddr>,
     auth: Result<Authenticated, ApiError>,
@@ -98,12 +92,12 @@ async fn change_password(
     // Before the lockout reservation: a weak new password is no failed attempt.
     check_password_policy(&new_password, &auth.username)?;
     let sid = auth.claims.sid.clone();
-    let others_revoked = reauthentication(config, db, hasher, metrics, revoker)
+    let others_revoked = reauth
         .confirm(
             (&auth.claims.sub, client_ip, now),
             "password_change_failed",
             current_password,
-            hasher.hash(new_password),
+            reauth.hasher.hash(new_password),
             move |r, user, hash| {
                 users::set_password_hash(r.conn(), &user.id, &hash)?;
                 let now = r.now();
@@ -123,23 +117,6 @@ async fn change_password(
     ))
 }
 
-/// The route's managed state, for [`Reauthentication::confirm`].
-fn reauthentication<'r>(
-    config: &Config,
-    db: &'r Db,
-    hasher: &'r Hasher,
-    metrics: &'r Metrics,
-    revoker: &'r Revoker,
-) -> Reauthentication<'r> {
-    Reauthentication {
-        lockout: config.lockout,
-        db,
-        hasher,
-        metrics,
-        revoker,
-    }
-}
-
 #[derive(Debug, Deserialize)]
 pub struct AccountDeletion {
     #[serde(default, deserialize_with = "omitted_if_empty")]
@@ -152,13 +129,8 @@ pub struct AccountDeletion {
 /// deleted by another admin or at the shell, as the admin endpoint already has it, so no
 /// installation loses its last admin this way.
 #[post("/v1/me/delete", data = "<body>")]
-#[allow(clippy::too_many_arguments)] // one typed guard per managed piece (Rocket's idiom)
 async fn delete_account(
-    config: &State<Config>,
-    metrics: &State<Arc<Metrics>>,
-    db: &State<Db>,
-    hasher: &State<Hasher>,
-    revoker: &State<Revoker>,
+    reauth: Reauthentication<'_>,
     limit: &State<Arc<RateLimit>>,
     client_ip: Option<IpAddr>,
     auth: Result<Authenticated, ApiError>,
@@ -173,18 +145,15 @@ async fn delete_account(
             "an admin's account is deleted by another admin, or with `users delete` at a shell",
         ));
     }
-    reauthentication(config, db, hasher, metrics, revoker)
+    // `is_admin` is set when an account is made and never changes, so the guard's reading is
+    // the account's.
+    reauth
         .confirm(
             (&auth.claims.sub, client_ip, now),
             "account_deletion_failed",
             password,
             async { Ok(()) },
             |r, user, ()| {
-                if user.is_admin {
-                    return Err(ApiError::invalid_request(
-                        "an admin's account is not deleted here",
-                    ));
-                }
                 users::delete(r, &user.id, ("via", "self"))?
                     .then_some(())
                     .ok_or(ApiError::InvalidToken(gatehouse_shared::ErrorCode::Revoked))
