@@ -221,14 +221,14 @@ impl Revocations<'_> {
     ) -> Result<usize, ApiError> {
         let (ended, entries) = self.end_sessions(user_id, Some(except))?;
         self.written += entries;
-        let now = self.now;
-        let (live, expired): (Vec<_>, Vec<_>) = ended
-            .into_iter()
-            .partition(|(_, expires_at)| *expires_at > now);
-        let sids = |ended: Vec<(String, i64)>| -> Vec<String> {
-            ended.into_iter().map(|(sid, _)| sid).collect()
-        };
-        let (live, expired) = (sids(live), sids(expired));
+        let (mut live, mut expired) = (Vec::new(), Vec::new());
+        for (sid, expires_at) in ended {
+            if expires_at > self.now {
+                live.push(sid);
+            } else {
+                expired.push(sid);
+            }
+        }
         if !live.is_empty() || !expired.is_empty() {
             let mut detail = serde_json::json!({"sids": live, "reason": reason});
             if let Some(members) = detail.as_object_mut().filter(|_| !expired.is_empty()) {
