@@ -141,8 +141,8 @@ pub fn recent_kinds(conn: &mut DbConn, user_id: &str, limit: i64) -> Result<Vec<
         .collect())
 }
 
-/// The most recent events of a user, newest first (the admin view, and tests). The index on
-/// `(user_id, id)` finds them without reading anyone else's.
+/// The most recent events of a user, newest first (the admin view, and tests). The migration
+/// `audit_by_user` indexes `(user_id, id)` for it; no test checks the query plan uses it.
 pub fn recent(conn: &mut DbConn, user_id: &str, limit: i64) -> Result<Vec<Event>, ApiError> {
     Ok(audit_events::table
         .filter(audit_events::user_id.eq(user_id))
