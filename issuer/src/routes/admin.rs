@@ -296,9 +296,14 @@ async fn events(
 pub struct IntrospectionRequest {
     #[serde(default, deserialize_with = "omitted_if_empty")]
     token: Option<String>,
+    #[serde(default, deserialize_with = "omitted_if_empty")]
+    token_type_hint: Option<String>,
 }
 
-/// RFC 7662: `{"active": false}` for anything not currently valid.
+/// RFC 7662: `{"active": false}` for anything not currently valid. A refresh token is
+/// introspected only when the caller names it (`token_type_hint=refresh_token`): an origin
+/// asks about the bearer tokens it is sent, and one that checks only `active` must not take a
+/// refresh token for an access token (RFC 7662 §4: active only where the caller may use it).
 #[post("/v1/introspect", data = "<body>")]
 async fn introspect(
     keys: &State<Arc<KeyRing>>,
@@ -313,6 +318,7 @@ async fn introspect(
     let token = request
         .token
         .ok_or_else(|| ApiError::invalid_request("token is required"))?;
+    let refresh_tokens_too = request.token_type_hint.as_deref() == Some("refresh_token");
     match authenticate(keys, auth_cache, db, now, &token).await {
         // Past `exp` is not active (§2.2), though the leeway of our own checks still takes it.
         Ok(found) if found.claims.has_expired(now, 0) => {
@@ -321,13 +327,14 @@ async fn introspect(
         Ok(found) => {
             let c = found.claims;
             return Ok(Json(json!({
-                "active": true, "token_type": "access_token", "sub": c.sub,
+                "active": true, "token_type": "Bearer", "sub": c.sub,
                 "username": found.username, "scope": c.scope, "exp": c.exp, "iat": c.iat,
                 "iss": c.iss, "aud": c.aud, "jti": c.jti, "sid": c.sid,
             })));
         }
-        // Not a valid access token: perhaps a refresh token.
-        Err(ApiError::InvalidToken(_)) => {}
+        // Not a valid access token: perhaps a refresh token, if the caller asks about those.
+        Err(ApiError::InvalidToken(_)) if refresh_tokens_too => {}
+        Err(ApiError::InvalidToken(_)) => return Ok(Json(json!({"active": false}))),
         // The issuer could not tell (its database): an error, never `active: false`, which an
         // origin would take for a revoked token.
         Err(e) => return Err(e),

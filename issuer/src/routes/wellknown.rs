@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use rocket::http::uri::{Absolute, Origin};
 use rocket::http::{ContentType, Header};
 use rocket::serde::json::{Json, Value, json};
 use rocket::{Request, Responder, Response, Route, State, get, routes};
@@ -58,6 +59,21 @@ fn metadata(config: &State<Config>) -> Json<Value> {
         "introspection_endpoint_auth_methods_supported": ["bearer"],
         "scopes_supported": scopes,
     }))
+}
+
+/// RFC 8414 §3.1: an issuer with a path (`https://host/auth`) publishes its metadata at its
+/// host's `/.well-known/oauth-authorization-server/auth`, which the proxy in front routes here
+/// (deploy.md). Any other path is not found.
+#[get("/.well-known/oauth-authorization-server/<_..>")]
+fn metadata_under_issuer_path(config: &State<Config>, uri: &Origin<'_>) -> Option<Json<Value>> {
+    let issuer = Absolute::parse(&config.issuer).ok()?;
+    let issuer_path = issuer.path().as_str().trim_end_matches('/');
+    let asked = uri
+        .path()
+        .as_str()
+        .strip_prefix("/.well-known/oauth-authorization-server")?;
+    (!issuer_path.is_empty() && asked.trim_end_matches('/') == issuer_path)
+        .then(|| metadata(config))
 }
 
 /// A signed list as `application/jwt`, cached as `cache_control` says. The body is the cached
@@ -117,7 +133,7 @@ async fn delta(
 }
 
 pub fn routes() -> Vec<Route> {
-    routes![jwks, metadata, snapshot, delta]
+    routes![jwks, metadata, metadata_under_issuer_path, snapshot, delta]
 }
 
 #[cfg(test)]

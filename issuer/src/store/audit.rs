@@ -103,14 +103,9 @@ pub fn record(
 }
 
 /// Deletes up to `batch` events recorded before `cutoff` (the cleanup, under
-/// `audit_retention_days`), oldest first; returns how many. Found by the index on `at`.
+/// `audit_retention_days`), oldest first; returns how many.
 pub fn delete_before(conn: &mut DbConn, cutoff: i64, batch: i64) -> Result<usize, ApiError> {
-    let doomed: Vec<i64> = audit_events::table
-        .filter(audit_events::at.lt(cutoff))
-        .order(audit_events::at)
-        .select(audit_events::id)
-        .limit(batch)
-        .load(conn)?;
+    let doomed: Vec<i64> = due_before(cutoff, batch).load(conn)?;
     if doomed.is_empty() {
         return Ok(0);
     }
@@ -141,13 +136,29 @@ pub fn recent_kinds(conn: &mut DbConn, user_id: &str, limit: i64) -> Result<Vec<
         .collect())
 }
 
-/// The most recent events of a user, newest first (the admin view, and tests). The migration
-/// `audit_by_user` indexes `(user_id, id)` for it; no test checks the query plan uses it.
+/// The most recent events of a user, newest first (the admin view, and tests).
 pub fn recent(conn: &mut DbConn, user_id: &str, limit: i64) -> Result<Vec<Event>, ApiError> {
-    Ok(audit_events::table
+    Ok(recent_of(user_id.to_owned(), limit).load(conn)?)
+}
+
+/// The query behind [`recent`]: found by the index on `(user_id, id)` (migration
+/// `audit_by_user`), so an account's view does not read the whole log.
+#[diesel::dsl::auto_type]
+pub fn recent_of(user_id: String, limit: i64) -> _ {
+    audit_events::table
         .filter(audit_events::user_id.eq(user_id))
         .order(audit_events::id.desc())
         .limit(limit)
         .select((audit_events::at, audit_events::kind, audit_events::detail))
-        .load(conn)?)
+}
+
+/// The query behind [`delete_before`]: the oldest rows before `cutoff`, found by the index on
+/// `at`, so each batch reads only what it deletes.
+#[diesel::dsl::auto_type]
+pub fn due_before(cutoff: i64, batch: i64) -> _ {
+    audit_events::table
+        .filter(audit_events::at.lt(cutoff))
+        .order(audit_events::at)
+        .select(audit_events::id)
+        .limit(batch)
 }

@@ -202,6 +202,33 @@ async fn bearer_errors(backend: Backend) {
     );
 }
 
+/// An issuer with a path publishes its metadata where RFC 8414 §3.1 has clients look (the path
+/// after the well-known name) and, as before, at the well-known name alone; no other path.
+async fn an_issuer_with_a_path_is_discovered_under_it(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.issuer = "https://issuer.test/auth".into()).await;
+    for path in [
+        "/.well-known/oauth-authorization-server/auth",
+        "/.well-known/oauth-authorization-server/auth/",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let (status, meta) = app.send("GET", path, None, None).await;
+        assert_eq!(status, Status::Ok, "{path}");
+        assert_eq!(meta["issuer"], "https://issuer.test/auth", "{path}");
+        assert_eq!(meta["token_endpoint"], "https://issuer.test/auth/v1/token");
+    }
+    for path in [
+        "/.well-known/oauth-authorization-server/other",
+        "/.well-known/oauth-authorization-server/auth/more",
+        "/.well-known/oauth-authorization-server/au",
+    ] {
+        assert_eq!(
+            app.send("GET", path, None, None).await.0,
+            Status::NotFound,
+            "{path}"
+        );
+    }
+}
+
 async fn discovery_and_health(backend: Backend) {
     let app = TestApp::start(backend).await;
     let (status, meta) = app
@@ -220,6 +247,16 @@ async fn discovery_and_health(backend: Backend) {
         meta["revocation_endpoint_auth_methods_supported"],
         serde_json::json!(["none"])
     );
+    // Only an issuer with a path has metadata under it (RFC 8414 §3.1).
+    let (status, _) = app
+        .send(
+            "GET",
+            "/.well-known/oauth-authorization-server/auth",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, Status::NotFound);
     assert_eq!(
         app.send("GET", "/health/live", None, None).await.0,
         Status::Ok
@@ -466,5 +503,6 @@ crate::on_both_backends!(
     login_issues_verifiable_tokens,
     login_failures_look_alike,
     bearer_errors,
+    an_issuer_with_a_path_is_discovered_under_it,
     discovery_and_health,
 );

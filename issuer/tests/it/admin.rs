@@ -12,6 +12,17 @@ async fn introspect(app: &TestApp, admin: &str, token: &str) -> (Status, serde_j
         .await
 }
 
+/// `token` introspected as a refresh token (`token_type_hint=refresh_token`).
+async fn introspect_refresh(
+    app: &TestApp,
+    admin: &str,
+    token: &str,
+) -> (Status, serde_json::Value) {
+    let body = format!("token={token}&token_type_hint=refresh_token");
+    app.send("POST", "/v1/introspect", Some(&body), Some(admin))
+        .await
+}
+
 async fn admin_scope_is_required(backend: Backend) {
     let app = TestApp::start(backend).await;
     let alice = app.register("alice").await;
@@ -49,14 +60,26 @@ async fn admins_revoke_disable_and_introspect(backend: Backend) {
     let (status, json) = introspect(&app, &admin, &access).await;
     assert_eq!(status, Status::Ok);
     assert_eq!(
-        (json["active"].as_bool(), str_of(&json, "sub")),
-        (Some(true), alice.as_str())
+        (
+            json["active"].as_bool(),
+            str_of(&json, "sub"),
+            str_of(&json, "token_type")
+        ),
+        (Some(true), alice.as_str(), "Bearer")
     );
-    let (_, json) = introspect(&app, &admin, str_of(&s, "refresh_token")).await;
+    // A refresh token is active only to a caller that asks about refresh tokens: an origin
+    // checking `active` on the bearer tokens it is sent never takes one for an access token.
+    let refresh = str_of(&s, "refresh_token");
+    let (_, json) = introspect(&app, &admin, refresh).await;
+    assert_eq!(json, serde_json::json!({"active": false}));
+    let (_, json) = introspect_refresh(&app, &admin, refresh).await;
     assert_eq!(
         (json["active"].as_bool(), str_of(&json, "token_type")),
         (Some(true), "refresh_token")
     );
+    // The hint names where to look first, not the only place (RFC 7662 §2.1).
+    let (_, json) = introspect_refresh(&app, &admin, &access).await;
+    assert_eq!(json["active"].as_bool(), Some(true), "{json}");
     let (_, json) = introspect(&app, &admin, "nothing").await;
     assert_eq!(json, serde_json::json!({"active": false}));
 
@@ -317,7 +340,7 @@ async fn a_disabled_users_refresh_token_is_not_active(backend: Backend) {
     app.store()
         .run_sync(move |c| set_disabled(c, &uid, true))
         .unwrap();
-    let (status, json) = introspect(&app, &admin, &refresh).await;
+    let (status, json) = introspect_refresh(&app, &admin, &refresh).await;
     assert_eq!(
         (status, json),
         (Status::Ok, serde_json::json!({"active": false}))

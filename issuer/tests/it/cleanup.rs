@@ -94,16 +94,17 @@ async fn audit_rows_go_after_their_retention_only(backend: Backend) {
     );
 }
 
-/// The cleanup finds ended sessions through indexes, not by reading every session: on a large
-/// table a scan would outlast `db_timeout_ms`, and cleanup would fail at every tick. The query
-/// is built from cleanup's own rule (`store::sessions::ended_by`), with PostgreSQL told to avoid
-/// scans where it can (it prefers them on a table this small).
-async fn ended_sessions_are_found_by_index(backend: Backend) {
+/// The plan each backend makes for `query`, a line a step. PostgreSQL is told to avoid the
+/// `avoided` methods (`seqscan`, `sort`, …) where it can, as it prefers them on tables this
+/// small; `args` are its bind values.
+fn plan_of<Q>(app: &TestApp, query: &Q, args: &str, avoided: &[&str]) -> Vec<String>
+where
+    Q: diesel::query_builder::QueryFragment<diesel::pg::Pg>
+        + diesel::query_builder::QueryFragment<diesel::sqlite::Sqlite>,
+{
+    use diesel::RunQueryDsl as _;
     use diesel::connection::SimpleConnection as _;
-    use diesel::prelude::*;
     use gatehouse_issuer::db::DbConn;
-    use gatehouse_issuer::db::schema::sessions;
-    use gatehouse_issuer::store::sessions::ended_by;
 
     #[derive(diesel::QueryableByName)]
     struct PgPlan {
@@ -119,25 +120,29 @@ async fn ended_sessions_are_found_by_index(backend: Backend) {
     fn sql_of(debug: &str) -> String {
         debug.split(" -- binds:").next().unwrap().to_owned()
     }
-    let ended = sessions::table
-        .filter(ended_by(0))
-        .select(sessions::id)
-        .limit(1000);
-    let app = TestApp::start(backend).await;
-    let plan = app
-        .store()
+    app.store()
         .run_sync(|c| {
             let lines = match c {
                 DbConn::Postgres(pg) => {
-                    let sql = sql_of(&diesel::debug_query::<diesel::pg::Pg, _>(&ended).to_string());
-                    pg.batch_execute(&format!("SET enable_seqscan = off; PREPARE ended AS {sql}"))?;
-                    let lines =
-                        diesel::sql_query("EXPLAIN EXECUTE ended(0, 0, 1000)").load::<PgPlan>(pg);
-                    pg.batch_execute("DEALLOCATE ended; RESET enable_seqscan")?;
+                    let debug = diesel::debug_query::<diesel::pg::Pg, _>(query);
+                    let sql = sql_of(&debug.to_string());
+                    let (avoid, reset): (String, String) = avoided
+                        .iter()
+                        .map(|m| {
+                            (
+                                format!("SET enable_{m} = off;"),
+                                format!("RESET enable_{m};"),
+                            )
+                        })
+                        .unzip();
+                    pg.batch_execute(&format!("{avoid} PREPARE planned AS {sql}"))?;
+                    let lines = diesel::sql_query(format!("EXPLAIN EXECUTE planned({args})"))
+                        .load::<PgPlan>(pg);
+                    pg.batch_execute(&format!("DEALLOCATE planned; {reset}"))?;
                     lines?.into_iter().map(|l| l.line).collect()
                 }
                 DbConn::Sqlite(lite) => {
-                    let debug = diesel::debug_query::<diesel::sqlite::Sqlite, _>(&ended);
+                    let debug = diesel::debug_query::<diesel::sqlite::Sqlite, _>(query);
                     diesel::sql_query(format!("EXPLAIN QUERY PLAN {}", sql_of(&debug.to_string())))
                         .load::<SqlitePlan>(lite)?
                         .into_iter()
@@ -147,12 +152,70 @@ async fn ended_sessions_are_found_by_index(backend: Backend) {
             };
             Ok(lines)
         })
-        .unwrap();
+        .unwrap()
+}
+
+/// Whether a plan reads the whole of `table`.
+fn scans(plan: &[String], table: &str) -> bool {
+    plan.iter().any(|l| {
+        (l.contains("Seq Scan") && l.contains(table))
+            // SQLite: `SCAN t` (`SCAN TABLE t` before 3.36), with no index `USING`.
+            || (l.contains("SCAN") && l.contains(table) && !l.contains("USING"))
+    })
+}
+
+/// Whether a plan reads through the named index.
+fn reads_by(plan: &[String], index: &str) -> bool {
+    plan.iter().any(|l| l.contains(index))
+}
+
+/// Whether a plan sorts rows itself instead of reading them in an index's order.
+fn sorts(plan: &[String]) -> bool {
+    plan.iter()
+        .any(|l| l.contains("Sort") || l.contains("TEMP B-TREE"))
+}
+
+/// The cleanup finds ended sessions through indexes, not by reading every session: on a large
+/// table a scan would outlast `db_timeout_ms`, and cleanup would fail at every tick. The query
+/// is cleanup's own rule (`store::sessions::ended_by`).
+async fn ended_sessions_are_found_by_index(backend: Backend) {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::sessions;
+    use gatehouse_issuer::store::sessions::ended_by;
+
+    let ended = sessions::table
+        .filter(ended_by(0))
+        .select(sessions::id)
+        .limit(1000);
+    let app = TestApp::start(backend).await;
+    let plan = plan_of(&app, &ended, "0, 0, 1000", &["seqscan"]);
+    assert!(!scans(&plan, "sessions"), "{plan:#?}");
+}
+
+/// The two audit queries that run as the log grows, each found by its index and read in the
+/// index's order: an account's events for the admin view (`audit_by_user`), and the oldest rows
+/// for the retention cleanup (`at`). The queries are the store's own.
+async fn audit_events_are_found_by_index(backend: Backend) {
+    use gatehouse_issuer::store::audit::{due_before, recent_of};
+
+    let app = TestApp::start(backend).await;
+    // PostgreSQL sorts a few rows rather than read an index in order unless told not to,
+    // which it does only where an index has the order.
+    let avoided = ["seqscan", "bitmapscan", "sort"];
+    let view = plan_of(
+        &app,
+        &recent_of("someone".into(), 50),
+        "'someone', 50",
+        &avoided,
+    );
     assert!(
-        !plan.iter().any(|l| l.contains("Seq Scan")
-                // SQLite: `SCAN sessions` (`SCAN TABLE sessions` before 3.36), no index `USING`.
-                || (l.contains("SCAN") && l.contains("sessions") && !l.contains("USING"))),
-        "{plan:#?}"
+        reads_by(&view, "audit_events_user") && !sorts(&view),
+        "{view:#?}"
+    );
+    let due = plan_of(&app, &due_before(0, 1000), "0, 1000", &avoided);
+    assert!(
+        reads_by(&due, "audit_events_at") && !sorts(&due),
+        "{due:#?}"
     );
 }
 
@@ -182,6 +245,7 @@ async fn a_cleanup_from_a_shell_whose_clock_runs_ahead_keeps_what_verifiers_need
 
 crate::on_both_backends!(
     a_cleanup_from_a_shell_whose_clock_runs_ahead_keeps_what_verifiers_need,
+    audit_events_are_found_by_index,
     audit_rows_go_after_their_retention_only,
     cleanup_removes_only_what_expired,
     ended_sessions_are_found_by_index,

@@ -296,6 +296,40 @@ async fn a_refresh_may_narrow_its_scope_never_widen_it(backend: Backend) {
     );
 }
 
+/// A scope withdrawn from `user_scopes` leaves a session at its next refresh, not a week later
+/// when it ends; asked for by name, it is refused before the rotation is spent. The session
+/// keeps what the policy still grants, and an admin keeps `admin`.
+async fn a_withdrawn_scope_leaves_sessions_at_their_next_refresh(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    app.admin_token().await;
+    let alice = str_of(&app.login("alice").await, "refresh_token").to_owned();
+    let root = app
+        .login_with("root-admin", "&scope=read%20write%20admin")
+        .await;
+    let root = str_of(&root, "refresh_token").to_owned();
+    let app = app.restart(|c| c.user_scopes = "read".into()).await;
+
+    let ask = |token: &str, scope: &str| {
+        format!("grant_type=refresh_token&refresh_token={token}&scope={scope}")
+    };
+    let (status, json) = app
+        .send("POST", "/v1/token", Some(&ask(&alice, "write")), None)
+        .await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_scope"),
+        "{json}"
+    );
+    let (status, json) = app.refresh(&alice).await;
+    assert_eq!(status, Status::Ok, "the refusal spent no rotation: {json}");
+    assert_eq!(str_of(&json, "scope"), "read");
+    let (_, me) = app.me(str_of(&json, "access_token")).await;
+    assert_eq!(str_of(&me, "scope"), "read");
+    let (status, json) = app.refresh(&root).await;
+    assert_eq!((status, str_of(&json, "scope")), (Status::Ok, "read admin"));
+}
+
 /// `refresh_grace_secs = 0` admits no retry, even within the same second.
 async fn a_grace_of_zero_admits_no_retry(backend: Backend) {
     let app = TestApp::start_with(backend, |c| c.refresh_grace_secs = 0).await;
@@ -331,5 +365,6 @@ crate::on_both_backends!(
     a_refused_refresh_does_not_spend_the_token,
     garbage_refresh_tokens,
     a_refresh_may_narrow_its_scope_never_widen_it,
+    a_withdrawn_scope_leaves_sessions_at_their_next_refresh,
     a_grace_of_zero_admits_no_retry,
 );
