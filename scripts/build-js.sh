@@ -31,16 +31,17 @@ errors=$(cd "$out" && ls snippets/*/npm/errors.js)
 cat > "$out/index.js" <<JS
 import * as glue from './gatehouse_verify.js';
 import { GatehouseError } from './${errors}';
-import { guardObjectArguments, requireInit } from './guards.js';
+import { guardObjectArguments, loadOnce, requireInit } from './guards.js';
 
 guardObjectArguments(glue, GatehouseError);
 // These names shadow the glue's in the star export below (an explicit export wins).
 export const {
   Verifier, decodeUnverified, expiresIn, isExpired, errorCodes, keySetFetchDefaults, revocationListFetchDefaults,
 } = requireInit(glue, GatehouseError);
+const { init, initSync } = loadOnce(glue, GatehouseError);
+export { init as default, initSync };
 
 export * from './gatehouse_verify.js';
-export { default } from './gatehouse_verify.js';
 export { GatehouseError } from './${errors}';
 export { createRemoteVerifier } from './remote.js';
 export { GatehouseClient, GatehouseClientError } from './client.js';

@@ -23,9 +23,10 @@ pub enum Due {
     No,
     /// Poll after the response, through `waitUntil`.
     InBackground,
-    /// No poll has succeeded for two intervals (the isolate was idle) and the feed is not known
-    /// to be failing: poll, or wait for the poll under way, before answering ([`catch_up`]), so
-    /// no request is judged by a list older than that while the feed answers.
+    /// Nothing has landed from the feed for two intervals beyond what its last poll took (the
+    /// isolate was idle), and the feed is not known to be failing: poll, or wait for the poll
+    /// under way, before answering ([`catch_up`]). A busy isolate's requests never wait, however
+    /// slow the feed: its polls land one after another.
     Now,
 }
 
@@ -37,7 +38,7 @@ pub fn due(config: &Config, now_ms: f64) -> Due {
     // poll runs wait for it too. A failing feed is polled in the background only: waiting for
     // it would hold every request (up to `limit` each, over and over while the issuer hangs)
     // and bring nothing.
-    if state::delta_view_age_ms(now_ms) >= 2.0 * config.delta_poll_ms && !failing(config, now_ms) {
+    if state::delta_quiet_ms(now_ms) >= 2.0 * config.delta_poll_ms && !failing(config, now_ms) {
         Due::Now
     } else if state::delta_poll_age_ms(now_ms) >= config.delta_poll_ms {
         Due::InBackground
@@ -156,10 +157,13 @@ async fn fetch(config: &Config) -> Result<String, String> {
     // Bounded: a request that waits for this poll must not hang on a hung issuer.
     let text = upstream::get_text(url, limit(config), crate::MAX_SNAPSHOT_BYTES).await?;
     // The copy outlives our freshness window on purpose: it is only ever used while fresh, and
-    // `max-age` must be whole seconds.
+    // `max-age` must be whole seconds. Dated by the fetch's end: dated by its start, a copy
+    // that took longer than an interval was stale when stored, and with a slow feed every
+    // isolate fetched for itself. (Its content may then be older than its date by up to the
+    // fetch's time; an isolate's own fetch would take as long.)
     let headers = Headers::new();
     let _ = headers.set("Cache-Control", "public, max-age=60");
-    let _ = headers.set(FETCHED_AT, &now.to_string());
+    let _ = headers.set(FETCHED_AT, &state::now_ms().to_string());
     if let Ok(copy) = Response::ok(text.clone()) {
         let _ = cache.put(url, copy.with_headers(headers)).await;
     }

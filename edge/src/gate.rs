@@ -13,7 +13,7 @@ use worker::{Context, Env, wasm_bindgen_futures::JsFuture};
 use crate::config::{Config, StalePolicy};
 use crate::credential::{self, Credential};
 use crate::fastpath::{self, Due};
-use crate::incoming::Incoming;
+use crate::incoming::{self, Incoming};
 use crate::origin::{Pass, bad_gateway, forward, set_identity, with_timing};
 use crate::state::NotVerified;
 use crate::{cors, forwarded, keys, reply, state, sync};
@@ -187,6 +187,10 @@ async fn authorize(
     // No token is refused before anything is waited for: refusing is safe whatever the list.
     let (token, credential) = credential::token(req, config, path.is_none())
         .map_err(|code| reply::unauthorized(realm, code))?;
+    // Another token in the query would reach the origin unchecked, as a second header would.
+    if path.is_some() && incoming::names_another_access_token(&req.query, &token) {
+        return Err(reply::unauthorized(realm, ErrorCode::Malformed));
+    }
     refresh(env, ctx, config).await;
     let list = sync::current(env, ctx, config).await;
     let now = state::now_secs();

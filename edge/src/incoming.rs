@@ -135,48 +135,63 @@ pub fn acts_below(method: &str) -> bool {
 /// and Express's `method-override('_method')` run a `POST` as: `?_method=DELETE` would act
 /// below a path the gate judged as a `POST` on. Such a request is judged as one that acts below
 /// (its method unknown to the gate). Names are read at least as loosely as PHP and Node's
-/// `querystring` read them: percent-decoded, `+` as a space, leading spaces dropped, a first
-/// `.` or `[` as `_`, anything from a `[` or a NUL on (`_method[]` is PHP's array; a repeated
-/// name is `querystring`'s, whose first item `method-override` takes), and ASCII case ignored,
+/// `querystring` read them: decoded (`form_decoded`), leading whitespace dropped, a first `.`
+/// or `[` as `_`, anything from a `[` or a NUL on (`_method[]` is PHP's array; a repeated name
+/// is `querystring`'s, whose first item `method-override` takes), and ASCII case ignored,
 /// which neither does. The form-body field is the origin's to refuse (SECURITY.md).
 pub fn names_method_override(query: &str) -> bool {
+    query_pairs(query).any(|(name, _)| {
+        let name = name.trim_ascii_start();
+        matches!(name.first(), Some(b'_' | b'.' | b'['))
+            && name
+                .get(1..7)
+                .is_some_and(|m| m.eq_ignore_ascii_case(b"method"))
+            && matches!(name.get(7), None | Some(b'[' | 0))
+    })
+}
+
+/// Whether `?query` holds a token other than `token` under a name an origin may read as RFC
+/// 6750's `access_token` (§2.3; ASP.NET Core reads it for `SignalR`, before the header): the
+/// origin would act on a credential the gate never checked. Names are read more loosely than
+/// any origin reads them (decoded, case folded, all but letters and digits dropped:
+/// `access.token`, `Access-Token`, `accessToken[]`), values decoded; `&` and `;` separate
+/// pairs. A copy of the checked token is harmless: the origin reads the same token.
+pub fn names_another_access_token(query: &str, token: &str) -> bool {
+    query_pairs(query).any(|(mut name, value)| {
+        name.retain(u8::is_ascii_alphanumeric);
+        name.eq_ignore_ascii_case(b"accesstoken") && value != token.as_bytes()
+    })
+}
+
+/// The `name=value` pairs of `?query`, each side decoded (`form_decoded`), split at `&` and at
+/// `;`, which some servers split at too.
+fn query_pairs(query: &str) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
     query
         .as_bytes()
-        .split(|&b| b == b'?' || b == b'&')
-        .any(|pair| {
-            // The name's first eight bytes, decoded, leading spaces dropped, case folded, and
-            // zeros after its end: `_method` and the byte after it.
-            let mut name = [0_u8; 8];
-            let (mut len, mut i) = (0, 0);
-            while let (Some(&b), Some(slot)) = (pair.get(i), name.get_mut(len)) {
-                if b == b'=' {
-                    break;
-                }
-                let (byte, width) = match (b, pair.get(i + 1..i + 3).and_then(path::hex_byte)) {
-                    (b'%', Some(byte)) => (byte, 3),
-                    (b'+', _) => (b' ', 1),
-                    _ => (b, 1),
-                };
-                i += width;
-                if byte != b' ' || len > 0 {
-                    *slot = byte.to_ascii_lowercase();
-                    len += 1;
-                }
-            }
-            matches!(
-                name,
-                [
-                    b'_' | b'.' | b'[',
-                    b'm',
-                    b'e',
-                    b't',
-                    b'h',
-                    b'o',
-                    b'd',
-                    0 | b'['
-                ]
+        .split(|&b| matches!(b, b'?' | b'&' | b';'))
+        .map(|pair| {
+            let at = pair.iter().position(|&b| b == b'=').unwrap_or(pair.len());
+            let (name, value) = pair.split_at(at);
+            (
+                form_decoded(name),
+                form_decoded(value.get(1..).unwrap_or_default()),
             )
         })
+}
+
+/// `raw` as a form decoder reads it: each `%XX` escape as its byte, `+` as a space.
+pub fn form_decoded(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        let escaped = raw
+            .get(i + 1..i + 3)
+            .and_then(path::hex_byte)
+            .filter(|_| b == b'%');
+        out.push(escaped.unwrap_or(if b == b'+' { b' ' } else { b }));
+        i += if escaped.is_some() { 3 } else { 1 };
+    }
+    out
 }
 
 /// The `host[:port]` of an absolute URL.
@@ -200,7 +215,36 @@ fn path_and_query(url: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::{acts_below, authority, names_destination, names_method_override, path_and_query};
+    use super::{
+        acts_below, authority, names_another_access_token, names_destination,
+        names_method_override, path_and_query,
+    };
+
+    #[test]
+    fn a_query_token_other_than_the_checked_one_is_seen_in_every_spelling() {
+        for query in [
+            "?access_token=other",
+            "?a=1&ACCESS_TOKEN=other",
+            "?access.token=other",
+            "?x=1;access-token=other",
+            "?accessToken%5B%5D=other",
+            "?acc%65ss_token=t&access_token=other",
+            "?access_token=t%2B",
+            "?access_token",
+        ] {
+            assert!(names_another_access_token(query, "t"), "{query}");
+        }
+        for query in [
+            "",
+            "?access_token=t",
+            "?access_token=%74",
+            "?token=other&access=other",
+            "?refresh_token=other",
+            "?access_tokens=other",
+        ] {
+            assert!(!names_another_access_token(query, "t"), "{query}");
+        }
+    }
 
     #[test]
     fn methods_are_classed_by_what_they_reach() {

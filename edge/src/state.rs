@@ -27,6 +27,8 @@ struct Isolate {
     delta_in_flight: bool,
     /// When the last poll that succeeded began: what the held view is at least as new as.
     delta_done_ms: Option<f64>,
+    /// When it ended, plus what it took: from then on the feed is quiet (`delta_quiet_ms`).
+    delta_quiet_from_ms: Option<f64>,
     /// When the latest poll begun ended, if it failed (cleared by its success; a poll it took
     /// over, ending late, changes nothing here).
     delta_failed_ms: Option<f64>,
@@ -240,6 +242,13 @@ pub fn delta_view_age_ms(now_ms: f64) -> f64 {
     ISOLATE.with_borrow(|s| s.delta_done_ms.map_or(f64::INFINITY, |t| now_ms - t))
 }
 
+/// How long nothing has landed from the feed, less the time the last poll that did took
+/// (infinite if none has): over two intervals, the isolate was idle. A busy isolate's polls land
+/// one after another however slow the feed, so its requests do not wait for them.
+pub fn delta_quiet_ms(now_ms: f64) -> f64 {
+    ISOLATE.with_borrow(|s| s.delta_quiet_from_ms.map_or(f64::INFINITY, |t| now_ms - t))
+}
+
 /// Whether the feed is failing: the last poll that ended failed, and the isolate has kept
 /// polling since (the poll under way, or else `now`, within `window_ms` of that failure).
 /// Waiting for such a feed would only hold requests; an isolate that was idle after a
@@ -300,8 +309,9 @@ pub fn end_delta_poll(poll: DeltaPoll, succeeded: bool, now_ms: f64) {
         if latest {
             s.delta_in_flight = false;
         }
-        if succeeded {
-            s.delta_done_ms = Some(s.delta_done_ms.map_or(poll.0, |t| t.max(poll.0)));
+        if succeeded && s.delta_done_ms.is_none_or(|t| t <= poll.0) {
+            s.delta_done_ms = Some(poll.0);
+            s.delta_quiet_from_ms = Some(2.0 * now_ms - poll.0);
         }
         if latest {
             s.delta_failed_ms = (!succeeded).then_some(now_ms);
@@ -353,7 +363,7 @@ mod tests {
 
     use super::{
         begin_delta_poll, delta_feed_failing, delta_poll_age_ms, delta_poll_under_way,
-        delta_view_age_ms, end_delta_poll, set_verifier,
+        delta_quiet_ms, delta_view_age_ms, end_delta_poll, set_verifier,
     };
 
     #[test]
@@ -381,6 +391,22 @@ mod tests {
         end_delta_poll(poll, true, 1_550.0);
         assert!(!delta_poll_under_way(1_600.0));
         assert!((delta_view_age_ms(1_600.0) - 600.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_slow_feed_still_lands_and_a_taken_over_poll_does_not_date_the_view_back() {
+        assert!(delta_quiet_ms(0.0).is_infinite(), "nothing landed yet");
+        // Polls of 1.5 s, one after another: quiet for no longer than a poll's gap.
+        let first = begin_delta_poll(0.0).unwrap();
+        end_delta_poll(first, true, 1_500.0);
+        assert!((delta_quiet_ms(1_510.0) - -1_490.0).abs() < 1e-9);
+        let second = begin_delta_poll(1_510.0).unwrap();
+        assert!((delta_quiet_ms(3_000.0) - 0.0).abs() < 1e-9);
+        end_delta_poll(second, true, 3_010.0);
+        assert!((delta_view_age_ms(3_010.0) - 1_500.0).abs() < 1e-9);
+        // An older poll (taken over, ending late) changes neither time.
+        end_delta_poll(first, true, 3_100.0);
+        assert!((delta_quiet_ms(3_200.0) - (3_200.0 - 3_010.0 - 1_500.0)).abs() < 1e-9);
     }
 
     #[test]

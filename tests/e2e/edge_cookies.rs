@@ -91,17 +91,41 @@ async fn cookies_pinned_keys_and_fail_open() {
                 "Cookie",
                 format!("theme=dark gh_at={unchecked}; lang=en; a=1,gh_at={unchecked}"),
             ),
+        // A name escaped as old PHP, Rack and ASP.NET Core decode it: before, it reached the
+        // origin.
+        http()
+            .get(format!("{}/api/x", edge.url))
+            .bearer_auth(&token)
+            .header("Cookie", format!("gh%5Fat={unchecked}; lang=en")),
     ] {
         assert_eq!(request.send().await.unwrap().status(), 200);
     }
     let seen = issuer_probe.origin.requests().await;
     let headers: Vec<_> = seen.iter().map(|r| &r["headers"]).collect();
-    assert_eq!(headers.len(), 3, "{seen:?}");
+    assert_eq!(headers.len(), 4, "{seen:?}");
+    assert_eq!(headers[3]["cookie"], "lang=en");
     assert!(headers[0].get("authorization").is_none(), "{}", headers[0]);
     assert_eq!(headers[0]["cookie"], format!("gh_at={token}; theme=dark"));
     assert_eq!(headers[1]["authorization"], format!("Bearer {token}"));
     assert_eq!(headers[1]["cookie"], "theme=dark");
     assert_eq!(headers[2]["cookie"], "lang=en");
+    // Another token in the query (RFC 6750 §2.3's `access_token`, which ASP.NET Core reads for
+    // SignalR before the header) is refused beside a checked one; the checked one itself may
+    // be repeated there. Before, the origin got it unchecked.
+    for (query, expected) in [
+        (format!("access_token={unchecked}"), 401),
+        (format!("x=1&Access.Token={unchecked}"), 401),
+        (format!("access_token={token}"), 200),
+    ] {
+        let request = http()
+            .get(format!("{}/api/x?{query}", edge.url))
+            .header("Cookie", format!("gh_at={token}"));
+        let (status, json) = json_of(request.send().await.unwrap()).await;
+        assert_eq!(status, expected, "{query}: {json}");
+        if expected == 401 {
+            assert_eq!(json["code"], "malformed", "{query}");
+        }
+    }
     // Two copies of the cookie are refused, as two `Authorization` headers are: the origin may
     // read the other one (a cookie planted from a sibling subdomain is sent first).
     for cookie in [

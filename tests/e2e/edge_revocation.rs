@@ -244,6 +244,67 @@ async fn a_hung_delta_feed_holds_no_request() {
     assert!(held.is_empty(), "requests held by the hung feed: {held:?}");
 }
 
+/// A slow delta feed (a far or loaded issuer: each poll takes 5 s of its 8 s limit) holds no
+/// request of a busy isolate: its polls land one after another, so only an idle isolate's
+/// requests wait for one. Before, the view's age counted from each poll's start, so the view
+/// was already two intervals old when it landed, and the next request waited for a whole new
+/// poll, over and over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_delta_feed_holds_no_request_of_a_busy_isolate() {
+    let sys = System::start(Options {
+        edge_vars: &[("DELTA_POLL_MS", "0")],
+        ..Options::default()
+    })
+    .await;
+    let slow = gatehouse_tests::slow_proxy(&sys.issuer.url, Duration::from_secs(5)).await;
+    let delta = format!("{slow}/v1/revocations/delta");
+    let vars = [
+        ("ORIGIN_URL", sys.origin.url.as_str()),
+        ("ISSUER_URL", sys.issuer.url.as_str()),
+        ("EXPECTED_ISSUER", sys.issuer.url.as_str()),
+        ("EXPECTED_AUDIENCE", crate::system::AUDIENCE),
+        ("DELTA_URL", delta.as_str()),
+        ("DELTA_POLL_MS", "2000"),
+        ("KV_REFRESH_SECS", "1"),
+    ];
+    let edge = gatehouse_tests::Edge::start(gatehouse_tests::free_port(), &vars).await;
+    let token = access(&sys.user("alice").await).to_owned();
+    eventually("a delta to land", Duration::from_secs(40), || async {
+        (!edge.health().await["revocations"]["delta"].is_null()).then_some(())
+    })
+    .await;
+    // 40 requests, one every 300 ms: polls land every 5 s or so throughout.
+    let mut requests = Vec::new();
+    for _ in 0..40 {
+        let (url, token) = (format!("{}/api/whoami", edge.url), token.clone());
+        requests.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let status = gatehouse_tests::http()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            (status.ok(), started.elapsed())
+        }));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut held = Vec::new();
+    for request in requests {
+        let (status, took) = request.await.expect("the request task");
+        assert_eq!(status, Some(200));
+        if took > Duration::from_secs(4) {
+            held.push(took);
+        }
+    }
+    assert!(held.is_empty(), "requests held by the slow feed: {held:?}");
+    let health = edge.health().await;
+    assert_eq!(
+        health["fast_path"]["failing"], false,
+        "slow, not failing: {health}"
+    );
+}
+
 /// A new worker whose KV has never held a list (a first deploy) installs the issuer's list on
 /// the first request that needs one, instead of refusing every one with 503 until a push or the
 /// first cron run. (Here that is the harness's readiness probe, the health route, which loads the

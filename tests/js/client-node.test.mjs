@@ -458,3 +458,36 @@ test('GatehouseClient: closed, it rotates nothing, and says so once its token ha
     new GatehouseClient({ issuer, autoRefresh: false }).close();
   }
 });
+
+test('GatehouseClient: a login over a held session ends that session at the issuer', async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const revoked = [];
+  let logins = 0;
+  const fetch = async (url, init) => {
+    const form = new URLSearchParams(init.body);
+    if (url.endsWith('/v1/revoke')) {
+      revoked.push(form.get('token'));
+      return new Response('', { status: 200 });
+    }
+    logins += 1;
+    // Each login its own session; the third logs in to the session held (a hand-over, say).
+    const sid = logins === 3 ? 's2' : `s${logins}`;
+    return new Response(JSON.stringify({
+      access_token: `${b64({ alg: 'none' })}.${b64({ sid })}.x`, refresh_token: `r${logins}`, expires_in: 600, token_type: 'Bearer',
+    }));
+  };
+  const client = new GatehouseClient({ issuer: 'https://i.test', fetch, autoRefresh: false, shareAcrossTabs: false });
+  try {
+    await client.login('alice', 'pw');
+    assert.deepEqual(revoked, [], 'nothing held before');
+    await client.login('bob', 'pw');
+    assert.ok(await settled(() => revoked.length === 1));
+    assert.deepEqual(revoked, ['r1']);
+    await client.login('bob', 'pw');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(revoked, ['r1'], 'the same session is not ended');
+    assert.equal(client.signedIn, true);
+  } finally {
+    client.close();
+  }
+});

@@ -434,3 +434,84 @@ test('GatehouseClient: after a network failure refreshes are asked again each se
     client.close();
   }
 });
+
+test('the retry schedule: quick inside the grace window, then doubling with jitter up to a minute, Retry-After as the issuer says', async () => {
+  const { nextTry, RETRY_MS, MAX_RETRY_MS, NETWORK_BACKOFF_MS } = await import('../../edge/js/npm/client-retry.js');
+  const down = { code: 'temporarily_unavailable' };
+  // Failures in a row without Retry-After: each wait between half its ceiling and the ceiling,
+  // the ceiling doubling from RETRY_MS to MAX_RETRY_MS.
+  for (const [random, share] of [[() => 0, 0.5], [() => 1, 1]]) {
+    let held = null;
+    let now = 0;
+    const waits = [];
+    for (let i = 0; i < 7; i += 1) {
+      held = nextTry(held, down, now, random);
+      waits.push(held.until - now);
+      now = held.until;
+    }
+    const ceilings = [5, 10, 20, 40, 60, 60, 60].map((s) => s * 1000);
+    assert.equal(RETRY_MS, ceilings[0]);
+    assert.equal(MAX_RETRY_MS, ceilings.at(-1));
+    assert.deepEqual(waits, ceilings.map((c) => c * share));
+  }
+  // Two pages failing together wait differently.
+  const a = nextTry(null, down, 0, () => 0.1).until;
+  const b = nextTry(null, down, 0, () => 0.9).until;
+  assert.ok(a < b, `${a} ${b}`);
+
+  // A network failure: a second apart for 4 s from the first, then the slow schedule.
+  const lost = { code: 'network_error' };
+  let held = nextTry(null, lost, 0, () => 1);
+  assert.equal(held.until, NETWORK_BACKOFF_MS);
+  held = nextTry(held, lost, 3000, () => 1);
+  assert.equal(held.until, 3000 + NETWORK_BACKOFF_MS);
+  held = nextTry(held, lost, 4000, () => 1);
+  assert.equal(held.until, 4000 + RETRY_MS);
+  held = nextTry(held, lost, 9000, () => 1);
+  assert.equal(held.until, 9000 + 2 * RETRY_MS);
+
+  // Retry-After wins, within 1 s and 5 minutes, and never shortens a wait already set.
+  assert.equal(nextTry(null, { code: 'rate_limited', retryAfter: 7 }, 0).until, 7000);
+  assert.equal(nextTry(null, { code: 'rate_limited', retryAfter: 0 }, 0).until, 1000);
+  assert.equal(nextTry(null, { code: 'rate_limited', retryAfter: 1e6 }, 0).until, 300_000);
+  assert.equal(nextTry({ until: 50_000 }, { code: 'rate_limited', retryAfter: 1 }, 0).until, 50_000);
+});
+
+test('GatehouseClient: fetch gives up on its signal while the token it needs is refreshed, and the refresh goes on', async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  let release;
+  const released = new Promise((r) => { release = r; });
+  let apiCalls = 0;
+  const issuer = async (input, init) => {
+    const request = new Request(input, init);
+    if (new URL(request.url).pathname.startsWith('/api/')) {
+      apiCalls += 1;
+      return new Response('{}');
+    }
+    const form = new URLSearchParams(await request.text());
+    if (form.get('grant_type') === 'password') return new Response(JSON.stringify(tokenBody(1, 1)));
+    await released;
+    return new Response(JSON.stringify(tokenBody(2, 600)));
+  };
+  const client = new GatehouseClient({ issuer: 'https://i.test', fetch: issuer, autoRefresh: false, shareAcrossTabs: false });
+  try {
+    await client.login('alice', 'pw');
+    const first = client.accessToken;
+    // Expired: the next call must refresh before it can send.
+    await new Promise((r) => setTimeout(r, 1100));
+    const aborted = new AbortController();
+    aborted.abort();
+    await assert.rejects(client.fetch('https://i.test/api/x', { signal: aborted.signal }), (e) => e.name === 'AbortError');
+    const later = new AbortController();
+    const pending = client.fetch('https://i.test/api/x', { signal: later.signal });
+    setTimeout(() => later.abort(), 50);
+    await assert.rejects(pending, (e) => e.name === 'AbortError');
+    assert.equal(client.accessToken, first, 'still refreshing');
+    release();
+    assert.ok(await settled(() => client.accessToken !== first), 'the refresh went on');
+    assert.equal(apiCalls, 0, 'nothing sent for an aborted call');
+    assert.equal((await client.fetch('https://i.test/api/x')).status, 200);
+  } finally {
+    client.close();
+  }
+});

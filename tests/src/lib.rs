@@ -142,6 +142,50 @@ pub async fn redirector(target: &str) -> String {
     url
 }
 
+/// `http://host:port` of a server that answers each `GET` with what `target` answers at the same
+/// path and query (status and body), `delay` after the request came: a slow upstream, such as a
+/// far or loaded issuer.
+pub async fn slow_proxy(target: &str, delay: Duration) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a slow proxy");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    let target = target.to_owned();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::with_capacity(1024);
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+                    match socket.read_buf(&mut head).await {
+                        Ok(n) if n > 0 => {}
+                        _ => return,
+                    }
+                }
+                let path = String::from_utf8_lossy(&head)
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or("/")
+                    .to_owned();
+                tokio::time::sleep(delay).await;
+                let Ok(answer) = http().get(format!("{target}{path}")).send().await else {
+                    return;
+                };
+                let status = answer.status().as_u16();
+                let body = answer.bytes().await.unwrap_or_default();
+                let head = format!(
+                    "HTTP/1.1 {status} Slow\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(head.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+            });
+        }
+    });
+    url
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))

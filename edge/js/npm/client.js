@@ -11,6 +11,7 @@ import {
   GatehouseClientError, bodyOf, codeOf, isObject, payloadOf, postForm, retryAfterOf, textOf, tokensOf,
 } from './issuer-api.js';
 import { readOptions } from './client-options.js';
+import { RETRY_MS, nextTry } from './client-retry.js';
 
 export { GatehouseClientError };
 
@@ -18,21 +19,10 @@ export { GatehouseClientError };
 const SETTLE_MS = 20;
 // A tab that had to wait for the lock waits this long for the holder's new tokens.
 const HANDOVER_MS = 2000;
-// After a background refresh failed (the network, the issuer down), it is tried again this often
-// while the tab holds the session.
-const RETRY_MS = 5000;
 // The edge refetches its key set for an unknown `kid` at most this often (its default
 // `JWKS_REFETCH_COOLDOWN_SECS`): a token held longer whose key it does not know has a key the
 // issuer no longer publishes.
 const KEY_REFETCH_COOLDOWN_MS = 30_000;
-// After a refresh failed on the network, it is asked again after this (`#backOff`) while within
-// NETWORK_GRACE_MS of the first failure: the issuer may have rotated the token before the
-// connection dropped, and only an ask inside its grace window (5 s from the rotation) gets the
-// successor. Also the least an issuer's `Retry-After` holds a refresh back.
-const NETWORK_BACKOFF_MS = 1000;
-const NETWORK_GRACE_MS = 4000;
-// The longest an issuer's `Retry-After` holds refreshes back (a proxy's may say days).
-const MAX_BACKOFF_MS = 300_000;
 // How long a key the edge refused after a refresh is not taken for a dropped one again: the
 // edge may have refused it inside its key refetch cooldown, and knows it later.
 const KEY_REFUSAL_MEMORY_MS = 10 * KEY_REFETCH_COOLDOWN_MS;
@@ -131,12 +121,16 @@ export class GatehouseClient {
     return () => this.#listeners.get(event)?.delete(handler);
   }
 
+  /** Signs in; a session held before (another account's, say) is ended at the issuer, as no
+   * tab holds it any more (best effort: it expires anyway). */
   async login(username, password, scope) {
     const form = { grant_type: 'password', username, password };
     if (scope) form.scope = scope;
     const { response, body } = await this.#token(form);
     if (!response.ok) throw new GatehouseClientError(codeOf(body, 'login_failed'), textOf(body, `HTTP ${response.status}`), retryAfterOf(response));
+    const replaced = this.#tokens;
     this.#set(tokensOf(body), 'signedIn');
+    if (replaced && replaced.sid !== this.#tokens.sid) this.#revoke(replaced.refreshToken).catch(() => {});
   }
 
   /**
@@ -196,29 +190,11 @@ export class GatehouseClient {
     return this.#refreshing;
   }
 
-  /**
-   * When `stale` may be asked again, for the timer and the app's calls alike:
-   * - after a network failure, `NETWORK_BACKOFF_MS` while within `NETWORK_GRACE_MS` of the
-   *   first one (the issuer may have rotated the token before the connection dropped, and only
-   *   an ask inside its 5 s grace window gets the successor), then `RETRY_MS`;
-   * - after the issuer's answer, its `Retry-After` (at least `NETWORK_BACKOFF_MS`, at most
-   *   `MAX_BACKOFF_MS`), or `RETRY_MS` without one.
-   */
+  /** When `stale` may be asked again, for the timer and the app's calls alike (`nextTry`). */
   #backOff(stale, error) {
     if (this.#tokens?.refreshToken !== stale) return;
-    const now = Date.now();
     const held = this.#backoff?.token === stale ? this.#backoff : null;
-    let wait;
-    let networkSince;
-    if (error?.code === 'network_error') {
-      networkSince = held?.networkSince ?? now;
-      wait = now - networkSince < NETWORK_GRACE_MS ? NETWORK_BACKOFF_MS : RETRY_MS;
-    } else if (error?.retryAfter !== undefined) {
-      wait = Math.min(MAX_BACKOFF_MS, Math.max(NETWORK_BACKOFF_MS, error.retryAfter * 1000));
-    } else {
-      wait = RETRY_MS;
-    }
-    this.#backoff = { token: stale, until: Math.max(now + wait, held?.until ?? 0), error, networkSince };
+    this.#backoff = { token: stale, error, ...nextTry(held, error, Date.now()) };
   }
 
   /** One rotation of `stale`, its answer taken: new tokens, or the session's end. */
@@ -297,7 +273,10 @@ export class GatehouseClient {
       if (token) attempt.headers.set('authorization', `Bearer ${token}`);
       return this.#fetch(attempt);
     };
-    const token = await this.getAccessToken();
+    // The caller's signal ends the waits for a token too (the refresh goes on for the others).
+    const { signal } = request;
+    signal.throwIfAborted();
+    const token = await abortable(this.getAccessToken(), signal);
     // Signed out, `token` is undefined (sent without one), and so is `#tokens`.
     const received = token && this.#tokens?.accessToken === token ? this.#tokens.receivedAt : Date.now();
     const response = await send(token);
@@ -314,7 +293,7 @@ export class GatehouseClient {
     // `revoked` may name this token alone, not the session: a refresh tells (the issuer
     // refuses it once the session has ended, and the session ends in every tab).
     // Closed, the answer is the edge's.
-    if (this.#tokens?.accessToken === token && !this.#closed) await this.refresh();
+    if (this.#tokens?.accessToken === token && !this.#closed) await abortable(this.refresh(), signal);
     const next = this.#tokens?.accessToken;
     if (!next || next === token) return response;
     const retried = await send(next);
@@ -520,7 +499,7 @@ export class GatehouseClient {
   }
 
   /** A timer's refresh; a failure that leaves the session (the network, the issuer down) is
-   * tried again every `RETRY_MS`, so the token held does not go stale unnoticed. */
+   * tried again as `nextTry` says, so the token held does not go stale unnoticed. */
   #backgroundRefresh() {
     // Not due (a delay capped at setTimeout's limit, a retry after another tab refreshed): the
     // refresh token is rotated only when it must be.
@@ -592,3 +571,15 @@ export class GatehouseClient {
   }
 }
 
+/** `promise`, or `signal`'s abort if that comes first; the work itself goes on. */
+function abortable(promise, signal) {
+  if (signal.aborted) {
+    promise.catch(() => {});
+    return Promise.reject(signal.reason);
+  }
+  return new Promise((resolve, reject) => {
+    const aborted = () => reject(signal.reason);
+    signal.addEventListener('abort', aborted, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', aborted));
+  });
+}

@@ -56,3 +56,29 @@ export function requireInit(glue, GatehouseError) {
     ),
   };
 }
+
+// The glue's `init()` starts a second load when called before the first has finished, and the
+// later one to finish replaces the wasm under objects made from the earlier (a `Verifier` then
+// reads another instance's memory). One load, shared by every caller; one that failed may be
+// tried again. `initSync` cannot wait for a load in flight, so it refuses then.
+export function loadOnce(glue, GatehouseError) {
+  let loading;
+  let inFlight = false;
+  const init = (...args) => {
+    if (!loading) {
+      inFlight = true;
+      loading = glue.default(...args).finally(() => {
+        inFlight = false;
+      });
+      loading.catch(() => {
+        loading = undefined;
+      });
+    }
+    return loading;
+  };
+  const initSync = (...args) => {
+    if (inFlight) throw new GatehouseError('invalid_argument', 'initSync: init() is loading the wasm; await it instead');
+    return glue.initSync(...args);
+  };
+  return { init, initSync };
+}

@@ -126,6 +126,7 @@ export declare class GatehouseClient {
   readonly signedIn: boolean;
   readonly storageKey: string;
   on(event: GatehouseClientEvent, handler: (tokens?: Readonly<SessionTokens>) => void): () => void;
+  /** Signs in; a session held before is ended at the issuer (best effort). */
   login(username: string, password: string, scope?: string): Promise<void>;
   getAccessToken(): Promise<string | undefined>;
   refresh(): Promise<void>;
