@@ -38,7 +38,8 @@ pub fn due(config: &Config, now_ms: f64) -> Due {
     // poll runs wait for it too. A failing feed is polled in the background only: waiting for
     // it would hold every request (up to `limit` each, over and over while the issuer hangs)
     // and bring nothing.
-    if state::delta_quiet_ms(now_ms) >= 2.0 * config.delta_poll_ms && !failing(config, now_ms) {
+    let quiet_ms = state::delta_quiet_ms(now_ms, limit_ms(config));
+    if quiet_ms >= 2.0 * config.delta_poll_ms && !failing(config, now_ms) {
         Due::Now
     } else if state::delta_poll_age_ms(now_ms) >= config.delta_poll_ms {
         Due::InBackground

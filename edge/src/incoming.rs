@@ -135,52 +135,59 @@ pub fn acts_below(method: &str) -> bool {
 /// and Express's `method-override('_method')` run a `POST` as: `?_method=DELETE` would act
 /// below a path the gate judged as a `POST` on. Such a request is judged as one that acts below
 /// (its method unknown to the gate). Names are read at least as loosely as PHP and Node's
-/// `querystring` read them: decoded (`form_decoded`), leading whitespace dropped, a first `.`
-/// or `[` as `_`, anything from a `[` or a NUL on (`_method[]` is PHP's array; a repeated name
-/// is `querystring`'s, whose first item `method-override` takes), and ASCII case ignored,
-/// which neither does. The form-body field is the origin's to refuse (SECURITY.md).
+/// `querystring` read them (`name_as_read`), a first `.` or `[` as `_`, anything from a `[` on
+/// (`_method[]` is PHP's array; a repeated name is `querystring`'s, whose first item
+/// `method-override` takes), and ASCII case ignored, which neither does. The form-body field is
+/// the origin's to refuse (SECURITY.md).
 pub fn names_method_override(query: &str) -> bool {
     query_pairs(query).any(|(name, _)| {
-        let name = name.trim_ascii_start();
+        let name = name_as_read(name);
         matches!(name.first(), Some(b'_' | b'.' | b'['))
             && name
                 .get(1..7)
                 .is_some_and(|m| m.eq_ignore_ascii_case(b"method"))
-            && matches!(name.get(7), None | Some(b'[' | 0))
+            && matches!(name.get(7), None | Some(b'['))
     })
 }
 
 /// Whether `?query` holds a token other than `token` under a name an origin may read as RFC
 /// 6750's `access_token` (§2.3; ASP.NET Core reads it for `SignalR`, before the header): the
 /// origin would act on a credential the gate never checked. Names are read more loosely than
-/// any origin reads them (decoded, case folded, all but letters and digits dropped:
-/// `access.token`, `Access-Token`, `accessToken[]`), values decoded; `&` and `;` separate
-/// pairs. A copy of the checked token is harmless: the origin reads the same token.
+/// any origin reads them (`name_as_read`, then case folded and all but letters and digits
+/// dropped: `access.token`, `Access-Token`, `accessToken[]`), values decoded. A copy of the
+/// checked token is harmless: the origin reads the same token.
 pub fn names_another_access_token(query: &str, token: &str) -> bool {
-    query_pairs(query).any(|(mut name, value)| {
+    query_pairs(query).any(|(name, value)| {
+        let mut name = name_as_read(name);
         name.retain(u8::is_ascii_alphanumeric);
-        name.eq_ignore_ascii_case(b"accesstoken") && value != token.as_bytes()
+        name.eq_ignore_ascii_case(b"accesstoken") && form_decoded(value) != token.as_bytes()
     })
 }
 
-/// The `name=value` pairs of `?query`, each side decoded (`form_decoded`), split at `&` and at
-/// `;`, which some servers split at too.
-fn query_pairs(query: &str) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
+/// The `name` and `value` of each pair of `?query`, as sent; pairs are split at `&` and at `;`,
+/// which some servers split at too.
+fn query_pairs(query: &str) -> impl Iterator<Item = (&[u8], &[u8])> {
     query
         .as_bytes()
         .split(|&b| matches!(b, b'?' | b'&' | b';'))
         .map(|pair| {
             let at = pair.iter().position(|&b| b == b'=').unwrap_or(pair.len());
             let (name, value) = pair.split_at(at);
-            (
-                form_decoded(name),
-                form_decoded(value.get(1..).unwrap_or_default()),
-            )
+            (name, value.get(1..).unwrap_or_default())
         })
 }
 
+/// A query or cookie name as the loosest origins read it: decoded (`form_decoded`), cut at a
+/// NUL (PHP ends a name there: `access_token%00x` is its `access_token`), and without the
+/// whitespace around it.
+pub fn name_as_read(raw: &[u8]) -> Vec<u8> {
+    let mut name = form_decoded(raw);
+    name.truncate(name.iter().position(|&b| b == 0).unwrap_or(name.len()));
+    name.trim_ascii().to_vec()
+}
+
 /// `raw` as a form decoder reads it: each `%XX` escape as its byte, `+` as a space.
-pub fn form_decoded(raw: &[u8]) -> Vec<u8> {
+fn form_decoded(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while let Some(&b) = raw.get(i) {
@@ -231,6 +238,9 @@ mod tests {
             "?acc%65ss_token=t&access_token=other",
             "?access_token=t%2B",
             "?access_token",
+            // PHP ends a name at a NUL, and drops the spaces before it.
+            "?access_token%00x=other",
+            "?%20access_token=other",
         ] {
             assert!(names_another_access_token(query, "t"), "{query}");
         }

@@ -27,8 +27,8 @@ struct Isolate {
     delta_in_flight: bool,
     /// When the last poll that succeeded began: what the held view is at least as new as.
     delta_done_ms: Option<f64>,
-    /// When it ended, plus what it took: from then on the feed is quiet (`delta_quiet_ms`).
-    delta_quiet_from_ms: Option<f64>,
+    /// When it ended, and how long it took (`delta_quiet_ms`).
+    delta_landed_ms: Option<(f64, f64)>,
     /// When the latest poll begun ended, if it failed (cleared by its success; a poll it took
     /// over, ending late, changes nothing here).
     delta_failed_ms: Option<f64>,
@@ -242,11 +242,17 @@ pub fn delta_view_age_ms(now_ms: f64) -> f64 {
     ISOLATE.with_borrow(|s| s.delta_done_ms.map_or(f64::INFINITY, |t| now_ms - t))
 }
 
-/// How long nothing has landed from the feed, less the time the last poll that did took
-/// (infinite if none has): over two intervals, the isolate was idle. A busy isolate's polls land
-/// one after another however slow the feed, so its requests do not wait for them.
-pub fn delta_quiet_ms(now_ms: f64) -> f64 {
-    ISOLATE.with_borrow(|s| s.delta_quiet_from_ms.map_or(f64::INFINITY, |t| now_ms - t))
+/// How long nothing has landed from the feed, less the time the last poll that did took, at
+/// most `longest_ms` of it (infinite if none has): over two intervals, the isolate was idle. A
+/// busy isolate's polls land one after another however slow the feed, so its requests do not
+/// wait for them; a poll slower than its fetch may be (a key set fetched, a poll taken over
+/// that ended late) does not put off an idle isolate's wait further.
+pub fn delta_quiet_ms(now_ms: f64, longest_ms: f64) -> f64 {
+    ISOLATE.with_borrow(|s| {
+        s.delta_landed_ms.map_or(f64::INFINITY, |(landed, took)| {
+            now_ms - landed - took.min(longest_ms)
+        })
+    })
 }
 
 /// Whether the feed is failing: the last poll that ended failed, and the isolate has kept
@@ -311,7 +317,7 @@ pub fn end_delta_poll(poll: DeltaPoll, succeeded: bool, now_ms: f64) {
         }
         if succeeded && s.delta_done_ms.is_none_or(|t| t <= poll.0) {
             s.delta_done_ms = Some(poll.0);
-            s.delta_quiet_from_ms = Some(2.0 * now_ms - poll.0);
+            s.delta_landed_ms = Some((now_ms, now_ms - poll.0));
         }
         if latest {
             s.delta_failed_ms = (!succeeded).then_some(now_ms);
@@ -394,19 +400,35 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_feed_still_lands_and_a_taken_over_poll_does_not_date_the_view_back() {
-        assert!(delta_quiet_ms(0.0).is_infinite(), "nothing landed yet");
+    fn a_slow_feed_still_lands_and_an_idle_isolate_is_still_seen() {
+        let longest = 2_000.0;
+        assert!(
+            delta_quiet_ms(0.0, longest).is_infinite(),
+            "nothing landed yet"
+        );
         // Polls of 1.5 s, one after another: quiet for no longer than a poll's gap.
         let first = begin_delta_poll(0.0).unwrap();
         end_delta_poll(first, true, 1_500.0);
-        assert!((delta_quiet_ms(1_510.0) - -1_490.0).abs() < 1e-9);
+        assert!((delta_quiet_ms(1_510.0, longest) - -1_490.0).abs() < 1e-9);
         let second = begin_delta_poll(1_510.0).unwrap();
-        assert!((delta_quiet_ms(3_000.0) - 0.0).abs() < 1e-9);
+        assert!((delta_quiet_ms(3_000.0, longest) - 0.0).abs() < 1e-9);
         end_delta_poll(second, true, 3_010.0);
         assert!((delta_view_age_ms(3_010.0) - 1_500.0).abs() < 1e-9);
-        // An older poll (taken over, ending late) changes neither time.
-        end_delta_poll(first, true, 3_100.0);
-        assert!((delta_quiet_ms(3_200.0) - (3_200.0 - 3_010.0 - 1_500.0)).abs() < 1e-9);
+        // Then idle: a second more than the last poll took, and the isolate is idle again.
+        assert!((delta_quiet_ms(5_510.0, longest) - 1_000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_poll_taken_over_counts_no_longer_than_a_fetch_may_take() {
+        let longest = 2_000.0;
+        let abandoned = begin_delta_poll(0.0).unwrap();
+        let taken_over = begin_delta_poll(10_000.0).unwrap();
+        // The abandoned one ends after all, 10.2 s after it began: counted as 2 s.
+        end_delta_poll(abandoned, true, 10_200.0);
+        assert!((delta_quiet_ms(13_200.0, longest) - 1_000.0).abs() < 1e-9);
+        // The newer one fails: the feed is as quiet as before.
+        end_delta_poll(taken_over, false, 12_000.0);
+        assert!((delta_quiet_ms(13_200.0, longest) - 1_000.0).abs() < 1e-9);
     }
 
     #[test]

@@ -459,8 +459,9 @@ test('GatehouseClient: closed, it rotates nothing, and says so once its token ha
   }
 });
 
-test('GatehouseClient: a login over a held session ends that session at the issuer', async () => {
+test('GatehouseClient: a login over a held session ends it in every tab, then at the issuer; a late copy of it is refused', async () => {
   const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  const issuer = 'https://i.test';
   const revoked = [];
   let logins = 0;
   const fetch = async (url, init) => {
@@ -476,18 +477,39 @@ test('GatehouseClient: a login over a held session ends that session at the issu
       access_token: `${b64({ alg: 'none' })}.${b64({ sid })}.x`, refresh_token: `r${logins}`, expires_in: 600, token_type: 'Bearer',
     }));
   };
-  const client = new GatehouseClient({ issuer: 'https://i.test', fetch, autoRefresh: false, shareAcrossTabs: false });
+  const sidOf = (token) => JSON.parse(Buffer.from(token.split('.')[1], 'base64url')).sid;
+  const heard = [];
+  const channel = new BroadcastChannel(`gatehouse:${issuer}`);
+  channel.onmessage = (e) => heard.push(e.data);
+  // On a page: tabs share their sessions.
+  globalThis.document = {};
+  const tabA = new GatehouseClient({ issuer, fetch, autoRefresh: false });
+  const tabB = new GatehouseClient({ issuer, fetch, autoRefresh: false });
   try {
-    await client.login('alice', 'pw');
+    await Promise.all([tabA.ready, tabB.ready]);
+    await tabA.login('alice', 'pw');
+    assert.ok(await settled(() => tabB.signedIn));
     assert.deepEqual(revoked, [], 'nothing held before');
-    await client.login('bob', 'pw');
-    assert.ok(await settled(() => revoked.length === 1));
+    const first = heard.find((m) => m.type === 'tokens').tokens;
+    const events = [];
+    tabB.on('signedOut', () => events.push('signedOut'));
+    tabB.on('signedIn', () => events.push('signedIn'));
+    await tabA.login('bob', 'pw');
+    assert.ok(await settled(() => revoked.length === 1 && sidOf(tabB.accessToken ?? 'a.e30.c') === 's2'));
     assert.deepEqual(revoked, ['r1']);
-    await client.login('bob', 'pw');
+    assert.deepEqual(events, ['signedOut', 'signedIn']);
+    // A frozen tab's copy of the ended session, however recent it claims to be, is refused.
+    channel.postMessage({ type: 'tokens', issuer, event: 'refreshed', tokens: { ...first, receivedAt: Date.now() + 60_000 } });
+    await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual([sidOf(tabA.accessToken), sidOf(tabB.accessToken)], ['s2', 's2']);
+    await tabA.login('bob', 'pw');
     await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(revoked, ['r1'], 'the same session is not ended');
-    assert.equal(client.signedIn, true);
+    assert.equal(tabA.signedIn && tabB.signedIn, true);
   } finally {
-    client.close();
+    channel.close();
+    tabA.close();
+    tabB.close();
+    delete globalThis.document;
   }
 });

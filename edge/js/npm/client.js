@@ -121,16 +121,22 @@ export class GatehouseClient {
     return () => this.#listeners.get(event)?.delete(handler);
   }
 
-  /** Signs in; a session held before (another account's, say) is ended at the issuer, as no
-   * tab holds it any more (best effort: it expires anyway). */
+  /** Signs in; a session held before (another account's, say) ends in every tab, then at the
+   * issuer (best effort: it expires anyway). */
   async login(username, password, scope) {
     const form = { grant_type: 'password', username, password };
     if (scope) form.scope = scope;
     const { response, body } = await this.#token(form);
     if (!response.ok) throw new GatehouseClientError(codeOf(body, 'login_failed'), textOf(body, `HTTP ${response.status}`), retryAfterOf(response));
+    const tokens = tokensOf(body);
     const replaced = this.#tokens;
-    this.#set(tokensOf(body), 'signedIn');
-    if (replaced && replaced.sid !== this.#tokens.sid) this.#revoke(replaced.refreshToken).catch(() => {});
+    if (replaced && replaced.sid !== tokens.sid) {
+      // Over in every tab before the new session arrives, so that no late refresh of it (nor a
+      // frozen tab's set) takes it back; then at the issuer.
+      this.#end('signedOut');
+      this.#revoke(replaced.refreshToken).catch(() => {});
+    }
+    this.#set(tokens, 'signedIn');
   }
 
   /**
@@ -194,6 +200,8 @@ export class GatehouseClient {
   #backOff(stale, error) {
     if (this.#tokens?.refreshToken !== stale) return;
     const held = this.#backoff?.token === stale ? this.#backoff : null;
+    // One refusal heard twice (another tab's, then this tab's wait for it) counts once.
+    if (held?.error === error) return;
     this.#backoff = { token: stale, error, ...nextTry(held, error, Date.now()) };
   }
 

@@ -85,6 +85,13 @@ impl Config {
                     .to_owned(),
             );
         }
+        if !self.issuer.trim().is_empty() && !is_issuer_url(&self.issuer) {
+            problems.push(format!(
+                "GATEHOUSE_ISSUER is {:?}: an issuer is an http(s) URL without a query or a \
+                 fragment (RFC 8414 §2), the `iss` of every token and the base of its metadata",
+                self.issuer
+            ));
+        }
         if self.auth_cache_ms > MAX_AUTH_CACHE_MS {
             problems.push(format!(
                 "GATEHOUSE_AUTH_CACHE_MS is {}: this replica would honour another's revocation \
@@ -312,6 +319,15 @@ impl Config {
 }
 
 /// An issuer URL that only this machine, or nobody over TLS, can use.
+/// An absolute `http` or `https` URL with a host and neither query nor fragment.
+fn is_issuer_url(url: &str) -> bool {
+    rocket::http::uri::Absolute::parse(url).is_ok_and(|uri| {
+        matches!(uri.scheme(), "http" | "https")
+            && uri.authority().is_some_and(|a| !a.host().is_empty())
+            && uri.query().is_none()
+    })
+}
+
 fn is_loopback_or_plain_http(url: &str) -> bool {
     let Some(rest) = url.strip_prefix("https://") else {
         return true;

@@ -241,6 +241,21 @@ const DEFAULT_FILE: &str = "gatehouse.toml";
 /// The scope of the admin routes (and the edge's admin paths): granted only to admin users.
 pub const ADMIN_SCOPE: &str = "admin";
 
+impl Config {
+    /// A session's scopes that `user_scopes` still grants: one withdrawn since the login leaves
+    /// its sessions at their next refresh, not when they end. `admin` stays with a session
+    /// that holds it, since only an admin's login is granted it and an account's admin
+    /// standing never changes.
+    pub fn still_granted(&self, session_scope: &str) -> String {
+        let policy: Vec<&str> = self.user_scopes.split_whitespace().collect();
+        let kept: Vec<&str> = session_scope
+            .split_whitespace()
+            .filter(|s| policy.contains(s) || *s == ADMIN_SCOPE)
+            .collect();
+        kept.join(" ")
+    }
+}
+
 /// Built-in defaults only (no file, no environment): the base of [`figment`] and of tests.
 pub fn defaults() -> Figment {
     // Everything in the default profile, so the environment overrides it all.

@@ -10,7 +10,7 @@ use rocket::{Route, State, get, post, routes};
 use serde::Deserialize;
 
 use crate::auth_cache::AuthCache;
-use crate::config::ADMIN_SCOPE;
+use crate::config::{ADMIN_SCOPE, Config};
 use crate::context::{Authenticated, FormOrJson, Now, authenticate, omitted_if_empty};
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
@@ -309,6 +309,7 @@ async fn introspect(
     keys: &State<Arc<KeyRing>>,
     auth_cache: &State<Arc<AuthCache>>,
     db: &State<Db>,
+    config: &State<Config>,
     auth: Result<Authenticated, ApiError>,
     body: Result<FormOrJson<IntrospectionRequest>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
@@ -349,9 +350,10 @@ async fn introspect(
             .filter(sessions::NamedSession::is_usable)
             .map(|named| named.session)
         {
+            // The scopes its next refresh would grant.
             Some(s) => json!({
                 "active": true, "token_type": "refresh_token", "sub": s.user_id, "sid": s.id,
-                "scope": s.scope, "exp": s.expires_at, "iat": s.created_at,
+                "scope": config.still_granted(&s.scope), "exp": s.expires_at, "iat": s.created_at,
             }),
             None => json!({"active": false}),
         },

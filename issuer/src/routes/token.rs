@@ -356,7 +356,7 @@ async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gra
             .await?;
         // Only for the current token: a rotated one goes on to the rotation, whose reuse
         // detection a scope must not let a thief step around.
-        let granted = |scope: &str| still_granted(grants.config, scope);
+        let granted = |scope: &str| grants.config.still_granted(scope);
         if session.is_some_and(|named| {
             named.current && narrowed_scope(&granted(&named.session.scope), &requested).is_none()
         }) {
@@ -399,24 +399,12 @@ async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Gra
     counter.inc();
     // The session keeps its scope; this access token carries what the policy still grants of
     // it, narrowed to what was asked for.
-    grant.session.scope = still_granted(grants.config, &grant.session.scope);
+    grant.session.scope = grants.config.still_granted(&grant.session.scope);
     if let Some(requested) = requested {
         grant.session.scope = narrowed_scope(&grant.session.scope, &requested)
             .ok_or(ApiError::InvalidScope(SCOPE_NOT_GRANTED))?;
     }
     Ok(grant)
-}
-
-/// A session's scopes that `user_scopes` still grants: one withdrawn since the login leaves its
-/// sessions at their next refresh, not when they end. `admin` stays with a session that holds
-/// it, since only an admin's login is granted it and an account's admin standing never changes.
-fn still_granted(config: &Config, session_scope: &str) -> String {
-    let policy: Vec<&str> = config.user_scopes.split_whitespace().collect();
-    let kept: Vec<&str> = session_scope
-        .split_whitespace()
-        .filter(|s| policy.contains(s) || *s == ADMIN_SCOPE)
-        .collect();
-    kept.join(" ")
 }
 
 /// No access token is issued while a cut-off of the user's tokens covers `now`: it would be

@@ -328,6 +328,16 @@ async fn a_withdrawn_scope_leaves_sessions_at_their_next_refresh(backend: Backen
     assert_eq!(str_of(&me, "scope"), "read");
     let (status, json) = app.refresh(&root).await;
     assert_eq!((status, str_of(&json, "scope")), (Status::Ok, "read admin"));
+    // Introspection tells what the next refresh grants.
+    let admin = str_of(&json, "access_token").to_owned();
+    let body = format!(
+        "token={}&token_type_hint=refresh_token",
+        str_of(&json, "refresh_token")
+    );
+    let (_, json) = app
+        .send("POST", "/v1/introspect", Some(&body), Some(&admin))
+        .await;
+    assert_eq!(str_of(&json, "scope"), "read admin", "{json}");
 }
 
 /// `refresh_grace_secs = 0` admits no retry, even within the same second.

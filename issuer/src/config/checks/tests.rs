@@ -44,7 +44,7 @@ fn the_account_threshold_follows_the_client_threshold_unless_set() {
 #[allow(clippy::too_many_lines)] // one case per setting
 fn settings_that_switch_a_protection_off_are_refused_by_name() {
     type Change = fn(&mut Config);
-    let cases: [(&str, Change); 28] = [
+    let cases: [(&str, Change); 31] = [
         ("GATEHOUSE_ACCESS_TOKEN_TTL_SECS", |c| {
             c.access_token_ttl_secs = 0;
         }),
@@ -127,6 +127,15 @@ fn settings_that_switch_a_protection_off_are_refused_by_name() {
         }),
         ("GATEHOUSE_ISSUER", |c| {
             c.issuer = String::new();
+        }),
+        ("GATEHOUSE_ISSUER", |c| {
+            c.issuer = "https://auth.example.com/?tenant=1".into();
+        }),
+        ("GATEHOUSE_ISSUER", |c| {
+            c.issuer = "https://auth.example.com/#x".into();
+        }),
+        ("GATEHOUSE_ISSUER", |c| {
+            c.issuer = "auth.example.com".into();
         }),
         ("GATEHOUSE_AUTH_CACHE_MS", |c| {
             c.auth_cache_ms = MAX_AUTH_CACHE_MS + 1;
