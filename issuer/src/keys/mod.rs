@@ -371,6 +371,7 @@ fn build_state(
         sealer,
         i64::from(config.key_rotation_days) * 86_400,
         i64::from(config.key_publish_ahead_secs),
+        max_ring_age(config),
         now,
     )?;
     let mut rows = store::records(conn)?;

@@ -280,11 +280,14 @@ pub(super) fn sealer_like_active(conn: &mut DbConn, sealer: &Sealer) -> Result<S
 
 /// Scheduled rotation, run by every replica at each key-ring refresh. Idempotent, and safe when
 /// replicas run it at once: two scheduled keys resolve to the oldest, which alone is promoted.
+/// `overdue_secs`: how long past its promotion time a scheduled key is left to a replica that
+/// still rotates (two maintenance periods, in each of which every replica runs this).
 pub fn schedule(
     conn: &mut DbConn,
     sealer: &Sealer,
     rotation_secs: i64,
     publish_ahead_secs: i64,
+    overdue_secs: i64,
     now: i64,
 ) -> Result<(), ApiError> {
     let rows = records(conn)?;
@@ -294,10 +297,15 @@ pub fn schedule(
     if rotation_secs <= 0 {
         // Rotation turned off: a key scheduled before never signed, so it leaves the ring,
         // rather than stay published for good (a key every verifier takes that never signs) or
-        // be promoted, which an operator who turned rotation off does not expect.
+        // be promoted, which an operator who turned rotation off does not expect. Only once it
+        // is overdue, though: a replica that still rotates (a rolling deploy, a mistyped
+        // setting) promotes it before then, and replicas that disagree then rotate, where they
+        // used to schedule and drop a key at every tick and never rotate.
         return match next(&rows) {
-            Some(_) => unschedule(conn, now),
-            None => Ok(()),
+            Some(next) if now >= next.created_at + publish_ahead_secs + overdue_secs => {
+                unschedule(conn, now)
+            }
+            Some(_) | None => Ok(()),
         };
     }
     match next(&rows) {

@@ -111,9 +111,9 @@ async fn a_scheduled_key_is_sealed_under_the_active_keys_secret(backend: Backend
 }
 
 /// A key scheduled while rotation was on leaves the ring once it is turned off
-/// (`key_rotation_days = 0`): it never signed, and nothing new is scheduled; the active key
-/// signs on. Before, it stayed published as the next key for good: a key every verifier takes,
-/// which never signed.
+/// (`key_rotation_days = 0`) and its promotion is overdue: it never signed, and nothing new is
+/// scheduled; the active key signs on. Before, it stayed published as the next key for good: a
+/// key every verifier takes, which never signed.
 async fn turning_rotation_off_drops_the_scheduled_key(backend: Backend) {
     let app = TestApp::start(backend).await;
     let now = app.clock().now();
@@ -131,7 +131,8 @@ async fn turning_rotation_off_drops_the_scheduled_key(backend: Backend) {
     );
     let mut off = app.config.clone();
     off.key_rotation_days = 0;
-    for at in [now + 1, now + 86_400] {
+    let overdue = i64::from(off.key_publish_ahead_secs) + 2 * i64::from(off.cleanup_interval_secs);
+    for at in [now + 1, now + overdue] {
         let off = off.clone();
         app.store()
             .run_sync(move |c| KeyRing::load(c, &off, at).map(drop))
@@ -154,6 +155,54 @@ async fn turning_rotation_off_drops_the_scheduled_key(backend: Backend) {
         .unwrap();
     let expected = serde_json::json!({"kids": [next], "why": "key_rotation_days is 0"});
     assert_eq!(details, [expected.to_string()]);
+}
+
+/// Replicas that disagree on `key_rotation_days` (one rotates, one has it off: a rolling
+/// deploy, a mistyped value) rotate: the one with rotation off leaves a scheduled key to the
+/// other until it is overdue, and the other promotes it when due. Before, the one with rotation
+/// off dropped it at its next tick, the other scheduled a new one at its own, and no key was
+/// ever promoted.
+async fn replicas_that_disagree_on_rotation_rotate(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let now = app.clock().now();
+    let mut rotating = app.config.clone();
+    rotating.key_rotation_days = 1;
+    let mut off = app.config.clone();
+    off.key_rotation_days = 0;
+    let load = |config: &gatehouse_issuer::config::Config, at: i64| {
+        let config = config.clone();
+        app.store()
+            .run_sync(move |c| KeyRing::load(c, &config, at).map(drop))
+            .unwrap();
+    };
+    let status_of = |kid: &str| {
+        let rows = app.store().run_sync(keys::list).unwrap();
+        rows.into_iter().find(|r| r.kid == kid).map(|r| r.status)
+    };
+    // Due a day after the first key: scheduled `key_publish_ahead_secs` before.
+    let ahead = i64::from(rotating.key_publish_ahead_secs);
+    let scheduled_at = now + 86_400 - ahead;
+    load(&rotating, scheduled_at);
+    let rows = app.store().run_sync(keys::list).unwrap();
+    let next = rows
+        .into_iter()
+        .find(|r| r.status == "next")
+        .map(|r| r.kid)
+        .expect("a key is scheduled");
+    load(&off, scheduled_at + 1);
+    assert_eq!(
+        status_of(&next).as_deref(),
+        Some("next"),
+        "left to the other"
+    );
+    load(&rotating, scheduled_at + ahead);
+    assert_eq!(
+        status_of(&next).as_deref(),
+        Some("active"),
+        "promoted when due"
+    );
+    load(&off, scheduled_at + ahead + 1);
+    assert_eq!(status_of(&next).as_deref(), Some("active"));
 }
 
 /// A key file imported at a replica's start is sealed under the active key's secret too: a
@@ -323,6 +372,7 @@ async fn postgres_a_failed_import_leaves_no_scheduled_key() {
 crate::on_both_backends!(
     an_imported_key_file_is_sealed_under_the_active_keys_secret,
     turning_rotation_off_drops_the_scheduled_key,
+    replicas_that_disagree_on_rotation_rotate,
     a_scheduled_key_that_does_not_open_stops_the_start,
     a_scheduled_key_is_sealed_under_the_active_keys_secret,
     a_scheduled_key_with_no_sealed_part_needs_its_file_at_start,
