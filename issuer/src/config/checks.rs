@@ -20,7 +20,7 @@ const MAX_CLEANUP_BATCH: u32 = 10_000;
 
 /// How long before it signs a scheduled key must be published: the edge's and the package's
 /// default key-set TTL (`KEYS_TTL_SECS`, `ttlSeconds`).
-const MIN_PUBLISH_AHEAD_SECS: u32 = 300;
+pub const MIN_PUBLISH_AHEAD_SECS: u32 = 300;
 
 /// A minute: the longest the bearer check's view of revocations and users may lag another
 /// replica's changes (a revoked token or a disabled user is honoured here that long).

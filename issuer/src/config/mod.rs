@@ -1,6 +1,8 @@
 //! Typed configuration: defaults < optional `gatehouse.toml` < `GATEHOUSE_*` environment.
 
 mod checks;
+
+pub use checks::MIN_PUBLISH_AHEAD_SECS;
 mod unknown;
 
 pub use unknown::unknown_setting_refusals;

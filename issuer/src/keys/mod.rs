@@ -370,7 +370,13 @@ fn build_state(
         conn,
         sealer,
         i64::from(config.key_rotation_days) * 86_400,
-        i64::from(config.key_publish_ahead_secs),
+        // Checked only while rotation is on; off, it still bounds how long a key scheduled
+        // elsewhere is left to be promoted, which no rotating replica does sooner than this.
+        i64::from(
+            config
+                .key_publish_ahead_secs
+                .max(crate::config::MIN_PUBLISH_AHEAD_SECS),
+        ),
         max_ring_age(config),
         now,
     )?;

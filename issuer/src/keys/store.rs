@@ -303,6 +303,11 @@ pub fn schedule(
         // used to schedule and drop a key at every tick and never rotate.
         return match next(&rows) {
             Some(next) if now >= next.created_at + publish_ahead_secs + overdue_secs => {
+                tracing::warn!(
+                    kid = %next.kid,
+                    "key_rotation_days is 0 here, and no replica promoted the key scheduled \
+                     before (none rotates, or none could): it leaves the ring unsigned"
+                );
                 unschedule(conn, now)
             }
             Some(_) | None => Ok(()),

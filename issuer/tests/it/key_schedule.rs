@@ -129,15 +129,23 @@ async fn turning_rotation_off_drops_the_scheduled_key(backend: Backend) {
         before.contains(&(next.clone(), "next".into())),
         "{before:?}"
     );
+    // Turned off with the lead the key was scheduled with: overdue two maintenance periods
+    // after it was due, and not a second sooner (a replica that rotates may promote it).
     let mut off = app.config.clone();
     off.key_rotation_days = 0;
-    let overdue = i64::from(off.key_publish_ahead_secs) + 2 * i64::from(off.cleanup_interval_secs);
-    for at in [now + 1, now + overdue] {
+    off.key_publish_ahead_secs = 86_400;
+    let overdue = 86_400 + 2 * i64::from(off.cleanup_interval_secs);
+    let load_off = |at: i64| {
         let off = off.clone();
         app.store()
             .run_sync(move |c| KeyRing::load(c, &off, at).map(drop))
             .unwrap();
+    };
+    for at in [now + 1, now + overdue - 1] {
+        load_off(at);
+        assert_eq!(statuses(), before, "left to be promoted at {at}");
     }
+    load_off(now + overdue);
     let after = statuses();
     let unchanged: Vec<_> = before.into_iter().filter(|(kid, _)| *kid != next).collect();
     assert_eq!(
