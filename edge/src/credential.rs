@@ -58,6 +58,11 @@ pub fn token(
 /// loses only HTTP's whitespace around it, as a bearer token does.
 fn cookie_value<'c>(pair: &'c str, name: &str) -> Option<&'c str> {
     let (k, v) = pair.split_once('=')?;
+    // Reading a name only shortens it: a shorter one is not decoded (every pair of every
+    // cookie-carrying request comes here).
+    if k.len() < name.len() {
+        return None;
+    }
     let as_read = |b: u8| match b {
         b'.' | b' ' | b'[' => b'_',
         b => b.to_ascii_lowercase(),

@@ -140,7 +140,12 @@ pub fn acts_below(method: &str) -> bool {
 /// `method-override` takes), and ASCII case ignored, which neither does. The form-body field is
 /// the origin's to refuse (SECURITY.md).
 pub fn names_method_override(query: &str) -> bool {
+    // Reading a name only shortens it: one under 7 bytes as sent is no `_method`, and is not
+    // decoded (most are short: the path is read on every request).
     query_pairs(query).any(|(name, _)| {
+        if name.len() < 7 {
+            return false;
+        }
         let name = name_as_read(name);
         matches!(name.first(), Some(b'_' | b'.' | b'['))
             && name
@@ -158,6 +163,10 @@ pub fn names_method_override(query: &str) -> bool {
 /// checked token is harmless: the origin reads the same token.
 pub fn names_another_access_token(query: &str, token: &str) -> bool {
     query_pairs(query).any(|(name, value)| {
+        // As for `_method`: under 11 bytes as sent, it is no `accesstoken`.
+        if name.len() < 11 {
+            return false;
+        }
         let mut name = name_as_read(name);
         name.retain(u8::is_ascii_alphanumeric);
         name.eq_ignore_ascii_case(b"accesstoken") && form_decoded(value) != token.as_bytes()

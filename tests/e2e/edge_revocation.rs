@@ -194,6 +194,36 @@ async fn a_restarted_worker_reloads_the_list_from_kv() {
     );
 }
 
+/// 40 requests for `/api/whoami` at `edge` with `token`, one every 300 ms, each answered 200:
+/// how long those that took over 4 s took. A request that waited for a poll of the feeds below
+/// takes seconds, far above what a loaded machine adds to a request.
+async fn requests_held(edge: &str, token: &str) -> Vec<Duration> {
+    let mut requests = Vec::new();
+    for _ in 0..40 {
+        let (url, token) = (format!("{edge}/api/whoami"), token.to_owned());
+        requests.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let status = gatehouse_tests::http()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            (status.ok(), started.elapsed())
+        }));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut held = Vec::new();
+    for request in requests {
+        let (status, took) = request.await.expect("the request task");
+        assert_eq!(status, Some(200));
+        if took > Duration::from_secs(4) {
+            held.push(took);
+        }
+    }
+    held
+}
+
 /// While the delta feed hangs (it accepts and never answers), requests are answered from the
 /// held view: only a poll the isolate starts after being idle is waited for. Before, every
 /// request that found the view two intervals old waited for the poll under way, up to its 2 s
@@ -217,30 +247,8 @@ async fn a_hung_delta_feed_holds_no_request() {
         || async { (sys.edge.health().await["fast_path"]["failing"] == true).then_some(()) },
     )
     .await;
-    // 40 requests, one every 300 ms: the isolate polls the feed throughout.
-    let mut requests = Vec::new();
-    for _ in 0..40 {
-        let (edge, token) = (sys.edge.url.clone(), token.clone());
-        requests.push(tokio::spawn(async move {
-            let started = Instant::now();
-            let status = gatehouse_tests::http()
-                .get(format!("{edge}/api/whoami"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .map(|r| r.status().as_u16());
-            (status.ok(), started.elapsed())
-        }));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let mut held = Vec::new();
-    for request in requests {
-        let (status, took) = request.await.expect("the request task");
-        assert_eq!(status, Some(200));
-        if took > Duration::from_secs(4) {
-            held.push(took);
-        }
-    }
+    // The isolate polls the feed throughout.
+    let held = requests_held(&sys.edge.url, &token).await;
     assert!(held.is_empty(), "requests held by the hung feed: {held:?}");
 }
 
@@ -273,30 +281,8 @@ async fn a_slow_delta_feed_holds_no_request_of_a_busy_isolate() {
         (!edge.health().await["revocations"]["delta"].is_null()).then_some(())
     })
     .await;
-    // 40 requests, one every 300 ms: polls land every 5 s or so throughout.
-    let mut requests = Vec::new();
-    for _ in 0..40 {
-        let (url, token) = (format!("{}/api/whoami", edge.url), token.clone());
-        requests.push(tokio::spawn(async move {
-            let started = Instant::now();
-            let status = gatehouse_tests::http()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .map(|r| r.status().as_u16());
-            (status.ok(), started.elapsed())
-        }));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let mut held = Vec::new();
-    for request in requests {
-        let (status, took) = request.await.expect("the request task");
-        assert_eq!(status, Some(200));
-        if took > Duration::from_secs(4) {
-            held.push(took);
-        }
-    }
+    // Polls land every 5 s or so throughout.
+    let held = requests_held(&edge.url, &token).await;
     assert!(held.is_empty(), "requests held by the slow feed: {held:?}");
     let health = edge.health().await;
     assert_eq!(

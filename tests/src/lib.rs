@@ -109,52 +109,21 @@ pub async fn black_hole() -> BlackHole {
     BlackHole { url, accepted }
 }
 
-/// `http://host:port` of a server that answers every request with a 302 to the same path and
-/// query on `target`: an issuer URL that redirects.
-pub async fn redirector(target: &str) -> String {
+/// `http://host:port` of a server that reads each request's head and writes back what `answer`
+/// makes of its path and query (`None`: the connection is dropped).
+async fn serve_by_path<F, A>(what: &str, answer: F) -> String
+where
+    F: Fn(String) -> A + Clone + Send + 'static,
+    A: Future<Output = Option<Vec<u8>>> + Send,
+{
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .expect("bind a redirector");
+        .unwrap_or_else(|e| panic!("bind {what}: {e}"));
     let url = format!("http://{}", listener.local_addr().expect("its address"));
-    let target = target.to_owned();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            let target = target.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::with_capacity(1024);
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-                    match socket.read_buf(&mut head).await {
-                        Ok(n) if n > 0 => {}
-                        _ => return,
-                    }
-                }
-                let head = String::from_utf8_lossy(&head);
-                let path = head.split(' ').nth(1).unwrap_or("/");
-                let answer = format!(
-                    "HTTP/1.1 302 Found\r\nLocation: {target}{path}\r\nContent-Length: 0\r\n\
-                     Connection: close\r\n\r\n"
-                );
-                let _ = socket.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    url
-}
-
-/// `http://host:port` of a server that answers each `GET` with what `target` answers at the same
-/// path and query (status and body), `delay` after the request came: a slow upstream, such as a
-/// far or loaded issuer.
-pub async fn slow_proxy(target: &str, delay: Duration) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a slow proxy");
-    let url = format!("http://{}", listener.local_addr().expect("its address"));
-    let target = target.to_owned();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let target = target.clone();
+            let answer = answer.clone();
             tokio::spawn(async move {
                 let mut head = Vec::with_capacity(1024);
                 while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
@@ -168,22 +137,51 @@ pub async fn slow_proxy(target: &str, delay: Duration) -> String {
                     .nth(1)
                     .unwrap_or("/")
                     .to_owned();
-                tokio::time::sleep(delay).await;
-                let Ok(answer) = http().get(format!("{target}{path}")).send().await else {
-                    return;
-                };
-                let status = answer.status().as_u16();
-                let body = answer.bytes().await.unwrap_or_default();
-                let head = format!(
-                    "HTTP/1.1 {status} Slow\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = socket.write_all(head.as_bytes()).await;
-                let _ = socket.write_all(&body).await;
+                if let Some(bytes) = answer(path).await {
+                    let _ = socket.write_all(&bytes).await;
+                }
             });
         }
     });
     url
+}
+
+/// `http://host:port` of a server that answers every request with a 302 to the same path and
+/// query on `target`: an issuer URL that redirects.
+pub async fn redirector(target: &str) -> String {
+    let target = target.to_owned();
+    serve_by_path("a redirector", move |path| {
+        let answer = format!(
+            "HTTP/1.1 302 Found\r\nLocation: {target}{path}\r\nContent-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        );
+        async move { Some(answer.into_bytes()) }
+    })
+    .await
+}
+
+/// `http://host:port` of a server that answers each `GET` with what `target` answers at the same
+/// path and query (status and body), `delay` after the request came: a slow upstream, such as a
+/// far or loaded issuer.
+pub async fn slow_proxy(target: &str, delay: Duration) -> String {
+    let target = target.to_owned();
+    serve_by_path("a slow proxy", move |path| {
+        let url = format!("{target}{path}");
+        async move {
+            tokio::time::sleep(delay).await;
+            let answer = http().get(url).send().await.ok()?;
+            let status = answer.status().as_u16();
+            let body = answer.bytes().await.unwrap_or_default();
+            let mut bytes = format!(
+                "HTTP/1.1 {status} Slow\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            bytes.extend_from_slice(&body);
+            Some(bytes)
+        }
+    })
+    .await
 }
 
 pub fn http() -> reqwest::Client {
