@@ -1,6 +1,7 @@
 // GatehouseClient in Node, from the packed tarball: refreshes (a lost answer, a hung or failed
 // one, the retry schedule), the refresh lock between tabs, and unknown_kid after a key revocation,
-// against issuers this file fakes. Options, errors and tabs: client-node.test.mjs.
+// against issuers this file fakes (and, for the lock, a simulated Web Locks: Node has none).
+// Options, errors and tabs: client-node.test.mjs.
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -188,7 +189,7 @@ test('GatehouseClient.fetch: unknown_kid on a token held past the edge key refet
   }
 });
 
-test("GatehouseClient: tabs waiting on the refresh lock take the issuer's refusal of the holder's refresh, and try the token themselves after its network failure", { timeout: 60000 }, async () => {
+test("GatehouseClient (simulated Web Locks): tabs waiting on the refresh lock take the issuer's refusal of the holder's refresh, and try the token themselves after its network failure", { timeout: 60000 }, async () => {
   const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
   let issued = 0;
   let mode = 'answer';
@@ -208,7 +209,9 @@ test("GatehouseClient: tabs waiting on the refresh lock take the issuer's refusa
     const sid = form.get('grant_type') === 'password' ? `s${issued}` : 's1';
     return new Response(JSON.stringify({ ...tokenBody(issued), access_token: `${b64({ alg: 'none' })}.${b64({ sid, n: issued })}.x` }));
   };
-  // Web Locks as a browser has them, shared by the two "tabs" of this process (Node 20 has none).
+  // SIMULATION of Web Locks (Node 20 has none), shared by the two "tabs" of this process: one
+  // holder per name, `ifAvailable` answered with no lock, waiters queued. It does not prove the
+  // browser's own lock manager; client.test.mjs runs the client on Chromium's.
   const held = new Map();
   const locks = {
     async request(name, options, callback) {

@@ -545,6 +545,8 @@ async fn a_snapshot_that_could_not_be_built_is_built_again() {
     // The next build waits for 1.2 s after the first (`MIN_PUSH_INTERVAL`, to about 1.2 s): the
     // table is locked before it starts, and held past its deadline (about 2.2 s), until about
     // 3 s; its retry (about 2.4 s) waits for the lock.
+    let timed_out = || app.metric("gatehouse_db_unavailable_total{reason=\"timed_out\"}");
+    let timed_out_before = timed_out().await;
     let mut holder = diesel::PgConnection::establish(&app.config.database_url).unwrap();
     logout(second).await;
     holder
@@ -552,6 +554,11 @@ async fn a_snapshot_that_could_not_be_built_is_built_again() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(2900)).await;
     assert_eq!(pushes(), 1, "a build ran past the lock");
+    // The build failed at its deadline, rather than waiting for the lock.
+    assert!(
+        timed_out().await > timed_out_before,
+        "no build ran out of its deadline"
+    );
     holder.batch_execute("COMMIT").unwrap();
     while pushes() < 2 {
         assert!(
