@@ -21,6 +21,10 @@ use crate::store::{audit, failure_budget, lockout, revocations, sessions};
 /// presentation of one is not audited as reuse (the session's end is what refuses it).
 const SESSION_RETENTION_SECS: i64 = 24 * 3600;
 
+/// How long past its grace window a rotated refresh token keeps its nonce: the window is judged
+/// on the database's clock, the cleanup on this replica's, which may be off from it.
+const NONCE_MARGIN_SECS: i64 = 60;
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CleanupReport {
     pub sessions: usize,
@@ -29,19 +33,22 @@ pub struct CleanupReport {
     pub lockouts: usize,
     /// Audit rows past `audit_retention_days` (none while it is 0).
     pub audit_events: usize,
+    /// Rotated refresh tokens whose nonce was forgotten (`sessions::forget_nonces`).
+    pub nonces: usize,
 }
 
 impl CleanupReport {
     pub const fn total(&self) -> usize {
-        self.sessions + self.revocations + self.lockouts + self.audit_events
+        self.sessions + self.revocations + self.lockouts + self.audit_events + self.nonces
     }
 }
 
 /// What a cleanup deletes: everything due, or only what expired by its own times, ended
-/// sessions and expired revocation entries (the CLI's). Which lockout rows are stale and which
-/// audit rows are old enough is for the replicas' settings to say (`lockout.*`,
-/// `audit_retention_days`): a shell without them would judge by the defaults, forgetting
-/// counts and lock histories the replicas keep, or audit rows they keep longer.
+/// sessions and expired revocation entries (the CLI's). Which lockout rows are stale, which
+/// audit rows are old enough and which nonces are past their grace is for the replicas'
+/// settings to say (`lockout.*`, `audit_retention_days`, `refresh_grace_secs`): a shell without
+/// them would judge by the defaults, forgetting counts and lock histories the replicas keep,
+/// audit rows they keep longer, or nonces a retry still needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Everything,
@@ -58,7 +65,7 @@ pub fn cleanup_batch(
     let batch = i64::from(config.cleanup_batch.max(1));
     let sessions = sessions::delete_ended(conn, now - SESSION_RETENTION_SECS, batch)?;
     let revocations = revocations::delete_expired(conn, now, batch)?;
-    let (lockouts, audit_events) = match scope {
+    let (lockouts, audit_events, nonces) = match scope {
         Scope::Everything => (
             lockout::delete_stale(conn, now, &config.lockout, batch)?
                 + failure_budget::delete_paid_off(conn, now.saturating_mul(1000), batch)?,
@@ -66,14 +73,20 @@ pub fn cleanup_batch(
                 0 => 0,
                 days => audit::delete_before(conn, now - i64::from(days) * 24 * 3600, batch)?,
             },
+            sessions::forget_nonces(
+                conn,
+                now - i64::from(config.refresh_grace_secs) - NONCE_MARGIN_SECS,
+                batch,
+            )?,
         ),
-        Scope::ExpiredOnly => (0, 0),
+        Scope::ExpiredOnly => (0, 0, 0),
     };
     Ok(CleanupReport {
         sessions,
         revocations,
         lockouts,
         audit_events,
+        nonces,
     })
 }
 
@@ -117,11 +130,13 @@ async fn cleanup_until(
         total.revocations += report.revocations;
         total.lockouts += report.lockouts;
         total.audit_events += report.audit_events;
+        total.nonces += report.nonces;
         let done = [
             report.sessions,
             report.revocations,
             report.lockouts,
             report.audit_events,
+            report.nonces,
         ]
         .iter()
         .all(|&n| n < full);

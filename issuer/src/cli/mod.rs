@@ -370,7 +370,7 @@ fn cleanup() -> Result<(), String> {
             .map_err(fail)?;
         println!(
             "deleted {} sessions, {} revocation entries; lockout and audit rows are left to the \
-             replicas, whose settings say which are due",
+             replicas, whose settings say which are due, as are rotation nonces",
             report.sessions, report.revocations
         );
         Ok(())

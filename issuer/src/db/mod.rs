@@ -64,21 +64,21 @@ impl DbUrl {
     }
 }
 
-/// The URL without its credentials: the user info (up to the last `@` before the path, as
-/// libpq reads it, so a password may hold `?`), and the query, where libpq also takes a
-/// `password` (its other options do not say which database it is).
+/// The URL without its credentials: everything up to its last `@`, wherever it stands (a
+/// password may hold `?`, and one with an unescaped `/` or `@` is exactly what fails to connect
+/// and gets logged), and the query, where libpq also takes a `password` (its other options do
+/// not say which database it is). An `@` in the query hides the host too: nothing is shown
+/// rather than a secret.
 pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.split('?').next().unwrap_or_default().to_owned();
     };
-    let path_at = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(path_at);
-    let host = match authority.rfind('@') {
-        Some(at) => format!("***{}", authority.get(at..).unwrap_or_default()),
-        None => authority.split('?').next().unwrap_or_default().to_owned(),
+    let (hidden, shown) = match rest.rfind('@') {
+        Some(at) => ("***", rest.get(at..).unwrap_or_default()),
+        None => ("", rest),
     };
-    let path = path.split('?').next().unwrap_or_default();
-    format!("{scheme}://{host}{path}")
+    let shown = shown.split('?').next().unwrap_or_default();
+    format!("{scheme}://{hidden}{shown}")
 }
 
 pub struct Manager {

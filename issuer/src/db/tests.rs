@@ -94,6 +94,15 @@ fn urls_dispatch_on_scheme_and_never_log_passwords() {
     // A password may hold `?` (libpq reads the user info up to the `@`).
     let pg = DbUrl::parse("postgres://app:Xy?9zQ@db:5432/gh?sslmode=require").unwrap();
     assert_eq!(pg.describe(), "PostgreSQL at postgres://***@db:5432/gh");
+    // Malformed (an unescaped `/` or `@` in the password): libpq fails on it, and it is logged.
+    for url in [
+        "postgres://app:pa/ss@db/gh",
+        "postgres://app:p@ss@db/gh",
+        "postgres://app:p/a@s?s@db/gh?application_name=x@y",
+    ] {
+        let shown = DbUrl::parse(url).unwrap().describe();
+        assert!(!shown.contains("pa") && !shown.contains("ss"), "{shown}");
+    }
     assert!(
         DbUrl::parse("mysql://x")
             .unwrap_err()

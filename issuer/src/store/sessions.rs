@@ -187,7 +187,12 @@ pub fn rotate(
                 .rotated_at
                 .is_some_and(|at| database_now - at <= i64::from(grace_secs));
         if won || within_grace {
-            let nonce = row.rotation_nonce.as_deref().unwrap_or(&nonce);
+            // A won rotation has just stored its nonce. A retry whose nonce the cleanup already
+            // forgot (judged by a replica clock far ahead of the database's) cannot be given
+            // its successor: refused, and not taken for reuse.
+            let Some(nonce) = row.rotation_nonce.as_deref() else {
+                return Ok(Rotation::Invalid);
+            };
             let successor = ids::successor_secret(presented, nonce);
             let successor_hash = ids::hash_secret(&successor);
             if won {
@@ -320,6 +325,32 @@ fn share_lock_session_of(conn: &mut DbConn, hash: &str) -> Result<(), ApiError> 
         .first::<String>(c)
         .optional()?;
     Ok(())
+}
+
+/// Rotated tokens whose nonce is held, rotated before `cutoff`: what the cleanup makes forget
+/// it, found by the partial index `refresh_tokens_nonce_held`.
+#[diesel::dsl::auto_type]
+pub fn nonces_held_before(cutoff: i64, batch: i64) -> _ {
+    refresh_tokens::table
+        .filter(refresh_tokens::rotation_nonce.is_not_null())
+        .filter(refresh_tokens::rotated_at.lt(cutoff))
+        .select(refresh_tokens::token_hash)
+        .limit(batch)
+}
+
+/// Forgets the rotation nonces of up to `batch` tokens rotated before `cutoff`. A nonce only
+/// serves a retry within the grace window; kept, it let a dump of the database and any old
+/// refresh token of a session derive each successor in turn, up to the current one.
+pub fn forget_nonces(conn: &mut DbConn, cutoff: i64, batch: i64) -> Result<usize, ApiError> {
+    let spent: Vec<String> = nonces_held_before(cutoff, batch).load(conn)?;
+    if spent.is_empty() {
+        return Ok(0);
+    }
+    Ok(
+        diesel::update(refresh_tokens::table.filter(refresh_tokens::token_hash.eq_any(&spent)))
+            .set(refresh_tokens::rotation_nonce.eq(None::<String>))
+            .execute(conn)?,
+    )
 }
 
 /// Sessions that ended, expired or revoked, at or before `cutoff`: what cleanup deletes, and

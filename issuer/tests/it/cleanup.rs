@@ -243,9 +243,23 @@ async fn a_cleanup_from_a_shell_whose_clock_runs_ahead_keeps_what_verifiers_need
     assert_eq!((report.revocations, report.sessions), (2, 3));
 }
 
+/// The cleanup finds the rotation nonces it forgets through their partial index, which holds
+/// only the rows rotated within the last minutes; the query is the store's own.
+async fn held_nonces_are_found_by_index(backend: Backend) {
+    use gatehouse_issuer::store::sessions::nonces_held_before;
+
+    let app = TestApp::start(backend).await;
+    let plan = plan_of(&app, &nonces_held_before(0, 1000), "0, 1000", &["seqscan"]);
+    assert!(
+        reads_by(&plan, "refresh_tokens_nonce_held") && !scans(&plan, "refresh_tokens"),
+        "{plan:#?}"
+    );
+}
+
 crate::on_both_backends!(
     a_cleanup_from_a_shell_whose_clock_runs_ahead_keeps_what_verifiers_need,
     audit_events_are_found_by_index,
+    held_nonces_are_found_by_index,
     audit_rows_go_after_their_retention_only,
     cleanup_removes_only_what_expired,
     ended_sessions_are_found_by_index,

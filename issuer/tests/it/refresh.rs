@@ -353,6 +353,72 @@ async fn a_grace_of_zero_admits_no_retry(backend: Backend) {
     );
 }
 
+/// The nonce of a rotated token, as a dump of the database would show it.
+fn nonce_of(app: &TestApp, refresh_token: &str) -> Option<String> {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::refresh_tokens;
+    let hash = gatehouse_issuer::ids::hash_secret(refresh_token);
+    app.store()
+        .run_sync(move |c| {
+            Ok(refresh_tokens::table
+                .find(hash)
+                .select(refresh_tokens::rotation_nonce)
+                .first::<Option<String>>(c)?)
+        })
+        .unwrap()
+}
+
+/// The cleanup forgets a rotated token's nonce once its grace window is well past, so a dump
+/// of the database and that old token no longer derive its successor; a retry within the
+/// window keeps working, and one whose nonce is gone early (the cleanup of a replica whose
+/// clock runs far ahead) is refused without ending the session.
+async fn a_rotated_tokens_nonce_is_forgotten_after_its_grace(backend: Backend) {
+    use gatehouse_issuer::maintenance::cleanup;
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let r0 = str_of(&app.login("alice").await, "refresh_token").to_owned();
+    let (status, json) = app.refresh(&r0).await;
+    assert_eq!(status, Status::Ok, "{json}");
+    let r1 = str_of(&json, "refresh_token").to_owned();
+    let now = app.clock().now();
+    let nonce = nonce_of(&app, &r0).expect("a nonce held while a retry may come");
+    assert_eq!(gatehouse_issuer::ids::successor_secret(&r0, &nonce), r1);
+
+    // Within the window (and its margin) the cleanup keeps it, and a retry gets r1.
+    let report = cleanup(app.store(), &app.config, now + 60).await.unwrap();
+    assert_eq!(report.nonces, 0);
+    let (status, retry) = app.refresh(&r0).await;
+    assert_eq!(
+        (status, str_of(&retry, "refresh_token")),
+        (Status::Ok, r1.as_str())
+    );
+
+    // Judged far ahead, as by a replica whose clock runs ahead: the nonce goes.
+    let report = cleanup(app.store(), &app.config, now + 3600).await.unwrap();
+    assert_eq!(report.nonces, 1);
+    assert_eq!(nonce_of(&app, &r0), None);
+    // A retry still within the window cannot be given r1: refused, and the session lives on.
+    assert_eq!(
+        refusal(app.refresh(&r0).await),
+        (Status::BadRequest, "invalid_grant".into())
+    );
+    let (status, json) = app.refresh(&r1).await;
+    assert_eq!(status, Status::Ok, "the session was ended: {json}");
+    let r2 = str_of(&json, "refresh_token").to_owned();
+
+    // Past the window, the old token is reuse as ever.
+    app.clock().advance(10);
+    assert_eq!(
+        refusal(app.refresh(&r0).await),
+        (Status::BadRequest, "invalid_grant".into())
+    );
+    assert_eq!(
+        refusal(app.refresh(&r2).await),
+        (Status::BadRequest, "invalid_grant".into()),
+        "reuse past the window ends the session"
+    );
+}
+
 /// A refresh does not wait for revocations: it takes the revocations' write lock only when it
 /// ends a session for reuse. (On SQLite every write waits for the one writer anyway.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -377,4 +443,5 @@ crate::on_both_backends!(
     a_refresh_may_narrow_its_scope_never_widen_it,
     a_withdrawn_scope_leaves_sessions_at_their_next_refresh,
     a_grace_of_zero_admits_no_retry,
+    a_rotated_tokens_nonce_is_forgotten_after_its_grace,
 );
