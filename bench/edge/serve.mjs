@@ -7,7 +7,8 @@
 // writes or reads: the first n puts (gets, by `get` or `getWithMetadata`) of each named key throw, as they do on Cloudflare when
 // KV is down or its limit of one write per second per key is exceeded; everything else goes to
 // a real local KV namespace. It does not model KV's own error messages or a write that fails
-// after it was stored.
+// after it was stored. `"kv": {..., "persist": "<dir>"}` keeps KV in that directory, so a later
+// start on it is a new isolate beside what an earlier one stored.
 // `bundle` runs esbuild first, for workers that import npm packages (the jose baseline).
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -83,7 +84,7 @@ if (config.kv === false) {
   worker.kvNamespaces = ['GATEHOUSE_KV'];
 }
 // `cf: false`: no fetch of Cloudflare's `cf.json` from the internet.
-const mf = new Miniflare({ cf: false, workers, host: '127.0.0.1', port: config.port });
+const mf = new Miniflare({ cf: false, workers, host: '127.0.0.1', port: config.port, kvPersist: config.kv?.persist });
 const url = await mf.ready;
 console.log(`serving ${config.script} at ${url.href}`);
 const stop = async () => {

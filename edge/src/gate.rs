@@ -198,18 +198,14 @@ async fn authorize(
         .age_secs(now)
         .is_some_and(|age| list.is_present() && age <= config.max_list_age_secs);
     if !list_ok && config.stale_policy == StalePolicy::FailClosed {
-        let (code, text) = if list.is_present() {
-            (
+        return Err(if list.is_present() {
+            reply::unavailable(
                 "revocation_list_stale",
                 "the revocation list is older than allowed",
             )
         } else {
-            (
-                "revocation_list_missing",
-                "no revocation list has reached the edge yet",
-            )
-        };
-        return Err(reply::unavailable(code, text));
+            reply::list_missing()
+        });
     }
     let Some(mut verifier) = keys::verifier(env, config).await else {
         return Err(reply::keys_unavailable());

@@ -198,7 +198,8 @@ async fn push(mut req: Request, env: &Env, ctx: &Context) -> Response {
     // An isolate that holds no list loads KV's first, as a request would: the keys a list is
     // verified with leave out those it revokes (`keys::verifier`), and only KV's list may say
     // that a key still published leaked. Before, a leaked key's list replayed here after
-    // `keys revoke` was taken, and stored over the issuer's list in KV.
+    // `keys revoke` was taken, and stored over the issuer's list in KV. A load that does not
+    // finish within the wait leaves the push to a 503 (`SyncError::ListMissing`).
     if state::with_revocations(|view| view.base().is_none()) {
         first_list::wait(env, ctx, &config).await;
     }
@@ -216,6 +217,7 @@ async fn push(mut req: Request, env: &Env, ctx: &Context) -> Response {
         // The same answers a request gets: the issuer retries it, as it should.
         Err(SyncError::NoKeys) => reply::keys_unavailable(),
         Err(SyncError::CryptoFault) => reply::verification_unavailable(),
+        Err(SyncError::ListMissing) => reply::list_missing(),
         // A fresh list is taken: the issuer's next push is one.
         Err(SyncError::TooOld(e)) => {
             reply::error(400, &ErrorBody::new("rejected", "list_too_old", &e), None)

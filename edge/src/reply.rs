@@ -99,6 +99,15 @@ pub fn verification_unavailable() -> Response {
     )
 }
 
+/// 503 while no revocation list has reached this isolate: a request under `fail_closed`, or a
+/// pushed list, which is judged only against KV's.
+pub fn list_missing() -> Response {
+    unavailable(
+        "revocation_list_missing",
+        "no revocation list has reached the edge yet",
+    )
+}
+
 /// 503 for operational reasons (no keys, no fresh revocation list, misconfiguration).
 pub fn unavailable(code: &str, description: &str) -> Response {
     error(

@@ -105,6 +105,9 @@ pub enum SyncError {
     TooOld(String),
     /// The runtime's WebCrypto failed: the list may be good.
     CryptoFault,
+    /// Pushed to an isolate that holds no list while KV holds one: refused until it has loaded
+    /// KV's, which may revoke the key that signed this one.
+    ListMissing,
 }
 
 impl core::fmt::Display for SyncError {
@@ -113,6 +116,7 @@ impl core::fmt::Display for SyncError {
             Self::Snapshot(e) => e.fmt(f),
             Self::NoKeys => f.write_str("no keys to verify it with"),
             Self::CryptoFault => f.write_str("the runtime could not check the signature"),
+            Self::ListMissing => f.write_str("no list yet"),
             Self::KvWrite(e) | Self::TooOld(e) => f.write_str(e),
         }
     }
@@ -215,6 +219,16 @@ pub async fn accept(
             let _ = state::update_revocations(|view| view.with_base(list));
         }
         return Err(kv_ahead.into());
+    }
+    // A pushed list (anyone can push) reaching an isolate whose first load of KV's list did not
+    // finish in time, or failed, was verified with keys that leave out none KV's list revokes:
+    // a leaked key's list would pass, and be stored over the issuer's. It is judged once KV's
+    // list is held; the issuer retries. (The cron's own pull comes from the issuer.)
+    if asker == keys::Asker::Client
+        && matches!(&stored, Ok((Some(_), _)))
+        && state::with_revocations(|held| held.base().is_none())
+    {
+        return Err(SyncError::ListMissing);
     }
     // An isolate that holds a list compares with it below; but an empty KV would still store
     // the old one for every other isolate.

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use gatehouse_shared::RevocationList;
-use gatehouse_tests::{Edge, eventually, free_port, get_text, unix_now};
+use gatehouse_tests::{
+    Edge, Issuer, Workerd, built_worker, eventually, free_port, get_text, unix_now,
+};
 
 use crate::locations::world;
 use crate::system::{AUDIENCE, Options, PASSWORD, System, access, get, push};
@@ -140,6 +142,58 @@ async fn a_new_isolate_refuses_a_leaked_keys_list_that_kvs_list_disowns() {
     assert_eq!(get(&edge, "/api/x", Some(access(&tokens))).await.0, 200);
     let seq = edge.health().await["revocations"]["seq"].as_u64();
     assert!(seq.is_some_and(|s| s < FORGED_SEQ), "{seq:?}");
+}
+
+/// A new isolate whose first load of KV's list does not finish (every read of that list refused,
+/// SIMULATED; on Cloudflare a read slower than the 2 s a push waits for it does the same) while
+/// KV holds the issuer's list naming a leaked key: a list the key signs, pushed there, is
+/// answered 503 `revocation_list_missing`, and KV keeps the issuer's list. Before, the isolate
+/// verified it with the key still pinned, took it, and stored it over the issuer's list in KV.
+/// One local workerd, started three times on one KV.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_isolate_that_has_not_loaded_kvs_list_takes_no_pushed_list() {
+    let mut issuer = Issuer::start(&[]).await;
+    let leaked = issuer.rotate_key_file().await;
+    let jwks = get_text(&format!("{}/.well-known/jwks.json", issuer.url)).await;
+    assert!(jwks.contains(leaked.kid()), "{jwks}");
+    let out = issuer.cli(&["keys", "revoke", leaked.kid()], "");
+    assert!(out.status.success(), "{out:?}");
+    let vars = [
+        ("ORIGIN_URL", "http://127.0.0.1:9"),
+        ("ISSUER_URL", issuer.url.as_str()),
+        ("EXPECTED_ISSUER", issuer.url.as_str()),
+        ("EXPECTED_AUDIENCE", AUDIENCE),
+        ("JWKS", jwks.as_str()),
+        ("DELTA_POLL_MS", "0"),
+    ];
+    let (kv, worker) = (tempfile::tempdir().unwrap(), built_worker());
+    let on_kv = |refused: &'static [(&'static str, u32)]| {
+        Workerd::start_on_kv_in(&worker, &vars, kv.path(), refused)
+    };
+    let first = on_kv(&[]).await;
+    let list = get_text(&format!("{}/v1/revocations", issuer.url)).await;
+    let (status, json) = push(&first.url, list).await;
+    assert_eq!(status, 200, "the issuer's list, naming the key: {json}");
+    first.stop().await;
+
+    let unloaded = on_kv(&[("revocations", u32::MAX)]).await;
+    let (status, json) = push(&unloaded.url, forged(&issuer.url, &leaked)).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (503, Some("revocation_list_missing")),
+        "{json}"
+    );
+    unloaded.stop().await;
+
+    // KV still holds the issuer's list: an isolate that loads it refuses the forged one. (Had
+    // KV taken the forged list, this isolate would hold it, and answer 200 or 409.)
+    let loaded = on_kv(&[]).await;
+    let (status, json) = push(&loaded.url, forged(&issuer.url, &leaked)).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (400, Some("unknown_kid")),
+        "{json}"
+    );
 }
 
 /// Whether the edge refuses `token` as revoked.

@@ -22,6 +22,11 @@ impl NodeServer {
         self.proc.pid()
     }
 
+    /// Kills the server's process group and waits for it to be gone.
+    pub(crate) async fn stop(self) {
+        self.proc.stop().await;
+    }
+
     /// Runs `node <script> <args(port)>` from the repository root and waits until `probe` (a
     /// path) answers at all.
     pub(crate) async fn start(

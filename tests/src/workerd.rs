@@ -42,6 +42,28 @@ impl Workerd {
         Self::start_with(script, vars, false, kv).await
     }
 
+    /// The worker on a KV kept in `dir`, refusing the first `n` gets of each `(key, n)` (a
+    /// SIMULATION, as above): a later start on the same `dir` is a new isolate beside what an
+    /// earlier one stored. Stop the earlier first ([`Self::stop`]): two may not share `dir`.
+    pub async fn start_on_kv_in(
+        script: &Path,
+        vars: &[(&str, &str)],
+        dir: &Path,
+        refused_gets: &[(&str, u32)],
+    ) -> Self {
+        let counts: serde_json::Map<String, serde_json::Value> = refused_gets
+            .iter()
+            .map(|(key, n)| ((*key).to_owned(), (*n).into()))
+            .collect();
+        let kv = serde_json::json!({ "failGets": counts, "persist": dir });
+        Self::start_with(script, vars, false, kv).await
+    }
+
+    /// Stops the worker and waits until it is gone.
+    pub async fn stop(self) {
+        self.server.stop().await;
+    }
+
     async fn start_with(
         script: &Path,
         vars: &[(&str, &str)],

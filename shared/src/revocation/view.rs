@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{RevocationDelta, RevocationList, RevocationReason};
 use crate::claims::AccessClaims;
-use crate::error::SnapshotError;
+use crate::error::{SnapshotError, ValidationError};
 
 #[derive(Debug, Clone, Default)]
 pub struct RevocationView {
@@ -91,11 +91,17 @@ impl RevocationView {
                 .is_some_and(|d| d.list().revokes_key(kid))
     }
 
-    /// The view with `list` as its base, if it replaces the base held ([`super::replaces`]).
+    /// The view with `list` as its base, if it replaces the base held ([`super::replaces`]) and
+    /// is not signed by a key the view revokes (`unknown_kid`, as [`super::replaces_list`]): the
+    /// issuer signs with no key it revoked, and the keys that verified `list` may not have left
+    /// that key out (an edge isolate that verified it before its first list arrived).
     /// The delta stays while it is newer than the new base (a later seq, or the same re-signed
     /// later: it keeps the view's age while the base is an older signature of the same list)
     /// and not disowned by it.
     pub fn with_base(&self, list: RevocationList) -> Result<Self, SnapshotError> {
+        if self.revokes_key(list.signer()) {
+            return Err(ValidationError::UnknownKid.into());
+        }
         if let Some(held) = &self.base {
             list.ensure_newer_than(held.rank())?;
         }

@@ -301,6 +301,17 @@ fn a_list_signed_by_a_key_the_held_list_revokes_never_replaces_it() {
     // The issuer's next list still replaces it, and it still replaces the forged one.
     assert!(replaces_list(&signed(&base(9, NOW, &[]), current), &held));
     assert!(replaces_list(&held, &forged));
+    // A view holds to the same rule, by its base or by its delta, whatever verified the list.
+    let by_base = RevocationView::default().with_base(held.clone()).unwrap();
+    let by_delta = RevocationView::default()
+        .with_delta(RevocationDelta::new(7, held))
+        .unwrap();
+    for view in [by_base, by_delta] {
+        let err = view.with_base(forged.clone()).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::UnknownKid);
+        let next = view.with_base(signed(&base(9, NOW, &[]), current)).unwrap();
+        assert_eq!(next.seq(), 9);
+    }
 }
 
 /// A key that leaked can sign a list with a seq far above the issuer's. Once the
