@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use gatehouse_shared::{AccessClaims, ErrorCode};
 use rocket::data::{self, Data, FromData, ToByteUnit as _};
-use rocket::http::Status;
+use rocket::http::{ContentType, Status};
 use rocket::outcome::Outcome;
 use rocket::request::{self, FromRequest, Request};
 use rocket::{Ignite, Rocket, Sentinel};
@@ -86,15 +86,24 @@ impl<'r, T: DeserializeOwned> FromData<'r> for FormOrJson<T> {
 
     async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
         let fail = |e: ApiError| Outcome::Error((e.status(), e));
+        // Read as UTF-8 only: a body in another charset said so (`windows-1252`, say) would be
+        // read as other text than the client meant, a password among it.
+        let utf8 = |ct: &ContentType| {
+            ct.param("charset")
+                .is_none_or(|c| c.trim_matches('"').eq_ignore_ascii_case("utf-8"))
+        };
         let is_form = match req.content_type() {
-            Some(ct) if ct.is_form() => true,
-            Some(ct) if ct.is_json() => false,
+            Some(ct) if ct.is_form() && utf8(ct) => true,
+            Some(ct) if ct.is_json() && utf8(ct) => false,
             _ => return fail(ApiError::UnsupportedMediaType),
         };
         let body = match data.open(BODY_LIMIT_BYTES.bytes()).into_string().await {
             Ok(s) if s.is_complete() => s.into_inner(),
             Ok(_) => return fail(ApiError::PayloadTooLarge),
-            Err(_) => return fail(ApiError::invalid_request("the body is not UTF-8 text")),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return fail(ApiError::invalid_request("the body is not UTF-8 text"));
+            }
+            Err(_) => return fail(ApiError::invalid_request("the body could not be read")),
         };
         let clock = match managed::<Arc<Clock>>(req) {
             Ok(clock) => clock,

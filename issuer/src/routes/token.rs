@@ -61,10 +61,49 @@ pub struct TokenResponse {
     scope: String,
 }
 
-/// The grants this endpoint serves (RFC 6749 §4.3, §6).
-enum GrantType {
-    Password,
-    RefreshToken,
+/// The grants this endpoint serves (RFC 6749 §4.3, §6), each with the fields it requires.
+enum GrantRequest {
+    Password {
+        username: String,
+        password: String,
+        scope: Option<String>,
+    },
+    RefreshToken {
+        presented: String,
+        scope: Option<String>,
+    },
+}
+
+impl GrantRequest {
+    /// The request's own faults, found before anything this replica or the client's history
+    /// decides (the signing key, the failure budget): a request that can never succeed gets its
+    /// 400 at once, not a 503 or 429 that tells the client to send it again.
+    fn read(request: TokenRequest) -> Result<Self, ApiError> {
+        let required = |field: Option<String>, missing: &'static str| {
+            field.ok_or_else(|| ApiError::invalid_request(missing))
+        };
+        match request.grant_type.as_deref() {
+            Some("password") => Ok(Self::Password {
+                username: required(request.username, "username is required")?,
+                password: required(request.password, "password is required")?,
+                scope: request.scope,
+            }),
+            Some("refresh_token") => {
+                let presented = required(request.refresh_token, "refresh_token is required")?;
+                if presented.len() > MAX_REFRESH_TOKEN_LEN {
+                    return Err(ApiError::InvalidGrant(
+                        "the refresh token is invalid or expired",
+                    ));
+                }
+                Ok(Self::RefreshToken {
+                    presented,
+                    scope: request.scope,
+                })
+            }
+            None => Err(ApiError::invalid_request("grant_type is required")),
+            Some(_) => Err(ApiError::UnsupportedGrantType),
+        }
+    }
 }
 
 /// What the grants work with, taken from the handler's typed guards.
@@ -101,12 +140,7 @@ async fn token(
     let FormOrJson(request, now) = body.map_err(ApiError::as_oauth)?;
     // The request's own faults first: a client must learn that its request is wrong even
     // while this replica cannot sign.
-    let grant_type = match request.grant_type.as_deref() {
-        Some("password") => GrantType::Password,
-        Some("refresh_token") => GrantType::RefreshToken,
-        None => return Err(ApiError::invalid_request("grant_type is required")),
-        Some(_) => return Err(ApiError::UnsupportedGrantType),
-    };
+    let grant_request = GrantRequest::read(request)?;
     // Before any grant commits: a replica that cannot sign refuses without spending a refresh
     // token or starting a session.
     let ring = keys.for_signing(db, now).await?;
@@ -121,9 +155,15 @@ async fn token(
         clock,
         now,
     };
-    let grant = match grant_type {
-        GrantType::Password => password_grant(&grants, request).await?,
-        GrantType::RefreshToken => refresh_grant(&grants, request).await?,
+    let grant = match grant_request {
+        GrantRequest::Password {
+            username,
+            password,
+            scope,
+        } => password_grant(&grants, (username, password), scope).await?,
+        GrantRequest::RefreshToken { presented, scope } => {
+            refresh_grant(&grants, presented, scope).await?
+        }
     };
     Ok(NoStore::new(Json(respond(
         config,
@@ -136,27 +176,26 @@ async fn token(
 /// A client that failed too often (on this replica, or on any by the failures recorded) is
 /// refused before any check, whatever the password; else it is charged a failure, given back
 /// unless the login is refused, and a refused one is recorded for every replica.
-async fn password_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Grant, ApiError> {
+async fn password_grant(
+    grants: &Grants<'_>,
+    credentials: (String, String),
+    scope: Option<String>,
+) -> Result<Grant, ApiError> {
     let charge = grants
         .limit
         .charge_failure(grants.db, grants.clock, grants.client_ip)
         .await?;
-    let grant = charged_password_grant(grants, request, &charge).await;
+    let grant = charged_password_grant(grants, credentials, scope, &charge).await;
     charge.settle(grants.db, grants.clock).await;
     grant
 }
 
 async fn charged_password_grant(
     grants: &Grants<'_>,
-    request: TokenRequest,
+    (username, password): (String, String),
+    scope: Option<String>,
     charge: &FailureCharge<'_>,
 ) -> Result<Grant, ApiError> {
-    let username = request
-        .username
-        .ok_or_else(|| ApiError::invalid_request("username is required"))?;
-    let password = request
-        .password
-        .ok_or_else(|| ApiError::invalid_request("password is required"))?;
     let (now, cfg) = (grants.now, grants.config.lockout);
     let refused = |error: ApiError| {
         grants.metrics.logins_failed.inc();
@@ -195,13 +234,13 @@ async fn charged_password_grant(
         Checked::Wrong => return refused(ApiError::InvalidGrant(BAD_CREDENTIALS)),
         Checked::LockedOut { retry_after } => return refused(ApiError::LockedOut { retry_after }),
     };
-    let scope = granted_scope(grants.config, request.scope.as_deref(), &user);
+    let granted = granted_scope(grants.config, scope.as_deref(), &user);
     match start_session(
         grants,
         (user, typed_form_hash),
         &attempt,
+        granted,
         scope,
-        request.scope,
         password,
     )
     .await
@@ -333,21 +372,17 @@ fn granted_scope(config: &Config, requested: Option<&str>, user: &User) -> Optio
     Some(granted.join(" "))
 }
 
-async fn refresh_grant(grants: &Grants<'_>, request: TokenRequest) -> Result<Grant, ApiError> {
-    let presented = request
-        .refresh_token
-        .ok_or_else(|| ApiError::invalid_request("refresh_token is required"))?;
-    if presented.len() > MAX_REFRESH_TOKEN_LEN {
-        return Err(ApiError::InvalidGrant(
-            "the refresh token is invalid or expired",
-        ));
-    }
+async fn refresh_grant(
+    grants: &Grants<'_>,
+    presented: String,
+    scope: Option<String>,
+) -> Result<Grant, ApiError> {
     let (grace, now) = (grants.config.refresh_grace_secs, grants.now);
     // The body's arrival on the database's clock, which the grace window is judged on.
     let database_now = grants.clock.on_database_clock(grants.db, now).await;
     // RFC 6749 §6: a narrower scope may be asked for, never a wider one. Checked before the
     // rotation, which a refusal must not spend.
-    let requested = request.scope.filter(|s| !s.trim().is_empty());
+    let requested = scope.filter(|s| !s.trim().is_empty());
     if let Some(requested) = requested.clone() {
         let token = presented.clone();
         let session = grants

@@ -55,6 +55,42 @@ async fn hostile_requests_get_clear_4xx(backend: Backend) {
             Status::UnsupportedMediaType,
             "unsupported_media_type",
         ),
+        // Another charset than UTF-8 would be read as other text than the client meant (a
+        // password among it); said as UTF-8, in any case or quoted, it is read.
+        (
+            "/v1/users",
+            Some(
+                ContentType::new("application", "x-www-form-urlencoded")
+                    .with_params(("charset", "windows-1252")),
+            ),
+            b"username=x&password=caf%C3%A9-caf%C3%A9".to_vec(),
+            Status::UnsupportedMediaType,
+            "unsupported_media_type",
+        ),
+        (
+            "/v1/users",
+            Some(ContentType::new("application", "json").with_params(("charset", "iso-8859-1"))),
+            b"{}".to_vec(),
+            Status::UnsupportedMediaType,
+            "unsupported_media_type",
+        ),
+        (
+            "/v1/users",
+            Some(ContentType::new("application", "json").with_params(("charset", "\"UTF-8\""))),
+            b"{}".to_vec(),
+            Status::BadRequest,
+            "invalid_request",
+        ),
+        (
+            "/v1/token",
+            Some(
+                ContentType::new("application", "x-www-form-urlencoded")
+                    .with_params(("charset", "utf-16")),
+            ),
+            b"grant_type=password".to_vec(),
+            Status::BadRequest,
+            "invalid_request",
+        ),
         (
             "/v1/token",
             None,

@@ -261,10 +261,16 @@ async fn a_replica_that_cannot_read_its_ring_stops_signing(backend: Backend) {
         sessions_before,
         "no session was started"
     );
-    // A request that is wrong in itself is told so all the same (before, it got the 503).
+    // A request that is wrong in itself is told so all the same (before, it got the 503; and
+    // before 2026-12-07 so did a grant without its required fields).
+    let overlong = format!("grant_type=refresh_token&refresh_token={}", "x".repeat(600));
     for (body, error) in [
         ("grant_type=client_credentials", "unsupported_grant_type"),
         ("username=alice", "invalid_request"),
+        ("grant_type=password&username=alice", "invalid_request"),
+        ("grant_type=password&password=x", "invalid_request"),
+        ("grant_type=refresh_token", "invalid_request"),
+        (overlong.as_str(), "invalid_grant"),
     ] {
         let (status, json) = app.send("POST", "/v1/token", Some(body), None).await;
         assert_eq!(
