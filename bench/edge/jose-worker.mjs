@@ -73,7 +73,7 @@ async function authorize(request, env) {
 const ROUTING_HEADERS = new Set(["host", "forwarded", "x-forwarded-host", "x-forwarded-server",
   "x-forwarded-port", "x-forwarded-prefix", "x-original-host", "x-original-url", "x-rewrite-url",
   "x-forwarded-scheme", "x-forwarded-ssl", "x-host", "x-http-method-override", "x-http-method",
-  "x-method-override", "true-client-ip"]);
+  "x-method-override", "true-client-ip", "x-script-name", "x-scheme", "x-url-scheme"]);
 const CLOUDFLARE_HEADERS = new Set(["x-real-ip", "x-forwarded-for", "x-forwarded-proto"]);
 function droppedByTheGate(name) {
   const dashed = name.replaceAll("_", "-");

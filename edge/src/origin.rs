@@ -40,31 +40,24 @@ pub enum Pass<'a> {
 /// as a `DELETE` of everything below it; the gate judges the method it sees, and a query's
 /// `_method` as `Incoming::acts_below` says), and `True-Client-IP`, which Cloudflare sets only
 /// on Enterprise zones with its managed transform on and otherwise passes on as the client
-/// wrote it (an origin's allow-list or rate limit would trust it).
-const CLIENT_ROUTING_HEADERS: &[&str] = &[
-    "host",
-    "forwarded",
-    "x-forwarded-host",
-    "x-forwarded-server",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-original-host",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-forwarded-scheme",
-    "x-forwarded-ssl",
-    "x-host",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "true-client-ip",
-];
+/// wrote it (an origin's allow-list or rate limit would trust it). Also `X-Script-Name`, which
+/// the widely copied Flask `ReverseProxied` middleware makes the app's mount point and cuts off
+/// the path (`/api/x/api/admin/users` checked under `/api/*`, run as `/api/admin/users`), and
+/// `X-Scheme` and `X-Url-Scheme`, the scheme Tornado and that middleware read. One string, not
+/// a slice: a slice costs the worker two words a name.
+const CLIENT_ROUTING_HEADERS: &str = concat!(
+    "host,forwarded,x-forwarded-host,x-forwarded-server,x-forwarded-port,",
+    "x-forwarded-prefix,x-original-host,x-original-url,x-rewrite-url,",
+    "x-forwarded-scheme,x-forwarded-ssl,x-host,x-http-method-override,",
+    "x-http-method,x-method-override,true-client-ip,x-script-name,x-scheme,",
+    "x-url-scheme",
+);
 
 /// Headers Cloudflare sets itself on every request (the client's address and scheme, and every
 /// `cf-` one): their
 /// `-` spelling reaches the origin as Cloudflare wrote it, and their `_` spelling, which it
 /// leaves alone, is dropped.
-const CLOUDFLARE_HEADERS: &[&str] = &["x-real-ip", "x-forwarded-for", "x-forwarded-proto"];
+const CLOUDFLARE_HEADERS: &str = "x-real-ip,x-forwarded-for,x-forwarded-proto";
 
 /// Whether a (lower-cased) header name is dropped before the origin: ours (`x-gatehouse-…`) or
 /// one of `CLIENT_ROUTING_HEADERS`, each also spelled with `_`, which CGI-style origin stacks
@@ -79,12 +72,12 @@ fn is_dropped_header(name: &str) -> bool {
                 .zip(ours.bytes())
                 .all(|(got, ours)| got == ours || (got == b'_' && ours == b'-'))
     };
-    let is = |ours: &&str| name.len() == ours.len() && starts_as(ours);
+    let is = |ours: &str| name.len() == ours.len() && starts_as(ours);
     let underscored = name.contains('_');
     starts_as(IDENTITY_PREFIX)
         || name == "destination"
-        || CLIENT_ROUTING_HEADERS.iter().any(is)
-        || (underscored && (starts_as("cf-") || CLOUDFLARE_HEADERS.iter().any(is)))
+        || CLIENT_ROUTING_HEADERS.split(',').any(is)
+        || (underscored && (starts_as("cf-") || CLOUDFLARE_HEADERS.split(',').any(is)))
 }
 
 /// The identity headers of verified `claims`: what the origin gets with a forwarded request,
@@ -279,6 +272,9 @@ mod tests {
             "x_forwarded-prefix",
             "x-original-url",
             "x_rewrite_url",
+            "x-script-name",
+            "x_scheme",
+            "x-url_scheme",
             "x-forwarded-scheme",
             "x_forwarded_ssl",
             "x-host",
@@ -334,8 +330,8 @@ mod tests {
     #[test]
     fn the_jose_baselines_copy_of_the_rule_names_the_same_headers() {
         let baseline = include_str!("../../bench/edge/jose-worker.mjs");
-        let sorted = |names: &[&'static str]| {
-            let mut names = names.to_vec();
+        let sorted = |names: &'static str| {
+            let mut names: Vec<_> = names.split(',').collect();
             names.sort_unstable();
             names
         };

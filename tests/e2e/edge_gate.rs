@@ -29,6 +29,11 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
         .header("X-Forwarded-Scheme", "http")
         .header("X-Forwarded-Ssl", "off")
         .header("X-Host", "evil.example")
+        // A mount point some WSGI middleware cuts off the path, and the scheme it and Tornado
+        // read.
+        .header("X_Script_Name", "/api/x")
+        .header("X-Scheme", "http")
+        .header("X-Url-Scheme", "http")
         // A `POST` the `read` rules let through, run as a `DELETE` by method-override origins,
         // with a `Destination` the gate never checked (it does for `COPY` and `MOVE` only).
         .header("X-HTTP-Method-Override", "DELETE")
@@ -90,6 +95,9 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
         "x-forwarded-prefix",
         "x-original-url",
         "x-rewrite-url",
+        "x_script_name",
+        "x-scheme",
+        "x-url-scheme",
         "x-forwarded-scheme",
         "x-forwarded-ssl",
         "x-host",
