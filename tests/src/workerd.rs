@@ -30,15 +30,11 @@ impl Workerd {
         op: KvOp,
         refused: &[(&str, u32)],
     ) -> Self {
-        let counts: serde_json::Map<String, serde_json::Value> = refused
-            .iter()
-            .map(|(key, n)| ((*key).to_owned(), (*n).into()))
-            .collect();
         let setting = match op {
             KvOp::Put => "failPuts",
             KvOp::Get => "failGets",
         };
-        let kv = serde_json::json!({ setting: counts });
+        let kv = serde_json::json!({ setting: refusal_counts(refused) });
         Self::start_with(script, vars, false, kv).await
     }
 
@@ -51,11 +47,7 @@ impl Workerd {
         dir: &Path,
         refused_gets: &[(&str, u32)],
     ) -> Self {
-        let counts: serde_json::Map<String, serde_json::Value> = refused_gets
-            .iter()
-            .map(|(key, n)| ((*key).to_owned(), (*n).into()))
-            .collect();
-        let kv = serde_json::json!({ "failGets": counts, "persist": dir });
+        let kv = serde_json::json!({ "failGets": refusal_counts(refused_gets), "persist": dir });
         Self::start_with(script, vars, false, kv).await
     }
 
@@ -154,6 +146,14 @@ fn clock_ticks_per_sec() -> f64 {
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(100.0)
     })
+}
+
+/// `bench/edge/serve.mjs`'s refusals: how many of each key's operations to refuse.
+fn refusal_counts(refused: &[(&str, u32)]) -> serde_json::Map<String, serde_json::Value> {
+    refused
+        .iter()
+        .map(|(key, n)| ((*key).to_owned(), (*n).into()))
+        .collect()
 }
 
 /// A KV operation the simulation can refuse.
