@@ -143,6 +143,12 @@ impl Reading {
     }
 }
 
+/// The database's clock, in Unix seconds (one query), for a command run from a shell: nothing
+/// checks that machine's own clock.
+pub fn database_now(conn: &mut DbConn) -> Result<i64, ApiError> {
+    Ok(read_database_clock(conn)?.database.div_euclid(1000))
+}
+
 fn read_database_clock(conn: &mut DbConn) -> Result<Reading, ApiError> {
     let query = match conn {
         DbConn::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",

@@ -268,7 +268,9 @@ impl Revocations<'_> {
     }
 
     /// A signing key, in an emergency: every edge drops it as soon as its list names it. The
-    /// entry lasts until `expires_at`, and at least as long as any token it signed.
+    /// entry lasts until `expires_at`, and at least as long as any token it signed up to now (a
+    /// replica that has not re-read its ring may sign with a key retired less than two
+    /// maintenance periods ago: `keys::still_signing_until`, which the command warns of).
     pub fn key(&mut self, kid: &str, expires_at: i64, was: &str) -> Result<(), ApiError> {
         let expires_at = expires_at.max(self.horizon());
         self.insert_unowned(Kind::Key, kid, 0, expires_at)?;
@@ -333,16 +335,21 @@ impl Revoker {
         Ok(value)
     }
 
-    /// [`Self::run`] on the calling thread (command-line processes).
+    /// [`Self::run`] on the calling thread (command-line processes), at the later of `now` and
+    /// the database's clock: a command runs on any machine, and one whose clock is behind would
+    /// date its entries early, so that they left the lists while the tokens they revoke still
+    /// verify. (Refusing longer is safe; `maintenance::cleanup_from_a_shell` takes the earlier,
+    /// to delete nothing early.)
     pub fn run_sync<T>(
         &self,
         now: i64,
         work: impl FnOnce(&mut Revocations<'_>) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
         let ttl = i64::from(self.config.access_token_ttl_secs);
-        let (value, written) = self
-            .db
-            .run_sync(|conn| Self::transaction(conn, now, Arc::clone(&self.clock), ttl, work))?;
+        let (value, written) = self.db.run_sync(|conn| {
+            let now = now.max(crate::clock::database_now(conn)?);
+            Self::transaction(conn, now, Arc::clone(&self.clock), ttl, work)
+        })?;
         self.committed(written);
         Ok(value)
     }

@@ -270,15 +270,19 @@ async fn revoke(
         // A plain read first: a token that names no live session takes no write lock (anyone
         // may send one).
         let lookup = token.clone();
+        // A session that ended a moment ago still has an access token some verifier accepts
+        // (its last one expires with it, within every verifier's leeway): it gets its entry.
+        let alive_at = now - gatehouse_shared::entry_expiry(0);
         let named = db
-            .run(move |c| sessions::session_of_refresh_token(c, &lookup, now))
+            .run(move |c| sessions::session_of_refresh_token(c, &lookup, alive_at))
             .await?;
         if named.is_some() {
             revoker
                 .run(now, move |r| {
                     // A rotated token still names its session: revoking it ends the session, so
                     // a user whose token was stolen and rotated can still end the thief's chain.
-                    let Some(named) = sessions::session_of_refresh_token(r.conn(), &token, now)?
+                    let Some(named) =
+                        sessions::session_of_refresh_token(r.conn(), &token, alive_at)?
                     else {
                         return Ok(false);
                     };

@@ -263,11 +263,13 @@ impl NamedSession {
     }
 }
 
-/// The live (not revoked, not expired) session a refresh token belongs to.
+/// The session a refresh token belongs to, not revoked and not expired at `alive_at`: the
+/// refresh grant and introspection ask at `now`, a revocation earlier (a session's last access
+/// token still verifies a while past its end).
 pub fn session_of_refresh_token(
     conn: &mut DbConn,
     presented: &str,
-    now: i64,
+    alive_at: i64,
 ) -> Result<Option<NamedSession>, ApiError> {
     let found = refresh_tokens::table
         .inner_join(sessions::table.inner_join(users::table))
@@ -280,7 +282,7 @@ pub fn session_of_refresh_token(
         .first::<(Option<i64>, Session, bool)>(conn)
         .optional()?;
     Ok(found
-        .filter(|(_, s, _)| s.revoked_at.is_none() && s.expires_at > now)
+        .filter(|(_, s, _)| s.revoked_at.is_none() && s.expires_at > alive_at)
         .map(|(rotated_at, session, user_disabled)| NamedSession {
             session,
             current: rotated_at.is_none(),

@@ -122,6 +122,32 @@ async fn revoke_endpoint(backend: Backend) {
     );
 }
 
+/// A refresh token revoked (RFC 7009) just after its session's end still gets its session an
+/// entry: the session's last access token expires with it, and verifiers accept it for their
+/// leeway past that. Before, the revocation found no live session and wrote nothing.
+async fn a_session_revoked_just_past_its_end_gets_its_entry(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.session_ttl_secs = 3600).await;
+    app.register("alice").await;
+    let r0 = str_of(&app.login("alice").await, "refresh_token").to_owned();
+    app.clock().advance(3500);
+    let (status, last) = app.refresh(&r0).await;
+    assert_eq!(status, Status::Ok, "{last}");
+    let verifier = app.verifier().await;
+    let keys = verifier.keys().clone();
+    let claims = verifier
+        .verify(str_of(&last, "access_token"), app.clock().now())
+        .unwrap();
+    // The session ends 100 s later; its last token with it.
+    app.clock().advance(110);
+    let body = format!("token={}", str_of(&last, "refresh_token"));
+    assert_eq!(
+        app.send("POST", "/v1/revoke", Some(&body), None).await.0,
+        Status::Ok
+    );
+    let list = app.snapshot(&keys, app.clock().now()).await;
+    assert_eq!(list.check(&claims), Some(RevocationReason::Session));
+}
+
 async fn logout_and_logout_everywhere(backend: Backend) {
     let app = TestApp::start(backend).await;
     app.register("alice").await;
@@ -532,6 +558,7 @@ async fn postgres_a_revoke_of_no_session_does_not_queue_behind_a_revocation() {
 }
 
 crate::on_both_backends!(
+    a_session_revoked_just_past_its_end_gets_its_entry,
     revoking_a_rotated_refresh_token_ends_its_session,
     every_revocation_path_goes_through_the_service,
     the_delta_feed_carries_the_window_signed,

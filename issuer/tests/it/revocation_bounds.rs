@@ -467,7 +467,42 @@ async fn repeated_logouts_everywhere_keep_one_cut_off_per_user(backend: Backend)
     }
 }
 
+/// A command run from a shell whose clock is behind the database's (`users disable`, `keys
+/// revoke`: `Revoker::run_sync`) dates its entries by the database's clock: the user's cut-off
+/// covers the tokens issued up to the command, for as long as they may verify. Before, an hour
+/// behind, the cut-off covered none of them.
+async fn a_command_whose_clock_runs_behind_dates_its_entries_by_the_databases(backend: Backend) {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::revocations;
+
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let access = str_of(&app.login("alice").await, "access_token").to_owned();
+    let verifier = app.verifier().await;
+    let claims = verifier.verify(&access, app.clock().now()).unwrap();
+    let behind = app.clock().now() - 3600;
+    gatehouse_issuer::revoker::Revoker::for_command(app.store().clone(), app.config.clone())
+        .run_sync(behind, |r| r.user(&uid, "disabled"))
+        .unwrap();
+    let (issued_before, expires_at) = app
+        .store()
+        .run_sync(move |c| {
+            Ok(revocations::table
+                .filter(revocations::subject.eq(uid))
+                .select((revocations::issued_before, revocations::expires_at))
+                .first::<(i64, i64)>(c)?)
+        })
+        .unwrap();
+    assert!(
+        issued_before > claims.iat,
+        "the cut-off ({issued_before}) misses a token issued at {}",
+        claims.iat
+    );
+    assert!(expires_at >= gatehouse_shared::entry_expiry(claims.exp));
+}
+
 crate::on_both_backends!(
+    a_command_whose_clock_runs_behind_dates_its_entries_by_the_databases,
     repeated_logouts_everywhere_keep_one_cut_off_per_user,
     the_snapshot_carries_live_revocations,
     sql_and_the_bearer_view_follow_the_shared_rule,
