@@ -87,10 +87,13 @@ impl<'r, T: DeserializeOwned> FromData<'r> for FormOrJson<T> {
     async fn from_data(req: &'r Request<'_>, data: Data<'r>) -> data::Outcome<'r, Self> {
         let fail = |e: ApiError| Outcome::Error((e.status(), e));
         // Read as UTF-8 only: a body in another charset said so (`windows-1252`, say) would be
-        // read as other text than the client meant, a password among it.
+        // read as other text than the client meant, a password among it. (`utf8` is a common
+        // misspelling of it.)
         let utf8 = |ct: &ContentType| {
-            ct.param("charset")
-                .is_none_or(|c| c.trim_matches('"').eq_ignore_ascii_case("utf-8"))
+            ct.param("charset").is_none_or(|c| {
+                let c = c.trim_matches('"');
+                c.eq_ignore_ascii_case("utf-8") || c.eq_ignore_ascii_case("utf8")
+            })
         };
         let is_form = match req.content_type() {
             Some(ct) if ct.is_form() && utf8(ct) => true,

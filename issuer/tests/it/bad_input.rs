@@ -82,6 +82,13 @@ async fn hostile_requests_get_clear_4xx(backend: Backend) {
             "invalid_request",
         ),
         (
+            "/v1/users",
+            Some(ContentType::new("application", "json").with_params(("charset", "utf8"))),
+            b"{}".to_vec(),
+            Status::BadRequest,
+            "invalid_request",
+        ),
+        (
             "/v1/token",
             Some(
                 ContentType::new("application", "x-www-form-urlencoded")
