@@ -64,10 +64,11 @@ impl RevocationKind {
 /// Lists and views merge one user's cut-offs into (latest `issued_before`, latest expiry). For
 /// the cut-offs of "log out everywhere" and its kin that is exact: the issuer writes
 /// `issued_before = now + 1` and an expiry a fixed horizon after `now`, so the newest covers
-/// every older one. A cut-off for the per-user bound (`issued_before` = a revoked token's `iat`
-/// + 1) may be written later with a lower `issued_before` and a later expiry; past the earlier
-/// expiry the merge then also refuses tokens issued before the higher `issued_before`, which
-/// by then are past every verifier's leeway (that expiry was set to outlast them).
+/// every older one. A cut-off for the per-user bound (`issued_before` one past a revoked
+/// token's `iat`) may be written later with a lower `issued_before` and a later expiry; past
+/// the earlier expiry the merge then also refuses tokens issued before the higher
+/// `issued_before`, which by then are past every verifier's leeway (that expiry was set to
+/// outlast them).
 pub fn entry_revokes(
     kind: RevocationKind,
     subject: &str,
