@@ -444,13 +444,21 @@ pub(crate) async fn refresh_from_kv(env: &Env, config: &Config) -> bool {
                 return true;
             }
             // Bytes, not text: a large string is slow to bring into wasm.
-            let Ok(Some(bytes)) = kv.get(KV_SNAPSHOT).bytes().await else {
-                return true;
-            };
-            let Ok(jws) = String::from_utf8(bytes) else {
-                return true;
-            };
-            (jws, true)
+            let stored = kv.get(KV_SNAPSHOT).bytes().await.ok().flatten();
+            match stored.and_then(|bytes| String::from_utf8(bytes).ok()) {
+                Some(jws) => (jws, true),
+                // An isolate with no list whose read of KV's copy failed, or found none beside
+                // the head, takes the issuer's (as when KV's copy does not verify, below): else
+                // it refused every request, and every push (`SyncError::ListMissing`), until
+                // the cron repaired KV.
+                None if base.is_none() => {
+                    let Ok(jws) = fetch_snapshot(config, upstream::FIRST_LIST_LIMIT).await else {
+                        return true;
+                    };
+                    (jws, false)
+                }
+                None => return true,
+            }
         }
         Ok(None) if base.is_none() => {
             let Ok(jws) = fetch_snapshot(config, upstream::FIRST_LIST_LIMIT).await else {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rocket::fairing::AdHoc;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, MAX_REFRESH_GRACE_SECS};
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
 use crate::keys::KeyRing;
@@ -21,9 +21,10 @@ use crate::store::{audit, failure_budget, lockout, revocations, sessions};
 /// presentation of one is not audited as reuse (the session's end is what refuses it).
 const SESSION_RETENTION_SECS: i64 = 24 * 3600;
 
-/// How long past its grace window a rotated refresh token keeps its nonce: the window is judged
-/// on the database's clock, the cleanup on this replica's, which may be off from it.
-const NONCE_MARGIN_SECS: i64 = 60;
+/// How long a rotated refresh token keeps its nonce: past the longest grace window any replica
+/// may have (replicas may disagree on `refresh_grace_secs`), and a minute more, as the window is
+/// judged on the database's clock and the cleanup on this replica's, which may be off from it.
+const NONCE_KEPT_SECS: i64 = MAX_REFRESH_GRACE_SECS as i64 + 60;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CleanupReport {
@@ -45,10 +46,10 @@ impl CleanupReport {
 
 /// What a cleanup deletes: everything due, or only what expired by its own times, ended
 /// sessions and expired revocation entries (the CLI's). Which lockout rows are stale, which
-/// audit rows are old enough and which nonces are past their grace is for the replicas'
-/// settings to say (`lockout.*`, `audit_retention_days`, `refresh_grace_secs`): a shell without
-/// them would judge by the defaults, forgetting counts and lock histories the replicas keep,
-/// audit rows they keep longer, or nonces a retry still needs.
+/// audit rows are old enough is for the replicas' settings to say (`lockout.*`,
+/// `audit_retention_days`): a shell without them would judge by the defaults, forgetting counts
+/// and lock histories the replicas keep, or audit rows they keep longer. Nonces are forgotten
+/// by the replicas too, as their cleanup runs every minute anyway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     Everything,
@@ -73,11 +74,7 @@ pub fn cleanup_batch(
                 0 => 0,
                 days => audit::delete_before(conn, now - i64::from(days) * 24 * 3600, batch)?,
             },
-            sessions::forget_nonces(
-                conn,
-                now - i64::from(config.refresh_grace_secs) - NONCE_MARGIN_SECS,
-                batch,
-            )?,
+            sessions::forget_nonces(conn, now - NONCE_KEPT_SECS, batch)?,
         ),
         Scope::ExpiredOnly => (0, 0, 0),
     };

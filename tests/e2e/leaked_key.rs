@@ -144,12 +144,13 @@ async fn a_new_isolate_refuses_a_leaked_keys_list_that_kvs_list_disowns() {
     assert!(seq.is_some_and(|s| s < FORGED_SEQ), "{seq:?}");
 }
 
-/// A new isolate whose first load of KV's list does not finish (every read of that list refused,
-/// SIMULATED; on Cloudflare a read slower than the 2 s a push waits for it does the same) while
-/// KV holds the issuer's list naming a leaked key: a list the key signs, pushed there, is
-/// answered 503 `revocation_list_missing`, and KV keeps the issuer's list. Before, the isolate
-/// verified it with the key still pinned, took it, and stored it over the issuer's list in KV.
-/// One local workerd, started three times on one KV.
+/// A new isolate whose reads of KV's list fail (SIMULATED) while KV's head names the issuer's
+/// list, which names a leaked key: it takes the issuer's list instead, and refuses a list the
+/// key signs; with the issuer unreachable too its first load brings nothing (on Cloudflare a
+/// load slower than the 2 s a push waits does the same), and the pushed list is answered 503
+/// `revocation_list_missing`. KV keeps the issuer's list. Before, the isolate verified the
+/// forged list with the key still pinned, took it, and stored it over the issuer's list in KV.
+/// One local workerd, started four times on one KV.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_isolate_that_has_not_loaded_kvs_list_takes_no_pushed_list() {
     let mut issuer = Issuer::start(&[]).await;
@@ -158,10 +159,11 @@ async fn a_new_isolate_that_has_not_loaded_kvs_list_takes_no_pushed_list() {
     assert!(jwks.contains(leaked.kid()), "{jwks}");
     let out = issuer.cli(&["keys", "revoke", leaked.kid()], "");
     assert!(out.status.success(), "{out:?}");
+    let issuer_url = issuer.url.clone();
     let vars = [
         ("ORIGIN_URL", "http://127.0.0.1:9"),
-        ("ISSUER_URL", issuer.url.as_str()),
-        ("EXPECTED_ISSUER", issuer.url.as_str()),
+        ("ISSUER_URL", issuer_url.as_str()),
+        ("EXPECTED_ISSUER", issuer_url.as_str()),
         ("EXPECTED_AUDIENCE", AUDIENCE),
         ("JWKS", jwks.as_str()),
         ("DELTA_POLL_MS", "0"),
@@ -176,8 +178,18 @@ async fn a_new_isolate_that_has_not_loaded_kvs_list_takes_no_pushed_list() {
     assert_eq!(status, 200, "the issuer's list, naming the key: {json}");
     first.stop().await;
 
+    let from_the_issuer = on_kv(&[("revocations", u32::MAX)]).await;
+    let (status, json) = push(&from_the_issuer.url, forged(&issuer_url, &leaked)).await;
+    assert_eq!(
+        (status, json["code"].as_str()),
+        (400, Some("unknown_kid")),
+        "{json}"
+    );
+    from_the_issuer.stop().await;
+
+    issuer.stop();
     let unloaded = on_kv(&[("revocations", u32::MAX)]).await;
-    let (status, json) = push(&unloaded.url, forged(&issuer.url, &leaked)).await;
+    let (status, json) = push(&unloaded.url, forged(&issuer_url, &leaked)).await;
     assert_eq!(
         (status, json["code"].as_str()),
         (503, Some("revocation_list_missing")),
@@ -188,7 +200,7 @@ async fn a_new_isolate_that_has_not_loaded_kvs_list_takes_no_pushed_list() {
     // KV still holds the issuer's list: an isolate that loads it refuses the forged one. (Had
     // KV taken the forged list, this isolate would hold it, and answer 200 or 409.)
     let loaded = on_kv(&[]).await;
-    let (status, json) = push(&loaded.url, forged(&issuer.url, &leaked)).await;
+    let (status, json) = push(&loaded.url, forged(&issuer_url, &leaked)).await;
     assert_eq!(
         (status, json["code"].as_str()),
         (400, Some("unknown_kid")),

@@ -28,7 +28,7 @@ const MAX_AUTH_CACHE_MS: u64 = 60_000;
 
 /// A minute: the longest a rotated refresh token may be replayed for the same successor
 /// without ending its session (reuse detection is off for that long).
-const MAX_REFRESH_GRACE_SECS: u32 = 60;
+pub const MAX_REFRESH_GRACE_SECS: u32 = 60;
 /// Access tokens are short-lived bearer credentials (RFC 9068, the OAuth 2.0 security BCP):
 /// every revocation entry and a retired key's place in the JWKS last as long as one.
 const MAX_ACCESS_TOKEN_TTL_SECS: u32 = 86_400;

@@ -2,7 +2,7 @@
 
 mod checks;
 
-pub use checks::MIN_PUBLISH_AHEAD_SECS;
+pub use checks::{MAX_REFRESH_GRACE_SECS, MIN_PUBLISH_AHEAD_SECS};
 mod unknown;
 
 pub use unknown::unknown_setting_refusals;

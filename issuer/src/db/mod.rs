@@ -64,21 +64,28 @@ impl DbUrl {
     }
 }
 
-/// The URL without its credentials: everything up to its last `@`, wherever it stands (a
-/// password may hold `?`, and one with an unescaped `/` or `@` is exactly what fails to connect
-/// and gets logged), and the query, where libpq also takes a `password` (its other options do
-/// not say which database it is). An `@` in the query hides the host too: nothing is shown
-/// rather than a secret.
+/// The URL without its credentials: its host, port and path as a URL parser reads them, without
+/// the user info or the query (where libpq also takes a `password`, and whose other options do
+/// not say which database it is). A URL that does not parse so shows its scheme alone: a
+/// password with an unescaped `/`, `?` or `@` makes one, and such a URL is exactly what fails to
+/// connect and gets logged.
 pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some((scheme, _)) = url.split_once("://") else {
         return url.split('?').next().unwrap_or_default().to_owned();
     };
-    let (hidden, shown) = match rest.rfind('@') {
-        Some(at) => ("***", rest.get(at..).unwrap_or_default()),
-        None => ("", rest),
+    let Some((parsed, host)) = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned).map(|host| (u, host)))
+    else {
+        return format!("{scheme}://***");
     };
-    let shown = shown.split('?').next().unwrap_or_default();
-    format!("{scheme}://{hidden}{shown}")
+    let credentials = if parsed.username().is_empty() && parsed.password().is_none() {
+        ""
+    } else {
+        "***@"
+    };
+    let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{scheme}://{credentials}{host}{port}{}", parsed.path())
 }
 
 pub struct Manager {

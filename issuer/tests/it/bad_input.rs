@@ -94,7 +94,7 @@ async fn hostile_requests_get_clear_4xx(backend: Backend) {
                 ContentType::new("application", "x-www-form-urlencoded")
                     .with_params(("charset", "utf-16")),
             ),
-            b"grant_type=password".to_vec(),
+            b"grant_type=password&username=a&password=b".to_vec(),
             Status::BadRequest,
             "invalid_request",
         ),
