@@ -45,7 +45,7 @@ impl CleanupReport {
 }
 
 /// What a cleanup deletes: everything due, or only what expired by its own times, ended
-/// sessions and expired revocation entries (the CLI's). Which lockout rows are stale, which
+/// sessions and expired revocation entries (the CLI's). Which lockout rows are stale and which
 /// audit rows are old enough is for the replicas' settings to say (`lockout.*`,
 /// `audit_retention_days`): a shell without them would judge by the defaults, forgetting counts
 /// and lock histories the replicas keep, or audit rows they keep longer. Nonces are forgotten

@@ -172,13 +172,18 @@ impl Revocations<'_> {
         Ok(true)
     }
 
-    /// One session: no more refreshes, and its access tokens are refused. Returns whether it
-    /// was live (a session revoked before is left as it is).
+    /// One session: no more refreshes, and its access tokens are refused (with an entry while
+    /// one of them may still verify: [`Self::may_still_verify`]). Returns whether it was not
+    /// revoked before (one that was is left as it is).
     pub fn session(&mut self, sid: &str, reason: &str) -> Result<bool, ApiError> {
-        let Some(user_id) = revocations::end_session(self.conn, sid, self.now)? else {
+        let Some((user_id, expires_at)) = revocations::end_session(self.conn, sid, self.now)?
+        else {
             return Ok(false);
         };
-        self.insert_unowned(Kind::Session, sid, 0, self.horizon())?;
+        if self.may_still_verify(expires_at) {
+            self.insert_unowned(Kind::Session, sid, 0, self.horizon())?;
+            self.written += 1;
+        }
         let detail = self.detail(serde_json::json!({"sid": sid, "reason": reason}));
         audit::record(
             self.conn,
@@ -187,8 +192,13 @@ impl Revocations<'_> {
             Some(&user_id),
             &detail,
         )?;
-        self.written += 1;
         Ok(true)
+    }
+
+    /// Whether a token of a session ending at `expires_at` may still verify somewhere: none
+    /// outlives its session, nor lives longer than `longest`; an entry must outlast it.
+    fn may_still_verify(&self, expires_at: i64) -> bool {
+        entry_expiry(expires_at.saturating_add(self.longest)) > self.now
     }
 
     /// Everything of a user: every session, each with its own entry, and a cut-off for every
@@ -258,8 +268,7 @@ impl Revocations<'_> {
         let ended = revocations::end_sessions_of(self.conn, user_id, except, self.now)?;
         let mut entries = 0;
         for (sid, expires_at) in &ended {
-            // No token outlives its session, and none lives longer than `longest`.
-            if entry_expiry(expires_at.saturating_add(self.longest)) > self.now {
+            if self.may_still_verify(*expires_at) {
                 self.insert_unowned(Kind::Session, sid, 0, self.horizon())?;
                 entries += 1;
             }

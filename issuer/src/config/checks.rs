@@ -318,7 +318,6 @@ impl Config {
     }
 }
 
-/// An issuer URL that only this machine, or nobody over TLS, can use.
 /// An absolute `http` or `https` URL with a host and neither query nor fragment.
 fn is_issuer_url(url: &str) -> bool {
     rocket::http::uri::Absolute::parse(url).is_ok_and(|uri| {
@@ -328,6 +327,7 @@ fn is_issuer_url(url: &str) -> bool {
     })
 }
 
+/// An issuer URL that only this machine, or nobody over TLS, can use.
 fn is_loopback_or_plain_http(url: &str) -> bool {
     let Some(rest) = url.strip_prefix("https://") else {
         return true;

@@ -1,10 +1,9 @@
 //! Typed configuration: defaults < optional `gatehouse.toml` < `GATEHOUSE_*` environment.
 
 mod checks;
-
-pub use checks::{MAX_REFRESH_GRACE_SECS, MIN_PUBLISH_AHEAD_SECS};
 mod unknown;
 
+pub use checks::{MAX_REFRESH_GRACE_SECS, MIN_PUBLISH_AHEAD_SECS};
 pub use unknown::unknown_setting_refusals;
 
 use std::path::PathBuf;

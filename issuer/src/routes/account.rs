@@ -267,12 +267,12 @@ async fn revoke(
             })
             .await?;
     } else {
-        // A plain read first: a token that names no live session takes no write lock (anyone
-        // may send one).
+        // A plain read first: a token that names no unrevoked session takes no write lock
+        // (anyone may send one).
         let lookup = token.clone();
-        // A session that ended a moment ago still has an access token some verifier accepts
-        // (its last one expires with it, within every verifier's leeway): it gets its entry.
-        let alive_at = now - gatehouse_shared::entry_expiry(0);
+        // A session past its end too: one of its access tokens may still verify, and the
+        // revocation service gives it an entry while one may (`Revocations::session`).
+        let alive_at = i64::MIN;
         let named = db
             .run(move |c| sessions::session_of_refresh_token(c, &lookup, alive_at))
             .await?;

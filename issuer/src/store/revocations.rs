@@ -136,20 +136,20 @@ pub fn user_cut_off_covers(conn: &mut DbConn, user_id: &str, iat: i64) -> Result
     Ok(hits > 0)
 }
 
-/// Marks a live session revoked; returns its user if it was live. Only the revocation service
-/// calls this, together with the entry and the audit row.
+/// Marks a session revoked; returns its user and expiry if it was not revoked before. Only the
+/// revocation service calls this, together with the entry and the audit row.
 pub(crate) fn end_session(
     conn: &mut DbConn,
     sid: &str,
     now: i64,
-) -> Result<Option<String>, ApiError> {
+) -> Result<Option<(String, i64)>, ApiError> {
     Ok(diesel::update(
         sessions::table
             .find(sid)
             .filter(sessions::revoked_at.is_null()),
     )
     .set(sessions::revoked_at.eq(now))
-    .returning(sessions::user_id)
+    .returning((sessions::user_id, sessions::expires_at))
     .get_result(conn)
     .optional()?)
 }
