@@ -434,7 +434,9 @@ pub(crate) async fn refresh_from_kv(env: &Env, config: &Config) -> bool {
     // (`replaces`, which installing it applies).
     let trusted = |kid: &str| state::verifier().is_none_or(|(v, _)| v.keys().get(kid).is_some());
     let base = state::with_revocations(|view| view.base().map(|b| (b.rank(), trusted(b.signer()))));
-    let (jws, from_kv) = match kv.get(KV_HEAD).json::<Head>().await {
+    // KV's copy when the head names one this isolate should take; `None` where KV holds none,
+    // or its copy could not be read, which an isolate with no list takes the issuer's for.
+    let kv_copy = match kv.get(KV_HEAD).json::<Head>().await {
         Ok(Some(head)) => {
             let kv_has_no_other = base.is_some_and(|((seq, issued_at, signer), trusted)| {
                 (seq, issued_at, signer) == head.rank()
@@ -445,28 +447,24 @@ pub(crate) async fn refresh_from_kv(env: &Env, config: &Config) -> bool {
             }
             // Bytes, not text: a large string is slow to bring into wasm.
             let stored = kv.get(KV_SNAPSHOT).bytes().await.ok().flatten();
-            match stored.and_then(|bytes| String::from_utf8(bytes).ok()) {
-                Some(jws) => (jws, true),
-                // An isolate with no list whose read of KV's copy failed, or found none beside
-                // the head, takes the issuer's (as when KV's copy does not verify, below): else
-                // it refused every request, and every push (`SyncError::ListMissing`), until
-                // the cron repaired KV.
-                None if base.is_none() => {
-                    let Ok(jws) = fetch_snapshot(config, upstream::FIRST_LIST_LIMIT).await else {
-                        return true;
-                    };
-                    (jws, false)
-                }
-                None => return true,
-            }
+            stored.and_then(|bytes| String::from_utf8(bytes).ok())
         }
-        Ok(None) if base.is_none() => {
+        Ok(None) => None,
+        Err(_) => return true,
+    };
+    // An isolate with no list whose KV holds none (a first deploy, before any push or cron), or
+    // whose read of KV's copy failed, takes the issuer's (as when KV's copy does not verify,
+    // below): else it refused every request, and every push (`SyncError::ListMissing`), until
+    // the cron stored or repaired KV's.
+    let (jws, from_kv) = match kv_copy {
+        Some(jws) => (jws, true),
+        None if base.is_none() => {
             let Ok(jws) = fetch_snapshot(config, upstream::FIRST_LIST_LIMIT).await else {
                 return true;
             };
             (jws, false)
         }
-        _ => return true,
+        None => return true,
     };
     let list = match verify(env, config, &jws, keys::Asker::SignedList).await {
         Ok(list) => list,
