@@ -16,8 +16,16 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out="$root/edge/build"
 wasm="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/wasm-edge/gatehouse_edge.wasm"
 
+# A panic's location names its source file, for crates from the registry under CARGO_HOME's
+# path (47 of them, 60 bytes of prefix each): written as `<crate>-<version>/src/...`, the worker
+# is about 80 B smaller gzipped, and the same size whatever CARGO_HOME is.
+remap=()
+for index in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/index.crates.io-*; do
+  [ -d "$index" ] && remap+=("--remap-path-prefix=$index/=")
+done
 # worker-build sets this for the `worker` crate's macros: futures through `js_sys::futures`.
-(cd "$root/edge" && WASM_BINDGEN_USE_JS_SYS=1 cargo build --locked --lib \
+(cd "$root/edge" && WASM_BINDGEN_USE_JS_SYS=1 \
+  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${remap[*]}" cargo build --locked --lib \
   --profile wasm-edge --target wasm32-unknown-unknown)
 
 rm -rf "$out" && mkdir -p "$out"

@@ -32,6 +32,7 @@
 // copies not counted; and `list_changes`, the changed list contents the replicator found at
 // each that it had not delivered), GET /heads -> each location's copy of the `revocations-head` key (null if none),
 // GET /snapshots -> the metadata of each location's `revocations` key (which list KV holds),
+// GET /reads -> the worker's KV reads per location, by key (`get` and `getWithMetadata` alike),
 // POST /cron/<i> -> fires location i's cron,
 // PUT /kv/<i>/<key> (body: the value, header x-kv-metadata: JSON) -> writes location i's KV as
 // the worker there would: what another isolate's late write leaves behind (replicated as any
@@ -50,6 +51,7 @@ const TICK_MS = 100;
 
 // The worker's KV binding, wrapped to record each put it makes (a key per put in `PUTS`), so a
 // rewrite of an unchanged value counts too: the replicator below sees only changed contents.
+// Each read is recorded the same way (in `READS`), as reads are metered too.
 const COUNTING_KV = `
 // key -> until when this location reads the version before its own puts (from STALE).
 const staleUntil = new Map();
@@ -58,6 +60,7 @@ export default function (env) {
   const lagMs = Number(env.OWN_READ_LAG_MS);
   // Awaited, so no count is lost with a request that ends first.
   const reading = async (key) => {
+    await env.READS.put(key + '/' + crypto.randomUUID(), '');
     if (Date.now() >= (staleUntil.get(key) ?? 0)) return store;
     const counted = await fetch(env.KV_CONTROL + '/stale-read', { method: 'POST' });
     await counted.arrayBuffer();
@@ -118,7 +121,7 @@ for (let i = 0; i < (config.locations ?? 3); i++) {
         name: 'counting-kv',
         modules: true,
         script: COUNTING_KV,
-        kvNamespaces: ['STORE', 'PUTS', 'STALE'],
+        kvNamespaces: ['STORE', 'PUTS', 'STALE', 'READS'],
         bindings: { KV_CONTROL: `http://127.0.0.1:${config.port}`, OWN_READ_LAG_MS: String(ownReadLagMs) },
       },
     ],
@@ -132,6 +135,7 @@ for (let i = 0; i < (config.locations ?? 3); i++) {
     mf,
     kv: await mf.getKVNamespace('STORE', 'counting-kv'),
     puts: await mf.getKVNamespace('PUTS', 'counting-kv'),
+    reads: await mf.getKVNamespace('READS', 'counting-kv'),
     seen: new Map(), // key -> hash last observed here
     writtenAt: new Map(), // key -> time of the version held here (for last-writer-wins)
     // Changed list contents the replicator found here and did not deliver itself: the
@@ -246,6 +250,16 @@ const server = http.createServer(async (req, res) => {
         const keys = await allKeys(puts);
         const listWrites = keys.filter((k) => !k.startsWith('jwks/')).length;
         return { name, writes: keys.length, list_writes: listWrites, list_changes: listChanges };
+      })));
+    }
+    if (req.method === 'GET' && req.url === '/reads') {
+      return send(200, await Promise.all(locations.map(async ({ reads }) => {
+        const counts = {};
+        for (const name of await allKeys(reads)) {
+          const key = name.slice(0, name.lastIndexOf('/'));
+          counts[key] = (counts[key] ?? 0) + 1;
+        }
+        return counts;
       })));
     }
     if (req.method === 'GET' && req.url === '/refused-writes') {

@@ -141,6 +141,15 @@ impl Locations {
             .collect()
     }
 
+    /// The worker's reads of KV's `key` at each location so far (`get` and `getWithMetadata`).
+    pub async fn kv_reads(&self, key: &str) -> Vec<u64> {
+        self.per_location("reads")
+            .await
+            .iter()
+            .map(|l| l[key].as_u64().unwrap_or(0))
+            .collect()
+    }
+
     /// Each location's copy of KV's `revocations-head` key (`null` where it has none yet).
     pub async fn kv_heads(&self) -> Vec<Value> {
         self.per_location("heads").await

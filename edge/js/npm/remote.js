@@ -177,10 +177,9 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
     fetch: fetchWith = globalThis.fetch,
     ...verifierOptions
   } = options;
-  // The caller's options first, before anything is loaded or fetched: a mistake of theirs (no
-  // audience, a leeway over 60, a NaN from an unset environment variable) throws as it does for
-  // a local Verifier (`invalid_key`, "invalid options"), where it would otherwise pass for the
-  // issuer's keys being unavailable, or quietly stop every refetch.
+  // The caller's options before anything is fetched (these before the wasm loads, the
+  // verifier's own after it): a mistake throws `invalid_key` ("invalid options") as for a
+  // local Verifier, where it would pass for the keys being unavailable, or stop every refetch.
   // Seconds as a number or its text (a Workers var is text).
   const seconds = (name, value) => {
     if (value === undefined) return undefined;

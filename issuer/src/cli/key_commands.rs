@@ -25,7 +25,7 @@ fn keys_rotate(replace_unopenable: bool) -> Result<(), String> {
             }
         })
         .map_err(fail)?;
-    println!(
+    say!(
         "new signing key {} is active; the previous key stays published until its tokens expire",
         key.kid()
     );
@@ -38,9 +38,9 @@ fn keys_import(file: &std::path::Path) -> Result<(), String> {
         .run_sync(|c| keys::import_file(c, &config, file, now()))
         .map_err(fail)?;
     if new {
-        println!("imported {}: it is the signing key now", key.kid());
+        say!("imported {}: it is the signing key now", key.kid());
     } else {
-        println!("{} was imported before; nothing changed", key.kid());
+        say!("{} was imported before; nothing changed", key.kid());
     }
     Ok(())
 }
@@ -63,7 +63,7 @@ fn keys_revoke(kid: &str) -> Result<(), String> {
     revoker
         .run_sync(now(), |r| keys::revoke(r, kid))
         .map_err(fail)?;
-    println!(
+    say!(
         "key {kid} is revoked: out of the JWKS at each replica's next key refresh, and refused \
          at the edge as soon as its revocation list has it (seconds, through the delta feed)"
     );
@@ -77,12 +77,12 @@ fn keys_reseal() -> Result<(), String> {
         .run_sync(|c| keys::reseal(c, &config, now()))
         .map_err(fail)?;
     for kid in &report.resealed {
-        println!("{kid}: sealed again under GATEHOUSE_KEY_ENCRYPTION_KEY");
+        say!("{kid}: sealed again under GATEHOUSE_KEY_ENCRYPTION_KEY");
     }
     for kid in &report.set_aside {
-        println!("{kid}: retired or revoked, opens with no configured secret; never signs again");
+        say!("{kid}: retired or revoked, opens with no configured secret; never signs again");
     }
-    println!(
+    say!(
         "{} key(s) resealed, {} already under the current secret",
         report.resealed.len(),
         report.current
@@ -94,7 +94,7 @@ fn keys_reseal() -> Result<(), String> {
             report.unopened.join("; ")
         ));
     }
-    println!("no key needs GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS any more");
+    say!("no key needs GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS any more");
     Ok(())
 }
 
@@ -102,9 +102,12 @@ fn keys_list() -> Result<(), String> {
     let (_, db) = load()?;
     for k in db.run_sync(keys::list).map_err(fail)? {
         let retired = k.retired_at.map_or_else(|| "-".into(), |t| t.to_string());
-        println!(
+        say!(
             "{}\t{}\t{}\tcreated {}\tretired {retired}",
-            k.kid, k.alg, k.status, k.created_at
+            k.kid,
+            k.alg,
+            k.status,
+            k.created_at
         );
     }
     Ok(())

@@ -1,6 +1,16 @@
 //! The command line: `serve` (default), `migrate`, `keys rotate|import|list|reseal|revoke`,
 //! `users create|list|show|events|unlock|disable|enable|reset-password|delete`, `revocations push`, `cleanup`.
 
+/// `println!` for a command's output, which a closed pipe (`| head -1`) does not turn into a
+/// panic: the work after a line (a revocation's push) still runs, and the exit code still says
+/// whether the command did its work.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod key_commands;
 mod user_commands;
 
@@ -9,6 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::clock::Clock;
 use crate::config::{self, Config};
@@ -136,7 +148,7 @@ pub fn main() -> ExitCode {
     let result = match Cli::parse().command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
         Command::Migrate => load_creating(true).map(|(_, db)| {
-            println!("migrations applied on {}", db.url().describe());
+            say!("migrations applied on {}", db.url().describe());
         }),
         Command::Keys { command } => key_commands::run(command),
         Command::Users { command } => user_commands::run(command),
@@ -172,14 +184,19 @@ fn init_logging() {
         .as_deref()
         .is_some_and(|f| f.eq_ignore_ascii_case("json"));
     // Colours only on a terminal: a log file or collector gets plain text.
+    // Rocket writes each request and response whole, headers included (a bearer token, a
+    // cookie), at debug: never, whatever GATEHOUSE_LOG asks for.
+    let no_request_dumps = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("rocket") && *meta.level() > tracing::Level::INFO)
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
-        builder.json().init();
+        builder.json().finish().with(no_request_dumps).init();
     } else {
-        builder.init();
+        builder.finish().with(no_request_dumps).init();
     }
     // Said once logging works, rather than logging less or in another form without a word.
     if let Some((raw, e)) = bad_filter {
@@ -321,7 +338,7 @@ fn push_current_list(config: &Config, db: &Db) -> Result<(), String> {
                 .push(url, &jws, &metrics, std::future::pending(), &mut None)
                 .await
             {
-                Push::Landed => println!("pushed to {url}"),
+                Push::Landed => say!("pushed to {url}"),
                 Push::EdgeHolds(held) => {
                     // One edge's comparison failing must not keep the list from the others.
                     let behind = match held {
@@ -345,7 +362,7 @@ fn push_current_list(config: &Config, db: &Db) -> Result<(), String> {
                              every list signed here (was the database restored? see deploy.md)"
                         );
                     } else {
-                        println!("{url} already holds this list or a newer one");
+                        say!("{url} already holds this list or a newer one");
                     }
                 }
                 Push::Failed | Push::Superseded => {
@@ -368,10 +385,11 @@ fn cleanup() -> Result<(), String> {
         let report = crate::maintenance::cleanup_from_a_shell(&db, &config, &Clock::default())
             .await
             .map_err(fail)?;
-        println!(
+        say!(
             "deleted {} sessions, {} revocation entries; lockout and audit rows are left to the \
              replicas, whose settings say which are due, as are rotation nonces",
-            report.sessions, report.revocations
+            report.sessions,
+            report.revocations
         );
         Ok(())
     })

@@ -40,7 +40,7 @@ fn users_list(only: Option<&str>) -> Result<(), String> {
         None => db.run_sync(users::list).map_err(fail)?,
     };
     for u in users {
-        println!(
+        say!(
             "{}\t{}\t{}\t{}\tcreated {}",
             u.id,
             u.username,
@@ -64,7 +64,7 @@ fn users_events(username: &str, limit: i64) -> Result<(), String> {
         })
         .map_err(|e| no_such_user(e, &name))?;
     for event in events {
-        println!("{}\t{}\t{}", event.at, event.kind, event.detail);
+        say!("{}\t{}\t{}", event.at, event.kind, event.detail);
     }
     Ok(())
 }
@@ -110,7 +110,7 @@ fn users_create(username: &str, admin: bool) -> Result<(), String> {
         })
     })
     .map_err(fail)?;
-    println!("{id}\t{username}{}", if admin { "\tadmin" } else { "" });
+    say!("{id}\t{username}{}", if admin { "\tadmin" } else { "" });
     Ok(())
 }
 
@@ -126,7 +126,7 @@ fn users_unlock(username: &str) -> Result<(), String> {
             })
         })
         .map_err(|e| no_such_user(e, &name))?;
-    println!("{name}\tlocks lifted: {lifted}");
+    say!("{name}\tlocks lifted: {lifted}");
     Ok(())
 }
 
@@ -140,14 +140,14 @@ fn users_set_standing(username: &str, disabled: bool) -> Result<(), String> {
     })?;
     let state = if disabled { "disabled" } else { "enabled" };
     if !changed {
-        println!("{name}\talready {state}; nothing changed");
+        say!("{name}\talready {state}; nothing changed");
         return Ok(());
     }
     if disabled {
-        println!("{name}\tdisabled: every session ended and every access token revoked");
+        say!("{name}\tdisabled: every session ended and every access token revoked");
         push_after_revocation(&config, &db);
     } else {
-        println!("{name}\tenabled");
+        say!("{name}\tenabled");
     }
     Ok(())
 }
@@ -171,7 +171,7 @@ fn users_reset_password(username: &str) -> Result<(), String> {
             .then_some(())
             .ok_or(ApiError::NotFound)
     })?;
-    println!("{name}\tpassword reset: every session ended and every access token revoked");
+    say!("{name}\tpassword reset: every session ended and every access token revoked");
     push_after_revocation(&config, &db);
     Ok(())
 }
@@ -186,7 +186,7 @@ fn users_delete(username: &str) -> Result<(), String> {
             .then_some(())
             .ok_or(ApiError::NotFound)
     })?;
-    println!("{name}\tdeleted: every session ended and every access token revoked");
+    say!("{name}\tdeleted: every session ended and every access token revoked");
     push_after_revocation(&config, &db);
     Ok(())
 }

@@ -104,9 +104,15 @@ impl ManageConnection for Manager {
                 let mut conn =
                     PgConnection::establish(url).map_err(r2d2::Error::ConnectionError)?;
                 // The server cancels a statement (a lock wait included) past the deadline and
-                // rolls its transaction back: nothing commits after the caller got a 503.
-                conn.batch_execute(&statement_timeout(timeout_ms))
-                    .map_err(r2d2::Error::QueryError)?;
+                // rolls its transaction back: nothing commits after the caller got a 503. And a
+                // commit (a revocation above all) is flushed before its answer whatever the
+                // server's default: `synchronous_commit = off`, a common tuning, answers first
+                // and loses the last commits in a crash.
+                conn.batch_execute(&format!(
+                    "{}; SET synchronous_commit = on",
+                    statement_timeout(timeout_ms)
+                ))
+                .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConn::Postgres(conn))
             }
             DbUrl::Sqlite(path) => {

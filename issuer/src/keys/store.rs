@@ -239,15 +239,17 @@ pub fn rotate_now(
 }
 
 /// The first key of an empty ring. Replicas igniting at once each make one; the first to
-/// activate wins and the others drop theirs, so every replica loads the same key.
+/// activate wins and the others drop theirs, so every replica loads the same key. Stored and
+/// activated in one transaction, as [`rotate_now`]'s: stored first, a key whose activation
+/// failed stayed scheduled, published, and was promoted later by another replica's schedule.
 pub fn first_key(
     conn: &mut DbConn,
     sealer: &Sealer,
     now: i64,
 ) -> Result<Option<SigningKey>, ApiError> {
     let key = generate()?;
-    insert(conn, sealer, &key, NEXT, now)?;
     let won = activation_tx(conn, |conn| {
+        insert(conn, sealer, &key, NEXT, now)?;
         activate_in(conn, key.kid(), now, "first key", true)
     })?;
     Ok(won.then_some(key))

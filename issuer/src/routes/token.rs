@@ -141,9 +141,10 @@ async fn token(
     // The request's own faults first: a client must learn that its request is wrong even
     // while this replica cannot sign.
     let grant_request = GrantRequest::read(request)?;
-    // Before any grant commits: a replica that cannot sign refuses without spending a refresh
-    // token or starting a session.
+    // Before any grant commits: a replica that cannot sign (or draw the token's id) refuses
+    // without spending a refresh token or starting a session.
     let ring = keys.for_signing(db, now).await?;
+    let jti = ids::new_id()?;
     let grants = Grants {
         config,
         db,
@@ -169,6 +170,7 @@ async fn token(
         config,
         &ring.signer,
         now,
+        jti,
         grant,
     )?)))
 }
@@ -474,6 +476,7 @@ fn respond(
     config: &Config,
     signer: &SigningKey,
     now: i64,
+    jti: String,
     grant: Grant,
 ) -> Result<TokenResponse, ApiError> {
     let exp = (now + i64::from(config.access_token_ttl_secs)).min(grant.session.expires_at);
@@ -484,7 +487,7 @@ fn respond(
         exp,
         iat: now,
         nbf: Some(now),
-        jti: ids::new_id()?,
+        jti,
         sid: grant.session.id.clone(),
         scope: grant.session.scope.clone(),
     };

@@ -306,6 +306,60 @@ async fn serve_with_no_configuration_runs_the_whole_flow() {
     assert_eq!((status, me["code"].as_str()), (401, Some("revoked")));
 }
 
+/// Whatever log level an operator asks for, no token reaches the log: Rocket writes each
+/// request and response whole at debug, `Authorization` header and all, which
+/// `GATEHOUSE_LOG=debug` (or `trace`) turned on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_most_verbose_log_holds_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, port) = serve(dir.path(), &[("GATEHOUSE_LOG", "trace")]).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let tokens = user_tokens(dir.path(), &base, "alice").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let http = reqwest::Client::new();
+    let (status, _) = call(http.get(format!("{base}/v1/me")).bearer_auth(access)).await;
+    assert_eq!(status, 200);
+    drop(server);
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    // Rocket's own lines are there (its request lines, at info): only its dumps are not.
+    assert!(log.contains("/v1/me"), "{log}");
+    for secret in [access, refresh, PASSWORD] {
+        assert!(!log.contains(secret), "{secret} in the log: {log}");
+    }
+}
+
+/// The issuer speaks HTTP/1.1, to the TLS proxy before it (deploy.md). HTTP/2 without TLS (h2c,
+/// by prior knowledge), which Rocket serves by default, is off: it allowed unlimited streams a
+/// connection and 16 MiB of headers a request, where HTTP/1 answers 431 past Rocket's buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_without_tls_is_not_spoken() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, port) = serve(dir.path(), &[]).await;
+    let reply = tokio::task::spawn_blocking(move || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // The connection preface, then an empty SETTINGS frame, as an h2c client opens.
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = stream.read_to_end(&mut reply);
+        reply
+    })
+    .await
+    .unwrap();
+    // An HTTP/2 server's first frame is its SETTINGS (type 4, the fourth byte).
+    assert!(
+        reply.is_empty() || reply.starts_with(b"HTTP/1.1 "),
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
+}
+
 #[test]
 fn cli_commands() {
     let dir = tempfile::tempdir().unwrap();
@@ -431,6 +485,36 @@ fn cli_commands() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("GATEHOUSE_DATABASE_URL: unsupported scheme")
+    );
+}
+
+/// A command whose output nobody reads (a closed pipe, as after `| head -0`) still does all its
+/// work: before, its first line panicked on the broken pipe once the revocation had committed,
+/// so the push that follows it never ran, and the exit code said the command failed.
+#[test]
+fn a_closed_output_pipe_does_not_stop_a_command_midway() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    assert!(run(path, &["migrate"], "").status.success());
+    assert!(run(path, &["keys", "rotate"], "").status.success());
+    let made = run(path, &["users", "create", "bob"], &format!("{PASSWORD}\n"));
+    assert!(made.status.success(), "{made:?}");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = command(path)
+        .args(["users", "disable", "bob"])
+        .env(
+            "GATEHOUSE_EDGE_SYNC_URLS",
+            "http://127.0.0.1:9/_gatehouse/sync",
+        )
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("push to http://127.0.0.1:9/_gatehouse/sync failed"),
+        "the push ran after the line nobody read: {stderr}"
     );
 }
 

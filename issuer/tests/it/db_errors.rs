@@ -8,6 +8,7 @@ use diesel::connection::SimpleConnection as _;
 use diesel::r2d2::R2D2Connection as _;
 use diesel::{Connection as _, PgConnection, RunQueryDsl as _, SqliteConnection};
 use gatehouse_issuer::error::ApiError;
+use gatehouse_issuer::keys::KeyRing;
 use rocket::http::Status;
 
 use crate::common::{Backend, PG_ADMIN_URL, TestApp, header, str_of};
@@ -37,6 +38,26 @@ async fn postgres_a_lost_server_is_unavailable() {
     assert_eq!(unavailable_count(&app, "lost").await, 1);
     // The pool dropped the dead connection: the next call works.
     assert!(app.store().ping().await);
+}
+
+/// PostgreSQL only: a commit (a revocation above all) is flushed before its answer whatever
+/// the server's default. `synchronous_commit = off`, a common tuning of a cluster, database or
+/// role, answers a commit before its WAL is written, and a crash then loses what was answered
+/// 200. Planted here as a connection default through the URL's options.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_commits_are_flushed_whatever_the_servers_default() {
+    const FLUSHED: &str = "SELECT 1 WHERE current_setting('synchronous_commit') = 'on'";
+    let app = TestApp::start_with(Backend::Postgres, |c| {
+        c.database_url.push_str("%20-csynchronous_commit%3Doff");
+    })
+    .await;
+    let mut plain = PgConnection::establish(&app.config.database_url).unwrap();
+    assert_eq!(
+        diesel::sql_query(FLUSHED).execute(&mut plain).unwrap(),
+        0,
+        "the planted default holds on a plain connection"
+    );
+    assert_eq!(code_of(&app, FLUSHED).await, Ok(1));
 }
 
 /// The deadline of the tests that reach it: short enough to keep them quick, long enough for
@@ -85,6 +106,34 @@ impl Stall {
             _session: Box::new(conn),
         }
     }
+}
+
+/// PostgreSQL only: a first key whose activation fails (its lock wait runs out of
+/// `db_timeout_ms` behind another session's open write to the ring) leaves nothing behind.
+/// Before, the key was stored before its activation's transaction: it stayed scheduled,
+/// published in the JWKS, and another replica's schedule promoted it later, a rotation nobody
+/// ordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_first_key_that_fails_to_activate_leaves_nothing() {
+    let app = TestApp::start_with(Backend::Postgres, |c| c.db_timeout_ms = SETUP_SAFE_MS).await;
+    let mut admin = PgConnection::establish(&app.db.url).unwrap();
+    // An empty ring, as on a first start.
+    admin.batch_execute("DELETE FROM signing_keys").unwrap();
+    // Writes pass this lock; an activation's own (SHARE ROW EXCLUSIVE) waits behind it.
+    let stall = Stall::postgres(&app.db.url, "signing_keys IN ROW EXCLUSIVE MODE");
+    let config = app.config.clone();
+    let now = app.clock().now();
+    let loaded = app
+        .store()
+        .run(move |c| KeyRing::load(c, &config, now).map(|_| ()))
+        .await;
+    assert_eq!(loaded.map_err(|e| e.code()), Err("temporarily_unavailable"));
+    // Counted while the stall holds: afterwards the server's own refresh may make a key.
+    let left = diesel::sql_query("SELECT kid FROM signing_keys")
+        .execute(&mut admin)
+        .unwrap();
+    drop(stall);
+    assert_eq!(left, 0, "a key was left in the ring");
 }
 
 /// A stalled database is answered 503 with `Retry-After` once `db_timeout_ms` runs out, not
