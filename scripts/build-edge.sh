@@ -18,14 +18,16 @@ wasm="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/wasm-edge/gatehou
 
 # A panic's location names its source file, for crates from the registry under CARGO_HOME's
 # path (47 of them, 60 bytes of prefix each): written as `<crate>-<version>/src/...`, the worker
-# is about 80 B smaller gzipped, and the same size whatever CARGO_HOME is.
+# is about 80 B smaller gzipped, and the same size wherever CARGO_HOME is. Added to the
+# caller's RUSTFLAGS (with `--target`, they reach only the wasm); a path with a space is left
+# as it is, since RUSTFLAGS splits on spaces.
 remap=()
-for index in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/index.crates.io-*; do
-  [ -d "$index" ] && remap+=("--remap-path-prefix=$index/=")
+for index in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
+  case "$index" in *" "*) ;; *) [ -d "$index" ] && remap+=("--remap-path-prefix=$index=") ;; esac
 done
 # worker-build sets this for the `worker` crate's macros: futures through `js_sys::futures`.
 (cd "$root/edge" && WASM_BINDGEN_USE_JS_SYS=1 \
-  CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="${remap[*]}" cargo build --locked --lib \
+  RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }${remap[*]:-}" cargo build --locked --lib \
   --profile wasm-edge --target wasm32-unknown-unknown)
 
 rm -rf "$out" && mkdir -p "$out"

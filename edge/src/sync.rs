@@ -55,10 +55,11 @@ thread_local! {
     /// Accepts in one isolate read KV's heads and write the list one after another: interleaved,
     /// an older list's slow puts could land after a newer one's, both answered 200.
     static KV_TURNS: turn::Chain = const { turn::Chain::new() };
-    /// The list this isolate last found KV holding (or a newer one): it stored it, or its reads
-    /// showed it (its `Head::rank`; zeros, which no list has, before). Snapshots are public, so
-    /// anyone can push this one again and again. KV's copy overwritten since by another
-    /// isolate's late write is repaired by the cron's pull, not by a push of this list.
+    /// The list this isolate last found KV holding (or a newer one), as its `Head::rank`: it
+    /// stored it, or its reads showed it and it holds the list (zeros, older than any list,
+    /// before). Snapshots are public, so anyone can push them again and again. KV's copy
+    /// overwritten since (another isolate's late write, a delete by hand) is repaired by the
+    /// cron's pull, not by a push of this list.
     static KV_HOLDS: Cell<(u64, i64, u64)> = const { Cell::new((0, 0, 0)) };
 }
 
@@ -209,16 +210,13 @@ pub async fn accept(
     let list = verify(env, config, jws, asker).await?;
     not_below_view(&list)?;
     let head = Head::of(&list);
-    // A replay of what KV holds is answered as KV's heads would answer it, without reading
-    // them or waiting for a turn: before, each such push cost two KV reads (metered, 100,000 a
-    // day on the Free plan) and could hold a real push behind it in the turns. The cron's pull
-    // still reads KV, so a copy deleted by hand comes back.
-    if asker == keys::Asker::Client && KV_HOLDS.get() == head.rank() {
-        return Err(SnapshotError::Stale {
-            seq: head.seq,
-            held: head.seq,
-        }
-        .into());
+    // A list that does not replace what KV was seen to hold (a replay of it, or of an older
+    // copy) is answered as KV's heads would answer it, without reading them or waiting for a
+    // turn: before, each such push cost two KV reads (metered, 100,000 a day on the Free plan)
+    // and could hold a real push behind it in the turns. The cron's pull still reads KV, so a
+    // copy deleted by hand comes back.
+    if asker == keys::Asker::Client {
+        list.ensure_newer_than(KV_HOLDS.get())?;
     }
     let _turn = turn::take(&KV_TURNS, KV_TURN_WAIT).await;
     let kv = env.kv(KV_BINDING).map_err(|e| e.to_string());
@@ -234,8 +232,8 @@ pub async fn accept(
         // list (or one this list disowns) still takes this one; one that holds none reads KV's.
         if state::with_revocations(|held| held.base().is_some()) && not_below_view(&list).is_ok() {
             let _ = state::update_revocations(|view| view.with_base(list));
+            KV_HOLDS.set(head.rank());
         }
-        KV_HOLDS.set(head.rank());
         return Err(kv_ahead.into());
     }
     // A pushed list (anyone can push) reaching an isolate whose first load of KV's list did not

@@ -250,7 +250,7 @@ async fn wrong_kinds_of_credentials_are_refused() {
     let token = &token;
     eventually(
         "the edge to refuse the disabled user",
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         || async move { (refused(edge, token).await == (401, "revoked".to_owned())).then_some(()) },
     )
     .await;

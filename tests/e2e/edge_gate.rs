@@ -337,7 +337,7 @@ async fn the_check_route_answers_the_verdict_without_the_origin() {
     assert_eq!(sys.issuer.logout(access(&tokens)).await, 200);
     gatehouse_tests::eventually(
         "the check route to refuse the logged-out token",
-        std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(20),
         || async {
             let (status, json) = ask(reqwest::Method::GET, Some(access(&tokens))).await;
             (status == 401 && json["code"] == "revoked").then_some(())

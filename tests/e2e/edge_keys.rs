@@ -229,7 +229,7 @@ async fn a_key_set_loaded_from_kv_keeps_its_age() {
     let (edge, fresh) = (&sys, fresh.as_str());
     eventually(
         "the edge to take the new key (after its refetch cooldown)",
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         || async move { (edge.get("/api/x", Some(fresh)).await.0 == 200).then_some(()) },
     )
     .await;
@@ -306,7 +306,7 @@ async fn an_emergency_key_revocation_reaches_the_edge_through_the_fast_path() {
     let (sys, stolen) = (&sys, stolen.as_str());
     eventually(
         "the edge to drop the revoked key",
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         || async move {
             let (status, json) = sys.get("/api/x", Some(stolen)).await;
             (status == 401 && json["code"] == "unknown_kid").then_some(())

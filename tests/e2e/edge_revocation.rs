@@ -26,7 +26,7 @@ async fn logout_reaches_the_edge_by_push() {
         let revoked_at = Instant::now();
         eventually(
             "the edge to refuse the logged-out token",
-            Duration::from_secs(5),
+            Duration::from_secs(20),
             || {
                 let sys = &sys;
                 let token = token.clone();
@@ -92,7 +92,7 @@ async fn refresh_reuse_revokes_the_whole_family_at_the_edge() {
     for token in [access(&first), access(&second)] {
         eventually(
             "the family to be refused at the edge",
-            Duration::from_secs(5),
+            Duration::from_secs(20),
             || async {
                 (sys.get("/api/whoami", Some(token)).await.1["code"] == "revoked").then_some(())
             },

@@ -56,7 +56,7 @@ async fn world_reading_own_writes_late(
 
 impl World {
     /// A fresh access token, once every location accepts it.
-    async fn accepted_token(&self) -> String {
+    pub(crate) async fn accepted_token(&self) -> String {
         let token = access(&self.issuer.login("alice", PASSWORD).await).to_owned();
         for location in 0..self.locations.urls.len() {
             let locations = &self.locations;

@@ -184,7 +184,9 @@ test('GatehouseClient: options it cannot use, a fetch that needs its own this, h
     issued += 1;
     return Promise.resolve(new Response(JSON.stringify(tokenBody(issued, expiresIn))));
   }
-  for (const options of [{ refreshAheadSeconds: NaN }, { refreshAheadSeconds: 'sixty' }, { requestTimeoutSeconds: 0 }, { requestTimeoutSeconds: Infinity }, { fetch: 'https://i.test' }]) {
+  // Misspelt names and switches that are no switch too: before, `refreshAhead: 10` kept the
+  // default without a word, and `autoRefresh: 'false'` (an environment variable's text) was on.
+  for (const options of [{ refreshAheadSeconds: NaN }, { refreshAheadSeconds: 'sixty' }, { requestTimeoutSeconds: 0 }, { requestTimeoutSeconds: Infinity }, { fetch: 'https://i.test' }, { refreshAhead: 10 }, { requestTimeout: 2 }, { autoRefresh: 'no' }, { shareAcrossTabs: 0 }]) {
     assert.throws(() => new GatehouseClient({ issuer: 'https://i.test', ...options }), (e) => e.code === 'invalid_options', JSON.stringify(options));
   }
   // On a page, an apiOrigins entry that is no URL (a bare "Invalid URL" TypeError before).
@@ -196,6 +198,7 @@ test('GatehouseClient: options it cannot use, a fetch that needs its own this, h
   }
 
   new GatehouseClient({ issuer: 'https://i.test', refreshAheadSeconds: '30' }).close();
+  new GatehouseClient({ issuer: 'https://i.test', autoRefresh: 'false', shareAcrossTabs: 'true' }).close();
   const reported = [];
   globalThis.reportError = (e) => reported.push(e);
   const client = new GatehouseClient({ issuer: 'https://i.test', fetch: strictFetch, autoRefresh: false });

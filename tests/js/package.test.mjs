@@ -400,6 +400,14 @@ test('createRemoteVerifier: options it cannot use, keys from anywhere but https,
     await Promise.all(kept);
     assert.equal(fetched, fetches, `ttlSeconds ${JSON.stringify(ttl)}`);
   }
+  // A TTL under the default cooldown (30 s) is not stretched to it: the refresh waits for a
+  // cooldown no longer than the TTL. Before, a ttlSeconds of 10 (or 0) refreshed every 30 s.
+  fetched = 0;
+  const short = await createRemoteVerifier('https://i.test/jwks', { ...base, ttlSeconds: 0, fetch: serve() });
+  const shortKept = [];
+  await assert.rejects(short.verify('x.y.z', undefined, { waitUntil: (p) => shortKept.push(p) }), (e) => e.code === 'malformed');
+  await Promise.all(shortKept);
+  assert.equal(fetched, 2, 'refetched at once, as its TTL of 0 asks');
   // What an app passes when there is no Authorization header, and a token past the limit: the
   // package's own codes, not a TypeError from the wasm glue.
   await refused(remote.verify(undefined), 'malformed');

@@ -15,9 +15,21 @@ const seconds = (name, value, fallback, { min = 0, max = Infinity } = {}) => {
   return n;
 };
 
+// Every option: a misspelt one (`refreshAhead`) would otherwise keep its default without a word.
+const NAMES = ['issuer', 'apiOrigins', 'fetch', 'storage', 'refreshAheadSeconds', 'autoRefresh', 'requestTimeoutSeconds', 'shareAcrossTabs', 'channelName'];
+/** A switch: true, false, or their text (`'false'` is not true). */
+const flag = (name, value, fallback) => {
+  const text = String(value ?? fallback);
+  if (text !== 'true' && text !== 'false') throw new GatehouseClientError('invalid_options', `${name} must be true or false`);
+  return text === 'true';
+};
+
 /** The client's settings from `options` (README.md, "GatehouseClient"); `invalid_options` for
  * one that cannot be used. */
 export function readOptions(options) {
+  for (const name of Object.keys(options)) {
+    if (!NAMES.includes(name)) throw new GatehouseClientError('invalid_options', `${name} is not an option`);
+  }
   // A bare `auth.example.com` would be a path of the page: the password would go there. A path
   // must stay on the page's host once the client's own paths follow it (`${issuer}/v1/token`):
   // `//auth`, `/\auth` or `/\t/auth` (URL parsing drops tabs and line breaks) name the host
@@ -69,11 +81,11 @@ export function readOptions(options) {
   // client's timer would keep Node running, and a client made per request and never closed
   // would rotate its user's token for as long as the process lives. `getAccessToken()`
   // refreshes when needed either way.
-  const autoRefresh = options.autoRefresh ?? typeof globalThis.document !== 'undefined';
+  const autoRefresh = flag('autoRefresh', options.autoRefresh, typeof globalThis.document !== 'undefined');
   // Under the issuer's default grace window (5 s): a rotation whose answer is lost is asked
   // again once this runs out, and only an ask within the window gets the same successor.
   const requestTimeoutMs = seconds('requestTimeoutSeconds', options.requestTimeoutSeconds, DEFAULT_TIMEOUT_SECONDS, { min: 0.001, max: 3600 }) * 1000;
-  const share = options.shareAcrossTabs ?? true;
+  const share = flag('shareAcrossTabs', options.shareAcrossTabs, true);
   const name = options.channelName ?? `gatehouse:${issuer || here || ''}`;
   // Tabs only: on a server (Node has BroadcastChannel too) a channel would keep the process
   // alive and hand one user's tokens to another instance.

@@ -13,7 +13,7 @@ import type { AccessClaims, VerifierOptions } from './gatehouse_verify.js';
 export interface RemoteVerifierOptions extends VerifierOptions {
   /** How long a fetched JWK set is used before it is fetched again (default 300 s, at most 3600, the edge's bound; a number or its text). */
   ttlSeconds?: number | string;
-  /** At most one refetch per this many seconds for unknown kids and expiry (default 30 s). */
+  /** At most one refetch per this many seconds for unknown kids and expiry (default 30 s, or `ttlSeconds` when shorter; at most `ttlSeconds`). */
   refetchCooldownSeconds?: number | string;
   /** A JWK set fetch gives up after this many seconds (default 5, at most 3600). */
   fetchTimeoutSeconds?: number | string;

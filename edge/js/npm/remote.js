@@ -1,24 +1,9 @@
-// Remote keys: a Verifier over the issuer's JWK set, fetched and cached by the edge's rules,
-// whose defaults come from the shared core (`keySetFetchDefaults()`), as the edge's do.
-// - The set is fetched once, then used for `ttlSeconds` (300, the edge's KEYS_TTL_SECS); after
-//   that it is refetched in the background while verification goes on with the keys held.
-// - A token naming an unknown `kid` waits for one refetch, at most once per
-//   `refetchCooldownSeconds` (30, the edge's JWKS_REFETCH_COOLDOWN_SECS), so a flood of made-up
-//   kids cannot hammer the issuer; concurrent callers share one fetch.
-// - A fetch gives up after `fetchTimeoutSeconds` (5); a failed refetch, or a set with no key
-//   this package can use, keeps the keys held. A fetch that never settles (on Workers, one
-//   started by a request that has ended) is given up on after that limit too.
-// - The keys come over `https:` only (plain `http:` to this machine, for development), from
-//   the URL given and not one it redirects to, and at most 1 MiB of them: whoever can answer
-//   that URL decides which tokens verify. Redirects are refused by hand (`redirect: 'manual'`):
-//   workerd has no `'error'`.
-// - With `revocationsUrl`, the issuer's signed revocation list is fetched too, by the same rules
-//   (8 MiB at most), and refetched in the background once `revocationsTtlSeconds` old (10, the
-//   edge's KV_REFRESH_SECS); after a quiet spell tokens wait for that fetch. A token it names
-//   is `revoked`; a list replaces the one held by the edge's rule. Once the list held was signed over
-//   `maxListAgeSeconds` ago (5400, the edge's MAX_LIST_AGE_SECS), every token is refused
-//   `revocation_list_stale`, as the edge refuses it 503 (`revocationListFetchDefaults()`).
-// `index.js` re-exports this module; the cycle is safe because nothing here runs at import.
+// Remote keys: a Verifier over the issuer's JWK set and, with `revocationsUrl`, its signed
+// revocation list, fetched and refreshed by the edge's rules with the edge's defaults, from the
+// shared core (`keySetFetchDefaults()`, `revocationListFetchDefaults()`). The rules are the
+// README's ("createRemoteVerifier"); redirects are refused by hand (`redirect: 'manual'`), as
+// workerd has no `'error'`. `index.js` re-exports this module; the cycle is safe because
+// nothing here runs at import.
 import init, {
   GatehouseError, RevocationList, Verifier, keySetFetchDefaults, revocationListFetchDefaults,
 } from './index.js';
@@ -177,9 +162,9 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
     fetch: fetchWith = globalThis.fetch,
     ...verifierOptions
   } = options;
-  // The caller's options before anything is fetched (these before the wasm loads, the
-  // verifier's own after it): a mistake throws `invalid_key` ("invalid options") as for a
-  // local Verifier, where it would pass for the keys being unavailable, or stop every refetch.
+  // The caller's options before anything is fetched (most before the wasm loads; the bounds
+  // on its defaults and the verifier's own after): a mistake throws `invalid_key` ("invalid
+  // options") as for a local Verifier, not as the keys being unavailable.
   // Seconds as a number or its text (a Workers var is text).
   const seconds = (name, value) => {
     if (value === undefined) return undefined;
@@ -218,7 +203,8 @@ export async function createRemoteVerifier(jwksUrl, options = {}) {
   const defaults = keySetFetchDefaults();
   const listDefaults = revocationListFetchDefaults();
   const ttlMs = (ttl ?? defaults.ttlSeconds) * 1000;
-  const cooldownMs = (cooldown ?? defaults.refetchCooldownSeconds) * 1000;
+  // The default cooldown no longer than the TTL: a 10 s TTL is not a 30 s one.
+  const cooldownMs = cooldown === undefined ? Math.min(defaults.refetchCooldownSeconds * 1000, ttlMs) : cooldown * 1000;
   // The key set's refresh waits for the cooldown: a longer one would hold a key the issuer
   // dropped (or revoked) past the TTL, as the edge reports of JWKS_REFETCH_COOLDOWN_SECS.
   if (cooldown !== undefined && cooldownMs > ttlMs) throw invalidOptions('refetchCooldownSeconds must be at most ttlSeconds');

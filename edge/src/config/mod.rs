@@ -116,16 +116,16 @@ impl Vars<'_> {
         })
     }
 
-    /// A two-valued setting: `false` for the first (the default), `true` for the second.
+    /// A two-valued setting (`settings::SWITCHES`): `false` for the first word (the default),
+    /// `true` for the second.
     fn switch(&mut self, name: &str, (off, on): (&str, &str)) -> bool {
         match self.text(name) {
             None => false,
             Some(v) if v == off => false,
             Some(v) if v == on => true,
             Some(other) => {
-                self.problems.push(format!(
-                    "{name}={other:?} is neither {off} nor {on}; using {off}"
-                ));
+                self.problems
+                    .push(settings::not_a_switch(name, &other, (off, on)));
                 false
             }
         }

@@ -1,4 +1,4 @@
-//! How the URL, path-rule and list-age settings are read and checked: the rules
+//! How the URL, path-rule, list-age and switch settings are read and checked: the rules
 //! `Config::from_env` applies, and that `offline_problems` applies to a `[vars]` table before a
 //! deploy.
 
@@ -126,6 +126,24 @@ pub(super) fn not_set(name: &str) -> String {
     format!("{name} is not set")
 }
 
+/// The two-valued settings, each with its words (off, the default, then on), as `Config`
+/// reads them (a unit test holds the two together; the worker's calls name them itself, 130 B
+/// smaller). wrangler passes an unquoted TOML `true` on as the text `true`: neither word.
+pub(super) const SWITCHES: [(&str, (&str, &str)); 3] = [
+    ("CORS_PREFLIGHT", ("token", "forward")),
+    ("SERVER_TIMING", ("off", "on")),
+    ("TEST_CRASH_ROUTE", ("off", "on")),
+];
+
+/// The problem a switch set to neither of its words reports; it is read as off.
+pub(super) fn not_a_switch(name: &str, value: &str, (off, on): (&str, &str)) -> String {
+    format!("{name}={value:?} is neither {off} nor {on}; using {off}")
+}
+
+/// The issuer's access tokens are about 500 bytes, more with long scopes: a limit under this
+/// refuses them all as `too_large`.
+const LEAST_USEFUL_TOKEN_BYTES: i64 = 1024;
+
 /// What the worker would report about its required vars, URL, path-rule and list-age settings
 /// (`var` reads one), for a check made before a deploy: the rules `Config::from_env` applies,
 /// without an `Env`.
@@ -155,6 +173,7 @@ pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
             default
         }))
     };
+    let max_token = number("MAX_TOKEN_BYTES", 8192);
     let poll_ms = number("DELTA_POLL_MS", 500);
     let max_age = number("MAX_LIST_AGE_SECS", DEFAULT_MAX_LIST_AGE_SECS);
     let heartbeat = number("KV_HEARTBEAT_SECS", DEFAULT_KV_HEARTBEAT_SECS);
@@ -163,6 +182,20 @@ pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
     problems.extend(list_age_problem(max_age, heartbeat, refresh));
     let (_, poll_problem) = delta_poll_floor(u32::try_from(poll_ms).unwrap_or(u32::MAX));
     problems.extend(poll_problem.map(str::to_owned));
+    if max_token < LEAST_USEFUL_TOKEN_BYTES {
+        problems.push(format!(
+            "MAX_TOKEN_BYTES={max_token} is under {LEAST_USEFUL_TOKEN_BYTES}: the issuer's \
+             tokens would be refused as too_large"
+        ));
+    }
+    for (name, words) in SWITCHES {
+        if let Some(value) = var(name)
+            && value != words.0
+            && value != words.1
+        {
+            problems.push(not_a_switch(name, &value, words));
+        }
+    }
     let origins = cors_origins(&var("CORS_ORIGINS").unwrap_or_default(), &mut problems);
     let token_cookie = var("TOKEN_COOKIE");
     problems.extend(token_cookie.as_deref().and_then(token_cookie_problem));

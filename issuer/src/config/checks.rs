@@ -238,20 +238,42 @@ impl Config {
                  ({rotation_secs} s), or each promotion would schedule the next at once"
             ));
         }
-        if self.cleanup_batch > MAX_CLEANUP_BATCH {
-            problems.push(format!(
-                "GATEHOUSE_CLEANUP_BATCH is {}: at most {MAX_CLEANUP_BATCH}; SQLite binds a \
-                 batch's ids one per variable (32,766 at most by default), and a larger batch \
-                 would fail every cleanup",
-                self.cleanup_batch
-            ));
-        }
+        problems.extend(self.cleanup_problems());
         if self.leeway_secs > VerifierOptions::MAX_LEEWAY_SECS {
             problems.push(format!(
                 "GATEHOUSE_LEEWAY_SECS is {}: revocation entries cover a leeway of at most {} s, \
                  so a longer one would take revoked tokens back",
                 self.leeway_secs,
                 VerifierOptions::MAX_LEEWAY_SECS
+            ));
+        }
+        problems
+    }
+
+    /// The cleanup's period and batch: at least 1 (0 is "off" for several settings; here it
+    /// was read as 1, every second), and a batch SQLite can bind.
+    fn cleanup_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (name, value) in [
+            (
+                "GATEHOUSE_CLEANUP_INTERVAL_SECS",
+                self.cleanup_interval_secs,
+            ),
+            ("GATEHOUSE_CLEANUP_BATCH", self.cleanup_batch),
+        ] {
+            if value == 0 {
+                problems.push(format!(
+                    "{name} is 0: at least 1; cleanup and the key ring's refresh cannot be \
+                     turned off"
+                ));
+            }
+        }
+        if self.cleanup_batch > MAX_CLEANUP_BATCH {
+            problems.push(format!(
+                "GATEHOUSE_CLEANUP_BATCH is {}: at most {MAX_CLEANUP_BATCH}; SQLite binds a \
+                 batch's ids one per variable (32,766 at most by default), and a larger batch \
+                 would fail every cleanup",
+                self.cleanup_batch
             ));
         }
         problems

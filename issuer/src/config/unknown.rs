@@ -18,6 +18,10 @@ const ENVIRONMENT_ONLY: &[&str] = &["config", "log", "log_format"];
 /// Rocket's `limits` names any data type (`limits.file/jpg`): not checked inside.
 const OPEN_ENDED: &[&str] = &["limits"];
 
+/// Rocket's settings for its own logger, which the issuer's replaces: nothing reads them. Each
+/// with the setting that does its work.
+const REPLACED: &[(&str, &str)] = &[("log_level", "log")];
+
 /// A setting nothing reads, as its source names it.
 #[derive(Debug, PartialEq, Eq)]
 struct Unknown {
@@ -62,6 +66,11 @@ fn unknown_settings(figment: &Figment) -> Vec<Unknown> {
     let Some(known) = known.get(&Profile::Default) else {
         return Vec::new();
     };
+    let mut known = known.clone();
+    for (replaced, _) in REPLACED {
+        known.remove(*replaced);
+    }
+    let known = &known;
     let mut known_paths = Vec::new();
     paths_of(known, &mut Vec::new(), &mut known_paths);
     let mut found = Vec::new();
@@ -142,6 +151,10 @@ fn describe(
     // Compared as an environment variable spells them, where a nested key's `__` and a
     // word's `_` are one character apart.
     let flat = |path: &[String]| path.join("__");
+    let replacement = REPLACED
+        .iter()
+        .find(|(replaced, _)| path == [*replaced])
+        .map(|(_, by)| key_of(&[(*by).to_owned()]));
     let suggestion = known
         .iter()
         .map(|candidate| {
@@ -152,7 +165,8 @@ fn describe(
         })
         .filter(|(distance, _)| *distance <= 2)
         .min_by_key(|(distance, _)| *distance)
-        .map(|(_, candidate)| key_of(candidate));
+        .map(|(_, candidate)| key_of(candidate))
+        .or(replacement);
     Some(Unknown {
         name: match &file {
             Some(file) => format!("{} in {file}", key_of(path)),
@@ -176,6 +190,8 @@ mod tests {
             jail.set_env("GATEHOUSE_LOCKOUT__THRESHHOLD", "3");
             jail.set_env("GATEHOUSE_SERVICE_HOST", "10.0.0.1");
             jail.set_env("GATEHOUSE_SHUTDOWN__GRASE", "5");
+            // Rocket's, for the logger the issuer replaces.
+            jail.set_env("GATEHOUSE_LOG_LEVEL", "critical");
             // Known ones, ours and Rocket's, and those read elsewhere.
             for (name, value) in [
                 ("GATEHOUSE_LOCKOUT__THRESHOLD", "3"),
@@ -184,7 +200,6 @@ mod tests {
                 ("GATEHOUSE_SHUTDOWN__GRACE", "5"),
                 ("GATEHOUSE_WORKERS", "4"),
                 ("GATEHOUSE_KEEP_ALIVE", "5"),
-                ("GATEHOUSE_LOG_LEVEL", "critical"),
                 ("GATEHOUSE_LOG_FORMAT", "json"),
                 ("GATEHOUSE_LOG", "info"),
             ] {
@@ -204,6 +219,7 @@ mod tests {
                     "GATEHOUSE_EDGE_SYNC_URL is not a setting (did you mean GATEHOUSE_EDGE_SYNC_URLS?)".to_owned(),
                     "GATEHOUSE_LOCKOUT_THRESHOLD is not a setting (did you mean GATEHOUSE_LOCKOUT__THRESHOLD?)".to_owned(),
                     "GATEHOUSE_LOCKOUT__THRESHHOLD is not a setting (did you mean GATEHOUSE_LOCKOUT__THRESHOLD?)".to_owned(),
+                    "GATEHOUSE_LOG_LEVEL is not a setting (did you mean GATEHOUSE_LOG?)".to_owned(),
                     "GATEHOUSE_SERVICE_HOST is not a setting".to_owned(),
                     "GATEHOUSE_SHUTDOWN__GRASE is not a setting (did you mean GATEHOUSE_SHUTDOWN__GRACE?)".to_owned(),
                     "acess_token_ttl_secs in gatehouse.toml is not a setting (did you mean access_token_ttl_secs?)".to_owned(),
@@ -216,7 +232,9 @@ mod tests {
             let in_file: Vec<bool> = found.iter().map(|u| u.in_file).collect();
             assert_eq!(
                 in_file,
-                [false, false, false, false, false, true, true, true, true]
+                [
+                    false, false, false, false, false, false, true, true, true, true
+                ]
             );
             Ok(())
         });

@@ -105,11 +105,13 @@ impl ManageConnection for Manager {
                     PgConnection::establish(url).map_err(r2d2::Error::ConnectionError)?;
                 // The server cancels a statement (a lock wait included) past the deadline and
                 // rolls its transaction back: nothing commits after the caller got a 503. And a
-                // commit (a revocation above all) is flushed before its answer whatever the
-                // server's default: `synchronous_commit = off`, a common tuning, answers first
-                // and loses the last commits in a crash.
+                // commit (a revocation above all) is flushed before its answer: a server default
+                // of `synchronous_commit = off`, a common tuning, answers first and loses the
+                // last commits in a crash, so it is raised to PostgreSQL's own default; every
+                // other value flushes locally, and is kept.
                 conn.batch_execute(&format!(
-                    "{}; SET synchronous_commit = on",
+                    "{}; SELECT set_config('synchronous_commit', 'on', false) \
+                     WHERE current_setting('synchronous_commit') = 'off'",
                     statement_timeout(timeout_ms)
                 ))
                 .map_err(r2d2::Error::QueryError)?;

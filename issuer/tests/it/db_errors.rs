@@ -43,21 +43,39 @@ async fn postgres_a_lost_server_is_unavailable() {
 /// PostgreSQL only: a commit (a revocation above all) is flushed before its answer whatever
 /// the server's default. `synchronous_commit = off`, a common tuning of a cluster, database or
 /// role, answers a commit before its WAL is written, and a crash then loses what was answered
-/// 200. Planted here as a connection default through the URL's options.
+/// 200; it is raised to `on`. A stronger one (`remote_apply`, waiting for a standby) is kept.
+/// Planted here as a connection default through the URL's options.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_commits_are_flushed_whatever_the_servers_default() {
-    const FLUSHED: &str = "SELECT 1 WHERE current_setting('synchronous_commit') = 'on'";
-    let app = TestApp::start_with(Backend::Postgres, |c| {
-        c.database_url.push_str("%20-csynchronous_commit%3Doff");
-    })
-    .await;
-    let mut plain = PgConnection::establish(&app.config.database_url).unwrap();
-    assert_eq!(
-        diesel::sql_query(FLUSHED).execute(&mut plain).unwrap(),
-        0,
-        "the planted default holds on a plain connection"
-    );
-    assert_eq!(code_of(&app, FLUSHED).await, Ok(1));
+    for (planted, kept) in [("off", "on"), ("remote_apply", "remote_apply")] {
+        let app = TestApp::start_with(Backend::Postgres, |c| {
+            c.database_url += "%20-csynchronous_commit%3D";
+            c.database_url += planted;
+        })
+        .await;
+        let setting_is = |value: &str| {
+            format!("SELECT 1 WHERE current_setting('synchronous_commit') = '{value}'")
+        };
+        let mut plain = PgConnection::establish(&app.config.database_url).unwrap();
+        assert_eq!(
+            diesel::sql_query(setting_is(planted))
+                .execute(&mut plain)
+                .unwrap(),
+            1,
+            "the planted default holds on a plain connection"
+        );
+        let setting = setting_is(kept);
+        let held = app
+            .store()
+            .run(move |c| {
+                diesel::sql_query(setting)
+                    .execute(c)
+                    .map_err(ApiError::from)
+            })
+            .await
+            .map_err(|e| e.code());
+        assert_eq!(held, Ok(1), "{planted} became {kept}");
+    }
 }
 
 /// The deadline of the tests that reach it: short enough to keep them quick, long enough for

@@ -325,6 +325,23 @@ fn a_scope_rule_that_cannot_be_honoured_fails_the_whole_set() {
 }
 
 #[test]
+fn the_switches_checked_before_a_deploy_are_those_the_worker_reads() {
+    let read: Vec<Vec<&str>> = include_str!("../mod.rs")
+        .split("vars.switch(")
+        .skip(1)
+        .map(|call| {
+            let args = call.split("))").next().unwrap_or_default();
+            args.split('"').skip(1).step_by(2).collect()
+        })
+        .collect();
+    let listed: Vec<Vec<&str>> = super::SWITCHES
+        .iter()
+        .map(|(name, (off, on))| vec![*name, *off, *on])
+        .collect();
+    assert_eq!(read, listed);
+}
+
+#[test]
 fn every_var_the_worker_reads_is_listed_and_others_are_named() {
     // Every upper-case string literal of `config/mod.rs` is a var name read there.
     let source = include_str!("../mod.rs");
@@ -347,5 +364,42 @@ fn every_var_the_worker_reads_is_listed_and_others_are_named() {
             "CORS_ORIGIN is not a var the worker reads (did you mean CORS_ORIGINS?)",
             "SOMETHING_ELSE is not a var the worker reads",
         ]
+    );
+}
+
+/// A switch holds one of its two words. An unquoted TOML `true` (wrangler passes it on as the
+/// text `true`) is neither: the worker reads it as off and reports it on the health route only
+/// with the token, so the check before a deploy reports it too; and a token limit under what
+/// the issuer's tokens take.
+#[test]
+fn a_switch_that_is_neither_word_and_a_token_limit_too_small_are_reported() {
+    let offline = |name: &'static str, value: &'static str| {
+        offline_problems(move |var| (var == name).then(|| value.to_owned()))
+    };
+    assert!(
+        offline("SERVER_TIMING", "true")
+            .iter()
+            .any(|p| p == "SERVER_TIMING=\"true\" is neither off nor on; using off")
+    );
+    assert!(
+        offline("CORS_PREFLIGHT", "on")
+            .iter()
+            .any(|p| p.starts_with("CORS_PREFLIGHT=\"on\" is neither token nor forward"))
+    );
+    for (name, value) in [("SERVER_TIMING", "on"), ("CORS_PREFLIGHT", "forward")] {
+        assert!(
+            offline(name, value).iter().all(|p| !p.contains(name)),
+            "{name}={value}"
+        );
+    }
+    assert!(
+        offline("MAX_TOKEN_BYTES", "512")
+            .iter()
+            .any(|p| p.starts_with("MAX_TOKEN_BYTES=512 is under 1024"))
+    );
+    assert!(
+        offline("MAX_TOKEN_BYTES", "1024")
+            .iter()
+            .all(|p| !p.contains("MAX_TOKEN_BYTES"))
     );
 }

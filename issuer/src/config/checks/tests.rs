@@ -201,6 +201,27 @@ fn a_cleanup_batch_sqlite_cannot_bind_is_refused_by_name() {
     );
 }
 
+/// 0 turns several settings off; for these two it was read as 1 without a word, a cleanup (and
+/// key-ring refresh) every second.
+#[test]
+fn a_cleanup_interval_or_batch_of_zero_is_refused_by_name() {
+    for (name, interval, batch) in [
+        ("GATEHOUSE_CLEANUP_INTERVAL_SECS", 0, 1000),
+        ("GATEHOUSE_CLEANUP_BATCH", 60, 0),
+    ] {
+        let config = Config {
+            cleanup_interval_secs: interval,
+            cleanup_batch: batch,
+            ..Config::default()
+        };
+        let problems = config.invalid_settings();
+        assert!(
+            problems.len() == 1 && problems[0].contains(name),
+            "{problems:?}"
+        );
+    }
+}
+
 #[test]
 fn production_accepts_a_safe_configuration_and_development_anything() {
     assert_eq!(production().production_problems(), Vec::<String>::new());
