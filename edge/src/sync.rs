@@ -55,11 +55,11 @@ thread_local! {
     /// Accepts in one isolate read KV's heads and write the list one after another: interleaved,
     /// an older list's slow puts could land after a newer one's, both answered 200.
     static KV_TURNS: turn::Chain = const { turn::Chain::new() };
-    /// The list this isolate last found KV holding (or a newer one), as its `Head::rank`: it
-    /// stored it, or its reads showed it and it holds the list (zeros, older than any list,
-    /// before). Snapshots are public, so anyone can push them again and again. KV's copy
-    /// overwritten since (another isolate's late write, a delete by hand) is repaired by the
-    /// cron's pull, not by a push of this list.
+    /// A list KV holds or has passed, as its `Head::rank`: the last this isolate stored, or
+    /// pushed and found KV's copy newer (zeros, older than any list, before). Snapshots are
+    /// public, so anyone can push them again and again. KV's copy overwritten since (another
+    /// isolate's late write, a delete by hand) is repaired by the cron's pull, not by a push
+    /// of this list.
     static KV_HOLDS: Cell<(u64, i64, u64)> = const { Cell::new((0, 0, 0)) };
 }
 
@@ -215,8 +215,16 @@ pub async fn accept(
     // turn: before, each such push cost two KV reads (metered, 100,000 a day on the Free plan)
     // and could hold a real push behind it in the turns. The cron's pull still reads KV, so a
     // copy deleted by hand comes back.
-    if asker == keys::Asker::Client {
-        list.ensure_newer_than(KV_HOLDS.get())?;
+    // Only against the same signer's list, where newer is `is_newer`: one signed by a key that
+    // has since leaked, and been revoked, is replaced by the full path's `disowns` (and only
+    // while the issuer's lists name that key).
+    let kv_holds = KV_HOLDS.get();
+    if asker == keys::Asker::Client && kv_holds.2 == head.signer() && head.rank() <= kv_holds {
+        return Err(SnapshotError::Stale {
+            seq: head.seq,
+            held: kv_holds.0,
+        }
+        .into());
     }
     let _turn = turn::take(&KV_TURNS, KV_TURN_WAIT).await;
     let kv = env.kv(KV_BINDING).map_err(|e| e.to_string());

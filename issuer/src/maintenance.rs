@@ -24,7 +24,7 @@ const SESSION_RETENTION_SECS: i64 = 24 * 3600;
 /// How long a rotated refresh token keeps its nonce: past the longest grace window any replica
 /// may have (replicas may disagree on `refresh_grace_secs`), and a minute more, as the window is
 /// judged on the database's clock and the cleanup on this replica's, which may be off from it.
-const NONCE_KEPT_SECS: i64 = MAX_REFRESH_GRACE_SECS as i64 + 60;
+pub const NONCE_KEPT_SECS: i64 = MAX_REFRESH_GRACE_SECS as i64 + 60;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CleanupReport {

@@ -306,7 +306,7 @@ async fn an_emergency_key_revocation_reaches_the_edge_through_the_fast_path() {
     let (sys, stolen) = (&sys, stolen.as_str());
     eventually(
         "the edge to drop the revoked key",
-        Duration::from_secs(20),
+        Duration::from_secs(5),
         || async move {
             let (status, json) = sys.get("/api/x", Some(stolen)).await;
             (status == 401 && json["code"] == "unknown_kid").then_some(())

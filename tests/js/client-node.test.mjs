@@ -185,7 +185,8 @@ test('GatehouseClient: options it cannot use, a fetch that needs its own this, h
     return Promise.resolve(new Response(JSON.stringify(tokenBody(issued, expiresIn))));
   }
   // Misspelt names and switches that are no switch too: before, `refreshAhead: 10` kept the
-  // default without a word, and `autoRefresh: 'false'` (an environment variable's text) was on.
+  // default without a word, and any text turned `autoRefresh` on. `'true'` and `'false'` (an
+  // environment variable's text) are taken below.
   for (const options of [{ refreshAheadSeconds: NaN }, { refreshAheadSeconds: 'sixty' }, { requestTimeoutSeconds: 0 }, { requestTimeoutSeconds: Infinity }, { fetch: 'https://i.test' }, { refreshAhead: 10 }, { requestTimeout: 2 }, { autoRefresh: 'no' }, { shareAcrossTabs: 0 }]) {
     assert.throws(() => new GatehouseClient({ issuer: 'https://i.test', ...options }), (e) => e.code === 'invalid_options', JSON.stringify(options));
   }

@@ -82,7 +82,7 @@ export interface GatehouseClientOptions {
   refreshAheadSeconds?: number | string;
   /** Refresh on a timer ahead of expiry (default true on a page, false without a `document`:
    * Node, Deno, a Web Worker); otherwise only when a token is needed. */
-  autoRefresh?: boolean;
+  autoRefresh?: boolean | 'true' | 'false';
   /** Default: memory only, shared with the other tabs of this origin. */
   storage?: TokenStorage;
   /** The BroadcastChannel that tabs share tokens over, and the prefix of the Web Lock and storage
@@ -90,7 +90,7 @@ export interface GatehouseClientOptions {
   channelName?: string;
   /** Share the session with this origin's other tabs (default true). Any script on the origin
    * can ask the tabs for it over the channel; `false` keeps each tab's session to itself. */
-  shareAcrossTabs?: boolean;
+  shareAcrossTabs?: boolean | 'true' | 'false';
   /** The `fetch` to use (default `globalThis.fetch`). */
   fetch?: typeof globalThis.fetch;
   /** How long a call to the issuer's token endpoint may take before it fails with

@@ -19,7 +19,7 @@ const ENVIRONMENT_ONLY: &[&str] = &["config", "log", "log_format"];
 const OPEN_ENDED: &[&str] = &["limits"];
 
 /// Rocket's settings for its own logger, which the issuer's replaces: nothing reads them. Each
-/// with the setting that does its work.
+/// with the setting that does its work (read from the environment only).
 const REPLACED: &[(&str, &str)] = &[("log_level", "log")];
 
 /// A setting nothing reads, as its source names it.
@@ -140,6 +140,14 @@ fn describe(
     {
         return None;
     }
+    // A replaced setting's own default is in every figment: only one an operator set counts.
+    let replacement = REPLACED
+        .iter()
+        .find(|(replaced, _)| path == [*replaced])
+        .map(|(_, by)| format!("{PREFIX}{}", by.to_ascii_uppercase()));
+    if replacement.is_some() && !from_env && file.is_none() {
+        return None;
+    }
     // A variable as it is written: `GATEHOUSE_LOCKOUT__THRESHOLD`.
     let key_of = |path: &[String]| {
         if from_env {
@@ -151,10 +159,6 @@ fn describe(
     // Compared as an environment variable spells them, where a nested key's `__` and a
     // word's `_` are one character apart.
     let flat = |path: &[String]| path.join("__");
-    let replacement = REPLACED
-        .iter()
-        .find(|(replaced, _)| path == [*replaced])
-        .map(|(_, by)| key_of(&[(*by).to_owned()]));
     let suggestion = known
         .iter()
         .map(|candidate| {
@@ -236,6 +240,25 @@ mod tests {
                     false, false, false, false, false, false, true, true, true, true
                 ]
             );
+            Ok(())
+        });
+    }
+
+    /// Rocket's `log_level` set in a file is named with the setting that works; its own
+    /// default, in every figment, is not (a first version warned about it at every start).
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's test jail returns its own error type
+    fn rockets_log_level_is_named_with_the_setting_that_works() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(unknown_settings(&super::super::figment()), Vec::new());
+            jail.create_file("gatehouse.toml", "log_level = \"debug\"\n")?;
+            let found = unknown_settings(&super::super::figment());
+            let shown: Vec<String> = found.iter().map(ToString::to_string).collect();
+            assert_eq!(
+                shown,
+                ["log_level in gatehouse.toml is not a setting (did you mean GATEHOUSE_LOG?)"]
+            );
+            assert!(found[0].in_file, "refused, not only warned about");
             Ok(())
         });
     }

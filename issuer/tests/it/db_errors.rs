@@ -250,7 +250,7 @@ async fn a_call_waits_for_a_connection_no_longer_than_the_deadline(backend: Back
         async move {
             db.run(move |_| {
                 let _ = holding.send(());
-                std::thread::sleep(Duration::from_millis(u64::from(SETUP_SAFE_MS) * 4));
+                std::thread::sleep(Duration::from_millis(u64::from(SETUP_SAFE_MS) * 8));
                 Ok(())
             })
             .await
@@ -261,12 +261,12 @@ async fn a_call_waits_for_a_connection_no_longer_than_the_deadline(backend: Back
     let waited = db.run(|c| c.ping().map_err(ApiError::from)).await;
     let took = asked.elapsed();
     assert_eq!(waited.map_err(|e| e.code()), Err("temporarily_unavailable"));
-    // Given up near the deadline, while the connection was still held (for four deadlines):
+    // Given up near the deadline, while the connection was still held (for eight deadlines):
     // the bound is the deadline's, with room for a loaded machine, well short of the hold.
     assert!(!holder.is_finished(), "the connection was still held");
     let deadline = Duration::from_millis(u64::from(SETUP_SAFE_MS));
     assert!(
-        took >= deadline * 9 / 10 && took < deadline * 2,
+        took >= deadline * 9 / 10 && took < deadline * 4,
         "gave up after {took:?}, the deadline being {deadline:?}"
     );
     // A replica busy serving is still ready: readiness has a connection of its own (through
