@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use gatehouse_shared::{AccessClaims, ErrorBody, ErrorCode};
+use gatehouse_shared::{AccessClaims, ErrorCode};
 use serde::Serialize;
 use worker::js_sys::Promise;
 use worker::wasm_bindgen::prelude::*;
@@ -14,7 +14,7 @@ use crate::config::{Config, StalePolicy};
 use crate::credential::{self, Credential};
 use crate::fastpath::{self, Due};
 use crate::incoming::{self, Incoming};
-use crate::origin::{Pass, bad_gateway, forward, set_identity, with_timing};
+use crate::origin::{Pass, forward, set_identity, with_timing};
 use crate::state::NotVerified;
 use crate::{cors, forwarded, keys, reply, state, sync};
 
@@ -89,7 +89,7 @@ pub async fn handle(req: &Incoming, env: &Env, ctx: &Context) -> Answer {
         // The origin's promise never rejects (`forward`): its value is a response.
         (Answer::Origin(promise), Some(timing)) => match JsFuture::from(promise).await {
             Ok(response) => with_timing(response.unchecked_into(), &timing).into(),
-            Err(_) => readable_by_listed_origin(bad_gateway(), req, &config).into(),
+            Err(_) => readable_by_listed_origin(reply::bad_gateway(), req, &config).into(),
         },
         (answer, _) => answer,
     }
@@ -117,8 +117,7 @@ pub async fn check(req: &Incoming, env: &Env, ctx: &Context) -> Response {
     let asked = match forwarded::asked(req, &config) {
         Ok(asked) => asked,
         Err(why) => {
-            let body = ErrorBody::new("invalid_request", "invalid_path", why);
-            return reply::error(400, &body, None);
+            return reply::invalid_path(why);
         }
     };
     let claims = match authorize(req, env, ctx, &config, None).await {

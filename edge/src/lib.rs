@@ -29,7 +29,6 @@ pub use config::unknown_var_problems;
 
 use entry::Started;
 use gate::Answer;
-use gatehouse_shared::ErrorBody;
 use gatehouse_shared::SnapshotError;
 use incoming::Incoming;
 use serde::Serialize;
@@ -111,8 +110,12 @@ pub fn fetch(req: worker::web_sys::Request, env: Env, ctx: worker::worker_sys::C
 fn invalid_path(raw: &worker::web_sys::Request, env: &Env) -> Response {
     let config = state::config(env);
     let origin = cors::listed_origin(&raw.headers(), &config);
-    cors::preflight_of_a_refused_request(raw, origin.as_deref(), &config)
-        .unwrap_or_else(|| cors::readable_by(reply::invalid_path(), origin.as_deref()))
+    cors::preflight_of_a_refused_request(raw, origin.as_deref(), &config).unwrap_or_else(|| {
+        cors::readable_by(
+            reply::invalid_path(reply::AMBIGUOUS_PATH),
+            origin.as_deref(),
+        )
+    })
 }
 
 async fn route(req: Incoming, env: Env, ctx: Context) -> Answer {
@@ -157,26 +160,10 @@ async fn push(mut req: Request, env: &Env, ctx: &Context) -> Response {
         .flatten()
         .and_then(|l| l.parse::<usize>().ok());
     let Some(length) = length else {
-        return reply::error(
-            411,
-            &ErrorBody::new(
-                "invalid_request",
-                "length_required",
-                "a push must declare its Content-Length",
-            ),
-            None,
-        );
+        return reply::length_required();
     };
     if length > MAX_SNAPSHOT_BYTES {
-        return reply::error(
-            413,
-            &ErrorBody::new(
-                "payload_too_large",
-                "too_large",
-                "a pushed list may be 8 MiB at most",
-            ),
-            None,
-        );
+        return reply::too_large();
     }
     let Some(_reserved) = PushReservation::take(length, state::now_ms()) else {
         return reply::unavailable("push_busy", "other pushes are being read; retry shortly");
@@ -189,11 +176,7 @@ async fn push(mut req: Request, env: &Env, ctx: &Context) -> Response {
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
     else {
-        return reply::error(
-            400,
-            &ErrorBody::new("invalid_request", "malformed", "the body is not UTF-8 text"),
-            None,
-        );
+        return reply::unreadable_body();
     };
     // An isolate that holds no list loads KV's first, as a request would: the keys a list is
     // verified with leave out those it revokes (`keys::verifier`), and only KV's list may say
@@ -219,26 +202,13 @@ async fn push(mut req: Request, env: &Env, ctx: &Context) -> Response {
         Err(SyncError::CryptoFault) => reply::verification_unavailable(),
         Err(SyncError::ListMissing) => reply::list_missing(),
         // A fresh list is taken: the issuer's next push is one.
-        Err(SyncError::TooOld(e)) => {
-            reply::error(400, &ErrorBody::new("rejected", "list_too_old", &e), None)
-        }
+        Err(SyncError::TooOld(e)) => reply::rejected("list_too_old", &e, None),
         Err(SyncError::Snapshot(e)) => {
-            // A 409 names the seq held, so that an issuer whose database is behind it (a restore)
-            // can tell that from a race with another replica's push.
-            let (status, held) = match e {
-                SnapshotError::Stale { held, .. } => (409, Some(held)),
-                _ => (400, None),
+            let held = match e {
+                SnapshotError::Stale { held, .. } => Some(held),
+                _ => None,
             };
-            let description = e.to_string();
-            reply::json(
-                status,
-                &Rejected {
-                    error: "rejected",
-                    code: e.code().as_str(),
-                    error_description: &description,
-                    held_seq: held,
-                },
-            )
+            reply::rejected(e.code().as_str(), &e.to_string(), held)
         }
     }
 }
@@ -248,15 +218,6 @@ async fn push(mut req: Request, env: &Env, ctx: &Context) -> Response {
 struct ListSummary {
     seq: u64,
     entries: usize,
-}
-
-/// A push refused for its list, with the seq held when the list is older (409).
-#[derive(Serialize)]
-struct Rejected<'a> {
-    error: &'a str,
-    code: &'a str,
-    error_description: &'a str,
-    held_seq: Option<u64>,
 }
 
 /// `GET /_gatehouse/health`: `status` for anyone (monitors, load balancers), and 503 when the

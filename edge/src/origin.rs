@@ -2,7 +2,7 @@
 //! and body), without the headers a client could use to make the origin act otherwise than the
 //! gate checked, with ours added for a verified token, and redirects passed on untouched.
 
-use gatehouse_shared::{AccessClaims, ErrorBody};
+use gatehouse_shared::AccessClaims;
 use worker::js_sys::{Array, Function, Promise};
 use worker::wasm_bindgen::prelude::*;
 use worker::web_sys::{
@@ -104,7 +104,7 @@ pub fn forward(req: &Incoming, config: &Config, pass: Pass<'_>) -> Answer {
     let target = format!("{}{}{}", config.origin_url, req.path(), req.query);
     // Our 502 is readable by a listed page, as the gate's refusals are.
     let page = crate::cors::listed_origin(&req.headers, config);
-    let unreachable = || crate::cors::readable_by(bad_gateway(), page.as_deref());
+    let unreachable = || crate::cors::readable_by(reply::bad_gateway(), page.as_deref());
     // Copied by the runtime in one call.
     let Ok(headers) = Headers::new_with_headers(&req.headers) else {
         return unreachable().into();
@@ -215,7 +215,7 @@ thread_local! {
     /// the old instance's handler refuses to run: a forward still pending across that reset
     /// whose origin then fails gets the runtime's 500 (before, it got no answer at all).
     static ORIGIN_UNREACHABLE: Function = Closure::<dyn FnMut(JsValue) -> Response>::new(
-        |_: JsValue| bad_gateway(),
+        |_: JsValue| reply::bad_gateway(),
     )
     .into_js_value()
     .unchecked_into();
@@ -223,22 +223,10 @@ thread_local! {
     /// [`ORIGIN_UNREACHABLE`] readable by the listed page whose origin is bound first.
     static ORIGIN_UNREACHABLE_FOR_PAGE: Function =
         Closure::<dyn FnMut(JsValue, JsValue) -> Response>::new(|page: JsValue, _: JsValue| {
-            crate::cors::readable_by(bad_gateway(), page.as_string().as_deref())
+            crate::cors::readable_by(reply::bad_gateway(), page.as_string().as_deref())
         })
         .into_js_value()
         .unchecked_into();
-}
-
-pub fn bad_gateway() -> Response {
-    reply::error(
-        502,
-        &ErrorBody::new(
-            "bad_gateway",
-            "origin_unreachable",
-            "the origin could not be reached",
-        ),
-        None,
-    )
 }
 
 /// The origin's response with our `Server-Timing` entry. Fetched responses have immutable

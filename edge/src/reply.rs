@@ -1,5 +1,6 @@
 //! The worker's own answers: RFC 6750 401/403, 503 by policy, and JSON bodies with the shared
-//! stable codes. Built here, never as an `Err` out of the fetch event (that would be a bare 500).
+//! stable codes. Every refusal's status, body and headers are written here (the bearer ones by
+//! the shared `Refusal`), never as an `Err` out of the fetch event (that would be a bare 500).
 //!
 //! Built as the runtime's `Response` directly: `worker::Response` would hold the body in wasm
 //! and copy it out again, and rebuild its headers and init, on every refusal.
@@ -57,18 +58,78 @@ pub fn insufficient_scope(realm: &str, scope: &str) -> Response {
     refusal(&Refusal::insufficient_scope(realm, scope))
 }
 
-/// 400 for a path the gate will not read for the origin (see `crate::path`).
-pub fn invalid_path() -> Response {
+/// Why the request's own path is refused (see `crate::path`).
+pub const AMBIGUOUS_PATH: &str = "the path or Destination is ambiguous (an escaped slash, a \
+                                  semicolon or a dot segment), or the Destination names another host";
+
+/// 400 for a path the gate will not read for the origin: the request's, or one a forward-auth
+/// proxy asks about (`why`).
+pub fn invalid_path(why: &str) -> Response {
     error(
         400,
+        &ErrorBody::new("invalid_request", "invalid_path", why),
+        None,
+    )
+}
+
+/// 502 when the origin could not be reached.
+pub fn bad_gateway() -> Response {
+    error(
+        502,
         &ErrorBody::new(
-            "invalid_request",
-            "invalid_path",
-            "the path or Destination is ambiguous (an escaped slash, a semicolon or a dot \
-             segment), or the Destination names another host",
+            "bad_gateway",
+            "origin_unreachable",
+            "the origin could not be reached",
         ),
         None,
     )
+}
+
+/// 411 for a push of no declared length: a chunked body of any size would be read whole
+/// before anything could refuse it.
+pub fn length_required() -> Response {
+    error(
+        411,
+        &ErrorBody::new(
+            "invalid_request",
+            "length_required",
+            "a push must declare its Content-Length",
+        ),
+        None,
+    )
+}
+
+/// 413 for a push over the list's limit.
+pub fn too_large() -> Response {
+    error(
+        413,
+        &ErrorBody::new(
+            "payload_too_large",
+            "too_large",
+            "a pushed list may be 8 MiB at most",
+        ),
+        None,
+    )
+}
+
+/// 400 for a pushed body that could not be read as text.
+pub fn unreadable_body() -> Response {
+    error(
+        400,
+        &ErrorBody::new("invalid_request", "malformed", "the body is not UTF-8 text"),
+        None,
+    )
+}
+
+/// A pushed list refused for what it is: 409 with the seq held when it is not newer (so an
+/// issuer whose database is behind, after a restore, can tell that from a race with another
+/// replica's push), 400 otherwise.
+pub fn rejected(code: &str, description: &str, held: Option<u64>) -> Response {
+    let body = ErrorBody {
+        held_seq: held,
+        ..ErrorBody::new("rejected", code, description)
+    };
+    error(if held.is_some() { 409 } else { 400 }, &body, None)
 }
 
 /// 405 for a method no request to the origin may carry (CONNECT, TRACE, TRACK).

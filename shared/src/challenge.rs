@@ -92,10 +92,11 @@ impl Refusal {
     }
 }
 
-/// The JSON body of a refusal: the OAuth `error`, the stable `code`, a description, and for a
-/// 403 the `scope` wanted. The edge writes its other refusals (400, 405, 411, 413, 502, 503)
-/// with it too. A struct, not `json!`: with the edge's other bodies written the same way, the
-/// worker links no `serde_json::Value` (2.2 KB less gzipped `.wasm`).
+/// The JSON body of a refusal: the OAuth `error`, the stable `code`, a description, for a 403
+/// the `scope` wanted, and for a pushed list refused as not newer (the edge's 409) the seq it
+/// holds. The edge writes all its refusals with it. A struct, not `json!`: with the edge's
+/// other bodies written the same way, the worker links no `serde_json::Value` (2.2 KB less
+/// gzipped `.wasm`).
 #[derive(Debug, serde::Serialize)]
 pub struct ErrorBody<'a> {
     pub error: &'a str,
@@ -103,6 +104,8 @@ pub struct ErrorBody<'a> {
     pub error_description: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_seq: Option<u64>,
 }
 
 impl<'a> ErrorBody<'a> {
@@ -112,6 +115,7 @@ impl<'a> ErrorBody<'a> {
             code,
             error_description: description,
             scope: None,
+            held_seq: None,
         }
     }
 
