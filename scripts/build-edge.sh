@@ -41,7 +41,7 @@ features=(mutable-globals sign-ext nontrapping-float-to-int bulk-memory multival
 # `--low-memory-unused`: binaryen may fold a pointer's constant offset into the load or store
 # (Emscripten's default), assuming nothing lives in the first KiB of memory. Rust's wasm puts
 # its 1 MiB stack first, growing down towards 0, so only a stack within a KiB of overflowing
-# (which in wasm already overwrites memory unchecked) would reach it: about 770 B less gzipped.
+# would reach it (past 0 it wraps and traps): about 770 B less gzipped.
 args=(-O --low-memory-unused --strip-producers)
 for feature in "${features[@]}"; do args+=("--enable-$feature"); done
 if [ "${GATEHOUSE_WASM_NAMES:-0}" = 1 ]; then args+=(--debuginfo); fi

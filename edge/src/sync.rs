@@ -182,8 +182,8 @@ async fn verify(
 /// about 60 s old), so they may not show the newer list another location stored, and writing
 /// this one would roll KV back for every location. The newer list reaches KV on its own (its
 /// push, the cron). The same seq signed earlier is still stored (a retry), and so is a list that
-/// disowns what the view holds (`disowns`: a forged list's seq is no bar).
-fn not_below_view(list: &RevocationList) -> Result<(), SyncError> {
+/// disowns what the view holds (`disowns`: a forged list's seq is no bar). The view's seq.
+fn not_below_view(list: &RevocationList) -> Result<u64, SyncError> {
     let (held, disowned) = state::with_revocations(|view| (view.seq(), view.is_disowned_by(list)));
     if list.seq() < held && !disowned {
         return Err(SnapshotError::Stale {
@@ -192,7 +192,7 @@ fn not_below_view(list: &RevocationList) -> Result<(), SyncError> {
         }
         .into());
     }
-    Ok(())
+    Ok(held)
 }
 
 /// Verifies a snapshot, installs it as the base list when it replaces this isolate's (when
@@ -208,23 +208,19 @@ pub async fn accept(
     asker: keys::Asker,
 ) -> Result<(RevocationView, u64), SyncError> {
     let list = verify(env, config, jws, asker).await?;
-    not_below_view(&list)?;
+    let view_seq = not_below_view(&list)?;
     let head = Head::of(&list);
-    // A list that does not replace what KV was seen to hold (a replay of it, or of an older
-    // copy) is answered as KV's heads would answer it, without reading them or waiting for a
-    // turn: before, each such push cost two KV reads (metered, 100,000 a day on the Free plan)
-    // and could hold a real push behind it in the turns. The cron's pull still reads KV, so a
-    // copy deleted by hand comes back.
-    // Only against the same signer's list, where newer is `is_newer`: one signed by a key that
-    // has since leaked, and been revoked, is replaced by the full path's `disowns` (and only
-    // while the issuer's lists name that key).
+    // A list that does not replace what KV was seen to hold (`replaces`: a replay of it, an
+    // older copy, another key's copy of its seq) is answered as KV's heads would answer it,
+    // without reading them or waiting for a turn: before, each such push cost two KV reads
+    // (metered, 100,000 a day on the Free plan) and could hold a real push behind it in the
+    // turns. Only while this isolate's view has reached that list: one it has dropped since
+    // (a leaked key's, disowned) says nothing of KV, and would refuse the issuer's lists once
+    // they stop naming that key. The cron's pull still reads KV, so a copy deleted by hand
+    // comes back.
     let kv_holds = KV_HOLDS.get();
-    if asker == keys::Asker::Client && kv_holds.2 == head.signer() && head.rank() <= kv_holds {
-        return Err(SnapshotError::Stale {
-            seq: head.seq,
-            held: kv_holds.0,
-        }
-        .into());
+    if asker == keys::Asker::Client && kv_holds.0 <= view_seq {
+        list.ensure_newer_than(kv_holds)?;
     }
     let _turn = turn::take(&KV_TURNS, KV_TURN_WAIT).await;
     let kv = env.kv(KV_BINDING).map_err(|e| e.to_string());
