@@ -122,6 +122,22 @@ if ! command -v wrk >/dev/null; then
   apt_install wrk
 fi
 
+# 5b. Python's PyJWT and Authlib, for the interop tests (tests/py/), in a virtualenv of their own
+#     (.venv-interop/) at the versions tests/py/requirements.txt pins, from PyPI. A stamp of the
+#     file's hash makes this a no-op when nothing changed.
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  log "installing python3-venv (Debian package)"
+  apt_install python3-venv
+fi
+py_stamp=.venv-interop/.gatehouse-requirements-sha256
+want_py=$(sha256sum tests/py/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$py_stamp" 2>/dev/null || true)" != "$want_py" ]; then
+  log "installing PyJWT and Authlib (PyPI) into .venv-interop"
+  python3 -m venv .venv-interop
+  .venv-interop/bin/pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
+  echo "$want_py" > "$py_stamp"
+fi
+
 # 6. PostgreSQL for the issuer's tests, as user postgres on 127.0.0.1:5432 without a password.
 #    Installed if absent; only a cluster installed here gets that trust line (an existing
 #    cluster's authentication is the machine owner's to set). A marker says which that is, so

@@ -9,10 +9,10 @@ use gatehouse_tests::{node_json, unix_now};
 use serde_json::json;
 
 const SCRIPT: &str = "tests/js/jose-interop.mjs";
-const ISSUER: &str = "https://issuer.interop.test";
-const AUDIENCE: &str = "https://api.interop.test";
+pub(crate) const ISSUER: &str = "https://issuer.interop.test";
+pub(crate) const AUDIENCE: &str = "https://api.interop.test";
 
-fn claims(now: i64) -> TokenClaims {
+pub(crate) fn claims(now: i64) -> TokenClaims {
     TokenClaims {
         iss: ISSUER.into(),
         sub: "user-42".into(),
@@ -26,7 +26,7 @@ fn claims(now: i64) -> TokenClaims {
     }
 }
 
-fn flip_last_signature_char(token: &str) -> String {
+pub(crate) fn flip_last_signature_char(token: &str) -> String {
     let (input, sig) = token.rsplit_once('.').unwrap();
     let mut sig = sig.to_owned();
     let last = sig.pop().unwrap();

@@ -1,5 +1,6 @@
 //! End-to-end tests that drive the real pieces together, in one binary: the issuer binary on
-//! PostgreSQL, the built worker in workerd (`wrangler dev`), the demo origin, and Node + jose.
+//! PostgreSQL, the built worker in workerd (`wrangler dev`), the demo origin, Node + jose, and
+//! Python's `PyJWT` and Authlib.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -23,5 +24,6 @@ mod key_ring;
 mod kv_writes;
 mod leaked_key;
 mod locations;
+mod python_interop;
 mod system;
 mod wrk_output;

@@ -7,9 +7,9 @@
 mod edge;
 mod issuer;
 pub mod locations;
-mod node;
 mod procs;
 pub mod proxy;
+mod scripts;
 mod servers;
 mod workerd;
 pub mod wrk;
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 pub use edge::{Edge, built_worker};
 pub use issuer::{Issuer, PgSchema};
-pub use node::node_json;
+pub use scripts::{node_json, python_json};
 use serde_json::Value;
 pub(crate) use servers::NodeServer;
 pub use servers::Origin;

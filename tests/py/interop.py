@@ -1,0 +1,143 @@
+"""Interop with Python's own JOSE and OAuth 2.0 clients: PyJWT (on pyca/cryptography, OpenSSL's
+Ed25519 and P-256) and Authlib's OAuth2Session. Run by tests/e2e/python_interop.rs with the
+virtualenv scripts/setup.sh builds from tests/py/requirements.txt; one JSON object in on stdin,
+one out on stdout. The Rust side asserts; this script only reports what the libraries did.
+"""
+
+import base64
+import json
+import sys
+
+import jwt
+import requests
+from authlib.integrations.requests_client import OAuth2Session, OAuthError
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm
+
+ACCESS_TOKEN_TYPE = "at+jwt"
+
+
+def failure(error):
+    """A PyJWT or Authlib failure as its class name and text: the Rust side asserts on the name."""
+    return {"ok": False, "error": type(error).__name__, "message": str(error)}
+
+
+def sign(request):
+    """Tokens PyJWT signs with keys it makes, and the public JWKS Gatehouse should verify them by."""
+    keys = {
+        "EdDSA": (ed25519.Ed25519PrivateKey.generate(), OKPAlgorithm),
+        "ES256": (ec.generate_private_key(ec.SECP256R1()), ECAlgorithm),
+    }
+    jwks, tokens = [], {}
+    for alg, (private, algorithm) in keys.items():
+        kid = f"py-{alg.lower()}"
+        jwk = algorithm.to_jwk(private.public_key(), as_dict=True)
+        jwk.update({"kid": kid, "alg": alg, "use": "sig"})
+        jwks.append(jwk)
+        headers = {"kid": kid, "typ": ACCESS_TOKEN_TYPE}
+        tokens[alg] = jwt.encode(request["claims"], private, algorithm=alg, headers=headers)
+    return {"jwks": {"keys": jwks}, "tokens": tokens}
+
+
+def verify(request):
+    """PyJWT's verdict on a token signed elsewhere, with keys from a JWKS document."""
+    try:
+        header = jwt.get_unverified_header(request["token"])
+        key = jwt.PyJWKSet.from_dict(request["jwks"])[header["kid"]]
+        payload = jwt.decode(
+            request["token"],
+            key,
+            algorithms=[header["alg"]] if header["alg"] in ("EdDSA", "ES256") else [],
+            audience=request["audience"],
+            issuer=request["issuer"],
+        )
+    except jwt.PyJWTError as error:
+        return failure(error)
+    return {"ok": True, "header": header, "payload": payload}
+
+
+def snapshot(request):
+    """A signed revocation list is a plain JWS to PyJWT: its header, and its payload (binary) in
+    base64url as PyJWT decoded it."""
+    try:
+        header = jwt.get_unverified_header(request["jws"])
+        key = jwt.PyJWKSet.from_dict(request["jwks"])[header["kid"]]
+        decoded = jwt.api_jws.decode_complete(request["jws"], key, algorithms=["EdDSA"])
+    except jwt.PyJWTError as error:
+        return failure(error)
+    payload = base64.urlsafe_b64encode(decoded["payload"]).rstrip(b"=").decode()
+    return {"ok": True, "header": decoded["header"], "payload_b64": payload}
+
+
+def oauth(request):
+    """A public client's whole life against the running issuer, as Authlib and PyJWT do it:
+    discovery (RFC 8414), the password grant, the access token checked by PyJWKClient against
+    the published JWKS, a refresh, a revocation (RFC 7009), and a refresh after it."""
+    issuer, out = request["issuer"], {}
+    metadata = requests.get(f"{issuer}/.well-known/oauth-authorization-server", timeout=10)
+    metadata.raise_for_status()
+    metadata = metadata.json()
+    out["metadata_issuer"] = metadata["issuer"]
+    client = OAuth2Session(
+        client_id="interop-python",
+        token_endpoint_auth_method="none",
+        revocation_endpoint_auth_method="none",
+        scope=request["scope"],
+    )
+    first = client.fetch_token(
+        metadata["token_endpoint"],
+        grant_type="password",
+        username=request["username"],
+        password=request["password"],
+    )
+    out["first"] = {k: first.get(k) for k in ("token_type", "expires_in", "scope")}
+
+    jwks = jwt.PyJWKClient(metadata["jwks_uri"], cache_keys=False)
+    def claims_of(access_token):
+        key = jwks.get_signing_key_from_jwt(access_token)
+        return jwt.decode(
+            access_token,
+            key,
+            algorithms=["EdDSA"],
+            audience=request["audience"],
+            issuer=metadata["issuer"],
+            options={"require": ["exp", "iat", "sub", "jti"]},
+        )
+
+    out["first_claims"] = claims_of(first["access_token"])
+    out["first_header"] = jwt.get_unverified_header(first["access_token"])
+
+    second = client.refresh_token(metadata["token_endpoint"], refresh_token=first["refresh_token"])
+    out["second_claims"] = claims_of(second["access_token"])
+    out["rotated"] = second["refresh_token"] != first["refresh_token"]
+
+    revoked = client.revoke_token(
+        metadata["revocation_endpoint"],
+        token=second["refresh_token"],
+        token_type_hint="refresh_token",
+    )
+    out["revoke_status"] = revoked.status_code
+    try:
+        client.refresh_token(metadata["token_endpoint"], refresh_token=second["refresh_token"])
+        out["after_revoke"] = {"ok": True}
+    except OAuthError as error:
+        out["after_revoke"] = {"ok": False, "error": error.error}
+
+    try:
+        client.fetch_token(
+            metadata["token_endpoint"],
+            grant_type="password",
+            username=request["username"],
+            password=request["password"] + "-wrong",
+        )
+        out["wrong_password"] = {"ok": True}
+    except OAuthError as error:
+        out["wrong_password"] = {"ok": False, "error": error.error}
+    return out
+
+
+OPS = {"sign": sign, "verify": verify, "snapshot": snapshot, "oauth": oauth}
+
+if __name__ == "__main__":
+    request = json.load(sys.stdin)
+    json.dump(OPS[request["op"]](request), sys.stdout)
