@@ -24,6 +24,7 @@ mod key_ring;
 mod kv_writes;
 mod leaked_key;
 mod locations;
+mod oauth_clients;
 mod python_interop;
 mod system;
 mod wrk_output;

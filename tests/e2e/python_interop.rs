@@ -1,17 +1,16 @@
 //! Interop with Python's clients, both ways (tests/py/interop.py): tokens `PyJWT` signs verify
 //! here and ours verify in `PyJWT` (pyca/cryptography, so OpenSSL's Ed25519 and P-256), a
-//! revocation snapshot is a plain JWS to it, and Authlib's OAuth 2.0 client lives a public
-//! client's life against the real issuer: discovery, password grant, refresh, revocation.
+//! revocation snapshot is a plain JWS to it. (Authlib, Python's OAuth 2.0 client, is in
+//! `oauth_clients`.)
 
 use gatehouse_shared::{
     Algorithm, ErrorCode, KeySet, RevocationList, SigningKey, Verifier, VerifierOptions,
     sign_access_token,
 };
-use gatehouse_tests::{Issuer, python_json, unix_now};
+use gatehouse_tests::{python_json, unix_now};
 use serde_json::json;
 
 use crate::jose_interop::{AUDIENCE, ISSUER, claims, flip_last_signature_char};
-use crate::system::PASSWORD;
 
 const SCRIPT: &str = "tests/py/interop.py";
 
@@ -104,39 +103,4 @@ fn revocation_snapshots_are_standard_jws_to_pyjwt() {
         &json!({"op": "snapshot", "jwks": jwks, "jws": tampered}),
     );
     assert_eq!(out["error"], "InvalidSignatureError", "{out}");
-}
-
-#[tokio::test]
-async fn authlib_lives_a_public_clients_life_against_the_issuer() {
-    let issuer = Issuer::start(&[]).await;
-    issuer.register("py-client", PASSWORD).await;
-    let input = json!({"op": "oauth", "issuer": issuer.url, "audience": crate::system::AUDIENCE,
-                       "username": "py-client", "password": PASSWORD, "scope": "read"});
-    let out = tokio::task::spawn_blocking(move || python_json(SCRIPT, &input))
-        .await
-        .unwrap();
-
-    assert_eq!(out["metadata_issuer"], issuer.url.as_str(), "{out}");
-    assert_eq!(out["first"]["token_type"], "Bearer", "{out}");
-    assert_eq!(out["first"]["scope"], "read", "{out}");
-    assert!(out["first"]["expires_in"].as_i64().unwrap() > 0, "{out}");
-    // PyJWKClient found the key by `kid` in the published JWKS, and PyJWT checked the rest.
-    assert_eq!(out["first_header"]["kid"], issuer.key.kid(), "{out}");
-    assert_eq!(out["first_header"]["typ"], "at+jwt", "{out}");
-    let first = &out["first_claims"];
-    let second = &out["second_claims"];
-    assert_eq!(first["iss"], issuer.url.as_str(), "{out}");
-    assert_eq!(first["scope"], "read", "{out}");
-    assert_eq!(second["sub"], first["sub"], "{out}");
-    assert_eq!(
-        second["sid"], first["sid"],
-        "the refresh stays in the session: {out}"
-    );
-    assert_ne!(second["jti"], first["jti"], "{out}");
-    assert_eq!(out["rotated"], true, "{out}");
-    // RFC 7009 §2.2: 200 for a revocation; the revoked session refreshes no more (RFC 6749 §5.2).
-    assert_eq!(out["revoke_status"], 200, "{out}");
-    assert_eq!(out["after_revoke"]["ok"], false, "{out}");
-    assert_eq!(out["after_revoke"]["error"], "invalid_grant", "{out}");
-    assert_eq!(out["wrong_password"]["error"], "invalid_grant", "{out}");
 }

@@ -1,7 +1,8 @@
 """Interop with Python's own JOSE and OAuth 2.0 clients: PyJWT (on pyca/cryptography, OpenSSL's
-Ed25519 and P-256) and Authlib's OAuth2Session. Run by tests/e2e/python_interop.rs with the
-virtualenv scripts/setup.sh builds from tests/py/requirements.txt; one JSON object in on stdin,
-one out on stdout. The Rust side asserts; this script only reports what the libraries did.
+Ed25519 and P-256) and Authlib's OAuth2Session. Run by tests/e2e/python_interop.rs (and by
+oauth_clients.rs, for Authlib) with the virtualenv scripts/setup.sh builds from
+tests/py/requirements.txt; one JSON object in on stdin, one out on stdout. The Rust side
+asserts; this script only reports what the libraries did.
 """
 
 import base64
