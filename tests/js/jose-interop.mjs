@@ -1,5 +1,5 @@
-// The jose side of the interop test (tests/e2e/jose_interop.rs). Reads one JSON request on
-// stdin, writes one JSON answer on stdout.
+// The jose side of the interop test (tests/e2e/jws_interop.rs; tests/py/interop.py is PyJWT's).
+// Reads one JSON request on stdin, writes one JSON answer on stdout.
 //   {"op":"sign", "claims":{...}}                      -> {"jwks":{...}, "tokens":{"EdDSA":..., "ES256":...}}
 //   {"op":"verify", "jwks":{...}, "token":..., "issuer":..., "audience":...}
 //                                                       -> {"ok":true, "payload":{...}, "header":{...}} | {"ok":false, "code":...}

@@ -1,8 +1,9 @@
 """Interop with Python's own JOSE and OAuth 2.0 clients: PyJWT (on pyca/cryptography, OpenSSL's
-Ed25519 and P-256) and Authlib's OAuth2Session. Run by tests/e2e/python_interop.rs (and by
-oauth_clients.rs, for Authlib) with the virtualenv scripts/setup.sh builds from
-tests/py/requirements.txt; one JSON object in on stdin, one out on stdout. The Rust side
-asserts; this script only reports what the libraries did.
+Ed25519 and P-256) and Authlib's OAuth2Session. Run by tests/e2e/jws_interop.rs (ops `sign`,
+`verify`, `verify_snapshot`, as tests/js/jose-interop.mjs) and oauth_clients.rs (`oauth`) with
+the virtualenv scripts/setup.sh builds from tests/py/requirements.txt; one JSON object in on
+stdin, one out on stdout. The Rust side asserts; this script only reports what the libraries
+did.
 """
 
 import base64
@@ -19,8 +20,8 @@ ACCESS_TOKEN_TYPE = "at+jwt"
 
 
 def failure(error):
-    """A PyJWT or Authlib failure as its class name and text: the Rust side asserts on the name."""
-    return {"ok": False, "error": type(error).__name__, "message": str(error)}
+    """A PyJWT failure as its class name and text: the Rust side asserts on the name."""
+    return {"ok": False, "code": type(error).__name__, "message": str(error)}
 
 
 def sign(request):
@@ -57,17 +58,19 @@ def verify(request):
     return {"ok": True, "header": header, "payload": payload}
 
 
-def snapshot(request):
-    """A signed revocation list is a plain JWS to PyJWT: its header, and its payload (binary) in
-    base64url as PyJWT decoded it."""
+def verify_snapshot(request):
+    """A signed revocation list is a plain JWS to PyJWT: its payload (binary) in base64url as
+    PyJWT decoded it, once the signature and `typ` hold."""
     try:
         header = jwt.get_unverified_header(request["jws"])
         key = jwt.PyJWKSet.from_dict(request["jwks"])[header["kid"]]
         decoded = jwt.api_jws.decode_complete(request["jws"], key, algorithms=["EdDSA"])
     except jwt.PyJWTError as error:
         return failure(error)
+    if decoded["header"].get("typ") != request["typ"]:
+        return {"ok": False, "code": "wrong typ"}
     payload = base64.urlsafe_b64encode(decoded["payload"]).rstrip(b"=").decode()
-    return {"ok": True, "header": decoded["header"], "payload_b64": payload}
+    return {"ok": True, "payload_b64": payload}
 
 
 def oauth(request):
@@ -137,7 +140,7 @@ def oauth(request):
     return out
 
 
-OPS = {"sign": sign, "verify": verify, "snapshot": snapshot, "oauth": oauth}
+OPS = {"sign": sign, "verify": verify, "verify_snapshot": verify_snapshot, "oauth": oauth}
 
 if __name__ == "__main__":
     request = json.load(sys.stdin)

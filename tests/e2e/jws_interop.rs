@@ -1,18 +1,39 @@
-//! Interop with the npm `jose` package in Node, both ways: tokens jose signs verify here, tokens
-//! signed here verify in jose. Also the revocation snapshot, which is a plain JWS to jose.
+//! Interop with two other JOSE libraries, both ways: npm's `jose` in Node
+//! (tests/js/jose-interop.mjs) and Python's `PyJWT` on pyca/cryptography, so OpenSSL's Ed25519
+//! and P-256 (tests/py/interop.py). Tokens each signs verify here, tokens signed here verify in
+//! each, and a revocation snapshot is a plain JWS to each.
 
 use gatehouse_shared::{
     Algorithm, Audience, ErrorCode, KeySet, RevocationList, SNAPSHOT_TYPE, SigningKey, TokenClaims,
     Verifier, VerifierOptions, sign_access_token,
 };
-use gatehouse_tests::{node_json, unix_now};
-use serde_json::json;
+use gatehouse_tests::{node_json, python_json, unix_now};
+use serde_json::{Value, json};
 
-const SCRIPT: &str = "tests/js/jose-interop.mjs";
-pub(crate) const ISSUER: &str = "https://issuer.interop.test";
-pub(crate) const AUDIENCE: &str = "https://api.interop.test";
+const ISSUER: &str = "https://issuer.interop.test";
+const AUDIENCE: &str = "https://api.interop.test";
 
-pub(crate) fn claims(now: i64) -> TokenClaims {
+/// One library's side: its script, and the codes it reports a bad signature and a wrong
+/// audience with.
+struct Library {
+    run: fn(&Value) -> Value,
+    bad_signature: &'static str,
+    wrong_audience: &'static str,
+}
+
+const JOSE: Library = Library {
+    run: |input| node_json("tests/js/jose-interop.mjs", input),
+    bad_signature: "ERR_JWS_SIGNATURE_VERIFICATION_FAILED",
+    wrong_audience: "ERR_JWT_CLAIM_VALIDATION_FAILED",
+};
+
+const PYJWT: Library = Library {
+    run: |input| python_json("tests/py/interop.py", input),
+    bad_signature: "InvalidSignatureError",
+    wrong_audience: "InvalidAudienceError",
+};
+
+fn claims(now: i64) -> TokenClaims {
     TokenClaims {
         iss: ISSUER.into(),
         sub: "user-42".into(),
@@ -26,7 +47,7 @@ pub(crate) fn claims(now: i64) -> TokenClaims {
     }
 }
 
-pub(crate) fn flip_last_signature_char(token: &str) -> String {
+fn flip_last_signature_char(token: &str) -> String {
     let (input, sig) = token.rsplit_once('.').unwrap();
     let mut sig = sig.to_owned();
     let last = sig.pop().unwrap();
@@ -35,18 +56,12 @@ pub(crate) fn flip_last_signature_char(token: &str) -> String {
     format!("{input}.{sig}")
 }
 
-#[test]
-fn tokens_signed_by_jose_verify_here() {
+fn tokens_signed_by(library: &Library) {
     let now = unix_now();
     let expected = claims(now);
-    let out = node_json(SCRIPT, &json!({"op": "sign", "claims": expected}));
+    let out = (library.run)(&json!({"op": "sign", "claims": expected}));
     let keys = KeySet::from_json(&out["jwks"].to_string()).unwrap();
-    assert_eq!(
-        keys.len(),
-        2,
-        "both jose keys are usable: {:?}",
-        keys.skipped()
-    );
+    assert_eq!(keys.len(), 2, "both keys are usable: {:?}", keys.skipped());
     let verifier = Verifier::new(keys, VerifierOptions::new(ISSUER, AUDIENCE));
     for alg in ["EdDSA", "ES256"] {
         let token = out["tokens"][alg].as_str().unwrap();
@@ -72,21 +87,17 @@ fn tokens_signed_by_jose_verify_here() {
     }
 }
 
-#[test]
-fn tokens_signed_here_verify_in_jose() {
+fn tokens_signed_here_verify_in(library: &Library) {
     let now = unix_now();
     let expected = claims(now);
     for alg in [Algorithm::EdDsa, Algorithm::Es256] {
         let key = SigningKey::generate(alg).unwrap();
-        let jwks: serde_json::Value =
+        let jwks: Value =
             serde_json::from_str(&KeySet::new([key.verifying_jwk()]).to_json()).unwrap();
         let token = sign_access_token(&key, &expected).unwrap();
         let verify = |token: &str, audience: &str| {
-            node_json(
-                SCRIPT,
-                &json!({"op": "verify", "jwks": jwks, "token": token,
-                        "issuer": ISSUER, "audience": audience}),
-            )
+            (library.run)(&json!({"op": "verify", "jwks": jwks, "token": token,
+                                  "issuer": ISSUER, "audience": audience}))
         };
         let out = verify(&token, AUDIENCE);
         assert_eq!(out["ok"], true, "{alg}: {out}");
@@ -95,32 +106,59 @@ fn tokens_signed_here_verify_in_jose() {
         assert_eq!(out["header"]["alg"], alg.as_str());
 
         let out = verify(&flip_last_signature_char(&token), AUDIENCE);
-        assert_eq!(
-            out["code"], "ERR_JWS_SIGNATURE_VERIFICATION_FAILED",
-            "{alg}"
-        );
+        assert_eq!(out["code"], library.bad_signature, "{alg}: {out}");
         let out = verify(&token, "https://nobody.test");
-        assert_eq!(out["code"], "ERR_JWT_CLAIM_VALIDATION_FAILED", "{alg}");
+        assert_eq!(out["code"], library.wrong_audience, "{alg}: {out}");
     }
 }
 
-#[test]
-fn revocation_snapshots_are_standard_jws_to_jose() {
+fn revocation_snapshots_are_plain_jws_to(library: &Library) {
     let now = unix_now();
     let key = SigningKey::generate(Algorithm::EdDsa).unwrap();
-    let jwks: serde_json::Value =
-        serde_json::from_str(&KeySet::new([key.verifying_jwk()]).to_json()).unwrap();
+    let jwks: Value = serde_json::from_str(&KeySet::new([key.verifying_jwk()]).to_json()).unwrap();
     let list = RevocationList::builder(ISSUER, 3, now)
         .token("jti-1", now + 900)
         .session("sid-1", now + 900)
         .user("user-1", now, now + 900)
         .build();
     let snapshot = list.sign_snapshot(&key).unwrap();
-    let out = node_json(
-        SCRIPT,
-        &json!({"op": "verify_snapshot", "jwks": jwks, "jws": snapshot, "typ": SNAPSHOT_TYPE}),
-    );
+    let verify = |jws: &str| {
+        (library.run)(&json!({"op": "verify_snapshot", "jwks": jwks, "jws": jws,
+                              "typ": SNAPSHOT_TYPE}))
+    };
+    let out = verify(&snapshot);
     assert_eq!(out["ok"], true, "{out}");
-    let payload = out["payload_b64"].as_str().unwrap();
-    assert_eq!(Some(payload), snapshot.split('.').nth(1));
+    assert_eq!(out["payload_b64"].as_str(), snapshot.split('.').nth(1));
+    let out = verify(&flip_last_signature_char(&snapshot));
+    assert_eq!(out["code"], library.bad_signature, "{out}");
+}
+
+#[test]
+fn tokens_signed_by_jose_verify_here() {
+    tokens_signed_by(&JOSE);
+}
+
+#[test]
+fn tokens_signed_here_verify_in_jose() {
+    tokens_signed_here_verify_in(&JOSE);
+}
+
+#[test]
+fn revocation_snapshots_are_standard_jws_to_jose() {
+    revocation_snapshots_are_plain_jws_to(&JOSE);
+}
+
+#[test]
+fn tokens_signed_by_pyjwt_verify_here() {
+    tokens_signed_by(&PYJWT);
+}
+
+#[test]
+fn tokens_signed_here_verify_in_pyjwt() {
+    tokens_signed_here_verify_in(&PYJWT);
+}
+
+#[test]
+fn revocation_snapshots_are_standard_jws_to_pyjwt() {
+    revocation_snapshots_are_plain_jws_to(&PYJWT);
 }
