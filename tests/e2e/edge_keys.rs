@@ -5,7 +5,7 @@ use std::time::Duration;
 use gatehouse_shared::{Algorithm, RevocationList, SigningKey};
 use gatehouse_tests::{eventually, get_json, get_text, http, json_of, unix_now};
 
-use crate::system::{Options, PASSWORD, System, access, push};
+use crate::system::{Options, PASSWORD, System, access, assert_recorded, push};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_accepts_new_tokens_and_keeps_old_ones_valid() {
@@ -301,7 +301,7 @@ async fn an_emergency_key_revocation_reaches_the_edge_through_the_fast_path() {
     // Revoked right after the rotation, as in an emergency: the deltas are signed by a key the
     // edge has not fetched yet, and must not wait for the client refetch cooldown (30 s).
     let out = sys.issuer.cli(&["keys", "revoke", old.kid()], "");
-    assert!(out.status.success(), "{out:?}");
+    assert_recorded(&out);
     let revoked_at = std::time::Instant::now();
     let (sys, stolen) = (&sys, stolen.as_str());
     eventually(

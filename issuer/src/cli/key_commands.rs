@@ -1,10 +1,10 @@
 //! `keys rotate|import|list|reseal|revoke`.
 
-use super::{KeysCommand, fail, load, now, push_after_revocation};
+use super::{Failure, KeysCommand, Outcome, fail, load, now, push_after_revocation};
 use crate::keys;
 use crate::revoker::Revoker;
 
-pub(super) fn run(command: KeysCommand) -> Result<(), String> {
+pub(super) fn run(command: KeysCommand) -> Outcome {
     match command {
         KeysCommand::Rotate { replace_unopenable } => keys_rotate(replace_unopenable),
         KeysCommand::Import { file } => keys_import(&file),
@@ -14,7 +14,7 @@ pub(super) fn run(command: KeysCommand) -> Result<(), String> {
     }
 }
 
-fn keys_rotate(replace_unopenable: bool) -> Result<(), String> {
+fn keys_rotate(replace_unopenable: bool) -> Outcome {
     let (config, db) = load()?;
     let key = db
         .run_sync(|c| {
@@ -32,27 +32,44 @@ fn keys_rotate(replace_unopenable: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn keys_import(file: &std::path::Path) -> Result<(), String> {
+fn keys_import(file: &std::path::Path) -> Outcome {
     let (config, db) = load()?;
     let (key, new) = db
         .run_sync(|c| keys::import_file(c, &config, file, now()))
         .map_err(fail)?;
     if new {
         say!("imported {}: it is the signing key now", key.kid());
-    } else {
-        say!("{} was imported before; nothing changed", key.kid());
+        return Ok(());
     }
+    // Imported before: only an active key signs, and an operator importing one expects it to.
+    let status = db
+        .run_sync(keys::list)
+        .map_err(fail)?
+        .into_iter()
+        .find(|k| k.kid == key.kid())
+        .map_or_else(|| "gone".to_owned(), |k| k.status);
+    if status != keys::ACTIVE {
+        return Err(Failure::Failed(format!(
+            "{} was imported before and is {status}: it does not sign, and importing it again \
+             changes nothing (`keys rotate` makes a new signing key)",
+            key.kid()
+        )));
+    }
+    say!(
+        "{} was imported before and is the signing key; nothing changed",
+        key.kid()
+    );
     Ok(())
 }
 
-fn keys_revoke(kid: &str) -> Result<(), String> {
+fn keys_revoke(kid: &str) -> Outcome {
     let (config, db) = load()?;
     let signing_until = db
         .run_sync(|c| keys::still_signing_until(c, &config, kid, now()))
         .map_err(fail)?;
     if let Some(until) = signing_until {
         // An emergency goes ahead: the operator learns the price.
-        eprintln!(
+        warn_operator!(
             "warning: {kid} was retired less than two maintenance periods ago: until {} s from \
              now, a replica that has not re-read its key ring still signs with it, and the edge \
              will refuse those tokens (their users sign in again)",
@@ -67,11 +84,10 @@ fn keys_revoke(kid: &str) -> Result<(), String> {
         "key {kid} is revoked: out of the JWKS at each replica's next key refresh, and refused \
          at the edge as soon as its revocation list has it (seconds, through the delta feed)"
     );
-    push_after_revocation(&config, &db);
-    Ok(())
+    push_after_revocation(&config, &db)
 }
 
-fn keys_reseal() -> Result<(), String> {
+fn keys_reseal() -> Outcome {
     let (config, db) = load()?;
     let report = db
         .run_sync(|c| keys::reseal(c, &config, now()))
@@ -88,17 +104,17 @@ fn keys_reseal() -> Result<(), String> {
         report.current
     );
     if !report.unopened.is_empty() {
-        return Err(format!(
+        return Err(Failure::Failed(format!(
             "{} key(s) open with no configured secret, left as they are: {}",
             report.unopened.len(),
             report.unopened.join("; ")
-        ));
+        )));
     }
     say!("no key needs GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS any more");
     Ok(())
 }
 
-fn keys_list() -> Result<(), String> {
+fn keys_list() -> Outcome {
     let (_, db) = load()?;
     for k in db.run_sync(keys::list).map_err(fail)? {
         let retired = k.retired_at.map_or_else(|| "-".into(), |t| t.to_string());

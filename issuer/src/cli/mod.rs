@@ -11,6 +11,14 @@ macro_rules! say {
     }};
 }
 
+/// [`say!`] for standard error: a command's warnings and errors (`2>&1 | head -1` closes it).
+macro_rules! warn_operator {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod key_commands;
 mod user_commands;
 
@@ -147,9 +155,9 @@ pub fn main() -> ExitCode {
     init_logging();
     let result = match Cli::parse().command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
-        Command::Migrate => load_creating(true).map(|(_, db)| {
-            say!("migrations applied on {}", db.url().describe());
-        }),
+        Command::Migrate => load_creating(true)
+            .map(|(_, db)| say!("migrations applied on {}", db.url().describe()))
+            .map_err(Failure::from),
         Command::Keys { command } => key_commands::run(command),
         Command::Users { command } => user_commands::run(command),
         Command::Revocations {
@@ -159,12 +167,38 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("gatehouse-issuer: {message}");
+        Err(Failure::Failed(message)) => {
+            warn_operator!("gatehouse-issuer: {message}");
             ExitCode::FAILURE
+        }
+        Err(Failure::NotPushed(message)) => {
+            warn_operator!("gatehouse-issuer: {message}");
+            ExitCode::from(RECORDED_NOT_PUSHED)
         }
     }
 }
+
+/// The exit status of a command whose revocation is recorded but did not reach every edge: a
+/// script can tell it from a failure (1, nothing done) and from a success (0). Running the
+/// command again is not needed; `revocations push` is.
+pub const RECORDED_NOT_PUSHED: u8 = 3;
+
+/// Why a command did not fully succeed.
+enum Failure {
+    /// It did not do its work (exit 1).
+    Failed(String),
+    /// Its revocation is recorded, but a push to an edge failed (exit [`RECORDED_NOT_PUSHED`]).
+    NotPushed(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self::Failed(message)
+    }
+}
+
+/// What a command returns.
+type Outcome = Result<(), Failure>;
 
 fn init_logging() {
     const DEFAULT_FILTER: &str = "info,rocket=warn,_=warn";
@@ -189,10 +223,14 @@ fn init_logging() {
     let no_request_dumps = tracing_subscriber::filter::filter_fn(|meta| {
         !(meta.target().starts_with("rocket") && *meta.level() > tracing::Level::INFO)
     });
+    // A log line that cannot be written is dropped: by default tracing-subscriber reports the
+    // failure with `eprintln!`, which panics when standard error is the broken pipe (a log
+    // shipper gone, `2>&1 | head -1`), in a command before its work or in a request's task.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     if json {
         builder.json().finish().with(no_request_dumps).init();
     } else {
@@ -220,7 +258,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
-fn serve() -> Result<(), String> {
+fn serve() -> Outcome {
     runtime()?.block_on(async {
         let rocket = crate::rocket().ignite().await.map_err(|e| e.to_string())?;
         if let Some(config) = rocket.state::<Config>() {
@@ -261,7 +299,8 @@ fn serve() -> Result<(), String> {
             snapshots.flush(crate::sync::FLUSH_LIMIT).await;
         }
         served
-    })
+    })?;
+    Ok(())
 }
 
 /// The config and the database every command but `migrate` works on: an existing one.
@@ -294,27 +333,37 @@ fn now() -> i64 {
     Clock::default().now()
 }
 
-fn revocations_push() -> Result<(), String> {
+fn revocations_push() -> Outcome {
     let (config, db) = load()?;
     if config.edge_sync_urls.is_empty() {
-        return Err("no GATEHOUSE_EDGE_SYNC_URLS configured".into());
+        return Err(Failure::Failed(
+            "no GATEHOUSE_EDGE_SYNC_URLS configured".into(),
+        ));
     }
-    push_current_list(&config, &db)
+    Ok(push_current_list(&config, &db)?)
 }
 
 /// The push that follows a revocation in a serving replica, for a command that revoked
 /// (`keys revoke`, `users disable|reset-password|delete`): this process made the write, and
 /// without the push an edge with the delta feed off learns of it only at its cron. The
-/// revocation is recorded whatever the push does.
-fn push_after_revocation(config: &Config, db: &Db) {
-    if !config.edge_sync_urls.is_empty()
-        && let Err(e) = push_current_list(config, db)
-    {
-        eprintln!(
-            "warning: {e}; the revocation is recorded and reaches the edges through their delta \
-             feed or cron (`gatehouse-issuer revocations push` tries again)"
-        );
+/// revocation is recorded whatever the push does; a failed push is [`Failure::NotPushed`].
+fn push_after_revocation(config: &Config, db: &Db) -> Outcome {
+    if config.edge_sync_urls.is_empty() {
+        return Ok(());
     }
+    // A push that waits on a slow edge takes up to its retries' 45 s: said first, so that the
+    // wait is not taken for a hang (the revocation is already recorded).
+    warn_operator!(
+        "pushing the revocation list to {} edge(s)",
+        config.edge_sync_urls.len()
+    );
+    push_current_list(config, db).map_err(|e| {
+        Failure::NotPushed(format!(
+            "{e}; the revocation is recorded and reaches the edges through their delta feed or \
+             cron (`gatehouse-issuer revocations push` tries again; exit status \
+             {RECORDED_NOT_PUSHED})"
+        ))
+    })
 }
 
 /// Signs the current list with the ring's active key and pushes it to every edge, reporting each
@@ -346,7 +395,7 @@ fn push_current_list(config: &Config, db: &Db) -> Result<(), String> {
                             Ok(ours) => ours.map(|ours| (held, ours)),
                             Err(e) => {
                                 failed += 1;
-                                eprintln!(
+                                warn_operator!(
                                     "{url} holds seq {held}; comparing it with this database \
                                      failed: {e}"
                                 );
@@ -357,7 +406,7 @@ fn push_current_list(config: &Config, db: &Db) -> Result<(), String> {
                     };
                     if let Some((held, ours)) = behind {
                         failed += 1;
-                        eprintln!(
+                        warn_operator!(
                             "{url} holds seq {held}, newer than this database's {ours}: it refuses \
                              every list signed here (was the database restored? see deploy.md)"
                         );
@@ -367,7 +416,7 @@ fn push_current_list(config: &Config, db: &Db) -> Result<(), String> {
                 }
                 Push::Failed | Push::Superseded => {
                     failed += 1;
-                    eprintln!("push to {url} failed");
+                    warn_operator!("push to {url} failed");
                 }
             }
         }
@@ -379,7 +428,7 @@ fn push_current_list(config: &Config, db: &Db) -> Result<(), String> {
     })
 }
 
-fn cleanup() -> Result<(), String> {
+fn cleanup() -> Outcome {
     let (config, db) = load()?;
     runtime()?.block_on(async {
         let report = crate::maintenance::cleanup_from_a_shell(&db, &config, &Clock::default())
@@ -391,8 +440,9 @@ fn cleanup() -> Result<(), String> {
             report.sessions,
             report.revocations
         );
-        Ok(())
-    })
+        Ok::<_, String>(())
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]

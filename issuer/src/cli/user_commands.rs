@@ -2,7 +2,7 @@
 
 use std::io::BufRead as _;
 
-use super::{UsersCommand, fail, load, now, push_after_revocation};
+use super::{Outcome, UsersCommand, fail, load, now, push_after_revocation};
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::ApiError;
@@ -11,7 +11,7 @@ use crate::revoker::{Revocations, Revoker};
 use crate::store::users::User;
 use crate::store::{audit, lockout, users};
 
-pub(super) fn run(command: UsersCommand) -> Result<(), String> {
+pub(super) fn run(command: UsersCommand) -> Outcome {
     match command {
         UsersCommand::List => users_list(None),
         UsersCommand::Show { username } => users_list(Some(&username)),
@@ -26,7 +26,7 @@ pub(super) fn run(command: UsersCommand) -> Result<(), String> {
 }
 
 /// `users list`, or `users show NAME` (an unknown name is an error).
-fn users_list(only: Option<&str>) -> Result<(), String> {
+fn users_list(only: Option<&str>) -> Outcome {
     let (_, db) = load()?;
     let users = match only {
         Some(name) => {
@@ -54,7 +54,7 @@ fn users_list(only: Option<&str>) -> Result<(), String> {
 
 /// `users events NAME`: the user's most recent audit events, newest first, one a line: the
 /// time (Unix seconds), the kind and the detail (JSON).
-fn users_events(username: &str, limit: i64) -> Result<(), String> {
+fn users_events(username: &str, limit: i64) -> Outcome {
     let (_, db) = load()?;
     let name = normalize_username(username).map_err(fail)?;
     let events = db
@@ -70,30 +70,65 @@ fn users_events(username: &str, limit: i64) -> Result<(), String> {
 }
 
 /// On a terminal: asked twice, without echo (rpassword turns the terminal's echo off). From a
-/// pipe or file: the first line, so scripts and provisioning keep working.
+/// pipe or file: the first line, so scripts and provisioning keep working; said on standard
+/// error, since a session without a terminal (`ssh` without `-t`) would otherwise wait with no
+/// prompt while the typed password shows.
 fn read_new_password() -> Result<String, String> {
-    use std::io::IsTerminal as _;
+    use std::io::{IsTerminal as _, Read as _};
     if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password("Password: ")
             .map_err(|e| format!("reading the password: {e}"))?;
         let again = rpassword::prompt_password("Password (again): ")
             .map_err(|e| format!("reading the password: {e}"))?;
         if first != again {
-            return Err("the two passwords differ; nothing was created".into());
+            return Err("the two passwords differ; nothing changed".into());
         }
         return Ok(first);
     }
-    let mut password = String::new();
+    warn_operator!(
+        "standard input is not a terminal: the password is its first line (for a prompt \
+         without echo, run this on a terminal: ssh -t, docker exec -it)"
+    );
+    let mut line = String::new();
+    // Bounded: a file given by mistake is not read whole. The policy's limit is far below.
     std::io::stdin()
         .lock()
-        .read_line(&mut password)
-        .map_err(|e| format!("reading the password from stdin: {e}"))?;
-    Ok(password.trim_end_matches(['\n', '\r']).to_owned())
+        .take(MAX_PASSWORD_LINE_BYTES + 1)
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the password from standard input: {e}"))?;
+    if line.is_empty() {
+        return Err(
+            "standard input was empty: give the password as its first line, or run \
+                    this on a terminal; nothing changed"
+                .into(),
+        );
+    }
+    if line.len() as u64 > MAX_PASSWORD_LINE_BYTES {
+        return Err(format!(
+            "the first line of standard input is over {MAX_PASSWORD_LINE_BYTES} bytes: not a \
+             password; nothing changed"
+        ));
+    }
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
-fn users_create(username: &str, admin: bool) -> Result<(), String> {
+/// The longest first line read as a password (the policy then allows far fewer characters).
+const MAX_PASSWORD_LINE_BYTES: u64 = 4096;
+
+fn users_create(username: &str, admin: bool) -> Outcome {
     let (config, db) = load()?;
     let username = normalize_username(username).map_err(fail)?;
+    // Before the password is asked for, as `reset-password` checks its name.
+    if db
+        .run_sync(|c| users::by_username(c, &username))
+        .map_err(fail)?
+        .is_some()
+    {
+        return Err(format!(
+            "a user named {username} exists (`users reset-password {username}` sets its password)"
+        )
+        .into());
+    }
     let password = read_new_password()?;
     check_password_policy(&password, &username).map_err(fail)?;
     let hash = HashPolicy::from_config(&config.password)
@@ -114,7 +149,7 @@ fn users_create(username: &str, admin: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn users_unlock(username: &str) -> Result<(), String> {
+fn users_unlock(username: &str) -> Outcome {
     let (_, db) = load()?;
     let name = normalize_username(username).map_err(fail)?;
     let now = now();
@@ -132,7 +167,7 @@ fn users_unlock(username: &str) -> Result<(), String> {
 
 /// `users disable|enable NAME`, as the admin endpoints do ([`users::set_standing`]); a disable's
 /// revocations are then pushed to the edges, as a serving replica's are.
-fn users_set_standing(username: &str, disabled: bool) -> Result<(), String> {
+fn users_set_standing(username: &str, disabled: bool) -> Outcome {
     let (config, db) = load()?;
     let name = normalize_username(username).map_err(fail)?;
     let changed = on_named_user(&config, &db, &name, |r, user| {
@@ -143,19 +178,18 @@ fn users_set_standing(username: &str, disabled: bool) -> Result<(), String> {
         say!("{name}\talready {state}; nothing changed");
         return Ok(());
     }
-    if disabled {
-        say!("{name}\tdisabled: every session ended and every access token revoked");
-        push_after_revocation(&config, &db);
-    } else {
+    if !disabled {
         say!("{name}\tenabled");
+        return Ok(());
     }
-    Ok(())
+    say!("{name}\tdisabled: every session ended and every access token revoked");
+    push_after_revocation(&config, &db)
 }
 
 /// `users reset-password NAME`: the new password as `users create` reads it, checked by the
 /// same policy, then set as the admin endpoint sets it ([`users::reset_password`]); the list is
 /// then pushed, as a disable's is.
-fn users_reset_password(username: &str) -> Result<(), String> {
+fn users_reset_password(username: &str) -> Outcome {
     let (config, db) = load()?;
     let name = normalize_username(username).map_err(fail)?;
     // Before the password is asked for: a mistyped name is said at once.
@@ -172,23 +206,28 @@ fn users_reset_password(username: &str) -> Result<(), String> {
             .ok_or(ApiError::NotFound)
     })?;
     say!("{name}\tpassword reset: every session ended and every access token revoked");
-    push_after_revocation(&config, &db);
-    Ok(())
+    push_after_revocation(&config, &db)
 }
 
 /// `users delete NAME`, as the admin endpoint does ([`users::delete`]); the revocations are then
 /// pushed, as a disable's are.
-fn users_delete(username: &str) -> Result<(), String> {
+fn users_delete(username: &str) -> Outcome {
     let (config, db) = load()?;
     let name = normalize_username(username).map_err(fail)?;
-    on_named_user(&config, &db, &name, |r, user| {
+    // Its id and role: the audit rows (`GET /v1/admin/users/<id>/events`) stay under the id,
+    // and a second run finds no user of that name.
+    let (id, role) = on_named_user(&config, &db, &name, |r, user| {
         users::delete(r, &user.id, ("via", "cli"))?
-            .then_some(())
+            .then(|| {
+                (
+                    user.id.clone(),
+                    if user.is_admin { "admin" } else { "user" },
+                )
+            })
             .ok_or(ApiError::NotFound)
     })?;
-    say!("{name}\tdeleted: every session ended and every access token revoked");
-    push_after_revocation(&config, &db);
-    Ok(())
+    say!("{name}\t{id}\t{role}\tdeleted: every session ended and every access token revoked");
+    push_after_revocation(&config, &db)
 }
 
 /// Runs `work` on the user named `name` in one revocation transaction of this command; an

@@ -68,10 +68,19 @@ impl DbUrl {
 /// the user info or the query (where libpq also takes a `password`, and whose other options do
 /// not say which database it is). A URL that does not parse so shows its scheme alone: a
 /// password with an unescaped `/`, `?` or `@` makes one, and such a URL is exactly what fails to
-/// connect and gets logged.
+/// connect and gets logged. Text that is no URL at all (a libpq `key=value` string, a
+/// `postgres:user:password@host` typo) shows up to its first `=`, `:`, `@`, `?` or space.
 pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, _)) = url.split_once("://") else {
-        return url.split('?').next().unwrap_or_default().to_owned();
+        let shown: String = url
+            .chars()
+            .take_while(|c| !matches!(c, '=' | ':' | '@' | '?') && !c.is_whitespace())
+            .collect();
+        return if shown.len() == url.len() {
+            shown
+        } else {
+            format!("{shown}…")
+        };
     };
     let Some((parsed, host)) = reqwest::Url::parse(url)
         .ok()
@@ -371,8 +380,12 @@ fn is_sqlite_memory(path: &str) -> bool {
 /// (a `keys rotate` after a leak, say).
 pub fn open_for_command(config: &Config, create: bool) -> Result<Db, String> {
     let url = DbUrl::parse(&config.database_url)?;
-    // A command acts on whatever the environment names: say which.
-    eprintln!("gatehouse-issuer: {}", url.describe());
+    // A command acts on whatever the environment names: say which. Not `eprintln!`: a closed
+    // standard error (`2>&1 | head -0`) must not panic a command before its work.
+    {
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "gatehouse-issuer: {}", url.describe());
+    }
     if let DbUrl::Sqlite(path) = &url
         && !create
         && path != ":memory:"

@@ -81,6 +81,20 @@ fn waiting_for_a_blocking_thread_counts_against_the_deadline() {
 }
 
 #[test]
+fn text_that_is_no_url_shows_no_password() {
+    for (text, shown) in [
+        ("host=db user=gh password=hunter2", "host…"),
+        ("postgres:gh:hunter2@db/gh", "postgres…"),
+        ("gh hunter2", "gh…"),
+        ("mysql", "mysql"),
+    ] {
+        let error = DbUrl::parse(text).unwrap_err();
+        assert!(!error.contains("hunter2"), "{error}");
+        assert!(error.contains(&format!("{shown:?}")), "{error}");
+    }
+}
+
+#[test]
 fn urls_dispatch_on_scheme_and_never_log_passwords() {
     assert_eq!(
         DbUrl::parse("sqlite://x.db"),

@@ -25,8 +25,8 @@ pub use commands::{
 use import::{import, read_key_file};
 use open::{ensure_scheduled_key_opens, ensure_sealer_opens_ring, open_signer};
 pub use seal::{SealedUnder, Sealer};
-use store::{ACTIVE, NEXT, RETIRED};
-pub use store::{KeyRecord, Resealed};
+pub use store::{ACTIVE, KeyRecord, Resealed};
+use store::{NEXT, RETIRED};
 
 use crate::clock::Clock;
 use crate::config::Config;

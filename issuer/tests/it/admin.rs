@@ -476,15 +476,15 @@ async fn admins_and_the_cli_delete_users(backend: Backend) {
     let session = app.login("alice").await;
     let cli = |name: &str| app.cli(&["users", "delete", name], "");
     // The push that follows is tried, and its failure (nothing listens on port 9) leaves the
-    // deletion done and the command successful.
+    // deletion done, said by its own exit status (3, not 0 or 1).
     let unreachable = [(
         "GATEHOUSE_EDGE_SYNC_URLS",
         "http://127.0.0.1:9/_gatehouse/sync",
     )];
     let (ok, _, stderr) = app.cli_with(&unreachable, &["users", "delete", "alice"], "");
-    assert!(ok, "{stderr}");
+    assert!(!ok, "{stderr}");
     assert!(
-        stderr.contains("warning: ") && stderr.contains("the revocation is recorded"),
+        stderr.contains("the revocation is recorded") && stderr.contains("exit status 3"),
         "{stderr}"
     );
     assert_eq!(

@@ -1,5 +1,5 @@
 //! The real binary: `serve` with no configuration starts on SQLite in the working directory and
-//! runs the whole register → login → me → refresh → logout flow; the CLI commands work.
+//! runs the whole register → login → me → refresh → logout flow; the CLI is in `cli`.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::common::PASSWORD;
 
-const BIN: &str = env!("CARGO_BIN_EXE_gatehouse-issuer");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_gatehouse-issuer");
 
 pub(crate) fn command(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
@@ -22,7 +22,7 @@ pub(crate) fn command(dir: &Path) -> Command {
     cmd
 }
 
-fn run(dir: &Path, args: &[&str], stdin: &str) -> Output {
+pub(crate) fn run(dir: &Path, args: &[&str], stdin: &str) -> Output {
     let mut cmd = command(dir);
     cmd.args(args);
     output_of(cmd, stdin)
@@ -114,8 +114,13 @@ fn commands_refuse_what_serve_refuses() {
 /// `serve` in `dir` on a free port (8000 may be taken on a shared machine) with `env`, its log in
 /// `dir/serve.log`, once it is ready; and its port.
 pub(crate) async fn serve(dir: &Path, env: &[(&str, &str)]) -> (Server, u16) {
-    let port = free_port();
     let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+    serve_logging_to(dir, env, log.into()).await
+}
+
+/// [`serve`], its log (standard error) going to `log`.
+async fn serve_logging_to(dir: &Path, env: &[(&str, &str)], log: Stdio) -> (Server, u16) {
+    let port = free_port();
     let child = command(dir)
         .arg("serve")
         .env("GATEHOUSE_PORT", port.to_string())
@@ -306,6 +311,30 @@ async fn serve_with_no_configuration_runs_the_whole_flow() {
     assert_eq!((status, me["code"].as_str()), (401, Some("revoked")));
 }
 
+/// A log that cannot be written (standard error on a full disk, or a pipe whose reader is gone)
+/// loses its lines, not the server. Before, the logging library reported the failed write with
+/// `eprintln!`, which panicked: `serve` died at its first log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_outlives_a_log_it_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let (_server, port) = serve_logging_to(dir.path(), &[], full.into()).await;
+    let base = format!("http://127.0.0.1:{port}");
+    // A login writes its audit event to the log too.
+    let tokens = user_tokens(dir.path(), &base, "alice").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let (status, me) = call(
+        reqwest::Client::new()
+            .get(format!("{base}/v1/me"))
+            .bearer_auth(access),
+    )
+    .await;
+    assert_eq!((status, me["username"].as_str()), (200, Some("alice")));
+}
+
 /// Whatever log level an operator asks for, no token reaches the log: Rocket writes each
 /// request and response whole at debug, `Authorization` header and all, which
 /// `GATEHOUSE_LOG=debug` (or `trace`) turned on.
@@ -358,298 +387,4 @@ async fn http2_without_tls_is_not_spoken() {
         "{:?}",
         String::from_utf8_lossy(&reply)
     );
-}
-
-#[test]
-fn cli_commands() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
-    for args in [
-        &["--help"][..],
-        &["keys", "--help"],
-        &["users", "create", "--help"],
-        &["revocations", "push", "--help"],
-    ] {
-        let out = run(path, args, "");
-        assert!(out.status.success(), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("Usage"),
-            "{args:?}"
-        );
-    }
-    // A shell without the replicas' environment: no command makes a database of its own to act
-    // on (a `keys rotate` after a leak reported success there, the leaked key still signing),
-    // and nothing is left behind.
-    for args in [&["keys", "rotate"][..], &["users", "list"], &["cleanup"]] {
-        let out = run(path, args, "");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && stderr.contains("no database at gatehouse.db"),
-            "{args:?}: {stderr}"
-        );
-    }
-    assert!(!path.join("gatehouse.db").exists());
-    let out = run(path, &["migrate"], "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("SQLite at gatehouse.db"));
-
-    let out = run(
-        path,
-        &["users", "create", "--admin", "Root"],
-        &format!("{PASSWORD}\n"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("root\tadmin"));
-    let listing = String::from_utf8_lossy(&run(path, &["users", "list"], "").stdout).to_string();
-    assert!(listing.contains("\troot\tadmin\tenabled\t"), "{listing}");
-    let out = run(path, &["users", "show", "ROOT"], "");
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("\troot\tadmin"));
-    let out = run(path, &["users", "show", "nobody"], "");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no user named nobody"));
-    let out = run(path, &["users", "create", "weak"], "password\n");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("too common"));
-
-    let out = run(path, &["keys", "rotate"], "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = run(path, &["keys", "rotate"], "");
-    assert!(out.status.success());
-    let listing = String::from_utf8_lossy(&run(path, &["keys", "list"], "").stdout).to_string();
-    assert_eq!(listing.lines().count(), 2, "{listing}");
-    assert_eq!(listing.matches("\tactive\t").count(), 1, "{listing}");
-
-    // Rotating the key-encryption key: the development secret becomes the fallback.
-    let dev_secret = std::fs::read_to_string(path.join(".gatehouse/key-encryption-key")).unwrap();
-    let new_secret = gatehouse_issuer::keys::Sealer::generate_secret().unwrap();
-    let reseal = |env: &[(&str, &str)]| {
-        let mut cmd = command(path);
-        cmd.args(["keys", "reseal"]).envs(env.iter().copied());
-        let out = cmd.output().unwrap();
-        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
-        (out.status.success(), text(&out.stdout), text(&out.stderr))
-    };
-    let (ok, stdout, stderr) = reseal(&[
-        ("GATEHOUSE_KEY_ENCRYPTION_KEY", &new_secret),
-        ("GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS", dev_secret.trim()),
-    ]);
-    assert!(ok, "{stderr}");
-    assert!(stdout.contains("2 key(s) resealed, 0 already"), "{stdout}");
-    let (ok, stdout, stderr) = reseal(&[("GATEHOUSE_KEY_ENCRYPTION_KEY", &new_secret)]);
-    assert!(ok, "{stderr}");
-    assert!(stdout.contains("0 key(s) resealed, 2 already"), "{stdout}");
-    let (ok, stdout, stderr) = reseal(&[("GATEHOUSE_KEY_ENCRYPTION_KEY", dev_secret.trim())]);
-    assert!(!ok, "the development secret no longer opens the ring");
-    // The active key fails the command; the retired one never signs again, and is set aside.
-    assert!(
-        stderr.contains("1 key(s) open with no configured secret"),
-        "{stderr}"
-    );
-    assert!(stdout.contains("retired or revoked"), "{stdout}");
-    // Without the current secret, reseal refuses rather than generate one.
-    let (ok, _, stderr) = reseal(&[("GATEHOUSE_KEY_ENCRYPTION_KEY_FALLBACKS", &new_secret)]);
-    assert!(!ok);
-    assert!(
-        stderr.contains("needs GATEHOUSE_KEY_ENCRYPTION_KEY"),
-        "{stderr}"
-    );
-
-    let out = run(path, &["cleanup"], "");
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("deleted 0 sessions"));
-    let out = run(path, &["revocations", "push"], "");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("no GATEHOUSE_EDGE_SYNC_URLS configured"),
-        "no sync URLs is an error, not a silent success: {stderr}"
-    );
-
-    let out = command(path)
-        .arg("migrate")
-        .env("GATEHOUSE_DATABASE_URL", "mysql://x")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("GATEHOUSE_DATABASE_URL: unsupported scheme")
-    );
-}
-
-/// A command whose output nobody reads (a closed pipe, as after `| head -0`) still does all its
-/// work: before, its first line panicked on the broken pipe once the revocation had committed,
-/// so the push that follows it never ran, and the exit code said the command failed.
-#[test]
-fn a_closed_output_pipe_does_not_stop_a_command_midway() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
-    assert!(run(path, &["migrate"], "").status.success());
-    assert!(run(path, &["keys", "rotate"], "").status.success());
-    let made = run(path, &["users", "create", "bob"], &format!("{PASSWORD}\n"));
-    assert!(made.status.success(), "{made:?}");
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
-    let out = command(path)
-        .args(["users", "disable", "bob"])
-        .env(
-            "GATEHOUSE_EDGE_SYNC_URLS",
-            "http://127.0.0.1:9/_gatehouse/sync",
-        )
-        .stdout(writer)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("push to http://127.0.0.1:9/_gatehouse/sync failed"),
-        "the push ran after the line nobody read: {stderr}"
-    );
-}
-
-/// `revocations push` only signs with the active key: a shell's other key file (or rotation
-/// settings) changes nothing. Before, it loaded the ring as a replica does, and made that file's
-/// key the signing key.
-#[test]
-fn revocations_push_changes_no_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path();
-    assert!(run(path, &["migrate"], "").status.success());
-    assert!(run(path, &["keys", "rotate"], "").status.success());
-    let keys = || String::from_utf8(run(path, &["keys", "list"], "").stdout).unwrap();
-    let before = keys();
-    let other = gatehouse_shared::SigningKey::generate(gatehouse_shared::Algorithm::EdDsa).unwrap();
-    let file = path.join("other.jwk");
-    std::fs::write(&file, other.to_private_jwk_json().unwrap()).unwrap();
-    let out = command(path)
-        .args(["revocations", "push"])
-        .env(
-            "GATEHOUSE_EDGE_SYNC_URLS",
-            "http://127.0.0.1:9/_gatehouse/sync",
-        )
-        .env("GATEHOUSE_SIGNING_KEY_FILE", &file)
-        .output()
-        .unwrap();
-    // It got as far as pushing, where the key it signed with was chosen.
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success()
-            && stderr.contains("push to http://127.0.0.1:9/_gatehouse/sync failed"),
-        "nothing listens on port 9: {stderr}"
-    );
-    let after = keys();
-    assert!(!after.contains(other.kid()), "{after}");
-    assert_eq!(before, after);
-}
-
-/// Reads a child's output on a thread, so a test can wait for a prompt.
-fn collect(
-    mut from: impl std::io::Read + Send + 'static,
-) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = std::sync::Arc::clone(&seen);
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 256];
-        while let Ok(n @ 1..) = from.read(&mut buf) {
-            sink.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
-    seen
-}
-
-fn wait_for(seen: &std::sync::Mutex<Vec<u8>>, text: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let so_far = String::from_utf8_lossy(&seen.lock().unwrap()).to_string();
-        if so_far.contains(text) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {text:?} in {so_far:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Waits until the terminal of the process in `dir` whose command line ends with `args`
-/// (NUL-separated, as `/proc/<pid>/cmdline` holds them) has echo off, as `stty` reads it. The
-/// directory tells this run's process from another run's.
-fn wait_for_echo_off(dir: &Path, args: &str) {
-    let dir = dir.canonicalize().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let terminals = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(Result::ok)
-            .filter(|p| {
-                std::fs::read(p.path().join("cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).ends_with(args))
-                    && std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd == dir)
-            })
-            .map(|p| p.path().join("fd/0"));
-        for terminal in terminals {
-            let settings = Command::new("stty")
-                .arg("-a")
-                .arg("-F")
-                .arg(&terminal)
-                .output();
-            if settings.is_ok_and(|s| String::from_utf8_lossy(&s.stdout).contains(" -echo ")) {
-                return;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the terminal of {args:?} never turned echo off"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// On a terminal, `users create` asks for the password twice and never echoes it. The terminal
-/// is a real pseudo-terminal (util-linux `script`): with echo on, the line discipline would copy
-/// what we type into the output we read.
-#[test]
-fn users_create_prompts_without_echo_on_a_terminal() {
-    let dir = tempfile::tempdir().unwrap();
-    assert!(run(dir.path(), &["migrate"], "").status.success());
-    let typed = "quiet-heron-41-lantern";
-    let mut child = Command::new("script")
-        .args(["-qec", &format!("'{BIN}' users create carol"), "/dev/null"])
-        .current_dir(dir.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut keyboard = child.stdin.take().unwrap();
-    let screen = collect(child.stdout.take().unwrap());
-    for prompt in ["Password: ", "Password (again): "] {
-        wait_for(&screen, prompt);
-        // rpassword prints the prompt, then turns echo off: typing before that would be echoed.
-        wait_for_echo_off(dir.path(), "users\0create\0carol\0");
-        keyboard.write_all(format!("{typed}\n").as_bytes()).unwrap();
-        keyboard.flush().unwrap();
-    }
-    let status = child.wait().unwrap();
-    drop(keyboard);
-    let shown = String::from_utf8_lossy(&screen.lock().unwrap()).to_string();
-    assert!(status.success(), "{shown}");
-    assert!(shown.contains("\tcarol"), "{shown}");
-    assert!(!shown.contains(typed), "the password was echoed: {shown}");
-    let out = run(dir.path(), &["users", "show", "carol"], "");
-    assert!(out.status.success());
 }

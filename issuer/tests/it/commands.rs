@@ -274,3 +274,36 @@ fn a_migration_gives_up_a_table_lock_held_elsewhere() {
     let (ok, stderr) = run_on(&db.url, &["migrate"]);
     assert!(ok, "{stderr}");
 }
+
+/// The upgrade past 2026-12-07 on a large table, as docs/deploy.md tells it: the operator builds
+/// the new indexes beforehand without holding writes (`CREATE INDEX CONCURRENTLY`, which cannot
+/// run inside a migration's transaction), and the migrations then find them. Before, they
+/// failed on the existing index, and the replica would not start.
+#[test]
+fn indexes_built_beforehand_let_their_migrations_through() {
+    let db = TestDb::new(Backend::Postgres);
+    let (ok, stderr) = run_on(&db.url, &["migrate"]);
+    assert!(ok, "{stderr}");
+    let mut conn = PgConnection::establish(&db.url).unwrap();
+    // As a database at the version before: the indexes and their records gone.
+    conn.batch_execute(
+        "DROP INDEX audit_events_user; DROP INDEX refresh_tokens_nonce_held; \
+         DELETE FROM __diesel_schema_migrations \
+         WHERE version IN ('20261207000001', '20261207000002')",
+    )
+    .unwrap();
+    // deploy.md's statements, one at a time (each is its own transaction).
+    conn.batch_execute(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS audit_events_user ON audit_events (user_id, id)",
+    )
+    .unwrap();
+    conn.batch_execute(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS refresh_tokens_nonce_held \
+         ON refresh_tokens (rotated_at) WHERE rotation_nonce IS NOT NULL",
+    )
+    .unwrap();
+    let (ok, stderr) = run_on(&db.url, &["migrate"]);
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = run_on(&db.url, &["keys", "list"]);
+    assert!(ok, "every migration is recorded: {stderr}");
+}

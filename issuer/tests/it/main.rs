@@ -22,6 +22,7 @@ mod audit_log;
 mod bad_input;
 mod binary;
 mod cleanup;
+mod cli;
 mod commands;
 mod credentials;
 mod db_errors;
