@@ -124,18 +124,23 @@ fi
 
 # 5b. Python's PyJWT and Authlib, for the interop tests (tests/py/), in a virtualenv of their own
 #     (.venv-interop/) at the versions tests/py/requirements.txt pins, from PyPI. A stamp of the
-#     file's hash makes this a no-op when nothing changed.
-if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
-  log "installing python3-venv (Debian package)"
-  apt_install python3-venv
-fi
+#     file's hash and of the Python it was made with makes this a no-op when neither changed
+#     (a Python upgraded since leaves the old virtualenv's interpreter dangling: remade whole).
 py_stamp=.venv-interop/.gatehouse-requirements-sha256
-want_py=$(sha256sum tests/py/requirements.txt | cut -d' ' -f1)
-if [ "$(cat "$py_stamp" 2>/dev/null || true)" != "$want_py" ]; then
+want_py() { { cat tests/py/requirements.txt; python3 -VV 2>/dev/null || true; } | sha256sum | cut -d' ' -f1; }
+if [ "$(cat "$py_stamp" 2>/dev/null || true)" != "$(want_py)" ]; then
+  if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    log "installing python3-venv (Debian package)"
+    apt_install python3-venv
+    python3 -c 'import venv, ensurepip' 2>/dev/null || {
+      log "$(command -v python3 || echo python3) cannot make a virtualenv with pip (no venv or ensurepip module); install Python 3 with them, then run this again"
+      exit 1
+    }
+  fi
   log "installing PyJWT and Authlib (PyPI) into .venv-interop"
-  python3 -m venv .venv-interop
+  python3 -m venv --clear .venv-interop
   .venv-interop/bin/pip install --quiet --disable-pip-version-check -r tests/py/requirements.txt
-  echo "$want_py" > "$py_stamp"
+  want_py > "$py_stamp"
 fi
 
 # 6. PostgreSQL for the issuer's tests, as user postgres on 127.0.0.1:5432 without a password.

@@ -48,15 +48,17 @@ fn keys_import(file: &std::path::Path) -> Outcome {
         .into_iter()
         .find(|k| k.kid == key.kid())
         .map_or_else(|| "gone".to_owned(), |k| k.status);
+    // Said, not failed: a deploy that imports its file at every run must not break at the
+    // first rotation after it.
     if status != keys::ACTIVE {
-        return Err(Failure::Failed(format!(
-            "{} was imported before and is {status}: it does not sign, and importing it again \
-             changes nothing (`keys rotate` makes a new signing key)",
+        warn_operator!(
+            "warning: {} was imported before and is {status}: it does not sign (`keys rotate` \
+             makes a new signing key)",
             key.kid()
-        )));
+        );
     }
     say!(
-        "{} was imported before and is the signing key; nothing changed",
+        "{} was imported before and is {status}; nothing changed",
         key.kid()
     );
     Ok(())

@@ -89,12 +89,13 @@ fn read_new_password() -> Result<String, String> {
         "standard input is not a terminal: the password is its first line (for a prompt \
          without echo, run this on a terminal: ssh -t, docker exec -it)"
     );
-    let mut line = String::new();
-    // Bounded: a file given by mistake is not read whole. The policy's limit is far below.
+    let mut line = Vec::new();
+    // Bounded: a file given by mistake is not read whole. Measured before it is decoded, so a
+    // cut through a character is not what gets reported.
     std::io::stdin()
         .lock()
         .take(MAX_PASSWORD_LINE_BYTES + 1)
-        .read_line(&mut line)
+        .read_until(b'\n', &mut line)
         .map_err(|e| format!("reading the password from standard input: {e}"))?;
     if line.is_empty() {
         return Err(
@@ -109,11 +110,14 @@ fn read_new_password() -> Result<String, String> {
              password; nothing changed"
         ));
     }
+    let line = String::from_utf8(line)
+        .map_err(|_| "the password read from standard input is not UTF-8; nothing changed")?;
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
-/// The longest first line read as a password (the policy then allows far fewer characters).
-const MAX_PASSWORD_LINE_BYTES: u64 = 4096;
+/// The longest first line read as a password: the policy's most characters, each of up to four
+/// bytes in UTF-8, and the line's end (`\r\n`).
+const MAX_PASSWORD_LINE_BYTES: u64 = crate::password::MAX_PASSWORD_CHARS as u64 * 4 + 2;
 
 fn users_create(username: &str, admin: bool) -> Outcome {
     let (config, db) = load()?;

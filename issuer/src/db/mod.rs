@@ -47,11 +47,19 @@ impl DbUrl {
                 );
             }
             Ok(Self::Sqlite(path.to_owned()))
-        } else {
+        } else if url_scheme(url).is_some() {
             Err(format!(
                 "GATEHOUSE_DATABASE_URL: unsupported scheme in {:?}: use postgres://… or sqlite://path",
                 redact(url)
             ))
+        } else {
+            // Not shown: text that is no URL (a libpq `key=value` string, a bare password set
+            // by mistake) has nothing redact could tell from a password.
+            Err(
+                "GATEHOUSE_DATABASE_URL is not a URL (its text is not shown: it may hold a \
+                 password): use postgres://… or sqlite://path"
+                    .into(),
+            )
         }
     }
 
@@ -64,14 +72,24 @@ impl DbUrl {
     }
 }
 
+/// The scheme of `text` if it begins as a URL does (`scheme://`, RFC 3986 §3.1): else the text
+/// before a `://` could be anything, a password included.
+fn url_scheme(text: &str) -> Option<&str> {
+    let (scheme, _) = text.split_once("://")?;
+    let mut chars = scheme.chars();
+    (chars.next()?.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then_some(scheme)
+}
+
 /// The URL without its credentials: its host, port and path as a URL parser reads them, without
 /// the user info or the query (where libpq also takes a `password`, and whose other options do
 /// not say which database it is). A URL that does not parse so shows its scheme alone: a
 /// password with an unescaped `/`, `?` or `@` makes one, and such a URL is exactly what fails to
-/// connect and gets logged. Text that is no URL at all (a libpq `key=value` string, a
-/// `postgres:user:password@host` typo) shows up to its first `=`, `:`, `@`, `?` or space.
+/// connect and gets logged. Text that is no URL (a `postgres:user:password@host` typo, a scheme
+/// missing from an edge's URL) shows up to its first `=`, `:`, `@`, `?` or space.
 pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, _)) = url.split_once("://") else {
+    let Some(scheme) = url_scheme(url) else {
         let shown: String = url
             .chars()
             .take_while(|c| !matches!(c, '=' | ':' | '@' | '?') && !c.is_whitespace())

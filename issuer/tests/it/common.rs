@@ -332,14 +332,24 @@ impl TestApp {
         args: &[&str],
         stdin: &str,
     ) -> (bool, String, String) {
+        let out = self.cli_output(env, args, stdin);
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    }
+
+    /// [`Self::cli_with`], the whole output: for a test of the exit status.
+    pub fn cli_output(
+        &self,
+        env: &[(&str, &str)],
+        args: &[&str],
+        stdin: &str,
+    ) -> std::process::Output {
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = crate::binary::command(dir.path());
         cmd.env("GATEHOUSE_DATABASE_URL", &self.db.url)
             .envs(env.iter().copied())
             .args(args);
-        let out = crate::binary::output_of(cmd, stdin);
-        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-        (out.status.success(), text(&out.stdout), text(&out.stderr))
+        crate::binary::output_of(cmd, stdin)
     }
 
     /// Asserts that `session` (a token response) is out: its access token is revoked and its
