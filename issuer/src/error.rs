@@ -188,7 +188,8 @@ impl<'r> Responder<'r, 'static> for ApiError {
     fn respond_to(self, request: &'r Request<'_>) -> response::Result<'static> {
         let status = self.status();
         if let Self::Internal(detail) | Self::Database(detail) = &self {
-            tracing::error!(%detail, path = %request.uri(), "internal error");
+            // The path alone: a query is the client's, and may carry a token.
+            tracing::error!(%detail, method = %request.method(), path = %request.uri().path(), "internal error");
         }
         // Bearer refusals follow the contract the edge answers with too (shared::challenge).
         let refusal = match &self {

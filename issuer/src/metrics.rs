@@ -142,7 +142,9 @@ impl Default for Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         let request_seconds = Family::<RequestLabels, Histogram>::new_with_constructor(
-            (|| Histogram::new(exponential_buckets(0.0005, 2.0, 14))) as fn() -> Histogram,
+            // 0.5 ms to about 16 s: past the default `db_timeout_ms` (5 s), whose 503s would
+            // otherwise all fall in `+Inf`.
+            (|| Histogram::new(exponential_buckets(0.0005, 2.0, 16))) as fn() -> Histogram,
         );
         registry.register(
             "http_request_seconds",

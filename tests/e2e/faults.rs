@@ -28,6 +28,41 @@ async fn me(base: &str, token: &str) -> reqwest::Response {
         .unwrap()
 }
 
+/// Readiness answers within `db_timeout_ms` when the database's network drops packets (SIMULATED:
+/// the proxy holds every connection open and carries nothing): not ready, at once and again.
+/// Before, the probe's round trip had no deadline of its own: on a real network it waited
+/// until TCP gave up (about 15 minutes), and every probe after it waited behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readiness_answers_in_time_when_the_databases_network_drops_packets() {
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let issuer = Issuer::start_on(
+        PgSchema::new(),
+        Some(proxy.port),
+        &[("GATEHOUSE_DB_TIMEOUT_MS", "1000")],
+    )
+    .await;
+    let ready = format!("{}/health/ready", issuer.url);
+    let probe = || async {
+        let asked = std::time::Instant::now();
+        let answer = http()
+            .get(&ready)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        (answer, asked.elapsed())
+    };
+    assert_eq!(probe().await.0.ok(), Some(200));
+    proxy.freeze();
+    for _ in 0..2 {
+        let (answer, took) = probe().await;
+        assert_eq!(answer.ok(), Some(503), "after {took:?}");
+        // The deadline, with room for a loaded machine; a hang is 30 s here, 15 minutes on a
+        // real network.
+        assert!(took < Duration::from_secs(8), "{took:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_outage_gives_503s_and_recovers_by_itself() {
     let proxy = Proxy::start("127.0.0.1:5432").await;

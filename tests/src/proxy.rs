@@ -1,7 +1,9 @@
 //! A TCP proxy with a switch, standing between the issuer and PostgreSQL: cutting it kills every
 //! open connection and refuses new ones, which is what the issuer sees when the database goes
-//! away; restoring it is the database coming back. The real server is never stopped, so other
-//! tests sharing it are not disturbed.
+//! away; restoring it is the database coming back. Freezing it keeps every connection open and
+//! carries nothing more, as a network that drops packets does (a failover's old address): no
+//! answer, and no error either. The real server is never stopped, so other tests sharing it are
+//! not disturbed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +15,7 @@ pub struct Proxy {
     pub port: u16,
     up: Arc<AtomicBool>,
     generation: watch::Sender<u64>,
+    frozen: watch::Sender<bool>,
     counter: Arc<AtomicU64>,
 }
 
@@ -22,6 +25,7 @@ impl Proxy {
         let port = listener.local_addr().expect("proxy addr").port();
         let up = Arc::new(AtomicBool::new(true));
         let (generation, watcher) = watch::channel(0);
+        let (frozen, freeze_watcher) = watch::channel(false);
         let gate = Arc::clone(&up);
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
@@ -32,14 +36,19 @@ impl Proxy {
                 let mut cut = watcher.clone();
                 // Only cuts after this connection opened count.
                 cut.borrow_and_update();
+                let mut freeze = freeze_watcher.clone();
                 tokio::spawn(async move {
                     let Ok(mut outbound) = TcpStream::connect(target).await else {
                         return;
                     };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut.changed() => {}
+                        _ = cut.changed() => return,
+                        _ = freeze.wait_for(|frozen| *frozen) => {}
                     }
+                    // Frozen: both sockets held open, nothing carried, until a cut.
+                    let _held = (inbound, outbound);
+                    let _ = cut.changed().await;
                 });
             }
         });
@@ -47,8 +56,15 @@ impl Proxy {
             port,
             up,
             generation,
+            frozen,
             counter: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The network to the database drops every packet: connections stay open, carrying
+    /// nothing, and new ones are accepted and carry nothing either (their task freezes at once).
+    pub fn freeze(&self) {
+        let _ = self.frozen.send(true);
     }
 
     /// The database "goes away": open connections die, new ones are refused.

@@ -41,18 +41,23 @@ impl Db {
     /// Readiness: a round trip to the database on a connection of its own, outside the pool
     /// and its permits, within `db_timeout_ms`. Through the pool, every replica busy serving
     /// (the same load reaches them all) answered 503 at once, and a balancer would drop them
-    /// all together.
+    /// all together. The round trip is given up at the deadline too: on a connection whose
+    /// packets go nowhere (the database's old address after a failover) it would wait until
+    /// TCP gives up, about 15 minutes, and every probe after it behind it. The probe left
+    /// waiting keeps the one probe connection until then, so the next ones fail at once,
+    /// within the deadline (deploy.md: `tcp_user_timeout` bounds that wait).
     pub async fn ping(&self) -> bool {
         let (probe, timeout) = (self.probe.clone(), self.timeout);
         self.pings
             .run(|| async move {
-                tokio::task::spawn_blocking(move || {
+                let round_trip = tokio::task::spawn_blocking(move || {
                     probe
                         .get_timeout(timeout)
                         .is_ok_and(|mut conn| conn.ping().is_ok())
-                })
-                .await
-                .unwrap_or(false)
+                });
+                tokio::time::timeout(timeout, round_trip)
+                    .await
+                    .is_ok_and(|answered| answered.unwrap_or(false))
             })
             .await
     }

@@ -160,6 +160,12 @@ impl Snapshots {
             }
         }
         metrics.pushes_failed.inc();
+        // The one line to alert on: the attempts above each warned, and a later one may land.
+        tracing::error!(
+            %url,
+            "snapshot push given up: the edge learns of this list through its delta feed or \
+             its cron (`gatehouse-issuer revocations push` sends it again)"
+        );
         Push::Failed
     }
 
