@@ -42,7 +42,7 @@ impl Proxy {
                         return;
                     };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
                         _ = cut.changed() => return,
                         _ = freeze.wait_for(|frozen| *frozen) => {}
                     }

@@ -84,9 +84,9 @@ fn url_scheme(text: &str) -> Option<&str> {
 
 /// The URL without its credentials: its host, port and path as a URL parser reads them, without
 /// the user info or the query (where libpq also takes a `password`, and whose other options do
-/// not say which database it is). A URL that does not parse so shows its scheme alone: a
-/// password with an unescaped `/`, `?` or `@` makes one, and such a URL is exactly what fails to
-/// connect and gets logged. Text that is no URL (a `postgres:user:password@host` typo, a scheme
+/// not say which database it is). A URL that does not parse so, or holds an `@` past its
+/// authority, shows its scheme alone: a password with an unescaped `/`, `?`, `#` or `@` makes
+/// one, and such a URL is exactly what fails to connect and gets logged. Text that is no URL (a `postgres:user:password@host` typo, a scheme
 /// missing from an edge's URL) shows up to its first `=`, `:`, `@`, `?` or space.
 pub(crate) fn redact(url: &str) -> String {
     let Some(scheme) = url_scheme(url) else {
@@ -100,6 +100,18 @@ pub(crate) fn redact(url: &str) -> String {
             format!("{shown}…")
         };
     };
+    // An `@` past the authority: an unescaped `/`, `?` or `#` in a password ended the
+    // authority early (`postgres://user:pa/ss@host`), and the parser would show the first part
+    // of the password as host and port, the rest as path. It cannot be told from an `@` in
+    // the query (`?user=name@server`), so neither shows more than the scheme.
+    let rest = url.get(scheme.len() + 3..).unwrap_or_default();
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if rest
+        .get(authority_end..)
+        .is_some_and(|after| after.contains('@'))
+    {
+        return format!("{scheme}://***");
+    }
     let Some((parsed, host)) = reqwest::Url::parse(url)
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned).map(|host| (u, host)))

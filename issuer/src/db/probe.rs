@@ -44,8 +44,10 @@ impl Db {
     /// all together. The round trip is given up at the deadline too: on a connection whose
     /// packets go nowhere (the database's old address after a failover) it would wait until
     /// TCP gives up, about 15 minutes, and every probe after it behind it. The probe left
-    /// waiting keeps the one probe connection until then, so the next ones fail at once,
-    /// within the deadline (deploy.md: `tcp_user_timeout` bounds that wait).
+    /// waiting keeps the one probe connection until then, so the next ones fail within the
+    /// deadline, and readiness stays off until TCP gives up even once the database is back
+    /// (deploy.md: `tcp_user_timeout` shortens that). A probe that comes while another runs
+    /// waits for it, then runs its own: an answer within twice the deadline.
     pub async fn ping(&self) -> bool {
         let (probe, timeout) = (self.probe.clone(), self.timeout);
         self.pings

@@ -115,9 +115,10 @@ fn urls_dispatch_on_scheme_and_never_log_passwords() {
     assert_eq!(pg.describe(), "PostgreSQL at postgres://h:5432/db");
     let pg = DbUrl::parse("postgres://app:secret@db:5432/gh?sslmode=require").unwrap();
     assert_eq!(pg.describe(), "PostgreSQL at postgres://***@db:5432/gh");
-    // An `@` in the query (a user of the form `name@server`) says nothing of the user info.
+    // An `@` in the query (a user of the form `name@server`) cannot be told from one in a
+    // password whose unescaped `?` ended the authority: neither shows more than the scheme.
     let pg = DbUrl::parse("postgres://h:5432/db?user=admin@srv&password=secret").unwrap();
-    assert_eq!(pg.describe(), "PostgreSQL at postgres://h:5432/db");
+    assert_eq!(pg.describe(), "PostgreSQL at postgres://***");
     // A password holding `?`, `/` or `@` unescaped (libpq reads some of these, fails on others,
     // and logs the URL): at most the scheme and the host show, never a part of the password.
     for url in [
@@ -134,6 +135,11 @@ fn urls_dispatch_on_scheme_and_never_log_passwords() {
                 .any(|part| shown.contains(part)),
             "{shown}"
         );
+    }
+    // A password holding `/` or `?`, whose first part a parser takes for the port.
+    for url in ["postgres://gh:5432/abc@db/gh", "postgres://gh:12?x@db/gh"] {
+        let shown = DbUrl::parse(url).unwrap().describe();
+        assert_eq!(shown, "PostgreSQL at postgres://***");
     }
     assert!(
         DbUrl::parse("mysql://x")

@@ -39,7 +39,9 @@ async fn ready(
     }
     let Now(now) = now;
     let database = db.ping().await;
-    let signing_keys = keys.for_signing(db, now).await.is_ok();
+    // Not asked of a database that did not answer: a ring due for a re-read would wait on it
+    // through the pool, whose calls a network dropping packets holds far longer.
+    let signing_keys = database && keys.for_signing(db, now).await.is_ok();
     let kid = keys.current().signer.kid().to_owned();
     let refusal = match (database, signing_keys) {
         (true, true) => None,
