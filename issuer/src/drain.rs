@@ -75,16 +75,17 @@ pub fn shut_down_on_sigterm(drain: Arc<Drain>, drain_for: Duration, shutdown: Sh
             return;
         }
         drain.begin();
-        tracing::warn!(
+        // At info: every deploy drains, and nothing here asks anyone to act.
+        tracing::info!(
             drain_secs = drain_for.as_secs(),
             "SIGTERM: draining (readiness answers 503 while requests are still served), then \
              shutting down; a second SIGTERM ends the drain"
         );
         tokio::select! {
             () = tokio::time::sleep(drain_for) => {}
-            _ = term.recv() => tracing::warn!("second SIGTERM: the drain ends"),
+            _ = term.recv() => tracing::info!("second SIGTERM: the drain ends"),
         }
-        tracing::warn!("drain over: shutting down");
+        tracing::info!("drain over: shutting down");
         shutdown.notify();
     });
 }

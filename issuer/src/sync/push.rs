@@ -132,7 +132,7 @@ impl Snapshots {
                 }
                 Ok(resp) if resp.status().as_u16() == 400 => {
                     let code = error_code(resp).await.unwrap_or_default();
-                    tracing::warn!(%url, %code, attempt, "snapshot push rejected");
+                    tracing::info!(%url, %code, attempt, "snapshot push rejected");
                     rejected = !matches!(code.as_str(), "unknown_kid" | "not_yet_valid");
                 }
                 Ok(resp) => {
@@ -141,10 +141,10 @@ impl Snapshots {
                     // refused KV write (`kv_write_failed`) is most often KV's per-key limit: a
                     // retry within its interval is refused again.
                     wait = wait.max(least_wait(resp).await);
-                    tracing::warn!(%url, %status, attempt, "snapshot push refused");
+                    tracing::info!(%url, %status, attempt, "snapshot push refused");
                 }
                 Err(e) => {
-                    tracing::warn!(%url, error = %e, attempt, "snapshot push failed");
+                    tracing::info!(%url, error = %e, attempt, "snapshot push failed");
                 }
             }
             metrics.push_attempts_failed.inc();
@@ -160,7 +160,8 @@ impl Snapshots {
             }
         }
         metrics.pushes_failed.inc();
-        // The one line to alert on: the attempts above each warned, and a later one may land.
+        // The one line to alert on: the attempts above are logged at info, as a later one may
+        // land (a list refused for good, a redirect or one too large, warns as it happens).
         tracing::error!(
             %url,
             "snapshot push given up: the edge learns of this list through its delta feed or \
