@@ -37,7 +37,7 @@ fn bare() -> Response {
 }
 
 /// A refusal of the worker's own: `{"error", "code", "error_description"}`.
-pub fn error(status: u16, body: &ErrorBody<'_>, header: Option<(&str, &str)>) -> Response {
+fn error(status: u16, body: &ErrorBody<'_>, header: Option<(&str, &str)>) -> Response {
     json_text(status, &body.to_json(), header)
 }
 

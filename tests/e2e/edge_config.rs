@@ -115,6 +115,7 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
             ("KV_REFRESH_SECS", "0"),
             ("REALM", "say \"hi\""),
             ("MAX_LIST_AGE_SECS", "1800"),
+            ("MAX_TOKEN_BYTES", "512"),
         ],
         // Unquoted in wrangler.toml, these reach the worker as numbers, booleans and arrays.
         &[
@@ -147,6 +148,8 @@ async fn a_misconfigured_worker_says_what_is_wrong() {
         r#"SERVER_TIMING=\"true\" is neither off nor on"#,
         "PUBLIC_PATHS is not text, a number or a boolean",
         "MAX_LIST_AGE_SECS=1800 is not above KV_HEARTBEAT_SECS + 135 s + KV_REFRESH_SECS (3736)",
+        // Checked before a deploy too (`offline_problems`), by the same rule.
+        "MAX_TOKEN_BYTES=512 is under 1024",
     ] {
         assert!(problems.contains(expected), "{expected} in {problems}");
     }

@@ -65,7 +65,7 @@ async fn openid_client_lives_a_public_clients_life_against_the_issuer() {
     assert_eq!(out["revoked"], true, "{out}");
     // What the README says of RFC 9068: its `client_id` claim is not in Gatehouse's tokens, so
     // a resource server validating by RFC 9068 to the letter (oauth4webapi's
-    // `validateJwtAccessToken`) refuses them for that claim alone.
+    // `validateJwtAccessToken`) refuses them, naming that claim.
     assert_eq!(out["rfc9068"]["ok"], false, "{out}");
     let message = out["rfc9068"]["message"].as_str().unwrap();
     assert!(message.contains("client_id"), "{out}");

@@ -131,6 +131,14 @@ impl Vars<'_> {
         }
     }
 
+    /// `MAX_TOKEN_BYTES`, reported when it would refuse the issuer's tokens.
+    fn max_token_bytes(&mut self) -> usize {
+        let max_token = self.number("MAX_TOKEN_BYTES", settings::DEFAULT_MAX_TOKEN_BYTES);
+        self.problems
+            .extend(settings::token_limit_problem(i64::from(max_token)));
+        usize::try_from(max_token).unwrap_or(VerifierOptions::DEFAULT_MAX_TOKEN_BYTES)
+    }
+
     fn number(&mut self, name: &str, default: u32) -> u32 {
         let Some(raw) = self.text(name) else {
             return default;
@@ -335,10 +343,9 @@ impl Config {
             VerifierOptions::MAX_LEEWAY_SECS,
             "revocation entries cover no longer leeway",
         );
-        let max_token = vars.number("MAX_TOKEN_BYTES", 8192);
         let verifier = VerifierOptions {
             leeway_secs: leeway,
-            max_token_bytes: usize::try_from(max_token).unwrap_or(8192),
+            max_token_bytes: vars.max_token_bytes(),
             ..VerifierOptions::new(issuer, audience)
         };
 

@@ -2,8 +2,8 @@
 //! `Config::from_env` applies, and that `offline_problems` applies to a `[vars]` table before a
 //! deploy.
 
-use gatehouse_shared::SnapshotOptions;
 use gatehouse_shared::challenge::is_scope_token;
+use gatehouse_shared::{SnapshotOptions, VerifierOptions};
 
 use crate::path;
 
@@ -173,7 +173,7 @@ pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
             default
         }))
     };
-    let max_token = number("MAX_TOKEN_BYTES", 8192);
+    let max_token = number("MAX_TOKEN_BYTES", DEFAULT_MAX_TOKEN_BYTES);
     let poll_ms = number("DELTA_POLL_MS", 500);
     let max_age = number("MAX_LIST_AGE_SECS", DEFAULT_MAX_LIST_AGE_SECS);
     let heartbeat = number("KV_HEARTBEAT_SECS", DEFAULT_KV_HEARTBEAT_SECS);
@@ -182,12 +182,7 @@ pub fn offline_problems(var: impl Fn(&str) -> Option<String>) -> Vec<String> {
     problems.extend(list_age_problem(max_age, heartbeat, refresh));
     let (_, poll_problem) = delta_poll_floor(u32::try_from(poll_ms).unwrap_or(u32::MAX));
     problems.extend(poll_problem.map(str::to_owned));
-    if max_token < LEAST_USEFUL_TOKEN_BYTES {
-        problems.push(format!(
-            "MAX_TOKEN_BYTES={max_token} is under {LEAST_USEFUL_TOKEN_BYTES}: the issuer's \
-             tokens would be refused as too_large"
-        ));
-    }
+    problems.extend(token_limit_problem(max_token));
     for (name, words) in SWITCHES {
         if let Some(value) = var(name)
             && value != words.0
@@ -236,6 +231,8 @@ pub(super) fn token_cookie_problem(name: &str) -> Option<String> {
 
 /// The list-age settings' defaults, and the least `KV_REFRESH_SECS` taken.
 pub(super) const DEFAULT_MAX_LIST_AGE_SECS: u32 = SnapshotOptions::DEFAULT_MAX_AGE_SECS;
+#[allow(clippy::cast_possible_truncation)] // 8 KiB
+pub(super) const DEFAULT_MAX_TOKEN_BYTES: u32 = VerifierOptions::DEFAULT_MAX_TOKEN_BYTES as u32;
 pub(super) const DEFAULT_KV_HEARTBEAT_SECS: u32 = 3600;
 pub(super) const DEFAULT_KV_REFRESH_SECS: u32 = SnapshotOptions::REFRESH_SECS;
 pub(super) const MIN_KV_REFRESH_SECS: u32 = 1;
@@ -244,6 +241,17 @@ pub(super) const MIN_KV_REFRESH_SECS: u32 = 1;
 /// again only at the heartbeat: KV's copy is then up to that old, plus the cron's minute and
 /// the issuer's 15 s cache, then KV's usual 60 s to reach a location (Cloudflare sets no bound:
 /// this check catches the settings that fail even then) and an isolate's next read of the head. With the delta feed off or failing, that copy is what an isolate has.
+/// A `MAX_TOKEN_BYTES` under what the issuer's tokens take: every one would be refused as
+/// `too_large` (reported by the worker and by the deploy check alike).
+pub(super) fn token_limit_problem(max_token: i64) -> Option<String> {
+    (max_token < LEAST_USEFUL_TOKEN_BYTES).then(|| {
+        format!(
+            "MAX_TOKEN_BYTES={max_token} is under {LEAST_USEFUL_TOKEN_BYTES}: the issuer's \
+             tokens would be refused as too_large"
+        )
+    })
+}
+
 pub(super) fn list_age_problem(max_age: i64, heartbeat: i64, kv_refresh: i64) -> Option<String> {
     let quiet_copy_age = heartbeat + 135 + kv_refresh;
     (max_age <= quiet_copy_age).then(|| {

@@ -254,18 +254,20 @@ impl Config {
     /// was read as 1, every second), and a batch SQLite can bind.
     fn cleanup_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        for (name, value) in [
+        for (name, value, why) in [
             (
                 "GATEHOUSE_CLEANUP_INTERVAL_SECS",
                 self.cleanup_interval_secs,
+                "cleanup and the key ring's refresh cannot be turned off",
             ),
-            ("GATEHOUSE_CLEANUP_BATCH", self.cleanup_batch),
+            (
+                "GATEHOUSE_CLEANUP_BATCH",
+                self.cleanup_batch,
+                "cleanup cannot be turned off",
+            ),
         ] {
             if value == 0 {
-                problems.push(format!(
-                    "{name} is 0: at least 1; cleanup and the key ring's refresh cannot be \
-                     turned off"
-                ));
+                problems.push(format!("{name} is 0: at least 1; {why}"));
             }
         }
         if self.cleanup_batch > MAX_CLEANUP_BATCH {

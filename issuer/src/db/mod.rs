@@ -86,8 +86,9 @@ fn url_scheme(text: &str) -> Option<&str> {
 /// the user info or the query (where libpq also takes a `password`, and whose other options do
 /// not say which database it is). A URL that does not parse so, or holds an `@` past its
 /// authority, shows its scheme alone: a password with an unescaped `/`, `?`, `#` or `@` makes
-/// one, and such a URL is exactly what fails to connect and gets logged. Text that is no URL (a `postgres:user:password@host` typo, a scheme
-/// missing from an edge's URL) shows up to its first `=`, `:`, `@`, `?` or space.
+/// one, and such a URL is exactly what fails to connect and gets logged. Text that is no URL
+/// (a `postgres:user:password@host` typo, a scheme missing from an edge's URL) shows up to its
+/// first `=`, `:`, `@`, `?` or space.
 pub(crate) fn redact(url: &str) -> String {
     let Some(scheme) = url_scheme(url) else {
         let shown: String = url
