@@ -5,7 +5,7 @@ import init, { GatehouseClient, Verifier, decodeUnverified, expiresIn, Gatehouse
 const $ = (id) => document.getElementById(id);
 const audience = document.querySelector('meta[name="gatehouse-audience"]').content;
 // The issuer is reached through the origin's `/issuer/*` proxy: same origin, no CORS.
-const client = new GatehouseClient({ issuer: '/issuer' });
+const client = new GatehouseClient({ issuer: '/issuer', clientId: 'gatehouse-demo' });
 let verifier = null;
 // After logout the demo keeps the last access token, to show the edge refusing it.
 let loggedOutToken = null;

@@ -89,6 +89,9 @@ pub fn set_identity(headers: &Headers, claims: &AccessClaims) {
     let _ = headers.set("x-gatehouse-scope", &claims.scope);
     let _ = headers.set("x-gatehouse-sid", &claims.sid);
     let _ = headers.set("x-gatehouse-jti", &claims.jti);
+    if let Some(client_id) = &claims.client_id {
+        let _ = headers.set("x-gatehouse-client-id", client_id);
+    }
 }
 
 /// The names of `headers`, lower-cased by the runtime, in one string: one crossing into wasm

@@ -60,6 +60,10 @@ pub struct TokenClaims {
     /// Space-separated scopes; empty when the token has none.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    /// The OAuth client the token was issued to (RFC 9068 §2.2), when the token request named
+    /// one; the issuer keeps no client registry, so it is the client's own word.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
 }
 
 impl TokenClaims {
@@ -78,6 +82,13 @@ impl TokenClaims {
 /// `exp`). The one rule, for verified claims and for an unverified token's `exp` alike.
 pub fn exp_has_passed(exp: i64, now: i64, leeway_secs: i64) -> bool {
     now >= exp.saturating_add(leeway_secs)
+}
+
+/// Whether a claim's value reaches the origin whole as a header value, as the edge hands `sub`,
+/// `sid`, `jti`, `scope` and `client_id` on: printable ASCII, no surrounding spaces (a header
+/// loses them: `" alice"` would arrive as `alice`, another user).
+pub fn fits_a_header(value: &str) -> bool {
+    value.bytes().all(|b| (b' '..=b'~').contains(&b)) && value.trim() == value
 }
 
 /// Claims that passed a [`crate::Verifier`]: signature, type, key, issuer, audience and time,
@@ -148,6 +159,8 @@ pub(crate) struct CustomClaims {
     sid: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for CustomClaims {
@@ -169,6 +182,7 @@ impl<'de> Deserialize<'de> for CustomClaims {
                         "jti" => out.jti = Some(map.next_value()?),
                         "sid" => out.sid = Some(map.next_value()?),
                         "scope" => out.scope = Some(map.next_value()?),
+                        "client_id" => out.client_id = Some(map.next_value()?),
                         _ => drop(map.next_value::<IgnoredAny>()?),
                     }
                     seen.insert(name)?;
@@ -198,6 +212,7 @@ impl TokenClaims {
             jti: Some(self.jti.clone()),
             sid: Some(self.sid.clone()),
             scope: (!self.scope.is_empty()).then(|| self.scope.clone()),
+            client_id: self.client_id.clone(),
         });
         wire.expiration = Some(to_time(self.exp, "exp is out of range")?);
         wire.issued_at = Some(to_time(self.iat, "iat is out of range")?);
@@ -229,19 +244,20 @@ impl TokenClaims {
             jti: id(custom.jti, "jti")?,
             sid: id(custom.sid, "sid")?,
             scope: custom.scope.unwrap_or_default(),
+            // Optional: tokens of clients that named none, and of issuers before it.
+            client_id: custom.client_id,
         };
-        // The edge hands these to the origin as header values, which carry printable ASCII only
-        // and lose surrounding spaces (" alice" would arrive as "alice", another user); the
-        // issuer mints ids and scope tokens, which always fit.
-        let header_safe = |value: &str| {
-            value.bytes().all(|b| (b' '..=b'~').contains(&b)) && value.trim() == value
-        };
+        // The issuer mints ids and scope tokens, which always fit, and takes only a client id
+        // that does.
+        let client_id = claims.client_id.as_deref();
         if ![&claims.sub, &claims.sid, &claims.jti, &claims.scope]
             .iter()
-            .all(|value| header_safe(value))
+            .all(|value| fits_a_header(value))
+            || client_id.is_some_and(|id| id.is_empty() || !fits_a_header(id))
         {
             return Err(ValidationError::MalformedClaims(
-                "sub, sid, jti and scope must be printable ASCII without surrounding spaces",
+                "sub, sid, jti, scope and client_id must be printable ASCII without surrounding \
+                 spaces",
             ));
         }
         Ok(claims)
@@ -273,6 +289,9 @@ mod tests {
             ("sid", "d\u{0}"),
             ("jti", "\u{e9}"),
             ("scope", "read\twrite"),
+            ("client_id", ""),
+            ("client_id", "web "),
+            ("client_id", "w\u{7f}b"),
         ] {
             assert!(
                 matches!(with(name, value), Err(ValidationError::MalformedClaims(_))),
@@ -283,6 +302,13 @@ mod tests {
             with("scope", "read write").map(|c| c.scope),
             Ok("read write".to_owned())
         );
+        assert_eq!(
+            with("client_id", "my app").map(|c| c.client_id),
+            Ok(Some("my app".to_owned()))
+        );
+        assert_eq!(parse(FULL).map(|c| c.client_id), Ok(None));
+        let wrong_type = FULL.replace(r#""sid":"d""#, r#""sid":"d","client_id":5"#);
+        assert!(parse(&wrong_type).is_err());
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub mod verifier;
 
 pub use alg::{Algorithm, Ed25519Key, StrictEd25519};
 pub use challenge::{ErrorBody, Refusal, bearer_token, trim_http_whitespace};
-pub use claims::{ACCESS_TOKEN_TYPE, AccessClaims, Audience, TokenClaims, exp_has_passed};
+pub use claims::{
+    ACCESS_TOKEN_TYPE, AccessClaims, Audience, TokenClaims, exp_has_passed, fits_a_header,
+};
 #[cfg(feature = "sign")]
 pub use error::CreationError;
 pub use error::{

@@ -3,7 +3,7 @@
 use gatehouse_shared::SNAPSHOT_TYPE;
 use gatehouse_tests::{get_json, http, json_of};
 
-use crate::system::{Options, System, access};
+use crate::system::{Options, PASSWORD, System, access};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_reaches_the_origin_and_spoofs_do_not() {
@@ -20,6 +20,7 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
         .header("X-Gatehouse-Sub", "admin-impostor")
         .header("X-Gatehouse-Origin-Secret", "forged")
         .header("x-gatehouse-extra", "1")
+        .header("X-Gatehouse-Client-Id", "forged")
         .header("X-Forwarded-Host", "evil.example")
         .header("Forwarded", "host=evil.example")
         .header("X_Forwarded_Host", "evil.example")
@@ -130,6 +131,23 @@ async fn identity_reaches_the_origin_and_spoofs_do_not() {
         (Some("no-cache"), Some("no-cache")),
         "{headers}"
     );
+    // The token's client (RFC 9068 `client_id`) is handed on; a token naming none, as above,
+    // hands on none, whatever the request carried.
+    assert!(headers.get("x-gatehouse-client-id").is_none(), "{headers}");
+    let named = sys
+        .issuer
+        .login_as_client("alice", PASSWORD, "web app")
+        .await;
+    let response = http()
+        .get(format!("{}/api/echo", sys.edge.url))
+        .bearer_auth(access(&named))
+        .header("X-Gatehouse-Client-Id", "forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen = sys.origin.requests().await;
+    assert_eq!(seen[0]["headers"]["x-gatehouse-client-id"], "web app");
 
     // Public paths pass without a token, and still lose spoofed identity headers.
     let response = http()

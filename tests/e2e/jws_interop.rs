@@ -44,6 +44,7 @@ fn claims(now: i64) -> TokenClaims {
         jti: "jti-interop".into(),
         sid: "sid-interop".into(),
         scope: "read write".into(),
+        client_id: Some("interop-app".into()),
     }
 }
 

@@ -99,6 +99,7 @@ impl System {
             jti: format!("jti-{now}"),
             sid: "minted-session".into(),
             scope: "read write".into(),
+            client_id: None,
         }
     }
 

@@ -187,7 +187,7 @@ test('GatehouseClient: options it cannot use, a fetch that needs its own this, h
   // Misspelt names and switches that are no switch too: before, `refreshAhead: 10` kept the
   // default without a word, and any text turned `autoRefresh` on. `'true'` and `'false'` (an
   // environment variable's text) are taken below.
-  for (const options of [{ refreshAheadSeconds: NaN }, { refreshAheadSeconds: 'sixty' }, { requestTimeoutSeconds: 0 }, { requestTimeoutSeconds: Infinity }, { fetch: 'https://i.test' }, { refreshAhead: 10 }, { requestTimeout: 2 }, { autoRefresh: 'no' }, { shareAcrossTabs: 0 }]) {
+  for (const options of [{ refreshAheadSeconds: NaN }, { refreshAheadSeconds: 'sixty' }, { requestTimeoutSeconds: 0 }, { requestTimeoutSeconds: Infinity }, { fetch: 'https://i.test' }, { refreshAhead: 10 }, { requestTimeout: 2 }, { autoRefresh: 'no' }, { shareAcrossTabs: 0 }, { clientId: '' }, { clientId: ' web' }, { clientId: 'web\n' }, { clientId: 'caf\u00e9' }, { clientId: 'c'.repeat(256) }, { clientId: 5 }]) {
     assert.throws(() => new GatehouseClient({ issuer: 'https://i.test', ...options }), (e) => e.code === 'invalid_options', JSON.stringify(options));
   }
   // On a page, an apiOrigins entry that is no URL (a bare "Invalid URL" TypeError before).
@@ -285,6 +285,25 @@ test('GatehouseClient: options it cannot use, a fetch that needs its own this, h
   const old = new GatehouseClient({ issuer: 'https://i.test', fetch: strictFetch, storage: readOnly(timeless) });
   assert.equal(old.signedIn, false);
   old.close();
+});
+
+test('GatehouseClient: its clientId goes with every login and refresh, and without one none does', async () => {
+  const { GatehouseClient } = await import(join(app, 'node_modules/@gatehouse/verify/node.js'));
+  for (const clientId of ['my app', 'c'.repeat(255), undefined]) {
+    const sent = [];
+    const fetch = async (url, init) => {
+      sent.push(Object.fromEntries(new URLSearchParams(init.body)));
+      return new Response(JSON.stringify(tokenBody(sent.length)));
+    };
+    const client = new GatehouseClient({ issuer: 'https://i.test', clientId, fetch, autoRefresh: false });
+    try {
+      await client.login('alice', 'pw');
+      await client.refresh();
+      assert.deepEqual(sent.map((form) => [form.grant_type, form.client_id]), [['password', clientId], ['refresh_token', clientId]]);
+    } finally {
+      client.close();
+    }
+  }
 });
 
 test('GatehouseClient: a locked account is locked_out, with its Retry-After', async () => {

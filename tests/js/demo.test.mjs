@@ -79,6 +79,9 @@ test('log in, see claims and countdown, call the API, refresh, log out, get the 
   const api = JSON.parse(await text('api-body'));
   assert.equal(api.identity['x-gatehouse-sub'], first.claims.sub);
   assert.equal(api.identity['x-gatehouse-sid'], first.claims.sid);
+  // The demo's `clientId`, named by the issuer in the token (RFC 9068) and handed on by the edge.
+  assert.equal(first.claims.client_id, 'gatehouse-demo');
+  assert.equal(api.identity['x-gatehouse-client-id'], 'gatehouse-demo');
   assert.equal(api.identity['x-gatehouse-origin-secret'], undefined, 'the origin echoed its secret');
 
   await page.click('#refresh');
@@ -86,6 +89,7 @@ test('log in, see claims and countdown, call the API, refresh, log out, get the 
   const second = JSON.parse(await text('claims'));
   assert.notEqual(second.claims.jti, first.claims.jti);
   assert.equal(second.claims.sid, first.claims.sid);
+  assert.equal(second.claims.client_id, 'gatehouse-demo', 'a refresh keeps the session\'s client');
 
   await page.click('#logout');
   await page.waitForFunction(() => document.querySelector('#status').textContent.startsWith('Logged out'));

@@ -55,17 +55,22 @@ out.wrong_password = await failure(() => client.genericGrantRequest(config, 'pas
   username: req.username, password: `${req.password}-wrong`,
 }));
 
-// RFC 9068's validator, as a resource server using oauth4webapi would run it: Gatehouse's
-// tokens carry no `client_id` (README: no client registry), which it requires.
+// RFC 9068's validator, as a resource server using oauth4webapi would run it, on the first
+// access token and on the refreshed one.
 const as = { ...metadata };
-const request = new Request(`${req.issuer}/resource`, {
-  headers: { authorization: `Bearer ${first.access_token}` },
-});
-try {
-  await oauth.validateJwtAccessToken(as, request, req.audience, { [oauth.allowInsecureRequests]: true });
-  out.rfc9068 = { ok: true };
-} catch (e) {
-  out.rfc9068 = { ok: false, message: e.message };
-}
+const rfc9068 = async (accessToken) => {
+  const request = new Request(`${req.issuer}/resource`, {
+    headers: { authorization: `Bearer ${accessToken}` },
+  });
+  try {
+    const claims = await oauth.validateJwtAccessToken(as, request, req.audience, {
+      [oauth.allowInsecureRequests]: true,
+    });
+    return { ok: true, client_id: claims.client_id };
+  } catch (e) {
+    return { ok: false, message: e.message };
+  }
+};
+out.rfc9068 = [await rfc9068(first.access_token), await rfc9068(second.access_token)];
 
 process.stdout.write(JSON.stringify(out));

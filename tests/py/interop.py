@@ -13,6 +13,7 @@ import sys
 import jwt
 import requests
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
+from authlib.oauth2.rfc9068 import JWTBearerTokenValidator
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
@@ -113,6 +114,21 @@ def oauth(request):
 
     second = client.refresh_token(metadata["token_endpoint"], refresh_token=first["refresh_token"])
     out["second_claims"] = claims_of(second["access_token"])
+
+    # RFC 9068's validator, as a resource server on Authlib runs it.
+    class Validator(JWTBearerTokenValidator):
+        def get_jwks(self):
+            return requests.get(metadata["jwks_uri"], timeout=10).json()
+
+    validator = Validator(issuer=metadata["issuer"], resource_server=request["audience"])
+    def rfc9068(access_token):
+        try:
+            token = validator.authenticate_token(access_token)
+            validator.validate_token(token, [request["scope"]], None)
+            return {"ok": True, "client_id": token["client_id"]}
+        except Exception as error:  # any refusal is reported to the test, by name
+            return {"ok": False, "message": repr(error.__cause__ or error)}
+    out["rfc9068"] = [rfc9068(first["access_token"]), rfc9068(second["access_token"])]
     out["rotated"] = second["refresh_token"] != first["refresh_token"]
 
     revoked = client.revoke_token(

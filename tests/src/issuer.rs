@@ -338,14 +338,31 @@ impl Issuer {
             .unwrap_or_else(|e| panic!("login: {e}"))
     }
 
+    /// [`Self::login`] for the OAuth client `client_id` (RFC 6749 §3.2.1).
+    pub async fn login_as_client(&self, username: &str, password: &str, client_id: &str) -> Value {
+        self.try_login_with(username, password, &[("client_id", client_id)])
+            .await
+            .unwrap_or_else(|e| panic!("login: {e}"))
+    }
+
     /// [`Self::login`], with a failure (no answer, another status) returned: the benchmark
     /// records it as a failed trial.
     pub async fn try_login(&self, username: &str, password: &str) -> Result<Value, String> {
-        let form = [
+        self.try_login_with(username, password, &[]).await
+    }
+
+    async fn try_login_with(
+        &self,
+        username: &str,
+        password: &str,
+        more: &[(&str, &str)],
+    ) -> Result<Value, String> {
+        let mut form = vec![
             ("grant_type", "password"),
             ("username", username),
             ("password", password),
         ];
+        form.extend_from_slice(more);
         let sent = http()
             .post(format!("{}/v1/token", self.url))
             .form(&form)

@@ -16,7 +16,7 @@ const seconds = (name, value, fallback, { min = 0, max = Infinity } = {}) => {
 };
 
 // Every option: a misspelt one (`refreshAhead`) would otherwise keep its default without a word.
-const NAMES = ['issuer', 'apiOrigins', 'fetch', 'storage', 'refreshAheadSeconds', 'autoRefresh', 'requestTimeoutSeconds', 'shareAcrossTabs', 'channelName'];
+const NAMES = ['issuer', 'clientId', 'apiOrigins', 'fetch', 'storage', 'refreshAheadSeconds', 'autoRefresh', 'requestTimeoutSeconds', 'shareAcrossTabs', 'channelName'];
 /** A switch: true, false, or their text (`'false'` is not true). */
 const flag = (name, value, fallback) => {
   const text = String(value ?? fallback);
@@ -86,9 +86,15 @@ export function readOptions(options) {
   // again once this runs out, and only an ask within the window gets the same successor.
   const requestTimeoutMs = seconds('requestTimeoutSeconds', options.requestTimeoutSeconds, DEFAULT_TIMEOUT_SECONDS, { min: 0.001, max: 3600 }) * 1000;
   const share = flag('shareAcrossTabs', options.shareAcrossTabs, true);
+  // What the issuer takes as a `client_id` (RFC 6749 Appendix A.1, less surrounding spaces),
+  // refused here rather than on the first login.
+  const clientId = options.clientId;
+  if (clientId !== undefined && !(typeof clientId === 'string' && /^[!-~]([ -~]{0,253}[!-~])?$/.test(clientId))) {
+    throw new GatehouseClientError('invalid_options', 'clientId must be 1 to 255 printable ASCII characters without surrounding spaces');
+  }
   const name = options.channelName ?? `gatehouse:${issuer || here || ''}`;
   // Tabs only: on a server (Node has BroadcastChannel too) a channel would keep the process
   // alive and hand one user's tokens to another instance.
   const tabs = share && typeof BroadcastChannel === 'function' && typeof globalThis.document !== 'undefined';
-  return { issuer, origins, fetch, storage, refreshAhead, autoRefresh, requestTimeoutMs, name, tabs };
+  return { issuer, clientId, origins, fetch, storage, refreshAhead, autoRefresh, requestTimeoutMs, name, tabs };
 }

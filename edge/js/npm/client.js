@@ -47,6 +47,7 @@ const closedError = () => new GatehouseClientError('closed', 'the client was clo
 
 export class GatehouseClient {
   #issuer;
+  #clientId;
   #origins;
   #fetch;
   #storage;
@@ -79,6 +80,7 @@ export class GatehouseClient {
     let tabs;
     ({
       issuer: this.#issuer,
+      clientId: this.#clientId,
       origins: this.#origins,
       fetch: this.#fetch,
       storage: this.#storage,
@@ -363,9 +365,9 @@ export class GatehouseClient {
     else closeChannel();
   }
 
-  /** `POST /v1/token`. */
+  /** `POST /v1/token`, naming the app's client: the issuer binds the session to it. */
   #token(form) {
-    return this.#postForm('/v1/token', form);
+    return this.#postForm('/v1/token', this.#clientId ? { ...form, client_id: this.#clientId } : form);
   }
 
   /** `issuer-api.js`'s `postForm` to this issuer, within `requestTimeoutSeconds`. */

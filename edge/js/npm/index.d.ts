@@ -72,6 +72,11 @@ export interface TokenStorage {
 export interface GatehouseClientOptions {
   /** Base URL of the issuer (default: this origin). */
   issuer?: string;
+  /** This app's OAuth `client_id`, sent with every login and refresh: the issuer names it in
+   * the access tokens (RFC 9068) and refuses the session's refresh under another. Not
+   * authenticated: the issuer keeps no client registry. 1 to 255 printable ASCII characters
+   * without surrounding spaces. */
+  clientId?: string;
   /**
    * Origins besides this page's and the issuer's that `fetch` sends the access token to
    * (`https://api.example`); a request to any other origin rejects with `origin_not_allowed`.

@@ -39,6 +39,8 @@ export interface AccessClaims {
   jti: string;
   sid: string;
   scope?: string;
+  /** The OAuth client the token was issued to (RFC 9068), when its token request named one. */
+  client_id?: string;
 }
 
 export interface VerifierOptions {

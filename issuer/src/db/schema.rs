@@ -19,6 +19,7 @@ diesel::table! {
         created_at -> BigInt,
         expires_at -> BigInt,
         revoked_at -> Nullable<BigInt>,
+        client_id -> Nullable<Text>,
     }
 }
 

@@ -327,11 +327,12 @@ async fn introspect(
         }
         Ok(found) => {
             let c = found.claims;
-            return Ok(Json(json!({
+            let answer = json!({
                 "active": true, "token_type": "Bearer", "sub": c.sub,
                 "username": found.username, "scope": c.scope, "exp": c.exp, "iat": c.iat,
                 "iss": c.iss, "aud": c.aud, "jti": c.jti, "sid": c.sid,
-            })));
+            });
+            return Ok(Json(naming_client(answer, c.client_id.clone())));
         }
         // Not a valid access token: perhaps a refresh token, if the caller asks about those.
         Err(ApiError::InvalidToken(_)) if refresh_tokens_too => {}
@@ -351,13 +352,25 @@ async fn introspect(
             .map(|named| named.session)
         {
             // The scopes its next refresh would grant.
-            Some(s) => json!({
-                "active": true, "token_type": "refresh_token", "sub": s.user_id, "sid": s.id,
-                "scope": config.still_granted(&s.scope), "exp": s.expires_at, "iat": s.created_at,
-            }),
+            Some(s) => naming_client(
+                json!({
+                    "active": true, "token_type": "refresh_token", "sub": s.user_id, "sid": s.id,
+                    "scope": config.still_granted(&s.scope), "exp": s.expires_at,
+                    "iat": s.created_at,
+                }),
+                s.client_id,
+            ),
             None => json!({"active": false}),
         },
     ))
+}
+
+/// An introspection answer with RFC 7662's `client_id`, when the token names one.
+fn naming_client(mut answer: Value, client_id: Option<String>) -> Value {
+    if let (Some(client_id), Some(members)) = (client_id, answer.as_object_mut()) {
+        members.insert("client_id".to_owned(), client_id.into());
+    }
+    answer
 }
 
 pub fn routes() -> Vec<Route> {

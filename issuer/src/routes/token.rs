@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use gatehouse_shared::{Audience, SigningKey, TokenClaims, sign_access_token};
+use gatehouse_shared::{Audience, SigningKey, TokenClaims, fits_a_header, sign_access_token};
 use rocket::serde::json::Json;
 use rocket::{Route, State, post, routes};
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ use crate::ratelimit::{FailureCharge, RateLimit};
 use crate::revoker::Revoker;
 use crate::store::lockout::{self, Attempt};
 use crate::store::revocations;
-use crate::store::sessions::{self, Grant, Rotation};
+use crate::store::sessions::{self, Grant, NewSession, Rotation};
 use crate::store::users::{self, User};
 use crate::store::{audit, write_tx};
 
@@ -34,6 +34,8 @@ const BAD_CREDENTIALS: &str = "invalid username or password";
 const MAX_REFRESH_TOKEN_LEN: usize = 512;
 const SCOPE_UNAVAILABLE: &str = "a requested scope is not available to this user";
 const SCOPE_NOT_GRANTED: &str = "a requested scope was not granted to this session";
+/// The longest `client_id` taken: the edge forwards it to the origin as a header value.
+const MAX_CLIENT_ID_CHARS: usize = 255;
 
 #[derive(Debug, Deserialize)]
 pub struct TokenRequest {
@@ -47,9 +49,10 @@ pub struct TokenRequest {
     scope: Option<String>,
     #[serde(default, deserialize_with = "omitted_if_empty")]
     refresh_token: Option<String>,
-    // Accepted and ignored: public clients (RFC 6749 §2.1) may send them.
-    #[serde(default, rename = "client_id")]
-    _client_id: Option<String>,
+    /// A public client's own name for itself (RFC 6749 §3.2.1): not authenticated (there is
+    /// no client registry), named in the access tokens (RFC 9068 §2.2).
+    #[serde(default, deserialize_with = "omitted_if_empty")]
+    client_id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -59,6 +62,12 @@ pub struct TokenResponse {
     expires_in: i64,
     refresh_token: String,
     scope: String,
+}
+
+/// A grant request and the client it names.
+struct ClientRequest {
+    grant: GrantRequest,
+    client_id: Option<String>,
 }
 
 /// The grants this endpoint serves (RFC 6749 §4.3, §6), each with the fields it requires.
@@ -74,7 +83,7 @@ enum GrantRequest {
     },
 }
 
-impl GrantRequest {
+impl ClientRequest {
     /// The request's own faults, found before anything this replica or the client's history
     /// decides (the signing key, the failure budget): a request that can never succeed gets its
     /// 400 at once, not a 503 or 429 that tells the client to send it again.
@@ -82,8 +91,8 @@ impl GrantRequest {
         let required = |field: Option<String>, missing: &'static str| {
             field.ok_or_else(|| ApiError::invalid_request(missing))
         };
-        match request.grant_type.as_deref() {
-            Some("password") => Ok(Self::Password {
+        let grant = match request.grant_type.as_deref() {
+            Some("password") => Ok(GrantRequest::Password {
                 username: required(request.username, "username is required")?,
                 password: required(request.password, "password is required")?,
                 scope: request.scope,
@@ -95,15 +104,28 @@ impl GrantRequest {
                         "the refresh token is invalid or expired",
                     ));
                 }
-                Ok(Self::RefreshToken {
+                Ok(GrantRequest::RefreshToken {
                     presented,
                     scope: request.scope,
                 })
             }
             None => Err(ApiError::invalid_request("grant_type is required")),
             Some(_) => Err(ApiError::UnsupportedGrantType),
+        }?;
+        let client_id = request.client_id;
+        if client_id.as_deref().is_some_and(|id| !is_client_id(id)) {
+            return Err(ApiError::invalid_request(
+                "client_id must be 1 to 255 printable ASCII characters without surrounding spaces",
+            ));
         }
+        Ok(Self { grant, client_id })
     }
+}
+
+/// RFC 6749 allows any printable ASCII in a `client_id` (Appendix A.1); the tokens' rule also
+/// refuses surrounding spaces, which a header value would lose.
+fn is_client_id(id: &str) -> bool {
+    id.len() <= MAX_CLIENT_ID_CHARS && fits_a_header(id)
 }
 
 /// What the grants work with, taken from the handler's typed guards.
@@ -140,7 +162,7 @@ async fn token(
     let FormOrJson(request, now) = body.map_err(ApiError::as_oauth)?;
     // The request's own faults first: a client must learn that its request is wrong even
     // while this replica cannot sign.
-    let grant_request = GrantRequest::read(request)?;
+    let ClientRequest { grant, client_id } = ClientRequest::read(request)?;
     // Before any grant commits: a replica that cannot sign (or draw the token's id) refuses
     // without spending a refresh token or starting a session.
     let ring = keys.for_signing(db, now).await?;
@@ -156,14 +178,14 @@ async fn token(
         clock,
         now,
     };
-    let grant = match grant_request {
+    let grant = match grant {
         GrantRequest::Password {
             username,
             password,
             scope,
-        } => password_grant(&grants, (username, password), scope).await?,
+        } => password_grant(&grants, (username, password), scope, client_id).await?,
         GrantRequest::RefreshToken { presented, scope } => {
-            refresh_grant(&grants, presented, scope).await?
+            refresh_grant(&grants, (presented, client_id), scope).await?
         }
     };
     Ok(NoStore::new(Json(respond(
@@ -182,12 +204,13 @@ async fn password_grant(
     grants: &Grants<'_>,
     credentials: (String, String),
     scope: Option<String>,
+    client_id: Option<String>,
 ) -> Result<Grant, ApiError> {
     let charge = grants
         .limit
         .charge_failure(grants.db, grants.clock, grants.client_ip)
         .await?;
-    let grant = charged_password_grant(grants, credentials, scope, &charge).await;
+    let grant = charged_password_grant(grants, credentials, (scope, client_id), &charge).await;
     charge.settle(grants.db, grants.clock).await;
     grant
 }
@@ -195,7 +218,7 @@ async fn password_grant(
 async fn charged_password_grant(
     grants: &Grants<'_>,
     (username, password): (String, String),
-    scope: Option<String>,
+    (scope, client_id): (Option<String>, Option<String>),
     charge: &FailureCharge<'_>,
 ) -> Result<Grant, ApiError> {
     let (now, cfg) = (grants.now, grants.config.lockout);
@@ -241,8 +264,7 @@ async fn charged_password_grant(
         grants,
         (user, typed_form_hash),
         &attempt,
-        granted,
-        scope,
+        (granted, scope, client_id),
         password,
     )
     .await
@@ -285,8 +307,7 @@ async fn start_session(
     grants: &Grants<'_>,
     (mut user, mut typed_form_hash): (User, bool),
     attempt: &Attempt,
-    scope: Option<String>,
-    requested: Option<String>,
+    (scope, requested, client_id): (Option<String>, Option<String>, Option<String>),
     password: String,
 ) -> Result<Commit, ApiError> {
     let (now, ttl) = (grants.now, grants.config.session_ttl_secs);
@@ -299,6 +320,7 @@ async fn start_session(
             None
         };
         let (checked, scope, requested) = (user.clone(), scope.clone(), requested.clone());
+        let client_id = client_id.clone();
         let attempt = attempt.clone();
         let outcome = grants
             .db
@@ -331,8 +353,17 @@ async fn start_session(
                         let detail = serde_json::json!({});
                         audit::record(c, now, "password_rehashed", Some(&checked.id), &detail)?;
                     }
-                    let grant = sessions::start(c, &checked.id, &scope, now, ttl)?;
-                    let detail = serde_json::json!({"sid": grant.session.id});
+                    let new = NewSession {
+                        user_id: &checked.id,
+                        scope: &scope,
+                        client_id: client_id.as_deref(),
+                    };
+                    let grant = sessions::start(c, &new, now, ttl)?;
+                    let sid = &grant.session.id;
+                    let detail = match &client_id {
+                        Some(client_id) => serde_json::json!({"sid": sid, "client_id": client_id}),
+                        None => serde_json::json!({"sid": sid}),
+                    };
                     audit::record(c, now, "login_ok", Some(&checked.id), &detail)?;
                     Ok(Ok(Commit::Started(grant)))
                 })
@@ -376,7 +407,7 @@ fn granted_scope(config: &Config, requested: Option<&str>, user: &User) -> Optio
 
 async fn refresh_grant(
     grants: &Grants<'_>,
-    presented: String,
+    (presented, client_id): (String, Option<String>),
     scope: Option<String>,
 ) -> Result<Grant, ApiError> {
     let (grace, now) = (grants.config.refresh_grace_secs, grants.now);
@@ -404,7 +435,8 @@ async fn refresh_grant(
         .db
         .run(move |c| {
             write_tx(c, |c| {
-                let rotation = sessions::rotate(c, &presented, (now, database_now), grace)?;
+                let presented = (presented.as_str(), client_id.as_deref());
+                let rotation = sessions::rotate(c, presented, (now, database_now), grace)?;
                 // Rolled back with the rotation: the client asks again a second later. Not a
                 // retry inside the grace window, which must not be held past it.
                 if let Rotation::Rotated(grant) = &rotation {
@@ -425,6 +457,11 @@ async fn refresh_grant(
             grants.metrics.refresh_reuse_detected.inc();
             return Err(ApiError::InvalidGrant(
                 "the refresh token was already used; the session has been revoked",
+            ));
+        }
+        Rotation::OtherClient => {
+            return Err(ApiError::InvalidGrant(
+                "the refresh token was issued to another client",
             ));
         }
         Rotation::Invalid => {
@@ -490,6 +527,7 @@ fn respond(
         jti,
         sid: grant.session.id.clone(),
         scope: grant.session.scope.clone(),
+        client_id: grant.session.client_id.clone(),
     };
     let access_token = sign_access_token(signer, &claims)
         .map_err(|e| ApiError::Internal(format!("signing: {e}")))?;

@@ -17,6 +17,9 @@ pub struct Session {
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
+    /// The client the login named (RFC 6749 §3.2.1): its access tokens name it, and only it
+    /// may refresh them.
+    pub client_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Queryable)]
@@ -57,6 +60,9 @@ pub enum Rotation {
     /// An already-rotated token outside the grace window: its session must end
     /// ([`end_for_reuse`]).
     ReuseDetected(Reuse),
+    /// The session was started for another client than the one refreshing (RFC 6749 §6):
+    /// refused, and not spent.
+    OtherClient,
     Invalid,
 }
 
@@ -68,22 +74,29 @@ pub struct Reuse {
     token_created_at: i64,
 }
 
+/// What a login starts a session for: its user, the scopes granted and the client named.
+pub struct NewSession<'a> {
+    pub user_id: &'a str,
+    pub scope: &'a str,
+    pub client_id: Option<&'a str>,
+}
+
 /// Starts a session with its first refresh token. Call it inside a write transaction, with the
 /// rest of the login's writes (one commit per login).
 pub fn start(
     conn: &mut DbConn,
-    user_id: &str,
-    scope: &str,
+    new: &NewSession<'_>,
     now: i64,
     ttl_secs: u32,
 ) -> Result<Grant, ApiError> {
     let session = Session {
         id: ids::new_id()?,
-        user_id: user_id.to_owned(),
-        scope: scope.to_owned(),
+        user_id: new.user_id.to_owned(),
+        scope: new.scope.to_owned(),
         created_at: now,
         expires_at: now + i64::from(ttl_secs),
         revoked_at: None,
+        client_id: new.client_id.map(str::to_owned),
     };
     let refresh_token = ids::new_secret()?;
     diesel::insert_into(sessions::table)
@@ -93,6 +106,7 @@ pub fn start(
             sessions::scope.eq(&session.scope),
             sessions::created_at.eq(now),
             sessions::expires_at.eq(session.expires_at),
+            sessions::client_id.eq(&session.client_id),
         ))
         .execute(conn)?;
     insert_token(
@@ -136,10 +150,11 @@ fn insert_token(
 /// window. A reuse writes nothing here: the caller ends the session in the revocation
 /// service's own transaction ([`end_for_reuse`]), so only a reuse, not every refresh, takes the
 /// revocations' write lock. What makes it a reuse (a rotation past its grace, a successor
-/// rotated in turn) never goes back, so nothing is lost between.
+/// rotated in turn) never goes back, so nothing is lost between. A `client_id` the refresh
+/// names must be the session's; a refresh naming none is taken from the session's client.
 pub fn rotate(
     conn: &mut DbConn,
-    presented: &str,
+    (presented, client_id): (&str, Option<&str>),
     (now, database_now): (i64, i64),
     grace_secs: u32,
 ) -> Result<Rotation, ApiError> {
@@ -168,7 +183,10 @@ pub fn rotate(
         else {
             return Ok(Rotation::Invalid);
         };
-        if session.revoked_at.is_some() || session.expires_at <= now || disabled {
+        let dead = session.revoked_at.is_some() || session.expires_at <= now || disabled;
+        let other_client = client_id
+            .is_some_and(|asked| session.client_id.as_deref().is_some_and(|own| own != asked));
+        if dead || other_client {
             // Refused, so not spent: a replica whose clock is behind this one's may still take
             // it, and would otherwise find it rotated with no successor and call it reuse.
             if won {
@@ -179,7 +197,11 @@ pub fn rotate(
                     ))
                     .execute(conn)?;
             }
-            return Ok(Rotation::Invalid);
+            return Ok(if dead {
+                Rotation::Invalid
+            } else {
+                Rotation::OtherClient
+            });
         }
         // Whole seconds: a grace of N admits a retry N to N + 1 s after the rotation; 0 none.
         let within_grace = grace_secs > 0

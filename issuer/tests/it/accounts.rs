@@ -371,31 +371,6 @@ async fn a_password_change_counts_only_live_sessions(backend: Backend) {
     );
 }
 
-/// Every client is public (README: no client registry): a `client_id`, a `client_secret` or an
-/// `Authorization: Basic` header at the token endpoint is accepted and not checked, as an OAuth
-/// library configured for a confidential client sends them.
-async fn client_credentials_are_accepted_and_not_checked(backend: Backend) {
-    use rocket::http::{ContentType, Header};
-    let app = TestApp::start(backend).await;
-    app.register("alice").await;
-    let session = app
-        .login_with("alice", "&client_id=web&client_secret=anything")
-        .await;
-    assert_eq!(app.me(str_of(&session, "access_token")).await.0, Status::Ok);
-    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
-    let response = app
-        .client
-        .post("/v1/token")
-        .header(ContentType::Form)
-        .header(Header::new("Authorization", "Basic d2ViOmFueXRoaW5n"))
-        .body(body)
-        .dispatch()
-        .await;
-    let (status, json, _) = crate::common::decode(response).await;
-    assert_eq!(status, Status::Ok, "{json}");
-    assert_eq!(app.me(str_of(&json, "access_token")).await.0, Status::Ok);
-}
-
 /// `POST /v1/users` answers with a `Location` that resolves, for the user and for admins only.
 async fn the_location_of_a_new_user_resolves(backend: Backend) {
     let app = TestApp::start(backend).await;
@@ -497,7 +472,6 @@ crate::on_both_backends!(
     requests_are_counted_by_route_and_status,
     password_change_revokes_the_other_sessions,
     a_password_change_counts_only_live_sessions,
-    client_credentials_are_accepted_and_not_checked,
     the_location_of_a_new_user_resolves,
     registration_rules,
     login_issues_verifiable_tokens,

@@ -23,6 +23,7 @@ mod bad_input;
 mod binary;
 mod cleanup;
 mod cli;
+mod clients;
 mod commands;
 mod credentials;
 mod db_errors;

@@ -381,6 +381,7 @@ mod tests {
                 jti: jti.into(),
                 sid: sid.into(),
                 scope: String::new(),
+                client_id: None,
             },
             "kid-1",
         )

@@ -186,6 +186,7 @@ pub mod testing {
                 jti: id(rng),
                 sid: id(rng),
                 scope: String::new(),
+                client_id: None,
             },
             &kid,
         )

@@ -45,6 +45,7 @@ pub fn claims() -> TokenClaims {
         jti: "jti-1".into(),
         sid: "sid-1".into(),
         scope: "read write".into(),
+        client_id: Some("fixture-app".into()),
     }
 }
 

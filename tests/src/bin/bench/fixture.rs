@@ -46,6 +46,7 @@ impl Fixture {
             jti: "at-0b7e3c55d2a94e21".into(),
             sid: "sid-6a0f51c8b3d24e77".into(),
             scope: "read write".into(),
+            client_id: None,
         };
         let token = sign_access_token(&key, &claims).expect("sign");
         let revoked = TokenClaims {
