@@ -68,6 +68,7 @@ pub struct Metrics {
     /// `SnapshotOptions::DEFAULT_MAX_BYTES` (8 MiB), and alerting well before that is the
     /// operator's warning.
     pub list_bytes: Family<ListLabels, Gauge>,
+    pub capacity: Capacity,
     hash_seconds: Histogram,
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<RequestLabels, Histogram>,
@@ -125,6 +126,7 @@ impl Default for Metrics {
             "JWKS documents served (edges fetch on unknown kids)",
         );
         let (maintenance_failures, list_bytes) = register_operations(&mut registry);
+        let capacity = Capacity::register(&mut registry);
         let hash_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
             "password_hash_seconds",
@@ -170,6 +172,7 @@ impl Default for Metrics {
             jwks_served,
             maintenance_failures,
             list_bytes,
+            capacity,
             hash_seconds,
             requests,
             request_seconds,
@@ -229,6 +232,71 @@ fn register_operations(
         InfoMetric::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
     );
     (maintenance_failures, list_bytes)
+}
+
+/// How close a replica is to what it can do: its database calls against the pool, and the age
+/// of its key ring against the age past which it stops signing.
+pub struct Capacity {
+    /// `db_pool_size`, set at ignite.
+    pub db_pool_size: Gauge,
+    /// Calls waiting for one of the pool's permits ([`Held`] by `Db::run`).
+    pub db_calls_waiting: Gauge,
+    /// Calls holding a permit: on a connection, or about to be.
+    pub db_calls_running: Gauge,
+    /// When the key ring in use was read (Unix seconds), and the age past which the replica
+    /// re-reads it before signing and refuses to sign if it cannot: set as `/metrics` is served.
+    pub key_ring_read_at: Gauge,
+    pub key_ring_max_age: Gauge,
+}
+
+impl Capacity {
+    fn register(registry: &mut Registry) -> Self {
+        let mut gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        Self {
+            db_pool_size: gauge(
+                "db_pool_size",
+                "Connections the pool may open (db_pool_size)",
+            ),
+            db_calls_waiting: gauge(
+                "db_calls_waiting",
+                "Database calls waiting for a connection's permit (answered 503 busy after \
+                 db_timeout_ms)",
+            ),
+            db_calls_running: gauge(
+                "db_calls_running",
+                "Database calls holding a connection's permit: at db_pool_size, the next waits",
+            ),
+            key_ring_read_at: gauge(
+                "key_ring_read_timestamp_seconds",
+                "When this replica last read its signing key ring (Unix seconds)",
+            ),
+            key_ring_max_age: gauge(
+                "key_ring_max_age_seconds",
+                "Past this age the key ring is re-read before signing, and nothing is signed \
+                 while it cannot be (2 x cleanup_interval_secs)",
+            ),
+        }
+    }
+}
+
+/// One more on `gauge` while it lives: a call waiting or running, however it ends.
+pub struct Held(Gauge);
+
+impl Held {
+    pub fn on(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Counts every response and its latency, by route template, method and status class.

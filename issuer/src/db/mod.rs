@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use diesel::connection::SimpleConnection as _;
 use diesel::r2d2::{self, ManageConnection, R2D2Connection as _};
 use diesel::{Connection as _, PgConnection, SqliteConnection};
+use prometheus_client::metrics::gauge::Gauge;
 use rocket::fairing::AdHoc;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::metrics::{DbLabels, DbUnavailable, Metrics};
+use crate::metrics::{DbLabels, DbUnavailable, Held, Metrics};
 
 #[derive(diesel::MultiConnection)]
 pub enum DbConn {
@@ -283,6 +284,9 @@ pub struct Db {
     /// Counted here, where the 503 is decided; `/metrics` shows them once the server's stage
     /// hands over its family (commands count into one nobody reads).
     unavailable: DbUnavailable,
+    /// The calls waiting for a permit and holding one, handed over the same way.
+    waiting: Gauge,
+    running: Gauge,
 }
 
 impl Db {
@@ -324,6 +328,8 @@ impl Db {
             url: url.clone(),
             timeout,
             unavailable: DbUnavailable::default(),
+            waiting: Gauge::default(),
+            running: Gauge::default(),
         })
     }
 
@@ -342,14 +348,17 @@ impl Db {
     {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let acquire = Arc::clone(&self.permits).acquire_owned();
+        let waiting = Held::on(&self.waiting);
         let permit = tokio::time::timeout_at(deadline, acquire)
             .await
             .map_err(|_| Unavailable::Busy.answer(&self.unavailable))?
             .map_err(|_| ApiError::unavailable("database pool closed"))?;
+        drop(waiting);
+        let running = Held::on(&self.running);
         let (pool, timeout, counts) = (self.pool.clone(), self.timeout, self.unavailable.clone());
         let deadline = deadline.into_std();
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let (_permit, _running) = (permit, running);
             // Time queued for a blocking thread counts too (`max_blocking` below the pool size,
             // or other blocking work): a call that starts past its deadline does nothing.
             let wait_left = deadline.saturating_duration_since(Instant::now());
@@ -456,6 +465,8 @@ pub fn stage() -> AdHoc {
             return Err(rocket);
         };
         let counts = metrics.db_unavailable.clone();
+        let capacity = &metrics.capacity;
+        capacity.db_pool_size.set(i64::from(config.db_pool_size));
         // Every reason at 0 from the start, so a rate or an alert sees the series before the
         // first 503.
         for reason in Unavailable::ALL {
@@ -464,6 +475,8 @@ pub fn stage() -> AdHoc {
         match open(config) {
             Ok(mut db) => {
                 db.unavailable = counts;
+                db.waiting = capacity.db_calls_waiting.clone();
+                db.running = capacity.db_calls_running.clone();
                 tracing::info!(database = %db.url().describe(), "database ready, migrations applied");
                 Ok(rocket.manage(db))
             }

@@ -75,6 +75,12 @@ const REREAD_INTERVAL: Duration = Duration::from_secs(1);
 const UNREADABLE: &str = "the signing keys could not be read";
 
 impl KeyRing {
+    /// When the ring in use was read (Unix seconds), and the age past which it is read again
+    /// before signing ([`Self::for_signing`]): for `/metrics`.
+    pub fn read_at_and_max_age(&self) -> (i64, i64) {
+        (self.current().read_at_secs, max_ring_age(&self.config))
+    }
+
     pub fn current(&self) -> Arc<KeyState> {
         self.state.read().map_or_else(
             |poisoned| Arc::clone(&poisoned.into_inner()),

@@ -87,7 +87,10 @@ impl<'r> Responder<'r, 'static> for Readiness {
 }
 
 #[get("/metrics")]
-fn metrics(metrics: &State<Arc<Metrics>>) -> (ContentType, String) {
+fn metrics(metrics: &State<Arc<Metrics>>, keys: &State<Arc<KeyRing>>) -> (ContentType, String) {
+    let (read_at, max_age) = keys.read_at_and_max_age();
+    metrics.capacity.key_ring_read_at.set(read_at);
+    metrics.capacity.key_ring_max_age.set(max_age);
     (
         ContentType::new("application", "openmetrics-text")
             .with_params([("version", "1.0.0"), ("charset", "utf-8")]),

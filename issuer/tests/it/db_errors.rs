@@ -258,8 +258,27 @@ async fn a_call_waits_for_a_connection_no_longer_than_the_deadline(backend: Back
     });
     held.await.unwrap();
     let asked = Instant::now();
-    let waited = db.run(|c| c.ping().map_err(ApiError::from)).await;
-    let took = asked.elapsed();
+    let waiter = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let waited = db.run(|c| c.ping().map_err(ApiError::from)).await;
+            (waited, asked.elapsed())
+        }
+    });
+    // What /metrics shows meanwhile: the pool full, and a call waiting for it.
+    assert_eq!(app.metric("gatehouse_db_pool_size").await, 1);
+    assert_eq!(app.metric("gatehouse_db_calls_running").await, 1);
+    let mut waiting = 0;
+    // A bound against a hang: the spawned call reaches its wait at once.
+    for _ in 0..100 {
+        waiting = app.metric("gatehouse_db_calls_waiting").await;
+        if waiting == 1 || waiter.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(waiting, 1);
+    let (waited, took) = waiter.await.unwrap();
     assert_eq!(waited.map_err(|e| e.code()), Err("temporarily_unavailable"));
     // Given up near the deadline, while the connection was still held (for eight deadlines):
     // the bound is the deadline's, with room for a loaded machine, well short of the hold.
@@ -277,12 +296,38 @@ async fn a_call_waits_for_a_connection_no_longer_than_the_deadline(backend: Back
     assert!(holder.await.unwrap().is_ok());
     assert!(unavailable_count(&app, "busy").await >= 1);
     assert!(db.ping().await);
+    // A call given up waiting, and one that ended, hold nothing.
+    assert_eq!(app.metric("gatehouse_db_calls_waiting").await, 0);
+    assert_eq!(app.metric("gatehouse_db_calls_running").await, 0);
 }
 
 /// What an operator watches besides requests: a periodic task that fails is counted by task
-/// (it was only logged), each list's size against the 8 MiB edges take, and the version.
+/// (it was only logged), the key ring's read time against the age past which it stops
+/// signing, each list's size against the 8 MiB edges take, and the version.
 async fn failing_maintenance_list_sizes_and_the_version_are_in_the_metrics(backend: Backend) {
     let app = TestApp::start_with(backend, |c| c.cleanup_interval_secs = 1).await;
+    // The key ring's age against the age past which it stops signing: read at start, again
+    // at each tick.
+    let read_at = "gatehouse_key_ring_read_timestamp_seconds";
+    assert_eq!(app.metric("gatehouse_key_ring_max_age_seconds").await, 2);
+    let first_read = app.metric(read_at).await;
+    let now = u64::try_from(app.clock().now()).unwrap();
+    assert!(
+        first_read <= now && first_read + 60 > now,
+        "{first_read} at {now}"
+    );
+    let mut reread = false;
+    for _ in 0..100 {
+        if app.metric(read_at).await > first_read {
+            reread = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reread,
+        "the key ring was not read again in 10 s of 1 s ticks"
+    );
     let failures = "gatehouse_maintenance_failures_total{task=\"lifetime_announcement\"}";
     let (_, before) = app.send("GET", "/metrics", None, None).await;
     assert!(
@@ -308,6 +353,24 @@ async fn failing_maintenance_list_sizes_and_the_version_are_in_the_metrics(backe
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(counted, "no {failures} after 10 s of 1 s ticks");
+    // The ring is read with the lifetimes the table announced: not again while it is gone,
+    // which the timestamp shows, tick after tick.
+    let key_refresh_failures = "gatehouse_maintenance_failures_total{task=\"key_refresh\"}";
+    let (stuck, failed) = (
+        app.metric(read_at).await,
+        app.metric(key_refresh_failures).await,
+    );
+    assert!(failed >= 1);
+    let mut ticked = false;
+    for _ in 0..100 {
+        if app.metric(key_refresh_failures).await > failed {
+            ticked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ticked, "no tick in 10 s of 1 s ticks");
+    assert_eq!(app.metric(read_at).await, stuck);
     assert!(app.metric(failures).await >= 1);
 
     let response = app.client.get("/v1/revocations").dispatch().await;
