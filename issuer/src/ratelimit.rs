@@ -70,9 +70,16 @@ impl RateLimit {
             kept: AtomicBool::new(false),
         };
         if let Some((client, budget)) = charge.shared.clone() {
-            let now = clock.now_ms();
+            // The time the row is read at, not the time the call was queued: a failure recorded
+            // meanwhile (a parallel attempt's) is stamped later, and judged from before it, it
+            // would look one interval from being paid off and refuse this charge within budget.
+            let (queued_ms, queued) = (clock.now_ms(), Instant::now());
             let spent = db
-                .run(move |c| failure_budget::spent(c, &client, now, budget))
+                .run(move |c| {
+                    let waited = i64::try_from(queued.elapsed().as_millis()).unwrap_or(i64::MAX);
+                    let now = queued_ms.saturating_add(waited);
+                    failure_budget::spent(c, &client, now, budget)
+                })
                 .await?;
             if let Some(wait_ms) = spent {
                 return Err(refused(Duration::from_millis(wait_ms.unsigned_abs())));
