@@ -16,6 +16,7 @@ pub mod drain;
 pub mod error;
 pub mod ids;
 pub mod keys;
+pub mod log_gate;
 pub mod maintenance;
 pub mod metrics;
 pub mod password;

@@ -151,7 +151,10 @@ impl FailureCharge<'_> {
             .run(move |c| failure_budget::record_failure(c, &client, now, budget))
             .await;
         if let Err(e) = recorded {
-            tracing::warn!(error = %e, "a failed password grant was not recorded for the other replicas");
+            crate::warn_at_most_every_interval!(
+                error = %e,
+                "a failed password grant was not recorded for the other replicas"
+            );
         }
     }
 }

@@ -247,11 +247,11 @@ fn classify_failure<T>(
 ) -> Result<T, ApiError> {
     match result {
         Err(ApiError::Database(detail)) if conn.is_broken() || conn.ping().is_err() => {
-            tracing::warn!(error = %detail, "database connection lost");
+            crate::warn_at_most_every_interval!(error = %detail, "database connection lost");
             Err(Unavailable::Lost.answer(counts))
         }
         Err(ApiError::Database(detail)) if ran_out => {
-            tracing::warn!(error = %detail, "database call ran out of time");
+            crate::warn_at_most_every_interval!(error = %detail, "database call ran out of time");
             Err(Unavailable::TimedOut.answer(counts))
         }
         other => other,
