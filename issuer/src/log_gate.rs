@@ -85,7 +85,7 @@ mod tests {
         assert_eq!(gate.admit_at(5 + interval - 1), None);
         assert_eq!(gate.admit_at(5 + interval), Some(2));
         assert_eq!(gate.admit_at(5 + interval), None);
-        // Quiet for long: the next line comes at once, with nothing left out.
+        // Quiet for long: the next line comes at once, with the one left out before it.
         assert_eq!(gate.admit_at(100 * interval), Some(1));
         assert_eq!(gate.admit_at(200 * interval), Some(0));
     }

@@ -72,7 +72,8 @@ impl RateLimit {
         if let Some((client, budget)) = charge.shared.clone() {
             // The time the row is read at, not the time the call was queued: a failure recorded
             // meanwhile (a parallel attempt's) is stamped later, and judged from before it, it
-            // would look one interval from being paid off and refuse this charge within budget.
+            // would look one interval from being paid off and refuse this charge within budget
+            // (the milliseconds the two readings may still differ by: `failure_budget::spent`).
             let (queued_ms, queued) = (clock.now_ms(), Instant::now());
             let spent = db
                 .run(move |c| {

@@ -86,13 +86,13 @@ export function readOptions(options) {
   // again once this runs out, and only an ask within the window gets the same successor.
   const requestTimeoutMs = seconds('requestTimeoutSeconds', options.requestTimeoutSeconds, DEFAULT_TIMEOUT_SECONDS, { min: 0.001, max: 3600 }) * 1000;
   const share = flag('shareAcrossTabs', options.shareAcrossTabs, true);
-  // What the issuer takes as a `client_id` (RFC 6749 Appendix A.1, less surrounding spaces),
-  // refused here rather than on the first login.
-  const clientId = options.clientId;
-  if (clientId !== undefined && !(typeof clientId === 'string' && /^[!-~]([ -~]{0,253}[!-~])?$/.test(clientId))) {
-    throw new GatehouseClientError('invalid_options', 'clientId must be 1 to 255 printable ASCII characters without surrounding spaces');
-  }
-  const name = options.channelName ?? `gatehouse:${issuer || here || ''}`;
+  // Checked by the issuer (a login under a `clientId` it cannot take is `invalid_request`),
+  // not here: the browser entry's bytes are budgeted (docs/performance.md, row 4).
+  const { clientId } = options;
+  // Two apps of one origin under different client ids keep apart: a session is bound to its
+  // client, and one app refreshing the other's would be refused and sign every tab out.
+  const name = options.channelName ?? `gatehouse:${issuer || here || ''}${clientId ? ` client:${clientId}` : ''}`;
+
   // Tabs only: on a server (Node has BroadcastChannel too) a channel would keep the process
   // alive and hand one user's tokens to another instance.
   const tabs = share && typeof BroadcastChannel === 'function' && typeof globalThis.document !== 'undefined';

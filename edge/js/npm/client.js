@@ -365,7 +365,7 @@ export class GatehouseClient {
     else closeChannel();
   }
 
-  /** `POST /v1/token`, naming the app's client: the issuer binds the session to it. */
+  /** `POST /v1/token`. */
   #token(form) {
     return this.#postForm('/v1/token', this.#clientId ? { ...form, client_id: this.#clientId } : form);
   }

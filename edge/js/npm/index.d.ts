@@ -75,7 +75,8 @@ export interface GatehouseClientOptions {
   /** This app's OAuth `client_id`, sent with every login and refresh: the issuer names it in
    * the access tokens (RFC 9068) and refuses the session's refresh under another. Not
    * authenticated: the issuer keeps no client registry. 1 to 255 printable ASCII characters
-   * without surrounding spaces. */
+   * without surrounding spaces: the issuer refuses a login under another with
+   * `invalid_request`. */
   clientId?: string;
   /**
    * Origins besides this page's and the issuer's that `fetch` sends the access token to
@@ -91,7 +92,8 @@ export interface GatehouseClientOptions {
   /** Default: memory only, shared with the other tabs of this origin. */
   storage?: TokenStorage;
   /** The BroadcastChannel that tabs share tokens over, and the prefix of the Web Lock and storage
-   * key (default `gatehouse:` and the issuer's URL, so clients of two issuers never share). */
+   * key (default `gatehouse:` and the issuer's URL, with the `clientId` after it when there is
+   * one, so clients of two issuers, or two clients of one, never share). */
   channelName?: string;
   /** Share the session with this origin's other tabs (default true). Any script on the origin
    * can ask the tabs for it over the channel; `false` keeps each tab's session to itself. */

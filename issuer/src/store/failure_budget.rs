@@ -40,6 +40,11 @@ impl Budget {
     }
 }
 
+/// Waits this short are none: the stamps are whole milliseconds from two readings of the
+/// clock, and a parallel attempt's failure recorded just as `now_ms` was read may carry a stamp
+/// a millisecond or two after it.
+const STAMP_SLACK_MS: i64 = 10;
+
 /// How long until `client` may try again at `now_ms`: `None` while its recorded failures leave
 /// room for one more.
 pub fn spent(
@@ -55,7 +60,7 @@ pub fn spent(
         .optional()?;
     Ok(paid_off_at
         .map(|at| at - now_ms - budget.headroom_ms())
-        .filter(|wait| *wait > 0))
+        .filter(|wait| *wait > STAMP_SLACK_MS))
 }
 
 /// Records one failed password grant of `client` at `now_ms`: its row, brought up to now if it

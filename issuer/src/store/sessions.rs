@@ -17,8 +17,8 @@ pub struct Session {
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
-    /// The client the login named (RFC 6749 §3.2.1): its access tokens name it, and only it
-    /// may refresh them.
+    /// The client the login named (RFC 6749 §3.2.1): its access tokens name it, and a refresh
+    /// naming another client is refused.
     pub client_id: Option<String>,
 }
 
@@ -183,12 +183,9 @@ pub fn rotate(
         else {
             return Ok(Rotation::Invalid);
         };
-        let dead = session.revoked_at.is_some() || session.expires_at <= now || disabled;
-        let other_client = client_id
-            .is_some_and(|asked| session.client_id.as_deref().is_some_and(|own| own != asked));
-        if dead || other_client {
-            // Refused, so not spent: a replica whose clock is behind this one's may still take
-            // it, and would otherwise find it rotated with no successor and call it reuse.
+        // Refused, so not spent: a replica whose clock is behind this one's may still take
+        // it, and would otherwise find it rotated with no successor and call it reuse.
+        let unspend = |conn: &mut DbConn| -> Result<(), ApiError> {
             if won {
                 diesel::update(refresh_tokens::table.find(&hash))
                     .set((
@@ -197,12 +194,16 @@ pub fn rotate(
                     ))
                     .execute(conn)?;
             }
-            return Ok(if dead {
-                Rotation::Invalid
-            } else {
-                Rotation::OtherClient
-            });
+            Ok(())
+        };
+        if session.revoked_at.is_some() || session.expires_at <= now || disabled {
+            unspend(conn)?;
+            return Ok(Rotation::Invalid);
         }
+        // Judged only where the token would be taken: a token past its use is reuse, whichever
+        // client names it.
+        let other_client = client_id
+            .is_some_and(|asked| session.client_id.as_deref().is_some_and(|own| own != asked));
         // Whole seconds: a grace of N admits a retry N to N + 1 s after the rotation; 0 none.
         let within_grace = grace_secs > 0
             && row
@@ -217,6 +218,10 @@ pub fn rotate(
             };
             let successor = ids::successor_secret(presented, nonce);
             let successor_hash = ids::hash_secret(&successor);
+            if won && other_client {
+                unspend(conn)?;
+                return Ok(Rotation::OtherClient);
+            }
             if won {
                 insert_token(
                     conn,
@@ -237,6 +242,9 @@ pub fn rotate(
                 .first::<Option<i64>>(conn)
                 .optional()?
                 .is_some_and(|rotated| rotated.is_none());
+            if successor_current && other_client {
+                return Ok(Rotation::OtherClient);
+            }
             if successor_current {
                 return Ok(Rotation::Retried(Grant {
                     session,

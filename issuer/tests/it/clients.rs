@@ -124,6 +124,21 @@ async fn a_named_client_is_in_every_token_of_its_session(backend: Backend) {
         None,
         "the session's client, not the refresh's"
     );
+
+    // A token past its use is reuse whichever client names it: the session ends.
+    app.clock().advance(10);
+    let (status, reused) = refresh_as(&app, str_of(&first, "refresh_token"), "other").await;
+    assert_eq!(status, Status::BadRequest, "{reused}");
+    assert!(
+        str_of(&reused, "error_description").contains("already used"),
+        "{reused}"
+    );
+    let (status, ended) = app.refresh(str_of(&third, "refresh_token")).await;
+    assert_eq!(
+        (status, str_of(&ended, "error")),
+        (Status::BadRequest, "invalid_grant"),
+        "{ended}"
+    );
 }
 
 async fn a_client_id_is_printable_ascii_within_bounds(backend: Backend) {
