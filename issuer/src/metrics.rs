@@ -68,6 +68,9 @@ pub struct Metrics {
     /// `SnapshotOptions::DEFAULT_MAX_BYTES` (8 MiB), and alerting well before that is the
     /// operator's warning.
     pub list_bytes: Family<ListLabels, Gauge>,
+    /// The seq of the last list of each kind this replica signed: what an edge's health
+    /// details (`seq`) are compared with.
+    list_seq: Family<ListLabels, Gauge>,
     pub capacity: Capacity,
     hash_seconds: Histogram,
     requests: Family<RequestLabels, Counter>,
@@ -125,7 +128,7 @@ impl Default for Metrics {
             "jwks_served",
             "JWKS documents served (edges fetch on unknown kids)",
         );
-        let (maintenance_failures, list_bytes) = register_operations(&mut registry);
+        let (maintenance_failures, list_bytes, list_seq) = register_operations(&mut registry);
         let capacity = Capacity::register(&mut registry);
         let hash_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
@@ -172,6 +175,7 @@ impl Default for Metrics {
             jwks_served,
             maintenance_failures,
             list_bytes,
+            list_seq,
             capacity,
             hash_seconds,
             requests,
@@ -181,9 +185,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The gauge of `list`'s size (`snapshot`, `delta`).
-    pub fn list_bytes_of(&self, list: &'static str) -> Gauge {
-        self.list_bytes.get_or_create(&ListLabels { list }).clone()
+    /// The gauges of `list`'s size and seq (`snapshot`, `delta`).
+    pub fn list_gauges_of(&self, list: &'static str) -> (Gauge, Gauge) {
+        let labels = ListLabels { list };
+        (
+            self.list_bytes.get_or_create(&labels).clone(),
+            self.list_seq.get_or_create(&labels).clone(),
+        )
     }
 
     /// Counts a failure of a periodic task.
@@ -209,9 +217,14 @@ impl Metrics {
 
 /// What an operator watches besides requests: failing periodic tasks, the lists' size against
 /// what edges take, and the version each replica runs (for a rolling upgrade).
+#[allow(clippy::type_complexity)] // the three families it registers, in order
 fn register_operations(
     registry: &mut Registry,
-) -> (Family<TaskLabels, Counter>, Family<ListLabels, Gauge>) {
+) -> (
+    Family<TaskLabels, Counter>,
+    Family<ListLabels, Gauge>,
+    Family<ListLabels, Gauge>,
+) {
     let maintenance_failures = Family::<TaskLabels, Counter>::default();
     registry.register(
         "maintenance_failures",
@@ -231,7 +244,14 @@ fn register_operations(
         "The issuer's version",
         InfoMetric::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
     );
-    (maintenance_failures, list_bytes)
+    let list_seq = Family::<ListLabels, Gauge>::default();
+    registry.register(
+        "revocation_list_seq",
+        "Seq of the last signed revocation list of each kind (snapshot, delta) this replica \
+         built; an edge's health details name the seq it holds",
+        list_seq.clone(),
+    );
+    (maintenance_failures, list_bytes, list_seq)
 }
 
 /// How close a replica is to what it can do: its database calls against the pool, and the age

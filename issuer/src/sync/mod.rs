@@ -59,8 +59,8 @@ pub struct Snapshots {
     seq_reader: Mutex<()>,
     /// Reads of the newest revocation's seq (`SEQ_READ_TTL`).
     seq_reads: Counter,
-    cache: Mutex<Option<Cached>>,
-    delta: Mutex<Option<Cached>>,
+    snapshot: ListSlot,
+    delta: ListSlot,
     changed: Notify,
     /// The newest snapshot to push, and the revocations committed here that it carries (the
     /// `generation` read before it was built); each edge URL's delivery task watches it.
@@ -69,9 +69,24 @@ pub struct Snapshots {
     /// (taken, held already, or given up), for [`Self::flush`].
     delivered: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
     client: reqwest::Client,
-    /// The size of the last snapshot and delta built (`Metrics::list_bytes`).
-    snapshot_bytes: Gauge,
-    delta_bytes: Gauge,
+}
+
+/// One kind of signed list: the last one built, and its size and seq in `/metrics`.
+struct ListSlot {
+    cache: Mutex<Option<Cached>>,
+    bytes: Gauge,
+    seq: Gauge,
+}
+
+impl ListSlot {
+    fn new(metrics: &Metrics, list: &'static str) -> Self {
+        let (bytes, seq) = metrics.list_gauges_of(list);
+        Self {
+            cache: Mutex::new(None),
+            bytes,
+            seq,
+        }
+    }
 }
 
 impl Snapshots {
@@ -91,14 +106,12 @@ impl Snapshots {
             seq: std::sync::Mutex::default(),
             seq_reader: Mutex::new(()),
             seq_reads: metrics.revocation_seq_reads.clone(),
-            cache: Mutex::new(None),
-            delta: Mutex::new(None),
+            snapshot: ListSlot::new(metrics, "snapshot"),
+            delta: ListSlot::new(metrics, "delta"),
             changed: Notify::new(),
             latest: watch::Sender::new(None),
             delivered: std::sync::Mutex::default(),
             client,
-            snapshot_bytes: metrics.list_bytes_of("snapshot"),
-            delta_bytes: metrics.list_bytes_of("delta"),
         })
     }
 
@@ -165,15 +178,22 @@ impl Snapshots {
     ) -> Result<Arc<str>, ApiError> {
         let issuer = config.issuer.clone();
         let fresh = |c: &Cached| now - c.built_at < MAX_CACHE_AGE_SECS;
-        let slot = (&self.cache, &self.snapshot_bytes);
         let seq = self.high_water(db).await?;
-        Self::signed(slot, seq, db, keys, now, fresh, move |conn, key, at| {
-            let list = revocations::live_list(conn, &issuer, at)?;
-            let jws = list
-                .sign_snapshot(key)
-                .map_err(|e| ApiError::Internal(format!("signing the snapshot: {e}")))?;
-            Ok((list.seq(), jws))
-        })
+        Self::signed(
+            &self.snapshot,
+            seq,
+            db,
+            keys,
+            now,
+            fresh,
+            move |conn, key, at| {
+                let list = revocations::live_list(conn, &issuer, at)?;
+                let jws = list
+                    .sign_snapshot(key)
+                    .map_err(|e| ApiError::Internal(format!("signing the snapshot: {e}")))?;
+                Ok((list.seq(), jws))
+            },
+        )
         .await
     }
 
@@ -190,23 +210,30 @@ impl Snapshots {
         let window = i64::from(config.delta_window_secs);
         // `>=`: a delta stamped a second ahead (below) serves its own second too.
         let fresh = |c: &Cached| c.built_at >= now;
-        let slot = (&self.delta, &self.delta_bytes);
         let seq = self.high_water(db).await?;
-        Self::signed(slot, seq, db, keys, now, fresh, move |conn, key, at| {
-            let delta = revocations::delta(conn, &issuer, at, window)?;
-            let jws = delta
-                .sign(key)
-                .map_err(|e| ApiError::Internal(format!("signing the delta: {e}")))?;
-            Ok((delta.list().seq(), jws))
-        })
+        Self::signed(
+            &self.delta,
+            seq,
+            db,
+            keys,
+            now,
+            fresh,
+            move |conn, key, at| {
+                let delta = revocations::delta(conn, &issuer, at, window)?;
+                let jws = delta
+                    .sign(key)
+                    .map_err(|e| ApiError::Internal(format!("signing the delta: {e}")))?;
+                Ok((delta.list().seq(), jws))
+            },
+        )
         .await
     }
 
     /// The document in `slot` while the newest revocation's `seq` and the signing key are
     /// unchanged and `fresh` holds; else `build` (list and signature, on a database connection,
-    /// signed as of the time it is given) replaces it, and its size is recorded in `bytes`.
+    /// signed as of the time it is given) replaces it, and its size and seq are recorded.
     async fn signed(
-        (slot, bytes): (&Mutex<Option<Cached>>, &Gauge),
+        slot: &ListSlot,
         seq: i64,
         db: &Db,
         keys: &Arc<KeyRing>,
@@ -218,7 +245,7 @@ impl Snapshots {
     ) -> Result<Arc<str>, ApiError> {
         // The same rule as tokens: no list signed with a ring too old to sign with.
         let signer = keys.for_signing(db, now).await?;
-        let mut cache = slot.lock().await;
+        let mut cache = slot.cache.lock().await;
         // `>=`: a list built after another replica's revocation holds more than a seq read
         // just before it says.
         if let Some(c) = cache.as_ref()
@@ -242,9 +269,11 @@ impl Snapshots {
         let key = Arc::clone(&signer);
         let (built_seq, jws) = db.run(move |conn| build(conn, &key.signer, at)).await?;
         let jws: Arc<str> = jws.into();
-        bytes.set(i64::try_from(jws.len()).unwrap_or(i64::MAX));
+        slot.bytes.set(i64::try_from(jws.len()).unwrap_or(i64::MAX));
+        let built_seq = i64::try_from(built_seq).unwrap_or(seq);
+        slot.seq.set(built_seq);
         *cache = Some(Cached {
-            seq: i64::try_from(built_seq).unwrap_or(seq),
+            seq: built_seq,
             built_at: at,
             kid: signer.signer.kid().to_owned(),
             jws: Arc::clone(&jws),

@@ -146,6 +146,12 @@ async fn a_session_revoked_just_past_its_end_gets_its_entry(backend: Backend) {
     );
     let list = app.snapshot(&keys, app.clock().now()).await;
     assert_eq!(list.check(&claims), Some(RevocationReason::Session));
+    // What an operator compares with an edge's health details (`seq`).
+    assert!(list.seq() > 0);
+    let seq = app
+        .metric("gatehouse_revocation_list_seq{list=\"snapshot\"}")
+        .await;
+    assert_eq!(seq, list.seq());
 }
 
 async fn logout_and_logout_everywhere(backend: Backend) {
