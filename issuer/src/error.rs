@@ -189,7 +189,8 @@ impl<'r> Responder<'r, 'static> for ApiError {
         let status = self.status();
         if let Self::Internal(detail) | Self::Database(detail) = &self {
             // The path alone: a query is the client's, and may carry a token.
-            tracing::error!(%detail, method = %request.method(), path = %request.uri().path(), "internal error");
+            let request_id = crate::request_id::of(request);
+            tracing::error!(%detail, request_id, method = %request.method(), path = %request.uri().path(), "internal error");
         }
         // Bearer refusals follow the contract the edge answers with too (shared::challenge).
         let refusal = match &self {

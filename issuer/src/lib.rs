@@ -21,6 +21,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod password;
 pub mod ratelimit;
+mod request_id;
 pub mod revoker;
 mod routes;
 pub mod store;
@@ -37,6 +38,7 @@ pub fn rocket_with(figment: Figment) -> Rocket<Build> {
         .manage(Arc::new(clock::Clock::default()))
         .attach(config::stage())
         .attach(metrics::stage())
+        .attach(request_id::stage())
         .attach(drain::stage())
         .attach(db::stage())
         .attach(keys::stage())

@@ -396,7 +396,41 @@ async fn the_authorization_header_is_read_as_at_the_edge(backend: Backend) {
     }
 }
 
+/// Every answer carries `X-Request-Id`: the proxy's when it sent one made of the characters of
+/// ids, else one made here, another for each request; a client's arbitrary text never becomes
+/// one (it would reach the log of an internal error).
+async fn every_answer_names_its_request(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let id_sent = |sent: Option<&'static str>| {
+        let mut request = app.client.get("/health/live");
+        if let Some(sent) = sent {
+            request = request.header(Header::new("X-Request-Id", sent));
+        }
+        async move {
+            let response = request.dispatch().await;
+            let id = response
+                .headers()
+                .get_one("X-Request-Id")
+                .map(str::to_owned);
+            id.unwrap_or_else(|| panic!("no X-Request-Id"))
+        }
+    };
+    let (first, second) = (id_sent(None).await, id_sent(None).await);
+    assert_ne!(first, second);
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    assert_eq!(id_sent(Some(trace)).await, trace);
+    for hostile in ["a b", "<script>", "id\"x", ""] {
+        let made = id_sent(Some(hostile)).await;
+        assert!(made != hostile && !made.is_empty(), "{hostile:?}: {made}");
+    }
+    // Refusals and unknown paths too.
+    let response = app.client.get("/no/such/route").dispatch().await;
+    assert_eq!(response.status(), Status::NotFound);
+    assert!(response.headers().get_one("X-Request-Id").is_some());
+}
+
 crate::on_both_backends!(
+    every_answer_names_its_request,
     hostile_requests_get_clear_4xx,
     forms_that_decode_to_invalid_utf8_are_refused,
     error_descriptions_never_repeat_the_client_s_values,
