@@ -187,7 +187,7 @@ test('GatehouseClient: options it cannot use, a fetch that needs its own this, h
   // Misspelt names and switches that are no switch too: before, `refreshAhead: 10` kept the
   // default without a word, and any text turned `autoRefresh` on. `'true'` and `'false'` (an
   // environment variable's text) are taken below.
-  for (const options of [{ refreshAheadSeconds: NaN }, { refreshAheadSeconds: 'sixty' }, { requestTimeoutSeconds: 0 }, { requestTimeoutSeconds: Infinity }, { fetch: 'https://i.test' }, { refreshAhead: 10 }, { requestTimeout: 2 }, { autoRefresh: 'no' }, { shareAcrossTabs: 0 }]) {
+  for (const options of [{ refreshAheadSeconds: NaN }, { refreshAheadSeconds: 'sixty' }, { requestTimeoutSeconds: 0 }, { requestTimeoutSeconds: Infinity }, { fetch: 'https://i.test' }, { refreshAhead: 10 }, { requestTimeout: 2 }, { autoRefresh: 'no' }, { shareAcrossTabs: 0 }, { clientId: '' }, { clientId: null }, { clientId: 5 }]) {
     assert.throws(() => new GatehouseClient({ issuer: 'https://i.test', ...options }), (e) => e.code === 'invalid_options', JSON.stringify(options));
   }
   // On a page, an apiOrigins entry that is no URL (a bare "Invalid URL" TypeError before).

@@ -86,9 +86,11 @@ export function readOptions(options) {
   // again once this runs out, and only an ask within the window gets the same successor.
   const requestTimeoutMs = seconds('requestTimeoutSeconds', options.requestTimeoutSeconds, DEFAULT_TIMEOUT_SECONDS, { min: 0.001, max: 3600 }) * 1000;
   const share = flag('shareAcrossTabs', options.shareAcrossTabs, true);
-  // Checked by the issuer (a login under a `clientId` it cannot take is `invalid_request`),
-  // not here: the browser entry's bytes are budgeted (docs/performance.md, row 4).
+  // Only its type here (an unset build variable's `''` would quietly name no client); its
+  // characters by the issuer (a login under one it cannot take is `invalid_request`): the
+  // browser entry's bytes are budgeted (docs/performance.md, row 4).
   const { clientId } = options;
+  if (clientId !== undefined && !(typeof clientId === 'string' && clientId)) throw new GatehouseClientError('invalid_options', 'clientId must be a string');
   // Two apps of one origin under different client ids keep apart: a session is bound to its
   // client, and one app refreshing the other's would be refused and sign every tab out.
   const name = options.channelName ?? `gatehouse:${issuer || here || ''}${clientId ? ` client:${clientId}` : ''}`;

@@ -76,7 +76,7 @@ export interface GatehouseClientOptions {
    * the access tokens (RFC 9068) and refuses the session's refresh under another. Not
    * authenticated: the issuer keeps no client registry. 1 to 255 printable ASCII characters
    * without surrounding spaces: the issuer refuses a login under another with
-   * `invalid_request`. */
+   * `invalid_request`; anything but a non-empty string throws `invalid_options`. */
   clientId?: string;
   /**
    * Origins besides this page's and the issuer's that `fetch` sends the access token to

@@ -60,7 +60,8 @@ pub fn spent(
         .optional()?;
     Ok(paid_off_at
         .map(|at| at - now_ms - budget.headroom_ms())
-        .filter(|wait| *wait > STAMP_SLACK_MS))
+        // A tenth of the interval at most, so even a budget of thousands a minute holds.
+        .filter(|wait| *wait > STAMP_SLACK_MS.min(budget.interval_ms / 10)))
 }
 
 /// Records one failed password grant of `client` at `now_ms`: its row, brought up to now if it

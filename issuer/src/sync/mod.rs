@@ -178,22 +178,14 @@ impl Snapshots {
     ) -> Result<Arc<str>, ApiError> {
         let issuer = config.issuer.clone();
         let fresh = |c: &Cached| now - c.built_at < MAX_CACHE_AGE_SECS;
-        let seq = self.high_water(db).await?;
-        Self::signed(
-            &self.snapshot,
-            seq,
-            db,
-            keys,
-            now,
-            fresh,
-            move |conn, key, at| {
-                let list = revocations::live_list(conn, &issuer, at)?;
-                let jws = list
-                    .sign_snapshot(key)
-                    .map_err(|e| ApiError::Internal(format!("signing the snapshot: {e}")))?;
-                Ok((list.seq(), jws))
-            },
-        )
+        let (slot, seq) = (&self.snapshot, self.high_water(db).await?);
+        Self::signed(slot, seq, db, keys, now, fresh, move |conn, key, at| {
+            let list = revocations::live_list(conn, &issuer, at)?;
+            let jws = list
+                .sign_snapshot(key)
+                .map_err(|e| ApiError::Internal(format!("signing the snapshot: {e}")))?;
+            Ok((list.seq(), jws))
+        })
         .await
     }
 
@@ -210,22 +202,14 @@ impl Snapshots {
         let window = i64::from(config.delta_window_secs);
         // `>=`: a delta stamped a second ahead (below) serves its own second too.
         let fresh = |c: &Cached| c.built_at >= now;
-        let seq = self.high_water(db).await?;
-        Self::signed(
-            &self.delta,
-            seq,
-            db,
-            keys,
-            now,
-            fresh,
-            move |conn, key, at| {
-                let delta = revocations::delta(conn, &issuer, at, window)?;
-                let jws = delta
-                    .sign(key)
-                    .map_err(|e| ApiError::Internal(format!("signing the delta: {e}")))?;
-                Ok((delta.list().seq(), jws))
-            },
-        )
+        let (slot, seq) = (&self.delta, self.high_water(db).await?);
+        Self::signed(slot, seq, db, keys, now, fresh, move |conn, key, at| {
+            let delta = revocations::delta(conn, &issuer, at, window)?;
+            let jws = delta
+                .sign(key)
+                .map_err(|e| ApiError::Internal(format!("signing the delta: {e}")))?;
+            Ok((delta.list().seq(), jws))
+        })
         .await
     }
 
