@@ -301,6 +301,18 @@ async fn a_call_waits_for_a_connection_no_longer_than_the_deadline(backend: Back
     assert_eq!(app.metric("gatehouse_db_calls_running").await, 0);
 }
 
+/// Whether `series` in /metrics rises past `value` within 10 s (a bound against a hang, not a
+/// speed goal), polled every 100 ms.
+async fn rises_past(app: &TestApp, series: &str, value: u64) -> bool {
+    for _ in 0..100 {
+        if app.metric(series).await > value {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// What an operator watches besides requests: a periodic task that fails is counted by task
 /// (it was only logged), the key ring's read time against the age past which it stops
 /// signing, each list's size against the 8 MiB edges take, and the version.
@@ -316,16 +328,8 @@ async fn failing_maintenance_list_sizes_and_the_version_are_in_the_metrics(backe
         first_read <= now && first_read + 60 > now,
         "{first_read} at {now}"
     );
-    let mut reread = false;
-    for _ in 0..100 {
-        if app.metric(read_at).await > first_read {
-            reread = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     assert!(
-        reread,
+        rises_past(&app, read_at, first_read).await,
         "the key ring was not read again in 10 s of 1 s ticks"
     );
     let failures = "gatehouse_maintenance_failures_total{task=\"lifetime_announcement\"}";
@@ -361,15 +365,10 @@ async fn failing_maintenance_list_sizes_and_the_version_are_in_the_metrics(backe
         app.metric(key_refresh_failures).await,
     );
     assert!(failed >= 1);
-    let mut ticked = false;
-    for _ in 0..100 {
-        if app.metric(key_refresh_failures).await > failed {
-            ticked = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ticked, "no tick in 10 s of 1 s ticks");
+    assert!(
+        rises_past(&app, key_refresh_failures, failed).await,
+        "no tick in 10 s of 1 s ticks"
+    );
     assert_eq!(app.metric(read_at).await, stuck);
     assert!(app.metric(failures).await >= 1);
 
