@@ -229,18 +229,10 @@ pub(super) fn token_cookie_problem(name: &str) -> Option<String> {
     })
 }
 
-/// The list-age settings' defaults, and the least `KV_REFRESH_SECS` taken.
-pub(super) const DEFAULT_MAX_LIST_AGE_SECS: u32 = SnapshotOptions::DEFAULT_MAX_AGE_SECS;
+/// `MAX_TOKEN_BYTES` unset: the verifier's own default.
 #[allow(clippy::cast_possible_truncation)] // 8 KiB
 pub(super) const DEFAULT_MAX_TOKEN_BYTES: u32 = VerifierOptions::DEFAULT_MAX_TOKEN_BYTES as u32;
-pub(super) const DEFAULT_KV_HEARTBEAT_SECS: u32 = 3600;
-pub(super) const DEFAULT_KV_REFRESH_SECS: u32 = SnapshotOptions::REFRESH_SECS;
-pub(super) const MIN_KV_REFRESH_SECS: u32 = 1;
 
-/// A `MAX_LIST_AGE_SECS` a quiet list outgrows between heartbeats. Unchanged, a list reaches KV
-/// again only at the heartbeat: KV's copy is then up to that old, plus the cron's minute and
-/// the issuer's 15 s cache, then KV's usual 60 s to reach a location (Cloudflare sets no bound:
-/// this check catches the settings that fail even then) and an isolate's next read of the head. With the delta feed off or failing, that copy is what an isolate has.
 /// A `MAX_TOKEN_BYTES` under what the issuer's tokens take: every one would be refused as
 /// `too_large` (reported by the worker and by the deploy check alike).
 pub(super) fn token_limit_problem(max_token: i64) -> Option<String> {
@@ -252,6 +244,17 @@ pub(super) fn token_limit_problem(max_token: i64) -> Option<String> {
     })
 }
 
+/// The list-age settings' defaults, and the least `KV_REFRESH_SECS` taken.
+pub(super) const DEFAULT_MAX_LIST_AGE_SECS: u32 = SnapshotOptions::DEFAULT_MAX_AGE_SECS;
+pub(super) const DEFAULT_KV_HEARTBEAT_SECS: u32 = 3600;
+pub(super) const DEFAULT_KV_REFRESH_SECS: u32 = SnapshotOptions::REFRESH_SECS;
+pub(super) const MIN_KV_REFRESH_SECS: u32 = 1;
+
+/// A `MAX_LIST_AGE_SECS` a quiet list outgrows between heartbeats. Unchanged, a list reaches KV
+/// again only at the heartbeat: KV's copy is then up to that old, plus the cron's minute and
+/// the issuer's 15 s cache, then KV's usual 60 s to reach a location (Cloudflare sets no bound:
+/// this check catches the settings that fail even then) and an isolate's next read of the head.
+/// With the delta feed off or failing, that copy is what an isolate has.
 pub(super) fn list_age_problem(max_age: i64, heartbeat: i64, kv_refresh: i64) -> Option<String> {
     let quiet_copy_age = heartbeat + 135 + kv_refresh;
     (max_age <= quiet_copy_age).then(|| {
