@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
@@ -47,7 +47,7 @@ impl RateLimit {
     pub async fn charge_failure(
         &self,
         db: &Db,
-        clock: &Clock,
+        clock: &Arc<Clock>,
         ip: Option<IpAddr>,
     ) -> Result<FailureCharge<'_>, ApiError> {
         let Some(ip) = ip.map(client) else {
@@ -74,13 +74,9 @@ impl RateLimit {
             // meanwhile (a parallel attempt's) is stamped later, and judged from before it, it
             // would look one interval from being paid off and refuse this charge within budget
             // (the milliseconds the two readings may still differ by: `failure_budget::spent`).
-            let (queued_ms, queued) = (clock.now_ms(), Instant::now());
+            let clock = Arc::clone(clock);
             let spent = db
-                .run(move |c| {
-                    let waited = i64::try_from(queued.elapsed().as_millis()).unwrap_or(i64::MAX);
-                    let now = queued_ms.saturating_add(waited);
-                    failure_budget::spent(c, &client, now, budget)
-                })
+                .run(move |c| failure_budget::spent(c, &client, clock.now_ms(), budget))
                 .await?;
             if let Some(wait_ms) = spent {
                 return Err(refused(Duration::from_millis(wait_ms.unsigned_abs())));
@@ -262,7 +258,7 @@ pub fn stage() -> AdHoc {
             config.token_rate_per_minute,
             config.failed_logins_per_minute,
         );
-        rocket.manage(std::sync::Arc::new(limit))
+        rocket.manage(Arc::new(limit))
     })
 }
 

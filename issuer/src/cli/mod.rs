@@ -179,7 +179,8 @@ pub fn main() -> ExitCode {
 }
 
 /// The exit status of a command whose revocation is recorded but did not reach every edge: a
-/// script can tell it from a failure (1, nothing done) and from a success (0). Running the
+/// script can tell it from a failure (1: the command failed, and its message says what it did)
+/// and from a success (0). Running the
 /// command again is not needed; `revocations push` is.
 pub const RECORDED_NOT_PUSHED: u8 = 3;
 

@@ -9,6 +9,7 @@ use rocket::serde::json::{Json, Value, json};
 use rocket::{Route, State, get, post, routes};
 use serde::Deserialize;
 
+use super::naming_client;
 use crate::auth_cache::AuthCache;
 use crate::config::{ADMIN_SCOPE, Config};
 use crate::context::{Authenticated, FormOrJson, Now, authenticate, omitted_if_empty};
@@ -363,14 +364,6 @@ async fn introspect(
             None => json!({"active": false}),
         },
     ))
-}
-
-/// An introspection answer with RFC 7662's `client_id`, when the token names one.
-fn naming_client(mut answer: Value, client_id: Option<String>) -> Value {
-    if let (Some(client_id), Some(members)) = (client_id, answer.as_object_mut()) {
-        members.insert("client_id".to_owned(), client_id.into());
-    }
-    answer
 }
 
 pub fn routes() -> Vec<Route> {

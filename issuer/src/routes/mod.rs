@@ -9,6 +9,7 @@ mod wellknown;
 use rocket::fairing::AdHoc;
 use rocket::http::Header;
 use rocket::response::Responder;
+use rocket::serde::json::Value;
 
 /// `Cache-Control: no-store` and `Pragma: no-cache` on anything carrying credentials
 /// (RFC 6749 §5.1).
@@ -27,6 +28,15 @@ impl<T> NoStore<T> {
             pragma: Header::new("Pragma", "no-cache"),
         }
     }
+}
+
+/// `answer` with the `client_id` a session or token names, when it names one: introspection
+/// (RFC 7662 §2.2) and the `login_ok` audit detail alike.
+fn naming_client(mut answer: Value, client_id: Option<String>) -> Value {
+    if let (Some(client_id), Some(members)) = (client_id, answer.as_object_mut()) {
+        members.insert("client_id".to_owned(), client_id.into());
+    }
+    answer
 }
 
 pub fn stage() -> AdHoc {

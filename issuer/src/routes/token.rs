@@ -9,7 +9,7 @@ use rocket::serde::json::Json;
 use rocket::{Route, State, post, routes};
 use serde::{Deserialize, Serialize};
 
-use super::NoStore;
+use super::{NoStore, naming_client};
 use crate::clock::Clock;
 use crate::config::{ADMIN_SCOPE, Config};
 use crate::context::{FormOrJson, omitted_if_empty};
@@ -137,7 +137,9 @@ struct Grants<'r> {
     revoker: &'r Revoker,
     limit: &'r RateLimit,
     client_ip: Option<IpAddr>,
-    clock: &'r Clock,
+    /// The client the request names (RFC 6749 §3.2.1), checked by [`ClientRequest::read`].
+    client_id: Option<String>,
+    clock: &'r Arc<Clock>,
     now: i64,
 }
 
@@ -175,6 +177,7 @@ async fn token(
         revoker,
         limit,
         client_ip,
+        client_id,
         clock,
         now,
     };
@@ -183,9 +186,9 @@ async fn token(
             username,
             password,
             scope,
-        } => password_grant(&grants, (username, password), scope, client_id).await?,
+        } => password_grant(&grants, (username, password), scope).await?,
         GrantRequest::RefreshToken { presented, scope } => {
-            refresh_grant(&grants, (presented, client_id), scope).await?
+            refresh_grant(&grants, presented, scope).await?
         }
     };
     Ok(NoStore::new(Json(respond(
@@ -204,13 +207,12 @@ async fn password_grant(
     grants: &Grants<'_>,
     credentials: (String, String),
     scope: Option<String>,
-    client_id: Option<String>,
 ) -> Result<Grant, ApiError> {
     let charge = grants
         .limit
         .charge_failure(grants.db, grants.clock, grants.client_ip)
         .await?;
-    let grant = charged_password_grant(grants, credentials, (scope, client_id), &charge).await;
+    let grant = charged_password_grant(grants, credentials, scope, &charge).await;
     charge.settle(grants.db, grants.clock).await;
     grant
 }
@@ -218,7 +220,7 @@ async fn password_grant(
 async fn charged_password_grant(
     grants: &Grants<'_>,
     (username, password): (String, String),
-    (scope, client_id): (Option<String>, Option<String>),
+    scope: Option<String>,
     charge: &FailureCharge<'_>,
 ) -> Result<Grant, ApiError> {
     let (now, cfg) = (grants.now, grants.config.lockout);
@@ -264,7 +266,8 @@ async fn charged_password_grant(
         grants,
         (user, typed_form_hash),
         &attempt,
-        (granted, scope, client_id),
+        granted,
+        scope,
         password,
     )
     .await
@@ -307,7 +310,8 @@ async fn start_session(
     grants: &Grants<'_>,
     (mut user, mut typed_form_hash): (User, bool),
     attempt: &Attempt,
-    (scope, requested, client_id): (Option<String>, Option<String>, Option<String>),
+    scope: Option<String>,
+    requested: Option<String>,
     password: String,
 ) -> Result<Commit, ApiError> {
     let (now, ttl) = (grants.now, grants.config.session_ttl_secs);
@@ -320,7 +324,7 @@ async fn start_session(
             None
         };
         let (checked, scope, requested) = (user.clone(), scope.clone(), requested.clone());
-        let client_id = client_id.clone();
+        let client_id = grants.client_id.clone();
         let attempt = attempt.clone();
         let outcome = grants
             .db
@@ -360,10 +364,7 @@ async fn start_session(
                     };
                     let grant = sessions::start(c, &new, now, ttl)?;
                     let sid = &grant.session.id;
-                    let detail = match &client_id {
-                        Some(client_id) => serde_json::json!({"sid": sid, "client_id": client_id}),
-                        None => serde_json::json!({"sid": sid}),
-                    };
+                    let detail = naming_client(serde_json::json!({"sid": sid}), client_id.clone());
                     audit::record(c, now, "login_ok", Some(&checked.id), &detail)?;
                     Ok(Ok(Commit::Started(grant)))
                 })
@@ -407,7 +408,7 @@ fn granted_scope(config: &Config, requested: Option<&str>, user: &User) -> Optio
 
 async fn refresh_grant(
     grants: &Grants<'_>,
-    (presented, client_id): (String, Option<String>),
+    presented: String,
     scope: Option<String>,
 ) -> Result<Grant, ApiError> {
     let (grace, now) = (grants.config.refresh_grace_secs, grants.now);
@@ -431,6 +432,7 @@ async fn refresh_grant(
             return Err(ApiError::InvalidScope(SCOPE_NOT_GRANTED));
         }
     }
+    let client_id = grants.client_id.clone();
     let rotation = grants
         .db
         .run(move |c| {

@@ -183,9 +183,14 @@ pub fn rotate(
         else {
             return Ok(Rotation::Invalid);
         };
-        // Refused, so not spent: a replica whose clock is behind this one's may still take
-        // it, and would otherwise find it rotated with no successor and call it reuse.
-        let unspend = |conn: &mut DbConn| -> Result<(), ApiError> {
+        let dead = session.revoked_at.is_some() || session.expires_at <= now || disabled;
+        // Another client is refused only where the token would be taken: a token past its use
+        // is reuse, whichever client names it.
+        let other_client = client_id
+            .is_some_and(|asked| session.client_id.as_deref().is_some_and(|own| own != asked));
+        if dead || (won && other_client) {
+            // Refused, so not spent: a replica whose clock is behind this one's may still take
+            // it, and would otherwise find it rotated with no successor and call it reuse.
             if won {
                 diesel::update(refresh_tokens::table.find(&hash))
                     .set((
@@ -194,16 +199,12 @@ pub fn rotate(
                     ))
                     .execute(conn)?;
             }
-            Ok(())
-        };
-        if session.revoked_at.is_some() || session.expires_at <= now || disabled {
-            unspend(conn)?;
-            return Ok(Rotation::Invalid);
+            return Ok(if dead {
+                Rotation::Invalid
+            } else {
+                Rotation::OtherClient
+            });
         }
-        // Judged only where the token would be taken: a token past its use is reuse, whichever
-        // client names it.
-        let other_client = client_id
-            .is_some_and(|asked| session.client_id.as_deref().is_some_and(|own| own != asked));
         // Whole seconds: a grace of N admits a retry N to N + 1 s after the rotation; 0 none.
         let within_grace = grace_secs > 0
             && row
@@ -218,10 +219,6 @@ pub fn rotate(
             };
             let successor = ids::successor_secret(presented, nonce);
             let successor_hash = ids::hash_secret(&successor);
-            if won && other_client {
-                unspend(conn)?;
-                return Ok(Rotation::OtherClient);
-            }
             if won {
                 insert_token(
                     conn,

@@ -194,7 +194,7 @@ impl TestApp {
         Self::boot(db, config).await
     }
 
-    pub fn clock(&self) -> &Clock {
+    pub fn clock(&self) -> &Arc<Clock> {
         self.client.rocket().state::<Arc<Clock>>().unwrap()
     }
 
