@@ -52,6 +52,14 @@ impl Clock {
             .saturating_add(self.skew_secs.load(Ordering::Relaxed))
     }
 
+    /// Returns once this clock has reached the start of `second` (at once if it has).
+    pub async fn reach(&self, second: i64) {
+        let ahead_ms = second.saturating_mul(1000).saturating_sub(self.now_ms());
+        if let Ok(wait) = u64::try_from(ahead_ms) {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+    }
+
     /// Moves time on, for this clock and its reading of the database's (tests, drills).
     pub fn advance(&self, secs: i64) {
         self.offset_secs.fetch_add(secs, Ordering::Relaxed);

@@ -26,8 +26,8 @@ use crate::sync::Snapshots;
 /// stop every revocation from reaching them. Past the bound a revocation is one cut-off of the
 /// user's access tokens issued up to the one revoked, in place of the previous cut-off: at
 /// most this many token entries and, mostly, one cut-off per user. Their sessions go on: a
-/// client refreshes and gets a token the cut-off does not cover (in the cut-off's own second
-/// it is answered 503 with `Retry-After: 1`, as a login is).
+/// client refreshes and gets a token the cut-off does not cover (in the cut-off's own second it
+/// is issued at the cut-off's end, as a login's is).
 pub const MAX_TOKEN_ENTRIES_PER_USER: i64 = 32;
 
 /// What must follow a committed revocation in a serving issuer. A CLI process has none of it:

@@ -44,6 +44,29 @@ impl fmt::Display for Algorithm {
 /// RFC 9864's fully specified name for Ed25519, accepted beside `EdDSA`.
 pub const ED25519_NAME: &str = "Ed25519";
 
+/// The name a signer writes for Ed25519, in a JWS header and in a JWKS: RFC 8037's `EdDSA`,
+/// which every JOSE library knows (`PyJWT` 2.x knows only it), or RFC 9864's fully specified
+/// `Ed25519`, which RFC 9864 recommends in its place. Verifiers here take both, whatever a key
+/// set says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub enum Ed25519Name {
+    #[default]
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+    #[serde(rename = "Ed25519")]
+    Ed25519,
+}
+
+impl Algorithm {
+    /// The `alg` name a signer writes for this algorithm, Ed25519 named as `ed25519` says.
+    pub const fn named(self, ed25519: Ed25519Name) -> &'static str {
+        match (self, ed25519) {
+            (Self::EdDsa, Ed25519Name::Ed25519) => ED25519_NAME,
+            _ => self.as_str(),
+        }
+    }
+}
+
 /// An Ed25519 public key that is the canonical encoding of a point of the prime-order subgroup
 /// other than the identity: with a small-order key (the identity, say), one `(R, s)` verifies
 /// every message.

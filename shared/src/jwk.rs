@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 pub use crate::alg::Algorithm;
-use crate::alg::{ED25519_NAME, Ed25519Key};
+use crate::alg::{ED25519_NAME, Ed25519Key, Ed25519Name};
 use crate::error::JwkError;
 use crate::token::UniqueNames;
 
@@ -262,10 +262,10 @@ impl VerifyingJwk {
         &self.key
     }
 
-    fn to_entry(&self) -> JwkEntry<'_> {
+    fn to_entry(&self, ed25519: Ed25519Name) -> JwkEntry<'_> {
         JwkEntry {
             kid: Some(self.kid.clone()),
-            alg: Some(self.algorithm().as_str().into()),
+            alg: Some(self.algorithm().named(ed25519).into()),
             key_use: Some("sig".into()),
             key: self.key.to_jwk(),
         }
@@ -273,7 +273,7 @@ impl VerifyingJwk {
 
     /// The public JWK with `kid`, `alg` and `use: sig`, as JSON.
     pub fn to_json(&self) -> Result<String, JwkError> {
-        serde_json::to_string(&self.to_entry())
+        serde_json::to_string(&self.to_entry(Ed25519Name::EdDsa))
             .map_err(|_| JwkError::Invalid("cannot be written as JSON"))
     }
 }
@@ -351,14 +351,20 @@ impl KeySet {
         Ok(set)
     }
 
-    /// The public JWKS document.
+    /// The public JWKS document, Ed25519 keys named `EdDSA`.
     pub fn to_json(&self) -> String {
+        self.to_json_naming(Ed25519Name::EdDsa)
+    }
+
+    /// The public JWKS document, Ed25519 keys' `alg` named as `ed25519` says: the name the
+    /// tokens they sign carry, which some JOSE libraries match a key's `alg` against.
+    pub fn to_json_naming(&self, ed25519: Ed25519Name) -> String {
         #[derive(Serialize)]
         struct JwksOut<'a> {
             keys: Vec<JwkEntry<'a>>,
         }
         let doc = JwksOut {
-            keys: self.keys.iter().map(VerifyingJwk::to_entry).collect(),
+            keys: self.keys.iter().map(|k| k.to_entry(ed25519)).collect(),
         };
         serde_json::to_string(&doc).unwrap_or_else(|_| String::from(r#"{"keys":[]}"#))
     }

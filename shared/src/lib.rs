@@ -19,7 +19,7 @@ pub mod sign;
 pub mod token;
 pub mod verifier;
 
-pub use alg::{Algorithm, Ed25519Key, StrictEd25519};
+pub use alg::{Algorithm, Ed25519Key, Ed25519Name, StrictEd25519};
 pub use challenge::{ErrorBody, Refusal, bearer_token, trim_http_whitespace};
 pub use claims::{
     ACCESS_TOKEN_TYPE, AccessClaims, Audience, TokenClaims, exp_has_passed, fits_a_header,

@@ -8,7 +8,7 @@ use jwt_compact::{AlgorithmExt as _, Claims, Header};
 use rand_core::OsRng;
 use serde::Serialize;
 
-use crate::alg::{Algorithm, Ed25519Key, StrictEd25519};
+use crate::alg::{Algorithm, Ed25519Key, Ed25519Name, StrictEd25519};
 use crate::claims::{ACCESS_TOKEN_TYPE, TokenClaims};
 use crate::error::{CreationError, JwkError};
 use crate::jwk::{JwkEntry, PublicKey, VerifyingJwk};
@@ -25,6 +25,8 @@ pub struct SigningKey {
     kid: String,
     secret: Secret,
     public: PublicKey,
+    /// The `alg` an Ed25519 key's JWS headers carry; not a property of the key, never stored.
+    ed25519_name: Ed25519Name,
 }
 
 impl fmt::Debug for SigningKey {
@@ -60,7 +62,17 @@ impl SigningKey {
             kid,
             secret,
             public,
+            ed25519_name: Ed25519Name::default(),
         })
+    }
+
+    /// The same key, writing `name` as an Ed25519 key's `alg` from now on (an ES256 key's stays).
+    #[must_use]
+    pub fn naming_ed25519(self, name: Ed25519Name) -> Self {
+        Self {
+            ed25519_name: name,
+            ..self
+        }
     }
 
     /// Reads a private JWK (with `d`, and the public members it must match). Without a `kid`,
@@ -161,6 +173,9 @@ impl SigningKey {
             .with_key_id(self.kid.clone())
             .with_token_type(typ);
         let token = match &self.secret {
+            Secret::Ed25519(k) if self.ed25519_name == Ed25519Name::Ed25519 => {
+                StrictEd25519::fully_specified().token(&header, claims, k)
+            }
             Secret::Ed25519(k) => StrictEd25519.token(&header, claims, k),
             #[cfg(feature = "es256")]
             Secret::P256(k) => jwt_compact::alg::Es256.token(&header, claims, k),
@@ -178,7 +193,7 @@ impl SigningKey {
             typ: &'a str,
         }
         let header = serde_json::to_vec(&PayloadHeader {
-            alg: self.algorithm().as_str(),
+            alg: self.algorithm().named(self.ed25519_name),
             kid: &self.kid,
             typ,
         })

@@ -1,7 +1,8 @@
 // openid-client (and the oauth4webapi under it) as a public client against the running issuer,
 // for tests/e2e/oauth_clients.rs: discovery (RFC 8414), the password grant, the access token
 // checked by jose against the published JWKS, a refresh, a revocation (RFC 7009) and a refresh
-// after it. Reads one JSON request on stdin ({issuer, audience, username, password, scope}),
+// after it. Reads one JSON request on stdin ({issuer, audience, username, password, scope}, and
+// `alg` when the issuer's `jws_alg` is not `EdDSA`),
 // writes what the library did as one JSON object; the Rust side asserts.
 import * as client from 'openid-client';
 import * as oauth from 'oauth4webapi';
@@ -30,7 +31,7 @@ const metadata = config.serverMetadata();
 const jwks = jose.createRemoteJWKSet(new URL(metadata.jwks_uri));
 const claimsOf = async (accessToken) => {
   const { payload, protectedHeader } = await jose.jwtVerify(accessToken, jwks, {
-    issuer: metadata.issuer, audience: req.audience, typ: 'at+jwt', algorithms: ['EdDSA'],
+    issuer: metadata.issuer, audience: req.audience, typ: 'at+jwt', algorithms: [req.alg ?? 'EdDSA'],
   });
   return { payload, protectedHeader };
 };

@@ -1,5 +1,5 @@
 """Interop with Python's own JOSE and OAuth 2.0 clients: PyJWT (on pyca/cryptography, OpenSSL's
-Ed25519 and P-256) and Authlib's OAuth2Session. Run by tests/e2e/jws_interop.rs (ops `sign`,
+Ed25519 and P-256), Authlib's OAuth2Session and RFC 9068 validator, and joserfc under it. Run by tests/e2e/jws_interop.rs (ops `sign`,
 `verify`, `verify_snapshot`, as tests/js/jose-interop.mjs) and oauth_clients.rs (`oauth`) with
 the virtualenv scripts/setup.sh builds from tests/py/requirements.txt; one JSON object in on
 stdin, one out on stdout. The Rust side asserts; this script only reports what the libraries
@@ -15,6 +15,8 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
 from authlib.oauth2.rfc9068 import JWTBearerTokenValidator
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from joserfc import jwt as joserfc_jwt
+from joserfc.jwk import KeySet
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm
 
 ACCESS_TOKEN_TYPE = "at+jwt"
@@ -77,8 +79,10 @@ def verify_snapshot(request):
 def oauth(request):
     """A public client's whole life against the running issuer, as Authlib and PyJWT do it:
     discovery (RFC 8414), the password grant, the access token checked by PyJWKClient against
-    the published JWKS, a refresh, a revocation (RFC 7009), and a refresh after it."""
-    issuer, out = request["issuer"], {}
+    the published JWKS, a refresh, a revocation (RFC 7009), and a refresh after it. With `alg`
+    `Ed25519` (the issuer's `jws_alg`), which PyJWT 2.x does not know, joserfc checks the
+    tokens instead, told the algorithm, and PyJWT's refusal is reported."""
+    issuer, out, alg = request["issuer"], {}, request.get("alg", "EdDSA")
     metadata = requests.get(f"{issuer}/.well-known/oauth-authorization-server", timeout=10)
     metadata.raise_for_status()
     metadata = metadata.json()
@@ -98,22 +102,16 @@ def oauth(request):
     out["first"] = {k: first.get(k) for k in ("token_type", "expires_in", "scope")}
 
     jwks = jwt.PyJWKClient(metadata["jwks_uri"], cache_keys=False)
-    def claims_of(access_token):
+    def pyjwt_claims(access_token):
         key = jwks.get_signing_key_from_jwt(access_token)
         return jwt.decode(
             access_token,
             key,
-            algorithms=["EdDSA"],
+            algorithms=[alg],
             audience=request["audience"],
             issuer=metadata["issuer"],
             options={"require": ["exp", "iat", "sub", "jti"]},
         )
-
-    out["first_claims"] = claims_of(first["access_token"])
-    out["first_header"] = jwt.get_unverified_header(first["access_token"])
-
-    second = client.refresh_token(metadata["token_endpoint"], refresh_token=first["refresh_token"])
-    out["second_claims"] = claims_of(second["access_token"])
 
     # RFC 9068's validator, as a resource server on Authlib runs it.
     class Validator(JWTBearerTokenValidator):
@@ -128,6 +126,32 @@ def oauth(request):
             return {"ok": True, "client_id": token["client_id"]}
         except Exception as error:  # any refusal is reported to the test, by name
             return {"ok": False, "message": repr(error.__cause__ or error)}
+
+    def claims_of(access_token):
+        if alg == "EdDSA":
+            return pyjwt_claims(access_token)
+        keys = KeySet.import_key_set(requests.get(metadata["jwks_uri"], timeout=10).json())
+        token = joserfc_jwt.decode(access_token, keys, algorithms=[alg])
+        joserfc_jwt.JWTClaimsRegistry(
+            iss={"essential": True, "value": metadata["issuer"]},
+            aud={"essential": True, "value": request["audience"]},
+            **{claim: {"essential": True} for claim in ("exp", "iat", "sub", "jti")},
+        ).validate(token.claims)
+        return token.claims
+
+    if alg != "EdDSA":
+        try:
+            pyjwt_claims(first["access_token"])
+            out["pyjwt"] = {"ok": True}
+        except Exception as error:  # PyJWT's refusal is reported to the test, by name
+            out["pyjwt"] = {"ok": False, "message": repr(error)}
+
+    out["first_claims"] = claims_of(first["access_token"])
+    out["first_header"] = jwt.get_unverified_header(first["access_token"])
+
+    second = client.refresh_token(metadata["token_endpoint"], refresh_token=first["refresh_token"])
+    out["second_claims"] = claims_of(second["access_token"])
+
     out["rfc9068"] = [rfc9068(first["access_token"]), rfc9068(second["access_token"])]
     out["rotated"] = second["refresh_token"] != first["refresh_token"]
 

@@ -8,6 +8,7 @@ pub use unknown::unknown_setting_refusals;
 
 use std::path::PathBuf;
 
+use gatehouse_shared::Ed25519Name;
 use rocket::fairing::AdHoc;
 use rocket::figment::Figment;
 use rocket::figment::providers::{Env, Format as _, Serialized, Toml};
@@ -70,6 +71,9 @@ pub struct Config {
     /// How long the next key is published before it signs, so that every verifier has fetched
     /// it first (the edge holds a key set for `KEYS_TTL_SECS`, 300 by default).
     pub key_publish_ahead_secs: u32,
+    /// The `alg` the issuer's Ed25519 keys sign under and are published with: `EdDSA` (RFC 8037,
+    /// the default) or `Ed25519` (RFC 9864's fully specified name).
+    pub jws_alg: Ed25519Name,
     /// Worker sync endpoints that receive each new revocation snapshot.
     #[serde(deserialize_with = "list_or_csv")]
     pub edge_sync_urls: Vec<String>,
@@ -172,6 +176,7 @@ impl Default for Config {
             signing_key_file: None,
             key_rotation_days: 90,
             key_publish_ahead_secs: 3600,
+            jws_alg: Ed25519Name::EdDsa,
             edge_sync_urls: Vec::new(),
             password: PasswordConfig {
                 m_cost: 19_456,
@@ -352,11 +357,32 @@ mod tests {
             assert_eq!(config.access_token_ttl_secs, 60);
             assert_eq!(config.edge_sync_urls, ["http://a/sync", "http://b/sync"]);
             assert_eq!(config.lockout.threshold, 3);
+            assert_eq!(config.jws_alg, Ed25519Name::EdDsa);
             assert_eq!(config.database_url, "sqlite://gatehouse.db");
             assert_eq!(config.profile, Profile::Development);
             assert!(
                 !config.open_registration,
                 "registration is closed by default"
+            );
+            Ok(())
+        });
+    }
+
+    /// RFC 9864's name as written; anything else (the wrong case too) stops the start, naming
+    /// the setting, rather than signing under a name no verifier was told of.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's test jail returns its own error type
+    fn jws_alg_takes_the_two_names_exactly() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GATEHOUSE_JWS_ALG", "Ed25519");
+            assert_eq!(figment().extract::<Config>()?.jws_alg, Ed25519Name::Ed25519);
+            jail.set_env("GATEHOUSE_JWS_ALG", "EdDSA");
+            assert_eq!(figment().extract::<Config>()?.jws_alg, Ed25519Name::EdDsa);
+            jail.set_env("GATEHOUSE_JWS_ALG", "ed25519");
+            let err = figment().extract::<Config>().unwrap_err().to_string();
+            assert!(
+                err.contains("JWS_ALG") && err.contains("`ed25519`"),
+                "{err}"
             );
             Ok(())
         });

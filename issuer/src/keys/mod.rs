@@ -477,7 +477,7 @@ fn state_of(
         verifier: Verifier::new(published.clone(), options),
         lenient: Verifier::new(lenient_keys, lenient),
         published,
-        signer,
+        signer: signer.naming_ed25519(config.jws_alg),
         read_at,
         read_at_secs: now,
     }

@@ -36,6 +36,9 @@ const SCOPE_UNAVAILABLE: &str = "a requested scope is not available to this user
 const SCOPE_NOT_GRANTED: &str = "a requested scope was not granted to this session";
 /// The longest `client_id` taken: the edge forwards it to the origin as a header value.
 const MAX_CLIENT_ID_CHARS: usize = 255;
+/// The longest an answer waits for a cut-off's end ([`issue_time`]): the cut-off's own second
+/// and a second of clock skew between the replica that wrote it and this one.
+const MAX_CUT_OFF_WAIT_SECS: i64 = 2;
 
 #[derive(Debug, Deserialize)]
 pub struct TokenRequest {
@@ -181,7 +184,7 @@ async fn token(
         clock,
         now,
     };
-    let grant = match grant {
+    let Issued { grant, at } = match grant {
         GrantRequest::Password {
             username,
             password,
@@ -191,13 +194,22 @@ async fn token(
             refresh_grant(&grants, presented, scope).await?
         }
     };
+    // Held until its second has come, so that no verifier sees an `iat` ahead of its clock.
+    clock.reach(at).await;
     Ok(NoStore::new(Json(respond(
         config,
         &ring.signer,
-        now,
+        at,
         jti,
         grant,
     )?)))
+}
+
+/// A committed grant and the second its access token is issued at.
+struct Issued {
+    grant: Grant,
+    /// `now`, or the end of a cut-off of the user's tokens that covers `now` ([`issue_time`]).
+    at: i64,
 }
 
 /// A client that failed too often (on this replica, or on any by the failures recorded) is
@@ -207,7 +219,7 @@ async fn password_grant(
     grants: &Grants<'_>,
     credentials: (String, String),
     scope: Option<String>,
-) -> Result<Grant, ApiError> {
+) -> Result<Issued, ApiError> {
     let charge = grants
         .limit
         .charge_failure(grants.db, grants.clock, grants.client_ip)
@@ -222,7 +234,7 @@ async fn charged_password_grant(
     (username, password): (String, String),
     scope: Option<String>,
     charge: &FailureCharge<'_>,
-) -> Result<Grant, ApiError> {
+) -> Result<Issued, ApiError> {
     let (now, cfg) = (grants.now, grants.config.lockout);
     let refused = |error: ApiError| {
         grants.metrics.logins_failed.inc();
@@ -272,9 +284,9 @@ async fn charged_password_grant(
     )
     .await
     {
-        Ok(Commit::Started(grant)) => {
+        Ok(Commit::Started(issued)) => {
             grants.metrics.logins_ok.inc();
-            Ok(grant)
+            Ok(issued)
         }
         Ok(Commit::ScopeRefused) => Err(ApiError::InvalidScope(SCOPE_UNAVAILABLE)),
         Ok(Commit::Refused) => {
@@ -293,7 +305,7 @@ async fn charged_password_grant(
 
 /// How a login with the right password ended.
 enum Commit {
-    Started(Grant),
+    Started(Issued),
     /// The password was right, a requested scope was not available.
     ScopeRefused,
     /// Disabled, or given another password, since the check.
@@ -335,9 +347,9 @@ async fn start_session(
                         changed => return Ok(Err(changed)),
                     }
                     // Every session of the user revoked while the password was checked (the
-                    // cut-off's writer locked the row first), or earlier in this second: that
-                    // revocation wins, and a login from the next second on is unaffected.
-                    no_token_under_a_cut_off(c, &checked.id, now)?;
+                    // cut-off's writer locked the row first), or earlier in this second: this
+                    // session starts after it, and its tokens are issued past its cut-off.
+                    let at = issue_time(c, &checked.id, now)?;
                     lockout::record_success(c, &attempt, now)?;
                     let Some(scope) = scope else {
                         // The client's own text: bounded, and only the characters a scope
@@ -366,7 +378,7 @@ async fn start_session(
                     let sid = &grant.session.id;
                     let detail = naming_client(serde_json::json!({"sid": sid}), client_id.clone());
                     audit::record(c, now, "login_ok", Some(&checked.id), &detail)?;
-                    Ok(Ok(Commit::Started(grant)))
+                    Ok(Ok(Commit::Started(Issued { grant, at })))
                 })
             })
             .await?;
@@ -410,7 +422,7 @@ async fn refresh_grant(
     grants: &Grants<'_>,
     presented: String,
     scope: Option<String>,
-) -> Result<Grant, ApiError> {
+) -> Result<Issued, ApiError> {
     let (grace, now) = (grants.config.refresh_grace_secs, grants.now);
     // The body's arrival on the database's clock, which the grace window is judged on.
     let database_now = grants.clock.on_database_clock(grants.db, now).await;
@@ -439,15 +451,18 @@ async fn refresh_grant(
             write_tx(c, |c| {
                 let presented = (presented.as_str(), client_id.as_deref());
                 let rotation = sessions::rotate(c, presented, (now, database_now), grace)?;
-                // Rolled back with the rotation: the client asks again a second later. Not a
-                // retry inside the grace window, which must not be held past it.
-                if let Rotation::Rotated(grant) = &rotation {
-                    no_token_under_a_cut_off(c, &grant.session.user_id, now)?;
-                }
-                Ok(rotation)
+                // A refusal rolls the rotation back: the client asks again later.
+                let at = match &rotation {
+                    Rotation::Rotated(grant) | Rotation::Retried(grant) => {
+                        issue_time(c, &grant.session.user_id, now)?
+                    }
+                    _ => now,
+                };
+                Ok((rotation, at))
             })
         })
         .await?;
+    let (rotation, at) = rotation;
     let (mut grant, counter) = match rotation {
         Rotation::Rotated(grant) => (grant, &grants.metrics.refreshes),
         Rotation::Retried(grant) => (grant, &grants.metrics.refresh_retries),
@@ -480,22 +495,24 @@ async fn refresh_grant(
         grant.session.scope = narrowed_scope(&grant.session.scope, &requested)
             .ok_or(ApiError::InvalidScope(SCOPE_NOT_GRANTED))?;
     }
-    Ok(grant)
+    Ok(Issued { grant, at })
 }
 
-/// No access token is issued while a cut-off of the user's tokens covers `now`: it would be
-/// refused at once. A cut-off of every session (`Revocations::user`) covers the second it was
-/// written in; one that replaced a revoked token past the per-user bound covers that token's
-/// second (`revoker::MAX_TOKEN_ENTRIES_PER_USER`), up to a replica's clock skew. Either way a
-/// login or refresh a second later is unaffected.
-fn no_token_under_a_cut_off(c: &mut DbConn, user_id: &str, now: i64) -> Result<(), ApiError> {
-    if revocations::user_cut_off_covers(c, user_id, now)? {
-        return Err(ApiError::Unavailable {
-            message: "this account's tokens were just revoked; ask again in a second",
-            retry_after: 1,
-        });
+/// The second a grant's access token is issued at. A token under a cut-off of the user's
+/// tokens would be refused at once, so it is issued at the cut-off's end instead: a cut-off of
+/// every session (`Revocations::user`) covers the second it was written in, one that replaced
+/// a revoked token past the per-user bound (`revoker::MAX_TOKEN_ENTRIES_PER_USER`) that token's
+/// second, either up to a replica's clock skew. The answer waits for that second; past
+/// [`MAX_CUT_OFF_WAIT_SECS`] the client is told to ask again instead.
+fn issue_time(c: &mut DbConn, user_id: &str, now: i64) -> Result<i64, ApiError> {
+    match revocations::user_cut_off_end(c, user_id, now)? {
+        None => Ok(now),
+        Some(end) if end - now <= MAX_CUT_OFF_WAIT_SECS => Ok(end),
+        Some(end) => Err(ApiError::Unavailable {
+            message: "this account's tokens were just revoked; ask again later",
+            retry_after: u64::try_from(end - now).unwrap_or(u64::MAX),
+        }),
     }
-    Ok(())
 }
 
 /// The session's scopes that `requested` names, in the session's order, or `None` when it

@@ -122,18 +122,21 @@ pub fn is_revoked(conn: &mut DbConn, claims: &AccessClaims, now: i64) -> Result<
     Ok(hits > 0)
 }
 
-/// Whether a cut-off of every session of `user_id` refuses access tokens issued at `iat`: a
-/// login that checked the password while one was written must start no session, since the
-/// cut-off would refuse its first access token but not the tokens its refresh token brings.
-pub fn user_cut_off_covers(conn: &mut DbConn, user_id: &str, iat: i64) -> Result<bool, ApiError> {
-    let hits: i64 = revocations::table
+/// The end of the cut-offs of `user_id`'s tokens that cover `iat`: the first second an access
+/// token of theirs is issued at and not refused (`None`: none covers `iat`). The one rule is
+/// [`is_revoked`]'s `issued_before > iat`.
+pub fn user_cut_off_end(
+    conn: &mut DbConn,
+    user_id: &str,
+    iat: i64,
+) -> Result<Option<i64>, ApiError> {
+    Ok(revocations::table
         .filter(revocations::kind.eq(RevocationKind::User.code()))
         .filter(revocations::subject.eq(user_id))
         .filter(revocations::issued_before.gt(iat))
         .filter(revocations::expires_at.gt(iat))
-        .count()
-        .get_result(conn)?;
-    Ok(hits > 0)
+        .select(max(revocations::issued_before))
+        .first::<Option<i64>>(conn)?)
 }
 
 /// Marks a session revoked; returns its user and expiry if it was not revoked before. Only the

@@ -491,7 +491,47 @@ async fn a_list_re_signed_by_a_new_key_is_newer_than_the_last(backend: Backend) 
     );
 }
 
+/// The `alg` in a compact JWS's header.
+fn alg_of(jws: &str) -> String {
+    use base64::Engine as _;
+    let header = jws.split('.').next().unwrap();
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&header).unwrap();
+    header["alg"].as_str().unwrap().to_owned()
+}
+
+/// `jws_alg = "Ed25519"` (RFC 9864's fully specified name): access tokens and the signed lists
+/// carry it, the JWKS names the keys by it, and the issuer's own checks and the shared verifier
+/// take them. By default, `EdDSA` everywhere.
+async fn jws_alg_names_ed25519_in_tokens_lists_and_the_jwks(backend: Backend) {
+    use gatehouse_shared::Ed25519Name;
+    for (name, alg) in [
+        (Ed25519Name::EdDsa, "EdDSA"),
+        (Ed25519Name::Ed25519, "Ed25519"),
+    ] {
+        let app = TestApp::start_with(backend, |c| c.jws_alg = name).await;
+        app.register("alice").await;
+        let session = app.login("alice").await;
+        let access = str_of(&session, "access_token");
+        assert_eq!(alg_of(access), alg);
+        let (_, jwks) = app.send("GET", "/.well-known/jwks.json", None, None).await;
+        assert_eq!(jwks["keys"][0]["alg"], alg, "{jwks}");
+        assert_eq!(app.me(access).await.0, Status::Ok);
+        let verifier = app.verifier().await;
+        let claims = verifier.verify(access, app.clock().now()).unwrap();
+        let (status, _) = app.send("POST", "/v1/logout", None, Some(access)).await;
+        assert_eq!(status, Status::Ok);
+        let (_, snapshot) = app.send("GET", "/v1/revocations", None, None).await;
+        assert_eq!(alg_of(snapshot.as_str().unwrap()), alg);
+        let list = app.snapshot(verifier.keys(), app.clock().now()).await;
+        assert_eq!(list.check(&claims), Some(RevocationReason::Session));
+    }
+}
+
 crate::on_both_backends!(
+    jws_alg_names_ed25519_in_tokens_lists_and_the_jwks,
     a_retired_keys_token_is_revoked_while_any_verifier_takes_it,
     a_list_re_signed_by_a_new_key_is_newer_than_the_last,
     a_retired_key_outlives_the_longest_announced_token_lifetime,

@@ -26,6 +26,7 @@ mod cli;
 mod clients;
 mod commands;
 mod credentials;
+mod cut_offs;
 mod db_errors;
 mod held;
 mod key_lag;

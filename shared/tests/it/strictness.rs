@@ -154,3 +154,52 @@ fn fully_specified_ed25519_alg_is_accepted_and_names_the_same_key_type() {
         ErrorCode::AlgMismatch
     );
 }
+
+/// A key told to name Ed25519 `Ed25519` (RFC 9864) writes it in every JWS it signs (access
+/// tokens, snapshots, deltas) and in the JWKS, and our verifiers take each, from a key set that
+/// names it either way. An ES256 key keeps `ES256`; an unnamed key writes `EdDSA`.
+#[test]
+fn a_key_named_ed25519_writes_the_name_everywhere_and_is_verified() {
+    use gatehouse_shared::{Ed25519Name, KeySet, RevocationDelta, RevocationList, SigningKey};
+    let alg_of = |jws: &str| {
+        let header = crate::fixture::unb64(jws.split('.').next().unwrap());
+        serde_json::from_slice::<serde_json::Value>(&header).unwrap()["alg"].clone()
+    };
+    let f = Fixture::new(Algorithm::EdDsa);
+    assert_eq!(alg_of(&f.sign(&claims())), "EdDSA");
+    let key = SigningKey::from_jwk_json(&f.key.to_private_jwk_json().unwrap())
+        .unwrap()
+        .naming_ed25519(Ed25519Name::Ed25519);
+    let token = gatehouse_shared::sign_access_token(&key, &claims()).unwrap();
+    assert_eq!(alg_of(&token), "Ed25519");
+    assert_eq!(f.verifier.verify(&token, NOW).unwrap().jti, claims().jti);
+    let jwks = f.verifier.keys().to_json_naming(Ed25519Name::Ed25519);
+    let published: serde_json::Value = serde_json::from_str(&jwks).unwrap();
+    assert_eq!(published["keys"][0]["alg"], "Ed25519");
+    let unnamed = f.verifier.keys().to_json_naming(Ed25519Name::EdDsa);
+    assert_eq!(f.verifier.keys().to_json(), unnamed);
+    let keys = KeySet::from_json(&jwks).unwrap();
+    let named = gatehouse_shared::Verifier::new(keys.clone(), f.verifier.options().clone());
+    assert!(named.verify(&token, NOW).is_ok());
+    assert!(named.verify(&f.sign(&claims()), NOW).is_ok());
+
+    let opts = gatehouse_shared::SnapshotOptions::new(ISSUER);
+    let list = RevocationList::builder(ISSUER, 3, NOW)
+        .token("a", NOW + 900)
+        .build();
+    let snapshot = list.sign_snapshot(&key).unwrap();
+    assert_eq!(alg_of(&snapshot), "Ed25519");
+    crate::fixture::verify_snapshot(&snapshot, &keys, &opts, NOW).unwrap();
+    let delta = RevocationDelta::new(2, list).sign(&key).unwrap();
+    assert_eq!(alg_of(&delta), "Ed25519");
+    crate::fixture::verify_delta(&delta, &keys, &opts, NOW).unwrap();
+
+    let es = Fixture::new(Algorithm::Es256);
+    let es_key = SigningKey::from_jwk_json(&es.key.to_private_jwk_json().unwrap())
+        .unwrap()
+        .naming_ed25519(Ed25519Name::Ed25519);
+    let token = gatehouse_shared::sign_access_token(&es_key, &claims()).unwrap();
+    assert_eq!(alg_of(&token), "ES256");
+    let jwks = es.verifier.keys().to_json_naming(Ed25519Name::Ed25519);
+    assert!(jwks.contains(r#""alg":"ES256""#), "{jwks}");
+}

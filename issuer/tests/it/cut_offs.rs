@@ -1,0 +1,106 @@
+//! Tokens issued near a cut-off of their user's tokens: in the cut-off's own second a new token
+//! would be refused at once, so the token endpoint issues it at the cut-off's end and answers
+//! once that second has come. Before, it answered 503, an error to clients that do not retry
+//! (Authlib, oauth4webapi).
+
+use rocket::http::Status;
+
+use crate::common::{Backend, PASSWORD, TestApp, header, str_of};
+use crate::revocation::live_sessions;
+
+/// The end (`issued_before`) of the cut-off of `uid`'s tokens a "log out everywhere" wrote.
+fn cut_off_end(app: &TestApp, uid: &str) -> i64 {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::revocations;
+    let kind = gatehouse_shared::RevocationKind::User.code();
+    let uid = uid.to_owned();
+    app.store()
+        .run_sync(move |c| {
+            Ok(revocations::table
+                .filter(revocations::kind.eq(kind))
+                .filter(revocations::subject.eq(&uid))
+                .select(revocations::issued_before)
+                .first::<i64>(c)?)
+        })
+        .unwrap()
+}
+
+/// Moves the app's clock to `second` (back, here), as a request that came in then sees it.
+fn set_clock(app: &TestApp, second: i64) {
+    app.clock().advance(second - app.clock().now());
+}
+
+async fn logged_out_everywhere(app: &TestApp, uid: &str) -> i64 {
+    let access = str_of(&app.login("alice").await, "access_token").to_owned();
+    let (status, json) = app
+        .send("POST", "/v1/logout/all", None, Some(&access))
+        .await;
+    assert_eq!(status, Status::Ok, "{json}");
+    cut_off_end(app, uid)
+}
+
+/// A login, its refresh and the refresh's retry within the grace window, each asked for two
+/// seconds before the cut-off's end (its own second and a second of replicas' clock skew):
+/// each token is issued at the end, answered no sooner, and accepted.
+async fn tokens_asked_for_under_a_cut_off_are_issued_at_its_end(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let end = logged_out_everywhere(&app, &uid).await;
+    let verifier = app.verifier().await;
+    let issued_at_the_end = |json: &serde_json::Value| {
+        let now = app.clock().now();
+        assert!(
+            now >= end,
+            "answered at {now}, before its token's second {end}"
+        );
+        let access = str_of(json, "access_token").to_owned();
+        let claims = verifier.verify(&access, now).unwrap();
+        assert_eq!(claims.iat, end, "{json}");
+        assert_eq!(claims.nbf, Some(end));
+        access
+    };
+
+    set_clock(&app, end - 2);
+    let login = app.login("alice").await;
+    let access = issued_at_the_end(&login);
+    assert_eq!(app.me(&access).await.0, Status::Ok);
+
+    set_clock(&app, end - 2);
+    let (status, refreshed) = app.refresh(str_of(&login, "refresh_token")).await;
+    assert_eq!(status, Status::Ok, "{refreshed}");
+    assert_eq!(app.me(&issued_at_the_end(&refreshed)).await.0, Status::Ok);
+
+    set_clock(&app, end - 2);
+    let (status, retried) = app.refresh(str_of(&login, "refresh_token")).await;
+    assert_eq!(status, Status::Ok, "{retried}");
+    assert_eq!(
+        str_of(&retried, "refresh_token"),
+        str_of(&refreshed, "refresh_token"),
+        "the retry within the grace window gets the same successor"
+    );
+    assert_eq!(app.me(&issued_at_the_end(&retried)).await.0, Status::Ok);
+}
+
+/// Further from the cut-off's end than the wait allows (a clock far behind the replica that
+/// wrote it), the login is answered 503 with the seconds to its end, and starts no session.
+async fn a_cut_off_further_ahead_than_the_wait_is_answered_503(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let end = logged_out_everywhere(&app, &uid).await;
+    set_clock(&app, end - 5);
+    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
+    let (status, json, headers) = app.send_full("POST", "/v1/token", Some(&body), None).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::ServiceUnavailable, "temporarily_unavailable"),
+        "{json}"
+    );
+    let retry_after: i64 = header(&headers, "retry-after").unwrap().parse().unwrap();
+    assert!((4..=5).contains(&retry_after), "Retry-After {retry_after}");
+    assert_eq!(live_sessions(&app, &uid), 0);
+}
+
+crate::on_both_backends!(
+    tokens_asked_for_under_a_cut_off_are_issued_at_its_end,
+    a_cut_off_further_ahead_than_the_wait_is_answered_503,
+);
