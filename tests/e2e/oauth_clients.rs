@@ -120,6 +120,9 @@ async fn python_clients_with_tokens_named_ed25519() {
     assert_eq!(out["revoke_status"], 200, "{out}");
     assert_authlibs_validator_refused("Ed25519", &out);
     assert_eq!(out["pyjwt"]["ok"], false, "{out}");
+    let refusal = out["pyjwt"]["message"].as_str().unwrap();
+    // Its JWKS client finds no key it can use in a set naming them `Ed25519`.
+    assert!(refusal.contains("did not contain any usable keys"), "{out}");
 }
 
 /// openid-client's side: jose and oauth4webapi's RFC 9068 validator take tokens named

@@ -25,7 +25,7 @@ use crate::ratelimit::{FailureCharge, RateLimit};
 use crate::revoker::Revoker;
 use crate::store::lockout::{self, Attempt};
 use crate::store::revocations;
-use crate::store::sessions::{self, Grant, NewSession, Rotation};
+use crate::store::sessions::{self, Grant, NewSession, Rotation, Session};
 use crate::store::users::{self, User};
 use crate::store::{audit, write_tx};
 
@@ -184,7 +184,7 @@ async fn token(
         clock,
         now,
     };
-    let Issued { grant, at } = match grant {
+    let issued = match grant {
         GrantRequest::Password {
             username,
             password,
@@ -194,14 +194,15 @@ async fn token(
             refresh_grant(&grants, presented, scope).await?
         }
     };
-    // Held until its second has come, so that no verifier sees an `iat` ahead of its clock.
-    clock.reach(at).await;
+    // Held until its second has come, so that no verifier sees an `iat` ahead of its clock. An
+    // answer lost meanwhile is lost as any other: the client retries within the grace window.
+    clock.reach(issued.at).await;
     Ok(NoStore::new(Json(respond(
         config,
         &ring.signer,
-        at,
+        now,
         jti,
-        grant,
+        issued,
     )?)))
 }
 
@@ -346,10 +347,6 @@ async fn start_session(
                         Recheck::Unchanged => {}
                         changed => return Ok(Err(changed)),
                     }
-                    // Every session of the user revoked while the password was checked (the
-                    // cut-off's writer locked the row first), or earlier in this second: this
-                    // session starts after it, and its tokens are issued past its cut-off.
-                    let at = issue_time(c, &checked.id, now)?;
                     lockout::record_success(c, &attempt, now)?;
                     let Some(scope) = scope else {
                         // The client's own text: bounded, and only the characters a scope
@@ -375,6 +372,10 @@ async fn start_session(
                         client_id: client_id.as_deref(),
                     };
                     let grant = sessions::start(c, &new, now, ttl)?;
+                    // Every session of the user revoked while the password was checked (the
+                    // cut-off's writer locked the row first), or earlier in this second: this
+                    // session starts after it, and its tokens are issued past its cut-off.
+                    let at = issue_time(c, &grant.session, now, Wait::OrRefuse)?;
                     let sid = &grant.session.id;
                     let detail = naming_client(serde_json::json!({"sid": sid}), client_id.clone());
                     audit::record(c, now, "login_ok", Some(&checked.id), &detail)?;
@@ -453,9 +454,10 @@ async fn refresh_grant(
                 let rotation = sessions::rotate(c, presented, (now, database_now), grace)?;
                 // A refusal rolls the rotation back: the client asks again later.
                 let at = match &rotation {
-                    Rotation::Rotated(grant) | Rotation::Retried(grant) => {
-                        issue_time(c, &grant.session.user_id, now)?
-                    }
+                    Rotation::Rotated(grant) => issue_time(c, &grant.session, now, Wait::OrRefuse)?,
+                    // Told to come back, a retry could come back past the grace window and be
+                    // taken for reuse.
+                    Rotation::Retried(grant) => issue_time(c, &grant.session, now, Wait::OrNot)?,
                     _ => now,
                 };
                 Ok((rotation, at))
@@ -498,21 +500,41 @@ async fn refresh_grant(
     Ok(Issued { grant, at })
 }
 
+/// What a grant under a cut-off does when the cut-off ends too far ahead to wait for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Refused, rolled back: the client asks again later.
+    OrRefuse,
+    /// Issued at once, a token the cut-off refuses until the client's next refresh.
+    OrNot,
+}
+
 /// The second a grant's access token is issued at. A token under a cut-off of the user's
 /// tokens would be refused at once, so it is issued at the cut-off's end instead: a cut-off of
 /// every session (`Revocations::user`) covers the second it was written in, one that replaced
 /// a revoked token past the per-user bound (`revoker::MAX_TOKEN_ENTRIES_PER_USER`) that token's
-/// second, either up to a replica's clock skew. The answer waits for that second; past
-/// [`MAX_CUT_OFF_WAIT_SECS`] the client is told to ask again instead.
-fn issue_time(c: &mut DbConn, user_id: &str, now: i64) -> Result<i64, ApiError> {
-    match revocations::user_cut_off_end(c, user_id, now)? {
-        None => Ok(now),
-        Some(end) if end - now <= MAX_CUT_OFF_WAIT_SECS => Ok(end),
-        Some(end) => Err(ApiError::Unavailable {
-            message: "this account's tokens were just revoked; ask again later",
-            retry_after: u64::try_from(end - now).unwrap_or(u64::MAX),
-        }),
+/// second, either up to a replica's clock skew. The answer waits for that second, at most
+/// [`MAX_CUT_OFF_WAIT_SECS`]; the token's `exp` still counts from `now` ([`respond`]). A session
+/// that ends by then gets no token.
+fn issue_time(c: &mut DbConn, session: &Session, now: i64, wait: Wait) -> Result<i64, ApiError> {
+    let Some(end) = revocations::user_cut_off_end(c, &session.user_id, now)? else {
+        return Ok(now);
+    };
+    if end - now > MAX_CUT_OFF_WAIT_SECS {
+        return match wait {
+            Wait::OrNot => Ok(now),
+            Wait::OrRefuse => Err(ApiError::Unavailable {
+                message: "this account's tokens were just revoked; ask again later",
+                retry_after: u64::try_from(end - now).unwrap_or(u64::MAX),
+            }),
+        };
     }
+    if end >= session.expires_at {
+        return Err(ApiError::InvalidGrant(
+            "the refresh token is invalid or expired",
+        ));
+    }
+    Ok(end)
 }
 
 /// The session's scopes that `requested` names, in the session's order, or `None` when it
@@ -527,13 +549,15 @@ fn narrowed_scope(session: &str, requested: &str) -> Option<String> {
     Some(kept.join(" "))
 }
 
-/// Signs the access token for a grant. It never outlives its session.
+/// Signs the access token for a grant. It never outlives its session, and its lifetime counts
+/// from the request's `now` even when it is issued later ([`issue_time`]): what revocation
+/// entries and retired keys are kept for bounds it.
 fn respond(
     config: &Config,
     signer: &SigningKey,
     now: i64,
     jti: String,
-    grant: Grant,
+    Issued { grant, at }: Issued,
 ) -> Result<TokenResponse, ApiError> {
     let exp = (now + i64::from(config.access_token_ttl_secs)).min(grant.session.expires_at);
     let claims = TokenClaims {
@@ -541,8 +565,8 @@ fn respond(
         sub: grant.session.user_id.clone(),
         aud: Audience::single(&config.audience),
         exp,
-        iat: now,
-        nbf: Some(now),
+        iat: at,
+        nbf: Some(at),
         jti,
         sid: grant.session.id.clone(),
         scope: grant.session.scope.clone(),
@@ -553,7 +577,7 @@ fn respond(
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",
-        expires_in: exp - now,
+        expires_in: exp - at,
         refresh_token: grant.refresh_token,
         scope: claims.scope,
     })

@@ -25,6 +25,32 @@ fn cut_off_end(app: &TestApp, uid: &str) -> i64 {
         .unwrap()
 }
 
+/// A cut-off of `uid`'s tokens issued before `end`, as a replica whose clock is ahead writes it.
+fn plant_cut_off(app: &TestApp, uid: &str, end: i64) {
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::revocations;
+    let kind = gatehouse_shared::RevocationKind::User.code();
+    let (uid, now) = (uid.to_owned(), app.clock().now());
+    app.store()
+        .run_sync(move |c| {
+            diesel::insert_into(revocations::table)
+                .values((
+                    revocations::kind.eq(kind),
+                    revocations::subject.eq(uid),
+                    revocations::issued_before.eq(end),
+                    revocations::expires_at.eq(end + 3600),
+                    revocations::created_at.eq(now),
+                ))
+                .execute(c)
+                .map_err(Into::into)
+        })
+        .unwrap();
+}
+
+fn refresh_body(refresh_token: &str) -> String {
+    format!("grant_type=refresh_token&refresh_token={refresh_token}")
+}
+
 /// Moves the app's clock to `second` (back, here), as a request that came in then sees it.
 fn set_clock(app: &TestApp, second: i64) {
     app.clock().advance(second - app.clock().now());
@@ -41,7 +67,8 @@ async fn logged_out_everywhere(app: &TestApp, uid: &str) -> i64 {
 
 /// A login, its refresh and the refresh's retry within the grace window, each asked for two
 /// seconds before the cut-off's end (its own second and a second of replicas' clock skew):
-/// each token is issued at the end, answered no sooner, and accepted.
+/// each token is issued at the end, answered no sooner, lives no longer than one issued when
+/// asked for, and is accepted.
 async fn tokens_asked_for_under_a_cut_off_are_issued_at_its_end(backend: Backend) {
     let app = TestApp::start(backend).await;
     let uid = app.register("alice").await;
@@ -57,6 +84,14 @@ async fn tokens_asked_for_under_a_cut_off_are_issued_at_its_end(backend: Backend
         let claims = verifier.verify(&access, now).unwrap();
         assert_eq!(claims.iat, end, "{json}");
         assert_eq!(claims.nbf, Some(end));
+        // Its lifetime counts from the request, as revocation entries and key grace assume.
+        let ttl = i64::from(app.config.access_token_ttl_secs);
+        assert!(
+            claims.exp < end + ttl,
+            "exp {} counts from the end {end}",
+            claims.exp
+        );
+        assert_eq!(json["expires_in"], claims.exp - end, "{json}");
         access
     };
 
@@ -100,7 +135,67 @@ async fn a_cut_off_further_ahead_than_the_wait_is_answered_503(backend: Backend)
     assert_eq!(live_sessions(&app, &uid), 0);
 }
 
+/// A retry within the grace window is never told to come back (it could come back past the
+/// window and be taken for reuse, ending the session): under a cut-off too far ahead to wait
+/// for, it gets the same successor at once, with a token the cut-off refuses. A rotation of
+/// the successor is told to come back, rotates nothing, and once the cut-off has ended gets a
+/// token that is accepted.
+async fn a_grace_retry_far_before_a_cut_offs_end_is_answered_at_once(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let uid = app.register("alice").await;
+    let login = app.login("alice").await;
+    let (status, rotated) = app.refresh(str_of(&login, "refresh_token")).await;
+    assert_eq!(status, Status::Ok, "{rotated}");
+    let end = app.clock().now() + 5;
+    plant_cut_off(&app, &uid, end);
+
+    let (status, retried) = app.refresh(str_of(&login, "refresh_token")).await;
+    assert_eq!(status, Status::Ok, "{retried}");
+    let successor = str_of(&rotated, "refresh_token");
+    assert_eq!(str_of(&retried, "refresh_token"), successor);
+    assert_eq!(
+        app.me(str_of(&retried, "access_token")).await.0,
+        Status::Unauthorized
+    );
+
+    let body = refresh_body(successor);
+    let (status, json, headers) = app.send_full("POST", "/v1/token", Some(&body), None).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::ServiceUnavailable, "temporarily_unavailable"),
+        "{json}"
+    );
+    assert!(header(&headers, "retry-after").is_some(), "{headers:?}");
+    set_clock(&app, end);
+    let (status, json) = app.refresh(successor).await;
+    assert_eq!(status, Status::Ok, "{json}");
+    assert_eq!(app.me(str_of(&json, "access_token")).await.0, Status::Ok);
+}
+
+/// A session that ends before the cut-off's end could only get a token without time left
+/// (`exp` at or before `iat`): its refresh is refused as expired instead, and rotates nothing.
+async fn a_session_ending_under_a_cut_off_gets_no_token_past_it(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| {
+        c.session_ttl_secs = 120;
+        c.access_token_ttl_secs = 60;
+    })
+    .await;
+    let uid = app.register("alice").await;
+    let login = app.login("alice").await;
+    app.clock().advance(119);
+    plant_cut_off(&app, &uid, app.clock().now() + 2);
+    let (status, json) = app.refresh(str_of(&login, "refresh_token")).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::BadRequest, "invalid_grant"),
+        "{json}"
+    );
+    assert_eq!(live_sessions(&app, &uid), 1, "the session is left to end");
+}
+
 crate::on_both_backends!(
+    a_grace_retry_far_before_a_cut_offs_end_is_answered_at_once,
+    a_session_ending_under_a_cut_off_gets_no_token_past_it,
     tokens_asked_for_under_a_cut_off_are_issued_at_its_end,
     a_cut_off_further_ahead_than_the_wait_is_answered_503,
 );

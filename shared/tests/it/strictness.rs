@@ -173,6 +173,9 @@ fn a_key_named_ed25519_writes_the_name_everywhere_and_is_verified() {
     let token = gatehouse_shared::sign_access_token(&key, &claims()).unwrap();
     assert_eq!(alg_of(&token), "Ed25519");
     assert_eq!(f.verifier.verify(&token, NOW).unwrap().jti, claims().jti);
+    // The worker's path, the signature checked by an oracle (WebCrypto there).
+    let by_oracle = crate::fixture::oracle_verify(&f.verifier, &token, NOW).unwrap();
+    assert_eq!(by_oracle.jti, claims().jti);
     let jwks = f.verifier.keys().to_json_naming(Ed25519Name::Ed25519);
     let published: serde_json::Value = serde_json::from_str(&jwks).unwrap();
     assert_eq!(published["keys"][0]["alg"], "Ed25519");
