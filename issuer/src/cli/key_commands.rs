@@ -34,20 +34,14 @@ fn keys_rotate(replace_unopenable: bool) -> Outcome {
 
 fn keys_import(file: &std::path::Path) -> Outcome {
     let (config, db) = load()?;
-    let (key, new) = db
+    let (key, imported) = db
         .run_sync(|c| keys::import_file(c, &config, file, now()))
         .map_err(fail)?;
-    if new {
+    let keys::Imported::Before { status } = imported else {
         say!("imported {}: it is the signing key now", key.kid());
         return Ok(());
-    }
+    };
     // Imported before: only an active key signs, and an operator importing one expects it to.
-    let status = db
-        .run_sync(keys::list)
-        .map_err(fail)?
-        .into_iter()
-        .find(|k| k.kid == key.kid())
-        .map_or_else(|| "gone".to_owned(), |k| k.status);
     // Said, not failed: a deploy that imports its file at every run must not break at the
     // first rotation after it.
     if status != keys::ACTIVE {

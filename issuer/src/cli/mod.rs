@@ -321,6 +321,9 @@ fn load_creating(create: bool) -> Result<(Config, Db), String> {
     if !refusals.is_empty() {
         return Err(refusals.join("\n"));
     }
+    // A command acts on whatever the environment names: say which.
+    let target = db::DbUrl::parse(&config.database_url)?;
+    warn_operator!("gatehouse-issuer: {}", target.describe());
     let db = db::open_for_command(&config, create)?;
     Ok((config, db))
 }

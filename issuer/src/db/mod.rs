@@ -420,12 +420,6 @@ fn is_sqlite_memory(path: &str) -> bool {
 /// (a `keys rotate` after a leak, say).
 pub fn open_for_command(config: &Config, create: bool) -> Result<Db, String> {
     let url = DbUrl::parse(&config.database_url)?;
-    // A command acts on whatever the environment names: say which. Not `eprintln!`: a closed
-    // standard error (`2>&1 | head -0`) must not panic a command before its work.
-    {
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), "gatehouse-issuer: {}", url.describe());
-    }
     if let DbUrl::Sqlite(path) = &url
         && !create
         && path != ":memory:"

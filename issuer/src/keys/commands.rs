@@ -9,8 +9,8 @@ use gatehouse_shared::SigningKey;
 
 use super::store::{self, ACTIVE, KeyRecord, RETIRED, REVOKED, Resealed};
 use super::{
-    KEY_REVOCATION_SECS, ensure_sealer_opens_ring, import, max_ring_age, read_key_file, seal,
-    witness,
+    Imported, KEY_REVOCATION_SECS, ensure_sealer_opens_ring, import, max_ring_age, read_key_file,
+    seal, witness,
 };
 use crate::config::Config;
 use crate::db::DbConn;
@@ -74,11 +74,11 @@ pub fn import_file(
     config: &Config,
     path: &Path,
     now: i64,
-) -> Result<(SigningKey, bool), ApiError> {
+) -> Result<(SigningKey, Imported), ApiError> {
     let sealer = ring_sealer(conn, config, "keys import")?;
     let key = read_key_file(path)?;
-    let new = import(conn, &sealer, &key, now)?;
-    Ok((key, new))
+    let imported = import(conn, &sealer, &key, now)?;
+    Ok((key, imported))
 }
 
 /// `keys revoke KID`: an emergency, inside the revocation service's transaction. The key

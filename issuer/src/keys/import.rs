@@ -33,16 +33,25 @@ pub(super) fn read_key_file(path: &Path) -> Result<SigningKey, ApiError> {
     Ok(key)
 }
 
+/// What importing a key did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Imported {
+    /// Its kid was new (or an earlier import left it scheduled): it is the signing key now.
+    Signing,
+    /// Imported before; nothing changed. Its status, as the ring holds it.
+    Before { status: String },
+}
+
 /// Imports `key` sealed. The first time its kid is seen it becomes the signing key (and still
 /// does while an earlier import left it scheduled); after that, importing it again changes
 /// nothing, so replicas and restarts that still hold an older
-/// file never take the active key back. Returns whether it was new.
+/// file never take the active key back.
 pub(super) fn import(
     conn: &mut DbConn,
     sealer: &Sealer,
     key: &SigningKey,
     now: i64,
-) -> Result<bool, ApiError> {
+) -> Result<Imported, ApiError> {
     let mut rows = store::records(conn)?;
     if !rows.iter().any(|r| r.kid == key.kid()) {
         // The material of a key the ring holds, under another kid (a file re-imported with its
@@ -67,7 +76,7 @@ pub(super) fn import(
                 && store::activate_in(conn, key.kid(), now, "imported", false)?)
         })?;
         if imported {
-            return Ok(true);
+            return Ok(Imported::Signing);
         }
         // Another import of this key (a replica starting with the same file) came first.
         rows = store::records(conn)?;
@@ -99,12 +108,14 @@ pub(super) fn import(
         // Not activated: dropped since it was read (another key promoted, or rotation turned
         // off), so the ring does not hold it, which "imported before" would hide.
         return if store::activate(conn, key.kid(), now, "imported")? {
-            Ok(true)
+            Ok(Imported::Signing)
         } else {
             Err(dropped_meanwhile(key))
         };
     }
-    Ok(false)
+    Ok(Imported::Before {
+        status: row.status.clone(),
+    })
 }
 
 fn dropped_meanwhile(key: &SigningKey) -> ApiError {

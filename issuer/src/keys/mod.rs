@@ -22,6 +22,7 @@ use rocket::fairing::AdHoc;
 pub use commands::{
     import_file, list, reseal, revoke, rotate, rotate_replacing_unopenable, still_signing_until,
 };
+pub use import::Imported;
 use import::{import, read_key_file};
 use open::{ensure_scheduled_key_opens, ensure_sealer_opens_ring, open_signer};
 pub use seal::{SealedUnder, Sealer};

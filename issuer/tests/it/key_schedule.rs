@@ -307,6 +307,7 @@ async fn an_import_left_scheduled_is_finished_by_the_next(backend: Backend) {
             .run_sync(move |c| keys::import_file(c, &config, &file, now))
             .unwrap()
             .1
+            == keys::Imported::Signing
     };
     let before = app.store().run_sync(keys::list).unwrap();
     let was_active = before
