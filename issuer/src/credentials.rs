@@ -180,7 +180,7 @@ impl Reauthentication<'_> {
         W: Fn(&mut Revocations<'_>, &User, P) -> Result<T, ApiError> + Clone + Send + 'static,
     {
         if !may_be_a_password(&password) {
-            return Err(ApiError::InvalidPassword("the current password is wrong"));
+            return Err(ApiError::WrongPassword);
         }
         let (sub, cfg) = (user_id.to_owned(), self.lockout);
         let (user, reservation) = find_and_reserve(self.db, (now, cfg), client_ip, move |c| {
@@ -202,7 +202,7 @@ impl Reauthentication<'_> {
         let attempt = match checked {
             Checked::Correct { attempt, .. } => attempt,
             Checked::Wrong => {
-                return Err(ApiError::InvalidPassword("the current password is wrong"));
+                return Err(ApiError::WrongPassword);
             }
             Checked::LockedOut { retry_after } => return Err(ApiError::LockedOut { retry_after }),
         };
@@ -243,9 +243,7 @@ impl Reauthentication<'_> {
                     Err(_) => break,
                 }
             }
-            Err(ApiError::InvalidPassword(
-                "the password was changed meanwhile",
-            ))
+            Err(ApiError::PasswordChanged)
         }
         .await;
         if written.is_err() {

@@ -37,8 +37,15 @@ pub enum ApiError {
     // Accounts.
     #[error("{0}")]
     InvalidUsername(&'static str),
+    /// A new password the policy refuses (`code: password_policy`).
     #[error("{0}")]
     InvalidPassword(&'static str),
+    /// The current password, asked again for a change or a deletion, is wrong.
+    #[error("the current password is wrong")]
+    WrongPassword,
+    /// The password was changed while this request checked it.
+    #[error("the password was changed meanwhile")]
+    PasswordChanged,
     #[error("that username is taken")]
     UsernameTaken,
     #[error("registration is closed")]
@@ -100,7 +107,9 @@ impl ApiError {
             | Self::InvalidScope(_)
             | Self::LockedOut { .. }
             | Self::InvalidUsername(_)
-            | Self::InvalidPassword(_) => Status::BadRequest,
+            | Self::InvalidPassword(_)
+            | Self::WrongPassword
+            | Self::PasswordChanged => Status::BadRequest,
             Self::MissingToken | Self::InvalidToken(_) => Status::Unauthorized,
             Self::InsufficientScope(_) | Self::RegistrationClosed => Status::Forbidden,
             Self::UsernameTaken => Status::Conflict,
@@ -123,7 +132,9 @@ impl ApiError {
             Self::MissingToken | Self::InvalidToken(_) => "invalid_token",
             Self::InsufficientScope(_) => "insufficient_scope",
             Self::InvalidUsername(_) => "invalid_username",
-            Self::InvalidPassword(_) => "invalid_password",
+            Self::InvalidPassword(_) | Self::WrongPassword | Self::PasswordChanged => {
+                "invalid_password"
+            }
             Self::UsernameTaken => "username_taken",
             Self::RegistrationClosed => "registration_closed",
             Self::NotFound => "not_found",
@@ -147,10 +158,15 @@ impl ApiError {
 
     /// A locked-out login (its client, or the account) is `invalid_grant`, as a wrong password
     /// is (RFC 6749 §5.2), but a client should say "try again later" rather than "wrong
-    /// password": `locked_out`.
+    /// password": `locked_out`. An `invalid_password` says which field to fix: the current
+    /// password (`wrong_password`), the new one (`password_policy`), or neither, the password
+    /// having changed meanwhile (`password_changed`).
     const fn finer_code(&self) -> Option<&'static str> {
         match self {
             Self::LockedOut { .. } => Some("locked_out"),
+            Self::WrongPassword => Some("wrong_password"),
+            Self::InvalidPassword(_) => Some("password_policy"),
+            Self::PasswordChanged => Some("password_changed"),
             _ => None,
         }
     }

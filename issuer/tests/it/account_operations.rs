@@ -48,7 +48,7 @@ async fn a_user_deletes_their_own_account(backend: Backend) {
     for _ in 0..3 {
         assert_eq!(
             delete_own(&app, access, Some("a-wrong-guess")).await,
-            bad_request("invalid_password")
+            bad_request("wrong_password")
         );
     }
     assert_eq!(
@@ -112,7 +112,7 @@ async fn admins_reset_a_password(backend: Backend) {
     );
     assert_eq!(
         reset(path.clone(), admin.clone(), "password").await,
-        (Status::BadRequest, "invalid_password".into())
+        (Status::BadRequest, "password_policy".into())
     );
     let own = "/v1/admin/users/admin-id/password".to_owned();
     assert_eq!(
