@@ -50,6 +50,10 @@ pub enum ApiError {
     UsernameTaken,
     #[error("registration is closed")]
     RegistrationClosed,
+    /// A well-formed request its caller may not make (an admin acting on their own account, or
+    /// on another admin's password): not a malformed one, so not `invalid_request`.
+    #[error("{0}")]
+    NotPermitted(Cow<'static, str>),
 
     // Generic.
     #[error("not found")]
@@ -111,7 +115,9 @@ impl ApiError {
             | Self::WrongPassword
             | Self::PasswordChanged => Status::BadRequest,
             Self::MissingToken | Self::InvalidToken(_) => Status::Unauthorized,
-            Self::InsufficientScope(_) | Self::RegistrationClosed => Status::Forbidden,
+            Self::InsufficientScope(_) | Self::RegistrationClosed | Self::NotPermitted(_) => {
+                Status::Forbidden
+            }
             Self::UsernameTaken => Status::Conflict,
             Self::NotFound => Status::NotFound,
             Self::PayloadTooLarge => Status::PayloadTooLarge,
@@ -137,6 +143,7 @@ impl ApiError {
             }
             Self::UsernameTaken => "username_taken",
             Self::RegistrationClosed => "registration_closed",
+            Self::NotPermitted(_) => "not_permitted",
             Self::NotFound => "not_found",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",

@@ -141,8 +141,9 @@ async fn delete_account(
     let password = password.ok_or_else(|| ApiError::invalid_request("password is required"))?;
     limit.check(client_ip)?;
     if auth.is_admin {
-        return Err(ApiError::invalid_request(
-            "an admin's account is deleted by another admin, or with `users delete` at a shell",
+        return Err(ApiError::NotPermitted(
+            "an admin's account is deleted by another admin, or with `users delete` at a shell"
+                .into(),
         ));
     }
     // `is_admin` is set when an account is made and never changes, so the guard's reading is

@@ -71,9 +71,9 @@ async fn as_admin<T: Send + 'static>(
 /// An admin locked out of their own account could not undo it: another admin must.
 fn not_own_account(uid: &str, by: &str, action: &str) -> Result<(), ApiError> {
     if uid == by {
-        return Err(ApiError::invalid_request(format!(
-            "an admin cannot {action} their own account; another admin can"
-        )));
+        return Err(ApiError::NotPermitted(
+            format!("an admin cannot {action} their own account; another admin can").into(),
+        ));
     }
     Ok(())
 }
@@ -217,8 +217,9 @@ async fn reset_password(
         .await?
         .ok_or(ApiError::NotFound)?;
     if user.is_admin {
-        return Err(ApiError::invalid_request(
-            "an admin's password is reset at a shell (`users reset-password`), not by another admin",
+        return Err(ApiError::NotPermitted(
+            "an admin's password is reset at a shell (`users reset-password`), not by another admin"
+                .into(),
         ));
     }
     check_password_policy(&new_password, &user.username)?;

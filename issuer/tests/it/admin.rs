@@ -264,7 +264,7 @@ async fn an_admin_cannot_disable_their_own_account(backend: Backend) {
         .await;
     assert_eq!(
         (status, str_of(&json, "error")),
-        (Status::BadRequest, "invalid_request"),
+        (Status::Forbidden, "not_permitted"),
         "{json}"
     );
     assert_eq!(app.me(&admin).await.0, Status::Ok);
@@ -467,7 +467,7 @@ async fn admins_and_the_cli_delete_users(backend: Backend) {
     let (status, json) = app.send("POST", own, None, Some(&admin)).await;
     assert_eq!(
         (status, str_of(&json, "error")),
-        (Status::BadRequest, "invalid_request")
+        (Status::Forbidden, "not_permitted")
     );
 
     app.clock().advance(1);
