@@ -1,18 +1,20 @@
 //! `POST /v1/token`: the OAuth 2.0 token endpoint (RFC 6749) for the password and refresh-token
 //! grants.
 
+mod request;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use gatehouse_shared::{Audience, SigningKey, TokenClaims, fits_a_header, sign_access_token};
+use gatehouse_shared::{Audience, SigningKey, TokenClaims, sign_access_token};
 use rocket::serde::json::Json;
 use rocket::{Route, State, post, routes};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{NoStore, naming_client};
 use crate::clock::Clock;
 use crate::config::{ADMIN_SCOPE, Config};
-use crate::context::{FormOrJson, omitted_if_empty};
+use crate::context::FormOrJson;
 use crate::credentials::{self, Checked, Recheck};
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
@@ -28,35 +30,15 @@ use crate::store::revocations;
 use crate::store::sessions::{self, Grant, NewSession, Rotation, Session};
 use crate::store::users::{self, User};
 use crate::store::{audit, write_tx};
+use request::{ClientRequest, GrantRequest, TokenRequest};
 
 /// One message for an unknown user and a wrong password alike.
 const BAD_CREDENTIALS: &str = "invalid username or password";
-const MAX_REFRESH_TOKEN_LEN: usize = 512;
 const SCOPE_UNAVAILABLE: &str = "a requested scope is not available to this user";
 const SCOPE_NOT_GRANTED: &str = "a requested scope was not granted to this session";
-/// The longest `client_id` taken: the edge forwards it to the origin as a header value.
-const MAX_CLIENT_ID_CHARS: usize = 255;
 /// The longest an answer waits for a cut-off's end ([`issue_time`]): the cut-off's own second
 /// and a second of clock skew between the replica that wrote it and this one.
 const MAX_CUT_OFF_WAIT_SECS: i64 = 2;
-
-#[derive(Debug, Deserialize)]
-pub struct TokenRequest {
-    #[serde(default, deserialize_with = "omitted_if_empty")]
-    grant_type: Option<String>,
-    #[serde(default, deserialize_with = "omitted_if_empty")]
-    username: Option<String>,
-    #[serde(default, deserialize_with = "omitted_if_empty")]
-    password: Option<String>,
-    #[serde(default, deserialize_with = "omitted_if_empty")]
-    scope: Option<String>,
-    #[serde(default, deserialize_with = "omitted_if_empty")]
-    refresh_token: Option<String>,
-    /// A public client's own name for itself (RFC 6749 §3.2.1): not authenticated (there is
-    /// no client registry), named in the access tokens (RFC 9068 §2.2).
-    #[serde(default, deserialize_with = "omitted_if_empty")]
-    client_id: Option<String>,
-}
 
 #[derive(Debug, Serialize)]
 pub struct TokenResponse {
@@ -65,70 +47,6 @@ pub struct TokenResponse {
     expires_in: i64,
     refresh_token: String,
     scope: String,
-}
-
-/// A grant request and the client it names.
-struct ClientRequest {
-    grant: GrantRequest,
-    client_id: Option<String>,
-}
-
-/// The grants this endpoint serves (RFC 6749 §4.3, §6), each with the fields it requires.
-enum GrantRequest {
-    Password {
-        username: String,
-        password: String,
-        scope: Option<String>,
-    },
-    RefreshToken {
-        presented: String,
-        scope: Option<String>,
-    },
-}
-
-impl ClientRequest {
-    /// The request's own faults, found before anything this replica or the client's history
-    /// decides (the signing key, the failure budget): a request that can never succeed gets its
-    /// 400 at once, not a 503 or 429 that tells the client to send it again.
-    fn read(request: TokenRequest) -> Result<Self, ApiError> {
-        let required = |field: Option<String>, missing: &'static str| {
-            field.ok_or_else(|| ApiError::invalid_request(missing))
-        };
-        let grant = match request.grant_type.as_deref() {
-            Some("password") => Ok(GrantRequest::Password {
-                username: required(request.username, "username is required")?,
-                password: required(request.password, "password is required")?,
-                scope: request.scope,
-            }),
-            Some("refresh_token") => {
-                let presented = required(request.refresh_token, "refresh_token is required")?;
-                if presented.len() > MAX_REFRESH_TOKEN_LEN {
-                    return Err(ApiError::InvalidGrant(
-                        "the refresh token is invalid or expired",
-                    ));
-                }
-                Ok(GrantRequest::RefreshToken {
-                    presented,
-                    scope: request.scope,
-                })
-            }
-            None => Err(ApiError::invalid_request("grant_type is required")),
-            Some(_) => Err(ApiError::UnsupportedGrantType),
-        }?;
-        let client_id = request.client_id;
-        if client_id.as_deref().is_some_and(|id| !is_client_id(id)) {
-            return Err(ApiError::invalid_request(
-                "client_id must be 1 to 255 printable ASCII characters without surrounding spaces",
-            ));
-        }
-        Ok(Self { grant, client_id })
-    }
-}
-
-/// RFC 6749 allows any printable ASCII in a `client_id` (Appendix A.1); the tokens' rule also
-/// refuses surrounding spaces, which a header value would lose.
-fn is_client_id(id: &str) -> bool {
-    id.len() <= MAX_CLIENT_ID_CHARS && fits_a_header(id)
 }
 
 /// What the grants work with, taken from the handler's typed guards.
