@@ -69,10 +69,11 @@ impl<'r> FromRequest<'r> for Now {
 /// lockout failure, a revocation entry) must not be steered by a body sent over many minutes.
 pub struct FormOrJson<T>(pub T, pub i64);
 
-/// Two passwords of the policy's longest (a password change), each character escaped in up to
-/// 12 bytes (`%F0%9F%98%80` in a form, `\ud83d\ude00` in JSON), and room for the rest. Before,
+/// Two passwords of the policy's longest (a password change) and room for the rest. The policy
+/// counts characters in NFKC, where one may be typed as three (Hangul jamo composing into a
+/// syllable), each escaped in 9 bytes in a form (`%E1%84%80`): 27 bytes a character. Before,
 /// 16 KiB refused a change between two such passwords that registration and login took.
-const BODY_LIMIT_BYTES: u64 = (2 * crate::password::MAX_PASSWORD_CHARS as u64 * 12) + 8 * 1024;
+const BODY_LIMIT_BYTES: u64 = (2 * crate::password::MAX_PASSWORD_CHARS as u64 * 27) + 8 * 1024;
 
 /// For `#[serde(default, deserialize_with = "omitted_if_empty")]` on a request parameter: RFC
 /// 6749 §3.1 treats a parameter sent without a value as omitted.

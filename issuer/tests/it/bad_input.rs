@@ -8,7 +8,7 @@ async fn hostile_requests_get_clear_4xx(backend: Backend) {
     let app = TestApp::start(backend).await;
     let big = format!(
         "grant_type=password&username=a&password={}",
-        "x".repeat(40 * 1024)
+        "x".repeat(80 * 1024)
     );
     type Case = (
         &'static str,
@@ -196,7 +196,7 @@ async fn hostile_requests_get_clear_4xx(backend: Backend) {
     }
     // `/v1/introspect` is an OAuth endpoint too (RFC 7662), behind an admin's bearer.
     let admin = app.admin_token().await;
-    let oversized = format!("token={}", "x".repeat(40 * 1024));
+    let oversized = format!("token={}", "x".repeat(80 * 1024));
     for (ct, body) in [
         (ContentType::Plain, "token=x".to_owned()),
         (ContentType::Form, oversized),

@@ -372,14 +372,16 @@ async fn a_password_is_the_same_in_any_unicode_form(backend: Backend) {
     );
 }
 
-/// Passwords of the policy's longest (1024 characters), each character as long as a body can
-/// escape it (an emoji: 12 bytes percent-encoded): registered, logged in with, and changed to
-/// another such password in a form body of two of them (about 24.6 KB). Before, that change
-/// was refused 413 by a 16 KiB body limit.
+/// Passwords of the policy's longest (1024 characters, counted in NFKC), each character typed
+/// as long as a body can make it: a Hangul syllable as its three jamo, 27 bytes percent-encoded.
+/// Registered, logged in with (composed), and changed to another such password in a form body
+/// of two of them (about 55 KB). Before, the change was refused 413 by a 16 KiB body limit.
 async fn a_password_of_the_longest_escapes_can_be_changed(backend: Backend) {
     let app = TestApp::start(backend).await;
-    let (old, new) = ("\u{1F600}".repeat(1024), "\u{1F601}".repeat(1024));
-    let (old_form, new_form) = ("%F0%9F%98%80".repeat(1024), "%F0%9F%98%81".repeat(1024));
+    // U+1100 U+1161 U+11A8 compose to U+AC01; U+1102 U+1161 U+11A8 to U+B099.
+    let (old, new) = ("\u{AC01}".repeat(1024), "\u{B099}".repeat(1024));
+    let old_form = "%E1%84%80%E1%85%A1%E1%86%A8".repeat(1024);
+    let new_form = "%E1%84%82%E1%85%A1%E1%86%A8".repeat(1024);
     let body = format!("username=alice&password={old_form}");
     let (status, json) = app.send("POST", "/v1/users", Some(&body), None).await;
     assert_eq!(status, Status::Created, "{json}");
@@ -387,7 +389,7 @@ async fn a_password_of_the_longest_escapes_can_be_changed(backend: Backend) {
     assert_eq!(status, Status::Ok, "{json}");
     let access = str_of(&json, "access_token").to_owned();
     let change = format!("current_password={old_form}&new_password={new_form}");
-    assert!(change.len() > 24 * 1024, "{}", change.len());
+    assert!(change.len() > 54 * 1024, "{}", change.len());
     let (status, json) = app
         .send("POST", "/v1/password", Some(&change), Some(&access))
         .await;
