@@ -135,6 +135,26 @@ async fn a_cut_off_further_ahead_than_the_wait_is_answered_503(backend: Backend)
     assert_eq!(live_sessions(&app, &uid), 0);
 }
 
+/// Access tokens of a second (an allowed setting): one issued a second later, at the cut-off's
+/// end, would expire as it is issued (its lifetime counts from the request), so the login is
+/// told to come back instead of waiting for nothing.
+async fn a_token_that_would_end_by_the_cut_offs_end_is_not_waited_for(backend: Backend) {
+    let app = TestApp::start_with(backend, |c| c.access_token_ttl_secs = 1).await;
+    let uid = app.register("alice").await;
+    let end = logged_out_everywhere(&app, &uid).await;
+    set_clock(&app, end - 1);
+    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
+    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
+    assert_eq!(
+        (status, str_of(&json, "error")),
+        (Status::ServiceUnavailable, "temporarily_unavailable"),
+        "{json}"
+    );
+    set_clock(&app, end);
+    let access = str_of(&app.login("alice").await, "access_token").to_owned();
+    assert_eq!(app.me(&access).await.0, Status::Ok);
+}
+
 /// A retry within the grace window is never told to come back (it could come back past the
 /// window and be taken for reuse, ending the session): under a cut-off too far ahead to wait
 /// for, it gets the same successor at once, with a token the cut-off refuses. A rotation of
@@ -194,6 +214,7 @@ async fn a_session_ending_under_a_cut_off_gets_no_token_past_it(backend: Backend
 }
 
 crate::on_both_backends!(
+    a_token_that_would_end_by_the_cut_offs_end_is_not_waited_for,
     a_grace_retry_far_before_a_cut_offs_end_is_answered_at_once,
     a_session_ending_under_a_cut_off_gets_no_token_past_it,
     tokens_asked_for_under_a_cut_off_are_issued_at_its_end,

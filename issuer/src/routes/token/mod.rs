@@ -246,6 +246,7 @@ async fn start_session(
     password: String,
 ) -> Result<Commit, ApiError> {
     let (now, ttl) = (grants.now, grants.config.session_ttl_secs);
+    let access_ttl = i64::from(grants.config.access_token_ttl_secs);
     for last_try in [false, true] {
         let rehash = scope.is_some()
             && (typed_form_hash || grants.hasher.policy().requires_upgrade(&user.password_hash));
@@ -293,7 +294,7 @@ async fn start_session(
                     // Every session of the user revoked while the password was checked (the
                     // cut-off's writer locked the row first), or earlier in this second: this
                     // session starts after it, and its tokens are issued past its cut-off.
-                    let at = issue_time(c, &grant.session, now, Wait::OrRefuse)?;
+                    let at = issue_time(c, &grant.session, now, access_ttl, Wait::OrRefuse)?;
                     let sid = &grant.session.id;
                     let detail = naming_client(serde_json::json!({"sid": sid}), client_id.clone());
                     audit::record(c, now, "login_ok", Some(&checked.id), &detail)?;
@@ -343,6 +344,7 @@ async fn refresh_grant(
     scope: Option<String>,
 ) -> Result<Issued, ApiError> {
     let (grace, now) = (grants.config.refresh_grace_secs, grants.now);
+    let access_ttl = i64::from(grants.config.access_token_ttl_secs);
     // The body's arrival on the database's clock, which the grace window is judged on.
     let database_now = grants.clock.on_database_clock(grants.db, now).await;
     // RFC 6749 §6: a narrower scope may be asked for, never a wider one. Checked before the
@@ -372,10 +374,14 @@ async fn refresh_grant(
                 let rotation = sessions::rotate(c, presented, (now, database_now), grace)?;
                 // A refusal rolls the rotation back: the client asks again later.
                 let at = match &rotation {
-                    Rotation::Rotated(grant) => issue_time(c, &grant.session, now, Wait::OrRefuse)?,
+                    Rotation::Rotated(grant) => {
+                        issue_time(c, &grant.session, now, access_ttl, Wait::OrRefuse)?
+                    }
                     // Told to come back, a retry could come back past the grace window and be
                     // taken for reuse.
-                    Rotation::Retried(grant) => issue_time(c, &grant.session, now, Wait::OrNot)?,
+                    Rotation::Retried(grant) => {
+                        issue_time(c, &grant.session, now, access_ttl, Wait::OrNot)?
+                    }
                     _ => now,
                 };
                 Ok((rotation, at))
@@ -432,13 +438,19 @@ enum Wait {
 /// every session (`Revocations::user`) covers the second it was written in, one that replaced
 /// a revoked token past the per-user bound (`revoker::MAX_TOKEN_ENTRIES_PER_USER`) that token's
 /// second, either up to a replica's clock skew. The answer waits for that second, at most
-/// [`MAX_CUT_OFF_WAIT_SECS`]; the token's `exp` still counts from `now` ([`respond`]). A session
-/// that ends by then gets no token.
-fn issue_time(c: &mut DbConn, session: &Session, now: i64, wait: Wait) -> Result<i64, ApiError> {
+/// [`MAX_CUT_OFF_WAIT_SECS`], and only for a token that lives past it: its `exp` still counts
+/// from `now` ([`respond`]). A session that ends by then gets no token.
+fn issue_time(
+    c: &mut DbConn,
+    session: &Session,
+    now: i64,
+    access_ttl: i64,
+    wait: Wait,
+) -> Result<i64, ApiError> {
     let Some(end) = revocations::user_cut_off_end(c, &session.user_id, now)? else {
         return Ok(now);
     };
-    if end - now > MAX_CUT_OFF_WAIT_SECS {
+    if end - now > MAX_CUT_OFF_WAIT_SECS || end >= now + access_ttl {
         return match wait {
             Wait::OrNot => Ok(now),
             Wait::OrRefuse => Err(ApiError::Unavailable {
