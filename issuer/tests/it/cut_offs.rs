@@ -5,7 +5,7 @@
 
 use rocket::http::Status;
 
-use crate::common::{Backend, PASSWORD, TestApp, header, str_of};
+use crate::common::{Backend, PASSWORD, TestApp, audit_details, header, str_of};
 use crate::revocation::live_sessions;
 
 /// The end (`issued_before`) of the cut-off of `uid`'s tokens a "log out everywhere" wrote.
@@ -99,6 +99,14 @@ async fn tokens_asked_for_under_a_cut_off_are_issued_at_its_end(backend: Backend
     let login = app.login("alice").await;
     let access = issued_at_the_end(&login);
     assert_eq!(app.me(&access).await.0, Status::Ok);
+    // Its audit row, stamped when asked, names when its tokens were issued.
+    let logins = audit_details(&app, &uid, "login_ok");
+    assert_eq!(
+        logins.last().unwrap()["tokens_issued_at"],
+        end,
+        "{logins:?}"
+    );
+    assert!(logins[0].get("tokens_issued_at").is_none(), "{logins:?}");
 
     set_clock(&app, end - 2);
     let (status, refreshed) = app.refresh(str_of(&login, "refresh_token")).await;

@@ -296,7 +296,12 @@ async fn start_session(
                     // session starts after it, and its tokens are issued past its cut-off.
                     let at = issue_time(c, &grant.session, now, access_ttl, Wait::OrRefuse)?;
                     let sid = &grant.session.id;
-                    let detail = naming_client(serde_json::json!({"sid": sid}), client_id.clone());
+                    let mut detail =
+                        naming_client(serde_json::json!({"sid": sid}), client_id.clone());
+                    // Its tokens' `iat`, where a cut-off put it past the row's own time.
+                    if let (true, Some(members)) = (at != now, detail.as_object_mut()) {
+                        members.insert("tokens_issued_at".into(), at.into());
+                    }
                     audit::record(c, now, "login_ok", Some(&checked.id), &detail)?;
                     Ok(Ok(Commit::Started(Issued { grant, at })))
                 })
