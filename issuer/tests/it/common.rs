@@ -315,6 +315,19 @@ impl TestApp {
         json
     }
 
+    /// A token request (`body`, a form) answered 503 `temporarily_unavailable` with
+    /// `Retry-After`: that header's seconds.
+    pub async fn token_unavailable(&self, body: &str) -> u64 {
+        let (status, json, headers) = self.send_full("POST", "/v1/token", Some(body), None).await;
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::ServiceUnavailable, "temporarily_unavailable"),
+            "{json}"
+        );
+        let retry_after = header(&headers, "retry-after").unwrap_or_else(|| panic!("{headers:?}"));
+        retry_after.parse().unwrap()
+    }
+
     pub async fn refresh(&self, refresh_token: &str) -> (Status, Value) {
         refresh_on(&self.client, refresh_token).await
     }

@@ -5,7 +5,7 @@
 
 use rocket::http::Status;
 
-use crate::common::{Backend, PASSWORD, TestApp, audit_details, header, str_of};
+use crate::common::{Backend, PASSWORD, TestApp, audit_details, str_of};
 use crate::revocation::live_sessions;
 
 /// The end (`issued_before`) of the cut-off of `uid`'s tokens a "log out everywhere" wrote.
@@ -45,6 +45,10 @@ fn plant_cut_off(app: &TestApp, uid: &str, end: i64) {
                 .map_err(Into::into)
         })
         .unwrap();
+}
+
+fn login_body() -> String {
+    format!("grant_type=password&username=alice&password={PASSWORD}")
 }
 
 fn refresh_body(refresh_token: &str) -> String {
@@ -131,14 +135,7 @@ async fn a_cut_off_further_ahead_than_the_wait_is_answered_503(backend: Backend)
     let uid = app.register("alice").await;
     let end = logged_out_everywhere(&app, &uid).await;
     set_clock(&app, end - 5);
-    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
-    let (status, json, headers) = app.send_full("POST", "/v1/token", Some(&body), None).await;
-    assert_eq!(
-        (status, str_of(&json, "error")),
-        (Status::ServiceUnavailable, "temporarily_unavailable"),
-        "{json}"
-    );
-    let retry_after: i64 = header(&headers, "retry-after").unwrap().parse().unwrap();
+    let retry_after = app.token_unavailable(&login_body()).await;
     assert!((4..=5).contains(&retry_after), "Retry-After {retry_after}");
     assert_eq!(live_sessions(&app, &uid), 0);
 }
@@ -151,13 +148,7 @@ async fn a_token_that_would_end_by_the_cut_offs_end_is_not_waited_for(backend: B
     let uid = app.register("alice").await;
     let end = logged_out_everywhere(&app, &uid).await;
     set_clock(&app, end - 1);
-    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
-    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
-    assert_eq!(
-        (status, str_of(&json, "error")),
-        (Status::ServiceUnavailable, "temporarily_unavailable"),
-        "{json}"
-    );
+    app.token_unavailable(&login_body()).await;
     set_clock(&app, end);
     let access = str_of(&app.login("alice").await, "access_token").to_owned();
     assert_eq!(app.me(&access).await.0, Status::Ok);
@@ -186,14 +177,7 @@ async fn a_grace_retry_far_before_a_cut_offs_end_is_answered_at_once(backend: Ba
         Status::Unauthorized
     );
 
-    let body = refresh_body(successor);
-    let (status, json, headers) = app.send_full("POST", "/v1/token", Some(&body), None).await;
-    assert_eq!(
-        (status, str_of(&json, "error")),
-        (Status::ServiceUnavailable, "temporarily_unavailable"),
-        "{json}"
-    );
-    assert!(header(&headers, "retry-after").is_some(), "{headers:?}");
+    app.token_unavailable(&refresh_body(successor)).await;
     set_clock(&app, end);
     let (status, json) = app.refresh(successor).await;
     assert_eq!(status, Status::Ok, "{json}");

@@ -250,12 +250,7 @@ async fn a_replica_that_cannot_read_its_ring_stops_signing(backend: Backend) {
 
     app.clock().advance(6);
     let body = format!("grant_type=password&username=alice&password={PASSWORD}");
-    let (status, json) = app.send("POST", "/v1/token", Some(&body), None).await;
-    assert_eq!(
-        (status, str_of(&json, "error")),
-        (Status::ServiceUnavailable, "temporarily_unavailable"),
-        "{json}"
-    );
+    app.token_unavailable(&body).await;
     assert_eq!(
         app.store().run_sync(session_count).unwrap(),
         sessions_before,
