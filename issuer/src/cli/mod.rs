@@ -324,7 +324,7 @@ fn load_creating(create: bool) -> Result<(Config, Db), String> {
     // A command acts on whatever the environment names: say which.
     let target = db::DbUrl::parse(&config.database_url)?;
     warn_operator!("gatehouse-issuer: {}", target.describe());
-    let db = db::open_for_command(&config, create)?;
+    let db = db::open_for_command(&config, &target, create)?;
     Ok((config, db))
 }
 

@@ -418,9 +418,8 @@ fn is_sqlite_memory(path: &str) -> bool {
 /// database the replicas use, migrated (`Db::require_schema`): a command run in a shell without
 /// the replicas' environment would otherwise make a new database, act on it and report success
 /// (a `keys rotate` after a leak, say).
-pub fn open_for_command(config: &Config, create: bool) -> Result<Db, String> {
-    let url = DbUrl::parse(&config.database_url)?;
-    if let DbUrl::Sqlite(path) = &url
+pub fn open_for_command(config: &Config, url: &DbUrl, create: bool) -> Result<Db, String> {
+    if let DbUrl::Sqlite(path) = url
         && !create
         && path != ":memory:"
         // A `file:` URI names its file in its own syntax; SQLite is left to read it.
@@ -433,7 +432,7 @@ pub fn open_for_command(config: &Config, create: bool) -> Result<Db, String> {
              `gatehouse-issuer migrate` makes a new one"
         ));
     }
-    let db = connect(config, &url, 1, 0)?;
+    let db = connect(config, url, 1, 0)?;
     if create {
         db.migrate()?;
     } else {

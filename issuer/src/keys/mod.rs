@@ -33,6 +33,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 /// How long a key revocation stays in the list: past every token the key signed and every key
 /// set an edge holds (its TTL, plus KV's copy and the cron), with a wide margin.
@@ -42,6 +43,8 @@ const KEY_REVOCATION_SECS: i64 = 24 * 3600;
 pub struct KeyState {
     pub signer: SigningKey,
     pub published: KeySet,
+    /// `published` as the JWKS serves it, its Ed25519 keys named by `jws_alg`.
+    pub jwks: String,
     pub verifier: Verifier,
     /// The same keys with the longest leeway any verifier may use: with a clock as far behind as
     /// a list it takes may be, what some edge or package may still accept.
@@ -76,10 +79,10 @@ const REREAD_INTERVAL: Duration = Duration::from_secs(1);
 const UNREADABLE: &str = "the signing keys could not be read";
 
 impl KeyRing {
-    /// When the ring in use was read (Unix seconds), and the age past which it is read again
-    /// before signing ([`Self::for_signing`]): for `/metrics`.
-    pub fn read_at_and_max_age(&self) -> (i64, i64) {
-        (self.current().read_at_secs, max_ring_age(&self.config))
+    /// When the ring in use was read (Unix seconds): for `/metrics`, against the age past which
+    /// it is read again before signing ([`Self::for_signing`]).
+    pub fn read_at(&self) -> i64 {
+        self.current().read_at_secs
     }
 
     pub fn current(&self) -> Arc<KeyState> {
@@ -477,6 +480,7 @@ fn state_of(
     KeyState {
         verifier: Verifier::new(published.clone(), options),
         lenient: Verifier::new(lenient_keys, lenient),
+        jwks: published.to_json_naming(config.jws_alg),
         published,
         signer: signer.naming_ed25519(config.jws_alg),
         read_at,
@@ -487,14 +491,16 @@ fn state_of(
 /// The key ring, at ignite.
 pub fn stage() -> AdHoc {
     AdHoc::try_on_ignite("Signing keys", |rocket| async {
-        let (Some(config), Some(db), Some(clock)) = (
+        let (Some(config), Some(db), Some(clock), Some(metrics)) = (
             rocket.state::<Config>(),
             rocket.state::<Db>(),
             rocket.state::<Arc<Clock>>(),
+            rocket.state::<Arc<Metrics>>(),
         ) else {
-            tracing::error!("keys stage needs config, database and clock");
+            tracing::error!("keys stage needs config, database, clock and metrics");
             return Err(rocket);
         };
+        metrics.capacity.key_ring_max_age.set(max_ring_age(config));
         let (config, db, now) = (config.clone(), db.clone(), clock.now());
         match db.run(move |conn| KeyRing::load(conn, &config, now)).await {
             Ok(ring) => {

@@ -88,9 +88,7 @@ impl<'r> Responder<'r, 'static> for Readiness {
 
 #[get("/metrics")]
 fn metrics(metrics: &State<Arc<Metrics>>, keys: &State<Arc<KeyRing>>) -> (ContentType, String) {
-    let (read_at, max_age) = keys.read_at_and_max_age();
-    metrics.capacity.key_ring_read_at.set(read_at);
-    metrics.capacity.key_ring_max_age.set(max_age);
+    metrics.capacity.key_ring_read_at.set(keys.read_at());
     (
         ContentType::new("application", "openmetrics-text")
             .with_params([("version", "1.0.0"), ("charset", "utf-8")]),

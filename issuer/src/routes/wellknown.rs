@@ -25,7 +25,6 @@ struct Jwks {
 
 #[get("/.well-known/jwks.json")]
 async fn jwks(
-    config: &State<Config>,
     keys: &State<Arc<KeyRing>>,
     db: &State<Db>,
     metrics: &State<Arc<Metrics>>,
@@ -34,11 +33,7 @@ async fn jwks(
     metrics.jwks_served.inc();
     let Now(now) = now;
     Jwks {
-        body: keys
-            .for_publishing(db, now)
-            .await
-            .published
-            .to_json_naming(config.jws_alg),
+        body: keys.for_publishing(db, now).await.jwks.clone(),
         // Short, so a rotation reaches verifiers quickly; unknown kids trigger a refetch anyway.
         cache: Header::new("Cache-Control", "public, max-age=60"),
     }

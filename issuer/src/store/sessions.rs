@@ -239,14 +239,15 @@ pub fn rotate(
                 .first::<Option<i64>>(conn)
                 .optional()?
                 .is_some_and(|rotated| rotated.is_none());
-            if successor_current && other_client {
-                return Ok(Rotation::OtherClient);
-            }
             if successor_current {
-                return Ok(Rotation::Retried(Grant {
-                    session,
-                    refresh_token: successor,
-                }));
+                return Ok(if other_client {
+                    Rotation::OtherClient
+                } else {
+                    Rotation::Retried(Grant {
+                        session,
+                        refresh_token: successor,
+                    })
+                });
             }
         }
         Ok(Rotation::ReuseDetected(Reuse {
