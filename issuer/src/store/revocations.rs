@@ -122,21 +122,30 @@ pub fn is_revoked(conn: &mut DbConn, claims: &AccessClaims, now: i64) -> Result<
     Ok(hits > 0)
 }
 
-/// The end of the cut-offs of `user_id`'s tokens that cover `iat`: the first second an access
-/// token of theirs is issued at and not refused (`None`: none covers `iat`). The one rule is
+/// The end of the cut-offs of the tokens of session `sid`'s user that cover `iat`: the first
+/// second an access token of theirs is issued at and not refused (`None`: none covers `iat`).
+pub fn user_cut_off_end(conn: &mut DbConn, sid: &str, iat: i64) -> Result<Option<i64>, ApiError> {
+    Ok(sessions::table
+        .find(sid)
+        .select(user_cut_off_end_of_session(iat))
+        .first::<Option<i64>>(conn)?)
+}
+
+/// The end of the cut-offs of the tokens of a session's user that cover `iat`, as a subquery
+/// over `sessions` (a rotation reads it with its session, in one round trip). The one rule is
 /// [`is_revoked`]'s `issued_before > iat`.
-pub fn user_cut_off_end(
-    conn: &mut DbConn,
-    user_id: &str,
-    iat: i64,
-) -> Result<Option<i64>, ApiError> {
-    Ok(revocations::table
-        .filter(revocations::kind.eq(RevocationKind::User.code()))
-        .filter(revocations::subject.eq(user_id))
+#[diesel::dsl::auto_type]
+pub fn user_cut_off_end_of_session(iat: i64) -> _ {
+    let user_kind: i16 = RevocationKind::User.code();
+    let latest: diesel::helper_types::max<revocations::issued_before> =
+        max(revocations::issued_before);
+    revocations::table
+        .filter(revocations::kind.eq(user_kind))
+        .filter(revocations::subject.eq(sessions::user_id))
         .filter(revocations::issued_before.gt(iat))
         .filter(revocations::expires_at.gt(iat))
-        .select(max(revocations::issued_before))
-        .first::<Option<i64>>(conn)?)
+        .select(latest)
+        .single_value()
 }
 
 /// Marks a session revoked; returns its user and expiry if it was not revoked before. Only the

@@ -2,7 +2,7 @@
 
 use diesel::prelude::*;
 
-use super::audit;
+use super::{audit, revocations};
 use crate::db::DbConn;
 use crate::db::schema::{refresh_tokens, sessions, users};
 use crate::error::ApiError;
@@ -49,6 +49,9 @@ const REFRESH_COLUMNS: RefreshColumns = (
 pub struct Grant {
     pub session: Session,
     pub refresh_token: String,
+    /// The end of the cut-offs of the user's tokens that cover the grant's time, read in its
+    /// transaction ([`revocations::user_cut_off_end`]): its access token is not issued before.
+    pub cut_off_end: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -116,9 +119,13 @@ pub fn start(
         None,
         now,
     )?;
+    // Every session of the user revoked while the password was checked (the cut-off's writer
+    // locked the user's row first), or earlier in this second.
+    let cut_off_end = revocations::user_cut_off_end(conn, &session.id, now)?;
     Ok(Grant {
         session,
         refresh_token,
+        cut_off_end,
     })
 }
 
@@ -172,17 +179,16 @@ pub fn rotate(
         ))
         .execute(conn)?
             == 1;
-        share_lock_session_of(conn, &hash)?;
-        // The token, its session and its user's state in one round trip.
-        let Some((row, session, disabled)) = refresh_tokens::table
-            .inner_join(sessions::table.inner_join(users::table))
-            .filter(refresh_tokens::token_hash.eq(&hash))
-            .select((REFRESH_COLUMNS, sessions::all_columns, users::disabled))
-            .first::<(RefreshRow, Session, bool)>(conn)
-            .optional()?
+        let Some(Presented {
+            row,
+            session,
+            user_disabled,
+            cut_off_end,
+        }) = read_presented(conn, &hash, now)?
         else {
             return Ok(Rotation::Invalid);
         };
+        let disabled = user_disabled.unwrap_or(true);
         let dead = session.revoked_at.is_some() || session.expires_at <= now || disabled;
         // Another client is refused only where the token would be taken: a token past its use
         // is reuse, whichever client names it.
@@ -230,6 +236,7 @@ pub fn rotate(
                 return Ok(Rotation::Rotated(Grant {
                     session,
                     refresh_token: successor,
+                    cut_off_end,
                 }));
             }
             // A retry: only while the successor itself is still the current token.
@@ -246,6 +253,7 @@ pub fn rotate(
                     Rotation::Retried(Grant {
                         session,
                         refresh_token: successor,
+                        cut_off_end,
                     })
                 });
             }
@@ -336,25 +344,52 @@ pub fn by_id(conn: &mut DbConn, sid: &str) -> Result<Option<Session>, ApiError> 
     Ok(sessions::table.find(sid).first(conn).optional()?)
 }
 
-/// On PostgreSQL, takes a share lock on the session of the refresh token `hash` until the
-/// transaction ends: a revocation that has ended the session but not committed yet is waited
-/// for, and the rotation then reads the session revoked. Without it the read below sees the
-/// session live, and the token signed after the revocation's entry began could outlive it.
-/// (The rotation holds the token's row, then the session's; revocations never lock tokens.)
-/// SQLite's write transaction already excludes the revocation's.
-fn share_lock_session_of(conn: &mut DbConn, hash: &str) -> Result<(), ApiError> {
-    let DbConn::Postgres(c) = conn else {
-        return Ok(());
-    };
-    // One round trip; it locks the token's row too, which this transaction already holds.
-    sessions::table
+/// A presented refresh token as a rotation reads it.
+struct Presented {
+    row: RefreshRow,
+    session: Session,
+    /// `None`: the user is gone.
+    user_disabled: Option<bool>,
+    cut_off_end: Option<i64>,
+}
+
+/// The refresh token `hash`, its session, its user's state and the end of the cut-offs of the
+/// user's tokens that cover `now`, in one round trip. On PostgreSQL it share-locks the token's
+/// and the session's rows until the transaction ends: a revocation that has ended the session
+/// but not committed yet is waited for, and the session then read as it committed (READ
+/// COMMITTED reads a row it waited for anew). Without the lock the session reads live, and the
+/// token signed after the revocation's entry began could outlive it. (The rotation holds the
+/// token's row, then the session's; revocations never lock tokens. What ends a session updates
+/// its row, so a user disabled or cut off meanwhile reads as a session ended.) SQLite's write
+/// transaction already excludes the revocation's.
+fn read_presented(conn: &mut DbConn, hash: &str, now: i64) -> Result<Option<Presented>, ApiError> {
+    type Row = (RefreshRow, Session, Option<bool>, Option<i64>);
+    let user_disabled = users::table
+        .filter(users::id.eq(sessions::user_id))
+        .select(users::disabled)
+        .single_value();
+    let query = sessions::table
         .inner_join(refresh_tokens::table)
         .filter(refresh_tokens::token_hash.eq(hash))
-        .select(sessions::id)
-        .for_share()
-        .first::<String>(c)
-        .optional()?;
-    Ok(())
+        .select((
+            REFRESH_COLUMNS,
+            sessions::all_columns,
+            user_disabled,
+            revocations::user_cut_off_end_of_session(now),
+        ));
+    let found = match conn {
+        DbConn::Postgres(c) => query.for_share().first::<Row>(c),
+        DbConn::Sqlite(c) => query.first::<Row>(c),
+    }
+    .optional()?;
+    Ok(
+        found.map(|(row, session, user_disabled, cut_off_end)| Presented {
+            row,
+            session,
+            user_disabled,
+            cut_off_end,
+        }),
+    )
 }
 
 /// Rotated tokens whose nonce is held, rotated before `cutoff`: what the cleanup makes forget

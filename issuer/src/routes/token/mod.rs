@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::config::{ADMIN_SCOPE, Config};
 use crate::context::FormOrJson;
 use crate::credentials::{self, Checked, Recheck};
-use crate::db::{Db, DbConn};
+use crate::db::Db;
 use crate::error::ApiError;
 use crate::ids;
 use crate::keys::KeyRing;
@@ -26,8 +26,7 @@ use crate::password::{may_be_a_password, normalize_username};
 use crate::ratelimit::{FailureCharge, RateLimit};
 use crate::revoker::Revoker;
 use crate::store::lockout::{self, Attempt};
-use crate::store::revocations;
-use crate::store::sessions::{self, Grant, NewSession, Rotation, Session};
+use crate::store::sessions::{self, Grant, NewSession, Rotation};
 use crate::store::users::{self, User};
 use crate::store::{audit, write_tx};
 use request::{ClientRequest, GrantRequest, TokenRequest};
@@ -291,10 +290,9 @@ async fn start_session(
                         client_id: client_id.as_deref(),
                     };
                     let grant = sessions::start(c, &new, now, ttl)?;
-                    // Every session of the user revoked while the password was checked (the
-                    // cut-off's writer locked the row first), or earlier in this second: this
-                    // session starts after it, and its tokens are issued past its cut-off.
-                    let at = issue_time(c, &grant.session, now, access_ttl, Wait::OrRefuse)?;
+                    // A cut-off of the user's sessions: this one starts after it, and its tokens
+                    // are issued past it.
+                    let at = issue_time(&grant, now, access_ttl, Wait::OrRefuse)?;
                     let sid = &grant.session.id;
                     let mut detail =
                         naming_client(serde_json::json!({"sid": sid}), client_id.clone());
@@ -379,14 +377,10 @@ async fn refresh_grant(
                 let rotation = sessions::rotate(c, presented, (now, database_now), grace)?;
                 // A refusal rolls the rotation back: the client asks again later.
                 let at = match &rotation {
-                    Rotation::Rotated(grant) => {
-                        issue_time(c, &grant.session, now, access_ttl, Wait::OrRefuse)?
-                    }
+                    Rotation::Rotated(grant) => issue_time(grant, now, access_ttl, Wait::OrRefuse)?,
                     // Told to come back, a retry could come back past the grace window and be
                     // taken for reuse.
-                    Rotation::Retried(grant) => {
-                        issue_time(c, &grant.session, now, access_ttl, Wait::OrNot)?
-                    }
+                    Rotation::Retried(grant) => issue_time(grant, now, access_ttl, Wait::OrNot)?,
                     _ => now,
                 };
                 Ok((rotation, at))
@@ -445,14 +439,8 @@ enum Wait {
 /// second, either up to a replica's clock skew. The answer waits for that second, at most
 /// [`MAX_CUT_OFF_WAIT_SECS`], and only for a token that lives past it: its `exp` still counts
 /// from `now` ([`respond`]). A session that ends by then gets no token.
-fn issue_time(
-    c: &mut DbConn,
-    session: &Session,
-    now: i64,
-    access_ttl: i64,
-    wait: Wait,
-) -> Result<i64, ApiError> {
-    let Some(end) = revocations::user_cut_off_end(c, &session.user_id, now)? else {
+fn issue_time(grant: &Grant, now: i64, access_ttl: i64, wait: Wait) -> Result<i64, ApiError> {
+    let Some(end) = grant.cut_off_end else {
         return Ok(now);
     };
     if end - now > MAX_CUT_OFF_WAIT_SECS || end >= now + access_ttl {
@@ -464,7 +452,7 @@ fn issue_time(
             }),
         };
     }
-    if end >= session.expires_at {
+    if end >= grant.session.expires_at {
         return Err(ApiError::InvalidGrant(
             "the refresh token is invalid or expired",
         ));
