@@ -25,6 +25,10 @@ pub enum ApiError {
     InvalidScope(&'static str),
     #[error("too many failed attempts; try again later")]
     LockedOut { retry_after: u64 },
+    /// Client credentials in `Authorization: Basic` that cannot be read (RFC 6749 §2.3.1): 401
+    /// with a `Basic` challenge (§5.2).
+    #[error("{0}")]
+    InvalidClient(&'static str),
 
     // Bearer-protected resources (RFC 6750 §3.1).
     #[error("no bearer token")]
@@ -114,7 +118,9 @@ impl ApiError {
             | Self::InvalidPassword(_)
             | Self::WrongPassword
             | Self::PasswordChanged => Status::BadRequest,
-            Self::MissingToken | Self::InvalidToken(_) => Status::Unauthorized,
+            Self::MissingToken | Self::InvalidToken(_) | Self::InvalidClient(_) => {
+                Status::Unauthorized
+            }
             Self::InsufficientScope(_) | Self::RegistrationClosed | Self::NotPermitted(_) => {
                 Status::Forbidden
             }
@@ -134,6 +140,7 @@ impl ApiError {
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidGrant(_) | Self::LockedOut { .. } => "invalid_grant",
             Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidClient(_) => "invalid_client",
             Self::InvalidScope(_) => "invalid_scope",
             Self::MissingToken | Self::InvalidToken(_) => "invalid_token",
             Self::InsufficientScope(_) => "insufficient_scope",
@@ -233,6 +240,11 @@ impl<'r> Responder<'r, 'static> for ApiError {
             .sized_body(body.len(), Cursor::new(body));
         if let Some(refusal) = refusal {
             response.header(Header::new("WWW-Authenticate", refusal.www_authenticate));
+        }
+        // RFC 6749 §5.2: the scheme the client authenticated with.
+        if let Self::InvalidClient(_) = &self {
+            let challenge = format!("Basic realm=\"{REALM}\", charset=\"UTF-8\"");
+            response.header(Header::new("WWW-Authenticate", challenge));
         }
         if let Self::LockedOut { retry_after }
         | Self::RateLimited { retry_after }

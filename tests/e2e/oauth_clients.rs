@@ -11,12 +11,18 @@ use serde_json::{Value, json};
 use crate::system::{AUDIENCE, PASSWORD};
 
 /// Runs one client's script against a fresh issuer signing under `alg` (its `jws_alg`) with a
-/// fresh user; its report and the issuer. `client_id` is the name the script gives its client.
-async fn a_clients_life(run: fn(&Value) -> Value, client_id: &str, alg: &str) -> (Value, Issuer) {
+/// fresh user; its report and the issuer. `client_id` is the name the script gives its client;
+/// `client_auth` how it sends it (RFC 7591's `token_endpoint_auth_method`, Authlib's only).
+async fn a_clients_life(
+    run: fn(&Value) -> Value,
+    client_id: &str,
+    (alg, client_auth): (&str, &str),
+) -> (Value, Issuer) {
     let issuer = Issuer::start(&[("GATEHOUSE_JWS_ALG", alg)]).await;
     issuer.register("oauth-client", PASSWORD).await;
     let input = json!({"op": "oauth", "issuer": issuer.url, "audience": AUDIENCE, "alg": alg,
-                       "username": "oauth-client", "password": PASSWORD, "scope": "read"});
+                       "username": "oauth-client", "password": PASSWORD, "scope": "read",
+                       "client_auth": client_auth});
     let out = tokio::task::spawn_blocking(move || run(&input))
         .await
         .unwrap();
@@ -61,12 +67,28 @@ async fn authlib_lives_a_public_clients_life_against_the_issuer() {
     let (out, _issuer) = a_clients_life(
         |input| python_json("tests/py/interop.py", input),
         "interop-python",
-        "EdDSA",
+        ("EdDSA", "none"),
     )
     .await;
     // RFC 7009 §2.2: 200 for a revocation.
     assert_eq!(out["revoke_status"], 200, "{out}");
     assert_authlibs_validator_refused("EdDSA", &out);
+}
+
+/// Authlib set up as a confidential client (`client_secret_basic`, its default with a secret):
+/// its client id and a secret in `Authorization: Basic`, at the token and the revocation
+/// endpoints. The secret is not checked (no client registry), and the client named in the header
+/// is in every token of the session (before 2026-12-07 a Basic header was not read).
+#[tokio::test]
+async fn authlib_as_a_client_secret_basic_client() {
+    let (out, _issuer) = a_clients_life(
+        |input| python_json("tests/py/interop.py", input),
+        "interop-python",
+        ("EdDSA", "client_secret_basic"),
+    )
+    .await;
+    assert_eq!(out["revoke_status"], 200, "{out}");
+    assert_eq!(out["client_auth"], "client_secret_basic", "{out}");
 }
 
 /// What the README says of Authlib's RFC 9068 validator (`JWTBearerTokenValidator`): on joserfc
@@ -89,7 +111,7 @@ async fn openid_client_lives_a_public_clients_life_against_the_issuer() {
     let (out, _issuer) = a_clients_life(
         |input| node_json("tests/js/openid-client.mjs", input),
         "interop-node",
-        "EdDSA",
+        ("EdDSA", "none"),
     )
     .await;
     assert_oauth4webapi_took_them(&out);
@@ -114,7 +136,7 @@ async fn python_clients_with_tokens_named_ed25519() {
     let (out, _issuer) = a_clients_life(
         |input| python_json("tests/py/interop.py", input),
         "interop-python",
-        "Ed25519",
+        ("Ed25519", "none"),
     )
     .await;
     assert_eq!(out["revoke_status"], 200, "{out}");
@@ -132,7 +154,7 @@ async fn openid_client_takes_tokens_named_ed25519() {
     let (out, _issuer) = a_clients_life(
         |input| node_json("tests/js/openid-client.mjs", input),
         "interop-node",
-        "Ed25519",
+        ("Ed25519", "none"),
     )
     .await;
     assert_oauth4webapi_took_them(&out);

@@ -87,12 +87,16 @@ def oauth(request):
     metadata.raise_for_status()
     metadata = metadata.json()
     out["metadata_issuer"] = metadata["issuer"]
+    # `client_secret_basic` sends the id and a secret (unchecked there) in `Authorization: Basic`.
+    client_auth = request.get("client_auth", "none")
     client = OAuth2Session(
         client_id="interop-python",
-        token_endpoint_auth_method="none",
-        revocation_endpoint_auth_method="none",
+        client_secret=None if client_auth == "none" else "not-checked",
+        token_endpoint_auth_method=client_auth,
+        revocation_endpoint_auth_method=client_auth,
         scope=request["scope"],
     )
+    out["client_auth"] = client.token_endpoint_auth_method
     first = client.fetch_token(
         metadata["token_endpoint"],
         grant_type="password",

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use crate::common::{Backend, PASSWORD, TestApp, audit_details, refusal, str_of};
 
 /// Client credentials, in the body or as `Authorization: Basic`, are accepted and not checked,
-/// as an OAuth library configured for a confidential client sends them. Only the body's
-/// `client_id` names the client: a Basic header is not read.
+/// as an OAuth library configured for a confidential client sends them; either names the
+/// client (before 2026-12-07 a Basic header was not read, and its tokens named no client).
 async fn client_credentials_are_accepted_and_not_checked(backend: Backend) {
     let app = TestApp::start(backend).await;
     app.register("alice").await;
@@ -17,21 +17,128 @@ async fn client_credentials_are_accepted_and_not_checked(backend: Backend) {
         .login_with("alice", "&client_id=web&client_secret=anything")
         .await;
     assert_eq!(app.me(str_of(&session, "access_token")).await.0, Status::Ok);
-    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
-    let response = app
-        .client
-        .post("/v1/token")
-        .header(ContentType::Form)
-        .header(Header::new("Authorization", "Basic d2ViOmFueXRoaW5n"))
-        .body(body)
-        .dispatch()
-        .await;
-    let (status, json, _) = crate::common::decode(response).await;
+    // `web:anything`
+    let (status, json, _) = token_with_basic(&app, "Basic d2ViOmFueXRoaW5n", "").await;
     assert_eq!(status, Status::Ok, "{json}");
     let token = str_of(&json, "access_token");
     assert_eq!(app.me(token).await.0, Status::Ok);
     let claims = app.verifier().await.verify(token, app.clock().now());
-    assert_eq!(claims.map(|c| c.client_id.clone()), Ok(None));
+    assert_eq!(
+        claims.map(|c| c.client_id.clone()),
+        Ok(Some("web".to_owned()))
+    );
+}
+
+/// A password login of alice's with `authorization` and `extra` appended to the form.
+async fn token_with_basic(
+    app: &TestApp,
+    authorization: &str,
+    extra: &str,
+) -> (Status, Value, Vec<(String, String)>) {
+    let body = format!("grant_type=password&username=alice&password={PASSWORD}{extra}");
+    let response = app
+        .client
+        .post("/v1/token")
+        .header(ContentType::Form)
+        .header(Header::new("Authorization", authorization.to_owned()))
+        .body(body)
+        .dispatch()
+        .await;
+    crate::common::decode(response).await
+}
+
+/// `Authorization: Basic` as RFC 6749 §2.3.1 writes it: base64 of the form-urlencoded
+/// `client_id:client_secret`, the scheme in any case, the secret empty or not. The body may
+/// name the same client, not another; credentials that cannot be read are 401 `invalid_client`
+/// with a `Basic` challenge (§5.2); another scheme is not read.
+async fn a_client_named_in_basic_credentials_is_the_sessions(backend: Backend) {
+    use base64::Engine as _;
+    let basic = |credentials: &str| {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+        format!("basic {encoded}")
+    };
+    let app = TestApp::start(backend).await;
+    app.register("alice").await;
+    let verifier = app.verifier().await;
+    let client_of = |tokens: &Value| {
+        let claims = verifier.verify(str_of(tokens, "access_token"), app.clock().now());
+        claims.map(|c| c.client_id.clone()).unwrap()
+    };
+    for (credentials, extra) in [
+        ("my+app:", ""),
+        ("my%20app:s%3Acret:with:colons", ""),
+        ("my%20app:", "&client_id=my%20app"),
+    ] {
+        let (status, tokens, _) = token_with_basic(&app, &basic(credentials), extra).await;
+        assert_eq!(status, Status::Ok, "{credentials}: {tokens}");
+        assert_eq!(
+            client_of(&tokens),
+            Some("my app".to_owned()),
+            "{credentials}"
+        );
+    }
+    let (_, tokens, _) = token_with_basic(&app, &basic("my%20app:"), "").await;
+    // The session's refreshes are bound to it, named in the header as in the body.
+    let refresh = |authorization: String| {
+        let body = format!(
+            "grant_type=refresh_token&refresh_token={}",
+            str_of(&tokens, "refresh_token")
+        );
+        let request = app
+            .client
+            .post("/v1/token")
+            .header(ContentType::Form)
+            .header(Header::new("Authorization", authorization))
+            .body(body);
+        async move { crate::common::decode(request.dispatch().await).await }
+    };
+    let (status, json, _) = refresh(basic("other:")).await;
+    assert_eq!(
+        refusal((status, json)),
+        (Status::BadRequest, "invalid_grant".to_owned())
+    );
+    let (status, next, _) = refresh(basic("my%20app:")).await;
+    assert_eq!(status, Status::Ok, "{next}");
+    assert_eq!(client_of(&next), Some("my app".to_owned()));
+
+    let (status, json, _) = token_with_basic(&app, &basic("web:"), "&client_id=other").await;
+    assert_eq!(
+        refusal((status, json)),
+        (Status::BadRequest, "invalid_request".to_owned())
+    );
+    for unreadable in [
+        "Basic".to_owned(),
+        "Basic !!!".to_owned(),
+        basic("no colon"),
+        basic(":secret"),
+        basic("%FF:"),
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode([0xff, b':'])
+        ),
+    ] {
+        let (status, json, headers) = token_with_basic(&app, &unreadable, "").await;
+        assert_eq!(
+            refusal((status, json)),
+            (Status::Unauthorized, "invalid_client".to_owned()),
+            "{unreadable}"
+        );
+        assert_eq!(
+            crate::common::header(&headers, "www-authenticate"),
+            Some("Basic realm=\"gatehouse\", charset=\"UTF-8\""),
+            "{unreadable}"
+        );
+    }
+    // A client id in Basic credentials is held to the body's rule.
+    let (status, json, _) = token_with_basic(&app, &basic("%20web:"), "").await;
+    assert_eq!(
+        refusal((status, json)),
+        (Status::BadRequest, "invalid_request".to_owned())
+    );
+    // A bearer is not client credentials: the login goes on, naming no client.
+    let (status, tokens, _) = token_with_basic(&app, "Bearer abc", "").await;
+    assert_eq!(status, Status::Ok, "{tokens}");
+    assert_eq!(client_of(&tokens), None);
 }
 
 /// Refreshes `refresh_token` naming `client_id`.
@@ -189,6 +296,7 @@ async fn a_client_id_is_printable_ascii_within_bounds(backend: Backend) {
 
 crate::on_both_backends!(
     client_credentials_are_accepted_and_not_checked,
+    a_client_named_in_basic_credentials_is_the_sessions,
     a_named_client_is_in_every_token_of_its_session,
     a_client_id_is_printable_ascii_within_bounds,
 );

@@ -29,7 +29,7 @@ use crate::store::lockout::{self, Attempt};
 use crate::store::sessions::{self, Grant, NewSession, Rotation};
 use crate::store::users::{self, User};
 use crate::store::{audit, write_tx};
-use request::{ClientRequest, GrantRequest, TokenRequest};
+use request::{BasicClient, ClientRequest, GrantRequest, TokenRequest};
 
 /// One message for an unknown user and a wrong password alike.
 const BAD_CREDENTIALS: &str = "invalid username or password";
@@ -75,6 +75,7 @@ async fn token(
     limit: &State<Arc<RateLimit>>,
     clock: &State<Arc<Clock>>,
     client_ip: Option<IpAddr>,
+    basic: BasicClient,
     body: Result<FormOrJson<TokenRequest>, ApiError>,
 ) -> Result<NoStore<Json<TokenResponse>>, ApiError> {
     limit.check(client_ip)?;
@@ -84,7 +85,7 @@ async fn token(
     let FormOrJson(request, now) = body.map_err(ApiError::as_oauth)?;
     // The request's own faults first: a client must learn that its request is wrong even
     // while this replica cannot sign.
-    let ClientRequest { grant, client_id } = ClientRequest::read(request)?;
+    let ClientRequest { grant, client_id } = ClientRequest::read(request, basic)?;
     // Before any grant commits: a replica that cannot sign (or draw the token's id) refuses
     // without spending a refresh token or starting a session.
     let ring = keys.for_signing(db, now).await?;

@@ -1,7 +1,14 @@
 //! What a token request asks for: its grant and the client it names, read and checked before
 //! anything else decides (RFC 6749 §4.3, §6, §3.2.1).
 
-use gatehouse_shared::fits_a_header;
+use std::convert::Infallible;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use gatehouse_shared::{fits_a_header, trim_http_whitespace};
+use percent_encoding::percent_decode_str;
+use rocket::Request;
+use rocket::request::{FromRequest, Outcome};
 use serde::Deserialize;
 
 use crate::context::omitted_if_empty;
@@ -52,7 +59,7 @@ impl ClientRequest {
     /// The request's own faults, found before anything this replica or the client's history
     /// decides (the signing key, the failure budget): a request that can never succeed gets its
     /// 400 at once, not a 503 or 429 that tells the client to send it again.
-    pub fn read(request: TokenRequest) -> Result<Self, ApiError> {
+    pub fn read(request: TokenRequest, basic: BasicClient) -> Result<Self, ApiError> {
         let required = |field: Option<String>, missing: &'static str| {
             field.ok_or_else(|| ApiError::invalid_request(missing))
         };
@@ -77,7 +84,14 @@ impl ClientRequest {
             None => Err(ApiError::invalid_request("grant_type is required")),
             Some(_) => Err(ApiError::UnsupportedGrantType),
         }?;
-        let client_id = request.client_id;
+        let client_id = match (request.client_id, basic.0.transpose()?) {
+            (Some(body), Some(header)) if body != header => {
+                return Err(ApiError::invalid_request(
+                    "the client_id of the body is not the one of the Authorization header",
+                ));
+            }
+            (body, header) => header.or(body),
+        };
         if client_id.as_deref().is_some_and(|id| !is_client_id(id)) {
             return Err(ApiError::invalid_request(
                 "client_id must be 1 to 255 printable ASCII characters without surrounding spaces",
@@ -91,4 +105,56 @@ impl ClientRequest {
 /// refuses surrounding spaces, which a header value would lose.
 fn is_client_id(id: &str) -> bool {
     id.len() <= MAX_CLIENT_ID_CHARS && fits_a_header(id)
+}
+
+/// The client a token request names in `Authorization: Basic`, as a client set up for
+/// `client_secret_basic` sends it (RFC 6749 §2.3.1): `client_id:client_secret`, each
+/// form-urlencoded, then base64. There is no client registry, so every client is public: a
+/// secret is taken and not checked, as in the body (§2.3 lets a server accept a public client's
+/// credentials, never rely on them). Credentials that cannot be read are refused. A header of
+/// another scheme is not this guard's (the token endpoint reads no bearer).
+pub(super) struct BasicClient(Option<Result<String, ApiError>>);
+
+#[rocket::async_trait]
+impl<'r> FromRequest<'r> for BasicClient {
+    type Error = Infallible;
+
+    async fn from_request(request: &'r Request<'_>) -> Outcome<Self, Infallible> {
+        let authorization = request.headers().get_one("Authorization");
+        Outcome::Success(Self(authorization.and_then(basic_client)))
+    }
+}
+
+/// RFC 7617's credentials, `None` for another scheme.
+fn basic_client(authorization: &str) -> Option<Result<String, ApiError>> {
+    let value = trim_http_whitespace(authorization);
+    let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
+    scheme
+        .eq_ignore_ascii_case("Basic")
+        .then(|| client_of(trim_http_whitespace(credentials)))
+}
+
+fn client_of(credentials: &str) -> Result<String, ApiError> {
+    const UNREADABLE: &str = "the Basic credentials are not base64 of client_id:client_secret";
+    let decoded = STANDARD
+        .decode(credentials)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or(ApiError::InvalidClient(UNREADABLE))?;
+    let (id, secret) = decoded
+        .split_once(':')
+        .ok_or(ApiError::InvalidClient(UNREADABLE))?;
+    match (form_decoded(id), form_decoded(secret)) {
+        (Some(id), Some(_)) if !id.is_empty() => Ok(id),
+        _ => Err(ApiError::InvalidClient(UNREADABLE)),
+    }
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space; `None` if not UTF-8.
+fn form_decoded(text: &str) -> Option<String> {
+    let spaced = text.replace('+', " ");
+    percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
