@@ -355,21 +355,24 @@ struct Presented {
 
 /// The refresh token `hash`, its session, its user's state and the end of the cut-offs of the
 /// user's tokens that cover `now`, in one round trip. On PostgreSQL it share-locks the token's
-/// and the session's rows until the transaction ends: a revocation that has ended the session
+/// row, then the session's, until the transaction ends: a revocation that has ended the session
 /// but not committed yet is waited for, and the session then read as it committed (READ
-/// COMMITTED reads a row it waited for anew). Without the lock the session reads live, and the
-/// token signed after the revocation's entry began could outlive it. (The rotation holds the
-/// token's row, then the session's; revocations never lock tokens. What ends a session updates
-/// its row, so a user disabled or cut off meanwhile reads as a session ended.) SQLite's write
-/// transaction already excludes the revocation's.
+/// COMMITTED reads anew the rows it waited for, only those: the subqueries read the statement's
+/// snapshot). Without the lock the session reads live, and the token signed after the
+/// revocation's entry began could outlive it. Every write a rotation can wait on here ends or
+/// deletes the session or the token itself (a user's disabling and "log out everywhere" end
+/// every session), so what it reads stale cannot matter. The token first, as the rotation's
+/// `UPDATE` takes it and as a user's deletion does ([`delete_refresh_tokens_of`]), so that a
+/// rotation that did not take the token cannot hold the session while the deletion holds the
+/// token. SQLite's write transaction already excludes the revocation's.
 fn read_presented(conn: &mut DbConn, hash: &str, now: i64) -> Result<Option<Presented>, ApiError> {
     type Row = (RefreshRow, Session, Option<bool>, Option<i64>);
     let user_disabled = users::table
         .filter(users::id.eq(sessions::user_id))
         .select(users::disabled)
         .single_value();
-    let query = sessions::table
-        .inner_join(refresh_tokens::table)
+    let query = refresh_tokens::table
+        .inner_join(sessions::table)
         .filter(refresh_tokens::token_hash.eq(hash))
         .select((
             REFRESH_COLUMNS,

@@ -50,7 +50,7 @@ async fn token_with_basic(
 /// `Authorization: Basic` as RFC 6749 §2.3.1 writes it: base64 of the form-urlencoded
 /// `client_id:client_secret`, the scheme in any case, the secret empty or not. The body may
 /// name the same client, not another; credentials that cannot be read are 401 `invalid_client`
-/// with a `Basic` challenge (§5.2); another scheme is not read.
+/// with a `Basic` challenge (§5.2), before the grant is read; another scheme is not read.
 async fn a_client_named_in_basic_credentials_is_the_sessions(backend: Backend) {
     use base64::Engine as _;
     let basic = |credentials: &str| {
@@ -129,6 +129,32 @@ async fn a_client_named_in_basic_credentials_is_the_sessions(backend: Backend) {
             "{unreadable}"
         );
     }
+    // Two credentials read as one, as two bearers do: unreadable, not the first taken.
+    let body = format!("grant_type=password&username=alice&password={PASSWORD}");
+    let request = app
+        .client
+        .post("/v1/token")
+        .header(ContentType::Form)
+        .header(Header::new("Authorization", basic("web:")))
+        .header(Header::new("Authorization", basic("other:")))
+        .body(body);
+    let (status, json, _) = crate::common::decode(request.dispatch().await).await;
+    assert_eq!(
+        refusal((status, json)),
+        (Status::Unauthorized, "invalid_client".to_owned())
+    );
+    // Unreadable credentials are refused before the grant is looked at.
+    let request = app
+        .client
+        .post("/v1/token")
+        .header(ContentType::Form)
+        .header(Header::new("Authorization", "Basic !!!"))
+        .body("grant_type=no_such_grant");
+    let (status, json, _) = crate::common::decode(request.dispatch().await).await;
+    assert_eq!(
+        refusal((status, json)),
+        (Status::Unauthorized, "invalid_client".to_owned())
+    );
     // A client id in Basic credentials is held to the body's rule.
     let (status, json, _) = token_with_basic(&app, &basic("%20web:"), "").await;
     assert_eq!(

@@ -2,6 +2,7 @@
 //! leeway and clock, and the SQL rule against the shared one. The lifetimes they are kept for:
 //! `token_lifetimes.rs`.
 
+use gatehouse_issuer::store::users;
 use gatehouse_shared::{RevocationReason, SnapshotOptions, Verifier, VerifierOptions};
 use rocket::http::Status;
 
@@ -261,30 +262,44 @@ async fn a_token_not_valid_yet_is_revoked_all_the_same(backend: Backend) {
 /// A refresh that comes while a revocation of its session is written but not committed waits
 /// for the commit, and is refused. Before, on PostgreSQL, it read the session live and signed a
 /// token after the revocation's entry had begun counting (SQLite's write lock already made it
-/// wait there).
+/// wait there). The same for a revocation of every session of the user and for the user's
+/// disabling, which end the session too: the rotation reads its user's state and cut-off in the
+/// statement that waited, from before the wait, and the session as it committed.
 async fn a_refresh_during_a_revocation_waits_for_it_and_is_refused(backend: Backend) {
     let name = format!("refresh-waits-{}", std::process::id());
     let app = start_watched(backend, &name).await;
-    app.register("alice").await;
-    let session = app.login("alice").await;
-    let refresh = str_of(&session, "refresh_token").to_owned();
-    let now = app.clock().now();
-    let verified = app
-        .verifier()
-        .await
-        .verify(str_of(&session, "access_token"), now);
-    let sid = verified.unwrap().sid.clone();
-    let revoking = HeldRevocation::start(&app, now, move |r| r.session(&sid, "logout").map(drop));
-    let ((status, json), ()) = tokio::join!(app.refresh(&refresh), async {
-        let never = "the refresh never waited for the revocation's commit";
-        until_waiting(backend, &name, "transactionid", never).await;
-        revoking.commit();
-    });
-    assert_eq!(
-        (status, str_of(&json, "error")),
-        (Status::BadRequest, "invalid_grant"),
-        "{json}"
-    );
+    let uid = app.register("alice").await;
+    for revocation in ["session", "user", "disable"] {
+        let session = app.login("alice").await;
+        let refresh = str_of(&session, "refresh_token").to_owned();
+        let now = app.clock().now();
+        let verified = app
+            .verifier()
+            .await
+            .verify(str_of(&session, "access_token"), now);
+        let sid = verified.unwrap().sid.clone();
+        let user = uid.clone();
+        let revoking = HeldRevocation::start(&app, now, move |r| match revocation {
+            "session" => r.session(&sid, "logout").map(drop),
+            "user" => r.user(&user, "logout_all"),
+            _ => users::set_standing(r, &user, true, ("via", "cli")).map(drop),
+        });
+        let ((status, json), ()) = tokio::join!(app.refresh(&refresh), async {
+            let never = "the refresh never waited for the revocation's commit";
+            until_waiting(backend, &name, "transactionid", never).await;
+            revoking.commit();
+        });
+        assert_eq!(
+            (status, str_of(&json, "error")),
+            (Status::BadRequest, "invalid_grant"),
+            "{revocation}: {json}"
+        );
+        if revocation == "disable" {
+            continue;
+        }
+        // The next second, so that the next login is not under the cut-off.
+        app.clock().advance(1);
+    }
 }
 
 /// One user's revoked access tokens keep at most `MAX_TOKEN_ENTRIES_PER_USER` token entries and

@@ -60,6 +60,20 @@ impl ClientRequest {
     /// decides (the signing key, the failure budget): a request that can never succeed gets its
     /// 400 at once, not a 503 or 429 that tells the client to send it again.
     pub fn read(request: TokenRequest, basic: BasicClient) -> Result<Self, ApiError> {
+        // The client first, as a server authenticating clients would (RFC 6749 §3.2.1).
+        let client_id = match (request.client_id, basic.0.transpose()?) {
+            (Some(body), Some(header)) if body != header => {
+                return Err(ApiError::invalid_request(
+                    "the client_id of the body is not the one of the Authorization header",
+                ));
+            }
+            (body, header) => header.or(body),
+        };
+        if client_id.as_deref().is_some_and(|id| !is_client_id(id)) {
+            return Err(ApiError::invalid_request(
+                "client_id must be 1 to 255 printable ASCII characters without surrounding spaces",
+            ));
+        }
         let required = |field: Option<String>, missing: &'static str| {
             field.ok_or_else(|| ApiError::invalid_request(missing))
         };
@@ -84,19 +98,6 @@ impl ClientRequest {
             None => Err(ApiError::invalid_request("grant_type is required")),
             Some(_) => Err(ApiError::UnsupportedGrantType),
         }?;
-        let client_id = match (request.client_id, basic.0.transpose()?) {
-            (Some(body), Some(header)) if body != header => {
-                return Err(ApiError::invalid_request(
-                    "the client_id of the body is not the one of the Authorization header",
-                ));
-            }
-            (body, header) => header.or(body),
-        };
-        if client_id.as_deref().is_some_and(|id| !is_client_id(id)) {
-            return Err(ApiError::invalid_request(
-                "client_id must be 1 to 255 printable ASCII characters without surrounding spaces",
-            ));
-        }
         Ok(Self { grant, client_id })
     }
 }
@@ -120,12 +121,14 @@ impl<'r> FromRequest<'r> for BasicClient {
     type Error = Infallible;
 
     async fn from_request(request: &'r Request<'_>) -> Outcome<Self, Infallible> {
-        let authorization = request.headers().get_one("Authorization");
-        Outcome::Success(Self(authorization.and_then(basic_client)))
+        // Repeated headers read as one, as a bearer's are (`context::bearer_token`): two Basic
+        // credentials are unreadable, not the first taken.
+        let values: Vec<&str> = request.headers().get("Authorization").collect();
+        Outcome::Success(Self(basic_client(&values.join(", "))))
     }
 }
 
-/// RFC 7617's credentials, `None` for another scheme.
+/// RFC 7617's credentials, `None` for another scheme or none.
 fn basic_client(authorization: &str) -> Option<Result<String, ApiError>> {
     let value = trim_http_whitespace(authorization);
     let (scheme, credentials) = value.split_once(' ').unwrap_or((value, ""));
