@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
+use diesel::connection::SimpleConnection as _;
+use diesel::{Connection as _, PgConnection};
 use gatehouse_issuer::clock::Clock;
 use rocket::http::Status;
 
 use crate::common::{Backend, TestApp, refresh_on, refusal, str_of};
+use crate::held::{start_watched, until_waiting};
 
 fn clock_of(client: &rocket::local::asynchronous::Client) -> Arc<Clock> {
     Arc::clone(client.rocket().state::<Arc<Clock>>().unwrap())
@@ -433,6 +436,50 @@ async fn postgres_a_refresh_does_not_queue_behind_a_revocation() {
         .without_waiting_for_a_held_revocation(app.refresh(&refresh_token))
         .await;
     assert_eq!(status, Status::Ok, "{json}");
+}
+
+/// PostgreSQL only: a rotation that does not take its token (a retry, a reuse) locks the token's
+/// row before its session's, in the order a user's deletion takes them (the session's tokens,
+/// then the session). Locking the session first, it held the session while it waited for the
+/// token the deletion held, and the deletion, going on to the session, deadlocked with it
+/// (PostgreSQL aborted one after `deadlock_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_retry_and_a_users_deletion_do_not_deadlock() {
+    let name = format!("retry-deletion-{}", std::process::id());
+    let app = start_watched(Backend::Postgres, &name).await;
+    app.register("alice").await;
+    let first = app.login("alice").await;
+    let r0 = str_of(&first, "refresh_token").to_owned();
+    let (status, json) = app.refresh(&r0).await;
+    assert_eq!(status, Status::Ok, "{json}");
+    let verified = app
+        .verifier()
+        .await
+        .verify(str_of(&first, "access_token"), app.clock().now());
+    let sid = verified.unwrap().sid.clone();
+    // A user's deletion's two steps by hand, on a connection the watch does not see.
+    let url = app
+        .config
+        .database_url
+        .replace(&format!("&application_name={name}"), "");
+    let mut deletion = PgConnection::establish(&url).unwrap();
+    let tokens = format!("BEGIN; DELETE FROM refresh_tokens WHERE session_id = '{sid}'");
+    deletion.batch_execute(&tokens).unwrap();
+    let ((status, json), ended) = tokio::join!(app.refresh(&r0), async {
+        let never = "the retry never waited for the deletion";
+        until_waiting(Backend::Postgres, &name, "transactionid", never).await;
+        tokio::task::spawn_blocking(move || {
+            let session = format!("UPDATE sessions SET revoked_at = 1 WHERE id = '{sid}'; COMMIT");
+            deletion.batch_execute(&session).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap()
+    });
+    assert_eq!(ended, Ok(()), "the deletion went on");
+    assert_eq!(
+        refusal((status, json)),
+        (Status::BadRequest, "invalid_grant".into())
+    );
 }
 
 crate::on_both_backends!(
