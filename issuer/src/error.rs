@@ -82,11 +82,20 @@ pub enum ApiError {
     Database(String),
 }
 
+/// The least `Retry-After` of a 503 that the database's or the replica's state gave.
+const UNAVAILABLE_RETRY_SECS: u64 = 2;
+
 impl ApiError {
-    pub const fn unavailable(message: &'static str) -> Self {
+    /// A 503 whose end nobody knows: `Retry-After` is 2 to 4 s at random, so that the clients
+    /// that honour it (`@gatehouse/verify`'s `GatehouseClient` does) do not all come back in the
+    /// same second after an outage (before 2026-12-07 it was always 2).
+    pub fn unavailable(message: &'static str) -> Self {
+        let mut byte = [0_u8];
+        let jitter = getrandom::fill(&mut byte)
+            .map_or(0, |()| u64::from(byte[0]) % (UNAVAILABLE_RETRY_SECS + 1));
         Self::Unavailable {
             message,
-            retry_after: 2,
+            retry_after: UNAVAILABLE_RETRY_SECS + jitter,
         }
     }
 
@@ -275,4 +284,22 @@ fn default_catcher(status: Status, _request: &Request<'_>) -> ApiError {
 
 pub fn catchers() -> Vec<rocket::Catcher> {
     catchers![not_found, default_catcher]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiError;
+
+    /// 2 to 4 s, not one value: 64 draws all alike would happen once in 3^63.
+    #[test]
+    fn an_unavailable_answer_spreads_its_retry_after() {
+        let waits: Vec<u64> = (0..64)
+            .map(|_| match ApiError::unavailable("database busy") {
+                ApiError::Unavailable { retry_after, .. } => retry_after,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(waits.iter().all(|w| (2..=4).contains(w)), "{waits:?}");
+        assert!(waits.iter().any(|w| *w != waits[0]), "{waits:?}");
+    }
 }
