@@ -218,9 +218,12 @@ impl Reauthentication<'_> {
                             Recheck::Unchanged => {}
                             changed => return Ok(Err(changed)),
                         }
+                        // The write before the success: the account's lockout row is not held
+                        // while a deletion takes every client's (`lockout::delete_of`).
+                        let written = write(r, &against, prepared)?;
                         let now = r.now();
                         lockout::record_success(r.conn(), &attempt, now)?;
-                        write(r, &against, prepared).map(Ok)
+                        Ok(Ok(written))
                     })
                     .await?;
                 match outcome {

@@ -11,7 +11,9 @@
 //!
 //! Lock order: a transaction that writes both kinds of row writes its client's row before its
 //! account's, and no statement writes both kinds, so none holds an account's row while it waits
-//! for a client's: on PostgreSQL that would deadlock with a reservation.
+//! for a client's: on PostgreSQL that would deadlock with a reservation. A user's deletion
+//! deletes them so too ([`delete_of`]), not by the cascade from the user's row, and a password
+//! confirmed for a write records its success after the write ([`crate::credentials`]).
 
 use std::net::IpAddr;
 
@@ -330,6 +332,16 @@ pub fn record_success(conn: &mut DbConn, attempt: &Attempt, now: i64) -> Result<
     if attempt.account_charged {
         uncount(conn, &attempt.user_id, EVERY_CLIENT)?;
     }
+    Ok(())
+}
+
+/// Deletes every lockout row of `user_id`, each client's before the account's (the lock order
+/// above): the cascade from the user's row would take the account's first, and deadlock with
+/// a reservation holding its client's row. A step of deleting the user.
+pub fn delete_of(conn: &mut DbConn, user_id: &str) -> Result<(), ApiError> {
+    let of_user = || rows::table.filter(rows::user_id.eq(user_id));
+    diesel::delete(of_user().filter(rows::client.ne(EVERY_CLIENT))).execute(conn)?;
+    diesel::delete(of_user().filter(rows::client.eq(EVERY_CLIENT))).execute(conn)?;
     Ok(())
 }
 

@@ -158,8 +158,9 @@ pub fn reset_password(
 /// Deletes a user in the revocation service's transaction, the one way the admin endpoint and
 /// `users delete` take. Every session ends and every access token is cut off first
 /// ([`Revocations::user`]: those entries outlive the row, so verifiers go on refusing its
-/// tokens), then the row goes with its sessions, refresh tokens and lockout rows (`ON DELETE
-/// CASCADE`), and its name is free again (a new account under it gets a new id). Audited
+/// tokens), then the row goes with its sessions and lockout rows (the tokens and the lockout
+/// rows deleted first, each in the order a rotation and a reservation lock them, not by the
+/// `ON DELETE CASCADE` that would lock them after their parents), and its name is free again (a new account under it gets a new id). Audited
 /// `user_deleted` with who asked; the account's earlier audit rows stay (they hold its id,
 /// never its name or a secret). `false` when there is no such user.
 pub fn delete(r: &mut Revocations<'_>, user_id: &str, who: (&str, &str)) -> Result<bool, ApiError> {
@@ -176,6 +177,7 @@ pub fn delete(r: &mut Revocations<'_>, user_id: &str, who: (&str, &str)) -> Resu
         Some(user_id),
         &audit::who(who).into(),
     )?;
+    super::lockout::delete_of(r.conn(), user_id)?;
     diesel::delete(users::table.find(user_id)).execute(r.conn())?;
     Ok(true)
 }

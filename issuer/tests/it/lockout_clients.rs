@@ -445,6 +445,69 @@ async fn the_cli_cleanup_leaves_lockout_and_audit_rows_to_the_replicas(backend: 
     assert_eq!(events_of_alice(), events_before);
 }
 
+/// PostgreSQL only: deleting a user takes its lockout rows each client's before the account's,
+/// as a reservation takes them. The cascade from the user's row took the account's first, and
+/// a reservation holding its client's row and waiting for the account's deadlocked with it
+/// (PostgreSQL aborted one). The reservation's two steps are played here by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_users_deletion_and_a_reservation_do_not_deadlock() {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::prelude::*;
+    use gatehouse_issuer::db::schema::lockouts_by_client as rows;
+
+    use crate::held::{start_watched, until_waiting};
+
+    let name = format!("deletion-reservation-{}", std::process::id());
+    let app = start_watched(Backend::Postgres, &name).await;
+    let uid = app.register("alice").await;
+    let admin = app.admin_token().await;
+    // The first client's row and the account's are written at the first failure, the second
+    // client's at the second: a scan of the user's rows reaches the account's before the second
+    // client's, by the unique index on (user, client) as by the rows' first places.
+    for ip in ["203.0.113.9:4000", "198.51.100.7:4000"] {
+        let (status, _, _) = login_from(&app, ip, true).await;
+        assert_eq!(status, Status::BadRequest);
+    }
+    // A connection the watch does not see.
+    let url = app
+        .config
+        .database_url
+        .replace(&format!("&application_name={name}"), "");
+    let mut reservation = PgConnection::establish(&url).unwrap();
+    let rows_of_user: i64 = rows::table
+        .filter(rows::user_id.eq(&uid))
+        .count()
+        .get_result(&mut reservation)
+        .unwrap();
+    assert_eq!(rows_of_user, 3, "two clients' rows and the account's");
+    // The second client's reservation, between its two steps: its own row taken, the
+    // account's next.
+    let hold = format!(
+        "BEGIN; UPDATE lockouts_by_client SET failures = failures \
+         WHERE user_id = '{uid}' AND client = '198.51.100.7'"
+    );
+    reservation.batch_execute(&hold).unwrap();
+    let path = format!("/v1/admin/users/{uid}/delete");
+    let ((status, json), ended) =
+        tokio::join!(app.send("POST", &path, None, Some(&admin)), async {
+            let never = "the deletion never waited for the client's row";
+            until_waiting(Backend::Postgres, &name, "transactionid", never).await;
+            let account = format!(
+                "UPDATE lockouts_by_client SET failures = failures \
+             WHERE user_id = '{uid}' AND client = ''; COMMIT"
+            );
+            tokio::task::spawn_blocking(move || {
+                reservation
+                    .batch_execute(&account)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap()
+        });
+    assert_eq!(ended, Ok(()), "the reservation went on");
+    assert_eq!(status, Status::Ok, "{json}");
+}
+
 crate::on_both_backends!(
     the_cli_cleanup_leaves_lockout_and_audit_rows_to_the_replicas,
     an_admin_unlocks_every_lock_of_an_account,
