@@ -158,9 +158,10 @@ pub fn reset_password(
 /// Deletes a user in the revocation service's transaction, the one way the admin endpoint and
 /// `users delete` take. Every session ends and every access token is cut off first
 /// ([`Revocations::user`]: those entries outlive the row, so verifiers go on refusing its
-/// tokens), then the row goes with its sessions and lockout rows (the tokens and the lockout
-/// rows deleted first, each in the order a rotation and a reservation lock them, not by the
-/// `ON DELETE CASCADE` that would lock them after their parents), and its name is free again (a new account under it gets a new id). Audited
+/// tokens). Its refresh tokens are deleted before its sessions, as a rotation locks them, and
+/// its lockout rows each client's before the account's, as a reservation locks them
+/// ([`super::lockout::delete_of`]); then the row goes with its sessions (`ON DELETE CASCADE`),
+/// and its name is free again (a new account under it gets a new id). Audited
 /// `user_deleted` with who asked; the account's earlier audit rows stay (they hold its id,
 /// never its name or a secret). `false` when there is no such user.
 pub fn delete(r: &mut Revocations<'_>, user_id: &str, who: (&str, &str)) -> Result<bool, ApiError> {
