@@ -188,8 +188,7 @@ pub fn rotate(
         else {
             return Ok(Rotation::Invalid);
         };
-        let disabled = user_disabled.unwrap_or(true);
-        let dead = session.revoked_at.is_some() || session.expires_at <= now || disabled;
+        let dead = session.revoked_at.is_some() || session.expires_at <= now || user_disabled;
         // Another client is refused only where the token would be taken: a token past its use
         // is reuse, whichever client names it.
         let other_client = client_id
@@ -348,8 +347,8 @@ pub fn by_id(conn: &mut DbConn, sid: &str) -> Result<Option<Session>, ApiError> 
 struct Presented {
     row: RefreshRow,
     session: Session,
-    /// `None`: the user is gone.
-    user_disabled: Option<bool>,
+    /// Disabled, or gone.
+    user_disabled: bool,
     cut_off_end: Option<i64>,
 }
 
@@ -389,7 +388,7 @@ fn read_presented(conn: &mut DbConn, hash: &str, now: i64) -> Result<Option<Pres
         found.map(|(row, session, user_disabled, cut_off_end)| Presented {
             row,
             session,
-            user_disabled,
+            user_disabled: user_disabled.unwrap_or(true),
             cut_off_end,
         }),
     )
