@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-use jwt_compact::{AlgorithmExt as _, Claims, Header};
+use jwt_compact::{AlgorithmExt as _, Claims, Header, Renamed};
 use rand_core::OsRng;
 use serde::Serialize;
 
@@ -173,10 +173,11 @@ impl SigningKey {
             .with_key_id(self.kid.clone())
             .with_token_type(typ);
         let token = match &self.secret {
-            Secret::Ed25519(k) if self.ed25519_name == Ed25519Name::Ed25519 => {
-                StrictEd25519::fully_specified().token(&header, claims, k)
+            // Named as the payload's header names it (`Algorithm::named`).
+            Secret::Ed25519(k) => {
+                let name = self.algorithm().named(self.ed25519_name);
+                Renamed::new(StrictEd25519, name).token(&header, claims, k)
             }
-            Secret::Ed25519(k) => StrictEd25519.token(&header, claims, k),
             #[cfg(feature = "es256")]
             Secret::P256(k) => jwt_compact::alg::Es256.token(&header, claims, k),
         };

@@ -256,7 +256,7 @@ async fn start_session(
             None
         };
         let (checked, scope, requested) = (user.clone(), scope.clone(), requested.clone());
-        let client_id = grants.client_id.clone();
+        let (client_id, clock) = (grants.client_id.clone(), Arc::clone(grants.clock));
         let attempt = attempt.clone();
         let outcome = grants
             .db
@@ -293,7 +293,7 @@ async fn start_session(
                     let grant = sessions::start(c, &new, now, ttl)?;
                     // A cut-off of the user's sessions: this one starts after it, and its tokens
                     // are issued past it.
-                    let at = issue_time(&grant, now, access_ttl, Wait::OrRefuse)?;
+                    let at = issue_time(&grant, (now, clock.now()), access_ttl, Wait::OrRefuse)?;
                     let sid = &grant.session.id;
                     let mut detail =
                         naming_client(serde_json::json!({"sid": sid}), client_id.clone());
@@ -369,7 +369,7 @@ async fn refresh_grant(
             return Err(ApiError::InvalidScope(SCOPE_NOT_GRANTED));
         }
     }
-    let client_id = grants.client_id.clone();
+    let (client_id, clock) = (grants.client_id.clone(), Arc::clone(grants.clock));
     let rotation = grants
         .db
         .run(move |c| {
@@ -377,11 +377,14 @@ async fn refresh_grant(
                 let presented = (presented.as_str(), client_id.as_deref());
                 let rotation = sessions::rotate(c, presented, (now, database_now), grace)?;
                 // A refusal rolls the rotation back: the client asks again later.
+                let times = (now, clock.now());
                 let at = match &rotation {
-                    Rotation::Rotated(grant) => issue_time(grant, now, access_ttl, Wait::OrRefuse)?,
+                    Rotation::Rotated(grant) => {
+                        issue_time(grant, times, access_ttl, Wait::OrRefuse)?
+                    }
                     // Told to come back, a retry could come back past the grace window and be
                     // taken for reuse.
-                    Rotation::Retried(grant) => issue_time(grant, now, access_ttl, Wait::OrNot)?,
+                    Rotation::Retried(grant) => issue_time(grant, times, access_ttl, Wait::OrNot)?,
                     _ => now,
                 };
                 Ok((rotation, at))
@@ -438,18 +441,25 @@ enum Wait {
 /// every session (`Revocations::user`) covers the second it was written in, one that replaced
 /// a revoked token past the per-user bound (`revoker::MAX_TOKEN_ENTRIES_PER_USER`) that token's
 /// second, either up to a replica's clock skew. The answer waits for that second, at most
-/// [`MAX_CUT_OFF_WAIT_SECS`], and only for a token that lives past it: its `exp` still counts
-/// from `now` ([`respond`]). A session that ends by then gets no token.
-fn issue_time(grant: &Grant, now: i64, access_ttl: i64, wait: Wait) -> Result<i64, ApiError> {
+/// [`MAX_CUT_OFF_WAIT_SECS`] from `committing` (the clock as the grant commits: a login's
+/// password check may have taken a while since `now`, the body's arrival), and only for a token
+/// that lives past it: its `exp` still counts from `now` ([`respond`]). A session that ends by
+/// then gets no token.
+fn issue_time(
+    grant: &Grant,
+    (now, committing): (i64, i64),
+    access_ttl: i64,
+    wait: Wait,
+) -> Result<i64, ApiError> {
     let Some(end) = grant.cut_off_end else {
         return Ok(now);
     };
-    if end - now > MAX_CUT_OFF_WAIT_SECS || end >= now + access_ttl {
+    if end - committing > MAX_CUT_OFF_WAIT_SECS || end >= now + access_ttl {
         return match wait {
             Wait::OrNot => Ok(now),
             Wait::OrRefuse => Err(ApiError::Unavailable {
                 message: "this account's tokens were just revoked; ask again later",
-                retry_after: u64::try_from(end - now).unwrap_or(u64::MAX),
+                retry_after: u64::try_from(end - committing).unwrap_or(1).max(1),
             }),
         };
     }
